@@ -1,0 +1,20 @@
+// Identifiers and names.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace uw {
+
+// A random RFC 4122 version-4 UUID ("3f2a...-...."). Thread-safe.
+std::string NewUuid();
+// A short random id with a prefix: "task-5f1c9a0b2d7e4c31".
+std::string NewId(std::string_view prefix);
+
+// Guest, host, pool and network names: 1–63 characters of [A-Za-z0-9._-], starting with a letter
+// or digit. kInvalidArgument saying what is wrong, with `what` naming the field ("guest name").
+Status ValidateName(std::string_view name, std::string_view what);
+
+}  // namespace uw

@@ -1,0 +1,31 @@
+#include "common/id.h"
+
+#include <set>
+
+#include <gtest/gtest.h>
+
+namespace uw {
+namespace {
+
+TEST(IdTest, UuidsAreWellFormedAndDistinct) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    std::string u = NewUuid();
+    ASSERT_EQ(u.size(), 36u);
+    EXPECT_EQ(u[14], '4');
+    EXPECT_TRUE(seen.insert(u).second);
+  }
+  EXPECT_EQ(NewId("task").rfind("task-", 0), 0u);
+}
+
+TEST(IdTest, ValidatesNames) {
+  EXPECT_TRUE(ValidateName("web-01.prod_a", "guest name").ok());
+  EXPECT_FALSE(ValidateName("", "guest name").ok());
+  EXPECT_FALSE(ValidateName("-lead", "guest name").ok());
+  EXPECT_FALSE(ValidateName("a b", "guest name").ok());
+  EXPECT_FALSE(ValidateName("../etc", "guest name").ok());
+  EXPECT_FALSE(ValidateName(std::string(64, 'a'), "guest name").ok());
+}
+
+}  // namespace
+}  // namespace uw

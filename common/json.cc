@@ -1,0 +1,206 @@
+#include "common/json.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace uw {
+
+Result<Json> ParseJson(std::string_view text, std::string_view what) {
+  try {
+    return Json::parse(text.begin(), text.end());
+  } catch (const Json::parse_error& e) {
+    size_t line = 1, column = 1;
+    size_t end = std::min<size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
+    for (size_t i = 0; i < end; ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    std::string msg = e.what();
+    // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 2: ".
+    if (auto pos = msg.find(": "); pos != std::string::npos && msg.rfind("[json.exception", 0) == 0) {
+      msg = msg.substr(pos + 2);
+    }
+    return InvalidArgumentError(std::string(what) + ": line " + std::to_string(line) + ", column " +
+                                std::to_string(column) + ": malformed JSON: " + msg);
+  }
+}
+
+Result<Json> LoadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError(path + ": cannot open file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseJson(ss.str(), path);
+}
+
+Result<JsonView> JsonView::Of(const Json& j, std::string path) {
+  if (!j.is_object()) {
+    return InvalidArgumentError((path.empty() ? std::string("document") : path) +
+                                ": expected a JSON object, got " + j.type_name());
+  }
+  return JsonView(&j, std::move(path));
+}
+
+std::string JsonView::PathOf(std::string_view key) const {
+  if (path_.empty()) return std::string(key);
+  return path_ + "." + std::string(key);
+}
+
+Status JsonView::FieldError(std::string_view key, std::string_view message) const {
+  return InvalidArgumentError(PathOf(key) + ": " + std::string(message));
+}
+
+const Json* JsonView::Find(std::string_view key) const {
+  auto it = j_->find(key);
+  if (it == j_->end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+bool JsonView::Has(std::string_view key) const { return Find(key) != nullptr; }
+
+namespace {
+std::string Got(const Json& j) { return std::string(", got ") + j.type_name(); }
+bool IsInteger(const Json& j) {
+  if (j.is_number_integer()) return true;
+  if (j.is_number_float()) {
+    double d = j.get<double>();
+    return std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15;
+  }
+  return false;
+}
+}  // namespace
+
+Result<std::string> JsonView::String(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required string is missing");
+  if (!v->is_string()) return FieldError(key, "expected a string" + Got(*v));
+  return v->get<std::string>();
+}
+
+Result<std::string> JsonView::String(std::string_view key, std::string fallback) const {
+  if (!Find(key)) return fallback;
+  return String(key);
+}
+
+Result<int64_t> JsonView::Int(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required integer is missing");
+  if (!IsInteger(*v)) return FieldError(key, "expected an integer" + Got(*v));
+  return v->is_number_float() ? static_cast<int64_t>(v->get<double>()) : v->get<int64_t>();
+}
+
+Result<int64_t> JsonView::Int(std::string_view key, int64_t fallback) const {
+  if (!Find(key)) return fallback;
+  return Int(key);
+}
+
+Result<int64_t> JsonView::PositiveInt(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v || !IsInteger(*v) || (v->is_number_integer() ? v->get<int64_t>() <= 0 : v->get<double>() <= 0)) {
+    return FieldError(key, "expected a positive integer");
+  }
+  return Int(key);
+}
+
+Result<int64_t> JsonView::NonNegativeInt(std::string_view key, int64_t fallback) const {
+  if (!Find(key)) return fallback;
+  auto r = Int(key);
+  if (!r.ok() || *r < 0) return FieldError(key, "expected a non-negative integer");
+  return r;
+}
+
+Result<double> JsonView::Number(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required number is missing");
+  if (!v->is_number()) return FieldError(key, "expected a number" + Got(*v));
+  double d = v->get<double>();
+  if (!std::isfinite(d)) return FieldError(key, "expected a finite number");
+  return d;
+}
+
+Result<double> JsonView::Number(std::string_view key, double fallback) const {
+  if (!Find(key)) return fallback;
+  return Number(key);
+}
+
+Result<std::optional<double>> JsonView::OptionalNumber(std::string_view key) const {
+  if (!Find(key)) return std::optional<double>();
+  UW_ASSIGN_OR_RETURN(double d, Number(key));
+  return std::optional<double>(d);
+}
+
+Result<std::optional<int64_t>> JsonView::OptionalInt(std::string_view key) const {
+  if (!Find(key)) return std::optional<int64_t>();
+  UW_ASSIGN_OR_RETURN(int64_t i, Int(key));
+  return std::optional<int64_t>(i);
+}
+
+Result<bool> JsonView::Bool(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required boolean is missing");
+  if (!v->is_boolean()) return FieldError(key, "expected true or false" + Got(*v));
+  return v->get<bool>();
+}
+
+Result<bool> JsonView::Bool(std::string_view key, bool fallback) const {
+  if (!Find(key)) return fallback;
+  return Bool(key);
+}
+
+Result<JsonView> JsonView::Object(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required object is missing");
+  if (!v->is_object()) return FieldError(key, "expected an object" + Got(*v));
+  return JsonView(v, PathOf(key));
+}
+
+Result<std::vector<JsonView>> JsonView::Objects(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required array is missing");
+  if (!v->is_array()) return FieldError(key, "expected an array" + Got(*v));
+  std::vector<JsonView> out;
+  out.reserve(v->size());
+  for (size_t i = 0; i < v->size(); ++i) {
+    std::string p = PathOf(key) + "[" + std::to_string(i) + "]";
+    const Json& e = (*v)[i];
+    if (!e.is_object()) return InvalidArgumentError(p + ": expected an object" + Got(e));
+    out.push_back(JsonView(&e, std::move(p)));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> JsonView::Strings(std::string_view key) const {
+  const Json* v = Find(key);
+  if (!v) return FieldError(key, "required array is missing");
+  if (!v->is_array()) return FieldError(key, "expected an array of strings" + Got(*v));
+  std::vector<std::string> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    if (!(*v)[i].is_string()) {
+      return InvalidArgumentError(PathOf(key) + "[" + std::to_string(i) + "]: expected a string" + Got((*v)[i]));
+    }
+    out.push_back((*v)[i].get<std::string>());
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> JsonView::Strings(std::string_view key,
+                                                   std::vector<std::string> fallback) const {
+  if (!Find(key)) return fallback;
+  return Strings(key);
+}
+
+Status JsonView::RejectUnknown(std::initializer_list<std::string_view> known) const {
+  for (auto it = j_->begin(); it != j_->end(); ++it) {
+    bool found = false;
+    for (auto k : known) found = found || k == it.key();
+    if (!found) return FieldError(it.key(), "unknown field");
+  }
+  return Status::Ok();
+}
+
+}  // namespace uw

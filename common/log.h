@@ -1,0 +1,16 @@
+// Logging through spdlog. Call InitLogging once in main(); libraries just use spdlog::info etc.
+#pragma once
+
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "common/status.h"
+
+namespace uw {
+
+// Sets the default logger: to stderr, or to `file` when non-empty, at `level`
+// ("trace", "debug", "info", "warn", "error"). kInvalidArgument for an unknown level.
+Status InitLogging(std::string_view program, std::string_view level, std::string_view file = "");
+
+}  // namespace uw
