@@ -6,6 +6,12 @@
 // itself: handlers turn requests into typed calls on the core and map Status to HTTP via
 // ErrorResponse().
 //
+// Streaming (Server-Sent Events and other open-ended answers): a handler returns
+// Response::Stream(...). The server sends the head with "Transfer-Encoding: chunked" and then calls
+// the stream function on a worker thread with a StreamWriter; every Write() becomes one chunk, in
+// order, and Close() ends the body (the connection then stays open for the next request). See
+// StreamWriter for the threading and lifetime rules.
+//
 // Error body (every non-2xx answer, including those the server makes itself for malformed HTTP,
 // oversized bodies, unknown routes and wrong methods):
 //   {"error": {"code": "not_found", "message": "guest 'web1' is not defined", "status": 404}}
@@ -34,6 +40,10 @@ struct Request {
   std::map<std::string, std::string> params;   // path parameters filled by the router: {"name": "a"}
   std::string remote;                          // peer address "10.77.0.254:51234"
   std::string principal;                       // set by the authenticator (token owner), may be ""
+  // The request-target as received ("/api/v1/guests/a%2Fb?x=1"), set by the server. The router
+  // matches on its raw segments (so "%2F" stays inside one parameter); when empty (a Request built
+  // by hand, in tests) it matches on `path` instead.
+  std::string target;
 
   // Header value or "" (name is matched case-insensitively).
   std::string Header(std::string_view name) const;
@@ -44,16 +54,57 @@ struct Request {
   Result<Json> JsonBody() const;
 };
 
+class StreamWriter;
+// Produces a streamed body; see Response::Stream.
+using StreamFunction = std::function<void(std::shared_ptr<StreamWriter> writer)>;
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
+  // Extra headers. The server owns framing: Content-Length, Transfer-Encoding and Connection set
+  // here are ignored, and CR/LF in names or values are dropped.
   std::map<std::string, std::string> headers;
   std::string body;
+  // When set, `body` is ignored and the answer is streamed (see StreamWriter).
+  StreamFunction stream;
 
   static Response Json(int status, const uw::Json& body);
   // The one error shape; HTTP status from HttpStatusFor(status.code()).
   static Response Error(const Status& status);
+  // The error shape with an explicit HTTP status (413, 429, 431, ...); `status` must not be OK.
+  static Response Error(int http_status, const Status& status);
+  // A streamed 200 answer. `fn` runs on a worker thread once the head is on its way; it may write
+  // and return at once, hand the writer to a producer (an event bus) and return, or block while
+  // writing (which holds one worker thread for the stream's life). For SSE use content type
+  // "text/event-stream" and SseEvent().
+  static Response Stream(std::string content_type, StreamFunction fn);
 };
+
+// The sending end of a streamed answer. Thread-safe: any thread may call any method, and the
+// writer may outlive the server (it is then closed and every call is a cheap no-op).
+class StreamWriter {
+ public:
+  virtual ~StreamWriter() = default;
+  // Queues `chunk` as one chunk of the body (an empty chunk is ignored). Returns false, and sends
+  // nothing, once the stream is closed: by Close(), by the client going away, by a write error,
+  // by HttpServer::Stop(), or because the client fell more than kMaxBufferedBytes behind (a slow
+  // consumer is cut off rather than buffered without bound).
+  virtual bool Write(std::string_view chunk) = 0;
+  // Ends the body normally. Idempotent.
+  virtual void Close() = 0;
+  virtual bool IsOpen() const = 0;
+  // Registers `fn` to run exactly once when the stream closes for any reason (at once, on this
+  // thread, if it is closed already). It may run on the server's loop thread: keep it short and
+  // never block in it (unsubscribe from a producer, signal a condition variable). One callback;
+  // a second call replaces the first if it has not run yet.
+  virtual void OnClose(std::function<void()> fn) = 0;
+
+  static constexpr size_t kMaxBufferedBytes = 4 << 20;
+};
+
+// One Server-Sent Events frame: "id: ...\nevent: ...\ndata: ...\n\n" (empty fields omitted; a
+// multi-line `data` becomes several data lines).
+std::string SseEvent(std::string_view event, std::string_view data, std::string_view id = "");
 
 // Canonical mapping: invalid_argument 400, unauthenticated 401, permission_denied 403,
 // not_found 404, already_exists / aborted / failed_precondition / resource_exhausted 409 (a
@@ -101,8 +152,12 @@ struct ServerOptions {
   int idle_timeout_ms = 60'000;          // keep-alive connections idle this long are closed
 };
 
-// An HTTP/1.1 server with keep-alive, on its own libuv loop thread. Malformed requests get 400 in
-// the error shape and the connection is closed. Thread-safe: Start/Stop from any one thread.
+// An HTTP/1.1 server with keep-alive and pipelining, on its own libuv loop thread; handlers run on
+// `worker_threads` threads of its own. Requests on one connection are answered in order, one at a
+// time; different connections are served concurrently. Malformed requests get 400 in the error
+// shape and the connection is closed. An answer for a connection that closed meanwhile is dropped.
+// Thread-safe: Start/Stop from any one thread, never from a handler. The router must outlive the
+// server. SIGPIPE is set to ignored by Start() when it still has its default action.
 class HttpServer {
  public:
   HttpServer(ServerOptions options, const Router* router);
@@ -111,9 +166,10 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Binds and starts serving. kUnavailable when the address cannot be bound (in use, no such
-  // address), with the address in the message.
+  // address), with the address in the message; kFailedPrecondition when called a second time.
   Status Start();
-  // Stops accepting, finishes in-flight handlers, closes connections, joins threads. Idempotent.
+  // Stops accepting, finishes in-flight handlers (their answers are still sent, with
+  // "Connection: close"), closes open streams and connections, joins threads. Idempotent.
   void Stop();
   // The bound port (after Start).
   int port() const;
@@ -145,10 +201,23 @@ class HttpClient {
   Result<ClientResponse> Do(std::string_view method, std::string_view path, std::string_view body = "",
                             const std::map<std::string, std::string>& headers = {}) const;
   // Do() plus: 2xx -> parsed JSON body (null for an empty body); non-2xx -> StatusFromHttp().
+  // A 2xx answer whose body is not JSON is kInternal.
   Result<Json> Call(std::string_view method, std::string_view path, const Json* body = nullptr) const;
+  // Reads a streamed answer (SSE) as it arrives: `on_data` gets the body in pieces of any size
+  // (not aligned to chunks or events) and returns false to stop reading. OK when the server ends
+  // the body or `on_data` stops; non-2xx -> StatusFromHttp(); transport failures as for Do().
+  // timeout_ms does not apply (streams are open-ended); connect_timeout_ms does, and a stream
+  // that sends nothing for `idle_timeout_ms` (0 = never) fails with kDeadlineExceeded.
+  Status Stream(std::string_view method, std::string_view path,
+                const std::function<bool(std::string_view data)>& on_data,
+                const std::map<std::string, std::string>& headers = {}, int idle_timeout_ms = 0) const;
 
  private:
+  struct HandlePool;
   ClientOptions options_;
+  // Idle libcurl handles kept with their open connections (keep-alive across calls). Shared by
+  // copies of this client.
+  std::shared_ptr<HandlePool> handles_;
 };
 
 }  // namespace uw::api
