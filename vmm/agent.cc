@@ -1,0 +1,673 @@
+#include "vmm/agent.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "common/id.h"
+
+namespace uw::vmm {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr size_t kEventLogSize = 4096;
+constexpr const char* kGuestChannel = "org.underware.guest.0";
+
+api::Response Ok(const Json& body, int status = 200) { return api::Response::Json(status, body); }
+api::Response Err(const Status& s) { return api::Response::Error(s); }
+
+// The body as an object; an empty body is an empty object (for optional bodies).
+Result<Json> OptionalBody(const api::Request& req) {
+  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return Json::object();
+  return req.JsonBody();
+}
+
+bool FileExists(const std::string& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+Json EventToJson(const AgentEvent& e) {
+  return {{"seq", e.seq},
+          {"at", FormatRfc3339(e.event.at)},
+          {"guest", e.event.guest},
+          {"uuid", e.event.uuid},
+          {"event", e.event.event},
+          {"detail", e.event.detail},
+          {"source", e.event.source}};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
+  auto root = JsonView::Of(j, "");
+  if (!root.ok()) return root.status().WithContext(where);
+  const JsonView& v = *root;
+  auto fail = [&](const Status& s) { return s.WithContext(where); };
+  if (Status s = v.RejectUnknown({"host_name", "listen", "token", "libvirt_uri", "lxc_uri", "state_dir", "images",
+                                  "guest_assets", "allow_emulated_kvm", "log_level", "log_file",
+                                  "sample_interval_ms", "stop_timeout_s", "max_body_bytes", "sys_root"});
+      !s.ok()) {
+    return fail(s);
+  }
+  AgentConfig c;
+#define UW_CFG(lhs, expr)          \
+  do {                             \
+    auto r_ = (expr);              \
+    if (!r_.ok()) return fail(r_.status()); \
+    lhs = std::move(*r_);          \
+  } while (0)
+  UW_CFG(c.host_name, v.String("host_name"));
+  if (Status s = ValidateName(c.host_name, "host_name"); !s.ok()) return fail(s);
+  if (v.Has("listen")) {
+    auto l = v.Object("listen");
+    if (!l.ok()) return fail(l.status());
+    UW_CFG(c.listen_address, l->String("address", c.listen_address));
+    int64_t port = 0;
+    UW_CFG(port, l->Int("port", c.listen_port));
+    if (port < 0 || port > 65535) return fail(l->FieldError("port", "expected 0..65535"));
+    c.listen_port = static_cast<int>(port);
+  }
+  UW_CFG(c.token, v.String("token"));
+  if (c.token.size() < 16) return fail(v.FieldError("token", "must be at least 16 characters"));
+  UW_CFG(c.libvirt_uri, v.String("libvirt_uri", c.libvirt_uri));
+  UW_CFG(c.lxc_uri, v.String("lxc_uri", ""));
+  UW_CFG(c.state_dir, v.String("state_dir", c.state_dir));
+  if (v.Has("guest_assets")) {
+    std::string dir;
+    UW_CFG(dir, v.String("guest_assets"));
+    c.images["tiny"] = dir;
+  }
+  if (v.Has("images")) {
+    auto imgs = v.Object("images");
+    if (!imgs.ok()) return fail(imgs.status());
+    for (auto it = imgs->json().begin(); it != imgs->json().end(); ++it) {
+      if (!it->is_string()) return fail(imgs->FieldError(it.key(), "expected a directory path"));
+      c.images[it.key()] = it->get<std::string>();
+    }
+  }
+  UW_CFG(c.allow_emulated_kvm, v.Bool("allow_emulated_kvm", false));
+  UW_CFG(c.log_level, v.String("log_level", c.log_level));
+  UW_CFG(c.log_file, v.String("log_file", ""));
+  int64_t n = 0;
+  UW_CFG(n, v.Int("sample_interval_ms", c.sample_interval_ms));
+  if (n < 100 || n > 3'600'000) return fail(v.FieldError("sample_interval_ms", "expected 100..3600000"));
+  c.sample_interval_ms = static_cast<int>(n);
+  UW_CFG(n, v.Int("stop_timeout_s", c.stop_timeout_s));
+  if (n < 0 || n > 3600) return fail(v.FieldError("stop_timeout_s", "expected 0..3600"));
+  c.stop_timeout_s = static_cast<int>(n);
+  UW_CFG(n, v.Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes)));
+  if (n < 1024) return fail(v.FieldError("max_body_bytes", "expected at least 1024"));
+  c.max_body_bytes = static_cast<size_t>(n);
+  UW_CFG(c.sys_root, v.String("sys_root", c.sys_root));
+#undef UW_CFG
+  return c;
+}
+
+Result<AgentConfig> LoadAgentConfig(const std::string& path) {
+  UW_ASSIGN_OR_RETURN(Json j, LoadJsonFile(path));
+  return AgentConfigFromJson(j, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle of the agent
+
+Agent::Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
+             Clock& clock)
+    : config_(std::move(config)), vm_(std::move(vm)), ct_(std::move(ct)), kvm_(std::move(kvm)), clock_(clock) {
+  BuildRoutes();
+}
+
+Agent::~Agent() { Stop(); }
+
+Status Agent::Start(bool serve_http) {
+  for (const char* sub : {"channels", "console"}) {
+    std::error_code ec;
+    fs::create_directories(fs::path(config_.state_dir) / sub, ec);
+    if (ec) return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() + ": " + ec.message());
+  }
+  // Crash-only: whatever libvirt runs is ours; adopt it.
+  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
+    if (!h) continue;
+    UW_ASSIGN_OR_RETURN(auto guests, h->List());
+    for (const auto& g : guests) {
+      adopted_.push_back(g.name);
+      spdlog::info("adopted guest {} ({}, {}) from {}", g.name, GuestKindName(g.kind), GuestStateName(g.state), h->uri());
+      RecordEvent({clock_.Now(), g.name, g.uuid, "adopted", std::string(GuestStateName(g.state)), h->uri()});
+    }
+  }
+  UW_RETURN_IF_ERROR(SampleNow());
+  {
+    std::lock_guard l(stop_mu_);
+    stopping_ = false;
+  }
+  sampler_ = std::thread([this] {
+    std::unique_lock l(stop_mu_);
+    while (!stopping_) {
+      l.unlock();
+      if (Status s = SampleNow(); !s.ok()) spdlog::warn("sampling failed: {}", s.ToString());
+      l.lock();
+      stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms), [this] { return stopping_; });
+    }
+  });
+  if (serve_http) {
+    api::ServerOptions opts;
+    opts.address = config_.listen_address;
+    opts.port = config_.listen_port;
+    opts.max_body_bytes = config_.max_body_bytes;
+    server_ = std::make_unique<api::HttpServer>(opts, &router_);
+    if (Status s = server_->Start(); !s.ok()) {
+      Stop();
+      return s;
+    }
+    spdlog::info("agent {} serving on {}:{}", config_.host_name, config_.listen_address, server_->port());
+  }
+  return Status::Ok();
+}
+
+void Agent::Stop() {
+  if (server_) server_->Stop();
+  {
+    std::lock_guard l(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  events_cv_.notify_all();
+  if (sampler_.joinable()) sampler_.join();
+}
+
+int Agent::port() const { return server_ ? server_->port() : 0; }
+
+void Agent::RecordEvent(LifecycleEvent e) {
+  {
+    std::lock_guard l(events_mu_);
+    events_.push_back({next_seq_++, std::move(e)});
+    while (events_.size() > kEventLogSize) events_.pop_front();
+  }
+  events_cv_.notify_all();
+}
+
+Status Agent::SampleNow() {
+  std::vector<GuestCounters> all;
+  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
+    if (!h) continue;
+    UW_ASSIGN_OR_RETURN(auto part, h->SampleAll());
+    all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+  }
+  UW_ASSIGN_OR_RETURN(HostInfo host, vm_->Host());
+  std::lock_guard l(usage_mu_);
+  auto usage = tracker_.Update(all);
+  usage_.clear();
+  for (auto& u : usage) usage_[u.counters.name] = std::move(u);
+  host_usage_ = std::move(host);
+  sampled_at_ = clock_.Now();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+Hypervisor* Agent::HypervisorFor(GuestKind kind) { return kind == GuestKind::kLxc ? ct_.get() : vm_.get(); }
+
+Result<Hypervisor*> Agent::Find(std::string_view name) {
+  UW_RETURN_IF_ERROR(ValidateName(name, "guest name"));
+  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
+    if (!h) continue;
+    auto g = h->Get(name);
+    if (g.ok()) return h;
+    if (g.status().code() != StatusCode::kNotFound) return g.status();
+  }
+  return NotFoundError("guest '" + std::string(name) + "' does not exist on host " + config_.host_name);
+}
+
+GuestChannel& Agent::ChannelFor(const std::string& socket_path) {
+  std::lock_guard l(channels_mu_);
+  auto& c = channels_[socket_path];
+  if (!c) c = std::make_unique<GuestChannel>(socket_path, clock_);
+  return *c;
+}
+
+Status Agent::ResolveImageAndChecks(GuestSpec& spec, const Json& body) {
+  if (body.contains("image") && !body["image"].is_null()) {
+    if (!body["image"].is_string()) return InvalidArgumentError("spec.image: expected a string");
+    std::string image = body["image"].get<std::string>();
+    auto it = config_.images.find(image);
+    if (it == config_.images.end()) {
+      std::string have;
+      for (const auto& [k, v] : config_.images) have += (have.empty() ? "" : ", ") + k;
+      return InvalidArgumentError("spec.image: no image '" + image + "' on host " + config_.host_name +
+                                  " (available: " + (have.empty() ? "none" : have) + ")");
+    }
+    const fs::path dir = it->second;
+    if (spec.kind == GuestKind::kLxc) {
+      if (spec.lxc_root.empty()) spec.lxc_root = (dir / "lxc-rootfs").string();
+      if (spec.lxc_init == "/bin/sh" && spec.lxc_init_args.empty()) {
+        spec.lxc_init_args = {"-c", "echo UW-CONTAINER-READY; while :; do sleep 3600; done"};
+      }
+    } else if (spec.kernel.empty()) {
+      spec.kernel = FileExists((dir / "vmlinux").string()) ? (dir / "vmlinux").string() : (dir / "vmlinuz").string();
+      if (spec.initrd.empty() && FileExists((dir / "initrd.img").string())) spec.initrd = (dir / "initrd.img").string();
+      if (spec.cmdline.empty()) spec.cmdline = "console=ttyS0 panic=-1 quiet";
+    }
+  }
+  if (spec.kind == GuestKind::kKvm && !kvm_.usable) {
+    if (!config_.allow_emulated_kvm) {
+      return FailedPreconditionError("host " + config_.host_name + " cannot run kind kvm: " + kvm_.reason +
+                                     " (or set allow_emulated_kvm in the agent config)");
+    }
+    spec.emulated = true;
+  }
+  if (spec.kind == GuestKind::kLxc && !ct_) {
+    return FailedPreconditionError("host " + config_.host_name + " has no container driver (lxc_uri is not set)");
+  }
+  if (!spec.kernel.empty() && !FileExists(spec.kernel)) return InvalidArgumentError("spec.boot.kernel: " + spec.kernel + ": no such file");
+  if (!spec.initrd.empty() && !FileExists(spec.initrd)) return InvalidArgumentError("spec.boot.initrd: " + spec.initrd + ": no such file");
+  for (size_t i = 0; i < spec.disks.size(); ++i) {
+    if (!FileExists(spec.disks[i].path)) {
+      return InvalidArgumentError("spec.disks[" + std::to_string(i) + "].path: " + spec.disks[i].path + ": no such file");
+    }
+  }
+  if (spec.kind == GuestKind::kLxc && !spec.lxc_root.empty() && !fs::is_directory(spec.lxc_root)) {
+    return InvalidArgumentError("spec.lxc.root: " + spec.lxc_root + ": no such directory");
+  }
+  UW_RETURN_IF_ERROR(ValidateGuestSpec(spec));
+  UW_ASSIGN_OR_RETURN(HostInfo host, vm_->Host());
+  if (spec.max_memory_mib > host.memory_mib) {
+    return ResourceExhaustedError("guest '" + spec.name + "' asks for " + std::to_string(spec.max_memory_mib) +
+                                  " MiB but host " + config_.host_name + " has " + std::to_string(host.memory_mib) +
+                                  " MiB in all");
+  }
+  if (spec.max_vcpus > host.cpu_cores) {
+    return ResourceExhaustedError("guest '" + spec.name + "' asks for " + std::to_string(spec.max_vcpus) +
+                                  " vCPUs but host " + config_.host_name + " has " + std::to_string(host.cpu_cores) +
+                                  " CPUs");
+  }
+  if (spec.kind != GuestKind::kLxc) {
+    spec.console_log = (fs::path(config_.state_dir) / "console" / (spec.name + ".log")).string();
+    std::string sock = (fs::path(config_.state_dir) / "channels" / (spec.name + ".sock")).string();
+    if (sock.size() >= 107) return InvalidArgumentError("state_dir is too long for a channel socket path: " + sock);
+    spec.channels = {{kGuestChannel, sock}};
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+void Agent::BuildRoutes() {
+  router_.SetAuthenticator([this](api::Request& req) -> Status {
+    const std::string token = req.BearerToken();
+    if (token.empty()) return UnauthenticatedError("missing bearer token (Authorization: Bearer ...)");
+    // Constant-time comparison.
+    unsigned diff = token.size() ^ config_.token.size();
+    for (size_t i = 0; i < token.size(); ++i) diff |= static_cast<unsigned char>(token[i]) ^
+                                                   static_cast<unsigned char>(config_.token[i % config_.token.size()]);
+    if (diff != 0) return UnauthenticatedError("wrong bearer token");
+    req.principal = "manager";
+    return Status::Ok();
+  });
+  router_.AddPublic("GET", "/healthz", [this](const api::Request&) {
+    return Ok({{"status", "ok"}, {"host", config_.host_name}});
+  });
+  router_.Add("GET", "/api/v1/host", [this](const api::Request&) { return HostInfoResponse(); });
+  router_.Add("GET", "/api/v1/guests", [this](const api::Request&) { return ListGuests(); });
+  router_.Add("POST", "/api/v1/guests", [this](const api::Request& r) { return CreateGuest(r); });
+  router_.Add("GET", "/api/v1/guests/{name}", [this](const api::Request& r) { return GetGuest(r); });
+  router_.Add("DELETE", "/api/v1/guests/{name}", [this](const api::Request& r) { return DeleteGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/start", [this](const api::Request& r) { return StartGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/stop", [this](const api::Request& r) { return StopGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/pause", [this](const api::Request& r) { return PauseGuest(r, true); });
+  router_.Add("POST", "/api/v1/guests/{name}/resume", [this](const api::Request& r) { return PauseGuest(r, false); });
+  router_.Add("POST", "/api/v1/guests/{name}/resize", [this](const api::Request& r) { return ResizeGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/exec", [this](const api::Request& r) { return ExecInGuest(r); });
+  router_.Add("GET", "/api/v1/guests/{name}/console", [this](const api::Request& r) { return GuestConsole(r); });
+  router_.Add("GET", "/api/v1/guests/{name}/stats", [this](const api::Request& r) { return Stats(r); });
+  router_.Add("GET", "/api/v1/stats", [this](const api::Request& r) { return Stats(r); });
+  router_.Add("GET", "/api/v1/events", [this](const api::Request& r) { return Events(r); });
+}
+
+api::Response Agent::HostInfoResponse() {
+  auto host = vm_->Host();
+  if (!host.ok()) return Err(host.status());
+  Json j = HostInfoToJson(*host);
+  j["name"] = config_.host_name;
+  j["kvm"] = {{"device_present", kvm_.device_present}, {"usable", kvm_.usable}, {"module", kvm_.module},
+              {"reason", kvm_.reason}};
+  j["allow_emulated_kvm"] = config_.allow_emulated_kvm;
+  Json kinds = Json::array({"qemu"});
+  if (kvm_.usable || config_.allow_emulated_kvm) kinds.push_back("kvm");
+  if (ct_) kinds.push_back("lxc");
+  j["kinds"] = kinds;
+  j["images"] = Json::array();
+  for (const auto& [k, v] : config_.images) j["images"].push_back(k);
+  j["adopted"] = adopted_;
+  {
+    std::lock_guard l(usage_mu_);
+    j["cpu_busy_fraction"] = host_usage_.cpu_busy_fraction;
+    j["guests"] = usage_.size();
+  }
+  return Ok(j);
+}
+
+api::Response Agent::ListGuests() {
+  Json out = Json::array();
+  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
+    if (!h) continue;
+    auto guests = h->List();
+    if (!guests.ok()) return Err(guests.status());
+    for (const auto& g : *guests) out.push_back(GuestInfoToJson(g));
+  }
+  return Ok({{"guests", out}});
+}
+
+api::Response Agent::CreateGuest(const api::Request& req) {
+  auto body = req.JsonBody();
+  if (!body.ok()) return Err(body.status());
+  auto spec = GuestSpecFromJson(*body);
+  if (!spec.ok()) return Err(spec.status());
+  bool start = true;
+  if (body->contains("start")) {
+    if (!(*body)["start"].is_boolean()) return Err(InvalidArgumentError("spec.start: expected true or false"));
+    start = (*body)["start"].get<bool>();
+  }
+  if (Status s = ResolveImageAndChecks(*spec, *body); !s.ok()) return Err(s);
+  // Names are unique across both drivers of this host.
+  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
+    if (h && h->Get(spec->name).ok()) {
+      return Err(AlreadyExistsError("guest '" + spec->name + "' already exists on host " + config_.host_name));
+    }
+  }
+  Hypervisor* h = HypervisorFor(spec->kind);
+  auto info = h->Define(*spec);
+  if (!info.ok()) return Err(info.status());
+  if (start) {
+    if (Status s = h->Start(spec->name); !s.ok()) {
+      // Leave nothing half-made behind.
+      if (Status u = h->Undefine(spec->name); !u.ok()) spdlog::warn("cleanup of {}: {}", spec->name, u.ToString());
+      return Err(s);
+    }
+    info = h->Get(spec->name);
+    if (!info.ok()) return Err(info.status());
+  }
+  spdlog::info("created guest {} ({}{}){}", spec->name, GuestKindName(spec->kind), spec->emulated ? ", emulated" : "",
+               start ? " and started it" : "");
+  return Ok(GuestInfoToJson(*info), 201);
+}
+
+api::Response Agent::GetGuest(const api::Request& req) {
+  auto h = Find(req.params.at("name"));
+  if (!h.ok()) return Err(h.status());
+  auto info = (*h)->Get(req.params.at("name"));
+  if (!info.ok()) return Err(info.status());
+  Json j = GuestInfoToJson(*info);
+  if (auto spec = (*h)->GetSpec(info->name); spec.ok()) j["spec"] = GuestSpecToJson(*spec);
+  return Ok(j);
+}
+
+api::Response Agent::StartGuest(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  if (Status s = (*h)->Start(name); !s.ok()) return Err(s);
+  auto info = (*h)->Get(name);
+  return info.ok() ? Ok(GuestInfoToJson(*info)) : Err(info.status());
+}
+
+api::Response Agent::StopGuest(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  auto body = OptionalBody(req);
+  if (!body.ok()) return Err(body.status());
+  auto v = JsonView::Of(*body, "body");
+  if (!v.ok()) return Err(v.status());
+  if (Status s = v->RejectUnknown({"force", "timeout_s"}); !s.ok()) return Err(s);
+  auto force = v->Bool("force", false);
+  if (!force.ok()) return Err(force.status());
+  auto timeout = v->NonNegativeInt("timeout_s", config_.stop_timeout_s);
+  if (!timeout.ok()) return Err(timeout.status());
+  if (*timeout > 3600) return Err(v->FieldError("timeout_s", "expected at most 3600"));
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  bool forced = *force;
+  if (*force) {
+    if (Status s = (*h)->Destroy(name); !s.ok()) return Err(s);
+  } else if (Status s = (*h)->Shutdown(name, std::chrono::seconds(*timeout), &forced); !s.ok()) {
+    return Err(s);
+  }
+  auto info = (*h)->Get(name);
+  if (!info.ok()) return Err(info.status());
+  Json j = GuestInfoToJson(*info);
+  j["forced"] = forced;
+  return Ok(j);
+}
+
+api::Response Agent::PauseGuest(const api::Request& req, bool pause) {
+  const std::string& name = req.params.at("name");
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  Status s = pause ? (*h)->Pause(name) : (*h)->Resume(name);
+  if (!s.ok()) return Err(s);
+  auto info = (*h)->Get(name);
+  return info.ok() ? Ok(GuestInfoToJson(*info)) : Err(info.status());
+}
+
+api::Response Agent::ResizeGuest(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  auto body = req.JsonBody();
+  if (!body.ok()) return Err(body.status());
+  auto v = JsonView::Of(*body, "body");
+  if (!v.ok()) return Err(v.status());
+  if (Status s = v->RejectUnknown({"memory_mib", "vcpus", "cpu"}); !s.ok()) return Err(s);
+  // Validate everything before changing anything.
+  std::optional<int64_t> memory, vcpus, shares, quota, period;
+  if (v->Has("memory_mib")) {
+    auto m = v->PositiveInt("memory_mib");
+    if (!m.ok()) return Err(m.status());
+    memory = *m;
+  }
+  if (v->Has("vcpus")) {
+    auto n = v->PositiveInt("vcpus");
+    if (!n.ok()) return Err(n.status());
+    vcpus = *n;
+  }
+  if (v->Has("cpu")) {
+    auto c = v->Object("cpu");
+    if (!c.ok()) return Err(c.status());
+    if (Status s = c->RejectUnknown({"shares", "quota_us", "period_us"}); !s.ok()) return Err(s);
+    if (c->Has("shares")) {
+      auto x = c->PositiveInt("shares");
+      if (!x.ok()) return Err(x.status());
+      if (*x < 2 || *x > 262144) return Err(c->FieldError("shares", "expected 2..262144"));
+      shares = *x;
+    }
+    if (c->Has("quota_us")) {
+      auto x = c->Int("quota_us");
+      if (!x.ok()) return Err(x.status());
+      if (*x != -1 && *x < 1000) return Err(c->FieldError("quota_us", "expected -1 (unlimited) or at least 1000"));
+      quota = *x;
+    }
+    if (c->Has("period_us")) {
+      auto x = c->Int("period_us");
+      if (!x.ok()) return Err(x.status());
+      if (*x < 1000 || *x > 1000000) return Err(c->FieldError("period_us", "expected 1000..1000000"));
+      period = *x;
+    }
+  }
+  if (!memory && !vcpus && !shares && !quota && !period) {
+    return Err(InvalidArgumentError("body: nothing to change (give memory_mib, vcpus or cpu)"));
+  }
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  auto before = (*h)->Get(name);
+  if (!before.ok()) return Err(before.status());
+  if (memory && *memory > before->max_memory_mib) {
+    return Err(InvalidArgumentError("body.memory_mib: " + std::to_string(*memory) + " is above the guest's maximum of " +
+                                    std::to_string(before->max_memory_mib) + " MiB"));
+  }
+  if (vcpus && *vcpus > before->max_vcpus) {
+    return Err(InvalidArgumentError("body.vcpus: " + std::to_string(*vcpus) + " is above the guest's maximum of " +
+                                    std::to_string(before->max_vcpus)));
+  }
+  if (memory) {
+    if (Status s = (*h)->SetMemory(name, *memory); !s.ok()) return Err(s);
+  }
+  if (vcpus) {
+    if (Status s = (*h)->SetVcpus(name, static_cast<int>(*vcpus)); !s.ok()) return Err(s);
+  }
+  if (shares || quota || period) {
+    if (Status s = (*h)->SetCpuTune(name, shares, quota, period); !s.ok()) return Err(s);
+  }
+  auto info = (*h)->Get(name);
+  return info.ok() ? Ok(GuestInfoToJson(*info)) : Err(info.status());
+}
+
+api::Response Agent::DeleteGuest(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  const bool force = req.query.count("force") && (req.query.at("force") == "true" || req.query.at("force") == "1");
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  auto info = (*h)->Get(name);
+  if (!info.ok()) return Err(info.status());
+  if (info->state != GuestState::kShutoff) {
+    if (!force) {
+      return Err(FailedPreconditionError("guest '" + name + "' is " + std::string(GuestStateName(info->state)) +
+                                         "; stop it first or delete with ?force=true"));
+    }
+    if (Status s = (*h)->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return Err(s);
+  }
+  if (Status s = (*h)->Undefine(name); !s.ok()) return Err(s);
+  for (const auto& c : info->channels) {
+    std::lock_guard l(channels_mu_);
+    channels_.erase(c.socket_path);
+  }
+  return Ok({{"deleted", name}});
+}
+
+api::Response Agent::ExecInGuest(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  auto body = req.JsonBody();
+  if (!body.ok()) return Err(body.status());
+  auto v = JsonView::Of(*body, "body");
+  if (!v.ok()) return Err(v.status());
+  if (Status s = v->RejectUnknown({"command", "argv", "timeout_s"}); !s.ok()) return Err(s);
+  auto timeout = v->NonNegativeInt("timeout_s", 10);
+  if (!timeout.ok()) return Err(timeout.status());
+  if (*timeout < 1 || *timeout > 300) return Err(v->FieldError("timeout_s", "expected 1..300"));
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  auto info = (*h)->Get(name);
+  if (!info.ok()) return Err(info.status());
+  if (info->state != GuestState::kRunning) {
+    return Err(FailedPreconditionError("guest '" + name + "' is " + std::string(GuestStateName(info->state))));
+  }
+  Result<ExecResult> result = InternalError("unreachable");
+  if (info->kind == GuestKind::kLxc) {
+    std::vector<std::string> argv;
+    if (v->Has("argv")) {
+      auto a = v->Strings("argv");
+      if (!a.ok()) return Err(a.status());
+      argv = *a;
+    } else {
+      auto c = v->String("command");
+      if (!c.ok()) return Err(c.status());
+      argv = {"/bin/sh", "-c", *c};
+    }
+    result = (*h)->ExecInContainer(name, argv, std::chrono::seconds(*timeout));
+  } else {
+    auto c = v->String("command");
+    if (!c.ok()) return Err(c.status());
+    auto it = std::find_if(info->channels.begin(), info->channels.end(),
+                           [](const ChannelSpec& ch) { return ch.name == kGuestChannel; });
+    if (it == info->channels.end()) {
+      return Err(FailedPreconditionError("guest '" + name + "' has no control channel " + kGuestChannel));
+    }
+    result = ChannelFor(it->socket_path).Call(*c, std::chrono::seconds(*timeout));
+  }
+  if (!result.ok()) return Err(result.status());
+  return Ok({{"exit_code", result->exit_code}, {"output", result->output}});
+}
+
+api::Response Agent::GuestConsole(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  auto info = (*h)->Get(name);
+  if (!info.ok()) return Err(info.status());
+  if (info->console_log.empty()) return Err(UnimplementedError("guest '" + name + "' has no console log"));
+  size_t tail = 64 << 10;
+  if (auto it = req.query.find("tail_bytes"); it != req.query.end()) {
+    try {
+      tail = std::min<size_t>(std::stoull(it->second), 4 << 20);
+    } catch (...) {
+      return Err(InvalidArgumentError("tail_bytes: expected a number, got '" + it->second + "'"));
+    }
+  }
+  std::ifstream in(info->console_log, std::ios::binary);
+  std::string text;
+  if (in) {
+    in.seekg(0, std::ios::end);
+    auto size = static_cast<size_t>(in.tellg());
+    size_t from = size > tail ? size - tail : 0;
+    in.seekg(static_cast<std::streamoff>(from));
+    text.resize(size - from);
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  }
+  api::Response r;
+  r.status = 200;
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = std::move(text);
+  return r;
+}
+
+api::Response Agent::Stats(const api::Request& req) {
+  if (req.query.count("fresh") && req.query.at("fresh") != "0") {
+    if (Status s = SampleNow(); !s.ok()) return Err(s);
+  }
+  std::lock_guard l(usage_mu_);
+  if (auto it = req.params.find("name"); it != req.params.end()) {
+    if (Status s = ValidateName(it->second, "guest name"); !s.ok()) return Err(s);
+    auto u = usage_.find(it->second);
+    if (u == usage_.end()) {
+      return Err(NotFoundError("no usage sample for guest '" + it->second + "' on host " + config_.host_name));
+    }
+    return Ok(GuestUsageToJson(u->second));
+  }
+  Json guests = Json::array();
+  for (const auto& [name, u] : usage_) guests.push_back(GuestUsageToJson(u));
+  Json host = HostInfoToJson(host_usage_);
+  host["name"] = config_.host_name;
+  return Ok({{"sampled_at", FormatRfc3339(sampled_at_)}, {"host", host}, {"guests", guests}});
+}
+
+api::Response Agent::Events(const api::Request& req) {
+  uint64_t since = 0;
+  int64_t wait_ms = 0;
+  try {
+    if (auto it = req.query.find("since"); it != req.query.end()) since = std::stoull(it->second);
+    if (auto it = req.query.find("wait_ms"); it != req.query.end()) wait_ms = std::stoll(it->second);
+  } catch (...) {
+    return Err(InvalidArgumentError("since and wait_ms must be non-negative integers"));
+  }
+  wait_ms = std::clamp<int64_t>(wait_ms, 0, 30'000);
+  std::unique_lock l(events_mu_);
+  auto has_new = [&] { return next_seq_ - 1 > since; };
+  if (!has_new() && wait_ms > 0) {
+    events_cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] {
+      std::lock_guard s(stop_mu_);
+      return has_new() || stopping_;
+    });
+  }
+  Json out = Json::array();
+  for (const auto& e : events_) {
+    if (e.seq > since && out.size() < 1000) out.push_back(EventToJson(e));
+  }
+  return Ok({{"events", out}, {"next", next_seq_ - 1}});
+}
+
+}  // namespace uw::vmm

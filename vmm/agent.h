@@ -1,0 +1,128 @@
+// uw-agent: the per-host daemon. Mechanism only: it runs what it is told through libvirt, reports
+// usage and lifecycle events, and keeps no state of its own beyond what libvirt holds (crash-only:
+// a restarted agent adopts the guests that kept running).
+//
+//   HTTP (api::HttpServer) -> Agent handlers -> Hypervisor (qemu:// for vm kinds, lxc:// for containers)
+//   sampler thread: SampleAll every interval -> UsageTracker -> latest usage (served by /stats)
+//   libvirt event thread -> event log (served by /events, long-poll with a cursor)
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/http.h"
+#include "common/clock.h"
+#include "vmm/guest_channel.h"
+#include "vmm/hypervisor.h"
+#include "vmm/usage.h"
+
+namespace uw::vmm {
+
+struct AgentConfig {
+  std::string host_name;
+  std::string listen_address = "127.0.0.1";
+  int listen_port = 7700;
+  std::string token;                  // bearer token the manager must present
+  std::string libvirt_uri = "qemu:///system";
+  std::string lxc_uri;                // empty: no containers on this host
+  std::string state_dir = "/var/lib/underware/agent";
+  std::map<std::string, std::string> images;  // image name -> directory (vmlinux|vmlinuz, initrd.img, lxc-rootfs)
+  bool allow_emulated_kvm = false;    // run kind=kvm guests under TCG when KVM is unusable
+  std::string log_level = "info";
+  std::string log_file;
+  int sample_interval_ms = 1000;
+  int stop_timeout_s = 30;            // graceful stop, then force
+  size_t max_body_bytes = 256 << 10;
+  std::string sys_root = "/";         // where DetectKvm looks (tests point it elsewhere)
+};
+
+// Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").
+Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where);
+Result<AgentConfig> LoadAgentConfig(const std::string& path);
+
+struct AgentEvent {
+  uint64_t seq = 0;
+  LifecycleEvent event;
+};
+
+class Agent {
+ public:
+  // `vm` serves kvm/qemu guests; `ct` containers (may be null). Both must outlive nothing: the
+  // agent owns them.
+  Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
+        Clock& clock = Clock::Real());
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Adopts existing guests, starts sampling and (when `serve_http`) the HTTP server.
+  Status Start(bool serve_http = true);
+  // Stops serving and sampling. Guests keep running.
+  void Stop();
+  int port() const;
+  const api::Router& router() const { return router_; }
+
+  // Records a lifecycle event (called from libvirt's event thread, and by the agent itself).
+  void RecordEvent(LifecycleEvent e);
+  // Takes one sample of every guest now (the sampler thread calls this).
+  Status SampleNow();
+
+ private:
+  void BuildRoutes();
+  Hypervisor* HypervisorFor(GuestKind kind);
+  // The hypervisor holding guest `name`, kNotFound otherwise.
+  Result<Hypervisor*> Find(std::string_view name);
+  Status ResolveImageAndChecks(GuestSpec& spec, const Json& body);
+  GuestChannel& ChannelFor(const std::string& socket_path);
+
+  api::Response HostInfoResponse();
+  api::Response ListGuests();
+  api::Response CreateGuest(const api::Request& req);
+  api::Response GetGuest(const api::Request& req);
+  api::Response StartGuest(const api::Request& req);
+  api::Response StopGuest(const api::Request& req);
+  api::Response PauseGuest(const api::Request& req, bool pause);
+  api::Response ResizeGuest(const api::Request& req);
+  api::Response DeleteGuest(const api::Request& req);
+  api::Response ExecInGuest(const api::Request& req);
+  api::Response GuestConsole(const api::Request& req);
+  api::Response Stats(const api::Request& req);
+  api::Response Events(const api::Request& req);
+
+  const AgentConfig config_;
+  std::unique_ptr<Hypervisor> vm_;
+  std::unique_ptr<Hypervisor> ct_;
+  const KvmSupport kvm_;
+  Clock& clock_;
+  api::Router router_;
+  std::unique_ptr<api::HttpServer> server_;
+  std::vector<std::string> adopted_;  // set once in Start
+
+  std::mutex usage_mu_;
+  UsageTracker tracker_;                          // guarded by usage_mu_
+  std::map<std::string, GuestUsage> usage_;       // guarded by usage_mu_ (by guest name)
+  HostInfo host_usage_;                           // guarded by usage_mu_
+  TimePoint sampled_at_{};                        // guarded by usage_mu_
+
+  std::mutex events_mu_;
+  std::condition_variable events_cv_;
+  std::deque<AgentEvent> events_;                 // guarded by events_mu_; the last kEventLogSize
+  uint64_t next_seq_ = 1;                         // guarded by events_mu_
+
+  std::mutex channels_mu_;
+  std::map<std::string, std::unique_ptr<GuestChannel>> channels_;  // guarded by channels_mu_
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;                         // guarded by stop_mu_
+  std::thread sampler_;
+};
+
+}  // namespace uw::vmm

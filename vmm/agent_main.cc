@@ -1,0 +1,101 @@
+// uw-agent: the per-host daemon. Usage: uw-agent --config /etc/underware/agent.json
+// SIGTERM or SIGINT stops the agent; guests keep running and are adopted on the next start.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "common/log.h"
+#include "vmm/agent.h"
+#include "vmm/libvirt_driver.h"
+
+namespace {
+
+int Usage() {
+  std::fprintf(stderr, "usage: uw-agent --config FILE\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = a.substr(9);
+    } else if (a == "--help" || a == "-h") {
+      Usage();
+      return 0;
+    } else {
+      std::fprintf(stderr, "uw-agent: unknown argument '%s'\n", a.c_str());
+      return Usage();
+    }
+  }
+  if (config_path.empty()) return Usage();
+  auto config = uw::vmm::LoadAgentConfig(config_path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "uw-agent: %s\n", config.status().ToString().c_str());
+    return 2;
+  }
+  if (auto s = uw::InitLogging("uw-agent", config->log_level, config->log_file); !s.ok()) {
+    std::fprintf(stderr, "uw-agent: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  // Block the stop signals in every thread; main waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  uw::vmm::KvmSupport kvm = uw::vmm::DetectKvm(config->sys_root);
+  if (!kvm.usable) spdlog::warn("hardware KVM is not usable here: {}", kvm.reason);
+
+  auto& loop = uw::vmm::LibvirtEventLoop::Instance();
+  if (auto s = loop.Start(); !s.ok()) {
+    spdlog::error("{}", s.ToString());
+    return 1;
+  }
+  auto vm = uw::vmm::LibvirtHypervisor::Open(config->libvirt_uri);
+  if (!vm.ok()) {
+    spdlog::error("{}", vm.status().ToString());
+    return 1;
+  }
+  std::unique_ptr<uw::vmm::LibvirtHypervisor> ct;
+  if (!config->lxc_uri.empty()) {
+    auto c = uw::vmm::LibvirtHypervisor::Open(config->lxc_uri);
+    if (!c.ok()) {
+      spdlog::error("{}", c.status().ToString());
+      return 1;
+    }
+    ct = std::move(*c);
+  }
+  uw::vmm::LibvirtHypervisor* vm_raw = vm->get();
+  uw::vmm::LibvirtHypervisor* ct_raw = ct.get();
+  uw::vmm::Agent agent(*config, std::move(*vm), std::move(ct), kvm);
+  auto on_event = [&agent](const uw::vmm::LifecycleEvent& e) {
+    spdlog::info("event: guest {} {} ({})", e.guest, e.event, e.detail);
+    agent.RecordEvent(e);
+  };
+  for (auto* h : {vm_raw, ct_raw}) {
+    if (!h) continue;
+    if (auto s = h->WatchLifecycle(on_event); !s.ok()) spdlog::warn("{}", s.ToString());
+  }
+  if (auto s = agent.Start(); !s.ok()) {
+    spdlog::error("cannot start: {}", s.ToString());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}; stopping (guests keep running)", strsignal(sig));
+  agent.Stop();
+  loop.Stop();
+  return 0;
+}

@@ -1,0 +1,270 @@
+#include "vmm/domain_xml.h"
+
+#include <sstream>
+
+#include <pugixml.hpp>
+
+namespace uw::vmm {
+namespace {
+
+std::string Str(int64_t v) { return std::to_string(v); }
+
+void AddText(pugi::xml_node parent, const char* name, const std::string& text) {
+  parent.append_child(name).text().set(text.c_str());
+}
+
+void BuildMetadata(pugi::xml_node domain, const GuestSpec& spec) {
+  auto guest = domain.append_child("metadata").append_child("uw:guest");
+  guest.append_attribute("xmlns:uw") = kUwXmlNamespace;
+  guest.append_attribute("kind") = std::string(GuestKindName(spec.kind)).c_str();
+  guest.append_attribute("paravirt") = spec.paravirt ? "yes" : "no";
+  if (spec.emulated) guest.append_attribute("emulated") = "yes";
+  for (const auto& [k, v] : spec.labels) {
+    auto l = guest.append_child("uw:label");
+    l.append_attribute("key") = k.c_str();
+    l.append_attribute("value") = v.c_str();
+  }
+}
+
+void BuildCpuTune(pugi::xml_node domain, const GuestSpec& spec) {
+  if (spec.cpu_shares <= 0 && spec.cpu_quota_us == 0 && spec.cpu_period_us <= 0) return;
+  auto tune = domain.append_child("cputune");
+  if (spec.cpu_shares > 0) AddText(tune, "shares", Str(spec.cpu_shares));
+  if (spec.cpu_period_us > 0) AddText(tune, "period", Str(spec.cpu_period_us));
+  if (spec.cpu_quota_us != 0) AddText(tune, "quota", Str(spec.cpu_quota_us));
+}
+
+void BuildMemory(pugi::xml_node domain, const GuestSpec& spec) {
+  auto mem = domain.append_child("memory");
+  mem.append_attribute("unit") = "KiB";
+  mem.text().set(Str(spec.max_memory_mib * 1024).c_str());
+  auto cur = domain.append_child("currentMemory");
+  cur.append_attribute("unit") = "KiB";
+  cur.text().set(Str(spec.memory_mib * 1024).c_str());
+}
+
+void BuildVm(pugi::xml_node domain, const GuestSpec& spec) {
+  const bool hw = spec.kind == GuestKind::kKvm && !spec.emulated;
+  auto vcpu = domain.append_child("vcpu");
+  vcpu.append_attribute("placement") = "static";
+  if (spec.vcpus != spec.max_vcpus) vcpu.append_attribute("current") = spec.vcpus;
+  vcpu.text().set(spec.max_vcpus);
+  BuildCpuTune(domain, spec);
+
+  auto os = domain.append_child("os");
+  auto type = os.append_child("type");
+  type.append_attribute("arch") = "x86_64";
+  type.append_attribute("machine") = "q35";
+  type.text().set("hvm");
+  if (!spec.kernel.empty()) AddText(os, "kernel", spec.kernel);
+  if (!spec.initrd.empty()) AddText(os, "initrd", spec.initrd);
+  if (!spec.cmdline.empty()) AddText(os, "cmdline", spec.cmdline);
+  if (spec.kernel.empty()) os.append_child("boot").append_attribute("dev") = "hd";
+
+  auto features = domain.append_child("features");
+  features.append_child("acpi");
+  features.append_child("apic");
+  if (hw) domain.append_child("cpu").append_attribute("mode") = "host-passthrough";
+  domain.append_child("clock").append_attribute("offset") = "utc";
+  AddText(domain, "on_poweroff", "destroy");
+  AddText(domain, "on_reboot", "restart");
+  AddText(domain, "on_crash", "destroy");
+
+  auto devices = domain.append_child("devices");
+  for (const auto& d : spec.disks) {
+    auto disk = devices.append_child("disk");
+    disk.append_attribute("type") = d.path.rfind("/dev/", 0) == 0 ? "block" : "file";
+    disk.append_attribute("device") = "disk";
+    auto drv = disk.append_child("driver");
+    drv.append_attribute("name") = "qemu";
+    drv.append_attribute("type") = d.format.c_str();
+    drv.append_attribute("cache") = "none";
+    auto src = disk.append_child("source");
+    src.append_attribute(d.path.rfind("/dev/", 0) == 0 ? "dev" : "file") = d.path.c_str();
+    auto tgt = disk.append_child("target");
+    tgt.append_attribute("dev") = d.target.c_str();
+    tgt.append_attribute("bus") = spec.paravirt ? "virtio" : "sata";
+    if (d.read_only) disk.append_child("readonly");
+  }
+  for (const auto& n : spec.nics) {
+    auto nic = devices.append_child("interface");
+    nic.append_attribute("type") = n.type == "user" ? "user" : "bridge";
+    if (!n.mac.empty()) nic.append_child("mac").append_attribute("address") = n.mac.c_str();
+    if (n.type != "user") nic.append_child("source").append_attribute("bridge") = n.source.c_str();
+    if (n.type == "ovs") {
+      nic.append_child("virtualport").append_attribute("type") = "openvswitch";
+      if (n.vlan > 0) nic.append_child("vlan").append_child("tag").append_attribute("id") = n.vlan;
+    }
+    nic.append_child("model").append_attribute("type") = spec.paravirt ? "virtio" : "e1000e";
+  }
+  if (!spec.console_log.empty()) {
+    auto serial = devices.append_child("serial");
+    serial.append_attribute("type") = "file";
+    auto src = serial.append_child("source");
+    src.append_attribute("path") = spec.console_log.c_str();
+    src.append_attribute("append") = "off";
+    serial.append_child("target").append_attribute("port") = 0;
+  } else {
+    devices.append_child("serial").append_attribute("type") = "pty";
+  }
+  for (const auto& c : spec.channels) {
+    auto ch = devices.append_child("channel");
+    ch.append_attribute("type") = "unix";
+    auto src = ch.append_child("source");
+    src.append_attribute("mode") = "bind";
+    src.append_attribute("path") = c.socket_path.c_str();
+    auto tgt = ch.append_child("target");
+    tgt.append_attribute("type") = "virtio";
+    tgt.append_attribute("name") = c.name.c_str();
+  }
+  auto balloon = devices.append_child("memballoon");
+  balloon.append_attribute("model") = spec.paravirt ? "virtio" : "none";
+  if (spec.paravirt) balloon.append_child("stats").append_attribute("period") = 1;
+}
+
+void BuildContainer(pugi::xml_node domain, const GuestSpec& spec) {
+  domain.append_child("vcpu").text().set(spec.vcpus);
+  BuildCpuTune(domain, spec);
+  auto os = domain.append_child("os");
+  AddText(os, "type", "exe");
+  AddText(os, "init", spec.lxc_init);
+  for (const auto& a : spec.lxc_init_args) AddText(os, "initarg", a);
+  AddText(domain, "on_poweroff", "destroy");
+  AddText(domain, "on_reboot", "restart");
+  AddText(domain, "on_crash", "destroy");
+  auto devices = domain.append_child("devices");
+  auto fs = devices.append_child("filesystem");
+  fs.append_attribute("type") = "mount";
+  fs.append_child("source").append_attribute("dir") = spec.lxc_root.c_str();
+  fs.append_child("target").append_attribute("dir") = "/";
+  for (const auto& n : spec.nics) {
+    if (n.type == "user") continue;  // no user-mode networking for containers
+    auto nic = devices.append_child("interface");
+    nic.append_attribute("type") = "bridge";
+    if (!n.mac.empty()) nic.append_child("mac").append_attribute("address") = n.mac.c_str();
+    nic.append_child("source").append_attribute("bridge") = n.source.c_str();
+    if (n.type == "ovs") nic.append_child("virtualport").append_attribute("type") = "openvswitch";
+  }
+  devices.append_child("console").append_attribute("type") = "pty";
+}
+
+int64_t KiBToMiB(const char* text) { return std::stoll(text) / 1024; }
+
+}  // namespace
+
+std::string BuildDomainXml(const GuestSpec& spec) {
+  pugi::xml_document doc;
+  auto domain = doc.append_child("domain");
+  const char* type = spec.kind == GuestKind::kLxc                            ? "lxc"
+                     : (spec.kind == GuestKind::kKvm && !spec.emulated) ? "kvm"
+                                                                              : "qemu";
+  domain.append_attribute("type") = type;
+  AddText(domain, "name", spec.name);
+  if (!spec.uuid.empty()) AddText(domain, "uuid", spec.uuid);
+  BuildMetadata(domain, spec);
+  BuildMemory(domain, spec);
+  if (spec.kind == GuestKind::kLxc) {
+    BuildContainer(domain, spec);
+  } else {
+    BuildVm(domain, spec);
+  }
+  std::ostringstream out;
+  doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
+  return out.str();
+}
+
+Result<GuestSpec> ParseDomainXml(const std::string& xml) {
+  pugi::xml_document doc;
+  auto parsed = doc.load_string(xml.c_str());
+  if (!parsed) return InvalidArgumentError(std::string("domain XML: ") + parsed.description());
+  auto domain = doc.child("domain");
+  if (!domain) return InvalidArgumentError("domain XML: no <domain> element");
+  try {
+    GuestSpec spec;
+    std::string type = domain.attribute("type").as_string();
+    spec.name = domain.child_value("name");
+    spec.uuid = domain.child_value("uuid");
+    spec.kind = type == "lxc" ? GuestKind::kLxc : type == "kvm" ? GuestKind::kKvm : GuestKind::kQemu;
+    spec.paravirt = true;
+    // Our metadata, whatever prefix libvirt gave the namespace when it re-serialized it.
+    for (auto child : domain.child("metadata").children()) {
+      bool ours = false;
+      for (auto a : child.attributes()) {
+        if (std::string(a.name()).rfind("xmlns", 0) == 0 && std::string(a.value()) == kUwXmlNamespace) ours = true;
+      }
+      if (!ours) continue;
+      if (auto k = ParseGuestKind(child.attribute("kind").as_string()); k.ok()) spec.kind = *k;
+      spec.emulated = std::string(child.attribute("emulated").as_string()) == "yes";
+      spec.paravirt = std::string(child.attribute("paravirt").as_string("yes")) != "no";
+      for (auto l : child.children()) {
+        std::string n = l.name();
+        if (n.size() >= 5 && n.substr(n.size() - 5) == "label") {
+          spec.labels.emplace_back(l.attribute("key").as_string(), l.attribute("value").as_string());
+        }
+      }
+    }
+    spec.max_memory_mib = KiBToMiB(domain.child_value("memory"));
+    spec.memory_mib = domain.child("currentMemory") ? KiBToMiB(domain.child_value("currentMemory")) : spec.max_memory_mib;
+    auto vcpu = domain.child("vcpu");
+    spec.max_vcpus = vcpu ? vcpu.text().as_int(1) : 1;
+    spec.vcpus = vcpu.attribute("current") ? vcpu.attribute("current").as_int() : spec.max_vcpus;
+    auto tune = domain.child("cputune");
+    spec.cpu_shares = tune.child("shares").text().as_llong(0);
+    spec.cpu_period_us = tune.child("period").text().as_llong(0);
+    spec.cpu_quota_us = tune.child("quota").text().as_llong(0);
+    auto os = domain.child("os");
+    spec.kernel = os.child_value("kernel");
+    spec.initrd = os.child_value("initrd");
+    spec.cmdline = os.child_value("cmdline");
+    auto devices = domain.child("devices");
+    if (spec.kind == GuestKind::kLxc) {
+      spec.lxc_init = os.child_value("init");
+      for (auto a : os.children("initarg")) spec.lxc_init_args.push_back(a.child_value());
+      for (auto fs : devices.children("filesystem")) {
+        if (std::string(fs.child("target").attribute("dir").as_string()) == "/") {
+          spec.lxc_root = fs.child("source").attribute("dir").as_string();
+        }
+      }
+    }
+    for (auto d : devices.children("disk")) {
+      if (std::string(d.attribute("device").as_string("disk")) != "disk") continue;
+      DiskSpec disk;
+      auto src = d.child("source");
+      disk.path = src.attribute("file") ? src.attribute("file").as_string() : src.attribute("dev").as_string();
+      disk.format = d.child("driver").attribute("type").as_string("raw");
+      disk.target = d.child("target").attribute("dev").as_string();
+      disk.read_only = static_cast<bool>(d.child("readonly"));
+      spec.disks.push_back(disk);
+    }
+    for (auto n : devices.children("interface")) {
+      NicSpec nic;
+      std::string t = n.attribute("type").as_string();
+      nic.type = t == "user" ? "user" : (n.child("virtualport") ? "ovs" : "bridge");
+      nic.source = n.child("source").attribute("bridge").as_string();
+      nic.mac = n.child("mac").attribute("address").as_string();
+      nic.vlan = n.child("vlan").child("tag").attribute("id").as_int(0);
+      spec.nics.push_back(nic);
+    }
+    for (auto s : devices.children("serial")) {
+      if (std::string(s.attribute("type").as_string()) == "file") {
+        spec.console_log = s.child("source").attribute("path").as_string();
+      }
+    }
+    for (auto c : devices.children("channel")) {
+      auto tgt = c.child("target");
+      if (std::string(c.attribute("type").as_string()) != "unix" ||
+          std::string(tgt.attribute("type").as_string()) != "virtio") {
+        continue;
+      }
+      spec.channels.push_back({tgt.attribute("name").as_string(), c.child("source").attribute("path").as_string()});
+    }
+    if (auto b = devices.child("memballoon"); b && std::string(b.attribute("model").as_string()) == "none") {
+      spec.paravirt = false;
+    }
+    return spec;
+  } catch (const std::exception& e) {
+    return InvalidArgumentError(std::string("domain XML: bad number: ") + e.what());
+  }
+}
+
+}  // namespace uw::vmm

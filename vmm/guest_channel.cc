@@ -1,0 +1,125 @@
+#include "vmm/guest_channel.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+namespace uw::vmm {
+
+Result<std::string> Base64Decode(std::string_view in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=' ) break;
+    if (c == '\n' || c == '\r' || c == ' ') continue;
+    int v = value(c);
+    if (v < 0) return InvalidArgumentError(std::string("base64: unexpected character '") + c + "'");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+GuestChannel::~GuestChannel() {
+  std::lock_guard l(mu_);
+  Disconnect();
+}
+
+void GuestChannel::Disconnect() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  buffer_.clear();
+}
+
+Status GuestChannel::EnsureConnected() {
+  if (fd_ >= 0) return Status::Ok();
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path_.size() >= sizeof(addr.sun_path)) return InvalidArgumentError("channel socket path too long: " + path_);
+  std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return InternalError(std::string("socket: ") + std::strerror(errno));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    int e = errno;
+    close(fd);
+    return UnavailableError("guest channel " + path_ + ": " + std::strerror(e));
+  }
+  fd_ = fd;
+  return Status::Ok();
+}
+
+Result<ExecResult> GuestChannel::Call(const std::string& command, Duration timeout) {
+  if (command.find('\n') != std::string::npos || command.find('\r') != std::string::npos) {
+    return InvalidArgumentError("guest command must be a single line");
+  }
+  std::lock_guard l(mu_);
+  UW_RETURN_IF_ERROR(EnsureConnected());
+  const uint64_t id = next_id_++;
+  std::string line = std::to_string(id) + " " + command + "\n";
+  size_t sent = 0;
+  while (sent < line.size()) {
+    ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = errno;
+      Disconnect();
+      return UnavailableError("guest channel " + path_ + ": " + std::strerror(e));
+    }
+    sent += static_cast<size_t>(n);
+  }
+  const Duration deadline = clock_.Monotonic() + timeout;
+  const std::string prefix = std::to_string(id) + " ";
+  while (true) {
+    // Replies to earlier, timed-out calls may still arrive: skip lines with other ids.
+    for (size_t nl; (nl = buffer_.find('\n')) != std::string::npos;) {
+      std::string reply = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      if (!reply.empty() && reply.back() == '\r') reply.pop_back();
+      if (reply.rfind(prefix, 0) != 0) continue;
+      std::istringstream in(reply.substr(prefix.size()));
+      ExecResult r;
+      std::string encoded;
+      if (!(in >> r.exit_code)) return InternalError("guest channel: malformed reply '" + reply + "'");
+      in >> encoded;
+      UW_ASSIGN_OR_RETURN(r.output, Base64Decode(encoded));
+      return r;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_.Monotonic()).count();
+    if (left <= 0) return DeadlineExceededError("guest did not answer '" + command + "' in time");
+    pollfd p{fd_, POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno != EINTR) return InternalError(std::string("poll: ") + std::strerror(errno));
+    if (r <= 0) continue;
+    char buf[4096];
+    ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) {
+      Disconnect();
+      return UnavailableError("guest channel " + path_ + " closed (guest stopped?)");
+    }
+    buffer_.append(buf, static_cast<size_t>(n));
+    if (buffer_.size() > (4u << 20)) {
+      Disconnect();
+      return InternalError("guest channel: reply larger than 4 MiB");
+    }
+  }
+}
+
+}  // namespace uw::vmm

@@ -1,0 +1,222 @@
+// GuestSpec, GuestInfo and friends: names, JSON and validation.
+#include <array>
+
+#include "common/id.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::vmm {
+namespace {
+constexpr std::array<std::string_view, 3> kKindNames = {"kvm", "qemu", "lxc"};
+constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running",  "paused",    "shutting-down",
+                                                         "crashed", "blocked", "suspended", "unknown"};
+}  // namespace
+
+std::string_view GuestKindName(GuestKind kind) { return kKindNames[static_cast<size_t>(kind)]; }
+
+Result<GuestKind> ParseGuestKind(std::string_view name) {
+  for (size_t i = 0; i < kKindNames.size(); ++i) {
+    if (kKindNames[i] == name) return static_cast<GuestKind>(i);
+  }
+  return InvalidArgumentError("guest kind '" + std::string(name) + "' is not one of kvm, qemu, lxc");
+}
+
+std::string_view GuestStateName(GuestState state) { return kStateNames[static_cast<size_t>(state)]; }
+
+Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, std::string(path)));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "uuid", "kind", "paravirt", "vcpus", "max_vcpus", "memory_mib",
+                                      "max_memory_mib", "boot", "image", "disks", "nics", "cpu", "lxc",
+                                      "labels", "start"}));
+  GuestSpec s;
+  UW_ASSIGN_OR_RETURN(s.name, v.String("name"));
+  UW_ASSIGN_OR_RETURN(s.uuid, v.String("uuid", ""));
+  UW_ASSIGN_OR_RETURN(std::string kind, v.String("kind", "qemu"));
+  auto k = ParseGuestKind(kind);
+  if (!k.ok()) return v.FieldError("kind", k.status().message());
+  s.kind = *k;
+  UW_ASSIGN_OR_RETURN(s.paravirt, v.Bool("paravirt", true));
+  if (v.Has("vcpus")) {
+    UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("vcpus"));
+    s.vcpus = static_cast<int>(std::min<int64_t>(n, 4096));
+  }
+  s.max_vcpus = s.vcpus;
+  if (v.Has("max_vcpus")) {
+    UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("max_vcpus"));
+    s.max_vcpus = static_cast<int>(std::min<int64_t>(n, 4096));
+  }
+  if (v.Has("memory_mib")) {
+    UW_ASSIGN_OR_RETURN(s.memory_mib, v.PositiveInt("memory_mib"));
+  }
+  s.max_memory_mib = s.memory_mib;
+  if (v.Has("max_memory_mib")) {
+    UW_ASSIGN_OR_RETURN(s.max_memory_mib, v.PositiveInt("max_memory_mib"));
+  }
+  if (v.Has("boot")) {
+    UW_ASSIGN_OR_RETURN(JsonView b, v.Object("boot"));
+    UW_RETURN_IF_ERROR(b.RejectUnknown({"kernel", "initrd", "cmdline"}));
+    UW_ASSIGN_OR_RETURN(s.kernel, b.String("kernel"));
+    UW_ASSIGN_OR_RETURN(s.initrd, b.String("initrd", ""));
+    UW_ASSIGN_OR_RETURN(s.cmdline, b.String("cmdline", ""));
+  }
+  if (v.Has("disks")) {
+    UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
+    for (const auto& d : disks) {
+      UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only"}));
+      DiskSpec disk;
+      UW_ASSIGN_OR_RETURN(disk.path, d.String("path"));
+      UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
+      if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
+      UW_ASSIGN_OR_RETURN(disk.target, d.String("target", "vd" + std::string(1, static_cast<char>('a' + s.disks.size()))));
+      UW_ASSIGN_OR_RETURN(disk.read_only, d.Bool("read_only", false));
+      s.disks.push_back(disk);
+    }
+  }
+  if (v.Has("nics")) {
+    UW_ASSIGN_OR_RETURN(auto nics, v.Objects("nics"));
+    for (const auto& n : nics) {
+      UW_RETURN_IF_ERROR(n.RejectUnknown({"type", "source", "mac", "vlan"}));
+      NicSpec nic;
+      UW_ASSIGN_OR_RETURN(nic.type, n.String("type", "user"));
+      if (nic.type != "user" && nic.type != "bridge" && nic.type != "ovs") {
+        return n.FieldError("type", "expected user, bridge or ovs");
+      }
+      UW_ASSIGN_OR_RETURN(nic.source, n.String("source", ""));
+      if (nic.type != "user" && nic.source.empty()) return n.FieldError("source", "a bridge name is required");
+      UW_ASSIGN_OR_RETURN(nic.mac, n.String("mac", ""));
+      UW_ASSIGN_OR_RETURN(int64_t vlan, n.NonNegativeInt("vlan", 0));
+      if (vlan > 4094) return n.FieldError("vlan", "expected 0..4094");
+      nic.vlan = static_cast<int>(vlan);
+      s.nics.push_back(nic);
+    }
+  }
+  if (v.Has("cpu")) {
+    UW_ASSIGN_OR_RETURN(JsonView c, v.Object("cpu"));
+    UW_RETURN_IF_ERROR(c.RejectUnknown({"shares", "quota_us", "period_us"}));
+    UW_ASSIGN_OR_RETURN(s.cpu_shares, c.NonNegativeInt("shares", 0));
+    UW_ASSIGN_OR_RETURN(s.cpu_quota_us, c.Int("quota_us", 0));
+    UW_ASSIGN_OR_RETURN(s.cpu_period_us, c.NonNegativeInt("period_us", 0));
+  }
+  if (v.Has("lxc")) {
+    UW_ASSIGN_OR_RETURN(JsonView l, v.Object("lxc"));
+    UW_RETURN_IF_ERROR(l.RejectUnknown({"root", "init", "args"}));
+    UW_ASSIGN_OR_RETURN(s.lxc_root, l.String("root", ""));
+    UW_ASSIGN_OR_RETURN(s.lxc_init, l.String("init", "/bin/sh"));
+    UW_ASSIGN_OR_RETURN(s.lxc_init_args, l.Strings("args", {}));
+  }
+  if (v.Has("labels")) {
+    UW_ASSIGN_OR_RETURN(JsonView l, v.Object("labels"));
+    for (auto it = l.json().begin(); it != l.json().end(); ++it) {
+      if (!it->is_string()) return l.FieldError(it.key(), "expected a string");
+      s.labels.emplace_back(it.key(), it->get<std::string>());
+    }
+  }
+  return s;
+}
+
+Json GuestSpecToJson(const GuestSpec& s) {
+  Json j = {{"name", s.name},         {"uuid", s.uuid},
+            {"kind", GuestKindName(s.kind)}, {"paravirt", s.paravirt},
+            {"emulated", s.emulated}, {"vcpus", s.vcpus},
+            {"max_vcpus", s.max_vcpus}, {"memory_mib", s.memory_mib},
+            {"max_memory_mib", s.max_memory_mib}};
+  if (!s.kernel.empty()) j["boot"] = {{"kernel", s.kernel}, {"initrd", s.initrd}, {"cmdline", s.cmdline}};
+  j["disks"] = Json::array();
+  for (const auto& d : s.disks) {
+    j["disks"].push_back({{"path", d.path}, {"format", d.format}, {"target", d.target}, {"read_only", d.read_only}});
+  }
+  j["nics"] = Json::array();
+  for (const auto& n : s.nics) {
+    j["nics"].push_back({{"type", n.type}, {"source", n.source}, {"mac", n.mac}, {"vlan", n.vlan}});
+  }
+  j["cpu"] = {{"shares", s.cpu_shares}, {"quota_us", s.cpu_quota_us}, {"period_us", s.cpu_period_us}};
+  if (s.kind == GuestKind::kLxc) j["lxc"] = {{"root", s.lxc_root}, {"init", s.lxc_init}, {"args", s.lxc_init_args}};
+  j["labels"] = Json::object();
+  for (const auto& [k, val] : s.labels) j["labels"][k] = val;
+  return j;
+}
+
+Status ValidateGuestSpec(const GuestSpec& s) {
+  UW_RETURN_IF_ERROR(ValidateName(s.name, "guest name"));
+  if (s.vcpus < 1 || s.max_vcpus < s.vcpus) {
+    return InvalidArgumentError("guest '" + s.name + "': vcpus (" + std::to_string(s.vcpus) +
+                                ") must be at least 1 and at most max_vcpus (" + std::to_string(s.max_vcpus) + ")");
+  }
+  if (s.memory_mib < 16 || s.max_memory_mib < s.memory_mib) {
+    return InvalidArgumentError("guest '" + s.name + "': memory_mib (" + std::to_string(s.memory_mib) +
+                                ") must be at least 16 and at most max_memory_mib (" +
+                                std::to_string(s.max_memory_mib) + ")");
+  }
+  if (s.kind == GuestKind::kLxc) {
+    if (s.lxc_root.empty() || s.lxc_root[0] != '/') {
+      return InvalidArgumentError("guest '" + s.name + "': a container needs lxc.root, an absolute directory");
+    }
+    if (s.max_vcpus != s.vcpus) return InvalidArgumentError("guest '" + s.name + "': containers cannot hot-plug vCPUs");
+  } else if (s.kernel.empty() && s.disks.empty()) {
+    return InvalidArgumentError("guest '" + s.name + "': nothing to boot: give boot.kernel, an image or a disk");
+  }
+  if (s.cpu_shares > 262144) return InvalidArgumentError("guest '" + s.name + "': cpu.shares must be at most 262144");
+  if (s.cpu_period_us != 0 && (s.cpu_period_us < 1000 || s.cpu_period_us > 1000000)) {
+    return InvalidArgumentError("guest '" + s.name + "': cpu.period_us must be within 1000..1000000");
+  }
+  if (s.cpu_quota_us != 0 && s.cpu_quota_us != -1 && s.cpu_quota_us < 1000) {
+    return InvalidArgumentError("guest '" + s.name + "': cpu.quota_us must be -1 (unlimited) or at least 1000");
+  }
+  return Status::Ok();
+}
+
+Json GuestInfoToJson(const GuestInfo& i) {
+  Json channels = Json::array();
+  for (const auto& c : i.channels) channels.push_back({{"name", c.name}, {"socket", c.socket_path}});
+  return {{"name", i.name},
+          {"uuid", i.uuid},
+          {"kind", GuestKindName(i.kind)},
+          {"emulated", i.emulated},
+          {"state", GuestStateName(i.state)},
+          {"state_reason", i.state_reason},
+          {"vcpus", i.vcpus},
+          {"max_vcpus", i.max_vcpus},
+          {"memory_mib", i.memory_mib},
+          {"max_memory_mib", i.max_memory_mib},
+          {"cpu_time_ns", i.cpu_time_ns},
+          {"persistent", i.persistent},
+          {"console_log", i.console_log},
+          {"channels", channels}};
+}
+
+Json GuestUsageToJson(const GuestUsage& u) {
+  const auto& c = u.counters;
+  return {{"name", c.name},
+          {"uuid", c.uuid},
+          {"state", GuestStateName(c.state)},
+          {"interval_s", u.interval_s},
+          {"cpu_cores", u.cpu_cores},
+          {"cpu_time_ns", c.cpu_time_ns},
+          {"vcpus", c.vcpus},
+          {"memory_used_mib", u.memory_used_mib},
+          {"balloon_current_mib", c.balloon_current_kib < 0 ? -1 : c.balloon_current_kib / 1024},
+          {"balloon_maximum_mib", c.balloon_maximum_kib < 0 ? -1 : c.balloon_maximum_kib / 1024},
+          {"rss_mib", c.rss_kib < 0 ? -1 : c.rss_kib / 1024},
+          {"block_rd_bytes", c.block_rd_bytes},
+          {"block_wr_bytes", c.block_wr_bytes},
+          {"net_rx_bytes", c.net_rx_bytes},
+          {"net_tx_bytes", c.net_tx_bytes},
+          {"block_rd_bps", u.block_rd_bps},
+          {"block_wr_bps", u.block_wr_bps},
+          {"net_rx_bps", u.net_rx_bps},
+          {"net_tx_bps", u.net_tx_bps}};
+}
+
+Json HostInfoToJson(const HostInfo& h) {
+  return {{"hostname", h.hostname},
+          {"uri", h.uri},
+          {"hypervisor", h.hypervisor},
+          {"libvirt_version", h.libvirt_version},
+          {"cpu_model", h.cpu_model},
+          {"cpu_cores", h.cpu_cores},
+          {"memory_mib", h.memory_mib},
+          {"free_memory_mib", h.free_memory_mib},
+          {"cpu_busy_fraction", h.cpu_busy_fraction},
+          {"load1", h.load1}};
+}
+
+}  // namespace uw::vmm

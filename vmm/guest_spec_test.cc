@@ -1,0 +1,66 @@
+#include <gtest/gtest.h>
+
+#include "vmm/hypervisor.h"
+
+namespace uw::vmm {
+namespace {
+
+TEST(GuestSpecTest, ParsesAFullSpec) {
+  Json j = Json::parse(R"({"name": "web1", "kind": "qemu", "vcpus": 1, "max_vcpus": 2, "memory_mib": 256,
+    "boot": {"kernel": "/k", "initrd": "/i", "cmdline": "console=ttyS0"},
+    "disks": [{"path": "/d.qcow2"}], "nics": [{"type": "ovs", "source": "br0", "vlan": 10}],
+    "cpu": {"shares": 512}, "labels": {"tenant": "acme"}})");
+  auto s = GuestSpecFromJson(j);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->name, "web1");
+  EXPECT_EQ(s->max_vcpus, 2);
+  EXPECT_EQ(s->max_memory_mib, 256);
+  EXPECT_EQ(s->disks[0].target, "vda");
+  EXPECT_EQ(s->disks[0].format, "qcow2");
+  EXPECT_EQ(s->nics[0].vlan, 10);
+  EXPECT_EQ(s->cpu_shares, 512);
+  EXPECT_TRUE(ValidateGuestSpec(*s).ok());
+}
+
+TEST(GuestSpecTest, ErrorsNameTheField) {
+  auto msg = [](const char* text) { return GuestSpecFromJson(Json::parse(text)).status().message(); };
+  EXPECT_EQ(msg(R"({"kind": "qemu"})"), "spec.name: required string is missing");
+  EXPECT_EQ(msg(R"({"name": "a", "vcpus": "two"})"), "spec.vcpus: expected a positive integer");
+  EXPECT_EQ(msg(R"({"name": "a", "kind": "xen"})"), "spec.kind: guest kind 'xen' is not one of kvm, qemu, lxc");
+  EXPECT_EQ(msg(R"({"name": "a", "memroy_mib": 5})"), "spec.memroy_mib: unknown field");
+  EXPECT_EQ(msg(R"({"name": "a", "nics": [{"type": "bridge"}]})"), "spec.nics[0].source: a bridge name is required");
+  EXPECT_EQ(msg(R"({"name": "a", "disks": [{"path": "/x", "format": "vmdk"}]})"), "spec.disks[0].format: expected qcow2 or raw");
+}
+
+TEST(GuestSpecTest, ValidationCatchesInconsistencies) {
+  GuestSpec s;
+  s.name = "a";
+  s.kernel = "/k";
+  s.vcpus = 3;
+  s.max_vcpus = 2;
+  EXPECT_EQ(ValidateGuestSpec(s).code(), StatusCode::kInvalidArgument);
+  s.max_vcpus = 4;
+  s.memory_mib = 512;
+  s.max_memory_mib = 256;
+  EXPECT_EQ(ValidateGuestSpec(s).code(), StatusCode::kInvalidArgument);
+  s.max_memory_mib = 512;
+  EXPECT_TRUE(ValidateGuestSpec(s).ok());
+  s.kernel.clear();
+  EXPECT_NE(ValidateGuestSpec(s).message().find("nothing to boot"), std::string::npos);
+  s.kind = GuestKind::kLxc;
+  s.vcpus = s.max_vcpus = 1;
+  EXPECT_NE(ValidateGuestSpec(s).message().find("lxc.root"), std::string::npos);
+  s.lxc_root = "/srv/ct";
+  EXPECT_TRUE(ValidateGuestSpec(s).ok());
+  s.name = "bad name";
+  EXPECT_FALSE(ValidateGuestSpec(s).ok());
+}
+
+TEST(GuestSpecTest, KindAndStateNames) {
+  EXPECT_EQ(GuestKindName(GuestKind::kLxc), "lxc");
+  EXPECT_EQ(*ParseGuestKind("kvm"), GuestKind::kKvm);
+  EXPECT_EQ(GuestStateName(GuestState::kShuttingDown), "shutting-down");
+}
+
+}  // namespace
+}  // namespace uw::vmm

@@ -1,0 +1,219 @@
+// The per-host hypervisor interface of uw-agent and the vocabulary of guests on one host.
+//
+//   GuestSpec --BuildDomainXml--> libvirt domain XML --Hypervisor::Define/Start--> running guest
+//   Hypervisor::SampleAll --> GuestCounters --UsageTracker--> GuestUsage (rates)
+//   libvirt events --EventLoop thread--> LifecycleEvent callbacks
+//
+// One Hypervisor talks to one libvirt connection (qemu:///system for kvm and qemu guests,
+// lxc:///system for containers, test:///default in unit tests). The agent composes two of them.
+// Guest kinds:
+//   kKvm   full virtualization, host-passthrough CPU; needs usable hardware KVM.
+//   kQemu  emulation (TCG); runs anywhere.
+//   kLxc   OS container; no live migration.
+// "Paravirtualized" is a device model, not a kind: GuestSpec::paravirt gives kvm and qemu guests
+// virtio disk, net, console, balloon and serial channel devices (the default).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/status.h"
+
+namespace uw::vmm {
+
+enum class GuestKind { kKvm, kQemu, kLxc };
+std::string_view GuestKindName(GuestKind kind);                 // "kvm", "qemu", "lxc"
+Result<GuestKind> ParseGuestKind(std::string_view name);         // kInvalidArgument otherwise
+
+enum class GuestState { kShutoff, kRunning, kPaused, kShuttingDown, kCrashed, kBlocked, kSuspended, kUnknown };
+std::string_view GuestStateName(GuestState state);               // "shutoff", "running", ...
+
+struct DiskSpec {
+  std::string path;              // file or block device on the host (must exist)
+  std::string format = "qcow2";  // qcow2 | raw
+  std::string target = "vda";    // guest device name
+  bool read_only = false;
+};
+
+struct NicSpec {
+  std::string type = "user";  // user (QEMU's own NAT) | bridge (Linux bridge) | ovs (Open vSwitch bridge)
+  std::string source;         // bridge name for bridge/ovs
+  std::string mac;            // empty: libvirt picks one
+  int vlan = 0;               // ovs only: access VLAN tag, 0 for none
+};
+
+struct ChannelSpec {
+  std::string name;         // virtio-serial port name seen by the guest ("org.underware.guest.0")
+  std::string socket_path;  // unix socket on the host (libvirt binds it)
+};
+
+struct GuestSpec {
+  std::string name;
+  std::string uuid;                 // empty: libvirt generates one
+  GuestKind kind = GuestKind::kQemu;
+  bool paravirt = true;             // virtio devices; false: emulated IDE/e1000 for kvm/qemu
+  int vcpus = 1;
+  int max_vcpus = 1;                // >= vcpus; the rest can be hot-plugged
+  int64_t memory_mib = 256;         // current (balloon target at boot)
+  int64_t max_memory_mib = 256;     // >= memory_mib
+  // Direct kernel boot (kvm/qemu).
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;
+  std::vector<DiskSpec> disks;
+  std::vector<NicSpec> nics;
+  std::vector<ChannelSpec> channels;
+  std::string console_log;          // serial console written to this file (kvm/qemu)
+  // CPU controls (0 = libvirt default).
+  int64_t cpu_shares = 0;
+  int64_t cpu_quota_us = 0;         // per period; -1 or 0 = unlimited
+  int64_t cpu_period_us = 0;
+  // Containers (lxc): root directory and init.
+  std::string lxc_root;
+  std::string lxc_init = "/bin/sh";
+  std::vector<std::string> lxc_init_args;
+  // Set by the agent when a kvm guest runs emulated because hardware KVM is unusable.
+  bool emulated = false;
+  // Free-form operator labels kept in the domain metadata.
+  std::vector<std::pair<std::string, std::string>> labels;
+};
+
+// Parses the agent API's guest JSON (see vmm/README.md). Field errors name the path ("spec.vcpus").
+Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path = "spec");
+Json GuestSpecToJson(const GuestSpec& spec);
+// Checks internal consistency (names, vcpus <= max, memory <= max, kernel for vm kinds, root for lxc).
+Status ValidateGuestSpec(const GuestSpec& spec);
+
+struct GuestInfo {
+  std::string name;
+  std::string uuid;
+  GuestKind kind = GuestKind::kQemu;
+  bool emulated = false;
+  GuestState state = GuestState::kUnknown;
+  std::string state_reason;
+  int vcpus = 0;
+  int max_vcpus = 0;
+  int64_t memory_mib = 0;      // current balloon size
+  int64_t max_memory_mib = 0;
+  uint64_t cpu_time_ns = 0;
+  bool persistent = true;
+  std::string console_log;     // from the domain XML, if any
+  std::vector<ChannelSpec> channels;
+};
+Json GuestInfoToJson(const GuestInfo& info);
+
+// Raw cumulative counters of one guest at one instant.
+struct GuestCounters {
+  std::string name;
+  std::string uuid;
+  GuestState state = GuestState::kUnknown;
+  Duration at{0};                   // monotonic time of the sample
+  uint64_t cpu_time_ns = 0;
+  int vcpus = 0;
+  int64_t balloon_current_kib = -1; // -1 when unknown
+  int64_t balloon_maximum_kib = -1;
+  int64_t balloon_usable_kib = -1;  // guest-reported, needs balloon stats
+  int64_t balloon_available_kib = -1;
+  int64_t rss_kib = -1;
+  uint64_t block_rd_bytes = 0, block_wr_bytes = 0, block_rd_reqs = 0, block_wr_reqs = 0;
+  uint64_t net_rx_bytes = 0, net_tx_bytes = 0;
+};
+
+// Counters turned into usage over the interval since the previous sample.
+struct GuestUsage {
+  GuestCounters counters;
+  double interval_s = 0;          // 0 for the first sample of a guest
+  double cpu_cores = 0;           // CPU time per wall time
+  double block_rd_bps = 0, block_wr_bps = 0, net_rx_bps = 0, net_tx_bps = 0;
+  int64_t memory_used_mib = -1;   // maximum - usable when the guest reports it, else rss
+};
+Json GuestUsageToJson(const GuestUsage& usage);
+
+struct KvmSupport {
+  bool device_present = false;  // /dev/kvm exists
+  bool usable = false;          // hardware KVM that stock guests can boot with
+  std::string module;           // kvm_intel, kvm_amd, kvm_pvm, ...
+  std::string reason;           // why not usable (shown to operators)
+};
+
+struct HostInfo {
+  std::string hostname;
+  std::string uri;
+  std::string hypervisor;       // "QEMU", "LXC", "TEST"
+  uint64_t libvirt_version = 0; // major * 1,000,000 + minor * 1,000 + release
+  std::string cpu_model;
+  int cpu_cores = 0;            // logical CPUs
+  int64_t memory_mib = 0;
+  int64_t free_memory_mib = -1;
+  double cpu_busy_fraction = -1;  // host CPU busy over the last sampling interval, -1 unknown
+  double load1 = -1;
+};
+Json HostInfoToJson(const HostInfo& info);
+
+struct LifecycleEvent {
+  TimePoint at;
+  std::string guest;
+  std::string uuid;
+  std::string event;   // "defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "crashed", ...
+  std::string detail;  // libvirt's detail ("booted", "migrated", "destroyed", ...)
+  std::string source;  // the connection URI
+};
+using EventCallback = std::function<void(const LifecycleEvent&)>;
+
+// What a command run inside a guest returned.
+struct ExecResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// A connection to one libvirt driver. All methods are thread-safe. Errors:
+//   kNotFound (no such guest), kAlreadyExists (name taken), kFailedPrecondition (wrong state, e.g.
+//   start a running guest; KVM unusable), kInvalidArgument (spec rejected), kUnavailable (libvirtd
+//   unreachable; retry), kUnimplemented (the driver lacks the operation), kDeadlineExceeded.
+class Hypervisor {
+ public:
+  virtual ~Hypervisor() = default;
+
+  virtual const std::string& uri() const = 0;
+  virtual Result<HostInfo> Host() = 0;
+
+  // Defines a persistent guest from the spec (does not start it).
+  virtual Result<GuestInfo> Define(const GuestSpec& spec) = 0;
+  virtual Status Start(std::string_view name) = 0;
+  // ACPI power-button, then waits up to `timeout` for shutoff, then destroys. Returns
+  // kOk either way; `forced` (if given) says whether it had to destroy.
+  virtual Status Shutdown(std::string_view name, Duration timeout, bool* forced) = 0;
+  virtual Status Destroy(std::string_view name) = 0;  // immediate power-off
+  virtual Status Pause(std::string_view name) = 0;
+  virtual Status Resume(std::string_view name) = 0;
+  // Removes the definition; the guest must be shut off.
+  virtual Status Undefine(std::string_view name) = 0;
+
+  // Live changes (also written to the persistent config).
+  virtual Status SetMemory(std::string_view name, int64_t mib) = 0;   // balloon target
+  virtual Status SetVcpus(std::string_view name, int vcpus) = 0;
+  virtual Status SetCpuTune(std::string_view name, std::optional<int64_t> shares,
+                            std::optional<int64_t> quota_us, std::optional<int64_t> period_us) = 0;
+
+  virtual Result<GuestInfo> Get(std::string_view name) = 0;
+  virtual Result<std::vector<GuestInfo>> List() = 0;
+  // The guest's spec as recorded in its domain (metadata + XML); used to adopt guests on restart.
+  virtual Result<GuestSpec> GetSpec(std::string_view name) = 0;
+  // Cumulative counters of every guest (running or not).
+  virtual Result<std::vector<GuestCounters>> SampleAll() = 0;
+
+  // Runs argv inside a running container (kLxc). kUnimplemented for drivers without containers;
+  // virtual machines are reached through their guest channel instead.
+  virtual Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
+                                             Duration timeout) {
+    return UnimplementedError("this hypervisor does not run containers");
+  }
+};
+
+}  // namespace uw::vmm

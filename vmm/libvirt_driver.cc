@@ -1,0 +1,800 @@
+#include "vmm/libvirt_driver.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <libvirt/libvirt-lxc.h>
+#include <libvirt/virterror.h>
+#include <spdlog/spdlog.h>
+
+#include "common/units.h"
+#include "vmm/domain_xml.h"
+
+namespace uw::vmm {
+namespace {
+
+struct DomainDeleter {
+  void operator()(virDomainPtr d) const {
+    if (d) virDomainFree(d);
+  }
+};
+using DomainHandle = std::unique_ptr<virDomain, DomainDeleter>;
+
+void QuietErrorHandler(void*, virErrorPtr) {}
+
+StatusCode CodeFor(int code) {
+  switch (code) {
+    case VIR_ERR_NO_DOMAIN:
+    case VIR_ERR_NO_NETWORK:
+    case VIR_ERR_NO_STORAGE_POOL:
+    case VIR_ERR_NO_STORAGE_VOL:
+      return StatusCode::kNotFound;
+    case VIR_ERR_DOM_EXIST:
+      return StatusCode::kAlreadyExists;
+    case VIR_ERR_OPERATION_INVALID:
+    case VIR_ERR_OPERATION_FAILED:
+    case VIR_ERR_AGENT_UNRESPONSIVE:
+      return StatusCode::kFailedPrecondition;
+    case VIR_ERR_NO_SUPPORT:
+    case VIR_ERR_OPERATION_UNSUPPORTED:
+    case VIR_ERR_ARGUMENT_UNSUPPORTED:
+      return StatusCode::kUnimplemented;
+    case VIR_ERR_NO_CONNECT:
+    case VIR_ERR_RPC:
+    case VIR_ERR_SYSTEM_ERROR:
+    case VIR_ERR_INTERNAL_ERROR:  // most often a dead daemon seen through RPC
+      return StatusCode::kUnavailable;
+    case VIR_ERR_XML_ERROR:
+    case VIR_ERR_XML_DETAIL:
+    case VIR_ERR_INVALID_ARG:
+    case VIR_ERR_CONFIG_UNSUPPORTED:
+      return StatusCode::kInvalidArgument;
+    case VIR_ERR_OPERATION_TIMEOUT:
+      return StatusCode::kDeadlineExceeded;
+    case VIR_ERR_OPERATION_DENIED:
+    case VIR_ERR_AUTH_FAILED:
+      return StatusCode::kPermissionDenied;
+    default:
+      return StatusCode::kInternal;
+  }
+}
+
+GuestState StateFor(int s) {
+  switch (s) {
+    case VIR_DOMAIN_RUNNING: return GuestState::kRunning;
+    case VIR_DOMAIN_BLOCKED: return GuestState::kBlocked;
+    case VIR_DOMAIN_PAUSED: return GuestState::kPaused;
+    case VIR_DOMAIN_SHUTDOWN: return GuestState::kShuttingDown;
+    case VIR_DOMAIN_SHUTOFF: return GuestState::kShutoff;
+    case VIR_DOMAIN_CRASHED: return GuestState::kCrashed;
+    case VIR_DOMAIN_PMSUSPENDED: return GuestState::kSuspended;
+    default: return GuestState::kUnknown;
+  }
+}
+
+std::string StateReason(int state, int reason) {
+  switch (state) {
+    case VIR_DOMAIN_RUNNING: {
+      static const char* r[] = {"unknown", "booted", "migrated", "restored", "from-snapshot", "unpaused",
+                                "migration-canceled", "save-canceled", "wakeup", "crashed", "post-copy"};
+      return reason >= 0 && reason < 11 ? r[reason] : "unknown";
+    }
+    case VIR_DOMAIN_PAUSED: {
+      static const char* r[] = {"unknown", "user", "migration", "save", "dump", "ioerror", "watchdog",
+                                "from-snapshot", "shutting-down", "snapshot", "crashed", "starting-up",
+                                "post-copy", "post-copy-failed"};
+      return reason >= 0 && reason < 14 ? r[reason] : "unknown";
+    }
+    case VIR_DOMAIN_SHUTOFF: {
+      static const char* r[] = {"unknown", "shutdown", "destroyed", "crashed", "migrated", "saved",
+                                "failed", "from-snapshot", "daemon"};
+      return reason >= 0 && reason < 9 ? r[reason] : "unknown";
+    }
+    default:
+      return "";
+  }
+}
+
+const char* EventName(int event) {
+  static const char* names[] = {"defined", "undefined", "started", "suspended", "resumed",
+                                "stopped", "shutdown",  "pmsuspended", "crashed"};
+  return event >= 0 && event < 9 ? names[event] : "unknown";
+}
+
+std::string EventDetail(int event, int detail) {
+  switch (event) {
+    case VIR_DOMAIN_EVENT_STARTED: {
+      static const char* d[] = {"booted", "migrated", "restored", "from-snapshot", "wakeup"};
+      return detail >= 0 && detail < 5 ? d[detail] : "";
+    }
+    case VIR_DOMAIN_EVENT_STOPPED: {
+      static const char* d[] = {"shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from-snapshot"};
+      return detail >= 0 && detail < 7 ? d[detail] : "";
+    }
+    case VIR_DOMAIN_EVENT_SUSPENDED: {
+      static const char* d[] = {"paused", "migrated", "ioerror", "watchdog", "restored", "from-snapshot",
+                                "api-error", "post-copy", "post-copy-failed"};
+      return detail >= 0 && detail < 9 ? d[detail] : "";
+    }
+    case VIR_DOMAIN_EVENT_RESUMED: {
+      static const char* d[] = {"unpaused", "migrated", "from-snapshot", "post-copy", "post-copy-failed"};
+      return detail >= 0 && detail < 5 ? d[detail] : "";
+    }
+    case VIR_DOMAIN_EVENT_DEFINED: {
+      static const char* d[] = {"added", "updated", "renamed", "from-snapshot"};
+      return detail >= 0 && detail < 4 ? d[detail] : "";
+    }
+    default:
+      return "";
+  }
+}
+
+std::string ReadSmallFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+Status LibvirtError(std::string_view what) {
+  virErrorPtr err = virGetLastError();
+  if (!err) return InternalError(std::string(what) + ": libvirt failed without an error message");
+  Status s(CodeFor(err->code), std::string(what) + ": " + (err->message ? err->message : "unknown libvirt error"));
+  virResetLastError();
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event loop
+
+LibvirtEventLoop& LibvirtEventLoop::Instance() {
+  static LibvirtEventLoop loop;
+  return loop;
+}
+
+Status LibvirtEventLoop::Start() {
+  std::lock_guard l(mu_);
+  if (running_) return Status::Ok();
+  virSetErrorFunc(nullptr, QuietErrorHandler);
+  if (!registered_) {
+    if (virEventRegisterDefaultImpl() < 0) return LibvirtError("registering libvirt's event loop");
+    registered_ = true;
+  }
+  // A periodic no-op timer so that virEventRunDefaultImpl returns and can see running_ drop.
+  timer_ = virEventAddTimeout(200, [](int, void*) {}, nullptr, nullptr);
+  running_ = true;
+  thread_ = std::thread([this] {
+    while (running_) {
+      if (virEventRunDefaultImpl() < 0) {
+        spdlog::warn("libvirt event loop iteration failed: {}", LibvirtError("event loop").message());
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+void LibvirtEventLoop::Stop() {
+  std::lock_guard l(mu_);
+  if (!running_) return;
+  running_ = false;
+  if (thread_.joinable()) thread_.join();
+  if (timer_ >= 0) virEventRemoveTimeout(timer_);
+  timer_ = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// KVM detection
+
+KvmSupport DetectKvm(const std::string& sys_root) {
+  namespace fs = std::filesystem;
+  KvmSupport k;
+  fs::path root(sys_root);
+  std::error_code ec;
+  k.device_present = fs::exists(root / "dev/kvm", ec);
+  for (const char* m : {"kvm_pvm", "kvm_intel", "kvm_amd"}) {
+    if (fs::exists(root / "sys/module" / m, ec)) {
+      k.module = m;
+      break;
+    }
+  }
+  if (!k.device_present) {
+    k.reason = "/dev/kvm is absent: no KVM on this host";
+  } else if (k.module == "kvm_pvm") {
+    k.reason = "/dev/kvm is provided by kvm_pvm (paravirtualized KVM inside a VM): stock guests hang at "
+               "boot and host-passthrough CPUs abort; run guests emulated (kind qemu)";
+  } else if (k.module.empty()) {
+    k.reason = "/dev/kvm exists but neither kvm_intel nor kvm_amd is loaded";
+  } else if (::access((root / "dev/kvm").c_str(), R_OK | W_OK) != 0) {
+    k.reason = "/dev/kvm is not accessible to this process";
+  } else {
+    k.usable = true;
+  }
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Open(const std::string& uri, Clock& clock) {
+  virSetErrorFunc(nullptr, QuietErrorHandler);
+  std::unique_ptr<LibvirtHypervisor> h(new LibvirtHypervisor(uri, clock));
+  std::lock_guard l(h->mu_);
+  UW_RETURN_IF_ERROR(h->Connect());
+  return h;
+}
+
+LibvirtHypervisor::~LibvirtHypervisor() {
+  std::lock_guard l(mu_);
+  if (conn_) {
+    if (event_callback_id_ >= 0) virConnectDomainEventDeregisterAny(conn_, event_callback_id_);
+    virConnectClose(conn_);
+  }
+}
+
+Status LibvirtHypervisor::Connect() {
+  if (conn_) {
+    virConnectClose(conn_);
+    conn_ = nullptr;
+    event_callback_id_ = -1;
+  }
+  conn_ = virConnectOpen(uri_.c_str());
+  if (!conn_) {
+    Status s = LibvirtError("connecting to " + uri_);
+    return UnavailableError(s.message());
+  }
+  if (LibvirtEventLoop::Instance().running() && uri_.rfind("test:", 0) != 0) {
+    // Detect a dead daemon within ~15 s even when idle.
+    virConnectSetKeepAlive(conn_, 5, 3);
+  }
+  if (on_event_) return RegisterEvents();
+  return Status::Ok();
+}
+
+Result<virConnectPtr> LibvirtHypervisor::Conn() {
+  std::lock_guard l(mu_);
+  if (conn_ && virConnectIsAlive(conn_) == 1) return conn_;
+  spdlog::warn("connection to {} is down; reconnecting", uri_);
+  UW_RETURN_IF_ERROR(Connect());
+  return conn_;
+}
+
+Status LibvirtHypervisor::RegisterEvents() {
+  auto cb = [](virConnectPtr c, virDomainPtr dom, int event, int detail, void* opaque) {
+    auto* self = static_cast<LibvirtHypervisor*>(opaque);
+    LifecycleEvent e;
+    e.at = self->clock_.Now();
+    e.guest = virDomainGetName(dom);
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    if (virDomainGetUUIDString(dom, uuid) == 0) e.uuid = uuid;
+    e.event = EventName(event);
+    e.detail = EventDetail(event, detail);
+    e.source = self->uri_;
+    EventCallback f;
+    {
+      // Not mu_: the callback may run while another thread holds mu_ in Conn().
+      f = self->on_event_;
+    }
+    if (f) f(e);
+    return 0;
+  };
+  event_callback_id_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                        VIR_DOMAIN_EVENT_CALLBACK(+cb), this, nullptr);
+  if (event_callback_id_ < 0) return LibvirtError("watching lifecycle events on " + uri_);
+  return Status::Ok();
+}
+
+Status LibvirtHypervisor::WatchLifecycle(EventCallback callback) {
+  if (!LibvirtEventLoop::Instance().running()) {
+    return FailedPreconditionError("the libvirt event loop is not running");
+  }
+  std::lock_guard l(mu_);
+  on_event_ = std::move(callback);
+  if (event_callback_id_ >= 0) return Status::Ok();
+  return RegisterEvents();
+}
+
+Result<virDomainPtr> LibvirtHypervisor::Lookup(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virConnectPtr c, Conn());
+  std::string n(name);
+  virDomainPtr d = virDomainLookupByName(c, n.c_str());
+  if (!d) {
+    Status s = LibvirtError("guest '" + n + "'");
+    if (s.code() == StatusCode::kNotFound) return NotFoundError("guest '" + n + "' does not exist on " + uri_);
+    return s;
+  }
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host
+
+Result<HostInfo> LibvirtHypervisor::Host() {
+  UW_ASSIGN_OR_RETURN(virConnectPtr c, Conn());
+  HostInfo h;
+  h.uri = uri_;
+  virNodeInfo node;
+  if (virNodeGetInfo(c, &node) < 0) return LibvirtError("reading node info of " + uri_);
+  h.cpu_model = node.model;
+  h.cpu_cores = static_cast<int>(node.cpus);
+  h.memory_mib = static_cast<int64_t>(node.memory / 1024);
+  if (char* hn = virConnectGetHostname(c)) {
+    h.hostname = hn;
+    free(hn);
+  }
+  if (const char* t = virConnectGetType(c)) h.hypervisor = t;
+  unsigned long lib = 0;
+  if (virConnectGetLibVersion(c, &lib) == 0) h.libvirt_version = lib;
+  unsigned long long free_bytes = virNodeGetFreeMemory(c);
+  if (free_bytes > 0) h.free_memory_mib = static_cast<int64_t>(free_bytes / kBytesPerMiB);
+  int n = 0;
+  if (virNodeGetCPUStats(c, VIR_NODE_CPU_STATS_ALL_CPUS, nullptr, &n, 0) == 0 && n > 0) {
+    std::vector<virNodeCPUStats> stats(n);
+    if (virNodeGetCPUStats(c, VIR_NODE_CPU_STATS_ALL_CPUS, stats.data(), &n, 0) == 0) {
+      uint64_t busy = 0, total = 0;
+      for (int i = 0; i < n; ++i) {
+        std::string f = stats[i].field;
+        if (f == VIR_NODE_CPU_STATS_IDLE || f == VIR_NODE_CPU_STATS_IOWAIT) {
+          total += stats[i].value;
+        } else if (f == VIR_NODE_CPU_STATS_KERNEL || f == VIR_NODE_CPU_STATS_USER) {
+          busy += stats[i].value;
+          total += stats[i].value;
+        }
+      }
+      std::lock_guard l(host_mu_);
+      if (prev_total_ns_ > 0 && total > prev_total_ns_) {
+        h.cpu_busy_fraction = static_cast<double>(busy - prev_busy_ns_) / static_cast<double>(total - prev_total_ns_);
+      }
+      prev_busy_ns_ = busy;
+      prev_total_ns_ = total;
+    }
+  } else {
+    virResetLastError();
+  }
+  std::istringstream load(ReadSmallFile("/proc/loadavg"));
+  load >> h.load1;
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+Result<GuestInfo> LibvirtHypervisor::Define(const GuestSpec& spec) {
+  UW_RETURN_IF_ERROR(ValidateGuestSpec(spec));
+  UW_ASSIGN_OR_RETURN(virConnectPtr c, Conn());
+  if (virDomainPtr existing = virDomainLookupByName(c, spec.name.c_str())) {
+    virDomainFree(existing);
+    return AlreadyExistsError("guest '" + spec.name + "' already exists on " + uri_);
+  }
+  virResetLastError();
+  std::string xml = BuildDomainXml(spec);
+  DomainHandle d(virDomainDefineXML(c, xml.c_str()));
+  if (!d) return LibvirtError("defining guest '" + spec.name + "'");
+  return InfoOf(d.get());
+}
+
+Status LibvirtHypervisor::Start(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainIsActive(d.get()) == 1) {
+    return FailedPreconditionError("guest '" + std::string(name) + "' is already running");
+  }
+  if (virDomainCreate(d.get()) < 0) return LibvirtError("starting guest '" + std::string(name) + "'");
+  return Status::Ok();
+}
+
+Status LibvirtHypervisor::Shutdown(std::string_view name, Duration timeout, bool* forced) {
+  if (forced) *forced = false;
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainIsActive(d.get()) != 1) {
+    return FailedPreconditionError("guest '" + std::string(name) + "' is not running");
+  }
+  if (virDomainShutdown(d.get()) < 0) {
+    spdlog::warn("{}", LibvirtError("graceful shutdown of '" + std::string(name) + "'").message());
+  } else {
+    const Duration deadline = clock_.Monotonic() + timeout;
+    while (clock_.Monotonic() < deadline) {
+      int active = virDomainIsActive(d.get());
+      if (active == 0) return Status::Ok();
+      if (active < 0) return LibvirtError("watching guest '" + std::string(name) + "' shut down");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  if (forced) *forced = true;
+  if (virDomainDestroy(d.get()) < 0 && virDomainIsActive(d.get()) == 1) {
+    return LibvirtError("forcing off guest '" + std::string(name) + "'");
+  }
+  virResetLastError();
+  return Status::Ok();
+}
+
+Status LibvirtHypervisor::Destroy(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainIsActive(d.get()) != 1) {
+    return FailedPreconditionError("guest '" + std::string(name) + "' is not running");
+  }
+  if (virDomainDestroy(d.get()) < 0) return LibvirtError("forcing off guest '" + std::string(name) + "'");
+  return Status::Ok();
+}
+
+Status LibvirtHypervisor::Pause(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainSuspend(d.get()) < 0) return LibvirtError("pausing guest '" + std::string(name) + "'");
+  return Status::Ok();
+}
+
+Status LibvirtHypervisor::Resume(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainResume(d.get()) < 0) return LibvirtError("resuming guest '" + std::string(name) + "'");
+  return Status::Ok();
+}
+
+Status LibvirtHypervisor::Undefine(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainIsActive(d.get()) == 1) {
+    return FailedPreconditionError("guest '" + std::string(name) + "' is running; stop it first");
+  }
+  if (virDomainUndefine(d.get()) < 0) return LibvirtError("deleting guest '" + std::string(name) + "'");
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live changes
+
+namespace {
+// Applies a change to the running guest (when it runs) and to its persistent definition, as two
+// calls: some drivers refuse AFFECT_LIVE and AFFECT_CONFIG together.
+template <typename F>
+Status ApplyLiveAndConfig(virDomainPtr d, const std::string& what, F apply) {
+  if (virDomainIsActive(d) == 1) {
+    if (apply(VIR_DOMAIN_AFFECT_LIVE) < 0) return LibvirtError(what);
+    if (virDomainIsPersistent(d) != 1) return Status::Ok();
+  }
+  if (apply(VIR_DOMAIN_AFFECT_CONFIG) < 0) {
+    Status s = LibvirtError(what + " (persistent definition)");
+    if (virDomainIsActive(d) == 1) {
+      // The live change took effect; the definition keeps the old value until the next change.
+      spdlog::warn("{}", s.message());
+      return Status::Ok();
+    }
+    return s;
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Status LibvirtHypervisor::SetMemory(std::string_view name, int64_t mib) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  unsigned long max_kib = virDomainGetMaxMemory(d.get());
+  if (max_kib > 0 && static_cast<unsigned long>(mib) * 1024 > max_kib) {
+    return InvalidArgumentError("guest '" + std::string(name) + "': memory " + std::to_string(mib) +
+                                " MiB is above its maximum of " + std::to_string(max_kib / 1024) + " MiB");
+  }
+  if (mib < 16) return InvalidArgumentError("guest '" + std::string(name) + "': memory must be at least 16 MiB");
+  return ApplyLiveAndConfig(d.get(), "setting memory of guest '" + std::string(name) + "'", [&](unsigned flags) {
+    return virDomainSetMemoryFlags(d.get(), static_cast<unsigned long>(mib) * 1024, flags);
+  });
+}
+
+Status LibvirtHypervisor::SetVcpus(std::string_view name, int vcpus) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  int max = virDomainGetVcpusFlags(d.get(), static_cast<unsigned>(VIR_DOMAIN_AFFECT_CONFIG) | static_cast<unsigned>(VIR_DOMAIN_VCPU_MAXIMUM));
+  if (max > 0 && (vcpus < 1 || vcpus > max)) {
+    return InvalidArgumentError("guest '" + std::string(name) + "': vcpus must be within 1.." + std::to_string(max));
+  }
+  return ApplyLiveAndConfig(d.get(), "setting vCPUs of guest '" + std::string(name) + "'",
+                            [&](unsigned flags) { return virDomainSetVcpusFlags(d.get(), vcpus, flags); });
+}
+
+Status LibvirtHypervisor::SetCpuTune(std::string_view name, std::optional<int64_t> shares,
+                                     std::optional<int64_t> quota_us, std::optional<int64_t> period_us) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  virTypedParameterPtr params = nullptr;
+  int n = 0, max = 0;
+  if (shares) virTypedParamsAddULLong(&params, &n, &max, VIR_DOMAIN_SCHEDULER_CPU_SHARES, *shares);
+  if (period_us) virTypedParamsAddULLong(&params, &n, &max, VIR_DOMAIN_SCHEDULER_VCPU_PERIOD, *period_us);
+  if (quota_us) virTypedParamsAddLLong(&params, &n, &max, VIR_DOMAIN_SCHEDULER_VCPU_QUOTA, *quota_us);
+  if (n == 0) return Status::Ok();
+  Status s = ApplyLiveAndConfig(d.get(), "setting CPU controls of guest '" + std::string(name) + "'",
+                                [&](unsigned flags) {
+                                  return virDomainSetSchedulerParametersFlags(d.get(), params, n, flags);
+                                });
+  virTypedParamsFree(params, n);
+  return s;
+}
+
+Result<Json> LibvirtHypervisor::SchedulerParameters(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  int n = 0;
+  char* type = virDomainGetSchedulerType(d.get(), &n);
+  if (!type) return LibvirtError("reading scheduler of guest '" + std::string(name) + "'");
+  free(type);
+  std::vector<virTypedParameter> params(std::max(n, 1));
+  if (virDomainGetSchedulerParametersFlags(d.get(), params.data(), &n, VIR_DOMAIN_AFFECT_CURRENT) < 0) {
+    return LibvirtError("reading scheduler of guest '" + std::string(name) + "'");
+  }
+  Json j = Json::object();
+  for (int i = 0; i < n; ++i) {
+    const auto& p = params[i];
+    switch (p.type) {
+      case VIR_TYPED_PARAM_ULLONG: j[p.field] = p.value.ul; break;
+      case VIR_TYPED_PARAM_LLONG: j[p.field] = p.value.l; break;
+      case VIR_TYPED_PARAM_UINT: j[p.field] = p.value.ui; break;
+      case VIR_TYPED_PARAM_INT: j[p.field] = p.value.i; break;
+      default: break;
+    }
+  }
+  return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading state
+
+Result<GuestInfo> LibvirtHypervisor::InfoOf(virDomainPtr dom) {
+  GuestInfo i;
+  i.name = virDomainGetName(dom);
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  if (virDomainGetUUIDString(dom, uuid) == 0) i.uuid = uuid;
+  virDomainInfo info;
+  if (virDomainGetInfo(dom, &info) < 0) return LibvirtError("reading guest '" + i.name + "'");
+  int state = 0, reason = 0;
+  if (virDomainGetState(dom, &state, &reason, 0) == 0) {
+    i.state = StateFor(state);
+    i.state_reason = StateReason(state, reason);
+  } else {
+    i.state = StateFor(info.state);
+  }
+  i.memory_mib = static_cast<int64_t>(info.memory / 1024);
+  i.max_memory_mib = static_cast<int64_t>(info.maxMem / 1024);
+  i.vcpus = info.nrVirtCpu;
+  i.cpu_time_ns = info.cpuTime;
+  i.persistent = virDomainIsPersistent(dom) == 1;
+  char* xml = virDomainGetXMLDesc(dom, 0);
+  if (!xml) return LibvirtError("reading guest '" + i.name + "'");
+  auto spec = ParseDomainXml(xml);
+  free(xml);
+  if (spec.ok()) {
+    i.kind = spec->kind;
+    i.emulated = spec->emulated;
+    i.max_vcpus = spec->max_vcpus;
+    i.console_log = spec->console_log;
+    i.channels = spec->channels;
+    if (i.state == GuestState::kShutoff) {
+      i.vcpus = spec->vcpus;
+      i.memory_mib = spec->memory_mib;
+    }
+  } else {
+    i.max_vcpus = i.vcpus;
+  }
+  return i;
+}
+
+Result<GuestInfo> LibvirtHypervisor::Get(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  return InfoOf(d.get());
+}
+
+Result<std::vector<GuestInfo>> LibvirtHypervisor::List() {
+  UW_ASSIGN_OR_RETURN(virConnectPtr c, Conn());
+  virDomainPtr* doms = nullptr;
+  int n = virConnectListAllDomains(c, &doms, 0);
+  if (n < 0) return LibvirtError("listing guests on " + uri_);
+  std::vector<DomainHandle> handles;
+  for (int i = 0; i < n; ++i) handles.emplace_back(doms[i]);
+  free(doms);
+  std::vector<GuestInfo> out;
+  for (auto& d : handles) {
+    auto info = InfoOf(d.get());
+    if (info.ok()) {
+      out.push_back(std::move(*info));
+    } else if (info.status().code() != StatusCode::kNotFound) {
+      return info.status();
+    }  // a guest undefined while we listed is simply gone
+  }
+  return out;
+}
+
+Result<GuestSpec> LibvirtHypervisor::GetSpec(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  char* xml = virDomainGetXMLDesc(d.get(), VIR_DOMAIN_XML_INACTIVE);
+  if (!xml) return LibvirtError("reading guest '" + std::string(name) + "'");
+  auto spec = ParseDomainXml(xml);
+  free(xml);
+  return spec;
+}
+
+namespace {
+uint64_t ULL(virTypedParameterPtr p, int n, const std::string& key) {
+  unsigned long long v = 0;
+  if (virTypedParamsGetULLong(p, n, key.c_str(), &v) == 1) return v;
+  return 0;
+}
+int64_t KiB(virTypedParameterPtr p, int n, const char* key) {
+  unsigned long long v = 0;
+  if (virTypedParamsGetULLong(p, n, key, &v) == 1) return static_cast<int64_t>(v);
+  return -1;
+}
+}  // namespace
+
+Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
+  UW_ASSIGN_OR_RETURN(virConnectPtr c, Conn());
+  std::vector<GuestCounters> out;
+  virDomainStatsRecordPtr* records = nullptr;
+  const unsigned int groups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
+                              VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK;
+  int n = virConnectGetAllDomainStats(c, groups, &records, 0);
+  const Duration now = clock_.Monotonic();
+  if (n >= 0) {
+    for (int i = 0; i < n; ++i) {
+      virDomainStatsRecordPtr r = records[i];
+      GuestCounters g;
+      g.name = virDomainGetName(r->dom);
+      char uuid[VIR_UUID_STRING_BUFLEN];
+      if (virDomainGetUUIDString(r->dom, uuid) == 0) g.uuid = uuid;
+      g.at = now;
+      int st = 0;
+      virTypedParamsGetInt(r->params, r->nparams, "state.state", &st);
+      g.state = StateFor(st);
+      g.cpu_time_ns = ULL(r->params, r->nparams, "cpu.time");
+      unsigned int vc = 0;
+      if (virTypedParamsGetUInt(r->params, r->nparams, "vcpu.current", &vc) == 1) g.vcpus = static_cast<int>(vc);
+      g.balloon_current_kib = KiB(r->params, r->nparams, "balloon.current");
+      g.balloon_maximum_kib = KiB(r->params, r->nparams, "balloon.maximum");
+      g.balloon_usable_kib = KiB(r->params, r->nparams, "balloon.usable");
+      g.balloon_available_kib = KiB(r->params, r->nparams, "balloon.available");
+      g.rss_kib = KiB(r->params, r->nparams, "balloon.rss");
+      unsigned int nb = 0, nn = 0;
+      virTypedParamsGetUInt(r->params, r->nparams, "block.count", &nb);
+      for (unsigned int b = 0; b < nb; ++b) {
+        std::string p = "block." + std::to_string(b) + ".";
+        g.block_rd_bytes += ULL(r->params, r->nparams, p + "rd.bytes");
+        g.block_wr_bytes += ULL(r->params, r->nparams, p + "wr.bytes");
+        g.block_rd_reqs += ULL(r->params, r->nparams, p + "rd.reqs");
+        g.block_wr_reqs += ULL(r->params, r->nparams, p + "wr.reqs");
+      }
+      virTypedParamsGetUInt(r->params, r->nparams, "net.count", &nn);
+      for (unsigned int k = 0; k < nn; ++k) {
+        std::string p = "net." + std::to_string(k) + ".";
+        g.net_rx_bytes += ULL(r->params, r->nparams, p + "rx.bytes");
+        g.net_tx_bytes += ULL(r->params, r->nparams, p + "tx.bytes");
+      }
+      out.push_back(std::move(g));
+    }
+    virDomainStatsRecordListFree(records);
+    return out;
+  }
+  Status s = LibvirtError("sampling guests on " + uri_);
+  if (s.code() != StatusCode::kUnimplemented) return s;
+  // Drivers without bulk stats (LXC): one virDomainGetInfo per guest.
+  virDomainPtr* doms = nullptr;
+  int nd = virConnectListAllDomains(c, &doms, 0);
+  if (nd < 0) return LibvirtError("listing guests on " + uri_);
+  for (int i = 0; i < nd; ++i) {
+    DomainHandle d(doms[i]);
+    virDomainInfo info;
+    if (virDomainGetInfo(d.get(), &info) < 0) {
+      virResetLastError();
+      continue;
+    }
+    GuestCounters g;
+    g.name = virDomainGetName(d.get());
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    if (virDomainGetUUIDString(d.get(), uuid) == 0) g.uuid = uuid;
+    g.at = now;
+    g.state = StateFor(info.state);
+    g.cpu_time_ns = info.cpuTime;
+    g.vcpus = info.nrVirtCpu;
+    g.balloon_maximum_kib = static_cast<int64_t>(info.maxMem);
+    g.balloon_current_kib = static_cast<int64_t>(info.memory);
+    // For containers libvirt reports the memory in use as `memory` when running.
+    if (g.state == GuestState::kRunning) g.rss_kib = static_cast<int64_t>(info.memory);
+    out.push_back(std::move(g));
+  }
+  free(doms);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container exec
+
+Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
+                                                                         const std::vector<std::string>& argv,
+                                                                         Duration timeout) {
+  if (argv.empty()) return InvalidArgumentError("exec: empty command");
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainIsActive(d.get()) != 1) {
+    return FailedPreconditionError("guest '" + std::string(name) + "' is not running");
+  }
+  int* fds = nullptr;
+  int nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
+  if (nfds < 0) return LibvirtError("entering container '" + std::string(name) + "'");
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) < 0) {
+    for (int i = 0; i < nfds; ++i) close(fds[i]);
+    free(fds);
+    return InternalError(std::string("pipe: ") + std::strerror(errno));
+  }
+  // Everything the child needs is prepared before fork: it may only make async-signal-safe calls.
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  char env_path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  char* envp[] = {env_path, nullptr};
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], 1);
+    dup2(pipefd[1], 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, 0);
+    for (int i = 0; i < nfds; ++i) {
+      if (setns(fds[i], 0) < 0) _exit(125);
+    }
+    if (chdir("/") < 0) _exit(125);
+    pid_t inner = fork();  // the pid namespace applies to children only
+    if (inner == 0) {
+      execve(args[0], args.data(), envp);
+      _exit(127);
+    }
+    int status = 0;
+    if (inner < 0 || waitpid(inner, &status, 0) < 0) _exit(125);
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+  close(pipefd[1]);
+  for (int i = 0; i < nfds; ++i) close(fds[i]);
+  free(fds);
+  if (pid < 0) {
+    close(pipefd[0]);
+    return InternalError(std::string("fork: ") + std::strerror(errno));
+  }
+  ExecResult result;
+  const Duration deadline = clock_.Monotonic() + timeout;
+  char buf[4096];
+  bool timed_out = false;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_.Monotonic()).count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{pipefd[0], POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    ssize_t got = read(pipefd[0], buf, sizeof buf);
+    if (got <= 0) break;
+    if (result.output.size() < (1u << 20)) result.output.append(buf, static_cast<size_t>(got));
+  }
+  close(pipefd[0]);
+  if (timed_out) kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (timed_out) return DeadlineExceededError("command in container '" + std::string(name) + "' timed out");
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (result.exit_code == 125) return InternalError("could not enter the namespaces of container '" + std::string(name) + "'");
+  return result;
+}
+
+}  // namespace uw::vmm

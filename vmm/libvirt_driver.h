@@ -1,0 +1,103 @@
+// The libvirt implementation of Hypervisor, the process-wide libvirt event loop, KVM detection
+// and the host side of container exec. Used by uw-agent, its tests and benchmarks.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <libvirt/libvirt.h>
+
+#include "common/clock.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::vmm {
+
+// libvirt's default event loop on a dedicated thread; needed for lifecycle events and keepalive.
+// Start() must run before the first LibvirtHypervisor::Open. Thread-safe; one per process.
+class LibvirtEventLoop {
+ public:
+  static LibvirtEventLoop& Instance();
+  Status Start();  // idempotent
+  void Stop();     // wakes the thread within ~200 ms and joins it
+  bool running() const { return running_; }
+
+ private:
+  LibvirtEventLoop() = default;
+  std::mutex mu_;
+  std::thread thread_;  // guarded by mu_
+  std::atomic<bool> running_{false};
+  bool registered_ = false;  // guarded by mu_
+  int timer_ = -1;           // guarded by mu_
+};
+
+// Inspects the host (under `sys_root`, "/" in production) for usable hardware KVM.
+// kvm_pvm (a paravirtual KVM found on some cloud machines) is present but cannot boot stock
+// guests: reported as not usable with the reason.
+KvmSupport DetectKvm(const std::string& sys_root = "/");
+
+class LibvirtHypervisor : public Hypervisor {
+ public:
+  // Connects to `uri`. kUnavailable when libvirtd cannot be reached (message says which URI).
+  static Result<std::unique_ptr<LibvirtHypervisor>> Open(const std::string& uri, Clock& clock = Clock::Real());
+  ~LibvirtHypervisor() override;
+  LibvirtHypervisor(const LibvirtHypervisor&) = delete;
+  LibvirtHypervisor& operator=(const LibvirtHypervisor&) = delete;
+
+  const std::string& uri() const override { return uri_; }
+  Result<HostInfo> Host() override;
+  Result<GuestInfo> Define(const GuestSpec& spec) override;
+  Status Start(std::string_view name) override;
+  Status Shutdown(std::string_view name, Duration timeout, bool* forced) override;
+  Status Destroy(std::string_view name) override;
+  Status Pause(std::string_view name) override;
+  Status Resume(std::string_view name) override;
+  Status Undefine(std::string_view name) override;
+  Status SetMemory(std::string_view name, int64_t mib) override;
+  Status SetVcpus(std::string_view name, int vcpus) override;
+  Status SetCpuTune(std::string_view name, std::optional<int64_t> shares, std::optional<int64_t> quota_us,
+                    std::optional<int64_t> period_us) override;
+  Result<GuestInfo> Get(std::string_view name) override;
+  Result<std::vector<GuestInfo>> List() override;
+  Result<GuestSpec> GetSpec(std::string_view name) override;
+  Result<std::vector<GuestCounters>> SampleAll() override;
+
+  // Lifecycle events of every guest on this connection go to `callback` (on the event-loop
+  // thread; keep it short). Re-registered after a reconnect. Needs LibvirtEventLoop running.
+  Status WatchLifecycle(EventCallback callback);
+
+  // Scheduler parameters as libvirt reports them (cpu_shares, vcpu_quota, vcpu_period).
+  Result<Json> SchedulerParameters(std::string_view name);
+
+  // Runs `argv` inside a running container's namespaces (lxc:// connections on this host only)
+  // and returns its exit code and combined output (truncated at 1 MiB). kDeadlineExceeded
+  // after `timeout` (the command is killed).
+  Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
+                                     Duration timeout) override;
+
+ private:
+  LibvirtHypervisor(std::string uri, Clock& clock) : uri_(std::move(uri)), clock_(clock) {}
+  // The live connection, reconnecting when the old one died. kUnavailable when it cannot.
+  Result<virConnectPtr> Conn();
+  Status Connect();              // requires mu_
+  Status RegisterEvents();       // requires mu_
+  Result<virDomainPtr> Lookup(std::string_view name);
+  Result<GuestInfo> InfoOf(virDomainPtr dom);
+
+  const std::string uri_;
+  Clock& clock_;
+  std::mutex mu_;
+  virConnectPtr conn_ = nullptr;           // guarded by mu_
+  EventCallback on_event_;                  // guarded by mu_
+  int event_callback_id_ = -1;              // guarded by mu_
+  std::mutex host_mu_;
+  uint64_t prev_busy_ns_ = 0, prev_total_ns_ = 0;  // guarded by host_mu_
+};
+
+// The Status for libvirt's last error on this thread, prefixed with `what`.
+Status LibvirtError(std::string_view what);
+
+}  // namespace uw::vmm
