@@ -211,6 +211,26 @@ class HttpServerTest : public ::testing::Test {
       release_slow_.Wait();
       return Response::Json(200, {{"slow", true}});
     });
+    router_.Add("GET", "/events/burst", [](const Request& req) {
+      // Writes everything at once and ends the body.
+      return Response::Stream("text/event-stream", [](std::shared_ptr<StreamWriter> w) {
+        for (int i = 1; i <= 3; ++i) {
+          w->Write(SseEvent("guest", "{\"n\":" + std::to_string(i) + "}", std::to_string(i)));
+        }
+        w->Close();
+      });
+    });
+    router_.Add("GET", "/events/live", [this](const Request& req) {
+      // Hands the writer to a "producer" (the test body) and returns.
+      Response r = Response::Stream("text/event-stream", [this](std::shared_ptr<StreamWriter> w) {
+        w->OnClose([this] { stream_closed_.Open(); });
+        std::lock_guard<std::mutex> lock(writer_mu_);
+        writer_ = std::move(w);
+        writer_cv_.notify_all();
+      });
+      r.headers["Cache-Control"] = "no-cache";
+      return r;
+    });
     router_.SetAuthenticator([](Request& req) -> Status {
       std::string token = req.BearerToken();
       if (token.empty()) return UnauthenticatedError("missing bearer token");
@@ -249,6 +269,16 @@ class HttpServerTest : public ::testing::Test {
   std::atomic<int> posts_{0};
   std::promise<void> slow_started_;
   Gate release_slow_;
+
+  std::shared_ptr<StreamWriter> WaitForWriter() {
+    std::unique_lock<std::mutex> lock(writer_mu_);
+    writer_cv_.wait_for(lock, kDeadline, [this] { return writer_ != nullptr; });
+    return writer_;
+  }
+  std::mutex writer_mu_;
+  std::condition_variable writer_cv_;
+  std::shared_ptr<StreamWriter> writer_;  // guarded by writer_mu_
+  Gate stream_closed_;
 };
 
 TEST_F(HttpServerTest, RoutesWithDecodedParamsAndQuery) {
@@ -543,6 +573,120 @@ TEST_F(HttpServerTest, StartOnATakenPortIsUnavailable) {
   EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(o.port)), std::string::npos)
       << st.message();
   EXPECT_EQ(server_->Start().code(), StatusCode::kFailedPrecondition);
+}
+
+std::string Events(int from, int to) {
+  std::string out;
+  for (int i = from; i <= to; ++i) {
+    out += SseEvent("guest", "{\"n\":" + std::to_string(i) + "}", std::to_string(i));
+  }
+  return out;
+}
+
+TEST_F(HttpServerTest, StreamsServerSentEventsToTheClient) {
+  StartServer();
+  std::string got;
+  Status st = Client().Stream("GET", "/events/burst", [&](std::string_view d) {
+    got.append(d);
+    return true;
+  });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(got, Events(1, 3));
+  // Errors come back as Status, with the body parsed.
+  Status unauth = Client("").Stream("GET", "/events/burst", [](std::string_view) { return true; });
+  EXPECT_EQ(unauth.code(), StatusCode::kUnauthenticated);
+}
+
+TEST_F(HttpServerTest, StreamIsChunkedAndConnectionIsReusedAfterIt) {
+  StartServer();
+  RawConnection c(server_->port());
+  ASSERT_TRUE(c.Send("GET /events/burst HTTP/1.1\r\n" + Auth() + "\r\n"));
+  RawResponse r = c.Read();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["transfer-encoding"], "chunked");
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  EXPECT_EQ(r.headers.count("content-length"), 0u);
+  EXPECT_EQ(r.body, Events(1, 3));
+  ASSERT_TRUE(c.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(c.Read().status, 200);
+}
+
+TEST_F(HttpServerTest, LiveStreamEndsWhenTheClientGoesAway) {
+  StartServer();
+  std::promise<std::string> first_two;
+  auto reader = std::async(std::launch::async, [&] {
+    std::string got;
+    Status st = Client().Stream("GET", "/events/live", [&](std::string_view d) {
+      got.append(d);
+      if (got.size() < Events(1, 2).size()) return true;
+      first_two.set_value(got);
+      return false;  // hang up
+    });
+    return st;
+  });
+  std::shared_ptr<StreamWriter> w = WaitForWriter();
+  ASSERT_NE(w, nullptr);
+  EXPECT_TRUE(w->IsOpen());
+  EXPECT_TRUE(w->Write(Events(1, 1)));
+  EXPECT_TRUE(w->Write(Events(2, 2)));
+  auto got = first_two.get_future();
+  ASSERT_EQ(got.wait_for(kDeadline), std::future_status::ready);
+  EXPECT_EQ(got.get(), Events(1, 2));
+  EXPECT_TRUE(reader.get().ok());
+  // The server notices the hang-up and closes the stream; the producer learns it.
+  ASSERT_TRUE(stream_closed_.Wait());
+  EXPECT_FALSE(w->IsOpen());
+  EXPECT_FALSE(w->Write(Events(3, 3)));
+  bool called = false;
+  w->OnClose([&] { called = true; });  // already closed: runs at once
+  EXPECT_TRUE(called);
+  EXPECT_TRUE(Client().Call("GET", "/echo").ok());
+}
+
+TEST_F(HttpServerTest, StopEndsOpenStreamsAndWritersOutliveTheServer) {
+  StartServer();
+  std::promise<void> got_first;
+  auto reader = std::async(std::launch::async, [&] {
+    std::string got;
+    bool signalled = false;
+    Status st = Client().Stream("GET", "/events/live", [&](std::string_view d) {
+      got.append(d);
+      if (!signalled) {
+        signalled = true;
+        got_first.set_value();
+      }
+      return true;
+    });
+    return std::make_pair(st, got);
+  });
+  std::shared_ptr<StreamWriter> w = WaitForWriter();
+  ASSERT_NE(w, nullptr);
+  EXPECT_TRUE(w->Write(Events(1, 1)));
+  ASSERT_EQ(got_first.get_future().wait_for(kDeadline), std::future_status::ready);
+  server_->Stop();
+  EXPECT_TRUE(stream_closed_.Wait());
+  auto [st, got] = reader.get();
+  EXPECT_TRUE(st.ok()) << st.ToString();  // a clean end of the body
+  EXPECT_EQ(got, Events(1, 1));
+  server_.reset();
+  EXPECT_FALSE(w->IsOpen());
+  EXPECT_FALSE(w->Write("late"));
+  w->Close();
+}
+
+TEST_F(HttpServerTest, SlowStreamConsumerIsCutOff) {
+  StartServer();
+  RawConnection c(server_->port());  // sends the request, then never reads
+  ASSERT_TRUE(c.Send("GET /events/live HTTP/1.1\r\n" + Auth() + "\r\n"));
+  std::shared_ptr<StreamWriter> w = WaitForWriter();
+  ASSERT_NE(w, nullptr);
+  const std::string chunk(256 << 10, 'e');
+  int writes = 0;
+  while (writes < 400 && w->Write(chunk)) ++writes;
+  EXPECT_LT(writes, 400);
+  EXPECT_GE(static_cast<size_t>(writes) * chunk.size(), StreamWriter::kMaxBufferedBytes - chunk.size());
+  EXPECT_FALSE(w->IsOpen());
+  EXPECT_TRUE(stream_closed_.Wait());
 }
 
 TEST(HttpClientTest, RefusedConnectionIsUnavailable) {
