@@ -27,6 +27,7 @@ class LibvirtEventLoop {
 
  private:
   LibvirtEventLoop() = default;
+  ~LibvirtEventLoop() { Stop(); }
   std::mutex mu_;
   std::thread thread_;  // guarded by mu_
   std::atomic<bool> running_{false};
