@@ -1,0 +1,62 @@
+// Private to placement/: the planning pipeline shared by the policies.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "placement/cluster.h"
+#include "placement/placement.h"
+
+namespace uw::placement::internal {
+
+enum class PolicyKind { kDrs, kConsolidate, kOpportunityCost };
+
+// Tunables of the balancer, in goodness units (imbalance reduction x powered-on hosts).
+inline constexpr double kMinGoodness = 0.002;
+// Migration cost per second of transfer (memory / bandwidth).
+inline constexpr double kCostPerMigrationSecond = 0.0005;
+// Cost of one unit of soft-rule violation.
+inline constexpr double kSoftRulePenalty = 0.5;
+
+// Imbalance above which a balancing move gets priority 2, 3, 4; below the last one it is 5.
+inline constexpr double kPriorityLevels[3] = {0.20, 0.10, 0.05};
+int PriorityForImbalance(double imbalance);
+
+std::unique_ptr<Objective> MakeObjective(PolicyKind kind, const Cluster& c);
+
+struct PlanContext {
+  PlanContext(const Snapshot& s, PolicyKind k);
+
+  const Snapshot& snap;
+  PolicyKind kind;
+  Entitlements ents;
+  Cluster cluster;
+  std::unique_ptr<Objective> objective;
+  Plan plan;
+
+  // Moves `set` (all on `from`) to `to`, appending one plan move per guest.
+  void RecordMove(const std::vector<int>& set, int from, int to, int priority, const std::string& reason,
+                  double gain);
+  // Best host for `set` (lowest score: -gain + soft-rule penalty), or -1. With `why`, a summary
+  // of the rejections. `excluded[h]` hosts are skipped. `need_soft_fix`: only hosts that lower
+  // the soft-rule measure.
+  int FindDestination(const std::vector<int>& set, int from, bool cpu_cap, const std::vector<char>* excluded,
+                      bool need_soft_fix, std::string* why) const;
+  double MigrationCost(const UnitLoad& load) const;
+  std::string HostLoadText(int h) const;
+};
+
+void PlaceAndRestart(PlanContext& ctx);
+void FixMandatory(PlanContext& ctx);
+void Balance(PlanContext& ctx);
+void DpmPowerOn(PlanContext& ctx);
+void DpmPowerOff(PlanContext& ctx);
+void Consolidate(PlanContext& ctx);
+// Capacity left after the `ha.host_failures` largest powered-on hosts (other than `without`) fail
+// covers the running guests.
+bool HaReserveHolds(const Cluster& c, int host_failures, int without);
+
+Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind);
+
+}  // namespace uw::placement::internal
