@@ -128,9 +128,10 @@ HttpClient::HttpClient(ClientOptions options)
 namespace {
 
 // Performs one exchange on `h` (which the caller owns). Transport errors become Status.
-Status Perform(CURL* h, const ClientOptions& options, std::string_view method, const std::string& url,
-               std::string_view body, const std::map<std::string, std::string>& headers,
-               Exchange* ex, bool streaming, int idle_timeout_ms) {
+Status Perform(CURL* h, const ClientOptions& options, std::string_view method,
+               const std::string& url, std::string_view body,
+               const std::map<std::string, std::string>& headers, Exchange* ex, bool streaming,
+               int idle_timeout_ms) {
   curl_easy_reset(h);
   char error[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error);
@@ -222,7 +223,8 @@ Result<ClientResponse> HttpClient::Do(std::string_view method, std::string_view 
   return response;
 }
 
-Result<Json> HttpClient::Call(std::string_view method, std::string_view path, const Json* body) const {
+Result<Json> HttpClient::Call(std::string_view method, std::string_view path,
+                              const Json* body) const {
   std::map<std::string, std::string> headers = {{"Accept", "application/json"}};
   std::string payload;
   if (body != nullptr) {
@@ -232,7 +234,8 @@ Result<Json> HttpClient::Call(std::string_view method, std::string_view path, co
   UW_ASSIGN_OR_RETURN(ClientResponse r, Do(method, path, payload, headers));
   if (r.status < 200 || r.status >= 300) return StatusFromHttp(r.status, r.body);
   if (Trim(r.body).empty()) return Json();
-  auto parsed = ParseJson(r.body, std::string(method) + " " + std::string(path) + ": response body");
+  auto parsed =
+      ParseJson(r.body, std::string(method) + " " + std::string(path) + ": response body");
   if (!parsed.ok()) return InternalError(parsed.status().message());
   return parsed;
 }

@@ -156,8 +156,8 @@ struct ServerOptions {
 // `worker_threads` threads of its own. Requests on one connection are answered in order, one at a
 // time; different connections are served concurrently. Malformed requests get 400 in the error
 // shape and the connection is closed. An answer for a connection that closed meanwhile is dropped.
-// Thread-safe: Start/Stop from any one thread, never from a handler. The router must outlive the
-// server. SIGPIPE is set to ignored by Start() when it still has its default action.
+// Thread-safe: Start/Stop from any one thread, never from a handler or a StreamWriter::OnClose
+// callback (Stop waits for those). The router must outlive the server. SIGPIPE is set to ignored by Start() when it still has its default action.
 class HttpServer {
  public:
   HttpServer(ServerOptions options, const Router* router);

@@ -1,7 +1,10 @@
 // End-to-end tests: a real HttpServer on 127.0.0.1, driven by HttpClient and by raw sockets.
 // Nothing here sleeps to wait: tests block on promises, latches and socket reads, each bounded by
 // a generous deadline that only matters when the code under test is broken.
+#include "api/http.h"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -16,10 +19,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
-
-#include "api/http.h"
 
 namespace uw::api {
 namespace {
@@ -193,16 +192,15 @@ class HttpServerTest : public ::testing::Test {
                                   {"principal", req.principal}});
     });
     router_.Add("GET", "/echo", [](const Request& req) {
-      return Response::Json(200, {{"i", req.query.count("i") ? req.query.at("i") : ""},
-                                  {"remote", req.remote}});
+      return Response::Json(
+          200, {{"i", req.query.count("i") ? req.query.at("i") : ""}, {"remote", req.remote}});
     });
     router_.Add("POST", "/echo", [this](const Request& req) {
       ++posts_;
       return Response::Json(200, {{"size", req.body.size()}});
     });
-    router_.Add("GET", "/boom", [](const Request&) -> Response {
-      throw std::runtime_error("handler exploded");
-    });
+    router_.Add("GET", "/boom",
+                [](const Request&) -> Response { throw std::runtime_error("handler exploded"); });
     router_.Add("GET", "/missing", [](const Request&) {
       return Response::Error(NotFoundError("guest 'web1' is not defined"));
     });
@@ -395,8 +393,8 @@ TEST_F(HttpServerTest, OversizedBodyIs413WithoutRunningTheHandler) {
 TEST_F(HttpServerTest, HugeHeaderIs431) {
   StartServer();
   RawConnection c(server_->port());
-  ASSERT_TRUE(c.Send("GET /echo HTTP/1.1\r\n" + Auth() + "X-Big: " + std::string(8000, 'h') +
-                     "\r\n\r\n"));
+  ASSERT_TRUE(
+      c.Send("GET /echo HTTP/1.1\r\n" + Auth() + "X-Big: " + std::string(8000, 'h') + "\r\n\r\n"));
   RawResponse r = c.Read();
   EXPECT_EQ(r.status, 431);
   ExpectErrorShape(r.body, 431, "resource_exhausted");
@@ -408,8 +406,8 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   RawConnection c(server_->port());
   std::string remote;
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(c.Send("GET /echo?i=" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n" + Auth() +
-                       "\r\n"));
+    ASSERT_TRUE(
+        c.Send("GET /echo?i=" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n" + Auth() + "\r\n"));
     RawResponse r = c.Read();
     ASSERT_EQ(r.status, 200);
     EXPECT_EQ(r.headers["connection"], "keep-alive");
@@ -491,7 +489,8 @@ TEST_F(HttpServerTest, ClientDisconnectMidBodyIsNotDispatched) {
   StartServer();
   {
     RawConnection c(server_->port());
-    ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\n" + Auth() + "Content-Length: 100\r\n\r\n0123456789"));
+    ASSERT_TRUE(
+        c.Send("POST /echo HTTP/1.1\r\n" + Auth() + "Content-Length: 100\r\n\r\n0123456789"));
     c.ShutdownWrite();
     EXPECT_TRUE(c.ReadEof());  // the server closes; nothing to answer
   }
@@ -684,7 +683,8 @@ TEST_F(HttpServerTest, SlowStreamConsumerIsCutOff) {
   int writes = 0;
   while (writes < 400 && w->Write(chunk)) ++writes;
   EXPECT_LT(writes, 400);
-  EXPECT_GE(static_cast<size_t>(writes) * chunk.size(), StreamWriter::kMaxBufferedBytes - chunk.size());
+  EXPECT_GE(static_cast<size_t>(writes) * chunk.size(),
+            StreamWriter::kMaxBufferedBytes - chunk.size());
   EXPECT_FALSE(w->IsOpen());
   EXPECT_TRUE(stream_closed_.Wait());
 }

@@ -25,12 +25,12 @@ using uw::api::RequestParser;
 
 constexpr ParserLimits kLimits{/*max_body_bytes=*/1024, /*max_header_bytes=*/2048};
 
-#define FUZZ_CHECK(cond)                                                     \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
+#define FUZZ_CHECK(cond)                                                          \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
       __builtin_fprintf(stderr, "check failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                          \
-    }                                                                        \
+      std::abort();                                                               \
+    }                                                                             \
   } while (0)
 
 struct Run {
@@ -54,8 +54,8 @@ Run Parse(std::string_view data, uint8_t seed) {
   Run run;
   RequestParser parser(kLimits);
   uint32_t state = seed;
-  size_t pos = 0;     // parsed up to here
-  size_t avail = 0;   // bytes "received" so far
+  size_t pos = 0;    // parsed up to here
+  size_t avail = 0;  // bytes "received" so far
   while (pos < data.size()) {
     if (avail <= pos) {
       size_t piece = data.size();

@@ -106,7 +106,8 @@ RequestParser::Outcome RequestParser::Feed(std::string_view data, size_t* consum
     return Outcome::kError;
   }
   if (err != HPE_OK) {
-    Fail(400, InvalidArgumentError(std::string("malformed request: ") + http_errno_description(err)));
+    Fail(400,
+         InvalidArgumentError(std::string("malformed request: ") + http_errno_description(err)));
     return Outcome::kError;
   }
   if (n != data.size()) {
@@ -211,7 +212,8 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
   // Request-target: origin-form "/p?q", or absolute-form "http://host/p?q" (RFC 9112 3.2.2).
   std::string_view target = req.target;
   for (std::string_view scheme : {"http://", "https://"}) {
-    if (target.size() >= scheme.size() && EqualsIgnoreCase(target.substr(0, scheme.size()), scheme)) {
+    if (target.size() >= scheme.size() &&
+        EqualsIgnoreCase(target.substr(0, scheme.size()), scheme)) {
       size_t slash = target.find('/', scheme.size());
       target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
       break;
@@ -233,14 +235,15 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
 
   const bool has_length = p->content_length != ULLONG_MAX && (p->flags & F_CHUNKED) == 0;
   if (has_length && p->content_length > self->limits_.max_body_bytes) {
-    return self->Fail(413, ResourceExhaustedError(
-                               "request body of " + std::to_string(p->content_length) +
-                               " bytes exceeds the limit of " +
-                               std::to_string(self->limits_.max_body_bytes) + " bytes"));
+    return self->Fail(
+        413, ResourceExhaustedError("request body of " + std::to_string(p->content_length) +
+                                    " bytes exceeds the limit of " +
+                                    std::to_string(self->limits_.max_body_bytes) + " bytes"));
   }
   auto expect = req.headers.find("expect");
   if (expect != req.headers.end() && EqualsIgnoreCase(expect->second, "100-continue") &&
-      !self->current_.http_1_0 && ((p->flags & F_CHUNKED) != 0 || (has_length && p->content_length > 0))) {
+      !self->current_.http_1_0 &&
+      ((p->flags & F_CHUNKED) != 0 || (has_length && p->content_length > 0))) {
     self->expect_continue_ = true;
   }
   if (has_length) req.body.reserve(static_cast<size_t>(p->content_length));
@@ -251,9 +254,9 @@ int RequestParser::OnBody(http_parser* p, const char* at, size_t len) {
   auto* self = static_cast<RequestParser*>(p->data);
   std::string& body = self->current_.request.body;
   if (body.size() + len > self->limits_.max_body_bytes) {
-    return self->Fail(413, ResourceExhaustedError("request body exceeds the limit of " +
-                                                  std::to_string(self->limits_.max_body_bytes) +
-                                                  " bytes"));
+    return self->Fail(
+        413, ResourceExhaustedError("request body exceeds the limit of " +
+                                    std::to_string(self->limits_.max_body_bytes) + " bytes"));
   }
   body.append(at, len);
   return 0;

@@ -6,19 +6,19 @@
 // the next pipelined one is parsed (answers go out in request order). Limits are enforced while
 // parsing, before anything is buffered beyond them:
 //   head (request line + headers) > max_header_bytes          -> error 431
-//   Content-Length > max_body_bytes, or a chunked body grows past it -> error 413 (as soon as known)
-//   anything http-parser rejects, a bad target or bad %-escape -> error 400
+//   Content-Length > max_body_bytes, or a chunked body grows past it -> error 413 (as soon as
+//   known) anything http-parser rejects, a bad target or bad %-escape -> error 400
 // After an error the parser is finished: answer it and close the connection.
 //
 // Thread safety: none (one connection, one thread).
 #pragma once
 
+#include <http_parser.h>
+
 #include <cstddef>
 #include <map>
 #include <string>
 #include <string_view>
-
-#include <http_parser.h>
 
 #include "api/http.h"
 #include "common/status.h"

@@ -1,8 +1,8 @@
 #include "api/request_parser.h"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace uw::api {
 namespace {
@@ -87,16 +87,19 @@ TEST(RequestParserTest, Http10ClosesUnlessKeepAlive) {
 TEST(RequestParserTest, ChunkedBody) {
   RequestParser p(SmallLimits());
   size_t used = 0;
-  ASSERT_EQ(p.Feed("PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-                   &used),
-            Outcome::kRequest);
+  ASSERT_EQ(
+      p.Feed(
+          "PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+          &used),
+      Outcome::kRequest);
   EXPECT_EQ(p.TakeRequest().request.body, "abcde");
 }
 
 TEST(RequestParserTest, MalformedIs400) {
-  for (std::string bad : {"GARBAGE\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n", "GET /a%zz HTTP/1.1\r\n\r\n",
-                          "GET /a%2 HTTP/1.1\r\n\r\n", "GET /a%00 HTTP/1.1\r\n\r\n",
-                          "GET /?q=%G1 HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nBad Header\r\n\r\n"}) {
+  for (std::string bad :
+       {"GARBAGE\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n", "GET /a%zz HTTP/1.1\r\n\r\n",
+        "GET /a%2 HTTP/1.1\r\n\r\n", "GET /a%00 HTTP/1.1\r\n\r\n", "GET /?q=%G1 HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Header\r\n\r\n"}) {
     RequestParser p(SmallLimits());
     size_t used = 0;
     EXPECT_EQ(p.Feed(bad, &used), Outcome::kError) << bad;
@@ -118,10 +121,11 @@ TEST(RequestParserTest, BodyOverLimitFromContentLengthBeforeAnyBodyByte) {
 TEST(RequestParserTest, ChunkedBodyOverLimit) {
   RequestParser p(SmallLimits());
   size_t used = 0;
-  EXPECT_EQ(p.Feed("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
-                   "1\r\nX\r\n0\r\n\r\n",
-                   &used),
-            Outcome::kError);
+  EXPECT_EQ(
+      p.Feed("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
+             "1\r\nX\r\n0\r\n\r\n",
+             &used),
+      Outcome::kError);
   EXPECT_EQ(p.error_http_status(), 413);
 }
 

@@ -1,11 +1,11 @@
 // Request/Response helpers, the Status <-> HTTP mapping and the Router.
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <exception>
 #include <set>
 #include <string>
 #include <utility>
-
-#include <spdlog/spdlog.h>
 
 #include "api/http.h"
 #include "api/request_parser.h"
@@ -140,19 +140,29 @@ std::string SseEvent(std::string_view event, std::string_view data, std::string_
 
 int HttpStatusFor(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return 200;
-    case StatusCode::kInvalidArgument: return 400;
-    case StatusCode::kUnauthenticated: return 401;
-    case StatusCode::kPermissionDenied: return 403;
-    case StatusCode::kNotFound: return 404;
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kNotFound:
+      return 404;
     case StatusCode::kAlreadyExists:
     case StatusCode::kAborted:
     case StatusCode::kFailedPrecondition:
-    case StatusCode::kResourceExhausted: return 409;
-    case StatusCode::kInternal: return 500;
-    case StatusCode::kUnimplemented: return 501;
-    case StatusCode::kUnavailable: return 503;
-    case StatusCode::kDeadlineExceeded: return 504;
+    case StatusCode::kResourceExhausted:
+      return 409;
+    case StatusCode::kInternal:
+      return 500;
+    case StatusCode::kUnimplemented:
+      return 501;
+    case StatusCode::kUnavailable:
+      return 503;
+    case StatusCode::kDeadlineExceeded:
+      return 504;
   }
   return 500;
 }
@@ -160,21 +170,34 @@ int HttpStatusFor(StatusCode code) {
 namespace {
 StatusCode CodeForHttpStatus(int http_status) {
   switch (http_status) {
-    case 400: return StatusCode::kInvalidArgument;
-    case 401: return StatusCode::kUnauthenticated;
-    case 403: return StatusCode::kPermissionDenied;
-    case 404: return StatusCode::kNotFound;
-    case 405: return StatusCode::kInvalidArgument;
-    case 408: return StatusCode::kDeadlineExceeded;
-    case 409: return StatusCode::kFailedPrecondition;
+    case 400:
+      return StatusCode::kInvalidArgument;
+    case 401:
+      return StatusCode::kUnauthenticated;
+    case 403:
+      return StatusCode::kPermissionDenied;
+    case 404:
+      return StatusCode::kNotFound;
+    case 405:
+      return StatusCode::kInvalidArgument;
+    case 408:
+      return StatusCode::kDeadlineExceeded;
+    case 409:
+      return StatusCode::kFailedPrecondition;
     case 413:
-    case 431: return StatusCode::kResourceExhausted;
-    case 429: return StatusCode::kUnavailable;
-    case 501: return StatusCode::kUnimplemented;
+    case 431:
+      return StatusCode::kResourceExhausted;
+    case 429:
+      return StatusCode::kUnavailable;
+    case 501:
+      return StatusCode::kUnimplemented;
     case 502:
-    case 503: return StatusCode::kUnavailable;
-    case 504: return StatusCode::kDeadlineExceeded;
-    default: break;
+    case 503:
+      return StatusCode::kUnavailable;
+    case 504:
+      return StatusCode::kDeadlineExceeded;
+    default:
+      break;
   }
   if (http_status >= 400 && http_status < 500) return StatusCode::kInvalidArgument;
   return StatusCode::kInternal;
@@ -329,9 +352,9 @@ Response Router::Dispatch(Request req) const {
     if (allowed.count("GET") != 0) allowed.insert("HEAD");
     std::string allow;
     for (const std::string& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
-    Response r = Response::Error(
-        405, InvalidArgumentError("method " + req.method + " not allowed on " + req.path +
-                                  " (allowed: " + allow + ")"));
+    Response r =
+        Response::Error(405, InvalidArgumentError("method " + req.method + " not allowed on " +
+                                                  req.path + " (allowed: " + allow + ")"));
     r.headers["Allow"] = allow;
     return r;
   }

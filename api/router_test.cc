@@ -1,6 +1,6 @@
-#include <stdexcept>
-
 #include <gtest/gtest.h>
+
+#include <stdexcept>
 
 #include "api/http.h"
 
@@ -67,7 +67,9 @@ TEST(RouterTest, WrongMethodIs405WithAllow) {
 TEST(RouterTest, AuthenticatorAndPublicRoutes) {
   Router r;
   r.Add("GET", "/secret", Echo);
-  r.AddPublic("GET", "/healthz", [](const Request&) { return Response::Json(200, {{"ok", true}}); });
+  r.AddPublic("GET", "/healthz", [](const Request&) {
+    return Response::Json(200, {{"ok", true}});
+  });
   r.SetAuthenticator([](Request& req) -> Status {
     if (req.BearerToken().empty()) return UnauthenticatedError("missing bearer token");
     if (req.BearerToken() != "good") return UnauthenticatedError("unknown token");
@@ -142,8 +144,9 @@ TEST(StatusHttpTest, FallsBackToHttpStatus) {
   EXPECT_EQ(StatusFromHttp(418, "{}").code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(StatusFromHttp(500, "{\"error\": {\"code\": \"brand_new\", \"message\": \"m\"}}"),
             Status(StatusCode::kInternal, "m"));
-  EXPECT_EQ(StatusFromHttp(403, "{\"error\": {\"code\": \"brand_new\", \"message\": \"m\"}}").code(),
-            StatusCode::kPermissionDenied);
+  EXPECT_EQ(
+      StatusFromHttp(403, "{\"error\": {\"code\": \"brand_new\", \"message\": \"m\"}}").code(),
+      StatusCode::kPermissionDenied);
 }
 
 TEST(SseEventTest, Format) {

@@ -9,6 +9,8 @@
 //     It touches the server only while it is open, under its own mutex; the server closes every
 //     open stream (under that mutex) before it tears anything down.
 #include <signal.h>
+#include <spdlog/spdlog.h>
+#include <uv.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -22,9 +24,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <spdlog/spdlog.h>
-#include <uv.h>
 
 #include "api/http.h"
 #include "api/request_parser.h"
@@ -146,8 +145,8 @@ bool BodyAllowed(int status) { return status >= 200 && status != 204 && status !
 // A complete answer with a Content-Length body (no body for HEAD).
 std::string SerializeResponse(const Response& resp, bool keep_alive, bool head_only) {
   bool with_body = BodyAllowed(resp.status);
-  std::string out =
-      SerializeHead(resp, with_body ? static_cast<long long>(resp.body.size()) : -1, false, keep_alive);
+  std::string out = SerializeHead(resp, with_body ? static_cast<long long>(resp.body.size()) : -1,
+                                  false, keep_alive);
   if (with_body && !head_only) out += resp.body;
   return out;
 }
@@ -334,8 +333,8 @@ struct Connection {
 
   bool reading = false;
   bool read_eof = false;
-  bool in_flight = false;          // a request is with a handler or streaming
-  bool keep_alive = true;          // of the request in flight
+  bool in_flight = false;                // a request is with a handler or streaming
+  bool keep_alive = true;                // of the request in flight
   std::shared_ptr<ServerStream> stream;  // the open stream answering the request in flight
   bool stream_keep_alive = false;
   size_t writes_pending = 0;
@@ -353,7 +352,8 @@ struct WriteRequest {
   size_t stream_bytes = 0;
 };
 
-// ---- ServerStream --------------------------------------------------------------------------------
+// ---- ServerStream
+// --------------------------------------------------------------------------------
 
 bool ServerStream::Write(std::string_view chunk) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -379,9 +379,10 @@ bool ServerStream::Write(std::string_view chunk) {
     framed.assign(chunk);
   }
   // Posted under mu_ while open: the server cannot be torn down meanwhile.
-  core_->Post([self = shared_from_this(), framed = std::move(framed), raw = chunk.size()]() mutable {
-    self->core_->OnStreamChunk(self, std::move(framed), raw);
-  });
+  core_->Post(
+      [self = shared_from_this(), framed = std::move(framed), raw = chunk.size()]() mutable {
+        self->core_->OnStreamChunk(self, std::move(framed), raw);
+      });
   return true;
 }
 
@@ -422,9 +423,11 @@ Status ServerCore::Start() {
   listener_.data = this;
   sockaddr_storage addr{};
   if (options_.address.find(':') != std::string::npos) {
-    rc = uv_ip6_addr(options_.address.c_str(), options_.port, reinterpret_cast<sockaddr_in6*>(&addr));
+    rc = uv_ip6_addr(options_.address.c_str(), options_.port,
+                     reinterpret_cast<sockaddr_in6*>(&addr));
   } else {
-    rc = uv_ip4_addr(options_.address.c_str(), options_.port, reinterpret_cast<sockaddr_in*>(&addr));
+    rc =
+        uv_ip4_addr(options_.address.c_str(), options_.port, reinterpret_cast<sockaddr_in*>(&addr));
   }
   if (rc == 0) rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, &OnNewConnection);
@@ -552,7 +555,8 @@ void ServerCore::OnWakeup(uv_async_t* handle) {
   for (auto& fn : batch) fn();
 }
 
-// ---- ServerCore: connections ---------------------------------------------------------------------
+// ---- ServerCore: connections
+// ---------------------------------------------------------------------
 
 void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
   auto* self = static_cast<ServerCore*>(server->data);
@@ -849,7 +853,8 @@ void ServerCore::OnHandleClosed(uv_handle_t* handle) {
   if (--c->open_handles == 0) delete c;
 }
 
-// ---- ServerCore: streams --------------------------------------------------------------------------
+// ---- ServerCore: streams
+// --------------------------------------------------------------------------
 
 bool ServerCore::RegisterStream(const std::shared_ptr<ServerStream>& s) {
   std::lock_guard<std::mutex> lock(streams_mu_);
@@ -908,7 +913,8 @@ void ServerCore::OnStreamEnd(const std::shared_ptr<ServerStream>& s, bool abort)
 
 }  // namespace
 
-// ---- HttpServer ------------------------------------------------------------------------------------
+// ---- HttpServer
+// ------------------------------------------------------------------------------------
 
 struct HttpServer::Impl {
   Impl(ServerOptions options, const Router* router) : core(std::move(options), router) {}

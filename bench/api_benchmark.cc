@@ -4,6 +4,7 @@
 //
 //   build-api/bench/api_benchmark --benchmark_format=json   (machine-readable results)
 #include <arpa/inet.h>
+#include <benchmark/benchmark.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -11,8 +12,6 @@
 
 #include <memory>
 #include <string>
-
-#include <benchmark/benchmark.h>
 
 #include "api/http.h"
 #include "api/request_parser.h"
