@@ -422,6 +422,18 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   EXPECT_TRUE(c.ReadEof());
 }
 
+TEST_F(HttpServerTest, ClientReusesItsKeepAliveConnection) {
+  StartServer();
+  HttpClient client = Client();
+  auto a = client.Call("GET", "/echo?i=1");
+  auto b = client.Call("GET", "/echo?i=2");
+  HttpClient copy = client;  // copies share the idle connections
+  auto c = copy.Call("GET", "/echo?i=3");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ((*a)["remote"], (*b)["remote"]);
+  EXPECT_EQ((*a)["remote"], (*c)["remote"]);
+}
+
 TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
   StartServer();
   RawConnection c(server_->port());
