@@ -249,12 +249,18 @@ Status Agent::ResolveImageAndChecks(GuestSpec& spec, const Json& body) {
     if (spec.kind == GuestKind::kLxc) {
       if (spec.lxc_root.empty()) spec.lxc_root = (dir / "lxc-rootfs").string();
       if (spec.lxc_init == "/bin/sh" && spec.lxc_init_args.empty()) {
-        spec.lxc_init_args = {"-c", "echo UW-CONTAINER-READY; while :; do sleep 3600; done"};
+        // The image's own init when it has one (prints the ready marker and idles), else a shell
+        // that idles.
+        if (FileExists(spec.lxc_root + "/sbin/uw-container-init")) {
+          spec.lxc_init = "/sbin/uw-container-init";
+        } else {
+          spec.lxc_init_args = {"-c", "while :; do sleep 3600; done"};
+        }
       }
     } else if (spec.kernel.empty()) {
       spec.kernel = FileExists((dir / "vmlinux").string()) ? (dir / "vmlinux").string() : (dir / "vmlinuz").string();
       if (spec.initrd.empty() && FileExists((dir / "initrd.img").string())) spec.initrd = (dir / "initrd.img").string();
-      if (spec.cmdline.empty()) spec.cmdline = "console=ttyS0 panic=-1 quiet";
+      if (spec.cmdline.empty()) spec.cmdline = "console=ttyS0 quiet";
     }
   }
   if (spec.kind == GuestKind::kKvm && !kvm_.usable) {
