@@ -302,8 +302,12 @@ void Consolidate(PlanContext& ctx) {
     const std::vector<int>& members = c.units[u];
     int h = c.vms[members[0]].host;
     if (h < 0 || !c.hosts[h].on()) continue;
+    // Guests that cannot live-migrate, or moved recently (ping-pong), stay where they are.
     bool movable = c.UnitTogether(static_cast<int>(u)) &&
-                   std::all_of(members.begin(), members.end(), [&](int v) { return c.vms[v].live; });
+                   std::all_of(members.begin(), members.end(), [&](int v) {
+                     const auto& ago = s.vms[v].last_moved_ago_s;
+                     return c.vms[v].live && !c.vms[v].moved && !(ago && *ago < s.settings.drs.min_move_interval_s);
+                   });
     if (!movable) {
       for (int v : members) {
         if (c.vms[v].host >= 0) pinned_host[c.vms[v].host] = 1;

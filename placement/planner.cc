@@ -566,8 +566,14 @@ void DpmPowerOff(PlanContext& ctx) {
     for (size_t h = 0; h < c.hosts.size(); ++h) {
       const HostSlot& x = c.hosts[h];
       if (!x.on()) continue;
-      bool live = std::all_of(x.vms.begin(), x.vms.end(), [&](int v) { return c.vms[v].live; });
-      if (live) cand.push_back(static_cast<int>(h));
+      // Guests that cannot live-migrate, were moved by this plan or recently (ping-pong) pin the host.
+      bool movable = std::all_of(x.vms.begin(), x.vms.end(), [&](int v) {
+        const auto& ago = s.vms[v].last_moved_ago_s;
+        return c.vms[v].live && !c.vms[v].moved && !(ago && *ago < s.settings.drs.min_move_interval_s);
+      });
+      bool acted = std::any_of(ctx.plan.power.begin(), ctx.plan.power.end(),
+                               [&](const PowerAction& a) { return a.host == s.hosts[h].name; });
+      if (movable && !acted) cand.push_back(static_cast<int>(h));
     }
     std::sort(cand.begin(), cand.end(), [&](int a, int b) {
       const HostSlot& x = c.hosts[a];
@@ -590,7 +596,25 @@ void DpmPowerOff(PlanContext& ctx) {
       for (int v : guests) {
         if (c.vms[v].host != h) continue;
         std::vector<int> set = c.UnitOn(c.vms[v].unit, h);
-        int to = ctx.FindDestination(set, h, true, &off, false, nullptr);
+        // Pack into the fullest hosts that stay within the band (else within capacity), so that
+        // the lightly loaded hosts remain candidates for the next power-off.
+        int to = -1;
+        double best_fill = -1;
+        UnitLoad load = c.LoadOf(set);
+        for (int pass = 0; pass < 2 && to < 0; ++pass) {
+          for (size_t d = 0; d < c.hosts.size(); ++d) {
+            const HostSlot& x = c.hosts[d];
+            if (static_cast<int>(d) == h || off[d] || !x.on()) continue;
+            double cpu_after = (x.e_cpu + load.cpu) / x.cores;
+            if (pass == 0 && cpu_after > high) continue;
+            if (!c.Check(set, h, static_cast<int>(d), true).ok()) continue;
+            double fill = cpu_after + static_cast<double>(x.mem_used + load.mem_cfg) / x.mem_cap;
+            if (fill > best_fill) {
+              best_fill = fill;
+              to = static_cast<int>(d);
+            }
+          }
+        }
         if (to < 0) {
           ok = false;
           break;
