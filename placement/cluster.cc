@@ -284,6 +284,10 @@ double Cluster::MemVariance() const {
 }
 
 double Cluster::ImbalanceAfter(int from, int to, const UnitLoad& load) const {
+  return std::sqrt(0.5 * VarianceSumAfter(from, to, load));
+}
+
+double Cluster::VarianceSumAfter(int from, int to, const UnitLoad& load) const {
   if (n_on == 0) return 0;
   double a1c = s1c, a2c = s2c, a1m = s1m, a2m = s2m;
   auto shift = [&](int h, double sign) {
@@ -300,7 +304,7 @@ double Cluster::ImbalanceAfter(int from, int to, const UnitLoad& load) const {
   shift(to, +1);
   double mc = a1c / n_on, mm = a1m / n_on;
   double vc = std::max(0.0, a2c / n_on - mc * mc), vm = std::max(0.0, a2m / n_on - mm * mm);
-  return std::sqrt(0.5 * (vc + vm));
+  return vc + vm;
 }
 
 int64_t Cluster::SoftViolations() const {

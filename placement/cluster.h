@@ -120,6 +120,8 @@ class Cluster {
   double Imbalance() const { return std::sqrt(0.5 * (CpuVariance() + MemVariance())); }
   // Imbalance if `load` moved from `from` to `to` (either may be -1 or a host not on).
   double ImbalanceAfter(int from, int to, const UnitLoad& load) const;
+  // cpu variance + memory variance after the move (2 x imbalance^2; no square root).
+  double VarianceSumAfter(int from, int to, const UnitLoad& load) const;
   PlanMetrics Metrics() const;
   int64_t SoftViolations() const;
   int64_t HostsOn() const;

@@ -371,8 +371,9 @@ void Balance(PlanContext& ctx) {
   if (drs.threshold < 2 || c.n_on < 2) return;
   const int64_t max_moves = drs.max_moves ? *drs.max_moves : std::numeric_limits<int64_t>::max();
   const bool small = c.n_on <= 32;
-  const int k_src = small ? c.n_on : 4;   // per dimension
-  const int k_dst = small ? c.n_on : 8;   // per dimension
+  const int k_src = small ? c.n_on : 2;   // per dimension
+  const int k_dst = small ? c.n_on : 4;   // per dimension
+  const bool drs_metric = ctx.kind == PolicyKind::kDrs;
   std::vector<int> on;
   for (size_t h = 0; h < c.hosts.size(); ++h) {
     if (c.hosts[h].on()) on.push_back(static_cast<int>(h));
@@ -434,7 +435,19 @@ void Balance(PlanContext& ctx) {
           if (to == from) continue;
           const HostSlot& d = c.hosts[to];
           if (d.mem_used + load.mem_cfg > d.mem_capacity) continue;
-          double gain = ctx.objective->Gain(c, from, to, load);
+          // The DRS gain inline: no virtual call, and the square root only for a move that can
+          // beat the best so far (gain >= need <=> variance sum after <= 2 (level - need/n)^2).
+          double gain;
+          if (drs_metric) {
+            const double need = std::max(kMinGoodness, best_net + cost);
+            const double bound = level - need / c.n_on;
+            if (bound <= 0) continue;
+            const double vsum = c.VarianceSumAfter(from, to, load);
+            if (vsum > 2 * bound * bound) continue;
+            gain = (level - std::sqrt(0.5 * vsum)) * c.n_on;
+          } else {
+            gain = ctx.objective->Gain(c, from, to, load);
+          }
           if (gain - cost <= best_net || gain < kMinGoodness) continue;
           Feasibility f = c.Check(*set, from, to);
           if (!f.ok()) continue;
