@@ -62,7 +62,7 @@ struct Response {
   int status = 200;
   std::string content_type = "application/json";
   // Extra headers. The server owns framing: Content-Length, Transfer-Encoding and Connection set
-  // here are ignored, and CR/LF in names or values are dropped.
+  // here are ignored (so is Content-Type: use content_type), and lines with CR/LF are dropped.
   std::map<std::string, std::string> headers;
   std::string body;
   // When set, `body` is ignored and the answer is streamed (see StreamWriter).
@@ -157,7 +157,8 @@ struct ServerOptions {
 // time; different connections are served concurrently. Malformed requests get 400 in the error
 // shape and the connection is closed. An answer for a connection that closed meanwhile is dropped.
 // Thread-safe: Start/Stop from any one thread, never from a handler or a StreamWriter::OnClose
-// callback (Stop waits for those). The router must outlive the server. SIGPIPE is set to ignored by Start() when it still has its default action.
+// callback (Stop waits for those). The router must outlive the server. Start() sets SIGPIPE to
+// ignored when it still has its default action.
 class HttpServer {
  public:
   HttpServer(ServerOptions options, const Router* router);

@@ -334,7 +334,6 @@ struct Connection {
   bool reading = false;
   bool read_eof = false;
   bool in_flight = false;                // a request is with a handler or streaming
-  bool keep_alive = true;                // of the request in flight
   std::shared_ptr<ServerStream> stream;  // the open stream answering the request in flight
   bool stream_keep_alive = false;
   size_t writes_pending = 0;
@@ -676,7 +675,6 @@ void ServerCore::StartRequest(Connection* c, ParsedRequest parsed) {
   }
   uv_timer_stop(&c->timer);
   c->in_flight = true;
-  c->keep_alive = parsed.keep_alive;
   parsed.request.remote = c->remote;
   const bool head_only = parsed.request.method == "HEAD";
   pool_.Submit([this, id = c->id, req = std::move(parsed.request), keep_alive = parsed.keep_alive,
