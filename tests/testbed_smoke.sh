@@ -70,8 +70,18 @@ ms=$((($(date +%s%N) - start) / 1000000))
 echo "marker after ${ms} ms: $line"
 [[ "$line" =~ cpus=1\ memtotal_kb=[0-9]+ ]] || { echo "FAIL: malformed marker: $line" >&2; exit 1; }
 
-# The guest opened its control channel before printing the marker.
-if ! virsh -c "$uri" dumpxml "$name" | grep -q "name='org.underware.guest.0' state='connected'"; then
+# The guest opened its control channel before printing the marker; libvirt learns it from a QEMU
+# event it handles asynchronously, so allow it a moment.
+connected=0
+deadline=$(($(date +%s) + 15))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  if virsh -c "$uri" dumpxml "$name" | grep -q "name='org.underware.guest.0' state='connected'"; then
+    connected=1
+    break
+  fi
+  sleep 0.1
+done
+if [ $connected -eq 0 ]; then
   echo "FAIL: control channel org.underware.guest.0 is not connected" >&2
   virsh -c "$uri" dumpxml "$name" | grep -A3 '<channel' >&2 || true
   exit 1
