@@ -211,7 +211,8 @@ class HttpClient {
   // that sends nothing for `idle_timeout_ms` (0 = never) fails with kDeadlineExceeded.
   Status Stream(std::string_view method, std::string_view path,
                 const std::function<bool(std::string_view data)>& on_data,
-                const std::map<std::string, std::string>& headers = {}, int idle_timeout_ms = 0) const;
+                const std::map<std::string, std::string>& headers = {},
+                int idle_timeout_ms = 0) const;
 
  private:
   struct HandlePool;
