@@ -701,6 +701,20 @@ TEST_F(HttpServerTest, SlowStreamConsumerIsCutOff) {
   EXPECT_TRUE(stream_closed_.Wait());
 }
 
+TEST_F(HttpServerTest, ClientTimeoutsAreDeadlineExceeded) {
+  StartServer();
+  ClientOptions o;
+  o.base_url = "http://127.0.0.1:" + std::to_string(server_->port());
+  o.bearer_token = "s3cret";
+  o.timeout_ms = 200;
+  auto slow = HttpClient(o).Call("GET", "/slow");
+  EXPECT_EQ(slow.status().code(), StatusCode::kDeadlineExceeded) << slow.status().ToString();
+  // A stream that goes quiet.
+  Status quiet = HttpClient(o).Stream(
+      "GET", "/events/live", [](std::string_view) { return true; }, {}, /*idle_timeout_ms=*/1000);
+  EXPECT_EQ(quiet.code(), StatusCode::kDeadlineExceeded) << quiet.ToString();
+}
+
 TEST(HttpClientTest, RefusedConnectionIsUnavailable) {
   // Bind a port, then free it, so nothing listens there.
   Router router;
