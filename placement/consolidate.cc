@@ -10,7 +10,10 @@
 // guest through a host with room when moves wait on each other in a cycle.
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <numeric>
+#include <cstdio>
+#include <cstdlib>
 
 #include "placement/planner.h"
 
@@ -84,6 +87,126 @@ class Packer {
     out.ok = true;
     out.hosts_used = UsedHosts(p);
     return out;
+  }
+
+  // Bin-centric greedy (Panigrahy et al.'s L2-norm rule): fill one host at a time, each time
+  // with the guest that leaves the smallest (normalized) residual vector, until none fits.
+  // `own_bonus` > 0 favours guests already on the host (fewer moves at nearly the same packing).
+  Packing RunBinCentric(const std::vector<int>& host_order, bool improve, double own_bonus = 0) const {
+    Cluster p = base_;
+    std::vector<int> origin(items_.size());
+    for (size_t i = 0; i < items_.size(); ++i) {
+      origin[i] = p.vms[items_[i].set[0]].host;
+      p.MoveSet(items_[i].set, origin[i], -1);
+    }
+    Packing out;
+    out.target.assign(base_.units.size(), -1);
+    std::vector<int> left(items_.size());
+    std::iota(left.begin(), left.end(), 0);
+    std::vector<char> refused(items_.size(), 0);
+    for (int h : host_order) {
+      const HostSlot& x = p.hosts[h];
+      std::fill(refused.begin(), refused.end(), 0);
+      for (;;) {
+        const double rc = x.cores - x.e_cpu, rm = static_cast<double>(x.mem_capacity - x.mem_used);
+        int best = -1;
+        double best_norm = std::numeric_limits<double>::infinity();
+        for (size_t k = 0; k < left.size(); ++k) {
+          const Item& it = items_[left[k]];
+          if (refused[left[k]] || it.load.cpu > rc + 1e-9 || static_cast<double>(it.load.mem_cfg) > rm) continue;
+          double a = (rc - it.load.cpu) / x.cores, b = (rm - static_cast<double>(it.load.mem_cfg)) / x.mem_cap;
+          double norm = a * a + b * b - (constrained_.empty() ? 0 : 10.0 * constrained_[left[k]]) -
+                        (origin[left[k]] == h ? own_bonus : 0);
+          if (norm < best_norm) {
+            best_norm = norm;
+            best = static_cast<int>(k);
+          }
+        }
+        if (best < 0) break;
+        const Item& it = items_[left[best]];
+        if (!p.Check(it.set, -1, h, true).ok()) {
+          refused[left[best]] = 1;
+          continue;
+        }
+        p.MoveSet(it.set, -1, h);
+        out.target[it.unit] = h;
+        left[best] = left.back();
+        left.pop_back();
+      }
+      if (left.empty()) break;
+    }
+    if (!left.empty()) return out;
+    if (improve) Eliminate(p, out);
+    out.ok = true;
+    out.hosts_used = UsedHosts(p);
+    return out;
+  }
+
+  // Keep-then-fill: hosts in `host_order` (fullest first) keep their own guests while they fit
+  // (largest first), then take the guest leaving the smallest residual from anywhere (L2 rule).
+  // Packs nearly as tightly as the bin-centric rule but keeps most guests where they are.
+  Packing RunKeepThenFill(const std::vector<int>& host_order, bool improve) const {
+    Cluster p = base_;
+    std::vector<int> origin(items_.size());
+    std::vector<std::vector<int>> by_host(base_.hosts.size());
+    for (size_t i = 0; i < items_.size(); ++i) {
+      origin[i] = p.vms[items_[i].set[0]].host;
+      by_host[origin[i]].push_back(static_cast<int>(i));
+      p.MoveSet(items_[i].set, origin[i], -1);
+    }
+    Packing out;
+    out.target.assign(base_.units.size(), -1);
+    std::vector<char> done(items_.size(), 0);
+    size_t left = items_.size();
+    for (int h : host_order) {
+      std::vector<int> own = by_host[h];
+      std::sort(own.begin(), own.end(), [&](int a, int b) { return Key(items_[a], 0) > Key(items_[b], 0); });
+      for (int i : own) {
+        if (done[i] || !p.Check(items_[i].set, -1, h, true).ok()) continue;
+        p.MoveSet(items_[i].set, -1, h);
+        out.target[items_[i].unit] = h;
+        done[i] = 1;
+        --left;
+      }
+      const HostSlot& x = p.hosts[h];
+      std::vector<char> refused(items_.size(), 0);
+      for (;;) {
+        const double rc = x.cores - x.e_cpu, rm = static_cast<double>(x.mem_capacity - x.mem_used);
+        int best = -1;
+        double best_norm = std::numeric_limits<double>::infinity();
+        for (size_t k = 0; k < items_.size(); ++k) {
+          const Item& it = items_[k];
+          if (done[k] || refused[k] || it.load.cpu > rc + 1e-9 || static_cast<double>(it.load.mem_cfg) > rm) continue;
+          double a = (rc - it.load.cpu) / x.cores, b = (rm - static_cast<double>(it.load.mem_cfg)) / x.mem_cap;
+          double norm = a * a + b * b - (constrained_.empty() ? 0 : 10.0 * constrained_[k]);
+          if (norm < best_norm) {
+            best_norm = norm;
+            best = static_cast<int>(k);
+          }
+        }
+        if (best < 0) break;
+        if (!p.Check(items_[best].set, -1, h, true).ok()) {
+          refused[best] = 1;
+          continue;
+        }
+        p.MoveSet(items_[best].set, -1, h);
+        out.target[items_[best].unit] = h;
+        done[best] = 1;
+        --left;
+      }
+      if (left == 0) break;
+    }
+    if (left > 0) return out;
+    if (improve) Eliminate(p, out);
+    out.ok = true;
+    out.hosts_used = UsedHosts(p);
+    return out;
+  }
+
+  int Moves(const Packing& p) const {
+    int n = 0;
+    for (const Item& it : items_) n += p.target[it.unit] != base_.vms[it.set[0]].host;
+    return n;
   }
 
   double Key(const Item& it, int kind) const {
@@ -188,6 +311,9 @@ class Packer {
   }
 
   const Cluster& base_;
+ public:
+  std::vector<char> constrained_;  // items with host constraints: placed first by the fill rules
+ private:
   std::vector<Item> items_;
   std::vector<char> pinned_host_;
   double max_cores_ = 1, max_mem_ = 1;
@@ -258,19 +384,23 @@ bool Sequence(const Cluster& c, const std::vector<Item>& items, const std::vecto
       }
     }
     if (progress) continue;
-    if (++detours > static_cast<int>(items.size())) return false;
-    // Detour the smallest waiting guest through the host with most free memory that is legal.
+    if (++detours > 4 * static_cast<int>(items.size())) return false;
+    // Deadlock: every waiting move's destination is blocked by guests still to leave it. Move one
+    // of those leaving guests (the smallest) to a temporary host with room: that frees its host.
     std::sort(pending.begin(), pending.end(),
               [&](int a, int b) { return items[a].load.mem_cfg < items[b].load.mem_cfg; });
+    std::vector<char> blocked_target(q.hosts.size(), 0);
+    for (int i : pending) blocked_target[target[items[i].unit]] = 1;
     bool moved = false;
     for (int i : pending) {
       const Item& it = items[i];
       int from = q.vms[it.set[0]].host;
+      if (!blocked_target[from]) continue;  // leaving it would not unblock anyone
       int best = -1;
       int64_t best_free = -1;
       for (size_t h = 0; h < q.hosts.size(); ++h) {
         int hi = static_cast<int>(h);
-        if (hi == from || hi == target[it.unit] || !q.hosts[h].on()) continue;
+        if (hi == from || blocked_target[h] || !q.hosts[h].on()) continue;
         if (!q.Check(it.set, from, hi).ok()) continue;
         int64_t free = q.hosts[h].mem_capacity - q.hosts[h].mem_used;
         if (free > best_free) {
@@ -331,13 +461,34 @@ void Consolidate(PlanContext& ctx) {
   std::vector<int> by_max(items.size()), by_sum(items.size());
   std::iota(by_max.begin(), by_max.end(), 0);
   std::iota(by_sum.begin(), by_sum.end(), 0);
-  std::stable_sort(by_max.begin(), by_max.end(),
-                   [&](int a, int b) { return packer.Key(items[a], 0) > packer.Key(items[b], 0); });
-  std::stable_sort(by_sum.begin(), by_sum.end(),
-                   [&](int a, int b) { return packer.Key(items[a], 1) > packer.Key(items[b], 1); });
+  // Guests with host constraints first (they have the fewest choices), then by decreasing size.
+  std::vector<char> constrained(items.size(), 0);
+  for (size_t i = 0; i < items.size(); ++i) {
+    for (int v : items[i].set) {
+      for (int r : c.vm_rules[v]) {
+        const RuleIndex& ri = c.rules[r];
+        if (ri.hard && ri.rule->type != RuleType::kVmAffinity) constrained[i] = 1;
+      }
+    }
+  }
+  packer.constrained_ = constrained;
+  std::stable_sort(by_max.begin(), by_max.end(), [&](int a, int b) {
+    if (constrained[a] != constrained[b]) return constrained[a] > constrained[b];
+    return packer.Key(items[a], 0) > packer.Key(items[b], 0);
+  });
+  std::stable_sort(by_sum.begin(), by_sum.end(), [&](int a, int b) {
+    if (constrained[a] != constrained[b]) return constrained[a] > constrained[b];
+    return packer.Key(items[a], 1) > packer.Key(items[b], 1);
+  });
   Packing best;
+  int best_moves = 0;
   auto consider = [&](Packing p) {
-    if (p.ok && (!best.ok || p.hosts_used < best.hosts_used)) best = std::move(p);
+    if (!p.ok) return;
+    int moves = packer.Moves(p);
+    if (!best.ok || p.hosts_used < best.hosts_used || (p.hosts_used == best.hosts_used && moves < best_moves)) {
+      best = std::move(p);
+      best_moves = moves;
+    }
   };
   // Plain FFD first (the reference this policy must never do worse than), then the others.
   consider(packer.Run(by_max, snapshot_order, Fit::kFirst, false));
@@ -346,8 +497,66 @@ void Consolidate(PlanContext& ctx) {
       for (Fit fit : {Fit::kFirst, Fit::kBest}) consider(packer.Run(*order, *hosts, fit, true));
     }
   }
+  if (items.size() <= 12000) {
+    consider(packer.RunBinCentric(load_order, true));
+    consider(packer.RunBinCentric(snapshot_order, true));
+    consider(packer.RunKeepThenFill(load_order, true));
+    for (double bonus : {0.002, 0.01, 0.05}) consider(packer.RunBinCentric(load_order, true, bonus));
+  }
   const int current = UsedHosts(c);
   if (!best.ok || best.hosts_used >= current) return;
+
+  // Relabel the packing's hosts among interchangeable hosts (same size and groups, not named by
+  // any rule, not pinned) to keep as many guests where they are as possible.
+  {
+    std::vector<char> named(c.hosts.size(), 0);
+    for (const RuleIndex& ri : c.rules) {
+      if (ri.rule->type != RuleType::kVmHost) continue;
+      for (size_t h = 0; h < c.hosts.size(); ++h) named[h] = named[h] || (!ri.rule->hosts.empty() && ri.in_set[h]);
+    }
+    auto signature = [&](int h) {
+      return std::to_string(c.hosts[h].cores) + "/" + std::to_string(c.hosts[h].mem_capacity) + "/" +
+             [&] { std::string g; for (const auto& x : s.hosts[h].groups) g += x + ","; return g; }();
+    };
+    std::map<std::pair<int, int>, int64_t> overlap;  // (bin host, current host) -> MiB that could stay
+    for (const Item& it : items) {
+      int bin = best.target[it.unit], cur = c.vms[it.set[0]].host;
+      if (bin >= 0 && !named[bin] && !named[cur] && !pinned_host[bin] && !pinned_host[cur] &&
+          signature(bin) == signature(cur)) {
+        overlap[{bin, cur}] += it.load.mem_cfg;
+      }
+    }
+    std::vector<std::pair<int64_t, std::pair<int, int>>> pairs;
+    for (const auto& [k, w] : overlap) pairs.push_back({w, k});
+    std::sort(pairs.rbegin(), pairs.rend());
+    std::vector<int> relabel(c.hosts.size(), -1), taken(c.hosts.size(), 0);
+    for (const auto& [w, k] : pairs) {
+      if (relabel[k.first] >= 0 || taken[k.second]) continue;
+      relabel[k.first] = k.second;
+      taken[k.second] = 1;
+    }
+    // Bins left unmatched go to unmatched hosts of the same signature that hold nothing of theirs.
+    std::vector<char> used_bin(c.hosts.size(), 0);
+    for (const Item& it : items) used_bin[best.target[it.unit]] = 1;
+    for (size_t b = 0; b < c.hosts.size(); ++b) {
+      if (!used_bin[b] || relabel[b] >= 0) continue;
+      if (named[b] || pinned_host[b]) {
+        if (!taken[b]) { relabel[b] = static_cast<int>(b); taken[b] = 1; }
+        continue;
+      }
+      for (size_t h = 0; h < c.hosts.size() && relabel[b] < 0; ++h) {
+        if (!taken[h] && !named[h] && !pinned_host[h] && c.hosts[h].on() && signature(static_cast<int>(h)) == signature(static_cast<int>(b))) {
+          relabel[b] = static_cast<int>(h);
+          taken[h] = 1;
+        }
+      }
+    }
+    bool complete = true;
+    for (size_t b = 0; b < c.hosts.size(); ++b) complete = complete && (!used_bin[b] || relabel[b] >= 0);
+    if (complete) {
+      for (const Item& it : items) best.target[it.unit] = relabel[best.target[it.unit]];
+    }
+  }
 
   // Realize with as few moves as possible.
   std::vector<Step> steps;
@@ -378,9 +587,9 @@ void Consolidate(PlanContext& ctx) {
         any = true;
       }
     }
-    if (!any && extra == 0) {
+    if (extra == 0) {
       std::vector<Step> st;
-      if (Sequence(c, items, best.target, st)) {
+      if (Sequence(c, items, best.target, st) && (!any || st.size() < best_steps.size())) {
         best_steps = std::move(st);
         any = true;
       }

@@ -148,6 +148,12 @@ Result<ReplayResult> Replay(const ReplayOptions& o) {
           s = std::move(*next);
           for (const auto& m : plan->moves) {
             int64_t i = vm_idx[m.vm];
+            if (step == 0) {
+              // The first plan deploys the guests (placements, then DPM packing): not counted as
+              // migrations of running guests.
+              ++sum.initial_deployment_moves;
+              continue;
+            }
             if (std::isfinite(last_move[i])) {
               double gap = now - last_move[i];
               if (sum.min_seconds_between_moves_of_a_guest < 0 || gap < sum.min_seconds_between_moves_of_a_guest) {
@@ -205,6 +211,7 @@ Json SummaryToJson(const ReplaySummary& s) {
           {"hosts", s.hosts},
           {"days", s.days},
           {"migrations", s.migrations},
+          {"initial_deployment_moves", s.initial_deployment_moves},
           {"migrations_per_guest_per_day", s.migrations_per_guest_per_day},
           {"min_seconds_between_moves_of_a_guest", s.min_seconds_between_moves_of_a_guest},
           {"guests_moved_twice_within_an_hour", s.guests_moved_twice_within_an_hour},

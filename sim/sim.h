@@ -66,7 +66,8 @@ struct ReplaySummary {
   int64_t vms = 0;
   int64_t hosts = 0;
   double days = 0;
-  int64_t migrations = 0;
+  int64_t migrations = 0;                // after the first (deployment) plan
+  int64_t initial_deployment_moves = 0;  // moves of the first plan, which also places every guest
   double migrations_per_guest_per_day = 0;
   double min_seconds_between_moves_of_a_guest = -1;  // -1: no guest moved twice
   int64_t guests_moved_twice_within_an_hour = 0;
