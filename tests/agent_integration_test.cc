@@ -180,27 +180,47 @@ TEST_F(AgentOnTestbed, UsageSamplesMoveWhenTheGuestBurnsCpu) {
   EXPECT_GT(all["host"]["memory_mib"].get<int64_t>(), 0);
 }
 
-TEST_F(AgentOnTestbed, RestartedAgentAdoptsRunningGuests) {
-  const std::string uuid = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm)["uuid"];
-  std::ifstream pidfile(bed_->hosts[0].dir + "/agent.pid");
+// Stops h1's agent with `signal`, checks the guest kept running, and starts the agent again
+// through the test bed (which writes a fresh config and token).
+void RestartAgentWith(Testbed* bed, int signal) {
+  std::ifstream pidfile(bed->hosts[0].dir + "/agent.pid");
   pid_t pid = 0;
-  ASSERT_TRUE(pidfile >> pid) << "no agent.pid in " << bed_->hosts[0].dir;
-  ASSERT_EQ(kill(pid, SIGKILL), 0);
-  ASSERT_TRUE(WaitFor([] { return Call(0, "GET", "/healthz").status == 0; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(pidfile >> pid) << "no agent.pid in " << bed->hosts[0].dir;
+  ASSERT_EQ(kill(pid, signal), 0);
+  ASSERT_TRUE(WaitFor([pid] { return kill(pid, 0) != 0; }, std::chrono::seconds(20)))
+      << "agent did not exit on signal " << signal;
+  auto qemu = RunCommand(std::string("pgrep -f -- '-name guest=") + kVm + ",'");
+  EXPECT_EQ(qemu.exit_code, 0) << "the guest died with its agent";
   const char* src = std::getenv("UW_SOURCE_DIR");
   const char* bin = std::getenv("UW_AGENT_BIN");
-  ASSERT_TRUE(src && bin);
-  auto up = RunCommand(std::string(src) + "/scripts/testbed up " + std::to_string(bed_->hosts.size()) + " --agent " + bin + " 2>&1");
+  ASSERT_TRUE(src && bin) << "UW_SOURCE_DIR and UW_AGENT_BIN must be set (ctest does)";
+  auto up = RunCommand(std::string(src) + "/scripts/testbed up " + std::to_string(bed->hosts.size()) +
+                       " --agent " + bin + " 2>&1");
   ASSERT_EQ(up.exit_code, 0) << up.output;
-  auto t = Testbed::Load();  // tokens may have been rotated
-  ASSERT_TRUE(t.ok());
-  *bed_ = std::move(*t);
+  auto t = Testbed::Load();
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  *bed = std::move(*t);
+}
+
+TEST_F(AgentOnTestbed, SigtermStopsTheAgentAndLeavesGuestsRunning) {
+  const std::string uuid = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm)["uuid"];
+  RestartAgentWith(bed_, SIGTERM);
+  auto info = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm);
+  EXPECT_EQ(info["state"], "running");
+  EXPECT_EQ(info["uuid"], uuid);
+}
+
+TEST_F(AgentOnTestbed, KilledAgentAdoptsRunningGuestsOnRestart) {
+  const std::string uuid = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm)["uuid"];
+  RestartAgentWith(bed_, SIGKILL);
   auto info = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm);
   EXPECT_EQ(info["state"], "running");
   EXPECT_EQ(info["uuid"], uuid);
   auto host = CallJson(0, "GET", "/api/v1/host");
   EXPECT_NE(host["adopted"].dump().find(kVm), std::string::npos) << host.dump();
-  EXPECT_EQ(Exec(0, kVm, "ping"), "pong\n");
+  EXPECT_EQ(Exec(0, kVm, "ping"), "pong\n");  // the control channel reconnects
+  auto events = CallJson(0, "GET", "/api/v1/events?since=0");
+  EXPECT_NE(events.dump().find("adopted"), std::string::npos) << events.dump();
 }
 
 TEST_F(AgentOnTestbed, GracefulStopUsesAcpi) {
@@ -228,7 +248,9 @@ TEST_F(AgentOnTestbed, ContainerStartsAndRunsACommand) {
   auto stats = CallJson(1, "GET", "/api/v1/stats?fresh=1");
   EXPECT_NE(stats["guests"].dump().find("it-ct1"), std::string::npos);
   auto stop = Call(1, "POST", "/api/v1/guests/it-ct1/stop", R"({"timeout_s": 20})");
-  EXPECT_EQ(stop.status, 200) << stop.body;
+  ASSERT_EQ(stop.status, 200) << stop.body;
+  EXPECT_EQ(Json::parse(stop.body)["state"], "shutoff");
+  EXPECT_EQ(Json::parse(stop.body)["forced"], false) << "the container's init ignored SIGTERM";
   EXPECT_EQ(Call(1, "DELETE", "/api/v1/guests/it-ct1?force=true").status, 200);
 }
 

@@ -401,7 +401,14 @@ Status LibvirtHypervisor::Shutdown(std::string_view name, Duration timeout, bool
   if (virDomainIsActive(d.get()) != 1) {
     return FailedPreconditionError("guest '" + std::string(name) + "' is not running");
   }
-  if (virDomainShutdown(d.get()) < 0) {
+  // VMs get the ACPI power button (the guest must run acpid or similar); containers get SIGTERM
+  // to their init (libvirt's default tries /dev/initctl first, which busybox inits ignore).
+  unsigned int mode = VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN;
+  if (char* os = virDomainGetOSType(d.get())) {
+    if (std::string(os) == "exe") mode = VIR_DOMAIN_SHUTDOWN_SIGNAL;
+    free(os);
+  }
+  if (virDomainShutdownFlags(d.get(), mode) < 0) {
     spdlog::warn("{}", LibvirtError("graceful shutdown of '" + std::string(name) + "'").message());
   } else {
     const Duration deadline = clock_.Monotonic() + timeout;
@@ -569,7 +576,9 @@ Result<GuestInfo> LibvirtHypervisor::InfoOf(virDomainPtr dom) {
   i.vcpus = info.nrVirtCpu;
   i.cpu_time_ns = info.cpuTime;
   i.persistent = virDomainIsPersistent(dom) == 1;
-  char* xml = virDomainGetXMLDesc(dom, 0);
+  // The persistent definition holds the targets we set (balloon size, vCPUs); the live XML's
+  // currentMemory follows QEMU's balloon as it moves.
+  char* xml = virDomainGetXMLDesc(dom, i.persistent ? VIR_DOMAIN_XML_INACTIVE : 0);
   if (!xml) return LibvirtError("reading guest '" + i.name + "'");
   auto spec = ParseDomainXml(xml);
   free(xml);
@@ -579,10 +588,10 @@ Result<GuestInfo> LibvirtHypervisor::InfoOf(virDomainPtr dom) {
     i.max_vcpus = spec->max_vcpus;
     i.console_log = spec->console_log;
     i.channels = spec->channels;
-    if (i.state == GuestState::kShutoff) {
-      i.vcpus = spec->vcpus;
-      i.memory_mib = spec->memory_mib;
-    }
+    // The balloon target (currentMemory), not QEMU's actual balloon size, which trails a change
+    // by up to a second; the actual size is in the usage samples.
+    i.memory_mib = spec->memory_mib;
+    if (i.state == GuestState::kShutoff) i.vcpus = spec->vcpus;
   } else {
     i.max_vcpus = i.vcpus;
   }
@@ -730,6 +739,13 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
   }
   int* fds = nullptr;
   int nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
+  // Right after start libvirt may not know the container's init yet: give it a moment.
+  for (int attempt = 0; nfds < 0 && attempt < 20; ++attempt) {
+    Status s = LibvirtError("entering container '" + std::string(name) + "'");
+    if (s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kInternal) return s;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
+  }
   if (nfds < 0) return LibvirtError("entering container '" + std::string(name) + "'");
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -750,7 +766,19 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
     for (int i = 0; i < nfds; ++i) {
-      if (setns(fds[i], 0) < 0) _exit(125);
+      // EINVAL means we are in that namespace already (the user namespace of a container without
+      // one): harmless, as libvirt's own virProcessSetNamespaces treats it.
+      if (setns(fds[i], 0) < 0 && errno != EINVAL) {
+        // Only async-signal-safe calls here: report which namespace and errno by hand.
+        char msg[] = "uw-agent: setns #N failed: errno NNN\n";
+        msg[17] = static_cast<char>('0' + i % 10);
+        int e = errno;
+        msg[33] = static_cast<char>('0' + e / 100 % 10);
+        msg[34] = static_cast<char>('0' + e / 10 % 10);
+        msg[35] = static_cast<char>('0' + e % 10);
+        (void)!write(2, msg, sizeof msg - 1);
+        _exit(125);
+      }
     }
     if (chdir("/") < 0) _exit(125);
     pid_t inner = fork();  // the pid namespace applies to children only
@@ -793,7 +821,9 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
   waitpid(pid, &status, 0);
   if (timed_out) return DeadlineExceededError("command in container '" + std::string(name) + "' timed out");
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  if (result.exit_code == 125) return InternalError("could not enter the namespaces of container '" + std::string(name) + "'");
+  if (result.exit_code == 125 && result.output.rfind("uw-agent: setns", 0) == 0) {
+    return InternalError("could not enter the namespaces of container '" + std::string(name) + "': " + result.output);
+  }
   return result;
 }
 
