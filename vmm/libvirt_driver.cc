@@ -51,8 +51,6 @@ StatusCode CodeFor(int code) {
       return StatusCode::kUnimplemented;
     case VIR_ERR_NO_CONNECT:
     case VIR_ERR_RPC:
-    case VIR_ERR_SYSTEM_ERROR:
-    case VIR_ERR_INTERNAL_ERROR:  // most often a dead daemon seen through RPC
       return StatusCode::kUnavailable;
     case VIR_ERR_XML_ERROR:
     case VIR_ERR_XML_DETAIL:
@@ -151,7 +149,13 @@ std::string ReadSmallFile(const std::string& path) {
 Status LibvirtError(std::string_view what) {
   virErrorPtr err = virGetLastError();
   if (!err) return InternalError(std::string(what) + ": libvirt failed without an error message");
-  Status s(CodeFor(err->code), std::string(what) + ": " + (err->message ? err->message : "unknown libvirt error"));
+  StatusCode code = CodeFor(err->code);
+  // Transport failures (a dead or restarting daemon) are worth retrying; the same generic codes
+  // from a driver (a file QEMU cannot open) are not.
+  if (err->domain == VIR_FROM_RPC || err->domain == VIR_FROM_REMOTE) {
+    if (code == StatusCode::kInternal || err->code == VIR_ERR_SYSTEM_ERROR) code = StatusCode::kUnavailable;
+  }
+  Status s(code, std::string(what) + ": " + (err->message ? err->message : "unknown libvirt error"));
   virResetLastError();
   return s;
 }
