@@ -4,8 +4,11 @@
 //       One node group; every powered-on host a node (t_mem = memory_mib, n_mem = 0, f_mem =
 //       memory left after the guests' configured memory, 1 TiB disk, t_cpu = cores); every placed
 //       guest an instance with shared storage (disk template `rbd`, so hbal may migrate it to any
-//       node, as our engine may), 10 GiB disk. The dynamic-utilisation file (-U) gives each
-//       instance its CPU demand in cores and its memory demand in GiB. The instance policy allows
+//       node, as our engine may) and no disk (snapshots have no disk dimension). The
+//       dynamic-utilisation file (-U) gives each instance its CPU demand in cores and its memory
+//       demand in "core-equivalents" (MiB x cluster cores / cluster MiB), so that hbal's raw CPU
+//       and memory load deviations have the same scale, as our two normalized deviations do.
+//       The instance policy allows
 //       a vCPU ratio of 64 so that no generated cluster is "bad" for hbal from the start.
 //   uw-hbal import --snapshot FILE --hbal-state FILE.balanced [--out SNAPSHOT]
 //       Reads the instance -> primary node map hbal saved (-S) and prints our metrics of that
@@ -24,7 +27,7 @@ namespace {
 
 namespace pl = uw::placement;
 
-constexpr int64_t kDiskMiB = 10240;
+constexpr int64_t kDiskMiB = 0;
 constexpr int64_t kNodeDiskMiB = 1 << 20;
 
 uw::Result<pl::Snapshot> Load(const std::string& path) {
@@ -49,10 +52,17 @@ int Export(const pl::Snapshot& s, const std::string& text_path, const std::strin
   }
   t << "\n";
   std::ostringstream u;
+  double cores = 0, mib = 0;
+  for (const auto& h : s.hosts) {
+    if (h.state != pl::HostState::kOn) continue;
+    cores += h.cpu_cores;
+    mib += static_cast<double>(h.memory_mib);
+  }
+  const double mem_unit = mib > 0 ? cores / mib : 0;
   for (const auto& v : s.vms) {
     if (v.host.empty()) continue;
     t << v.name << "|" << v.memory_mib << "|" << kDiskMiB << "|" << v.vcpus << "|running|Y|" << v.host << "||rbd||1\n";
-    u << v.name << " " << v.demand.cpu_cores << " " << static_cast<double>(v.demand.memory_mib) / 1024 << " 0 0\n";
+    u << v.name << " " << v.demand.cpu_cores << " " << static_cast<double>(v.demand.memory_mib) * mem_unit << " 0 0\n";
   }
   t << "\n\n";
   t << "|128,1,1024,1,1,1|128,1,1024,1,1,1;1048576,256,1048576,16,8,12|rbd,drbd,plain|64.0|32.0\n";

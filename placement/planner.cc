@@ -374,6 +374,8 @@ void Balance(PlanContext& ctx) {
   const int k_src = small ? c.n_on : 2;   // per dimension
   const int k_dst = small ? c.n_on : 4;   // per dimension
   const bool drs_metric = ctx.kind == PolicyKind::kDrs;
+  const double min_goodness = kMinGoodnessByThreshold[drs.threshold];
+  const double cost_weight = kCostWeightByThreshold[drs.threshold];
   std::vector<int> on;
   for (size_t h = 0; h < c.hosts.size(); ++h) {
     if (c.hosts[h].on()) on.push_back(static_cast<int>(h));
@@ -430,7 +432,7 @@ void Balance(PlanContext& ctx) {
         }
         if (factor < 0) continue;
         UnitLoad load = c.LoadOf(*set);
-        double cost = ctx.MigrationCost(load) * factor;
+        double cost = ctx.MigrationCost(load) * factor * cost_weight;
         for (int to : dests) {
           if (to == from) continue;
           const HostSlot& d = c.hosts[to];
@@ -439,7 +441,7 @@ void Balance(PlanContext& ctx) {
           // beat the best so far (gain >= need <=> variance sum after <= 2 (level - need/n)^2).
           double gain;
           if (drs_metric) {
-            const double need = std::max(kMinGoodness, best_net + cost);
+            const double need = std::max(min_goodness, best_net + cost);
             const double bound = level - need / c.n_on;
             if (bound <= 0) continue;
             const double vsum = c.VarianceSumAfter(from, to, load);
@@ -448,11 +450,11 @@ void Balance(PlanContext& ctx) {
           } else {
             gain = ctx.objective->Gain(c, from, to, load);
           }
-          if (gain - cost <= best_net || gain < kMinGoodness) continue;
+          if (gain - cost <= best_net || gain < min_goodness) continue;
           Feasibility f = c.Check(*set, from, to);
           if (!f.ok()) continue;
           gain -= kSoftRulePenalty * static_cast<double>(f.soft_delta);
-          if (gain < kMinGoodness || gain - cost <= best_net) continue;
+          if (gain < min_goodness || gain - cost <= best_net) continue;
           best_net = gain - cost;
           best_gain = gain;
           best_from = from;

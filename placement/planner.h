@@ -13,6 +13,10 @@ namespace uw::placement::internal {
 enum class PolicyKind { kDrs, kConsolidate, kOpportunityCost };
 
 // Tunables of the balancer, in goodness units (imbalance reduction x powered-on hosts).
+// Minimum goodness of a balancing move for threshold 1..5 (more aggressive thresholds accept
+// smaller improvements), and the weight of the migration cost for each threshold.
+inline constexpr double kMinGoodnessByThreshold[6] = {0, 0.002, 0.002, 0.002, 0.001, 0.0001};
+inline constexpr double kCostWeightByThreshold[6] = {1, 1, 1, 1, 1, 0.25};
 inline constexpr double kMinGoodness = 0.002;
 // Migration cost per second of transfer (memory / bandwidth).
 inline constexpr double kCostPerMigrationSecond = 0.0005;

@@ -49,7 +49,7 @@ Snapshot Generate(const GenOptions& o) {
     avg_vcpus += z.weight * static_cast<double>(z.vcpus);
   }
   // Host classes sized for the density: every fourth host is half the size of the others.
-  const double avg_class = 0.75 + 0.125;
+  const double avg_class = o.uniform_hosts ? 1.0 : 0.75 + 0.125;
   const double gib = 1024;
   double mem_needed = static_cast<double>(o.vms) * avg_mem / (static_cast<double>(hosts) * avg_class * o.memory_fill);
   int64_t big_mem = static_cast<int64_t>(std::ceil(std::max(mem_needed, 64 * gib) / (64 * gib))) * 64 * 1024;
@@ -60,7 +60,7 @@ Snapshot Generate(const GenOptions& o) {
   for (int64_t h = 0; h < hosts; ++h) {
     Host x;
     x.name = Name("h", h, hw);
-    bool small = h % 4 == 3;
+    bool small = !o.uniform_hosts && h % 4 == 3;
     x.cpu_cores = small ? big_cores / 2 : big_cores;
     x.memory_mib = small ? big_mem / 2 : big_mem;
     x.groups = {"rack-" + std::to_string(h / 8)};

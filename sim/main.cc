@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
   plan->add_option("--snapshot", snapshot_path, "snapshot JSON file")->required();
   plan->add_option("--policy", policy, "drs | consolidate | opportunity-cost");
   plan->add_option("--out", out_path, "write the plan here instead of stdout");
+  int threshold = 0;
+  plan->add_option("--threshold", threshold, "override settings.drs.threshold (1-5)");
 
   uw::sim::GenOptions gen_opts;
   auto* gen = app.add_subcommand("gen", "write a generated snapshot");
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   gen->add_option("--rules", gen_opts.rules, "number of rules");
   gen->add_option("--fill", gen_opts.memory_fill, "fraction of cluster memory the guests fill");
   gen->add_option("--skew", gen_opts.skew, "fraction of guests on the first third of the hosts");
+  gen->add_flag("--uniform-hosts", gen_opts.uniform_hosts, "all hosts the same size");
   gen->add_option("--out", out_path, "output file (default stdout)");
 
   uw::sim::ReplayOptions rep;
@@ -104,6 +107,7 @@ int main(int argc, char** argv) {
   if (*plan) {
     auto s = LoadSnapshot(snapshot_path);
     if (!s.ok()) return Fail(s.status());
+    if (threshold >= 1 && threshold <= 5) s->settings.drs.threshold = threshold;
     auto t0 = std::chrono::steady_clock::now();
     auto p = pl::MakePlan(*s, policy);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

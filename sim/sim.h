@@ -23,6 +23,8 @@ struct GenOptions {
   double memory_fill = 0.6;
   // Fraction of guests on the most loaded third of the hosts (skew).
   double skew = 0.6;
+  // All hosts the same size (else every fourth host has half the capacity).
+  bool uniform_hosts = false;
 };
 
 // A realistic, seeded snapshot: two host classes (every fourth host has half the capacity), guest
