@@ -173,13 +173,17 @@ Status Agent::Start(bool serve_http) {
 }
 
 void Agent::Stop() {
-  if (server_) server_->Stop();
   {
     std::lock_guard l(stop_mu_);
     stopping_ = true;
   }
-  stop_cv_.notify_all();
+  // Wake long-polling /events handlers first: the server waits for in-flight handlers.
+  {
+    std::lock_guard l(events_mu_);
+  }
   events_cv_.notify_all();
+  stop_cv_.notify_all();
+  if (server_) server_->Stop();
   if (sampler_.joinable()) sampler_.join();
 }
 

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -167,6 +168,17 @@ TEST_F(AgentTest, StatsAndEvents) {
   EXPECT_EQ(Do("GET", "/api/v1/events?since=abc").status, 400);
   EXPECT_EQ(Do("POST", "/api/v1/guests/ag-st/stop", R"({"force": true})").status, 200);
   EXPECT_EQ(Do("DELETE", "/api/v1/guests/ag-st").status, 200);
+}
+
+TEST_F(AgentTest, StopDoesNotWaitForLongPolls) {
+  std::thread poller([this] { (void)client_->Do("GET", "/api/v1/events?since=999999&wait_ms=30000"); });
+  // The poll is in flight once the server has accepted it; a short grace lets it reach the wait.
+  ASSERT_TRUE(Do("GET", "/healthz").status == 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto start = std::chrono::steady_clock::now();
+  agent_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  poller.join();
 }
 
 TEST(AgentConfigTest, ErrorsNameFileAndField) {
