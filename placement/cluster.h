@@ -44,7 +44,8 @@ struct GuestSlot {
   int64_t vcpus = 0;
   int unit = -1;  // move unit (required-affinity group component)
   bool live = true;
-  bool moved = false;  // already moved by this plan
+  bool moved = false;          // already moved by this plan
+  bool moved_by_balance = false;  // ... and only by balancing (may move again, see CollapseChains)
 };
 
 struct RuleIndex {

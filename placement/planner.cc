@@ -2,9 +2,11 @@
 #include "placement/planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <unordered_map>
 
 namespace uw::placement::internal {
 
@@ -374,8 +376,11 @@ void Balance(PlanContext& ctx) {
   const int k_src = small ? c.n_on : 2;   // per dimension
   const int k_dst = small ? c.n_on : 4;   // per dimension
   const bool drs_metric = ctx.kind == PolicyKind::kDrs;
+  const bool rebalance = c.n_on <= 64;
+  const int64_t max_rounds = 4 * static_cast<int64_t>(c.vms.size()) + 16;
+  int64_t rounds = 0;
   const double min_goodness = kMinGoodnessByThreshold[drs.threshold];
-  const double cost_weight = kCostWeightByThreshold[drs.threshold];
+  const double cost_weight = ctx.cost_weight >= 0 ? ctx.cost_weight : kCostWeightByThreshold[drs.threshold];
   std::vector<int> on;
   for (size_t h = 0; h < c.hosts.size(); ++h) {
     if (c.hosts[h].on()) on.push_back(static_cast<int>(h));
@@ -383,7 +388,7 @@ void Balance(PlanContext& ctx) {
   std::vector<int> by, sources, dests;
   std::vector<int> single(1);
   int64_t made = 0;
-  while (made < max_moves) {
+  while (made < max_moves && rounds++ < max_rounds) {
     const double level = c.Imbalance();
     const int priority = PriorityForImbalance(level);
     if (priority > drs.threshold) break;
@@ -411,12 +416,16 @@ void Balance(PlanContext& ctx) {
     for (int from : sources) {
       for (int v : c.hosts[from].vms) {
         const GuestSlot& g = c.vms[v];
-        if (!g.live || g.moved) continue;
+        // On small clusters a guest moved by balancing may move again (the chain is collapsed
+        // into one migration afterwards); elsewhere each guest moves at most once per plan.
+        if (!g.live || (g.moved && !(rebalance && g.moved_by_balance))) continue;
         const std::vector<int>* set = &single;
         if (c.units[g.unit].size() > 1) {
           if (c.units[g.unit][0] != v || !c.UnitTogether(g.unit)) continue;
           set = &c.units[g.unit];
-          bool ok = std::all_of(set->begin(), set->end(), [&](int w) { return c.vms[w].live && !c.vms[w].moved; });
+          bool ok = std::all_of(set->begin(), set->end(), [&](int w) {
+            return c.vms[w].live && (!c.vms[w].moved || (rebalance && c.vms[w].moved_by_balance));
+          });
           if (!ok) continue;
         } else {
           single[0] = v;
@@ -472,8 +481,57 @@ void Balance(PlanContext& ctx) {
                   ctx.plan.policy.c_str(), ctx.HostLoadText(best_from).c_str(), ctx.HostLoadText(best_to).c_str(),
                   level, after, best_gain);
     double reported = ctx.kind == PolicyKind::kDrs ? level - after : best_gain;
+    bool again = false;
+    for (int w : set) again = again || c.vms[w].moved;
     ctx.RecordMove(set, best_from, best_to, priority, reason, reported);
-    ++made;
+    for (int w : set) c.vms[w].moved_by_balance = true;
+    if (!again) ++made;
+  }
+}
+
+// A guest that balancing moved more than once (a -> b, later b -> c) becomes one migration
+// a -> c, placed where the first or the last of its moves was, whichever the checker accepts
+// (a -> a disappears). If neither is safe the moves stay as they are (still a valid plan).
+void CollapseChains(PlanContext& ctx) {
+  std::unordered_map<std::string, int> count;
+  for (const Move& m : ctx.plan.moves) ++count[m.vm];
+  std::vector<std::string> chained;
+  for (const Move& m : ctx.plan.moves) {
+    if (count[m.vm] > 1 && std::find(chained.begin(), chained.end(), m.vm) == chained.end()) chained.push_back(m.vm);
+  }
+  for (const std::string& vm : chained) {
+    std::vector<size_t> at;
+    for (size_t i = 0; i < ctx.plan.moves.size(); ++i) {
+      if (ctx.plan.moves[i].vm == vm) at.push_back(i);
+    }
+    bool balancing = std::all_of(at.begin(), at.end(), [&](size_t i) {
+      return ctx.plan.moves[i].reason.rfind("balance", 0) == 0;
+    });
+    if (at.size() < 2 || !balancing) continue;
+    const Move first = ctx.plan.moves[at.front()], last = ctx.plan.moves[at.back()];
+    for (bool keep_first : {true, false}) {
+      Plan trial = ctx.plan;
+      double gain = 0;
+      for (size_t i : at) gain += trial.moves[i].gain;
+      size_t keep = keep_first ? at.front() : at.back();
+      Move merged = keep_first ? first : last;
+      merged.from = first.from;
+      merged.to = last.to;
+      merged.gain = gain;
+      std::vector<Move> moves;
+      for (size_t i = 0; i < trial.moves.size(); ++i) {
+        if (i == keep) {
+          if (merged.from != merged.to) moves.push_back(merged);
+        } else if (std::find(at.begin(), at.end(), i) == at.end()) {
+          moves.push_back(trial.moves[i]);
+        }
+      }
+      trial.moves = std::move(moves);
+      if (CheckPlan(ctx.snap, trial).ok()) {
+        ctx.plan = std::move(trial);
+        break;
+      }
+    }
   }
 }
 
@@ -665,8 +723,11 @@ void DpmPowerOff(PlanContext& ctx) {
 // Pipeline
 // ---------------------------------------------------------------------------------------------
 
-Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind) {
+namespace {
+
+Plan RunOnce(const Snapshot& snapshot, PolicyKind kind, double cost_weight) {
   PlanContext ctx(snapshot, kind);
+  ctx.cost_weight = cost_weight;
   ctx.plan.before = ctx.cluster.Metrics();
   PlaceAndRestart(ctx);
   FixMandatory(ctx);
@@ -676,10 +737,33 @@ Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind) {
     Consolidate(ctx);
   } else {
     Balance(ctx);
+    CollapseChains(ctx);
   }
   if (dpm) DpmPowerOff(ctx);
   ctx.plan.after = ctx.cluster.Metrics();
   return std::move(ctx.plan);
+}
+
+}  // namespace
+
+Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind) {
+  int64_t on = 0;
+  for (const Host& h : snapshot.hosts) on += h.state == HostState::kOn;
+  if (kind == PolicyKind::kConsolidate || snapshot.settings.drs.threshold < 5 || on > 64) {
+    return RunOnce(snapshot, kind, -1);
+  }
+  Plan best;
+  bool have = false;
+  for (double w : {0.25, 0.1, 0.05, 0.01}) {
+    Plan p = RunOnce(snapshot, kind, w);
+    bool better = !have || p.after.imbalance < best.after.imbalance - 1e-12 ||
+                  (std::fabs(p.after.imbalance - best.after.imbalance) <= 1e-12 && p.moves.size() < best.moves.size());
+    if (better) {
+      best = std::move(p);
+      have = true;
+    }
+  }
+  return best;
 }
 
 }  // namespace uw::placement::internal

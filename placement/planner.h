@@ -38,6 +38,7 @@ struct PlanContext {
   Cluster cluster;
   std::unique_ptr<Objective> objective;
   Plan plan;
+  double cost_weight = -1;  // >= 0: overrides kCostWeightByThreshold
 
   // Moves `set` (all on `from`) to `to`, appending one plan move per guest.
   void RecordMove(const std::vector<int>& set, int from, int to, int priority, const std::string& reason,
@@ -54,6 +55,7 @@ struct PlanContext {
 void PlaceAndRestart(PlanContext& ctx);
 void FixMandatory(PlanContext& ctx);
 void Balance(PlanContext& ctx);
+void CollapseChains(PlanContext& ctx);
 void DpmPowerOn(PlanContext& ctx);
 void DpmPowerOff(PlanContext& ctx);
 void Consolidate(PlanContext& ctx);
@@ -61,6 +63,9 @@ void Consolidate(PlanContext& ctx);
 // covers the running guests.
 bool HaReserveHolds(const Cluster& c, int host_failures, int without);
 
+// Runs the pipeline. With threshold 5 on clusters of at most 64 powered-on hosts it balances with
+// several migration-cost weights (a small portfolio: the greedy search is path dependent) and
+// keeps the plan with the lowest final metric (ties: fewer moves).
 Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind);
 
 }  // namespace uw::placement::internal
