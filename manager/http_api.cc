@@ -1,0 +1,347 @@
+#include "manager/http_api.h"
+
+#include <spdlog/spdlog.h>
+
+namespace uw::manager {
+namespace {
+
+using api::Request;
+using api::Response;
+
+Response Answer(const Result<Json>& r, int ok_status = 200) {
+  if (!r.ok()) return Response::Error(r.status());
+  return Response::Json(ok_status, *r);
+}
+
+// The body as an object; an empty body is an empty object (for optional bodies).
+Result<Json> OptionalBody(const Request& req) {
+  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return Json::object();
+  return req.JsonBody();
+}
+
+Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
+  auto it = req.query.find(key);
+  if (it == req.query.end() || it->second.empty()) return fallback;
+  try {
+    size_t used = 0;
+    int64_t v = std::stoll(it->second, &used);
+    if (used != it->second.size() || v < lo || v > hi) throw std::out_of_range(key);
+    return v;
+  } catch (...) {
+    return InvalidArgumentError("query parameter " + key + ": expected an integer in " + std::to_string(lo) + ".." +
+                                std::to_string(hi) + ", got '" + it->second + "'");
+  }
+}
+
+class Api {
+ public:
+  explicit Api(Manager& m) : m_(m) {}
+
+  // Resolves the caller and checks the role; `need`: "read" (any role), "write" (not
+  // billing-reader), "operator" (admin/operator), "admin", "tenant-ok" (any but billing-reader for
+  // guest-scoped routes, enforced in the core).
+  Result<Principal> Who(const Request& req, std::string_view need) {
+    UW_ASSIGN_OR_RETURN(Principal p, m_.Authenticate(req.BearerToken()));
+    auto deny = [&](std::string_view what) {
+      return PermissionDeniedError(std::string(req.method) + " " + req.path + " needs " + std::string(what) +
+                                   " (this token's role is " + std::string(RoleName(p.role)) + ")");
+    };
+    if (need == "admin" && p.role != Role::kAdmin) return deny("an admin token");
+    if (need == "operator" && !p.IsOperator()) return deny("an admin or operator token");
+    if (need == "cluster-read" && p.role == Role::kTenant) return deny("an admin, operator or billing-reader token");
+    if (need == "write" && !p.CanWrite()) return deny("a token that may change things");
+    return p;
+  }
+
+  // Runs `fn` with Idempotency-Key handling for POSTs.
+  Response Idempotent(const Request& req, const Principal& p, const std::function<Response()>& fn) {
+    std::string key = req.Header("idempotency-key");
+    if (key.empty()) return fn();
+    if (key.size() > 255) return Response::Error(InvalidArgumentError("Idempotency-Key: at most 255 characters"));
+    std::lock_guard l(m_.idempotency_mutex());
+    std::string hash = Sha256Hex(req.body);
+    auto prior = m_.FindIdempotent(p.token_id, key);
+    if (!prior.ok()) return Response::Error(prior.status());
+    if (*prior) {
+      const auto& s = **prior;
+      if (s.method != req.method || s.path != req.path || s.body_hash != hash) {
+        return Response::Error(InvalidArgumentError("Idempotency-Key '" + key + "' was used for a different request (" +
+                                                    s.method + " " + s.path + "); use a new key"));
+      }
+      Response r;
+      r.status = s.status;
+      r.body = s.body;
+      r.headers["Idempotent-Replayed"] = "true";
+      return r;
+    }
+    Response r = fn();
+    if (r.status < 500 && !r.stream) {
+      Manager::StoredResponse s{r.status, r.body, hash, req.method, req.path};
+      if (Status st = m_.SaveIdempotent(p.token_id, key, s); !st.ok()) spdlog::warn("idempotency record: {}", st.ToString());
+    }
+    return r;
+  }
+
+  void Build(api::Router& router) {
+    router.SetAuthenticator([this](Request& req) -> Status {
+      UW_ASSIGN_OR_RETURN(Principal p, m_.Authenticate(req.BearerToken()));
+      req.principal = p.token_id;
+      return Status::Ok();
+    });
+    router.AddPublic("GET", "/healthz", [](const Request&) { return Response::Json(200, {{"status", "ok"}}); });
+
+    // Hosts: join and heartbeat authenticate with the join token / host token themselves.
+    router.AddPublic("POST", "/api/v1/hosts/join", [this](const Request& req) {
+      auto body = req.JsonBody();
+      if (!body.ok()) return Response::Error(body.status());
+      auto join = ParseHostJoin(*body);
+      if (!join.ok()) return Response::Error(join.status());
+      return Answer(m_.JoinHost(req.BearerToken(), *join), 201);
+    });
+    router.AddPublic("POST", "/api/v1/hosts/{name}/heartbeat", [this](const Request& req) {
+      auto body = req.JsonBody();
+      if (!body.ok()) return Response::Error(body.status());
+      return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
+    });
+    router.Add("GET", "/api/v1/hosts", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ListHosts());
+    });
+    router.Add("GET", "/api/v1/hosts/{name}", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetHost(req.params.at("name")));
+    });
+    for (bool on : {true, false}) {
+      router.Add(on ? "POST" : "DELETE", "/api/v1/hosts/{name}/maintenance", [this, on](const Request& req) {
+        auto p = Who(req, "operator");
+        if (!p.ok()) return Response::Error(p.status());
+        return Idempotent(req, *p, [&] { return Answer(m_.SetMaintenance(req.params.at("name"), on)); });
+      });
+    }
+
+    // Guests.
+    router.Add("GET", "/api/v1/guests", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      return Answer(m_.ListGuests(*p));
+    });
+    router.Add("POST", "/api/v1/guests", [this](const Request& req) {
+      auto p = Who(req, "write");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        if (!body.ok()) return Response::Error(body.status());
+        auto create = ParseGuestCreate(*body);
+        if (!create.ok()) return Response::Error(create.status());
+        auto task = m_.CreateGuest(*p, std::move(create).value());
+        if (!task.ok()) return Response::Error(task.status());
+        Response r = Response::Json(202, *task);
+        r.headers["Location"] = "/api/v1/tasks/" + (*task)["id"].get<std::string>();
+        return r;
+      });
+    });
+    router.Add("GET", "/api/v1/guests/{name}", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetGuest(*p, req.params.at("name")));
+    });
+    router.Add("DELETE", "/api/v1/guests/{name}", [this](const Request& req) {
+      auto p = Who(req, "write");
+      if (!p.ok()) return Response::Error(p.status());
+      return Answer(m_.GuestOperation(*p, req.params.at("name"), "delete", Json::object()), 202);
+    });
+    for (const char* op : {"start", "stop", "resize"}) {
+      router.Add("POST", std::string("/api/v1/guests/{name}/") + op, [this, op](const Request& req) {
+        auto p = Who(req, "write");
+        if (!p.ok()) return Response::Error(p.status());
+        return Idempotent(req, *p, [&] {
+          auto body = OptionalBody(req);
+          if (!body.ok()) return Response::Error(body.status());
+          return Answer(m_.GuestOperation(*p, req.params.at("name"), op, *body), 202);
+        });
+      });
+    }
+
+    // Tasks.
+    router.Add("GET", "/api/v1/tasks", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      auto limit = QueryInt(req, "limit", 100, 1, 10000);
+      if (!limit.ok()) return Response::Error(limit.status());
+      return Answer(m_.ListTasks(*p, *limit));
+    });
+    router.Add("GET", "/api/v1/tasks/{id}", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetTask(*p, req.params.at("id")));
+    });
+    router.Add("POST", "/api/v1/tasks/{id}/cancel", [this](const Request& req) {
+      auto p = Who(req, "write");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] { return Answer(m_.CancelTask(*p, req.params.at("id"))); });
+    });
+
+    // Events: SSE, resumable with Last-Event-ID or ?since=; ?follow=false ends after the backlog.
+    router.Add("GET", "/api/v1/events", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      auto since = QueryInt(req, "since", 0, 0, INT64_MAX);
+      if (!since.ok()) return Response::Error(since.status());
+      int64_t cursor = *since;
+      if (std::string last = req.Header("last-event-id"); !last.empty()) {
+        try {
+          cursor = std::stoll(last);
+        } catch (...) {
+          return Response::Error(InvalidArgumentError("Last-Event-ID: expected an event sequence number, got '" + last + "'"));
+        }
+      }
+      bool follow = !(req.query.count("follow") && (req.query.at("follow") == "false" || req.query.at("follow") == "0"));
+      Principal who = *p;
+      return Response::Stream("text/event-stream", [this, who, cursor, follow](std::shared_ptr<api::StreamWriter> w) {
+        int64_t at = cursor;
+        while (w->IsOpen()) {
+          auto events = m_.EventsSince(who, at, 500);
+          if (!events.ok()) {
+            w->Write(api::SseEvent("error", events.status().ToString()));
+            break;
+          }
+          for (const auto& e : *events) {
+            at = e["seq"].get<int64_t>();
+            if (!w->Write(api::SseEvent(e["type"].get<std::string>(), e.dump(), std::to_string(at)))) return;
+          }
+          if (events->size() == 500) continue;
+          if (!follow) break;
+          int64_t newest = m_.WaitForEvent(at, std::chrono::seconds(15));
+          if (newest <= at && !w->Write(": keep-alive\n\n")) return;
+          if (newest <= at && !w->IsOpen()) return;
+        }
+        w->Close();
+      });
+    });
+
+    // Tokens (admin only).
+    router.Add("GET", "/api/v1/tokens", [this](const Request& req) {
+      if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ListTokens());
+    });
+    router.Add("POST", "/api/v1/tokens", [this](const Request& req) {
+      auto p = Who(req, "admin");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        if (!body.ok()) return Response::Error(body.status());
+        auto v = JsonView::Of(*body, "");
+        if (Status s = v->RejectUnknown({"name", "role", "tenant"}); !s.ok()) return Response::Error(s);
+        auto name = v->String("name");
+        if (!name.ok()) return Response::Error(name.status());
+        auto role_name = v->String("role");
+        if (!role_name.ok()) return Response::Error(role_name.status());
+        auto role = ParseRole(*role_name);
+        if (!role.ok()) return Response::Error(role.status());
+        auto tenant = v->String("tenant", "");
+        if (!tenant.ok()) return Response::Error(tenant.status());
+        return Answer(m_.CreateToken(*name, *role, *tenant), 201);
+      });
+    });
+    router.Add("DELETE", "/api/v1/tokens/{id}", [this](const Request& req) {
+      if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
+      Status s = m_.DeleteToken(req.params.at("id"));
+      return s.ok() ? Response::Json(200, {{"deleted", req.params.at("id")}}) : Response::Error(s);
+    });
+
+    // Pools and rules.
+    router.Add("GET", "/api/v1/pools", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ListPools());
+    });
+    router.Add("POST", "/api/v1/pools", [this](const Request& req) {
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        return body.ok() ? Answer(m_.CreatePool(*body), 201) : Response::Error(body.status());
+      });
+    });
+    router.Add("DELETE", "/api/v1/pools/{name}", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      Status s = m_.DeletePool(req.params.at("name"));
+      return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
+    });
+    router.Add("GET", "/api/v1/rules", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ListRules());
+    });
+    router.Add("POST", "/api/v1/rules", [this](const Request& req) {
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        return body.ok() ? Answer(m_.CreateRule(*body), 201) : Response::Error(body.status());
+      });
+    });
+    router.Add("DELETE", "/api/v1/rules/{name}", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      Status s = m_.DeleteRule(req.params.at("name"));
+      return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
+    });
+
+    // DRS and the cluster snapshot.
+    router.Add("GET", "/api/v1/drs/config", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetDrsConfig());
+    });
+    router.Add("PUT", "/api/v1/drs/config", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      auto body = req.JsonBody();
+      return body.ok() ? Answer(m_.SetDrsConfig(*body)) : Response::Error(body.status());
+    });
+    router.Add("GET", "/api/v1/drs/recommendations", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      bool all = req.query.count("all") && req.query.at("all") != "0" && req.query.at("all") != "false";
+      return Answer(m_.ListRecommendations(!all));
+    });
+    router.Add("POST", "/api/v1/drs/recommendations/{id}/apply", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ApplyRecommendation(req.params.at("id")));
+    });
+    router.Add("POST", "/api/v1/drs/apply", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ApplyAllRecommendations());
+    });
+    router.Add("POST", "/api/v1/drs/run", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.RunDrs());
+    });
+    router.Add("POST", "/api/v1/drs/plan", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      auto body = OptionalBody(req);
+      if (!body.ok()) return Response::Error(body.status());
+      if (body->contains("snapshot")) {
+        if (!(*body)["snapshot"].is_object()) return Response::Error(InvalidArgumentError("snapshot: expected an object"));
+        return Answer(m_.DryRunPlan(&(*body)["snapshot"]));
+      }
+      if (!body->empty()) return Response::Error(InvalidArgumentError("body: expected {} or {\"snapshot\": {...}}"));
+      return Answer(m_.DryRunPlan(nullptr));
+    });
+    router.Add("GET", "/api/v1/cluster/snapshot", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.ClusterSnapshot());
+    });
+  }
+
+ private:
+  Manager& m_;
+};
+
+}  // namespace
+
+void BuildRoutes(Manager& manager, api::Router& router) {
+  // The Api object lives as long as the handlers that capture it.
+  auto api = std::make_shared<Api>(manager);
+  api->Build(router);
+  router.AddPublic("GET", "/api/v1/version", [api](const Request&) {
+    return Response::Json(200, {{"api", "v1"}, {"schema_version", kSchemaVersion}});
+  });
+}
+
+}  // namespace uw::manager

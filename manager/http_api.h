@@ -1,0 +1,20 @@
+// The manager's REST API (/api/v1, described by api/openapi.yaml): handlers parse requests into
+// typed commands on Manager and map every Status to HTTP in one place (api::Response::Error).
+//
+//   request -> Router (bearer token -> Principal, role check) -> handler -> Manager -> JSON answer
+//
+// Auth: every route needs a bearer API token except /healthz, POST /api/v1/hosts/join (the cluster
+// join token travels in the body's Authorization header instead) and host heartbeats (host token).
+// POSTs honour `Idempotency-Key`: a repeated key from the same token with the same method, path
+// and body gets the first answer again; with a different request it is refused (422-style 400).
+#pragma once
+
+#include "api/http.h"
+#include "manager/manager.h"
+
+namespace uw::manager {
+
+// Registers every route on `router` (and its authenticator). `manager` must outlive the router.
+void BuildRoutes(Manager& manager, api::Router& router);
+
+}  // namespace uw::manager

@@ -1,0 +1,80 @@
+// uw-manager: the cluster manager. Usage: uw-manager --config /etc/underware/manager.json
+// SIGTERM or SIGINT stops it; it is crash-only, so kill -9 is also safe (tasks resume on start).
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http.h"
+#include "common/log.h"
+#include "manager/http_api.h"
+#include "manager/manager.h"
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = a.substr(9);
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: uw-manager --config FILE\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "uw-manager: unknown argument '%s'\nusage: uw-manager --config FILE\n", a.c_str());
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    std::fprintf(stderr, "usage: uw-manager --config FILE\n");
+    return 2;
+  }
+  auto config = uw::manager::LoadManagerConfig(config_path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "uw-manager: %s\n", config.status().ToString().c_str());
+    return 2;
+  }
+  if (auto s = uw::InitLogging("uw-manager", config->log_level, config->log_file); !s.ok()) {
+    std::fprintf(stderr, "uw-manager: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  uw::manager::Manager manager(*config);
+  if (auto s = manager.Start(); !s.ok()) {
+    spdlog::error("cannot start: {}", s.ToString());
+    return 1;
+  }
+  uw::api::Router router;
+  uw::manager::BuildRoutes(manager, router);
+  uw::api::ServerOptions opts;
+  opts.address = config->listen_address;
+  opts.port = config->listen_port;
+  opts.max_body_bytes = config->max_body_bytes;
+  opts.worker_threads = config->http_workers;
+  uw::api::HttpServer server(opts, &router);
+  if (auto s = server.Start(); !s.ok()) {
+    spdlog::error("cannot serve: {}", s.ToString());
+    manager.Stop();
+    return 1;
+  }
+  spdlog::info("uw-manager serving on {}:{} (state {})", config->listen_address, server.port(), config->db_path);
+  // Tests and scripts read the port from here when they asked for port 0.
+  std::printf("listening on %s:%d\n", config->listen_address.c_str(), server.port());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}; stopping", strsignal(sig));
+  server.Stop();
+  manager.Stop();
+  return 0;
+}

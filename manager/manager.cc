@@ -1,0 +1,1394 @@
+#include "manager/manager.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http.h"
+#include "common/id.h"
+#include "placement/placement.h"
+
+namespace uw::manager {
+namespace {
+
+constexpr int kMaxTaskAttempts = 3;
+
+bool IsFinal(std::string_view state) { return state == "succeeded" || state == "failed" || state == "cancelled"; }
+
+std::string Dump(const Json& j) { return j.dump(); }
+
+std::string TenantOf(const Principal& p) { return p.role == Role::kTenant ? p.tenant : ""; }
+
+Status NeedOperator(const Principal& p, std::string_view what) {
+  if (p.IsOperator()) return Status::Ok();
+  return PermissionDeniedError(std::string(what) + " needs an admin or operator token (this token's role is " +
+                               std::string(RoleName(p.role)) + ")");
+}
+
+Status NeedWrite(const Principal& p) {
+  if (p.CanWrite()) return Status::Ok();
+  return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");
+}
+
+}  // namespace
+
+std::string_view RoleName(Role r) {
+  switch (r) {
+    case Role::kAdmin: return "admin";
+    case Role::kOperator: return "operator";
+    case Role::kTenant: return "tenant";
+    case Role::kBillingReader: return "billing-reader";
+  }
+  return "?";
+}
+
+Result<Role> ParseRole(std::string_view name) {
+  if (name == "admin") return Role::kAdmin;
+  if (name == "operator") return Role::kOperator;
+  if (name == "tenant") return Role::kTenant;
+  if (name == "billing-reader") return Role::kBillingReader;
+  return InvalidArgumentError("role: expected admin, operator, tenant or billing-reader, got '" + std::string(name) +
+                              "'");
+}
+
+std::string Sha256Hex(std::string_view text) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(text.data(), text.size(), md, &n, EVP_sha256(), nullptr);
+  std::string out;
+  char buf[3];
+  for (unsigned i = 0; i < n; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", md[i]);
+    out += buf;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config and request parsing
+
+Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where) {
+  auto fail = [&](const Status& s) { return s.WithContext(where); };
+  auto root = JsonView::Of(j, "");
+  if (!root.ok()) return fail(root.status());
+  const JsonView& v = *root;
+  if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
+                                  "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
+                                  "max_body_bytes", "http_workers", "placement_policy", "log_level", "log_file"});
+      !s.ok()) {
+    return fail(s);
+  }
+  ManagerConfig c;
+#define UW_CFG(lhs, expr)                   \
+  do {                                      \
+    auto r_ = (expr);                       \
+    if (!r_.ok()) return fail(r_.status()); \
+    lhs = std::move(*r_);                   \
+  } while (0)
+  UW_CFG(c.db_path, v.String("db_path"));
+  if (v.Has("listen")) {
+    JsonView l = JsonView::Of(j, "").value();
+    UW_CFG(l, v.Object("listen"));
+    UW_CFG(c.listen_address, l.String("address", c.listen_address));
+    int64_t port = 0;
+    UW_CFG(port, l.Int("port", c.listen_port));
+    if (port < 0 || port > 65535) return fail(l.FieldError("port", "expected 0..65535"));
+    c.listen_port = static_cast<int>(port);
+  }
+  UW_CFG(c.join_token, v.String("join_token"));
+  if (c.join_token.size() < 16) return fail(v.FieldError("join_token", "must be at least 16 characters"));
+  UW_CFG(c.admin_token, v.String("admin_token"));
+  if (c.admin_token.size() < 16) return fail(v.FieldError("admin_token", "must be at least 16 characters"));
+  auto int_in = [&](std::string_view key, int& out, int64_t lo, int64_t hi) -> Status {
+    auto r = v.Int(key, out);
+    if (!r.ok()) return r.status();
+    if (*r < lo || *r > hi) {
+      return v.FieldError(key, "expected " + std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    out = static_cast<int>(*r);
+    return Status::Ok();
+  };
+  if (Status s = int_in("heartbeat_interval_ms", c.heartbeat_interval_ms, 50, 600000); !s.ok()) return fail(s);
+  if (Status s = int_in("heartbeat_timeout_ms", c.heartbeat_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
+  if (c.heartbeat_timeout_ms <= c.heartbeat_interval_ms) {
+    return fail(v.FieldError("heartbeat_timeout_ms", "must be larger than heartbeat_interval_ms"));
+  }
+  if (Status s = int_in("drs_interval_ms", c.drs_interval_ms, 0, 86400000); !s.ok()) return fail(s);
+  if (Status s = int_in("task_workers", c.task_workers, 1, 256); !s.ok()) return fail(s);
+  if (Status s = int_in("agent_timeout_ms", c.agent_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
+  if (Status s = int_in("http_workers", c.http_workers, 2, 1024); !s.ok()) return fail(s);
+  int64_t n = 0;
+  UW_CFG(n, v.Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes)));
+  if (n < 1024) return fail(v.FieldError("max_body_bytes", "expected at least 1024"));
+  c.max_body_bytes = static_cast<size_t>(n);
+  UW_CFG(c.placement_policy, v.String("placement_policy", c.placement_policy));
+  if (c.placement_policy != "drs" && c.placement_policy != "opportunity-cost") {
+    return fail(v.FieldError("placement_policy", "expected drs or opportunity-cost"));
+  }
+  UW_CFG(c.log_level, v.String("log_level", c.log_level));
+  UW_CFG(c.log_file, v.String("log_file", ""));
+#undef UW_CFG
+  return c;
+}
+
+Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
+  UW_ASSIGN_OR_RETURN(Json j, LoadJsonFile(path));
+  return ManagerConfigFromJson(j, path);
+}
+
+Result<GuestCreate> ParseGuestCreate(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
+                                      "max_memory_mib", "image", "boot", "nics", "labels", "start", "paravirt",
+                                      "automation", "lease_class", "cpu"}));
+  GuestCreate g;
+  UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
+  UW_ASSIGN_OR_RETURN(g.tenant, v.String("tenant", ""));
+  if (!g.tenant.empty()) UW_RETURN_IF_ERROR(ValidateName(g.tenant, "tenant"));
+  UW_ASSIGN_OR_RETURN(g.pool, v.String("pool", ""));
+  UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
+  if (g.kind != "kvm" && g.kind != "qemu" && g.kind != "lxc") return v.FieldError("kind", "expected kvm, qemu or lxc");
+  UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
+  if (g.vcpus < 1 || g.vcpus > 4096) return v.FieldError("vcpus", "expected 1..4096");
+  UW_ASSIGN_OR_RETURN(int64_t max_vcpus, v.Int("max_vcpus", g.vcpus));
+  if (max_vcpus < g.vcpus || max_vcpus > 4096) return v.FieldError("max_vcpus", "expected vcpus..4096");
+  UW_ASSIGN_OR_RETURN(int64_t mem, v.Int("memory_mib", 256));
+  if (mem < 16 || mem > (int64_t{16} << 20)) return v.FieldError("memory_mib", "expected 16..16777216");
+  UW_ASSIGN_OR_RETURN(int64_t max_mem, v.Int("max_memory_mib", mem));
+  if (max_mem < mem || max_mem > (int64_t{16} << 20)) {
+    return v.FieldError("max_memory_mib", "expected memory_mib..16777216");
+  }
+  g.memory_mib = max_mem;  // the reservation covers what the guest may grow to
+  UW_ASSIGN_OR_RETURN(g.automation, v.String("automation", "default"));
+  if (g.automation != "default" && g.automation != "manual" && g.automation != "automatic" &&
+      g.automation != "disabled") {
+    return v.FieldError("automation", "expected default, manual, automatic or disabled");
+  }
+  UW_ASSIGN_OR_RETURN(g.lease_class, v.String("lease_class", "guaranteed"));
+  if (g.lease_class != "guaranteed" && g.lease_class != "elastic" && g.lease_class != "preemptible") {
+    return v.FieldError("lease_class", "expected guaranteed, elastic or preemptible");
+  }
+  if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
+  if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
+  if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
+  Json spec = body;
+  for (const char* k : {"tenant", "pool", "automation", "lease_class"}) spec.erase(k);
+  spec["vcpus"] = g.vcpus;
+  spec["max_vcpus"] = max_vcpus;
+  spec["memory_mib"] = mem;
+  spec["max_memory_mib"] = max_mem;
+  spec["kind"] = g.kind;
+  g.agent_spec = std::move(spec);
+  return g;
+}
+
+Result<HostJoin> ParseHostJoin(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "agent_url", "agent_token", "capacity", "info"}));
+  HostJoin h;
+  UW_ASSIGN_OR_RETURN(h.name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(h.name, "name"));
+  UW_ASSIGN_OR_RETURN(h.agent_url, v.String("agent_url"));
+  if (h.agent_url.rfind("http://", 0) != 0 && h.agent_url.rfind("https://", 0) != 0) {
+    return v.FieldError("agent_url", "expected an http:// or https:// URL");
+  }
+  UW_ASSIGN_OR_RETURN(h.agent_token, v.String("agent_token"));
+  if (h.agent_token.empty()) return v.FieldError("agent_token", "must not be empty");
+  UW_ASSIGN_OR_RETURN(JsonView cap, v.Object("capacity"));
+  UW_ASSIGN_OR_RETURN(h.cpu_cores, cap.Number("cpu_cores"));
+  if (h.cpu_cores <= 0) return cap.FieldError("cpu_cores", "expected a positive number");
+  UW_ASSIGN_OR_RETURN(h.memory_mib, cap.PositiveInt("memory_mib"));
+  if (v.Has("info")) {
+    UW_ASSIGN_OR_RETURN(JsonView info, v.Object("info"));
+    h.info = info.json();
+  }
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+Manager::Manager(ManagerConfig config, Clock& clock) : config_(std::move(config)), clock_(clock) {}
+
+Manager::~Manager() { Stop(); }
+
+int64_t Manager::NowMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
+}
+
+Status Manager::Start() {
+  UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
+  // The bootstrap admin token (replaced when the configured one changes).
+  UW_RETURN_IF_ERROR(store_->Exec(
+      "INSERT INTO api_tokens(id, name, role, tenant, token_hash, created_ms) VALUES ('bootstrap-admin', "
+      "'bootstrap admin (config)', 'admin', '', ?, ?) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash",
+      {Sha256Hex(config_.admin_token), NowMs()}));
+  {
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, role, tenant, token_hash FROM api_tokens"));
+    std::lock_guard l(tokens_mu_);
+    tokens_.clear();
+    for (const auto& r : rows) {
+      auto role = ParseRole(r.Str("role"));
+      if (!role.ok()) continue;
+      tokens_[r.Str("token_hash")] = Principal{r.Str("id"), *role, r.Str("tenant")};
+    }
+  }
+  {
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events"));
+    std::lock_guard l(events_mu_);
+    last_event_seq_ = rows[0].Int("seq");
+  }
+  // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
+  // timeout from now rather than judging them by heartbeats the previous process received.
+  UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {NowMs()}));
+  {
+    std::lock_guard l(mu_);
+    stopping_ = false;
+  }
+  UW_RETURN_IF_ERROR(RecoverTasks());
+  for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  monitor_ = std::thread([this] { MonitorLoop(); });
+  UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
+  return Status::Ok();
+}
+
+void Manager::Stop() {
+  {
+    std::lock_guard l(mu_);
+    if (stopping_ && workers_.empty() && !monitor_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  events_cv_.notify_all();
+  tasks_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  if (monitor_.joinable()) monitor_.join();
+}
+
+Status Manager::RecoverTasks() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, kind, subject, state, attempts FROM tasks WHERE state IN "
+                                               "('pending', 'running') ORDER BY created_ms"));
+  for (const auto& r : rows) {
+    std::string id = r.Str("id");
+    if (r.Int("attempts") >= kMaxTaskAttempts) {
+      UW_RETURN_IF_ERROR(FinishTask(id,
+                                    AbortedError("manager restarted " + std::to_string(r.Int("attempts")) +
+                                                 " times while this task ran; giving up"),
+                                    nullptr));
+      continue;
+    }
+    // Every step is idempotent against the agent (create treats "already exists" as done, delete
+    // treats "not found" as done), so a running task is resumed from its start.
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'pending', message = ?, updated_ms = ? WHERE id = ?",
+                                    {"resumed after a manager restart (was " + r.Str("state") + ")", NowMs(), id}));
+    UW_RETURN_IF_ERROR(AddEvent("task.resumed", id, "", {{"kind", r.Str("kind")}, {"subject", r.Str("subject")},
+                                                         {"was", r.Str("state")}}));
+    spdlog::info("resuming task {} ({} {}, was {})", id, r.Str("kind"), r.Str("subject"), r.Str("state"));
+    Enqueue(id);
+  }
+  return Status::Ok();
+}
+
+void Manager::Enqueue(const std::string& id) {
+  {
+    std::lock_guard l(mu_);
+    queue_.push_back(id);
+  }
+  cv_.notify_one();
+}
+
+void Manager::WorkerLoop() {
+  while (true) {
+    std::string id;
+    {
+      std::unique_lock l(mu_);
+      cv_.wait(l, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      id = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    RunTask(id);
+  }
+}
+
+void Manager::MonitorLoop() {
+  auto last_drs = clock_.Monotonic();
+  std::unique_lock l(mu_);
+  while (!stopping_) {
+    l.unlock();
+    CheckHeartbeats();
+    if (config_.drs_interval_ms > 0 &&
+        clock_.Monotonic() - last_drs >= std::chrono::milliseconds(config_.drs_interval_ms)) {
+      last_drs = clock_.Monotonic();
+      if (auto r = RunDrs(); !r.ok()) spdlog::warn("DRS pass failed: {}", r.status().ToString());
+    }
+    l.lock();
+    cv_.wait_for(l, std::chrono::milliseconds(std::min(config_.heartbeat_interval_ms, 1000)),
+                 [this] { return stopping_; });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth, events
+
+Result<Principal> Manager::Authenticate(std::string_view bearer_token) {
+  if (bearer_token.empty()) {
+    return UnauthenticatedError("missing bearer token: send 'Authorization: Bearer <token>' (uwctl: --token or UW_TOKEN)");
+  }
+  std::lock_guard l(tokens_mu_);
+  auto it = tokens_.find(Sha256Hex(bearer_token));
+  if (it == tokens_.end()) return UnauthenticatedError("unknown or revoked API token");
+  return it->second;
+}
+
+Status Manager::AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data) {
+  UW_RETURN_IF_ERROR(store_->Exec("INSERT INTO events(at_ms, type, subject, tenant, data) VALUES (?, ?, ?, ?, ?)",
+                                  {NowMs(), std::string(type), std::string(subject), std::string(tenant), Dump(data)}));
+  int64_t seq = store_->LastInsertRowId();
+  {
+    std::lock_guard l(events_mu_);
+    last_event_seq_ = std::max(last_event_seq_, seq);
+  }
+  events_cv_.notify_all();
+  return Status::Ok();
+}
+
+Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since, int64_t limit) {
+  std::vector<SqlRow> rows;
+  if (p.role == Role::kTenant) {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM events WHERE seq > ? AND tenant = ? ORDER BY seq LIMIT ?",
+                                            {since, p.tenant, limit}));
+  } else {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", {since, limit}));
+  }
+  std::vector<Json> out;
+  for (const auto& r : rows) {
+    out.push_back({{"seq", r.Int("seq")},
+                   {"at", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("at_ms"))))},
+                   {"type", r.Str("type")},
+                   {"subject", r.Str("subject")},
+                   {"tenant", r.Str("tenant")},
+                   {"data", r.JsonOf("data")}});
+  }
+  return out;
+}
+
+int64_t Manager::WaitForEvent(int64_t since, Duration timeout) {
+  std::unique_lock l(events_mu_);
+  events_cv_.wait_for(l, timeout, [&] {
+    std::lock_guard s(mu_);
+    return last_event_seq_ > since || stopping_;
+  });
+  return last_event_seq_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts
+
+Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join) {
+  if (join_token.empty() || Sha256Hex(join_token) != Sha256Hex(config_.join_token)) {
+    return UnauthenticatedError("wrong cluster join token: use the join_token from the manager's config");
+  }
+  std::string host_token = NewUuid() + NewUuid();
+  bool rejoin = false;
+  Status s = store_->Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(auto existing, store_->Query("SELECT name FROM hosts WHERE name = ?", {join.name}));
+    rejoin = !existing.empty();
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO hosts(name, agent_url, agent_token, host_token_hash, cpu_cores, memory_mib, state, "
+        "last_heartbeat_ms, joined_at_ms, info) VALUES (?, ?, ?, ?, ?, ?, 'connected', ?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET agent_url = excluded.agent_url, agent_token = excluded.agent_token, "
+        "host_token_hash = excluded.host_token_hash, cpu_cores = excluded.cpu_cores, memory_mib = "
+        "excluded.memory_mib, state = 'connected', last_heartbeat_ms = excluded.last_heartbeat_ms, info = excluded.info",
+        {join.name, join.agent_url, join.agent_token, Sha256Hex(host_token), join.cpu_cores, join.memory_mib, NowMs(),
+         NowMs(), Dump(join.info)}));
+    return AddEvent(rejoin ? "host.rejoined" : "host.joined", join.name, "",
+                    {{"agent_url", join.agent_url}, {"cpu_cores", join.cpu_cores}, {"memory_mib", join.memory_mib}});
+  });
+  UW_RETURN_IF_ERROR(s);
+  spdlog::info("host {} {} ({} cores, {} MiB) at {}", join.name, rejoin ? "rejoined" : "joined", join.cpu_cores,
+               join.memory_mib, join.agent_url);
+  return Json{{"name", join.name}, {"host_token", host_token}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+}
+
+Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
+  UW_ASSIGN_OR_RETURN(SqlRow host, store_->QueryOne("SELECT * FROM hosts WHERE name = ?", {std::string(name)},
+                                                    "host '" + std::string(name) + "' has not joined"));
+  if (host_token.empty() || Sha256Hex(host_token) != host.Str("host_token_hash")) {
+    return UnauthenticatedError("wrong host token for host '" + std::string(name) + "': join again");
+  }
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"stats", "guests"}));
+  double cpu_used = 0;
+  int64_t mem_used = 0;
+  std::map<std::string, std::pair<double, int64_t>> guest_usage;
+  if (v.Has("stats")) {
+    UW_ASSIGN_OR_RETURN(JsonView stats, v.Object("stats"));
+    if (stats.Has("guests")) {
+      UW_ASSIGN_OR_RETURN(auto gs, stats.Objects("guests"));
+      for (const auto& g : gs) {
+        UW_ASSIGN_OR_RETURN(std::string gname, g.String("name"));
+        UW_ASSIGN_OR_RETURN(double cores, g.Number("cpu_cores", 0));
+        UW_ASSIGN_OR_RETURN(int64_t mib, g.Int("memory_used_mib", -1));
+        guest_usage[gname] = {cores, mib};
+        cpu_used += cores;
+        if (mib > 0) mem_used += mib;
+      }
+    }
+  }
+  Json guests = Json::array();
+  if (v.Has("guests")) {
+    UW_ASSIGN_OR_RETURN(auto gs, v.Objects("guests"));
+    for (const auto& g : gs) {
+      UW_RETURN_IF_ERROR(g.String("name").status());
+      UW_RETURN_IF_ERROR(g.String("state").status());
+      guests.push_back(g.json());
+    }
+  }
+  bool was_disconnected = host.Str("state") == "disconnected";
+  int64_t now = NowMs();
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "UPDATE hosts SET state = 'connected', last_heartbeat_ms = ?, cpu_used = ?, memory_used_mib = ? WHERE name = ?",
+        {now, cpu_used, mem_used, std::string(name)}));
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, NULL, ?, ?)",
+        {now, std::string(name), cpu_used, mem_used}));
+    for (const auto& [g, u] : guest_usage) {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET cpu_used = ?, memory_used_mib = ? WHERE name = ? AND host = ?",
+                                      {u.first, u.second, g, std::string(name)}));
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
+          {now, std::string(name), g, u.first, u.second}));
+    }
+    if (was_disconnected) {
+      UW_RETURN_IF_ERROR(AddEvent("host.reconnected", name, "", Json::object()));
+    }
+    return Status::Ok();
+  }));
+  if (v.Has("guests")) Reconcile(std::string(name), guests);
+  return Json{{"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+}
+
+void Manager::Reconcile(const std::string& host, const Json& reported) {
+  std::map<std::string, Json> seen;
+  for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
+  Status s = store_->Transact([&]() -> Status {
+    // Guests with a task in flight are the task's business.
+    UW_ASSIGN_OR_RETURN(auto busy_rows,
+                        store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
+    std::set<std::string> busy;
+    for (const auto& r : busy_rows) busy.insert(r.Str("subject"));
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant FROM guests WHERE host = ?", {host}));
+    int64_t now = NowMs();
+    for (const auto& r : rows) {
+      std::string name = r.Str("name");
+      if (busy.count(name)) {
+        seen.erase(name);
+        continue;
+      }
+      auto it = seen.find(name);
+      if (it == seen.end()) {
+        if (r.Str("state") != "lost") {
+          UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = 'lost', updated_ms = ? WHERE name = ?", {now, name}));
+          UW_RETURN_IF_ERROR(AddEvent("guest.lost", name, r.Str("tenant"),
+                                      {{"host", host}, {"was", r.Str("state")},
+                                       {"reason", "the host's agent no longer reports this guest"}}));
+        }
+        continue;
+      }
+      std::string state = it->second.value("state", "unknown");
+      if (state != r.Str("state")) {
+        UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
+        UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.Str("tenant"),
+                                    {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
+      }
+      seen.erase(it);
+    }
+    for (const auto& [name, g] : seen) {
+      if (busy.count(name)) continue;
+      // A guest the manager does not know on this host: record it (unowned) so capacity is counted.
+      UW_ASSIGN_OR_RETURN(auto other, store_->Query("SELECT host FROM guests WHERE name = ?", {name}));
+      if (!other.empty()) {
+        UW_RETURN_IF_ERROR(AddEvent("guest.duplicate", name, "",
+                                    {{"host", host}, {"known_on", other[0].Str("host")},
+                                     {"reason", "a guest of this name runs on two hosts"}}));
+        continue;
+      }
+      int64_t vcpus = std::max<int64_t>(1, g.value("max_vcpus", g.value("vcpus", 1)));
+      int64_t mem = std::max<int64_t>(1, g.value("max_memory_mib", g.value("memory_mib", 1)));
+      Json spec = {{"name", name}, {"kind", g.value("kind", "qemu")}, {"vcpus", g.value("vcpus", 1)},
+                   {"max_vcpus", vcpus}, {"memory_mib", g.value("memory_mib", mem)}, {"max_memory_mib", mem}};
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, placement_reason, created_ms, "
+          "updated_ms) VALUES (?, '', ?, ?, ?, ?, ?, ?, 'found running on the host', ?, ?)",
+          {name, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
+      UW_RETURN_IF_ERROR(AddEvent("guest.found", name, "", {{"host", host}, {"state", g.value("state", "unknown")}}));
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) spdlog::warn("reconciling host {}: {}", host, s.ToString());
+}
+
+void Manager::CheckHeartbeats() {
+  int64_t deadline = NowMs() - config_.heartbeat_timeout_ms;
+  auto rows = store_->Query("SELECT name, last_heartbeat_ms FROM hosts WHERE state = 'connected' AND last_heartbeat_ms < ?",
+                            {deadline});
+  if (!rows.ok()) return;
+  for (const auto& r : *rows) {
+    Status s = store_->Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET state = 'disconnected' WHERE name = ? AND state = 'connected'",
+                                      {r.Str("name")}));
+      return AddEvent("host.disconnected", r.Str("name"), "",
+                      {{"reason", "no heartbeat for " + std::to_string(NowMs() - r.Int("last_heartbeat_ms")) + " ms"}});
+    });
+    if (s.ok()) spdlog::warn("host {} disconnected (missed heartbeats)", r.Str("name"));
+  }
+}
+
+namespace {
+Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t reserved_mem) {
+  return {{"name", r.Str("name")},
+          {"agent_url", r.Str("agent_url")},
+          {"state", r.Str("state")},
+          {"maintenance", r.Int("maintenance") != 0},
+          {"capacity", {{"cpu_cores", r.Real("cpu_cores")}, {"memory_mib", r.Int("memory_mib")}}},
+          {"reserved", {{"vcpus", reserved_cpu}, {"memory_mib", reserved_mem}}},
+          {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
+          {"guests", guests},
+          {"last_heartbeat", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))))}};
+}
+constexpr const char* kHostQuery =
+    "SELECT h.*, (SELECT COUNT(*) FROM guests g WHERE g.host = h.name) AS n, "
+    "(SELECT COALESCE(SUM(vcpus), 0) FROM guests g WHERE g.host = h.name) AS rc, "
+    "(SELECT COALESCE(SUM(memory_mib), 0) FROM guests g WHERE g.host = h.name) AS rm FROM hosts h";
+}  // namespace
+
+Result<Json> Manager::ListHosts() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query(std::string(kHostQuery) + " ORDER BY h.name"));
+  Json out = Json::array();
+  for (const auto& r : rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
+  return Json{{"hosts", out}};
+}
+
+Result<Json> Manager::GetHost(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne(std::string(kHostQuery) + " WHERE h.name = ?", {std::string(name)},
+                                                 "host '" + std::string(name) + "' not found"));
+  Json j = HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm"));
+  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name",
+                                                 {std::string(name)}));
+  j["guest_names"] = Json::array();
+  for (const auto& g : guests) j["guest_names"].push_back(g.Str("name"));
+  if (r.Int("maintenance")) {
+    // Evacuation progress: guests still on the host (moves are recommended by DRS as mandatory).
+    j["evacuation"] = {{"remaining", guests.size()}, {"done", guests.empty()}};
+  }
+  j["info"] = r.JsonOf("info");
+  return j;
+}
+
+Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(
+        store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)}, "host '" + std::string(name) + "' not found")
+            .status());
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET maintenance = ? WHERE name = ?",
+                                    {int64_t{on ? 1 : 0}, std::string(name)}));
+    return AddEvent(on ? "host.maintenance_on" : "host.maintenance_off", name, "", Json::object());
+  }));
+  if (on) {
+    // Evacuation moves are mandatory: compute them now rather than at the next DRS pass.
+    if (auto r = RunDrs(); !r.ok()) spdlog::warn("DRS after maintenance of {}: {}", name, r.status().ToString());
+  }
+  return GetHost(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot
+
+Result<Json> Manager::BuildSnapshotJson() {
+  Json snap = {{"version", 1}, {"hosts", Json::array()}, {"pools", Json::array()}, {"vms", Json::array()},
+               {"rules", Json::array()}};
+  UW_ASSIGN_OR_RETURN(auto hosts, store_->Query("SELECT * FROM hosts ORDER BY name"));
+  for (const auto& h : hosts) {
+    std::string state = h.Str("state") == "disconnected" ? "failed" : h.Int("maintenance") ? "maintenance" : "on";
+    snap["hosts"].push_back(
+        {{"name", h.Str("name")}, {"cpu_cores", h.Real("cpu_cores")}, {"memory_mib", h.Int("memory_mib")}, {"state", state}});
+  }
+  UW_ASSIGN_OR_RETURN(auto pools, store_->Query("SELECT spec FROM pools ORDER BY name"));
+  for (const auto& p : pools) snap["pools"].push_back(p.JsonOf("spec"));
+  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT * FROM guests ORDER BY name"));
+  for (const auto& g : guests) {
+    Json vm = {{"name", g.Str("name")},
+               {"host", g.IsNull("host") ? Json(nullptr) : Json(g.Str("host"))},
+               {"vcpus", g.Int("vcpus")},
+               {"memory_mib", g.Int("memory_mib")},
+               {"kind", g.Str("kind")},
+               // Memory is reserved in full: admission control refuses what cannot be backed.
+               {"reservation", {{"cpu_cores", 0}, {"memory_mib", g.Int("memory_mib")}}},
+               {"migratable", g.Str("automation") != "disabled"}};
+    if (!g.IsNull("pool")) vm["pool"] = g.Str("pool");
+    if (g.Str("state") == "running" && g.Int("memory_used_mib") >= 0) {
+      vm["demand"] = {{"cpu_cores", g.Real("cpu_used")},
+                      {"memory_mib", std::min(g.Int("memory_used_mib"), g.Int("memory_mib"))}};
+    } else if (g.Str("state") != "running" && g.Str("state") != "creating") {
+      vm["demand"] = {{"cpu_cores", 0}, {"memory_mib", g.Int("memory_mib")}};
+    }
+    snap["vms"].push_back(vm);
+  }
+  UW_ASSIGN_OR_RETURN(auto rules, store_->Query("SELECT spec FROM rules ORDER BY name"));
+  for (const auto& r : rules) snap["rules"].push_back(r.JsonOf("spec"));
+  UW_ASSIGN_OR_RETURN(Json drs, GetDrsConfig());
+  snap["settings"] = {{"drs", {{"automation", drs["automation"]}, {"threshold", drs["threshold"]},
+                               {"max_moves", drs["max_moves"]}}}};
+  return snap;
+}
+
+Result<Json> Manager::ClusterSnapshot() {
+  UW_ASSIGN_OR_RETURN(Json j, BuildSnapshotJson());
+  // Round-trip through the engine's parser so that what is exported is what it reads.
+  UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(j));
+  return placement::SnapshotToJson(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guests
+
+Result<Json> Manager::GuestRowJson(const SqlRow& r) {
+  Json spec = r.JsonOf("spec");
+  Json j = {{"name", r.Str("name")},
+            {"tenant", r.Str("tenant")},
+            {"host", r.IsNull("host") ? Json(nullptr) : Json(r.Str("host"))},
+            {"pool", r.IsNull("pool") ? Json(nullptr) : Json(r.Str("pool"))},
+            {"kind", r.Str("kind")},
+            {"state", r.Str("state")},
+            {"vcpus", spec.value("vcpus", r.Int("vcpus"))},
+            {"memory_mib", spec.value("memory_mib", r.Int("memory_mib"))},
+            {"reserved", {{"vcpus", r.Int("vcpus")}, {"memory_mib", r.Int("memory_mib")}}},
+            {"automation", r.Str("automation")},
+            {"placement_reason", r.Str("placement_reason")},
+            {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
+            {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}};
+  return j;
+}
+
+Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) {
+  UW_RETURN_IF_ERROR(ValidateName(name, "guest name"));
+  std::string missing = "guest '" + std::string(name) + "' not found";
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM guests WHERE name = ?", {std::string(name)}, missing));
+  if (p.role == Role::kTenant && r.Str("tenant") != p.tenant) return NotFoundError(missing);
+  return r;
+}
+
+Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  if (p.role == Role::kTenant) {
+    if (!req.tenant.empty() && req.tenant != p.tenant) {
+      return PermissionDeniedError("tenant: a tenant token may only create guests for its own tenant '" + p.tenant + "'");
+    }
+    req.tenant = p.tenant;
+  }
+  std::lock_guard placement_lock(placement_mu_);
+  UW_ASSIGN_OR_RETURN(auto existing, store_->Query("SELECT name FROM guests WHERE name = ?", {req.name}));
+  if (!existing.empty()) return AlreadyExistsError("guest '" + req.name + "' already exists: choose another name");
+  if (!req.pool.empty()) {
+    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
+                                        "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
+                           .status());
+  }
+  // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it current).
+  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  placement::Vm vm;
+  vm.name = req.name;
+  vm.vcpus = req.vcpus;
+  vm.memory_mib = req.memory_mib;
+  vm.demand = {static_cast<double>(req.vcpus), req.memory_mib};
+  vm.reservation = {0, req.memory_mib};
+  vm.pool = req.pool;
+  vm.kind = req.kind == "kvm" ? placement::GuestKind::kKvm
+            : req.kind == "lxc" ? placement::GuestKind::kLxc
+                                : placement::GuestKind::kQemu;
+  vm.migratable = req.automation != "disabled";
+  if (Status s = placement::AdmitVm(snap, vm); !s.ok()) {
+    return Status(s.code(), "admission control refused guest '" + req.name + "': " + s.message());
+  }
+  UW_ASSIGN_OR_RETURN(auto index, placement::PlacementIndex::Build(snap, config_.placement_policy));
+  placement::PlacementDecision d = index->Place(vm);
+  if (d.host.empty() || d.needs_power_on) {
+    std::string why = d.reason.empty() ? "no host can take it" : d.reason;
+    for (const auto& r : d.rejected) why += "; " + r.host + ": " + r.reason;
+    if (snap.hosts.empty()) why = "no host has joined the cluster yet";
+    return ResourceExhaustedError("no host for guest '" + req.name + "': " + why);
+  }
+  // Belt and braces: the reservation must fit the chosen host's memory.
+  UW_ASSIGN_OR_RETURN(SqlRow fit, store_->QueryOne(
+                                      "SELECT h.memory_mib AS cap, (SELECT COALESCE(SUM(memory_mib), 0) FROM guests "
+                                      "WHERE host = h.name) AS used FROM hosts h WHERE h.name = ?",
+                                      {d.host}, "host '" + d.host + "' vanished"));
+  if (fit.Int("used") + req.memory_mib > fit.Int("cap")) {
+    return AbortedError("placement chose host " + d.host + " but its memory is reserved; retry");
+  }
+  Json rejected = Json::array();
+  for (const auto& r : d.rejected) rejected.push_back({{"host", r.host}, {"reason", r.reason}});
+  std::string task_id = NewId("task");
+  int64_t now = NowMs();
+  Json request = {{"guest", req.name}, {"host", d.host}, {"spec", req.agent_spec}};
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
+        "placement_reason, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?)",
+        {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool), req.kind, req.vcpus,
+         req.memory_mib, Dump(req.agent_spec), req.automation, d.reason, now, now}));
+    for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(req.vcpus)},
+                                    {"memory_mib", static_cast<double>(req.memory_mib)}}) {
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO leases(id, guest, resource, floor, grant_amount, term_end_ms, class, created_ms) VALUES "
+          "(?, ?, ?, ?, ?, NULL, ?, ?)",
+          {NewId("lease"), req.name, std::string(resource), req.lease_class == "guaranteed" ? amount : 0.0, amount,
+           req.lease_class, now}));
+    }
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO tasks(id, kind, subject, tenant, state, message, request, created_ms, updated_ms) VALUES "
+        "(?, 'guest.create', ?, ?, 'pending', ?, ?, ?, ?)",
+        {task_id, req.name, req.tenant, "placed on " + d.host + "; waiting for a worker", Dump(request), now, now}));
+    return AddEvent("guest.placed", req.name, req.tenant,
+                    {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
+  }));
+  Enqueue(task_id);
+  return TaskJson(task_id);
+}
+
+Result<Json> Manager::ListGuests(const Principal& p) {
+  std::vector<SqlRow> rows;
+  if (p.role == Role::kTenant) {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant = ? ORDER BY name", {p.tenant}));
+  } else {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests ORDER BY name"));
+  }
+  Json out = Json::array();
+  for (const auto& r : rows) {
+    UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
+    out.push_back(std::move(j));
+  }
+  return Json{{"guests", out}};
+}
+
+Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, VisibleGuest(p, name));
+  UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
+  UW_ASSIGN_OR_RETURN(auto leases, store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {std::string(name)}));
+  j["leases"] = Json::array();
+  for (const auto& l : leases) {
+    j["leases"].push_back({{"id", l.Str("id")}, {"resource", l.Str("resource")}, {"floor", l.Real("floor")},
+                           {"grant", l.Real("grant_amount")},
+                           {"term_end", l.IsNull("term_end_ms") ? Json(nullptr) : Json(l.Int("term_end_ms"))},
+                           {"class", l.Str("class")}});
+  }
+  return j;
+}
+
+Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::lock_guard placement_lock(placement_mu_);
+  UW_ASSIGN_OR_RETURN(SqlRow g, VisibleGuest(p, name));
+  std::string guest(name);
+  UW_ASSIGN_OR_RETURN(auto busy, store_->Query("SELECT id, kind FROM tasks WHERE subject = ? AND state IN ('pending', "
+                                               "'running')",
+                                               {guest}));
+  if (!busy.empty()) {
+    return FailedPreconditionError("guest '" + guest + "' has task " + busy[0].Str("id") + " (" + busy[0].Str("kind") +
+                                   ") in flight: wait for it or cancel it");
+  }
+  if (g.IsNull("host")) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
+  UW_ASSIGN_OR_RETURN(SqlRow host, store_->QueryOne("SELECT state FROM hosts WHERE name = ?", {g.Str("host")},
+                                                    "host of guest vanished"));
+  if (host.Str("state") != "connected" && op != "delete") {
+    return FailedPreconditionError("host " + g.Str("host") + " of guest '" + guest +
+                                   "' is disconnected: wait until it reconnects");
+  }
+  Json request = {{"guest", guest}, {"host", g.Str("host")}, {"args", args}};
+  if (op == "resize") {
+    Json spec = g.JsonOf("spec");
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib"}));
+    if (!v.Has("vcpus") && !v.Has("memory_mib")) return InvalidArgumentError("give vcpus and/or memory_mib to resize");
+    if (v.Has("vcpus")) {
+      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("vcpus"));
+      if (n > g.Int("vcpus")) {
+        return InvalidArgumentError("vcpus: " + std::to_string(n) + " is above the guest's maximum of " +
+                                    std::to_string(g.Int("vcpus")) + " (max_vcpus at creation)");
+      }
+    }
+    if (v.Has("memory_mib")) {
+      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("memory_mib"));
+      if (n > g.Int("memory_mib")) {
+        return InvalidArgumentError("memory_mib: " + std::to_string(n) + " is above the guest's reservation of " +
+                                    std::to_string(g.Int("memory_mib")) + " MiB (max_memory_mib at creation)");
+      }
+    }
+  } else if (op == "stop") {
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force", "timeout_s"}));
+    UW_RETURN_IF_ERROR(v.Bool("force", false).status());
+    UW_RETURN_IF_ERROR(v.NonNegativeInt("timeout_s", 0).status());
+  } else if (op != "start" && op != "delete") {
+    return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
+  }
+  return NewTask("guest." + std::string(op), guest, g.Str("tenant"), request);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks
+
+Result<Json> Manager::NewTask(std::string_view kind, std::string_view subject, std::string_view tenant,
+                              const Json& request) {
+  std::string id = NewId("task");
+  int64_t now = NowMs();
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO tasks(id, kind, subject, tenant, state, request, created_ms, updated_ms) VALUES (?, ?, ?, ?, "
+        "'pending', ?, ?, ?)",
+        {id, std::string(kind), std::string(subject), std::string(tenant), Dump(request), now, now}));
+    return AddEvent("task.created", id, tenant, {{"kind", kind}, {"subject", subject}});
+  }));
+  Enqueue(id);
+  return TaskJson(id);
+}
+
+Result<Json> Manager::TaskJson(std::string_view id) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM tasks WHERE id = ?", {std::string(id)},
+                                                 "task '" + std::string(id) + "' not found"));
+  Json j = {{"id", r.Str("id")},
+            {"kind", r.Str("kind")},
+            {"subject", r.Str("subject")},
+            {"tenant", r.Str("tenant")},
+            {"state", r.Str("state")},
+            {"progress", r.Real("progress")},
+            {"message", r.Str("message")},
+            {"attempts", r.Int("attempts")},
+            {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))},
+            {"updated", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("updated_ms"))))},
+            {"error", nullptr},
+            {"result", r.JsonOf("result")}};
+  if (!r.IsNull("error_code")) j["error"] = {{"code", r.Str("error_code")}, {"message", r.Str("error_message")}};
+  return j;
+}
+
+Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
+  UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
+  if (p.role == Role::kTenant && j["tenant"] != p.tenant) return NotFoundError("task '" + std::string(id) + "' not found");
+  return j;
+}
+
+Result<Json> Manager::ListTasks(const Principal& p, int64_t limit) {
+  std::vector<SqlRow> rows;
+  if (p.role == Role::kTenant) {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT id FROM tasks WHERE tenant = ? ORDER BY created_ms DESC LIMIT ?",
+                                            {p.tenant, limit}));
+  } else {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT id FROM tasks ORDER BY created_ms DESC LIMIT ?", {limit}));
+  }
+  Json out = Json::array();
+  for (const auto& r : rows) {
+    UW_ASSIGN_OR_RETURN(Json j, TaskJson(r.Str("id")));
+    out.push_back(std::move(j));
+  }
+  return Json{{"tasks", out}};
+}
+
+Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  UW_ASSIGN_OR_RETURN(Json t, GetTask(p, id));
+  Status s = store_->Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT state, kind, subject FROM tasks WHERE id = ?",
+                                                   {std::string(id)}, "task vanished"));
+    if (r.Str("state") != "pending") {
+      return FailedPreconditionError("task " + std::string(id) + " is " + r.Str("state") +
+                                     "; only a pending task can be cancelled");
+    }
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "UPDATE tasks SET state = 'cancelled', error_code = 'aborted', error_message = 'cancelled by request', "
+        "updated_ms = ? WHERE id = ?",
+        {NowMs(), std::string(id)}));
+    if (r.Str("kind") == "guest.create") {
+      // Release the reservation: the guest was never created.
+      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {r.Str("subject")}));
+    }
+    return AddEvent("task.cancelled", id, t["tenant"].get<std::string>(), {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
+  });
+  UW_RETURN_IF_ERROR(s);
+  tasks_cv_.notify_all();
+  return TaskJson(id);
+}
+
+Result<Json> Manager::WaitTask(std::string_view id, Duration timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
+    if (IsFinal(j["state"].get<std::string>()) || std::chrono::steady_clock::now() >= deadline) return j;
+    std::unique_lock l(tasks_mu_);
+    tasks_cv_.wait_for(l, std::chrono::milliseconds(50));
+  }
+}
+
+Status Manager::SetTaskProgress(const std::string& id, double progress, std::string_view message) {
+  return store_->Exec("UPDATE tasks SET progress = ?, message = ?, updated_ms = ? WHERE id = ?",
+                      {progress, std::string(message), NowMs(), id});
+}
+
+Status Manager::FinishTask(const std::string& id, const Status& outcome, const Json& result) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT kind, subject, tenant FROM tasks WHERE id = ?", {id}, "task"));
+  Status s = store_->Transact([&]() -> Status {
+    if (outcome.ok()) {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'succeeded', progress = 1, message = 'done', result = ?, "
+                                      "error_code = NULL, error_message = NULL, updated_ms = ? WHERE id = ?",
+                                      {result.is_null() ? SqlValue(nullptr) : SqlValue(Dump(result)), NowMs(), id}));
+    } else {
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "UPDATE tasks SET state = 'failed', message = 'failed', error_code = ?, error_message = ?, updated_ms = ? "
+          "WHERE id = ?",
+          {std::string(StatusCodeName(outcome.code())), outcome.message(), NowMs(), id}));
+    }
+    return AddEvent(outcome.ok() ? "task.succeeded" : "task.failed", id, r.Str("tenant"),
+                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")},
+                     {"error", outcome.ok() ? Json(nullptr) : Json(outcome.ToString())}});
+  });
+  tasks_cv_.notify_all();
+  return s;
+}
+
+Result<Json> Manager::CallAgent(const std::string& host, std::string_view method, const std::string& path,
+                                const Json* body) {
+  UW_ASSIGN_OR_RETURN(SqlRow h, store_->QueryOne("SELECT agent_url, agent_token, state FROM hosts WHERE name = ?", {host},
+                                                 "host '" + host + "' is no longer in the cluster"));
+  api::ClientOptions opts;
+  opts.base_url = h.Str("agent_url");
+  opts.bearer_token = h.Str("agent_token");
+  opts.timeout_ms = config_.agent_timeout_ms;
+  api::HttpClient client(opts);
+  auto r = client.Call(method, path, body);
+  if (!r.ok()) return r.status().WithContext("agent of host " + host);
+  return r;
+}
+
+void Manager::RunTask(const std::string& id) {
+  auto claimed = store_->Query(
+      "UPDATE tasks SET state = 'running', attempts = attempts + 1, updated_ms = ? WHERE id = ? AND state = 'pending' "
+      "RETURNING kind, subject, request",
+      {NowMs(), id});
+  if (!claimed.ok()) {
+    spdlog::error("task {}: cannot claim: {}", id, claimed.status().ToString());
+    return;
+  }
+  if (claimed->empty()) return;  // cancelled meanwhile, or claimed already
+  const SqlRow& r = (*claimed)[0];
+  std::string kind = r.Str("kind");
+  Json request = r.JsonOf("request");
+  std::string guest = r.Str("subject");
+  Status s;
+  if (kind == "guest.create") {
+    s = RunCreate(id, request, guest);
+  } else if (kind.rfind("guest.", 0) == 0) {
+    s = RunGuestOp(id, kind, request, guest);
+  } else {
+    s = FinishTask(id, InternalError("unknown task kind '" + kind + "'"), nullptr);
+  }
+  if (!s.ok()) spdlog::error("task {} ({} {}): {}", id, kind, guest, s.ToString());
+}
+
+Status Manager::RunCreate(const std::string& id, const Json& request, const std::string& guest) {
+  std::string host = request.value("host", "");
+  UW_RETURN_IF_ERROR(SetTaskProgress(id, 0.2, "creating the guest on host " + host));
+  Json spec = request.value("spec", Json::object());
+  auto created = CallAgent(host, "POST", "/api/v1/guests", &spec);
+  if (!created.ok() && created.status().code() == StatusCode::kAlreadyExists) {
+    // Resumed after a crash: the agent made it before the manager could record it.
+    created = CallAgent(host, "GET", "/api/v1/guests/" + guest, nullptr);
+  }
+  if (!created.ok()) {
+    Status cause = created.status();
+    if (cause.code() == StatusCode::kDeadlineExceeded) {
+      // The agent may have made it after all: best-effort removal before releasing the capacity.
+      auto del = CallAgent(host, "DELETE", "/api/v1/guests/" + guest, nullptr);
+      (void)del;
+    }
+    UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+      UW_ASSIGN_OR_RETURN(auto owner, store_->Query("SELECT tenant FROM guests WHERE name = ?", {guest}));
+      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {guest}));
+      return AddEvent("guest.create_failed", guest, owner.empty() ? "" : owner[0].Str("tenant"),
+                      {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
+    }));
+    return FinishTask(id, cause, nullptr);
+  }
+  std::string state = created->value("state", "unknown");
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
+    UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
+    return AddEvent("guest.created", guest, g.Str("tenant"), {{"host", host}, {"state", state}});
+  }));
+  return FinishTask(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
+}
+
+Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const Json& request,
+                           const std::string& guest) {
+  std::string host = request.value("host", "");
+  std::string op = kind.substr(6);
+  Json args = request.value("args", Json::object());
+  UW_RETURN_IF_ERROR(SetTaskProgress(id, 0.3, op + " on host " + host));
+  auto g = store_->QueryOne("SELECT tenant, spec FROM guests WHERE name = ?", {guest}, "guest '" + guest + "' not found");
+  if (!g.ok()) return FinishTask(id, g.status(), nullptr);
+  std::string tenant = g->Str("tenant");
+  Result<Json> answer = Json(nullptr);
+  if (op == "delete") {
+    answer = CallAgent(host, "DELETE", "/api/v1/guests/" + guest, nullptr);
+    if (!answer.ok() && answer.status().code() == StatusCode::kNotFound) answer = Json(nullptr);  // gone already
+    if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
+    UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
+      return AddEvent("guest.deleted", guest, tenant, {{"host", host}});
+    }));
+    return FinishTask(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
+  }
+  answer = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/" + op, &args);
+  if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
+  std::string state = answer->value("state", "unknown");
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    Json spec = g->JsonOf("spec");
+    if (op == "resize") {
+      if (args.contains("vcpus")) spec["vcpus"] = args["vcpus"];
+      if (args.contains("memory_mib")) spec["memory_mib"] = args["memory_mib"];
+    }
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, spec = ?, updated_ms = ? WHERE name = ?",
+                                    {state, Dump(spec), NowMs(), guest}));
+    return AddEvent("guest." + op, guest, tenant, {{"host", host}, {"state", state}});
+  }));
+  return FinishTask(id, Status::Ok(), {{"guest", guest}, {"state", state}});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_view tenant) {
+  if (name.empty()) return InvalidArgumentError("name: must not be empty");
+  if (role == Role::kTenant) {
+    if (tenant.empty()) return InvalidArgumentError("tenant: required for a tenant token");
+    UW_RETURN_IF_ERROR(ValidateName(tenant, "tenant"));
+  } else if (!tenant.empty()) {
+    return InvalidArgumentError("tenant: only tenant tokens belong to a tenant");
+  }
+  std::string id = NewId("tok");
+  std::string token = "uw_" + NewUuid() + NewUuid();
+  token.erase(std::remove(token.begin(), token.end(), '-'), token.end());
+  std::string hash = Sha256Hex(token);
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO api_tokens(id, name, role, tenant, token_hash, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        {id, std::string(name), std::string(RoleName(role)), std::string(tenant), hash, NowMs()}));
+    return AddEvent("token.created", id, "", {{"name", name}, {"role", RoleName(role)}, {"tenant", tenant}});
+  }));
+  {
+    std::lock_guard l(tokens_mu_);
+    tokens_[hash] = Principal{id, role, std::string(tenant)};
+  }
+  return Json{{"id", id}, {"name", name}, {"role", RoleName(role)}, {"tenant", tenant}, {"token", token}};
+}
+
+Result<Json> Manager::ListTokens() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms"));
+  Json out = Json::array();
+  for (const auto& r : rows) {
+    out.push_back({{"id", r.Str("id")}, {"name", r.Str("name")}, {"role", r.Str("role")}, {"tenant", r.Str("tenant")},
+                   {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
+  }
+  return Json{{"tokens", out}};
+}
+
+Status Manager::DeleteToken(std::string_view id) {
+  if (id == "bootstrap-admin") {
+    return FailedPreconditionError("the bootstrap admin token comes from the config file; change admin_token there");
+  }
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT token_hash FROM api_tokens WHERE id = ?", {std::string(id)},
+                                                 "token '" + std::string(id) + "' not found"));
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM api_tokens WHERE id = ?", {std::string(id)}));
+    return AddEvent("token.revoked", id, "", Json::object());
+  }));
+  std::lock_guard l(tokens_mu_);
+  tokens_.erase(r.Str("token_hash"));
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pools and rules (stored in the snapshot format; the engine's parser validates them)
+
+Result<Json> Manager::ListPools() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM pools ORDER BY name"));
+  Json out = Json::array();
+  for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
+  return Json{{"pools", out}};
+}
+
+Result<Json> Manager::CreatePool(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(name, "name"));
+  UW_ASSIGN_OR_RETURN(std::string parent, v.String("parent", ""));
+  // Validate with the engine: a snapshot of just the pools plus this one.
+  UW_ASSIGN_OR_RETURN(Json pools, ListPools());
+  Json probe = {{"version", 1}, {"hosts", Json::array()}, {"vms", Json::array()}, {"pools", pools["pools"]}};
+  probe["pools"].push_back(body);
+  UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(probe));
+  Json spec = placement::SnapshotToJson(s)["pools"].back();
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    Status ins = store_->Exec("INSERT INTO pools(name, parent, spec) VALUES (?, ?, ?)",
+                              {name, parent.empty() ? SqlValue(nullptr) : SqlValue(parent), Dump(spec)});
+    if (ins.code() == StatusCode::kAlreadyExists) return AlreadyExistsError("pool '" + name + "' already exists");
+    UW_RETURN_IF_ERROR(ins);
+    return AddEvent("pool.created", name, "", spec);
+  }));
+  return spec;
+}
+
+Status Manager::DeletePool(std::string_view name) {
+  return store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {std::string(name)},
+                                        "pool '" + std::string(name) + "' not found")
+                           .status());
+    Status s = store_->Exec("DELETE FROM pools WHERE name = ?", {std::string(name)});
+    if (s.code() == StatusCode::kFailedPrecondition) {
+      return FailedPreconditionError("pool '" + std::string(name) + "' still has guests or child pools");
+    }
+    UW_RETURN_IF_ERROR(s);
+    return AddEvent("pool.deleted", name, "", Json::object());
+  });
+}
+
+Result<Json> Manager::ListRules() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM rules ORDER BY name"));
+  Json out = Json::array();
+  for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
+  return Json{{"rules", out}};
+}
+
+Result<Json> Manager::CreateRule(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(name, "name"));
+  UW_ASSIGN_OR_RETURN(Json snap, BuildSnapshotJson());
+  snap["rules"].push_back(body);
+  UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(snap));
+  Json spec = placement::SnapshotToJson(s)["rules"].back();
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    Status ins = store_->Exec("INSERT INTO rules(name, spec) VALUES (?, ?)", {name, Dump(spec)});
+    if (ins.code() == StatusCode::kAlreadyExists) return AlreadyExistsError("rule '" + name + "' already exists");
+    UW_RETURN_IF_ERROR(ins);
+    return AddEvent("rule.created", name, "", spec);
+  }));
+  return spec;
+}
+
+Status Manager::DeleteRule(std::string_view name) {
+  return store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM rules WHERE name = ?", {std::string(name)},
+                                        "rule '" + std::string(name) + "' not found")
+                           .status());
+    UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {std::string(name)}));
+    return AddEvent("rule.deleted", name, "", Json::object());
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// DRS
+
+Result<Json> Manager::GetDrsConfig() {
+  Json cfg = {{"automation", "manual"}, {"threshold", 3}, {"max_moves", nullptr}, {"policy", "drs"},
+              {"interval_ms", config_.drs_interval_ms}};
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT value FROM settings WHERE key = 'drs'"));
+  if (!rows.empty()) {
+    Json stored = rows[0].JsonOf("value");
+    if (stored.is_object()) cfg.update(stored);
+  }
+  cfg["interval_ms"] = config_.drs_interval_ms;
+  return cfg;
+}
+
+Result<Json> Manager::SetDrsConfig(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"automation", "threshold", "max_moves", "policy"}));
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  cfg.erase("interval_ms");
+  if (v.Has("automation")) {
+    UW_ASSIGN_OR_RETURN(std::string a, v.String("automation"));
+    if (a != "manual" && a != "automatic") return v.FieldError("automation", "expected manual or automatic");
+    cfg["automation"] = a;
+  }
+  if (v.Has("threshold")) {
+    UW_ASSIGN_OR_RETURN(int64_t t, v.Int("threshold"));
+    if (t < 1 || t > 5) return v.FieldError("threshold", "expected 1..5");
+    cfg["threshold"] = t;
+  }
+  if (body.contains("max_moves")) {
+    UW_ASSIGN_OR_RETURN(auto m, v.OptionalInt("max_moves"));
+    if (m && *m < 0) return v.FieldError("max_moves", "expected a non-negative integer or null");
+    cfg["max_moves"] = m ? Json(*m) : Json(nullptr);
+  }
+  if (v.Has("policy")) {
+    UW_ASSIGN_OR_RETURN(std::string p, v.String("policy"));
+    if (!placement::MakePolicy(p).ok()) {
+      std::string names;
+      for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
+      return v.FieldError("policy", "expected one of " + names);
+    }
+    cfg["policy"] = p;
+  }
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO settings(key, value) VALUES ('drs', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        {Dump(cfg)}));
+    return AddEvent("drs.config_changed", "drs", "", cfg);
+  }));
+  return GetDrsConfig();
+}
+
+Result<Json> Manager::ListRecommendations(bool pending_only) {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_->Query(pending_only ? "SELECT * FROM recommendations WHERE state = 'pending' ORDER BY "
+                                                   "priority, created_ms"
+                                                 : "SELECT * FROM recommendations ORDER BY created_ms DESC LIMIT 500"));
+  Json out = Json::array();
+  for (const auto& r : rows) {
+    out.push_back({{"id", r.Str("id")},
+                   {"guest", r.Str("guest")},
+                   {"from", r.Str("from_host")},
+                   {"to", r.Str("to_host")},
+                   {"priority", r.Int("priority")},
+                   {"reason", r.Str("reason")},
+                   {"gain", r.Real("gain")},
+                   {"imbalance_before", r.Real("imbalance_before")},
+                   {"imbalance_after", r.Real("imbalance_after")},
+                   {"state", r.Str("state")},
+                   {"note", r.Str("note")},
+                   {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
+  }
+  return Json{{"recommendations", out}};
+}
+
+Result<Json> Manager::DryRunPlan(const Json* snapshot) {
+  Json snap_json;
+  if (snapshot) {
+    snap_json = *snapshot;
+  } else {
+    UW_ASSIGN_OR_RETURN(snap_json, BuildSnapshotJson());
+  }
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  std::string policy = snapshot ? "drs" : cfg.value("policy", "drs");
+  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, policy));
+  return placement::PlanToJson(plan);
+}
+
+Result<Json> Manager::RunDrs() {
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.value("policy", "drs")));
+  // Per-guest automation overrides: "disabled" guests are never moved (they are marked
+  // non-migratable in the snapshot); "manual" guests are only recommended even in automatic mode.
+  std::map<std::string, std::string> override_of;
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, automation FROM guests"));
+  for (const auto& r : rows) override_of[r.Str("name")] = r.Str("automation");
+  int64_t now = NowMs();
+  std::vector<std::string> ids;
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded' WHERE state = 'pending'"));
+    for (const auto& m : plan.moves) {
+      std::string id = NewId("rec");
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
+          "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+          {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
+           plan.after.imbalance}));
+      ids.push_back(id);
+    }
+    return AddEvent("drs.pass", "drs", "",
+                    {{"automation", cfg["automation"]}, {"recommendations", plan.moves.size()},
+                     {"imbalance_before", plan.before.imbalance}, {"imbalance_after", plan.after.imbalance},
+                     {"unresolved", plan.unresolved.size()}});
+  }));
+  if (cfg["automation"] == "automatic") {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (override_of[plan.moves[i].vm] == "manual") continue;
+      auto r = ApplyRecommendation(ids[i]);
+      if (!r.ok()) spdlog::info("DRS (automatic) could not apply {}: {}", ids[i], r.status().ToString());
+    }
+  }
+  return placement::PlanToJson(plan);
+}
+
+Result<Json> Manager::ApplyRecommendation(std::string_view id) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM recommendations WHERE id = ?", {std::string(id)},
+                                                 "recommendation '" + std::string(id) + "' not found"));
+  if (r.Str("state") != "pending") {
+    return FailedPreconditionError("recommendation " + std::string(id) + " is " + r.Str("state") +
+                                   "; only pending ones can be applied (see GET /api/v1/drs/recommendations)");
+  }
+  // Verify: the move must still be legal on the current state (plan, verify, apply).
+  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  placement::Plan one;
+  one.policy = "drs";
+  one.moves.push_back({r.Str("guest"), r.Str("from_host"), r.Str("to_host"), static_cast<int>(r.Int("priority")),
+                       r.Str("reason"), r.Real("gain")});
+  if (Status s = placement::CheckPlan(snap, one); !s.ok()) {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded', note = ? WHERE id = ?",
+                                    {"stale: " + s.message(), std::string(id)}));
+    return AbortedError("recommendation " + std::string(id) + " no longer fits the cluster: " + s.message());
+  }
+  // Apply: moving a running guest needs live migration, which lands in a later issue.
+  Status unavailable = UnimplementedError("live migration is not available yet: the move " + r.Str("guest") + " " +
+                                          r.Str("from_host") + " -> " + r.Str("to_host") +
+                                          " was verified and stays recommended");
+  UW_RETURN_IF_ERROR(AddEvent("drs.apply_deferred", std::string(id), "",
+                              {{"guest", r.Str("guest")}, {"from", r.Str("from_host")}, {"to", r.Str("to_host")},
+                               {"reason", unavailable.message()}}));
+  return unavailable;
+}
+
+Result<Json> Manager::ApplyAllRecommendations() {
+  UW_ASSIGN_OR_RETURN(Json recs, ListRecommendations(true));
+  Json results = Json::array();
+  for (const auto& r : recs["recommendations"]) {
+    auto a = ApplyRecommendation(r["id"].get<std::string>());
+    results.push_back({{"id", r["id"]}, {"applied", a.ok()}, {"error", a.ok() ? Json(nullptr) : Json(a.status().ToString())}});
+  }
+  return Json{{"results", results}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+
+Result<std::optional<Manager::StoredResponse>> Manager::FindIdempotent(const std::string& principal,
+                                                                      const std::string& key) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM idempotency WHERE principal = ? AND key = ?",
+                                               {principal, key}));
+  if (rows.empty()) return std::optional<StoredResponse>();
+  StoredResponse r{static_cast<int>(rows[0].Int("status")), rows[0].Str("response"), rows[0].Str("body_hash"),
+                   rows[0].Str("method"), rows[0].Str("path")};
+  return std::optional<StoredResponse>(std::move(r));
+}
+
+Status Manager::SaveIdempotent(const std::string& principal, const std::string& key, const StoredResponse& r) {
+  return store_->Exec(
+      "INSERT INTO idempotency(principal, key, method, path, body_hash, status, response, created_ms) VALUES "
+      "(?, ?, ?, ?, ?, ?, ?, ?)",
+      {principal, key, r.method, r.path, r.body_hash, int64_t{r.status}, r.body, NowMs()});
+}
+
+}  // namespace uw::manager

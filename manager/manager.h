@@ -1,0 +1,247 @@
+// uw-manager's core: the one public header of `uw::manager`.
+//
+//   REST handlers (manager/http_api.cc) --typed commands--> Manager --> Store (SQLite)
+//                                                              |--> task runner --HTTP--> uw-agent on the host
+//                                                              |--> monitor loop: heartbeat deadlines, DRS every N s
+//                                                              '--> placement/ (pure policy on a snapshot of the store)
+//
+// Crash-only: every task is journalled in the store before anything is done for it; on Start() every
+// task not in a final state is either resumed (its steps are idempotent against the agent) or
+// failed with the reason. A guest row with a host is that host's capacity reservation: it is written
+// in the same transaction as the placement decision, so parallel creations cannot over-commit a
+// host, and it is removed when the creation fails.
+//
+// Thread safety: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/status.h"
+#include "manager/store.h"
+
+namespace uw::manager {
+
+enum class Role { kAdmin, kOperator, kTenant, kBillingReader };
+std::string_view RoleName(Role r);
+Result<Role> ParseRole(std::string_view name);
+
+// Who is calling, as established from the bearer token.
+struct Principal {
+  std::string token_id;
+  Role role = Role::kTenant;
+  std::string tenant;  // set for kTenant only
+  bool CanWrite() const { return role == Role::kAdmin || role == Role::kOperator || role == Role::kTenant; }
+  bool IsOperator() const { return role == Role::kAdmin || role == Role::kOperator; }
+};
+
+struct ManagerConfig {
+  std::string db_path = "/var/lib/underware/manager.db";
+  std::string listen_address = "127.0.0.1";
+  int listen_port = 7800;
+  std::string join_token;              // agents present it to join (>= 16 characters)
+  std::string admin_token;             // bootstrap admin API token (>= 16 characters)
+  int heartbeat_interval_ms = 2000;    // told to agents on join
+  int heartbeat_timeout_ms = 10000;    // no heartbeat for this long: host disconnected
+  int drs_interval_ms = 60000;         // DRS reconcile period (0: never run on a timer)
+  int task_workers = 4;
+  int agent_timeout_ms = 120000;       // one call to an agent
+  size_t max_body_bytes = 256 << 10;
+  int http_workers = 16;               // each open event stream holds one
+  std::string placement_policy = "drs";
+  std::string log_level = "info";
+  std::string log_file;
+};
+
+// Errors name the file and the field.
+Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where);
+Result<ManagerConfig> LoadManagerConfig(const std::string& path);
+
+// SHA-256 of `text` as lower-case hex (tokens are stored hashed).
+std::string Sha256Hex(std::string_view text);
+
+// A guest creation request, parsed and validated by the HTTP layer.
+struct GuestCreate {
+  std::string name;
+  std::string tenant;      // owner; forced to the caller's tenant for tenant tokens
+  std::string pool;        // "" for the cluster root
+  std::string kind = "qemu";
+  int64_t vcpus = 1;
+  int64_t memory_mib = 256;
+  std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
+  std::string lease_class = "guaranteed";
+  Json agent_spec;         // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
+};
+
+// Parses a POST /api/v1/guests body. kInvalidArgument naming the field.
+Result<GuestCreate> ParseGuestCreate(const Json& body);
+
+struct HostJoin {
+  std::string name;
+  std::string agent_url;
+  std::string agent_token;
+  double cpu_cores = 0;
+  int64_t memory_mib = 0;
+  Json info;  // what the agent reports about itself (optional)
+};
+Result<HostJoin> ParseHostJoin(const Json& body);
+
+class Manager {
+ public:
+  Manager(ManagerConfig config, Clock& clock = Clock::Real());
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Opens the store, installs the bootstrap admin token, recovers every non-final task, starts the
+  // task workers and the monitor loop. kUnavailable / kFailedPrecondition from Store::Open.
+  Status Start();
+  // Stops loops and workers (tasks being run finish their current agent call). Idempotent.
+  void Stop();
+  const ManagerConfig& config() const { return config_; }
+  Store& store() { return *store_; }
+
+  // kUnauthenticated for a missing or unknown token.
+  Result<Principal> Authenticate(std::string_view bearer_token);
+
+  // --- hosts -----------------------------------------------------------------------------------
+  // kUnauthenticated for a wrong join token. A host that joins again (agent restarted) gets a new
+  // host token and is reconciled on its next heartbeat. Returns {name, host_token, heartbeat_interval_ms}.
+  Result<Json> JoinHost(std::string_view join_token, const HostJoin& join);
+  // Body: {"stats": <agent /api/v1/stats>, "guests": [<agent guest infos>]}. kUnauthenticated for a
+  // wrong host token; kNotFound for an unknown host. Reconciles the host's guests.
+  Result<Json> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
+  Result<Json> ListHosts();
+  Result<Json> GetHost(std::string_view name);
+  Result<Json> SetMaintenance(std::string_view name, bool on);
+  // Marks hosts whose heartbeat is older than heartbeat_timeout_ms disconnected (the monitor loop
+  // calls this; tests call it with a FakeClock).
+  void CheckHeartbeats();
+
+  // --- guests ----------------------------------------------------------------------------------
+  // Admission + placement + reservation in one transaction, then a journalled task. Returns the
+  // task. kAlreadyExists (name taken), kResourceExhausted (admission failed or no host fits; the
+  // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
+  Result<Json> CreateGuest(const Principal& p, GuestCreate req);
+  Result<Json> ListGuests(const Principal& p);
+  // kNotFound also for another tenant's guest (tenants cannot learn what others own).
+  Result<Json> GetGuest(const Principal& p, std::string_view name);
+  // op: start | stop | resize | delete. Returns the task. kFailedPrecondition when the guest has
+  // a task in flight or its host is disconnected.
+  Result<Json> GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args);
+
+  // --- tasks -----------------------------------------------------------------------------------
+  Result<Json> GetTask(const Principal& p, std::string_view id);
+  Result<Json> ListTasks(const Principal& p, int64_t limit);
+  // Only a pending task can be cancelled (kFailedPrecondition otherwise).
+  Result<Json> CancelTask(const Principal& p, std::string_view id);
+  // Blocks until the task is final or `timeout` passes; returns its JSON either way.
+  Result<Json> WaitTask(std::string_view id, Duration timeout);
+
+  // --- events ----------------------------------------------------------------------------------
+  // Events with seq > since visible to `p` (tenants see their own), at most `limit`.
+  Result<std::vector<Json>> EventsSince(const Principal& p, int64_t since, int64_t limit);
+  // Blocks until an event with seq > since exists, `timeout` passes or the manager stops.
+  // Returns the newest seq.
+  int64_t WaitForEvent(int64_t since, Duration timeout);
+  // Appends an event (inside or outside a transaction).
+  Status AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data);
+
+  // --- tokens ----------------------------------------------------------------------------------
+  // Returns {id, name, role, tenant, token}; the token itself is shown only here.
+  Result<Json> CreateToken(std::string_view name, Role role, std::string_view tenant);
+  Result<Json> ListTokens();
+  Status DeleteToken(std::string_view id);
+
+  // --- pools and rules -------------------------------------------------------------------------
+  Result<Json> ListPools();
+  Result<Json> CreatePool(const Json& body);
+  Status DeletePool(std::string_view name);
+  Result<Json> ListRules();
+  Result<Json> CreateRule(const Json& body);
+  Status DeleteRule(std::string_view name);
+
+  // --- DRS -------------------------------------------------------------------------------------
+  Result<Json> GetDrsConfig();
+  Result<Json> SetDrsConfig(const Json& body);
+  Result<Json> ListRecommendations(bool pending_only);
+  // Verifies the move against the current state, then applies it through the migration path,
+  // which is not available yet: kUnimplemented (the recommendation stays pending).
+  Result<Json> ApplyRecommendation(std::string_view id);
+  Result<Json> ApplyAllRecommendations();
+  // A plan on `snapshot` (or on the current state when null); nothing is stored.
+  Result<Json> DryRunPlan(const Json* snapshot);
+  // The placement snapshot of the current state (docs/snapshot-format.md).
+  Result<Json> ClusterSnapshot();
+  // One DRS pass: plan, store recommendations (manual) or apply them (automatic). Returns the plan.
+  Result<Json> RunDrs();
+
+  // Recorded POST answers for Idempotency-Key (the HTTP layer calls these).
+  struct StoredResponse {
+    int status = 0;
+    std::string body;
+    std::string body_hash;
+    std::string method, path;
+  };
+  Result<std::optional<StoredResponse>> FindIdempotent(const std::string& principal, const std::string& key);
+  Status SaveIdempotent(const std::string& principal, const std::string& key, const StoredResponse& r);
+  std::mutex& idempotency_mutex() { return idem_mu_; }
+
+ private:
+  struct TaskRow;
+  Result<Json> TaskJson(std::string_view id);
+  Result<Json> NewTask(std::string_view kind, std::string_view subject, std::string_view tenant, const Json& request);
+  void Enqueue(const std::string& id);
+  void WorkerLoop();
+  void MonitorLoop();
+  void RunTask(const std::string& id);
+  Status RunCreate(const std::string& id, const Json& request, const std::string& guest);
+  Status RunGuestOp(const std::string& id, const std::string& kind, const Json& request, const std::string& guest);
+  Status FinishTask(const std::string& id, const Status& outcome, const Json& result);
+  Status SetTaskProgress(const std::string& id, double progress, std::string_view message);
+  Status RecoverTasks();
+  Result<Json> GuestRowJson(const SqlRow& r);
+  Result<SqlRow> VisibleGuest(const Principal& p, std::string_view name);
+  Result<Json> BuildSnapshotJson();  // requires the caller to hold no store transaction
+  Result<Json> CallAgent(const std::string& host, std::string_view method, const std::string& path,
+                         const Json* body);
+  void Reconcile(const std::string& host, const Json& guests);
+  int64_t NowMs() const;
+
+  const ManagerConfig config_;
+  Clock& clock_;
+  std::unique_ptr<Store> store_;
+  std::mutex placement_mu_;  // serializes admission + placement + reservation
+
+  std::mutex mu_;
+  std::condition_variable cv_;            // tasks queued, stop
+  std::deque<std::string> queue_;         // guarded by mu_
+  bool stopping_ = false;                 // guarded by mu_
+  std::vector<std::thread> workers_;
+  std::thread monitor_;
+
+  std::mutex events_mu_;
+  std::condition_variable events_cv_;
+  int64_t last_event_seq_ = 0;            // guarded by events_mu_
+
+  std::mutex tasks_mu_;
+  std::condition_variable tasks_cv_;      // any task finished
+
+  std::mutex tokens_mu_;
+  std::map<std::string, Principal> tokens_;  // guarded by tokens_mu_; by token hash
+
+  std::mutex idem_mu_;
+};
+
+}  // namespace uw::manager

@@ -1,0 +1,346 @@
+#include "manager/store.h"
+
+#include <spdlog/spdlog.h>
+
+namespace uw::manager {
+namespace {
+
+// Forward migrations: kMigrations[i] takes the schema from version i to i + 1. Never edit a
+// released entry; append a new one and bump kSchemaVersion.
+const char* const kMigrations[] = {
+    // 0 -> 1: the base schema.
+    R"sql(
+CREATE TABLE hosts (
+  name TEXT PRIMARY KEY,
+  agent_url TEXT NOT NULL,
+  agent_token TEXT NOT NULL,
+  host_token_hash TEXT NOT NULL,
+  cpu_cores REAL NOT NULL CHECK (cpu_cores > 0),
+  memory_mib INTEGER NOT NULL CHECK (memory_mib > 0),
+  state TEXT NOT NULL CHECK (state IN ('connected', 'disconnected')),
+  maintenance INTEGER NOT NULL DEFAULT 0,
+  last_heartbeat_ms INTEGER NOT NULL,
+  joined_at_ms INTEGER NOT NULL,
+  cpu_used REAL NOT NULL DEFAULT 0,
+  memory_used_mib INTEGER NOT NULL DEFAULT 0,
+  info TEXT
+);
+CREATE TABLE pools (
+  name TEXT PRIMARY KEY,
+  parent TEXT REFERENCES pools(name),
+  spec TEXT NOT NULL
+);
+CREATE TABLE rules (
+  name TEXT PRIMARY KEY,
+  spec TEXT NOT NULL
+);
+CREATE TABLE guests (
+  name TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL DEFAULT '',
+  host TEXT REFERENCES hosts(name),
+  pool TEXT REFERENCES pools(name),
+  kind TEXT NOT NULL,
+  vcpus INTEGER NOT NULL CHECK (vcpus > 0),
+  memory_mib INTEGER NOT NULL CHECK (memory_mib > 0),
+  spec TEXT NOT NULL,
+  state TEXT NOT NULL,
+  automation TEXT NOT NULL DEFAULT 'default',
+  placement_reason TEXT NOT NULL DEFAULT '',
+  cpu_used REAL NOT NULL DEFAULT 0,
+  memory_used_mib INTEGER NOT NULL DEFAULT -1,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE INDEX guests_by_host ON guests(host);
+CREATE INDEX guests_by_tenant ON guests(tenant);
+CREATE TABLE leases (
+  id TEXT PRIMARY KEY,
+  guest TEXT NOT NULL REFERENCES guests(name) ON DELETE CASCADE,
+  resource TEXT NOT NULL,
+  floor REAL NOT NULL,
+  grant_amount REAL NOT NULL,
+  term_end_ms INTEGER,
+  class TEXT NOT NULL CHECK (class IN ('guaranteed', 'elastic', 'preemptible')),
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  tenant TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+  progress REAL NOT NULL DEFAULT 0,
+  message TEXT NOT NULL DEFAULT '',
+  error_code TEXT,
+  error_message TEXT,
+  request TEXT NOT NULL,
+  result TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE INDEX tasks_by_state ON tasks(state);
+CREATE TABLE events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  tenant TEXT NOT NULL DEFAULT '',
+  data TEXT NOT NULL
+);
+CREATE TABLE recommendations (
+  id TEXT PRIMARY KEY,
+  created_ms INTEGER NOT NULL,
+  guest TEXT NOT NULL,
+  from_host TEXT NOT NULL,
+  to_host TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  gain REAL NOT NULL,
+  imbalance_before REAL NOT NULL,
+  imbalance_after REAL NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'applied', 'superseded', 'failed')),
+  note TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE usage_samples (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  guest TEXT,
+  cpu_cores REAL NOT NULL,
+  memory_mib INTEGER NOT NULL
+);
+CREATE TABLE api_tokens (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'tenant', 'billing-reader')),
+  tenant TEXT NOT NULL DEFAULT '',
+  token_hash TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+)sql",
+    // 1 -> 2: idempotency records for POSTs and an index for usage queries by time.
+    R"sql(
+CREATE TABLE idempotency (
+  principal TEXT NOT NULL,
+  key TEXT NOT NULL,
+  method TEXT NOT NULL,
+  path TEXT NOT NULL,
+  body_hash TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  response TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY (principal, key)
+);
+CREATE INDEX usage_by_time ON usage_samples(at_ms);
+)sql",
+};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
+
+}  // namespace
+
+std::string SqlRow::Str(const std::string& c) const {
+  auto it = cols.find(c);
+  if (it == cols.end()) return "";
+  if (auto* s = std::get_if<std::string>(&it->second)) return *s;
+  if (auto* i = std::get_if<int64_t>(&it->second)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(&it->second)) return std::to_string(*d);
+  return "";
+}
+int64_t SqlRow::Int(const std::string& c) const {
+  auto it = cols.find(c);
+  if (it == cols.end()) return 0;
+  if (auto* i = std::get_if<int64_t>(&it->second)) return *i;
+  if (auto* d = std::get_if<double>(&it->second)) return static_cast<int64_t>(*d);
+  return 0;
+}
+double SqlRow::Real(const std::string& c) const {
+  auto it = cols.find(c);
+  if (it == cols.end()) return 0;
+  if (auto* d = std::get_if<double>(&it->second)) return *d;
+  if (auto* i = std::get_if<int64_t>(&it->second)) return static_cast<double>(*i);
+  return 0;
+}
+bool SqlRow::IsNull(const std::string& c) const {
+  auto it = cols.find(c);
+  return it == cols.end() || std::holds_alternative<std::nullptr_t>(it->second);
+}
+Json SqlRow::JsonOf(const std::string& c) const {
+  if (IsNull(c)) return nullptr;
+  Json j = Json::parse(Str(c), nullptr, false);
+  return j.is_discarded() ? Json(nullptr) : j;
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (db) sqlite3_close(db);
+    return UnavailableError("cannot open state store " + path + ": " + msg);
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<Store> store(new Store(db));
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL"}) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, pragma, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "?";
+      sqlite3_free(err);
+      return UnavailableError("state store " + path + ": " + pragma + ": " + msg);
+    }
+  }
+  UW_RETURN_IF_ERROR(store->Migrate().WithContext("state store " + path));
+  return store;
+}
+
+Store::~Store() {
+  for (auto& [sql, st] : stmts_) sqlite3_finalize(st);
+  sqlite3_close(db_);
+}
+
+Status Store::Migrate() {
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(auto rows, Query("PRAGMA user_version"));
+  int version = rows.empty() ? 0 : static_cast<int>(rows[0].Int("user_version"));
+  if (version > kSchemaVersion) {
+    return FailedPreconditionError("schema version " + std::to_string(version) + " is newer than this uw-manager (" +
+                                   std::to_string(kSchemaVersion) + "); run a newer uw-manager");
+  }
+  for (int v = version; v < kSchemaVersion; ++v) {
+    std::string sql = std::string("BEGIN IMMEDIATE;\n") + kMigrations[v] + "\nPRAGMA user_version = " +
+                      std::to_string(v + 1) + ";\nCOMMIT;";
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "?";
+      sqlite3_free(err);
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return InternalError("migration " + std::to_string(v) + " -> " + std::to_string(v + 1) + " failed: " + msg);
+    }
+    spdlog::info("state store migrated to schema version {}", v + 1);
+  }
+  schema_version_ = kSchemaVersion;
+  return Status::Ok();
+}
+
+Status Store::SqlError(int rc, std::string_view sql) {
+  std::string msg = sqlite3_errmsg(db_);
+  int ext = sqlite3_extended_errcode(db_);
+  std::string where = std::string(sql.substr(0, 60));
+  if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return AlreadyExistsError(msg);
+  }
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) return FailedPreconditionError(msg);
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+    return UnavailableError("state store busy: " + msg);
+  }
+  return InternalError("state store: " + msg + " (in: " + where + ")");
+}
+
+Result<sqlite3_stmt*> Store::Prepare(std::string_view sql) {
+  auto it = stmts_.find(sql);
+  if (it != stmts_.end()) {
+    sqlite3_reset(it->second);
+    sqlite3_clear_bindings(it->second);
+    return it->second;
+  }
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &st,
+                              nullptr);
+  if (rc != SQLITE_OK) return SqlError(rc, sql);
+  stmts_.emplace(std::string(sql), st);
+  return st;
+}
+
+Status Store::Bind(sqlite3_stmt* st, const std::vector<SqlValue>& args, std::string_view sql) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    int idx = static_cast<int>(i + 1);
+    int rc = std::visit(
+        [&](const auto& v) -> int {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::nullptr_t>) return sqlite3_bind_null(st, idx);
+          else if constexpr (std::is_same_v<T, int64_t>) return sqlite3_bind_int64(st, idx, v);
+          else if constexpr (std::is_same_v<T, double>) return sqlite3_bind_double(st, idx, v);
+          else return sqlite3_bind_text(st, idx, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+        },
+        args[i]);
+    if (rc != SQLITE_OK) return SqlError(rc, sql);
+  }
+  return Status::Ok();
+}
+
+Status Store::Exec(std::string_view sql, const std::vector<SqlValue>& args) {
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(sqlite3_stmt * st, Prepare(sql));
+  UW_RETURN_IF_ERROR(Bind(st, args, sql));
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+  }
+  Status s = rc == SQLITE_DONE ? Status::Ok() : SqlError(rc, sql);
+  sqlite3_reset(st);
+  return s;
+}
+
+Result<std::vector<SqlRow>> Store::Query(std::string_view sql, const std::vector<SqlValue>& args) {
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(sqlite3_stmt * st, Prepare(sql));
+  UW_RETURN_IF_ERROR(Bind(st, args, sql));
+  std::vector<SqlRow> rows;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    SqlRow row;
+    int n = sqlite3_column_count(st);
+    for (int i = 0; i < n; ++i) {
+      std::string name = sqlite3_column_name(st, i);
+      switch (sqlite3_column_type(st, i)) {
+        case SQLITE_INTEGER: row.cols[name] = static_cast<int64_t>(sqlite3_column_int64(st, i)); break;
+        case SQLITE_FLOAT: row.cols[name] = sqlite3_column_double(st, i); break;
+        case SQLITE_NULL: row.cols[name] = nullptr; break;
+        default: {
+          const unsigned char* t = sqlite3_column_text(st, i);
+          row.cols[name] = std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i));
+        }
+      }
+    }
+    rows.push_back(std::move(row));
+  }
+  Status s = rc == SQLITE_DONE ? Status::Ok() : SqlError(rc, sql);
+  sqlite3_reset(st);
+  if (!s.ok()) return s;
+  return rows;
+}
+
+Result<SqlRow> Store::QueryOne(std::string_view sql, const std::vector<SqlValue>& args, std::string_view what) {
+  UW_ASSIGN_OR_RETURN(auto rows, Query(sql, args));
+  if (rows.empty()) return NotFoundError(std::string(what));
+  return std::move(rows[0]);
+}
+
+int64_t Store::Changes() {
+  std::lock_guard l(mu_);
+  return sqlite3_changes64(db_);
+}
+
+int64_t Store::LastInsertRowId() {
+  std::lock_guard l(mu_);
+  return sqlite3_last_insert_rowid(db_);
+}
+
+Status Store::Transact(const std::function<Status()>& fn) {
+  std::lock_guard l(mu_);
+  UW_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Status s = fn();
+  if (s.ok()) {
+    s = Exec("COMMIT");
+    if (s.ok()) return s;
+  }
+  Status r = Exec("ROLLBACK");
+  if (!r.ok()) spdlog::error("state store rollback failed: {}", r.ToString());
+  return s;
+}
+
+}  // namespace uw::manager

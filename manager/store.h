@@ -1,0 +1,89 @@
+// The manager's state store: one SQLite database (WAL, foreign keys, `PRAGMA user_version` schema
+// versions upgraded by forward migrations on open).
+//
+//   handlers / task runner / loops --typed calls--> Store (one connection, one mutex) --> SQLite file
+//
+// Everything the manager knows lives here: hosts, guests (whose rows are also their capacity
+// reservation: a guest row with a host counts against that host from the moment it is admitted),
+// pools, rules, leases, tasks (the journal), events, DRS recommendations, usage samples, API tokens,
+// idempotency records and settings. Statements are prepared once and cached.
+//
+// Thread safety: every method is safe to call from any thread; calls are serialized by one mutex
+// (one writer). Transact() runs a function under that mutex inside BEGIN IMMEDIATE ... COMMIT.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/json.h"
+#include "common/status.h"
+
+namespace uw::manager {
+
+// The current schema version (PRAGMA user_version after Open).
+inline constexpr int kSchemaVersion = 2;
+
+// One bound value of a statement.
+using SqlValue = std::variant<std::nullptr_t, int64_t, double, std::string>;
+// One result row, by column name.
+struct SqlRow {
+  std::map<std::string, SqlValue> cols;
+  std::string Str(const std::string& c) const;   // "" for NULL
+  int64_t Int(const std::string& c) const;       // 0 for NULL
+  double Real(const std::string& c) const;       // 0 for NULL
+  bool IsNull(const std::string& c) const;
+  Json JsonOf(const std::string& c) const;       // parses a TEXT column holding JSON (null when NULL/bad)
+};
+
+class Store {
+ public:
+  // Opens (creating when missing) the database at `path` and migrates it to kSchemaVersion.
+  // Errors: kUnavailable when the file cannot be opened, kFailedPrecondition when the file's schema
+  // is newer than this binary knows, kInternal for a failed migration (nothing is changed then).
+  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  int schema_version() const { return schema_version_; }
+
+  // Runs one statement (prepared once, cached by its text) with `args` bound in order.
+  // Errors: kAlreadyExists for a UNIQUE/PRIMARY KEY conflict, kFailedPrecondition for a foreign
+  // key or CHECK violation, kInternal otherwise (the message names the statement).
+  Status Exec(std::string_view sql, const std::vector<SqlValue>& args = {});
+  Result<std::vector<SqlRow>> Query(std::string_view sql, const std::vector<SqlValue>& args = {});
+  // The first row or kNotFound with `what` as the message.
+  Result<SqlRow> QueryOne(std::string_view sql, const std::vector<SqlValue>& args, std::string_view what);
+  // Rows changed by the last Exec on this connection.
+  int64_t Changes();
+  int64_t LastInsertRowId();
+
+  // Runs `fn` inside one IMMEDIATE transaction while holding the store's mutex: committed when
+  // `fn` returns OK, rolled back otherwise (its error is returned). Exec/Query may be called from
+  // inside `fn` (the mutex is recursive).
+  Status Transact(const std::function<Status()>& fn);
+
+ private:
+  explicit Store(sqlite3* db) : db_(db) {}
+  Status Migrate();
+  Result<sqlite3_stmt*> Prepare(std::string_view sql);  // requires mu_
+  Status Bind(sqlite3_stmt* st, const std::vector<SqlValue>& args, std::string_view sql);
+  Status SqlError(int rc, std::string_view sql);
+
+  std::recursive_mutex mu_;
+  sqlite3* db_;                                          // guarded by mu_
+  std::map<std::string, sqlite3_stmt*, std::less<>> stmts_;  // guarded by mu_
+  int schema_version_ = 0;
+};
+
+}  // namespace uw::manager
