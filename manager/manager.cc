@@ -180,6 +180,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   for (const char* k : {"tenant", "pool", "automation", "lease_class"}) spec.erase(k);
   spec["vcpus"] = g.vcpus;
   spec["max_vcpus"] = max_vcpus;
+  g.vcpus = max_vcpus;  // likewise for vCPUs
   spec["memory_mib"] = mem;
   spec["max_memory_mib"] = max_mem;
   spec["kind"] = g.kind;
@@ -300,7 +301,7 @@ void Manager::Enqueue(const std::string& id) {
     std::lock_guard l(mu_);
     queue_.push_back(id);
   }
-  cv_.notify_one();
+  cv_.notify_all();  // the monitor loop waits on cv_ too: notify_one could wake only it
 }
 
 void Manager::WorkerLoop() {
@@ -452,6 +453,8 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
     }
   }
   bool was_disconnected = host.Str("state") == "disconnected";
+  // Reconcile first so that guests found now get their usage below.
+  if (v.Has("guests")) Reconcile(std::string(name), guests);
   int64_t now = NowMs();
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec(
@@ -472,7 +475,6 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
     }
     return Status::Ok();
   }));
-  if (v.Has("guests")) Reconcile(std::string(name), guests);
   return Json{{"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
 }
 

@@ -1,0 +1,449 @@
+#include "manager/manager.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "api/http.h"
+#include "manager/fake_agent.h"
+#include "manager/http_api.h"
+
+namespace uw::manager {
+namespace {
+
+using testing::FakeAgent;
+constexpr const char* kAdmin = "admin-token-0123456789";
+constexpr const char* kJoin = "join-token-0123456789";
+
+// A manager serving HTTP on a free port over a SQLite file in a temp dir, plus fake agents.
+class ManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("uw-manager-test-" + std::to_string(::getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    config_.db_path = (dir_ / "state.db").string();
+    config_.join_token = kJoin;
+    config_.admin_token = kAdmin;
+    config_.drs_interval_ms = 0;
+    config_.heartbeat_interval_ms = 100;
+    config_.heartbeat_timeout_ms = 30000;
+    config_.agent_timeout_ms = 5000;
+    config_.max_body_bytes = 64 << 10;
+  }
+  void TearDown() override {
+    StopManager();
+    for (auto& a : agents_) a->Stop();
+    std::filesystem::remove_all(dir_);
+  }
+  void StartManager(Clock& clock = Clock::Real()) {
+    manager_ = std::make_unique<Manager>(config_, clock);
+    ASSERT_TRUE(manager_->Start().ok());
+    router_ = std::make_unique<api::Router>();
+    BuildRoutes(*manager_, *router_);
+    api::ServerOptions opts;
+    opts.max_body_bytes = config_.max_body_bytes;
+    opts.worker_threads = 8;
+    server_ = std::make_unique<api::HttpServer>(opts, router_.get());
+    ASSERT_TRUE(server_->Start().ok());
+  }
+  void StopManager() {
+    if (server_) server_->Stop();
+    if (manager_) manager_->Stop();
+    server_.reset();
+    router_.reset();
+    manager_.reset();
+  }
+  api::HttpClient Client(const std::string& token = kAdmin) {
+    return api::HttpClient({"http://127.0.0.1:" + std::to_string(server_->port()), token, 10000, 3000});
+  }
+  // Starts a fake agent and joins it; returns its host token.
+  std::string AddHost(const std::string& name, double cores = 4, int64_t mib = 4096) {
+    agents_.push_back(std::make_unique<FakeAgent>(name));
+    EXPECT_TRUE(agents_.back()->Start().ok());
+    Json join = {{"name", name}, {"agent_url", agents_.back()->url()}, {"agent_token", agents_.back()->token()},
+                 {"capacity", {{"cpu_cores", cores}, {"memory_mib", mib}}}};
+    auto r = Client(kJoin).Call("POST", "/api/v1/hosts/join", &join);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? (*r)["host_token"].get<std::string>() : "";
+  }
+  FakeAgent& Agent(size_t i) { return *agents_.at(i); }
+  Json WaitTask(const Json& task) {
+    auto r = manager_->WaitTask(task["id"].get<std::string>(), std::chrono::seconds(20));
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : Json();
+  }
+  int64_t Count(const std::string& sql) { return (*manager_->store().Query(sql))[0].Int("n"); }
+  std::string TenantToken(const std::string& tenant) {
+    Json body = {{"name", tenant + "-key"}, {"role", "tenant"}, {"tenant", tenant}};
+    auto r = Client().Call("POST", "/api/v1/tokens", &body);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return (*r)["token"].get<std::string>();
+  }
+
+  std::filesystem::path dir_;
+  ManagerConfig config_;
+  std::unique_ptr<Manager> manager_;
+  std::unique_ptr<api::Router> router_;
+  std::unique_ptr<api::HttpServer> server_;
+  std::vector<std::unique_ptr<FakeAgent>> agents_;
+};
+
+TEST_F(ManagerTest, AgentJoinsOnlyWithTheClusterJoinToken) {
+  StartManager();
+  agents_.push_back(std::make_unique<FakeAgent>("h1"));
+  ASSERT_TRUE(agents_[0]->Start().ok());
+  Json join = {{"name", "h1"}, {"agent_url", agents_[0]->url()}, {"agent_token", "t"},
+               {"capacity", {{"cpu_cores", 4}, {"memory_mib", 4096}}}};
+  auto bad = Client("wrong-join-token-xxxx").Call("POST", "/api/v1/hosts/join", &join);
+  EXPECT_EQ(bad.status().code(), StatusCode::kUnauthenticated);
+  Json wrong_type = join;
+  wrong_type["capacity"]["memory_mib"] = "lots";
+  auto typed = Client(kJoin).Call("POST", "/api/v1/hosts/join", &wrong_type);
+  EXPECT_EQ(typed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(typed.status().message().find("capacity.memory_mib"), std::string::npos) << typed.status().message();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM hosts"), 0);
+  auto ok = Client(kJoin).Call("POST", "/api/v1/hosts/join", &join);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  std::string host_token = (*ok)["host_token"];
+  EXPECT_GE(host_token.size(), 32u);
+  // Heartbeat with the host token (not the join token).
+  Json hb = {{"stats", {{"guests", Json::array()}}}, {"guests", Json::array()}};
+  EXPECT_EQ(Client(kJoin).Call("POST", "/api/v1/hosts/h1/heartbeat", &hb).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE(Client(host_token).Call("POST", "/api/v1/hosts/h1/heartbeat", &hb).ok());
+  auto hosts = Client().Call("GET", "/api/v1/hosts");
+  ASSERT_TRUE(hosts.ok());
+  ASSERT_EQ((*hosts)["hosts"].size(), 1u);
+  EXPECT_EQ((*hosts)["hosts"][0]["state"], "connected");
+  EXPECT_EQ((*hosts)["hosts"][0]["capacity"]["memory_mib"], 4096);
+}
+
+TEST_F(ManagerTest, CreateGuestPlacesReservesAndCallsTheAgent) {
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  Json body = {{"name", "web1"}, {"vcpus", 2}, {"memory_mib", 1024}, {"image", "tiny"}};
+  auto r = Client().Do("POST", "/api/v1/guests", body.dump());
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->status, 202) << r->body;
+  Json task = Json::parse(r->body);
+  EXPECT_EQ(r->headers["location"], "/api/v1/tasks/" + task["id"].get<std::string>());
+  Json done = WaitTask(task);
+  EXPECT_EQ(done["state"], "succeeded") << done.dump();
+  auto g = Client().Call("GET", "/api/v1/guests/web1");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ((*g)["state"], "running");
+  std::string host = (*g)["host"];
+  EXPECT_TRUE(host == "h1" || host == "h2");
+  EXPECT_FALSE((*g)["placement_reason"].get<std::string>().empty());
+  EXPECT_EQ((*g)["leases"].size(), 2u);
+  EXPECT_TRUE(Agent(host == "h1" ? 0 : 1).Has("web1"));
+  // Same name again: conflict, nothing new.
+  auto dup = Client().Call("POST", "/api/v1/guests", &body);
+  EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 1);
+}
+
+TEST_F(ManagerTest, AdmissionControlRefusesWhatDoesNotFitAndReservesForParallelCreates) {
+  StartManager();
+  AddHost("h1", 4, 2048);
+  Agent(0).SetDelayMs(200);  // keep creations in flight so reservations must do the work
+  auto c = Client();
+  std::vector<Json> tasks;
+  for (int i = 0; i < 2; ++i) {
+    Json body = {{"name", "g" + std::to_string(i)}, {"memory_mib", 1024}};
+    auto r = c.Call("POST", "/api/v1/guests", &body);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    tasks.push_back(*r);
+  }
+  Json third = {{"name", "g2"}, {"memory_mib", 1024}};
+  auto refused = c.Call("POST", "/api/v1/guests", &third);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status().ToString();
+  for (auto& t : tasks) EXPECT_EQ(WaitTask(t)["state"], "succeeded");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 2);
+  EXPECT_EQ(Agent(0).GuestCount(), 2u);
+}
+
+TEST_F(ManagerTest, FailedCreationReleasesTheReservation) {
+  StartManager();
+  AddHost("h1", 4, 1024);
+  Agent(0).FailCreates("libvirt is down");
+  Json body = {{"name", "doomed"}, {"memory_mib", 1024}};
+  auto r = Client().Call("POST", "/api/v1/guests", &body);
+  ASSERT_TRUE(r.ok());
+  Json done = WaitTask(*r);
+  EXPECT_EQ(done["state"], "failed");
+  EXPECT_EQ(done["error"]["code"], "unavailable");
+  EXPECT_NE(done["error"]["message"].get<std::string>().find("libvirt is down"), std::string::npos);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM leases"), 0);
+  // The capacity is free again.
+  Agent(0).FailCreates("");
+  auto again = Client().Call("POST", "/api/v1/guests", &body);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(WaitTask(*again)["state"], "succeeded");
+}
+
+TEST_F(ManagerTest, LifecycleOperationsAreTasks) {
+  StartManager();
+  AddHost("h1");
+  Json body = {{"name", "vm1"}, {"memory_mib", 512}, {"max_memory_mib", 1024}, {"vcpus", 1}, {"max_vcpus", 2}};
+  auto c = Client();
+  auto created = c.Call("POST", "/api/v1/guests", &body);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  auto stop = c.Call("POST", "/api/v1/guests/vm1/stop");
+  ASSERT_TRUE(stop.ok()) << stop.status().ToString();
+  ASSERT_EQ(WaitTask(*stop)["state"], "succeeded");
+  auto stopped = c.Call("GET", "/api/v1/guests/vm1");
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
+  EXPECT_EQ((*stopped)["state"], "shutoff");
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/vm1/start"))["state"], "succeeded");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/vm1"))["state"], "running");
+  Json grow = {{"memory_mib", 1024}, {"vcpus", 2}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/vm1/resize", &grow))["state"], "succeeded");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/vm1"))["memory_mib"], 1024);
+  Json too_big = {{"memory_mib", 4096}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/vm1/resize", &too_big).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_EQ(WaitTask(*c.Call("DELETE", "/api/v1/guests/vm1"))["state"], "succeeded");
+  EXPECT_EQ(c.Call("GET", "/api/v1/guests/vm1").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(Agent(0).Has("vm1"));
+}
+
+TEST_F(ManagerTest, BadInputGetsTheRightStatusAndChangesNothing) {
+  StartManager();
+  AddHost("h1");
+  auto c = Client();
+  auto malformed = c.Do("POST", "/api/v1/guests", "{\"name\": ");
+  ASSERT_TRUE(malformed.ok());
+  EXPECT_EQ(malformed->status, 400);
+  EXPECT_NE(malformed->body.find("invalid_argument"), std::string::npos);
+  auto wrong_type = c.Do("POST", "/api/v1/guests", R"({"name": "x", "memory_mib": "big"})");
+  EXPECT_EQ(wrong_type->status, 400);
+  EXPECT_NE(wrong_type->body.find("memory_mib"), std::string::npos) << wrong_type->body;
+  auto unknown_field = c.Do("POST", "/api/v1/guests", R"({"name": "x", "memroy_mib": 5})");
+  EXPECT_EQ(unknown_field->status, 400);
+  EXPECT_NE(unknown_field->body.find("memroy_mib"), std::string::npos);
+  auto bad_name = c.Do("POST", "/api/v1/guests", R"({"name": "../etc"})");
+  EXPECT_EQ(bad_name->status, 400);
+  EXPECT_EQ(c.Do("GET", "/api/v1/guests/nope")->status, 404);
+  EXPECT_EQ(c.Do("GET", "/api/v1/tasks/task-nope")->status, 404);
+  EXPECT_EQ(c.Do("POST", "/api/v1/guests/nope/start")->status, 404);
+  EXPECT_EQ(c.Do("GET", "/api/v1/hosts/nope")->status, 404);
+  std::string huge = R"({"name": "x", "labels": ")" + std::string(100 << 10, 'a') + "\"}";
+  EXPECT_EQ(c.Do("POST", "/api/v1/guests", huge)->status, 413);
+  EXPECT_EQ(Client("").Do("GET", "/api/v1/guests")->status, 401);
+  EXPECT_EQ(Client("wrong-token-0123456789").Do("GET", "/api/v1/guests")->status, 401);
+  EXPECT_EQ(Client("").Do("POST", "/api/v1/guests", R"({"name": "x"})")->status, 401);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), 0);
+  EXPECT_EQ(Agent(0).creates(), 0);
+}
+
+TEST_F(ManagerTest, TenantsSeeAndTouchOnlyTheirOwnGuests) {
+  StartManager();
+  AddHost("h1");
+  std::string alice = TenantToken("alice"), bob = TenantToken("bob");
+  Json a = {{"name", "alice-vm"}, {"memory_mib", 256}};
+  auto r = Client(alice).Call("POST", "/api/v1/guests", &a);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(WaitTask(*r)["state"], "succeeded");
+  EXPECT_EQ((*Client(alice).Call("GET", "/api/v1/guests/alice-vm"))["tenant"], "alice");
+  // Bob cannot see, stop or delete it, nor read its task; the answers do not reveal it exists.
+  EXPECT_EQ(Client(bob).Do("GET", "/api/v1/guests/alice-vm")->status, 404);
+  EXPECT_EQ(Client(bob).Do("POST", "/api/v1/guests/alice-vm/stop")->status, 404);
+  EXPECT_EQ(Client(bob).Do("DELETE", "/api/v1/guests/alice-vm")->status, 404);
+  EXPECT_EQ(Client(bob).Do("GET", "/api/v1/tasks/" + (*r)["id"].get<std::string>())->status, 404);
+  EXPECT_EQ((*Client(bob).Call("GET", "/api/v1/guests"))["guests"].size(), 0u);
+  Json impersonate = {{"name", "b2"}, {"tenant", "alice"}};
+  EXPECT_EQ(Client(bob).Do("POST", "/api/v1/guests", impersonate.dump())->status, 403);
+  // Tenants cannot reach cluster-wide routes.
+  EXPECT_EQ(Client(bob).Do("GET", "/api/v1/hosts")->status, 403);
+  EXPECT_EQ(Client(bob).Do("POST", "/api/v1/tokens", R"({"name": "x", "role": "admin"})")->status, 403);
+  EXPECT_EQ((*Client(alice).Call("GET", "/api/v1/guests/alice-vm"))["state"], "running");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), 1);
+  // A billing reader reads but never writes.
+  Json br = {{"name", "billing"}, {"role", "billing-reader"}};
+  std::string reader = (*Client().Call("POST", "/api/v1/tokens", &br))["token"];
+  EXPECT_EQ((*Client(reader).Call("GET", "/api/v1/guests"))["guests"].size(), 1u);
+  EXPECT_EQ(Client(reader).Do("POST", "/api/v1/guests/alice-vm/stop")->status, 403);
+}
+
+TEST_F(ManagerTest, IdempotencyKeyReplaysTheFirstAnswer) {
+  StartManager();
+  AddHost("h1");
+  auto c = Client();
+  std::string body = R"({"name": "idem", "memory_mib": 256})";
+  auto first = c.Do("POST", "/api/v1/guests", body, {{"Idempotency-Key", "k1"}});
+  auto second = c.Do("POST", "/api/v1/guests", body, {{"Idempotency-Key", "k1"}});
+  ASSERT_EQ(first->status, 202);
+  EXPECT_EQ(second->status, 202);
+  EXPECT_EQ(first->body, second->body);
+  EXPECT_EQ(second->headers["idempotent-replayed"], "true");
+  auto other = c.Do("POST", "/api/v1/guests", R"({"name": "idem2"})", {{"Idempotency-Key", "k1"}});
+  EXPECT_EQ(other->status, 400);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), 1);
+}
+
+TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
+  FakeClock clock;
+  StartManager(clock);
+  std::string token = AddHost("h1");
+  auto c = Client();
+  Json body = {{"name", "keep"}, {"memory_mib", 256}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
+  body["name"] = "vanish";
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
+  clock.Advance(std::chrono::seconds(60));
+  manager_->CheckHeartbeats();
+  EXPECT_EQ((*c.Call("GET", "/api/v1/hosts/h1"))["state"], "disconnected");
+  EXPECT_EQ(c.Do("POST", "/api/v1/guests/keep/stop")->status, 409);
+  // While away: one guest vanished, one stopped, one appeared.
+  Agent(0).Erase("vanish");
+  Agent(0).Put({{"name", "keep"}, {"state", "shutoff"}, {"kind", "qemu"}, {"vcpus", 1}, {"memory_mib", 256}});
+  Agent(0).Put({{"name", "stranger"}, {"state", "running"}, {"kind", "qemu"}, {"vcpus", 1}, {"memory_mib", 128}});
+  Json hb = {{"stats", {{"guests", {{{"name", "stranger"}, {"cpu_cores", 0.5}, {"memory_used_mib", 100}}}}}},
+             {"guests", Agent(0).Guests()}};
+  ASSERT_TRUE(Client(token).Call("POST", "/api/v1/hosts/h1/heartbeat", &hb).ok());
+  EXPECT_EQ((*c.Call("GET", "/api/v1/hosts/h1"))["state"], "connected");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/vanish"))["state"], "lost");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/keep"))["state"], "shutoff");
+  auto stranger = c.Call("GET", "/api/v1/guests/stranger");
+  ASSERT_TRUE(stranger.ok());
+  EXPECT_EQ((*stranger)["host"], "h1");
+  EXPECT_DOUBLE_EQ((*stranger)["usage"]["cpu_cores"].get<double>(), 0.5);
+  auto events = manager_->EventsSince(Principal{"x", Role::kAdmin, ""}, 0, 1000);
+  std::set<std::string> types;
+  for (const auto& e : *events) types.insert(e["type"].get<std::string>());
+  for (const char* t : {"host.disconnected", "host.reconnected", "guest.lost", "guest.changed", "guest.found"}) {
+    EXPECT_TRUE(types.count(t)) << "missing event " << t;
+  }
+}
+
+TEST_F(ManagerTest, RestartResumesOrFailsEveryUnfinishedTask) {
+  StartManager();
+  AddHost("h1");
+  Json body = {{"name", "survivor"}, {"memory_mib", 256}};
+  auto c = Client();
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
+  StopManager();
+  {
+    // Simulate a crash mid-way: a create journalled and running (reservation in place, agent not
+    // yet called), a create the agent did finish before the crash, and a task that kept crashing.
+    auto st = Store::Open(config_.db_path);
+    ASSERT_TRUE(st.ok());
+    Store& s = **st;
+    for (const char* g : {"pending1", "halfdone"}) {
+      ASSERT_TRUE(s.Exec("INSERT INTO guests(name, host, kind, vcpus, memory_mib, spec, state, created_ms, updated_ms) "
+                         "VALUES (?, 'h1', 'qemu', 1, 256, '{}', 'creating', 0, 0)",
+                         {std::string(g)})
+                      .ok());
+      Json req = {{"guest", g}, {"host", "h1"}, {"spec", {{"name", g}, {"memory_mib", 256}}}};
+      ASSERT_TRUE(s.Exec("INSERT INTO tasks(id, kind, subject, state, request, attempts, created_ms, updated_ms) "
+                         "VALUES (?, 'guest.create', ?, 'running', ?, 1, 0, 0)",
+                         {"task-" + std::string(g), std::string(g), req.dump()})
+                      .ok());
+    }
+    ASSERT_TRUE(s.Exec("INSERT INTO tasks(id, kind, subject, state, request, attempts, created_ms, updated_ms) "
+                       "VALUES ('task-loop', 'guest.stop', 'survivor', 'running', '{}', 3, 0, 0)")
+                    .ok());
+  }
+  Agent(0).Put({{"name", "halfdone"}, {"state", "running"}, {"kind", "qemu"}});
+  StartManager();
+  EXPECT_EQ(manager_->WaitTask("task-pending1", std::chrono::seconds(10))->at("state"), "succeeded");
+  EXPECT_EQ(manager_->WaitTask("task-halfdone", std::chrono::seconds(10))->at("state"), "succeeded");
+  auto looped = manager_->WaitTask("task-loop", std::chrono::seconds(1));
+  EXPECT_EQ((*looped)["state"], "failed");
+  EXPECT_NE((*looped)["error"]["message"].get<std::string>().find("restarted"), std::string::npos);
+  EXPECT_TRUE(Agent(0).Has("pending1"));
+  EXPECT_EQ(Agent(0).GuestCount(), 3u);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE state NOT IN ('succeeded', 'failed', 'cancelled')"), 0);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/halfdone"))["state"], "running");
+}
+
+TEST_F(ManagerTest, EventStreamResumesFromLastEventId) {
+  StartManager();
+  AddHost("h1");
+  std::string seen;
+  auto c = Client();
+  ASSERT_TRUE(c.Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
+                 seen += d;
+                 return true;
+               }).ok());
+  EXPECT_NE(seen.find("event: host.joined"), std::string::npos) << seen;
+  std::string after;
+  ASSERT_TRUE(c.Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
+                 after += d;
+                 return true;
+               }, {{"Last-Event-ID", "1"}}).ok());
+  EXPECT_EQ(after.find("id: 1\n"), std::string::npos);
+  EXPECT_NE(after.find("id: 2\n"), std::string::npos) << after;
+  EXPECT_NE(seen.find("id: 1\n"), std::string::npos) << seen;
+  EXPECT_EQ(c.Do("GET", "/api/v1/events", "", {{"Last-Event-ID", "abc"}})->status, 400);
+}
+
+TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
+  StartManager();
+  AddHost("h1", 4, 8192);
+  AddHost("h2", 4, 8192);
+  auto c = Client();
+  // Pin both guests to h1 by putting h2 in maintenance, then bring h2 back: DRS should recommend.
+  ASSERT_TRUE(c.Call("POST", "/api/v1/hosts/h2/maintenance").ok());
+  for (int i = 0; i < 4; ++i) {
+    Json body = {{"name", "busy" + std::to_string(i)}, {"vcpus", 2}, {"memory_mib", 1024}};
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
+  }
+  ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/h2/maintenance").ok());
+  auto plan = c.Call("POST", "/api/v1/drs/run");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  auto recs = c.Call("GET", "/api/v1/drs/recommendations");
+  ASSERT_TRUE(recs.ok());
+  ASSERT_FALSE((*recs)["recommendations"].empty()) << plan->dump();
+  const Json& rec = (*recs)["recommendations"][0];
+  EXPECT_EQ(rec["from"], "h1");
+  EXPECT_EQ(rec["to"], "h2");
+  EXPECT_FALSE(rec["reason"].get<std::string>().empty());
+  EXPECT_GT(rec["imbalance_before"].get<double>(), rec["imbalance_after"].get<double>());
+  // Applying needs live migration: refused clearly, recommendation kept.
+  auto apply = c.Call("POST", "/api/v1/drs/recommendations/" + rec["id"].get<std::string>() + "/apply");
+  EXPECT_EQ(apply.status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/drs/recommendations"))["recommendations"].size(),
+            (*recs)["recommendations"].size());
+  Json bad = {{"automation", "sometimes"}};
+  EXPECT_EQ(c.Call("PUT", "/api/v1/drs/config", &bad).status().code(), StatusCode::kInvalidArgument);
+  Json automatic = {{"automation", "automatic"}};
+  EXPECT_EQ((*c.Call("PUT", "/api/v1/drs/config", &automatic))["automation"], "automatic");
+  // The dry-run plan on an uploaded snapshot and the exported snapshot parse with the engine.
+  auto snap = c.Call("GET", "/api/v1/cluster/snapshot");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ((*snap)["vms"].size(), 4u);
+  Json req = {{"snapshot", *snap}};
+  auto dry = c.Call("POST", "/api/v1/drs/plan", &req);
+  ASSERT_TRUE(dry.ok()) << dry.status().ToString();
+  EXPECT_FALSE((*dry)["moves"].empty());
+}
+
+TEST_F(ManagerTest, CancelReleasesAPendingCreation) {
+  config_.task_workers = 1;
+  StartManager();
+  AddHost("h1", 4, 4096);
+  Agent(0).SetDelayMs(500);
+  auto c = Client();
+  Json a = {{"name", "first"}, {"memory_mib", 256}}, b = {{"name", "second"}, {"memory_mib", 256}};
+  auto t1 = c.Call("POST", "/api/v1/guests", &a);
+  auto t2 = c.Call("POST", "/api/v1/guests", &b);
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  auto cancelled = c.Call("POST", "/api/v1/tasks/" + (*t2)["id"].get<std::string>() + "/cancel");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
+  EXPECT_EQ((*cancelled)["state"], "cancelled");
+  EXPECT_EQ(WaitTask(*t1)["state"], "succeeded");
+  EXPECT_EQ(c.Call("GET", "/api/v1/guests/second").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(c.Call("POST", "/api/v1/tasks/" + (*t1)["id"].get<std::string>() + "/cancel").status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(Agent(0).Has("second"));
+}
+
+}  // namespace
+}  // namespace uw::manager
