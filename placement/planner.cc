@@ -128,7 +128,6 @@ void PlaceAndRestart(PlanContext& ctx) {
   const Snapshot& s = ctx.snap;
   // Restarts of guests on failed hosts (HA), then new guests, each largest first.
   std::vector<std::pair<int, int>> todo;  // (unit, host or -1)
-  std::vector<char> queued(c.units.size() * 2, 0);
   for (size_t h = 0; h < c.hosts.size(); ++h) {
     if (c.hosts[h].state != HostState::kFailed) continue;
     for (int v : c.hosts[h].vms) todo.emplace_back(c.vms[v].unit, static_cast<int>(h));
@@ -180,7 +179,6 @@ void PlaceAndRestart(PlanContext& ctx) {
       ctx.plan.power.push_back({s.hosts[to].name, PowerActionType::kPowerOn,
                                 "no powered-on host can take " + Join(set, s) + " (" + why + ")"});
     }
-    UnitLoad load = c.LoadOf(set);
     double before = c.Imbalance();
     c.MoveSet(set, from, to);
     for (int v : set) {
@@ -190,7 +188,6 @@ void PlaceAndRestart(PlanContext& ctx) {
                                          std::to_string(before).substr(0, 6) + " -> " +
                                          std::to_string(c.Imbalance()).substr(0, 6)});
     }
-    (void)load;
   }
 }
 

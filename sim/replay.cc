@@ -80,7 +80,7 @@ Result<ReplayResult> Replay(const ReplayOptions& o) {
   Snapshot s;
   for (int64_t h = 0; h < o.hosts; ++h) {
     placement::Host x;
-    char name[16];
+    char name[32];
     std::snprintf(name, sizeof name, "h%03lld", static_cast<long long>(h));
     x.name = name;
     x.cpu_cores = o.host_cores;
@@ -92,7 +92,7 @@ Result<ReplayResult> Replay(const ReplayOptions& o) {
   const int64_t kMem[] = {1024, 2048, 2048, 4096};
   for (int64_t i = 0; i < vms; ++i) {
     placement::Vm v;
-    char name[16];
+    char name[32];
     std::snprintf(name, sizeof name, "vm%04lld", static_cast<long long>(i));
     v.name = name;
     v.vcpus = 1;
