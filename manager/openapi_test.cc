@@ -51,9 +51,8 @@ TEST(OpenApiTest, SpecAndServedRoutesAgree) {
   Manager manager(config);
   api::Router router;
   BuildRoutes(manager, router);
-  std::set<std::string> served(router.Routes().begin(), router.Routes().end());
   auto served_list = router.Routes();
-  served = std::set<std::string>(served_list.begin(), served_list.end());
+  std::set<std::string> served(served_list.begin(), served_list.end());
   for (const auto& r : served) EXPECT_TRUE(spec.count(r)) << "served but not in api/openapi.yaml: " << r;
   for (const auto& r : spec) EXPECT_TRUE(served.count(r)) << "in api/openapi.yaml but not served: " << r;
 }
