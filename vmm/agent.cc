@@ -53,7 +53,8 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   auto fail = [&](const Status& s) { return s.WithContext(where); };
   if (Status s = v.RejectUnknown({"host_name", "listen", "token", "libvirt_uri", "lxc_uri", "state_dir", "images",
                                   "guest_assets", "allow_emulated_kvm", "log_level", "log_file",
-                                  "sample_interval_ms", "stop_timeout_s", "max_body_bytes", "sys_root"});
+                                  "sample_interval_ms", "stop_timeout_s", "max_body_bytes", "sys_root", "manager_url",
+                                  "join_token", "heartbeat_interval_ms", "advertise_url"});
       !s.ok()) {
     return fail(s);
   }
@@ -107,6 +108,15 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   if (n < 1024) return fail(v.FieldError("max_body_bytes", "expected at least 1024"));
   c.max_body_bytes = static_cast<size_t>(n);
   UW_CFG(c.sys_root, v.String("sys_root", c.sys_root));
+  UW_CFG(c.manager_url, v.String("manager_url", ""));
+  UW_CFG(c.join_token, v.String("join_token", ""));
+  UW_CFG(c.advertise_url, v.String("advertise_url", ""));
+  if (!c.manager_url.empty() && c.join_token.empty()) {
+    return fail(v.FieldError("join_token", "required with manager_url (the join_token of the manager's config)"));
+  }
+  UW_CFG(n, v.Int("heartbeat_interval_ms", c.heartbeat_interval_ms));
+  if (n < 50 || n > 600'000) return fail(v.FieldError("heartbeat_interval_ms", "expected 50..600000"));
+  c.heartbeat_interval_ms = static_cast<int>(n);
 #undef UW_CFG
   return c;
 }

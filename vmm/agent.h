@@ -41,6 +41,11 @@ struct AgentConfig {
   int stop_timeout_s = 30;            // graceful stop, then force
   size_t max_body_bytes = 256 << 10;
   std::string sys_root = "/";         // where DetectKvm looks (tests point it elsewhere)
+  // Cluster membership (vmm/manager_link.h); empty manager_url: standalone agent.
+  std::string manager_url;
+  std::string join_token;
+  int heartbeat_interval_ms = 2000;
+  std::string advertise_url;          // how the manager reaches this agent; default http://listen address:port
 };
 
 // Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "vmm/agent.h"
 #include "vmm/libvirt_driver.h"
+#include "vmm/manager_link.h"
 
 namespace {
 
@@ -92,9 +93,24 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", s.ToString());
     return 1;
   }
+  std::unique_ptr<uw::vmm::ManagerLink> link;
+  if (!config->manager_url.empty()) {
+    uw::vmm::ManagerLinkOptions lo;
+    lo.manager_url = config->manager_url;
+    lo.join_token = config->join_token;
+    lo.host_name = config->host_name;
+    lo.agent_url = !config->advertise_url.empty()
+                       ? config->advertise_url
+                       : "http://" + config->listen_address + ":" + std::to_string(agent.port());
+    lo.agent_token = config->token;
+    lo.heartbeat_interval_ms = config->heartbeat_interval_ms;
+    link = std::make_unique<uw::vmm::ManagerLink>(lo, uw::vmm::RouterSource(agent.router(), config->token));
+    link->Start();
+  }
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("received {}; stopping (guests keep running)", strsignal(sig));
+  if (link) link->Stop();
   agent.Stop();
   loop.Stop();
   return 0;

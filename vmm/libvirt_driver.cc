@@ -240,6 +240,10 @@ Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Open(const std::st
 }
 
 LibvirtHypervisor::~LibvirtHypervisor() {
+  {
+    std::lock_guard l(callback_mu_);  // waits for a callback in progress
+    on_event_ = nullptr;
+  }
   std::lock_guard l(mu_);
   if (conn_) {
     if (event_callback_id_ >= 0) virConnectDomainEventDeregisterAny(conn_, event_callback_id_);
@@ -254,6 +258,11 @@ Status LibvirtHypervisor::Connect() {
     event_callback_id_ = -1;
   }
   conn_ = virConnectOpen(uri_.c_str());
+  bool want_events;
+  {
+    std::lock_guard l(callback_mu_);
+    want_events = static_cast<bool>(on_event_);
+  }
   if (!conn_) {
     Status s = LibvirtError("connecting to " + uri_);
     return UnavailableError(s.message());
@@ -262,7 +271,7 @@ Status LibvirtHypervisor::Connect() {
     // Detect a dead daemon within ~15 s even when idle.
     virConnectSetKeepAlive(conn_, 5, 3);
   }
-  if (on_event_) return RegisterEvents();
+  if (want_events) return RegisterEvents();
   return Status::Ok();
 }
 
@@ -285,12 +294,9 @@ Status LibvirtHypervisor::RegisterEvents() {
     e.event = EventName(event);
     e.detail = EventDetail(event, detail);
     e.source = self->uri_;
-    EventCallback f;
-    {
-      // Not mu_: the callback may run while another thread holds mu_ in Conn().
-      f = self->on_event_;
-    }
-    if (f) f(e);
+    // Not mu_: the callback may run while another thread holds mu_ in Conn().
+    std::lock_guard l(self->callback_mu_);
+    if (self->on_event_) self->on_event_(e);
     return 0;
   };
   event_callback_id_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -303,9 +309,13 @@ Status LibvirtHypervisor::WatchLifecycle(EventCallback callback) {
   if (!LibvirtEventLoop::Instance().running()) {
     return FailedPreconditionError("the libvirt event loop is not running");
   }
+  const bool wanted = static_cast<bool>(callback);
+  {
+    std::lock_guard l(callback_mu_);
+    on_event_ = std::move(callback);
+  }
   std::lock_guard l(mu_);
-  on_event_ = std::move(callback);
-  if (event_callback_id_ >= 0) return Status::Ok();
+  if (!wanted || event_callback_id_ >= 0) return Status::Ok();
   return RegisterEvents();
 }
 

@@ -68,6 +68,8 @@ class LibvirtHypervisor : public Hypervisor {
 
   // Lifecycle events of every guest on this connection go to `callback` (on the event-loop
   // thread; keep it short). Re-registered after a reconnect. Needs LibvirtEventLoop running.
+  // Passing an empty callback stops delivery: once this returns, the old callback is not running
+  // and will not be called again.
   Status WatchLifecycle(EventCallback callback);
 
   // Scheduler parameters as libvirt reports them (cpu_shares, vcpu_quota, vcpu_period).
@@ -92,7 +94,8 @@ class LibvirtHypervisor : public Hypervisor {
   Clock& clock_;
   std::mutex mu_;
   virConnectPtr conn_ = nullptr;           // guarded by mu_
-  EventCallback on_event_;                  // guarded by mu_
+  std::mutex callback_mu_;                  // held while the callback runs; never with mu_
+  EventCallback on_event_;                  // guarded by callback_mu_
   int event_callback_id_ = -1;              // guarded by mu_
   std::mutex host_mu_;
   uint64_t prev_busy_ns_ = 0, prev_total_ns_ = 0;  // guarded by host_mu_

@@ -1,0 +1,125 @@
+#include "vmm/manager_link.h"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+namespace uw::vmm {
+
+AgentSource RouterSource(const api::Router& router, std::string agent_token) {
+  return [&router, token = std::move(agent_token)](std::string_view path) -> Result<Json> {
+    api::Request req;
+    req.method = "GET";
+    req.path = std::string(path);
+    req.headers["authorization"] = "Bearer " + token;
+    api::Response r = router.Dispatch(std::move(req));
+    if (r.status < 200 || r.status >= 300) return api::StatusFromHttp(r.status, r.body);
+    return ParseJson(r.body, "agent " + std::string(path));
+  };
+}
+
+ManagerLink::ManagerLink(ManagerLinkOptions options, AgentSource source)
+    : options_(std::move(options)),
+      source_(std::move(source)),
+      client_(api::ClientOptions{options_.manager_url, "", options_.request_timeout_ms, 3000}),
+      interval_ms_(options_.heartbeat_interval_ms) {}
+
+ManagerLink::~ManagerLink() { Stop(); }
+
+Status ManagerLink::Join() {
+  UW_ASSIGN_OR_RETURN(Json host, source_("/api/v1/host"));
+  Json body = {{"name", options_.host_name},
+               {"agent_url", options_.agent_url},
+               {"agent_token", options_.agent_token},
+               {"capacity", {{"cpu_cores", host.value("cpu_cores", 0)}, {"memory_mib", host.value("memory_mib", 0)}}},
+               {"info", {{"hostname", host.value("hostname", "")}, {"kinds", host.value("kinds", Json::array())},
+                         {"images", host.value("images", Json::array())}}}};
+  UW_ASSIGN_OR_RETURN(auto r, client_.Do("POST", "/api/v1/hosts/join", body.dump(),
+                                         {{"Authorization", "Bearer " + options_.join_token},
+                                          {"Content-Type", "application/json"}}));
+  if (r.status != 201 && r.status != 200) {
+    return api::StatusFromHttp(r.status, r.body).WithContext("joining manager " + options_.manager_url);
+  }
+  UW_ASSIGN_OR_RETURN(Json answer, ParseJson(r.body, "join answer"));
+  if (!answer.contains("host_token") || !answer["host_token"].is_string()) {
+    return InternalError("join answer from " + options_.manager_url + " has no host_token");
+  }
+  std::lock_guard l(mu_);
+  host_token_ = answer["host_token"].get<std::string>();
+  if (answer.contains("heartbeat_interval_ms") && answer["heartbeat_interval_ms"].is_number_integer()) {
+    interval_ms_ = std::max(50, answer["heartbeat_interval_ms"].get<int>());
+  }
+  spdlog::info("joined manager {} as host {}", options_.manager_url, options_.host_name);
+  return Status::Ok();
+}
+
+Status ManagerLink::Heartbeat() {
+  std::string token;
+  {
+    std::lock_guard l(mu_);
+    token = host_token_;
+  }
+  if (token.empty()) {
+    UW_RETURN_IF_ERROR(Join());
+    std::lock_guard l(mu_);
+    token = host_token_;
+  }
+  UW_ASSIGN_OR_RETURN(Json stats, source_("/api/v1/stats"));
+  UW_ASSIGN_OR_RETURN(Json guests, source_("/api/v1/guests"));
+  Json body = {{"stats", stats}, {"guests", guests.value("guests", Json::array())}};
+  UW_ASSIGN_OR_RETURN(auto r, client_.Do("POST", "/api/v1/hosts/" + options_.host_name + "/heartbeat", body.dump(),
+                                         {{"Authorization", "Bearer " + token}, {"Content-Type", "application/json"}}));
+  if (r.status == 401 || r.status == 404) {
+    std::lock_guard l(mu_);
+    host_token_.clear();  // join again next time
+  }
+  if (r.status != 200) return api::StatusFromHttp(r.status, r.body).WithContext("heartbeat to " + options_.manager_url);
+  std::lock_guard l(mu_);
+  ++heartbeats_;
+  return Status::Ok();
+}
+
+void ManagerLink::Start() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = false;
+  }
+  thread_ = std::thread([this] {
+    int backoff_ms = 0;
+    std::unique_lock l(mu_);
+    while (!stopping_) {
+      l.unlock();
+      Status s = Heartbeat();
+      if (!s.ok()) {
+        backoff_ms = std::min(backoff_ms == 0 ? 200 : backoff_ms * 2, 10000);
+        spdlog::warn("manager link: {} (retrying in {} ms)", s.ToString(), backoff_ms);
+      } else {
+        backoff_ms = 0;
+      }
+      l.lock();
+      int wait = backoff_ms > 0 ? backoff_ms : interval_ms_;
+      cv_.wait_for(l, std::chrono::milliseconds(wait), [this] { return stopping_; });
+    }
+  });
+}
+
+void ManagerLink::Stop() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool ManagerLink::joined() const {
+  std::lock_guard l(mu_);
+  return !host_token_.empty();
+}
+
+int ManagerLink::heartbeats_sent() const {
+  std::lock_guard l(mu_);
+  return heartbeats_;
+}
+
+}  // namespace uw::vmm
