@@ -48,7 +48,9 @@ TEST(DpmTest, BelowTheBandOneHostIsEvacuatedAndPoweredOff) {
   EXPECT_EQ(p.after.hosts_on, 3);
   EXPECT_EQ(p.before.hosts_on, 4);
   for (const Move& m : p.moves) {
-    if (m.from == p.power[0].host) EXPECT_EQ(m.priority, 2);
+    if (m.from == p.power[0].host) {
+      EXPECT_EQ(m.priority, 2);
+    }
   }
 }
 

@@ -179,7 +179,7 @@ TEST(RulesTest, BrokenAntiAffinityIsFixed) {
   Plan p = PlanAndCheck(s);
   EXPECT_EQ(p.moves.size(), 2u);
   std::set<std::string> hosts;
-  for (const std::string& vm : {"w1", "w2", "w3"}) hosts.insert(HostOf(s, p, vm));
+  for (const char* vm : {"w1", "w2", "w3"}) hosts.insert(HostOf(s, p, vm));
   EXPECT_EQ(hosts.size(), 3u);
   for (const Move& m : p.moves) EXPECT_EQ(m.priority, 1);
   EXPECT_EQ(p.after.soft_violations, 0);
