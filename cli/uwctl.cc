@@ -1,0 +1,491 @@
+#include "cli/uwctl.h"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "api/http.h"
+#include "placement/placement.h"
+
+namespace uw::cli {
+namespace {
+
+constexpr int kOk = 0, kFailed = 1, kUsage = 2, kAuth = 3, kNotFound = 4, kConflict = 5, kUnavailable = 6,
+              kTimeout = 7, kUnimplemented = 8;
+
+std::string Str(const Json& j) {
+  if (j.is_null()) return "-";
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_boolean()) return j.get<bool>() ? "yes" : "no";
+  if (j.is_number_float()) {
+    std::ostringstream o;
+    o.precision(3);
+    o << j.get<double>();
+    return o.str();
+  }
+  return j.dump();
+}
+
+struct Context {
+  std::string url;
+  std::string token;
+  std::string output = "table";
+  std::ostream* out;
+  std::ostream* err;
+
+  api::HttpClient Client() const { return api::HttpClient({url, token, 60'000, 3'000}); }
+
+  int Fail(const Status& s) const {
+    *err << "uwctl: " << s.ToString() << "\n";
+    std::string hint = HintFor(s);
+    if (!hint.empty()) *err << "hint: " << hint << "\n";
+    return ExitCodeFor(s);
+  }
+  // Calls the API; prints JSON output or returns the body for table rendering.
+  Result<Json> Call(std::string_view method, const std::string& path, const Json* body = nullptr) const {
+    return Client().Call(method, path, body);
+  }
+  bool AsJson() const { return output == "json"; }
+  void PrintJson(const uw::Json& j) const { *out << j.dump(2) << "\n"; }
+};
+
+// Polls a task until it is final, printing a progress line on stderr; returns the final task.
+Result<Json> WaitTask(const Context& c, const std::string& id, int timeout_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  std::string last;
+  while (true) {
+    UW_ASSIGN_OR_RETURN(Json t, c.Call("GET", "/api/v1/tasks/" + id));
+    std::string state = t.value("state", "?");
+    int pct = static_cast<int>(t.value("progress", 0.0) * 100);
+    std::string bar(pct / 5, '#');
+    bar.resize(20, '.');
+    std::ostringstream line;
+    line << "\r" << id << " [" << bar << "] " << pct << "% " << state << ": " << t.value("message", "");
+    if (line.str() != last) {
+      *c.err << line.str() << "\033[K" << std::flush;
+      last = line.str();
+    }
+    if (state == "succeeded" || state == "failed" || state == "cancelled") {
+      *c.err << "\n";
+      return t;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      *c.err << "\n";
+      return DeadlineExceededError("task " + id + " is still " + state + " after " + std::to_string(timeout_s) +
+                                   " s; check later with: uwctl task show " + id);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+// Prints a task answer; with --wait waits for it and maps its outcome to the exit code.
+int TaskOutcome(const Context& c, const Json& task, bool wait, int timeout_s) {
+  std::string id = task.value("id", "");
+  if (!wait) {
+    if (c.AsJson()) {
+      c.PrintJson(task);
+    } else {
+      *c.out << "task " << id << " " << task.value("state", "?") << " (" << task.value("kind", "") << " "
+             << task.value("subject", "") << "); follow with: uwctl task show " << id << " --wait\n";
+    }
+    return kOk;
+  }
+  auto done = WaitTask(c, id, timeout_s);
+  if (!done.ok()) return c.Fail(done.status());
+  if (c.AsJson()) {
+    c.PrintJson(*done);
+  } else {
+    *c.out << "task " << id << " " << (*done)["state"].get<std::string>();
+    if (!(*done)["error"].is_null()) *c.out << ": " << Str((*done)["error"]["message"]);
+    *c.out << "\n";
+  }
+  if ((*done)["state"] == "succeeded") return kOk;
+  if (!(*done)["error"].is_null()) {
+    return std::max(kFailed, ExitCodeFor(Status(StatusCodeFromName(Str((*done)["error"]["code"])), "")));
+  }
+  return kFailed;
+}
+
+int PrintList(const Context& c, const Json& j, const std::string& key, const std::vector<std::string>& header,
+              const std::function<std::vector<std::string>(const Json&)>& row) {
+  if (c.AsJson()) {
+    c.PrintJson(j);
+    return kOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : j.value(key, Json::array())) rows.push_back(row(e));
+  *c.out << FormatTable(header, rows);
+  return kOk;
+}
+
+int PrintObject(const Context& c, const Json& j) {
+  if (c.AsJson()) {
+    c.PrintJson(j);
+    return kOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (auto it = j.begin(); it != j.end(); ++it) rows.push_back({it.key(), Str(it.value())});
+  *c.out << FormatTable({"FIELD", "VALUE"}, rows);
+  return kOk;
+}
+
+}  // namespace
+
+int ExitCodeFor(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk: return kOk;
+    case StatusCode::kInvalidArgument: return kUsage;
+    case StatusCode::kUnauthenticated:
+    case StatusCode::kPermissionDenied: return kAuth;
+    case StatusCode::kNotFound: return kNotFound;
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kAborted:
+    case StatusCode::kResourceExhausted: return kConflict;
+    case StatusCode::kUnavailable: return kUnavailable;
+    case StatusCode::kDeadlineExceeded: return kTimeout;
+    case StatusCode::kUnimplemented: return kUnimplemented;
+    default: return kFailed;
+  }
+}
+
+std::string HintFor(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kUnauthenticated: return "pass a valid API token with --token or UW_TOKEN";
+    case StatusCode::kPermissionDenied: return "use a token with a role that may do this (ask an admin)";
+    case StatusCode::kUnavailable: return "is uw-manager running at --url / UW_URL? retry when it is back";
+    case StatusCode::kNotFound: return "check the name or id (uwctl guest list, uwctl task show)";
+    case StatusCode::kResourceExhausted: return "free capacity, add a host or ask for less (see uwctl host list)";
+    case StatusCode::kFailedPrecondition: return "fix the state first (wait for the running task, reconnect the host)";
+    case StatusCode::kAlreadyExists: return "choose another name";
+    case StatusCode::kUnimplemented: return "this arrives in a later release";
+    case StatusCode::kDeadlineExceeded: return "wait longer (--timeout) or check the task later";
+    default: return "";
+  }
+}
+
+std::string FormatTable(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  std::ostringstream o;
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (size_t i = 0; i < width.size(); ++i) {
+      std::string cell = i < r.size() ? r[i] : "";
+      s += cell;
+      if (i + 1 < width.size()) s += std::string(width[i] - cell.size() + 2, ' ');
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    o << s << "\n";
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+  return o.str();
+}
+
+int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  Context c;
+  c.out = &out;
+  c.err = &err;
+  if (const char* u = std::getenv("UW_URL")) c.url = u;
+  if (const char* t = std::getenv("UW_TOKEN")) c.token = t;
+  if (c.url.empty()) c.url = "http://127.0.0.1:7800";
+
+  CLI::App app{"uwctl: operate an Underware cluster through uw-manager's REST API"};
+  app.require_subcommand(1);
+  app.add_option("--url", c.url, "manager URL (env UW_URL)");
+  app.add_option("--token", c.token, "API token (env UW_TOKEN)");
+  app.add_option("-o,--output", c.output, "output format")->check(CLI::IsMember({"table", "json"}));
+  bool wait = false;
+  int timeout_s = 600;
+  auto add_wait = [&](CLI::App* cmd) {
+    cmd->add_flag("--wait", wait, "wait for the task to finish, showing progress");
+    cmd->add_option("--timeout", timeout_s, "seconds to wait with --wait");
+  };
+  int rc = kOk;
+  std::string name, id, file;
+
+  // host
+  auto* host = app.add_subcommand("host", "hosts of the cluster");
+  host->require_subcommand(1);
+  host->add_subcommand("list", "list hosts")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/hosts");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "hosts", {"NAME", "STATE", "MAINT", "CPUS", "MEM_MIB", "RESERVED_MIB", "CPU_USED", "GUESTS"},
+                   [](const Json& h) {
+                     return std::vector<std::string>{Str(h["name"]), Str(h["state"]), Str(h["maintenance"]),
+                                                     Str(h["capacity"]["cpu_cores"]), Str(h["capacity"]["memory_mib"]),
+                                                     Str(h["reserved"]["memory_mib"]), Str(h["usage"]["cpu_cores"]),
+                                                     Str(h["guests"])};
+                   });
+  });
+  auto* host_show = host->add_subcommand("show", "show one host");
+  host_show->add_option("name", name, "host name")->required();
+  host_show->callback([&] {
+    auto r = c.Call("GET", "/api/v1/hosts/" + name);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  auto* maint = host->add_subcommand("maintenance", "enter (on) or leave (off) maintenance mode");
+  std::string on_off;
+  maint->add_option("name", name, "host name")->required();
+  maint->add_option("mode", on_off, "on | off")->required()->check(CLI::IsMember({"on", "off"}));
+  maint->callback([&] {
+    auto r = c.Call(on_off == "on" ? "POST" : "DELETE", "/api/v1/hosts/" + name + "/maintenance");
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+
+  // guest
+  auto* guest = app.add_subcommand("guest", "guests (virtual machines and containers)");
+  guest->require_subcommand(1);
+  auto* create = guest->add_subcommand("create", "create a guest (placed by the manager)");
+  int64_t vcpus = 1, memory = 256;
+  std::string image, kind = "qemu", tenant, pool, automation;
+  bool no_start = false;
+  create->add_option("name", name, "guest name")->required();
+  create->add_option("--vcpus", vcpus, "virtual CPUs")->check(CLI::PositiveNumber);
+  create->add_option("--memory", memory, "memory in MiB")->check(CLI::PositiveNumber);
+  create->add_option("--image", image, "image name known to the agents (e.g. tiny)");
+  create->add_option("--kind", kind, "kvm | qemu | lxc")->check(CLI::IsMember({"kvm", "qemu", "lxc"}));
+  create->add_option("--tenant", tenant, "owner tenant (admins and operators)");
+  create->add_option("--pool", pool, "resource pool");
+  create->add_option("--automation", automation, "DRS override: default | manual | automatic | disabled");
+  create->add_flag("--no-start", no_start, "define but do not start");
+  add_wait(create);
+  create->callback([&] {
+    Json body = {{"name", name}, {"vcpus", vcpus}, {"memory_mib", memory}, {"kind", kind}};
+    if (!image.empty()) body["image"] = image;
+    if (!tenant.empty()) body["tenant"] = tenant;
+    if (!pool.empty()) body["pool"] = pool;
+    if (!automation.empty()) body["automation"] = automation;
+    if (no_start) body["start"] = false;
+    auto r = c.Call("POST", "/api/v1/guests", &body);
+    rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
+  });
+  guest->add_subcommand("list", "list guests")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/guests");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "guests", {"NAME", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"},
+                   [](const Json& g) {
+                     return std::vector<std::string>{Str(g["name"]), Str(g["state"]), Str(g["host"]), Str(g["vcpus"]),
+                                                     Str(g["memory_mib"]), Str(g["tenant"]),
+                                                     Str(g["usage"]["cpu_cores"])};
+                   });
+  });
+  auto* gshow = guest->add_subcommand("show", "show a guest and why it is where it is");
+  gshow->add_option("name", name, "guest name")->required();
+  gshow->callback([&] {
+    auto r = c.Call("GET", "/api/v1/guests/" + name);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  for (const char* op : {"start", "stop", "delete"}) {
+    auto* cmd = guest->add_subcommand(op, std::string(op) + " a guest");
+    cmd->add_option("name", name, "guest name")->required();
+    add_wait(cmd);
+    cmd->callback([&, op = std::string(op)] {
+      auto r = op == "delete" ? c.Call("DELETE", "/api/v1/guests/" + name)
+                              : c.Call("POST", "/api/v1/guests/" + name + "/" + op);
+      rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
+    });
+  }
+  auto* resize = guest->add_subcommand("resize", "change vCPUs or memory within the guest's reservation");
+  int64_t new_vcpus = 0, new_memory = 0;
+  resize->add_option("name", name, "guest name")->required();
+  resize->add_option("--vcpus", new_vcpus, "virtual CPUs");
+  resize->add_option("--memory", new_memory, "memory in MiB");
+  add_wait(resize);
+  resize->callback([&] {
+    Json body = Json::object();
+    if (new_vcpus > 0) body["vcpus"] = new_vcpus;
+    if (new_memory > 0) body["memory_mib"] = new_memory;
+    auto r = c.Call("POST", "/api/v1/guests/" + name + "/resize", &body);
+    rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
+  });
+
+  // task
+  auto* task = app.add_subcommand("task", "long-running operations");
+  task->require_subcommand(1);
+  auto* tshow = task->add_subcommand("show", "show a task");
+  tshow->add_option("id", id, "task id")->required();
+  add_wait(tshow);
+  tshow->callback([&] {
+    auto r = c.Call("GET", "/api/v1/tasks/" + id);
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = wait ? TaskOutcome(c, *r, true, timeout_s) : PrintObject(c, *r);
+  });
+  auto* tcancel = task->add_subcommand("cancel", "cancel a pending task");
+  tcancel->add_option("id", id, "task id")->required();
+  tcancel->callback([&] {
+    auto r = c.Call("POST", "/api/v1/tasks/" + id + "/cancel");
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  task->add_subcommand("list", "recent tasks")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/tasks");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "tasks", {"ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "ERROR"}, [](const Json& t) {
+      return std::vector<std::string>{Str(t["id"]), Str(t["kind"]), Str(t["subject"]), Str(t["state"]),
+                                      Str(t["progress"]), t["error"].is_null() ? "-" : Str(t["error"]["message"])};
+    });
+  });
+
+  // drs
+  auto* drs = app.add_subcommand("drs", "distributed resource scheduling");
+  drs->require_subcommand(1);
+  drs->add_subcommand("recommendations", "pending recommendations with reasons")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/drs/recommendations");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "recommendations", {"ID", "GUEST", "FROM", "TO", "PRIO", "IMBALANCE", "REASON"},
+                   [](const Json& m) {
+                     return std::vector<std::string>{Str(m["id"]), Str(m["guest"]), Str(m["from"]), Str(m["to"]),
+                                                     Str(m["priority"]),
+                                                     Str(m["imbalance_before"]) + " -> " + Str(m["imbalance_after"]),
+                                                     Str(m["reason"])};
+                   });
+  });
+  auto* apply = drs->add_subcommand("apply", "apply one recommendation (ID) or all (--all)");
+  bool all = false;
+  apply->add_option("id", id, "recommendation id");
+  apply->add_flag("--all", all, "apply every pending recommendation");
+  apply->callback([&] {
+    if (!all && id.empty()) return void(rc = c.Fail(InvalidArgumentError("give a recommendation id or --all")));
+    auto r = all ? c.Call("POST", "/api/v1/drs/apply") : c.Call("POST", "/api/v1/drs/recommendations/" + id + "/apply");
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  auto* config = drs->add_subcommand("config", "show or change DRS settings");
+  std::string set_automation;
+  int threshold = 0;
+  config->add_option("--automation", set_automation, "manual | automatic")->check(CLI::IsMember({"manual", "automatic"}));
+  config->add_option("--threshold", threshold, "1 (mandatory only) .. 5 (every gain)")->check(CLI::Range(1, 5));
+  config->callback([&] {
+    Result<Json> r = Json();
+    if (set_automation.empty() && threshold == 0) {
+      r = c.Call("GET", "/api/v1/drs/config");
+    } else {
+      Json body = Json::object();
+      if (!set_automation.empty()) body["automation"] = set_automation;
+      if (threshold) body["threshold"] = threshold;
+      r = c.Call("PUT", "/api/v1/drs/config", &body);
+    }
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  auto* plan = drs->add_subcommand("plan", "dry-run plan on the live cluster, or offline on --snapshot FILE");
+  plan->add_option("--snapshot", file, "snapshot file (uwctl cluster snapshot > FILE); no manager needed");
+  plan->callback([&] {
+    Result<Json> r = Json();
+    if (!file.empty()) {
+      auto snap = LoadJsonFile(file);
+      if (!snap.ok()) return void(rc = c.Fail(snap.status()));
+      auto parsed = placement::ParseSnapshot(*snap);
+      if (!parsed.ok()) return void(rc = c.Fail(parsed.status().WithContext(file)));
+      auto p = placement::MakePlan(*parsed, parsed->settings.drs.automation.empty() ? "drs" : "drs");
+      if (!p.ok()) return void(rc = c.Fail(p.status()));
+      r = placement::PlanToJson(*p);
+    } else {
+      Json body = Json::object();
+      r = c.Call("POST", "/api/v1/drs/plan", &body);
+    }
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    if (c.AsJson()) return void(c.PrintJson(*r));
+    const Json& p = *r;
+    *c.out << "imbalance " << Str(p["before"]["imbalance"]) << " -> " << Str(p["after"]["imbalance"]) << ", "
+           << p["moves"].size() << " moves, " << p["placements"].size() << " placements\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& m : p["moves"]) {
+      rows.push_back({"move", Str(m["vm"]), Str(m["from"]) + " -> " + Str(m["to"]), Str(m["priority"]), Str(m["reason"])});
+    }
+    for (const auto& m : p["placements"]) rows.push_back({"place", Str(m["vm"]), Str(m["host"]), "-", Str(m["reason"])});
+    for (const auto& m : p.value("unplaced", Json::array())) rows.push_back({"unplaced", Str(m["vm"]), "-", "-", Str(m["reason"])});
+    *c.out << FormatTable({"ACTION", "GUEST", "WHERE", "PRIO", "REASON"}, rows);
+  });
+
+  // cluster, events, tokens
+  auto* cluster = app.add_subcommand("cluster", "the cluster as a whole");
+  cluster->require_subcommand(1);
+  cluster->add_subcommand("snapshot", "print the placement snapshot (JSON) of the live cluster")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/cluster/snapshot");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    *c.out << r->dump(2) << "\n";
+  });
+  auto* events = app.add_subcommand("events", "print events (SSE); --follow keeps streaming");
+  bool follow = false;
+  int64_t since = 0;
+  events->add_flag("--follow,-f", follow, "keep streaming new events");
+  events->add_option("--since", since, "start after this event sequence number");
+  events->callback([&] {
+    std::string buf;
+    Status s = c.Client().Stream(
+        "GET", "/api/v1/events?since=" + std::to_string(since) + (follow ? "" : "&follow=false"),
+        [&](std::string_view d) {
+          buf += d;
+          size_t pos;
+          while ((pos = buf.find("\n\n")) != std::string::npos) {
+            std::string frame = buf.substr(0, pos);
+            buf.erase(0, pos + 2);
+            size_t data = frame.find("data: ");
+            if (data == std::string::npos) continue;
+            Json e = Json::parse(frame.substr(data + 6), nullptr, false);
+            if (e.is_discarded()) continue;
+            if (c.AsJson()) {
+              *c.out << e.dump() << "\n";
+            } else {
+              *c.out << Str(e["seq"]) << "  " << Str(e["at"]) << "  " << Str(e["type"]) << "  " << Str(e["subject"])
+                     << "  " << e["data"].dump() << "\n";
+            }
+            c.out->flush();
+          }
+          return true;
+        });
+    if (!s.ok()) rc = c.Fail(s);
+  });
+  auto* token = app.add_subcommand("token", "API tokens (admin)");
+  token->require_subcommand(1);
+  auto* tcreate = token->add_subcommand("create", "create a token; the secret is printed once");
+  std::string role;
+  tcreate->add_option("name", name, "token name")->required();
+  tcreate->add_option("--role", role, "admin | operator | tenant | billing-reader")->required();
+  tcreate->add_option("--tenant", tenant, "tenant (for --role tenant)");
+  tcreate->callback([&] {
+    Json body = {{"name", name}, {"role", role}};
+    if (!tenant.empty()) body["tenant"] = tenant;
+    auto r = c.Call("POST", "/api/v1/tokens", &body);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  token->add_subcommand("list", "list tokens")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/tokens");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "tokens", {"ID", "NAME", "ROLE", "TENANT", "CREATED"}, [](const Json& t) {
+      return std::vector<std::string>{Str(t["id"]), Str(t["name"]), Str(t["role"]), Str(t["tenant"]), Str(t["created"])};
+    });
+  });
+  auto* tdelete = token->add_subcommand("delete", "revoke a token");
+  tdelete->add_option("id", id, "token id")->required();
+  tdelete->callback([&] {
+    auto r = c.Call("DELETE", "/api/v1/tokens/" + id);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp& e) {
+    out << app.help();
+    return kOk;
+  } catch (const CLI::CallForAllHelp& e) {
+    out << app.help("", CLI::AppFormatMode::All);
+    return kOk;
+  } catch (const CLI::ParseError& e) {
+    err << "uwctl: " << e.what() << "\n";
+    // Name the deepest subcommand the user reached for its help.
+    err << "run 'uwctl --help' (or 'uwctl <command> --help') for usage\n";
+    return kUsage;
+  }
+  return rc;
+}
+
+}  // namespace uw::cli

@@ -1,0 +1,116 @@
+#include "cli/uwctl.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "api/http.h"
+#include "manager/fake_agent.h"
+#include "manager/http_api.h"
+#include "manager/manager.h"
+
+namespace uw::cli {
+namespace {
+
+constexpr const char* kAdmin = "admin-token-0123456789";
+
+class UwctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("uwctl-test-" + std::to_string(::getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    manager::ManagerConfig cfg;
+    cfg.db_path = (dir_ / "state.db").string();
+    cfg.join_token = "join-token-0123456789";
+    cfg.admin_token = kAdmin;
+    cfg.drs_interval_ms = 0;
+    manager_ = std::make_unique<manager::Manager>(cfg);
+    ASSERT_TRUE(manager_->Start().ok());
+    manager::BuildRoutes(*manager_, router_);
+    server_ = std::make_unique<api::HttpServer>(api::ServerOptions{}, &router_);
+    ASSERT_TRUE(server_->Start().ok());
+    url_ = "http://127.0.0.1:" + std::to_string(server_->port());
+    agent_ = std::make_unique<manager::testing::FakeAgent>("h1");
+    ASSERT_TRUE(agent_->Start().ok());
+    manager::HostJoin join{"h1", agent_->url(), agent_->token(), 4, 4096, Json::object()};
+    ASSERT_TRUE(manager_->JoinHost(cfg.join_token, join).ok());
+  }
+  void TearDown() override {
+    server_->Stop();
+    manager_->Stop();
+    agent_->Stop();
+    std::filesystem::remove_all(dir_);
+  }
+  int Uwctl(std::vector<std::string> args, std::string token = kAdmin) {
+    out_.str("");
+    err_.str("");
+    args.insert(args.begin(), {"--url", url_, "--token", token});
+    return uw::cli::Run(args, out_, err_);
+  }
+  std::filesystem::path dir_;
+  std::unique_ptr<manager::Manager> manager_;
+  api::Router router_;
+  std::unique_ptr<api::HttpServer> server_;
+  std::unique_ptr<manager::testing::FakeAgent> agent_;
+  std::string url_;
+  std::ostringstream out_, err_;
+};
+
+TEST(FormatTableTest, AlignsColumns) {
+  EXPECT_EQ(FormatTable({"NAME", "STATE"}, {{"web-long", "running"}, {"db", "shutoff"}}),
+            "NAME      STATE\nweb-long  running\ndb        shutoff\n");
+}
+
+TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
+  EXPECT_EQ(Uwctl({"guest", "create", "web1", "--memory", "512", "--wait"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("succeeded"), std::string::npos) << out_.str();
+  EXPECT_NE(err_.str().find("100%"), std::string::npos) << "progress line: " << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "list"}), 0);
+  EXPECT_NE(out_.str().find("NAME"), std::string::npos);
+  EXPECT_NE(out_.str().find("web1"), std::string::npos);
+  EXPECT_EQ(Uwctl({"-o", "json", "guest", "show", "web1"}), 0);
+  Json j = Json::parse(out_.str());
+  EXPECT_EQ(j["host"], "h1");
+  EXPECT_EQ(Uwctl({"host", "list"}), 0);
+  EXPECT_NE(out_.str().find("h1"), std::string::npos);
+  EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--wait"}), 0) << err_.str();
+  EXPECT_FALSE(agent_->Has("web1"));
+}
+
+TEST_F(UwctlTest, ExitCodesAndHintsForScripts) {
+  EXPECT_EQ(Uwctl({"guest", "show", "nope"}), 4);
+  EXPECT_NE(err_.str().find("not_found"), std::string::npos);
+  EXPECT_NE(err_.str().find("hint:"), std::string::npos);
+  EXPECT_EQ(Uwctl({"guest", "list"}, "wrong-token-0123456789"), 3);
+  EXPECT_NE(err_.str().find("--token"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "big", "--memory", "999999"}), 5);
+  EXPECT_EQ(Uwctl({"guest", "frobnicate"}), 2);
+  EXPECT_EQ(Uwctl({"task", "show", "task-missing"}), 4);
+  std::ostringstream o, e;
+  EXPECT_EQ(uw::cli::Run({"--url", "http://127.0.0.1:1", "--token", "x", "host", "list"}, o, e), 6);
+  EXPECT_NE(e.str().find("UW_URL"), std::string::npos) << e.str();
+  agent_->FailCreates("disk full");
+  EXPECT_EQ(Uwctl({"guest", "create", "fails", "--wait"}), 6);  // the task failed as unavailable
+  EXPECT_NE(out_.str().find("disk full"), std::string::npos) << out_.str();
+}
+
+TEST_F(UwctlTest, SnapshotThenOfflinePlan) {
+  EXPECT_EQ(Uwctl({"guest", "create", "a", "--wait"}), 0);
+  EXPECT_EQ(Uwctl({"cluster", "snapshot"}), 0);
+  std::string file = (dir_ / "snap.json").string();
+  std::ofstream(file) << out_.str();
+  std::ostringstream o, e;
+  EXPECT_EQ(uw::cli::Run({"drs", "plan", "--snapshot", file}, o, e), 0) << e.str();
+  EXPECT_NE(o.str().find("imbalance"), std::string::npos) << o.str();
+  std::ofstream(file) << R"({"version": 1, "hosts": [{"name": "h", "cpu_cores": -1, "memory_mib": 1}]})";
+  std::ostringstream o2, e2;
+  EXPECT_EQ(uw::cli::Run({"drs", "plan", "--snapshot", file}, o2, e2), 2);
+  EXPECT_NE(e2.str().find("cpu_cores"), std::string::npos) << e2.str();
+}
+
+}  // namespace
+}  // namespace uw::cli
