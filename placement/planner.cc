@@ -369,7 +369,9 @@ void Balance(PlanContext& ctx) {
   const DrsSettings& drs = s.settings.drs;
   if (drs.threshold < 2 || c.n_on < 2) return;
   const int64_t max_moves = drs.max_moves ? *drs.max_moves : std::numeric_limits<int64_t>::max();
-  const bool small = c.n_on <= 32;
+  // Exhaustive candidates (every guest x every host) while a round costs at most ~100k
+  // evaluations; beyond that the most / least loaded hosts per dimension.
+  const bool small = static_cast<double>(c.n_on) * static_cast<double>(c.vms.size()) <= 100000;
   const int k_src = small ? c.n_on : 2;   // per dimension
   const int k_dst = small ? c.n_on : 4;   // per dimension
   const bool drs_metric = ctx.kind == PolicyKind::kDrs;
