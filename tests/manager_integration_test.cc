@@ -1,0 +1,232 @@
+// uw-manager on the real test bed: the test-bed agents join (through vmm::ManagerLink, reading each
+// agent over HTTP, since the test bed's agent configs carry no manager_url), guests are created
+// through the manager's REST API onto real hosts (libvirtd + emulated guests), and bad input is
+// refused with the right status while nothing changes.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "api/http.h"
+#include "tests/testbed_client.h"
+#include "vmm/manager_link.h"
+
+namespace uw {
+namespace {
+
+using testing::Testbed;
+using testing::WaitFor;
+constexpr const char* kAdmin = "it-admin-token-0123456789";
+constexpr const char* kJoin = "it-join-token-0123456789";
+
+class ManagerIntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto tb = Testbed::Load();
+    ASSERT_TRUE(tb.ok()) << tb.status().ToString();
+    testbed_ = new Testbed(*tb);
+    dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
+                                     ("uw-manager-it-" + std::to_string(::getpid())));
+    std::filesystem::create_directories(*dir_);
+    port_ = 17800 + ::getpid() % 1000;
+    Json cfg = {{"db_path", (*dir_ / "manager.db").string()},
+                {"listen", {{"address", "127.0.0.1"}, {"port", port_}}},
+                {"join_token", kJoin},
+                {"admin_token", kAdmin},
+                {"heartbeat_interval_ms", 500},
+                {"heartbeat_timeout_ms", 5000},
+                {"drs_interval_ms", 0},
+                {"max_body_bytes", 65536},
+                {"log_file", (*dir_ / "manager.log").string()}};
+    std::ofstream(*dir_ / "manager.json") << cfg.dump(2);
+    const char* bin = std::getenv("UW_MANAGER_BIN");
+    ASSERT_NE(bin, nullptr) << "UW_MANAGER_BIN is set by ctest";
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string config = (*dir_ / "manager.json").string();
+      execl(bin, bin, "--config", config.c_str(), nullptr);
+      _exit(127);
+    }
+    ASSERT_TRUE(WaitFor([] { return Client().Do("GET", "/healthz").ok(); }, std::chrono::seconds(20)))
+        << "uw-manager did not answer; see " << (*dir_ / "manager.log");
+    links_ = new std::vector<std::unique_ptr<vmm::ManagerLink>>();
+    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
+      const auto& h = testbed_->hosts[i];
+      ASSERT_FALSE(h.agent_url.empty()) << "the test bed runs no agents (start it with --agent)";
+      vmm::ManagerLinkOptions o;
+      o.manager_url = "http://127.0.0.1:" + std::to_string(port_);
+      o.join_token = kJoin;
+      o.host_name = h.name;
+      o.agent_url = h.agent_url;
+      o.agent_token = h.agent_token;
+      o.heartbeat_interval_ms = 500;
+      api::HttpClient agent = testbed_->Agent(i);
+      links_->push_back(std::make_unique<vmm::ManagerLink>(
+          o, [agent](std::string_view path) { return agent.Call("GET", std::string(path)); }));
+      links_->back()->Start();
+    }
+  }
+  static void TearDownTestSuite() {
+    if (links_) {
+      for (auto& l : *links_) l->Stop();
+      delete links_;
+    }
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    delete testbed_;
+    if (dir_) std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static api::HttpClient Client(const std::string& token = kAdmin) {
+    return api::HttpClient({"http://127.0.0.1:" + std::to_string(port_), token, 180000, 3000});
+  }
+  static Json WaitTask(const Json& task, int seconds = 300) {
+    Json t = task;
+    WaitFor(
+        [&] {
+          auto r = Client().Call("GET", "/api/v1/tasks/" + task["id"].get<std::string>());
+          if (r.ok()) t = *r;
+          std::string s = t.value("state", "");
+          return s == "succeeded" || s == "failed" || s == "cancelled";
+        },
+        std::chrono::seconds(seconds), std::chrono::milliseconds(250));
+    return t;
+  }
+  // Guest names on every test-bed agent.
+  static std::set<std::string> AgentGuests() {
+    std::set<std::string> out;
+    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
+      auto r = testbed_->Agent(i).Call("GET", "/api/v1/guests");
+      if (!r.ok()) continue;
+      for (const auto& g : (*r)["guests"]) out.insert(g["name"].get<std::string>());
+    }
+    return out;
+  }
+
+  static Testbed* testbed_;
+  static std::filesystem::path* dir_;
+  static int port_;
+  static pid_t pid_;
+  static std::vector<std::unique_ptr<vmm::ManagerLink>>* links_;
+};
+Testbed* ManagerIntegrationTest::testbed_ = nullptr;
+std::filesystem::path* ManagerIntegrationTest::dir_ = nullptr;
+int ManagerIntegrationTest::port_ = 0;
+pid_t ManagerIntegrationTest::pid_ = -1;
+std::vector<std::unique_ptr<vmm::ManagerLink>>* ManagerIntegrationTest::links_ = nullptr;
+
+TEST_F(ManagerIntegrationTest, TestbedAgentsJoinAndStayConnected) {
+  ASSERT_TRUE(WaitFor(
+      [] {
+        auto r = Client().Call("GET", "/api/v1/hosts");
+        if (!r.ok() || (*r)["hosts"].size() != testbed_->hosts.size()) return false;
+        for (const auto& h : (*r)["hosts"]) {
+          if (h["state"] != "connected") return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(30)));
+  auto h = Client().Call("GET", "/api/v1/hosts/" + testbed_->hosts[0].name);
+  ASSERT_TRUE(h.ok());
+  EXPECT_GT((*h)["capacity"]["memory_mib"].get<int64_t>(), 0);
+  EXPECT_GT((*h)["capacity"]["cpu_cores"].get<double>(), 0);
+}
+
+TEST_F(ManagerIntegrationTest, CreateStopAndDeleteAGuestOnARealHost) {
+  ASSERT_TRUE(WaitFor([] { return links_->at(0)->heartbeats_sent() > 0; }, std::chrono::seconds(30)));
+  Json body = {{"name", "mit-g1"}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", 256}};
+  auto r = Client().Do("POST", "/api/v1/guests", body.dump(), {{"Idempotency-Key", "mit-create-1"}});
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->status, 202) << r->body;
+  Json done = WaitTask(Json::parse(r->body));
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  // Retrying with the same key does not create a second task or guest.
+  auto again = Client().Do("POST", "/api/v1/guests", body.dump(), {{"Idempotency-Key", "mit-create-1"}});
+  EXPECT_EQ(Json::parse(again->body)["id"], Json::parse(r->body)["id"]);
+  auto g = Client().Call("GET", "/api/v1/guests/mit-g1");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ((*g)["state"], "running");
+  std::string host = (*g)["host"];
+  EXPECT_FALSE((*g)["placement_reason"].get<std::string>().empty());
+  EXPECT_TRUE(AgentGuests().count("mit-g1"));
+  // Heartbeats bring the agent's view back into the manager; the guest stays running there.
+  Json force = {{"force", true}};
+  auto stop = Client().Call("POST", "/api/v1/guests/mit-g1/stop", &force);
+  ASSERT_TRUE(stop.ok()) << stop.status().ToString();
+  EXPECT_EQ(WaitTask(*stop, 120)["state"], "succeeded");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/mit-g1"))["state"], "shutoff");
+  auto del = Client().Call("DELETE", "/api/v1/guests/mit-g1");
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded");
+  EXPECT_FALSE(AgentGuests().count("mit-g1"));
+  EXPECT_EQ(Client().Call("GET", "/api/v1/guests/mit-g1").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ManagerIntegrationTest, BadInputIsRefusedAndChangesNothing) {
+  auto before_agents = AgentGuests();
+  auto before = Client().Call("GET", "/api/v1/guests");
+  ASSERT_TRUE(before.ok());
+  Json tenant_a = {{"name", "mit-a"}, {"role", "tenant"}, {"tenant", "alpha"}};
+  Json tenant_b = {{"name", "mit-b"}, {"role", "tenant"}, {"tenant", "beta"}};
+  std::string a = (*Client().Call("POST", "/api/v1/tokens", &tenant_a))["token"];
+  std::string b = (*Client().Call("POST", "/api/v1/tokens", &tenant_b))["token"];
+  struct Case {
+    std::string token, method, path, body;
+    int status;
+    std::string mention;
+  };
+  std::vector<Case> cases = {
+      {kAdmin, "POST", "/api/v1/guests", R"({"name": "mit-bad", )", 400, "invalid_argument"},
+      {kAdmin, "POST", "/api/v1/guests", R"({"name": "mit-bad", "vcpus": "two"})", 400, "vcpus"},
+      {kAdmin, "POST", "/api/v1/guests", R"({"name": "mit-bad", "memory_mib": -5})", 400, "memory_mib"},
+      {kAdmin, "POST", "/api/v1/guests", R"(["not", "an", "object"])", 400, "object"},
+      {kAdmin, "POST", "/api/v1/guests", R"({"name": "mit-bad", "memory_mib": 99999999})", 400, "memory_mib"},
+      {kAdmin, "POST", "/api/v1/guests", "{\"name\": \"mit-bad\", \"labels\": \"" + std::string(100000, 'x') + "\"}",
+       413, "resource_exhausted"},
+      {kAdmin, "GET", "/api/v1/guests/mit-nope", "", 404, "mit-nope"},
+      {kAdmin, "POST", "/api/v1/guests/mit-nope/start", "", 404, "mit-nope"},
+      {kAdmin, "GET", "/api/v1/tasks/task-nope", "", 404, "task-nope"},
+      {kAdmin, "POST", "/api/v1/hosts/nope/maintenance", "", 404, "nope"},
+      {"", "GET", "/api/v1/guests", "", 401, "token"},
+      {"wrong-token-0123456789", "POST", "/api/v1/guests", R"({"name": "mit-bad"})", 401, "token"},
+      {a, "GET", "/api/v1/hosts", "", 403, "tenant"},
+  };
+  for (const auto& c : cases) {
+    auto r = Client(c.token).Do(c.method, c.path, c.body);
+    ASSERT_TRUE(r.ok()) << c.method << " " << c.path;
+    EXPECT_EQ(r->status, c.status) << c.method << " " << c.path << " " << c.body.substr(0, 80) << " -> " << r->body;
+    EXPECT_NE(r->body.find(c.mention), std::string::npos) << r->body;
+    EXPECT_NE(r->body.find("\"error\""), std::string::npos) << r->body;
+  }
+  // A tenant's guest is invisible and untouchable for another tenant.
+  Json mine = {{"name", "mit-alpha"}, {"image", "tiny"}, {"memory_mib", 256}, {"start", false}};
+  auto created = Client(a).Call("POST", "/api/v1/guests", &mine);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  for (auto [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/api/v1/guests/mit-alpha"}, {"POST", "/api/v1/guests/mit-alpha/start"},
+           {"DELETE", "/api/v1/guests/mit-alpha"}, {"POST", "/api/v1/guests/mit-alpha/resize"}}) {
+    auto r = Client(b).Do(method, path, method == "POST" ? R"({"memory_mib": 128})" : "");
+    EXPECT_EQ(r->status, 404) << method << " " << path << " -> " << r->body;
+  }
+  EXPECT_EQ((*Client(b).Call("GET", "/api/v1/guests"))["guests"].size(), 0u);
+  EXPECT_EQ((*Client(a).Call("GET", "/api/v1/guests/mit-alpha"))["state"], "shutoff");
+  auto del = Client(a).Call("DELETE", "/api/v1/guests/mit-alpha");
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded");
+  // Nothing else changed: same guests in the manager and on the agents.
+  auto after = Client().Call("GET", "/api/v1/guests");
+  EXPECT_EQ((*after)["guests"].size(), (*before)["guests"].size());
+  EXPECT_EQ(AgentGuests(), before_agents);
+}
+
+}  // namespace
+}  // namespace uw
