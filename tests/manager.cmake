@@ -7,8 +7,19 @@ if(TARGET uw-manager AND TARGET uw_vmm)
     TIMEOUT 900)
   set_property(TEST manager_integration_test APPEND PROPERTY ENVIRONMENT
     "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>;UW_TESTBED_DIR=${UW_TESTBED_DIR}")
-  if(TEST testbed_up)
-    set_tests_properties(manager_integration_test PROPERTIES FIXTURES_REQUIRED testbed RESOURCE_LOCK testbed)
-  endif()
+  # Unconditional: tests/testbed.cmake (which defines the fixture) is included after this file.
+  set_tests_properties(manager_integration_test PROPERTIES FIXTURES_REQUIRED testbed RESOURCE_LOCK testbed)
   add_dependencies(manager_integration_test uw-manager)
+endif()
+
+# The crash test needs no test bed: fake agents run in the test process, uw-manager as a child.
+if(TARGET uw-manager)
+  uw_test(NAME manager_crash_test
+    SRCS manager_crash_test.cc
+    DEPS uw_testbed_client uw::api uw::common
+    LABELS integration
+    TIMEOUT 300)
+  target_include_directories(manager_crash_test PRIVATE ${PROJECT_SOURCE_DIR})
+  set_property(TEST manager_crash_test APPEND PROPERTY ENVIRONMENT "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>")
+  add_dependencies(manager_crash_test uw-manager)
 endif()
