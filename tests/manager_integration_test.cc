@@ -140,6 +140,26 @@ TEST_F(ManagerIntegrationTest, TestbedAgentsJoinAndStayConnected) {
   EXPECT_GT((*h)["capacity"]["cpu_cores"].get<double>(), 0);
 }
 
+TEST_F(ManagerIntegrationTest, HostMissingHeartbeatsDisconnectsAndReconnects) {
+  const std::string name = testbed_->hosts.back().name;
+  auto state = [&] {
+    auto r = Client().Call("GET", "/api/v1/hosts/" + name);
+    return r.ok() ? (*r)["state"].get<std::string>() : std::string("?");
+  };
+  ASSERT_TRUE(WaitFor([&] { return state() == "connected"; }, std::chrono::seconds(30)));
+  links_->back()->Stop();
+  EXPECT_TRUE(WaitFor([&] { return state() == "disconnected"; }, std::chrono::seconds(20)));
+  links_->back()->Start();
+  EXPECT_TRUE(WaitFor([&] { return state() == "connected"; }, std::chrono::seconds(20)));
+  std::string events;
+  ASSERT_TRUE(Client().Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
+                        events += d;
+                        return true;
+                      }).ok());
+  EXPECT_NE(events.find("event: host.disconnected"), std::string::npos);
+  EXPECT_NE(events.find("event: host.reconnected"), std::string::npos);
+}
+
 TEST_F(ManagerIntegrationTest, CreateStopAndDeleteAGuestOnARealHost) {
   ASSERT_TRUE(WaitFor([] { return links_->at(0)->heartbeats_sent() > 0; }, std::chrono::seconds(30)));
   Json body = {{"name", "mit-g1"}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", 256}};
