@@ -21,6 +21,13 @@ bool IsFinal(std::string_view state) { return state == "succeeded" || state == "
 
 std::string Dump(const Json& j) { return j.dump(); }
 
+// {"key": list} without copying the list (an initializer list would copy it).
+Json Wrap(const char* key, Json list) {
+  Json out = Json::object();
+  out[key] = std::move(list);
+  return out;
+}
+
 std::string TenantOf(const Principal& p) { return p.role == Role::kTenant ? p.tenant : ""; }
 
 Status NeedOperator(const Principal& p, std::string_view what) {
@@ -576,7 +583,7 @@ Result<Json> Manager::ListHosts() {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query(std::string(kHostQuery) + " ORDER BY h.name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
-  return Json{{"hosts", out}};
+  return Wrap("hosts", std::move(out));
 }
 
 Result<Json> Manager::GetHost(std::string_view name) {
@@ -779,7 +786,7 @@ Result<Json> Manager::ListGuests(const Principal& p) {
     UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
     out.push_back(std::move(j));
   }
-  return Json{{"guests", out}};
+  return Wrap("guests", std::move(out));
 }
 
 Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
@@ -902,7 +909,7 @@ Result<Json> Manager::ListTasks(const Principal& p, int64_t limit) {
     UW_ASSIGN_OR_RETURN(Json j, TaskJson(r.Str("id")));
     out.push_back(std::move(j));
   }
-  return Json{{"tasks", out}};
+  return Wrap("tasks", std::move(out));
 }
 
 Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
@@ -1106,10 +1113,10 @@ Result<Json> Manager::ListTokens() {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms"));
   Json out = Json::array();
   for (const auto& r : rows) {
-    out.push_back({{"id", r.Str("id")}, {"name", r.Str("name")}, {"role", r.Str("role")}, {"tenant", r.Str("tenant")},
+    out.push_back(Json{{"id", r.Str("id")}, {"name", r.Str("name")}, {"role", r.Str("role")}, {"tenant", r.Str("tenant")},
                    {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
-  return Json{{"tokens", out}};
+  return Wrap("tokens", std::move(out));
 }
 
 Status Manager::DeleteToken(std::string_view id) {
@@ -1134,7 +1141,7 @@ Result<Json> Manager::ListPools() {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM pools ORDER BY name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return Json{{"pools", out}};
+  return Wrap("pools", std::move(out));
 }
 
 Result<Json> Manager::CreatePool(const Json& body) {
@@ -1176,7 +1183,7 @@ Result<Json> Manager::ListRules() {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM rules ORDER BY name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return Json{{"rules", out}};
+  return Wrap("rules", std::move(out));
 }
 
 Result<Json> Manager::CreateRule(const Json& body) {
@@ -1279,7 +1286,7 @@ Result<Json> Manager::ListRecommendations(bool pending_only) {
                    {"note", r.Str("note")},
                    {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
-  return Json{{"recommendations", out}};
+  return Wrap("recommendations", std::move(out));
 }
 
 Result<Json> Manager::DryRunPlan(const Json* snapshot) {
