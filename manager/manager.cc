@@ -331,6 +331,10 @@ void Manager::MonitorLoop() {
   while (!stopping_) {
     l.unlock();
     CheckHeartbeats();
+    // Usage samples are kept for a day (metering reads them; later issues aggregate them).
+    if (Status s = store_->Exec("DELETE FROM usage_samples WHERE at_ms < ?", {NowMs() - 86'400'000}); !s.ok()) {
+      spdlog::warn("pruning usage samples: {}", s.ToString());
+    }
     if (config_.drs_interval_ms > 0 &&
         clock_.Monotonic() - last_drs >= std::chrono::milliseconds(config_.drs_interval_ms)) {
       last_drs = clock_.Monotonic();

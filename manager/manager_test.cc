@@ -1,6 +1,8 @@
 #include "manager/manager.h"
 
 #include <filesystem>
+#include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -423,6 +425,44 @@ TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
   auto dry = c.Call("POST", "/api/v1/drs/plan", &req);
   ASSERT_TRUE(dry.ok()) << dry.status().ToString();
   EXPECT_FALSE((*dry)["moves"].empty());
+}
+
+TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnATimer) {
+  config_.drs_interval_ms = 100;
+  StartManager();
+  AddHost("h1", 4, 8192);
+  AddHost("h2", 4, 8192);
+  auto c = Client();
+  Json pinned = {{"name", "pinned"}, {"memory_mib", 512}, {"automation", "disabled"}};
+  Json mobile = {{"name", "mobile"}, {"memory_mib", 512}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &pinned))["state"], "succeeded");
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &mobile))["state"], "succeeded");
+  std::string host = (*c.Call("GET", "/api/v1/guests/mobile"))["host"];
+  auto m = c.Call("POST", "/api/v1/hosts/" + host + "/maintenance");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE((*m)["maintenance"].get<bool>());
+  EXPECT_GE((*m)["evacuation"]["remaining"].get<int>(), 1);
+  // New guests avoid a host in maintenance.
+  Json next = {{"name", "next"}, {"memory_mib", 256}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &next))["state"], "succeeded");
+  EXPECT_NE((*c.Call("GET", "/api/v1/guests/next"))["host"], host);
+  // The reconcile loop (every 100 ms) keeps a mandatory move of `mobile` off the host.
+  bool found = false;
+  for (int i = 0; i < 100 && !found; ++i) {
+    auto recs = c.Call("GET", "/api/v1/drs/recommendations");
+    for (const auto& r : (*recs)["recommendations"]) {
+      if (r["guest"] == "mobile" && r["from"] == host && r["priority"] == 1) found = true;
+      EXPECT_NE(r["guest"], "pinned") << "automation=disabled guests are never moved";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(found);
+  for (int i = 0; i < 100 && Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'") < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GE(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'"), 3) << "the timer loop runs DRS";
+  ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/" + host + "/maintenance").ok());
+  EXPECT_FALSE((*c.Call("GET", "/api/v1/hosts/" + host))["maintenance"].get<bool>());
 }
 
 TEST_F(ManagerTest, CancelReleasesAPendingCreation) {
