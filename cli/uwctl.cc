@@ -376,6 +376,12 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   });
   auto* plan = drs->add_subcommand("plan", "dry-run plan on the live cluster, or offline on --snapshot FILE");
   plan->add_option("--snapshot", file, "snapshot file (uwctl cluster snapshot > FILE); no manager needed");
+  std::string policy = "drs";
+  plan->add_option("--policy", policy, "policy for --snapshot: " + [] {
+    std::string names;
+    for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
+    return names;
+  }());
   plan->callback([&] {
     Result<Json> r = Json();
     if (!file.empty()) {
@@ -383,7 +389,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       if (!snap.ok()) return void(rc = c.Fail(snap.status()));
       auto parsed = placement::ParseSnapshot(*snap);
       if (!parsed.ok()) return void(rc = c.Fail(parsed.status().WithContext(file)));
-      auto p = placement::MakePlan(*parsed, parsed->settings.drs.automation.empty() ? "drs" : "drs");
+      auto p = placement::MakePlan(*parsed, policy);
       if (!p.ok()) return void(rc = c.Fail(p.status()));
       r = placement::PlanToJson(*p);
     } else {

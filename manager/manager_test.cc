@@ -417,6 +417,10 @@ TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
   EXPECT_EQ(c.Call("PUT", "/api/v1/drs/config", &bad).status().code(), StatusCode::kInvalidArgument);
   Json automatic = {{"automation", "automatic"}};
   EXPECT_EQ((*c.Call("PUT", "/api/v1/drs/config", &automatic))["automation"], "automatic");
+  // Automatic mode applies through the same path: verified, then deferred until live migration.
+  int64_t deferred = Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.apply_deferred'");
+  ASSERT_TRUE(c.Call("POST", "/api/v1/drs/run").ok());
+  EXPECT_GT(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.apply_deferred'"), deferred);
   // The dry-run plan on an uploaded snapshot and the exported snapshot parse with the engine.
   auto snap = c.Call("GET", "/api/v1/cluster/snapshot");
   ASSERT_TRUE(snap.ok());

@@ -1,5 +1,7 @@
 #include "vmm/manager_link.h"
 
+#include "vmm/agent.h"
+
 #include <atomic>
 
 #include <gtest/gtest.h>
@@ -103,6 +105,22 @@ TEST(ManagerLinkTest, RejoinsWhenTheManagerForgetsTheSession) {
     return m.joins_ >= 2 && m.heartbeats_ >= 3;
   }));
   link.Stop();
+}
+
+TEST(ManagerLinkTest, AgentConfigCarriesTheManagerFields) {
+  Json j = {{"host_name", "h1"}, {"token", "agent-token-0123456789"}, {"manager_url", "http://10.77.0.254:7800"},
+            {"join_token", "join-secret-0123456789"}, {"heartbeat_interval_ms", 500}};
+  auto c = AgentConfigFromJson(j, "agent.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->manager_url, "http://10.77.0.254:7800");
+  EXPECT_EQ(c->heartbeat_interval_ms, 500);
+  j.erase("join_token");
+  auto missing = AgentConfigFromJson(j, "agent.json");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("join_token"), std::string::npos) << missing.status().message();
+  j["join_token"] = "x";
+  j["heartbeat_interval_ms"] = 1;
+  EXPECT_FALSE(AgentConfigFromJson(j, "agent.json").ok());
 }
 
 TEST(ManagerLinkTest, UnreachableManagerIsUnavailable) {
