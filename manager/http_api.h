@@ -6,7 +6,7 @@
 // Auth: every route needs a bearer API token except /healthz, POST /api/v1/hosts/join (the cluster
 // join token travels in the body's Authorization header instead) and host heartbeats (host token).
 // POSTs honour `Idempotency-Key`: a repeated key from the same token with the same method, path
-// and body gets the first answer again; with a different request it is refused (422-style 400).
+// and body gets the first answer again (for 24 hours); with a different request it is refused (400).
 #pragma once
 
 #include "api/http.h"

@@ -335,6 +335,9 @@ void Manager::MonitorLoop() {
     if (Status s = store_->Exec("DELETE FROM usage_samples WHERE at_ms < ?", {NowMs() - 86'400'000}); !s.ok()) {
       spdlog::warn("pruning usage samples: {}", s.ToString());
     }
+    if (Status s = store_->Exec("DELETE FROM idempotency WHERE created_ms < ?", {NowMs() - 86'400'000}); !s.ok()) {
+      spdlog::warn("pruning idempotency records: {}", s.ToString());
+    }
     if (config_.drs_interval_ms > 0 &&
         clock_.Monotonic() - last_drs >= std::chrono::milliseconds(config_.drs_interval_ms)) {
       last_drs = clock_.Monotonic();
@@ -1013,7 +1016,13 @@ void Manager::RunTask(const std::string& id) {
   } else {
     s = FinishTask(id, InternalError("unknown task kind '" + kind + "'"), nullptr);
   }
-  if (!s.ok()) spdlog::error("task {} ({} {}): {}", id, kind, guest, s.ToString());
+  if (!s.ok()) {
+    // The store refused a step: end the task explicitly rather than leave it running.
+    spdlog::error("task {} ({} {}): {}", id, kind, guest, s.ToString());
+    if (Status f = FinishTask(id, s.WithContext("recording the outcome"), nullptr); !f.ok()) {
+      spdlog::error("task {}: cannot record failure ({}); it is resumed on the next start", id, f.ToString());
+    }
+  }
 }
 
 Status Manager::RunCreate(const std::string& id, const Json& request, const std::string& guest) {
