@@ -307,6 +307,26 @@ double Cluster::VarianceSumAfter(int from, int to, const UnitLoad& load) const {
   return vc + vm;
 }
 
+double Cluster::VarianceSumAfterSwap(int a, int b, const UnitLoad& out, const UnitLoad& in) const {
+  if (n_on == 0) return 0;
+  double a1c = s1c, a2c = s2c, a1m = s1m, a2m = s2m;
+  auto shift = [&](int h, double dc, double dm) {
+    if (h < 0 || !hosts[h].on()) return;
+    const HostSlot& x = hosts[h];
+    double c0 = x.e_cpu / x.cores, c1 = (x.e_cpu + dc) / x.cores;
+    double m0 = x.e_mem / x.mem_cap, m1 = (x.e_mem + dm) / x.mem_cap;
+    a1c += c1 - c0;
+    a2c += c1 * c1 - c0 * c0;
+    a1m += m1 - m0;
+    a2m += m1 * m1 - m0 * m0;
+  };
+  shift(a, in.cpu - out.cpu, in.mem - out.mem);
+  shift(b, out.cpu - in.cpu, out.mem - in.mem);
+  double mc = a1c / n_on, mm = a1m / n_on;
+  double vc = std::max(0.0, a2c / n_on - mc * mc), vm = std::max(0.0, a2m / n_on - mm * mm);
+  return vc + vm;
+}
+
 int64_t Cluster::SoftViolations() const {
   int64_t n = 0;
   for (const RuleIndex& r : rules) {

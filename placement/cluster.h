@@ -123,6 +123,8 @@ class Cluster {
   double ImbalanceAfter(int from, int to, const UnitLoad& load) const;
   // cpu variance + memory variance after the move (2 x imbalance^2; no square root).
   double VarianceSumAfter(int from, int to, const UnitLoad& load) const;
+  // The same for a swap: `a` gives `out` and takes `in`, `b` the reverse.
+  double VarianceSumAfterSwap(int a, int b, const UnitLoad& out, const UnitLoad& in) const;
   PlanMetrics Metrics() const;
   int64_t SoftViolations() const;
   int64_t HostsOn() const;

@@ -334,7 +334,8 @@ struct PlacementDecision {
 // version). Thread safety: Place is const and keeps no scratch state; concurrent calls are safe.
 class PlacementIndex {
  public:
-  // `policy` is "drs" or "opportunity-cost" (scoring); kInvalidArgument otherwise.
+  // `policy` chooses the scoring: "drs" and "consolidate" score by imbalance, "opportunity-cost"
+  // by marginal cost; kInvalidArgument for another name.
   static Result<std::unique_ptr<PlacementIndex>> Build(const Snapshot& snapshot,
                                                        std::string_view policy = "drs");
   virtual ~PlacementIndex() = default;
@@ -354,7 +355,8 @@ class Policy {
  public:
   virtual ~Policy() = default;
   virtual std::string_view name() const = 0;
-  // Builds the complete plan. Errors: kInvalidArgument for settings the policy rejects.
+  // Builds the complete plan, in a safe execution order (the manager's applier and every test
+  // still verify it with CheckPlan). Errors: kInvalidArgument for settings the policy rejects.
   virtual Result<Plan> MakePlan(const Snapshot& snapshot) const = 0;
 };
 

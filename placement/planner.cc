@@ -488,6 +488,94 @@ void Balance(PlanContext& ctx) {
   }
 }
 
+// Swaps for the last stretch of an aggressive (threshold 5) DRS pass on a small cluster: when no
+// single move helps, exchanging a guest of a loaded host with a smaller one of a light host often
+// still does. Both moves are checked in the order they will run; memory must fit at every step.
+void SwapRefine(PlanContext& ctx) {
+  Cluster& c = ctx.cluster;
+  const Snapshot& s = ctx.snap;
+  const DrsSettings& drs = s.settings.drs;
+  if (ctx.kind != PolicyKind::kDrs || drs.threshold < 5 || c.n_on < 2 || c.n_on > 64) return;
+  const double cost_weight = ctx.cost_weight >= 0 ? ctx.cost_weight : kCostWeightByThreshold[drs.threshold];
+  const double min_goodness = kMinGoodnessByThreshold[drs.threshold];
+  std::vector<int> on;
+  for (size_t h = 0; h < c.hosts.size(); ++h) {
+    if (c.hosts[h].on()) on.push_back(static_cast<int>(h));
+  }
+  auto swappable = [&](int v) {
+    const GuestSlot& g = c.vms[v];
+    // Guests under rules are left to the single-move search, which prices soft rules.
+    if (!g.live || (g.moved && !g.moved_by_balance) || c.units[g.unit].size() > 1 || !c.vm_rules[v].empty()) {
+      return false;
+    }
+    const auto& ago = s.vms[v].last_moved_ago_s;
+    return !(ago && *ago < drs.min_move_interval_s);
+  };
+  const int64_t max_swaps = drs.max_moves ? std::max<int64_t>(0, *drs.max_moves / 2) : 200;
+  for (int64_t n = 0; n < max_swaps; ++n) {
+    const double level = c.Imbalance();
+    // Hot and cold hosts by the combined normalized load.
+    std::vector<int> by = on;
+    auto key = [&](int h) { return c.hosts[h].cpu_load() + c.hosts[h].mem_load(); };
+    std::sort(by.begin(), by.end(), [&](int a, int b) { return key(a) > key(b); });
+    const int k = std::min<int>(4, static_cast<int>(by.size()) / 2);
+    double best_net = 0;
+    int bv = -1, bw = -1, ba = -1, bb = -1;
+    for (int i = 0; i < k; ++i) {
+      const int a = by[i];
+      for (int j = 0; j < k; ++j) {
+        const int b = by[by.size() - 1 - j];
+        if (a == b) continue;
+        for (int v : c.hosts[a].vms) {
+          if (!swappable(v)) continue;
+          UnitLoad lv = c.LoadOf({v});
+          for (int w : c.hosts[b].vms) {
+            if (!swappable(w)) continue;
+            UnitLoad lw = c.LoadOf({w});
+            const HostSlot& ha = c.hosts[a];
+            const HostSlot& hb = c.hosts[b];
+            if (ha.mem_used - lv.mem_cfg + lw.mem_cfg > ha.mem_capacity) continue;
+            if (hb.mem_used - lw.mem_cfg + lv.mem_cfg > hb.mem_capacity) continue;
+            if (hb.mem_used + lv.mem_cfg > hb.mem_capacity && ha.mem_used + lw.mem_cfg > ha.mem_capacity) continue;
+            double gain = (level - std::sqrt(0.5 * c.VarianceSumAfterSwap(a, b, lv, lw))) * c.n_on;
+            double cost = (ctx.MigrationCost(lv) + ctx.MigrationCost(lw)) * cost_weight;
+            if (gain < 2 * min_goodness || gain - cost <= best_net) continue;
+            best_net = gain - cost;
+            bv = v, bw = w, ba = a, bb = b;
+          }
+        }
+      }
+    }
+    if (bv < 0) return;
+    // Run the move that fits first; each must pass the engine's checks at its turn.
+    std::vector<std::tuple<int, int, int>> order = {{bv, ba, bb}, {bw, bb, ba}};
+    if (c.hosts[bb].mem_used + c.vms[bv].mem > c.hosts[bb].mem_capacity) std::swap(order[0], order[1]);
+    const double before = level;
+    size_t mark = ctx.plan.moves.size();
+    bool ok = true;
+    std::vector<std::pair<int, int>> done;
+    for (const auto& [v, from, to] : order) {
+      if (!c.Check({v}, from, to).ok()) {
+        ok = false;
+        break;
+      }
+      char reason[320];
+      std::snprintf(reason, sizeof reason, "balance (%s): swap %s <-> %s between %s and %s; imbalance %.4f",
+                    ctx.plan.policy.c_str(), s.vms[bv].name.c_str(), s.vms[bw].name.c_str(),
+                    s.hosts[ba].name.c_str(), s.hosts[bb].name.c_str(), before);
+      ctx.RecordMove({v}, from, to, PriorityForImbalance(before), reason, 0);
+      c.vms[v].moved_by_balance = true;
+      done.emplace_back(v, from);
+    }
+    if (!ok) {
+      for (auto it = done.rbegin(); it != done.rend(); ++it) c.MoveSet({it->first}, c.vms[it->first].host, it->second);
+      ctx.plan.moves.resize(mark);
+      return;
+    }
+    ctx.plan.moves[mark].gain = ctx.plan.moves[mark + 1].gain = (before - c.Imbalance()) / 2;
+  }
+}
+
 // A guest that balancing moved more than once (a -> b, later b -> c) becomes one migration
 // a -> c, placed where the first or the last of its moves was, whichever the checker accepts
 // (a -> a disappears). If neither is safe the moves stay as they are (still a valid plan).
@@ -736,6 +824,10 @@ Plan RunOnce(const Snapshot& snapshot, PolicyKind kind, double cost_weight) {
     Consolidate(ctx);
   } else {
     Balance(ctx);
+    if (!snapshot.settings.drs.max_moves) {
+      SwapRefine(ctx);
+      Balance(ctx);
+    }
     CollapseChains(ctx);
   }
   if (dpm) DpmPowerOff(ctx);

@@ -55,6 +55,7 @@ struct PlanContext {
 void PlaceAndRestart(PlanContext& ctx);
 void FixMandatory(PlanContext& ctx);
 void Balance(PlanContext& ctx);
+void SwapRefine(PlanContext& ctx);
 void CollapseChains(PlanContext& ctx);
 void DpmPowerOn(PlanContext& ctx);
 void DpmPowerOff(PlanContext& ctx);
