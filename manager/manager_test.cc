@@ -86,6 +86,7 @@ class ManagerTest : public ::testing::Test {
 
   std::filesystem::path dir_;
   ManagerConfig config_;
+  FakeClock fake_clock_;  // outlives manager_ (its threads read it until TearDown stops them)
   std::unique_ptr<Manager> manager_;
   std::unique_ptr<api::Router> router_;
   std::unique_ptr<api::HttpServer> server_;
@@ -290,15 +291,14 @@ TEST_F(ManagerTest, IdempotencyKeyReplaysTheFirstAnswer) {
 }
 
 TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
-  FakeClock clock;
-  StartManager(clock);
+  StartManager(fake_clock_);
   std::string token = AddHost("h1");
   auto c = Client();
   Json body = {{"name", "keep"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
   body["name"] = "vanish";
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
-  clock.Advance(std::chrono::seconds(60));
+  fake_clock_.Advance(std::chrono::seconds(60));
   manager_->CheckHeartbeats();
   EXPECT_EQ((*c.Call("GET", "/api/v1/hosts/h1"))["state"], "disconnected");
   EXPECT_EQ(c.Do("POST", "/api/v1/guests/keep/stop")->status, 409);
