@@ -514,17 +514,23 @@ void SwapRefine(PlanContext& ctx) {
   const int64_t max_swaps = drs.max_moves ? std::max<int64_t>(0, *drs.max_moves / 2) : 200;
   for (int64_t n = 0; n < max_swaps; ++n) {
     const double level = c.Imbalance();
-    // Hot and cold hosts by the combined normalized load.
-    std::vector<int> by = on;
-    auto key = [&](int h) { return c.hosts[h].cpu_load() + c.hosts[h].mem_load(); };
-    std::sort(by.begin(), by.end(), [&](int a, int b) { return key(a) > key(b); });
-    const int k = std::min<int>(4, static_cast<int>(by.size()) / 2);
+    // Hot and cold hosts: the 4 most and least loaded per dimension.
+    std::vector<int> hot, cold;
+    const int k = std::min<int>(4, static_cast<int>(on.size()) / 2);
+    for (int dim = 0; dim < 2; ++dim) {
+      std::vector<int> by = on;
+      auto key = [&](int h) { return dim == 0 ? c.hosts[h].cpu_load() : c.hosts[h].mem_load(); };
+      std::sort(by.begin(), by.end(), [&](int a, int b) { return key(a) > key(b); });
+      for (int i = 0; i < k; ++i) {
+        if (std::find(hot.begin(), hot.end(), by[i]) == hot.end()) hot.push_back(by[i]);
+        int lo = by[by.size() - 1 - i];
+        if (std::find(cold.begin(), cold.end(), lo) == cold.end()) cold.push_back(lo);
+      }
+    }
     double best_net = 0;
     int bv = -1, bw = -1, ba = -1, bb = -1;
-    for (int i = 0; i < k; ++i) {
-      const int a = by[i];
-      for (int j = 0; j < k; ++j) {
-        const int b = by[by.size() - 1 - j];
+    for (int a : hot) {
+      for (int b : cold) {
         if (a == b) continue;
         for (int v : c.hosts[a].vms) {
           if (!swappable(v)) continue;
