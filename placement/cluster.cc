@@ -27,6 +27,8 @@ Cluster::Cluster(const Snapshot& snapshot, const Entitlements& e) : snap(snapsho
     hosts[i].cores = h.cpu_cores;
     hosts[i].mem_cap = static_cast<double>(h.memory_mib);
     hosts[i].mem_capacity = h.memory_mib;
+    hosts[i].inv_cores = 1.0 / h.cpu_cores;
+    hosts[i].inv_mem = 1.0 / static_cast<double>(h.memory_mib);
     hosts[i].state = h.state;
   }
   vms.resize(snap.vms.size());
@@ -287,25 +289,6 @@ double Cluster::ImbalanceAfter(int from, int to, const UnitLoad& load) const {
   return std::sqrt(0.5 * VarianceSumAfter(from, to, load));
 }
 
-double Cluster::VarianceSumAfter(int from, int to, const UnitLoad& load) const {
-  if (n_on == 0) return 0;
-  double a1c = s1c, a2c = s2c, a1m = s1m, a2m = s2m;
-  auto shift = [&](int h, double sign) {
-    if (h < 0 || !hosts[h].on()) return;
-    const HostSlot& x = hosts[h];
-    double c0 = x.e_cpu / x.cores, c1 = (x.e_cpu + sign * load.cpu) / x.cores;
-    double m0 = x.e_mem / x.mem_cap, m1 = (x.e_mem + sign * load.mem) / x.mem_cap;
-    a1c += c1 - c0;
-    a2c += c1 * c1 - c0 * c0;
-    a1m += m1 - m0;
-    a2m += m1 * m1 - m0 * m0;
-  };
-  shift(from, -1);
-  shift(to, +1);
-  double mc = a1c / n_on, mm = a1m / n_on;
-  double vc = std::max(0.0, a2c / n_on - mc * mc), vm = std::max(0.0, a2m / n_on - mm * mm);
-  return vc + vm;
-}
 
 double Cluster::VarianceSumAfterSwap(int a, int b, const UnitLoad& out, const UnitLoad& in) const {
   if (n_on == 0) return 0;

@@ -23,6 +23,8 @@ struct UnitLoad {
 struct HostSlot {
   double cores = 0;
   double mem_cap = 0;       // MiB as double, for normalization
+  double inv_cores = 0;     // 1 / cores
+  double inv_mem = 0;       // 1 / mem_cap
   int64_t mem_capacity = 0; // MiB
   HostState state = HostState::kOn;
   double e_cpu = 0;   // entitled CPU of guests here
@@ -122,7 +124,33 @@ class Cluster {
   // Imbalance if `load` moved from `from` to `to` (either may be -1 or a host not on).
   double ImbalanceAfter(int from, int to, const UnitLoad& load) const;
   // cpu variance + memory variance after the move (2 x imbalance^2; no square root).
-  double VarianceSumAfter(int from, int to, const UnitLoad& load) const;
+  double VarianceSumAfter(int from, int to, const UnitLoad& load) const {
+    // Inline: this is the balancer's inner loop.
+    if (n_on == 0) return 0;
+    double a1c = s1c, a2c = s2c, a1m = s1m, a2m = s2m;
+    if (from >= 0 && hosts[from].on()) {
+      const HostSlot& x = hosts[from];
+      const double c0 = x.e_cpu * x.inv_cores, c1 = c0 - load.cpu * x.inv_cores;
+      const double m0 = x.e_mem * x.inv_mem, m1 = m0 - load.mem * x.inv_mem;
+      a1c += c1 - c0;
+      a2c += (c1 - c0) * (c1 + c0);
+      a1m += m1 - m0;
+      a2m += (m1 - m0) * (m1 + m0);
+    }
+    if (to >= 0 && hosts[to].on()) {
+      const HostSlot& x = hosts[to];
+      const double c0 = x.e_cpu * x.inv_cores, c1 = c0 + load.cpu * x.inv_cores;
+      const double m0 = x.e_mem * x.inv_mem, m1 = m0 + load.mem * x.inv_mem;
+      a1c += c1 - c0;
+      a2c += (c1 - c0) * (c1 + c0);
+      a1m += m1 - m0;
+      a2m += (m1 - m0) * (m1 + m0);
+    }
+    const double inv_n = 1.0 / n_on;
+    const double mc = a1c * inv_n, mm = a1m * inv_n;
+    const double vc = a2c * inv_n - mc * mc, vm = a2m * inv_n - mm * mm;
+    return (vc > 0 ? vc : 0) + (vm > 0 ? vm : 0);
+  }
   // The same for a swap: `a` gives `out` and takes `in`, `b` the reverse.
   double VarianceSumAfterSwap(int a, int b, const UnitLoad& out, const UnitLoad& in) const;
   PlanMetrics Metrics() const;

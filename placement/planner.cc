@@ -512,6 +512,8 @@ void SwapRefine(PlanContext& ctx) {
     return !(ago && *ago < drs.min_move_interval_s);
   };
   const int64_t max_swaps = drs.max_moves ? std::max<int64_t>(0, *drs.max_moves / 2) : 200;
+  std::vector<UnitLoad> loads(c.vms.size());
+  for (size_t v = 0; v < c.vms.size(); ++v) loads[v] = c.LoadOf({static_cast<int>(v)});
   for (int64_t n = 0; n < max_swaps; ++n) {
     const double level = c.Imbalance();
     // Hot and cold hosts: the 4 most and least loaded per dimension.
@@ -534,17 +536,22 @@ void SwapRefine(PlanContext& ctx) {
         if (a == b) continue;
         for (int v : c.hosts[a].vms) {
           if (!swappable(v)) continue;
-          UnitLoad lv = c.LoadOf({v});
+          const UnitLoad& lv = loads[v];
           for (int w : c.hosts[b].vms) {
             if (!swappable(w)) continue;
-            UnitLoad lw = c.LoadOf({w});
+            const UnitLoad& lw = loads[w];
             const HostSlot& ha = c.hosts[a];
             const HostSlot& hb = c.hosts[b];
             if (ha.mem_used - lv.mem_cfg + lw.mem_cfg > ha.mem_capacity) continue;
             if (hb.mem_used - lw.mem_cfg + lv.mem_cfg > hb.mem_capacity) continue;
             if (hb.mem_used + lv.mem_cfg > hb.mem_capacity && ha.mem_used + lw.mem_cfg > ha.mem_capacity) continue;
-            double gain = (level - std::sqrt(0.5 * c.VarianceSumAfterSwap(a, b, lv, lw))) * c.n_on;
             double cost = (ctx.MigrationCost(lv) + ctx.MigrationCost(lw)) * cost_weight;
+            // Square root only for a swap that can beat the best so far.
+            const double bound = level - std::max(2 * min_goodness, best_net + cost) / c.n_on;
+            if (bound <= 0) continue;
+            const double vsum = c.VarianceSumAfterSwap(a, b, lv, lw);
+            if (vsum > 2 * bound * bound) continue;
+            double gain = (level - std::sqrt(0.5 * vsum)) * c.n_on;
             if (gain < 2 * min_goodness || gain - cost <= best_net) continue;
             best_net = gain - cost;
             bv = v, bw = w, ba = a, bb = b;
@@ -818,7 +825,7 @@ void DpmPowerOff(PlanContext& ctx) {
 
 namespace {
 
-Plan RunOnce(const Snapshot& snapshot, PolicyKind kind, double cost_weight) {
+Plan RunOnce(const Snapshot& snapshot, PolicyKind kind, double cost_weight, bool swaps) {
   PlanContext ctx(snapshot, kind);
   ctx.cost_weight = cost_weight;
   ctx.plan.before = ctx.cluster.Metrics();
@@ -830,7 +837,7 @@ Plan RunOnce(const Snapshot& snapshot, PolicyKind kind, double cost_weight) {
     Consolidate(ctx);
   } else {
     Balance(ctx);
-    if (!snapshot.settings.drs.max_moves) {
+    if (swaps && !snapshot.settings.drs.max_moves) {
       SwapRefine(ctx);
       Balance(ctx);
     }
@@ -847,19 +854,23 @@ Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind) {
   int64_t on = 0;
   for (const Host& h : snapshot.hosts) on += h.state == HostState::kOn;
   if (kind == PolicyKind::kConsolidate || snapshot.settings.drs.threshold < 5 || on > 64) {
-    return RunOnce(snapshot, kind, -1);
+    return RunOnce(snapshot, kind, -1, true);
   }
+  // The cost-weight portfolio with single moves only, then swaps on the best weight.
   Plan best;
+  double best_w = 0;
   bool have = false;
-  for (double w : {0.25, 0.1, 0.05, 0.01}) {
-    Plan p = RunOnce(snapshot, kind, w);
+  auto consider = [&](Plan p, double w) {
     bool better = !have || p.after.imbalance < best.after.imbalance - 1e-12 ||
                   (std::fabs(p.after.imbalance - best.after.imbalance) <= 1e-12 && p.moves.size() < best.moves.size());
     if (better) {
       best = std::move(p);
+      best_w = w;
       have = true;
     }
-  }
+  };
+  for (double w : {0.25, 0.1, 0.05, 0.01}) consider(RunOnce(snapshot, kind, w, false), w);
+  consider(RunOnce(snapshot, kind, best_w, true), best_w);
   return best;
 }
 
