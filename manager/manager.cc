@@ -28,14 +28,6 @@ Json Wrap(const char* key, Json list) {
   return out;
 }
 
-std::string TenantOf(const Principal& p) { return p.role == Role::kTenant ? p.tenant : ""; }
-
-Status NeedOperator(const Principal& p, std::string_view what) {
-  if (p.IsOperator()) return Status::Ok();
-  return PermissionDeniedError(std::string(what) + " needs an admin or operator token (this token's role is " +
-                               std::string(RoleName(p.role)) + ")");
-}
-
 Status NeedWrite(const Principal& p) {
   if (p.CanWrite()) return Status::Ok();
   return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");
