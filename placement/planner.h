@@ -66,7 +66,8 @@ bool HaReserveHolds(const Cluster& c, int host_failures, int without);
 
 // Runs the pipeline. With threshold 5 on clusters of at most 64 powered-on hosts it balances with
 // several migration-cost weights (a small portfolio: the greedy search is path dependent) and
-// keeps the plan with the lowest final metric (ties: fewer moves).
+// keeps the plan with the lowest final metric (ties: fewer moves), then adds swap refinement
+// (SwapRefine) on the best weight.
 Plan RunPlanner(const Snapshot& snapshot, PolicyKind kind);
 
 }  // namespace uw::placement::internal
