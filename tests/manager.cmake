@@ -7,10 +7,9 @@ if(TARGET uw-manager AND TARGET uw_vmm)
     TIMEOUT 900)
   set_property(TEST manager_integration_test APPEND PROPERTY ENVIRONMENT
     "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>")
-  # UW_TESTBED_DIR comes from the deferred uw_testbed_export_dir: tests/testbed.cmake, which defines
-  # the cache variable, is included after this file, so ${UW_TESTBED_DIR} is empty here on a first
-  # configure (the CI failure: the test read the default /var/tmp/uw-testbed).
-  # Unconditional: tests/testbed.cmake (which defines the fixture) is included after this file.
+  # tests/testbed.cmake (the fixture and the UW_TESTBED_DIR cache variable) is included after this
+  # file: the fixture is required unconditionally, and UW_TESTBED_DIR comes from its deferred export
+  # (${UW_TESTBED_DIR} is empty here on a first configure).
   set_tests_properties(manager_integration_test PROPERTIES FIXTURES_REQUIRED testbed RESOURCE_LOCK testbed)
   add_dependencies(manager_integration_test uw-manager)
 endif()

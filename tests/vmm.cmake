@@ -9,7 +9,7 @@ uw_test(NAME agent_integration_test
   LABELS integration
   TIMEOUT 900)
 set_property(TEST agent_integration_test APPEND PROPERTY ENVIRONMENT
-  "UW_AGENT_BIN=$<TARGET_FILE:uw-agent>;UW_TESTBED_DIR=${UW_TESTBED_DIR}")
+  "UW_AGENT_BIN=$<TARGET_FILE:uw-agent>")
 if(TEST testbed_up)
   set_tests_properties(agent_integration_test PROPERTIES FIXTURES_REQUIRED testbed RESOURCE_LOCK testbed)
 endif()
