@@ -241,8 +241,8 @@ Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Open(const std::st
 
 LibvirtHypervisor::~LibvirtHypervisor() {
   {
-    std::lock_guard l(callback_mu_);  // waits for a callback in progress
-    on_event_ = nullptr;
+    std::lock_guard l(sink_->mu);  // waits for a callback in progress
+    sink_->callback = nullptr;
   }
   std::lock_guard l(mu_);
   if (conn_) {
@@ -253,6 +253,7 @@ LibvirtHypervisor::~LibvirtHypervisor() {
 
 Status LibvirtHypervisor::Connect() {
   if (conn_) {
+    if (event_callback_id_ >= 0) virConnectDomainEventDeregisterAny(conn_, event_callback_id_);
     virConnectClose(conn_);
     conn_ = nullptr;
     event_callback_id_ = -1;
@@ -260,8 +261,8 @@ Status LibvirtHypervisor::Connect() {
   conn_ = virConnectOpen(uri_.c_str());
   bool want_events;
   {
-    std::lock_guard l(callback_mu_);
-    want_events = static_cast<bool>(on_event_);
+    std::lock_guard l(sink_->mu);
+    want_events = static_cast<bool>(sink_->callback);
   }
   if (!conn_) {
     Status s = LibvirtError("connecting to " + uri_);
@@ -284,23 +285,28 @@ Result<virConnectPtr> LibvirtHypervisor::Conn() {
 }
 
 Status LibvirtHypervisor::RegisterEvents() {
-  auto cb = [](virConnectPtr c, virDomainPtr dom, int event, int detail, void* opaque) {
-    auto* self = static_cast<LibvirtHypervisor*>(opaque);
+  auto cb = [](virConnectPtr, virDomainPtr dom, int event, int detail, void* opaque) {
+    EventSink& sink = **static_cast<std::shared_ptr<EventSink>*>(opaque);
+    // Not LibvirtHypervisor::mu_: the callback may run while another thread holds it in Conn().
+    std::lock_guard l(sink.mu);
+    if (!sink.callback) return 0;
     LifecycleEvent e;
-    e.at = self->clock_.Now();
+    e.at = sink.clock.Now();
     e.guest = virDomainGetName(dom);
     char uuid[VIR_UUID_STRING_BUFLEN];
     if (virDomainGetUUIDString(dom, uuid) == 0) e.uuid = uuid;
     e.event = EventName(event);
     e.detail = EventDetail(event, detail);
-    e.source = self->uri_;
-    // Not mu_: the callback may run while another thread holds mu_ in Conn().
-    std::lock_guard l(self->callback_mu_);
-    if (self->on_event_) self->on_event_(e);
+    e.source = sink.uri;
+    sink.callback(e);
     return 0;
   };
+  auto* ref = new std::shared_ptr<EventSink>(sink_);
+  auto free_ref = [](void* opaque) { delete static_cast<std::shared_ptr<EventSink>*>(opaque); };
   event_callback_id_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                                        VIR_DOMAIN_EVENT_CALLBACK(+cb), this, nullptr);
+                                                        VIR_DOMAIN_EVENT_CALLBACK(+cb), ref, +free_ref);
+  // On failure `ref` is not freed: whether libvirt already called free_ref is not documented, and a
+  // leaked pointer on a failed registration is cheaper than a double free.
   if (event_callback_id_ < 0) return LibvirtError("watching lifecycle events on " + uri_);
   return Status::Ok();
 }
@@ -311,8 +317,8 @@ Status LibvirtHypervisor::WatchLifecycle(EventCallback callback) {
   }
   const bool wanted = static_cast<bool>(callback);
   {
-    std::lock_guard l(callback_mu_);
-    on_event_ = std::move(callback);
+    std::lock_guard l(sink_->mu);
+    sink_->callback = std::move(callback);
   }
   std::lock_guard l(mu_);
   if (!wanted || event_callback_id_ >= 0) return Status::Ok();

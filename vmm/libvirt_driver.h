@@ -82,7 +82,19 @@ class LibvirtHypervisor : public Hypervisor {
                                      Duration timeout) override;
 
  private:
-  LibvirtHypervisor(std::string uri, Clock& clock) : uri_(std::move(uri)), clock_(clock) {}
+  // Where lifecycle events go. libvirt holds its own reference as the callback's opaque and drops it
+  // (free callback) only once no dispatch can still run, so a late event finds `callback` empty
+  // rather than a destroyed hypervisor.
+  struct EventSink {
+    EventSink(std::string u, Clock& c) : uri(std::move(u)), clock(c) {}
+    const std::string uri;
+    Clock& clock;
+    std::mutex mu;          // held while the callback runs; never with LibvirtHypervisor::mu_
+    EventCallback callback;  // guarded by mu
+  };
+
+  LibvirtHypervisor(std::string uri, Clock& clock)
+      : uri_(std::move(uri)), clock_(clock), sink_(std::make_shared<EventSink>(uri_, clock)) {}
   // The live connection, reconnecting when the old one died. kUnavailable when it cannot.
   Result<virConnectPtr> Conn();
   Status Connect();              // requires mu_
@@ -94,8 +106,7 @@ class LibvirtHypervisor : public Hypervisor {
   Clock& clock_;
   std::mutex mu_;
   virConnectPtr conn_ = nullptr;           // guarded by mu_
-  std::mutex callback_mu_;                  // held while the callback runs; never with mu_
-  EventCallback on_event_;                  // guarded by callback_mu_
+  const std::shared_ptr<EventSink> sink_;
   int event_callback_id_ = -1;              // guarded by mu_
   std::mutex host_mu_;
   uint64_t prev_busy_ns_ = 0, prev_total_ns_ = 0;  // guarded by host_mu_
