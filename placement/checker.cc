@@ -224,7 +224,7 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
       UW_ASSIGN_OR_RETURN(int from, host_of(m.from, path + ".from"));
       UW_ASSIGN_OR_RETURN(int to, host_of(m.to, path + ".to"));
       const Vm& vm = s.vms[v];
-      if (!vm.CanLiveMigrate()) {
+      if (!vm.CanLiveMigrate() && !m.cold) {
         return FailedPreconditionError(lk + ": guest cannot live-migrate (" +
                                        std::string(vm.kind == GuestKind::kLxc ? "lxc" : "migratable: false") + ")");
       }

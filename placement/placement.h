@@ -123,6 +123,7 @@ struct DrsSettings {
   // Extensions (documented in placement/README.md):
   double min_move_interval_s = 3600;          // a guest moved more recently is not balanced
   double migration_bandwidth_mib_s = 1024;    // for migration time = memory / bandwidth
+  bool allow_cold_moves = false;  // evacuation may stop, move and start guests that cannot live-migrate
 
   friend bool operator==(const DrsSettings&, const DrsSettings&) = default;
 };
@@ -191,6 +192,9 @@ struct Move {
   int priority = 5;  // 1 mandatory .. 5 slight gain
   std::string reason;
   double gain = 0;  // reduction of the policy's metric (imbalance for drs)
+  // Extension: stop the guest, move it, start it (containers and non-migratable guests, only
+  // when settings.drs.allow_cold_moves). Written as "cold": true only when set.
+  bool cold = false;
 
   friend bool operator==(const Move&, const Move&) = default;
 };

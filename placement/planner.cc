@@ -198,10 +198,14 @@ void Unresolved(PlanContext& ctx, const std::string& subject, const std::string&
 }
 
 // Moves `set` (on `from`) to the best legal host; false when there is none.
+// With `allow_cold`, guests that cannot live-migrate move cold (stopped, moved, started).
 bool Relocate(PlanContext& ctx, const std::vector<int>& set, int from, int priority, const std::string& reason,
-              bool need_soft_fix, std::string* why) {
+              bool need_soft_fix, std::string* why, bool allow_cold = false) {
+  bool cold = false;
   for (int v : set) {
     if (!ctx.cluster.vms[v].live) {
+      cold = true;
+      if (allow_cold) continue;
       if (why) *why = "guest " + ctx.snap.vms[v].name + " cannot live-migrate";
       return false;
     }
@@ -210,7 +214,10 @@ bool Relocate(PlanContext& ctx, const std::vector<int>& set, int from, int prior
   if (to < 0) return false;
   double before = ctx.cluster.Imbalance();
   double gain = before - ctx.cluster.ImbalanceAfter(from, to, ctx.cluster.LoadOf(set));
-  ctx.RecordMove(set, from, to, priority, reason + " -> " + ctx.snap.hosts[to].name, gain);
+  size_t first = ctx.plan.moves.size();
+  ctx.RecordMove(set, from, to, priority, reason + (cold ? " (cold) -> " : " -> ") + ctx.snap.hosts[to].name, gain);
+  // A group with one cold member moves cold as a whole: the live ones would wait for it anyway.
+  for (size_t i = first; i < ctx.plan.moves.size(); ++i) ctx.plan.moves[i].cold = cold;
   return true;
 }
 
@@ -307,7 +314,8 @@ void FixMandatory(PlanContext& ctx) {
       if (c.vms[v].host != hi) continue;
       std::vector<int> set = c.UnitOn(c.vms[v].unit, hi);
       std::string why;
-      if (!Relocate(ctx, set, hi, 1, "evacuate " + s.hosts[h].name + " (maintenance)", false, &why)) {
+      if (!Relocate(ctx, set, hi, 1, "evacuate " + s.hosts[h].name + " (maintenance)", false, &why,
+                    s.settings.drs.allow_cold_moves)) {
         Unresolved(ctx, s.vms[v].name, "cannot evacuate from " + s.hosts[h].name + " (maintenance): " + why);
       }
     }

@@ -149,6 +149,38 @@ TEST(MandatoryTest, MaintenanceHostIsEvacuated) {
   EXPECT_EQ(p.unresolved[0].subject, "pinned");
 }
 
+TEST(MandatoryTest, MaintenanceMovesContainersColdOnlyWhenAllowed) {
+  Builder b;
+  b.AddHost("h1", 16, 32768, HostState::kMaintenance);
+  b.AddHost("h2", 16, 32768);
+  b.AddVm("vm", "h1", 2, 4096, 1);
+  b.AddVm("ct", "h1", 1, 1024);
+  b.LastVm().kind = GuestKind::kLxc;
+  Snapshot s = b.Build();
+  s.settings.drs.threshold = 1;
+  Plan refused = PlanAndCheck(s);
+  ASSERT_EQ(refused.moves.size(), 1u);
+  EXPECT_FALSE(refused.moves[0].cold);
+  ASSERT_EQ(refused.unresolved.size(), 1u);
+
+  s.settings.drs.allow_cold_moves = true;
+  Plan p = PlanAndCheck(s);
+  ASSERT_EQ(p.moves.size(), 2u);
+  const Move* ct = FindMove(p, "ct");
+  ASSERT_NE(ct, nullptr);
+  EXPECT_TRUE(ct->cold);
+  EXPECT_THAT(ct->reason, HasSubstr("(cold)"));
+  EXPECT_FALSE(FindMove(p, "vm")->cold);
+  EXPECT_TRUE(p.unresolved.empty());
+  // "cold" survives the plan format; the checker refuses a live move of the container.
+  auto back = ParsePlan(PlanToJson(p));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, p);
+  Plan live = p;
+  for (auto& m : live.moves) m.cold = false;
+  EXPECT_THAT(CheckPlan(s, live).message(), HasSubstr("cannot live-migrate (lxc)"));
+}
+
 TEST(MandatoryTest, MemoryOverCommitIsRelieved) {
   Builder b;
   b.AddHost("h1", 16, 16384);

@@ -249,6 +249,7 @@ Status ParseSettings(const JsonView& root, Settings* s) {
     }
     UW_ASSIGN_OR_RETURN(s->drs.min_move_interval_s, NonNegative(*drs, "min_move_interval_s", 3600));
     UW_ASSIGN_OR_RETURN(s->drs.migration_bandwidth_mib_s, drs->Number("migration_bandwidth_mib_s", 1024));
+    UW_ASSIGN_OR_RETURN(s->drs.allow_cold_moves, drs->Bool("allow_cold_moves", false));
     if (!(s->drs.migration_bandwidth_mib_s > 0)) {
       return drs->FieldError("migration_bandwidth_mib_s", "expected a positive number");
     }
@@ -436,7 +437,8 @@ Json SnapshotToJson(const Snapshot& s) {
                {"threshold", st.drs.threshold},
                {"max_moves", st.drs.max_moves ? Json(*st.drs.max_moves) : Json(nullptr)},
                {"min_move_interval_s", st.drs.min_move_interval_s},
-               {"migration_bandwidth_mib_s", st.drs.migration_bandwidth_mib_s}}},
+               {"migration_bandwidth_mib_s", st.drs.migration_bandwidth_mib_s},
+               {"allow_cold_moves", st.drs.allow_cold_moves}}},
       {"dpm", {{"enabled", st.dpm.enabled},
                {"target_utilization", st.dpm.target_utilization},
                {"tolerance", st.dpm.tolerance},
@@ -483,8 +485,10 @@ Json PlanToJson(const Plan& p) {
   for (const auto& x : p.placements) placements.push_back({{"vm", x.vm}, {"host", x.host}, {"reason", x.reason}});
   Json moves = Json::array();
   for (const auto& m : p.moves) {
-    moves.push_back({{"vm", m.vm}, {"from", m.from}, {"to", m.to}, {"priority", m.priority},
-                     {"reason", m.reason}, {"gain", m.gain}});
+    Json j = {{"vm", m.vm},         {"from", m.from},     {"to", m.to},
+              {"priority", m.priority}, {"reason", m.reason}, {"gain", m.gain}};
+    if (m.cold) j["cold"] = true;
+    moves.push_back(std::move(j));
   }
   Json power = Json::array();
   for (const auto& a : p.power) {
@@ -527,6 +531,7 @@ Result<Plan> ParsePlan(const Json& json) {
     m.priority = static_cast<int>(prio);
     UW_ASSIGN_OR_RETURN(m.reason, v.String("reason", ""));
     UW_ASSIGN_OR_RETURN(m.gain, v.Number("gain", 0));
+    UW_ASSIGN_OR_RETURN(m.cold, v.Bool("cold", false));
     p.moves.push_back(std::move(m));
   }
   UW_ASSIGN_OR_RETURN(auto power, OptObjects(root, "power"));
