@@ -1,9 +1,13 @@
 #include "vmm/agent.h"
 
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 
 #include <spdlog/spdlog.h>
@@ -41,6 +45,48 @@ Json EventToJson(const AgentEvent& e) {
           {"source", e.event.source}};
 }
 
+// Runs a tool (qemu-img) and returns its output; kInternal with the output when it fails.
+Result<std::string> RunTool(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) < 0) return InternalError(std::string("pipe: ") + std::strerror(errno));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  if (rc != 0) {
+    close(fds[0]);
+    return InternalError("running " + argv[0] + ": " + std::strerror(rc));
+  }
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    return InternalError(argv[0] + " " + (argv.size() > 1 ? argv[1] : "") + " failed: " + out);
+  }
+  return out;
+}
+
+// Replaces every occurrence of `from` in `text` with `to`.
+std::string ReplaceAll(std::string text, const std::string& from, const std::string& to) {
+  if (from.empty()) return text;
+  for (size_t pos = 0; (pos = text.find(from, pos)) != std::string::npos; pos += to.size()) {
+    text.replace(pos, from.size(), to);
+  }
+  return text;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -54,7 +100,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   if (Status s = v.RejectUnknown({"host_name", "listen", "token", "libvirt_uri", "lxc_uri", "state_dir", "images",
                                   "guest_assets", "allow_emulated_kvm", "log_level", "log_file",
                                   "sample_interval_ms", "stop_timeout_s", "max_body_bytes", "sys_root", "manager_url",
-                                  "join_token", "heartbeat_interval_ms", "advertise_url"});
+                                  "join_token", "heartbeat_interval_ms", "advertise_url", "migration_uri"});
       !s.ok()) {
     return fail(s);
   }
@@ -111,6 +157,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   UW_CFG(c.manager_url, v.String("manager_url", ""));
   UW_CFG(c.join_token, v.String("join_token", ""));
   UW_CFG(c.advertise_url, v.String("advertise_url", ""));
+  UW_CFG(c.migration_uri, v.String("migration_uri", "qemu+tcp://" + c.listen_address + "/system"));
   if (!c.manager_url.empty() && c.join_token.empty()) {
     return fail(v.FieldError("join_token", "required with manager_url (the join_token of the manager's config)"));
   }
@@ -138,7 +185,7 @@ Agent::Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr
 Agent::~Agent() { Stop(); }
 
 Status Agent::Start(bool serve_http) {
-  for (const char* sub : {"channels", "console"}) {
+  for (const char* sub : {"channels", "console", "disks"}) {
     std::error_code ec;
     fs::create_directories(fs::path(config_.state_dir) / sub, ec);
     if (ec) return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() + ": " + ec.message());
@@ -195,6 +242,16 @@ void Agent::Stop() {
   stop_cv_.notify_all();
   if (server_) server_->Stop();
   if (sampler_.joinable()) sampler_.join();
+  // Migrations in flight finish in libvirtd (peer-to-peer) whether or not we wait; we wait so
+  // that their threads never outlive the agent.
+  std::map<std::string, std::unique_ptr<Outgoing>> migrations;
+  {
+    std::lock_guard l(migrations_mu_);
+    migrations.swap(migrations_);
+  }
+  for (auto& [name, m] : migrations) {
+    if (m->thread.joinable()) m->thread.join();
+  }
 }
 
 int Agent::port() const { return server_ ? server_->port() : 0; }
@@ -290,6 +347,7 @@ Status Agent::ResolveImageAndChecks(GuestSpec& spec, const Json& body) {
   if (!spec.kernel.empty() && !FileExists(spec.kernel)) return InvalidArgumentError("spec.boot.kernel: " + spec.kernel + ": no such file");
   if (!spec.initrd.empty() && !FileExists(spec.initrd)) return InvalidArgumentError("spec.boot.initrd: " + spec.initrd + ": no such file");
   for (size_t i = 0; i < spec.disks.size(); ++i) {
+    if (spec.disks[i].path.empty()) continue;  // a local disk the agent makes (CreateLocalDisks)
     if (!FileExists(spec.disks[i].path)) {
       return InvalidArgumentError("spec.disks[" + std::to_string(i) + "].path: " + spec.disks[i].path + ": no such file");
     }
@@ -351,6 +409,12 @@ void Agent::BuildRoutes() {
   router_.Add("GET", "/api/v1/guests/{name}/stats", [this](const api::Request& r) { return Stats(r); });
   router_.Add("GET", "/api/v1/stats", [this](const api::Request& r) { return Stats(r); });
   router_.Add("GET", "/api/v1/events", [this](const api::Request& r) { return Events(r); });
+  router_.Add("POST", "/api/v1/migrations/prepare", [this](const api::Request& r) { return PrepareIncoming(r); });
+  router_.Add("POST", "/api/v1/migrations/abandon", [this](const api::Request& r) { return AbandonIncoming(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/migrate", [this](const api::Request& r) { return MigrateGuest(r); });
+  router_.Add("GET", "/api/v1/guests/{name}/migration", [this](const api::Request& r) { return MigrationStatus(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/migration/{action}",
+              [this](const api::Request& r) { return ControlMigration(r); });
 }
 
 api::Response Agent::HostInfoResponse() {
@@ -404,9 +468,15 @@ api::Response Agent::CreateGuest(const api::Request& req) {
       return Err(AlreadyExistsError("guest '" + spec->name + "' already exists on host " + config_.host_name));
     }
   }
+  if (Status s = CreateLocalDisks(*spec, *body); !s.ok()) return Err(s);
   Hypervisor* h = HypervisorFor(spec->kind);
   auto info = h->Define(*spec);
-  if (!info.ok()) return Err(info.status());
+  if (!info.ok()) {
+    for (const auto& d : spec->disks) {
+      if (d.size_mib > 0) fs::remove(d.path);
+    }
+    return Err(info.status());
+  }
   if (start) {
     if (Status s = h->Start(spec->name); !s.ok()) {
       // Leave nothing half-made behind.
@@ -427,7 +497,12 @@ api::Response Agent::GetGuest(const api::Request& req) {
   auto info = (*h)->Get(req.params.at("name"));
   if (!info.ok()) return Err(info.status());
   Json j = GuestInfoToJson(*info);
-  if (auto spec = (*h)->GetSpec(info->name); spec.ok()) j["spec"] = GuestSpecToJson(*spec);
+  if (auto spec = (*h)->GetSpec(info->name); spec.ok()) {
+    j["spec"] = GuestSpecToJson(*spec);
+    // What a live migration must copy (and the destination prepare).
+    if (auto disks = LocalDisks(*spec); disks.ok()) j["local_disks"] = *disks;
+    else spdlog::warn("local disks of {}: {}", info->name, disks.status().ToString());
+  }
   return Ok(j);
 }
 
@@ -561,7 +636,15 @@ api::Response Agent::DeleteGuest(const api::Request& req) {
     }
     if (Status s = (*h)->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return Err(s);
   }
+  auto spec = (*h)->GetSpec(name);
   if (Status s = (*h)->Undefine(name); !s.ok()) return Err(s);
+  if (spec.ok()) {
+    const std::string local = (fs::path(config_.state_dir) / "disks").string() + "/";
+    for (const auto& d : spec->disks) {
+      std::error_code ec;
+      if (d.path.rfind(local, 0) == 0) fs::remove(d.path, ec);
+    }
+  }
   for (const auto& c : info->channels) {
     std::lock_guard l(channels_mu_);
     channels_.erase(c.socket_path);
@@ -688,6 +771,340 @@ api::Response Agent::Events(const api::Request& req) {
     if (e.seq > since && out.size() < 1000) out.push_back(EventToJson(e));
   }
   return Ok({{"events", out}, {"next", next_seq_ - 1}});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local disks and live migration
+
+Status Agent::CreateLocalDisks(GuestSpec& spec, const Json& body) {
+  const fs::path dir = fs::path(config_.state_dir) / "disks";
+  std::vector<std::string> made;
+  for (auto& d : spec.disks) {
+    if (!d.path.empty() || d.size_mib <= 0) continue;
+    d.path = (dir / (spec.name + "-" + d.target + "." + d.format)).string();
+    if (FileExists(d.path)) {
+      for (const auto& m : made) fs::remove(m);
+      return AlreadyExistsError("local disk " + d.path + " already exists (left by an earlier guest '" + spec.name +
+                                "'? delete it first)");
+    }
+    auto r = RunTool({"qemu-img", "create", "-q", "-f", d.format, d.path, std::to_string(d.size_mib) + "M"});
+    if (!r.ok()) {
+      for (const auto& m : made) fs::remove(m);
+      return r.status();
+    }
+    made.push_back(d.path);
+  }
+  return Status::Ok();
+}
+
+Result<Json> Agent::LocalDisks(const GuestSpec& spec) {
+  const std::string local = (fs::path(config_.state_dir) / "disks").string() + "/";
+  Json out = Json::array();
+  for (const auto& d : spec.disks) {
+    if (d.path.rfind(local, 0) != 0) continue;  // elsewhere: shared storage, same path on every host
+    // -U: the running guest holds the image lock.
+    UW_ASSIGN_OR_RETURN(std::string info, RunTool({"qemu-img", "info", "-U", "--output=json", d.path}));
+    UW_ASSIGN_OR_RETURN(Json j, ParseJson(info, "qemu-img info " + d.path));
+    out.push_back({{"target", d.target},
+                   {"file", fs::path(d.path).filename().string()},
+                   {"format", d.format},
+                   {"virtual_size_bytes", j.value("virtual-size", int64_t{0})}});
+  }
+  return out;
+}
+
+// POST /api/v1/migrations/prepare (destination): room for the guest, its directories and empty
+// local volumes. Body {"guest", "kind", "memory_mib", "vcpus", "disks": [{"file", "format",
+// "virtual_size_bytes"}]}. Returns where the source should send it.
+api::Response Agent::PrepareIncoming(const api::Request& req) {
+  auto body = req.JsonBody();
+  if (!body.ok()) return Err(body.status());
+  auto v = JsonView::Of(*body, "body");
+  if (!v.ok()) return Err(v.status());
+  if (Status s = v->RejectUnknown({"guest", "kind", "memory_mib", "vcpus", "disks"}); !s.ok()) return Err(s);
+  auto guest = v->String("guest");
+  if (!guest.ok()) return Err(guest.status());
+  if (Status s = ValidateName(*guest, "body.guest"); !s.ok()) return Err(s);
+  auto kind_name = v->String("kind", "qemu");
+  if (!kind_name.ok()) return Err(kind_name.status());
+  auto kind = ParseGuestKind(*kind_name);
+  if (!kind.ok()) return Err(v->FieldError("kind", kind.status().message()));
+  if (*kind == GuestKind::kLxc) return Err(v->FieldError("kind", "containers do not live-migrate (move them cold)"));
+  if (*kind == GuestKind::kKvm && !kvm_.usable && !config_.allow_emulated_kvm) {
+    return Err(FailedPreconditionError("host " + config_.host_name + " cannot run kind kvm: " + kvm_.reason));
+  }
+  auto memory = v->PositiveInt("memory_mib");
+  if (!memory.ok()) return Err(memory.status());
+  auto vcpus = v->Int("vcpus", 1);
+  if (!vcpus.ok()) return Err(vcpus.status());
+  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
+    if (!h) continue;
+    auto existing = h->Get(*guest);
+    if (existing.ok() && existing->state != GuestState::kShutoff) {
+      return Err(AlreadyExistsError("guest '" + *guest + "' is already " + std::string(GuestStateName(existing->state)) +
+                                    " on host " + config_.host_name));
+    }
+    if (existing.ok()) {
+      // A shut-off leftover of an earlier attempt: the incoming definition replaces it.
+      if (Status s = h->Undefine(*guest); !s.ok()) return Err(s);
+    }
+  }
+  auto host = vm_->Host();
+  if (!host.ok()) return Err(host.status());
+  if (host->free_memory_mib >= 0 && *memory > host->free_memory_mib) {
+    return Err(ResourceExhaustedError("host " + config_.host_name + " has " + std::to_string(host->free_memory_mib) +
+                                      " MiB free, guest '" + *guest + "' needs " + std::to_string(*memory)));
+  }
+  if (*vcpus > host->cpu_cores) {
+    return Err(ResourceExhaustedError("host " + config_.host_name + " has " + std::to_string(host->cpu_cores) +
+                                      " CPUs, guest '" + *guest + "' needs " + std::to_string(*vcpus)));
+  }
+  const fs::path dir = fs::path(config_.state_dir) / "disks";
+  Json disks = Json::array();
+  if (v->Has("disks")) {
+    auto list = v->Objects("disks");
+    if (!list.ok()) return Err(list.status());
+    for (const auto& d : *list) {
+      auto file = d.String("file");
+      if (!file.ok()) return Err(file.status());
+      if (file->empty() || file->find('/') != std::string::npos || *file == "." || *file == "..") {
+        return Err(d.FieldError("file", "expected a plain file name"));
+      }
+      auto format = d.String("format", "qcow2");
+      if (!format.ok()) return Err(format.status());
+      if (*format != "qcow2" && *format != "raw") return Err(d.FieldError("format", "expected qcow2 or raw"));
+      auto size = d.PositiveInt("virtual_size_bytes");
+      if (!size.ok()) return Err(size.status());
+      const std::string path = (dir / *file).string();
+      std::error_code ec;
+      fs::remove(path, ec);  // a leftover of an earlier attempt
+      auto r = RunTool({"qemu-img", "create", "-q", "-f", *format, path, std::to_string(*size)});
+      if (!r.ok()) return Err(r.status());
+      disks.push_back({{"file", *file}, {"path", path}});
+    }
+  }
+  spdlog::info("prepared host {} for incoming guest {} ({} MiB, {} local disks)", config_.host_name, *guest, *memory,
+               disks.size());
+  return Ok({{"host", config_.host_name},
+             {"migration_uri", config_.migration_uri},
+             {"state_dir", config_.state_dir},
+             {"disks", disks}});
+}
+
+// POST /api/v1/migrations/abandon (destination): removes what an incoming migration of `guest`
+// left here (a paused or shut-off copy, local volumes). A running copy is refused: it may be the
+// only one.
+api::Response Agent::AbandonIncoming(const api::Request& req) {
+  auto body = req.JsonBody();
+  if (!body.ok()) return Err(body.status());
+  auto v = JsonView::Of(*body, "body");
+  if (!v.ok()) return Err(v.status());
+  if (Status s = v->RejectUnknown({"guest"}); !s.ok()) return Err(s);
+  auto guest = v->String("guest");
+  if (!guest.ok()) return Err(guest.status());
+  if (Status s = ValidateName(*guest, "body.guest"); !s.ok()) return Err(s);
+  bool removed = false;
+  auto info = vm_->Get(*guest);
+  if (info.ok()) {
+    if (info->state == GuestState::kRunning) {
+      return Err(FailedPreconditionError("guest '" + *guest + "' runs on host " + config_.host_name +
+                                         "; not removing a running copy"));
+    }
+    if (info->state != GuestState::kShutoff) {
+      if (Status s = vm_->Destroy(*guest); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return Err(s);
+    }
+    if (Status s = vm_->Undefine(*guest); !s.ok() && s.code() != StatusCode::kNotFound) return Err(s);
+    removed = true;
+  }
+  std::error_code ec;
+  const std::string prefix = *guest + "-";
+  for (const auto& e : fs::directory_iterator(fs::path(config_.state_dir) / "disks", ec)) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) {
+      fs::remove(e.path(), ec);
+      removed = true;
+    }
+  }
+  return Ok({{"guest", *guest}, {"removed", removed}});
+}
+
+// POST /api/v1/guests/{name}/migrate (source): starts a peer-to-peer live migration to the
+// destination a prepare call returned. Body {"destination": {"host", "migration_uri",
+// "state_dir"}, "bandwidth_mib_s", "downtime_limit_ms", "auto_converge", "postcopy"}. 202.
+api::Response Agent::MigrateGuest(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  auto body = req.JsonBody();
+  if (!body.ok()) return Err(body.status());
+  auto v = JsonView::Of(*body, "body");
+  if (!v.ok()) return Err(v.status());
+  if (Status s = v->RejectUnknown({"destination", "bandwidth_mib_s", "downtime_limit_ms", "auto_converge", "postcopy"});
+      !s.ok()) {
+    return Err(s);
+  }
+  auto dest = v->Object("destination");
+  if (!dest.ok()) return Err(dest.status());
+  if (Status s = dest->RejectUnknown({"host", "migration_uri", "state_dir", "disks"}); !s.ok()) return Err(s);
+  auto dest_host = dest->String("host", "");
+  auto dest_uri = dest->String("migration_uri");
+  auto dest_dir = dest->String("state_dir");
+  for (auto* r : {&dest_host, &dest_uri, &dest_dir}) {
+    if (!r->ok()) return Err(r->status());
+  }
+  if (dest_uri->find("://") == std::string::npos) return Err(dest->FieldError("migration_uri", "expected a libvirt URI"));
+  if (dest_dir->empty() || (*dest_dir)[0] != '/') return Err(dest->FieldError("state_dir", "expected an absolute path"));
+  MigrationRequest mr;
+  mr.dest_uri = *dest_uri;
+  auto bw = v->Number("bandwidth_mib_s", 0);
+  auto downtime = v->NonNegativeInt("downtime_limit_ms", 0);
+  auto ac = v->Bool("auto_converge", false);
+  auto pc = v->Bool("postcopy", false);
+  if (!bw.ok()) return Err(bw.status());
+  if (!downtime.ok()) return Err(downtime.status());
+  if (!ac.ok()) return Err(ac.status());
+  if (!pc.ok()) return Err(pc.status());
+  if (*bw < 0) return Err(v->FieldError("bandwidth_mib_s", "expected a number >= 0"));
+  mr.bandwidth_mib_s = *bw;
+  mr.downtime_limit_ms = *downtime;
+  mr.auto_converge = *ac;
+  mr.postcopy = *pc;
+
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  auto info = (*h)->Get(name);
+  if (!info.ok()) return Err(info.status());
+  if (info->kind == GuestKind::kLxc) {
+    return Err(FailedPreconditionError("guest '" + name + "' is a container: containers move cold, not live"));
+  }
+  if (info->state != GuestState::kRunning && info->state != GuestState::kPaused) {
+    return Err(FailedPreconditionError("guest '" + name + "' is " + std::string(GuestStateName(info->state)) +
+                                       "; only a running guest migrates live"));
+  }
+  auto spec = (*h)->GetSpec(name);
+  if (!spec.ok()) return Err(spec.status());
+  const std::string local = (fs::path(config_.state_dir) / "disks").string() + "/";
+  std::vector<std::string> local_disks;  // copied to the destination, removed here once it runs there
+  for (const auto& d : spec->disks) {
+    if (d.path.rfind(local, 0) == 0) local_disks.push_back(d.path);
+  }
+  mr.copy_storage = !local_disks.empty();
+  auto xml = (*h)->MigratableXml(name);
+  if (!xml.ok()) return Err(xml.status());
+  // The destination keeps consoles, channels and local disks under its own state directory.
+  std::string from = config_.state_dir, to = *dest_dir;
+  while (from.size() > 1 && from.back() == '/') from.pop_back();
+  while (to.size() > 1 && to.back() == '/') to.pop_back();
+  mr.dest_xml = ReplaceAll(*xml, from + "/", to + "/");
+
+  std::lock_guard l(migrations_mu_);
+  auto it = migrations_.find(name);
+  if (it != migrations_.end()) {
+    if (it->second->state == "running") {
+      return Err(FailedPreconditionError("guest '" + name + "' is already migrating to " + it->second->destination));
+    }
+    if (it->second->thread.joinable()) it->second->thread.join();
+    migrations_.erase(it);
+  }
+  if (auto job = (*h)->GetMigrationJob(name, false); job.ok() && job->active) {
+    return Err(FailedPreconditionError("guest '" + name + "' already has a migration job running in libvirt"));
+  }
+  auto m = std::make_unique<Outgoing>();
+  m->destination = dest_host->empty() ? *dest_uri : *dest_host;
+  Outgoing* raw = m.get();
+  Hypervisor* hv = *h;
+  m->thread = std::thread([this, raw, hv, name, mr, local_disks] {
+    Status st = hv->Migrate(name, mr);
+    MigrationJob final_job;
+    if (st.ok()) {
+      if (auto j = hv->GetMigrationJob(name, true); j.ok()) final_job = *j;
+      // Confirm: the destination runs it; the shut-off source definition goes.
+      if (Status u = hv->Undefine(name); !u.ok() && u.code() != StatusCode::kNotFound) {
+        spdlog::warn("removing the source copy of migrated guest {}: {}", name, u.ToString());
+      }
+      for (const auto& path : local_disks) {
+        std::error_code ec;
+        fs::remove(path, ec);
+      }
+    }
+    std::lock_guard l(migrations_mu_);
+    raw->final_job = final_job;
+    if (st.ok()) {
+      raw->state = "completed";
+      spdlog::info("guest {} migrated to {} in {} ms (downtime {} ms)", name, raw->destination, final_job.elapsed_ms,
+                   final_job.downtime_ms);
+    } else {
+      raw->state = raw->cancel_requested || st.code() == StatusCode::kAborted ? "cancelled" : "failed";
+      raw->error = st.message();
+      spdlog::warn("migration of guest {} to {} {}: {}", name, raw->destination, raw->state, st.message());
+    }
+  });
+  migrations_[name] = std::move(m);
+  RecordEvent({clock_.Now(), name, info->uuid, "migrating", "to " + *dest_uri, (*h)->uri()});
+  return Ok({{"guest", name}, {"state", "running"}, {"destination", *dest_uri}, {"copy_storage", mr.copy_storage}}, 202);
+}
+
+// GET /api/v1/guests/{name}/migration: this agent's view of the guest's outgoing migration.
+// state: none | running | completed | failed | cancelled; "job" holds libvirt's statistics
+// (live while running, final once completed). After an agent restart a migration libvirt still
+// runs is reported as running (adopted).
+api::Response Agent::MigrationStatus(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  Json out = {{"guest", name}, {"host", config_.host_name}, {"state", "none"}};
+  {
+    std::lock_guard l(migrations_mu_);
+    auto it = migrations_.find(name);
+    if (it != migrations_.end()) {
+      out["state"] = it->second->state;
+      out["destination"] = it->second->destination;
+      out["error"] = it->second->error;
+      if (it->second->state == "completed") out["job"] = MigrationJobToJson(it->second->final_job);
+    }
+  }
+  auto h = Find(name);
+  if (h.ok()) {
+    auto info = (*h)->Get(name);
+    if (info.ok()) out["guest_state"] = GuestStateName(info->state);
+    if (out["state"] != "completed") {
+      auto job = (*h)->GetMigrationJob(name, false);
+      if (job.ok()) {
+        out["job"] = MigrationJobToJson(*job);
+        if (job->active && out["state"] == "none") out["state"] = "running";  // adopted after a restart
+      }
+    }
+  } else {
+    out["guest_state"] = "absent";
+  }
+  return Ok(out);
+}
+
+// POST /api/v1/guests/{name}/migration/{cancel|bandwidth|postcopy}.
+api::Response Agent::ControlMigration(const api::Request& req) {
+  const std::string& name = req.params.at("name");
+  const std::string& action = req.params.at("action");
+  auto h = Find(name);
+  if (!h.ok()) return Err(h.status());
+  Status st;
+  if (action == "cancel") {
+    {
+      std::lock_guard l(migrations_mu_);
+      auto it = migrations_.find(name);
+      if (it != migrations_.end()) it->second->cancel_requested = true;
+    }
+    st = (*h)->AbortMigration(name);
+  } else if (action == "bandwidth") {
+    auto body = req.JsonBody();
+    if (!body.ok()) return Err(body.status());
+    auto v = JsonView::Of(*body, "body");
+    if (!v.ok()) return Err(v.status());
+    auto bw = v->Number("bandwidth_mib_s");
+    if (!bw.ok()) return Err(bw.status());
+    if (!(*bw > 0)) return Err(v->FieldError("bandwidth_mib_s", "expected a positive number"));
+    st = (*h)->SetMigrationBandwidth(name, *bw);
+  } else if (action == "postcopy") {
+    st = (*h)->StartPostCopy(name);
+  } else {
+    return Err(NotFoundError("no migration action '" + action + "' (expected cancel, bandwidth or postcopy)"));
+  }
+  if (!st.ok()) return Err(st);
+  return Ok({{"guest", name}, {"action", action}, {"ok", true}});
 }
 
 }  // namespace uw::vmm

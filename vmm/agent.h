@@ -46,6 +46,9 @@ struct AgentConfig {
   std::string join_token;
   int heartbeat_interval_ms = 2000;
   std::string advertise_url;          // how the manager reaches this agent; default http://listen address:port
+  // How another host's libvirtd reaches this one for live migration (peer-to-peer).
+  // Default qemu+tcp://<listen address>/system.
+  std::string migration_uri;
 };
 
 // Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").
@@ -100,6 +103,15 @@ class Agent {
   api::Response GuestConsole(const api::Request& req);
   api::Response Stats(const api::Request& req);
   api::Response Events(const api::Request& req);
+  // Live migration (see vmm/README.md): the destination prepares, the source migrates.
+  api::Response PrepareIncoming(const api::Request& req);
+  api::Response AbandonIncoming(const api::Request& req);
+  api::Response MigrateGuest(const api::Request& req);
+  api::Response MigrationStatus(const api::Request& req);
+  api::Response ControlMigration(const api::Request& req);
+  // Local disks (under state_dir/disks) of a guest with their virtual sizes.
+  Result<Json> LocalDisks(const GuestSpec& spec);
+  Status CreateLocalDisks(GuestSpec& spec, const Json& body);
 
   const AgentConfig config_;
   std::unique_ptr<Hypervisor> vm_;
@@ -123,6 +135,18 @@ class Agent {
 
   std::mutex channels_mu_;
   std::map<std::string, std::unique_ptr<GuestChannel>> channels_;  // guarded by channels_mu_
+
+  // A migration this agent started as the source; the thread runs Hypervisor::Migrate.
+  struct Outgoing {
+    std::string state = "running";  // running | completed | failed | cancelled
+    std::string destination;
+    std::string error;
+    MigrationJob final_job;         // completed job statistics
+    bool cancel_requested = false;
+    std::thread thread;
+  };
+  std::mutex migrations_mu_;
+  std::map<std::string, std::unique_ptr<Outgoing>> migrations_;  // guarded by migrations_mu_ (by guest)
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

@@ -61,9 +61,11 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   if (v.Has("disks")) {
     UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
     for (const auto& d : disks) {
-      UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only"}));
+      UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib"}));
       DiskSpec disk;
-      UW_ASSIGN_OR_RETURN(disk.path, d.String("path"));
+      UW_ASSIGN_OR_RETURN(disk.size_mib, d.NonNegativeInt("size_mib", 0));
+      if (disk.size_mib > 16 << 20) return d.FieldError("size_mib", "expected at most 16 TiB");
+      UW_ASSIGN_OR_RETURN(disk.path, disk.size_mib > 0 ? d.String("path", "") : d.String("path"));
       UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
       if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
       UW_ASSIGN_OR_RETURN(disk.target, d.String("target", "vd" + std::string(1, static_cast<char>('a' + s.disks.size()))));
@@ -162,6 +164,21 @@ Status ValidateGuestSpec(const GuestSpec& s) {
     return InvalidArgumentError("guest '" + s.name + "': cpu.quota_us must be -1 (unlimited) or at least 1000");
   }
   return Status::Ok();
+}
+
+Json MigrationJobToJson(const MigrationJob& j) {
+  return {{"active", j.active},
+          {"elapsed_ms", j.elapsed_ms},
+          {"downtime_ms", j.downtime_ms},
+          {"memory_total_bytes", j.memory_total_bytes},
+          {"memory_processed_bytes", j.memory_processed_bytes},
+          {"memory_remaining_bytes", j.memory_remaining_bytes},
+          {"dirty_rate_pages_s", j.dirty_rate_pages_s},
+          {"memory_iteration", j.memory_iteration},
+          {"expected_downtime_ms", j.expected_downtime_ms},
+          {"disk_total_bytes", j.disk_total_bytes},
+          {"disk_remaining_bytes", j.disk_remaining_bytes},
+          {"bandwidth_mib_s", j.bandwidth_mib_s}};
 }
 
 Json GuestInfoToJson(const GuestInfo& i) {

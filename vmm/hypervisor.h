@@ -39,6 +39,9 @@ struct DiskSpec {
   std::string format = "qcow2";  // qcow2 | raw
   std::string target = "vda";    // guest device name
   bool read_only = false;
+  // Agent API only: no path and a size means "make me a local qcow2 of this size" (the agent
+  // creates it under its state_dir/disks, and live migration copies it).
+  int64_t size_mib = 0;
 };
 
 struct NicSpec {
@@ -172,6 +175,36 @@ struct ExecResult {
   std::string output;  // stdout and stderr together
 };
 
+// A live migration the source hypervisor starts (libvirt peer-to-peer: the source libvirtd talks
+// to the destination's directly, so the migration continues if the agent that asked dies).
+struct MigrationRequest {
+  std::string dest_uri;          // "qemu+tcp://10.77.0.2/system"
+  std::string dest_xml;          // domain XML for the destination (paths rewritten); "" = as is
+  std::string migrate_uri;       // data connection ("tcp://10.77.0.2"); "" = libvirt picks
+  double bandwidth_mib_s = 0;    // 0 = libvirt's default
+  int64_t downtime_limit_ms = 0; // 0 = QEMU's default (300 ms)
+  bool copy_storage = false;     // copy local disks (the destination has empty volumes ready)
+  bool auto_converge = false;    // throttle the guest's vCPUs when it dirties faster than we send
+  bool postcopy = false;         // arm post-copy (StartPostCopy may then switch to it)
+};
+
+// libvirt's statistics of a guest's current (or last completed) migration job.
+struct MigrationJob {
+  bool active = false;             // a migration job is running now
+  int64_t elapsed_ms = 0;
+  int64_t downtime_ms = -1;        // set once completed
+  int64_t memory_total_bytes = 0;
+  int64_t memory_processed_bytes = 0;
+  int64_t memory_remaining_bytes = 0;
+  int64_t dirty_rate_pages_s = 0;
+  int64_t memory_iteration = 0;
+  int64_t expected_downtime_ms = -1;
+  int64_t disk_total_bytes = 0;
+  int64_t disk_remaining_bytes = 0;
+  int64_t bandwidth_mib_s = 0;     // current limit
+};
+Json MigrationJobToJson(const MigrationJob& job);
+
 // A connection to one libvirt driver. All methods are thread-safe. Errors:
 //   kNotFound (no such guest), kAlreadyExists (name taken), kFailedPrecondition (wrong state, e.g.
 //   start a running guest; KVM unusable), kInvalidArgument (spec rejected), kUnavailable (libvirtd
@@ -214,6 +247,28 @@ class Hypervisor {
                                              Duration timeout) {
     return UnimplementedError("this hypervisor does not run containers");
   }
+
+  // Live migration (kUnimplemented for drivers without it).
+  // The guest's domain XML as the destination should receive it (migratable, with secure parts).
+  virtual Result<std::string> MigratableXml(std::string_view name) {
+    return UnimplementedError("this hypervisor cannot migrate guests");
+  }
+  // Migrates a running guest and returns when it finished (kOk: running on the destination and
+  // undefined here) or failed (the guest keeps running here). kAborted when AbortMigration
+  // cancelled it; kUnavailable when the destination could not be reached.
+  virtual Status Migrate(std::string_view name, const MigrationRequest& request) {
+    return UnimplementedError("this hypervisor cannot migrate guests");
+  }
+  // The current migration job's statistics; with `completed`, the last finished job's instead.
+  // kNotFound when the guest is not here.
+  virtual Result<MigrationJob> GetMigrationJob(std::string_view name, bool completed) {
+    return UnimplementedError("this hypervisor cannot migrate guests");
+  }
+  virtual Status AbortMigration(std::string_view name) { return UnimplementedError("this hypervisor cannot migrate guests"); }
+  virtual Status SetMigrationBandwidth(std::string_view name, double mib_s) {
+    return UnimplementedError("this hypervisor cannot migrate guests");
+  }
+  virtual Status StartPostCopy(std::string_view name) { return UnimplementedError("this hypervisor cannot migrate guests"); }
 };
 
 }  // namespace uw::vmm

@@ -80,6 +80,12 @@ class LibvirtHypervisor : public Hypervisor {
   // after `timeout` (the command is killed).
   Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
                                      Duration timeout) override;
+  Result<std::string> MigratableXml(std::string_view name) override;
+  Status Migrate(std::string_view name, const MigrationRequest& request) override;
+  Result<MigrationJob> GetMigrationJob(std::string_view name, bool completed) override;
+  Status AbortMigration(std::string_view name) override;
+  Status SetMigrationBandwidth(std::string_view name, double mib_s) override;
+  Status StartPostCopy(std::string_view name) override;
 
  private:
   // Where lifecycle events go. libvirt holds its own reference as the callback's opaque and drops it
