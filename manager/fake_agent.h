@@ -16,6 +16,11 @@ namespace uw::manager::testing {
 class FakeAgent {
  public:
   explicit FakeAgent(std::string name, std::string token = "agent-token-0123456789") : name_(std::move(name)), token_(std::move(token)) {
+    {
+      std::lock_guard l(RegistryMu());
+      Registry()[name_] = this;
+    }
+    AddMigrationRoutes();
     router_.SetAuthenticator([this](api::Request& req) -> Status {
       if (req.BearerToken() != token_) return UnauthenticatedError("wrong agent token");
       return Status::Ok();
@@ -65,6 +70,11 @@ class FakeAgent {
     opts.worker_threads = 8;
     server_ = std::make_unique<api::HttpServer>(opts, &router_);
   }
+  ~FakeAgent() {
+    server_->Stop();
+    std::lock_guard l(RegistryMu());
+    if (Registry()[name_] == this) Registry().erase(name_);
+  }
   Status Start() { return server_->Start(); }
   void Stop() { server_->Stop(); }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
@@ -93,6 +103,14 @@ class FakeAgent {
     guests_.erase(n);
   }
   void FailCreates(std::string why) { fail_create_ = std::move(why); }
+  // Live migrations from this agent report `polls` progress answers before they complete
+  // (the guest then moves to the destination agent); with `fail` set they fail instead.
+  void SetMigration(int polls, std::string fail = "") {
+    std::lock_guard l(mu_);
+    migrate_polls_ = polls;
+    fail_migrations_ = std::move(fail);
+  }
+  int migrations_started() const { return migrations_started_; }
   void SetDelayMs(int ms) { delay_ms_ = ms; }
   int creates() const { return creates_; }
 
@@ -111,6 +129,104 @@ class FakeAgent {
   std::map<std::string, Json> guests_;  // guarded by mu_
   std::string fail_create_;             // set before use
   std::atomic<int> delay_ms_{0};
+  struct Outgoing {
+    std::string state = "running";
+    std::string destination;
+    int polls_left = 0;
+  };
+  std::map<std::string, Outgoing> outgoing_;  // guarded by mu_
+  int migrate_polls_ = 2;                     // guarded by mu_
+  std::string fail_migrations_;               // guarded by mu_
+  std::atomic<int> migrations_started_{0};
+
+  static std::mutex& RegistryMu() {
+    static std::mutex mu;
+    return mu;
+  }
+  static std::map<std::string, FakeAgent*>& Registry() {  // guarded by RegistryMu()
+    static std::map<std::string, FakeAgent*> r;
+    return r;
+  }
+
+  void AddMigrationRoutes() {
+    router_.Add("POST", "/api/v1/migrations/prepare", [this](const api::Request& req) {
+      auto body = req.JsonBody();
+      if (!body.ok()) return api::Response::Error(body.status());
+      std::lock_guard l(mu_);
+      std::string g = body->value("guest", "");
+      if (guests_.count(g) && guests_[g]["state"] == "running") {
+        return api::Response::Error(AlreadyExistsError("guest '" + g + "' already runs on host " + name_));
+      }
+      return api::Response::Json(200, {{"host", name_}, {"migration_uri", "fake://" + name_}, {"state_dir", "/fake/" + name_},
+                                       {"disks", Json::array()}});
+    });
+    router_.Add("POST", "/api/v1/migrations/abandon", [this](const api::Request& req) {
+      auto body = req.JsonBody();
+      if (!body.ok()) return api::Response::Error(body.status());
+      std::lock_guard l(mu_);
+      std::string g = body->value("guest", "");
+      bool removed = guests_.count(g) && guests_[g]["state"] != "running" && guests_.erase(g);
+      return api::Response::Json(200, {{"guest", g}, {"removed", removed}});
+    });
+    router_.Add("POST", "/api/v1/guests/{name}/migrate", [this](const api::Request& req) {
+      auto body = req.JsonBody();
+      if (!body.ok()) return api::Response::Error(body.status());
+      std::lock_guard l(mu_);
+      const std::string& n = req.params.at("name");
+      if (!guests_.count(n)) return api::Response::Error(NotFoundError("guest '" + n + "' does not exist"));
+      auto it = outgoing_.find(n);
+      if (it != outgoing_.end() && it->second.state == "running") {
+        return api::Response::Error(FailedPreconditionError("guest '" + n + "' is already migrating"));
+      }
+      outgoing_[n] = {"running", (*body)["destination"].value("host", ""), migrate_polls_};
+      migrations_started_++;
+      return api::Response::Json(202, {{"guest", n}, {"state", "running"}});
+    });
+    router_.Add("GET", "/api/v1/guests/{name}/migration", [this](const api::Request& req) {
+      const std::string& n = req.params.at("name");
+      Json moved;
+      std::string dest;
+      Json out;
+      {
+        std::lock_guard l(mu_);
+        out = {{"guest", n}, {"host", name_}, {"state", "none"}};
+        auto it = outgoing_.find(n);
+        if (it == outgoing_.end()) return api::Response::Json(200, out);
+        Outgoing& m = it->second;
+        if (m.state == "running") {
+          if (!fail_migrations_.empty()) {
+            m.state = "failed";
+            out["error"] = fail_migrations_;
+          } else if (m.polls_left > 0) {
+            --m.polls_left;
+            out["job"] = {{"active", true}, {"memory_total_bytes", 256 << 20},
+                          {"memory_remaining_bytes", int64_t{m.polls_left + 1} << 20},
+                          {"memory_processed_bytes", 1 << 20}, {"memory_iteration", 1}};
+          } else if (guests_.count(n)) {
+            m.state = "completed";
+            moved = guests_[n];
+            dest = m.destination;
+            guests_.erase(n);
+          }
+        }
+        out["state"] = m.state;
+        if (m.state == "completed") out["job"] = {{"active", false}, {"elapsed_ms", 100}, {"downtime_ms", 10}};
+      }
+      if (!moved.is_null()) {
+        std::lock_guard l(RegistryMu());
+        auto peer = Registry().find(dest);
+        if (peer != Registry().end()) peer->second->Put(moved);
+      }
+      return api::Response::Json(200, out);
+    });
+    router_.Add("POST", "/api/v1/guests/{name}/migration/{action}", [this](const api::Request& req) {
+      std::lock_guard l(mu_);
+      auto it = outgoing_.find(req.params.at("name"));
+      if (it == outgoing_.end()) return api::Response::Error(NotFoundError("no migration"));
+      if (req.params.at("action") == "cancel" && it->second.state == "running") it->second.state = "cancelled";
+      return api::Response::Json(200, {{"ok", true}});
+    });
+  }
   std::atomic<int> creates_{0};
 };
 

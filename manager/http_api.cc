@@ -301,12 +301,36 @@ class Api {
       return Answer(m_.ListRecommendations(!all));
     });
     router.Add("POST", "/api/v1/drs/recommendations/{id}/apply", [this](const Request& req) {
-      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ApplyRecommendation(req.params.at("id")));
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] { return Answer(m_.ApplyRecommendation(req.params.at("id")), 202); });
     });
     router.Add("POST", "/api/v1/drs/apply", [this](const Request& req) {
-      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ApplyAllRecommendations());
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] { return Answer(m_.ApplyAllRecommendations(), 202); });
+    });
+
+    // Migrations.
+    router.Add("POST", "/api/v1/guests/{name}/migrate", [this](const Request& req) {
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        if (!body.ok()) return Response::Error(body.status());
+        return Answer(m_.MigrateGuest(*p, req.params.at("name"), *body), 202);
+      });
+    });
+    router.Add("GET", "/api/v1/migrations", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      auto limit = QueryInt(req, "limit", 100, 1, 10000);
+      if (!limit.ok()) return Response::Error(limit.status());
+      std::string guest = req.query.count("guest") ? req.query.at("guest") : "";
+      return Answer(m_.ListMigrations(guest, *limit));
+    });
+    router.Add("GET", "/api/v1/migrations/{id}", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetMigration(req.params.at("id")));
     });
     router.Add("POST", "/api/v1/drs/run", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());

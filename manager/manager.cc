@@ -10,30 +10,16 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/internal.h"
 #include "placement/placement.h"
 
 namespace uw::manager {
-namespace {
 
-constexpr int kMaxTaskAttempts = 3;
-
-bool IsFinal(std::string_view state) { return state == "succeeded" || state == "failed" || state == "cancelled"; }
-
-std::string Dump(const Json& j) { return j.dump(); }
-
-// {"key": list} without copying the list (an initializer list would copy it).
-Json Wrap(const char* key, Json list) {
-  Json out = Json::object();
-  out[key] = std::move(list);
-  return out;
-}
-
-Status NeedWrite(const Principal& p) {
-  if (p.CanWrite()) return Status::Ok();
-  return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");
-}
-
-}  // namespace
+using internal::Dump;
+using internal::IsFinal;
+using internal::kMaxTaskAttempts;
+using internal::NeedWrite;
+using internal::Wrap;
 
 std::string_view RoleName(Role r) {
   switch (r) {
@@ -77,7 +63,8 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   const JsonView& v = *root;
   if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
                                   "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
-                                  "max_body_bytes", "http_workers", "placement_policy", "log_level", "log_file"});
+                                  "max_body_bytes", "http_workers", "placement_policy", "log_level", "log_file",
+                                  "migration"});
       !s.ok()) {
     return fail(s);
   }
@@ -130,6 +117,28 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   }
   UW_CFG(c.log_level, v.String("log_level", c.log_level));
   UW_CFG(c.log_file, v.String("log_file", ""));
+  if (v.Has("migration")) {
+    JsonView m = JsonView::Of(j, "").value();
+    UW_CFG(m, v.Object("migration"));
+    if (Status s = m.RejectUnknown({"per_host", "cluster", "poll_ms", "agent_grace_ms", "convergence"}); !s.ok()) {
+      return fail(s);
+    }
+    Json caps = Json::object();
+    for (const char* k : {"per_host", "cluster"}) {
+      if (m.json().contains(k)) caps[k] = m.json()[k];
+    }
+    UW_CFG(c.migration_caps, migration::ParseCaps(caps, "migration"));
+    if (m.Has("convergence")) {
+      UW_CFG(c.convergence, migration::ParseConvergencePolicy(m.json()["convergence"], "migration.convergence"));
+    }
+    int64_t ms = 0;
+    UW_CFG(ms, m.Int("poll_ms", c.migration_poll_ms));
+    if (ms < 50 || ms > 60000) return fail(m.FieldError("poll_ms", "expected 50..60000"));
+    c.migration_poll_ms = static_cast<int>(ms);
+    UW_CFG(ms, m.Int("agent_grace_ms", c.migration_agent_grace_ms));
+    if (ms < 0 || ms > 3600000) return fail(m.FieldError("agent_grace_ms", "expected 0..3600000"));
+    c.migration_agent_grace_ms = static_cast<int>(ms);
+  }
 #undef UW_CFG
   return c;
 }
@@ -251,8 +260,10 @@ Status Manager::Start() {
     stopping_ = false;
   }
   UW_RETURN_IF_ERROR(RecoverTasks());
+  UW_RETURN_IF_ERROR(RecoverMigrations());
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
+  migrator_ = std::thread([this] { MigratorLoop(); });
   UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
   return Status::Ok();
 }
@@ -260,20 +271,29 @@ Status Manager::Start() {
 void Manager::Stop() {
   {
     std::lock_guard l(mu_);
-    if (stopping_ && workers_.empty() && !monitor_.joinable()) return;
+    if (stopping_ && workers_.empty() && !monitor_.joinable() && !migrator_.joinable()) return;
     stopping_ = true;
   }
   cv_.notify_all();
   events_cv_.notify_all();
   tasks_cv_.notify_all();
+  migrator_cv_.notify_all();
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (monitor_.joinable()) monitor_.join();
+  if (migrator_.joinable()) migrator_.join();
+  std::map<std::string, std::thread> threads;
+  {
+    std::lock_guard l(migrator_mu_);
+    threads.swap(migration_threads_);
+  }
+  for (auto& [id, t] : threads) t.join();
 }
 
 Status Manager::RecoverTasks() {
+  // Migrations have their own recovery (RecoverMigrations): they cannot simply start over.
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, kind, subject, state, attempts FROM tasks WHERE state IN "
-                                               "('pending', 'running') ORDER BY created_ms"));
+                                               "('pending', 'running') AND kind <> 'guest.migrate' ORDER BY created_ms"));
   for (const auto& r : rows) {
     std::string id = r.Str("id");
     if (r.Int("attempts") >= kMaxTaskAttempts) {
@@ -648,6 +668,16 @@ Result<Json> Manager::BuildSnapshotJson() {
     } else if (g.Str("state") != "running" && g.Str("state") != "creating") {
       vm["demand"] = {{"cpu_cores", 0}, {"memory_mib", g.Int("memory_mib")}};
     }
+    if (!g.IsNull("migrating_to")) {
+      // In flight: it holds memory on both hosts and is not moved again until it lands. The
+      // destination's share is an entry of its own (name@incoming).
+      vm["migratable"] = false;
+      Json incoming = vm;
+      incoming["name"] = g.Str("name") + "@incoming";
+      incoming["host"] = g.Str("migrating_to");
+      incoming.erase("pool");
+      snap["vms"].push_back(std::move(incoming));
+    }
     snap["vms"].push_back(vm);
   }
   UW_ASSIGN_OR_RETURN(auto rules, store_->Query("SELECT spec FROM rules ORDER BY name"));
@@ -680,6 +710,7 @@ Result<Json> Manager::GuestRowJson(const SqlRow& r) {
             {"memory_mib", spec.value("memory_mib", r.Int("memory_mib"))},
             {"reserved", {{"vcpus", r.Int("vcpus")}, {"memory_mib", r.Int("memory_mib")}}},
             {"automation", r.Str("automation")},
+            {"migrating_to", r.IsNull("migrating_to") ? Json(nullptr) : Json(r.Str("migrating_to"))},
             {"placement_reason", r.Str("placement_reason")},
             {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
             {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}};
@@ -866,7 +897,11 @@ Result<Json> Manager::NewTask(std::string_view kind, std::string_view subject, s
         {id, std::string(kind), std::string(subject), std::string(tenant), Dump(request), now, now}));
     return AddEvent("task.created", id, tenant, {{"kind", kind}, {"subject", subject}});
   }));
-  Enqueue(id);
+  if (kind == "guest.migrate") {
+    migrator_cv_.notify_all();  // the migrator starts it when its dependencies and the caps allow
+  } else {
+    Enqueue(id);
+  }
   return TaskJson(id);
 }
 
@@ -917,9 +952,20 @@ Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
   Status s = store_->Transact([&]() -> Status {
     UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT state, kind, subject FROM tasks WHERE id = ?",
                                                    {std::string(id)}, "task vanished"));
+    if (r.Str("state") == "running" && r.Str("kind") == "guest.migrate") {
+      // Aborted by its migration thread; the task ends cancelled once the guest is back.
+      {
+        std::lock_guard ml(migrator_mu_);
+        cancel_requested_.insert(std::string(id));
+      }
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET message = 'cancelling', updated_ms = ? WHERE id = ?",
+                                      {NowMs(), std::string(id)}));
+      return AddEvent("task.cancel_requested", id, t["tenant"].get<std::string>(),
+                      {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
+    }
     if (r.Str("state") != "pending") {
       return FailedPreconditionError("task " + std::string(id) + " is " + r.Str("state") +
-                                     "; only a pending task can be cancelled");
+                                     "; only a pending task or a running migration can be cancelled");
     }
     UW_RETURN_IF_ERROR(store_->Exec(
         "UPDATE tasks SET state = 'cancelled', error_code = 'aborted', error_message = 'cancelled by request', "
@@ -1336,14 +1382,30 @@ Result<Json> Manager::RunDrs() {
                      {"imbalance_before", plan.before.imbalance}, {"imbalance_after", plan.after.imbalance},
                      {"unresolved", plan.unresolved.size()}});
   }));
-  if (cfg["automation"] == "automatic") {
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (override_of[plan.moves[i].vm] == "manual") continue;
-      auto r = ApplyRecommendation(ids[i]);
-      if (!r.ok()) spdlog::info("DRS (automatic) could not apply {}: {}", ids[i], r.status().ToString());
+  // Applied now: everything in automatic mode, and in any mode the evacuation of hosts in
+  // maintenance (mandatory), except guests whose own automation is manual.
+  std::set<std::string> maintenance;
+  for (const auto& h : snap.hosts) {
+    if (h.state == placement::HostState::kMaintenance) maintenance.insert(h.name);
+  }
+  std::vector<placement::Move> apply;
+  std::vector<std::string> apply_ids;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (override_of[plan.moves[i].vm] == "manual") continue;
+    if (cfg["automation"] != "automatic" && !maintenance.count(plan.moves[i].from)) continue;
+    apply.push_back(plan.moves[i]);
+    apply_ids.push_back(ids[i]);
+  }
+  Json out = placement::PlanToJson(plan);
+  if (!apply.empty()) {
+    auto started = StartMoves(apply, apply_ids, Json::object());
+    if (!started.ok()) {
+      spdlog::warn("DRS could not start its moves: {}", started.status().ToString());
+    } else {
+      out["started"] = *started;
     }
   }
-  return placement::PlanToJson(plan);
+  return out;
 }
 
 Result<Json> Manager::ApplyRecommendation(std::string_view id) {
@@ -1365,24 +1427,32 @@ Result<Json> Manager::ApplyRecommendation(std::string_view id) {
                                     {"stale: " + s.message(), std::string(id)}));
     return AbortedError("recommendation " + std::string(id) + " no longer fits the cluster: " + s.message());
   }
-  // Apply: moving a running guest needs live migration, which lands in a later issue.
-  Status unavailable = UnimplementedError("live migration is not available yet: the move " + r.Str("guest") + " " +
-                                          r.Str("from_host") + " -> " + r.Str("to_host") +
-                                          " was verified and stays recommended");
-  UW_RETURN_IF_ERROR(AddEvent("drs.apply_deferred", std::string(id), "",
-                              {{"guest", r.Str("guest")}, {"from", r.Str("from_host")}, {"to", r.Str("to_host")},
-                               {"reason", unavailable.message()}}));
-  return unavailable;
+  UW_ASSIGN_OR_RETURN(Json started, StartMoves(one.moves, {std::string(id)}, Json::object()));
+  if (started["tasks"].empty()) {
+    std::string why = started["unschedulable"].empty() ? "not schedulable"
+                                                       : started["unschedulable"][0].value("reason", "not schedulable");
+    return AbortedError("recommendation " + std::string(id) + " cannot start: " + why);
+  }
+  return started["tasks"][0];
 }
 
 Result<Json> Manager::ApplyAllRecommendations() {
   UW_ASSIGN_OR_RETURN(Json recs, ListRecommendations(true));
-  Json results = Json::array();
+  std::vector<placement::Move> moves;
+  std::vector<std::string> ids;
   for (const auto& r : recs["recommendations"]) {
-    auto a = ApplyRecommendation(r["id"].get<std::string>());
-    results.push_back({{"id", r["id"]}, {"applied", a.ok()}, {"error", a.ok() ? Json(nullptr) : Json(a.status().ToString())}});
+    placement::Move m;
+    m.vm = r["guest"].get<std::string>();
+    m.from = r["from"].get<std::string>();
+    m.to = r["to"].get<std::string>();
+    m.priority = r["priority"].get<int>();
+    m.reason = r["reason"].get<std::string>();
+    m.gain = r["gain"].get<double>();
+    moves.push_back(std::move(m));
+    ids.push_back(r["id"].get<std::string>());
   }
-  return Json{{"results", results}};
+  // One order for all of them: a move that frees room starts before the one that needs it.
+  return StartMoves(moves, ids, Json::object());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "manager/store.h"
+#include "migration/migration.h"
 
 namespace uw::manager {
 
@@ -62,6 +64,11 @@ struct ManagerConfig {
   std::string placement_policy = "drs";
   std::string log_level = "info";
   std::string log_file;
+  // Live migration ("migration": {"per_host", "cluster", "poll_ms", "agent_grace_ms", "convergence": {...}}).
+  migration::Caps migration_caps;
+  migration::ConvergencePolicy convergence;
+  int migration_poll_ms = 500;          // progress checks of a running migration
+  int migration_agent_grace_ms = 60000; // an agent unreachable mid-migration is waited for this long
 };
 
 // Errors name the file and the field.
@@ -144,7 +151,8 @@ class Manager {
   // --- tasks -----------------------------------------------------------------------------------
   Result<Json> GetTask(const Principal& p, std::string_view id);
   Result<Json> ListTasks(const Principal& p, int64_t limit);
-  // Only a pending task can be cancelled (kFailedPrecondition otherwise).
+  // A pending task is cancelled at once; a running migration is aborted (the guest stays on its
+  // source) and its task ends cancelled shortly after. kFailedPrecondition otherwise.
   Result<Json> CancelTask(const Principal& p, std::string_view id);
   // Blocks until the task is final or `timeout` passes; returns its JSON either way.
   Result<Json> WaitTask(std::string_view id, Duration timeout);
@@ -176,10 +184,22 @@ class Manager {
   Result<Json> GetDrsConfig();
   Result<Json> SetDrsConfig(const Json& body);
   Result<Json> ListRecommendations(bool pending_only);
-  // Verifies the move against the current state, then applies it through the migration path,
-  // which is not available yet: kUnimplemented (the recommendation stays pending).
+  // Verifies the move against the current state, then starts it as a guest.migrate task
+  // (returned). kAborted when the move no longer fits (the recommendation is superseded).
   Result<Json> ApplyRecommendation(std::string_view id);
+  // Orders every pending recommendation (migration::OrderMoves) and starts them as tasks that
+  // wait for the moves they depend on. Returns {"results": [...], "unschedulable": [...]}.
   Result<Json> ApplyAllRecommendations();
+  // --- migration -------------------------------------------------------------------------------
+  // An operator's move of one guest. Body {"host": "h2", "mode": "live"|"cold",
+  // "bandwidth_mib_s", "downtime_limit_ms", "allow_postcopy"}; checked like a plan step.
+  // Returns the task. kFailedPrecondition (not running, busy, kind cannot live-migrate),
+  // kAborted (the move breaks a required rule or does not fit), kNotFound.
+  Result<Json> MigrateGuest(const Principal& p, std::string_view name, const Json& body);
+  // Migration records, newest first (`guest` filters).
+  Result<Json> ListMigrations(std::string_view guest, int64_t limit);
+  Result<Json> GetMigration(std::string_view id);
+  Json MigrationConfigJson() const;
   // A plan on `snapshot` (or on the current state when null); nothing is stored.
   Result<Json> DryRunPlan(const Json* snapshot);
   // The placement snapshot of the current state (docs/snapshot-format.md).
@@ -217,6 +237,15 @@ class Manager {
   Result<Json> CallAgent(const std::string& host, std::string_view method, const std::string& path,
                          const Json* body);
   void Reconcile(const std::string& host, const Json& guests);
+  // Migration execution (manager/migrations.cc).
+  Result<Json> StartMoves(const std::vector<placement::Move>& moves, const std::vector<std::string>& recommendations,
+                          const Json& options);
+  void MigratorLoop();
+  void DispatchMigrations();
+  void RunMigration(const std::string& task_id, bool resume);
+  void SpawnMigration(const std::string& task_id, bool resume);  // requires migrator_mu_
+  bool CancelRequested(const std::string& task_id);
+  Status RecoverMigrations();
   int64_t NowMs() const;
 
   const ManagerConfig config_;
@@ -242,6 +271,13 @@ class Manager {
   std::map<std::string, Principal> tokens_;  // guarded by tokens_mu_; by token hash
 
   std::mutex idem_mu_;
+
+  std::mutex migrator_mu_;
+  std::condition_variable migrator_cv_;
+  std::map<std::string, std::thread> migration_threads_;  // guarded by migrator_mu_ (by task id)
+  std::set<std::string> migrations_finished_;  // guarded by migrator_mu_: threads to join
+  std::set<std::string> cancel_requested_;     // guarded by migrator_mu_
+  std::thread migrator_;
 };
 
 }  // namespace uw::manager

@@ -408,19 +408,37 @@ TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
   EXPECT_EQ(rec["to"], "h2");
   EXPECT_FALSE(rec["reason"].get<std::string>().empty());
   EXPECT_GT(rec["imbalance_before"].get<double>(), rec["imbalance_after"].get<double>());
-  // Applying needs live migration: refused clearly, recommendation kept.
+  // Applying starts a live migration task; the fake agents move the guest after two progress polls.
+  const std::string moved = rec["guest"];
   auto apply = c.Call("POST", "/api/v1/drs/recommendations/" + rec["id"].get<std::string>() + "/apply");
-  EXPECT_EQ(apply.status().code(), StatusCode::kUnimplemented);
-  EXPECT_EQ((*c.Call("GET", "/api/v1/drs/recommendations"))["recommendations"].size(),
-            (*recs)["recommendations"].size());
+  ASSERT_TRUE(apply.ok()) << apply.status().ToString();
+  EXPECT_EQ((*apply)["kind"], "guest.migrate");
+  Json done = WaitTask(*apply);
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_EQ(done["result"]["downtime_ms"], 10);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/" + moved))["host"], "h2");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/" + moved))["migrating_to"], nullptr);
+  EXPECT_TRUE(Agent(1).Has(moved));
+  EXPECT_FALSE(Agent(0).Has(moved));
+  auto migs = c.Call("GET", "/api/v1/migrations?guest=" + moved);
+  ASSERT_TRUE(migs.ok());
+  ASSERT_EQ((*migs)["migrations"].size(), 1u);
+  EXPECT_EQ((*migs)["migrations"][0]["phase"], "done");
+  EXPECT_EQ(c.Call("POST", "/api/v1/drs/recommendations/" + rec["id"].get<std::string>() + "/apply").status().code(),
+            StatusCode::kFailedPrecondition)
+      << "an applied recommendation cannot be applied twice";
   Json bad = {{"automation", "sometimes"}};
   EXPECT_EQ(c.Call("PUT", "/api/v1/drs/config", &bad).status().code(), StatusCode::kInvalidArgument);
   Json automatic = {{"automation", "automatic"}};
   EXPECT_EQ((*c.Call("PUT", "/api/v1/drs/config", &automatic))["automation"], "automatic");
-  // Automatic mode applies through the same path: verified, then deferred until live migration.
-  int64_t deferred = Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.apply_deferred'");
+  // Automatic mode applies through the same path.
   ASSERT_TRUE(c.Call("POST", "/api/v1/drs/run").ok());
-  EXPECT_GT(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.apply_deferred'"), deferred);
+  for (int i = 0; i < 200 && Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state IN "
+                                   "('pending', 'running')") > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state <> 'succeeded'"), 0);
+  EXPECT_EQ(Agent(0).GuestCount() + Agent(1).GuestCount(), 4u) << "every guest runs exactly once";
   // The dry-run plan on an uploaded snapshot and the exported snapshot parse with the engine.
   auto snap = c.Call("GET", "/api/v1/cluster/snapshot");
   ASSERT_TRUE(snap.ok());
@@ -428,7 +446,7 @@ TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
   Json req = {{"snapshot", *snap}};
   auto dry = c.Call("POST", "/api/v1/drs/plan", &req);
   ASSERT_TRUE(dry.ok()) << dry.status().ToString();
-  EXPECT_FALSE((*dry)["moves"].empty());
+  EXPECT_TRUE((*dry)["moves"].empty()) << "automatic mode balanced the cluster: " << dry->dump();
 }
 
 TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnATimer) {
@@ -450,10 +468,10 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   Json next = {{"name", "next"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &next))["state"], "succeeded");
   EXPECT_NE((*c.Call("GET", "/api/v1/guests/next"))["host"], host);
-  // The reconcile loop (every 100 ms) keeps a mandatory move of `mobile` off the host.
+  // The evacuation of `mobile` is a mandatory (priority 1) move, recorded and applied.
   bool found = false;
   for (int i = 0; i < 100 && !found; ++i) {
-    auto recs = c.Call("GET", "/api/v1/drs/recommendations");
+    auto recs = c.Call("GET", "/api/v1/drs/recommendations?all=true");
     for (const auto& r : (*recs)["recommendations"]) {
       if (r["guest"] == "mobile" && r["from"] == host && r["priority"] == 1) found = true;
       EXPECT_NE(r["guest"], "pinned") << "automation=disabled guests are never moved";
@@ -461,6 +479,11 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(found);
+  // ... and evacuates it for real even in manual mode (mandatory moves), leaving the pinned guest.
+  for (int i = 0; i < 200 && (*c.Call("GET", "/api/v1/guests/mobile"))["host"] == host; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_NE((*c.Call("GET", "/api/v1/guests/mobile"))["host"], host);
   for (int i = 0; i < 100 && Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'") < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -487,6 +510,64 @@ TEST_F(ManagerTest, CancelReleasesAPendingCreation) {
   EXPECT_EQ(c.Call("POST", "/api/v1/tasks/" + (*t1)["id"].get<std::string>() + "/cancel").status().code(),
             StatusCode::kFailedPrecondition);
   EXPECT_FALSE(Agent(0).Has("second"));
+}
+
+TEST_F(ManagerTest, MigrationCancelFailureAndOrder) {
+  StartManager();
+  AddHost("h1", 4, 4096);
+  AddHost("h2", 4, 4096);
+  auto c = Client();
+  Json a = {{"name", "a"}, {"memory_mib", 1024}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
+  std::string src = (*c.Call("GET", "/api/v1/guests/a"))["host"];
+  std::string dst = src == "h1" ? "h2" : "h1";
+  FakeAgent& from = Agent(src == "h1" ? 0 : 1);
+  // Bad requests change nothing.
+  Json nohost = {{"mode", "live"}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/a/migrate", &nohost).status().code(), StatusCode::kInvalidArgument);
+  Json same = {{"host", src}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/a/migrate", &same).status().code(), StatusCode::kFailedPrecondition);
+  Json ghost = {{"host", "h9"}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/a/migrate", &ghost).status().code(), StatusCode::kAborted);
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/nope/migrate", &same).status().code(), StatusCode::kNotFound);
+
+  // Cancel a running migration: the guest stays on its source and the task ends cancelled.
+  from.SetMigration(1000);
+  Json to = {{"host", dst}};
+  auto t = c.Call("POST", "/api/v1/guests/a/migrate", &to);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  for (int i = 0; i < 200 && (*c.Call("GET", "/api/v1/tasks/" + (*t)["id"].get<std::string>()))["message"]
+                                  .get<std::string>().rfind("transfer", 0) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["migrating_to"], dst) << "the destination's capacity is held";
+  ASSERT_TRUE(c.Call("POST", "/api/v1/tasks/" + (*t)["id"].get<std::string>() + "/cancel").ok());
+  Json cancelled = WaitTask(*t);
+  EXPECT_EQ(cancelled["state"], "cancelled") << cancelled.dump();
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["host"], src);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["migrating_to"], nullptr);
+
+  // A failing transfer rolls back with libvirt's reason.
+  from.SetMigration(1, "unable to connect to the destination");
+  Json failed = WaitTask(*c.Call("POST", "/api/v1/guests/a/migrate", &to));
+  EXPECT_EQ(failed["state"], "failed");
+  EXPECT_NE(failed["error"]["message"].get<std::string>().find("unable to connect"), std::string::npos) << failed.dump();
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["host"], src);
+  auto migs = c.Call("GET", "/api/v1/migrations?guest=a");
+  ASSERT_EQ((*migs)["migrations"].size(), 2u);
+  EXPECT_EQ((*migs)["migrations"][0]["phase"], "rolled_back");
+
+  // Containers move only cold; a cold move stops, recreates and deletes.
+  Json ct = {{"name", "ct"}, {"kind", "lxc"}, {"memory_mib", 256}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &ct))["state"], "succeeded");
+  std::string ct_host = (*c.Call("GET", "/api/v1/guests/ct"))["host"];
+  Json ct_to = {{"host", ct_host == "h1" ? "h2" : "h1"}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/ct/migrate", &ct_to).status().code(), StatusCode::kFailedPrecondition);
+  ct_to["mode"] = "cold";
+  Json cold = WaitTask(*c.Call("POST", "/api/v1/guests/ct/migrate", &ct_to));
+  EXPECT_EQ(cold["state"], "succeeded") << cold.dump();
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/ct"))["host"], ct_to["host"]);
+  EXPECT_EQ(Agent(0).Has("ct") + Agent(1).Has("ct"), 1);
 }
 
 }  // namespace

@@ -138,6 +138,25 @@ CREATE TABLE idempotency (
 );
 CREATE INDEX usage_by_time ON usage_samples(at_ms);
 )sql",
+    // 2 -> 3: live migration. A guest in flight holds capacity on its destination too
+    // (guests.migrating_to); each migration's persisted state machine (migration::Record).
+    R"sql(
+ALTER TABLE guests ADD COLUMN migrating_to TEXT REFERENCES hosts(name);
+CREATE TABLE migrations (
+  id TEXT PRIMARY KEY,
+  task TEXT NOT NULL,
+  guest TEXT NOT NULL,
+  source TEXT NOT NULL,
+  destination TEXT NOT NULL,
+  mode TEXT NOT NULL CHECK (mode IN ('live', 'cold')),
+  phase TEXT NOT NULL,
+  record TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE INDEX migrations_by_guest ON migrations(guest);
+CREATE INDEX migrations_by_task ON migrations(task);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

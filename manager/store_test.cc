@@ -50,11 +50,15 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("INSERT INTO settings(key, value) VALUES ('drs', '{}')").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE idempotency").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX usage_by_time").ok());
+    ASSERT_TRUE((*s)->Exec("DROP TABLE migrations").ok());
+    ASSERT_TRUE((*s)->Exec("ALTER TABLE guests DROP COLUMN migrating_to").ok());
     ASSERT_TRUE((*s)->Exec("PRAGMA user_version = 1").ok());
   }
   auto s = Store::Open(Db());
   ASSERT_TRUE(s.ok()) << s.status().ToString();
-  EXPECT_EQ((*s)->schema_version(), 2);
+  EXPECT_EQ((*s)->schema_version(), kSchemaVersion);
+  EXPECT_TRUE((*s)->Query("SELECT migrating_to FROM guests").ok());
+  EXPECT_TRUE((*s)->Query("SELECT * FROM migrations").ok());
   auto rows = (*s)->Query("SELECT value FROM settings WHERE key = 'drs'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->size(), 1u);

@@ -1,0 +1,33 @@
+// Private to manager/: small helpers shared by manager.cc and migrations.cc.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "manager/manager.h"
+
+namespace uw::manager::internal {
+
+inline constexpr int kMaxTaskAttempts = 3;
+
+inline bool IsFinal(std::string_view state) {
+  return state == "succeeded" || state == "failed" || state == "cancelled";
+}
+
+inline std::string Dump(const Json& j) { return j.dump(); }
+
+// {"key": list} without copying the list (an initializer list would copy it).
+inline Json Wrap(const char* key, Json list) {
+  Json out = Json::object();
+  out[key] = std::move(list);
+  return out;
+}
+
+inline Status NeedWrite(const Principal& p) {
+  if (p.CanWrite()) return Status::Ok();
+  return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");
+}
+
+}  // namespace uw::manager::internal
