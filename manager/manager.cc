@@ -152,7 +152,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
                                       "max_memory_mib", "image", "boot", "nics", "labels", "start", "paravirt",
-                                      "automation", "lease_class", "cpu"}));
+                                      "automation", "lease_class", "cpu", "disks"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
@@ -184,6 +184,16 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
   if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
   if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
+  if (v.Has("disks")) {
+    // Local disks the host's agent makes (copied by live migration); host paths are not the
+    // cluster's business.
+    UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
+    for (const auto& d : disks) {
+      UW_RETURN_IF_ERROR(d.RejectUnknown({"size_mib", "format", "target"}));
+      UW_ASSIGN_OR_RETURN(int64_t size, d.PositiveInt("size_mib"));
+      if (size > (int64_t{16} << 20)) return d.FieldError("size_mib", "expected at most 16777216");
+    }
+  }
   Json spec = body;
   for (const char* k : {"tenant", "pool", "automation", "lease_class"}) spec.erase(k);
   spec["vcpus"] = g.vcpus;

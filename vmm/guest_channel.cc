@@ -71,19 +71,26 @@ Result<ExecResult> GuestChannel::Call(const std::string& command, Duration timeo
     return InvalidArgumentError("guest command must be a single line");
   }
   std::lock_guard l(mu_);
-  UW_RETURN_IF_ERROR(EnsureConnected());
   const uint64_t id = next_id_++;
   std::string line = std::to_string(id) + " " + command + "\n";
-  size_t sent = 0;
-  while (sent < line.size()) {
-    ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = errno;
-      Disconnect();
-      return UnavailableError("guest channel " + path_ + ": " + std::strerror(e));
+  // A connection kept from before the guest's QEMU restarted (stopped and started, or migrated
+  // away and back) is dead: the first send fails; connect again once.
+  for (int attempt = 0;; ++attempt) {
+    UW_RETURN_IF_ERROR(EnsureConnected());
+    size_t sent = 0;
+    int error = 0;
+    while (sent < line.size()) {
+      ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error = errno;
+        break;
+      }
+      sent += static_cast<size_t>(n);
     }
-    sent += static_cast<size_t>(n);
+    if (sent == line.size()) break;
+    Disconnect();
+    if (attempt > 0 || sent > 0) return UnavailableError("guest channel " + path_ + ": " + std::strerror(error));
   }
   const Duration deadline = clock_.Monotonic() + timeout;
   const std::string prefix = std::to_string(id) + " ";
