@@ -308,6 +308,40 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
   });
 
+  auto* migrate = guest->add_subcommand("migrate", "move a guest to another host (live; --cold for stop, move, start)");
+  std::string to_host;
+  bool cold = false;
+  double bandwidth = 0;
+  migrate->add_option("name", name, "guest name")->required();
+  migrate->add_option("--to", to_host, "destination host")->required();
+  migrate->add_flag("--cold", cold, "stop, move and start (containers, non-migratable guests)");
+  migrate->add_option("--bandwidth", bandwidth, "starting bandwidth limit in MiB/s");
+  add_wait(migrate);
+  migrate->callback([&] {
+    Json body = {{"host", to_host}, {"mode", cold ? "cold" : "live"}};
+    if (bandwidth > 0) body["bandwidth_mib_s"] = bandwidth;
+    auto r = c.Call("POST", "/api/v1/guests/" + name + "/migrate", &body);
+    rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
+  });
+
+  // migration
+  auto* migration = app.add_subcommand("migration", "live migrations and their figures");
+  migration->require_subcommand(1);
+  auto* mlist = migration->add_subcommand("list", "recent migrations (phase, time, downtime)");
+  std::string of_guest;
+  mlist->add_option("--guest", of_guest, "only this guest's");
+  mlist->callback([&] {
+    auto r = c.Call("GET", "/api/v1/migrations" + (of_guest.empty() ? std::string() : "?guest=" + of_guest));
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "migrations", {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
+                   [](const Json& m) {
+                     return std::vector<std::string>{Str(m["id"]), Str(m["guest"]), Str(m["source"]),
+                                                     Str(m["destination"]), Str(m["mode"]), Str(m["phase"]),
+                                                     Str(m["stats"]["total_ms"]), Str(m["stats"]["downtime_ms"]),
+                                                     Str(m["error"])};
+                   });
+  });
+
   // task
   auto* task = app.add_subcommand("task", "long-running operations");
   task->require_subcommand(1);
@@ -352,10 +386,20 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   bool all = false;
   apply->add_option("id", id, "recommendation id");
   apply->add_flag("--all", all, "apply every pending recommendation");
+  add_wait(apply);
   apply->callback([&] {
     if (!all && id.empty()) return void(rc = c.Fail(InvalidArgumentError("give a recommendation id or --all")));
-    auto r = all ? c.Call("POST", "/api/v1/drs/apply") : c.Call("POST", "/api/v1/drs/recommendations/" + id + "/apply");
-    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+    if (!all) {
+      auto r = c.Call("POST", "/api/v1/drs/recommendations/" + id + "/apply");
+      return void(rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status()));
+    }
+    auto r = c.Call("POST", "/api/v1/drs/apply");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    if (!wait) return void(rc = PrintObject(c, *r));
+    // One after another as the manager runs them (dependencies first); the worst outcome wins.
+    rc = kOk;
+    for (const auto& t : (*r)["tasks"]) rc = std::max(rc, TaskOutcome(c, t, true, timeout_s));
+    for (const auto& u : (*r)["unschedulable"]) *c.err << "not started: " << Str(u["guest"]) << ": " << Str(u["reason"]) << "\n";
   });
   auto* config = drs->add_subcommand("config", "show or change DRS settings");
   std::string set_automation;

@@ -373,9 +373,14 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
     ASSERT_TRUE(Client().Call("DELETE", "/api/v1/hosts/" + h + "/maintenance").ok());
   }
   for (const std::string g : {"mit-m256", "mit-m512"}) {
-    auto del = Client().Call("DELETE", "/api/v1/guests/" + g + "?force=true");
-    if (del.ok()) WaitTask(*del, 120);
+    Json force = {{"force", true}};
+    auto stop = Client().Call("POST", "/api/v1/guests/" + g + "/stop", &force);
+    if (stop.ok()) WaitTask(*stop, 120);
+    auto del = Client().Call("DELETE", "/api/v1/guests/" + g);
+    ASSERT_TRUE(del.ok()) << del.status().ToString();
+    EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded");
   }
+  EXPECT_FALSE(AgentGuests().count("mit-m256"));
 }
 
 }  // namespace
