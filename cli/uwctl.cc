@@ -353,7 +353,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = wait ? TaskOutcome(c, *r, true, timeout_s) : PrintObject(c, *r);
   });
-  auto* tcancel = task->add_subcommand("cancel", "cancel a pending task");
+  auto* tcancel = task->add_subcommand("cancel", "cancel a pending task, or abort a running migration");
   tcancel->add_option("id", id, "task id")->required();
   tcancel->callback([&] {
     auto r = c.Call("POST", "/api/v1/tasks/" + id + "/cancel");
