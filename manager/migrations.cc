@@ -3,9 +3,9 @@
 // thread (see migration/README.md). Crash-only: a restarted manager asks both hosts where the
 // guest is and lets migration::Reconcile decide.
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -18,7 +18,6 @@
 namespace uw::manager {
 
 using internal::Dump;
-using internal::IsFinal;
 using internal::Wrap;
 namespace mg = uw::migration;
 
@@ -125,10 +124,8 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
                       store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
   std::set<std::string> busy;
   for (const auto& r : busy_rows) busy.insert(r.Str("subject"));
-  // An operator's explicit cold move of a migratable guest is allowed: mark the guest so in the
-  // snapshot the order is computed on (the checker refuses live moves of non-migratable guests).
-  std::vector<placement::Move> todo;
-  std::vector<std::string> todo_recs;
+  std::vector<placement::Move> candidates;
+  std::vector<std::string> candidate_recs;
   Json unschedulable = Json::array();
   auto refuse = [&](const std::string& rec, const placement::Move& m, const std::string& why) -> Status {
     unschedulable.push_back({{"guest", m.vm}, {"from", m.from}, {"to", m.to}, {"reason", why}});
@@ -143,13 +140,13 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
       UW_RETURN_IF_ERROR(refuse(recs[i], moves[i], "guest " + moves[i].vm + " has a task in flight"));
       continue;
     }
-    todo.push_back(moves[i]);
-    todo_recs.push_back(recs[i]);
+    candidates.push_back(moves[i]);
+    candidate_recs.push_back(recs[i]);
   }
-  UW_ASSIGN_OR_RETURN(mg::Schedule sched, mg::OrderMoves(snap, todo, config_.migration_caps));
+  UW_ASSIGN_OR_RETURN(mg::Schedule sched, mg::OrderMoves(snap, candidates, config_.migration_caps));
   for (const auto& u : sched.unschedulable) {
-    for (size_t i = 0; i < todo.size(); ++i) {
-      if (todo[i].vm == u.subject) UW_RETURN_IF_ERROR(refuse(todo_recs[i], todo[i], u.reason));
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (candidates[i].vm == u.subject) UW_RETURN_IF_ERROR(refuse(candidate_recs[i], candidates[i], u.reason));
     }
   }
   Json tasks = Json::array();
@@ -157,7 +154,7 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
   for (const mg::Step& st : sched.steps) {
     Json deps = Json::array();
     for (int d : st.depends_on) deps.push_back(task_of_step[d]);
-    const std::string& rec = todo_recs[st.plan_index];
+    const std::string& rec = candidate_recs[st.plan_index];
     Json request = {{"from", st.move.from},         {"to", st.move.to},
                     {"mode", st.move.cold ? "cold" : "live"}, {"priority", st.move.priority},
                     {"reason", st.move.reason},     {"recommendation", rec},
@@ -221,30 +218,34 @@ void Manager::DispatchMigrations() {
     spdlog::warn("migration dispatcher: {}", rows.status().ToString());
     return;
   }
-  std::map<std::string, int64_t> per_host;
-  int64_t running = 0;
+  // The unfinished migrations as one schedule; NextRunnable applies dependencies and caps. A
+  // dependency on a task that already finished is met (succeeded) or fatal (failed, cancelled).
+  std::map<std::string, int> index;
+  for (const auto& r : *rows) index[r.Str("id")] = static_cast<int>(index.size());
+  mg::Schedule sched;
+  std::vector<mg::StepState> states;
   for (const auto& r : *rows) {
-    if (r.Str("state") != "running") continue;
-    Json req = r.JsonOf("request");
-    ++running;
-    ++per_host[req.value("from", "")];
-    ++per_host[req.value("to", "")];
-  }
-  const mg::Caps& caps = config_.migration_caps;
-  for (const auto& r : *rows) {
-    if (r.Str("state") != "pending") continue;
     const std::string id = r.Str("id");
     Json req = r.JsonOf("request");
-    bool ready = true;
+    mg::Step st;
+    st.move.vm = r.Str("subject");
+    st.move.from = req.value("from", "");
+    st.move.to = req.value("to", "");
     std::string failed_dep;
     for (const auto& d : req.value("depends_on", Json::array())) {
-      auto dep = store_->Query("SELECT state, subject FROM tasks WHERE id = ?", {d.get<std::string>()});
+      const std::string dep_id = d.get<std::string>();
+      if (auto it = index.find(dep_id); it != index.end()) {
+        st.depends_on.push_back(it->second);
+        continue;
+      }
+      auto dep = store_->Query("SELECT state, subject FROM tasks WHERE id = ?", {dep_id});
       if (!dep.ok() || dep->empty()) continue;
-      std::string st = (*dep)[0].Str("state");
-      if (st == "failed" || st == "cancelled") failed_dep = d.get<std::string>() + " (move of " + (*dep)[0].Str("subject") + ")";
-      if (st != "succeeded") ready = false;
+      std::string state = (*dep)[0].Str("state");
+      if (state == "failed" || state == "cancelled") failed_dep = dep_id + " (move of " + (*dep)[0].Str("subject") + ")";
     }
-    if (!failed_dep.empty()) {
+    states.push_back(r.Str("state") == "running" ? mg::StepState::kRunning : mg::StepState::kPending);
+    if (!failed_dep.empty() && states.back() == mg::StepState::kPending) {
+      states.back() = mg::StepState::kFailed;
       Status s = FinishTask(id, AbortedError("not started: it depends on task " + failed_dep + ", which did not succeed"),
                             nullptr);
       if (!s.ok()) spdlog::warn("task {}: {}", id, s.ToString());
@@ -252,18 +253,16 @@ void Manager::DispatchMigrations() {
         (void)store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
                            {"a move it depends on failed", rec});
       }
-      continue;
     }
-    const std::string from = req.value("from", ""), to = req.value("to", "");
-    if (!ready || running >= caps.cluster || per_host[from] >= caps.per_host || per_host[to] >= caps.per_host) continue;
+    sched.steps.push_back(std::move(st));
+  }
+  for (int i : mg::NextRunnable(sched, states, config_.migration_caps)) {
+    const std::string& id = (*rows)[i].Str("id");
     auto claimed = store_->Query(
         "UPDATE tasks SET state = 'running', attempts = attempts + 1, message = 'starting', updated_ms = ? WHERE id = ? "
         "AND state = 'pending' RETURNING id",
         {NowMs(), id});
     if (!claimed.ok() || claimed->empty()) continue;
-    ++running;
-    ++per_host[from];
-    ++per_host[to];
     std::lock_guard l(migrator_mu_);
     SpawnMigration(id, false);
   }

@@ -468,7 +468,7 @@ api::Response Agent::CreateGuest(const api::Request& req) {
       return Err(AlreadyExistsError("guest '" + spec->name + "' already exists on host " + config_.host_name));
     }
   }
-  if (Status s = CreateLocalDisks(*spec, *body); !s.ok()) return Err(s);
+  if (Status s = CreateLocalDisks(*spec); !s.ok()) return Err(s);
   Hypervisor* h = HypervisorFor(spec->kind);
   auto info = h->Define(*spec);
   if (!info.ok()) {
@@ -639,10 +639,9 @@ api::Response Agent::DeleteGuest(const api::Request& req) {
   auto spec = (*h)->GetSpec(name);
   if (Status s = (*h)->Undefine(name); !s.ok()) return Err(s);
   if (spec.ok()) {
-    const std::string local = (fs::path(config_.state_dir) / "disks").string() + "/";
     for (const auto& d : spec->disks) {
       std::error_code ec;
-      if (d.path.rfind(local, 0) == 0) fs::remove(d.path, ec);
+      if (IsLocalDisk(d.path)) fs::remove(d.path, ec);
     }
   }
   for (const auto& c : info->channels) {
@@ -776,8 +775,8 @@ api::Response Agent::Events(const api::Request& req) {
 // ---------------------------------------------------------------------------------------------
 // Local disks and live migration
 
-Status Agent::CreateLocalDisks(GuestSpec& spec, const Json& body) {
-  const fs::path dir = fs::path(config_.state_dir) / "disks";
+Status Agent::CreateLocalDisks(GuestSpec& spec) {
+  const fs::path dir = LocalDiskDir();
   std::vector<std::string> made;
   for (auto& d : spec.disks) {
     if (!d.path.empty() || d.size_mib <= 0) continue;
@@ -798,10 +797,9 @@ Status Agent::CreateLocalDisks(GuestSpec& spec, const Json& body) {
 }
 
 Result<Json> Agent::LocalDisks(const GuestSpec& spec) {
-  const std::string local = (fs::path(config_.state_dir) / "disks").string() + "/";
   Json out = Json::array();
   for (const auto& d : spec.disks) {
-    if (d.path.rfind(local, 0) != 0) continue;  // elsewhere: shared storage, same path on every host
+    if (!IsLocalDisk(d.path)) continue;
     // -U: the running guest holds the image lock.
     UW_ASSIGN_OR_RETURN(std::string info, RunTool({"qemu-img", "info", "-U", "--output=json", d.path}));
     UW_ASSIGN_OR_RETURN(Json j, ParseJson(info, "qemu-img info " + d.path));
@@ -859,7 +857,7 @@ api::Response Agent::PrepareIncoming(const api::Request& req) {
     return Err(ResourceExhaustedError("host " + config_.host_name + " has " + std::to_string(host->cpu_cores) +
                                       " CPUs, guest '" + *guest + "' needs " + std::to_string(*vcpus)));
   }
-  const fs::path dir = fs::path(config_.state_dir) / "disks";
+  const fs::path dir = LocalDiskDir();
   Json disks = Json::array();
   if (v->Has("disks")) {
     auto list = v->Objects("disks");
@@ -918,7 +916,7 @@ api::Response Agent::AbandonIncoming(const api::Request& req) {
   }
   std::error_code ec;
   const std::string prefix = *guest + "-";
-  for (const auto& e : fs::directory_iterator(fs::path(config_.state_dir) / "disks", ec)) {
+  for (const auto& e : fs::directory_iterator(LocalDiskDir(), ec)) {
     if (e.path().filename().string().rfind(prefix, 0) == 0) {
       fs::remove(e.path(), ec);
       removed = true;
@@ -942,7 +940,7 @@ api::Response Agent::MigrateGuest(const api::Request& req) {
   }
   auto dest = v->Object("destination");
   if (!dest.ok()) return Err(dest.status());
-  if (Status s = dest->RejectUnknown({"host", "migration_uri", "state_dir", "disks"}); !s.ok()) return Err(s);
+  if (Status s = dest->RejectUnknown({"host", "migration_uri", "state_dir"}); !s.ok()) return Err(s);
   auto dest_host = dest->String("host", "");
   auto dest_uri = dest->String("migration_uri");
   auto dest_dir = dest->String("state_dir");
@@ -980,10 +978,9 @@ api::Response Agent::MigrateGuest(const api::Request& req) {
   }
   auto spec = (*h)->GetSpec(name);
   if (!spec.ok()) return Err(spec.status());
-  const std::string local = (fs::path(config_.state_dir) / "disks").string() + "/";
   std::vector<std::string> local_disks;  // copied to the destination, removed here once it runs there
   for (const auto& d : spec->disks) {
-    if (d.path.rfind(local, 0) == 0) local_disks.push_back(d.path);
+    if (IsLocalDisk(d.path)) local_disks.push_back(d.path);
   }
   mr.copy_storage = !local_disks.empty();
   auto xml = (*h)->MigratableXml(name);

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -109,9 +110,12 @@ class Agent {
   api::Response MigrateGuest(const api::Request& req);
   api::Response MigrationStatus(const api::Request& req);
   api::Response ControlMigration(const api::Request& req);
-  // Local disks (under state_dir/disks) of a guest with their virtual sizes.
+  // Local disks live under state_dir/disks (a disk elsewhere is shared storage, at the same path
+  // on every host). LocalDisks lists a guest's with their virtual sizes.
+  std::filesystem::path LocalDiskDir() const { return std::filesystem::path(config_.state_dir) / "disks"; }
+  bool IsLocalDisk(const std::string& path) const { return path.rfind(LocalDiskDir().string() + "/", 0) == 0; }
   Result<Json> LocalDisks(const GuestSpec& spec);
-  Status CreateLocalDisks(GuestSpec& spec, const Json& body);
+  Status CreateLocalDisks(GuestSpec& spec);
 
   const AgentConfig config_;
   std::unique_ptr<Hypervisor> vm_;

@@ -931,15 +931,13 @@ Result<MigrationJob> LibvirtHypervisor::GetMigrationJob(std::string_view name, b
     job.active = false;
   }
   job.elapsed_ms = or0(ull(VIR_DOMAIN_JOB_TIME_ELAPSED));
-  job.downtime_ms = ull(VIR_DOMAIN_JOB_DOWNTIME);
+  // DOWNTIME is QEMU's expectation while the job runs and the measured figure once it completed.
+  (job.active ? job.expected_downtime_ms : job.downtime_ms) = ull(VIR_DOMAIN_JOB_DOWNTIME);
   job.memory_total_bytes = or0(ull(VIR_DOMAIN_JOB_MEMORY_TOTAL));
   job.memory_processed_bytes = or0(ull(VIR_DOMAIN_JOB_MEMORY_PROCESSED));
   job.memory_remaining_bytes = or0(ull(VIR_DOMAIN_JOB_MEMORY_REMAINING));
   job.dirty_rate_pages_s = or0(ull(VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE));
   job.memory_iteration = or0(ull(VIR_DOMAIN_JOB_MEMORY_ITERATION));
-  job.expected_downtime_ms = ull(VIR_DOMAIN_JOB_DOWNTIME);
-  if (job.active) job.downtime_ms = -1;
-  else job.expected_downtime_ms = -1;
   job.disk_total_bytes = or0(ull(VIR_DOMAIN_JOB_DISK_TOTAL));
   job.disk_remaining_bytes = or0(ull(VIR_DOMAIN_JOB_DISK_REMAINING));
   virTypedParamsFree(params, n);
