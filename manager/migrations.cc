@@ -630,6 +630,9 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
           finish(Outcome::kDone, Status::Ok());
           return true;
         case mg::Recovery::kFinishOnDestination:
+          // A shut-off source definition is what libvirt leaves when nobody confirmed (the source
+          // agent restarted mid-transfer): remove it.
+          if (src.ok()) (void)CallAgent(rec.source, "DELETE", gpath, nullptr);
           finish(Outcome::kDone, Status::Ok());
           return true;
         case mg::Recovery::kLost:

@@ -221,19 +221,20 @@ TEST(OrderMovesTest, AffinityGroupMovesTogether) {
 TEST(OrderMovesTest, StaticProblemsNamed) {
   Builder bld;
   bld.AddHost("a", 8, 8192).AddHost("b", 8, 8192).AddHost("m", 8, 8192, HostState::kMaintenance);
+  bld.AddHost("gone", 8, 8192, HostState::kFailed);
   bld.AddVm("v", "a", 1, 1024).AddVm("ct", "a", 1, 1024);
   bld.LastVm().kind = placement::GuestKind::kLxc;
   Snapshot s = bld.Build();
   Move cold = M("ct", "a", "b");
   cold.cold = true;
   auto sched = OrderMoves(s, {M("ghost", "a", "b"), M("v", "a", "m"), M("v", "b", "a"), M("ct", "a", "b"),
-                              M("v", "a", "a"), cold});
+                              M("v", "a", "a"), cold, M("v", "gone", "b")});
   ASSERT_TRUE(sched.ok());
   ASSERT_EQ(sched->steps.size(), 1u);
   EXPECT_TRUE(sched->steps[0].move.cold);
   std::vector<std::string> reasons;
   for (auto& u : sched->unschedulable) reasons.push_back(u.reason);
-  ASSERT_EQ(reasons.size(), 5u);
+  ASSERT_EQ(reasons.size(), 6u);
   auto has = [&](const std::string& text) {
     return std::any_of(reasons.begin(), reasons.end(), [&](const std::string& r) { return r.find(text) != std::string::npos; });
   };
@@ -242,6 +243,7 @@ TEST(OrderMovesTest, StaticProblemsNamed) {
   EXPECT_TRUE(has("v b -> a: guest v is on a, not b"));
   EXPECT_TRUE(has("cannot live-migrate (lxc) and the move is not cold"));
   EXPECT_TRUE(has("same host"));
+  EXPECT_TRUE(has("v gone -> b: source gone is failed"));
   EXPECT_FALSE(OrderMoves(s, {}, Caps{0, 1}).ok());
 }
 

@@ -260,7 +260,9 @@ Result<Schedule> OrderMoves(const Snapshot& s, const std::vector<Move>& moves, c
     else if (from < 0) why = "unknown source host " + m.from;
     else if (to < 0) why = "unknown destination host " + m.to;
     else if (from == to) why = "source and destination are the same host";
-    else if (s.hosts[to].state != HostState::kOn) {
+    else if (s.hosts[from].state != HostState::kOn && s.hosts[from].state != HostState::kMaintenance) {
+      why = "source " + m.from + " is " + std::string(placement::HostStateName(s.hosts[from].state));
+    } else if (s.hosts[to].state != HostState::kOn) {
       why = "destination " + m.to + " is " + std::string(placement::HostStateName(s.hosts[to].state));
     } else if (!s.vms[v].CanLiveMigrate() && !m.cold) {
       why = std::string("guest cannot live-migrate (") +

@@ -183,23 +183,12 @@ TEST_F(AgentOnTestbed, UsageSamplesMoveWhenTheGuestBurnsCpu) {
 // Stops h1's agent with `signal`, checks the guest kept running, and starts the agent again
 // through the test bed (which writes a fresh config and token).
 void RestartAgentWith(Testbed* bed, int signal) {
-  std::ifstream pidfile(bed->hosts[0].dir + "/agent.pid");
-  pid_t pid = 0;
-  ASSERT_TRUE(pidfile >> pid) << "no agent.pid in " << bed->hosts[0].dir;
-  ASSERT_EQ(kill(pid, signal), 0);
-  ASSERT_TRUE(WaitFor([pid] { return kill(pid, 0) != 0; }, std::chrono::seconds(20)))
-      << "agent did not exit on signal " << signal;
+  Status stopped = StopAgent(*bed, 0, signal);
+  ASSERT_TRUE(stopped.ok()) << stopped.ToString();
   auto qemu = RunCommand(std::string("pgrep -f -- '-name guest=") + kVm + ",'");
   EXPECT_EQ(qemu.exit_code, 0) << "the guest died with its agent";
-  const char* src = std::getenv("UW_SOURCE_DIR");
-  const char* bin = std::getenv("UW_AGENT_BIN");
-  ASSERT_TRUE(src && bin) << "UW_SOURCE_DIR and UW_AGENT_BIN must be set (ctest does)";
-  auto up = RunCommand(std::string(src) + "/scripts/testbed up " + std::to_string(bed->hosts.size()) +
-                       " --agent " + bin + " 2>&1");
-  ASSERT_EQ(up.exit_code, 0) << up.output;
-  auto t = Testbed::Load();
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  *bed = std::move(*t);
+  Status up = RestartAgents(*bed);
+  ASSERT_TRUE(up.ok()) << up.ToString();
 }
 
 TEST_F(AgentOnTestbed, SigtermStopsTheAgentAndLeavesGuestsRunning) {

@@ -6,7 +6,7 @@ if(TARGET uw-manager AND TARGET uw_vmm)
     LABELS integration
     TIMEOUT 900)
   set_property(TEST manager_integration_test APPEND PROPERTY ENVIRONMENT
-    "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>")
+    "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>" "UW_AGENT_BIN=$<TARGET_FILE:uw-agent>")
   # tests/testbed.cmake (the fixture and the UW_TESTBED_DIR cache variable) is included after this
   # file: the fixture is required unconditionally, and UW_TESTBED_DIR comes from its deferred export
   # (${UW_TESTBED_DIR} is empty here on a first configure).

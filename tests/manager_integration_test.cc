@@ -45,19 +45,19 @@ class ManagerIntegrationTest : public ::testing::Test {
                 {"heartbeat_timeout_ms", 5000},
                 {"drs_interval_ms", 0},
                 {"max_body_bytes", 65536},
+                // Short escalation stages so that a transfer stuck on a cut network ends quickly.
+                {"migration", {{"agent_grace_ms", 30000}, {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
                 {"log_file", (*dir_ / "manager.log").string()}};
     std::ofstream(*dir_ / "manager.json") << cfg.dump(2);
-    const char* bin = std::getenv("UW_MANAGER_BIN");
-    ASSERT_NE(bin, nullptr) << "UW_MANAGER_BIN is set by ctest";
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string config = (*dir_ / "manager.json").string();
-      execl(bin, bin, "--config", config.c_str(), nullptr);
-      _exit(127);
-    }
-    ASSERT_TRUE(WaitFor([] { return Client().Do("GET", "/healthz").ok(); }, std::chrono::seconds(20)))
-        << "uw-manager did not answer; see " << (*dir_ / "manager.log");
+    StartManagerProcess();
     links_ = new std::vector<std::unique_ptr<vmm::ManagerLink>>();
+    StartLinks();
+  }
+  // Each test-bed agent joins through a ManagerLink run here (reading the agent over HTTP), as an
+  // agent with a manager_url would; again after agents restarted (they get new tokens).
+  static void StartLinks() {
+    for (auto& l : *links_) l->Stop();
+    links_->clear();
     for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
       const auto& h = testbed_->hosts[i];
       ASSERT_FALSE(h.agent_url.empty()) << "the test bed runs no agents (start it with --agent)";
@@ -73,6 +73,18 @@ class ManagerIntegrationTest : public ::testing::Test {
           o, [agent](std::string_view path) { return agent.Call("GET", std::string(path)); }));
       links_->back()->Start();
     }
+  }
+  static void StartManagerProcess() {
+    const char* bin = std::getenv("UW_MANAGER_BIN");
+    ASSERT_NE(bin, nullptr) << "UW_MANAGER_BIN is set by ctest";
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string config = (*dir_ / "manager.json").string();
+      execl(bin, bin, "--config", config.c_str(), nullptr);
+      _exit(127);
+    }
+    ASSERT_TRUE(WaitFor([] { return Client().Do("GET", "/healthz").ok(); }, std::chrono::seconds(20)))
+        << "uw-manager did not answer; see " << (*dir_ / "manager.log");
   }
   static void TearDownTestSuite() {
     if (links_) {
@@ -111,6 +123,90 @@ class ManagerIntegrationTest : public ::testing::Test {
       for (const auto& g : (*r)["guests"]) out.insert(g["name"].get<std::string>());
     }
     return out;
+  }
+
+  // --- live migration helpers -------------------------------------------------------------
+  static api::HttpClient AgentOf(const std::string& host) {
+    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
+      if (testbed_->hosts[i].name == host) return testbed_->Agent(i);
+    }
+    return testbed_->Agent(0);
+  }
+  static size_t IndexOf(const std::string& host) {
+    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
+      if (testbed_->hosts[i].name == host) return i;
+    }
+    return 0;
+  }
+  static std::string Console(const std::string& host, const std::string& g) {
+    auto r = AgentOf(host).Do("GET", "/api/v1/guests/" + g + "/console");
+    return r.ok() ? r->body : std::string();
+  }
+  static std::string HostOf(const std::string& g) {
+    return (*Client().Call("GET", "/api/v1/guests/" + g))["host"].get<std::string>();
+  }
+  static std::string Other(const std::string& host) {
+    return host == testbed_->hosts[0].name ? testbed_->hosts[1].name : testbed_->hosts[0].name;
+  }
+  // Creates a booted emulated guest through the manager.
+  static void CreateBooted(const std::string& name, int64_t mib, bool local_disk) {
+    Json body = {{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", mib}};
+    if (local_disk) body["disks"] = Json::array({{{"size_mib", 64}}});
+    auto t = Client().Call("POST", "/api/v1/guests", &body);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    ASSERT_EQ(WaitTask(*t)["state"], "succeeded");
+    std::string host = HostOf(name);
+    ASSERT_TRUE(WaitFor([&] { return Console(host, name).find("UW-GUEST-READY") != std::string::npos; },
+                        std::chrono::seconds(120)))
+        << name << " did not boot:\n" << Console(host, name);
+  }
+  // Exactly one host runs the guest, the one the manager names, and no other keeps a copy.
+  static void ExpectOnce(const std::string& g) {
+    int running = 0, defined = 0;
+    std::string where;
+    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
+      auto r = testbed_->Agent(i).Call("GET", "/api/v1/guests/" + g);
+      defined += r.ok();
+      if (r.ok() && (*r)["state"] == "running") {
+        ++running;
+        where = testbed_->hosts[i].name;
+      }
+    }
+    EXPECT_EQ(running, 1) << g;
+    EXPECT_EQ(defined, 1) << g << ": a copy was left behind";
+    EXPECT_EQ(where, HostOf(g)) << g;
+  }
+  // Starts a slow migration of `g` to the other host and waits until it transfers.
+  static Json StartSlowMigration(const std::string& g, double mib_s) {
+    Json body = {{"host", Other(HostOf(g))}, {"bandwidth_mib_s", mib_s}};
+    auto t = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &body);
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    if (!t.ok()) return Json{{"id", "none"}};
+    const std::string id = (*t)["id"];
+    EXPECT_TRUE(WaitFor([&] {
+      auto r = Client().Call("GET", "/api/v1/tasks/" + id);
+      return r.ok() && (*r)["message"].get<std::string>().rfind("transfer", 0) == 0;
+    }, std::chrono::seconds(60))) << "no transfer progress for " << g;
+    return *t;
+  }
+  // Every host connected in the manager's view (after agents restarted).
+  static void WaitConnected() {
+    EXPECT_TRUE(WaitFor([] {
+      auto hosts = Client().Call("GET", "/api/v1/hosts");
+      if (!hosts.ok()) return false;
+      for (const auto& h : (*hosts)["hosts"]) {
+        if (h["state"] != "connected") return false;
+      }
+      return true;
+    }, std::chrono::seconds(60))) << "a host stayed disconnected";
+  }
+  static void DeleteGuest(const std::string& g) {
+    Json force = {{"force", true}};
+    auto stop = Client().Call("POST", "/api/v1/guests/" + g + "/stop", &force);
+    if (stop.ok()) WaitTask(*stop, 120);
+    auto del = Client().Call("DELETE", "/api/v1/guests/" + g);
+    ASSERT_TRUE(del.ok()) << del.status().ToString();
+    EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded");
   }
 
   static Testbed* testbed_;
@@ -255,62 +351,24 @@ TEST_F(ManagerIntegrationTest, BadInputIsRefusedAndChangesNothing) {
 TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndOrdered) {
   ASSERT_GE(testbed_->hosts.size(), 2u);
   ASSERT_TRUE(WaitFor([] { return links_->at(1)->heartbeats_sent() > 0; }, std::chrono::seconds(30)));
-  auto agent_of = [](const std::string& host) {
-    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
-      if (testbed_->hosts[i].name == host) return testbed_->Agent(i);
-    }
-    return testbed_->Agent(0);
-  };
-  auto console = [&](const std::string& host, const std::string& g) {
-    auto r = agent_of(host).Do("GET", "/api/v1/guests/" + g + "/console");
-    return r.ok() ? r->body : std::string();
-  };
-  auto create = [&](const std::string& name, int64_t mib, bool local_disk) {
-    Json body = {{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", mib}};
-    if (local_disk) body["disks"] = Json::array({{{"size_mib", 64}}});
-    auto t = Client().Call("POST", "/api/v1/guests", &body);
-    ASSERT_TRUE(t.ok()) << t.status().ToString();
-    ASSERT_EQ(WaitTask(*t)["state"], "succeeded");
-    std::string host = (*Client().Call("GET", "/api/v1/guests/" + name))["host"];
-    ASSERT_TRUE(WaitFor([&] { return console(host, name).find("UW-GUEST-READY") != std::string::npos; },
-                        std::chrono::seconds(120)))
-        << name << " did not boot:\n" << console(host, name);
-  };
-  auto other = [&](const std::string& host) { return host == testbed_->hosts[0].name ? testbed_->hosts[1].name : testbed_->hosts[0].name; };
-  auto host_of = [&](const std::string& g) { return (*Client().Call("GET", "/api/v1/guests/" + g))["host"].get<std::string>(); };
-  // Exactly one host runs the guest, the one the manager names.
-  auto expect_once = [&](const std::string& g) {
-    int running = 0;
-    std::string where;
-    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
-      auto r = testbed_->Agent(i).Call("GET", "/api/v1/guests/" + g);
-      if (r.ok() && (*r)["state"] == "running") {
-        ++running;
-        where = testbed_->hosts[i].name;
-      }
-    }
-    EXPECT_EQ(running, 1) << g;
-    EXPECT_EQ(where, host_of(g)) << g;
-  };
-
-  create("mit-m256", 256, true);
-  create("mit-m512", 512, false);
+  CreateBooted("mit-m256", 256, true);
+  CreateBooted("mit-m512", 512, false);
   for (const std::string g : {"mit-m256", "mit-m512"}) {
     std::vector<int64_t> total, downtime;
     for (int run = 0; run < 3; ++run) {
-      std::string from = host_of(g), to = other(from);
+      std::string from = HostOf(g), to = Other(from);
       Json body = {{"host", to}};
       auto t = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &body);
       ASSERT_TRUE(t.ok()) << t.status().ToString();
       Json done = WaitTask(*t);
       ASSERT_EQ(done["state"], "succeeded") << done.dump();
-      EXPECT_EQ(host_of(g), to);
-      expect_once(g);
+      EXPECT_EQ(HostOf(g), to);
+      ExpectOnce(g);
       total.push_back(done["result"]["total_ms"]);
       downtime.push_back(done["result"]["downtime_ms"]);
       // The guest kept running through it: it answers a command on its channel at the destination.
       Json cmd = {{"command", "echo alive-after-" + std::to_string(run)}};
-      auto out = agent_of(to).Call("POST", "/api/v1/guests/" + g + "/exec", &cmd);
+      auto out = AgentOf(to).Call("POST", "/api/v1/guests/" + g + "/exec", &cmd);
       ASSERT_TRUE(out.ok()) << out.status().ToString();
       EXPECT_NE(out->dump().find("alive-after-" + std::to_string(run)), std::string::npos) << out->dump();
     }
@@ -325,34 +383,28 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
 
   // Two at once (one each way): both land, each once.
   {
-    std::string a = host_of("mit-m256"), b = host_of("mit-m512");
-    Json ba = {{"host", other(a)}}, bb = {{"host", other(b)}};
+    std::string a = HostOf("mit-m256"), b = HostOf("mit-m512");
+    Json ba = {{"host", Other(a)}}, bb = {{"host", Other(b)}};
     auto ta = Client().Call("POST", "/api/v1/guests/mit-m256/migrate", &ba);
     auto tb = Client().Call("POST", "/api/v1/guests/mit-m512/migrate", &bb);
     ASSERT_TRUE(ta.ok() && tb.ok());
     EXPECT_EQ(WaitTask(*ta)["state"], "succeeded");
     EXPECT_EQ(WaitTask(*tb)["state"], "succeeded");
-    expect_once("mit-m256");
-    expect_once("mit-m512");
+    ExpectOnce("mit-m256");
+    ExpectOnce("mit-m512");
   }
 
   // Cancel a slow migration (1 MiB/s): it stops, the guest stays and runs on its source.
   {
-    std::string from = host_of("mit-m512");
-    Json body = {{"host", other(from)}, {"bandwidth_mib_s", 1}};
-    auto t = Client().Call("POST", "/api/v1/guests/mit-m512/migrate", &body);
-    ASSERT_TRUE(t.ok());
-    const std::string id = (*t)["id"];
-    ASSERT_TRUE(WaitFor([&] {
-      auto r = Client().Call("GET", "/api/v1/tasks/" + id);
-      return r.ok() && (*r)["message"].get<std::string>().rfind("transfer", 0) == 0;
-    }, std::chrono::seconds(60)));
-    EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/mit-m512"))["migrating_to"], other(from));
+    std::string from = HostOf("mit-m512");
+    Json t = StartSlowMigration("mit-m512", 1);
+    const std::string id = t["id"];
+    EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/mit-m512"))["migrating_to"], Other(from));
     ASSERT_TRUE(Client().Call("POST", "/api/v1/tasks/" + id + "/cancel").ok());
-    Json done = WaitTask(*t, 120);
+    Json done = WaitTask(t, 120);
     EXPECT_EQ(done["state"], "cancelled") << done.dump();
-    EXPECT_EQ(host_of("mit-m512"), from);
-    expect_once("mit-m512");
+    EXPECT_EQ(HostOf("mit-m512"), from);
+    ExpectOnce("mit-m512");
   }
 
   // Bad requests: unknown host, a move that does not fit, a live move of a stopped guest.
@@ -362,25 +414,92 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
 
   // Maintenance empties a host for real (mandatory moves, applied in manual mode too).
   {
-    std::string h = host_of("mit-m256");
+    std::string h = HostOf("mit-m256");
     ASSERT_TRUE(Client().Call("POST", "/api/v1/hosts/" + h + "/maintenance").ok());
     EXPECT_TRUE(WaitFor([&] {
       auto g = Client().Call("GET", "/api/v1/hosts/" + h);
       return g.ok() && (*g)["guests"] == 0;
     }, std::chrono::seconds(120)));
-    expect_once("mit-m256");
-    expect_once("mit-m512");
+    ExpectOnce("mit-m256");
+    ExpectOnce("mit-m512");
     ASSERT_TRUE(Client().Call("DELETE", "/api/v1/hosts/" + h + "/maintenance").ok());
   }
-  for (const std::string g : {"mit-m256", "mit-m512"}) {
-    Json force = {{"force", true}};
-    auto stop = Client().Call("POST", "/api/v1/guests/" + g + "/stop", &force);
-    if (stop.ok()) WaitTask(*stop, 120);
-    auto del = Client().Call("DELETE", "/api/v1/guests/" + g);
-    ASSERT_TRUE(del.ok()) << del.status().ToString();
-    EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded");
-  }
+  for (const std::string g : {"mit-m256", "mit-m512"}) DeleteGuest(g);
   EXPECT_FALSE(AgentGuests().count("mit-m256"));
+}
+
+// Failures in the middle of a transfer (slow migrations, 4 MiB/s): a killed destination agent, a
+// restarted source agent, uw-manager killed with SIGKILL and restarted, the network between the
+// two hosts cut. Whatever the outcome, the guest runs exactly once and the manager says where.
+TEST_F(ManagerIntegrationTest, MigrationFailuresLeaveTheGuestRunningExactlyOnce) {
+  ASSERT_GE(testbed_->hosts.size(), 2u);
+  ASSERT_TRUE(WaitFor([] { return links_->at(1)->heartbeats_sent() > 0; }, std::chrono::seconds(30)));
+  CreateBooted("mit-f1", 256, false);
+  auto outcome = [](const Json& done) {
+    std::string s = done.value("state", "");
+    EXPECT_TRUE(s == "succeeded" || s == "failed") << done.dump();
+    EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/mit-f1"))["migrating_to"], nullptr);
+    std::printf("migration-failure: %s -> %s (%s)\n", done.value("kind", "").c_str(), s.c_str(),
+                done["error"].is_null() ? "" : done["error"].value("message", "").c_str());
+  };
+
+  // 1. Destination agent killed: libvirt migrates peer-to-peer without it.
+  {
+    Json t = StartSlowMigration("mit-f1", 4);
+    const std::string to = Other(HostOf("mit-f1"));
+    ASSERT_TRUE(testing::StopAgent(*testbed_, IndexOf(to), SIGKILL).ok());
+    Json done = WaitTask(t, 240);
+    Status up = testing::RestartAgents(*testbed_);
+    ASSERT_TRUE(up.ok()) << up.ToString();
+    StartLinks();
+    WaitConnected();
+    outcome(done);
+    ExpectOnce("mit-f1");
+  }
+  // 2. Source agent killed and restarted while libvirt transfers.
+  {
+    Json t = StartSlowMigration("mit-f1", 4);
+    const std::string from = HostOf("mit-f1");
+    ASSERT_TRUE(testing::StopAgent(*testbed_, IndexOf(from), SIGKILL).ok());
+    Status up = testing::RestartAgents(*testbed_);
+    ASSERT_TRUE(up.ok()) << up.ToString();
+    StartLinks();
+    outcome(WaitTask(t, 240));
+    WaitConnected();
+    ExpectOnce("mit-f1");
+  }
+  // 3. uw-manager killed mid-transfer and restarted: it asks both hosts and finishes the task.
+  {
+    Json t = StartSlowMigration("mit-f1", 4);
+    ASSERT_EQ(kill(pid_, SIGKILL), 0);
+    waitpid(pid_, nullptr, 0);
+    StartManagerProcess();
+    Json done = WaitTask(t, 240);
+    WaitConnected();
+    outcome(done);
+    EXPECT_GE(done.value("attempts", 0), 1);
+    ExpectOnce("mit-f1");
+  }
+  // 4. The network between the two hosts cut (blackhole routes both ways; the manager still
+  // reaches both): the transfer cannot finish, the guest stays on its source.
+  {
+    Json t = StartSlowMigration("mit-f1", 4);
+    const std::string from = HostOf("mit-f1"), to = Other(from);
+    const auto& a = testbed_->hosts[IndexOf(from)];
+    const auto& b = testbed_->hosts[IndexOf(to)];
+    auto route = [&](const char* op) {
+      testing::RunCommand("ip netns exec uw-" + a.name + " ip route " + op + " blackhole " + b.address + "/32");
+      testing::RunCommand("ip netns exec uw-" + b.name + " ip route " + op + " blackhole " + a.address + "/32");
+    };
+    route("add");
+    Json done = WaitTask(t, 300);
+    route("del");
+    EXPECT_EQ(done["state"], "failed") << done.dump();
+    EXPECT_EQ(HostOf("mit-f1"), from);
+    outcome(done);
+    ExpectOnce("mit-f1");
+  }
+  DeleteGuest("mit-f1");
 }
 
 }  // namespace

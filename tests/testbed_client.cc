@@ -1,9 +1,11 @@
 #include "tests/testbed_client.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 
 namespace uw::testing {
 
@@ -51,6 +53,28 @@ CommandResult RunCommand(const std::string& command) {
   int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+Status StopAgent(const Testbed& bed, size_t i, int signal) {
+  std::ifstream pidfile(bed.hosts.at(i).dir + "/agent.pid");
+  pid_t pid = 0;
+  if (!(pidfile >> pid)) return NotFoundError("no agent.pid in " + bed.hosts.at(i).dir);
+  if (kill(pid, signal) != 0) return InternalError("cannot signal agent pid " + std::to_string(pid));
+  if (!WaitFor([pid] { return kill(pid, 0) != 0; }, std::chrono::seconds(20))) {
+    return DeadlineExceededError("agent of " + bed.hosts.at(i).name + " did not exit on signal " + std::to_string(signal));
+  }
+  return Status::Ok();
+}
+
+Status RestartAgents(Testbed& bed) {
+  const char* src = std::getenv("UW_SOURCE_DIR");
+  const char* bin = std::getenv("UW_AGENT_BIN");
+  if (!src || !bin) return FailedPreconditionError("UW_SOURCE_DIR and UW_AGENT_BIN must be set (ctest does)");
+  auto up = RunCommand(std::string(src) + "/scripts/testbed up " + std::to_string(bed.hosts.size()) + " --agent " +
+                       bin + " 2>&1");
+  if (up.exit_code != 0) return InternalError("scripts/testbed up failed: " + up.output);
+  UW_ASSIGN_OR_RETURN(bed, Testbed::Load());
+  return Status::Ok();
 }
 
 }  // namespace uw::testing

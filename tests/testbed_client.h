@@ -47,4 +47,10 @@ struct CommandResult {
 };
 CommandResult RunCommand(const std::string& command);
 
+// Signals host `i`'s agent and waits for it to exit (its guests keep running).
+Status StopAgent(const Testbed& bed, size_t i, int signal);
+// Starts every stopped agent again (scripts/testbed up with $UW_AGENT_BIN; needs $UW_SOURCE_DIR)
+// and reloads `bed`.
+Status RestartAgents(Testbed& bed);
+
 }  // namespace uw::testing
