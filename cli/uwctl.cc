@@ -5,8 +5,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "api/http.h"
 #include "placement/placement.h"
@@ -36,6 +39,7 @@ struct Context {
   std::string output = "table";
   std::ostream* out;
   std::ostream* err;
+  bool live_progress = false;  // err is a terminal: redraw one progress line in place
 
   api::HttpClient Client() const { return api::HttpClient({url, token, 60'000, 3'000}); }
 
@@ -64,17 +68,23 @@ Result<Json> WaitTask(const Context& c, const std::string& id, int timeout_s) {
     std::string bar(pct / 5, '#');
     bar.resize(20, '.');
     std::ostringstream line;
-    line << "\r" << id << " [" << bar << "] " << pct << "% " << state << ": " << t.value("message", "");
+    line << id << " [" << bar << "] " << pct << "% " << state << ": " << t.value("message", "");
     if (line.str() != last) {
-      *c.err << line.str() << "\033[K" << std::flush;
+      // On a terminal one line is redrawn; in a log or a pipe each change is its own line.
+      if (c.live_progress) {
+        *c.err << "\r" << line.str() << "\033[K" << std::flush;
+      } else {
+        *c.err << line.str() << "\n";
+      }
       last = line.str();
     }
+    const bool open_line = c.live_progress && !last.empty();
     if (state == "succeeded" || state == "failed" || state == "cancelled") {
-      *c.err << "\n";
+      if (open_line) *c.err << "\n";
       return t;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      *c.err << "\n";
+      if (open_line) *c.err << "\n";
       return DeadlineExceededError("task " + id + " is still " + state + " after " + std::to_string(timeout_s) +
                                    " s; check later with: uwctl task show " + id);
     }
@@ -194,6 +204,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   Context c;
   c.out = &out;
   c.err = &err;
+  c.live_progress = &err == &std::cerr && isatty(STDERR_FILENO);
   if (const char* u = std::getenv("UW_URL")) c.url = u;
   if (const char* t = std::getenv("UW_TOKEN")) c.token = t;
   if (c.url.empty()) c.url = "http://127.0.0.1:7800";
@@ -404,16 +415,21 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* config = drs->add_subcommand("config", "show or change DRS settings");
   std::string set_automation;
   int threshold = 0;
+  std::string allow_cold;
+  config->add_option("--allow-cold-moves", allow_cold,
+                     "true: maintenance may stop, move and start containers and non-migratable guests")
+      ->check(CLI::IsMember({"true", "false"}));
   config->add_option("--automation", set_automation, "manual | automatic")->check(CLI::IsMember({"manual", "automatic"}));
   config->add_option("--threshold", threshold, "1 (mandatory only) .. 5 (every gain)")->check(CLI::Range(1, 5));
   config->callback([&] {
     Result<Json> r = Json();
-    if (set_automation.empty() && threshold == 0) {
+    if (set_automation.empty() && threshold == 0 && allow_cold.empty()) {
       r = c.Call("GET", "/api/v1/drs/config");
     } else {
       Json body = Json::object();
       if (!set_automation.empty()) body["automation"] = set_automation;
       if (threshold) body["threshold"] = threshold;
+      if (!allow_cold.empty()) body["allow_cold_moves"] = allow_cold == "true";
       r = c.Call("PUT", "/api/v1/drs/config", &body);
     }
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());

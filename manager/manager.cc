@@ -694,7 +694,7 @@ Result<Json> Manager::BuildSnapshotJson() {
   for (const auto& r : rules) snap["rules"].push_back(r.JsonOf("spec"));
   UW_ASSIGN_OR_RETURN(Json drs, GetDrsConfig());
   snap["settings"] = {{"drs", {{"automation", drs["automation"]}, {"threshold", drs["threshold"]},
-                               {"max_moves", drs["max_moves"]}}}};
+                               {"max_moves", drs["max_moves"]}, {"allow_cold_moves", drs["allow_cold_moves"]}}}};
   return snap;
 }
 
@@ -1278,8 +1278,8 @@ Status Manager::DeleteRule(std::string_view name) {
 // DRS
 
 Result<Json> Manager::GetDrsConfig() {
-  Json cfg = {{"automation", "manual"}, {"threshold", 3}, {"max_moves", nullptr}, {"policy", "drs"},
-              {"interval_ms", config_.drs_interval_ms}};
+  Json cfg = {{"automation", "manual"}, {"threshold", 3},        {"max_moves", nullptr},
+              {"policy", "drs"},        {"allow_cold_moves", false}, {"interval_ms", config_.drs_interval_ms}};
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT value FROM settings WHERE key = 'drs'"));
   if (!rows.empty()) {
     Json stored = rows[0].JsonOf("value");
@@ -1291,7 +1291,7 @@ Result<Json> Manager::GetDrsConfig() {
 
 Result<Json> Manager::SetDrsConfig(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"automation", "threshold", "max_moves", "policy"}));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves"}));
   UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
   cfg.erase("interval_ms");
   if (v.Has("automation")) {
@@ -1308,6 +1308,10 @@ Result<Json> Manager::SetDrsConfig(const Json& body) {
     UW_ASSIGN_OR_RETURN(auto m, v.OptionalInt("max_moves"));
     if (m && *m < 0) return v.FieldError("max_moves", "expected a non-negative integer or null");
     cfg["max_moves"] = m ? Json(*m) : Json(nullptr);
+  }
+  if (v.Has("allow_cold_moves")) {
+    UW_ASSIGN_OR_RETURN(bool cold, v.Bool("allow_cold_moves"));
+    cfg["allow_cold_moves"] = cold;
   }
   if (v.Has("policy")) {
     UW_ASSIGN_OR_RETURN(std::string p, v.String("policy"));

@@ -94,7 +94,8 @@ class Index : public PlacementIndex {
       load.max_vcpus = vm.vcpus;
     }
     double best_score = std::numeric_limits<double>::infinity();
-    int best = -1;
+    double runner_score = best_score;  // the next best host, for the reason
+    int best = -1, runner = -1;
     bool best_standby = false;
     for (int pass = 0; pass < 2 && best < 0; ++pass) {
       const bool standby = pass == 1;
@@ -164,9 +165,13 @@ class Index : public PlacementIndex {
                                : -objective_->Gain(c, from, hi, load) +
                                      internal::kSoftRulePenalty * static_cast<double>(f.soft_delta);
         if (score < best_score) {
+          if (!standby && best >= 0 && !best_standby) runner = best, runner_score = best_score;
           best_score = score;
           best = hi;
           best_standby = standby;
+        } else if (!standby && score < runner_score) {
+          runner = hi;
+          runner_score = score;
         }
       }
     }
@@ -181,13 +186,23 @@ class Index : public PlacementIndex {
     d.host = snap_.hosts[best].name;
     d.score = best_score;
     d.needs_power_on = best_standby;
-    char buf[200];
+    char buf[320];
     if (best_standby) {
       std::snprintf(buf, sizeof buf, "no powered-on host fits; wake %s", d.host.c_str());
     } else {
-      std::snprintf(buf, sizeof buf, "lowest score %.6f among %zu feasible hosts (imbalance %.4f -> %.4f)",
-                    best_score, c.hosts.size() - d.rejected.size(), c.Imbalance(),
-                    c.ImbalanceAfter(from, best, load));
+      // What the operator wants to know: how full the host gets, what it does to the balance,
+      // and what the alternative was.
+      const internal::HostSlot& b = c.hosts[best];
+      int n = std::snprintf(
+          buf, sizeof buf,
+          "best score of %zu feasible hosts (%.4g): entitled CPU %.0f%%, memory %.0f%% after placement; "
+          "imbalance %.4f -> %.4f",
+          c.hosts.size() - d.rejected.size(), best_score, 100 * (b.cpu_load() + load.cpu * b.inv_cores),
+          100 * (b.mem_load() + load.mem * b.inv_mem), c.Imbalance(), c.ImbalanceAfter(from, best, load));
+      if (runner >= 0 && n > 0 && static_cast<size_t>(n) < sizeof buf) {
+        std::snprintf(buf + n, sizeof buf - n, "; next best %s (%.4g, imbalance %.4f)",
+                      snap_.hosts[runner].name.c_str(), runner_score, c.ImbalanceAfter(from, runner, load));
+      }
     }
     d.reason = buf;
     return d;

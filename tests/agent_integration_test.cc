@@ -236,6 +236,27 @@ TEST_F(AgentOnTestbed, ContainerStartsAndRunsACommand) {
       << "the command did not run inside the container: " << out.dump();
   auto stats = CallJson(1, "GET", "/api/v1/stats?fresh=1");
   EXPECT_NE(stats["guests"].dump().find("it-ct1"), std::string::npos);
+  // A command run in the container is in its cgroups: limited and accounted with it.
+  auto cg = [](const std::string& proc) {
+    return R"J({"command": "grep -E ':(cpu|cpuacct|memory):' /proc/)J" + proc + R"J(/cgroup | sort"})J";
+  };
+  auto mine = Call(1, "POST", "/api/v1/guests/it-ct1/exec", cg("self"));
+  auto init = Call(1, "POST", "/api/v1/guests/it-ct1/exec", cg("1"));
+  ASSERT_EQ(mine.status, 200) << mine.body;
+  EXPECT_FALSE(Json::parse(init.body)["output"].get<std::string>().empty()) << init.body;
+  EXPECT_EQ(Json::parse(mine.body)["output"], Json::parse(init.body)["output"]);
+  auto burn = Call(1, "POST", "/api/v1/guests/it-ct1/exec",
+                   R"J({"command": "(end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do :; done) >/dev/null 2>&1 &"})J");
+  ASSERT_EQ(burn.status, 200) << burn.body;
+  double seen = -1;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto st = CallJson(1, "GET", "/api/v1/guests/it-ct1/stats");
+        seen = st.is_object() && st.contains("cpu_cores") ? st["cpu_cores"].get<double>() : -1.0;
+        return seen > 0.2;
+      },
+      std::chrono::seconds(20), std::chrono::milliseconds(500)))
+      << "the container's CPU usage stayed at " << seen << " cores while a command in it burned CPU";
   auto stop = Call(1, "POST", "/api/v1/guests/it-ct1/stop", R"({"timeout_s": 20})");
   ASSERT_EQ(stop.status, 200) << stop.body;
   EXPECT_EQ(Json::parse(stop.body)["state"], "shutoff");

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -748,6 +749,83 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Cgroups of a container (for commands run in it)
+
+namespace {
+std::vector<std::string> Fields(std::string_view line, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    size_t end = line.find(sep, start);
+    out.emplace_back(line.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
+}
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string Unescape(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto octal = [&](size_t k) { return s[k] >= '0' && s[k] <= '7'; };
+    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] <= '3' && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
+      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup, std::string_view mountinfo) {
+  struct Mount {
+    std::string root, point;
+    bool v2 = false;
+    std::vector<std::string> options;
+  };
+  std::vector<Mount> mounts;
+  for (const auto& line : Fields(mountinfo, '\n')) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+    std::vector<std::string> f = Fields(line, ' ');
+    auto dash = std::find(f.begin(), f.end(), "-");
+    if (f.size() < 5 || dash == f.end() || f.end() - dash < 4) continue;
+    const std::string& type = *(dash + 1);
+    if (type != "cgroup" && type != "cgroup2") continue;
+    mounts.push_back({Unescape(f[3]), Unescape(f[4]), type == "cgroup2", Fields(*(dash + 3), ',')});
+  }
+  std::vector<std::string> out;
+  for (const auto& line : Fields(proc_cgroup, '\n')) {
+    // hierarchy-id:controller-list:path
+    size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    std::vector<std::string> controllers = line.substr(a + 1, b - a - 1).empty()
+                                               ? std::vector<std::string>{}
+                                               : Fields(line.substr(a + 1, b - a - 1), ',');
+    const std::string path = line.substr(b + 1);
+    for (const auto& m : mounts) {
+      bool match = controllers.empty() ? m.v2 : !m.v2;
+      for (const auto& c : controllers) {
+        match = match && std::find(m.options.begin(), m.options.end(), c) != m.options.end();
+      }
+      if (!match) continue;
+      std::string_view rel = path;
+      if (m.root != "/") {
+        if (rel.substr(0, m.root.size()) != m.root || (rel.size() > m.root.size() && rel[m.root.size()] != '/')) {
+          continue;
+        }
+        rel.remove_prefix(m.root.size());
+      }
+      std::string file = m.point;
+      if (!rel.empty() && rel != "/") file += std::string(rel);
+      out.push_back(file + "/cgroup.procs");
+      break;  // a hierarchy mounted twice: the first mount will do
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Container exec
 
 Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
@@ -769,10 +847,35 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
     nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
   }
   if (nfds < 0) return LibvirtError("entering container '" + std::string(name) + "'");
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) < 0) {
+  auto close_fds = [&] {
     for (int i = 0; i < nfds; ++i) close(fds[i]);
     free(fds);
+  };
+  // The command joins the container's cgroups too, so that it is accounted and limited with the
+  // container: the cgroups of its libvirt_lxc process (whose pid is the domain id).
+  std::vector<std::string> procs_files;
+  {
+    std::ifstream cg("/proc/" + std::to_string(virDomainGetID(d.get())) + "/cgroup");
+    std::ifstream mi("/proc/self/mountinfo");
+    std::stringstream cgs, mis;
+    cgs << cg.rdbuf();
+    mis << mi.rdbuf();
+    if (!cg || cgs.str().empty()) {
+      close_fds();
+      return InternalError("cannot read the cgroups of container '" + std::string(name) + "' (process " +
+                           std::to_string(virDomainGetID(d.get())) + ")");
+    }
+    procs_files = CgroupProcsFiles(cgs.str(), mis.str());
+  }
+  int pipefd[2], gate[2];
+  if (pipe2(pipefd, O_CLOEXEC) < 0) {
+    close_fds();
+    return InternalError(std::string("pipe: ") + std::strerror(errno));
+  }
+  if (pipe2(gate, O_CLOEXEC) < 0) {
+    close(pipefd[0]);
+    close(pipefd[1]);
+    close_fds();
     return InternalError(std::string("pipe: ") + std::strerror(errno));
   }
   // Everything the child needs is prepared before fork: it may only make async-signal-safe calls.
@@ -787,6 +890,10 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
     dup2(pipefd[1], 2);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
+    // Wait until the parent has put this process into the container's cgroups.
+    close(gate[1]);
+    char go = 0;
+    if (read(gate[0], &go, 1) != 1) _exit(125);
     for (int i = 0; i < nfds; ++i) {
       // EINVAL means we are in that namespace already (the user namespace of a container without
       // one): harmless, as libvirt's own virProcessSetNamespaces treats it.
@@ -813,11 +920,30 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
     _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
   }
   close(pipefd[1]);
-  for (int i = 0; i < nfds; ++i) close(fds[i]);
-  free(fds);
+  close(gate[0]);
+  close_fds();
   if (pid < 0) {
     close(pipefd[0]);
+    close(gate[1]);
     return InternalError(std::string("fork: ") + std::strerror(errno));
+  }
+  std::string join_error;
+  const std::string pid_text = std::to_string(pid);
+  for (const auto& file : procs_files) {
+    int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, pid_text.data(), pid_text.size()) < 0) {
+      join_error = file + ": " + std::strerror(errno);
+    }
+    if (fd >= 0) close(fd);
+    if (!join_error.empty()) break;
+  }
+  if (join_error.empty()) (void)!write(gate[1], "1", 1);
+  close(gate[1]);  // without the byte the child exits before entering the container
+  if (!join_error.empty()) {
+    close(pipefd[0]);
+    waitpid(pid, nullptr, 0);
+    return InternalError("could not put the command into the cgroups of container '" + std::string(name) +
+                         "': " + join_error);
   }
   ExecResult result;
   const Duration deadline = clock_.Monotonic() + timeout;

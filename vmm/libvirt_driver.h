@@ -40,6 +40,13 @@ class LibvirtEventLoop {
 // guests: reported as not usable with the reason.
 KvmSupport DetectKvm(const std::string& sys_root = "/");
 
+// The cgroup.procs files that put a process into the cgroups of another: `proc_cgroup` is that
+// process's /proc/PID/cgroup, `mountinfo` our /proc/self/mountinfo (both relative to our cgroup
+// namespace). One file per mounted hierarchy; hierarchies not mounted here, or mounted from a
+// subtree that does not hold the process's cgroup, are skipped. Used so that a command run in a
+// container is accounted and limited with it.
+std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup, std::string_view mountinfo);
+
 class LibvirtHypervisor : public Hypervisor {
  public:
   // Connects to `uri`. kUnavailable when libvirtd cannot be reached (message says which URI).
