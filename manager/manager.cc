@@ -1378,6 +1378,17 @@ Result<Json> Manager::RunDrs() {
   std::map<std::string, std::string> override_of;
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, automation FROM guests"));
   for (const auto& r : rows) override_of[r.Str("name")] = r.Str("automation");
+  // Guests that stay where they are this pass: a task in flight (a migration, a start...) or
+  // automation "disabled". The snapshot marks them non-migratable, which still lets the engine move
+  // them cold out of a host in maintenance; their moves are held back (what remains is verified
+  // again by OrderMoves when it starts) and the pass says how many were.
+  UW_ASSIGN_OR_RETURN(auto busy_rows,
+                      store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
+  std::set<std::string> held;
+  for (const auto& r : busy_rows) held.insert(r.Str("subject"));
+  const size_t held_moves = std::erase_if(plan.moves, [&](const placement::Move& m) {
+    return held.count(m.vm) > 0 || override_of[m.vm] == "disabled";
+  });
   int64_t now = NowMs();
   std::vector<std::string> ids;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
@@ -1394,7 +1405,7 @@ Result<Json> Manager::RunDrs() {
     return AddEvent("drs.pass", "drs", "",
                     {{"automation", cfg["automation"]}, {"recommendations", plan.moves.size()},
                      {"imbalance_before", plan.before.imbalance}, {"imbalance_after", plan.after.imbalance},
-                     {"unresolved", plan.unresolved.size()}});
+                     {"unresolved", plan.unresolved.size()}, {"held_back", held_moves}});
   }));
   // Applied now: everything in automatic mode, and in any mode the evacuation of hosts in
   // maintenance (mandatory), except guests whose own automation is manual.

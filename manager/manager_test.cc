@@ -459,6 +459,16 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   Json mobile = {{"name", "mobile"}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &pinned))["state"], "succeeded");
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &mobile))["state"], "succeeded");
+  // Cold moves allowed: still never for a disabled guest, nor for one whose migration is running
+  // (the evacuation spans several DRS passes: each migration answers 3 progress polls first).
+  Json cold = {{"allow_cold_moves", true}};
+  auto cfg = c.Call("PUT", "/api/v1/drs/config", &cold);
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  EXPECT_EQ((*cfg)["allow_cold_moves"], true);
+  Json bad = {{"allow_cold_moves", "yes"}};
+  EXPECT_EQ(c.Call("PUT", "/api/v1/drs/config", &bad).status().code(), StatusCode::kInvalidArgument);
+  Agent(0).SetMigration(3);
+  Agent(1).SetMigration(3);
   std::string host = (*c.Call("GET", "/api/v1/guests/mobile"))["host"];
   auto m = c.Call("POST", "/api/v1/hosts/" + host + "/maintenance");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -480,7 +490,7 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   }
   EXPECT_TRUE(found);
   // ... and evacuates it for real even in manual mode (mandatory moves), leaving the pinned guest.
-  for (int i = 0; i < 200 && (*c.Call("GET", "/api/v1/guests/mobile"))["host"] == host; ++i) {
+  for (int i = 0; i < 400 && (*c.Call("GET", "/api/v1/guests/mobile"))["host"] == host; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   EXPECT_NE((*c.Call("GET", "/api/v1/guests/mobile"))["host"], host);
@@ -488,6 +498,9 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_GE(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'"), 3) << "the timer loop runs DRS";
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM recommendations WHERE note LIKE '%in flight%'"), 0)
+      << "a guest being migrated was recommended again";
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM recommendations WHERE guest = 'pinned'"), 0);
   ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/" + host + "/maintenance").ok());
   EXPECT_FALSE((*c.Call("GET", "/api/v1/hosts/" + host))["maintenance"].get<bool>());
 }
