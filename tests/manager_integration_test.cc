@@ -518,8 +518,8 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
   // Concurrency: two, then three at once (a third, 128 MiB guest; three guests is what this
   // machine's two cores hold). All land, each once; the wall time against the sum of the parts.
   CreateBooted("mit-c128", 128, false);
-  for (const auto& group : {std::vector<std::string>{"mit-m256", "mit-m512"},
-                                               std::vector<std::string>{"mit-m256", "mit-m512", "mit-c128"}}) {
+  const std::vector<std::vector<std::string>> groups = {{"mit-m256", "mit-m512"}, {"mit-m256", "mit-m512", "mit-c128"}};
+  for (const auto& group : groups) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<Json> tasks;
     for (const auto& g : group) {
@@ -540,8 +540,8 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
     }
     const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
     for (const auto& g : group) ExpectOnce(g);
-    Json fig = {{"concurrent", group.size()},     {"succeeded", succeeded}, {"wall_ms", wall.count()},
-                {"sum_total_ms", sum}, {"worst_downtime_ms", worst_downtime}};
+    Json fig = {{"concurrent", group.size()}, {"succeeded", succeeded},          {"wall_ms", wall.count()},
+                {"sum_total_ms", sum},        {"worst_downtime_ms", worst_downtime}};
     std::printf("concurrency-figure: %s\n", fig.dump().c_str());
   }
   DeleteGuest("mit-c128");
