@@ -258,7 +258,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* create = guest->add_subcommand("create", "create a guest (placed by the manager)");
   int64_t vcpus = 1, memory = 256;
   std::string image, kind = "qemu", tenant, pool, automation;
-  bool no_start = false;
+  bool no_start = false, no_paravirt = false;
   create->add_option("name", name, "guest name")->required();
   create->add_option("--vcpus", vcpus, "virtual CPUs")->check(CLI::PositiveNumber);
   create->add_option("--memory", memory, "memory in MiB")->check(CLI::PositiveNumber);
@@ -268,6 +268,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   create->add_option("--pool", pool, "resource pool");
   create->add_option("--automation", automation, "DRS override: default | manual | automatic | disabled");
   create->add_flag("--no-start", no_start, "define but do not start");
+  create->add_flag("--no-paravirt", no_paravirt,
+                   "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");
   add_wait(create);
   create->callback([&] {
     Json body = {{"name", name}, {"vcpus", vcpus}, {"memory_mib", memory}, {"kind", kind}};
@@ -276,15 +278,20 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (!pool.empty()) body["pool"] = pool;
     if (!automation.empty()) body["automation"] = automation;
     if (no_start) body["start"] = false;
+    if (no_paravirt) body["paravirt"] = false;
     auto r = c.Call("POST", "/api/v1/guests", &body);
     rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
   });
   guest->add_subcommand("list", "list guests")->callback([&] {
     auto r = c.Call("GET", "/api/v1/guests");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
-    rc = PrintList(c, *r, "guests", {"NAME", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"},
+    rc = PrintList(c, *r, "guests", {"NAME", "KIND", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"},
                    [](const Json& g) {
-                     return std::vector<std::string>{Str(g["name"]), Str(g["state"]), Str(g["host"]), Str(g["vcpus"]),
+                     // kvm/virtio, qemu/emulated (device model), lxc.
+                     std::string kind = Str(g["kind"]);
+                     if (g.value("devices", "container") != "container") kind += "/" + Str(g["devices"]);
+                     return std::vector<std::string>{Str(g["name"]), kind, Str(g["state"]), Str(g["host"]),
+                                                     Str(g["vcpus"]),
                                                      Str(g["memory_mib"]), Str(g["tenant"]),
                                                      Str(g["usage"]["cpu_cores"])};
                    });

@@ -715,6 +715,9 @@ Result<Json> Manager::GuestRowJson(const SqlRow& r) {
             {"host", r.IsNull("host") ? Json(nullptr) : Json(r.Str("host"))},
             {"pool", r.IsNull("pool") ? Json(nullptr) : Json(r.Str("pool"))},
             {"kind", r.Str("kind")},
+            {"devices", r.Str("kind") == "lxc"              ? "container"
+                        : spec.value("paravirt", true) ? "virtio"
+                                                       : "emulated"},
             {"state", r.Str("state")},
             {"vcpus", spec.value("vcpus", r.Int("vcpus"))},
             {"memory_mib", spec.value("memory_mib", r.Int("memory_mib"))},

@@ -33,7 +33,9 @@ Status ManagerLink::Join() {
                {"agent_token", options_.agent_token},
                {"capacity", {{"cpu_cores", host.value("cpu_cores", 0)}, {"memory_mib", host.value("memory_mib", 0)}}},
                {"info", {{"hostname", host.value("hostname", "")}, {"kinds", host.value("kinds", Json::array())},
-                         {"images", host.value("images", Json::array())}}}};
+                         {"images", host.value("images", Json::array())},
+                         {"kvm", host.value("kvm", Json::object())},
+                         {"libvirt_version", host.value("libvirt_version", 0)}}}};
   UW_ASSIGN_OR_RETURN(auto r, client_.Do("POST", "/api/v1/hosts/join", body.dump(),
                                          {{"Authorization", "Bearer " + options_.join_token},
                                           {"Content-Type", "application/json"}}));
