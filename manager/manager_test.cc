@@ -139,9 +139,14 @@ TEST_F(ManagerTest, CreateGuestPlacesReservesAndCallsTheAgent) {
   EXPECT_EQ((*g)["state"], "running");
   std::string host = (*g)["host"];
   EXPECT_TRUE(host == "h1" || host == "h2");
-  EXPECT_FALSE((*g)["placement_reason"].get<std::string>().empty());
+  EXPECT_NE((*g)["placement_reason"].get<std::string>().find("next best"), std::string::npos) << g->dump();
+  EXPECT_EQ((*g)["devices"], "virtio");
   EXPECT_EQ((*g)["leases"].size(), 2u);
   EXPECT_TRUE(Agent(host == "h1" ? 0 : 1).Has("web1"));
+  Json emu = {{"name", "emu1"}, {"memory_mib", 256}, {"paravirt", false}};
+  EXPECT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &emu))["state"], "succeeded");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/emu1"))["devices"], "emulated");
+  ASSERT_EQ(WaitTask(*Client().Call("DELETE", "/api/v1/guests/emu1"))["state"], "succeeded");
   // Same name again: conflict, nothing new.
   auto dup = Client().Call("POST", "/api/v1/guests", &body);
   EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
