@@ -709,24 +709,31 @@ Result<Json> Manager::ClusterSnapshot() {
 // Guests
 
 Result<Json> Manager::GuestRowJson(const SqlRow& r) {
-  Json spec = r.JsonOf("spec");
-  Json j = {{"name", r.Str("name")},
-            {"tenant", r.Str("tenant")},
-            {"host", r.IsNull("host") ? Json(nullptr) : Json(r.Str("host"))},
-            {"pool", r.IsNull("pool") ? Json(nullptr) : Json(r.Str("pool"))},
-            {"kind", r.Str("kind")},
-            {"devices", r.Str("kind") == "lxc"              ? "container"
-                        : spec.value("paravirt", true) ? "virtio"
-                                                       : "emulated"},
-            {"state", r.Str("state")},
-            {"vcpus", spec.value("vcpus", r.Int("vcpus"))},
-            {"memory_mib", spec.value("memory_mib", r.Int("memory_mib"))},
-            {"reserved", {{"vcpus", r.Int("vcpus")}, {"memory_mib", r.Int("memory_mib")}}},
-            {"automation", r.Str("automation")},
-            {"migrating_to", r.IsNull("migrating_to") ? Json(nullptr) : Json(r.Str("migrating_to"))},
-            {"placement_reason", r.Str("placement_reason")},
-            {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
-            {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}};
+  // Built field by field: nlohmann's initializer lists copy every value (listing 10,000 guests
+  // spent a third of its time there).
+  const Json spec = r.JsonOf("spec");
+  const std::string kind = r.Str("kind");
+  auto text_or_null = [&](std::string_view c) { return r.IsNull(c) ? Json(nullptr) : Json(r.Str(c)); };
+  Json j = Json::object();
+  j["name"] = r.Str("name");
+  j["tenant"] = r.Str("tenant");
+  j["host"] = text_or_null("host");
+  j["pool"] = text_or_null("pool");
+  j["kind"] = kind;
+  j["devices"] = kind == "lxc" ? "container" : spec.value("paravirt", true) ? "virtio" : "emulated";
+  j["state"] = r.Str("state");
+  j["vcpus"] = spec.value("vcpus", r.Int("vcpus"));
+  j["memory_mib"] = spec.value("memory_mib", r.Int("memory_mib"));
+  Json& reserved = j["reserved"];
+  reserved["vcpus"] = r.Int("vcpus");
+  reserved["memory_mib"] = r.Int("memory_mib");
+  j["automation"] = r.Str("automation");
+  j["migrating_to"] = text_or_null("migrating_to");
+  j["placement_reason"] = r.Str("placement_reason");
+  Json& usage = j["usage"];
+  usage["cpu_cores"] = r.Real("cpu_used");
+  usage["memory_mib"] = r.Int("memory_used_mib");
+  j["created"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))));
   return j;
 }
 

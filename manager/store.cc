@@ -162,35 +162,43 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 }  // namespace
 
-std::string SqlRow::Str(const std::string& c) const {
-  auto it = cols.find(c);
-  if (it == cols.end()) return "";
-  if (auto* s = std::get_if<std::string>(&it->second)) return *s;
-  if (auto* i = std::get_if<int64_t>(&it->second)) return std::to_string(*i);
-  if (auto* d = std::get_if<double>(&it->second)) return std::to_string(*d);
+const SqlValue* SqlRow::Find(std::string_view c) const {
+  if (!names) return nullptr;
+  for (size_t i = 0; i < names->size() && i < values.size(); ++i) {
+    if ((*names)[i] == c) return &values[i];
+  }
+  return nullptr;
+}
+std::string SqlRow::Str(std::string_view c) const {
+  const SqlValue* v = Find(c);
+  if (!v) return "";
+  if (auto* s = std::get_if<std::string>(v)) return *s;
+  if (auto* i = std::get_if<int64_t>(v)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(v)) return std::to_string(*d);
   return "";
 }
-int64_t SqlRow::Int(const std::string& c) const {
-  auto it = cols.find(c);
-  if (it == cols.end()) return 0;
-  if (auto* i = std::get_if<int64_t>(&it->second)) return *i;
-  if (auto* d = std::get_if<double>(&it->second)) return static_cast<int64_t>(*d);
+int64_t SqlRow::Int(std::string_view c) const {
+  const SqlValue* v = Find(c);
+  if (!v) return 0;
+  if (auto* i = std::get_if<int64_t>(v)) return *i;
+  if (auto* d = std::get_if<double>(v)) return static_cast<int64_t>(*d);
   return 0;
 }
-double SqlRow::Real(const std::string& c) const {
-  auto it = cols.find(c);
-  if (it == cols.end()) return 0;
-  if (auto* d = std::get_if<double>(&it->second)) return *d;
-  if (auto* i = std::get_if<int64_t>(&it->second)) return static_cast<double>(*i);
+double SqlRow::Real(std::string_view c) const {
+  const SqlValue* v = Find(c);
+  if (!v) return 0;
+  if (auto* d = std::get_if<double>(v)) return *d;
+  if (auto* i = std::get_if<int64_t>(v)) return static_cast<double>(*i);
   return 0;
 }
-bool SqlRow::IsNull(const std::string& c) const {
-  auto it = cols.find(c);
-  return it == cols.end() || std::holds_alternative<std::nullptr_t>(it->second);
+bool SqlRow::IsNull(std::string_view c) const {
+  const SqlValue* v = Find(c);
+  return !v || std::holds_alternative<std::nullptr_t>(*v);
 }
-Json SqlRow::JsonOf(const std::string& c) const {
+Json SqlRow::JsonOf(std::string_view c) const {
   if (IsNull(c)) return nullptr;
-  Json j = Json::parse(Str(c), nullptr, false);
+  const std::string* text = std::get_if<std::string>(Find(c));
+  Json j = text ? Json::parse(*text, nullptr, false) : Json::parse(Str(c), nullptr, false);
   return j.is_discarded() ? Json(nullptr) : j;
 }
 
@@ -309,19 +317,22 @@ Result<std::vector<SqlRow>> Store::Query(std::string_view sql, const std::vector
   UW_ASSIGN_OR_RETURN(sqlite3_stmt * st, Prepare(sql));
   UW_RETURN_IF_ERROR(Bind(st, args, sql));
   std::vector<SqlRow> rows;
+  const int n = sqlite3_column_count(st);
+  auto names = std::make_shared<std::vector<std::string>>();
+  for (int i = 0; i < n; ++i) names->emplace_back(sqlite3_column_name(st, i));
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     SqlRow row;
-    int n = sqlite3_column_count(st);
+    row.names = names;
+    row.values.reserve(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) {
-      std::string name = sqlite3_column_name(st, i);
       switch (sqlite3_column_type(st, i)) {
-        case SQLITE_INTEGER: row.cols[name] = static_cast<int64_t>(sqlite3_column_int64(st, i)); break;
-        case SQLITE_FLOAT: row.cols[name] = sqlite3_column_double(st, i); break;
-        case SQLITE_NULL: row.cols[name] = nullptr; break;
+        case SQLITE_INTEGER: row.values.emplace_back(static_cast<int64_t>(sqlite3_column_int64(st, i))); break;
+        case SQLITE_FLOAT: row.values.emplace_back(sqlite3_column_double(st, i)); break;
+        case SQLITE_NULL: row.values.emplace_back(nullptr); break;
         default: {
           const unsigned char* t = sqlite3_column_text(st, i);
-          row.cols[name] = std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i));
+          row.values.emplace_back(std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i)));
         }
       }
     }

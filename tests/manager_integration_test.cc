@@ -244,6 +244,16 @@ class ManagerIntegrationTest : public ::testing::Test {
     auto r = AgentOf(host).Do("GET", "/api/v1/guests/" + g + "/console");
     return r.ok() ? r->body : std::string();
   }
+  // Every event so far, as the SSE stream sends them.
+  static std::string Events() {
+    std::string events;
+    Status s = Client().Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
+      events += d;
+      return true;
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return events;
+  }
   // Where host i's agent keeps guest g's serial console log (its state_dir, as the test bed sets it).
   static std::string ConsoleLog(size_t i, const std::string& g) {
     return testbed_->hosts[i].dir + "/agent-state/console/" + g + ".log";
@@ -355,11 +365,7 @@ TEST_F(ManagerIntegrationTest, HostMissingHeartbeatsDisconnectsAndReconnects) {
   EXPECT_TRUE(WaitFor([&] { return state() == "disconnected"; }, std::chrono::seconds(20)));
   links_->back()->Start();
   EXPECT_TRUE(WaitFor([&] { return state() == "connected"; }, std::chrono::seconds(20)));
-  std::string events;
-  ASSERT_TRUE(Client().Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
-                        events += d;
-                        return true;
-                      }).ok());
+  const std::string events = Events();
   EXPECT_NE(events.find("event: host.disconnected"), std::string::npos);
   EXPECT_NE(events.find("event: host.reconnected"), std::string::npos);
 }
@@ -557,6 +563,20 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
     EXPECT_EQ(done["state"], "cancelled") << done.dump();
     EXPECT_EQ(HostOf("mit-m512"), from);
     ExpectOnce("mit-m512");
+  }
+
+  // Convergence escalation for real: throttled to 1 MiB/s, 512 MiB would take over 8 minutes; past
+  // its deadline (15 s in this configuration) the manager raises the bandwidth and it completes.
+  {
+    std::string from = HostOf("mit-m512");
+    Json t = StartSlowMigration("mit-m512", 1);
+    Json done = WaitTask(t, 180);
+    EXPECT_EQ(done["state"], "succeeded") << done.dump();
+    EXPECT_EQ(HostOf("mit-m512"), Other(from));
+    ExpectOnce("mit-m512");
+    const std::string events = Events();
+    EXPECT_NE(events.find("event: migration.escalated"), std::string::npos);
+    EXPECT_NE(events.find("raise_bandwidth"), std::string::npos);
   }
 
   // Bad requests: unknown host, a move that does not fit, a live move of a stopped guest.
