@@ -78,13 +78,12 @@ Result<Json> WaitTask(const Context& c, const std::string& id, int timeout_s) {
       }
       last = line.str();
     }
-    const bool open_line = c.live_progress && !last.empty();
     if (state == "succeeded" || state == "failed" || state == "cancelled") {
-      if (open_line) *c.err << "\n";
+      if (c.live_progress) *c.err << "\n";  // end the redrawn line
       return t;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      if (open_line) *c.err << "\n";
+      if (c.live_progress) *c.err << "\n";
       return DeadlineExceededError("task " + id + " is still " + state + " after " + std::to_string(timeout_s) +
                                    " s; check later with: uwctl task show " + id);
     }

@@ -519,10 +519,7 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
   for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
   Status s = store_->Transact([&]() -> Status {
     // Guests with a task in flight are the task's business.
-    UW_ASSIGN_OR_RETURN(auto busy_rows,
-                        store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
-    std::set<std::string> busy;
-    for (const auto& r : busy_rows) busy.insert(r.Str("subject"));
+    UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
     UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant FROM guests WHERE host = ?", {host}));
     int64_t now = NowMs();
     for (const auto& r : rows) {
@@ -735,6 +732,13 @@ Result<Json> Manager::GuestRowJson(const SqlRow& r) {
   usage["memory_mib"] = r.Int("memory_used_mib");
   j["created"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))));
   return j;
+}
+
+Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
+  std::set<std::string> out;
+  for (const auto& r : rows) out.insert(r.Str("subject"));
+  return out;
 }
 
 Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) {
@@ -1392,10 +1396,7 @@ Result<Json> Manager::RunDrs() {
   // automation "disabled". The snapshot marks them non-migratable, which still lets the engine move
   // them cold out of a host in maintenance; their moves are held back (what remains is verified
   // again by OrderMoves when it starts) and the pass says how many were.
-  UW_ASSIGN_OR_RETURN(auto busy_rows,
-                      store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
-  std::set<std::string> held;
-  for (const auto& r : busy_rows) held.insert(r.Str("subject"));
+  UW_ASSIGN_OR_RETURN(const std::set<std::string> held, GuestsWithTaskInFlight());
   const size_t held_moves = std::erase_if(plan.moves, [&](const placement::Move& m) {
     return held.count(m.vm) > 0 || override_of[m.vm] == "disabled";
   });

@@ -232,6 +232,8 @@ class Manager {
   Status SetTaskProgress(const std::string& id, double progress, std::string_view message);
   Status RecoverTasks();
   Result<Json> GuestRowJson(const SqlRow& r);
+  // Guests that are the subject of a pending or running task (not to be touched by anyone else).
+  Result<std::set<std::string>> GuestsWithTaskInFlight();
   Result<SqlRow> VisibleGuest(const Principal& p, std::string_view name);
   Result<Json> BuildSnapshotJson();  // requires the caller to hold no store transaction
   Result<Json> CallAgent(const std::string& host, std::string_view method, const std::string& path,

@@ -120,10 +120,7 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
   UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
   // Guests already busy (a task in flight) are not moved again.
-  UW_ASSIGN_OR_RETURN(auto busy_rows,
-                      store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
-  std::set<std::string> busy;
-  for (const auto& r : busy_rows) busy.insert(r.Str("subject"));
+  UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
   std::vector<placement::Move> candidates;
   std::vector<std::string> candidate_recs;
   Json unschedulable = Json::array();

@@ -855,17 +855,17 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
   // container: the cgroups of its libvirt_lxc process (whose pid is the domain id).
   std::vector<std::string> procs_files;
   {
-    std::ifstream cg("/proc/" + std::to_string(virDomainGetID(d.get())) + "/cgroup");
-    std::ifstream mi("/proc/self/mountinfo");
+    const std::string lxc_pid = std::to_string(virDomainGetID(d.get()));
     std::stringstream cgs, mis;
-    cgs << cg.rdbuf();
-    mis << mi.rdbuf();
-    if (!cg || cgs.str().empty()) {
+    cgs << std::ifstream("/proc/" + lxc_pid + "/cgroup").rdbuf();
+    mis << std::ifstream("/proc/self/mountinfo").rdbuf();
+    const std::string proc_cgroup = cgs.str();
+    if (proc_cgroup.empty()) {
       close_fds();
-      return InternalError("cannot read the cgroups of container '" + std::string(name) + "' (process " +
-                           std::to_string(virDomainGetID(d.get())) + ")");
+      return InternalError("cannot read the cgroups of container '" + std::string(name) + "' (process " + lxc_pid +
+                           ")");
     }
-    procs_files = CgroupProcsFiles(cgs.str(), mis.str());
+    procs_files = CgroupProcsFiles(proc_cgroup, mis.str());
   }
   int pipefd[2], gate[2];
   if (pipe2(pipefd, O_CLOEXEC) < 0) {
