@@ -691,7 +691,10 @@ api::Response Agent::ExecInGuest(const api::Request& req) {
     }
     result = ChannelFor(it->socket_path).Call(*c, std::chrono::seconds(*timeout));
   }
-  if (!result.ok()) return Err(result.status());
+  if (!result.ok()) {
+    if (result.status().code() == StatusCode::kInternal) spdlog::warn("exec in {}: {}", name, result.status().ToString());
+    return Err(result.status());
+  }
   return Ok({{"exit_code", result->exit_code}, {"output", result->output}});
 }
 
