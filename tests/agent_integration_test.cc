@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/testbed_client.h"
+#include "vmm/cgroups.h"
 
 namespace uw::testing {
 namespace {
@@ -26,13 +27,13 @@ class AgentOnTestbed : public ::testing::Test {
     ASSERT_FALSE(bed_->hosts[0].agent_url.empty()) << "the test bed runs no agents";
     // Leftovers from an interrupted run would make creation fail.
     for (size_t h = 0; h < 2; ++h) {
-      for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad"}) (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
+      for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"}) (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
     }
   }
   static void TearDownTestSuite() {
     if (bed_) {
       for (size_t h = 0; h < 2; ++h) {
-        for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad"}) (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
+        for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"}) (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
       }
     }
     delete bed_;
@@ -79,12 +80,27 @@ TEST_F(AgentOnTestbed, EmulatedGuestBootsToItsMarker) {
                       {"memory_mib", 256}, {"max_memory_mib", 256}})
                     .dump());
   ASSERT_EQ(r.status, 201) << r.body;
+  const auto created = std::chrono::steady_clock::now();
   auto info = Json::parse(r.body);
   EXPECT_EQ(info["state"], "running");
   EXPECT_EQ(info["kind"], "qemu");
-  ASSERT_TRUE(WaitFor([] { return Console(0, kVm).find("UW-GUEST-READY") != std::string::npos; },
-                      std::chrono::seconds(180)))
-      << "no ready marker; console:\n" << Console(0, kVm);
+  // Running is not ready: the control channel has not answered yet (the kernel boots for seconds
+  // under TCG). A command with a short bound is refused with a clear 409, not a bare timeout...
+  EXPECT_EQ(info["health"], "starting") << info.dump();
+  EXPECT_EQ(info["ready"], false);
+  auto early = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "ping", "timeout_s": 1})");
+  EXPECT_EQ(early.status, 409) << early.body;
+  EXPECT_NE(early.body.find(std::string("guest ") + kVm + " is not ready yet"), std::string::npos) << early.body;
+  // ... and one with room to wait waits for readiness and runs.
+  auto waited = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "ping", "timeout_s": 120})");
+  ASSERT_EQ(waited.status, 200) << waited.body << "\nconsole:\n" << Console(0, kVm);
+  EXPECT_EQ(Json::parse(waited.body)["output"], "pong\n");
+  const double ready_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - created).count();
+  auto now_ready = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm);
+  EXPECT_EQ(now_ready["health"], "ready") << now_ready.dump();
+  EXPECT_EQ(now_ready["ready"], true);
+  std::printf("[ figure ] create -> first command answered (ready): %.1f s\n", ready_s);
+  EXPECT_NE(Console(0, kVm).find("UW-GUEST-READY"), std::string::npos) << "no ready marker; console:\n" << Console(0, kVm);
   EXPECT_EQ(Exec(0, kVm, "ping"), "pong\n");
   // Commands that fail report their exit code and output.
   auto bad = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "echo oops >&2; exit 3"})");
@@ -114,56 +130,72 @@ TEST_F(AgentOnTestbed, HotPluggedVcpuComesOnline) {
       << "guest sees cpus=" << cpus;
 }
 
-// The cgroup directory of QEMU's process for `guest`, as seen from this (the root) namespace.
-std::string CpuCgroupFileOf(const std::string& guest, std::string* why) {
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The file that holds the CPU shares of `guest` (its QEMU's cgroup, as seen from this namespace)
+// and the value libvirt writes there for `shares`; "" with `why` when it cannot be found. The
+// controller's mount comes from our mountinfo and the process's path from /proc/PID/cgroup
+// (vmm/cgroups.h), so v1 (combined or separate cpu and cpuacct), v2 and hybrid layouts all work.
+std::string CpuSharesFileOf(const std::string& guest, int64_t shares, int64_t* expected, std::string* why) {
   auto pid = RunCommand("pgrep -f -- '-name guest=" + guest + ",' | head -1");
   std::string p = pid.output.substr(0, pid.output.find('\n'));
   if (p.empty()) {
     *why = "no QEMU process for " + guest;
     return "";
   }
-  std::ifstream in("/proc/" + p + "/cgroup");
-  std::string line;
-  while (std::getline(in, line)) {
-    // "4:cpu:/path" (v1, alone or with cpuacct) or "0::/path" (v2).
-    auto a = line.find(':'), b = line.find(':', a + 1);
-    std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    std::vector<std::string> bases;
-    std::string file;
-    if (controllers == "") {
-      bases = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
-      file = "cpu.weight";
-    } else if (("," + controllers + ",").find(",cpu,") != std::string::npos) {
-      bases = {"/sys/fs/cgroup/" + controllers, "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"};
-      file = "cpu.shares";
-    } else {
-      continue;
-    }
-    // QEMU's threads sit in sub-groups (emulator, vcpuN); the guest's shares are on an ancestor.
-    for (const auto& base : bases) {
-      for (std::filesystem::path d = base + path; d.string().size() > base.size(); d = d.parent_path()) {
-        if (std::filesystem::exists(d / file) && d.filename().string().find("libvirt-qemu") != std::string::npos) {
-          return (d / file).string();
-        }
-      }
-    }
+  const std::string proc_cgroup = ReadFile("/proc/" + p + "/cgroup");
+  auto dir = vmm::CgroupDirOf(proc_cgroup, ReadFile("/proc/self/mountinfo"), "cpu");
+  if (!dir.ok()) {
+    *why = "pid " + p + ": " + dir.status().ToString() + "; /proc/" + p + "/cgroup:\n" + proc_cgroup;
+    return "";
   }
-  *why = "no cpu cgroup of pid " + p + " found";
-  return "";
+  // QEMU's threads sit in sub-groups (emulator, vcpuN, iothreadN; on v2 below libvirt/); the
+  // guest's shares are on the machine's own group above them.
+  std::filesystem::path d = dir->dir;
+  auto is_sub = [](const std::string& n) {
+    return n == "emulator" || n == "libvirt" || n.rfind("vcpu", 0) == 0 || n.rfind("iothread", 0) == 0;
+  };
+  while (is_sub(d.filename().string())) d = d.parent_path();
+  const vmm::CpuWeightFile f = vmm::CpuSharesFileFor(dir->v2, shares);
+  *expected = f.value;
+  if (!std::filesystem::exists(d / f.file)) {
+    *why = (d / f.file).string() + " does not exist (QEMU pid " + p + " is in " + dir->dir + ")";
+    return "";
+  }
+  return (d / f.file).string();
 }
 
 TEST_F(AgentOnTestbed, CpuSharesShowUpInTheGuestsCgroup) {
   auto info = CallJson(0, "POST", std::string("/api/v1/guests/") + kVm + "/resize", R"({"cpu": {"shares": 2048}})");
   ASSERT_EQ(info["name"], kVm);
   std::string why;
-  std::string file = CpuCgroupFileOf(kVm, &why);
+  int64_t expected = 0;
+  std::string file = CpuSharesFileOf(kVm, 2048, &expected, &why);
   ASSERT_FALSE(file.empty()) << why;
   std::ifstream in(file);
   std::string value;
   in >> value;
-  EXPECT_EQ(value, "2048") << file;
+  EXPECT_EQ(value, std::to_string(expected)) << file;
   auto spec = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm)["spec"];
   EXPECT_EQ(spec["cpu"]["shares"], 2048);  // persisted in the definition as well
+}
+
+TEST_F(AgentOnTestbed, HostInfoSaysTheCgroupLayoutTheAgentSees) {
+  auto host = CallJson(0, "GET", "/api/v1/host");
+  // The agent runs in the host's mount namespace: its own mountinfo is the layout it must report.
+  const std::string pid_text = ReadFile(bed_->hosts[0].dir + "/agent.pid");
+  ASSERT_FALSE(pid_text.empty());
+  const std::string mountinfo = ReadFile("/proc/" + std::to_string(std::stoll(pid_text)) + "/mountinfo");
+  ASSERT_FALSE(mountinfo.empty());
+  EXPECT_EQ(host["cgroups"], vmm::CgroupLayoutToJson(vmm::DetectCgroupLayout(mountinfo))) << host.dump();
+  EXPECT_NE(host["cgroups"]["version"], "none") << host.dump();
+  EXPECT_FALSE(host["cgroups"]["cpu"].get<std::string>().empty()) << host.dump();
+  std::printf("[ figure ] h1 cgroups: %s\n", host["cgroups"].dump().c_str());
 }
 
 TEST_F(AgentOnTestbed, UsageSamplesMoveWhenTheGuestBurnsCpu) {
@@ -222,11 +254,129 @@ TEST_F(AgentOnTestbed, GracefulStopUsesAcpi) {
   EXPECT_EQ(Call(0, "GET", std::string("/api/v1/guests/") + kVm).status, 404);
 }
 
+// A guest whose kernel panics is reported crashed within seconds, with the panic on its console
+// tail; libvirt keeps the domain (on_crash preserve), and a start brings it back.
+TEST_F(AgentOnTestbed, PanickedGuestIsReportedCrashedAndStartsAgain) {
+  const std::string g = "it-crash1";
+  auto r = Call(0, "POST", "/api/v1/guests",
+                Json({{"name", g}, {"kind", "qemu"}, {"image", "tiny"}, {"memory_mib", 256}}).dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  auto ready = Call(0, "POST", "/api/v1/guests/" + g + "/exec", R"({"command": "ping", "timeout_s": 120})");
+  ASSERT_EQ(ready.status, 200) << ready.body << "\nconsole:\n" << Console(0, g);
+  const uint64_t since = CallJson(0, "GET", "/api/v1/events?since=0")["next"];
+  auto panic = Call(0, "POST", "/api/v1/guests/" + g + "/exec", R"({"command": "panic"})");
+  ASSERT_EQ(panic.status, 200) << panic.body;
+  EXPECT_EQ(Json::parse(panic.body)["output"], "panicking in 1 s\n");
+  const auto asked = std::chrono::steady_clock::now();
+  Json info;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        info = CallJson(0, "GET", "/api/v1/guests/" + g);
+        return info["state"] == "crashed";
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(50)))
+      << "still " << info.dump() << "\nconsole:\n" << Console(0, g);
+  const double seen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+  std::printf("[ figure ] panic command answered -> state crashed: %.2f s (the guest waits 1 s before it panics)\n",
+              seen_s);
+  EXPECT_EQ(info["state_reason"], "panicked") << info.dump();
+  EXPECT_EQ(info["ready"], false);
+  EXPECT_EQ(info["health"], "none");
+  ASSERT_TRUE(info.contains("crash")) << info.dump();
+  const std::string tail = info["crash"]["console_tail"];
+  EXPECT_NE(tail.find("Kernel panic"), std::string::npos) << tail;
+  EXPECT_NE(tail.find("sysrq triggered crash"), std::string::npos) << tail;
+  EXPECT_LE(tail.size(), 2048u);
+  const int64_t at = info["crash"]["at"];
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_GT(at, now_ms - 60'000);
+  EXPECT_LE(at, now_ms + 1000);
+  // The list says so too, and an event was recorded.
+  bool listed = false;
+  for (const auto& x : CallJson(0, "GET", "/api/v1/guests")["guests"]) listed = listed || (x["name"] == g && x["state"] == "crashed");
+  EXPECT_TRUE(listed);
+  bool event = false;
+  for (const auto& e : CallJson(0, "GET", "/api/v1/events?since=" + std::to_string(since))["events"]) {
+    event = event || (e["guest"] == g && e["event"] == "crashed");
+  }
+  EXPECT_TRUE(event) << "no crashed event";
+  // Commands are refused while it is crashed.
+  EXPECT_EQ(Call(0, "POST", "/api/v1/guests/" + g + "/exec", R"({"command": "true"})").status, 409);
+  // Kept for inspection; start powers the dead QEMU off and boots it again.
+  auto start = Call(0, "POST", "/api/v1/guests/" + g + "/start");
+  ASSERT_EQ(start.status, 200) << start.body;
+  EXPECT_EQ(Json::parse(start.body)["state"], "running");
+  EXPECT_FALSE(Json::parse(start.body).contains("crash")) << start.body;
+  auto again = Call(0, "POST", "/api/v1/guests/" + g + "/exec", R"({"command": "ping", "timeout_s": 120})");
+  ASSERT_EQ(again.status, 200) << again.body << "\nconsole:\n" << Console(0, g);
+  EXPECT_EQ(Json::parse(again.body)["output"], "pong\n");
+  EXPECT_EQ(CallJson(0, "GET", "/api/v1/guests/" + g)["ready"], true);
+  EXPECT_EQ(Call(0, "DELETE", "/api/v1/guests/" + g + "?force=true").status, 200);
+}
+
+// After a live migration the destination's agent watches the guest from scratch: not ready until
+// its channel answers there, then ready with a "ready" event.
+TEST_F(AgentOnTestbed, MigratedGuestIsReadyOnTheDestinationOnceItAnswersThere) {
+  const std::string g = "it-crash1";  // reuses the name the crash test cleaned up
+  auto r = Call(0, "POST", "/api/v1/guests",
+                Json({{"name", g}, {"kind", "qemu"}, {"image", "tiny"}, {"memory_mib", 256}}).dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  ASSERT_EQ(Call(0, "POST", "/api/v1/guests/" + g + "/exec", R"({"command": "ping", "timeout_s": 120})").status, 200);
+  const uint64_t since = CallJson(1, "GET", "/api/v1/events?since=0")["next"];
+  auto prep = CallJson(1, "POST", "/api/v1/migrations/prepare",
+                       Json({{"guest", g}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}}).dump());
+  ASSERT_TRUE(prep.contains("migration_uri")) << prep.dump();
+  auto mig = Call(0, "POST", "/api/v1/guests/" + g + "/migrate",
+                  Json({{"destination", {{"host", prep["host"]}, {"migration_uri", prep["migration_uri"]},
+                                         {"state_dir", prep["state_dir"]}}}})
+                      .dump());
+  ASSERT_EQ(mig.status, 202) << mig.body;
+  Json status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = CallJson(0, "GET", "/api/v1/guests/" + g + "/migration");
+        return status["state"] != "running";
+      },
+      std::chrono::seconds(120), std::chrono::milliseconds(100)))
+      << status.dump();
+  ASSERT_EQ(status["state"], "completed") << status.dump();
+  const auto moved = std::chrono::steady_clock::now();
+  Json dest;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        dest = CallJson(1, "GET", "/api/v1/guests/" + g);
+        EXPECT_NE(dest["health"], "unresponsive") << dest.dump();
+        return dest["ready"] == true;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(100)))
+      << dest.dump();
+  std::printf("[ figure ] migration completed -> ready on the destination: %.2f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - moved).count());
+  EXPECT_EQ(dest["state"], "running");
+  EXPECT_EQ(dest["health"], "ready");
+  std::string ready_detail;
+  for (const auto& e : CallJson(1, "GET", "/api/v1/events?since=" + std::to_string(since))["events"]) {
+    if (e["guest"] == g && e["event"] == "ready") ready_detail = e["detail"];
+  }
+  EXPECT_NE(ready_detail.find("answered"), std::string::npos) << "no ready event on the destination";
+  EXPECT_EQ(Exec(1, g, "ping"), "pong\n");
+  EXPECT_EQ(Call(1, "DELETE", "/api/v1/guests/" + g + "?force=true").status, 200);
+  (void)Call(0, "DELETE", "/api/v1/guests/" + g + "?force=true");
+}
+
 TEST_F(AgentOnTestbed, ContainerStartsAndRunsACommand) {
   auto r = Call(1, "POST", "/api/v1/guests",
                 Json({{"name", "it-ct1"}, {"kind", "lxc"}, {"image", "tiny"}, {"memory_mib", 128}}).dump());
   ASSERT_EQ(r.status, 201) << r.body;
   EXPECT_EQ(Json::parse(r.body)["state"], "running");
+  // Running means its init runs: the very first command, sent right away, sees it as pid 1.
+  EXPECT_EQ(Json::parse(r.body)["ready"], true) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["health"], "none") << r.body;
+  auto first = Call(1, "POST", "/api/v1/guests/it-ct1/exec", R"J({"command": "tr '\\0' ' ' </proc/1/cmdline"})J");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_NE(Json::parse(first.body)["output"].get<std::string>().find("/sbin/uw-container-init"), std::string::npos)
+      << "pid 1 of the container is not its init yet: " << first.body;
   auto e = Call(1, "POST", "/api/v1/guests/it-ct1/exec", R"J({"command": "echo hello from $(cat /proc/1/cmdline | tr '\\0' ' ')"})J");
   ASSERT_EQ(e.status, 200) << e.body;
   auto out = Json::parse(e.body);

@@ -5,7 +5,7 @@ target_link_libraries(uw_testbed_client PUBLIC uw::api uw::common)
 
 uw_test(NAME agent_integration_test
   SRCS agent_integration_test.cc
-  DEPS uw_testbed_client
+  DEPS uw_testbed_client uw::vmm
   LABELS integration
   TIMEOUT 900)
 set_property(TEST agent_integration_test APPEND PROPERTY ENVIRONMENT

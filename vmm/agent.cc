@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <future>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
@@ -78,6 +80,50 @@ Result<std::string> RunTool(const std::vector<std::string>& argv) {
   return out;
 }
 
+// The last `bytes` bytes of a file ("" when it cannot be read).
+std::string ReadTail(const std::string& path, size_t bytes) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  if (!in) return text;
+  in.seekg(0, std::ios::end);
+  auto size = static_cast<size_t>(in.tellg());
+  size_t from = size > bytes ? size - bytes : 0;
+  in.seekg(static_cast<std::streamoff>(from));
+  text.resize(size - from);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  return text;
+}
+
+// `text` with every byte that is not part of valid UTF-8 replaced by '?' (JSON needs UTF-8; a
+// console tail may start inside a multi-byte character or hold binary noise).
+std::string ValidUtf8(std::string text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = n > 0 && i + n <= text.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
+    if (!ok) {
+      text[i++] = '?';
+      continue;
+    }
+    i += n;
+  }
+  return text;
+}
+
+int64_t UnixMillis(TimePoint t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
+
+HealthOptions HealthOptionsFor(const AgentConfig& c) {
+  HealthOptions o;
+  o.interval = std::chrono::seconds(c.monitor_interval_s);
+  o.timeout = std::chrono::seconds(c.monitor_timeout_s);
+  return o;
+}
+
+constexpr size_t kCrashConsoleTail = 2048;
+constexpr const char* kHealthSource = "agent";
+
 // Replaces every occurrence of `from` in `text` with `to`.
 std::string ReplaceAll(std::string text, const std::string& from, const std::string& to) {
   if (from.empty()) return text;
@@ -100,7 +146,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   if (Status s = v.RejectUnknown({"host_name", "listen", "token", "libvirt_uri", "lxc_uri", "state_dir", "images",
                                   "guest_assets", "allow_emulated_kvm", "log_level", "log_file",
                                   "sample_interval_ms", "stop_timeout_s", "max_body_bytes", "sys_root", "manager_url",
-                                  "join_token", "heartbeat_interval_ms", "advertise_url", "migration_uri"});
+                                  "join_token", "heartbeat_interval_ms", "advertise_url", "migration_uri", "monitor"});
       !s.ok()) {
     return fail(s);
   }
@@ -164,6 +210,17 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   UW_CFG(n, v.Int("heartbeat_interval_ms", c.heartbeat_interval_ms));
   if (n < 50 || n > 600'000) return fail(v.FieldError("heartbeat_interval_ms", "expected 50..600000"));
   c.heartbeat_interval_ms = static_cast<int>(n);
+  if (v.Has("monitor")) {
+    auto m = v.Object("monitor");
+    if (!m.ok()) return fail(m.status());
+    if (Status s = m->RejectUnknown({"timeout_s", "interval_s"}); !s.ok()) return fail(s);
+    UW_CFG(n, m->Int("timeout_s", c.monitor_timeout_s));
+    if (n < 2 || n > 3600) return fail(m->FieldError("timeout_s", "expected 2..3600"));
+    c.monitor_timeout_s = static_cast<int>(n);
+    UW_CFG(n, m->Int("interval_s", c.monitor_interval_s));
+    if (n < 1 || n > 3600) return fail(m->FieldError("interval_s", "expected 1..3600"));
+    c.monitor_interval_s = static_cast<int>(n);
+  }
 #undef UW_CFG
   return c;
 }
@@ -178,7 +235,12 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
 
 Agent::Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
              Clock& clock)
-    : config_(std::move(config)), vm_(std::move(vm)), ct_(std::move(ct)), kvm_(std::move(kvm)), clock_(clock) {
+    : config_(std::move(config)),
+      vm_(std::move(vm)),
+      ct_(std::move(ct)),
+      kvm_(std::move(kvm)),
+      clock_(clock),
+      health_(HealthOptionsFor(config_)) {
   BuildRoutes();
 }
 
@@ -189,6 +251,13 @@ Status Agent::Start(bool serve_http) {
     std::error_code ec;
     fs::create_directories(fs::path(config_.state_dir) / sub, ec);
     if (ec) return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() + ": " + ec.message());
+  }
+  {
+    std::stringstream mountinfo;
+    mountinfo << std::ifstream("/proc/self/mountinfo").rdbuf();
+    cgroups_ = DetectCgroupLayout(mountinfo.str());
+    spdlog::info("cgroups: {} (cpu at {}, cpuacct at {}): {}", cgroups_.version, cgroups_.cpu, cgroups_.cpuacct,
+                 cgroups_.notes);
   }
   // Crash-only: whatever libvirt runs is ours; adopt it.
   for (Hypervisor* h : {vm_.get(), ct_.get()}) {
@@ -214,6 +283,7 @@ Status Agent::Start(bool serve_http) {
       stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms), [this] { return stopping_; });
     }
   });
+  monitor_ = std::thread([this] { MonitorLoop(); });
   if (serve_http) {
     api::ServerOptions opts;
     opts.address = config_.listen_address;
@@ -240,8 +310,13 @@ void Agent::Stop() {
   }
   events_cv_.notify_all();
   stop_cv_.notify_all();
+  {
+    std::lock_guard l(health_mu_);
+  }
+  health_cv_.notify_all();
   if (server_) server_->Stop();
   if (sampler_.joinable()) sampler_.join();
+  if (monitor_.joinable()) monitor_.join();
   // Migrations in flight finish in libvirtd (peer-to-peer) whether or not we wait; we wait so
   // that their threads never outlive the agent.
   std::map<std::string, std::unique_ptr<Outgoing>> migrations;
@@ -257,6 +332,11 @@ void Agent::Stop() {
 int Agent::port() const { return server_ ? server_->port() : 0; }
 
 void Agent::RecordEvent(LifecycleEvent e) {
+  if (e.event == "crashed") NoteCrash(e.guest, e.uuid, e.id, true);
+  AppendEvent(std::move(e));
+}
+
+void Agent::AppendEvent(LifecycleEvent e) {
   {
     std::lock_guard l(events_mu_);
     events_.push_back({next_seq_++, std::move(e)});
@@ -266,12 +346,14 @@ void Agent::RecordEvent(LifecycleEvent e) {
 }
 
 Status Agent::SampleNow() {
-  std::vector<GuestCounters> all;
-  for (Hypervisor* h : {vm_.get(), ct_.get()}) {
-    if (!h) continue;
-    UW_ASSIGN_OR_RETURN(auto part, h->SampleAll());
-    all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+  std::vector<GuestCounters> all, vms, cts;
+  UW_ASSIGN_OR_RETURN(vms, vm_->SampleAll());
+  if (ct_) {
+    UW_ASSIGN_OR_RETURN(cts, ct_->SampleAll());
   }
+  ObserveSample(vms, cts);
+  all = vms;
+  all.insert(all.end(), cts.begin(), cts.end());
   UW_ASSIGN_OR_RETURN(HostInfo host, vm_->Host());
   std::lock_guard l(usage_mu_);
   auto usage = tracker_.Update(all);
@@ -298,11 +380,184 @@ Result<Hypervisor*> Agent::Find(std::string_view name) {
   return NotFoundError("guest '" + std::string(name) + "' does not exist on host " + config_.host_name);
 }
 
-GuestChannel& Agent::ChannelFor(const std::string& socket_path) {
+std::shared_ptr<GuestChannel> Agent::ChannelFor(const std::string& socket_path) {
   std::lock_guard l(channels_mu_);
   auto& c = channels_[socket_path];
-  if (!c) c = std::make_unique<GuestChannel>(socket_path, clock_);
-  return *c;
+  if (!c) c = std::make_shared<GuestChannel>(socket_path, clock_);
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health watch and crashes
+
+namespace {
+std::string ControlChannelOf(const GuestInfo& info) {
+  if (info.kind == GuestKind::kLxc) return "";
+  for (const auto& c : info.channels) {
+    if (c.name == kGuestChannel) return c.socket_path;
+  }
+  return "";
+}
+}  // namespace
+
+void Agent::ObserveGuest(const GuestInfo& info) {
+  std::lock_guard l(health_mu_);
+  health_.Observe(info.name, info.id, info.state == GuestState::kRunning, ControlChannelOf(info), clock_.Monotonic(),
+                  clock_.Now());
+}
+
+void Agent::ObserveSample(const std::vector<GuestCounters>& vms, const std::vector<GuestCounters>& cts) {
+  std::vector<std::string> present, stale;
+  {
+    std::lock_guard l(health_mu_);
+    for (const auto& c : vms) {
+      present.push_back(c.name);
+      auto v = health_.View(c.name);
+      if (!v || v->instance != c.id || v->running != (c.state == GuestState::kRunning)) stale.push_back(c.name);
+      auto crash = crashes_.find(c.name);
+      if (crash != crashes_.end() && c.state == GuestState::kRunning && c.id != crash->second.id) crashes_.erase(crash);
+    }
+    for (const auto& c : cts) present.push_back(c.name);
+    health_.Retain(present);
+    for (auto it = crashes_.begin(); it != crashes_.end();) {
+      it = std::find(present.begin(), present.end(), it->first) == present.end() ? crashes_.erase(it) : std::next(it);
+    }
+  }
+  for (const auto& c : vms) {
+    if (c.state == GuestState::kCrashed) NoteCrash(c.name, c.uuid, c.id, false);
+  }
+  // Channels are read from the definition only when a guest changed (started, stopped, new id).
+  for (const auto& name : stale) {
+    auto info = vm_->Get(name);
+    if (info.ok()) ObserveGuest(*info);
+  }
+}
+
+void Agent::NoteCrash(const std::string& name, const std::string& uuid, int64_t id, bool event_seen) {
+  const TimePoint now = clock_.Now();
+  {
+    std::lock_guard l(health_mu_);
+    auto it = crashes_.find(name);
+    if (it != crashes_.end() && it->second.id == id) return;
+    crashes_[name] = {now, id};
+  }
+  spdlog::warn("guest {} crashed{}", name, event_seen ? "" : " (found by polling: no lifecycle event seen)");
+  if (!event_seen) AppendEvent({now, name, uuid, "crashed", "found crashed by polling", vm_->uri(), id});
+}
+
+void Agent::RecordHealthEvents(const std::vector<HealthEvent>& events) {
+  for (const auto& e : events) {
+    spdlog::info("guest {} {}: {}", e.guest, e.event, e.detail);
+    AppendEvent({clock_.Now(), e.guest, "", e.event, e.detail, kHealthSource});
+  }
+}
+
+void Agent::MonitorLoop() {
+  struct Pending {
+    DuePing ping;
+    std::future<bool> answered;
+  };
+  std::vector<Pending> pending;
+  std::unique_lock l(stop_mu_);
+  while (!stopping_) {
+    l.unlock();
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (it->answered.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+        ++it;
+        continue;
+      }
+      const bool answered = it->answered.get();
+      std::vector<HealthEvent> events;
+      {
+        std::lock_guard h(health_mu_);
+        events = health_.Report(it->ping.guest, it->ping.instance, answered, clock_.Monotonic(), clock_.Now());
+      }
+      if (answered) health_cv_.notify_all();
+      RecordHealthEvents(events);
+      it = pending.erase(it);
+    }
+    std::vector<DuePing> due;
+    std::vector<HealthEvent> expired;
+    {
+      std::lock_guard h(health_mu_);
+      due = health_.Due(clock_.Monotonic());
+      expired = health_.Expire(clock_.Monotonic(), clock_.Now());
+    }
+    RecordHealthEvents(expired);
+    for (auto& p : due) {
+      // Each ping on its own thread: a hung guest delays nobody else's watch, and a busy channel
+      // (a command in flight) is skipped rather than waited for.
+      auto channel = ChannelFor(p.channel);
+      const Duration timeout = p.timeout;
+      pending.push_back({std::move(p), std::async(std::launch::async, [channel, timeout] {
+                           return channel->CallIfIdle("ping", timeout).ok();
+                         })});
+    }
+    l.lock();
+    stop_cv_.wait_for(l, std::chrono::milliseconds(200), [this] { return stopping_; });
+  }
+  l.unlock();
+  for (auto& p : pending) p.answered.wait();
+}
+
+Status Agent::WaitUntilReady(const std::string& name, Duration deadline) {
+  std::unique_lock l(health_mu_);
+  while (true) {
+    auto v = health_.View(name);
+    if (!v || v->health != Health::kStarting) return Status::Ok();
+    const Duration now = clock_.Monotonic();
+    if (now >= deadline) {
+      const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - v->started_mono).count();
+      return FailedPreconditionError("guest " + name + " is not ready yet (its control channel has not answered since it started " +
+                                     std::to_string(waited) + " s ago)");
+    }
+    {
+      std::lock_guard s(stop_mu_);
+      if (stopping_) return UnavailableError("the agent is stopping");
+    }
+    health_cv_.wait_for(l, std::chrono::milliseconds(100));
+  }
+}
+
+Json Agent::GuestJson(Hypervisor* h, const GuestInfo& info) {
+  Json j = GuestInfoToJson(info);
+  const bool running = info.state == GuestState::kRunning;
+  if (info.kind == GuestKind::kLxc) {
+    // No control channel: a container is ready once its configured init runs.
+    j["health"] = HealthName(Health::kNone);
+    bool ready = false;
+    if (running) {
+      auto r = h->ContainerInitRunning(info.name);
+      ready = r.ok() && *r;
+    }
+    j["ready"] = ready;
+  } else {
+    std::optional<HealthView> v;
+    {
+      std::lock_guard l(health_mu_);
+      v = health_.View(info.name);
+    }
+    if (!v || v->instance != info.id || v->running != running) {
+      ObserveGuest(info);
+      std::lock_guard l(health_mu_);
+      v = health_.View(info.name);
+    }
+    j["health"] = HealthName(v ? v->health : Health::kNone);
+    j["ready"] = v && v->ready;
+    if (v) j["health_since"] = UnixMillis(v->since);
+    if (v && v->unresponsive_since) j["unresponsive_since"] = UnixMillis(*v->unresponsive_since);
+  }
+  if (info.state == GuestState::kCrashed) {
+    NoteCrash(info.name, info.uuid, info.id, false);  // no-op when already recorded
+    TimePoint at;
+    {
+      std::lock_guard l(health_mu_);
+      at = crashes_[info.name].at;
+    }
+    j["crash"] = {{"at", UnixMillis(at)},
+                  {"console_tail", info.console_log.empty() ? "" : ValidUtf8(ReadTail(info.console_log, kCrashConsoleTail))}};
+  }
+  return j;
 }
 
 Status Agent::ResolveImageAndChecks(GuestSpec& spec, const Json& body) {
@@ -331,7 +586,9 @@ Status Agent::ResolveImageAndChecks(GuestSpec& spec, const Json& body) {
     } else if (spec.kernel.empty()) {
       spec.kernel = FileExists((dir / "vmlinux").string()) ? (dir / "vmlinux").string() : (dir / "vmlinuz").string();
       if (spec.initrd.empty() && FileExists((dir / "initrd.img").string())) spec.initrd = (dir / "initrd.img").string();
-      if (spec.cmdline.empty()) spec.cmdline = "console=ttyS0 quiet";
+      // panic=0: a panicked kernel waits (after telling QEMU through pvpanic) instead of rebooting,
+      // so the crash is seen and the console kept.
+      if (spec.cmdline.empty()) spec.cmdline = "console=ttyS0 quiet panic=0";
     }
   }
   if (spec.kind == GuestKind::kKvm && !kvm_.usable) {
@@ -425,6 +682,8 @@ api::Response Agent::HostInfoResponse() {
   j["kvm"] = {{"device_present", kvm_.device_present}, {"usable", kvm_.usable}, {"module", kvm_.module},
               {"reason", kvm_.reason}};
   j["allow_emulated_kvm"] = config_.allow_emulated_kvm;
+  j["cgroups"] = CgroupLayoutToJson(cgroups_);
+  j["monitor"] = {{"interval_s", config_.monitor_interval_s}, {"timeout_s", config_.monitor_timeout_s}};
   Json kinds = Json::array({"qemu"});
   if (kvm_.usable || config_.allow_emulated_kvm) kinds.push_back("kvm");
   if (ct_) kinds.push_back("lxc");
@@ -446,7 +705,7 @@ api::Response Agent::ListGuests() {
     if (!h) continue;
     auto guests = h->List();
     if (!guests.ok()) return Err(guests.status());
-    for (const auto& g : *guests) out.push_back(GuestInfoToJson(g));
+    for (const auto& g : *guests) out.push_back(GuestJson(h, g));
   }
   return Ok({{"guests", out}});
 }
@@ -485,10 +744,11 @@ api::Response Agent::CreateGuest(const api::Request& req) {
     }
     info = h->Get(spec->name);
     if (!info.ok()) return Err(info.status());
+    ObserveGuest(*info);
   }
   spdlog::info("created guest {} ({}{}){}", spec->name, GuestKindName(spec->kind), spec->emulated ? ", emulated" : "",
                start ? " and started it" : "");
-  return Ok(GuestInfoToJson(*info), 201);
+  return Ok(GuestJson(h, *info), 201);
 }
 
 api::Response Agent::GetGuest(const api::Request& req) {
@@ -496,7 +756,7 @@ api::Response Agent::GetGuest(const api::Request& req) {
   if (!h.ok()) return Err(h.status());
   auto info = (*h)->Get(req.params.at("name"));
   if (!info.ok()) return Err(info.status());
-  Json j = GuestInfoToJson(*info);
+  Json j = GuestJson(*h, *info);
   if (auto spec = (*h)->GetSpec(info->name); spec.ok()) {
     j["spec"] = GuestSpecToJson(*spec);
     // What a live migration must copy (and the destination prepare).
@@ -510,9 +770,17 @@ api::Response Agent::StartGuest(const api::Request& req) {
   const std::string& name = req.params.at("name");
   auto h = Find(name);
   if (!h.ok()) return Err(h.status());
+  auto before = (*h)->Get(name);
+  if (!before.ok()) return Err(before.status());
+  if (before->state == GuestState::kCrashed && before->id >= 0) {
+    // A crashed guest is kept (on_crash preserve) with its QEMU stopped: power it off first.
+    if (Status s = (*h)->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return Err(s);
+  }
   if (Status s = (*h)->Start(name); !s.ok()) return Err(s);
   auto info = (*h)->Get(name);
-  return info.ok() ? Ok(GuestInfoToJson(*info)) : Err(info.status());
+  if (!info.ok()) return Err(info.status());
+  ObserveGuest(*info);
+  return Ok(GuestJson(*h, *info));
 }
 
 api::Response Agent::StopGuest(const api::Request& req) {
@@ -530,14 +798,20 @@ api::Response Agent::StopGuest(const api::Request& req) {
   auto h = Find(name);
   if (!h.ok()) return Err(h.status());
   bool forced = *force;
-  if (*force) {
-    if (Status s = (*h)->Destroy(name); !s.ok()) return Err(s);
+  auto before = (*h)->Get(name);
+  if (!before.ok()) return Err(before.status());
+  if (before->state == GuestState::kCrashed) forced = true;  // a panicked guest cannot shut down
+  if (forced) {
+    if (Status s = (*h)->Destroy(name); !s.ok()) {
+      // A guest torn down by its crash (on_crash destroy) is off already.
+      if (!(before->state == GuestState::kCrashed && s.code() == StatusCode::kFailedPrecondition)) return Err(s);
+    }
   } else if (Status s = (*h)->Shutdown(name, std::chrono::seconds(*timeout), &forced); !s.ok()) {
     return Err(s);
   }
   auto info = (*h)->Get(name);
   if (!info.ok()) return Err(info.status());
-  Json j = GuestInfoToJson(*info);
+  Json j = GuestJson(*h, *info);
   j["forced"] = forced;
   return Ok(j);
 }
@@ -549,7 +823,7 @@ api::Response Agent::PauseGuest(const api::Request& req, bool pause) {
   Status s = pause ? (*h)->Pause(name) : (*h)->Resume(name);
   if (!s.ok()) return Err(s);
   auto info = (*h)->Get(name);
-  return info.ok() ? Ok(GuestInfoToJson(*info)) : Err(info.status());
+  return info.ok() ? Ok(GuestJson(*h, *info)) : Err(info.status());
 }
 
 api::Response Agent::ResizeGuest(const api::Request& req) {
@@ -619,7 +893,7 @@ api::Response Agent::ResizeGuest(const api::Request& req) {
     if (Status s = (*h)->SetCpuTune(name, shares, quota, period); !s.ok()) return Err(s);
   }
   auto info = (*h)->Get(name);
-  return info.ok() ? Ok(GuestInfoToJson(*info)) : Err(info.status());
+  return info.ok() ? Ok(GuestJson(*h, *info)) : Err(info.status());
 }
 
 api::Response Agent::DeleteGuest(const api::Request& req) {
@@ -647,6 +921,11 @@ api::Response Agent::DeleteGuest(const api::Request& req) {
   for (const auto& c : info->channels) {
     std::lock_guard l(channels_mu_);
     channels_.erase(c.socket_path);
+  }
+  {
+    std::lock_guard l(health_mu_);
+    health_.Forget(name);
+    crashes_.erase(name);
   }
   return Ok({{"deleted", name}});
 }
@@ -684,12 +963,32 @@ api::Response Agent::ExecInGuest(const api::Request& req) {
   } else {
     auto c = v->String("command");
     if (!c.ok()) return Err(c.status());
-    auto it = std::find_if(info->channels.begin(), info->channels.end(),
-                           [](const ChannelSpec& ch) { return ch.name == kGuestChannel; });
-    if (it == info->channels.end()) {
+    const std::string socket = ControlChannelOf(*info);
+    if (socket.empty()) {
       return Err(FailedPreconditionError("guest '" + name + "' has no control channel " + kGuestChannel));
     }
-    result = ChannelFor(it->socket_path).Call(*c, std::chrono::seconds(*timeout));
+    // A guest that has not answered since it started gets the request's timeout to do so.
+    const Duration deadline = clock_.Monotonic() + std::chrono::seconds(*timeout);
+    {
+      std::optional<HealthView> v;
+      {
+        std::lock_guard l(health_mu_);
+        v = health_.View(name);
+      }
+      if (!v || v->instance != info->id || !v->running) ObserveGuest(*info);
+    }
+    if (Status s = WaitUntilReady(name, deadline); !s.ok()) return Err(s);
+    const Duration left = std::max<Duration>(deadline - clock_.Monotonic(), std::chrono::seconds(1));
+    result = ChannelFor(socket)->Call(*c, left);
+    if (result.ok()) {
+      std::vector<HealthEvent> events;
+      {
+        std::lock_guard l(health_mu_);
+        events = health_.Report(name, info->id, true, clock_.Monotonic(), clock_.Now());
+      }
+      health_cv_.notify_all();
+      RecordHealthEvents(events);
+    }
   }
   if (!result.ok()) {
     if (result.status().code() == StatusCode::kInternal) spdlog::warn("exec in {}: {}", name, result.status().ToString());
@@ -713,16 +1012,7 @@ api::Response Agent::GuestConsole(const api::Request& req) {
       return Err(InvalidArgumentError("tail_bytes: expected a number, got '" + it->second + "'"));
     }
   }
-  std::ifstream in(info->console_log, std::ios::binary);
-  std::string text;
-  if (in) {
-    in.seekg(0, std::ios::end);
-    auto size = static_cast<size_t>(in.tellg());
-    size_t from = size > tail ? size - tail : 0;
-    in.seekg(static_cast<std::streamoff>(from));
-    text.resize(size - from);
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  }
+  std::string text = ReadTail(info->console_log, tail);
   api::Response r;
   r.status = 200;
   r.content_type = "text/plain; charset=utf-8";

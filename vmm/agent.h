@@ -20,7 +20,9 @@
 
 #include "api/http.h"
 #include "common/clock.h"
+#include "vmm/cgroups.h"
 #include "vmm/guest_channel.h"
+#include "vmm/health.h"
 #include "vmm/hypervisor.h"
 #include "vmm/usage.h"
 
@@ -50,6 +52,10 @@ struct AgentConfig {
   // How another host's libvirtd reaches this one for live migration (peer-to-peer).
   // Default qemu+tcp://<listen address>/system.
   std::string migration_uri;
+  // Guest health watch (vmm/health.h): ping every `monitor.interval_s` once ready; no answer for
+  // `monitor.timeout_s` makes a ready guest unresponsive.
+  int monitor_interval_s = 5;
+  int monitor_timeout_s = 30;
 };
 
 // Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").
@@ -79,6 +85,7 @@ class Agent {
   const api::Router& router() const { return router_; }
 
   // Records a lifecycle event (called from libvirt's event thread, and by the agent itself).
+  // A "crashed" event also records the crash (see GuestJson's `crash`).
   void RecordEvent(LifecycleEvent e);
   // Takes one sample of every guest now (the sampler thread calls this).
   Status SampleNow();
@@ -89,8 +96,21 @@ class Agent {
   // The hypervisor holding guest `name`, kNotFound otherwise.
   Result<Hypervisor*> Find(std::string_view name);
   Status ResolveImageAndChecks(GuestSpec& spec, const Json& body);
-  GuestChannel& ChannelFor(const std::string& socket_path);
+  std::shared_ptr<GuestChannel> ChannelFor(const std::string& socket_path);
 
+  // Health watch and crashes. ObserveGuest tells the tracker what a guest is now (a new domain
+  // id starts a new watch); GuestJson is GuestInfoToJson plus health, ready and crash.
+  void ObserveGuest(const GuestInfo& info);
+  void ObserveSample(const std::vector<GuestCounters>& vms, const std::vector<GuestCounters>& cts);
+  // Records that `name` crashed (once per crash); `event_seen` says libvirt's event was recorded.
+  void NoteCrash(const std::string& name, const std::string& uuid, int64_t id, bool event_seen);
+  void AppendEvent(LifecycleEvent e);
+  Json GuestJson(Hypervisor* h, const GuestInfo& info);
+  void RecordHealthEvents(const std::vector<HealthEvent>& events);
+  void MonitorLoop();
+  // Waits (up to `deadline`, monotonic) until a starting guest answers; kFailedPrecondition
+  // "not ready yet" when it does not.
+  Status WaitUntilReady(const std::string& name, Duration deadline);
   api::Response HostInfoResponse();
   api::Response ListGuests();
   api::Response CreateGuest(const api::Request& req);
@@ -138,7 +158,20 @@ class Agent {
   uint64_t next_seq_ = 1;                         // guarded by events_mu_
 
   std::mutex channels_mu_;
-  std::map<std::string, std::unique_ptr<GuestChannel>> channels_;  // guarded by channels_mu_
+  std::map<std::string, std::shared_ptr<GuestChannel>> channels_;  // guarded by channels_mu_
+
+  CgroupLayout cgroups_;  // set once in Start
+
+  // Never held while talking to libvirt or a guest.
+  std::mutex health_mu_;
+  std::condition_variable health_cv_;             // a guest became ready (or the agent stops)
+  HealthTracker health_;                          // guarded by health_mu_
+  struct Crash {
+    TimePoint at;
+    int64_t id = -1;  // the domain id that crashed: one record per crash
+  };
+  std::map<std::string, Crash> crashes_;          // guarded by health_mu_ (by guest, while crashed)
+  std::thread monitor_;
 
   // A migration this agent started as the source; the thread runs Hypervisor::Migrate.
   struct Outgoing {

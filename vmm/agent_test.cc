@@ -2,6 +2,16 @@
 // The same API against real QEMU and LXC guests is tested in tests/agent_integration_test.cc.
 #include "vmm/agent.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -15,6 +25,81 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr const char* kToken = "test-token-0123456789abcdef";
+
+// Plays a guest's control channel on `path` (what QEMU's unix socket would be): answers every
+// request with "pong" while `answering` is set, stays silent otherwise. Accepts reconnects.
+class FakeGuestChannel {
+ public:
+  explicit FakeGuestChannel(std::string path) : path_(std::move(path)) {
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+    unlink(path_.c_str());
+    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << path_;
+    EXPECT_EQ(listen(listen_fd_, 4), 0);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FakeGuestChannel() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+    unlink(path_.c_str());
+  }
+  std::atomic<bool> answering{false};
+  std::atomic<int> requests{0};
+
+ private:
+  void Serve() {
+    std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+    std::map<int, std::string> bufs;
+    while (!stop_) {
+      if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+      for (size_t i = 0; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+        if (fds[i].fd == listen_fd_) {
+          int c = accept(listen_fd_, nullptr, nullptr);
+          if (c >= 0) fds.push_back({c, POLLIN, 0});
+          continue;
+        }
+        char buf[512];
+        ssize_t n = read(fds[i].fd, buf, sizeof buf);
+        if (n <= 0) {
+          close(fds[i].fd);
+          fds.erase(fds.begin() + static_cast<long>(i));
+          break;
+        }
+        std::string& b = bufs[fds[i].fd];
+        b.append(buf, static_cast<size_t>(n));
+        for (size_t nl; (nl = b.find('\n')) != std::string::npos;) {
+          const std::string id = b.substr(0, b.find(' '));
+          b.erase(0, nl + 1);
+          ++requests;
+          if (!answering) continue;
+          const std::string reply = id + " 0 cG9uZwo=\n";  // "pong\n"
+          (void)!write(fds[i].fd, reply.data(), reply.size());
+        }
+      }
+    }
+    for (const auto& p : fds) {
+      if (p.fd != listen_fd_) close(p.fd);
+    }
+  }
+  const std::string path_;
+  int listen_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Polls `done` every 20 ms for up to `timeout`.
+bool Eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
 
 class AgentTest : public ::testing::Test {
  protected:
@@ -32,6 +117,8 @@ class AgentTest : public ::testing::Test {
     c.images["tiny"] = (dir_ / "images/tiny").string();
     c.max_body_bytes = 4096;
     c.sample_interval_ms = 100;
+    c.monitor_interval_s = 1;
+    c.monitor_timeout_s = 2;
     auto h = LibvirtHypervisor::Open("test:///default");
     ASSERT_TRUE(h.ok());
     KvmSupport kvm;
@@ -170,6 +257,70 @@ TEST_F(AgentTest, StatsAndEvents) {
   EXPECT_EQ(Do("DELETE", "/api/v1/guests/ag-st").status, 200);
 }
 
+TEST_F(AgentTest, HostInfoSaysTheCgroupLayoutAndTheMonitorSettings) {
+  auto host = Json::parse(Do("GET", "/api/v1/host").body);
+  ASSERT_TRUE(host.contains("cgroups")) << host.dump();
+  const std::string version = host["cgroups"]["version"];
+  EXPECT_TRUE(version == "v1" || version == "v2" || version == "hybrid" || version == "none") << version;
+  EXPECT_FALSE(host["cgroups"]["notes"].get<std::string>().empty());
+  // The same detection as the parser's, on this machine's own mountinfo.
+  std::stringstream mi;
+  mi << std::ifstream("/proc/self/mountinfo").rdbuf();
+  EXPECT_EQ(host["cgroups"], CgroupLayoutToJson(DetectCgroupLayout(mi.str())));
+  EXPECT_EQ(host["monitor"]["timeout_s"], 2);
+  EXPECT_EQ(host["monitor"]["interval_s"], 1);
+}
+
+// The health watch end to end: starting until the channel answers (exec refused with "not ready
+// yet" meanwhile), ready, unresponsive after monitor.timeout_s of silence, ready again; events for
+// each change.
+TEST_F(AgentTest, HealthWatchFollowsTheControlChannel) {
+  FakeGuestChannel guest((dir_ / "state/channels/ag-hw.sock").string());
+  ASSERT_EQ(Do("POST", "/api/v1/guests", R"({"name": "ag-hw", "image": "tiny"})").status, 201);
+  auto get = [this] { return Json::parse(Do("GET", "/api/v1/guests/ag-hw").body); };
+  auto g = get();
+  EXPECT_EQ(g["health"], "starting") << g.dump();
+  EXPECT_EQ(g["ready"], false);
+  EXPECT_FALSE(g.contains("unresponsive_since"));
+  auto r = Do("POST", "/api/v1/guests/ag-hw/exec", R"({"command": "ping", "timeout_s": 1})");
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(ErrorCode(r), "failed_precondition");
+  EXPECT_NE(r.body.find("guest ag-hw is not ready yet (its control channel has not answered since it started"),
+            std::string::npos)
+      << r.body;
+  EXPECT_GT(guest.requests.load(), 0) << "the watch did not ping a starting guest";
+
+  guest.answering = true;
+  EXPECT_TRUE(Eventually([&] { return get()["ready"] == true; }, std::chrono::seconds(5))) << get().dump();
+  EXPECT_EQ(get()["health"], "ready");
+  r = Do("POST", "/api/v1/guests/ag-hw/exec", R"({"command": "ping"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["output"], "pong\n");
+
+  guest.answering = false;
+  EXPECT_TRUE(Eventually([&] { return get()["health"] == "unresponsive"; }, std::chrono::seconds(8))) << get().dump();
+  g = get();
+  EXPECT_EQ(g["ready"], false);
+  ASSERT_TRUE(g.contains("unresponsive_since")) << g.dump();
+  EXPECT_LE(g["unresponsive_since"].get<int64_t>(), g["health_since"].get<int64_t>());
+
+  guest.answering = true;
+  EXPECT_TRUE(Eventually([&] { return get()["health"] == "ready"; }, std::chrono::seconds(5))) << get().dump();
+  auto events = Json::parse(Do("GET", "/api/v1/events?since=0").body)["events"];
+  std::vector<std::string> health_events;
+  for (const auto& e : events) {
+    if (e["guest"] == "ag-hw" && e["source"] == "agent") health_events.push_back(e["event"]);
+  }
+  EXPECT_EQ(health_events, (std::vector<std::string>{"ready", "unresponsive", "ready"})) << events.dump();
+
+  // Stopped: not watched.
+  ASSERT_EQ(Do("POST", "/api/v1/guests/ag-hw/stop", R"({"force": true})").status, 200);
+  g = get();
+  EXPECT_EQ(g["health"], "none");
+  EXPECT_EQ(g["ready"], false);
+  EXPECT_EQ(Do("DELETE", "/api/v1/guests/ag-hw").status, 200);
+}
+
 TEST_F(AgentTest, StopDoesNotWaitForLongPolls) {
   std::thread poller([this] { (void)client_->Do("GET", "/api/v1/events?since=999999&wait_ms=30000"); });
   // The poll is in flight once the server has accepted it; a short grace lets it reach the wait.
@@ -196,6 +347,29 @@ TEST(AgentConfigTest, ErrorsNameFileAndField) {
   EXPECT_EQ(ok->images.at("tiny"), "/g");
   EXPECT_TRUE(ok->allow_emulated_kvm);
   EXPECT_EQ(LoadAgentConfig("/nonexistent.json").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(ok->monitor_timeout_s, 30);
+  EXPECT_EQ(ok->monitor_interval_s, 5);
+  EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "monitor": {"timeout_s": 1}})"),
+            "agent.json: monitor.timeout_s: expected 2..3600");
+  EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "monitor": {"timout_s": 10}})"),
+            "agent.json: monitor.timout_s: unknown field");
+  auto tuned = AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0",
+      "monitor": {"timeout_s": 12, "interval_s": 3}})"), "x");
+  ASSERT_TRUE(tuned.ok()) << tuned.status().ToString();
+  EXPECT_EQ(tuned->monitor_timeout_s, 12);
+  EXPECT_EQ(tuned->monitor_interval_s, 3);
+}
+
+TEST(InitCmdlineTest, TheInitOrItsInterpreter) {
+  using namespace std::string_literals;
+  EXPECT_TRUE(InitCmdlineMatches("/sbin/uw-container-init\0"s, "/sbin/uw-container-init"));
+  EXPECT_TRUE(InitCmdlineMatches("/bin/sh\0/sbin/uw-container-init\0"s, "/sbin/uw-container-init"));
+  EXPECT_TRUE(InitCmdlineMatches("/bin/sh\0-c\0while :; do sleep 3600; done\0"s, "/bin/sh"));
+  // libvirt_lxc's clone before it execs the init.
+  EXPECT_FALSE(InitCmdlineMatches("/usr/lib/libvirt/libvirt_lxc\0--name\0ct1\0--console\0"s, "/sbin/uw-container-init"));
+  EXPECT_FALSE(InitCmdlineMatches(""s, "/sbin/uw-container-init"));
+  EXPECT_FALSE(InitCmdlineMatches("/bin/sh\0"s, ""));
+  EXPECT_FALSE(InitCmdlineMatches("/bin/sh\0-c\0/sbin/uw-container-init\0"s, "/sbin/uw-container-init"));
 }
 
 }  // namespace

@@ -68,7 +68,9 @@ void BuildVm(pugi::xml_node domain, const GuestSpec& spec) {
   domain.append_child("clock").append_attribute("offset") = "utc";
   AddText(domain, "on_poweroff", "destroy");
   AddText(domain, "on_reboot", "restart");
-  AddText(domain, "on_crash", "destroy");
+  // A panicked guest is kept (QEMU stopped, state crashed) so its console and memory can be
+  // inspected; the agent reports it and the manager decides whether to restart it.
+  AddText(domain, "on_crash", "preserve");
 
   auto devices = domain.append_child("devices");
   for (const auto& d : spec.disks) {
@@ -120,6 +122,9 @@ void BuildVm(pugi::xml_node domain, const GuestSpec& spec) {
   auto balloon = devices.append_child("memballoon");
   balloon.append_attribute("model") = spec.paravirt ? "virtio" : "none";
   if (spec.paravirt) balloon.append_child("stats").append_attribute("period") = 1;
+  // pvpanic (PCI; the guest needs the pvpanic_pci driver): the guest's kernel tells QEMU it
+  // panicked, libvirt turns that into the crashed state at once.
+  devices.append_child("panic").append_attribute("model") = "pvpanic";
 }
 
 void BuildContainer(pugi::xml_node domain, const GuestSpec& spec) {

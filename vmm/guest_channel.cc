@@ -67,10 +67,20 @@ Status GuestChannel::EnsureConnected() {
 }
 
 Result<ExecResult> GuestChannel::Call(const std::string& command, Duration timeout) {
+  std::lock_guard l(mu_);
+  return CallLocked(command, timeout);
+}
+
+Result<ExecResult> GuestChannel::CallIfIdle(const std::string& command, Duration timeout) {
+  std::unique_lock l(mu_, std::try_to_lock);
+  if (!l.owns_lock()) return AbortedError("guest channel " + path_ + " is busy with another command");
+  return CallLocked(command, timeout);
+}
+
+Result<ExecResult> GuestChannel::CallLocked(const std::string& command, Duration timeout) {
   if (command.find('\n') != std::string::npos || command.find('\r') != std::string::npos) {
     return InvalidArgumentError("guest command must be a single line");
   }
-  std::lock_guard l(mu_);
   const uint64_t id = next_id_++;
   std::string line = std::to_string(id) + " " + command + "\n";
   // A connection kept from before the guest's QEMU restarted (stopped and started, or migrated

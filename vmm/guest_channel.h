@@ -28,8 +28,12 @@ class GuestChannel {
   // kDeadlineExceeded when the guest does not answer within `timeout` (not booted yet, or no
   // agent in the guest) — the call can be retried.
   Result<ExecResult> Call(const std::string& command, Duration timeout);
+  // Call unless another call is in flight; then kAborted ("busy") at once. The health watch
+  // pings this way so that it never queues behind, or delays, a command.
+  Result<ExecResult> CallIfIdle(const std::string& command, Duration timeout);
 
  private:
+  Result<ExecResult> CallLocked(const std::string& command, Duration timeout);  // requires mu_
   Status EnsureConnected();  // requires mu_
   void Disconnect();         // requires mu_
 

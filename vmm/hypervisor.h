@@ -100,6 +100,7 @@ struct GuestInfo {
   bool emulated = false;
   GuestState state = GuestState::kUnknown;
   std::string state_reason;
+  int64_t id = -1;             // libvirt's domain id while it runs (a new one per start), else -1
   int vcpus = 0;
   int max_vcpus = 0;
   int64_t memory_mib = 0;      // current balloon size
@@ -116,6 +117,7 @@ struct GuestCounters {
   std::string name;
   std::string uuid;
   GuestState state = GuestState::kUnknown;
+  int64_t id = -1;                  // libvirt's domain id while it runs, else -1
   Duration at{0};                   // monotonic time of the sample
   uint64_t cpu_time_ns = 0;
   int vcpus = 0;
@@ -166,6 +168,7 @@ struct LifecycleEvent {
   std::string event;   // "defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "crashed", ...
   std::string detail;  // libvirt's detail ("booted", "migrated", "destroyed", ...)
   std::string source;  // the connection URI
+  int64_t id = -1;     // libvirt's domain id when the event happened (-1 unknown or not running)
 };
 using EventCallback = std::function<void(const LifecycleEvent&)>;
 
@@ -245,6 +248,11 @@ class Hypervisor {
   // virtual machines are reached through their guest channel instead.
   virtual Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
                                              Duration timeout) {
+    return UnimplementedError("this hypervisor does not run containers");
+  }
+  // Whether a running container's init process is its configured init (not still the container
+  // runtime that is about to exec it). kUnimplemented for drivers without containers.
+  virtual Result<bool> ContainerInitRunning(std::string_view name) {
     return UnimplementedError("this hypervisor does not run containers");
   }
 

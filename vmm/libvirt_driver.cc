@@ -101,6 +101,10 @@ std::string StateReason(int state, int reason) {
                                 "failed", "from-snapshot", "daemon"};
       return reason >= 0 && reason < 9 ? r[reason] : "unknown";
     }
+    case VIR_DOMAIN_CRASHED: {
+      static const char* r[] = {"unknown", "panicked"};
+      return reason >= 0 && reason < 2 ? r[reason] : "unknown";
+    }
     default:
       return "";
   }
@@ -134,6 +138,10 @@ std::string EventDetail(int event, int detail) {
     case VIR_DOMAIN_EVENT_DEFINED: {
       static const char* d[] = {"added", "updated", "renamed", "from-snapshot"};
       return detail >= 0 && detail < 4 ? d[detail] : "";
+    }
+    case VIR_DOMAIN_EVENT_CRASHED: {
+      static const char* d[] = {"panicked", "crashloaded"};
+      return detail >= 0 && detail < 2 ? d[detail] : "";
     }
     default:
       return "";
@@ -301,6 +309,7 @@ Status LibvirtHypervisor::RegisterEvents() {
     e.event = EventName(event);
     e.detail = EventDetail(event, detail);
     e.source = sink.uri;
+    if (unsigned id = virDomainGetID(dom); id != static_cast<unsigned>(-1)) e.id = id;
     sink.callback(e);
     return 0;
   };
@@ -414,7 +423,24 @@ Status LibvirtHypervisor::Start(std::string_view name) {
     return FailedPreconditionError("guest '" + std::string(name) + "' is already running");
   }
   if (virDomainCreate(d.get()) < 0) return LibvirtError("starting guest '" + std::string(name) + "'");
-  return Status::Ok();
+  bool container = false;
+  if (char* os = virDomainGetOSType(d.get())) {
+    container = std::string(os) == "exe";
+    free(os);
+  }
+  if (!container) return Status::Ok();
+  // A container runs once its init does: right after virDomainCreate its pid 1 may still be the
+  // libvirt_lxc child that is about to exec the init. Wait for the exec (bounded).
+  const Duration deadline = clock_.Monotonic() + std::chrono::seconds(10);
+  while (true) {
+    auto running = ContainerInitRunning(name);
+    if (running.ok() && *running) return Status::Ok();
+    if (clock_.Monotonic() >= deadline) {
+      return DeadlineExceededError("container '" + std::string(name) + "' started but its init is not running after 10 s" +
+                                   (running.ok() ? std::string() : ": " + running.status().message()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 Status LibvirtHypervisor::Shutdown(std::string_view name, Duration timeout, bool* forced) {
@@ -591,9 +617,13 @@ Result<GuestInfo> LibvirtHypervisor::InfoOf(virDomainPtr dom) {
   if (virDomainGetState(dom, &state, &reason, 0) == 0) {
     i.state = StateFor(state);
     i.state_reason = StateReason(state, reason);
+    // A guest whose QEMU was torn down after a panic (on_crash destroy, domains defined before
+    // on_crash preserve) is just as dead as a preserved one.
+    if (state == VIR_DOMAIN_SHUTOFF && reason == VIR_DOMAIN_SHUTOFF_CRASHED) i.state = GuestState::kCrashed;
   } else {
     i.state = StateFor(info.state);
   }
+  if (virDomainIsActive(dom) == 1) i.id = static_cast<int64_t>(virDomainGetID(dom));
   i.memory_mib = static_cast<int64_t>(info.memory / 1024);
   i.max_memory_mib = static_cast<int64_t>(info.maxMem / 1024);
   i.vcpus = info.nrVirtCpu;
@@ -686,6 +716,7 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
       char uuid[VIR_UUID_STRING_BUFLEN];
       if (virDomainGetUUIDString(r->dom, uuid) == 0) g.uuid = uuid;
       g.at = now;
+      if (unsigned id = virDomainGetID(r->dom); id != static_cast<unsigned>(-1)) g.id = id;
       int st = 0;
       virTypedParamsGetInt(r->params, r->nparams, "state.state", &st);
       g.state = StateFor(st);
@@ -735,6 +766,7 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
     char uuid[VIR_UUID_STRING_BUFLEN];
     if (virDomainGetUUIDString(d.get(), uuid) == 0) g.uuid = uuid;
     g.at = now;
+    if (unsigned id = virDomainGetID(d.get()); id != static_cast<unsigned>(-1)) g.id = id;
     g.state = StateFor(info.state);
     g.cpu_time_ns = info.cpuTime;
     g.vcpus = info.nrVirtCpu;
@@ -749,80 +781,50 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cgroups of a container (for commands run in it)
+// Container init
 
-namespace {
-std::vector<std::string> Fields(std::string_view line, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    size_t end = line.find(sep, start);
-    out.emplace_back(line.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-    if (end == std::string_view::npos) return out;
+bool InitCmdlineMatches(std::string_view cmdline, std::string_view init) {
+  if (init.empty()) return false;
+  std::vector<std::string_view> argv;
+  for (size_t start = 0; start < cmdline.size() && argv.size() < 2;) {
+    size_t end = cmdline.find('\0', start);
+    if (end == std::string_view::npos) end = cmdline.size();
+    argv.push_back(cmdline.substr(start, end - start));
     start = end + 1;
   }
+  // The init itself, or the interpreter of an init script ("#!/bin/sh" makes argv
+  // "/bin/sh /sbin/uw-container-init").
+  return (!argv.empty() && argv[0] == init) || (argv.size() > 1 && argv[1] == init);
 }
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string Unescape(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto octal = [&](size_t k) { return s[k] >= '0' && s[k] <= '7'; };
-    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] <= '3' && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
-      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-}  // namespace
 
-std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup, std::string_view mountinfo) {
-  struct Mount {
-    std::string root, point;
-    bool v2 = false;
-    std::vector<std::string> options;
-  };
-  std::vector<Mount> mounts;
-  for (const auto& line : Fields(mountinfo, '\n')) {
-    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-    std::vector<std::string> f = Fields(line, ' ');
-    auto dash = std::find(f.begin(), f.end(), "-");
-    if (f.size() < 5 || dash == f.end() || f.end() - dash < 4) continue;
-    const std::string& type = *(dash + 1);
-    if (type != "cgroup" && type != "cgroup2") continue;
-    mounts.push_back({Unescape(f[3]), Unescape(f[4]), type == "cgroup2", Fields(*(dash + 3), ',')});
+Result<bool> LibvirtHypervisor::ContainerInitRunning(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  if (virDomainIsActive(d.get()) != 1) return false;
+  char* xml = virDomainGetXMLDesc(d.get(), 0);
+  if (!xml) return LibvirtError("reading guest '" + std::string(name) + "'");
+  auto spec = ParseDomainXml(xml);
+  free(xml);
+  if (!spec.ok()) return spec.status();
+  if (spec->kind != GuestKind::kLxc) return InvalidArgumentError("guest '" + std::string(name) + "' is not a container");
+  // The domain id of a container is the pid of its libvirt_lxc controller; the container's
+  // init is the controller's child (a clone in new namespaces that execs the init).
+  const std::string controller = std::to_string(virDomainGetID(d.get()));
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = e.path().filename().string();
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = ReadSmallFile("/proc/" + pid + "/stat");
+    // pid (comm) state ppid ...; comm may hold spaces and parentheses: parse after the last ')'.
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state, ppid;
+    rest >> state >> ppid;
+    if (ppid != controller) continue;
+    if (InitCmdlineMatches(ReadSmallFile("/proc/" + pid + "/cmdline"), spec->lxc_init)) return true;
   }
-  std::vector<std::string> out;
-  for (const auto& line : Fields(proc_cgroup, '\n')) {
-    // hierarchy-id:controller-list:path
-    size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
-    if (b == std::string::npos) continue;
-    std::vector<std::string> controllers = line.substr(a + 1, b - a - 1).empty()
-                                               ? std::vector<std::string>{}
-                                               : Fields(line.substr(a + 1, b - a - 1), ',');
-    const std::string path = line.substr(b + 1);
-    for (const auto& m : mounts) {
-      bool match = controllers.empty() ? m.v2 : !m.v2;
-      for (const auto& c : controllers) {
-        match = match && std::find(m.options.begin(), m.options.end(), c) != m.options.end();
-      }
-      if (!match) continue;
-      std::string_view rel = path;
-      if (m.root != "/") {
-        if (rel.substr(0, m.root.size()) != m.root || (rel.size() > m.root.size() && rel[m.root.size()] != '/')) {
-          continue;
-        }
-        rel.remove_prefix(m.root.size());
-      }
-      std::string file = m.point;
-      if (!rel.empty() && rel != "/") file += std::string(rel);
-      out.push_back(file + "/cgroup.procs");
-      break;  // a hierarchy mounted twice: the first mount will do
-    }
-  }
-  return out;
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------

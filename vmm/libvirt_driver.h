@@ -12,6 +12,7 @@
 #include <libvirt/libvirt.h>
 
 #include "common/clock.h"
+#include "vmm/cgroups.h"
 #include "vmm/hypervisor.h"
 
 namespace uw::vmm {
@@ -40,12 +41,9 @@ class LibvirtEventLoop {
 // guests: reported as not usable with the reason.
 KvmSupport DetectKvm(const std::string& sys_root = "/");
 
-// The cgroup.procs files that put a process into the cgroups of another: `proc_cgroup` is that
-// process's /proc/PID/cgroup, `mountinfo` our /proc/self/mountinfo (both relative to our cgroup
-// namespace). One file per mounted hierarchy; hierarchies not mounted here, or mounted from a
-// subtree that does not hold the process's cgroup, are skipped. Used so that a command run in a
-// container is accounted and limited with it.
-std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup, std::string_view mountinfo);
+// Whether a process's /proc/PID/cmdline (NUL-separated) is that of `init`: argv[0] is the init,
+// or argv[1] is (an init script run by its interpreter).
+bool InitCmdlineMatches(std::string_view cmdline, std::string_view init);
 
 class LibvirtHypervisor : public Hypervisor {
  public:
@@ -87,6 +85,9 @@ class LibvirtHypervisor : public Hypervisor {
   // after `timeout` (the command is killed).
   Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
                                      Duration timeout) override;
+  // From /proc: the libvirt_lxc controller's (pid = domain id) child has exec'ed the configured
+  // init. Start waits for this (up to 10 s) before it returns for a container.
+  Result<bool> ContainerInitRunning(std::string_view name) override;
   Result<std::string> MigratableXml(std::string_view name) override;
   Status Migrate(std::string_view name, const MigrationRequest& request) override;
   Result<MigrationJob> GetMigrationJob(std::string_view name, bool completed) override;
