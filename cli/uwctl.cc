@@ -242,6 +242,24 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     auto r = c.Call("GET", "/api/v1/hosts/" + name);
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
+  auto* hgroups = host->add_subcommand("groups", "set a host's groups (which vm-host rules name); --clear empties them");
+  std::vector<std::string> group_names;
+  bool clear_groups = false;
+  hgroups->add_option("name", name, "host name")->required();
+  hgroups->add_option("groups", group_names, "group names (replace the current ones)");
+  hgroups->add_flag("--clear", clear_groups, "remove every group");
+  hgroups->callback([&] {
+    if (group_names.empty() && !clear_groups) {
+      auto r = c.Call("GET", "/api/v1/hosts/" + name);
+      if (!r.ok()) return void(rc = c.Fail(r.status()));
+      if (c.AsJson()) return void(c.PrintJson({{"name", (*r)["name"]}, {"groups", (*r)["groups"]}}));
+      for (const auto& g : (*r)["groups"]) *c.out << Str(g) << "\n";
+      return void(rc = kOk);
+    }
+    Json body = {{"groups", group_names}};
+    auto r = c.Call("PUT", "/api/v1/hosts/" + name + "/groups", &body);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
   auto* maint = host->add_subcommand("maintenance", "enter (on) or leave (off) maintenance mode");
   std::string on_off;
   maint->add_option("name", name, "host name")->required();
@@ -301,12 +319,16 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     auto r = c.Call("GET", "/api/v1/guests/" + name);
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
+  bool force = false;
   for (const char* op : {"start", "stop", "delete"}) {
     auto* cmd = guest->add_subcommand(op, std::string(op) + " a guest");
     cmd->add_option("name", name, "guest name")->required();
+    if (std::string(op) == "delete") {
+      cmd->add_flag("--force", force, "power a running guest off first (without it only a stopped guest is deleted)");
+    }
     add_wait(cmd);
     cmd->callback([&, op = std::string(op)] {
-      auto r = op == "delete" ? c.Call("DELETE", "/api/v1/guests/" + name)
+      auto r = op == "delete" ? c.Call("DELETE", "/api/v1/guests/" + name + (force ? "?force=true" : ""))
                               : c.Call("POST", "/api/v1/guests/" + name + "/" + op);
       rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
     });
@@ -427,15 +449,20 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       ->check(CLI::IsMember({"true", "false"}));
   config->add_option("--automation", set_automation, "manual | automatic")->check(CLI::IsMember({"manual", "automatic"}));
   config->add_option("--threshold", threshold, "1 (mandatory only) .. 5 (every gain)")->check(CLI::Range(1, 5));
+  double cooldown = -1;
+  config->add_option("--min-move-interval", cooldown,
+                     "cooldown in seconds: a guest that moved more recently is not moved again for balance")
+      ->check(CLI::Range(0.0, 2592000.0));
   config->callback([&] {
     Result<Json> r = Json();
-    if (set_automation.empty() && threshold == 0 && allow_cold.empty()) {
+    if (set_automation.empty() && threshold == 0 && allow_cold.empty() && cooldown < 0) {
       r = c.Call("GET", "/api/v1/drs/config");
     } else {
       Json body = Json::object();
       if (!set_automation.empty()) body["automation"] = set_automation;
       if (threshold) body["threshold"] = threshold;
       if (!allow_cold.empty()) body["allow_cold_moves"] = allow_cold == "true";
+      if (cooldown >= 0) body["min_move_interval_s"] = cooldown;
       r = c.Call("PUT", "/api/v1/drs/config", &body);
     }
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
@@ -474,6 +501,131 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     for (const auto& m : p["placements"]) rows.push_back({"place", Str(m["vm"]), Str(m["host"]), "-", Str(m["reason"])});
     for (const auto& m : p.value("unplaced", Json::array())) rows.push_back({"unplaced", Str(m["vm"]), "-", "-", Str(m["reason"])});
     *c.out << FormatTable({"ACTION", "GUEST", "WHERE", "PRIO", "REASON"}, rows);
+  });
+
+  // pool
+  auto* pool_cmd = app.add_subcommand("pool", "resource pools (reservations, limits, shares)");
+  pool_cmd->require_subcommand(1);
+  auto* pcreate = pool_cmd->add_subcommand("create", "create a resource pool");
+  std::string parent;
+  double cpu_res = -1, cpu_limit = -1, mem_res = -1, mem_limit = -1;
+  int64_t cpu_shares = 0, mem_shares = 0;
+  bool fixed = false;
+  pcreate->add_option("name", name, "pool name")->required();
+  pcreate->add_option("--parent", parent, "parent pool (default: the cluster root)");
+  pcreate->add_option("--cpu-reservation", cpu_res, "CPU cores reserved for the pool")->check(CLI::NonNegativeNumber);
+  pcreate->add_option("--cpu-limit", cpu_limit, "CPU cores its guests may have (vCPUs) and use")
+      ->check(CLI::NonNegativeNumber);
+  pcreate->add_option("--cpu-shares", cpu_shares, "CPU shares (normal 4000)")->check(CLI::PositiveNumber);
+  pcreate->add_option("--memory-reservation", mem_res, "memory reserved for the pool, MiB")->check(CLI::NonNegativeNumber);
+  pcreate->add_option("--memory-limit", mem_limit, "memory its guests may have, MiB")->check(CLI::NonNegativeNumber);
+  pcreate->add_option("--memory-shares", mem_shares, "memory shares (normal 4000)")->check(CLI::PositiveNumber);
+  pcreate->add_flag("--fixed", fixed, "not expandable: may not borrow reservation from its parent");
+  pcreate->callback([&] {
+    Json body = {{"name", name}};
+    if (!parent.empty()) body["parent"] = parent;
+    Json cpu = Json::object(), mem = Json::object();
+    if (cpu_res >= 0) cpu["reservation_cores"] = cpu_res;
+    if (cpu_limit >= 0) cpu["limit_cores"] = cpu_limit;
+    if (cpu_shares > 0) cpu["shares"] = cpu_shares;
+    if (mem_res >= 0) mem["reservation_mib"] = mem_res;
+    if (mem_limit >= 0) mem["limit_mib"] = mem_limit;
+    if (mem_shares > 0) mem["shares"] = mem_shares;
+    if (!cpu.empty()) body["cpu"] = cpu;
+    if (!mem.empty()) body["memory"] = mem;
+    if (fixed) body["expandable"] = false;
+    auto r = c.Call("POST", "/api/v1/pools", &body);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  pool_cmd->add_subcommand("list", "list resource pools")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/pools");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "pools", {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB", "MEM_SHARES"},
+                   [](const Json& p) {
+                     const Json cpu = p.value("cpu", Json::object()), mem = p.value("memory", Json::object());
+                     return std::vector<std::string>{Str(p["name"]), Str(p.value("parent", Json(nullptr))),
+                                                     Str(cpu.value("reservation_cores", Json(0))),
+                                                     Str(cpu.value("limit_cores", Json(nullptr))),
+                                                     Str(cpu.value("shares", Json(nullptr))),
+                                                     Str(mem.value("reservation_mib", Json(0))),
+                                                     Str(mem.value("limit_mib", Json(nullptr))),
+                                                     Str(mem.value("shares", Json(nullptr)))};
+                   });
+  });
+  auto* pshow = pool_cmd->add_subcommand("show", "show a resource pool and its guests");
+  pshow->add_option("name", name, "pool name")->required();
+  pshow->callback([&] {
+    auto r = c.Call("GET", "/api/v1/pools/" + name);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  auto* pdelete = pool_cmd->add_subcommand("delete", "delete an empty resource pool");
+  pdelete->add_option("name", name, "pool name")->required();
+  pdelete->callback([&] {
+    auto r = c.Call("DELETE", "/api/v1/pools/" + name);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+
+  // rule
+  auto* rule = app.add_subcommand("rule", "placement rules (affinity, anti-affinity, guest to host)");
+  rule->require_subcommand(1);
+  auto* rcreate = rule->add_subcommand("create", "create a rule; it may name guests that do not exist yet");
+  std::string rule_type, mode;
+  std::vector<std::string> rule_vms, rule_hosts, rule_groups;
+  bool soft = false;
+  rcreate->add_option("name", name, "rule name")->required();
+  rcreate->add_option("--type", rule_type, "vm-affinity | vm-anti-affinity | vm-host")
+      ->required()
+      ->check(CLI::IsMember({"vm-affinity", "vm-anti-affinity", "vm-host"}));
+  rcreate->add_option("--vms", rule_vms, "guests (comma-separated)")->required()->delimiter(',');
+  rcreate->add_option("--hosts", rule_hosts, "vm-host: hosts (comma-separated)")->delimiter(',');
+  rcreate->add_option("--groups", rule_groups, "vm-host: host groups (comma-separated)")->delimiter(',');
+  rcreate->add_option("--mode", mode, "vm-host: must | should | must-not | should-not")
+      ->check(CLI::IsMember({"must", "should", "must-not", "should-not"}));
+  rcreate->add_flag("--soft", soft, "vm-vm: preferred, not required");
+  rcreate->callback([&] {
+    Json body = {{"name", name}, {"type", rule_type}, {"vms", rule_vms}};
+    if (rule_type == "vm-host") {
+      body["mode"] = mode.empty() ? "must" : mode;
+      if (!rule_hosts.empty()) body["hosts"] = rule_hosts;
+      if (!rule_groups.empty()) body["groups"] = rule_groups;
+    } else {
+      if (!mode.empty() || !rule_hosts.empty() || !rule_groups.empty()) {
+        return void(rc = c.Fail(InvalidArgumentError("--mode, --hosts and --groups are for --type vm-host")));
+      }
+      body["required"] = !soft;
+    }
+    auto r = c.Call("POST", "/api/v1/rules", &body);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  rule->add_subcommand("list", "list rules")->callback([&] {
+    auto r = c.Call("GET", "/api/v1/rules");
+    if (!r.ok()) return void(rc = c.Fail(r.status()));
+    rc = PrintList(c, *r, "rules", {"NAME", "TYPE", "GUESTS", "HOSTS", "MODE"}, [](const Json& x) {
+      auto join = [](const Json& a) {
+        std::string s;
+        for (const auto& e : a) s += (s.empty() ? "" : ",") + Str(e);
+        return s.empty() ? std::string("-") : s;
+      };
+      std::string hosts = join(x.value("hosts", Json::array()));
+      for (const auto& g : x.value("groups", Json::array())) hosts += (hosts == "-" ? "" : ",") + ("group:" + Str(g));
+      const bool vm_host = x.value("type", "") == "vm-host";
+      return std::vector<std::string>{Str(x["name"]), Str(x["type"]), join(x.value("vms", Json::array())),
+                                      vm_host ? hosts : "-",
+                                      vm_host ? Str(x.value("mode", Json(nullptr)))
+                                              : (x.value("required", true) ? "required" : "preferred")};
+    });
+  });
+  auto* rshow = rule->add_subcommand("show", "show a rule (pending_guests: named, not created yet)");
+  rshow->add_option("name", name, "rule name")->required();
+  rshow->callback([&] {
+    auto r = c.Call("GET", "/api/v1/rules/" + name);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
+  });
+  auto* rdelete = rule->add_subcommand("delete", "delete a rule");
+  rdelete->add_option("name", name, "rule name")->required();
+  rdelete->callback([&] {
+    auto r = c.Call("DELETE", "/api/v1/rules/" + name);
+    rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
 
   // cluster, events, tokens

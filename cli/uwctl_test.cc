@@ -77,8 +77,65 @@ TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
   EXPECT_EQ(j["host"], "h1");
   EXPECT_EQ(Uwctl({"host", "list"}), 0);
   EXPECT_NE(out_.str().find("h1"), std::string::npos);
-  EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--wait"}), 0) << err_.str();
+  // A running guest is deleted only with --force (a conflict, exit 5, otherwise).
+  EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--wait"}), 5) << err_.str();
+  EXPECT_NE(err_.str().find("--force"), std::string::npos) << err_.str();
+  EXPECT_TRUE(agent_->Has("web1"));
+  EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--force", "--wait"}), 0) << err_.str();
   EXPECT_FALSE(agent_->Has("web1"));
+}
+
+TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
+  // Pools: create, list, show, admission against the limit, delete.
+  EXPECT_EQ(Uwctl({"pool", "create", "batch", "--cpu-limit", "2", "--cpu-shares", "8000", "--memory-limit", "1024"}), 0)
+      << err_.str();
+  EXPECT_EQ(Uwctl({"pool", "list"}), 0);
+  EXPECT_NE(out_.str().find("CPU_LIMIT"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("batch"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "pool", "show", "batch"}), 0) << err_.str();
+  Json pool = Json::parse(out_.str());
+  EXPECT_EQ(pool["cpu"]["limit_cores"], 2);
+  EXPECT_EQ(pool["cpu"]["shares"], 8000);
+  EXPECT_EQ(pool["memory"]["limit_mib"], 1024);
+  EXPECT_EQ(Uwctl({"guest", "create", "big", "--pool", "batch", "--vcpus", "3"}), 5);
+  EXPECT_NE(err_.str().find("pool 'batch' CPU limit"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--pool", "batch", "--vcpus", "2", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 5) << "a pool with guests stays";
+  EXPECT_EQ(Uwctl({"guest", "delete", "in-batch", "--force", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"pool", "show", "batch"}), 4);
+
+  // Host groups: set, show, and a vm-host rule naming a group and guests that do not exist yet.
+  EXPECT_EQ(Uwctl({"host", "groups", "h1", "ssd", "rack-a"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"host", "groups", "h1"}), 0);
+  EXPECT_EQ(out_.str(), "ssd\nrack-a\n");
+  EXPECT_EQ(Uwctl({"rule", "create", "on-ssd", "--type", "vm-host", "--vms", "db1,db2", "--groups", "ssd"}), 0)
+      << err_.str();
+  EXPECT_EQ(Uwctl({"rule", "create", "apart", "--type", "vm-anti-affinity", "--vms", "db1,db2", "--soft"}), 0)
+      << err_.str();
+  EXPECT_EQ(Uwctl({"rule", "create", "bad", "--type", "vm-host", "--vms", "db1"}), 2) << "no hosts or groups";
+  EXPECT_EQ(Uwctl({"rule", "create", "bad", "--type", "vm-affinity", "--vms", "a,b", "--hosts", "h1"}), 2);
+  EXPECT_EQ(Uwctl({"rule", "list"}), 0);
+  EXPECT_NE(out_.str().find("on-ssd"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("group:ssd"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("preferred"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "rule", "show", "on-ssd"}), 0) << err_.str();
+  Json rule = Json::parse(out_.str());
+  EXPECT_EQ(rule["mode"], "must");
+  EXPECT_EQ(rule["pending_guests"], Json({"db1", "db2"}));
+  EXPECT_EQ(Uwctl({"guest", "create", "db1", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "rule", "show", "on-ssd"}), 0);
+  EXPECT_EQ(Json::parse(out_.str())["pending_guests"], Json({"db2"}));
+  EXPECT_EQ(Uwctl({"rule", "delete", "on-ssd"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"rule", "show", "on-ssd"}), 4);
+  EXPECT_EQ(Uwctl({"host", "groups", "h1", "--clear"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"host", "groups", "h1"}), 0);
+  EXPECT_EQ(out_.str(), "");
+
+  // The DRS cooldown is a setting.
+  EXPECT_EQ(Uwctl({"-o", "json", "drs", "config", "--min-move-interval", "120"}), 0) << err_.str();
+  EXPECT_EQ(Json::parse(out_.str())["min_move_interval_s"], 120);
+  EXPECT_EQ(Uwctl({"drs", "config", "--min-move-interval", "-5"}), 2);
 }
 
 TEST_F(UwctlTest, ExitCodesAndHintsForScripts) {

@@ -39,6 +39,7 @@ class FakeAgent {
       if (!fail_create_.empty()) return api::Response::Error(UnavailableError(fail_create_));
       std::string n = (*body)["name"].get<std::string>();
       std::lock_guard l(mu_);
+      create_specs_[n] = *body;
       if (guests_.count(n)) return api::Response::Error(AlreadyExistsError("guest '" + n + "' already exists on host " + name_));
       Json g = {{"name", n}, {"kind", body->value("kind", "qemu")}, {"state", body->value("start", true) ? "running" : "shutoff"},
                 {"vcpus", body->value("vcpus", 1)}, {"max_vcpus", body->value("max_vcpus", 1)},
@@ -47,8 +48,26 @@ class FakeAgent {
       return api::Response::Json(201, g);
     });
     router_.Add("GET", "/api/v1/guests/{name}", [this](const api::Request& req) { return With(req, [](Json& g) { return g; }); });
+    router_.Add("GET", "/api/v1/guests/{name}/console", [this](const api::Request& req) {
+      std::lock_guard l(mu_);
+      auto it = guests_.find(req.params.at("name"));
+      if (it == guests_.end()) return api::Response::Error(NotFoundError("no such guest"));
+      api::Response r;
+      r.status = 200;
+      r.content_type = "text/plain; charset=utf-8";
+      r.body = "console of " + it->first + " on " + name_ + ": state " + it->second.value("state", "?") + "\n";
+      return r;
+    });
     router_.Add("DELETE", "/api/v1/guests/{name}", [this](const api::Request& req) {
       std::lock_guard l(mu_);
+      // Like uw-agent: only a shut-off guest is deleted unless ?force=true (which powers it off).
+      auto it = guests_.find(req.params.at("name"));
+      const bool force = req.query.count("force") && req.query.at("force") == "true";
+      if (it != guests_.end() && it->second.value("state", "") != "shutoff" && !force) {
+        return api::Response::Error(FailedPreconditionError("guest '" + it->first + "' is " +
+                                                            it->second.value("state", "") +
+                                                            "; stop it first or delete with ?force=true"));
+      }
       if (!guests_.erase(req.params.at("name"))) return api::Response::Error(NotFoundError("no such guest"));
       return api::Response::Json(200, {{"deleted", req.params.at("name")}});
     });
@@ -111,6 +130,22 @@ class FakeAgent {
     fail_migrations_ = std::move(fail);
   }
   int migrations_started() const { return migrations_started_; }
+  // Guests that arrive here by live migration take this state ("crashed": they die on arrival).
+  void SetArrivalState(std::string state) {
+    std::lock_guard l(mu_);
+    arrival_state_ = std::move(state);
+  }
+  void Arrive(Json g) {
+    std::lock_guard l(mu_);
+    if (!arrival_state_.empty()) g["state"] = arrival_state_;
+    guests_[g["name"].get<std::string>()] = g;
+  }
+  // The body of the last create of guest `n` this agent received (null when none).
+  Json CreateSpec(const std::string& n) {
+    std::lock_guard l(mu_);
+    auto it = create_specs_.find(n);
+    return it == create_specs_.end() ? Json(nullptr) : it->second;
+  }
   void SetDelayMs(int ms) { delay_ms_ = ms; }
   int creates() const { return creates_; }
 
@@ -127,6 +162,7 @@ class FakeAgent {
   std::unique_ptr<api::HttpServer> server_;
   std::mutex mu_;
   std::map<std::string, Json> guests_;  // guarded by mu_
+  std::map<std::string, Json> create_specs_;  // guarded by mu_
   std::string fail_create_;             // set before use
   std::atomic<int> delay_ms_{0};
   struct Outgoing {
@@ -137,6 +173,7 @@ class FakeAgent {
   std::map<std::string, Outgoing> outgoing_;  // guarded by mu_
   int migrate_polls_ = 2;                     // guarded by mu_
   std::string fail_migrations_;               // guarded by mu_
+  std::string arrival_state_;                 // guarded by mu_
   std::atomic<int> migrations_started_{0};
 
   static std::mutex& RegistryMu() {
@@ -215,7 +252,7 @@ class FakeAgent {
       if (!moved.is_null()) {
         std::lock_guard l(RegistryMu());
         auto peer = Registry().find(dest);
-        if (peer != Registry().end()) peer->second->Put(moved);
+        if (peer != Registry().end()) peer->second->Arrive(moved);
       }
       return api::Response::Json(200, out);
     });

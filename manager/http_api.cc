@@ -111,6 +111,11 @@ class Api {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       return Answer(m_.GetHost(req.params.at("name")));
     });
+    router.Add("PUT", "/api/v1/hosts/{name}/groups", [this](const Request& req) {
+      if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
+      auto body = req.JsonBody();
+      return body.ok() ? Answer(m_.SetHostGroups(req.params.at("name"), *body)) : Response::Error(body.status());
+    });
     for (bool on : {true, false}) {
       router.Add(on ? "POST" : "DELETE", "/api/v1/hosts/{name}/maintenance", [this, on](const Request& req) {
         auto p = Who(req, "operator");
@@ -148,7 +153,16 @@ class Api {
     router.Add("DELETE", "/api/v1/guests/{name}", [this](const Request& req) {
       auto p = Who(req, "write");
       if (!p.ok()) return Response::Error(p.status());
-      return Answer(m_.GuestOperation(*p, req.params.at("name"), "delete", Json::object()), 202);
+      // ?force=true: power a running guest off first; without it a guest that is not stopped is 409.
+      Json args = Json::object();
+      if (auto it = req.query.find("force"); it != req.query.end()) {
+        if (it->second != "true" && it->second != "false" && it->second != "1" && it->second != "0") {
+          return Response::Error(InvalidArgumentError("query parameter force: expected true or false, got '" +
+                                                      it->second + "'"));
+        }
+        args["force"] = it->second == "true" || it->second == "1";
+      }
+      return Answer(m_.GuestOperation(*p, req.params.at("name"), "delete", args), 202);
     });
     for (const char* op : {"start", "stop", "resize"}) {
       router.Add("POST", std::string("/api/v1/guests/{name}/") + op, [this, op](const Request& req) {
@@ -262,6 +276,10 @@ class Api {
         return body.ok() ? Answer(m_.CreatePool(*body), 201) : Response::Error(body.status());
       });
     });
+    router.Add("GET", "/api/v1/pools/{name}", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetPool(req.params.at("name")));
+    });
     router.Add("DELETE", "/api/v1/pools/{name}", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
       Status s = m_.DeletePool(req.params.at("name"));
@@ -278,6 +296,10 @@ class Api {
         auto body = req.JsonBody();
         return body.ok() ? Answer(m_.CreateRule(*body), 201) : Response::Error(body.status());
       });
+    });
+    router.Add("GET", "/api/v1/rules/{name}", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return Answer(m_.GetRule(req.params.at("name")));
     });
     router.Add("DELETE", "/api/v1/rules/{name}", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());

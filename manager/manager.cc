@@ -120,7 +120,9 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (v.Has("migration")) {
     JsonView m = JsonView::Of(j, "").value();
     UW_CFG(m, v.Object("migration"));
-    if (Status s = m.RejectUnknown({"per_host", "cluster", "poll_ms", "agent_grace_ms", "convergence"}); !s.ok()) {
+    if (Status s = m.RejectUnknown({"per_host", "cluster", "poll_ms", "agent_grace_ms", "verify_window_ms",
+                                    "verify_timeout_ms", "convergence"});
+        !s.ok()) {
       return fail(s);
     }
     Json caps = Json::object();
@@ -138,6 +140,14 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
     UW_CFG(ms, m.Int("agent_grace_ms", c.migration_agent_grace_ms));
     if (ms < 0 || ms > 3600000) return fail(m.FieldError("agent_grace_ms", "expected 0..3600000"));
     c.migration_agent_grace_ms = static_cast<int>(ms);
+    UW_CFG(ms, m.Int("verify_window_ms", c.migration_verify_window_ms));
+    if (ms < 0 || ms > 600000) return fail(m.FieldError("verify_window_ms", "expected 0..600000"));
+    c.migration_verify_window_ms = static_cast<int>(ms);
+    UW_CFG(ms, m.Int("verify_timeout_ms", c.migration_verify_timeout_ms));
+    if (ms < c.migration_verify_window_ms || ms > 3600000) {
+      return fail(m.FieldError("verify_timeout_ms", "expected verify_window_ms..3600000"));
+    }
+    c.migration_verify_timeout_ms = static_cast<int>(ms);
   }
 #undef UW_CFG
   return c;
@@ -152,7 +162,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
                                       "max_memory_mib", "image", "boot", "nics", "labels", "start", "paravirt",
-                                      "automation", "lease_class", "cpu", "disks"}));
+                                      "automation", "lease_class", "cpu", "disks", "on_crash"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
@@ -181,6 +191,10 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (g.lease_class != "guaranteed" && g.lease_class != "elastic" && g.lease_class != "preemptible") {
     return v.FieldError("lease_class", "expected guaranteed, elastic or preemptible");
   }
+  UW_ASSIGN_OR_RETURN(g.on_crash, v.String("on_crash", "restart"));
+  if (g.on_crash != "restart" && g.on_crash != "keep" && g.on_crash != "stop") {
+    return v.FieldError("on_crash", "expected restart, keep or stop");
+  }
   if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
   if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
   if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
@@ -195,7 +209,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     }
   }
   Json spec = body;
-  for (const char* k : {"tenant", "pool", "automation", "lease_class"}) spec.erase(k);
+  for (const char* k : {"tenant", "pool", "automation", "lease_class", "on_crash"}) spec.erase(k);
   spec["vcpus"] = g.vcpus;
   spec["max_vcpus"] = max_vcpus;
   g.vcpus = max_vcpus;  // likewise for vCPUs
@@ -517,10 +531,13 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
 void Manager::Reconcile(const std::string& host, const Json& reported) {
   std::map<std::string, Json> seen;
   for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
+  std::vector<CrashedGuest> crashed;  // newly crashed: their on_crash policy runs after the transaction
   Status s = store_->Transact([&]() -> Status {
     // Guests with a task in flight are the task's business.
     UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant FROM guests WHERE host = ?", {host}));
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant, health, on_crash, crash FROM guests "
+                                                 "WHERE host = ?",
+                                                 {host}));
     int64_t now = NowMs();
     for (const auto& r : rows) {
       std::string name = r.Str("name");
@@ -538,11 +555,39 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
         }
         continue;
       }
-      std::string state = it->second.value("state", "unknown");
+      const Json& g = it->second;
+      std::string state = g.value("state", "unknown");
+      const std::string health = g.value("health", "");
+      // A running guest whose control channel stopped answering is not running for the operator.
+      if (state == "running" && health == "unresponsive") state = "unresponsive";
+      if (health != r.Str("health")) {
+        UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET health = ? WHERE name = ?",
+                                        {health.empty() ? SqlValue(nullptr) : SqlValue(health), name}));
+      }
       if (state != r.Str("state")) {
         UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
         UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.Str("tenant"),
                                     {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
+        if (state == "unresponsive") {
+          UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.Str("tenant"),
+                                      {{"host", host}, {"since", g.value("unresponsive_since", Json())},
+                                       {"reason", "its control channel has not answered"}}));
+        } else if (r.Str("state") == "unresponsive" && state == "running") {
+          UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.Str("tenant"), {{"host", host}}));
+        }
+        if (state == "crashed") {
+          Json crash = r.JsonOf("crash");
+          if (!crash.is_object()) crash = Json::object();
+          const Json reported_crash = g.value("crash", Json::object());
+          crash["at"] = reported_crash.value("at", now);
+          crash["console_tail"] = reported_crash.value("console_tail", "");
+          crash["host"] = host;
+          UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), name}));
+          UW_RETURN_IF_ERROR(AddEvent("guest.crashed", name, r.Str("tenant"),
+                                      {{"host", host}, {"on_crash", r.Str("on_crash")},
+                                       {"console_tail", crash["console_tail"]}}));
+          crashed.push_back({name, host, r.Str("tenant"), r.Str("on_crash")});
+        }
       }
       seen.erase(it);
     }
@@ -551,9 +596,7 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       // A guest the manager does not know on this host: record it (unowned) so capacity is counted.
       UW_ASSIGN_OR_RETURN(auto other, store_->Query("SELECT host FROM guests WHERE name = ?", {name}));
       if (!other.empty()) {
-        UW_RETURN_IF_ERROR(AddEvent("guest.duplicate", name, "",
-                                    {{"host", host}, {"known_on", other[0].Str("host")},
-                                     {"reason", "a guest of this name runs on two hosts"}}));
+        UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other[0].Str("host")));
         continue;
       }
       int64_t vcpus = std::max<int64_t>(1, g.value("max_vcpus", g.value("vcpus", 1)));
@@ -566,9 +609,98 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
           {name, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
       UW_RETURN_IF_ERROR(AddEvent("guest.found", name, "", {{"host", host}, {"state", g.value("state", "unknown")}}));
     }
-    return Status::Ok();
+    return ClearDuplicates(host, reported);
   });
-  if (!s.ok()) spdlog::warn("reconciling host {}: {}", host, s.ToString());
+  if (!s.ok()) {
+    spdlog::warn("reconciling host {}: {}", host, s.ToString());
+    return;
+  }
+  for (const auto& c : crashed) {
+    if (Status h = HandleCrash(c); !h.ok()) spdlog::warn("guest {} crashed on {}: {}", c.name, c.host, h.ToString());
+  }
+}
+
+// The guest's on_crash policy: restart (where it was, at most kCrashRestarts times in
+// kCrashWindowMs; then it stays crashed with a guest.crash_loop event), stop (power it off, keep
+// the definition) or keep (leave the crashed domain for inspection).
+Status Manager::HandleCrash(const CrashedGuest& c) {
+  constexpr int kCrashRestarts = 3;
+  constexpr int64_t kCrashWindowMs = 10 * 60 * 1000;
+  if (c.on_crash == "keep") return Status::Ok();
+  if (c.on_crash == "stop") {
+    return NewTask("guest.stop", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"args", {{"force", true}}},
+                                                     {"reason", "crashed (on_crash: stop)"}})
+        .status();
+  }
+  const int64_t now = NowMs();
+  int attempt = 0;
+  Status s = store_->Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT crash FROM guests WHERE name = ?", {c.name}, "guest"));
+    Json crash = g.JsonOf("crash");
+    if (!crash.is_object()) crash = Json::object();
+    Json recent = Json::array();
+    for (const auto& t : crash.value("restarts", Json::array())) {
+      if (t.is_number_integer() && now - t.get<int64_t>() < kCrashWindowMs) recent.push_back(t);
+    }
+    if (static_cast<int>(recent.size()) >= kCrashRestarts) {
+      crash["restarts"] = recent;
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
+      return AddEvent("guest.crash_loop", c.name, c.tenant,
+                      {{"host", c.host},
+                       {"reason", "crashed " + std::to_string(recent.size() + 1) + " times in 10 minutes; left crashed "
+                                  "for inspection (restart it by hand: uwctl guest start)"}});
+    }
+    recent.push_back(now);
+    crash["restarts"] = recent;
+    attempt = static_cast<int>(recent.size());
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
+    return AddEvent("guest.restarting", c.name, c.tenant,
+                    {{"host", c.host}, {"attempt", attempt}, {"of", kCrashRestarts}, {"reason", "crashed (on_crash: restart)"}});
+  });
+  UW_RETURN_IF_ERROR(s);
+  if (attempt == 0) return Status::Ok();
+  return NewTask("guest.restart", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"reason", "crashed"}}).status();
+}
+
+Status Manager::RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on) {
+  UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant, alert FROM guests WHERE name = ?", {guest}, "guest"));
+  Json alert = g.JsonOf("alert");
+  if (!alert.is_object() || alert.value("type", "") != "duplicate") {
+    alert = {{"type", "duplicate"},
+             {"known_on", known_on},
+             {"also_on", Json::array()},
+             {"since", FormatRfc3339(clock_.Now())},
+             {"reason", "a guest of this name runs on two hosts"}};
+  }
+  for (const auto& h : alert["also_on"]) {
+    if (h == host) return Status::Ok();  // raised already: one event, not one per heartbeat
+  }
+  alert["also_on"].push_back(host);
+  UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = ? WHERE name = ?", {Dump(alert), guest}));
+  return AddEvent("guest.duplicate", guest, g.Str("tenant"),
+                  {{"host", host}, {"known_on", known_on}, {"reason", "a guest of this name runs on two hosts"}});
+}
+
+Status Manager::ClearDuplicates(const std::string& host, const Json& reported) {
+  std::set<std::string> here;
+  for (const auto& g : reported) here.insert(g.value("name", ""));
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, tenant, alert FROM guests WHERE alert IS NOT NULL"));
+  for (const auto& r : rows) {
+    Json alert = r.JsonOf("alert");
+    if (!alert.is_object() || alert.value("type", "") != "duplicate" || here.count(r.Str("name"))) continue;
+    Json& also = alert["also_on"];
+    const size_t before = also.size();
+    also.erase(std::remove(also.begin(), also.end(), Json(host)), also.end());
+    if (also.size() == before) continue;
+    if (also.empty()) {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = NULL WHERE name = ?", {r.Str("name")}));
+      UW_RETURN_IF_ERROR(AddEvent("guest.duplicate_cleared", r.Str("name"), r.Str("tenant"),
+                                  {{"host", host}, {"reason", "the second copy is gone; the guest runs once"}}));
+    } else {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = ? WHERE name = ?", {Dump(alert), r.Str("name")}));
+    }
+  }
+  return Status::Ok();
 }
 
 void Manager::CheckHeartbeats() {
@@ -593,6 +725,7 @@ Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t r
           {"agent_url", r.Str("agent_url")},
           {"state", r.Str("state")},
           {"maintenance", r.Int("maintenance") != 0},
+          {"groups", r.JsonOf("groups").is_array() ? r.JsonOf("groups") : Json::array()},
           {"capacity", {{"cpu_cores", r.Real("cpu_cores")}, {"memory_mib", r.Int("memory_mib")}}},
           {"reserved", {{"vcpus", reserved_cpu}, {"memory_mib", reserved_mem}}},
           {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
@@ -640,24 +773,126 @@ Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
   if (on) {
     // Evacuation moves are mandatory: compute them now rather than at the next DRS pass.
     if (auto r = RunDrs(); !r.ok()) spdlog::warn("DRS after maintenance of {}: {}", name, r.status().ToString());
+  } else {
+    // The evacuation is over: its moves (DRS-started migrations off this host) that have not
+    // switched over are cancelled; a running one is aborted and its guest stays here. Operators'
+    // own moves (no recommendation) are left alone.
+    UW_ASSIGN_OR_RETURN(auto moves, store_->Query("SELECT t.id, t.subject, t.request, m.phase FROM tasks t LEFT JOIN "
+                                                  "migrations m ON m.task = t.id WHERE t.kind = 'guest.migrate' AND "
+                                                  "t.state IN ('pending', 'running') ORDER BY t.created_ms",
+                                                  {}));
+    const Principal manager_itself{"manager", Role::kAdmin, ""};
+    Json cancelled = Json::array();
+    for (const auto& t : moves) {
+      const Json req = t.JsonOf("request");
+      if (req.value("from", "") != name || req.value("recommendation", "").empty()) continue;
+      if (!t.IsNull("phase")) {
+        auto phase = migration::PhaseFromName(t.Str("phase"));
+        if (phase.ok() && migration::PastSwitchOver(*phase)) continue;  // landed or landing: too late
+      }
+      auto c = CancelTask(manager_itself, t.Str("id"));
+      if (!c.ok()) {
+        spdlog::warn("maintenance off on {}: cancelling {}: {}", name, t.Str("id"), c.status().ToString());
+        continue;
+      }
+      cancelled.push_back({{"task", t.Str("id")}, {"guest", t.Str("subject")}});
+    }
+    if (!cancelled.empty()) {
+      UW_RETURN_IF_ERROR(AddEvent("host.evacuation_cancelled", name, "", {{"cancelled", cancelled}}));
+    }
   }
+  return GetHost(name);
+}
+
+Result<Json> Manager::SetHostGroups(std::string_view name, const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"groups"}));
+  UW_ASSIGN_OR_RETURN(std::vector<std::string> groups, v.Strings("groups"));
+  std::set<std::string> seen;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    UW_RETURN_IF_ERROR(ValidateName(groups[i], "groups[" + std::to_string(i) + "]"));
+    if (!seen.insert(groups[i]).second) {
+      return InvalidArgumentError("groups[" + std::to_string(i) + "]: group '" + groups[i] + "' listed twice");
+    }
+  }
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
+                                        "host '" + std::string(name) + "' not found")
+                           .status());
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET groups = ? WHERE name = ?", {Dump(Json(groups)), std::string(name)}));
+    return AddEvent("host.groups_changed", name, "", {{"groups", groups}});
+  }));
   return GetHost(name);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Snapshot
 
-Result<Json> Manager::BuildSnapshotJson() {
+namespace {
+
+// Rules are stored as written: they may name guests that do not exist yet (they apply to their
+// placement when they are created) and host groups that no host is in any more. The engine's
+// snapshot names only what exists, so each rule is cut down to its known members; a rule left
+// with too few guests (two for vm-vm rules, one for vm-host rules) or, for vm-host rules, without
+// a host or group is left out of the snapshot (it constrains nothing that exists).
+Json RulesForSnapshot(const Json& stored, const Json& snap) {
+  std::set<std::string> vms, hosts, groups;
+  for (const auto& v : snap["vms"]) vms.insert(v.value("name", ""));
+  for (const auto& h : snap["hosts"]) {
+    hosts.insert(h.value("name", ""));
+    for (const auto& g : h.value("groups", Json::array())) {
+      if (g.is_string()) groups.insert(g.get<std::string>());
+    }
+  }
+  auto keep = [](const Json& names, const std::set<std::string>& known) {
+    Json out = Json::array();
+    if (!names.is_array()) return out;
+    for (const auto& n : names) {
+      if (n.is_string() && known.count(n.get<std::string>())) out.push_back(n);
+    }
+    return out;
+  };
+  Json out = Json::array();
+  for (const auto& r : stored) {
+    if (!r.is_object()) continue;
+    Json rule = r;
+    rule["vms"] = keep(r.value("vms", Json::array()), vms);
+    if (rule.value("type", "") == "vm-host") {
+      if (rule["vms"].empty()) continue;
+      rule["hosts"] = keep(r.value("hosts", Json::array()), hosts);
+      rule["groups"] = keep(r.value("groups", Json::array()), groups);
+      if (rule["hosts"].empty() && rule["groups"].empty()) continue;
+    } else if (rule["vms"].size() < 2) {
+      continue;
+    }
+    out.push_back(std::move(rule));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Json> Manager::BuildSnapshotJson(const Json* incoming) {
   Json snap = {{"version", 1}, {"hosts", Json::array()}, {"pools", Json::array()}, {"vms", Json::array()},
                {"rules", Json::array()}};
   UW_ASSIGN_OR_RETURN(auto hosts, store_->Query("SELECT * FROM hosts ORDER BY name"));
   for (const auto& h : hosts) {
     std::string state = h.Str("state") == "disconnected" ? "failed" : h.Int("maintenance") ? "maintenance" : "on";
-    snap["hosts"].push_back(
-        {{"name", h.Str("name")}, {"cpu_cores", h.Real("cpu_cores")}, {"memory_mib", h.Int("memory_mib")}, {"state", state}});
+    Json groups = h.JsonOf("groups");
+    snap["hosts"].push_back({{"name", h.Str("name")},
+                             {"cpu_cores", h.Real("cpu_cores")},
+                             {"memory_mib", h.Int("memory_mib")},
+                             {"state", state},
+                             {"groups", groups.is_array() ? groups : Json::array()}});
   }
   UW_ASSIGN_OR_RETURN(auto pools, store_->Query("SELECT spec FROM pools ORDER BY name"));
   for (const auto& p : pools) snap["pools"].push_back(p.JsonOf("spec"));
+  // When each guest last moved (live or cold): the engine's cooldown (min_move_interval_s).
+  const int64_t now = NowMs();
+  std::map<std::string, int64_t> moved_at;
+  UW_ASSIGN_OR_RETURN(auto moves, store_->Query("SELECT guest, MAX(updated_ms) AS at FROM migrations WHERE phase = "
+                                                "'done' GROUP BY guest"));
+  for (const auto& m : moves) moved_at[m.Str("guest")] = m.Int("at");
   UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT * FROM guests ORDER BY name"));
   for (const auto& g : guests) {
     Json vm = {{"name", g.Str("name")},
@@ -669,6 +904,9 @@ Result<Json> Manager::BuildSnapshotJson() {
                {"reservation", {{"cpu_cores", 0}, {"memory_mib", g.Int("memory_mib")}}},
                {"migratable", g.Str("automation") != "disabled"}};
     if (!g.IsNull("pool")) vm["pool"] = g.Str("pool");
+    if (auto it = moved_at.find(g.Str("name")); it != moved_at.end()) {
+      vm["last_moved_ago_s"] = static_cast<double>(std::max<int64_t>(0, now - it->second)) / 1000.0;
+    }
     if (g.Str("state") == "running" && g.Int("memory_used_mib") >= 0) {
       vm["demand"] = {{"cpu_cores", g.Real("cpu_used")},
                       {"memory_mib", std::min(g.Int("memory_used_mib"), g.Int("memory_mib"))}};
@@ -687,11 +925,15 @@ Result<Json> Manager::BuildSnapshotJson() {
     }
     snap["vms"].push_back(vm);
   }
+  if (incoming) snap["vms"].push_back(*incoming);
   UW_ASSIGN_OR_RETURN(auto rules, store_->Query("SELECT spec FROM rules ORDER BY name"));
-  for (const auto& r : rules) snap["rules"].push_back(r.JsonOf("spec"));
+  Json stored = Json::array();
+  for (const auto& r : rules) stored.push_back(r.JsonOf("spec"));
+  snap["rules"] = RulesForSnapshot(stored, snap);
   UW_ASSIGN_OR_RETURN(Json drs, GetDrsConfig());
   snap["settings"] = {{"drs", {{"automation", drs["automation"]}, {"threshold", drs["threshold"]},
-                               {"max_moves", drs["max_moves"]}, {"allow_cold_moves", drs["allow_cold_moves"]}}}};
+                               {"max_moves", drs["max_moves"]}, {"allow_cold_moves", drs["allow_cold_moves"]},
+                               {"min_move_interval_s", drs["min_move_interval_s"]}}}};
   return snap;
 }
 
@@ -727,6 +969,10 @@ Result<Json> Manager::GuestRowJson(const SqlRow& r) {
   j["automation"] = r.Str("automation");
   j["migrating_to"] = text_or_null("migrating_to");
   j["placement_reason"] = r.Str("placement_reason");
+  j["alert"] = r.JsonOf("alert");  // null, or e.g. {"type": "duplicate", "also_on": [...], "since": ...}
+  j["health"] = text_or_null("health");  // ready | starting | unresponsive | none, from its agent
+  j["on_crash"] = r.Str("on_crash");
+  j["crash"] = r.JsonOf("crash");  // null, or {"at", "host", "console_tail", "restarts": [ms...]}
   Json& usage = j["usage"];
   usage["cpu_cores"] = r.Real("cpu_used");
   usage["memory_mib"] = r.Int("memory_used_mib");
@@ -764,9 +1010,36 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
     UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
                                         "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
                            .status());
+    UW_RETURN_IF_ERROR(CheckPoolLimits(req));
+    // The pool's shares and CPU limit reach the guest's cputune (fields the request sets win,
+    // except that the pool's limit caps a larger or unlimited quota).
+    UW_ASSIGN_OR_RETURN(Json tune, PoolCpuTune(req.pool, req.vcpus, req.kind));
+    Json& cpu = req.agent_spec["cpu"];
+    if (!cpu.is_object()) cpu = Json::object();
+    if (!cpu.contains("shares")) cpu["shares"] = tune["shares"];
+    if (tune.contains("quota_us")) {
+      const int64_t quota = cpu.value("quota_us", int64_t{0});
+      const int64_t period = cpu.value("period_us", int64_t{0});
+      if (quota <= 0 || period <= 0 ||
+          static_cast<double>(quota) / static_cast<double>(period) >
+              tune["quota_us"].get<double>() / tune["period_us"].get<double>()) {
+        cpu["quota_us"] = tune["quota_us"];
+        cpu["period_us"] = tune["period_us"];
+      }
+    }
   }
-  // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it current).
-  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
+  // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it
+  // current) and the new guest, unplaced: rules created before it name it and apply.
+  Json incoming = {{"name", req.name},
+                   {"host", nullptr},
+                   {"vcpus", req.vcpus},
+                   {"memory_mib", req.memory_mib},
+                   {"kind", req.kind},
+                   {"demand", {{"cpu_cores", req.vcpus}, {"memory_mib", req.memory_mib}}},
+                   {"reservation", {{"cpu_cores", 0}, {"memory_mib", req.memory_mib}}},
+                   {"migratable", req.automation != "disabled"}};
+  if (!req.pool.empty()) incoming["pool"] = req.pool;
+  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson(&incoming));
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
   placement::Vm vm;
   vm.name = req.name;
@@ -779,7 +1052,9 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
             : req.kind == "lxc" ? placement::GuestKind::kLxc
                                 : placement::GuestKind::kQemu;
   vm.migratable = req.automation != "disabled";
-  if (Status s = placement::AdmitVm(snap, vm); !s.ok()) {
+  placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
+  std::erase_if(without_it.vms, [&](const placement::Vm& v) { return v.name == req.name; });
+  if (Status s = placement::AdmitVm(without_it, vm); !s.ok()) {
     return Status(s.code(), "admission control refused guest '" + req.name + "': " + s.message());
   }
   UW_ASSIGN_OR_RETURN(auto index, placement::PlacementIndex::Build(snap, config_.placement_policy));
@@ -806,9 +1081,9 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec(
         "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
-        "placement_reason, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?)",
+        "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)",
         {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool), req.kind, req.vcpus,
-         req.memory_mib, Dump(req.agent_spec), req.automation, d.reason, now, now}));
+         req.memory_mib, Dump(req.agent_spec), req.automation, d.reason, req.on_crash, now, now}));
     for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(req.vcpus)},
                                     {"memory_mib", static_cast<double>(req.memory_mib)}}) {
       UW_RETURN_IF_ERROR(store_->Exec(
@@ -901,7 +1176,19 @@ Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, 
     UW_RETURN_IF_ERROR(v.RejectUnknown({"force", "timeout_s"}));
     UW_RETURN_IF_ERROR(v.Bool("force", false).status());
     UW_RETURN_IF_ERROR(v.NonNegativeInt("timeout_s", 0).status());
-  } else if (op != "start" && op != "delete") {
+  } else if (op == "delete") {
+    // The agent deletes only a stopped guest: refuse here, before any task, unless forced (the
+    // task then powers it off first). A lost guest is gone from its host already.
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force"}));
+    UW_ASSIGN_OR_RETURN(bool force, v.Bool("force", false));
+    const std::string state = g.Str("state");
+    if (!force && state != "shutoff" && state != "lost") {
+      return FailedPreconditionError("guest '" + guest + "' is " + state +
+                                     ": stop it first, or delete with ?force=true (uwctl guest delete --force) "
+                                     "to power it off and delete it");
+    }
+  } else if (op != "start") {
     return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
   }
   return NewTask("guest." + std::string(op), guest, g.Str("tenant"), request);
@@ -1056,6 +1343,19 @@ Result<Json> Manager::CallAgent(const std::string& host, std::string_view method
   return r;
 }
 
+std::string Manager::ConsoleTail(const std::string& host, const std::string& guest, size_t bytes) {
+  auto h = store_->QueryOne("SELECT agent_url, agent_token FROM hosts WHERE name = ?", {host}, "host");
+  if (!h.ok()) return "";
+  api::ClientOptions opts;
+  opts.base_url = h->Str("agent_url");
+  opts.bearer_token = h->Str("agent_token");
+  opts.timeout_ms = std::min(config_.agent_timeout_ms, 10000);
+  api::HttpClient client(opts);
+  auto r = client.Do("GET", "/api/v1/guests/" + guest + "/console?tail_bytes=" + std::to_string(bytes));
+  if (!r.ok() || r->status != 200) return "";
+  return r->body;
+}
+
 void Manager::RunTask(const std::string& id) {
   auto claimed = store_->Query(
       "UPDATE tasks SET state = 'running', attempts = attempts + 1, updated_ms = ? WHERE id = ? AND state = 'pending' "
@@ -1126,21 +1426,35 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
   std::string op = kind.substr(6);
   Json args = request.value("args", Json::object());
   UW_RETURN_IF_ERROR(SetTaskProgress(id, 0.3, op + " on host " + host));
-  auto g = store_->QueryOne("SELECT tenant, spec FROM guests WHERE name = ?", {guest}, "guest '" + guest + "' not found");
+  auto g = store_->QueryOne("SELECT tenant, spec, state FROM guests WHERE name = ?", {guest},
+                            "guest '" + guest + "' not found");
   if (!g.ok()) return FinishTask(id, g.status(), nullptr);
   std::string tenant = g->Str("tenant");
   Result<Json> answer = Json(nullptr);
   if (op == "delete") {
-    answer = CallAgent(host, "DELETE", "/api/v1/guests/" + guest, nullptr);
+    // Forced: the agent powers the guest off (destroy) before it undefines it.
+    const bool force = args.value("force", false);
+    answer = CallAgent(host, "DELETE", "/api/v1/guests/" + guest + (force ? "?force=true" : ""), nullptr);
     if (!answer.ok() && answer.status().code() == StatusCode::kNotFound) answer = Json(nullptr);  // gone already
     if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
-      return AddEvent("guest.deleted", guest, tenant, {{"host", host}});
+      UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));
+      return AddEvent("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
     }));
     return FinishTask(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
-  answer = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/" + op, &args);
+  if (op == "restart" || (op == "start" && g->Str("state") == "crashed")) {
+    // A crashed domain is kept by libvirt (on_crash preserve): power it off, then boot it again.
+    Json force = {{"force", true}};
+    auto stopped = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/stop", &force);
+    if (!stopped.ok() && stopped.status().code() != StatusCode::kFailedPrecondition) {
+      return FinishTask(id, stopped.status().WithContext("powering off the crashed guest"), nullptr);
+    }
+    answer = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/start", nullptr);
+  } else {
+    answer = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/" + op, &args);
+  }
   if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
   std::string state = answer->value("state", "unknown");
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
@@ -1230,6 +1544,19 @@ Result<Json> Manager::CreatePool(const Json& body) {
   probe["pools"].push_back(body);
   UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(probe));
   Json spec = placement::SnapshotToJson(s)["pools"].back();
+  // Admission of the pool: its reservations must be backed by the powered-on hosts, with what the
+  // other pools and the guests reserve already (placement_mu_: no guest is admitted meanwhile).
+  std::lock_guard placement_lock(placement_mu_);
+  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  const std::vector<placement::AdmissionIssue> before = placement::CheckAdmission(snap);
+  snap.pools.push_back(s.pools.back());
+  for (const placement::AdmissionIssue& issue : placement::CheckAdmission(snap)) {
+    bool old = std::any_of(before.begin(), before.end(), [&](const placement::AdmissionIssue& b) {
+      return b.subject == issue.subject && b.reason == issue.reason;
+    });
+    if (!old) return ResourceExhaustedError("admission control refused pool '" + name + "': " + issue.reason);
+  }
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     Status ins = store_->Exec("INSERT INTO pools(name, parent, spec) VALUES (?, ?, ?)",
                               {name, parent.empty() ? SqlValue(nullptr) : SqlValue(parent), Dump(spec)});
@@ -1265,8 +1592,19 @@ Result<Json> Manager::CreateRule(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(name, "name"));
+  // Validated by the engine on the current cluster, where guests the rule names that do not exist
+  // yet stand in as unplaced guests (the rule applies to them when they are created).
   UW_ASSIGN_OR_RETURN(Json snap, BuildSnapshotJson());
-  snap["rules"].push_back(body);
+  std::set<std::string> known;
+  for (const auto& vm : snap["vms"]) known.insert(vm.value("name", ""));
+  if (body.contains("vms") && body["vms"].is_array()) {
+    for (const auto& n : body["vms"]) {
+      if (!n.is_string() || !known.insert(n.get<std::string>()).second) continue;
+      UW_RETURN_IF_ERROR(ValidateName(n.get<std::string>(), "vms[]"));
+      snap["vms"].push_back({{"name", n}, {"vcpus", 1}, {"memory_mib", 1}});
+    }
+  }
+  snap["rules"] = Json::array({body});
   UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(snap));
   Json spec = placement::SnapshotToJson(s)["rules"].back();
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
@@ -1276,6 +1614,143 @@ Result<Json> Manager::CreateRule(const Json& body) {
     return AddEvent("rule.created", name, "", spec);
   }));
   return spec;
+}
+
+Result<Json> Manager::GetPool(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT spec FROM pools WHERE name = ?", {std::string(name)},
+                                                 "pool '" + std::string(name) + "' not found"));
+  Json j = r.JsonOf("spec");
+  // What it holds now: its own guests and those of its child pools.
+  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name",
+                                                 {std::string(name)}));
+  j["guests"] = Json::array();
+  for (const auto& g : guests) j["guests"].push_back(g.Str("name"));
+  return j;
+}
+
+Result<Json> Manager::GetRule(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT spec FROM rules WHERE name = ?", {std::string(name)},
+                                                 "rule '" + std::string(name) + "' not found"));
+  Json j = r.JsonOf("spec");
+  // Guests it names that do not exist (yet): the rule applies to them when they are created.
+  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name FROM guests"));
+  std::set<std::string> known;
+  for (const auto& g : guests) known.insert(g.Str("name"));
+  j["pending_guests"] = Json::array();
+  for (const auto& v : j.value("vms", Json::array())) {
+    if (v.is_string() && !known.count(v.get<std::string>())) j["pending_guests"].push_back(v);
+  }
+  return j;
+}
+
+Status Manager::RemoveGuestFromRules(const std::string& guest) {
+  UW_ASSIGN_OR_RETURN(auto rules, store_->Query("SELECT name, spec FROM rules ORDER BY name"));
+  for (const auto& r : rules) {
+    Json spec = r.JsonOf("spec");
+    if (!spec.is_object() || !spec.contains("vms") || !spec["vms"].is_array()) continue;
+    Json& vms = spec["vms"];
+    const size_t before = vms.size();
+    vms.erase(std::remove(vms.begin(), vms.end(), Json(guest)), vms.end());
+    if (vms.size() == before) continue;
+    if (vms.empty()) {
+      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {r.Str("name")}));
+      UW_RETURN_IF_ERROR(AddEvent("rule.deleted", r.Str("name"), "",
+                                  {{"reason", "its last guest '" + guest + "' was deleted"}}));
+      continue;
+    }
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE rules SET spec = ? WHERE name = ?", {Dump(spec), r.Str("name")}));
+    UW_RETURN_IF_ERROR(AddEvent("rule.changed", r.Str("name"), "",
+                                {{"removed", guest}, {"reason", "guest deleted"}, {"vms", vms}}));
+  }
+  return Status::Ok();
+}
+
+namespace {
+// The pool and its ancestors, nearest first, as stored specs (snapshot pool format).
+Result<std::vector<Json>> PoolChain(Store& store, const std::string& pool) {
+  UW_ASSIGN_OR_RETURN(auto rows, store.Query("SELECT name, parent, spec FROM pools"));
+  std::map<std::string, const SqlRow*> by_name;
+  for (const auto& r : rows) by_name[r.Str("name")] = &r;
+  std::vector<Json> chain;
+  for (std::string cur = pool; !cur.empty() && chain.size() <= rows.size();) {
+    auto it = by_name.find(cur);
+    if (it == by_name.end()) return NotFoundError("pool '" + cur + "' not found");
+    chain.push_back(it->second->JsonOf("spec"));
+    cur = it->second->Str("parent");
+  }
+  return chain;
+}
+
+std::string Figure(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+}  // namespace
+
+Status Manager::CheckPoolLimits(const GuestCreate& req) {
+  UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, req.pool));
+  UW_ASSIGN_OR_RETURN(auto pools, store_->Query("SELECT name, parent FROM pools"));
+  for (const Json& p : chain) {
+    const std::string name = p.value("name", "");
+    // Its subtree: the pool and every pool below it.
+    std::set<std::string> subtree = {name};
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (const auto& r : pools) {
+        if (!r.IsNull("parent") && subtree.count(r.Str("parent")) && subtree.insert(r.Str("name")).second) grew = true;
+      }
+    }
+    int64_t vcpus = 0, memory = 0, guests = 0;
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT pool, vcpus, memory_mib FROM guests WHERE pool IS NOT NULL"));
+    for (const auto& g : rows) {
+      if (!subtree.count(g.Str("pool"))) continue;
+      vcpus += g.Int("vcpus");
+      memory += g.Int("memory_mib");
+      ++guests;
+    }
+    const Json cpu_limit = p.value("cpu", Json::object()).value("limit_cores", Json(nullptr));
+    if (cpu_limit.is_number() && static_cast<double>(vcpus + req.vcpus) > cpu_limit.get<double>() + 1e-9) {
+      return ResourceExhaustedError("pool '" + name + "' CPU limit: its " + std::to_string(guests) + " guests have " +
+                                    std::to_string(vcpus) + " vCPUs and '" + req.name + "' asks for " +
+                                    std::to_string(req.vcpus) + " (" + std::to_string(vcpus + req.vcpus) +
+                                    " > limit of " + Figure(cpu_limit.get<double>()) + " cores)");
+    }
+    const Json mem_limit = p.value("memory", Json::object()).value("limit_mib", Json(nullptr));
+    if (mem_limit.is_number() && static_cast<double>(memory + req.memory_mib) > mem_limit.get<double>() + 1e-9) {
+      return ResourceExhaustedError("pool '" + name + "' memory limit: its " + std::to_string(guests) +
+                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name +
+                                    "' asks for " + std::to_string(req.memory_mib) + " (" +
+                                    std::to_string(memory + req.memory_mib) + " > limit of " +
+                                    Figure(mem_limit.get<double>()) + " MiB)");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind) {
+  if (pool.empty()) return Json(nullptr);
+  UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, pool));
+  // Shares: the pool's CPU shares relative to a normal pool (4000) scale the cgroup default of
+  // 1024 (high 8000 -> 2048, low 2000 -> 512).
+  const double pool_shares = chain.front().value("cpu", Json::object()).value("shares", 4000.0);
+  const int64_t shares = std::clamp<int64_t>(std::llround(1024.0 * pool_shares / 4000.0), 2, 262144);
+  Json tune = {{"shares", shares}};
+  // Quota: no guest runs beyond the tightest CPU limit on the way to the root, nor beyond its
+  // vCPUs. libvirt applies a QEMU guest's quota to each vCPU thread, a container's to all of it.
+  std::optional<double> limit;
+  for (const Json& p : chain) {
+    const Json l = p.value("cpu", Json::object()).value("limit_cores", Json(nullptr));
+    if (l.is_number()) limit = limit ? std::min(*limit, l.get<double>()) : l.get<double>();
+  }
+  if (limit) {
+    constexpr int64_t kPeriodUs = 100000;
+    const double cap = std::min(*limit, static_cast<double>(vcpus));
+    const double per = kind == "lxc" ? cap : cap / static_cast<double>(vcpus);
+    tune["period_us"] = kPeriodUs;
+    tune["quota_us"] = std::max<int64_t>(1000, std::llround(per * kPeriodUs));
+  }
+  return tune;
 }
 
 Status Manager::DeleteRule(std::string_view name) {
@@ -1292,8 +1767,14 @@ Status Manager::DeleteRule(std::string_view name) {
 // DRS
 
 Result<Json> Manager::GetDrsConfig() {
-  Json cfg = {{"automation", "manual"}, {"threshold", 3},        {"max_moves", nullptr},
-              {"policy", "drs"},        {"allow_cold_moves", false}, {"interval_ms", config_.drs_interval_ms}};
+  // min_move_interval_s: the engine's cooldown (placement::DrsSettings), same name and default.
+  Json cfg = {{"automation", "manual"},
+              {"threshold", 3},
+              {"max_moves", nullptr},
+              {"policy", "drs"},
+              {"allow_cold_moves", false},
+              {"min_move_interval_s", placement::DrsSettings().min_move_interval_s},
+              {"interval_ms", config_.drs_interval_ms}};
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT value FROM settings WHERE key = 'drs'"));
   if (!rows.empty()) {
     Json stored = rows[0].JsonOf("value");
@@ -1305,7 +1786,8 @@ Result<Json> Manager::GetDrsConfig() {
 
 Result<Json> Manager::SetDrsConfig(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves"}));
+  UW_RETURN_IF_ERROR(
+      v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s"}));
   UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
   cfg.erase("interval_ms");
   if (v.Has("automation")) {
@@ -1326,6 +1808,13 @@ Result<Json> Manager::SetDrsConfig(const Json& body) {
   if (v.Has("allow_cold_moves")) {
     UW_ASSIGN_OR_RETURN(bool cold, v.Bool("allow_cold_moves"));
     cfg["allow_cold_moves"] = cold;
+  }
+  if (v.Has("min_move_interval_s")) {
+    UW_ASSIGN_OR_RETURN(double cooldown, v.Number("min_move_interval_s"));
+    if (!(cooldown >= 0 && cooldown <= 30 * 86400)) {
+      return v.FieldError("min_move_interval_s", "expected 0..2592000 seconds");
+    }
+    cfg["min_move_interval_s"] = cooldown;
   }
   if (v.Has("policy")) {
     UW_ASSIGN_OR_RETURN(std::string p, v.String("policy"));

@@ -69,6 +69,11 @@ struct ManagerConfig {
   migration::ConvergencePolicy convergence;
   int migration_poll_ms = 500;          // progress checks of a running migration
   int migration_agent_grace_ms = 60000; // an agent unreachable mid-migration is waited for this long
+  // After the switch-over the destination must show the guest running for verify_window_ms and,
+  // when it has a control channel, answering it within verify_timeout_ms; else the migration ends
+  // failed_after_switchover.
+  int migration_verify_window_ms = 10000;
+  int migration_verify_timeout_ms = 90000;
 };
 
 // Errors name the file and the field.
@@ -88,6 +93,7 @@ struct GuestCreate {
   int64_t memory_mib = 256;
   std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
   std::string lease_class = "guaranteed";
+  std::string on_crash = "restart";    // restart | keep | stop (what the manager does when it crashes)
   Json agent_spec;         // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
 };
 
@@ -131,7 +137,13 @@ class Manager {
   Result<Json> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
   Result<Json> ListHosts();
   Result<Json> GetHost(std::string_view name);
+  // Maintenance on starts the evacuation (mandatory DRS moves); off cancels the evacuation's
+  // migrations that have not switched over yet (pending ones at once, running ones are aborted and
+  // their guests stay on this host). kNotFound for an unknown host.
   Result<Json> SetMaintenance(std::string_view name, bool on);
+  // Body {"groups": ["rack-a", ...]}: the host's groups, which vm-host rules name. Replaces the
+  // previous list. kInvalidArgument naming the field, kNotFound for an unknown host.
+  Result<Json> SetHostGroups(std::string_view name, const Json& body);
   // Marks hosts whose heartbeat is older than heartbeat_timeout_ms disconnected (the monitor loop
   // calls this; tests call it with a FakeClock).
   void CheckHeartbeats();
@@ -145,7 +157,9 @@ class Manager {
   // kNotFound also for another tenant's guest (tenants cannot learn what others own).
   Result<Json> GetGuest(const Principal& p, std::string_view name);
   // op: start | stop | resize | delete. Returns the task. kFailedPrecondition when the guest has
-  // a task in flight or its host is disconnected.
+  // a task in flight or its host is disconnected, and for delete of a guest that is not stopped
+  // unless args has "force": true (the task then powers it off first). Deleting a guest removes
+  // it from every rule (a rule left with no guest is deleted).
   Result<Json> GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args);
 
   // --- tasks -----------------------------------------------------------------------------------
@@ -174,9 +188,16 @@ class Manager {
 
   // --- pools and rules -------------------------------------------------------------------------
   Result<Json> ListPools();
+  // kNotFound for an unknown pool.
+  Result<Json> GetPool(std::string_view name);
+  // kResourceExhausted when the pool's reservations cannot be backed by the powered-on hosts
+  // (with the other pools' and the guests' reservations).
   Result<Json> CreatePool(const Json& body);
   Status DeletePool(std::string_view name);
   Result<Json> ListRules();
+  Result<Json> GetRule(std::string_view name);
+  // A rule may name guests that do not exist yet: it applies to their placement when they are
+  // created. Hosts and host groups must exist.
   Result<Json> CreateRule(const Json& body);
   Status DeleteRule(std::string_view name);
 
@@ -235,10 +256,32 @@ class Manager {
   // Guests that are the subject of a pending or running task (not to be touched by anyone else).
   Result<std::set<std::string>> GuestsWithTaskInFlight();
   Result<SqlRow> VisibleGuest(const Principal& p, std::string_view name);
-  Result<Json> BuildSnapshotJson();  // requires the caller to hold no store transaction
+  // The placement snapshot of the store. `incoming` (a snapshot vm, unplaced) is a guest being
+  // admitted: rules that name it then apply to its placement. Rules are cut down to the guests,
+  // hosts and groups that exist. Requires the caller to hold no store transaction.
+  Result<Json> BuildSnapshotJson(const Json* incoming = nullptr);
+  // A create into a pool whose CPU limit (vCPUs of its guests) or memory limit (their memory)
+  // it would exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
+  Status CheckPoolLimits(const GuestCreate& req);
+  // cputune for a guest of `pool` ({"shares", "quota_us", "period_us"}); null without a pool.
+  Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind);
+  // Inside a transaction: drops `guest` from every rule naming it.
+  Status RemoveGuestFromRules(const std::string& guest);
   Result<Json> CallAgent(const std::string& host, std::string_view method, const std::string& path,
                          const Json* body);
+  // The last `bytes` of a guest's serial console on `host` ("" when it cannot be read).
+  std::string ConsoleTail(const std::string& host, const std::string& guest, size_t bytes);
   void Reconcile(const std::string& host, const Json& guests);
+  struct CrashedGuest {
+    std::string name, host, tenant, on_crash;
+  };
+  Status HandleCrash(const CrashedGuest& c);
+  // A guest known on `known_on` is reported by `host` too: the guest's alert (once per host, with
+  // one guest.duplicate event). Inside Reconcile's transaction.
+  Status RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on);
+  // Duplicates `host` no longer reports: off the alert; the alert clears (guest.duplicate_cleared)
+  // when no second copy is left. Inside Reconcile's transaction.
+  Status ClearDuplicates(const std::string& host, const Json& reported);
   // Migration execution (manager/migrations.cc).
   Result<Json> StartMoves(const std::vector<placement::Move>& moves, const std::vector<std::string>& recommendations,
                           const Json& options);

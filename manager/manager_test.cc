@@ -33,6 +33,7 @@ class ManagerTest : public ::testing::Test {
     config_.heartbeat_timeout_ms = 30000;
     config_.agent_timeout_ms = 5000;
     config_.max_body_bytes = 64 << 10;
+    config_.migration_verify_window_ms = 0;  // fake guests have no channel: running once is enough
   }
   void TearDown() override {
     StopManager();
@@ -146,7 +147,7 @@ TEST_F(ManagerTest, CreateGuestPlacesReservesAndCallsTheAgent) {
   Json emu = {{"name", "emu1"}, {"memory_mib", 256}, {"paravirt", false}};
   EXPECT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &emu))["state"], "succeeded");
   EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/emu1"))["devices"], "emulated");
-  ASSERT_EQ(WaitTask(*Client().Call("DELETE", "/api/v1/guests/emu1"))["state"], "succeeded");
+  ASSERT_EQ(WaitTask(*Client().Call("DELETE", "/api/v1/guests/emu1?force=true"))["state"], "succeeded");
   // Same name again: conflict, nothing new.
   auto dup = Client().Call("POST", "/api/v1/guests", &body);
   EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
@@ -215,7 +216,16 @@ TEST_F(ManagerTest, LifecycleOperationsAreTasks) {
   EXPECT_EQ((*c.Call("GET", "/api/v1/guests/vm1"))["memory_mib"], 1024);
   Json too_big = {{"memory_mib", 4096}};
   EXPECT_EQ(c.Call("POST", "/api/v1/guests/vm1/resize", &too_big).status().code(), StatusCode::kInvalidArgument);
-  ASSERT_EQ(WaitTask(*c.Call("DELETE", "/api/v1/guests/vm1"))["state"], "succeeded");
+  // A running guest is deleted only with ?force=true: without it, 409 before any task is made.
+  const int64_t tasks = Count("SELECT COUNT(*) AS n FROM tasks");
+  auto refused = c.Do("DELETE", "/api/v1/guests/vm1");
+  EXPECT_EQ(refused->status, 409) << refused->body;
+  EXPECT_NE(refused->body.find("force=true"), std::string::npos) << refused->body;
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), tasks);
+  EXPECT_EQ(c.Do("DELETE", "/api/v1/guests/vm1?force=maybe")->status, 400);
+  EXPECT_TRUE(Agent(0).Has("vm1"));
+  Json forced = WaitTask(*c.Call("DELETE", "/api/v1/guests/vm1?force=true"));
+  ASSERT_EQ(forced["state"], "succeeded") << forced.dump();
   EXPECT_EQ(c.Call("GET", "/api/v1/guests/vm1").status().code(), StatusCode::kNotFound);
   EXPECT_FALSE(Agent(0).Has("vm1"));
 }
@@ -510,6 +520,306 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   EXPECT_FALSE((*c.Call("GET", "/api/v1/hosts/" + host))["maintenance"].get<bool>());
 }
 
+// Issue 11: the DRS cooldown works on a live cluster. A guest that just moved (an operator's
+// live move here) is not proposed again within min_move_interval_s; once it has passed, it is.
+TEST_F(ManagerTest, DrsCooldownHoldsBackAGuestThatJustMoved) {
+  config_.heartbeat_timeout_ms = 1'000'000'000;  // the fake clock jumps; the hosts stay connected
+  StartManager(fake_clock_);
+  AddHost("h1", 4, 8192);
+  AddHost("h2", 4, 8192);
+  auto c = Client();
+  Json bad = {{"min_move_interval_s", -1}};
+  EXPECT_EQ(c.Call("PUT", "/api/v1/drs/config", &bad).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/drs/config"))["min_move_interval_s"], 3600) << "the engine's default";
+  Json cooldown = {{"min_move_interval_s", 600}};
+  EXPECT_EQ((*c.Call("PUT", "/api/v1/drs/config", &cooldown))["min_move_interval_s"], 600);
+  // Two guests on one host: `anchor` never moves (automation disabled), `mover` arrives by a live move.
+  Json anchor = {{"name", "anchor"}, {"vcpus", 2}, {"memory_mib", 1024}, {"automation", "disabled"}};
+  Json mover = {{"name", "mover"}, {"vcpus", 2}, {"memory_mib", 1024}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &anchor))["state"], "succeeded");
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &mover))["state"], "succeeded");
+  const std::string full = (*c.Call("GET", "/api/v1/guests/anchor"))["host"];
+  const std::string empty = full == "h1" ? "h2" : "h1";
+  if ((*c.Call("GET", "/api/v1/guests/mover"))["host"] != full) {
+    Json to = {{"host", full}};
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/mover/migrate", &to))["state"], "succeeded");
+  } else {
+    // Placed together: move it away and back so that it has just moved.
+    Json away = {{"host", empty}}, back = {{"host", full}};
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/mover/migrate", &away))["state"], "succeeded");
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/mover/migrate", &back))["state"], "succeeded");
+  }
+  auto moved_ago = [&] {
+    const Json snap = *c.Call("GET", "/api/v1/cluster/snapshot");
+    for (const auto& vm : snap["vms"]) {
+      if (vm["name"] == "mover") return vm.value("last_moved_ago_s", -1.0);
+    }
+    return -2.0;
+  };
+  auto proposals = [&] {
+    EXPECT_TRUE(c.Call("POST", "/api/v1/drs/run").ok());
+    int n = 0;
+    const Json recs = *c.Call("GET", "/api/v1/drs/recommendations");
+    for (const auto& r : recs["recommendations"]) n += r["guest"] == "mover";
+    return n;
+  };
+  EXPECT_DOUBLE_EQ(moved_ago(), 0.0);
+  fake_clock_.Advance(std::chrono::seconds(300));
+  EXPECT_DOUBLE_EQ(moved_ago(), 300.0);
+  EXPECT_EQ(proposals(), 0) << "moved 300 s ago, cooldown 600 s";
+  fake_clock_.Advance(std::chrono::seconds(301));
+  EXPECT_EQ(proposals(), 1) << "the cooldown has passed; the host is still unbalanced";
+  auto rec = (*c.Call("GET", "/api/v1/drs/recommendations"))["recommendations"][0];
+  EXPECT_EQ(rec["from"], full);
+  EXPECT_EQ(rec["to"], empty);
+}
+
+// Issue 11: rules may name guests before they exist (and apply to their placement); deleting a
+// guest takes it out of every rule, and the cluster keeps working: create, plan and migrate.
+TEST_F(ManagerTest, RulesNameFutureGuestsAndForgetDeletedOnes) {
+  StartManager();
+  AddHost("h1", 4, 8192);
+  AddHost("h2", 4, 8192);
+  AddHost("h3", 4, 8192);
+  auto c = Client();
+  Json together = {{"name", "together"}, {"type", "vm-affinity"}, {"vms", {"x", "y"}}, {"required", true}};
+  Json apart = {{"name", "apart"}, {"type", "vm-anti-affinity"}, {"vms", {"x", "z"}}, {"required", true}};
+  Json pin = {{"name", "pin"}, {"type", "vm-host"}, {"vms", {"x"}}, {"hosts", {"h1", "h2", "h3"}}, {"mode", "must"}};
+  for (const Json* r : {&together, &apart, &pin}) {
+    auto made = c.Call("POST", "/api/v1/rules", r);
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+  }
+  EXPECT_EQ((*c.Call("GET", "/api/v1/rules/together"))["pending_guests"], Json({"x", "y"}));
+  Json typo = {{"name", "typo"}, {"type", "vm-host"}, {"vms", {"x"}}, {"hosts", {"h9"}}, {"mode", "must"}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/rules", &typo).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.Call("GET", "/api/v1/rules/typo").status().code(), StatusCode::kNotFound);
+  // The rule applies to y's initial placement: with x, not on an empty host.
+  Json x = {{"name", "x"}, {"vcpus", 2}, {"memory_mib", 1024}}, y = {{"name", "y"}, {"memory_mib", 512}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &x))["state"], "succeeded");
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &y))["state"], "succeeded");
+  const std::string xhost = (*c.Call("GET", "/api/v1/guests/x"))["host"];
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/y"))["host"], xhost);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/rules/together"))["pending_guests"], Json::array());
+  // Delete x: it leaves every rule; a rule left without guests goes.
+  ASSERT_EQ(WaitTask(*c.Call("DELETE", "/api/v1/guests/x?force=true"))["state"], "succeeded");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/rules/together"))["vms"], Json({"y"}));
+  EXPECT_EQ((*c.Call("GET", "/api/v1/rules/apart"))["vms"], Json({"z"}));
+  EXPECT_EQ(c.Call("GET", "/api/v1/rules/pin").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'rule.changed'"), 2);
+  // ... and the cluster keeps working: snapshot, create, plan, migrate.
+  auto snap = c.Call("GET", "/api/v1/cluster/snapshot");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  Json z = {{"name", "z"}, {"memory_mib", 512}};
+  auto zt = c.Call("POST", "/api/v1/guests", &z);
+  ASSERT_TRUE(zt.ok()) << zt.status().ToString();
+  ASSERT_EQ(WaitTask(*zt)["state"], "succeeded");
+  Json empty = Json::object();
+  auto plan = c.Call("POST", "/api/v1/drs/plan", &empty);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const std::string yhost = (*c.Call("GET", "/api/v1/guests/y"))["host"];
+  Json to = {{"host", yhost == "h1" ? "h2" : "h1"}};
+  auto mt = c.Call("POST", "/api/v1/guests/y/migrate", &to);
+  ASSERT_TRUE(mt.ok()) << mt.status().ToString();
+  EXPECT_EQ(WaitTask(*mt)["state"], "succeeded");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/y"))["host"], to["host"]);
+}
+
+// Issue 11: host groups reach the snapshot, so vm-host rules on groups place guests for real.
+TEST_F(ManagerTest, HostGroupsReachTheSnapshotForVmHostRules) {
+  StartManager();
+  AddHost("h1", 4, 8192);
+  AddHost("h2", 4, 8192);
+  AddHost("h3", 4, 8192);
+  auto c = Client();
+  Json wrong = {{"groups", "ssd"}};
+  auto bad = c.Call("PUT", "/api/v1/hosts/h3/groups", &wrong);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("groups"), std::string::npos) << bad.status().message();
+  Json ssd = {{"groups", {"ssd", "rack-b"}}};
+  EXPECT_EQ(c.Call("PUT", "/api/v1/hosts/nope/groups", &ssd).status().code(), StatusCode::kNotFound);
+  auto set = c.Call("PUT", "/api/v1/hosts/h3/groups", &ssd);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ((*set)["groups"], Json({"ssd", "rack-b"}));
+  Json nogroup = {{"name", "r0"}, {"type", "vm-host"}, {"vms", {"db"}}, {"groups", {"nvme"}}, {"mode", "must"}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/rules", &nogroup).status().code(), StatusCode::kInvalidArgument);
+  Json rule = {{"name", "db-on-ssd"}, {"type", "vm-host"}, {"vms", {"db", "db2"}}, {"groups", {"ssd"}}, {"mode", "must"}};
+  ASSERT_TRUE(c.Call("POST", "/api/v1/rules", &rule).ok());
+  // A filler makes h3 the least attractive host by balance: only the rule puts db there.
+  Json filler = {{"name", "filler"}, {"vcpus", 3}, {"memory_mib", 4096}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &filler))["state"], "succeeded");
+  if ((*c.Call("GET", "/api/v1/guests/filler"))["host"] != "h3") {
+    Json to = {{"host", "h3"}};
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/filler/migrate", &to))["state"], "succeeded");
+  }
+  for (const char* n : {"db", "db2"}) {
+    Json db = {{"name", n}, {"memory_mib", 512}};
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &db))["state"], "succeeded");
+    EXPECT_EQ((*c.Call("GET", std::string("/api/v1/guests/") + n))["host"], "h3") << n;
+  }
+  Json snap = *c.Call("GET", "/api/v1/cluster/snapshot");
+  EXPECT_EQ(snap["hosts"][2]["groups"], Json({"ssd", "rack-b"}));
+  ASSERT_EQ(snap["rules"].size(), 1u);
+  EXPECT_EQ(snap["rules"][0]["groups"], Json({"ssd"}));
+  // A move against the rule is refused; the groups survive the agent joining again.
+  Json off = {{"host", "h1"}};
+  EXPECT_EQ(c.Call("POST", "/api/v1/guests/db/migrate", &off).status().code(), StatusCode::kAborted);
+  Json rejoin = {{"name", "h3"}, {"agent_url", Agent(2).url()}, {"agent_token", Agent(2).token()},
+                 {"capacity", {{"cpu_cores", 4}, {"memory_mib", 8192}}}};
+  ASSERT_TRUE(Client(kJoin).Call("POST", "/api/v1/hosts/join", &rejoin).ok());
+  EXPECT_EQ((*c.Call("GET", "/api/v1/hosts/h3"))["groups"], Json({"ssd", "rack-b"}));
+}
+
+// Issue 11: pool limits are enforced at admission (naming the pool and the figures), pool
+// reservations must be backed, and a pool's shares and CPU limit reach the guest's cputune.
+TEST_F(ManagerTest, PoolLimitsAndReservationsAtAdmissionAndCputuneFromThePool) {
+  StartManager();
+  AddHost("h1", 8, 16384);
+  auto c = Client();
+  Json batch = {{"name", "batch"},
+                {"cpu", {{"limit_cores", 3}, {"shares", 8000}}},
+                {"memory", {{"limit_mib", 2048}}}};
+  ASSERT_TRUE(c.Call("POST", "/api/v1/pools", &batch).ok());
+  Json child = {{"name", "batch-low"}, {"parent", "batch"}, {"cpu", {{"shares", 2000}}}};
+  ASSERT_TRUE(c.Call("POST", "/api/v1/pools", &child).ok());
+  Json b1 = {{"name", "b1"}, {"pool", "batch"}, {"vcpus", 2}, {"memory_mib", 1024}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &b1))["state"], "succeeded");
+  // cputune: shares 1024 * 8000 / 4000; each of its 2 vCPUs capped at one core (min(3, 2) / 2).
+  EXPECT_EQ(Agent(0).CreateSpec("b1")["cpu"], Json({{"shares", 2048}, {"period_us", 100000}, {"quota_us", 100000}}))
+      << Agent(0).CreateSpec("b1").dump();
+  auto refused = [&](const Json& body) {
+    auto r = c.Call("POST", "/api/v1/guests", &body);
+    EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << body.dump();
+    return r.status().message();
+  };
+  std::string cpu = refused({{"name", "b2"}, {"pool", "batch"}, {"vcpus", 2}, {"memory_mib", 256}});
+  EXPECT_NE(cpu.find("pool 'batch' CPU limit"), std::string::npos) << cpu;
+  EXPECT_NE(cpu.find("4 > limit of 3 cores"), std::string::npos) << cpu;
+  std::string mem = refused({{"name", "b3"}, {"pool", "batch"}, {"memory_mib", 1536}});
+  EXPECT_NE(mem.find("pool 'batch' memory limit"), std::string::npos) << mem;
+  EXPECT_NE(mem.find("2560 > limit of 2048 MiB"), std::string::npos) << mem;
+  // A container in the child pool: the parent's limit applies, its own shares (low: 512), and a
+  // container's quota covers all of it.
+  Json ct = {{"name", "ct1"}, {"pool", "batch-low"}, {"kind", "lxc"}, {"vcpus", 1}, {"memory_mib", 512}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &ct))["state"], "succeeded");
+  EXPECT_EQ(Agent(0).CreateSpec("ct1")["cpu"], Json({{"shares", 512}, {"period_us", 100000}, {"quota_us", 100000}}));
+  std::string parent = refused({{"name", "b4"}, {"pool", "batch-low"}, {"vcpus", 1}, {"memory_mib", 256}});
+  EXPECT_NE(parent.find("pool 'batch' CPU limit"), std::string::npos) << parent;
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 2);
+  EXPECT_EQ(Agent(0).creates(), 2);
+  // Outside pools the agent's own defaults stay.
+  Json free = {{"name", "free"}, {"memory_mib", 256}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &free))["state"], "succeeded");
+  EXPECT_FALSE(Agent(0).CreateSpec("free").contains("cpu"));
+  // Reservations: a pool reserving more than the powered-on hosts have is refused ...
+  Json huge = {{"name", "huge"}, {"cpu", {{"reservation_cores", 100}}}};
+  auto h = c.Call("POST", "/api/v1/pools", &huge);
+  EXPECT_EQ(h.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(h.status().message().find("pool 'huge'"), std::string::npos) << h.status().message();
+  EXPECT_NE(h.status().message().find("100.00 cores"), std::string::npos) << h.status().message();
+  // ... and what a pool reserves is kept from guests outside it.
+  Json gold = {{"name", "gold"}, {"memory", {{"reservation_mib", 14000}}}};
+  ASSERT_TRUE(c.Call("POST", "/api/v1/pools", &gold).ok());
+  std::string kept = refused({{"name", "outsider"}, {"memory_mib", 1024}});
+  EXPECT_NE(kept.find("exceed the powered-on capacity"), std::string::npos) << kept;
+  EXPECT_EQ((*c.Call("GET", "/api/v1/pools/batch"))["guests"], Json({"b1"}));
+  EXPECT_EQ(c.Call("GET", "/api/v1/pools/nope").status().code(), StatusCode::kNotFound);
+}
+
+// Issue 11: maintenance off while the evacuation runs cancels its migrations that have not
+// switched over; the guests stay where they are.
+TEST_F(ManagerTest, MaintenanceOffCancelsTheEvacuation) {
+  config_.migration_caps.per_host = 1;  // one evacuation move runs, the next waits
+  config_.migration_poll_ms = 50;
+  StartManager();
+  AddHost("h1", 4, 8192);
+  AddHost("h2", 4, 8192);
+  auto c = Client();
+  ASSERT_TRUE(c.Call("POST", "/api/v1/hosts/h2/maintenance").ok());
+  for (const char* n : {"a", "b"}) {
+    Json g = {{"name", n}, {"memory_mib", 512}};
+    ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &g))["state"], "succeeded");
+  }
+  ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/h2/maintenance").ok());
+  Agent(0).SetMigration(1'000'000);  // transfers that never finish by themselves
+  ASSERT_TRUE(c.Call("POST", "/api/v1/hosts/h1/maintenance").ok());
+  for (int i = 0; i < 200 && Count("SELECT COUNT(*) AS n FROM migrations WHERE phase = 'transfer'") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(Count("SELECT COUNT(*) AS n FROM migrations WHERE phase = 'transfer'"), 1);
+  ASSERT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state = 'pending'"), 1);
+  ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/h1/maintenance").ok());
+  for (int i = 0; i < 200 && Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state IN "
+                                   "('pending', 'running')") > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state = 'cancelled'"), 2);
+  for (const char* n : {"a", "b"}) {
+    Json g = *c.Call("GET", std::string("/api/v1/guests/") + n);
+    EXPECT_EQ(g["host"], "h1") << n;
+    EXPECT_EQ(g["migrating_to"], nullptr) << n;
+    EXPECT_TRUE(Agent(0).Has(n)) << n;
+    EXPECT_FALSE(Agent(1).Has(n)) << n;
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'host.evacuation_cancelled'"), 1);
+}
+
+// Issue 11: placement never chooses a disconnected host (it did: "best score of N feasible
+// hosts" with the disconnected host chosen and its create task failing).
+TEST_F(ManagerTest, PlacementSkipsDisconnectedHosts) {
+  StartManager(fake_clock_);
+  AddHost("big", 16, 65536);
+  std::string small = AddHost("small", 2, 4096);
+  fake_clock_.Advance(std::chrono::seconds(60));
+  manager_->CheckHeartbeats();
+  Json hb = {{"guests", Json::array()}};
+  ASSERT_TRUE(Client(small).Call("POST", "/api/v1/hosts/small/heartbeat", &hb).ok());
+  auto c = Client();
+  ASSERT_EQ((*c.Call("GET", "/api/v1/hosts/big"))["state"], "disconnected");
+  Json g = {{"name", "g"}, {"memory_mib", 512}};
+  Json done = WaitTask(*c.Call("POST", "/api/v1/guests", &g));
+  EXPECT_EQ(done["state"], "succeeded") << done.dump();
+  Json guest = *c.Call("GET", "/api/v1/guests/g");
+  EXPECT_EQ(guest["host"], "small");
+  EXPECT_NE(guest["placement_reason"].get<std::string>().find("of 1 feasible"), std::string::npos) << guest.dump();
+  EXPECT_EQ(Agent(0).creates(), 0);
+}
+
+// Issue 11: a guest found on two hosts raises one guest.duplicate event and an alert on the guest,
+// not one per heartbeat; when the second copy goes the alert clears, with an event.
+TEST_F(ManagerTest, DuplicateGuestRaisesOneEventAndAnAlertThatClears) {
+  StartManager();
+  std::string t1 = AddHost("h1");
+  std::string t2 = AddHost("h2");
+  auto c = Client();
+  Json g = {{"name", "twin"}, {"memory_mib", 256}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &g))["state"], "succeeded");
+  const std::string home = (*c.Call("GET", "/api/v1/guests/twin"))["host"];
+  FakeAgent& other = Agent(home == "h1" ? 1 : 0);
+  const std::string other_name = other.name(), other_token = home == "h1" ? t2 : t1;
+  const std::string home_token = home == "h1" ? t1 : t2;
+  other.Put({{"name", "twin"}, {"state", "running"}, {"kind", "qemu"}, {"vcpus", 1}, {"memory_mib", 256}});
+  auto beat = [&](const std::string& host, const std::string& token, FakeAgent& a) {
+    Json hb = {{"guests", a.Guests()}};
+    ASSERT_TRUE(Client(token).Call("POST", "/api/v1/hosts/" + host + "/heartbeat", &hb).ok());
+  };
+  for (int i = 0; i < 5; ++i) {
+    beat(other_name, other_token, other);
+    beat(home, home_token, Agent(home == "h1" ? 0 : 1));
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.duplicate'"), 1);
+  Json twin = *c.Call("GET", "/api/v1/guests/twin");
+  ASSERT_TRUE(twin["alert"].is_object()) << twin.dump();
+  EXPECT_EQ(twin["alert"]["type"], "duplicate");
+  EXPECT_EQ(twin["alert"]["also_on"], Json({other_name}));
+  EXPECT_EQ(twin["host"], home);
+  EXPECT_EQ(twin["state"], "running");
+  other.Erase("twin");
+  for (int i = 0; i < 3; ++i) beat(other_name, other_token, other);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/twin"))["alert"], nullptr);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.duplicate_cleared'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.duplicate'"), 1);
+}
+
 TEST_F(ManagerTest, CancelReleasesAPendingCreation) {
   config_.task_workers = 1;
   StartManager();
@@ -586,6 +896,105 @@ TEST_F(ManagerTest, MigrationCancelFailureAndOrder) {
   EXPECT_EQ(cold["state"], "succeeded") << cold.dump();
   EXPECT_EQ((*c.Call("GET", "/api/v1/guests/ct"))["host"], ct_to["host"]);
   EXPECT_EQ(Agent(0).Has("ct") + Agent(1).Has("ct"), 1);
+}
+
+// Regression: a guest that died on its destination right after a live move was reported
+// `running` and its migration `done` (issue 11: a TCG guest panicked after arrival).
+TEST_F(ManagerTest, AGuestThatDiesAfterTheSwitchOverFailsItsMigration) {
+  StartManager();
+  AddHost("h1", 4, 4096);
+  AddHost("h2", 4, 4096);
+  auto c = Client();
+  Json a = {{"name", "a"}, {"memory_mib", 512}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
+  const std::string src = (*c.Call("GET", "/api/v1/guests/a"))["host"];
+  const std::string dst = src == "h1" ? "h2" : "h1";
+  Agent(dst == "h1" ? 0 : 1).SetArrivalState("crashed");
+  Json to = {{"host", dst}};
+  Json task = WaitTask(*c.Call("POST", "/api/v1/guests/a/migrate", &to));
+  EXPECT_EQ(task["state"], "failed") << task.dump();
+  EXPECT_NE(task["error"]["message"].get<std::string>().find("crashed on the destination"), std::string::npos)
+      << task.dump();
+  Json guest = *c.Call("GET", "/api/v1/guests/a");
+  EXPECT_EQ(guest["host"], dst) << "the source copy is gone: the guest is where it died";
+  EXPECT_EQ(guest["state"], "crashed") << "never `running` while it is dead";
+  Json mig = (*c.Call("GET", "/api/v1/migrations?guest=a"))["migrations"][0];
+  EXPECT_EQ(mig["phase"], "failed_after_switchover") << mig.dump();
+  EXPECT_NE(mig["console_tail"].get<std::string>().find("state crashed"), std::string::npos) << mig.dump();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'migration.failed_after_switchover'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.migrated'"), 0);
+
+  // A healthy arrival verifies and ends done.
+  Agent(dst == "h1" ? 0 : 1).SetArrivalState("");
+  Json b = {{"name", "b"}, {"memory_mib", 512}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &b))["state"], "succeeded");
+  const std::string bsrc = (*c.Call("GET", "/api/v1/guests/b"))["host"];
+  Json bto = {{"host", bsrc == "h1" ? "h2" : "h1"}};
+  EXPECT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/b/migrate", &bto))["state"], "succeeded");
+  Json bmig = (*c.Call("GET", "/api/v1/migrations?guest=b"))["migrations"][0];
+  EXPECT_EQ(bmig["phase"], "done");
+  EXPECT_NE(bmig["history"].dump().find("verify"), std::string::npos) << bmig.dump();
+}
+
+// Crashed guests are noticed from the heartbeat and handled by their on_crash policy: restarted
+// where they were (at most 3 times in 10 minutes), or kept for inspection.
+TEST_F(ManagerTest, CrashedGuestsAreRestartedWithABackOffOrKept) {
+  StartManager();
+  const std::string token = AddHost("h1", 4, 4096);
+  auto c = Client();
+  Json bad = {{"name", "x"}, {"on_crash", "reboot"}};
+  auto refused = c.Call("POST", "/api/v1/guests", &bad);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("on_crash"), std::string::npos) << refused.status().message();
+  Json a = {{"name", "a"}, {"memory_mib", 256}};
+  Json k = {{"name", "k"}, {"memory_mib", 256}, {"on_crash", "keep"}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &k))["state"], "succeeded");
+  EXPECT_EQ(Agent(0).Guests()[0].value("on_crash", "absent"), "absent") << "on_crash is the manager's, not the agent's";
+  auto heartbeat = [&] {
+    Json hb = {{"stats", {{"guests", Json::array()}}}, {"guests", Agent(0).Guests()}};
+    ASSERT_TRUE(Client(token).Call("POST", "/api/v1/hosts/h1/heartbeat", &hb).ok());
+  };
+  auto crash = [&](const std::string& name) {
+    Json g;
+    for (const auto& x : Agent(0).Guests()) {
+      if (x["name"] == name) g = x;
+    }
+    g["state"] = "crashed";
+    g["crash"] = {{"at", 1}, {"console_tail", "Kernel panic - not syncing: sysrq triggered crash"}};
+    Agent(0).Put(g);
+    heartbeat();
+  };
+  auto restarts = [&] { return Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.restart'"); };
+  auto wait_running = [&](const std::string& name) {
+    for (int i = 0; i < 200 && (*c.Call("GET", "/api/v1/guests/" + name))["state"] != "running"; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return (*c.Call("GET", "/api/v1/guests/" + name))["state"];
+  };
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    crash("a");
+    EXPECT_EQ(restarts(), attempt);
+    EXPECT_EQ(wait_running("a"), "running") << "restart " << attempt;
+  }
+  Json shown = *c.Call("GET", "/api/v1/guests/a");
+  EXPECT_NE(shown["crash"]["console_tail"].get<std::string>().find("Kernel panic"), std::string::npos) << shown.dump();
+  EXPECT_EQ(shown["crash"]["restarts"].size(), 3u);
+  EXPECT_EQ(shown["on_crash"], "restart");
+  // A fourth crash within 10 minutes: left crashed, with a crash-loop event.
+  crash("a");
+  EXPECT_EQ(restarts(), 3);
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["state"], "crashed");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.crash_loop'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.crashed'"), 4);
+  // on_crash keep: crashed, kept, no task.
+  crash("k");
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/k"))["state"], "crashed");
+  EXPECT_EQ(restarts(), 3);
+  // An operator's start of a crashed guest powers it off and boots it.
+  Json started = WaitTask(*c.Call("POST", "/api/v1/guests/k/start"));
+  EXPECT_EQ(started["state"], "succeeded") << started.dump();
+  EXPECT_EQ((*c.Call("GET", "/api/v1/guests/k"))["state"], "running");
 }
 
 }  // namespace

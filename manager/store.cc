@@ -157,6 +157,18 @@ CREATE TABLE migrations (
 CREATE INDEX migrations_by_guest ON migrations(guest);
 CREATE INDEX migrations_by_task ON migrations(task);
 )sql",
+    // 3 -> 4: host groups (for vm-host rules, set by operators) and a guest's alert (a JSON object,
+    // e.g. {"type": "duplicate", ...} while the guest is reported by two hosts; NULL when none).
+    R"sql(
+ALTER TABLE hosts ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE guests ADD COLUMN alert TEXT;
+-- What happens when the guest crashes (restart | keep | stop), its last crash
+-- ({"at", "console_tail", "restarts": [ms...]}) and its health as its agent reports it
+-- (ready | starting | unresponsive | none).
+ALTER TABLE guests ADD COLUMN on_crash TEXT NOT NULL DEFAULT 'restart';
+ALTER TABLE guests ADD COLUMN crash TEXT;
+ALTER TABLE guests ADD COLUMN health TEXT;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -51,7 +51,16 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("DROP TABLE idempotency").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX usage_by_time").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE migrations").ok());
-    ASSERT_TRUE((*s)->Exec("ALTER TABLE guests DROP COLUMN migrating_to").ok());
+    // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
+    for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"}, {"hosts", "info"}}) {
+      auto cols = (*s)->Query("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid");
+      ASSERT_TRUE(cols.ok());
+      bool later = false;
+      for (const auto& c : *cols) {
+        if (later) ASSERT_TRUE((*s)->Exec("ALTER TABLE " + table + " DROP COLUMN " + c.Str("name")).ok()) << c.Str("name");
+        later = later || c.Str("name") == last_v1;
+      }
+    }
     ASSERT_TRUE((*s)->Exec("PRAGMA user_version = 1").ok());
   }
   auto s = Store::Open(Db());
@@ -59,6 +68,8 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
   EXPECT_EQ((*s)->schema_version(), kSchemaVersion);
   EXPECT_TRUE((*s)->Query("SELECT migrating_to FROM guests").ok());
   EXPECT_TRUE((*s)->Query("SELECT * FROM migrations").ok());
+  EXPECT_TRUE((*s)->Query("SELECT alert FROM guests").ok());
+  EXPECT_TRUE((*s)->Query("SELECT groups FROM hosts").ok());
   auto rows = (*s)->Query("SELECT value FROM settings WHERE key = 'drs'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->size(), 1u);

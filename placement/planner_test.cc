@@ -80,6 +80,36 @@ TEST(PlacementTest, NewGuestNotInSnapshotAndStandbyFallback) {
   EXPECT_EQ(d.rejected.size(), 2u);
 }
 
+// Regression: a guest not yet in the snapshot (how the manager asks) was placed on failed
+// (disconnected) and maintenance hosts, "best score of 3 feasible hosts".
+TEST(PlacementTest, NewGuestNeverGoesToAFailedOrMaintenanceHost) {
+  Builder b;
+  b.AddHost("dead", 64, 262144, HostState::kFailed);
+  b.AddHost("resting", 64, 262144, HostState::kMaintenance);
+  b.AddHost("busy", 8, 16384);
+  b.AddVm("load", "busy", 6, 8192, 6);
+  Snapshot s = testing::Reparse(b.Build());
+  auto index = PlacementIndex::Build(s);
+  ASSERT_TRUE(index.ok());
+  Vm vm;
+  vm.name = "new";
+  vm.vcpus = 2;
+  vm.memory_mib = 2048;
+  vm.demand = {2, 2048};
+  PlacementDecision d = (*index)->Place(vm);
+  EXPECT_EQ(d.host, "busy") << d.reason;
+  EXPECT_THAT(d.reason, HasSubstr("best score of 1 feasible hosts"));
+  std::map<std::string, std::string> why;
+  for (const auto& r : d.rejected) why[r.host] = r.reason;
+  EXPECT_EQ(why["dead"], "host is failed");
+  EXPECT_EQ(why["resting"], "host is maintenance");
+  // With no powered-on host left there is no host at all (not a failed one).
+  s.hosts[2].state = HostState::kFailed;
+  d = (*PlacementIndex::Build(s))->Place(vm);
+  EXPECT_EQ(d.host, "");
+  EXPECT_EQ(d.rejected.size(), 3u);
+}
+
 TEST(PlacementTest, PlanPlacesNewGuestsAndReportsTheUnplaceable) {
   Builder b;
   b.AddHost("h1", 16, 16384);

@@ -106,7 +106,9 @@ class Index : public PlacementIndex {
           d.rejected.push_back({snap_.hosts[h].name, "guest is already there"});
           continue;
         }
-        if (standby != (x.state == HostState::kStandby)) {
+        // Pass one takes only powered-on hosts, pass two only standby ones: a failed host
+        // (disconnected in the manager) or one in maintenance is never a candidate.
+        if (x.state != (standby ? HostState::kStandby : HostState::kOn)) {
           if (!standby) d.rejected.push_back({snap_.hosts[h].name, "host is " + std::string(HostStateName(x.state))});
           continue;
         }
