@@ -242,7 +242,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     auto r = c.Call("GET", "/api/v1/hosts/" + name);
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
-  auto* hgroups = host->add_subcommand("groups", "set a host's groups (which vm-host rules name); --clear empties them");
+  auto* hgroups =
+      host->add_subcommand("groups", "set a host's groups (which vm-host rules name); --clear empties them");
   std::vector<std::string> group_names;
   bool clear_groups = false;
   hgroups->add_option("name", name, "host name")->required();
@@ -517,7 +518,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   pcreate->add_option("--cpu-limit", cpu_limit, "CPU cores its guests may have (vCPUs) and use")
       ->check(CLI::NonNegativeNumber);
   pcreate->add_option("--cpu-shares", cpu_shares, "CPU shares (normal 4000)")->check(CLI::PositiveNumber);
-  pcreate->add_option("--memory-reservation", mem_res, "memory reserved for the pool, MiB")->check(CLI::NonNegativeNumber);
+  pcreate->add_option("--memory-reservation", mem_res, "memory reserved for the pool, MiB")
+      ->check(CLI::NonNegativeNumber);
   pcreate->add_option("--memory-limit", mem_limit, "memory its guests may have, MiB")->check(CLI::NonNegativeNumber);
   pcreate->add_option("--memory-shares", mem_shares, "memory shares (normal 4000)")->check(CLI::PositiveNumber);
   pcreate->add_flag("--fixed", fixed, "not expandable: may not borrow reservation from its parent");
@@ -540,7 +542,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   pool_cmd->add_subcommand("list", "list resource pools")->callback([&] {
     auto r = c.Call("GET", "/api/v1/pools");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
-    rc = PrintList(c, *r, "pools", {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB", "MEM_SHARES"},
+    rc = PrintList(c, *r, "pools",
+                   {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB",
+                    "MEM_SHARES"},
                    [](const Json& p) {
                      const Json cpu = p.value("cpu", Json::object()), mem = p.value("memory", Json::object());
                      return std::vector<std::string>{Str(p["name"]), Str(p.value("parent", Json(nullptr))),

@@ -819,7 +819,8 @@ Result<Json> Manager::SetHostGroups(std::string_view name, const Json& body) {
     UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
                                         "host '" + std::string(name) + "' not found")
                            .status());
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET groups = ? WHERE name = ?", {Dump(Json(groups)), std::string(name)}));
+    UW_RETURN_IF_ERROR(
+        store_->Exec("UPDATE hosts SET groups = ? WHERE name = ?", {Dump(Json(groups)), std::string(name)}));
     return AddEvent("host.groups_changed", name, "", {{"groups", groups}});
   }));
   return GetHost(name);
@@ -1691,6 +1692,7 @@ std::string Figure(double v) {
 Status Manager::CheckPoolLimits(const GuestCreate& req) {
   UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, req.pool));
   UW_ASSIGN_OR_RETURN(auto pools, store_->Query("SELECT name, parent FROM pools"));
+  UW_ASSIGN_OR_RETURN(auto pooled, store_->Query("SELECT pool, vcpus, memory_mib FROM guests WHERE pool IS NOT NULL"));
   for (const Json& p : chain) {
     const std::string name = p.value("name", "");
     // Its subtree: the pool and every pool below it.
@@ -1702,8 +1704,7 @@ Status Manager::CheckPoolLimits(const GuestCreate& req) {
       }
     }
     int64_t vcpus = 0, memory = 0, guests = 0;
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT pool, vcpus, memory_mib FROM guests WHERE pool IS NOT NULL"));
-    for (const auto& g : rows) {
+    for (const auto& g : pooled) {
       if (!subtree.count(g.Str("pool"))) continue;
       vcpus += g.Int("vcpus");
       memory += g.Int("memory_mib");

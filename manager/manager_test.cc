@@ -642,7 +642,8 @@ TEST_F(ManagerTest, HostGroupsReachTheSnapshotForVmHostRules) {
   EXPECT_EQ((*set)["groups"], Json({"ssd", "rack-b"}));
   Json nogroup = {{"name", "r0"}, {"type", "vm-host"}, {"vms", {"db"}}, {"groups", {"nvme"}}, {"mode", "must"}};
   EXPECT_EQ(c.Call("POST", "/api/v1/rules", &nogroup).status().code(), StatusCode::kInvalidArgument);
-  Json rule = {{"name", "db-on-ssd"}, {"type", "vm-host"}, {"vms", {"db", "db2"}}, {"groups", {"ssd"}}, {"mode", "must"}};
+  Json rule = {{"name", "db-on-ssd"}, {"type", "vm-host"}, {"vms", {"db", "db2"}}, {"groups", {"ssd"}},
+               {"mode", "must"}};
   ASSERT_TRUE(c.Call("POST", "/api/v1/rules", &rule).ok());
   // A filler makes h3 the least attractive host by balance: only the rule puts db there.
   Json filler = {{"name", "filler"}, {"vcpus", 3}, {"memory_mib", 4096}};
