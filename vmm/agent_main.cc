@@ -1,10 +1,13 @@
 // uw-agent: the per-host daemon. Usage: uw-agent --config /etc/underware/agent.json
 // SIGTERM or SIGINT stops the agent; guests keep running and are adopted on the next start.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -20,9 +23,26 @@ int Usage() {
   return 2;
 }
 
+// A daemon keeps none of its starter's descriptors besides stdin, stdout and stderr: an inherited
+// lock (flock(1) around a test-bed session that started the agent) would otherwise stay held for
+// as long as the agent runs, and every later session would wait for it for ever.
+void CloseInheritedDescriptors() {
+  std::vector<int> fds;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    try {
+      int fd = std::stoi(e.path().filename().string());
+      if (fd > 2) fds.push_back(fd);
+    } catch (...) {
+    }
+  }
+  for (int fd : fds) close(fd);  // one of them was the directory's own, already closed: EBADF
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  CloseInheritedDescriptors();
   std::string config_path;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
