@@ -286,7 +286,7 @@ TEST_F(AgentOnTestbed, PanickedGuestIsReportedCrashedAndStartsAgain) {
   const std::string tail = info["crash"]["console_tail"];
   EXPECT_NE(tail.find("Kernel panic"), std::string::npos) << tail;
   EXPECT_NE(tail.find("sysrq triggered crash"), std::string::npos) << tail;
-  EXPECT_LE(tail.size(), 2048u);
+  EXPECT_LE(tail.size(), 8192u);
   const int64_t at = info["crash"]["at"];
   const int64_t now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();

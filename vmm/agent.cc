@@ -122,6 +122,7 @@ HealthOptions HealthOptionsFor(const AgentConfig& c) {
 }
 
 constexpr size_t kCrashConsoleTail = 2048;
+constexpr size_t kCrashConsoleReach = 8192;
 constexpr const char* kHealthSource = "agent";
 
 // Replaces every occurrence of `from` in `text` with `to`.
@@ -134,6 +135,17 @@ std::string ReplaceAll(std::string text, const std::string& from, const std::str
 }
 
 }  // namespace
+
+std::string CrashConsoleTail(std::string_view console) {
+  size_t start = console.size() > kCrashConsoleTail ? console.size() - kCrashConsoleTail : 0;
+  const size_t reach = console.size() > kCrashConsoleReach ? console.size() - kCrashConsoleReach : 0;
+  size_t panic = console.rfind("Kernel panic");
+  if (panic != std::string_view::npos && panic >= reach && panic < start) {
+    size_t line = console.rfind('\n', panic);
+    start = line == std::string_view::npos || line < reach ? panic : line + 1;
+  }
+  return ValidUtf8(std::string(console.substr(start)));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -555,7 +567,8 @@ Json Agent::GuestJson(Hypervisor* h, const GuestInfo& info) {
       at = crashes_[info.name].at;
     }
     j["crash"] = {{"at", UnixMillis(at)},
-                  {"console_tail", info.console_log.empty() ? "" : ValidUtf8(ReadTail(info.console_log, kCrashConsoleTail))}};
+                  {"console_tail",
+                   info.console_log.empty() ? "" : CrashConsoleTail(ReadTail(info.console_log, kCrashConsoleReach))}};
   }
   return j;
 }

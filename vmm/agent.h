@@ -62,6 +62,11 @@ struct AgentConfig {
 Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where);
 Result<AgentConfig> LoadAgentConfig(const std::string& path);
 
+// What a crashed guest's JSON shows of its serial console: the last 2 KiB, reaching further back
+// (up to 8 KiB) to start at the last "Kernel panic" line when there is one, since the kernel prints
+// that line before the stack dump that follows it. Invalid UTF-8 bytes become '?'.
+std::string CrashConsoleTail(std::string_view console);
+
 struct AgentEvent {
   uint64_t seq = 0;
   LifecycleEvent event;

@@ -360,6 +360,22 @@ TEST(AgentConfigTest, ErrorsNameFileAndField) {
   EXPECT_EQ(tuned->monitor_interval_s, 3);
 }
 
+TEST(CrashConsoleTailTest, LastTwoKibOrFromThePanicLine) {
+  // A short console: all of it.
+  EXPECT_EQ(CrashConsoleTail("boot\nKernel panic - not syncing: x\n"), "boot\nKernel panic - not syncing: x\n");
+  // The panic line 2.5 KiB before the end (sysrq: the stack dump follows it): from that line.
+  const std::string boot(3000, 'b');
+  const std::string dump(2500, 'd');
+  const std::string panic_line = "[    3.4] Kernel panic - not syncing: sysrq triggered crash\n";
+  std::string tail = CrashConsoleTail(boot + "\n" + panic_line + dump);
+  EXPECT_EQ(tail, panic_line + dump);
+  // No panic line, or one too far back: the last 2 KiB.
+  EXPECT_EQ(CrashConsoleTail(boot + dump).size(), 2048u);
+  EXPECT_EQ(CrashConsoleTail(panic_line + std::string(10000, 'd')).size(), 2048u);
+  // Bytes that are not UTF-8 (a cut multi-byte character) are replaced.
+  EXPECT_EQ(CrashConsoleTail("\xa9ok \xc3\xa9"), "?ok \xc3\xa9");
+}
+
 TEST(InitCmdlineTest, TheInitOrItsInterpreter) {
   using namespace std::string_literals;
   EXPECT_TRUE(InitCmdlineMatches("/sbin/uw-container-init\0"s, "/sbin/uw-container-init"));
