@@ -49,7 +49,7 @@ void StatsFromJob(const Json& job, mg::Stats& st) {
   st.iteration = job.value("memory_iteration", st.iteration);
 }
 
-enum class Outcome { kDone, kRolledBack, kLost, kUnknown };
+enum class Outcome { kDone, kRolledBack, kLost, kUnknown, kFailedAfterSwitchover };
 
 }  // namespace
 
@@ -58,6 +58,8 @@ Json Manager::MigrationConfigJson() const {
           {"cluster", config_.migration_caps.cluster},
           {"poll_ms", config_.migration_poll_ms},
           {"agent_grace_ms", config_.migration_agent_grace_ms},
+          {"verify_window_ms", config_.migration_verify_window_ms},
+          {"verify_timeout_ms", config_.migration_verify_timeout_ms},
           {"convergence", mg::ConvergencePolicyToJson(config_.convergence)}};
 }
 
@@ -302,6 +304,7 @@ struct Run {
   mg::Record rec;
   Json options;
   int64_t memory_mib = 0;
+  std::string dead_state = "crashed";  // the guest's state when it failed after the switch-over
 };
 
 }  // namespace
@@ -341,12 +344,14 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
   // The end of every path: the state store says where the guest is, the task says how it went.
   auto finish = [&](Outcome outcome, const Status& why) {
     const bool cancelled = CancelRequested(task_id) && outcome == Outcome::kRolledBack;
-    if (outcome == Outcome::kDone && !mg::IsTerminal(rec.phase)) {
-      if (rec.phase != mg::Phase::kConfirm) {
+    if ((outcome == Outcome::kDone || outcome == Outcome::kFailedAfterSwitchover) && !mg::IsTerminal(rec.phase)) {
+      if (!mg::PastSwitchOver(rec.phase)) {
         if (rec.phase != mg::Phase::kSwitchOver) (void)mg::Advance(rec, mg::Phase::kSwitchOver, "");
         (void)mg::Advance(rec, mg::Phase::kConfirm, "");
       }
-      (void)mg::Advance(rec, mg::Phase::kDone, "");
+      if (rec.phase == mg::Phase::kConfirm) (void)mg::Advance(rec, mg::Phase::kVerify, "");
+      (void)mg::Advance(rec, outcome == Outcome::kDone ? mg::Phase::kDone : mg::Phase::kFailedAfterSwitchover,
+                        why.ok() ? "" : why.message());
     } else if (outcome == Outcome::kRolledBack && !mg::IsTerminal(rec.phase)) {
       if (rec.phase != mg::Phase::kRollingBack) (void)mg::Advance(rec, mg::Phase::kRollingBack, why.message());
       (void)mg::Advance(rec, mg::Phase::kRolledBack, "");
@@ -378,6 +383,15 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
           return AddEvent("guest.lost", guest, run.tenant,
                           {{"reason", "migration " + rec.id + ": on neither " + rec.source + " nor " + rec.destination},
                            {"error", rec.error}});
+        case Outcome::kFailedAfterSwitchover:
+          // The guest is on the destination (its source copy is gone) but not alive there.
+          UW_RETURN_IF_ERROR(store_->Exec(
+              "UPDATE guests SET host = ?, migrating_to = NULL, state = ?, updated_ms = ? WHERE name = ?",
+              {rec.destination, run.dead_state, now, guest}));
+          return AddEvent("migration.failed_after_switchover", guest, run.tenant,
+                          {{"from", rec.source}, {"to", rec.destination}, {"state", run.dead_state},
+                           {"reason", rec.error}, {"console_tail", rec.console_tail}, {"migration", rec.id},
+                           {"task", task_id}});
         case Outcome::kUnknown:
           UW_RETURN_IF_ERROR(store_->Exec(
               "UPDATE guests SET migrating_to = NULL, state = 'unknown', updated_ms = ? WHERE name = ?", {now, guest}));
@@ -390,7 +404,8 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     if (!s.ok()) spdlog::error("migration {}: recording the outcome: {}", rec.id, s.ToString());
     Json result = {{"migration", rec.id},       {"guest", guest},
                    {"from", rec.source},        {"to", rec.destination},
-                   {"host", outcome == Outcome::kDone ? rec.destination : rec.source},
+                   {"host", outcome == Outcome::kDone || outcome == Outcome::kFailedAfterSwitchover ? rec.destination
+                                                                                                     : rec.source},
                    {"phase", mg::PhaseName(rec.phase)}, {"mode", mg::ModeName(rec.mode)},
                    {"total_ms", rec.stats.total_ms}, {"downtime_ms", rec.stats.downtime_ms},
                    {"attempts", rec.attempt}};
@@ -475,9 +490,10 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     rec = *parsed;
     if (mg::IsTerminal(rec.phase)) {
       // Crashed after the record but before the task: finish from the record.
-      return finish(rec.phase == mg::Phase::kDone ? Outcome::kDone
-                    : rec.phase == mg::Phase::kRolledBack ? Outcome::kRolledBack
-                                                           : Outcome::kLost,
+      return finish(rec.phase == mg::Phase::kDone                    ? Outcome::kDone
+                    : rec.phase == mg::Phase::kFailedAfterSwitchover ? Outcome::kFailedAfterSwitchover
+                    : rec.phase == mg::Phase::kRolledBack            ? Outcome::kRolledBack
+                                                                     : Outcome::kLost,
                     rec.error.empty() ? Status::Ok() : AbortedError(rec.error));
     }
     rec.history.push_back("resumed after a manager restart in " + std::string(mg::PhaseName(rec.phase)));
@@ -501,6 +517,56 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     if (!r.ok()) spdlog::warn("migration {}: cleaning the destination: {}", rec.id, r.status().ToString());
   };
 
+  // The guest runs on the destination and its source copy is gone: watch it there through the
+  // verification window (mg::VerifyCheck), then finish done or failed_after_switchover.
+  auto verify_and_finish = [&] {
+    if (rec.phase != mg::Phase::kVerify) {
+      if (!mg::PastSwitchOver(rec.phase)) {
+        if (rec.phase != mg::Phase::kSwitchOver) (void)mg::Advance(rec, mg::Phase::kSwitchOver, "");
+        (void)mg::Advance(rec, mg::Phase::kConfirm, "");
+      }
+      if (Status s = advance(mg::Phase::kVerify, "watching the guest on " + rec.destination); !s.ok()) {
+        return finish(Outcome::kUnknown, s.WithContext("recording the verify phase"));
+      }
+    }
+    progress(0.97, "verifying the guest on " + rec.destination);
+    const mg::VerifyPolicy policy{config_.migration_verify_window_ms / 1000.0,
+                                  config_.migration_verify_timeout_ms / 1000.0};
+    const auto t0 = std::chrono::steady_clock::now();
+    mg::VerifyObservation o;
+    while (true) {
+      o.since_switchover_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      auto dst = CallAgent(rec.destination, "GET", gpath, nullptr);
+      o.reachable = dst.ok() || dst.status().code() == StatusCode::kNotFound;
+      o.state = dst.ok() ? dst->value("state", "unknown") : "";
+      o.has_channel = dst.ok() && dst->contains("channels") && !(*dst)["channels"].empty();
+      if (o.reachable && o.has_channel && !o.answered && o.state == "running") {
+        Json probe = {{"command", "true"}, {"timeout_s", 5}};
+        auto r = CallAgent(rec.destination, "POST", gpath + "/exec", &probe);
+        o.answered = r.ok() && r->value("exit_code", -1) == 0;
+      }
+      std::string why;
+      switch (mg::VerifyCheck(o, policy, &why)) {
+        case mg::Verdict::kWait:
+          if (!sleep_poll()) return;  // manager stopping: the next start verifies again
+          continue;
+        case mg::Verdict::kVerified:
+          rec.history.push_back("verify: running on " + rec.destination +
+                                (o.has_channel ? " and answering its control channel" : ""));
+          return finish(Outcome::kDone, Status::Ok());
+        case mg::Verdict::kUnreachable:
+          return finish(Outcome::kUnknown, UnavailableError(why));
+        case mg::Verdict::kDied:
+          rec.console_tail = ConsoleTail(rec.destination, guest, 2048);
+          run.dead_state = o.state.empty() ? "lost" : o.state == "running" ? "unresponsive" : o.state;
+          spdlog::error("migration {}: {} failed after the switch-over: {}; console:\n{}", rec.id, guest, why,
+                        rec.console_tail);
+          return finish(Outcome::kFailedAfterSwitchover, InternalError("guest " + guest + " failed after the move to " +
+                                                                       rec.destination + ": " + why));
+      }
+    }
+  };
+
   // --- cold move -----------------------------------------------------------------------------
   if (rec.mode == mg::Mode::kCold) {
     auto on_dest = CallAgent(rec.destination, "GET", gpath, nullptr);
@@ -508,7 +574,7 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     if (resume) {
       if (PresenceOf(on_dest) == mg::Presence::kRunning) {
         if (on_src.ok()) (void)CallAgent(rec.source, "DELETE", gpath + "?force=true", nullptr);
-        return finish(Outcome::kDone, Status::Ok());
+        return verify_and_finish();
       }
       if (on_src.ok()) {
         if (on_dest.ok()) (void)CallAgent(rec.destination, "DELETE", gpath + "?force=true", nullptr);
@@ -551,7 +617,8 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     rec.stats.total_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
     rec.stats.downtime_ms = was_running ? rec.stats.total_ms : 0;
-    return finish(Outcome::kDone, Status::Ok());
+    if (!was_running) return finish(Outcome::kDone, Status::Ok());
+    return verify_and_finish();
   }
 
   // --- live migration ------------------------------------------------------------------------
@@ -597,6 +664,12 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
       auto src = CallAgent(rec.source, "GET", gpath, nullptr);
       auto dst = CallAgent(rec.destination, "GET", gpath, nullptr);
       auto job = CallAgent(rec.source, "GET", gpath + "/migration", nullptr);
+      if (mg::PastSwitchOver(rec.phase) && dst.ok() && !(job.ok() && job->value("state", "") == "running")) {
+        // The destination has it, in whatever state: the verification says whether it lives.
+        if (src.ok() && PresenceOf(src) != mg::Presence::kRunning) (void)CallAgent(rec.source, "DELETE", gpath, nullptr);
+        verify_and_finish();
+        return true;
+      }
       mg::Observation o{PresenceOf(src), PresenceOf(dst), job.ok() && job->value("state", "") == "running"};
       mg::Recovery r = mg::Reconcile(rec.phase, o);
       spdlog::info("migration {}: source {}, destination {}, job {} -> {}", rec.id, src.ok() ? src->value("state", "?") : src.status().ToString(),
@@ -624,13 +697,13 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
             (void)persist();
           }
           (void)CallAgent(rec.source, "DELETE", gpath + "?force=true", nullptr);
-          finish(Outcome::kDone, Status::Ok());
+          verify_and_finish();
           return true;
         case mg::Recovery::kFinishOnDestination:
           // A shut-off source definition is what libvirt leaves when nobody confirmed (the source
           // agent restarted mid-transfer): remove it.
           if (src.ok()) (void)CallAgent(rec.source, "DELETE", gpath, nullptr);
-          finish(Outcome::kDone, Status::Ok());
+          verify_and_finish();
           return true;
         case mg::Recovery::kLost:
           finish(Outcome::kLost, InternalError("guest " + guest + " runs on neither " + rec.source + " nor " +
@@ -747,14 +820,12 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
       continue;
     }
     if (state == "completed") {
-      (void)advance(mg::Phase::kSwitchOver, "libvirt completed; downtime " + std::to_string(rec.stats.downtime_ms) + " ms");
-      (void)advance(mg::Phase::kConfirm, "source copy removed by " + rec.source);
-      auto dst = CallAgent(rec.destination, "GET", gpath, nullptr);
-      if (dst.ok() && PresenceOf(dst) != mg::Presence::kRunning) {
-        // Completed but not running there (paused by post-copy failure, crashed): ask again.
-        if (settle(InternalError("destination reports " + dst->value("state", "?")))) return;
-      }
-      return finish(Outcome::kDone, Status::Ok());
+      Status recorded = advance(mg::Phase::kSwitchOver,
+                                "libvirt completed; downtime " + std::to_string(rec.stats.downtime_ms) + " ms");
+      if (recorded.ok()) recorded = advance(mg::Phase::kConfirm, "source copy removed by " + rec.source);
+      if (!recorded.ok()) return finish(Outcome::kUnknown, recorded.WithContext("recording the switch-over"));
+      // Completed is not alive: the destination must show the guest running (and answering).
+      return verify_and_finish();
     }
     if (state == "failed" || state == "cancelled") {
       const std::string error = st->value("error", "");

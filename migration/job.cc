@@ -8,16 +8,18 @@
 namespace uw::migration {
 namespace {
 
-constexpr std::array<std::pair<Phase, std::string_view>, 9> kPhases = {{
+constexpr std::array<std::pair<Phase, std::string_view>, 11> kPhases = {{
     {Phase::kBegin, "begin"},
     {Phase::kPrepare, "prepare"},
     {Phase::kTransfer, "transfer"},
     {Phase::kSwitchOver, "switch_over"},
     {Phase::kConfirm, "confirm"},
+    {Phase::kVerify, "verify"},
     {Phase::kDone, "done"},
     {Phase::kRollingBack, "rolling_back"},
     {Phase::kRolledBack, "rolled_back"},
     {Phase::kFailed, "failed"},
+    {Phase::kFailedAfterSwitchover, "failed_after_switchover"},
 }};
 
 bool Allowed(Phase from, Phase to) {
@@ -30,7 +32,8 @@ bool Allowed(Phase from, Phase to) {
     case Phase::kTransfer: return to == Phase::kTransfer || to == Phase::kSwitchOver || to == Phase::kRollingBack;
     // The destination never resumed: the source copy is still whole.
     case Phase::kSwitchOver: return to == Phase::kConfirm || to == Phase::kRollingBack;
-    case Phase::kConfirm: return to == Phase::kDone;
+    case Phase::kConfirm: return to == Phase::kVerify;
+    case Phase::kVerify: return to == Phase::kDone || to == Phase::kFailedAfterSwitchover;
     case Phase::kRollingBack: return to == Phase::kRolledBack;
     default: return false;
   }
@@ -52,9 +55,38 @@ Result<Phase> PhaseFromName(std::string_view name) {
   return InvalidArgumentError("unknown migration phase '" + std::string(name) + "'");
 }
 
-bool IsTerminal(Phase p) { return p == Phase::kDone || p == Phase::kRolledBack || p == Phase::kFailed; }
+bool IsTerminal(Phase p) {
+  return p == Phase::kDone || p == Phase::kRolledBack || p == Phase::kFailed || p == Phase::kFailedAfterSwitchover;
+}
 
-bool PastSwitchOver(Phase p) { return p == Phase::kConfirm || p == Phase::kDone; }
+bool PastSwitchOver(Phase p) {
+  return p == Phase::kConfirm || p == Phase::kVerify || p == Phase::kDone || p == Phase::kFailedAfterSwitchover;
+}
+
+Verdict VerifyCheck(const VerifyObservation& o, const VerifyPolicy& p, std::string* why) {
+  const auto seconds = [](double s) { return std::to_string(static_cast<int64_t>(s)); };
+  if (!o.reachable) {
+    if (o.since_switchover_s < p.timeout_s) return Verdict::kWait;
+    *why = "the destination's agent did not answer for " + seconds(o.since_switchover_s) + " s after the switch-over";
+    return Verdict::kUnreachable;
+  }
+  if (o.state.empty() || o.state == "crashed" || o.state == "shutoff") {
+    *why = "the guest " + (o.state.empty() ? std::string("vanished from") : "is " + o.state + " on") +
+           " the destination " + seconds(o.since_switchover_s) + " s after the switch-over";
+    return Verdict::kDied;
+  }
+  const bool answered = !o.has_channel || o.answered;
+  if (answered && o.state == "running" && o.since_switchover_s >= p.window_s) return Verdict::kVerified;
+  if (o.since_switchover_s >= p.timeout_s) {
+    *why = o.state != "running"
+               ? "the guest is still " + o.state + " on the destination " + seconds(o.since_switchover_s) +
+                     " s after the switch-over"
+               : "the guest has not answered its control channel in the " + seconds(o.since_switchover_s) +
+                     " s since the switch-over";
+    return Verdict::kDied;
+  }
+  return Verdict::kWait;
+}
 
 std::string_view ModeName(Mode m) { return m == Mode::kLive ? "live" : "cold"; }
 
@@ -73,6 +105,7 @@ Json RecordToJson(const Record& r) {
           {"auto_converge", r.auto_converge},
           {"postcopy", r.postcopy},
           {"error", r.error},
+          {"console_tail", r.console_tail},
           {"history", r.history},
           {"stats",
            {{"total_ms", s.total_ms},
@@ -109,6 +142,7 @@ Result<Record> ParseRecord(const Json& json) {
   UW_ASSIGN_OR_RETURN(r.auto_converge, v.Bool("auto_converge", false));
   UW_ASSIGN_OR_RETURN(r.postcopy, v.Bool("postcopy", false));
   UW_ASSIGN_OR_RETURN(r.error, v.String("error", ""));
+  UW_ASSIGN_OR_RETURN(r.console_tail, v.String("console_tail", ""));
   UW_ASSIGN_OR_RETURN(r.history, v.Strings("history", {}));
   if (v.Has("stats")) {
     UW_ASSIGN_OR_RETURN(JsonView s, v.Object("stats"));

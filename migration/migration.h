@@ -94,10 +94,14 @@ enum class Phase {
   kTransfer,     // libvirt is copying memory (and disks); the guest runs on the source
   kSwitchOver,   // the guest paused on the source to be resumed on the destination
   kConfirm,      // running on the destination; the source definition is being removed
-  kDone,         // on the destination, source clean
+  kVerify,       // source clean; the destination must show the guest running (and answering its
+                 // control channel) through the verification window
+  kDone,         // on the destination, verified, source clean
   kRollingBack,  // abort requested or a step failed; cleaning the destination
   kRolledBack,   // running on the source as before
   kFailed,       // ended without a clean state (guest lost or on neither host): operator needed
+  kFailedAfterSwitchover,  // the guest died (crashed, stopped, never answered) on the destination
+                           // within the verification window; the source copy is gone
 };
 
 std::string_view PhaseName(Phase p);
@@ -106,6 +110,25 @@ Result<Phase> PhaseFromName(std::string_view name);
 bool IsTerminal(Phase p);
 // True once the guest runs (or may run) on the destination: rolling back is no longer possible.
 bool PastSwitchOver(Phase p);
+
+// What the destination showed of the guest during one check of the verification window.
+struct VerifyObservation {
+  double since_switchover_s = 0;
+  bool reachable = true;        // the destination's agent answered
+  std::string state;            // the guest's state there ("running", "crashed", "shutoff", "" = absent)
+  bool has_channel = false;     // the guest has a control channel
+  bool answered = false;        // it has answered the channel since the switch-over
+};
+struct VerifyPolicy {
+  double window_s = 10;   // the guest must be seen running this long after the switch-over
+  double timeout_s = 90;  // ... and answer its channel (if it has one) within this long
+};
+enum class Verdict { kWait, kVerified, kDied, kUnreachable };
+// One check of the verification window: kVerified once the window has passed with the guest
+// running and (with a channel) answering; kDied at once when it is crashed, shut off or gone, or
+// when it has not answered by the timeout; kUnreachable when the agent stayed silent past the
+// timeout; kWait otherwise. `why` says what was seen for kDied and kUnreachable.
+Verdict VerifyCheck(const VerifyObservation& o, const VerifyPolicy& p, std::string* why);
 
 enum class Mode { kLive, kCold };
 std::string_view ModeName(Mode m);
@@ -142,6 +165,7 @@ struct Record {
   bool auto_converge = false;
   bool postcopy = false;        // started post-copy
   std::string error;            // why it rolled back or failed
+  std::string console_tail;     // the destination console's last lines when it failed after switch-over
   std::vector<std::string> history;  // "transfer: raise bandwidth to 256 MiB/s (stalled)"
   Stats stats;
 

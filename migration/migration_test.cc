@@ -315,10 +315,10 @@ Record NewRecord() {
 
 TEST(RecordTest, HappyPathAndHistory) {
   Record r = NewRecord();
-  for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm, Phase::kDone}) {
+  for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm, Phase::kVerify, Phase::kDone}) {
     ASSERT_TRUE(Advance(r, p).ok()) << PhaseName(p);
   }
-  EXPECT_EQ(r.history.size(), 5u);
+  EXPECT_EQ(r.history.size(), 6u);
   EXPECT_TRUE(IsTerminal(r.phase));
   Status st = Advance(r, Phase::kTransfer);
   EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
@@ -338,7 +338,62 @@ TEST(RecordTest, RollBackOnlyBeforeTheDestinationRuns) {
   Record c = NewRecord();
   for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm}) ASSERT_TRUE(Advance(c, p).ok());
   EXPECT_FALSE(Advance(c, Phase::kRollingBack).ok());
+  EXPECT_FALSE(Advance(c, Phase::kDone).ok()) << "done only after verification";
   EXPECT_TRUE(Advance(c, Phase::kFailed, "lost").ok());
+}
+
+TEST(RecordTest, DeathOnTheDestinationEndsFailedAfterSwitchover) {
+  Record r = NewRecord();
+  for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm, Phase::kVerify}) {
+    ASSERT_TRUE(Advance(r, p).ok()) << PhaseName(p);
+  }
+  EXPECT_FALSE(Advance(r, Phase::kRollingBack).ok());
+  r.console_tail = "Kernel panic - not syncing";
+  ASSERT_TRUE(Advance(r, Phase::kFailedAfterSwitchover, "crashed").ok());
+  EXPECT_TRUE(IsTerminal(r.phase));
+  EXPECT_TRUE(PastSwitchOver(r.phase));
+  auto back = ParseRecord(RecordToJson(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, r);
+  EXPECT_EQ(RecordToJson(r)["phase"], "failed_after_switchover");
+}
+
+TEST(VerifyTest, TheWindowMustPassWithTheGuestRunningAndAnswering) {
+  VerifyPolicy p;  // 10 s window, 90 s timeout
+  std::string why;
+  VerifyObservation o{.since_switchover_s = 1, .reachable = true, .state = "running", .has_channel = true};
+  EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kWait);
+  o.answered = true;
+  EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kWait) << "answered, but the window is not over";
+  o.since_switchover_s = 10;
+  EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kVerified);
+  // Without a channel running through the window is enough.
+  VerifyObservation quiet{.since_switchover_s = 12, .reachable = true, .state = "running", .has_channel = false};
+  EXPECT_EQ(VerifyCheck(quiet, p, &why), Verdict::kVerified);
+  // A channel that never answers fails at the timeout, not before.
+  VerifyObservation mute{.since_switchover_s = 60, .reachable = true, .state = "running", .has_channel = true};
+  EXPECT_EQ(VerifyCheck(mute, p, &why), Verdict::kWait);
+  mute.since_switchover_s = 90;
+  EXPECT_EQ(VerifyCheck(mute, p, &why), Verdict::kDied);
+  EXPECT_EQ(why, "the guest has not answered its control channel in the 90 s since the switch-over");
+}
+
+TEST(VerifyTest, ACrashedOrVanishedGuestFailsAtOnce) {
+  VerifyPolicy p;
+  std::string why;
+  VerifyObservation o{.since_switchover_s = 3, .reachable = true, .state = "crashed", .has_channel = true, .answered = true};
+  EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kDied);
+  EXPECT_EQ(why, "the guest is crashed on the destination 3 s after the switch-over");
+  o.state = "";
+  EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kDied);
+  EXPECT_EQ(why, "the guest vanished from the destination 3 s after the switch-over");
+  o.state = "shutoff";
+  EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kDied);
+  // An unreachable agent is waited for until the timeout.
+  VerifyObservation gone{.since_switchover_s = 30, .reachable = false};
+  EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kWait);
+  gone.since_switchover_s = 95;
+  EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kUnreachable);
 }
 
 TEST(RecordTest, JsonRoundTripAndErrors) {
@@ -473,6 +528,7 @@ TEST(ReconcileTest, EveryCrashPointEndsWithTheGuestOnOneHost) {
   EXPECT_EQ(R(Phase::kConfirm, P::kPaused, P::kRunning), Recovery::kConfirm);
   EXPECT_EQ(R(Phase::kConfirm, P::kAbsent, P::kRunning), Recovery::kFinishOnDestination);
   EXPECT_EQ(R(Phase::kConfirm, P::kRunning, P::kAbsent), Recovery::kRollBack);
+  EXPECT_EQ(R(Phase::kVerify, P::kAbsent, P::kRunning), Recovery::kFinishOnDestination);
   // Gone from both: say so.
   EXPECT_EQ(R(Phase::kTransfer, P::kAbsent, P::kAbsent), Recovery::kLost);
   EXPECT_EQ(R(Phase::kConfirm, P::kAbsent, P::kAbsent), Recovery::kLost);

@@ -32,102 +32,10 @@ namespace uw {
 namespace {
 
 using testing::Testbed;
+using testing::TickWatcher;
 using testing::WaitFor;
 constexpr const char* kAdmin = "it-admin-token-0123456789";
 constexpr const char* kJoin = "it-join-token-0123456789";
-
-// Watches a guest's console log files (one per host) for the "UW-TICK TAG n" lines of the guest's
-// `tick` command and notes when each n first appears. The longest wait between consecutive n is
-// the pause the guest's own output saw: a live migration's downtime as the guest lives it (plus
-// the file polling, every 0.2 ms). A file re-created by the destination's QEMU is read afresh.
-// Lines are stamped when read, so the reader runs as a real-time thread (SCHED_FIFO; the test runs
-// as root): on two busy cores an ordinary thread was late by up to 100 ms, hiding the gap.
-class TickWatcher {
- public:
-  TickWatcher(std::vector<std::string> files, std::string tag)
-      : files_(std::move(files)), prefix_("UW-TICK " + tag + " "), thread_([this] { Run(); }) {}
-  ~TickWatcher() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  // Ticks seen in file i.
-  size_t Seen(size_t i) {
-    std::lock_guard l(mu_);
-    return per_file_[i];
-  }
-  bool realtime() const { return realtime_; }
-  // Values between the first and the last tick seen that never appeared (lost output).
-  int64_t Missing() {
-    std::lock_guard l(mu_);
-    if (first_.empty()) return 0;
-    return first_.rbegin()->first - first_.begin()->first + 1 - static_cast<int64_t>(first_.size());
-  }
-  // The longest gap between consecutive ticks, in ms (0 with fewer than two).
-  double MaxGapMs() {
-    std::lock_guard l(mu_);
-    double gap = 0;
-    for (auto it = first_.begin(); it != first_.end(); ++it) {
-      auto next = std::next(it);
-      if (next == first_.end() || next->first != it->first + 1) continue;
-      gap = std::max(gap, std::chrono::duration<double, std::milli>(next->second - it->second).count());
-    }
-    return gap;
-  }
-
- private:
-  struct Tail {
-    ino_t inode = 0;
-    off_t offset = 0;
-    std::string partial;
-  };
-  void Run() {
-    sched_param sp{};
-    sp.sched_priority = 10;
-    realtime_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
-    std::vector<Tail> tails(files_.size());
-    per_file_.assign(files_.size(), 0);
-    char buf[65536];
-    while (!stop_) {
-      for (size_t i = 0; i < files_.size(); ++i) {
-        struct stat st;
-        if (stat(files_[i].c_str(), &st) != 0) continue;
-        Tail& t = tails[i];
-        if (st.st_ino != t.inode || st.st_size < t.offset) t = Tail{st.st_ino, 0, ""};
-        if (st.st_size == t.offset) continue;
-        int fd = open(files_[i].c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;
-        ssize_t n;
-        while ((n = pread(fd, buf, sizeof buf, t.offset)) > 0) {
-          t.offset += n;
-          t.partial.append(buf, static_cast<size_t>(n));
-        }
-        close(fd);
-        const auto now = std::chrono::steady_clock::now();
-        size_t start = 0, end;
-        std::lock_guard l(mu_);
-        while ((end = t.partial.find('\n', start)) != std::string::npos) {
-          std::string_view line(t.partial.data() + start, end - start);
-          start = end + 1;
-          size_t at = line.find(prefix_);
-          if (at == std::string_view::npos) continue;
-          int64_t v = std::atoll(std::string(line.substr(at + prefix_.size())).c_str());
-          if (first_.emplace(v, now).second) ++per_file_[i];
-        }
-        t.partial.erase(0, start);
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  }
-  const std::vector<std::string> files_;
-  const std::string prefix_;
-  std::atomic<bool> realtime_{false};
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  std::map<int64_t, std::chrono::steady_clock::time_point> first_;  // guarded by mu_
-  std::vector<size_t> per_file_;                                   // guarded by mu_
-  std::thread thread_;
-};
 
 class ManagerIntegrationTest : public ::testing::Test {
  protected:
@@ -148,7 +56,10 @@ class ManagerIntegrationTest : public ::testing::Test {
                 {"drs_interval_ms", 0},
                 {"max_body_bytes", 65536},
                 // Short escalation stages so that a transfer stuck on a cut network ends quickly.
-                {"migration", {{"agent_grace_ms", 30000}, {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
+                // A 3 s verification window: every move still ends `done` only after the guest ran and
+                // answered its control channel on the destination.
+                {"migration", {{"agent_grace_ms", 30000}, {"verify_window_ms", 3000},
+                               {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
                 {"log_file", (*dir_ / "manager.log").string()}};
     std::ofstream(*dir_ / "manager.json") << cfg.dump(2);
     StartManagerProcess();
@@ -255,9 +166,7 @@ class ManagerIntegrationTest : public ::testing::Test {
     return events;
   }
   // Where host i's agent keeps guest g's serial console log (its state_dir, as the test bed sets it).
-  static std::string ConsoleLog(size_t i, const std::string& g) {
-    return testbed_->hosts[i].dir + "/agent-state/console/" + g + ".log";
-  }
+  static std::string ConsoleLog(size_t i, const std::string& g) { return testing::ConsoleLogOf(*testbed_, i, g); }
   static std::string HostOf(const std::string& g) {
     return (*Client().Call("GET", "/api/v1/guests/" + g))["host"].get<std::string>();
   }
@@ -485,6 +394,10 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
       ASSERT_EQ(done["state"], "succeeded") << done.dump();
       EXPECT_EQ(HostOf(g), to);
       ExpectOnce(g);
+      // Done means verified: the guest answered its control channel on the destination.
+      Json mig = (*Client().Call("GET", "/api/v1/migrations?guest=" + g))["migrations"][0];
+      EXPECT_EQ(mig["phase"], "done");
+      EXPECT_NE(mig["history"].dump().find("answering its control channel"), std::string::npos) << mig.dump();
       EXPECT_TRUE(WaitFor([&] { return ticks.Seen(1) >= 200; }, std::chrono::seconds(30)))
           << g << " stopped ticking after the move (" << ticks.Seen(1) << " ticks at the destination)";
       ticks.Stop();
