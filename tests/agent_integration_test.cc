@@ -212,6 +212,51 @@ TEST_F(AgentOnTestbed, UsageSamplesMoveWhenTheGuestBurnsCpu) {
   EXPECT_GT(all["host"]["memory_mib"].get<int64_t>(), 0);
 }
 
+// A guest whose control channel stops answering (its server is stuck in a 45 s command) becomes
+// unresponsive after monitor.timeout_s (30 s on the test bed) and ready again once it answers.
+TEST_F(AgentOnTestbed, SilentGuestBecomesUnresponsiveThenReadyAgain) {
+  auto before = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm);
+  ASSERT_EQ(before["health"], "ready") << before.dump();
+  const int timeout_s = CallJson(0, "GET", "/api/v1/host")["monitor"]["timeout_s"];
+  const uint64_t since = CallJson(0, "GET", "/api/v1/events?since=0")["next"];
+  const auto silenced = std::chrono::steady_clock::now();
+  auto r = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec",
+                Json({{"command", "sleep " + std::to_string(timeout_s + 15)}, {"timeout_s", 1}}).dump());
+  EXPECT_EQ(r.status, 504) << r.body;  // the command itself outlives its bound
+  Json info;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        info = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm);
+        return info["health"] == "unresponsive";
+      },
+      std::chrono::seconds(timeout_s + 20), std::chrono::milliseconds(250)))
+      << info.dump();
+  const double unresponsive_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - silenced).count();
+  EXPECT_EQ(info["ready"], false);
+  EXPECT_EQ(info["state"], "running");
+  ASSERT_TRUE(info.contains("unresponsive_since")) << info.dump();
+  EXPECT_GE(unresponsive_s, timeout_s - 6.0) << "judged unresponsive before monitor.timeout_s of silence";
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        info = CallJson(0, "GET", std::string("/api/v1/guests/") + kVm);
+        return info["ready"] == true;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(250)))
+      << info.dump();
+  EXPECT_EQ(info["health"], "ready");
+  EXPECT_FALSE(info.contains("unresponsive_since"));
+  std::printf("[ figure ] channel silent -> unresponsive: %.1f s (timeout %d s); answering again -> ready: %.1f s after silence began\n",
+              unresponsive_s, timeout_s,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - silenced).count());
+  std::vector<std::string> seen;
+  const Json events = CallJson(0, "GET", "/api/v1/events?since=" + std::to_string(since));
+  for (const auto& e : events["events"]) {
+    if (e["guest"] == kVm && e["source"] == "agent") seen.push_back(e["event"]);
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"unresponsive", "ready"})) << events.dump();
+  EXPECT_EQ(Exec(0, kVm, "ping"), "pong\n");
+}
+
 // Stops h1's agent with `signal`, checks the guest kept running, and starts the agent again
 // through the test bed (which writes a fresh config and token).
 void RestartAgentWith(Testbed* bed, int signal) {
