@@ -275,7 +275,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   guest->require_subcommand(1);
   auto* create = guest->add_subcommand("create", "create a guest (placed by the manager)");
   int64_t vcpus = 1, memory = 256;
-  std::string image, kind = "qemu", tenant, pool, automation;
+  std::string image, kind = "qemu", tenant, pool, automation, on_crash;
   bool no_start = false, no_paravirt = false;
   create->add_option("name", name, "guest name")->required();
   create->add_option("--vcpus", vcpus, "virtual CPUs")->check(CLI::PositiveNumber);
@@ -285,6 +285,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   create->add_option("--tenant", tenant, "owner tenant (admins and operators)");
   create->add_option("--pool", pool, "resource pool");
   create->add_option("--automation", automation, "DRS override: default | manual | automatic | disabled");
+  create->add_option("--on-crash", on_crash, "when it crashes: restart (default; 3 tries in 10 minutes) | keep | stop")
+      ->check(CLI::IsMember({"restart", "keep", "stop"}));
   create->add_flag("--no-start", no_start, "define but do not start");
   create->add_flag("--no-paravirt", no_paravirt,
                    "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");
@@ -295,6 +297,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (!tenant.empty()) body["tenant"] = tenant;
     if (!pool.empty()) body["pool"] = pool;
     if (!automation.empty()) body["automation"] = automation;
+    if (!on_crash.empty()) body["on_crash"] = on_crash;
     if (no_start) body["start"] = false;
     if (no_paravirt) body["paravirt"] = false;
     auto r = c.Call("POST", "/api/v1/guests", &body);

@@ -75,6 +75,11 @@ TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
   EXPECT_EQ(Uwctl({"-o", "json", "guest", "show", "web1"}), 0);
   Json j = Json::parse(out_.str());
   EXPECT_EQ(j["host"], "h1");
+  EXPECT_EQ(j["on_crash"], "restart");
+  EXPECT_EQ(Uwctl({"guest", "create", "keeper", "--on-crash", "keep", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "guest", "show", "keeper"}), 0);
+  EXPECT_EQ(Json::parse(out_.str())["on_crash"], "keep");
+  EXPECT_NE(Uwctl({"guest", "create", "bad", "--on-crash", "reboot"}), 0);
   EXPECT_EQ(Uwctl({"host", "list"}), 0);
   EXPECT_NE(out_.str().find("h1"), std::string::npos);
   // A running guest is deleted only with --force (a conflict, exit 5, otherwise).

@@ -535,13 +535,21 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
   Status s = store_->Transact([&]() -> Status {
     // Guests with a task in flight are the task's business.
     UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
+    // A heartbeat's guest list may have been read before a task that just ended changed the guest
+    // (a create saw "paused" while libvirt was still starting it): the task's word stands until the
+    // next heartbeats have had time to see it.
+    UW_ASSIGN_OR_RETURN(auto recent_rows, store_->Query("SELECT DISTINCT subject FROM tasks WHERE updated_ms > ? AND "
+                                                        "state IN ('succeeded', 'failed', 'cancelled')",
+                                                        {NowMs() - 2 * int64_t{config_.heartbeat_interval_ms}}));
+    std::set<std::string> recent;
+    for (const auto& t : recent_rows) recent.insert(t.Str("subject"));
     UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant, health, on_crash, crash FROM guests "
                                                  "WHERE host = ?",
                                                  {host}));
     int64_t now = NowMs();
     for (const auto& r : rows) {
       std::string name = r.Str("name");
-      if (busy.count(name)) {
+      if (busy.count(name) || recent.count(name)) {
         seen.erase(name);
         continue;
       }
