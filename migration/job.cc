@@ -66,7 +66,7 @@ bool PastSwitchOver(Phase p) {
 Verdict VerifyCheck(const VerifyObservation& o, const VerifyPolicy& p, std::string* why) {
   const auto seconds = [](double s) { return std::to_string(static_cast<int64_t>(s)); };
   if (!o.reachable) {
-    if (o.since_switchover_s < p.timeout_s) return Verdict::kWait;
+    if (o.since_switchover_s < p.unreachable_s) return Verdict::kWait;
     *why = "the destination's agent did not answer for " + seconds(o.since_switchover_s) + " s after the switch-over";
     return Verdict::kUnreachable;
   }

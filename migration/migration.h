@@ -120,8 +120,9 @@ struct VerifyObservation {
   bool answered = false;        // it has answered the channel since the switch-over
 };
 struct VerifyPolicy {
-  double window_s = 10;   // the guest must be seen running this long after the switch-over
-  double timeout_s = 90;  // ... and answer its channel (if it has one) within this long
+  double window_s = 10;       // the guest must be seen running this long after the switch-over
+  double timeout_s = 90;      // ... and answer its channel (if it has one) within this long
+  double unreachable_s = 60;  // an agent that does not answer is waited for this long
 };
 enum class Verdict { kWait, kVerified, kDied, kUnreachable };
 // One check of the verification window: kVerified once the window has passed with the guest

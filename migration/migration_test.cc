@@ -392,7 +392,7 @@ TEST(VerifyTest, ACrashedOrVanishedGuestFailsAtOnce) {
   // An unreachable agent is waited for until the timeout.
   VerifyObservation gone{.since_switchover_s = 30, .reachable = false};
   EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kWait);
-  gone.since_switchover_s = 95;
+  gone.since_switchover_s = 61;
   EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kUnreachable);
 }
 
