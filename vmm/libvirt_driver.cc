@@ -807,6 +807,17 @@ Result<bool> LibvirtHypervisor::ContainerInitRunning(std::string_view name) {
   free(xml);
   if (!spec.ok()) return spec.status();
   if (spec->kind != GuestKind::kLxc) return InvalidArgumentError("guest '" + std::string(name) + "' is not a container");
+  // libvirtd learns the init's pid from libvirt_lxc a moment after the domain runs; until then no
+  // command can enter the container ("Init pid is not yet available").
+  int* fds = nullptr;
+  int nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
+  if (nfds < 0) {
+    Status s = LibvirtError("entering container '" + std::string(name) + "'");
+    if (s.code() == StatusCode::kFailedPrecondition || s.code() == StatusCode::kInternal) return false;
+    return s;
+  }
+  for (int i = 0; i < nfds; ++i) close(fds[i]);
+  free(fds);
   // The domain id of a container is the pid of its libvirt_lxc controller; the container's
   // init is the controller's child (a clone in new namespaces that execs the init).
   const std::string controller = std::to_string(virDomainGetID(d.get()));

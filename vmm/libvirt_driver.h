@@ -85,8 +85,9 @@ class LibvirtHypervisor : public Hypervisor {
   // after `timeout` (the command is killed).
   Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
                                      Duration timeout) override;
-  // From /proc: the libvirt_lxc controller's (pid = domain id) child has exec'ed the configured
-  // init. Start waits for this (up to 10 s) before it returns for a container.
+  // libvirtd knows the container's init (virDomainLxcOpenNamespace works) and, from /proc, the
+  // libvirt_lxc controller's (pid = domain id) child has exec'ed the configured init. Start waits
+  // for this (up to 10 s) before it returns for a container.
   Result<bool> ContainerInitRunning(std::string_view name) override;
   Result<std::string> MigratableXml(std::string_view name) override;
   Status Migrate(std::string_view name, const MigrationRequest& request) override;
