@@ -43,6 +43,15 @@ class ManagerIntegrationTest : public ::testing::Test {
     auto tb = Testbed::Load();
     ASSERT_TRUE(tb.ok()) << tb.status().ToString();
     testbed_ = new Testbed(*tb);
+    // Guests an interrupted earlier run left on the hosts would be adopted and take the names.
+    for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
+      auto listed = testbed_->Agent(i).Call("GET", "/api/v1/guests");
+      if (!listed.ok()) continue;
+      for (const auto& g : (*listed)["guests"]) {
+        const std::string n = g.value("name", "");
+        if (n.rfind("mit-", 0) == 0) (void)testbed_->Agent(i).Do("DELETE", "/api/v1/guests/" + n + "?force=true");
+      }
+    }
     dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
                                      ("uw-manager-it-" + std::to_string(::getpid())));
     std::filesystem::create_directories(*dir_);
@@ -181,9 +190,18 @@ class ManagerIntegrationTest : public ::testing::Test {
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     ASSERT_EQ(WaitTask(*t)["state"], "succeeded");
     std::string host = HostOf(name);
-    ASSERT_TRUE(WaitFor([&] { return Console(host, name).find("UW-GUEST-READY") != std::string::npos; },
-                        std::chrono::seconds(120)))
-        << name << " did not boot:\n" << Console(host, name);
+    // The manager's word: ready once the guest answered its control channel; a crash ends the wait
+    // at once, with the console's last lines.
+    Json g;
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto r = Client().Call("GET", "/api/v1/guests/" + name);
+          if (r.ok()) g = *r;
+          return r.ok() && (g["state"] == "crashed" || g["health"] == "ready");
+        },
+        std::chrono::seconds(120)))
+        << name << " did not become ready (" << g.dump() << "); console:\n" << Console(host, name);
+    ASSERT_NE(g["state"], "crashed") << name << " crashed while booting:\n" << g["crash"].dump(2);
   }
   // Exactly one host runs the guest, the one the manager names, and no other keeps a copy.
   static void ExpectOnce(const std::string& g) {
