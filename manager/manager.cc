@@ -532,6 +532,7 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
   std::map<std::string, Json> seen;
   for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
   std::vector<CrashedGuest> crashed;  // newly crashed: their on_crash policy runs after the transaction
+  std::vector<std::pair<std::string, std::string>> leftovers;  // (guest, migration): removed after it
   Status s = store_->Transact([&]() -> Status {
     // Guests with a task in flight are the task's business.
     UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
@@ -604,6 +605,15 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       // A guest the manager does not know on this host: record it (unowned) so capacity is counted.
       UW_ASSIGN_OR_RETURN(auto other, store_->Query("SELECT host FROM guests WHERE name = ?", {name}));
       if (!other.empty()) {
+        // The shut-off definition libvirt leaves on the source of a move that nobody confirmed there
+        // (its agent was down when the move ended) is a leftover, not a second guest.
+        UW_ASSIGN_OR_RETURN(auto moved_away, store_->Query("SELECT id FROM migrations WHERE guest = ? AND source = ? AND "
+                                                           "phase = 'done' ORDER BY updated_ms DESC LIMIT 1",
+                                                           {name, host}));
+        if (g.value("state", "") == "shutoff" && !moved_away.empty() && other[0].Str("host") != host) {
+          leftovers.push_back({name, moved_away[0].Str("id")});
+          continue;
+        }
         UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other[0].Str("host")));
         continue;
       }
@@ -625,6 +635,17 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
   }
   for (const auto& c : crashed) {
     if (Status h = HandleCrash(c); !h.ok()) spdlog::warn("guest {} crashed on {}: {}", c.name, c.host, h.ToString());
+  }
+  for (const auto& [guest, migration] : leftovers) {
+    auto del = CallAgent(host, "DELETE", "/api/v1/guests/" + guest, nullptr);
+    if (!del.ok() && del.status().code() != StatusCode::kNotFound) {
+      spdlog::warn("removing the shut-off copy of {} that migration {} left on {}: {}", guest, migration, host,
+                   del.status().ToString());
+      continue;
+    }
+    (void)AddEvent("migration.leftover_removed", guest, "",
+                   {{"host", host}, {"migration", migration},
+                    {"reason", "the source kept a shut-off definition after the move (its agent was down)"}});
   }
 }
 

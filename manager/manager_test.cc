@@ -1022,5 +1022,37 @@ TEST_F(ManagerTest, AStaleHeartbeatDoesNotOverrideATaskThatJustEnded) {
   EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["state"], "paused");
 }
 
+// Regression: a move that ended while the source agent was down left libvirt's shut-off source
+// definition behind (the guest was then defined on two hosts). The source host's next heartbeat
+// has it removed; a running second copy is still a duplicate.
+TEST_F(ManagerTest, TheShutOffCopyAMoveLeftOnItsSourceIsRemoved) {
+  StartManager();
+  const std::string t1 = AddHost("h1", 4, 4096), t2 = AddHost("h2", 4, 4096);
+  auto c = Client();
+  Json a = {{"name", "a"}, {"memory_mib", 512}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
+  const std::string src = (*c.Call("GET", "/api/v1/guests/a"))["host"];
+  const size_t si = src == "h1" ? 0 : 1;
+  Json to = {{"host", src == "h1" ? "h2" : "h1"}};
+  ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/a/migrate", &to))["state"], "succeeded");
+  ASSERT_FALSE(Agent(si).Has("a"));
+  Json copy = {{"name", "a"}, {"kind", "qemu"}, {"state", "shutoff"}, {"vcpus", 1}, {"max_vcpus", 1},
+               {"memory_mib", 512}, {"max_memory_mib", 512}};
+  Agent(si).Put(copy);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * config_.heartbeat_interval_ms));
+  Json hb = {{"stats", {{"guests", Json::array()}}}, {"guests", Agent(si).Guests()}};
+  ASSERT_TRUE(Client(si == 0 ? t1 : t2).Call("POST", "/api/v1/hosts/" + src + "/heartbeat", &hb).ok());
+  EXPECT_FALSE(Agent(si).Has("a")) << "the leftover was not removed";
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'migration.leftover_removed'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.duplicate'"), 0);
+  // A running copy is not a leftover.
+  copy["state"] = "running";
+  Agent(si).Put(copy);
+  hb["guests"] = Agent(si).Guests();
+  ASSERT_TRUE(Client(si == 0 ? t1 : t2).Call("POST", "/api/v1/hosts/" + src + "/heartbeat", &hb).ok());
+  EXPECT_TRUE(Agent(si).Has("a"));
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.duplicate'"), 1);
+}
+
 }  // namespace
 }  // namespace uw::manager

@@ -530,6 +530,21 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
         return finish(Outcome::kUnknown, s.WithContext("recording the verify phase"));
       }
     }
+    // libvirt leaves a shut-off definition on the source when nobody confirmed the move there (the
+    // source agent restarted mid-transfer): it is removed here, and the move is done only once the
+    // source has no copy (an unreachable source is cleaned by its next heartbeat instead).
+    auto source_clean = [&]() -> bool {
+      auto src = CallAgent(rec.source, "GET", gpath, nullptr);
+      if (!src.ok()) return true;  // gone (not found), or unreachable: Reconcile removes it later
+      if (PresenceOf(src) != mg::Presence::kAbsent) return false;  // paused until libvirt confirms
+      auto del = CallAgent(rec.source, "DELETE", gpath, nullptr);
+      if (!del.ok() && del.status().code() != StatusCode::kNotFound) {
+        spdlog::warn("migration {}: removing the shut-off source copy: {}", rec.id, del.status().ToString());
+        return false;
+      }
+      return true;
+    };
+    bool clean = false;
     progress(0.97, "verifying the guest on " + rec.destination);
     const mg::VerifyPolicy policy{config_.migration_verify_window_ms / 1000.0,
                                   config_.migration_verify_timeout_ms / 1000.0,
@@ -547,12 +562,18 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
         auto r = CallAgent(rec.destination, "POST", gpath + "/exec", &probe);
         o.answered = r.ok() && r->value("exit_code", -1) == 0;
       }
+      if (!clean) clean = source_clean();
       std::string why;
-      switch (mg::VerifyCheck(o, policy, &why)) {
+      mg::Verdict verdict = mg::VerifyCheck(o, policy, &why);
+      if (verdict == mg::Verdict::kVerified && !clean && o.since_switchover_s < policy.timeout_s) {
+        verdict = mg::Verdict::kWait;
+      }
+      switch (verdict) {
         case mg::Verdict::kWait:
           if (!sleep_poll()) return;  // manager stopping: the next start verifies again
           continue;
         case mg::Verdict::kVerified:
+          if (!clean) rec.history.push_back("verify: the source " + rec.source + " still has a copy; its heartbeat removes it");
           rec.history.push_back("verify: running on " + rec.destination +
                                 (o.has_channel ? " and answering its control channel" : ""));
           return finish(Outcome::kDone, Status::Ok());

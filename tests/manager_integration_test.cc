@@ -206,17 +206,18 @@ class ManagerIntegrationTest : public ::testing::Test {
   // Exactly one host runs the guest, the one the manager names, and no other keeps a copy.
   static void ExpectOnce(const std::string& g) {
     int running = 0, defined = 0;
-    std::string where;
+    std::string where, seen;
     for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
       auto r = testbed_->Agent(i).Call("GET", "/api/v1/guests/" + g);
       defined += r.ok();
+      seen += " " + testbed_->hosts[i].name + ":" + (r.ok() ? (*r).value("state", "?") : r.status().ToString());
       if (r.ok() && (*r)["state"] == "running") {
         ++running;
         where = testbed_->hosts[i].name;
       }
     }
     EXPECT_EQ(running, 1) << g;
-    EXPECT_EQ(defined, 1) << g << ": a copy was left behind";
+    EXPECT_EQ(defined, 1) << g << ": a copy was left behind;" << seen;
     EXPECT_EQ(where, HostOf(g)) << g;
   }
   // Starts a slow migration of `g` to the other host and waits until it transfers.
