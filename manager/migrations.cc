@@ -692,8 +692,8 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
       auto dst = CallAgent(rec.destination, "GET", gpath, nullptr);
       auto job = CallAgent(rec.source, "GET", gpath + "/migration", nullptr);
       if (mg::PastSwitchOver(rec.phase) && dst.ok() && !(job.ok() && job->value("state", "") == "running")) {
-        // The destination has it, in whatever state: the verification says whether it lives.
-        if (src.ok() && PresenceOf(src) != mg::Presence::kRunning) (void)CallAgent(rec.source, "DELETE", gpath, nullptr);
+        // The destination has it, in whatever state: the verification says whether it lives (and
+        // removes a shut-off source copy).
         verify_and_finish();
         return true;
       }
@@ -728,8 +728,7 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
           return true;
         case mg::Recovery::kFinishOnDestination:
           // A shut-off source definition is what libvirt leaves when nobody confirmed (the source
-          // agent restarted mid-transfer): remove it.
-          if (src.ok()) (void)CallAgent(rec.source, "DELETE", gpath, nullptr);
+          // agent restarted mid-transfer): the verification removes it.
           verify_and_finish();
           return true;
         case mg::Recovery::kLost:
