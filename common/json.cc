@@ -1,41 +1,117 @@
 #include "common/json.h"
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 namespace uw {
 
-Result<Json> ParseJson(std::string_view text, std::string_view what) {
+namespace {
+
+// "line L, column C" of byte `offset` (both counted from 1; columns in bytes).
+std::string Where(std::string_view text, size_t offset) {
+  size_t line = 1, column = 1;
+  offset = std::min(offset, text.size());
+  for (size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  return "line " + std::to_string(line) + ", column " + std::to_string(column);
+}
+
+// Printable ASCII kept, every other byte as \xNN: parser messages quote the input ("last read").
+std::string Printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(ch);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof(hex), "\\x%02X", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+size_t JsonNestingDepth(std::string_view text, size_t stop_above, size_t* offset) {
+  const size_t n = text.size();
+  size_t depth = 0, deepest = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = text[i];
+    if (c == '"') {
+      // Skip the string: up to the next quote not escaped by a backslash.
+      for (++i; i < n && text[i] != '"'; ++i) {
+        if (text[i] == '\\') ++i;
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > deepest) {
+        deepest = depth;
+        if (deepest > stop_above) {
+          if (offset != nullptr) *offset = i;
+          return deepest;
+        }
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  if (offset != nullptr) *offset = n;
+  return deepest;
+}
+
+Result<Json> ParseJson(std::string_view text, std::string_view what, const JsonLimits& limits) {
+  if (text.size() > limits.max_bytes) {
+    return InvalidArgumentError(std::string(what) + ": " + std::to_string(text.size()) +
+                                " bytes of JSON, more than the limit of " +
+                                std::to_string(limits.max_bytes));
+  }
+  size_t too_deep_at = 0;
+  if (JsonNestingDepth(text, limits.max_depth, &too_deep_at) > limits.max_depth) {
+    return InvalidArgumentError(std::string(what) + ": " + Where(text, too_deep_at) +
+                                ": nesting deeper than " + std::to_string(limits.max_depth));
+  }
   try {
     return Json::parse(text.begin(), text.end());
   } catch (const Json::parse_error& e) {
-    size_t line = 1, column = 1;
-    size_t end = std::min<size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
-    for (size_t i = 0; i < end; ++i) {
-      if (text[i] == '\n') {
-        ++line;
-        column = 1;
-      } else {
-        ++column;
-      }
-    }
     std::string msg = e.what();
     // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 2: ".
-    if (auto pos = msg.find(": "); pos != std::string::npos && msg.rfind("[json.exception", 0) == 0) {
+    if (auto pos = msg.find(": ");
+        pos != std::string::npos && msg.rfind("[json.exception", 0) == 0) {
       msg = msg.substr(pos + 2);
     }
-    return InvalidArgumentError(std::string(what) + ": line " + std::to_string(line) + ", column " +
-                                std::to_string(column) + ": malformed JSON: " + msg);
+    return InvalidArgumentError(std::string(what) + ": " +
+                                Where(text, e.byte == 0 ? 0 : e.byte - 1) +
+                                ": malformed JSON: " + Printable(msg));
+  } catch (const Json::exception& e) {
+    // Out-of-range numbers and the like: still the caller's input.
+    return InvalidArgumentError(std::string(what) + ": malformed JSON: " + Printable(e.what()));
   }
 }
 
-Result<Json> LoadJsonFile(const std::string& path) {
-  std::ifstream in(path);
+Result<Json> LoadJsonFile(const std::string& path, const JsonLimits& limits) {
+  std::ifstream in(path, std::ios::binary);
   if (!in) return NotFoundError(path + ": cannot open file");
+  std::error_code ec;
+  uintmax_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size > limits.max_bytes) {
+    return InvalidArgumentError(path + ": " + std::to_string(size) +
+                                " bytes of JSON, more than the limit of " +
+                                std::to_string(limits.max_bytes));
+  }
   std::stringstream ss;
   ss << in.rdbuf();
-  return ParseJson(ss.str(), path);
+  return ParseJson(ss.str(), path, limits);
 }
 
 Result<JsonView> JsonView::Of(const Json& j, std::string path) {

@@ -20,11 +20,35 @@ namespace uw {
 
 using Json = nlohmann::json;
 
+// Bounds on JSON text from outside (request bodies, agent replies, snapshot and plan files),
+// enforced before a value is built: so nothing later (dump, copy, comparison, all recursive in
+// nlohmann) can run out of stack on a hostile document.
+struct JsonLimits {
+  // Arrays and objects nested deeper than this are refused ("[[1]]" has depth 2, "1" depth 0).
+  size_t max_depth = 64;
+  // Longer text is refused without being parsed.
+  size_t max_bytes = 64 << 20;
+};
+
 // Parses text; `what` names the source ("request body", "/etc/underware/agent.json").
-// Errors: kInvalidArgument "what: line L, column C: <parser's message>".
-Result<Json> ParseJson(std::string_view text, std::string_view what);
-// Reads and parses a file. Errors: kNotFound when missing, kInvalidArgument when malformed.
-Result<Json> LoadJsonFile(const std::string& path);
+// Errors, all kInvalidArgument, each naming where:
+//   "what: line L, column C: malformed JSON: <parser's message>"
+//   "what: line L, column C: nesting deeper than 64"  (L:C is the first bracket too deep)
+//   "what: 70000000 bytes of JSON, more than the limit of 67108864"
+// Messages carry no raw bytes of the text beyond printable ASCII (others appear as \xNN), so an
+// error built from them is safe to put in a JSON answer.
+// Cost: one extra pass over the text (a depth count that skips strings) before nlohmann's parser,
+// a few percent of the parse itself.
+Result<Json> ParseJson(std::string_view text, std::string_view what, const JsonLimits& limits = {});
+// Reads and parses a file (a file over limits.max_bytes is refused before it is read).
+// Errors: kNotFound when missing, kInvalidArgument when malformed or over a limit.
+Result<Json> LoadJsonFile(const std::string& path, const JsonLimits& limits = {});
+
+// The deepest nesting of arrays and objects in `text` (strings skipped), stopping at the first
+// opening bracket deeper than `stop_above`: *offset is then set to its byte offset (else to
+// text.size()). Exact for valid JSON; for malformed text an upper bound of what a parser would
+// nest before failing. Exposed for tests and benchmarks.
+size_t JsonNestingDepth(std::string_view text, size_t stop_above, size_t* offset);
 
 class JsonView {
  public:

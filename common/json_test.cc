@@ -43,5 +43,69 @@ TEST(JsonTest, RootMustBeObject) {
   EXPECT_EQ(JsonView::Of(doc).status().message(), "document: expected a JSON object, got array");
 }
 
+// Issue 12: a create body whose `labels` was 70,000 nested arrays (140 KB) crashed uw-manager
+// (nlohmann's recursive dump ran out of stack). The depth is now refused while parsing.
+TEST(JsonTest, DeeplyNestedTextIsRefusedWhileParsing) {
+  for (size_t depth : {70'000u, 1'000'000u}) {
+    std::string text = "{\"name\": \"deep\",\n \"labels\": " + std::string(depth, '[') +
+                       std::string(depth, ']') + "}";
+    auto r = ParseJson(text, "request body");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    // The 64th '[' of labels is at depth 65 (the object is depth 1).
+    EXPECT_EQ(r.status().message(), "request body: line 2, column 75: nesting deeper than 64");
+  }
+  // Objects count as well as arrays.
+  std::string objects;
+  for (int i = 0; i < 100; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(100, '}');
+  EXPECT_NE(ParseJson(objects, "x").status().message().find("nesting deeper than 64"),
+            std::string::npos);
+}
+
+TEST(JsonTest, NestingLimitIsExactAndSkipsStrings) {
+  std::string at_limit = std::string(64, '[') + std::string(64, ']');
+  EXPECT_TRUE(ParseJson(at_limit, "x").ok());
+  std::string over = std::string(65, '[') + std::string(65, ']');
+  EXPECT_EQ(ParseJson(over, "x").status().message(),
+            "x: line 1, column 65: nesting deeper than 64");
+  // Brackets inside strings (with escaped quotes) are text, not nesting.
+  std::string in_string = "[\"" + std::string(100, '[') + "\\\"" + std::string(100, '{') + "\"]";
+  auto r = ParseJson(in_string, "x");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)[0].get<std::string>().size(), 201u);
+  // Configurable.
+  EXPECT_TRUE(ParseJson(over, "x", JsonLimits{.max_depth = 65}).ok());
+  EXPECT_FALSE(ParseJson("[[1]]", "x", JsonLimits{.max_depth = 1}).ok());
+  EXPECT_TRUE(ParseJson("[1]", "x", JsonLimits{.max_depth = 1}).ok());
+  const std::string_view doc = R"({"a": [1, {"b": "]]]"}], "c": {}})";
+  size_t offset = 0;
+  EXPECT_EQ(JsonNestingDepth(doc, 100, &offset), 3u);
+  EXPECT_EQ(offset, doc.size());
+  EXPECT_EQ(JsonNestingDepth(doc, 2, &offset), 3u);
+  EXPECT_EQ(offset, doc.find("{\"b\""));
+}
+
+TEST(JsonTest, OversizedTextIsRefusedBeforeParsing) {
+  auto r = ParseJson(std::string(2000, ' ') + "1", "agent reply", JsonLimits{.max_bytes = 2000});
+  EXPECT_EQ(r.status().message(), "agent reply: 2001 bytes of JSON, more than the limit of 2000");
+  EXPECT_TRUE(ParseJson(std::string(1999, ' ') + "1", "x", JsonLimits{.max_bytes = 2000}).ok());
+}
+
+// nlohmann quotes the bytes it read in its message; invalid UTF-8 there made the error answer
+// itself undumpable (type_error 316).
+TEST(JsonTest, ErrorsOnInvalidUtf8AndNulAreSafeToDump) {
+  for (std::string text :
+       {std::string("{\"a\": \"\xff\xfe\"}"), std::string("{\"a\": \"x\0y\"}", 12),
+        std::string("\xc3\x28"), std::string("{\"a\":\0}", 7)}) {
+    auto r = ParseJson(text, "request body");
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    const std::string message = r.status().message();
+    for (char c : message) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << message;
+    EXPECT_NO_THROW(Json(message).dump());
+  }
+}
+
 }  // namespace
 }  // namespace uw
