@@ -57,3 +57,46 @@ function(uw_binary)
   target_include_directories(${UW_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
   install(TARGETS ${UW_NAME} RUNTIME DESTINATION bin)
 endfunction()
+
+# Fuzzing (issue 12). With -DUW_FUZZ=ON and clang the whole build is instrumented for libFuzzer
+# (coverage + ASan + UBSan) so that fuzzers link the component libraries as they are.
+#   uw_fuzzer(NAME name SRCS a_fuzzer.cc [DEPS ...] [CORPUS dir] [DICT file] [ARGS -max_len=N ...])
+#       -> libFuzzer executable, only when UW_FUZZ is on; two ctest tests:
+#          `name` (label `fuzz`) runs every corpus input once (a regression test);
+#          `name_timed` (label `fuzz-timed`) fuzzes for UW_FUZZ_SECONDS, writing new inputs to
+#          <build>/fuzz/name/corpus and a crash to <build>/fuzz/name/crash-<sha1>.
+option(UW_FUZZ "Build libFuzzer targets (needs clang: CMAKE_CXX_COMPILER=clang++)" OFF)
+set(UW_FUZZ_SECONDS 40 CACHE STRING "How long each fuzzer runs in its `fuzz-timed` ctest")
+if(UW_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "UW_FUZZ=ON needs clang: -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+function(uw_fuzzer)
+  if(NOT UW_FUZZ)
+    return()
+  endif()
+  cmake_parse_arguments(UW "" "NAME;CORPUS;DICT" "SRCS;DEPS;ARGS" ${ARGN})
+  add_executable(${UW_NAME} ${UW_SRCS})
+  target_link_libraries(${UW_NAME} PRIVATE ${UW_DEPS} Threads::Threads)
+  target_include_directories(${UW_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_link_options(${UW_NAME} PRIVATE -fsanitize=fuzzer)
+  set(args ${UW_ARGS} -timeout=10)
+  if(UW_DICT)
+    list(APPEND args -dict=${CMAKE_CURRENT_SOURCE_DIR}/${UW_DICT})
+  endif()
+  set(work ${PROJECT_BINARY_DIR}/fuzz/${UW_NAME})
+  set(corpus ${CMAKE_CURRENT_SOURCE_DIR}/${UW_CORPUS})
+  add_test(NAME ${UW_NAME} COMMAND ${UW_NAME} ${args} -runs=0 ${corpus})
+  add_test(NAME ${UW_NAME}_timed
+           COMMAND ${UW_NAME} ${args} -max_total_time=${UW_FUZZ_SECONDS} -print_final_stats=1
+                   -artifact_prefix=${work}/ ${work}/corpus ${corpus})
+  math(EXPR timed_timeout "${UW_FUZZ_SECONDS} + 120")
+  set_tests_properties(${UW_NAME} PROPERTIES LABELS fuzz TIMEOUT 300)
+  set_tests_properties(${UW_NAME}_timed PROPERTIES LABELS fuzz-timed TIMEOUT ${timed_timeout})
+  file(MAKE_DIRECTORY ${work}/corpus)
+endfunction()
