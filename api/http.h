@@ -15,6 +15,18 @@
 // Error body (every non-2xx answer, including those the server makes itself for malformed HTTP,
 // oversized bodies, unknown routes and wrong methods):
 //   {"error": {"code": "not_found", "message": "guest 'web1' is not defined", "status": 404}}
+// `code` is a StatusCodeName ("invalid_argument", ...) except for answers about HTTP itself:
+// "method_not_allowed" (405) and "unsupported_media_type" (415).
+//
+// Limits against hostile and heavy use (ServerOptions; all enforced while reading, before a
+// handler runs or a body is buffered past them):
+//   head larger than max_header_bytes                 431 resource_exhausted
+//   body larger than the route's limit                413 resource_exhausted (RouteOptions)
+//   head not in within header_timeout_ms              408 deadline_exceeded, then close
+//   body not in within body_timeout_ms of its head    408 deadline_exceeded, then close
+//   more than max_connections (per client address)    503 unavailable + Retry-After, then close
+//   JSON body nested deeper than 64 (Request::JsonBody) 400 invalid_argument
+//   body that is not application/json on a JSON route 415 unsupported_media_type
 #pragma once
 
 #include <cstdint>
@@ -49,7 +61,8 @@ struct Request {
   std::string Header(std::string_view name) const;
   // Bearer token from "Authorization: Bearer X", or "".
   std::string BearerToken() const;
-  // Parses the body as a JSON object. kInvalidArgument naming line/column or "request body:
+  // Parses the body as a JSON object within uw::JsonLimits (depth 64). kInvalidArgument naming
+  // line/column ("request body: line 1, column 80: nesting deeper than 64") or "request body:
   // expected a JSON object" (an empty body is an error too).
   Result<Json> JsonBody() const;
 };
@@ -68,11 +81,17 @@ struct Response {
   // When set, `body` is ignored and the answer is streamed (see StreamWriter).
   StreamFunction stream;
 
+  // `body` serialized; strings that are not valid UTF-8 (bytes from a request's path or headers)
+  // have their bad bytes replaced by U+FFFD rather than failing.
   static Response Json(int status, const uw::Json& body);
-  // The one error shape; HTTP status from HttpStatusFor(status.code()).
+  // The one error shape; HTTP status from HttpStatusFor(status.code()). Never throws, whatever
+  // bytes the message holds.
   static Response Error(const Status& status);
   // The error shape with an explicit HTTP status (413, 429, 431, ...); `status` must not be OK.
   static Response Error(int http_status, const Status& status);
+  // The error shape with an explicit code name for answers about HTTP itself
+  // ("method_not_allowed", "unsupported_media_type"); the message is status.message().
+  static Response Error(int http_status, std::string_view code, const Status& status);
   // A streamed 200 answer. `fn` runs on a worker thread once the head is on its way; it may write
   // and return at once, hand the writer to a producer (an event bus) and return, or block while
   // writing (which holds one worker thread for the stream's life). For SSE use content type
@@ -109,26 +128,52 @@ std::string SseEvent(std::string_view event, std::string_view data, std::string_
 // Canonical mapping: invalid_argument 400, unauthenticated 401, permission_denied 403,
 // not_found 404, already_exists / aborted / failed_precondition / resource_exhausted 409 (a
 // conflict with the current state or capacity), internal 500, unimplemented 501, unavailable 503,
-// deadline_exceeded 504. The server itself answers 413 (body too large, code resource_exhausted),
-// 431 (head too large) and 405 (wrong method, code invalid_argument).
+// deadline_exceeded 504. The server and router themselves also answer 405 (wrong method, code
+// method_not_allowed), 408 (head or body too slow, deadline_exceeded), 413 (body too large,
+// resource_exhausted), 415 (not JSON, unsupported_media_type), 431 (head too large,
+// resource_exhausted) and 503 (too many connections, unavailable).
 int HttpStatusFor(StatusCode code);
-// Inverse for clients: an HTTP status and error body back into a Status.
+// Inverse for clients: an HTTP status and error body back into a Status. A code name that is not
+// a StatusCodeName (method_not_allowed, unsupported_media_type, a newer server's) maps by HTTP
+// status: 405 and 415 become kInvalidArgument.
 Status StatusFromHttp(int http_status, std::string_view body);
 
 using Handler = std::function<Response(const Request&)>;
 // Returns OK (and may set req.principal) or an error (401/403) that is answered instead.
 using Authenticator = std::function<Status(Request& req)>;
 
+// What a route accepts besides its method and path (Router::Add).
+struct RouteOptions {
+  // The largest request body this route takes; 0 = ServerOptions::max_body_bytes. The server
+  // looks it up when the head is complete and refuses with 413 before reading the body (from
+  // Content-Length, or as soon as a chunked body crosses it), so raising it for one route (a
+  // host's heartbeat with 1,024 guests, ~2 MiB) raises it for no other.
+  size_t max_body_bytes = 0;
+  // A request with a non-empty body must carry "Content-Type: application/json" (parameters
+  // such as "; charset=utf-8" allowed, case-insensitive), else 415 unsupported_media_type before
+  // the handler runs. A request without a body needs none. Turn off for routes that take other
+  // media or ignore their body.
+  bool json_body = true;
+};
+
 // Matches "METHOD /literal/{param}/literal" patterns. Unknown path -> 404, known path with another
-// method -> 405 with an Allow header, both in the error shape. Thread-safe once built (Add is not).
+// method -> 405 method_not_allowed with an Allow header, both in the error shape. Thread-safe once
+// built (Add is not).
 class Router {
  public:
-  void Add(std::string method, std::string pattern, Handler handler);
+  void Add(std::string method, std::string pattern, Handler handler, RouteOptions options = {});
   // Paths exempt from authentication (for example "/healthz").
-  void AddPublic(std::string method, std::string pattern, Handler handler);
+  void AddPublic(std::string method, std::string pattern, Handler handler,
+                 RouteOptions options = {});
   void SetAuthenticator(Authenticator auth) { auth_ = std::move(auth); }
-  // Runs auth, matching and the handler; turns a handler's thrown std::exception into a 500.
+  // Runs auth, matching, the route's Content-Type check and the handler; turns a handler's thrown
+  // exception into a 500.
   Response Dispatch(Request req) const;
+  // The body limit for a request whose head is `head` (method, target or path): the matching
+  // route's RouteOptions::max_body_bytes, or `fallback` when no route matches or it sets none.
+  // Called by the server on its loop thread before the body is read; cheap (no allocation
+  // beyond decoding the path).
+  size_t MaxBodyBytes(const Request& head, size_t fallback) const;
   // Every "METHOD pattern" registered (for the spec check).
   std::vector<std::string> Routes() const;
 
@@ -137,8 +182,12 @@ class Router {
     std::string method;
     std::vector<std::string> segments;  // "{x}" marks a parameter
     Handler handler;
+    RouteOptions options;
     bool is_public = false;
   };
+  // The route for `req` (HEAD falls back to GET), or nullptr; *segments gets the decoded path
+  // segments. An undecodable path is an error.
+  Result<const Route*> Match(const Request& req, std::vector<std::string>* segments) const;
   std::vector<Route> routes_;
   Authenticator auth_;
 };
@@ -146,10 +195,24 @@ class Router {
 struct ServerOptions {
   std::string address = "127.0.0.1";
   int port = 0;                          // 0 = pick a free port; see HttpServer::port()
-  size_t max_body_bytes = 1 << 20;       // larger bodies get 413 and are not dispatched
+  // Larger bodies get 413 and are not dispatched; a route may set its own (RouteOptions).
+  size_t max_body_bytes = 1 << 20;
   size_t max_header_bytes = 64 << 10;    // larger request heads get 431
   int worker_threads = 4;                // handlers run here, never on the loop thread
   int idle_timeout_ms = 60'000;          // keep-alive connections idle this long are closed
+  // A request head must be complete this long after its first byte (a new connection's first
+  // head: after the connection is accepted). Else 408 and close (a connection that sent nothing
+  // is closed without an answer). Bounds slow-header ("slowloris") clients.
+  int header_timeout_ms = 10'000;
+  // A request body must be complete this long after its head; else 408 and close. At 30 s a
+  // 2 MiB heartbeat needs 70 KB/s.
+  int body_timeout_ms = 30'000;
+  // Open connections, in total and per client IP address (streams included). One over either
+  // cap is answered 503 unavailable with "Retry-After: 1" and closed, without reading its
+  // request; others are not held up. 4096 leaves room for 1,000 hosts heartbeating plus
+  // operators; 256 per address lets one host or proxy multiplex but not take the server.
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
 };
 
 // An HTTP/1.1 server with keep-alive and pipelining, on its own libuv loop thread; handlers run on
@@ -158,7 +221,13 @@ struct ServerOptions {
 // shape and the connection is closed. An answer for a connection that closed meanwhile is dropped.
 // Thread-safe: Start/Stop from any one thread, never from a handler or a StreamWriter::OnClose
 // callback (Stop waits for those). The router must outlive the server. Start() sets SIGPIPE to
-// ignored when it still has its default action.
+// ignored when it still has its default action, and raises the soft RLIMIT_NOFILE (up to the
+// hard limit) when it is below max_connections + 256, so that the caps, not the descriptor
+// table, decide.
+//
+// Streams cost no thread: a StreamFunction that hands the writer to a producer and returns frees
+// its worker at once; an open stream then costs its connection (~2 KB in user space, plus the
+// kernel's socket buffers) and what its client has not read yet (at most kMaxBufferedBytes).
 class HttpServer {
  public:
   HttpServer(ServerOptions options, const Router* router);

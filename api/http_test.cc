@@ -1,18 +1,23 @@
 // End-to-end tests: a real HttpServer on 127.0.0.1, driven by HttpClient and by raw sockets.
 // Nothing here sleeps to wait: tests block on promises, latches and socket reads, each bounded by
-// a generous deadline that only matters when the code under test is broken.
+// a generous deadline that only matters when the code under test is broken. (Sleeps only pace a
+// deliberately slow client or let a deadline pass.)
 #include "api/http.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <future>
 #include <mutex>
 #include <string>
@@ -147,6 +152,18 @@ class RawConnection {
     return std::exchange(buf_, "");
   }
 
+  // Reads a response head only (for streams that stay open): its status, 0 when the connection
+  // ended first.
+  int ReadHeadStatus() {
+    size_t head_end;
+    while ((head_end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return 0;
+    }
+    int status = std::stoi(buf_.substr(9, 3));
+    buf_.erase(0, head_end + 4);
+    return status;
+  }
+
   // True when the server closes the connection (EOF or reset) with no further bytes.
   bool ReadEof() {
     if (!buf_.empty()) return false;
@@ -195,9 +212,30 @@ class HttpServerTest : public ::testing::Test {
       return Response::Json(
           200, {{"i", req.query.count("i") ? req.query.at("i") : ""}, {"remote", req.remote}});
     });
-    router_.Add("POST", "/echo", [this](const Request& req) {
-      ++posts_;
-      return Response::Json(200, {{"size", req.body.size()}});
+    router_.Add(
+        "POST", "/echo",
+        [this](const Request& req) {
+          ++posts_;
+          return Response::Json(200, {{"size", req.body.size()}});
+        },
+        RouteOptions{.json_body = false});
+    // A JSON route like the manager's create: parses the body and answers it back (nlohmann's
+    // recursive dump of the parsed labels is what crashed uw-manager), with a larger body limit.
+    router_.Add(
+        "POST", "/guests",
+        [](const Request& req) {
+          auto body = req.JsonBody();
+          if (!body.ok()) return Response::Error(body.status());
+          return Response::Json(201, *body);
+        },
+        RouteOptions{.max_body_bytes = 4 << 20});
+    router_.Add("GET", "/events/hold", [this](const Request&) {
+      // Hands the writer to a "producer" (a list) and returns: the worker is free at once.
+      return Response::Stream("text/event-stream", [this](std::shared_ptr<StreamWriter> w) {
+        w->Write(": open\n\n");
+        std::lock_guard<std::mutex> lock(writer_mu_);
+        held_.push_back(std::move(w));
+      });
     });
     router_.Add("GET", "/boom",
                 [](const Request&) -> Response { throw std::runtime_error("handler exploded"); });
@@ -275,7 +313,8 @@ class HttpServerTest : public ::testing::Test {
   }
   std::mutex writer_mu_;
   std::condition_variable writer_cv_;
-  std::shared_ptr<StreamWriter> writer_;  // guarded by writer_mu_
+  std::shared_ptr<StreamWriter> writer_;             // guarded by writer_mu_
+  std::vector<std::shared_ptr<StreamWriter>> held_;  // guarded by writer_mu_
   Gate stream_closed_;
 };
 
@@ -313,7 +352,7 @@ TEST_F(HttpServerTest, NotFoundAndMethodNotAllowedShapes) {
   auto na = Client().Do("DELETE", "/echo");
   ASSERT_TRUE(na.ok());
   EXPECT_EQ(na->status, 405);
-  ExpectErrorShape(na->body, 405, "invalid_argument");
+  ExpectErrorShape(na->body, 405, "method_not_allowed");
   EXPECT_EQ(na->headers["allow"], "GET, HEAD, POST");
 }
 
@@ -713,6 +752,308 @@ TEST_F(HttpServerTest, ClientTimeoutsAreDeadlineExceeded) {
   Status quiet = HttpClient(o).Stream(
       "GET", "/events/live", [](std::string_view) { return true; }, {}, /*idle_timeout_ms=*/1000);
   EXPECT_EQ(quiet.code(), StatusCode::kDeadlineExceeded) << quiet.ToString();
+}
+
+// ---- Issue 12: hostile and heavy use -----------------------------------------------------------
+
+std::string Message(const std::string& body) {
+  return Json::parse(body)["error"]["message"].get<std::string>();
+}
+
+// A create body whose `labels` was 70,000 nested arrays (140 KB) segfaulted uw-manager.
+TEST_F(HttpServerTest, DeeplyNestedCreateBodyIs400AndTheServerKeepsAnswering) {
+  StartServer();
+  const std::string prefix = R"({"name":"deep","kind":"qemu","vcpus":1,"memory_mib":16,"labels":)";
+  for (size_t depth : {70'000u, 1'000'000u}) {
+    std::string body = prefix + std::string(depth, '[') + std::string(depth, ']') + "}";
+    auto r = Client().Do("POST", "/guests", body);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 400);
+    ExpectErrorShape(r->body, 400, "invalid_argument");
+    EXPECT_EQ(Message(r->body), "request body: line 1, column " +
+                                    std::to_string(prefix.size() + 64) +
+                                    ": nesting deeper than 64");
+    auto health = Client().Call("GET", "/healthz");
+    EXPECT_TRUE(health.ok()) << health.status().ToString();
+  }
+  // At the limit (the object is depth 1) the body is taken.
+  std::string at_limit = prefix + std::string(63, '[') + std::string(63, ']') + "}";
+  auto ok = Client().Do("POST", "/guests", at_limit);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->status, 201);
+}
+
+// Five connections sending one byte every 2 s were never closed (each byte re-armed the idle
+// timer). The head now has a deadline counted from its first byte.
+TEST_F(HttpServerTest, SlowHeaderClientsAreAnswered408AndClosed) {
+  options_.header_timeout_ms = 400;
+  StartServer();
+  constexpr int kClients = 5;
+  std::vector<std::unique_ptr<RawConnection>> conns;
+  for (int i = 0; i < kClients; ++i) {
+    conns.push_back(std::make_unique<RawConnection>(server_->port()));
+    ASSERT_TRUE(conns.back()->connected());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    const std::string head = "GET /echo HTTP/1.1\r\nX-Slow: " + std::string(1000, 's');
+    for (size_t i = 0; i < head.size() && !stop; ++i) {
+      for (auto& c : conns) c->Send(head.substr(i, 1));  // fails once the server closed
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  for (auto& c : conns) {
+    RawResponse r = c->Read();
+    EXPECT_EQ(r.status, 408);
+    EXPECT_EQ(r.headers["connection"], "close");
+    ExpectErrorShape(r.body, 408, "deadline_exceeded");
+    EXPECT_TRUE(c->ReadEof());
+  }
+  const auto closed_after = std::chrono::steady_clock::now() - start;
+  stop = true;
+  trickle.join();
+  // The deadline plus at most the one-second linger after an error answer.
+  EXPECT_LT(closed_after, std::chrono::milliseconds(400 + 1000 + 1000));
+  std::printf("slow-header clients closed %lld ms after connecting (header_timeout_ms 400)\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(closed_after).count()));
+  EXPECT_TRUE(Client().Call("GET", "/healthz").ok());
+}
+
+TEST_F(HttpServerTest, SilentConnectionIsClosedWithoutAnAnswer) {
+  options_.header_timeout_ms = 200;
+  StartServer();
+  RawConnection silent(server_->port());
+  RawConnection blank_lines(server_->port());
+  ASSERT_TRUE(blank_lines.Send("\r\n\r\n"));  // skipped by HTTP; not the start of a request
+  EXPECT_TRUE(silent.ReadEof());
+  EXPECT_TRUE(blank_lines.ReadEof());
+}
+
+TEST_F(HttpServerTest, SlowBodyClientIsAnswered408AndClosed) {
+  options_.body_timeout_ms = 300;
+  StartServer();
+  RawConnection c(server_->port());
+  ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\n" + Auth() + "Content-Length: 1000\r\n\r\n"));
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    for (int i = 0; i < 1000 && !stop; ++i) {
+      if (!c.Send("x")) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  RawResponse r = c.Read();
+  stop = true;
+  trickle.join();
+  EXPECT_EQ(r.status, 408);
+  ExpectErrorShape(r.body, 408, "deadline_exceeded");
+  EXPECT_NE(Message(r.body).find("request body not received within 300 ms"), std::string::npos);
+  EXPECT_EQ(posts_.load(), 0);
+}
+
+// The head deadline runs from a request's first byte: a keep-alive connection may rest between
+// requests for idle_timeout_ms.
+TEST_F(HttpServerTest, KeepAliveRestBetweenRequestsIsNotAHeadDeadline) {
+  options_.header_timeout_ms = 150;
+  StartServer();
+  RawConnection c(server_->port());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(c.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(c.Read().status, 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // let the time pass
+  }
+  ASSERT_TRUE(c.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(c.Read().status, 200);
+}
+
+// Nothing capped connections: one client could hold every descriptor.
+TEST_F(HttpServerTest, ConnectionsOverThePerClientCapAre503AndClosed) {
+  options_.max_connections_per_client = 3;
+  StartServer();
+  std::vector<std::unique_ptr<RawConnection>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawConnection>(server_->port()));
+    ASSERT_TRUE(held.back()->Send("GET /healthz HTTP/1.1\r\n\r\n"));
+    ASSERT_EQ(held.back()->Read().status, 200);
+  }
+  RawConnection over(server_->port());
+  ASSERT_TRUE(over.connected());
+  RawResponse r = over.Read();  // answered without sending a request
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.headers["retry-after"], "1");
+  EXPECT_EQ(r.headers["connection"], "close");
+  ExpectErrorShape(r.body, 503, "unavailable");
+  EXPECT_NE(Message(r.body).find("from 127.0.0.1"), std::string::npos);
+  EXPECT_TRUE(over.ReadEof());
+  // Those within the cap are not held up.
+  ASSERT_TRUE(held[0]->Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(held[0]->Read().status, 200);
+  // A freed place is given to the next connection.
+  held.pop_back();
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  int status = 0;
+  while (status != 200 && std::chrono::steady_clock::now() < deadline) {
+    RawConnection next(server_->port());
+    ASSERT_TRUE(next.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+    status = next.Read().status;
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(HttpServerTest, ConnectionsOverTheTotalCapAre503) {
+  options_.max_connections = 2;
+  StartServer();
+  RawConnection a(server_->port()), b(server_->port());
+  ASSERT_TRUE(a.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(b.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  ASSERT_EQ(a.Read().status, 200);
+  ASSERT_EQ(b.Read().status, 200);
+  auto r = Client().Do("GET", "/healthz");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(StatusFromHttp(r->status, r->body).code(), StatusCode::kUnavailable);
+  EXPECT_NE(Message(r->body).find("too many open connections (2)"), std::string::npos);
+}
+
+// A host with 592 guests sent a 459,106-byte heartbeat, over the one server-wide limit: a route
+// may now take more, and the 413 is still decided before the body is read.
+TEST_F(HttpServerTest, RouteBodyLimitAppliesBeforeTheBodyIsRead) {
+  StartServer();  // max_body_bytes 4096; POST /guests takes 4 MiB
+  std::string big = "{\"labels\": [\"" + std::string(500'000, 'l') + "\"]}";
+  auto ok = Client().Do("POST", "/guests", big);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->status, 201);
+  auto echo = Client().Do("POST", "/echo", std::string(5000, 'e'));
+  ASSERT_TRUE(echo.ok());
+  EXPECT_EQ(echo->status, 413);
+  {
+    // From Content-Length alone: the answer comes before any of the body is sent.
+    RawConnection c(server_->port());
+    ASSERT_TRUE(c.Send("POST /guests HTTP/1.1\r\n" + Auth() +
+                       "Content-Type: application/json\r\nContent-Length: 4194305\r\n\r\n"));
+    RawResponse r = c.Read();
+    EXPECT_EQ(r.status, 413);
+    ExpectErrorShape(r.body, 413, "resource_exhausted");
+    EXPECT_NE(Message(r.body).find("limit of 4194304 bytes"), std::string::npos);
+  }
+  {
+    // A chunked body, counted as it arrives.
+    RawConnection c(server_->port());
+    ASSERT_TRUE(c.Send("POST /guests HTTP/1.1\r\n" + Auth() +
+                       "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    const std::string chunk = "10000\r\n" + std::string(0x10000, ' ') + "\r\n";
+    for (int i = 0; i < 80 && c.Send(chunk); ++i) {
+    }
+    RawResponse r = c.Read();
+    EXPECT_EQ(r.status, 413);
+    ExpectErrorShape(r.body, 413, "resource_exhausted");
+  }
+}
+
+// Content-Type was never checked.
+TEST_F(HttpServerTest, BodyThatIsNotJsonIs415) {
+  StartServer();
+  auto form =
+      Client().Do("POST", "/guests", "{}", {{"Content-Type", "application/x-www-form-urlencoded"}});
+  ASSERT_TRUE(form.ok());
+  EXPECT_EQ(form->status, 415);
+  ExpectErrorShape(form->body, 415, "unsupported_media_type");
+  auto charset =
+      Client().Do("POST", "/guests", "{}", {{"Content-Type", "application/json; charset=utf-8"}});
+  ASSERT_TRUE(charset.ok());
+  EXPECT_EQ(charset->status, 201);
+  RawConnection c(server_->port());
+  ASSERT_TRUE(c.Send("POST /guests HTTP/1.1\r\n" + Auth() + "Content-Length: 2\r\n\r\n{}"));
+  RawResponse r = c.Read();
+  EXPECT_EQ(r.status, 415);
+  ExpectErrorShape(r.body, 415, "unsupported_media_type");
+  // The connection stays usable: 415 is the handler's kind of answer, not a framing error.
+  ASSERT_TRUE(c.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(c.Read().status, 200);
+}
+
+// Invalid UTF-8 and NUL bytes anywhere in a request: 400 in the error shape, never a throw
+// while answering.
+TEST_F(HttpServerTest, InvalidUtf8AndNulBytesAre400) {
+  StartServer();
+  const std::vector<std::string> heads = {
+      "GET /api/v1/guests/%FF/stats HTTP/1.1\r\n" + Auth() + "\r\n",
+      "GET /api/v1/guests/a%C3%28/stats HTTP/1.1\r\n" + Auth() + "\r\n",
+      "GET /echo?i=%ED%A0%80 HTTP/1.1\r\n" + Auth() + "\r\n",  // a UTF-16 surrogate
+      "GET /echo HTTP/1.1\r\n" + Auth() + "Idempotency-Key: k\xff\xfe\r\n\r\n",
+      "GET /echo HTTP/1.1\r\n" + Auth() + std::string("X-Nul: a\0b\r\n\r\n", 14),
+      std::string("GET /ec\0ho HTTP/1.1\r\n\r\n", 23),
+      "GET /api/v1/guests/a%00/stats HTTP/1.1\r\n" + Auth() + "\r\n",
+  };
+  for (const std::string& head : heads) {
+    RawConnection c(server_->port());
+    ASSERT_TRUE(c.Send(head));
+    RawResponse r = c.Read();
+    EXPECT_EQ(r.status, 400) << head;
+    ExpectErrorShape(r.body, 400, "invalid_argument");
+  }
+  for (std::string body :
+       {std::string("{\"name\": \"\xff\"}"), std::string("{\"name\": \"a\0\"}", 14),
+        std::string("{\"name\":\0 1}", 12)}) {
+    auto r = Client().Do("POST", "/guests", body);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 400) << body;
+    ExpectErrorShape(r->body, 400, "invalid_argument");
+    for (char ch : Message(r->body)) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f) << Message(r->body);
+  }
+  // Valid UTF-8 is fine.
+  auto cafe = Client().Call("GET", "/api/v1/guests/caf%C3%A9/stats");
+  ASSERT_TRUE(cafe.ok()) << cafe.status().ToString();
+  EXPECT_EQ((*cafe)["name"], "caf\xc3\xa9");
+  EXPECT_TRUE(Client().Call("GET", "/healthz").ok());
+}
+
+size_t HeapInUse() { return mallinfo2().uordblks; }
+
+// Each event stream held a worker thread, so 16 open streams froze every route. A stream whose
+// function hands its writer to a producer holds none: 2,000 of them on 2 workers leave other
+// routes answering at once.
+TEST_F(HttpServerTest, TwoThousandOpenStreamsLeaveTwoWorkersFree) {
+  constexpr int kStreams = 2000;
+  options_.worker_threads = 2;
+  options_.max_connections_per_client = 4096;
+  StartServer();  // raises the soft descriptor limit to max_connections + 256 where allowed
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 2 * kStreams + 64) GTEST_SKIP() << "descriptor limit " << rl.rlim_cur;
+  const size_t heap_before = HeapInUse();
+  std::vector<std::unique_ptr<RawConnection>> streams;
+  streams.reserve(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(std::make_unique<RawConnection>(server_->port()));
+    ASSERT_TRUE(streams.back()->Send("GET /events/hold HTTP/1.1\r\n" + Auth() + "\r\n"));
+  }
+  for (auto& s : streams) ASSERT_EQ(s->ReadHeadStatus(), 200);
+  {
+    std::unique_lock<std::mutex> lock(writer_mu_);
+    writer_cv_.wait_for(lock, kDeadline, [this] { return held_.size() == kStreams; });
+    ASSERT_EQ(held_.size(), static_cast<size_t>(kStreams));
+  }
+  const size_t heap_after = HeapInUse();
+  std::vector<double> ms;
+  HttpClient client = Client();
+  for (int i = 0; i < 50; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(client.Call("GET", "/healthz").ok());
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf(
+      "%d open streams on 2 workers: /healthz median %.2f ms, max %.2f ms; heap %zu "
+      "bytes per open stream (server and test client)\n",
+      kStreams, ms[ms.size() / 2], ms.back(), (heap_after - heap_before) / kStreams);
+  EXPECT_LT(ms[ms.size() / 2], 10.0);
+  // Every stream is live: the producer can still write to the first and last.
+  std::lock_guard<std::mutex> lock(writer_mu_);
+  EXPECT_TRUE(held_.front()->Write("data: first\n\n"));
+  EXPECT_TRUE(held_.back()->Write("data: last\n\n"));
 }
 
 TEST(HttpClientTest, RefusedConnectionIsUnavailable) {

@@ -1,6 +1,7 @@
 #include "api/request_parser.h"
 
 #include <climits>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -37,6 +38,44 @@ constexpr size_t kRequestLineOverhead = 12;
 constexpr size_t kHeaderLineOverhead = 4;
 
 }  // namespace
+
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;  // a continuation byte first, 0xC0/0xC1 (overlong) or past 0xF4
+    }
+    if (n - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
 
 Result<std::string> PercentDecode(std::string_view in, bool plus_is_space) {
   std::string out;
@@ -227,18 +266,37 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
   auto path = PercentDecode(target.substr(0, qmark), false);
   if (!path.ok()) return self->Fail(400, path.status().WithContext("malformed request: path"));
   req.path = std::move(path).value();
+  if (!IsValidUtf8(req.path)) {
+    return self->Fail(400, InvalidArgumentError("malformed request: path is not valid UTF-8"));
+  }
   if (qmark != std::string_view::npos) {
     Status st = ParseQuery(target.substr(qmark + 1), &req.query);
     if (!st.ok()) return self->Fail(400, st.WithContext("malformed request"));
+    for (const auto& [key, value] : req.query) {
+      if (!IsValidUtf8(key) || !IsValidUtf8(value)) {
+        return self->Fail(400, InvalidArgumentError("malformed request: query is not valid UTF-8"));
+      }
+    }
+  }
+  // Header values reach handlers (idempotency keys, tokens) and from there stored state and JSON
+  // answers, where bytes that are not UTF-8 would fail to serialize.
+  for (const auto& [name, value] : req.headers) {
+    if (!IsValidUtf8(value)) {
+      return self->Fail(
+          400, InvalidArgumentError("malformed request: header " + name + " is not valid UTF-8"));
+    }
   }
   if (target.size() != req.target.size()) req.target = std::string(target);
 
+  self->body_limit_ = self->limits_.router != nullptr
+                          ? self->limits_.router->MaxBodyBytes(req, self->limits_.max_body_bytes)
+                          : self->limits_.max_body_bytes;
   const bool has_length = p->content_length != ULLONG_MAX && (p->flags & F_CHUNKED) == 0;
-  if (has_length && p->content_length > self->limits_.max_body_bytes) {
+  if (has_length && p->content_length > self->body_limit_) {
     return self->Fail(
         413, ResourceExhaustedError("request body of " + std::to_string(p->content_length) +
                                     " bytes exceeds the limit of " +
-                                    std::to_string(self->limits_.max_body_bytes) + " bytes"));
+                                    std::to_string(self->body_limit_) + " bytes"));
   }
   auto expect = req.headers.find("expect");
   if (expect != req.headers.end() && EqualsIgnoreCase(expect->second, "100-continue") &&
@@ -253,10 +311,9 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
 int RequestParser::OnBody(http_parser* p, const char* at, size_t len) {
   auto* self = static_cast<RequestParser*>(p->data);
   std::string& body = self->current_.request.body;
-  if (body.size() + len > self->limits_.max_body_bytes) {
-    return self->Fail(
-        413, ResourceExhaustedError("request body exceeds the limit of " +
-                                    std::to_string(self->limits_.max_body_bytes) + " bytes"));
+  if (body.size() + len > self->body_limit_) {
+    return self->Fail(413, ResourceExhaustedError("request body exceeds the limit of " +
+                                                  std::to_string(self->body_limit_) + " bytes"));
   }
   body.append(at, len);
   return 0;

@@ -6,8 +6,10 @@
 // the next pipelined one is parsed (answers go out in request order). Limits are enforced while
 // parsing, before anything is buffered beyond them:
 //   head (request line + headers) > max_header_bytes          -> error 431
-//   Content-Length > max_body_bytes, or a chunked body grows past it -> error 413 (as soon as
-//   known) anything http-parser rejects, a bad target or bad %-escape -> error 400
+//   Content-Length > the body limit, or a chunked body grows past it -> error 413 (as soon as
+//   known); the body limit is the matching route's (Router::MaxBodyBytes) when `router` is set
+//   anything http-parser rejects (NUL and other control bytes in the head), a bad target or bad
+//   %-escape, a path, query or header value that is not valid UTF-8 -> error 400
 // After an error the parser is finished: answer it and close the connection.
 //
 // Thread safety: none (one connection, one thread).
@@ -28,6 +30,9 @@ namespace uw::api {
 struct ParserLimits {
   size_t max_body_bytes = 1 << 20;
   size_t max_header_bytes = 64 << 10;
+  // When set, each request's body limit is router->MaxBodyBytes(head, max_body_bytes), looked up
+  // once its head is complete. Must outlive the parser.
+  const Router* router = nullptr;
 };
 
 // A complete request plus what the connection needs to frame the answer.
@@ -56,6 +61,8 @@ class RequestParser {
 
   // True between the first byte of a request and its completion (EOF now means a cut request).
   bool InRequest() const { return in_message_; }
+  // True while a request's head is incomplete (InRequest() and the headers not all in yet).
+  bool InHead() const { return in_message_ && in_head_; }
   // True once, after a head with "Expect: 100-continue" whose body has not arrived yet: the caller
   // should send "HTTP/1.1 100 Continue". Reading it clears it.
   bool TakeExpectContinue();
@@ -80,6 +87,7 @@ class RequestParser {
   int Fail(int http_status, Status status);
 
   ParserLimits limits_;
+  size_t body_limit_ = 0;  // the current request's, set when its head is complete
   http_parser parser_;
   // Head size so far: request-target, header names and values, plus per-line framing. Whitespace
   // padding is not counted here but bounded by http-parser's own 80 KiB head limit (also 431).
@@ -95,6 +103,9 @@ class RequestParser {
   int error_http_status_ = 0;
   Status error_;
 };
+
+// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool IsValidUtf8(std::string_view s);
 
 // Percent-decoding. `plus_is_space` for query strings (form encoding). kInvalidArgument for a
 // truncated or non-hex escape and for an encoded NUL.

@@ -46,6 +46,19 @@ bool IsParam(std::string_view segment) {
   return segment.size() >= 2 && segment.front() == '{' && segment.back() == '}';
 }
 
+// "application/json", "Application/JSON; charset=utf-8" -> true.
+bool IsJsonMediaType(std::string_view content_type) {
+  std::string_view type = Trim(content_type.substr(0, content_type.find(';')));
+  return Lower(type) == "application/json";
+}
+
+std::string ErrorBody(int http_status, std::string_view code, const std::string& message) {
+  uw::Json body = {
+      {"error", {{"code", std::string(code)}, {"message", message}, {"status", http_status}}}};
+  // Messages may carry bytes from requests; never let a bad UTF-8 sequence turn into a throw.
+  return body.dump(-1, ' ', false, uw::Json::error_handler_t::replace);
+}
+
 }  // namespace
 
 // ---- Request ------------------------------------------------------------------------------------
@@ -80,7 +93,7 @@ Result<Json> Request::JsonBody() const {
 Response Response::Json(int status, const uw::Json& body) {
   Response r;
   r.status = status;
-  r.body = body.dump();
+  r.body = body.dump(-1, ' ', false, uw::Json::error_handler_t::replace);
   return r;
 }
 
@@ -90,14 +103,13 @@ Response Response::Error(const Status& status) {
 
 Response Response::Error(int http_status, const Status& status) {
   Status s = status.ok() ? InternalError("error response built from an OK status") : status;
-  uw::Json body = {{"error",
-                    {{"code", std::string(StatusCodeName(s.code()))},
-                     {"message", s.message()},
-                     {"status", http_status}}}};
-  // Messages may carry bytes from requests; never let a bad UTF-8 sequence turn into a throw.
+  return Error(http_status, StatusCodeName(s.code()), s);
+}
+
+Response Response::Error(int http_status, std::string_view code, const Status& status) {
   Response r;
   r.status = http_status;
-  r.body = body.dump(-1, ' ', false, uw::Json::error_handler_t::replace);
+  r.body = ErrorBody(http_status, code, status.message());
   return r;
 }
 
@@ -207,7 +219,9 @@ StatusCode CodeForHttpStatus(int http_status) {
 Status StatusFromHttp(int http_status, std::string_view body) {
   if (http_status >= 200 && http_status < 300) return Status::Ok();
   try {
-    uw::Json j = uw::Json::parse(body.begin(), body.end());
+    // A peer's answer is outside input too: parsed within the JSON limits.
+    auto parsed = ParseJson(body, "error body");
+    const uw::Json j = parsed.ok() ? std::move(parsed).value() : uw::Json();
     if (j.is_object() && j.contains("error") && j["error"].is_object()) {
       const uw::Json& e = j["error"];
       if (e.contains("code") && e["code"].is_string()) {
@@ -237,11 +251,12 @@ Status StatusFromHttp(int http_status, std::string_view body) {
 
 // ---- Router -------------------------------------------------------------------------------------
 
-void Router::Add(std::string method, std::string pattern, Handler handler) {
+void Router::Add(std::string method, std::string pattern, Handler handler, RouteOptions options) {
   Route route;
   route.method = std::move(method);
   for (std::string_view s : SplitPath(pattern)) route.segments.emplace_back(s);
   route.handler = std::move(handler);
+  route.options = options;
   // Registering the same "METHOD pattern" twice replaces the first handler.
   for (Route& r : routes_) {
     if (r.method == route.method && r.segments == route.segments) {
@@ -252,8 +267,9 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   routes_.push_back(std::move(route));
 }
 
-void Router::AddPublic(std::string method, std::string pattern, Handler handler) {
-  Add(method, pattern, std::move(handler));
+void Router::AddPublic(std::string method, std::string pattern, Handler handler,
+                       RouteOptions options) {
+  Add(method, pattern, std::move(handler), options);
   std::vector<std::string> segments;
   for (std::string_view s : SplitPath(pattern)) segments.emplace_back(s);
   for (Route& r : routes_) {
@@ -273,60 +289,80 @@ std::vector<std::string> Router::Routes() const {
   return out;
 }
 
-Response Router::Dispatch(Request req) const {
+namespace {
+
+bool PatternMatches(const std::vector<std::string>& pattern,
+                    const std::vector<std::string>& segments) {
+  if (pattern.size() != segments.size()) return false;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (IsParam(pattern[i])) {
+      if (segments[i].empty()) return false;
+    } else if (pattern[i] != segments[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Literal segments beat parameters, leftmost first ("/guests/_search" beats "/guests/{name}").
+bool MoreSpecific(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    bool pa = IsParam(a[i]), pb = IsParam(b[i]);
+    if (pa != pb) return !pa;
+  }
+  return false;
+}
+
+}  // namespace
+
+Result<const Router::Route*> Router::Match(const Request& req,
+                                           std::vector<std::string>* segments) const {
   // Segments of the path: from the raw target when there is one (so that an encoded '/' stays
   // inside its segment), each decoded on its own.
-  std::vector<std::string> segments;
+  segments->clear();
   if (!req.target.empty()) {
     std::string_view raw = req.target;
     raw = raw.substr(0, raw.find('?'));
     for (std::string_view s : SplitPath(raw)) {
       auto decoded = PercentDecode(s, false);
-      if (!decoded.ok()) return Response::Error(decoded.status().WithContext("path"));
-      segments.push_back(std::move(decoded).value());
+      if (!decoded.ok()) return decoded.status().WithContext("path");
+      segments->push_back(std::move(decoded).value());
     }
   } else {
-    for (std::string_view s : SplitPath(req.path)) segments.emplace_back(s);
+    for (std::string_view s : SplitPath(req.path)) segments->emplace_back(s);
   }
-
-  // Among the routes whose pattern matches, prefer literal segments over parameters, leftmost
-  // first ("/guests/_search" beats "/guests/{name}").
-  auto matches = [&](const Route& r) {
-    if (r.segments.size() != segments.size()) return false;
-    for (size_t i = 0; i < segments.size(); ++i) {
-      if (IsParam(r.segments[i])) {
-        if (segments[i].empty()) return false;
-      } else if (r.segments[i] != segments[i]) {
-        return false;
-      }
-    }
-    return true;
-  };
-  auto more_specific = [](const Route& a, const Route& b) {
-    for (size_t i = 0; i < a.segments.size(); ++i) {
-      bool pa = IsParam(a.segments[i]), pb = IsParam(b.segments[i]);
-      if (pa != pb) return !pa;
-    }
-    return false;
-  };
   auto pick = [&](std::string_view method) -> const Route* {
     const Route* best = nullptr;
     for (const Route& r : routes_) {
-      if (r.method != method || !matches(r)) continue;
-      if (best == nullptr || more_specific(r, *best)) best = &r;
+      if (r.method != method || !PatternMatches(r.segments, *segments)) continue;
+      if (best == nullptr || MoreSpecific(r.segments, best->segments)) best = &r;
     }
     return best;
   };
-
   const Route* route = pick(req.method);
   if (route == nullptr && req.method == "HEAD") route = pick("GET");  // the server drops the body
+  return route;
+}
 
-  // Authentication comes before 404/405 so that callers without a token learn nothing about the
-  // route table; a public route skips it.
+size_t Router::MaxBodyBytes(const Request& head, size_t fallback) const {
+  std::vector<std::string> segments;
+  auto route = Match(head, &segments);
+  if (!route.ok() || *route == nullptr || (*route)->options.max_body_bytes == 0) return fallback;
+  return (*route)->options.max_body_bytes;
+}
+
+Response Router::Dispatch(Request req) const {
+  std::vector<std::string> segments;
+  auto matched = Match(req, &segments);
+  if (!matched.ok()) return Response::Error(matched.status());
+  const Route* route = *matched;
+
+  // Authentication comes before 404/405/415 so that callers without a token learn nothing about
+  // the route table; a public route skips it.
   bool is_public = route != nullptr && route->is_public;
   if (route == nullptr) {
     for (const Route& r : routes_) {
-      if (r.is_public && matches(r)) is_public = true;
+      if (r.is_public && PatternMatches(r.segments, segments)) is_public = true;
     }
   }
   const std::string what = req.method + " " + req.path;
@@ -346,17 +382,29 @@ Response Router::Dispatch(Request req) const {
   if (route == nullptr) {
     std::set<std::string> allowed;
     for (const Route& r : routes_) {
-      if (matches(r)) allowed.insert(r.method);
+      if (PatternMatches(r.segments, segments)) allowed.insert(r.method);
     }
     if (allowed.empty()) return Response::Error(NotFoundError("no route for " + what));
     if (allowed.count("GET") != 0) allowed.insert("HEAD");
     std::string allow;
     for (const std::string& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
-    Response r =
-        Response::Error(405, InvalidArgumentError("method " + req.method + " not allowed on " +
-                                                  req.path + " (allowed: " + allow + ")"));
+    Response r = Response::Error(405, "method_not_allowed",
+                                 InvalidArgumentError("method " + req.method + " not allowed on " +
+                                                      req.path + " (allowed: " + allow + ")"));
     r.headers["Allow"] = allow;
     return r;
+  }
+
+  if (route->options.json_body && !req.body.empty()) {
+    const std::string content_type = req.Header("content-type");
+    if (!IsJsonMediaType(content_type)) {
+      return Response::Error(
+          415, "unsupported_media_type",
+          InvalidArgumentError("request body must be application/json" +
+                               (content_type.empty()
+                                    ? std::string(" (no Content-Type given)")
+                                    : " (Content-Type: " + content_type.substr(0, 100) + ")")));
+    }
   }
 
   for (size_t i = 0; i < segments.size(); ++i) {

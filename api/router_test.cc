@@ -58,7 +58,9 @@ TEST(RouterTest, WrongMethodIs405WithAllow) {
   r.Add("GET", "/x", Echo);
   r.Add("DELETE", "/x", Echo);
   Response resp = r.Dispatch(Req("POST", "/x"));
-  ExpectErrorShape(resp, 405, "invalid_argument");
+  // Issue 12: 405 answers carried the code invalid_argument.
+  ExpectErrorShape(resp, 405, "method_not_allowed");
+  EXPECT_EQ(StatusFromHttp(resp.status, resp.body).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(resp.headers.at("Allow"), "DELETE, GET, HEAD");
   // HEAD falls back to GET.
   EXPECT_EQ(r.Dispatch(Req("HEAD", "/x")).status, 200);
@@ -87,7 +89,7 @@ TEST(RouterTest, AuthenticatorAndPublicRoutes) {
   // Unknown routes do not leak to unauthenticated callers.
   ExpectErrorShape(r.Dispatch(Req("GET", "/nope")), 401, "unauthenticated");
   // A public path answers its 405 without a token.
-  ExpectErrorShape(r.Dispatch(Req("POST", "/healthz")), 405, "invalid_argument");
+  ExpectErrorShape(r.Dispatch(Req("POST", "/healthz")), 405, "method_not_allowed");
 }
 
 TEST(RouterTest, ExceptionsBecome500) {
@@ -153,6 +155,84 @@ TEST(SseEventTest, Format) {
   EXPECT_EQ(SseEvent("guest", "{\"a\":1}", "7"), "id: 7\nevent: guest\ndata: {\"a\":1}\n\n");
   EXPECT_EQ(SseEvent("", "a\nb"), "data: a\ndata: b\n\n");
   EXPECT_EQ(SseEvent("x\ny", ""), "event: xy\ndata: \n\n");
+}
+
+Request Post(std::string path, std::string body, std::string content_type) {
+  Request r = Req("POST", std::move(path));
+  r.body = std::move(body);
+  if (!content_type.empty()) r.headers["content-type"] = std::move(content_type);
+  r.headers["authorization"] = "Bearer good";
+  return r;
+}
+
+// Issue 12: Content-Type was never checked.
+TEST(RouterTest, BodyThatIsNotJsonIs415) {
+  Router r;
+  r.Add("POST", "/guests", Echo);
+  r.Add("POST", "/upload", Echo, RouteOptions{.json_body = false});
+  r.SetAuthenticator([](Request& req) -> Status {
+    return req.BearerToken() == "good" ? Status::Ok() : UnauthenticatedError("no");
+  });
+  for (std::string ct : {"application/json", "application/json; charset=utf-8",
+                         "Application/JSON;charset=UTF-8", " application/json "}) {
+    EXPECT_EQ(r.Dispatch(Post("/guests", "{}", ct)).status, 200) << ct;
+  }
+  for (std::string ct : {"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx",
+                         "multipart/form-data; boundary=x"}) {
+    Response resp = r.Dispatch(Post("/guests", "{}", ct));
+    ExpectErrorShape(resp, 415, "unsupported_media_type");
+    EXPECT_EQ(StatusFromHttp(resp.status, resp.body).code(), StatusCode::kInvalidArgument);
+  }
+  // No body, no Content-Type needed; a route may opt out.
+  EXPECT_EQ(r.Dispatch(Post("/guests", "", "")).status, 200);
+  EXPECT_EQ(r.Dispatch(Post("/guests", "", "text/plain")).status, 200);
+  EXPECT_EQ(r.Dispatch(Post("/upload", "raw bytes", "application/octet-stream")).status, 200);
+  // Authentication first: an unauthenticated caller learns nothing about the route.
+  Request anon = Post("/guests", "x", "text/plain");
+  anon.headers.erase("authorization");
+  ExpectErrorShape(r.Dispatch(anon), 401, "unauthenticated");
+}
+
+// Issue 12: a host with 592 guests sent a 459,106-byte heartbeat over the one server-wide limit.
+TEST(RouterTest, RouteBodyLimitIsLookedUpFromTheHead) {
+  Router r;
+  r.Add("POST", "/api/v1/hosts/{name}/heartbeat", Echo, RouteOptions{.max_body_bytes = 2 << 20});
+  r.Add("POST", "/api/v1/guests", Echo);
+  Request head = Req("POST", "/api/v1/hosts/h1/heartbeat");
+  EXPECT_EQ(r.MaxBodyBytes(head, 1000), 2u << 20);
+  head.target = "/api/v1/hosts/h%201/heartbeat?x=1";
+  EXPECT_EQ(r.MaxBodyBytes(head, 1000), 2u << 20);
+  EXPECT_EQ(r.MaxBodyBytes(Req("POST", "/api/v1/guests"), 1000), 1000u);
+  EXPECT_EQ(r.MaxBodyBytes(Req("GET", "/api/v1/hosts/h1/heartbeat"), 1000), 1000u);
+  EXPECT_EQ(r.MaxBodyBytes(Req("POST", "/nowhere"), 1000), 1000u);
+  Request bad = Req("POST", "/x");
+  bad.target = "/api/v1/hosts/%zz/heartbeat";
+  EXPECT_EQ(r.MaxBodyBytes(bad, 1000), 1000u);
+}
+
+// nlohmann's dump throws type_error 316 on invalid UTF-8: no answer built from request bytes may
+// throw (a handler echoing a header, an error naming a path).
+TEST(RouterTest, AnswersWithInvalidUtf8NeverThrow) {
+  Router r;
+  r.Add("GET", "/echo/{name}", [](const Request& req) {
+    return Response::Json(200, {{"name", req.params.at("name")}});
+  });
+  Request req = Req("GET", "/echo/a\xff\xfe");
+  Response ok = r.Dispatch(req);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(Body(ok)["name"], "a\xef\xbf\xbd\xef\xbf\xbd");  // U+FFFD twice
+  Response missing = r.Dispatch(Req("GET", "/nope/\xc3\x28"));
+  ExpectErrorShape(missing, 404, "not_found");
+  Response err = Response::Error(InvalidArgumentError(std::string("bad \xff\0 name", 11)));
+  ExpectErrorShape(err, 400, "invalid_argument");
+}
+
+// A peer's error body is outside input: a hostile one must not crash the client.
+TEST(StatusHttpTest, DeeplyNestedErrorBodyFallsBack) {
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  Status s = StatusFromHttp(500, deep);
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_LT(s.message().size(), 300u);
 }
 
 }  // namespace

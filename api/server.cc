@@ -10,6 +10,7 @@
 //     open stream (under that mutex) before it tears anything down.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include <atomic>
@@ -36,6 +37,11 @@ constexpr size_t kReadBufferBytes = 64 << 10;
 // instead of a reset) and how long Stop() waits for a client that does not read its answer.
 constexpr uint64_t kLingerMs = 1000;
 constexpr uint64_t kForceCloseMs = 1000;
+// Connections over a cap that are being answered 503 at once. Past this many (a connect flood)
+// further ones are closed without an answer, so that refusing costs no more than a bounded set.
+constexpr size_t kMaxRefusing = 256;
+// An idle connection's input buffer is given back when it grew past this (a large body).
+constexpr size_t kKeptInputCapacity = 16 << 10;
 
 // FIFO pool of worker threads. Drain() runs what is queued, then joins.
 class WorkerPool {
@@ -156,22 +162,37 @@ std::string FormatAddress(const std::string& host, int port) {
   return host + ":" + std::to_string(port);
 }
 
-std::string PeerName(const uv_tcp_t* tcp) {
+// The peer's IP address ("10.77.0.5", "::1") and port; false when unknown.
+bool PeerAddress(const uv_tcp_t* tcp, std::string* host, int* port) {
   sockaddr_storage ss{};
   int len = sizeof(ss);
-  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
-  char host[INET6_ADDRSTRLEN] = {0};
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  char name[INET6_ADDRSTRLEN] = {0};
   if (ss.ss_family == AF_INET) {
     auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    uv_ip4_name(sin, host, sizeof(host));
-    return FormatAddress(host, ntohs(sin->sin_port));
-  }
-  if (ss.ss_family == AF_INET6) {
+    uv_ip4_name(sin, name, sizeof(name));
+    *port = ntohs(sin->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
     auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    uv_ip6_name(sin6, host, sizeof(host));
-    return FormatAddress(host, ntohs(sin6->sin6_port));
+    uv_ip6_name(sin6, name, sizeof(name));
+    *port = ntohs(sin6->sin6_port);
+  } else {
+    return false;
   }
-  return "";
+  *host = name;
+  return true;
+}
+
+// Lets the process hold `want` descriptors when the hard limit allows (the soft limit is often
+// 1024, below the connection caps).
+void RaiseDescriptorLimit(rlim_t want) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+  rlim_t before = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want : std::min(want, rl.rlim_max);
+  if (rl.rlim_cur > before && setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    spdlog::debug("api: raised the descriptor limit from {} to {}", before, rl.rlim_cur);
+  }
 }
 
 void IgnoreSigpipe() {
@@ -252,7 +273,11 @@ class ServerCore {
 
  private:
   friend struct Connection;
-  enum class TimerMode { kIdle, kLinger, kForce };
+  // What the connection's one timer is waiting for. kIdle: the next request (idle_timeout_ms);
+  // kHead / kBody: the rest of a request's head / body (header_timeout_ms / body_timeout_ms,
+  // armed once per request, never extended by bytes arriving); kLinger: the client to go after
+  // an error answer; kForce: a last write during Stop().
+  enum class TimerMode { kNone, kIdle, kHead, kBody, kLinger, kForce };
 
   static void OnWakeup(uv_async_t* handle);
   static void OnNewConnection(uv_stream_t* server, int status);
@@ -270,6 +295,8 @@ class ServerCore {
   void OnResponse(uint64_t conn_id, std::string bytes, bool keep_alive);
   void OnStreamHead(const std::shared_ptr<ServerStream>& s, std::string head, bool keep_alive);
   void Reject(Connection* c, int http_status, const Status& status);
+  void Reject(Connection* c, const Response& resp);
+  void UpdateDeadline(Connection* c);
   bool Write(Connection* c, std::string bytes, std::shared_ptr<ServerStream> stream = nullptr,
              size_t stream_bytes = 0);
   void AfterAnswer(Connection* c, bool keep_alive);
@@ -309,6 +336,9 @@ class ServerCore {
 
   // Loop thread only.
   std::unordered_map<uint64_t, Connection*> conns_;
+  size_t counted_ = 0;                               // connections within the caps
+  std::unordered_map<std::string, int> per_client_;  // of those, by client IP address
+  size_t refusing_ = 0;                              // connections being answered 503
   uint64_t next_conn_id_ = 1;
   bool stopping_ = false;
   bool finishing_ = false;
@@ -326,7 +356,11 @@ struct Connection {
   uv_timer_t timer{};
   uv_shutdown_t shutdown_req{};
   int open_handles = 2;
-  std::string remote;
+  std::string remote;    // "10.77.0.5:51234"
+  std::string client;    // "10.77.0.5": what max_connections_per_client counts
+  bool counted = false;  // within the caps
+  bool refused = false;  // over a cap: being answered 503 (counted in refusing_)
+  bool served = false;   // a request has been dispatched on this connection
   RequestParser parser;
   std::string input;  // bytes read, parsed up to input_pos
   size_t input_pos = 0;
@@ -341,7 +375,7 @@ struct Connection {
   bool linger = false;             // drain input after the last write (error answers)
   bool draining = false;
   bool closing = false;
-  ServerCore::TimerMode timer_mode = ServerCore::TimerMode::kIdle;
+  ServerCore::TimerMode timer_mode = ServerCore::TimerMode::kNone;
 };
 
 struct WriteRequest {
@@ -445,6 +479,7 @@ Status ServerCore::Start() {
   wakeup_.data = this;
 
   IgnoreSigpipe();
+  RaiseDescriptorLimit(static_cast<rlim_t>(std::max(0, options_.max_connections)) + 256);
   pool_.Start(options_.worker_threads);
   loop_thread_ = std::thread([this] {
     uv_run(&loop_, UV_RUN_DEFAULT);
@@ -564,7 +599,8 @@ void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
     return;
   }
   if (self->stopping_) return;
-  ParserLimits limits{self->options_.max_body_bytes, self->options_.max_header_bytes};
+  ParserLimits limits{self->options_.max_body_bytes, self->options_.max_header_bytes,
+                      self->router_};
   auto* c = new Connection(self, self->next_conn_id_++, limits);
   uv_tcp_init(&self->loop_, &c->tcp);
   uv_timer_init(&self->loop_, &c->timer);
@@ -576,11 +612,41 @@ void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
     uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), &OnHandleClosed);
     return;
   }
+  int port = 0;
+  if (PeerAddress(&c->tcp, &c->client, &port)) c->remote = FormatAddress(c->client, port);
   self->conns_[c->id] = c;
   uv_tcp_nodelay(&c->tcp, 1);
-  c->remote = PeerName(&c->tcp);
+
+  // The caps: one over them is answered 503 at once (its request is not read) and closed.
+  const auto max_total = static_cast<size_t>(std::max(0, self->options_.max_connections));
+  const int max_per_client = self->options_.max_connections_per_client;
+  int& from_client = self->per_client_[c->client];
+  if (self->counted_ >= max_total || from_client >= max_per_client) {
+    if (from_client == 0) self->per_client_.erase(c->client);
+    if (self->refusing_ >= kMaxRefusing) {
+      self->CloseNow(c);
+      return;
+    }
+    ++self->refusing_;
+    c->refused = true;
+    const bool total = self->counted_ >= max_total;
+    spdlog::warn("api: refusing a connection from {}: {} open {}", c->remote,
+                 total ? self->counted_ : static_cast<size_t>(from_client),
+                 total ? "in total" : "from this address");
+    Response resp = Response::Error(
+        503, UnavailableError(total ? "too many open connections (" +
+                                          std::to_string(self->counted_) + "); retry later"
+                                    : "too many open connections from " + c->client + " (" +
+                                          std::to_string(from_client) + "); retry later"));
+    resp.headers["Retry-After"] = "1";
+    self->Reject(c, resp);
+    return;
+  }
+  c->counted = true;
+  ++self->counted_;
+  ++from_client;
   self->StartReading(c);
-  self->ArmTimer(c, TimerMode::kIdle, self->options_.idle_timeout_ms);
+  self->UpdateDeadline(c);
 }
 
 Connection* ServerCore::Find(uint64_t id) {
@@ -631,7 +697,6 @@ void ServerCore::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf)
     return;
   }
   c->input.append(buf->base, static_cast<size_t>(nread));
-  if (!c->in_flight) self->ArmTimer(c, TimerMode::kIdle, self->options_.idle_timeout_ms);
   self->ProcessInput(c);
   if (!c->closing && c->reading && c->input.size() - c->input_pos > self->InputCap()) {
     uv_read_stop(stream);  // resumed by ProcessInput once the backlog is parsed
@@ -659,6 +724,7 @@ void ServerCore::ProcessInput(Connection* c) {
   if (c->input_pos == c->input.size()) {
     c->input.clear();
     c->input_pos = 0;
+    if (c->input.capacity() > kKeptInputCapacity) c->input.shrink_to_fit();
   } else if (c->input_pos > kReadBufferBytes) {
     c->input.erase(0, c->input_pos);
     c->input_pos = 0;
@@ -666,6 +732,23 @@ void ServerCore::ProcessInput(Connection* c) {
   if (!c->reading && !c->read_eof && !c->draining && c->input.size() - c->input_pos <= InputCap()) {
     StartReading(c);
   }
+  UpdateDeadline(c);
+}
+
+void ServerCore::UpdateDeadline(Connection* c) {
+  if (c->closing || c->in_flight || c->draining || c->close_after_write) return;
+  TimerMode want;
+  if (c->parser.InRequest()) {
+    want = c->parser.InHead() ? TimerMode::kHead : TimerMode::kBody;
+  } else {
+    // A new connection owes its first head from the moment it was accepted.
+    want = c->served ? TimerMode::kIdle : TimerMode::kHead;
+  }
+  if (want == c->timer_mode) return;  // armed when the phase began; bytes do not extend it
+  int ms = want == TimerMode::kIdle   ? options_.idle_timeout_ms
+           : want == TimerMode::kHead ? options_.header_timeout_ms
+                                      : options_.body_timeout_ms;
+  ArmTimer(c, want, static_cast<uint64_t>(std::max(1, ms)));
 }
 
 void ServerCore::StartRequest(Connection* c, ParsedRequest parsed) {
@@ -674,7 +757,9 @@ void ServerCore::StartRequest(Connection* c, ParsedRequest parsed) {
     return;
   }
   uv_timer_stop(&c->timer);
+  c->timer_mode = TimerMode::kNone;
   c->in_flight = true;
+  c->served = true;
   parsed.request.remote = c->remote;
   const bool head_only = parsed.request.method == "HEAD";
   pool_.Submit([this, id = c->id, req = std::move(parsed.request), keep_alive = parsed.keep_alive,
@@ -735,22 +820,26 @@ void ServerCore::OnResponse(uint64_t conn_id, std::string bytes, bool keep_alive
 void ServerCore::AfterAnswer(Connection* c, bool keep_alive) {
   if (c->closing) return;
   if (!keep_alive || stopping_) {
+    // A client that does not read its last answer is closed after idle_timeout_ms.
+    ArmTimer(c, TimerMode::kIdle, options_.idle_timeout_ms);
     c->close_after_write = true;
     MaybeFinishWrites(c);
     return;
   }
-  ProcessInput(c);  // the next pipelined request, if any
+  ProcessInput(c);  // the next pipelined request, if any; arms the deadline of what comes next
   if (c->closing || c->in_flight) return;
   if (c->read_eof && !c->close_after_write) {
+    ArmTimer(c, TimerMode::kIdle, options_.idle_timeout_ms);
     c->close_after_write = true;
     MaybeFinishWrites(c);
-    return;
   }
-  ArmTimer(c, TimerMode::kIdle, options_.idle_timeout_ms);
 }
 
 void ServerCore::Reject(Connection* c, int http_status, const Status& status) {
-  Response resp = Response::Error(http_status, status);
+  Reject(c, Response::Error(http_status, status));
+}
+
+void ServerCore::Reject(Connection* c, const Response& resp) {
   Write(c, SerializeResponse(resp, /*keep_alive=*/false, /*head_only=*/false));
   c->close_after_write = true;
   c->linger = true;
@@ -829,14 +918,45 @@ void ServerCore::ArmTimer(Connection* c, TimerMode mode, uint64_t ms) {
 
 void ServerCore::OnTimer(uv_timer_t* timer) {
   auto* c = static_cast<Connection*>(timer->data);
-  if (c->timer_mode == TimerMode::kIdle && c->in_flight) return;  // busy, not idle
-  c->core->CloseNow(c);
+  ServerCore* self = c->core;
+  const TimerMode mode = std::exchange(c->timer_mode, TimerMode::kNone);
+  switch (mode) {
+    case TimerMode::kIdle:
+      if (c->in_flight) return;  // busy, not idle
+      break;
+    case TimerMode::kHead:
+    case TimerMode::kBody:
+      if (c->in_flight || c->draining || c->close_after_write) break;
+      if (c->parser.InRequest()) {
+        const bool head = mode == TimerMode::kHead;
+        spdlog::info("api: {} from {} not received in time; closing",
+                     head ? "request head" : "request body", c->remote);
+        self->Reject(c, 408,
+                     DeadlineExceededError(std::string(head ? "request head" : "request body") +
+                                           " not received within " +
+                                           std::to_string(head ? self->options_.header_timeout_ms
+                                                               : self->options_.body_timeout_ms) +
+                                           " ms"));
+        return;
+      }
+      break;  // nothing of a request arrived: close without an answer
+    default:
+      break;
+  }
+  self->CloseNow(c);
 }
 
 void ServerCore::CloseNow(Connection* c) {
   if (c->closing) return;
   c->closing = true;
   conns_.erase(c->id);
+  if (c->counted) {
+    --counted_;
+    auto it = per_client_.find(c->client);
+    if (it != per_client_.end() && --it->second <= 0) per_client_.erase(it);
+  } else if (c->refused) {
+    --refusing_;
+  }
   if (c->stream) {
     std::shared_ptr<ServerStream> s = std::move(c->stream);
     s->MarkClosedByServer();

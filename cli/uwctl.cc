@@ -660,8 +660,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
             buf.erase(0, pos + 2);
             size_t data = frame.find("data: ");
             if (data == std::string::npos) continue;
-            Json e = Json::parse(frame.substr(data + 6), nullptr, false);
-            if (e.is_discarded()) continue;
+            auto parsed = ParseJson(frame.substr(data + 6), "event");  // within JsonLimits
+            if (!parsed.ok()) continue;
+            Json e = std::move(parsed).value();
             if (c.AsJson()) {
               *c.out << e.dump() << "\n";
             } else {
