@@ -682,17 +682,24 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   tcreate->add_option("name", name, "token name")->required();
   tcreate->add_option("--role", role, "admin | operator | tenant | billing-reader")->required();
   tcreate->add_option("--tenant", tenant, "tenant (for --role tenant)");
+  std::vector<std::string> rights;
+  tcreate->add_option("--right", rights,
+                      "grant a guest spec right (repeatable): host_paths, bridges, vlans, cpu_tuning, pools, automation");
   tcreate->callback([&] {
     Json body = {{"name", name}, {"role", role}};
     if (!tenant.empty()) body["tenant"] = tenant;
+    if (!rights.empty()) body["rights"] = rights;
     auto r = c.Call("POST", "/api/v1/tokens", &body);
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   token->add_subcommand("list", "list tokens")->callback([&] {
     auto r = c.Call("GET", "/api/v1/tokens");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
-    rc = PrintList(c, *r, "tokens", {"ID", "NAME", "ROLE", "TENANT", "CREATED"}, [](const Json& t) {
-      return std::vector<std::string>{Str(t["id"]), Str(t["name"]), Str(t["role"]), Str(t["tenant"]), Str(t["created"])};
+    rc = PrintList(c, *r, "tokens", {"ID", "NAME", "ROLE", "TENANT", "RIGHTS", "CREATED"}, [](const Json& t) {
+      std::string rights;
+      for (const auto& x : t.value("rights", Json::array())) rights += (rights.empty() ? "" : ",") + Str(x);
+      return std::vector<std::string>{Str(t["id"]),     Str(t["name"]),     Str(t["role"]),
+                                      Str(t["tenant"]), rights.empty() ? "-" : rights, Str(t["created"])};
     });
   });
   auto* tdelete = token->add_subcommand("delete", "revoke a token");

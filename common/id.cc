@@ -51,4 +51,17 @@ Status ValidateName(std::string_view name, std::string_view what) {
   return Status::Ok();
 }
 
+Status ValidateGuestName(std::string_view name, std::string_view what) {
+  const size_t colon = name.find(':');
+  if (colon == std::string_view::npos) return ValidateName(name, what);
+  std::string w(what);
+  UW_RETURN_IF_ERROR(ValidateName(name.substr(0, colon), w + " (tenant part)"));
+  UW_RETURN_IF_ERROR(ValidateName(name.substr(colon + 1), w));
+  if (name.size() > 63) {
+    return InvalidArgumentError(w + " '" + std::string(name) + "' is longer than 63 characters with its tenant: " +
+                                "the name may have at most " + std::to_string(62 - colon) + " characters");
+  }
+  return Status::Ok();
+}
+
 }  // namespace uw

@@ -17,4 +17,9 @@ std::string NewId(std::string_view prefix);
 // or digit. kInvalidArgument saying what is wrong, with `what` naming the field ("guest name").
 Status ValidateName(std::string_view name, std::string_view what);
 
+// A guest's cluster-wide name: NAME, or TENANT:NAME for a tenant's guest (guest names are unique
+// per tenant). Each part is a ValidateName name, and the whole is at most 63 characters (it names
+// the libvirt domain and the files and sockets the agent makes for it).
+Status ValidateGuestName(std::string_view name, std::string_view what);
+
 }  // namespace uw

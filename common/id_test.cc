@@ -27,5 +27,18 @@ TEST(IdTest, ValidatesNames) {
   EXPECT_FALSE(ValidateName(std::string(64, 'a'), "guest name").ok());
 }
 
+TEST(IdTest, GuestNamesMayCarryTheirTenant) {
+  EXPECT_TRUE(ValidateGuestName("web1", "guest name").ok());
+  EXPECT_TRUE(ValidateGuestName("acme:web1", "guest name").ok());
+  EXPECT_FALSE(ValidateGuestName("acme:", "guest name").ok());
+  EXPECT_FALSE(ValidateGuestName(":web1", "guest name").ok());
+  EXPECT_FALSE(ValidateGuestName("a:b:c", "guest name").ok());
+  EXPECT_FALSE(ValidateGuestName("acme:../etc", "guest name").ok());
+  Status long_one = ValidateGuestName("acme:" + std::string(59, 'a'), "name");
+  EXPECT_FALSE(long_one.ok());
+  EXPECT_NE(long_one.message().find("at most 58 characters"), std::string::npos) << long_one.ToString();
+  EXPECT_TRUE(ValidateGuestName("acme:" + std::string(58, 'a'), "name").ok());
+}
+
 }  // namespace
 }  // namespace uw

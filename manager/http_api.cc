@@ -245,7 +245,7 @@ class Api {
         auto body = req.JsonBody();
         if (!body.ok()) return Response::Error(body.status());
         auto v = JsonView::Of(*body, "");
-        if (Status s = v->RejectUnknown({"name", "role", "tenant"}); !s.ok()) return Response::Error(s);
+        if (Status s = v->RejectUnknown({"name", "role", "tenant", "rights"}); !s.ok()) return Response::Error(s);
         auto name = v->String("name");
         if (!name.ok()) return Response::Error(name.status());
         auto role_name = v->String("role");
@@ -254,7 +254,9 @@ class Api {
         if (!role.ok()) return Response::Error(role.status());
         auto tenant = v->String("tenant", "");
         if (!tenant.ok()) return Response::Error(tenant.status());
-        return Answer(m_.CreateToken(*name, *role, *tenant), 201);
+        auto rights = v->Strings("rights", {});
+        if (!rights.ok()) return Response::Error(rights.status());
+        return Answer(m_.CreateToken(*name, *role, *tenant, *rights), 201);
       });
     });
     router.Add("DELETE", "/api/v1/tokens/{id}", [this](const Request& req) {

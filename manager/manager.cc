@@ -12,6 +12,7 @@
 #include "common/id.h"
 #include "manager/internal.h"
 #include "placement/placement.h"
+#include "vmm/hypervisor.h"
 
 namespace uw::manager {
 
@@ -20,6 +21,32 @@ using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
 using internal::Wrap;
+
+namespace {
+
+// A guest's cluster-wide name: a tenant's guest "web1" is "acme:web1" (names are unique per tenant).
+std::string GuestKey(const std::string& tenant, const std::string& name) {
+  return tenant.empty() ? name : tenant + ":" + name;
+}
+
+// Tenants see their guests by their short names: strips "<tenant>:" from the guest-naming fields
+// of `j` (name, subject, guest, and data.subject / data.guest of events). A no-op for other roles.
+void ShowShortNames(const Principal& p, Json& j) {
+  if (p.role != Role::kTenant || !j.is_object()) return;
+  const std::string prefix = p.tenant + ":";
+  auto strip = [&](Json& o, const char* field) {
+    auto it = o.find(field);
+    if (it == o.end() || !it->is_string()) return;
+    const std::string& v = it->get_ref<const std::string&>();
+    if (v.size() > prefix.size() && v.compare(0, prefix.size(), prefix) == 0) *it = v.substr(prefix.size());
+  };
+  for (const char* f : {"name", "subject", "guest"}) strip(j, f);
+  if (auto d = j.find("data"); d != j.end() && d->is_object()) {
+    for (const char* f : {"subject", "guest"}) strip(*d, f);
+  }
+}
+
+}  // namespace
 
 std::string_view RoleName(Role r) {
   switch (r) {
@@ -158,6 +185,15 @@ Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
   return ManagerConfigFromJson(j, path);
 }
 
+Status ValidateRight(std::string_view name, std::string_view field) {
+  for (std::string_view r : kSpecRights) {
+    if (r == name) return Status::Ok();
+  }
+  std::string all;
+  for (std::string_view r : kSpecRights) all += (all.empty() ? "" : ", ") + std::string(r);
+  return InvalidArgumentError(std::string(field) + ": unknown right '" + std::string(name) + "' (rights: " + all + ")");
+}
+
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
@@ -216,9 +252,34 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   spec["memory_mib"] = mem;
   spec["max_memory_mib"] = max_mem;
   spec["kind"] = g.kind;
+  // The agent's own parser and checks, so that what it would refuse is refused here (before a
+  // reservation and a task), with the same field names.
+  UW_ASSIGN_OR_RETURN(vmm::GuestSpec parsed, vmm::GuestSpecFromJson(spec, ""));
+  UW_RETURN_IF_ERROR(vmm::ValidateGuestSpec(parsed, spec.contains("image")));
+  if (parsed.cpu_quota_us > 1'000'000'000) return v.FieldError("cpu.quota_us", "expected at most 1000000000");
+  auto need = [&](std::string right, std::string field) {
+    for (const auto& [r, f] : g.rights_needed) {
+      if (r == right) return;
+    }
+    g.rights_needed.emplace_back(std::move(right), std::move(field));
+  };
+  if (!parsed.kernel.empty()) need("host_paths", "boot.kernel");
+  for (size_t i = 0; i < parsed.nics.size(); ++i) {
+    const std::string at = "nics[" + std::to_string(i) + "]";
+    if (parsed.nics[i].type != "user") need("bridges", at + ".source");
+    if (parsed.nics[i].vlan != 0) need("vlans", at + ".vlan");
+  }
+  if (v.Has("cpu")) need("cpu_tuning", "cpu");
+  if (!g.pool.empty()) need("pools", "pool");
+  if (g.automation != "default") need("automation", "automation");
   g.agent_spec = std::move(spec);
   return g;
 }
+
+namespace {
+constexpr int kMaxHostCores = 16384;
+constexpr int64_t kMaxHostMemoryMib = int64_t{64} << 20;  // 64 TiB
+}  // namespace
 
 Result<HostJoin> ParseHostJoin(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
@@ -230,12 +291,21 @@ Result<HostJoin> ParseHostJoin(const Json& body) {
   if (h.agent_url.rfind("http://", 0) != 0 && h.agent_url.rfind("https://", 0) != 0) {
     return v.FieldError("agent_url", "expected an http:// or https:// URL");
   }
+  if (h.agent_url.size() > 2048) return v.FieldError("agent_url", "expected at most 2048 characters");
   UW_ASSIGN_OR_RETURN(h.agent_token, v.String("agent_token"));
   if (h.agent_token.empty()) return v.FieldError("agent_token", "must not be empty");
+  if (h.agent_token.size() > 1024) return v.FieldError("agent_token", "expected at most 1024 characters");
   UW_ASSIGN_OR_RETURN(JsonView cap, v.Object("capacity"));
+  // Bounded to what a real host can have: placement scores divide by capacity, and one absurd
+  // host would make every other host's score 0.
   UW_ASSIGN_OR_RETURN(h.cpu_cores, cap.Number("cpu_cores"));
-  if (h.cpu_cores <= 0) return cap.FieldError("cpu_cores", "expected a positive number");
+  if (!(h.cpu_cores > 0) || h.cpu_cores > kMaxHostCores) {
+    return cap.FieldError("cpu_cores", "expected a number in (0, " + std::to_string(kMaxHostCores) + "]");
+  }
   UW_ASSIGN_OR_RETURN(h.memory_mib, cap.PositiveInt("memory_mib"));
+  if (h.memory_mib > kMaxHostMemoryMib) {
+    return cap.FieldError("memory_mib", "expected 1.." + std::to_string(kMaxHostMemoryMib) + " (64 TiB)");
+  }
   if (v.Has("info")) {
     UW_ASSIGN_OR_RETURN(JsonView info, v.Object("info"));
     h.info = info.json();
@@ -262,13 +332,20 @@ Status Manager::Start() {
       "'bootstrap admin (config)', 'admin', '', ?, ?) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash",
       {Sha256Hex(config_.admin_token), NowMs()}));
   {
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, role, tenant, token_hash FROM api_tokens"));
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, role, tenant, token_hash, rights FROM api_tokens"));
     std::lock_guard l(tokens_mu_);
     tokens_.clear();
     for (const auto& r : rows) {
       auto role = ParseRole(r.Str("role"));
       if (!role.ok()) continue;
-      tokens_[r.Str("token_hash")] = Principal{r.Str("id"), *role, r.Str("tenant")};
+      Principal p{r.Str("id"), *role, r.Str("tenant"), {}};
+      const Json rights = r.JsonOf("rights");
+      if (rights.is_array()) {
+        for (const auto& right : rights) {
+          if (right.is_string() && ValidateRight(right.get<std::string>(), "rights").ok()) p.rights.insert(right.get<std::string>());
+        }
+      }
+      tokens_[r.Str("token_hash")] = std::move(p);
     }
   }
   {
@@ -426,6 +503,7 @@ Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since
                    {"subject", r.Str("subject")},
                    {"tenant", r.Str("tenant")},
                    {"data", r.JsonOf("data")}});
+    ShowShortNames(p, out.back());
   }
   return out;
 }
@@ -469,11 +547,15 @@ Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join
 }
 
 Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
-  UW_ASSIGN_OR_RETURN(SqlRow host, store_->QueryOne("SELECT * FROM hosts WHERE name = ?", {std::string(name)},
-                                                    "host '" + std::string(name) + "' has not joined"));
-  if (host_token.empty() || Sha256Hex(host_token) != host.Str("host_token_hash")) {
-    return UnauthenticatedError("wrong host token for host '" + std::string(name) + "': join again");
+  // An unknown host and a wrong token get the same answer (and the same work): this route is
+  // public, and must not tell anyone which host names exist.
+  auto host_row = store_->QueryOne("SELECT * FROM hosts WHERE name = ?", {std::string(name)}, "unknown host");
+  if (!host_row.ok() && host_row.status().code() != StatusCode::kNotFound) return host_row.status();
+  const std::string presented = Sha256Hex(host_token);
+  if (!host_row.ok() || host_token.empty() || presented != host_row->Str("host_token_hash")) {
+    return UnauthenticatedError("unknown host or wrong host token: join again");
   }
+  SqlRow host = std::move(*host_row);
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"stats", "guests"}));
   double cpu_used = 0;
@@ -1018,11 +1100,39 @@ Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
 }
 
 Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) {
-  UW_RETURN_IF_ERROR(ValidateName(name, "guest name"));
-  std::string missing = "guest '" + std::string(name) + "' not found";
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM guests WHERE name = ?", {std::string(name)}, missing));
-  if (p.role == Role::kTenant && r.Str("tenant") != p.tenant) return NotFoundError(missing);
-  return r;
+  UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
+  const std::string missing = "guest '" + std::string(name) + "' not found";
+  std::string n(name);
+  const size_t colon = n.find(':');
+  if (p.role == Role::kTenant) {
+    // Its own guests only, by short name (or by full name with its own tenant). A guest created
+    // before names were per tenant is stored under its short name.
+    if (colon != std::string::npos) {
+      if (n.compare(0, colon, p.tenant) != 0 || colon != p.tenant.size()) return NotFoundError(missing);
+      n = n.substr(colon + 1);
+    }
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM guests WHERE tenant = ? AND name IN (?, ?) ORDER BY "
+                                                 "name DESC",
+                                                 {p.tenant, GuestKey(p.tenant, n), n}));
+    if (rows.empty()) return NotFoundError(missing);
+    return std::move(rows[0]);
+  }
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM guests WHERE name = ?", {n}));
+  if (!rows.empty()) return std::move(rows[0]);
+  if (colon == std::string::npos) {
+    // A short name that names one tenant's guest.
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant <> '' AND name = tenant || ':' || ? "
+                                            "ORDER BY name",
+                                            {n}));
+    if (rows.size() == 1) return std::move(rows[0]);
+    if (rows.size() > 1) {
+      std::string all;
+      for (const auto& r : rows) all += (all.empty() ? "" : ", ") + r.Str("name");
+      return FailedPreconditionError("guest name '" + n + "' names guests of several tenants (" + all +
+                                     "): give the full name");
+    }
+  }
+  return NotFoundError(missing);
 }
 
 Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
@@ -1033,9 +1143,23 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
     }
     req.tenant = p.tenant;
   }
+  for (const auto& [right, field] : req.rights_needed) {
+    if (!p.Holds(right)) {
+      return PermissionDeniedError(field + ": needs the right '" + right +
+                                   "', which this token does not hold (an admin grants it: uwctl token create "
+                                   "--right " + right + ")");
+    }
+  }
+  // Names are unique per tenant: the guest is "<tenant>:<name>" in the cluster (and on its host).
+  const std::string short_name = req.name;
+  req.name = GuestKey(req.tenant, short_name);
+  UW_RETURN_IF_ERROR(ValidateGuestName(req.name, "name"));
+  req.agent_spec["name"] = req.name;
   std::lock_guard placement_lock(placement_mu_);
-  UW_ASSIGN_OR_RETURN(auto existing, store_->Query("SELECT name FROM guests WHERE name = ?", {req.name}));
-  if (!existing.empty()) return AlreadyExistsError("guest '" + req.name + "' already exists: choose another name");
+  UW_ASSIGN_OR_RETURN(auto existing,
+                      store_->Query("SELECT name FROM guests WHERE name = ? OR (tenant <> '' AND tenant = ? AND name = ?)",
+                                    {req.name, req.tenant, short_name}));
+  if (!existing.empty()) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
   if (!req.pool.empty()) {
     UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
                                         "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
@@ -1130,7 +1254,9 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
                     {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
   }));
   Enqueue(task_id);
-  return TaskJson(task_id);
+  UW_ASSIGN_OR_RETURN(Json task, TaskJson(task_id));
+  ShowShortNames(p, task);
+  return task;
 }
 
 Result<Json> Manager::ListGuests(const Principal& p) {
@@ -1143,6 +1269,7 @@ Result<Json> Manager::ListGuests(const Principal& p) {
   Json out = Json::array();
   for (const auto& r : rows) {
     UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
+    ShowShortNames(p, j);
     out.push_back(std::move(j));
   }
   return Wrap("guests", std::move(out));
@@ -1151,7 +1278,8 @@ Result<Json> Manager::ListGuests(const Principal& p) {
 Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, VisibleGuest(p, name));
   UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
-  UW_ASSIGN_OR_RETURN(auto leases, store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {std::string(name)}));
+  ShowShortNames(p, j);
+  UW_ASSIGN_OR_RETURN(auto leases, store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {r.Str("name")}));
   j["leases"] = Json::array();
   for (const auto& l : leases) {
     j["leases"].push_back({{"id", l.Str("id")}, {"resource", l.Str("resource")}, {"floor", l.Real("floor")},
@@ -1166,7 +1294,7 @@ Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, 
   UW_RETURN_IF_ERROR(NeedWrite(p));
   std::lock_guard placement_lock(placement_mu_);
   UW_ASSIGN_OR_RETURN(SqlRow g, VisibleGuest(p, name));
-  std::string guest(name);
+  const std::string guest = g.Str("name");
   UW_ASSIGN_OR_RETURN(auto busy, store_->Query("SELECT id, kind FROM tasks WHERE subject = ? AND state IN ('pending', "
                                                "'running')",
                                                {guest}));
@@ -1221,7 +1349,9 @@ Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, 
   } else if (op != "start") {
     return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
   }
-  return NewTask("guest." + std::string(op), guest, g.Str("tenant"), request);
+  UW_ASSIGN_OR_RETURN(Json task, NewTask("guest." + std::string(op), guest, g.Str("tenant"), request));
+  ShowShortNames(p, task);
+  return task;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1268,6 +1398,7 @@ Result<Json> Manager::TaskJson(std::string_view id) {
 Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
   UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
   if (p.role == Role::kTenant && j["tenant"] != p.tenant) return NotFoundError("task '" + std::string(id) + "' not found");
+  ShowShortNames(p, j);
   return j;
 }
 
@@ -1282,6 +1413,7 @@ Result<Json> Manager::ListTasks(const Principal& p, int64_t limit) {
   Json out = Json::array();
   for (const auto& r : rows) {
     UW_ASSIGN_OR_RETURN(Json j, TaskJson(r.Str("id")));
+    ShowShortNames(p, j);
     out.push_back(std::move(j));
   }
   return Wrap("tasks", std::move(out));
@@ -1320,7 +1452,9 @@ Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
   });
   UW_RETURN_IF_ERROR(s);
   tasks_cv_.notify_all();
-  return TaskJson(id);
+  UW_ASSIGN_OR_RETURN(Json task, TaskJson(id));
+  ShowShortNames(p, task);
+  return task;
 }
 
 Result<Json> Manager::WaitTask(std::string_view id, Duration timeout) {
@@ -1503,8 +1637,27 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
 // ---------------------------------------------------------------------------------------------
 // Tokens
 
-Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_view tenant) {
+Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_view tenant,
+                                  const std::vector<std::string>& rights) {
   if (name.empty()) return InvalidArgumentError("name: must not be empty");
+  if (name.size() > 128) {
+    return InvalidArgumentError("name: expected at most 128 characters, got " + std::to_string(name.size()));
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) return InvalidArgumentError("name: control characters are not allowed");
+  }
+  std::set<std::string, std::less<>> granted;
+  for (size_t i = 0; i < rights.size(); ++i) {
+    UW_RETURN_IF_ERROR(ValidateRight(rights[i], "rights[" + std::to_string(i) + "]"));
+    granted.insert(rights[i]);
+  }
+  if (!granted.empty() && (role == Role::kAdmin || role == Role::kOperator)) {
+    return InvalidArgumentError("rights: admin and operator tokens hold every right already");
+  }
+  if (!granted.empty() && role == Role::kBillingReader) {
+    return InvalidArgumentError("rights: a billing-reader token cannot create guests");
+  }
+  const Json rights_json(std::vector<std::string>(granted.begin(), granted.end()));
   if (role == Role::kTenant) {
     if (tenant.empty()) return InvalidArgumentError("tenant: required for a tenant token");
     UW_RETURN_IF_ERROR(ValidateName(tenant, "tenant"));
@@ -1517,23 +1670,29 @@ Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_
   std::string hash = Sha256Hex(token);
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO api_tokens(id, name, role, tenant, token_hash, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-        {id, std::string(name), std::string(RoleName(role)), std::string(tenant), hash, NowMs()}));
-    return AddEvent("token.created", id, "", {{"name", name}, {"role", RoleName(role)}, {"tenant", tenant}});
+        "INSERT INTO api_tokens(id, name, role, tenant, token_hash, created_ms, rights) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        {id, std::string(name), std::string(RoleName(role)), std::string(tenant), hash, NowMs(), Dump(rights_json)}));
+    return AddEvent("token.created", id, "",
+                    {{"name", name}, {"role", RoleName(role)}, {"tenant", tenant}, {"rights", rights_json}});
   }));
   {
     std::lock_guard l(tokens_mu_);
-    tokens_[hash] = Principal{id, role, std::string(tenant)};
+    tokens_[hash] = Principal{id, role, std::string(tenant), granted};
   }
-  return Json{{"id", id}, {"name", name}, {"role", RoleName(role)}, {"tenant", tenant}, {"token", token}};
+  return Json{{"id", id},         {"name", name},         {"role", RoleName(role)},
+              {"tenant", tenant}, {"rights", rights_json}, {"token", token}};
 }
 
 Result<Json> Manager::ListTokens() {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms"));
   Json out = Json::array();
   for (const auto& r : rows) {
-    out.push_back(Json{{"id", r.Str("id")}, {"name", r.Str("name")}, {"role", r.Str("role")}, {"tenant", r.Str("tenant")},
-                   {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
+    out.push_back(Json{{"id", r.Str("id")},
+                       {"name", r.Str("name")},
+                       {"role", r.Str("role")},
+                       {"tenant", r.Str("tenant")},
+                       {"rights", r.JsonOf("rights")},
+                       {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
   return Wrap("tokens", std::move(out));
 }
@@ -1630,7 +1789,7 @@ Result<Json> Manager::CreateRule(const Json& body) {
   if (body.contains("vms") && body["vms"].is_array()) {
     for (const auto& n : body["vms"]) {
       if (!n.is_string() || !known.insert(n.get<std::string>()).second) continue;
-      UW_RETURN_IF_ERROR(ValidateName(n.get<std::string>(), "vms[]"));
+      UW_RETURN_IF_ERROR(ValidateGuestName(n.get<std::string>(), "vms[]"));
       snap["vms"].push_back({{"name", n}, {"vcpus", 1}, {"memory_mib", 1}});
     }
   }

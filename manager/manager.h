@@ -39,13 +39,29 @@ enum class Role { kAdmin, kOperator, kTenant, kBillingReader };
 std::string_view RoleName(Role r);
 Result<Role> ParseRole(std::string_view name);
 
+// Rights on guest spec fields beyond the basics (name, kind, sizes, image, labels, user-mode NICs,
+// local disks, lease class, on_crash). Admin and operator tokens hold them all; an admin grants
+// them to other tokens one by one (POST /api/v1/tokens {"rights": [...]}).
+//   host_paths  boot.kernel / boot.initrd (files on the host)
+//   bridges     NICs of type bridge or ovs (a host bridge by name)
+//   vlans       a NIC's VLAN tag
+//   cpu_tuning  cpu.shares / cpu.quota_us / cpu.period_us
+//   pools       creating into a resource pool
+//   automation  a DRS automation level other than default (disabled pins a guest)
+inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans", "cpu_tuning", "pools",
+                                                   "automation"};
+// kInvalidArgument naming `field` unless `name` is one of kSpecRights.
+Status ValidateRight(std::string_view name, std::string_view field);
+
 // Who is calling, as established from the bearer token.
 struct Principal {
   std::string token_id;
   Role role = Role::kTenant;
   std::string tenant;  // set for kTenant only
+  std::set<std::string, std::less<>> rights;  // granted spec rights (see kSpecRights)
   bool CanWrite() const { return role == Role::kAdmin || role == Role::kOperator || role == Role::kTenant; }
   bool IsOperator() const { return role == Role::kAdmin || role == Role::kOperator; }
+  bool Holds(std::string_view right) const { return IsOperator() || rights.count(right) > 0; }
 };
 
 struct ManagerConfig {
@@ -95,9 +111,13 @@ struct GuestCreate {
   std::string lease_class = "guaranteed";
   std::string on_crash = "restart";    // restart | keep | stop (what the manager does when it crashes)
   Json agent_spec;         // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
+  // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
+  std::vector<std::pair<std::string, std::string>> rights_needed;
 };
 
-// Parses a POST /api/v1/guests body. kInvalidArgument naming the field.
+// Parses a POST /api/v1/guests body with the agent's own guest spec parser and checks
+// (vmm::GuestSpecFromJson, ValidateGuestSpec), so that nothing the agent would refuse is accepted.
+// kInvalidArgument naming the field.
 Result<GuestCreate> ParseGuestCreate(const Json& body);
 
 struct HostJoin {
@@ -154,7 +174,10 @@ class Manager {
   // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
   Result<Json> CreateGuest(const Principal& p, GuestCreate req);
   Result<Json> ListGuests(const Principal& p);
-  // kNotFound also for another tenant's guest (tenants cannot learn what others own).
+  // Guest names are unique per tenant: a tenant's guest "web1" is "acme:web1" cluster-wide (its
+  // libvirt domain name too). A tenant addresses and sees its guests by their short names; admins
+  // and operators use the full name, or the short one when it names one guest only. kNotFound also
+  // for another tenant's guest (tenants cannot learn what others own or name).
   Result<Json> GetGuest(const Principal& p, std::string_view name);
   // op: start | stop | resize | delete. Returns the task. kFailedPrecondition when the guest has
   // a task in flight or its host is disconnected, and for delete of a guest that is not stopped
@@ -181,8 +204,10 @@ class Manager {
   Status AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data);
 
   // --- tokens ----------------------------------------------------------------------------------
-  // Returns {id, name, role, tenant, token}; the token itself is shown only here.
-  Result<Json> CreateToken(std::string_view name, Role role, std::string_view tenant);
+  // Returns {id, name, role, tenant, rights, token}; the token itself is shown only here. Names
+  // are 1..128 characters without control characters; rights are kSpecRights names.
+  Result<Json> CreateToken(std::string_view name, Role role, std::string_view tenant,
+                           const std::vector<std::string>& rights = {});
   Result<Json> ListTokens();
   Status DeleteToken(std::string_view id);
 
@@ -255,6 +280,8 @@ class Manager {
   Result<Json> GuestRowJson(const SqlRow& r);
   // Guests that are the subject of a pending or running task (not to be touched by anyone else).
   Result<std::set<std::string>> GuestsWithTaskInFlight();
+  // The guest row `name` names for `p` (see GetGuest). kNotFound, kInvalidArgument (a malformed
+  // name), kFailedPrecondition (a short name that names guests of several tenants).
   Result<SqlRow> VisibleGuest(const Principal& p, std::string_view name);
   // The placement snapshot of the store. `incoming` (a snapshot vm, unplaced) is a guest being
   // admitted: rules that name it then apply to its placement. Rules are cut down to the guests,

@@ -144,7 +144,7 @@ TEST_F(ManagerTest, CreateGuestPlacesReservesAndCallsTheAgent) {
   EXPECT_EQ((*g)["devices"], "virtio");
   EXPECT_EQ((*g)["leases"].size(), 2u);
   EXPECT_TRUE(Agent(host == "h1" ? 0 : 1).Has("web1"));
-  Json emu = {{"name", "emu1"}, {"memory_mib", 256}, {"paravirt", false}};
+  Json emu = {{"name", "emu1"}, {"image", "tiny"}, {"memory_mib", 256}, {"paravirt", false}};
   EXPECT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &emu))["state"], "succeeded");
   EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/emu1"))["devices"], "emulated");
   ASSERT_EQ(WaitTask(*Client().Call("DELETE", "/api/v1/guests/emu1?force=true"))["state"], "succeeded");
@@ -161,12 +161,12 @@ TEST_F(ManagerTest, AdmissionControlRefusesWhatDoesNotFitAndReservesForParallelC
   auto c = Client();
   std::vector<Json> tasks;
   for (int i = 0; i < 2; ++i) {
-    Json body = {{"name", "g" + std::to_string(i)}, {"memory_mib", 1024}};
+    Json body = {{"name", "g" + std::to_string(i)}, {"image", "tiny"}, {"memory_mib", 1024}};
     auto r = c.Call("POST", "/api/v1/guests", &body);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     tasks.push_back(*r);
   }
-  Json third = {{"name", "g2"}, {"memory_mib", 1024}};
+  Json third = {{"name", "g2"}, {"image", "tiny"}, {"memory_mib", 1024}};
   auto refused = c.Call("POST", "/api/v1/guests", &third);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status().ToString();
@@ -179,7 +179,7 @@ TEST_F(ManagerTest, FailedCreationReleasesTheReservation) {
   StartManager();
   AddHost("h1", 4, 1024);
   Agent(0).FailCreates("libvirt is down");
-  Json body = {{"name", "doomed"}, {"memory_mib", 1024}};
+  Json body = {{"name", "doomed"}, {"image", "tiny"}, {"memory_mib", 1024}};
   auto r = Client().Call("POST", "/api/v1/guests", &body);
   ASSERT_TRUE(r.ok());
   Json done = WaitTask(*r);
@@ -198,7 +198,7 @@ TEST_F(ManagerTest, FailedCreationReleasesTheReservation) {
 TEST_F(ManagerTest, LifecycleOperationsAreTasks) {
   StartManager();
   AddHost("h1");
-  Json body = {{"name", "vm1"}, {"memory_mib", 512}, {"max_memory_mib", 1024}, {"vcpus", 1}, {"max_vcpus", 2}};
+  Json body = {{"name", "vm1"}, {"image", "tiny"}, {"memory_mib", 512}, {"max_memory_mib", 1024}, {"vcpus", 1}, {"max_vcpus", 2}};
   auto c = Client();
   auto created = c.Call("POST", "/api/v1/guests", &body);
   ASSERT_TRUE(created.ok()) << created.status().ToString();
@@ -264,7 +264,7 @@ TEST_F(ManagerTest, TenantsSeeAndTouchOnlyTheirOwnGuests) {
   StartManager();
   AddHost("h1");
   std::string alice = TenantToken("alice"), bob = TenantToken("bob");
-  Json a = {{"name", "alice-vm"}, {"memory_mib", 256}};
+  Json a = {{"name", "alice-vm"}, {"image", "tiny"}, {"memory_mib", 256}};
   auto r = Client(alice).Call("POST", "/api/v1/guests", &a);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(WaitTask(*r)["state"], "succeeded");
@@ -275,7 +275,7 @@ TEST_F(ManagerTest, TenantsSeeAndTouchOnlyTheirOwnGuests) {
   EXPECT_EQ(Client(bob).Do("DELETE", "/api/v1/guests/alice-vm")->status, 404);
   EXPECT_EQ(Client(bob).Do("GET", "/api/v1/tasks/" + (*r)["id"].get<std::string>())->status, 404);
   EXPECT_EQ((*Client(bob).Call("GET", "/api/v1/guests"))["guests"].size(), 0u);
-  Json impersonate = {{"name", "b2"}, {"tenant", "alice"}};
+  Json impersonate = {{"name", "b2"}, {"image", "tiny"}, {"tenant", "alice"}};
   EXPECT_EQ(Client(bob).Do("POST", "/api/v1/guests", impersonate.dump())->status, 403);
   // Tenants cannot reach cluster-wide routes.
   EXPECT_EQ(Client(bob).Do("GET", "/api/v1/hosts")->status, 403);
@@ -289,18 +289,187 @@ TEST_F(ManagerTest, TenantsSeeAndTouchOnlyTheirOwnGuests) {
   EXPECT_EQ(Client(reader).Do("POST", "/api/v1/guests/alice-vm/stop")->status, 403);
 }
 
+// Issue 12: a tenant creating a guest named like another tenant's got 409 "already exists" while
+// GET of it said 404, so names leaked. Names are unique per tenant now.
+TEST_F(ManagerTest, TenantGuestNamesNeitherCollideNorLeak) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  Json web = {{"name", "web1"}, {"image", "tiny"}, {"memory_mib", 256}};
+  auto a = Client(acme).Call("POST", "/api/v1/guests", &web);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)["subject"], "web1");
+  EXPECT_EQ(WaitTask(*a)["state"], "succeeded");
+  auto b = Client(beta).Call("POST", "/api/v1/guests", &web);
+  ASSERT_TRUE(b.ok()) << "beta's web1 collided with acme's: " << b.status().ToString();
+  EXPECT_EQ(WaitTask(*b)["state"], "succeeded");
+  // Each tenant sees its own by the short name; the host runs both under their full names.
+  auto mine = Client(acme).Call("GET", "/api/v1/guests/web1");
+  ASSERT_TRUE(mine.ok());
+  EXPECT_EQ((*mine)["name"], "web1");
+  EXPECT_EQ((*mine)["tenant"], "acme");
+  EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/guests"))["guests"][0]["name"], "web1");
+  EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/guests"))["guests"][0]["tenant"], "beta");
+  EXPECT_EQ(Agent(0).GuestCount(), 2u);
+  // A second web1 of the same tenant is refused; another tenant's full name is simply not found.
+  EXPECT_EQ(Client(acme).Call("POST", "/api/v1/guests", &web).status().code(), StatusCode::kAlreadyExists);
+  auto probe = Client(acme).Do("GET", "/api/v1/guests/beta:web1");
+  EXPECT_EQ(probe->status, 404);
+  EXPECT_EQ(Client(acme).Do("GET", "/api/v1/guests/ghost")->body.find("beta"), std::string::npos);
+  // Operators use the full name; the short one is ambiguous here and says so.
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/beta:web1"))["tenant"], "beta");
+  auto ambiguous = Client().Call("GET", "/api/v1/guests/web1");
+  EXPECT_EQ(ambiguous.status().code(), StatusCode::kFailedPrecondition) << ambiguous.status().ToString();
+  EXPECT_NE(ambiguous.status().message().find("acme:web1"), std::string::npos);
+  // Events and tasks show the tenant its own short names.
+  auto events = manager_->EventsSince(*manager_->Authenticate(acme), 0, 100);
+  ASSERT_TRUE(events.ok());
+  bool placed = false;
+  for (const auto& e : *events) {
+    EXPECT_EQ(e.dump().find("beta"), std::string::npos) << e.dump();
+    if (e["type"] == "guest.placed") placed = e["subject"] == "web1";
+  }
+  EXPECT_TRUE(placed);
+  auto stop = Client(acme).Call("POST", "/api/v1/guests/web1/stop");
+  ASSERT_TRUE(stop.ok()) << stop.status().ToString();
+  EXPECT_EQ(WaitTask(*stop)["state"], "succeeded");
+  EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/guests/web1"))["state"], "running");
+}
+
+// Issue 12: the unauthenticated heartbeat route answered 404 for unknown hosts and 401 for known
+// ones, so anyone could list host names.
+TEST_F(ManagerTest, HeartbeatAnswersTheSameForUnknownHostsAndBadTokens) {
+  StartManager();
+  AddHost("h1");
+  Json hb = {{"stats", {{"guests", Json::array()}}}, {"guests", Json::array()}};
+  auto known = Client("not-the-host-token").Do("POST", "/api/v1/hosts/h1/heartbeat", hb.dump());
+  auto unknown = Client("not-the-host-token").Do("POST", "/api/v1/hosts/h9/heartbeat", hb.dump());
+  ASSERT_TRUE(known.ok() && unknown.ok());
+  EXPECT_EQ(known->status, 401);
+  EXPECT_EQ(unknown->status, known->status);
+  EXPECT_EQ(unknown->body, known->body);
+}
+
+// Issue 12: the manager accepted what the agent then rejected (a 202 and a failed task instead of
+// a 400): it now runs the agent's own spec parser first.
+TEST_F(ManagerTest, CreateRefusesWhatTheAgentWouldRefuse) {
+  StartManager();
+  AddHost("h1");
+  struct Case {
+    std::string body, mention;
+  };
+  const std::vector<Case> cases = {
+      {R"({"name": "x", "image": "tiny", "boot": "x"})", "boot"},
+      {R"({"name": "x", "image": "tiny", "labels": "x"})", "labels"},
+      {R"({"name": "x", "image": "tiny", "labels": {"k": 5}})", "labels.k"},
+      {R"({"name": "x", "image": "tiny", "nics": {}})", "nics"},
+      {R"({"name": "x", "image": "tiny", "nics": [{"type": "tap"}]})", "nics[0].type"},
+      {R"({"name": "x", "image": "tiny", "nics": [{"type": "bridge"}]})", "source"},
+      {R"({"name": "x", "image": "tiny", "nics": [{"type": "ovs", "source": "br0", "vlan": 5000}]})", "vlan"},
+      {R"({"name": "x", "image": "tiny", "cpu": {"shares": 1099511627776}})", "cpu.shares"},
+      {R"({"name": "x", "image": "tiny", "cpu": {"period_us": 5}})", "cpu.period_us"},
+      {R"({"name": "x", "image": "tiny", "cpu": {"quota_us": 1099511627776}})", "cpu.quota_us"},
+      {R"({"name": "x", "image": "tiny", "cpu": {"burst": 1}})", "cpu.burst"},
+      {R"({"name": "x", "image": "tiny", "disks": [{"size_mib": 0}]})", "size_mib"},
+      {R"({"name": "x"})", "nothing to boot"},
+      {R"({"name": "x", "kind": "lxc"})", "lxc.root"},
+      {R"({"name": "x", "image": 7})", "image"},
+  };
+  for (const auto& c : cases) {
+    auto r = Client().Do("POST", "/api/v1/guests", c.body);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 400) << c.body << " -> " << r->body;
+    EXPECT_NE(r->body.find(c.mention), std::string::npos) << c.body << " -> " << r->body;
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), 0);
+  EXPECT_EQ(Agent(0).creates(), 0);
+}
+
+// Issue 12: a tenant's create body reached the agent unchecked (host paths, any bridge and VLAN,
+// CPU tuning, any pool, automation: disabled to pin a guest against DRS). Those fields need rights
+// an admin grants per token.
+TEST_F(ManagerTest, SpecRightsAreGrantedByAnAdmin) {
+  StartManager();
+  AddHost("h1");
+  Json pool = {{"name", "gold"}};
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/pools", &pool).ok());
+  std::string plain = TenantToken("acme");
+  struct Case {
+    Json extra;
+    std::string right, field;
+  };
+  const std::vector<Case> cases = {
+      {{{"boot", {{"kernel", "/etc/shadow"}}}}, "host_paths", "boot.kernel"},
+      {{{"nics", {{{"type", "bridge"}, {"source", "br-mgmt"}}}}}, "bridges", "nics[0].source"},
+      {{{"nics", {{{"type", "user"}, {"vlan", 7}}}}}, "vlans", "nics[0].vlan"},
+      {{{"cpu", {{"shares", 262144}}}}, "cpu_tuning", "cpu"},
+      {{{"pool", "gold"}}, "pools", "pool"},
+      {{{"automation", "disabled"}}, "automation", "automation"},
+  };
+  for (const auto& c : cases) {
+    Json body = {{"name", "g-" + c.right}, {"image", "tiny"}, {"memory_mib", 64}};
+    body.update(c.extra);
+    auto r = Client(plain).Do("POST", "/api/v1/guests", body.dump());
+    EXPECT_EQ(r->status, 403) << body.dump() << " -> " << r->body;
+    EXPECT_NE(r->body.find(c.field), std::string::npos) << r->body;
+    EXPECT_NE(r->body.find("'" + c.right + "'"), std::string::npos) << r->body;
+    // The same request with the right granted is accepted (and an operator holds every right).
+    Json grant = {{"name", "granted-" + c.right}, {"role", "tenant"}, {"tenant", "acme"}, {"rights", {c.right}}};
+    auto granted = Client().Call("POST", "/api/v1/tokens", &grant);
+    ASSERT_TRUE(granted.ok()) << granted.status().ToString();
+    EXPECT_EQ((*granted)["rights"], Json::array({c.right}));
+    auto ok = Client((*granted)["token"].get<std::string>()).Do("POST", "/api/v1/guests", body.dump());
+    EXPECT_EQ(ok->status, 202) << body.dump() << " -> " << ok->body;
+  }
+  EXPECT_EQ(Client().Do("POST", "/api/v1/tokens", R"({"name": "t", "role": "tenant", "tenant": "acme", "rights": ["root"]})")
+                ->status,
+            400);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/tokens", R"({"name": "t", "role": "operator", "rights": ["pools"]})")->status,
+            400);
+  // Rights survive a restart (they are stored with the token).
+  Json grant = {{"name", "durable"}, {"role", "tenant"}, {"tenant", "acme"}, {"rights", {"vlans"}}};
+  std::string durable = (*Client().Call("POST", "/api/v1/tokens", &grant))["token"];
+  StopManager();
+  StartManager();
+  EXPECT_TRUE(manager_->Authenticate(durable)->Holds("vlans"));
+  EXPECT_FALSE(manager_->Authenticate(durable)->Holds("pools"));
+  auto listed = Client().Call("GET", "/api/v1/tokens");
+  bool found = false;
+  for (const auto& t : (*listed)["tokens"]) found |= t["name"] == "durable" && t["rights"] == Json::array({"vlans"});
+  EXPECT_TRUE(found);
+}
+
+// Issue 12: join accepted 1e308 cores and 2^63-1 MiB (after which every placement score was 0),
+// and a 200,000-character token name was accepted.
+TEST_F(ManagerTest, AbsurdCapacitiesAndNamesAreRefused) {
+  StartManager();
+  auto join = [&](const Json& capacity) {
+    Json body = {{"name", "hx"}, {"agent_url", "http://127.0.0.1:1"}, {"agent_token", "t"}, {"capacity", capacity}};
+    return Client(kJoin).Do("POST", "/api/v1/hosts/join", body.dump());
+  };
+  EXPECT_EQ(join({{"cpu_cores", 1e308}, {"memory_mib", 4096}})->status, 400);
+  EXPECT_EQ(join({{"cpu_cores", 4}, {"memory_mib", INT64_MAX}})->status, 400);
+  EXPECT_EQ(join({{"cpu_cores", -1}, {"memory_mib", 4096}})->status, 400);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM hosts"), 0);
+  Json token = {{"name", std::string(60000, 'n')}, {"role", "operator"}};  // under this test's body limit
+  auto long_name = Client().Do("POST", "/api/v1/tokens", token.dump());
+  EXPECT_EQ(long_name->status, 400) << long_name->body.substr(0, 200);
+  token["name"] = "bell\a";
+  EXPECT_EQ(Client().Do("POST", "/api/v1/tokens", token.dump())->status, 400);
+}
+
 TEST_F(ManagerTest, IdempotencyKeyReplaysTheFirstAnswer) {
   StartManager();
   AddHost("h1");
   auto c = Client();
-  std::string body = R"({"name": "idem", "memory_mib": 256})";
+  std::string body = R"({"name": "idem", "image": "tiny", "memory_mib": 256})";
   auto first = c.Do("POST", "/api/v1/guests", body, {{"Idempotency-Key", "k1"}});
   auto second = c.Do("POST", "/api/v1/guests", body, {{"Idempotency-Key", "k1"}});
   ASSERT_EQ(first->status, 202);
   EXPECT_EQ(second->status, 202);
   EXPECT_EQ(first->body, second->body);
   EXPECT_EQ(second->headers["idempotent-replayed"], "true");
-  auto other = c.Do("POST", "/api/v1/guests", R"({"name": "idem2"})", {{"Idempotency-Key", "k1"}});
+  auto other = c.Do("POST", "/api/v1/guests", R"({"name": "idem2", "image": "tiny"})", {{"Idempotency-Key", "k1"}});
   EXPECT_EQ(other->status, 400);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), 1);
 }
@@ -309,7 +478,7 @@ TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
   StartManager(fake_clock_);
   std::string token = AddHost("h1");
   auto c = Client();
-  Json body = {{"name", "keep"}, {"memory_mib", 256}};
+  Json body = {{"name", "keep"}, {"image", "tiny"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
   body["name"] = "vanish";
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
@@ -342,7 +511,7 @@ TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
 TEST_F(ManagerTest, RestartResumesOrFailsEveryUnfinishedTask) {
   StartManager();
   AddHost("h1");
-  Json body = {{"name", "survivor"}, {"memory_mib", 256}};
+  Json body = {{"name", "survivor"}, {"image", "tiny"}, {"memory_mib", 256}};
   auto c = Client();
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
   StopManager();
@@ -409,7 +578,7 @@ TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
   // Pin both guests to h1 by putting h2 in maintenance, then bring h2 back: DRS should recommend.
   ASSERT_TRUE(c.Call("POST", "/api/v1/hosts/h2/maintenance").ok());
   for (int i = 0; i < 4; ++i) {
-    Json body = {{"name", "busy" + std::to_string(i)}, {"vcpus", 2}, {"memory_mib", 1024}};
+    Json body = {{"name", "busy" + std::to_string(i)}, {"image", "tiny"}, {"vcpus", 2}, {"memory_mib", 1024}};
     ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &body))["state"], "succeeded");
   }
   ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/h2/maintenance").ok());
@@ -470,8 +639,8 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   AddHost("h1", 4, 8192);
   AddHost("h2", 4, 8192);
   auto c = Client();
-  Json pinned = {{"name", "pinned"}, {"memory_mib", 512}, {"automation", "disabled"}};
-  Json mobile = {{"name", "mobile"}, {"memory_mib", 512}};
+  Json pinned = {{"name", "pinned"}, {"image", "tiny"}, {"memory_mib", 512}, {"automation", "disabled"}};
+  Json mobile = {{"name", "mobile"}, {"image", "tiny"}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &pinned))["state"], "succeeded");
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &mobile))["state"], "succeeded");
   // Cold moves allowed: still never for a disabled guest, nor for one whose migration is running
@@ -490,7 +659,7 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   EXPECT_TRUE((*m)["maintenance"].get<bool>());
   EXPECT_GE((*m)["evacuation"]["remaining"].get<int>(), 1);
   // New guests avoid a host in maintenance.
-  Json next = {{"name", "next"}, {"memory_mib", 256}};
+  Json next = {{"name", "next"}, {"image", "tiny"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &next))["state"], "succeeded");
   EXPECT_NE((*c.Call("GET", "/api/v1/guests/next"))["host"], host);
   // The evacuation of `mobile` is a mandatory (priority 1) move, recorded and applied.
@@ -534,8 +703,8 @@ TEST_F(ManagerTest, DrsCooldownHoldsBackAGuestThatJustMoved) {
   Json cooldown = {{"min_move_interval_s", 600}};
   EXPECT_EQ((*c.Call("PUT", "/api/v1/drs/config", &cooldown))["min_move_interval_s"], 600);
   // Two guests on one host: `anchor` never moves (automation disabled), `mover` arrives by a live move.
-  Json anchor = {{"name", "anchor"}, {"vcpus", 2}, {"memory_mib", 1024}, {"automation", "disabled"}};
-  Json mover = {{"name", "mover"}, {"vcpus", 2}, {"memory_mib", 1024}};
+  Json anchor = {{"name", "anchor"}, {"image", "tiny"}, {"vcpus", 2}, {"memory_mib", 1024}, {"automation", "disabled"}};
+  Json mover = {{"name", "mover"}, {"image", "tiny"}, {"vcpus", 2}, {"memory_mib", 1024}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &anchor))["state"], "succeeded");
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &mover))["state"], "succeeded");
   const std::string full = (*c.Call("GET", "/api/v1/guests/anchor"))["host"];
@@ -594,7 +763,7 @@ TEST_F(ManagerTest, RulesNameFutureGuestsAndForgetDeletedOnes) {
   EXPECT_EQ(c.Call("POST", "/api/v1/rules", &typo).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(c.Call("GET", "/api/v1/rules/typo").status().code(), StatusCode::kNotFound);
   // The rule applies to y's initial placement: with x, not on an empty host.
-  Json x = {{"name", "x"}, {"vcpus", 2}, {"memory_mib", 1024}}, y = {{"name", "y"}, {"memory_mib", 512}};
+  Json x = {{"name", "x"}, {"image", "tiny"}, {"vcpus", 2}, {"memory_mib", 1024}}, y = {{"name", "y"}, {"image", "tiny"}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &x))["state"], "succeeded");
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &y))["state"], "succeeded");
   const std::string xhost = (*c.Call("GET", "/api/v1/guests/x"))["host"];
@@ -609,7 +778,7 @@ TEST_F(ManagerTest, RulesNameFutureGuestsAndForgetDeletedOnes) {
   // ... and the cluster keeps working: snapshot, create, plan, migrate.
   auto snap = c.Call("GET", "/api/v1/cluster/snapshot");
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
-  Json z = {{"name", "z"}, {"memory_mib", 512}};
+  Json z = {{"name", "z"}, {"image", "tiny"}, {"memory_mib", 512}};
   auto zt = c.Call("POST", "/api/v1/guests", &z);
   ASSERT_TRUE(zt.ok()) << zt.status().ToString();
   ASSERT_EQ(WaitTask(*zt)["state"], "succeeded");
@@ -646,14 +815,14 @@ TEST_F(ManagerTest, HostGroupsReachTheSnapshotForVmHostRules) {
                {"mode", "must"}};
   ASSERT_TRUE(c.Call("POST", "/api/v1/rules", &rule).ok());
   // A filler makes h3 the least attractive host by balance: only the rule puts db there.
-  Json filler = {{"name", "filler"}, {"vcpus", 3}, {"memory_mib", 4096}};
+  Json filler = {{"name", "filler"}, {"image", "tiny"}, {"vcpus", 3}, {"memory_mib", 4096}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &filler))["state"], "succeeded");
   if ((*c.Call("GET", "/api/v1/guests/filler"))["host"] != "h3") {
     Json to = {{"host", "h3"}};
     ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests/filler/migrate", &to))["state"], "succeeded");
   }
   for (const char* n : {"db", "db2"}) {
-    Json db = {{"name", n}, {"memory_mib", 512}};
+    Json db = {{"name", n}, {"image", "tiny"}, {"memory_mib", 512}};
     ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &db))["state"], "succeeded");
     EXPECT_EQ((*c.Call("GET", std::string("/api/v1/guests/") + n))["host"], "h3") << n;
   }
@@ -682,7 +851,7 @@ TEST_F(ManagerTest, PoolLimitsAndReservationsAtAdmissionAndCputuneFromThePool) {
   ASSERT_TRUE(c.Call("POST", "/api/v1/pools", &batch).ok());
   Json child = {{"name", "batch-low"}, {"parent", "batch"}, {"cpu", {{"shares", 2000}}}};
   ASSERT_TRUE(c.Call("POST", "/api/v1/pools", &child).ok());
-  Json b1 = {{"name", "b1"}, {"pool", "batch"}, {"vcpus", 2}, {"memory_mib", 1024}};
+  Json b1 = {{"name", "b1"}, {"image", "tiny"}, {"pool", "batch"}, {"vcpus", 2}, {"memory_mib", 1024}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &b1))["state"], "succeeded");
   // cputune: shares 1024 * 8000 / 4000; each of its 2 vCPUs capped at one core (min(3, 2) / 2).
   EXPECT_EQ(Agent(0).CreateSpec("b1")["cpu"], Json({{"shares", 2048}, {"period_us", 100000}, {"quota_us", 100000}}))
@@ -692,23 +861,23 @@ TEST_F(ManagerTest, PoolLimitsAndReservationsAtAdmissionAndCputuneFromThePool) {
     EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << body.dump();
     return r.status().message();
   };
-  std::string cpu = refused({{"name", "b2"}, {"pool", "batch"}, {"vcpus", 2}, {"memory_mib", 256}});
+  std::string cpu = refused({{"name", "b2"}, {"image", "tiny"}, {"pool", "batch"}, {"vcpus", 2}, {"memory_mib", 256}});
   EXPECT_NE(cpu.find("pool 'batch' CPU limit"), std::string::npos) << cpu;
   EXPECT_NE(cpu.find("4 > limit of 3 cores"), std::string::npos) << cpu;
-  std::string mem = refused({{"name", "b3"}, {"pool", "batch"}, {"memory_mib", 1536}});
+  std::string mem = refused({{"name", "b3"}, {"image", "tiny"}, {"pool", "batch"}, {"memory_mib", 1536}});
   EXPECT_NE(mem.find("pool 'batch' memory limit"), std::string::npos) << mem;
   EXPECT_NE(mem.find("2560 > limit of 2048 MiB"), std::string::npos) << mem;
   // A container in the child pool: the parent's limit applies, its own shares (low: 512), and a
   // container's quota covers all of it.
-  Json ct = {{"name", "ct1"}, {"pool", "batch-low"}, {"kind", "lxc"}, {"vcpus", 1}, {"memory_mib", 512}};
+  Json ct = {{"name", "ct1"}, {"image", "tiny"}, {"pool", "batch-low"}, {"kind", "lxc"}, {"vcpus", 1}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &ct))["state"], "succeeded");
   EXPECT_EQ(Agent(0).CreateSpec("ct1")["cpu"], Json({{"shares", 512}, {"period_us", 100000}, {"quota_us", 100000}}));
-  std::string parent = refused({{"name", "b4"}, {"pool", "batch-low"}, {"vcpus", 1}, {"memory_mib", 256}});
+  std::string parent = refused({{"name", "b4"}, {"image", "tiny"}, {"pool", "batch-low"}, {"vcpus", 1}, {"memory_mib", 256}});
   EXPECT_NE(parent.find("pool 'batch' CPU limit"), std::string::npos) << parent;
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 2);
   EXPECT_EQ(Agent(0).creates(), 2);
   // Outside pools the agent's own defaults stay.
-  Json free = {{"name", "free"}, {"memory_mib", 256}};
+  Json free = {{"name", "free"}, {"image", "tiny"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &free))["state"], "succeeded");
   EXPECT_FALSE(Agent(0).CreateSpec("free").contains("cpu"));
   // Reservations: a pool reserving more than the powered-on hosts have is refused ...
@@ -720,7 +889,7 @@ TEST_F(ManagerTest, PoolLimitsAndReservationsAtAdmissionAndCputuneFromThePool) {
   // ... and what a pool reserves is kept from guests outside it.
   Json gold = {{"name", "gold"}, {"memory", {{"reservation_mib", 14000}}}};
   ASSERT_TRUE(c.Call("POST", "/api/v1/pools", &gold).ok());
-  std::string kept = refused({{"name", "outsider"}, {"memory_mib", 1024}});
+  std::string kept = refused({{"name", "outsider"}, {"image", "tiny"}, {"memory_mib", 1024}});
   EXPECT_NE(kept.find("exceed the powered-on capacity"), std::string::npos) << kept;
   EXPECT_EQ((*c.Call("GET", "/api/v1/pools/batch"))["guests"], Json({"b1"}));
   EXPECT_EQ(c.Call("GET", "/api/v1/pools/nope").status().code(), StatusCode::kNotFound);
@@ -737,7 +906,7 @@ TEST_F(ManagerTest, MaintenanceOffCancelsTheEvacuation) {
   auto c = Client();
   ASSERT_TRUE(c.Call("POST", "/api/v1/hosts/h2/maintenance").ok());
   for (const char* n : {"a", "b"}) {
-    Json g = {{"name", n}, {"memory_mib", 512}};
+    Json g = {{"name", n}, {"image", "tiny"}, {"memory_mib", 512}};
     ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &g))["state"], "succeeded");
   }
   ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/h2/maintenance").ok());
@@ -776,7 +945,7 @@ TEST_F(ManagerTest, PlacementSkipsDisconnectedHosts) {
   ASSERT_TRUE(Client(small).Call("POST", "/api/v1/hosts/small/heartbeat", &hb).ok());
   auto c = Client();
   ASSERT_EQ((*c.Call("GET", "/api/v1/hosts/big"))["state"], "disconnected");
-  Json g = {{"name", "g"}, {"memory_mib", 512}};
+  Json g = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 512}};
   Json done = WaitTask(*c.Call("POST", "/api/v1/guests", &g));
   EXPECT_EQ(done["state"], "succeeded") << done.dump();
   Json guest = *c.Call("GET", "/api/v1/guests/g");
@@ -792,7 +961,7 @@ TEST_F(ManagerTest, DuplicateGuestRaisesOneEventAndAnAlertThatClears) {
   std::string t1 = AddHost("h1");
   std::string t2 = AddHost("h2");
   auto c = Client();
-  Json g = {{"name", "twin"}, {"memory_mib", 256}};
+  Json g = {{"name", "twin"}, {"image", "tiny"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &g))["state"], "succeeded");
   const std::string home = (*c.Call("GET", "/api/v1/guests/twin"))["host"];
   FakeAgent& other = Agent(home == "h1" ? 1 : 0);
@@ -827,7 +996,7 @@ TEST_F(ManagerTest, CancelReleasesAPendingCreation) {
   AddHost("h1", 4, 4096);
   Agent(0).SetDelayMs(500);
   auto c = Client();
-  Json a = {{"name", "first"}, {"memory_mib", 256}}, b = {{"name", "second"}, {"memory_mib", 256}};
+  Json a = {{"name", "first"}, {"image", "tiny"}, {"memory_mib", 256}}, b = {{"name", "second"}, {"image", "tiny"}, {"memory_mib", 256}};
   auto t1 = c.Call("POST", "/api/v1/guests", &a);
   auto t2 = c.Call("POST", "/api/v1/guests", &b);
   ASSERT_TRUE(t1.ok() && t2.ok());
@@ -846,7 +1015,7 @@ TEST_F(ManagerTest, MigrationCancelFailureAndOrder) {
   AddHost("h1", 4, 4096);
   AddHost("h2", 4, 4096);
   auto c = Client();
-  Json a = {{"name", "a"}, {"memory_mib", 1024}};
+  Json a = {{"name", "a"}, {"image", "tiny"}, {"memory_mib", 1024}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
   std::string src = (*c.Call("GET", "/api/v1/guests/a"))["host"];
   std::string dst = src == "h1" ? "h2" : "h1";
@@ -887,7 +1056,7 @@ TEST_F(ManagerTest, MigrationCancelFailureAndOrder) {
   EXPECT_EQ((*migs)["migrations"][0]["phase"], "rolled_back");
 
   // Containers move only cold; a cold move stops, recreates and deletes.
-  Json ct = {{"name", "ct"}, {"kind", "lxc"}, {"memory_mib", 256}};
+  Json ct = {{"name", "ct"}, {"image", "tiny"}, {"kind", "lxc"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &ct))["state"], "succeeded");
   std::string ct_host = (*c.Call("GET", "/api/v1/guests/ct"))["host"];
   Json ct_to = {{"host", ct_host == "h1" ? "h2" : "h1"}};
@@ -906,7 +1075,7 @@ TEST_F(ManagerTest, AGuestThatDiesAfterTheSwitchOverFailsItsMigration) {
   AddHost("h1", 4, 4096);
   AddHost("h2", 4, 4096);
   auto c = Client();
-  Json a = {{"name", "a"}, {"memory_mib", 512}};
+  Json a = {{"name", "a"}, {"image", "tiny"}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
   const std::string src = (*c.Call("GET", "/api/v1/guests/a"))["host"];
   const std::string dst = src == "h1" ? "h2" : "h1";
@@ -927,7 +1096,7 @@ TEST_F(ManagerTest, AGuestThatDiesAfterTheSwitchOverFailsItsMigration) {
 
   // A healthy arrival verifies and ends done.
   Agent(dst == "h1" ? 0 : 1).SetArrivalState("");
-  Json b = {{"name", "b"}, {"memory_mib", 512}};
+  Json b = {{"name", "b"}, {"image", "tiny"}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &b))["state"], "succeeded");
   const std::string bsrc = (*c.Call("GET", "/api/v1/guests/b"))["host"];
   Json bto = {{"host", bsrc == "h1" ? "h2" : "h1"}};
@@ -943,12 +1112,12 @@ TEST_F(ManagerTest, CrashedGuestsAreRestartedWithABackOffOrKept) {
   StartManager();
   const std::string token = AddHost("h1", 4, 4096);
   auto c = Client();
-  Json bad = {{"name", "x"}, {"on_crash", "reboot"}};
+  Json bad = {{"name", "x"}, {"image", "tiny"}, {"on_crash", "reboot"}};
   auto refused = c.Call("POST", "/api/v1/guests", &bad);
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("on_crash"), std::string::npos) << refused.status().message();
-  Json a = {{"name", "a"}, {"memory_mib", 256}};
-  Json k = {{"name", "k"}, {"memory_mib", 256}, {"on_crash", "keep"}};
+  Json a = {{"name", "a"}, {"image", "tiny"}, {"memory_mib", 256}};
+  Json k = {{"name", "k"}, {"image", "tiny"}, {"memory_mib", 256}, {"on_crash", "keep"}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &k))["state"], "succeeded");
   EXPECT_EQ(Agent(0).Guests()[0].value("on_crash", "absent"), "absent") << "on_crash is the manager's, not the agent's";
@@ -1009,7 +1178,7 @@ TEST_F(ManagerTest, AStaleHeartbeatDoesNotOverrideATaskThatJustEnded) {
   StartManager();
   const std::string token = AddHost("h1", 4, 4096);
   auto c = Client();
-  Json a = {{"name", "a"}, {"memory_mib", 256}};
+  Json a = {{"name", "a"}, {"image", "tiny"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
   Json stale = Agent(0).Guests();
   stale[0]["state"] = "paused";
@@ -1029,7 +1198,7 @@ TEST_F(ManagerTest, TheShutOffCopyAMoveLeftOnItsSourceIsRemoved) {
   StartManager();
   const std::string t1 = AddHost("h1", 4, 4096), t2 = AddHost("h2", 4, 4096);
   auto c = Client();
-  Json a = {{"name", "a"}, {"memory_mib", 512}};
+  Json a = {{"name", "a"}, {"image", "tiny"}, {"memory_mib", 512}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &a))["state"], "succeeded");
   const std::string src = (*c.Call("GET", "/api/v1/guests/a"))["host"];
   const size_t si = src == "h1" ? 0 : 1;

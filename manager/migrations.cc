@@ -102,7 +102,7 @@ Result<Json> Manager::MigrateGuest(const Principal& p, std::string_view name, co
                                    "; only a running guest migrates live (use mode cold)");
   }
   placement::Move m;
-  m.vm = std::string(name);
+  m.vm = g.Str("name");  // the full name (a short one may have named it)
   m.from = from;
   m.to = to;
   m.priority = 1;

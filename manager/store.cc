@@ -169,6 +169,11 @@ ALTER TABLE guests ADD COLUMN on_crash TEXT NOT NULL DEFAULT 'restart';
 ALTER TABLE guests ADD COLUMN crash TEXT;
 ALTER TABLE guests ADD COLUMN health TEXT;
 )sql",
+    // 4 -> 5: what a token may set in a guest spec beyond the basics, granted by an admin (a JSON
+    // array of right names: host_paths, bridges, vlans, cpu_tuning, pools, automation).
+    R"sql(
+ALTER TABLE api_tokens ADD COLUMN rights TEXT NOT NULL DEFAULT '[]';
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -52,7 +52,7 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("DROP INDEX usage_by_time").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE migrations").ok());
     // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
-    for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"}, {"hosts", "info"}}) {
+    for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"}, {"hosts", "info"}, {"api_tokens", "created_ms"}}) {
       auto cols = (*s)->Query("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid");
       ASSERT_TRUE(cols.ok());
       bool later = false;
@@ -70,6 +70,7 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
   EXPECT_TRUE((*s)->Query("SELECT * FROM migrations").ok());
   EXPECT_TRUE((*s)->Query("SELECT alert FROM guests").ok());
   EXPECT_TRUE((*s)->Query("SELECT groups FROM hosts").ok());
+  EXPECT_TRUE((*s)->Query("SELECT rights FROM api_tokens").ok());
   auto rows = (*s)->Query("SELECT value FROM settings WHERE key = 'drs'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->size(), 1u);

@@ -97,7 +97,7 @@ TEST_F(ManagerCrashTest, Kill9DuringTwentyCreationsLosesAndDuplicatesNothing) {
   std::vector<std::thread> threads;
   for (int i = 0; i < kGuests; ++i) {
     threads.emplace_back([&, i] {
-      std::string body = Json({{"name", "crash-" + std::to_string(i)}, {"memory_mib", 512}}).dump();
+      std::string body = Json({{"name", "crash-" + std::to_string(i)}, {"image", "tiny"}, {"memory_mib", 512}}).dump();
       auto r = Client().Do("POST", "/api/v1/guests", body, {{"Idempotency-Key", "create-" + std::to_string(i)}});
       status[i] = r.ok() ? r->status : -1;
     });
@@ -116,7 +116,7 @@ TEST_F(ManagerCrashTest, Kill9DuringTwentyCreationsLosesAndDuplicatesNothing) {
   // Clients retry what got no answer (same key); a name the manager already holds is a 409.
   for (int i = 0; i < kGuests; ++i) {
     if (status[i] == 202) continue;
-    std::string body = Json({{"name", "crash-" + std::to_string(i)}, {"memory_mib", 512}}).dump();
+    std::string body = Json({{"name", "crash-" + std::to_string(i)}, {"image", "tiny"}, {"memory_mib", 512}}).dump();
     auto r = Client().Do("POST", "/api/v1/guests", body, {{"Idempotency-Key", "create-" + std::to_string(i)}});
     ASSERT_TRUE(r.ok());
     EXPECT_TRUE(r->status == 202 || r->status == 409) << r->status << " " << r->body;

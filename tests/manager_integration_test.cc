@@ -49,7 +49,7 @@ class ManagerIntegrationTest : public ::testing::Test {
       if (!listed.ok()) continue;
       for (const auto& g : (*listed)["guests"]) {
         const std::string n = g.value("name", "");
-        if (n.rfind("mit-", 0) == 0) (void)testbed_->Agent(i).Do("DELETE", "/api/v1/guests/" + n + "?force=true");
+        if (n.rfind("mit-", 0) == 0 || n.find(":mit-") != std::string::npos) (void)testbed_->Agent(i).Do("DELETE", "/api/v1/guests/" + n + "?force=true");
       }
     }
     dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
@@ -364,9 +364,39 @@ TEST_F(ManagerIntegrationTest, BadInputIsRefusedAndChangesNothing) {
     EXPECT_NE(r->body.find(c.mention), std::string::npos) << r->body;
     EXPECT_NE(r->body.find("\"error\""), std::string::npos) << r->body;
   }
-  // A tenant's guest is invisible and untouchable for another tenant.
-  Json mine = {{"name", "mit-alpha"}, {"image", "tiny"}, {"memory_mib", 256}, {"start", false}};
+  // A tenant's guest is invisible and untouchable for another tenant. Names are unique per
+  // tenant: the guest runs on its host as "alpha:mit-alpha" (a real QEMU and a real container
+  // under that libvirt name), and beta's guest of the same name neither collides nor leaks.
+  Json mine = {{"name", "mit-alpha"}, {"image", "tiny"}, {"memory_mib", 256}};
   auto created = Client(a).Call("POST", "/api/v1/guests", &mine);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_EQ((*created)["subject"], "mit-alpha");
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  Json mine_ct = {{"name", "mit-alpha-ct"}, {"kind", "lxc"}, {"image", "tiny"}, {"memory_mib", 128}};
+  auto created_ct = Client(a).Call("POST", "/api/v1/guests", &mine_ct);
+  ASSERT_TRUE(created_ct.ok()) << created_ct.status().ToString();
+  ASSERT_EQ(WaitTask(*created_ct)["state"], "succeeded") << WaitTask(*created_ct).dump();
+  Json theirs = {{"name", "mit-alpha"}, {"image", "tiny"}, {"memory_mib", 256}, {"start", false}};
+  auto created_b = Client(b).Call("POST", "/api/v1/guests", &theirs);
+  ASSERT_TRUE(created_b.ok()) << created_b.status().ToString();
+  ASSERT_EQ(WaitTask(*created_b)["state"], "succeeded");
+  auto on_hosts = AgentGuests();
+  EXPECT_TRUE(on_hosts.count("alpha:mit-alpha") && on_hosts.count("alpha:mit-alpha-ct") &&
+              on_hosts.count("beta:mit-alpha"));
+  EXPECT_EQ((*Client(a).Call("GET", "/api/v1/guests/mit-alpha"))["state"], "running");
+  EXPECT_EQ((*Client(a).Call("GET", "/api/v1/guests/mit-alpha-ct"))["state"], "running");
+  EXPECT_EQ((*Client(b).Call("GET", "/api/v1/guests/mit-alpha"))["tenant"], "beta");
+  EXPECT_EQ((*Client(b).Call("GET", "/api/v1/guests"))["guests"].size(), 1u);
+  for (const std::string& g : {std::string("mit-alpha"), std::string("mit-alpha-ct")}) {
+    auto del = Client(a).Call("DELETE", "/api/v1/guests/" + g + "?force=true");
+    ASSERT_TRUE(del.ok()) << del.status().ToString();
+    EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded") << g;
+  }
+  auto del_b = Client(b).Call("DELETE", "/api/v1/guests/mit-alpha");
+  ASSERT_TRUE(del_b.ok()) << del_b.status().ToString();
+  EXPECT_EQ(WaitTask(*del_b, 120)["state"], "succeeded");
+  mine["start"] = false;
+  created = Client(a).Call("POST", "/api/v1/guests", &mine);
   ASSERT_TRUE(created.ok()) << created.status().ToString();
   ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
   for (auto [method, path] : std::vector<std::pair<std::string, std::string>>{

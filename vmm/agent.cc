@@ -382,7 +382,7 @@ Status Agent::SampleNow() {
 Hypervisor* Agent::HypervisorFor(GuestKind kind) { return kind == GuestKind::kLxc ? ct_.get() : vm_.get(); }
 
 Result<Hypervisor*> Agent::Find(std::string_view name) {
-  UW_RETURN_IF_ERROR(ValidateName(name, "guest name"));
+  UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
   for (Hypervisor* h : {vm_.get(), ct_.get()}) {
     if (!h) continue;
     auto g = h->Get(name);
@@ -1039,7 +1039,7 @@ api::Response Agent::Stats(const api::Request& req) {
   }
   std::lock_guard l(usage_mu_);
   if (auto it = req.params.find("name"); it != req.params.end()) {
-    if (Status s = ValidateName(it->second, "guest name"); !s.ok()) return Err(s);
+    if (Status s = ValidateGuestName(it->second, "guest name"); !s.ok()) return Err(s);
     auto u = usage_.find(it->second);
     if (u == usage_.end()) {
       return Err(NotFoundError("no usage sample for guest '" + it->second + "' on host " + config_.host_name));
@@ -1128,7 +1128,7 @@ api::Response Agent::PrepareIncoming(const api::Request& req) {
   if (Status s = v->RejectUnknown({"guest", "kind", "memory_mib", "vcpus", "disks"}); !s.ok()) return Err(s);
   auto guest = v->String("guest");
   if (!guest.ok()) return Err(guest.status());
-  if (Status s = ValidateName(*guest, "body.guest"); !s.ok()) return Err(s);
+  if (Status s = ValidateGuestName(*guest, "body.guest"); !s.ok()) return Err(s);
   auto kind_name = v->String("kind", "qemu");
   if (!kind_name.ok()) return Err(kind_name.status());
   auto kind = ParseGuestKind(*kind_name);
@@ -1206,7 +1206,7 @@ api::Response Agent::AbandonIncoming(const api::Request& req) {
   if (Status s = v->RejectUnknown({"guest"}); !s.ok()) return Err(s);
   auto guest = v->String("guest");
   if (!guest.ok()) return Err(guest.status());
-  if (Status s = ValidateName(*guest, "body.guest"); !s.ok()) return Err(s);
+  if (Status s = ValidateGuestName(*guest, "body.guest"); !s.ok()) return Err(s);
   bool removed = false;
   auto info = vm_->Get(*guest);
   if (info.ok()) {

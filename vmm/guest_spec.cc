@@ -124,7 +124,9 @@ Json GuestSpecToJson(const GuestSpec& s) {
   if (!s.kernel.empty()) j["boot"] = {{"kernel", s.kernel}, {"initrd", s.initrd}, {"cmdline", s.cmdline}};
   j["disks"] = Json::array();
   for (const auto& d : s.disks) {
-    j["disks"].push_back({{"path", d.path}, {"format", d.format}, {"target", d.target}, {"read_only", d.read_only}});
+    Json disk = {{"path", d.path}, {"format", d.format}, {"target", d.target}, {"read_only", d.read_only}};
+    if (d.size_mib > 0) disk["size_mib"] = d.size_mib;  // a local disk the agent makes
+    j["disks"].push_back(std::move(disk));
   }
   j["nics"] = Json::array();
   for (const auto& n : s.nics) {
@@ -137,8 +139,8 @@ Json GuestSpecToJson(const GuestSpec& s) {
   return j;
 }
 
-Status ValidateGuestSpec(const GuestSpec& s) {
-  UW_RETURN_IF_ERROR(ValidateName(s.name, "guest name"));
+Status ValidateGuestSpec(const GuestSpec& s, bool image_named) {
+  UW_RETURN_IF_ERROR(ValidateGuestName(s.name, "guest name"));
   if (s.vcpus < 1 || s.max_vcpus < s.vcpus) {
     return InvalidArgumentError("guest '" + s.name + "': vcpus (" + std::to_string(s.vcpus) +
                                 ") must be at least 1 and at most max_vcpus (" + std::to_string(s.max_vcpus) + ")");
@@ -149,11 +151,11 @@ Status ValidateGuestSpec(const GuestSpec& s) {
                                 std::to_string(s.max_memory_mib) + ")");
   }
   if (s.kind == GuestKind::kLxc) {
-    if (s.lxc_root.empty() || s.lxc_root[0] != '/') {
+    if ((s.lxc_root.empty() && !image_named) || (!s.lxc_root.empty() && s.lxc_root[0] != '/')) {
       return InvalidArgumentError("guest '" + s.name + "': a container needs lxc.root, an absolute directory");
     }
     if (s.max_vcpus != s.vcpus) return InvalidArgumentError("guest '" + s.name + "': containers cannot hot-plug vCPUs");
-  } else if (s.kernel.empty() && s.disks.empty()) {
+  } else if (s.kernel.empty() && s.disks.empty() && !image_named) {
     return InvalidArgumentError("guest '" + s.name + "': nothing to boot: give boot.kernel, an image or a disk");
   }
   if (s.cpu_shares > 262144) return InvalidArgumentError("guest '" + s.name + "': cpu.shares must be at most 262144");

@@ -90,8 +90,10 @@ struct GuestSpec {
 // Parses the agent API's guest JSON (see vmm/README.md). Field errors name the path ("spec.vcpus").
 Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path = "spec");
 Json GuestSpecToJson(const GuestSpec& spec);
-// Checks internal consistency (names, vcpus <= max, memory <= max, kernel for vm kinds, root for lxc).
-Status ValidateGuestSpec(const GuestSpec& spec);
+// Checks internal consistency (names, vcpus <= max, memory <= max, kernel for vm kinds, root for lxc,
+// CPU tuning ranges). With `image_named` the spec names an image the agent resolves later, which
+// may supply the kernel or the container root: their absence is then not an error.
+Status ValidateGuestSpec(const GuestSpec& spec, bool image_named = false);
 
 struct GuestInfo {
   std::string name;
