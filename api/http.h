@@ -106,7 +106,8 @@ class StreamWriter {
   virtual ~StreamWriter() = default;
   // Queues `chunk` as one chunk of the body (an empty chunk is ignored). Returns false, and sends
   // nothing, once the stream is closed: by Close(), by the client going away, by a write error,
-  // by HttpServer::Stop(), or because the client fell more than kMaxBufferedBytes behind (a slow
+  // by HttpServer::Stop(), or because the client fell more than
+  // ServerOptions::max_stream_buffered_bytes (default kMaxBufferedBytes) behind (a slow
   // consumer is cut off rather than buffered without bound).
   virtual bool Write(std::string_view chunk) = 0;
   // Ends the body normally. Idempotent.
@@ -213,6 +214,10 @@ struct ServerOptions {
   // operators; 256 per address lets one host or proxy multiplex but not take the server.
   int max_connections = 4096;
   int max_connections_per_client = 256;
+  // A stream whose client falls this far behind (bytes written, not yet taken by the kernel) is
+  // cut off (StreamWriter::Write). Bounds a stream's memory: with thousands of event streams,
+  // keep it near the largest burst a healthy consumer must absorb.
+  size_t max_stream_buffered_bytes = StreamWriter::kMaxBufferedBytes;
 };
 
 // An HTTP/1.1 server with keep-alive and pipelining, on its own libuv loop thread; handlers run on
@@ -227,7 +232,8 @@ struct ServerOptions {
 //
 // Streams cost no thread: a StreamFunction that hands the writer to a producer and returns frees
 // its worker at once; an open stream then costs its connection (~2 KB in user space, plus the
-// kernel's socket buffers) and what its client has not read yet (at most kMaxBufferedBytes).
+// kernel's socket buffers) and what its client has not read yet (at most
+// max_stream_buffered_bytes).
 class HttpServer {
  public:
   HttpServer(ServerOptions options, const Router* router);

@@ -740,6 +740,24 @@ TEST_F(HttpServerTest, SlowStreamConsumerIsCutOff) {
   EXPECT_TRUE(stream_closed_.Wait());
 }
 
+// Thousands of event streams: a stream's backlog is bounded by the server's option, not only by
+// the 4 MiB default (256 slow streams from one tenant would otherwise pin 1 GiB).
+TEST_F(HttpServerTest, StreamBacklogLimitIsAServerOption) {
+  options_.max_stream_buffered_bytes = 64 << 10;
+  StartServer();
+  RawConnection c(server_->port());  // sends the request, then never reads
+  ASSERT_TRUE(c.Send("GET /events/live HTTP/1.1\r\n" + Auth() + "\r\n"));
+  std::shared_ptr<StreamWriter> w = WaitForWriter();
+  ASSERT_NE(w, nullptr);
+  const std::string chunk(16 << 10, 'e');
+  size_t written = 0;
+  while (written < (64 << 20) && w->Write(chunk)) written += chunk.size();
+  // What the kernel took (socket buffers) plus at most the option.
+  EXPECT_LT(written, size_t{16} << 20);
+  EXPECT_FALSE(w->IsOpen());
+  EXPECT_TRUE(stream_closed_.Wait());
+}
+
 TEST_F(HttpServerTest, ClientTimeoutsAreDeadlineExceeded) {
   StartServer();
   ClientOptions o;

@@ -208,8 +208,12 @@ class ServerCore;
 // The StreamWriter handed to stream functions.
 class ServerStream final : public StreamWriter, public std::enable_shared_from_this<ServerStream> {
  public:
-  ServerStream(ServerCore* core, uint64_t conn_id, bool chunked, bool open)
-      : core_(core), conn_id_(conn_id), chunked_(chunked), open_(open) {}
+  ServerStream(ServerCore* core, uint64_t conn_id, bool chunked, bool open, size_t max_buffered)
+      : core_(core),
+        conn_id_(conn_id),
+        chunked_(chunked),
+        max_buffered_(max_buffered),
+        open_(open) {}
 
   bool Write(std::string_view chunk) override;
   void Close() override { End(/*abort=*/false); }
@@ -244,6 +248,7 @@ class ServerStream final : public StreamWriter, public std::enable_shared_from_t
   ServerCore* const core_;  // used only while open_ (the server closes streams before teardown)
   const uint64_t conn_id_;
   const bool chunked_;
+  const size_t max_buffered_;
   mutable std::mutex mu_;
   bool open_;                       // guarded by mu_
   size_t buffered_ = 0;             // guarded by mu_: written, not yet taken by the kernel
@@ -392,7 +397,7 @@ bool ServerStream::Write(std::string_view chunk) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!open_) return false;
   if (chunk.empty()) return true;
-  if (buffered_ + chunk.size() > kMaxBufferedBytes) {
+  if (buffered_ + chunk.size() > max_buffered_) {
     lock.unlock();
     spdlog::warn("api: stream on connection {} fell {} bytes behind; closing it", conn_id_,
                  buffered_);
@@ -781,7 +786,8 @@ void ServerCore::RunHandler(uint64_t conn_id, Request req, bool keep_alive, bool
     // HTTP/1.0 has no chunked encoding: the body then ends when the connection closes.
     const bool chunked = !http_1_0;
     const bool stream_keep_alive = keep_alive && chunked;
-    auto stream = std::make_shared<ServerStream>(this, conn_id, chunked, true);
+    auto stream = std::make_shared<ServerStream>(this, conn_id, chunked, true,
+                                                 options_.max_stream_buffered_bytes);
     if (!RegisterStream(stream)) stream->MarkClosedByServer();
     std::string head = SerializeHead(resp, -1, chunked, stream_keep_alive);
     Post([this, stream, head = std::move(head), stream_keep_alive]() mutable {
