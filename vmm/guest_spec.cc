@@ -6,6 +6,8 @@
 
 namespace uw::vmm {
 namespace {
+// The largest guest: the largest host the manager accepts (64 TiB).
+constexpr int64_t kMaxMemoryMib = int64_t{64} << 20;
 constexpr std::array<std::string_view, 3> kKindNames = {"kvm", "qemu", "lxc"};
 constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running",  "paused",    "shutting-down",
                                                          "crashed", "blocked", "suspended", "unknown"};
@@ -149,6 +151,9 @@ Status ValidateGuestSpec(const GuestSpec& s, bool image_named) {
     return InvalidArgumentError("guest '" + s.name + "': memory_mib (" + std::to_string(s.memory_mib) +
                                 ") must be at least 16 and at most max_memory_mib (" +
                                 std::to_string(s.max_memory_mib) + ")");
+  }
+  if (s.max_memory_mib > kMaxMemoryMib) {  // libvirt's KiB figure must fit in int64_t
+    return InvalidArgumentError("guest '" + s.name + "': max_memory_mib must be at most 67108864 (64 TiB)");
   }
   if (s.kind == GuestKind::kLxc) {
     if ((s.lxc_root.empty() && !image_named) || (!s.lxc_root.empty() && s.lxc_root[0] != '/')) {

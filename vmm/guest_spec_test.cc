@@ -1,3 +1,5 @@
+#include <cstdint>
+
 #include <gtest/gtest.h>
 
 #include "vmm/hypervisor.h"
@@ -54,6 +56,35 @@ TEST(GuestSpecTest, ValidationCatchesInconsistencies) {
   EXPECT_TRUE(ValidateGuestSpec(s).ok());
   s.name = "bad name";
   EXPECT_FALSE(ValidateGuestSpec(s).ok());
+}
+
+// Found by vmm_guest_spec_fuzzer: a spec of 2^63-1 MiB validated, and BuildDomainXml's KiB
+// figure overflowed int64_t.
+TEST(GuestSpecTest, MemoryBeyond64TiBIsRefused) {
+  GuestSpec s;
+  s.name = "a";
+  s.kernel = "/k";
+  s.memory_mib = s.max_memory_mib = int64_t{64} << 20;
+  EXPECT_TRUE(ValidateGuestSpec(s).ok());
+  s.max_memory_mib = INT64_MAX;
+  EXPECT_NE(ValidateGuestSpec(s).message().find("max_memory_mib must be at most"), std::string::npos);
+  s.memory_mib = INT64_MAX;
+  EXPECT_EQ(ValidateGuestSpec(s).code(), StatusCode::kInvalidArgument);
+}
+
+// Found by vmm_guest_spec_fuzzer: GuestSpecToJson dropped disks[].size_mib, so a local disk the
+// agent was to make read back as a disk with an empty path.
+TEST(GuestSpecTest, LocalDiskSizeRoundTrips) {
+  auto s = GuestSpecFromJson(Json::parse(R"({"name": "a", "disks": [{"size_mib": 1024}, {"path": "/d"}]})"));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  Json j = GuestSpecToJson(*s);
+  EXPECT_EQ(j["disks"][0]["size_mib"], 1024);
+  EXPECT_FALSE(j["disks"][1].contains("size_mib"));
+  j.erase("emulated");
+  auto again = GuestSpecFromJson(j);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->disks[0].size_mib, 1024);
+  EXPECT_EQ(again->disks[0].path, "");
 }
 
 TEST(GuestSpecTest, KindAndStateNames) {
