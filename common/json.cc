@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -45,16 +46,33 @@ std::string Printable(std::string_view s) {
 }  // namespace
 
 size_t JsonNestingDepth(std::string_view text, size_t stop_above, size_t* offset) {
+  const char* const data = text.data();
   const size_t n = text.size();
   size_t depth = 0, deepest = 0;
-  for (size_t i = 0; i < n; ++i) {
-    char c = text[i];
+  size_t i = 0;
+  while (i < n) {
+    const char c = data[i];
     if (c == '"') {
-      // Skip the string: up to the next quote not escaped by a backslash.
-      for (++i; i < n && text[i] != '"'; ++i) {
-        if (text[i] == '\\') ++i;
+      // Skip the string: to the next quote preceded by an even number of backslashes.
+      size_t from = i + 1;
+      while (true) {
+        const void* q = from < n ? std::memchr(data + from, '"', n - from) : nullptr;
+        if (q == nullptr) {
+          i = n;  // unterminated: the parser reports it
+          break;
+        }
+        const size_t k = static_cast<size_t>(static_cast<const char*>(q) - data);
+        size_t backslashes = 0;
+        while (k - backslashes - 1 > i && data[k - backslashes - 1] == '\\') ++backslashes;
+        if (backslashes % 2 == 0) {
+          i = k + 1;
+          break;
+        }
+        from = k + 1;
       }
-    } else if (c == '[' || c == '{') {
+      continue;
+    }
+    if (c == '[' || c == '{') {
       if (++depth > deepest) {
         deepest = depth;
         if (deepest > stop_above) {
@@ -65,6 +83,7 @@ size_t JsonNestingDepth(std::string_view text, size_t stop_above, size_t* offset
     } else if ((c == ']' || c == '}') && depth > 0) {
       --depth;
     }
+    ++i;
   }
   if (offset != nullptr) *offset = n;
   return deepest;

@@ -37,8 +37,9 @@ struct JsonLimits {
 //   "what: 70000000 bytes of JSON, more than the limit of 67108864"
 // Messages carry no raw bytes of the text beyond printable ASCII (others appear as \xNN), so an
 // error built from them is safe to put in a JSON answer.
-// Cost: one extra pass over the text (a depth count that skips strings) before nlohmann's parser,
-// a few percent of the parse itself.
+// Cost: one extra pass over the text (a depth count that skips strings with memchr) before
+// nlohmann's parser: 0.64 ms for a 476 KB guest list that takes 8.8 ms to parse (~7%); checking
+// depth in nlohmann's parser callback instead cost +70%.
 Result<Json> ParseJson(std::string_view text, std::string_view what, const JsonLimits& limits = {});
 // Reads and parses a file (a file over limits.max_bytes is refused before it is read).
 // Errors: kNotFound when missing, kInvalidArgument when malformed or over a limit.

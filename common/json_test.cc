@@ -74,6 +74,14 @@ TEST(JsonTest, NestingLimitIsExactAndSkipsStrings) {
   auto r = ParseJson(in_string, "x");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ((*r)[0].get<std::string>().size(), 201u);
+  // A string ending in an escaped backslash ends there; an escaped quote does not end it.
+  std::string escapes = R"(["a\\", ")" + std::string(70, '[') + R"(\\\"", )" +
+                        std::string(70, '[') + std::string(70, ']') + "]";
+  const size_t run = escapes.rfind("\", ") + 3;  // the 70 brackets after both strings
+  ASSERT_EQ(escapes[run], '[');
+  EXPECT_EQ(ParseJson(escapes, "x").status().message(),
+            "x: line 1, column " + std::to_string(run + 64) + ": nesting deeper than 64");
+  EXPECT_TRUE(ParseJson(R"(["\\\"[[[[", "\\", {"a": "]]]]\\"}])", "x").ok());
   // Configurable.
   EXPECT_TRUE(ParseJson(over, "x", JsonLimits{.max_depth = 65}).ok());
   EXPECT_FALSE(ParseJson("[[1]]", "x", JsonLimits{.max_depth = 1}).ok());
