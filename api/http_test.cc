@@ -934,6 +934,34 @@ TEST_F(HttpServerTest, ConnectionsOverTheTotalCapAre503) {
   EXPECT_NE(Message(r->body).find("too many open connections (2)"), std::string::npos);
 }
 
+// A connect flood over the cap: each refused connection is answered 503 or, past a bounded
+// number of refusals in progress, closed at once; none is left hanging and the server answers.
+TEST_F(HttpServerTest, ConnectFloodOverTheCapIsShed) {
+  options_.max_connections_per_client = 1;
+  StartServer();
+  RawConnection held(server_->port());
+  ASSERT_TRUE(held.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  ASSERT_EQ(held.Read().status, 200);
+  std::vector<std::unique_ptr<RawConnection>> flood;
+  for (int i = 0; i < 600; ++i) flood.push_back(std::make_unique<RawConnection>(server_->port()));
+  int answered = 0, closed = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (auto& c : flood) {
+    std::string all = c->ReadAll();  // bounded by the receive deadline if left hanging
+    if (all.rfind("HTTP/1.1 503 ", 0) == 0) {
+      ++answered;
+    } else {
+      EXPECT_EQ(all, "");
+      ++closed;
+    }
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));  // none hung
+  EXPECT_EQ(answered + closed, 600);
+  EXPECT_GE(answered, 256);
+  ASSERT_TRUE(held.Send("GET /healthz HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(held.Read().status, 200);
+}
+
 // A host with 592 guests sent a 459,106-byte heartbeat, over the one server-wide limit: a route
 // may now take more, and the 413 is still decided before the body is read.
 TEST_F(HttpServerTest, RouteBodyLimitAppliesBeforeTheBodyIsRead) {

@@ -344,6 +344,8 @@ class ServerCore {
   size_t counted_ = 0;                               // connections within the caps
   std::unordered_map<std::string, int> per_client_;  // of those, by client IP address
   size_t refusing_ = 0;                              // connections being answered 503
+  size_t refused_unlogged_ = 0;                      // refusals since the last log line
+  uint64_t next_refusal_log_ms_ = 0;  // uv_now() before which refusals are only counted
   uint64_t next_conn_id_ = 1;
   bool stopping_ = false;
   bool finishing_ = false;
@@ -625,9 +627,9 @@ void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
   // The caps: one over them is answered 503 at once (its request is not read) and closed.
   const auto max_total = static_cast<size_t>(std::max(0, self->options_.max_connections));
   const int max_per_client = self->options_.max_connections_per_client;
-  int& from_client = self->per_client_[c->client];
+  auto known = self->per_client_.find(c->client);
+  const int from_client = known == self->per_client_.end() ? 0 : known->second;
   if (self->counted_ >= max_total || from_client >= max_per_client) {
-    if (from_client == 0) self->per_client_.erase(c->client);
     if (self->refusing_ >= kMaxRefusing) {
       self->CloseNow(c);
       return;
@@ -635,21 +637,26 @@ void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
     ++self->refusing_;
     c->refused = true;
     const bool total = self->counted_ >= max_total;
-    spdlog::warn("api: refusing a connection from {}: {} open {}", c->remote,
-                 total ? self->counted_ : static_cast<size_t>(from_client),
-                 total ? "in total" : "from this address");
-    Response resp = Response::Error(
-        503, UnavailableError(total ? "too many open connections (" +
-                                          std::to_string(self->counted_) + "); retry later"
-                                    : "too many open connections from " + c->client + " (" +
-                                          std::to_string(from_client) + "); retry later"));
+    const std::string why =
+        total ? "too many open connections (" + std::to_string(self->counted_) + ")"
+              : "too many open connections from " + c->client + " (" + std::to_string(from_client) +
+                    ")";
+    // At most one line a second: a connect flood must not become a log flood.
+    ++self->refused_unlogged_;
+    if (uv_now(&self->loop_) >= self->next_refusal_log_ms_) {
+      spdlog::warn("api: refused {} connection(s) in the last second; latest from {}: {}",
+                   self->refused_unlogged_, c->remote, why);
+      self->refused_unlogged_ = 0;
+      self->next_refusal_log_ms_ = uv_now(&self->loop_) + 1000;
+    }
+    Response resp = Response::Error(503, UnavailableError(why + "; retry later"));
     resp.headers["Retry-After"] = "1";
     self->Reject(c, resp);
     return;
   }
   c->counted = true;
   ++self->counted_;
-  ++from_client;
+  ++self->per_client_[c->client];
   self->StartReading(c);
   self->UpdateDeadline(c);
 }
