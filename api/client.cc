@@ -44,6 +44,8 @@ struct Exchange {
   const std::function<bool(std::string_view)>* on_data = nullptr;
   CURL* handle = nullptr;
   bool stopped_by_caller = false;
+  size_t max_body_bytes = 0;  // of a body kept in `response` (not of one passed to on_data)
+  bool too_large = false;
 };
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
@@ -59,6 +61,10 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
       }
       return len;
     }
+  }
+  if (ex->response->body.size() + len > ex->max_body_bytes) {
+    ex->too_large = true;
+    return 0;  // makes curl stop with CURLE_WRITE_ERROR
   }
   ex->response->body.append(data, len);
   return len;
@@ -185,6 +191,10 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method,
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
   if (rc == CURLE_OK) return Status::Ok();
   if (rc == CURLE_WRITE_ERROR && ex->stopped_by_caller) return Status::Ok();
+  if (rc == CURLE_WRITE_ERROR && ex->too_large) {
+    return ResourceExhaustedError(m + " " + url + ": answer larger than " +
+                                  std::to_string(ex->max_body_bytes) + " bytes");
+  }
   std::string what = m + " " + url + ": " + curl_easy_strerror(rc);
   if (error[0] != '\0') what += std::string(" (") + error + ")";
   switch (rc) {
@@ -213,6 +223,7 @@ Result<ClientResponse> HttpClient::Do(std::string_view method, std::string_view 
   ClientResponse response;
   Exchange ex;
   ex.response = &response;
+  ex.max_body_bytes = options_.max_response_bytes;
   Status st = Perform(h, options_, method, JoinUrl(options_.base_url, path), body, headers, &ex,
                       /*streaming=*/false, 0);
   long code = 0;
@@ -249,6 +260,7 @@ Status HttpClient::Stream(std::string_view method, std::string_view path,
   ClientResponse response;
   Exchange ex;
   ex.response = &response;
+  ex.max_body_bytes = options_.max_response_bytes;
   ex.on_data = &on_data;
   std::map<std::string, std::string> all = headers;
   all.try_emplace("Accept", "text/event-stream");

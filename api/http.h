@@ -267,13 +267,18 @@ struct ClientOptions {
   std::string bearer_token;   // sent as Authorization: Bearer ... when non-empty
   int timeout_ms = 30'000;
   int connect_timeout_ms = 3'000;
+  // A peer's answer is outside input: a body larger than this (an agent gone wrong) fails the
+  // call with kResourceExhausted instead of being buffered. Stream() bodies passed to on_data
+  // are not counted (they are open-ended); its error bodies are.
+  size_t max_response_bytes = 64 << 20;
 };
 
 class HttpClient {
  public:
   explicit HttpClient(ClientOptions options);
   // Transport failures (refused, timeout, DNS) are kUnavailable / kDeadlineExceeded naming the URL;
-  // any HTTP status is returned as a ClientResponse (not an error).
+  // an answer over max_response_bytes is kResourceExhausted; any HTTP status is returned as a
+  // ClientResponse (not an error).
   Result<ClientResponse> Do(std::string_view method, std::string_view path, std::string_view body = "",
                             const std::map<std::string, std::string>& headers = {}) const;
   // Do() plus: 2xx -> parsed JSON body (null for an empty body); non-2xx -> StatusFromHttp().

@@ -1102,6 +1102,23 @@ TEST_F(HttpServerTest, TwoThousandOpenStreamsLeaveTwoWorkersFree) {
   EXPECT_TRUE(held_.back()->Write("data: last\n\n"));
 }
 
+// An agent's reply is outside input too: the client does not buffer an answer without bound.
+TEST_F(HttpServerTest, OversizedAnswerFailsTheCallInsteadOfBeingBuffered) {
+  router_.Add("GET", "/big", [](const Request&) {
+    return Response::Json(200, {{"blob", std::string(2 << 20, 'b')}});
+  });
+  StartServer();
+  ClientOptions o;
+  o.base_url = "http://127.0.0.1:" + std::to_string(server_->port());
+  o.bearer_token = "s3cret";
+  o.max_response_bytes = 1 << 20;
+  auto r = HttpClient(o).Call("GET", "/big");
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("answer larger than 1048576 bytes"), std::string::npos);
+  EXPECT_TRUE(HttpClient(o).Call("GET", "/healthz").ok());  // the handle pool is still usable
+  EXPECT_TRUE(Client().Call("GET", "/big").ok());
+}
+
 TEST(HttpClientTest, RefusedConnectionIsUnavailable) {
   // Bind a port, then free it, so nothing listens there.
   Router router;
