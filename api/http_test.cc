@@ -962,6 +962,28 @@ TEST_F(HttpServerTest, ConnectFloodOverTheCapIsShed) {
   EXPECT_EQ(held.Read().status, 200);
 }
 
+// While a request is with its handler, what the client pipelines behind it waits unparsed, at
+// most 64 KiB per connection (then TCP pushes back), not a whole body limit's worth.
+TEST_F(HttpServerTest, LargeBodyPipelinedBehindASlowRequestIsReadAfterIt) {
+  StartServer();
+  RawConnection c(server_->port());
+  auto started = slow_started_.get_future();
+  ASSERT_TRUE(c.Send("GET /slow HTTP/1.1\r\n" + Auth() + "\r\n"));
+  ASSERT_EQ(started.wait_for(kDeadline), std::future_status::ready);
+  const std::string body = "{\"labels\": [\"" + std::string(3 << 20, 'l') + "\"]}";
+  std::thread sender([&] {
+    c.Send("POST /guests HTTP/1.1\r\n" + Auth() + "Content-Type: application/json\r\n" +
+           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  });
+  release_slow_.Open();
+  RawResponse slow = c.Read();
+  EXPECT_EQ(slow.status, 200);
+  RawResponse post = c.Read();
+  sender.join();
+  EXPECT_EQ(post.status, 201);
+  EXPECT_EQ(post.body.size(), body.size() - 1);  // answered back without the space after ':'
+}
+
 // A host with 592 guests sent a 459,106-byte heartbeat, over the one server-wide limit: a route
 // may now take more, and the 413 is still decided before the body is read.
 TEST_F(HttpServerTest, RouteBodyLimitAppliesBeforeTheBodyIsRead) {

@@ -313,9 +313,11 @@ class ServerCore {
   void BeginStop();
   void FinishStop();
   void MaybeExitLoop();
-  size_t InputCap() const {
-    return options_.max_header_bytes + options_.max_body_bytes + kReadBufferBytes;
-  }
+  // Unparsed input a connection may hold: bytes wait unparsed only while a request is in flight
+  // (pipelined requests, a client writing during a stream); past this, reading pauses and TCP
+  // pushes back until the answer is out. Bodies do not wait here: they are parsed as they come.
+  // Small, so that thousands of connections cannot pin much memory each.
+  static constexpr size_t InputCap() { return kReadBufferBytes; }
 
   const ServerOptions options_;
   const Router* const router_;
