@@ -944,8 +944,9 @@ void ServerCore::OnTimer(uv_timer_t* timer) {
       if (c->in_flight || c->draining || c->close_after_write) break;
       if (c->parser.InRequest()) {
         const bool head = mode == TimerMode::kHead;
-        spdlog::info("api: {} from {} not received in time; closing",
-                     head ? "request head" : "request body", c->remote);
+        // Debug only: a slow-client flood must not become a log flood.
+        spdlog::debug("api: {} from {} not received in time; closing",
+                      head ? "request head" : "request body", c->remote);
         self->Reject(c, 408,
                      DeadlineExceededError(std::string(head ? "request head" : "request body") +
                                            " not received within " +
