@@ -216,7 +216,7 @@ TEST_F(AgentTest, BadRequestsGetClearErrorsAndChangeNothing) {
       {"POST", "/api/v1/guests/ag-missing/start", "", 404, "not_found", "ag-missing"},
       {"POST", "/api/v1/guests/ag-missing/resize", R"({"memory_mib": "lots"})", 400, "invalid_argument", "body.memory_mib"},
       {"POST", "/api/v1/guests/ag-missing/resize", R"({})", 400, "invalid_argument", "nothing to change"},
-      {"DELETE", "/api/v1/guests", "", 405, "invalid_argument", ""},
+      {"DELETE", "/api/v1/guests", "", 405, "method_not_allowed", ""},
       {"GET", "/api/v1/nothing-here", "", 404, "not_found", ""},
   };
   for (const auto& c : cases) {

@@ -801,26 +801,22 @@ Result<bool> LibvirtHypervisor::ContainerInitRunning(std::string_view name) {
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
   DomainHandle d(raw);
   if (virDomainIsActive(d.get()) != 1) return false;
-  char* xml = virDomainGetXMLDesc(d.get(), 0);
+  UW_ASSIGN_OR_RETURN(pid_t init, ContainerInitPid(d.get(), name));
+  return init > 0;
+}
+
+Result<pid_t> LibvirtHypervisor::ContainerInitPid(virDomainPtr dom, std::string_view name) {
+  char* xml = virDomainGetXMLDesc(dom, 0);
   if (!xml) return LibvirtError("reading guest '" + std::string(name) + "'");
   auto spec = ParseDomainXml(xml);
   free(xml);
   if (!spec.ok()) return spec.status();
   if (spec->kind != GuestKind::kLxc) return InvalidArgumentError("guest '" + std::string(name) + "' is not a container");
-  // libvirtd learns the init's pid from libvirt_lxc a moment after the domain runs; until then no
-  // command can enter the container ("Init pid is not yet available").
-  int* fds = nullptr;
-  int nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
-  if (nfds < 0) {
-    Status s = LibvirtError("entering container '" + std::string(name) + "'");
-    if (s.code() == StatusCode::kFailedPrecondition || s.code() == StatusCode::kInternal) return false;
-    return s;
-  }
-  for (int i = 0; i < nfds; ++i) close(fds[i]);
-  free(fds);
   // The domain id of a container is the pid of its libvirt_lxc controller; the container's
   // init is the controller's child (a clone in new namespaces that execs the init).
-  const std::string controller = std::to_string(virDomainGetID(d.get()));
+  const int id = virDomainGetID(dom);
+  if (id <= 0) return 0;
+  const std::string controller = std::to_string(id);
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string pid = e.path().filename().string();
@@ -833,9 +829,11 @@ Result<bool> LibvirtHypervisor::ContainerInitRunning(std::string_view name) {
     std::string state, ppid;
     rest >> state >> ppid;
     if (ppid != controller) continue;
-    if (InitCmdlineMatches(ReadSmallFile("/proc/" + pid + "/cmdline"), spec->lxc_init)) return true;
+    if (InitCmdlineMatches(ReadSmallFile("/proc/" + pid + "/cmdline"), spec->lxc_init)) {
+      return static_cast<pid_t>(std::stol(pid));
+    }
   }
-  return false;
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,14 +850,35 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
   }
   int* fds = nullptr;
   int nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
-  // Right after start libvirt may not know the container's init yet: give it a moment.
-  for (int attempt = 0; nfds < 0 && attempt < 20; ++attempt) {
+  if (nfds < 0) {
+    // libvirtd learns the init's pid from an event its libvirt_lxc controller sends to its first
+    // monitor client only; when that connection is lost at start-up (seen under load with libvirt
+    // 11.3: "Init pid is not yet available" for the container's whole life while its init runs),
+    // libvirtd never learns it. The namespaces are the init's: open them from /proc, as libvirt
+    // itself does once it knows the pid.
     Status s = LibvirtError("entering container '" + std::string(name) + "'");
     if (s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kInternal) return s;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    nfds = virDomainLxcOpenNamespace(d.get(), &fds, 0);
+    UW_ASSIGN_OR_RETURN(pid_t init, ContainerInitPid(d.get(), name));
+    if (init <= 0) {
+      return FailedPreconditionError("container '" + std::string(name) + "' has no running init yet (" + s.message() +
+                                     ")");
+    }
+    std::vector<int> opened;
+    for (const char* ns : {"user", "ipc", "uts", "net", "pid", "mnt"}) {
+      const std::string path = "/proc/" + std::to_string(init) + "/ns/" + ns;
+      int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        opened.push_back(fd);
+      } else if (errno != ENOENT) {
+        Status err = InternalError("entering container '" + std::string(name) + "': " + path + ": " + std::strerror(errno));
+        for (int o : opened) close(o);
+        return err;
+      }
+    }
+    fds = static_cast<int*>(malloc(sizeof(int) * std::max<size_t>(opened.size(), 1)));
+    for (size_t i = 0; i < opened.size(); ++i) fds[i] = opened[i];
+    nfds = static_cast<int>(opened.size());
   }
-  if (nfds < 0) return LibvirtError("entering container '" + std::string(name) + "'");
   auto close_fds = [&] {
     for (int i = 0; i < nfds; ++i) close(fds[i]);
     free(fds);

@@ -2,6 +2,8 @@
 // and the host side of container exec. Used by uw-agent, its tests and benchmarks.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -85,9 +87,9 @@ class LibvirtHypervisor : public Hypervisor {
   // after `timeout` (the command is killed).
   Result<ExecResult> ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
                                      Duration timeout) override;
-  // libvirtd knows the container's init (virDomainLxcOpenNamespace works) and, from /proc, the
-  // libvirt_lxc controller's (pid = domain id) child has exec'ed the configured init. Start waits
-  // for this (up to 10 s) before it returns for a container.
+  // From /proc: the libvirt_lxc controller's (pid = domain id) child has exec'ed the configured
+  // init. Start waits for this (up to 10 s) before it returns for a container. (Whether libvirtd
+  // has learnt the init's pid too does not matter: ExecInContainer does without it.)
   Result<bool> ContainerInitRunning(std::string_view name) override;
   Result<std::string> MigratableXml(std::string_view name) override;
   Status Migrate(std::string_view name, const MigrationRequest& request) override;
@@ -116,6 +118,9 @@ class LibvirtHypervisor : public Hypervisor {
   Status RegisterEvents();       // requires mu_
   Result<virDomainPtr> Lookup(std::string_view name);
   Result<GuestInfo> InfoOf(virDomainPtr dom);
+  // The pid (in this agent's pid namespace) of the running container's configured init, or 0
+  // while the controller's child has not exec'ed it yet.
+  Result<pid_t> ContainerInitPid(virDomainPtr dom, std::string_view name);
 
   const std::string uri_;
   Clock& clock_;
