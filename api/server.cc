@@ -402,9 +402,10 @@ bool ServerStream::Write(std::string_view chunk) {
   if (!open_) return false;
   if (chunk.empty()) return true;
   if (buffered_ + chunk.size() > max_buffered_) {
+    const size_t behind = buffered_;  // read under mu_: the loop thread releases concurrently
     lock.unlock();
     spdlog::warn("api: stream on connection {} fell {} bytes behind; closing it", conn_id_,
-                 buffered_);
+                 behind);
     End(/*abort=*/true);
     return false;
   }
