@@ -680,7 +680,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* tcreate = token->add_subcommand("create", "create a token; the secret is printed once");
   std::string role;
   tcreate->add_option("name", name, "token name")->required();
-  tcreate->add_option("--role", role, "admin | operator | tenant | billing-reader")->required();
+  tcreate->add_option("--role", role, "admin | operator | read-only | tenant | billing-reader")->required();
   tcreate->add_option("--tenant", tenant, "tenant (for --role tenant)");
   std::vector<std::string> rights;
   tcreate->add_option("--right", rights,

@@ -37,9 +37,9 @@ class Api {
  public:
   explicit Api(Manager& m) : m_(m) {}
 
-  // Resolves the caller and checks the role; `need`: "read" (any role), "write" (not
-  // billing-reader), "operator" (admin/operator), "admin", "tenant-ok" (any but billing-reader for
-  // guest-scoped routes, enforced in the core).
+  // Resolves the caller and checks the role; `need`: "read" (any role; tenants see their own),
+  // "cluster-read" (any but tenant), "write" (not billing-reader or read-only), "operator"
+  // (admin/operator), "admin". manager/manager_test.cc's route table says exactly who may do what.
   Result<Principal> Who(const Request& req, std::string_view need) {
     UW_ASSIGN_OR_RETURN(Principal p, m_.Authenticate(req.BearerToken()));
     auto deny = [&](std::string_view what) {
@@ -48,7 +48,9 @@ class Api {
     };
     if (need == "admin" && p.role != Role::kAdmin) return deny("an admin token");
     if (need == "operator" && !p.IsOperator()) return deny("an admin or operator token");
-    if (need == "cluster-read" && p.role == Role::kTenant) return deny("an admin, operator or billing-reader token");
+    if (need == "cluster-read" && p.role == Role::kTenant) {
+      return deny("an admin, operator, read-only or billing-reader token");
+    }
     if (need == "write" && !p.CanWrite()) return deny("a token that may change things");
     return p;
   }

@@ -54,6 +54,7 @@ std::string_view RoleName(Role r) {
     case Role::kOperator: return "operator";
     case Role::kTenant: return "tenant";
     case Role::kBillingReader: return "billing-reader";
+    case Role::kReadOnly: return "read-only";
   }
   return "?";
 }
@@ -63,7 +64,8 @@ Result<Role> ParseRole(std::string_view name) {
   if (name == "operator") return Role::kOperator;
   if (name == "tenant") return Role::kTenant;
   if (name == "billing-reader") return Role::kBillingReader;
-  return InvalidArgumentError("role: expected admin, operator, tenant or billing-reader, got '" + std::string(name) +
+  if (name == "read-only") return Role::kReadOnly;
+  return InvalidArgumentError("role: expected admin, operator, tenant, billing-reader or read-only, got '" + std::string(name) +
                               "'");
 }
 
@@ -892,7 +894,7 @@ Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
                                                   "migrations m ON m.task = t.id WHERE t.kind = 'guest.migrate' AND "
                                                   "t.state IN ('pending', 'running') ORDER BY t.created_ms",
                                                   {}));
-    const Principal manager_itself{"manager", Role::kAdmin, ""};
+    const Principal manager_itself{"manager", Role::kAdmin, "", {}};
     Json cancelled = Json::array();
     for (const auto& t : moves) {
       const Json req = t.JsonOf("request");
@@ -1654,8 +1656,8 @@ Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_
   if (!granted.empty() && (role == Role::kAdmin || role == Role::kOperator)) {
     return InvalidArgumentError("rights: admin and operator tokens hold every right already");
   }
-  if (!granted.empty() && role == Role::kBillingReader) {
-    return InvalidArgumentError("rights: a billing-reader token cannot create guests");
+  if (!granted.empty() && (role == Role::kBillingReader || role == Role::kReadOnly)) {
+    return InvalidArgumentError("rights: a " + std::string(RoleName(role)) + " token cannot create guests");
   }
   const Json rights_json(std::vector<std::string>(granted.begin(), granted.end()));
   if (role == Role::kTenant) {

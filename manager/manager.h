@@ -35,7 +35,9 @@
 
 namespace uw::manager {
 
-enum class Role { kAdmin, kOperator, kTenant, kBillingReader };
+// admin: everything; operator: the cluster (not tokens); read-only: reads the cluster, changes
+// nothing; tenant: its own guests, tasks and events; billing-reader: reads, for billing.
+enum class Role { kAdmin, kOperator, kTenant, kBillingReader, kReadOnly };
 std::string_view RoleName(Role r);
 Result<Role> ParseRole(std::string_view name);
 

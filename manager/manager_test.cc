@@ -500,7 +500,7 @@ TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
   ASSERT_TRUE(stranger.ok());
   EXPECT_EQ((*stranger)["host"], "h1");
   EXPECT_DOUBLE_EQ((*stranger)["usage"]["cpu_cores"].get<double>(), 0.5);
-  auto events = manager_->EventsSince(Principal{"x", Role::kAdmin, ""}, 0, 1000);
+  auto events = manager_->EventsSince(Principal{"x", Role::kAdmin, "", {}}, 0, 1000);
   std::set<std::string> types;
   for (const auto& e : *events) types.insert(e["type"].get<std::string>());
   for (const char* t : {"host.disconnected", "host.reconnected", "guest.lost", "guest.changed", "guest.found"}) {
@@ -1221,6 +1221,110 @@ TEST_F(ManagerTest, TheShutOffCopyAMoveLeftOnItsSourceIsRemoved) {
   ASSERT_TRUE(Client(si == 0 ? t1 : t2).Call("POST", "/api/v1/hosts/" + src + "/heartbeat", &hb).ok());
   EXPECT_TRUE(Agent(si).Has("a"));
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'guest.duplicate'"), 1);
+}
+
+
+namespace authz {
+
+// Issue 12: every route with admin, operator, read-only, billing-reader and two tenant tokens,
+// asserting exactly who may do what. Outcomes: Y passed the checks (any answer but 401/403/404),
+// D refused (403), N not found for this caller (404), U unauthenticated (401). Requests that pass
+// are built to change nothing (a body that fails validation, a name that does not exist).
+struct RouteCase {
+  std::string route;  // "METHOD pattern" as registered
+  std::string method, path, body;
+  std::string expect;  // one outcome per caller: admin, operator, read-only, billing-reader, tenant A, tenant B
+};
+
+char Outcome(int status) {
+  if (status == 401) return 'U';
+  if (status == 403) return 'D';
+  if (status == 404) return 'N';
+  return 'Y';
+}
+
+}  // namespace authz
+
+TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
+  StartManager();
+  AddHost("h1");
+  auto token = [&](const std::string& name, const std::string& role) {
+    Json body = {{"name", name}, {"role", role}};
+    return (*Client().Call("POST", "/api/v1/tokens", &body))["token"].get<std::string>();
+  };
+  const std::vector<std::string> callers = {kAdmin,      token("op", "operator"), token("ro", "read-only"),
+                                            token("bill", "billing-reader"), TenantToken("acme"), TenantToken("beta")};
+  Json vm = {{"name", "acme-vm"}, {"image", "tiny"}, {"memory_mib", 64}};
+  auto created = Client(callers[4]).Call("POST", "/api/v1/guests", &vm);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  const std::string task = "/api/v1/tasks/" + (*created)["id"].get<std::string>();
+  using authz::RouteCase;
+  const std::vector<RouteCase> table = {
+      {"GET /healthz", "GET", "/healthz", "", "YYYYYY"},
+      {"GET /api/v1/version", "GET", "/api/v1/version", "", "YYYYYY"},
+      {"POST /api/v1/hosts/join", "POST", "/api/v1/hosts/join",
+       R"({"name": "h9", "agent_url": "http://127.0.0.1:1", "agent_token": "t", "capacity": {"cpu_cores": 1, "memory_mib": 64}})",
+       "UUUUUU"},
+      {"POST /api/v1/hosts/{name}/heartbeat", "POST", "/api/v1/hosts/h1/heartbeat", "{}", "UUUUUU"},
+      {"GET /api/v1/hosts", "GET", "/api/v1/hosts", "", "YYYYDD"},
+      {"GET /api/v1/hosts/{name}", "GET", "/api/v1/hosts/h1", "", "YYYYDD"},
+      {"PUT /api/v1/hosts/{name}/groups", "PUT", "/api/v1/hosts/h1/groups", R"({"groups": 5})", "YYDDDD"},
+      {"POST /api/v1/hosts/{name}/maintenance", "POST", "/api/v1/hosts/h9/maintenance", "", "NNDDDD"},
+      {"DELETE /api/v1/hosts/{name}/maintenance", "DELETE", "/api/v1/hosts/h9/maintenance", "", "NNDDDD"},
+      {"GET /api/v1/guests", "GET", "/api/v1/guests", "", "YYYYYY"},
+      {"POST /api/v1/guests", "POST", "/api/v1/guests", R"({"name": "x"})", "YYDDYY"},
+      {"GET /api/v1/guests/{name}", "GET", "/api/v1/guests/acme-vm", "", "YYYYYN"},
+      {"DELETE /api/v1/guests/{name}", "DELETE", "/api/v1/guests/acme-vm", "", "YYDDYN"},
+      {"POST /api/v1/guests/{name}/start", "POST", "/api/v1/guests/ghost/start", "", "NNDDNN"},
+      {"POST /api/v1/guests/{name}/stop", "POST", "/api/v1/guests/acme-vm/stop", R"({"bogus": 1})", "YYDDYN"},
+      {"POST /api/v1/guests/{name}/resize", "POST", "/api/v1/guests/acme-vm/resize", "{}", "YYDDYN"},
+      {"POST /api/v1/guests/{name}/migrate", "POST", "/api/v1/guests/acme-vm/migrate", R"({"host": "h1", "mode": "warp"})",
+       "YYDDDD"},
+      {"GET /api/v1/tasks", "GET", "/api/v1/tasks", "", "YYYYYY"},
+      {"GET /api/v1/tasks/{id}", "GET", task, "", "YYYYYN"},
+      {"POST /api/v1/tasks/{id}/cancel", "POST", "/api/v1/tasks/task-nope/cancel", "", "NNDDNN"},
+      {"GET /api/v1/events", "GET", "/api/v1/events?follow=false", "", "YYYYYY"},
+      {"GET /api/v1/tokens", "GET", "/api/v1/tokens", "", "YDDDDD"},
+      {"POST /api/v1/tokens", "POST", "/api/v1/tokens", R"({"name": ""})", "YDDDDD"},
+      {"DELETE /api/v1/tokens/{id}", "DELETE", "/api/v1/tokens/tok-nope", "", "NDDDDD"},
+      {"GET /api/v1/pools", "GET", "/api/v1/pools", "", "YYYYDD"},
+      {"POST /api/v1/pools", "POST", "/api/v1/pools", "{}", "YYDDDD"},
+      {"GET /api/v1/pools/{name}", "GET", "/api/v1/pools/p9", "", "NNNNDD"},
+      {"DELETE /api/v1/pools/{name}", "DELETE", "/api/v1/pools/p9", "", "NNDDDD"},
+      {"GET /api/v1/rules", "GET", "/api/v1/rules", "", "YYYYDD"},
+      {"POST /api/v1/rules", "POST", "/api/v1/rules", "{}", "YYDDDD"},
+      {"GET /api/v1/rules/{name}", "GET", "/api/v1/rules/r9", "", "NNNNDD"},
+      {"DELETE /api/v1/rules/{name}", "DELETE", "/api/v1/rules/r9", "", "NNDDDD"},
+      {"GET /api/v1/drs/config", "GET", "/api/v1/drs/config", "", "YYYYDD"},
+      {"PUT /api/v1/drs/config", "PUT", "/api/v1/drs/config", R"({"mode": 5})", "YYDDDD"},
+      {"GET /api/v1/drs/recommendations", "GET", "/api/v1/drs/recommendations", "", "YYYYDD"},
+      {"POST /api/v1/drs/recommendations/{id}/apply", "POST", "/api/v1/drs/recommendations/rec-nope/apply", "",
+       "NNDDDD"},
+      {"POST /api/v1/drs/apply", "POST", "/api/v1/drs/apply", "", "YYDDDD"},
+      {"POST /api/v1/drs/run", "POST", "/api/v1/drs/run", "", "YYDDDD"},
+      {"POST /api/v1/drs/plan", "POST", "/api/v1/drs/plan", "", "YYYYDD"},
+      {"GET /api/v1/migrations", "GET", "/api/v1/migrations", "", "YYYYDD"},
+      {"GET /api/v1/migrations/{id}", "GET", "/api/v1/migrations/mig-nope", "", "NNNNDD"},
+      {"GET /api/v1/cluster/snapshot", "GET", "/api/v1/cluster/snapshot", "", "YYYYDD"},
+  };
+  std::set<std::string> covered;
+  for (const auto& c : table) {
+    covered.insert(c.route);
+    std::string got;
+    for (const auto& caller : callers) {
+      auto r = Client(caller).Do(c.method, c.path, c.body);
+      ASSERT_TRUE(r.ok()) << c.route;
+      got += authz::Outcome(r->status);
+    }
+    EXPECT_EQ(got, c.expect) << c.method << " " << c.path
+                             << " (callers: admin, operator, read-only, billing-reader, tenant acme, tenant beta)";
+  }
+  for (const auto& route : router_->Routes()) EXPECT_TRUE(covered.count(route)) << route << " is not in the table";
+  // Nothing the table did changed anything.
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 1);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/acme-vm"))["state"], "running");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks"), 1);
 }
 
 }  // namespace

@@ -169,10 +169,23 @@ ALTER TABLE guests ADD COLUMN on_crash TEXT NOT NULL DEFAULT 'restart';
 ALTER TABLE guests ADD COLUMN crash TEXT;
 ALTER TABLE guests ADD COLUMN health TEXT;
 )sql",
-    // 4 -> 5: what a token may set in a guest spec beyond the basics, granted by an admin (a JSON
-    // array of right names: host_paths, bridges, vlans, cpu_tuning, pools, automation).
+    // 4 -> 5: the read-only role, and what a token may set in a guest spec beyond the basics,
+    // granted by an admin (a JSON array of right names: host_paths, bridges, vlans, cpu_tuning,
+    // pools, automation). SQLite cannot change a CHECK: the table is rebuilt.
     R"sql(
-ALTER TABLE api_tokens ADD COLUMN rights TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE api_tokens_v5 (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'tenant', 'billing-reader', 'read-only')),
+  tenant TEXT NOT NULL DEFAULT '',
+  token_hash TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL,
+  rights TEXT NOT NULL DEFAULT '[]'
+);
+INSERT INTO api_tokens_v5(id, name, role, tenant, token_hash, created_ms)
+  SELECT id, name, role, tenant, token_hash, created_ms FROM api_tokens;
+DROP TABLE api_tokens;
+ALTER TABLE api_tokens_v5 RENAME TO api_tokens;
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
