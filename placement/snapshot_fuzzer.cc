@@ -7,8 +7,9 @@
 //   - nothing throws; every error is kInvalidArgument (a malformed file names its field);
 //   - a snapshot that parses round-trips: ParseSnapshot(SnapshotToJson(s)) == s, and the JSON
 //     written for the copy is the JSON written for s (likewise for plans);
-//   - for small snapshots, the engine's own plan (drs, and consolidate with DPM) passes CheckPlan
-//     and applies; admission, entitlements and metrics run without crashing;
+//   - for small snapshots, the engine's own plans (drs, consolidate, opportunity-cost) pass
+//     CheckPlan and apply, and a host PlacementIndex::Place picks for an unplaced guest is a
+//     placement CheckPlan accepts; admission and metrics run without crashing;
 //   - a plan that CheckPlan accepts also applies (ApplyPlan), and one it refuses does not.
 #include <cstdint>
 #include <cstdlib>
@@ -44,7 +45,21 @@ void CheckEngine(const pl::Snapshot& s) {
   (void)pl::CheckAdmission(s);
   (void)pl::ComputeMetrics(s);
   if (s.hosts.size() * (s.vms.size() + 1) > kMaxPlannedPairs) return;
-  for (std::string_view policy : {"drs", "consolidate"}) {
+  // Initial placement and the checker agree: a host Place picks for an unplaced guest (without
+  // powering anything on) is a placement CheckPlan accepts.
+  auto index = pl::PlacementIndex::Build(s);
+  FUZZ_CHECK(index.ok());
+  for (const pl::Vm& vm : s.vms) {
+    if (!vm.host.empty()) continue;
+    const pl::PlacementDecision d = (*index)->Place(vm);
+    if (d.host.empty() || d.needs_power_on) continue;
+    pl::Plan plan;
+    plan.placements.push_back({vm.name, d.host, d.reason});
+    const uw::Status checked = pl::CheckPlan(s, plan);
+    if (!checked.ok()) __builtin_fprintf(stderr, "%s on %s: %s\n", vm.name.c_str(), d.host.c_str(), checked.ToString().c_str());
+    FUZZ_CHECK(checked.ok());
+  }
+  for (std::string_view policy : {"drs", "consolidate", "opportunity-cost"}) {
     auto plan = pl::MakePlan(s, policy);
     if (!plan.ok()) {
       Explain(plan.status());
