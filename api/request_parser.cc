@@ -1,5 +1,6 @@
 #include "api/request_parser.h"
 
+#include <cctype>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -228,6 +229,15 @@ int RequestParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
   }
   if (self->field_.empty() && !self->CountHead(kHeaderLineOverhead)) return -1;
   if (!self->CountHead(len)) return -1;
+  // A field name is a token (RFC 9110 5.1): http-parser lets "Host : x" through, which a proxy in
+  // front may read differently (RFC 9112 5.1: whitespace before the colon must be refused).
+  for (size_t i = 0; i < len; ++i) {
+    const unsigned char c = static_cast<unsigned char>(at[i]);
+    if (!std::isalnum(c) && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) == std::string_view::npos) {
+      return self->Fail(400, InvalidArgumentError("malformed request: a header name may only hold token characters "
+                                                  "(no spaces before the colon)"));
+    }
+  }
   self->field_.append(at, len);
   return 0;
 }

@@ -99,7 +99,10 @@ TEST(RequestParserTest, MalformedIs400) {
   for (std::string bad :
        {"GARBAGE\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n", "GET /a%zz HTTP/1.1\r\n\r\n",
         "GET /a%2 HTTP/1.1\r\n\r\n", "GET /a%00 HTTP/1.1\r\n\r\n", "GET /?q=%G1 HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1\r\nBad Header\r\n\r\n"}) {
+        "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        // Issue 12: whitespace before the colon (a smuggling vector behind a lenient proxy).
+        "GET / HTTP/1.1\r\nHost : x\r\n\r\n", "GET / HTTP/1.1\r\nContent-Length\t: 0\r\n\r\n",
+        "GET / HTTP/1.1\r\nX(y): 1\r\n\r\n"}) {
     RequestParser p(SmallLimits());
     size_t used = 0;
     EXPECT_EQ(p.Feed(bad, &used), Outcome::kError) << bad;

@@ -109,9 +109,23 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   }
   if (v.Has("labels")) {
     UW_ASSIGN_OR_RETURN(JsonView l, v.Object("labels"));
+    if (l.json().size() > 64) return v.FieldError("labels", "at most 64 labels");
     for (auto it = l.json().begin(); it != l.json().end(); ++it) {
-      if (!it->is_string()) return l.FieldError(it.key(), "expected a string");
-      s.labels.emplace_back(it.key(), it->get<std::string>());
+      // Labels land in the domain XML's metadata: printable keys of a small alphabet and values
+      // without control characters (XML cannot hold NUL at all).
+      const std::string& key = it.key();
+      if (key.empty() || key.size() > 63 ||
+          key.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") !=
+              std::string::npos) {
+        return v.FieldError("labels", "a label key has 1..63 characters of [A-Za-z0-9._/-]");
+      }
+      if (!it->is_string()) return l.FieldError(key, "expected a string");
+      const std::string& value = it->get_ref<const std::string&>();
+      if (value.size() > 256) return l.FieldError(key, "at most 256 characters");
+      for (unsigned char c : value) {
+        if (c < 0x20 || c == 0x7f) return l.FieldError(key, "control characters are not allowed");
+      }
+      s.labels.emplace_back(key, value);
     }
   }
   return s;

@@ -87,6 +87,26 @@ TEST(GuestSpecTest, LocalDiskSizeRoundTrips) {
   EXPECT_EQ(again->disks[0].path, "");
 }
 
+// Issue 12: a label key holding NUL was accepted (202) and could never reach libvirt's XML.
+TEST(GuestSpecTest, LabelsAreSmallPrintableKeysAndValues) {
+  auto parse = [](const std::string& labels) {
+    return GuestSpecFromJson(Json::parse(R"({"name": "g", "labels": )" + labels + "}"));
+  };
+  EXPECT_TRUE(parse(R"({"app.kubernetes.io/name": "web", "tier": ""})").ok());
+  EXPECT_FALSE(parse(R"({"k\u0000": "v"})").ok());
+  EXPECT_FALSE(parse(R"({"": "v"})").ok());
+  EXPECT_FALSE(parse(R"({"a b": "v"})").ok());
+  EXPECT_FALSE(parse(R"({"k": "a\u0000b"})").ok());
+  EXPECT_FALSE(parse(R"({"k": "line\nbreak"})").ok());
+  EXPECT_FALSE(parse(R"({"k": ")" + std::string(257, 'v') + R"("})").ok());
+  Json many = Json::object();
+  for (int i = 0; i < 65; ++i) many["k" + std::to_string(i)] = "v";
+  EXPECT_FALSE(parse(many.dump()).ok());
+  auto err = parse(R"({"k": 5})");
+  ASSERT_FALSE(err.ok());
+  EXPECT_NE(err.status().message().find("labels.k"), std::string::npos) << err.status().ToString();
+}
+
 TEST(GuestSpecTest, KindAndStateNames) {
   EXPECT_EQ(GuestKindName(GuestKind::kLxc), "lxc");
   EXPECT_EQ(*ParseGuestKind("kvm"), GuestKind::kKvm);
