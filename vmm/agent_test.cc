@@ -206,7 +206,7 @@ TEST_F(AgentTest, BadRequestsGetClearErrorsAndChangeNothing) {
       {"POST", "/api/v1/guests", R"({"name": "ag-x", "vcpus": "two", "image": "tiny"})", 400, "invalid_argument", "spec.vcpus"},
       {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "windows"})", 400, "invalid_argument", "no image 'windows'"},
       {"POST", "/api/v1/guests", R"({"name": "ag x", "image": "tiny"})", 400, "invalid_argument", "guest name"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "memory_mib": 99999999})", 409, "resource_exhausted", "MiB in all"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "memory_mib": 9999999})", 409, "resource_exhausted", "MiB in all"},
       {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "vcpus": 4000})", 409, "resource_exhausted", "vCPUs"},
       {"POST", "/api/v1/guests", R"({"name": "ag-x", "kind": "kvm", "image": "tiny"})", 409, "failed_precondition", "no KVM"},
       {"POST", "/api/v1/guests", R"({"name": "ag-x", "kind": "lxc", "image": "tiny"})", 409, "failed_precondition", "container"},
