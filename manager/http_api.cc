@@ -213,25 +213,9 @@ class Api {
       }
       bool follow = !(req.query.count("follow") && (req.query.at("follow") == "false" || req.query.at("follow") == "0"));
       Principal who = *p;
+      // No thread per stream: the manager's event bus feeds the writer (Manager::SubscribeEvents).
       return Response::Stream("text/event-stream", [this, who, cursor, follow](std::shared_ptr<api::StreamWriter> w) {
-        int64_t at = cursor;
-        while (w->IsOpen()) {
-          auto events = m_.EventsSince(who, at, 500);
-          if (!events.ok()) {
-            w->Write(api::SseEvent("error", events.status().ToString()));
-            break;
-          }
-          for (const auto& e : *events) {
-            at = e["seq"].get<int64_t>();
-            if (!w->Write(api::SseEvent(e["type"].get<std::string>(), e.dump(), std::to_string(at)))) return;
-          }
-          if (events->size() == 500) continue;
-          if (!follow) break;
-          int64_t newest = m_.WaitForEvent(at, std::chrono::seconds(15));
-          if (newest <= at && !w->Write(": keep-alive\n\n")) return;
-          if (newest <= at && !w->IsOpen()) return;
-        }
-        w->Close();
+        m_.SubscribeEvents(who, cursor, follow, std::move(w));
       });
     });
 

@@ -1,7 +1,9 @@
 // uw-manager: the cluster manager. Usage: uw-manager --config /etc/underware/manager.json
 // SIGTERM or SIGINT stops it; it is crash-only, so kill -9 is also safe (tasks resume on start).
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -48,6 +50,18 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  // Every open event stream is a socket: raise the soft descriptor limit to the hard one (Debian's
+  // default soft limit of 1,024 would cap streams and agents' connections at about a thousand).
+  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    const rlim_t was = nofile.rlim_cur;
+    nofile.rlim_cur = nofile.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+      spdlog::info("descriptor limit raised from {} to {}", was, nofile.rlim_cur);
+    } else {
+      spdlog::warn("descriptor limit stays at {}: {}", was, std::strerror(errno));
+    }
+  }
 
   uw::manager::Manager manager(*config);
   if (auto s = manager.Start(); !s.ok()) {

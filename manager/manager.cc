@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/event_bus.h"
 #include "manager/internal.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -355,6 +356,9 @@ Status Manager::Start() {
     std::lock_guard l(events_mu_);
     last_event_seq_ = rows[0].Int("seq");
   }
+  // A new bus for the store just opened (a manager started again reopens its store).
+  event_bus_ = std::make_unique<internal::EventBus>(*store_, clock_, ShowShortNames);
+  event_bus_->Start(last_event_seq_);
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {NowMs()}));
@@ -391,6 +395,7 @@ void Manager::Stop() {
     threads.swap(migration_threads_);
   }
   for (auto& [id, t] : threads) t.join();
+  if (event_bus_) event_bus_->Stop();
 }
 
 Status Manager::RecoverTasks() {
@@ -486,8 +491,15 @@ Status Manager::AddEvent(std::string_view type, std::string_view subject, std::s
     last_event_seq_ = std::max(last_event_seq_, seq);
   }
   events_cv_.notify_all();
+  if (event_bus_) event_bus_->Notify(seq);
   return Status::Ok();
 }
+
+void Manager::SubscribeEvents(const Principal& p, int64_t since, bool follow, std::shared_ptr<api::StreamWriter> writer) {
+  event_bus_->Subscribe(p, since, follow, std::move(writer));
+}
+
+size_t Manager::event_subscribers() const { return event_bus_ ? event_bus_->subscribers() : 0; }
 
 Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since, int64_t limit) {
   std::vector<SqlRow> rows;
@@ -498,13 +510,9 @@ Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since
     UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", {since, limit}));
   }
   std::vector<Json> out;
+  out.reserve(rows.size());
   for (const auto& r : rows) {
-    out.push_back({{"seq", r.Int("seq")},
-                   {"at", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("at_ms"))))},
-                   {"type", r.Str("type")},
-                   {"subject", r.Str("subject")},
-                   {"tenant", r.Str("tenant")},
-                   {"data", r.JsonOf("data")}});
+    out.push_back(internal::EventRowJson(r));
     ShowShortNames(p, out.back());
   }
   return out;

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/http.h"
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/status.h"
@@ -34,6 +35,10 @@
 #include "migration/migration.h"
 
 namespace uw::manager {
+
+namespace internal {
+class EventBus;
+}  // namespace internal
 
 // admin: everything; operator: the cluster (not tokens); read-only: reads the cluster, changes
 // nothing; tenant: its own guests, tasks and events; billing-reader: reads, for billing.
@@ -78,7 +83,7 @@ struct ManagerConfig {
   int task_workers = 4;
   int agent_timeout_ms = 120000;       // one call to an agent
   size_t max_body_bytes = 256 << 10;
-  int http_workers = 16;               // each open event stream holds one
+  int http_workers = 16;               // handler threads (event streams hold none)
   std::string placement_policy = "drs";
   std::string log_level = "info";
   std::string log_file;
@@ -202,6 +207,14 @@ class Manager {
   // Blocks until an event with seq > since exists, `timeout` passes or the manager stops.
   // Returns the newest seq.
   int64_t WaitForEvent(int64_t since, Duration timeout);
+  // Serves GET /api/v1/events on `writer` without holding the calling thread: the events after
+  // `since` that `p` may see (tenants their own), then, with `follow`, every new one as it is
+  // committed, and ": keep-alive" comments on a quiet stream every 15 s; without `follow` the body
+  // ends after the backlog. Returns at once; the stream ends when the client goes, the server
+  // stops or the manager stops. Requires Start().
+  void SubscribeEvents(const Principal& p, int64_t since, bool follow, std::shared_ptr<api::StreamWriter> writer);
+  // Open event streams.
+  size_t event_subscribers() const;
   // Appends an event (inside or outside a transaction).
   Status AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data);
 
@@ -337,6 +350,7 @@ class Manager {
   std::mutex events_mu_;
   std::condition_variable events_cv_;
   int64_t last_event_seq_ = 0;            // guarded by events_mu_
+  std::unique_ptr<internal::EventBus> event_bus_;  // set by Start, for the manager's life
 
   std::mutex tasks_mu_;
   std::condition_variable tasks_cv_;      // any task finished
