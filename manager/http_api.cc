@@ -130,7 +130,11 @@ class Api {
     router.Add("GET", "/api/v1/guests", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListGuests(*p));
+      auto body = m_.ListGuestsBody(*p);
+      if (!body.ok()) return Response::Error(body.status());
+      Response r;
+      r.body = std::move(body).value();
+      return r;
     });
     router.Add("POST", "/api/v1/guests", [this](const Request& req) {
       auto p = Who(req, "write");

@@ -853,10 +853,10 @@ Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t r
           {"guests", guests},
           {"last_heartbeat", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))))}};
 }
+// The reservation totals come from host_reservations (kept by triggers), not from the guests.
 constexpr const char* kHostQuery =
-    "SELECT h.*, (SELECT COUNT(*) FROM guests g WHERE g.host = h.name) AS n, "
-    "(SELECT COALESCE(SUM(vcpus), 0) FROM guests g WHERE g.host = h.name) AS rc, "
-    "(SELECT COALESCE(SUM(memory_mib), 0) FROM guests g WHERE g.host = h.name) AS rm FROM hosts h";
+    "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm "
+    "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
 }  // namespace
 
 Result<Json> Manager::ListHosts() {

@@ -181,6 +181,9 @@ class Manager {
   // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
   Result<Json> CreateGuest(const Principal& p, GuestCreate req);
   Result<Json> ListGuests(const Principal& p);
+  // The body of GET /api/v1/guests, byte for byte ListGuests(p).dump(), written from the store's
+  // rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
+  Result<std::string> ListGuestsBody(const Principal& p);
   // Guest names are unique per tenant: a tenant's guest "web1" is "acme:web1" cluster-wide (its
   // libvirt domain name too). A tenant addresses and sees its guests by their short names; admins
   // and operators use the full name, or the short one when it names one guest only. kNotFound also
@@ -359,6 +362,19 @@ class Manager {
   std::map<std::string, Principal> tokens_;  // guarded by tokens_mu_; by token hash
 
   std::mutex idem_mu_;
+
+  // What a guest's listing takes from its stored spec, kept while the spec text is unchanged.
+  struct SpecFacts {
+    std::string spec;  // the text these were derived from
+    bool paravirt = true;
+    std::optional<int64_t> vcpus, memory_mib;
+    uint64_t seen = 0;  // listing_generation_ of the last listing that showed the guest
+  };
+  static SpecFacts DeriveSpecFacts(std::string_view spec_text);
+  std::mutex listing_mu_;  // taken before the store's mutex, never after
+  std::map<std::string, SpecFacts, std::less<>> spec_facts_;  // guarded by listing_mu_: by guest name
+  uint64_t listing_generation_ = 0;                            // guarded by listing_mu_
+  size_t listing_bytes_hint_ = 0;                              // guarded by listing_mu_: last full body
 
   std::mutex migrator_mu_;
   std::condition_variable migrator_cv_;

@@ -187,6 +187,37 @@ INSERT INTO api_tokens_v5(id, name, role, tenant, token_hash, created_ms)
 DROP TABLE api_tokens;
 ALTER TABLE api_tokens_v5 RENAME TO api_tokens;
 )sql",
+    // 5 -> 6: each host's reservation totals (the guests placed on it, their vCPUs and memory),
+    // kept by triggers on every write of guests, so that listing hosts reads one row per host
+    // instead of every guest (GET /api/v1/hosts fell from 16,000 to 900 requests/s at 2,000 guests).
+    R"sql(
+CREATE TABLE host_reservations (
+  host TEXT PRIMARY KEY REFERENCES hosts(name) ON DELETE CASCADE,
+  guests INTEGER NOT NULL DEFAULT 0,
+  vcpus INTEGER NOT NULL DEFAULT 0,
+  memory_mib INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO host_reservations(host, guests, vcpus, memory_mib)
+  SELECT h.name, COUNT(g.name), COALESCE(SUM(g.vcpus), 0), COALESCE(SUM(g.memory_mib), 0)
+  FROM hosts h LEFT JOIN guests g ON g.host = h.name GROUP BY h.name;
+CREATE TRIGGER host_reservations_new_host AFTER INSERT ON hosts BEGIN
+  INSERT OR IGNORE INTO host_reservations(host) VALUES (NEW.name);
+END;
+CREATE TRIGGER host_reservations_guest_added AFTER INSERT ON guests WHEN NEW.host IS NOT NULL BEGIN
+  UPDATE host_reservations SET guests = guests + 1, vcpus = vcpus + NEW.vcpus, memory_mib = memory_mib + NEW.memory_mib
+    WHERE host = NEW.host;
+END;
+CREATE TRIGGER host_reservations_guest_removed AFTER DELETE ON guests WHEN OLD.host IS NOT NULL BEGIN
+  UPDATE host_reservations SET guests = guests - 1, vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib
+    WHERE host = OLD.host;
+END;
+CREATE TRIGGER host_reservations_guest_changed AFTER UPDATE OF host, vcpus, memory_mib ON guests BEGIN
+  UPDATE host_reservations SET guests = guests - 1, vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib
+    WHERE host = OLD.host;
+  UPDATE host_reservations SET guests = guests + 1, vcpus = vcpus + NEW.vcpus, memory_mib = memory_mib + NEW.memory_mib
+    WHERE host = NEW.host;
+END;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
@@ -372,6 +403,23 @@ Result<std::vector<SqlRow>> Store::Query(std::string_view sql, const std::vector
   sqlite3_reset(st);
   if (!s.ok()) return s;
   return rows;
+}
+
+Status Store::Scan(std::string_view sql, const std::vector<SqlValue>& args,
+                   const std::function<Status(const SqlCursor&)>& fn) {
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(sqlite3_stmt * st, Prepare(sql));
+  UW_RETURN_IF_ERROR(Bind(st, args, sql));
+  const SqlCursor cursor(st);
+  Status s = Status::Ok();
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    s = fn(cursor);
+    if (!s.ok()) break;
+  }
+  if (s.ok() && rc != SQLITE_DONE) s = SqlError(rc, sql);
+  sqlite3_reset(st);
+  return s;
 }
 
 Result<SqlRow> Store::QueryOne(std::string_view sql, const std::vector<SqlValue>& args, std::string_view what) {

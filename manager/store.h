@@ -32,7 +32,7 @@
 namespace uw::manager {
 
 // The current schema version (PRAGMA user_version after Open).
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 
 // One bound value of a statement.
 using SqlValue = std::variant<std::nullptr_t, int64_t, double, std::string>;
@@ -48,6 +48,24 @@ struct SqlRow {
   double Real(std::string_view c) const;       // 0 for NULL
   bool IsNull(std::string_view c) const;
   Json JsonOf(std::string_view c) const;       // parses a TEXT column holding JSON (null when NULL/bad)
+};
+
+// One row of Store::Scan: the columns by index (in the SELECT's order), read straight from SQLite
+// without copying. Valid only inside the Scan callback; text views die with it.
+class SqlCursor {
+ public:
+  explicit SqlCursor(sqlite3_stmt* st) : st_(st) {}
+  bool IsNull(int i) const { return sqlite3_column_type(st_, i) == SQLITE_NULL; }
+  int64_t Int(int i) const { return sqlite3_column_int64(st_, i); }
+  double Real(int i) const { return sqlite3_column_double(st_, i); }
+  std::string_view Text(int i) const {
+    const unsigned char* t = sqlite3_column_text(st_, i);
+    return t ? std::string_view(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(st_, i)))
+             : std::string_view();
+  }
+
+ private:
+  sqlite3_stmt* st_;
 };
 
 class Store {
@@ -67,6 +85,10 @@ class Store {
   // key or CHECK violation, kInternal otherwise (the message names the statement).
   Status Exec(std::string_view sql, const std::vector<SqlValue>& args = {});
   Result<std::vector<SqlRow>> Query(std::string_view sql, const std::vector<SqlValue>& args = {});
+  // Runs a query and calls `fn` on each row as SQLite steps to it (no row is copied: for listings
+  // of thousands of rows). The store's mutex is held throughout: keep `fn` short and never call the
+  // store from it. `fn`'s error stops the scan and is returned.
+  Status Scan(std::string_view sql, const std::vector<SqlValue>& args, const std::function<Status(const SqlCursor&)>& fn);
   // The first row or kNotFound with `what` as the message.
   Result<SqlRow> QueryOne(std::string_view sql, const std::vector<SqlValue>& args, std::string_view what);
   // Rows changed by the last Exec on this connection.

@@ -51,6 +51,11 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("DROP TABLE idempotency").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX usage_by_time").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE migrations").ok());
+    for (const char* trigger : {"host_reservations_new_host", "host_reservations_guest_added",
+                                "host_reservations_guest_removed", "host_reservations_guest_changed"}) {
+      ASSERT_TRUE((*s)->Exec(std::string("DROP TRIGGER ") + trigger).ok()) << trigger;
+    }
+    ASSERT_TRUE((*s)->Exec("DROP TABLE host_reservations").ok());
     // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
     for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"}, {"hosts", "info"}, {"api_tokens", "created_ms"}}) {
       auto cols = (*s)->Query("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid");
@@ -71,6 +76,7 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
   EXPECT_TRUE((*s)->Query("SELECT alert FROM guests").ok());
   EXPECT_TRUE((*s)->Query("SELECT groups FROM hosts").ok());
   EXPECT_TRUE((*s)->Query("SELECT rights FROM api_tokens").ok());
+  EXPECT_TRUE((*s)->Query("SELECT * FROM host_reservations").ok());
   auto rows = (*s)->Query("SELECT value FROM settings WHERE key = 'drs'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->size(), 1u);

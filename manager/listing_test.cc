@@ -1,0 +1,120 @@
+// Regression tests for "listing is slow": GET /api/v1/guests is written straight from the rows
+// (ListGuestsBody) and must stay byte for byte what the JSON tree gave; GET /api/v1/hosts reads
+// reservation totals kept by triggers instead of every guest, and they must stay exact.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "manager/manager.h"
+
+namespace uw::manager {
+namespace {
+
+class ListingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("uw-listing-test-" + std::to_string(::getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    ManagerConfig config;
+    config.db_path = (dir_ / "state.db").string();
+    config.join_token = "join-token-0123456789";
+    config.admin_token = "admin-token-0123456789";
+    config.drs_interval_ms = 0;
+    manager_ = std::make_unique<Manager>(config);
+    ASSERT_TRUE(manager_->Start().ok());
+    for (const char* h : {"h1", "h2"}) {
+      HostJoin j{h, "http://127.0.0.1:1", "t", 16, 65536, Json::object()};
+      ASSERT_TRUE(manager_->JoinHost(config.join_token, j).ok());
+    }
+  }
+  void TearDown() override {
+    manager_->Stop();
+    std::filesystem::remove_all(dir_);
+  }
+  void Insert(const std::string& name, const std::string& tenant, const SqlValue& host, const std::string& kind,
+              int64_t vcpus, int64_t mib, const Json& spec) {
+    ASSERT_TRUE(manager_->store()
+                    .Exec("INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, created_ms, "
+                          "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1700000000123, 0)",
+                          {name, tenant, host, kind, vcpus, mib, spec.dump()})
+                    .ok());
+  }
+  // host_reservations against the totals computed from every guest.
+  void ExpectTotalsExact() {
+    auto kept = manager_->store().Query("SELECT host, guests, vcpus, memory_mib FROM host_reservations ORDER BY host");
+    auto counted = manager_->store().Query(
+        "SELECT h.name AS host, COUNT(g.name) AS guests, COALESCE(SUM(g.vcpus), 0) AS vcpus, "
+        "COALESCE(SUM(g.memory_mib), 0) AS memory_mib FROM hosts h LEFT JOIN guests g ON g.host = h.name "
+        "GROUP BY h.name ORDER BY h.name");
+    ASSERT_TRUE(kept.ok() && counted.ok());
+    ASSERT_EQ(kept->size(), counted->size());
+    for (size_t i = 0; i < kept->size(); ++i) {
+      for (const char* c : {"host", "guests", "vcpus", "memory_mib"}) {
+        EXPECT_EQ((*kept)[i].Str(c), (*counted)[i].Str(c)) << c << " of " << (*counted)[i].Str("host");
+      }
+    }
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Manager> manager_;
+};
+
+TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
+  Insert("a-plain", "acme", std::string("h1"), "qemu", 2, 512, {{"name", "a-plain"}, {"vcpus", 1}, {"memory_mib", 256}});
+  Insert("b-lxc", "", nullptr, "lxc", 1, 64, {{"name", "b-lxc"}});
+  Insert("c-emul", "acme", std::string("h2"), "qemu", 4, 1024, {{"paravirt", false}, {"vcpus", 3}});
+  Insert("d-\xc3\xa9t\xc3\xa9", "other", std::string("h2"), "qemu", 1, 128, {{"name", "x"}});
+  Insert("acme:e-short", "acme", std::string("h1"), "qemu", 1, 128, {{"name", "e-short"}});  // shown as e-short
+  ASSERT_TRUE(manager_->store()
+                  .Exec("UPDATE guests SET alert = ?, crash = ?, health = 'ready', migrating_to = 'h1', pool = NULL, "
+                        "placement_reason = ?, cpu_used = 0.3333333333333333, memory_used_mib = 77 WHERE name = "
+                        "'c-emul'",
+                        {Json({{"type", "duplicate"}, {"also_on", {"h1"}}}).dump(), std::string("{not json"),
+                         std::string("quote \" back\\slash tab\t nl\n ctl\x01 end")})
+                  .ok());
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
+  for (const Principal& p : {Principal{"admin", Role::kAdmin, ""}, Principal{"t", Role::kTenant, "acme"},
+                             Principal{"t", Role::kTenant, "nobody"}}) {
+    auto tree = manager_->ListGuests(p);
+    auto body = manager_->ListGuestsBody(p);
+    ASSERT_TRUE(tree.ok() && body.ok());
+    EXPECT_EQ(*body, tree->dump()) << "as " << RoleName(p.role) << " " << p.tenant;
+  }
+  // A changed spec is read again (the facts are cached by spec text).
+  ASSERT_TRUE(manager_->store()
+                  .Exec("UPDATE guests SET spec = ? WHERE name = 'c-emul'",
+                        {Json({{"paravirt", true}, {"vcpus", 4}, {"memory_mib", 999}}).dump()})
+                  .ok());
+  const Principal admin{"admin", Role::kAdmin, ""};
+  EXPECT_EQ(*manager_->ListGuestsBody(admin), manager_->ListGuests(admin)->dump());
+  EXPECT_NE(manager_->ListGuestsBody(admin)->find("\"memory_mib\":999"), std::string::npos);
+}
+
+TEST_F(ListingTest, HostReservationTotalsStayExactThroughEveryGuestWrite) {
+  Insert("g1", "", std::string("h1"), "qemu", 2, 512, Json::object());
+  Insert("g2", "", std::string("h1"), "qemu", 1, 256, Json::object());
+  Insert("g3", "", nullptr, "qemu", 8, 8192, Json::object());
+  ExpectTotalsExact();
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET host = 'h2' WHERE name = 'g1'").ok());  // a move
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET vcpus = 4, memory_mib = 1024 WHERE name = 'g2'").ok());
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET host = 'h1' WHERE name = 'g3'").ok());  // placed
+  ExpectTotalsExact();
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET state = 'stopped', cpu_used = 1 WHERE name = 'g3'").ok());
+  ASSERT_TRUE(manager_->store().Exec("DELETE FROM guests WHERE name = 'g2'").ok());
+  ExpectTotalsExact();
+  auto hosts = manager_->ListHosts();
+  ASSERT_TRUE(hosts.ok());
+  const Json& h1 = (*hosts)["hosts"][0];
+  EXPECT_EQ(h1["guests"], 1);
+  EXPECT_EQ(h1["reserved"]["vcpus"], 8.0);
+  EXPECT_EQ(h1["reserved"]["memory_mib"], 8192);
+  auto one = manager_->GetHost("h2");
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ((*one)["guests"], 1);
+  EXPECT_EQ((*one)["reserved"]["memory_mib"], 512);
+}
+
+}  // namespace
+}  // namespace uw::manager
