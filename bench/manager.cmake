@@ -6,3 +6,22 @@ if(TARGET uw_manager)
     DEPS uw::manager uw::api
     SHORT_ARGS --benchmark_min_time=0.05)
 endif()
+
+# The listing routes against python3's http.server serving the same bytes, in one run (~20 s; wrk
+# when installed). Also the event-stream capacity (open streams with /healthz < 10 ms, memory per
+# stream) and the 1,000-host heartbeat simulation against a real uw-manager (not in CI's short run:
+# it takes a minute and needs the uw-manager binary).
+if(TARGET uw_manager)
+  uw_benchmark(NAME manager_listing_benchmark
+    SRCS manager_listing_benchmark.cc
+    DEPS uw::manager uw::api
+    SHORT_ARGS --benchmark_format=json)
+endif()
+if(TARGET uw_manager)
+  uw_benchmark(NAME manager_events_benchmark
+    SRCS manager_events_benchmark.cc
+    DEPS uw::manager uw::api)
+  uw_benchmark(NAME manager_heartbeat_simulation
+    SRCS manager_heartbeat_simulation.cc
+    DEPS uw::api uw::common)
+endif()

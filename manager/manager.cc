@@ -606,7 +606,9 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
         "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, NULL, ?, ?)",
         {now, std::string(name), cpu_used, mem_used}));
     for (const auto& [g, u] : guest_usage) {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET cpu_used = ?, memory_used_mib = ? WHERE name = ? AND host = ?",
+      // Unchanged rows are not rewritten (most guests' usage is the same from one beat to the next).
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET cpu_used = ?1, memory_used_mib = ?2 WHERE name = ?3 AND "
+                                      "host = ?4 AND (cpu_used <> ?1 OR memory_used_mib <> ?2)",
                                       {u.first, u.second, g, std::string(name)}));
       UW_RETURN_IF_ERROR(store_->Exec(
           "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",

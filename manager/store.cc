@@ -200,6 +200,10 @@ CREATE TABLE host_reservations (
 INSERT INTO host_reservations(host, guests, vcpus, memory_mib)
   SELECT h.name, COUNT(g.name), COALESCE(SUM(g.vcpus), 0), COALESCE(SUM(g.memory_mib), 0)
   FROM hosts h LEFT JOIN guests g ON g.host = h.name GROUP BY h.name;
+-- Heartbeats look up the guests with an alert and the tasks that ended lately: without these
+-- indexes every heartbeat read every guest and every task ever run.
+CREATE INDEX guests_with_alert ON guests(name) WHERE alert IS NOT NULL;
+CREATE INDEX tasks_by_updated ON tasks(updated_ms);
 CREATE TRIGGER host_reservations_new_host AFTER INSERT ON hosts BEGIN
   INSERT OR IGNORE INTO host_reservations(host) VALUES (NEW.name);
 END;

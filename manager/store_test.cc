@@ -56,6 +56,8 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
       ASSERT_TRUE((*s)->Exec(std::string("DROP TRIGGER ") + trigger).ok()) << trigger;
     }
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_reservations").ok());
+    ASSERT_TRUE((*s)->Exec("DROP INDEX guests_with_alert").ok());
+    ASSERT_TRUE((*s)->Exec("DROP INDEX tasks_by_updated").ok());
     // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
     for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"}, {"hosts", "info"}, {"api_tokens", "created_ms"}}) {
       auto cols = (*s)->Query("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid");

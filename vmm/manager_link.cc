@@ -55,6 +55,42 @@ Status ManagerLink::Join() {
   return Status::Ok();
 }
 
+namespace {
+
+// Copies the listed members of `from` that are present.
+Json Pick(const Json& from, std::initializer_list<const char*> keys) {
+  Json out = Json::object();
+  if (!from.is_object()) return out;
+  for (const char* k : keys) {
+    if (auto it = from.find(k); it != from.end()) out[k] = *it;
+  }
+  return out;
+}
+
+}  // namespace
+
+Json HeartbeatBody(const Json& stats, const Json& guests) {
+  Json usage = Json::array();
+  if (stats.is_object() && stats.contains("guests") && stats["guests"].is_array()) {
+    for (const auto& g : stats["guests"]) usage.push_back(Pick(g, {"name", "cpu_cores", "memory_used_mib"}));
+  }
+  Json out_stats = Pick(stats, {"sampled_at"});
+  out_stats["guests"] = std::move(usage);
+  Json list = Json::array();
+  if (guests.is_array()) {
+    for (const auto& g : guests) {
+      Json one = Pick(g, {"name", "state", "kind", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "health",
+                          "unresponsive_since"});
+      if (g.is_object() && g.contains("crash")) one["crash"] = Pick(g["crash"], {"at", "console_tail"});
+      list.push_back(std::move(one));
+    }
+  }
+  Json body = Json::object();
+  body["stats"] = std::move(out_stats);
+  body["guests"] = std::move(list);
+  return body;
+}
+
 Status ManagerLink::Heartbeat() {
   std::string token;
   {
@@ -68,7 +104,7 @@ Status ManagerLink::Heartbeat() {
   }
   UW_ASSIGN_OR_RETURN(Json stats, source_("/api/v1/stats"));
   UW_ASSIGN_OR_RETURN(Json guests, source_("/api/v1/guests"));
-  Json body = {{"stats", stats}, {"guests", guests.value("guests", Json::array())}};
+  Json body = HeartbeatBody(stats, guests.value("guests", Json::array()));
   UW_ASSIGN_OR_RETURN(auto r, client_.Do("POST", "/api/v1/hosts/" + options_.host_name + "/heartbeat", body.dump(),
                                          {{"Authorization", "Bearer " + token}, {"Content-Type", "application/json"}}));
   if (r.status == 401 || r.status == 404) {

@@ -3,6 +3,7 @@
 #include "vmm/agent.h"
 
 #include <atomic>
+#include <cstdio>
 
 #include <gtest/gtest.h>
 
@@ -126,6 +127,82 @@ TEST(ManagerLinkTest, AgentConfigCarriesTheManagerFields) {
 TEST(ManagerLinkTest, UnreachableManagerIsUnavailable) {
   ManagerLink link(Options("http://127.0.0.1:1"), FakeSource());
   EXPECT_EQ(link.Join().code(), StatusCode::kUnavailable);
+}
+
+// What the agent answers for `n` running guests, as its routes build them (GuestJson adds health
+// and readiness to GuestInfoToJson).
+std::pair<Json, Json> AgentAnswers(int n) {
+  Json usage = Json::array(), guests = Json::array();
+  for (int i = 0; i < n; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "acme:web-frontend-%04d", i);
+    GuestInfo info;
+    info.name = name;
+    info.uuid = "5f0c3e1a-4b7d-4c1e-9a51-" + std::to_string(100000000000 + i);
+    info.state = GuestState::kRunning;
+    info.state_reason = "booted";
+    info.id = i + 1;
+    info.vcpus = info.max_vcpus = 2;
+    info.memory_mib = info.max_memory_mib = 2048;
+    info.cpu_time_ns = 123456789012ull + i;
+    info.console_log = std::string("/var/lib/underware/guests/") + name + "/console.log";
+    info.channels.push_back({"org.underware.guest.0", std::string("/run/underware/") + name + ".sock"});
+    Json g = GuestInfoToJson(info);
+    g["health"] = "ready";
+    g["ready"] = true;
+    g["health_since"] = int64_t{1764810000000} + i;
+    guests.push_back(g);
+    GuestUsage u;
+    u.counters.name = name;
+    u.counters.uuid = info.uuid;
+    u.counters.state = GuestState::kRunning;
+    u.counters.cpu_time_ns = info.cpu_time_ns;
+    u.counters.vcpus = 2;
+    u.counters.balloon_current_kib = u.counters.balloon_maximum_kib = 2048 * 1024;
+    u.counters.rss_kib = 1900 * 1024;
+    u.interval_s = 2.0001;
+    u.cpu_cores = 0.123456789 + i * 1e-6;
+    u.memory_used_mib = 1234;
+    u.block_rd_bps = 1234.5678;
+    u.net_rx_bps = 98765.4321;
+    usage.push_back(GuestUsageToJson(u));
+  }
+  Json stats = {{"sampled_at", "2026-12-04T01:00:00.000Z"},
+                {"host", {{"name", "h1"}, {"hostname", "h1"}, {"cpu_cores", 64}, {"memory_mib", 262144}}},
+                {"guests", usage}};
+  return {stats, guests};
+}
+
+TEST(ManagerLinkTest, AHostWithMoreThan340GuestsCanNeverHeartbeatAgain) {
+  // The full answers made 775 bytes per guest: 592 guests were 459 KB, over the manager's default
+  // max_body_bytes (256 KiB). The heartbeat carries only what the manager reads.
+  constexpr size_t kManagerBodyLimit = 256 << 10;
+  auto [stats, guests] = AgentAnswers(1024);
+  const size_t full = Json({{"stats", stats}, {"guests", guests}}).dump().size();
+  const Json body = HeartbeatBody(stats, guests);
+  const size_t compact = body.dump().size();
+  std::printf("heartbeat of 1024 guests: full %zu bytes (%.0f per guest), sent %zu bytes (%.0f per guest)\n", full,
+              full / 1024.0, compact, compact / 1024.0);
+  EXPECT_LT(compact, kManagerBodyLimit * 3 / 4) << "1,024 guests with room to spare";
+  EXPECT_LT(compact * 3, full);
+  // What the manager reads is all there.
+  const Json& g = body["guests"][1023];
+  EXPECT_EQ(g["name"], "acme:web-frontend-1023");
+  for (const char* k : {"state", "kind", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "health"}) {
+    EXPECT_TRUE(g.contains(k)) << k;
+  }
+  EXPECT_FALSE(g.contains("channels"));
+  const Json& u = body["stats"]["guests"][1023];
+  EXPECT_EQ(u.size(), 3u) << u.dump();
+  EXPECT_DOUBLE_EQ(u["cpu_cores"].get<double>(), stats["guests"][1023]["cpu_cores"].get<double>());
+  EXPECT_EQ(u["memory_used_mib"], 1234);
+  // A crashed guest keeps its crash record; unresponsive_since passes through.
+  Json crashed = guests[0];
+  crashed["crash"] = {{"at", 5}, {"console_tail", "Kernel panic"}, {"extra", 1}};
+  crashed["unresponsive_since"] = 7;
+  const Json one = HeartbeatBody(stats, Json::array({crashed}));
+  EXPECT_EQ(one["guests"][0]["crash"], Json({{"at", 5}, {"console_tail", "Kernel panic"}}));
+  EXPECT_EQ(one["guests"][0]["unresponsive_since"], 7);
 }
 
 }  // namespace
