@@ -110,6 +110,8 @@ void BM_OpenStreams(benchmark::State& state) {
   BuildRoutes(manager, router);
   api::ServerOptions opts;
   opts.worker_threads = cfg.http_workers;
+  opts.max_connections = 20000;  // every stream comes from 127.0.0.1 here
+  opts.max_connections_per_client = 20000;
   api::HttpServer server(opts, &router);
   if (!server.Start().ok()) std::abort();
   api::HttpClient warm({"http://127.0.0.1:" + std::to_string(server.port()), "", 5000, 3000});

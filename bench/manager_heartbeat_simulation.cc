@@ -85,6 +85,7 @@ struct ManagerProcess {
                 {"admin_token", kAdmin},
                 {"heartbeat_interval_ms", 1000},
                 {"heartbeat_timeout_ms", 10000},
+                {"max_connections_per_client", 4096},  // every host connects from 127.0.0.1 here
                 {"log_level", "warn"},
                 {"log_file", (dir / "manager.log").string()}};
     std::ofstream(dir / "manager.json") << cfg.dump();

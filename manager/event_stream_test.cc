@@ -86,6 +86,7 @@ class EventStreamTest : public ::testing::Test {
     BuildRoutes(*manager_, router_);
     api::ServerOptions opts;
     opts.worker_threads = config.http_workers;
+    opts.max_connections_per_client = 4096;  // every stream comes from 127.0.0.1 here
     server_ = std::make_unique<api::HttpServer>(opts, &router_);
     ASSERT_TRUE(server_->Start().ok());
   }

@@ -84,6 +84,13 @@ class Api {
     return r;
   }
 
+  // The heartbeat's own body limit (a host's guest list), larger than the server's.
+  api::RouteOptions HeartbeatRoute() const {
+    api::RouteOptions o;
+    o.max_body_bytes = std::max(m_.config().heartbeat_max_body_bytes, m_.config().max_body_bytes);
+    return o;
+  }
+
   void Build(api::Router& router) {
     router.SetAuthenticator([this](Request& req) -> Status {
       UW_ASSIGN_OR_RETURN(Principal p, m_.Authenticate(req.BearerToken()));
@@ -104,7 +111,7 @@ class Api {
       auto body = req.JsonBody();
       if (!body.ok()) return Response::Error(body.status());
       return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
-    });
+    }, HeartbeatRoute());
     router.Add("GET", "/api/v1/hosts", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       return Answer(m_.ListHosts());

@@ -1,9 +1,7 @@
 // uw-manager: the cluster manager. Usage: uw-manager --config /etc/underware/manager.json
 // SIGTERM or SIGINT stops it; it is crash-only, so kill -9 is also safe (tasks resume on start).
 #include <signal.h>
-#include <sys/resource.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -51,18 +49,6 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  // Every open event stream is a socket: raise the soft descriptor limit to the hard one (Debian's
-  // default soft limit of 1,024 would cap streams and agents' connections at about a thousand).
-  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    const rlim_t was = nofile.rlim_cur;
-    nofile.rlim_cur = nofile.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &nofile) == 0) {
-      spdlog::info("descriptor limit raised from {} to {}", was, nofile.rlim_cur);
-    } else {
-      spdlog::warn("descriptor limit stays at {}: {}", was, std::strerror(errno));
-    }
-  }
-
   uw::manager::Manager manager(*config);
   if (auto s = manager.Start(); !s.ok()) {
     spdlog::error("cannot start: {}", s.ToString());
@@ -75,6 +61,8 @@ int main(int argc, char** argv) {
   opts.port = config->listen_port;
   opts.max_body_bytes = config->max_body_bytes;
   opts.worker_threads = config->http_workers;
+  opts.max_connections = config->max_connections;
+  opts.max_connections_per_client = config->max_connections_per_client;
   uw::api::HttpServer server(opts, &router);
   if (auto s = server.Start(); !s.ok()) {
     spdlog::error("cannot serve: {}", s.ToString());

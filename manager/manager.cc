@@ -93,7 +93,8 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   const JsonView& v = *root;
   if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
                                   "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
-                                  "max_body_bytes", "http_workers", "placement_policy", "log_level", "log_file",
+                                  "max_body_bytes", "heartbeat_max_body_bytes", "http_workers", "max_connections",
+                                  "max_connections_per_client", "placement_policy", "log_level", "log_file",
                                   "migration"});
       !s.ok()) {
     return fail(s);
@@ -141,6 +142,13 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   UW_CFG(n, v.Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes)));
   if (n < 1024) return fail(v.FieldError("max_body_bytes", "expected at least 1024"));
   c.max_body_bytes = static_cast<size_t>(n);
+  UW_CFG(n, v.Int("heartbeat_max_body_bytes", static_cast<int64_t>(c.heartbeat_max_body_bytes)));
+  if (n < 1024) return fail(v.FieldError("heartbeat_max_body_bytes", "expected at least 1024"));
+  c.heartbeat_max_body_bytes = static_cast<size_t>(n);
+  if (Status s = int_in("max_connections", c.max_connections, 16, 1'000'000); !s.ok()) return fail(s);
+  if (Status s = int_in("max_connections_per_client", c.max_connections_per_client, 1, 1'000'000); !s.ok()) {
+    return fail(s);
+  }
   UW_CFG(c.placement_policy, v.String("placement_policy", c.placement_policy));
   if (c.placement_policy != "drs" && c.placement_policy != "opportunity-cost") {
     return fail(v.FieldError("placement_policy", "expected drs or opportunity-cost"));

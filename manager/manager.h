@@ -83,7 +83,12 @@ struct ManagerConfig {
   int task_workers = 4;
   int agent_timeout_ms = 120000;       // one call to an agent
   size_t max_body_bytes = 256 << 10;
+  // The heartbeat route's own body limit. uw-agent sends about 230 bytes per guest (vmm::HeartbeatBody):
+  // a host with 1,024 guests sends about 235 KB; this leaves room for 4,000 guests with long names.
+  size_t heartbeat_max_body_bytes = 1 << 20;
   int http_workers = 16;               // handler threads (event streams hold none)
+  int max_connections = 4096;          // open connections (event streams included), in total
+  int max_connections_per_client = 256;  // and per client address (raise it behind a proxy or NAT)
   std::string placement_policy = "drs";
   std::string log_level = "info";
   std::string log_file;
