@@ -4,11 +4,14 @@
 // std::map per guest, then dump) served 23-63 requests/s. Here each row is read in place
 // (Store::Scan), the three facts a guest's JSON takes from its stored spec are cached per guest
 // (re-derived only when the spec text changes), and the text is appended field by field in the
-// order nlohmann's dump sorts keys, so the body is byte for byte what ListGuests(p).dump() gives
-// (listing_test.cc checks that on rows with every optional field).
+// order nlohmann's dump sorts keys, so that the body is byte for byte what ListGuests(p).dump()
+// gives (listing_test.cc checks that on rows with every optional field). The body is kept until a
+// row of guests changes (Store::ChangeCount): between heartbeats that change usage, listings cost
+// a copy.
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 
 #include "manager/internal.h"
 #include "manager/manager.h"
@@ -19,7 +22,19 @@ namespace {
 // Appends `s` as a JSON string exactly as nlohmann's dump() writes it (UTF-8 passes through;
 // control characters as \b \f \n \r \t or \u00xx).
 void AppendString(std::string& out, std::string_view s) {
-  for (unsigned char c : s) {
+  size_t special = 0;
+  while (special < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[special]);
+    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
+    ++special;
+  }
+  if (special == s.size()) {  // the common case: nothing to escape
+    out += '"';
+    out += s;
+    out += '"';
+    return;
+  }
+  for (unsigned char c : s.substr(special)) {
     if (c >= 0x80) {
       out += Json(std::string(s)).dump();  // non-ASCII: nlohmann's own UTF-8 checks and errors
       return;
@@ -58,11 +73,15 @@ void AppendInt(std::string& out, int64_t v) {
 }
 
 void AppendDouble(std::string& out, double v) {
-  if (v == 0.0 && !std::signbit(v)) {
-    out += "0.0";
+  // As nlohmann's serializer writes a number_float (its dump_float): null when not finite, else its
+  // Grisu2 to_chars (shortest round trip, ".0" on integers).
+  if (!std::isfinite(v)) {
+    out += "null";
     return;
   }
-  out += Json(v).dump();  // nlohmann's number format (shortest round trip, ".0" on integers)
+  char buf[64];
+  char* end = nlohmann::detail::to_chars(buf, buf + sizeof(buf), v);
+  out.append(buf, end);
 }
 
 // A TEXT column holding JSON, as SqlRow::JsonOf reads it: null when NULL or not JSON.
@@ -92,6 +111,9 @@ constexpr const char* kGuestListColumns =
     "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
     "placement_reason, alert, health, on_crash, crash, cpu_used, memory_used_mib, created_ms FROM guests";
 
+// Listings kept (one for everyone who sees all guests, one per tenant that listed lately).
+constexpr size_t kMaxCachedListings = 64;
+
 }  // namespace
 
 Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
@@ -109,24 +131,39 @@ Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
 }
 
 Result<std::string> Manager::ListGuestsBody(const Principal& p) {
-  std::string out;
   std::lock_guard l(listing_mu_);
+  // The body depends on the guests table alone (and on who asks): kept until a row of it changes.
+  // Read before the rows, so that a change made meanwhile makes the next call build it again.
+  const uint64_t version = store_->ChangeCount("guests");
+  const std::string key = p.role == Role::kTenant ? "tenant:" + p.tenant : "*";
+  if (auto hit = listings_.find(key); hit != listings_.end() && hit->second.version == version) {
+    return hit->second.body;
+  }
+  std::string out;
   out.reserve(listing_bytes_hint_ + 64);
   const bool everyone = p.role != Role::kTenant;
   const std::string tenant_prefix = p.tenant + ":";
   ++listing_generation_;
   out += "{\"guests\":[";
   bool first = true;
+  auto hint = spec_facts_.begin();
   auto row = [&](const SqlCursor& c) -> Status {
     const std::string_view name = c.Text(kName);
     const std::string_view spec_text = c.Text(kSpec);
-    auto it = spec_facts_.find(name);
+    // Rows come in name order, as the cache is kept: the next entry is usually the one.
+    auto it = hint != spec_facts_.end() && hint->first == name ? hint : spec_facts_.find(name);
     if (it == spec_facts_.end()) {
       it = spec_facts_.emplace(std::string(name), DeriveSpecFacts(spec_text)).first;
     } else if (it->second.spec != spec_text) {
       it->second = DeriveSpecFacts(spec_text);
     }
+    hint = std::next(it);
     SpecFacts& facts = it->second;
+    const int64_t created_ms = c.Int(kCreatedMs);
+    if (facts.created.empty() || facts.created_ms != created_ms) {
+      facts.created_ms = created_ms;
+      facts.created = FormatRfc3339(TimePoint(std::chrono::milliseconds(created_ms)));
+    }
     facts.seen = listing_generation_;
     const std::string_view kind = c.Text(kKind);
     if (!first) out += ',';
@@ -139,7 +176,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
     out += ",\"crash\":";
     AppendStoredJson(out, c, kCrash);
     out += ",\"created\":";
-    AppendString(out, FormatRfc3339(TimePoint(std::chrono::milliseconds(c.Int(kCreatedMs)))));
+    AppendString(out, facts.created);
     out += ",\"devices\":";
     out += kind == "lxc" ? "\"container\"" : facts.paravirt ? "\"virtio\"" : "\"emulated\"";
     out += ",\"health\":";
@@ -194,6 +231,8 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
   }
   out += "]}";
   if (everyone) listing_bytes_hint_ = out.size();
+  if (listings_.size() >= kMaxCachedListings) listings_.clear();
+  listings_[key] = CachedListing{version, out};
   return out;
 }
 

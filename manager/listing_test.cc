@@ -82,6 +82,21 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
     ASSERT_TRUE(tree.ok() && body.ok());
     EXPECT_EQ(*body, tree->dump()) << "as " << RoleName(p.role) << " " << p.tenant;
   }
+  // A kept body is not served after a change of any guest row (usage from a heartbeat here).
+  const Principal everyone{"admin", Role::kAdmin, ""};
+  const std::string before = *manager_->ListGuestsBody(everyone);
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), before);
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 1.5 WHERE name = 'b-lxc'").ok());
+  EXPECT_NE(*manager_->ListGuestsBody(everyone), before);
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
+  // A rolled-back change only costs a rebuild.
+  ASSERT_FALSE(manager_->store()
+                   .Transact([&]() -> Status {
+                     UW_RETURN_IF_ERROR(manager_->store().Exec("UPDATE guests SET state = 'x' WHERE name = 'b-lxc'"));
+                     return AbortedError("roll back");
+                   })
+                   .ok());
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
   // A changed spec is read again (the facts are cached by spec text).
   ASSERT_TRUE(manager_->store()
                   .Exec("UPDATE guests SET spec = ? WHERE name = 'c-emul'",

@@ -373,6 +373,8 @@ class Manager {
     std::string spec;  // the text these were derived from
     bool paravirt = true;
     std::optional<int64_t> vcpus, memory_mib;
+    int64_t created_ms = 0;
+    std::string created;  // created_ms formatted (RFC 3339)
     uint64_t seen = 0;  // listing_generation_ of the last listing that showed the guest
   };
   static SpecFacts DeriveSpecFacts(std::string_view spec_text);
@@ -380,6 +382,11 @@ class Manager {
   std::map<std::string, SpecFacts, std::less<>> spec_facts_;  // guarded by listing_mu_: by guest name
   uint64_t listing_generation_ = 0;                            // guarded by listing_mu_
   size_t listing_bytes_hint_ = 0;                              // guarded by listing_mu_: last full body
+  struct CachedListing {
+    uint64_t version = 0;  // Store::ChangeCount("guests") when it was built
+    std::string body;
+  };
+  std::map<std::string, CachedListing> listings_;  // guarded by listing_mu_: by "*" or "tenant:<name>"
 
   std::mutex migrator_mu_;
   std::condition_variable migrator_cv_;

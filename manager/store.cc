@@ -278,6 +278,16 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   }
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<Store> store(new Store(db));
+  // Runs inside sqlite3_step, so under the store's mutex.
+  sqlite3_update_hook(
+      db,
+      [](void* self, int, const char*, const char* table, sqlite3_int64) {
+        auto& changes = static_cast<Store*>(self)->changes_;
+        auto it = changes.find(std::string_view(table));
+        if (it == changes.end()) it = changes.emplace(table, 0).first;
+        ++it->second;
+      },
+      store.get());
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL"}) {
     char* err = nullptr;
     if (sqlite3_exec(db, pragma, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -430,6 +440,12 @@ Result<SqlRow> Store::QueryOne(std::string_view sql, const std::vector<SqlValue>
   UW_ASSIGN_OR_RETURN(auto rows, Query(sql, args));
   if (rows.empty()) return NotFoundError(std::string(what));
   return std::move(rows[0]);
+}
+
+uint64_t Store::ChangeCount(std::string_view table) {
+  std::lock_guard l(mu_);
+  auto it = changes_.find(table);
+  return it == changes_.end() ? 0 : it->second;
 }
 
 int64_t Store::Changes() {

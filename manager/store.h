@@ -91,6 +91,10 @@ class Store {
   Status Scan(std::string_view sql, const std::vector<SqlValue>& args, const std::function<Status(const SqlCursor&)>& fn);
   // The first row or kNotFound with `what` as the message.
   Result<SqlRow> QueryOne(std::string_view sql, const std::vector<SqlValue>& args, std::string_view what);
+  // Row changes (inserts, updates, deletes) made to `table` since the store opened, as SQLite's
+  // update hook reports them. Changes later rolled back count too: a different count means the
+  // table may have changed, the same count that it has not (for caches of what is read from it).
+  uint64_t ChangeCount(std::string_view table);
   // Rows changed by the last Exec on this connection.
   int64_t Changes();
   int64_t LastInsertRowId();
@@ -110,6 +114,7 @@ class Store {
   std::recursive_mutex mu_;
   sqlite3* db_;                                          // guarded by mu_
   std::map<std::string, sqlite3_stmt*, std::less<>> stmts_;  // guarded by mu_
+  std::map<std::string, uint64_t, std::less<>> changes_;     // guarded by mu_: by table
   int schema_version_ = 0;
 };
 
