@@ -36,7 +36,7 @@ namespace {
 
 constexpr const char* kAdmin = "sim-admin-token-0123456789";
 constexpr const char* kJoin = "sim-join-token-0123456789";
-constexpr int kSenders = 8;
+constexpr int kSenders = 32;
 constexpr int kWarmUpSeconds = 5;
 
 std::string ManagerBinary() {
