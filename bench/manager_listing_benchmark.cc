@@ -15,6 +15,7 @@
 // Load comes from Debian's wrk (1 thread, 4 connections, 2 s per route) when it is installed, else
 // from one keep-alive client in this process. Results as JSON with --benchmark_format=json.
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -279,6 +280,9 @@ BENCHMARK(BM_HostsCore)->Arg(2000)->Iterations(1)->Unit(benchmark::kMillisecond)
 }  // namespace uw::manager
 
 int main(int argc, char** argv) {
+  // The manager runs in this process: give it uw-manager's malloc settings (manager/main.cc).
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
   spdlog::set_level(spdlog::level::warn);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -98,18 +100,26 @@ class EventStreamTest : public ::testing::Test {
   api::HttpClient Client(const std::string& token = kAdmin) {
     return api::HttpClient({"http://127.0.0.1:" + std::to_string(server_->port()), token, 10000, 3000});
   }
-  // The slowest of `n` GET /healthz, in ms (each on a new connection, as a monitor would ask).
-  double SlowestHealthzMs(int n) {
-    double worst = 0;
+  // `n` GET /healthz, each on a new connection as a monitor would ask: their latencies in ms, sorted.
+  std::vector<double> HealthzMs(int n) {
+    std::vector<double> ms;
     for (int i = 0; i < n; ++i) {
       auto client = Client();
       auto t0 = std::chrono::steady_clock::now();
       auto r = client.Do("GET", "/healthz");
-      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       EXPECT_TRUE(r.ok() && r->status == 200);
-      worst = std::max(worst, ms);
     }
-    return worst;
+    std::sort(ms.begin(), ms.end());
+    return ms;
+  }
+  // /healthz answers at once: the median under 10 ms and none held up (a worker held by a stream
+  // made it wait for seconds). The slowest is allowed a scheduling hiccup of the shared test box.
+  void ExpectHealthzFast(int n, const std::string& when) {
+    std::vector<double> ms = HealthzMs(n);
+    EXPECT_LT(ms[ms.size() / 2], 10.0) << when;
+    EXPECT_LT(ms.back(), 500.0) << when;
+    std::printf("/healthz %s: median %.2f ms, slowest %.2f ms of %d\n", when.c_str(), ms[ms.size() / 2], ms.back(), n);
   }
   bool WaitForSubscribers(size_t n) {
     for (int i = 0; i < 500 && manager_->event_subscribers() != n; ++i) {
@@ -133,7 +143,7 @@ TEST_F(EventStreamTest, EventStreamsFreezeTheManager) {
     ASSERT_TRUE(streams.back()->ok());
   }
   ASSERT_TRUE(WaitForSubscribers(kStreams)) << manager_->event_subscribers();
-  EXPECT_LT(SlowestHealthzMs(50), 10.0);
+  ExpectHealthzFast(50, "with " + std::to_string(kStreams) + " open streams");
   ASSERT_TRUE(manager_->AddEvent("test.ping", "s", "", {{"n", 1}}).ok());
   for (auto& s : streams) {
     std::string got = s->ReadUntil("event: test.ping", std::chrono::seconds(5));
@@ -142,11 +152,11 @@ TEST_F(EventStreamTest, EventStreamsFreezeTheManager) {
   // Opening and closing 16 streams quickly leaves no worker behind (it lingered 15 s before).
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 16; ++i) RawStream(server_->port(), "/api/v1/events", kAdmin);
-    EXPECT_LT(SlowestHealthzMs(10), 10.0) << "round " << round;
+    ExpectHealthzFast(10, "after 16 streams opened and closed, round " + std::to_string(round));
   }
   streams.clear();
   EXPECT_TRUE(WaitForSubscribers(0)) << "clients that left are unsubscribed: " << manager_->event_subscribers();
-  EXPECT_LT(SlowestHealthzMs(10), 10.0);
+  ExpectHealthzFast(10, "after every stream closed");
 }
 
 TEST_F(EventStreamTest, StreamsResumeFilterByTenantAndFollowLiveEvents) {
@@ -166,17 +176,21 @@ TEST_F(EventStreamTest, StreamsResumeFilterByTenantAndFollowLiveEvents) {
   RawStream admin(server_->port(), "/api/v1/events?since=" + std::to_string(mark), kAdmin);
   ASSERT_TRUE(WaitForSubscribers(2));
   ASSERT_TRUE(manager_->AddEvent("test.c", "z", "other", Json::object()).ok());
-  ASSERT_TRUE(manager_->AddEvent("test.d", "w", "acme", Json::object()).ok());
-  std::string a = acme.ReadUntil("event: test.d", std::chrono::seconds(5));
+  ASSERT_TRUE(manager_->AddEvent("test.d", "acme:web1", "acme", {{"guest", "acme:web1"}}).ok());
+  std::string a = acme.ReadUntil("{\"guest\":\"web1\"}", std::chrono::seconds(5));
   EXPECT_NE(a.find("event: test.a"), std::string::npos) << a;
   EXPECT_LT(a.find("event: test.a"), a.find("event: test.d")) << a;
   EXPECT_EQ(a.find("test.b"), std::string::npos) << a;
   EXPECT_EQ(a.find("test.c"), std::string::npos) << a;
-  std::string all = admin.ReadUntil("event: test.d", std::chrono::seconds(5));
+  // Tenants see their guests by short names, live as in the backlog (EventsSince).
+  EXPECT_NE(a.find("\"subject\":\"web1\""), std::string::npos) << a;
+  EXPECT_EQ(a.find("acme:web1"), std::string::npos) << a;
+  std::string all = admin.ReadUntil("{\"guest\":\"acme:web1\"}", std::chrono::seconds(5));
   EXPECT_EQ(all.find("event: test.a"), std::string::npos) << "since= starts after that seq: " << all;
   EXPECT_EQ(all.find("event: test.b"), std::string::npos) << all;
   EXPECT_NE(all.find("event: test.c"), std::string::npos) << all;
   EXPECT_LT(all.find("event: test.c"), all.find("event: test.d")) << all;
+  EXPECT_NE(all.find("\"subject\":\"acme:web1\""), std::string::npos) << "operators see full names: " << all;
 
   // follow=false ends after the backlog; Last-Event-ID resumes after that event.
   std::string backlog;

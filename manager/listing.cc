@@ -6,8 +6,8 @@
 // (re-derived only when the spec text changes), and the text is appended field by field in the
 // order nlohmann's dump sorts keys, so that the body is byte for byte what ListGuests(p).dump()
 // gives (listing_test.cc checks that on rows with every optional field). The body is kept until a
-// row of guests changes (Store::ChangeCount): between heartbeats that change usage, listings cost
-// a copy.
+// row of guests changes (Store::ChangeCount), and each guest's text until its row changes
+// (Store::TakeChangedRows): a listing after a heartbeat changed some guests' usage rewrites those.
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -105,11 +105,11 @@ void AppendTextOrNull(std::string& out, const SqlCursor& c, int col) {
 // Columns of kGuestListQuery by index.
 enum GuestColumn {
   kName, kTenant, kHost, kPool, kKind, kSpec, kState, kVcpus, kMemoryMib, kAutomation, kMigratingTo,
-  kPlacementReason, kAlert, kHealth, kOnCrash, kCrash, kCpuUsed, kMemoryUsedMib, kCreatedMs,
+  kPlacementReason, kAlert, kHealth, kOnCrash, kCrash, kCpuUsed, kMemoryUsedMib, kCreatedMs, kRowid,
 };
 constexpr const char* kGuestListColumns =
     "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
-    "placement_reason, alert, health, on_crash, crash, cpu_used, memory_used_mib, created_ms FROM guests";
+    "placement_reason, alert, health, on_crash, crash, cpu_used, memory_used_mib, created_ms, rowid FROM guests";
 
 // Listings kept (one for everyone who sees all guests, one per tenant that listed lately).
 constexpr size_t kMaxCachedListings = 64;
@@ -146,8 +146,10 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
   ++listing_generation_;
   out += "{\"guests\":[";
   bool first = true;
+  bool took_changes = false;
   auto hint = spec_facts_.begin();
-  auto row = [&](const SqlCursor& c) -> Status {
+  // Appends one guest's object to `out`.
+  auto write_guest = [&](std::string& out, const SqlCursor& c) {
     const std::string_view name = c.Text(kName);
     const std::string_view spec_text = c.Text(kSpec);
     // Rows come in name order, as the cache is kept: the next entry is usually the one.
@@ -166,8 +168,6 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
     }
     facts.seen = listing_generation_;
     const std::string_view kind = c.Text(kKind);
-    if (!first) out += ',';
-    first = false;
     // Keys in sorted order (nlohmann's object is a std::map).
     out += "{\"alert\":";
     AppendStoredJson(out, c, kAlert);
@@ -217,11 +217,40 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
     out += "},\"vcpus\":";
     AppendInt(out, facts.vcpus.value_or(c.Int(kVcpus)));
     out += '}';
+  };
+  auto row = [&](const SqlCursor& c) -> Status {
+    if (!first) out += ',';
+    first = false;
+    if (!everyone) {
+      write_guest(out, c);
+      return Status::Ok();
+    }
+    // Everyone's listing keeps each guest's text until SQLite reports a change of its row (taken
+    // here, under the store's mutex, so that no write comes between it and these rows). Rowids
+    // are stable: nothing VACUUMs the store.
+    if (!took_changes) {
+      took_changes = true;
+      Store::ChangedRows changed = store_->TakeChangedRows("guests");
+      if (changed.all) {
+        guest_texts_.clear();
+      } else {
+        for (int64_t rowid : changed.rowids) guest_texts_.erase(rowid);
+      }
+    }
+    const int64_t rowid = c.Int(kRowid);
+    auto text = guest_texts_.find(rowid);
+    if (text == guest_texts_.end()) {
+      std::string fresh;
+      write_guest(fresh, c);  // may throw (a stored spec that is not an object): nothing kept then
+      text = guest_texts_.emplace(rowid, std::move(fresh)).first;
+    }
+    out += text->second;
     return Status::Ok();
   };
   if (everyone) {
     UW_RETURN_IF_ERROR(store_->Scan(std::string(kGuestListColumns) + " ORDER BY name", {}, row));
-    // Forget the guests that are gone (only a full listing knows).
+    // Forget the guests that are gone (only a full listing knows; a guest whose kept text served
+    // this listing has its spec read again when it changes).
     for (auto it = spec_facts_.begin(); it != spec_facts_.end();) {
       it = it->second.seen == listing_generation_ ? std::next(it) : spec_facts_.erase(it);
     }

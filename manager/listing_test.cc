@@ -89,6 +89,12 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
   ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 1.5 WHERE name = 'b-lxc'").ok());
   EXPECT_NE(*manager_->ListGuestsBody(everyone), before);
   EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
+  // Each guest's kept text follows its row: a deleted guest goes, a new one comes, a changed one
+  // changes, the others are served as kept.
+  ASSERT_TRUE(manager_->store().Exec("DELETE FROM guests WHERE name = 'a-plain'").ok());
+  Insert("f-new", "acme", std::string("h2"), "qemu", 2, 256, {{"name", "f-new"}});
+  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET state = 'stopped', health = NULL WHERE name = 'c-emul'").ok());
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
   // A rolled-back change only costs a rebuild.
   ASSERT_FALSE(manager_->store()
                    .Transact([&]() -> Status {

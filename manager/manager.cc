@@ -504,6 +504,10 @@ Status Manager::AddEvent(std::string_view type, std::string_view subject, std::s
 }
 
 void Manager::SubscribeEvents(const Principal& p, int64_t since, bool follow, std::shared_ptr<api::StreamWriter> writer) {
+  if (event_bus_ == nullptr) {  // not started: nothing to serve
+    writer->Close();
+    return;
+  }
   event_bus_->Subscribe(p, since, follow, std::move(writer));
 }
 

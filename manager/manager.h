@@ -25,6 +25,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "api/http.h"
@@ -387,6 +388,7 @@ class Manager {
     std::string body;
   };
   std::map<std::string, CachedListing> listings_;  // guarded by listing_mu_: by "*" or "tenant:<name>"
+  std::unordered_map<int64_t, std::string> guest_texts_;  // guarded by listing_mu_: by guests rowid
 
   std::mutex migrator_mu_;
   std::condition_variable migrator_cv_;

@@ -281,11 +281,18 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   // Runs inside sqlite3_step, so under the store's mutex.
   sqlite3_update_hook(
       db,
-      [](void* self, int, const char*, const char* table, sqlite3_int64) {
-        auto& changes = static_cast<Store*>(self)->changes_;
-        auto it = changes.find(std::string_view(table));
-        if (it == changes.end()) it = changes.emplace(table, 0).first;
+      [](void* self, int, const char*, const char* table, sqlite3_int64 rowid) {
+        auto* store = static_cast<Store*>(self);
+        auto it = store->changes_.find(std::string_view(table));
+        if (it == store->changes_.end()) it = store->changes_.emplace(table, 0).first;
         ++it->second;
+        if (auto t = store->tracked_.find(std::string_view(table)); t != store->tracked_.end() && !t->second.all) {
+          t->second.rowids.push_back(rowid);
+          if (t->second.rowids.size() > kMaxTrackedRows) {
+            t->second.all = true;
+            t->second.rowids.clear();
+          }
+        }
       },
       store.get());
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL"}) {
@@ -446,6 +453,18 @@ uint64_t Store::ChangeCount(std::string_view table) {
   std::lock_guard l(mu_);
   auto it = changes_.find(table);
   return it == changes_.end() ? 0 : it->second;
+}
+
+Store::ChangedRows Store::TakeChangedRows(std::string_view table) {
+  std::lock_guard l(mu_);
+  auto it = tracked_.find(table);
+  if (it == tracked_.end()) {
+    tracked_.emplace(std::string(table), ChangedRows{});
+    return ChangedRows{true, {}};  // not tracked until now: anything may have changed
+  }
+  ChangedRows out;
+  std::swap(out, it->second);
+  return out;
 }
 
 int64_t Store::Changes() {

@@ -95,6 +95,16 @@ class Store {
   // update hook reports them. Changes later rolled back count too: a different count means the
   // table may have changed, the same count that it has not (for caches of what is read from it).
   uint64_t ChangeCount(std::string_view table);
+  // The rowids of `table` inserted, updated or deleted (rolled back or not) since the last call;
+  // tracking starts with the first call. `all` when more than kMaxTrackedRows changed (treat every
+  // row as changed). May be called from a Scan callback (it touches no statement): then no write
+  // can come between it and the rows scanned.
+  struct ChangedRows {
+    bool all = false;
+    std::vector<int64_t> rowids;
+  };
+  ChangedRows TakeChangedRows(std::string_view table);
+  static constexpr size_t kMaxTrackedRows = 100'000;
   // Rows changed by the last Exec on this connection.
   int64_t Changes();
   int64_t LastInsertRowId();
@@ -115,6 +125,7 @@ class Store {
   sqlite3* db_;                                          // guarded by mu_
   std::map<std::string, sqlite3_stmt*, std::less<>> stmts_;  // guarded by mu_
   std::map<std::string, uint64_t, std::less<>> changes_;     // guarded by mu_: by table
+  std::map<std::string, ChangedRows, std::less<>> tracked_; // guarded by mu_: by table
   int schema_version_ = 0;
 };
 
