@@ -297,6 +297,18 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
     }
   }
   if (target.size() != req.target.size()) req.target = std::string(target);
+  // The only transfer coding this server decodes is chunked: "gzip, chunked" would hand a
+  // handler compressed bytes as the body, and a front end may frame it differently (RFC 9112 6.1:
+  // a coding the server does not understand is answered 501).
+  if (auto te = req.headers.find("transfer-encoding"); te != req.headers.end()) {
+    std::string coding = te->second;
+    coding.erase(0, coding.find_first_not_of(" \t"));
+    coding.erase(coding.find_last_not_of(" \t") + 1);
+    if (!EqualsIgnoreCase(coding, "chunked")) {
+      return self->Fail(501, UnimplementedError("malformed request: transfer coding '" + coding +
+                                                "' is not supported (only chunked)"));
+    }
+  }
 
   self->body_limit_ = self->limits_.router != nullptr
                           ? self->limits_.router->MaxBodyBytes(req, self->limits_.max_body_bytes)

@@ -95,6 +95,22 @@ TEST(RequestParserTest, ChunkedBody) {
   EXPECT_EQ(p.TakeRequest().request.body, "abcde");
 }
 
+// Issue 12 (hostile-input suite): "Transfer-Encoding: gzip, chunked" was framed as chunked and its
+// (compressed) bytes handed to the handler as the body.
+TEST(RequestParserTest, TransferCodingsOtherThanChunkedAre501) {
+  for (std::string bad : {"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                          "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n"}) {
+    RequestParser p(SmallLimits());
+    size_t used = 0;
+    EXPECT_EQ(p.Feed(bad, &used), Outcome::kError) << bad;
+    EXPECT_EQ(p.error_http_status(), 501) << bad;
+  }
+  RequestParser ok(SmallLimits());
+  size_t used = 0;
+  EXPECT_EQ(ok.Feed("POST /x HTTP/1.1\r\nTransfer-Encoding: Chunked \r\n\r\n1\r\na\r\n0\r\n\r\n", &used),
+            Outcome::kRequest);
+}
+
 TEST(RequestParserTest, MalformedIs400) {
   for (std::string bad :
        {"GARBAGE\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n", "GET /a%zz HTTP/1.1\r\n\r\n",

@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
   opts.worker_threads = config->http_workers;
   opts.max_connections = config->max_connections;
   opts.max_connections_per_client = config->max_connections_per_client;
+  opts.header_timeout_ms = config->header_timeout_ms;
+  opts.body_timeout_ms = config->body_timeout_ms;
   uw::api::HttpServer server(opts, &router);
   if (auto s = server.Start(); !s.ok()) {
     spdlog::error("cannot serve: {}", s.ToString());

@@ -94,7 +94,8 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
                                   "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
                                   "max_body_bytes", "heartbeat_max_body_bytes", "http_workers", "max_connections",
-                                  "max_connections_per_client", "placement_policy", "log_level", "log_file",
+                                  "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
+                                  "placement_policy", "log_level", "log_file",
                                   "migration"});
       !s.ok()) {
     return fail(s);
@@ -146,6 +147,8 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (n < 1024) return fail(v.FieldError("heartbeat_max_body_bytes", "expected at least 1024"));
   c.heartbeat_max_body_bytes = static_cast<size_t>(n);
   if (Status s = int_in("max_connections", c.max_connections, 16, 1'000'000); !s.ok()) return fail(s);
+  if (Status s = int_in("header_timeout_ms", c.header_timeout_ms, 100, 600'000); !s.ok()) return fail(s);
+  if (Status s = int_in("body_timeout_ms", c.body_timeout_ms, 100, 3'600'000); !s.ok()) return fail(s);
   if (Status s = int_in("max_connections_per_client", c.max_connections_per_client, 1, 1'000'000); !s.ok()) {
     return fail(s);
   }
@@ -324,6 +327,41 @@ Result<HostJoin> ParseHostJoin(const Json& body) {
   return h;
 }
 
+namespace {
+
+constexpr int64_t kMaxReportedMib = int64_t{1} << 40;
+
+// The fields of an agent's guest that Reconcile reads, type-checked before it runs (in a
+// transaction): a wrong type there threw from nlohmann and left the store's transaction open.
+Status CheckReportedGuest(const JsonView& g) {
+  UW_RETURN_IF_ERROR(g.String("name").status());
+  UW_RETURN_IF_ERROR(g.String("state").status());
+  const Json& j = g.json();
+  auto optional = [&](const char* key, bool (Json::*is)() const, const char* what) -> Status {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null() || ((*it).*is)()) return Status::Ok();
+    return g.FieldError(key, std::string("expected ") + what);
+  };
+  for (const char* key : {"kind", "health"}) UW_RETURN_IF_ERROR(optional(key, &Json::is_string, "a string"));
+  UW_RETURN_IF_ERROR(optional("unresponsive_since", &Json::is_number, "a number"));
+  UW_RETURN_IF_ERROR(optional("crash", &Json::is_object, "an object"));
+  for (const char* key : {"vcpus", "max_vcpus", "memory_mib", "max_memory_mib"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > kMaxReportedMib) {
+      return g.FieldError(key, "expected an integer in 0..2^40");
+    }
+  }
+  if (auto c = j.find("crash"); c != j.end() && c->is_object()) {
+    UW_ASSIGN_OR_RETURN(JsonView crash, g.Object("crash"));
+    if (crash.Has("at")) UW_RETURN_IF_ERROR(crash.Number("at").status());
+    if (crash.Has("console_tail")) UW_RETURN_IF_ERROR(crash.String("console_tail").status());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Lifecycle
 
@@ -449,7 +487,15 @@ void Manager::WorkerLoop() {
       id = std::move(queue_.front());
       queue_.pop_front();
     }
-    RunTask(id);
+    // An agent's malformed answer must fail its task, never the process.
+    try {
+      RunTask(id);
+    } catch (const std::exception& e) {
+      spdlog::error("task {}: {}", id, e.what());
+      if (Status s = FinishTask(id, InternalError(std::string("task aborted: ") + e.what()), nullptr); !s.ok()) {
+        spdlog::error("task {}: cannot record its failure: {}", id, s.ToString());
+      }
+    }
   }
 }
 
@@ -469,7 +515,11 @@ void Manager::MonitorLoop() {
     if (config_.drs_interval_ms > 0 &&
         clock_.Monotonic() - last_drs >= std::chrono::milliseconds(config_.drs_interval_ms)) {
       last_drs = clock_.Monotonic();
-      if (auto r = RunDrs(); !r.ok()) spdlog::warn("DRS pass failed: {}", r.status().ToString());
+      try {
+        if (auto r = RunDrs(); !r.ok()) spdlog::warn("DRS pass failed: {}", r.status().ToString());
+      } catch (const std::exception& e) {
+        spdlog::error("DRS pass aborted: {}", e.what());
+      }
     }
     l.lock();
     cv_.wait_for(l, std::chrono::milliseconds(std::min(config_.heartbeat_interval_ms, 1000)),
@@ -591,6 +641,8 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
         UW_ASSIGN_OR_RETURN(std::string gname, g.String("name"));
         UW_ASSIGN_OR_RETURN(double cores, g.Number("cpu_cores", 0));
         UW_ASSIGN_OR_RETURN(int64_t mib, g.Int("memory_used_mib", -1));
+        if (!(cores >= 0 && cores <= 1e6)) return g.FieldError("cpu_cores", "expected 0..1000000");
+        if (mib < -1 || mib > kMaxReportedMib) return g.FieldError("memory_used_mib", "expected -1..2^40");
         guest_usage[gname] = {cores, mib};
         cpu_used += cores;
         if (mib > 0) mem_used += mib;
@@ -601,8 +653,7 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
   if (v.Has("guests")) {
     UW_ASSIGN_OR_RETURN(auto gs, v.Objects("guests"));
     for (const auto& g : gs) {
-      UW_RETURN_IF_ERROR(g.String("name").status());
-      UW_RETURN_IF_ERROR(g.String("state").status());
+      UW_RETURN_IF_ERROR(CheckReportedGuest(g));
       guests.push_back(g.json());
     }
   }

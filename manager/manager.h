@@ -90,6 +90,10 @@ struct ManagerConfig {
   int http_workers = 16;               // handler threads (event streams hold none)
   int max_connections = 4096;          // open connections (event streams included), in total
   int max_connections_per_client = 256;  // and per client address (raise it behind a proxy or NAT)
+  // A request head must be in within header_timeout_ms (of the connection or the previous
+  // answer), its body within body_timeout_ms of the head; else 408 and the connection is closed.
+  int header_timeout_ms = 10000;
+  int body_timeout_ms = 30000;
   std::string placement_policy = "drs";
   std::string log_level = "info";
   std::string log_file;

@@ -350,6 +350,38 @@ TEST_F(ManagerTest, HeartbeatAnswersTheSameForUnknownHostsAndBadTokens) {
   EXPECT_EQ(unknown->body, known->body);
 }
 
+// Issue 12 (found by the agent-reply fuzzer): a heartbeat whose guest had "vcpus": "2" or
+// "crash": 5 threw from nlohmann inside the reconcile transaction, which stayed open: every later
+// write failed ("cannot start a transaction within a transaction") until a restart.
+TEST_F(ManagerTest, AMalformedHeartbeatIsRefusedAndTheStoreKeepsWorking) {
+  StartManager();
+  std::string token = AddHost("h1");
+  const std::vector<Json> bad_guests = {
+      {{"name", "g"}, {"state", "running"}, {"vcpus", "2"}},
+      {{"name", "g"}, {"state", "crashed"}, {"crash", 5}},
+      {{"name", "g"}, {"state", "crashed"}, {"crash", {{"at", "yesterday"}}}},
+      {{"name", "g"}, {"state", "running"}, {"health", 1}},
+      {{"name", "g"}, {"state", "running"}, {"memory_mib", -1}},
+      {{"name", "g"}, {"state", 7}},
+  };
+  for (const auto& g : bad_guests) {
+    Json hb = {{"stats", {{"guests", Json::array()}}}, {"guests", {g}}};
+    auto r = Client(token).Do("POST", "/api/v1/hosts/h1/heartbeat", hb.dump());
+    EXPECT_EQ(r->status, 400) << g.dump() << " -> " << r->body;
+  }
+  Json overflow = {{"stats", {{"guests", {{{"name", "a"}, {"memory_used_mib", INT64_MAX}},
+                                          {{"name", "b"}, {"memory_used_mib", INT64_MAX}}}}}},
+                   {"guests", Json::array()}};
+  EXPECT_EQ(Client(token).Do("POST", "/api/v1/hosts/h1/heartbeat", overflow.dump())->status, 400);
+  // The store still takes writes: a good heartbeat, a guest.
+  Json hb = {{"stats", {{"guests", Json::array()}}}, {"guests", Json::array()}};
+  EXPECT_TRUE(Client(token).Call("POST", "/api/v1/hosts/h1/heartbeat", &hb).ok());
+  Json vm = {{"name", "after"}, {"image", "tiny"}, {"memory_mib", 64}};
+  auto created = Client().Call("POST", "/api/v1/guests", &vm);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_EQ(WaitTask(*created)["state"], "succeeded");
+}
+
 // Issue 12: the manager accepted what the agent then rejected (a 202 and a failed task instead of
 // a 400): it now runs the agent's own spec parser first.
 TEST_F(ManagerTest, CreateRefusesWhatTheAgentWouldRefuse) {

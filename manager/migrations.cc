@@ -199,7 +199,17 @@ void Manager::MigratorLoop() {
 void Manager::SpawnMigration(const std::string& task_id, bool resume) {
   if (migration_threads_.count(task_id)) return;
   migration_threads_[task_id] = std::thread([this, task_id, resume] {
-    RunMigration(task_id, resume);
+    // An agent's malformed answer must fail the move, never the process; the migration record
+    // keeps its last persisted phase, and recovery at the next start reconciles it.
+    try {
+      RunMigration(task_id, resume);
+    } catch (const std::exception& e) {
+      spdlog::error("migration task {}: {}", task_id, e.what());
+      if (Status s = FinishTask(task_id, InternalError(std::string("migration aborted: ") + e.what()), nullptr);
+          !s.ok()) {
+        spdlog::error("migration task {}: cannot record its failure: {}", task_id, s.ToString());
+      }
+    }
     {
       std::lock_guard l(migrator_mu_);
       migrations_finished_.insert(task_id);

@@ -480,7 +480,14 @@ int64_t Store::LastInsertRowId() {
 Status Store::Transact(const std::function<Status()>& fn) {
   std::lock_guard l(mu_);
   UW_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  Status s = fn();
+  Status s;
+  try {
+    s = fn();
+  } catch (const std::exception& e) {
+    // A transaction left open would refuse every later BEGIN until restart ("cannot start a
+    // transaction within a transaction"): roll back whatever `fn` throws, then report it.
+    s = InternalError(std::string("state store transaction aborted by an exception: ") + e.what());
+  }
   if (s.ok()) {
     s = Exec("COMMIT");
     if (s.ok()) return s;

@@ -25,3 +25,16 @@ if(TARGET uw-manager)
   set_property(TEST manager_crash_test APPEND PROPERTY ENVIRONMENT "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>")
   add_dependencies(manager_crash_test uw-manager)
 endif()
+
+# The API against hostile and heavy use: uw-manager and two uw-agents on libvirt's test driver
+# (no test bed), all three as child processes.
+if(TARGET uw-manager AND TARGET uw-agent)
+  uw_test(NAME hostile_input_test
+    SRCS hostile_input_test.cc
+    DEPS uw_testbed_client uw::api uw::common
+    LABELS integration
+    TIMEOUT 300)
+  set_property(TEST hostile_input_test APPEND PROPERTY ENVIRONMENT
+    "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>" "UW_AGENT_BIN=$<TARGET_FILE:uw-agent>")
+  add_dependencies(hostile_input_test uw-manager uw-agent)
+endif()
