@@ -66,7 +66,7 @@ TEST(FormatTableTest, AlignsColumns) {
 }
 
 TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
-  EXPECT_EQ(Uwctl({"guest", "create", "web1", "--memory", "512", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "web1", "--image", "tiny", "--memory", "512", "--wait"}), 0) << err_.str();
   EXPECT_NE(out_.str().find("succeeded"), std::string::npos) << out_.str();
   EXPECT_NE(err_.str().find("100%"), std::string::npos) << "progress line: " << err_.str();
   EXPECT_EQ(Uwctl({"guest", "list"}), 0);
@@ -76,10 +76,10 @@ TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
   Json j = Json::parse(out_.str());
   EXPECT_EQ(j["host"], "h1");
   EXPECT_EQ(j["on_crash"], "restart");
-  EXPECT_EQ(Uwctl({"guest", "create", "keeper", "--on-crash", "keep", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "keeper", "--image", "tiny", "--on-crash", "keep", "--wait"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"-o", "json", "guest", "show", "keeper"}), 0);
   EXPECT_EQ(Json::parse(out_.str())["on_crash"], "keep");
-  EXPECT_NE(Uwctl({"guest", "create", "bad", "--on-crash", "reboot"}), 0);
+  EXPECT_NE(Uwctl({"guest", "create", "bad", "--image", "tiny", "--on-crash", "reboot"}), 0);
   EXPECT_EQ(Uwctl({"host", "list"}), 0);
   EXPECT_NE(out_.str().find("h1"), std::string::npos);
   // A running guest is deleted only with --force (a conflict, exit 5, otherwise).
@@ -102,9 +102,9 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
   EXPECT_EQ(pool["cpu"]["limit_cores"], 2);
   EXPECT_EQ(pool["cpu"]["shares"], 8000);
   EXPECT_EQ(pool["memory"]["limit_mib"], 1024);
-  EXPECT_EQ(Uwctl({"guest", "create", "big", "--pool", "batch", "--vcpus", "3"}), 5);
+  EXPECT_EQ(Uwctl({"guest", "create", "big", "--image", "tiny", "--pool", "batch", "--vcpus", "3"}), 5);
   EXPECT_NE(err_.str().find("pool 'batch' CPU limit"), std::string::npos) << err_.str();
-  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--pool", "batch", "--vcpus", "2", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--image", "tiny", "--pool", "batch", "--vcpus", "2", "--wait"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 5) << "a pool with guests stays";
   EXPECT_EQ(Uwctl({"guest", "delete", "in-batch", "--force", "--wait"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 0) << err_.str();
@@ -128,7 +128,7 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
   Json rule = Json::parse(out_.str());
   EXPECT_EQ(rule["mode"], "must");
   EXPECT_EQ(rule["pending_guests"], Json({"db1", "db2"}));
-  EXPECT_EQ(Uwctl({"guest", "create", "db1", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "db1", "--image", "tiny", "--wait"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"-o", "json", "rule", "show", "on-ssd"}), 0);
   EXPECT_EQ(Json::parse(out_.str())["pending_guests"], Json({"db2"}));
   EXPECT_EQ(Uwctl({"rule", "delete", "on-ssd"}), 0) << err_.str();
@@ -149,19 +149,19 @@ TEST_F(UwctlTest, ExitCodesAndHintsForScripts) {
   EXPECT_NE(err_.str().find("hint:"), std::string::npos);
   EXPECT_EQ(Uwctl({"guest", "list"}, "wrong-token-0123456789"), 3);
   EXPECT_NE(err_.str().find("--token"), std::string::npos) << err_.str();
-  EXPECT_EQ(Uwctl({"guest", "create", "big", "--memory", "999999"}), 5);
+  EXPECT_EQ(Uwctl({"guest", "create", "big", "--image", "tiny", "--memory", "999999"}), 5);
   EXPECT_EQ(Uwctl({"guest", "frobnicate"}), 2);
   EXPECT_EQ(Uwctl({"task", "show", "task-missing"}), 4);
   std::ostringstream o, e;
   EXPECT_EQ(uw::cli::Run({"--url", "http://127.0.0.1:1", "--token", "x", "host", "list"}, o, e), 6);
   EXPECT_NE(e.str().find("UW_URL"), std::string::npos) << e.str();
   agent_->FailCreates("disk full");
-  EXPECT_EQ(Uwctl({"guest", "create", "fails", "--wait"}), 6);  // the task failed as unavailable
+  EXPECT_EQ(Uwctl({"guest", "create", "fails", "--image", "tiny", "--wait"}), 6);  // the task failed as unavailable
   EXPECT_NE(out_.str().find("disk full"), std::string::npos) << out_.str();
 }
 
 TEST_F(UwctlTest, SnapshotThenOfflinePlan) {
-  EXPECT_EQ(Uwctl({"guest", "create", "a", "--wait"}), 0);
+  EXPECT_EQ(Uwctl({"guest", "create", "a", "--image", "tiny", "--wait"}), 0);
   EXPECT_EQ(Uwctl({"cluster", "snapshot"}), 0);
   std::string file = (dir_ / "snap.json").string();
   std::ofstream(file) << out_.str();
