@@ -774,15 +774,20 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
         UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other[0].Str("host")));
         continue;
       }
+      // A heartbeat read before a delete that just ended still lists the guest: it is gone, not
+      // found (adopting it made a ghost that took the name).
+      if (recent.count(name)) continue;
+      // A tenant's guest is named TENANT:NAME on its host: found again, it is still the tenant's.
+      const std::string owner = name.find(':') == std::string::npos ? "" : name.substr(0, name.find(':'));
       int64_t vcpus = std::max<int64_t>(1, g.value("max_vcpus", g.value("vcpus", 1)));
       int64_t mem = std::max<int64_t>(1, g.value("max_memory_mib", g.value("memory_mib", 1)));
       Json spec = {{"name", name}, {"kind", g.value("kind", "qemu")}, {"vcpus", g.value("vcpus", 1)},
                    {"max_vcpus", vcpus}, {"memory_mib", g.value("memory_mib", mem)}, {"max_memory_mib", mem}};
       UW_RETURN_IF_ERROR(store_->Exec(
           "INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, placement_reason, created_ms, "
-          "updated_ms) VALUES (?, '', ?, ?, ?, ?, ?, ?, 'found running on the host', ?, ?)",
-          {name, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
-      UW_RETURN_IF_ERROR(AddEvent("guest.found", name, "", {{"host", host}, {"state", g.value("state", "unknown")}}));
+          "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'found running on the host', ?, ?)",
+          {name, owner, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
+      UW_RETURN_IF_ERROR(AddEvent("guest.found", name, owner, {{"host", host}, {"state", g.value("state", "unknown")}}));
     }
     return ClearDuplicates(host, reported);
   });
