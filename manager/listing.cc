@@ -142,7 +142,6 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
   std::string out;
   out.reserve(listing_bytes_hint_ + 64);
   const bool everyone = p.role != Role::kTenant;
-  const std::string tenant_prefix = p.tenant + ":";
   ++listing_generation_;
   out += "{\"guests\":[";
   bool first = true;
@@ -190,12 +189,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
     out += ",\"migrating_to\":";
     AppendTextOrNull(out, c, kMigratingTo);
     out += ",\"name\":";
-    // Tenants see their guests by their short names ("acme:web1" is "web1"), as ShowShortNames.
-    std::string_view shown = name;
-    if (!everyone && shown.size() > tenant_prefix.size() && shown.substr(0, tenant_prefix.size()) == tenant_prefix) {
-      shown.remove_prefix(tenant_prefix.size());
-    }
-    AppendString(out, shown);
+    AppendString(out, internal::ShownGuestName(p, name));
     out += ",\"on_crash\":";
     AppendString(out, c.Text(kOnCrash));
     out += ",\"placement_reason\":";

@@ -34,12 +34,11 @@ std::string GuestKey(const std::string& tenant, const std::string& name) {
 // of `j` (name, subject, guest, and data.subject / data.guest of events). A no-op for other roles.
 void ShowShortNames(const Principal& p, Json& j) {
   if (p.role != Role::kTenant || !j.is_object()) return;
-  const std::string prefix = p.tenant + ":";
   auto strip = [&](Json& o, const char* field) {
     auto it = o.find(field);
     if (it == o.end() || !it->is_string()) return;
     const std::string& v = it->get_ref<const std::string&>();
-    if (v.size() > prefix.size() && v.compare(0, prefix.size(), prefix) == 0) *it = v.substr(prefix.size());
+    if (std::string_view shown = internal::ShownGuestName(p, v); shown.size() != v.size()) *it = std::string(shown);
   };
   for (const char* f : {"name", "subject", "guest"}) strip(j, f);
   if (auto d = j.find("data"); d != j.end() && d->is_object()) {
