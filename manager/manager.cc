@@ -353,7 +353,11 @@ Status CheckReportedGuest(const JsonView& g) {
   }
   if (auto c = j.find("crash"); c != j.end() && c->is_object()) {
     UW_ASSIGN_OR_RETURN(JsonView crash, g.Object("crash"));
-    if (crash.Has("at")) UW_RETURN_IF_ERROR(crash.Number("at").status());
+    if (crash.Has("at")) {
+      // Milliseconds since the epoch, read as an integer below (1e300 would not fit).
+      UW_ASSIGN_OR_RETURN(int64_t at, crash.Int("at"));
+      if (at < 0) return crash.FieldError("at", "expected milliseconds since the epoch (a non-negative integer)");
+    }
     if (crash.Has("console_tail")) UW_RETURN_IF_ERROR(crash.String("console_tail").status());
   }
   return Status::Ok();
