@@ -368,7 +368,20 @@ Status CheckReportedGuest(const JsonView& g) {
 // ---------------------------------------------------------------------------------------------
 // Lifecycle
 
-Manager::Manager(ManagerConfig config, Clock& clock) : config_(std::move(config)), clock_(clock) {}
+Manager::Manager(ManagerConfig config, Clock& clock) : config_(std::move(config)), clock_(clock) {
+  SetAgentFactory([timeout = config_.agent_timeout_ms](const std::string& host, const AgentAddress& address) {
+    return NewHttpAgentClient(host, address, timeout);
+  });
+}
+
+void Manager::SetAgentFactory(AgentDirectory::Factory factory) {
+  auto lookup = [this](const std::string& host) -> Result<AgentAddress> {
+    UW_ASSIGN_OR_RETURN(SqlRow h, store_->QueryOne("SELECT agent_url, agent_token FROM hosts WHERE name = ?", {host},
+                                                   "host '" + host + "' is no longer in the cluster"));
+    return AgentAddress{h.Str("agent_url"), h.Str("agent_token")};
+  };
+  agents_ = std::make_unique<AgentDirectory>(std::move(lookup), std::move(factory));
+}
 
 Manager::~Manager() { Stop(); }
 
@@ -802,10 +815,10 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
     if (Status h = HandleCrash(c); !h.ok()) spdlog::warn("guest {} crashed on {}: {}", c.name, c.host, h.ToString());
   }
   for (const auto& [guest, migration] : leftovers) {
-    auto del = CallAgent(host, "DELETE", "/api/v1/guests/" + guest, nullptr);
-    if (!del.ok() && del.status().code() != StatusCode::kNotFound) {
+    Status del = AgentOf(host)->Delete(guest, false);
+    if (!del.ok() && del.code() != StatusCode::kNotFound) {
       spdlog::warn("removing the shut-off copy of {} that migration {} left on {}: {}", guest, migration, host,
-                   del.status().ToString());
+                   del.ToString());
       continue;
     }
     (void)AddEvent("migration.leftover_removed", guest, "",
@@ -1576,31 +1589,11 @@ Status Manager::FinishTask(const std::string& id, const Status& outcome, const J
   return s;
 }
 
-Result<Json> Manager::CallAgent(const std::string& host, std::string_view method, const std::string& path,
-                                const Json* body) {
-  UW_ASSIGN_OR_RETURN(SqlRow h, store_->QueryOne("SELECT agent_url, agent_token, state FROM hosts WHERE name = ?", {host},
-                                                 "host '" + host + "' is no longer in the cluster"));
-  api::ClientOptions opts;
-  opts.base_url = h.Str("agent_url");
-  opts.bearer_token = h.Str("agent_token");
-  opts.timeout_ms = config_.agent_timeout_ms;
-  api::HttpClient client(opts);
-  auto r = client.Call(method, path, body);
-  if (!r.ok()) return r.status().WithContext("agent of host " + host);
-  return r;
-}
+std::shared_ptr<AgentClient> Manager::AgentOf(const std::string& host) { return agents_->For(host); }
 
 std::string Manager::ConsoleTail(const std::string& host, const std::string& guest, size_t bytes) {
-  auto h = store_->QueryOne("SELECT agent_url, agent_token FROM hosts WHERE name = ?", {host}, "host");
-  if (!h.ok()) return "";
-  api::ClientOptions opts;
-  opts.base_url = h->Str("agent_url");
-  opts.bearer_token = h->Str("agent_token");
-  opts.timeout_ms = std::min(config_.agent_timeout_ms, 10000);
-  api::HttpClient client(opts);
-  auto r = client.Do("GET", "/api/v1/guests/" + guest + "/console?tail_bytes=" + std::to_string(bytes));
-  if (!r.ok() || r->status != 200) return "";
-  return r->body;
+  auto tail = AgentOf(host)->ConsoleTail(guest, bytes);
+  return tail.ok() ? *tail : "";
 }
 
 void Manager::RunTask(const std::string& id) {
@@ -1638,17 +1631,17 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
   std::string host = request.value("host", "");
   UW_RETURN_IF_ERROR(SetTaskProgress(id, 0.2, "creating the guest on host " + host));
   Json spec = request.value("spec", Json::object());
-  auto created = CallAgent(host, "POST", "/api/v1/guests", &spec);
+  auto agent = AgentOf(host);
+  Result<AgentGuest> created = agent->Create(spec);
   if (!created.ok() && created.status().code() == StatusCode::kAlreadyExists) {
     // Resumed after a crash: the agent made it before the manager could record it.
-    created = CallAgent(host, "GET", "/api/v1/guests/" + guest, nullptr);
+    created = agent->Get(guest);
   }
   if (!created.ok()) {
     Status cause = created.status();
     if (cause.code() == StatusCode::kDeadlineExceeded) {
       // The agent may have made it after all: best-effort removal before releasing the capacity.
-      auto del = CallAgent(host, "DELETE", "/api/v1/guests/" + guest, nullptr);
-      (void)del;
+      (void)agent->Delete(guest, false);
     }
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
       UW_ASSIGN_OR_RETURN(auto owner, store_->Query("SELECT tenant FROM guests WHERE name = ?", {guest}));
@@ -1658,7 +1651,7 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
     }));
     return FinishTask(id, cause, nullptr);
   }
-  std::string state = created->value("state", "unknown");
+  const std::string state = created->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
     UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
@@ -1666,6 +1659,39 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
   }));
   return FinishTask(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
 }
+
+namespace {
+
+// A guest operation's arguments (checked by GuestOperation) sent to the agent as its typed call.
+Result<AgentGuest> CallGuestOp(AgentClient& agent, const std::string& op, const std::string& guest, const Json& args,
+                               const std::string& state_before) {
+  if (op == "restart" || (op == "start" && state_before == "crashed")) {
+    // A crashed domain is kept by libvirt (on_crash preserve): power it off, then boot it again.
+    auto stopped = agent.Stop(guest, StopRequest{.force = true, .timeout_s = std::nullopt});
+    if (!stopped.ok() && stopped.status().code() != StatusCode::kFailedPrecondition) {
+      return stopped.status().WithContext("powering off the crashed guest");
+    }
+    return agent.Start(guest);
+  }
+  if (op == "start") return agent.Start(guest);
+  if (op == "stop") {
+    StopRequest r;
+    r.force = args.value("force", false);
+    if (args.contains("timeout_s")) r.timeout_s = args["timeout_s"].get<int64_t>();
+    return agent.Stop(guest, r);
+  }
+  if (op == "pause") return agent.Pause(guest);
+  if (op == "resume") return agent.Resume(guest);
+  if (op == "resize") {
+    ResizeRequest r;
+    if (args.contains("vcpus")) r.vcpus = args["vcpus"].get<int64_t>();
+    if (args.contains("memory_mib")) r.memory_mib = args["memory_mib"].get<int64_t>();
+    return agent.Resize(guest, r);
+  }
+  return InvalidArgumentError("unknown guest operation '" + op + "'");
+}
+
+}  // namespace
 
 Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const Json& request,
                            const std::string& guest) {
@@ -1677,13 +1703,12 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
                             "guest '" + guest + "' not found");
   if (!g.ok()) return FinishTask(id, g.status(), nullptr);
   std::string tenant = g->Str("tenant");
-  Result<Json> answer = Json(nullptr);
+  auto agent = AgentOf(host);
   if (op == "delete") {
     // Forced: the agent powers the guest off (destroy) before it undefines it.
     const bool force = args.value("force", false);
-    answer = CallAgent(host, "DELETE", "/api/v1/guests/" + guest + (force ? "?force=true" : ""), nullptr);
-    if (!answer.ok() && answer.status().code() == StatusCode::kNotFound) answer = Json(nullptr);  // gone already
-    if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
+    Status deleted = agent->Delete(guest, force);
+    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound) return FinishTask(id, deleted, nullptr);  // gone already
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
       UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));
@@ -1691,19 +1716,9 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
     }));
     return FinishTask(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
-  if (op == "restart" || (op == "start" && g->Str("state") == "crashed")) {
-    // A crashed domain is kept by libvirt (on_crash preserve): power it off, then boot it again.
-    Json force = {{"force", true}};
-    auto stopped = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/stop", &force);
-    if (!stopped.ok() && stopped.status().code() != StatusCode::kFailedPrecondition) {
-      return FinishTask(id, stopped.status().WithContext("powering off the crashed guest"), nullptr);
-    }
-    answer = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/start", nullptr);
-  } else {
-    answer = CallAgent(host, "POST", "/api/v1/guests/" + guest + "/" + op, &args);
-  }
+  auto answer = CallGuestOp(*agent, op, guest, args, g->Str("state"));
   if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
-  std::string state = answer->value("state", "unknown");
+  const std::string state = answer->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     Json spec = g->JsonOf("spec");
     if (op == "resize") {

@@ -32,6 +32,7 @@
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/status.h"
+#include "manager/agent_client.h"
 #include "manager/store.h"
 #include "migration/migration.h"
 
@@ -157,6 +158,9 @@ class Manager {
   // Opens the store, installs the bootstrap admin token, recovers every non-final task, starts the
   // task workers and the monitor loop. kUnavailable / kFailedPrecondition from Store::Open.
   Status Start();
+  // How the manager reaches agents (before Start): tests give an in-process client. The default
+  // talks HTTP to the address each host joined with, one client (and its connections) per host.
+  void SetAgentFactory(AgentDirectory::Factory factory);
   // Stops loops and workers (tasks being run finish their current agent call). Idempotent.
   void Stop();
   const ManagerConfig& config() const { return config_; }
@@ -322,8 +326,9 @@ class Manager {
   Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind);
   // Inside a transaction: drops `guest` from every rule naming it.
   Status RemoveGuestFromRules(const std::string& guest);
-  Result<Json> CallAgent(const std::string& host, std::string_view method, const std::string& path,
-                         const Json* body);
+  // The client of `host`'s agent; its calls fail with kNotFound when the host is no longer in the
+  // cluster. Looked up per use: a host that rejoins elsewhere is reached at its new address.
+  std::shared_ptr<AgentClient> AgentOf(const std::string& host);
   // The last `bytes` of a guest's serial console on `host` ("" when it cannot be read).
   std::string ConsoleTail(const std::string& host, const std::string& guest, size_t bytes);
   void Reconcile(const std::string& host, const Json& guests);
@@ -351,6 +356,7 @@ class Manager {
   const ManagerConfig config_;
   Clock& clock_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<AgentDirectory> agents_;  // set by the constructor
   std::mutex placement_mu_;  // serializes admission + placement + reservation
 
   std::mutex mu_;

@@ -23,30 +23,13 @@ namespace mg = uw::migration;
 
 namespace {
 
-// What a host says about a guest: a shut-off definition is not a running copy.
-mg::Presence PresenceOf(const Result<Json>& guest) {
-  if (!guest.ok()) return guest.status().code() == StatusCode::kNotFound ? mg::Presence::kAbsent : mg::Presence::kUnknown;
-  std::string state = guest->value("state", "unknown");
-  if (state == "running" || state == "blocked" || state == "shutting_down") return mg::Presence::kRunning;
-  if (state == "paused") return mg::Presence::kPaused;
-  if (state == "shutoff" || state == "crashed") return mg::Presence::kAbsent;
-  return mg::Presence::kUnknown;
-}
-
 std::string Mib(int64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
-void StatsFromJob(const Json& job, mg::Stats& st) {
-  if (!job.is_object()) return;
-  st.total_ms = job.value("elapsed_ms", st.total_ms);
-  if (job.value("downtime_ms", int64_t{-1}) >= 0) st.downtime_ms = job.value("downtime_ms", int64_t{0});
-  st.memory_total_bytes = job.value("memory_total_bytes", st.memory_total_bytes);
-  st.memory_remaining_bytes = job.value("memory_remaining_bytes", st.memory_remaining_bytes);
-  st.memory_processed_bytes = job.value("memory_processed_bytes", st.memory_processed_bytes);
-  st.dirty_rate_pages_s = job.value("dirty_rate_pages_s", st.dirty_rate_pages_s);
-  st.expected_downtime_ms = job.value("expected_downtime_ms", st.expected_downtime_ms);
-  st.disk_total_bytes = job.value("disk_total_bytes", st.disk_total_bytes);
-  st.disk_remaining_bytes = job.value("disk_remaining_bytes", st.disk_remaining_bytes);
-  st.iteration = job.value("memory_iteration", st.iteration);
+// The job's figures into the record (a downtime libvirt does not know yet, -1, keeps the last).
+void MergeJobStats(const mg::Stats& job, mg::Stats& st) {
+  const int64_t downtime = st.downtime_ms;
+  st = job;
+  if (job.downtime_ms < 0) st.downtime_ms = downtime;
 }
 
 enum class Outcome { kDone, kRolledBack, kLost, kUnknown, kFailedAfterSwitchover };
@@ -513,7 +496,6 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     auto g = store_->Query("SELECT memory_mib FROM guests WHERE name = ?", {guest});
     run.memory_mib = g.ok() && !g->empty() ? (*g)[0].Int("memory_mib") : 0;
   }
-  const std::string gpath = "/api/v1/guests/" + guest;
   const auto poll = std::chrono::milliseconds(config_.migration_poll_ms);
   auto sleep_poll = [&] {
     std::unique_lock l(mu_);
@@ -523,9 +505,8 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
   // Removes what an incoming copy left on the destination (best effort: the destination's
   // heartbeat reconcile reports leftovers when it cannot be reached now).
   auto abandon_destination = [&] {
-    Json body = {{"guest", guest}};
-    auto r = CallAgent(rec.destination, "POST", "/api/v1/migrations/abandon", &body);
-    if (!r.ok()) spdlog::warn("migration {}: cleaning the destination: {}", rec.id, r.status().ToString());
+    Status r = AgentOf(rec.destination)->AbandonIncoming(guest);
+    if (!r.ok()) spdlog::warn("migration {}: cleaning the destination: {}", rec.id, r.ToString());
   };
 
   // The guest runs on the destination and its source copy is gone: watch it there through the
@@ -544,12 +525,12 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     // source agent restarted mid-transfer): it is removed here, and the move is done only once the
     // source has no copy (an unreachable source is cleaned by its next heartbeat instead).
     auto source_clean = [&]() -> bool {
-      auto src = CallAgent(rec.source, "GET", gpath, nullptr);
+      auto src = AgentOf(rec.source)->Get(guest);
       if (!src.ok()) return true;  // gone (not found), or unreachable: Reconcile removes it later
       if (PresenceOf(src) != mg::Presence::kAbsent) return false;  // paused until libvirt confirms
-      auto del = CallAgent(rec.source, "DELETE", gpath, nullptr);
-      if (!del.ok() && del.status().code() != StatusCode::kNotFound) {
-        spdlog::warn("migration {}: removing the shut-off source copy: {}", rec.id, del.status().ToString());
+      Status del = AgentOf(rec.source)->Delete(guest, false);
+      if (!del.ok() && del.code() != StatusCode::kNotFound) {
+        spdlog::warn("migration {}: removing the shut-off source copy: {}", rec.id, del.ToString());
         return false;
       }
       return true;
@@ -563,14 +544,13 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     mg::VerifyObservation o;
     while (true) {
       o.since_switchover_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      auto dst = CallAgent(rec.destination, "GET", gpath, nullptr);
+      auto dst = AgentOf(rec.destination)->Get(guest);
       o.reachable = dst.ok() || dst.status().code() == StatusCode::kNotFound;
-      o.state = dst.ok() ? dst->value("state", "unknown") : "";
-      o.has_channel = dst.ok() && dst->contains("channels") && !(*dst)["channels"].empty();
+      o.state = dst.ok() ? dst->state : "";
+      o.has_channel = dst.ok() && dst->has_channel;
       if (o.reachable && o.has_channel && !o.answered && o.state == "running") {
-        Json probe = {{"command", "true"}, {"timeout_s", 5}};
-        auto r = CallAgent(rec.destination, "POST", gpath + "/exec", &probe);
-        o.answered = r.ok() && r->value("exit_code", -1) == 0;
+        auto r = AgentOf(rec.destination)->Exec(guest, ExecRequest{.command = "true", .timeout_s = 5});
+        o.answered = r.ok() && r->exit_code == 0;
       }
       if (!clean) clean = source_clean();
       std::string why;
@@ -606,16 +586,17 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
 
   // --- cold move -----------------------------------------------------------------------------
   if (rec.mode == mg::Mode::kCold) {
-    auto on_dest = CallAgent(rec.destination, "GET", gpath, nullptr);
-    auto on_src = CallAgent(rec.source, "GET", gpath, nullptr);
+    auto source = AgentOf(rec.source), destination = AgentOf(rec.destination);
+    auto on_dest = destination->Get(guest);
+    auto on_src = source->Get(guest);
     if (resume) {
       if (PresenceOf(on_dest) == mg::Presence::kRunning) {
-        if (on_src.ok()) (void)CallAgent(rec.source, "DELETE", gpath + "?force=true", nullptr);
+        if (on_src.ok()) (void)source->Delete(guest, true);
         return verify_and_finish();
       }
       if (on_src.ok()) {
-        if (on_dest.ok()) (void)CallAgent(rec.destination, "DELETE", gpath + "?force=true", nullptr);
-        if (PresenceOf(on_src) != mg::Presence::kRunning) (void)CallAgent(rec.source, "POST", gpath + "/start", nullptr);
+        if (on_dest.ok()) (void)destination->Delete(guest, true);
+        if (PresenceOf(on_src) != mg::Presence::kRunning) (void)source->Start(guest);
         return finish(Outcome::kRolledBack, AbortedError("manager restarted during a cold move; started again on the source"));
       }
       return finish(Outcome::kLost, InternalError("guest on neither host after a manager restart"));
@@ -623,7 +604,7 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     auto spec_row = store_->QueryOne("SELECT spec FROM guests WHERE name = ?", {guest}, "guest row");
     if (!spec_row.ok()) return finish(Outcome::kRolledBack, spec_row.status());
     if (!on_src.ok()) return finish(Outcome::kRolledBack, on_src.status());
-    if (on_src->contains("local_disks") && !(*on_src)["local_disks"].empty()) {
+    if (!on_src->local_disks.empty()) {
       return finish(Outcome::kRolledBack,
                     FailedPreconditionError("guest " + guest + " has local disks: cold moves carry shared storage only"));
     }
@@ -632,24 +613,23 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     progress(0.2, "cold move: stopping the guest on " + rec.source);
     auto t0 = std::chrono::steady_clock::now();
     if (was_running) {
-      Json stop = Json::object();
-      auto s = CallAgent(rec.source, "POST", gpath + "/stop", &stop);
+      auto s = source->Stop(guest, StopRequest{});
       if (!s.ok()) return finish(Outcome::kRolledBack, s.status());
     }
     (void)advance(mg::Phase::kTransfer, "cold: define on " + rec.destination);
     progress(0.5, "cold move: starting the guest on " + rec.destination);
     Json spec = spec_row->JsonOf("spec");
     spec["start"] = was_running;
-    auto made = CallAgent(rec.destination, "POST", "/api/v1/guests", &spec);
+    auto made = destination->Create(spec);
     if (!made.ok()) {
-      if (was_running) (void)CallAgent(rec.source, "POST", gpath + "/start", nullptr);
+      if (was_running) (void)source->Start(guest);
       return finish(Outcome::kRolledBack, made.status().WithContext("creating the guest on " + rec.destination));
     }
     (void)advance(mg::Phase::kSwitchOver, "cold: running on " + rec.destination);
     (void)advance(mg::Phase::kConfirm, "cold: delete on " + rec.source);
-    auto del = CallAgent(rec.source, "DELETE", gpath + "?force=true", nullptr);
-    if (!del.ok() && del.status().code() != StatusCode::kNotFound) {
-      spdlog::warn("migration {}: removing the source copy: {}", rec.id, del.status().ToString());
+    Status del = source->Delete(guest, true);
+    if (!del.ok() && del.code() != StatusCode::kNotFound) {
+      spdlog::warn("migration {}: removing the source copy: {}", rec.id, del.ToString());
     }
     rec.stats.total_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -666,30 +646,30 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
 
   // Prepares the destination and starts the transfer (also for an auto-converge restart).
   auto start_transfer = [&]() -> Status {
-    UW_ASSIGN_OR_RETURN(Json src, CallAgent(rec.source, "GET", gpath, nullptr));
-    Json prep = {{"guest", guest},
-                 {"kind", src.value("kind", "qemu")},
-                 {"memory_mib", std::max<int64_t>(1, src.value("max_memory_mib", src.value("memory_mib", int64_t{1})))},
-                 {"vcpus", std::max<int64_t>(1, src.value("max_vcpus", src.value("vcpus", int64_t{1})))},
-                 {"disks", src.value("local_disks", Json::array())}};
-    auto dest = CallAgent(rec.destination, "POST", "/api/v1/migrations/prepare", &prep);
+    UW_ASSIGN_OR_RETURN(AgentGuest src, AgentOf(rec.source)->Get(guest));
+    IncomingRequest prep;
+    prep.guest = guest;
+    prep.kind = src.kind;
+    prep.memory_mib = std::max<int64_t>(1, src.max_memory_mib);
+    prep.vcpus = std::max<int64_t>(1, src.max_vcpus);
+    prep.disks = src.local_disks;
+    auto dest = AgentOf(rec.destination)->PrepareIncoming(prep);
     if (!dest.ok()) return dest.status().WithContext("preparing " + rec.destination);
-    rec.copy_storage = !prep["disks"].empty();
+    rec.copy_storage = !prep.disks.empty();
     if (rec.phase == mg::Phase::kBegin) UW_RETURN_IF_ERROR(advance(mg::Phase::kPrepare, "destination ready"));
-    Json body = {{"destination",
-                  {{"host", rec.destination},
-                   {"migration_uri", (*dest)["migration_uri"]},
-                   {"state_dir", (*dest)["state_dir"]}}},
-                 {"bandwidth_mib_s", rec.bandwidth_mib_s},
-                 {"downtime_limit_ms", rec.downtime_limit_ms},
-                 {"auto_converge", rec.auto_converge},
-                 {"postcopy", postcopy_armed}};
+    TransferRequest transfer;
+    transfer.destination_host = rec.destination;
+    transfer.destination = *dest;
+    transfer.bandwidth_mib_s = rec.bandwidth_mib_s;
+    transfer.downtime_limit_ms = rec.downtime_limit_ms;
+    transfer.auto_converge = rec.auto_converge;
+    transfer.postcopy = postcopy_armed;
     // Recorded before it is asked for: a restart finds "transfer" and asks the hosts.
     UW_RETURN_IF_ERROR(advance(mg::Phase::kTransfer, rec.attempt > 1 ? "attempt " + std::to_string(rec.attempt) +
                                                                           (rec.auto_converge ? " with auto-converge" : "")
                                                                     : "started"));
-    auto started = CallAgent(rec.source, "POST", gpath + "/migrate", &body);
-    if (!started.ok()) return started.status().WithContext("starting the transfer on " + rec.source);
+    Status started = AgentOf(rec.source)->StartMigration(guest, transfer);
+    if (!started.ok()) return started.WithContext("starting the transfer on " + rec.source);
     return Status::Ok();
   };
 
@@ -698,19 +678,20 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
   auto settle = [&](const Status& cause) -> bool {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.migration_agent_grace_ms);
     while (true) {
-      auto src = CallAgent(rec.source, "GET", gpath, nullptr);
-      auto dst = CallAgent(rec.destination, "GET", gpath, nullptr);
-      auto job = CallAgent(rec.source, "GET", gpath + "/migration", nullptr);
-      if (mg::PastSwitchOver(rec.phase) && dst.ok() && !(job.ok() && job->value("state", "") == "running")) {
+      auto source = AgentOf(rec.source);
+      auto src = source->Get(guest);
+      auto dst = AgentOf(rec.destination)->Get(guest);
+      auto job = source->MigrationStatus(guest);
+      if (mg::PastSwitchOver(rec.phase) && dst.ok() && !(job.ok() && job->state == "running")) {
         // The destination has it, in whatever state: the verification says whether it lives (and
         // removes a shut-off source copy).
         verify_and_finish();
         return true;
       }
-      mg::Observation o{PresenceOf(src), PresenceOf(dst), job.ok() && job->value("state", "") == "running"};
+      mg::Observation o{PresenceOf(src), PresenceOf(dst), job.ok() && job->state == "running"};
       mg::Recovery r = mg::Reconcile(rec.phase, o);
-      spdlog::info("migration {}: source {}, destination {}, job {} -> {}", rec.id, src.ok() ? src->value("state", "?") : src.status().ToString(),
-                   dst.ok() ? dst->value("state", "?") : dst.status().ToString(), o.job_active ? "active" : "none",
+      spdlog::info("migration {}: source {}, destination {}, job {} -> {}", rec.id, src.ok() ? src->state : src.status().ToString(),
+                   dst.ok() ? dst->state : dst.status().ToString(), o.job_active ? "active" : "none",
                    mg::RecoveryName(r));
       switch (r) {
         case mg::Recovery::kWait:
@@ -720,7 +701,7 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
           (void)mg::Advance(rec, mg::Phase::kRollingBack, cause.ok() ? "rolled back" : cause.message());
           (void)persist();
           abandon_destination();
-          if (o.source == mg::Presence::kPaused) (void)CallAgent(rec.source, "POST", gpath + "/resume", nullptr);
+          if (o.source == mg::Presence::kPaused) (void)source->Resume(guest);
           finish(Outcome::kRolledBack, cause.ok() ? AbortedError("migration did not complete") : cause);
           return true;
         case mg::Recovery::kFinishOnSource:
@@ -733,7 +714,7 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
             (void)mg::Advance(rec, mg::Phase::kConfirm, "removing the source copy");
             (void)persist();
           }
-          (void)CallAgent(rec.source, "DELETE", gpath + "?force=true", nullptr);
+          (void)source->Delete(guest, true);
           verify_and_finish();
           return true;
         case mg::Recovery::kFinishOnDestination:
@@ -790,11 +771,11 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
     if (!cancel_sent && CancelRequested(task_id)) {
       cancel_sent = true;
       abort_reason = "cancelled by request";
-      auto c = CallAgent(rec.source, "POST", gpath + "/migration/cancel", nullptr);
-      if (!c.ok()) spdlog::warn("migration {}: cancel: {}", rec.id, c.status().ToString());
+      Status c = AgentOf(rec.source)->CancelMigration(guest);
+      if (!c.ok()) spdlog::warn("migration {}: cancel: {}", rec.id, c.ToString());
       progress(0.5, "cancelling");
     }
-    auto st = CallAgent(rec.source, "GET", gpath + "/migration", nullptr);
+    auto st = AgentOf(rec.source)->MigrationStatus(guest);
     if (!st.ok()) {
       if (!unreachable_since) unreachable_since = std::chrono::steady_clock::now();
       progress(0.5, "source agent unreachable: " + st.status().message());
@@ -804,8 +785,8 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
       continue;
     }
     unreachable_since.reset();
-    const std::string state = st->value("state", "none");
-    StatsFromJob(st->value("job", Json::object()), rec.stats);
+    const std::string state = st->state;
+    if (st->stats) MergeJobStats(*st->stats, rec.stats);
     if (state == "running") {
       const mg::Stats& s = rec.stats;
       double done = s.memory_total_bytes > 0
@@ -834,21 +815,21 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
                      {{"migration", rec.id}, {"action", mg::ActionName(d.action)}, {"reason", d.reason}});
       switch (d.action) {
         case mg::Action::kRaiseBandwidth: {
-          Json b = {{"bandwidth_mib_s", d.bandwidth_mib_s}};
-          auto r = CallAgent(rec.source, "POST", gpath + "/migration/bandwidth", &b);
-          if (r.ok()) rec.bandwidth_mib_s = d.bandwidth_mib_s;
+          if (AgentOf(rec.source)->SetMigrationBandwidth(guest, d.bandwidth_mib_s).ok()) {
+            rec.bandwidth_mib_s = d.bandwidth_mib_s;
+          }
           break;
         }
         case mg::Action::kRestartWithAutoConverge:
           restarting = true;
-          (void)CallAgent(rec.source, "POST", gpath + "/migration/cancel", nullptr);
+          (void)AgentOf(rec.source)->CancelMigration(guest);
           break;
         case mg::Action::kStartPostCopy:
-          if (CallAgent(rec.source, "POST", gpath + "/migration/postcopy", nullptr).ok()) rec.postcopy = true;
+          if (AgentOf(rec.source)->StartPostCopy(guest).ok()) rec.postcopy = true;
           break;
         case mg::Action::kAbort:
           abort_reason = d.reason;
-          (void)CallAgent(rec.source, "POST", gpath + "/migration/cancel", nullptr);
+          (void)AgentOf(rec.source)->CancelMigration(guest);
           break;
         case mg::Action::kContinue: break;
       }
@@ -864,7 +845,7 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
       return verify_and_finish();
     }
     if (state == "failed" || state == "cancelled") {
-      const std::string error = st->value("error", "");
+      const std::string error = st->error;
       if (restarting && !cancel_sent) {
         restarting = false;
         ++rec.attempt;
