@@ -1,0 +1,332 @@
+// In-memory agents (see in_memory_agent.h): uw-agent's answers without libvirt or HTTP.
+#include "manager/in_memory_agent.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/id.h"
+#include "common/json.h"
+
+namespace uw::manager {
+
+class InMemoryAgent final : public AgentClient {
+ public:
+  InMemoryAgent(InMemoryCluster& cluster, std::string host) : cluster_(cluster), host_(std::move(host)) {}
+  const std::string& host() const override { return host_; }
+
+  Result<AgentGuest> Create(const Json& spec) override {
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(spec, "body"));
+    AgentGuest g;
+    UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
+    UW_RETURN_IF_ERROR(ValidateGuestName(g.name, "body.name"));
+    UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
+    UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
+    UW_ASSIGN_OR_RETURN(g.max_vcpus, v.Int("max_vcpus", g.vcpus));
+    UW_ASSIGN_OR_RETURN(g.memory_mib, v.Int("memory_mib", 128));
+    UW_ASSIGN_OR_RETURN(g.max_memory_mib, v.Int("max_memory_mib", g.memory_mib));
+    UW_ASSIGN_OR_RETURN(bool start, v.Bool("start", true));
+    g.state = start ? "running" : "shutoff";
+    g.has_channel = g.kind != "lxc";
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    if (h->guests.count(g.name)) {
+      return AlreadyExistsError("guest '" + g.name + "' already exists on host " + host_);
+    }
+    h->guests[g.name] = g;
+    return g;
+  }
+
+  Result<AgentGuest> Get(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    return *g;
+  }
+
+  Result<AgentGuest> Start(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (g->state == "running" || g->state == "paused") {
+      return FailedPreconditionError("guest '" + guest + "' is already running");
+    }
+    g->state = "running";
+    return Answer(*g);
+  }
+
+  Result<AgentGuest> Stop(const std::string& guest, const StopRequest& r) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    const bool crashed = g->state == "crashed";
+    if (g->state == "shutoff") return FailedPreconditionError("guest '" + guest + "' is not running");
+    g->state = "shutoff";
+    AgentGuest out = Answer(*g);
+    out.forced = r.force || crashed;
+    return out;
+  }
+
+  Result<AgentGuest> Pause(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (g->state != "running") return FailedPreconditionError("guest '" + guest + "' is not running");
+    g->state = "paused";
+    return Answer(*g);
+  }
+
+  Result<AgentGuest> Resume(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (g->state != "paused") return FailedPreconditionError("guest '" + guest + "' is not paused");
+    g->state = "running";
+    return Answer(*g);
+  }
+
+  Result<AgentGuest> Resize(const std::string& guest, const ResizeRequest& r) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (r.memory_mib && (*r.memory_mib < 1 || *r.memory_mib > g->max_memory_mib)) {
+      return InvalidArgumentError("body.memory_mib: " + std::to_string(*r.memory_mib) + " is outside 1.." +
+                                  std::to_string(g->max_memory_mib));
+    }
+    if (r.vcpus && (*r.vcpus < 1 || *r.vcpus > g->max_vcpus)) {
+      return InvalidArgumentError("body.vcpus: " + std::to_string(*r.vcpus) + " is above the guest's maximum of " +
+                                  std::to_string(g->max_vcpus));
+    }
+    if (r.memory_mib) g->memory_mib = *r.memory_mib;
+    if (r.vcpus) g->vcpus = *r.vcpus;
+    return Answer(*g);
+  }
+
+  Status Delete(const std::string& guest, bool force) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (!force && (g->state == "running" || g->state == "paused")) {
+      return FailedPreconditionError("guest '" + guest + "' is running; stop it first");
+    }
+    cluster_.hosts_[host_].guests.erase(guest);
+    return Status::Ok();
+  }
+
+  Result<ExecResult> Exec(const std::string& guest, const ExecRequest& r) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (g->state != "running") return FailedPreconditionError("guest '" + guest + "' is " + g->state);
+    if (!g->has_channel) return FailedPreconditionError("guest '" + guest + "' has no control channel");
+    return ExecResult{r.command == "false" ? 1 : 0, ""};
+  }
+
+  Result<std::string> ConsoleTail(const std::string& guest, size_t) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    return g->state == "crashed" ? std::string("Kernel panic - not syncing: in-memory crash\n") : std::string();
+  }
+
+  Result<IncomingReady> PrepareIncoming(const IncomingRequest& r) override {
+    UW_RETURN_IF_ERROR(ValidateGuestName(r.guest, "body.guest"));
+    if (r.kind == "lxc") return InvalidArgumentError("body.kind: containers do not live-migrate (move them cold)");
+    if (r.memory_mib < 1) return InvalidArgumentError("body.memory_mib: expected a positive integer");
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    int64_t used = 0;
+    for (const auto& [name, g] : h->guests) {
+      if (g.state != "shutoff") used += g.memory_mib;
+    }
+    const int64_t free = std::max<int64_t>(0, h->memory_mib - used);
+    if (r.memory_mib > free) {
+      return ResourceExhaustedError("host " + host_ + " has " + std::to_string(free) + " MiB free, guest '" + r.guest +
+                                    "' needs " + std::to_string(r.memory_mib));
+    }
+    return IncomingReady{host_, "inmem://" + host_, "/var/lib/underware/" + host_};
+  }
+
+  Status AbandonIncoming(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    auto it = h->guests.find(guest);
+    if (it == h->guests.end()) return Status::Ok();
+    if (it->second.state == "running") {
+      return FailedPreconditionError("guest '" + guest + "' runs on host " + host_ + ": not an abandoned incoming copy");
+    }
+    h->guests.erase(it);
+    return Status::Ok();
+  }
+
+  Status StartMigration(const std::string& guest, const TransferRequest& r) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (g->state != "running") return FailedPreconditionError("guest '" + guest + "' is not running");
+    if (!cluster_.hosts_.count(r.destination_host)) {
+      return UnavailableError("libvirt: cannot reach " + r.destination.migration_uri);
+    }
+    auto& h = cluster_.hosts_[host_];
+    InMemoryCluster::Job job;
+    job.destination = r.destination_host;
+    auto script = h.scripts.find(guest);
+    if (script == h.scripts.end()) script = h.scripts.find("*");
+    if (script != h.scripts.end()) job.script = script->second;
+    h.jobs[guest] = job;
+    return Status::Ok();
+  }
+
+  Result<MigrationJob> MigrationStatus(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    MigrationJob out;
+    auto it = h->jobs.find(guest);
+    if (it == h->jobs.end()) return out;  // the agent answers "none" for any guest
+    InMemoryCluster::Job& job = it->second;
+    if (job.state == "running") Step(guest, job);
+    out.state = job.state;
+    out.error = job.error;
+    const int64_t total = (h->guests.count(guest) ? h->guests[guest].memory_mib : 128) << 20;
+    migration::Stats s;
+    s.total_ms = 100 * job.polls;
+    s.memory_total_bytes = total;
+    s.memory_remaining_bytes = job.state == "completed" ? 0 : total / (job.polls + 1);
+    s.memory_processed_bytes = total - s.memory_remaining_bytes;
+    s.downtime_ms = job.state == "completed" ? 5 : -1;
+    s.iteration = job.polls;
+    out.stats = s;
+    return out;
+  }
+
+  Status CancelMigration(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    UW_RETURN_IF_ERROR(Find(guest).status());
+    auto it = h->jobs.find(guest);
+    if (it == h->jobs.end() || it->second.state != "running") {
+      return FailedPreconditionError("guest '" + guest + "' has no migration in progress");
+    }
+    it->second.cancelled = true;
+    return Status::Ok();
+  }
+
+  Status SetMigrationBandwidth(const std::string& guest, double mib_s) override {
+    if (!(mib_s > 0)) return InvalidArgumentError("body.bandwidth_mib_s: expected a positive number");
+    std::lock_guard l(cluster_.mu_);
+    return Find(guest).status();
+  }
+
+  Status StartPostCopy(const std::string& guest) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    UW_RETURN_IF_ERROR(Find(guest).status());
+    auto it = h->jobs.find(guest);
+    if (it == h->jobs.end() || it->second.state != "running") {
+      return FailedPreconditionError("guest '" + guest + "' has no migration in progress");
+    }
+    it->second.script.never_converges = false;  // post-copy always finishes
+    it->second.polls = std::max(it->second.polls, it->second.script.polls_to_complete - 1);
+    return Status::Ok();
+  }
+
+ private:
+  // Requires cluster_.mu_.
+  Result<InMemoryCluster::Host*> Up() {
+    ++cluster_.calls_;
+    auto it = cluster_.hosts_.find(host_);
+    if (it == cluster_.hosts_.end()) return NotFoundError("host '" + host_ + "' is no longer in the cluster");
+    if (it->second.down) {
+      return UnavailableError("agent of host " + host_ + ": connection refused (the in-memory host is down)");
+    }
+    return &it->second;
+  }
+  Result<AgentGuest*> Find(const std::string& guest) {
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    auto it = h->guests.find(guest);
+    if (it == h->guests.end()) return NotFoundError("guest '" + guest + "' not found on host " + host_);
+    return &it->second;
+  }
+  // Lifecycle answers carry no disks (only Get does), as the agent's.
+  static AgentGuest Answer(AgentGuest g) {
+    g.local_disks.clear();
+    return g;
+  }
+  // One poll of a running job. Requires cluster_.mu_.
+  void Step(const std::string& guest, InMemoryCluster::Job& job) {
+    ++job.polls;
+    if (job.cancelled) {
+      job.state = "cancelled";
+      job.error = "operation aborted: migration out job: canceled by client";
+      return;
+    }
+    if (job.script.never_converges || job.polls < job.script.polls_to_complete) return;
+    if (job.script.fail) {
+      job.state = "failed";
+      job.error = "operation failed: migration out job: unexpectedly failed (in-memory script)";
+      return;
+    }
+    auto& source = cluster_.hosts_[host_];
+    auto moving = source.guests.find(guest);
+    if (moving == source.guests.end()) {
+      job.state = "failed";
+      job.error = "the guest vanished during the transfer";
+      return;
+    }
+    AgentGuest g = moving->second;
+    source.guests.erase(moving);
+    g.state = job.script.dies_on_destination ? "crashed" : "running";
+    cluster_.hosts_[job.destination].guests[guest] = g;
+    job.state = "completed";
+  }
+
+  InMemoryCluster& cluster_;
+  const std::string host_;
+};
+
+void InMemoryCluster::AddHost(const std::string& host, int64_t memory_mib) {
+  std::lock_guard l(mu_);
+  hosts_[host].memory_mib = memory_mib;
+}
+
+std::shared_ptr<AgentClient> InMemoryCluster::Client(const std::string& host) {
+  return std::make_shared<InMemoryAgent>(*this, host);
+}
+
+std::function<std::shared_ptr<AgentClient>(const std::string&, const AgentAddress&)> InMemoryCluster::Factory() {
+  return [this](const std::string& host, const AgentAddress&) { return Client(host); };
+}
+
+void InMemoryCluster::SetDown(const std::string& host, bool down) {
+  std::lock_guard l(mu_);
+  hosts_[host].down = down;
+}
+
+void InMemoryCluster::Script(const std::string& host, const std::string& guest, MigrationScript script) {
+  std::lock_guard l(mu_);
+  hosts_[host].scripts[guest] = script;
+}
+
+void InMemoryCluster::SetState(const std::string& host, const std::string& guest, const std::string& state) {
+  std::lock_guard l(mu_);
+  auto& h = hosts_[host];
+  if (auto it = h.guests.find(guest); it != h.guests.end()) it->second.state = state;
+}
+
+void InMemoryCluster::Place(const std::string& host, const AgentGuest& guest) {
+  std::lock_guard l(mu_);
+  hosts_[host].guests[guest.name] = guest;
+}
+
+std::set<std::string> InMemoryCluster::GuestsOn(const std::string& host) {
+  std::lock_guard l(mu_);
+  std::set<std::string> out;
+  if (auto it = hosts_.find(host); it != hosts_.end()) {
+    for (const auto& [name, g] : it->second.guests) out.insert(name);
+  }
+  return out;
+}
+
+std::string InMemoryCluster::StateOf(const std::string& host, const std::string& guest) {
+  std::lock_guard l(mu_);
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return "";
+  auto g = it->second.guests.find(guest);
+  return g == it->second.guests.end() ? "" : g->second.state;
+}
+
+int InMemoryCluster::calls() const {
+  std::lock_guard l(mu_);
+  return calls_;
+}
+
+}  // namespace uw::manager

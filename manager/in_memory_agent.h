@@ -1,0 +1,74 @@
+// In-memory agents for the manager's tests (issue 13): AgentClient implementations that keep
+// their hosts' guests in a map and move them between hosts of one InMemoryCluster when a live
+// migration completes. They answer as uw-agent does (the same states, error codes and checks):
+// manager/agent_client_test.cc runs the same contract cases against them and against the HTTP
+// client talking to a real vmm::Agent, so they cannot drift from it.
+//
+// Tests script what real hosts do to the manager: a host going down (every call kUnavailable), a
+// guest crashing, a migration that fails, never converges or kills the guest after the switch-over.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "manager/agent_client.h"
+
+namespace uw::manager {
+
+// How the next live migration out of a host goes (per guest, or "*" for any guest).
+struct MigrationScript {
+  int polls_to_complete = 2;        // MigrationStatus calls while "running" before "completed"
+  bool fail = false;                // ends "failed" (libvirt's error) instead; the guest stays
+  bool never_converges = false;     // stays "running" with memory left until cancelled
+  bool dies_on_destination = false;  // completes, then the guest is "crashed" on the destination
+};
+
+class InMemoryCluster {
+ public:
+  // A host with `memory_mib` to give guests.
+  void AddHost(const std::string& host, int64_t memory_mib = 16384);
+  // The client of `host` (also for hosts not added: every call then fails kNotFound).
+  std::shared_ptr<AgentClient> Client(const std::string& host);
+  // A factory for Manager::SetAgentFactory.
+  std::function<std::shared_ptr<AgentClient>(const std::string&, const AgentAddress&)> Factory();
+
+  // Scripting.
+  void SetDown(const std::string& host, bool down);  // calls fail kUnavailable while down
+  void Script(const std::string& host, const std::string& guest, MigrationScript script);
+  void SetState(const std::string& host, const std::string& guest, const std::string& state);
+  // Puts a guest on a host behind the manager's back (as if found there).
+  void Place(const std::string& host, const AgentGuest& guest);
+
+  // What the hosts hold.
+  std::set<std::string> GuestsOn(const std::string& host);
+  std::string StateOf(const std::string& host, const std::string& guest);  // "" when absent
+  int calls() const;
+
+ private:
+  friend class InMemoryAgent;
+  struct Job {
+    std::string destination;
+    std::string state = "running";
+    std::string error;
+    MigrationScript script;
+    int polls = 0;
+    bool cancelled = false;
+  };
+  struct Host {
+    int64_t memory_mib = 0;
+    bool down = false;
+    std::map<std::string, AgentGuest> guests;
+    std::map<std::string, Job> jobs;  // outgoing migrations by guest
+    std::map<std::string, MigrationScript> scripts;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Host> hosts_;  // guarded by mu_
+  int calls_ = 0;                      // guarded by mu_
+};
+
+}  // namespace uw::manager
