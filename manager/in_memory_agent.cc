@@ -244,6 +244,9 @@ class InMemoryAgent final : public AgentClient {
   // One poll of a running job. Requires cluster_.mu_.
   void Step(const std::string& guest, InMemoryCluster::Job& job) {
     ++job.polls;
+    if (job.script.source_down_after_polls > 0 && job.polls >= job.script.source_down_after_polls) {
+      cluster_.hosts_[host_].down = true;
+    }
     if (job.cancelled) {
       job.state = "cancelled";
       job.error = "operation aborted: migration out job: canceled by client";

@@ -26,6 +26,7 @@ struct MigrationScript {
   bool fail = false;                // ends "failed" (libvirt's error) instead; the guest stays
   bool never_converges = false;     // stays "running" with memory left until cancelled
   bool dies_on_destination = false;  // completes, then the guest is "crashed" on the destination
+  int source_down_after_polls = 0;   // > 0: the source host goes down at that poll (stays down)
 };
 
 class InMemoryCluster {

@@ -372,7 +372,14 @@ Manager::Manager(ManagerConfig config, Clock& clock) : config_(std::move(config)
   SetAgentFactory([timeout = config_.agent_timeout_ms](const std::string& host, const AgentAddress& address) {
     return NewHttpAgentClient(host, address, timeout);
   });
+  SetPollSleeper([this](Duration d) {
+    std::unique_lock l(mu_);
+    cv_.wait_for(l, d, [this] { return stopping_; });
+    return !stopping_;
+  });
 }
+
+void Manager::SetPollSleeper(std::function<bool(Duration)> sleeper) { poll_sleeper_ = std::move(sleeper); }
 
 void Manager::SetAgentFactory(AgentDirectory::Factory factory) {
   auto lookup = [this](const std::string& host) -> Result<AgentAddress> {

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,7 @@ namespace uw::manager {
 
 namespace internal {
 class EventBus;
+class MigrationRun;
 }  // namespace internal
 
 // admin: everything; operator: the cluster (not tokens); read-only: reads the cluster, changes
@@ -161,6 +163,10 @@ class Manager {
   // How the manager reaches agents (before Start): tests give an in-process client. The default
   // talks HTTP to the address each host joined with, one client (and its connections) per host.
   void SetAgentFactory(AgentDirectory::Factory factory);
+  // How the manager's loops wait between polls of an agent (migrations): the default waits on its
+  // own condition variable and returns false once the manager stops. Tests on a FakeClock give
+  // one that advances the clock instead of sleeping.
+  void SetPollSleeper(std::function<bool(Duration)> sleeper);
   // Stops loops and workers (tasks being run finish their current agent call). Idempotent.
   void Stop();
   const ManagerConfig& config() const { return config_; }
@@ -357,6 +363,8 @@ class Manager {
   Clock& clock_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<AgentDirectory> agents_;  // set by the constructor
+  std::function<bool(Duration)> poll_sleeper_;  // set by the constructor
+  friend class internal::MigrationRun;
   std::mutex placement_mu_;  // serializes admission + placement + reservation
 
   std::mutex mu_;
