@@ -12,6 +12,7 @@
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
@@ -1043,119 +1044,18 @@ Result<Json> Manager::SetHostGroups(std::string_view name, const Json& body) {
 // ---------------------------------------------------------------------------------------------
 // Snapshot
 
-namespace {
-
 // Rules are stored as written: they may name guests that do not exist yet (they apply to their
 // placement when they are created) and host groups that no host is in any more. The engine's
-// snapshot names only what exists, so each rule is cut down to its known members; a rule left
-// with too few guests (two for vm-vm rules, one for vm-host rules) or, for vm-host rules, without
-// a host or group is left out of the snapshot (it constrains nothing that exists).
-Json RulesForSnapshot(const Json& stored, const Json& snap) {
-  std::set<std::string> vms, hosts, groups;
-  for (const auto& v : snap["vms"]) vms.insert(v.value("name", ""));
-  for (const auto& h : snap["hosts"]) {
-    hosts.insert(h.value("name", ""));
-    for (const auto& g : h.value("groups", Json::array())) {
-      if (g.is_string()) groups.insert(g.get<std::string>());
-    }
-  }
-  auto keep = [](const Json& names, const std::set<std::string>& known) {
-    Json out = Json::array();
-    if (!names.is_array()) return out;
-    for (const auto& n : names) {
-      if (n.is_string() && known.count(n.get<std::string>())) out.push_back(n);
-    }
-    return out;
-  };
-  Json out = Json::array();
-  for (const auto& r : stored) {
-    if (!r.is_object()) continue;
-    Json rule = r;
-    rule["vms"] = keep(r.value("vms", Json::array()), vms);
-    if (rule.value("type", "") == "vm-host") {
-      if (rule["vms"].empty()) continue;
-      rule["hosts"] = keep(r.value("hosts", Json::array()), hosts);
-      rule["groups"] = keep(r.value("groups", Json::array()), groups);
-      if (rule["hosts"].empty() && rule["groups"].empty()) continue;
-    } else if (rule["vms"].size() < 2) {
-      continue;
-    }
-    out.push_back(std::move(rule));
-  }
-  return out;
-}
-
-}  // namespace
-
-Result<Json> Manager::BuildSnapshotJson(const Json* incoming) {
-  Json snap = {{"version", 1}, {"hosts", Json::array()}, {"pools", Json::array()}, {"vms", Json::array()},
-               {"rules", Json::array()}};
-  UW_ASSIGN_OR_RETURN(auto hosts, store_->Query("SELECT * FROM hosts ORDER BY name"));
-  for (const auto& h : hosts) {
-    std::string state = h.Str("state") == "disconnected" ? "failed" : h.Int("maintenance") ? "maintenance" : "on";
-    Json groups = h.JsonOf("groups");
-    snap["hosts"].push_back({{"name", h.Str("name")},
-                             {"cpu_cores", h.Real("cpu_cores")},
-                             {"memory_mib", h.Int("memory_mib")},
-                             {"state", state},
-                             {"groups", groups.is_array() ? groups : Json::array()}});
-  }
-  UW_ASSIGN_OR_RETURN(auto pools, store_->Query("SELECT spec FROM pools ORDER BY name"));
-  for (const auto& p : pools) snap["pools"].push_back(p.JsonOf("spec"));
-  // When each guest last moved (live or cold): the engine's cooldown (min_move_interval_s).
-  const int64_t now = NowMs();
-  std::map<std::string, int64_t> moved_at;
-  UW_ASSIGN_OR_RETURN(auto moves, store_->Query("SELECT guest, MAX(updated_ms) AS at FROM migrations WHERE phase = "
-                                                "'done' GROUP BY guest"));
-  for (const auto& m : moves) moved_at[m.Str("guest")] = m.Int("at");
-  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT * FROM guests ORDER BY name"));
-  for (const auto& g : guests) {
-    Json vm = {{"name", g.Str("name")},
-               {"host", g.IsNull("host") ? Json(nullptr) : Json(g.Str("host"))},
-               {"vcpus", g.Int("vcpus")},
-               {"memory_mib", g.Int("memory_mib")},
-               {"kind", g.Str("kind")},
-               // Memory is reserved in full: admission control refuses what cannot be backed.
-               {"reservation", {{"cpu_cores", 0}, {"memory_mib", g.Int("memory_mib")}}},
-               {"migratable", g.Str("automation") != "disabled"}};
-    if (!g.IsNull("pool")) vm["pool"] = g.Str("pool");
-    if (auto it = moved_at.find(g.Str("name")); it != moved_at.end()) {
-      vm["last_moved_ago_s"] = static_cast<double>(std::max<int64_t>(0, now - it->second)) / 1000.0;
-    }
-    if (g.Str("state") == "running" && g.Int("memory_used_mib") >= 0) {
-      vm["demand"] = {{"cpu_cores", g.Real("cpu_used")},
-                      {"memory_mib", std::min(g.Int("memory_used_mib"), g.Int("memory_mib"))}};
-    } else if (g.Str("state") != "running" && g.Str("state") != "creating") {
-      vm["demand"] = {{"cpu_cores", 0}, {"memory_mib", g.Int("memory_mib")}};
-    }
-    if (!g.IsNull("migrating_to")) {
-      // In flight: it holds memory on both hosts and is not moved again until it lands. The
-      // destination's share is an entry of its own (name@incoming).
-      vm["migratable"] = false;
-      Json incoming = vm;
-      incoming["name"] = g.Str("name") + "@incoming";
-      incoming["host"] = g.Str("migrating_to");
-      incoming.erase("pool");
-      snap["vms"].push_back(std::move(incoming));
-    }
-    snap["vms"].push_back(vm);
-  }
-  if (incoming) snap["vms"].push_back(*incoming);
-  UW_ASSIGN_OR_RETURN(auto rules, store_->Query("SELECT spec FROM rules ORDER BY name"));
-  Json stored = Json::array();
-  for (const auto& r : rules) stored.push_back(r.JsonOf("spec"));
-  snap["rules"] = RulesForSnapshot(stored, snap);
-  UW_ASSIGN_OR_RETURN(Json drs, GetDrsConfig());
-  snap["settings"] = {{"drs", {{"automation", drs["automation"]}, {"threshold", drs["threshold"]},
-                               {"max_moves", drs["max_moves"]}, {"allow_cold_moves", drs["allow_cold_moves"]},
-                               {"min_move_interval_s", drs["min_move_interval_s"]}}}};
-  return snap;
+// snapshot names only what exists (internal::BuildSnapshot cuts each rule down to its known
+// members, and leaves out a rule that then constrains nothing that exists).
+Result<placement::Snapshot> Manager::BuildSnapshot(const placement::Vm* incoming) {
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(placement::DrsSettings drs, internal::DrsSettingsFromConfig(cfg));
+  return internal::BuildSnapshot(*store_, NowMs(), drs, incoming);
 }
 
 Result<Json> Manager::ClusterSnapshot() {
-  UW_ASSIGN_OR_RETURN(Json j, BuildSnapshotJson());
-  // Round-trip through the engine's parser so that what is exported is what it reads.
-  UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(j));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot s, BuildSnapshot());
   return placement::SnapshotToJson(s);
 }
 
@@ -1286,18 +1186,8 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
     }
   }
   // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it
-  // current) and the new guest, unplaced: rules created before it name it and apply.
-  Json incoming = {{"name", req.name},
-                   {"host", nullptr},
-                   {"vcpus", req.vcpus},
-                   {"memory_mib", req.memory_mib},
-                   {"kind", req.kind},
-                   {"demand", {{"cpu_cores", req.vcpus}, {"memory_mib", req.memory_mib}}},
-                   {"reservation", {{"cpu_cores", 0}, {"memory_mib", req.memory_mib}}},
-                   {"migratable", req.automation != "disabled"}};
-  if (!req.pool.empty()) incoming["pool"] = req.pool;
-  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson(&incoming));
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  // current) and the new guest, unplaced: rules created before it name it and apply. The
+  // engine's admission and placement are the only capacity checks.
   placement::Vm vm;
   vm.name = req.name;
   vm.vcpus = req.vcpus;
@@ -1309,6 +1199,7 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
             : req.kind == "lxc" ? placement::GuestKind::kLxc
                                 : placement::GuestKind::kQemu;
   vm.migratable = req.automation != "disabled";
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot(&vm));
   placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
   std::erase_if(without_it.vms, [&](const placement::Vm& v) { return v.name == req.name; });
   if (Status s = placement::AdmitVm(without_it, vm); !s.ok()) {
@@ -1321,14 +1212,6 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
     for (const auto& r : d.rejected) why += "; " + r.host + ": " + r.reason;
     if (snap.hosts.empty()) why = "no host has joined the cluster yet";
     return ResourceExhaustedError("no host for guest '" + req.name + "': " + why);
-  }
-  // Belt and braces: the reservation must fit the chosen host's memory.
-  UW_ASSIGN_OR_RETURN(SqlRow fit, store_->QueryOne(
-                                      "SELECT h.memory_mib AS cap, (SELECT COALESCE(SUM(memory_mib), 0) FROM guests "
-                                      "WHERE host = h.name) AS used FROM hosts h WHERE h.name = ?",
-                                      {d.host}, "host '" + d.host + "' vanished"));
-  if (fit.Int("used") + req.memory_mib > fit.Int("cap")) {
-    return AbortedError("placement chose host " + d.host + " but its memory is reserved; retry");
   }
   Json rejected = Json::array();
   for (const auto& r : d.rejected) rejected.push_back({{"host", r.host}, {"reason", r.reason}});
@@ -1841,8 +1724,7 @@ Result<Json> Manager::CreatePool(const Json& body) {
   // Admission of the pool: its reservations must be backed by the powered-on hosts, with what the
   // other pools and the guests reserve already (placement_mu_: no guest is admitted meanwhile).
   std::lock_guard placement_lock(placement_mu_);
-  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   const std::vector<placement::AdmissionIssue> before = placement::CheckAdmission(snap);
   snap.pools.push_back(s.pools.back());
   for (const placement::AdmissionIssue& issue : placement::CheckAdmission(snap)) {
@@ -1888,18 +1770,21 @@ Result<Json> Manager::CreateRule(const Json& body) {
   UW_RETURN_IF_ERROR(ValidateName(name, "name"));
   // Validated by the engine on the current cluster, where guests the rule names that do not exist
   // yet stand in as unplaced guests (the rule applies to them when they are created).
-  UW_ASSIGN_OR_RETURN(Json snap, BuildSnapshotJson());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot s, BuildSnapshot());
+  UW_ASSIGN_OR_RETURN(placement::Rule rule, placement::ParseRuleJson(body, "rules[0]"));
   std::set<std::string> known;
-  for (const auto& vm : snap["vms"]) known.insert(vm.value("name", ""));
-  if (body.contains("vms") && body["vms"].is_array()) {
-    for (const auto& n : body["vms"]) {
-      if (!n.is_string() || !known.insert(n.get<std::string>()).second) continue;
-      UW_RETURN_IF_ERROR(ValidateGuestName(n.get<std::string>(), "vms[]"));
-      snap["vms"].push_back({{"name", n}, {"vcpus", 1}, {"memory_mib", 1}});
-    }
+  for (const auto& vm : s.vms) known.insert(vm.name);
+  for (const auto& n : rule.vms) {
+    if (!known.insert(n).second) continue;
+    UW_RETURN_IF_ERROR(ValidateGuestName(n, "vms[]"));
+    placement::Vm placeholder;
+    placeholder.name = n;
+    placeholder.vcpus = 1;
+    placeholder.memory_mib = 1;
+    s.vms.push_back(std::move(placeholder));
   }
-  snap["rules"] = Json::array({body});
-  UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(snap));
+  s.rules = {rule};
+  UW_RETURN_IF_ERROR(placement::ValidateSnapshot(s));
   Json spec = placement::SnapshotToJson(s)["rules"].back();
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     Status ins = store_->Exec("INSERT INTO rules(name, spec) VALUES (?, ?)", {name, Dump(spec)});
@@ -2156,7 +2041,8 @@ Result<Json> Manager::DryRunPlan(const Json* snapshot) {
   if (snapshot) {
     snap_json = *snapshot;
   } else {
-    UW_ASSIGN_OR_RETURN(snap_json, BuildSnapshotJson());
+    UW_ASSIGN_OR_RETURN(placement::Snapshot built, BuildSnapshot());
+    snap_json = placement::SnapshotToJson(built);
   }
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
   UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
@@ -2167,8 +2053,7 @@ Result<Json> Manager::DryRunPlan(const Json* snapshot) {
 
 Result<Json> Manager::RunDrs() {
   UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
-  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.value("policy", "drs")));
   // Per-guest automation overrides: "disabled" guests are never moved (they are marked
   // non-migratable in the snapshot); "manual" guests are only recommended even in automatic mode.
@@ -2235,8 +2120,7 @@ Result<Json> Manager::ApplyRecommendation(std::string_view id) {
                                    "; only pending ones can be applied (see GET /api/v1/drs/recommendations)");
   }
   // Verify: the move must still be legal on the current state (plan, verify, apply).
-  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   placement::Plan one;
   one.policy = "drs";
   one.moves.push_back({r.Str("guest"), r.Str("from_host"), r.Str("to_host"), static_cast<int>(r.Int("priority")),

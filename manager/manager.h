@@ -321,10 +321,10 @@ class Manager {
   // The guest row `name` names for `p` (see GetGuest). kNotFound, kInvalidArgument (a malformed
   // name), kFailedPrecondition (a short name that names guests of several tenants).
   Result<SqlRow> VisibleGuest(const Principal& p, std::string_view name);
-  // The placement snapshot of the store. `incoming` (a snapshot vm, unplaced) is a guest being
-  // admitted: rules that name it then apply to its placement. Rules are cut down to the guests,
-  // hosts and groups that exist. Requires the caller to hold no store transaction.
-  Result<Json> BuildSnapshotJson(const Json* incoming = nullptr);
+  // The placement engine's snapshot of the store (manager/snapshot_builder.h). `incoming` (an
+  // unplaced guest) is a guest being admitted: rules that name it then apply to its placement.
+  // Requires the caller to hold no store transaction.
+  Result<placement::Snapshot> BuildSnapshot(const placement::Vm* incoming = nullptr);
   // A create into a pool whose CPU limit (vCPUs of its guests) or memory limit (their memory)
   // it would exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
   Status CheckPoolLimits(const GuestCreate& req);

@@ -100,8 +100,7 @@ void MigrationRun::FailEarly(const Status& why) {
 
 // The step, verified on the current state (plan, verify, apply).
 Status MigrationRun::CheckStillFits(bool cold) {
-  UW_ASSIGN_OR_RETURN(Json snap_json, m_.BuildSnapshotJson());
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, m_.BuildSnapshot());
   placement::Plan one;
   placement::Move m;
   m.vm = guest_;

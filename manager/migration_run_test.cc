@@ -3,6 +3,7 @@
 // cancelled, a phase the store refuses) without HTTP, libvirt or sleeping.
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <thread>
@@ -36,6 +37,7 @@ class MigrationRunTest : public ::testing::Test {
     manager_ = std::make_unique<Manager>(c, clock_);
     manager_->SetAgentFactory(cluster_.Factory());
     manager_->SetPollSleeper([this](Duration d) {
+      while (hold_) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a test looks meanwhile
       clock_.Advance(d);
       std::this_thread::yield();
       return true;
@@ -58,8 +60,8 @@ class MigrationRunTest : public ::testing::Test {
   }
 
   // Creates a running guest; returns the host placement chose ("" on failure).
-  std::string MakeGuest(const std::string& name) {
-    auto req = ParseGuestCreate({{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", 512}});
+  std::string MakeGuest(const std::string& name, int64_t memory_mib = 512) {
+    auto req = ParseGuestCreate({{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", memory_mib}});
     EXPECT_TRUE(req.ok()) << req.status().ToString();
     if (!req.ok()) return "";
     auto task = manager_->CreateGuest(admin_, *req);
@@ -112,6 +114,7 @@ class MigrationRunTest : public ::testing::Test {
   std::filesystem::path dir_;
   FakeClock clock_;
   InMemoryCluster cluster_;
+  std::atomic<bool> hold_{false};  // migrations wait at their next poll while set
   Principal admin_{"admin", Role::kAdmin, "", {}};
   std::unique_ptr<Manager> manager_;
 };
@@ -206,6 +209,33 @@ TEST_F(MigrationRunTest, AColdMoveStopsDefinesAndStartsOnTheDestination) {
   EXPECT_EQ(Guest("g7")["host"], dst);
   EXPECT_EQ(cluster_.StateOf(dst, "g7"), "running");
   EXPECT_EQ(cluster_.StateOf(src, "g7"), "");
+}
+
+TEST_F(MigrationRunTest, AGuestInFlightHoldsItsMemoryOnBothHostsForAdmission) {
+  const std::string src = MakeGuest("big", 6000), dst = Other(src);
+  ASSERT_FALSE(src.empty());
+  cluster_.Script(src, "big", MigrationScript{.never_converges = true});
+  hold_ = true;  // in flight until the checks below are done
+  Json task = Migrate("big", dst, {{"allow_postcopy", false}});
+  ASSERT_TRUE(Eventually([&] { return Guest("big").value("migrating_to", Json()) == dst; }));
+  // 8192 MiB hosts: 6000 are held on both while it moves, so 4000 fit on neither.
+  auto req = ParseGuestCreate({{"name", "late"}, {"kind", "qemu"}, {"image", "tiny"}, {"memory_mib", 4000}});
+  ASSERT_TRUE(req.ok());
+  auto refused = manager_->CreateGuest(admin_, *req);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status().ToString();
+  auto snapshot = manager_->ClusterSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status().ToString();
+  bool incoming = false;
+  for (const auto& vm : (*snapshot)["vms"]) incoming |= vm["name"] == "big@incoming" && vm["host"] == dst;
+  EXPECT_TRUE(incoming) << snapshot->dump();
+  hold_ = false;
+  Json done = Wait(task);  // the policy gives up on it
+  EXPECT_EQ(done["state"], "failed");
+  auto fits = manager_->CreateGuest(admin_, *req);
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(Wait(*fits)["state"], "succeeded");
+  EXPECT_EQ(Guest("late")["host"], dst);
 }
 
 }  // namespace

@@ -88,8 +88,7 @@ Result<Json> Manager::MigrateGuest(const Principal& p, std::string_view name, co
 Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, const std::vector<std::string>& recs,
                                  const Json& options) {
   std::lock_guard l(placement_mu_);
-  UW_ASSIGN_OR_RETURN(Json snap_json, BuildSnapshotJson());
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   // Guests already busy (a task in flight) are not moved again.
   UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
   std::vector<placement::Move> candidates;

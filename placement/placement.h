@@ -172,6 +172,13 @@ Result<Snapshot> ParseSnapshot(const Json& json);
 Result<Snapshot> ParseSnapshotText(std::string_view text, std::string_view what = "snapshot");
 // Writes every field (defaults included) so that ParseSnapshot(SnapshotToJson(s)) == s.
 Json SnapshotToJson(const Snapshot& snapshot);
+// Parts of a snapshot read on their own, for callers that build a Snapshot from their own records
+// (the manager's store): the checks ParseSnapshot makes on one entry; `path` prefixes errors.
+Result<Pool> ParsePoolJson(const Json& json, std::string_view path);
+Result<Rule> ParseRuleJson(const Json& json, std::string_view path);
+// The checks ParseSnapshot makes across a whole snapshot: unique names, hosts / pools / guests
+// that exist, no pool cycles (kInvalidArgument naming the entry).
+Status ValidateSnapshot(Snapshot& snapshot);
 
 // ---------------------------------------------------------------------------------------------
 // Plan

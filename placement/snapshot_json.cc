@@ -375,6 +375,22 @@ Result<Snapshot> ParseSnapshot(const Json& json) {
   return s;
 }
 
+Result<Pool> ParsePoolJson(const Json& json, std::string_view path) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(json, std::string(path)));
+  Pool p;
+  UW_RETURN_IF_ERROR(ParsePool(v, &p));
+  return p;
+}
+
+Result<Rule> ParseRuleJson(const Json& json, std::string_view path) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(json, std::string(path)));
+  Rule r;
+  UW_RETURN_IF_ERROR(ParseRule(v, &r));
+  return r;
+}
+
+Status ValidateSnapshot(Snapshot& snapshot) { return Validate(snapshot); }
+
 Result<Snapshot> ParseSnapshotText(std::string_view text, std::string_view what) {
   UW_ASSIGN_OR_RETURN(Json j, ParseJson(text, what));
   return ParseSnapshot(j);
