@@ -35,6 +35,27 @@ inline std::string_view ShownGuestName(const Principal& p, std::string_view key)
   return key.substr(p.tenant.size() + 1);
 }
 
+// A guest's cluster-wide name: a tenant's guest "web1" is "acme:web1" (names are unique per tenant).
+inline std::string GuestKey(const std::string& tenant, const std::string& name) {
+  return tenant.empty() ? name : tenant + ":" + name;
+}
+
+// Tenants see their guests by their short names: strips "<tenant>:" from the guest-naming fields
+// of `j` (name, subject, guest, and data.subject / data.guest of events). A no-op for other roles.
+inline void ShowShortNames(const Principal& p, Json& j) {
+  if (p.role != Role::kTenant || !j.is_object()) return;
+  auto strip = [&](Json& o, const char* field) {
+    auto it = o.find(field);
+    if (it == o.end() || !it->is_string()) return;
+    const std::string& v = it->get_ref<const std::string&>();
+    if (std::string_view shown = ShownGuestName(p, v); shown.size() != v.size()) *it = std::string(shown);
+  };
+  for (const char* f : {"name", "subject", "guest"}) strip(j, f);
+  if (auto d = j.find("data"); d != j.end() && d->is_object()) {
+    for (const char* f : {"subject", "guest"}) strip(*d, f);
+  }
+}
+
 inline Status NeedWrite(const Principal& p) {
   if (p.CanWrite()) return Status::Ok();
   return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");

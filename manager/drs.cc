@@ -1,0 +1,247 @@
+// DRS: the stored settings, plans on the current snapshot, recommendations and applying them.
+// Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
+#include "manager/manager.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http.h"
+#include "common/id.h"
+#include "manager/event_bus.h"
+#include "manager/internal.h"
+#include "manager/snapshot_builder.h"
+#include "placement/placement.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::manager {
+
+using internal::Dump;
+using internal::IsFinal;
+using internal::kMaxTaskAttempts;
+using internal::NeedWrite;
+using internal::Wrap;
+using internal::GuestKey;
+using internal::ShowShortNames;
+
+// ---------------------------------------------------------------------------------------------
+// DRS
+
+Result<Json> Manager::GetDrsConfig() {
+  // min_move_interval_s: the engine's cooldown (placement::DrsSettings), same name and default.
+  Json cfg = {{"automation", "manual"},
+              {"threshold", 3},
+              {"max_moves", nullptr},
+              {"policy", "drs"},
+              {"allow_cold_moves", false},
+              {"min_move_interval_s", placement::DrsSettings().min_move_interval_s},
+              {"interval_ms", config_.drs_interval_ms}};
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT value FROM settings WHERE key = 'drs'"));
+  if (!rows.empty()) {
+    Json stored = rows[0].JsonOf("value");
+    if (stored.is_object()) cfg.update(stored);
+  }
+  cfg["interval_ms"] = config_.drs_interval_ms;
+  return cfg;
+}
+
+Result<Json> Manager::SetDrsConfig(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(
+      v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s"}));
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  cfg.erase("interval_ms");
+  if (v.Has("automation")) {
+    UW_ASSIGN_OR_RETURN(std::string a, v.String("automation"));
+    if (a != "manual" && a != "automatic") return v.FieldError("automation", "expected manual or automatic");
+    cfg["automation"] = a;
+  }
+  if (v.Has("threshold")) {
+    UW_ASSIGN_OR_RETURN(int64_t t, v.Int("threshold"));
+    if (t < 1 || t > 5) return v.FieldError("threshold", "expected 1..5");
+    cfg["threshold"] = t;
+  }
+  if (body.contains("max_moves")) {
+    UW_ASSIGN_OR_RETURN(auto m, v.OptionalInt("max_moves"));
+    if (m && *m < 0) return v.FieldError("max_moves", "expected a non-negative integer or null");
+    cfg["max_moves"] = m ? Json(*m) : Json(nullptr);
+  }
+  if (v.Has("allow_cold_moves")) {
+    UW_ASSIGN_OR_RETURN(bool cold, v.Bool("allow_cold_moves"));
+    cfg["allow_cold_moves"] = cold;
+  }
+  if (v.Has("min_move_interval_s")) {
+    UW_ASSIGN_OR_RETURN(double cooldown, v.Number("min_move_interval_s"));
+    if (!(cooldown >= 0 && cooldown <= 30 * 86400)) {
+      return v.FieldError("min_move_interval_s", "expected 0..2592000 seconds");
+    }
+    cfg["min_move_interval_s"] = cooldown;
+  }
+  if (v.Has("policy")) {
+    UW_ASSIGN_OR_RETURN(std::string p, v.String("policy"));
+    if (!placement::MakePolicy(p).ok()) {
+      std::string names;
+      for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
+      return v.FieldError("policy", "expected one of " + names);
+    }
+    cfg["policy"] = p;
+  }
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO settings(key, value) VALUES ('drs', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        {Dump(cfg)}));
+    return AddEvent("drs.config_changed", "drs", "", cfg);
+  }));
+  return GetDrsConfig();
+}
+
+Result<Json> Manager::ListRecommendations(bool pending_only) {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_->Query(pending_only ? "SELECT * FROM recommendations WHERE state = 'pending' ORDER BY "
+                                                   "priority, created_ms"
+                                                 : "SELECT * FROM recommendations ORDER BY created_ms DESC LIMIT 500"));
+  Json out = Json::array();
+  for (const auto& r : rows) {
+    out.push_back({{"id", r.Str("id")},
+                   {"guest", r.Str("guest")},
+                   {"from", r.Str("from_host")},
+                   {"to", r.Str("to_host")},
+                   {"priority", r.Int("priority")},
+                   {"reason", r.Str("reason")},
+                   {"gain", r.Real("gain")},
+                   {"imbalance_before", r.Real("imbalance_before")},
+                   {"imbalance_after", r.Real("imbalance_after")},
+                   {"state", r.Str("state")},
+                   {"note", r.Str("note")},
+                   {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
+  }
+  return Wrap("recommendations", std::move(out));
+}
+
+Result<Json> Manager::DryRunPlan(const Json* snapshot) {
+  Json snap_json;
+  if (snapshot) {
+    snap_json = *snapshot;
+  } else {
+    UW_ASSIGN_OR_RETURN(placement::Snapshot built, BuildSnapshot());
+    snap_json = placement::SnapshotToJson(built);
+  }
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  std::string policy = snapshot ? "drs" : cfg.value("policy", "drs");
+  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, policy));
+  return placement::PlanToJson(plan);
+}
+
+Result<Json> Manager::RunDrs() {
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
+  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.value("policy", "drs")));
+  // Per-guest automation overrides: "disabled" guests are never moved (they are marked
+  // non-migratable in the snapshot); "manual" guests are only recommended even in automatic mode.
+  std::map<std::string, std::string> override_of;
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, automation FROM guests"));
+  for (const auto& r : rows) override_of[r.Str("name")] = r.Str("automation");
+  // Guests that stay where they are this pass: a task in flight (a migration, a start...) or
+  // automation "disabled". The snapshot marks them non-migratable, which still lets the engine move
+  // them cold out of a host in maintenance; their moves are held back (what remains is verified
+  // again by OrderMoves when it starts) and the pass says how many were.
+  UW_ASSIGN_OR_RETURN(const std::set<std::string> held, GuestsWithTaskInFlight());
+  const size_t held_moves = std::erase_if(plan.moves, [&](const placement::Move& m) {
+    return held.count(m.vm) > 0 || override_of[m.vm] == "disabled";
+  });
+  int64_t now = NowMs();
+  std::vector<std::string> ids;
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded' WHERE state = 'pending'"));
+    for (const auto& m : plan.moves) {
+      std::string id = NewId("rec");
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
+          "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+          {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
+           plan.after.imbalance}));
+      ids.push_back(id);
+    }
+    return AddEvent("drs.pass", "drs", "",
+                    {{"automation", cfg["automation"]}, {"recommendations", plan.moves.size()},
+                     {"imbalance_before", plan.before.imbalance}, {"imbalance_after", plan.after.imbalance},
+                     {"unresolved", plan.unresolved.size()}, {"held_back", held_moves}});
+  }));
+  // Applied now: everything in automatic mode, and in any mode the evacuation of hosts in
+  // maintenance (mandatory), except guests whose own automation is manual.
+  std::set<std::string> maintenance;
+  for (const auto& h : snap.hosts) {
+    if (h.state == placement::HostState::kMaintenance) maintenance.insert(h.name);
+  }
+  std::vector<placement::Move> apply;
+  std::vector<std::string> apply_ids;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (override_of[plan.moves[i].vm] == "manual") continue;
+    if (cfg["automation"] != "automatic" && !maintenance.count(plan.moves[i].from)) continue;
+    apply.push_back(plan.moves[i]);
+    apply_ids.push_back(ids[i]);
+  }
+  Json out = placement::PlanToJson(plan);
+  if (!apply.empty()) {
+    auto started = StartMoves(apply, apply_ids, Json::object());
+    if (!started.ok()) {
+      spdlog::warn("DRS could not start its moves: {}", started.status().ToString());
+    } else {
+      out["started"] = *started;
+    }
+  }
+  return out;
+}
+
+Result<Json> Manager::ApplyRecommendation(std::string_view id) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM recommendations WHERE id = ?", {std::string(id)},
+                                                 "recommendation '" + std::string(id) + "' not found"));
+  if (r.Str("state") != "pending") {
+    return FailedPreconditionError("recommendation " + std::string(id) + " is " + r.Str("state") +
+                                   "; only pending ones can be applied (see GET /api/v1/drs/recommendations)");
+  }
+  // Verify: the move must still be legal on the current state (plan, verify, apply).
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
+  placement::Plan one;
+  one.policy = "drs";
+  one.moves.push_back({r.Str("guest"), r.Str("from_host"), r.Str("to_host"), static_cast<int>(r.Int("priority")),
+                       r.Str("reason"), r.Real("gain")});
+  if (Status s = placement::CheckPlan(snap, one); !s.ok()) {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded', note = ? WHERE id = ?",
+                                    {"stale: " + s.message(), std::string(id)}));
+    return AbortedError("recommendation " + std::string(id) + " no longer fits the cluster: " + s.message());
+  }
+  UW_ASSIGN_OR_RETURN(Json started, StartMoves(one.moves, {std::string(id)}, Json::object()));
+  if (started["tasks"].empty()) {
+    std::string why = started["unschedulable"].empty() ? "not schedulable"
+                                                       : started["unschedulable"][0].value("reason", "not schedulable");
+    return AbortedError("recommendation " + std::string(id) + " cannot start: " + why);
+  }
+  return started["tasks"][0];
+}
+
+Result<Json> Manager::ApplyAllRecommendations() {
+  UW_ASSIGN_OR_RETURN(Json recs, ListRecommendations(true));
+  std::vector<placement::Move> moves;
+  std::vector<std::string> ids;
+  for (const auto& r : recs["recommendations"]) {
+    placement::Move m;
+    m.vm = r["guest"].get<std::string>();
+    m.from = r["from"].get<std::string>();
+    m.to = r["to"].get<std::string>();
+    m.priority = r["priority"].get<int>();
+    m.reason = r["reason"].get<std::string>();
+    m.gain = r["gain"].get<double>();
+    moves.push_back(std::move(m));
+    ids.push_back(r["id"].get<std::string>());
+  }
+  // One order for all of them: a move that frees room starts before the one that needs it.
+  return StartMoves(moves, ids, Json::object());
+}
+
+}  // namespace uw::manager

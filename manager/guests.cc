@@ -1,0 +1,331 @@
+// Guests: the placement snapshot of the store, admission, placement and reservation of creates,
+// and the guest views and operations of the API.
+// Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
+#include "manager/manager.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http.h"
+#include "common/id.h"
+#include "manager/event_bus.h"
+#include "manager/internal.h"
+#include "manager/snapshot_builder.h"
+#include "placement/placement.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::manager {
+
+using internal::Dump;
+using internal::IsFinal;
+using internal::kMaxTaskAttempts;
+using internal::NeedWrite;
+using internal::Wrap;
+using internal::GuestKey;
+using internal::ShowShortNames;
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot
+
+// Rules are stored as written: they may name guests that do not exist yet (they apply to their
+// placement when they are created) and host groups that no host is in any more. The engine's
+// snapshot names only what exists (internal::BuildSnapshot cuts each rule down to its known
+// members, and leaves out a rule that then constrains nothing that exists).
+Result<placement::Snapshot> Manager::BuildSnapshot(const placement::Vm* incoming) {
+  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(placement::DrsSettings drs, internal::DrsSettingsFromConfig(cfg));
+  return internal::BuildSnapshot(*store_, NowMs(), drs, incoming);
+}
+
+Result<Json> Manager::ClusterSnapshot() {
+  UW_ASSIGN_OR_RETURN(placement::Snapshot s, BuildSnapshot());
+  return placement::SnapshotToJson(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guests
+
+Result<Json> Manager::GuestRowJson(const SqlRow& r) {
+  // Built field by field: nlohmann's initializer lists copy every value (listing 10,000 guests
+  // spent a third of its time there).
+  const Json spec = r.JsonOf("spec");
+  const std::string kind = r.Str("kind");
+  auto text_or_null = [&](std::string_view c) { return r.IsNull(c) ? Json(nullptr) : Json(r.Str(c)); };
+  Json j = Json::object();
+  j["name"] = r.Str("name");
+  j["tenant"] = r.Str("tenant");
+  j["host"] = text_or_null("host");
+  j["pool"] = text_or_null("pool");
+  j["kind"] = kind;
+  j["devices"] = kind == "lxc" ? "container" : spec.value("paravirt", true) ? "virtio" : "emulated";
+  j["state"] = r.Str("state");
+  j["vcpus"] = spec.value("vcpus", r.Int("vcpus"));
+  j["memory_mib"] = spec.value("memory_mib", r.Int("memory_mib"));
+  Json& reserved = j["reserved"];
+  reserved["vcpus"] = r.Int("vcpus");
+  reserved["memory_mib"] = r.Int("memory_mib");
+  j["automation"] = r.Str("automation");
+  j["migrating_to"] = text_or_null("migrating_to");
+  j["placement_reason"] = r.Str("placement_reason");
+  j["alert"] = r.JsonOf("alert");  // null, or e.g. {"type": "duplicate", "also_on": [...], "since": ...}
+  j["health"] = text_or_null("health");  // ready | starting | unresponsive | none, from its agent
+  j["on_crash"] = r.Str("on_crash");
+  j["crash"] = r.JsonOf("crash");  // null, or {"at", "host", "console_tail", "restarts": [ms...]}
+  Json& usage = j["usage"];
+  usage["cpu_cores"] = r.Real("cpu_used");
+  usage["memory_mib"] = r.Int("memory_used_mib");
+  j["created"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))));
+  return j;
+}
+
+Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
+  std::set<std::string> out;
+  for (const auto& r : rows) out.insert(r.Str("subject"));
+  return out;
+}
+
+Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) {
+  UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
+  const std::string missing = "guest '" + std::string(name) + "' not found";
+  std::string n(name);
+  const size_t colon = n.find(':');
+  if (p.role == Role::kTenant) {
+    // Its own guests only, by short name (or by full name with its own tenant). A guest created
+    // before names were per tenant is stored under its short name.
+    if (colon != std::string::npos) {
+      if (n.compare(0, colon, p.tenant) != 0 || colon != p.tenant.size()) return NotFoundError(missing);
+      n = n.substr(colon + 1);
+    }
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM guests WHERE tenant = ? AND name IN (?, ?) ORDER BY "
+                                                 "name DESC",
+                                                 {p.tenant, GuestKey(p.tenant, n), n}));
+    if (rows.empty()) return NotFoundError(missing);
+    return std::move(rows[0]);
+  }
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM guests WHERE name = ?", {n}));
+  if (!rows.empty()) return std::move(rows[0]);
+  if (colon == std::string::npos) {
+    // A short name that names one tenant's guest.
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant <> '' AND name = tenant || ':' || ? "
+                                            "ORDER BY name",
+                                            {n}));
+    if (rows.size() == 1) return std::move(rows[0]);
+    if (rows.size() > 1) {
+      std::string all;
+      for (const auto& r : rows) all += (all.empty() ? "" : ", ") + r.Str("name");
+      return FailedPreconditionError("guest name '" + n + "' names guests of several tenants (" + all +
+                                     "): give the full name");
+    }
+  }
+  return NotFoundError(missing);
+}
+
+Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  if (p.role == Role::kTenant) {
+    if (!req.tenant.empty() && req.tenant != p.tenant) {
+      return PermissionDeniedError("tenant: a tenant token may only create guests for its own tenant '" + p.tenant + "'");
+    }
+    req.tenant = p.tenant;
+  }
+  for (const auto& [right, field] : req.rights_needed) {
+    if (!p.Holds(right)) {
+      return PermissionDeniedError(field + ": needs the right '" + right +
+                                   "', which this token does not hold (an admin grants it: uwctl token create "
+                                   "--right " + right + ")");
+    }
+  }
+  // Names are unique per tenant: the guest is "<tenant>:<name>" in the cluster (and on its host).
+  const std::string short_name = req.name;
+  req.name = GuestKey(req.tenant, short_name);
+  UW_RETURN_IF_ERROR(ValidateGuestName(req.name, "name"));
+  req.agent_spec["name"] = req.name;
+  std::lock_guard placement_lock(placement_mu_);
+  UW_ASSIGN_OR_RETURN(auto existing,
+                      store_->Query("SELECT name FROM guests WHERE name = ? OR (tenant <> '' AND tenant = ? AND name = ?)",
+                                    {req.name, req.tenant, short_name}));
+  if (!existing.empty()) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
+  if (!req.pool.empty()) {
+    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
+                                        "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
+                           .status());
+    UW_RETURN_IF_ERROR(CheckPoolLimits(req));
+    // The pool's shares and CPU limit reach the guest's cputune (fields the request sets win,
+    // except that the pool's limit caps a larger or unlimited quota).
+    UW_ASSIGN_OR_RETURN(Json tune, PoolCpuTune(req.pool, req.vcpus, req.kind));
+    Json& cpu = req.agent_spec["cpu"];
+    if (!cpu.is_object()) cpu = Json::object();
+    if (!cpu.contains("shares")) cpu["shares"] = tune["shares"];
+    if (tune.contains("quota_us")) {
+      const int64_t quota = cpu.value("quota_us", int64_t{0});
+      const int64_t period = cpu.value("period_us", int64_t{0});
+      if (quota <= 0 || period <= 0 ||
+          static_cast<double>(quota) / static_cast<double>(period) >
+              tune["quota_us"].get<double>() / tune["period_us"].get<double>()) {
+        cpu["quota_us"] = tune["quota_us"];
+        cpu["period_us"] = tune["period_us"];
+      }
+    }
+  }
+  // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it
+  // current) and the new guest, unplaced: rules created before it name it and apply. The
+  // engine's admission and placement are the only capacity checks.
+  placement::Vm vm;
+  vm.name = req.name;
+  vm.vcpus = req.vcpus;
+  vm.memory_mib = req.memory_mib;
+  vm.demand = {static_cast<double>(req.vcpus), req.memory_mib};
+  vm.reservation = {0, req.memory_mib};
+  vm.pool = req.pool;
+  vm.kind = req.kind == "kvm" ? placement::GuestKind::kKvm
+            : req.kind == "lxc" ? placement::GuestKind::kLxc
+                                : placement::GuestKind::kQemu;
+  vm.migratable = req.automation != "disabled";
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot(&vm));
+  placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
+  std::erase_if(without_it.vms, [&](const placement::Vm& v) { return v.name == req.name; });
+  if (Status s = placement::AdmitVm(without_it, vm); !s.ok()) {
+    return Status(s.code(), "admission control refused guest '" + req.name + "': " + s.message());
+  }
+  UW_ASSIGN_OR_RETURN(auto index, placement::PlacementIndex::Build(snap, config_.placement_policy));
+  placement::PlacementDecision d = index->Place(vm);
+  if (d.host.empty() || d.needs_power_on) {
+    std::string why = d.reason.empty() ? "no host can take it" : d.reason;
+    for (const auto& r : d.rejected) why += "; " + r.host + ": " + r.reason;
+    if (snap.hosts.empty()) why = "no host has joined the cluster yet";
+    return ResourceExhaustedError("no host for guest '" + req.name + "': " + why);
+  }
+  Json rejected = Json::array();
+  for (const auto& r : d.rejected) rejected.push_back({{"host", r.host}, {"reason", r.reason}});
+  std::string task_id = NewId("task");
+  int64_t now = NowMs();
+  Json request = {{"guest", req.name}, {"host", d.host}, {"spec", req.agent_spec}};
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
+        "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)",
+        {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool), req.kind, req.vcpus,
+         req.memory_mib, Dump(req.agent_spec), req.automation, d.reason, req.on_crash, now, now}));
+    for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(req.vcpus)},
+                                    {"memory_mib", static_cast<double>(req.memory_mib)}}) {
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO leases(id, guest, resource, floor, grant_amount, term_end_ms, class, created_ms) VALUES "
+          "(?, ?, ?, ?, ?, NULL, ?, ?)",
+          {NewId("lease"), req.name, std::string(resource), req.lease_class == "guaranteed" ? amount : 0.0, amount,
+           req.lease_class, now}));
+    }
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO tasks(id, kind, subject, tenant, state, message, request, created_ms, updated_ms) VALUES "
+        "(?, 'guest.create', ?, ?, 'pending', ?, ?, ?, ?)",
+        {task_id, req.name, req.tenant, "placed on " + d.host + "; waiting for a worker", Dump(request), now, now}));
+    return AddEvent("guest.placed", req.name, req.tenant,
+                    {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
+  }));
+  Enqueue(task_id);
+  UW_ASSIGN_OR_RETURN(Json task, TaskJson(task_id));
+  ShowShortNames(p, task);
+  return task;
+}
+
+Result<Json> Manager::ListGuests(const Principal& p) {
+  std::vector<SqlRow> rows;
+  if (p.role == Role::kTenant) {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant = ? ORDER BY name", {p.tenant}));
+  } else {
+    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests ORDER BY name"));
+  }
+  Json out = Json::array();
+  for (const auto& r : rows) {
+    UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
+    ShowShortNames(p, j);
+    out.push_back(std::move(j));
+  }
+  return Wrap("guests", std::move(out));
+}
+
+Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, VisibleGuest(p, name));
+  UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
+  ShowShortNames(p, j);
+  UW_ASSIGN_OR_RETURN(auto leases, store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {r.Str("name")}));
+  j["leases"] = Json::array();
+  for (const auto& l : leases) {
+    j["leases"].push_back({{"id", l.Str("id")}, {"resource", l.Str("resource")}, {"floor", l.Real("floor")},
+                           {"grant", l.Real("grant_amount")},
+                           {"term_end", l.IsNull("term_end_ms") ? Json(nullptr) : Json(l.Int("term_end_ms"))},
+                           {"class", l.Str("class")}});
+  }
+  return j;
+}
+
+Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::lock_guard placement_lock(placement_mu_);
+  UW_ASSIGN_OR_RETURN(SqlRow g, VisibleGuest(p, name));
+  const std::string guest = g.Str("name");
+  UW_ASSIGN_OR_RETURN(auto busy, store_->Query("SELECT id, kind FROM tasks WHERE subject = ? AND state IN ('pending', "
+                                               "'running')",
+                                               {guest}));
+  if (!busy.empty()) {
+    return FailedPreconditionError("guest '" + guest + "' has task " + busy[0].Str("id") + " (" + busy[0].Str("kind") +
+                                   ") in flight: wait for it or cancel it");
+  }
+  if (g.IsNull("host")) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
+  UW_ASSIGN_OR_RETURN(SqlRow host, store_->QueryOne("SELECT state FROM hosts WHERE name = ?", {g.Str("host")},
+                                                    "host of guest vanished"));
+  if (host.Str("state") != "connected" && op != "delete") {
+    return FailedPreconditionError("host " + g.Str("host") + " of guest '" + guest +
+                                   "' is disconnected: wait until it reconnects");
+  }
+  Json request = {{"guest", guest}, {"host", g.Str("host")}, {"args", args}};
+  if (op == "resize") {
+    Json spec = g.JsonOf("spec");
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib"}));
+    if (!v.Has("vcpus") && !v.Has("memory_mib")) return InvalidArgumentError("give vcpus and/or memory_mib to resize");
+    if (v.Has("vcpus")) {
+      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("vcpus"));
+      if (n > g.Int("vcpus")) {
+        return InvalidArgumentError("vcpus: " + std::to_string(n) + " is above the guest's maximum of " +
+                                    std::to_string(g.Int("vcpus")) + " (max_vcpus at creation)");
+      }
+    }
+    if (v.Has("memory_mib")) {
+      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("memory_mib"));
+      if (n > g.Int("memory_mib")) {
+        return InvalidArgumentError("memory_mib: " + std::to_string(n) + " is above the guest's reservation of " +
+                                    std::to_string(g.Int("memory_mib")) + " MiB (max_memory_mib at creation)");
+      }
+    }
+  } else if (op == "stop") {
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force", "timeout_s"}));
+    UW_RETURN_IF_ERROR(v.Bool("force", false).status());
+    UW_RETURN_IF_ERROR(v.NonNegativeInt("timeout_s", 0).status());
+  } else if (op == "delete") {
+    // The agent deletes only a stopped guest: refuse here, before any task, unless forced (the
+    // task then powers it off first). A lost guest is gone from its host already.
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force"}));
+    UW_ASSIGN_OR_RETURN(bool force, v.Bool("force", false));
+    const std::string state = g.Str("state");
+    if (!force && state != "shutoff" && state != "lost") {
+      return FailedPreconditionError("guest '" + guest + "' is " + state +
+                                     ": stop it first, or delete with ?force=true (uwctl guest delete --force) "
+                                     "to power it off and delete it");
+    }
+  } else if (op != "start") {
+    return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
+  }
+  UW_ASSIGN_OR_RETURN(Json task, NewTask("guest." + std::string(op), guest, g.Str("tenant"), request));
+  ShowShortNames(p, task);
+  return task;
+}
+
+}  // namespace uw::manager

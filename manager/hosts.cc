@@ -1,0 +1,499 @@
+// Host sessions: joins, heartbeats (reconciling what agents report with the store), crash
+// policies, missed heartbeats, maintenance and host groups.
+// Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
+#include "manager/manager.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http.h"
+#include "common/id.h"
+#include "manager/event_bus.h"
+#include "manager/internal.h"
+#include "manager/snapshot_builder.h"
+#include "placement/placement.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::manager {
+
+using internal::Dump;
+using internal::IsFinal;
+using internal::kMaxTaskAttempts;
+using internal::NeedWrite;
+using internal::Wrap;
+using internal::GuestKey;
+using internal::ShowShortNames;
+
+namespace {
+
+constexpr int64_t kMaxReportedMib = int64_t{1} << 40;
+
+// The fields of an agent's guest that Reconcile reads, type-checked before it runs (in a
+// transaction): a wrong type there threw from nlohmann and left the store's transaction open.
+Status CheckReportedGuest(const JsonView& g) {
+  UW_RETURN_IF_ERROR(g.String("name").status());
+  UW_RETURN_IF_ERROR(g.String("state").status());
+  const Json& j = g.json();
+  auto optional = [&](const char* key, bool (Json::*is)() const, const char* what) -> Status {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null() || ((*it).*is)()) return Status::Ok();
+    return g.FieldError(key, std::string("expected ") + what);
+  };
+  for (const char* key : {"kind", "health"}) UW_RETURN_IF_ERROR(optional(key, &Json::is_string, "a string"));
+  UW_RETURN_IF_ERROR(optional("unresponsive_since", &Json::is_number, "a number"));
+  UW_RETURN_IF_ERROR(optional("crash", &Json::is_object, "an object"));
+  for (const char* key : {"vcpus", "max_vcpus", "memory_mib", "max_memory_mib"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > kMaxReportedMib) {
+      return g.FieldError(key, "expected an integer in 0..2^40");
+    }
+  }
+  if (auto c = j.find("crash"); c != j.end() && c->is_object()) {
+    UW_ASSIGN_OR_RETURN(JsonView crash, g.Object("crash"));
+    if (crash.Has("at")) {
+      // Milliseconds since the epoch, read as an integer below (1e300 would not fit).
+      UW_ASSIGN_OR_RETURN(int64_t at, crash.Int("at"));
+      if (at < 0) return crash.FieldError("at", "expected milliseconds since the epoch (a non-negative integer)");
+    }
+    if (crash.Has("console_tail")) UW_RETURN_IF_ERROR(crash.String("console_tail").status());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Hosts
+
+Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join) {
+  if (join_token.empty() || Sha256Hex(join_token) != Sha256Hex(config_.join_token)) {
+    return UnauthenticatedError("wrong cluster join token: use the join_token from the manager's config");
+  }
+  std::string host_token = NewUuid() + NewUuid();
+  bool rejoin = false;
+  Status s = store_->Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(auto existing, store_->Query("SELECT name FROM hosts WHERE name = ?", {join.name}));
+    rejoin = !existing.empty();
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO hosts(name, agent_url, agent_token, host_token_hash, cpu_cores, memory_mib, state, "
+        "last_heartbeat_ms, joined_at_ms, info) VALUES (?, ?, ?, ?, ?, ?, 'connected', ?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET agent_url = excluded.agent_url, agent_token = excluded.agent_token, "
+        "host_token_hash = excluded.host_token_hash, cpu_cores = excluded.cpu_cores, memory_mib = "
+        "excluded.memory_mib, state = 'connected', last_heartbeat_ms = excluded.last_heartbeat_ms, info = excluded.info",
+        {join.name, join.agent_url, join.agent_token, Sha256Hex(host_token), join.cpu_cores, join.memory_mib, NowMs(),
+         NowMs(), Dump(join.info)}));
+    return AddEvent(rejoin ? "host.rejoined" : "host.joined", join.name, "",
+                    {{"agent_url", join.agent_url}, {"cpu_cores", join.cpu_cores}, {"memory_mib", join.memory_mib}});
+  });
+  UW_RETURN_IF_ERROR(s);
+  spdlog::info("host {} {} ({} cores, {} MiB) at {}", join.name, rejoin ? "rejoined" : "joined", join.cpu_cores,
+               join.memory_mib, join.agent_url);
+  return Json{{"name", join.name}, {"host_token", host_token}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+}
+
+Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
+  // An unknown host and a wrong token get the same answer (and the same work): this route is
+  // public, and must not tell anyone which host names exist.
+  auto host_row = store_->QueryOne("SELECT * FROM hosts WHERE name = ?", {std::string(name)}, "unknown host");
+  if (!host_row.ok() && host_row.status().code() != StatusCode::kNotFound) return host_row.status();
+  const std::string presented = Sha256Hex(host_token);
+  if (!host_row.ok() || host_token.empty() || presented != host_row->Str("host_token_hash")) {
+    return UnauthenticatedError("unknown host or wrong host token: join again");
+  }
+  SqlRow host = std::move(*host_row);
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"stats", "guests"}));
+  double cpu_used = 0;
+  int64_t mem_used = 0;
+  std::map<std::string, std::pair<double, int64_t>> guest_usage;
+  if (v.Has("stats")) {
+    UW_ASSIGN_OR_RETURN(JsonView stats, v.Object("stats"));
+    if (stats.Has("guests")) {
+      UW_ASSIGN_OR_RETURN(auto gs, stats.Objects("guests"));
+      for (const auto& g : gs) {
+        UW_ASSIGN_OR_RETURN(std::string gname, g.String("name"));
+        UW_ASSIGN_OR_RETURN(double cores, g.Number("cpu_cores", 0));
+        UW_ASSIGN_OR_RETURN(int64_t mib, g.Int("memory_used_mib", -1));
+        if (!(cores >= 0 && cores <= 1e6)) return g.FieldError("cpu_cores", "expected 0..1000000");
+        if (mib < -1 || mib > kMaxReportedMib) return g.FieldError("memory_used_mib", "expected -1..2^40");
+        guest_usage[gname] = {cores, mib};
+        cpu_used += cores;
+        if (mib > 0) mem_used += mib;
+      }
+    }
+  }
+  Json guests = Json::array();
+  if (v.Has("guests")) {
+    UW_ASSIGN_OR_RETURN(auto gs, v.Objects("guests"));
+    for (const auto& g : gs) {
+      UW_RETURN_IF_ERROR(CheckReportedGuest(g));
+      guests.push_back(g.json());
+    }
+  }
+  bool was_disconnected = host.Str("state") == "disconnected";
+  // Reconcile first so that guests found now get their usage below.
+  if (v.Has("guests")) Reconcile(std::string(name), guests);
+  int64_t now = NowMs();
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "UPDATE hosts SET state = 'connected', last_heartbeat_ms = ?, cpu_used = ?, memory_used_mib = ? WHERE name = ?",
+        {now, cpu_used, mem_used, std::string(name)}));
+    UW_RETURN_IF_ERROR(store_->Exec(
+        "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, NULL, ?, ?)",
+        {now, std::string(name), cpu_used, mem_used}));
+    for (const auto& [g, u] : guest_usage) {
+      // Unchanged rows are not rewritten (most guests' usage is the same from one beat to the next).
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET cpu_used = ?1, memory_used_mib = ?2 WHERE name = ?3 AND "
+                                      "host = ?4 AND (cpu_used <> ?1 OR memory_used_mib <> ?2)",
+                                      {u.first, u.second, g, std::string(name)}));
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
+          {now, std::string(name), g, u.first, u.second}));
+    }
+    if (was_disconnected) {
+      UW_RETURN_IF_ERROR(AddEvent("host.reconnected", name, "", Json::object()));
+    }
+    return Status::Ok();
+  }));
+  return Json{{"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+}
+
+void Manager::Reconcile(const std::string& host, const Json& reported) {
+  std::map<std::string, Json> seen;
+  for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
+  std::vector<CrashedGuest> crashed;  // newly crashed: their on_crash policy runs after the transaction
+  std::vector<std::pair<std::string, std::string>> leftovers;  // (guest, migration): removed after it
+  Status s = store_->Transact([&]() -> Status {
+    // Guests with a task in flight are the task's business.
+    UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
+    // A heartbeat's guest list may have been read before a task that just ended changed the guest
+    // (a create saw "paused" while libvirt was still starting it): the task's word stands until the
+    // next heartbeats have had time to see it.
+    UW_ASSIGN_OR_RETURN(auto recent_rows, store_->Query("SELECT DISTINCT subject FROM tasks WHERE updated_ms > ? AND "
+                                                        "state IN ('succeeded', 'failed', 'cancelled')",
+                                                        {NowMs() - 2 * int64_t{config_.heartbeat_interval_ms}}));
+    std::set<std::string> recent;
+    for (const auto& t : recent_rows) recent.insert(t.Str("subject"));
+    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant, health, on_crash, crash FROM guests "
+                                                 "WHERE host = ?",
+                                                 {host}));
+    int64_t now = NowMs();
+    for (const auto& r : rows) {
+      std::string name = r.Str("name");
+      if (busy.count(name) || recent.count(name)) {
+        seen.erase(name);
+        continue;
+      }
+      auto it = seen.find(name);
+      if (it == seen.end()) {
+        if (r.Str("state") != "lost") {
+          UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = 'lost', updated_ms = ? WHERE name = ?", {now, name}));
+          UW_RETURN_IF_ERROR(AddEvent("guest.lost", name, r.Str("tenant"),
+                                      {{"host", host}, {"was", r.Str("state")},
+                                       {"reason", "the host's agent no longer reports this guest"}}));
+        }
+        continue;
+      }
+      const Json& g = it->second;
+      std::string state = g.value("state", "unknown");
+      const std::string health = g.value("health", "");
+      // A running guest whose control channel stopped answering is not running for the operator.
+      if (state == "running" && health == "unresponsive") state = "unresponsive";
+      if (health != r.Str("health")) {
+        UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET health = ? WHERE name = ?",
+                                        {health.empty() ? SqlValue(nullptr) : SqlValue(health), name}));
+      }
+      if (state != r.Str("state")) {
+        UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
+        UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.Str("tenant"),
+                                    {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
+        if (state == "unresponsive") {
+          UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.Str("tenant"),
+                                      {{"host", host}, {"since", g.value("unresponsive_since", Json())},
+                                       {"reason", "its control channel has not answered"}}));
+        } else if (r.Str("state") == "unresponsive" && state == "running") {
+          UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.Str("tenant"), {{"host", host}}));
+        }
+        if (state == "crashed") {
+          Json crash = r.JsonOf("crash");
+          if (!crash.is_object()) crash = Json::object();
+          const Json reported_crash = g.value("crash", Json::object());
+          crash["at"] = reported_crash.value("at", now);
+          crash["console_tail"] = reported_crash.value("console_tail", "");
+          crash["host"] = host;
+          UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), name}));
+          UW_RETURN_IF_ERROR(AddEvent("guest.crashed", name, r.Str("tenant"),
+                                      {{"host", host}, {"on_crash", r.Str("on_crash")},
+                                       {"console_tail", crash["console_tail"]}}));
+          crashed.push_back({name, host, r.Str("tenant"), r.Str("on_crash")});
+        }
+      }
+      seen.erase(it);
+    }
+    for (const auto& [name, g] : seen) {
+      if (busy.count(name)) continue;
+      // A guest the manager does not know on this host: record it (unowned) so capacity is counted.
+      UW_ASSIGN_OR_RETURN(auto other, store_->Query("SELECT host FROM guests WHERE name = ?", {name}));
+      if (!other.empty()) {
+        // The shut-off definition libvirt leaves on the source of a move that nobody confirmed there
+        // (its agent was down when the move ended) is a leftover, not a second guest.
+        UW_ASSIGN_OR_RETURN(auto moved_away, store_->Query("SELECT id FROM migrations WHERE guest = ? AND source = ? AND "
+                                                           "phase = 'done' ORDER BY updated_ms DESC LIMIT 1",
+                                                           {name, host}));
+        if (g.value("state", "") == "shutoff" && !moved_away.empty() && other[0].Str("host") != host) {
+          leftovers.push_back({name, moved_away[0].Str("id")});
+          continue;
+        }
+        UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other[0].Str("host")));
+        continue;
+      }
+      // A heartbeat read before a delete that just ended still lists the guest: it is gone, not
+      // found (adopting it made a ghost that took the name).
+      if (recent.count(name)) continue;
+      // A tenant's guest is named TENANT:NAME on its host: found again, it is still the tenant's.
+      const std::string owner = name.find(':') == std::string::npos ? "" : name.substr(0, name.find(':'));
+      int64_t vcpus = std::max<int64_t>(1, g.value("max_vcpus", g.value("vcpus", 1)));
+      int64_t mem = std::max<int64_t>(1, g.value("max_memory_mib", g.value("memory_mib", 1)));
+      Json spec = {{"name", name}, {"kind", g.value("kind", "qemu")}, {"vcpus", g.value("vcpus", 1)},
+                   {"max_vcpus", vcpus}, {"memory_mib", g.value("memory_mib", mem)}, {"max_memory_mib", mem}};
+      UW_RETURN_IF_ERROR(store_->Exec(
+          "INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, placement_reason, created_ms, "
+          "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'found running on the host', ?, ?)",
+          {name, owner, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
+      UW_RETURN_IF_ERROR(AddEvent("guest.found", name, owner, {{"host", host}, {"state", g.value("state", "unknown")}}));
+    }
+    return ClearDuplicates(host, reported);
+  });
+  if (!s.ok()) {
+    spdlog::warn("reconciling host {}: {}", host, s.ToString());
+    return;
+  }
+  for (const auto& c : crashed) {
+    if (Status h = HandleCrash(c); !h.ok()) spdlog::warn("guest {} crashed on {}: {}", c.name, c.host, h.ToString());
+  }
+  for (const auto& [guest, migration] : leftovers) {
+    Status del = AgentOf(host)->Delete(guest, false);
+    if (!del.ok() && del.code() != StatusCode::kNotFound) {
+      spdlog::warn("removing the shut-off copy of {} that migration {} left on {}: {}", guest, migration, host,
+                   del.ToString());
+      continue;
+    }
+    (void)AddEvent("migration.leftover_removed", guest, "",
+                   {{"host", host}, {"migration", migration},
+                    {"reason", "the source kept a shut-off definition after the move (its agent was down)"}});
+  }
+}
+
+// The guest's on_crash policy: restart (where it was, at most kCrashRestarts times in
+// kCrashWindowMs; then it stays crashed with a guest.crash_loop event), stop (power it off, keep
+// the definition) or keep (leave the crashed domain for inspection).
+Status Manager::HandleCrash(const CrashedGuest& c) {
+  constexpr int kCrashRestarts = 3;
+  constexpr int64_t kCrashWindowMs = 10 * 60 * 1000;
+  if (c.on_crash == "keep") return Status::Ok();
+  if (c.on_crash == "stop") {
+    return NewTask("guest.stop", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"args", {{"force", true}}},
+                                                     {"reason", "crashed (on_crash: stop)"}})
+        .status();
+  }
+  const int64_t now = NowMs();
+  int attempt = 0;
+  Status s = store_->Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT crash FROM guests WHERE name = ?", {c.name}, "guest"));
+    Json crash = g.JsonOf("crash");
+    if (!crash.is_object()) crash = Json::object();
+    Json recent = Json::array();
+    for (const auto& t : crash.value("restarts", Json::array())) {
+      if (t.is_number_integer() && now - t.get<int64_t>() < kCrashWindowMs) recent.push_back(t);
+    }
+    if (static_cast<int>(recent.size()) >= kCrashRestarts) {
+      crash["restarts"] = recent;
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
+      return AddEvent("guest.crash_loop", c.name, c.tenant,
+                      {{"host", c.host},
+                       {"reason", "crashed " + std::to_string(recent.size() + 1) + " times in 10 minutes; left crashed "
+                                  "for inspection (restart it by hand: uwctl guest start)"}});
+    }
+    recent.push_back(now);
+    crash["restarts"] = recent;
+    attempt = static_cast<int>(recent.size());
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
+    return AddEvent("guest.restarting", c.name, c.tenant,
+                    {{"host", c.host}, {"attempt", attempt}, {"of", kCrashRestarts}, {"reason", "crashed (on_crash: restart)"}});
+  });
+  UW_RETURN_IF_ERROR(s);
+  if (attempt == 0) return Status::Ok();
+  return NewTask("guest.restart", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"reason", "crashed"}}).status();
+}
+
+Status Manager::RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on) {
+  UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant, alert FROM guests WHERE name = ?", {guest}, "guest"));
+  Json alert = g.JsonOf("alert");
+  if (!alert.is_object() || alert.value("type", "") != "duplicate") {
+    alert = {{"type", "duplicate"},
+             {"known_on", known_on},
+             {"also_on", Json::array()},
+             {"since", FormatRfc3339(clock_.Now())},
+             {"reason", "a guest of this name runs on two hosts"}};
+  }
+  for (const auto& h : alert["also_on"]) {
+    if (h == host) return Status::Ok();  // raised already: one event, not one per heartbeat
+  }
+  alert["also_on"].push_back(host);
+  UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = ? WHERE name = ?", {Dump(alert), guest}));
+  return AddEvent("guest.duplicate", guest, g.Str("tenant"),
+                  {{"host", host}, {"known_on", known_on}, {"reason", "a guest of this name runs on two hosts"}});
+}
+
+Status Manager::ClearDuplicates(const std::string& host, const Json& reported) {
+  std::set<std::string> here;
+  for (const auto& g : reported) here.insert(g.value("name", ""));
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, tenant, alert FROM guests WHERE alert IS NOT NULL"));
+  for (const auto& r : rows) {
+    Json alert = r.JsonOf("alert");
+    if (!alert.is_object() || alert.value("type", "") != "duplicate" || here.count(r.Str("name"))) continue;
+    Json& also = alert["also_on"];
+    const size_t before = also.size();
+    also.erase(std::remove(also.begin(), also.end(), Json(host)), also.end());
+    if (also.size() == before) continue;
+    if (also.empty()) {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = NULL WHERE name = ?", {r.Str("name")}));
+      UW_RETURN_IF_ERROR(AddEvent("guest.duplicate_cleared", r.Str("name"), r.Str("tenant"),
+                                  {{"host", host}, {"reason", "the second copy is gone; the guest runs once"}}));
+    } else {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = ? WHERE name = ?", {Dump(alert), r.Str("name")}));
+    }
+  }
+  return Status::Ok();
+}
+
+void Manager::CheckHeartbeats() {
+  int64_t deadline = NowMs() - config_.heartbeat_timeout_ms;
+  auto rows = store_->Query("SELECT name, last_heartbeat_ms FROM hosts WHERE state = 'connected' AND last_heartbeat_ms < ?",
+                            {deadline});
+  if (!rows.ok()) return;
+  for (const auto& r : *rows) {
+    Status s = store_->Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET state = 'disconnected' WHERE name = ? AND state = 'connected'",
+                                      {r.Str("name")}));
+      return AddEvent("host.disconnected", r.Str("name"), "",
+                      {{"reason", "no heartbeat for " + std::to_string(NowMs() - r.Int("last_heartbeat_ms")) + " ms"}});
+    });
+    if (s.ok()) spdlog::warn("host {} disconnected (missed heartbeats)", r.Str("name"));
+  }
+}
+
+namespace {
+Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t reserved_mem) {
+  return {{"name", r.Str("name")},
+          {"agent_url", r.Str("agent_url")},
+          {"state", r.Str("state")},
+          {"maintenance", r.Int("maintenance") != 0},
+          {"groups", r.JsonOf("groups").is_array() ? r.JsonOf("groups") : Json::array()},
+          {"capacity", {{"cpu_cores", r.Real("cpu_cores")}, {"memory_mib", r.Int("memory_mib")}}},
+          {"reserved", {{"vcpus", reserved_cpu}, {"memory_mib", reserved_mem}}},
+          {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
+          {"guests", guests},
+          {"last_heartbeat", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))))}};
+}
+// The reservation totals come from host_reservations (kept by triggers), not from the guests.
+constexpr const char* kHostQuery =
+    "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm "
+    "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
+}  // namespace
+
+Result<Json> Manager::ListHosts() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query(std::string(kHostQuery) + " ORDER BY h.name"));
+  Json out = Json::array();
+  for (const auto& r : rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
+  return Wrap("hosts", std::move(out));
+}
+
+Result<Json> Manager::GetHost(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne(std::string(kHostQuery) + " WHERE h.name = ?", {std::string(name)},
+                                                 "host '" + std::string(name) + "' not found"));
+  Json j = HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm"));
+  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name",
+                                                 {std::string(name)}));
+  j["guest_names"] = Json::array();
+  for (const auto& g : guests) j["guest_names"].push_back(g.Str("name"));
+  if (r.Int("maintenance")) {
+    // Evacuation progress: guests still on the host (moves are recommended by DRS as mandatory).
+    j["evacuation"] = {{"remaining", guests.size()}, {"done", guests.empty()}};
+  }
+  j["info"] = r.JsonOf("info");
+  return j;
+}
+
+Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(
+        store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)}, "host '" + std::string(name) + "' not found")
+            .status());
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET maintenance = ? WHERE name = ?",
+                                    {int64_t{on ? 1 : 0}, std::string(name)}));
+    return AddEvent(on ? "host.maintenance_on" : "host.maintenance_off", name, "", Json::object());
+  }));
+  if (on) {
+    // Evacuation moves are mandatory: compute them now rather than at the next DRS pass.
+    if (auto r = RunDrs(); !r.ok()) spdlog::warn("DRS after maintenance of {}: {}", name, r.status().ToString());
+  } else {
+    // The evacuation is over: its moves (DRS-started migrations off this host) that have not
+    // switched over are cancelled; a running one is aborted and its guest stays here. Operators'
+    // own moves (no recommendation) are left alone.
+    UW_ASSIGN_OR_RETURN(auto moves, store_->Query("SELECT t.id, t.subject, t.request, m.phase FROM tasks t LEFT JOIN "
+                                                  "migrations m ON m.task = t.id WHERE t.kind = 'guest.migrate' AND "
+                                                  "t.state IN ('pending', 'running') ORDER BY t.created_ms",
+                                                  {}));
+    const Principal manager_itself{"manager", Role::kAdmin, "", {}};
+    Json cancelled = Json::array();
+    for (const auto& t : moves) {
+      const Json req = t.JsonOf("request");
+      if (req.value("from", "") != name || req.value("recommendation", "").empty()) continue;
+      if (!t.IsNull("phase")) {
+        auto phase = migration::PhaseFromName(t.Str("phase"));
+        if (phase.ok() && migration::PastSwitchOver(*phase)) continue;  // landed or landing: too late
+      }
+      auto c = CancelTask(manager_itself, t.Str("id"));
+      if (!c.ok()) {
+        spdlog::warn("maintenance off on {}: cancelling {}: {}", name, t.Str("id"), c.status().ToString());
+        continue;
+      }
+      cancelled.push_back({{"task", t.Str("id")}, {"guest", t.Str("subject")}});
+    }
+    if (!cancelled.empty()) {
+      UW_RETURN_IF_ERROR(AddEvent("host.evacuation_cancelled", name, "", {{"cancelled", cancelled}}));
+    }
+  }
+  return GetHost(name);
+}
+
+Result<Json> Manager::SetHostGroups(std::string_view name, const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"groups"}));
+  UW_ASSIGN_OR_RETURN(std::vector<std::string> groups, v.Strings("groups"));
+  std::set<std::string> seen;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    UW_RETURN_IF_ERROR(ValidateName(groups[i], "groups[" + std::to_string(i) + "]"));
+    if (!seen.insert(groups[i]).second) {
+      return InvalidArgumentError("groups[" + std::to_string(i) + "]: group '" + groups[i] + "' listed twice");
+    }
+  }
+  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
+                                        "host '" + std::string(name) + "' not found")
+                           .status());
+    UW_RETURN_IF_ERROR(
+        store_->Exec("UPDATE hosts SET groups = ? WHERE name = ?", {Dump(Json(groups)), std::string(name)}));
+    return AddEvent("host.groups_changed", name, "", {{"groups", groups}});
+  }));
+  return GetHost(name);
+}
+
+}  // namespace uw::manager

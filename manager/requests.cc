@@ -1,0 +1,276 @@
+// Parsing what the manager reads: its config file and the bodies of guest creates and host joins.
+// Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
+#include "manager/manager.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http.h"
+#include "common/id.h"
+#include "manager/event_bus.h"
+#include "manager/internal.h"
+#include "manager/snapshot_builder.h"
+#include "placement/placement.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::manager {
+
+using internal::Dump;
+using internal::IsFinal;
+using internal::kMaxTaskAttempts;
+using internal::NeedWrite;
+using internal::Wrap;
+using internal::GuestKey;
+using internal::ShowShortNames;
+
+// ---------------------------------------------------------------------------------------------
+// Config and request parsing
+
+Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where) {
+  auto fail = [&](const Status& s) { return s.WithContext(where); };
+  auto root = JsonView::Of(j, "");
+  if (!root.ok()) return fail(root.status());
+  const JsonView& v = *root;
+  if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
+                                  "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
+                                  "max_body_bytes", "heartbeat_max_body_bytes", "http_workers", "max_connections",
+                                  "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
+                                  "placement_policy", "log_level", "log_file",
+                                  "migration"});
+      !s.ok()) {
+    return fail(s);
+  }
+  ManagerConfig c;
+#define UW_CFG(lhs, expr)                   \
+  do {                                      \
+    auto r_ = (expr);                       \
+    if (!r_.ok()) return fail(r_.status()); \
+    lhs = std::move(*r_);                   \
+  } while (0)
+  UW_CFG(c.db_path, v.String("db_path"));
+  if (v.Has("listen")) {
+    JsonView l = JsonView::Of(j, "").value();
+    UW_CFG(l, v.Object("listen"));
+    UW_CFG(c.listen_address, l.String("address", c.listen_address));
+    int64_t port = 0;
+    UW_CFG(port, l.Int("port", c.listen_port));
+    if (port < 0 || port > 65535) return fail(l.FieldError("port", "expected 0..65535"));
+    c.listen_port = static_cast<int>(port);
+  }
+  UW_CFG(c.join_token, v.String("join_token"));
+  if (c.join_token.size() < 16) return fail(v.FieldError("join_token", "must be at least 16 characters"));
+  UW_CFG(c.admin_token, v.String("admin_token"));
+  if (c.admin_token.size() < 16) return fail(v.FieldError("admin_token", "must be at least 16 characters"));
+  auto int_in = [&](std::string_view key, int& out, int64_t lo, int64_t hi) -> Status {
+    auto r = v.Int(key, out);
+    if (!r.ok()) return r.status();
+    if (*r < lo || *r > hi) {
+      return v.FieldError(key, "expected " + std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    out = static_cast<int>(*r);
+    return Status::Ok();
+  };
+  if (Status s = int_in("heartbeat_interval_ms", c.heartbeat_interval_ms, 50, 600000); !s.ok()) return fail(s);
+  if (Status s = int_in("heartbeat_timeout_ms", c.heartbeat_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
+  if (c.heartbeat_timeout_ms <= c.heartbeat_interval_ms) {
+    return fail(v.FieldError("heartbeat_timeout_ms", "must be larger than heartbeat_interval_ms"));
+  }
+  if (Status s = int_in("drs_interval_ms", c.drs_interval_ms, 0, 86400000); !s.ok()) return fail(s);
+  if (Status s = int_in("task_workers", c.task_workers, 1, 256); !s.ok()) return fail(s);
+  if (Status s = int_in("agent_timeout_ms", c.agent_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
+  if (Status s = int_in("http_workers", c.http_workers, 2, 1024); !s.ok()) return fail(s);
+  int64_t n = 0;
+  UW_CFG(n, v.Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes)));
+  if (n < 1024) return fail(v.FieldError("max_body_bytes", "expected at least 1024"));
+  c.max_body_bytes = static_cast<size_t>(n);
+  UW_CFG(n, v.Int("heartbeat_max_body_bytes", static_cast<int64_t>(c.heartbeat_max_body_bytes)));
+  if (n < 1024) return fail(v.FieldError("heartbeat_max_body_bytes", "expected at least 1024"));
+  c.heartbeat_max_body_bytes = static_cast<size_t>(n);
+  if (Status s = int_in("max_connections", c.max_connections, 16, 1'000'000); !s.ok()) return fail(s);
+  if (Status s = int_in("header_timeout_ms", c.header_timeout_ms, 100, 600'000); !s.ok()) return fail(s);
+  if (Status s = int_in("body_timeout_ms", c.body_timeout_ms, 100, 3'600'000); !s.ok()) return fail(s);
+  if (Status s = int_in("max_connections_per_client", c.max_connections_per_client, 1, 1'000'000); !s.ok()) {
+    return fail(s);
+  }
+  UW_CFG(c.placement_policy, v.String("placement_policy", c.placement_policy));
+  if (c.placement_policy != "drs" && c.placement_policy != "opportunity-cost") {
+    return fail(v.FieldError("placement_policy", "expected drs or opportunity-cost"));
+  }
+  UW_CFG(c.log_level, v.String("log_level", c.log_level));
+  UW_CFG(c.log_file, v.String("log_file", ""));
+  if (v.Has("migration")) {
+    JsonView m = JsonView::Of(j, "").value();
+    UW_CFG(m, v.Object("migration"));
+    if (Status s = m.RejectUnknown({"per_host", "cluster", "poll_ms", "agent_grace_ms", "verify_window_ms",
+                                    "verify_timeout_ms", "convergence"});
+        !s.ok()) {
+      return fail(s);
+    }
+    Json caps = Json::object();
+    for (const char* k : {"per_host", "cluster"}) {
+      if (m.json().contains(k)) caps[k] = m.json()[k];
+    }
+    UW_CFG(c.migration_caps, migration::ParseCaps(caps, "migration"));
+    if (m.Has("convergence")) {
+      UW_CFG(c.convergence, migration::ParseConvergencePolicy(m.json()["convergence"], "migration.convergence"));
+    }
+    int64_t ms = 0;
+    UW_CFG(ms, m.Int("poll_ms", c.migration_poll_ms));
+    if (ms < 50 || ms > 60000) return fail(m.FieldError("poll_ms", "expected 50..60000"));
+    c.migration_poll_ms = static_cast<int>(ms);
+    UW_CFG(ms, m.Int("agent_grace_ms", c.migration_agent_grace_ms));
+    if (ms < 0 || ms > 3600000) return fail(m.FieldError("agent_grace_ms", "expected 0..3600000"));
+    c.migration_agent_grace_ms = static_cast<int>(ms);
+    UW_CFG(ms, m.Int("verify_window_ms", c.migration_verify_window_ms));
+    if (ms < 0 || ms > 600000) return fail(m.FieldError("verify_window_ms", "expected 0..600000"));
+    c.migration_verify_window_ms = static_cast<int>(ms);
+    UW_CFG(ms, m.Int("verify_timeout_ms", c.migration_verify_timeout_ms));
+    if (ms < c.migration_verify_window_ms || ms > 3600000) {
+      return fail(m.FieldError("verify_timeout_ms", "expected verify_window_ms..3600000"));
+    }
+    c.migration_verify_timeout_ms = static_cast<int>(ms);
+  }
+#undef UW_CFG
+  return c;
+}
+
+Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
+  UW_ASSIGN_OR_RETURN(Json j, LoadJsonFile(path));
+  return ManagerConfigFromJson(j, path);
+}
+
+Status ValidateRight(std::string_view name, std::string_view field) {
+  for (std::string_view r : kSpecRights) {
+    if (r == name) return Status::Ok();
+  }
+  std::string all;
+  for (std::string_view r : kSpecRights) all += (all.empty() ? "" : ", ") + std::string(r);
+  return InvalidArgumentError(std::string(field) + ": unknown right '" + std::string(name) + "' (rights: " + all + ")");
+}
+
+Result<GuestCreate> ParseGuestCreate(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
+                                      "max_memory_mib", "image", "boot", "nics", "labels", "start", "paravirt",
+                                      "automation", "lease_class", "cpu", "disks", "on_crash"}));
+  GuestCreate g;
+  UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
+  UW_ASSIGN_OR_RETURN(g.tenant, v.String("tenant", ""));
+  if (!g.tenant.empty()) UW_RETURN_IF_ERROR(ValidateName(g.tenant, "tenant"));
+  UW_ASSIGN_OR_RETURN(g.pool, v.String("pool", ""));
+  UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
+  if (g.kind != "kvm" && g.kind != "qemu" && g.kind != "lxc") return v.FieldError("kind", "expected kvm, qemu or lxc");
+  UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
+  if (g.vcpus < 1 || g.vcpus > 4096) return v.FieldError("vcpus", "expected 1..4096");
+  UW_ASSIGN_OR_RETURN(int64_t max_vcpus, v.Int("max_vcpus", g.vcpus));
+  if (max_vcpus < g.vcpus || max_vcpus > 4096) return v.FieldError("max_vcpus", "expected vcpus..4096");
+  UW_ASSIGN_OR_RETURN(int64_t mem, v.Int("memory_mib", 256));
+  if (mem < 16 || mem > (int64_t{16} << 20)) return v.FieldError("memory_mib", "expected 16..16777216");
+  UW_ASSIGN_OR_RETURN(int64_t max_mem, v.Int("max_memory_mib", mem));
+  if (max_mem < mem || max_mem > (int64_t{16} << 20)) {
+    return v.FieldError("max_memory_mib", "expected memory_mib..16777216");
+  }
+  g.memory_mib = max_mem;  // the reservation covers what the guest may grow to
+  UW_ASSIGN_OR_RETURN(g.automation, v.String("automation", "default"));
+  if (g.automation != "default" && g.automation != "manual" && g.automation != "automatic" &&
+      g.automation != "disabled") {
+    return v.FieldError("automation", "expected default, manual, automatic or disabled");
+  }
+  UW_ASSIGN_OR_RETURN(g.lease_class, v.String("lease_class", "guaranteed"));
+  if (g.lease_class != "guaranteed" && g.lease_class != "elastic" && g.lease_class != "preemptible") {
+    return v.FieldError("lease_class", "expected guaranteed, elastic or preemptible");
+  }
+  UW_ASSIGN_OR_RETURN(g.on_crash, v.String("on_crash", "restart"));
+  if (g.on_crash != "restart" && g.on_crash != "keep" && g.on_crash != "stop") {
+    return v.FieldError("on_crash", "expected restart, keep or stop");
+  }
+  if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
+  if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
+  if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
+  if (v.Has("disks")) {
+    // Local disks the host's agent makes (copied by live migration); host paths are not the
+    // cluster's business.
+    UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
+    for (const auto& d : disks) {
+      UW_RETURN_IF_ERROR(d.RejectUnknown({"size_mib", "format", "target"}));
+      UW_ASSIGN_OR_RETURN(int64_t size, d.PositiveInt("size_mib"));
+      if (size > (int64_t{16} << 20)) return d.FieldError("size_mib", "expected at most 16777216");
+    }
+  }
+  Json spec = body;
+  for (const char* k : {"tenant", "pool", "automation", "lease_class", "on_crash"}) spec.erase(k);
+  spec["vcpus"] = g.vcpus;
+  spec["max_vcpus"] = max_vcpus;
+  g.vcpus = max_vcpus;  // likewise for vCPUs
+  spec["memory_mib"] = mem;
+  spec["max_memory_mib"] = max_mem;
+  spec["kind"] = g.kind;
+  // The agent's own parser and checks, so that what it would refuse is refused here (before a
+  // reservation and a task), with the same field names.
+  UW_ASSIGN_OR_RETURN(vmm::GuestSpec parsed, vmm::GuestSpecFromJson(spec, ""));
+  UW_RETURN_IF_ERROR(vmm::ValidateGuestSpec(parsed, spec.contains("image")));
+  if (parsed.cpu_quota_us > 1'000'000'000) return v.FieldError("cpu.quota_us", "expected at most 1000000000");
+  auto need = [&](std::string right, std::string field) {
+    for (const auto& [r, f] : g.rights_needed) {
+      if (r == right) return;
+    }
+    g.rights_needed.emplace_back(std::move(right), std::move(field));
+  };
+  if (!parsed.kernel.empty()) need("host_paths", "boot.kernel");
+  for (size_t i = 0; i < parsed.nics.size(); ++i) {
+    const std::string at = "nics[" + std::to_string(i) + "]";
+    if (parsed.nics[i].type != "user") need("bridges", at + ".source");
+    if (parsed.nics[i].vlan != 0) need("vlans", at + ".vlan");
+  }
+  if (v.Has("cpu")) need("cpu_tuning", "cpu");
+  if (!g.pool.empty()) need("pools", "pool");
+  if (g.automation != "default") need("automation", "automation");
+  g.agent_spec = std::move(spec);
+  return g;
+}
+
+namespace {
+constexpr int kMaxHostCores = 16384;
+constexpr int64_t kMaxHostMemoryMib = int64_t{64} << 20;  // 64 TiB
+}  // namespace
+
+Result<HostJoin> ParseHostJoin(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "agent_url", "agent_token", "capacity", "info"}));
+  HostJoin h;
+  UW_ASSIGN_OR_RETURN(h.name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(h.name, "name"));
+  UW_ASSIGN_OR_RETURN(h.agent_url, v.String("agent_url"));
+  if (h.agent_url.rfind("http://", 0) != 0 && h.agent_url.rfind("https://", 0) != 0) {
+    return v.FieldError("agent_url", "expected an http:// or https:// URL");
+  }
+  if (h.agent_url.size() > 2048) return v.FieldError("agent_url", "expected at most 2048 characters");
+  UW_ASSIGN_OR_RETURN(h.agent_token, v.String("agent_token"));
+  if (h.agent_token.empty()) return v.FieldError("agent_token", "must not be empty");
+  if (h.agent_token.size() > 1024) return v.FieldError("agent_token", "expected at most 1024 characters");
+  UW_ASSIGN_OR_RETURN(JsonView cap, v.Object("capacity"));
+  // Bounded to what a real host can have: placement scores divide by capacity, and one absurd
+  // host would make every other host's score 0.
+  UW_ASSIGN_OR_RETURN(h.cpu_cores, cap.Number("cpu_cores"));
+  if (!(h.cpu_cores > 0) || h.cpu_cores > kMaxHostCores) {
+    return cap.FieldError("cpu_cores", "expected a number in (0, " + std::to_string(kMaxHostCores) + "]");
+  }
+  UW_ASSIGN_OR_RETURN(h.memory_mib, cap.PositiveInt("memory_mib"));
+  if (h.memory_mib > kMaxHostMemoryMib) {
+    return cap.FieldError("memory_mib", "expected 1.." + std::to_string(kMaxHostMemoryMib) + " (64 TiB)");
+  }
+  if (v.Has("info")) {
+    UW_ASSIGN_OR_RETURN(JsonView info, v.Object("info"));
+    h.info = info.json();
+  }
+  return h;
+}
+
+
+}  // namespace uw::manager
