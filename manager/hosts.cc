@@ -164,6 +164,47 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
   return Json{{"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
 }
 
+// A known guest as its host reports it now: health, state, and what a change of state sets off
+// (events; a crash is recorded and its policy queued in `crashed`). Inside Reconcile's transaction.
+Status Manager::UpdateReportedGuest(const std::string& host, const SqlRow& r, const Json& g, int64_t now,
+                                    std::vector<CrashedGuest>& crashed) {
+  const std::string name = r.Str("name");
+  std::string state = g.value("state", "unknown");
+  const std::string health = g.value("health", "");
+  // A running guest whose control channel stopped answering is not running for the operator.
+  if (state == "running" && health == "unresponsive") state = "unresponsive";
+  if (health != r.Str("health")) {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET health = ? WHERE name = ?",
+                                    {health.empty() ? SqlValue(nullptr) : SqlValue(health), name}));
+  }
+  if (state != r.Str("state")) {
+    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
+    UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.Str("tenant"),
+                                {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
+    if (state == "unresponsive") {
+      UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.Str("tenant"),
+                                  {{"host", host}, {"since", g.value("unresponsive_since", Json())},
+                                   {"reason", "its control channel has not answered"}}));
+    } else if (r.Str("state") == "unresponsive" && state == "running") {
+      UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.Str("tenant"), {{"host", host}}));
+    }
+    if (state == "crashed") {
+      Json crash = r.JsonOf("crash");
+      if (!crash.is_object()) crash = Json::object();
+      const Json reported_crash = g.value("crash", Json::object());
+      crash["at"] = reported_crash.value("at", now);
+      crash["console_tail"] = reported_crash.value("console_tail", "");
+      crash["host"] = host;
+      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), name}));
+      UW_RETURN_IF_ERROR(AddEvent("guest.crashed", name, r.Str("tenant"),
+                                  {{"host", host}, {"on_crash", r.Str("on_crash")},
+                                   {"console_tail", crash["console_tail"]}}));
+      crashed.push_back({name, host, r.Str("tenant"), r.Str("on_crash")});
+    }
+  }
+  return Status::Ok();
+}
+
 void Manager::Reconcile(const std::string& host, const Json& reported) {
   std::map<std::string, Json> seen;
   for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
@@ -200,40 +241,7 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
         }
         continue;
       }
-      const Json& g = it->second;
-      std::string state = g.value("state", "unknown");
-      const std::string health = g.value("health", "");
-      // A running guest whose control channel stopped answering is not running for the operator.
-      if (state == "running" && health == "unresponsive") state = "unresponsive";
-      if (health != r.Str("health")) {
-        UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET health = ? WHERE name = ?",
-                                        {health.empty() ? SqlValue(nullptr) : SqlValue(health), name}));
-      }
-      if (state != r.Str("state")) {
-        UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
-        UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.Str("tenant"),
-                                    {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
-        if (state == "unresponsive") {
-          UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.Str("tenant"),
-                                      {{"host", host}, {"since", g.value("unresponsive_since", Json())},
-                                       {"reason", "its control channel has not answered"}}));
-        } else if (r.Str("state") == "unresponsive" && state == "running") {
-          UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.Str("tenant"), {{"host", host}}));
-        }
-        if (state == "crashed") {
-          Json crash = r.JsonOf("crash");
-          if (!crash.is_object()) crash = Json::object();
-          const Json reported_crash = g.value("crash", Json::object());
-          crash["at"] = reported_crash.value("at", now);
-          crash["console_tail"] = reported_crash.value("console_tail", "");
-          crash["host"] = host;
-          UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), name}));
-          UW_RETURN_IF_ERROR(AddEvent("guest.crashed", name, r.Str("tenant"),
-                                      {{"host", host}, {"on_crash", r.Str("on_crash")},
-                                       {"console_tail", crash["console_tail"]}}));
-          crashed.push_back({name, host, r.Str("tenant"), r.Str("on_crash")});
-        }
-      }
+      UW_RETURN_IF_ERROR(UpdateReportedGuest(host, r, it->second, now, crashed));
       seen.erase(it);
     }
     for (const auto& [name, g] : seen) {

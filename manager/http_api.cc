@@ -99,6 +99,17 @@ class Api {
     });
     router.AddPublic("GET", "/healthz", [](const Request&) { return Response::Json(200, {{"status", "ok"}}); });
 
+    BuildHostRoutes(router);
+    BuildGuestRoutes(router);
+    BuildTaskRoutes(router);
+    BuildEventRoutes(router);
+    BuildTokenRoutes(router);
+    BuildPoolAndRuleRoutes(router);
+    BuildDrsRoutes(router);
+    BuildMigrationRoutes(router);
+  }
+
+  void BuildHostRoutes(api::Router& router) {
     // Hosts: join and heartbeat authenticate with the join token / host token themselves.
     router.AddPublic("POST", "/api/v1/hosts/join", [this](const Request& req) {
       auto body = req.JsonBody();
@@ -132,7 +143,9 @@ class Api {
         return Idempotent(req, *p, [&] { return Answer(m_.SetMaintenance(req.params.at("name"), on)); });
       });
     }
+  }
 
+  void BuildGuestRoutes(api::Router& router) {
     // Guests.
     router.Add("GET", "/api/v1/guests", [this](const Request& req) {
       auto p = Who(req, "read");
@@ -188,7 +201,9 @@ class Api {
         });
       });
     }
+  }
 
+  void BuildTaskRoutes(api::Router& router) {
     // Tasks.
     router.Add("GET", "/api/v1/tasks", [this](const Request& req) {
       auto p = Who(req, "read");
@@ -207,7 +222,9 @@ class Api {
       if (!p.ok()) return Response::Error(p.status());
       return Idempotent(req, *p, [&] { return Answer(m_.CancelTask(*p, req.params.at("id"))); });
     });
+  }
 
+  void BuildEventRoutes(api::Router& router) {
     // Events: SSE, resumable with Last-Event-ID or ?since=; ?follow=false ends after the backlog.
     router.Add("GET", "/api/v1/events", [this](const Request& req) {
       auto p = Who(req, "read");
@@ -229,7 +246,9 @@ class Api {
         m_.SubscribeEvents(who, cursor, follow, std::move(w));
       });
     });
+  }
 
+  void BuildTokenRoutes(api::Router& router) {
     // Tokens (admin only).
     router.Add("GET", "/api/v1/tokens", [this](const Request& req) {
       if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
@@ -261,7 +280,9 @@ class Api {
       Status s = m_.DeleteToken(req.params.at("id"));
       return s.ok() ? Response::Json(200, {{"deleted", req.params.at("id")}}) : Response::Error(s);
     });
+  }
 
+  void BuildPoolAndRuleRoutes(api::Router& router) {
     // Pools and rules.
     router.Add("GET", "/api/v1/pools", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
@@ -305,7 +326,9 @@ class Api {
       Status s = m_.DeleteRule(req.params.at("name"));
       return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
     });
+  }
 
+  void BuildDrsRoutes(api::Router& router) {
     // DRS and the cluster snapshot.
     router.Add("GET", "/api/v1/drs/config", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
@@ -331,7 +354,9 @@ class Api {
       if (!p.ok()) return Response::Error(p.status());
       return Idempotent(req, *p, [&] { return Answer(m_.ApplyAllRecommendations(), 202); });
     });
+  }
 
+  void BuildMigrationRoutes(api::Router& router) {
     // Migrations.
     router.Add("POST", "/api/v1/guests/{name}/migrate", [this](const Request& req) {
       auto p = Who(req, "operator");

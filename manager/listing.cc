@@ -130,6 +130,56 @@ Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
   return f;
 }
 
+// One guest's object (keys in sorted order, as nlohmann's std::map-backed object dumps them).
+void Manager::AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts) {
+  const std::string_view name = c.Text(kName);
+  const std::string_view kind = c.Text(kKind);
+  // Keys in sorted order (nlohmann's object is a std::map).
+  out += "{\"alert\":";
+  AppendStoredJson(out, c, kAlert);
+  out += ",\"automation\":";
+  AppendString(out, c.Text(kAutomation));
+  out += ",\"crash\":";
+  AppendStoredJson(out, c, kCrash);
+  out += ",\"created\":";
+  AppendString(out, facts.created);
+  out += ",\"devices\":";
+  out += kind == "lxc" ? "\"container\"" : facts.paravirt ? "\"virtio\"" : "\"emulated\"";
+  out += ",\"health\":";
+  AppendTextOrNull(out, c, kHealth);
+  out += ",\"host\":";
+  AppendTextOrNull(out, c, kHost);
+  out += ",\"kind\":";
+  AppendString(out, kind);
+  out += ",\"memory_mib\":";
+  AppendInt(out, facts.memory_mib.value_or(c.Int(kMemoryMib)));
+  out += ",\"migrating_to\":";
+  AppendTextOrNull(out, c, kMigratingTo);
+  out += ",\"name\":";
+  AppendString(out, internal::ShownGuestName(p, name));
+  out += ",\"on_crash\":";
+  AppendString(out, c.Text(kOnCrash));
+  out += ",\"placement_reason\":";
+  AppendString(out, c.Text(kPlacementReason));
+  out += ",\"pool\":";
+  AppendTextOrNull(out, c, kPool);
+  out += ",\"reserved\":{\"memory_mib\":";
+  AppendInt(out, c.Int(kMemoryMib));
+  out += ",\"vcpus\":";
+  AppendInt(out, c.Int(kVcpus));
+  out += "},\"state\":";
+  AppendString(out, c.Text(kState));
+  out += ",\"tenant\":";
+  AppendString(out, c.Text(kTenant));
+  out += ",\"usage\":{\"cpu_cores\":";
+  AppendDouble(out, c.Real(kCpuUsed));
+  out += ",\"memory_mib\":";
+  AppendInt(out, c.Int(kMemoryUsedMib));
+  out += "},\"vcpus\":";
+  AppendInt(out, facts.vcpus.value_or(c.Int(kVcpus)));
+  out += '}';
+}
+
 Result<std::string> Manager::ListGuestsBody(const Principal& p) {
   std::lock_guard l(listing_mu_);
   // The body depends on the guests table alone (and on who asks): kept until a row of it changes.
@@ -166,51 +216,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
       facts.created = FormatRfc3339(TimePoint(std::chrono::milliseconds(created_ms)));
     }
     facts.seen = listing_generation_;
-    const std::string_view kind = c.Text(kKind);
-    // Keys in sorted order (nlohmann's object is a std::map).
-    out += "{\"alert\":";
-    AppendStoredJson(out, c, kAlert);
-    out += ",\"automation\":";
-    AppendString(out, c.Text(kAutomation));
-    out += ",\"crash\":";
-    AppendStoredJson(out, c, kCrash);
-    out += ",\"created\":";
-    AppendString(out, facts.created);
-    out += ",\"devices\":";
-    out += kind == "lxc" ? "\"container\"" : facts.paravirt ? "\"virtio\"" : "\"emulated\"";
-    out += ",\"health\":";
-    AppendTextOrNull(out, c, kHealth);
-    out += ",\"host\":";
-    AppendTextOrNull(out, c, kHost);
-    out += ",\"kind\":";
-    AppendString(out, kind);
-    out += ",\"memory_mib\":";
-    AppendInt(out, facts.memory_mib.value_or(c.Int(kMemoryMib)));
-    out += ",\"migrating_to\":";
-    AppendTextOrNull(out, c, kMigratingTo);
-    out += ",\"name\":";
-    AppendString(out, internal::ShownGuestName(p, name));
-    out += ",\"on_crash\":";
-    AppendString(out, c.Text(kOnCrash));
-    out += ",\"placement_reason\":";
-    AppendString(out, c.Text(kPlacementReason));
-    out += ",\"pool\":";
-    AppendTextOrNull(out, c, kPool);
-    out += ",\"reserved\":{\"memory_mib\":";
-    AppendInt(out, c.Int(kMemoryMib));
-    out += ",\"vcpus\":";
-    AppendInt(out, c.Int(kVcpus));
-    out += "},\"state\":";
-    AppendString(out, c.Text(kState));
-    out += ",\"tenant\":";
-    AppendString(out, c.Text(kTenant));
-    out += ",\"usage\":{\"cpu_cores\":";
-    AppendDouble(out, c.Real(kCpuUsed));
-    out += ",\"memory_mib\":";
-    AppendInt(out, c.Int(kMemoryUsedMib));
-    out += "},\"vcpus\":";
-    AppendInt(out, facts.vcpus.value_or(c.Int(kVcpus)));
-    out += '}';
+    AppendGuest(out, c, p, facts);
   };
   auto row = [&](const SqlCursor& c) -> Status {
     if (!first) out += ',';

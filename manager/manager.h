@@ -342,6 +342,8 @@ class Manager {
     std::string name, host, tenant, on_crash;
   };
   Status HandleCrash(const CrashedGuest& c);
+  Status UpdateReportedGuest(const std::string& host, const SqlRow& r, const Json& g, int64_t now,
+                             std::vector<CrashedGuest>& crashed);
   // A guest known on `known_on` is reported by `host` too: the guest's alert (once per host, with
   // one guest.duplicate event). Inside Reconcile's transaction.
   Status RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on);
@@ -397,6 +399,7 @@ class Manager {
     uint64_t seen = 0;  // listing_generation_ of the last listing that showed the guest
   };
   static SpecFacts DeriveSpecFacts(std::string_view spec_text);
+  static void AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts);
   std::mutex listing_mu_;  // taken before the store's mutex, never after
   std::map<std::string, SpecFacts, std::less<>> spec_facts_;  // guarded by listing_mu_: by guest name
   uint64_t listing_generation_ = 0;                            // guarded by listing_mu_
