@@ -16,6 +16,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
+ResizeRequest Resizing(std::optional<int64_t> memory_mib, std::optional<int64_t> vcpus) {
+  ResizeRequest r;
+  r.memory_mib = memory_mib;
+  r.vcpus = vcpus;
+  return r;
+}
+
+ExecRequest Command(std::string command) {
+  ExecRequest r;
+  r.command = std::move(command);
+  return r;
+}
+
 class AgentServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -99,9 +112,9 @@ TEST_F(AgentServiceTest, UnknownGuestIsNotFoundNamingTheGuestAndHost) {
       {"Start", service_->Start("as-missing").status()},
       {"Stop", service_->Stop("as-missing", StopRequest{}).status()},
       {"Pause", service_->Pause("as-missing").status()},
-      {"Resize", service_->Resize("as-missing", ResizeRequest{.memory_mib = 128}).status()},
+      {"Resize", service_->Resize("as-missing", Resizing(128, std::nullopt)).status()},
       {"Delete", service_->Delete("as-missing", true)},
-      {"Exec", service_->Exec("as-missing", ExecRequest{.command = "true"}).status()},
+      {"Exec", service_->Exec("as-missing", Command("true")).status()},
       {"ConsoleTail", service_->ConsoleTail("as-missing", 100).status()},
       {"Migrate", service_->Migrate("as-missing", MigrateRequest{}).status()},
       {"ControlMigration", service_->ControlMigration("as-missing", MigrationAction::kCancel)},
@@ -144,15 +157,15 @@ TEST_F(AgentServiceTest, CreateChecksTheHostAndTheSpec) {
 
 TEST_F(AgentServiceTest, ResizeChangesWhatIsGivenWithinTheGuestsMaxima) {
   ASSERT_TRUE(service_->Create(Tiny("as-rs")).ok());
-  auto r = service_->Resize("as-rs", ResizeRequest{.memory_mib = 200, .vcpus = 2});
+  auto r = service_->Resize("as-rs", Resizing(200, 2));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->info.memory_mib, 200);
   EXPECT_EQ(r->info.vcpus, 2);
 
-  auto too_big = service_->Resize("as-rs", ResizeRequest{.memory_mib = 512, .vcpus = 1});
+  auto too_big = service_->Resize("as-rs", Resizing(512, 1));
   EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(too_big.status().message().find("maximum of 256 MiB"), std::string::npos) << too_big.status().ToString();
-  too_big = service_->Resize("as-rs", ResizeRequest{.vcpus = 3});
+  too_big = service_->Resize("as-rs", Resizing(std::nullopt, 3));
   EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
   auto g = service_->Get("as-rs");
   ASSERT_TRUE(g.ok());
@@ -174,7 +187,7 @@ TEST_F(AgentServiceTest, DeleteOfARunningGuestNeedsForce) {
 
 TEST_F(AgentServiceTest, ExecNeedsARunningGuestAndACommand) {
   ASSERT_TRUE(service_->Create(Tiny("as-ex", /*start=*/false)).ok());
-  EXPECT_EQ(service_->Exec("as-ex", ExecRequest{.command = "true"}).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(service_->Exec("as-ex", Command("true")).status().code(), StatusCode::kFailedPrecondition);
   ASSERT_TRUE(service_->Start("as-ex").ok());
   auto missing = service_->Exec("as-ex", ExecRequest{});
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
