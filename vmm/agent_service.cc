@@ -3,11 +3,11 @@
 // live migration in agent_migration.cc.
 #include "vmm/agent_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "common/id.h"
 
@@ -27,8 +27,8 @@ HealthOptions HealthOptionsFor(const AgentConfig& c) {
 
 }  // namespace
 
-AgentService::AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct,
-                           KvmSupport kvm, Clock& clock)
+AgentService::AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm,
+                           std::unique_ptr<Hypervisor> ct, KvmSupport kvm, Clock& clock)
     : config_(std::move(config)),
       vm_(std::move(vm)),
       ct_(std::move(ct)),
@@ -42,14 +42,16 @@ Status AgentService::Start() {
   for (const char* sub : {"channels", "console", "disks"}) {
     std::error_code ec;
     fs::create_directories(fs::path(config_.state_dir) / sub, ec);
-    if (ec) return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() + ": " + ec.message());
+    if (ec)
+      return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() +
+                              ": " + ec.message());
   }
   {
     std::stringstream mountinfo;
     mountinfo << std::ifstream("/proc/self/mountinfo").rdbuf();
     cgroups_ = DetectCgroupLayout(mountinfo.str());
-    spdlog::info("cgroups: {} (cpu at {}, cpuacct at {}): {}", cgroups_.version, cgroups_.cpu, cgroups_.cpuacct,
-                 cgroups_.notes);
+    spdlog::info("cgroups: {} (cpu at {}, cpuacct at {}): {}", cgroups_.version, cgroups_.cpu,
+                 cgroups_.cpuacct, cgroups_.notes);
   }
   // Crash-only: whatever libvirt runs is ours; adopt it.
   for (Hypervisor* h : {vm_.get(), ct_.get()}) {
@@ -57,8 +59,10 @@ Status AgentService::Start() {
     UW_ASSIGN_OR_RETURN(auto guests, h->List());
     for (const auto& g : guests) {
       adopted_.push_back(g.name);
-      spdlog::info("adopted guest {} ({}, {}) from {}", g.name, GuestKindName(g.kind), GuestStateName(g.state), h->uri());
-      RecordEvent({clock_.Now(), g.name, g.uuid, "adopted", std::string(GuestStateName(g.state)), h->uri()});
+      spdlog::info("adopted guest {} ({}, {}) from {}", g.name, GuestKindName(g.kind),
+                   GuestStateName(g.state), h->uri());
+      RecordEvent({clock_.Now(), g.name, g.uuid, "adopted", std::string(GuestStateName(g.state)),
+                   h->uri()});
     }
   }
   UW_RETURN_IF_ERROR(SampleNow());
@@ -72,7 +76,8 @@ Status AgentService::Start() {
       l.unlock();
       if (Status s = SampleNow(); !s.ok()) spdlog::warn("sampling failed: {}", s.ToString());
       l.lock();
-      stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms), [this] { return stopping_; });
+      stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms),
+                        [this] { return stopping_; });
     }
   });
   monitor_ = std::thread([this] { MonitorLoop(); });
@@ -85,14 +90,10 @@ void AgentService::BeginStop() {
     stopping_ = true;
   }
   // Wake long-polling event readers first: the HTTP server waits for in-flight handlers.
-  {
-    std::lock_guard l(events_mu_);
-  }
+  { std::lock_guard l(events_mu_); }
   events_cv_.notify_all();
   stop_cv_.notify_all();
-  {
-    std::lock_guard l(health_mu_);
-  }
+  { std::lock_guard l(health_mu_); }
   health_cv_.notify_all();
 }
 
@@ -181,7 +182,8 @@ Result<GuestUsage> AgentService::GuestUsageOf(std::string_view name) {
   std::lock_guard l(usage_mu_);
   auto u = usage_.find(std::string(name));
   if (u == usage_.end()) {
-    return NotFoundError("no usage sample for guest '" + std::string(name) + "' on host " + config_.host_name);
+    return NotFoundError("no usage sample for guest '" + std::string(name) + "' on host " +
+                         config_.host_name);
   }
   return u->second;
 }
@@ -202,7 +204,9 @@ Result<HostReport> AgentService::Host() {
   return r;
 }
 
-Hypervisor* AgentService::HypervisorFor(GuestKind kind) { return kind == GuestKind::kLxc ? ct_.get() : vm_.get(); }
+Hypervisor* AgentService::HypervisorFor(GuestKind kind) {
+  return kind == GuestKind::kLxc ? ct_.get() : vm_.get();
+}
 
 Result<Hypervisor*> AgentService::Find(std::string_view name) {
   UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
@@ -212,7 +216,8 @@ Result<Hypervisor*> AgentService::Find(std::string_view name) {
     if (g.ok()) return h;
     if (g.status().code() != StatusCode::kNotFound) return g.status();
   }
-  return NotFoundError("guest '" + std::string(name) + "' does not exist on host " + config_.host_name);
+  return NotFoundError("guest '" + std::string(name) + "' does not exist on host " +
+                       config_.host_name);
 }
 
 Status AgentService::CheckExists(std::string_view name) { return Find(name).status(); }

@@ -56,11 +56,11 @@ struct GuestCrash {
 // A guest as the agent reports it: libvirt's view plus the health watch and any crash.
 struct GuestStatus {
   GuestInfo info;
-  Health health = Health::kNone;  // containers: always kNone (no control channel)
-  bool ready = false;             // answered its control channel (containers: init runs)
-  std::optional<TimePoint> health_since;        // virtual machines with a watch
+  Health health = Health::kNone;          // containers: always kNone (no control channel)
+  bool ready = false;                     // answered its control channel (containers: init runs)
+  std::optional<TimePoint> health_since;  // virtual machines with a watch
   std::optional<TimePoint> unresponsive_since;
-  std::optional<GuestCrash> crash;              // while crashed
+  std::optional<GuestCrash> crash;  // while crashed
 };
 
 // A local disk (under state_dir/disks) with its virtual size: what a live migration copies.
@@ -73,8 +73,8 @@ struct LocalDisk {
 
 struct GuestDetails {
   GuestStatus status;
-  std::optional<GuestSpec> spec;                       // absent when libvirt's XML cannot be read back
-  std::optional<std::vector<LocalDisk>> local_disks;   // absent when qemu-img could not say
+  std::optional<GuestSpec> spec;  // absent when libvirt's XML cannot be read back
+  std::optional<std::vector<LocalDisk>> local_disks;  // absent when qemu-img could not say
 };
 
 struct CreateRequest {
@@ -173,16 +173,17 @@ struct MigrationReport {
   bool tracked = false;
   std::string destination;
   std::string error;
-  std::optional<MigrationJob> job;  // libvirt's statistics: live while running, final once completed
-  std::string guest_state;          // GuestStateName, or "absent"
+  // libvirt's statistics: live while running, final once completed.
+  std::optional<MigrationJob> job;
+  std::string guest_state;  // GuestStateName, or "absent"
 };
 enum class MigrationAction { kCancel, kBandwidth, kPostcopy };
 
 class AgentService {
  public:
   // `vm` serves kvm/qemu guests; `ct` containers (may be null). The service owns both.
-  AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
-               Clock& clock = Clock::Real());
+  AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct,
+               KvmSupport kvm, Clock& clock = Clock::Real());
   ~AgentService();
   AgentService(const AgentService&) = delete;
   AgentService& operator=(const AgentService&) = delete;
@@ -239,7 +240,8 @@ class AgentService {
   // After an agent restart a migration libvirt still runs is reported as running (adopted).
   MigrationReport MigrationStatus(std::string_view name);
   // `bandwidth_mib_s` is used by kBandwidth only (> 0).
-  Status ControlMigration(std::string_view name, MigrationAction action, double bandwidth_mib_s = 0);
+  Status ControlMigration(std::string_view name, MigrationAction action,
+                          double bandwidth_mib_s = 0);
 
   const AgentConfig& config() const { return config_; }
 
@@ -271,15 +273,19 @@ class AgentService {
 
   // Local disks live under state_dir/disks (a disk elsewhere is shared storage, at the same path
   // on every host). LocalDisks lists a guest's with their virtual sizes.
-  std::filesystem::path LocalDiskDir() const { return std::filesystem::path(config_.state_dir) / "disks"; }
-  bool IsLocalDisk(const std::string& path) const { return path.rfind(LocalDiskDir().string() + "/", 0) == 0; }
+  std::filesystem::path LocalDiskDir() const {
+    return std::filesystem::path(config_.state_dir) / "disks";
+  }
+  bool IsLocalDisk(const std::string& path) const {
+    return path.rfind(LocalDiskDir().string() + "/", 0) == 0;
+  }
   Result<std::vector<LocalDisk>> LocalDisks(const GuestSpec& spec);
   Status CreateLocalDisks(GuestSpec& spec);
   Status CheckRoomForIncoming(const IncomingRequest& request);
   struct Outgoing;
   // The body of an outgoing migration's thread: migrates, confirms, records the outcome in `out`.
-  void RunMigration(Outgoing* out, const std::string& name, Hypervisor* h, const MigrationRequest& mr,
-                    const std::vector<std::string>& local_disks);
+  void RunMigration(Outgoing* out, const std::string& name, Hypervisor* h,
+                    const MigrationRequest& mr, const std::vector<std::string>& local_disks);
 
   const AgentConfig config_;
   std::unique_ptr<Hypervisor> vm_;
@@ -290,28 +296,28 @@ class AgentService {
   CgroupLayout cgroups_;              // set once in Start
 
   std::mutex usage_mu_;
-  UsageTracker tracker_;                          // guarded by usage_mu_
-  std::map<std::string, GuestUsage> usage_;       // guarded by usage_mu_ (by guest name)
-  HostInfo host_usage_;                           // guarded by usage_mu_
-  TimePoint sampled_at_{};                        // guarded by usage_mu_
+  UsageTracker tracker_;                     // guarded by usage_mu_
+  std::map<std::string, GuestUsage> usage_;  // guarded by usage_mu_ (by guest name)
+  HostInfo host_usage_;                      // guarded by usage_mu_
+  TimePoint sampled_at_{};                   // guarded by usage_mu_
 
   std::mutex events_mu_;
   std::condition_variable events_cv_;
-  std::deque<AgentEvent> events_;                 // guarded by events_mu_; the last kEventLogSize
-  uint64_t next_seq_ = 1;                         // guarded by events_mu_
+  std::deque<AgentEvent> events_;  // guarded by events_mu_; the last kEventLogSize
+  uint64_t next_seq_ = 1;          // guarded by events_mu_
 
   std::mutex channels_mu_;
   std::map<std::string, std::shared_ptr<GuestChannel>> channels_;  // guarded by channels_mu_
 
   // Never held while talking to libvirt or a guest.
   std::mutex health_mu_;
-  std::condition_variable health_cv_;             // a guest became ready (or the agent stops)
-  HealthTracker health_;                          // guarded by health_mu_
+  std::condition_variable health_cv_;  // a guest became ready (or the agent stops)
+  HealthTracker health_;               // guarded by health_mu_
   struct Crash {
     TimePoint at;
     int64_t id = -1;  // the domain id that crashed: one record per crash
   };
-  std::map<std::string, Crash> crashes_;          // guarded by health_mu_ (by guest, while crashed)
+  std::map<std::string, Crash> crashes_;  // guarded by health_mu_ (by guest, while crashed)
   std::thread monitor_;
 
   // A migration this agent started as the source; the thread runs Hypervisor::Migrate.
@@ -319,16 +325,17 @@ class AgentService {
     std::string state = "running";  // running | completed | failed | cancelled
     std::string destination;
     std::string error;
-    MigrationJob final_job;         // completed job statistics
+    MigrationJob final_job;  // completed job statistics
     bool cancel_requested = false;
     std::thread thread;
   };
   std::mutex migrations_mu_;
-  std::map<std::string, std::unique_ptr<Outgoing>> migrations_;  // guarded by migrations_mu_ (by guest)
+  std::map<std::string, std::unique_ptr<Outgoing>>
+      migrations_;  // guarded by migrations_mu_ (by guest)
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
-  bool stopping_ = false;                         // guarded by stop_mu_
+  bool stopping_ = false;  // guarded by stop_mu_
   std::thread sampler_;
 };
 

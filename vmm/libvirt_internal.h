@@ -1,12 +1,12 @@
 // Helpers shared by the files of LibvirtHypervisor (libvirt_*.cc). Private to vmm/.
 #pragma once
 
+#include <libvirt/libvirt.h>
+
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
-
-#include <libvirt/libvirt.h>
 
 #include "vmm/hypervisor.h"
 
