@@ -330,8 +330,8 @@ class AgentService {
     std::thread thread;
   };
   std::mutex migrations_mu_;
-  std::map<std::string, std::unique_ptr<Outgoing>>
-      migrations_;  // guarded by migrations_mu_ (by guest)
+  // By guest; guarded by migrations_mu_.
+  std::map<std::string, std::unique_ptr<Outgoing>> migrations_;
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
