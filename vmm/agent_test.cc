@@ -321,6 +321,49 @@ TEST_F(AgentTest, HealthWatchFollowsTheControlChannel) {
   EXPECT_EQ(Do("DELETE", "/api/v1/guests/ag-hw").status, 200);
 }
 
+// The migration routes keep their wire shapes (the manager's migrations.cc reads them); libvirt's
+// test driver cannot migrate, so only what is answered before a transfer is checked here.
+TEST_F(AgentTest, MigrationRoutesKeepTheirShapes) {
+  ASSERT_EQ(Do("POST", "/api/v1/guests", R"({"name": "ag-mig", "image": "tiny"})").status, 201);
+  auto r = Do("GET", "/api/v1/guests/ag-mig/migration");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json j = Json::parse(r.body);
+  EXPECT_EQ(j["guest"], "ag-mig");
+  EXPECT_EQ(j["host"], "t1");
+  EXPECT_EQ(j["state"], "none");
+  EXPECT_EQ(j["guest_state"], "running");
+  EXPECT_FALSE(j.contains("destination"));
+  r = Do("GET", "/api/v1/guests/ag-gone/migration");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["guest_state"], "absent");
+
+  r = Do("POST", "/api/v1/migrations/prepare", R"({"guest": "ag-in", "kind": "lxc", "memory_mib": 64})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("body.kind: containers do not live-migrate"), std::string::npos) << r.body;
+  r = Do("POST", "/api/v1/migrations/prepare", R"({"guest": "ag-mig", "memory_mib": 64})");
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(ErrorCode(r), "already_exists");
+  r = Do("POST", "/api/v1/migrations/abandon", R"({"guest": "ag-in"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body), Json({{"guest", "ag-in"}, {"removed", false}}));
+  r = Do("POST", "/api/v1/migrations/abandon", R"({"guest": "ag-mig"})");
+  EXPECT_EQ(r.status, 409) << r.body;  // a running copy may be the only one
+
+  r = Do("POST", "/api/v1/guests/ag-mig/migrate",
+         R"({"destination": {"migration_uri": "qemu+tcp://10.0.0.9/system", "state_dir": "relative"}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("body.destination.state_dir"), std::string::npos) << r.body;
+  r = Do("POST", "/api/v1/guests/ag-mig/migration/rewind");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_NE(r.body.find("no migration action 'rewind'"), std::string::npos) << r.body;
+  r = Do("POST", "/api/v1/guests/ag-gone/migration/rewind");
+  EXPECT_NE(r.body.find("guest 'ag-gone'"), std::string::npos) << r.body;  // the guest is checked first
+  r = Do("POST", "/api/v1/guests/ag-mig/migration/bandwidth", R"({"bandwidth_mib_s": 0})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("body.bandwidth_mib_s: expected a positive number"), std::string::npos) << r.body;
+  EXPECT_EQ(Do("DELETE", "/api/v1/guests/ag-mig?force=true").status, 200);
+}
+
 TEST_F(AgentTest, StopDoesNotWaitForLongPolls) {
   std::thread poller([this] { (void)client_->Do("GET", "/api/v1/events?since=999999&wait_ms=30000"); });
   // The poll is in flight once the server has accepted it; a short grace lets it reach the wait.

@@ -1,5 +1,6 @@
 #include "vmm/domain_xml.h"
 
+#include <optional>
 #include <sstream>
 
 #include <pugixml.hpp>
@@ -270,6 +271,41 @@ Result<GuestSpec> ParseDomainXml(const std::string& xml) {
   } catch (const std::exception& e) {
     return InvalidArgumentError(std::string("domain XML: bad number: ") + e.what());
   }
+}
+
+namespace {
+
+// `value` with the prefix `from` + "/" replaced by `to` + "/"; nullopt when it has no such prefix.
+std::optional<std::string> Moved(std::string_view value, std::string_view from, std::string_view to) {
+  if (value.size() <= from.size() || value.substr(0, from.size()) != from || value[from.size()] != '/') {
+    return std::nullopt;
+  }
+  return std::string(to) + std::string(value.substr(from.size()));
+}
+
+void MovePathsUnder(pugi::xml_node node, std::string_view from, std::string_view to) {
+  for (pugi::xml_attribute a : node.attributes()) {
+    if (auto moved = Moved(a.value(), from, to)) a.set_value(moved->c_str());
+  }
+  for (pugi::xml_node child : node.children()) {
+    if (child.type() == pugi::node_pcdata || child.type() == pugi::node_cdata) {
+      if (auto moved = Moved(child.value(), from, to)) child.set_value(moved->c_str());
+    } else if (child.type() == pugi::node_element) {
+      MovePathsUnder(child, from, to);
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::string> MoveDomainPaths(const std::string& xml, std::string_view from_dir, std::string_view to_dir) {
+  pugi::xml_document doc;
+  auto parsed = doc.load_string(xml.c_str(), pugi::parse_default | pugi::parse_declaration | pugi::parse_comments);
+  if (!parsed) return InvalidArgumentError(std::string("domain XML: ") + parsed.description());
+  MovePathsUnder(doc.document_element(), from_dir, to_dir);
+  std::ostringstream out;
+  doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
+  return out.str();
 }
 
 }  // namespace uw::vmm

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "vmm/hypervisor.h"
@@ -21,5 +22,12 @@ std::string BuildDomainXml(const GuestSpec& spec);
 // Reads back what BuildDomainXml wrote (and what libvirt adds). kInvalidArgument for XML that is
 // not a domain.
 Result<GuestSpec> ParseDomainXml(const std::string& xml);
+
+// The domain XML with every file under `from_dir` moved under `to_dir`: each attribute value and
+// text node that is `from_dir` + "/..." becomes `to_dir` + "/..." (disk sources, the console log,
+// channel sockets, a kernel kept in the state directory). Directories are given without a
+// trailing slash. Used for live migration, where the destination keeps its files under its own
+// state directory. kInvalidArgument for XML that does not parse.
+Result<std::string> MoveDomainPaths(const std::string& xml, std::string_view from_dir, std::string_view to_dir);
 
 }  // namespace uw::vmm

@@ -147,5 +147,33 @@ TEST(DomainXmlTest, RejectsGarbage) {
   EXPECT_EQ(ParseDomainXml("<domain><memory>lots</memory></domain>").status().code(), StatusCode::kInvalidArgument);
 }
 
+// Live migration moves the files of a guest from the source's state directory to the
+// destination's: only values that are paths under the directory change.
+TEST(DomainXmlTest, MoveDomainPathsRewritesOnlyPathsUnderTheStateDirectory) {
+  GuestSpec spec = TinyQemu();
+  spec.console_log = "/var/lib/uw/a/console/g.log";
+  spec.channels = {{"org.underware.guest.0", "/var/lib/uw/a/channels/g.sock"}};
+  spec.disks = {{"/var/lib/uw/a/disks/g-vda.qcow2", "qcow2", "vda"}, {"/srv/shared/a/disk.raw", "raw", "vdb"}};
+  spec.labels = {{"note", "kept in /var/lib/uw/a/"}};
+  auto moved = MoveDomainPaths(BuildDomainXml(spec), "/var/lib/uw/a", "/var/lib/uw/bb");
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  auto back = ParseDomainXml(*moved);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->console_log, "/var/lib/uw/bb/console/g.log");
+  ASSERT_EQ(back->channels.size(), 1u);
+  EXPECT_EQ(back->channels[0].socket_path, "/var/lib/uw/bb/channels/g.sock");
+  ASSERT_EQ(back->disks.size(), 2u);
+  EXPECT_EQ(back->disks[0].path, "/var/lib/uw/bb/disks/g-vda.qcow2");
+  EXPECT_EQ(back->disks[1].path, "/srv/shared/a/disk.raw");
+  EXPECT_EQ(back->kernel, spec.kernel);
+  ASSERT_EQ(back->labels.size(), 1u);
+  EXPECT_EQ(back->labels[0].second, "kept in /var/lib/uw/a/");  // not a path under it
+  // A sibling directory that shares the prefix is not under it.
+  auto sibling = MoveDomainPaths(BuildDomainXml(spec), "/var/lib/uw/a/dis", "/x");
+  ASSERT_TRUE(sibling.ok());
+  EXPECT_EQ(ParseDomainXml(*sibling)->disks[0].path, "/var/lib/uw/a/disks/g-vda.qcow2");
+  EXPECT_EQ(MoveDomainPaths("<domain", "/a", "/b").status().code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace uw::vmm

@@ -121,6 +121,9 @@ class LibvirtHypervisor : public Hypervisor {
   // The pid (in this agent's pid namespace) of the running container's configured init, or 0
   // while the controller's child has not exec'ed it yet.
   Result<pid_t> ContainerInitPid(virDomainPtr dom, std::string_view name);
+  // File descriptors of the running container's namespaces (the caller closes them): libvirt's,
+  // or its init's from /proc when libvirtd does not know the init's pid.
+  Result<std::vector<int>> ContainerNamespaces(virDomainPtr dom, std::string_view name);
 
   const std::string uri_;
   Clock& clock_;

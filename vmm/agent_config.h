@@ -1,0 +1,50 @@
+// uw-agent's configuration (the JSON file uw-agent reads at start) and its parser.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "common/json.h"
+#include "common/status.h"
+
+namespace uw::vmm {
+
+struct AgentConfig {
+  std::string host_name;
+  std::string listen_address = "127.0.0.1";
+  int listen_port = 7700;
+  std::string token;  // bearer token the manager must present
+  std::string libvirt_uri = "qemu:///system";
+  std::string lxc_uri;  // empty: no containers on this host
+  std::string state_dir = "/var/lib/underware/agent";
+  std::map<std::string, std::string>
+      images;  // image name -> directory (vmlinux|vmlinuz, initrd.img, lxc-rootfs)
+  bool allow_emulated_kvm = false;  // run kind=kvm guests under TCG when KVM is unusable
+  std::string log_level = "info";
+  std::string log_file;
+  int sample_interval_ms = 1000;
+  int stop_timeout_s = 30;  // graceful stop, then force
+  size_t max_body_bytes = 256 << 10;
+  std::string sys_root = "/";  // where DetectKvm looks (tests point it elsewhere)
+  // Cluster membership (vmm/manager_link.h); empty manager_url: standalone agent.
+  std::string manager_url;
+  std::string join_token;
+  int heartbeat_interval_ms = 2000;
+  std::string
+      advertise_url;  // how the manager reaches this agent; default http://listen address:port
+  // How another host's libvirtd reaches this one for live migration (peer-to-peer).
+  // Default qemu+tcp://<listen address>/system.
+  std::string migration_uri;
+  // Guest health watch (vmm/health.h): ping every `monitor.interval_s` once ready; no answer for
+  // `monitor.timeout_s` makes a ready guest unresponsive.
+  int monitor_interval_s = 5;
+  int monitor_timeout_s = 30;
+};
+
+// Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").
+Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where);
+Result<AgentConfig> LoadAgentConfig(const std::string& path);
+
+}  // namespace uw::vmm

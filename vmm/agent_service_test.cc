@@ -1,0 +1,229 @@
+// AgentService's typed calls on libvirt's in-process test driver (the hypervisor double
+// agent_test.cc runs the HTTP API on): no HTTP, no JSON.
+#include "vmm/agent_service.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "vmm/libvirt_driver.h"
+
+namespace uw::vmm {
+namespace {
+
+namespace fs = std::filesystem;
+
+ResizeRequest Resizing(std::optional<int64_t> memory_mib, std::optional<int64_t> vcpus) {
+  ResizeRequest r;
+  r.memory_mib = memory_mib;
+  r.vcpus = vcpus;
+  return r;
+}
+
+ExecRequest Command(std::string command) {
+  ExecRequest r;
+  r.command = std::move(command);
+  return r;
+}
+
+class AgentServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("uw-agent-service-test-" + std::to_string(getpid()));
+    fs::create_directories(dir_ / "images/tiny");
+    std::ofstream(dir_ / "images/tiny/vmlinux") << "kernel";
+    std::ofstream(dir_ / "images/tiny/initrd.img") << "initrd";
+    AgentConfig c;
+    c.host_name = "s1";
+    c.token = "test-token-0123456789abcdef";
+    c.libvirt_uri = "test:///default";
+    c.state_dir = (dir_ / "state").string();
+    c.images["tiny"] = (dir_ / "images/tiny").string();
+    c.sample_interval_ms = 100;
+    auto h = LibvirtHypervisor::Open("test:///default");
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    KvmSupport kvm;
+    kvm.reason = "no KVM in unit tests";
+    service_ = std::make_unique<AgentService>(c, std::move(*h), nullptr, kvm);
+    ASSERT_TRUE(service_->Start().ok());
+  }
+  void TearDown() override {
+    service_.reset();
+    fs::remove_all(dir_);
+  }
+  // A spec of the tiny image named `name`.
+  static CreateRequest Tiny(const std::string& name, bool start = true) {
+    CreateRequest r;
+    r.spec.name = name;
+    r.spec.max_vcpus = 2;
+    r.spec.memory_mib = 128;
+    r.spec.max_memory_mib = 256;
+    r.image = "tiny";
+    r.start = start;
+    return r;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<AgentService> service_;
+};
+
+TEST_F(AgentServiceTest, CreateStartStopDelete) {
+  auto created = service_->Create(Tiny("as-1", /*start=*/false));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_EQ(created->info.state, GuestState::kShutoff);
+  // The image supplied the kernel; the agent placed the console and the control channel.
+  auto details = service_->Get("as-1");
+  ASSERT_TRUE(details.ok()) << details.status().ToString();
+  ASSERT_TRUE(details->spec.has_value());
+  EXPECT_EQ(details->spec->kernel, (dir_ / "images/tiny/vmlinux").string());
+  EXPECT_EQ(details->status.info.console_log, (dir_ / "state/console/as-1.log").string());
+  ASSERT_EQ(details->status.info.channels.size(), 1u);
+  EXPECT_EQ(details->status.info.channels[0].name, "org.underware.guest.0");
+
+  auto started = service_->Start("as-1");
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->info.state, GuestState::kRunning);
+  EXPECT_EQ(started->health, Health::kStarting);  // its control channel has not answered yet
+  EXPECT_FALSE(started->ready);
+
+  auto listed = service_->List();
+  ASSERT_TRUE(listed.ok());
+  int found = 0;
+  for (const auto& g : *listed) found += g.info.name == "as-1";
+  EXPECT_EQ(found, 1);
+
+  StopRequest stop;
+  stop.force = true;
+  auto stopped = service_->Stop("as-1", stop);
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
+  EXPECT_TRUE(stopped->forced);
+  EXPECT_EQ(stopped->guest.info.state, GuestState::kShutoff);
+
+  ASSERT_TRUE(service_->Delete("as-1", false).ok());
+  EXPECT_EQ(service_->Get("as-1").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(AgentServiceTest, UnknownGuestIsNotFoundNamingTheGuestAndHost) {
+  const std::vector<std::pair<std::string, Status>> calls = {
+      {"Get", service_->Get("as-missing").status()},
+      {"Start", service_->Start("as-missing").status()},
+      {"Stop", service_->Stop("as-missing", StopRequest{}).status()},
+      {"Pause", service_->Pause("as-missing").status()},
+      {"Resize", service_->Resize("as-missing", Resizing(128, std::nullopt)).status()},
+      {"Delete", service_->Delete("as-missing", true)},
+      {"Exec", service_->Exec("as-missing", Command("true")).status()},
+      {"ConsoleTail", service_->ConsoleTail("as-missing", 100).status()},
+      {"Migrate", service_->Migrate("as-missing", MigrateRequest{}).status()},
+      {"ControlMigration", service_->ControlMigration("as-missing", MigrationAction::kCancel)},
+  };
+  for (const auto& [call, s] : calls) {
+    EXPECT_EQ(s.code(), StatusCode::kNotFound) << call << ": " << s.ToString();
+    EXPECT_NE(s.message().find("guest 'as-missing'"), std::string::npos)
+        << call << ": " << s.ToString();
+    EXPECT_NE(s.message().find("host s1"), std::string::npos) << call << ": " << s.ToString();
+  }
+  EXPECT_EQ(service_->MigrationStatus("as-missing").guest_state, "absent");
+  EXPECT_EQ(service_->Get("bad name").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(AgentServiceTest, DuplicateNameIsAlreadyExistsAndLeavesTheGuestAlone) {
+  ASSERT_TRUE(service_->Create(Tiny("as-dup", /*start=*/false)).ok());
+  auto again = service_->Create(Tiny("as-dup"));
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists) << again.status().ToString();
+  EXPECT_NE(again.status().message().find("as-dup"), std::string::npos);
+  auto g = service_->Get("as-dup");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->status.info.state, GuestState::kShutoff);  // not started by the refused create
+  EXPECT_TRUE(service_->Delete("as-dup", false).ok());
+}
+
+TEST_F(AgentServiceTest, CreateChecksTheHostAndTheSpec) {
+  CreateRequest r = Tiny("as-x");
+  r.image = "windows";
+  EXPECT_EQ(service_->Create(r).status().code(), StatusCode::kInvalidArgument);
+  r = Tiny("as-x");
+  r.spec.kind = GuestKind::kKvm;
+  EXPECT_EQ(service_->Create(r).status().code(), StatusCode::kFailedPrecondition);
+  r = Tiny("as-x");
+  r.spec.kind = GuestKind::kLxc;
+  EXPECT_EQ(service_->Create(r).status().code(),
+            StatusCode::kFailedPrecondition);  // no container driver
+  r = Tiny("as-x");
+  r.spec.max_vcpus = r.spec.vcpus = 4000;
+  EXPECT_EQ(service_->Create(r).status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(service_->Get("as-x").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(AgentServiceTest, ResizeChangesWhatIsGivenWithinTheGuestsMaxima) {
+  ASSERT_TRUE(service_->Create(Tiny("as-rs")).ok());
+  auto r = service_->Resize("as-rs", Resizing(200, 2));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->info.memory_mib, 200);
+  EXPECT_EQ(r->info.vcpus, 2);
+
+  auto too_big = service_->Resize("as-rs", Resizing(512, 1));
+  EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.status().message().find("maximum of 256 MiB"), std::string::npos)
+      << too_big.status().ToString();
+  too_big = service_->Resize("as-rs", Resizing(std::nullopt, 3));
+  EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
+  auto g = service_->Get("as-rs");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->status.info.memory_mib, 200);  // nothing changed by the refused resizes
+  EXPECT_EQ(g->status.info.vcpus, 2);
+  // (CPU tuning is not in libvirt's test driver: the integration test covers it.)
+  EXPECT_TRUE(service_->Delete("as-rs", /*force=*/true).ok());
+}
+
+TEST_F(AgentServiceTest, DeleteOfARunningGuestNeedsForce) {
+  ASSERT_TRUE(service_->Create(Tiny("as-del")).ok());
+  Status s = service_->Delete("as-del", false);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("is running"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(service_->Get("as-del").ok());
+  EXPECT_TRUE(service_->Delete("as-del", true).ok());
+  EXPECT_EQ(service_->Get("as-del").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(AgentServiceTest, ExecNeedsARunningGuestAndACommand) {
+  ASSERT_TRUE(service_->Create(Tiny("as-ex", /*start=*/false)).ok());
+  EXPECT_EQ(service_->Exec("as-ex", Command("true")).status().code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(service_->Start("as-ex").ok());
+  auto missing = service_->Exec("as-ex", ExecRequest{});
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.status().message().find("body.command"), std::string::npos);
+  EXPECT_TRUE(service_->Delete("as-ex", true).ok());
+}
+
+TEST_F(AgentServiceTest, EventsAndUsage) {
+  service_->RecordEvent(
+      {TimePoint(std::chrono::seconds(1)), "as-ev", "", "started", "booted", "test"});
+  EventPage page = service_->EventsSince(0, Duration::zero());
+  ASSERT_FALSE(page.events.empty());
+  EXPECT_EQ(page.events.back().event.guest, "as-ev");
+  EXPECT_EQ(page.next, page.events.back().seq);
+  EXPECT_TRUE(service_->EventsSince(page.next, Duration::zero()).events.empty());
+
+  ASSERT_TRUE(service_->Create(Tiny("as-use")).ok());
+  ASSERT_TRUE(service_->SampleNow().ok());
+  EXPECT_TRUE(service_->GuestUsageOf("as-use").ok());
+  EXPECT_EQ(service_->GuestUsageOf("as-none").status().code(), StatusCode::kNotFound);
+  auto host = service_->Host();
+  ASSERT_TRUE(host.ok());
+  EXPECT_EQ(host->kinds, std::vector<std::string>{"qemu"});
+  EXPECT_EQ(host->images, std::vector<std::string>{"tiny"});
+  EXPECT_TRUE(service_->Delete("as-use", true).ok());
+}
+
+TEST_F(AgentServiceTest, AbandonWithNothingLeftRemovesNothing) {
+  auto removed = service_->AbandonIncoming("as-none");
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_FALSE(*removed);
+  EXPECT_EQ(service_->AbandonIncoming("bad name").status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace uw::vmm
