@@ -65,6 +65,8 @@ struct Request {
   // line/column ("request body: line 1, column 80: nesting deeper than 64") or "request body:
   // expected a JSON object" (an empty body is an error too).
   Result<Json> JsonBody() const;
+  // JsonBody, but an empty (or all-whitespace) body is an empty object: for optional bodies.
+  Result<Json> OptionalJsonBody() const;
 };
 
 class StreamWriter;

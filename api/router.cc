@@ -88,6 +88,11 @@ Result<Json> Request::JsonBody() const {
   return j;
 }
 
+Result<Json> Request::OptionalJsonBody() const {
+  if (Trim(body).empty()) return uw::Json::object();
+  return JsonBody();
+}
+
 // ---- Response -----------------------------------------------------------------------------------
 
 Response Response::Json(int status, const uw::Json& body) {

@@ -169,7 +169,7 @@ TEST_F(EventStreamTest, StreamsResumeFilterByTenantAndFollowLiveEvents) {
 
   // A tenant's live stream: its backlog, then its new events only, in order, with ids.
   // The seq of the newest event so far (test.b, or an event creating the token made).
-  auto so_far = manager_->EventsSince(Principal{"x", Role::kAdmin, ""}, 0, 1000);
+  auto so_far = manager_->EventsSince(Principal{"x", Role::kAdmin, "", {}}, 0, 1000);
   ASSERT_TRUE(so_far.ok());
   const int64_t mark = so_far->back()["seq"].get<int64_t>();
   RawStream acme(server_->port(), "/api/v1/events", tenant);

@@ -13,12 +13,6 @@ Response Answer(const Result<Json>& r, int ok_status = 200) {
   return Response::Json(ok_status, *r);
 }
 
-// The body as an object; an empty body is an empty object (for optional bodies).
-Result<Json> OptionalBody(const Request& req) {
-  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return Json::object();
-  return req.JsonBody();
-}
-
 Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
   auto it = req.query.find(key);
   if (it == req.query.end() || it->second.empty()) return fallback;
@@ -195,7 +189,7 @@ class Api {
         auto p = Who(req, "write");
         if (!p.ok()) return Response::Error(p.status());
         return Idempotent(req, *p, [&] {
-          auto body = OptionalBody(req);
+          auto body = req.OptionalJsonBody();
           if (!body.ok()) return Response::Error(body.status());
           return Answer(m_.GuestOperation(*p, req.params.at("name"), op, *body), 202);
         });
@@ -384,7 +378,7 @@ class Api {
     });
     router.Add("POST", "/api/v1/drs/plan", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      auto body = OptionalBody(req);
+      auto body = req.OptionalJsonBody();
       if (!body.ok()) return Response::Error(body.status());
       if (body->contains("snapshot")) {
         if (!(*body)["snapshot"].is_object()) return Response::Error(InvalidArgumentError("snapshot: expected an object"));

@@ -75,15 +75,15 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
                          std::string("quote \" back\\slash tab\t nl\n ctl\x01 end")})
                   .ok());
   ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
-  for (const Principal& p : {Principal{"admin", Role::kAdmin, ""}, Principal{"t", Role::kTenant, "acme"},
-                             Principal{"t", Role::kTenant, "nobody"}}) {
+  for (const Principal& p : {Principal{"admin", Role::kAdmin, "", {}}, Principal{"t", Role::kTenant, "acme", {}},
+                             Principal{"t", Role::kTenant, "nobody", {}}}) {
     auto tree = manager_->ListGuests(p);
     auto body = manager_->ListGuestsBody(p);
     ASSERT_TRUE(tree.ok() && body.ok());
     EXPECT_EQ(*body, tree->dump()) << "as " << RoleName(p.role) << " " << p.tenant;
   }
   // A kept body is not served after a change of any guest row (usage from a heartbeat here).
-  const Principal everyone{"admin", Role::kAdmin, ""};
+  const Principal everyone{"admin", Role::kAdmin, "", {}};
   const std::string before = *manager_->ListGuestsBody(everyone);
   EXPECT_EQ(*manager_->ListGuestsBody(everyone), before);
   ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 1.5 WHERE name = 'b-lxc'").ok());
@@ -108,7 +108,7 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
                   .Exec("UPDATE guests SET spec = ? WHERE name = 'c-emul'",
                         {Json({{"paravirt", true}, {"vcpus", 4}, {"memory_mib", 999}}).dump()})
                   .ok());
-  const Principal admin{"admin", Role::kAdmin, ""};
+  const Principal admin{"admin", Role::kAdmin, "", {}};
   EXPECT_EQ(*manager_->ListGuestsBody(admin), manager_->ListGuests(admin)->dump());
   EXPECT_NE(manager_->ListGuestsBody(admin)->find("\"memory_mib\":999"), std::string::npos);
 }

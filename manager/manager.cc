@@ -146,7 +146,6 @@ void Manager::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  events_cv_.notify_all();
   tasks_cv_.notify_all();
   migrator_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -266,7 +265,6 @@ Status Manager::AddEvent(std::string_view type, std::string_view subject, std::s
     std::lock_guard l(events_mu_);
     last_event_seq_ = std::max(last_event_seq_, seq);
   }
-  events_cv_.notify_all();
   if (event_bus_) event_bus_->Notify(seq);
   return Status::Ok();
 }
@@ -296,15 +294,6 @@ Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since
     ShowShortNames(p, out.back());
   }
   return out;
-}
-
-int64_t Manager::WaitForEvent(int64_t since, Duration timeout) {
-  std::unique_lock l(events_mu_);
-  events_cv_.wait_for(l, timeout, [&] {
-    std::lock_guard s(mu_);
-    return last_event_seq_ > since || stopping_;
-  });
-  return last_event_seq_;
 }
 
 // ---------------------------------------------------------------------------------------------

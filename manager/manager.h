@@ -227,9 +227,6 @@ class Manager {
   // --- events ----------------------------------------------------------------------------------
   // Events with seq > since visible to `p` (tenants see their own), at most `limit`.
   Result<std::vector<Json>> EventsSince(const Principal& p, int64_t since, int64_t limit);
-  // Blocks until an event with seq > since exists, `timeout` passes or the manager stops.
-  // Returns the newest seq.
-  int64_t WaitForEvent(int64_t since, Duration timeout);
   // Serves GET /api/v1/events on `writer` without holding the calling thread: the events after
   // `since` that `p` may see (tenants their own), then, with `follow`, every new one as it is
   // committed, and ": keep-alive" comments on a quiet stream every 15 s; without `follow` the body
@@ -377,7 +374,6 @@ class Manager {
   std::thread monitor_;
 
   std::mutex events_mu_;
-  std::condition_variable events_cv_;
   int64_t last_event_seq_ = 0;            // guarded by events_mu_
   std::unique_ptr<internal::EventBus> event_bus_;  // set by Start, for the manager's life
 

@@ -467,11 +467,6 @@ Store::ChangedRows Store::TakeChangedRows(std::string_view table) {
   return out;
 }
 
-int64_t Store::Changes() {
-  std::lock_guard l(mu_);
-  return sqlite3_changes64(db_);
-}
-
 int64_t Store::LastInsertRowId() {
   std::lock_guard l(mu_);
   return sqlite3_last_insert_rowid(db_);

@@ -105,8 +105,6 @@ class Store {
   };
   ChangedRows TakeChangedRows(std::string_view table);
   static constexpr size_t kMaxTrackedRows = 100'000;
-  // Rows changed by the last Exec on this connection.
-  int64_t Changes();
   int64_t LastInsertRowId();
 
   // Runs `fn` inside one IMMEDIATE transaction while holding the store's mutex: committed when

@@ -64,7 +64,9 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
       ASSERT_TRUE(cols.ok());
       bool later = false;
       for (const auto& c : *cols) {
-        if (later) ASSERT_TRUE((*s)->Exec("ALTER TABLE " + table + " DROP COLUMN " + c.Str("name")).ok()) << c.Str("name");
+        if (later) {
+          ASSERT_TRUE((*s)->Exec("ALTER TABLE " + table + " DROP COLUMN " + c.Str("name")).ok()) << c.Str("name");
+        }
         later = later || c.Str("name") == last_v1;
       }
     }

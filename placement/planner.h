@@ -17,7 +17,6 @@ enum class PolicyKind { kDrs, kConsolidate, kOpportunityCost };
 // smaller improvements), and the weight of the migration cost for each threshold.
 inline constexpr double kMinGoodnessByThreshold[6] = {0, 0.002, 0.002, 0.002, 0.001, 0.0001};
 inline constexpr double kCostWeightByThreshold[6] = {1, 1, 1, 1, 1, 0.25};
-inline constexpr double kMinGoodness = 0.002;
 // Migration cost per second of transfer (memory / bandwidth).
 inline constexpr double kCostPerMigrationSecond = 0.0005;
 // Cost of one unit of soft-rule violation.

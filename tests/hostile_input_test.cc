@@ -278,7 +278,9 @@ TEST_F(HostileInputTest, HugeNumbersAndWrongTypesGetFieldErrors) {
   for (const auto& [body, mention] : cases) {
     auto r = Client().Do("POST", "/api/v1/guests", body);
     ExpectJsonError(r, 400, body.substr(0, 100));
-    if (r.ok()) EXPECT_NE(r->body.find(mention), std::string::npos) << body.substr(0, 100) << " -> " << r->body;
+    if (r.ok()) {
+      EXPECT_NE(r->body.find(mention), std::string::npos) << body.substr(0, 100) << " -> " << r->body;
+    }
   }
   Json join = {{"name", "hx9"}, {"agent_url", "http://127.0.0.1:1"}, {"agent_token", "t"},
                {"capacity", {{"cpu_cores", 1e308}, {"memory_mib", 64}}}};

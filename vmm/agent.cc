@@ -19,12 +19,6 @@ constexpr int64_t kMaxEventWaitMs = 30'000;
 api::Response Ok(const Json& body, int status = 200) { return api::Response::Json(status, body); }
 api::Response Err(const Status& s) { return api::Response::Error(s); }
 
-// The body as an object; an empty body is an empty object (for optional bodies).
-Result<Json> OptionalBody(const api::Request& req) {
-  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return Json::object();
-  return req.JsonBody();
-}
-
 int64_t UnixMillis(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
@@ -253,7 +247,7 @@ api::Response Agent::StartGuest(const api::Request& req) {
 
 api::Response Agent::StopGuest(const api::Request& req) {
   Json body;
-  UW_PARSE(body, OptionalBody(req));
+  UW_PARSE(body, req.OptionalJsonBody());
   auto v = JsonView::Of(body, "body");
   if (!v.ok()) return Err(v.status());
   UW_CHECK(v->RejectUnknown({"force", "timeout_s"}));
