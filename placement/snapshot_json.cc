@@ -107,11 +107,21 @@ Result<std::string> OptName(const JsonView& v, std::string_view key) {
   return v.String(key, std::string());
 }
 
+// Sizes beyond any machine (1 EiB of memory, a million vCPUs): the engine adds them up in int64.
+constexpr int64_t kMaxMemoryMib = int64_t{1} << 40;
+constexpr int64_t kMaxVcpus = int64_t{1} << 20;
+
+Status CheckBound(const JsonView& v, std::string_view key, int64_t value, int64_t max) {
+  if (value > max) return v.FieldError(key, "expected at most " + std::to_string(max));
+  return Status::Ok();
+}
+
 Status ParseHost(const JsonView& v, Host* h) {
   UW_ASSIGN_OR_RETURN(h->name, NonEmptyName(v, "name"));
   UW_ASSIGN_OR_RETURN(h->cpu_cores, v.Number("cpu_cores"));
   if (!(h->cpu_cores > 0)) return v.FieldError("cpu_cores", "expected a positive number");
   UW_ASSIGN_OR_RETURN(h->memory_mib, v.PositiveInt("memory_mib"));
+  UW_RETURN_IF_ERROR(CheckBound(v, "memory_mib", h->memory_mib, kMaxMemoryMib));
   UW_ASSIGN_OR_RETURN(h->state, ParseEnum(v, "state", HostState::kOn,
                                           {{"on", HostState::kOn},
                                            {"standby", HostState::kStandby},
@@ -156,11 +166,14 @@ Status ParseVm(const JsonView& v, Vm* m) {
   UW_ASSIGN_OR_RETURN(m->host, OptName(v, "host"));
   UW_ASSIGN_OR_RETURN(m->vcpus, v.PositiveInt("vcpus"));
   UW_ASSIGN_OR_RETURN(m->memory_mib, v.PositiveInt("memory_mib"));
+  UW_RETURN_IF_ERROR(CheckBound(v, "vcpus", m->vcpus, kMaxVcpus));
+  UW_RETURN_IF_ERROR(CheckBound(v, "memory_mib", m->memory_mib, kMaxMemoryMib));
   m->demand = Resources{static_cast<double>(m->vcpus), m->memory_mib};
   UW_ASSIGN_OR_RETURN(auto demand, OptObject(v, "demand"));
   if (demand) {
     UW_ASSIGN_OR_RETURN(m->demand.cpu_cores, NonNegative(*demand, "cpu_cores", m->demand.cpu_cores));
     UW_ASSIGN_OR_RETURN(m->demand.memory_mib, demand->NonNegativeInt("memory_mib", m->demand.memory_mib));
+    UW_RETURN_IF_ERROR(CheckBound(*demand, "memory_mib", m->demand.memory_mib, kMaxMemoryMib));
   }
   UW_ASSIGN_OR_RETURN(m->pool, OptName(v, "pool"));
   UW_ASSIGN_OR_RETURN(auto res, OptObject(v, "reservation"));
@@ -179,6 +192,7 @@ Status ParseVm(const JsonView& v, Vm* m) {
     UW_ASSIGN_OR_RETURN(m->limit_cpu_cores, OptNonNegative(*lim, "cpu_cores"));
     if (lim->Has("memory_mib")) {
       UW_ASSIGN_OR_RETURN(int64_t l, lim->NonNegativeInt("memory_mib", 0));
+      UW_RETURN_IF_ERROR(CheckBound(*lim, "memory_mib", l, kMaxMemoryMib));
       m->limit_memory_mib = l;
     }
     if (m->limit_cpu_cores && *m->limit_cpu_cores < m->reservation.cpu_cores) {
