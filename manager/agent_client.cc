@@ -51,8 +51,8 @@ Result<LocalDisk> DiskFrom(const JsonView& v) {
 
 // The agent's view of a guest (vmm's GuestInfoToJson plus what GET adds). Fields the manager
 // does not use are not read.
-Result<AgentGuest> GuestFrom(const Json& j) {
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, ""));
+Result<AgentGuest> GuestFrom(const JsonView& v) {
+  const Json& j = v.json();
   AgentGuest g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name", ""));
   UW_ASSIGN_OR_RETURN(g.state, v.String("state", "unknown"));
@@ -225,12 +225,7 @@ class HttpAgentClient final : public AgentClient {
 
   Result<AgentGuest> GuestCall(std::string_view method, const std::string& path, const Json* body) {
     UW_ASSIGN_OR_RETURN(Json j, Call(method, path, body));
-    auto g = GuestFrom(j);
-    if (!g.ok()) {
-      return InternalError(Context() + ": unexpected answer to " + std::string(method) + " " + path + ": " +
-                           g.status().message());
-    }
-    return g;
+    return Read<AgentGuest>(std::string(method) + " " + path, j, GuestFrom);
   }
 
   std::string host_;
