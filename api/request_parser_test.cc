@@ -206,5 +206,12 @@ TEST(PercentDecodeTest, Cases) {
   EXPECT_FALSE(PercentDecode("%xy", false).ok());
 }
 
+TEST(PercentEncodeTest, RoundTripsEveryByteButNul) {
+  EXPECT_EQ(PercentEncode("acme:web 1/x+y&z=~"), "acme%3Aweb%201%2Fx%2By%26z%3D~");
+  std::string all;
+  for (int c = 1; c < 256; ++c) all.push_back(static_cast<char>(c));
+  EXPECT_EQ(PercentDecode(PercentEncode(all), true).value(), all);
+}
+
 }  // namespace
 }  // namespace uw::api

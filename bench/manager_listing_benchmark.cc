@@ -237,7 +237,7 @@ double MsPerCall(int calls, Fn fn) {
 
 void BM_GuestsCore(benchmark::State& state) {
   Cluster c(static_cast<int>(state.range(0)));
-  const Principal admin{"admin", Role::kAdmin, ""};
+  const Principal admin{"admin", Role::kAdmin, "", {}};
   size_t sink = 0;
   double tree = 0, direct = 0, rebuilt = 0;
   for (auto _ : state) {

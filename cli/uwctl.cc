@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "api/http.h"
+#include "api/request_parser.h"
 #include "placement/placement.h"
 
 namespace uw::cli {
@@ -52,6 +54,33 @@ struct Context {
   // Calls the API; prints JSON output or returns the body for table rendering.
   Result<Json> Call(std::string_view method, const std::string& path, const Json* body = nullptr) const {
     return Client().Call(method, path, body);
+  }
+  // A list route, page by page (?limit=&after=): the first `limit` items, or (limit 0) all of them,
+  // fetched 1,000 at a time. Answers the list's shape: {key: items, "next": ..., "total": N}.
+  Result<Json> List(const std::string& path, const char* key, int64_t limit = 0) const {
+    const char* sep = path.find('?') == std::string::npos ? "?" : "&";
+    Json items = Json::array();
+    Json next = nullptr;
+    int64_t total = 0;
+    std::string after;
+    do {
+      const int64_t want = limit > 0 ? std::min<int64_t>(limit - static_cast<int64_t>(items.size()), 1000) : 1000;
+      std::string url = path + sep + "limit=" + std::to_string(want);
+      if (!after.empty()) url += "&after=" + api::PercentEncode(after);
+      UW_ASSIGN_OR_RETURN(Json page, Call("GET", url));
+      if (!page.contains(key) || !page[key].is_array()) {
+        return InternalError("the answer of GET " + path + " has no '" + key + "' list");
+      }
+      for (auto& item : page[key]) items.push_back(std::move(item));
+      total = page.value("total", static_cast<int64_t>(items.size()));
+      next = page.value("next", Json(nullptr));
+      after = next.is_string() ? next.get<std::string>() : "";
+    } while (!after.empty() && (limit == 0 || static_cast<int64_t>(items.size()) < limit));
+    Json out = Json::object();
+    out[key] = std::move(items);
+    out["next"] = std::move(next);
+    out["total"] = total;
+    return out;
   }
   bool AsJson() const { return output == "json"; }
   void PrintJson(const uw::Json& j) const { *out << j.dump(2) << "\n"; }
@@ -226,7 +255,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* host = app.add_subcommand("host", "hosts of the cluster");
   host->require_subcommand(1);
   host->add_subcommand("list", "list hosts")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/hosts");
+    auto r = c.List("/api/v1/hosts", "hosts");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "hosts", {"NAME", "STATE", "MAINT", "CPUS", "MEM_MIB", "RESERVED_MIB", "CPU_USED", "GUESTS"},
                    [](const Json& h) {
@@ -304,7 +333,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
   });
   guest->add_subcommand("list", "list guests")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/guests");
+    auto r = c.List("/api/v1/guests", "guests");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "guests", {"NAME", "KIND", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"},
                    [](const Json& g) {
@@ -373,8 +402,11 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* mlist = migration->add_subcommand("list", "recent migrations (phase, time, downtime)");
   std::string of_guest;
   mlist->add_option("--guest", of_guest, "only this guest's");
+  int64_t list_limit = 100;
+  mlist->add_option("--limit", list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
   mlist->callback([&] {
-    auto r = c.Call("GET", "/api/v1/migrations" + (of_guest.empty() ? std::string() : "?guest=" + of_guest));
+    auto r = c.List("/api/v1/migrations" + (of_guest.empty() ? std::string() : "?guest=" + api::PercentEncode(of_guest)),
+                    "migrations", list_limit);
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "migrations", {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
                    [](const Json& m) {
@@ -402,8 +434,10 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     auto r = c.Call("POST", "/api/v1/tasks/" + id + "/cancel");
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
-  task->add_subcommand("list", "recent tasks")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/tasks");
+  auto* tlist = task->add_subcommand("list", "recent tasks, newest first");
+  tlist->add_option("--limit", list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
+  tlist->callback([&] {
+    auto r = c.List("/api/v1/tasks", "tasks", list_limit);
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "tasks", {"ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "ERROR"}, [](const Json& t) {
       return std::vector<std::string>{Str(t["id"]), Str(t["kind"]), Str(t["subject"]), Str(t["state"]),
@@ -415,7 +449,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* drs = app.add_subcommand("drs", "distributed resource scheduling");
   drs->require_subcommand(1);
   drs->add_subcommand("recommendations", "pending recommendations with reasons")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/drs/recommendations");
+    auto r = c.List("/api/v1/drs/recommendations", "recommendations");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "recommendations", {"ID", "GUEST", "FROM", "TO", "PRIO", "IMBALANCE", "REASON"},
                    [](const Json& m) {
@@ -543,7 +577,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   pool_cmd->add_subcommand("list", "list resource pools")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/pools");
+    auto r = c.List("/api/v1/pools", "pools");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "pools",
                    {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB",
@@ -605,7 +639,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   rule->add_subcommand("list", "list rules")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/rules");
+    auto r = c.List("/api/v1/rules", "rules");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "rules", {"NAME", "TYPE", "GUESTS", "HOSTS", "MODE"}, [](const Json& x) {
       auto join = [](const Json& a) {
@@ -693,7 +727,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   token->add_subcommand("list", "list tokens")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/tokens");
+    auto r = c.List("/api/v1/tokens", "tokens");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "tokens", {"ID", "NAME", "ROLE", "TENANT", "RIGHTS", "CREATED"}, [](const Json& t) {
       std::string rights;

@@ -82,6 +82,22 @@ TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
   EXPECT_NE(Uwctl({"guest", "create", "bad", "--image", "tiny", "--on-crash", "reboot"}), 0);
   EXPECT_EQ(Uwctl({"host", "list"}), 0);
   EXPECT_NE(out_.str().find("h1"), std::string::npos);
+  // Lists follow their pages: both guests (in name order) with the total; --limit keeps the newest N.
+  EXPECT_EQ(Uwctl({"-o", "json", "guest", "list"}), 0);
+  Json listed = Json::parse(out_.str());
+  EXPECT_EQ(listed["total"], 2);
+  ASSERT_EQ(listed["guests"].size(), 2u);
+  EXPECT_EQ(listed["guests"][0]["name"], "keeper");
+  EXPECT_EQ(Uwctl({"-o", "json", "task", "list", "--limit", "1"}), 0);
+  Json tasks = Json::parse(out_.str());
+  EXPECT_EQ(tasks["tasks"].size(), 1u);
+  EXPECT_EQ(tasks["tasks"][0]["subject"], "keeper");
+  EXPECT_FALSE(tasks["next"].is_null());
+  EXPECT_EQ(Uwctl({"-o", "json", "task", "list", "--limit", "0"}), 0);
+  Json all_tasks = Json::parse(out_.str());
+  EXPECT_EQ(all_tasks["tasks"].size(), 2u);  // the two creates ("bad" was refused before any task)
+  EXPECT_EQ(all_tasks["total"], 2);
+  EXPECT_TRUE(all_tasks["next"].is_null());
   // A running guest is deleted only with --force (a conflict, exit 5, otherwise).
   EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--wait"}), 5) << err_.str();
   EXPECT_NE(err_.str().find("--force"), std::string::npos) << err_.str();

@@ -24,7 +24,6 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 
@@ -99,13 +98,17 @@ Result<Json> Manager::SetDrsConfig(const Json& body) {
   return GetDrsConfig();
 }
 
-Result<Json> Manager::ListRecommendations(bool pending_only) {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_->Query(pending_only ? "SELECT * FROM recommendations WHERE state = 'pending' ORDER BY "
-                                                   "priority, created_ms"
-                                                 : "SELECT * FROM recommendations ORDER BY created_ms DESC LIMIT 500"));
+Result<Json> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
+  // Pending ones (a few per guest at most) by priority; all of them newest first.
+  internal::RowPage rows;
+  if (pending_only) {
+    UW_ASSIGN_OR_RETURN(rows.rows, store_->Query("SELECT * FROM recommendations WHERE state = 'pending' ORDER BY "
+                                                 "priority, created_ms, rowid"));
+  } else {
+    UW_ASSIGN_OR_RETURN(rows, internal::PageNewestFirst(*store_, "recommendations", {}, page));
+  }
   Json out = Json::array();
-  for (const auto& r : rows) {
+  for (const auto& r : rows.rows) {
     out.push_back({{"id", r.Str("id")},
                    {"guest", r.Str("guest")},
                    {"from", r.Str("from_host")},
@@ -119,7 +122,8 @@ Result<Json> Manager::ListRecommendations(bool pending_only) {
                    {"note", r.Str("note")},
                    {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
-  return Wrap("recommendations", std::move(out));
+  if (pending_only) return internal::PageInMemory("recommendations", std::move(out), page, "id", false);
+  return internal::PageJson("recommendations", std::move(out), rows.total, rows.next);
 }
 
 Result<Json> Manager::DryRunPlan(const Json* snapshot) {

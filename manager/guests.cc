@@ -25,7 +25,6 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 
@@ -231,22 +230,6 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   UW_ASSIGN_OR_RETURN(Json task, TaskJson(task_id));
   ShowShortNames(p, task);
   return task;
-}
-
-Result<Json> Manager::ListGuests(const Principal& p) {
-  std::vector<SqlRow> rows;
-  if (p.role == Role::kTenant) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant = ? ORDER BY name", {p.tenant}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests ORDER BY name"));
-  }
-  Json out = Json::array();
-  for (const auto& r : rows) {
-    UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
-    ShowShortNames(p, j);
-    out.push_back(std::move(j));
-  }
-  return Wrap("guests", std::move(out));
 }
 
 Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {

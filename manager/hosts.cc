@@ -25,7 +25,6 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 
@@ -416,11 +415,11 @@ constexpr const char* kHostQuery =
     "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
 }  // namespace
 
-Result<Json> Manager::ListHosts() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query(std::string(kHostQuery) + " ORDER BY h.name"));
+Result<Json> Manager::ListHosts(const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageByKey(*store_, kHostQuery, "hosts", "h.name", "name", {}, page));
   Json out = Json::array();
-  for (const auto& r : rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
-  return Wrap("hosts", std::move(out));
+  for (const auto& r : rows.rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
+  return internal::PageJson("hosts", std::move(out), rows.total, rows.next);
 }
 
 Result<Json> Manager::GetHost(std::string_view name) {

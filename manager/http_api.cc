@@ -27,6 +27,17 @@ Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fal
   }
 }
 
+// ?limit=N&after=KEY (see PageQuery); without limit, `default_limit` items (0: all of them).
+Result<PageQuery> QueryPage(const Request& req, int64_t default_limit) {
+  PageQuery page;
+  UW_ASSIGN_OR_RETURN(page.limit, QueryInt(req, "limit", default_limit, 1, kMaxPageLimit));
+  if (auto it = req.query.find("after"); it != req.query.end()) {
+    if (it->second.size() > 512) return InvalidArgumentError("query parameter after: at most 512 characters");
+    page.after = it->second;
+  }
+  return page;
+}
+
 class Api {
  public:
   explicit Api(Manager& m) : m_(m) {}
@@ -119,7 +130,8 @@ class Api {
     }, HeartbeatRoute());
     router.Add("GET", "/api/v1/hosts", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListHosts());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListHosts(*page)) : Response::Error(page.status());
     });
     router.Add("GET", "/api/v1/hosts/{name}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
@@ -144,7 +156,9 @@ class Api {
     router.Add("GET", "/api/v1/guests", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      auto body = m_.ListGuestsBody(*p);
+      auto page = QueryPage(req, 0);
+      if (!page.ok()) return Response::Error(page.status());
+      auto body = m_.ListGuestsBody(*p, *page);
       if (!body.ok()) return Response::Error(body.status());
       Response r;
       r.body = std::move(body).value();
@@ -202,9 +216,8 @@ class Api {
     router.Add("GET", "/api/v1/tasks", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      auto limit = QueryInt(req, "limit", 100, 1, 10000);
-      if (!limit.ok()) return Response::Error(limit.status());
-      return Answer(m_.ListTasks(*p, *limit));
+      auto page = QueryPage(req, 100);
+      return page.ok() ? Answer(m_.ListTasks(*p, *page)) : Response::Error(page.status());
     });
     router.Add("GET", "/api/v1/tasks/{id}", [this](const Request& req) {
       auto p = Who(req, "read");
@@ -246,7 +259,8 @@ class Api {
     // Tokens (admin only).
     router.Add("GET", "/api/v1/tokens", [this](const Request& req) {
       if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListTokens());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListTokens(*page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/tokens", [this](const Request& req) {
       auto p = Who(req, "admin");
@@ -280,7 +294,8 @@ class Api {
     // Pools and rules.
     router.Add("GET", "/api/v1/pools", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListPools());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListPools(*page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/pools", [this](const Request& req) {
       auto p = Who(req, "operator");
@@ -301,7 +316,8 @@ class Api {
     });
     router.Add("GET", "/api/v1/rules", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListRules());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListRules(*page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/rules", [this](const Request& req) {
       auto p = Who(req, "operator");
@@ -336,7 +352,8 @@ class Api {
     router.Add("GET", "/api/v1/drs/recommendations", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       bool all = req.query.count("all") && req.query.at("all") != "0" && req.query.at("all") != "false";
-      return Answer(m_.ListRecommendations(!all));
+      auto page = QueryPage(req, all ? 500 : 0);
+      return page.ok() ? Answer(m_.ListRecommendations(!all, *page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/drs/recommendations/{id}/apply", [this](const Request& req) {
       auto p = Who(req, "operator");
@@ -363,10 +380,10 @@ class Api {
     });
     router.Add("GET", "/api/v1/migrations", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      auto limit = QueryInt(req, "limit", 100, 1, 10000);
-      if (!limit.ok()) return Response::Error(limit.status());
+      auto page = QueryPage(req, 100);
+      if (!page.ok()) return Response::Error(page.status());
       std::string guest = req.query.count("guest") ? req.query.at("guest") : "";
-      return Answer(m_.ListMigrations(guest, *limit));
+      return Answer(m_.ListMigrations(guest, *page));
     });
     router.Add("GET", "/api/v1/migrations/{id}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());

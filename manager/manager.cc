@@ -22,7 +22,6 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 
@@ -345,8 +344,8 @@ Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_
               {"tenant", tenant}, {"rights", rights_json}, {"token", token}};
 }
 
-Result<Json> Manager::ListTokens() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms"));
+Result<Json> Manager::ListTokens(const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms, rowid"));
   Json out = Json::array();
   for (const auto& r : rows) {
     out.push_back(Json{{"id", r.Str("id")},
@@ -356,7 +355,7 @@ Result<Json> Manager::ListTokens() {
                        {"rights", r.JsonOf("rights")},
                        {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
-  return Wrap("tokens", std::move(out));
+  return internal::PageInMemory("tokens", std::move(out), page, "id", false);
 }
 
 Status Manager::DeleteToken(std::string_view id) {

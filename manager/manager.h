@@ -150,6 +150,18 @@ struct HostJoin {
 };
 Result<HostJoin> ParseHostJoin(const Json& body);
 
+// One page of a list route (?limit=N&after=KEY). Each list has a fixed order: by name (hosts,
+// guests, pools, rules), oldest first (tokens), by priority (pending recommendations) or newest
+// first (tasks, migrations, every recommendation). `after` is the key (name or id) of the last item
+// of the previous page as the caller saw it. Every list answers
+// {"<items>": [...], "next": KEY or null, "total": N}: `total` counts the whole list the caller may
+// see, `next` is the `after` of the following page (null on the last page).
+struct PageQuery {
+  int64_t limit = 0;  // items at most; 0: all of them
+  std::string after;  // "": from the first
+};
+inline constexpr int64_t kMaxPageLimit = 10000;
+
 class Manager {
  public:
   Manager(ManagerConfig config, Clock& clock = Clock::Real());
@@ -182,7 +194,7 @@ class Manager {
   // Body: {"stats": <agent /api/v1/stats>, "guests": [<agent guest infos>]}. kUnauthenticated for a
   // wrong host token; kNotFound for an unknown host. Reconciles the host's guests.
   Result<Json> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
-  Result<Json> ListHosts();
+  Result<Json> ListHosts(const PageQuery& page = {});
   Result<Json> GetHost(std::string_view name);
   // Maintenance on starts the evacuation (mandatory DRS moves); off cancels the evacuation's
   // migrations that have not switched over yet (pending ones at once, running ones are aborted and
@@ -200,10 +212,10 @@ class Manager {
   // task. kAlreadyExists (name taken), kResourceExhausted (admission failed or no host fits; the
   // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
   Result<Json> CreateGuest(const Principal& p, GuestCreate req);
-  Result<Json> ListGuests(const Principal& p);
-  // The body of GET /api/v1/guests, byte for byte ListGuests(p).dump(), written from the store's
-  // rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
-  Result<std::string> ListGuestsBody(const Principal& p);
+  Result<Json> ListGuests(const Principal& p, const PageQuery& page = {});
+  // The body of GET /api/v1/guests, byte for byte ListGuests(p, page).dump(), written from the
+  // store's rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
+  Result<std::string> ListGuestsBody(const Principal& p, const PageQuery& page = {});
   // Guest names are unique per tenant: a tenant's guest "web1" is "acme:web1" cluster-wide (its
   // libvirt domain name too). A tenant addresses and sees its guests by their short names; admins
   // and operators use the full name, or the short one when it names one guest only. kNotFound also
@@ -217,7 +229,8 @@ class Manager {
 
   // --- tasks -----------------------------------------------------------------------------------
   Result<Json> GetTask(const Principal& p, std::string_view id);
-  Result<Json> ListTasks(const Principal& p, int64_t limit);
+  // Newest first. kInvalidArgument when `after` names no task the caller sees.
+  Result<Json> ListTasks(const Principal& p, const PageQuery& page);
   // A pending task is cancelled at once; a running migration is aborted (the guest stays on its
   // source) and its task ends cancelled shortly after. kFailedPrecondition otherwise.
   Result<Json> CancelTask(const Principal& p, std::string_view id);
@@ -243,18 +256,18 @@ class Manager {
   // are 1..128 characters without control characters; rights are kSpecRights names.
   Result<Json> CreateToken(std::string_view name, Role role, std::string_view tenant,
                            const std::vector<std::string>& rights = {});
-  Result<Json> ListTokens();
+  Result<Json> ListTokens(const PageQuery& page = {});
   Status DeleteToken(std::string_view id);
 
   // --- pools and rules -------------------------------------------------------------------------
-  Result<Json> ListPools();
+  Result<Json> ListPools(const PageQuery& page = {});
   // kNotFound for an unknown pool.
   Result<Json> GetPool(std::string_view name);
   // kResourceExhausted when the pool's reservations cannot be backed by the powered-on hosts
   // (with the other pools' and the guests' reservations).
   Result<Json> CreatePool(const Json& body);
   Status DeletePool(std::string_view name);
-  Result<Json> ListRules();
+  Result<Json> ListRules(const PageQuery& page = {});
   Result<Json> GetRule(std::string_view name);
   // A rule may name guests that do not exist yet: it applies to their placement when they are
   // created. Hosts and host groups must exist.
@@ -264,7 +277,7 @@ class Manager {
   // --- DRS -------------------------------------------------------------------------------------
   Result<Json> GetDrsConfig();
   Result<Json> SetDrsConfig(const Json& body);
-  Result<Json> ListRecommendations(bool pending_only);
+  Result<Json> ListRecommendations(bool pending_only, const PageQuery& page = {});
   // Verifies the move against the current state, then starts it as a guest.migrate task
   // (returned). kAborted when the move no longer fits (the recommendation is superseded).
   Result<Json> ApplyRecommendation(std::string_view id);
@@ -277,8 +290,8 @@ class Manager {
   // Returns the task. kFailedPrecondition (not running, busy, kind cannot live-migrate),
   // kAborted (the move breaks a required rule or does not fit), kNotFound.
   Result<Json> MigrateGuest(const Principal& p, std::string_view name, const Json& body);
-  // Migration records, newest first (`guest` filters).
-  Result<Json> ListMigrations(std::string_view guest, int64_t limit);
+  // Migration records, newest first (`guest` filters), with the migration config.
+  Result<Json> ListMigrations(std::string_view guest, const PageQuery& page);
   Result<Json> GetMigration(std::string_view id);
   Json MigrationConfigJson() const;
   // A plan on `snapshot` (or on the current state when null); nothing is stored.

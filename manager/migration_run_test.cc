@@ -99,7 +99,7 @@ class MigrationRunTest : public ::testing::Test {
   }
   // The phase of the guest's last migration.
   std::string Phase(const std::string& guest) {
-    auto m = manager_->ListMigrations(guest, 1);
+    auto m = manager_->ListMigrations(guest, PageQuery{1});
     EXPECT_TRUE(m.ok() && (*m)["migrations"].size() == 1);
     return m.ok() && !(*m)["migrations"].empty() ? (*m)["migrations"][0].value("phase", "") : "";
   }

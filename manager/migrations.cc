@@ -19,7 +19,6 @@
 namespace uw::manager {
 
 using internal::Dump;
-using internal::Wrap;
 namespace mg = uw::migration;
 
 Json Manager::MigrationConfigJson() const {
@@ -287,18 +286,13 @@ Json MigrationRowJson(const SqlRow& r) {
 }
 }  // namespace
 
-Result<Json> Manager::ListMigrations(std::string_view guest, int64_t limit) {
-  std::vector<SqlRow> rows;
-  if (guest.empty()) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM migrations ORDER BY created_ms DESC, rowid DESC LIMIT ?", {limit}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM migrations WHERE guest = ? ORDER BY created_ms DESC, rowid "
-                                            "DESC LIMIT ?",
-                                            {std::string(guest), limit}));
-  }
+Result<Json> Manager::ListMigrations(std::string_view guest, const PageQuery& page) {
+  internal::SqlFilter scope;
+  if (!guest.empty()) scope.And("guest = ?", {std::string(guest)});
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "migrations", scope, page));
   Json out = Json::array();
-  for (const auto& r : rows) out.push_back(MigrationRowJson(r));
-  Json j = Wrap("migrations", std::move(out));
+  for (const auto& r : rows.rows) out.push_back(MigrationRowJson(r));
+  Json j = internal::PageJson("migrations", std::move(out), rows.total, rows.next);
   j["config"] = MigrationConfigJson();
   return j;
 }

@@ -25,18 +25,17 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
 // Pools and rules (stored in the snapshot format; the engine's parser validates them)
 
-Result<Json> Manager::ListPools() {
+Result<Json> Manager::ListPools(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM pools ORDER BY name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return Wrap("pools", std::move(out));
+  return internal::PageInMemory("pools", std::move(out), page, "name", true);
 }
 
 Result<Json> Manager::CreatePool(const Json& body) {
@@ -86,11 +85,11 @@ Status Manager::DeletePool(std::string_view name) {
   });
 }
 
-Result<Json> Manager::ListRules() {
+Result<Json> Manager::ListRules(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM rules ORDER BY name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return Wrap("rules", std::move(out));
+  return internal::PageInMemory("rules", std::move(out), page, "name", true);
 }
 
 Result<Json> Manager::CreateRule(const Json& body) {

@@ -24,7 +24,6 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 

@@ -25,7 +25,6 @@ using internal::Dump;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
 using internal::GuestKey;
 using internal::ShowShortNames;
 
@@ -77,21 +76,17 @@ Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
   return j;
 }
 
-Result<Json> Manager::ListTasks(const Principal& p, int64_t limit) {
-  std::vector<SqlRow> rows;
-  if (p.role == Role::kTenant) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT id FROM tasks WHERE tenant = ? ORDER BY created_ms DESC LIMIT ?",
-                                            {p.tenant, limit}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT id FROM tasks ORDER BY created_ms DESC LIMIT ?", {limit}));
-  }
+Result<Json> Manager::ListTasks(const Principal& p, const PageQuery& page) {
+  internal::SqlFilter scope;
+  if (p.role == Role::kTenant) scope.And("tenant = ?", {p.tenant});
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "tasks", scope, page));
   Json out = Json::array();
-  for (const auto& r : rows) {
+  for (const auto& r : rows.rows) {
     UW_ASSIGN_OR_RETURN(Json j, TaskJson(r.Str("id")));
     ShowShortNames(p, j);
     out.push_back(std::move(j));
   }
-  return Wrap("tasks", std::move(out));
+  return internal::PageJson("tasks", std::move(out), rows.total, rows.next);
 }
 
 Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {

@@ -390,7 +390,7 @@ TEST(VerifyTest, ACrashedOrVanishedGuestFailsAtOnce) {
   o.state = "shutoff";
   EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kDied);
   // An unreachable agent is waited for until the timeout.
-  VerifyObservation gone{.since_switchover_s = 30, .reachable = false};
+  VerifyObservation gone{.since_switchover_s = 30, .reachable = false, .state = ""};
   EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kWait);
   gone.since_switchover_s = 61;
   EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kUnreachable);
