@@ -110,7 +110,7 @@ TEST_P(AgentClientContract, CreateAnswersWithTheRunningGuest) {
   auto g = Make("a");
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_EQ(g->state, "running");
-  EXPECT_EQ(g->kind, "qemu");
+  EXPECT_EQ(g->kind, GuestKind::kQemu);
   EXPECT_EQ(g->vcpus, 1);
   EXPECT_EQ(g->max_vcpus, 2);
   EXPECT_EQ(g->memory_mib, 128);

@@ -182,9 +182,7 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   vm.demand = {static_cast<double>(req.vcpus), req.memory_mib};
   vm.reservation = {0, req.memory_mib};
   vm.pool = req.pool;
-  vm.kind = req.kind == "kvm" ? placement::GuestKind::kKvm
-            : req.kind == "lxc" ? placement::GuestKind::kLxc
-                                : placement::GuestKind::kQemu;
+  vm.kind = req.kind;
   vm.migratable = req.automation != "disabled";
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot(&vm));
   placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
@@ -209,7 +207,7 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
     UW_RETURN_IF_ERROR(store_->Exec(
         "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
         "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)",
-        {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool), req.kind, req.vcpus,
+        {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool), std::string(GuestKindName(req.kind)), req.vcpus,
          req.memory_mib, Dump(req.agent_spec), req.automation, d.reason, req.on_crash, now, now}));
     for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(req.vcpus)},
                                     {"memory_mib", static_cast<double>(req.memory_mib)}}) {

@@ -19,14 +19,15 @@ class InMemoryAgent final : public AgentClient {
     AgentGuest g;
     UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
     UW_RETURN_IF_ERROR(ValidateGuestName(g.name, "body.name"));
-    UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
+    UW_ASSIGN_OR_RETURN(std::string kind, v.String("kind", "qemu"));
+    UW_ASSIGN_OR_RETURN(g.kind, ParseGuestKind(kind));
     UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
     UW_ASSIGN_OR_RETURN(g.max_vcpus, v.Int("max_vcpus", g.vcpus));
     UW_ASSIGN_OR_RETURN(g.memory_mib, v.Int("memory_mib", 128));
     UW_ASSIGN_OR_RETURN(g.max_memory_mib, v.Int("max_memory_mib", g.memory_mib));
     UW_ASSIGN_OR_RETURN(bool start, v.Bool("start", true));
     g.state = start ? "running" : "shutoff";
-    g.has_channel = g.kind != "lxc";
+    g.has_channel = g.kind != GuestKind::kLxc;
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
     if (h->guests.count(g.name)) {
@@ -121,7 +122,7 @@ class InMemoryAgent final : public AgentClient {
 
   Result<IncomingReady> PrepareIncoming(const IncomingRequest& r) override {
     UW_RETURN_IF_ERROR(ValidateGuestName(r.guest, "body.guest"));
-    if (r.kind == "lxc") return InvalidArgumentError("body.kind: containers do not live-migrate (move them cold)");
+    if (r.kind == GuestKind::kLxc) return InvalidArgumentError("body.kind: containers do not live-migrate (move them cold)");
     if (r.memory_mib < 1) return InvalidArgumentError("body.memory_mib: expected a positive integer");
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());

@@ -124,7 +124,7 @@ struct GuestCreate {
   std::string name;
   std::string tenant;      // owner; forced to the caller's tenant for tenant tokens
   std::string pool;        // "" for the cluster root
-  std::string kind = "qemu";
+  GuestKind kind = GuestKind::kQemu;
   int64_t vcpus = 1;
   int64_t memory_mib = 256;
   std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
@@ -339,7 +339,7 @@ class Manager {
   // it would exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
   Status CheckPoolLimits(const GuestCreate& req);
   // cputune for a guest of `pool` ({"shares", "quota_us", "period_us"}); null without a pool.
-  Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind);
+  Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, GuestKind kind);
   // Inside a transaction: drops `guest` from every rule naming it.
   Status RemoveGuestFromRules(const std::string& guest);
   // The client of `host`'s agent; its calls fail with kNotFound when the host is no longer in the

@@ -235,7 +235,7 @@ Status Manager::CheckPoolLimits(const GuestCreate& req) {
   return Status::Ok();
 }
 
-Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind) {
+Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, GuestKind kind) {
   if (pool.empty()) return Json(nullptr);
   UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, pool));
   // Shares: the pool's CPU shares relative to a normal pool (4000) scale the cgroup default of
@@ -253,7 +253,7 @@ Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, const 
   if (limit) {
     constexpr int64_t kPeriodUs = 100000;
     const double cap = std::min(*limit, static_cast<double>(vcpus));
-    const double per = kind == "lxc" ? cap : cap / static_cast<double>(vcpus);
+    const double per = kind == GuestKind::kLxc ? cap : cap / static_cast<double>(vcpus);
     tune["period_us"] = kPeriodUs;
     tune["quota_us"] = std::max<int64_t>(1000, std::llround(per * kPeriodUs));
   }

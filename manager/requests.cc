@@ -163,8 +163,10 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(g.tenant, v.String("tenant", ""));
   if (!g.tenant.empty()) UW_RETURN_IF_ERROR(ValidateName(g.tenant, "tenant"));
   UW_ASSIGN_OR_RETURN(g.pool, v.String("pool", ""));
-  UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
-  if (g.kind != "kvm" && g.kind != "qemu" && g.kind != "lxc") return v.FieldError("kind", "expected kvm, qemu or lxc");
+  UW_ASSIGN_OR_RETURN(std::string kind, v.String("kind", "qemu"));
+  auto parsed_kind = ParseGuestKind(kind);
+  if (!parsed_kind.ok()) return v.FieldError("kind", "expected kvm, qemu or lxc");
+  g.kind = *parsed_kind;
   UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
   if (g.vcpus < 1 || g.vcpus > 4096) return v.FieldError("vcpus", "expected 1..4096");
   UW_ASSIGN_OR_RETURN(int64_t max_vcpus, v.Int("max_vcpus", g.vcpus));
@@ -209,7 +211,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   g.vcpus = max_vcpus;  // likewise for vCPUs
   spec["memory_mib"] = mem;
   spec["max_memory_mib"] = max_mem;
-  spec["kind"] = g.kind;
+  spec["kind"] = GuestKindName(g.kind);
   // The agent's own parser and checks, so that what it would refuse is refused here (before a
   // reservation and a task), with the same field names.
   UW_ASSIGN_OR_RETURN(vmm::GuestSpec parsed, vmm::GuestSpecFromJson(spec, ""));

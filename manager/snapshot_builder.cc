@@ -59,9 +59,8 @@ Result<std::vector<pl::Pool>> Pools(Store& store) {
   return out;
 }
 
-pl::GuestKind KindOf(const std::string& kind) {
-  return kind == "kvm" ? pl::GuestKind::kKvm : kind == "lxc" ? pl::GuestKind::kLxc : pl::GuestKind::kQemu;
-}
+// The store holds only kinds the API parsed; anything else reads as emulated.
+GuestKind KindOf(const std::string& kind) { return ParseGuestKind(kind).value_or(GuestKind::kQemu); }
 
 // One guest row as the engine sees it.
 pl::Vm VmOf(const SqlRow& g, const std::map<std::string, int64_t>& moved_at, int64_t now_ms) {

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/guest_kind.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "common/units.h"
@@ -32,12 +33,12 @@ namespace uw::placement {
 // ---------------------------------------------------------------------------------------------
 
 enum class HostState { kOn, kStandby, kMaintenance, kFailed };
-enum class GuestKind { kKvm, kQemu, kLxc };
+using ::uw::GuestKind;  // common/guest_kind.h
+using ::uw::GuestKindName;
 enum class RuleType { kVmAffinity, kVmAntiAffinity, kVmHost };
 enum class HostRuleMode { kMust, kShould, kMustNot, kShouldNot };
 
 std::string_view HostStateName(HostState s);
-std::string_view GuestKindName(GuestKind k);
 std::string_view RuleTypeName(RuleType t);
 std::string_view HostRuleModeName(HostRuleMode m);
 

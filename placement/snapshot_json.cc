@@ -18,15 +18,6 @@ std::string_view HostStateName(HostState s) {
   return "on";
 }
 
-std::string_view GuestKindName(GuestKind k) {
-  switch (k) {
-    case GuestKind::kKvm: return "kvm";
-    case GuestKind::kQemu: return "qemu";
-    case GuestKind::kLxc: return "lxc";
-  }
-  return "kvm";
-}
-
 std::string_view RuleTypeName(RuleType t) {
   switch (t) {
     case RuleType::kVmAffinity: return "vm-affinity";

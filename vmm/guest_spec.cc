@@ -8,19 +8,9 @@ namespace uw::vmm {
 namespace {
 // The largest guest: the largest host the manager accepts (64 TiB).
 constexpr int64_t kMaxMemoryMib = int64_t{64} << 20;
-constexpr std::array<std::string_view, 3> kKindNames = {"kvm", "qemu", "lxc"};
 constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running",  "paused",    "shutting-down",
                                                          "crashed", "blocked", "suspended", "unknown"};
 }  // namespace
-
-std::string_view GuestKindName(GuestKind kind) { return kKindNames[static_cast<size_t>(kind)]; }
-
-Result<GuestKind> ParseGuestKind(std::string_view name) {
-  for (size_t i = 0; i < kKindNames.size(); ++i) {
-    if (kKindNames[i] == name) return static_cast<GuestKind>(i);
-  }
-  return InvalidArgumentError("guest kind '" + std::string(name) + "' is not one of kvm, qemu, lxc");
-}
 
 std::string_view GuestStateName(GuestState state) { return kStateNames[static_cast<size_t>(state)]; }
 

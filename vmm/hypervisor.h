@@ -22,14 +22,15 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/guest_kind.h"
 #include "common/json.h"
 #include "common/status.h"
 
 namespace uw::vmm {
 
-enum class GuestKind { kKvm, kQemu, kLxc };
-std::string_view GuestKindName(GuestKind kind);                 // "kvm", "qemu", "lxc"
-Result<GuestKind> ParseGuestKind(std::string_view name);         // kInvalidArgument otherwise
+using ::uw::GuestKind;  // common/guest_kind.h: one kind type for vmm, placement and manager
+using ::uw::GuestKindName;
+using ::uw::ParseGuestKind;
 
 enum class GuestState { kShutoff, kRunning, kPaused, kShuttingDown, kCrashed, kBlocked, kSuspended, kUnknown };
 std::string_view GuestStateName(GuestState state);               // "shutoff", "running", ...
