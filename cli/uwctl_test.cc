@@ -1,10 +1,10 @@
 #include "cli/uwctl.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "manager/fake_agent.h"
@@ -120,7 +120,8 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
   EXPECT_EQ(pool["memory"]["limit_mib"], 1024);
   EXPECT_EQ(Uwctl({"guest", "create", "big", "--image", "tiny", "--pool", "batch", "--vcpus", "3"}), 5);
   EXPECT_NE(err_.str().find("pool 'batch' CPU limit"), std::string::npos) << err_.str();
-  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--image", "tiny", "--pool", "batch", "--vcpus", "2", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--image", "tiny", "--pool", "batch", "--vcpus", "2", "--wait"}), 0)
+      << err_.str();
   EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 5) << "a pool with guests stays";
   EXPECT_EQ(Uwctl({"guest", "delete", "in-batch", "--force", "--wait"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 0) << err_.str();

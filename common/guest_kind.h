@@ -11,7 +11,7 @@ namespace uw {
 // Paravirtual (virtio) devices are a property of a VM, not a kind.
 enum class GuestKind { kKvm, kQemu, kLxc };
 
-std::string_view GuestKindName(GuestKind kind);          // "kvm", "qemu", "lxc"
+std::string_view GuestKindName(GuestKind kind);           // "kvm", "qemu", "lxc"
 Result<GuestKind> ParseGuestKind(std::string_view name);  // kInvalidArgument otherwise
 
 }  // namespace uw

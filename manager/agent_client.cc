@@ -11,7 +11,8 @@ namespace uw::manager {
 namespace mg = uw::migration;
 
 migration::Presence PresenceOf(const Result<AgentGuest>& guest) {
-  if (!guest.ok()) return guest.status().code() == StatusCode::kNotFound ? mg::Presence::kAbsent : mg::Presence::kUnknown;
+  if (!guest.ok())
+    return guest.status().code() == StatusCode::kNotFound ? mg::Presence::kAbsent : mg::Presence::kUnknown;
   const std::string& state = guest->state;
   if (state == "running" || state == "blocked" || state == "shutting_down") return mg::Presence::kRunning;
   if (state == "paused") return mg::Presence::kPaused;
@@ -154,7 +155,10 @@ class HttpAgentClient final : public AgentClient {
   Result<IncomingReady> PrepareIncoming(const IncomingRequest& r) override {
     Json disks = Json::array();
     for (const auto& d : r.disks) disks.push_back(DiskJson(d));
-    Json body = {{"guest", r.guest}, {"kind", GuestKindName(r.kind)}, {"memory_mib", r.memory_mib}, {"vcpus", r.vcpus},
+    Json body = {{"guest", r.guest},
+                 {"kind", GuestKindName(r.kind)},
+                 {"memory_mib", r.memory_mib},
+                 {"vcpus", r.vcpus},
                  {"disks", disks}};
     UW_ASSIGN_OR_RETURN(Json j, Call("POST", "/api/v1/migrations/prepare", &body));
     return Read<IncomingReady>("POST /api/v1/migrations/prepare", j, [](const JsonView& v) -> Result<IncomingReady> {

@@ -40,7 +40,7 @@ struct AgentGuest {
   GuestKind kind = GuestKind::kQemu;
   int64_t vcpus = 0, max_vcpus = 0;
   int64_t memory_mib = 0, max_memory_mib = 0;
-  bool has_channel = false;           // the guest has a control channel (exec works)
+  bool has_channel = false;            // the guest has a control channel (exec works)
   std::vector<LocalDisk> local_disks;  // only from Get
   bool forced = false;                 // only from Stop: the guest was powered off
 };

@@ -1,19 +1,17 @@
 // DRS: the stored settings, plans on the current snapshot, recommendations and applying them.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -21,10 +19,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -155,26 +153,28 @@ Result<Json> Manager::RunDrs() {
   // them cold out of a host in maintenance; their moves are held back (what remains is verified
   // again by OrderMoves when it starts) and the pass says how many were.
   UW_ASSIGN_OR_RETURN(const std::set<std::string> held, GuestsWithTaskInFlight());
-  const size_t held_moves = std::erase_if(plan.moves, [&](const placement::Move& m) {
-    return held.count(m.vm) > 0 || override_of[m.vm] == "disabled";
-  });
+  const size_t held_moves = std::erase_if(
+      plan.moves, [&](const placement::Move& m) { return held.count(m.vm) > 0 || override_of[m.vm] == "disabled"; });
   int64_t now = NowMs();
   std::vector<std::string> ids;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded' WHERE state = 'pending'"));
     for (const auto& m : plan.moves) {
       std::string id = NewId("rec");
-      UW_RETURN_IF_ERROR(store_->Exec(
-          "INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
-          "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-          {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
-           plan.after.imbalance}));
+      UW_RETURN_IF_ERROR(
+          store_->Exec("INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
+                       "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                       {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
+                        plan.after.imbalance}));
       ids.push_back(id);
     }
     return AddEvent("drs.pass", "drs", "",
-                    {{"automation", cfg["automation"]}, {"recommendations", plan.moves.size()},
-                     {"imbalance_before", plan.before.imbalance}, {"imbalance_after", plan.after.imbalance},
-                     {"unresolved", plan.unresolved.size()}, {"held_back", held_moves}});
+                    {{"automation", cfg["automation"]},
+                     {"recommendations", plan.moves.size()},
+                     {"imbalance_before", plan.before.imbalance},
+                     {"imbalance_after", plan.after.imbalance},
+                     {"unresolved", plan.unresolved.size()},
+                     {"held_back", held_moves}});
   }));
   // Applied now: everything in automatic mode, and in any mode the evacuation of hosts in
   // maintenance (mandatory), except guests whose own automation is manual.

@@ -84,7 +84,8 @@ class Api {
     Response r = fn();
     if (r.status < 500 && !r.stream) {
       Manager::StoredResponse s{r.status, r.body, hash, req.method, req.path};
-      if (Status st = m_.SaveIdempotent(p.token_id, key, s); !st.ok()) spdlog::warn("idempotency record: {}", st.ToString());
+      if (Status st = m_.SaveIdempotent(p.token_id, key, s); !st.ok())
+        spdlog::warn("idempotency record: {}", st.ToString());
     }
     return r;
   }
@@ -123,11 +124,14 @@ class Api {
       if (!join.ok()) return Response::Error(join.status());
       return Answer(m_.JoinHost(req.BearerToken(), *join), 201);
     });
-    router.AddPublic("POST", "/api/v1/hosts/{name}/heartbeat", [this](const Request& req) {
-      auto body = req.JsonBody();
-      if (!body.ok()) return Response::Error(body.status());
-      return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
-    }, HeartbeatRoute());
+    router.AddPublic(
+        "POST", "/api/v1/hosts/{name}/heartbeat",
+        [this](const Request& req) {
+          auto body = req.JsonBody();
+          if (!body.ok()) return Response::Error(body.status());
+          return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
+        },
+        HeartbeatRoute());
     router.Add("GET", "/api/v1/hosts", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       auto page = QueryPage(req, 0);
@@ -191,8 +195,8 @@ class Api {
       Json args = Json::object();
       if (auto it = req.query.find("force"); it != req.query.end()) {
         if (it->second != "true" && it->second != "false" && it->second != "1" && it->second != "0") {
-          return Response::Error(InvalidArgumentError("query parameter force: expected true or false, got '" +
-                                                      it->second + "'"));
+          return Response::Error(
+              InvalidArgumentError("query parameter force: expected true or false, got '" + it->second + "'"));
         }
         args["force"] = it->second == "true" || it->second == "1";
       }
@@ -243,10 +247,12 @@ class Api {
         try {
           cursor = std::stoll(last);
         } catch (...) {
-          return Response::Error(InvalidArgumentError("Last-Event-ID: expected an event sequence number, got '" + last + "'"));
+          return Response::Error(
+              InvalidArgumentError("Last-Event-ID: expected an event sequence number, got '" + last + "'"));
         }
       }
-      bool follow = !(req.query.count("follow") && (req.query.at("follow") == "false" || req.query.at("follow") == "0"));
+      bool follow =
+          !(req.query.count("follow") && (req.query.at("follow") == "false" || req.query.at("follow") == "0"));
       Principal who = *p;
       // No thread per stream: the manager's event bus feeds the writer (Manager::SubscribeEvents).
       return Response::Stream("text/event-stream", [this, who, cursor, follow](std::shared_ptr<api::StreamWriter> w) {
@@ -398,7 +404,8 @@ class Api {
       auto body = req.OptionalJsonBody();
       if (!body.ok()) return Response::Error(body.status());
       if (body->contains("snapshot")) {
-        if (!(*body)["snapshot"].is_object()) return Response::Error(InvalidArgumentError("snapshot: expected an object"));
+        if (!(*body)["snapshot"].is_object())
+          return Response::Error(InvalidArgumentError("snapshot: expected an object"));
         return Answer(m_.DryRunPlan(&(*body)["snapshot"]));
       }
       if (!body->empty()) return Response::Error(InvalidArgumentError("body: expected {} or {\"snapshot\": {...}}"));

@@ -3,8 +3,8 @@
 
 #include <optional>
 #include <string>
-#include <vector>
 #include <string_view>
+#include <vector>
 
 #include "common/json.h"
 #include "common/status.h"

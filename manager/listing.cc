@@ -48,13 +48,27 @@ void AppendString(std::string& out, std::string_view s) {
     out.append(s.data() + plain, i - plain);
     plain = i + 1;
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default: {
         char buf[8];
         std::snprintf(buf, sizeof(buf), "\\u%04x", c);
@@ -104,8 +118,26 @@ void AppendTextOrNull(std::string& out, const SqlCursor& c, int col) {
 
 // Columns of kGuestListQuery by index.
 enum GuestColumn {
-  kName, kTenant, kHost, kPool, kKind, kSpec, kState, kVcpus, kMemoryMib, kAutomation, kMigratingTo,
-  kPlacementReason, kAlert, kHealth, kOnCrash, kCrash, kCpuUsed, kMemoryUsedMib, kCreatedMs, kRowid,
+  kName,
+  kTenant,
+  kHost,
+  kPool,
+  kKind,
+  kSpec,
+  kState,
+  kVcpus,
+  kMemoryMib,
+  kAutomation,
+  kMigratingTo,
+  kPlacementReason,
+  kAlert,
+  kHealth,
+  kOnCrash,
+  kCrash,
+  kCpuUsed,
+  kMemoryUsedMib,
+  kCreatedMs,
+  kRowid,
 };
 constexpr const char* kGuestListColumns =
     "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
@@ -206,7 +238,8 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   int64_t total = 0;
   if (!whole) {
     internal::SqlFilter count = GuestListFilter(p, {});
-    UW_ASSIGN_OR_RETURN(SqlRow n, store_->QueryOne("SELECT COUNT(*) AS n FROM guests" + count.where, count.params, "count"));
+    UW_ASSIGN_OR_RETURN(SqlRow n,
+                        store_->QueryOne("SELECT COUNT(*) AS n FROM guests" + count.where, count.params, "count"));
     total = n.Int("n");
   }
   std::string out;
@@ -304,8 +337,8 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
 Result<Json> Manager::ListGuests(const Principal& p, const PageQuery& page) {
   PageQuery stored = page;  // a tenant's cursor is a short name
   if (p.role == Role::kTenant && !page.after.empty()) stored.after = internal::GuestKey(p.tenant, page.after);
-  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageByKey(*store_, "SELECT * FROM guests", "guests", "name", "name",
-                                                                  GuestListFilter(p, {}), stored));
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageByKey(*store_, "SELECT * FROM guests", "guests", "name",
+                                                                  "name", GuestListFilter(p, {}), stored));
   Json out = Json::array();
   for (const auto& r : rows.rows) {
     UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
@@ -329,15 +362,15 @@ Json PageJson(const char* key, Json items, int64_t total, const std::optional<st
 Result<RowPage> PageByKey(Store& store, std::string_view select, std::string_view table, std::string_view key,
                           std::string_view key_name, const SqlFilter& scope, const PageQuery& page) {
   RowPage out;
-  UW_ASSIGN_OR_RETURN(SqlRow n, store.QueryOne("SELECT COUNT(*) AS n FROM " + std::string(table) + scope.where,
-                                               scope.params, "count"));
+  UW_ASSIGN_OR_RETURN(
+      SqlRow n, store.QueryOne("SELECT COUNT(*) AS n FROM " + std::string(table) + scope.where, scope.params, "count"));
   out.total = n.Int("n");
   SqlFilter filter = scope;
   if (!page.after.empty()) filter.And(std::string(key) + " > ?", {page.after});
   filter.params.emplace_back(FetchLimit(page));
-  UW_ASSIGN_OR_RETURN(out.rows, store.Query(std::string(select) + filter.where + " ORDER BY " + std::string(key) +
-                                                " LIMIT ?",
-                                            filter.params));
+  UW_ASSIGN_OR_RETURN(
+      out.rows,
+      store.Query(std::string(select) + filter.where + " ORDER BY " + std::string(key) + " LIMIT ?", filter.params));
   if (page.limit > 0 && static_cast<int64_t>(out.rows.size()) > page.limit) {
     out.rows.resize(page.limit);
     out.next = out.rows.back().Str(key_name);
@@ -356,15 +389,17 @@ Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlF
     at.And("id = ?", {page.after});
     UW_ASSIGN_OR_RETURN(auto cursor, store.Query("SELECT created_ms, rowid AS r" + from + at.where, at.params));
     if (cursor.empty()) {
-      return InvalidArgumentError("after: '" + page.after + "' is not in this list (it may have been removed); list "
+      return InvalidArgumentError("after: '" + page.after +
+                                  "' is not in this list (it may have been removed); list "
                                   "again from the start");
     }
     const int64_t created = cursor[0].Int("created_ms");
     filter.And("(created_ms < ? OR (created_ms = ? AND rowid < ?))", {created, created, cursor[0].Int("r")});
   }
   filter.params.emplace_back(FetchLimit(page));
-  UW_ASSIGN_OR_RETURN(out.rows, store.Query("SELECT *" + from + filter.where + " ORDER BY created_ms DESC, rowid DESC "
-                                                                                "LIMIT ?",
+  UW_ASSIGN_OR_RETURN(out.rows, store.Query("SELECT *" + from + filter.where +
+                                                " ORDER BY created_ms DESC, rowid DESC "
+                                                "LIMIT ?",
                                             filter.params));
   if (page.limit > 0 && static_cast<int64_t>(out.rows.size()) > page.limit) {
     out.rows.resize(page.limit);
@@ -386,7 +421,8 @@ Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, co
     } else {
       while (from < items.size() && key_of(items[from]) != page.after) ++from;
       if (from == items.size()) {
-        return InvalidArgumentError("after: '" + page.after + "' is not in this list (it may have been removed); list "
+        return InvalidArgumentError("after: '" + page.after +
+                                    "' is not in this list (it may have been removed); list "
                                     "again from the start");
       }
       ++from;

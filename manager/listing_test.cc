@@ -1,10 +1,10 @@
 // Regression tests for "listing is slow": GET /api/v1/guests is written straight from the rows
 // (ListGuestsBody) and must stay byte for byte what the JSON tree gave; GET /api/v1/hosts reads
 // reservation totals kept by triggers instead of every guest, and they must stay exact.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <tuple>
-
-#include <gtest/gtest.h>
 
 #include "manager/manager.h"
 
@@ -63,7 +63,8 @@ class ListingTest : public ::testing::Test {
 };
 
 TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
-  Insert("a-plain", "acme", std::string("h1"), "qemu", 2, 512, {{"name", "a-plain"}, {"vcpus", 1}, {"memory_mib", 256}});
+  Insert("a-plain", "acme", std::string("h1"), "qemu", 2, 512,
+         {{"name", "a-plain"}, {"vcpus", 1}, {"memory_mib", 256}});
   Insert("b-lxc", "", nullptr, "lxc", 1, 64, {{"name", "b-lxc"}});
   Insert("c-emul", "acme", std::string("h2"), "qemu", 4, 1024, {{"paravirt", false}, {"vcpus", 3}});
   Insert("d-\xc3\xa9t\xc3\xa9", "other", std::string("h2"), "qemu", 1, 128, {{"name", "x"}});
@@ -75,7 +76,8 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
                         {Json({{"type", "duplicate"}, {"also_on", {"h1"}}}).dump(), std::string("{not json"),
                          std::string("quote \" back\\slash tab\t nl\n ctl\x01 end")})
                   .ok());
-  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
+  ASSERT_TRUE(
+      manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
   for (const Principal& p : {Principal{"admin", Role::kAdmin, "", {}}, Principal{"t", Role::kTenant, "acme", {}},
                              Principal{"t", Role::kTenant, "nobody", {}}}) {
     auto tree = manager_->ListGuests(p);
@@ -125,8 +127,9 @@ TEST_F(ListingTest, PagesFollowTheirCursorsAndMatchTheTree) {
   const Principal admin{"admin", Role::kAdmin, "", {}};
   const Principal acme{"t", Role::kTenant, "acme", {}};
   for (const auto& [who, expected] : std::vector<std::pair<Principal, std::vector<std::string>>>{
-           {admin, {"acme:t0", "acme:t1", "acme:t2", "acme:t3", "acme:t4", "g0", "g1", "g2", "g3", "g4", "g5", "g6",
-                    "zeta:z"}},
+           {admin,
+            {"acme:t0", "acme:t1", "acme:t2", "acme:t3", "acme:t4", "g0", "g1", "g2", "g3", "g4", "g5", "g6",
+             "zeta:z"}},
            {acme, {"t0", "t1", "t2", "t3", "t4"}}}) {
     for (int64_t limit : {1, 2, 3, 5, 13, 100}) {
       std::vector<std::string> seen;

@@ -2,12 +2,11 @@
 // SIGTERM or SIGINT stops it; it is crash-only, so kill -9 is also safe (tasks resume on start).
 #include <malloc.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "api/http.h"
 #include "common/log.h"

@@ -59,8 +59,8 @@ Result<Role> ParseRole(std::string_view name);
 //   cpu_tuning  cpu.shares / cpu.quota_us / cpu.period_us
 //   pools       creating into a resource pool
 //   automation  a DRS automation level other than default (disabled pins a guest)
-inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans", "cpu_tuning", "pools",
-                                                   "automation"};
+inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans",
+                                                   "cpu_tuning", "pools",   "automation"};
 // kInvalidArgument naming `field` unless `name` is one of kSpecRights.
 Status ValidateRight(std::string_view name, std::string_view field);
 
@@ -68,7 +68,7 @@ Status ValidateRight(std::string_view name, std::string_view field);
 struct Principal {
   std::string token_id;
   Role role = Role::kTenant;
-  std::string tenant;  // set for kTenant only
+  std::string tenant;                         // set for kTenant only
   std::set<std::string, std::less<>> rights;  // granted spec rights (see kSpecRights)
   bool CanWrite() const { return role == Role::kAdmin || role == Role::kOperator || role == Role::kTenant; }
   bool IsOperator() const { return role == Role::kAdmin || role == Role::kOperator; }
@@ -79,19 +79,19 @@ struct ManagerConfig {
   std::string db_path = "/var/lib/underware/manager.db";
   std::string listen_address = "127.0.0.1";
   int listen_port = 7800;
-  std::string join_token;              // agents present it to join (>= 16 characters)
-  std::string admin_token;             // bootstrap admin API token (>= 16 characters)
-  int heartbeat_interval_ms = 2000;    // told to agents on join
-  int heartbeat_timeout_ms = 10000;    // no heartbeat for this long: host disconnected
-  int drs_interval_ms = 60000;         // DRS reconcile period (0: never run on a timer)
+  std::string join_token;            // agents present it to join (>= 16 characters)
+  std::string admin_token;           // bootstrap admin API token (>= 16 characters)
+  int heartbeat_interval_ms = 2000;  // told to agents on join
+  int heartbeat_timeout_ms = 10000;  // no heartbeat for this long: host disconnected
+  int drs_interval_ms = 60000;       // DRS reconcile period (0: never run on a timer)
   int task_workers = 4;
-  int agent_timeout_ms = 120000;       // one call to an agent
+  int agent_timeout_ms = 120000;  // one call to an agent
   size_t max_body_bytes = 256 << 10;
   // The heartbeat route's own body limit. uw-agent sends about 230 bytes per guest (vmm::HeartbeatBody):
   // a host with 1,024 guests sends about 235 KB; this leaves room for 4,000 guests with long names.
   size_t heartbeat_max_body_bytes = 1 << 20;
-  int http_workers = 16;               // handler threads (event streams hold none)
-  int max_connections = 4096;          // open connections (event streams included), in total
+  int http_workers = 16;                 // handler threads (event streams hold none)
+  int max_connections = 4096;            // open connections (event streams included), in total
   int max_connections_per_client = 256;  // and per client address (raise it behind a proxy or NAT)
   // A request head must be in within header_timeout_ms (of the connection or the previous
   // answer), its body within body_timeout_ms of the head; else 408 and the connection is closed.
@@ -103,8 +103,8 @@ struct ManagerConfig {
   // Live migration ("migration": {"per_host", "cluster", "poll_ms", "agent_grace_ms", "convergence": {...}}).
   migration::Caps migration_caps;
   migration::ConvergencePolicy convergence;
-  int migration_poll_ms = 500;          // progress checks of a running migration
-  int migration_agent_grace_ms = 60000; // an agent unreachable mid-migration is waited for this long
+  int migration_poll_ms = 500;           // progress checks of a running migration
+  int migration_agent_grace_ms = 60000;  // an agent unreachable mid-migration is waited for this long
   // After the switch-over the destination must show the guest running for verify_window_ms and,
   // when it has a control channel, answering it within verify_timeout_ms; else the migration ends
   // failed_after_switchover.
@@ -122,15 +122,15 @@ std::string Sha256Hex(std::string_view text);
 // A guest creation request, parsed and validated by the HTTP layer.
 struct GuestCreate {
   std::string name;
-  std::string tenant;      // owner; forced to the caller's tenant for tenant tokens
-  std::string pool;        // "" for the cluster root
+  std::string tenant;  // owner; forced to the caller's tenant for tenant tokens
+  std::string pool;    // "" for the cluster root
   GuestKind kind = GuestKind::kQemu;
   int64_t vcpus = 1;
   int64_t memory_mib = 256;
   std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
   std::string lease_class = "guaranteed";
-  std::string on_crash = "restart";    // restart | keep | stop (what the manager does when it crashes)
-  Json agent_spec;         // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
+  std::string on_crash = "restart";  // restart | keep | stop (what the manager does when it crashes)
+  Json agent_spec;                   // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
   std::vector<std::pair<std::string, std::string>> rights_needed;
 };
@@ -374,24 +374,24 @@ class Manager {
   const ManagerConfig config_;
   Clock& clock_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<AgentDirectory> agents_;  // set by the constructor
+  std::unique_ptr<AgentDirectory> agents_;      // set by the constructor
   std::function<bool(Duration)> poll_sleeper_;  // set by the constructor
   friend class internal::MigrationRun;
   std::mutex placement_mu_;  // serializes admission + placement + reservation
 
   std::mutex mu_;
-  std::condition_variable cv_;            // tasks queued, stop
-  std::deque<std::string> queue_;         // guarded by mu_
-  bool stopping_ = false;                 // guarded by mu_
+  std::condition_variable cv_;     // tasks queued, stop
+  std::deque<std::string> queue_;  // guarded by mu_
+  bool stopping_ = false;          // guarded by mu_
   std::vector<std::thread> workers_;
   std::thread monitor_;
 
   std::mutex events_mu_;
-  int64_t last_event_seq_ = 0;            // guarded by events_mu_
+  int64_t last_event_seq_ = 0;                     // guarded by events_mu_
   std::unique_ptr<internal::EventBus> event_bus_;  // set by Start, for the manager's life
 
   std::mutex tasks_mu_;
-  std::condition_variable tasks_cv_;      // any task finished
+  std::condition_variable tasks_cv_;  // any task finished
 
   std::mutex tokens_mu_;
   std::map<std::string, Principal> tokens_;  // guarded by tokens_mu_; by token hash
@@ -405,26 +405,26 @@ class Manager {
     std::optional<int64_t> vcpus, memory_mib;
     int64_t created_ms = 0;
     std::string created;  // created_ms formatted (RFC 3339)
-    uint64_t seen = 0;  // listing_generation_ of the last listing that showed the guest
+    uint64_t seen = 0;    // listing_generation_ of the last listing that showed the guest
   };
   static SpecFacts DeriveSpecFacts(std::string_view spec_text);
   static void AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts);
-  std::mutex listing_mu_;  // taken before the store's mutex, never after
+  std::mutex listing_mu_;                                     // taken before the store's mutex, never after
   std::map<std::string, SpecFacts, std::less<>> spec_facts_;  // guarded by listing_mu_: by guest name
-  uint64_t listing_generation_ = 0;                            // guarded by listing_mu_
-  size_t listing_bytes_hint_ = 0;                              // guarded by listing_mu_: last full body
+  uint64_t listing_generation_ = 0;                           // guarded by listing_mu_
+  size_t listing_bytes_hint_ = 0;                             // guarded by listing_mu_: last full body
   struct CachedListing {
     uint64_t version = 0;  // Store::ChangeCount("guests") when it was built
     std::string body;
   };
-  std::map<std::string, CachedListing> listings_;  // guarded by listing_mu_: by "*" or "tenant:<name>"
+  std::map<std::string, CachedListing> listings_;         // guarded by listing_mu_: by "*" or "tenant:<name>"
   std::unordered_map<int64_t, std::string> guest_texts_;  // guarded by listing_mu_: by guests rowid
 
   std::mutex migrator_mu_;
   std::condition_variable migrator_cv_;
   std::map<std::string, std::thread> migration_threads_;  // guarded by migrator_mu_ (by task id)
-  std::set<std::string> migrations_finished_;  // guarded by migrator_mu_: threads to join
-  std::set<std::string> cancel_requested_;     // guarded by migrator_mu_
+  std::set<std::string> migrations_finished_;             // guarded by migrator_mu_: threads to join
+  std::set<std::string> cancel_requested_;                // guarded by migrator_mu_
   std::thread migrator_;
 };
 

@@ -1,20 +1,18 @@
 // Resource pools and placement rules (stored in the snapshot format; the engine's parser
 // validates them).
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -22,10 +20,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -73,8 +71,9 @@ Result<Json> Manager::CreatePool(const Json& body) {
 
 Status Manager::DeletePool(std::string_view name) {
   return store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {std::string(name)},
-                                        "pool '" + std::string(name) + "' not found")
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM pools WHERE name = ?", {std::string(name)},
+                                      "pool '" + std::string(name) + "' not found")
                            .status());
     Status s = store_->Exec("DELETE FROM pools WHERE name = ?", {std::string(name)});
     if (s.code() == StatusCode::kFailedPrecondition) {
@@ -128,8 +127,8 @@ Result<Json> Manager::GetPool(std::string_view name) {
                                                  "pool '" + std::string(name) + "' not found"));
   Json j = r.JsonOf("spec");
   // What it holds now: its own guests and those of its child pools.
-  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name",
-                                                 {std::string(name)}));
+  UW_ASSIGN_OR_RETURN(auto guests,
+                      store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name", {std::string(name)}));
   j["guests"] = Json::array();
   for (const auto& g : guests) j["guests"].push_back(g.Str("name"));
   return j;
@@ -161,13 +160,13 @@ Status Manager::RemoveGuestFromRules(const std::string& guest) {
     if (vms.size() == before) continue;
     if (vms.empty()) {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {r.Str("name")}));
-      UW_RETURN_IF_ERROR(AddEvent("rule.deleted", r.Str("name"), "",
-                                  {{"reason", "its last guest '" + guest + "' was deleted"}}));
+      UW_RETURN_IF_ERROR(
+          AddEvent("rule.deleted", r.Str("name"), "", {{"reason", "its last guest '" + guest + "' was deleted"}}));
       continue;
     }
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE rules SET spec = ? WHERE name = ?", {Dump(spec), r.Str("name")}));
-    UW_RETURN_IF_ERROR(AddEvent("rule.changed", r.Str("name"), "",
-                                {{"removed", guest}, {"reason", "guest deleted"}, {"vms", vms}}));
+    UW_RETURN_IF_ERROR(
+        AddEvent("rule.changed", r.Str("name"), "", {{"removed", guest}, {"reason", "guest deleted"}, {"vms", vms}}));
   }
   return Status::Ok();
 }
@@ -226,10 +225,9 @@ Status Manager::CheckPoolLimits(const GuestCreate& req) {
     const Json mem_limit = p.value("memory", Json::object()).value("limit_mib", Json(nullptr));
     if (mem_limit.is_number() && static_cast<double>(memory + req.memory_mib) > mem_limit.get<double>() + 1e-9) {
       return ResourceExhaustedError("pool '" + name + "' memory limit: its " + std::to_string(guests) +
-                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name +
-                                    "' asks for " + std::to_string(req.memory_mib) + " (" +
-                                    std::to_string(memory + req.memory_mib) + " > limit of " +
-                                    Figure(mem_limit.get<double>()) + " MiB)");
+                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name + "' asks for " +
+                                    std::to_string(req.memory_mib) + " (" + std::to_string(memory + req.memory_mib) +
+                                    " > limit of " + Figure(mem_limit.get<double>()) + " MiB)");
     }
   }
   return Status::Ok();
@@ -262,8 +260,9 @@ Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, GuestK
 
 Status Manager::DeleteRule(std::string_view name) {
   return store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM rules WHERE name = ?", {std::string(name)},
-                                        "rule '" + std::string(name) + "' not found")
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM rules WHERE name = ?", {std::string(name)},
+                                      "rule '" + std::string(name) + "' not found")
                            .status());
     UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {std::string(name)}));
     return AddEvent("rule.deleted", name, "", Json::object());

@@ -1,19 +1,17 @@
 // Parsing what the manager reads: its config file and the bodies of guest creates and host joins.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -21,10 +19,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -35,11 +33,25 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   auto root = JsonView::Of(j, "");
   if (!root.ok()) return fail(root.status());
   const JsonView& v = *root;
-  if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
-                                  "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
-                                  "max_body_bytes", "heartbeat_max_body_bytes", "http_workers", "max_connections",
-                                  "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
-                                  "placement_policy", "log_level", "log_file",
+  if (Status s = v.RejectUnknown({"db_path",
+                                  "listen",
+                                  "join_token",
+                                  "admin_token",
+                                  "heartbeat_interval_ms",
+                                  "heartbeat_timeout_ms",
+                                  "drs_interval_ms",
+                                  "task_workers",
+                                  "agent_timeout_ms",
+                                  "max_body_bytes",
+                                  "heartbeat_max_body_bytes",
+                                  "http_workers",
+                                  "max_connections",
+                                  "max_connections_per_client",
+                                  "header_timeout_ms",
+                                  "body_timeout_ms",
+                                  "placement_policy",
+                                  "log_level",
+                                  "log_file",
                                   "migration"});
       !s.ok()) {
     return fail(s);
@@ -272,6 +284,5 @@ Result<HostJoin> ParseHostJoin(const Json& body) {
   }
   return h;
 }
-
 
 }  // namespace uw::manager

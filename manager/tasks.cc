@@ -1,20 +1,18 @@
 // The task journal and its workers: tasks are rows first, then work for a worker; creates and
 // guest operations call the host's agent (AgentClient).
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -22,10 +20,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -71,7 +69,8 @@ Result<Json> Manager::TaskJson(std::string_view id) {
 
 Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
   UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
-  if (p.role == Role::kTenant && j["tenant"] != p.tenant) return NotFoundError("task '" + std::string(id) + "' not found");
+  if (p.role == Role::kTenant && j["tenant"] != p.tenant)
+    return NotFoundError("task '" + std::string(id) + "' not found");
   ShowShortNames(p, j);
   return j;
 }
@@ -118,7 +117,8 @@ Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
       // Release the reservation: the guest was never created.
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {r.Str("subject")}));
     }
-    return AddEvent("task.cancelled", id, t["tenant"].get<std::string>(), {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
+    return AddEvent("task.cancelled", id, t["tenant"].get<std::string>(),
+                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
   });
   UW_RETURN_IF_ERROR(s);
   tasks_cv_.notify_all();
@@ -146,9 +146,10 @@ Status Manager::FinishTask(const std::string& id, const Status& outcome, const J
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT kind, subject, tenant FROM tasks WHERE id = ?", {id}, "task"));
   Status s = store_->Transact([&]() -> Status {
     if (outcome.ok()) {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'succeeded', progress = 1, message = 'done', result = ?, "
-                                      "error_code = NULL, error_message = NULL, updated_ms = ? WHERE id = ?",
-                                      {result.is_null() ? SqlValue(nullptr) : SqlValue(Dump(result)), NowMs(), id}));
+      UW_RETURN_IF_ERROR(
+          store_->Exec("UPDATE tasks SET state = 'succeeded', progress = 1, message = 'done', result = ?, "
+                       "error_code = NULL, error_message = NULL, updated_ms = ? WHERE id = ?",
+                       {result.is_null() ? SqlValue(nullptr) : SqlValue(Dump(result)), NowMs(), id}));
     } else {
       UW_RETURN_IF_ERROR(store_->Exec(
           "UPDATE tasks SET state = 'failed', message = 'failed', error_code = ?, error_message = ?, updated_ms = ? "
@@ -156,7 +157,8 @@ Status Manager::FinishTask(const std::string& id, const Status& outcome, const J
           {std::string(StatusCodeName(outcome.code())), outcome.message(), NowMs(), id}));
     }
     return AddEvent(outcome.ok() ? "task.succeeded" : "task.failed", id, r.Str("tenant"),
-                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")},
+                    {{"kind", r.Str("kind")},
+                     {"subject", r.Str("subject")},
                      {"error", outcome.ok() ? Json(nullptr) : Json(outcome.ToString())}});
   });
   tasks_cv_.notify_all();
@@ -227,8 +229,10 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
   }
   const std::string state = created->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
-    UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
+    UW_RETURN_IF_ERROR(
+        store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
+    UW_ASSIGN_OR_RETURN(SqlRow g,
+                        store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
     return AddEvent("guest.created", guest, g.Str("tenant"), {{"host", host}, {"state", state}});
   }));
   return FinishTask(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
@@ -282,7 +286,8 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
     // Forced: the agent powers the guest off (destroy) before it undefines it.
     const bool force = args.value("force", false);
     Status deleted = agent->Delete(guest, force);
-    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound) return FinishTask(id, deleted, nullptr);  // gone already
+    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound)
+      return FinishTask(id, deleted, nullptr);  // gone already
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
       UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));

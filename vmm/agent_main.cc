@@ -1,6 +1,7 @@
 // uw-agent: the per-host daemon. Usage: uw-agent --config /etc/underware/agent.json
 // SIGTERM or SIGINT stops the agent; guests keep running and are adopted on the next start.
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,8 +9,6 @@
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "common/log.h"
 #include "vmm/agent.h"
