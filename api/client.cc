@@ -160,7 +160,8 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method, c
   auto add = [&](const std::string& line) {
     curl_slist* next = curl_slist_append(list.get(), line.c_str());
     if (next != nullptr) {
-      list.release();
+      // `next` is the list's head: it owns the old nodes now (curl_slist_append links onto them).
+      static_cast<void>(list.release());
       list.reset(next);
     }
   };

@@ -309,7 +309,7 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
 // the definition) or keep (leave the crashed domain for inspection).
 Status Manager::HandleCrash(const CrashedGuest& c) {
   constexpr int kCrashRestarts = 3;
-  constexpr int64_t kCrashWindowMs = 10 * 60 * 1000;
+  constexpr int64_t kCrashWindowMs = int64_t{10} * 60 * 1000;
   if (c.on_crash == "keep") return Status::Ok();
   if (c.on_crash == "stop") {
     return NewTask("guest.stop", c.name, c.tenant,

@@ -61,7 +61,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   do {                                      \
     auto r_ = (expr);                       \
     if (!r_.ok()) return fail(r_.status()); \
-    lhs = std::move(*r_);                   \
+    (lhs) = std::move(*r_);                 \
   } while (0)
   UW_CFG(c.db_path, v.String("db_path"));
   if (v.Has("listen")) {

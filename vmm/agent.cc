@@ -88,7 +88,7 @@ Json MigrationReportToJson(const MigrationReport& r, std::string_view guest, con
   do {                                     \
     auto r_ = (expr);                      \
     if (!r_.ok()) return Err(r_.status()); \
-    lhs = std::move(*r_);                  \
+    (lhs) = std::move(*r_);                \
   } while (0)
 #define UW_CHECK(expr)                                \
   do {                                                \

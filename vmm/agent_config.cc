@@ -24,7 +24,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   do {                                      \
     auto r_ = (expr);                       \
     if (!r_.ok()) return fail(r_.status()); \
-    lhs = std::move(*r_);                   \
+    (lhs) = std::move(*r_);                 \
   } while (0)
   UW_CFG(c.host_name, v.String("host_name"));
   if (Status s = ValidateName(c.host_name, "host_name"); !s.ok()) return fail(s);
