@@ -34,9 +34,8 @@ using internal::ShowShortNames;
 // snapshot names only what exists (internal::BuildSnapshot cuts each rule down to its known
 // members, and leaves out a rule that then constrains nothing that exists).
 Result<placement::Snapshot> Manager::BuildSnapshot(const placement::Vm* incoming) {
-  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
-  UW_ASSIGN_OR_RETURN(placement::DrsSettings drs, internal::DrsSettingsFromConfig(cfg));
-  return internal::BuildSnapshot(*store_, NowMs(), drs, incoming);
+  UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
+  return internal::BuildSnapshot(*store_, NowMs(), internal::DrsSettingsFromConfig(cfg), incoming);
 }
 
 Result<Json> Manager::ClusterSnapshot() {

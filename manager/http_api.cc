@@ -38,6 +38,21 @@ Result<PageQuery> QueryPage(const Request& req, int64_t default_limit) {
   return page;
 }
 
+// GET /api/v1/drs/config's view of a DrsConfig.
+Json DrsConfigJson(const DrsConfig& c) {
+  return {{"automation", c.automation},
+          {"threshold", c.threshold},
+          {"max_moves", c.max_moves ? Json(*c.max_moves) : Json(nullptr)},
+          {"policy", c.policy},
+          {"allow_cold_moves", c.allow_cold_moves},
+          {"min_move_interval_s", c.min_move_interval_s},
+          {"interval_ms", c.interval_ms}};
+}
+
+Response AnswerDrs(const Result<DrsConfig>& r) {
+  return r.ok() ? Response::Json(200, DrsConfigJson(*r)) : Response::Error(r.status());
+}
+
 class Api {
  public:
   explicit Api(Manager& m) : m_(m) {}
@@ -348,12 +363,16 @@ class Api {
     // DRS and the cluster snapshot.
     router.Add("GET", "/api/v1/drs/config", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetDrsConfig());
+      return AnswerDrs(m_.GetDrsConfig());
     });
     router.Add("PUT", "/api/v1/drs/config", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
       auto body = req.JsonBody();
-      return body.ok() ? Answer(m_.SetDrsConfig(*body)) : Response::Error(body.status());
+      if (!body.ok()) return Response::Error(body.status());
+      auto current = m_.GetDrsConfig();
+      if (!current.ok()) return Response::Error(current.status());
+      auto changed = ParseDrsConfigChange(*body, *current);
+      return changed.ok() ? AnswerDrs(m_.SetDrsConfig(*changed)) : Response::Error(changed.status());
     });
     router.Add("GET", "/api/v1/drs/recommendations", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());

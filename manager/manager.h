@@ -150,6 +150,20 @@ struct HostJoin {
 };
 Result<HostJoin> ParseHostJoin(const Json& body);
 
+// DRS settings (GET/PUT /api/v1/drs/config): what the engine reads (placement::DrsSettings), the
+// policy that plans, and how often the manager runs a pass on its own.
+struct DrsConfig {
+  std::string automation = "manual";  // manual | automatic
+  int threshold = 3;                  // 1..5: moves of priority <= threshold are recommended
+  std::optional<int64_t> max_moves;   // per pass; nullopt: no cap
+  std::string policy = "drs";         // a placement::PolicyNames() name
+  bool allow_cold_moves = false;      // evacuation may stop, move and start what cannot live-migrate
+  double min_move_interval_s = 0;     // the engine's cooldown; GetDrsConfig fills in its default
+  int64_t interval_ms = 0;            // ManagerConfig::drs_interval_ms (read-only over the API)
+};
+// A PUT body over `current`: each field given replaces its value, with its path in errors.
+Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig current);
+
 // One page of a list route (?limit=N&after=KEY). Each list has a fixed order: by name (hosts,
 // guests, pools, rules), oldest first (tokens), by priority (pending recommendations) or newest
 // first (tasks, migrations, every recommendation). `after` is the key (name or id) of the last item
@@ -275,8 +289,10 @@ class Manager {
   Status DeleteRule(std::string_view name);
 
   // --- DRS -------------------------------------------------------------------------------------
-  Result<Json> GetDrsConfig();
-  Result<Json> SetDrsConfig(const Json& body);
+  Result<DrsConfig> GetDrsConfig();
+  // Stores `config` (interval_ms is not stored: it comes from ManagerConfig) with a
+  // drs.config_changed event; answers the config now in force.
+  Result<DrsConfig> SetDrsConfig(const DrsConfig& config);
   Result<Json> ListRecommendations(bool pending_only, const PageQuery& page = {});
   // Verifies the move against the current state, then starts it as a guest.migrate task
   // (returned). kAborted when the move no longer fits (the recommendation is superseded).

@@ -253,6 +253,47 @@ constexpr int kMaxHostCores = 16384;
 constexpr int64_t kMaxHostMemoryMib = int64_t{64} << 20;  // 64 TiB
 }  // namespace
 
+Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig cfg) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(
+      v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s"}));
+  if (v.Has("automation")) {
+    UW_ASSIGN_OR_RETURN(cfg.automation, v.String("automation"));
+    if (cfg.automation != "manual" && cfg.automation != "automatic") {
+      return v.FieldError("automation", "expected manual or automatic");
+    }
+  }
+  if (v.Has("threshold")) {
+    UW_ASSIGN_OR_RETURN(int64_t t, v.Int("threshold"));
+    if (t < 1 || t > 5) return v.FieldError("threshold", "expected 1..5");
+    cfg.threshold = static_cast<int>(t);
+  }
+  if (body.contains("max_moves")) {
+    UW_ASSIGN_OR_RETURN(cfg.max_moves, v.OptionalInt("max_moves"));
+    if (cfg.max_moves && *cfg.max_moves < 0)
+      return v.FieldError("max_moves", "expected a non-negative integer or null");
+  }
+  if (v.Has("allow_cold_moves")) {
+    UW_ASSIGN_OR_RETURN(cfg.allow_cold_moves, v.Bool("allow_cold_moves"));
+  }
+  if (v.Has("min_move_interval_s")) {
+    constexpr double kMaxCooldownS = 30 * 86400;
+    UW_ASSIGN_OR_RETURN(cfg.min_move_interval_s, v.Number("min_move_interval_s"));
+    if (!(cfg.min_move_interval_s >= 0 && cfg.min_move_interval_s <= kMaxCooldownS)) {
+      return v.FieldError("min_move_interval_s", "expected 0..2592000 seconds");
+    }
+  }
+  if (v.Has("policy")) {
+    UW_ASSIGN_OR_RETURN(cfg.policy, v.String("policy"));
+    if (!placement::MakePolicy(cfg.policy).ok()) {
+      std::string names;
+      for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
+      return v.FieldError("policy", "expected one of " + names);
+    }
+  }
+  return cfg;
+}
+
 Result<HostJoin> ParseHostJoin(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "agent_url", "agent_token", "capacity", "info"}));
