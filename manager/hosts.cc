@@ -411,26 +411,41 @@ void Manager::CheckHeartbeats() {
 
 namespace {
 Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t reserved_mem) {
-  return {{"name", r.Str("name")},
-          {"agent_url", r.Str("agent_url")},
-          {"state", r.Str("state")},
-          {"maintenance", r.Int("maintenance") != 0},
-          {"groups", r.JsonOf("groups").is_array() ? r.JsonOf("groups") : Json::array()},
-          {"capacity", {{"cpu_cores", r.Real("cpu_cores")}, {"memory_mib", r.Int("memory_mib")}}},
-          {"reserved", {{"vcpus", reserved_cpu}, {"memory_mib", reserved_mem}}},
-          {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
-          {"guests", guests},
-          {"last_heartbeat", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))))}};
+  // Built member by member: an initializer list would copy every nested value.
+  Json j = Json::object();
+  j["name"] = r.Str("name");
+  j["agent_url"] = r.Str("agent_url");
+  j["state"] = r.Str("state");
+  j["maintenance"] = r.Int("maintenance") != 0;
+  Json groups = r.JsonOf("groups");
+  j["groups"] = groups.is_array() ? std::move(groups) : Json::array();
+  Json& capacity = j["capacity"];
+  capacity["cpu_cores"] = r.Real("cpu_cores");
+  capacity["memory_mib"] = r.Int("memory_mib");
+  Json& reserved = j["reserved"];
+  reserved["vcpus"] = reserved_cpu;
+  reserved["memory_mib"] = reserved_mem;
+  Json& usage = j["usage"];
+  usage["cpu_cores"] = r.Real("cpu_used");
+  usage["memory_mib"] = r.Int("memory_used_mib");
+  j["guests"] = guests;
+  j["last_heartbeat"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))));
+  return j;
 }
-// The reservation totals come from host_reservations (kept by triggers), not from the guests.
+// The reservation totals come from host_reservations (kept by triggers), not from the guests. The
+// list reads only the columns it shows (not the agent's `info`, nor the tokens).
 constexpr const char* kHostQuery =
     "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm "
     "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
+constexpr const char* kHostListQuery =
+    "SELECT h.name, h.agent_url, h.state, h.maintenance, h.groups, h.cpu_cores, h.memory_mib, h.cpu_used, "
+    "h.memory_used_mib, h.last_heartbeat_ms, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, "
+    "COALESCE(r.memory_mib, 0) AS rm FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
 }  // namespace
 
 Result<Json> Manager::ListHosts(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(internal::RowPage rows,
-                      internal::PageByKey(*store_, kHostQuery, "hosts", "h.name", "name", {}, page));
+                      internal::PageByKey(*store_, kHostListQuery, "hosts", "h.name", "name", {}, page));
   Json out = Json::array();
   for (const auto& r : rows.rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
   return internal::PageJson("hosts", std::move(out), rows.total, rows.next);
