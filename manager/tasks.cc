@@ -48,9 +48,10 @@ Result<Json> Manager::NewTask(std::string_view kind, std::string_view subject, s
   return TaskJson(id);
 }
 
-Result<Json> Manager::TaskJson(std::string_view id) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM tasks WHERE id = ?", {std::string(id)},
-                                                 "task '" + std::string(id) + "' not found"));
+namespace {
+
+// A task row as the API shows it.
+Json TaskRowJson(const SqlRow& r) {
   Json j = {{"id", r.Str("id")},
             {"kind", r.Str("kind")},
             {"subject", r.Str("subject")},
@@ -67,6 +68,14 @@ Result<Json> Manager::TaskJson(std::string_view id) {
   return j;
 }
 
+}  // namespace
+
+Result<Json> Manager::TaskJson(std::string_view id) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM tasks WHERE id = ?", {std::string(id)},
+                                                 "task '" + std::string(id) + "' not found"));
+  return TaskRowJson(r);
+}
+
 Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
   UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
   if (p.role == Role::kTenant && j["tenant"] != p.tenant)
@@ -81,7 +90,7 @@ Result<Json> Manager::ListTasks(const Principal& p, const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "tasks", scope, page));
   Json out = Json::array();
   for (const auto& r : rows.rows) {
-    UW_ASSIGN_OR_RETURN(Json j, TaskJson(r.Str("id")));
+    Json j = TaskRowJson(r);
     ShowShortNames(p, j);
     out.push_back(std::move(j));
   }
