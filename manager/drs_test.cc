@@ -96,10 +96,18 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   cluster_.Script("h1", "*", {.polls_to_complete = 3});
   cluster_.Script("h2", "*", {.polls_to_complete = 3});
   std::string host = (*c.Call("GET", "/api/v1/guests/mobile"))["host"];
+  gate_.Hold(true);  // the evacuation's migration stays in flight (its polls wait) until released
   auto m = c.Call("POST", "/api/v1/hosts/" + host + "/maintenance");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_TRUE((*m)["maintenance"].get<bool>());
   EXPECT_GE((*m)["evacuation"]["remaining"].get<int>(), 1);
+  // The timer's DRS passes while the migration is in flight (checked below: not recommended again).
+  const int64_t passes = Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'");
+  EXPECT_TRUE(Eventually([&] {
+    clock_.Advance(std::chrono::milliseconds(config_.drs_interval_ms));
+    return Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'") > passes;
+  }));
+  gate_.Hold(false);
   // New guests avoid a host in maintenance.
   Json next = {{"name", "next"}, {"image", "tiny"}, {"memory_mib", 256}};
   ASSERT_EQ(WaitTask(*c.Call("POST", "/api/v1/guests", &next))["state"], "succeeded");
