@@ -61,7 +61,8 @@ TEST_F(ManagerTest, DrsManualModeStoresRecommendationsWithReasons) {
   // Automatic mode applies through the same path.
   ASSERT_TRUE(c.Call("POST", "/api/v1/drs/run").ok());
   EXPECT_TRUE(Eventually([&] {
-    return Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state IN ('pending', 'running')") == 0;
+    return Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND "
+                 "state IN ('pending', 'running')") == 0;
   }));
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state <> 'succeeded'"), 0);
   EXPECT_EQ(cluster_.GuestsOn("h1").size() + cluster_.GuestsOn("h2").size(), 4u) << "every guest runs exactly once";
@@ -265,7 +266,8 @@ TEST_F(ManagerTest, MaintenanceOffCancelsTheEvacuation) {
   ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/h1/maintenance").ok());
   gate_.Hold(false);
   EXPECT_TRUE(Eventually([&] {
-    return Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state IN ('pending', 'running')") == 0;
+    return Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND "
+                 "state IN ('pending', 'running')") == 0;
   }));
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.migrate' AND state = 'cancelled'"), 2);
   for (const char* n : {"a", "b"}) {

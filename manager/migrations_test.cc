@@ -54,7 +54,9 @@ TEST_F(ManagerTest, MigrationCancelFailureAndOrder) {
   cluster_.Script(src, "*", {.polls_to_complete = 1, .fail = true});
   Json failed = WaitTask(*c.Call("POST", "/api/v1/guests/a/migrate", &to));
   EXPECT_EQ(failed["state"], "failed");
-  EXPECT_NE(failed["error"]["message"].get<std::string>().find("unexpectedly failed (in-memory script)"), std::string::npos) << failed.dump();
+  EXPECT_NE(failed["error"]["message"].get<std::string>().find("unexpectedly failed (in-memory script)"),
+            std::string::npos)
+      << failed.dump();
   EXPECT_EQ((*c.Call("GET", "/api/v1/guests/a"))["host"], src);
   auto migs = c.Call("GET", "/api/v1/migrations?guest=a");
   ASSERT_EQ((*migs)["migrations"].size(), 2u);
