@@ -125,7 +125,10 @@ class [[nodiscard]] Result {
 #define UW_CONCAT_(a, b) UW_CONCAT_INNER_(a, b)
 // `UW_ASSIGN_OR_RETURN(auto x, F())`: assigns the value or returns the error.
 #define UW_ASSIGN_OR_RETURN(lhs, expr) UW_ASSIGN_OR_RETURN_IMPL_(UW_CONCAT_(uw_result_, __LINE__), lhs, expr)
+// `lhs` may be a declaration ("auto x"), which cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define UW_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -140,7 +140,7 @@ struct GuestCreate {
 // kInvalidArgument naming the field.
 Result<GuestCreate> ParseGuestCreate(const Json& body);
 
-struct HostJoin {
+struct HostJoin {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `info`
   std::string name;
   std::string agent_url;
   std::string agent_token;
