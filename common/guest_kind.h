@@ -3,6 +3,7 @@
 
 #include <string_view>
 
+#include "common/json.h"
 #include "common/status.h"
 
 namespace uw {
@@ -13,5 +14,9 @@ enum class GuestKind { kKvm, kQemu, kLxc };
 
 std::string_view GuestKindName(GuestKind kind);           // "kvm", "qemu", "lxc"
 Result<GuestKind> ParseGuestKind(std::string_view name);  // kInvalidArgument otherwise
+
+// In JSON a kind is its name ("qemu"), never a number.
+NLOHMANN_JSON_SERIALIZE_ENUM(GuestKind,
+                             {{GuestKind::kKvm, "kvm"}, {GuestKind::kQemu, "qemu"}, {GuestKind::kLxc, "lxc"}})
 
 }  // namespace uw

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/guest_kind.h"
+
 namespace uw {
 namespace {
 
@@ -108,6 +110,15 @@ TEST(JsonTest, ErrorsOnInvalidUtf8AndNulAreSafeToDump) {
     for (char c : message) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << message;
     EXPECT_NO_THROW(Json(message).dump());
   }
+}
+
+TEST(GuestKindTest, NamesParseAndJsonAgree) {
+  for (GuestKind k : {GuestKind::kKvm, GuestKind::kQemu, GuestKind::kLxc}) {
+    EXPECT_EQ(ParseGuestKind(GuestKindName(k)).value(), k);
+    EXPECT_EQ(Json(k), std::string(GuestKindName(k)));  // a name in JSON, never a number
+    EXPECT_EQ(Json(std::string(GuestKindName(k))).get<GuestKind>(), k);
+  }
+  EXPECT_EQ(ParseGuestKind("xen").status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
