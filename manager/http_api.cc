@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "manager/views.h"
+
 namespace uw::manager {
 namespace {
 
@@ -281,7 +283,10 @@ class Api {
     router.Add("GET", "/api/v1/tokens", [this](const Request& req) {
       if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
       auto page = QueryPage(req, 0);
-      return page.ok() ? Answer(m_.ListTokens(*page)) : Response::Error(page.status());
+      if (!page.ok()) return Response::Error(page.status());
+      auto tokens = m_.ListTokens(*page);
+      if (!tokens.ok()) return Response::Error(tokens.status());
+      return Response::Json(200, PageView("tokens", *tokens, TokenJson));
     });
     router.Add("POST", "/api/v1/tokens", [this](const Request& req) {
       auto p = Who(req, "admin");
@@ -301,7 +306,8 @@ class Api {
         if (!tenant.ok()) return Response::Error(tenant.status());
         auto rights = v->Strings("rights", {});
         if (!rights.ok()) return Response::Error(rights.status());
-        return Answer(m_.CreateToken(*name, *role, *tenant, *rights), 201);
+        auto made = m_.CreateToken(*name, *role, *tenant, *rights);
+        return made.ok() ? Response::Json(201, NewTokenJson(*made)) : Response::Error(made.status());
       });
     });
     router.Add("DELETE", "/api/v1/tokens/{id}", [this](const Request& req) {

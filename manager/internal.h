@@ -1,6 +1,7 @@
 // Private to manager/: small helpers shared by manager.cc and migrations.cc.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,9 +53,35 @@ Result<RowPage> PageByKey(Store& store, std::string_view select, std::string_vie
 // whose `id` is page.after (kInvalidArgument when no row in scope has it). next is an id.
 Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlFilter& scope, const PageQuery& page);
 
-// Pages a short list held in memory, in its order. With `by_key` the list is sorted by its
-// `key_field` and the page starts at the first key above `after`; otherwise it starts after the
-// item whose `key_field` is `after` (kInvalidArgument when there is none).
+// kInvalidArgument: a page's `after` names no item of the list.
+Status UnknownCursor(const std::string& after);
+
+// Pages a short list held in memory, in its order. With `by_key` the list is sorted by key and
+// the page starts at the first key above `after`; otherwise it starts after the item whose key is
+// `after` (UnknownCursor when there is none). `key_of(item)` is the item's key.
+template <class T, class KeyOf>
+Result<Page<T>> PageList(std::vector<T> items, const PageQuery& page, KeyOf key_of, bool by_key) {
+  Page<T> out;
+  out.total = static_cast<int64_t>(items.size());
+  size_t from = 0;
+  if (!page.after.empty()) {
+    if (by_key) {
+      while (from < items.size() && key_of(items[from]) <= page.after) ++from;
+    } else {
+      while (from < items.size() && key_of(items[from]) != page.after) ++from;
+      if (from == items.size()) return UnknownCursor(page.after);
+      ++from;
+    }
+  }
+  size_t to = items.size();
+  if (page.limit > 0 && to - from > static_cast<size_t>(page.limit)) to = from + static_cast<size_t>(page.limit);
+  out.items.reserve(to - from);
+  for (size_t i = from; i < to; ++i) out.items.push_back(std::move(items[i]));
+  if (to < items.size()) out.next = std::string(key_of(out.items.back()));
+  return out;
+}
+
+// PageList of JSON items (objects) by their string field `key_field`, as {"<key>": [...], "next", "total"}.
 Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, const char* key_field, bool by_key);
 
 // The name `p` knows guest `key` by: a tenant sees its guests by their short names ("acme:web1" is

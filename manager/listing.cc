@@ -351,13 +351,13 @@ Result<Json> Manager::ListGuests(const Principal& p, const PageQuery& page) {
 
 namespace internal {
 
-namespace {
-
 Status UnknownCursor(const std::string& after) {
   return InvalidArgumentError("after: '" + after +
                               "' is not in this list (it may have been removed); list again "
                               "from the start");
 }
+
+namespace {
 
 // Cuts the rows (fetched with FetchLimit: one more than the page) to the page; `next` is the last
 // kept row's `key_name` when a row was cut. The whole list (no limit, no cursor) is its own total.
@@ -427,30 +427,13 @@ Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlF
 }
 
 Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, const char* key_field, bool by_key) {
-  const int64_t total = static_cast<int64_t>(items.size());
-  size_t from = 0;
-  if (!page.after.empty()) {
-    auto key_of = [&](const Json& item) -> std::string {
-      auto it = item.find(key_field);
-      return it != item.end() && it->is_string() ? it->get<std::string>() : std::string();
-    };
-    if (by_key) {
-      while (from < items.size() && key_of(items[from]) <= page.after) ++from;
-    } else {
-      while (from < items.size() && key_of(items[from]) != page.after) ++from;
-      if (from == items.size()) {
-        return UnknownCursor(page.after);
-      }
-      ++from;
-    }
-  }
-  size_t to = items.size();
-  if (page.limit > 0 && to - from > static_cast<size_t>(page.limit)) to = from + page.limit;
-  Json out = Json::array();
-  for (size_t i = from; i < to; ++i) out.push_back(std::move(items[i]));
-  std::optional<std::string> next;
-  if (to < items.size()) next = out.back().value(key_field, std::string());
-  return PageJson(key, std::move(out), total, next);
+  auto key_of = [key_field](const Json& item) -> std::string {
+    auto it = item.find(key_field);
+    return it != item.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  std::vector<Json> list(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
+  UW_ASSIGN_OR_RETURN(Page<Json> cut, PageList(std::move(list), page, key_of, by_key));
+  return PageJson(key, Json(std::move(cut.items)), cut.total, cut.next);
 }
 
 }  // namespace internal

@@ -182,14 +182,13 @@ TEST_F(ListingTest, EveryOtherListPagesToo) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(manager_->CreateToken("tok" + std::to_string(i), Role::kTenant, "acme").ok());
   auto all = manager_->ListTokens();
   ASSERT_TRUE(all.ok());
-  const int64_t tokens = (*all)["total"];
-  ASSERT_EQ((*all)["tokens"].size(), static_cast<size_t>(tokens));
+  ASSERT_EQ(all->items.size(), static_cast<size_t>(all->total));
   auto first = manager_->ListTokens(PageQuery{1, ""});
   ASSERT_TRUE(first.ok());
-  EXPECT_EQ((*first)["next"], (*all)["tokens"][0]["id"]);
-  auto second = manager_->ListTokens(PageQuery{1, (*first)["next"]});
+  EXPECT_EQ(first->next, all->items[0].id);
+  auto second = manager_->ListTokens(PageQuery{1, *first->next});
   ASSERT_TRUE(second.ok());
-  EXPECT_EQ((*second)["tokens"][0]["id"], (*all)["tokens"][1]["id"]);
+  EXPECT_EQ(second->items[0].id, all->items[1].id);
   auto gone = manager_->ListTokens(PageQuery{1, "no-such-token"});
   EXPECT_EQ(gone.status().code(), StatusCode::kInvalidArgument);
   // Tasks and migrations are newest first (ties in the order they were written, newest first);

@@ -1,14 +1,13 @@
 #include "manager/manager.h"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <set>
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/auth.h"
 #include "manager/event_log.h"
 #include "manager/internal.h"
 #include "manager/snapshot_builder.h"
@@ -23,45 +22,6 @@ using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
 using internal::ShowShortNames;
-
-std::string_view RoleName(Role r) {
-  switch (r) {
-    case Role::kAdmin:
-      return "admin";
-    case Role::kOperator:
-      return "operator";
-    case Role::kTenant:
-      return "tenant";
-    case Role::kBillingReader:
-      return "billing-reader";
-    case Role::kReadOnly:
-      return "read-only";
-  }
-  return "?";
-}
-
-Result<Role> ParseRole(std::string_view name) {
-  if (name == "admin") return Role::kAdmin;
-  if (name == "operator") return Role::kOperator;
-  if (name == "tenant") return Role::kTenant;
-  if (name == "billing-reader") return Role::kBillingReader;
-  if (name == "read-only") return Role::kReadOnly;
-  return InvalidArgumentError("role: expected admin, operator, tenant, billing-reader or read-only, got '" +
-                              std::string(name) + "'");
-}
-
-std::string Sha256Hex(std::string_view text) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(text.data(), text.size(), md, &n, EVP_sha256(), nullptr);
-  std::string out;
-  char buf[3];
-  for (unsigned i = 0; i < n; ++i) {
-    std::snprintf(buf, sizeof buf, "%02x", md[i]);
-    out += buf;
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Lifecycle
@@ -95,33 +55,13 @@ int64_t Manager::NowMs() const {
 }
 
 Status Manager::Start() {
-  events_.reset();  // a manager started again reopens its store
+  tokens_.reset();  // a manager started again reopens its store
+  events_.reset();
   UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
-  // The bootstrap admin token (replaced when the configured one changes).
-  UW_RETURN_IF_ERROR(store_->Exec(
-      "INSERT INTO api_tokens(id, name, role, tenant, token_hash, created_ms) VALUES ('bootstrap-admin', "
-      "'bootstrap admin (config)', 'admin', '', ?, ?) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash",
-      {Sha256Hex(config_.admin_token), NowMs()}));
-  {
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, role, tenant, token_hash, rights FROM api_tokens"));
-    std::lock_guard l(tokens_mu_);
-    tokens_.clear();
-    for (const auto& r : rows) {
-      auto role = ParseRole(r.Str("role"));
-      if (!role.ok()) continue;
-      Principal p{r.Str("id"), *role, r.Str("tenant"), {}};
-      const Json rights = r.JsonOf("rights");
-      if (rights.is_array()) {
-        for (const auto& right : rights) {
-          if (right.is_string() && ValidateRight(right.get<std::string>(), "rights").ok())
-            p.rights.insert(right.get<std::string>());
-        }
-      }
-      tokens_[r.Str("token_hash")] = std::move(p);
-    }
-  }
   events_ = std::make_unique<internal::EventLog>(*store_, clock_);
   UW_RETURN_IF_ERROR(events_->Start());
+  tokens_ = std::make_unique<internal::TokenRegistry>(*store_, *events_, clock_);
+  UW_RETURN_IF_ERROR(tokens_->Load(config_.admin_token));
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {NowMs()}));
@@ -248,14 +188,8 @@ void Manager::MonitorLoop() {
 // Auth, events
 
 Result<Principal> Manager::Authenticate(std::string_view bearer_token) {
-  if (bearer_token.empty()) {
-    return UnauthenticatedError(
-        "missing bearer token: send 'Authorization: Bearer <token>' (uwctl: --token or UW_TOKEN)");
-  }
-  std::lock_guard l(tokens_mu_);
-  auto it = tokens_.find(Sha256Hex(bearer_token));
-  if (it == tokens_.end()) return UnauthenticatedError("unknown or revoked API token");
-  return it->second;
+  if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
+  return tokens_->Authenticate(bearer_token);
 }
 
 Status Manager::AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data) {
@@ -282,79 +216,22 @@ Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since
 // ---------------------------------------------------------------------------------------------
 // Tokens
 
-Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_view tenant,
-                                  const std::vector<std::string>& rights) {
-  if (name.empty()) return InvalidArgumentError("name: must not be empty");
-  if (name.size() > 128) {
-    return InvalidArgumentError("name: expected at most 128 characters, got " + std::to_string(name.size()));
-  }
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) return InvalidArgumentError("name: control characters are not allowed");
-  }
-  std::set<std::string, std::less<>> granted;
-  for (size_t i = 0; i < rights.size(); ++i) {
-    UW_RETURN_IF_ERROR(ValidateRight(rights[i], "rights[" + std::to_string(i) + "]"));
-    granted.insert(rights[i]);
-  }
-  if (!granted.empty() && (role == Role::kAdmin || role == Role::kOperator)) {
-    return InvalidArgumentError("rights: admin and operator tokens hold every right already");
-  }
-  if (!granted.empty() && (role == Role::kBillingReader || role == Role::kReadOnly)) {
-    return InvalidArgumentError("rights: a " + std::string(RoleName(role)) + " token cannot create guests");
-  }
-  const Json rights_json(std::vector<std::string>(granted.begin(), granted.end()));
-  if (role == Role::kTenant) {
-    if (tenant.empty()) return InvalidArgumentError("tenant: required for a tenant token");
-    UW_RETURN_IF_ERROR(ValidateName(tenant, "tenant"));
-  } else if (!tenant.empty()) {
-    return InvalidArgumentError("tenant: only tenant tokens belong to a tenant");
-  }
-  std::string id = NewId("tok");
-  std::string token = "uw_" + NewUuid() + NewUuid();
-  token.erase(std::remove(token.begin(), token.end(), '-'), token.end());
-  std::string hash = Sha256Hex(token);
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO api_tokens(id, name, role, tenant, token_hash, created_ms, rights) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        {id, std::string(name), std::string(RoleName(role)), std::string(tenant), hash, NowMs(), Dump(rights_json)}));
-    return AddEvent("token.created", id, "",
-                    {{"name", name}, {"role", RoleName(role)}, {"tenant", tenant}, {"rights", rights_json}});
-  }));
-  {
-    std::lock_guard l(tokens_mu_);
-    tokens_[hash] = Principal{id, role, std::string(tenant), granted};
-  }
-  return Json{{"id", id},         {"name", name},          {"role", RoleName(role)},
-              {"tenant", tenant}, {"rights", rights_json}, {"token", token}};
+Result<NewToken> Manager::CreateToken(std::string_view name, Role role, std::string_view tenant,
+                                      const std::vector<std::string>& rights) {
+  if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
+  return tokens_->Create(name, role, tenant, rights);
 }
 
-Result<Json> Manager::ListTokens(const PageQuery& page) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms, rowid"));
-  Json out = Json::array();
-  for (const auto& r : rows) {
-    out.push_back(Json{{"id", r.Str("id")},
-                       {"name", r.Str("name")},
-                       {"role", r.Str("role")},
-                       {"tenant", r.Str("tenant")},
-                       {"rights", r.JsonOf("rights")},
-                       {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
-  }
-  return internal::PageInMemory("tokens", std::move(out), page, "id", false);
+Result<Page<TokenInfo>> Manager::ListTokens(const PageQuery& page) {
+  if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
+  UW_ASSIGN_OR_RETURN(auto all, tokens_->List());
+  return internal::PageList(
+      std::move(all), page, [](const TokenInfo& t) -> const std::string& { return t.id; }, false);
 }
 
 Status Manager::DeleteToken(std::string_view id) {
-  if (id == "bootstrap-admin") {
-    return FailedPreconditionError("the bootstrap admin token comes from the config file; change admin_token there");
-  }
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT token_hash FROM api_tokens WHERE id = ?", {std::string(id)},
-                                                 "token '" + std::string(id) + "' not found"));
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM api_tokens WHERE id = ?", {std::string(id)}));
-    return AddEvent("token.revoked", id, "", Json::object());
-  }));
-  std::lock_guard l(tokens_mu_);
-  tokens_.erase(r.Str("token_hash"));
-  return Status::Ok();
+  if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
+  return tokens_->Delete(id);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "manager/agent_client.h"
+#include "manager/auth.h"
 #include "manager/store.h"
 #include "migration/migration.h"
 
@@ -41,39 +42,9 @@ namespace uw::manager {
 
 namespace internal {
 class EventLog;
+class TokenRegistry;
 class MigrationRun;
 }  // namespace internal
-
-// admin: everything; operator: the cluster (not tokens); read-only: reads the cluster, changes
-// nothing; tenant: its own guests, tasks and events; billing-reader: reads, for billing.
-enum class Role { kAdmin, kOperator, kTenant, kBillingReader, kReadOnly };
-std::string_view RoleName(Role r);
-Result<Role> ParseRole(std::string_view name);
-
-// Rights on guest spec fields beyond the basics (name, kind, sizes, image, labels, user-mode NICs,
-// local disks, lease class, on_crash). Admin and operator tokens hold them all; an admin grants
-// them to other tokens one by one (POST /api/v1/tokens {"rights": [...]}).
-//   host_paths  boot.kernel / boot.initrd (files on the host)
-//   bridges     NICs of type bridge or ovs (a host bridge by name)
-//   vlans       a NIC's VLAN tag
-//   cpu_tuning  cpu.shares / cpu.quota_us / cpu.period_us
-//   pools       creating into a resource pool
-//   automation  a DRS automation level other than default (disabled pins a guest)
-inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans",
-                                                   "cpu_tuning", "pools",   "automation"};
-// kInvalidArgument naming `field` unless `name` is one of kSpecRights.
-Status ValidateRight(std::string_view name, std::string_view field);
-
-// Who is calling, as established from the bearer token.
-struct Principal {
-  std::string token_id;
-  Role role = Role::kTenant;
-  std::string tenant;                         // set for kTenant only
-  std::set<std::string, std::less<>> rights;  // granted spec rights (see kSpecRights)
-  bool CanWrite() const { return role == Role::kAdmin || role == Role::kOperator || role == Role::kTenant; }
-  bool IsOperator() const { return role == Role::kAdmin || role == Role::kOperator; }
-  bool Holds(std::string_view right) const { return IsOperator() || rights.count(right) > 0; }
-};
 
 struct ManagerConfig {
   std::string db_path = "/var/lib/underware/manager.db";
@@ -115,9 +86,6 @@ struct ManagerConfig {
 // Errors name the file and the field.
 Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where);
 Result<ManagerConfig> LoadManagerConfig(const std::string& path);
-
-// SHA-256 of `text` as lower-case hex (tokens are stored hashed).
-std::string Sha256Hex(std::string_view text);
 
 // A guest creation request, parsed and validated by the HTTP layer.
 struct GuestCreate {
@@ -175,6 +143,13 @@ struct PageQuery {
   std::string after;  // "": from the first
 };
 inline constexpr int64_t kMaxPageLimit = 10000;
+// A page of a list as the core returns it; the HTTP layer shows it as {"<items>": [...], "next", "total"}.
+template <class T>
+struct Page {
+  std::vector<T> items;
+  int64_t total = 0;                // the whole list the caller may see
+  std::optional<std::string> next;  // the `after` of the following page; nullopt on the last page
+};
 
 class Manager {
  public:
@@ -266,11 +241,11 @@ class Manager {
   Status AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data);
 
   // --- tokens ----------------------------------------------------------------------------------
-  // Returns {id, name, role, tenant, rights, token}; the token itself is shown only here. Names
-  // are 1..128 characters without control characters; rights are kSpecRights names.
-  Result<Json> CreateToken(std::string_view name, Role role, std::string_view tenant,
-                           const std::vector<std::string>& rights = {});
-  Result<Json> ListTokens(const PageQuery& page = {});
+  // See TokenRegistry::Create: the secret is returned only here.
+  Result<NewToken> CreateToken(std::string_view name, Role role, std::string_view tenant,
+                               const std::vector<std::string>& rights = {});
+  // Oldest first, paged by id.
+  Result<Page<TokenInfo>> ListTokens(const PageQuery& page = {});
   Status DeleteToken(std::string_view id);
 
   // --- pools and rules -------------------------------------------------------------------------
@@ -407,8 +382,7 @@ class Manager {
   std::mutex tasks_mu_;
   std::condition_variable tasks_cv_;  // any task finished
 
-  std::mutex tokens_mu_;
-  std::map<std::string, Principal> tokens_;  // guarded by tokens_mu_; by token hash
+  std::unique_ptr<internal::TokenRegistry> tokens_;  // set by Start
 
   std::mutex idem_mu_;
 

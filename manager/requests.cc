@@ -154,15 +154,6 @@ Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
   return ManagerConfigFromJson(j, path);
 }
 
-Status ValidateRight(std::string_view name, std::string_view field) {
-  for (std::string_view r : kSpecRights) {
-    if (r == name) return Status::Ok();
-  }
-  std::string all;
-  for (std::string_view r : kSpecRights) all += (all.empty() ? "" : ", ") + std::string(r);
-  return InvalidArgumentError(std::string(field) + ": unknown right '" + std::string(name) + "' (rights: " + all + ")");
-}
-
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",

@@ -1,0 +1,31 @@
+// The JSON views of the core's typed results: the shapes the REST API answers with (described by
+// api/openapi.yaml). Only the HTTP layer (http_api.cc) and tests that compare with it use them;
+// the core never reads JSON back from them.
+#pragma once
+
+#include <vector>
+
+#include "common/json.h"
+#include "manager/auth.h"
+#include "manager/manager.h"
+
+namespace uw::manager {
+
+// {"id", "name", "role", "tenant", "rights", "created"}.
+Json TokenJson(const TokenInfo& t);
+// TokenJson without "created", with the secret: {"id", "name", "role", "tenant", "rights", "token"}.
+Json NewTokenJson(const NewToken& t);
+
+// {"<key>": [view(item)...], "next": KEY or null, "total": N} (see PageQuery).
+template <class T, class View>
+Json PageView(const char* key, const Page<T>& page, View view) {
+  Json items = Json::array();
+  for (const T& item : page.items) items.push_back(view(item));
+  Json out = Json::object();
+  out[key] = std::move(items);
+  out["next"] = page.next ? Json(*page.next) : Json(nullptr);
+  out["total"] = page.total;
+  return out;
+}
+
+}  // namespace uw::manager
