@@ -126,17 +126,15 @@ struct HttpClient::HandlePool {
   std::vector<CURL*> idle;  // guarded by mu
 };
 
-HttpClient::HttpClient(ClientOptions options)
-    : options_(std::move(options)), handles_(std::make_shared<HandlePool>()) {
+HttpClient::HttpClient(ClientOptions options) : options_(std::move(options)), handles_(std::make_shared<HandlePool>()) {
   GlobalInit();
 }
 
 namespace {
 
 // Performs one exchange on `h` (which the caller owns). Transport errors become Status.
-Status Perform(CURL* h, const ClientOptions& options, std::string_view method,
-               const std::string& url, std::string_view body,
-               const std::map<std::string, std::string>& headers, Exchange* ex, bool streaming,
+Status Perform(CURL* h, const ClientOptions& options, std::string_view method, const std::string& url,
+               std::string_view body, const std::map<std::string, std::string>& headers, Exchange* ex, bool streaming,
                int idle_timeout_ms) {
   curl_easy_reset(h);
   char error[CURL_ERROR_SIZE] = {0};
@@ -162,7 +160,8 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method,
   auto add = [&](const std::string& line) {
     curl_slist* next = curl_slist_append(list.get(), line.c_str());
     if (next != nullptr) {
-      list.release();
+      // `next` is the list's head: it owns the old nodes now (curl_slist_append links onto them).
+      static_cast<void>(list.release());
       list.reset(next);
     }
   };
@@ -192,8 +191,8 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method,
   if (rc == CURLE_OK) return Status::Ok();
   if (rc == CURLE_WRITE_ERROR && ex->stopped_by_caller) return Status::Ok();
   if (rc == CURLE_WRITE_ERROR && ex->too_large) {
-    return ResourceExhaustedError(m + " " + url + ": answer larger than " +
-                                  std::to_string(ex->max_body_bytes) + " bytes");
+    return ResourceExhaustedError(m + " " + url + ": answer larger than " + std::to_string(ex->max_body_bytes) +
+                                  " bytes");
   }
   std::string what = m + " " + url + ": " + curl_easy_strerror(rc);
   if (error[0] != '\0') what += std::string(" (") + error + ")";
@@ -215,8 +214,7 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method,
 
 }  // namespace
 
-Result<ClientResponse> HttpClient::Do(std::string_view method, std::string_view path,
-                                      std::string_view body,
+Result<ClientResponse> HttpClient::Do(std::string_view method, std::string_view path, std::string_view body,
                                       const std::map<std::string, std::string>& headers) const {
   CURL* h = handles_->Take();
   if (h == nullptr) return InternalError("curl_easy_init failed");
@@ -234,8 +232,7 @@ Result<ClientResponse> HttpClient::Do(std::string_view method, std::string_view 
   return response;
 }
 
-Result<Json> HttpClient::Call(std::string_view method, std::string_view path,
-                              const Json* body) const {
+Result<Json> HttpClient::Call(std::string_view method, std::string_view path, const Json* body) const {
   std::map<std::string, std::string> headers = {{"Accept", "application/json"}};
   std::string payload;
   if (body != nullptr) {
@@ -245,16 +242,14 @@ Result<Json> HttpClient::Call(std::string_view method, std::string_view path,
   UW_ASSIGN_OR_RETURN(ClientResponse r, Do(method, path, payload, headers));
   if (r.status < 200 || r.status >= 300) return StatusFromHttp(r.status, r.body);
   if (Trim(r.body).empty()) return Json();
-  auto parsed =
-      ParseJson(r.body, std::string(method) + " " + std::string(path) + ": response body");
+  auto parsed = ParseJson(r.body, std::string(method) + " " + std::string(path) + ": response body");
   if (!parsed.ok()) return InternalError(parsed.status().message());
   return parsed;
 }
 
 Status HttpClient::Stream(std::string_view method, std::string_view path,
                           const std::function<bool(std::string_view data)>& on_data,
-                          const std::map<std::string, std::string>& headers,
-                          int idle_timeout_ms) const {
+                          const std::map<std::string, std::string>& headers, int idle_timeout_ms) const {
   CURL* h = handles_->Take();
   if (h == nullptr) return InternalError("curl_easy_init failed");
   ClientResponse response;

@@ -49,9 +49,9 @@ struct Request {
   std::map<std::string, std::string> query;    // decoded query parameters
   std::map<std::string, std::string> headers;  // keys lower-cased
   std::string body;
-  std::map<std::string, std::string> params;   // path parameters filled by the router: {"name": "a"}
-  std::string remote;                          // peer address "10.77.0.254:51234"
-  std::string principal;                       // set by the authenticator (token owner), may be ""
+  std::map<std::string, std::string> params;  // path parameters filled by the router: {"name": "a"}
+  std::string remote;                         // peer address "10.77.0.254:51234"
+  std::string principal;                      // set by the authenticator (token owner), may be ""
   // The request-target as received ("/api/v1/guests/a%2Fb?x=1"), set by the server. The router
   // matches on its raw segments (so "%2F" stays inside one parameter); when empty (a Request built
   // by hand, in tests) it matches on `path` instead.
@@ -166,8 +166,7 @@ class Router {
  public:
   void Add(std::string method, std::string pattern, Handler handler, RouteOptions options = {});
   // Paths exempt from authentication (for example "/healthz").
-  void AddPublic(std::string method, std::string pattern, Handler handler,
-                 RouteOptions options = {});
+  void AddPublic(std::string method, std::string pattern, Handler handler, RouteOptions options = {});
   void SetAuthenticator(Authenticator auth) { auth_ = std::move(auth); }
   // Runs auth, matching, the route's Content-Type check and the handler; turns a handler's thrown
   // exception into a 500.
@@ -197,12 +196,12 @@ class Router {
 
 struct ServerOptions {
   std::string address = "127.0.0.1";
-  int port = 0;                          // 0 = pick a free port; see HttpServer::port()
+  int port = 0;  // 0 = pick a free port; see HttpServer::port()
   // Larger bodies get 413 and are not dispatched; a route may set its own (RouteOptions).
   size_t max_body_bytes = 1 << 20;
-  size_t max_header_bytes = 64 << 10;    // larger request heads get 431
-  int worker_threads = 4;                // handlers run here, never on the loop thread
-  int idle_timeout_ms = 60'000;          // keep-alive connections idle this long are closed
+  size_t max_header_bytes = 64 << 10;  // larger request heads get 431
+  int worker_threads = 4;              // handlers run here, never on the loop thread
+  int idle_timeout_ms = 60'000;        // keep-alive connections idle this long are closed
   // A request head must be complete this long after its first byte (a new connection's first
   // head: after the connection is accepted). Else 408 and close (a connection that sent nothing
   // is closed without an answer). Bounds slow-header ("slowloris") clients.
@@ -265,8 +264,8 @@ struct ClientResponse {
 
 // A blocking HTTP client (libcurl easy handle per call; safe to use from several threads).
 struct ClientOptions {
-  std::string base_url;       // "http://10.77.0.1:7700"
-  std::string bearer_token;   // sent as Authorization: Bearer ... when non-empty
+  std::string base_url;      // "http://10.77.0.1:7700"
+  std::string bearer_token;  // sent as Authorization: Bearer ... when non-empty
   int timeout_ms = 30'000;
   int connect_timeout_ms = 3'000;
   // A peer's answer is outside input: a body larger than this (an agent gone wrong) fails the
@@ -293,8 +292,7 @@ class HttpClient {
   // that sends nothing for `idle_timeout_ms` (0 = never) fails with kDeadlineExceeded.
   Status Stream(std::string_view method, std::string_view path,
                 const std::function<bool(std::string_view data)>& on_data,
-                const std::map<std::string, std::string>& headers = {},
-                int idle_timeout_ms = 0) const;
+                const std::map<std::string, std::string>& headers = {}, int idle_timeout_ms = 0) const;
 
  private:
   struct HandlePool;

@@ -197,20 +197,15 @@ void ExpectErrorShape(const std::string& body, int status, std::string_view code
 class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    router_.AddPublic("GET", "/healthz", [](const Request&) {
-      return Response::Json(200, {{"ok", true}});
-    });
+    router_.AddPublic("GET", "/healthz", [](const Request&) { return Response::Json(200, {{"ok", true}}); });
     router_.Add("GET", "/api/v1/guests/{name}/stats", [](const Request& req) {
       Json query = Json::object();
       for (const auto& [k, v] : req.query) query[k] = v;
-      return Response::Json(200, {{"name", req.params.at("name")},
-                                  {"query", query},
-                                  {"path", req.path},
-                                  {"principal", req.principal}});
+      return Response::Json(
+          200, {{"name", req.params.at("name")}, {"query", query}, {"path", req.path}, {"principal", req.principal}});
     });
     router_.Add("GET", "/echo", [](const Request& req) {
-      return Response::Json(
-          200, {{"i", req.query.count("i") ? req.query.at("i") : ""}, {"remote", req.remote}});
+      return Response::Json(200, {{"i", req.query.count("i") ? req.query.at("i") : ""}, {"remote", req.remote}});
     });
     router_.Add(
         "POST", "/echo",
@@ -237,11 +232,9 @@ class HttpServerTest : public ::testing::Test {
         held_.push_back(std::move(w));
       });
     });
-    router_.Add("GET", "/boom",
-                [](const Request&) -> Response { throw std::runtime_error("handler exploded"); });
-    router_.Add("GET", "/missing", [](const Request&) {
-      return Response::Error(NotFoundError("guest 'web1' is not defined"));
-    });
+    router_.Add("GET", "/boom", [](const Request&) -> Response { throw std::runtime_error("handler exploded"); });
+    router_.Add("GET", "/missing",
+                [](const Request&) { return Response::Error(NotFoundError("guest 'web1' is not defined")); });
     router_.Add("GET", "/slow", [this](const Request&) {
       slow_started_.set_value();
       release_slow_.Wait();
@@ -432,8 +425,7 @@ TEST_F(HttpServerTest, OversizedBodyIs413WithoutRunningTheHandler) {
 TEST_F(HttpServerTest, HugeHeaderIs431) {
   StartServer();
   RawConnection c(server_->port());
-  ASSERT_TRUE(
-      c.Send("GET /echo HTTP/1.1\r\n" + Auth() + "X-Big: " + std::string(8000, 'h') + "\r\n\r\n"));
+  ASSERT_TRUE(c.Send("GET /echo HTTP/1.1\r\n" + Auth() + "X-Big: " + std::string(8000, 'h') + "\r\n\r\n"));
   RawResponse r = c.Read();
   EXPECT_EQ(r.status, 431);
   ExpectErrorShape(r.body, 431, "resource_exhausted");
@@ -445,8 +437,7 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   RawConnection c(server_->port());
   std::string remote;
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(
-        c.Send("GET /echo?i=" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n" + Auth() + "\r\n"));
+    ASSERT_TRUE(c.Send("GET /echo?i=" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n" + Auth() + "\r\n"));
     RawResponse r = c.Read();
     ASSERT_EQ(r.status, 200);
     EXPECT_EQ(r.headers["connection"], "keep-alive");
@@ -497,8 +488,7 @@ TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
 TEST_F(HttpServerTest, ExpectContinueGetsInterimAnswer) {
   StartServer();
   RawConnection c(server_->port());
-  ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\n" + Auth() +
-                     "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
+  ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\n" + Auth() + "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
   EXPECT_EQ(c.Read().status, 100);
   ASSERT_TRUE(c.Send("12345"));
   RawResponse r = c.Read();
@@ -540,8 +530,7 @@ TEST_F(HttpServerTest, ClientDisconnectMidBodyIsNotDispatched) {
   StartServer();
   {
     RawConnection c(server_->port());
-    ASSERT_TRUE(
-        c.Send("POST /echo HTTP/1.1\r\n" + Auth() + "Content-Length: 100\r\n\r\n0123456789"));
+    ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\n" + Auth() + "Content-Length: 100\r\n\r\n0123456789"));
     c.ShutdownWrite();
     EXPECT_TRUE(c.ReadEof());  // the server closes; nothing to answer
   }
@@ -620,8 +609,7 @@ TEST_F(HttpServerTest, StartOnATakenPortIsUnavailable) {
   HttpServer second(o, &router_);
   Status st = second.Start();
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
-  EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(o.port)), std::string::npos)
-      << st.message();
+  EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(o.port)), std::string::npos) << st.message();
   EXPECT_EQ(server_->Start().code(), StatusCode::kFailedPrecondition);
 }
 
@@ -734,8 +722,7 @@ TEST_F(HttpServerTest, SlowStreamConsumerIsCutOff) {
   int writes = 0;
   while (writes < 400 && w->Write(chunk)) ++writes;
   EXPECT_LT(writes, 400);
-  EXPECT_GE(static_cast<size_t>(writes) * chunk.size(),
-            StreamWriter::kMaxBufferedBytes - chunk.size());
+  EXPECT_GE(static_cast<size_t>(writes) * chunk.size(), StreamWriter::kMaxBufferedBytes - chunk.size());
   EXPECT_FALSE(w->IsOpen());
   EXPECT_TRUE(stream_closed_.Wait());
 }
@@ -774,9 +761,7 @@ TEST_F(HttpServerTest, ClientTimeoutsAreDeadlineExceeded) {
 
 // ---- Issue 12: hostile and heavy use -----------------------------------------------------------
 
-std::string Message(const std::string& body) {
-  return Json::parse(body)["error"]["message"].get<std::string>();
-}
+std::string Message(const std::string& body) { return Json::parse(body)["error"]["message"].get<std::string>(); }
 
 // A create body whose `labels` was 70,000 nested arrays (140 KB) segfaulted uw-manager.
 TEST_F(HttpServerTest, DeeplyNestedCreateBodyIs400AndTheServerKeepsAnswering) {
@@ -788,9 +773,8 @@ TEST_F(HttpServerTest, DeeplyNestedCreateBodyIs400AndTheServerKeepsAnswering) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ(r->status, 400);
     ExpectErrorShape(r->body, 400, "invalid_argument");
-    EXPECT_EQ(Message(r->body), "request body: line 1, column " +
-                                    std::to_string(prefix.size() + 64) +
-                                    ": nesting deeper than 64");
+    EXPECT_EQ(Message(r->body),
+              "request body: line 1, column " + std::to_string(prefix.size() + 64) + ": nesting deeper than 64");
     auto health = Client().Call("GET", "/healthz");
     EXPECT_TRUE(health.ok()) << health.status().ToString();
   }
@@ -834,8 +818,7 @@ TEST_F(HttpServerTest, SlowHeaderClientsAreAnswered408AndClosed) {
   // The deadline plus at most the one-second linger after an error answer.
   EXPECT_LT(closed_after, std::chrono::milliseconds(400 + 1000 + 1000));
   std::printf("slow-header clients closed %lld ms after connecting (header_timeout_ms 400)\n",
-              static_cast<long long>(
-                  std::chrono::duration_cast<std::chrono::milliseconds>(closed_after).count()));
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(closed_after).count()));
   EXPECT_TRUE(Client().Call("GET", "/healthz").ok());
 }
 
@@ -1022,13 +1005,11 @@ TEST_F(HttpServerTest, RouteBodyLimitAppliesBeforeTheBodyIsRead) {
 // Content-Type was never checked.
 TEST_F(HttpServerTest, BodyThatIsNotJsonIs415) {
   StartServer();
-  auto form =
-      Client().Do("POST", "/guests", "{}", {{"Content-Type", "application/x-www-form-urlencoded"}});
+  auto form = Client().Do("POST", "/guests", "{}", {{"Content-Type", "application/x-www-form-urlencoded"}});
   ASSERT_TRUE(form.ok());
   EXPECT_EQ(form->status, 415);
   ExpectErrorShape(form->body, 415, "unsupported_media_type");
-  auto charset =
-      Client().Do("POST", "/guests", "{}", {{"Content-Type", "application/json; charset=utf-8"}});
+  auto charset = Client().Do("POST", "/guests", "{}", {{"Content-Type", "application/json; charset=utf-8"}});
   ASSERT_TRUE(charset.ok());
   EXPECT_EQ(charset->status, 201);
   RawConnection c(server_->port());
@@ -1061,9 +1042,8 @@ TEST_F(HttpServerTest, InvalidUtf8AndNulBytesAre400) {
     EXPECT_EQ(r.status, 400) << head;
     ExpectErrorShape(r.body, 400, "invalid_argument");
   }
-  for (std::string body :
-       {std::string("{\"name\": \"\xff\"}"), std::string("{\"name\": \"a\0\"}", 14),
-        std::string("{\"name\":\0 1}", 12)}) {
+  for (std::string body : {std::string("{\"name\": \"\xff\"}"), std::string("{\"name\": \"a\0\"}", 14),
+                           std::string("{\"name\":\0 1}", 12)}) {
     auto r = Client().Do("POST", "/guests", body);
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->status, 400) << body;
@@ -1109,8 +1089,7 @@ TEST_F(HttpServerTest, TwoThousandOpenStreamsLeaveTwoWorkersFree) {
   for (int i = 0; i < 50; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     ASSERT_TRUE(client.Call("GET", "/healthz").ok());
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
   std::printf(
@@ -1126,9 +1105,7 @@ TEST_F(HttpServerTest, TwoThousandOpenStreamsLeaveTwoWorkersFree) {
 
 // An agent's reply is outside input too: the client does not buffer an answer without bound.
 TEST_F(HttpServerTest, OversizedAnswerFailsTheCallInsteadOfBeingBuffered) {
-  router_.Add("GET", "/big", [](const Request&) {
-    return Response::Json(200, {{"blob", std::string(2 << 20, 'b')}});
-  });
+  router_.Add("GET", "/big", [](const Request&) { return Response::Json(200, {{"blob", std::string(2 << 20, 'b')}}); });
   StartServer();
   ClientOptions o;
   o.base_url = "http://127.0.0.1:" + std::to_string(server_->port());

@@ -5,7 +5,8 @@
 // and the two runs must agree. Invariants checked (a failure aborts, which libFuzzer reports):
 //   - Feed() never claims more bytes than it was given, and always makes progress on kRequest;
 //   - every request respects the limits and has a path starting with '/';
-//   - an error is one of 400, 413, 431, 501 (a transfer coding other than chunked) and the parser stays failed afterwards;
+//   - an error is one of 400, 413, 431, 501 (a transfer coding other than chunked) and the parser stays failed
+//   afterwards;
 //   - split and whole parsing yield the same requests and both fail or neither does. (Which
 //     error can differ: with a long, also malformed head, http-parser reports the bad byte when
 //     it sees the whole head at once, while split input reaches the 431 size limit first.)
@@ -95,8 +96,8 @@ Run Parse(std::string_view data, uint8_t seed) {
 bool Same(const ParsedRequest& a, const ParsedRequest& b) {
   return a.request.method == b.request.method && a.request.target == b.request.target &&
          a.request.path == b.request.path && a.request.query == b.request.query &&
-         a.request.headers == b.request.headers && a.request.body == b.request.body &&
-         a.keep_alive == b.keep_alive && a.http_1_0 == b.http_1_0;
+         a.request.headers == b.request.headers && a.request.body == b.request.body && a.keep_alive == b.keep_alive &&
+         a.http_1_0 == b.http_1_0;
 }
 
 }  // namespace

@@ -69,13 +69,28 @@ bool IsValidUtf8(std::string_view s) {
       if ((cc & 0xC0) != 0x80) return false;
       cp = (cp << 6) | (cc & 0x3F);
     }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
       return false;
     }
     i += len;
   }
   return true;
+}
+
+std::string PercentEncode(std::string_view in) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(in.size());
+  for (unsigned char c : in) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+    }
+  }
+  return out;
 }
 
 Result<std::string> PercentDecode(std::string_view in, bool plus_is_space) {
@@ -146,8 +161,7 @@ RequestParser::Outcome RequestParser::Feed(std::string_view data, size_t* consum
     return Outcome::kError;
   }
   if (err != HPE_OK) {
-    Fail(400,
-         InvalidArgumentError(std::string("malformed request: ") + http_errno_description(err)));
+    Fail(400, InvalidArgumentError(std::string("malformed request: ") + http_errno_description(err)));
     return Outcome::kError;
   }
   if (n != data.size()) {
@@ -181,8 +195,8 @@ int RequestParser::Fail(int http_status, Status status) {
 bool RequestParser::CountHead(size_t n) {
   head_bytes_ += n;
   if (head_bytes_ > limits_.max_header_bytes) {
-    Fail(431, ResourceExhaustedError("request head larger than " +
-                                     std::to_string(limits_.max_header_bytes) + " bytes"));
+    Fail(431,
+         ResourceExhaustedError("request head larger than " + std::to_string(limits_.max_header_bytes) + " bytes"));
     return false;
   }
   return true;
@@ -261,8 +275,7 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
   // Request-target: origin-form "/p?q", or absolute-form "http://host/p?q" (RFC 9112 3.2.2).
   std::string_view target = req.target;
   for (std::string_view scheme : {"http://", "https://"}) {
-    if (target.size() >= scheme.size() &&
-        EqualsIgnoreCase(target.substr(0, scheme.size()), scheme)) {
+    if (target.size() >= scheme.size() && EqualsIgnoreCase(target.substr(0, scheme.size()), scheme)) {
       size_t slash = target.find('/', scheme.size());
       target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
       break;
@@ -292,8 +305,7 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
   // answers, where bytes that are not UTF-8 would fail to serialize.
   for (const auto& [name, value] : req.headers) {
     if (!IsValidUtf8(value)) {
-      return self->Fail(
-          400, InvalidArgumentError("malformed request: header " + name + " is not valid UTF-8"));
+      return self->Fail(400, InvalidArgumentError("malformed request: header " + name + " is not valid UTF-8"));
     }
   }
   if (target.size() != req.target.size()) req.target = std::string(target);
@@ -317,12 +329,10 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
   if (has_length && p->content_length > self->body_limit_) {
     return self->Fail(
         413, ResourceExhaustedError("request body of " + std::to_string(p->content_length) +
-                                    " bytes exceeds the limit of " +
-                                    std::to_string(self->body_limit_) + " bytes"));
+                                    " bytes exceeds the limit of " + std::to_string(self->body_limit_) + " bytes"));
   }
   auto expect = req.headers.find("expect");
-  if (expect != req.headers.end() && EqualsIgnoreCase(expect->second, "100-continue") &&
-      !self->current_.http_1_0 &&
+  if (expect != req.headers.end() && EqualsIgnoreCase(expect->second, "100-continue") && !self->current_.http_1_0 &&
       ((p->flags & F_CHUNKED) != 0 || (has_length && p->content_length > 0))) {
     self->expect_continue_ = true;
   }

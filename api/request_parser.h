@@ -110,6 +110,9 @@ bool IsValidUtf8(std::string_view s);
 // Percent-decoding. `plus_is_space` for query strings (form encoding). kInvalidArgument for a
 // truncated or non-hex escape and for an encoded NUL.
 Result<std::string> PercentDecode(std::string_view in, bool plus_is_space);
+// Percent-encoding for a query value or a path segment: every byte but A-Z a-z 0-9 - . _ ~ is
+// escaped, so PercentDecode gives `in` back.
+std::string PercentEncode(std::string_view in);
 // Splits "a=1&b=x%20y" into decoded pairs; a repeated key keeps its last value, a key without
 // '=' gets "".
 Status ParseQuery(std::string_view query, std::map<std::string, std::string>* out);

@@ -87,19 +87,17 @@ TEST(RequestParserTest, Http10ClosesUnlessKeepAlive) {
 TEST(RequestParserTest, ChunkedBody) {
   RequestParser p(SmallLimits());
   size_t used = 0;
-  ASSERT_EQ(
-      p.Feed(
-          "PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-          &used),
-      Outcome::kRequest);
+  ASSERT_EQ(p.Feed("PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", &used),
+            Outcome::kRequest);
   EXPECT_EQ(p.TakeRequest().request.body, "abcde");
 }
 
 // Issue 12 (hostile-input suite): "Transfer-Encoding: gzip, chunked" was framed as chunked and its
 // (compressed) bytes handed to the handler as the body.
 TEST(RequestParserTest, TransferCodingsOtherThanChunkedAre501) {
-  for (std::string bad : {"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-                          "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n"}) {
+  for (std::string bad :
+       {"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n"}) {
     RequestParser p(SmallLimits());
     size_t used = 0;
     EXPECT_EQ(p.Feed(bad, &used), Outcome::kError) << bad;
@@ -113,9 +111,8 @@ TEST(RequestParserTest, TransferCodingsOtherThanChunkedAre501) {
 
 TEST(RequestParserTest, MalformedIs400) {
   for (std::string bad :
-       {"GARBAGE\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n", "GET /a%zz HTTP/1.1\r\n\r\n",
-        "GET /a%2 HTTP/1.1\r\n\r\n", "GET /a%00 HTTP/1.1\r\n\r\n", "GET /?q=%G1 HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+       {"GARBAGE\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n", "GET /a%zz HTTP/1.1\r\n\r\n", "GET /a%2 HTTP/1.1\r\n\r\n",
+        "GET /a%00 HTTP/1.1\r\n\r\n", "GET /?q=%G1 HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
         // Issue 12: whitespace before the colon (a smuggling vector behind a lenient proxy).
         "GET / HTTP/1.1\r\nHost : x\r\n\r\n", "GET / HTTP/1.1\r\nContent-Length\t: 0\r\n\r\n",
         "GET / HTTP/1.1\r\nX(y): 1\r\n\r\n"}) {
@@ -140,19 +137,17 @@ TEST(RequestParserTest, BodyOverLimitFromContentLengthBeforeAnyBodyByte) {
 TEST(RequestParserTest, ChunkedBodyOverLimit) {
   RequestParser p(SmallLimits());
   size_t used = 0;
-  EXPECT_EQ(
-      p.Feed("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
-             "1\r\nX\r\n0\r\n\r\n",
-             &used),
-      Outcome::kError);
+  EXPECT_EQ(p.Feed("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
+                   "1\r\nX\r\n0\r\n\r\n",
+                   &used),
+            Outcome::kError);
   EXPECT_EQ(p.error_http_status(), 413);
 }
 
 TEST(RequestParserTest, BodyAtLimitIsFine) {
   RequestParser p(SmallLimits());
   size_t used = 0;
-  EXPECT_EQ(p.Feed("POST /x HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789abcdef", &used),
-            Outcome::kRequest);
+  EXPECT_EQ(p.Feed("POST /x HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789abcdef", &used), Outcome::kRequest);
 }
 
 TEST(RequestParserTest, HeadOverLimitIs431) {
@@ -178,8 +173,7 @@ TEST(RequestParserTest, LongTargetIs431) {
 TEST(RequestParserTest, ExpectContinueOnlyWhileBodyPending) {
   RequestParser p(SmallLimits());
   size_t used = 0;
-  ASSERT_EQ(p.Feed("POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", &used),
-            Outcome::kNeedMore);
+  ASSERT_EQ(p.Feed("POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", &used), Outcome::kNeedMore);
   EXPECT_TRUE(p.TakeExpectContinue());
   EXPECT_FALSE(p.TakeExpectContinue());
   EXPECT_TRUE(p.InRequest());
@@ -204,6 +198,13 @@ TEST(PercentDecodeTest, Cases) {
   EXPECT_FALSE(PercentDecode("%", false).ok());
   EXPECT_FALSE(PercentDecode("%a", false).ok());
   EXPECT_FALSE(PercentDecode("%xy", false).ok());
+}
+
+TEST(PercentEncodeTest, RoundTripsEveryByteButNul) {
+  EXPECT_EQ(PercentEncode("acme:web 1/x+y&z=~"), "acme%3Aweb%201%2Fx%2By%26z%3D~");
+  std::string all;
+  for (int c = 1; c < 256; ++c) all.push_back(static_cast<char>(c));
+  EXPECT_EQ(PercentDecode(PercentEncode(all), true).value(), all);
 }
 
 }  // namespace

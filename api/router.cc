@@ -53,8 +53,7 @@ bool IsJsonMediaType(std::string_view content_type) {
 }
 
 std::string ErrorBody(int http_status, std::string_view code, const std::string& message) {
-  uw::Json body = {
-      {"error", {{"code", std::string(code)}, {"message", message}, {"status", http_status}}}};
+  uw::Json body = {{"error", {{"code", std::string(code)}, {"message", message}, {"status", http_status}}}};
   // Messages may carry bytes from requests; never let a bad UTF-8 sequence turn into a throw.
   return body.dump(-1, ' ', false, uw::Json::error_handler_t::replace);
 }
@@ -82,8 +81,7 @@ Result<Json> Request::JsonBody() const {
   }
   UW_ASSIGN_OR_RETURN(Json j, ParseJson(body, "request body"));
   if (!j.is_object()) {
-    return InvalidArgumentError(std::string("request body: expected a JSON object, got ") +
-                                j.type_name());
+    return InvalidArgumentError(std::string("request body: expected a JSON object, got ") + j.type_name());
   }
   return j;
 }
@@ -102,9 +100,7 @@ Response Response::Json(int status, const uw::Json& body) {
   return r;
 }
 
-Response Response::Error(const Status& status) {
-  return Error(HttpStatusFor(status.code()), status);
-}
+Response Response::Error(const Status& status) { return Error(HttpStatusFor(status.code()), status); }
 
 Response Response::Error(int http_status, const Status& status) {
   Status s = status.ok() ? InternalError("error response built from an OK status") : status;
@@ -236,9 +232,8 @@ Status StatusFromHttp(int http_status, std::string_view body) {
         if (StatusCodeName(code) != name || code == StatusCode::kOk) {
           code = CodeForHttpStatus(http_status);
         }
-        std::string message = e.contains("message") && e["message"].is_string()
-                                  ? e["message"].get<std::string>()
-                                  : "HTTP " + std::to_string(http_status);
+        std::string message = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>()
+                                                                                : "HTTP " + std::to_string(http_status);
         return Status(code, std::move(message));
       }
     }
@@ -272,8 +267,7 @@ void Router::Add(std::string method, std::string pattern, Handler handler, Route
   routes_.push_back(std::move(route));
 }
 
-void Router::AddPublic(std::string method, std::string pattern, Handler handler,
-                       RouteOptions options) {
+void Router::AddPublic(std::string method, std::string pattern, Handler handler, RouteOptions options) {
   Add(method, pattern, std::move(handler), options);
   std::vector<std::string> segments;
   for (std::string_view s : SplitPath(pattern)) segments.emplace_back(s);
@@ -296,8 +290,7 @@ std::vector<std::string> Router::Routes() const {
 
 namespace {
 
-bool PatternMatches(const std::vector<std::string>& pattern,
-                    const std::vector<std::string>& segments) {
+bool PatternMatches(const std::vector<std::string>& pattern, const std::vector<std::string>& segments) {
   if (pattern.size() != segments.size()) return false;
   for (size_t i = 0; i < segments.size(); ++i) {
     if (IsParam(pattern[i])) {
@@ -320,8 +313,7 @@ bool MoreSpecific(const std::vector<std::string>& a, const std::vector<std::stri
 
 }  // namespace
 
-Result<const Router::Route*> Router::Match(const Request& req,
-                                           std::vector<std::string>* segments) const {
+Result<const Router::Route*> Router::Match(const Request& req, std::vector<std::string>* segments) const {
   // Segments of the path: from the raw target when there is one (so that an encoded '/' stays
   // inside its segment), each decoded on its own.
   segments->clear();
@@ -393,9 +385,9 @@ Response Router::Dispatch(Request req) const {
     if (allowed.count("GET") != 0) allowed.insert("HEAD");
     std::string allow;
     for (const std::string& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
-    Response r = Response::Error(405, "method_not_allowed",
-                                 InvalidArgumentError("method " + req.method + " not allowed on " +
-                                                      req.path + " (allowed: " + allow + ")"));
+    Response r = Response::Error(
+        405, "method_not_allowed",
+        InvalidArgumentError("method " + req.method + " not allowed on " + req.path + " (allowed: " + allow + ")"));
     r.headers["Allow"] = allow;
     return r;
   }
@@ -406,9 +398,8 @@ Response Router::Dispatch(Request req) const {
       return Response::Error(
           415, "unsupported_media_type",
           InvalidArgumentError("request body must be application/json" +
-                               (content_type.empty()
-                                    ? std::string(" (no Content-Type given)")
-                                    : " (Content-Type: " + content_type.substr(0, 100) + ")")));
+                               (content_type.empty() ? std::string(" (no Content-Type given)")
+                                                     : " (Content-Type: " + content_type.substr(0, 100) + ")")));
     }
   }
 

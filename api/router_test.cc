@@ -35,9 +35,7 @@ TEST(RouterTest, MatchesParamsAndPrefersLiterals) {
   Router r;
   r.Add("GET", "/api/v1/guests/{name}/stats", Echo);
   r.Add("GET", "/api/v1/guests/{name}", Echo);
-  r.Add("GET", "/api/v1/guests/_search", [](const Request&) {
-    return Response::Json(200, {{"search", true}});
-  });
+  r.Add("GET", "/api/v1/guests/_search", [](const Request&) { return Response::Json(200, {{"search", true}}); });
   EXPECT_EQ(Body(r.Dispatch(Req("GET", "/api/v1/guests/web1/stats")))["params"]["name"], "web1");
   EXPECT_EQ(Body(r.Dispatch(Req("GET", "/api/v1/guests/web1/")))["params"]["name"], "web1");
   EXPECT_EQ(Body(r.Dispatch(Req("GET", "/api/v1/guests/_search")))["search"], true);
@@ -69,9 +67,7 @@ TEST(RouterTest, WrongMethodIs405WithAllow) {
 TEST(RouterTest, AuthenticatorAndPublicRoutes) {
   Router r;
   r.Add("GET", "/secret", Echo);
-  r.AddPublic("GET", "/healthz", [](const Request&) {
-    return Response::Json(200, {{"ok", true}});
-  });
+  r.AddPublic("GET", "/healthz", [](const Request&) { return Response::Json(200, {{"ok", true}}); });
   r.SetAuthenticator([](Request& req) -> Status {
     if (req.BearerToken().empty()) return UnauthenticatedError("missing bearer token");
     if (req.BearerToken() != "good") return UnauthenticatedError("unknown token");
@@ -146,9 +142,8 @@ TEST(StatusHttpTest, FallsBackToHttpStatus) {
   EXPECT_EQ(StatusFromHttp(418, "{}").code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(StatusFromHttp(500, "{\"error\": {\"code\": \"brand_new\", \"message\": \"m\"}}"),
             Status(StatusCode::kInternal, "m"));
-  EXPECT_EQ(
-      StatusFromHttp(403, "{\"error\": {\"code\": \"brand_new\", \"message\": \"m\"}}").code(),
-      StatusCode::kPermissionDenied);
+  EXPECT_EQ(StatusFromHttp(403, "{\"error\": {\"code\": \"brand_new\", \"message\": \"m\"}}").code(),
+            StatusCode::kPermissionDenied);
 }
 
 TEST(SseEventTest, Format) {
@@ -170,11 +165,10 @@ TEST(RouterTest, BodyThatIsNotJsonIs415) {
   Router r;
   r.Add("POST", "/guests", Echo);
   r.Add("POST", "/upload", Echo, RouteOptions{.json_body = false});
-  r.SetAuthenticator([](Request& req) -> Status {
-    return req.BearerToken() == "good" ? Status::Ok() : UnauthenticatedError("no");
-  });
-  for (std::string ct : {"application/json", "application/json; charset=utf-8",
-                         "Application/JSON;charset=UTF-8", " application/json "}) {
+  r.SetAuthenticator(
+      [](Request& req) -> Status { return req.BearerToken() == "good" ? Status::Ok() : UnauthenticatedError("no"); });
+  for (std::string ct : {"application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8",
+                         " application/json "}) {
     EXPECT_EQ(r.Dispatch(Post("/guests", "{}", ct)).status, 200) << ct;
   }
   for (std::string ct : {"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx",

@@ -99,8 +99,7 @@ bool IsFramingHeader(std::string_view name) {
   for (char& c : lower) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
-  return lower == "content-length" || lower == "transfer-encoding" || lower == "connection" ||
-         lower == "content-type";
+  return lower == "content-length" || lower == "transfer-encoding" || lower == "connection" || lower == "content-type";
 }
 
 bool HasControl(std::string_view s) {
@@ -111,8 +110,7 @@ bool HasControl(std::string_view s) {
 }
 
 // Status line and headers. `content_length` < 0: no Content-Length (streamed body).
-std::string SerializeHead(const Response& resp, long long content_length, bool chunked,
-                          bool keep_alive) {
+std::string SerializeHead(const Response& resp, long long content_length, bool chunked, bool keep_alive) {
   std::string out;
   out.reserve(160);
   out += "HTTP/1.1 ";
@@ -151,8 +149,7 @@ bool BodyAllowed(int status) { return status >= 200 && status != 204 && status !
 // A complete answer with a Content-Length body (no body for HEAD).
 std::string SerializeResponse(const Response& resp, bool keep_alive, bool head_only) {
   bool with_body = BodyAllowed(resp.status);
-  std::string out = SerializeHead(resp, with_body ? static_cast<long long>(resp.body.size()) : -1,
-                                  false, keep_alive);
+  std::string out = SerializeHead(resp, with_body ? static_cast<long long>(resp.body.size()) : -1, false, keep_alive);
   if (with_body && !head_only) out += resp.body;
   return out;
 }
@@ -197,8 +194,7 @@ void RaiseDescriptorLimit(rlim_t want) {
 
 void IgnoreSigpipe() {
   struct sigaction sa {};
-  if (sigaction(SIGPIPE, nullptr, &sa) == 0 && (sa.sa_flags & SA_SIGINFO) == 0 &&
-      sa.sa_handler == SIG_DFL) {
+  if (sigaction(SIGPIPE, nullptr, &sa) == 0 && (sa.sa_flags & SA_SIGINFO) == 0 && sa.sa_handler == SIG_DFL) {
     signal(SIGPIPE, SIG_IGN);
   }
 }
@@ -209,11 +205,7 @@ class ServerCore;
 class ServerStream final : public StreamWriter, public std::enable_shared_from_this<ServerStream> {
  public:
   ServerStream(ServerCore* core, uint64_t conn_id, bool chunked, bool open, size_t max_buffered)
-      : core_(core),
-        conn_id_(conn_id),
-        chunked_(chunked),
-        max_buffered_(max_buffered),
-        open_(open) {}
+      : core_(core), conn_id_(conn_id), chunked_(chunked), max_buffered_(max_buffered), open_(open) {}
 
   bool Write(std::string_view chunk) override;
   void Close() override { End(/*abort=*/false); }
@@ -260,8 +252,7 @@ struct Connection;
 // Everything behind HttpServer. Methods named On*/Loop-side run on the loop thread only.
 class ServerCore {
  public:
-  ServerCore(ServerOptions options, const Router* router)
-      : options_(std::move(options)), router_(router) {}
+  ServerCore(ServerOptions options, const Router* router) : options_(std::move(options)), router_(router) {}
 
   Status Start();
   void Stop();
@@ -302,8 +293,7 @@ class ServerCore {
   void Reject(Connection* c, int http_status, const Status& status);
   void Reject(Connection* c, const Response& resp);
   void UpdateDeadline(Connection* c);
-  bool Write(Connection* c, std::string bytes, std::shared_ptr<ServerStream> stream = nullptr,
-             size_t stream_bytes = 0);
+  bool Write(Connection* c, std::string bytes, std::shared_ptr<ServerStream> stream = nullptr, size_t stream_bytes = 0);
   void AfterAnswer(Connection* c, bool keep_alive);
   void MaybeFinishWrites(Connection* c);
   void StartLinger(Connection* c);
@@ -347,7 +337,7 @@ class ServerCore {
   std::unordered_map<std::string, int> per_client_;  // of those, by client IP address
   size_t refusing_ = 0;                              // connections being answered 503
   size_t refused_unlogged_ = 0;                      // refusals since the last log line
-  uint64_t next_refusal_log_ms_ = 0;  // uv_now() before which refusals are only counted
+  uint64_t next_refusal_log_ms_ = 0;                 // uv_now() before which refusals are only counted
   uint64_t next_conn_id_ = 1;
   bool stopping_ = false;
   bool finishing_ = false;
@@ -356,8 +346,7 @@ class ServerCore {
 };
 
 struct Connection {
-  Connection(ServerCore* core, uint64_t id, ParserLimits limits)
-      : core(core), id(id), parser(limits) {}
+  Connection(ServerCore* core, uint64_t id, ParserLimits limits) : core(core), id(id), parser(limits) {}
 
   ServerCore* core;
   const uint64_t id;
@@ -404,8 +393,7 @@ bool ServerStream::Write(std::string_view chunk) {
   if (buffered_ + chunk.size() > max_buffered_) {
     const size_t behind = buffered_;  // read under mu_: the loop thread releases concurrently
     lock.unlock();
-    spdlog::warn("api: stream on connection {} fell {} bytes behind; closing it", conn_id_,
-                 behind);
+    spdlog::warn("api: stream on connection {} fell {} bytes behind; closing it", conn_id_, behind);
     End(/*abort=*/true);
     return false;
   }
@@ -422,10 +410,9 @@ bool ServerStream::Write(std::string_view chunk) {
     framed.assign(chunk);
   }
   // Posted under mu_ while open: the server cannot be torn down meanwhile.
-  core_->Post(
-      [self = shared_from_this(), framed = std::move(framed), raw = chunk.size()]() mutable {
-        self->core_->OnStreamChunk(self, std::move(framed), raw);
-      });
+  core_->Post([self = shared_from_this(), framed = std::move(framed), raw = chunk.size()]() mutable {
+    self->core_->OnStreamChunk(self, std::move(framed), raw);
+  });
   return true;
 }
 
@@ -466,11 +453,9 @@ Status ServerCore::Start() {
   listener_.data = this;
   sockaddr_storage addr{};
   if (options_.address.find(':') != std::string::npos) {
-    rc = uv_ip6_addr(options_.address.c_str(), options_.port,
-                     reinterpret_cast<sockaddr_in6*>(&addr));
+    rc = uv_ip6_addr(options_.address.c_str(), options_.port, reinterpret_cast<sockaddr_in6*>(&addr));
   } else {
-    rc =
-        uv_ip4_addr(options_.address.c_str(), options_.port, reinterpret_cast<sockaddr_in*>(&addr));
+    rc = uv_ip4_addr(options_.address.c_str(), options_.port, reinterpret_cast<sockaddr_in*>(&addr));
   }
   if (rc == 0) rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, &OnNewConnection);
@@ -609,8 +594,7 @@ void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
     return;
   }
   if (self->stopping_) return;
-  ParserLimits limits{self->options_.max_body_bytes, self->options_.max_header_bytes,
-                      self->router_};
+  ParserLimits limits{self->options_.max_body_bytes, self->options_.max_header_bytes, self->router_};
   auto* c = new Connection(self, self->next_conn_id_++, limits);
   uv_tcp_init(&self->loop_, &c->tcp);
   uv_timer_init(&self->loop_, &c->timer);
@@ -642,13 +626,12 @@ void ServerCore::OnNewConnection(uv_stream_t* server, int status) {
     const bool total = self->counted_ >= max_total;
     const std::string why =
         total ? "too many open connections (" + std::to_string(self->counted_) + ")"
-              : "too many open connections from " + c->client + " (" + std::to_string(from_client) +
-                    ")";
+              : "too many open connections from " + c->client + " (" + std::to_string(from_client) + ")";
     // At most one line a second: a connect flood must not become a log flood.
     ++self->refused_unlogged_;
     if (uv_now(&self->loop_) >= self->next_refusal_log_ms_) {
-      spdlog::warn("api: refused {} connection(s) in the last second; latest from {}: {}",
-                   self->refused_unlogged_, c->remote, why);
+      spdlog::warn("api: refused {} connection(s) in the last second; latest from {}: {}", self->refused_unlogged_,
+                   c->remote, why);
       self->refused_unlogged_ = 0;
       self->next_refusal_log_ms_ = uv_now(&self->loop_) + 1000;
     }
@@ -778,14 +761,12 @@ void ServerCore::StartRequest(Connection* c, ParsedRequest parsed) {
   parsed.request.remote = c->remote;
   const bool head_only = parsed.request.method == "HEAD";
   pool_.Submit([this, id = c->id, req = std::move(parsed.request), keep_alive = parsed.keep_alive,
-                http_1_0 = parsed.http_1_0, head_only]() mutable {
-    RunHandler(id, std::move(req), keep_alive, http_1_0, head_only);
-  });
+                http_1_0 = parsed.http_1_0,
+                head_only]() mutable { RunHandler(id, std::move(req), keep_alive, http_1_0, head_only); });
 }
 
 // Worker thread.
-void ServerCore::RunHandler(uint64_t conn_id, Request req, bool keep_alive, bool http_1_0,
-                            bool head_only) {
+void ServerCore::RunHandler(uint64_t conn_id, Request req, bool keep_alive, bool http_1_0, bool head_only) {
   Response resp;
   try {
     resp = router_->Dispatch(std::move(req));
@@ -796,8 +777,7 @@ void ServerCore::RunHandler(uint64_t conn_id, Request req, bool keep_alive, bool
     // HTTP/1.0 has no chunked encoding: the body then ends when the connection closes.
     const bool chunked = !http_1_0;
     const bool stream_keep_alive = keep_alive && chunked;
-    auto stream = std::make_shared<ServerStream>(this, conn_id, chunked, true,
-                                                 options_.max_stream_buffered_bytes);
+    auto stream = std::make_shared<ServerStream>(this, conn_id, chunked, true, options_.max_stream_buffered_bytes);
     if (!RegisterStream(stream)) stream->MarkClosedByServer();
     std::string head = SerializeHead(resp, -1, chunked, stream_keep_alive);
     Post([this, stream, head = std::move(head), stream_keep_alive]() mutable {
@@ -862,8 +842,7 @@ void ServerCore::Reject(Connection* c, const Response& resp) {
   MaybeFinishWrites(c);
 }
 
-bool ServerCore::Write(Connection* c, std::string bytes, std::shared_ptr<ServerStream> stream,
-                       size_t stream_bytes) {
+bool ServerCore::Write(Connection* c, std::string bytes, std::shared_ptr<ServerStream> stream, size_t stream_bytes) {
   if (c->closing) {
     if (stream) stream->Release(stream_bytes);
     return false;
@@ -946,14 +925,13 @@ void ServerCore::OnTimer(uv_timer_t* timer) {
       if (c->parser.InRequest()) {
         const bool head = mode == TimerMode::kHead;
         // Debug only: a slow-client flood must not become a log flood.
-        spdlog::debug("api: {} from {} not received in time; closing",
-                      head ? "request head" : "request body", c->remote);
-        self->Reject(c, 408,
-                     DeadlineExceededError(std::string(head ? "request head" : "request body") +
-                                           " not received within " +
-                                           std::to_string(head ? self->options_.header_timeout_ms
-                                                               : self->options_.body_timeout_ms) +
-                                           " ms"));
+        spdlog::debug("api: {} from {} not received in time; closing", head ? "request head" : "request body",
+                      c->remote);
+        self->Reject(
+            c, 408,
+            DeadlineExceededError(
+                std::string(head ? "request head" : "request body") + " not received within " +
+                std::to_string(head ? self->options_.header_timeout_ms : self->options_.body_timeout_ms) + " ms"));
         return;
       }
       break;  // nothing of a request arrived: close without an answer
@@ -1003,8 +981,7 @@ void ServerCore::UnregisterStream(const std::shared_ptr<ServerStream>& s) {
   streams_.erase(s);
 }
 
-void ServerCore::OnStreamHead(const std::shared_ptr<ServerStream>& s, std::string head,
-                              bool keep_alive) {
+void ServerCore::OnStreamHead(const std::shared_ptr<ServerStream>& s, std::string head, bool keep_alive) {
   Connection* c = Find(s->conn_id());
   if (c == nullptr) {
     s->MarkClosedByServer();
@@ -1022,8 +999,7 @@ void ServerCore::OnStreamHead(const std::shared_ptr<ServerStream>& s, std::strin
   // A stream the producer closed before its head got here: OnStreamEnd is already queued.
 }
 
-void ServerCore::OnStreamChunk(const std::shared_ptr<ServerStream>& s, std::string framed,
-                               size_t raw) {
+void ServerCore::OnStreamChunk(const std::shared_ptr<ServerStream>& s, std::string framed, size_t raw) {
   Connection* c = Find(s->conn_id());
   if (c == nullptr || c->stream != s) {
     s->Release(raw);

@@ -22,9 +22,7 @@ namespace {
 Router* PingRouter() {
   static Router* router = [] {
     auto* r = new Router;
-    r->Add("GET", "/api/v1/ping", [](const Request&) {
-      return Response::Json(200, {{"ok", true}});
-    });
+    r->Add("GET", "/api/v1/ping", [](const Request&) { return Response::Json(200, {{"ok", true}}); });
     r->Add("GET", "/api/v1/guests/{name}/stats", [](const Request& req) {
       return Response::Json(200, {{"name", req.params.at("name")}});
     });

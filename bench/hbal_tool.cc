@@ -14,7 +14,6 @@
 //       Reads the instance -> primary node map hbal saved (-S) and prints our metrics of that
 //       placement plus the number of guests hbal moved.
 #include <CLI/CLI.hpp>
-
 #include <fstream>
 #include <iostream>
 #include <sstream>

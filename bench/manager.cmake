@@ -1,9 +1,10 @@
-# Manager: GET /api/v1/guests with 10,000 guests over HTTP, and create-to-running latency through
-# the REST API with a fake agent (in-process HTTP server playing uw-agent).
+# Manager: GET /api/v1/guests with 10,000 guests (whole and by pages of 100) and /api/v1/hosts with
+# 1,000 hosts over HTTP and under wrk, and create-to-running latency through the REST API with a fake
+# HTTP agent and with in-memory agents.
 if(TARGET uw_manager)
   uw_benchmark(NAME manager_benchmark
     SRCS manager_benchmark.cc
-    DEPS uw::manager uw::api
+    DEPS uw::manager uw::manager_testing uw::api
     SHORT_ARGS --benchmark_min_time=0.05)
 endif()
 

@@ -48,7 +48,8 @@ int OpenStream(int port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string req = std::string("GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ") + kAdmin + "\r\n\r\n";
+  std::string req =
+      std::string("GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ") + kAdmin + "\r\n\r\n";
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
@@ -162,7 +163,14 @@ void BM_OpenStreams(benchmark::State& state) {
   manager.Stop();
   std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_OpenStreams)->Arg(1000)->Arg(2000)->Arg(4000)->Arg(8000)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OpenStreams)
+    ->Arg(1000)
+    ->Arg(2000)
+    ->Arg(4000)
+    ->Arg(8000)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace uw::manager

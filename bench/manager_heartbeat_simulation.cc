@@ -127,8 +127,14 @@ std::string HeartbeatBody(int host, int guests, int beat) {
   for (int g = 0; g < guests; ++g) {
     const std::string name = "h" + std::to_string(host) + "-g" + std::to_string(g);
     usage.push_back({{"name", name}, {"cpu_cores", 0.05 * g + 0.001 * (beat % 7)}, {"memory_used_mib", 900 + g}});
-    list.push_back({{"name", name}, {"state", "running"}, {"kind", "qemu"}, {"vcpus", 2}, {"max_vcpus", 2},
-                    {"memory_mib", 2048}, {"max_memory_mib", 2048}, {"health", "ready"}});
+    list.push_back({{"name", name},
+                    {"state", "running"},
+                    {"kind", "qemu"},
+                    {"vcpus", 2},
+                    {"max_vcpus", 2},
+                    {"memory_mib", 2048},
+                    {"max_memory_mib", 2048},
+                    {"health", "ready"}});
   }
   Json body = {{"stats", {{"sampled_at", "2026-12-04T01:00:00.000Z"}, {"guests", usage}}}, {"guests", list}};
   return body.dump();
@@ -148,7 +154,9 @@ void BM_Hosts(benchmark::State& state) {
   std::vector<std::unique_ptr<api::HttpClient>> clients;
   api::HttpClient joiner({m.Url(), kJoin, 10000, 3000});
   for (int i = 0; i < hosts; ++i) {
-    Json join = {{"name", "h" + std::to_string(i)}, {"agent_url", "http://127.0.0.1:1"}, {"agent_token", "t"},
+    Json join = {{"name", "h" + std::to_string(i)},
+                 {"agent_url", "http://127.0.0.1:1"},
+                 {"agent_token", "t"},
                  {"capacity", {{"cpu_cores", 64}, {"memory_mib", 262144}}}};
     auto r = joiner.Call("POST", "/api/v1/hosts/join", &join);
     if (!r.ok()) {
@@ -188,8 +196,8 @@ void BM_Hosts(benchmark::State& state) {
             }
             const std::string body = HeartbeatBody(i, guests, beat);
             auto t0 = std::chrono::steady_clock::now();
-            auto r = clients[static_cast<size_t>(i)]->Do("POST", "/api/v1/hosts/h" + std::to_string(i) + "/heartbeat",
-                                                         body);
+            auto r =
+                clients[static_cast<size_t>(i)]->Do("POST", "/api/v1/hosts/h" + std::to_string(i) + "/heartbeat", body);
             auto t1 = std::chrono::steady_clock::now();
             if (!r.ok() || r->status != 200) ++errors;
             if (t0 >= measure_from) {
@@ -216,7 +224,8 @@ void BM_Hosts(benchmark::State& state) {
   m.Stop();
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {
-    return latencies.empty() ? -1.0 : latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * latencies.size()))];
+    return latencies.empty() ? -1.0
+                             : latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * latencies.size()))];
   };
   state.counters["manager_cpu_percent"] = 100.0 * cpu / window;
   state.counters["sim_cpu_percent"] = 100.0 * sim / window;

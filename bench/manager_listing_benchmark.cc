@@ -174,9 +174,7 @@ void BM_GuestsVsStatic(benchmark::State& state) {
     state.SkipWithError("GET /api/v1/guests failed");
     return;
   }
-  {
-    std::ofstream(c.dir / "body.json", std::ios::binary) << body->body;
-  }
+  { std::ofstream(c.dir / "body.json", std::ios::binary) << body->body; }
   StaticServer python(c.dir);
   if (python.pid < 0) {
     state.SkipWithError("python3 -m http.server did not start");
@@ -193,7 +191,9 @@ void BM_GuestsVsStatic(benchmark::State& state) {
       for (int i = 0; !stop; ++i) {
         char name[64];
         std::snprintf(name, sizeof(name), "acme:web-frontend-%04d", i % static_cast<int>(state.range(0)));
-        if (!c.manager->store().Exec("UPDATE guests SET cpu_used = ? WHERE name = ?", {0.001 * (i % 1000), name}).ok()) {
+        if (!c.manager->store()
+                 .Exec("UPDATE guests SET cpu_used = ? WHERE name = ?", {0.001 * (i % 1000), name})
+                 .ok()) {
           std::abort();
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -237,7 +237,7 @@ double MsPerCall(int calls, Fn fn) {
 
 void BM_GuestsCore(benchmark::State& state) {
   Cluster c(static_cast<int>(state.range(0)));
-  const Principal admin{"admin", Role::kAdmin, ""};
+  const Principal admin{"admin", Role::kAdmin, "", {}};
   size_t sink = 0;
   double tree = 0, direct = 0, rebuilt = 0;
   for (auto _ : state) {
@@ -245,7 +245,9 @@ void BM_GuestsCore(benchmark::State& state) {
     direct = MsPerCall(50, [&] { sink += c.manager->ListGuestsBody(admin)->size(); });
     int i = 0;
     rebuilt = MsPerCall(50, [&] {
-      if (!c.manager->store().Exec("UPDATE guests SET cpu_used = ? WHERE name = 'acme:web-frontend-0001'", {0.01 * ++i}).ok()) {
+      if (!c.manager->store()
+               .Exec("UPDATE guests SET cpu_used = ? WHERE name = 'acme:web-frontend-0001'", {0.01 * ++i})
+               .ok()) {
         std::abort();
       }
       sink += c.manager->ListGuestsBody(admin)->size();

@@ -68,7 +68,11 @@ void BM_OrderMoves(benchmark::State& state) {
   state.counters["dependencies"] = static_cast<double>(deps);
 }
 // hosts, guests, per-host cap, cluster cap
-BENCHMARK(BM_OrderMoves)->Args({200, 6000, 4, 16})->Args({200, 6000, 2, 8})->Args({200, 6000, 8, 64})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_OrderMoves)
+    ->Args({200, 6000, 4, 16})
+    ->Args({200, 6000, 2, 8})
+    ->Args({200, 6000, 8, 64})
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

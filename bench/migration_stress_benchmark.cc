@@ -20,10 +20,13 @@ constexpr const char* kGuest = "bench-stress1";
 void BM_LiveMoveOfABusyGuest(benchmark::State& state) {
   auto bed = Testbed::Load();
   if (!bed.ok() || bed->hosts.size() < 2 || bed->hosts[0].agent_url.empty()) {
-    state.SkipWithError(("no test bed with two agents: " + (bed.ok() ? std::string("too few hosts") : bed.status().ToString())).c_str());
+    state.SkipWithError(
+        ("no test bed with two agents: " + (bed.ok() ? std::string("too few hosts") : bed.status().ToString()))
+            .c_str());
     return;
   }
-  for (size_t h = 0; h < 2; ++h) (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
+  for (size_t h = 0; h < 2; ++h)
+    (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
   Json spec = {{"name", kGuest}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", 256}};
   if (auto made = bed->Agent(0).Call("POST", "/api/v1/guests", &spec); !made.ok()) {
     state.SkipWithError(made.status().ToString().c_str());
@@ -63,7 +66,8 @@ void BM_LiveMoveOfABusyGuest(benchmark::State& state) {
     state.counters["worst_guest_pause_ms"] = worst_pause;
     state.counters["failed"] = failed;
   }
-  for (size_t h = 0; h < 2; ++h) (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
+  for (size_t h = 0; h < 2; ++h)
+    (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
 }
 BENCHMARK(BM_LiveMoveOfABusyGuest)->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 

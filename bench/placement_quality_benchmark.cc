@@ -132,7 +132,11 @@ void BM_QualityVsAnnealing(benchmark::State& state) {
   state.counters["search_ms"] = search_ms;
 }
 
-BENCHMARK(BM_QualityVsAnnealing)->Args({1, 3000000})->Args({2, 3000000})->Args({3, 3000000})->Iterations(3)
+BENCHMARK(BM_QualityVsAnnealing)
+    ->Args({1, 3000000})
+    ->Args({2, 3000000})
+    ->Args({3, 3000000})
+    ->Iterations(3)
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -4,11 +4,10 @@
 //   BM_AgentApi/...     one authenticated request through HTTP, router and handler
 // Run: build/bench/vmm_benchmark --benchmark_format=json
 #include <benchmark/benchmark.h>
+#include <spdlog/spdlog.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <spdlog/spdlog.h>
 
 #include "vmm/agent.h"
 #include "vmm/libvirt_driver.h"

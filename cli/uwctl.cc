@@ -1,7 +1,9 @@
 #include "cli/uwctl.h"
 
-#include <CLI/CLI.hpp>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -9,16 +11,15 @@
 #include <sstream>
 #include <thread>
 
-#include <unistd.h>
-
 #include "api/http.h"
+#include "api/request_parser.h"
 #include "placement/placement.h"
 
 namespace uw::cli {
 namespace {
 
-constexpr int kOk = 0, kFailed = 1, kUsage = 2, kAuth = 3, kNotFound = 4, kConflict = 5, kUnavailable = 6,
-              kTimeout = 7, kUnimplemented = 8;
+constexpr int kOk = 0, kFailed = 1, kUsage = 2, kAuth = 3, kNotFound = 4, kConflict = 5, kUnavailable = 6, kTimeout = 7,
+              kUnimplemented = 8;
 
 std::string Str(const Json& j) {
   if (j.is_null()) return "-";
@@ -52,6 +53,33 @@ struct Context {
   // Calls the API; prints JSON output or returns the body for table rendering.
   Result<Json> Call(std::string_view method, const std::string& path, const Json* body = nullptr) const {
     return Client().Call(method, path, body);
+  }
+  // A list route, page by page (?limit=&after=): the first `limit` items, or (limit 0) all of them,
+  // fetched 1,000 at a time. Answers the list's shape: {key: items, "next": ..., "total": N}.
+  Result<Json> List(const std::string& path, const char* key, int64_t limit = 0) const {
+    const char* sep = path.find('?') == std::string::npos ? "?" : "&";
+    Json items = Json::array();
+    Json next = nullptr;
+    int64_t total = 0;
+    std::string after;
+    do {
+      const int64_t want = limit > 0 ? std::min<int64_t>(limit - static_cast<int64_t>(items.size()), 1000) : 1000;
+      std::string url = path + sep + "limit=" + std::to_string(want);
+      if (!after.empty()) url += "&after=" + api::PercentEncode(after);
+      UW_ASSIGN_OR_RETURN(Json page, Call("GET", url));
+      if (!page.contains(key) || !page[key].is_array()) {
+        return InternalError("the answer of GET " + path + " has no '" + key + "' list");
+      }
+      for (auto& item : page[key]) items.push_back(std::move(item));
+      total = page.value("total", static_cast<int64_t>(items.size()));
+      next = page.value("next", Json(nullptr));
+      after = next.is_string() ? next.get<std::string>() : "";
+    } while (!after.empty() && (limit == 0 || static_cast<int64_t>(items.size()) < limit));
+    Json out = Json::object();
+    out[key] = std::move(items);
+    out["next"] = std::move(next);
+    out["total"] = total;
+    return out;
   }
   bool AsJson() const { return output == "json"; }
   void PrintJson(const uw::Json& j) const { *out << j.dump(2) << "\n"; }
@@ -146,34 +174,53 @@ int PrintObject(const Context& c, const Json& j) {
 
 int ExitCodeFor(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kOk: return kOk;
-    case StatusCode::kInvalidArgument: return kUsage;
+    case StatusCode::kOk:
+      return kOk;
+    case StatusCode::kInvalidArgument:
+      return kUsage;
     case StatusCode::kUnauthenticated:
-    case StatusCode::kPermissionDenied: return kAuth;
-    case StatusCode::kNotFound: return kNotFound;
+    case StatusCode::kPermissionDenied:
+      return kAuth;
+    case StatusCode::kNotFound:
+      return kNotFound;
     case StatusCode::kAlreadyExists:
     case StatusCode::kFailedPrecondition:
     case StatusCode::kAborted:
-    case StatusCode::kResourceExhausted: return kConflict;
-    case StatusCode::kUnavailable: return kUnavailable;
-    case StatusCode::kDeadlineExceeded: return kTimeout;
-    case StatusCode::kUnimplemented: return kUnimplemented;
-    default: return kFailed;
+    case StatusCode::kResourceExhausted:
+      return kConflict;
+    case StatusCode::kUnavailable:
+      return kUnavailable;
+    case StatusCode::kDeadlineExceeded:
+      return kTimeout;
+    case StatusCode::kUnimplemented:
+      return kUnimplemented;
+    default:
+      return kFailed;
   }
 }
 
 std::string HintFor(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kUnauthenticated: return "pass a valid API token with --token or UW_TOKEN";
-    case StatusCode::kPermissionDenied: return "use a token with a role that may do this (ask an admin)";
-    case StatusCode::kUnavailable: return "is uw-manager running at --url / UW_URL? retry when it is back";
-    case StatusCode::kNotFound: return "check the name or id (uwctl guest list, uwctl task show)";
-    case StatusCode::kResourceExhausted: return "free capacity, add a host or ask for less (see uwctl host list)";
-    case StatusCode::kFailedPrecondition: return "fix the state first (wait for the running task, reconnect the host)";
-    case StatusCode::kAlreadyExists: return "choose another name";
-    case StatusCode::kUnimplemented: return "this arrives in a later release";
-    case StatusCode::kDeadlineExceeded: return "wait longer (--timeout) or check the task later";
-    default: return "";
+    case StatusCode::kUnauthenticated:
+      return "pass a valid API token with --token or UW_TOKEN";
+    case StatusCode::kPermissionDenied:
+      return "use a token with a role that may do this (ask an admin)";
+    case StatusCode::kUnavailable:
+      return "is uw-manager running at --url / UW_URL? retry when it is back";
+    case StatusCode::kNotFound:
+      return "check the name or id (uwctl guest list, uwctl task show)";
+    case StatusCode::kResourceExhausted:
+      return "free capacity, add a host or ask for less (see uwctl host list)";
+    case StatusCode::kFailedPrecondition:
+      return "fix the state first (wait for the running task, reconnect the host)";
+    case StatusCode::kAlreadyExists:
+      return "choose another name";
+    case StatusCode::kUnimplemented:
+      return "this arrives in a later release";
+    case StatusCode::kDeadlineExceeded:
+      return "wait longer (--timeout) or check the task later";
+    default:
+      return "";
   }
 }
 
@@ -226,13 +273,17 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* host = app.add_subcommand("host", "hosts of the cluster");
   host->require_subcommand(1);
   host->add_subcommand("list", "list hosts")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/hosts");
+    auto r = c.List("/api/v1/hosts", "hosts");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "hosts", {"NAME", "STATE", "MAINT", "CPUS", "MEM_MIB", "RESERVED_MIB", "CPU_USED", "GUESTS"},
                    [](const Json& h) {
-                     return std::vector<std::string>{Str(h["name"]), Str(h["state"]), Str(h["maintenance"]),
-                                                     Str(h["capacity"]["cpu_cores"]), Str(h["capacity"]["memory_mib"]),
-                                                     Str(h["reserved"]["memory_mib"]), Str(h["usage"]["cpu_cores"]),
+                     return std::vector<std::string>{Str(h["name"]),
+                                                     Str(h["state"]),
+                                                     Str(h["maintenance"]),
+                                                     Str(h["capacity"]["cpu_cores"]),
+                                                     Str(h["capacity"]["memory_mib"]),
+                                                     Str(h["reserved"]["memory_mib"]),
+                                                     Str(h["usage"]["cpu_cores"]),
                                                      Str(h["guests"])};
                    });
   });
@@ -304,17 +355,17 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? TaskOutcome(c, *r, wait, timeout_s) : c.Fail(r.status());
   });
   guest->add_subcommand("list", "list guests")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/guests");
+    auto r = c.List("/api/v1/guests", "guests");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "guests", {"NAME", "KIND", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"},
                    [](const Json& g) {
                      // kvm/virtio, qemu/emulated (device model), lxc.
                      std::string kind = Str(g["kind"]);
                      if (g.value("devices", "container") != "container") kind += "/" + Str(g["devices"]);
-                     return std::vector<std::string>{Str(g["name"]), kind, Str(g["state"]), Str(g["host"]),
-                                                     Str(g["vcpus"]),
-                                                     Str(g["memory_mib"]), Str(g["tenant"]),
-                                                     Str(g["usage"]["cpu_cores"])};
+                     return std::vector<std::string>{Str(g["name"]),   kind,
+                                                     Str(g["state"]),  Str(g["host"]),
+                                                     Str(g["vcpus"]),  Str(g["memory_mib"]),
+                                                     Str(g["tenant"]), Str(g["usage"]["cpu_cores"])};
                    });
   });
   auto* gshow = guest->add_subcommand("show", "show a guest and why it is where it is");
@@ -373,14 +424,24 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* mlist = migration->add_subcommand("list", "recent migrations (phase, time, downtime)");
   std::string of_guest;
   mlist->add_option("--guest", of_guest, "only this guest's");
+  int64_t list_limit = 100;
+  mlist->add_option("--limit", list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
   mlist->callback([&] {
-    auto r = c.Call("GET", "/api/v1/migrations" + (of_guest.empty() ? std::string() : "?guest=" + of_guest));
+    auto r =
+        c.List("/api/v1/migrations" + (of_guest.empty() ? std::string() : "?guest=" + api::PercentEncode(of_guest)),
+               "migrations", list_limit);
     if (!r.ok()) return void(rc = c.Fail(r.status()));
-    rc = PrintList(c, *r, "migrations", {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
+    rc = PrintList(c, *r, "migrations",
+                   {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
                    [](const Json& m) {
-                     return std::vector<std::string>{Str(m["id"]), Str(m["guest"]), Str(m["source"]),
-                                                     Str(m["destination"]), Str(m["mode"]), Str(m["phase"]),
-                                                     Str(m["stats"]["total_ms"]), Str(m["stats"]["downtime_ms"]),
+                     return std::vector<std::string>{Str(m["id"]),
+                                                     Str(m["guest"]),
+                                                     Str(m["source"]),
+                                                     Str(m["destination"]),
+                                                     Str(m["mode"]),
+                                                     Str(m["phase"]),
+                                                     Str(m["stats"]["total_ms"]),
+                                                     Str(m["stats"]["downtime_ms"]),
                                                      Str(m["error"])};
                    });
   });
@@ -402,11 +463,14 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     auto r = c.Call("POST", "/api/v1/tasks/" + id + "/cancel");
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
-  task->add_subcommand("list", "recent tasks")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/tasks");
+  auto* tlist = task->add_subcommand("list", "recent tasks, newest first");
+  tlist->add_option("--limit", list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
+  tlist->callback([&] {
+    auto r = c.List("/api/v1/tasks", "tasks", list_limit);
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "tasks", {"ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "ERROR"}, [](const Json& t) {
-      return std::vector<std::string>{Str(t["id"]), Str(t["kind"]), Str(t["subject"]), Str(t["state"]),
+      return std::vector<std::string>{Str(t["id"]),       Str(t["kind"]),
+                                      Str(t["subject"]),  Str(t["state"]),
                                       Str(t["progress"]), t["error"].is_null() ? "-" : Str(t["error"]["message"])};
     });
   });
@@ -415,15 +479,15 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* drs = app.add_subcommand("drs", "distributed resource scheduling");
   drs->require_subcommand(1);
   drs->add_subcommand("recommendations", "pending recommendations with reasons")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/drs/recommendations");
+    auto r = c.List("/api/v1/drs/recommendations", "recommendations");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
-    rc = PrintList(c, *r, "recommendations", {"ID", "GUEST", "FROM", "TO", "PRIO", "IMBALANCE", "REASON"},
-                   [](const Json& m) {
-                     return std::vector<std::string>{Str(m["id"]), Str(m["guest"]), Str(m["from"]), Str(m["to"]),
-                                                     Str(m["priority"]),
-                                                     Str(m["imbalance_before"]) + " -> " + Str(m["imbalance_after"]),
-                                                     Str(m["reason"])};
-                   });
+    rc = PrintList(
+        c, *r, "recommendations", {"ID", "GUEST", "FROM", "TO", "PRIO", "IMBALANCE", "REASON"}, [](const Json& m) {
+          return std::vector<std::string>{
+              Str(m["id"]),    Str(m["guest"]),    Str(m["from"]),
+              Str(m["to"]),    Str(m["priority"]), Str(m["imbalance_before"]) + " -> " + Str(m["imbalance_after"]),
+              Str(m["reason"])};
+        });
   });
   auto* apply = drs->add_subcommand("apply", "apply one recommendation (ID) or all (--all)");
   bool all = false;
@@ -442,20 +506,24 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     // One after another as the manager runs them (dependencies first); the worst outcome wins.
     rc = kOk;
     for (const auto& t : (*r)["tasks"]) rc = std::max(rc, TaskOutcome(c, t, true, timeout_s));
-    for (const auto& u : (*r)["unschedulable"]) *c.err << "not started: " << Str(u["guest"]) << ": " << Str(u["reason"]) << "\n";
+    for (const auto& u : (*r)["unschedulable"])
+      *c.err << "not started: " << Str(u["guest"]) << ": " << Str(u["reason"]) << "\n";
   });
   auto* config = drs->add_subcommand("config", "show or change DRS settings");
   std::string set_automation;
   int threshold = 0;
   std::string allow_cold;
-  config->add_option("--allow-cold-moves", allow_cold,
-                     "true: maintenance may stop, move and start containers and non-migratable guests")
+  config
+      ->add_option("--allow-cold-moves", allow_cold,
+                   "true: maintenance may stop, move and start containers and non-migratable guests")
       ->check(CLI::IsMember({"true", "false"}));
-  config->add_option("--automation", set_automation, "manual | automatic")->check(CLI::IsMember({"manual", "automatic"}));
+  config->add_option("--automation", set_automation, "manual | automatic")
+      ->check(CLI::IsMember({"manual", "automatic"}));
   config->add_option("--threshold", threshold, "1 (mandatory only) .. 5 (every gain)")->check(CLI::Range(1, 5));
   double cooldown = -1;
-  config->add_option("--min-move-interval", cooldown,
-                     "cooldown in seconds: a guest that moved more recently is not moved again for balance")
+  config
+      ->add_option("--min-move-interval", cooldown,
+                   "cooldown in seconds: a guest that moved more recently is not moved again for balance")
       ->check(CLI::Range(0.0, 2592000.0));
   config->callback([&] {
     Result<Json> r = Json();
@@ -474,11 +542,12 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* plan = drs->add_subcommand("plan", "dry-run plan on the live cluster, or offline on --snapshot FILE");
   plan->add_option("--snapshot", file, "snapshot file (uwctl cluster snapshot > FILE); no manager needed");
   std::string policy = "drs";
-  plan->add_option("--policy", policy, "policy for --snapshot: " + [] {
-    std::string names;
-    for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
-    return names;
-  }());
+  plan->add_option(
+      "--policy", policy, "policy for --snapshot: " + [] {
+        std::string names;
+        for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
+        return names;
+      }());
   plan->callback([&] {
     Result<Json> r = Json();
     if (!file.empty()) {
@@ -500,10 +569,13 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
            << p["moves"].size() << " moves, " << p["placements"].size() << " placements\n";
     std::vector<std::vector<std::string>> rows;
     for (const auto& m : p["moves"]) {
-      rows.push_back({"move", Str(m["vm"]), Str(m["from"]) + " -> " + Str(m["to"]), Str(m["priority"]), Str(m["reason"])});
+      rows.push_back(
+          {"move", Str(m["vm"]), Str(m["from"]) + " -> " + Str(m["to"]), Str(m["priority"]), Str(m["reason"])});
     }
-    for (const auto& m : p["placements"]) rows.push_back({"place", Str(m["vm"]), Str(m["host"]), "-", Str(m["reason"])});
-    for (const auto& m : p.value("unplaced", Json::array())) rows.push_back({"unplaced", Str(m["vm"]), "-", "-", Str(m["reason"])});
+    for (const auto& m : p["placements"])
+      rows.push_back({"place", Str(m["vm"]), Str(m["host"]), "-", Str(m["reason"])});
+    for (const auto& m : p.value("unplaced", Json::array()))
+      rows.push_back({"unplaced", Str(m["vm"]), "-", "-", Str(m["reason"])});
     *c.out << FormatTable({"ACTION", "GUEST", "WHERE", "PRIO", "REASON"}, rows);
   });
 
@@ -543,21 +615,22 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   pool_cmd->add_subcommand("list", "list resource pools")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/pools");
+    auto r = c.List("/api/v1/pools", "pools");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
-    rc = PrintList(c, *r, "pools",
-                   {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB",
-                    "MEM_SHARES"},
-                   [](const Json& p) {
-                     const Json cpu = p.value("cpu", Json::object()), mem = p.value("memory", Json::object());
-                     return std::vector<std::string>{Str(p["name"]), Str(p.value("parent", Json(nullptr))),
-                                                     Str(cpu.value("reservation_cores", Json(0))),
-                                                     Str(cpu.value("limit_cores", Json(nullptr))),
-                                                     Str(cpu.value("shares", Json(nullptr))),
-                                                     Str(mem.value("reservation_mib", Json(0))),
-                                                     Str(mem.value("limit_mib", Json(nullptr))),
-                                                     Str(mem.value("shares", Json(nullptr)))};
-                   });
+    rc = PrintList(
+        c, *r, "pools",
+        {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB", "MEM_SHARES"},
+        [](const Json& p) {
+          const Json cpu = p.value("cpu", Json::object()), mem = p.value("memory", Json::object());
+          return std::vector<std::string>{Str(p["name"]),
+                                          Str(p.value("parent", Json(nullptr))),
+                                          Str(cpu.value("reservation_cores", Json(0))),
+                                          Str(cpu.value("limit_cores", Json(nullptr))),
+                                          Str(cpu.value("shares", Json(nullptr))),
+                                          Str(mem.value("reservation_mib", Json(0))),
+                                          Str(mem.value("limit_mib", Json(nullptr))),
+                                          Str(mem.value("shares", Json(nullptr)))};
+        });
   });
   auto* pshow = pool_cmd->add_subcommand("show", "show a resource pool and its guests");
   pshow->add_option("name", name, "pool name")->required();
@@ -605,7 +678,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   rule->add_subcommand("list", "list rules")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/rules");
+    auto r = c.List("/api/v1/rules", "rules");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "rules", {"NAME", "TYPE", "GUESTS", "HOSTS", "MODE"}, [](const Json& x) {
       auto join = [](const Json& a) {
@@ -616,10 +689,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       std::string hosts = join(x.value("hosts", Json::array()));
       for (const auto& g : x.value("groups", Json::array())) hosts += (hosts == "-" ? "" : ",") + ("group:" + Str(g));
       const bool vm_host = x.value("type", "") == "vm-host";
-      return std::vector<std::string>{Str(x["name"]), Str(x["type"]), join(x.value("vms", Json::array())),
-                                      vm_host ? hosts : "-",
-                                      vm_host ? Str(x.value("mode", Json(nullptr)))
-                                              : (x.value("required", true) ? "required" : "preferred")};
+      return std::vector<std::string>{
+          Str(x["name"]), Str(x["type"]), join(x.value("vms", Json::array())), vm_host ? hosts : "-",
+          vm_host ? Str(x.value("mode", Json(nullptr))) : (x.value("required", true) ? "required" : "preferred")};
     });
   });
   auto* rshow = rule->add_subcommand("show", "show a rule (pending_guests: named, not created yet)");
@@ -650,29 +722,29 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   events->add_option("--since", since, "start after this event sequence number");
   events->callback([&] {
     std::string buf;
-    Status s = c.Client().Stream(
-        "GET", "/api/v1/events?since=" + std::to_string(since) + (follow ? "" : "&follow=false"),
-        [&](std::string_view d) {
-          buf += d;
-          size_t pos;
-          while ((pos = buf.find("\n\n")) != std::string::npos) {
-            std::string frame = buf.substr(0, pos);
-            buf.erase(0, pos + 2);
-            size_t data = frame.find("data: ");
-            if (data == std::string::npos) continue;
-            auto parsed = ParseJson(frame.substr(data + 6), "event");  // within JsonLimits
-            if (!parsed.ok()) continue;
-            Json e = std::move(parsed).value();
-            if (c.AsJson()) {
-              *c.out << e.dump() << "\n";
-            } else {
-              *c.out << Str(e["seq"]) << "  " << Str(e["at"]) << "  " << Str(e["type"]) << "  " << Str(e["subject"])
-                     << "  " << e["data"].dump() << "\n";
-            }
-            c.out->flush();
-          }
-          return true;
-        });
+    Status s =
+        c.Client().Stream("GET", "/api/v1/events?since=" + std::to_string(since) + (follow ? "" : "&follow=false"),
+                          [&](std::string_view d) {
+                            buf += d;
+                            size_t pos;
+                            while ((pos = buf.find("\n\n")) != std::string::npos) {
+                              std::string frame = buf.substr(0, pos);
+                              buf.erase(0, pos + 2);
+                              size_t data = frame.find("data: ");
+                              if (data == std::string::npos) continue;
+                              auto parsed = ParseJson(frame.substr(data + 6), "event");  // within JsonLimits
+                              if (!parsed.ok()) continue;
+                              Json e = std::move(parsed).value();
+                              if (c.AsJson()) {
+                                *c.out << e.dump() << "\n";
+                              } else {
+                                *c.out << Str(e["seq"]) << "  " << Str(e["at"]) << "  " << Str(e["type"]) << "  "
+                                       << Str(e["subject"]) << "  " << e["data"].dump() << "\n";
+                              }
+                              c.out->flush();
+                            }
+                            return true;
+                          });
     if (!s.ok()) rc = c.Fail(s);
   });
   auto* token = app.add_subcommand("token", "API tokens (admin)");
@@ -683,8 +755,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   tcreate->add_option("--role", role, "admin | operator | read-only | tenant | billing-reader")->required();
   tcreate->add_option("--tenant", tenant, "tenant (for --role tenant)");
   std::vector<std::string> rights;
-  tcreate->add_option("--right", rights,
-                      "grant a guest spec right (repeatable): host_paths, bridges, vlans, cpu_tuning, pools, automation");
+  tcreate->add_option(
+      "--right", rights,
+      "grant a guest spec right (repeatable): host_paths, bridges, vlans, cpu_tuning, pools, automation");
   tcreate->callback([&] {
     Json body = {{"name", name}, {"role", role}};
     if (!tenant.empty()) body["tenant"] = tenant;
@@ -693,13 +766,14 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     rc = r.ok() ? PrintObject(c, *r) : c.Fail(r.status());
   });
   token->add_subcommand("list", "list tokens")->callback([&] {
-    auto r = c.Call("GET", "/api/v1/tokens");
+    auto r = c.List("/api/v1/tokens", "tokens");
     if (!r.ok()) return void(rc = c.Fail(r.status()));
     rc = PrintList(c, *r, "tokens", {"ID", "NAME", "ROLE", "TENANT", "RIGHTS", "CREATED"}, [](const Json& t) {
       std::string rights;
       for (const auto& x : t.value("rights", Json::array())) rights += (rights.empty() ? "" : ",") + Str(x);
-      return std::vector<std::string>{Str(t["id"]),     Str(t["name"]),     Str(t["role"]),
-                                      Str(t["tenant"]), rights.empty() ? "-" : rights, Str(t["created"])};
+      return std::vector<std::string>{
+          Str(t["id"]),     Str(t["name"]), Str(t["role"]), Str(t["tenant"]), rights.empty() ? "-" : rights,
+          Str(t["created"])};
     });
   });
   auto* tdelete = token->add_subcommand("delete", "revoke a token");

@@ -1,10 +1,10 @@
 #include "cli/uwctl.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "manager/fake_agent.h"
@@ -82,6 +82,22 @@ TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
   EXPECT_NE(Uwctl({"guest", "create", "bad", "--image", "tiny", "--on-crash", "reboot"}), 0);
   EXPECT_EQ(Uwctl({"host", "list"}), 0);
   EXPECT_NE(out_.str().find("h1"), std::string::npos);
+  // Lists follow their pages: both guests (in name order) with the total; --limit keeps the newest N.
+  EXPECT_EQ(Uwctl({"-o", "json", "guest", "list"}), 0);
+  Json listed = Json::parse(out_.str());
+  EXPECT_EQ(listed["total"], 2);
+  ASSERT_EQ(listed["guests"].size(), 2u);
+  EXPECT_EQ(listed["guests"][0]["name"], "keeper");
+  EXPECT_EQ(Uwctl({"-o", "json", "task", "list", "--limit", "1"}), 0);
+  Json tasks = Json::parse(out_.str());
+  EXPECT_EQ(tasks["tasks"].size(), 1u);
+  EXPECT_EQ(tasks["tasks"][0]["subject"], "keeper");
+  EXPECT_FALSE(tasks["next"].is_null());
+  EXPECT_EQ(Uwctl({"-o", "json", "task", "list", "--limit", "0"}), 0);
+  Json all_tasks = Json::parse(out_.str());
+  EXPECT_EQ(all_tasks["tasks"].size(), 2u);  // the two creates ("bad" was refused before any task)
+  EXPECT_EQ(all_tasks["total"], 2);
+  EXPECT_TRUE(all_tasks["next"].is_null());
   // A running guest is deleted only with --force (a conflict, exit 5, otherwise).
   EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--wait"}), 5) << err_.str();
   EXPECT_NE(err_.str().find("--force"), std::string::npos) << err_.str();
@@ -104,7 +120,8 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
   EXPECT_EQ(pool["memory"]["limit_mib"], 1024);
   EXPECT_EQ(Uwctl({"guest", "create", "big", "--image", "tiny", "--pool", "batch", "--vcpus", "3"}), 5);
   EXPECT_NE(err_.str().find("pool 'batch' CPU limit"), std::string::npos) << err_.str();
-  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--image", "tiny", "--pool", "batch", "--vcpus", "2", "--wait"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"guest", "create", "in-batch", "--image", "tiny", "--pool", "batch", "--vcpus", "2", "--wait"}), 0)
+      << err_.str();
   EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 5) << "a pool with guests stays";
   EXPECT_EQ(Uwctl({"guest", "delete", "in-batch", "--force", "--wait"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"pool", "delete", "batch"}), 0) << err_.str();

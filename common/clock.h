@@ -24,8 +24,7 @@ class Clock {
 
 class FakeClock : public Clock {
  public:
-  explicit FakeClock(TimePoint start = TimePoint(std::chrono::seconds(1'700'000'000)))
-      : now_(start) {}
+  explicit FakeClock(TimePoint start = TimePoint(std::chrono::seconds(1'700'000'000))) : now_(start) {}
   TimePoint Now() const override {
     std::lock_guard l(mu_);
     return now_;
@@ -42,8 +41,8 @@ class FakeClock : public Clock {
 
  private:
   mutable std::mutex mu_;
-  TimePoint now_;         // guarded by mu_
-  Duration mono_{0};      // guarded by mu_
+  TimePoint now_;     // guarded by mu_
+  Duration mono_{0};  // guarded by mu_
 };
 
 // Seconds since the Unix epoch, as a double (for JSON).

@@ -25,8 +25,7 @@ std::string NewUuid() {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
                 static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
-                static_cast<unsigned>(b >> 48),
-                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffULL));
   return buf;
 }
 
@@ -45,7 +44,8 @@ Status ValidateName(std::string_view name, std::string_view what) {
   }
   for (char c : name) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return InvalidArgumentError(w + " '" + std::string(name) + "' may only contain letters, digits, '.', '_' and '-'");
+      return InvalidArgumentError(w + " '" + std::string(name) +
+                                  "' may only contain letters, digits, '.', '_' and '-'");
     }
   }
   return Status::Ok();

@@ -1,8 +1,8 @@
 #include "common/id.h"
 
-#include <set>
-
 #include <gtest/gtest.h>
+
+#include <set>
 
 namespace uw {
 namespace {

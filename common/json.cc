@@ -92,25 +92,22 @@ size_t JsonNestingDepth(std::string_view text, size_t stop_above, size_t* offset
 Result<Json> ParseJson(std::string_view text, std::string_view what, const JsonLimits& limits) {
   if (text.size() > limits.max_bytes) {
     return InvalidArgumentError(std::string(what) + ": " + std::to_string(text.size()) +
-                                " bytes of JSON, more than the limit of " +
-                                std::to_string(limits.max_bytes));
+                                " bytes of JSON, more than the limit of " + std::to_string(limits.max_bytes));
   }
   size_t too_deep_at = 0;
   if (JsonNestingDepth(text, limits.max_depth, &too_deep_at) > limits.max_depth) {
-    return InvalidArgumentError(std::string(what) + ": " + Where(text, too_deep_at) +
-                                ": nesting deeper than " + std::to_string(limits.max_depth));
+    return InvalidArgumentError(std::string(what) + ": " + Where(text, too_deep_at) + ": nesting deeper than " +
+                                std::to_string(limits.max_depth));
   }
   try {
     return Json::parse(text.begin(), text.end());
   } catch (const Json::parse_error& e) {
     std::string msg = e.what();
     // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 2: ".
-    if (auto pos = msg.find(": ");
-        pos != std::string::npos && msg.rfind("[json.exception", 0) == 0) {
+    if (auto pos = msg.find(": "); pos != std::string::npos && msg.rfind("[json.exception", 0) == 0) {
       msg = msg.substr(pos + 2);
     }
-    return InvalidArgumentError(std::string(what) + ": " +
-                                Where(text, e.byte == 0 ? 0 : e.byte - 1) +
+    return InvalidArgumentError(std::string(what) + ": " + Where(text, e.byte == 0 ? 0 : e.byte - 1) +
                                 ": malformed JSON: " + Printable(msg));
   } catch (const Json::exception& e) {
     // Out-of-range numbers and the like: still the caller's input.
@@ -124,8 +121,7 @@ Result<Json> LoadJsonFile(const std::string& path, const JsonLimits& limits) {
   std::error_code ec;
   uintmax_t size = std::filesystem::file_size(path, ec);
   if (!ec && size > limits.max_bytes) {
-    return InvalidArgumentError(path + ": " + std::to_string(size) +
-                                " bytes of JSON, more than the limit of " +
+    return InvalidArgumentError(path + ": " + std::to_string(size) + " bytes of JSON, more than the limit of " +
                                 std::to_string(limits.max_bytes));
   }
   std::stringstream ss;
@@ -135,8 +131,8 @@ Result<Json> LoadJsonFile(const std::string& path, const JsonLimits& limits) {
 
 Result<JsonView> JsonView::Of(const Json& j, std::string path) {
   if (!j.is_object()) {
-    return InvalidArgumentError((path.empty() ? std::string("document") : path) +
-                                ": expected a JSON object, got " + j.type_name());
+    return InvalidArgumentError((path.empty() ? std::string("document") : path) + ": expected a JSON object, got " +
+                                j.type_name());
   }
   return JsonView(&j, std::move(path));
 }
@@ -283,8 +279,7 @@ Result<std::vector<std::string>> JsonView::Strings(std::string_view key) const {
   return out;
 }
 
-Result<std::vector<std::string>> JsonView::Strings(std::string_view key,
-                                                   std::vector<std::string> fallback) const {
+Result<std::vector<std::string>> JsonView::Strings(std::string_view key, std::vector<std::string> fallback) const {
   if (!Find(key)) return fallback;
   return Strings(key);
 }

@@ -7,12 +7,11 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -67,7 +66,7 @@ class JsonView {
   Result<double> Number(std::string_view key) const;
   Result<bool> Bool(std::string_view key) const;
   Result<JsonView> Object(std::string_view key) const;
-  Result<std::vector<JsonView>> Objects(std::string_view key) const;   // array of objects
+  Result<std::vector<JsonView>> Objects(std::string_view key) const;     // array of objects
   Result<std::vector<std::string>> Strings(std::string_view key) const;  // array of strings
 
   // Optional fields: `fallback` when missing or null; an error when present with the wrong type.

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/guest_kind.h"
+
 namespace uw {
 namespace {
 
@@ -9,8 +11,7 @@ TEST(JsonTest, MalformedTextNamesLineAndColumn) {
   auto r = ParseJson("{\n  \"a\": 1,\n  \"b\": }", "request body");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("request body: line 3, column"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("request body: line 3, column"), std::string::npos) << r.status().message();
 }
 
 TEST(JsonTest, ErrorsNameTheFieldPath) {
@@ -47,8 +48,7 @@ TEST(JsonTest, RootMustBeObject) {
 // (nlohmann's recursive dump ran out of stack). The depth is now refused while parsing.
 TEST(JsonTest, DeeplyNestedTextIsRefusedWhileParsing) {
   for (size_t depth : {70'000u, 1'000'000u}) {
-    std::string text = "{\"name\": \"deep\",\n \"labels\": " + std::string(depth, '[') +
-                       std::string(depth, ']') + "}";
+    std::string text = "{\"name\": \"deep\",\n \"labels\": " + std::string(depth, '[') + std::string(depth, ']') + "}";
     auto r = ParseJson(text, "request body");
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
@@ -59,24 +59,22 @@ TEST(JsonTest, DeeplyNestedTextIsRefusedWhileParsing) {
   std::string objects;
   for (int i = 0; i < 100; ++i) objects += "{\"a\":";
   objects += "1" + std::string(100, '}');
-  EXPECT_NE(ParseJson(objects, "x").status().message().find("nesting deeper than 64"),
-            std::string::npos);
+  EXPECT_NE(ParseJson(objects, "x").status().message().find("nesting deeper than 64"), std::string::npos);
 }
 
 TEST(JsonTest, NestingLimitIsExactAndSkipsStrings) {
   std::string at_limit = std::string(64, '[') + std::string(64, ']');
   EXPECT_TRUE(ParseJson(at_limit, "x").ok());
   std::string over = std::string(65, '[') + std::string(65, ']');
-  EXPECT_EQ(ParseJson(over, "x").status().message(),
-            "x: line 1, column 65: nesting deeper than 64");
+  EXPECT_EQ(ParseJson(over, "x").status().message(), "x: line 1, column 65: nesting deeper than 64");
   // Brackets inside strings (with escaped quotes) are text, not nesting.
   std::string in_string = "[\"" + std::string(100, '[') + "\\\"" + std::string(100, '{') + "\"]";
   auto r = ParseJson(in_string, "x");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ((*r)[0].get<std::string>().size(), 201u);
   // A string ending in an escaped backslash ends there; an escaped quote does not end it.
-  std::string escapes = R"(["a\\", ")" + std::string(70, '[') + R"(\\\"", )" +
-                        std::string(70, '[') + std::string(70, ']') + "]";
+  std::string escapes =
+      R"(["a\\", ")" + std::string(70, '[') + R"(\\\"", )" + std::string(70, '[') + std::string(70, ']') + "]";
   const size_t run = escapes.rfind("\", ") + 3;  // the 70 brackets after both strings
   ASSERT_EQ(escapes[run], '[');
   EXPECT_EQ(ParseJson(escapes, "x").status().message(),
@@ -103,9 +101,8 @@ TEST(JsonTest, OversizedTextIsRefusedBeforeParsing) {
 // nlohmann quotes the bytes it read in its message; invalid UTF-8 there made the error answer
 // itself undumpable (type_error 316).
 TEST(JsonTest, ErrorsOnInvalidUtf8AndNulAreSafeToDump) {
-  for (std::string text :
-       {std::string("{\"a\": \"\xff\xfe\"}"), std::string("{\"a\": \"x\0y\"}", 12),
-        std::string("\xc3\x28"), std::string("{\"a\":\0}", 7)}) {
+  for (std::string text : {std::string("{\"a\": \"\xff\xfe\"}"), std::string("{\"a\": \"x\0y\"}", 12),
+                           std::string("\xc3\x28"), std::string("{\"a\":\0}", 7)}) {
     auto r = ParseJson(text, "request body");
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
@@ -113,6 +110,15 @@ TEST(JsonTest, ErrorsOnInvalidUtf8AndNulAreSafeToDump) {
     for (char c : message) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << message;
     EXPECT_NO_THROW(Json(message).dump());
   }
+}
+
+TEST(GuestKindTest, NamesParseAndJsonAgree) {
+  for (GuestKind k : {GuestKind::kKvm, GuestKind::kQemu, GuestKind::kLxc}) {
+    EXPECT_EQ(ParseGuestKind(GuestKindName(k)).value(), k);
+    EXPECT_EQ(Json(k), std::string(GuestKindName(k)));  // a name in JSON, never a number
+    EXPECT_EQ(Json(std::string(GuestKindName(k))).get<GuestKind>(), k);
+  }
+  EXPECT_EQ(ParseGuestKind("xen").status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

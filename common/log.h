@@ -1,9 +1,9 @@
 // Logging through spdlog. Call InitLogging once in main(); libraries just use spdlog::info etc.
 #pragma once
 
-#include <string_view>
-
 #include <spdlog/spdlog.h>
+
+#include <string_view>
 
 #include "common/status.h"
 

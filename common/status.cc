@@ -5,9 +5,8 @@
 namespace uw {
 namespace {
 constexpr std::array<std::string_view, 13> kNames = {
-    "ok",        "invalid_argument",   "not_found",        "already_exists",
-    "failed_precondition", "aborted", "unavailable",     "deadline_exceeded",
-    "resource_exhausted",  "unauthenticated", "permission_denied", "unimplemented",
+    "ok",          "invalid_argument",  "not_found",          "already_exists",  "failed_precondition", "aborted",
+    "unavailable", "deadline_exceeded", "resource_exhausted", "unauthenticated", "permission_denied",   "unimplemented",
     "internal"};
 }  // namespace
 

@@ -64,9 +64,7 @@ class [[nodiscard]] Status {
   // Returns a copy whose message is prefixed with "context: ".
   Status WithContext(std::string_view context) const;
 
-  friend bool operator==(const Status& a, const Status& b) {
-    return a.code_ == b.code_ && a.message_ == b.message_;
-  }
+  friend bool operator==(const Status& a, const Status& b) { return a.code_ == b.code_ && a.message_ == b.message_; }
 
  private:
   StatusCode code_ = StatusCode::kOk;
@@ -90,7 +88,7 @@ inline Status InternalError(std::string m) { return {StatusCode::kInternal, std:
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : data_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : data_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : data_(std::move(status)) {  // NOLINT
     if (std::get<Status>(data_).ok()) data_ = Status(StatusCode::kInternal, "Result built from OK status");
   }
@@ -127,7 +125,10 @@ class [[nodiscard]] Result {
 #define UW_CONCAT_(a, b) UW_CONCAT_INNER_(a, b)
 // `UW_ASSIGN_OR_RETURN(auto x, F())`: assigns the value or returns the error.
 #define UW_ASSIGN_OR_RETURN(lhs, expr) UW_ASSIGN_OR_RETURN_IMPL_(UW_CONCAT_(uw_result_, __LINE__), lhs, expr)
+// `lhs` may be a declaration ("auto x"), which cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define UW_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -19,11 +19,17 @@ Result<int64_t> ParseMemoryMiB(std::string_view text) {
   std::string_view unit(end, t.data() + t.size() - end);
   while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
   double factor;
-  if (unit.empty() || unit == "MiB" || unit == "M" || unit == "m") factor = 1;
-  else if (unit == "KiB" || unit == "K" || unit == "k") factor = 1.0 / 1024;
-  else if (unit == "GiB" || unit == "G" || unit == "g") factor = 1024;
-  else if (unit == "TiB" || unit == "T" || unit == "t") factor = 1024.0 * 1024;
-  else return InvalidArgumentError("'" + std::string(text) + "': unknown memory unit '" + std::string(unit) + "' (use KiB, MiB, GiB or TiB)");
+  if (unit.empty() || unit == "MiB" || unit == "M" || unit == "m")
+    factor = 1;
+  else if (unit == "KiB" || unit == "K" || unit == "k")
+    factor = 1.0 / 1024;
+  else if (unit == "GiB" || unit == "G" || unit == "g")
+    factor = 1024;
+  else if (unit == "TiB" || unit == "T" || unit == "t")
+    factor = 1024.0 * 1024;
+  else
+    return InvalidArgumentError("'" + std::string(text) + "': unknown memory unit '" + std::string(unit) +
+                                "' (use KiB, MiB, GiB or TiB)");
   double mib = number * factor;
   if (mib != std::floor(mib)) {
     return InvalidArgumentError("'" + std::string(text) + "' is not a whole number of MiB");

@@ -34,7 +34,7 @@ struct Resources {
 };
 
 constexpr int64_t kKiBPerMiB = 1024;
-constexpr int64_t kBytesPerMiB = 1024 * 1024;
+constexpr int64_t kBytesPerMiB = int64_t{1024} * 1024;
 
 // Parses a memory size: a bare number is MiB; suffixes KiB, MiB, GiB, TiB (also K, M, G, T).
 // Errors: kInvalidArgument naming the text.

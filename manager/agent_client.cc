@@ -11,7 +11,8 @@ namespace uw::manager {
 namespace mg = uw::migration;
 
 migration::Presence PresenceOf(const Result<AgentGuest>& guest) {
-  if (!guest.ok()) return guest.status().code() == StatusCode::kNotFound ? mg::Presence::kAbsent : mg::Presence::kUnknown;
+  if (!guest.ok())
+    return guest.status().code() == StatusCode::kNotFound ? mg::Presence::kAbsent : mg::Presence::kUnknown;
   const std::string& state = guest->state;
   if (state == "running" || state == "blocked" || state == "shutting_down") return mg::Presence::kRunning;
   if (state == "paused") return mg::Presence::kPaused;
@@ -56,7 +57,10 @@ Result<AgentGuest> GuestFrom(const JsonView& v) {
   AgentGuest g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name", ""));
   UW_ASSIGN_OR_RETURN(g.state, v.String("state", "unknown"));
-  UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
+  UW_ASSIGN_OR_RETURN(std::string kind, v.String("kind", "qemu"));
+  auto parsed_kind = ParseGuestKind(kind);
+  if (!parsed_kind.ok()) return v.FieldError("kind", "expected kvm, qemu or lxc");
+  g.kind = *parsed_kind;
   UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 0));
   UW_ASSIGN_OR_RETURN(g.max_vcpus, v.Int("max_vcpus", g.vcpus));
   UW_ASSIGN_OR_RETURN(g.memory_mib, v.Int("memory_mib", 0));
@@ -151,7 +155,10 @@ class HttpAgentClient final : public AgentClient {
   Result<IncomingReady> PrepareIncoming(const IncomingRequest& r) override {
     Json disks = Json::array();
     for (const auto& d : r.disks) disks.push_back(DiskJson(d));
-    Json body = {{"guest", r.guest}, {"kind", r.kind}, {"memory_mib", r.memory_mib}, {"vcpus", r.vcpus},
+    Json body = {{"guest", r.guest},
+                 {"kind", GuestKindName(r.kind)},
+                 {"memory_mib", r.memory_mib},
+                 {"vcpus", r.vcpus},
                  {"disks", disks}};
     UW_ASSIGN_OR_RETURN(Json j, Call("POST", "/api/v1/migrations/prepare", &body));
     return Read<IncomingReady>("POST /api/v1/migrations/prepare", j, [](const JsonView& v) -> Result<IncomingReady> {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/guest_kind.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "migration/migration.h"
@@ -36,10 +37,10 @@ struct LocalDisk {
 struct AgentGuest {
   std::string name;
   std::string state = "unknown";  // running, paused, shutoff, crashed, blocked, ... (vmm's GuestState names)
-  std::string kind = "qemu";
+  GuestKind kind = GuestKind::kQemu;
   int64_t vcpus = 0, max_vcpus = 0;
   int64_t memory_mib = 0, max_memory_mib = 0;
-  bool has_channel = false;           // the guest has a control channel (exec works)
+  bool has_channel = false;            // the guest has a control channel (exec works)
   std::vector<LocalDisk> local_disks;  // only from Get
   bool forced = false;                 // only from Stop: the guest was powered off
 };
@@ -67,7 +68,7 @@ struct ExecResult {
 // A destination getting ready for an incoming guest (POST /api/v1/migrations/prepare).
 struct IncomingRequest {
   std::string guest;
-  std::string kind = "qemu";
+  GuestKind kind = GuestKind::kQemu;
   int64_t memory_mib = 1;
   int64_t vcpus = 1;
   std::vector<LocalDisk> disks;

@@ -4,14 +4,13 @@
 // disagrees with the real agent fails here, not in the manager's tests).
 #include "manager/agent_client.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
-
-#include <gtest/gtest.h>
 
 #include "manager/in_memory_agent.h"
 #include "vmm/agent.h"
@@ -53,7 +52,8 @@ class HttpOverTestDriver final : public Implementation {
     agent_ = std::make_unique<vmm::Agent>(c, std::move(*h), nullptr, kvm);
     Status started = agent_->Start();
     EXPECT_TRUE(started.ok()) << started.ToString();
-    client_ = NewHttpAgentClient("contract-host", {"http://127.0.0.1:" + std::to_string(agent_->port()), kToken}, 10000);
+    client_ =
+        NewHttpAgentClient("contract-host", {"http://127.0.0.1:" + std::to_string(agent_->port()), kToken}, 10000);
   }
   ~HttpOverTestDriver() override {
     agent_.reset();
@@ -97,8 +97,13 @@ class AgentClientContract : public ::testing::TestWithParam<std::pair<const char
   Result<AgentGuest> Make(const std::string& suffix, int64_t memory_mib = 128) {
     const std::string name = "ct-" + suffix;
     made_.push_back(name);
-    return agent_->Create({{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"max_vcpus", 2},
-                           {"memory_mib", memory_mib}, {"max_memory_mib", 256}});
+    return agent_->Create({{"name", name},
+                           {"kind", "qemu"},
+                           {"image", "tiny"},
+                           {"vcpus", 1},
+                           {"max_vcpus", 2},
+                           {"memory_mib", memory_mib},
+                           {"max_memory_mib", 256}});
   }
 
   std::unique_ptr<Implementation> impl_;
@@ -110,7 +115,7 @@ TEST_P(AgentClientContract, CreateAnswersWithTheRunningGuest) {
   auto g = Make("a");
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_EQ(g->state, "running");
-  EXPECT_EQ(g->kind, "qemu");
+  EXPECT_EQ(g->kind, GuestKind::kQemu);
   EXPECT_EQ(g->vcpus, 1);
   EXPECT_EQ(g->max_vcpus, 2);
   EXPECT_EQ(g->memory_mib, 128);
@@ -216,9 +221,8 @@ INSTANTIATE_TEST_SUITE_P(Implementations, AgentClientContract,
                          ::testing::Values(std::make_pair("HttpOverTestDriver", Factory([] {
                                                             return std::make_unique<HttpOverTestDriver>();
                                                           })),
-                                           std::make_pair("InMemory", Factory([] {
-                                                            return std::make_unique<InMemory>();
-                                                          }))),
+                                           std::make_pair("InMemory",
+                                                          Factory([] { return std::make_unique<InMemory>(); }))),
                          [](const auto& info) { return std::string(info.param.first); });
 
 // ---------------------------------------------------------------------------------------------

@@ -14,17 +14,16 @@
 //   - join and heartbeat bodies are accepted or refused with kInvalidArgument;
 //   - whatever a heartbeat carried, the manager still works afterwards: a plain heartbeat
 //     succeeds and the host reads back connected.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
-#include <filesystem>
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
-
-#include <spdlog/spdlog.h>
 
 #include "api/http.h"
 #include "common/json.h"

@@ -1,19 +1,17 @@
 // DRS: the stored settings, plans on the current snapshot, recommendations and applying them.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -21,91 +19,74 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
 // DRS
 
-Result<Json> Manager::GetDrsConfig() {
+namespace {
+
+// Pending recommendations (a few per guest at most), in the order they are applied.
+constexpr const char* kPendingRecommendations =
+    "SELECT * FROM recommendations WHERE state = 'pending' ORDER BY priority, created_ms, rowid";
+
+// The stored form (settings 'drs'), also the drs.config_changed event's payload.
+Json StoredDrsConfig(const DrsConfig& c) {
+  return {{"automation", c.automation},
+          {"threshold", c.threshold},
+          {"max_moves", c.max_moves ? Json(*c.max_moves) : Json(nullptr)},
+          {"policy", c.policy},
+          {"allow_cold_moves", c.allow_cold_moves},
+          {"min_move_interval_s", c.min_move_interval_s}};
+}
+
+}  // namespace
+
+Result<DrsConfig> Manager::GetDrsConfig() {
+  DrsConfig cfg;
   // min_move_interval_s: the engine's cooldown (placement::DrsSettings), same name and default.
-  Json cfg = {{"automation", "manual"},
-              {"threshold", 3},
-              {"max_moves", nullptr},
-              {"policy", "drs"},
-              {"allow_cold_moves", false},
-              {"min_move_interval_s", placement::DrsSettings().min_move_interval_s},
-              {"interval_ms", config_.drs_interval_ms}};
+  cfg.min_move_interval_s = placement::DrsSettings().min_move_interval_s;
+  cfg.interval_ms = config_.drs_interval_ms;
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT value FROM settings WHERE key = 'drs'"));
-  if (!rows.empty()) {
-    Json stored = rows[0].JsonOf("value");
-    if (stored.is_object()) cfg.update(stored);
-  }
-  cfg["interval_ms"] = config_.drs_interval_ms;
+  if (rows.empty()) return cfg;
+  // Written by SetDrsConfig only; a field missing from an older row keeps its default.
+  const Json stored = rows[0].JsonOf("value");
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(stored, "stored drs config"));
+  UW_ASSIGN_OR_RETURN(cfg.automation, v.String("automation", cfg.automation));
+  UW_ASSIGN_OR_RETURN(int64_t threshold, v.Int("threshold", cfg.threshold));
+  cfg.threshold = static_cast<int>(std::clamp<int64_t>(threshold, 1, 5));
+  UW_ASSIGN_OR_RETURN(cfg.max_moves, v.OptionalInt("max_moves"));
+  UW_ASSIGN_OR_RETURN(cfg.policy, v.String("policy", cfg.policy));
+  UW_ASSIGN_OR_RETURN(cfg.allow_cold_moves, v.Bool("allow_cold_moves", cfg.allow_cold_moves));
+  UW_ASSIGN_OR_RETURN(cfg.min_move_interval_s, v.Number("min_move_interval_s", cfg.min_move_interval_s));
   return cfg;
 }
 
-Result<Json> Manager::SetDrsConfig(const Json& body) {
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(
-      v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s"}));
-  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
-  cfg.erase("interval_ms");
-  if (v.Has("automation")) {
-    UW_ASSIGN_OR_RETURN(std::string a, v.String("automation"));
-    if (a != "manual" && a != "automatic") return v.FieldError("automation", "expected manual or automatic");
-    cfg["automation"] = a;
-  }
-  if (v.Has("threshold")) {
-    UW_ASSIGN_OR_RETURN(int64_t t, v.Int("threshold"));
-    if (t < 1 || t > 5) return v.FieldError("threshold", "expected 1..5");
-    cfg["threshold"] = t;
-  }
-  if (body.contains("max_moves")) {
-    UW_ASSIGN_OR_RETURN(auto m, v.OptionalInt("max_moves"));
-    if (m && *m < 0) return v.FieldError("max_moves", "expected a non-negative integer or null");
-    cfg["max_moves"] = m ? Json(*m) : Json(nullptr);
-  }
-  if (v.Has("allow_cold_moves")) {
-    UW_ASSIGN_OR_RETURN(bool cold, v.Bool("allow_cold_moves"));
-    cfg["allow_cold_moves"] = cold;
-  }
-  if (v.Has("min_move_interval_s")) {
-    UW_ASSIGN_OR_RETURN(double cooldown, v.Number("min_move_interval_s"));
-    if (!(cooldown >= 0 && cooldown <= 30 * 86400)) {
-      return v.FieldError("min_move_interval_s", "expected 0..2592000 seconds");
-    }
-    cfg["min_move_interval_s"] = cooldown;
-  }
-  if (v.Has("policy")) {
-    UW_ASSIGN_OR_RETURN(std::string p, v.String("policy"));
-    if (!placement::MakePolicy(p).ok()) {
-      std::string names;
-      for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
-      return v.FieldError("policy", "expected one of " + names);
-    }
-    cfg["policy"] = p;
-  }
+Result<DrsConfig> Manager::SetDrsConfig(const DrsConfig& config) {
+  const Json stored = StoredDrsConfig(config);
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec(
         "INSERT INTO settings(key, value) VALUES ('drs', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        {Dump(cfg)}));
-    return AddEvent("drs.config_changed", "drs", "", cfg);
+        {Dump(stored)}));
+    return AddEvent("drs.config_changed", "drs", "", stored);
   }));
   return GetDrsConfig();
 }
 
-Result<Json> Manager::ListRecommendations(bool pending_only) {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_->Query(pending_only ? "SELECT * FROM recommendations WHERE state = 'pending' ORDER BY "
-                                                   "priority, created_ms"
-                                                 : "SELECT * FROM recommendations ORDER BY created_ms DESC LIMIT 500"));
+Result<Json> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
+  // Pending ones (a few per guest at most) by priority; all of them newest first.
+  internal::RowPage rows;
+  if (pending_only) {
+    UW_ASSIGN_OR_RETURN(rows.rows, store_->Query(kPendingRecommendations));
+  } else {
+    UW_ASSIGN_OR_RETURN(rows, internal::PageNewestFirst(*store_, "recommendations", {}, page));
+  }
   Json out = Json::array();
-  for (const auto& r : rows) {
+  for (const auto& r : rows.rows) {
     out.push_back({{"id", r.Str("id")},
                    {"guest", r.Str("guest")},
                    {"from", r.Str("from_host")},
@@ -119,28 +100,27 @@ Result<Json> Manager::ListRecommendations(bool pending_only) {
                    {"note", r.Str("note")},
                    {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
-  return Wrap("recommendations", std::move(out));
+  if (pending_only) return internal::PageInMemory("recommendations", std::move(out), page, "id", false);
+  return internal::PageJson("recommendations", std::move(out), rows.total, rows.next);
 }
 
 Result<Json> Manager::DryRunPlan(const Json* snapshot) {
-  Json snap_json;
+  // A given snapshot is planned by the default policy; the live cluster by the configured one.
   if (snapshot) {
-    snap_json = *snapshot;
-  } else {
-    UW_ASSIGN_OR_RETURN(placement::Snapshot built, BuildSnapshot());
-    snap_json = placement::SnapshotToJson(built);
+    UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(*snapshot));
+    UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, "drs"));
+    return placement::PlanToJson(plan);
   }
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(snap_json));
-  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
-  std::string policy = snapshot ? "drs" : cfg.value("policy", "drs");
-  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, policy));
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
+  UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
   return placement::PlanToJson(plan);
 }
 
 Result<Json> Manager::RunDrs() {
-  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
-  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.value("policy", "drs")));
+  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
   // Per-guest automation overrides: "disabled" guests are never moved (they are marked
   // non-migratable in the snapshot); "manual" guests are only recommended even in automatic mode.
   std::map<std::string, std::string> override_of;
@@ -151,26 +131,28 @@ Result<Json> Manager::RunDrs() {
   // them cold out of a host in maintenance; their moves are held back (what remains is verified
   // again by OrderMoves when it starts) and the pass says how many were.
   UW_ASSIGN_OR_RETURN(const std::set<std::string> held, GuestsWithTaskInFlight());
-  const size_t held_moves = std::erase_if(plan.moves, [&](const placement::Move& m) {
-    return held.count(m.vm) > 0 || override_of[m.vm] == "disabled";
-  });
+  const size_t held_moves = std::erase_if(
+      plan.moves, [&](const placement::Move& m) { return held.count(m.vm) > 0 || override_of[m.vm] == "disabled"; });
   int64_t now = NowMs();
   std::vector<std::string> ids;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded' WHERE state = 'pending'"));
     for (const auto& m : plan.moves) {
       std::string id = NewId("rec");
-      UW_RETURN_IF_ERROR(store_->Exec(
-          "INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
-          "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-          {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
-           plan.after.imbalance}));
+      UW_RETURN_IF_ERROR(
+          store_->Exec("INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
+                       "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                       {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
+                        plan.after.imbalance}));
       ids.push_back(id);
     }
     return AddEvent("drs.pass", "drs", "",
-                    {{"automation", cfg["automation"]}, {"recommendations", plan.moves.size()},
-                     {"imbalance_before", plan.before.imbalance}, {"imbalance_after", plan.after.imbalance},
-                     {"unresolved", plan.unresolved.size()}, {"held_back", held_moves}});
+                    {{"automation", cfg.automation},
+                     {"recommendations", plan.moves.size()},
+                     {"imbalance_before", plan.before.imbalance},
+                     {"imbalance_after", plan.after.imbalance},
+                     {"unresolved", plan.unresolved.size()},
+                     {"held_back", held_moves}});
   }));
   // Applied now: everything in automatic mode, and in any mode the evacuation of hosts in
   // maintenance (mandatory), except guests whose own automation is manual.
@@ -182,7 +164,7 @@ Result<Json> Manager::RunDrs() {
   std::vector<std::string> apply_ids;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (override_of[plan.moves[i].vm] == "manual") continue;
-    if (cfg["automation"] != "automatic" && !maintenance.count(plan.moves[i].from)) continue;
+    if (cfg.automation != "automatic" && !maintenance.count(plan.moves[i].from)) continue;
     apply.push_back(plan.moves[i]);
     apply_ids.push_back(ids[i]);
   }
@@ -226,19 +208,13 @@ Result<Json> Manager::ApplyRecommendation(std::string_view id) {
 }
 
 Result<Json> Manager::ApplyAllRecommendations() {
-  UW_ASSIGN_OR_RETURN(Json recs, ListRecommendations(true));
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query(kPendingRecommendations));
   std::vector<placement::Move> moves;
   std::vector<std::string> ids;
-  for (const auto& r : recs["recommendations"]) {
-    placement::Move m;
-    m.vm = r["guest"].get<std::string>();
-    m.from = r["from"].get<std::string>();
-    m.to = r["to"].get<std::string>();
-    m.priority = r["priority"].get<int>();
-    m.reason = r["reason"].get<std::string>();
-    m.gain = r["gain"].get<double>();
-    moves.push_back(std::move(m));
-    ids.push_back(r["id"].get<std::string>());
+  for (const auto& r : rows) {
+    moves.push_back({r.Str("guest"), r.Str("from_host"), r.Str("to_host"), static_cast<int>(r.Int("priority")),
+                     r.Str("reason"), r.Real("gain")});
+    ids.push_back(r.Str("id"));
   }
   // One order for all of them: a move that frees room starts before the one that needs it.
   return StartMoves(moves, ids, Json::object());

@@ -21,12 +21,9 @@ std::string Frame(Json e, const EventBus::Presenter& present, const Principal& w
 }  // namespace
 
 Json EventRowJson(const SqlRow& r) {
-  return {{"seq", r.Int("seq")},
-          {"at", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("at_ms"))))},
-          {"type", r.Str("type")},
-          {"subject", r.Str("subject")},
-          {"tenant", r.Str("tenant")},
-          {"data", r.JsonOf("data")}};
+  return {{"seq", r.Int("seq")},       {"at", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("at_ms"))))},
+          {"type", r.Str("type")},     {"subject", r.Str("subject")},
+          {"tenant", r.Str("tenant")}, {"data", r.JsonOf("data")}};
 }
 
 EventBus::EventBus(Store& store, Clock& clock, Presenter present, Duration keep_alive)

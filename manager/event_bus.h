@@ -99,12 +99,12 @@ class EventBus {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stopping_ = false;                                              // guarded by mu_
-  bool started_ = false;                                               // guarded by mu_
-  int64_t notified_seq_ = 0;                                           // guarded by mu_
-  uint64_t next_id_ = 1;                                               // guarded by mu_
-  std::unordered_map<uint64_t, std::shared_ptr<Subscriber>> subs_;     // guarded by mu_
-  std::vector<std::shared_ptr<Subscriber>> joining_;                   // guarded by mu_: not yet seen by Run
+  bool stopping_ = false;                                           // guarded by mu_
+  bool started_ = false;                                            // guarded by mu_
+  int64_t notified_seq_ = 0;                                        // guarded by mu_
+  uint64_t next_id_ = 1;                                            // guarded by mu_
+  std::unordered_map<uint64_t, std::shared_ptr<Subscriber>> subs_;  // guarded by mu_
+  std::vector<std::shared_ptr<Subscriber>> joining_;                // guarded by mu_: not yet seen by Run
   std::thread thread_;
 
   // Dispatcher thread only.

@@ -2,6 +2,7 @@
 // freeze the manager" (16 open streams blocked every route, /healthz included, and a worker
 // lingered 15 s after its client left), plus the SSE semantics the event bus must keep.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,8 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "manager/event_bus.h"
@@ -211,7 +210,8 @@ TEST_F(EventStreamTest, ABacklogLongerThanOnePageArrivesWholeAndInOrder) {
   const int n = static_cast<int>(2 * internal::EventBus::kPage + 7);
   ASSERT_TRUE(manager_->store()
                   .Transact([&]() -> Status {
-                    for (int i = 0; i < n; ++i) UW_RETURN_IF_ERROR(manager_->AddEvent("test.many", "s", "", {{"i", i}}));
+                    for (int i = 0; i < n; ++i)
+                      UW_RETURN_IF_ERROR(manager_->AddEvent("test.many", "s", "", {{"i", i}}));
                     return Status::Ok();
                   })
                   .ok());

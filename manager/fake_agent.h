@@ -15,7 +15,8 @@ namespace uw::manager::testing {
 
 class FakeAgent {
  public:
-  explicit FakeAgent(std::string name, std::string token = "agent-token-0123456789") : name_(std::move(name)), token_(std::move(token)) {
+  explicit FakeAgent(std::string name, std::string token = "agent-token-0123456789")
+      : name_(std::move(name)), token_(std::move(token)) {
     {
       std::lock_guard l(RegistryMu());
       Registry()[name_] = this;
@@ -40,14 +41,20 @@ class FakeAgent {
       std::string n = (*body)["name"].get<std::string>();
       std::lock_guard l(mu_);
       create_specs_[n] = *body;
-      if (guests_.count(n)) return api::Response::Error(AlreadyExistsError("guest '" + n + "' already exists on host " + name_));
-      Json g = {{"name", n}, {"kind", body->value("kind", "qemu")}, {"state", body->value("start", true) ? "running" : "shutoff"},
-                {"vcpus", body->value("vcpus", 1)}, {"max_vcpus", body->value("max_vcpus", 1)},
-                {"memory_mib", body->value("memory_mib", 256)}, {"max_memory_mib", body->value("max_memory_mib", 256)}};
+      if (guests_.count(n))
+        return api::Response::Error(AlreadyExistsError("guest '" + n + "' already exists on host " + name_));
+      Json g = {{"name", n},
+                {"kind", body->value("kind", "qemu")},
+                {"state", body->value("start", true) ? "running" : "shutoff"},
+                {"vcpus", body->value("vcpus", 1)},
+                {"max_vcpus", body->value("max_vcpus", 1)},
+                {"memory_mib", body->value("memory_mib", 256)},
+                {"max_memory_mib", body->value("max_memory_mib", 256)}};
       guests_[n] = g;
       return api::Response::Json(201, g);
     });
-    router_.Add("GET", "/api/v1/guests/{name}", [this](const api::Request& req) { return With(req, [](Json& g) { return g; }); });
+    router_.Add("GET", "/api/v1/guests/{name}",
+                [this](const api::Request& req) { return With(req, [](Json& g) { return g; }); });
     router_.Add("GET", "/api/v1/guests/{name}/console", [this](const api::Request& req) {
       std::lock_guard l(mu_);
       auto it = guests_.find(req.params.at("name"));
@@ -72,10 +79,16 @@ class FakeAgent {
       return api::Response::Json(200, {{"deleted", req.params.at("name")}});
     });
     router_.Add("POST", "/api/v1/guests/{name}/start", [this](const api::Request& req) {
-      return With(req, [](Json& g) { g["state"] = "running"; return g; });
+      return With(req, [](Json& g) {
+        g["state"] = "running";
+        return g;
+      });
     });
     router_.Add("POST", "/api/v1/guests/{name}/stop", [this](const api::Request& req) {
-      return With(req, [](Json& g) { g["state"] = "shutoff"; return g; });
+      return With(req, [](Json& g) {
+        g["state"] = "shutoff";
+        return g;
+      });
     });
     router_.Add("POST", "/api/v1/guests/{name}/resize", [this](const api::Request& req) {
       auto body = req.JsonBody();
@@ -154,16 +167,17 @@ class FakeAgent {
   api::Response With(const api::Request& req, F f) {
     std::lock_guard l(mu_);
     auto it = guests_.find(req.params.at("name"));
-    if (it == guests_.end()) return api::Response::Error(NotFoundError("guest '" + req.params.at("name") + "' does not exist"));
+    if (it == guests_.end())
+      return api::Response::Error(NotFoundError("guest '" + req.params.at("name") + "' does not exist"));
     return api::Response::Json(200, f(it->second));
   }
   std::string name_, token_;
   api::Router router_;
   std::unique_ptr<api::HttpServer> server_;
   std::mutex mu_;
-  std::map<std::string, Json> guests_;  // guarded by mu_
+  std::map<std::string, Json> guests_;        // guarded by mu_
   std::map<std::string, Json> create_specs_;  // guarded by mu_
-  std::string fail_create_;             // set before use
+  std::string fail_create_;                   // set before use
   std::atomic<int> delay_ms_{0};
   struct Outgoing {
     std::string state = "running";
@@ -194,7 +208,9 @@ class FakeAgent {
       if (guests_.count(g) && guests_[g]["state"] == "running") {
         return api::Response::Error(AlreadyExistsError("guest '" + g + "' already runs on host " + name_));
       }
-      return api::Response::Json(200, {{"host", name_}, {"migration_uri", "fake://" + name_}, {"state_dir", "/fake/" + name_},
+      return api::Response::Json(200, {{"host", name_},
+                                       {"migration_uri", "fake://" + name_},
+                                       {"state_dir", "/fake/" + name_},
                                        {"disks", Json::array()}});
     });
     router_.Add("POST", "/api/v1/migrations/abandon", [this](const api::Request& req) {
@@ -236,9 +252,11 @@ class FakeAgent {
             out["error"] = fail_migrations_;
           } else if (m.polls_left > 0) {
             --m.polls_left;
-            out["job"] = {{"active", true}, {"memory_total_bytes", 256 << 20},
+            out["job"] = {{"active", true},
+                          {"memory_total_bytes", 256 << 20},
                           {"memory_remaining_bytes", int64_t{m.polls_left + 1} << 20},
-                          {"memory_processed_bytes", 1 << 20}, {"memory_iteration", 1}};
+                          {"memory_processed_bytes", 1 << 20},
+                          {"memory_iteration", 1}};
           } else if (guests_.count(n)) {
             m.state = "completed";
             moved = guests_[n];

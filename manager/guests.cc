@@ -1,20 +1,18 @@
 // Guests: the placement snapshot of the store, admission, placement and reservation of creates,
 // and the guest views and operations of the API.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -22,11 +20,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -37,9 +34,8 @@ using internal::ShowShortNames;
 // snapshot names only what exists (internal::BuildSnapshot cuts each rule down to its known
 // members, and leaves out a rule that then constrains nothing that exists).
 Result<placement::Snapshot> Manager::BuildSnapshot(const placement::Vm* incoming) {
-  UW_ASSIGN_OR_RETURN(Json cfg, GetDrsConfig());
-  UW_ASSIGN_OR_RETURN(placement::DrsSettings drs, internal::DrsSettingsFromConfig(cfg));
-  return internal::BuildSnapshot(*store_, NowMs(), drs, incoming);
+  UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
+  return internal::BuildSnapshot(*store_, NowMs(), internal::DrsSettingsFromConfig(cfg), incoming);
 }
 
 Result<Json> Manager::ClusterSnapshot() {
@@ -72,7 +68,7 @@ Result<Json> Manager::GuestRowJson(const SqlRow& r) {
   j["automation"] = r.Str("automation");
   j["migrating_to"] = text_or_null("migrating_to");
   j["placement_reason"] = r.Str("placement_reason");
-  j["alert"] = r.JsonOf("alert");  // null, or e.g. {"type": "duplicate", "also_on": [...], "since": ...}
+  j["alert"] = r.JsonOf("alert");        // null, or e.g. {"type": "duplicate", "also_on": [...], "since": ...}
   j["health"] = text_or_null("health");  // ready | starting | unresponsive | none, from its agent
   j["on_crash"] = r.Str("on_crash");
   j["crash"] = r.JsonOf("crash");  // null, or {"at", "host", "console_tail", "restarts": [ms...]}
@@ -84,7 +80,8 @@ Result<Json> Manager::GuestRowJson(const SqlRow& r) {
 }
 
 Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
   std::set<std::string> out;
   for (const auto& r : rows) out.insert(r.Str("subject"));
   return out;
@@ -130,7 +127,8 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
   if (p.role == Role::kTenant) {
     if (!req.tenant.empty() && req.tenant != p.tenant) {
-      return PermissionDeniedError("tenant: a tenant token may only create guests for its own tenant '" + p.tenant + "'");
+      return PermissionDeniedError("tenant: a tenant token may only create guests for its own tenant '" + p.tenant +
+                                   "'");
     }
     req.tenant = p.tenant;
   }
@@ -138,7 +136,8 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
     if (!p.Holds(right)) {
       return PermissionDeniedError(field + ": needs the right '" + right +
                                    "', which this token does not hold (an admin grants it: uwctl token create "
-                                   "--right " + right + ")");
+                                   "--right " +
+                                   right + ")");
     }
   }
   // Names are unique per tenant: the guest is "<tenant>:<name>" in the cluster (and on its host).
@@ -147,13 +146,15 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   UW_RETURN_IF_ERROR(ValidateGuestName(req.name, "name"));
   req.agent_spec["name"] = req.name;
   std::lock_guard placement_lock(placement_mu_);
-  UW_ASSIGN_OR_RETURN(auto existing,
-                      store_->Query("SELECT name FROM guests WHERE name = ? OR (tenant <> '' AND tenant = ? AND name = ?)",
-                                    {req.name, req.tenant, short_name}));
+  UW_ASSIGN_OR_RETURN(
+      auto existing,
+      store_->Query("SELECT name FROM guests WHERE name = ? OR (tenant <> '' AND tenant = ? AND name = ?)",
+                    {req.name, req.tenant, short_name}));
   if (!existing.empty()) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
   if (!req.pool.empty()) {
-    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
-                                        "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
+                                      "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
                            .status());
     UW_RETURN_IF_ERROR(CheckPoolLimits(req));
     // The pool's shares and CPU limit reach the guest's cputune (fields the request sets win,
@@ -183,9 +184,7 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   vm.demand = {static_cast<double>(req.vcpus), req.memory_mib};
   vm.reservation = {0, req.memory_mib};
   vm.pool = req.pool;
-  vm.kind = req.kind == "kvm" ? placement::GuestKind::kKvm
-            : req.kind == "lxc" ? placement::GuestKind::kLxc
-                                : placement::GuestKind::kQemu;
+  vm.kind = req.kind;
   vm.migratable = req.automation != "disabled";
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot(&vm));
   placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
@@ -207,11 +206,13 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   int64_t now = NowMs();
   Json request = {{"guest", req.name}, {"host", d.host}, {"spec", req.agent_spec}};
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
-        "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)",
-        {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool), req.kind, req.vcpus,
-         req.memory_mib, Dump(req.agent_spec), req.automation, d.reason, req.on_crash, now, now}));
+    UW_RETURN_IF_ERROR(
+        store_->Exec("INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
+                     "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', "
+                     "?, ?, ?, ?, ?)",
+                     {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool),
+                      std::string(GuestKindName(req.kind)), req.vcpus, req.memory_mib, Dump(req.agent_spec),
+                      req.automation, d.reason, req.on_crash, now, now}));
     for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(req.vcpus)},
                                     {"memory_mib", static_cast<double>(req.memory_mib)}}) {
       UW_RETURN_IF_ERROR(store_->Exec(
@@ -224,8 +225,9 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
         "INSERT INTO tasks(id, kind, subject, tenant, state, message, request, created_ms, updated_ms) VALUES "
         "(?, 'guest.create', ?, ?, 'pending', ?, ?, ?, ?)",
         {task_id, req.name, req.tenant, "placed on " + d.host + "; waiting for a worker", Dump(request), now, now}));
-    return AddEvent("guest.placed", req.name, req.tenant,
-                    {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
+    return AddEvent(
+        "guest.placed", req.name, req.tenant,
+        {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
   }));
   Enqueue(task_id);
   UW_ASSIGN_OR_RETURN(Json task, TaskJson(task_id));
@@ -233,30 +235,17 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   return task;
 }
 
-Result<Json> Manager::ListGuests(const Principal& p) {
-  std::vector<SqlRow> rows;
-  if (p.role == Role::kTenant) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant = ? ORDER BY name", {p.tenant}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests ORDER BY name"));
-  }
-  Json out = Json::array();
-  for (const auto& r : rows) {
-    UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
-    ShowShortNames(p, j);
-    out.push_back(std::move(j));
-  }
-  return Wrap("guests", std::move(out));
-}
-
 Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, VisibleGuest(p, name));
   UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
   ShowShortNames(p, j);
-  UW_ASSIGN_OR_RETURN(auto leases, store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {r.Str("name")}));
+  UW_ASSIGN_OR_RETURN(auto leases,
+                      store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {r.Str("name")}));
   j["leases"] = Json::array();
   for (const auto& l : leases) {
-    j["leases"].push_back({{"id", l.Str("id")}, {"resource", l.Str("resource")}, {"floor", l.Real("floor")},
+    j["leases"].push_back({{"id", l.Str("id")},
+                           {"resource", l.Str("resource")},
+                           {"floor", l.Real("floor")},
                            {"grant", l.Real("grant_amount")},
                            {"term_end", l.IsNull("term_end_ms") ? Json(nullptr) : Json(l.Int("term_end_ms"))},
                            {"class", l.Str("class")}});

@@ -1,11 +1,11 @@
 // Regression test for "a host with more than about 340 guests can never heartbeat again": the
 // heartbeat of a host with 1,024 guests, in the form uw-agent sends (vmm::HeartbeatBody: only what
 // the manager reads), is accepted under the default max_body_bytes and reconciles every guest.
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "manager/http_api.h"
@@ -21,8 +21,14 @@ Json Heartbeat(int n, double cpu) {
     char name[64];
     std::snprintf(name, sizeof(name), "acme:web-frontend-%04d", i);
     usage.push_back({{"name", name}, {"cpu_cores", cpu + i * 1e-6}, {"memory_used_mib", 1234}});
-    guests.push_back({{"name", name}, {"state", "running"}, {"kind", "qemu"}, {"vcpus", 2}, {"max_vcpus", 2},
-                      {"memory_mib", 2048}, {"max_memory_mib", 2048}, {"health", "ready"}});
+    guests.push_back({{"name", name},
+                      {"state", "running"},
+                      {"kind", "qemu"},
+                      {"vcpus", 2},
+                      {"max_vcpus", 2},
+                      {"memory_mib", 2048},
+                      {"max_memory_mib", 2048},
+                      {"health", "ready"}});
   }
   return {{"stats", {{"sampled_at", "2026-12-04T01:00:00.000Z"}, {"guests", usage}}}, {"guests", guests}};
 }
@@ -46,7 +52,9 @@ TEST(HeartbeatTest, AHostWithMoreThan340GuestsCanNeverHeartbeatAgain) {
   api::HttpServer server(opts, &router);
   ASSERT_TRUE(server.Start().ok());
   const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
-  Json join = {{"name", "big"}, {"agent_url", "http://127.0.0.1:1"}, {"agent_token", "t"},
+  Json join = {{"name", "big"},
+               {"agent_url", "http://127.0.0.1:1"},
+               {"agent_token", "t"},
                {"capacity", {{"cpu_cores", 256}, {"memory_mib", 4 << 20}}}};
   auto joined = api::HttpClient({url, config.join_token, 10000, 3000}).Call("POST", "/api/v1/hosts/join", &join);
   ASSERT_TRUE(joined.ok()) << joined.status().ToString();

@@ -1,20 +1,18 @@
 // Host sessions: joins, heartbeats (reconciling what agents report with the store), crash
 // policies, missed heartbeats, maintenance and host groups.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -22,11 +20,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 namespace {
@@ -85,7 +82,8 @@ Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join
         "last_heartbeat_ms, joined_at_ms, info) VALUES (?, ?, ?, ?, ?, ?, 'connected', ?, ?, ?) "
         "ON CONFLICT(name) DO UPDATE SET agent_url = excluded.agent_url, agent_token = excluded.agent_token, "
         "host_token_hash = excluded.host_token_hash, cpu_cores = excluded.cpu_cores, memory_mib = "
-        "excluded.memory_mib, state = 'connected', last_heartbeat_ms = excluded.last_heartbeat_ms, info = excluded.info",
+        "excluded.memory_mib, state = 'connected', last_heartbeat_ms = excluded.last_heartbeat_ms, info = "
+        "excluded.info",
         {join.name, join.agent_url, join.agent_token, Sha256Hex(host_token), join.cpu_cores, join.memory_mib, NowMs(),
          NowMs(), Dump(join.info)}));
     return AddEvent(rejoin ? "host.rejoined" : "host.joined", join.name, "",
@@ -94,7 +92,8 @@ Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join
   UW_RETURN_IF_ERROR(s);
   spdlog::info("host {} {} ({} cores, {} MiB) at {}", join.name, rejoin ? "rejoined" : "joined", join.cpu_cores,
                join.memory_mib, join.agent_url);
-  return Json{{"name", join.name}, {"host_token", host_token}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+  return Json{
+      {"name", join.name}, {"host_token", host_token}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
 }
 
 Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
@@ -144,24 +143,26 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
     UW_RETURN_IF_ERROR(store_->Exec(
         "UPDATE hosts SET state = 'connected', last_heartbeat_ms = ?, cpu_used = ?, memory_used_mib = ? WHERE name = ?",
         {now, cpu_used, mem_used, std::string(name)}));
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, NULL, ?, ?)",
-        {now, std::string(name), cpu_used, mem_used}));
+    UW_RETURN_IF_ERROR(
+        store_->Exec("INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, NULL, ?, ?)",
+                     {now, std::string(name), cpu_used, mem_used}));
     for (const auto& [g, u] : guest_usage) {
       // Unchanged rows are not rewritten (most guests' usage is the same from one beat to the next).
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET cpu_used = ?1, memory_used_mib = ?2 WHERE name = ?3 AND "
-                                      "host = ?4 AND (cpu_used <> ?1 OR memory_used_mib <> ?2)",
-                                      {u.first, u.second, g, std::string(name)}));
-      UW_RETURN_IF_ERROR(store_->Exec(
-          "INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
-          {now, std::string(name), g, u.first, u.second}));
+      UW_RETURN_IF_ERROR(
+          store_->Exec("UPDATE guests SET cpu_used = ?1, memory_used_mib = ?2 WHERE name = ?3 AND "
+                       "host = ?4 AND (cpu_used <> ?1 OR memory_used_mib <> ?2)",
+                       {u.first, u.second, g, std::string(name)}));
+      UW_RETURN_IF_ERROR(
+          store_->Exec("INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
+                       {now, std::string(name), g, u.first, u.second}));
     }
     if (was_disconnected) {
       UW_RETURN_IF_ERROR(AddEvent("host.reconnected", name, "", Json::object()));
     }
     return Status::Ok();
   }));
-  return Json{{"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+  return Json{
+      {"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
 }
 
 // A known guest as its host reports it now: health, state, and what a change of state sets off
@@ -179,11 +180,12 @@ Status Manager::UpdateReportedGuest(const std::string& host, const SqlRow& r, co
   }
   if (state != r.Str("state")) {
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
-    UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.Str("tenant"),
-                                {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
+    UW_RETURN_IF_ERROR(
+        AddEvent("guest.changed", name, r.Str("tenant"), {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
     if (state == "unresponsive") {
       UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.Str("tenant"),
-                                  {{"host", host}, {"since", g.value("unresponsive_since", Json())},
+                                  {{"host", host},
+                                   {"since", g.value("unresponsive_since", Json())},
                                    {"reason", "its control channel has not answered"}}));
     } else if (r.Str("state") == "unresponsive" && state == "running") {
       UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.Str("tenant"), {{"host", host}}));
@@ -196,9 +198,9 @@ Status Manager::UpdateReportedGuest(const std::string& host, const SqlRow& r, co
       crash["console_tail"] = reported_crash.value("console_tail", "");
       crash["host"] = host;
       UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), name}));
-      UW_RETURN_IF_ERROR(AddEvent("guest.crashed", name, r.Str("tenant"),
-                                  {{"host", host}, {"on_crash", r.Str("on_crash")},
-                                   {"console_tail", crash["console_tail"]}}));
+      UW_RETURN_IF_ERROR(
+          AddEvent("guest.crashed", name, r.Str("tenant"),
+                   {{"host", host}, {"on_crash", r.Str("on_crash")}, {"console_tail", crash["console_tail"]}}));
       crashed.push_back({name, host, r.Str("tenant"), r.Str("on_crash")});
     }
   }
@@ -234,10 +236,11 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       auto it = seen.find(name);
       if (it == seen.end()) {
         if (r.Str("state") != "lost") {
-          UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = 'lost', updated_ms = ? WHERE name = ?", {now, name}));
-          UW_RETURN_IF_ERROR(AddEvent("guest.lost", name, r.Str("tenant"),
-                                      {{"host", host}, {"was", r.Str("state")},
-                                       {"reason", "the host's agent no longer reports this guest"}}));
+          UW_RETURN_IF_ERROR(
+              store_->Exec("UPDATE guests SET state = 'lost', updated_ms = ? WHERE name = ?", {now, name}));
+          UW_RETURN_IF_ERROR(AddEvent(
+              "guest.lost", name, r.Str("tenant"),
+              {{"host", host}, {"was", r.Str("state")}, {"reason", "the host's agent no longer reports this guest"}}));
         }
         continue;
       }
@@ -251,9 +254,10 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       if (!other.empty()) {
         // The shut-off definition libvirt leaves on the source of a move that nobody confirmed there
         // (its agent was down when the move ended) is a leftover, not a second guest.
-        UW_ASSIGN_OR_RETURN(auto moved_away, store_->Query("SELECT id FROM migrations WHERE guest = ? AND source = ? AND "
-                                                           "phase = 'done' ORDER BY updated_ms DESC LIMIT 1",
-                                                           {name, host}));
+        UW_ASSIGN_OR_RETURN(auto moved_away,
+                            store_->Query("SELECT id FROM migrations WHERE guest = ? AND source = ? AND "
+                                          "phase = 'done' ORDER BY updated_ms DESC LIMIT 1",
+                                          {name, host}));
         if (g.value("state", "") == "shutoff" && !moved_away.empty() && other[0].Str("host") != host) {
           leftovers.push_back({name, moved_away[0].Str("id")});
           continue;
@@ -268,13 +272,14 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       const std::string owner = name.find(':') == std::string::npos ? "" : name.substr(0, name.find(':'));
       int64_t vcpus = std::max<int64_t>(1, g.value("max_vcpus", g.value("vcpus", 1)));
       int64_t mem = std::max<int64_t>(1, g.value("max_memory_mib", g.value("memory_mib", 1)));
-      Json spec = {{"name", name}, {"kind", g.value("kind", "qemu")}, {"vcpus", g.value("vcpus", 1)},
+      Json spec = {{"name", name},       {"kind", g.value("kind", "qemu")},          {"vcpus", g.value("vcpus", 1)},
                    {"max_vcpus", vcpus}, {"memory_mib", g.value("memory_mib", mem)}, {"max_memory_mib", mem}};
       UW_RETURN_IF_ERROR(store_->Exec(
           "INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, placement_reason, created_ms, "
           "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'found running on the host', ?, ?)",
           {name, owner, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
-      UW_RETURN_IF_ERROR(AddEvent("guest.found", name, owner, {{"host", host}, {"state", g.value("state", "unknown")}}));
+      UW_RETURN_IF_ERROR(
+          AddEvent("guest.found", name, owner, {{"host", host}, {"state", g.value("state", "unknown")}}));
     }
     return ClearDuplicates(host, reported);
   });
@@ -293,7 +298,8 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       continue;
     }
     (void)AddEvent("migration.leftover_removed", guest, "",
-                   {{"host", host}, {"migration", migration},
+                   {{"host", host},
+                    {"migration", migration},
                     {"reason", "the source kept a shut-off definition after the move (its agent was down)"}});
   }
 }
@@ -303,11 +309,14 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
 // the definition) or keep (leave the crashed domain for inspection).
 Status Manager::HandleCrash(const CrashedGuest& c) {
   constexpr int kCrashRestarts = 3;
-  constexpr int64_t kCrashWindowMs = 10 * 60 * 1000;
+  constexpr int64_t kCrashWindowMs = int64_t{10} * 60 * 1000;
   if (c.on_crash == "keep") return Status::Ok();
   if (c.on_crash == "stop") {
-    return NewTask("guest.stop", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"args", {{"force", true}}},
-                                                     {"reason", "crashed (on_crash: stop)"}})
+    return NewTask("guest.stop", c.name, c.tenant,
+                   {{"guest", c.name},
+                    {"host", c.host},
+                    {"args", {{"force", true}}},
+                    {"reason", "crashed (on_crash: stop)"}})
         .status();
   }
   const int64_t now = NowMs();
@@ -325,19 +334,22 @@ Status Manager::HandleCrash(const CrashedGuest& c) {
       UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
       return AddEvent("guest.crash_loop", c.name, c.tenant,
                       {{"host", c.host},
-                       {"reason", "crashed " + std::to_string(recent.size() + 1) + " times in 10 minutes; left crashed "
-                                  "for inspection (restart it by hand: uwctl guest start)"}});
+                       {"reason", "crashed " + std::to_string(recent.size() + 1) +
+                                      " times in 10 minutes; left crashed "
+                                      "for inspection (restart it by hand: uwctl guest start)"}});
     }
     recent.push_back(now);
     crash["restarts"] = recent;
     attempt = static_cast<int>(recent.size());
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
-    return AddEvent("guest.restarting", c.name, c.tenant,
-                    {{"host", c.host}, {"attempt", attempt}, {"of", kCrashRestarts}, {"reason", "crashed (on_crash: restart)"}});
+    return AddEvent(
+        "guest.restarting", c.name, c.tenant,
+        {{"host", c.host}, {"attempt", attempt}, {"of", kCrashRestarts}, {"reason", "crashed (on_crash: restart)"}});
   });
   UW_RETURN_IF_ERROR(s);
   if (attempt == 0) return Status::Ok();
-  return NewTask("guest.restart", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"reason", "crashed"}}).status();
+  return NewTask("guest.restart", c.name, c.tenant, {{"guest", c.name}, {"host", c.host}, {"reason", "crashed"}})
+      .status();
 }
 
 Status Manager::RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on) {
@@ -383,8 +395,8 @@ Status Manager::ClearDuplicates(const std::string& host, const Json& reported) {
 
 void Manager::CheckHeartbeats() {
   int64_t deadline = NowMs() - config_.heartbeat_timeout_ms;
-  auto rows = store_->Query("SELECT name, last_heartbeat_ms FROM hosts WHERE state = 'connected' AND last_heartbeat_ms < ?",
-                            {deadline});
+  auto rows = store_->Query(
+      "SELECT name, last_heartbeat_ms FROM hosts WHERE state = 'connected' AND last_heartbeat_ms < ?", {deadline});
   if (!rows.ok()) return;
   for (const auto& r : *rows) {
     Status s = store_->Transact([&]() -> Status {
@@ -399,36 +411,52 @@ void Manager::CheckHeartbeats() {
 
 namespace {
 Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t reserved_mem) {
-  return {{"name", r.Str("name")},
-          {"agent_url", r.Str("agent_url")},
-          {"state", r.Str("state")},
-          {"maintenance", r.Int("maintenance") != 0},
-          {"groups", r.JsonOf("groups").is_array() ? r.JsonOf("groups") : Json::array()},
-          {"capacity", {{"cpu_cores", r.Real("cpu_cores")}, {"memory_mib", r.Int("memory_mib")}}},
-          {"reserved", {{"vcpus", reserved_cpu}, {"memory_mib", reserved_mem}}},
-          {"usage", {{"cpu_cores", r.Real("cpu_used")}, {"memory_mib", r.Int("memory_used_mib")}}},
-          {"guests", guests},
-          {"last_heartbeat", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))))}};
+  // Built member by member: an initializer list would copy every nested value.
+  Json j = Json::object();
+  j["name"] = r.Str("name");
+  j["agent_url"] = r.Str("agent_url");
+  j["state"] = r.Str("state");
+  j["maintenance"] = r.Int("maintenance") != 0;
+  Json groups = r.JsonOf("groups");
+  j["groups"] = groups.is_array() ? std::move(groups) : Json::array();
+  Json& capacity = j["capacity"];
+  capacity["cpu_cores"] = r.Real("cpu_cores");
+  capacity["memory_mib"] = r.Int("memory_mib");
+  Json& reserved = j["reserved"];
+  reserved["vcpus"] = reserved_cpu;
+  reserved["memory_mib"] = reserved_mem;
+  Json& usage = j["usage"];
+  usage["cpu_cores"] = r.Real("cpu_used");
+  usage["memory_mib"] = r.Int("memory_used_mib");
+  j["guests"] = guests;
+  j["last_heartbeat"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))));
+  return j;
 }
-// The reservation totals come from host_reservations (kept by triggers), not from the guests.
+// The reservation totals come from host_reservations (kept by triggers), not from the guests. The
+// list reads only the columns it shows (not the agent's `info`, nor the tokens).
 constexpr const char* kHostQuery =
     "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm "
     "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
+constexpr const char* kHostListQuery =
+    "SELECT h.name, h.agent_url, h.state, h.maintenance, h.groups, h.cpu_cores, h.memory_mib, h.cpu_used, "
+    "h.memory_used_mib, h.last_heartbeat_ms, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, "
+    "COALESCE(r.memory_mib, 0) AS rm FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
 }  // namespace
 
-Result<Json> Manager::ListHosts() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query(std::string(kHostQuery) + " ORDER BY h.name"));
+Result<Json> Manager::ListHosts(const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows,
+                      internal::PageByKey(*store_, kHostListQuery, "hosts", "h.name", "name", {}, page));
   Json out = Json::array();
-  for (const auto& r : rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
-  return Wrap("hosts", std::move(out));
+  for (const auto& r : rows.rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
+  return internal::PageJson("hosts", std::move(out), rows.total, rows.next);
 }
 
 Result<Json> Manager::GetHost(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne(std::string(kHostQuery) + " WHERE h.name = ?", {std::string(name)},
                                                  "host '" + std::string(name) + "' not found"));
   Json j = HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm"));
-  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name",
-                                                 {std::string(name)}));
+  UW_ASSIGN_OR_RETURN(
+      auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name", {std::string(name)}));
   j["guest_names"] = Json::array();
   for (const auto& g : guests) j["guest_names"].push_back(g.Str("name"));
   if (r.Int("maintenance")) {
@@ -441,11 +469,12 @@ Result<Json> Manager::GetHost(std::string_view name) {
 
 Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
+                                      "host '" + std::string(name) + "' not found")
+                           .status());
     UW_RETURN_IF_ERROR(
-        store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)}, "host '" + std::string(name) + "' not found")
-            .status());
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET maintenance = ? WHERE name = ?",
-                                    {int64_t{on ? 1 : 0}, std::string(name)}));
+        store_->Exec("UPDATE hosts SET maintenance = ? WHERE name = ?", {int64_t{on ? 1 : 0}, std::string(name)}));
     return AddEvent(on ? "host.maintenance_on" : "host.maintenance_off", name, "", Json::object());
   }));
   if (on) {
@@ -494,8 +523,9 @@ Result<Json> Manager::SetHostGroups(std::string_view name, const Json& body) {
     }
   }
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
-                                        "host '" + std::string(name) + "' not found")
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
+                                      "host '" + std::string(name) + "' not found")
                            .status());
     UW_RETURN_IF_ERROR(
         store_->Exec("UPDATE hosts SET groups = ? WHERE name = ?", {Dump(Json(groups)), std::string(name)}));

@@ -27,6 +27,32 @@ Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fal
   }
 }
 
+// ?limit=N&after=KEY (see PageQuery); without limit, `default_limit` items (0: all of them).
+Result<PageQuery> QueryPage(const Request& req, int64_t default_limit) {
+  PageQuery page;
+  UW_ASSIGN_OR_RETURN(page.limit, QueryInt(req, "limit", default_limit, 1, kMaxPageLimit));
+  if (auto it = req.query.find("after"); it != req.query.end()) {
+    if (it->second.size() > 512) return InvalidArgumentError("query parameter after: at most 512 characters");
+    page.after = it->second;
+  }
+  return page;
+}
+
+// GET /api/v1/drs/config's view of a DrsConfig.
+Json DrsConfigJson(const DrsConfig& c) {
+  return {{"automation", c.automation},
+          {"threshold", c.threshold},
+          {"max_moves", c.max_moves ? Json(*c.max_moves) : Json(nullptr)},
+          {"policy", c.policy},
+          {"allow_cold_moves", c.allow_cold_moves},
+          {"min_move_interval_s", c.min_move_interval_s},
+          {"interval_ms", c.interval_ms}};
+}
+
+Response AnswerDrs(const Result<DrsConfig>& r) {
+  return r.ok() ? Response::Json(200, DrsConfigJson(*r)) : Response::Error(r.status());
+}
+
 class Api {
  public:
   explicit Api(Manager& m) : m_(m) {}
@@ -73,7 +99,8 @@ class Api {
     Response r = fn();
     if (r.status < 500 && !r.stream) {
       Manager::StoredResponse s{r.status, r.body, hash, req.method, req.path};
-      if (Status st = m_.SaveIdempotent(p.token_id, key, s); !st.ok()) spdlog::warn("idempotency record: {}", st.ToString());
+      if (Status st = m_.SaveIdempotent(p.token_id, key, s); !st.ok())
+        spdlog::warn("idempotency record: {}", st.ToString());
     }
     return r;
   }
@@ -112,14 +139,18 @@ class Api {
       if (!join.ok()) return Response::Error(join.status());
       return Answer(m_.JoinHost(req.BearerToken(), *join), 201);
     });
-    router.AddPublic("POST", "/api/v1/hosts/{name}/heartbeat", [this](const Request& req) {
-      auto body = req.JsonBody();
-      if (!body.ok()) return Response::Error(body.status());
-      return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
-    }, HeartbeatRoute());
+    router.AddPublic(
+        "POST", "/api/v1/hosts/{name}/heartbeat",
+        [this](const Request& req) {
+          auto body = req.JsonBody();
+          if (!body.ok()) return Response::Error(body.status());
+          return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
+        },
+        HeartbeatRoute());
     router.Add("GET", "/api/v1/hosts", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListHosts());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListHosts(*page)) : Response::Error(page.status());
     });
     router.Add("GET", "/api/v1/hosts/{name}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
@@ -144,7 +175,9 @@ class Api {
     router.Add("GET", "/api/v1/guests", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      auto body = m_.ListGuestsBody(*p);
+      auto page = QueryPage(req, 0);
+      if (!page.ok()) return Response::Error(page.status());
+      auto body = m_.ListGuestsBody(*p, *page);
       if (!body.ok()) return Response::Error(body.status());
       Response r;
       r.body = std::move(body).value();
@@ -177,8 +210,8 @@ class Api {
       Json args = Json::object();
       if (auto it = req.query.find("force"); it != req.query.end()) {
         if (it->second != "true" && it->second != "false" && it->second != "1" && it->second != "0") {
-          return Response::Error(InvalidArgumentError("query parameter force: expected true or false, got '" +
-                                                      it->second + "'"));
+          return Response::Error(
+              InvalidArgumentError("query parameter force: expected true or false, got '" + it->second + "'"));
         }
         args["force"] = it->second == "true" || it->second == "1";
       }
@@ -202,9 +235,8 @@ class Api {
     router.Add("GET", "/api/v1/tasks", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      auto limit = QueryInt(req, "limit", 100, 1, 10000);
-      if (!limit.ok()) return Response::Error(limit.status());
-      return Answer(m_.ListTasks(*p, *limit));
+      auto page = QueryPage(req, 100);
+      return page.ok() ? Answer(m_.ListTasks(*p, *page)) : Response::Error(page.status());
     });
     router.Add("GET", "/api/v1/tasks/{id}", [this](const Request& req) {
       auto p = Who(req, "read");
@@ -230,10 +262,12 @@ class Api {
         try {
           cursor = std::stoll(last);
         } catch (...) {
-          return Response::Error(InvalidArgumentError("Last-Event-ID: expected an event sequence number, got '" + last + "'"));
+          return Response::Error(
+              InvalidArgumentError("Last-Event-ID: expected an event sequence number, got '" + last + "'"));
         }
       }
-      bool follow = !(req.query.count("follow") && (req.query.at("follow") == "false" || req.query.at("follow") == "0"));
+      bool follow =
+          !(req.query.count("follow") && (req.query.at("follow") == "false" || req.query.at("follow") == "0"));
       Principal who = *p;
       // No thread per stream: the manager's event bus feeds the writer (Manager::SubscribeEvents).
       return Response::Stream("text/event-stream", [this, who, cursor, follow](std::shared_ptr<api::StreamWriter> w) {
@@ -246,7 +280,8 @@ class Api {
     // Tokens (admin only).
     router.Add("GET", "/api/v1/tokens", [this](const Request& req) {
       if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListTokens());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListTokens(*page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/tokens", [this](const Request& req) {
       auto p = Who(req, "admin");
@@ -280,7 +315,8 @@ class Api {
     // Pools and rules.
     router.Add("GET", "/api/v1/pools", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListPools());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListPools(*page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/pools", [this](const Request& req) {
       auto p = Who(req, "operator");
@@ -301,7 +337,8 @@ class Api {
     });
     router.Add("GET", "/api/v1/rules", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ListRules());
+      auto page = QueryPage(req, 0);
+      return page.ok() ? Answer(m_.ListRules(*page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/rules", [this](const Request& req) {
       auto p = Who(req, "operator");
@@ -326,17 +363,22 @@ class Api {
     // DRS and the cluster snapshot.
     router.Add("GET", "/api/v1/drs/config", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetDrsConfig());
+      return AnswerDrs(m_.GetDrsConfig());
     });
     router.Add("PUT", "/api/v1/drs/config", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
       auto body = req.JsonBody();
-      return body.ok() ? Answer(m_.SetDrsConfig(*body)) : Response::Error(body.status());
+      if (!body.ok()) return Response::Error(body.status());
+      auto current = m_.GetDrsConfig();
+      if (!current.ok()) return Response::Error(current.status());
+      auto changed = ParseDrsConfigChange(*body, *current);
+      return changed.ok() ? AnswerDrs(m_.SetDrsConfig(*changed)) : Response::Error(changed.status());
     });
     router.Add("GET", "/api/v1/drs/recommendations", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       bool all = req.query.count("all") && req.query.at("all") != "0" && req.query.at("all") != "false";
-      return Answer(m_.ListRecommendations(!all));
+      auto page = QueryPage(req, all ? 500 : 0);
+      return page.ok() ? Answer(m_.ListRecommendations(!all, *page)) : Response::Error(page.status());
     });
     router.Add("POST", "/api/v1/drs/recommendations/{id}/apply", [this](const Request& req) {
       auto p = Who(req, "operator");
@@ -363,10 +405,10 @@ class Api {
     });
     router.Add("GET", "/api/v1/migrations", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      auto limit = QueryInt(req, "limit", 100, 1, 10000);
-      if (!limit.ok()) return Response::Error(limit.status());
+      auto page = QueryPage(req, 100);
+      if (!page.ok()) return Response::Error(page.status());
       std::string guest = req.query.count("guest") ? req.query.at("guest") : "";
-      return Answer(m_.ListMigrations(guest, *limit));
+      return Answer(m_.ListMigrations(guest, *page));
     });
     router.Add("GET", "/api/v1/migrations/{id}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
@@ -381,7 +423,8 @@ class Api {
       auto body = req.OptionalJsonBody();
       if (!body.ok()) return Response::Error(body.status());
       if (body->contains("snapshot")) {
-        if (!(*body)["snapshot"].is_object()) return Response::Error(InvalidArgumentError("snapshot: expected an object"));
+        if (!(*body)["snapshot"].is_object())
+          return Response::Error(InvalidArgumentError("snapshot: expected an object"));
         return Answer(m_.DryRunPlan(&(*body)["snapshot"]));
       }
       if (!body->empty()) return Response::Error(InvalidArgumentError("body: expected {} or {\"snapshot\": {...}}"));

@@ -9,6 +9,11 @@
 
 namespace uw::manager {
 
+namespace {
+// The console of a crashed in-memory guest.
+constexpr const char* kCrashConsole = "Kernel panic - not syncing: in-memory crash\n";
+}  // namespace
+
 class InMemoryAgent final : public AgentClient {
  public:
   InMemoryAgent(InMemoryCluster& cluster, std::string host) : cluster_(cluster), host_(std::move(host)) {}
@@ -19,16 +24,24 @@ class InMemoryAgent final : public AgentClient {
     AgentGuest g;
     UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
     UW_RETURN_IF_ERROR(ValidateGuestName(g.name, "body.name"));
-    UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
+    UW_ASSIGN_OR_RETURN(std::string kind, v.String("kind", "qemu"));
+    UW_ASSIGN_OR_RETURN(g.kind, ParseGuestKind(kind));
     UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
     UW_ASSIGN_OR_RETURN(g.max_vcpus, v.Int("max_vcpus", g.vcpus));
     UW_ASSIGN_OR_RETURN(g.memory_mib, v.Int("memory_mib", 128));
     UW_ASSIGN_OR_RETURN(g.max_memory_mib, v.Int("max_memory_mib", g.memory_mib));
     UW_ASSIGN_OR_RETURN(bool start, v.Bool("start", true));
     g.state = start ? "running" : "shutoff";
-    g.has_channel = g.kind != "lxc";
-    std::lock_guard l(cluster_.mu_);
+    g.has_channel = g.kind != GuestKind::kLxc;
+    std::unique_lock l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
+    ++h->creates;
+    h->create_specs[g.name] = spec;
+    if (h->hold_creates) {
+      ++h->creates_waiting;
+      cluster_.creates_released_.wait(l, [h] { return !h->hold_creates; });
+      --h->creates_waiting;
+    }
     if (h->guests.count(g.name)) {
       return AlreadyExistsError("guest '" + g.name + "' already exists on host " + host_);
     }
@@ -116,12 +129,13 @@ class InMemoryAgent final : public AgentClient {
   Result<std::string> ConsoleTail(const std::string& guest, size_t) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
-    return g->state == "crashed" ? std::string("Kernel panic - not syncing: in-memory crash\n") : std::string();
+    return g->state == "crashed" ? std::string(kCrashConsole) : std::string();
   }
 
   Result<IncomingReady> PrepareIncoming(const IncomingRequest& r) override {
     UW_RETURN_IF_ERROR(ValidateGuestName(r.guest, "body.guest"));
-    if (r.kind == "lxc") return InvalidArgumentError("body.kind: containers do not live-migrate (move them cold)");
+    if (r.kind == GuestKind::kLxc)
+      return InvalidArgumentError("body.kind: containers do not live-migrate (move them cold)");
     if (r.memory_mib < 1) return InvalidArgumentError("body.memory_mib: expected a positive integer");
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
@@ -143,7 +157,8 @@ class InMemoryAgent final : public AgentClient {
     auto it = h->guests.find(guest);
     if (it == h->guests.end()) return Status::Ok();
     if (it->second.state == "running") {
-      return FailedPreconditionError("guest '" + guest + "' runs on host " + host_ + ": not an abandoned incoming copy");
+      return FailedPreconditionError("guest '" + guest + "' runs on host " + host_ +
+                                     ": not an abandoned incoming copy");
     }
     h->guests.erase(it);
     return Status::Ok();
@@ -178,7 +193,7 @@ class InMemoryAgent final : public AgentClient {
     out.error = job.error;
     const int64_t total = (h->guests.count(guest) ? h->guests[guest].memory_mib : 128) << 20;
     migration::Stats s;
-    s.total_ms = 100 * job.polls;
+    s.total_ms = int64_t{100} * job.polls;
     s.memory_total_bytes = total;
     s.memory_remaining_bytes = job.state == "completed" ? 0 : total / (job.polls + 1);
     s.memory_processed_bytes = total - s.memory_remaining_bytes;
@@ -308,6 +323,58 @@ void InMemoryCluster::SetState(const std::string& host, const std::string& guest
 void InMemoryCluster::Place(const std::string& host, const AgentGuest& guest) {
   std::lock_guard l(mu_);
   hosts_[host].guests[guest.name] = guest;
+}
+
+void InMemoryCluster::Remove(const std::string& host, const std::string& guest) {
+  std::lock_guard l(mu_);
+  hosts_[host].guests.erase(guest);
+}
+
+void InMemoryCluster::HoldCreates(const std::string& host, bool hold) {
+  {
+    std::lock_guard l(mu_);
+    hosts_[host].hold_creates = hold;
+  }
+  creates_released_.notify_all();
+}
+
+int InMemoryCluster::creates(const std::string& host) const {
+  std::lock_guard l(mu_);
+  auto it = hosts_.find(host);
+  return it == hosts_.end() ? 0 : it->second.creates;
+}
+
+int InMemoryCluster::creates_waiting(const std::string& host) const {
+  std::lock_guard l(mu_);
+  auto it = hosts_.find(host);
+  return it == hosts_.end() ? 0 : it->second.creates_waiting;
+}
+
+Json InMemoryCluster::CreateSpec(const std::string& host, const std::string& guest) const {
+  std::lock_guard l(mu_);
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return nullptr;
+  auto spec = it->second.create_specs.find(guest);
+  return spec == it->second.create_specs.end() ? Json(nullptr) : spec->second;
+}
+
+Json InMemoryCluster::HeartbeatBody(const std::string& host) const {
+  std::lock_guard l(mu_);
+  Json guests = Json::array();
+  if (auto it = hosts_.find(host); it != hosts_.end()) {
+    for (const auto& [name, g] : it->second.guests) {
+      Json one = {{"name", name},
+                  {"state", g.state},
+                  {"kind", g.kind},
+                  {"vcpus", g.vcpus},
+                  {"max_vcpus", g.max_vcpus},
+                  {"memory_mib", g.memory_mib},
+                  {"max_memory_mib", g.max_memory_mib}};
+      if (g.state == "crashed") one["crash"] = {{"console_tail", kCrashConsole}};
+      guests.push_back(std::move(one));
+    }
+  }
+  return {{"stats", {{"guests", Json::array()}}}, {"guests", std::move(guests)}};
 }
 
 std::set<std::string> InMemoryCluster::GuestsOn(const std::string& host) {

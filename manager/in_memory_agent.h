@@ -8,6 +8,7 @@
 // guest crashing, a migration that fails, never converges or kills the guest after the switch-over.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -16,15 +17,16 @@
 #include <set>
 #include <string>
 
+#include "common/json.h"
 #include "manager/agent_client.h"
 
 namespace uw::manager {
 
 // How the next live migration out of a host goes (per guest, or "*" for any guest).
 struct MigrationScript {
-  int polls_to_complete = 2;        // MigrationStatus calls while "running" before "completed"
-  bool fail = false;                // ends "failed" (libvirt's error) instead; the guest stays
-  bool never_converges = false;     // stays "running" with memory left until cancelled
+  int polls_to_complete = 2;         // MigrationStatus calls while "running" before "completed"
+  bool fail = false;                 // ends "failed" (libvirt's error) instead; the guest stays
+  bool never_converges = false;      // stays "running" with memory left until cancelled
   bool dies_on_destination = false;  // completes, then the guest is "crashed" on the destination
   int source_down_after_polls = 0;   // > 0: the source host goes down at that poll (stays down)
 };
@@ -44,11 +46,23 @@ class InMemoryCluster {
   void SetState(const std::string& host, const std::string& guest, const std::string& state);
   // Puts a guest on a host behind the manager's back (as if found there).
   void Place(const std::string& host, const AgentGuest& guest);
+  // Takes a guest off a host behind the manager's back (as if it vanished).
+  void Remove(const std::string& host, const std::string& guest);
+  // While held, creates on `host` wait in the call (the guest is being created) until released.
+  void HoldCreates(const std::string& host, bool hold);
 
   // What the hosts hold.
   std::set<std::string> GuestsOn(const std::string& host);
   std::string StateOf(const std::string& host, const std::string& guest);  // "" when absent
   int calls() const;
+  // Create calls `host` received, and how many of them wait in HoldCreates now.
+  int creates(const std::string& host) const;
+  int creates_waiting(const std::string& host) const;
+  // The spec of the last create of `guest` that `host` received (null when none).
+  Json CreateSpec(const std::string& host, const std::string& guest) const;
+  // What uw-agent on `host` sends the manager in a heartbeat (vmm::HeartbeatBody's shape): its
+  // guests, a crashed one with its console tail; no usage ("stats": {"guests": []}).
+  Json HeartbeatBody(const std::string& host) const;
 
  private:
   friend class InMemoryAgent;
@@ -66,10 +80,15 @@ class InMemoryCluster {
     std::map<std::string, AgentGuest> guests;
     std::map<std::string, Job> jobs;  // outgoing migrations by guest
     std::map<std::string, MigrationScript> scripts;
+    std::map<std::string, Json> create_specs;  // the last create of each guest
+    int creates = 0;
+    int creates_waiting = 0;
+    bool hold_creates = false;
   };
   mutable std::mutex mu_;
-  std::map<std::string, Host> hosts_;  // guarded by mu_
-  int calls_ = 0;                      // guarded by mu_
+  std::condition_variable creates_released_;  // hold_creates cleared on some host
+  std::map<std::string, Host> hosts_;         // guarded by mu_
+  int calls_ = 0;                             // guarded by mu_
 };
 
 }  // namespace uw::manager

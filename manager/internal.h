@@ -1,12 +1,15 @@
 // Private to manager/: small helpers shared by manager.cc and migrations.cc.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/json.h"
 #include "common/status.h"
 #include "manager/manager.h"
+#include "manager/store.h"
 
 namespace uw::manager::internal {
 
@@ -18,12 +21,41 @@ inline bool IsFinal(std::string_view state) {
 
 inline std::string Dump(const Json& j) { return j.dump(); }
 
-// {"key": list} without copying the list (an initializer list would copy it).
-inline Json Wrap(const char* key, Json list) {
-  Json out = Json::object();
-  out[key] = std::move(list);
-  return out;
-}
+// A page of a list (see PageQuery): {"<key>": items, "next": next or null, "total": total}.
+Json PageJson(const char* key, Json items, int64_t total, const std::optional<std::string>& next);
+
+// SQLite's LIMIT for a page: one more than asked, to learn whether a next page exists (-1: all).
+inline int64_t FetchLimit(const PageQuery& page) { return page.limit > 0 ? page.limit + 1 : -1; }
+
+// A WHERE clause built from conditions, with its parameters.
+struct SqlFilter {
+  std::string where;  // "" or " WHERE ... AND ..."
+  std::vector<SqlValue> params;
+  void And(std::string_view condition, std::vector<SqlValue> values = {}) {
+    where += where.empty() ? " WHERE " : " AND ";
+    where += condition;
+    for (auto& v : values) params.push_back(std::move(v));
+  }
+};
+
+// One page of rows, with the count of all rows in scope and the key that starts the next page.
+struct RowPage {
+  std::vector<SqlRow> rows;
+  int64_t total = 0;
+  std::optional<std::string> next;
+};
+// Rows of `select` ("SELECT ... FROM table [alias]") in `scope`, ordered by the text column
+// `key` (unique; "h.name"), after page.after. next is the last row's `key_name` column.
+Result<RowPage> PageByKey(Store& store, std::string_view select, std::string_view table, std::string_view key,
+                          std::string_view key_name, const SqlFilter& scope, const PageQuery& page);
+// Rows of `table` in `scope`, newest first (created_ms, then rowid, descending), after the row
+// whose `id` is page.after (kInvalidArgument when no row in scope has it). next is an id.
+Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlFilter& scope, const PageQuery& page);
+
+// Pages a short list held in memory, in its order. With `by_key` the list is sorted by its
+// `key_field` and the page starts at the first key above `after`; otherwise it starts after the
+// item whose `key_field` is `after` (kInvalidArgument when there is none).
+Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, const char* key_field, bool by_key);
 
 // The name `p` knows guest `key` by: a tenant sees its guests by their short names ("acme:web1" is
 // "web1"); everyone else sees the full name.

@@ -48,13 +48,27 @@ void AppendString(std::string& out, std::string_view s) {
     out.append(s.data() + plain, i - plain);
     plain = i + 1;
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default: {
         char buf[8];
         std::snprintf(buf, sizeof(buf), "\\u%04x", c);
@@ -104,8 +118,26 @@ void AppendTextOrNull(std::string& out, const SqlCursor& c, int col) {
 
 // Columns of kGuestListQuery by index.
 enum GuestColumn {
-  kName, kTenant, kHost, kPool, kKind, kSpec, kState, kVcpus, kMemoryMib, kAutomation, kMigratingTo,
-  kPlacementReason, kAlert, kHealth, kOnCrash, kCrash, kCpuUsed, kMemoryUsedMib, kCreatedMs, kRowid,
+  kName,
+  kTenant,
+  kHost,
+  kPool,
+  kKind,
+  kSpec,
+  kState,
+  kVcpus,
+  kMemoryMib,
+  kAutomation,
+  kMigratingTo,
+  kPlacementReason,
+  kAlert,
+  kHealth,
+  kOnCrash,
+  kCrash,
+  kCpuUsed,
+  kMemoryUsedMib,
+  kCreatedMs,
+  kRowid,
 };
 constexpr const char* kGuestListColumns =
     "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
@@ -113,6 +145,17 @@ constexpr const char* kGuestListColumns =
 
 // Listings kept (one for everyone who sees all guests, one per tenant that listed lately).
 constexpr size_t kMaxCachedListings = 64;
+
+// The scope of a guest listing for `p` (tenants see their own), from `after` on when given.
+internal::SqlFilter GuestListFilter(const Principal& p, const PageQuery& page) {
+  internal::SqlFilter f;
+  if (p.role == Role::kTenant) f.And("tenant = ?", {p.tenant});
+  // A tenant's cursor is a short name: its guests are "<tenant>:<name>" in the store.
+  if (!page.after.empty()) {
+    f.And("name > ?", {p.role == Role::kTenant ? internal::GuestKey(p.tenant, page.after) : page.after});
+  }
+  return f;
+}
 
 }  // namespace
 
@@ -180,21 +223,33 @@ void Manager::AppendGuest(std::string& out, const SqlCursor& c, const Principal&
   out += '}';
 }
 
-Result<std::string> Manager::ListGuestsBody(const Principal& p) {
+Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery& page) {
   std::lock_guard l(listing_mu_);
-  // The body depends on the guests table alone (and on who asks): kept until a row of it changes.
-  // Read before the rows, so that a change made meanwhile makes the next call build it again.
+  // The whole list depends on the guests table alone (and on who asks): kept until a row of it
+  // changes. Read before the rows, so that a change made meanwhile makes the next call build it again.
+  const bool whole = page.limit == 0 && page.after.empty();
   const uint64_t version = store_->ChangeCount("guests");
   const std::string key = p.role == Role::kTenant ? "tenant:" + p.tenant : "*";
-  if (auto hit = listings_.find(key); hit != listings_.end() && hit->second.version == version) {
-    return hit->second.body;
+  if (whole) {
+    if (auto hit = listings_.find(key); hit != listings_.end() && hit->second.version == version) {
+      return hit->second.body;
+    }
+  }
+  int64_t total = 0;
+  if (!whole) {
+    internal::SqlFilter count = GuestListFilter(p, {});
+    UW_ASSIGN_OR_RETURN(SqlRow n,
+                        store_->QueryOne("SELECT COUNT(*) AS n FROM guests" + count.where, count.params, "count"));
+    total = n.Int("n");
   }
   std::string out;
-  out.reserve(listing_bytes_hint_ + 64);
+  out.reserve((whole ? listing_bytes_hint_ : 0) + 64);
   const bool everyone = p.role != Role::kTenant;
   ++listing_generation_;
   out += "{\"guests\":[";
-  bool first = true;
+  int64_t written = 0;
+  bool more = false;
+  std::string last;  // the name of the last guest written
   bool took_changes = false;
   auto hint = spec_facts_.begin();
   // Appends one guest's object to `out`.
@@ -219,8 +274,12 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
     AppendGuest(out, c, p, facts);
   };
   auto row = [&](const SqlCursor& c) -> Status {
-    if (!first) out += ',';
-    first = false;
+    if (page.limit > 0 && written == page.limit) {  // the row past the page: there is a next one
+      more = true;
+      return Status::Ok();
+    }
+    if (written++ > 0) out += ',';
+    if (!whole) last.assign(c.Text(kName));
     if (!everyone) {
       write_guest(out, c);
       return Status::Ok();
@@ -247,22 +306,153 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p) {
     out += text->second;
     return Status::Ok();
   };
-  if (everyone) {
-    UW_RETURN_IF_ERROR(store_->Scan(std::string(kGuestListColumns) + " ORDER BY name", {}, row));
+  internal::SqlFilter filter = GuestListFilter(p, page);
+  filter.params.emplace_back(internal::FetchLimit(page));
+  UW_RETURN_IF_ERROR(
+      store_->Scan(std::string(kGuestListColumns) + filter.where + " ORDER BY name LIMIT ?", filter.params, row));
+  if (whole && everyone) {
     // Forget the guests that are gone (only a full listing knows; a guest whose kept text served
     // this listing has its spec read again when it changes).
     for (auto it = spec_facts_.begin(); it != spec_facts_.end();) {
       it = it->second.seen == listing_generation_ ? std::next(it) : spec_facts_.erase(it);
     }
-  } else {
-    UW_RETURN_IF_ERROR(
-        store_->Scan(std::string(kGuestListColumns) + " WHERE tenant = ? ORDER BY name", {p.tenant}, row));
   }
-  out += "]}";
+  out += "],\"next\":";
+  if (more) {
+    AppendString(out, internal::ShownGuestName(p, last));
+  } else {
+    out += "null";
+  }
+  out += ",\"total\":";
+  AppendInt(out, whole ? written : total);
+  out += '}';
+  if (!whole) return out;
   if (everyone) listing_bytes_hint_ = out.size();
   if (listings_.size() >= kMaxCachedListings) listings_.clear();
   listings_[key] = CachedListing{version, out};
   return out;
 }
+
+// The same list through a JSON tree: what the body above must equal (listing_test.cc).
+Result<Json> Manager::ListGuests(const Principal& p, const PageQuery& page) {
+  PageQuery stored = page;  // a tenant's cursor is a short name
+  if (p.role == Role::kTenant && !page.after.empty()) stored.after = internal::GuestKey(p.tenant, page.after);
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageByKey(*store_, "SELECT * FROM guests", "guests", "name",
+                                                                  "name", GuestListFilter(p, {}), stored));
+  Json out = Json::array();
+  for (const auto& r : rows.rows) {
+    UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
+    internal::ShowShortNames(p, j);
+    out.push_back(std::move(j));
+  }
+  if (rows.next) rows.next = std::string(internal::ShownGuestName(p, *rows.next));
+  return internal::PageJson("guests", std::move(out), rows.total, rows.next);
+}
+
+namespace internal {
+
+namespace {
+
+Status UnknownCursor(const std::string& after) {
+  return InvalidArgumentError("after: '" + after +
+                              "' is not in this list (it may have been removed); list again "
+                              "from the start");
+}
+
+// Cuts the rows (fetched with FetchLimit: one more than the page) to the page; `next` is the last
+// kept row's `key_name` when a row was cut. The whole list (no limit, no cursor) is its own total.
+void FinishPage(RowPage& out, const PageQuery& page, std::string_view key_name) {
+  if (page.limit <= 0 && page.after.empty()) out.total = static_cast<int64_t>(out.rows.size());
+  if (page.limit > 0 && static_cast<int64_t>(out.rows.size()) > page.limit) {
+    out.rows.resize(page.limit);
+    out.next = out.rows.back().Str(key_name);
+  }
+}
+
+// The count of all rows in scope, needed only when the rows fetched may not be all of them.
+Status CountInScope(Store& store, std::string_view table, const SqlFilter& scope, const PageQuery& page, RowPage& out) {
+  if (page.limit <= 0 && page.after.empty()) return Status::Ok();  // FinishPage counts the rows
+  UW_ASSIGN_OR_RETURN(
+      SqlRow n, store.QueryOne("SELECT COUNT(*) AS n FROM " + std::string(table) + scope.where, scope.params, "count"));
+  out.total = n.Int("n");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Json PageJson(const char* key, Json items, int64_t total, const std::optional<std::string>& next) {
+  Json out = Json::object();
+  out[key] = std::move(items);
+  out["next"] = next ? Json(*next) : Json(nullptr);
+  out["total"] = total;
+  return out;
+}
+
+Result<RowPage> PageByKey(Store& store, std::string_view select, std::string_view table, std::string_view key,
+                          std::string_view key_name, const SqlFilter& scope, const PageQuery& page) {
+  RowPage out;
+  UW_RETURN_IF_ERROR(CountInScope(store, table, scope, page, out));
+  SqlFilter filter = scope;
+  if (!page.after.empty()) filter.And(std::string(key) + " > ?", {page.after});
+  filter.params.emplace_back(FetchLimit(page));
+  UW_ASSIGN_OR_RETURN(
+      out.rows,
+      store.Query(std::string(select) + filter.where + " ORDER BY " + std::string(key) + " LIMIT ?", filter.params));
+  FinishPage(out, page, key_name);
+  return out;
+}
+
+Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlFilter& scope, const PageQuery& page) {
+  RowPage out;
+  const std::string from = " FROM " + std::string(table);
+  UW_RETURN_IF_ERROR(CountInScope(store, table, scope, page, out));
+  SqlFilter filter = scope;
+  if (!page.after.empty()) {
+    SqlFilter at = scope;
+    at.And("id = ?", {page.after});
+    UW_ASSIGN_OR_RETURN(auto cursor, store.Query("SELECT created_ms, rowid AS r" + from + at.where, at.params));
+    if (cursor.empty()) {
+      return UnknownCursor(page.after);
+    }
+    const int64_t created = cursor[0].Int("created_ms");
+    filter.And("(created_ms < ? OR (created_ms = ? AND rowid < ?))", {created, created, cursor[0].Int("r")});
+  }
+  filter.params.emplace_back(FetchLimit(page));
+  UW_ASSIGN_OR_RETURN(out.rows, store.Query("SELECT *" + from + filter.where +
+                                                " ORDER BY created_ms DESC, rowid DESC "
+                                                "LIMIT ?",
+                                            filter.params));
+  FinishPage(out, page, "id");
+  return out;
+}
+
+Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, const char* key_field, bool by_key) {
+  const int64_t total = static_cast<int64_t>(items.size());
+  size_t from = 0;
+  if (!page.after.empty()) {
+    auto key_of = [&](const Json& item) -> std::string {
+      auto it = item.find(key_field);
+      return it != item.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    if (by_key) {
+      while (from < items.size() && key_of(items[from]) <= page.after) ++from;
+    } else {
+      while (from < items.size() && key_of(items[from]) != page.after) ++from;
+      if (from == items.size()) {
+        return UnknownCursor(page.after);
+      }
+      ++from;
+    }
+  }
+  size_t to = items.size();
+  if (page.limit > 0 && to - from > static_cast<size_t>(page.limit)) to = from + page.limit;
+  Json out = Json::array();
+  for (size_t i = from; i < to; ++i) out.push_back(std::move(items[i]));
+  std::optional<std::string> next;
+  if (to < items.size()) next = out.back().value(key_field, std::string());
+  return PageJson(key, std::move(out), total, next);
+}
+
+}  // namespace internal
 
 }  // namespace uw::manager

@@ -1,9 +1,10 @@
 // Regression tests for "listing is slow": GET /api/v1/guests is written straight from the rows
 // (ListGuestsBody) and must stay byte for byte what the JSON tree gave; GET /api/v1/hosts reads
 // reservation totals kept by triggers instead of every guest, and they must stay exact.
-#include <filesystem>
-
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <tuple>
 
 #include "manager/manager.h"
 
@@ -62,7 +63,8 @@ class ListingTest : public ::testing::Test {
 };
 
 TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
-  Insert("a-plain", "acme", std::string("h1"), "qemu", 2, 512, {{"name", "a-plain"}, {"vcpus", 1}, {"memory_mib", 256}});
+  Insert("a-plain", "acme", std::string("h1"), "qemu", 2, 512,
+         {{"name", "a-plain"}, {"vcpus", 1}, {"memory_mib", 256}});
   Insert("b-lxc", "", nullptr, "lxc", 1, 64, {{"name", "b-lxc"}});
   Insert("c-emul", "acme", std::string("h2"), "qemu", 4, 1024, {{"paravirt", false}, {"vcpus", 3}});
   Insert("d-\xc3\xa9t\xc3\xa9", "other", std::string("h2"), "qemu", 1, 128, {{"name", "x"}});
@@ -74,7 +76,8 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
                         {Json({{"type", "duplicate"}, {"also_on", {"h1"}}}).dump(), std::string("{not json"),
                          std::string("quote \" back\\slash tab\t nl\n ctl\x01 end")})
                   .ok());
-  ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
+  ASSERT_TRUE(
+      manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
   for (const Principal& p : {Principal{"admin", Role::kAdmin, "", {}}, Principal{"t", Role::kTenant, "acme", {}},
                              Principal{"t", Role::kTenant, "nobody", {}}}) {
     auto tree = manager_->ListGuests(p);
@@ -111,6 +114,115 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
   const Principal admin{"admin", Role::kAdmin, "", {}};
   EXPECT_EQ(*manager_->ListGuestsBody(admin), manager_->ListGuests(admin)->dump());
   EXPECT_NE(manager_->ListGuestsBody(admin)->find("\"memory_mib\":999"), std::string::npos);
+}
+
+// Every page of the fast body equals the tree's page; following `next` from the first page visits
+// each guest the caller may see once, in order; `total` counts them all.
+TEST_F(ListingTest, PagesFollowTheirCursorsAndMatchTheTree) {
+  for (int i = 0; i < 7; ++i) Insert("g" + std::to_string(i), "", std::string("h1"), "qemu", 1, 64, Json::object());
+  for (int i = 0; i < 5; ++i) {
+    Insert("acme:t" + std::to_string(i), "acme", std::string("h2"), "qemu", 1, 64, Json::object());
+  }
+  Insert("zeta:z", "zeta", std::string("h2"), "qemu", 1, 64, Json::object());
+  const Principal admin{"admin", Role::kAdmin, "", {}};
+  const Principal acme{"t", Role::kTenant, "acme", {}};
+  for (const auto& [who, expected] : std::vector<std::pair<Principal, std::vector<std::string>>>{
+           {admin,
+            {"acme:t0", "acme:t1", "acme:t2", "acme:t3", "acme:t4", "g0", "g1", "g2", "g3", "g4", "g5", "g6",
+             "zeta:z"}},
+           {acme, {"t0", "t1", "t2", "t3", "t4"}}}) {
+    for (int64_t limit : {1, 2, 3, 5, 13, 100}) {
+      std::vector<std::string> seen;
+      PageQuery page{limit, ""};
+      for (int pages = 0; pages < 20; ++pages) {
+        auto tree = manager_->ListGuests(who, page);
+        auto body = manager_->ListGuestsBody(who, page);
+        ASSERT_TRUE(tree.ok() && body.ok()) << tree.status().ToString();
+        EXPECT_EQ(*body, tree->dump()) << "limit " << limit << " after " << page.after;
+        EXPECT_EQ((*tree)["total"], expected.size());
+        EXPECT_LE((*tree)["guests"].size(), static_cast<size_t>(limit));
+        for (const auto& g : (*tree)["guests"]) seen.push_back(g["name"]);
+        if ((*tree)["next"].is_null()) break;
+        page.after = (*tree)["next"];
+        EXPECT_EQ(page.after, seen.back());
+      }
+      EXPECT_EQ(seen, expected) << "limit " << limit << " as " << RoleName(who.role);
+    }
+  }
+  // A cursor past the end, or naming a guest deleted since, still pages by name.
+  auto tail = manager_->ListGuests(admin, PageQuery{2, "g35"});
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ((*tail)["guests"][0]["name"], "g4");
+  EXPECT_EQ((*tail)["next"], "g5");
+  auto none = manager_->ListGuestsBody(acme, PageQuery{10, "t9"});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, R"({"guests":[],"next":null,"total":5})");
+  // The whole list (no limit) says its total too, and is still the tree.
+  EXPECT_EQ(*manager_->ListGuestsBody(acme), manager_->ListGuests(acme)->dump());
+  EXPECT_EQ((*manager_->ListGuests(acme))["total"], 5);
+}
+
+TEST_F(ListingTest, EveryOtherListPagesToo) {
+  for (int i = 3; i <= 9; ++i) {
+    HostJoin j{"h" + std::to_string(i), "http://127.0.0.1:1", "t", 16, 65536, Json::object()};
+    ASSERT_TRUE(manager_->JoinHost("join-token-0123456789", j).ok());
+  }
+  std::vector<std::string> hosts;
+  PageQuery page{4, ""};
+  for (;;) {
+    auto r = manager_->ListHosts(page);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)["total"], 9);
+    for (const auto& h : (*r)["hosts"]) hosts.push_back(h["name"]);
+    if ((*r)["next"].is_null()) break;
+    page.after = (*r)["next"];
+  }
+  EXPECT_EQ(hosts, (std::vector<std::string>{"h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9"}));
+  // Tokens page in their order (oldest first) by id; a cursor naming no token is refused.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(manager_->CreateToken("tok" + std::to_string(i), Role::kTenant, "acme").ok());
+  auto all = manager_->ListTokens();
+  ASSERT_TRUE(all.ok());
+  const int64_t tokens = (*all)["total"];
+  ASSERT_EQ((*all)["tokens"].size(), static_cast<size_t>(tokens));
+  auto first = manager_->ListTokens(PageQuery{1, ""});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ((*first)["next"], (*all)["tokens"][0]["id"]);
+  auto second = manager_->ListTokens(PageQuery{1, (*first)["next"]});
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ((*second)["tokens"][0]["id"], (*all)["tokens"][1]["id"]);
+  auto gone = manager_->ListTokens(PageQuery{1, "no-such-token"});
+  EXPECT_EQ(gone.status().code(), StatusCode::kInvalidArgument);
+  // Tasks and migrations are newest first (ties in the order they were written, newest first);
+  // a cursor from another tenant's list is unknown here.
+  for (const auto& [id, tenant, created] : std::vector<std::tuple<std::string, std::string, int64_t>>{
+           {"t-a", "acme", 1000}, {"t-b", "acme", 1000}, {"t-x", "other", 1500}, {"t-c", "acme", 2000}}) {
+    ASSERT_TRUE(manager_->store()
+                    .Exec("INSERT INTO tasks(id, kind, subject, tenant, state, request, created_ms, updated_ms) "
+                          "VALUES (?, 'guest.start', 'acme:g', ?, 'succeeded', '{}', ?, ?)",
+                          {id, tenant, created, created})
+                    .ok());
+  }
+  const Principal acme{"t", Role::kTenant, "acme", {}};
+  std::vector<std::string> task_ids;
+  PageQuery task_page{2, ""};
+  for (;;) {
+    auto r = manager_->ListTasks(acme, task_page);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ((*r)["total"], 3);
+    for (const auto& t : (*r)["tasks"]) task_ids.push_back(t["id"]);
+    if ((*r)["next"].is_null()) break;
+    task_page.after = (*r)["next"];
+  }
+  EXPECT_EQ(task_ids, (std::vector<std::string>{"t-c", "t-b", "t-a"}));
+  EXPECT_EQ(manager_->ListTasks(acme, PageQuery{10, "t-x"}).status().code(), StatusCode::kInvalidArgument);
+  auto everyone = manager_->ListTasks(Principal{"admin", Role::kAdmin, "", {}}, PageQuery{1, "t-x"});
+  ASSERT_TRUE(everyone.ok());
+  EXPECT_EQ((*everyone)["tasks"][0]["id"], "t-b");
+  EXPECT_EQ((*everyone)["total"], 4);
+  auto migrations = manager_->ListMigrations("", PageQuery{10, ""});
+  ASSERT_TRUE(migrations.ok());
+  EXPECT_EQ((*migrations)["total"], 0);
+  EXPECT_TRUE((*migrations)["next"].is_null());
 }
 
 TEST_F(ListingTest, HostReservationTotalsStayExactThroughEveryGuestWrite) {

@@ -2,19 +2,21 @@
 // SIGTERM or SIGINT stops it; it is crash-only, so kill -9 is also safe (tasks resume on start).
 #include <malloc.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "api/http.h"
 #include "common/log.h"
 #include "manager/http_api.h"
 #include "manager/manager.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   // glibc hands freed memory back to the kernel whenever an arena's top passes 128 KiB (and
   // mmaps every block over 128 KiB): under 1,000 heartbeats/s that was 30% of uw-manager's CPU in
   // madvise, the TLB shootdowns it sends to every core, and the page faults after it. Keep up to
@@ -88,4 +90,17 @@ int main(int argc, char** argv) {
   server.Stop();
   manager.Stop();
   return 0;
+}
+
+}  // namespace
+
+// Anything thrown past Main (allocation failure, a library's exception) is reported, not a crash
+// with an unexplained abort.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", "uw-manager", e.what());
+    return 1;
+  }
 }

@@ -1,12 +1,11 @@
 #include "manager/manager.h"
 
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "api/http.h"
 #include "common/id.h"
@@ -19,20 +18,24 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 std::string_view RoleName(Role r) {
   switch (r) {
-    case Role::kAdmin: return "admin";
-    case Role::kOperator: return "operator";
-    case Role::kTenant: return "tenant";
-    case Role::kBillingReader: return "billing-reader";
-    case Role::kReadOnly: return "read-only";
+    case Role::kAdmin:
+      return "admin";
+    case Role::kOperator:
+      return "operator";
+    case Role::kTenant:
+      return "tenant";
+    case Role::kBillingReader:
+      return "billing-reader";
+    case Role::kReadOnly:
+      return "read-only";
   }
   return "?";
 }
@@ -43,8 +46,8 @@ Result<Role> ParseRole(std::string_view name) {
   if (name == "tenant") return Role::kTenant;
   if (name == "billing-reader") return Role::kBillingReader;
   if (name == "read-only") return Role::kReadOnly;
-  return InvalidArgumentError("role: expected admin, operator, tenant, billing-reader or read-only, got '" + std::string(name) +
-                              "'");
+  return InvalidArgumentError("role: expected admin, operator, tenant, billing-reader or read-only, got '" +
+                              std::string(name) + "'");
 }
 
 std::string Sha256Hex(std::string_view text) {
@@ -109,7 +112,8 @@ Status Manager::Start() {
       const Json rights = r.JsonOf("rights");
       if (rights.is_array()) {
         for (const auto& right : rights) {
-          if (right.is_string() && ValidateRight(right.get<std::string>(), "rights").ok()) p.rights.insert(right.get<std::string>());
+          if (right.is_string() && ValidateRight(right.get<std::string>(), "rights").ok())
+            p.rights.insert(right.get<std::string>());
         }
       }
       tokens_[r.Str("token_hash")] = std::move(p);
@@ -163,8 +167,9 @@ void Manager::Stop() {
 
 Status Manager::RecoverTasks() {
   // Migrations have their own recovery (RecoverMigrations): they cannot simply start over.
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id, kind, subject, state, attempts FROM tasks WHERE state IN "
-                                               "('pending', 'running') AND kind <> 'guest.migrate' ORDER BY created_ms"));
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_->Query("SELECT id, kind, subject, state, attempts FROM tasks WHERE state IN "
+                                    "('pending', 'running') AND kind <> 'guest.migrate' ORDER BY created_ms"));
   for (const auto& r : rows) {
     std::string id = r.Str("id");
     if (r.Int("attempts") >= kMaxTaskAttempts) {
@@ -178,8 +183,8 @@ Status Manager::RecoverTasks() {
     // treats "not found" as done), so a running task is resumed from its start.
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'pending', message = ?, updated_ms = ? WHERE id = ?",
                                     {"resumed after a manager restart (was " + r.Str("state") + ")", NowMs(), id}));
-    UW_RETURN_IF_ERROR(AddEvent("task.resumed", id, "", {{"kind", r.Str("kind")}, {"subject", r.Str("subject")},
-                                                         {"was", r.Str("state")}}));
+    UW_RETURN_IF_ERROR(AddEvent("task.resumed", id, "",
+                                {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}, {"was", r.Str("state")}}));
     spdlog::info("resuming task {} ({} {}, was {})", id, r.Str("kind"), r.Str("subject"), r.Str("state"));
     Enqueue(id);
   }
@@ -249,7 +254,8 @@ void Manager::MonitorLoop() {
 
 Result<Principal> Manager::Authenticate(std::string_view bearer_token) {
   if (bearer_token.empty()) {
-    return UnauthenticatedError("missing bearer token: send 'Authorization: Bearer <token>' (uwctl: --token or UW_TOKEN)");
+    return UnauthenticatedError(
+        "missing bearer token: send 'Authorization: Bearer <token>' (uwctl: --token or UW_TOKEN)");
   }
   std::lock_guard l(tokens_mu_);
   auto it = tokens_.find(Sha256Hex(bearer_token));
@@ -269,7 +275,8 @@ Status Manager::AddEvent(std::string_view type, std::string_view subject, std::s
   return Status::Ok();
 }
 
-void Manager::SubscribeEvents(const Principal& p, int64_t since, bool follow, std::shared_ptr<api::StreamWriter> writer) {
+void Manager::SubscribeEvents(const Principal& p, int64_t since, bool follow,
+                              std::shared_ptr<api::StreamWriter> writer) {
   if (event_bus_ == nullptr) {  // not started: nothing to serve
     writer->Close();
     return;
@@ -341,12 +348,12 @@ Result<Json> Manager::CreateToken(std::string_view name, Role role, std::string_
     std::lock_guard l(tokens_mu_);
     tokens_[hash] = Principal{id, role, std::string(tenant), granted};
   }
-  return Json{{"id", id},         {"name", name},         {"role", RoleName(role)},
+  return Json{{"id", id},         {"name", name},          {"role", RoleName(role)},
               {"tenant", tenant}, {"rights", rights_json}, {"token", token}};
 }
 
-Result<Json> Manager::ListTokens() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms"));
+Result<Json> Manager::ListTokens(const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM api_tokens ORDER BY created_ms, rowid"));
   Json out = Json::array();
   for (const auto& r : rows) {
     out.push_back(Json{{"id", r.Str("id")},
@@ -356,7 +363,7 @@ Result<Json> Manager::ListTokens() {
                        {"rights", r.JsonOf("rights")},
                        {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
   }
-  return Wrap("tokens", std::move(out));
+  return internal::PageInMemory("tokens", std::move(out), page, "id", false);
 }
 
 Status Manager::DeleteToken(std::string_view id) {
@@ -378,9 +385,9 @@ Status Manager::DeleteToken(std::string_view id) {
 // Idempotency
 
 Result<std::optional<Manager::StoredResponse>> Manager::FindIdempotent(const std::string& principal,
-                                                                      const std::string& key) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM idempotency WHERE principal = ? AND key = ?",
-                                               {principal, key}));
+                                                                       const std::string& key) {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_->Query("SELECT * FROM idempotency WHERE principal = ? AND key = ?", {principal, key}));
   if (rows.empty()) return std::optional<StoredResponse>();
   StoredResponse r{static_cast<int>(rows[0].Int("status")), rows[0].Str("response"), rows[0].Str("body_hash"),
                    rows[0].Str("method"), rows[0].Str("path")};

@@ -59,8 +59,8 @@ Result<Role> ParseRole(std::string_view name);
 //   cpu_tuning  cpu.shares / cpu.quota_us / cpu.period_us
 //   pools       creating into a resource pool
 //   automation  a DRS automation level other than default (disabled pins a guest)
-inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans", "cpu_tuning", "pools",
-                                                   "automation"};
+inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans",
+                                                   "cpu_tuning", "pools",   "automation"};
 // kInvalidArgument naming `field` unless `name` is one of kSpecRights.
 Status ValidateRight(std::string_view name, std::string_view field);
 
@@ -68,7 +68,7 @@ Status ValidateRight(std::string_view name, std::string_view field);
 struct Principal {
   std::string token_id;
   Role role = Role::kTenant;
-  std::string tenant;  // set for kTenant only
+  std::string tenant;                         // set for kTenant only
   std::set<std::string, std::less<>> rights;  // granted spec rights (see kSpecRights)
   bool CanWrite() const { return role == Role::kAdmin || role == Role::kOperator || role == Role::kTenant; }
   bool IsOperator() const { return role == Role::kAdmin || role == Role::kOperator; }
@@ -79,19 +79,19 @@ struct ManagerConfig {
   std::string db_path = "/var/lib/underware/manager.db";
   std::string listen_address = "127.0.0.1";
   int listen_port = 7800;
-  std::string join_token;              // agents present it to join (>= 16 characters)
-  std::string admin_token;             // bootstrap admin API token (>= 16 characters)
-  int heartbeat_interval_ms = 2000;    // told to agents on join
-  int heartbeat_timeout_ms = 10000;    // no heartbeat for this long: host disconnected
-  int drs_interval_ms = 60000;         // DRS reconcile period (0: never run on a timer)
+  std::string join_token;            // agents present it to join (>= 16 characters)
+  std::string admin_token;           // bootstrap admin API token (>= 16 characters)
+  int heartbeat_interval_ms = 2000;  // told to agents on join
+  int heartbeat_timeout_ms = 10000;  // no heartbeat for this long: host disconnected
+  int drs_interval_ms = 60000;       // DRS reconcile period (0: never run on a timer)
   int task_workers = 4;
-  int agent_timeout_ms = 120000;       // one call to an agent
+  int agent_timeout_ms = 120000;  // one call to an agent
   size_t max_body_bytes = 256 << 10;
   // The heartbeat route's own body limit. uw-agent sends about 230 bytes per guest (vmm::HeartbeatBody):
   // a host with 1,024 guests sends about 235 KB; this leaves room for 4,000 guests with long names.
   size_t heartbeat_max_body_bytes = 1 << 20;
-  int http_workers = 16;               // handler threads (event streams hold none)
-  int max_connections = 4096;          // open connections (event streams included), in total
+  int http_workers = 16;                 // handler threads (event streams hold none)
+  int max_connections = 4096;            // open connections (event streams included), in total
   int max_connections_per_client = 256;  // and per client address (raise it behind a proxy or NAT)
   // A request head must be in within header_timeout_ms (of the connection or the previous
   // answer), its body within body_timeout_ms of the head; else 408 and the connection is closed.
@@ -103,8 +103,8 @@ struct ManagerConfig {
   // Live migration ("migration": {"per_host", "cluster", "poll_ms", "agent_grace_ms", "convergence": {...}}).
   migration::Caps migration_caps;
   migration::ConvergencePolicy convergence;
-  int migration_poll_ms = 500;          // progress checks of a running migration
-  int migration_agent_grace_ms = 60000; // an agent unreachable mid-migration is waited for this long
+  int migration_poll_ms = 500;           // progress checks of a running migration
+  int migration_agent_grace_ms = 60000;  // an agent unreachable mid-migration is waited for this long
   // After the switch-over the destination must show the guest running for verify_window_ms and,
   // when it has a control channel, answering it within verify_timeout_ms; else the migration ends
   // failed_after_switchover.
@@ -122,15 +122,15 @@ std::string Sha256Hex(std::string_view text);
 // A guest creation request, parsed and validated by the HTTP layer.
 struct GuestCreate {
   std::string name;
-  std::string tenant;      // owner; forced to the caller's tenant for tenant tokens
-  std::string pool;        // "" for the cluster root
-  std::string kind = "qemu";
+  std::string tenant;  // owner; forced to the caller's tenant for tenant tokens
+  std::string pool;    // "" for the cluster root
+  GuestKind kind = GuestKind::kQemu;
   int64_t vcpus = 1;
   int64_t memory_mib = 256;
   std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
   std::string lease_class = "guaranteed";
-  std::string on_crash = "restart";    // restart | keep | stop (what the manager does when it crashes)
-  Json agent_spec;         // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
+  std::string on_crash = "restart";  // restart | keep | stop (what the manager does when it crashes)
+  Json agent_spec;                   // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
   std::vector<std::pair<std::string, std::string>> rights_needed;
 };
@@ -140,7 +140,7 @@ struct GuestCreate {
 // kInvalidArgument naming the field.
 Result<GuestCreate> ParseGuestCreate(const Json& body);
 
-struct HostJoin {
+struct HostJoin {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `info`
   std::string name;
   std::string agent_url;
   std::string agent_token;
@@ -149,6 +149,32 @@ struct HostJoin {
   Json info;  // what the agent reports about itself (optional)
 };
 Result<HostJoin> ParseHostJoin(const Json& body);
+
+// DRS settings (GET/PUT /api/v1/drs/config): what the engine reads (placement::DrsSettings), the
+// policy that plans, and how often the manager runs a pass on its own.
+struct DrsConfig {
+  std::string automation = "manual";  // manual | automatic
+  int threshold = 3;                  // 1..5: moves of priority <= threshold are recommended
+  std::optional<int64_t> max_moves;   // per pass; nullopt: no cap
+  std::string policy = "drs";         // a placement::PolicyNames() name
+  bool allow_cold_moves = false;      // evacuation may stop, move and start what cannot live-migrate
+  double min_move_interval_s = 0;     // the engine's cooldown; GetDrsConfig fills in its default
+  int64_t interval_ms = 0;            // ManagerConfig::drs_interval_ms (read-only over the API)
+};
+// A PUT body over `current`: each field given replaces its value, with its path in errors.
+Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig current);
+
+// One page of a list route (?limit=N&after=KEY). Each list has a fixed order: by name (hosts,
+// guests, pools, rules), oldest first (tokens), by priority (pending recommendations) or newest
+// first (tasks, migrations, every recommendation). `after` is the key (name or id) of the last item
+// of the previous page as the caller saw it. Every list answers
+// {"<items>": [...], "next": KEY or null, "total": N}: `total` counts the whole list the caller may
+// see, `next` is the `after` of the following page (null on the last page).
+struct PageQuery {
+  int64_t limit = 0;  // items at most; 0: all of them
+  std::string after;  // "": from the first
+};
+inline constexpr int64_t kMaxPageLimit = 10000;
 
 class Manager {
  public:
@@ -182,7 +208,7 @@ class Manager {
   // Body: {"stats": <agent /api/v1/stats>, "guests": [<agent guest infos>]}. kUnauthenticated for a
   // wrong host token; kNotFound for an unknown host. Reconciles the host's guests.
   Result<Json> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
-  Result<Json> ListHosts();
+  Result<Json> ListHosts(const PageQuery& page = {});
   Result<Json> GetHost(std::string_view name);
   // Maintenance on starts the evacuation (mandatory DRS moves); off cancels the evacuation's
   // migrations that have not switched over yet (pending ones at once, running ones are aborted and
@@ -200,10 +226,10 @@ class Manager {
   // task. kAlreadyExists (name taken), kResourceExhausted (admission failed or no host fits; the
   // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
   Result<Json> CreateGuest(const Principal& p, GuestCreate req);
-  Result<Json> ListGuests(const Principal& p);
-  // The body of GET /api/v1/guests, byte for byte ListGuests(p).dump(), written from the store's
-  // rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
-  Result<std::string> ListGuestsBody(const Principal& p);
+  Result<Json> ListGuests(const Principal& p, const PageQuery& page = {});
+  // The body of GET /api/v1/guests, byte for byte ListGuests(p, page).dump(), written from the
+  // store's rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
+  Result<std::string> ListGuestsBody(const Principal& p, const PageQuery& page = {});
   // Guest names are unique per tenant: a tenant's guest "web1" is "acme:web1" cluster-wide (its
   // libvirt domain name too). A tenant addresses and sees its guests by their short names; admins
   // and operators use the full name, or the short one when it names one guest only. kNotFound also
@@ -217,7 +243,8 @@ class Manager {
 
   // --- tasks -----------------------------------------------------------------------------------
   Result<Json> GetTask(const Principal& p, std::string_view id);
-  Result<Json> ListTasks(const Principal& p, int64_t limit);
+  // Newest first. kInvalidArgument when `after` names no task the caller sees.
+  Result<Json> ListTasks(const Principal& p, const PageQuery& page);
   // A pending task is cancelled at once; a running migration is aborted (the guest stays on its
   // source) and its task ends cancelled shortly after. kFailedPrecondition otherwise.
   Result<Json> CancelTask(const Principal& p, std::string_view id);
@@ -243,18 +270,18 @@ class Manager {
   // are 1..128 characters without control characters; rights are kSpecRights names.
   Result<Json> CreateToken(std::string_view name, Role role, std::string_view tenant,
                            const std::vector<std::string>& rights = {});
-  Result<Json> ListTokens();
+  Result<Json> ListTokens(const PageQuery& page = {});
   Status DeleteToken(std::string_view id);
 
   // --- pools and rules -------------------------------------------------------------------------
-  Result<Json> ListPools();
+  Result<Json> ListPools(const PageQuery& page = {});
   // kNotFound for an unknown pool.
   Result<Json> GetPool(std::string_view name);
   // kResourceExhausted when the pool's reservations cannot be backed by the powered-on hosts
   // (with the other pools' and the guests' reservations).
   Result<Json> CreatePool(const Json& body);
   Status DeletePool(std::string_view name);
-  Result<Json> ListRules();
+  Result<Json> ListRules(const PageQuery& page = {});
   Result<Json> GetRule(std::string_view name);
   // A rule may name guests that do not exist yet: it applies to their placement when they are
   // created. Hosts and host groups must exist.
@@ -262,9 +289,11 @@ class Manager {
   Status DeleteRule(std::string_view name);
 
   // --- DRS -------------------------------------------------------------------------------------
-  Result<Json> GetDrsConfig();
-  Result<Json> SetDrsConfig(const Json& body);
-  Result<Json> ListRecommendations(bool pending_only);
+  Result<DrsConfig> GetDrsConfig();
+  // Stores `config` (interval_ms is not stored: it comes from ManagerConfig) with a
+  // drs.config_changed event; answers the config now in force.
+  Result<DrsConfig> SetDrsConfig(const DrsConfig& config);
+  Result<Json> ListRecommendations(bool pending_only, const PageQuery& page = {});
   // Verifies the move against the current state, then starts it as a guest.migrate task
   // (returned). kAborted when the move no longer fits (the recommendation is superseded).
   Result<Json> ApplyRecommendation(std::string_view id);
@@ -277,8 +306,8 @@ class Manager {
   // Returns the task. kFailedPrecondition (not running, busy, kind cannot live-migrate),
   // kAborted (the move breaks a required rule or does not fit), kNotFound.
   Result<Json> MigrateGuest(const Principal& p, std::string_view name, const Json& body);
-  // Migration records, newest first (`guest` filters).
-  Result<Json> ListMigrations(std::string_view guest, int64_t limit);
+  // Migration records, newest first (`guest` filters), with the migration config.
+  Result<Json> ListMigrations(std::string_view guest, const PageQuery& page);
   Result<Json> GetMigration(std::string_view id);
   Json MigrationConfigJson() const;
   // A plan on `snapshot` (or on the current state when null); nothing is stored.
@@ -326,7 +355,7 @@ class Manager {
   // it would exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
   Status CheckPoolLimits(const GuestCreate& req);
   // cputune for a guest of `pool` ({"shares", "quota_us", "period_us"}); null without a pool.
-  Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind);
+  Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, GuestKind kind);
   // Inside a transaction: drops `guest` from every rule naming it.
   Status RemoveGuestFromRules(const std::string& guest);
   // The client of `host`'s agent; its calls fail with kNotFound when the host is no longer in the
@@ -361,24 +390,24 @@ class Manager {
   const ManagerConfig config_;
   Clock& clock_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<AgentDirectory> agents_;  // set by the constructor
+  std::unique_ptr<AgentDirectory> agents_;      // set by the constructor
   std::function<bool(Duration)> poll_sleeper_;  // set by the constructor
   friend class internal::MigrationRun;
   std::mutex placement_mu_;  // serializes admission + placement + reservation
 
   std::mutex mu_;
-  std::condition_variable cv_;            // tasks queued, stop
-  std::deque<std::string> queue_;         // guarded by mu_
-  bool stopping_ = false;                 // guarded by mu_
+  std::condition_variable cv_;     // tasks queued, stop
+  std::deque<std::string> queue_;  // guarded by mu_
+  bool stopping_ = false;          // guarded by mu_
   std::vector<std::thread> workers_;
   std::thread monitor_;
 
   std::mutex events_mu_;
-  int64_t last_event_seq_ = 0;            // guarded by events_mu_
+  int64_t last_event_seq_ = 0;                     // guarded by events_mu_
   std::unique_ptr<internal::EventBus> event_bus_;  // set by Start, for the manager's life
 
   std::mutex tasks_mu_;
-  std::condition_variable tasks_cv_;      // any task finished
+  std::condition_variable tasks_cv_;  // any task finished
 
   std::mutex tokens_mu_;
   std::map<std::string, Principal> tokens_;  // guarded by tokens_mu_; by token hash
@@ -392,26 +421,26 @@ class Manager {
     std::optional<int64_t> vcpus, memory_mib;
     int64_t created_ms = 0;
     std::string created;  // created_ms formatted (RFC 3339)
-    uint64_t seen = 0;  // listing_generation_ of the last listing that showed the guest
+    uint64_t seen = 0;    // listing_generation_ of the last listing that showed the guest
   };
   static SpecFacts DeriveSpecFacts(std::string_view spec_text);
   static void AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts);
-  std::mutex listing_mu_;  // taken before the store's mutex, never after
+  std::mutex listing_mu_;                                     // taken before the store's mutex, never after
   std::map<std::string, SpecFacts, std::less<>> spec_facts_;  // guarded by listing_mu_: by guest name
-  uint64_t listing_generation_ = 0;                            // guarded by listing_mu_
-  size_t listing_bytes_hint_ = 0;                              // guarded by listing_mu_: last full body
+  uint64_t listing_generation_ = 0;                           // guarded by listing_mu_
+  size_t listing_bytes_hint_ = 0;                             // guarded by listing_mu_: last full body
   struct CachedListing {
     uint64_t version = 0;  // Store::ChangeCount("guests") when it was built
     std::string body;
   };
-  std::map<std::string, CachedListing> listings_;  // guarded by listing_mu_: by "*" or "tenant:<name>"
+  std::map<std::string, CachedListing> listings_;         // guarded by listing_mu_: by "*" or "tenant:<name>"
   std::unordered_map<int64_t, std::string> guest_texts_;  // guarded by listing_mu_: by guests rowid
 
   std::mutex migrator_mu_;
   std::condition_variable migrator_cv_;
   std::map<std::string, std::thread> migration_threads_;  // guarded by migrator_mu_ (by task id)
-  std::set<std::string> migrations_finished_;  // guarded by migrator_mu_: threads to join
-  std::set<std::string> cancel_requested_;     // guarded by migrator_mu_
+  std::set<std::string> migrations_finished_;             // guarded by migrator_mu_: threads to join
+  std::set<std::string> cancel_requested_;                // guarded by migrator_mu_
   std::thread migrator_;
 };
 

@@ -1,12 +1,12 @@
 // One migration's thread (see migration_run.h and migration/README.md).
 #include "manager/migration_run.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <optional>
-
-#include <spdlog/spdlog.h>
 
 #include "common/id.h"
 #include "manager/internal.h"
@@ -77,7 +77,8 @@ bool MigrationRun::Record(mg::Phase phase, const std::string& note) {
 }
 
 void MigrationRun::Progress(double fraction, const std::string& message) {
-  if (Status s = m_.SetTaskProgress(task_, fraction, message); !s.ok()) spdlog::warn("task {}: {}", task_, s.ToString());
+  if (Status s = m_.SetTaskProgress(task_, fraction, message); !s.ok())
+    spdlog::warn("task {}: {}", task_, s.ToString());
 }
 
 bool MigrationRun::SleepPoll() { return m_.poll_sleeper_(std::chrono::milliseconds(m_.config_.migration_poll_ms)); }
@@ -146,9 +147,9 @@ MigrationRun::Step MigrationRun::Begin() {
          m_.NowMs(), m_.NowMs()}));
     // The destination's capacity is held from now on (memory counts on both hosts).
     UW_RETURN_IF_ERROR(m_.store_->Exec("UPDATE guests SET migrating_to = ? WHERE name = ?", {to, guest_}));
-    return m_.AddEvent("migration.started", guest_, tenant_,
-                       {{"from", from}, {"to", to}, {"mode", mg::ModeName(rec_.mode)}, {"migration", rec_.id},
-                        {"task", task_}});
+    return m_.AddEvent(
+        "migration.started", guest_, tenant_,
+        {{"from", from}, {"to", to}, {"mode", mg::ModeName(rec_.mode)}, {"migration", rec_.id}, {"task", task_}});
   });
   if (!s.ok()) return FailEarly(s), Step::kEnded;
   return Step::kGoOn;
@@ -189,7 +190,8 @@ void MigrationRun::ColdResume(const Result<AgentGuest>& on_src, const Result<Age
   if (on_src.ok()) {
     if (on_dest.ok()) (void)Destination()->Delete(guest_, true);
     if (PresenceOf(on_src) != mg::Presence::kRunning) (void)Source()->Start(guest_);
-    return Finish(Outcome::kRolledBack, AbortedError("manager restarted during a cold move; started again on the source"));
+    return Finish(Outcome::kRolledBack,
+                  AbortedError("manager restarted during a cold move; started again on the source"));
   }
   Finish(Outcome::kLost, InternalError("guest on neither host after a manager restart"));
 }
@@ -203,8 +205,9 @@ void MigrationRun::ColdMove(bool resume) {
   if (!spec_row.ok()) return Finish(Outcome::kRolledBack, spec_row.status());
   if (!on_src.ok()) return Finish(Outcome::kRolledBack, on_src.status());
   if (!on_src->local_disks.empty()) {
-    return Finish(Outcome::kRolledBack,
-                  FailedPreconditionError("guest " + guest_ + " has local disks: cold moves carry shared storage only"));
+    return Finish(
+        Outcome::kRolledBack,
+        FailedPreconditionError("guest " + guest_ + " has local disks: cold moves carry shared storage only"));
   }
   const bool was_running = PresenceOf(on_src) == mg::Presence::kRunning;
   if (!Record(mg::Phase::kPrepare, "cold: stop on " + rec_.source)) return;
@@ -290,7 +293,8 @@ void MigrationRun::VerifyAndFinish() {
         if (!SleepPoll()) return;  // manager stopping: the next start verifies again
         continue;
       case mg::Verdict::kVerified:
-        if (!clean) rec_.history.push_back("verify: the source " + rec_.source + " still has a copy; its heartbeat removes it");
+        if (!clean)
+          rec_.history.push_back("verify: the source " + rec_.source + " still has a copy; its heartbeat removes it");
         rec_.history.push_back("verify: running on " + rec_.destination +
                                (o.has_channel ? " and answering its control channel" : ""));
         return Finish(Outcome::kDone, Status::Ok());
@@ -342,10 +346,10 @@ Status MigrationRun::StartTransfer() {
   transfer.auto_converge = rec_.auto_converge;
   transfer.postcopy = postcopy_armed_;
   // Recorded before it is asked for: a restart finds "transfer" and asks the hosts.
-  UW_RETURN_IF_ERROR(Advance(mg::Phase::kTransfer,
-                             rec_.attempt > 1 ? "attempt " + std::to_string(rec_.attempt) +
-                                                    (rec_.auto_converge ? " with auto-converge" : "")
-                                              : "started"));
+  UW_RETURN_IF_ERROR(Advance(mg::Phase::kTransfer, rec_.attempt > 1
+                                                       ? "attempt " + std::to_string(rec_.attempt) +
+                                                             (rec_.auto_converge ? " with auto-converge" : "")
+                                                       : "started"));
   Status started = Source()->StartMigration(guest_, transfer);
   if (!started.ok()) return started.WithContext("starting the transfer on " + rec_.source);
   return Status::Ok();
@@ -377,9 +381,9 @@ MigrationRun::Step MigrationRun::Settle(const Status& cause) {
       return SettleBy(r, o, cause);
     }
     if (m_.clock_.Monotonic() >= deadline) {
-      Finish(Outcome::kUnknown, UnavailableError("hosts did not answer for " +
-                                                 std::to_string(m_.config_.migration_agent_grace_ms / 1000) +
-                                                 " s; last error: " + (src.ok() ? dst.status() : src.status()).message()));
+      Finish(Outcome::kUnknown,
+             UnavailableError("hosts did not answer for " + std::to_string(m_.config_.migration_agent_grace_ms / 1000) +
+                              " s; last error: " + (src.ok() ? dst.status() : src.status()).message()));
       return Step::kEnded;
     }
     if (!SleepPoll()) return Step::kEnded;  // manager stopping: the next start recovers it
@@ -494,10 +498,11 @@ void MigrationRun::Monitor() {
 
 // Progress, and the convergence policy's escalation (migration::Decide).
 MigrationRun::Step MigrationRun::OnTransferRunning(const mg::Stats& s) {
-  const double done = s.memory_total_bytes > 0
-                          ? static_cast<double>(s.memory_processed_bytes) /
-                                static_cast<double>(std::max<int64_t>(1, s.memory_processed_bytes + s.memory_remaining_bytes))
-                          : 0;
+  const double done =
+      s.memory_total_bytes > 0
+          ? static_cast<double>(s.memory_processed_bytes) /
+                static_cast<double>(std::max<int64_t>(1, s.memory_processed_bytes + s.memory_remaining_bytes))
+          : 0;
   char msg[200];
   std::snprintf(msg, sizeof msg, "transfer to %s: %s left of %s, dirty %lld pages/s, expected downtime %lld ms%s",
                 rec_.destination.c_str(), Mib(s.memory_remaining_bytes + s.disk_remaining_bytes).c_str(),
@@ -548,7 +553,8 @@ MigrationRun::Step MigrationRun::OnTransferRunning(const mg::Stats& s) {
 
 MigrationRun::Step MigrationRun::OnTransferEnded(const MigrationJob& job) {
   if (job.state == "completed") {
-    if (!Record(mg::Phase::kSwitchOver, "libvirt completed; downtime " + std::to_string(rec_.stats.downtime_ms) + " ms")) {
+    if (!Record(mg::Phase::kSwitchOver,
+                "libvirt completed; downtime " + std::to_string(rec_.stats.downtime_ms) + " ms")) {
       return Step::kEnded;
     }
     if (!Record(mg::Phase::kConfirm, "source copy removed by " + rec_.source)) return Step::kEnded;
@@ -587,7 +593,8 @@ void MigrationRun::EndPhases(Outcome outcome, const Status& why) {
       Pass(mg::Phase::kConfirm, "");
     }
     if (rec_.phase == mg::Phase::kConfirm) Pass(mg::Phase::kVerify, "");
-    Pass(outcome == Outcome::kDone ? mg::Phase::kDone : mg::Phase::kFailedAfterSwitchover, why.ok() ? "" : why.message());
+    Pass(outcome == Outcome::kDone ? mg::Phase::kDone : mg::Phase::kFailedAfterSwitchover,
+         why.ok() ? "" : why.message());
   } else if (outcome == Outcome::kRolledBack && !mg::IsTerminal(rec_.phase)) {
     if (rec_.phase != mg::Phase::kRollingBack) Pass(mg::Phase::kRollingBack, why.message());
     Pass(mg::Phase::kRolledBack, "");
@@ -608,36 +615,49 @@ Status MigrationRun::RecordOutcome(Outcome outcome, bool cancelled) {
             store.Exec("UPDATE guests SET host = ?, migrating_to = NULL, state = ?, updated_ms = ? WHERE name = ?",
                        {rec_.destination, arrived_state_, now, guest_}));
         return m_.AddEvent("guest.migrated", guest_, tenant_,
-                           {{"from", rec_.source}, {"to", rec_.destination}, {"mode", mg::ModeName(rec_.mode)},
-                            {"total_ms", rec_.stats.total_ms}, {"downtime_ms", rec_.stats.downtime_ms},
-                            {"migration", rec_.id}, {"task", task_}});
+                           {{"from", rec_.source},
+                            {"to", rec_.destination},
+                            {"mode", mg::ModeName(rec_.mode)},
+                            {"total_ms", rec_.stats.total_ms},
+                            {"downtime_ms", rec_.stats.downtime_ms},
+                            {"migration", rec_.id},
+                            {"task", task_}});
       case Outcome::kRolledBack:
         UW_RETURN_IF_ERROR(
             store.Exec("UPDATE guests SET migrating_to = NULL, updated_ms = ? WHERE name = ?", {now, guest_}));
         return m_.AddEvent(cancelled ? "migration.cancelled" : "migration.rolled_back", guest_, tenant_,
-                           {{"host", rec_.source}, {"destination", rec_.destination}, {"error", rec_.error},
-                            {"migration", rec_.id}, {"task", task_}});
+                           {{"host", rec_.source},
+                            {"destination", rec_.destination},
+                            {"error", rec_.error},
+                            {"migration", rec_.id},
+                            {"task", task_}});
       case Outcome::kLost:
         UW_RETURN_IF_ERROR(store.Exec(
             "UPDATE guests SET migrating_to = NULL, state = 'lost', updated_ms = ? WHERE name = ?", {now, guest_}));
-        return m_.AddEvent("guest.lost", guest_, tenant_,
-                           {{"reason", "migration " + rec_.id + ": on neither " + rec_.source + " nor " + rec_.destination},
-                            {"error", rec_.error}});
+        return m_.AddEvent(
+            "guest.lost", guest_, tenant_,
+            {{"reason", "migration " + rec_.id + ": on neither " + rec_.source + " nor " + rec_.destination},
+             {"error", rec_.error}});
       case Outcome::kFailedAfterSwitchover:
         // The guest is on the destination (its source copy is gone) but not alive there.
         UW_RETURN_IF_ERROR(
             store.Exec("UPDATE guests SET host = ?, migrating_to = NULL, state = ?, updated_ms = ? WHERE name = ?",
                        {rec_.destination, dead_state_, now, guest_}));
         return m_.AddEvent("migration.failed_after_switchover", guest_, tenant_,
-                           {{"from", rec_.source}, {"to", rec_.destination}, {"state", dead_state_},
-                            {"reason", rec_.error}, {"console_tail", rec_.console_tail}, {"migration", rec_.id},
+                           {{"from", rec_.source},
+                            {"to", rec_.destination},
+                            {"state", dead_state_},
+                            {"reason", rec_.error},
+                            {"console_tail", rec_.console_tail},
+                            {"migration", rec_.id},
                             {"task", task_}});
       case Outcome::kUnknown:
         UW_RETURN_IF_ERROR(store.Exec(
             "UPDATE guests SET migrating_to = NULL, state = 'unknown', updated_ms = ? WHERE name = ?", {now, guest_}));
         return m_.AddEvent("migration.failed", guest_, tenant_,
                            {{"reason", "hosts unreachable; the heartbeats will tell where the guest runs"},
-                            {"error", rec_.error}, {"migration", rec_.id}});
+                            {"error", rec_.error},
+                            {"migration", rec_.id}});
     }
     return Status::Ok();
   });
@@ -674,7 +694,8 @@ void MigrationRun::Finish(Outcome outcome, const Status& why) {
         "UPDATE tasks SET state = 'cancelled', message = 'cancelled: the guest stays on its source', error_code = "
         "'aborted', error_message = 'cancelled by request', result = ?, updated_ms = ? WHERE id = ?",
         {Dump(result), m_.NowMs(), task_});
-    if (ended.ok()) ended = m_.AddEvent("task.cancelled", task_, tenant_, {{"kind", "guest.migrate"}, {"subject", guest_}});
+    if (ended.ok())
+      ended = m_.AddEvent("task.cancelled", task_, tenant_, {{"kind", "guest.migrate"}, {"subject", guest_}});
     m_.tasks_cv_.notify_all();
   } else if (outcome == Outcome::kDone) {
     ended = m_.FinishTask(task_, Status::Ok(), result);

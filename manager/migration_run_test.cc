@@ -1,14 +1,13 @@
 // Migrations driven by the manager against in-memory agents on a FakeClock (issue 13): every
 // outcome of a run (done, rolled back, failed after the switch-over, aborted for not converging,
 // cancelled, a phase the store refuses) without HTTP, libvirt or sleeping.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <functional>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "manager/in_memory_agent.h"
 #include "manager/manager.h"
@@ -61,7 +60,8 @@ class MigrationRunTest : public ::testing::Test {
 
   // Creates a running guest; returns the host placement chose ("" on failure).
   std::string MakeGuest(const std::string& name, int64_t memory_mib = 512) {
-    auto req = ParseGuestCreate({{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", memory_mib}});
+    auto req = ParseGuestCreate(
+        {{"name", name}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", memory_mib}});
     EXPECT_TRUE(req.ok()) << req.status().ToString();
     if (!req.ok()) return "";
     auto task = manager_->CreateGuest(admin_, *req);
@@ -99,7 +99,7 @@ class MigrationRunTest : public ::testing::Test {
   }
   // The phase of the guest's last migration.
   std::string Phase(const std::string& guest) {
-    auto m = manager_->ListMigrations(guest, 1);
+    auto m = manager_->ListMigrations(guest, PageQuery{1});
     EXPECT_TRUE(m.ok() && (*m)["migrations"].size() == 1);
     return m.ok() && !(*m)["migrations"].empty() ? (*m)["migrations"][0].value("phase", "") : "";
   }

@@ -2,13 +2,13 @@
 // dispatcher under the concurrency caps, each driven through its persisted phases by its own
 // thread (see migration/README.md). Crash-only: a restarted manager asks both hosts where the
 // guest is and lets migration::Reconcile decide.
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "common/id.h"
 #include "manager/internal.h"
@@ -19,7 +19,6 @@
 namespace uw::manager {
 
 using internal::Dump;
-using internal::Wrap;
 namespace mg = uw::migration;
 
 Json Manager::MigrationConfigJson() const {
@@ -122,11 +121,10 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
     Json deps = Json::array();
     for (int d : st.depends_on) deps.push_back(task_of_step[d]);
     const std::string& rec = candidate_recs[st.plan_index];
-    Json request = {{"from", st.move.from},         {"to", st.move.to},
-                    {"mode", st.move.cold ? "cold" : "live"}, {"priority", st.move.priority},
-                    {"reason", st.move.reason},     {"recommendation", rec},
-                    {"depends_on", deps},           {"wave", st.wave},
-                    {"options", options}};
+    Json request = {
+        {"from", st.move.from},         {"to", st.move.to},         {"mode", st.move.cold ? "cold" : "live"},
+        {"priority", st.move.priority}, {"reason", st.move.reason}, {"recommendation", rec},
+        {"depends_on", deps},           {"wave", st.wave},          {"options", options}};
     auto g = store_->Query("SELECT tenant FROM guests WHERE name = ?", {st.move.vm});
     std::string tenant = g.ok() && !g->empty() ? (*g)[0].Str("tenant") : "";
     UW_ASSIGN_OR_RETURN(Json task, NewTask("guest.migrate", st.move.vm, tenant, request));
@@ -218,13 +216,14 @@ void Manager::DispatchMigrations() {
       auto dep = store_->Query("SELECT state, subject FROM tasks WHERE id = ?", {dep_id});
       if (!dep.ok() || dep->empty()) continue;
       std::string state = (*dep)[0].Str("state");
-      if (state == "failed" || state == "cancelled") failed_dep = dep_id + " (move of " + (*dep)[0].Str("subject") + ")";
+      if (state == "failed" || state == "cancelled")
+        failed_dep = dep_id + " (move of " + (*dep)[0].Str("subject") + ")";
     }
     states.push_back(r.Str("state") == "running" ? mg::StepState::kRunning : mg::StepState::kPending);
     if (!failed_dep.empty() && states.back() == mg::StepState::kPending) {
       states.back() = mg::StepState::kFailed;
-      Status s = FinishTask(id, AbortedError("not started: it depends on task " + failed_dep + ", which did not succeed"),
-                            nullptr);
+      Status s = FinishTask(
+          id, AbortedError("not started: it depends on task " + failed_dep + ", which did not succeed"), nullptr);
       if (!s.ok()) spdlog::warn("task {}: {}", id, s.ToString());
       if (std::string rec = req.value("recommendation", ""); !rec.empty()) {
         (void)store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
@@ -236,7 +235,8 @@ void Manager::DispatchMigrations() {
   for (int i : mg::NextRunnable(sched, states, config_.migration_caps)) {
     const std::string& id = (*rows)[i].Str("id");
     auto claimed = store_->Query(
-        "UPDATE tasks SET state = 'running', attempts = attempts + 1, message = 'starting', updated_ms = ? WHERE id = ? "
+        "UPDATE tasks SET state = 'running', attempts = attempts + 1, message = 'starting', updated_ms = ? WHERE id = "
+        "? "
         "AND state = 'pending' RETURNING id",
         {NowMs(), id});
     if (!claimed.ok() || claimed->empty()) continue;
@@ -251,7 +251,8 @@ bool Manager::CancelRequested(const std::string& task_id) {
 }
 
 Status Manager::RecoverMigrations() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT id FROM tasks WHERE kind = 'guest.migrate' AND state = 'running'"));
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_->Query("SELECT id FROM tasks WHERE kind = 'guest.migrate' AND state = 'running'"));
   for (const auto& r : rows) {
     const std::string id = r.Str("id");
     UW_ASSIGN_OR_RETURN(auto mig, store_->Query("SELECT id FROM migrations WHERE task = ?", {id}));
@@ -272,7 +273,9 @@ Status Manager::RecoverMigrations() {
 // ---------------------------------------------------------------------------------------------
 // One migration
 
-void Manager::RunMigration(const std::string& task_id, bool resume) { internal::MigrationRun(*this, task_id).Run(resume); }
+void Manager::RunMigration(const std::string& task_id, bool resume) {
+  internal::MigrationRun(*this, task_id).Run(resume);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Reading migrations
@@ -287,18 +290,13 @@ Json MigrationRowJson(const SqlRow& r) {
 }
 }  // namespace
 
-Result<Json> Manager::ListMigrations(std::string_view guest, int64_t limit) {
-  std::vector<SqlRow> rows;
-  if (guest.empty()) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM migrations ORDER BY created_ms DESC, rowid DESC LIMIT ?", {limit}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM migrations WHERE guest = ? ORDER BY created_ms DESC, rowid "
-                                            "DESC LIMIT ?",
-                                            {std::string(guest), limit}));
-  }
+Result<Json> Manager::ListMigrations(std::string_view guest, const PageQuery& page) {
+  internal::SqlFilter scope;
+  if (!guest.empty()) scope.And("guest = ?", {std::string(guest)});
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "migrations", scope, page));
   Json out = Json::array();
-  for (const auto& r : rows) out.push_back(MigrationRowJson(r));
-  Json j = Wrap("migrations", std::move(out));
+  for (const auto& r : rows.rows) out.push_back(MigrationRowJson(r));
+  Json j = internal::PageJson("migrations", std::move(out), rows.total, rows.next);
   j["config"] = MigrationConfigJson();
   return j;
 }

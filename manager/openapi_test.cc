@@ -1,9 +1,9 @@
 // Every route the manager serves is in api/openapi.yaml and every route there is served.
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "manager/http_api.h"
@@ -58,8 +58,9 @@ TEST(OpenApiTest, SpecAndServedRoutesAgree) {
 }
 
 TEST(OpenApiTest, ParserReadsPathsOnly) {
-  auto r = SpecRoutes("openapi: 3.0.3\npaths:\n  /a/{x}:\n    parameters: []\n    get:\n      summary: s\n"
-                      "    post:\n      x: y\ncomponents:\n  /b:\n    get:\n");
+  auto r = SpecRoutes(
+      "openapi: 3.0.3\npaths:\n  /a/{x}:\n    parameters: []\n    get:\n      summary: s\n"
+      "    post:\n      x: y\ncomponents:\n  /b:\n    get:\n");
   EXPECT_EQ(r, (std::set<std::string>{"GET /a/{x}", "POST /a/{x}"}));
 }
 

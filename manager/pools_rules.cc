@@ -1,20 +1,18 @@
 // Resource pools and placement rules (stored in the snapshot format; the engine's parser
 // validates them).
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -22,21 +20,20 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
 // Pools and rules (stored in the snapshot format; the engine's parser validates them)
 
-Result<Json> Manager::ListPools() {
+Result<Json> Manager::ListPools(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM pools ORDER BY name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return Wrap("pools", std::move(out));
+  return internal::PageInMemory("pools", std::move(out), page, "name", true);
 }
 
 Result<Json> Manager::CreatePool(const Json& body) {
@@ -74,8 +71,9 @@ Result<Json> Manager::CreatePool(const Json& body) {
 
 Status Manager::DeletePool(std::string_view name) {
   return store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM pools WHERE name = ?", {std::string(name)},
-                                        "pool '" + std::string(name) + "' not found")
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM pools WHERE name = ?", {std::string(name)},
+                                      "pool '" + std::string(name) + "' not found")
                            .status());
     Status s = store_->Exec("DELETE FROM pools WHERE name = ?", {std::string(name)});
     if (s.code() == StatusCode::kFailedPrecondition) {
@@ -86,11 +84,11 @@ Status Manager::DeletePool(std::string_view name) {
   });
 }
 
-Result<Json> Manager::ListRules() {
+Result<Json> Manager::ListRules(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM rules ORDER BY name"));
   Json out = Json::array();
   for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return Wrap("rules", std::move(out));
+  return internal::PageInMemory("rules", std::move(out), page, "name", true);
 }
 
 Result<Json> Manager::CreateRule(const Json& body) {
@@ -129,8 +127,8 @@ Result<Json> Manager::GetPool(std::string_view name) {
                                                  "pool '" + std::string(name) + "' not found"));
   Json j = r.JsonOf("spec");
   // What it holds now: its own guests and those of its child pools.
-  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name",
-                                                 {std::string(name)}));
+  UW_ASSIGN_OR_RETURN(auto guests,
+                      store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name", {std::string(name)}));
   j["guests"] = Json::array();
   for (const auto& g : guests) j["guests"].push_back(g.Str("name"));
   return j;
@@ -162,13 +160,13 @@ Status Manager::RemoveGuestFromRules(const std::string& guest) {
     if (vms.size() == before) continue;
     if (vms.empty()) {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {r.Str("name")}));
-      UW_RETURN_IF_ERROR(AddEvent("rule.deleted", r.Str("name"), "",
-                                  {{"reason", "its last guest '" + guest + "' was deleted"}}));
+      UW_RETURN_IF_ERROR(
+          AddEvent("rule.deleted", r.Str("name"), "", {{"reason", "its last guest '" + guest + "' was deleted"}}));
       continue;
     }
     UW_RETURN_IF_ERROR(store_->Exec("UPDATE rules SET spec = ? WHERE name = ?", {Dump(spec), r.Str("name")}));
-    UW_RETURN_IF_ERROR(AddEvent("rule.changed", r.Str("name"), "",
-                                {{"removed", guest}, {"reason", "guest deleted"}, {"vms", vms}}));
+    UW_RETURN_IF_ERROR(
+        AddEvent("rule.changed", r.Str("name"), "", {{"removed", guest}, {"reason", "guest deleted"}, {"vms", vms}}));
   }
   return Status::Ok();
 }
@@ -227,16 +225,15 @@ Status Manager::CheckPoolLimits(const GuestCreate& req) {
     const Json mem_limit = p.value("memory", Json::object()).value("limit_mib", Json(nullptr));
     if (mem_limit.is_number() && static_cast<double>(memory + req.memory_mib) > mem_limit.get<double>() + 1e-9) {
       return ResourceExhaustedError("pool '" + name + "' memory limit: its " + std::to_string(guests) +
-                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name +
-                                    "' asks for " + std::to_string(req.memory_mib) + " (" +
-                                    std::to_string(memory + req.memory_mib) + " > limit of " +
-                                    Figure(mem_limit.get<double>()) + " MiB)");
+                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name + "' asks for " +
+                                    std::to_string(req.memory_mib) + " (" + std::to_string(memory + req.memory_mib) +
+                                    " > limit of " + Figure(mem_limit.get<double>()) + " MiB)");
     }
   }
   return Status::Ok();
 }
 
-Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, const std::string& kind) {
+Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, GuestKind kind) {
   if (pool.empty()) return Json(nullptr);
   UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, pool));
   // Shares: the pool's CPU shares relative to a normal pool (4000) scale the cgroup default of
@@ -254,7 +251,7 @@ Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, const 
   if (limit) {
     constexpr int64_t kPeriodUs = 100000;
     const double cap = std::min(*limit, static_cast<double>(vcpus));
-    const double per = kind == "lxc" ? cap : cap / static_cast<double>(vcpus);
+    const double per = kind == GuestKind::kLxc ? cap : cap / static_cast<double>(vcpus);
     tune["period_us"] = kPeriodUs;
     tune["quota_us"] = std::max<int64_t>(1000, std::llround(per * kPeriodUs));
   }
@@ -263,8 +260,9 @@ Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, const 
 
 Status Manager::DeleteRule(std::string_view name) {
   return store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->QueryOne("SELECT name FROM rules WHERE name = ?", {std::string(name)},
-                                        "rule '" + std::string(name) + "' not found")
+    UW_RETURN_IF_ERROR(store_
+                           ->QueryOne("SELECT name FROM rules WHERE name = ?", {std::string(name)},
+                                      "rule '" + std::string(name) + "' not found")
                            .status());
     UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {std::string(name)}));
     return AddEvent("rule.deleted", name, "", Json::object());

@@ -1,19 +1,17 @@
 // Parsing what the manager reads: its config file and the bodies of guest creates and host joins.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -21,11 +19,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -36,11 +33,25 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   auto root = JsonView::Of(j, "");
   if (!root.ok()) return fail(root.status());
   const JsonView& v = *root;
-  if (Status s = v.RejectUnknown({"db_path", "listen", "join_token", "admin_token", "heartbeat_interval_ms",
-                                  "heartbeat_timeout_ms", "drs_interval_ms", "task_workers", "agent_timeout_ms",
-                                  "max_body_bytes", "heartbeat_max_body_bytes", "http_workers", "max_connections",
-                                  "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
-                                  "placement_policy", "log_level", "log_file",
+  if (Status s = v.RejectUnknown({"db_path",
+                                  "listen",
+                                  "join_token",
+                                  "admin_token",
+                                  "heartbeat_interval_ms",
+                                  "heartbeat_timeout_ms",
+                                  "drs_interval_ms",
+                                  "task_workers",
+                                  "agent_timeout_ms",
+                                  "max_body_bytes",
+                                  "heartbeat_max_body_bytes",
+                                  "http_workers",
+                                  "max_connections",
+                                  "max_connections_per_client",
+                                  "header_timeout_ms",
+                                  "body_timeout_ms",
+                                  "placement_policy",
+                                  "log_level",
+                                  "log_file",
                                   "migration"});
       !s.ok()) {
     return fail(s);
@@ -50,7 +61,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   do {                                      \
     auto r_ = (expr);                       \
     if (!r_.ok()) return fail(r_.status()); \
-    lhs = std::move(*r_);                   \
+    (lhs) = std::move(*r_);                 \
   } while (0)
   UW_CFG(c.db_path, v.String("db_path"));
   if (v.Has("listen")) {
@@ -164,8 +175,10 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(g.tenant, v.String("tenant", ""));
   if (!g.tenant.empty()) UW_RETURN_IF_ERROR(ValidateName(g.tenant, "tenant"));
   UW_ASSIGN_OR_RETURN(g.pool, v.String("pool", ""));
-  UW_ASSIGN_OR_RETURN(g.kind, v.String("kind", "qemu"));
-  if (g.kind != "kvm" && g.kind != "qemu" && g.kind != "lxc") return v.FieldError("kind", "expected kvm, qemu or lxc");
+  UW_ASSIGN_OR_RETURN(std::string kind, v.String("kind", "qemu"));
+  auto parsed_kind = ParseGuestKind(kind);
+  if (!parsed_kind.ok()) return v.FieldError("kind", "expected kvm, qemu or lxc");
+  g.kind = *parsed_kind;
   UW_ASSIGN_OR_RETURN(g.vcpus, v.Int("vcpus", 1));
   if (g.vcpus < 1 || g.vcpus > 4096) return v.FieldError("vcpus", "expected 1..4096");
   UW_ASSIGN_OR_RETURN(int64_t max_vcpus, v.Int("max_vcpus", g.vcpus));
@@ -210,7 +223,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   g.vcpus = max_vcpus;  // likewise for vCPUs
   spec["memory_mib"] = mem;
   spec["max_memory_mib"] = max_mem;
-  spec["kind"] = g.kind;
+  spec["kind"] = GuestKindName(g.kind);
   // The agent's own parser and checks, so that what it would refuse is refused here (before a
   // reservation and a task), with the same field names.
   UW_ASSIGN_OR_RETURN(vmm::GuestSpec parsed, vmm::GuestSpecFromJson(spec, ""));
@@ -239,6 +252,47 @@ namespace {
 constexpr int kMaxHostCores = 16384;
 constexpr int64_t kMaxHostMemoryMib = int64_t{64} << 20;  // 64 TiB
 }  // namespace
+
+Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig cfg) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(
+      v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s"}));
+  if (v.Has("automation")) {
+    UW_ASSIGN_OR_RETURN(cfg.automation, v.String("automation"));
+    if (cfg.automation != "manual" && cfg.automation != "automatic") {
+      return v.FieldError("automation", "expected manual or automatic");
+    }
+  }
+  if (v.Has("threshold")) {
+    UW_ASSIGN_OR_RETURN(int64_t t, v.Int("threshold"));
+    if (t < 1 || t > 5) return v.FieldError("threshold", "expected 1..5");
+    cfg.threshold = static_cast<int>(t);
+  }
+  if (body.contains("max_moves")) {
+    UW_ASSIGN_OR_RETURN(cfg.max_moves, v.OptionalInt("max_moves"));
+    if (cfg.max_moves && *cfg.max_moves < 0)
+      return v.FieldError("max_moves", "expected a non-negative integer or null");
+  }
+  if (v.Has("allow_cold_moves")) {
+    UW_ASSIGN_OR_RETURN(cfg.allow_cold_moves, v.Bool("allow_cold_moves"));
+  }
+  if (v.Has("min_move_interval_s")) {
+    constexpr double kMaxCooldownS = 30 * 86400;
+    UW_ASSIGN_OR_RETURN(cfg.min_move_interval_s, v.Number("min_move_interval_s"));
+    if (!(cfg.min_move_interval_s >= 0 && cfg.min_move_interval_s <= kMaxCooldownS)) {
+      return v.FieldError("min_move_interval_s", "expected 0..2592000 seconds");
+    }
+  }
+  if (v.Has("policy")) {
+    UW_ASSIGN_OR_RETURN(cfg.policy, v.String("policy"));
+    if (!placement::MakePolicy(cfg.policy).ok()) {
+      std::string names;
+      for (const auto& n : placement::PolicyNames()) names += (names.empty() ? "" : ", ") + n;
+      return v.FieldError("policy", "expected one of " + names);
+    }
+  }
+  return cfg;
+}
 
 Result<HostJoin> ParseHostJoin(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
@@ -271,6 +325,5 @@ Result<HostJoin> ParseHostJoin(const Json& body) {
   }
   return h;
 }
-
 
 }  // namespace uw::manager

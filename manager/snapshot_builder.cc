@@ -10,15 +10,13 @@ namespace uw::manager::internal {
 
 namespace pl = uw::placement;
 
-Result<pl::DrsSettings> DrsSettingsFromConfig(const Json& config) {
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(config, "drs config"));
+pl::DrsSettings DrsSettingsFromConfig(const DrsConfig& config) {
   pl::DrsSettings d;
-  UW_ASSIGN_OR_RETURN(d.automation, v.String("automation", d.automation));
-  UW_ASSIGN_OR_RETURN(int64_t threshold, v.Int("threshold", d.threshold));
-  d.threshold = static_cast<int>(std::clamp<int64_t>(threshold, 1, 5));
-  UW_ASSIGN_OR_RETURN(d.max_moves, v.OptionalInt("max_moves"));
-  UW_ASSIGN_OR_RETURN(d.allow_cold_moves, v.Bool("allow_cold_moves", d.allow_cold_moves));
-  UW_ASSIGN_OR_RETURN(d.min_move_interval_s, v.Number("min_move_interval_s", d.min_move_interval_s));
+  d.automation = config.automation;
+  d.threshold = config.threshold;
+  d.max_moves = config.max_moves;
+  d.allow_cold_moves = config.allow_cold_moves;
+  d.min_move_interval_s = config.min_move_interval_s;
   return d;
 }
 
@@ -59,9 +57,8 @@ Result<std::vector<pl::Pool>> Pools(Store& store) {
   return out;
 }
 
-pl::GuestKind KindOf(const std::string& kind) {
-  return kind == "kvm" ? pl::GuestKind::kKvm : kind == "lxc" ? pl::GuestKind::kLxc : pl::GuestKind::kQemu;
-}
+// The store holds only kinds the API parsed; anything else reads as emulated.
+GuestKind KindOf(const std::string& kind) { return ParseGuestKind(kind).value_or(GuestKind::kQemu); }
 
 // One guest row as the engine sees it.
 pl::Vm VmOf(const SqlRow& g, const std::map<std::string, int64_t>& moved_at, int64_t now_ms) {

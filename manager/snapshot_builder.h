@@ -12,13 +12,14 @@
 
 #include "common/json.h"
 #include "common/status.h"
+#include "manager/manager.h"
 #include "manager/store.h"
 #include "placement/placement.h"
 
 namespace uw::manager::internal {
 
-// The DRS settings the engine reads, from the manager's stored DRS config (GET /drs/config).
-Result<placement::DrsSettings> DrsSettingsFromConfig(const Json& config);
+// The DRS settings the engine reads, from the manager's DRS config (GET /drs/config).
+placement::DrsSettings DrsSettingsFromConfig(const DrsConfig& config);
 
 // `incoming`: a guest being admitted (unplaced), included so that rules naming it apply to its
 // placement. Stored rules are cut down to the guests, hosts and groups that exist (a rule left

@@ -269,8 +269,8 @@ Json SqlRow::JsonOf(std::string_view c) const {
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     if (db) sqlite3_close(db);
@@ -321,8 +321,8 @@ Status Store::Migrate() {
                                    std::to_string(kSchemaVersion) + "); run a newer uw-manager");
   }
   for (int v = version; v < kSchemaVersion; ++v) {
-    std::string sql = std::string("BEGIN IMMEDIATE;\n") + kMigrations[v] + "\nPRAGMA user_version = " +
-                      std::to_string(v + 1) + ";\nCOMMIT;";
+    std::string sql = std::string("BEGIN IMMEDIATE;\n") + kMigrations[v] +
+                      "\nPRAGMA user_version = " + std::to_string(v + 1) + ";\nCOMMIT;";
     char* err = nullptr;
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "?";
@@ -358,8 +358,7 @@ Result<sqlite3_stmt*> Store::Prepare(std::string_view sql) {
     return it->second;
   }
   sqlite3_stmt* st = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &st,
-                              nullptr);
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &st, nullptr);
   if (rc != SQLITE_OK) return SqlError(rc, sql);
   stmts_.emplace(std::string(sql), st);
   return st;
@@ -371,10 +370,14 @@ Status Store::Bind(sqlite3_stmt* st, const std::vector<SqlValue>& args, std::str
     int rc = std::visit(
         [&](const auto& v) -> int {
           using T = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same_v<T, std::nullptr_t>) return sqlite3_bind_null(st, idx);
-          else if constexpr (std::is_same_v<T, int64_t>) return sqlite3_bind_int64(st, idx, v);
-          else if constexpr (std::is_same_v<T, double>) return sqlite3_bind_double(st, idx, v);
-          else return sqlite3_bind_text(st, idx, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+          if constexpr (std::is_same_v<T, std::nullptr_t>)
+            return sqlite3_bind_null(st, idx);
+          else if constexpr (std::is_same_v<T, int64_t>)
+            return sqlite3_bind_int64(st, idx, v);
+          else if constexpr (std::is_same_v<T, double>)
+            return sqlite3_bind_double(st, idx, v);
+          else
+            return sqlite3_bind_text(st, idx, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
         },
         args[i]);
     if (rc != SQLITE_OK) return SqlError(rc, sql);
@@ -409,9 +412,15 @@ Result<std::vector<SqlRow>> Store::Query(std::string_view sql, const std::vector
     row.values.reserve(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) {
       switch (sqlite3_column_type(st, i)) {
-        case SQLITE_INTEGER: row.values.emplace_back(static_cast<int64_t>(sqlite3_column_int64(st, i))); break;
-        case SQLITE_FLOAT: row.values.emplace_back(sqlite3_column_double(st, i)); break;
-        case SQLITE_NULL: row.values.emplace_back(nullptr); break;
+        case SQLITE_INTEGER:
+          row.values.emplace_back(static_cast<int64_t>(sqlite3_column_int64(st, i)));
+          break;
+        case SQLITE_FLOAT:
+          row.values.emplace_back(sqlite3_column_double(st, i));
+          break;
+        case SQLITE_NULL:
+          row.values.emplace_back(nullptr);
+          break;
         default: {
           const unsigned char* t = sqlite3_column_text(st, i);
           row.values.emplace_back(std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i)));

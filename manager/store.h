@@ -24,7 +24,6 @@
 #include <string_view>
 #include <variant>
 #include <vector>
-#include <vector>
 
 #include "common/json.h"
 #include "common/status.h"
@@ -41,13 +40,13 @@ using SqlValue = std::variant<std::nullptr_t, int64_t, double, std::string>;
 // made 200,000 map nodes and key strings before).
 struct SqlRow {
   std::shared_ptr<const std::vector<std::string>> names;
-  std::vector<SqlValue> values;  // in the order of `names`
+  std::vector<SqlValue> values;                    // in the order of `names`
   const SqlValue* Find(std::string_view c) const;  // nullptr for an unknown column
-  std::string Str(std::string_view c) const;   // "" for NULL
-  int64_t Int(std::string_view c) const;       // 0 for NULL
-  double Real(std::string_view c) const;       // 0 for NULL
+  std::string Str(std::string_view c) const;       // "" for NULL
+  int64_t Int(std::string_view c) const;           // 0 for NULL
+  double Real(std::string_view c) const;           // 0 for NULL
   bool IsNull(std::string_view c) const;
-  Json JsonOf(std::string_view c) const;       // parses a TEXT column holding JSON (null when NULL/bad)
+  Json JsonOf(std::string_view c) const;  // parses a TEXT column holding JSON (null when NULL/bad)
 };
 
 // One row of Store::Scan: the columns by index (in the SELECT's order), read straight from SQLite
@@ -88,7 +87,8 @@ class Store {
   // Runs a query and calls `fn` on each row as SQLite steps to it (no row is copied: for listings
   // of thousands of rows). The store's mutex is held throughout: keep `fn` short and never call the
   // store from it. `fn`'s error stops the scan and is returned.
-  Status Scan(std::string_view sql, const std::vector<SqlValue>& args, const std::function<Status(const SqlCursor&)>& fn);
+  Status Scan(std::string_view sql, const std::vector<SqlValue>& args,
+              const std::function<Status(const SqlCursor&)>& fn);
   // The first row or kNotFound with `what` as the message.
   Result<SqlRow> QueryOne(std::string_view sql, const std::vector<SqlValue>& args, std::string_view what);
   // Row changes (inserts, updates, deletes) made to `table` since the store opened, as SQLite's
@@ -120,10 +120,10 @@ class Store {
   Status SqlError(int rc, std::string_view sql);
 
   std::recursive_mutex mu_;
-  sqlite3* db_;                                          // guarded by mu_
+  sqlite3* db_;                                              // guarded by mu_
   std::map<std::string, sqlite3_stmt*, std::less<>> stmts_;  // guarded by mu_
   std::map<std::string, uint64_t, std::less<>> changes_;     // guarded by mu_: by table
-  std::map<std::string, ChangedRows, std::less<>> tracked_; // guarded by mu_: by table
+  std::map<std::string, ChangedRows, std::less<>> tracked_;  // guarded by mu_: by table
   int schema_version_ = 0;
 };
 

@@ -1,10 +1,9 @@
 #include "manager/store.h"
 
+#include <gtest/gtest.h>
 #include <sqlite3.h>
 
 #include <filesystem>
-
-#include <gtest/gtest.h>
 
 namespace uw::manager {
 namespace {
@@ -59,7 +58,9 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("DROP INDEX guests_with_alert").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX tasks_by_updated").ok());
     // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
-    for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"}, {"hosts", "info"}, {"api_tokens", "created_ms"}}) {
+    for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"},
+                                  {"hosts", "info"},
+                                  {"api_tokens", "created_ms"}}) {
       auto cols = (*s)->Query("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid");
       ASSERT_TRUE(cols.ok());
       bool later = false;

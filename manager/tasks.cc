@@ -1,20 +1,18 @@
 // The task journal and its workers: tasks are rows first, then work for a worker; creates and
 // guest operations call the host's agent (AgentClient).
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include "manager/manager.h"
-
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/event_bus.h"
 #include "manager/internal.h"
+#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -22,11 +20,10 @@
 namespace uw::manager {
 
 using internal::Dump;
+using internal::GuestKey;
 using internal::IsFinal;
 using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::Wrap;
-using internal::GuestKey;
 using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
@@ -51,9 +48,10 @@ Result<Json> Manager::NewTask(std::string_view kind, std::string_view subject, s
   return TaskJson(id);
 }
 
-Result<Json> Manager::TaskJson(std::string_view id) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM tasks WHERE id = ?", {std::string(id)},
-                                                 "task '" + std::string(id) + "' not found"));
+namespace {
+
+// A task row as the API shows it.
+Json TaskRowJson(const SqlRow& r) {
   Json j = {{"id", r.Str("id")},
             {"kind", r.Str("kind")},
             {"subject", r.Str("subject")},
@@ -70,28 +68,33 @@ Result<Json> Manager::TaskJson(std::string_view id) {
   return j;
 }
 
+}  // namespace
+
+Result<Json> Manager::TaskJson(std::string_view id) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM tasks WHERE id = ?", {std::string(id)},
+                                                 "task '" + std::string(id) + "' not found"));
+  return TaskRowJson(r);
+}
+
 Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
   UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
-  if (p.role == Role::kTenant && j["tenant"] != p.tenant) return NotFoundError("task '" + std::string(id) + "' not found");
+  if (p.role == Role::kTenant && j["tenant"] != p.tenant)
+    return NotFoundError("task '" + std::string(id) + "' not found");
   ShowShortNames(p, j);
   return j;
 }
 
-Result<Json> Manager::ListTasks(const Principal& p, int64_t limit) {
-  std::vector<SqlRow> rows;
-  if (p.role == Role::kTenant) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT id FROM tasks WHERE tenant = ? ORDER BY created_ms DESC LIMIT ?",
-                                            {p.tenant, limit}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT id FROM tasks ORDER BY created_ms DESC LIMIT ?", {limit}));
-  }
+Result<Json> Manager::ListTasks(const Principal& p, const PageQuery& page) {
+  internal::SqlFilter scope;
+  if (p.role == Role::kTenant) scope.And("tenant = ?", {p.tenant});
+  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "tasks", scope, page));
   Json out = Json::array();
-  for (const auto& r : rows) {
-    UW_ASSIGN_OR_RETURN(Json j, TaskJson(r.Str("id")));
+  for (const auto& r : rows.rows) {
+    Json j = TaskRowJson(r);
     ShowShortNames(p, j);
     out.push_back(std::move(j));
   }
-  return Wrap("tasks", std::move(out));
+  return internal::PageJson("tasks", std::move(out), rows.total, rows.next);
 }
 
 Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
@@ -123,7 +126,8 @@ Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
       // Release the reservation: the guest was never created.
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {r.Str("subject")}));
     }
-    return AddEvent("task.cancelled", id, t["tenant"].get<std::string>(), {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
+    return AddEvent("task.cancelled", id, t["tenant"].get<std::string>(),
+                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
   });
   UW_RETURN_IF_ERROR(s);
   tasks_cv_.notify_all();
@@ -151,9 +155,10 @@ Status Manager::FinishTask(const std::string& id, const Status& outcome, const J
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT kind, subject, tenant FROM tasks WHERE id = ?", {id}, "task"));
   Status s = store_->Transact([&]() -> Status {
     if (outcome.ok()) {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'succeeded', progress = 1, message = 'done', result = ?, "
-                                      "error_code = NULL, error_message = NULL, updated_ms = ? WHERE id = ?",
-                                      {result.is_null() ? SqlValue(nullptr) : SqlValue(Dump(result)), NowMs(), id}));
+      UW_RETURN_IF_ERROR(
+          store_->Exec("UPDATE tasks SET state = 'succeeded', progress = 1, message = 'done', result = ?, "
+                       "error_code = NULL, error_message = NULL, updated_ms = ? WHERE id = ?",
+                       {result.is_null() ? SqlValue(nullptr) : SqlValue(Dump(result)), NowMs(), id}));
     } else {
       UW_RETURN_IF_ERROR(store_->Exec(
           "UPDATE tasks SET state = 'failed', message = 'failed', error_code = ?, error_message = ?, updated_ms = ? "
@@ -161,7 +166,8 @@ Status Manager::FinishTask(const std::string& id, const Status& outcome, const J
           {std::string(StatusCodeName(outcome.code())), outcome.message(), NowMs(), id}));
     }
     return AddEvent(outcome.ok() ? "task.succeeded" : "task.failed", id, r.Str("tenant"),
-                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")},
+                    {{"kind", r.Str("kind")},
+                     {"subject", r.Str("subject")},
                      {"error", outcome.ok() ? Json(nullptr) : Json(outcome.ToString())}});
   });
   tasks_cv_.notify_all();
@@ -232,8 +238,10 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
   }
   const std::string state = created->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
-    UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
+    UW_RETURN_IF_ERROR(
+        store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
+    UW_ASSIGN_OR_RETURN(SqlRow g,
+                        store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
     return AddEvent("guest.created", guest, g.Str("tenant"), {{"host", host}, {"state", state}});
   }));
   return FinishTask(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
@@ -287,7 +295,8 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
     // Forced: the agent powers the guest off (destroy) before it undefines it.
     const bool force = args.value("force", false);
     Status deleted = agent->Delete(guest, force);
-    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound) return FinishTask(id, deleted, nullptr);  // gone already
+    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound)
+      return FinishTask(id, deleted, nullptr);  // gone already
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
       UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));

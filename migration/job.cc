@@ -26,16 +26,24 @@ bool Allowed(Phase from, Phase to) {
   if (IsTerminal(from)) return false;
   if (to == Phase::kFailed) return true;  // anything unfinished may end badly
   switch (from) {
-    case Phase::kBegin: return to == Phase::kPrepare || to == Phase::kRollingBack;
-    case Phase::kPrepare: return to == Phase::kTransfer || to == Phase::kRollingBack;
+    case Phase::kBegin:
+      return to == Phase::kPrepare || to == Phase::kRollingBack;
+    case Phase::kPrepare:
+      return to == Phase::kTransfer || to == Phase::kRollingBack;
     // transfer -> transfer: a restart (auto-converge) begins a new attempt.
-    case Phase::kTransfer: return to == Phase::kTransfer || to == Phase::kSwitchOver || to == Phase::kRollingBack;
+    case Phase::kTransfer:
+      return to == Phase::kTransfer || to == Phase::kSwitchOver || to == Phase::kRollingBack;
     // The destination never resumed: the source copy is still whole.
-    case Phase::kSwitchOver: return to == Phase::kConfirm || to == Phase::kRollingBack;
-    case Phase::kConfirm: return to == Phase::kVerify;
-    case Phase::kVerify: return to == Phase::kDone || to == Phase::kFailedAfterSwitchover;
-    case Phase::kRollingBack: return to == Phase::kRolledBack;
-    default: return false;
+    case Phase::kSwitchOver:
+      return to == Phase::kConfirm || to == Phase::kRollingBack;
+    case Phase::kConfirm:
+      return to == Phase::kVerify;
+    case Phase::kVerify:
+      return to == Phase::kDone || to == Phase::kFailedAfterSwitchover;
+    case Phase::kRollingBack:
+      return to == Phase::kRolledBack;
+    default:
+      return false;
   }
 }
 
@@ -78,11 +86,10 @@ Verdict VerifyCheck(const VerifyObservation& o, const VerifyPolicy& p, std::stri
   const bool answered = !o.has_channel || o.answered;
   if (answered && o.state == "running" && o.since_switchover_s >= p.window_s) return Verdict::kVerified;
   if (o.since_switchover_s >= p.timeout_s) {
-    *why = o.state != "running"
-               ? "the guest is still " + o.state + " on the destination " + seconds(o.since_switchover_s) +
-                     " s after the switch-over"
-               : "the guest has not answered its control channel in the " + seconds(o.since_switchover_s) +
-                     " s since the switch-over";
+    *why = o.state != "running" ? "the guest is still " + o.state + " on the destination " +
+                                      seconds(o.since_switchover_s) + " s after the switch-over"
+                                : "the guest has not answered its control channel in the " +
+                                      seconds(o.since_switchover_s) + " s since the switch-over";
     return Verdict::kDied;
   }
   return Verdict::kWait;
@@ -182,7 +189,8 @@ Result<ConvergencePolicy> ParseConvergencePolicy(const Json& json, std::string_v
   ConvergencePolicy p;
   UW_ASSIGN_OR_RETURN(p.bandwidth_mib_s, v.Number("bandwidth_mib_s", p.bandwidth_mib_s));
   if (!(p.bandwidth_mib_s > 0)) return v.FieldError("bandwidth_mib_s", "expected a positive number");
-  UW_ASSIGN_OR_RETURN(p.max_bandwidth_mib_s, v.Number("max_bandwidth_mib_s", std::max(p.max_bandwidth_mib_s, p.bandwidth_mib_s)));
+  UW_ASSIGN_OR_RETURN(p.max_bandwidth_mib_s,
+                      v.Number("max_bandwidth_mib_s", std::max(p.max_bandwidth_mib_s, p.bandwidth_mib_s)));
   if (p.max_bandwidth_mib_s < p.bandwidth_mib_s) {
     return v.FieldError("max_bandwidth_mib_s", "must be at least bandwidth_mib_s");
   }
@@ -213,11 +221,16 @@ double DeadlineSeconds(const ConvergencePolicy& p, int64_t memory_mib) {
 
 std::string_view ActionName(Action a) {
   switch (a) {
-    case Action::kContinue: return "continue";
-    case Action::kRaiseBandwidth: return "raise_bandwidth";
-    case Action::kRestartWithAutoConverge: return "restart_with_auto_converge";
-    case Action::kStartPostCopy: return "start_postcopy";
-    case Action::kAbort: return "abort";
+    case Action::kContinue:
+      return "continue";
+    case Action::kRaiseBandwidth:
+      return "raise_bandwidth";
+    case Action::kRestartWithAutoConverge:
+      return "restart_with_auto_converge";
+    case Action::kStartPostCopy:
+      return "start_postcopy";
+    case Action::kAbort:
+      return "abort";
   }
   return "unknown";
 }
@@ -279,12 +292,18 @@ Decision Decide(ConvergenceState& st, const ConvergenceInput& in, const Converge
 
 std::string_view RecoveryName(Recovery r) {
   switch (r) {
-    case Recovery::kWait: return "wait";
-    case Recovery::kRollBack: return "roll_back";
-    case Recovery::kFinishOnSource: return "finish_on_source";
-    case Recovery::kConfirm: return "confirm";
-    case Recovery::kFinishOnDestination: return "finish_on_destination";
-    case Recovery::kLost: return "lost";
+    case Recovery::kWait:
+      return "wait";
+    case Recovery::kRollBack:
+      return "roll_back";
+    case Recovery::kFinishOnSource:
+      return "finish_on_source";
+    case Recovery::kConfirm:
+      return "confirm";
+    case Recovery::kFinishOnDestination:
+      return "finish_on_destination";
+    case Recovery::kLost:
+      return "lost";
   }
   return "unknown";
 }

@@ -82,24 +82,24 @@ std::vector<int> NextRunnable(const Schedule& schedule, const std::vector<StepSt
 // Pending steps that can never run because a step they depend on failed or was skipped
 // (transitively). The caller marks them kSkipped with the returned reason.
 std::vector<std::pair<int, std::string>> BlockedByFailure(const Schedule& schedule,
-                                                         const std::vector<StepState>& states);
+                                                          const std::vector<StepState>& states);
 
 // ---------------------------------------------------------------------------------------------
 // The per-migration state machine
 // ---------------------------------------------------------------------------------------------
 
 enum class Phase {
-  kBegin,        // recorded, nothing done yet
-  kPrepare,      // destination checked, directories and volumes made
-  kTransfer,     // libvirt is copying memory (and disks); the guest runs on the source
-  kSwitchOver,   // the guest paused on the source to be resumed on the destination
-  kConfirm,      // running on the destination; the source definition is being removed
-  kVerify,       // source clean; the destination must show the guest running (and answering its
-                 // control channel) through the verification window
-  kDone,         // on the destination, verified, source clean
-  kRollingBack,  // abort requested or a step failed; cleaning the destination
-  kRolledBack,   // running on the source as before
-  kFailed,       // ended without a clean state (guest lost or on neither host): operator needed
+  kBegin,                  // recorded, nothing done yet
+  kPrepare,                // destination checked, directories and volumes made
+  kTransfer,               // libvirt is copying memory (and disks); the guest runs on the source
+  kSwitchOver,             // the guest paused on the source to be resumed on the destination
+  kConfirm,                // running on the destination; the source definition is being removed
+  kVerify,                 // source clean; the destination must show the guest running (and answering its
+                           // control channel) through the verification window
+  kDone,                   // on the destination, verified, source clean
+  kRollingBack,            // abort requested or a step failed; cleaning the destination
+  kRolledBack,             // running on the source as before
+  kFailed,                 // ended without a clean state (guest lost or on neither host): operator needed
   kFailedAfterSwitchover,  // the guest died (crashed, stopped, never answered) on the destination
                            // within the verification window; the source copy is gone
 };
@@ -114,10 +114,10 @@ bool PastSwitchOver(Phase p);
 // What the destination showed of the guest during one check of the verification window.
 struct VerifyObservation {
   double since_switchover_s = 0;
-  bool reachable = true;        // the destination's agent answered
-  std::string state;            // the guest's state there ("running", "crashed", "shutoff", "" = absent)
-  bool has_channel = false;     // the guest has a control channel
-  bool answered = false;        // it has answered the channel since the switch-over
+  bool reachable = true;     // the destination's agent answered
+  std::string state;         // the guest's state there ("running", "crashed", "shutoff", "" = absent)
+  bool has_channel = false;  // the guest has a control channel
+  bool answered = false;     // it has answered the channel since the switch-over
 };
 struct VerifyPolicy {
   double window_s = 10;       // the guest must be seen running this long after the switch-over
@@ -136,8 +136,8 @@ std::string_view ModeName(Mode m);
 
 // Measured figures of a finished or running migration.
 struct Stats {
-  int64_t total_ms = 0;            // libvirt's time elapsed
-  int64_t downtime_ms = 0;         // QEMU's downtime figure
+  int64_t total_ms = 0;     // libvirt's time elapsed
+  int64_t downtime_ms = 0;  // QEMU's downtime figure
   int64_t memory_total_bytes = 0;
   int64_t memory_remaining_bytes = 0;
   int64_t memory_processed_bytes = 0;
@@ -160,13 +160,13 @@ struct Record {
   Mode mode = Mode::kLive;
   bool copy_storage = false;
   Phase phase = Phase::kBegin;
-  int attempt = 1;              // restarts (auto-converge) increase it
-  double bandwidth_mib_s = 0;   // current limit; 0 = libvirt's default
+  int attempt = 1;             // restarts (auto-converge) increase it
+  double bandwidth_mib_s = 0;  // current limit; 0 = libvirt's default
   int64_t downtime_limit_ms = 0;
   bool auto_converge = false;
-  bool postcopy = false;        // started post-copy
-  std::string error;            // why it rolled back or failed
-  std::string console_tail;     // the destination console's last lines when it failed after switch-over
+  bool postcopy = false;             // started post-copy
+  std::string error;                 // why it rolled back or failed
+  std::string console_tail;          // the destination console's last lines when it failed after switch-over
   std::vector<std::string> history;  // "transfer: raise bandwidth to 256 MiB/s (stalled)"
   Stats stats;
 
@@ -192,8 +192,8 @@ struct ConvergencePolicy {
   double base_timeout_s = 30;         // deadline = base + per_gib × guest memory in GiB
   double timeout_s_per_gib = 60;
   bool allow_auto_converge = true;
-  bool allow_postcopy = false;        // operator opt-in: a post-copy failure loses the guest
-  int stall_checks = 3;               // checks without a new low of remaining memory = stalled
+  bool allow_postcopy = false;  // operator opt-in: a post-copy failure loses the guest
+  int stall_checks = 3;         // checks without a new low of remaining memory = stalled
 
   friend bool operator==(const ConvergencePolicy&, const ConvergencePolicy&) = default;
 };
@@ -210,17 +210,17 @@ struct ConvergenceState {
   int64_t best_remaining_bytes = -1;  // lowest remaining seen since the last escalation
   int stalled = 0;                    // consecutive checks without a new low
   bool bandwidth_raised = false;
-  bool auto_converge = false;         // running with auto-converge (after a restart)
+  bool auto_converge = false;  // running with auto-converge (after a restart)
   bool postcopy_started = false;
-  double deadline_s = 0;              // elapsed time at which the current stage gives up
+  double deadline_s = 0;  // elapsed time at which the current stage gives up
 };
 
 struct ConvergenceInput {
   double elapsed_s = 0;  // since this attempt began
   int64_t memory_mib = 0;
   Stats stats;
-  double bandwidth_mib_s = 0;  // current limit
-  bool postcopy_armed = false; // the migration was started with post-copy enabled
+  double bandwidth_mib_s = 0;   // current limit
+  bool postcopy_armed = false;  // the migration was started with post-copy enabled
 };
 
 enum class Action { kContinue, kRaiseBandwidth, kRestartWithAutoConverge, kStartPostCopy, kAbort };
@@ -250,12 +250,12 @@ struct Observation {
 };
 
 enum class Recovery {
-  kWait,                // unreachable host or job still active: look again later
-  kRollBack,            // clean the destination, resume the guest on the source
-  kFinishOnSource,      // nothing on the destination: record rolled back
-  kConfirm,             // running on the destination: remove the source copy, record done
-  kFinishOnDestination, // only the destination has it: record done
-  kLost,                // on neither host: record failed, tell the operator
+  kWait,                 // unreachable host or job still active: look again later
+  kRollBack,             // clean the destination, resume the guest on the source
+  kFinishOnSource,       // nothing on the destination: record rolled back
+  kConfirm,              // running on the destination: remove the source copy, record done
+  kFinishOnDestination,  // only the destination has it: record done
+  kLost,                 // on neither host: record failed, tell the operator
 };
 std::string_view RecoveryName(Recovery r);
 

@@ -141,7 +141,8 @@ TEST(OrderMovesTest, ClusterCapLimitsRunning) {
   for (int i = 0; i < 4; ++i) bld.AddVm("v" + std::to_string(i), "h" + std::to_string(i), 1, 1024);
   Snapshot s = bld.Build();
   std::vector<Move> moves;
-  for (int i = 0; i < 4; ++i) moves.push_back(M("v" + std::to_string(i), "h" + std::to_string(i), "h" + std::to_string(i + 4)));
+  for (int i = 0; i < 4; ++i)
+    moves.push_back(M("v" + std::to_string(i), "h" + std::to_string(i), "h" + std::to_string(i + 4)));
   Caps caps{4, 3};
   auto sched = OrderMoves(s, moves, caps);
   ASSERT_TRUE(sched.ok());
@@ -236,7 +237,8 @@ TEST(OrderMovesTest, StaticProblemsNamed) {
   for (auto& u : sched->unschedulable) reasons.push_back(u.reason);
   ASSERT_EQ(reasons.size(), 6u);
   auto has = [&](const std::string& text) {
-    return std::any_of(reasons.begin(), reasons.end(), [&](const std::string& r) { return r.find(text) != std::string::npos; });
+    return std::any_of(reasons.begin(), reasons.end(),
+                       [&](const std::string& r) { return r.find(text) != std::string::npos; });
   };
   EXPECT_TRUE(has("ghost a -> b: unknown guest"));
   EXPECT_TRUE(has("destination m is maintenance"));
@@ -315,7 +317,8 @@ Record NewRecord() {
 
 TEST(RecordTest, HappyPathAndHistory) {
   Record r = NewRecord();
-  for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm, Phase::kVerify, Phase::kDone}) {
+  for (Phase p :
+       {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm, Phase::kVerify, Phase::kDone}) {
     ASSERT_TRUE(Advance(r, p).ok()) << PhaseName(p);
   }
   EXPECT_EQ(r.history.size(), 6u);
@@ -336,7 +339,8 @@ TEST(RecordTest, RollBackOnlyBeforeTheDestinationRuns) {
   ASSERT_TRUE(Advance(r, Phase::kRolledBack).ok());
 
   Record c = NewRecord();
-  for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm}) ASSERT_TRUE(Advance(c, p).ok());
+  for (Phase p : {Phase::kPrepare, Phase::kTransfer, Phase::kSwitchOver, Phase::kConfirm})
+    ASSERT_TRUE(Advance(c, p).ok());
   EXPECT_FALSE(Advance(c, Phase::kRollingBack).ok());
   EXPECT_FALSE(Advance(c, Phase::kDone).ok()) << "done only after verification";
   EXPECT_TRUE(Advance(c, Phase::kFailed, "lost").ok());
@@ -381,7 +385,8 @@ TEST(VerifyTest, TheWindowMustPassWithTheGuestRunningAndAnswering) {
 TEST(VerifyTest, ACrashedOrVanishedGuestFailsAtOnce) {
   VerifyPolicy p;
   std::string why;
-  VerifyObservation o{.since_switchover_s = 3, .reachable = true, .state = "crashed", .has_channel = true, .answered = true};
+  VerifyObservation o{
+      .since_switchover_s = 3, .reachable = true, .state = "crashed", .has_channel = true, .answered = true};
   EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kDied);
   EXPECT_EQ(why, "the guest is crashed on the destination 3 s after the switch-over");
   o.state = "";
@@ -390,7 +395,7 @@ TEST(VerifyTest, ACrashedOrVanishedGuestFailsAtOnce) {
   o.state = "shutoff";
   EXPECT_EQ(VerifyCheck(o, p, &why), Verdict::kDied);
   // An unreachable agent is waited for until the timeout.
-  VerifyObservation gone{.since_switchover_s = 30, .reachable = false};
+  VerifyObservation gone{.since_switchover_s = 30, .reachable = false, .state = ""};
   EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kWait);
   gone.since_switchover_s = 61;
   EXPECT_EQ(VerifyCheck(gone, p, &why), Verdict::kUnreachable);
@@ -443,7 +448,7 @@ TEST(ConvergenceTest, StallEscalatesBandwidthThenAutoConvergeThenAbort) {
   EXPECT_EQ(Decide(st, In(0, 300, 1), p).action, Action::kContinue);
   EXPECT_EQ(Decide(st, In(1, 200, 2), p).action, Action::kContinue);  // new low
   EXPECT_EQ(Decide(st, In(2, 210, 3), p).action, Action::kContinue);  // stalled 1
-  Decision d = Decide(st, In(3, 220, 4), p);                            // stalled 2
+  Decision d = Decide(st, In(3, 220, 4), p);                          // stalled 2
   EXPECT_EQ(d.action, Action::kRaiseBandwidth);
   EXPECT_EQ(d.bandwidth_mib_s, 1024);
   EXPECT_NE(d.reason.find("no progress for 2 checks"), std::string::npos) << d.reason;

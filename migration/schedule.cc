@@ -98,8 +98,10 @@ class Model {
       for (const auto& name : rule.vms) {
         int v = VmOf(name);
         if (v < 0) continue;
-        if (first < 0) first = v;
-        else parent[find(v)] = find(first);
+        if (first < 0)
+          first = v;
+        else
+          parent[find(v)] = find(first);
       }
     }
     std::vector<int> group(s_.vms.size());
@@ -132,8 +134,10 @@ class Model {
         for (auto& [h, c] : count) excess += std::max<int64_t>(0, c - 1);
         return excess;
       }
-      case RuleType::kVmAffinity: return count.size() > 1 ? static_cast<int64_t>(count.size()) - 1 : 0;
-      case RuleType::kVmHost: return bad;
+      case RuleType::kVmAffinity:
+        return count.size() > 1 ? static_cast<int64_t>(count.size()) - 1 : 0;
+      case RuleType::kVmHost:
+        return bad;
     }
     return 0;
   }
@@ -256,10 +260,14 @@ Result<Schedule> OrderMoves(const Snapshot& s, const std::vector<Move>& moves, c
     const Move& m = moves[i];
     int v = model.VmOf(m.vm), from = model.HostOf(m.from), to = model.HostOf(m.to);
     std::string why;
-    if (v < 0) why = "unknown guest";
-    else if (from < 0) why = "unknown source host " + m.from;
-    else if (to < 0) why = "unknown destination host " + m.to;
-    else if (from == to) why = "source and destination are the same host";
+    if (v < 0)
+      why = "unknown guest";
+    else if (from < 0)
+      why = "unknown source host " + m.from;
+    else if (to < 0)
+      why = "unknown destination host " + m.to;
+    else if (from == to)
+      why = "source and destination are the same host";
     else if (s.hosts[from].state != HostState::kOn && s.hosts[from].state != HostState::kMaintenance) {
       why = "source " + m.from + " is " + std::string(placement::HostStateName(s.hosts[from].state));
     } else if (s.hosts[to].state != HostState::kOn) {
@@ -276,8 +284,10 @@ Result<Schedule> OrderMoves(const Snapshot& s, const std::vector<Move>& moves, c
     if (group_size[group[v]] > 1) {
       auto key = std::make_tuple(group[v], from, to);
       auto it = batch_of.find(key);
-      if (it != batch_of.end()) bi = it->second;
-      else batch_of[key] = bi;
+      if (it != batch_of.end())
+        bi = it->second;
+      else
+        batch_of[key] = bi;
     }
     if (bi == batches.size()) batches.push_back(Batch{{}, {}, from, to, 0, m.priority, ""});
     Batch& b = batches[bi];
@@ -371,8 +381,8 @@ std::vector<int> NextRunnable(const Schedule& schedule, const std::vector<StepSt
   for (size_t i = 0; i < schedule.steps.size() && running < caps.cluster; ++i) {
     if (states[i] != StepState::kPending) continue;
     const Step& st = schedule.steps[i];
-    bool ready = std::all_of(st.depends_on.begin(), st.depends_on.end(),
-                             [&](int d) { return states[d] == StepState::kDone; });
+    bool ready =
+        std::all_of(st.depends_on.begin(), st.depends_on.end(), [&](int d) { return states[d] == StepState::kDone; });
     if (!ready || per_host[st.move.from] >= caps.per_host || per_host[st.move.to] >= caps.per_host) continue;
     out.push_back(static_cast<int>(i));
     ++running;
@@ -383,7 +393,7 @@ std::vector<int> NextRunnable(const Schedule& schedule, const std::vector<StepSt
 }
 
 std::vector<std::pair<int, std::string>> BlockedByFailure(const Schedule& schedule,
-                                                         const std::vector<StepState>& states) {
+                                                          const std::vector<StepState>& states) {
   std::vector<StepState> s = states;
   std::vector<std::pair<int, std::string>> out;
   for (size_t i = 0; i < schedule.steps.size(); ++i) {
@@ -391,8 +401,8 @@ std::vector<std::pair<int, std::string>> BlockedByFailure(const Schedule& schedu
     for (int d : schedule.steps[i].depends_on) {
       if (s[d] == StepState::kFailed || s[d] == StepState::kSkipped) {
         const Move& m = schedule.steps[d].move;
-        out.push_back({static_cast<int>(i), "depends on the move of " + m.vm + " " + m.from + " -> " + m.to +
-                                                ", which did not complete"});
+        out.push_back({static_cast<int>(i),
+                       "depends on the move of " + m.vm + " " + m.from + " -> " + m.to + ", which did not complete"});
         s[i] = StepState::kSkipped;
         break;
       }

@@ -13,8 +13,8 @@ struct Replay {
   const Snapshot& s;
   std::unordered_map<std::string, int> host_idx, vm_idx;
   std::vector<HostState> state;
-  std::vector<int> vm_host;          // -1: not placed
-  std::vector<int64_t> mem_used;     // configured memory of guests on each host
+  std::vector<int> vm_host;       // -1: not placed
+  std::vector<int64_t> mem_used;  // configured memory of guests on each host
   std::vector<std::vector<int>> vm_rules;
   std::vector<std::vector<char>> rule_hosts;  // vm-host rules: host in the rule's set
 
@@ -179,7 +179,8 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
     const std::string label = path + " (" + p.vm + " -> " + p.host + ")";
     UW_ASSIGN_OR_RETURN(int v, vm_of(p.vm, path + ".vm"));
     UW_ASSIGN_OR_RETURN(int h, host_of(p.host, path + ".host"));
-    if (st.Running(v) >= 0) return FailedPreconditionError(label + ": guest is already running on " + s.hosts[st.vm_host[v]].name);
+    if (st.Running(v) >= 0)
+      return FailedPreconditionError(label + ": guest is already running on " + s.hosts[st.vm_host[v]].name);
     if (st.state[h] != HostState::kOn) {
       return FailedPreconditionError(label + ": host is " + std::string(HostStateName(st.state[h])));
     }
@@ -190,7 +191,8 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
     st.mem_used[h] += s.vms[v].memory_mib;
     if (st.mem_used[h] > s.hosts[h].memory_mib) {
       return FailedPreconditionError(label + ": host " + p.host + " memory over-committed (" +
-                                     std::to_string(st.mem_used[h]) + " > " + std::to_string(s.hosts[h].memory_mib) + " MiB)");
+                                     std::to_string(st.mem_used[h]) + " > " + std::to_string(s.hosts[h].memory_mib) +
+                                     " MiB)");
     }
     UW_RETURN_IF_ERROR(rule_check(rules, before, label));
     if (int r = st.BrokenByArrival(v); r >= 0) {
@@ -208,7 +210,8 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
     while (j < plan.moves.size() && plan.moves[j].from == plan.moves[i].from && plan.moves[j].to == plan.moves[i].to) {
       auto it = st.vm_idx.find(plan.moves[j].vm);
       if (it == st.vm_idx.end()) break;
-      bool linked = std::any_of(batch.begin(), batch.end(), [&](int b) { return st.SharesHardAffinity(b, it->second); });
+      bool linked =
+          std::any_of(batch.begin(), batch.end(), [&](int b) { return st.SharesHardAffinity(b, it->second); });
       if (!linked) break;
       batch.push_back(it->second);
       ++j;
@@ -248,13 +251,14 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
     int to = st.host_idx.at(plan.moves[i].to);
     if (st.mem_used[to] > s.hosts[to].memory_mib) {
       return FailedPreconditionError(label + ": host " + plan.moves[i].to + " memory over-committed (" +
-                                     std::to_string(st.mem_used[to]) + " > " +
-                                     std::to_string(s.hosts[to].memory_mib) + " MiB)");
+                                     std::to_string(st.mem_used[to]) + " > " + std::to_string(s.hosts[to].memory_mib) +
+                                     " MiB)");
     }
     UW_RETURN_IF_ERROR(rule_check(rules, before, label));
     for (size_t k = i; k < j; ++k) {
       if (int r = st.BrokenByArrival(batch[k - i]); r >= 0) {
-        return FailedPreconditionError(MoveLabel(k, plan.moves[k]) + ": breaks required rule '" + s.rules[r].name + "'");
+        return FailedPreconditionError(MoveLabel(k, plan.moves[k]) + ": breaks required rule '" + s.rules[r].name +
+                                       "'");
       }
     }
     i = j;
@@ -266,7 +270,8 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
     const std::string label = "power[" + std::to_string(i) + "] (" + a.host + ")";
     int h = st.host_idx.at(a.host);
     if (st.state[h] != HostState::kOn && st.state[h] != HostState::kMaintenance) {
-      return FailedPreconditionError(label + ": power-off of a host that is " + std::string(HostStateName(st.state[h])));
+      return FailedPreconditionError(label + ": power-off of a host that is " +
+                                     std::string(HostStateName(st.state[h])));
     }
     for (size_t v = 0; v < s.vms.size(); ++v) {
       if (st.vm_host[v] == h) {

@@ -8,8 +8,8 @@
 namespace uw::placement {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Builder;
+using ::testing::HasSubstr;
 
 Snapshot Base() {
   Builder b;

@@ -251,10 +251,13 @@ std::string Cluster::RejectText(const Feasibility& f, const std::vector<int>& se
   UnitLoad l = LoadOf(set);
   char buf[256];
   switch (f.reject) {
-    case Reject::kNone: return "";
-    case Reject::kState: return "host is " + std::string(HostStateName(h.state));
+    case Reject::kNone:
+      return "";
+    case Reject::kState:
+      return "host is " + std::string(HostStateName(h.state));
     case Reject::kVcpus:
-      std::snprintf(buf, sizeof buf, "guest has %lld vCPUs, host has %.4g cores", static_cast<long long>(l.max_vcpus), h.cores);
+      std::snprintf(buf, sizeof buf, "guest has %lld vCPUs, host has %.4g cores", static_cast<long long>(l.max_vcpus),
+                    h.cores);
       return buf;
     case Reject::kMemory:
       std::snprintf(buf, sizeof buf, "needs %lld MiB, %lld MiB free", static_cast<long long>(l.mem_cfg),
@@ -288,7 +291,6 @@ double Cluster::MemVariance() const {
 double Cluster::ImbalanceAfter(int from, int to, const UnitLoad& load) const {
   return std::sqrt(0.5 * VarianceSumAfter(from, to, load));
 }
-
 
 double Cluster::VarianceSumAfterSwap(int a, int b, const UnitLoad& out, const UnitLoad& in) const {
   if (n_on == 0) return 0;

@@ -13,22 +13,22 @@ namespace uw::placement::internal {
 
 // Load a set of guests puts on a host.
 struct UnitLoad {
-  double cpu = 0;      // entitled cores
-  double mem = 0;      // entitled MiB (balance metric)
-  int64_t mem_cfg = 0; // configured MiB (capacity)
-  double res_cpu = 0;  // reserved cores
+  double cpu = 0;       // entitled cores
+  double mem = 0;       // entitled MiB (balance metric)
+  int64_t mem_cfg = 0;  // configured MiB (capacity)
+  double res_cpu = 0;   // reserved cores
   int64_t max_vcpus = 0;
 };
 
 struct HostSlot {
   double cores = 0;
-  double mem_cap = 0;       // MiB as double, for normalization
-  double inv_cores = 0;     // 1 / cores
-  double inv_mem = 0;       // 1 / mem_cap
-  int64_t mem_capacity = 0; // MiB
+  double mem_cap = 0;        // MiB as double, for normalization
+  double inv_cores = 0;      // 1 / cores
+  double inv_mem = 0;        // 1 / mem_cap
+  int64_t mem_capacity = 0;  // MiB
   HostState state = HostState::kOn;
-  double e_cpu = 0;   // entitled CPU of guests here
-  double e_mem = 0;   // entitled memory of guests here
+  double e_cpu = 0;  // entitled CPU of guests here
+  double e_mem = 0;  // entitled memory of guests here
   int64_t mem_used = 0;
   double res_cpu = 0;
   std::vector<int> vms;
@@ -46,7 +46,7 @@ struct GuestSlot {
   int64_t vcpus = 0;
   int unit = -1;  // move unit (required-affinity group component)
   bool live = true;
-  bool moved = false;          // already moved by this plan
+  bool moved = false;             // already moved by this plan
   bool moved_by_balance = false;  // ... and only by balancing (may move again, see CollapseChains)
 };
 
@@ -68,9 +68,12 @@ struct RuleIndex {
   }
   int64_t Measure(int64_t excess, int dist, int64_t bad_count) const {
     switch (rule->type) {
-      case RuleType::kVmAntiAffinity: return excess;
-      case RuleType::kVmAffinity: return dist > 1 ? dist - 1 : 0;
-      case RuleType::kVmHost: return bad_count;
+      case RuleType::kVmAntiAffinity:
+        return excess;
+      case RuleType::kVmAffinity:
+        return dist > 1 ? dist - 1 : 0;
+      case RuleType::kVmHost:
+        return bad_count;
     }
     return 0;
   }
@@ -81,8 +84,8 @@ enum class Reject { kNone, kState, kVcpus, kMemory, kCpuReservation, kCpuCapacit
 
 struct Feasibility {
   Reject reject = Reject::kNone;
-  int rule = -1;               // for kRule
-  int64_t soft_delta = 0;      // change of soft-rule measures
+  int rule = -1;           // for kRule
+  int64_t soft_delta = 0;  // change of soft-rule measures
   bool ok() const { return reject == Reject::kNone; }
 };
 

@@ -9,11 +9,11 @@
 // moves and every move only fills a kept host); else sequence the full repacking, detouring a
 // guest through a host with room when moves wait on each other in a cycle.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <numeric>
-#include <cstdio>
-#include <cstdlib>
 
 #include "placement/planner.h"
 
@@ -296,7 +296,8 @@ class Packer {
         }
       }
       if (!ok) {
-        for (auto it = done.rbegin(); it != done.rend(); ++it) p.MoveSet(std::get<0>(*it), std::get<2>(*it), std::get<1>(*it));
+        for (auto it = done.rbegin(); it != done.rend(); ++it)
+          p.MoveSet(std::get<0>(*it), std::get<2>(*it), std::get<1>(*it));
         continue;
       }
       for (auto& [set, from, to] : done) out.target[p.vms[set[0]].unit] = to;
@@ -311,6 +312,7 @@ class Packer {
   }
 
   const Cluster& base_;
+
  public:
   std::vector<char> constrained_;  // items with host constraints: placed first by the fill rules
  private:
@@ -332,9 +334,8 @@ bool EvacuateInto(const Cluster& c, const std::vector<char>& keep, std::vector<S
       if (set[0] == v) todo.emplace_back(set, static_cast<int>(h));
     }
   }
-  std::sort(todo.begin(), todo.end(), [&](const auto& a, const auto& b) {
-    return q.LoadOf(a.first).mem_cfg > q.LoadOf(b.first).mem_cfg;
-  });
+  std::sort(todo.begin(), todo.end(),
+            [&](const auto& a, const auto& b) { return q.LoadOf(a.first).mem_cfg > q.LoadOf(b.first).mem_cfg; });
   for (const auto& [set, from] : todo) {
     for (int v : set) {
       if (!q.vms[v].live) return false;
@@ -433,8 +434,7 @@ void Consolidate(PlanContext& ctx) {
     int h = c.vms[members[0]].host;
     if (h < 0 || !c.hosts[h].on()) continue;
     // Guests that cannot live-migrate, or moved recently (ping-pong), stay where they are.
-    bool movable = c.UnitTogether(static_cast<int>(u)) &&
-                   std::all_of(members.begin(), members.end(), [&](int v) {
+    bool movable = c.UnitTogether(static_cast<int>(u)) && std::all_of(members.begin(), members.end(), [&](int v) {
                      const auto& ago = s.vms[v].last_moved_ago_s;
                      return c.vms[v].live && !c.vms[v].moved && !(ago && *ago < s.settings.drs.min_move_interval_s);
                    });
@@ -515,8 +515,11 @@ void Consolidate(PlanContext& ctx) {
       for (size_t h = 0; h < c.hosts.size(); ++h) named[h] = named[h] || (!ri.rule->hosts.empty() && ri.in_set[h]);
     }
     auto signature = [&](int h) {
-      return std::to_string(c.hosts[h].cores) + "/" + std::to_string(c.hosts[h].mem_capacity) + "/" +
-             [&] { std::string g; for (const auto& x : s.hosts[h].groups) g += x + ","; return g; }();
+      return std::to_string(c.hosts[h].cores) + "/" + std::to_string(c.hosts[h].mem_capacity) + "/" + [&] {
+        std::string g;
+        for (const auto& x : s.hosts[h].groups) g += x + ",";
+        return g;
+      }();
     };
     std::map<std::pair<int, int>, int64_t> overlap;  // (bin host, current host) -> MiB that could stay
     for (const Item& it : items) {
@@ -541,11 +544,15 @@ void Consolidate(PlanContext& ctx) {
     for (size_t b = 0; b < c.hosts.size(); ++b) {
       if (!used_bin[b] || relabel[b] >= 0) continue;
       if (named[b] || pinned_host[b]) {
-        if (!taken[b]) { relabel[b] = static_cast<int>(b); taken[b] = 1; }
+        if (!taken[b]) {
+          relabel[b] = static_cast<int>(b);
+          taken[b] = 1;
+        }
         continue;
       }
       for (size_t h = 0; h < c.hosts.size() && relabel[b] < 0; ++h) {
-        if (!taken[h] && !named[h] && !pinned_host[h] && c.hosts[h].on() && signature(static_cast<int>(h)) == signature(static_cast<int>(b))) {
+        if (!taken[h] && !named[h] && !pinned_host[h] && c.hosts[h].on() &&
+            signature(static_cast<int>(h)) == signature(static_cast<int>(b))) {
           relabel[b] = static_cast<int>(h);
           taken[h] = 1;
         }
@@ -602,10 +609,10 @@ void Consolidate(PlanContext& ctx) {
   if (!realized) return;
   const int used_before = current;
   for (const auto& [set, from, to] : steps) {
-    ctx.RecordMove(set, from, to, 3,
-                   "consolidate: pack onto fewer hosts (" + std::to_string(used_before) + " used before) -> " +
-                       s.hosts[to].name,
-                   0);
+    ctx.RecordMove(
+        set, from, to, 3,
+        "consolidate: pack onto fewer hosts (" + std::to_string(used_before) + " used before) -> " + s.hosts[to].name,
+        0);
   }
   // Power off the emptied hosts, hungriest first.
   std::vector<int> empty;
@@ -628,9 +635,7 @@ void Consolidate(PlanContext& ctx) {
 namespace {
 
 // Demand clamped to reservation and limits, without contention.
-Entitlements Uncontended(const Snapshot& s) {
-  return ComputeEntitlements(s, Entitlement{1e18, 1e18});
-}
+Entitlements Uncontended(const Snapshot& s) { return ComputeEntitlements(s, Entitlement{1e18, 1e18}); }
 
 }  // namespace
 

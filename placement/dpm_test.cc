@@ -8,8 +8,8 @@
 namespace uw::placement {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Builder;
+using ::testing::HasSubstr;
 using testing::PlanAndCheck;
 
 int Count(const Plan& p, PowerActionType t) {
@@ -26,7 +26,8 @@ Snapshot Quiet(double cpu, int64_t vm_mem = 1024) {
   const int per_host[] = {3, 3, 2, 2};
   int n = 0;
   for (int h = 0; h < 4; ++h) {
-    for (int i = 0; i < per_host[h]; ++i) b.AddVm("v" + std::to_string(n++), "h" + std::to_string(h), 2, vm_mem, cpu, 256);
+    for (int i = 0; i < per_host[h]; ++i)
+      b.AddVm("v" + std::to_string(n++), "h" + std::to_string(h), 2, vm_mem, cpu, 256);
   }
   Snapshot s = b.Build();
   s.settings.dpm.enabled = true;
@@ -77,7 +78,8 @@ TEST(DpmTest, HaReserveKeepsHostsOn) {
 Snapshot Busy(double cpu) {
   // Three hosts on with 3 guests each, a fourth in standby.
   Builder b;
-  for (int h = 0; h < 4; ++h) b.AddHost("h" + std::to_string(h), 10, 65536, h == 3 ? HostState::kStandby : HostState::kOn);
+  for (int h = 0; h < 4; ++h)
+    b.AddHost("h" + std::to_string(h), 10, 65536, h == 3 ? HostState::kStandby : HostState::kOn);
   int n = 0;
   for (int h = 0; h < 3; ++h) {
     for (int i = 0; i < 3; ++i) b.AddVm("v" + std::to_string(n++), "h" + std::to_string(h), 4, 1024, cpu, 256);
@@ -107,7 +109,7 @@ TEST(DpmTest, AboveTheBandAStandbyHostIsPoweredOnAndUsed) {
 }
 
 TEST(DpmTest, HaShortfallPowersOnAHost) {
-  Snapshot s = Busy(1.5);  // 13.5 / 30 = 0.45: in band
+  Snapshot s = Busy(1.5);                      // 13.5 / 30 = 0.45: in band
   for (auto& v : s.vms) v.memory_mib = 16384;  // 144 GiB; two hosts left after a failure: 128 GiB
   Plan p = PlanAndCheck(s);
   EXPECT_TRUE(p.power.empty());

@@ -176,8 +176,8 @@ void AdmissionFor(const Snapshot& s, Res r, double capacity, std::vector<Admissi
       out.push_back({name, std::string("pool '") + name + "' is not expandable and its children reserve " +
                                Fmt(child_res, r) + " of " + what + " but it reserves only " + Fmt(n.own_res, r)});
     } else if (child_res > n.limit + 1e-9) {
-      out.push_back({name, std::string("pool '") + name + "': children reserve " + Fmt(child_res, r) + " of " +
-                               what + ", above the pool's limit of " + Fmt(n.limit, r)});
+      out.push_back({name, std::string("pool '") + name + "': children reserve " + Fmt(child_res, r) + " of " + what +
+                               ", above the pool's limit of " + Fmt(n.limit, r)});
     }
   }
   double root_res = 0;

@@ -8,8 +8,8 @@
 namespace uw::placement {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Builder;
+using ::testing::HasSubstr;
 
 constexpr double kEps = 1e-6;
 
@@ -18,11 +18,11 @@ TEST(EntitlementTest, NoContentionGivesDemandCappedByLimitAndRaisedToReservation
   b.AddHost("h1", 16, 65536);
   b.AddVm("a", "h1", 4, 8192, 1.5, 2000);
   b.AddVm("b", "h1", 4, 8192, 3.0, 8000);
-  b.LastVm().limit_cpu_cores = 2;             // demand 3 capped to 2
-  b.LastVm().limit_memory_mib = 4096;         // demand 8000 capped to 4096
+  b.LastVm().limit_cpu_cores = 2;      // demand 3 capped to 2
+  b.LastVm().limit_memory_mib = 4096;  // demand 8000 capped to 4096
   b.AddVm("c", "h1", 4, 8192, 0.1, 100);
-  b.LastVm().reservation = {1.0, 2048};       // raised to the reservation
-  b.AddVm("d", "h1", 2, 4096, 7.0, 9999);     // demand above size: capped by vcpus / memory_mib
+  b.LastVm().reservation = {1.0, 2048};    // raised to the reservation
+  b.AddVm("d", "h1", 2, 4096, 7.0, 9999);  // demand above size: capped by vcpus / memory_mib
   Entitlements e = ComputeEntitlements(b.Build());
   EXPECT_NEAR(e.vms[0].cpu_cores, 1.5, kEps);
   EXPECT_NEAR(e.vms[0].memory_mib, 2000, kEps);

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/guest_kind.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "common/units.h"
@@ -32,12 +33,12 @@ namespace uw::placement {
 // ---------------------------------------------------------------------------------------------
 
 enum class HostState { kOn, kStandby, kMaintenance, kFailed };
-enum class GuestKind { kKvm, kQemu, kLxc };
+using ::uw::GuestKind;  // common/guest_kind.h
+using ::uw::GuestKindName;
 enum class RuleType { kVmAffinity, kVmAntiAffinity, kVmHost };
 enum class HostRuleMode { kMust, kShould, kMustNot, kShouldNot };
 
 std::string_view HostStateName(HostState s);
-std::string_view GuestKindName(GuestKind k);
 std::string_view RuleTypeName(RuleType t);
 std::string_view HostRuleModeName(HostRuleMode m);
 
@@ -105,8 +106,8 @@ struct Rule {
   std::string name;
   RuleType type = RuleType::kVmAntiAffinity;
   std::vector<std::string> vms;
-  std::vector<std::string> hosts;   // vm-host: host names; the rule covers these plus `groups`
-  std::vector<std::string> groups;  // vm-host: host group names, as written in the snapshot
+  std::vector<std::string> hosts;           // vm-host: host names; the rule covers these plus `groups`
+  std::vector<std::string> groups;          // vm-host: host group names, as written in the snapshot
   HostRuleMode mode = HostRuleMode::kMust;  // vm-host only
   bool required = true;                     // vm-vm; for vm-host derived from mode
 
@@ -121,9 +122,9 @@ struct DrsSettings {
   int threshold = 3;                  // 1..5: keep moves of priority <= threshold
   std::optional<int64_t> max_moves;   // nullopt: no cap
   // Extensions (documented in placement/README.md):
-  double min_move_interval_s = 3600;          // a guest moved more recently is not balanced
-  double migration_bandwidth_mib_s = 1024;    // for migration time = memory / bandwidth
-  bool allow_cold_moves = false;  // evacuation may stop, move and start guests that cannot live-migrate
+  double min_move_interval_s = 3600;        // a guest moved more recently is not balanced
+  double migration_bandwidth_mib_s = 1024;  // for migration time = memory / bandwidth
+  bool allow_cold_moves = false;            // evacuation may stop, move and start guests that cannot live-migrate
 
   friend bool operator==(const DrsSettings&, const DrsSettings&) = default;
 };
@@ -280,8 +281,7 @@ struct Entitlements {
 };
 
 // Divides the capacity of hosts in state `on` (or `capacity` when given).
-Entitlements ComputeEntitlements(const Snapshot& snapshot,
-                                 std::optional<Entitlement> capacity = std::nullopt);
+Entitlements ComputeEntitlements(const Snapshot& snapshot, std::optional<Entitlement> capacity = std::nullopt);
 
 struct AdmissionIssue {
   std::string subject;  // pool or guest name
@@ -347,8 +347,7 @@ class PlacementIndex {
  public:
   // `policy` chooses the scoring: "drs" and "consolidate" score by imbalance, "opportunity-cost"
   // by marginal cost; kInvalidArgument for another name.
-  static Result<std::unique_ptr<PlacementIndex>> Build(const Snapshot& snapshot,
-                                                       std::string_view policy = "drs");
+  static Result<std::unique_ptr<PlacementIndex>> Build(const Snapshot& snapshot, std::string_view policy = "drs");
   virtual ~PlacementIndex() = default;
   // Chooses a host for `vm` (which must not be in the snapshot yet, or be unplaced in it) among
   // hosts in state on; falls back to standby hosts (needs_power_on). Rules naming `vm` in the

@@ -29,9 +29,15 @@ std::unique_ptr<Objective> MakeObjective(PolicyKind kind, const Cluster& c) {
 PlanContext::PlanContext(const Snapshot& s, PolicyKind k)
     : snap(s), kind(k), ents(ComputeEntitlements(s)), cluster(s, ents), objective(MakeObjective(k, cluster)) {
   switch (k) {
-    case PolicyKind::kDrs: plan.policy = "drs"; break;
-    case PolicyKind::kConsolidate: plan.policy = "consolidate"; break;
-    case PolicyKind::kOpportunityCost: plan.policy = "opportunity-cost"; break;
+    case PolicyKind::kDrs:
+      plan.policy = "drs";
+      break;
+    case PolicyKind::kConsolidate:
+      plan.policy = "consolidate";
+      break;
+    case PolicyKind::kOpportunityCost:
+      plan.policy = "opportunity-cost";
+      break;
   }
 }
 
@@ -57,8 +63,8 @@ std::string PlanContext::HostLoadText(int h) const {
   return buf;
 }
 
-int PlanContext::FindDestination(const std::vector<int>& set, int from, bool cpu_cap,
-                                 const std::vector<char>* excluded, bool need_soft_fix, std::string* why) const {
+int PlanContext::FindDestination(const std::vector<int>& set, int from, bool cpu_cap, const std::vector<char>* excluded,
+                                 bool need_soft_fix, std::string* why) const {
   const Cluster& c = cluster;
   UnitLoad load = c.LoadOf(set);
   int best = -1;
@@ -380,8 +386,8 @@ void Balance(PlanContext& ctx) {
   // Exhaustive candidates (every guest x every host) while a round costs at most ~100k
   // evaluations; beyond that the most / least loaded hosts per dimension.
   const bool small = static_cast<double>(c.n_on) * static_cast<double>(c.vms.size()) <= 100000;
-  const int k_src = small ? c.n_on : 2;   // per dimension
-  const int k_dst = small ? c.n_on : 4;   // per dimension
+  const int k_src = small ? c.n_on : 2;  // per dimension
+  const int k_dst = small ? c.n_on : 4;  // per dimension
   const bool drs_metric = ctx.kind == PolicyKind::kDrs;
   const bool rebalance = c.n_on <= 64;
   const int64_t max_rounds = 4 * static_cast<int64_t>(c.vms.size()) + 16;
@@ -442,7 +448,8 @@ void Balance(PlanContext& ctx) {
         for (int w : *set) {
           const auto& ago = s.vms[w].last_moved_ago_s;
           if (!ago) continue;
-          if (*ago < drs.min_move_interval_s) factor = -1;
+          if (*ago < drs.min_move_interval_s)
+            factor = -1;
           else if (factor > 0 && *ago < 2 * drs.min_move_interval_s && drs.min_move_interval_s > 0)
             factor = std::max(factor, 1 + (2 * drs.min_move_interval_s - *ago) / drs.min_move_interval_s * 4);
         }
@@ -582,8 +589,8 @@ void SwapRefine(PlanContext& ctx) {
       }
       char reason[320];
       std::snprintf(reason, sizeof reason, "balance (%s): swap %s <-> %s between %s and %s; imbalance %.4f",
-                    ctx.plan.policy.c_str(), s.vms[bv].name.c_str(), s.vms[bw].name.c_str(),
-                    s.hosts[ba].name.c_str(), s.hosts[bb].name.c_str(), before);
+                    ctx.plan.policy.c_str(), s.vms[bv].name.c_str(), s.vms[bw].name.c_str(), s.hosts[ba].name.c_str(),
+                    s.hosts[bb].name.c_str(), before);
       ctx.RecordMove({v}, from, to, PriorityForImbalance(before), reason, 0);
       c.vms[v].moved_by_balance = true;
       done.emplace_back(v, from);
@@ -612,9 +619,8 @@ void CollapseChains(PlanContext& ctx) {
     for (size_t i = 0; i < ctx.plan.moves.size(); ++i) {
       if (ctx.plan.moves[i].vm == vm) at.push_back(i);
     }
-    bool balancing = std::all_of(at.begin(), at.end(), [&](size_t i) {
-      return ctx.plan.moves[i].reason.rfind("balance", 0) == 0;
-    });
+    bool balancing =
+        std::all_of(at.begin(), at.end(), [&](size_t i) { return ctx.plan.moves[i].reason.rfind("balance", 0) == 0; });
     if (at.size() < 2 || !balancing) continue;
     const Move first = ctx.plan.moves[at.front()], last = ctx.plan.moves[at.back()];
     for (bool keep_first : {true, false}) {
@@ -685,7 +691,8 @@ bool HaReserveHolds(const Cluster& c, int host_failures, int without) {
     }
     if (x.on() && static_cast<int>(h) != without) on.push_back(&x);
   }
-  std::sort(on.begin(), on.end(), [](const HostSlot* a, const HostSlot* b) { return a->mem_capacity > b->mem_capacity; });
+  std::sort(on.begin(), on.end(),
+            [](const HostSlot* a, const HostSlot* b) { return a->mem_capacity > b->mem_capacity; });
   double cores = 0;
   int64_t mem = 0;
   for (size_t i = static_cast<size_t>(std::max<int64_t>(0, host_failures)); i < on.size(); ++i) {
@@ -717,11 +724,11 @@ void DpmPowerOn(PlanContext& ctx) {
     bool ha_short = ha.enabled && !HaReserveHolds(c, ha.host_failures, -1);
     bool too_few = c.HostsOn() < dpm.min_hosts_on;
     if (!hot && !ha_short && !too_few) break;
-    std::string why = hot ? "utilization " + Pct(u.Max()) + " above band " + Pct(dpm.target_utilization - dpm.tolerance) +
-                                "-" + Pct(high)
-                          : ha_short ? "HA reserve: capacity would not survive " + std::to_string(ha.host_failures) +
-                                           " host failure(s)"
-                                     : "fewer than min_hosts_on " + std::to_string(dpm.min_hosts_on) + " hosts on";
+    std::string why =
+        hot ? "utilization " + Pct(u.Max()) + " above band " + Pct(dpm.target_utilization - dpm.tolerance) + "-" +
+                  Pct(high)
+        : ha_short ? "HA reserve: capacity would not survive " + std::to_string(ha.host_failures) + " host failure(s)"
+                   : "fewer than min_hosts_on " + std::to_string(dpm.min_hosts_on) + " hosts on";
     c.SetState(h, HostState::kOn);
     ctx.plan.power.push_back({ctx.snap.hosts[h].name, PowerActionType::kPowerOn, "dpm: " + why});
     // Stop once the cluster is back at the target.
@@ -802,13 +809,13 @@ void DpmPowerOff(PlanContext& ctx) {
         }
         std::vector<char> was_moved;
         for (int w : set) was_moved.push_back(c.vms[w].moved);
-        ctx.RecordMove(set, h, to, 2,
-                       "dpm: evacuate " + s.hosts[h].name + " for power-off -> " + s.hosts[to].name, 0);
+        ctx.RecordMove(set, h, to, 2, "dpm: evacuate " + s.hosts[h].name + " for power-off -> " + s.hosts[to].name, 0);
         for (size_t i = 0; i < set.size(); ++i) c.vms[set[i]].moved = was_moved[i];
         undo.emplace_back(set, h, to);
       }
       if (!ok) {
-        for (auto it = undo.rbegin(); it != undo.rend(); ++it) c.MoveSet(std::get<0>(*it), std::get<2>(*it), std::get<1>(*it));
+        for (auto it = undo.rbegin(); it != undo.rend(); ++it)
+          c.MoveSet(std::get<0>(*it), std::get<2>(*it), std::get<1>(*it));
         ctx.plan.moves.resize(mark);
         off[h] = 0;
         continue;

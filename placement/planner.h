@@ -40,8 +40,7 @@ struct PlanContext {
   double cost_weight = -1;  // >= 0: overrides kCostWeightByThreshold
 
   // Moves `set` (all on `from`) to `to`, appending one plan move per guest.
-  void RecordMove(const std::vector<int>& set, int from, int to, int priority, const std::string& reason,
-                  double gain);
+  void RecordMove(const std::vector<int>& set, int from, int to, int priority, const std::string& reason, double gain);
   // Best host for `set` (lowest score: -gain + soft-rule penalty), or -1. With `why`, a summary
   // of the rejections. `excluded[h]` hosts are skipped. `need_soft_fix`: only hosts that lower
   // the soft-rule measure.

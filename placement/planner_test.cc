@@ -11,9 +11,9 @@
 namespace uw::placement {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Builder;
 using testing::FindMove;
+using ::testing::HasSubstr;
 using testing::PlanAndCheck;
 
 std::string HostOf(const Snapshot& s, const Plan& p, const std::string& vm) {
@@ -381,7 +381,7 @@ TEST(BalanceTest, RecentlyMovedGuestsAreNotMovedAgain) {
   b.AddVm("b", "h1", 4, 2048, 4);
   Snapshot s = b.Build();
   s.settings.drs.threshold = 5;
-  s.vms[0].last_moved_ago_s = 600;   // within the hour
+  s.vms[0].last_moved_ago_s = 600;  // within the hour
   s.vms[1].last_moved_ago_s = 1200;
   Plan p = PlanAndCheck(s);
   EXPECT_TRUE(p.moves.empty());
@@ -420,7 +420,8 @@ TEST(BalanceTest, BalancedClusterStaysPut) {
   Builder b;
   for (int h = 0; h < 4; ++h) {
     b.AddHost("h" + std::to_string(h), 16, 65536);
-    for (int i = 0; i < 4; ++i) b.AddVm("v" + std::to_string(h) + std::to_string(i), "h" + std::to_string(h), 2, 4096, 1.5);
+    for (int i = 0; i < 4; ++i)
+      b.AddVm("v" + std::to_string(h) + std::to_string(i), "h" + std::to_string(h), 2, 4096, 1.5);
   }
   Snapshot s = b.Build();
   s.settings.drs.threshold = 5;

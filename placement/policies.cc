@@ -35,7 +35,8 @@ Result<std::unique_ptr<Policy>> MakePolicy(std::string_view name) {
   } else if (name == "opportunity-cost") {
     p = std::make_unique<PlannerPolicy>("opportunity-cost", PolicyKind::kOpportunityCost);
   } else {
-    return InvalidArgumentError("unknown policy '" + std::string(name) + "' (expected drs | consolidate | opportunity-cost)");
+    return InvalidArgumentError("unknown policy '" + std::string(name) +
+                                "' (expected drs | consolidate | opportunity-cost)");
   }
   return p;
 }
@@ -61,7 +62,9 @@ namespace {
 class Index : public PlacementIndex {
  public:
   Index(const Snapshot& s, internal::PolicyKind kind)
-      : snap_(s), ents_(ComputeEntitlements(snap_)), cluster_(snap_, ents_),
+      : snap_(s),
+        ents_(ComputeEntitlements(snap_)),
+        cluster_(snap_, ents_),
         objective_(internal::MakeObjective(kind, cluster_)) {
     for (size_t i = 0; i < snap_.vms.size(); ++i) vm_idx_[snap_.vms[i].name] = static_cast<int>(i);
   }
@@ -195,12 +198,12 @@ class Index : public PlacementIndex {
       // What the operator wants to know: how full the host gets, what it does to the balance,
       // and what the alternative was.
       const internal::HostSlot& b = c.hosts[best];
-      int n = std::snprintf(
-          buf, sizeof buf,
-          "best score of %zu feasible hosts (%.4g): entitled CPU %.0f%%, memory %.0f%% after placement; "
-          "imbalance %.4f -> %.4f",
-          c.hosts.size() - d.rejected.size(), best_score, 100 * (b.cpu_load() + load.cpu * b.inv_cores),
-          100 * (b.mem_load() + load.mem * b.inv_mem), c.Imbalance(), c.ImbalanceAfter(from, best, load));
+      int n =
+          std::snprintf(buf, sizeof buf,
+                        "best score of %zu feasible hosts (%.4g): entitled CPU %.0f%%, memory %.0f%% after placement; "
+                        "imbalance %.4f -> %.4f",
+                        c.hosts.size() - d.rejected.size(), best_score, 100 * (b.cpu_load() + load.cpu * b.inv_cores),
+                        100 * (b.mem_load() + load.mem * b.inv_mem), c.Imbalance(), c.ImbalanceAfter(from, best, load));
       if (runner >= 0 && n > 0 && static_cast<size_t>(n) < sizeof buf) {
         std::snprintf(buf + n, sizeof buf - n, "; next best %s (%.4g, imbalance %.4f)",
                       snap_.hosts[runner].name.c_str(), runner_score, c.ImbalanceAfter(from, runner, load));

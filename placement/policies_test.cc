@@ -11,8 +11,8 @@
 namespace uw::placement {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Builder;
+using ::testing::HasSubstr;
 using testing::PlanAndCheck;
 
 TEST(PolicyTest, NamesAndUnknownPolicy) {

@@ -56,7 +56,8 @@ void CheckEngine(const pl::Snapshot& s) {
     pl::Plan plan;
     plan.placements.push_back({vm.name, d.host, d.reason});
     const uw::Status checked = pl::CheckPlan(s, plan);
-    if (!checked.ok()) __builtin_fprintf(stderr, "%s on %s: %s\n", vm.name.c_str(), d.host.c_str(), checked.ToString().c_str());
+    if (!checked.ok())
+      __builtin_fprintf(stderr, "%s on %s: %s\n", vm.name.c_str(), d.host.c_str(), checked.ToString().c_str());
     FUZZ_CHECK(checked.ok());
   }
   for (std::string_view policy : {"drs", "consolidate", "opportunity-cost"}) {

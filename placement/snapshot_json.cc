@@ -10,38 +10,40 @@ namespace uw::placement {
 
 std::string_view HostStateName(HostState s) {
   switch (s) {
-    case HostState::kOn: return "on";
-    case HostState::kStandby: return "standby";
-    case HostState::kMaintenance: return "maintenance";
-    case HostState::kFailed: return "failed";
+    case HostState::kOn:
+      return "on";
+    case HostState::kStandby:
+      return "standby";
+    case HostState::kMaintenance:
+      return "maintenance";
+    case HostState::kFailed:
+      return "failed";
   }
   return "on";
 }
 
-std::string_view GuestKindName(GuestKind k) {
-  switch (k) {
-    case GuestKind::kKvm: return "kvm";
-    case GuestKind::kQemu: return "qemu";
-    case GuestKind::kLxc: return "lxc";
-  }
-  return "kvm";
-}
-
 std::string_view RuleTypeName(RuleType t) {
   switch (t) {
-    case RuleType::kVmAffinity: return "vm-affinity";
-    case RuleType::kVmAntiAffinity: return "vm-anti-affinity";
-    case RuleType::kVmHost: return "vm-host";
+    case RuleType::kVmAffinity:
+      return "vm-affinity";
+    case RuleType::kVmAntiAffinity:
+      return "vm-anti-affinity";
+    case RuleType::kVmHost:
+      return "vm-host";
   }
   return "vm-affinity";
 }
 
 std::string_view HostRuleModeName(HostRuleMode m) {
   switch (m) {
-    case HostRuleMode::kMust: return "must";
-    case HostRuleMode::kShould: return "should";
-    case HostRuleMode::kMustNot: return "must-not";
-    case HostRuleMode::kShouldNot: return "should-not";
+    case HostRuleMode::kMust:
+      return "must";
+    case HostRuleMode::kShould:
+      return "should";
+    case HostRuleMode::kMustNot:
+      return "must-not";
+    case HostRuleMode::kShouldNot:
+      return "should-not";
   }
   return "must";
 }
@@ -103,9 +105,7 @@ Result<std::string> NonEmptyName(const JsonView& v, std::string_view key) {
   return s;
 }
 
-Result<std::string> OptName(const JsonView& v, std::string_view key) {
-  return v.String(key, std::string());
-}
+Result<std::string> OptName(const JsonView& v, std::string_view key) { return v.String(key, std::string()); }
 
 // Sizes beyond any machine (1 EiB of memory, a million vCPUs): the engine adds them up in int64.
 constexpr int64_t kMaxMemoryMib = int64_t{1} << 40;
@@ -207,10 +207,9 @@ Status ParseVm(const JsonView& v, Vm* m) {
     UW_ASSIGN_OR_RETURN(m->cpu_shares, PositiveIntOr(*shares, "cpu", 1000));
     UW_ASSIGN_OR_RETURN(m->memory_shares, PositiveIntOr(*shares, "memory", 1000));
   }
-  UW_ASSIGN_OR_RETURN(m->kind, ParseEnum(v, "kind", GuestKind::kKvm,
-                                         {{"kvm", GuestKind::kKvm},
-                                          {"qemu", GuestKind::kQemu},
-                                          {"lxc", GuestKind::kLxc}}));
+  UW_ASSIGN_OR_RETURN(m->kind,
+                      ParseEnum(v, "kind", GuestKind::kKvm,
+                                {{"kvm", GuestKind::kKvm}, {"qemu", GuestKind::kQemu}, {"lxc", GuestKind::kLxc}}));
   UW_ASSIGN_OR_RETURN(m->migratable, v.Bool("migratable", true));
   UW_ASSIGN_OR_RETURN(m->last_moved_ago_s, OptNonNegative(v, "last_moved_ago_s"));
   return Status::Ok();
@@ -226,7 +225,8 @@ Status ParseRule(const JsonView& v, Rule* r) {
   UW_ASSIGN_OR_RETURN(r->vms, v.Strings("vms"));
   if (r->vms.empty()) return v.FieldError("vms", "expected at least one guest");
   if (r->type == RuleType::kVmHost) {
-    if (!v.Has("mode")) return v.FieldError("mode", "required for a vm-host rule (must | should | must-not | should-not)");
+    if (!v.Has("mode"))
+      return v.FieldError("mode", "required for a vm-host rule (must | should | must-not | should-not)");
     UW_ASSIGN_OR_RETURN(r->mode, ParseEnum(v, "mode", HostRuleMode::kMust,
                                            {{"must", HostRuleMode::kMust},
                                             {"should", HostRuleMode::kShould},
@@ -329,7 +329,8 @@ Status Validate(Snapshot& s) {
       auto it = hosts.find(v.host);
       if (it == hosts.end()) return InvalidArgumentError(p + ".host: unknown host '" + v.host + "'");
       if (s.hosts[it->second].state == HostState::kStandby) {
-        return InvalidArgumentError(p + ".host: host '" + v.host + "' is in standby (powered off) and cannot run guests");
+        return InvalidArgumentError(p + ".host: host '" + v.host +
+                                    "' is in standby (powered off) and cannot run guests");
       }
     }
     if (!v.pool.empty() && !pools.count(v.pool)) {
@@ -356,7 +357,8 @@ Status Validate(Snapshot& s) {
     }
     for (size_t j = 0; j < r.groups.size(); ++j) {
       if (!groups.count(r.groups[j])) {
-        return InvalidArgumentError(p + ".groups[" + std::to_string(j) + "]: no host is in group '" + r.groups[j] + "'");
+        return InvalidArgumentError(p + ".groups[" + std::to_string(j) + "]: no host is in group '" + r.groups[j] +
+                                    "'");
       }
     }
   }
@@ -371,7 +373,8 @@ Result<Snapshot> ParseSnapshot(const Json& json) {
   UW_ASSIGN_OR_RETURN(JsonView root, JsonView::Of(json));
   Snapshot s;
   UW_ASSIGN_OR_RETURN(s.version, root.Int("version", 1));
-  if (s.version != 1) return root.FieldError("version", "unsupported version " + std::to_string(s.version) + " (expected 1)");
+  if (s.version != 1)
+    return root.FieldError("version", "unsupported version " + std::to_string(s.version) + " (expected 1)");
   UW_ASSIGN_OR_RETURN(auto hosts, root.Objects("hosts"));
   s.hosts.resize(hosts.size());
   for (size_t i = 0; i < hosts.size(); ++i) UW_RETURN_IF_ERROR(ParseHost(hosts[i], &s.hosts[i]));
@@ -422,15 +425,16 @@ Json SnapshotToJson(const Snapshot& s) {
   }
   Json pools = Json::array();
   for (const Pool& p : s.pools) {
-    pools.push_back({{"name", p.name},
-                     {"parent", p.parent.empty() ? Json(nullptr) : Json(p.parent)},
-                     {"cpu", {{"reservation_cores", p.cpu.reservation},
-                              {"limit_cores", OptNum(p.cpu.limit)},
-                              {"shares", p.cpu.shares}}},
-                     {"memory", {{"reservation_mib", p.memory.reservation},
-                                 {"limit_mib", OptNum(p.memory.limit)},
-                                 {"shares", p.memory.shares}}},
-                     {"expandable", p.expandable}});
+    pools.push_back(
+        {{"name", p.name},
+         {"parent", p.parent.empty() ? Json(nullptr) : Json(p.parent)},
+         {"cpu",
+          {{"reservation_cores", p.cpu.reservation}, {"limit_cores", OptNum(p.cpu.limit)}, {"shares", p.cpu.shares}}},
+         {"memory",
+          {{"reservation_mib", p.memory.reservation},
+           {"limit_mib", OptNum(p.memory.limit)},
+           {"shares", p.memory.shares}}},
+         {"expandable", p.expandable}});
   }
   Json vms = Json::array();
   for (const Vm& v : s.vms) {
@@ -441,8 +445,9 @@ Json SnapshotToJson(const Snapshot& s) {
               {"demand", {{"cpu_cores", v.demand.cpu_cores}, {"memory_mib", v.demand.memory_mib}}},
               {"pool", v.pool.empty() ? Json(nullptr) : Json(v.pool)},
               {"reservation", {{"cpu_cores", v.reservation.cpu_cores}, {"memory_mib", v.reservation.memory_mib}}},
-              {"limit", {{"cpu_cores", OptNum(v.limit_cpu_cores)},
-                         {"memory_mib", v.limit_memory_mib ? Json(*v.limit_memory_mib) : Json(nullptr)}}},
+              {"limit",
+               {{"cpu_cores", OptNum(v.limit_cpu_cores)},
+                {"memory_mib", v.limit_memory_mib ? Json(*v.limit_memory_mib) : Json(nullptr)}}},
               {"shares", {{"cpu", v.cpu_shares}, {"memory", v.memory_shares}}},
               {"kind", GuestKindName(v.kind)},
               {"migratable", v.migratable}};
@@ -462,18 +467,19 @@ Json SnapshotToJson(const Snapshot& s) {
     rules.push_back(std::move(j));
   }
   const Settings& st = s.settings;
-  Json settings = {
-      {"drs", {{"automation", st.drs.automation},
-               {"threshold", st.drs.threshold},
-               {"max_moves", st.drs.max_moves ? Json(*st.drs.max_moves) : Json(nullptr)},
-               {"min_move_interval_s", st.drs.min_move_interval_s},
-               {"migration_bandwidth_mib_s", st.drs.migration_bandwidth_mib_s},
-               {"allow_cold_moves", st.drs.allow_cold_moves}}},
-      {"dpm", {{"enabled", st.dpm.enabled},
-               {"target_utilization", st.dpm.target_utilization},
-               {"tolerance", st.dpm.tolerance},
-               {"min_hosts_on", st.dpm.min_hosts_on}}},
-      {"ha", {{"enabled", st.ha.enabled}, {"host_failures", st.ha.host_failures}}}};
+  Json settings = {{"drs",
+                    {{"automation", st.drs.automation},
+                     {"threshold", st.drs.threshold},
+                     {"max_moves", st.drs.max_moves ? Json(*st.drs.max_moves) : Json(nullptr)},
+                     {"min_move_interval_s", st.drs.min_move_interval_s},
+                     {"migration_bandwidth_mib_s", st.drs.migration_bandwidth_mib_s},
+                     {"allow_cold_moves", st.drs.allow_cold_moves}}},
+                   {"dpm",
+                    {{"enabled", st.dpm.enabled},
+                     {"target_utilization", st.dpm.target_utilization},
+                     {"tolerance", st.dpm.tolerance},
+                     {"min_hosts_on", st.dpm.min_hosts_on}}},
+                   {"ha", {{"enabled", st.ha.enabled}, {"host_failures", st.ha.host_failures}}}};
   return {{"version", s.version}, {"hosts", hosts}, {"pools", pools},
           {"vms", vms},           {"rules", rules}, {"settings", settings}};
 }
@@ -515,8 +521,8 @@ Json PlanToJson(const Plan& p) {
   for (const auto& x : p.placements) placements.push_back({{"vm", x.vm}, {"host", x.host}, {"reason", x.reason}});
   Json moves = Json::array();
   for (const auto& m : p.moves) {
-    Json j = {{"vm", m.vm},         {"from", m.from},     {"to", m.to},
-              {"priority", m.priority}, {"reason", m.reason}, {"gain", m.gain}};
+    Json j = {{"vm", m.vm},         {"from", m.from}, {"to", m.to}, {"priority", m.priority},
+              {"reason", m.reason}, {"gain", m.gain}};
     if (m.cold) j["cold"] = true;
     moves.push_back(std::move(j));
   }
@@ -530,10 +536,16 @@ Json PlanToJson(const Plan& p) {
   for (const auto& u : p.unplaced) unplaced.push_back({{"vm", u.vm}, {"reason", u.reason}});
   Json unresolved = Json::array();
   for (const auto& u : p.unresolved) unresolved.push_back({{"subject", u.subject}, {"reason", u.reason}});
-  return {{"version", p.version},       {"policy", p.policy},         {"placements", placements},
-          {"moves", moves},             {"power", power},             {"unplaced", unplaced},
-          {"unresolved", unresolved},   {"before", MetricsToJson(p.before)},
-          {"after", MetricsToJson(p.after)}, {"elapsed_ms", p.elapsed_ms}};
+  return {{"version", p.version},
+          {"policy", p.policy},
+          {"placements", placements},
+          {"moves", moves},
+          {"power", power},
+          {"unplaced", unplaced},
+          {"unresolved", unresolved},
+          {"before", MetricsToJson(p.before)},
+          {"after", MetricsToJson(p.after)},
+          {"elapsed_ms", p.elapsed_ms}};
 }
 
 Result<Plan> ParsePlan(const Json& json) {
@@ -568,9 +580,9 @@ Result<Plan> ParsePlan(const Json& json) {
   for (const auto& v : power) {
     PowerAction a;
     UW_ASSIGN_OR_RETURN(a.host, NonEmptyName(v, "host"));
-    UW_ASSIGN_OR_RETURN(a.action, ParseEnum(v, "action", PowerActionType::kPowerOn,
-                                            {{"power-on", PowerActionType::kPowerOn},
-                                             {"power-off", PowerActionType::kPowerOff}}));
+    UW_ASSIGN_OR_RETURN(
+        a.action, ParseEnum(v, "action", PowerActionType::kPowerOn,
+                            {{"power-on", PowerActionType::kPowerOn}, {"power-off", PowerActionType::kPowerOff}}));
     if (!v.Has("action")) return v.FieldError("action", "required string is missing");
     UW_ASSIGN_OR_RETURN(a.reason, v.String("reason", ""));
     p.power.push_back(std::move(a));

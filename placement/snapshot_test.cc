@@ -99,7 +99,8 @@ TEST_P(MalformedSnapshotTest, NamesTheField) {
 std::string WithVms(const std::string& vms, const std::string& extra = "") {
   return R"({"hosts": [{"name": "h1", "cpu_cores": 8, "memory_mib": 16384},
                        {"name": "h2", "cpu_cores": 8, "memory_mib": 16384, "state": "standby"}],
-            "vms": [)" + vms + "]" + extra + "}";
+            "vms": [)" +
+         vms + "]" + extra + "}";
 }
 
 const char kOkVm[] = R"({"name": "a", "host": "h1", "vcpus": 1, "memory_mib": 512})";
@@ -124,7 +125,8 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"guest on standby host", WithVms(R"({"name": "b", "host": "h2", "vcpus": 1, "memory_mib": 512})"),
                   "vms[0].host: host 'h2' is in standby"},
         Malformed{"duplicate guest", WithVms(std::string(kOkVm) + "," + kOkVm), "vms[1].name: duplicate guest 'a'"},
-        Malformed{"negative demand", WithVms(R"({"name": "b", "vcpus": 1, "memory_mib": 512, "demand": {"cpu_cores": -1}})"),
+        Malformed{"negative demand",
+                  WithVms(R"({"name": "b", "vcpus": 1, "memory_mib": 512, "demand": {"cpu_cores": -1}})"),
                   "vms[0].demand.cpu_cores: expected a non-negative number"},
         Malformed{"reservation above size",
                   WithVms(R"({"name": "b", "vcpus": 1, "memory_mib": 512, "reservation": {"memory_mib": 1024}})"),
@@ -141,9 +143,11 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"vm-host without mode",
                   WithVms(kOkVm, R"(, "rules": [{"name": "r", "type": "vm-host", "vms": ["a"], "hosts": ["h1"]}])"),
                   "rules[0].mode: required"},
-        Malformed{"vm-host unknown host",
-                  WithVms(kOkVm, R"(, "rules": [{"name": "r", "type": "vm-host", "vms": ["a"], "hosts": ["hx"], "mode": "must"}])"),
-                  "rules[0].hosts[0]: unknown host 'hx'"},
+        Malformed{
+            "vm-host unknown host",
+            WithVms(kOkVm,
+                    R"(, "rules": [{"name": "r", "type": "vm-host", "vms": ["a"], "hosts": ["hx"], "mode": "must"}])"),
+            "rules[0].hosts[0]: unknown host 'hx'"},
         Malformed{"pool cycle",
                   R"({"hosts": [], "pools": [{"name": "a", "parent": "b"}, {"name": "b", "parent": "a"}]})",
                   "pools[0].parent: cycle"},
@@ -152,8 +156,7 @@ INSTANTIATE_TEST_SUITE_P(
                   "pools[0].cpu.limit_cores: must not be below reservation_cores"},
         Malformed{"threshold", R"({"hosts": [], "settings": {"drs": {"threshold": 9}}})",
                   "settings.drs.threshold: expected an integer from 1 to 5"},
-        Malformed{"tolerance", R"({"hosts": [], "settings": {"dpm": {"tolerance": 0.9}}})",
-                  "settings.dpm.tolerance"},
+        Malformed{"tolerance", R"({"hosts": [], "settings": {"dpm": {"tolerance": 0.9}}})", "settings.dpm.tolerance"},
         Malformed{"version", R"({"version": 2, "hosts": []})", "version: unsupported version 2"},
         Malformed{"not json", "{\"hosts\": [", "snapshot: line 1"},
         Malformed{"not an object", "[1, 2]", "expected a JSON object"}));

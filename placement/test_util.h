@@ -94,7 +94,8 @@ inline const Move* FindMove(const Plan& p, const std::string& vm) {
 inline Snapshot RandomCluster(int hosts, int vms, uint32_t seed, double load = 0.5) {
   std::mt19937 rng(seed);
   Builder b;
-  for (int h = 0; h < hosts; ++h) b.AddHost("h" + std::to_string(h), 32, 131072, HostState::kOn, {h % 2 ? "odd" : "even"});
+  for (int h = 0; h < hosts; ++h)
+    b.AddHost("h" + std::to_string(h), 32, 131072, HostState::kOn, {h % 2 ? "odd" : "even"});
   const int64_t sizes[] = {1024, 2048, 4096, 8192, 16384};
   std::vector<int64_t> used(hosts, 0);
   std::uniform_real_distribution<double> u(0, 1);

@@ -54,7 +54,8 @@ Snapshot Generate(const GenOptions& o) {
   double mem_needed = static_cast<double>(o.vms) * avg_mem / (static_cast<double>(hosts) * avg_class * o.memory_fill);
   int64_t big_mem = static_cast<int64_t>(std::ceil(std::max(mem_needed, 64 * gib) / (64 * gib))) * 64 * 1024;
   const double avg_util = 0.05 + 0.75 / 3;  // E[0.05 + 0.75 u^2]
-  double cores_needed = static_cast<double>(o.vms) * avg_vcpus * avg_util / (static_cast<double>(hosts) * avg_class * 0.5);
+  double cores_needed =
+      static_cast<double>(o.vms) * avg_vcpus * avg_util / (static_cast<double>(hosts) * avg_class * 0.5);
   double big_cores = std::ceil(std::max(16.0, cores_needed) / 8) * 8;
   const int hw = Width(hosts);
   for (int64_t h = 0; h < hosts; ++h) {

@@ -7,7 +7,6 @@
 //   uw-sim apply   --snapshot FILE --plan FILE [--out FILE]
 //   uw-sim metrics --snapshot FILE
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -118,7 +117,8 @@ int main(int argc, char** argv) {
       std::cerr << "uw-sim: the plan failed its check: " << st.ToString() << "\n";
       return 3;
     }
-    if (!WriteText(out_path, pl::PlanToJson(*p).dump(2) + "\n")) return Fail(uw::UnavailableError("cannot write " + out_path));
+    if (!WriteText(out_path, pl::PlanToJson(*p).dump(2) + "\n"))
+      return Fail(uw::UnavailableError("cannot write " + out_path));
     return 0;
   }
   if (*gen) {
@@ -161,8 +161,8 @@ int main(int argc, char** argv) {
       return 3;
     }
     if (*check) {
-      std::cout << "ok: " << p->moves.size() << " moves, " << p->placements.size() << " placements, "
-                << p->power.size() << " power actions\n";
+      std::cout << "ok: " << p->moves.size() << " moves, " << p->placements.size() << " placements, " << p->power.size()
+                << " power actions\n";
       return 0;
     }
     return WriteText(out_path, pl::SnapshotToJson(*after).dump(1) + "\n") ? 0 : 1;

@@ -171,8 +171,10 @@ Result<ReplayResult> Replay(const ReplayOptions& o) {
       // Per-host demand after the plan: unmet demand and power.
       std::vector<double> host_cpu(o.hosts, 0);
       for (int64_t i = 0; i < vms; ++i) {
-        if (!s.vms[i].host.empty()) host_cpu[host_idx[s.vms[i].host]] += s.vms[i].demand.cpu_cores;
-        else rs.unmet_cores += s.vms[i].demand.cpu_cores;
+        if (!s.vms[i].host.empty())
+          host_cpu[host_idx[s.vms[i].host]] += s.vms[i].demand.cpu_cores;
+        else
+          rs.unmet_cores += s.vms[i].demand.cpu_cores;
       }
       for (int64_t h = 0; h < o.hosts; ++h) {
         if (s.hosts[h].state != HostState::kOn) continue;
@@ -195,7 +197,8 @@ Result<ReplayResult> Replay(const ReplayOptions& o) {
   }
   const double hours = static_cast<double>(days) * 24;
   sum.host_hours_always_on = static_cast<double>(o.hosts) * hours;
-  sum.migrations_per_guest_per_day = static_cast<double>(sum.migrations) / static_cast<double>(vms) / static_cast<double>(days);
+  sum.migrations_per_guest_per_day =
+      static_cast<double>(sum.migrations) / static_cast<double>(vms) / static_cast<double>(days);
   double imb = 0;
   for (const auto& rs : result.steps) {
     imb += rs.imbalance;

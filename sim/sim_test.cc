@@ -1,3 +1,5 @@
+#include "sim/sim.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -7,7 +9,6 @@
 #include <fstream>
 
 #include "placement/placement.h"
-#include "sim/sim.h"
 
 namespace uw::sim {
 namespace {

@@ -13,11 +13,20 @@ std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -95,12 +104,14 @@ std::string LineChartSvg(const std::string& title, const std::string& x_label, c
                   px(x), T * 1.0, px(x), H - B, px(x), H - B + 16, Num(x).c_str());
     o << buf;
   }
-  std::snprintf(buf, sizeof buf, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n",
-                L, T, W - L - R, H - T - B);
+  std::snprintf(buf, sizeof buf,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", L, T,
+                W - L - R, H - T - B);
   o << buf;
   o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 10 << "\" text-anchor=\"middle\">" << Escape(x_label)
     << "</text>\n";
-  std::snprintf(buf, sizeof buf, "<text transform=\"translate(16,%.1f) rotate(-90)\" text-anchor=\"middle\">", (T + H - B) / 2);
+  std::snprintf(buf, sizeof buf, "<text transform=\"translate(16,%.1f) rotate(-90)\" text-anchor=\"middle\">",
+                (T + H - B) / 2);
   o << buf << Escape(y_label) << "</text>\n";
   // Series and legend.
   double lx = L + 10;

@@ -1,13 +1,12 @@
 // uw-agent against real libvirtd, QEMU (TCG) and LXC on the namespace test bed (scripts/testbed).
 // One emulated guest is booted once for the suite and exercised in order; containers and the
 // error cases use their own guests. At most two guests run at once.
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "tests/testbed_client.h"
 #include "vmm/cgroups.h"
@@ -27,13 +26,15 @@ class AgentOnTestbed : public ::testing::Test {
     ASSERT_FALSE(bed_->hosts[0].agent_url.empty()) << "the test bed runs no agents";
     // Leftovers from an interrupted run would make creation fail.
     for (size_t h = 0; h < 2; ++h) {
-      for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"}) (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
+      for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"})
+        (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
     }
   }
   static void TearDownTestSuite() {
     if (bed_) {
       for (size_t h = 0; h < 2; ++h) {
-        for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"}) (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
+        for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"})
+          (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
       }
     }
     delete bed_;
@@ -76,8 +77,13 @@ Testbed* AgentOnTestbed::bed_ = nullptr;
 
 TEST_F(AgentOnTestbed, EmulatedGuestBootsToItsMarker) {
   auto r = Call(0, "POST", "/api/v1/guests",
-                Json({{"name", kVm}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"max_vcpus", 2},
-                      {"memory_mib", 256}, {"max_memory_mib", 256}})
+                Json({{"name", kVm},
+                      {"kind", "qemu"},
+                      {"image", "tiny"},
+                      {"vcpus", 1},
+                      {"max_vcpus", 2},
+                      {"memory_mib", 256},
+                      {"max_memory_mib", 256}})
                     .dump());
   ASSERT_EQ(r.status, 201) << r.body;
   const auto created = std::chrono::steady_clock::now();
@@ -88,11 +94,13 @@ TEST_F(AgentOnTestbed, EmulatedGuestBootsToItsMarker) {
   // under TCG). A command with a short bound is refused with a clear 409, not a bare timeout...
   EXPECT_EQ(info["health"], "starting") << info.dump();
   EXPECT_EQ(info["ready"], false);
-  auto early = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "ping", "timeout_s": 1})");
+  auto early =
+      Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "ping", "timeout_s": 1})");
   EXPECT_EQ(early.status, 409) << early.body;
   EXPECT_NE(early.body.find(std::string("guest ") + kVm + " is not ready yet"), std::string::npos) << early.body;
   // ... and one with room to wait waits for readiness and runs.
-  auto waited = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "ping", "timeout_s": 120})");
+  auto waited =
+      Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "ping", "timeout_s": 120})");
   ASSERT_EQ(waited.status, 200) << waited.body << "\nconsole:\n" << Console(0, kVm);
   EXPECT_EQ(Json::parse(waited.body)["output"], "pong\n");
   const double ready_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - created).count();
@@ -100,7 +108,8 @@ TEST_F(AgentOnTestbed, EmulatedGuestBootsToItsMarker) {
   EXPECT_EQ(now_ready["health"], "ready") << now_ready.dump();
   EXPECT_EQ(now_ready["ready"], true);
   std::printf("[ figure ] create -> first command answered (ready): %.1f s\n", ready_s);
-  EXPECT_NE(Console(0, kVm).find("UW-GUEST-READY"), std::string::npos) << "no ready marker; console:\n" << Console(0, kVm);
+  EXPECT_NE(Console(0, kVm).find("UW-GUEST-READY"), std::string::npos) << "no ready marker; console:\n"
+                                                                       << Console(0, kVm);
   EXPECT_EQ(Exec(0, kVm, "ping"), "pong\n");
   // Commands that fail report their exit code and output.
   auto bad = Call(0, "POST", std::string("/api/v1/guests/") + kVm + "/exec", R"({"command": "echo oops >&2; exit 3"})");
@@ -115,7 +124,8 @@ TEST_F(AgentOnTestbed, BalloonTargetChangesTheGuestsOwnMemTotal) {
   auto info = CallJson(0, "POST", std::string("/api/v1/guests/") + kVm + "/resize", R"({"memory_mib": 160})");
   EXPECT_EQ(info["memory_mib"], 160);
   int64_t now = before;
-  EXPECT_TRUE(WaitFor([&] { return (now = GuestMemTotalKiB()) > 0 && now < before - 64 * 1024; }, std::chrono::seconds(30)))
+  EXPECT_TRUE(
+      WaitFor([&] { return (now = GuestMemTotalKiB()) > 0 && now < before - 64 * 1024; }, std::chrono::seconds(30)))
       << "MemTotal stayed at " << now << " kB (was " << before << " kB)";
   CallJson(0, "POST", std::string("/api/v1/guests/") + kVm + "/resize", R"({"memory_mib": 256})");
   EXPECT_TRUE(WaitFor([&] { return (now = GuestMemTotalKiB()) >= before - 1024; }, std::chrono::seconds(30)))
@@ -245,9 +255,10 @@ TEST_F(AgentOnTestbed, SilentGuestBecomesUnresponsiveThenReadyAgain) {
       << info.dump();
   EXPECT_EQ(info["health"], "ready");
   EXPECT_FALSE(info.contains("unresponsive_since"));
-  std::printf("[ figure ] channel silent -> unresponsive: %.1f s (timeout %d s); answering again -> ready: %.1f s after silence began\n",
-              unresponsive_s, timeout_s,
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - silenced).count());
+  std::printf(
+      "[ figure ] channel silent -> unresponsive: %.1f s (timeout %d s); answering again -> ready: %.1f s after "
+      "silence began\n",
+      unresponsive_s, timeout_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - silenced).count());
   std::vector<std::string> seen;
   const Json events = CallJson(0, "GET", "/api/v1/events?since=" + std::to_string(since));
   for (const auto& e : events["events"]) {
@@ -320,7 +331,8 @@ TEST_F(AgentOnTestbed, PanickedGuestIsReportedCrashedAndStartsAgain) {
         return info["state"] == "crashed";
       },
       std::chrono::seconds(30), std::chrono::milliseconds(50)))
-      << "still " << info.dump() << "\nconsole:\n" << Console(0, g);
+      << "still " << info.dump() << "\nconsole:\n"
+      << Console(0, g);
   const double seen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
   std::printf("[ figure ] panic command answered -> state crashed: %.2f s (the guest waits 1 s before it panics)\n",
               seen_s);
@@ -334,7 +346,8 @@ TEST_F(AgentOnTestbed, PanickedGuestIsReportedCrashedAndStartsAgain) {
   EXPECT_LE(tail.size(), 8192u);
   const int64_t at = info["crash"]["at"];
   const int64_t now_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   EXPECT_GT(at, now_ms - 60'000);
   EXPECT_LE(at, now_ms + 1000);
   // The list says so too, and an event was recorded.
@@ -375,10 +388,11 @@ TEST_F(AgentOnTestbed, MigratedGuestIsReadyOnTheDestinationOnceItAnswersThere) {
   auto prep = CallJson(1, "POST", "/api/v1/migrations/prepare",
                        Json({{"guest", g}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}}).dump());
   ASSERT_TRUE(prep.contains("migration_uri")) << prep.dump();
-  auto mig = Call(0, "POST", "/api/v1/guests/" + g + "/migrate",
-                  Json({{"destination", {{"host", prep["host"]}, {"migration_uri", prep["migration_uri"]},
-                                         {"state_dir", prep["state_dir"]}}}})
-                      .dump());
+  auto mig = Call(
+      0, "POST", "/api/v1/guests/" + g + "/migrate",
+      Json({{"destination",
+             {{"host", prep["host"]}, {"migration_uri", prep["migration_uri"]}, {"state_dir", prep["state_dir"]}}}})
+          .dump());
   ASSERT_EQ(mig.status, 202) << mig.body;
   Json status;
   ASSERT_TRUE(WaitFor(
@@ -426,7 +440,8 @@ TEST_F(AgentOnTestbed, ContainerStartsAndRunsACommand) {
   ASSERT_EQ(first.status, 200) << first.body;
   EXPECT_NE(Json::parse(first.body)["output"].get<std::string>().find("/sbin/uw-container-init"), std::string::npos)
       << "pid 1 of the container is not its init yet: " << first.body;
-  auto e = Call(1, "POST", "/api/v1/guests/it-ct1/exec", R"J({"command": "echo hello from $(cat /proc/1/cmdline | tr '\\0' ' ')"})J");
+  auto e = Call(1, "POST", "/api/v1/guests/it-ct1/exec",
+                R"J({"command": "echo hello from $(cat /proc/1/cmdline | tr '\\0' ' ')"})J");
   ASSERT_EQ(e.status, 200) << e.body;
   auto out = Json::parse(e.body);
   EXPECT_EQ(out["exit_code"], 0);
@@ -449,8 +464,9 @@ TEST_F(AgentOnTestbed, ContainerStartsAndRunsACommand) {
   ASSERT_EQ(mine.status, 200) << mine.body;
   EXPECT_FALSE(Json::parse(init.body)["output"].get<std::string>().empty()) << init.body;
   EXPECT_EQ(Json::parse(mine.body)["output"], Json::parse(init.body)["output"]);
-  auto burn = Call(1, "POST", "/api/v1/guests/it-ct1/exec",
-                   R"J({"command": "(end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do :; done) >/dev/null 2>&1 &"})J");
+  auto burn = Call(
+      1, "POST", "/api/v1/guests/it-ct1/exec",
+      R"J({"command": "(end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do :; done) >/dev/null 2>&1 &"})J");
   ASSERT_EQ(burn.status, 200) << burn.body;
   double seen = -1;
   EXPECT_TRUE(WaitFor(

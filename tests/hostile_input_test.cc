@@ -5,6 +5,7 @@
 // answer must be a JSON error in the one shape (or a success), no daemon may crash or stop
 // answering /healthz, and the manager's memory must stay bounded.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,8 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "tests/testbed_client.h"
@@ -52,7 +51,9 @@ class RawConnection {
   RawConnection(const RawConnection&) = delete;
   RawConnection& operator=(const RawConnection&) = delete;
   bool ok() const { return fd_ >= 0; }
-  bool Send(std::string_view bytes) { return fd_ >= 0 && ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()); }
+  bool Send(std::string_view bytes) {
+    return fd_ >= 0 && ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+  }
   // Everything the server sends until it closes or `timeout` passes.
   std::string ReadUntilClosed(std::chrono::milliseconds timeout, bool* closed = nullptr) {
     std::string out;
@@ -253,9 +254,9 @@ TEST_F(HostileInputTest, DeepNestingIsRefusedWhileParsingOnEveryRoute) {
                     "token body nested " + std::to_string(depth));
   }
   // Just under the limit is fine where the field allows it.
-  ExpectJsonError(Client(*acme_).Do("POST", "/api/v1/guests",
-                                    R"({"name": "deep", "image": "tiny", "labels": )" + Nested(60) + "}"),
-                  400, "labels nested 60 (labels must be an object)");
+  ExpectJsonError(
+      Client(*acme_).Do("POST", "/api/v1/guests", R"({"name": "deep", "image": "tiny", "labels": )" + Nested(60) + "}"),
+      400, "labels nested 60 (labels must be an object)");
 }
 
 TEST_F(HostileInputTest, HugeNumbersAndWrongTypesGetFieldErrors) {
@@ -282,7 +283,9 @@ TEST_F(HostileInputTest, HugeNumbersAndWrongTypesGetFieldErrors) {
       EXPECT_NE(r->body.find(mention), std::string::npos) << body.substr(0, 100) << " -> " << r->body;
     }
   }
-  Json join = {{"name", "hx9"}, {"agent_url", "http://127.0.0.1:1"}, {"agent_token", "t"},
+  Json join = {{"name", "hx9"},
+               {"agent_url", "http://127.0.0.1:1"},
+               {"agent_token", "t"},
                {"capacity", {{"cpu_cores", 1e308}, {"memory_mib", 64}}}};
   ExpectJsonError(Client(kJoin).Do("POST", "/api/v1/hosts/join", join.dump()), 400, "join with 1e308 cores");
   join["capacity"] = {{"cpu_cores", 4}, {"memory_mib", INT64_MAX}};
@@ -355,9 +358,9 @@ TEST_F(HostileInputTest, SlowClientsAreCutOffAndDoNotStarveOthers) {
     s->ReadUntilClosed(std::chrono::milliseconds(100), &closed);
     all_closed = all_closed || closed;
   }
-  EXPECT_TRUE(all_closed) << "slow clients were still connected after "
-                          << std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count()
-                          << " s";
+  EXPECT_TRUE(all_closed)
+      << "slow clients were still connected after "
+      << std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count() << " s";
 }
 
 TEST_F(HostileInputTest, PipelinedRequestsAreAnsweredInOrder) {
@@ -450,7 +453,8 @@ TEST_F(HostileInputTest, TenantsCannotProbeOtherTenantsNames) {
     auto r = Client(*beta_).Do(method, "/api/v1/guests/" + name + (method == "POST" ? "/start" : ""));
     ExpectJsonError(r, 404, method + " " + name);
     std::string body = r.ok() ? r->body : "";
-    for (size_t at = body.find(name); at != std::string::npos; at = body.find(name)) body.replace(at, name.size(), "NAME");
+    for (size_t at = body.find(name); at != std::string::npos; at = body.find(name))
+      body.replace(at, name.size(), "NAME");
     return body;
   };
   for (const std::string method : {"GET", "POST", "DELETE"}) {

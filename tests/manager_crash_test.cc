@@ -1,6 +1,7 @@
 // Crash-only manager: kill -9 uw-manager while 20 guest creations are in flight against fake
 // agents, restart it on the same state file, and check that no guest is lost or duplicated, that
 // every task reaches a final state and that capacity accounting matches the guests.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,8 +12,6 @@
 #include <map>
 #include <set>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "api/http.h"
 #include "manager/fake_agent.h"
@@ -88,7 +87,9 @@ TEST_F(ManagerCrashTest, Kill9DuringTwentyCreationsLosesAndDuplicatesNothing) {
   }
   StartManager();
   for (auto& a : agents_) {
-    Json join = {{"name", a->name()}, {"agent_url", a->url()}, {"agent_token", a->token()},
+    Json join = {{"name", a->name()},
+                 {"agent_url", a->url()},
+                 {"agent_token", a->token()},
                  {"capacity", {{"cpu_cores", 16}, {"memory_mib", 16384}}}};
     ASSERT_TRUE(Client(kJoin).Call("POST", "/api/v1/hosts/join", &join).ok());
   }

@@ -3,6 +3,7 @@
 // through the manager's REST API onto real hosts (libvirtd + emulated guests), and bad input is
 // refused with the right status while nothing changes.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -14,15 +15,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <map>
-#include <mutex>
-#include <thread>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <set>
-
-#include <gtest/gtest.h>
+#include <thread>
 
 #include "api/http.h"
 #include "tests/testbed_client.h"
@@ -49,7 +48,8 @@ class ManagerIntegrationTest : public ::testing::Test {
       if (!listed.ok()) continue;
       for (const auto& g : (*listed)["guests"]) {
         const std::string n = g.value("name", "");
-        if (n.rfind("mit-", 0) == 0 || n.find(":mit-") != std::string::npos) (void)testbed_->Agent(i).Do("DELETE", "/api/v1/guests/" + n + "?force=true");
+        if (n.rfind("mit-", 0) == 0 || n.find(":mit-") != std::string::npos)
+          (void)testbed_->Agent(i).Do("DELETE", "/api/v1/guests/" + n + "?force=true");
       }
     }
     dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
@@ -67,8 +67,10 @@ class ManagerIntegrationTest : public ::testing::Test {
                 // Short escalation stages so that a transfer stuck on a cut network ends quickly.
                 // A 3 s verification window: every move still ends `done` only after the guest ran and
                 // answered its control channel on the destination.
-                {"migration", {{"agent_grace_ms", 30000}, {"verify_window_ms", 3000},
-                               {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
+                {"migration",
+                 {{"agent_grace_ms", 30000},
+                  {"verify_window_ms", 3000},
+                  {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
                 {"log_file", (*dir_ / "manager.log").string()}};
     std::ofstream(*dir_ / "manager.json") << cfg.dump(2);
     StartManagerProcess();
@@ -200,7 +202,8 @@ class ManagerIntegrationTest : public ::testing::Test {
           return r.ok() && (g["state"] == "crashed" || g["health"] == "ready");
         },
         std::chrono::seconds(120)))
-        << name << " did not become ready (" << g.dump() << "); console:\n" << Console(host, name);
+        << name << " did not become ready (" << g.dump() << "); console:\n"
+        << Console(host, name);
     ASSERT_NE(g["state"], "crashed") << name << " crashed while booting:\n" << g["crash"].dump(2);
   }
   // Exactly one host runs the guest, the one the manager names, and no other keeps a copy.
@@ -227,22 +230,28 @@ class ManagerIntegrationTest : public ::testing::Test {
     EXPECT_TRUE(t.ok()) << t.status().ToString();
     if (!t.ok()) return Json{{"id", "none"}};
     const std::string id = (*t)["id"];
-    EXPECT_TRUE(WaitFor([&] {
-      auto r = Client().Call("GET", "/api/v1/tasks/" + id);
-      return r.ok() && (*r)["message"].get<std::string>().rfind("transfer", 0) == 0;
-    }, std::chrono::seconds(60))) << "no transfer progress for " << g;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto r = Client().Call("GET", "/api/v1/tasks/" + id);
+          return r.ok() && (*r)["message"].get<std::string>().rfind("transfer", 0) == 0;
+        },
+        std::chrono::seconds(60)))
+        << "no transfer progress for " << g;
     return *t;
   }
   // Every host connected in the manager's view (after agents restarted).
   static void WaitConnected() {
-    EXPECT_TRUE(WaitFor([] {
-      auto hosts = Client().Call("GET", "/api/v1/hosts");
-      if (!hosts.ok()) return false;
-      for (const auto& h : (*hosts)["hosts"]) {
-        if (h["state"] != "connected") return false;
-      }
-      return true;
-    }, std::chrono::seconds(60))) << "a host stayed disconnected";
+    EXPECT_TRUE(WaitFor(
+        [] {
+          auto hosts = Client().Call("GET", "/api/v1/hosts");
+          if (!hosts.ok()) return false;
+          for (const auto& h : (*hosts)["hosts"]) {
+            if (h["state"] != "connected") return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(60)))
+        << "a host stayed disconnected";
   }
   static void DeleteGuest(const std::string& g) {
     Json force = {{"force", true}};
@@ -399,9 +408,11 @@ TEST_F(ManagerIntegrationTest, BadInputIsRefusedAndChangesNothing) {
   created = Client(a).Call("POST", "/api/v1/guests", &mine);
   ASSERT_TRUE(created.ok()) << created.status().ToString();
   ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
-  for (auto [method, path] : std::vector<std::pair<std::string, std::string>>{
-           {"GET", "/api/v1/guests/mit-alpha"}, {"POST", "/api/v1/guests/mit-alpha/start"},
-           {"DELETE", "/api/v1/guests/mit-alpha"}, {"POST", "/api/v1/guests/mit-alpha/resize"}}) {
+  for (auto [method, path] :
+       std::vector<std::pair<std::string, std::string>>{{"GET", "/api/v1/guests/mit-alpha"},
+                                                        {"POST", "/api/v1/guests/mit-alpha/start"},
+                                                        {"DELETE", "/api/v1/guests/mit-alpha"},
+                                                        {"POST", "/api/v1/guests/mit-alpha/resize"}}) {
     auto r = Client(b).Do(method, path, method == "POST" ? R"({"memory_mib": 128})" : "");
     EXPECT_EQ(r->status, 404) << method << " " << path << " -> " << r->body;
   }
@@ -508,8 +519,11 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
     }
     const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
     for (const auto& g : group) ExpectOnce(g);
-    Json fig = {{"concurrent", group.size()}, {"succeeded", succeeded},          {"wall_ms", wall.count()},
-                {"sum_total_ms", sum},        {"worst_downtime_ms", worst_downtime}};
+    Json fig = {{"concurrent", group.size()},
+                {"succeeded", succeeded},
+                {"wall_ms", wall.count()},
+                {"sum_total_ms", sum},
+                {"worst_downtime_ms", worst_downtime}};
     std::printf("concurrency-figure: %s\n", fig.dump().c_str());
   }
   DeleteGuest("mit-c128");
@@ -550,10 +564,12 @@ TEST_F(ManagerIntegrationTest, LiveMigrationMovesRealGuestsMeasuredCancelledAndO
   {
     std::string h = HostOf("mit-m256");
     ASSERT_TRUE(Client().Call("POST", "/api/v1/hosts/" + h + "/maintenance").ok());
-    EXPECT_TRUE(WaitFor([&] {
-      auto g = Client().Call("GET", "/api/v1/hosts/" + h);
-      return g.ok() && (*g)["guests"] == 0;
-    }, std::chrono::seconds(120)));
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto g = Client().Call("GET", "/api/v1/hosts/" + h);
+          return g.ok() && (*g)["guests"] == 0;
+        },
+        std::chrono::seconds(120)));
     ExpectOnce("mit-m256");
     ExpectOnce("mit-m512");
     ASSERT_TRUE(Client().Call("DELETE", "/api/v1/hosts/" + h + "/maintenance").ok());

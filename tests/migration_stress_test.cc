@@ -4,10 +4,10 @@
 // show no panic. (On QEMU 7.2 this guest panicked on the destination within one to seven moves:
 // TCG's dirty tracking lost pages; see docs/migration.md.) The figures of each move are printed
 // as JSON lines and, with UW_STRESS_JSON=FILE, written to FILE.
+#include <gtest/gtest.h>
+
 #include <cstdio>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "tests/testbed_client.h"
 
@@ -20,7 +20,8 @@ TEST(MigrationStress, ABusyMemoryWritingGuestSurvivesTwentyMovesBackAndForth) {
   auto bed = Testbed::Load();
   ASSERT_TRUE(bed.ok()) << bed.status().ToString();
   ASSERT_GE(bed->hosts.size(), 2u);
-  for (size_t h = 0; h < 2; ++h) (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
+  for (size_t h = 0; h < 2; ++h)
+    (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
   Json spec = {{"name", kGuest}, {"kind", "qemu"}, {"image", "tiny"}, {"vcpus", 1}, {"memory_mib", 256}};
   auto made = bed->Agent(0).Call("POST", "/api/v1/guests", &spec);
   ASSERT_TRUE(made.ok()) << made.status().ToString();
@@ -52,7 +53,8 @@ TEST(MigrationStress, ABusyMemoryWritingGuestSurvivesTwentyMovesBackAndForth) {
   if (const char* out = std::getenv("UW_STRESS_JSON"); out && *out) {
     std::ofstream(out) << Json({{"moves", figures}}).dump(2) << "\n";
   }
-  for (size_t h = 0; h < 2; ++h) (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
+  for (size_t h = 0; h < 2; ++h)
+    (void)bed->Agent(h).Do("DELETE", std::string("/api/v1/guests/") + kGuest + "?force=true");
 }
 
 }  // namespace

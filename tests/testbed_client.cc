@@ -23,7 +23,8 @@ Result<Testbed> Testbed::Load() {
   const std::string path = t.dir + "/testbed.json";
   auto j = LoadJsonFile(path);
   if (!j.ok()) {
-    return FailedPreconditionError(j.status().message() + " (is the test bed up? scripts/testbed up 2 --agent build/vmm/uw-agent)");
+    return FailedPreconditionError(j.status().message() +
+                                   " (is the test bed up? scripts/testbed up 2 --agent build/vmm/uw-agent)");
   }
   UW_ASSIGN_OR_RETURN(JsonView root, JsonView::Of(*j, path));
   UW_ASSIGN_OR_RETURN(auto hosts, root.Objects("hosts"));
@@ -68,7 +69,8 @@ Status StopAgent(const Testbed& bed, size_t i, int signal) {
   if (!(pidfile >> pid)) return NotFoundError("no agent.pid in " + bed.hosts.at(i).dir);
   if (kill(pid, signal) != 0) return InternalError("cannot signal agent pid " + std::to_string(pid));
   if (!WaitFor([pid] { return kill(pid, 0) != 0; }, std::chrono::seconds(20))) {
-    return DeadlineExceededError("agent of " + bed.hosts.at(i).name + " did not exit on signal " + std::to_string(signal));
+    return DeadlineExceededError("agent of " + bed.hosts.at(i).name + " did not exit on signal " +
+                                 std::to_string(signal));
   }
   return Status::Ok();
 }
@@ -172,10 +174,14 @@ std::string ConsoleLogOf(const Testbed& bed, size_t i, const std::string& guest)
 }
 
 Json PingPongMoveToJson(const PingPongMove& m) {
-  return {{"move", m.number},          {"from", m.from},
-          {"to", m.to},                {"total_ms", m.total_ms},
-          {"downtime_ms", m.downtime_ms}, {"guest_pause_ms", m.guest_pause_ms},
-          {"answered", m.answered},    {"panicked", m.panicked}};
+  return {{"move", m.number},
+          {"from", m.from},
+          {"to", m.to},
+          {"total_ms", m.total_ms},
+          {"downtime_ms", m.downtime_ms},
+          {"guest_pause_ms", m.guest_pause_ms},
+          {"answered", m.answered},
+          {"panicked", m.panicked}};
 }
 
 namespace {
@@ -218,8 +224,9 @@ Result<std::vector<PingPongMove>> RunPingPong(const Testbed& bed, const std::str
   const int64_t vcpus = info.value("max_vcpus", int64_t{1});
   // Load: one CPU spinning, `dirty_mib` MiB of tmpfs rewritten from /dev/urandom for ever, and the
   // console ticking (the guest-side pause).
-  const std::string dirty = "(while true; do dd if=/dev/urandom of=/tmp/uw-dirty bs=1M count=" +
-                            std::to_string(dirty_mib) + " 2>/dev/null; done) >/dev/null 2>&1 &";
+  const std::string dirty =
+      "(while true; do dd if=/dev/urandom of=/tmp/uw-dirty bs=1M count=" + std::to_string(dirty_mib) +
+      " 2>/dev/null; done) >/dev/null 2>&1 &";
   for (const std::string& c : {std::string("burn 100000"), dirty, std::string("tick 100000 pingpong")}) {
     UW_ASSIGN_OR_RETURN(Json r, GuestExec(bed, 0, guest, c, std::chrono::seconds(60)));
     if (r.value("exit_code", -1) != 0) return InternalError("guest command '" + c + "' failed: " + r.dump());

@@ -56,7 +56,6 @@ Status StopAgent(const Testbed& bed, size_t i, int signal);
 // and reloads `bed`.
 Status RestartAgents(Testbed& bed);
 
-
 // Watches a guest's console log files (one per host) for the "UW-TICK TAG n" lines of the guest's
 // `tick` command and notes when each n first appears. The longest wait between consecutive n is
 // the pause the guest's own output saw: a live migration's downtime as the guest lives it (plus
@@ -70,10 +69,10 @@ class TickWatcher {
   TickWatcher(const TickWatcher&) = delete;
   TickWatcher& operator=(const TickWatcher&) = delete;
   void Stop();
-  size_t Seen(size_t i);         // ticks seen in file i
+  size_t Seen(size_t i);  // ticks seen in file i
   bool realtime() const { return realtime_; }
-  int64_t Missing();             // values between the first and last tick seen that never appeared
-  double MaxGapMs();             // the longest gap between consecutive ticks (0 with fewer than two)
+  int64_t Missing();  // values between the first and last tick seen that never appeared
+  double MaxGapMs();  // the longest gap between consecutive ticks (0 with fewer than two)
 
  private:
   void Run();
@@ -83,7 +82,7 @@ class TickWatcher {
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::map<int64_t, std::chrono::steady_clock::time_point> first_;  // guarded by mu_
-  std::vector<size_t> per_file_;                                   // guarded by mu_
+  std::vector<size_t> per_file_;                                    // guarded by mu_
   std::thread thread_;
 };
 
@@ -92,14 +91,14 @@ std::string ConsoleLogOf(const Testbed& bed, size_t i, const std::string& guest)
 
 // One live move of the ping-pong stress run.
 struct PingPongMove {
-  int number = 0;               // 1-based
+  int number = 0;  // 1-based
   std::string from, to;
-  double total_ms = 0;          // libvirt's migration time
-  double downtime_ms = 0;       // QEMU's downtime figure
-  double guest_pause_ms = 0;    // the longest gap in the guest's console ticks across the move
-  bool answered = false;        // the guest answered its control channel on the destination
-  bool panicked = false;        // "Kernel panic", "BUG:" or "Oops" on the destination console
-  std::string console_tail;     // the destination console's last 3 KiB when something went wrong
+  double total_ms = 0;        // libvirt's migration time
+  double downtime_ms = 0;     // QEMU's downtime figure
+  double guest_pause_ms = 0;  // the longest gap in the guest's console ticks across the move
+  bool answered = false;      // the guest answered its control channel on the destination
+  bool panicked = false;      // "Kernel panic", "BUG:" or "Oops" on the destination console
+  std::string console_tail;   // the destination console's last 3 KiB when something went wrong
 };
 Json PingPongMoveToJson(const PingPongMove& m);
 

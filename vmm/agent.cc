@@ -24,13 +24,9 @@ int64_t UnixMillis(TimePoint t) {
 }
 
 Json EventToJson(const AgentEvent& e) {
-  return {{"seq", e.seq},
-          {"at", FormatRfc3339(e.event.at)},
-          {"guest", e.event.guest},
-          {"uuid", e.event.uuid},
-          {"event", e.event.event},
-          {"detail", e.event.detail},
-          {"source", e.event.source}};
+  return {
+      {"seq", e.seq},           {"at", FormatRfc3339(e.event.at)}, {"guest", e.event.guest},  {"uuid", e.event.uuid},
+      {"event", e.event.event}, {"detail", e.event.detail},        {"source", e.event.source}};
 }
 
 // GuestInfoToJson plus health, ready and crash.
@@ -40,8 +36,7 @@ Json GuestStatusToJson(const GuestStatus& s) {
   j["ready"] = s.ready;
   if (s.health_since) j["health_since"] = UnixMillis(*s.health_since);
   if (s.unresponsive_since) j["unresponsive_since"] = UnixMillis(*s.unresponsive_since);
-  if (s.crash)
-    j["crash"] = {{"at", UnixMillis(s.crash->at)}, {"console_tail", s.crash->console_tail}};
+  if (s.crash) j["crash"] = {{"at", UnixMillis(s.crash->at)}, {"console_tail", s.crash->console_tail}};
   return j;
 }
 
@@ -51,10 +46,8 @@ Json GuestDetailsToJson(const GuestDetails& d) {
   if (d.local_disks) {
     Json disks = Json::array();
     for (const auto& l : *d.local_disks) {
-      disks.push_back({{"target", l.target},
-                       {"file", l.file},
-                       {"format", l.format},
-                       {"virtual_size_bytes", l.virtual_size_bytes}});
+      disks.push_back(
+          {{"target", l.target}, {"file", l.file}, {"format", l.format}, {"virtual_size_bytes", l.virtual_size_bytes}});
     }
     j["local_disks"] = disks;
   }
@@ -70,8 +63,7 @@ Json HostReportToJson(const HostReport& r, const AgentConfig& config) {
               {"reason", r.kvm.reason}};
   j["allow_emulated_kvm"] = config.allow_emulated_kvm;
   j["cgroups"] = CgroupLayoutToJson(r.cgroups);
-  j["monitor"] = {{"interval_s", config.monitor_interval_s},
-                  {"timeout_s", config.monitor_timeout_s}};
+  j["monitor"] = {{"interval_s", config.monitor_interval_s}, {"timeout_s", config.monitor_timeout_s}};
   j["kinds"] = r.kinds;
   j["images"] = r.images;
   j["adopted"] = r.adopted;
@@ -80,8 +72,7 @@ Json HostReportToJson(const HostReport& r, const AgentConfig& config) {
   return j;
 }
 
-Json MigrationReportToJson(const MigrationReport& r, std::string_view guest,
-                           const std::string& host) {
+Json MigrationReportToJson(const MigrationReport& r, std::string_view guest, const std::string& host) {
   Json out = {{"guest", guest}, {"host", host}, {"state", r.state}};
   if (r.tracked) {
     out["destination"] = r.destination;
@@ -97,7 +88,7 @@ Json MigrationReportToJson(const MigrationReport& r, std::string_view guest,
   do {                                     \
     auto r_ = (expr);                      \
     if (!r_.ok()) return Err(r_.status()); \
-    lhs = std::move(*r_);                  \
+    (lhs) = std::move(*r_);                \
   } while (0)
 #define UW_CHECK(expr)                                \
   do {                                                \
@@ -109,10 +100,9 @@ Json MigrationReportToJson(const MigrationReport& r, std::string_view guest,
 // ---------------------------------------------------------------------------------------------
 // Lifecycle of the agent
 
-Agent::Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct,
-             KvmSupport kvm, Clock& clock)
-    : config_(std::move(config)),
-      service_(config_, std::move(vm), std::move(ct), std::move(kvm), clock) {
+Agent::Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
+             Clock& clock)
+    : config_(std::move(config)), service_(config_, std::move(vm), std::move(ct), std::move(kvm), clock) {
   BuildRoutes();
 }
 
@@ -130,8 +120,7 @@ Status Agent::Start(bool serve_http) {
       Stop();
       return s;
     }
-    spdlog::info("agent {} serving on {}:{}", config_.host_name, config_.listen_address,
-                 server_->port());
+    spdlog::info("agent {} serving on {}:{}", config_.host_name, config_.listen_address, server_->port());
   }
   return Status::Ok();
 }
@@ -151,13 +140,12 @@ int Agent::port() const { return server_ ? server_->port() : 0; }
 void Agent::BuildRoutes() {
   router_.SetAuthenticator([this](api::Request& req) -> Status {
     const std::string token = req.BearerToken();
-    if (token.empty())
-      return UnauthenticatedError("missing bearer token (Authorization: Bearer ...)");
+    if (token.empty()) return UnauthenticatedError("missing bearer token (Authorization: Bearer ...)");
     // Constant-time comparison.
     unsigned diff = token.size() ^ config_.token.size();
     for (size_t i = 0; i < token.size(); ++i)
-      diff |= static_cast<unsigned char>(token[i]) ^
-              static_cast<unsigned char>(config_.token[i % config_.token.size()]);
+      diff |=
+          static_cast<unsigned char>(token[i]) ^ static_cast<unsigned char>(config_.token[i % config_.token.size()]);
     if (diff != 0) return UnauthenticatedError("wrong bearer token");
     req.principal = "manager";
     return Status::Ok();
@@ -168,36 +156,22 @@ void Agent::BuildRoutes() {
   router_.Add("GET", "/api/v1/host", [this](const api::Request&) { return HostInfoResponse(); });
   router_.Add("GET", "/api/v1/guests", [this](const api::Request&) { return ListGuests(); });
   router_.Add("POST", "/api/v1/guests", [this](const api::Request& r) { return CreateGuest(r); });
-  router_.Add("GET", "/api/v1/guests/{name}",
-              [this](const api::Request& r) { return GetGuest(r); });
-  router_.Add("DELETE", "/api/v1/guests/{name}",
-              [this](const api::Request& r) { return DeleteGuest(r); });
-  router_.Add("POST", "/api/v1/guests/{name}/start",
-              [this](const api::Request& r) { return StartGuest(r); });
-  router_.Add("POST", "/api/v1/guests/{name}/stop",
-              [this](const api::Request& r) { return StopGuest(r); });
-  router_.Add("POST", "/api/v1/guests/{name}/pause",
-              [this](const api::Request& r) { return PauseGuest(r, true); });
-  router_.Add("POST", "/api/v1/guests/{name}/resume",
-              [this](const api::Request& r) { return PauseGuest(r, false); });
-  router_.Add("POST", "/api/v1/guests/{name}/resize",
-              [this](const api::Request& r) { return ResizeGuest(r); });
-  router_.Add("POST", "/api/v1/guests/{name}/exec",
-              [this](const api::Request& r) { return ExecInGuest(r); });
-  router_.Add("GET", "/api/v1/guests/{name}/console",
-              [this](const api::Request& r) { return GuestConsole(r); });
-  router_.Add("GET", "/api/v1/guests/{name}/stats",
-              [this](const api::Request& r) { return Stats(r); });
+  router_.Add("GET", "/api/v1/guests/{name}", [this](const api::Request& r) { return GetGuest(r); });
+  router_.Add("DELETE", "/api/v1/guests/{name}", [this](const api::Request& r) { return DeleteGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/start", [this](const api::Request& r) { return StartGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/stop", [this](const api::Request& r) { return StopGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/pause", [this](const api::Request& r) { return PauseGuest(r, true); });
+  router_.Add("POST", "/api/v1/guests/{name}/resume", [this](const api::Request& r) { return PauseGuest(r, false); });
+  router_.Add("POST", "/api/v1/guests/{name}/resize", [this](const api::Request& r) { return ResizeGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/exec", [this](const api::Request& r) { return ExecInGuest(r); });
+  router_.Add("GET", "/api/v1/guests/{name}/console", [this](const api::Request& r) { return GuestConsole(r); });
+  router_.Add("GET", "/api/v1/guests/{name}/stats", [this](const api::Request& r) { return Stats(r); });
   router_.Add("GET", "/api/v1/stats", [this](const api::Request& r) { return Stats(r); });
   router_.Add("GET", "/api/v1/events", [this](const api::Request& r) { return Events(r); });
-  router_.Add("POST", "/api/v1/migrations/prepare",
-              [this](const api::Request& r) { return PrepareIncoming(r); });
-  router_.Add("POST", "/api/v1/migrations/abandon",
-              [this](const api::Request& r) { return AbandonIncoming(r); });
-  router_.Add("POST", "/api/v1/guests/{name}/migrate",
-              [this](const api::Request& r) { return MigrateGuest(r); });
-  router_.Add("GET", "/api/v1/guests/{name}/migration",
-              [this](const api::Request& r) { return MigrationStatus(r); });
+  router_.Add("POST", "/api/v1/migrations/prepare", [this](const api::Request& r) { return PrepareIncoming(r); });
+  router_.Add("POST", "/api/v1/migrations/abandon", [this](const api::Request& r) { return AbandonIncoming(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/migrate", [this](const api::Request& r) { return MigrateGuest(r); });
+  router_.Add("GET", "/api/v1/guests/{name}/migration", [this](const api::Request& r) { return MigrationStatus(r); });
   router_.Add("POST", "/api/v1/guests/{name}/migration/{action}",
               [this](const api::Request& r) { return ControlMigration(r); });
 }
@@ -222,13 +196,11 @@ api::Response Agent::CreateGuest(const api::Request& req) {
   CreateRequest create;
   UW_PARSE(create.spec, GuestSpecFromJson(body));
   if (body.contains("start")) {
-    if (!body["start"].is_boolean())
-      return Err(InvalidArgumentError("spec.start: expected true or false"));
+    if (!body["start"].is_boolean()) return Err(InvalidArgumentError("spec.start: expected true or false"));
     create.start = body["start"].get<bool>();
   }
   if (body.contains("image") && !body["image"].is_null()) {
-    if (!body["image"].is_string())
-      return Err(InvalidArgumentError("spec.image: expected a string"));
+    if (!body["image"].is_string()) return Err(InvalidArgumentError("spec.image: expected a string"));
     create.image = body["image"].get<std::string>();
   }
   auto guest = service_.Create(std::move(create));
@@ -282,8 +254,7 @@ Status ParseCpuTune(const JsonView& c, ResizeRequest& r) {
   }
   if (c.Has("quota_us")) {
     UW_ASSIGN_OR_RETURN(int64_t x, c.Int("quota_us"));
-    if (x != -1 && x < 1000)
-      return c.FieldError("quota_us", "expected -1 (unlimited) or at least 1000");
+    if (x != -1 && x < 1000) return c.FieldError("quota_us", "expected -1 (unlimited) or at least 1000");
     r.cpu_quota_us = x;
   }
   if (c.Has("period_us")) {
@@ -328,8 +299,7 @@ api::Response Agent::ResizeGuest(const api::Request& req) {
 
 api::Response Agent::DeleteGuest(const api::Request& req) {
   const std::string& name = req.params.at("name");
-  const bool force =
-      req.query.count("force") && (req.query.at("force") == "true" || req.query.at("force") == "1");
+  const bool force = req.query.count("force") && (req.query.at("force") == "true" || req.query.at("force") == "1");
   UW_CHECK(service_.Delete(name, force));
   return Ok({{"deleted", name}});
 }
@@ -393,8 +363,7 @@ api::Response Agent::Events(const api::Request& req) {
   int64_t wait_ms = 0;
   try {
     if (auto it = req.query.find("since"); it != req.query.end()) since = std::stoull(it->second);
-    if (auto it = req.query.find("wait_ms"); it != req.query.end())
-      wait_ms = std::stoll(it->second);
+    if (auto it = req.query.find("wait_ms"); it != req.query.end()) wait_ms = std::stoll(it->second);
   } catch (...) {
     return Err(InvalidArgumentError("since and wait_ms must be non-negative integers"));
   }
@@ -421,8 +390,7 @@ Result<IncomingRequest> ParseIncoming(const Json& body) {
   UW_ASSIGN_OR_RETURN(std::string kind_name, v.String("kind", "qemu"));
   auto kind = ParseGuestKind(kind_name);
   if (!kind.ok()) return v.FieldError("kind", kind.status().message());
-  if (*kind == GuestKind::kLxc)
-    return v.FieldError("kind", "containers do not live-migrate (move them cold)");
+  if (*kind == GuestKind::kLxc) return v.FieldError("kind", "containers do not live-migrate (move them cold)");
   r.kind = *kind;
   UW_ASSIGN_OR_RETURN(r.memory_mib, v.PositiveInt("memory_mib"));
   UW_ASSIGN_OR_RETURN(r.vcpus, v.Int("vcpus", 1));
@@ -431,13 +399,11 @@ Result<IncomingRequest> ParseIncoming(const Json& body) {
   for (const auto& d : list) {
     IncomingDisk disk;
     UW_ASSIGN_OR_RETURN(disk.file, d.String("file"));
-    if (disk.file.empty() || disk.file.find('/') != std::string::npos || disk.file == "." ||
-        disk.file == "..") {
+    if (disk.file.empty() || disk.file.find('/') != std::string::npos || disk.file == "." || disk.file == "..") {
       return d.FieldError("file", "expected a plain file name");
     }
     UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
-    if (disk.format != "qcow2" && disk.format != "raw")
-      return d.FieldError("format", "expected qcow2 or raw");
+    if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
     UW_ASSIGN_OR_RETURN(disk.virtual_size_bytes, d.PositiveInt("virtual_size_bytes"));
     r.disks.push_back(std::move(disk));
   }
@@ -448,16 +414,15 @@ Result<IncomingRequest> ParseIncoming(const Json& body) {
 // "downtime_limit_ms", "auto_converge", "postcopy"}.
 Result<MigrateRequest> ParseMigrate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, "body"));
-  UW_RETURN_IF_ERROR(v.RejectUnknown(
-      {"destination", "bandwidth_mib_s", "downtime_limit_ms", "auto_converge", "postcopy"}));
+  UW_RETURN_IF_ERROR(
+      v.RejectUnknown({"destination", "bandwidth_mib_s", "downtime_limit_ms", "auto_converge", "postcopy"}));
   UW_ASSIGN_OR_RETURN(JsonView dest, v.Object("destination"));
   UW_RETURN_IF_ERROR(dest.RejectUnknown({"host", "migration_uri", "state_dir"}));
   MigrateRequest r;
   UW_ASSIGN_OR_RETURN(r.dest_host, dest.String("host", ""));
   UW_ASSIGN_OR_RETURN(r.dest_uri, dest.String("migration_uri"));
   UW_ASSIGN_OR_RETURN(r.dest_state_dir, dest.String("state_dir"));
-  if (r.dest_uri.find("://") == std::string::npos)
-    return dest.FieldError("migration_uri", "expected a libvirt URI");
+  if (r.dest_uri.find("://") == std::string::npos) return dest.FieldError("migration_uri", "expected a libvirt URI");
   if (r.dest_state_dir.empty() || r.dest_state_dir[0] != '/') {
     return dest.FieldError("state_dir", "expected an absolute path");
   }
@@ -481,8 +446,7 @@ api::Response Agent::PrepareIncoming(const api::Request& req) {
   auto prepared = service_.PrepareIncoming(incoming);
   if (!prepared.ok()) return Err(prepared.status());
   Json disks = Json::array();
-  for (const auto& [file, path] : prepared->disks)
-    disks.push_back({{"file", file}, {"path", path}});
+  for (const auto& [file, path] : prepared->disks) disks.push_back({{"file", file}, {"path", path}});
   return Ok({{"host", prepared->host},
              {"migration_uri", prepared->migration_uri},
              {"state_dir", prepared->state_dir},
@@ -547,8 +511,7 @@ api::Response Agent::ControlMigration(const api::Request& req) {
   } else if (action == "postcopy") {
     a = MigrationAction::kPostcopy;
   } else {
-    return Err(NotFoundError("no migration action '" + action +
-                             "' (expected cancel, bandwidth or postcopy)"));
+    return Err(NotFoundError("no migration action '" + action + "' (expected cancel, bandwidth or postcopy)"));
   }
   UW_CHECK(service_.ControlMigration(name, a, bandwidth));
   return Ok({{"guest", name}, {"action", action}, {"ok", true}});

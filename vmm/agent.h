@@ -22,8 +22,8 @@ class Agent {
  public:
   // `vm` serves kvm/qemu guests; `ct` containers (may be null). Both must outlive nothing: the
   // agent owns them.
-  Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct,
-        KvmSupport kvm, Clock& clock = Clock::Real());
+  Agent(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
+        Clock& clock = Clock::Real());
   ~Agent();
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;

@@ -24,7 +24,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   do {                                      \
     auto r_ = (expr);                       \
     if (!r_.ok()) return fail(r_.status()); \
-    lhs = std::move(*r_);                   \
+    (lhs) = std::move(*r_);                 \
   } while (0)
   UW_CFG(c.host_name, v.String("host_name"));
   if (Status s = ValidateName(c.host_name, "host_name"); !s.ok()) return fail(s);
@@ -60,8 +60,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   UW_CFG(c.log_file, v.String("log_file", ""));
   int64_t n = 0;
   UW_CFG(n, v.Int("sample_interval_ms", c.sample_interval_ms));
-  if (n < 100 || n > 3'600'000)
-    return fail(v.FieldError("sample_interval_ms", "expected 100..3600000"));
+  if (n < 100 || n > 3'600'000) return fail(v.FieldError("sample_interval_ms", "expected 100..3600000"));
   c.sample_interval_ms = static_cast<int>(n);
   UW_CFG(n, v.Int("stop_timeout_s", c.stop_timeout_s));
   if (n < 0 || n > 3600) return fail(v.FieldError("stop_timeout_s", "expected 0..3600"));
@@ -75,12 +74,10 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   UW_CFG(c.advertise_url, v.String("advertise_url", ""));
   UW_CFG(c.migration_uri, v.String("migration_uri", "qemu+tcp://" + c.listen_address + "/system"));
   if (!c.manager_url.empty() && c.join_token.empty()) {
-    return fail(v.FieldError("join_token",
-                             "required with manager_url (the join_token of the manager's config)"));
+    return fail(v.FieldError("join_token", "required with manager_url (the join_token of the manager's config)"));
   }
   UW_CFG(n, v.Int("heartbeat_interval_ms", c.heartbeat_interval_ms));
-  if (n < 50 || n > 600'000)
-    return fail(v.FieldError("heartbeat_interval_ms", "expected 50..600000"));
+  if (n < 50 || n > 600'000) return fail(v.FieldError("heartbeat_interval_ms", "expected 50..600000"));
   c.heartbeat_interval_ms = static_cast<int>(n);
   if (v.Has("monitor")) {
     auto m = v.Object("monitor");

@@ -19,9 +19,8 @@ struct AgentConfig {
   std::string libvirt_uri = "qemu:///system";
   std::string lxc_uri;  // empty: no containers on this host
   std::string state_dir = "/var/lib/underware/agent";
-  std::map<std::string, std::string>
-      images;  // image name -> directory (vmlinux|vmlinuz, initrd.img, lxc-rootfs)
-  bool allow_emulated_kvm = false;  // run kind=kvm guests under TCG when KVM is unusable
+  std::map<std::string, std::string> images;  // image name -> directory (vmlinux|vmlinuz, initrd.img, lxc-rootfs)
+  bool allow_emulated_kvm = false;            // run kind=kvm guests under TCG when KVM is unusable
   std::string log_level = "info";
   std::string log_file;
   int sample_interval_ms = 1000;
@@ -32,8 +31,7 @@ struct AgentConfig {
   std::string manager_url;
   std::string join_token;
   int heartbeat_interval_ms = 2000;
-  std::string
-      advertise_url;  // how the manager reaches this agent; default http://listen address:port
+  std::string advertise_url;  // how the manager reaches this agent; default http://listen address:port
   // How another host's libvirtd reaches this one for live migration (peer-to-peer).
   // Default qemu+tcp://<listen address>/system.
   std::string migration_uri;

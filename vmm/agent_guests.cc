@@ -18,8 +18,7 @@ Status PlaceConsoleAndChannel(GuestSpec& spec, const std::string& state_dir) {
   if (spec.kind == GuestKind::kLxc) return Status::Ok();
   spec.console_log = (fs::path(state_dir) / "console" / (spec.name + ".log")).string();
   std::string sock = (fs::path(state_dir) / "channels" / (spec.name + ".sock")).string();
-  if (sock.size() >= 107)
-    return InvalidArgumentError("state_dir is too long for a channel socket path: " + sock);
+  if (sock.size() >= 107) return InvalidArgumentError("state_dir is too long for a channel socket path: " + sock);
   spec.channels = {{kGuestChannel, sock}};
   return Status::Ok();
 }
@@ -38,10 +37,8 @@ void ApplyImage(GuestSpec& spec, const fs::path& dir) {
       }
     }
   } else if (spec.kernel.empty()) {
-    spec.kernel = FileExists((dir / "vmlinux").string()) ? (dir / "vmlinux").string()
-                                                         : (dir / "vmlinuz").string();
-    if (spec.initrd.empty() && FileExists((dir / "initrd.img").string()))
-      spec.initrd = (dir / "initrd.img").string();
+    spec.kernel = FileExists((dir / "vmlinux").string()) ? (dir / "vmlinux").string() : (dir / "vmlinuz").string();
+    if (spec.initrd.empty() && FileExists((dir / "initrd.img").string())) spec.initrd = (dir / "initrd.img").string();
     // panic=0: a panicked kernel waits (after telling QEMU through pvpanic) instead of rebooting,
     // so the crash is seen and the console kept.
     if (spec.cmdline.empty()) spec.cmdline = "console=ttyS0 quiet panic=0";
@@ -57,8 +54,8 @@ Status CheckFilesExist(const GuestSpec& spec) {
   for (size_t i = 0; i < spec.disks.size(); ++i) {
     if (spec.disks[i].path.empty()) continue;  // a local disk the agent makes (CreateLocalDisks)
     if (!FileExists(spec.disks[i].path)) {
-      return InvalidArgumentError("spec.disks[" + std::to_string(i) +
-                                  "].path: " + spec.disks[i].path + ": no such file");
+      return InvalidArgumentError("spec.disks[" + std::to_string(i) + "].path: " + spec.disks[i].path +
+                                  ": no such file");
     }
   }
   if (spec.kind == GuestKind::kLxc && !spec.lxc_root.empty() && !fs::is_directory(spec.lxc_root)) {
@@ -75,23 +72,20 @@ Status AgentService::ResolveImage(GuestSpec& spec, const std::optional<std::stri
     if (it == config_.images.end()) {
       std::string have;
       for (const auto& [k, v] : config_.images) have += (have.empty() ? "" : ", ") + k;
-      return InvalidArgumentError("spec.image: no image '" + *image + "' on host " +
-                                  config_.host_name +
+      return InvalidArgumentError("spec.image: no image '" + *image + "' on host " + config_.host_name +
                                   " (available: " + (have.empty() ? "none" : have) + ")");
     }
     ApplyImage(spec, it->second);
   }
   if (spec.kind == GuestKind::kKvm && !kvm_.usable) {
     if (!config_.allow_emulated_kvm) {
-      return FailedPreconditionError("host " + config_.host_name +
-                                     " cannot run kind kvm: " + kvm_.reason +
+      return FailedPreconditionError("host " + config_.host_name + " cannot run kind kvm: " + kvm_.reason +
                                      " (or set allow_emulated_kvm in the agent config)");
     }
     spec.emulated = true;
   }
   if (spec.kind == GuestKind::kLxc && !ct_) {
-    return FailedPreconditionError("host " + config_.host_name +
-                                   " has no container driver (lxc_uri is not set)");
+    return FailedPreconditionError("host " + config_.host_name + " has no container driver (lxc_uri is not set)");
   }
   return CheckFilesExist(spec);
 }
@@ -100,15 +94,13 @@ Status AgentService::CheckFitsHost(GuestSpec& spec) {
   UW_RETURN_IF_ERROR(ValidateGuestSpec(spec));
   UW_ASSIGN_OR_RETURN(HostInfo host, vm_->Host());
   if (spec.max_memory_mib > host.memory_mib) {
-    return ResourceExhaustedError("guest '" + spec.name + "' asks for " +
-                                  std::to_string(spec.max_memory_mib) + " MiB but host " +
-                                  config_.host_name + " has " + std::to_string(host.memory_mib) +
+    return ResourceExhaustedError("guest '" + spec.name + "' asks for " + std::to_string(spec.max_memory_mib) +
+                                  " MiB but host " + config_.host_name + " has " + std::to_string(host.memory_mib) +
                                   " MiB in all");
   }
   if (spec.max_vcpus > host.cpu_cores) {
-    return ResourceExhaustedError("guest '" + spec.name + "' asks for " +
-                                  std::to_string(spec.max_vcpus) + " vCPUs but host " +
-                                  config_.host_name + " has " + std::to_string(host.cpu_cores) +
+    return ResourceExhaustedError("guest '" + spec.name + "' asks for " + std::to_string(spec.max_vcpus) +
+                                  " vCPUs but host " + config_.host_name + " has " + std::to_string(host.cpu_cores) +
                                   " CPUs");
   }
   return PlaceConsoleAndChannel(spec, config_.state_dir);
@@ -121,8 +113,7 @@ Result<GuestStatus> AgentService::Create(CreateRequest request) {
   // Names are unique across both drivers of this host.
   for (Hypervisor* h : {vm_.get(), ct_.get()}) {
     if (h && h->Get(spec.name).ok()) {
-      return AlreadyExistsError("guest '" + spec.name + "' already exists on host " +
-                                config_.host_name);
+      return AlreadyExistsError("guest '" + spec.name + "' already exists on host " + config_.host_name);
     }
   }
   UW_RETURN_IF_ERROR(CreateLocalDisks(spec));
@@ -137,16 +128,15 @@ Result<GuestStatus> AgentService::Create(CreateRequest request) {
   if (request.start) {
     if (Status s = h->Start(spec.name); !s.ok()) {
       // Leave nothing half-made behind.
-      if (Status u = h->Undefine(spec.name); !u.ok())
-        spdlog::warn("cleanup of {}: {}", spec.name, u.ToString());
+      if (Status u = h->Undefine(spec.name); !u.ok()) spdlog::warn("cleanup of {}: {}", spec.name, u.ToString());
       return s;
     }
     info = h->Get(spec.name);
     if (!info.ok()) return info.status();
     ObserveGuest(*info);
   }
-  spdlog::info("created guest {} ({}{}){}", spec.name, GuestKindName(spec.kind),
-               spec.emulated ? ", emulated" : "", request.start ? " and started it" : "");
+  spdlog::info("created guest {} ({}{}){}", spec.name, GuestKindName(spec.kind), spec.emulated ? ", emulated" : "",
+               request.start ? " and started it" : "");
   return StatusOf(h, *info);
 }
 
@@ -181,8 +171,7 @@ Result<GuestStatus> AgentService::Start(std::string_view name) {
   UW_ASSIGN_OR_RETURN(GuestInfo before, h->Get(name));
   if (before.state == GuestState::kCrashed && before.id >= 0) {
     // A crashed guest is kept (on_crash preserve) with its QEMU stopped: power it off first.
-    if (Status s = h->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition)
-      return s;
+    if (Status s = h->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return s;
   }
   UW_RETURN_IF_ERROR(h->Start(name));
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
@@ -198,8 +187,7 @@ Result<StopResult> AgentService::Stop(std::string_view name, const StopRequest& 
   if (forced) {
     if (Status s = h->Destroy(name); !s.ok()) {
       // A guest torn down by its crash (on_crash destroy) is off already.
-      if (!(before.state == GuestState::kCrashed && s.code() == StatusCode::kFailedPrecondition))
-        return s;
+      if (!(before.state == GuestState::kCrashed && s.code() == StatusCode::kFailedPrecondition)) return s;
     }
   } else {
     UW_RETURN_IF_ERROR(h->Shutdown(name, request.timeout, &forced));
@@ -227,12 +215,10 @@ Result<GuestStatus> AgentService::Resize(std::string_view name, const ResizeRequ
   UW_ASSIGN_OR_RETURN(GuestInfo before, h->Get(name));
   if (r.memory_mib && *r.memory_mib > before.max_memory_mib) {
     return InvalidArgumentError("body.memory_mib: " + std::to_string(*r.memory_mib) +
-                                " is above the guest's maximum of " +
-                                std::to_string(before.max_memory_mib) + " MiB");
+                                " is above the guest's maximum of " + std::to_string(before.max_memory_mib) + " MiB");
   }
   if (r.vcpus && *r.vcpus > before.max_vcpus) {
-    return InvalidArgumentError("body.vcpus: " + std::to_string(*r.vcpus) +
-                                " is above the guest's maximum of " +
+    return InvalidArgumentError("body.vcpus: " + std::to_string(*r.vcpus) + " is above the guest's maximum of " +
                                 std::to_string(before.max_vcpus));
   }
   if (r.memory_mib) UW_RETURN_IF_ERROR(h->SetMemory(name, *r.memory_mib));
@@ -248,12 +234,10 @@ Status AgentService::Delete(std::string_view name, bool force) {
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
   if (info.state != GuestState::kShutoff) {
     if (!force) {
-      return FailedPreconditionError("guest '" + std::string(name) + "' is " +
-                                     std::string(GuestStateName(info.state)) +
+      return FailedPreconditionError("guest '" + std::string(name) + "' is " + std::string(GuestStateName(info.state)) +
                                      "; stop it first or delete with ?force=true");
     }
-    if (Status s = h->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition)
-      return s;
+    if (Status s = h->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return s;
   }
   auto spec = h->GetSpec(name);
   UW_RETURN_IF_ERROR(h->Undefine(name));
@@ -281,8 +265,7 @@ Result<ExecResult> AgentService::Exec(std::string_view name, const ExecRequest& 
   UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
   if (info.state != GuestState::kRunning) {
-    return FailedPreconditionError("guest '" + std::string(name) + "' is " +
-                                   std::string(GuestStateName(info.state)));
+    return FailedPreconditionError("guest '" + std::string(name) + "' is " + std::string(GuestStateName(info.state)));
   }
   Result<ExecResult> result = InternalError("unreachable");
   if (info.kind == GuestKind::kLxc && request.argv) {
@@ -300,12 +283,10 @@ Result<ExecResult> AgentService::Exec(std::string_view name, const ExecRequest& 
   return result;
 }
 
-Result<ExecResult> AgentService::ExecInVm(const GuestInfo& info, const std::string& command,
-                                          Duration timeout) {
+Result<ExecResult> AgentService::ExecInVm(const GuestInfo& info, const std::string& command, Duration timeout) {
   const std::string& name = info.name;
   const std::string socket = ControlChannelOf(info);
-  if (socket.empty())
-    return FailedPreconditionError("guest '" + name + "' has no control channel " + kGuestChannel);
+  if (socket.empty()) return FailedPreconditionError("guest '" + name + "' has no control channel " + kGuestChannel);
   // A guest that has not answered since it started gets the request's timeout to do so.
   const Duration deadline = clock_.Monotonic() + timeout;
   {
@@ -334,8 +315,7 @@ Result<ExecResult> AgentService::ExecInVm(const GuestInfo& info, const std::stri
 Result<std::string> AgentService::ConsoleTail(std::string_view name, size_t bytes) {
   UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
-  if (info.console_log.empty())
-    return UnimplementedError("guest '" + std::string(name) + "' has no console log");
+  if (info.console_log.empty()) return UnimplementedError("guest '" + std::string(name) + "' has no console log");
   return ReadTail(info.console_log, bytes);
 }
 

@@ -53,8 +53,7 @@ std::string ReadTail(const std::string& path, size_t bytes) {
 
 std::string CrashConsoleTail(std::string_view console) {
   size_t start = console.size() > kCrashConsoleTail ? console.size() - kCrashConsoleTail : 0;
-  const size_t reach =
-      console.size() > kCrashConsoleReach ? console.size() - kCrashConsoleReach : 0;
+  const size_t reach = console.size() > kCrashConsoleReach ? console.size() - kCrashConsoleReach : 0;
   size_t panic = console.rfind("Kernel panic");
   if (panic != std::string_view::npos && panic >= reach && panic < start) {
     size_t line = console.rfind('\n', panic);
@@ -73,30 +72,25 @@ std::string ControlChannelOf(const GuestInfo& info) {
 
 void AgentService::ObserveGuest(const GuestInfo& info) {
   std::lock_guard l(health_mu_);
-  health_.Observe(info.name, info.id, info.state == GuestState::kRunning, ControlChannelOf(info),
-                  clock_.Monotonic(), clock_.Now());
+  health_.Observe(info.name, info.id, info.state == GuestState::kRunning, ControlChannelOf(info), clock_.Monotonic(),
+                  clock_.Now());
 }
 
-void AgentService::ObserveSample(const std::vector<GuestCounters>& vms,
-                                 const std::vector<GuestCounters>& cts) {
+void AgentService::ObserveSample(const std::vector<GuestCounters>& vms, const std::vector<GuestCounters>& cts) {
   std::vector<std::string> present, stale;
   {
     std::lock_guard l(health_mu_);
     for (const auto& c : vms) {
       present.push_back(c.name);
       auto v = health_.View(c.name);
-      if (!v || v->instance != c.id || v->running != (c.state == GuestState::kRunning))
-        stale.push_back(c.name);
+      if (!v || v->instance != c.id || v->running != (c.state == GuestState::kRunning)) stale.push_back(c.name);
       auto crash = crashes_.find(c.name);
-      if (crash != crashes_.end() && c.state == GuestState::kRunning && c.id != crash->second.id)
-        crashes_.erase(crash);
+      if (crash != crashes_.end() && c.state == GuestState::kRunning && c.id != crash->second.id) crashes_.erase(crash);
     }
     for (const auto& c : cts) present.push_back(c.name);
     health_.Retain(present);
     for (auto it = crashes_.begin(); it != crashes_.end();) {
-      it = std::find(present.begin(), present.end(), it->first) == present.end()
-               ? crashes_.erase(it)
-               : std::next(it);
+      it = std::find(present.begin(), present.end(), it->first) == present.end() ? crashes_.erase(it) : std::next(it);
     }
   }
   for (const auto& c : vms) {
@@ -109,8 +103,7 @@ void AgentService::ObserveSample(const std::vector<GuestCounters>& vms,
   }
 }
 
-void AgentService::NoteCrash(const std::string& name, const std::string& uuid, int64_t id,
-                             bool event_seen) {
+void AgentService::NoteCrash(const std::string& name, const std::string& uuid, int64_t id, bool event_seen) {
   const TimePoint now = clock_.Now();
   {
     std::lock_guard l(health_mu_);
@@ -118,10 +111,8 @@ void AgentService::NoteCrash(const std::string& name, const std::string& uuid, i
     if (it != crashes_.end() && it->second.id == id) return;
     crashes_[name] = {now, id};
   }
-  spdlog::warn("guest {} crashed{}", name,
-               event_seen ? "" : " (found by polling: no lifecycle event seen)");
-  if (!event_seen)
-    AppendEvent({now, name, uuid, "crashed", "found crashed by polling", vm_->uri(), id});
+  spdlog::warn("guest {} crashed{}", name, event_seen ? "" : " (found by polling: no lifecycle event seen)");
+  if (!event_seen) AppendEvent({now, name, uuid, "crashed", "found crashed by polling", vm_->uri(), id});
 }
 
 void AgentService::RecordHealthEvents(const std::vector<HealthEvent>& events) {
@@ -149,8 +140,7 @@ void AgentService::MonitorLoop() {
       std::vector<HealthEvent> events;
       {
         std::lock_guard h(health_mu_);
-        events = health_.Report(it->ping.guest, it->ping.instance, answered, clock_.Monotonic(),
-                                clock_.Now());
+        events = health_.Report(it->ping.guest, it->ping.instance, answered, clock_.Monotonic(), clock_.Now());
       }
       if (answered) health_cv_.notify_all();
       RecordHealthEvents(events);
@@ -187,12 +177,10 @@ Status AgentService::WaitUntilReady(const std::string& name, Duration deadline) 
     if (!v || v->health != Health::kStarting) return Status::Ok();
     const Duration now = clock_.Monotonic();
     if (now >= deadline) {
-      const auto waited =
-          std::chrono::duration_cast<std::chrono::seconds>(now - v->started_mono).count();
-      return FailedPreconditionError(
-          "guest " + name +
-          " is not ready yet (its control channel has not answered since it started " +
-          std::to_string(waited) + " s ago)");
+      const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - v->started_mono).count();
+      return FailedPreconditionError("guest " + name +
+                                     " is not ready yet (its control channel has not answered since it started " +
+                                     std::to_string(waited) + " s ago)");
     }
     if (Stopping()) return UnavailableError("the agent is stopping");
     health_cv_.wait_for(l, kReadyPoll);

@@ -1,15 +1,15 @@
 // uw-agent: the per-host daemon. Usage: uw-agent --config /etc/underware/agent.json
 // SIGTERM or SIGINT stops the agent; guests keep running and are adopted on the next start.
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "common/log.h"
 #include "vmm/agent.h"
@@ -41,7 +41,9 @@ void CloseInheritedDescriptors() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   CloseInheritedDescriptors();
   std::string config_path;
   for (int i = 1; i < argc; ++i) {
@@ -134,4 +136,17 @@ int main(int argc, char** argv) {
   agent.Stop();
   loop.Stop();
   return 0;
+}
+
+}  // namespace
+
+// Anything thrown past Main (allocation failure, a library's exception) is reported, not a crash
+// with an unexplained abort.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", "uw-agent", e.what());
+    return 1;
+  }
 }

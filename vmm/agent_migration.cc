@@ -68,12 +68,10 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
     d.path = (dir / (spec.name + "-" + d.target + "." + d.format)).string();
     if (FileExists(d.path)) {
       for (const auto& m : made) fs::remove(m);
-      return AlreadyExistsError("local disk " + d.path +
-                                " already exists (left by an earlier guest '" + spec.name +
+      return AlreadyExistsError("local disk " + d.path + " already exists (left by an earlier guest '" + spec.name +
                                 "'? delete it first)");
     }
-    auto r = RunTool(
-        {"qemu-img", "create", "-q", "-f", d.format, d.path, std::to_string(d.size_mib) + "M"});
+    auto r = RunTool({"qemu-img", "create", "-q", "-f", d.format, d.path, std::to_string(d.size_mib) + "M"});
     if (!r.ok()) {
       for (const auto& m : made) fs::remove(m);
       return r.status();
@@ -88,11 +86,9 @@ Result<std::vector<LocalDisk>> AgentService::LocalDisks(const GuestSpec& spec) {
   for (const auto& d : spec.disks) {
     if (!IsLocalDisk(d.path)) continue;
     // -U: the running guest holds the image lock.
-    UW_ASSIGN_OR_RETURN(std::string info,
-                        RunTool({"qemu-img", "info", "-U", "--output=json", d.path}));
+    UW_ASSIGN_OR_RETURN(std::string info, RunTool({"qemu-img", "info", "-U", "--output=json", d.path}));
     UW_ASSIGN_OR_RETURN(Json j, ParseJson(info, "qemu-img info " + d.path));
-    out.push_back({d.target, fs::path(d.path).filename().string(), d.format,
-                   j.value("virtual-size", int64_t{0})});
+    out.push_back({d.target, fs::path(d.path).filename().string(), d.format, j.value("virtual-size", int64_t{0})});
   }
   return out;
 }
@@ -105,9 +101,8 @@ Status AgentService::CheckRoomForIncoming(const IncomingRequest& r) {
     if (!h) continue;
     auto existing = h->Get(r.guest);
     if (existing.ok() && existing->state != GuestState::kShutoff) {
-      return AlreadyExistsError("guest '" + r.guest + "' is already " +
-                                std::string(GuestStateName(existing->state)) + " on host " +
-                                config_.host_name);
+      return AlreadyExistsError("guest '" + r.guest + "' is already " + std::string(GuestStateName(existing->state)) +
+                                " on host " + config_.host_name);
     }
     if (existing.ok()) {
       // A shut-off leftover of an earlier attempt: the incoming definition replaces it.
@@ -116,14 +111,12 @@ Status AgentService::CheckRoomForIncoming(const IncomingRequest& r) {
   }
   UW_ASSIGN_OR_RETURN(HostInfo host, vm_->Host());
   if (host.free_memory_mib >= 0 && r.memory_mib > host.free_memory_mib) {
-    return ResourceExhaustedError("host " + config_.host_name + " has " +
-                                  std::to_string(host.free_memory_mib) + " MiB free, guest '" +
-                                  r.guest + "' needs " + std::to_string(r.memory_mib));
+    return ResourceExhaustedError("host " + config_.host_name + " has " + std::to_string(host.free_memory_mib) +
+                                  " MiB free, guest '" + r.guest + "' needs " + std::to_string(r.memory_mib));
   }
   if (r.vcpus > host.cpu_cores) {
-    return ResourceExhaustedError("host " + config_.host_name + " has " +
-                                  std::to_string(host.cpu_cores) + " CPUs, guest '" + r.guest +
-                                  "' needs " + std::to_string(r.vcpus));
+    return ResourceExhaustedError("host " + config_.host_name + " has " + std::to_string(host.cpu_cores) +
+                                  " CPUs, guest '" + r.guest + "' needs " + std::to_string(r.vcpus));
   }
   return Status::Ok();
 }
@@ -131,8 +124,7 @@ Status AgentService::CheckRoomForIncoming(const IncomingRequest& r) {
 Result<PreparedIncoming> AgentService::PrepareIncoming(const IncomingRequest& r) {
   UW_RETURN_IF_ERROR(ValidateGuestName(r.guest, "body.guest"));
   if (r.kind == GuestKind::kKvm && !kvm_.usable && !config_.allow_emulated_kvm) {
-    return FailedPreconditionError("host " + config_.host_name +
-                                   " cannot run kind kvm: " + kvm_.reason);
+    return FailedPreconditionError("host " + config_.host_name + " cannot run kind kvm: " + kvm_.reason);
   }
   UW_RETURN_IF_ERROR(CheckRoomForIncoming(r));
   PreparedIncoming out{config_.host_name, config_.migration_uri, config_.state_dir, {}};
@@ -141,13 +133,12 @@ Result<PreparedIncoming> AgentService::PrepareIncoming(const IncomingRequest& r)
     const std::string path = (dir / d.file).string();
     std::error_code ec;
     fs::remove(path, ec);  // a leftover of an earlier attempt
-    UW_RETURN_IF_ERROR(RunTool({"qemu-img", "create", "-q", "-f", d.format, path,
-                                std::to_string(d.virtual_size_bytes)})
-                           .status());
+    UW_RETURN_IF_ERROR(
+        RunTool({"qemu-img", "create", "-q", "-f", d.format, path, std::to_string(d.virtual_size_bytes)}).status());
     out.disks.emplace_back(d.file, path);
   }
-  spdlog::info("prepared host {} for incoming guest {} ({} MiB, {} local disks)", config_.host_name,
-               r.guest, r.memory_mib, out.disks.size());
+  spdlog::info("prepared host {} for incoming guest {} ({} MiB, {} local disks)", config_.host_name, r.guest,
+               r.memory_mib, out.disks.size());
   return out;
 }
 
@@ -162,8 +153,7 @@ Result<bool> AgentService::AbandonIncoming(std::string_view guest) {
                                      "; not removing a running copy");
     }
     if (info->state != GuestState::kShutoff) {
-      if (Status s = vm_->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition)
-        return s;
+      if (Status s = vm_->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return s;
     }
     if (Status s = vm_->Undefine(name); !s.ok() && s.code() != StatusCode::kNotFound) return s;
     removed = true;
@@ -187,17 +177,14 @@ Result<MigrationStarted> AgentService::Migrate(std::string_view guest, const Mig
   UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
   if (info.kind == GuestKind::kLxc) {
-    return FailedPreconditionError("guest '" + name +
-                                   "' is a container: containers move cold, not live");
+    return FailedPreconditionError("guest '" + name + "' is a container: containers move cold, not live");
   }
   if (info.state != GuestState::kRunning && info.state != GuestState::kPaused) {
-    return FailedPreconditionError("guest '" + name + "' is " +
-                                   std::string(GuestStateName(info.state)) +
+    return FailedPreconditionError("guest '" + name + "' is " + std::string(GuestStateName(info.state)) +
                                    "; only a running guest migrates live");
   }
   UW_ASSIGN_OR_RETURN(GuestSpec spec, h->GetSpec(name));
-  std::vector<std::string>
-      local_disks;  // copied to the destination, removed here once it runs there
+  std::vector<std::string> local_disks;  // copied to the destination, removed here once it runs there
   for (const auto& d : spec.disks) {
     if (IsLocalDisk(d.path)) local_disks.push_back(d.path);
   }
@@ -217,29 +204,25 @@ Result<MigrationStarted> AgentService::Migrate(std::string_view guest, const Mig
   auto it = migrations_.find(name);
   if (it != migrations_.end()) {
     if (it->second->state == "running") {
-      return FailedPreconditionError("guest '" + name + "' is already migrating to " +
-                                     it->second->destination);
+      return FailedPreconditionError("guest '" + name + "' is already migrating to " + it->second->destination);
     }
     if (it->second->thread.joinable()) it->second->thread.join();
     migrations_.erase(it);
   }
   if (auto job = h->GetMigrationJob(name, false); job.ok() && job->active) {
-    return FailedPreconditionError("guest '" + name +
-                                   "' already has a migration job running in libvirt");
+    return FailedPreconditionError("guest '" + name + "' already has a migration job running in libvirt");
   }
   auto m = std::make_unique<Outgoing>();
   m->destination = r.dest_host.empty() ? r.dest_uri : r.dest_host;
   // `raw` outlives the thread: Stop and a later Migrate join it before dropping the record.
   Outgoing* raw = m.get();
-  m->thread = std::thread(
-      [this, raw, name, h, mr, local_disks] { RunMigration(raw, name, h, mr, local_disks); });
+  m->thread = std::thread([this, raw, name, h, mr, local_disks] { RunMigration(raw, name, h, mr, local_disks); });
   migrations_[name] = std::move(m);
   RecordEvent({clock_.Now(), name, info.uuid, "migrating", "to " + r.dest_uri, h->uri()});
   return MigrationStarted{r.dest_uri, mr.copy_storage};
 }
 
-void AgentService::RunMigration(Outgoing* raw, const std::string& name, Hypervisor* h,
-                                const MigrationRequest& mr,
+void AgentService::RunMigration(Outgoing* raw, const std::string& name, Hypervisor* h, const MigrationRequest& mr,
                                 const std::vector<std::string>& local_disks) {
   Status st = h->Migrate(name, mr);
   MigrationJob final_job;
@@ -258,14 +241,12 @@ void AgentService::RunMigration(Outgoing* raw, const std::string& name, Hypervis
   raw->final_job = final_job;
   if (st.ok()) {
     raw->state = "completed";
-    spdlog::info("guest {} migrated to {} in {} ms (downtime {} ms)", name, raw->destination,
-                 final_job.elapsed_ms, final_job.downtime_ms);
+    spdlog::info("guest {} migrated to {} in {} ms (downtime {} ms)", name, raw->destination, final_job.elapsed_ms,
+                 final_job.downtime_ms);
   } else {
-    raw->state =
-        raw->cancel_requested || st.code() == StatusCode::kAborted ? "cancelled" : "failed";
+    raw->state = raw->cancel_requested || st.code() == StatusCode::kAborted ? "cancelled" : "failed";
     raw->error = st.message();
-    spdlog::warn("migration of guest {} to {} {}: {}", name, raw->destination, raw->state,
-                 st.message());
+    spdlog::warn("migration of guest {} to {} {}: {}", name, raw->destination, raw->state, st.message());
   }
 }
 
@@ -300,8 +281,7 @@ MigrationReport AgentService::MigrationStatus(std::string_view guest) {
   return out;
 }
 
-Status AgentService::ControlMigration(std::string_view guest, MigrationAction action,
-                                      double bandwidth_mib_s) {
+Status AgentService::ControlMigration(std::string_view guest, MigrationAction action, double bandwidth_mib_s) {
   const std::string name(guest);
   UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
   switch (action) {
@@ -314,8 +294,7 @@ Status AgentService::ControlMigration(std::string_view guest, MigrationAction ac
       return h->AbortMigration(name);
     }
     case MigrationAction::kBandwidth:
-      if (!(bandwidth_mib_s > 0))
-        return InvalidArgumentError("body.bandwidth_mib_s: expected a positive number");
+      if (!(bandwidth_mib_s > 0)) return InvalidArgumentError("body.bandwidth_mib_s: expected a positive number");
       return h->SetMigrationBandwidth(name, bandwidth_mib_s);
     case MigrationAction::kPostcopy:
       return h->StartPostCopy(name);

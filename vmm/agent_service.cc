@@ -27,8 +27,8 @@ HealthOptions HealthOptionsFor(const AgentConfig& c) {
 
 }  // namespace
 
-AgentService::AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm,
-                           std::unique_ptr<Hypervisor> ct, KvmSupport kvm, Clock& clock)
+AgentService::AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct,
+                           KvmSupport kvm, Clock& clock)
     : config_(std::move(config)),
       vm_(std::move(vm)),
       ct_(std::move(ct)),
@@ -43,15 +43,14 @@ Status AgentService::Start() {
     std::error_code ec;
     fs::create_directories(fs::path(config_.state_dir) / sub, ec);
     if (ec)
-      return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() +
-                              ": " + ec.message());
+      return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() + ": " + ec.message());
   }
   {
     std::stringstream mountinfo;
     mountinfo << std::ifstream("/proc/self/mountinfo").rdbuf();
     cgroups_ = DetectCgroupLayout(mountinfo.str());
-    spdlog::info("cgroups: {} (cpu at {}, cpuacct at {}): {}", cgroups_.version, cgroups_.cpu,
-                 cgroups_.cpuacct, cgroups_.notes);
+    spdlog::info("cgroups: {} (cpu at {}, cpuacct at {}): {}", cgroups_.version, cgroups_.cpu, cgroups_.cpuacct,
+                 cgroups_.notes);
   }
   // Crash-only: whatever libvirt runs is ours; adopt it.
   for (Hypervisor* h : {vm_.get(), ct_.get()}) {
@@ -59,10 +58,9 @@ Status AgentService::Start() {
     UW_ASSIGN_OR_RETURN(auto guests, h->List());
     for (const auto& g : guests) {
       adopted_.push_back(g.name);
-      spdlog::info("adopted guest {} ({}, {}) from {}", g.name, GuestKindName(g.kind),
-                   GuestStateName(g.state), h->uri());
-      RecordEvent({clock_.Now(), g.name, g.uuid, "adopted", std::string(GuestStateName(g.state)),
-                   h->uri()});
+      spdlog::info("adopted guest {} ({}, {}) from {}", g.name, GuestKindName(g.kind), GuestStateName(g.state),
+                   h->uri());
+      RecordEvent({clock_.Now(), g.name, g.uuid, "adopted", std::string(GuestStateName(g.state)), h->uri()});
     }
   }
   UW_RETURN_IF_ERROR(SampleNow());
@@ -76,8 +74,7 @@ Status AgentService::Start() {
       l.unlock();
       if (Status s = SampleNow(); !s.ok()) spdlog::warn("sampling failed: {}", s.ToString());
       l.lock();
-      stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms),
-                        [this] { return stopping_; });
+      stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms), [this] { return stopping_; });
     }
   });
   monitor_ = std::thread([this] { MonitorLoop(); });
@@ -182,8 +179,7 @@ Result<GuestUsage> AgentService::GuestUsageOf(std::string_view name) {
   std::lock_guard l(usage_mu_);
   auto u = usage_.find(std::string(name));
   if (u == usage_.end()) {
-    return NotFoundError("no usage sample for guest '" + std::string(name) + "' on host " +
-                         config_.host_name);
+    return NotFoundError("no usage sample for guest '" + std::string(name) + "' on host " + config_.host_name);
   }
   return u->second;
 }
@@ -204,9 +200,7 @@ Result<HostReport> AgentService::Host() {
   return r;
 }
 
-Hypervisor* AgentService::HypervisorFor(GuestKind kind) {
-  return kind == GuestKind::kLxc ? ct_.get() : vm_.get();
-}
+Hypervisor* AgentService::HypervisorFor(GuestKind kind) { return kind == GuestKind::kLxc ? ct_.get() : vm_.get(); }
 
 Result<Hypervisor*> AgentService::Find(std::string_view name) {
   UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
@@ -216,8 +210,7 @@ Result<Hypervisor*> AgentService::Find(std::string_view name) {
     if (g.ok()) return h;
     if (g.status().code() != StatusCode::kNotFound) return g.status();
   }
-  return NotFoundError("guest '" + std::string(name) + "' does not exist on host " +
-                       config_.host_name);
+  return NotFoundError("guest '" + std::string(name) + "' does not exist on host " + config_.host_name);
 }
 
 Status AgentService::CheckExists(std::string_view name) { return Find(name).status(); }

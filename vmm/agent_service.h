@@ -73,7 +73,7 @@ struct LocalDisk {
 
 struct GuestDetails {
   GuestStatus status;
-  std::optional<GuestSpec> spec;  // absent when libvirt's XML cannot be read back
+  std::optional<GuestSpec> spec;                      // absent when libvirt's XML cannot be read back
   std::optional<std::vector<LocalDisk>> local_disks;  // absent when qemu-img could not say
 };
 
@@ -182,8 +182,8 @@ enum class MigrationAction { kCancel, kBandwidth, kPostcopy };
 class AgentService {
  public:
   // `vm` serves kvm/qemu guests; `ct` containers (may be null). The service owns both.
-  AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct,
-               KvmSupport kvm, Clock& clock = Clock::Real());
+  AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, std::unique_ptr<Hypervisor> ct, KvmSupport kvm,
+               Clock& clock = Clock::Real());
   ~AgentService();
   AgentService(const AgentService&) = delete;
   AgentService& operator=(const AgentService&) = delete;
@@ -240,8 +240,7 @@ class AgentService {
   // After an agent restart a migration libvirt still runs is reported as running (adopted).
   MigrationReport MigrationStatus(std::string_view name);
   // `bandwidth_mib_s` is used by kBandwidth only (> 0).
-  Status ControlMigration(std::string_view name, MigrationAction action,
-                          double bandwidth_mib_s = 0);
+  Status ControlMigration(std::string_view name, MigrationAction action, double bandwidth_mib_s = 0);
 
   const AgentConfig& config() const { return config_; }
 
@@ -273,19 +272,15 @@ class AgentService {
 
   // Local disks live under state_dir/disks (a disk elsewhere is shared storage, at the same path
   // on every host). LocalDisks lists a guest's with their virtual sizes.
-  std::filesystem::path LocalDiskDir() const {
-    return std::filesystem::path(config_.state_dir) / "disks";
-  }
-  bool IsLocalDisk(const std::string& path) const {
-    return path.rfind(LocalDiskDir().string() + "/", 0) == 0;
-  }
+  std::filesystem::path LocalDiskDir() const { return std::filesystem::path(config_.state_dir) / "disks"; }
+  bool IsLocalDisk(const std::string& path) const { return path.rfind(LocalDiskDir().string() + "/", 0) == 0; }
   Result<std::vector<LocalDisk>> LocalDisks(const GuestSpec& spec);
   Status CreateLocalDisks(GuestSpec& spec);
   Status CheckRoomForIncoming(const IncomingRequest& request);
   struct Outgoing;
   // The body of an outgoing migration's thread: migrates, confirms, records the outcome in `out`.
-  void RunMigration(Outgoing* out, const std::string& name, Hypervisor* h,
-                    const MigrationRequest& mr, const std::vector<std::string>& local_disks);
+  void RunMigration(Outgoing* out, const std::string& name, Hypervisor* h, const MigrationRequest& mr,
+                    const std::vector<std::string>& local_disks);
 
   const AgentConfig config_;
   std::unique_ptr<Hypervisor> vm_;

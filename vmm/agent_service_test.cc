@@ -120,8 +120,7 @@ TEST_F(AgentServiceTest, UnknownGuestIsNotFoundNamingTheGuestAndHost) {
   };
   for (const auto& [call, s] : calls) {
     EXPECT_EQ(s.code(), StatusCode::kNotFound) << call << ": " << s.ToString();
-    EXPECT_NE(s.message().find("guest 'as-missing'"), std::string::npos)
-        << call << ": " << s.ToString();
+    EXPECT_NE(s.message().find("guest 'as-missing'"), std::string::npos) << call << ": " << s.ToString();
     EXPECT_NE(s.message().find("host s1"), std::string::npos) << call << ": " << s.ToString();
   }
   EXPECT_EQ(service_->MigrationStatus("as-missing").guest_state, "absent");
@@ -165,8 +164,7 @@ TEST_F(AgentServiceTest, ResizeChangesWhatIsGivenWithinTheGuestsMaxima) {
 
   auto too_big = service_->Resize("as-rs", Resizing(512, 1));
   EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(too_big.status().message().find("maximum of 256 MiB"), std::string::npos)
-      << too_big.status().ToString();
+  EXPECT_NE(too_big.status().message().find("maximum of 256 MiB"), std::string::npos) << too_big.status().ToString();
   too_big = service_->Resize("as-rs", Resizing(std::nullopt, 3));
   EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument);
   auto g = service_->Get("as-rs");
@@ -189,8 +187,7 @@ TEST_F(AgentServiceTest, DeleteOfARunningGuestNeedsForce) {
 
 TEST_F(AgentServiceTest, ExecNeedsARunningGuestAndACommand) {
   ASSERT_TRUE(service_->Create(Tiny("as-ex", /*start=*/false)).ok());
-  EXPECT_EQ(service_->Exec("as-ex", Command("true")).status().code(),
-            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(service_->Exec("as-ex", Command("true")).status().code(), StatusCode::kFailedPrecondition);
   ASSERT_TRUE(service_->Start("as-ex").ok());
   auto missing = service_->Exec("as-ex", ExecRequest{});
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
@@ -199,8 +196,7 @@ TEST_F(AgentServiceTest, ExecNeedsARunningGuestAndACommand) {
 }
 
 TEST_F(AgentServiceTest, EventsAndUsage) {
-  service_->RecordEvent(
-      {TimePoint(std::chrono::seconds(1)), "as-ev", "", "started", "booted", "test"});
+  service_->RecordEvent({TimePoint(std::chrono::seconds(1)), "as-ev", "", "started", "booted", "test"});
   EventPage page = service_->EventsSince(0, Duration::zero());
   ASSERT_FALSE(page.events.empty());
   EXPECT_EQ(page.events.back().event.guest, "as-ev");

@@ -2,21 +2,20 @@
 // The same API against real QEMU and LXC guests is tested in tests/agent_integration_test.cc.
 #include "vmm/agent.h"
 
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <functional>
-#include <map>
-#include <sstream>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "vmm/libvirt_driver.h"
 
@@ -203,18 +202,27 @@ TEST_F(AgentTest, BadRequestsGetClearErrorsAndChangeNothing) {
   } cases[] = {
       {"POST", "/api/v1/guests", R"({"name": "ag-x", "memory_mib": )", 400, "invalid_argument", "line 1"},
       {"POST", "/api/v1/guests", R"([1, 2])", 400, "invalid_argument", "object"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "vcpus": "two", "image": "tiny"})", 400, "invalid_argument", "spec.vcpus"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "windows"})", 400, "invalid_argument", "no image 'windows'"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "vcpus": "two", "image": "tiny"})", 400, "invalid_argument",
+       "spec.vcpus"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "windows"})", 400, "invalid_argument",
+       "no image 'windows'"},
       {"POST", "/api/v1/guests", R"({"name": "ag x", "image": "tiny"})", 400, "invalid_argument", "guest name"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "memory_mib": 9999999})", 409, "resource_exhausted", "MiB in all"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "vcpus": 4000})", 409, "resource_exhausted", "vCPUs"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "kind": "kvm", "image": "tiny"})", 409, "failed_precondition", "no KVM"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "kind": "lxc", "image": "tiny"})", 409, "failed_precondition", "container"},
-      {"POST", "/api/v1/guests", R"({"name": "ag-x", "boot": {"kernel": "/no/such/kernel"}})", 400, "invalid_argument", "boot.kernel"},
-      {"POST", "/api/v1/guests", "{\"name\": \"ag-x\", \"pad\": \"" + std::string(8000, 'x') + "\"}", 413, "resource_exhausted", ""},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "memory_mib": 9999999})", 409,
+       "resource_exhausted", "MiB in all"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "image": "tiny", "vcpus": 4000})", 409, "resource_exhausted",
+       "vCPUs"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "kind": "kvm", "image": "tiny"})", 409, "failed_precondition",
+       "no KVM"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "kind": "lxc", "image": "tiny"})", 409, "failed_precondition",
+       "container"},
+      {"POST", "/api/v1/guests", R"({"name": "ag-x", "boot": {"kernel": "/no/such/kernel"}})", 400, "invalid_argument",
+       "boot.kernel"},
+      {"POST", "/api/v1/guests", "{\"name\": \"ag-x\", \"pad\": \"" + std::string(8000, 'x') + "\"}", 413,
+       "resource_exhausted", ""},
       {"GET", "/api/v1/guests/ag-missing", "", 404, "not_found", "ag-missing"},
       {"POST", "/api/v1/guests/ag-missing/start", "", 404, "not_found", "ag-missing"},
-      {"POST", "/api/v1/guests/ag-missing/resize", R"({"memory_mib": "lots"})", 400, "invalid_argument", "body.memory_mib"},
+      {"POST", "/api/v1/guests/ag-missing/resize", R"({"memory_mib": "lots"})", 400, "invalid_argument",
+       "body.memory_mib"},
       {"POST", "/api/v1/guests/ag-missing/resize", R"({})", 400, "invalid_argument", "nothing to change"},
       {"DELETE", "/api/v1/guests", "", 405, "method_not_allowed", ""},
       {"GET", "/api/v1/nothing-here", "", 404, "not_found", ""},
@@ -376,16 +384,16 @@ TEST_F(AgentTest, StopDoesNotWaitForLongPolls) {
 }
 
 TEST(AgentConfigTest, ErrorsNameFileAndField) {
-  auto bad = [](const char* text) {
-    return AgentConfigFromJson(Json::parse(text), "agent.json").status().message();
-  };
+  auto bad = [](const char* text) { return AgentConfigFromJson(Json::parse(text), "agent.json").status().message(); };
   EXPECT_EQ(bad(R"({"token": "0123456789abcdef0"})"), "agent.json: host_name: required string is missing");
   EXPECT_EQ(bad(R"({"host_name": "h1", "token": "short"})"), "agent.json: token: must be at least 16 characters");
   EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "listen": {"port": 70000}})"),
             "agent.json: listen.port: expected 0..65535");
-  EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "lsiten": {}})"), "agent.json: lsiten: unknown field");
+  EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "lsiten": {}})"),
+            "agent.json: lsiten: unknown field");
   auto ok = AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0",
-      "listen": {"address": "10.77.0.1", "port": 7700}, "guest_assets": "/g", "allow_emulated_kvm": true})"), "x");
+      "listen": {"address": "10.77.0.1", "port": 7700}, "guest_assets": "/g", "allow_emulated_kvm": true})"),
+                                "x");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->images.at("tiny"), "/g");
   EXPECT_TRUE(ok->allow_emulated_kvm);
@@ -397,7 +405,8 @@ TEST(AgentConfigTest, ErrorsNameFileAndField) {
   EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "monitor": {"timout_s": 10}})"),
             "agent.json: monitor.timout_s: unknown field");
   auto tuned = AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0",
-      "monitor": {"timeout_s": 12, "interval_s": 3}})"), "x");
+      "monitor": {"timeout_s": 12, "interval_s": 3}})"),
+                                   "x");
   ASSERT_TRUE(tuned.ok()) << tuned.status().ToString();
   EXPECT_EQ(tuned->monitor_timeout_s, 12);
   EXPECT_EQ(tuned->monitor_interval_s, 3);
@@ -425,7 +434,8 @@ TEST(InitCmdlineTest, TheInitOrItsInterpreter) {
   EXPECT_TRUE(InitCmdlineMatches("/bin/sh\0/sbin/uw-container-init\0"s, "/sbin/uw-container-init"));
   EXPECT_TRUE(InitCmdlineMatches("/bin/sh\0-c\0while :; do sleep 3600; done\0"s, "/bin/sh"));
   // libvirt_lxc's clone before it execs the init.
-  EXPECT_FALSE(InitCmdlineMatches("/usr/lib/libvirt/libvirt_lxc\0--name\0ct1\0--console\0"s, "/sbin/uw-container-init"));
+  EXPECT_FALSE(
+      InitCmdlineMatches("/usr/lib/libvirt/libvirt_lxc\0--name\0ct1\0--console\0"s, "/sbin/uw-container-init"));
   EXPECT_FALSE(InitCmdlineMatches(""s, "/sbin/uw-container-init"));
   EXPECT_FALSE(InitCmdlineMatches("/bin/sh\0"s, ""));
   EXPECT_FALSE(InitCmdlineMatches("/bin/sh\0-c\0/sbin/uw-container-init\0"s, "/sbin/uw-container-init"));

@@ -10,8 +10,7 @@ std::vector<std::string> Fields(std::string_view line, char sep) {
   size_t start = 0;
   while (true) {
     size_t end = line.find(sep, start);
-    out.emplace_back(
-        line.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    out.emplace_back(line.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
     if (end == std::string_view::npos) return out;
     start = end + 1;
   }
@@ -21,8 +20,7 @@ std::string Unescape(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     auto octal = [&](size_t k) { return s[k] >= '0' && s[k] <= '7'; };
-    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] <= '3' && octal(i + 1) && octal(i + 2) &&
-        octal(i + 3)) {
+    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] <= '3' && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
       out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
       i += 3;
     } else {
@@ -44,8 +42,7 @@ std::vector<Membership> Memberships(std::string_view proc_cgroup) {
     size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
     if (b == std::string::npos) continue;
     const std::string list = line.substr(a + 1, b - a - 1);
-    out.push_back(
-        {list.empty() ? std::vector<std::string>{} : Fields(list, ','), line.substr(b + 1)});
+    out.push_back({list.empty() ? std::vector<std::string>{} : Fields(list, ','), line.substr(b + 1)});
   }
   return out;
 }
@@ -55,8 +52,7 @@ std::string DirOf(const Membership& m, const std::vector<CgroupMount>& mounts) {
   for (const auto& mount : mounts) {
     bool match = m.controllers.empty() ? mount.v2 : !mount.v2;
     for (const auto& c : m.controllers) {
-      match =
-          match && std::find(mount.options.begin(), mount.options.end(), c) != mount.options.end();
+      match = match && std::find(mount.options.begin(), mount.options.end(), c) != mount.options.end();
     }
     if (!match) continue;
     std::string_view rel = m.path;
@@ -74,9 +70,7 @@ std::string DirOf(const Membership& m, const std::vector<CgroupMount>& mounts) {
   return "";
 }
 
-bool Has(const std::vector<std::string>& v, std::string_view x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
+bool Has(const std::vector<std::string>& v, std::string_view x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 }  // namespace
 
@@ -94,8 +88,7 @@ std::vector<CgroupMount> CgroupMounts(std::string_view mountinfo) {
   return mounts;
 }
 
-std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup,
-                                          std::string_view mountinfo) {
+std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup, std::string_view mountinfo) {
   const std::vector<CgroupMount> mounts = CgroupMounts(mountinfo);
   std::vector<std::string> out;
   for (const auto& m : Memberships(proc_cgroup)) {
@@ -105,8 +98,7 @@ std::vector<std::string> CgroupProcsFiles(std::string_view proc_cgroup,
   return out;
 }
 
-Result<CgroupDir> CgroupDirOf(std::string_view proc_cgroup, std::string_view mountinfo,
-                              std::string_view controller) {
+Result<CgroupDir> CgroupDirOf(std::string_view proc_cgroup, std::string_view mountinfo, std::string_view controller) {
   const std::vector<CgroupMount> mounts = CgroupMounts(mountinfo);
   const std::vector<Membership> members = Memberships(proc_cgroup);
   // A v1 hierarchy with the controller first: on hybrid machines the cgroup2 mount has none.
@@ -155,8 +147,7 @@ CgroupLayout DetectCgroupLayout(std::string_view mountinfo) {
     return l;
   }
   l.version = l.unified.empty() ? "v1" : "hybrid";
-  std::string notes = l.cpu.empty()
-                          ? "no cpu controller is mounted: CPU shares and quotas cannot be set"
+  std::string notes = l.cpu.empty()            ? "no cpu controller is mounted: CPU shares and quotas cannot be set"
                       : l.cpu_cpuacct_combined ? "cpu and cpuacct share one hierarchy"
                                                : "cpu and cpuacct are separate hierarchies";
   if (!l.cpu.empty()) notes += "; CPU shares are cpu.shares (2..262144)";
@@ -176,8 +167,6 @@ Json CgroupLayoutToJson(const CgroupLayout& l) {
           {"notes", l.notes}};
 }
 
-CpuWeightFile CpuSharesFileFor(bool v2, int64_t shares) {
-  return {v2 ? "cpu.weight" : "cpu.shares", shares};
-}
+CpuWeightFile CpuSharesFileFor(bool v2, int64_t shares) { return {v2 ? "cpu.weight" : "cpu.shares", shares}; }
 
 }  // namespace uw::vmm

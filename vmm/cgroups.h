@@ -23,9 +23,9 @@ namespace uw::vmm {
 
 // One mounted cgroup hierarchy.
 struct CgroupMount {
-  std::string root;   // the subtree of the hierarchy mounted here ("/" for all of it)
-  std::string point;  // where it is mounted
-  bool v2 = false;    // cgroup2
+  std::string root;                  // the subtree of the hierarchy mounted here ("/" for all of it)
+  std::string point;                 // where it is mounted
+  bool v2 = false;                   // cgroup2
   std::vector<std::string> options;  // super options; for v1 they name the controllers
 };
 
@@ -48,15 +48,14 @@ struct CgroupDir {
   std::string dir;  // e.g. /sys/fs/cgroup/cpu/machine/qemu-1-vm.libvirt-qemu/emulator
   bool v2 = false;  // found in the cgroup2 hierarchy
 };
-Result<CgroupDir> CgroupDirOf(std::string_view proc_cgroup, std::string_view mountinfo,
-                              std::string_view controller);
+Result<CgroupDir> CgroupDirOf(std::string_view proc_cgroup, std::string_view mountinfo, std::string_view controller);
 
 // What the host's cgroup layout is and what that changes for guests.
 struct CgroupLayout {
-  std::string version;  // "v1" | "v2" | "hybrid" | "none" (no cgroup mounted)
-  std::string cpu;      // mount point of the hierarchy with the cpu controller ("" none)
-  std::string cpuacct;  // same for cpuacct (v2: the cgroup2 mount, where cpu.stat accounts)
-  std::string unified;  // mount point of the cgroup2 hierarchy ("" none)
+  std::string version;                // "v1" | "v2" | "hybrid" | "none" (no cgroup mounted)
+  std::string cpu;                    // mount point of the hierarchy with the cpu controller ("" none)
+  std::string cpuacct;                // same for cpuacct (v2: the cgroup2 mount, where cpu.stat accounts)
+  std::string unified;                // mount point of the cgroup2 hierarchy ("" none)
   bool cpu_cpuacct_combined = false;  // v1: one `cpu,cpuacct` hierarchy
   std::string notes;                  // for operators: what differs on this layout
 };

@@ -29,8 +29,7 @@ constexpr const char* kV1Split =
     "39 30 0:36 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n";
 // The same plus cgroup2 at /sys/fs/cgroup/unified (this machine's root namespace).
 const std::string kHybrid =
-    std::string(kV1Split) +
-    "40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+    std::string(kV1Split) + "40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
 
 TEST(CgroupLayoutTest, PureV2) {
   CgroupLayout l = DetectCgroupLayout(kV2);
@@ -79,11 +78,9 @@ TEST(CgroupLayoutTest, NothingMounted) {
 
 // QEMU's emulator thread group as /proc/PID/cgroup shows it on each layout.
 TEST(CgroupDirOfTest, CpuOfAQemuProcessOnEveryLayout) {
-  auto v2 = CgroupDirOf("0::/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator\n",
-                        kV2, "cpu");
+  auto v2 = CgroupDirOf("0::/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator\n", kV2, "cpu");
   ASSERT_TRUE(v2.ok()) << v2.status().ToString();
-  EXPECT_EQ(v2->dir,
-            "/sys/fs/cgroup/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator");
+  EXPECT_EQ(v2->dir, "/sys/fs/cgroup/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator");
   EXPECT_TRUE(v2->v2);
 
   auto combined = CgroupDirOf(
@@ -101,12 +98,10 @@ TEST(CgroupDirOfTest, CpuOfAQemuProcessOnEveryLayout) {
       "1:name=systemd:/uw-testbed/h1\n";
   auto split = CgroupDirOf(split_cgroup, kV1Split, "cpu");
   ASSERT_TRUE(split.ok()) << split.status().ToString();
-  EXPECT_EQ(split->dir,
-            "/sys/fs/cgroup/cpu/uw-testbed/h1/machine/qemu-1-vm1.libvirt-qemu/emulator");
+  EXPECT_EQ(split->dir, "/sys/fs/cgroup/cpu/uw-testbed/h1/machine/qemu-1-vm1.libvirt-qemu/emulator");
   auto acct = CgroupDirOf(split_cgroup, kV1Split, "cpuacct");
   ASSERT_TRUE(acct.ok());
-  EXPECT_EQ(acct->dir,
-            "/sys/fs/cgroup/cpuacct/uw-testbed/h1/machine/qemu-1-vm1.libvirt-qemu/emulator");
+  EXPECT_EQ(acct->dir, "/sys/fs/cgroup/cpuacct/uw-testbed/h1/machine/qemu-1-vm1.libvirt-qemu/emulator");
 
   // Hybrid: the v1 cpu hierarchy, not the controller-less cgroup2 mount listed as "0::".
   auto hybrid = CgroupDirOf(split_cgroup + "0::/uw-testbed/h1\n", kHybrid, "cpu");

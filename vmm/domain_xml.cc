@@ -1,9 +1,8 @@
 #include "vmm/domain_xml.h"
 
 #include <optional>
-#include <sstream>
-
 #include <pugixml.hpp>
+#include <sstream>
 
 namespace uw::vmm {
 namespace {
@@ -161,9 +160,9 @@ int64_t KiBToMiB(const char* text) { return std::stoll(text) / 1024; }
 std::string BuildDomainXml(const GuestSpec& spec) {
   pugi::xml_document doc;
   auto domain = doc.append_child("domain");
-  const char* type = spec.kind == GuestKind::kLxc                            ? "lxc"
+  const char* type = spec.kind == GuestKind::kLxc                       ? "lxc"
                      : (spec.kind == GuestKind::kKvm && !spec.emulated) ? "kvm"
-                                                                              : "qemu";
+                                                                        : "qemu";
   domain.append_attribute("type") = type;
   AddText(domain, "name", spec.name);
   if (!spec.uuid.empty()) AddText(domain, "uuid", spec.uuid);
@@ -210,7 +209,8 @@ Result<GuestSpec> ParseDomainXml(const std::string& xml) {
       }
     }
     spec.max_memory_mib = KiBToMiB(domain.child_value("memory"));
-    spec.memory_mib = domain.child("currentMemory") ? KiBToMiB(domain.child_value("currentMemory")) : spec.max_memory_mib;
+    spec.memory_mib =
+        domain.child("currentMemory") ? KiBToMiB(domain.child_value("currentMemory")) : spec.max_memory_mib;
     auto vcpu = domain.child("vcpu");
     spec.max_vcpus = vcpu ? vcpu.text().as_int(1) : 1;
     spec.vcpus = vcpu.attribute("current") ? vcpu.attribute("current").as_int() : spec.max_vcpus;

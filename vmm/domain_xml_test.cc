@@ -1,11 +1,11 @@
 // Golden-file tests: GuestSpec -> domain XML. Regenerate with UW_UPDATE_GOLDEN=1 and review the diff.
 #include "vmm/domain_xml.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 namespace uw::vmm {
 namespace {
@@ -59,8 +59,7 @@ TEST(DomainXmlTest, FullVirtualizationWithDisksAndOvs) {
   s.kernel.clear();
   s.initrd.clear();
   s.cmdline.clear();
-  s.disks = {{"/var/lib/underware/disks/db1.qcow2", "qcow2", "vda", false},
-             {"/dev/vg0/db1-data", "raw", "vdb", false}};
+  s.disks = {{"/var/lib/underware/disks/db1.qcow2", "qcow2", "vda", false}, {"/dev/vg0/db1-data", "raw", "vdb", false}};
   s.nics = {{"ovs", "br-tenant", "", 42}};
   s.cpu_quota_us = 50000;
   s.cpu_period_us = 100000;

@@ -24,7 +24,7 @@ Result<std::string> Base64Decode(std::string_view in) {
   uint32_t acc = 0;
   int bits = 0;
   for (char c : in) {
-    if (c == '=' ) break;
+    if (c == '=') break;
     if (c == '\n' || c == '\r' || c == ' ') continue;
     int v = value(c);
     if (v < 0) return InvalidArgumentError(std::string("base64: unexpected character '") + c + "'");

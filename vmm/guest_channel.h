@@ -34,15 +34,15 @@ class GuestChannel {
 
  private:
   Result<ExecResult> CallLocked(const std::string& command, Duration timeout);  // requires mu_
-  Status EnsureConnected();  // requires mu_
-  void Disconnect();         // requires mu_
+  Status EnsureConnected();                                                     // requires mu_
+  void Disconnect();                                                            // requires mu_
 
   const std::string path_;
   Clock& clock_;
   std::mutex mu_;
-  int fd_ = -1;            // guarded by mu_
-  uint64_t next_id_ = 1;   // guarded by mu_
-  std::string buffer_;     // guarded by mu_; bytes read past the last reply
+  int fd_ = -1;           // guarded by mu_
+  uint64_t next_id_ = 1;  // guarded by mu_
+  std::string buffer_;    // guarded by mu_; bytes read past the last reply
 };
 
 // Standard base64 (RFC 4648) decoding; whitespace is skipped. kInvalidArgument on bad input.

@@ -1,5 +1,6 @@
 #include "vmm/guest_channel.h"
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -8,8 +9,6 @@
 #include <filesystem>
 #include <functional>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace uw::vmm {
 namespace {
@@ -37,8 +36,9 @@ class FakeGuest {
  public:
   explicit FakeGuest(std::function<std::string(const std::string&, const std::string&)> reply)
       : reply_(std::move(reply)) {
-    path_ = (std::filesystem::temp_directory_path() / ("uw-chan-" + std::to_string(getpid()) + "-" +
-                                                       std::to_string(counter_++) + ".sock")).string();
+    path_ = (std::filesystem::temp_directory_path() /
+             ("uw-chan-" + std::to_string(getpid()) + "-" + std::to_string(counter_++) + ".sock"))
+                .string();
     listen_fd_ = socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;

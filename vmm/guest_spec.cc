@@ -8,27 +8,17 @@ namespace uw::vmm {
 namespace {
 // The largest guest: the largest host the manager accepts (64 TiB).
 constexpr int64_t kMaxMemoryMib = int64_t{64} << 20;
-constexpr std::array<std::string_view, 3> kKindNames = {"kvm", "qemu", "lxc"};
-constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running",  "paused",    "shutting-down",
+constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running", "paused",    "shutting-down",
                                                          "crashed", "blocked", "suspended", "unknown"};
 }  // namespace
-
-std::string_view GuestKindName(GuestKind kind) { return kKindNames[static_cast<size_t>(kind)]; }
-
-Result<GuestKind> ParseGuestKind(std::string_view name) {
-  for (size_t i = 0; i < kKindNames.size(); ++i) {
-    if (kKindNames[i] == name) return static_cast<GuestKind>(i);
-  }
-  return InvalidArgumentError("guest kind '" + std::string(name) + "' is not one of kvm, qemu, lxc");
-}
 
 std::string_view GuestStateName(GuestState state) { return kStateNames[static_cast<size_t>(state)]; }
 
 Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, std::string(path)));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "uuid", "kind", "paravirt", "vcpus", "max_vcpus", "memory_mib",
-                                      "max_memory_mib", "boot", "image", "disks", "nics", "cpu", "lxc",
-                                      "labels", "start"}));
+  UW_RETURN_IF_ERROR(
+      v.RejectUnknown({"name", "uuid", "kind", "paravirt", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "boot",
+                       "image", "disks", "nics", "cpu", "lxc", "labels", "start"}));
   GuestSpec s;
   UW_ASSIGN_OR_RETURN(s.name, v.String("name"));
   UW_ASSIGN_OR_RETURN(s.uuid, v.String("uuid", ""));
@@ -70,7 +60,8 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
       UW_ASSIGN_OR_RETURN(disk.path, disk.size_mib > 0 ? d.String("path", "") : d.String("path"));
       UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
       if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
-      UW_ASSIGN_OR_RETURN(disk.target, d.String("target", "vd" + std::string(1, static_cast<char>('a' + s.disks.size()))));
+      UW_ASSIGN_OR_RETURN(disk.target,
+                          d.String("target", "vd" + std::string(1, static_cast<char>('a' + s.disks.size()))));
       UW_ASSIGN_OR_RETURN(disk.read_only, d.Bool("read_only", false));
       s.disks.push_back(disk);
     }
@@ -132,10 +123,14 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
 }
 
 Json GuestSpecToJson(const GuestSpec& s) {
-  Json j = {{"name", s.name},         {"uuid", s.uuid},
-            {"kind", GuestKindName(s.kind)}, {"paravirt", s.paravirt},
-            {"emulated", s.emulated}, {"vcpus", s.vcpus},
-            {"max_vcpus", s.max_vcpus}, {"memory_mib", s.memory_mib},
+  Json j = {{"name", s.name},
+            {"uuid", s.uuid},
+            {"kind", GuestKindName(s.kind)},
+            {"paravirt", s.paravirt},
+            {"emulated", s.emulated},
+            {"vcpus", s.vcpus},
+            {"max_vcpus", s.max_vcpus},
+            {"memory_mib", s.memory_mib},
             {"max_memory_mib", s.max_memory_mib}};
   if (!s.kernel.empty()) j["boot"] = {{"kernel", s.kernel}, {"initrd", s.initrd}, {"cmdline", s.cmdline}};
   j["disks"] = Json::array();

@@ -59,12 +59,11 @@ bool SameNics(const GuestSpec& a, const GuestSpec& b) {
 
 // The fields a client sets through the agent API (GuestSpecFromJson's vocabulary).
 bool SameSpec(const GuestSpec& a, const GuestSpec& b) {
-  return a.name == b.name && a.uuid == b.uuid && a.kind == b.kind && a.paravirt == b.paravirt &&
-         a.vcpus == b.vcpus && a.max_vcpus == b.max_vcpus && a.memory_mib == b.memory_mib &&
-         a.max_memory_mib == b.max_memory_mib && a.kernel == b.kernel && a.initrd == b.initrd &&
-         a.cmdline == b.cmdline && SameDisks(a, b, /*with_size=*/true) && SameNics(a, b) &&
-         a.cpu_shares == b.cpu_shares && a.cpu_quota_us == b.cpu_quota_us &&
-         a.cpu_period_us == b.cpu_period_us &&
+  return a.name == b.name && a.uuid == b.uuid && a.kind == b.kind && a.paravirt == b.paravirt && a.vcpus == b.vcpus &&
+         a.max_vcpus == b.max_vcpus && a.memory_mib == b.memory_mib && a.max_memory_mib == b.max_memory_mib &&
+         a.kernel == b.kernel && a.initrd == b.initrd && a.cmdline == b.cmdline &&
+         SameDisks(a, b, /*with_size=*/true) && SameNics(a, b) && a.cpu_shares == b.cpu_shares &&
+         a.cpu_quota_us == b.cpu_quota_us && a.cpu_period_us == b.cpu_period_us &&
          (a.kind != uw::vmm::GuestKind::kLxc ||
           (a.lxc_root == b.lxc_root && a.lxc_init == b.lxc_init && a.lxc_init_args == b.lxc_init_args)) &&
          a.labels == b.labels;
@@ -80,8 +79,8 @@ bool Plain(std::string_view s) {
 }
 
 bool AllPlain(const GuestSpec& s) {
-  bool plain = Plain(s.uuid) && Plain(s.kernel) && Plain(s.initrd) && Plain(s.cmdline) &&
-               Plain(s.lxc_root) && Plain(s.lxc_init);
+  bool plain =
+      Plain(s.uuid) && Plain(s.kernel) && Plain(s.initrd) && Plain(s.cmdline) && Plain(s.lxc_root) && Plain(s.lxc_init);
   for (const auto& d : s.disks) plain = plain && Plain(d.path) && Plain(d.target) && !d.path.empty();
   for (const auto& n : s.nics) plain = plain && Plain(n.source) && Plain(n.mac);
   for (const auto& a : s.lxc_init_args) plain = plain && Plain(a);

@@ -1,6 +1,6 @@
-#include <cstdint>
-
 #include <gtest/gtest.h>
+
+#include <cstdint>
 
 #include "vmm/hypervisor.h"
 
@@ -31,7 +31,8 @@ TEST(GuestSpecTest, ErrorsNameTheField) {
   EXPECT_EQ(msg(R"({"name": "a", "kind": "xen"})"), "spec.kind: guest kind 'xen' is not one of kvm, qemu, lxc");
   EXPECT_EQ(msg(R"({"name": "a", "memroy_mib": 5})"), "spec.memroy_mib: unknown field");
   EXPECT_EQ(msg(R"({"name": "a", "nics": [{"type": "bridge"}]})"), "spec.nics[0].source: a bridge name is required");
-  EXPECT_EQ(msg(R"({"name": "a", "disks": [{"path": "/x", "format": "vmdk"}]})"), "spec.disks[0].format: expected qcow2 or raw");
+  EXPECT_EQ(msg(R"({"name": "a", "disks": [{"path": "/x", "format": "vmdk"}]})"),
+            "spec.disks[0].format: expected qcow2 or raw");
 }
 
 TEST(GuestSpecTest, ValidationCatchesInconsistencies) {

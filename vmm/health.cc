@@ -28,13 +28,12 @@ std::string_view HealthName(Health h) {
   return "none";
 }
 
-void HealthTracker::Observe(const std::string& guest, int64_t instance, bool running,
-                            const std::string& channel, Duration mono, TimePoint wall) {
+void HealthTracker::Observe(const std::string& guest, int64_t instance, bool running, const std::string& channel,
+                            Duration mono, TimePoint wall) {
   Watch& w = watches_[guest];
   const bool watched = running && !channel.empty();
   if (!watched) {
-    if (w.watched || w.instance != instance || w.view.running != running ||
-        w.view.since == TimePoint{}) {
+    if (w.watched || w.instance != instance || w.view.running != running || w.view.since == TimePoint{}) {
       const bool in_flight = w.in_flight;
       w = Watch{};
       w.in_flight = in_flight;
@@ -50,8 +49,7 @@ void HealthTracker::Observe(const std::string& guest, int64_t instance, bool run
   // answers.
   const bool in_flight = w.in_flight;
   w = Watch{};
-  w.in_flight =
-      in_flight;  // a ping of the old instance may still be running; its report is dropped
+  w.in_flight = in_flight;  // a ping of the old instance may still be running; its report is dropped
   w.instance = instance;
   w.view.instance = instance;
   w.view.running = true;
@@ -96,8 +94,7 @@ std::vector<HealthEvent> HealthTracker::Expire(Duration mono, TimePoint wall) {
     w.view.health = Health::kUnresponsive;
     w.view.ready = false;
     w.view.since = wall;
-    w.view.unresponsive_since =
-        wall - std::chrono::duration_cast<Duration>(silent - options_.timeout);
+    w.view.unresponsive_since = wall - std::chrono::duration_cast<Duration>(silent - options_.timeout);
     out.push_back({name, "unresponsive",
                    "the control channel has not answered for " + Seconds(silent) + " s (timeout " +
                        Seconds(options_.timeout) + " s)"});
@@ -105,8 +102,8 @@ std::vector<HealthEvent> HealthTracker::Expire(Duration mono, TimePoint wall) {
   return out;
 }
 
-std::vector<HealthEvent> HealthTracker::Report(const std::string& guest, int64_t instance,
-                                               bool answered, Duration mono, TimePoint wall) {
+std::vector<HealthEvent> HealthTracker::Report(const std::string& guest, int64_t instance, bool answered, Duration mono,
+                                               TimePoint wall) {
   std::vector<HealthEvent> out;
   auto it = watches_.find(guest);
   if (it == watches_.end()) return out;
@@ -122,15 +119,14 @@ std::vector<HealthEvent> HealthTracker::Report(const std::string& guest, int64_t
   w.last_answer_mono = mono;
   w.view.last_answer = wall;
   if (w.view.health == Health::kStarting) {
-    out.push_back({guest, "ready",
-                   "the control channel answered " + Seconds(mono - w.view.started_mono) +
-                       " s after the guest started"});
-  } else if (w.view.health == Health::kUnresponsive) {
     out.push_back(
         {guest, "ready",
-         "the control channel answers again after " +
-             Seconds(std::chrono::duration_cast<Duration>(wall - *w.view.unresponsive_since)) +
-             " s unresponsive"});
+         "the control channel answered " + Seconds(mono - w.view.started_mono) + " s after the guest started"});
+  } else if (w.view.health == Health::kUnresponsive) {
+    out.push_back({guest, "ready",
+                   "the control channel answers again after " +
+                       Seconds(std::chrono::duration_cast<Duration>(wall - *w.view.unresponsive_since)) +
+                       " s unresponsive"});
   }
   if (w.view.health != Health::kReady) {
     w.view.health = Health::kReady;

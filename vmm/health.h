@@ -29,8 +29,8 @@ std::string_view HealthName(Health h);  // "none", "starting", "ready", "unrespo
 struct HealthOptions {
   Duration interval = std::chrono::seconds(5);           // between pings of a ready guest
   Duration starting_interval = std::chrono::seconds(1);  // between pings while starting
-  Duration timeout = std::chrono::seconds(30);      // no answer this long after ready: unresponsive
-  Duration ping_timeout = std::chrono::seconds(5);  // one ping's wait (at most `timeout`)
+  Duration timeout = std::chrono::seconds(30);           // no answer this long after ready: unresponsive
+  Duration ping_timeout = std::chrono::seconds(5);       // one ping's wait (at most `timeout`)
   Duration starting_ping_timeout = std::chrono::seconds(2);
 };
 
@@ -68,8 +68,8 @@ class HealthTracker {
 
   // The guest as observed now. `instance` is libvirt's domain id (a new one is a new QEMU: the
   // watch restarts at starting). Not running, or no channel: health none, no pings.
-  void Observe(const std::string& guest, int64_t instance, bool running, const std::string& channel,
-               Duration mono, TimePoint wall);
+  void Observe(const std::string& guest, int64_t instance, bool running, const std::string& channel, Duration mono,
+               TimePoint wall);
   // Forgets guests that are not in `present` (deleted, migrated away).
   void Retain(const std::vector<std::string>& present);
   void Forget(const std::string& guest);
@@ -81,8 +81,8 @@ class HealthTracker {
   // The outcome of a ping (or of any command) on the guest's channel. Not answered: the next
   // ping is scheduled; silence itself is judged by time (Expire), so a ping that could not be sent
   // (the channel was busy with a long command) is no news rather than a failure.
-  std::vector<HealthEvent> Report(const std::string& guest, int64_t instance, bool answered,
-                                  Duration mono, TimePoint wall);
+  std::vector<HealthEvent> Report(const std::string& guest, int64_t instance, bool answered, Duration mono,
+                                  TimePoint wall);
 
   std::optional<HealthView> View(const std::string& guest) const;
 

@@ -129,8 +129,7 @@ TEST_F(HealthTest, ANewInstanceStartsOverAndOldReportsAreDropped) {
   EXPECT_EQ(HealthOf("vm1"), Health::kStarting);
   EXPECT_FALSE(tracker_.View("vm1")->ready);
   EXPECT_TRUE(Answer("vm1", 1, true).empty());
-  EXPECT_EQ(HealthOf("vm1"), Health::kStarting)
-      << "an answer of the old QEMU says nothing about the new one";
+  EXPECT_EQ(HealthOf("vm1"), Health::kStarting) << "an answer of the old QEMU says nothing about the new one";
   ASSERT_EQ(At(5).size(), 1u);
   EXPECT_EQ(Answer("vm1", 2, true).size(), 1u);
   EXPECT_EQ(HealthOf("vm1"), Health::kReady);

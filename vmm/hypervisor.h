@@ -22,17 +22,18 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/guest_kind.h"
 #include "common/json.h"
 #include "common/status.h"
 
 namespace uw::vmm {
 
-enum class GuestKind { kKvm, kQemu, kLxc };
-std::string_view GuestKindName(GuestKind kind);                 // "kvm", "qemu", "lxc"
-Result<GuestKind> ParseGuestKind(std::string_view name);         // kInvalidArgument otherwise
+using ::uw::GuestKind;  // common/guest_kind.h: one kind type for vmm, placement and manager
+using ::uw::GuestKindName;
+using ::uw::ParseGuestKind;
 
 enum class GuestState { kShutoff, kRunning, kPaused, kShuttingDown, kCrashed, kBlocked, kSuspended, kUnknown };
-std::string_view GuestStateName(GuestState state);               // "shutoff", "running", ...
+std::string_view GuestStateName(GuestState state);  // "shutoff", "running", ...
 
 struct DiskSpec {
   std::string path;              // file or block device on the host (must exist)
@@ -58,13 +59,13 @@ struct ChannelSpec {
 
 struct GuestSpec {
   std::string name;
-  std::string uuid;                 // empty: libvirt generates one
+  std::string uuid;  // empty: libvirt generates one
   GuestKind kind = GuestKind::kQemu;
-  bool paravirt = true;             // virtio devices; false: emulated IDE/e1000 for kvm/qemu
+  bool paravirt = true;  // virtio devices; false: emulated IDE/e1000 for kvm/qemu
   int vcpus = 1;
-  int max_vcpus = 1;                // >= vcpus; the rest can be hot-plugged
-  int64_t memory_mib = 256;         // current (balloon target at boot)
-  int64_t max_memory_mib = 256;     // >= memory_mib
+  int max_vcpus = 1;             // >= vcpus; the rest can be hot-plugged
+  int64_t memory_mib = 256;      // current (balloon target at boot)
+  int64_t max_memory_mib = 256;  // >= memory_mib
   // Direct kernel boot (kvm/qemu).
   std::string kernel;
   std::string initrd;
@@ -72,10 +73,10 @@ struct GuestSpec {
   std::vector<DiskSpec> disks;
   std::vector<NicSpec> nics;
   std::vector<ChannelSpec> channels;
-  std::string console_log;          // serial console written to this file (kvm/qemu)
+  std::string console_log;  // serial console written to this file (kvm/qemu)
   // CPU controls (0 = libvirt default).
   int64_t cpu_shares = 0;
-  int64_t cpu_quota_us = 0;         // per period; -1 or 0 = unlimited
+  int64_t cpu_quota_us = 0;  // per period; -1 or 0 = unlimited
   int64_t cpu_period_us = 0;
   // Containers (lxc): root directory and init.
   std::string lxc_root;
@@ -102,14 +103,14 @@ struct GuestInfo {
   bool emulated = false;
   GuestState state = GuestState::kUnknown;
   std::string state_reason;
-  int64_t id = -1;             // libvirt's domain id while it runs (a new one per start), else -1
+  int64_t id = -1;  // libvirt's domain id while it runs (a new one per start), else -1
   int vcpus = 0;
   int max_vcpus = 0;
-  int64_t memory_mib = 0;      // current balloon size
+  int64_t memory_mib = 0;  // current balloon size
   int64_t max_memory_mib = 0;
   uint64_t cpu_time_ns = 0;
   bool persistent = true;
-  std::string console_log;     // from the domain XML, if any
+  std::string console_log;  // from the domain XML, if any
   std::vector<ChannelSpec> channels;
 };
 Json GuestInfoToJson(const GuestInfo& info);
@@ -119,11 +120,11 @@ struct GuestCounters {
   std::string name;
   std::string uuid;
   GuestState state = GuestState::kUnknown;
-  int64_t id = -1;                  // libvirt's domain id while it runs, else -1
-  Duration at{0};                   // monotonic time of the sample
+  int64_t id = -1;  // libvirt's domain id while it runs, else -1
+  Duration at{0};   // monotonic time of the sample
   uint64_t cpu_time_ns = 0;
   int vcpus = 0;
-  int64_t balloon_current_kib = -1; // -1 when unknown
+  int64_t balloon_current_kib = -1;  // -1 when unknown
   int64_t balloon_maximum_kib = -1;
   int64_t balloon_usable_kib = -1;  // guest-reported, needs balloon stats
   int64_t balloon_available_kib = -1;
@@ -135,10 +136,10 @@ struct GuestCounters {
 // Counters turned into usage over the interval since the previous sample.
 struct GuestUsage {
   GuestCounters counters;
-  double interval_s = 0;          // 0 for the first sample of a guest
-  double cpu_cores = 0;           // CPU time per wall time
+  double interval_s = 0;  // 0 for the first sample of a guest
+  double cpu_cores = 0;   // CPU time per wall time
   double block_rd_bps = 0, block_wr_bps = 0, net_rx_bps = 0, net_tx_bps = 0;
-  int64_t memory_used_mib = -1;   // maximum - usable when the guest reports it, else rss
+  int64_t memory_used_mib = -1;  // maximum - usable when the guest reports it, else rss
 };
 Json GuestUsageToJson(const GuestUsage& usage);
 
@@ -152,10 +153,10 @@ struct KvmSupport {
 struct HostInfo {
   std::string hostname;
   std::string uri;
-  std::string hypervisor;       // "QEMU", "LXC", "TEST"
-  uint64_t libvirt_version = 0; // major * 1,000,000 + minor * 1,000 + release
+  std::string hypervisor;        // "QEMU", "LXC", "TEST"
+  uint64_t libvirt_version = 0;  // major * 1,000,000 + minor * 1,000 + release
   std::string cpu_model;
-  int cpu_cores = 0;            // logical CPUs
+  int cpu_cores = 0;  // logical CPUs
   int64_t memory_mib = 0;
   int64_t free_memory_mib = -1;
   double cpu_busy_fraction = -1;  // host CPU busy over the last sampling interval, -1 unknown
@@ -167,7 +168,8 @@ struct LifecycleEvent {
   TimePoint at;
   std::string guest;
   std::string uuid;
-  std::string event;   // "defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "crashed", ...
+  std::string
+      event;  // "defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "crashed", ...
   std::string detail;  // libvirt's detail ("booted", "migrated", "destroyed", ...)
   std::string source;  // the connection URI
   int64_t id = -1;     // libvirt's domain id when the event happened (-1 unknown or not running)
@@ -183,21 +185,21 @@ struct ExecResult {
 // A live migration the source hypervisor starts (libvirt peer-to-peer: the source libvirtd talks
 // to the destination's directly, so the migration continues if the agent that asked dies).
 struct MigrationRequest {
-  std::string dest_uri;          // "qemu+tcp://10.77.0.2/system"
-  std::string dest_xml;          // domain XML for the destination (paths rewritten); "" = as is
-  std::string migrate_uri;       // data connection ("tcp://10.77.0.2"); "" = libvirt picks
-  double bandwidth_mib_s = 0;    // 0 = libvirt's default
-  int64_t downtime_limit_ms = 0; // 0 = QEMU's default (300 ms)
-  bool copy_storage = false;     // copy local disks (the destination has empty volumes ready)
-  bool auto_converge = false;    // throttle the guest's vCPUs when it dirties faster than we send
-  bool postcopy = false;         // arm post-copy (StartPostCopy may then switch to it)
+  std::string dest_uri;           // "qemu+tcp://10.77.0.2/system"
+  std::string dest_xml;           // domain XML for the destination (paths rewritten); "" = as is
+  std::string migrate_uri;        // data connection ("tcp://10.77.0.2"); "" = libvirt picks
+  double bandwidth_mib_s = 0;     // 0 = libvirt's default
+  int64_t downtime_limit_ms = 0;  // 0 = QEMU's default (300 ms)
+  bool copy_storage = false;      // copy local disks (the destination has empty volumes ready)
+  bool auto_converge = false;     // throttle the guest's vCPUs when it dirties faster than we send
+  bool postcopy = false;          // arm post-copy (StartPostCopy may then switch to it)
 };
 
 // libvirt's statistics of a guest's current (or last completed) migration job.
 struct MigrationJob {
-  bool active = false;             // a migration job is running now
+  bool active = false;  // a migration job is running now
   int64_t elapsed_ms = 0;
-  int64_t downtime_ms = -1;        // set once completed
+  int64_t downtime_ms = -1;  // set once completed
   int64_t memory_total_bytes = 0;
   int64_t memory_processed_bytes = 0;
   int64_t memory_remaining_bytes = 0;
@@ -206,7 +208,7 @@ struct MigrationJob {
   int64_t expected_downtime_ms = -1;
   int64_t disk_total_bytes = 0;
   int64_t disk_remaining_bytes = 0;
-  int64_t bandwidth_mib_s = 0;     // current limit
+  int64_t bandwidth_mib_s = 0;  // current limit
 };
 Json MigrationJobToJson(const MigrationJob& job);
 
@@ -234,10 +236,10 @@ class Hypervisor {
   virtual Status Undefine(std::string_view name) = 0;
 
   // Live changes (also written to the persistent config).
-  virtual Status SetMemory(std::string_view name, int64_t mib) = 0;   // balloon target
+  virtual Status SetMemory(std::string_view name, int64_t mib) = 0;  // balloon target
   virtual Status SetVcpus(std::string_view name, int vcpus) = 0;
-  virtual Status SetCpuTune(std::string_view name, std::optional<int64_t> shares,
-                            std::optional<int64_t> quota_us, std::optional<int64_t> period_us) = 0;
+  virtual Status SetCpuTune(std::string_view name, std::optional<int64_t> shares, std::optional<int64_t> quota_us,
+                            std::optional<int64_t> period_us) = 0;
 
   virtual Result<GuestInfo> Get(std::string_view name) = 0;
   virtual Result<std::vector<GuestInfo>> List() = 0;
@@ -274,11 +276,15 @@ class Hypervisor {
   virtual Result<MigrationJob> GetMigrationJob(std::string_view name, bool completed) {
     return UnimplementedError("this hypervisor cannot migrate guests");
   }
-  virtual Status AbortMigration(std::string_view name) { return UnimplementedError("this hypervisor cannot migrate guests"); }
+  virtual Status AbortMigration(std::string_view name) {
+    return UnimplementedError("this hypervisor cannot migrate guests");
+  }
   virtual Status SetMigrationBandwidth(std::string_view name, double mib_s) {
     return UnimplementedError("this hypervisor cannot migrate guests");
   }
-  virtual Status StartPostCopy(std::string_view name) { return UnimplementedError("this hypervisor cannot migrate guests"); }
+  virtual Status StartPostCopy(std::string_view name) {
+    return UnimplementedError("this hypervisor cannot migrate guests");
+  }
 };
 
 }  // namespace uw::vmm

@@ -1,7 +1,7 @@
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "vmm/libvirt_driver.h"
 
@@ -72,7 +72,7 @@ TEST(CgroupProcsFilesTest, MapsEachHierarchyToItsMount) {
       "2:cpuacct:/machine/lxc-9055-ct1.libvirt-lxc\n"
       "1:cpu:/machine/lxc-9055-ct1.libvirt-lxc\n"
       "8:pids:/daemons\n"  // not mounted here: skipped
-      "0::/\n";             // no cgroup2 mount: skipped
+      "0::/\n";            // no cgroup2 mount: skipped
   EXPECT_EQ(CgroupProcsFiles(proc_cgroup, mountinfo),
             (std::vector<std::string>{"/sys/fs/cgroup/systemd/daemons/cgroup.procs",
                                       "/sys/fs/cgroup/memory/machine/lxc-9055-ct1.libvirt-lxc/cgroup.procs",
@@ -86,9 +86,9 @@ TEST(CgroupProcsFilesTest, UnifiedCombinedSubtreeAndEscapes) {
   EXPECT_EQ(CgroupProcsFiles("0::/machine.slice/lxc\\x2dct1.scope\n",
                              "40 30 0:31 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n"),
             (std::vector<std::string>{"/sys/fs/cgroup/machine.slice/lxc\\x2dct1.scope/cgroup.procs"}));
-  EXPECT_EQ(CgroupProcsFiles("3:cpu,cpuacct:/a/b\n",
-                             "41 30 0:32 / /cg/cpu\\040acct rw - cgroup cgroup rw,cpu,cpuacct\n"),
-            (std::vector<std::string>{"/cg/cpu acct/a/b/cgroup.procs"}));
+  EXPECT_EQ(
+      CgroupProcsFiles("3:cpu,cpuacct:/a/b\n", "41 30 0:32 / /cg/cpu\\040acct rw - cgroup cgroup rw,cpu,cpuacct\n"),
+      (std::vector<std::string>{"/cg/cpu acct/a/b/cgroup.procs"}));
   // Mounted from /a: /a/b is below it, /ab and /x are not.
   const std::string sub = "42 30 0:33 /a /mnt/cg rw - cgroup cgroup rw,memory\n";
   EXPECT_EQ(CgroupProcsFiles("4:memory:/a/b\n", sub), (std::vector<std::string>{"/mnt/cg/b/cgroup.procs"}));

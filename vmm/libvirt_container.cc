@@ -39,8 +39,7 @@ Result<std::vector<std::string>> ContainerProcsFiles(virDomainPtr dom, std::stri
   mis << std::ifstream("/proc/self/mountinfo").rdbuf();
   const std::string proc_cgroup = cgs.str();
   if (proc_cgroup.empty()) {
-    return InternalError("cannot read the cgroups of container '" + std::string(name) +
-                         "' (process " + lxc_pid + ")");
+    return InternalError("cannot read the cgroups of container '" + std::string(name) + "' (process " + lxc_pid + ")");
   }
   return CgroupProcsFiles(proc_cgroup, mis.str());
 }
@@ -48,8 +47,7 @@ Result<std::vector<std::string>> ContainerProcsFiles(virDomainPtr dom, std::stri
 // The forked child: waits at the gate until the parent put it into the container's cgroups,
 // enters the namespaces and runs the command in a grandchild (the pid namespace applies to
 // children only). Only async-signal-safe calls here.
-[[noreturn]] void RunInContainer(const int* ns, int n_ns, int out, int gate, char* const* args,
-                                 char* const* envp) {
+[[noreturn]] void RunInContainer(const int* ns, int n_ns, int out, int gate, char* const* args, char* const* envp) {
   dup2(out, 1);
   dup2(out, 2);
   int devnull = open("/dev/null", O_RDONLY);
@@ -88,8 +86,7 @@ std::string JoinCgroups(pid_t pid, const std::vector<std::string>& procs_files) 
   for (const auto& file : procs_files) {
     int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
     std::string error;
-    if (fd < 0 || write(fd, pid_text.data(), pid_text.size()) < 0)
-      error = file + ": " + std::strerror(errno);
+    if (fd < 0 || write(fd, pid_text.data(), pid_text.size()) < 0) error = file + ": " + std::strerror(errno);
     if (fd >= 0) close(fd);
     if (!error.empty()) return error;
   }
@@ -98,14 +95,12 @@ std::string JoinCgroups(pid_t pid, const std::vector<std::string>& procs_files) 
 
 // Reads the child's output until it closes it or `deadline` passes (then kills it), and reaps it.
 // kDeadlineExceeded on timeout.
-Result<ExecResult> CollectOutput(pid_t pid, int out, Duration deadline, Clock& clock,
-                                 std::string_view name) {
+Result<ExecResult> CollectOutput(pid_t pid, int out, Duration deadline, Clock& clock, std::string_view name) {
   ExecResult result;
   char buf[4096];
   bool timed_out = false;
   while (true) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock.Monotonic()).count();
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock.Monotonic()).count();
     if (left <= 0) {
       timed_out = true;
       break;
@@ -122,12 +117,10 @@ Result<ExecResult> CollectOutput(pid_t pid, int out, Duration deadline, Clock& c
   if (timed_out) kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
-  if (timed_out)
-    return DeadlineExceededError("command in container '" + std::string(name) + "' timed out");
+  if (timed_out) return DeadlineExceededError("command in container '" + std::string(name) + "' timed out");
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (result.exit_code == kExecSetupFailed && result.output.rfind("uw-agent: setns", 0) == 0) {
-    return InternalError("could not enter the namespaces of container '" + std::string(name) +
-                         "': " + result.output);
+    return InternalError("could not enter the namespaces of container '" + std::string(name) + "': " + result.output);
   }
   return result;
 }
@@ -194,8 +187,7 @@ Result<pid_t> LibvirtHypervisor::ContainerInitPid(virDomainPtr dom, std::string_
 // ---------------------------------------------------------------------------------------------
 // Container exec
 
-Result<std::vector<int>> LibvirtHypervisor::ContainerNamespaces(virDomainPtr dom,
-                                                                std::string_view name) {
+Result<std::vector<int>> LibvirtHypervisor::ContainerNamespaces(virDomainPtr dom, std::string_view name) {
   int* fds = nullptr;
   int nfds = virDomainLxcOpenNamespace(dom, &fds, 0);
   if (nfds >= 0) {
@@ -212,8 +204,8 @@ Result<std::vector<int>> LibvirtHypervisor::ContainerNamespaces(virDomainPtr dom
   if (s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kInternal) return s;
   UW_ASSIGN_OR_RETURN(pid_t init, ContainerInitPid(dom, name));
   if (init <= 0) {
-    return FailedPreconditionError("container '" + std::string(name) +
-                                   "' has no running init yet (" + s.message() + ")");
+    return FailedPreconditionError("container '" + std::string(name) + "' has no running init yet (" + s.message() +
+                                   ")");
   }
   std::vector<int> opened;
   for (const char* ns : {"user", "ipc", "uts", "net", "pid", "mnt"}) {
@@ -222,8 +214,8 @@ Result<std::vector<int>> LibvirtHypervisor::ContainerNamespaces(virDomainPtr dom
     if (fd >= 0) {
       opened.push_back(fd);
     } else if (errno != ENOENT) {
-      Status err = InternalError("entering container '" + std::string(name) + "': " + path + ": " +
-                                 std::strerror(errno));
+      Status err =
+          InternalError("entering container '" + std::string(name) + "': " + path + ": " + std::strerror(errno));
       CloseAll(opened);
       return err;
     }
@@ -231,8 +223,7 @@ Result<std::vector<int>> LibvirtHypervisor::ContainerNamespaces(virDomainPtr dom
   return opened;
 }
 
-Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
-                                                      const std::vector<std::string>& argv,
+Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name, const std::vector<std::string>& argv,
                                                       Duration timeout) {
   if (argv.empty()) return InvalidArgumentError("exec: empty command");
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
@@ -280,8 +271,8 @@ Result<ExecResult> LibvirtHypervisor::ExecInContainer(std::string_view name,
   if (!join_error.empty()) {
     close(pipefd[0]);
     waitpid(pid, nullptr, 0);
-    return InternalError("could not put the command into the cgroups of container '" +
-                         std::string(name) + "': " + join_error);
+    return InternalError("could not put the command into the cgroups of container '" + std::string(name) +
+                         "': " + join_error);
   }
   return CollectOutput(pid, pipefd[0], clock_.Monotonic() + timeout, clock_, name);
 }

@@ -3,13 +3,12 @@
 // migration in libvirt_migration.cc.
 #include "vmm/libvirt_driver.h"
 
+#include <libvirt/virterror.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-
-#include <libvirt/virterror.h>
-#include <spdlog/spdlog.h>
 
 #include "common/units.h"
 #include "vmm/domain_xml.h"
@@ -60,19 +59,20 @@ StatusCode CodeFor(int code) {
 std::string StateReason(int state, int reason) {
   switch (state) {
     case VIR_DOMAIN_RUNNING: {
-      static const char* r[] = {"unknown", "booted", "migrated", "restored", "from-snapshot", "unpaused",
-                                "migration-canceled", "save-canceled", "wakeup", "crashed", "post-copy"};
+      static const char* r[] = {"unknown",       "booted",   "migrated",           "restored",
+                                "from-snapshot", "unpaused", "migration-canceled", "save-canceled",
+                                "wakeup",        "crashed",  "post-copy"};
       return reason >= 0 && reason < 11 ? r[reason] : "unknown";
     }
     case VIR_DOMAIN_PAUSED: {
-      static const char* r[] = {"unknown", "user", "migration", "save", "dump", "ioerror", "watchdog",
-                                "from-snapshot", "shutting-down", "snapshot", "crashed", "starting-up",
-                                "post-copy", "post-copy-failed"};
+      static const char* r[] = {
+          "unknown",       "user",          "migration", "save",    "dump",        "ioerror",   "watchdog",
+          "from-snapshot", "shutting-down", "snapshot",  "crashed", "starting-up", "post-copy", "post-copy-failed"};
       return reason >= 0 && reason < 14 ? r[reason] : "unknown";
     }
     case VIR_DOMAIN_SHUTOFF: {
-      static const char* r[] = {"unknown", "shutdown", "destroyed", "crashed", "migrated", "saved",
-                                "failed", "from-snapshot", "daemon"};
+      static const char* r[] = {"unknown", "shutdown", "destroyed",     "crashed", "migrated",
+                                "saved",   "failed",   "from-snapshot", "daemon"};
       return reason >= 0 && reason < 9 ? r[reason] : "unknown";
     }
     case VIR_DOMAIN_CRASHED: {
@@ -85,7 +85,7 @@ std::string StateReason(int state, int reason) {
 }
 
 const char* EventName(int event) {
-  static const char* names[] = {"defined", "undefined", "started", "suspended", "resumed",
+  static const char* names[] = {"defined", "undefined", "started",     "suspended", "resumed",
                                 "stopped", "shutdown",  "pmsuspended", "crashed"};
   return event >= 0 && event < 9 ? names[event] : "unknown";
 }
@@ -101,8 +101,8 @@ std::string EventDetail(int event, int detail) {
       return detail >= 0 && detail < 7 ? d[detail] : "";
     }
     case VIR_DOMAIN_EVENT_SUSPENDED: {
-      static const char* d[] = {"paused", "migrated", "ioerror", "watchdog", "restored", "from-snapshot",
-                                "api-error", "post-copy", "post-copy-failed"};
+      static const char* d[] = {"paused",        "migrated",  "ioerror",   "watchdog",        "restored",
+                                "from-snapshot", "api-error", "post-copy", "post-copy-failed"};
       return detail >= 0 && detail < 9 ? d[detail] : "";
     }
     case VIR_DOMAIN_EVENT_RESUMED: {
@@ -126,14 +126,22 @@ std::string EventDetail(int event, int detail) {
 
 GuestState StateFor(int s) {
   switch (s) {
-    case VIR_DOMAIN_RUNNING: return GuestState::kRunning;
-    case VIR_DOMAIN_BLOCKED: return GuestState::kBlocked;
-    case VIR_DOMAIN_PAUSED: return GuestState::kPaused;
-    case VIR_DOMAIN_SHUTDOWN: return GuestState::kShuttingDown;
-    case VIR_DOMAIN_SHUTOFF: return GuestState::kShutoff;
-    case VIR_DOMAIN_CRASHED: return GuestState::kCrashed;
-    case VIR_DOMAIN_PMSUSPENDED: return GuestState::kSuspended;
-    default: return GuestState::kUnknown;
+    case VIR_DOMAIN_RUNNING:
+      return GuestState::kRunning;
+    case VIR_DOMAIN_BLOCKED:
+      return GuestState::kBlocked;
+    case VIR_DOMAIN_PAUSED:
+      return GuestState::kPaused;
+    case VIR_DOMAIN_SHUTDOWN:
+      return GuestState::kShuttingDown;
+    case VIR_DOMAIN_SHUTOFF:
+      return GuestState::kShutoff;
+    case VIR_DOMAIN_CRASHED:
+      return GuestState::kCrashed;
+    case VIR_DOMAIN_PMSUSPENDED:
+      return GuestState::kSuspended;
+    default:
+      return GuestState::kUnknown;
   }
 }
 
@@ -168,7 +176,8 @@ Status LibvirtEventLoop::Start() {
     registered_ = true;
   }
   // A periodic no-op timer so that virEventRunDefaultImpl returns and can see running_ drop.
-  timer_ = virEventAddTimeout(200, [](int, void*) {}, nullptr, nullptr);
+  timer_ = virEventAddTimeout(
+      200, [](int, void*) {}, nullptr, nullptr);
   running_ = true;
   thread_ = std::thread([this] {
     while (running_) {
@@ -207,8 +216,9 @@ KvmSupport DetectKvm(const std::string& sys_root) {
   if (!k.device_present) {
     k.reason = "/dev/kvm is absent: no KVM on this host";
   } else if (k.module == "kvm_pvm") {
-    k.reason = "/dev/kvm is provided by kvm_pvm (paravirtualized KVM inside a VM): stock guests hang at "
-               "boot and host-passthrough CPUs abort; run guests emulated (kind qemu)";
+    k.reason =
+        "/dev/kvm is provided by kvm_pvm (paravirtualized KVM inside a VM): stock guests hang at "
+        "boot and host-passthrough CPUs abort; run guests emulated (kind qemu)";
   } else if (k.module.empty()) {
     k.reason = "/dev/kvm exists but neither kvm_intel nor kvm_amd is loaded";
   } else if (::access((root / "dev/kvm").c_str(), R_OK | W_OK) != 0) {
@@ -366,7 +376,8 @@ Status LibvirtHypervisor::Start(std::string_view name) {
     auto running = ContainerInitRunning(name);
     if (running.ok() && *running) return Status::Ok();
     if (clock_.Monotonic() >= deadline) {
-      return DeadlineExceededError("container '" + std::string(name) + "' started but its init is not running after 10 s" +
+      return DeadlineExceededError("container '" + std::string(name) +
+                                   "' started but its init is not running after 10 s" +
                                    (running.ok() ? std::string() : ": " + running.status().message()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -482,7 +493,8 @@ Status LibvirtHypervisor::SetMemory(std::string_view name, int64_t mib) {
 Status LibvirtHypervisor::SetVcpus(std::string_view name, int vcpus) {
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
   DomainHandle d(raw);
-  int max = virDomainGetVcpusFlags(d.get(), static_cast<unsigned>(VIR_DOMAIN_AFFECT_CONFIG) | static_cast<unsigned>(VIR_DOMAIN_VCPU_MAXIMUM));
+  int max = virDomainGetVcpusFlags(
+      d.get(), static_cast<unsigned>(VIR_DOMAIN_AFFECT_CONFIG) | static_cast<unsigned>(VIR_DOMAIN_VCPU_MAXIMUM));
   if (max > 0 && (vcpus < 1 || vcpus > max)) {
     return InvalidArgumentError("guest '" + std::string(name) + "': vcpus must be within 1.." + std::to_string(max));
   }
@@ -500,10 +512,9 @@ Status LibvirtHypervisor::SetCpuTune(std::string_view name, std::optional<int64_
   if (period_us) virTypedParamsAddULLong(&params, &n, &max, VIR_DOMAIN_SCHEDULER_VCPU_PERIOD, *period_us);
   if (quota_us) virTypedParamsAddLLong(&params, &n, &max, VIR_DOMAIN_SCHEDULER_VCPU_QUOTA, *quota_us);
   if (n == 0) return Status::Ok();
-  Status s = ApplyLiveAndConfig(d.get(), "setting CPU controls of guest '" + std::string(name) + "'",
-                                [&](unsigned flags) {
-                                  return virDomainSetSchedulerParametersFlags(d.get(), params, n, flags);
-                                });
+  Status s = ApplyLiveAndConfig(
+      d.get(), "setting CPU controls of guest '" + std::string(name) + "'",
+      [&](unsigned flags) { return virDomainSetSchedulerParametersFlags(d.get(), params, n, flags); });
   virTypedParamsFree(params, n);
   return s;
 }
@@ -523,11 +534,20 @@ Result<Json> LibvirtHypervisor::SchedulerParameters(std::string_view name) {
   for (int i = 0; i < n; ++i) {
     const auto& p = params[i];
     switch (p.type) {
-      case VIR_TYPED_PARAM_ULLONG: j[p.field] = p.value.ul; break;
-      case VIR_TYPED_PARAM_LLONG: j[p.field] = p.value.l; break;
-      case VIR_TYPED_PARAM_UINT: j[p.field] = p.value.ui; break;
-      case VIR_TYPED_PARAM_INT: j[p.field] = p.value.i; break;
-      default: break;
+      case VIR_TYPED_PARAM_ULLONG:
+        j[p.field] = p.value.ul;
+        break;
+      case VIR_TYPED_PARAM_LLONG:
+        j[p.field] = p.value.l;
+        break;
+      case VIR_TYPED_PARAM_UINT:
+        j[p.field] = p.value.ui;
+        break;
+      case VIR_TYPED_PARAM_INT:
+        j[p.field] = p.value.i;
+        break;
+      default:
+        break;
     }
   }
   return j;

@@ -2,6 +2,7 @@
 // and the host side of container exec. Used by uw-agent, its tests and benchmarks.
 #pragma once
 
+#include <libvirt/libvirt.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -10,8 +11,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <libvirt/libvirt.h>
 
 #include "common/clock.h"
 #include "vmm/cgroups.h"
@@ -106,7 +105,7 @@ class LibvirtHypervisor : public Hypervisor {
     EventSink(std::string u, Clock& c) : uri(std::move(u)), clock(c) {}
     const std::string uri;
     Clock& clock;
-    std::mutex mu;          // held while the callback runs; never with LibvirtHypervisor::mu_
+    std::mutex mu;           // held while the callback runs; never with LibvirtHypervisor::mu_
     EventCallback callback;  // guarded by mu
   };
 
@@ -114,8 +113,8 @@ class LibvirtHypervisor : public Hypervisor {
       : uri_(std::move(uri)), clock_(clock), sink_(std::make_shared<EventSink>(uri_, clock)) {}
   // The live connection, reconnecting when the old one died. kUnavailable when it cannot.
   Result<virConnectPtr> Conn();
-  Status Connect();              // requires mu_
-  Status RegisterEvents();       // requires mu_
+  Status Connect();         // requires mu_
+  Status RegisterEvents();  // requires mu_
   Result<virDomainPtr> Lookup(std::string_view name);
   Result<GuestInfo> InfoOf(virDomainPtr dom);
   // The pid (in this agent's pid namespace) of the running container's configured init, or 0
@@ -128,9 +127,9 @@ class LibvirtHypervisor : public Hypervisor {
   const std::string uri_;
   Clock& clock_;
   std::mutex mu_;
-  virConnectPtr conn_ = nullptr;           // guarded by mu_
+  virConnectPtr conn_ = nullptr;  // guarded by mu_
   const std::shared_ptr<EventSink> sink_;
-  int event_callback_id_ = -1;              // guarded by mu_
+  int event_callback_id_ = -1;  // guarded by mu_
   std::mutex host_mu_;
   uint64_t prev_busy_ns_ = 0, prev_total_ns_ = 0;  // guarded by host_mu_
 };

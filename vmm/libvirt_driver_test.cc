@@ -2,10 +2,10 @@
 // API calls without a daemon. The real QEMU and LXC drivers are exercised in tests/.
 #include "vmm/libvirt_driver.h"
 
+#include <gtest/gtest.h>
+
 #include <condition_variable>
 #include <mutex>
-
-#include <gtest/gtest.h>
 
 namespace uw::vmm {
 namespace {
@@ -121,11 +121,11 @@ TEST_F(LibvirtDriverTest, DeliversLifecycleEvents) {
   std::condition_variable cv;
   std::vector<std::string> seen;
   ASSERT_TRUE(h_->WatchLifecycle([&](const LifecycleEvent& e) {
-                 if (e.guest != "ev1") return;
-                 std::lock_guard l(mu);
-                 seen.push_back(e.event + "/" + e.detail);
-                 cv.notify_all();
-               }).ok());
+                  if (e.guest != "ev1") return;
+                  std::lock_guard l(mu);
+                  seen.push_back(e.event + "/" + e.detail);
+                  cv.notify_all();
+                }).ok());
   ASSERT_TRUE(h_->Define(Spec("ev1")).ok());
   ASSERT_TRUE(h_->Start("ev1").ok());
   ASSERT_TRUE(h_->Destroy("ev1").ok());

@@ -27,20 +27,17 @@ Status LibvirtHypervisor::Migrate(std::string_view name, const MigrationRequest&
     return InternalError(std::string("building migration parameters: ") + what);
   };
   if (!r.dest_xml.empty()) {
-    if (virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_DEST_XML, r.dest_xml.c_str()) <
-            0 ||
-        virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_PERSIST_XML,
-                                r.dest_xml.c_str()) < 0) {
+    if (virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_DEST_XML, r.dest_xml.c_str()) < 0 ||
+        virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_PERSIST_XML, r.dest_xml.c_str()) < 0) {
       return fail("dest_xml");
     }
   }
-  if (!r.migrate_uri.empty() && virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_URI,
-                                                        r.migrate_uri.c_str()) < 0) {
+  if (!r.migrate_uri.empty() &&
+      virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_URI, r.migrate_uri.c_str()) < 0) {
     return fail("migrate_uri");
   }
-  if (r.bandwidth_mib_s > 0 &&
-      virTypedParamsAddULLong(&params, &n, &max, VIR_MIGRATE_PARAM_BANDWIDTH,
-                              static_cast<unsigned long long>(r.bandwidth_mib_s)) < 0) {
+  if (r.bandwidth_mib_s > 0 && virTypedParamsAddULLong(&params, &n, &max, VIR_MIGRATE_PARAM_BANDWIDTH,
+                                                       static_cast<unsigned long long>(r.bandwidth_mib_s)) < 0) {
     return fail("bandwidth");
   }
   // No VIR_MIGRATE_UNDEFINE_SOURCE: the shut-off source keeps the completed job's statistics until
@@ -51,18 +48,14 @@ Status LibvirtHypervisor::Migrate(std::string_view name, const MigrationRequest&
   if (r.postcopy) flags |= VIR_MIGRATE_POSTCOPY;
   if (r.downtime_limit_ms > 0) {
     // Set before the job starts; libvirt keeps it for the next migration of this domain.
-    if (virDomainMigrateSetMaxDowntime(
-            d.get(), static_cast<unsigned long long>(r.downtime_limit_ms), 0) < 0) {
-      spdlog::warn(
-          "{}",
-          LibvirtError("setting the downtime limit of '" + std::string(name) + "'").message());
+    if (virDomainMigrateSetMaxDowntime(d.get(), static_cast<unsigned long long>(r.downtime_limit_ms), 0) < 0) {
+      spdlog::warn("{}", LibvirtError("setting the downtime limit of '" + std::string(name) + "'").message());
     }
   }
-  spdlog::info("migrating guest {} to {} (bandwidth {} MiB/s{}{}{})", name, r.dest_uri,
-               r.bandwidth_mib_s, r.copy_storage ? ", copying disks" : "",
-               r.auto_converge ? ", auto-converge" : "", r.postcopy ? ", post-copy armed" : "");
-  int rc = virDomainMigrateToURI3(d.get(), r.dest_uri.c_str(), params, static_cast<unsigned int>(n),
-                                  flags);
+  spdlog::info("migrating guest {} to {} (bandwidth {} MiB/s{}{}{})", name, r.dest_uri, r.bandwidth_mib_s,
+               r.copy_storage ? ", copying disks" : "", r.auto_converge ? ", auto-converge" : "",
+               r.postcopy ? ", post-copy armed" : "");
+  int rc = virDomainMigrateToURI3(d.get(), r.dest_uri.c_str(), params, static_cast<unsigned int>(n), flags);
   virTypedParamsFree(params, n);
   if (rc < 0) return LibvirtError("migrating guest '" + std::string(name) + "' to " + r.dest_uri);
   return Status::Ok();
@@ -74,8 +67,7 @@ Result<MigrationJob> LibvirtHypervisor::GetMigrationJob(std::string_view name, b
   int type = VIR_DOMAIN_JOB_NONE;
   virTypedParameterPtr params = nullptr;
   int n = 0;
-  if (virDomainGetJobStats(d.get(), &type, &params, &n,
-                           completed ? VIR_DOMAIN_JOB_STATS_COMPLETED : 0) < 0) {
+  if (virDomainGetJobStats(d.get(), &type, &params, &n, completed ? VIR_DOMAIN_JOB_STATS_COMPLETED : 0) < 0) {
     return LibvirtError("reading the migration job of guest '" + std::string(name) + "'");
   }
   MigrationJob job;
@@ -132,8 +124,7 @@ Status LibvirtHypervisor::StartPostCopy(std::string_view name) {
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
   DomainHandle d(raw);
   if (virDomainMigrateStartPostCopy(d.get(), 0) < 0) {
-    return LibvirtError("switching the migration of guest '" + std::string(name) +
-                        "' to post-copy");
+    return LibvirtError("switching the migration of guest '" + std::string(name) + "' to post-copy");
   }
   return Status::Ok();
 }

@@ -43,8 +43,7 @@ Result<HostInfo> LibvirtHypervisor::Host() {
       }
       std::lock_guard l(host_mu_);
       if (prev_total_ns_ > 0 && total > prev_total_ns_) {
-        h.cpu_busy_fraction =
-            static_cast<double>(busy - prev_busy_ns_) / static_cast<double>(total - prev_total_ns_);
+        h.cpu_busy_fraction = static_cast<double>(busy - prev_busy_ns_) / static_cast<double>(total - prev_total_ns_);
       }
       prev_busy_ns_ = busy;
       prev_total_ns_ = total;
@@ -74,9 +73,8 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
   UW_ASSIGN_OR_RETURN(virConnectPtr c, Conn());
   std::vector<GuestCounters> out;
   virDomainStatsRecordPtr* records = nullptr;
-  const unsigned int groups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
-                              VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU |
-                              VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK;
+  const unsigned int groups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
+                              VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK;
   int n = virConnectGetAllDomainStats(c, groups, &records, 0);
   const Duration now = clock_.Monotonic();
   if (n >= 0) {
@@ -93,8 +91,7 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
       g.state = StateFor(st);
       g.cpu_time_ns = ULL(r->params, r->nparams, "cpu.time");
       unsigned int vc = 0;
-      if (virTypedParamsGetUInt(r->params, r->nparams, "vcpu.current", &vc) == 1)
-        g.vcpus = static_cast<int>(vc);
+      if (virTypedParamsGetUInt(r->params, r->nparams, "vcpu.current", &vc) == 1) g.vcpus = static_cast<int>(vc);
       g.balloon_current_kib = KiB(r->params, r->nparams, "balloon.current");
       g.balloon_maximum_kib = KiB(r->params, r->nparams, "balloon.maximum");
       g.balloon_usable_kib = KiB(r->params, r->nparams, "balloon.usable");

@@ -1,8 +1,8 @@
 #include "vmm/manager_link.h"
 
-#include <algorithm>
-
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 namespace uw::vmm {
 
@@ -32,13 +32,15 @@ Status ManagerLink::Join() {
                {"agent_url", options_.agent_url},
                {"agent_token", options_.agent_token},
                {"capacity", {{"cpu_cores", host.value("cpu_cores", 0)}, {"memory_mib", host.value("memory_mib", 0)}}},
-               {"info", {{"hostname", host.value("hostname", "")}, {"kinds", host.value("kinds", Json::array())},
-                         {"images", host.value("images", Json::array())},
-                         {"kvm", host.value("kvm", Json::object())},
-                         {"libvirt_version", host.value("libvirt_version", 0)}}}};
-  UW_ASSIGN_OR_RETURN(auto r, client_.Do("POST", "/api/v1/hosts/join", body.dump(),
-                                         {{"Authorization", "Bearer " + options_.join_token},
-                                          {"Content-Type", "application/json"}}));
+               {"info",
+                {{"hostname", host.value("hostname", "")},
+                 {"kinds", host.value("kinds", Json::array())},
+                 {"images", host.value("images", Json::array())},
+                 {"kvm", host.value("kvm", Json::object())},
+                 {"libvirt_version", host.value("libvirt_version", 0)}}}};
+  UW_ASSIGN_OR_RETURN(
+      auto r, client_.Do("POST", "/api/v1/hosts/join", body.dump(),
+                         {{"Authorization", "Bearer " + options_.join_token}, {"Content-Type", "application/json"}}));
   if (r.status != 201 && r.status != 200) {
     return api::StatusFromHttp(r.status, r.body).WithContext("joining manager " + options_.manager_url);
   }

@@ -23,11 +23,11 @@
 namespace uw::vmm {
 
 struct ManagerLinkOptions {
-  std::string manager_url;        // "http://10.77.0.254:7800"
-  std::string join_token;         // the cluster join token from the manager's config
+  std::string manager_url;  // "http://10.77.0.254:7800"
+  std::string join_token;   // the cluster join token from the manager's config
   std::string host_name;
-  std::string agent_url;          // where the manager reaches this agent
-  std::string agent_token;        // the bearer token the manager must present to the agent
+  std::string agent_url;             // where the manager reaches this agent
+  std::string agent_token;           // the bearer token the manager must present to the agent
   int heartbeat_interval_ms = 2000;  // until the manager says otherwise on join
   int request_timeout_ms = 10000;
 };
@@ -73,10 +73,10 @@ class ManagerLink {
   api::HttpClient client_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::string host_token_;    // guarded by mu_; "" until joined
-  int interval_ms_;           // guarded by mu_
-  int heartbeats_ = 0;        // guarded by mu_
-  bool stopping_ = false;     // guarded by mu_
+  std::string host_token_;  // guarded by mu_; "" until joined
+  int interval_ms_;         // guarded by mu_
+  int heartbeats_ = 0;      // guarded by mu_
+  bool stopping_ = false;   // guarded by mu_
   std::thread thread_;
 };
 

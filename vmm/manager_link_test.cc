@@ -1,11 +1,11 @@
 #include "vmm/manager_link.h"
 
-#include "vmm/agent.h"
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdio>
 
-#include <gtest/gtest.h>
+#include "vmm/agent.h"
 
 namespace uw::vmm {
 namespace {
@@ -16,7 +16,8 @@ class FakeManager {
  public:
   FakeManager() {
     router_.AddPublic("POST", "/api/v1/hosts/join", [this](const api::Request& req) {
-      if (req.BearerToken() != "join-secret-0123456789") return api::Response::Error(UnauthenticatedError("wrong join token"));
+      if (req.BearerToken() != "join-secret-0123456789")
+        return api::Response::Error(UnauthenticatedError("wrong join token"));
       auto body = req.JsonBody();
       if (!body.ok()) return api::Response::Error(body.status());
       std::lock_guard l(mu_);
@@ -26,7 +27,8 @@ class FakeManager {
     });
     router_.AddPublic("POST", "/api/v1/hosts/{name}/heartbeat", [this](const api::Request& req) {
       std::lock_guard l(mu_);
-      if (req.BearerToken() != token_ || token_.empty()) return api::Response::Error(UnauthenticatedError("wrong host token"));
+      if (req.BearerToken() != token_ || token_.empty())
+        return api::Response::Error(UnauthenticatedError("wrong host token"));
       auto body = req.JsonBody();
       if (!body.ok()) return api::Response::Error(body.status());
       last_heartbeat_ = *body;
@@ -52,7 +54,8 @@ class FakeManager {
 AgentSource FakeSource() {
   return [](std::string_view path) -> Result<Json> {
     if (path == "/api/v1/host") return Json{{"cpu_cores", 8}, {"memory_mib", 16384}, {"hostname", "h"}};
-    if (path == "/api/v1/stats") return Json{{"host", {{"name", "h1"}}}, {"guests", {{{"name", "g"}, {"cpu_cores", 0.25}}}}};
+    if (path == "/api/v1/stats")
+      return Json{{"host", {{"name", "h1"}}}, {"guests", {{{"name", "g"}, {"cpu_cores", 0.25}}}}};
     if (path == "/api/v1/guests") return Json{{"guests", {{{"name", "g"}, {"state", "running"}}}}};
     return NotFoundError(std::string(path));
   };
@@ -109,8 +112,11 @@ TEST(ManagerLinkTest, RejoinsWhenTheManagerForgetsTheSession) {
 }
 
 TEST(ManagerLinkTest, AgentConfigCarriesTheManagerFields) {
-  Json j = {{"host_name", "h1"}, {"token", "agent-token-0123456789"}, {"manager_url", "http://10.77.0.254:7800"},
-            {"join_token", "join-secret-0123456789"}, {"heartbeat_interval_ms", 500}};
+  Json j = {{"host_name", "h1"},
+            {"token", "agent-token-0123456789"},
+            {"manager_url", "http://10.77.0.254:7800"},
+            {"join_token", "join-secret-0123456789"},
+            {"heartbeat_interval_ms", 500}};
   auto c = AgentConfigFromJson(j, "agent.json");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->manager_url, "http://10.77.0.254:7800");
