@@ -212,7 +212,8 @@ class Host:
                 why = read_text(self.file("init.failed"), "init exited")
                 raise TestbedError(f"{self.name} failed to start: {why} (log: {self.file('init.log')})")
             if time.monotonic() >= deadline:
-                raise TestbedError(f"{self.name}: init did not finish within {timeout_s:g}s (log: {self.file('init.log')})")
+                raise TestbedError(f"{self.name}: init did not finish within {timeout_s:g}s "
+                                   f"(log: {self.file('init.log')})")
             time.sleep(POLL_S)
         if not wait_until(timeout_s, f"libvirtd on {self.name} ({self.libvirt_uri})", self.libvirt_answers):
             raise TestbedError(f"libvirtd on {self.name} does not answer; see "
