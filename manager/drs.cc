@@ -9,7 +9,6 @@
 
 #include "api/http.h"
 #include "common/id.h"
-#include "manager/event_bus.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/snapshot_builder.h"

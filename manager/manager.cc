@@ -9,7 +9,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
-#include "manager/event_bus.h"
+#include "manager/event_log.h"
 #include "manager/internal.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
@@ -95,6 +95,7 @@ int64_t Manager::NowMs() const {
 }
 
 Status Manager::Start() {
+  events_.reset();  // a manager started again reopens its store
   UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
   // The bootstrap admin token (replaced when the configured one changes).
   UW_RETURN_IF_ERROR(store_->Exec(
@@ -119,14 +120,8 @@ Status Manager::Start() {
       tokens_[r.Str("token_hash")] = std::move(p);
     }
   }
-  {
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events"));
-    std::lock_guard l(events_mu_);
-    last_event_seq_ = rows[0].Int("seq");
-  }
-  // A new bus for the store just opened (a manager started again reopens its store).
-  event_bus_ = std::make_unique<internal::EventBus>(*store_, clock_, ShowShortNames);
-  event_bus_->Start(last_event_seq_);
+  events_ = std::make_unique<internal::EventLog>(*store_, clock_);
+  UW_RETURN_IF_ERROR(events_->Start());
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {NowMs()}));
@@ -162,7 +157,7 @@ void Manager::Stop() {
     threads.swap(migration_threads_);
   }
   for (auto& [id, t] : threads) t.join();
-  if (event_bus_) event_bus_->Stop();
+  if (events_) events_->Stop();
 }
 
 Status Manager::RecoverTasks() {
@@ -264,43 +259,24 @@ Result<Principal> Manager::Authenticate(std::string_view bearer_token) {
 }
 
 Status Manager::AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data) {
-  UW_RETURN_IF_ERROR(store_->Exec("INSERT INTO events(at_ms, type, subject, tenant, data) VALUES (?, ?, ?, ?, ?)",
-                                  {NowMs(), std::string(type), std::string(subject), std::string(tenant), Dump(data)}));
-  int64_t seq = store_->LastInsertRowId();
-  {
-    std::lock_guard l(events_mu_);
-    last_event_seq_ = std::max(last_event_seq_, seq);
-  }
-  if (event_bus_) event_bus_->Notify(seq);
-  return Status::Ok();
+  if (events_ == nullptr) return FailedPreconditionError("the manager is not started");
+  return events_->Add(type, subject, tenant, data);
 }
 
 void Manager::SubscribeEvents(const Principal& p, int64_t since, bool follow,
                               std::shared_ptr<api::StreamWriter> writer) {
-  if (event_bus_ == nullptr) {  // not started: nothing to serve
+  if (events_ == nullptr) {  // not started: nothing to serve
     writer->Close();
     return;
   }
-  event_bus_->Subscribe(p, since, follow, std::move(writer));
+  events_->Subscribe(p, since, follow, std::move(writer));
 }
 
-size_t Manager::event_subscribers() const { return event_bus_ ? event_bus_->subscribers() : 0; }
+size_t Manager::event_subscribers() const { return events_ ? events_->subscribers() : 0; }
 
 Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since, int64_t limit) {
-  std::vector<SqlRow> rows;
-  if (p.role == Role::kTenant) {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM events WHERE seq > ? AND tenant = ? ORDER BY seq LIMIT ?",
-                                            {since, p.tenant, limit}));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", {since, limit}));
-  }
-  std::vector<Json> out;
-  out.reserve(rows.size());
-  for (const auto& r : rows) {
-    out.push_back(internal::EventRowJson(r));
-    ShowShortNames(p, out.back());
-  }
-  return out;
+  if (events_ == nullptr) return FailedPreconditionError("the manager is not started");
+  return events_->Since(p, since, limit);
 }
 
 // ---------------------------------------------------------------------------------------------

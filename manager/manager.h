@@ -40,7 +40,7 @@
 namespace uw::manager {
 
 namespace internal {
-class EventBus;
+class EventLog;
 class MigrationRun;
 }  // namespace internal
 
@@ -402,9 +402,7 @@ class Manager {
   std::vector<std::thread> workers_;
   std::thread monitor_;
 
-  std::mutex events_mu_;
-  int64_t last_event_seq_ = 0;                     // guarded by events_mu_
-  std::unique_ptr<internal::EventBus> event_bus_;  // set by Start, for the manager's life
+  std::unique_ptr<internal::EventLog> events_;  // set by Start
 
   std::mutex tasks_mu_;
   std::condition_variable tasks_cv_;  // any task finished
