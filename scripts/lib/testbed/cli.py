@@ -1,0 +1,295 @@
+"""Underware test bed: N "hosts" on one machine, each a network namespace with its own libvirtd (and
+uw-agent when given), joined by a bridge. Run as root. See docs/testbed.md.
+
+  scripts/testbed up N [--agent PATH] [--manager URL --join-token T]
+                                        start (idempotent; converges a half-started test bed);
+                                        with --manager the agents join that uw-manager
+  scripts/testbed down                  stop what `up` started and remove it (idempotent)
+  scripts/testbed status                one line per host; exit 0 when everything is up
+  scripts/testbed exec hN CMD...        run CMD inside host hN's namespaces (virsh -c qemu:///system ...)
+
+Env: UW_TESTBED_DIR      state directory (default /var/tmp/uw-testbed)
+     UW_AGENT_BIN        agent binary when --agent is not given
+     UW_TESTBED_TIMEOUT  seconds to wait for each daemon to answer (default 60)
+Exit: 0 done (status: everything up), 1 error (status: something down), 2 usage, 3 status: down.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from .cgroup import CGROUP_NAME, cg_join, cg_remove
+from .host import Host
+from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, setup_bridge, teardown_bridge
+from .process import TestbedError, alive, have, log, read_text, remove, run, write_text
+from .statedir import Testbed
+
+MAX_HOSTS = 200
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def usage():
+    """Prints the usage (this module's docstring) and exits 2."""
+    print(__doc__.rstrip(), file=sys.stderr)
+    sys.exit(2)
+
+
+# ---- testbed.json -------------------------------------------------------------------------------
+
+def description(testbed):
+    """testbed.json's content."""
+    g = testbed.guest_dir
+    manifest_path = os.path.join(g, "manifest.json")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            kernel = json.load(f)["kernel"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TestbedError(f"cannot read the guest's kernel from {manifest_path}: {e}") from None
+    with_agent = bool(testbed.state.agent_bin)
+    return {
+        "dir": testbed.dir,
+        "bridge": {"name": BRIDGE, "address": BRIDGE_ADDR},
+        "hosts": [Host(testbed, n).description(with_agent) for n in range(1, testbed.state.hosts + 1)],
+        "guest": {
+            "vmlinux": os.path.join(g, "vmlinux") if os.path.isfile(os.path.join(g, "vmlinux")) else None,
+            "vmlinuz": os.path.join(g, "vmlinuz"),
+            "kernel": kernel,
+            "initrd": os.path.join(g, "initrd.img"),
+            "lxc_rootfs": os.path.join(g, "lxc-rootfs"),
+            "lxc_init": "/sbin/uw-container-init",
+            "cmdline": "console=ttyS0 quiet",
+            "ready_marker": "UW-GUEST-READY",
+            "channel": "org.underware.guest.0",
+            "manifest": manifest_path,
+        },
+    }
+
+
+def render_testbed_json(doc):
+    """json.dumps(doc, indent=2), except that the bridge and each host are on one line (shell tests
+    `grep '"name": "h1"'` to find a host's line)."""
+    parts = []
+    for key, value in doc.items():
+        if key == "hosts":
+            body = "[" + ",".join("\n    " + json.dumps(h) for h in value) + "\n  ]"
+        elif key == "bridge":
+            body = json.dumps(value)
+        else:
+            body = json.dumps(value, indent=2).replace("\n", "\n  ")
+        parts.append(f"  {json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def write_description(testbed):
+    """Writes DIR/testbed.json (last step of `up`: its presence means the test bed is up)."""
+    write_text(os.path.join(testbed.dir, "testbed.json"), render_testbed_json(description(testbed)))
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+def testbed_from_env():
+    testbed_dir = os.environ.get("UW_TESTBED_DIR") or "/var/tmp/uw-testbed"
+    timeout = os.environ.get("UW_TESTBED_TIMEOUT") or "60"
+    try:
+        timeout_s = float(timeout)
+    except ValueError:
+        raise TestbedError(f"UW_TESTBED_TIMEOUT must be a number of seconds (got {timeout})") from None
+    return Testbed(testbed_dir, timeout_s)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise TestbedError("must run as root")
+
+
+def preflight(testbed):
+    require_root()
+    for tool in ("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd"):
+        if not have(tool):
+            raise TestbedError(f"missing {tool}: run scripts/install-deps")
+    d = testbed.dir
+    hidden = ("/run", "/etc/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt")
+    if d == "/run" or d.startswith("/run/") or any(d.startswith(h) for h in hidden[1:]):
+        raise TestbedError(f"UW_TESTBED_DIR={d} is hidden inside hosts by their private mounts; pick another directory")
+    if not d.startswith("/"):
+        raise TestbedError(f"UW_TESTBED_DIR must be an absolute path (got {d})")
+
+
+def parse_up_args(args):
+    """(count, agent, manager, join_token) from `up`'s arguments; exits 2 on a malformed line."""
+    opts = {"--agent": os.environ.get("UW_AGENT_BIN", ""), "--manager": "", "--join-token": ""}
+    count = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, value = a.partition("=")
+        if a in ("-h", "--help"):
+            usage()
+        elif a in opts:
+            if i + 1 >= len(args):
+                usage()
+            opts[a] = args[i + 1]
+            i += 1
+        elif eq and name in opts:
+            opts[name] = value
+        elif count is None:
+            count = a
+        else:
+            usage()
+        i += 1
+    return count, opts["--agent"], opts["--manager"], opts["--join-token"]
+
+
+def cmd_up(args):
+    count, agent, manager, join = parse_up_args(args)
+    if count is None or not re.fullmatch(r"[0-9]+", count) or not 1 <= int(count) <= MAX_HOSTS:
+        raise TestbedError(f"up needs a host count (1..{MAX_HOSTS})")
+    want = int(count)
+    if agent:
+        if not os.access(agent, os.X_OK):
+            raise TestbedError(f"agent binary {agent} is not executable")
+        agent = os.path.abspath(agent)
+    if manager:
+        if not agent:
+            raise TestbedError("--manager needs --agent (the agents are what joins the manager)")
+        if not join:
+            raise TestbedError("--manager needs --join-token (the join_token of the manager's config)")
+        if not re.match(r"https?://", manager):
+            raise TestbedError(f"--manager must be a URL (http://ADDRESS:PORT), got '{manager}'")
+    testbed = testbed_from_env()
+    preflight(testbed)
+    testbed.lock()
+    testbed.check_owner(sys.argv[0])
+    state = testbed.state.load()
+    if state.hosts > 0 and state.hosts != want:
+        raise TestbedError(f"the test bed is up with {state.hosts} hosts; run '{sys.argv[0]} down' first")
+    started = time.monotonic()
+
+    # The test guest, shared by every host (same path everywhere, so migration finds the kernel).
+    build = subprocess.run([os.path.join(REPO, "guest", "build-test-guest"), testbed.guest_dir],
+                           stdin=subprocess.DEVNULL, stdout=sys.stderr)
+    if build.returncode != 0:
+        raise TestbedError(f"guest/build-test-guest {testbed.guest_dir} failed (exit {build.returncode})")
+
+    state.hosts = want
+    state.agent_bin = agent
+    state.save()
+    setup_bridge(testbed.dir, state)
+    hosts = [Host(testbed, n) for n in range(1, want + 1)]
+    for host in hosts:
+        if not host.healthy():
+            host.start()
+    for host in hosts:
+        if agent:
+            host.start_agent(agent, manager, join)
+        else:
+            host.stop_agent()
+    write_description(testbed)
+    log(f"up: {want} hosts in {(time.monotonic() - started) * 1000:.0f} ms; {testbed.dir}/testbed.json")
+    return 0
+
+
+def cmd_down(args):
+    require_root()
+    testbed = testbed_from_env()
+    if not os.path.isdir(testbed.dir):
+        log(f"down: nothing to do ({testbed.dir} does not exist)")
+        return 0
+    testbed.lock()
+    description, state_file = os.path.join(testbed.dir, "testbed.json"), testbed.state.path
+    owner = bridge_owner()
+    if owner and owner != testbed.dir:
+        # The machine-wide names belong to another test bed: nothing here to stop.
+        log(f"down: nothing to do for {testbed.dir} (the test bed that is up belongs to UW_TESTBED_DIR={owner})")
+        remove(description, state_file)
+        return 0
+    state = testbed.state.load()
+    # Hosts from the state file, plus any host directory left by an interrupted `up`.
+    count = max([state.hosts] + testbed.host_numbers_on_disk())
+    for n in range(1, count + 1):
+        host = Host(testbed, n)
+        if os.path.isdir(host.dir) or netns_exists(host.netns):
+            host.stop()
+    teardown_bridge(testbed.dir, state)
+    cg_remove(CGROUP_NAME)
+    if state.made_run_netns and os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
+        # ip netns mounts /run/netns on itself; a second entry may be stacked.
+        run(["umount", "/run/netns"], check=False)
+        run(["umount", "/run/netns"], check=False)
+        try:
+            os.rmdir("/run/netns")
+        except OSError:
+            pass
+    remove(description, state_file)
+    log("down")
+    return 0
+
+
+def cmd_status(args):
+    """One line per host; 0 when every daemon is up, 1 when one is down, 3 when the test bed is down."""
+    testbed = testbed_from_env()
+    state = testbed.state.load()
+    if state.hosts == 0:
+        print(f"test bed is down ({testbed.dir})")
+        return 3
+    row = "{:<4} {:<12} {:<8} {:<8} {:<8} {:<10} {}"
+    print(row.format("HOST", "ADDRESS", "HOLDER", "VIRTLOGD", "LIBVIRTD", "LIBVIRT_API", "AGENT"))
+    everything_up = True
+    for n in range(1, state.hosts + 1):
+        host = Host(testbed, n)
+
+        def pid_or_down(name, comm):
+            pid = alive(host.file(name), comm)
+            return "down" if pid is None else str(pid)
+
+        holder, virtlogd, libvirtd = (pid_or_down("holder.pid", "sleep"), pid_or_down("virtlogd.pid", "virtlogd"),
+                                      pid_or_down("libvirtd.pid", "libvirtd"))
+        api = "ok" if host.libvirt_answers() else "down"
+        agent = "none"
+        if state.agent_bin:
+            agent = f"ok(pid {read_text(host.file('agent.pid'), '')})" if host.agent_healthy() else "down"
+        columns = (holder, virtlogd, libvirtd, api, agent)
+        print(row.format(host.name, host.address, *columns), flush=True)
+        everything_up = everything_up and "down" not in columns
+    return 0 if everything_up else 1
+
+
+def cmd_exec(args):
+    """Replaces this process with CMD inside host hN's network, mount, UTS and cgroup namespaces
+    (through the holder) and its /daemons cgroup; the exit status is CMD's."""
+    if len(args) < 2:
+        usage()
+    name, command = args[0], args[1:]
+    if not re.fullmatch(r"h[0-9]+", name):
+        raise TestbedError(f"unknown host {name} (expected hN)")
+    testbed = testbed_from_env()
+    hostdir = os.path.join(testbed.dir, name)
+    holder = alive(os.path.join(hostdir, "holder.pid"), "sleep")
+    if holder is None:
+        raise TestbedError(f"host {name} is not up")
+    cg_join(f"{CGROUP_NAME}/{name}/daemons", os.getpid())
+    # Python ignores these; the command should not inherit that.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    os.execvp("nsenter", ["nsenter", "-t", str(holder), "-m", "-u", "-C", "-n", "--wd=/", "--"] + command)
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec}
+
+
+def main(argv):
+    """Runs the command line ARGV (without the program name); returns the exit status."""
+    if not argv or argv[0] not in COMMANDS:
+        usage()
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (TestbedError, OSError) as e:
+        print(f"testbed: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
