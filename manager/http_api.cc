@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "manager/idempotency.h"
 #include "manager/views.h"
 
 namespace uw::manager {
@@ -57,7 +58,7 @@ Response AnswerDrs(const Result<DrsConfig>& r) {
 
 class Api {
  public:
-  explicit Api(Manager& m) : m_(m) {}
+  explicit Api(Manager& m) : m_(m), idempotency_(m.clock()) {}
 
   // Resolves the caller and checks the role; `need`: "read" (any role; tenants see their own),
   // "cluster-read" (any but tenant), "write" (not billing-reader or read-only), "operator"
@@ -82,9 +83,9 @@ class Api {
     std::string key = req.Header("idempotency-key");
     if (key.empty()) return fn();
     if (key.size() > 255) return Response::Error(InvalidArgumentError("Idempotency-Key: at most 255 characters"));
-    std::lock_guard l(m_.idempotency_mutex());
+    std::lock_guard l(idempotency_.mutex());
     std::string hash = Sha256Hex(req.body);
-    auto prior = m_.FindIdempotent(p.token_id, key);
+    auto prior = idempotency_.Find(m_.store(), p.token_id, key);
     if (!prior.ok()) return Response::Error(prior.status());
     if (*prior) {
       const auto& s = **prior;
@@ -100,8 +101,8 @@ class Api {
     }
     Response r = fn();
     if (r.status < 500 && !r.stream) {
-      Manager::StoredResponse s{r.status, r.body, hash, req.method, req.path};
-      if (Status st = m_.SaveIdempotent(p.token_id, key, s); !st.ok())
+      internal::IdempotencyLog::Entry s{r.status, r.body, hash, req.method, req.path};
+      if (Status st = idempotency_.Save(m_.store(), p.token_id, key, s); !st.ok())
         spdlog::warn("idempotency record: {}", st.ToString());
     }
     return r;
@@ -444,6 +445,7 @@ class Api {
 
  private:
   Manager& m_;
+  internal::IdempotencyLog idempotency_;
 };
 
 }  // namespace

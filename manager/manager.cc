@@ -166,9 +166,6 @@ void Manager::MonitorLoop() {
     if (Status s = store_->Exec("DELETE FROM usage_samples WHERE at_ms < ?", {NowMs() - 86'400'000}); !s.ok()) {
       spdlog::warn("pruning usage samples: {}", s.ToString());
     }
-    if (Status s = store_->Exec("DELETE FROM idempotency WHERE created_ms < ?", {NowMs() - 86'400'000}); !s.ok()) {
-      spdlog::warn("pruning idempotency records: {}", s.ToString());
-    }
     if (config_.drs_interval_ms > 0 &&
         clock_.Monotonic() - last_drs >= std::chrono::milliseconds(config_.drs_interval_ms)) {
       last_drs = clock_.Monotonic();
@@ -232,26 +229,6 @@ Result<Page<TokenInfo>> Manager::ListTokens(const PageQuery& page) {
 Status Manager::DeleteToken(std::string_view id) {
   if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
   return tokens_->Delete(id);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Idempotency
-
-Result<std::optional<Manager::StoredResponse>> Manager::FindIdempotent(const std::string& principal,
-                                                                       const std::string& key) {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_->Query("SELECT * FROM idempotency WHERE principal = ? AND key = ?", {principal, key}));
-  if (rows.empty()) return std::optional<StoredResponse>();
-  StoredResponse r{static_cast<int>(rows[0].Int("status")), rows[0].Str("response"), rows[0].Str("body_hash"),
-                   rows[0].Str("method"), rows[0].Str("path")};
-  return std::optional<StoredResponse>(std::move(r));
-}
-
-Status Manager::SaveIdempotent(const std::string& principal, const std::string& key, const StoredResponse& r) {
-  return store_->Exec(
-      "INSERT INTO idempotency(principal, key, method, path, body_hash, status, response, created_ms) VALUES "
-      "(?, ?, ?, ?, ?, ?, ?, ?)",
-      {principal, key, r.method, r.path, r.body_hash, int64_t{r.status}, r.body, NowMs()});
 }
 
 }  // namespace uw::manager

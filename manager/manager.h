@@ -171,6 +171,7 @@ class Manager {
   // Stops loops and workers (tasks being run finish their current agent call). Idempotent.
   void Stop();
   const ManagerConfig& config() const { return config_; }
+  Clock& clock() { return clock_; }
   Store& store() { return *store_; }
 
   // kUnauthenticated for a missing or unknown token.
@@ -292,17 +293,6 @@ class Manager {
   // One DRS pass: plan, store recommendations (manual) or apply them (automatic). Returns the plan.
   Result<Json> RunDrs();
 
-  // Recorded POST answers for Idempotency-Key (the HTTP layer calls these).
-  struct StoredResponse {
-    int status = 0;
-    std::string body;
-    std::string body_hash;
-    std::string method, path;
-  };
-  Result<std::optional<StoredResponse>> FindIdempotent(const std::string& principal, const std::string& key);
-  Status SaveIdempotent(const std::string& principal, const std::string& key, const StoredResponse& r);
-  std::mutex& idempotency_mutex() { return idem_mu_; }
-
  private:
   struct TaskRow;
   Result<Json> TaskJson(std::string_view id);
@@ -383,8 +373,6 @@ class Manager {
   std::condition_variable tasks_cv_;  // any task finished
 
   std::unique_ptr<internal::TokenRegistry> tokens_;  // set by Start
-
-  std::mutex idem_mu_;
 
   // What a guest's listing takes from its stored spec, kept while the spec text is unchanged.
   struct SpecFacts {
