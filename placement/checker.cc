@@ -118,48 +118,49 @@ struct Replay {
     }
     return false;
   }
-};
 
-std::string MoveLabel(size_t i, const Move& m) {
-  return "moves[" + std::to_string(i) + "] (" + m.vm + " " + m.from + " -> " + m.to + ")";
-}
+  Result<int> HostOf(const std::string& name, const std::string& path) const {
+    auto it = host_idx.find(name);
+    if (it == host_idx.end()) return InvalidArgumentError(path + ": unknown host '" + name + "'");
+    return it->second;
+  }
 
-Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
-  Replay st(s);
-  auto host_of = [&](const std::string& name, const std::string& path) -> Result<int> {
-    auto it = st.host_idx.find(name);
-    if (it == st.host_idx.end()) return InvalidArgumentError(path + ": unknown host '" + name + "'");
+  Result<int> VmOf(const std::string& name, const std::string& path) const {
+    auto it = vm_idx.find(name);
+    if (it == vm_idx.end()) return InvalidArgumentError(path + ": unknown guest '" + name + "'");
     return it->second;
-  };
-  auto vm_of = [&](const std::string& name, const std::string& path) -> Result<int> {
-    auto it = st.vm_idx.find(name);
-    if (it == st.vm_idx.end()) return InvalidArgumentError(path + ": unknown guest '" + name + "'");
-    return it->second;
-  };
-  auto rule_check = [&](const std::vector<int>& rules, const std::vector<int64_t>& before,
-                        const std::string& label) -> Status {
+  }
+
+  std::vector<int64_t> Measures(const std::vector<int>& rules) const {
+    std::vector<int64_t> m;
+    for (int r : rules) m.push_back(Measure(r));
+    return m;
+  }
+
+  // No rule of `rules` is broken worse than it was (`before`, from Measures).
+  Status RuleCheck(const std::vector<int>& rules, const std::vector<int64_t>& before, const std::string& label) const {
     for (size_t k = 0; k < rules.size(); ++k) {
-      int64_t after = st.Measure(rules[k]);
+      int64_t after = Measure(rules[k]);
       if (after > before[k]) {
         return FailedPreconditionError(label + ": breaks required rule '" + s.rules[rules[k]].name + "' (" +
                                        std::string(RuleTypeName(s.rules[rules[k]].type)) + ")");
       }
     }
     return Status::Ok();
-  };
-  auto measures = [&](const std::vector<int>& rules) {
-    std::vector<int64_t> m;
-    for (int r : rules) m.push_back(st.Measure(r));
-    return m;
-  };
+  }
+};
 
-  // 1. Power-on actions.
+std::string MoveLabel(size_t i, const Move& m) {
+  return "moves[" + std::to_string(i) + "] (" + m.vm + " " + m.from + " -> " + m.to + ")";
+}
+
+// 1. Power-on actions; the power-off actions are collected for the last step.
+Status PowerOn(Replay& st, const Plan& plan, std::vector<int>& power_off) {
   std::unordered_set<int> powered;
-  std::vector<int> power_off;
   for (size_t i = 0; i < plan.power.size(); ++i) {
     const PowerAction& a = plan.power[i];
     const std::string label = "power[" + std::to_string(i) + "] (" + a.host + ")";
-    UW_ASSIGN_OR_RETURN(int h, host_of(a.host, "power[" + std::to_string(i) + "].host"));
+    UW_ASSIGN_OR_RETURN(int h, st.HostOf(a.host, "power[" + std::to_string(i) + "].host"));
     if (!powered.insert(h).second) return FailedPreconditionError(label + ": second power action for the host");
     if (a.action == PowerActionType::kPowerOn) {
       if (st.state[h] != HostState::kStandby) {
@@ -171,21 +172,25 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
       power_off.push_back(static_cast<int>(i));
     }
   }
+  return Status::Ok();
+}
 
-  // 2. Placements (new guests and restarts of guests whose host failed).
+// 2. Placements (new guests and restarts of guests whose host failed).
+Status Placements(Replay& st, const Plan& plan) {
+  const Snapshot& s = st.s;
   for (size_t i = 0; i < plan.placements.size(); ++i) {
     const PlacementStep& p = plan.placements[i];
     const std::string path = "placements[" + std::to_string(i) + "]";
     const std::string label = path + " (" + p.vm + " -> " + p.host + ")";
-    UW_ASSIGN_OR_RETURN(int v, vm_of(p.vm, path + ".vm"));
-    UW_ASSIGN_OR_RETURN(int h, host_of(p.host, path + ".host"));
+    UW_ASSIGN_OR_RETURN(int v, st.VmOf(p.vm, path + ".vm"));
+    UW_ASSIGN_OR_RETURN(int h, st.HostOf(p.host, path + ".host"));
     if (st.Running(v) >= 0)
       return FailedPreconditionError(label + ": guest is already running on " + s.hosts[st.vm_host[v]].name);
     if (st.state[h] != HostState::kOn) {
       return FailedPreconditionError(label + ": host is " + std::string(HostStateName(st.state[h])));
     }
     std::vector<int> rules = st.HardRulesOf({v});
-    std::vector<int64_t> before = measures(rules);
+    std::vector<int64_t> before = st.Measures(rules);
     if (st.vm_host[v] >= 0) st.mem_used[st.vm_host[v]] -= s.vms[v].memory_mib;
     st.vm_host[v] = h;
     st.mem_used[h] += s.vms[v].memory_mib;
@@ -194,59 +199,74 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
                                      std::to_string(st.mem_used[h]) + " > " + std::to_string(s.hosts[h].memory_mib) +
                                      " MiB)");
     }
-    UW_RETURN_IF_ERROR(rule_check(rules, before, label));
+    UW_RETURN_IF_ERROR(st.RuleCheck(rules, before, label));
     if (int r = st.BrokenByArrival(v); r >= 0) {
       return FailedPreconditionError(label + ": breaks required rule '" + s.rules[r].name + "'");
     }
   }
+  return Status::Ok();
+}
 
-  // 3. Moves, in order; a run of moves of one required-affinity group between the same two hosts
-  // is one step.
-  std::vector<char> moved(s.vms.size(), 0);
+// The guests of the step that starts at moves[i]: a run of moves of one required-affinity group
+// between the same two hosts.
+Result<std::vector<int>> MoveBatch(const Replay& st, const Plan& plan, size_t i) {
+  UW_ASSIGN_OR_RETURN(int v0, st.VmOf(plan.moves[i].vm, "moves[" + std::to_string(i) + "].vm"));
+  std::vector<int> batch{v0};
+  for (size_t j = i + 1;
+       j < plan.moves.size() && plan.moves[j].from == plan.moves[i].from && plan.moves[j].to == plan.moves[i].to; ++j) {
+    auto it = st.vm_idx.find(plan.moves[j].vm);
+    if (it == st.vm_idx.end()) break;
+    bool linked = std::any_of(batch.begin(), batch.end(), [&](int b) { return st.SharesHardAffinity(b, it->second); });
+    if (!linked) break;
+    batch.push_back(it->second);
+  }
+  return batch;
+}
+
+// Moves guest `v` as moves[k] says, after checking the move itself.
+Status MoveGuest(Replay& st, const Plan& plan, size_t k, int v) {
+  const Snapshot& s = st.s;
+  const Move& m = plan.moves[k];
+  const std::string path = "moves[" + std::to_string(k) + "]";
+  const std::string lk = MoveLabel(k, m);
+  UW_ASSIGN_OR_RETURN(int from, st.HostOf(m.from, path + ".from"));
+  UW_ASSIGN_OR_RETURN(int to, st.HostOf(m.to, path + ".to"));
+  const Vm& vm = s.vms[v];
+  if (!vm.CanLiveMigrate() && !m.cold) {
+    return FailedPreconditionError(lk + ": guest cannot live-migrate (" +
+                                   std::string(vm.kind == GuestKind::kLxc ? "lxc" : "migratable: false") + ")");
+  }
+  if (st.vm_host[v] != from) {
+    return FailedPreconditionError(lk + ": guest is on " +
+                                   (st.vm_host[v] < 0 ? std::string("no host") : s.hosts[st.vm_host[v]].name) +
+                                   ", not " + m.from);
+  }
+  if (from == to) return FailedPreconditionError(lk + ": source and destination are the same host");
+  if (st.state[from] != HostState::kOn && st.state[from] != HostState::kMaintenance) {
+    return FailedPreconditionError(lk + ": source host is " + std::string(HostStateName(st.state[from])));
+  }
+  if (st.state[to] != HostState::kOn) {
+    return FailedPreconditionError(lk + ": destination host is " + std::string(HostStateName(st.state[to])));
+  }
+  st.vm_host[v] = to;
+  st.mem_used[from] -= vm.memory_mib;
+  st.mem_used[to] += vm.memory_mib;
+  return Status::Ok();
+}
+
+// 3. Moves, in order; a run of moves of one required-affinity group between the same two hosts
+// is one step. Marks the guests that moved.
+Status Moves(Replay& st, const Plan& plan, std::vector<char>& moved) {
+  const Snapshot& s = st.s;
   for (size_t i = 0; i < plan.moves.size();) {
-    size_t j = i + 1;
-    UW_ASSIGN_OR_RETURN(int v0, vm_of(plan.moves[i].vm, "moves[" + std::to_string(i) + "].vm"));
-    std::vector<int> batch{v0};
-    while (j < plan.moves.size() && plan.moves[j].from == plan.moves[i].from && plan.moves[j].to == plan.moves[i].to) {
-      auto it = st.vm_idx.find(plan.moves[j].vm);
-      if (it == st.vm_idx.end()) break;
-      bool linked =
-          std::any_of(batch.begin(), batch.end(), [&](int b) { return st.SharesHardAffinity(b, it->second); });
-      if (!linked) break;
-      batch.push_back(it->second);
-      ++j;
-    }
+    UW_ASSIGN_OR_RETURN(std::vector<int> batch, MoveBatch(st, plan, i));
+    const size_t j = i + batch.size();
     const std::string label = MoveLabel(i, plan.moves[i]);
     std::vector<int> rules = st.HardRulesOf(batch);
-    std::vector<int64_t> before = measures(rules);
+    std::vector<int64_t> before = st.Measures(rules);
     for (size_t k = i; k < j; ++k) {
-      const Move& m = plan.moves[k];
-      const std::string path = "moves[" + std::to_string(k) + "]";
-      const std::string lk = MoveLabel(k, m);
-      int v = batch[k - i];
-      UW_ASSIGN_OR_RETURN(int from, host_of(m.from, path + ".from"));
-      UW_ASSIGN_OR_RETURN(int to, host_of(m.to, path + ".to"));
-      const Vm& vm = s.vms[v];
-      if (!vm.CanLiveMigrate() && !m.cold) {
-        return FailedPreconditionError(lk + ": guest cannot live-migrate (" +
-                                       std::string(vm.kind == GuestKind::kLxc ? "lxc" : "migratable: false") + ")");
-      }
-      if (st.vm_host[v] != from) {
-        return FailedPreconditionError(lk + ": guest is on " +
-                                       (st.vm_host[v] < 0 ? std::string("no host") : s.hosts[st.vm_host[v]].name) +
-                                       ", not " + m.from);
-      }
-      if (from == to) return FailedPreconditionError(lk + ": source and destination are the same host");
-      if (st.state[from] != HostState::kOn && st.state[from] != HostState::kMaintenance) {
-        return FailedPreconditionError(lk + ": source host is " + std::string(HostStateName(st.state[from])));
-      }
-      if (st.state[to] != HostState::kOn) {
-        return FailedPreconditionError(lk + ": destination host is " + std::string(HostStateName(st.state[to])));
-      }
-      st.vm_host[v] = to;
-      st.mem_used[from] -= vm.memory_mib;
-      st.mem_used[to] += vm.memory_mib;
-      moved[v] = 1;
+      UW_RETURN_IF_ERROR(MoveGuest(st, plan, k, batch[k - i]));
+      moved[batch[k - i]] = 1;
     }
     int to = st.host_idx.at(plan.moves[i].to);
     if (st.mem_used[to] > s.hosts[to].memory_mib) {
@@ -254,7 +274,7 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
                                      std::to_string(st.mem_used[to]) + " > " + std::to_string(s.hosts[to].memory_mib) +
                                      " MiB)");
     }
-    UW_RETURN_IF_ERROR(rule_check(rules, before, label));
+    UW_RETURN_IF_ERROR(st.RuleCheck(rules, before, label));
     for (size_t k = i; k < j; ++k) {
       if (int r = st.BrokenByArrival(batch[k - i]); r >= 0) {
         return FailedPreconditionError(MoveLabel(k, plan.moves[k]) + ": breaks required rule '" + s.rules[r].name +
@@ -263,8 +283,12 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
     }
     i = j;
   }
+  return Status::Ok();
+}
 
-  // 4. Power-off actions: only empty hosts, never below min_hosts_on.
+// 4. Power-off actions: only empty hosts, never below min_hosts_on.
+Status PowerOff(Replay& st, const Plan& plan, const std::vector<int>& power_off) {
+  const Snapshot& s = st.s;
   for (int i : power_off) {
     const PowerAction& a = plan.power[i];
     const std::string label = "power[" + std::to_string(i) + "] (" + a.host + ")";
@@ -287,15 +311,29 @@ Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
                                      std::to_string(s.settings.dpm.min_hosts_on));
     }
   }
+  return Status::Ok();
+}
 
-  if (out) {
-    *out = s;
-    for (size_t h = 0; h < s.hosts.size(); ++h) out->hosts[h].state = st.state[h];
-    for (size_t v = 0; v < s.vms.size(); ++v) {
-      out->vms[v].host = st.vm_host[v] < 0 ? std::string() : s.hosts[st.vm_host[v]].name;
-      if (moved[v]) out->vms[v].last_moved_ago_s = 0.0;
-    }
+// The snapshot after the plan: host states, guests' hosts, and moved guests' move history.
+void WriteSnapshot(const Replay& st, const std::vector<char>& moved, Snapshot* out) {
+  const Snapshot& s = st.s;
+  *out = s;
+  for (size_t h = 0; h < s.hosts.size(); ++h) out->hosts[h].state = st.state[h];
+  for (size_t v = 0; v < s.vms.size(); ++v) {
+    out->vms[v].host = st.vm_host[v] < 0 ? std::string() : s.hosts[st.vm_host[v]].name;
+    if (moved[v]) out->vms[v].last_moved_ago_s = 0.0;
   }
+}
+
+Status Run(const Snapshot& s, const Plan& plan, Snapshot* out) {
+  Replay st(s);
+  std::vector<int> power_off;
+  UW_RETURN_IF_ERROR(PowerOn(st, plan, power_off));
+  UW_RETURN_IF_ERROR(Placements(st, plan));
+  std::vector<char> moved(s.vms.size(), 0);
+  UW_RETURN_IF_ERROR(Moves(st, plan, moved));
+  UW_RETURN_IF_ERROR(PowerOff(st, plan, power_off));
+  if (out) WriteSnapshot(st, moved, out);
   return Status::Ok();
 }
 

@@ -1,3 +1,5 @@
+// Seeded cluster generation (Generate): host classes sized for the requested density, three
+// pools, a t-shirt mix of guests in a skewed placement, and rules that hold in that placement.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -36,19 +38,13 @@ std::string Name(const char* prefix, int64_t i, int width) {
 
 int Width(int64_t n) { return std::max(2, static_cast<int>(std::to_string(std::max<int64_t>(1, n - 1)).size())); }
 
-}  // namespace
-
-Snapshot Generate(const GenOptions& o) {
-  std::mt19937_64 rng(o.seed);
-  std::uniform_real_distribution<double> uni(0, 1);
-  Snapshot s;
-  const int64_t hosts = std::max<int64_t>(1, o.hosts);
+// Two host classes sized for the density: every fourth host is half the size of the others.
+void AddHosts(const GenOptions& o, int64_t hosts, Snapshot& s) {
   double avg_mem = 0, avg_vcpus = 0;
   for (const Size& z : kSizes) {
     avg_mem += z.weight * static_cast<double>(z.memory_mib);
     avg_vcpus += z.weight * static_cast<double>(z.vcpus);
   }
-  // Host classes sized for the density: every fourth host is half the size of the others.
   const double avg_class = o.uniform_hosts ? 1.0 : 0.75 + 0.125;
   const double gib = 1024;
   double mem_needed = static_cast<double>(o.vms) * avg_mem / (static_cast<double>(hosts) * avg_class * o.memory_fill);
@@ -68,6 +64,9 @@ Snapshot Generate(const GenOptions& o) {
     x.power = small ? placement::HostPower{120, 300} : placement::HostPower{200, 500};
     s.hosts.push_back(x);
   }
+}
+
+void AddPools(Snapshot& s) {
   Pool prod, dev, batch;
   prod.name = "prod";
   prod.cpu.shares = prod.memory.shares = 8000;
@@ -76,7 +75,11 @@ Snapshot Generate(const GenOptions& o) {
   batch.name = "batch";
   batch.cpu.shares = batch.memory.shares = 2000;
   s.pools = {prod, dev, batch};
+}
 
+// Guests of a t-shirt mix, placed skewed (most on the first third) without over-committing memory.
+void AddGuests(const GenOptions& o, int64_t hosts, std::mt19937_64& rng, std::uniform_real_distribution<double>& uni,
+               Snapshot& s) {
   std::vector<int64_t> used(hosts, 0);
   const int64_t third = std::max<int64_t>(1, hosts / 3);
   const int vw = Width(o.vms);
@@ -110,74 +113,123 @@ Snapshot Generate(const GenOptions& o) {
     }
     s.vms.push_back(v);
   }
+}
 
-  // Rules that hold in the generated placement.
-  std::vector<std::vector<int>> on_host(hosts);
-  std::unordered_map<std::string, int> host_idx;
-  for (int64_t h = 0; h < hosts; ++h) host_idx[s.hosts[h].name] = static_cast<int>(h);
-  for (size_t i = 0; i < s.vms.size(); ++i) {
-    if (!s.vms[i].host.empty()) on_host[host_idx[s.vms[i].host]].push_back(static_cast<int>(i));
+// Adds rules that hold in the generated placement, each over guests not yet in a rule.
+class RuleMaker {
+ public:
+  RuleMaker(int64_t hosts, std::mt19937_64& rng, Snapshot& s)
+      : hosts_(hosts), rng_(rng), s_(s), on_host_(hosts), in_rule_(s.vms.size(), 0) {
+    std::unordered_map<std::string, int> host_idx;
+    for (int64_t h = 0; h < hosts; ++h) host_idx[s.hosts[h].name] = static_cast<int>(h);
+    for (size_t i = 0; i < s.vms.size(); ++i) {
+      if (!s.vms[i].host.empty()) on_host_[host_idx[s.vms[i].host]].push_back(static_cast<int>(i));
+    }
   }
-  std::vector<char> in_rule(s.vms.size(), 0);
-  auto pick_free = [&](int h) -> int {
-    for (int tries = 0; tries < 8 && !on_host[h].empty(); ++tries) {
-      int v = on_host[h][rng() % on_host[h].size()];
-      if (!in_rule[v]) return v;
+
+  void Add(int64_t rules) {
+    for (int64_t k = 0, attempts = 0; k < rules && attempts < rules * 20; ++attempts) {
+      Rule r;
+      r.name = Name("rule", k, Width(rules));
+      int kind = static_cast<int>(k % 4);
+      bool made = kind == 0 ? AntiAffinity(k, r) : kind == 1 ? Affinity(k, r) : VmHost(kind, r);
+      if (!made) continue;
+      for (const auto& name : r.vms) {
+        for (size_t i = 0; i < s_.vms.size(); ++i) {
+          if (s_.vms[i].name == name) in_rule_[i] = 1;
+        }
+      }
+      s_.rules.push_back(r);
+      ++k;
+    }
+  }
+
+ private:
+  // A guest of host h in no rule yet (a few random tries), or -1.
+  int PickFree(int h) {
+    std::mt19937_64& rng = rng_;
+    for (int tries = 0; tries < 8 && !on_host_[h].empty(); ++tries) {
+      int v = on_host_[h][rng() % on_host_[h].size()];
+      if (!in_rule_[v]) return v;
     }
     return -1;
-  };
-  for (int64_t k = 0, attempts = 0; k < o.rules && attempts < o.rules * 20; ++attempts) {
-    Rule r;
-    r.name = Name("rule", k, Width(o.rules));
-    int kind = static_cast<int>(k % 4);
-    if (kind == 0) {  // anti-affinity across 2-3 hosts
-      int n = 2 + static_cast<int>(rng() % 2);
-      std::vector<int> hs;
-      while (static_cast<int>(hs.size()) < n && hosts >= n) {
-        int h = static_cast<int>(rng() % hosts);
-        if (std::find(hs.begin(), hs.end(), h) == hs.end()) hs.push_back(h);
-      }
-      for (int h : hs) {
-        int v = pick_free(h);
-        if (v >= 0) r.vms.push_back(s.vms[v].name);
-      }
-      if (r.vms.size() < 2) continue;
-      r.type = RuleType::kVmAntiAffinity;
-      r.required = (k / 4) % 4 != 3;
-    } else if (kind == 1) {  // affinity of two guests that share a host
-      int h = static_cast<int>(rng() % hosts);
-      int a = pick_free(h), b = pick_free(h);
-      if (a < 0 || b < 0 || a == b) continue;
-      r.vms = {s.vms[a].name, s.vms[b].name};
-      r.type = RuleType::kVmAffinity;
-      r.required = (k / 4) % 2 == 0;
-    } else {  // vm-host over racks: must (own rack) or should-not (another rack)
-      int h = static_cast<int>(rng() % hosts);
-      int v = pick_free(h);
-      if (v < 0) continue;
-      r.type = RuleType::kVmHost;
-      r.vms = {s.vms[v].name};
-      std::string rack = s.hosts[h].groups[0];
-      if (kind == 2) {
-        r.mode = HostRuleMode::kMust;
-        r.groups = {rack};
-      } else {
-        int other = static_cast<int>((h / 8 + 1) % ((hosts + 7) / 8));
-        std::string other_rack = "rack-" + std::to_string(other);
-        if (other_rack == rack) continue;
-        r.mode = HostRuleMode::kShouldNot;
-        r.groups = {other_rack};
-      }
-      r.required = r.mode == HostRuleMode::kMust;
-    }
-    for (const auto& name : r.vms) {
-      for (size_t i = 0; i < s.vms.size(); ++i) {
-        if (s.vms[i].name == name) in_rule[i] = 1;
-      }
-    }
-    s.rules.push_back(r);
-    ++k;
   }
+
+  // Anti-affinity across 2-3 hosts.
+  bool AntiAffinity(int64_t k, Rule& r) {
+    std::mt19937_64& rng = rng_;
+    const int64_t hosts = hosts_;
+    int n = 2 + static_cast<int>(rng() % 2);
+    std::vector<int> hs;
+    while (static_cast<int>(hs.size()) < n && hosts >= n) {
+      int h = static_cast<int>(rng() % hosts);
+      if (std::find(hs.begin(), hs.end(), h) == hs.end()) hs.push_back(h);
+    }
+    for (int h : hs) {
+      int v = PickFree(h);
+      if (v >= 0) r.vms.push_back(s_.vms[v].name);
+    }
+    if (r.vms.size() < 2) return false;
+    r.type = RuleType::kVmAntiAffinity;
+    r.required = (k / 4) % 4 != 3;
+    return true;
+  }
+
+  // Affinity of two guests that share a host.
+  bool Affinity(int64_t k, Rule& r) {
+    std::mt19937_64& rng = rng_;
+    const int64_t hosts = hosts_;
+    int h = static_cast<int>(rng() % hosts);
+    int a = PickFree(h), b = PickFree(h);
+    if (a < 0 || b < 0 || a == b) return false;
+    r.vms = {s_.vms[a].name, s_.vms[b].name};
+    r.type = RuleType::kVmAffinity;
+    r.required = (k / 4) % 2 == 0;
+    return true;
+  }
+
+  // vm-host over racks: must (own rack) or should-not (another rack).
+  bool VmHost(int kind, Rule& r) {
+    std::mt19937_64& rng = rng_;
+    const int64_t hosts = hosts_;
+    int h = static_cast<int>(rng() % hosts);
+    int v = PickFree(h);
+    if (v < 0) return false;
+    r.type = RuleType::kVmHost;
+    r.vms = {s_.vms[v].name};
+    std::string rack = s_.hosts[h].groups[0];
+    if (kind == 2) {
+      r.mode = HostRuleMode::kMust;
+      r.groups = {rack};
+    } else {
+      int other = static_cast<int>((h / 8 + 1) % ((hosts + 7) / 8));
+      std::string other_rack = "rack-" + std::to_string(other);
+      if (other_rack == rack) return false;
+      r.mode = HostRuleMode::kShouldNot;
+      r.groups = {other_rack};
+    }
+    r.required = r.mode == HostRuleMode::kMust;
+    return true;
+  }
+
+  const int64_t hosts_;
+  std::mt19937_64& rng_;
+  Snapshot& s_;
+  std::vector<std::vector<int>> on_host_;
+  std::vector<char> in_rule_;
+};
+
+}  // namespace
+
+Snapshot Generate(const GenOptions& o) {
+  std::mt19937_64 rng(o.seed);
+  std::uniform_real_distribution<double> uni(0, 1);
+  Snapshot s;
+  const int64_t hosts = std::max<int64_t>(1, o.hosts);
+  AddHosts(o, hosts, s);
+  AddPools(s);
+  AddGuests(o, hosts, rng, uni, s);
+  RuleMaker(hosts, rng, s).Add(o.rules);
   return s;
 }
 

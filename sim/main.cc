@@ -49,6 +49,94 @@ uw::Result<pl::Plan> LoadPlan(const std::string& path) {
   return p;
 }
 
+int RunPlan(const std::string& snapshot_path, const std::string& policy, int threshold, const std::string& out_path) {
+  auto s = LoadSnapshot(snapshot_path);
+  if (!s.ok()) return Fail(s.status());
+  if (threshold >= 1 && threshold <= 5) s->settings.drs.threshold = threshold;
+  auto t0 = std::chrono::steady_clock::now();
+  auto p = pl::MakePlan(*s, policy);
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!p.ok()) return Fail(p.status());
+  p->elapsed_ms = ms;
+  uw::Status st = pl::CheckPlan(*s, *p);
+  if (!st.ok()) {
+    std::cerr << "uw-sim: the plan failed its check: " << st.ToString() << "\n";
+    return 3;
+  }
+  if (!WriteText(out_path, pl::PlanToJson(*p).dump(2) + "\n"))
+    return Fail(uw::UnavailableError("cannot write " + out_path));
+  return 0;
+}
+
+int RunGen(const uw::sim::GenOptions& gen_opts, const std::string& out_path) {
+  pl::Snapshot s = uw::sim::Generate(gen_opts);
+  return WriteText(out_path, pl::SnapshotToJson(s).dump(1) + "\n") ? 0 : 1;
+}
+
+int RunReplay(const uw::sim::ReplayOptions& rep, const std::string& rep_out) {
+  auto r = uw::sim::Replay(rep);
+  if (!r.ok()) return Fail(r.status());
+  std::filesystem::create_directories(rep_out);
+  WriteText(rep_out + "/replay.csv", uw::sim::StepsToCsv(r->steps));
+  std::vector<uw::sim::Series> imb{{"imbalance", "#1f77b4", {}}}, hosts{{"hosts on", "#d62728", {}}},
+      unmet{{"demand (cores)", "#2ca02c", {}}, {"unmet demand (cores)", "#ff7f0e", {}}};
+  for (const auto& st : r->steps) {
+    double h = st.time_s / 3600;
+    imb[0].points.emplace_back(h, st.imbalance);
+    hosts[0].points.emplace_back(h, static_cast<double>(st.hosts_on));
+    unmet[0].points.emplace_back(h, st.demand_cores);
+    unmet[1].points.emplace_back(h, st.unmet_cores);
+  }
+  std::string tag = " (" + rep.policy + (rep.dpm ? ", dpm" : "") + ")";
+  WriteText(rep_out + "/imbalance.svg", uw::sim::LineChartSvg("Imbalance" + tag, "hours", "imbalance", imb));
+  WriteText(rep_out + "/hosts.svg", uw::sim::LineChartSvg("Powered-on hosts" + tag, "hours", "hosts", hosts));
+  WriteText(rep_out + "/demand.svg", uw::sim::LineChartSvg("CPU demand" + tag, "hours", "cores", unmet));
+  uw::Json summary = uw::sim::SummaryToJson(r->summary);
+  summary["policy"] = rep.policy;
+  summary["dpm"] = rep.dpm;
+  WriteText(rep_out + "/summary.json", summary.dump(2) + "\n");
+  std::cout << summary.dump(2) << "\n";
+  return r->summary.plan_check_failures == 0 ? 0 : 3;
+}
+
+// `check` prints a summary of a plan that passes the checker; apply writes the snapshot after it.
+int RunCheckOrApply(const std::string& snapshot_path, const std::string& plan_path, const std::string& out_path,
+                    bool check_only) {
+  auto s = LoadSnapshot(snapshot_path);
+  if (!s.ok()) return Fail(s.status());
+  auto p = LoadPlan(plan_path);
+  if (!p.ok()) return Fail(p.status());
+  auto after = pl::ApplyPlan(*s, *p);
+  if (!after.ok()) {
+    std::cerr << "uw-sim: " << after.status().ToString() << "\n";
+    return 3;
+  }
+  if (check_only) {
+    std::cout << "ok: " << p->moves.size() << " moves, " << p->placements.size() << " placements, " << p->power.size()
+              << " power actions\n";
+    return 0;
+  }
+  return WriteText(out_path, pl::SnapshotToJson(*after).dump(1) + "\n") ? 0 : 1;
+}
+
+int RunMetrics(const std::string& snapshot_path) {
+  auto s = LoadSnapshot(snapshot_path);
+  if (!s.ok()) return Fail(s.status());
+  pl::PlanMetrics m = pl::ComputeMetrics(*s);
+  uw::Json j = pl::PlanToJson(pl::Plan{})["before"];
+  j = {{"imbalance", m.imbalance},
+       {"cpu_imbalance", m.cpu_imbalance},
+       {"memory_imbalance", m.memory_imbalance},
+       {"hosts_on", m.hosts_on},
+       {"hosts_used", m.hosts_used},
+       {"soft_violations", m.soft_violations},
+       {"unmet_cpu_cores", m.unmet_cpu_cores},
+       {"consolidation_lower_bound", pl::ConsolidationLowerBound(*s)},
+       {"first_fit_decreasing_hosts", pl::FirstFitDecreasingHosts(*s)}};
+  std::cout << j.dump(2) << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,86 +191,10 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  if (*plan) {
-    auto s = LoadSnapshot(snapshot_path);
-    if (!s.ok()) return Fail(s.status());
-    if (threshold >= 1 && threshold <= 5) s->settings.drs.threshold = threshold;
-    auto t0 = std::chrono::steady_clock::now();
-    auto p = pl::MakePlan(*s, policy);
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (!p.ok()) return Fail(p.status());
-    p->elapsed_ms = ms;
-    uw::Status st = pl::CheckPlan(*s, *p);
-    if (!st.ok()) {
-      std::cerr << "uw-sim: the plan failed its check: " << st.ToString() << "\n";
-      return 3;
-    }
-    if (!WriteText(out_path, pl::PlanToJson(*p).dump(2) + "\n"))
-      return Fail(uw::UnavailableError("cannot write " + out_path));
-    return 0;
-  }
-  if (*gen) {
-    pl::Snapshot s = uw::sim::Generate(gen_opts);
-    return WriteText(out_path, pl::SnapshotToJson(s).dump(1) + "\n") ? 0 : 1;
-  }
-  if (*replay) {
-    auto r = uw::sim::Replay(rep);
-    if (!r.ok()) return Fail(r.status());
-    std::filesystem::create_directories(rep_out);
-    WriteText(rep_out + "/replay.csv", uw::sim::StepsToCsv(r->steps));
-    std::vector<uw::sim::Series> imb{{"imbalance", "#1f77b4", {}}}, hosts{{"hosts on", "#d62728", {}}},
-        unmet{{"demand (cores)", "#2ca02c", {}}, {"unmet demand (cores)", "#ff7f0e", {}}};
-    for (const auto& st : r->steps) {
-      double h = st.time_s / 3600;
-      imb[0].points.emplace_back(h, st.imbalance);
-      hosts[0].points.emplace_back(h, static_cast<double>(st.hosts_on));
-      unmet[0].points.emplace_back(h, st.demand_cores);
-      unmet[1].points.emplace_back(h, st.unmet_cores);
-    }
-    std::string tag = " (" + rep.policy + (rep.dpm ? ", dpm" : "") + ")";
-    WriteText(rep_out + "/imbalance.svg", uw::sim::LineChartSvg("Imbalance" + tag, "hours", "imbalance", imb));
-    WriteText(rep_out + "/hosts.svg", uw::sim::LineChartSvg("Powered-on hosts" + tag, "hours", "hosts", hosts));
-    WriteText(rep_out + "/demand.svg", uw::sim::LineChartSvg("CPU demand" + tag, "hours", "cores", unmet));
-    uw::Json summary = uw::sim::SummaryToJson(r->summary);
-    summary["policy"] = rep.policy;
-    summary["dpm"] = rep.dpm;
-    WriteText(rep_out + "/summary.json", summary.dump(2) + "\n");
-    std::cout << summary.dump(2) << "\n";
-    return r->summary.plan_check_failures == 0 ? 0 : 3;
-  }
-  if (*check || *apply) {
-    auto s = LoadSnapshot(snapshot_path);
-    if (!s.ok()) return Fail(s.status());
-    auto p = LoadPlan(plan_path);
-    if (!p.ok()) return Fail(p.status());
-    auto after = pl::ApplyPlan(*s, *p);
-    if (!after.ok()) {
-      std::cerr << "uw-sim: " << after.status().ToString() << "\n";
-      return 3;
-    }
-    if (*check) {
-      std::cout << "ok: " << p->moves.size() << " moves, " << p->placements.size() << " placements, " << p->power.size()
-                << " power actions\n";
-      return 0;
-    }
-    return WriteText(out_path, pl::SnapshotToJson(*after).dump(1) + "\n") ? 0 : 1;
-  }
-  if (*metrics) {
-    auto s = LoadSnapshot(snapshot_path);
-    if (!s.ok()) return Fail(s.status());
-    pl::PlanMetrics m = pl::ComputeMetrics(*s);
-    uw::Json j = pl::PlanToJson(pl::Plan{})["before"];
-    j = {{"imbalance", m.imbalance},
-         {"cpu_imbalance", m.cpu_imbalance},
-         {"memory_imbalance", m.memory_imbalance},
-         {"hosts_on", m.hosts_on},
-         {"hosts_used", m.hosts_used},
-         {"soft_violations", m.soft_violations},
-         {"unmet_cpu_cores", m.unmet_cpu_cores},
-         {"consolidation_lower_bound", pl::ConsolidationLowerBound(*s)},
-         {"first_fit_decreasing_hosts", pl::FirstFitDecreasingHosts(*s)}};
-    std::cout << j.dump(2) << "\n";
-    return 0;
-  }
+  if (*plan) return RunPlan(snapshot_path, policy, threshold, out_path);
+  if (*gen) return RunGen(gen_opts, out_path);
+  if (*replay) return RunReplay(rep, rep_out);
+  if (*check || *apply) return RunCheckOrApply(snapshot_path, plan_path, out_path, static_cast<bool>(*check));
+  if (*metrics) return RunMetrics(snapshot_path);
   return 0;
 }
