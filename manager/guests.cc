@@ -13,6 +13,7 @@
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/snapshot_builder.h"
+#include "manager/task_journal.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
@@ -20,8 +21,6 @@ namespace uw::manager {
 
 using internal::Dump;
 using internal::GuestKey;
-using internal::IsFinal;
-using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
 using internal::ShowShortNames;
 
@@ -122,7 +121,7 @@ Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) 
   return NotFoundError(missing);
 }
 
-Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
+Result<Task> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
   if (p.role == Role::kTenant) {
     if (!req.tenant.empty() && req.tenant != p.tenant) {
@@ -220,18 +219,14 @@ Result<Json> Manager::CreateGuest(const Principal& p, GuestCreate req) {
           {NewId("lease"), req.name, std::string(resource), req.lease_class == "guaranteed" ? amount : 0.0, amount,
            req.lease_class, now}));
     }
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO tasks(id, kind, subject, tenant, state, message, request, created_ms, updated_ms) VALUES "
-        "(?, 'guest.create', ?, ?, 'pending', ?, ?, ?, ?)",
-        {task_id, req.name, req.tenant, "placed on " + d.host + "; waiting for a worker", Dump(request), now, now}));
+    UW_RETURN_IF_ERROR(tasks_->Insert(task_id, "guest.create", req.name, req.tenant, request,
+                                      "placed on " + d.host + "; waiting for a worker"));
     return AddEvent(
         "guest.placed", req.name, req.tenant,
         {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
   }));
   Enqueue(task_id);
-  UW_ASSIGN_OR_RETURN(Json task, TaskJson(task_id));
-  ShowShortNames(p, task);
-  return task;
+  return tasks_->Get(task_id);
 }
 
 Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
@@ -252,7 +247,7 @@ Result<Json> Manager::GetGuest(const Principal& p, std::string_view name) {
   return j;
 }
 
-Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
+Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
   std::lock_guard placement_lock(placement_mu_);
   UW_ASSIGN_OR_RETURN(SqlRow g, VisibleGuest(p, name));
@@ -311,9 +306,7 @@ Result<Json> Manager::GuestOperation(const Principal& p, std::string_view name, 
   } else if (op != "start") {
     return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
   }
-  UW_ASSIGN_OR_RETURN(Json task, NewTask("guest." + std::string(op), guest, g.Str("tenant"), request));
-  ShowShortNames(p, task);
-  return task;
+  return NewTask("guest." + std::string(op), guest, g.Str("tenant"), request);
 }
 
 }  // namespace uw::manager

@@ -19,11 +19,6 @@
 namespace uw::manager {
 
 using internal::Dump;
-using internal::GuestKey;
-using internal::IsFinal;
-using internal::kMaxTaskAttempts;
-using internal::NeedWrite;
-using internal::ShowShortNames;
 
 namespace {
 

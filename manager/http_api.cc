@@ -52,6 +52,14 @@ Json DrsConfigJson(const DrsConfig& c) {
           {"interval_ms", c.interval_ms}};
 }
 
+// A task the request started (202 with its Location) or read, as `p` sees it.
+Response AnswerTask(const Result<Task>& r, const Principal& p, int ok_status) {
+  if (!r.ok()) return Response::Error(r.status());
+  Response out = Response::Json(ok_status, TaskJson(*r, p));
+  if (ok_status == 202) out.headers["Location"] = "/api/v1/tasks/" + r->id;
+  return out;
+}
+
 Response AnswerDrs(const Result<DrsConfig>& r) {
   return r.ok() ? Response::Json(200, DrsConfigJson(*r)) : Response::Error(r.status());
 }
@@ -194,11 +202,7 @@ class Api {
         if (!body.ok()) return Response::Error(body.status());
         auto create = ParseGuestCreate(*body);
         if (!create.ok()) return Response::Error(create.status());
-        auto task = m_.CreateGuest(*p, std::move(create).value());
-        if (!task.ok()) return Response::Error(task.status());
-        Response r = Response::Json(202, *task);
-        r.headers["Location"] = "/api/v1/tasks/" + (*task)["id"].get<std::string>();
-        return r;
+        return AnswerTask(m_.CreateGuest(*p, std::move(create).value()), *p, 202);
       });
     });
     router.Add("GET", "/api/v1/guests/{name}", [this](const Request& req) {
@@ -218,7 +222,7 @@ class Api {
         }
         args["force"] = it->second == "true" || it->second == "1";
       }
-      return Answer(m_.GuestOperation(*p, req.params.at("name"), "delete", args), 202);
+      return AnswerTask(m_.GuestOperation(*p, req.params.at("name"), "delete", args), *p, 202);
     });
     for (const char* op : {"start", "stop", "resize"}) {
       router.Add("POST", std::string("/api/v1/guests/{name}/") + op, [this, op](const Request& req) {
@@ -227,7 +231,7 @@ class Api {
         return Idempotent(req, *p, [&] {
           auto body = req.OptionalJsonBody();
           if (!body.ok()) return Response::Error(body.status());
-          return Answer(m_.GuestOperation(*p, req.params.at("name"), op, *body), 202);
+          return AnswerTask(m_.GuestOperation(*p, req.params.at("name"), op, *body), *p, 202);
         });
       });
     }
@@ -239,17 +243,21 @@ class Api {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
       auto page = QueryPage(req, 100);
-      return page.ok() ? Answer(m_.ListTasks(*p, *page)) : Response::Error(page.status());
+      if (!page.ok()) return Response::Error(page.status());
+      auto tasks = m_.ListTasks(*p, *page);
+      if (!tasks.ok()) return Response::Error(tasks.status());
+      const Principal& who = *p;
+      return Response::Json(200, PageView("tasks", *tasks, [&](const Task& t) { return TaskJson(t, who); }));
     });
     router.Add("GET", "/api/v1/tasks/{id}", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetTask(*p, req.params.at("id")));
+      return AnswerTask(m_.GetTask(*p, req.params.at("id")), *p, 200);
     });
     router.Add("POST", "/api/v1/tasks/{id}/cancel", [this](const Request& req) {
       auto p = Who(req, "write");
       if (!p.ok()) return Response::Error(p.status());
-      return Idempotent(req, *p, [&] { return Answer(m_.CancelTask(*p, req.params.at("id"))); });
+      return Idempotent(req, *p, [&] { return AnswerTask(m_.CancelTask(*p, req.params.at("id")), *p, 200); });
     });
   }
 

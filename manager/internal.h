@@ -14,12 +14,6 @@
 
 namespace uw::manager::internal {
 
-inline constexpr int kMaxTaskAttempts = 3;
-
-inline bool IsFinal(std::string_view state) {
-  return state == "succeeded" || state == "failed" || state == "cancelled";
-}
-
 inline std::string Dump(const Json& j) { return j.dump(); }
 
 // A page of a list (see PageQuery): {"<key>": items, "next": next or null, "total": total}.

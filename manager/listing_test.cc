@@ -207,17 +207,17 @@ TEST_F(ListingTest, EveryOtherListPagesToo) {
   for (;;) {
     auto r = manager_->ListTasks(acme, task_page);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ((*r)["total"], 3);
-    for (const auto& t : (*r)["tasks"]) task_ids.push_back(t["id"]);
-    if ((*r)["next"].is_null()) break;
-    task_page.after = (*r)["next"];
+    EXPECT_EQ(r->total, 3);
+    for (const auto& t : r->items) task_ids.push_back(t.id);
+    if (!r->next) break;
+    task_page.after = *r->next;
   }
   EXPECT_EQ(task_ids, (std::vector<std::string>{"t-c", "t-b", "t-a"}));
   EXPECT_EQ(manager_->ListTasks(acme, PageQuery{10, "t-x"}).status().code(), StatusCode::kInvalidArgument);
   auto everyone = manager_->ListTasks(Principal{"admin", Role::kAdmin, "", {}}, PageQuery{1, "t-x"});
   ASSERT_TRUE(everyone.ok());
-  EXPECT_EQ((*everyone)["tasks"][0]["id"], "t-b");
-  EXPECT_EQ((*everyone)["total"], 4);
+  EXPECT_EQ(everyone->items[0].id, "t-b");
+  EXPECT_EQ(everyone->total, 4);
   auto migrations = manager_->ListMigrations("", PageQuery{10, ""});
   ASSERT_TRUE(migrations.ok());
   EXPECT_EQ((*migrations)["total"], 0);

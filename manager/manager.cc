@@ -11,17 +11,11 @@
 #include "manager/event_log.h"
 #include "manager/internal.h"
 #include "manager/snapshot_builder.h"
+#include "manager/task_journal.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
 namespace uw::manager {
-
-using internal::Dump;
-using internal::GuestKey;
-using internal::IsFinal;
-using internal::kMaxTaskAttempts;
-using internal::NeedWrite;
-using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
 // Lifecycle
@@ -55,13 +49,15 @@ int64_t Manager::NowMs() const {
 }
 
 Status Manager::Start() {
-  tokens_.reset();  // a manager started again reopens its store
+  tasks_.reset();  // a manager started again reopens its store
+  tokens_.reset();
   events_.reset();
   UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
   events_ = std::make_unique<internal::EventLog>(*store_, clock_);
   UW_RETURN_IF_ERROR(events_->Start());
   tokens_ = std::make_unique<internal::TokenRegistry>(*store_, *events_, clock_);
   UW_RETURN_IF_ERROR(tokens_->Load(config_.admin_token));
+  tasks_ = std::make_unique<internal::TaskJournal>(*store_, *events_, clock_);
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {NowMs()}));
@@ -69,7 +65,7 @@ Status Manager::Start() {
     std::lock_guard l(mu_);
     stopping_ = false;
   }
-  UW_RETURN_IF_ERROR(RecoverTasks());
+  UW_RETURN_IF_ERROR(tasks_->Recover([this](const std::string& id) { Enqueue(id); }));
   UW_RETURN_IF_ERROR(RecoverMigrations());
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
@@ -85,7 +81,7 @@ void Manager::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  tasks_cv_.notify_all();
+  if (tasks_) tasks_->WakeWaiters();
   migrator_cv_.notify_all();
   for (auto& t : workers_) t.join();
   workers_.clear();
@@ -98,32 +94,6 @@ void Manager::Stop() {
   }
   for (auto& [id, t] : threads) t.join();
   if (events_) events_->Stop();
-}
-
-Status Manager::RecoverTasks() {
-  // Migrations have their own recovery (RecoverMigrations): they cannot simply start over.
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_->Query("SELECT id, kind, subject, state, attempts FROM tasks WHERE state IN "
-                                    "('pending', 'running') AND kind <> 'guest.migrate' ORDER BY created_ms"));
-  for (const auto& r : rows) {
-    std::string id = r.Str("id");
-    if (r.Int("attempts") >= kMaxTaskAttempts) {
-      UW_RETURN_IF_ERROR(FinishTask(id,
-                                    AbortedError("manager restarted " + std::to_string(r.Int("attempts")) +
-                                                 " times while this task ran; giving up"),
-                                    nullptr));
-      continue;
-    }
-    // Every step is idempotent against the agent (create treats "already exists" as done, delete
-    // treats "not found" as done), so a running task is resumed from its start.
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'pending', message = ?, updated_ms = ? WHERE id = ?",
-                                    {"resumed after a manager restart (was " + r.Str("state") + ")", NowMs(), id}));
-    UW_RETURN_IF_ERROR(AddEvent("task.resumed", id, "",
-                                {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}, {"was", r.Str("state")}}));
-    spdlog::info("resuming task {} ({} {}, was {})", id, r.Str("kind"), r.Str("subject"), r.Str("state"));
-    Enqueue(id);
-  }
-  return Status::Ok();
 }
 
 void Manager::Enqueue(const std::string& id) {
@@ -149,7 +119,7 @@ void Manager::WorkerLoop() {
       RunTask(id);
     } catch (const std::exception& e) {
       spdlog::error("task {}: {}", id, e.what());
-      if (Status s = FinishTask(id, InternalError(std::string("task aborted: ") + e.what()), nullptr); !s.ok()) {
+      if (Status s = tasks_->Finish(id, InternalError(std::string("task aborted: ") + e.what()), nullptr); !s.ok()) {
         spdlog::error("task {}: cannot record its failure: {}", id, s.ToString());
       }
     }

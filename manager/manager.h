@@ -43,6 +43,7 @@ namespace uw::manager {
 namespace internal {
 class EventLog;
 class TokenRegistry;
+class TaskJournal;
 class MigrationRun;
 }  // namespace internal
 
@@ -151,6 +152,23 @@ struct Page {
   std::optional<std::string> next;  // the `after` of the following page; nullopt on the last page
 };
 
+// A task as the core returns it: a create, a guest operation or a migration (views.h has its JSON).
+struct TaskError {
+  std::string code;  // a StatusCodeName
+  std::string message;
+};
+struct Task {
+  std::string id, kind, subject, tenant;
+  std::string state;  // pending | running | succeeded | failed | cancelled
+  double progress = 0;
+  std::string message;
+  int64_t attempts = 0;
+  int64_t created_ms = 0, updated_ms = 0;
+  std::optional<TaskError> error;
+  Json result;  // what the task's kind records when it ends; null before
+  bool final() const { return state == "succeeded" || state == "failed" || state == "cancelled"; }
+};
+
 class Manager {
  public:
   Manager(ManagerConfig config, Clock& clock = Clock::Real());
@@ -201,7 +219,7 @@ class Manager {
   // Admission + placement + reservation in one transaction, then a journalled task. Returns the
   // task. kAlreadyExists (name taken), kResourceExhausted (admission failed or no host fits; the
   // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
-  Result<Json> CreateGuest(const Principal& p, GuestCreate req);
+  Result<Task> CreateGuest(const Principal& p, GuestCreate req);
   Result<Json> ListGuests(const Principal& p, const PageQuery& page = {});
   // The body of GET /api/v1/guests, byte for byte ListGuests(p, page).dump(), written from the
   // store's rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
@@ -215,17 +233,18 @@ class Manager {
   // a task in flight or its host is disconnected, and for delete of a guest that is not stopped
   // unless args has "force": true (the task then powers it off first). Deleting a guest removes
   // it from every rule (a rule left with no guest is deleted).
-  Result<Json> GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args);
+  Result<Task> GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args);
 
   // --- tasks -----------------------------------------------------------------------------------
-  Result<Json> GetTask(const Principal& p, std::string_view id);
+  // kNotFound also for another tenant's task.
+  Result<Task> GetTask(const Principal& p, std::string_view id);
   // Newest first. kInvalidArgument when `after` names no task the caller sees.
-  Result<Json> ListTasks(const Principal& p, const PageQuery& page);
+  Result<Page<Task>> ListTasks(const Principal& p, const PageQuery& page);
   // A pending task is cancelled at once; a running migration is aborted (the guest stays on its
   // source) and its task ends cancelled shortly after. kFailedPrecondition otherwise.
-  Result<Json> CancelTask(const Principal& p, std::string_view id);
-  // Blocks until the task is final or `timeout` passes; returns its JSON either way.
-  Result<Json> WaitTask(std::string_view id, Duration timeout);
+  Result<Task> CancelTask(const Principal& p, std::string_view id);
+  // Blocks until the task is final or `timeout` passes; returns it either way.
+  Result<Task> WaitTask(std::string_view id, Duration timeout);
 
   // --- events ----------------------------------------------------------------------------------
   // Events with seq > since visible to `p` (tenants see their own), at most `limit`.
@@ -295,17 +314,14 @@ class Manager {
 
  private:
   struct TaskRow;
-  Result<Json> TaskJson(std::string_view id);
-  Result<Json> NewTask(std::string_view kind, std::string_view subject, std::string_view tenant, const Json& request);
+  // A journalled task, handed to the workers (or, for a migration, to the dispatcher).
+  Result<Task> NewTask(std::string_view kind, std::string_view subject, std::string_view tenant, const Json& request);
   void Enqueue(const std::string& id);
   void WorkerLoop();
   void MonitorLoop();
   void RunTask(const std::string& id);
   Status RunCreate(const std::string& id, const Json& request, const std::string& guest);
   Status RunGuestOp(const std::string& id, const std::string& kind, const Json& request, const std::string& guest);
-  Status FinishTask(const std::string& id, const Status& outcome, const Json& result);
-  Status SetTaskProgress(const std::string& id, double progress, std::string_view message);
-  Status RecoverTasks();
   Result<Json> GuestRowJson(const SqlRow& r);
   // Guests that are the subject of a pending or running task (not to be touched by anyone else).
   Result<std::set<std::string>> GuestsWithTaskInFlight();
@@ -369,8 +385,7 @@ class Manager {
 
   std::unique_ptr<internal::EventLog> events_;  // set by Start
 
-  std::mutex tasks_mu_;
-  std::condition_variable tasks_cv_;  // any task finished
+  std::unique_ptr<internal::TaskJournal> tasks_;  // set by Start
 
   std::unique_ptr<internal::TokenRegistry> tokens_;  // set by Start
 

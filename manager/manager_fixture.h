@@ -27,6 +27,7 @@
 #include "manager/http_api.h"
 #include "manager/in_memory_agent.h"
 #include "manager/manager.h"
+#include "manager/views.h"
 
 namespace uw::manager::testing {
 
@@ -175,7 +176,7 @@ class ManagerTest : public ::testing::Test {
   Json WaitTask(const Json& task) {
     auto r = manager_->WaitTask(task["id"].get<std::string>(), std::chrono::seconds(20));
     EXPECT_TRUE(r.ok());
-    return r.ok() ? *r : Json();
+    return r.ok() ? TaskJson(*r) : Json();
   }
   // Waits for a condition the manager's threads make true; false after 20 s.
   static bool Eventually(const std::function<bool()>& done) {

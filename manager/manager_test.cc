@@ -236,11 +236,13 @@ TEST_F(ManagerTest, RestartResumesOrFailsEveryUnfinishedTask) {
   }
   cluster_.Place("h1", Guest("halfdone", "running", 256));
   StartManager();
-  EXPECT_EQ(manager_->WaitTask("task-pending1", std::chrono::seconds(10))->at("state"), "succeeded");
-  EXPECT_EQ(manager_->WaitTask("task-halfdone", std::chrono::seconds(10))->at("state"), "succeeded");
+  EXPECT_EQ(manager_->WaitTask("task-pending1", std::chrono::seconds(10))->state, "succeeded");
+  EXPECT_EQ(manager_->WaitTask("task-halfdone", std::chrono::seconds(10))->state, "succeeded");
   auto looped = manager_->WaitTask("task-loop", std::chrono::seconds(1));
-  EXPECT_EQ((*looped)["state"], "failed");
-  EXPECT_NE((*looped)["error"]["message"].get<std::string>().find("restarted"), std::string::npos);
+  ASSERT_TRUE(looped.ok());
+  EXPECT_EQ(looped->state, "failed");
+  ASSERT_TRUE(looped->error.has_value());
+  EXPECT_NE(looped->error->message.find("restarted"), std::string::npos);
   EXPECT_TRUE(HasGuest("h1", "pending1"));
   EXPECT_EQ(cluster_.GuestsOn("h1").size(), 3u);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE state NOT IN ('succeeded', 'failed', 'cancelled')"), 0);

@@ -10,6 +10,7 @@
 
 #include "common/id.h"
 #include "manager/internal.h"
+#include "manager/task_journal.h"
 #include "placement/placement.h"
 
 namespace uw::manager::internal {
@@ -64,7 +65,7 @@ bool MigrationRun::Record(mg::Phase phase, const std::string& note) {
 }
 
 void MigrationRun::Progress(double fraction, const std::string& message) {
-  if (Status s = m_.SetTaskProgress(task_, fraction, message); !s.ok())
+  if (Status s = m_.tasks_->SetProgress(task_, fraction, message); !s.ok())
     spdlog::warn("task {}: {}", task_, s.ToString());
 }
 
@@ -78,7 +79,7 @@ double MigrationRun::SecondsSince(Duration start) const {
 // Beginning
 
 void MigrationRun::FailEarly(const Status& why) {
-  if (Status s = m_.FinishTask(task_, why, nullptr); !s.ok()) spdlog::error("task {}: {}", task_, s.ToString());
+  if (Status s = m_.tasks_->Finish(task_, why, nullptr); !s.ok()) spdlog::error("task {}: {}", task_, s.ToString());
   if (!recommendation_.empty()) {
     Status s = m_.store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
                                {why.message(), recommendation_});
@@ -409,18 +410,13 @@ void MigrationRun::Finish(Outcome outcome, const Status& why) {
   const Json result = ResultJson(outcome);
   Status ended;
   if (cancelled) {
-    ended = m_.store_->Exec(
-        "UPDATE tasks SET state = 'cancelled', message = 'cancelled: the guest stays on its source', error_code = "
-        "'aborted', error_message = 'cancelled by request', result = ?, updated_ms = ? WHERE id = ?",
-        {Dump(result), m_.NowMs(), task_});
-    if (ended.ok())
-      ended = m_.AddEvent("task.cancelled", task_, tenant_, {{"kind", "guest.migrate"}, {"subject", guest_}});
-    m_.tasks_cv_.notify_all();
+    ended = m_.store_->Transact(
+        [&] { return m_.tasks_->Cancel(task_, "cancelled: the guest stays on its source", result); });
   } else if (outcome == Outcome::kDone) {
-    ended = m_.FinishTask(task_, Status::Ok(), result);
+    ended = m_.tasks_->Finish(task_, Status::Ok(), result);
   } else {
     Status err = why.ok() ? InternalError("migration ended in " + std::string(mg::PhaseName(rec_.phase))) : why;
-    ended = m_.FinishTask(task_, err, result);
+    ended = m_.tasks_->Finish(task_, err, result);
     if (ended.ok() && !recommendation_.empty()) {
       ended = m_.store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
                               {err.message(), recommendation_});

@@ -11,6 +11,7 @@
 
 #include "manager/in_memory_agent.h"
 #include "manager/manager.h"
+#include "manager/views.h"
 
 namespace uw::manager {
 namespace {
@@ -67,7 +68,7 @@ class MigrationRunTest : public ::testing::Test {
     auto task = manager_->CreateGuest(admin_, *req);
     EXPECT_TRUE(task.ok()) << task.status().ToString();
     if (!task.ok()) return "";
-    EXPECT_EQ(Wait(*task)["state"], "succeeded");
+    EXPECT_EQ(Wait(TaskJson(*task))["state"], "succeeded");
     const std::string host = Guest(name)["host"].get<std::string>();
     EXPECT_EQ(cluster_.StateOf(host, name), "running");
     return host;
@@ -90,7 +91,7 @@ class MigrationRunTest : public ::testing::Test {
   Json Wait(const Json& task) {
     auto r = manager_->WaitTask(task["id"].get<std::string>(), std::chrono::seconds(30));
     EXPECT_TRUE(r.ok());
-    return r.ok() ? *r : Json();
+    return r.ok() ? TaskJson(*r) : Json();
   }
   Json Guest(const std::string& name) {
     auto g = manager_->GetGuest(admin_, name);
@@ -234,7 +235,7 @@ TEST_F(MigrationRunTest, AGuestInFlightHoldsItsMemoryOnBothHostsForAdmission) {
   EXPECT_EQ(done["state"], "failed");
   auto fits = manager_->CreateGuest(admin_, *req);
   ASSERT_TRUE(fits.ok()) << fits.status().ToString();
-  EXPECT_EQ(Wait(*fits)["state"], "succeeded");
+  EXPECT_EQ(Wait(TaskJson(*fits))["state"], "succeeded");
   EXPECT_EQ(Guest("late")["host"], dst);
 }
 

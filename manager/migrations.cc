@@ -14,11 +14,12 @@
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/migration_run.h"
+#include "manager/task_journal.h"
+#include "manager/views.h"
 #include "placement/placement.h"
 
 namespace uw::manager {
 
-using internal::Dump;
 namespace mg = uw::migration;
 
 Json Manager::MigrationConfigJson() const {
@@ -127,13 +128,13 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
         {"depends_on", deps},           {"wave", st.wave},          {"options", options}};
     auto g = store_->Query("SELECT tenant FROM guests WHERE name = ?", {st.move.vm});
     std::string tenant = g.ok() && !g->empty() ? (*g)[0].Str("tenant") : "";
-    UW_ASSIGN_OR_RETURN(Json task, NewTask("guest.migrate", st.move.vm, tenant, request));
-    task_of_step.push_back(task["id"].get<std::string>());
+    UW_ASSIGN_OR_RETURN(Task task, NewTask("guest.migrate", st.move.vm, tenant, request));
+    task_of_step.push_back(task.id);
     if (!rec.empty()) {
       UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'applied', note = ? WHERE id = ?",
                                       {"task " + task_of_step.back(), rec}));
     }
-    tasks.push_back(std::move(task));
+    tasks.push_back(TaskJson(task));
   }
   migrator_cv_.notify_all();
   return Json{{"tasks", tasks}, {"unschedulable", unschedulable}, {"waves", sched.waves}};
@@ -171,7 +172,7 @@ void Manager::SpawnMigration(const std::string& task_id, bool resume) {
       RunMigration(task_id, resume);
     } catch (const std::exception& e) {
       spdlog::error("migration task {}: {}", task_id, e.what());
-      if (Status s = FinishTask(task_id, InternalError(std::string("migration aborted: ") + e.what()), nullptr);
+      if (Status s = tasks_->Finish(task_id, InternalError(std::string("migration aborted: ") + e.what()), nullptr);
           !s.ok()) {
         spdlog::error("migration task {}: cannot record its failure: {}", task_id, s.ToString());
       }
@@ -222,7 +223,7 @@ void Manager::DispatchMigrations() {
     states.push_back(r.Str("state") == "running" ? mg::StepState::kRunning : mg::StepState::kPending);
     if (!failed_dep.empty() && states.back() == mg::StepState::kPending) {
       states.back() = mg::StepState::kFailed;
-      Status s = FinishTask(
+      Status s = tasks_->Finish(
           id, AbortedError("not started: it depends on task " + failed_dep + ", which did not succeed"), nullptr);
       if (!s.ok()) spdlog::warn("task {}: {}", id, s.ToString());
       if (std::string rec = req.value("recommendation", ""); !rec.empty()) {

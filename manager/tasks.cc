@@ -13,165 +13,65 @@
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/snapshot_builder.h"
+#include "manager/task_journal.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
 namespace uw::manager {
 
 using internal::Dump;
-using internal::GuestKey;
-using internal::IsFinal;
-using internal::kMaxTaskAttempts;
 using internal::NeedWrite;
-using internal::ShowShortNames;
 
 // ---------------------------------------------------------------------------------------------
 // Tasks
 
-Result<Json> Manager::NewTask(std::string_view kind, std::string_view subject, std::string_view tenant,
+Result<Task> Manager::NewTask(std::string_view kind, std::string_view subject, std::string_view tenant,
                               const Json& request) {
-  std::string id = NewId("task");
-  int64_t now = NowMs();
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO tasks(id, kind, subject, tenant, state, request, created_ms, updated_ms) VALUES (?, ?, ?, ?, "
-        "'pending', ?, ?, ?)",
-        {id, std::string(kind), std::string(subject), std::string(tenant), Dump(request), now, now}));
-    return AddEvent("task.created", id, tenant, {{"kind", kind}, {"subject", subject}});
-  }));
+  UW_ASSIGN_OR_RETURN(std::string id, tasks_->Add(kind, subject, tenant, request));
   if (kind == "guest.migrate") {
     migrator_cv_.notify_all();  // the migrator starts it when its dependencies and the caps allow
   } else {
     Enqueue(id);
   }
-  return TaskJson(id);
+  return tasks_->Get(id);
 }
 
-namespace {
-
-// A task row as the API shows it.
-Json TaskRowJson(const SqlRow& r) {
-  Json j = {{"id", r.Str("id")},
-            {"kind", r.Str("kind")},
-            {"subject", r.Str("subject")},
-            {"tenant", r.Str("tenant")},
-            {"state", r.Str("state")},
-            {"progress", r.Real("progress")},
-            {"message", r.Str("message")},
-            {"attempts", r.Int("attempts")},
-            {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))},
-            {"updated", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("updated_ms"))))},
-            {"error", nullptr},
-            {"result", r.JsonOf("result")}};
-  if (!r.IsNull("error_code")) j["error"] = {{"code", r.Str("error_code")}, {"message", r.Str("error_message")}};
-  return j;
+Result<Task> Manager::GetTask(const Principal& p, std::string_view id) {
+  UW_ASSIGN_OR_RETURN(Task t, tasks_->Get(id));
+  if (p.role == Role::kTenant && t.tenant != p.tenant) return NotFoundError("task '" + std::string(id) + "' not found");
+  return t;
 }
 
-}  // namespace
+Result<Page<Task>> Manager::ListTasks(const Principal& p, const PageQuery& page) { return tasks_->List(p, page); }
 
-Result<Json> Manager::TaskJson(std::string_view id) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM tasks WHERE id = ?", {std::string(id)},
-                                                 "task '" + std::string(id) + "' not found"));
-  return TaskRowJson(r);
-}
-
-Result<Json> Manager::GetTask(const Principal& p, std::string_view id) {
-  UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
-  if (p.role == Role::kTenant && j["tenant"] != p.tenant)
-    return NotFoundError("task '" + std::string(id) + "' not found");
-  ShowShortNames(p, j);
-  return j;
-}
-
-Result<Json> Manager::ListTasks(const Principal& p, const PageQuery& page) {
-  internal::SqlFilter scope;
-  if (p.role == Role::kTenant) scope.And("tenant = ?", {p.tenant});
-  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "tasks", scope, page));
-  Json out = Json::array();
-  for (const auto& r : rows.rows) {
-    Json j = TaskRowJson(r);
-    ShowShortNames(p, j);
-    out.push_back(std::move(j));
-  }
-  return internal::PageJson("tasks", std::move(out), rows.total, rows.next);
-}
-
-Result<Json> Manager::CancelTask(const Principal& p, std::string_view id) {
+Result<Task> Manager::CancelTask(const Principal& p, std::string_view id) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
-  UW_ASSIGN_OR_RETURN(Json t, GetTask(p, id));
+  UW_ASSIGN_OR_RETURN(Task seen, GetTask(p, id));
   Status s = store_->Transact([&]() -> Status {
-    UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT state, kind, subject FROM tasks WHERE id = ?",
-                                                   {std::string(id)}, "task vanished"));
-    if (r.Str("state") == "running" && r.Str("kind") == "guest.migrate") {
+    UW_ASSIGN_OR_RETURN(Task t, tasks_->Get(id));
+    if (t.state == "running" && t.kind == "guest.migrate") {
       // Aborted by its migration thread; the task ends cancelled once the guest is back.
       {
         std::lock_guard ml(migrator_mu_);
-        cancel_requested_.insert(std::string(id));
+        cancel_requested_.insert(t.id);
       }
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET message = 'cancelling', updated_ms = ? WHERE id = ?",
-                                      {NowMs(), std::string(id)}));
-      return AddEvent("task.cancel_requested", id, t["tenant"].get<std::string>(),
-                      {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
+      return tasks_->CancelRequested(t);
     }
-    if (r.Str("state") != "pending") {
-      return FailedPreconditionError("task " + std::string(id) + " is " + r.Str("state") +
+    if (t.state != "pending") {
+      return FailedPreconditionError("task " + t.id + " is " + t.state +
                                      "; only a pending task or a running migration can be cancelled");
     }
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "UPDATE tasks SET state = 'cancelled', error_code = 'aborted', error_message = 'cancelled by request', "
-        "updated_ms = ? WHERE id = ?",
-        {NowMs(), std::string(id)}));
-    if (r.Str("kind") == "guest.create") {
+    if (t.kind == "guest.create") {
       // Release the reservation: the guest was never created.
-      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {r.Str("subject")}));
+      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {t.subject}));
     }
-    return AddEvent("task.cancelled", id, t["tenant"].get<std::string>(),
-                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}});
+    return tasks_->Cancel(t.id, std::nullopt, nullptr);
   });
   UW_RETURN_IF_ERROR(s);
-  tasks_cv_.notify_all();
-  UW_ASSIGN_OR_RETURN(Json task, TaskJson(id));
-  ShowShortNames(p, task);
-  return task;
+  return tasks_->Get(id);
 }
 
-Result<Json> Manager::WaitTask(std::string_view id, Duration timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    UW_ASSIGN_OR_RETURN(Json j, TaskJson(id));
-    if (IsFinal(j["state"].get<std::string>()) || std::chrono::steady_clock::now() >= deadline) return j;
-    std::unique_lock l(tasks_mu_);
-    tasks_cv_.wait_for(l, std::chrono::milliseconds(50));
-  }
-}
-
-Status Manager::SetTaskProgress(const std::string& id, double progress, std::string_view message) {
-  return store_->Exec("UPDATE tasks SET progress = ?, message = ?, updated_ms = ? WHERE id = ?",
-                      {progress, std::string(message), NowMs(), id});
-}
-
-Status Manager::FinishTask(const std::string& id, const Status& outcome, const Json& result) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT kind, subject, tenant FROM tasks WHERE id = ?", {id}, "task"));
-  Status s = store_->Transact([&]() -> Status {
-    if (outcome.ok()) {
-      UW_RETURN_IF_ERROR(
-          store_->Exec("UPDATE tasks SET state = 'succeeded', progress = 1, message = 'done', result = ?, "
-                       "error_code = NULL, error_message = NULL, updated_ms = ? WHERE id = ?",
-                       {result.is_null() ? SqlValue(nullptr) : SqlValue(Dump(result)), NowMs(), id}));
-    } else {
-      UW_RETURN_IF_ERROR(store_->Exec(
-          "UPDATE tasks SET state = 'failed', message = 'failed', error_code = ?, error_message = ?, updated_ms = ? "
-          "WHERE id = ?",
-          {std::string(StatusCodeName(outcome.code())), outcome.message(), NowMs(), id}));
-    }
-    return AddEvent(outcome.ok() ? "task.succeeded" : "task.failed", id, r.Str("tenant"),
-                    {{"kind", r.Str("kind")},
-                     {"subject", r.Str("subject")},
-                     {"error", outcome.ok() ? Json(nullptr) : Json(outcome.ToString())}});
-  });
-  tasks_cv_.notify_all();
-  return s;
-}
+Result<Task> Manager::WaitTask(std::string_view id, Duration timeout) { return tasks_->Wait(id, timeout); }
 
 std::shared_ptr<AgentClient> Manager::AgentOf(const std::string& host) { return agents_->For(host); }
 
@@ -181,31 +81,27 @@ std::string Manager::ConsoleTail(const std::string& host, const std::string& gue
 }
 
 void Manager::RunTask(const std::string& id) {
-  auto claimed = store_->Query(
-      "UPDATE tasks SET state = 'running', attempts = attempts + 1, updated_ms = ? WHERE id = ? AND state = 'pending' "
-      "RETURNING kind, subject, request",
-      {NowMs(), id});
+  auto claimed = tasks_->ClaimPending(id);
   if (!claimed.ok()) {
     spdlog::error("task {}: cannot claim: {}", id, claimed.status().ToString());
     return;
   }
-  if (claimed->empty()) return;  // cancelled meanwhile, or claimed already
-  const SqlRow& r = (*claimed)[0];
-  std::string kind = r.Str("kind");
-  Json request = r.JsonOf("request");
-  std::string guest = r.Str("subject");
+  if (!*claimed) return;  // cancelled meanwhile, or claimed already
+  const std::string kind = (*claimed)->kind;
+  const Json request = std::move((*claimed)->request);
+  const std::string guest = (*claimed)->subject;
   Status s;
   if (kind == "guest.create") {
     s = RunCreate(id, request, guest);
   } else if (kind.rfind("guest.", 0) == 0) {
     s = RunGuestOp(id, kind, request, guest);
   } else {
-    s = FinishTask(id, InternalError("unknown task kind '" + kind + "'"), nullptr);
+    s = tasks_->Finish(id, InternalError("unknown task kind '" + kind + "'"), nullptr);
   }
   if (!s.ok()) {
     // The store refused a step: end the task explicitly rather than leave it running.
     spdlog::error("task {} ({} {}): {}", id, kind, guest, s.ToString());
-    if (Status f = FinishTask(id, s.WithContext("recording the outcome"), nullptr); !f.ok()) {
+    if (Status f = tasks_->Finish(id, s.WithContext("recording the outcome"), nullptr); !f.ok()) {
       spdlog::error("task {}: cannot record failure ({}); it is resumed on the next start", id, f.ToString());
     }
   }
@@ -213,7 +109,7 @@ void Manager::RunTask(const std::string& id) {
 
 Status Manager::RunCreate(const std::string& id, const Json& request, const std::string& guest) {
   std::string host = request.value("host", "");
-  UW_RETURN_IF_ERROR(SetTaskProgress(id, 0.2, "creating the guest on host " + host));
+  UW_RETURN_IF_ERROR(tasks_->SetProgress(id, 0.2, "creating the guest on host " + host));
   Json spec = request.value("spec", Json::object());
   auto agent = AgentOf(host);
   Result<AgentGuest> created = agent->Create(spec);
@@ -233,7 +129,7 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
       return AddEvent("guest.create_failed", guest, owner.empty() ? "" : owner[0].Str("tenant"),
                       {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
     }));
-    return FinishTask(id, cause, nullptr);
+    return tasks_->Finish(id, cause, nullptr);
   }
   const std::string state = created->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
@@ -243,7 +139,7 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
                         store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
     return AddEvent("guest.created", guest, g.Str("tenant"), {{"host", host}, {"state", state}});
   }));
-  return FinishTask(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
+  return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
 }
 
 namespace {
@@ -284,10 +180,10 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
   std::string host = request.value("host", "");
   std::string op = kind.substr(6);
   Json args = request.value("args", Json::object());
-  UW_RETURN_IF_ERROR(SetTaskProgress(id, 0.3, op + " on host " + host));
+  UW_RETURN_IF_ERROR(tasks_->SetProgress(id, 0.3, op + " on host " + host));
   auto g = store_->QueryOne("SELECT tenant, spec, state FROM guests WHERE name = ?", {guest},
                             "guest '" + guest + "' not found");
-  if (!g.ok()) return FinishTask(id, g.status(), nullptr);
+  if (!g.ok()) return tasks_->Finish(id, g.status(), nullptr);
   std::string tenant = g->Str("tenant");
   auto agent = AgentOf(host);
   if (op == "delete") {
@@ -295,16 +191,16 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
     const bool force = args.value("force", false);
     Status deleted = agent->Delete(guest, force);
     if (!deleted.ok() && deleted.code() != StatusCode::kNotFound)
-      return FinishTask(id, deleted, nullptr);  // gone already
+      return tasks_->Finish(id, deleted, nullptr);  // gone already
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
       UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));
       return AddEvent("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
     }));
-    return FinishTask(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
+    return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
   auto answer = CallGuestOp(*agent, op, guest, args, g->Str("state"));
-  if (!answer.ok()) return FinishTask(id, answer.status(), nullptr);
+  if (!answer.ok()) return tasks_->Finish(id, answer.status(), nullptr);
   const std::string state = answer->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     Json spec = g->JsonOf("spec");
@@ -316,7 +212,7 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
                                     {state, Dump(spec), NowMs(), guest}));
     return AddEvent("guest." + op, guest, tenant, {{"host", host}, {"state", state}});
   }));
-  return FinishTask(id, Status::Ok(), {{"guest", guest}, {"state", state}});
+  return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"state", state}});
 }
 
 }  // namespace uw::manager

@@ -16,6 +16,12 @@ Json TokenJson(const TokenInfo& t);
 // TokenJson without "created", with the secret: {"id", "name", "role", "tenant", "rights", "token"}.
 Json NewTokenJson(const NewToken& t);
 
+// {"id", "kind", "subject", "tenant", "state", "progress", "message", "attempts", "created", "updated",
+// "error": {"code", "message"} or null, "result"}.
+Json TaskJson(const Task& t);
+// As `p` sees it: a tenant sees its guests by their short names (the subject).
+Json TaskJson(const Task& t, const Principal& p);
+
 // {"<key>": [view(item)...], "next": KEY or null, "total": N} (see PageQuery).
 template <class T, class View>
 Json PageView(const char* key, const Page<T>& page, View view) {
