@@ -8,6 +8,7 @@
 //   uw-sim metrics --snapshot FILE
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -137,9 +138,7 @@ int RunMetrics(const std::string& snapshot_path) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   CLI::App app{"uw-sim: Underware's placement simulator"};
   app.require_subcommand(1);
 
@@ -197,4 +196,15 @@ int main(int argc, char** argv) {
   if (*check || *apply) return RunCheckOrApply(snapshot_path, plan_path, out_path, static_cast<bool>(*check));
   if (*metrics) return RunMetrics(snapshot_path);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "uw-sim: %s\n", e.what());
+    return 1;
+  }
 }
