@@ -10,6 +10,7 @@
 #include "manager/auth.h"
 #include "manager/event_log.h"
 #include "manager/internal.h"
+#include "manager/migration_dispatcher.h"
 #include "manager/snapshot_builder.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
@@ -49,7 +50,8 @@ int64_t Manager::NowMs() const {
 }
 
 Status Manager::Start() {
-  tasks_.reset();  // a manager started again reopens its store
+  migrations_.reset();  // a manager started again reopens its store
+  tasks_.reset();
   tokens_.reset();
   events_.reset();
   UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
@@ -66,10 +68,13 @@ Status Manager::Start() {
     stopping_ = false;
   }
   UW_RETURN_IF_ERROR(tasks_->Recover([this](const std::string& id) { Enqueue(id); }));
-  UW_RETURN_IF_ERROR(RecoverMigrations());
+  migrations_ = std::make_unique<internal::MigrationDispatcher>(
+      *store_, *tasks_, *events_, config_.migration_caps,
+      [this](const std::string& task_id, bool resume) { RunMigration(task_id, resume); });
+  UW_RETURN_IF_ERROR(migrations_->Recover());
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
-  migrator_ = std::thread([this] { MigratorLoop(); });
+  migrations_->Start();
   UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
   return Status::Ok();
 }
@@ -77,22 +82,15 @@ Status Manager::Start() {
 void Manager::Stop() {
   {
     std::lock_guard l(mu_);
-    if (stopping_ && workers_.empty() && !monitor_.joinable() && !migrator_.joinable()) return;
+    if (stopping_ && workers_.empty() && !monitor_.joinable()) return;
     stopping_ = true;
   }
   cv_.notify_all();
   if (tasks_) tasks_->WakeWaiters();
-  migrator_cv_.notify_all();
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (monitor_.joinable()) monitor_.join();
-  if (migrator_.joinable()) migrator_.join();
-  std::map<std::string, std::thread> threads;
-  {
-    std::lock_guard l(migrator_mu_);
-    threads.swap(migration_threads_);
-  }
-  for (auto& [id, t] : threads) t.join();
+  if (migrations_) migrations_->Stop();
   if (events_) events_->Stop();
 }
 

@@ -44,6 +44,7 @@ namespace internal {
 class EventLog;
 class TokenRegistry;
 class TaskJournal;
+class MigrationDispatcher;
 class MigrationRun;
 }  // namespace internal
 
@@ -165,7 +166,8 @@ struct Task {
   int64_t attempts = 0;
   int64_t created_ms = 0, updated_ms = 0;
   std::optional<TaskError> error;
-  Json result;  // what the task's kind records when it ends; null before
+  Json result;   // what the task's kind records when it ends; null before
+  Json request;  // what it was asked to do (internal: the API does not show it)
   bool final() const { return state == "succeeded" || state == "failed" || state == "cancelled"; }
 };
 
@@ -360,12 +362,8 @@ class Manager {
   // Migration execution (manager/migrations.cc).
   Result<Json> StartMoves(const std::vector<placement::Move>& moves, const std::vector<std::string>& recommendations,
                           const Json& options);
-  void MigratorLoop();
-  void DispatchMigrations();
   void RunMigration(const std::string& task_id, bool resume);
-  void SpawnMigration(const std::string& task_id, bool resume);  // requires migrator_mu_
   bool CancelRequested(const std::string& task_id);
-  Status RecoverMigrations();
   int64_t NowMs() const;
 
   const ManagerConfig config_;
@@ -411,12 +409,7 @@ class Manager {
   std::map<std::string, CachedListing> listings_;         // guarded by listing_mu_: by "*" or "tenant:<name>"
   std::unordered_map<int64_t, std::string> guest_texts_;  // guarded by listing_mu_: by guests rowid
 
-  std::mutex migrator_mu_;
-  std::condition_variable migrator_cv_;
-  std::map<std::string, std::thread> migration_threads_;  // guarded by migrator_mu_ (by task id)
-  std::set<std::string> migrations_finished_;             // guarded by migrator_mu_: threads to join
-  std::set<std::string> cancel_requested_;                // guarded by migrator_mu_
-  std::thread migrator_;
+  std::unique_ptr<internal::MigrationDispatcher> migrations_;  // set by Start
 };
 
 }  // namespace uw::manager

@@ -13,6 +13,7 @@
 #include "common/id.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
+#include "manager/migration_dispatcher.h"
 #include "manager/migration_run.h"
 #include "manager/task_journal.h"
 #include "manager/views.h"
@@ -136,139 +137,15 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
     }
     tasks.push_back(TaskJson(task));
   }
-  migrator_cv_.notify_all();
+  migrations_->Wake();
   return Json{{"tasks", tasks}, {"unschedulable", unschedulable}, {"waves", sched.waves}};
 }
 
 // ---------------------------------------------------------------------------------------------
 // The dispatcher
 
-void Manager::MigratorLoop() {
-  std::unique_lock l(mu_);
-  while (!stopping_) {
-    l.unlock();
-    DispatchMigrations();
-    {
-      std::unique_lock ml(migrator_mu_);
-      migrator_cv_.wait_for(ml, std::chrono::milliseconds(250));
-      for (const auto& id : migrations_finished_) {
-        auto it = migration_threads_.find(id);
-        if (it == migration_threads_.end()) continue;
-        it->second.join();
-        migration_threads_.erase(it);
-      }
-      migrations_finished_.clear();
-    }
-    l.lock();
-  }
-}
-
-void Manager::SpawnMigration(const std::string& task_id, bool resume) {
-  if (migration_threads_.count(task_id)) return;
-  migration_threads_[task_id] = std::thread([this, task_id, resume] {
-    // An agent's malformed answer must fail the move, never the process; the migration record
-    // keeps its last persisted phase, and recovery at the next start reconciles it.
-    try {
-      RunMigration(task_id, resume);
-    } catch (const std::exception& e) {
-      spdlog::error("migration task {}: {}", task_id, e.what());
-      if (Status s = tasks_->Finish(task_id, InternalError(std::string("migration aborted: ") + e.what()), nullptr);
-          !s.ok()) {
-        spdlog::error("migration task {}: cannot record its failure: {}", task_id, s.ToString());
-      }
-    }
-    {
-      std::lock_guard l(migrator_mu_);
-      migrations_finished_.insert(task_id);
-      cancel_requested_.erase(task_id);
-    }
-    migrator_cv_.notify_all();
-  });
-}
-
-void Manager::DispatchMigrations() {
-  auto rows = store_->Query(
-      "SELECT id, subject, state, request FROM tasks WHERE kind = 'guest.migrate' AND state IN ('pending', 'running') "
-      "ORDER BY created_ms, rowid");
-  if (!rows.ok()) {
-    spdlog::warn("migration dispatcher: {}", rows.status().ToString());
-    return;
-  }
-  // The unfinished migrations as one schedule; NextRunnable applies dependencies and caps. A
-  // dependency on a task that already finished is met (succeeded) or fatal (failed, cancelled).
-  std::map<std::string, int> index;
-  for (const auto& r : *rows) index[r.Str("id")] = static_cast<int>(index.size());
-  mg::Schedule sched;
-  std::vector<mg::StepState> states;
-  for (const auto& r : *rows) {
-    const std::string id = r.Str("id");
-    Json req = r.JsonOf("request");
-    mg::Step st;
-    st.move.vm = r.Str("subject");
-    st.move.from = req.value("from", "");
-    st.move.to = req.value("to", "");
-    std::string failed_dep;
-    for (const auto& d : req.value("depends_on", Json::array())) {
-      const std::string dep_id = d.get<std::string>();
-      if (auto it = index.find(dep_id); it != index.end()) {
-        st.depends_on.push_back(it->second);
-        continue;
-      }
-      auto dep = store_->Query("SELECT state, subject FROM tasks WHERE id = ?", {dep_id});
-      if (!dep.ok() || dep->empty()) continue;
-      std::string state = (*dep)[0].Str("state");
-      if (state == "failed" || state == "cancelled")
-        failed_dep = dep_id + " (move of " + (*dep)[0].Str("subject") + ")";
-    }
-    states.push_back(r.Str("state") == "running" ? mg::StepState::kRunning : mg::StepState::kPending);
-    if (!failed_dep.empty() && states.back() == mg::StepState::kPending) {
-      states.back() = mg::StepState::kFailed;
-      Status s = tasks_->Finish(
-          id, AbortedError("not started: it depends on task " + failed_dep + ", which did not succeed"), nullptr);
-      if (!s.ok()) spdlog::warn("task {}: {}", id, s.ToString());
-      if (std::string rec = req.value("recommendation", ""); !rec.empty()) {
-        (void)store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
-                           {"a move it depends on failed", rec});
-      }
-    }
-    sched.steps.push_back(std::move(st));
-  }
-  for (int i : mg::NextRunnable(sched, states, config_.migration_caps)) {
-    const std::string& id = (*rows)[i].Str("id");
-    auto claimed = store_->Query(
-        "UPDATE tasks SET state = 'running', attempts = attempts + 1, message = 'starting', updated_ms = ? WHERE id = "
-        "? "
-        "AND state = 'pending' RETURNING id",
-        {NowMs(), id});
-    if (!claimed.ok() || claimed->empty()) continue;
-    std::lock_guard l(migrator_mu_);
-    SpawnMigration(id, false);
-  }
-}
-
 bool Manager::CancelRequested(const std::string& task_id) {
-  std::lock_guard l(migrator_mu_);
-  return cancel_requested_.count(task_id) > 0;
-}
-
-Status Manager::RecoverMigrations() {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_->Query("SELECT id FROM tasks WHERE kind = 'guest.migrate' AND state = 'running'"));
-  for (const auto& r : rows) {
-    const std::string id = r.Str("id");
-    UW_ASSIGN_OR_RETURN(auto mig, store_->Query("SELECT id FROM migrations WHERE task = ?", {id}));
-    if (mig.empty()) {
-      // Claimed but nothing recorded yet: nothing was done; start it again.
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE tasks SET state = 'pending', message = ?, updated_ms = ? WHERE id = ?",
-                                      {"resumed after a manager restart (nothing was done yet)", NowMs(), id}));
-      continue;
-    }
-    UW_RETURN_IF_ERROR(AddEvent("task.resumed", id, "", {{"kind", "guest.migrate"}, {"migration", mig[0].Str("id")}}));
-    spdlog::info("recovering migration task {} (migration {})", id, mig[0].Str("id"));
-    std::lock_guard l(migrator_mu_);
-    SpawnMigration(id, true);
-  }
-  return Status::Ok();
+  return migrations_ != nullptr && migrations_->CancelRequested(task_id);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ Task TaskOfRow(const SqlRow& r) {
          r.Str("state"),      r.Real("progress"),  r.Str("message"), r.Int("attempts"),
          r.Int("created_ms"), r.Int("updated_ms"), std::nullopt,     r.JsonOf("result")};
   if (!r.IsNull("error_code")) t.error = TaskError{r.Str("error_code"), r.Str("error_message")};
+  t.request = r.JsonOf("request");
   return t;
 }
 
@@ -64,11 +65,23 @@ Result<Page<Task>> TaskJournal::List(const Principal& p, const PageQuery& page) 
   return out;
 }
 
-Result<std::optional<TaskJournal::Claim>> TaskJournal::ClaimPending(const std::string& id) {
-  UW_ASSIGN_OR_RETURN(auto claimed, store_.Query("UPDATE tasks SET state = 'running', attempts = attempts + 1, "
-                                                 "updated_ms = ? WHERE id = ? AND state = 'pending' "
-                                                 "RETURNING kind, subject, request",
-                                                 {NowMs(), id}));
+Result<std::vector<Task>> TaskJournal::Unfinished(std::string_view kind) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT * FROM tasks WHERE kind = ? AND state IN ('pending', "
+                                              "'running') ORDER BY created_ms, rowid",
+                                              {std::string(kind)}));
+  std::vector<Task> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(TaskOfRow(r));
+  return out;
+}
+
+Result<std::optional<TaskJournal::Claim>> TaskJournal::ClaimPending(const std::string& id,
+                                                                    std::optional<std::string_view> message) {
+  UW_ASSIGN_OR_RETURN(auto claimed,
+                      store_.Query("UPDATE tasks SET state = 'running', attempts = attempts + 1, message = "
+                                   "COALESCE(?, message), updated_ms = ? WHERE id = ? AND state = 'pending' "
+                                   "RETURNING kind, subject, request",
+                                   {message ? SqlValue(std::string(*message)) : SqlValue(nullptr), NowMs(), id}));
   if (claimed.empty()) return std::optional<Claim>();
   const SqlRow& r = claimed[0];
   return std::optional<Claim>(Claim{r.Str("kind"), r.Str("subject"), r.JsonOf("request")});
@@ -131,6 +144,11 @@ Result<Task> TaskJournal::Wait(std::string_view id, Duration timeout) {
   }
 }
 
+Status TaskJournal::Requeue(const std::string& id, std::string_view message) {
+  return store_.Exec("UPDATE tasks SET state = 'pending', message = ?, updated_ms = ? WHERE id = ?",
+                     {std::string(message), NowMs(), id});
+}
+
 void TaskJournal::WakeWaiters() { finished_.notify_all(); }
 
 Status TaskJournal::Recover(const std::function<void(const std::string&)>& enqueue) {
@@ -149,8 +167,7 @@ Status TaskJournal::Recover(const std::function<void(const std::string&)>& enque
     }
     // Every step is idempotent against the agent (create treats "already exists" as done, delete
     // treats "not found" as done), so a running task is resumed from its start.
-    UW_RETURN_IF_ERROR(store_.Exec("UPDATE tasks SET state = 'pending', message = ?, updated_ms = ? WHERE id = ?",
-                                   {"resumed after a manager restart (was " + r.Str("state") + ")", NowMs(), id}));
+    UW_RETURN_IF_ERROR(Requeue(id, "resumed after a manager restart (was " + r.Str("state") + ")"));
     UW_RETURN_IF_ERROR(events_.Add("task.resumed", id, "",
                                    {{"kind", r.Str("kind")}, {"subject", r.Str("subject")}, {"was", r.Str("state")}}));
     spdlog::info("resuming task {} ({} {}, was {})", id, r.Str("kind"), r.Str("subject"), r.Str("state"));

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/json.h"
@@ -46,7 +47,13 @@ class TaskJournal {
     std::string kind, subject;
     Json request;
   };
-  Result<std::optional<Claim>> ClaimPending(const std::string& id);
+  // `message`, when given, replaces the task's message.
+  Result<std::optional<Claim>> ClaimPending(const std::string& id,
+                                            std::optional<std::string_view> message = std::nullopt);
+  // The pending and running tasks of `kind`, oldest first.
+  Result<std::vector<Task>> Unfinished(std::string_view kind);
+  // Makes a task pending again, saying why.
+  Status Requeue(const std::string& id, std::string_view message);
   Status SetProgress(const std::string& id, double progress, std::string_view message);
   // succeeded (with `result`) or failed (with the error), with its event; wakes Wait.
   Status Finish(const std::string& id, const Status& outcome, const Json& result);

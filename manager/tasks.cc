@@ -12,6 +12,7 @@
 #include "common/id.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
+#include "manager/migration_dispatcher.h"
 #include "manager/snapshot_builder.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
@@ -29,7 +30,7 @@ Result<Task> Manager::NewTask(std::string_view kind, std::string_view subject, s
                               const Json& request) {
   UW_ASSIGN_OR_RETURN(std::string id, tasks_->Add(kind, subject, tenant, request));
   if (kind == "guest.migrate") {
-    migrator_cv_.notify_all();  // the migrator starts it when its dependencies and the caps allow
+    migrations_->Wake();  // the dispatcher starts it when its dependencies and the caps allow
   } else {
     Enqueue(id);
   }
@@ -51,10 +52,7 @@ Result<Task> Manager::CancelTask(const Principal& p, std::string_view id) {
     UW_ASSIGN_OR_RETURN(Task t, tasks_->Get(id));
     if (t.state == "running" && t.kind == "guest.migrate") {
       // Aborted by its migration thread; the task ends cancelled once the guest is back.
-      {
-        std::lock_guard ml(migrator_mu_);
-        cancel_requested_.insert(t.id);
-      }
+      migrations_->RequestCancel(t.id);
       return tasks_->CancelRequested(t);
     }
     if (t.state != "pending") {
