@@ -81,16 +81,30 @@ struct Invocation {
 // Prints a task answer; with `wait` waits for it (progress on err) and maps its outcome to the
 // exit code.
 int TaskOutcome(const Context& c, const Json& task, bool wait, int timeout_s);
-// Prints the list `j[key]` as a table of row(item), or `j` as JSON with -o json.
-int PrintList(const Context& c, const Json& j, const std::string& key, const std::vector<std::string>& header,
-              const std::function<std::vector<std::string>(const Json&)>& row);
 // Prints an object as FIELD / VALUE rows, or as JSON with -o json.
 int PrintObject(const Context& c, const Json& j);
 // Sets inv.rc from a call that answers an object: printed, or the failure's exit code.
 void Answer(Invocation& inv, const Result<Json>& r);
+// Sets inv.rc from a list call (Context::List): its items `r[key]` printed as a table of row(item)
+// under `header` (or r as JSON with -o json), or the failure's exit code.
+void AnswerList(Invocation& inv, const Result<Json>& r, const std::string& key, const std::vector<std::string>& header,
+                const std::function<std::vector<std::string>(const Json&)>& row);
 // Sets inv.rc from a call that answers a task: TaskOutcome (with --wait / --timeout), or the
 // failure's exit code.
 void AnswerTask(Invocation& inv, const Result<Json>& r);
+
+// A subcommand with one required positional argument that calls `method` on `path` + the argument
+// and prints the answer (Answer): show, delete and the like.
+struct ObjectCall {
+  const char* name;         // the subcommand: "show"
+  const char* description;  // its help line
+  const char* arg;          // the argument's name: "name"
+  const char* arg_help;     // its help: "pool name"
+  const char* method;       // "GET"
+  const char* path;         // "/api/v1/pools/"
+};
+// Adds `call` to `parent`; the argument is stored in `arg`.
+void AddObjectCall(CLI::App* parent, Invocation& inv, const ObjectCall& call, std::string& arg);
 
 // One function per command group; each adds its command and subcommands to `app`.
 void AddHostCommands(CLI::App& app, Invocation& inv);       // commands_host.cc

@@ -85,19 +85,16 @@ void AddTokenCommands(CLI::App& app, Invocation& inv) {
     Answer(inv, inv.c.Call("POST", "/api/v1/tokens", &body));
   });
   token->add_subcommand("list", "list tokens")->callback([&inv] {
-    auto r = inv.c.List("/api/v1/tokens", "tokens");
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(inv.c, *r, "tokens", {"ID", "NAME", "ROLE", "TENANT", "RIGHTS", "CREATED"}, [](const Json& t) {
-      std::string rights;
-      for (const auto& x : t.value("rights", Json::array())) rights += (rights.empty() ? "" : ",") + Str(x);
-      return std::vector<std::string>{
-          Str(t["id"]),     Str(t["name"]), Str(t["role"]), Str(t["tenant"]), rights.empty() ? "-" : rights,
-          Str(t["created"])};
-    });
+    AnswerList(inv, inv.c.List("/api/v1/tokens", "tokens"), "tokens",
+               {"ID", "NAME", "ROLE", "TENANT", "RIGHTS", "CREATED"}, [](const Json& t) {
+                 std::string rights;
+                 for (const auto& x : t.value("rights", Json::array())) rights += (rights.empty() ? "" : ",") + Str(x);
+                 return std::vector<std::string>{
+                     Str(t["id"]),     Str(t["name"]), Str(t["role"]), Str(t["tenant"]), rights.empty() ? "-" : rights,
+                     Str(t["created"])};
+               });
   });
-  auto* tdelete = token->add_subcommand("delete", "revoke a token");
-  tdelete->add_option("id", a.id, "token id")->required();
-  tdelete->callback([&inv, &a] { Answer(inv, inv.c.Call("DELETE", "/api/v1/tokens/" + a.id)); });
+  AddObjectCall(token, inv, {"delete", "revoke a token", "id", "token id", "DELETE", "/api/v1/tokens/"}, a.id);
 }
 
 }  // namespace uw::cli

@@ -25,15 +25,14 @@ struct DrsArgs {
 
 void AddDrsRecommendations(CLI::App* drs, Invocation& inv) {
   drs->add_subcommand("recommendations", "pending recommendations with reasons")->callback([&inv] {
-    auto r = inv.c.List("/api/v1/drs/recommendations", "recommendations");
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(
-        inv.c, *r, "recommendations", {"ID", "GUEST", "FROM", "TO", "PRIO", "IMBALANCE", "REASON"}, [](const Json& m) {
-          return std::vector<std::string>{
-              Str(m["id"]),    Str(m["guest"]),    Str(m["from"]),
-              Str(m["to"]),    Str(m["priority"]), Str(m["imbalance_before"]) + " -> " + Str(m["imbalance_after"]),
-              Str(m["reason"])};
-        });
+    AnswerList(inv, inv.c.List("/api/v1/drs/recommendations", "recommendations"), "recommendations",
+               {"ID", "GUEST", "FROM", "TO", "PRIO", "IMBALANCE", "REASON"}, [](const Json& m) {
+                 return std::vector<std::string>{
+                     Str(m["id"]),       Str(m["guest"]),
+                     Str(m["from"]),     Str(m["to"]),
+                     Str(m["priority"]), Str(m["imbalance_before"]) + " -> " + Str(m["imbalance_after"]),
+                     Str(m["reason"])};
+               });
   });
 }
 

@@ -55,18 +55,16 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
 
 void AddGuestList(CLI::App* guest, Invocation& inv) {
   guest->add_subcommand("list", "list guests")->callback([&inv] {
-    auto r = inv.c.List("/api/v1/guests", "guests");
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(inv.c, *r, "guests", {"NAME", "KIND", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"},
-                       [](const Json& g) {
-                         // kvm/virtio, qemu/emulated (device model), lxc.
-                         std::string kind = Str(g["kind"]);
-                         if (g.value("devices", "container") != "container") kind += "/" + Str(g["devices"]);
-                         return std::vector<std::string>{Str(g["name"]),   kind,
-                                                         Str(g["state"]),  Str(g["host"]),
-                                                         Str(g["vcpus"]),  Str(g["memory_mib"]),
-                                                         Str(g["tenant"]), Str(g["usage"]["cpu_cores"])};
-                       });
+    AnswerList(inv, inv.c.List("/api/v1/guests", "guests"), "guests",
+               {"NAME", "KIND", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"}, [](const Json& g) {
+                 // kvm/virtio, qemu/emulated (device model), lxc.
+                 std::string kind = Str(g["kind"]);
+                 if (g.value("devices", "container") != "container") kind += "/" + Str(g["devices"]);
+                 return std::vector<std::string>{Str(g["name"]),   kind,
+                                                 Str(g["state"]),  Str(g["host"]),
+                                                 Str(g["vcpus"]),  Str(g["memory_mib"]),
+                                                 Str(g["tenant"]), Str(g["usage"]["cpu_cores"])};
+               });
   });
 }
 
@@ -127,9 +125,9 @@ void AddGuestCommands(CLI::App& app, Invocation& inv) {
   guest->require_subcommand(1);
   AddGuestCreate(guest, inv, a);
   AddGuestList(guest, inv);
-  auto* gshow = guest->add_subcommand("show", "show a guest and why it is where it is");
-  gshow->add_option("name", a.name, "guest name")->required();
-  gshow->callback([&inv, &a] { Answer(inv, inv.c.Call("GET", "/api/v1/guests/" + a.name)); });
+  AddObjectCall(guest, inv,
+                {"show", "show a guest and why it is where it is", "name", "guest name", "GET", "/api/v1/guests/"},
+                a.name);
   AddGuestPowerCommands(guest, inv, a);
   AddGuestResize(guest, inv, a);
   AddGuestMigrate(guest, inv, a);
@@ -143,23 +141,22 @@ void AddMigrationCommands(CLI::App& app, Invocation& inv) {
   mlist->add_option("--guest", a.of_guest, "only this guest's");
   mlist->add_option("--limit", a.list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
   mlist->callback([&inv, &a] {
-    auto r = inv.c.List(
-        "/api/v1/migrations" + (a.of_guest.empty() ? std::string() : "?guest=" + api::PercentEncode(a.of_guest)),
-        "migrations", a.list_limit);
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(inv.c, *r, "migrations",
-                       {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
-                       [](const Json& m) {
-                         return std::vector<std::string>{Str(m["id"]),
-                                                         Str(m["guest"]),
-                                                         Str(m["source"]),
-                                                         Str(m["destination"]),
-                                                         Str(m["mode"]),
-                                                         Str(m["phase"]),
-                                                         Str(m["stats"]["total_ms"]),
-                                                         Str(m["stats"]["downtime_ms"]),
-                                                         Str(m["error"])};
-                       });
+    AnswerList(inv,
+               inv.c.List("/api/v1/migrations" +
+                              (a.of_guest.empty() ? std::string() : "?guest=" + api::PercentEncode(a.of_guest)),
+                          "migrations", a.list_limit),
+               "migrations", {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
+               [](const Json& m) {
+                 return std::vector<std::string>{Str(m["id"]),
+                                                 Str(m["guest"]),
+                                                 Str(m["source"]),
+                                                 Str(m["destination"]),
+                                                 Str(m["mode"]),
+                                                 Str(m["phase"]),
+                                                 Str(m["stats"]["total_ms"]),
+                                                 Str(m["stats"]["downtime_ms"]),
+                                                 Str(m["error"])};
+               });
   });
 }
 

@@ -40,24 +40,19 @@ void AddHostCommands(CLI::App& app, Invocation& inv) {
   auto* host = app.add_subcommand("host", "hosts of the cluster");
   host->require_subcommand(1);
   host->add_subcommand("list", "list hosts")->callback([&inv] {
-    auto r = inv.c.List("/api/v1/hosts", "hosts");
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(inv.c, *r, "hosts",
-                       {"NAME", "STATE", "MAINT", "CPUS", "MEM_MIB", "RESERVED_MIB", "CPU_USED", "GUESTS"},
-                       [](const Json& h) {
-                         return std::vector<std::string>{Str(h["name"]),
-                                                         Str(h["state"]),
-                                                         Str(h["maintenance"]),
-                                                         Str(h["capacity"]["cpu_cores"]),
-                                                         Str(h["capacity"]["memory_mib"]),
-                                                         Str(h["reserved"]["memory_mib"]),
-                                                         Str(h["usage"]["cpu_cores"]),
-                                                         Str(h["guests"])};
-                       });
+    AnswerList(inv, inv.c.List("/api/v1/hosts", "hosts"), "hosts",
+               {"NAME", "STATE", "MAINT", "CPUS", "MEM_MIB", "RESERVED_MIB", "CPU_USED", "GUESTS"}, [](const Json& h) {
+                 return std::vector<std::string>{Str(h["name"]),
+                                                 Str(h["state"]),
+                                                 Str(h["maintenance"]),
+                                                 Str(h["capacity"]["cpu_cores"]),
+                                                 Str(h["capacity"]["memory_mib"]),
+                                                 Str(h["reserved"]["memory_mib"]),
+                                                 Str(h["usage"]["cpu_cores"]),
+                                                 Str(h["guests"])};
+               });
   });
-  auto* host_show = host->add_subcommand("show", "show one host");
-  host_show->add_option("name", a.name, "host name")->required();
-  host_show->callback([&inv, &a] { Answer(inv, inv.c.Call("GET", "/api/v1/hosts/" + a.name)); });
+  AddObjectCall(host, inv, {"show", "show one host", "name", "host name", "GET", "/api/v1/hosts/"}, a.name);
   AddHostGroups(host, inv, a);
   auto* maint = host->add_subcommand("maintenance", "enter (on) or leave (off) maintenance mode");
   maint->add_option("name", a.name, "host name")->required();

@@ -46,22 +46,19 @@ void AddPoolCreate(CLI::App* pool_cmd, Invocation& inv, PoolArgs& a) {
 
 void AddPoolList(CLI::App* pool_cmd, Invocation& inv) {
   pool_cmd->add_subcommand("list", "list resource pools")->callback([&inv] {
-    auto r = inv.c.List("/api/v1/pools", "pools");
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(
-        inv.c, *r, "pools",
-        {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB", "MEM_SHARES"},
-        [](const Json& p) {
-          const Json cpu = p.value("cpu", Json::object()), mem = p.value("memory", Json::object());
-          return std::vector<std::string>{Str(p["name"]),
-                                          Str(p.value("parent", Json(nullptr))),
-                                          Str(cpu.value("reservation_cores", Json(0))),
-                                          Str(cpu.value("limit_cores", Json(nullptr))),
-                                          Str(cpu.value("shares", Json(nullptr))),
-                                          Str(mem.value("reservation_mib", Json(0))),
-                                          Str(mem.value("limit_mib", Json(nullptr))),
-                                          Str(mem.value("shares", Json(nullptr)))};
-        });
+    AnswerList(inv, inv.c.List("/api/v1/pools", "pools"), "pools",
+               {"NAME", "PARENT", "CPU_RES", "CPU_LIMIT", "CPU_SHARES", "MEM_RES_MIB", "MEM_LIMIT_MIB", "MEM_SHARES"},
+               [](const Json& p) {
+                 const Json cpu = p.value("cpu", Json::object()), mem = p.value("memory", Json::object());
+                 return std::vector<std::string>{Str(p["name"]),
+                                                 Str(p.value("parent", Json(nullptr))),
+                                                 Str(cpu.value("reservation_cores", Json(0))),
+                                                 Str(cpu.value("limit_cores", Json(nullptr))),
+                                                 Str(cpu.value("shares", Json(nullptr))),
+                                                 Str(mem.value("reservation_mib", Json(0))),
+                                                 Str(mem.value("limit_mib", Json(nullptr))),
+                                                 Str(mem.value("shares", Json(nullptr)))};
+               });
   });
 }
 
@@ -73,12 +70,10 @@ void AddPoolCommands(CLI::App& app, Invocation& inv) {
   pool_cmd->require_subcommand(1);
   AddPoolCreate(pool_cmd, inv, a);
   AddPoolList(pool_cmd, inv);
-  auto* pshow = pool_cmd->add_subcommand("show", "show a resource pool and its guests");
-  pshow->add_option("name", a.name, "pool name")->required();
-  pshow->callback([&inv, &a] { Answer(inv, inv.c.Call("GET", "/api/v1/pools/" + a.name)); });
-  auto* pdelete = pool_cmd->add_subcommand("delete", "delete an empty resource pool");
-  pdelete->add_option("name", a.name, "pool name")->required();
-  pdelete->callback([&inv, &a] { Answer(inv, inv.c.Call("DELETE", "/api/v1/pools/" + a.name)); });
+  AddObjectCall(pool_cmd, inv,
+                {"show", "show a resource pool and its guests", "name", "pool name", "GET", "/api/v1/pools/"}, a.name);
+  AddObjectCall(pool_cmd, inv,
+                {"delete", "delete an empty resource pool", "name", "pool name", "DELETE", "/api/v1/pools/"}, a.name);
 }
 
 }  // namespace uw::cli

@@ -43,21 +43,22 @@ void AddRuleCreate(CLI::App* rule, Invocation& inv, RuleArgs& a) {
 
 void AddRuleList(CLI::App* rule, Invocation& inv) {
   rule->add_subcommand("list", "list rules")->callback([&inv] {
-    auto r = inv.c.List("/api/v1/rules", "rules");
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(inv.c, *r, "rules", {"NAME", "TYPE", "GUESTS", "HOSTS", "MODE"}, [](const Json& x) {
-      auto join = [](const Json& a) {
-        std::string s;
-        for (const auto& e : a) s += (s.empty() ? "" : ",") + Str(e);
-        return s.empty() ? std::string("-") : s;
-      };
-      std::string hosts = join(x.value("hosts", Json::array()));
-      for (const auto& g : x.value("groups", Json::array())) hosts += (hosts == "-" ? "" : ",") + ("group:" + Str(g));
-      const bool vm_host = x.value("type", "") == "vm-host";
-      return std::vector<std::string>{
-          Str(x["name"]), Str(x["type"]), join(x.value("vms", Json::array())), vm_host ? hosts : "-",
-          vm_host ? Str(x.value("mode", Json(nullptr))) : (x.value("required", true) ? "required" : "preferred")};
-    });
+    AnswerList(inv, inv.c.List("/api/v1/rules", "rules"), "rules", {"NAME", "TYPE", "GUESTS", "HOSTS", "MODE"},
+               [](const Json& x) {
+                 auto join = [](const Json& a) {
+                   std::string s;
+                   for (const auto& e : a) s += (s.empty() ? "" : ",") + Str(e);
+                   return s.empty() ? std::string("-") : s;
+                 };
+                 std::string hosts = join(x.value("hosts", Json::array()));
+                 for (const auto& g : x.value("groups", Json::array()))
+                   hosts += (hosts == "-" ? "" : ",") + ("group:" + Str(g));
+                 const bool vm_host = x.value("type", "") == "vm-host";
+                 return std::vector<std::string>{Str(x["name"]), Str(x["type"]), join(x.value("vms", Json::array())),
+                                                 vm_host ? hosts : "-",
+                                                 vm_host ? Str(x.value("mode", Json(nullptr)))
+                                                         : (x.value("required", true) ? "required" : "preferred")};
+               });
   });
 }
 
@@ -69,12 +70,11 @@ void AddRuleCommands(CLI::App& app, Invocation& inv) {
   rule->require_subcommand(1);
   AddRuleCreate(rule, inv, a);
   AddRuleList(rule, inv);
-  auto* rshow = rule->add_subcommand("show", "show a rule (pending_guests: named, not created yet)");
-  rshow->add_option("name", a.name, "rule name")->required();
-  rshow->callback([&inv, &a] { Answer(inv, inv.c.Call("GET", "/api/v1/rules/" + a.name)); });
-  auto* rdelete = rule->add_subcommand("delete", "delete a rule");
-  rdelete->add_option("name", a.name, "rule name")->required();
-  rdelete->callback([&inv, &a] { Answer(inv, inv.c.Call("DELETE", "/api/v1/rules/" + a.name)); });
+  AddObjectCall(
+      rule, inv,
+      {"show", "show a rule (pending_guests: named, not created yet)", "name", "rule name", "GET", "/api/v1/rules/"},
+      a.name);
+  AddObjectCall(rule, inv, {"delete", "delete a rule", "name", "rule name", "DELETE", "/api/v1/rules/"}, a.name);
 }
 
 }  // namespace uw::cli

@@ -31,13 +31,12 @@ void AddTaskCommands(CLI::App& app, Invocation& inv) {
   auto* tlist = task->add_subcommand("list", "recent tasks, newest first");
   tlist->add_option("--limit", a.list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
   tlist->callback([&inv, &a] {
-    auto r = inv.c.List("/api/v1/tasks", "tasks", a.list_limit);
-    if (!r.ok()) return void(inv.rc = inv.c.Fail(r.status()));
-    inv.rc = PrintList(inv.c, *r, "tasks", {"ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "ERROR"}, [](const Json& t) {
-      return std::vector<std::string>{Str(t["id"]),       Str(t["kind"]),
-                                      Str(t["subject"]),  Str(t["state"]),
-                                      Str(t["progress"]), t["error"].is_null() ? "-" : Str(t["error"]["message"])};
-    });
+    AnswerList(inv, inv.c.List("/api/v1/tasks", "tasks", a.list_limit), "tasks",
+               {"ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "ERROR"}, [](const Json& t) {
+                 return std::vector<std::string>{
+                     Str(t["id"]),    Str(t["kind"]),     Str(t["subject"]),
+                     Str(t["state"]), Str(t["progress"]), t["error"].is_null() ? "-" : Str(t["error"]["message"])};
+               });
   });
 }
 

@@ -46,6 +46,18 @@ Result<Json> WaitTask(const Context& c, const std::string& id, int timeout_s) {
   }
 }
 
+int PrintList(const Context& c, const Json& j, const std::string& key, const std::vector<std::string>& header,
+              const std::function<std::vector<std::string>(const Json&)>& row) {
+  if (c.AsJson()) {
+    c.PrintJson(j);
+    return kOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : j.value(key, Json::array())) rows.push_back(row(e));
+  *c.out << FormatTable(header, rows);
+  return kOk;
+}
+
 }  // namespace
 
 std::string Str(const Json& j) {
@@ -126,18 +138,6 @@ int TaskOutcome(const Context& c, const Json& task, bool wait, int timeout_s) {
   return kFailed;
 }
 
-int PrintList(const Context& c, const Json& j, const std::string& key, const std::vector<std::string>& header,
-              const std::function<std::vector<std::string>(const Json&)>& row) {
-  if (c.AsJson()) {
-    c.PrintJson(j);
-    return kOk;
-  }
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& e : j.value(key, Json::array())) rows.push_back(row(e));
-  *c.out << FormatTable(header, rows);
-  return kOk;
-}
-
 int PrintObject(const Context& c, const Json& j) {
   if (c.AsJson()) {
     c.PrintJson(j);
@@ -153,8 +153,21 @@ void Answer(Invocation& inv, const Result<Json>& r) {
   inv.rc = r.ok() ? PrintObject(inv.c, *r) : inv.c.Fail(r.status());
 }
 
+void AnswerList(Invocation& inv, const Result<Json>& r, const std::string& key, const std::vector<std::string>& header,
+                const std::function<std::vector<std::string>(const Json&)>& row) {
+  inv.rc = r.ok() ? PrintList(inv.c, *r, key, header, row) : inv.c.Fail(r.status());
+}
+
 void AnswerTask(Invocation& inv, const Result<Json>& r) {
   inv.rc = r.ok() ? TaskOutcome(inv.c, *r, inv.wait, inv.timeout_s) : inv.c.Fail(r.status());
+}
+
+void AddObjectCall(CLI::App* parent, Invocation& inv, const ObjectCall& call, std::string& arg) {
+  auto* cmd = parent->add_subcommand(call.name, call.description);
+  cmd->add_option(call.arg, arg, call.arg_help)->required();
+  cmd->callback([&inv, &arg, method = std::string(call.method), path = std::string(call.path)] {
+    Answer(inv, inv.c.Call(method, path + arg));
+  });
 }
 
 }  // namespace uw::cli
