@@ -3,7 +3,7 @@
 // tasks, and one Add*Commands function per command group, each in its own commands_<group>.cc.
 //
 //   Run -> Invocation (options of the app) -> Add*Commands(app, inv) -> CLI11 parses -> the one
-//   chosen command's callback -> Context::Call / List -> Print* or TaskOutcome -> inv.rc
+//   chosen command's callback -> Context::Call / List -> Answer, AnswerList or AnswerTask -> inv.rc
 #pragma once
 
 #include <functional>
@@ -57,6 +57,10 @@ struct Context {
 // What the callbacks of one uwctl run share. It must outlive the CLI::App its commands are
 // registered on: options bind to its members and callbacks keep references to it.
 struct Invocation {
+  Invocation() = default;
+  Invocation(const Invocation&) = delete;  // callbacks hold references to it
+  Invocation& operator=(const Invocation&) = delete;
+
   Context c;
   int rc = kOk;  // the exit code the chosen command's callback sets
   // --wait / --timeout, for every command that starts a task (AddWait).
