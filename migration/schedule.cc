@@ -227,6 +227,129 @@ bool CanStart(Model& model, const Snapshot& s, Batch& b, const std::vector<char>
   return false;
 }
 
+// Why `m` (guest v, hosts from and to; -1 when unknown) cannot be scheduled at all, or "": unknown
+// names, a source that is neither on nor in maintenance, a destination that is not on, a live move
+// of a guest that cannot live-migrate.
+std::string WhyUnschedulable(const Snapshot& s, const Move& m, int v, int from, int to) {
+  if (v < 0) return "unknown guest";
+  if (from < 0) return "unknown source host " + m.from;
+  if (to < 0) return "unknown destination host " + m.to;
+  if (from == to) return "source and destination are the same host";
+  if (s.hosts[from].state != HostState::kOn && s.hosts[from].state != HostState::kMaintenance) {
+    return "source " + m.from + " is " + std::string(placement::HostStateName(s.hosts[from].state));
+  }
+  if (s.hosts[to].state != HostState::kOn) {
+    return "destination " + m.to + " is " + std::string(placement::HostStateName(s.hosts[to].state));
+  }
+  if (!s.vms[v].CanLiveMigrate() && !m.cold) {
+    return std::string("guest cannot live-migrate (") +
+           (s.vms[v].kind == GuestKind::kLxc ? "lxc" : "migratable: false") + ") and the move is not cold";
+  }
+  return "";
+}
+
+// The moves that pass WhyUnschedulable, in batches: one per move, except that a required-affinity
+// group's moves between the same two hosts share one. The others go to out->unschedulable.
+std::vector<Batch> MakeBatches(const Snapshot& s, const Model& model, const std::vector<Move>& moves, Schedule* out) {
+  const std::vector<int> group = model.AffinityGroups();
+  std::vector<Batch> batches;
+  std::map<std::tuple<int, int, int>, size_t> batch_of;  // (group, from, to) for groups > 1
+  std::vector<int> group_size(s.vms.size(), 0);
+  for (size_t v = 0; v < s.vms.size(); ++v) ++group_size[group[v]];
+  for (size_t i = 0; i < moves.size(); ++i) {
+    const Move& m = moves[i];
+    int v = model.VmOf(m.vm), from = model.HostOf(m.from), to = model.HostOf(m.to);
+    if (std::string why = WhyUnschedulable(s, m, v, from, to); !why.empty()) {
+      out->unschedulable.push_back({m.vm, MoveText(m) + ": " + why});
+      continue;
+    }
+    size_t bi = batches.size();
+    if (group_size[group[v]] > 1) {
+      auto key = std::make_tuple(group[v], from, to);
+      auto it = batch_of.find(key);
+      if (it != batch_of.end())
+        bi = it->second;
+      else
+        batch_of[key] = bi;
+    }
+    if (bi == batches.size()) batches.push_back(Batch{{}, {}, from, to, 0, m.priority, ""});
+    Batch& b = batches[bi];
+    b.moves.push_back(static_cast<int>(i));
+    b.vms.push_back(v);
+    b.mem += s.vms[v].memory_mib;
+    b.priority = std::min(b.priority, m.priority);
+  }
+  return batches;
+}
+
+// What the wave loop carries from one wave to the next.
+struct Waves {
+  explicit Waves(const Snapshot& s)
+      : in_flight(s.vms.size(), 0), per_host(s.hosts.size(), 0), left_host(s.hosts.size()), of_guest(s.vms.size()) {}
+
+  std::vector<char> in_flight;    // by guest: started in the wave being built
+  std::vector<int64_t> per_host;  // by host: guests in flight there in the wave being built
+  // Steps of earlier waves by source host and by guest, for dependencies.
+  std::vector<std::vector<int>> left_host;
+  std::vector<std::vector<int>> of_guest;
+};
+
+// The batches of `pending` (in its order) that start in the next wave: within the caps and
+// CanStart in the model with the ones before them. The others are left in *rest.
+std::vector<size_t> StartWave(Model& model, const Snapshot& s, const Caps& caps, std::vector<Batch>& batches,
+                              const std::vector<size_t>& pending, Waves& w, std::vector<size_t>* rest) {
+  std::fill(w.per_host.begin(), w.per_host.end(), 0);
+  int64_t running = 0;
+  std::vector<size_t> started;
+  for (size_t bi : pending) {
+    Batch& b = batches[bi];
+    const int64_t n = static_cast<int64_t>(b.vms.size());
+    // A batch larger than a cap runs alone rather than never.
+    bool cap_ok = (running == 0 || running + n <= caps.cluster) &&
+                  (w.per_host[b.from] == 0 || w.per_host[b.from] + n <= caps.per_host) &&
+                  (w.per_host[b.to] == 0 || w.per_host[b.to] + n <= caps.per_host);
+    if (!cap_ok || !CanStart(model, s, b, w.in_flight)) {
+      rest->push_back(bi);
+      continue;
+    }
+    running += n;
+    w.per_host[b.from] += n;
+    w.per_host[b.to] += n;
+    for (int v : b.vms) w.in_flight[v] = 1;
+    started.push_back(bi);
+  }
+  return started;
+}
+
+// Appends the steps of the `started` batches as wave out->waves, each depending on the steps of
+// earlier waves that left its destination and on earlier moves of its guest, and commits the
+// batches to the model (their guests leave their sources).
+void RecordWave(const std::vector<Move>& moves, const std::vector<Batch>& batches, const std::vector<size_t>& started,
+                Model& model, Waves& w, Schedule* out) {
+  std::vector<std::pair<int, int>> new_steps;  // (step index, from)
+  for (size_t bi : started) {
+    const Batch& b = batches[bi];
+    for (size_t k = 0; k < b.moves.size(); ++k) {
+      Step st;
+      st.move = moves[b.moves[k]];
+      st.plan_index = b.moves[k];
+      st.wave = out->waves;
+      std::vector<int> deps = w.left_host[b.to];
+      deps.insert(deps.end(), w.of_guest[b.vms[k]].begin(), w.of_guest[b.vms[k]].end());
+      std::sort(deps.begin(), deps.end());
+      deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
+      st.depends_on = std::move(deps);
+      int idx = static_cast<int>(out->steps.size());
+      out->steps.push_back(std::move(st));
+      w.of_guest[b.vms[k]].push_back(idx);
+      new_steps.push_back({idx, b.from});
+    }
+    model.Commit(b);
+    for (int v : b.vms) w.in_flight[v] = 0;
+  }
+  for (auto [idx, from] : new_steps) w.left_host[from].push_back(idx);
+}
+
 }  // namespace
 
 Result<Caps> ParseCaps(const Json& json, std::string_view path) {
@@ -249,109 +372,19 @@ Result<Schedule> OrderMoves(const Snapshot& s, const std::vector<Move>& moves, c
   }
   Schedule out;
   Model model(s);
-  const std::vector<int> group = model.AffinityGroups();
-
   // Static checks, then batches.
-  std::vector<Batch> batches;
-  std::map<std::tuple<int, int, int>, size_t> batch_of;  // (group, from, to) for groups > 1
-  std::vector<int> group_size(s.vms.size(), 0);
-  for (size_t v = 0; v < s.vms.size(); ++v) ++group_size[group[v]];
-  for (size_t i = 0; i < moves.size(); ++i) {
-    const Move& m = moves[i];
-    int v = model.VmOf(m.vm), from = model.HostOf(m.from), to = model.HostOf(m.to);
-    std::string why;
-    if (v < 0)
-      why = "unknown guest";
-    else if (from < 0)
-      why = "unknown source host " + m.from;
-    else if (to < 0)
-      why = "unknown destination host " + m.to;
-    else if (from == to)
-      why = "source and destination are the same host";
-    else if (s.hosts[from].state != HostState::kOn && s.hosts[from].state != HostState::kMaintenance) {
-      why = "source " + m.from + " is " + std::string(placement::HostStateName(s.hosts[from].state));
-    } else if (s.hosts[to].state != HostState::kOn) {
-      why = "destination " + m.to + " is " + std::string(placement::HostStateName(s.hosts[to].state));
-    } else if (!s.vms[v].CanLiveMigrate() && !m.cold) {
-      why = std::string("guest cannot live-migrate (") +
-            (s.vms[v].kind == GuestKind::kLxc ? "lxc" : "migratable: false") + ") and the move is not cold";
-    }
-    if (!why.empty()) {
-      out.unschedulable.push_back({m.vm, MoveText(m) + ": " + why});
-      continue;
-    }
-    size_t bi = batches.size();
-    if (group_size[group[v]] > 1) {
-      auto key = std::make_tuple(group[v], from, to);
-      auto it = batch_of.find(key);
-      if (it != batch_of.end())
-        bi = it->second;
-      else
-        batch_of[key] = bi;
-    }
-    if (bi == batches.size()) batches.push_back(Batch{{}, {}, from, to, 0, m.priority, ""});
-    Batch& b = batches[bi];
-    b.moves.push_back(static_cast<int>(i));
-    b.vms.push_back(v);
-    b.mem += s.vms[v].memory_mib;
-    b.priority = std::min(b.priority, m.priority);
-  }
+  std::vector<Batch> batches = MakeBatches(s, model, moves, &out);
 
   std::vector<size_t> pending(batches.size());
   std::iota(pending.begin(), pending.end(), 0);
   std::stable_sort(pending.begin(), pending.end(),
                    [&](size_t a, size_t b) { return batches[a].priority < batches[b].priority; });
-
-  std::vector<char> in_flight(s.vms.size(), 0);
-  std::vector<int64_t> per_host(s.hosts.size(), 0);
-  // Steps of earlier waves by source host and by guest, for dependencies.
-  std::vector<std::vector<int>> left_host(s.hosts.size());
-  std::vector<std::vector<int>> of_guest(s.vms.size());
-
+  Waves w(s);
   while (!pending.empty()) {
-    std::fill(per_host.begin(), per_host.end(), 0);
-    int64_t running = 0;
-    std::vector<size_t> started, rest;
-    for (size_t bi : pending) {
-      Batch& b = batches[bi];
-      const int64_t n = static_cast<int64_t>(b.vms.size());
-      // A batch larger than a cap runs alone rather than never.
-      bool cap_ok = (running == 0 || running + n <= caps.cluster) &&
-                    (per_host[b.from] == 0 || per_host[b.from] + n <= caps.per_host) &&
-                    (per_host[b.to] == 0 || per_host[b.to] + n <= caps.per_host);
-      if (!cap_ok || !CanStart(model, s, b, in_flight)) {
-        rest.push_back(bi);
-        continue;
-      }
-      running += n;
-      per_host[b.from] += n;
-      per_host[b.to] += n;
-      for (int v : b.vms) in_flight[v] = 1;
-      started.push_back(bi);
-    }
+    std::vector<size_t> rest;
+    const std::vector<size_t> started = StartWave(model, s, caps, batches, pending, w, &rest);
     if (started.empty()) break;
-    std::vector<std::pair<int, int>> new_steps;  // (step index, from)
-    for (size_t bi : started) {
-      Batch& b = batches[bi];
-      for (size_t k = 0; k < b.moves.size(); ++k) {
-        Step st;
-        st.move = moves[b.moves[k]];
-        st.plan_index = b.moves[k];
-        st.wave = out.waves;
-        std::vector<int> deps = left_host[b.to];
-        deps.insert(deps.end(), of_guest[b.vms[k]].begin(), of_guest[b.vms[k]].end());
-        std::sort(deps.begin(), deps.end());
-        deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
-        st.depends_on = std::move(deps);
-        int idx = static_cast<int>(out.steps.size());
-        out.steps.push_back(std::move(st));
-        of_guest[b.vms[k]].push_back(idx);
-        new_steps.push_back({idx, b.from});
-      }
-      model.Commit(b);
-      for (int v : b.vms) in_flight[v] = 0;
-    }
-    for (auto [idx, from] : new_steps) left_host[from].push_back(idx);
+    RecordWave(moves, batches, started, model, w, &out);
     ++out.waves;
     pending = std::move(rest);
   }

@@ -1,0 +1,163 @@
+// uwctl guest (create, list, show, start, stop, delete, resize, migrate) and uwctl migration list.
+#include <CLI/CLI.hpp>
+
+#include "api/request_parser.h"
+#include "cli/commands.h"
+
+namespace uw::cli {
+namespace {
+
+struct GuestArgs {
+  std::string name;
+  // create
+  int64_t vcpus = 1, memory = 256;
+  std::string image, kind = "qemu", tenant, pool, automation, on_crash;
+  bool no_start = false, no_paravirt = false;
+  // delete
+  bool force = false;
+  // resize
+  int64_t new_vcpus = 0, new_memory = 0;
+  // migrate
+  std::string to_host;
+  bool cold = false;
+  double bandwidth = 0;
+};
+
+void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
+  auto* create = guest->add_subcommand("create", "create a guest (placed by the manager)");
+  create->add_option("name", a.name, "guest name")->required();
+  create->add_option("--vcpus", a.vcpus, "virtual CPUs")->check(CLI::PositiveNumber);
+  create->add_option("--memory", a.memory, "memory in MiB")->check(CLI::PositiveNumber);
+  create->add_option("--image", a.image, "image name known to the agents (e.g. tiny)");
+  create->add_option("--kind", a.kind, "kvm | qemu | lxc")->check(CLI::IsMember({"kvm", "qemu", "lxc"}));
+  create->add_option("--tenant", a.tenant, "owner tenant (admins and operators)");
+  create->add_option("--pool", a.pool, "resource pool");
+  create->add_option("--automation", a.automation, "DRS override: default | manual | automatic | disabled");
+  create
+      ->add_option("--on-crash", a.on_crash, "when it crashes: restart (default; 3 tries in 10 minutes) | keep | stop")
+      ->check(CLI::IsMember({"restart", "keep", "stop"}));
+  create->add_flag("--no-start", a.no_start, "define but do not start");
+  create->add_flag("--no-paravirt", a.no_paravirt,
+                   "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");
+  inv.AddWait(create);
+  create->callback([&inv, &a] {
+    Json body = {{"name", a.name}, {"vcpus", a.vcpus}, {"memory_mib", a.memory}, {"kind", a.kind}};
+    if (!a.image.empty()) body["image"] = a.image;
+    if (!a.tenant.empty()) body["tenant"] = a.tenant;
+    if (!a.pool.empty()) body["pool"] = a.pool;
+    if (!a.automation.empty()) body["automation"] = a.automation;
+    if (!a.on_crash.empty()) body["on_crash"] = a.on_crash;
+    if (a.no_start) body["start"] = false;
+    if (a.no_paravirt) body["paravirt"] = false;
+    AnswerTask(inv, inv.c.Call("POST", "/api/v1/guests", &body));
+  });
+}
+
+void AddGuestList(CLI::App* guest, Invocation& inv) {
+  guest->add_subcommand("list", "list guests")->callback([&inv] {
+    AnswerList(inv, inv.c.List("/api/v1/guests", "guests"), "guests",
+               {"NAME", "KIND", "STATE", "HOST", "VCPUS", "MEM_MIB", "TENANT", "CPU_USED"}, [](const Json& g) {
+                 // kvm/virtio, qemu/emulated (device model), lxc.
+                 std::string kind = Str(g["kind"]);
+                 if (g.value("devices", "container") != "container") kind += "/" + Str(g["devices"]);
+                 return std::vector<std::string>{Str(g["name"]),   kind,
+                                                 Str(g["state"]),  Str(g["host"]),
+                                                 Str(g["vcpus"]),  Str(g["memory_mib"]),
+                                                 Str(g["tenant"]), Str(g["usage"]["cpu_cores"])};
+               });
+  });
+}
+
+// start, stop and delete: each starts a task on the named guest.
+void AddGuestPowerCommands(CLI::App* guest, Invocation& inv, GuestArgs& a) {
+  for (const char* op : {"start", "stop", "delete"}) {
+    auto* cmd = guest->add_subcommand(op, std::string(op) + " a guest");
+    cmd->add_option("name", a.name, "guest name")->required();
+    if (std::string(op) == "delete") {
+      cmd->add_flag("--force", a.force, "power a running guest off first (without it only a stopped guest is deleted)");
+    }
+    inv.AddWait(cmd);
+    cmd->callback([&inv, &a, op = std::string(op)] {
+      AnswerTask(inv, op == "delete" ? inv.c.Call("DELETE", "/api/v1/guests/" + a.name + (a.force ? "?force=true" : ""))
+                                     : inv.c.Call("POST", "/api/v1/guests/" + a.name + "/" + op));
+    });
+  }
+}
+
+void AddGuestResize(CLI::App* guest, Invocation& inv, GuestArgs& a) {
+  auto* resize = guest->add_subcommand("resize", "change vCPUs or memory within the guest's reservation");
+  resize->add_option("name", a.name, "guest name")->required();
+  resize->add_option("--vcpus", a.new_vcpus, "virtual CPUs");
+  resize->add_option("--memory", a.new_memory, "memory in MiB");
+  inv.AddWait(resize);
+  resize->callback([&inv, &a] {
+    Json body = Json::object();
+    if (a.new_vcpus > 0) body["vcpus"] = a.new_vcpus;
+    if (a.new_memory > 0) body["memory_mib"] = a.new_memory;
+    AnswerTask(inv, inv.c.Call("POST", "/api/v1/guests/" + a.name + "/resize", &body));
+  });
+}
+
+void AddGuestMigrate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
+  auto* migrate = guest->add_subcommand("migrate", "move a guest to another host (live; --cold for stop, move, start)");
+  migrate->add_option("name", a.name, "guest name")->required();
+  migrate->add_option("--to", a.to_host, "destination host")->required();
+  migrate->add_flag("--cold", a.cold, "stop, move and start (containers, non-migratable guests)");
+  migrate->add_option("--bandwidth", a.bandwidth, "starting bandwidth limit in MiB/s");
+  inv.AddWait(migrate);
+  migrate->callback([&inv, &a] {
+    Json body = {{"host", a.to_host}, {"mode", a.cold ? "cold" : "live"}};
+    if (a.bandwidth > 0) body["bandwidth_mib_s"] = a.bandwidth;
+    AnswerTask(inv, inv.c.Call("POST", "/api/v1/guests/" + a.name + "/migrate", &body));
+  });
+}
+
+struct MigrationArgs {
+  std::string of_guest;
+  int64_t list_limit = 100;
+};
+
+}  // namespace
+
+void AddGuestCommands(CLI::App& app, Invocation& inv) {
+  GuestArgs& a = inv.Own<GuestArgs>();
+  auto* guest = app.add_subcommand("guest", "guests (virtual machines and containers)");
+  guest->require_subcommand(1);
+  AddGuestCreate(guest, inv, a);
+  AddGuestList(guest, inv);
+  AddObjectCall(guest, inv,
+                {"show", "show a guest and why it is where it is", "name", "guest name", "GET", "/api/v1/guests/"},
+                a.name);
+  AddGuestPowerCommands(guest, inv, a);
+  AddGuestResize(guest, inv, a);
+  AddGuestMigrate(guest, inv, a);
+}
+
+void AddMigrationCommands(CLI::App& app, Invocation& inv) {
+  MigrationArgs& a = inv.Own<MigrationArgs>();
+  auto* migration = app.add_subcommand("migration", "live migrations and their figures");
+  migration->require_subcommand(1);
+  auto* mlist = migration->add_subcommand("list", "recent migrations (phase, time, downtime)");
+  mlist->add_option("--guest", a.of_guest, "only this guest's");
+  mlist->add_option("--limit", a.list_limit, "newest N (0: all)")->check(CLI::NonNegativeNumber);
+  mlist->callback([&inv, &a] {
+    AnswerList(inv,
+               inv.c.List("/api/v1/migrations" +
+                              (a.of_guest.empty() ? std::string() : "?guest=" + api::PercentEncode(a.of_guest)),
+                          "migrations", a.list_limit),
+               "migrations", {"ID", "GUEST", "FROM", "TO", "MODE", "PHASE", "TOTAL MS", "DOWNTIME MS", "ERROR"},
+               [](const Json& m) {
+                 return std::vector<std::string>{Str(m["id"]),
+                                                 Str(m["guest"]),
+                                                 Str(m["source"]),
+                                                 Str(m["destination"]),
+                                                 Str(m["mode"]),
+                                                 Str(m["phase"]),
+                                                 Str(m["stats"]["total_ms"]),
+                                                 Str(m["stats"]["downtime_ms"]),
+                                                 Str(m["error"])};
+               });
+  });
+}
+
+}  // namespace uw::cli
