@@ -88,9 +88,9 @@ Result<Json> Context::List(const std::string& path, const char* key, int64_t lim
   std::string after;
   do {
     const int64_t want = limit > 0 ? std::min<int64_t>(limit - static_cast<int64_t>(items.size()), 1000) : 1000;
-    std::string url = path + sep + "limit=" + std::to_string(want);
-    if (!after.empty()) url += "&after=" + api::PercentEncode(after);
-    UW_ASSIGN_OR_RETURN(Json page, Call("GET", url));
+    std::string page_url = path + sep + "limit=" + std::to_string(want);
+    if (!after.empty()) page_url += "&after=" + api::PercentEncode(after);
+    UW_ASSIGN_OR_RETURN(Json page, Call("GET", page_url));
     if (!page.contains(key) || !page[key].is_array()) {
       return InternalError("the answer of GET " + path + " has no '" + key + "' list");
     }
