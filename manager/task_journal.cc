@@ -10,11 +10,10 @@ namespace uw::manager::internal {
 namespace {
 
 Task TaskOfRow(const SqlRow& r) {
-  Task t{r.Str("id"),         r.Str("kind"),       r.Str("subject"), r.Str("tenant"),
-         r.Str("state"),      r.Real("progress"),  r.Str("message"), r.Int("attempts"),
-         r.Int("created_ms"), r.Int("updated_ms"), std::nullopt,     r.JsonOf("result")};
+  Task t{r.Str("id"),        r.Str("kind"),      r.Str("subject"),   r.Str("tenant"),     r.Str("state"),
+         r.Real("progress"), r.Str("message"),   r.Int("attempts"),  r.Int("created_ms"), r.Int("updated_ms"),
+         std::nullopt,       r.JsonOf("result"), r.JsonOf("request")};
   if (!r.IsNull("error_code")) t.error = TaskError{r.Str("error_code"), r.Str("error_message")};
-  t.request = r.JsonOf("request");
   return t;
 }
 

@@ -253,6 +253,11 @@ void PowerOffEmptied(PlanContext& ctx) {
             [&](int a, int b) { return s.hosts[a].power.idle_watts > s.hosts[b].power.idle_watts; });
   for (int h : empty) {
     if (c.HostsOn() - 1 < s.settings.dpm.min_hosts_on) break;
+    // A host this plan powers on already (to place or restart a guest that consolidation then
+    // moved elsewhere) keeps that one power action: a plan acts on a host's power at most once.
+    const bool acted = std::any_of(ctx.plan.power.begin(), ctx.plan.power.end(),
+                                   [&](const PowerAction& a) { return a.host == s.hosts[h].name; });
+    if (acted) continue;
     if (s.settings.ha.enabled && !HaReserveHolds(c, s.settings.ha.host_failures, h)) continue;
     c.SetState(h, HostState::kStandby);
     ctx.plan.power.push_back({s.hosts[h].name, PowerActionType::kPowerOff,

@@ -164,5 +164,29 @@ TEST(OpportunityCostTest, PlacementAvoidsExpensiveHosts) {
   EXPECT_FALSE(PlacementIndex::Build(s, "nope").ok());
 }
 
+// Found by the snapshot fuzzer: consolidation powered h3 on to place `d`, then moved everything off
+// it and planned its power-off too, and the checker refuses two power actions for one host.
+TEST(ConsolidateTest, NeverPowersOffAHostThePlanPowersOn) {
+  const Json j = Json::parse(R"({
+    "hosts": [{"name": "h1", "cpu_cores": 2, "memory_mib": 16384}, {"name": "h2", "cpu_cores": 7, "memory_mib": 16384},
+              {"name": "h3", "cpu_cores": 4, "memory_mib": 8192, "state": "standby"}],
+    "vms": [{"name": "a", "vcpus": 4, "memory_mib": 4096, "demand": {"cpu_cores": 3.5}},
+            {"name": "b", "vcpus": 4, "memory_mib": 4096, "demand": {"cpu_cores": 3.9}},
+            {"name": "c", "host": "h1", "vcpus": 1, "memory_mib": 2048},
+            {"name": "d", "host": null, "vcpus": 1, "memory_mib": 11024}],
+    "settings": {"drs": {"automation": "automatic"}, "dpm": {"enabled": true, "min_hosts_on": 1}}})");
+  auto s = ParseSnapshot(j);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto plan = MakePlan(*s, "consolidate");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_TRUE(CheckPlan(*s, *plan).ok()) << CheckPlan(*s, *plan).ToString();
+  for (const PowerAction& a : plan->power) {
+    EXPECT_EQ(
+        std::count_if(plan->power.begin(), plan->power.end(), [&](const PowerAction& b) { return b.host == a.host; }),
+        1)
+        << a.host;
+  }
+}
+
 }  // namespace
 }  // namespace uw::placement
