@@ -22,6 +22,10 @@ Clock& Clock::Real() {
 
 double ToUnixSeconds(TimePoint t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
 
+int64_t ToUnixMillis(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
 std::string FormatRfc3339(TimePoint t) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
   std::time_t secs = static_cast<std::time_t>(ms / 1000);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 
 namespace uw {
@@ -47,6 +48,8 @@ class FakeClock : public Clock {
 
 // Seconds since the Unix epoch, as a double (for JSON).
 double ToUnixSeconds(TimePoint t);
+// Milliseconds since the Unix epoch (the store's *_ms columns).
+int64_t ToUnixMillis(TimePoint t);
 // RFC 3339 UTC with milliseconds: "2026-11-22T10:00:00.123Z".
 std::string FormatRfc3339(TimePoint t);
 

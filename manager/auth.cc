@@ -78,9 +78,7 @@ std::vector<std::string> StoredRights(const SqlRow& r) {
 TokenRegistry::TokenRegistry(Store& store, EventLog& events, Clock& clock)
     : store_(store), events_(events), clock_(clock) {}
 
-int64_t TokenRegistry::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
-}
+int64_t TokenRegistry::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status TokenRegistry::Load(std::string_view bootstrap_admin_token) {
   // The bootstrap admin token (replaced when the configured one changes).

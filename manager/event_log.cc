@@ -21,7 +21,7 @@ void EventLog::Stop() {
 }
 
 Status EventLog::Add(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data) {
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
+  const int64_t now = ToUnixMillis(clock_.Now());
   UW_RETURN_IF_ERROR(store_.Exec("INSERT INTO events(at_ms, type, subject, tenant, data) VALUES (?, ?, ?, ?, ?)",
                                  {now, std::string(type), std::string(subject), std::string(tenant), data.dump()}));
   if (bus_) bus_->Notify(store_.LastInsertRowId());

@@ -2,9 +2,7 @@
 
 namespace uw::manager::internal {
 
-int64_t IdempotencyLog::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
-}
+int64_t IdempotencyLog::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Result<std::optional<IdempotencyLog::Entry>> IdempotencyLog::Find(Store& store, const std::string& principal,
                                                                   const std::string& key) {

@@ -45,9 +45,7 @@ void Manager::SetAgentFactory(AgentDirectory::Factory factory) {
 
 Manager::~Manager() { Stop(); }
 
-int64_t Manager::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
-}
+int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status Manager::Start() {
   migrations_.reset();  // a manager started again reopens its store

@@ -20,6 +20,36 @@ namespace uw::manager {
 // ---------------------------------------------------------------------------------------------
 // Config and request parsing
 
+namespace {
+
+// The config file's "migration" object into `c`.
+Status MigrationConfigFromJson(const JsonView& m, ManagerConfig& c) {
+  UW_RETURN_IF_ERROR(m.RejectUnknown(
+      {"per_host", "cluster", "poll_ms", "agent_grace_ms", "verify_window_ms", "verify_timeout_ms", "convergence"}));
+  Json caps = Json::object();
+  for (const char* k : {"per_host", "cluster"}) {
+    if (m.json().contains(k)) caps[k] = m.json()[k];
+  }
+  UW_ASSIGN_OR_RETURN(c.migration_caps, migration::ParseCaps(caps, "migration"));
+  if (m.Has("convergence")) {
+    UW_ASSIGN_OR_RETURN(c.convergence,
+                        migration::ParseConvergencePolicy(m.json()["convergence"], "migration.convergence"));
+  }
+  auto ms_in = [&](std::string_view key, int& out, int64_t lo, int64_t hi, std::string_view range) -> Status {
+    UW_ASSIGN_OR_RETURN(int64_t ms, m.Int(key, out));
+    if (ms < lo || ms > hi) return m.FieldError(key, "expected " + std::string(range));
+    out = static_cast<int>(ms);
+    return Status::Ok();
+  };
+  UW_RETURN_IF_ERROR(ms_in("poll_ms", c.migration_poll_ms, 50, 60000, "50..60000"));
+  UW_RETURN_IF_ERROR(ms_in("agent_grace_ms", c.migration_agent_grace_ms, 0, 3600000, "0..3600000"));
+  UW_RETURN_IF_ERROR(ms_in("verify_window_ms", c.migration_verify_window_ms, 0, 600000, "0..600000"));
+  return ms_in("verify_timeout_ms", c.migration_verify_timeout_ms, c.migration_verify_window_ms, 3600000,
+               "verify_window_ms..3600000");
+}
+
+}  // namespace
+
 Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where) {
   auto fail = [&](const Status& s) { return s.WithContext(where); };
   auto root = JsonView::Of(j, "");
@@ -109,34 +139,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (v.Has("migration")) {
     JsonView m = JsonView::Of(j, "").value();
     UW_CFG(m, v.Object("migration"));
-    if (Status s = m.RejectUnknown({"per_host", "cluster", "poll_ms", "agent_grace_ms", "verify_window_ms",
-                                    "verify_timeout_ms", "convergence"});
-        !s.ok()) {
-      return fail(s);
-    }
-    Json caps = Json::object();
-    for (const char* k : {"per_host", "cluster"}) {
-      if (m.json().contains(k)) caps[k] = m.json()[k];
-    }
-    UW_CFG(c.migration_caps, migration::ParseCaps(caps, "migration"));
-    if (m.Has("convergence")) {
-      UW_CFG(c.convergence, migration::ParseConvergencePolicy(m.json()["convergence"], "migration.convergence"));
-    }
-    int64_t ms = 0;
-    UW_CFG(ms, m.Int("poll_ms", c.migration_poll_ms));
-    if (ms < 50 || ms > 60000) return fail(m.FieldError("poll_ms", "expected 50..60000"));
-    c.migration_poll_ms = static_cast<int>(ms);
-    UW_CFG(ms, m.Int("agent_grace_ms", c.migration_agent_grace_ms));
-    if (ms < 0 || ms > 3600000) return fail(m.FieldError("agent_grace_ms", "expected 0..3600000"));
-    c.migration_agent_grace_ms = static_cast<int>(ms);
-    UW_CFG(ms, m.Int("verify_window_ms", c.migration_verify_window_ms));
-    if (ms < 0 || ms > 600000) return fail(m.FieldError("verify_window_ms", "expected 0..600000"));
-    c.migration_verify_window_ms = static_cast<int>(ms);
-    UW_CFG(ms, m.Int("verify_timeout_ms", c.migration_verify_timeout_ms));
-    if (ms < c.migration_verify_window_ms || ms > 3600000) {
-      return fail(m.FieldError("verify_timeout_ms", "expected verify_window_ms..3600000"));
-    }
-    c.migration_verify_timeout_ms = static_cast<int>(ms);
+    if (Status s = MigrationConfigFromJson(m, c); !s.ok()) return fail(s);
   }
 #undef UW_CFG
   return c;

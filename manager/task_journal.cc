@@ -22,9 +22,7 @@ Task TaskOfRow(const SqlRow& r) {
 TaskJournal::TaskJournal(Store& store, EventLog& events, Clock& clock)
     : store_(store), events_(events), clock_(clock) {}
 
-int64_t TaskJournal::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
-}
+int64_t TaskJournal::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status TaskJournal::Insert(const std::string& id, std::string_view kind, std::string_view subject,
                            std::string_view tenant, const Json& request, std::string_view message) {

@@ -7,6 +7,7 @@
 
 #include "common/json.h"
 #include "manager/auth.h"
+#include "manager/internal.h"
 #include "manager/manager.h"
 
 namespace uw::manager {
@@ -27,11 +28,7 @@ template <class T, class View>
 Json PageView(const char* key, const Page<T>& page, View view) {
   Json items = Json::array();
   for (const T& item : page.items) items.push_back(view(item));
-  Json out = Json::object();
-  out[key] = std::move(items);
-  out["next"] = page.next ? Json(*page.next) : Json(nullptr);
-  out["total"] = page.total;
-  return out;
+  return internal::PageJson(key, std::move(items), page.total, page.next);
 }
 
 }  // namespace uw::manager
