@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "vmm/domain_xml.h"
 #include "vmm/libvirt_driver.h"
@@ -150,6 +152,38 @@ Result<bool> LibvirtHypervisor::ContainerInitRunning(std::string_view name) {
   if (virDomainIsActive(d.get()) != 1) return false;
   UW_ASSIGN_OR_RETURN(pid_t init, ContainerInitPid(d.get(), name));
   return init > 0;
+}
+
+bool LibvirtHypervisor::SignalContainerInit(virDomainPtr dom, std::string_view name, int signal) {
+  auto init = ContainerInitPid(dom, name);
+  if (!init.ok() || *init <= 0) return false;
+  if (kill(*init, signal) != 0) {
+    spdlog::warn("signalling the init (pid {}) of container '{}': {}", *init, name, std::strerror(errno));
+    return false;
+  }
+  spdlog::info("container '{}': libvirtd does not know its init yet; sent signal {} to pid {} itself", name, signal,
+               *init);
+  return true;
+}
+
+bool LibvirtHypervisor::ReapEndedContainer(virDomainPtr dom, std::string_view name) {
+  const int id = virDomainGetID(dom);
+  if (id <= 0 || kill(id, 0) == 0 || errno != ESRCH) return false;
+  const Duration grace_end = clock_.Monotonic() + std::chrono::seconds(1);
+  while (clock_.Monotonic() < grace_end) {
+    if (virDomainIsActive(dom) != 1) return true;  // libvirtd noticed by itself
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  spdlog::warn(
+      "container '{}': its controller (pid {}) has exited but libvirtd still calls it running (it lost "
+      "its monitor connection); destroying the stale domain",
+      name, id);
+  if (virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1) {
+    spdlog::warn("{}", LibvirtError("destroying ended container '" + std::string(name) + "'").message());
+    return false;
+  }
+  virResetLastError();
+  return true;
 }
 
 Result<pid_t> LibvirtHypervisor::ContainerInitPid(virDomainPtr dom, std::string_view name) {

@@ -4,6 +4,7 @@
 #include "vmm/libvirt_driver.h"
 
 #include <libvirt/virterror.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -398,14 +399,25 @@ Status LibvirtHypervisor::Shutdown(std::string_view name, Duration timeout, bool
     if (std::string(os) == "exe") mode = VIR_DOMAIN_SHUTDOWN_SIGNAL;
     free(os);
   }
-  if (virDomainShutdownFlags(d.get(), mode) < 0) {
-    spdlog::warn("{}", LibvirtError("graceful shutdown of '" + std::string(name) + "'").message());
-  } else {
+  bool asked = virDomainShutdownFlags(d.get(), mode) == 0;
+  if (!asked) {
+    Status refused = LibvirtError("graceful shutdown of '" + std::string(name) + "'");
+    if (mode == VIR_DOMAIN_SHUTDOWN_SIGNAL && refused.code() == StatusCode::kFailedPrecondition) {
+      // libvirtd learns a container's init pid from its libvirt_lxc controller some time after
+      // the init runs, or never (see ContainerNamespaces): until then it refuses with "Init process
+      // ID is not yet known". The init is found from /proc: send it the SIGTERM libvirt would.
+      asked = SignalContainerInit(d.get(), name, SIGTERM);
+    }
+    if (!asked) spdlog::warn("{}", refused.message());
+  }
+  if (asked) {
     const Duration deadline = clock_.Monotonic() + timeout;
     while (clock_.Monotonic() < deadline) {
       int active = virDomainIsActive(d.get());
       if (active == 0) return Status::Ok();
       if (active < 0) return LibvirtError("watching guest '" + std::string(name) + "' shut down");
+      // The init exited on its SIGTERM, but libvirtd may not be told (see ReapEndedContainer).
+      if (mode == VIR_DOMAIN_SHUTDOWN_SIGNAL && ReapEndedContainer(d.get(), name)) return Status::Ok();
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }

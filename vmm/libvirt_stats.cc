@@ -123,8 +123,10 @@ Result<std::vector<GuestCounters>> LibvirtHypervisor::SampleAll() {
   virDomainPtr* doms = nullptr;
   int nd = virConnectListAllDomains(c, &doms, 0);
   if (nd < 0) return LibvirtError("listing guests on " + uri_);
+  const bool containers = uri_.rfind("lxc:", 0) == 0;
   for (int i = 0; i < nd; ++i) {
     DomainHandle d(doms[i]);
+    if (containers && virDomainIsActive(d.get()) == 1) ReapEndedContainer(d.get(), virDomainGetName(d.get()));
     virDomainInfo info;
     if (virDomainGetInfo(d.get(), &info) < 0) {
       virResetLastError();
