@@ -34,6 +34,7 @@
 #include "api/http.h"
 #include "manager/http_api.h"
 #include "manager/manager.h"
+#include "manager/views.h"
 
 namespace uw::manager {
 namespace {
@@ -241,7 +242,11 @@ void BM_GuestsCore(benchmark::State& state) {
   size_t sink = 0;
   double tree = 0, direct = 0, rebuilt = 0;
   for (auto _ : state) {
-    tree = MsPerCall(10, [&] { sink += c.manager->ListGuests(admin)->dump().size(); });
+    tree = MsPerCall(10, [&] {
+      sink += PageView("guests", *c.manager->ListGuests(admin), [&](const Guest& g) { return GuestJson(g, admin); })
+                  .dump()
+                  .size();
+    });
     direct = MsPerCall(50, [&] { sink += c.manager->ListGuestsBody(admin)->size(); });
     int i = 0;
     rebuilt = MsPerCall(50, [&] {
@@ -270,7 +275,7 @@ void BM_HostsCore(benchmark::State& state) {
   double old_ms = 0, now_ms = 0;
   for (auto _ : state) {
     old_ms = MsPerCall(50, [&] { sink += c.manager->store().Query(kCorrelated)->size(); });
-    now_ms = MsPerCall(200, [&] { sink += c.manager->ListHosts()->size(); });
+    now_ms = MsPerCall(200, [&] { sink += c.manager->ListHosts()->items.size(); });
   }
   benchmark::DoNotOptimize(sink);
   state.counters["correlated_sums_ms"] = old_ms;

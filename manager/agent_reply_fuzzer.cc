@@ -81,7 +81,7 @@ Cluster* TheCluster() {
     FUZZ_CHECK(join.ok());
     auto joined = c->manager->JoinHost(kJoinToken, *join);
     FUZZ_CHECK(joined.ok());
-    c->host_token = (*joined)["host_token"].get<std::string>();
+    c->host_token = joined->host_token;
     std::atexit([] { std::filesystem::remove_all(TheCluster()->dir); });
     return c;
   }();
@@ -111,7 +111,7 @@ void CheckHeartbeat(Cluster& c, const Json& body) {
   FUZZ_CHECK(after.ok());
   auto host = c.manager->GetHost("h1");
   FUZZ_CHECK(host.ok());
-  FUZZ_CHECK((*host)["state"] == "connected");
+  FUZZ_CHECK(host->host.state == "connected");
   FUZZ_CHECK(thrown == nullptr);
 }
 

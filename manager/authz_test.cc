@@ -97,10 +97,12 @@ TEST_F(ManagerTest, TenantGuestNamesNeitherCollideNorLeak) {
   EXPECT_EQ(ambiguous.status().code(), StatusCode::kFailedPrecondition) << ambiguous.status().ToString();
   EXPECT_NE(ambiguous.status().message().find("acme:web1"), std::string::npos);
   // Events and tasks show the tenant its own short names.
-  auto events = manager_->EventsSince(*manager_->Authenticate(acme), 0, 100);
+  const Principal who = *manager_->Authenticate(acme);
+  auto events = manager_->EventsSince(who, 0, 100);
   ASSERT_TRUE(events.ok());
   bool placed = false;
-  for (const auto& e : *events) {
+  for (const auto& event : *events) {
+    const Json e = EventJson(event, who);
     EXPECT_EQ(e.dump().find("beta"), std::string::npos) << e.dump();
     if (e["type"] == "guest.placed") placed = e["subject"] == "web1";
   }

@@ -71,7 +71,7 @@ Result<DrsConfig> Manager::SetDrsConfig(const DrsConfig& config) {
   return GetDrsConfig();
 }
 
-Result<Json> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
+Result<Page<Recommendation>> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
   // Pending ones (a few per guest at most) by priority; all of them newest first.
   internal::RowPage rows;
   if (pending_only) {
@@ -79,39 +79,32 @@ Result<Json> Manager::ListRecommendations(bool pending_only, const PageQuery& pa
   } else {
     UW_ASSIGN_OR_RETURN(rows, internal::PageNewestFirst(*store_, "recommendations", {}, page));
   }
-  Json out = Json::array();
+  std::vector<Recommendation> out;
+  out.reserve(rows.rows.size());
   for (const auto& r : rows.rows) {
-    out.push_back({{"id", r.Str("id")},
-                   {"guest", r.Str("guest")},
-                   {"from", r.Str("from_host")},
-                   {"to", r.Str("to_host")},
-                   {"priority", r.Int("priority")},
-                   {"reason", r.Str("reason")},
-                   {"gain", r.Real("gain")},
-                   {"imbalance_before", r.Real("imbalance_before")},
-                   {"imbalance_after", r.Real("imbalance_after")},
-                   {"state", r.Str("state")},
-                   {"note", r.Str("note")},
-                   {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))))}});
+    out.push_back({r.Str("id"), r.Str("guest"), r.Str("from_host"), r.Str("to_host"), r.Int("priority"),
+                   r.Str("reason"), r.Real("gain"), r.Real("imbalance_before"), r.Real("imbalance_after"),
+                   r.Str("state"), r.Str("note"), r.Int("created_ms")});
   }
-  if (pending_only) return internal::PageInMemory("recommendations", std::move(out), page, "id", false);
-  return internal::PageJson("recommendations", std::move(out), rows.total, rows.next);
+  if (pending_only) {
+    return internal::PageList(
+        std::move(out), page, [](const Recommendation& r) { return r.id; }, false);
+  }
+  return Page<Recommendation>{std::move(out), rows.total, rows.next};
 }
 
-Result<Json> Manager::DryRunPlan(const Json* snapshot) {
+Result<placement::Plan> Manager::DryRunPlan(const Json* snapshot) {
   // A given snapshot is planned by the default policy; the live cluster by the configured one.
   if (snapshot) {
     UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(*snapshot));
-    UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, "drs"));
-    return placement::PlanToJson(plan);
+    return placement::MakePlan(snap, "drs");
   }
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
-  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
-  return placement::PlanToJson(plan);
+  return placement::MakePlan(snap, cfg.policy);
 }
 
-Result<Json> Manager::RunDrs() {
+Result<DrsPass> Manager::RunDrs() {
   UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
@@ -162,19 +155,20 @@ Result<Json> Manager::RunDrs() {
     apply.push_back(plan.moves[i]);
     apply_ids.push_back(ids[i]);
   }
-  Json out = placement::PlanToJson(plan);
+  DrsPass out;
   if (!apply.empty()) {
     auto started = StartMoves(apply, apply_ids, Json::object());
     if (!started.ok()) {
       spdlog::warn("DRS could not start its moves: {}", started.status().ToString());
     } else {
-      out["started"] = *started;
+      out.started = std::move(*started);
     }
   }
+  out.plan = std::move(plan);
   return out;
 }
 
-Result<Json> Manager::ApplyRecommendation(std::string_view id) {
+Result<Task> Manager::ApplyRecommendation(std::string_view id) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM recommendations WHERE id = ?", {std::string(id)},
                                                  "recommendation '" + std::string(id) + "' not found"));
   if (r.Str("state") != "pending") {
@@ -192,16 +186,15 @@ Result<Json> Manager::ApplyRecommendation(std::string_view id) {
                                     {"stale: " + s.message(), std::string(id)}));
     return AbortedError("recommendation " + std::string(id) + " no longer fits the cluster: " + s.message());
   }
-  UW_ASSIGN_OR_RETURN(Json started, StartMoves(one.moves, {std::string(id)}, Json::object()));
-  if (started["tasks"].empty()) {
-    std::string why = started["unschedulable"].empty() ? "not schedulable"
-                                                       : started["unschedulable"][0].value("reason", "not schedulable");
+  UW_ASSIGN_OR_RETURN(StartedMoves started, StartMoves(one.moves, {std::string(id)}, Json::object()));
+  if (started.tasks.empty()) {
+    std::string why = started.unschedulable.empty() ? "not schedulable" : started.unschedulable[0].reason;
     return AbortedError("recommendation " + std::string(id) + " cannot start: " + why);
   }
-  return started["tasks"][0];
+  return std::move(started.tasks[0]);
 }
 
-Result<Json> Manager::ApplyAllRecommendations() {
+Result<StartedMoves> Manager::ApplyAllRecommendations() {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query(kPendingRecommendations));
   std::vector<placement::Move> moves;
   std::vector<std::string> ids;

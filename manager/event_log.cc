@@ -38,7 +38,7 @@ void EventLog::Subscribe(const Principal& p, int64_t since, bool follow, std::sh
 
 size_t EventLog::subscribers() const { return bus_ ? bus_->subscribers() : 0; }
 
-Result<std::vector<Json>> EventLog::Since(const Principal& p, int64_t since, int64_t limit) {
+Result<std::vector<Event>> EventLog::Since(const Principal& p, int64_t since, int64_t limit) {
   std::vector<SqlRow> rows;
   if (p.role == Role::kTenant) {
     UW_ASSIGN_OR_RETURN(rows, store_.Query("SELECT * FROM events WHERE seq > ? AND tenant = ? ORDER BY seq LIMIT ?",
@@ -46,11 +46,10 @@ Result<std::vector<Json>> EventLog::Since(const Principal& p, int64_t since, int
   } else {
     UW_ASSIGN_OR_RETURN(rows, store_.Query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", {since, limit}));
   }
-  std::vector<Json> out;
+  std::vector<Event> out;
   out.reserve(rows.size());
   for (const auto& r : rows) {
-    out.push_back(EventRowJson(r));
-    ShowShortNames(p, out.back());
+    out.push_back({r.Int("seq"), r.Int("at_ms"), r.Str("type"), r.Str("subject"), r.Str("tenant"), r.JsonOf("data")});
   }
   return out;
 }

@@ -36,8 +36,8 @@ class EventLog {
 
   // Appends an event (inside or outside a transaction; streams see it once it is committed).
   Status Add(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data);
-  // Events with seq > since that `p` may see (tenants their own, by short names), at most `limit`.
-  Result<std::vector<Json>> Since(const Principal& p, int64_t since, int64_t limit);
+  // Events with seq > since that `p` may see (tenants their own), at most `limit`.
+  Result<std::vector<Event>> Since(const Principal& p, int64_t since, int64_t limit);
   // See Manager::SubscribeEvents; a log that is not started closes the writer at once.
   void Subscribe(const Principal& p, int64_t since, bool follow, std::shared_ptr<api::StreamWriter> writer);
   size_t subscribers() const;

@@ -87,8 +87,8 @@ TEST(HeartbeatTest, AHostWithMoreThan340GuestsCanNeverHeartbeatAgain) {
   EXPECT_EQ((*rows)[0].Int("n"), 3000);
   auto h = manager.GetHost("big");
   ASSERT_TRUE(h.ok());
-  EXPECT_EQ((*h)["state"], "connected");
-  EXPECT_EQ((*h)["guests"], 3000);
+  EXPECT_EQ(h->host.state, "connected");
+  EXPECT_EQ(h->host.guests, 3000);
   server.Stop();
   manager.Stop();
   std::filesystem::remove_all(dir);

@@ -62,7 +62,7 @@ Status CheckReportedGuest(const JsonView& g) {
 // ---------------------------------------------------------------------------------------------
 // Hosts
 
-Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join) {
+Result<HostJoined> Manager::JoinHost(std::string_view join_token, const HostJoin& join) {
   if (join_token.empty() || Sha256Hex(join_token) != Sha256Hex(config_.join_token)) {
     return UnauthenticatedError("wrong cluster join token: use the join_token from the manager's config");
   }
@@ -86,11 +86,10 @@ Result<Json> Manager::JoinHost(std::string_view join_token, const HostJoin& join
   UW_RETURN_IF_ERROR(s);
   spdlog::info("host {} {} ({} cores, {} MiB) at {}", join.name, rejoin ? "rejoined" : "joined", join.cpu_cores,
                join.memory_mib, join.agent_url);
-  return Json{
-      {"name", join.name}, {"host_token", host_token}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+  return HostJoined{join.name, host_token, config_.heartbeat_interval_ms};
 }
 
-Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
+Result<HeartbeatAck> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
   // An unknown host and a wrong token get the same answer (and the same work): this route is
   // public, and must not tell anyone which host names exist.
   auto host_row = store_->QueryOne("SELECT * FROM hosts WHERE name = ?", {std::string(name)}, "unknown host");
@@ -155,8 +154,7 @@ Result<Json> Manager::Heartbeat(std::string_view name, std::string_view host_tok
     }
     return Status::Ok();
   }));
-  return Json{
-      {"name", std::string(name)}, {"state", "connected"}, {"heartbeat_interval_ms", config_.heartbeat_interval_ms}};
+  return HeartbeatAck{std::string(name), "connected", config_.heartbeat_interval_ms};
 }
 
 // A known guest as its host reports it now: health, state, and what a change of state sets off
@@ -404,27 +402,27 @@ void Manager::CheckHeartbeats() {
 }
 
 namespace {
-Json HostRowJson(const SqlRow& r, int64_t guests, double reserved_cpu, int64_t reserved_mem) {
-  // Built member by member: an initializer list would copy every nested value.
-  Json j = Json::object();
-  j["name"] = r.Str("name");
-  j["agent_url"] = r.Str("agent_url");
-  j["state"] = r.Str("state");
-  j["maintenance"] = r.Int("maintenance") != 0;
-  Json groups = r.JsonOf("groups");
-  j["groups"] = groups.is_array() ? std::move(groups) : Json::array();
-  Json& capacity = j["capacity"];
-  capacity["cpu_cores"] = r.Real("cpu_cores");
-  capacity["memory_mib"] = r.Int("memory_mib");
-  Json& reserved = j["reserved"];
-  reserved["vcpus"] = reserved_cpu;
-  reserved["memory_mib"] = reserved_mem;
-  Json& usage = j["usage"];
-  usage["cpu_cores"] = r.Real("cpu_used");
-  usage["memory_mib"] = r.Int("memory_used_mib");
-  j["guests"] = guests;
-  j["last_heartbeat"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("last_heartbeat_ms"))));
-  return j;
+// A hosts row joined with its reservation totals (see kHostQuery).
+Host HostOfRow(const SqlRow& r) {
+  Host h;
+  h.name = r.Str("name");
+  h.agent_url = r.Str("agent_url");
+  h.state = r.Str("state");
+  h.maintenance = r.Int("maintenance") != 0;
+  if (Json groups = r.JsonOf("groups"); groups.is_array()) {
+    for (const Json& g : groups) {
+      if (g.is_string()) h.groups.push_back(g.get<std::string>());
+    }
+  }
+  h.cpu_cores = r.Real("cpu_cores");
+  h.memory_mib = r.Int("memory_mib");
+  h.reserved_vcpus = r.Real("rc");
+  h.reserved_memory_mib = r.Int("rm");
+  h.used_cpu_cores = r.Real("cpu_used");
+  h.used_memory_mib = r.Int("memory_used_mib");
+  h.guests = r.Int("n");
+  h.last_heartbeat_ms = r.Int("last_heartbeat_ms");
+  return h;
 }
 // The reservation totals come from host_reservations (kept by triggers), not from the guests. The
 // list reads only the columns it shows (not the agent's `info`, nor the tokens).
@@ -437,31 +435,34 @@ constexpr const char* kHostListQuery =
     "COALESCE(r.memory_mib, 0) AS rm FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
 }  // namespace
 
-Result<Json> Manager::ListHosts(const PageQuery& page) {
+Result<Page<Host>> Manager::ListHosts(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(internal::RowPage rows,
                       internal::PageByKey(*store_, kHostListQuery, "hosts", "h.name", "name", {}, page));
-  Json out = Json::array();
-  for (const auto& r : rows.rows) out.push_back(HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm")));
-  return internal::PageJson("hosts", std::move(out), rows.total, rows.next);
+  Page<Host> out;
+  out.items.reserve(rows.rows.size());
+  for (const auto& r : rows.rows) out.items.push_back(HostOfRow(r));
+  out.total = rows.total;
+  out.next = rows.next;
+  return out;
 }
 
-Result<Json> Manager::GetHost(std::string_view name) {
+Result<HostDetail> Manager::GetHost(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne(std::string(kHostQuery) + " WHERE h.name = ?", {std::string(name)},
                                                  "host '" + std::string(name) + "' not found"));
-  Json j = HostRowJson(r, r.Int("n"), r.Real("rc"), r.Int("rm"));
+  HostDetail d;
+  d.host = HostOfRow(r);
   UW_ASSIGN_OR_RETURN(
       auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name", {std::string(name)}));
-  j["guest_names"] = Json::array();
-  for (const auto& g : guests) j["guest_names"].push_back(g.Str("name"));
-  if (r.Int("maintenance")) {
+  for (const auto& g : guests) d.guest_names.push_back(g.Str("name"));
+  if (d.host.maintenance) {
     // Evacuation progress: guests still on the host (moves are recommended by DRS as mandatory).
-    j["evacuation"] = {{"remaining", guests.size()}, {"done", guests.empty()}};
+    d.evacuation = HostDetail::Evacuation{static_cast<int64_t>(guests.size()), guests.empty()};
   }
-  j["info"] = r.JsonOf("info");
-  return j;
+  d.info = r.JsonOf("info");
+  return d;
 }
 
-Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
+Result<HostDetail> Manager::SetMaintenance(std::string_view name, bool on) {
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(store_
                            ->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
@@ -505,7 +506,7 @@ Result<Json> Manager::SetMaintenance(std::string_view name, bool on) {
   return GetHost(name);
 }
 
-Result<Json> Manager::SetHostGroups(std::string_view name, const Json& body) {
+Result<HostDetail> Manager::SetHostGroups(std::string_view name, const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"groups"}));
   UW_ASSIGN_OR_RETURN(std::vector<std::string> groups, v.Strings("groups"));

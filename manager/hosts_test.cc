@@ -141,7 +141,7 @@ TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
   EXPECT_DOUBLE_EQ((*stranger)["usage"]["cpu_cores"].get<double>(), 0.5);
   auto events = manager_->EventsSince(Principal{"x", Role::kAdmin, "", {}}, 0, 1000);
   std::set<std::string> types;
-  for (const auto& e : *events) types.insert(e["type"].get<std::string>());
+  for (const auto& e : *events) types.insert(e.type);
   for (const char* t : {"host.disconnected", "host.reconnected", "guest.lost", "guest.changed", "guest.found"}) {
     EXPECT_TRUE(types.count(t)) << "missing event " << t;
   }

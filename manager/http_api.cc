@@ -16,6 +16,13 @@ Response Answer(const Result<Json>& r, int ok_status = 200) {
   return Response::Json(ok_status, *r);
 }
 
+// A typed result through its JSON view (views.h).
+template <class T, class View>
+Response AnswerAs(const Result<T>& r, View view, int ok_status = 200) {
+  if (!r.ok()) return Response::Error(r.status());
+  return Response::Json(ok_status, view(*r));
+}
+
 Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
   auto it = req.query.find(key);
   if (it == req.query.end() || it->second.empty()) return fallback;
@@ -148,35 +155,38 @@ class Api {
       if (!body.ok()) return Response::Error(body.status());
       auto join = ParseHostJoin(*body);
       if (!join.ok()) return Response::Error(join.status());
-      return Answer(m_.JoinHost(req.BearerToken(), *join), 201);
+      return AnswerAs(m_.JoinHost(req.BearerToken(), *join), HostJoinedJson, 201);
     });
     router.AddPublic(
         "POST", "/api/v1/hosts/{name}/heartbeat",
         [this](const Request& req) {
           auto body = req.JsonBody();
           if (!body.ok()) return Response::Error(body.status());
-          return Answer(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body));
+          return AnswerAs(m_.Heartbeat(req.params.at("name"), req.BearerToken(), *body), HeartbeatAckJson);
         },
         HeartbeatRoute());
     router.Add("GET", "/api/v1/hosts", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       auto page = QueryPage(req, 0);
-      return page.ok() ? Answer(m_.ListHosts(*page)) : Response::Error(page.status());
+      if (!page.ok()) return Response::Error(page.status());
+      return AnswerAs(m_.ListHosts(*page), [](const Page<Host>& hosts) { return PageView("hosts", hosts, HostJson); });
     });
     router.Add("GET", "/api/v1/hosts/{name}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetHost(req.params.at("name")));
+      return AnswerAs(m_.GetHost(req.params.at("name")), HostDetailJson);
     });
     router.Add("PUT", "/api/v1/hosts/{name}/groups", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
       auto body = req.JsonBody();
-      return body.ok() ? Answer(m_.SetHostGroups(req.params.at("name"), *body)) : Response::Error(body.status());
+      if (!body.ok()) return Response::Error(body.status());
+      return AnswerAs(m_.SetHostGroups(req.params.at("name"), *body), HostDetailJson);
     });
     for (bool on : {true, false}) {
       router.Add(on ? "POST" : "DELETE", "/api/v1/hosts/{name}/maintenance", [this, on](const Request& req) {
         auto p = Who(req, "operator");
         if (!p.ok()) return Response::Error(p.status());
-        return Idempotent(req, *p, [&] { return Answer(m_.SetMaintenance(req.params.at("name"), on)); });
+        return Idempotent(req, *p,
+                          [&] { return AnswerAs(m_.SetMaintenance(req.params.at("name"), on), HostDetailJson); });
       });
     }
   }
@@ -208,7 +218,8 @@ class Api {
     router.Add("GET", "/api/v1/guests/{name}", [this](const Request& req) {
       auto p = Who(req, "read");
       if (!p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetGuest(*p, req.params.at("name")));
+      auto guest = m_.GetGuest(*p, req.params.at("name"));
+      return guest.ok() ? Response::Json(200, GuestDetailJson(*guest, *p)) : Response::Error(guest.status());
     });
     router.Add("DELETE", "/api/v1/guests/{name}", [this](const Request& req) {
       auto p = Who(req, "write");
@@ -331,19 +342,22 @@ class Api {
     router.Add("GET", "/api/v1/pools", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       auto page = QueryPage(req, 0);
-      return page.ok() ? Answer(m_.ListPools(*page)) : Response::Error(page.status());
+      if (!page.ok()) return Response::Error(page.status());
+      return AnswerAs(m_.ListPools(*page),
+                      [](const Page<placement::Pool>& p) { return PageView("pools", p, placement::PoolToJson); });
     });
     router.Add("POST", "/api/v1/pools", [this](const Request& req) {
       auto p = Who(req, "operator");
       if (!p.ok()) return Response::Error(p.status());
       return Idempotent(req, *p, [&] {
         auto body = req.JsonBody();
-        return body.ok() ? Answer(m_.CreatePool(*body), 201) : Response::Error(body.status());
+        if (!body.ok()) return Response::Error(body.status());
+        return AnswerAs(m_.CreatePool(*body), placement::PoolToJson, 201);
       });
     });
     router.Add("GET", "/api/v1/pools/{name}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetPool(req.params.at("name")));
+      return AnswerAs(m_.GetPool(req.params.at("name")), PoolDetailJson);
     });
     router.Add("DELETE", "/api/v1/pools/{name}", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
@@ -353,19 +367,22 @@ class Api {
     router.Add("GET", "/api/v1/rules", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       auto page = QueryPage(req, 0);
-      return page.ok() ? Answer(m_.ListRules(*page)) : Response::Error(page.status());
+      if (!page.ok()) return Response::Error(page.status());
+      return AnswerAs(m_.ListRules(*page),
+                      [](const Page<placement::Rule>& r) { return PageView("rules", r, placement::RuleToJson); });
     });
     router.Add("POST", "/api/v1/rules", [this](const Request& req) {
       auto p = Who(req, "operator");
       if (!p.ok()) return Response::Error(p.status());
       return Idempotent(req, *p, [&] {
         auto body = req.JsonBody();
-        return body.ok() ? Answer(m_.CreateRule(*body), 201) : Response::Error(body.status());
+        if (!body.ok()) return Response::Error(body.status());
+        return AnswerAs(m_.CreateRule(*body), placement::RuleToJson, 201);
       });
     });
     router.Add("GET", "/api/v1/rules/{name}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetRule(req.params.at("name")));
+      return AnswerAs(m_.GetRule(req.params.at("name")), RuleDetailJson);
     });
     router.Add("DELETE", "/api/v1/rules/{name}", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
@@ -393,17 +410,19 @@ class Api {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       bool all = req.query.count("all") && req.query.at("all") != "0" && req.query.at("all") != "false";
       auto page = QueryPage(req, all ? 500 : 0);
-      return page.ok() ? Answer(m_.ListRecommendations(!all, *page)) : Response::Error(page.status());
+      if (!page.ok()) return Response::Error(page.status());
+      return AnswerAs(m_.ListRecommendations(!all, *page),
+                      [](const Page<Recommendation>& r) { return PageView("recommendations", r, RecommendationJson); });
     });
     router.Add("POST", "/api/v1/drs/recommendations/{id}/apply", [this](const Request& req) {
       auto p = Who(req, "operator");
       if (!p.ok()) return Response::Error(p.status());
-      return Idempotent(req, *p, [&] { return Answer(m_.ApplyRecommendation(req.params.at("id")), 202); });
+      return Idempotent(req, *p, [&] { return AnswerTask(m_.ApplyRecommendation(req.params.at("id")), *p, 202); });
     });
     router.Add("POST", "/api/v1/drs/apply", [this](const Request& req) {
       auto p = Who(req, "operator");
       if (!p.ok()) return Response::Error(p.status());
-      return Idempotent(req, *p, [&] { return Answer(m_.ApplyAllRecommendations(), 202); });
+      return Idempotent(req, *p, [&] { return AnswerAs(m_.ApplyAllRecommendations(), StartedMovesJson, 202); });
     });
   }
 
@@ -415,7 +434,7 @@ class Api {
       return Idempotent(req, *p, [&] {
         auto body = req.JsonBody();
         if (!body.ok()) return Response::Error(body.status());
-        return Answer(m_.MigrateGuest(*p, req.params.at("name"), *body), 202);
+        return AnswerTask(m_.MigrateGuest(*p, req.params.at("name"), *body), *p, 202);
       });
     });
     router.Add("GET", "/api/v1/migrations", [this](const Request& req) {
@@ -423,15 +442,19 @@ class Api {
       auto page = QueryPage(req, 100);
       if (!page.ok()) return Response::Error(page.status());
       std::string guest = req.query.count("guest") ? req.query.at("guest") : "";
-      return Answer(m_.ListMigrations(guest, *page));
+      auto migrations = m_.ListMigrations(guest, *page);
+      if (!migrations.ok()) return Response::Error(migrations.status());
+      Json j = PageView("migrations", *migrations, MigrationJson);
+      j["config"] = m_.MigrationConfigJson();
+      return Response::Json(200, j);
     });
     router.Add("GET", "/api/v1/migrations/{id}", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.GetMigration(req.params.at("id")));
+      return AnswerAs(m_.GetMigration(req.params.at("id")), MigrationJson);
     });
     router.Add("POST", "/api/v1/drs/run", [this](const Request& req) {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.RunDrs());
+      return AnswerAs(m_.RunDrs(), DrsPassJson);
     });
     router.Add("POST", "/api/v1/drs/plan", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
@@ -440,14 +463,14 @@ class Api {
       if (body->contains("snapshot")) {
         if (!(*body)["snapshot"].is_object())
           return Response::Error(InvalidArgumentError("snapshot: expected an object"));
-        return Answer(m_.DryRunPlan(&(*body)["snapshot"]));
+        return AnswerAs(m_.DryRunPlan(&(*body)["snapshot"]), placement::PlanToJson);
       }
       if (!body->empty()) return Response::Error(InvalidArgumentError("body: expected {} or {\"snapshot\": {...}}"));
-      return Answer(m_.DryRunPlan(nullptr));
+      return AnswerAs(m_.DryRunPlan(nullptr), placement::PlanToJson);
     });
     router.Add("GET", "/api/v1/cluster/snapshot", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
-      return Answer(m_.ClusterSnapshot());
+      return AnswerAs(m_.ClusterSnapshot(), placement::SnapshotToJson);
     });
   }
 

@@ -160,7 +160,7 @@ internal::SqlFilter GuestListFilter(const Principal& p, const PageQuery& page) {
 }  // namespace
 
 Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
-  // As GuestRowJson reads the spec (it throws where that would: a spec that is not an object).
+  // As internal::GuestOfRow reads the spec (it throws where that would: a spec that is not an object).
   const Json spec = [&] {
     Json j = Json::parse(spec_text, nullptr, false);
     return j.is_discarded() ? Json(nullptr) : j;
@@ -333,20 +333,18 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   return out;
 }
 
-// The same list through a JSON tree: what the body above must equal (listing_test.cc).
-Result<Json> Manager::ListGuests(const Principal& p, const PageQuery& page) {
+// The same list, typed: its JSON view is what the body above must equal (listing_test.cc).
+Result<Page<Guest>> Manager::ListGuests(const Principal& p, const PageQuery& page) {
   PageQuery stored = page;  // a tenant's cursor is a short name
   if (p.role == Role::kTenant && !page.after.empty()) stored.after = internal::GuestKey(p.tenant, page.after);
   UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageByKey(*store_, "SELECT * FROM guests", "guests", "name",
                                                                   "name", GuestListFilter(p, {}), stored));
-  Json out = Json::array();
-  for (const auto& r : rows.rows) {
-    UW_ASSIGN_OR_RETURN(Json j, GuestRowJson(r));
-    internal::ShowShortNames(p, j);
-    out.push_back(std::move(j));
-  }
-  if (rows.next) rows.next = std::string(internal::ShownGuestName(p, *rows.next));
-  return internal::PageJson("guests", std::move(out), rows.total, rows.next);
+  Page<Guest> out;
+  out.items.reserve(rows.rows.size());
+  for (const auto& r : rows.rows) out.items.push_back(internal::GuestOfRow(r));
+  out.total = rows.total;
+  if (rows.next) out.next = std::string(internal::ShownGuestName(p, *rows.next));
+  return out;
 }
 
 namespace internal {

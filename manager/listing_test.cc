@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "manager/manager.h"
+#include "manager/views.h"
 
 namespace uw::manager {
 namespace {
@@ -33,6 +34,12 @@ class ListingTest : public ::testing::Test {
   void TearDown() override {
     manager_->Stop();
     std::filesystem::remove_all(dir_);
+  }
+  // The typed list through its JSON view: what ListGuestsBody must equal.
+  Result<Json> Tree(const Principal& p, const PageQuery& page = {}) {
+    auto r = manager_->ListGuests(p, page);
+    if (!r.ok()) return r.status();
+    return PageView("guests", *r, [&](const Guest& g) { return GuestJson(g, p); });
   }
   void Insert(const std::string& name, const std::string& tenant, const SqlValue& host, const std::string& kind,
               int64_t vcpus, int64_t mib, const Json& spec) {
@@ -80,7 +87,7 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
       manager_->store().Exec("UPDATE guests SET cpu_used = 2.0, memory_used_mib = -1 WHERE name = 'a-plain'").ok());
   for (const Principal& p : {Principal{"admin", Role::kAdmin, "", {}}, Principal{"t", Role::kTenant, "acme", {}},
                              Principal{"t", Role::kTenant, "nobody", {}}}) {
-    auto tree = manager_->ListGuests(p);
+    auto tree = Tree(p);
     auto body = manager_->ListGuestsBody(p);
     ASSERT_TRUE(tree.ok() && body.ok());
     EXPECT_EQ(*body, tree->dump()) << "as " << RoleName(p.role) << " " << p.tenant;
@@ -91,13 +98,13 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
   EXPECT_EQ(*manager_->ListGuestsBody(everyone), before);
   ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET cpu_used = 1.5 WHERE name = 'b-lxc'").ok());
   EXPECT_NE(*manager_->ListGuestsBody(everyone), before);
-  EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), Tree(everyone)->dump());
   // Each guest's kept text follows its row: a deleted guest goes, a new one comes, a changed one
   // changes, the others are served as kept.
   ASSERT_TRUE(manager_->store().Exec("DELETE FROM guests WHERE name = 'a-plain'").ok());
   Insert("f-new", "acme", std::string("h2"), "qemu", 2, 256, {{"name", "f-new"}});
   ASSERT_TRUE(manager_->store().Exec("UPDATE guests SET state = 'stopped', health = NULL WHERE name = 'c-emul'").ok());
-  EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), Tree(everyone)->dump());
   // A rolled-back change only costs a rebuild.
   ASSERT_FALSE(manager_->store()
                    .Transact([&]() -> Status {
@@ -105,14 +112,14 @@ TEST_F(ListingTest, ListingIsSlowButTheFastBodyIsByteForByteTheJsonTree) {
                      return AbortedError("roll back");
                    })
                    .ok());
-  EXPECT_EQ(*manager_->ListGuestsBody(everyone), manager_->ListGuests(everyone)->dump());
+  EXPECT_EQ(*manager_->ListGuestsBody(everyone), Tree(everyone)->dump());
   // A changed spec is read again (the facts are cached by spec text).
   ASSERT_TRUE(manager_->store()
                   .Exec("UPDATE guests SET spec = ? WHERE name = 'c-emul'",
                         {Json({{"paravirt", true}, {"vcpus", 4}, {"memory_mib", 999}}).dump()})
                   .ok());
   const Principal admin{"admin", Role::kAdmin, "", {}};
-  EXPECT_EQ(*manager_->ListGuestsBody(admin), manager_->ListGuests(admin)->dump());
+  EXPECT_EQ(*manager_->ListGuestsBody(admin), Tree(admin)->dump());
   EXPECT_NE(manager_->ListGuestsBody(admin)->find("\"memory_mib\":999"), std::string::npos);
 }
 
@@ -135,7 +142,7 @@ TEST_F(ListingTest, PagesFollowTheirCursorsAndMatchTheTree) {
       std::vector<std::string> seen;
       PageQuery page{limit, ""};
       for (int pages = 0; pages < 20; ++pages) {
-        auto tree = manager_->ListGuests(who, page);
+        auto tree = Tree(who, page);
         auto body = manager_->ListGuestsBody(who, page);
         ASSERT_TRUE(tree.ok() && body.ok()) << tree.status().ToString();
         EXPECT_EQ(*body, tree->dump()) << "limit " << limit << " after " << page.after;
@@ -150,7 +157,7 @@ TEST_F(ListingTest, PagesFollowTheirCursorsAndMatchTheTree) {
     }
   }
   // A cursor past the end, or naming a guest deleted since, still pages by name.
-  auto tail = manager_->ListGuests(admin, PageQuery{2, "g35"});
+  auto tail = Tree(admin, PageQuery{2, "g35"});
   ASSERT_TRUE(tail.ok());
   EXPECT_EQ((*tail)["guests"][0]["name"], "g4");
   EXPECT_EQ((*tail)["next"], "g5");
@@ -158,8 +165,8 @@ TEST_F(ListingTest, PagesFollowTheirCursorsAndMatchTheTree) {
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(*none, R"({"guests":[],"next":null,"total":5})");
   // The whole list (no limit) says its total too, and is still the tree.
-  EXPECT_EQ(*manager_->ListGuestsBody(acme), manager_->ListGuests(acme)->dump());
-  EXPECT_EQ((*manager_->ListGuests(acme))["total"], 5);
+  EXPECT_EQ(*manager_->ListGuestsBody(acme), Tree(acme)->dump());
+  EXPECT_EQ((*Tree(acme))["total"], 5);
 }
 
 TEST_F(ListingTest, EveryOtherListPagesToo) {
@@ -172,10 +179,10 @@ TEST_F(ListingTest, EveryOtherListPagesToo) {
   for (;;) {
     auto r = manager_->ListHosts(page);
     ASSERT_TRUE(r.ok());
-    EXPECT_EQ((*r)["total"], 9);
-    for (const auto& h : (*r)["hosts"]) hosts.push_back(h["name"]);
-    if ((*r)["next"].is_null()) break;
-    page.after = (*r)["next"];
+    EXPECT_EQ(r->total, 9);
+    for (const auto& h : r->items) hosts.push_back(h.name);
+    if (!r->next) break;
+    page.after = *r->next;
   }
   EXPECT_EQ(hosts, (std::vector<std::string>{"h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9"}));
   // Tokens page in their order (oldest first) by id; a cursor naming no token is refused.
@@ -220,8 +227,8 @@ TEST_F(ListingTest, EveryOtherListPagesToo) {
   EXPECT_EQ(everyone->total, 4);
   auto migrations = manager_->ListMigrations("", PageQuery{10, ""});
   ASSERT_TRUE(migrations.ok());
-  EXPECT_EQ((*migrations)["total"], 0);
-  EXPECT_TRUE((*migrations)["next"].is_null());
+  EXPECT_EQ(migrations->total, 0);
+  EXPECT_FALSE(migrations->next.has_value());
 }
 
 TEST_F(ListingTest, HostReservationTotalsStayExactThroughEveryGuestWrite) {
@@ -238,14 +245,14 @@ TEST_F(ListingTest, HostReservationTotalsStayExactThroughEveryGuestWrite) {
   ExpectTotalsExact();
   auto hosts = manager_->ListHosts();
   ASSERT_TRUE(hosts.ok());
-  const Json& h1 = (*hosts)["hosts"][0];
-  EXPECT_EQ(h1["guests"], 1);
-  EXPECT_EQ(h1["reserved"]["vcpus"], 8.0);
-  EXPECT_EQ(h1["reserved"]["memory_mib"], 8192);
+  const Host& h1 = hosts->items[0];
+  EXPECT_EQ(h1.guests, 1);
+  EXPECT_EQ(h1.reserved_vcpus, 8.0);
+  EXPECT_EQ(h1.reserved_memory_mib, 8192);
   auto one = manager_->GetHost("h2");
   ASSERT_TRUE(one.ok());
-  EXPECT_EQ((*one)["guests"], 1);
-  EXPECT_EQ((*one)["reserved"]["memory_mib"], 512);
+  EXPECT_EQ(one->host.guests, 1);
+  EXPECT_EQ(one->host.reserved_memory_mib, 512);
 }
 
 }  // namespace

@@ -171,7 +171,7 @@ void Manager::SubscribeEvents(const Principal& p, int64_t since, bool follow,
 
 size_t Manager::event_subscribers() const { return events_ ? events_->subscribers() : 0; }
 
-Result<std::vector<Json>> Manager::EventsSince(const Principal& p, int64_t since, int64_t limit) {
+Result<std::vector<Event>> Manager::EventsSince(const Principal& p, int64_t since, int64_t limit) {
   if (events_ == nullptr) return FailedPreconditionError("the manager is not started");
   return events_->Since(p, since, limit);
 }

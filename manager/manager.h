@@ -37,6 +37,7 @@
 #include "manager/auth.h"
 #include "manager/store.h"
 #include "migration/migration.h"
+#include "placement/placement.h"
 
 namespace uw::manager {
 
@@ -171,6 +172,129 @@ struct Task {
   bool final() const { return state == "succeeded" || state == "failed" || state == "cancelled"; }
 };
 
+// An event of the log (GET /api/v1/events shows it as JSON; views.h).
+struct Event {
+  int64_t seq = 0;
+  int64_t at_ms = 0;
+  std::string type, subject, tenant;
+  Json data;  // what happened, by type (free-form)
+};
+
+// A guest as the core returns it (views.h has its JSON): the spec's size, the reservation its
+// placement holds, where it is, and what its host last reported.
+struct Guest {
+  std::string name, tenant;  // the cluster-wide name ("acme:web1" for a tenant's guest)
+  std::optional<std::string> host, pool;
+  std::string kind;     // kvm | virtio | qemu | lxc
+  std::string devices;  // virtio | emulated | container
+  std::string state;
+  int64_t vcpus = 0, memory_mib = 0;  // as the spec asks
+  int64_t reserved_vcpus = 0, reserved_memory_mib = 0;
+  std::string automation;
+  std::optional<std::string> migrating_to;
+  std::string placement_reason;
+  Json alert;                         // null, or {"type": "duplicate", "also_on": [...], "since": ...}
+  std::optional<std::string> health;  // ready | starting | unresponsive | none, from its agent
+  std::string on_crash;
+  Json crash;  // null, or {"at", "host", "console_tail", "restarts": [ms...]}
+  double used_cpu_cores = 0;
+  int64_t used_memory_mib = 0;
+  int64_t created_ms = 0;
+};
+// A grant to a guest as its lease row records it.
+struct GuestLease {
+  std::string id, resource;
+  double floor = 0, grant = 0;
+  std::optional<int64_t> term_end_ms;
+  std::string lease_class;
+};
+struct GuestDetail {
+  Guest guest;
+  std::vector<GuestLease> leases;
+};
+
+// A host as the core returns it (views.h has its JSON). Reservations are the guests' (kept by the
+// store's triggers); usage is what the host's last heartbeat reported.
+struct Host {
+  std::string name, agent_url;
+  std::string state;  // connected | disconnected
+  bool maintenance = false;
+  std::vector<std::string> groups;
+  double cpu_cores = 0;  // capacity
+  int64_t memory_mib = 0;
+  double reserved_vcpus = 0;
+  int64_t reserved_memory_mib = 0;
+  double used_cpu_cores = 0;
+  int64_t used_memory_mib = 0;
+  int64_t guests = 0;
+  int64_t last_heartbeat_ms = 0;
+};
+// One host in full (GET /api/v1/hosts/{name}): its guests by name, the evacuation while it is in
+// maintenance, and what its agent reported about itself when it joined.
+struct HostDetail {
+  Host host;
+  std::vector<std::string> guest_names;
+  struct Evacuation {
+    int64_t remaining = 0;  // guests still on the host
+    bool done = false;
+  };
+  std::optional<Evacuation> evacuation;  // while in maintenance
+  Json info;                             // the agent's own report (free-form, passed through)
+};
+// The answer to a join: the host's secret for its heartbeats (shown only here).
+struct HostJoined {
+  std::string name, host_token;
+  int heartbeat_interval_ms = 0;
+};
+struct HeartbeatAck {
+  std::string name, state;
+  int heartbeat_interval_ms = 0;
+};
+
+// A DRS recommendation: one move of a pass, kept until applied or superseded.
+struct Recommendation {
+  std::string id, guest, from, to;
+  int64_t priority = 0;  // 1 (mandatory: maintenance, rules) .. 5
+  std::string reason;
+  double gain = 0, imbalance_before = 0, imbalance_after = 0;
+  std::string state;  // pending | applied | superseded
+  std::string note;
+  int64_t created_ms = 0;
+};
+// What StartMoves did with a list of moves: the guest.migrate tasks it journalled (in the order
+// migration::OrderMoves gave them) and the moves it could not schedule, with why.
+struct UnschedulableMove {
+  std::string guest, from, to, reason;
+};
+struct StartedMoves {
+  std::vector<Task> tasks;
+  std::vector<UnschedulableMove> unschedulable;
+  int64_t waves = 0;
+};
+// One DRS pass: the engine's plan and, when it applied moves at once, what was started.
+struct DrsPass {
+  placement::Plan plan;
+  std::optional<StartedMoves> started;
+};
+
+// A migration's record (migration::Record, its phases and figures) with its task.
+struct Migration {
+  migration::Record record;
+  std::string task;
+  int64_t created_ms = 0, updated_ms = 0;
+};
+
+// A pool (as the engine reads it) with the guests in it now.
+struct PoolDetail {
+  placement::Pool pool;
+  std::vector<std::string> guests;
+};
+// A rule with the guests it names that do not exist (yet).
+struct RuleDetail {
+  placement::Rule rule;
+  std::vector<std::string> pending_guests;
+};
+
 class Manager {
  public:
   Manager(ManagerConfig config, Clock& clock = Clock::Real());
@@ -199,20 +323,22 @@ class Manager {
 
   // --- hosts -----------------------------------------------------------------------------------
   // kUnauthenticated for a wrong join token. A host that joins again (agent restarted) gets a new
-  // host token and is reconciled on its next heartbeat. Returns {name, host_token, heartbeat_interval_ms}.
-  Result<Json> JoinHost(std::string_view join_token, const HostJoin& join);
+  // host token and is reconciled on its next heartbeat.
+  Result<HostJoined> JoinHost(std::string_view join_token, const HostJoin& join);
   // Body: {"stats": <agent /api/v1/stats>, "guests": [<agent guest infos>]}. kUnauthenticated for a
   // wrong host token; kNotFound for an unknown host. Reconciles the host's guests.
-  Result<Json> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
-  Result<Json> ListHosts(const PageQuery& page = {});
-  Result<Json> GetHost(std::string_view name);
+  Result<HeartbeatAck> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
+  // By name.
+  Result<Page<Host>> ListHosts(const PageQuery& page = {});
+  // kNotFound for an unknown host.
+  Result<HostDetail> GetHost(std::string_view name);
   // Maintenance on starts the evacuation (mandatory DRS moves); off cancels the evacuation's
   // migrations that have not switched over yet (pending ones at once, running ones are aborted and
   // their guests stay on this host). kNotFound for an unknown host.
-  Result<Json> SetMaintenance(std::string_view name, bool on);
+  Result<HostDetail> SetMaintenance(std::string_view name, bool on);
   // Body {"groups": ["rack-a", ...]}: the host's groups, which vm-host rules name. Replaces the
   // previous list. kInvalidArgument naming the field, kNotFound for an unknown host.
-  Result<Json> SetHostGroups(std::string_view name, const Json& body);
+  Result<HostDetail> SetHostGroups(std::string_view name, const Json& body);
   // Marks hosts whose heartbeat is older than heartbeat_timeout_ms disconnected (the monitor loop
   // calls this; tests call it with a FakeClock).
   void CheckHeartbeats();
@@ -222,15 +348,16 @@ class Manager {
   // task. kAlreadyExists (name taken), kResourceExhausted (admission failed or no host fits; the
   // message carries the per-host reasons), kNotFound (unknown pool), kPermissionDenied.
   Result<Task> CreateGuest(const Principal& p, GuestCreate req);
-  Result<Json> ListGuests(const Principal& p, const PageQuery& page = {});
-  // The body of GET /api/v1/guests, byte for byte ListGuests(p, page).dump(), written from the
+  Result<Page<Guest>> ListGuests(const Principal& p, const PageQuery& page = {});
+  // The body of GET /api/v1/guests, byte for byte PageView("guests", ListGuests(p, page),
+  // GuestJson as p sees it).dump() (views.h), written from the
   // store's rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
   Result<std::string> ListGuestsBody(const Principal& p, const PageQuery& page = {});
   // Guest names are unique per tenant: a tenant's guest "web1" is "acme:web1" cluster-wide (its
   // libvirt domain name too). A tenant addresses and sees its guests by their short names; admins
   // and operators use the full name, or the short one when it names one guest only. kNotFound also
   // for another tenant's guest (tenants cannot learn what others own or name).
-  Result<Json> GetGuest(const Principal& p, std::string_view name);
+  Result<GuestDetail> GetGuest(const Principal& p, std::string_view name);
   // op: start | stop | resize | delete. Returns the task. kFailedPrecondition when the guest has
   // a task in flight or its host is disconnected, and for delete of a guest that is not stopped
   // unless args has "force": true (the task then powers it off first). Deleting a guest removes
@@ -250,7 +377,7 @@ class Manager {
 
   // --- events ----------------------------------------------------------------------------------
   // Events with seq > since visible to `p` (tenants see their own), at most `limit`.
-  Result<std::vector<Json>> EventsSince(const Principal& p, int64_t since, int64_t limit);
+  Result<std::vector<Event>> EventsSince(const Principal& p, int64_t since, int64_t limit);
   // Serves GET /api/v1/events on `writer` without holding the calling thread: the events after
   // `since` that `p` may see (tenants their own), then, with `follow`, every new one as it is
   // committed, and ": keep-alive" comments on a quiet stream every 15 s; without `follow` the body
@@ -271,18 +398,19 @@ class Manager {
   Status DeleteToken(std::string_view id);
 
   // --- pools and rules -------------------------------------------------------------------------
-  Result<Json> ListPools(const PageQuery& page = {});
+  Result<Page<placement::Pool>> ListPools(const PageQuery& page = {});
   // kNotFound for an unknown pool.
-  Result<Json> GetPool(std::string_view name);
+  Result<PoolDetail> GetPool(std::string_view name);
   // kResourceExhausted when the pool's reservations cannot be backed by the powered-on hosts
   // (with the other pools' and the guests' reservations).
-  Result<Json> CreatePool(const Json& body);
+  Result<placement::Pool> CreatePool(const Json& body);
   Status DeletePool(std::string_view name);
-  Result<Json> ListRules(const PageQuery& page = {});
-  Result<Json> GetRule(std::string_view name);
+  Result<Page<placement::Rule>> ListRules(const PageQuery& page = {});
+  // kNotFound for an unknown rule.
+  Result<RuleDetail> GetRule(std::string_view name);
   // A rule may name guests that do not exist yet: it applies to their placement when they are
   // created. Hosts and host groups must exist.
-  Result<Json> CreateRule(const Json& body);
+  Result<placement::Rule> CreateRule(const Json& body);
   Status DeleteRule(std::string_view name);
 
   // --- DRS -------------------------------------------------------------------------------------
@@ -290,29 +418,30 @@ class Manager {
   // Stores `config` (interval_ms is not stored: it comes from ManagerConfig) with a
   // drs.config_changed event; answers the config now in force.
   Result<DrsConfig> SetDrsConfig(const DrsConfig& config);
-  Result<Json> ListRecommendations(bool pending_only, const PageQuery& page = {});
+  Result<Page<Recommendation>> ListRecommendations(bool pending_only, const PageQuery& page = {});
   // Verifies the move against the current state, then starts it as a guest.migrate task
   // (returned). kAborted when the move no longer fits (the recommendation is superseded).
-  Result<Json> ApplyRecommendation(std::string_view id);
+  Result<Task> ApplyRecommendation(std::string_view id);
   // Orders every pending recommendation (migration::OrderMoves) and starts them as tasks that
-  // wait for the moves they depend on. Returns {"results": [...], "unschedulable": [...]}.
-  Result<Json> ApplyAllRecommendations();
+  // wait for the moves they depend on.
+  Result<StartedMoves> ApplyAllRecommendations();
   // --- migration -------------------------------------------------------------------------------
   // An operator's move of one guest. Body {"host": "h2", "mode": "live"|"cold",
   // "bandwidth_mib_s", "downtime_limit_ms", "allow_postcopy"}; checked like a plan step.
   // Returns the task. kFailedPrecondition (not running, busy, kind cannot live-migrate),
   // kAborted (the move breaks a required rule or does not fit), kNotFound.
-  Result<Json> MigrateGuest(const Principal& p, std::string_view name, const Json& body);
+  Result<Task> MigrateGuest(const Principal& p, std::string_view name, const Json& body);
   // Migration records, newest first (`guest` filters), with the migration config.
-  Result<Json> ListMigrations(std::string_view guest, const PageQuery& page);
-  Result<Json> GetMigration(std::string_view id);
+  Result<Page<Migration>> ListMigrations(std::string_view guest, const PageQuery& page);
+  // kNotFound for an unknown migration.
+  Result<Migration> GetMigration(std::string_view id);
   Json MigrationConfigJson() const;
   // A plan on `snapshot` (or on the current state when null); nothing is stored.
-  Result<Json> DryRunPlan(const Json* snapshot);
+  Result<placement::Plan> DryRunPlan(const Json* snapshot);
   // The placement snapshot of the current state (docs/snapshot-format.md).
-  Result<Json> ClusterSnapshot();
+  Result<placement::Snapshot> ClusterSnapshot();
   // One DRS pass: plan, store recommendations (manual) or apply them (automatic). Returns the plan.
-  Result<Json> RunDrs();
+  Result<DrsPass> RunDrs();
 
  private:
   struct TaskRow;
@@ -324,7 +453,6 @@ class Manager {
   void RunTask(const std::string& id);
   Status RunCreate(const std::string& id, const Json& request, const std::string& guest);
   Status RunGuestOp(const std::string& id, const std::string& kind, const Json& request, const std::string& guest);
-  Result<Json> GuestRowJson(const SqlRow& r);
   // Guests that are the subject of a pending or running task (not to be touched by anyone else).
   Result<std::set<std::string>> GuestsWithTaskInFlight();
   // The guest row `name` names for `p` (see GetGuest). kNotFound, kInvalidArgument (a malformed
@@ -360,8 +488,8 @@ class Manager {
   // when no second copy is left. Inside Reconcile's transaction.
   Status ClearDuplicates(const std::string& host, const Json& reported);
   // Migration execution (manager/migrations.cc).
-  Result<Json> StartMoves(const std::vector<placement::Move>& moves, const std::vector<std::string>& recommendations,
-                          const Json& options);
+  Result<StartedMoves> StartMoves(const std::vector<placement::Move>& moves,
+                                  const std::vector<std::string>& recommendations, const Json& options);
   void RunMigration(const std::string& task_id, bool resume);
   bool CancelRequested(const std::string& task_id);
   int64_t NowMs() const;

@@ -86,7 +86,7 @@ class MigrationRunTest : public ::testing::Test {
     body["host"] = to;
     auto task = manager_->MigrateGuest(admin_, name, body);
     EXPECT_TRUE(task.ok()) << task.status().ToString();
-    return task.ok() ? *task : Json();
+    return task.ok() ? TaskJson(*task) : Json();
   }
   Json Wait(const Json& task) {
     auto r = manager_->WaitTask(task["id"].get<std::string>(), std::chrono::seconds(30));
@@ -96,18 +96,18 @@ class MigrationRunTest : public ::testing::Test {
   Json Guest(const std::string& name) {
     auto g = manager_->GetGuest(admin_, name);
     EXPECT_TRUE(g.ok()) << g.status().ToString();
-    return g.ok() ? *g : Json();
+    return g.ok() ? GuestDetailJson(*g, admin_) : Json();
   }
   // The phase of the guest's last migration.
   std::string Phase(const std::string& guest) {
     auto m = manager_->ListMigrations(guest, PageQuery{1});
-    EXPECT_TRUE(m.ok() && (*m)["migrations"].size() == 1);
-    return m.ok() && !(*m)["migrations"].empty() ? (*m)["migrations"][0].value("phase", "") : "";
+    EXPECT_TRUE(m.ok() && m->items.size() == 1);
+    return m.ok() && !m->items.empty() ? std::string(migration::PhaseName(m->items[0].record.phase)) : "";
   }
   bool HasEvent(const std::string& type) {
     auto events = manager_->EventsSince(admin_, 0, 10000);
     for (const auto& e : *events) {
-      if (e["type"] == type) return true;
+      if (e.type == type) return true;
     }
     return false;
   }
@@ -228,8 +228,8 @@ TEST_F(MigrationRunTest, AGuestInFlightHoldsItsMemoryOnBothHostsForAdmission) {
   auto snapshot = manager_->ClusterSnapshot();
   ASSERT_TRUE(snapshot.ok()) << snapshot.status().ToString();
   bool incoming = false;
-  for (const auto& vm : (*snapshot)["vms"]) incoming |= vm["name"] == "big@incoming" && vm["host"] == dst;
-  EXPECT_TRUE(incoming) << snapshot->dump();
+  for (const auto& vm : snapshot->vms) incoming |= vm.name == "big@incoming" && vm.host == dst;
+  EXPECT_TRUE(incoming) << placement::SnapshotToJson(*snapshot).dump();
   hold_ = false;
   Json done = Wait(task);  // the policy gives up on it
   EXPECT_EQ(done["state"], "failed");

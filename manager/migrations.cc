@@ -36,7 +36,7 @@ Json Manager::MigrationConfigJson() const {
 // ---------------------------------------------------------------------------------------------
 // Starting moves
 
-Result<Json> Manager::MigrateGuest(const Principal& p, std::string_view name, const Json& body) {
+Result<Task> Manager::MigrateGuest(const Principal& p, std::string_view name, const Json& body) {
   if (!p.IsOperator()) {
     return PermissionDeniedError("moving guests between hosts needs an operator or admin token");
   }
@@ -78,25 +78,25 @@ Result<Json> Manager::MigrateGuest(const Principal& p, std::string_view name, co
   m.priority = 1;
   m.reason = "operator request";
   m.cold = mode == "cold";
-  UW_ASSIGN_OR_RETURN(Json started, StartMoves({m}, {""}, options));
-  if (!started["unschedulable"].empty()) {
-    return AbortedError("cannot move " + std::string(name) + ": " +
-                        started["unschedulable"][0].value("reason", std::string("not schedulable")));
+  UW_ASSIGN_OR_RETURN(StartedMoves started, StartMoves({m}, {""}, options));
+  if (!started.unschedulable.empty()) {
+    return AbortedError("cannot move " + std::string(name) + ": " + started.unschedulable[0].reason);
   }
-  return started["tasks"][0];
+  if (started.tasks.empty()) return AbortedError("cannot move " + std::string(name) + ": not schedulable");
+  return std::move(started.tasks[0]);
 }
 
-Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, const std::vector<std::string>& recs,
-                                 const Json& options) {
+Result<StartedMoves> Manager::StartMoves(const std::vector<placement::Move>& moves,
+                                         const std::vector<std::string>& recs, const Json& options) {
   std::lock_guard l(placement_mu_);
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   // Guests already busy (a task in flight) are not moved again.
   UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
   std::vector<placement::Move> candidates;
   std::vector<std::string> candidate_recs;
-  Json unschedulable = Json::array();
+  StartedMoves out;
   auto refuse = [&](const std::string& rec, const placement::Move& m, const std::string& why) -> Status {
-    unschedulable.push_back({{"guest", m.vm}, {"from", m.from}, {"to", m.to}, {"reason", why}});
+    out.unschedulable.push_back({m.vm, m.from, m.to, why});
     if (!rec.empty()) {
       UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded', note = ? WHERE id = ?",
                                       {"not schedulable: " + why, rec}));
@@ -117,7 +117,6 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
       if (candidates[i].vm == u.subject) UW_RETURN_IF_ERROR(refuse(candidate_recs[i], candidates[i], u.reason));
     }
   }
-  Json tasks = Json::array();
   std::vector<std::string> task_of_step;
   for (const mg::Step& st : sched.steps) {
     Json deps = Json::array();
@@ -135,10 +134,11 @@ Result<Json> Manager::StartMoves(const std::vector<placement::Move>& moves, cons
       UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'applied', note = ? WHERE id = ?",
                                       {"task " + task_of_step.back(), rec}));
     }
-    tasks.push_back(TaskJson(task));
+    out.tasks.push_back(std::move(task));
   }
   migrations_->Wake();
-  return Json{{"tasks", tasks}, {"unschedulable", unschedulable}, {"waves", sched.waves}};
+  out.waves = sched.waves;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,30 +159,39 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
 // Reading migrations
 
 namespace {
-Json MigrationRowJson(const SqlRow& r) {
-  Json j = r.JsonOf("record");
-  j["task"] = r.Str("task");
-  j["created"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("created_ms"))));
-  j["updated"] = FormatRfc3339(TimePoint(std::chrono::milliseconds(r.Int("updated_ms"))));
-  return j;
+Result<Migration> MigrationOfRow(const SqlRow& r) {
+  Migration m;
+  auto record = mg::ParseRecord(r.JsonOf("record"));
+  if (!record.ok()) {
+    return InternalError("migration " + r.Str("id") + ": stored record unreadable: " + record.status().message());
+  }
+  m.record = std::move(*record);
+  m.task = r.Str("task");
+  m.created_ms = r.Int("created_ms");
+  m.updated_ms = r.Int("updated_ms");
+  return m;
 }
 }  // namespace
 
-Result<Json> Manager::ListMigrations(std::string_view guest, const PageQuery& page) {
+Result<Page<Migration>> Manager::ListMigrations(std::string_view guest, const PageQuery& page) {
   internal::SqlFilter scope;
   if (!guest.empty()) scope.And("guest = ?", {std::string(guest)});
   UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "migrations", scope, page));
-  Json out = Json::array();
-  for (const auto& r : rows.rows) out.push_back(MigrationRowJson(r));
-  Json j = internal::PageJson("migrations", std::move(out), rows.total, rows.next);
-  j["config"] = MigrationConfigJson();
-  return j;
+  Page<Migration> out;
+  out.items.reserve(rows.rows.size());
+  for (const auto& r : rows.rows) {
+    UW_ASSIGN_OR_RETURN(Migration m, MigrationOfRow(r));
+    out.items.push_back(std::move(m));
+  }
+  out.total = rows.total;
+  out.next = rows.next;
+  return out;
 }
 
-Result<Json> Manager::GetMigration(std::string_view id) {
+Result<Migration> Manager::GetMigration(std::string_view id) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM migrations WHERE id = ?", {std::string(id)},
                                                  "migration '" + std::string(id) + "' not found"));
-  return MigrationRowJson(r);
+  return MigrationOfRow(r);
 }
 
 }  // namespace uw::manager

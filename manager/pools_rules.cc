@@ -23,24 +23,45 @@ using internal::Dump;
 // ---------------------------------------------------------------------------------------------
 // Pools and rules (stored in the snapshot format; the engine's parser validates them)
 
-Result<Json> Manager::ListPools(const PageQuery& page) {
+namespace {
+// The rows' specs (written by PoolToJson / RuleToJson) read back with the engine's parser.
+template <class T, class Parse>
+Result<std::vector<T>> SpecsOf(const std::vector<SqlRow>& rows, const char* what, Parse parse) {
+  std::vector<T> out;
+  out.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    UW_ASSIGN_OR_RETURN(T item, parse(rows[i].JsonOf("spec"), std::string(what) + "[" + std::to_string(i) + "]"));
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+// A rule keeps its name when guests it named are deleted (a vm-vm rule may be left with one).
+Result<placement::Rule> StoredRule(const Json& spec, std::string_view path) {
+  return placement::ParseRuleJson(spec, path, true);
+}
+}  // namespace
+
+Result<Page<placement::Pool>> Manager::ListPools(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM pools ORDER BY name"));
-  Json out = Json::array();
-  for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return internal::PageInMemory("pools", std::move(out), page, "name", true);
+  UW_ASSIGN_OR_RETURN(auto pools, SpecsOf<placement::Pool>(rows, "stored pools", placement::ParsePoolJson));
+  return internal::PageList(
+      std::move(pools), page, [](const placement::Pool& p) { return p.name; }, true);
 }
 
-Result<Json> Manager::CreatePool(const Json& body) {
+Result<placement::Pool> Manager::CreatePool(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(name, "name"));
   UW_ASSIGN_OR_RETURN(std::string parent, v.String("parent", ""));
   // Validate with the engine: a snapshot of just the pools plus this one.
-  UW_ASSIGN_OR_RETURN(Json pools, ListPools());
-  Json probe = {{"version", 1}, {"hosts", Json::array()}, {"vms", Json::array()}, {"pools", pools["pools"]}};
-  probe["pools"].push_back(body);
-  UW_ASSIGN_OR_RETURN(placement::Snapshot s, placement::ParseSnapshot(probe));
-  Json spec = placement::SnapshotToJson(s)["pools"].back();
+  UW_ASSIGN_OR_RETURN(Page<placement::Pool> pools, ListPools());
+  placement::Snapshot s;
+  s.pools = std::move(pools.items);
+  UW_ASSIGN_OR_RETURN(placement::Pool pool,
+                      placement::ParsePoolJson(body, "pools[" + std::to_string(s.pools.size()) + "]"));
+  s.pools.push_back(pool);
+  UW_RETURN_IF_ERROR(placement::ValidateSnapshot(s));
+  const Json spec = placement::PoolToJson(pool);
   // Admission of the pool: its reservations must be backed by the powered-on hosts, with what the
   // other pools and the guests reserve already (placement_mu_: no guest is admitted meanwhile).
   std::lock_guard placement_lock(placement_mu_);
@@ -60,7 +81,7 @@ Result<Json> Manager::CreatePool(const Json& body) {
     UW_RETURN_IF_ERROR(ins);
     return AddEvent("pool.created", name, "", spec);
   }));
-  return spec;
+  return pool;
 }
 
 Status Manager::DeletePool(std::string_view name) {
@@ -78,14 +99,14 @@ Status Manager::DeletePool(std::string_view name) {
   });
 }
 
-Result<Json> Manager::ListRules(const PageQuery& page) {
+Result<Page<placement::Rule>> Manager::ListRules(const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM rules ORDER BY name"));
-  Json out = Json::array();
-  for (const auto& r : rows) out.push_back(r.JsonOf("spec"));
-  return internal::PageInMemory("rules", std::move(out), page, "name", true);
+  UW_ASSIGN_OR_RETURN(auto rules, SpecsOf<placement::Rule>(rows, "stored rules", StoredRule));
+  return internal::PageList(
+      std::move(rules), page, [](const placement::Rule& r) { return r.name; }, true);
 }
 
-Result<Json> Manager::CreateRule(const Json& body) {
+Result<placement::Rule> Manager::CreateRule(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(name, "name"));
@@ -106,41 +127,41 @@ Result<Json> Manager::CreateRule(const Json& body) {
   }
   s.rules = {rule};
   UW_RETURN_IF_ERROR(placement::ValidateSnapshot(s));
-  Json spec = placement::SnapshotToJson(s)["rules"].back();
+  const Json spec = placement::RuleToJson(rule);
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     Status ins = store_->Exec("INSERT INTO rules(name, spec) VALUES (?, ?)", {name, Dump(spec)});
     if (ins.code() == StatusCode::kAlreadyExists) return AlreadyExistsError("rule '" + name + "' already exists");
     UW_RETURN_IF_ERROR(ins);
     return AddEvent("rule.created", name, "", spec);
   }));
-  return spec;
+  return rule;
 }
 
-Result<Json> Manager::GetPool(std::string_view name) {
+Result<PoolDetail> Manager::GetPool(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT spec FROM pools WHERE name = ?", {std::string(name)},
                                                  "pool '" + std::string(name) + "' not found"));
-  Json j = r.JsonOf("spec");
-  // What it holds now: its own guests and those of its child pools.
+  PoolDetail d;
+  UW_ASSIGN_OR_RETURN(d.pool, placement::ParsePoolJson(r.JsonOf("spec"), "stored pool '" + std::string(name) + "'"));
+  // What it holds now: its own guests.
   UW_ASSIGN_OR_RETURN(auto guests,
                       store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name", {std::string(name)}));
-  j["guests"] = Json::array();
-  for (const auto& g : guests) j["guests"].push_back(g.Str("name"));
-  return j;
+  for (const auto& g : guests) d.guests.push_back(g.Str("name"));
+  return d;
 }
 
-Result<Json> Manager::GetRule(std::string_view name) {
+Result<RuleDetail> Manager::GetRule(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT spec FROM rules WHERE name = ?", {std::string(name)},
                                                  "rule '" + std::string(name) + "' not found"));
-  Json j = r.JsonOf("spec");
+  RuleDetail d;
+  UW_ASSIGN_OR_RETURN(d.rule, StoredRule(r.JsonOf("spec"), "stored rule '" + std::string(name) + "'"));
   // Guests it names that do not exist (yet): the rule applies to them when they are created.
   UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name FROM guests"));
   std::set<std::string> known;
   for (const auto& g : guests) known.insert(g.Str("name"));
-  j["pending_guests"] = Json::array();
-  for (const auto& v : j.value("vms", Json::array())) {
-    if (v.is_string() && !known.count(v.get<std::string>())) j["pending_guests"].push_back(v);
+  for (const auto& v : d.rule.vms) {
+    if (!known.count(v)) d.pending_guests.push_back(v);
   }
-  return j;
+  return d;
 }
 
 Status Manager::RemoveGuestFromRules(const std::string& guest) {

@@ -23,6 +23,44 @@ Json TaskJson(const Task& t);
 // As `p` sees it: a tenant sees its guests by their short names (the subject).
 Json TaskJson(const Task& t, const Principal& p);
 
+// {"name", "agent_url", "state", "maintenance", "groups", "capacity": {"cpu_cores", "memory_mib"},
+// "reserved": {"vcpus", "memory_mib"}, "usage": {"cpu_cores", "memory_mib"}, "guests", "last_heartbeat"}.
+Json HostJson(const Host& h);
+// HostJson with "guest_names", "evacuation": {"remaining", "done"} (in maintenance only) and "info".
+Json HostDetailJson(const HostDetail& h);
+// {"name", "host_token", "heartbeat_interval_ms"}.
+Json HostJoinedJson(const HostJoined& j);
+// {"name", "state", "heartbeat_interval_ms"}.
+Json HeartbeatAckJson(const HeartbeatAck& a);
+
+// The pool as in a snapshot (placement::PoolToJson), with "guests": the names of those in it.
+Json PoolDetailJson(const PoolDetail& p);
+// The rule as in a snapshot (placement::RuleToJson), with "pending_guests": those it names that do not exist.
+Json RuleDetailJson(const RuleDetail& r);
+
+// {"id", "guest", "from", "to", "priority", "reason", "gain", "imbalance_before", "imbalance_after", "state",
+// "note", "created"}.
+Json RecommendationJson(const Recommendation& r);
+// {"tasks": [TaskJson...], "unschedulable": [{"guest", "from", "to", "reason"}...], "waves"}.
+Json StartedMovesJson(const StartedMoves& s);
+// placement::PlanToJson with "started": StartedMovesJson when the pass started moves.
+Json DrsPassJson(const DrsPass& pass);
+
+// migration::RecordToJson with "task", "created", "updated".
+Json MigrationJson(const Migration& m);
+
+// {"name", "tenant", "host", "pool", "kind", "devices", "state", "vcpus", "memory_mib",
+// "reserved": {"vcpus", "memory_mib"}, "automation", "migrating_to", "placement_reason", "alert",
+// "health", "on_crash", "crash", "usage": {"cpu_cores", "memory_mib"}, "created"}; as `p` sees it
+// (a tenant sees its guests by their short names).
+Json GuestJson(const Guest& g, const Principal& p);
+// GuestJson with "leases": [{"id", "resource", "floor", "grant", "term_end", "class"}...].
+Json GuestDetailJson(const GuestDetail& g, const Principal& p);
+
+// {"seq", "at", "type", "subject", "tenant", "data"} as `p` sees it (a tenant sees its guests by their
+// short names); the frames of GET /api/v1/events carry the same.
+Json EventJson(const Event& e, const Principal& p);
+
 // {"<key>": [view(item)...], "next": KEY or null, "total": N} (see PageQuery).
 template <class T, class View>
 Json PageView(const char* key, const Page<T>& page, View view) {

@@ -176,7 +176,12 @@ Json SnapshotToJson(const Snapshot& snapshot);
 // Parts of a snapshot read on their own, for callers that build a Snapshot from their own records
 // (the manager's store): the checks ParseSnapshot makes on one entry; `path` prefixes errors.
 Result<Pool> ParsePoolJson(const Json& json, std::string_view path);
-Result<Rule> ParseRuleJson(const Json& json, std::string_view path);
+// `stored`: a rule as a store keeps it after guests it named were deleted: a vm-vm rule left with
+// one guest is read (it constrains nothing; a snapshot must not hold it).
+Result<Rule> ParseRuleJson(const Json& json, std::string_view path, bool stored = false);
+// One entry of SnapshotToJson's "pools" / "rules" (every field written).
+Json PoolToJson(const Pool& pool);
+Json RuleToJson(const Rule& rule);
 // The checks ParseSnapshot makes across a whole snapshot: unique names, hosts / pools / guests
 // that exist, no pool cycles (kInvalidArgument naming the entry).
 Status ValidateSnapshot(Snapshot& snapshot);

@@ -215,7 +215,7 @@ Status ParseVm(const JsonView& v, Vm* m) {
   return Status::Ok();
 }
 
-Status ParseRule(const JsonView& v, Rule* r) {
+Status ParseRule(const JsonView& v, Rule* r, bool stored = false) {
   UW_ASSIGN_OR_RETURN(r->name, NonEmptyName(v, "name"));
   if (!v.Has("type")) return v.FieldError("type", "required string is missing");
   UW_ASSIGN_OR_RETURN(r->type, ParseEnum(v, "type", RuleType::kVmAffinity,
@@ -239,7 +239,7 @@ Status ParseRule(const JsonView& v, Rule* r) {
     }
     r->required = r->mode == HostRuleMode::kMust || r->mode == HostRuleMode::kMustNot;
   } else {
-    if (r->vms.size() < 2) return v.FieldError("vms", "a vm-vm rule needs at least two guests");
+    if (r->vms.size() < 2 && !stored) return v.FieldError("vms", "a vm-vm rule needs at least two guests");
     UW_ASSIGN_OR_RETURN(r->required, v.Bool("required", true));
   }
   return Status::Ok();
@@ -399,10 +399,10 @@ Result<Pool> ParsePoolJson(const Json& json, std::string_view path) {
   return p;
 }
 
-Result<Rule> ParseRuleJson(const Json& json, std::string_view path) {
+Result<Rule> ParseRuleJson(const Json& json, std::string_view path, bool stored) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(json, std::string(path)));
   Rule r;
-  UW_RETURN_IF_ERROR(ParseRule(v, &r));
+  UW_RETURN_IF_ERROR(ParseRule(v, &r, stored));
   return r;
 }
 
@@ -411,6 +411,29 @@ Status ValidateSnapshot(Snapshot& snapshot) { return Validate(snapshot); }
 Result<Snapshot> ParseSnapshotText(std::string_view text, std::string_view what) {
   UW_ASSIGN_OR_RETURN(Json j, ParseJson(text, what));
   return ParseSnapshot(j);
+}
+
+Json PoolToJson(const Pool& p) {
+  return {
+      {"name", p.name},
+      {"parent", p.parent.empty() ? Json(nullptr) : Json(p.parent)},
+      {"cpu",
+       {{"reservation_cores", p.cpu.reservation}, {"limit_cores", OptNum(p.cpu.limit)}, {"shares", p.cpu.shares}}},
+      {"memory",
+       {{"reservation_mib", p.memory.reservation}, {"limit_mib", OptNum(p.memory.limit)}, {"shares", p.memory.shares}}},
+      {"expandable", p.expandable}};
+}
+
+Json RuleToJson(const Rule& r) {
+  Json j = {{"name", r.name}, {"type", RuleTypeName(r.type)}, {"vms", r.vms}};
+  if (r.type == RuleType::kVmHost) {
+    j["mode"] = HostRuleModeName(r.mode);
+    if (!r.hosts.empty()) j["hosts"] = r.hosts;
+    if (!r.groups.empty()) j["groups"] = r.groups;
+  } else {
+    j["required"] = r.required;
+  }
+  return j;
 }
 
 Json SnapshotToJson(const Snapshot& s) {
@@ -424,18 +447,7 @@ Json SnapshotToJson(const Snapshot& s) {
                      {"power", {{"idle_watts", h.power.idle_watts}, {"peak_watts", h.power.peak_watts}}}});
   }
   Json pools = Json::array();
-  for (const Pool& p : s.pools) {
-    pools.push_back(
-        {{"name", p.name},
-         {"parent", p.parent.empty() ? Json(nullptr) : Json(p.parent)},
-         {"cpu",
-          {{"reservation_cores", p.cpu.reservation}, {"limit_cores", OptNum(p.cpu.limit)}, {"shares", p.cpu.shares}}},
-         {"memory",
-          {{"reservation_mib", p.memory.reservation},
-           {"limit_mib", OptNum(p.memory.limit)},
-           {"shares", p.memory.shares}}},
-         {"expandable", p.expandable}});
-  }
+  for (const Pool& p : s.pools) pools.push_back(PoolToJson(p));
   Json vms = Json::array();
   for (const Vm& v : s.vms) {
     Json j = {{"name", v.name},
@@ -455,17 +467,7 @@ Json SnapshotToJson(const Snapshot& s) {
     vms.push_back(std::move(j));
   }
   Json rules = Json::array();
-  for (const Rule& r : s.rules) {
-    Json j = {{"name", r.name}, {"type", RuleTypeName(r.type)}, {"vms", r.vms}};
-    if (r.type == RuleType::kVmHost) {
-      j["mode"] = HostRuleModeName(r.mode);
-      if (!r.hosts.empty()) j["hosts"] = r.hosts;
-      if (!r.groups.empty()) j["groups"] = r.groups;
-    } else {
-      j["required"] = r.required;
-    }
-    rules.push_back(std::move(j));
-  }
+  for (const Rule& r : s.rules) rules.push_back(RuleToJson(r));
   const Settings& st = s.settings;
   Json settings = {{"drs",
                     {{"automation", st.drs.automation},
