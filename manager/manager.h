@@ -182,7 +182,7 @@ struct Event {
 
 // A guest as the core returns it (views.h has its JSON): the spec's size, the reservation its
 // placement holds, where it is, and what its host last reported.
-struct Guest {
+struct Guest {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `alert` and `crash`
   std::string name, tenant;  // the cluster-wide name ("acme:web1" for a tenant's guest)
   std::optional<std::string> host, pool;
   std::string kind;     // kvm | virtio | qemu | lxc
@@ -208,7 +208,7 @@ struct GuestLease {
   std::optional<int64_t> term_end_ms;
   std::string lease_class;
 };
-struct GuestDetail {
+struct GuestDetail {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `guest`
   Guest guest;
   std::vector<GuestLease> leases;
 };
@@ -231,7 +231,7 @@ struct Host {
 };
 // One host in full (GET /api/v1/hosts/{name}): its guests by name, the evacuation while it is in
 // maintenance, and what its agent reported about itself when it joined.
-struct HostDetail {
+struct HostDetail {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `info`
   Host host;
   std::vector<std::string> guest_names;
   struct Evacuation {
