@@ -75,9 +75,6 @@ Result<Page<T>> PageList(std::vector<T> items, const PageQuery& page, KeyOf key_
   return out;
 }
 
-// PageList of JSON items (objects) by their string field `key_field`, as {"<key>": [...], "next", "total"}.
-Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, const char* key_field, bool by_key);
-
 // The name `p` knows guest `key` by: a tenant sees its guests by their short names ("acme:web1" is
 // "web1"); everyone else sees the full name.
 inline std::string_view ShownGuestName(const Principal& p, std::string_view key) {

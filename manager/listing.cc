@@ -424,16 +424,6 @@ Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlF
   return out;
 }
 
-Result<Json> PageInMemory(const char* key, Json items, const PageQuery& page, const char* key_field, bool by_key) {
-  auto key_of = [key_field](const Json& item) -> std::string {
-    auto it = item.find(key_field);
-    return it != item.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
-  std::vector<Json> list(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
-  UW_ASSIGN_OR_RETURN(Page<Json> cut, PageList(std::move(list), page, key_of, by_key));
-  return PageJson(key, Json(std::move(cut.items)), cut.total, cut.next);
-}
-
 }  // namespace internal
 
 }  // namespace uw::manager

@@ -124,7 +124,7 @@ class LibvirtHypervisor : public Hypervisor {
   bool SignalContainerInit(virDomainPtr dom, std::string_view name, int signal);
   // A container whose libvirt_lxc controller (pid = domain id) has exited is over, but when
   // libvirtd has lost its monitor connection to that controller it still calls the domain running
-  // (with libvirt 11.3, about 1 start in 30 on this test bed: the controller logs an EOF right
+  // (with libvirt 11.3, about 1 start in 20 on this test bed: the controller logs an EOF right
   // after start, then "Dropping event ... because libvirtd is not connected"). After a second's
   // grace for libvirtd to notice by itself, destroys the stale domain so that libvirt's state (and
   // ours) says it stopped. True when the container had ended.
