@@ -239,19 +239,29 @@ class ManagerIntegrationTest : public ::testing::Test {
         << "no transfer progress for " << g;
     return *t;
   }
-  // Every host connected in the manager's view (after agents restarted).
+  // Every host connected in the manager's view (after agents restarted), and every guest's state
+  // known again: a guest whose move ended while its host's agent was down is 'unknown' until a
+  // heartbeat names it, and the first beats after a task ended may not (their list can predate it).
   static void WaitConnected() {
+    std::string why;
     EXPECT_TRUE(WaitFor(
-        [] {
+        [&] {
           auto hosts = Client().Call("GET", "/api/v1/hosts");
           if (!hosts.ok()) return false;
           for (const auto& h : (*hosts)["hosts"]) {
+            why = "host " + h["name"].get<std::string>() + " is " + h["state"].get<std::string>();
             if (h["state"] != "connected") return false;
+          }
+          auto guests = Client().Call("GET", "/api/v1/guests");
+          if (!guests.ok()) return false;
+          for (const auto& g : (*guests)["guests"]) {
+            why = "guest " + g["name"].get<std::string>() + " is " + g["state"].get<std::string>();
+            if (g["state"] == "unknown") return false;
           }
           return true;
         },
         std::chrono::seconds(60)))
-        << "a host stayed disconnected";
+        << "the manager's view did not settle: " << why;
   }
   static void DeleteGuest(const std::string& g) {
     Json force = {{"force", true}};
@@ -596,6 +606,7 @@ TEST_F(ManagerIntegrationTest, MigrationFailuresLeaveTheGuestRunningExactlyOnce)
   // 1. Destination agent killed: libvirt migrates peer-to-peer without it.
   {
     Json t = StartSlowMigration("mit-f1", 4);
+    ASSERT_NE(t["id"], "none");
     const std::string to = Other(HostOf("mit-f1"));
     ASSERT_TRUE(testing::StopAgent(*testbed_, IndexOf(to), SIGKILL).ok());
     Json done = WaitTask(t, 240);
@@ -609,6 +620,7 @@ TEST_F(ManagerIntegrationTest, MigrationFailuresLeaveTheGuestRunningExactlyOnce)
   // 2. Source agent killed and restarted while libvirt transfers.
   {
     Json t = StartSlowMigration("mit-f1", 4);
+    ASSERT_NE(t["id"], "none");
     const std::string from = HostOf("mit-f1");
     ASSERT_TRUE(testing::StopAgent(*testbed_, IndexOf(from), SIGKILL).ok());
     Status up = testing::RestartAgents(*testbed_);
@@ -621,6 +633,7 @@ TEST_F(ManagerIntegrationTest, MigrationFailuresLeaveTheGuestRunningExactlyOnce)
   // 3. uw-manager killed mid-transfer and restarted: it asks both hosts and finishes the task.
   {
     Json t = StartSlowMigration("mit-f1", 4);
+    ASSERT_NE(t["id"], "none");
     ASSERT_EQ(kill(pid_, SIGKILL), 0);
     waitpid(pid_, nullptr, 0);
     StartManagerProcess();
@@ -634,6 +647,7 @@ TEST_F(ManagerIntegrationTest, MigrationFailuresLeaveTheGuestRunningExactlyOnce)
   // reaches both): the transfer cannot finish, the guest stays on its source.
   {
     Json t = StartSlowMigration("mit-f1", 4);
+    ASSERT_NE(t["id"], "none");
     const std::string from = HostOf("mit-f1"), to = Other(from);
     const auto& a = testbed_->hosts[IndexOf(from)];
     const auto& b = testbed_->hosts[IndexOf(to)];
