@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/snapshot_builder.h"
@@ -255,9 +256,8 @@ Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, 
                                    ") in flight: wait for it or cancel it");
   }
   if (g.IsNull("host")) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
-  UW_ASSIGN_OR_RETURN(SqlRow host, store_->QueryOne("SELECT state FROM hosts WHERE name = ?", {g.Str("host")},
-                                                    "host of guest vanished"));
-  if (host.Str("state") != "connected" && op != "delete") {
+  UW_ASSIGN_OR_RETURN(auto host, hosts_->SessionOf(g.Str("host")));
+  if (host.state != "connected" && op != "delete") {
     return FailedPreconditionError("host " + g.Str("host") + " of guest '" + guest +
                                    "' is disconnected: wait until it reconnects");
   }

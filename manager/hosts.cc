@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/snapshot_builder.h"
@@ -69,17 +70,7 @@ Result<HostJoined> Manager::JoinHost(std::string_view join_token, const HostJoin
   std::string host_token = NewUuid() + NewUuid();
   bool rejoin = false;
   Status s = store_->Transact([&]() -> Status {
-    UW_ASSIGN_OR_RETURN(auto existing, store_->Query("SELECT name FROM hosts WHERE name = ?", {join.name}));
-    rejoin = !existing.empty();
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO hosts(name, agent_url, agent_token, host_token_hash, cpu_cores, memory_mib, state, "
-        "last_heartbeat_ms, joined_at_ms, info) VALUES (?, ?, ?, ?, ?, ?, 'connected', ?, ?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET agent_url = excluded.agent_url, agent_token = excluded.agent_token, "
-        "host_token_hash = excluded.host_token_hash, cpu_cores = excluded.cpu_cores, memory_mib = "
-        "excluded.memory_mib, state = 'connected', last_heartbeat_ms = excluded.last_heartbeat_ms, info = "
-        "excluded.info",
-        {join.name, join.agent_url, join.agent_token, Sha256Hex(host_token), join.cpu_cores, join.memory_mib, NowMs(),
-         NowMs(), Dump(join.info)}));
+    UW_ASSIGN_OR_RETURN(rejoin, hosts_->Join(join, Sha256Hex(host_token), NowMs()));
     return AddEvent(rejoin ? "host.rejoined" : "host.joined", join.name, "",
                     {{"agent_url", join.agent_url}, {"cpu_cores", join.cpu_cores}, {"memory_mib", join.memory_mib}});
   });
@@ -92,18 +83,15 @@ Result<HostJoined> Manager::JoinHost(std::string_view join_token, const HostJoin
 Result<HeartbeatAck> Manager::Heartbeat(std::string_view name, std::string_view host_token, const Json& body) {
   // An unknown host and a wrong token get the same answer (and the same work): this route is
   // public, and must not tell anyone which host names exist.
-  auto host_row = store_->QueryOne("SELECT * FROM hosts WHERE name = ?", {std::string(name)}, "unknown host");
-  if (!host_row.ok() && host_row.status().code() != StatusCode::kNotFound) return host_row.status();
+  auto session = hosts_->SessionOf(name);
+  if (!session.ok() && session.status().code() != StatusCode::kNotFound) return session.status();
   const std::string presented = Sha256Hex(host_token);
-  if (!host_row.ok() || host_token.empty() || presented != host_row->Str("host_token_hash")) {
+  if (!session.ok() || host_token.empty() || presented != session->host_token_hash) {
     return UnauthenticatedError("unknown host or wrong host token: join again");
   }
-  SqlRow host = std::move(*host_row);
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"stats", "guests"}));
-  double cpu_used = 0;
-  int64_t mem_used = 0;
-  std::map<std::string, std::pair<double, int64_t>> guest_usage;
+  internal::HostTable::Usage usage;
   if (v.Has("stats")) {
     UW_ASSIGN_OR_RETURN(JsonView stats, v.Object("stats"));
     if (stats.Has("guests")) {
@@ -114,9 +102,9 @@ Result<HeartbeatAck> Manager::Heartbeat(std::string_view name, std::string_view 
         UW_ASSIGN_OR_RETURN(int64_t mib, g.Int("memory_used_mib", -1));
         if (!(cores >= 0 && cores <= 1e6)) return g.FieldError("cpu_cores", "expected 0..1000000");
         if (mib < -1 || mib > kMaxReportedMib) return g.FieldError("memory_used_mib", "expected -1..2^40");
-        guest_usage[gname] = {cores, mib};
-        cpu_used += cores;
-        if (mib > 0) mem_used += mib;
+        usage.guests[gname] = {cores, mib};
+        usage.cpu_cores += cores;
+        if (mib > 0) usage.memory_mib += mib;
       }
     }
   }
@@ -128,27 +116,11 @@ Result<HeartbeatAck> Manager::Heartbeat(std::string_view name, std::string_view 
       guests.push_back(g.json());
     }
   }
-  bool was_disconnected = host.Str("state") == "disconnected";
+  const bool was_disconnected = session->state == "disconnected";
   // Reconcile first so that guests found now get their usage below.
   if (v.Has("guests")) Reconcile(std::string(name), guests);
-  int64_t now = NowMs();
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "UPDATE hosts SET state = 'connected', last_heartbeat_ms = ?, cpu_used = ?, memory_used_mib = ? WHERE name = ?",
-        {now, cpu_used, mem_used, std::string(name)}));
-    UW_RETURN_IF_ERROR(
-        store_->Exec("INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, NULL, ?, ?)",
-                     {now, std::string(name), cpu_used, mem_used}));
-    for (const auto& [g, u] : guest_usage) {
-      // Unchanged rows are not rewritten (most guests' usage is the same from one beat to the next).
-      UW_RETURN_IF_ERROR(
-          store_->Exec("UPDATE guests SET cpu_used = ?1, memory_used_mib = ?2 WHERE name = ?3 AND "
-                       "host = ?4 AND (cpu_used <> ?1 OR memory_used_mib <> ?2)",
-                       {u.first, u.second, g, std::string(name)}));
-      UW_RETURN_IF_ERROR(
-          store_->Exec("INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
-                       {now, std::string(name), g, u.first, u.second}));
-    }
+    UW_RETURN_IF_ERROR(hosts_->RecordHeartbeat(name, NowMs(), usage));
     if (was_disconnected) {
       UW_RETURN_IF_ERROR(AddEvent("host.reconnected", name, "", Json::object()));
     }
@@ -386,71 +358,24 @@ Status Manager::ClearDuplicates(const std::string& host, const Json& reported) {
 }
 
 void Manager::CheckHeartbeats() {
-  int64_t deadline = NowMs() - config_.heartbeat_timeout_ms;
-  auto rows = store_->Query(
-      "SELECT name, last_heartbeat_ms FROM hosts WHERE state = 'connected' AND last_heartbeat_ms < ?", {deadline});
-  if (!rows.ok()) return;
-  for (const auto& r : *rows) {
+  auto overdue = hosts_->OverdueSince(NowMs() - config_.heartbeat_timeout_ms);
+  if (!overdue.ok()) return;
+  for (const auto& h : *overdue) {
+    bool disconnected = false;
     Status s = store_->Transact([&]() -> Status {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET state = 'disconnected' WHERE name = ? AND state = 'connected'",
-                                      {r.Str("name")}));
-      return AddEvent("host.disconnected", r.Str("name"), "",
-                      {{"reason", "no heartbeat for " + std::to_string(NowMs() - r.Int("last_heartbeat_ms")) + " ms"}});
+      UW_ASSIGN_OR_RETURN(disconnected, hosts_->Disconnect(h.name));
+      if (!disconnected) return Status::Ok();  // it heartbeat in between
+      return AddEvent("host.disconnected", h.name, "",
+                      {{"reason", "no heartbeat for " + std::to_string(NowMs() - h.last_heartbeat_ms) + " ms"}});
     });
-    if (s.ok()) spdlog::warn("host {} disconnected (missed heartbeats)", r.Str("name"));
+    if (s.ok() && disconnected) spdlog::warn("host {} disconnected (missed heartbeats)", h.name);
   }
 }
 
-namespace {
-// A hosts row joined with its reservation totals (see kHostQuery).
-Host HostOfRow(const SqlRow& r) {
-  Host h;
-  h.name = r.Str("name");
-  h.agent_url = r.Str("agent_url");
-  h.state = r.Str("state");
-  h.maintenance = r.Int("maintenance") != 0;
-  if (Json groups = r.JsonOf("groups"); groups.is_array()) {
-    for (const Json& g : groups) {
-      if (g.is_string()) h.groups.push_back(g.get<std::string>());
-    }
-  }
-  h.cpu_cores = r.Real("cpu_cores");
-  h.memory_mib = r.Int("memory_mib");
-  h.reserved_vcpus = r.Real("rc");
-  h.reserved_memory_mib = r.Int("rm");
-  h.used_cpu_cores = r.Real("cpu_used");
-  h.used_memory_mib = r.Int("memory_used_mib");
-  h.guests = r.Int("n");
-  h.last_heartbeat_ms = r.Int("last_heartbeat_ms");
-  return h;
-}
-// The reservation totals come from host_reservations (kept by triggers), not from the guests. The
-// list reads only the columns it shows (not the agent's `info`, nor the tokens).
-constexpr const char* kHostQuery =
-    "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm "
-    "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
-constexpr const char* kHostListQuery =
-    "SELECT h.name, h.agent_url, h.state, h.maintenance, h.groups, h.cpu_cores, h.memory_mib, h.cpu_used, "
-    "h.memory_used_mib, h.last_heartbeat_ms, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, "
-    "COALESCE(r.memory_mib, 0) AS rm FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
-}  // namespace
-
-Result<Page<Host>> Manager::ListHosts(const PageQuery& page) {
-  UW_ASSIGN_OR_RETURN(internal::RowPage rows,
-                      internal::PageByKey(*store_, kHostListQuery, "hosts", "h.name", "name", {}, page));
-  Page<Host> out;
-  out.items.reserve(rows.rows.size());
-  for (const auto& r : rows.rows) out.items.push_back(HostOfRow(r));
-  out.total = rows.total;
-  out.next = rows.next;
-  return out;
-}
+Result<Page<Host>> Manager::ListHosts(const PageQuery& page) { return hosts_->List(page); }
 
 Result<HostDetail> Manager::GetHost(std::string_view name) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne(std::string(kHostQuery) + " WHERE h.name = ?", {std::string(name)},
-                                                 "host '" + std::string(name) + "' not found"));
-  HostDetail d;
-  d.host = HostOfRow(r);
+  UW_ASSIGN_OR_RETURN(HostDetail d, hosts_->Get(name));
   UW_ASSIGN_OR_RETURN(
       auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name", {std::string(name)}));
   for (const auto& g : guests) d.guest_names.push_back(g.Str("name"));
@@ -458,18 +383,12 @@ Result<HostDetail> Manager::GetHost(std::string_view name) {
     // Evacuation progress: guests still on the host (moves are recommended by DRS as mandatory).
     d.evacuation = HostDetail::Evacuation{static_cast<int64_t>(guests.size()), guests.empty()};
   }
-  d.info = r.JsonOf("info");
   return d;
 }
 
 Result<HostDetail> Manager::SetMaintenance(std::string_view name, bool on) {
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_
-                           ->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
-                                      "host '" + std::string(name) + "' not found")
-                           .status());
-    UW_RETURN_IF_ERROR(
-        store_->Exec("UPDATE hosts SET maintenance = ? WHERE name = ?", {int64_t{on ? 1 : 0}, std::string(name)}));
+    UW_RETURN_IF_ERROR(hosts_->SetMaintenance(name, on));
     return AddEvent(on ? "host.maintenance_on" : "host.maintenance_off", name, "", Json::object());
   }));
   if (on) {
@@ -518,12 +437,7 @@ Result<HostDetail> Manager::SetHostGroups(std::string_view name, const Json& bod
     }
   }
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_
-                           ->QueryOne("SELECT name FROM hosts WHERE name = ?", {std::string(name)},
-                                      "host '" + std::string(name) + "' not found")
-                           .status());
-    UW_RETURN_IF_ERROR(
-        store_->Exec("UPDATE hosts SET groups = ? WHERE name = ?", {Dump(Json(groups)), std::string(name)}));
+    UW_RETURN_IF_ERROR(hosts_->SetGroups(name, groups));
     return AddEvent("host.groups_changed", name, "", {{"groups", groups}});
   }));
   return GetHost(name);

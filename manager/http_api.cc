@@ -11,11 +11,6 @@ namespace {
 using api::Request;
 using api::Response;
 
-Response Answer(const Result<Json>& r, int ok_status = 200) {
-  if (!r.ok()) return Response::Error(r.status());
-  return Response::Json(ok_status, *r);
-}
-
 // A typed result through its JSON view (views.h).
 template <class T, class View>
 Response AnswerAs(const Result<T>& r, View view, int ok_status = 200) {

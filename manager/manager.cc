@@ -9,6 +9,7 @@
 #include "common/id.h"
 #include "manager/auth.h"
 #include "manager/event_log.h"
+#include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/migration_dispatcher.h"
 #include "manager/snapshot_builder.h"
@@ -35,11 +36,7 @@ Manager::Manager(ManagerConfig config, Clock& clock) : config_(std::move(config)
 void Manager::SetPollSleeper(std::function<bool(Duration)> sleeper) { poll_sleeper_ = std::move(sleeper); }
 
 void Manager::SetAgentFactory(AgentDirectory::Factory factory) {
-  auto lookup = [this](const std::string& host) -> Result<AgentAddress> {
-    UW_ASSIGN_OR_RETURN(SqlRow h, store_->QueryOne("SELECT agent_url, agent_token FROM hosts WHERE name = ?", {host},
-                                                   "host '" + host + "' is no longer in the cluster"));
-    return AgentAddress{h.Str("agent_url"), h.Str("agent_token")};
-  };
+  auto lookup = [this](const std::string& host) { return hosts_->AddressOf(host); };
   agents_ = std::make_unique<AgentDirectory>(std::move(lookup), std::move(factory));
 }
 
@@ -50,6 +47,7 @@ int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 Status Manager::Start() {
   migrations_.reset();  // a manager started again reopens its store
   tasks_.reset();
+  hosts_.reset();
   tokens_.reset();
   events_.reset();
   UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
@@ -58,9 +56,10 @@ Status Manager::Start() {
   tokens_ = std::make_unique<internal::TokenRegistry>(*store_, *events_, clock_);
   UW_RETURN_IF_ERROR(tokens_->Load(config_.admin_token));
   tasks_ = std::make_unique<internal::TaskJournal>(*store_, *events_, clock_);
+  hosts_ = std::make_unique<internal::HostTable>(*store_);
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
-  UW_RETURN_IF_ERROR(store_->Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {NowMs()}));
+  UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));
   {
     std::lock_guard l(mu_);
     stopping_ = false;
@@ -129,7 +128,7 @@ void Manager::MonitorLoop() {
     l.unlock();
     CheckHeartbeats();
     // Usage samples are kept for a day (metering reads them; later issues aggregate them).
-    if (Status s = store_->Exec("DELETE FROM usage_samples WHERE at_ms < ?", {NowMs() - 86'400'000}); !s.ok()) {
+    if (Status s = hosts_->PruneUsage(NowMs() - 86'400'000); !s.ok()) {
       spdlog::warn("pruning usage samples: {}", s.ToString());
     }
     if (config_.drs_interval_ms > 0 &&

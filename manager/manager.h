@@ -45,6 +45,7 @@ namespace internal {
 class EventLog;
 class TokenRegistry;
 class TaskJournal;
+class HostTable;
 class MigrationDispatcher;
 class MigrationRun;
 }  // namespace internal
@@ -514,6 +515,8 @@ class Manager {
   std::unique_ptr<internal::TaskJournal> tasks_;  // set by Start
 
   std::unique_ptr<internal::TokenRegistry> tokens_;  // set by Start
+
+  std::unique_ptr<internal::HostTable> hosts_;  // set by Start
 
   // What a guest's listing takes from its stored spec, kept while the spec text is unchanged.
   struct SpecFacts {

@@ -100,7 +100,7 @@ class MigrationRunTest : public ::testing::Test {
   }
   // The phase of the guest's last migration.
   std::string Phase(const std::string& guest) {
-    auto m = manager_->ListMigrations(guest, PageQuery{1});
+    auto m = manager_->ListMigrations(guest, PageQuery{1, ""});
     EXPECT_TRUE(m.ok() && m->items.size() == 1);
     return m.ok() && !m->items.empty() ? std::string(migration::PhaseName(m->items[0].record.phase)) : "";
   }
