@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/guest_table.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
@@ -20,7 +21,6 @@
 
 namespace uw::manager {
 
-using internal::Dump;
 using internal::GuestKey;
 using internal::NeedWrite;
 using internal::ShowShortNames;
@@ -42,41 +42,6 @@ Result<placement::Snapshot> Manager::ClusterSnapshot() { return BuildSnapshot();
 // ---------------------------------------------------------------------------------------------
 // Guests
 
-namespace internal {
-
-Guest GuestOfRow(const SqlRow& r) {
-  // The spec is the manager's own JSON; one that is not an object throws here (nlohmann's
-  // value()), as DeriveSpecFacts expects of the listing's body.
-  const Json spec = r.JsonOf("spec");
-  auto text = [&](std::string_view c) { return r.IsNull(c) ? std::nullopt : std::optional<std::string>(r.Str(c)); };
-  Guest g;
-  g.name = r.Str("name");
-  g.tenant = r.Str("tenant");
-  g.host = text("host");
-  g.pool = text("pool");
-  g.kind = r.Str("kind");
-  const bool paravirt = spec.value("paravirt", true);
-  g.devices = g.kind == "lxc" ? "container" : paravirt ? "virtio" : "emulated";
-  g.state = r.Str("state");
-  g.vcpus = spec.value("vcpus", r.Int("vcpus"));
-  g.memory_mib = spec.value("memory_mib", r.Int("memory_mib"));
-  g.reserved_vcpus = r.Int("vcpus");
-  g.reserved_memory_mib = r.Int("memory_mib");
-  g.automation = r.Str("automation");
-  g.migrating_to = text("migrating_to");
-  g.placement_reason = r.Str("placement_reason");
-  g.alert = r.JsonOf("alert");
-  g.health = text("health");
-  g.on_crash = r.Str("on_crash");
-  g.crash = r.JsonOf("crash");
-  g.used_cpu_cores = r.Real("cpu_used");
-  g.used_memory_mib = r.Int("memory_used_mib");
-  g.created_ms = r.Int("created_ms");
-  return g;
-}
-
-}  // namespace internal
-
 Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
   UW_ASSIGN_OR_RETURN(auto rows,
                       store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
@@ -85,7 +50,7 @@ Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
   return out;
 }
 
-Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) {
+Result<Guest> Manager::VisibleGuest(const Principal& p, std::string_view name) {
   UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
   const std::string missing = "guest '" + std::string(name) + "' not found";
   std::string n(name);
@@ -97,23 +62,19 @@ Result<SqlRow> Manager::VisibleGuest(const Principal& p, std::string_view name) 
       if (n.compare(0, colon, p.tenant) != 0 || colon != p.tenant.size()) return NotFoundError(missing);
       n = n.substr(colon + 1);
     }
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM guests WHERE tenant = ? AND name IN (?, ?) ORDER BY "
-                                                 "name DESC",
-                                                 {p.tenant, GuestKey(p.tenant, n), n}));
-    if (rows.empty()) return NotFoundError(missing);
-    return std::move(rows[0]);
+    UW_ASSIGN_OR_RETURN(std::optional<Guest> g, guests_->FindOfTenant(p.tenant, GuestKey(p.tenant, n), n));
+    if (!g) return NotFoundError(missing);
+    return std::move(*g);
   }
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT * FROM guests WHERE name = ?", {n}));
-  if (!rows.empty()) return std::move(rows[0]);
+  UW_ASSIGN_OR_RETURN(std::optional<Guest> g, guests_->Find(n));
+  if (g) return std::move(*g);
   if (colon == std::string::npos) {
     // A short name that names one tenant's guest.
-    UW_ASSIGN_OR_RETURN(rows, store_->Query("SELECT * FROM guests WHERE tenant <> '' AND name = tenant || ':' || ? "
-                                            "ORDER BY name",
-                                            {n}));
-    if (rows.size() == 1) return std::move(rows[0]);
-    if (rows.size() > 1) {
+    UW_ASSIGN_OR_RETURN(std::vector<Guest> named, guests_->WithShortName(n));
+    if (named.size() == 1) return std::move(named[0]);
+    if (named.size() > 1) {
       std::string all;
-      for (const auto& r : rows) all += (all.empty() ? "" : ", ") + r.Str("name");
+      for (const auto& r : named) all += (all.empty() ? "" : ", ") + r.name;
       return FailedPreconditionError("guest name '" + n + "' names guests of several tenants (" + all +
                                      "): give the full name");
     }
@@ -144,11 +105,8 @@ Result<Task> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   UW_RETURN_IF_ERROR(ValidateGuestName(req.name, "name"));
   req.agent_spec["name"] = req.name;
   std::lock_guard placement_lock(placement_mu_);
-  UW_ASSIGN_OR_RETURN(
-      auto existing,
-      store_->Query("SELECT name FROM guests WHERE name = ? OR (tenant <> '' AND tenant = ? AND name = ?)",
-                    {req.name, req.tenant, short_name}));
-  if (!existing.empty()) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
+  UW_ASSIGN_OR_RETURN(bool taken, guests_->NameTaken(req.name, req.tenant, short_name));
+  if (taken) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
   if (!req.pool.empty()) {
     UW_RETURN_IF_ERROR(store_
                            ->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
@@ -204,21 +162,19 @@ Result<Task> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   int64_t now = NowMs();
   Json request = {{"guest", req.name}, {"host", d.host}, {"spec", req.agent_spec}};
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(
-        store_->Exec("INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
-                     "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', "
-                     "?, ?, ?, ?, ?)",
-                     {req.name, req.tenant, d.host, req.pool.empty() ? SqlValue(nullptr) : SqlValue(req.pool),
-                      std::string(GuestKindName(req.kind)), req.vcpus, req.memory_mib, Dump(req.agent_spec),
-                      req.automation, d.reason, req.on_crash, now, now}));
-    for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(req.vcpus)},
-                                    {"memory_mib", static_cast<double>(req.memory_mib)}}) {
-      UW_RETURN_IF_ERROR(store_->Exec(
-          "INSERT INTO leases(id, guest, resource, floor, grant_amount, term_end_ms, class, created_ms) VALUES "
-          "(?, ?, ?, ?, ?, NULL, ?, ?)",
-          {NewId("lease"), req.name, std::string(resource), req.lease_class == "guaranteed" ? amount : 0.0, amount,
-           req.lease_class, now}));
-    }
+    UW_RETURN_IF_ERROR(guests_->Admit({.name = req.name,
+                                       .tenant = req.tenant,
+                                       .host = d.host,
+                                       .pool = req.pool.empty() ? std::nullopt : std::optional<std::string>(req.pool),
+                                       .kind = std::string(GuestKindName(req.kind)),
+                                       .vcpus = req.vcpus,
+                                       .memory_mib = req.memory_mib,
+                                       .spec = req.agent_spec,
+                                       .automation = req.automation,
+                                       .placement_reason = d.reason,
+                                       .on_crash = req.on_crash,
+                                       .lease_class = req.lease_class,
+                                       .now_ms = now}));
     UW_RETURN_IF_ERROR(tasks_->Insert(task_id, "guest.create", req.name, req.tenant, request,
                                       "placed on " + d.host + "; waiting for a worker"));
     return AddEvent(
@@ -230,24 +186,17 @@ Result<Task> Manager::CreateGuest(const Principal& p, GuestCreate req) {
 }
 
 Result<GuestDetail> Manager::GetGuest(const Principal& p, std::string_view name) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, VisibleGuest(p, name));
   GuestDetail d;
-  d.guest = internal::GuestOfRow(r);
-  UW_ASSIGN_OR_RETURN(auto leases,
-                      store_->Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {r.Str("name")}));
-  for (const auto& l : leases) {
-    d.leases.push_back({l.Str("id"), l.Str("resource"), l.Real("floor"), l.Real("grant_amount"),
-                        l.IsNull("term_end_ms") ? std::nullopt : std::optional<int64_t>(l.Int("term_end_ms")),
-                        l.Str("class")});
-  }
+  UW_ASSIGN_OR_RETURN(d.guest, VisibleGuest(p, name));
+  UW_ASSIGN_OR_RETURN(d.leases, guests_->LeasesOf(d.guest.name));
   return d;
 }
 
 Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
   std::lock_guard placement_lock(placement_mu_);
-  UW_ASSIGN_OR_RETURN(SqlRow g, VisibleGuest(p, name));
-  const std::string guest = g.Str("name");
+  UW_ASSIGN_OR_RETURN(Guest g, VisibleGuest(p, name));
+  const std::string guest = g.name;
   UW_ASSIGN_OR_RETURN(auto busy, store_->Query("SELECT id, kind FROM tasks WHERE subject = ? AND state IN ('pending', "
                                                "'running')",
                                                {guest}));
@@ -255,30 +204,29 @@ Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, 
     return FailedPreconditionError("guest '" + guest + "' has task " + busy[0].Str("id") + " (" + busy[0].Str("kind") +
                                    ") in flight: wait for it or cancel it");
   }
-  if (g.IsNull("host")) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
-  UW_ASSIGN_OR_RETURN(auto host, hosts_->SessionOf(g.Str("host")));
+  if (!g.host) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
+  UW_ASSIGN_OR_RETURN(auto host, hosts_->SessionOf(*g.host));
   if (host.state != "connected" && op != "delete") {
-    return FailedPreconditionError("host " + g.Str("host") + " of guest '" + guest +
+    return FailedPreconditionError("host " + *g.host + " of guest '" + guest +
                                    "' is disconnected: wait until it reconnects");
   }
-  Json request = {{"guest", guest}, {"host", g.Str("host")}, {"args", args}};
+  Json request = {{"guest", guest}, {"host", *g.host}, {"args", args}};
   if (op == "resize") {
-    Json spec = g.JsonOf("spec");
     UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
     UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib"}));
     if (!v.Has("vcpus") && !v.Has("memory_mib")) return InvalidArgumentError("give vcpus and/or memory_mib to resize");
     if (v.Has("vcpus")) {
       UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("vcpus"));
-      if (n > g.Int("vcpus")) {
+      if (n > g.reserved_vcpus) {
         return InvalidArgumentError("vcpus: " + std::to_string(n) + " is above the guest's maximum of " +
-                                    std::to_string(g.Int("vcpus")) + " (max_vcpus at creation)");
+                                    std::to_string(g.reserved_vcpus) + " (max_vcpus at creation)");
       }
     }
     if (v.Has("memory_mib")) {
       UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("memory_mib"));
-      if (n > g.Int("memory_mib")) {
+      if (n > g.reserved_memory_mib) {
         return InvalidArgumentError("memory_mib: " + std::to_string(n) + " is above the guest's reservation of " +
-                                    std::to_string(g.Int("memory_mib")) + " MiB (max_memory_mib at creation)");
+                                    std::to_string(g.reserved_memory_mib) + " MiB (max_memory_mib at creation)");
       }
     }
   } else if (op == "stop") {
@@ -292,7 +240,7 @@ Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, 
     UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
     UW_RETURN_IF_ERROR(v.RejectUnknown({"force"}));
     UW_ASSIGN_OR_RETURN(bool force, v.Bool("force", false));
-    const std::string state = g.Str("state");
+    const std::string& state = g.state;
     if (!force && state != "shutoff" && state != "lost") {
       return FailedPreconditionError("guest '" + guest + "' is " + state +
                                      ": stop it first, or delete with ?force=true (uwctl guest delete --force) "
@@ -301,7 +249,7 @@ Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, 
   } else if (op != "start") {
     return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
   }
-  return NewTask("guest." + std::string(op), guest, g.Str("tenant"), request);
+  return NewTask("guest." + std::string(op), guest, g.tenant, request);
 }
 
 }  // namespace uw::manager

@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/guest_table.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
@@ -18,8 +19,6 @@
 #include "vmm/hypervisor.h"
 
 namespace uw::manager {
-
-using internal::Dump;
 
 namespace {
 
@@ -131,41 +130,35 @@ Result<HeartbeatAck> Manager::Heartbeat(std::string_view name, std::string_view 
 
 // A known guest as its host reports it now: health, state, and what a change of state sets off
 // (events; a crash is recorded and its policy queued in `crashed`). Inside Reconcile's transaction.
-Status Manager::UpdateReportedGuest(const std::string& host, const SqlRow& r, const Json& g, int64_t now,
+Status Manager::UpdateReportedGuest(const std::string& host, const internal::KnownGuest& r, const Json& g, int64_t now,
                                     std::vector<CrashedGuest>& crashed) {
-  const std::string name = r.Str("name");
+  const std::string& name = r.name;
   std::string state = g.value("state", "unknown");
   const std::string health = g.value("health", "");
   // A running guest whose control channel stopped answering is not running for the operator.
   if (state == "running" && health == "unresponsive") state = "unresponsive";
-  if (health != r.Str("health")) {
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET health = ? WHERE name = ?",
-                                    {health.empty() ? SqlValue(nullptr) : SqlValue(health), name}));
-  }
-  if (state != r.Str("state")) {
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, now, name}));
-    UW_RETURN_IF_ERROR(
-        AddEvent("guest.changed", name, r.Str("tenant"), {{"host", host}, {"was", r.Str("state")}, {"now", state}}));
+  if (health != r.health) UW_RETURN_IF_ERROR(guests_->SetHealth(name, health));
+  if (state != r.state) {
+    UW_RETURN_IF_ERROR(guests_->SetState(name, state, now));
+    UW_RETURN_IF_ERROR(AddEvent("guest.changed", name, r.tenant, {{"host", host}, {"was", r.state}, {"now", state}}));
     if (state == "unresponsive") {
-      UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.Str("tenant"),
+      UW_RETURN_IF_ERROR(AddEvent("guest.unresponsive", name, r.tenant,
                                   {{"host", host},
                                    {"since", g.value("unresponsive_since", Json())},
                                    {"reason", "its control channel has not answered"}}));
-    } else if (r.Str("state") == "unresponsive" && state == "running") {
-      UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.Str("tenant"), {{"host", host}}));
+    } else if (r.state == "unresponsive" && state == "running") {
+      UW_RETURN_IF_ERROR(AddEvent("guest.responsive", name, r.tenant, {{"host", host}}));
     }
     if (state == "crashed") {
-      Json crash = r.JsonOf("crash");
-      if (!crash.is_object()) crash = Json::object();
+      Json crash = r.crash.is_object() ? r.crash : Json::object();
       const Json reported_crash = g.value("crash", Json::object());
       crash["at"] = reported_crash.value("at", now);
       crash["console_tail"] = reported_crash.value("console_tail", "");
       crash["host"] = host;
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), name}));
-      UW_RETURN_IF_ERROR(
-          AddEvent("guest.crashed", name, r.Str("tenant"),
-                   {{"host", host}, {"on_crash", r.Str("on_crash")}, {"console_tail", crash["console_tail"]}}));
-      crashed.push_back({name, host, r.Str("tenant"), r.Str("on_crash")});
+      UW_RETURN_IF_ERROR(guests_->SetCrash(name, crash));
+      UW_RETURN_IF_ERROR(AddEvent("guest.crashed", name, r.tenant,
+                                  {{"host", host}, {"on_crash", r.on_crash}, {"console_tail", crash["console_tail"]}}));
+      crashed.push_back({name, host, r.tenant, r.on_crash});
     }
   }
   return Status::Ok();
@@ -187,24 +180,21 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
                                                         {NowMs() - 2 * int64_t{config_.heartbeat_interval_ms}}));
     std::set<std::string> recent;
     for (const auto& t : recent_rows) recent.insert(t.Str("subject"));
-    UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, state, tenant, health, on_crash, crash FROM guests "
-                                                 "WHERE host = ?",
-                                                 {host}));
+    UW_ASSIGN_OR_RETURN(std::vector<internal::KnownGuest> known, guests_->OnHost(host));
     int64_t now = NowMs();
-    for (const auto& r : rows) {
-      std::string name = r.Str("name");
+    for (const auto& r : known) {
+      const std::string& name = r.name;
       if (busy.count(name) || recent.count(name)) {
         seen.erase(name);
         continue;
       }
       auto it = seen.find(name);
       if (it == seen.end()) {
-        if (r.Str("state") != "lost") {
-          UW_RETURN_IF_ERROR(
-              store_->Exec("UPDATE guests SET state = 'lost', updated_ms = ? WHERE name = ?", {now, name}));
+        if (r.state != "lost") {
+          UW_RETURN_IF_ERROR(guests_->SetState(name, "lost", now));
           UW_RETURN_IF_ERROR(AddEvent(
-              "guest.lost", name, r.Str("tenant"),
-              {{"host", host}, {"was", r.Str("state")}, {"reason", "the host's agent no longer reports this guest"}}));
+              "guest.lost", name, r.tenant,
+              {{"host", host}, {"was", r.state}, {"reason", "the host's agent no longer reports this guest"}}));
         }
         continue;
       }
@@ -214,19 +204,20 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
     for (const auto& [name, g] : seen) {
       if (busy.count(name)) continue;
       // A guest the manager does not know on this host: record it (unowned) so capacity is counted.
-      UW_ASSIGN_OR_RETURN(auto other, store_->Query("SELECT host FROM guests WHERE name = ?", {name}));
-      if (!other.empty()) {
+      UW_ASSIGN_OR_RETURN(std::optional<Guest> other, guests_->Find(name));
+      if (other) {
+        const std::string other_host = other->host.value_or("");
         // The shut-off definition libvirt leaves on the source of a move that nobody confirmed there
         // (its agent was down when the move ended) is a leftover, not a second guest.
         UW_ASSIGN_OR_RETURN(auto moved_away,
                             store_->Query("SELECT id FROM migrations WHERE guest = ? AND source = ? AND "
                                           "phase = 'done' ORDER BY updated_ms DESC LIMIT 1",
                                           {name, host}));
-        if (g.value("state", "") == "shutoff" && !moved_away.empty() && other[0].Str("host") != host) {
+        if (g.value("state", "") == "shutoff" && !moved_away.empty() && other_host != host) {
           leftovers.push_back({name, moved_away[0].Str("id")});
           continue;
         }
-        UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other[0].Str("host")));
+        UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other_host));
         continue;
       }
       // A heartbeat read before a delete that just ended still lists the guest: it is gone, not
@@ -238,10 +229,15 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
       int64_t mem = std::max<int64_t>(1, g.value("max_memory_mib", g.value("memory_mib", 1)));
       Json spec = {{"name", name},       {"kind", g.value("kind", "qemu")},          {"vcpus", g.value("vcpus", 1)},
                    {"max_vcpus", vcpus}, {"memory_mib", g.value("memory_mib", mem)}, {"max_memory_mib", mem}};
-      UW_RETURN_IF_ERROR(store_->Exec(
-          "INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, placement_reason, created_ms, "
-          "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'found running on the host', ?, ?)",
-          {name, owner, host, g.value("kind", "qemu"), vcpus, mem, Dump(spec), g.value("state", "unknown"), now, now}));
+      UW_RETURN_IF_ERROR(guests_->AddFound({.name = name,
+                                            .tenant = owner,
+                                            .host = host,
+                                            .kind = g.value("kind", "qemu"),
+                                            .state = g.value("state", "unknown"),
+                                            .vcpus = vcpus,
+                                            .memory_mib = mem,
+                                            .spec = spec,
+                                            .now_ms = now}));
       UW_RETURN_IF_ERROR(
           AddEvent("guest.found", name, owner, {{"host", host}, {"state", g.value("state", "unknown")}}));
     }
@@ -286,8 +282,7 @@ Status Manager::HandleCrash(const CrashedGuest& c) {
   const int64_t now = NowMs();
   int attempt = 0;
   Status s = store_->Transact([&]() -> Status {
-    UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT crash FROM guests WHERE name = ?", {c.name}, "guest"));
-    Json crash = g.JsonOf("crash");
+    UW_ASSIGN_OR_RETURN(Json crash, guests_->CrashOf(c.name));
     if (!crash.is_object()) crash = Json::object();
     Json recent = Json::array();
     for (const auto& t : crash.value("restarts", Json::array())) {
@@ -295,7 +290,7 @@ Status Manager::HandleCrash(const CrashedGuest& c) {
     }
     if (static_cast<int>(recent.size()) >= kCrashRestarts) {
       crash["restarts"] = recent;
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
+      UW_RETURN_IF_ERROR(guests_->SetCrash(c.name, crash));
       return AddEvent("guest.crash_loop", c.name, c.tenant,
                       {{"host", c.host},
                        {"reason", "crashed " + std::to_string(recent.size() + 1) +
@@ -305,7 +300,7 @@ Status Manager::HandleCrash(const CrashedGuest& c) {
     recent.push_back(now);
     crash["restarts"] = recent;
     attempt = static_cast<int>(recent.size());
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET crash = ? WHERE name = ?", {Dump(crash), c.name}));
+    UW_RETURN_IF_ERROR(guests_->SetCrash(c.name, crash));
     return AddEvent(
         "guest.restarting", c.name, c.tenant,
         {{"host", c.host}, {"attempt", attempt}, {"of", kCrashRestarts}, {"reason", "crashed (on_crash: restart)"}});
@@ -317,8 +312,8 @@ Status Manager::HandleCrash(const CrashedGuest& c) {
 }
 
 Status Manager::RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on) {
-  UW_ASSIGN_OR_RETURN(SqlRow g, store_->QueryOne("SELECT tenant, alert FROM guests WHERE name = ?", {guest}, "guest"));
-  Json alert = g.JsonOf("alert");
+  UW_ASSIGN_OR_RETURN(internal::GuestTable::Alerted g, guests_->AlertOf(guest));
+  Json alert = std::move(g.alert);
   if (!alert.is_object() || alert.value("type", "") != "duplicate") {
     alert = {{"type", "duplicate"},
              {"known_on", known_on},
@@ -330,28 +325,28 @@ Status Manager::RaiseDuplicate(const std::string& guest, const std::string& host
     if (h == host) return Status::Ok();  // raised already: one event, not one per heartbeat
   }
   alert["also_on"].push_back(host);
-  UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = ? WHERE name = ?", {Dump(alert), guest}));
-  return AddEvent("guest.duplicate", guest, g.Str("tenant"),
+  UW_RETURN_IF_ERROR(guests_->SetAlert(guest, alert));
+  return AddEvent("guest.duplicate", guest, g.tenant,
                   {{"host", host}, {"known_on", known_on}, {"reason", "a guest of this name runs on two hosts"}});
 }
 
 Status Manager::ClearDuplicates(const std::string& host, const Json& reported) {
   std::set<std::string> here;
   for (const auto& g : reported) here.insert(g.value("name", ""));
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, tenant, alert FROM guests WHERE alert IS NOT NULL"));
-  for (const auto& r : rows) {
-    Json alert = r.JsonOf("alert");
-    if (!alert.is_object() || alert.value("type", "") != "duplicate" || here.count(r.Str("name"))) continue;
+  UW_ASSIGN_OR_RETURN(auto alerted, guests_->WithAlerts());
+  for (auto& r : alerted) {
+    Json& alert = r.alert;
+    if (!alert.is_object() || alert.value("type", "") != "duplicate" || here.count(r.name)) continue;
     Json& also = alert["also_on"];
     const size_t before = also.size();
     also.erase(std::remove(also.begin(), also.end(), Json(host)), also.end());
     if (also.size() == before) continue;
     if (also.empty()) {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = NULL WHERE name = ?", {r.Str("name")}));
-      UW_RETURN_IF_ERROR(AddEvent("guest.duplicate_cleared", r.Str("name"), r.Str("tenant"),
+      UW_RETURN_IF_ERROR(guests_->SetAlert(r.name, Json()));
+      UW_RETURN_IF_ERROR(AddEvent("guest.duplicate_cleared", r.name, r.tenant,
                                   {{"host", host}, {"reason", "the second copy is gone; the guest runs once"}}));
     } else {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET alert = ? WHERE name = ?", {Dump(alert), r.Str("name")}));
+      UW_RETURN_IF_ERROR(guests_->SetAlert(r.name, alert));
     }
   }
   return Status::Ok();
@@ -376,12 +371,10 @@ Result<Page<Host>> Manager::ListHosts(const PageQuery& page) { return hosts_->Li
 
 Result<HostDetail> Manager::GetHost(std::string_view name) {
   UW_ASSIGN_OR_RETURN(HostDetail d, hosts_->Get(name));
-  UW_ASSIGN_OR_RETURN(
-      auto guests, store_->Query("SELECT name, state FROM guests WHERE host = ? ORDER BY name", {std::string(name)}));
-  for (const auto& g : guests) d.guest_names.push_back(g.Str("name"));
+  UW_ASSIGN_OR_RETURN(d.guest_names, guests_->NamesOn(name));
   if (d.host.maintenance) {
     // Evacuation progress: guests still on the host (moves are recommended by DRS as mandatory).
-    d.evacuation = HostDetail::Evacuation{static_cast<int64_t>(guests.size()), guests.empty()};
+    d.evacuation = HostDetail::Evacuation{static_cast<int64_t>(d.guest_names.size()), d.guest_names.empty()};
   }
   return d;
 }

@@ -106,9 +106,6 @@ inline void ShowShortNames(const Principal& p, Json& j) {
   }
 }
 
-// A guests row (SELECT *) as the core returns it (guests.cc).
-Guest GuestOfRow(const SqlRow& r);
-
 inline Status NeedWrite(const Principal& p) {
   if (p.CanWrite()) return Status::Ok();
   return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");

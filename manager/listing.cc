@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <iterator>
 
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 

@@ -9,6 +9,7 @@
 #include "common/id.h"
 #include "manager/auth.h"
 #include "manager/event_log.h"
+#include "manager/guest_table.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/migration_dispatcher.h"
@@ -48,6 +49,7 @@ Status Manager::Start() {
   migrations_.reset();  // a manager started again reopens its store
   tasks_.reset();
   hosts_.reset();
+  guests_.reset();
   tokens_.reset();
   events_.reset();
   UW_ASSIGN_OR_RETURN(store_, Store::Open(config_.db_path));
@@ -57,6 +59,7 @@ Status Manager::Start() {
   UW_RETURN_IF_ERROR(tokens_->Load(config_.admin_token));
   tasks_ = std::make_unique<internal::TaskJournal>(*store_, *events_, clock_);
   hosts_ = std::make_unique<internal::HostTable>(*store_);
+  guests_ = std::make_unique<internal::GuestTable>(*store_);
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));

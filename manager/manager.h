@@ -46,6 +46,8 @@ class EventLog;
 class TokenRegistry;
 class TaskJournal;
 class HostTable;
+class GuestTable;
+struct KnownGuest;
 class MigrationDispatcher;
 class MigrationRun;
 }  // namespace internal
@@ -458,7 +460,7 @@ class Manager {
   Result<std::set<std::string>> GuestsWithTaskInFlight();
   // The guest row `name` names for `p` (see GetGuest). kNotFound, kInvalidArgument (a malformed
   // name), kFailedPrecondition (a short name that names guests of several tenants).
-  Result<SqlRow> VisibleGuest(const Principal& p, std::string_view name);
+  Result<Guest> VisibleGuest(const Principal& p, std::string_view name);
   // The placement engine's snapshot of the store (manager/snapshot_builder.h). `incoming` (an
   // unplaced guest) is a guest being admitted: rules that name it then apply to its placement.
   // Requires the caller to hold no store transaction.
@@ -480,7 +482,7 @@ class Manager {
     std::string name, host, tenant, on_crash;
   };
   Status HandleCrash(const CrashedGuest& c);
-  Status UpdateReportedGuest(const std::string& host, const SqlRow& r, const Json& g, int64_t now,
+  Status UpdateReportedGuest(const std::string& host, const internal::KnownGuest& r, const Json& g, int64_t now,
                              std::vector<CrashedGuest>& crashed);
   // A guest known on `known_on` is reported by `host` too: the guest's alert (once per host, with
   // one guest.duplicate event). Inside Reconcile's transaction.
@@ -516,7 +518,8 @@ class Manager {
 
   std::unique_ptr<internal::TokenRegistry> tokens_;  // set by Start
 
-  std::unique_ptr<internal::HostTable> hosts_;  // set by Start
+  std::unique_ptr<internal::HostTable> hosts_;    // set by Start
+  std::unique_ptr<internal::GuestTable> guests_;  // set by Start
 
   // What a guest's listing takes from its stored spec, kept while the spec text is unchanged.
   struct SpecFacts {

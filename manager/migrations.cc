@@ -11,6 +11,7 @@
 #include <set>
 
 #include "common/id.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/migration_dispatcher.h"
@@ -59,20 +60,20 @@ Result<Task> Manager::MigrateGuest(const Principal& p, std::string_view name, co
     UW_ASSIGN_OR_RETURN(bool pc, v.Bool("allow_postcopy"));
     options["allow_postcopy"] = pc;
   }
-  UW_ASSIGN_OR_RETURN(SqlRow g, VisibleGuest(p, name));
-  if (g.IsNull("host")) return FailedPreconditionError("guest '" + std::string(name) + "' is not placed on a host");
-  std::string from = g.Str("host");
+  UW_ASSIGN_OR_RETURN(Guest g, VisibleGuest(p, name));
+  if (!g.host) return FailedPreconditionError("guest '" + std::string(name) + "' is not placed on a host");
+  std::string from = *g.host;
   if (from == to) return FailedPreconditionError("guest '" + std::string(name) + "' is already on host " + to);
-  if (mode == "live" && g.Str("kind") == "lxc") {
+  if (mode == "live" && g.kind == "lxc") {
     return FailedPreconditionError("guest '" + std::string(name) +
                                    "' is a container: containers cannot live-migrate; move it with mode cold");
   }
-  if (mode == "live" && g.Str("state") != "running") {
-    return FailedPreconditionError("guest '" + std::string(name) + "' is " + g.Str("state") +
+  if (mode == "live" && g.state != "running") {
+    return FailedPreconditionError("guest '" + std::string(name) + "' is " + g.state +
                                    "; only a running guest migrates live (use mode cold)");
   }
   placement::Move m;
-  m.vm = g.Str("name");  // the full name (a short one may have named it)
+  m.vm = g.name;  // the full name (a short one may have named it)
   m.from = from;
   m.to = to;
   m.priority = 1;
@@ -126,8 +127,8 @@ Result<StartedMoves> Manager::StartMoves(const std::vector<placement::Move>& mov
         {"from", st.move.from},         {"to", st.move.to},         {"mode", st.move.cold ? "cold" : "live"},
         {"priority", st.move.priority}, {"reason", st.move.reason}, {"recommendation", rec},
         {"depends_on", deps},           {"wave", st.wave},          {"options", options}};
-    auto g = store_->Query("SELECT tenant FROM guests WHERE name = ?", {st.move.vm});
-    std::string tenant = g.ok() && !g->empty() ? (*g)[0].Str("tenant") : "";
+    auto owner = guests_->TenantOf(st.move.vm);
+    std::string tenant = owner.ok() ? *owner : "";
     UW_ASSIGN_OR_RETURN(Task task, NewTask("guest.migrate", st.move.vm, tenant, request));
     task_of_step.push_back(task.id);
     if (!rec.empty()) {

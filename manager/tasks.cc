@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/migration_dispatcher.h"
@@ -20,7 +21,6 @@
 
 namespace uw::manager {
 
-using internal::Dump;
 using internal::NeedWrite;
 
 // ---------------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ Result<Task> Manager::CancelTask(const Principal& p, std::string_view id) {
     }
     if (t.kind == "guest.create") {
       // Release the reservation: the guest was never created.
-      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {t.subject}));
+      UW_RETURN_IF_ERROR(guests_->ReleaseCreating(t.subject));
     }
     return tasks_->Cancel(t.id, std::nullopt, nullptr);
   });
@@ -122,20 +122,19 @@ Status Manager::RunCreate(const std::string& id, const Json& request, const std:
       (void)agent->Delete(guest, false);
     }
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-      UW_ASSIGN_OR_RETURN(auto owner, store_->Query("SELECT tenant FROM guests WHERE name = ?", {guest}));
-      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ? AND state = 'creating'", {guest}));
-      return AddEvent("guest.create_failed", guest, owner.empty() ? "" : owner[0].Str("tenant"),
+      auto owner = guests_->TenantOf(guest);
+      if (!owner.ok() && owner.status().code() != StatusCode::kNotFound) return owner.status();
+      UW_RETURN_IF_ERROR(guests_->ReleaseCreating(guest));
+      return AddEvent("guest.create_failed", guest, owner.ok() ? *owner : "",
                       {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
     }));
     return tasks_->Finish(id, cause, nullptr);
   }
   const std::string state = created->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(
-        store_->Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?", {state, NowMs(), guest}));
-    UW_ASSIGN_OR_RETURN(SqlRow g,
-                        store_->QueryOne("SELECT tenant FROM guests WHERE name = ?", {guest}, "guest row gone"));
-    return AddEvent("guest.created", guest, g.Str("tenant"), {{"host", host}, {"state", state}});
+    UW_RETURN_IF_ERROR(guests_->SetState(guest, state, NowMs()));
+    UW_ASSIGN_OR_RETURN(std::string tenant, guests_->TenantOf(guest));
+    return AddEvent("guest.created", guest, tenant, {{"host", host}, {"state", state}});
   }));
   return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
 }
@@ -179,10 +178,9 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
   std::string op = kind.substr(6);
   Json args = request.value("args", Json::object());
   UW_RETURN_IF_ERROR(tasks_->SetProgress(id, 0.3, op + " on host " + host));
-  auto g = store_->QueryOne("SELECT tenant, spec, state FROM guests WHERE name = ?", {guest},
-                            "guest '" + guest + "' not found");
+  auto g = guests_->Get(guest);
   if (!g.ok()) return tasks_->Finish(id, g.status(), nullptr);
-  std::string tenant = g->Str("tenant");
+  const std::string tenant = g->tenant;
   auto agent = AgentOf(host);
   if (op == "delete") {
     // Forced: the agent powers the guest off (destroy) before it undefines it.
@@ -191,23 +189,24 @@ Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const
     if (!deleted.ok() && deleted.code() != StatusCode::kNotFound)
       return tasks_->Finish(id, deleted, nullptr);  // gone already
     UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM guests WHERE name = ?", {guest}));
+      UW_RETURN_IF_ERROR(guests_->Remove(guest));
       UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));
       return AddEvent("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
     }));
     return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
-  auto answer = CallGuestOp(*agent, op, guest, args, g->Str("state"));
+  auto answer = CallGuestOp(*agent, op, guest, args, g->state);
   if (!answer.ok()) return tasks_->Finish(id, answer.status(), nullptr);
   const std::string state = answer->state;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    Json spec = g->JsonOf("spec");
     if (op == "resize") {
+      UW_ASSIGN_OR_RETURN(Json spec, guests_->SpecOf(guest));
       if (args.contains("vcpus")) spec["vcpus"] = args["vcpus"];
       if (args.contains("memory_mib")) spec["memory_mib"] = args["memory_mib"];
+      UW_RETURN_IF_ERROR(guests_->SetStateAndSpec(guest, state, spec, NowMs()));
+    } else {
+      UW_RETURN_IF_ERROR(guests_->SetState(guest, state, NowMs()));
     }
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE guests SET state = ?, spec = ?, updated_ms = ? WHERE name = ?",
-                                    {state, Dump(spec), NowMs(), guest}));
     return AddEvent("guest." + op, guest, tenant, {{"host", host}, {"state", state}});
   }));
   return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"state", state}});

@@ -1,0 +1,104 @@
+// The guests table and the lease rows of each guest's grants: the statements of admission,
+// reconcile, crash policy, duplicate alerts and guest tasks live here.
+// Private to manager/ (Manager owns one).
+//
+//   creates, heartbeats' reconcile, crash handling, guest tasks --typed calls--> GuestTable --> Store
+//
+// A guest row with a host is that host's capacity reservation (the store's triggers keep
+// host_reservations from it). Migrations, listings, pools and the snapshot builder still read and
+// write their own columns of it (not yet moved here).
+//
+// No method opens a transaction: a caller that writes more than one statement (a change and its
+// event) wraps them in Store::Transact, which every method may be called inside.
+//
+// Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "manager/manager.h"
+#include "manager/store.h"
+
+namespace uw::manager::internal {
+
+// A guests row (SELECT *) as the core returns it.
+Guest GuestOfRow(const SqlRow& r);
+
+// A guest as a heartbeat's reconcile compares it with the agent's report.
+struct KnownGuest {
+  std::string name, tenant, state, health, on_crash;
+  Json crash;  // null when it never crashed
+};
+
+class GuestTable {
+ public:
+  explicit GuestTable(Store& store) : store_(store) {}
+
+  // A guest admitted by placement: its row (state `creating`, the host's reservation from now) and
+  // one lease per granted resource.
+  struct Admitted {
+    std::string name, tenant, host;
+    std::optional<std::string> pool;
+    std::string kind;
+    int64_t vcpus = 0, memory_mib = 0;  // the reservation (the maxima)
+    Json spec;                          // what the agent is asked to create
+    std::string automation, placement_reason, on_crash, lease_class;
+    int64_t now_ms = 0;
+  };
+  // A guest an agent reports that the manager did not know: recorded so its capacity counts.
+  struct Found {
+    std::string name, tenant, host, kind, state;
+    int64_t vcpus = 0, memory_mib = 0;
+    Json spec;
+    int64_t now_ms = 0;
+  };
+  struct Alerted {
+    std::string name, tenant;
+    Json alert;  // null when none
+  };
+
+  Status Admit(const Admitted& g);
+  Status AddFound(const Found& g);
+  // Removes a reservation whose create never happened (the row is still `creating`).
+  Status ReleaseCreating(std::string_view name);
+  Status Remove(std::string_view name);
+
+  // nullopt when there is no such guest.
+  Result<std::optional<Guest>> Find(std::string_view name);
+  // kNotFound "guest 'NAME' not found".
+  Result<Guest> Get(std::string_view name);
+  // A tenant's guest by its cluster name `key` or, for one created before names were per tenant,
+  // by its short name; the cluster name wins.
+  Result<std::optional<Guest>> FindOfTenant(std::string_view tenant, std::string_view key, std::string_view short_name);
+  // Every tenant's guest whose cluster name is TENANT:short_name, in name order.
+  Result<std::vector<Guest>> WithShortName(std::string_view short_name);
+  // Whether `key`, or the tenant's own guest under the short name, is taken.
+  Result<bool> NameTaken(std::string_view key, std::string_view tenant, std::string_view short_name);
+  Result<std::string> TenantOf(std::string_view name);  // kNotFound
+  Result<Json> SpecOf(std::string_view name);           // kNotFound
+  Result<std::vector<GuestLease>> LeasesOf(std::string_view name);
+
+  // The guests on `host`, in name order.
+  Result<std::vector<KnownGuest>> OnHost(std::string_view host);
+  Result<std::vector<std::string>> NamesOn(std::string_view host);
+
+  Status SetState(std::string_view name, std::string_view state, int64_t now_ms);
+  Status SetStateAndSpec(std::string_view name, std::string_view state, const Json& spec, int64_t now_ms);
+  Status SetHealth(std::string_view name, std::string_view health);  // "" clears
+  Result<Json> CrashOf(std::string_view name);                       // kNotFound; null when none
+  Status SetCrash(std::string_view name, const Json& crash);
+  Result<Alerted> AlertOf(std::string_view name);  // kNotFound
+  Result<std::vector<Alerted>> WithAlerts();
+  Status SetAlert(std::string_view name, const Json& alert);  // null clears
+
+ private:
+  Store& store_;
+};
+
+}  // namespace uw::manager::internal
