@@ -1,11 +1,9 @@
 #include "manager/guest_table.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
-
-#include <filesystem>
 
 #include "manager/host_table.h"
+#include "manager/test_dir.h"
 
 namespace uw::manager::internal {
 namespace {
@@ -13,11 +11,7 @@ namespace {
 class GuestTableTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("uw-guest-table-test-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    auto s = Store::Open((dir_ / "state.db").string());
+    auto s = Store::Open((dir_.path() / "state.db").string());
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
     guests_ = std::make_unique<GuestTable>(*store_);
@@ -29,7 +23,6 @@ class GuestTableTest : public ::testing::Test {
   void TearDown() override {
     guests_.reset();
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   void Admit(const std::string& name, const std::string& tenant, const std::string& host,
              const std::string& lease_class = "elastic") {
@@ -49,7 +42,7 @@ class GuestTableTest : public ::testing::Test {
     Status s = guests_->Admit(a);
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
-  std::filesystem::path dir_;
+  TestDir dir_{"guest-table-test"};
   std::unique_ptr<Store> store_;
   std::unique_ptr<GuestTable> guests_;
 };

@@ -1,9 +1,8 @@
 #include "manager/host_table.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <filesystem>
+#include "manager/test_dir.h"
 
 namespace uw::manager::internal {
 namespace {
@@ -11,11 +10,7 @@ namespace {
 class HostTableTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("uw-host-table-test-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    auto s = Store::Open((dir_ / "state.db").string());
+    auto s = Store::Open((dir_.path() / "state.db").string());
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
     hosts_ = std::make_unique<HostTable>(*store_);
@@ -23,12 +18,11 @@ class HostTableTest : public ::testing::Test {
   void TearDown() override {
     hosts_.reset();
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   static HostJoin Join(const std::string& name) {
     return HostJoin{name, "http://" + name + ":7700", "agent-secret", 8, 16384, Json{{"hostname", name}}};
   }
-  std::filesystem::path dir_;
+  TestDir dir_{"host-table-test"};
   std::unique_ptr<Store> store_;
   std::unique_ptr<HostTable> hosts_;
 };
