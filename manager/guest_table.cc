@@ -200,6 +200,19 @@ Status GuestTable::SetCrash(std::string_view name, const Json& crash) {
                      {crash.is_null() ? SqlValue(nullptr) : SqlValue(Dump(crash)), std::string(name)});
 }
 
+Status GuestTable::HoldMove(std::string_view name, std::string_view destination) {
+  return store_.Exec("UPDATE guests SET migrating_to = ? WHERE name = ?",
+                     {std::string(destination), std::string(name)});
+}
+
+Status GuestTable::EndMove(std::string_view name, const std::optional<std::string>& host,
+                           const std::optional<std::string>& state, int64_t now_ms) {
+  return store_.Exec(
+      "UPDATE guests SET host = COALESCE(?, host), state = COALESCE(?, state), migrating_to = NULL, updated_ms = ? "
+      "WHERE name = ?",
+      {OrNull(host), OrNull(state), now_ms, std::string(name)});
+}
+
 Result<GuestTable::Alerted> GuestTable::AlertOf(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r, store_.QueryOne("SELECT tenant, alert FROM guests WHERE name = ?", {std::string(name)},
                                                 NotFound(name)));

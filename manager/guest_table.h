@@ -1,12 +1,12 @@
 // The guests table and the lease rows of each guest's grants: the statements of admission,
-// reconcile, crash policy, duplicate alerts and guest tasks live here.
+// reconcile, crash policy, duplicate alerts, guest tasks and migrations live here.
 // Private to manager/ (Manager owns one).
 //
 //   creates, heartbeats' reconcile, crash handling, guest tasks --typed calls--> GuestTable --> Store
 //
 // A guest row with a host is that host's capacity reservation (the store's triggers keep
-// host_reservations from it). Migrations, listings, pools and the snapshot builder still read and
-// write their own columns of it (not yet moved here).
+// host_reservations from it). The listing, pools and the snapshot builder still read their own
+// columns of it (not yet moved here).
 //
 // No method opens a transaction: a caller that writes more than one statement (a change and its
 // event) wraps them in Store::Transact, which every method may be called inside.
@@ -93,6 +93,11 @@ class GuestTable {
   Status SetHealth(std::string_view name, std::string_view health);  // "" clears
   Result<Json> CrashOf(std::string_view name);                       // kNotFound; null when none
   Status SetCrash(std::string_view name, const Json& crash);
+  // A move's hold on its destination's capacity (memory counts on both hosts until it ends).
+  Status HoldMove(std::string_view name, std::string_view destination);
+  // The move ended: the hold goes; the guest is on `host` in `state` where they are given.
+  Status EndMove(std::string_view name, const std::optional<std::string>& host, const std::optional<std::string>& state,
+                 int64_t now_ms);
   Result<Alerted> AlertOf(std::string_view name);  // kNotFound
   Result<std::vector<Alerted>> WithAlerts();
   Status SetAlert(std::string_view name, const Json& alert);  // null clears

@@ -133,5 +133,33 @@ TEST_F(GuestTableTest, OnlyAReservationStillCreatingIsReleased) {
   EXPECT_EQ(guests_->SpecOf("t1:b").status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(GuestTableTest, AMoveHoldsItsDestinationUntilItEndsWhereverItLanded) {
+  Admit("t1:a", "t1", "h1");
+  ASSERT_TRUE(guests_->SetState("t1:a", "running", 2000).ok());
+  ASSERT_TRUE(guests_->HoldMove("t1:a", "h2").ok());
+  EXPECT_EQ(guests_->Get("t1:a")->migrating_to, "h2");
+  auto reserved = [&](const char* host) {
+    auto r = store_->Query("SELECT memory_mib FROM host_reservations WHERE host = ?", {std::string(host)});
+    return r.ok() && r->size() == 1 ? (*r)[0].Int("memory_mib") : int64_t{-1};
+  };
+  EXPECT_EQ(reserved("h1"), 256);  // the snapshot counts the hold on h2 from migrating_to
+  EXPECT_EQ(reserved("h2"), 0);
+
+  ASSERT_TRUE(guests_->EndMove("t1:a", std::nullopt, std::nullopt, 3000).ok());  // rolled back
+  auto back = guests_->Get("t1:a");
+  EXPECT_EQ(back->host, "h1");
+  EXPECT_EQ(back->state, "running");
+  EXPECT_FALSE(back->migrating_to.has_value());
+
+  ASSERT_TRUE(guests_->HoldMove("t1:a", "h2").ok());
+  ASSERT_TRUE(guests_->EndMove("t1:a", std::string("h2"), std::string("unknown"), 4000).ok());  // landed, unseen
+  auto moved = guests_->Get("t1:a");
+  EXPECT_EQ(moved->host, "h2");
+  EXPECT_EQ(moved->state, "unknown");
+  EXPECT_FALSE(moved->migrating_to.has_value());
+  EXPECT_EQ(reserved("h1"), 0);  // the reservation moved with it
+  EXPECT_EQ(reserved("h2"), 256);
+}
+
 }  // namespace
 }  // namespace uw::manager::internal

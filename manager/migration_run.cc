@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "common/id.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
@@ -105,16 +106,16 @@ Status MigrationRun::CheckStillFits(bool cold) {
 
 MigrationRun::Step MigrationRun::Begin() {
   const std::string from = request_.value("from", ""), to = request_.value("to", "");
-  auto g = m_.store_->QueryOne("SELECT * FROM guests WHERE name = ?", {guest_}, "guest '" + guest_ + "' not found");
+  auto g = m_.guests_->Get(guest_);
   if (!g.ok()) return FailEarly(g.status()), Step::kEnded;
-  if (g->IsNull("host") || g->Str("host") != from) {
-    FailEarly(AbortedError("guest " + guest_ + " is on " + (g->IsNull("host") ? "no host" : g->Str("host")) +
-                           " now, not " + from + " (the plan is stale)"));
+  if (g->host != from) {
+    FailEarly(AbortedError("guest " + guest_ + " is on " + g->host.value_or("no host") + " now, not " + from +
+                           " (the plan is stale)"));
     return Step::kEnded;
   }
   const bool cold = request_.value("mode", "live") == "cold";
-  if (!cold && g->Str("state") != "running") {
-    FailEarly(FailedPreconditionError("guest " + guest_ + " is " + g->Str("state") + "; it must run to migrate live"));
+  if (!cold && g->state != "running") {
+    FailEarly(FailedPreconditionError("guest " + guest_ + " is " + g->state + "; it must run to migrate live"));
     return Step::kEnded;
   }
   std::lock_guard l(m_.placement_mu_);
@@ -134,7 +135,7 @@ MigrationRun::Step MigrationRun::Begin() {
         {rec_.id, task_, guest_, from, to, std::string(mg::ModeName(rec_.mode)), Dump(mg::RecordToJson(rec_)),
          m_.NowMs(), m_.NowMs()}));
     // The destination's capacity is held from now on (memory counts on both hosts).
-    UW_RETURN_IF_ERROR(m_.store_->Exec("UPDATE guests SET migrating_to = ? WHERE name = ?", {to, guest_}));
+    UW_RETURN_IF_ERROR(m_.guests_->HoldMove(guest_, to));
     return m_.AddEvent(
         "migration.started", guest_, tenant_,
         {{"from", from}, {"to", to}, {"mode", mg::ModeName(rec_.mode)}, {"migration", rec_.id}, {"task", task_}});
@@ -163,8 +164,8 @@ MigrationRun::Step MigrationRun::Resume() {
 }
 
 void MigrationRun::LoadGuestMemory() {
-  auto g = m_.store_->Query("SELECT memory_mib FROM guests WHERE name = ?", {guest_});
-  memory_mib_ = g.ok() && !g->empty() ? (*g)[0].Int("memory_mib") : 0;
+  auto g = m_.guests_->Get(guest_);
+  memory_mib_ = g.ok() ? g->reserved_memory_mib : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,8 +190,8 @@ void MigrationRun::ColdMove(bool resume) {
   auto on_dest = destination->Get(guest_);
   auto on_src = source->Get(guest_);
   if (resume) return ColdResume(on_src, on_dest);
-  auto spec_row = m_.store_->QueryOne("SELECT spec FROM guests WHERE name = ?", {guest_}, "guest row");
-  if (!spec_row.ok()) return Finish(Outcome::kRolledBack, spec_row.status());
+  auto stored_spec = m_.guests_->SpecOf(guest_);
+  if (!stored_spec.ok()) return Finish(Outcome::kRolledBack, stored_spec.status());
   if (!on_src.ok()) return Finish(Outcome::kRolledBack, on_src.status());
   if (!on_src->local_disks.empty()) {
     return Finish(
@@ -207,7 +208,7 @@ void MigrationRun::ColdMove(bool resume) {
   }
   if (!Record(mg::Phase::kTransfer, "cold: define on " + rec_.destination)) return;
   Progress(0.5, "cold move: starting the guest on " + rec_.destination);
-  Json spec = spec_row->JsonOf("spec");
+  Json spec = std::move(*stored_spec);
   spec["start"] = was_running;
   auto made = destination->Create(spec);
   if (!made.ok()) {
@@ -331,9 +332,7 @@ Status MigrationRun::RecordOutcome(Outcome outcome, bool cancelled) {
     const int64_t now = m_.NowMs();
     switch (outcome) {
       case Outcome::kDone:
-        UW_RETURN_IF_ERROR(
-            store.Exec("UPDATE guests SET host = ?, migrating_to = NULL, state = ?, updated_ms = ? WHERE name = ?",
-                       {rec_.destination, arrived_state_, now, guest_}));
+        UW_RETURN_IF_ERROR(m_.guests_->EndMove(guest_, rec_.destination, arrived_state_, now));
         return m_.AddEvent("guest.migrated", guest_, tenant_,
                            {{"from", rec_.source},
                             {"to", rec_.destination},
@@ -343,8 +342,7 @@ Status MigrationRun::RecordOutcome(Outcome outcome, bool cancelled) {
                             {"migration", rec_.id},
                             {"task", task_}});
       case Outcome::kRolledBack:
-        UW_RETURN_IF_ERROR(
-            store.Exec("UPDATE guests SET migrating_to = NULL, updated_ms = ? WHERE name = ?", {now, guest_}));
+        UW_RETURN_IF_ERROR(m_.guests_->EndMove(guest_, std::nullopt, std::nullopt, now));
         return m_.AddEvent(cancelled ? "migration.cancelled" : "migration.rolled_back", guest_, tenant_,
                            {{"host", rec_.source},
                             {"destination", rec_.destination},
@@ -352,17 +350,14 @@ Status MigrationRun::RecordOutcome(Outcome outcome, bool cancelled) {
                             {"migration", rec_.id},
                             {"task", task_}});
       case Outcome::kLost:
-        UW_RETURN_IF_ERROR(store.Exec(
-            "UPDATE guests SET migrating_to = NULL, state = 'lost', updated_ms = ? WHERE name = ?", {now, guest_}));
+        UW_RETURN_IF_ERROR(m_.guests_->EndMove(guest_, std::nullopt, "lost", now));
         return m_.AddEvent(
             "guest.lost", guest_, tenant_,
             {{"reason", "migration " + rec_.id + ": on neither " + rec_.source + " nor " + rec_.destination},
              {"error", rec_.error}});
       case Outcome::kFailedAfterSwitchover:
         // The guest is on the destination (its source copy is gone) but not alive there.
-        UW_RETURN_IF_ERROR(
-            store.Exec("UPDATE guests SET host = ?, migrating_to = NULL, state = ?, updated_ms = ? WHERE name = ?",
-                       {rec_.destination, dead_state_, now, guest_}));
+        UW_RETURN_IF_ERROR(m_.guests_->EndMove(guest_, rec_.destination, dead_state_, now));
         return m_.AddEvent("migration.failed_after_switchover", guest_, tenant_,
                            {{"from", rec_.source},
                             {"to", rec_.destination},
@@ -372,8 +367,7 @@ Status MigrationRun::RecordOutcome(Outcome outcome, bool cancelled) {
                             {"migration", rec_.id},
                             {"task", task_}});
       case Outcome::kUnknown:
-        UW_RETURN_IF_ERROR(store.Exec(
-            "UPDATE guests SET migrating_to = NULL, state = 'unknown', updated_ms = ? WHERE name = ?", {now, guest_}));
+        UW_RETURN_IF_ERROR(m_.guests_->EndMove(guest_, std::nullopt, "unknown", now));
         return m_.AddEvent("migration.failed", guest_, tenant_,
                            {{"reason", "hosts unreachable; the heartbeats will tell where the guest runs"},
                             {"error", rec_.error},
