@@ -14,6 +14,7 @@
 #include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
+#include "manager/migration_table.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -209,12 +210,10 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
         const std::string other_host = other->host.value_or("");
         // The shut-off definition libvirt leaves on the source of a move that nobody confirmed there
         // (its agent was down when the move ended) is a leftover, not a second guest.
-        UW_ASSIGN_OR_RETURN(auto moved_away,
-                            store_->Query("SELECT id FROM migrations WHERE guest = ? AND source = ? AND "
-                                          "phase = 'done' ORDER BY updated_ms DESC LIMIT 1",
-                                          {name, host}));
-        if (g.value("state", "") == "shutoff" && !moved_away.empty() && other_host != host) {
-          leftovers.push_back({name, moved_away[0].Str("id")});
+        UW_ASSIGN_OR_RETURN(std::optional<std::string> moved_away,
+                            internal::MigrationTable(*store_).LastDoneFrom(name, host));
+        if (g.value("state", "") == "shutoff" && moved_away && other_host != host) {
+          leftovers.push_back({name, *moved_away});
           continue;
         }
         UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other_host));

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "manager/event_log.h"
+#include "manager/migration_table.h"
 #include "manager/task_journal.h"
 
 namespace uw::manager::internal {
@@ -146,15 +147,14 @@ Status MigrationDispatcher::Recover() {
   UW_ASSIGN_OR_RETURN(std::vector<Task> unfinished, tasks_.Unfinished("guest.migrate"));
   for (const Task& t : unfinished) {
     if (t.state != "running") continue;
-    UW_ASSIGN_OR_RETURN(auto mig, store_.Query("SELECT id FROM migrations WHERE task = ?", {t.id}));
-    if (mig.empty()) {
+    UW_ASSIGN_OR_RETURN(std::optional<migration::Record> mig, MigrationTable(store_).OfTask(t.id));
+    if (!mig) {
       // Claimed but nothing recorded yet: nothing was done; start it again.
       UW_RETURN_IF_ERROR(tasks_.Requeue(t.id, "resumed after a manager restart (nothing was done yet)"));
       continue;
     }
-    UW_RETURN_IF_ERROR(
-        events_.Add("task.resumed", t.id, "", {{"kind", "guest.migrate"}, {"migration", mig[0].Str("id")}}));
-    spdlog::info("recovering migration task {} (migration {})", t.id, mig[0].Str("id"));
+    UW_RETURN_IF_ERROR(events_.Add("task.resumed", t.id, "", {{"kind", "guest.migrate"}, {"migration", mig->id}}));
+    spdlog::info("recovering migration task {} (migration {})", t.id, mig->id);
     std::lock_guard l(mu_);
     Spawn(t.id, true);
   }

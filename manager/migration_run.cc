@@ -11,6 +11,7 @@
 #include "common/id.h"
 #include "manager/guest_table.h"
 #include "manager/internal.h"
+#include "manager/migration_table.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
 
@@ -40,10 +41,7 @@ void MigrationRun::Run(bool resume) {
 // ---------------------------------------------------------------------------------------------
 // The record
 
-Status MigrationRun::Persist() {
-  return m_.store_->Exec("UPDATE migrations SET phase = ?, record = ?, updated_ms = ? WHERE id = ?",
-                         {std::string(mg::PhaseName(rec_.phase)), Dump(mg::RecordToJson(rec_)), m_.NowMs(), rec_.id});
-}
+Status MigrationRun::Persist() { return internal::MigrationTable(*m_.store_).Save(rec_, m_.NowMs()); }
 
 Status MigrationRun::Advance(mg::Phase phase, const std::string& note) {
   UW_RETURN_IF_ERROR(mg::Advance(rec_, phase, note));
@@ -129,11 +127,7 @@ MigrationRun::Step MigrationRun::Begin() {
   rec_.downtime_limit_ms = options_.value("downtime_limit_ms", m_.config_.convergence.downtime_limit_ms);
   rec_.history.push_back("begin: " + request_.value("reason", std::string("")));
   Status s = m_.store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(m_.store_->Exec(
-        "INSERT INTO migrations(id, task, guest, source, destination, mode, phase, record, created_ms, updated_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'begin', ?, ?, ?)",
-        {rec_.id, task_, guest_, from, to, std::string(mg::ModeName(rec_.mode)), Dump(mg::RecordToJson(rec_)),
-         m_.NowMs(), m_.NowMs()}));
+    UW_RETURN_IF_ERROR(internal::MigrationTable(*m_.store_).Insert(rec_, task_, m_.NowMs()));
     // The destination's capacity is held from now on (memory counts on both hosts).
     UW_RETURN_IF_ERROR(m_.guests_->HoldMove(guest_, to));
     return m_.AddEvent(
@@ -145,11 +139,10 @@ MigrationRun::Step MigrationRun::Begin() {
 }
 
 MigrationRun::Step MigrationRun::Resume() {
-  auto row = m_.store_->QueryOne("SELECT record FROM migrations WHERE task = ?", {task_}, "migration record");
-  if (!row.ok()) return FailEarly(row.status()), Step::kEnded;
-  auto parsed = mg::ParseRecord(row->JsonOf("record"));
-  if (!parsed.ok()) return FailEarly(parsed.status().WithContext("migration record of task " + task_)), Step::kEnded;
-  rec_ = *parsed;
+  auto stored = internal::MigrationTable(*m_.store_).OfTask(task_);
+  if (!stored.ok()) return FailEarly(stored.status().WithContext("migration record of task " + task_)), Step::kEnded;
+  if (!*stored) return FailEarly(NotFoundError("task " + task_ + " has no migration record")), Step::kEnded;
+  rec_ = std::move(**stored);
   if (mg::IsTerminal(rec_.phase)) {
     // Crashed after the record but before the task: finish from the record.
     Finish(rec_.phase == mg::Phase::kDone                    ? Outcome::kDone

@@ -16,6 +16,7 @@
 #include "manager/manager.h"
 #include "manager/migration_dispatcher.h"
 #include "manager/migration_run.h"
+#include "manager/migration_table.h"
 #include "manager/task_journal.h"
 #include "manager/views.h"
 #include "placement/placement.h"
@@ -159,40 +160,10 @@ void Manager::RunMigration(const std::string& task_id, bool resume) {
 // ---------------------------------------------------------------------------------------------
 // Reading migrations
 
-namespace {
-Result<Migration> MigrationOfRow(const SqlRow& r) {
-  Migration m;
-  auto record = mg::ParseRecord(r.JsonOf("record"));
-  if (!record.ok()) {
-    return InternalError("migration " + r.Str("id") + ": stored record unreadable: " + record.status().message());
-  }
-  m.record = std::move(*record);
-  m.task = r.Str("task");
-  m.created_ms = r.Int("created_ms");
-  m.updated_ms = r.Int("updated_ms");
-  return m;
-}
-}  // namespace
-
 Result<Page<Migration>> Manager::ListMigrations(std::string_view guest, const PageQuery& page) {
-  internal::SqlFilter scope;
-  if (!guest.empty()) scope.And("guest = ?", {std::string(guest)});
-  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageNewestFirst(*store_, "migrations", scope, page));
-  Page<Migration> out;
-  out.items.reserve(rows.rows.size());
-  for (const auto& r : rows.rows) {
-    UW_ASSIGN_OR_RETURN(Migration m, MigrationOfRow(r));
-    out.items.push_back(std::move(m));
-  }
-  out.total = rows.total;
-  out.next = rows.next;
-  return out;
+  return internal::MigrationTable(*store_).List(guest, page);
 }
 
-Result<Migration> Manager::GetMigration(std::string_view id) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM migrations WHERE id = ?", {std::string(id)},
-                                                 "migration '" + std::string(id) + "' not found"));
-  return MigrationOfRow(r);
-}
+Result<Migration> Manager::GetMigration(std::string_view id) { return internal::MigrationTable(*store_).Get(id); }
 
 }  // namespace uw::manager

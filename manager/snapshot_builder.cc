@@ -6,6 +6,8 @@
 #include <set>
 #include <string>
 
+#include "manager/migration_table.h"
+
 namespace uw::manager::internal {
 
 namespace pl = uw::placement;
@@ -87,10 +89,7 @@ pl::Vm VmOf(const SqlRow& g, const std::map<std::string, int64_t>& moved_at, int
 
 Result<std::vector<pl::Vm>> Vms(Store& store, int64_t now_ms) {
   // When each guest last moved (live or cold): the engine's cooldown (min_move_interval_s).
-  std::map<std::string, int64_t> moved_at;
-  UW_ASSIGN_OR_RETURN(auto moves, store.Query("SELECT guest, MAX(updated_ms) AS at FROM migrations WHERE phase = "
-                                              "'done' GROUP BY guest"));
-  for (const auto& m : moves) moved_at[m.Str("guest")] = m.Int("at");
+  UW_ASSIGN_OR_RETURN(auto moved_at, MigrationTable(store).LastDoneAt());
   UW_ASSIGN_OR_RETURN(auto rows, store.Query("SELECT name, host, pool, kind, vcpus, memory_mib, state, automation, "
                                              "cpu_used, memory_used_mib, migrating_to FROM guests ORDER BY name"));
   std::vector<pl::Vm> out;
