@@ -1,6 +1,7 @@
 // The migrations table: one row per migration, its record (migration::Record, the phases and
-// history) kept as it advances. Private to manager/ (Manager owns one; the dispatcher, the
-// snapshot builder and reconcile read through their own, over the same store).
+// history) kept as it advances. Private to manager/. It holds only a reference to the store, so
+// each user (MigrationRun, the dispatcher, the snapshot builder, reconcile, the API's reads) makes
+// one over the store where it needs it.
 //
 //   MigrationRun --Insert / Save--> migrations <--Get / List / OfTask / moves done-- readers
 //
