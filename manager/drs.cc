@@ -1,4 +1,4 @@
-// DRS: the stored settings, plans on the current snapshot, recommendations and applying them.
+// DRS: the stored settings (SettingsTable), plans on the current snapshot, recommendations and applying them.
 // Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
@@ -9,6 +9,8 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/drs_tables.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/snapshot_builder.h"
@@ -23,10 +25,6 @@ using internal::Dump;
 // DRS
 
 namespace {
-
-// Pending recommendations (a few per guest at most), in the order they are applied.
-constexpr const char* kPendingRecommendations =
-    "SELECT * FROM recommendations WHERE state = 'pending' ORDER BY priority, created_ms, rowid";
 
 // The stored form (settings 'drs'), also the drs.config_changed event's payload.
 Json StoredDrsConfig(const DrsConfig& c) {
@@ -45,11 +43,10 @@ Result<DrsConfig> Manager::GetDrsConfig() {
   // min_move_interval_s: the engine's cooldown (placement::DrsSettings), same name and default.
   cfg.min_move_interval_s = placement::DrsSettings().min_move_interval_s;
   cfg.interval_ms = config_.drs_interval_ms;
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT value FROM settings WHERE key = 'drs'"));
-  if (rows.empty()) return cfg;
+  UW_ASSIGN_OR_RETURN(std::optional<Json> stored, internal::SettingsTable(*store_).Get("drs"));
+  if (!stored) return cfg;
   // Written by SetDrsConfig only; a field missing from an older row keeps its default.
-  const Json stored = rows[0].JsonOf("value");
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(stored, "stored drs config"));
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(*stored, "stored drs config"));
   UW_ASSIGN_OR_RETURN(cfg.automation, v.String("automation", cfg.automation));
   UW_ASSIGN_OR_RETURN(int64_t threshold, v.Int("threshold", cfg.threshold));
   cfg.threshold = static_cast<int>(std::clamp<int64_t>(threshold, 1, 5));
@@ -63,9 +60,7 @@ Result<DrsConfig> Manager::GetDrsConfig() {
 Result<DrsConfig> Manager::SetDrsConfig(const DrsConfig& config) {
   const Json stored = StoredDrsConfig(config);
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec(
-        "INSERT INTO settings(key, value) VALUES ('drs', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        {Dump(stored)}));
+    UW_RETURN_IF_ERROR(internal::SettingsTable(*store_).Put("drs", stored));
     return AddEvent("drs.config_changed", "drs", "", stored);
   }));
   return GetDrsConfig();
@@ -73,24 +68,11 @@ Result<DrsConfig> Manager::SetDrsConfig(const DrsConfig& config) {
 
 Result<Page<Recommendation>> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
   // Pending ones (a few per guest at most) by priority; all of them newest first.
-  internal::RowPage rows;
-  if (pending_only) {
-    UW_ASSIGN_OR_RETURN(rows.rows, store_->Query(kPendingRecommendations));
-  } else {
-    UW_ASSIGN_OR_RETURN(rows, internal::PageNewestFirst(*store_, "recommendations", {}, page));
-  }
-  std::vector<Recommendation> out;
-  out.reserve(rows.rows.size());
-  for (const auto& r : rows.rows) {
-    out.push_back({r.Str("id"), r.Str("guest"), r.Str("from_host"), r.Str("to_host"), r.Int("priority"),
-                   r.Str("reason"), r.Real("gain"), r.Real("imbalance_before"), r.Real("imbalance_after"),
-                   r.Str("state"), r.Str("note"), r.Int("created_ms")});
-  }
-  if (pending_only) {
-    return internal::PageList(
-        std::move(out), page, [](const Recommendation& r) { return r.id; }, false);
-  }
-  return Page<Recommendation>{std::move(out), rows.total, rows.next};
+  internal::RecommendationTable recs(*store_);
+  if (!pending_only) return recs.List(page);
+  UW_ASSIGN_OR_RETURN(std::vector<Recommendation> pending, recs.Pending());
+  return internal::PageList(
+      std::move(pending), page, [](const Recommendation& r) { return r.id; }, false);
 }
 
 Result<placement::Plan> Manager::DryRunPlan(const Json* snapshot) {
@@ -110,9 +92,7 @@ Result<DrsPass> Manager::RunDrs() {
   UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
   // Per-guest automation overrides: "disabled" guests are never moved (they are marked
   // non-migratable in the snapshot); "manual" guests are only recommended even in automatic mode.
-  std::map<std::string, std::string> override_of;
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT name, automation FROM guests"));
-  for (const auto& r : rows) override_of[r.Str("name")] = r.Str("automation");
+  UW_ASSIGN_OR_RETURN(auto override_of, guests_->AutomationByGuest());
   // Guests that stay where they are this pass: a task in flight (a migration, a start...) or
   // automation "disabled". The snapshot marks them non-migratable, which still lets the engine move
   // them cold out of a host in maintenance; their moves are held back (what remains is verified
@@ -123,16 +103,7 @@ Result<DrsPass> Manager::RunDrs() {
   int64_t now = NowMs();
   std::vector<std::string> ids;
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded' WHERE state = 'pending'"));
-    for (const auto& m : plan.moves) {
-      std::string id = NewId("rec");
-      UW_RETURN_IF_ERROR(
-          store_->Exec("INSERT INTO recommendations(id, created_ms, guest, from_host, to_host, priority, reason, gain, "
-                       "imbalance_before, imbalance_after, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-                       {id, now, m.vm, m.from, m.to, int64_t{m.priority}, m.reason, m.gain, plan.before.imbalance,
-                        plan.after.imbalance}));
-      ids.push_back(id);
-    }
+    UW_ASSIGN_OR_RETURN(ids, internal::RecommendationTable(*store_).ReplacePending(plan, now));
     return AddEvent("drs.pass", "drs", "",
                     {{"automation", cfg.automation},
                      {"recommendations", plan.moves.size()},
@@ -169,21 +140,19 @@ Result<DrsPass> Manager::RunDrs() {
 }
 
 Result<Task> Manager::ApplyRecommendation(std::string_view id) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT * FROM recommendations WHERE id = ?", {std::string(id)},
-                                                 "recommendation '" + std::string(id) + "' not found"));
-  if (r.Str("state") != "pending") {
-    return FailedPreconditionError("recommendation " + std::string(id) + " is " + r.Str("state") +
+  internal::RecommendationTable recs(*store_);
+  UW_ASSIGN_OR_RETURN(Recommendation r, recs.Get(id));
+  if (r.state != "pending") {
+    return FailedPreconditionError("recommendation " + std::string(id) + " is " + r.state +
                                    "; only pending ones can be applied (see GET /api/v1/drs/recommendations)");
   }
   // Verify: the move must still be legal on the current state (plan, verify, apply).
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   placement::Plan one;
   one.policy = "drs";
-  one.moves.push_back({r.Str("guest"), r.Str("from_host"), r.Str("to_host"), static_cast<int>(r.Int("priority")),
-                       r.Str("reason"), r.Real("gain")});
+  one.moves.push_back(internal::MoveOf(r));
   if (Status s = placement::CheckPlan(snap, one); !s.ok()) {
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded', note = ? WHERE id = ?",
-                                    {"stale: " + s.message(), std::string(id)}));
+    UW_RETURN_IF_ERROR(recs.Close(id, internal::RecommendationTable::End::kSuperseded, "stale: " + s.message()));
     return AbortedError("recommendation " + std::string(id) + " no longer fits the cluster: " + s.message());
   }
   UW_ASSIGN_OR_RETURN(StartedMoves started, StartMoves(one.moves, {std::string(id)}, Json::object()));
@@ -195,13 +164,12 @@ Result<Task> Manager::ApplyRecommendation(std::string_view id) {
 }
 
 Result<StartedMoves> Manager::ApplyAllRecommendations() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query(kPendingRecommendations));
+  UW_ASSIGN_OR_RETURN(std::vector<Recommendation> pending, internal::RecommendationTable(*store_).Pending());
   std::vector<placement::Move> moves;
   std::vector<std::string> ids;
-  for (const auto& r : rows) {
-    moves.push_back({r.Str("guest"), r.Str("from_host"), r.Str("to_host"), static_cast<int>(r.Int("priority")),
-                     r.Str("reason"), r.Real("gain")});
-    ids.push_back(r.Str("id"));
+  for (const auto& r : pending) {
+    moves.push_back(internal::MoveOf(r));
+    ids.push_back(r.id);
   }
   // One order for all of them: a move that frees room starts before the one that needs it.
   return StartMoves(moves, ids, Json::object());

@@ -174,6 +174,13 @@ Result<std::vector<std::string>> GuestTable::NamesOn(std::string_view host) {
   return out;
 }
 
+Result<std::map<std::string, std::string>> GuestTable::AutomationByGuest() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, automation FROM guests"));
+  std::map<std::string, std::string> out;
+  for (const auto& r : rows) out[r.Str("name")] = r.Str("automation");
+  return out;
+}
+
 Status GuestTable::SetState(std::string_view name, std::string_view state, int64_t now_ms) {
   return store_.Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?",
                      {std::string(state), now_ms, std::string(name)});

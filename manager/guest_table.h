@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,6 +88,8 @@ class GuestTable {
   // The guests on `host`, in name order.
   Result<std::vector<KnownGuest>> OnHost(std::string_view host);
   Result<std::vector<std::string>> NamesOn(std::string_view host);
+  // Each guest's DRS automation override (automatic | manual | disabled), by name.
+  Result<std::map<std::string, std::string>> AutomationByGuest();
 
   Status SetState(std::string_view name, std::string_view state, int64_t now_ms);
   Status SetStateAndSpec(std::string_view name, std::string_view state, const Json& spec, int64_t now_ms);

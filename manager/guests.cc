@@ -42,13 +42,7 @@ Result<placement::Snapshot> Manager::ClusterSnapshot() { return BuildSnapshot();
 // ---------------------------------------------------------------------------------------------
 // Guests
 
-Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_->Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
-  std::set<std::string> out;
-  for (const auto& r : rows) out.insert(r.Str("subject"));
-  return out;
-}
+Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() { return tasks_->SubjectsInFlight(); }
 
 Result<Guest> Manager::VisibleGuest(const Principal& p, std::string_view name) {
   UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
@@ -197,11 +191,9 @@ Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, 
   std::lock_guard placement_lock(placement_mu_);
   UW_ASSIGN_OR_RETURN(Guest g, VisibleGuest(p, name));
   const std::string guest = g.name;
-  UW_ASSIGN_OR_RETURN(auto busy, store_->Query("SELECT id, kind FROM tasks WHERE subject = ? AND state IN ('pending', "
-                                               "'running')",
-                                               {guest}));
-  if (!busy.empty()) {
-    return FailedPreconditionError("guest '" + guest + "' has task " + busy[0].Str("id") + " (" + busy[0].Str("kind") +
+  UW_ASSIGN_OR_RETURN(std::optional<Task> busy, tasks_->InFlightOf(guest));
+  if (busy) {
+    return FailedPreconditionError("guest '" + guest + "' has task " + busy->id + " (" + busy->kind +
                                    ") in flight: wait for it or cancel it");
   }
   if (!g.host) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");

@@ -16,6 +16,7 @@
 #include "manager/manager.h"
 #include "manager/migration_table.h"
 #include "manager/snapshot_builder.h"
+#include "manager/task_journal.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
@@ -176,11 +177,8 @@ void Manager::Reconcile(const std::string& host, const Json& reported) {
     // A heartbeat's guest list may have been read before a task that just ended changed the guest
     // (a create saw "paused" while libvirt was still starting it): the task's word stands until the
     // next heartbeats have had time to see it.
-    UW_ASSIGN_OR_RETURN(auto recent_rows, store_->Query("SELECT DISTINCT subject FROM tasks WHERE updated_ms > ? AND "
-                                                        "state IN ('succeeded', 'failed', 'cancelled')",
-                                                        {NowMs() - 2 * int64_t{config_.heartbeat_interval_ms}}));
-    std::set<std::string> recent;
-    for (const auto& t : recent_rows) recent.insert(t.Str("subject"));
+    UW_ASSIGN_OR_RETURN(const std::set<std::string> recent,
+                        tasks_->SubjectsEndedSince(NowMs() - 2 * int64_t{config_.heartbeat_interval_ms}));
     UW_ASSIGN_OR_RETURN(std::vector<internal::KnownGuest> known, guests_->OnHost(host));
     int64_t now = NowMs();
     for (const auto& r : known) {
@@ -390,25 +388,19 @@ Result<HostDetail> Manager::SetMaintenance(std::string_view name, bool on) {
     // The evacuation is over: its moves (DRS-started migrations off this host) that have not
     // switched over are cancelled; a running one is aborted and its guest stays here. Operators'
     // own moves (no recommendation) are left alone.
-    UW_ASSIGN_OR_RETURN(auto moves, store_->Query("SELECT t.id, t.subject, t.request, m.phase FROM tasks t LEFT JOIN "
-                                                  "migrations m ON m.task = t.id WHERE t.kind = 'guest.migrate' AND "
-                                                  "t.state IN ('pending', 'running') ORDER BY t.created_ms",
-                                                  {}));
+    UW_ASSIGN_OR_RETURN(std::vector<Task> moves, tasks_->Unfinished("guest.migrate"));
     const Principal manager_itself{"manager", Role::kAdmin, "", {}};
     Json cancelled = Json::array();
     for (const auto& t : moves) {
-      const Json req = t.JsonOf("request");
-      if (req.value("from", "") != name || req.value("recommendation", "").empty()) continue;
-      if (!t.IsNull("phase")) {
-        auto phase = migration::PhaseFromName(t.Str("phase"));
-        if (phase.ok() && migration::PastSwitchOver(*phase)) continue;  // landed or landing: too late
-      }
-      auto c = CancelTask(manager_itself, t.Str("id"));
+      if (t.request.value("from", "") != name || t.request.value("recommendation", "").empty()) continue;
+      auto rec = internal::MigrationTable(*store_).OfTask(t.id);  // an unreadable record is cancelled
+      if (rec.ok() && *rec && migration::PastSwitchOver((*rec)->phase)) continue;  // landed or landing: too late
+      auto c = CancelTask(manager_itself, t.id);
       if (!c.ok()) {
-        spdlog::warn("maintenance off on {}: cancelling {}: {}", name, t.Str("id"), c.status().ToString());
+        spdlog::warn("maintenance off on {}: cancelling {}: {}", name, t.id, c.status().ToString());
         continue;
       }
-      cancelled.push_back({{"task", t.Str("id")}, {"guest", t.Str("subject")}});
+      cancelled.push_back({{"task", t.id}, {"guest", t.subject}});
     }
     if (!cancelled.empty()) {
       UW_RETURN_IF_ERROR(AddEvent("host.evacuation_cancelled", name, "", {{"cancelled", cancelled}}));

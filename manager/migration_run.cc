@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "common/id.h"
+#include "manager/drs_tables.h"
 #include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/migration_table.h"
@@ -25,13 +26,16 @@ std::shared_ptr<AgentClient> MigrationRun::Source() { return m_.AgentOf(rec_.sou
 std::shared_ptr<AgentClient> MigrationRun::Destination() { return m_.AgentOf(rec_.destination); }
 
 void MigrationRun::Run(bool resume) {
-  auto task = m_.store_->QueryOne("SELECT subject, tenant, request FROM tasks WHERE id = ?", {task_}, "task vanished");
-  if (!task.ok()) return;
-  tenant_ = task->Str("tenant");
-  request_ = task->JsonOf("request");
+  auto task = m_.tasks_->Get(task_);
+  if (!task.ok()) {
+    spdlog::error("migration task {}: {}", task_, task.status().ToString());
+    return;
+  }
+  tenant_ = task->tenant;
+  request_ = task->request;
   recommendation_ = request_.value("recommendation", "");
   options_ = request_.value("options", Json::object());
-  guest_ = task->Str("subject");
+  guest_ = task->subject;
   if ((resume ? Resume() : Begin()) == Step::kEnded) return;
   LoadGuestMemory();
   if (rec_.mode == mg::Mode::kCold) return ColdMove(resume);
@@ -80,8 +84,7 @@ double MigrationRun::SecondsSince(Duration start) const {
 void MigrationRun::FailEarly(const Status& why) {
   if (Status s = m_.tasks_->Finish(task_, why, nullptr); !s.ok()) spdlog::error("task {}: {}", task_, s.ToString());
   if (!recommendation_.empty()) {
-    Status s = m_.store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
-                               {why.message(), recommendation_});
+    Status s = RecommendationTable(*m_.store_).Close(recommendation_, RecommendationTable::End::kFailed, why.message());
     if (!s.ok()) spdlog::error("recommendation {}: {}", recommendation_, s.ToString());
   }
 }
@@ -405,8 +408,7 @@ void MigrationRun::Finish(Outcome outcome, const Status& why) {
     Status err = why.ok() ? InternalError("migration ended in " + std::string(mg::PhaseName(rec_.phase))) : why;
     ended = m_.tasks_->Finish(task_, err, result);
     if (ended.ok() && !recommendation_.empty()) {
-      ended = m_.store_->Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
-                              {err.message(), recommendation_});
+      ended = RecommendationTable(*m_.store_).Close(recommendation_, RecommendationTable::End::kFailed, err.message());
     }
   }
   if (!ended.ok()) spdlog::error("migration {}: recording the task's end: {}", rec_.id, ended.ToString());

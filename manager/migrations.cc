@@ -11,6 +11,7 @@
 #include <set>
 
 #include "common/id.h"
+#include "manager/drs_tables.h"
 #include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
@@ -100,8 +101,8 @@ Result<StartedMoves> Manager::StartMoves(const std::vector<placement::Move>& mov
   auto refuse = [&](const std::string& rec, const placement::Move& m, const std::string& why) -> Status {
     out.unschedulable.push_back({m.vm, m.from, m.to, why});
     if (!rec.empty()) {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'superseded', note = ? WHERE id = ?",
-                                      {"not schedulable: " + why, rec}));
+      UW_RETURN_IF_ERROR(internal::RecommendationTable(*store_).Close(
+          rec, internal::RecommendationTable::End::kSuperseded, "not schedulable: " + why));
     }
     return Status::Ok();
   };
@@ -133,8 +134,8 @@ Result<StartedMoves> Manager::StartMoves(const std::vector<placement::Move>& mov
     UW_ASSIGN_OR_RETURN(Task task, NewTask("guest.migrate", st.move.vm, tenant, request));
     task_of_step.push_back(task.id);
     if (!rec.empty()) {
-      UW_RETURN_IF_ERROR(store_->Exec("UPDATE recommendations SET state = 'applied', note = ? WHERE id = ?",
-                                      {"task " + task_of_step.back(), rec}));
+      UW_RETURN_IF_ERROR(internal::RecommendationTable(*store_).Close(
+          rec, internal::RecommendationTable::End::kApplied, "task " + task_of_step.back()));
     }
     out.tasks.push_back(std::move(task));
   }

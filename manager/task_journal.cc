@@ -72,6 +72,37 @@ Result<std::vector<Task>> TaskJournal::Unfinished(std::string_view kind) {
   return out;
 }
 
+namespace {
+
+std::set<std::string> SubjectsOf(const std::vector<SqlRow>& rows) {
+  std::set<std::string> out;
+  for (const auto& r : rows) out.insert(r.Str("subject"));
+  return out;
+}
+
+}  // namespace
+
+Result<std::set<std::string>> TaskJournal::SubjectsInFlight() {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_.Query("SELECT DISTINCT subject FROM tasks WHERE state IN ('pending', 'running')"));
+  return SubjectsOf(rows);
+}
+
+Result<std::optional<Task>> TaskJournal::InFlightOf(std::string_view subject) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT * FROM tasks WHERE subject = ? AND state IN ('pending', "
+                                              "'running') ORDER BY created_ms, rowid LIMIT 1",
+                                              {std::string(subject)}));
+  if (rows.empty()) return std::optional<Task>();
+  return std::optional<Task>(TaskOfRow(rows[0]));
+}
+
+Result<std::set<std::string>> TaskJournal::SubjectsEndedSince(int64_t since_ms) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT DISTINCT subject FROM tasks WHERE updated_ms > ? AND "
+                                              "state IN ('succeeded', 'failed', 'cancelled')",
+                                              {since_ms}));
+  return SubjectsOf(rows);
+}
+
 Result<std::optional<TaskJournal::Claim>> TaskJournal::ClaimPending(const std::string& id,
                                                                     std::optional<std::string_view> message) {
   UW_ASSIGN_OR_RETURN(auto claimed,

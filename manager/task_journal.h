@@ -11,6 +11,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,12 @@ class TaskJournal {
                                             std::optional<std::string_view> message = std::nullopt);
   // The pending and running tasks of `kind`, oldest first.
   Result<std::vector<Task>> Unfinished(std::string_view kind);
+  // The subjects (guest names) with a pending or running task.
+  Result<std::set<std::string>> SubjectsInFlight();
+  // The pending or running task of `subject`, the oldest; nullopt when it has none.
+  Result<std::optional<Task>> InFlightOf(std::string_view subject);
+  // The subjects whose task ended (succeeded, failed, cancelled) after `since_ms`.
+  Result<std::set<std::string>> SubjectsEndedSince(int64_t since_ms);
   // Makes a task pending again, saying why.
   Status Requeue(const std::string& id, std::string_view message);
   Status SetProgress(const std::string& id, double progress, std::string_view message);
