@@ -11,9 +11,9 @@ namespace uw::manager::internal {
 namespace {
 
 Recommendation RecommendationOfRow(const SqlRow& r) {
-  return {r.Str("id"),     r.Str("guest"), r.Str("from_host"), r.Str("to_host"),
-          r.Int("priority"), r.Str("reason"), r.Real("gain"),  r.Real("imbalance_before"),
-          r.Real("imbalance_after"), r.Str("state"), r.Str("note"),   r.Int("created_ms")};
+  return {r.Str("id"),     r.Str("guest"),     r.Str("from_host"),         r.Str("to_host"),          r.Int("priority"),
+          r.Str("reason"), r.Real("gain"),     r.Real("imbalance_before"), r.Real("imbalance_after"), r.Str("state"),
+          r.Str("note"),   r.Int("created_ms")};
 }
 
 std::vector<Recommendation> RecommendationsOfRows(const std::vector<SqlRow>& rows) {

@@ -58,7 +58,7 @@ class SettingsTable {
   explicit SettingsTable(Store& store) : store_(store) {}
 
   Result<std::optional<Json>> Get(std::string_view key);  // nullopt when never set
-  Status Put(std::string_view key, const Json& value);   // inserts or replaces
+  Status Put(std::string_view key, const Json& value);    // inserts or replaces
 
  private:
   Store& store_;

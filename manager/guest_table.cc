@@ -174,6 +174,86 @@ Result<std::vector<std::string>> GuestTable::NamesOn(std::string_view host) {
   return out;
 }
 
+Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, host, pool, kind, vcpus, memory_mib, state, automation, "
+                                              "cpu_used, memory_used_mib, migrating_to FROM guests ORDER BY name"));
+  auto optional = [](const SqlRow& r, const char* c) {
+    return r.IsNull(c) ? std::nullopt : std::optional<std::string>(r.Str(c));
+  };
+  std::vector<PlacementGuest> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) {
+    out.push_back({r.Str("name"), optional(r, "host"), optional(r, "pool"), r.Str("kind"), r.Str("state"),
+                   r.Str("automation"), r.Int("vcpus"), r.Int("memory_mib"), r.Real("cpu_used"),
+                   r.Int("memory_used_mib"), optional(r, "migrating_to")});
+  }
+  return out;
+}
+
+namespace {
+
+constexpr const char* kListingColumns =
+    "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
+    "placement_reason, alert, health, on_crash, crash, cpu_used, memory_used_mib, created_ms, rowid FROM guests";
+
+SqlFilter TenantScope(const std::optional<std::string>& tenant) {
+  SqlFilter f;
+  if (tenant) f.And("tenant = ?", {*tenant});
+  return f;
+}
+
+}  // namespace
+
+Status GuestTable::ScanListing(const std::optional<std::string>& tenant, std::string_view after, int64_t limit,
+                               const std::function<Status(const SqlCursor&)>& row) {
+  SqlFilter filter = TenantScope(tenant);
+  if (!after.empty()) filter.And("name > ?", {std::string(after)});
+  filter.params.emplace_back(limit);
+  return store_.Scan(std::string(kListingColumns) + filter.where + " ORDER BY name LIMIT ?", filter.params, row);
+}
+
+Result<int64_t> GuestTable::Count(const std::optional<std::string>& tenant) {
+  const SqlFilter scope = TenantScope(tenant);
+  UW_ASSIGN_OR_RETURN(SqlRow n,
+                      store_.QueryOne("SELECT COUNT(*) AS n FROM guests" + scope.where, scope.params, "count"));
+  return n.Int("n");
+}
+
+Result<Page<Guest>> GuestTable::List(const std::optional<std::string>& tenant, const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(RowPage rows,
+                      PageByKey(store_, "SELECT * FROM guests", "guests", "name", "name", TenantScope(tenant), page));
+  Page<Guest> out;
+  out.items.reserve(rows.rows.size());
+  for (const auto& r : rows.rows) out.items.push_back(GuestOfRow(r));
+  out.total = rows.total;
+  out.next = rows.next;
+  return out;
+}
+
+Result<std::set<std::string>> GuestTable::Names() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name FROM guests"));
+  std::set<std::string> out;
+  for (const auto& r : rows) out.insert(r.Str("name"));
+  return out;
+}
+
+Result<std::vector<std::string>> GuestTable::NamesInPool(std::string_view pool) {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_.Query("SELECT name FROM guests WHERE pool = ? ORDER BY name", {std::string(pool)}));
+  std::vector<std::string> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(r.Str("name"));
+  return out;
+}
+
+Result<std::vector<PooledGrant>> GuestTable::PooledGrants() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT pool, vcpus, memory_mib FROM guests WHERE pool IS NOT NULL"));
+  std::vector<PooledGrant> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back({r.Str("pool"), r.Int("vcpus"), r.Int("memory_mib")});
+  return out;
+}
+
 Result<std::map<std::string, std::string>> GuestTable::AutomationByGuest() {
   UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, automation FROM guests"));
   std::map<std::string, std::string> out;

@@ -5,8 +5,7 @@
 //   creates, heartbeats' reconcile, crash handling, guest tasks --typed calls--> GuestTable --> Store
 //
 // A guest row with a host is that host's capacity reservation (the store's triggers keep
-// host_reservations from it). The listing, pools and the snapshot builder still read their own
-// columns of it (not yet moved here).
+// host_reservations from it).
 //
 // No method opens a transaction: a caller that writes more than one statement (a change and its
 // event) wraps them in Store::Transact, which every method may be called inside.
@@ -15,8 +14,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,23 @@ Guest GuestOfRow(const SqlRow& r);
 struct KnownGuest {
   std::string name, tenant, state, health, on_crash;
   Json crash;  // null when it never crashed
+};
+
+// A pooled guest's grant, as pool limits count it.
+struct PooledGrant {
+  std::string pool;
+  int64_t vcpus = 0, memory_mib = 0;
+};
+
+// A guest as placement reads it.
+struct PlacementGuest {
+  std::string name;
+  std::optional<std::string> host, pool;
+  std::string kind, state, automation;
+  int64_t vcpus = 0, memory_mib = 0;
+  double cpu_used = 0;                      // cores, from the last heartbeat
+  int64_t memory_used_mib = -1;             // < 0: not reported
+  std::optional<std::string> migrating_to;  // a move in flight holds memory there too
 };
 
 class GuestTable {
@@ -88,6 +106,41 @@ class GuestTable {
   // The guests on `host`, in name order.
   Result<std::vector<KnownGuest>> OnHost(std::string_view host);
   Result<std::vector<std::string>> NamesOn(std::string_view host);
+  Result<std::vector<PlacementGuest>> ForPlacement();  // in name order
+
+  // The listing (GET /api/v1/guests): a tenant's guests, or everyone's when `tenant` is nullopt,
+  // in name order after `after` (a cluster name; "" from the start), at most `limit` rows (< 0:
+  // all). Each row is handed to `row` in place (SqlCursor), its columns indexed by ListingColumn.
+  enum ListingColumn {
+    kName,
+    kTenant,
+    kHost,
+    kPool,
+    kKind,
+    kSpec,
+    kState,
+    kVcpus,
+    kMemoryMib,
+    kAutomation,
+    kMigratingTo,
+    kPlacementReason,
+    kAlert,
+    kHealth,
+    kOnCrash,
+    kCrash,
+    kCpuUsed,
+    kMemoryUsedMib,
+    kCreatedMs,
+    kRowid,
+  };
+  Status ScanListing(const std::optional<std::string>& tenant, std::string_view after, int64_t limit,
+                     const std::function<Status(const SqlCursor&)>& row);
+  Result<int64_t> Count(const std::optional<std::string>& tenant);
+  // The same rows typed, a page at a time; `page.after` is a cluster name, and so is `next`.
+  Result<Page<Guest>> List(const std::optional<std::string>& tenant, const PageQuery& page);
+  Result<std::set<std::string>> Names();
+  Result<std::vector<std::string>> NamesInPool(std::string_view pool);  // in name order
+  Result<std::vector<PooledGrant>> PooledGrants();                      // every guest in a pool
   // Each guest's DRS automation override (automatic | manual | disabled), by name.
   Result<std::map<std::string, std::string>> AutomationByGuest();
 

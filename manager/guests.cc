@@ -101,29 +101,7 @@ Result<Task> Manager::CreateGuest(const Principal& p, GuestCreate req) {
   std::lock_guard placement_lock(placement_mu_);
   UW_ASSIGN_OR_RETURN(bool taken, guests_->NameTaken(req.name, req.tenant, short_name));
   if (taken) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
-  if (!req.pool.empty()) {
-    UW_RETURN_IF_ERROR(store_
-                           ->QueryOne("SELECT name FROM pools WHERE name = ?", {req.pool},
-                                      "pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)")
-                           .status());
-    UW_RETURN_IF_ERROR(CheckPoolLimits(req));
-    // The pool's shares and CPU limit reach the guest's cputune (fields the request sets win,
-    // except that the pool's limit caps a larger or unlimited quota).
-    UW_ASSIGN_OR_RETURN(Json tune, PoolCpuTune(req.pool, req.vcpus, req.kind));
-    Json& cpu = req.agent_spec["cpu"];
-    if (!cpu.is_object()) cpu = Json::object();
-    if (!cpu.contains("shares")) cpu["shares"] = tune["shares"];
-    if (tune.contains("quota_us")) {
-      const int64_t quota = cpu.value("quota_us", int64_t{0});
-      const int64_t period = cpu.value("period_us", int64_t{0});
-      if (quota <= 0 || period <= 0 ||
-          static_cast<double>(quota) / static_cast<double>(period) >
-              tune["quota_us"].get<double>() / tune["period_us"].get<double>()) {
-        cpu["quota_us"] = tune["quota_us"];
-        cpu["period_us"] = tune["period_us"];
-      }
-    }
-  }
+  if (!req.pool.empty()) UW_RETURN_IF_ERROR(AdmitToPool(req));
   // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it
   // current) and the new guest, unplaced: rules created before it name it and apply. The
   // engine's admission and placement are the only capacity checks.

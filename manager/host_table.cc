@@ -10,10 +10,10 @@ namespace {
 std::string NotFound(std::string_view name) { return "host '" + std::string(name) + "' not found"; }
 
 // A hosts row joined with its reservation totals (see kHostQuery).
-Host HostOfRow(const SqlRow& r) {
+// What placement reads of a hosts row.
+Host CapacityOfRow(const SqlRow& r) {
   Host h;
   h.name = r.Str("name");
-  h.agent_url = r.Str("agent_url");
   h.state = r.Str("state");
   h.maintenance = r.Int("maintenance") != 0;
   if (Json groups = r.JsonOf("groups"); groups.is_array()) {
@@ -23,6 +23,12 @@ Host HostOfRow(const SqlRow& r) {
   }
   h.cpu_cores = r.Real("cpu_cores");
   h.memory_mib = r.Int("memory_mib");
+  return h;
+}
+
+Host HostOfRow(const SqlRow& r) {
+  Host h = CapacityOfRow(r);
+  h.agent_url = r.Str("agent_url");
   h.reserved_vcpus = r.Real("rc");
   h.reserved_memory_mib = r.Int("rm");
   h.used_cpu_cores = r.Real("cpu_used");
@@ -149,6 +155,15 @@ Result<HostDetail> HostTable::Get(std::string_view name) {
   d.host = HostOfRow(r);
   d.info = r.JsonOf("info");
   return d;
+}
+
+Result<std::vector<Host>> HostTable::ForPlacement() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, cpu_cores, memory_mib, state, maintenance, groups FROM "
+                                              "hosts ORDER BY name"));
+  std::vector<Host> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(CapacityOfRow(r));
+  return out;
 }
 
 }  // namespace uw::manager::internal

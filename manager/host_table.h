@@ -71,6 +71,9 @@ class HostTable {
   Status PruneUsage(int64_t before);
 
   Result<Page<Host>> List(const PageQuery& page);
+  // Every host as placement reads it, by name: only name, state, maintenance, groups and the
+  // capacity are filled (no reservations, usage or agent address).
+  Result<std::vector<Host>> ForPlacement();
   // The host with its agent's report about itself (HostDetail's `host` and `info`).
   Result<HostDetail> Get(std::string_view name);
 

@@ -393,7 +393,7 @@ Result<HostDetail> Manager::SetMaintenance(std::string_view name, bool on) {
     Json cancelled = Json::array();
     for (const auto& t : moves) {
       if (t.request.value("from", "") != name || t.request.value("recommendation", "").empty()) continue;
-      auto rec = internal::MigrationTable(*store_).OfTask(t.id);  // an unreadable record is cancelled
+      auto rec = internal::MigrationTable(*store_).OfTask(t.id);                   // an unreadable record is cancelled
       if (rec.ok() && *rec && migration::PastSwitchOver((*rec)->phase)) continue;  // landed or landing: too late
       auto c = CancelTask(manager_itself, t.id);
       if (!c.ok()) {

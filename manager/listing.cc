@@ -117,45 +117,21 @@ void AppendTextOrNull(std::string& out, const SqlCursor& c, int col) {
   }
 }
 
-// Columns of kGuestListQuery by index.
-enum GuestColumn {
-  kName,
-  kTenant,
-  kHost,
-  kPool,
-  kKind,
-  kSpec,
-  kState,
-  kVcpus,
-  kMemoryMib,
-  kAutomation,
-  kMigratingTo,
-  kPlacementReason,
-  kAlert,
-  kHealth,
-  kOnCrash,
-  kCrash,
-  kCpuUsed,
-  kMemoryUsedMib,
-  kCreatedMs,
-  kRowid,
-};
-constexpr const char* kGuestListColumns =
-    "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
-    "placement_reason, alert, health, on_crash, crash, cpu_used, memory_used_mib, created_ms, rowid FROM guests";
+// The listing's columns (GuestTable::ScanListing).
+using Col = internal::GuestTable::ListingColumn;
 
 // Listings kept (one for everyone who sees all guests, one per tenant that listed lately).
 constexpr size_t kMaxCachedListings = 64;
 
-// The scope of a guest listing for `p` (tenants see their own), from `after` on when given.
-internal::SqlFilter GuestListFilter(const Principal& p, const PageQuery& page) {
-  internal::SqlFilter f;
-  if (p.role == Role::kTenant) f.And("tenant = ?", {p.tenant});
-  // A tenant's cursor is a short name: its guests are "<tenant>:<name>" in the store.
-  if (!page.after.empty()) {
-    f.And("name > ?", {p.role == Role::kTenant ? internal::GuestKey(p.tenant, page.after) : page.after});
-  }
-  return f;
+// The tenant whose guests `p` lists; nullopt: everyone's.
+std::optional<std::string> ListingTenant(const Principal& p) {
+  return p.role == Role::kTenant ? std::optional<std::string>(p.tenant) : std::nullopt;
+}
+
+// A page's cursor as the store keys guests: a tenant's cursor is a short name, its guests are
+// "<tenant>:<name>" in the store.
+std::string StoredCursor(const Principal& p, const std::string& after) {
+  return p.role == Role::kTenant && !after.empty() ? internal::GuestKey(p.tenant, after) : after;
 }
 
 }  // namespace
@@ -176,51 +152,51 @@ Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
 
 // One guest's object (keys in sorted order, as nlohmann's std::map-backed object dumps them).
 void Manager::AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts) {
-  const std::string_view name = c.Text(kName);
-  const std::string_view kind = c.Text(kKind);
+  const std::string_view name = c.Text(Col::kName);
+  const std::string_view kind = c.Text(Col::kKind);
   // Keys in sorted order (nlohmann's object is a std::map).
   out += "{\"alert\":";
-  AppendStoredJson(out, c, kAlert);
+  AppendStoredJson(out, c, Col::kAlert);
   out += ",\"automation\":";
-  AppendString(out, c.Text(kAutomation));
+  AppendString(out, c.Text(Col::kAutomation));
   out += ",\"crash\":";
-  AppendStoredJson(out, c, kCrash);
+  AppendStoredJson(out, c, Col::kCrash);
   out += ",\"created\":";
   AppendString(out, facts.created);
   out += ",\"devices\":";
   out += kind == "lxc" ? "\"container\"" : facts.paravirt ? "\"virtio\"" : "\"emulated\"";
   out += ",\"health\":";
-  AppendTextOrNull(out, c, kHealth);
+  AppendTextOrNull(out, c, Col::kHealth);
   out += ",\"host\":";
-  AppendTextOrNull(out, c, kHost);
+  AppendTextOrNull(out, c, Col::kHost);
   out += ",\"kind\":";
   AppendString(out, kind);
   out += ",\"memory_mib\":";
-  AppendInt(out, facts.memory_mib.value_or(c.Int(kMemoryMib)));
+  AppendInt(out, facts.memory_mib.value_or(c.Int(Col::kMemoryMib)));
   out += ",\"migrating_to\":";
-  AppendTextOrNull(out, c, kMigratingTo);
+  AppendTextOrNull(out, c, Col::kMigratingTo);
   out += ",\"name\":";
   AppendString(out, internal::ShownGuestName(p, name));
   out += ",\"on_crash\":";
-  AppendString(out, c.Text(kOnCrash));
+  AppendString(out, c.Text(Col::kOnCrash));
   out += ",\"placement_reason\":";
-  AppendString(out, c.Text(kPlacementReason));
+  AppendString(out, c.Text(Col::kPlacementReason));
   out += ",\"pool\":";
-  AppendTextOrNull(out, c, kPool);
+  AppendTextOrNull(out, c, Col::kPool);
   out += ",\"reserved\":{\"memory_mib\":";
-  AppendInt(out, c.Int(kMemoryMib));
+  AppendInt(out, c.Int(Col::kMemoryMib));
   out += ",\"vcpus\":";
-  AppendInt(out, c.Int(kVcpus));
+  AppendInt(out, c.Int(Col::kVcpus));
   out += "},\"state\":";
-  AppendString(out, c.Text(kState));
+  AppendString(out, c.Text(Col::kState));
   out += ",\"tenant\":";
-  AppendString(out, c.Text(kTenant));
+  AppendString(out, c.Text(Col::kTenant));
   out += ",\"usage\":{\"cpu_cores\":";
-  AppendDouble(out, c.Real(kCpuUsed));
+  AppendDouble(out, c.Real(Col::kCpuUsed));
   out += ",\"memory_mib\":";
-  AppendInt(out, c.Int(kMemoryUsedMib));
+  AppendInt(out, c.Int(Col::kMemoryUsedMib));
   out += "},\"vcpus\":";
-  AppendInt(out, facts.vcpus.value_or(c.Int(kVcpus)));
+  AppendInt(out, facts.vcpus.value_or(c.Int(Col::kVcpus)));
   out += '}';
 }
 
@@ -238,10 +214,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   }
   int64_t total = 0;
   if (!whole) {
-    internal::SqlFilter count = GuestListFilter(p, {});
-    UW_ASSIGN_OR_RETURN(SqlRow n,
-                        store_->QueryOne("SELECT COUNT(*) AS n FROM guests" + count.where, count.params, "count"));
-    total = n.Int("n");
+    UW_ASSIGN_OR_RETURN(total, guests_->Count(ListingTenant(p)));
   }
   std::string out;
   out.reserve((whole ? listing_bytes_hint_ : 0) + 64);
@@ -255,8 +228,8 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   auto hint = spec_facts_.begin();
   // Appends one guest's object to `out`.
   auto write_guest = [&](std::string& out, const SqlCursor& c) {
-    const std::string_view name = c.Text(kName);
-    const std::string_view spec_text = c.Text(kSpec);
+    const std::string_view name = c.Text(Col::kName);
+    const std::string_view spec_text = c.Text(Col::kSpec);
     // Rows come in name order, as the cache is kept: the next entry is usually the one.
     auto it = hint != spec_facts_.end() && hint->first == name ? hint : spec_facts_.find(name);
     if (it == spec_facts_.end()) {
@@ -266,7 +239,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
     }
     hint = std::next(it);
     SpecFacts& facts = it->second;
-    const int64_t created_ms = c.Int(kCreatedMs);
+    const int64_t created_ms = c.Int(Col::kCreatedMs);
     if (facts.created.empty() || facts.created_ms != created_ms) {
       facts.created_ms = created_ms;
       facts.created = FormatRfc3339(TimePoint(std::chrono::milliseconds(created_ms)));
@@ -280,7 +253,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
       return Status::Ok();
     }
     if (written++ > 0) out += ',';
-    if (!whole) last.assign(c.Text(kName));
+    if (!whole) last.assign(c.Text(Col::kName));
     if (!everyone) {
       write_guest(out, c);
       return Status::Ok();
@@ -297,7 +270,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
         for (int64_t rowid : changed.rowids) guest_texts_.erase(rowid);
       }
     }
-    const int64_t rowid = c.Int(kRowid);
+    const int64_t rowid = c.Int(Col::kRowid);
     auto text = guest_texts_.find(rowid);
     if (text == guest_texts_.end()) {
       std::string fresh;
@@ -307,10 +280,8 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
     out += text->second;
     return Status::Ok();
   };
-  internal::SqlFilter filter = GuestListFilter(p, page);
-  filter.params.emplace_back(internal::FetchLimit(page));
   UW_RETURN_IF_ERROR(
-      store_->Scan(std::string(kGuestListColumns) + filter.where + " ORDER BY name LIMIT ?", filter.params, row));
+      guests_->ScanListing(ListingTenant(p), StoredCursor(p, page.after), internal::FetchLimit(page), row));
   if (whole && everyone) {
     // Forget the guests that are gone (only a full listing knows; a guest whose kept text served
     // this listing has its spec read again when it changes).
@@ -336,15 +307,10 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
 
 // The same list, typed: its JSON view is what the body above must equal (listing_test.cc).
 Result<Page<Guest>> Manager::ListGuests(const Principal& p, const PageQuery& page) {
-  PageQuery stored = page;  // a tenant's cursor is a short name
-  if (p.role == Role::kTenant && !page.after.empty()) stored.after = internal::GuestKey(p.tenant, page.after);
-  UW_ASSIGN_OR_RETURN(internal::RowPage rows, internal::PageByKey(*store_, "SELECT * FROM guests", "guests", "name",
-                                                                  "name", GuestListFilter(p, {}), stored));
-  Page<Guest> out;
-  out.items.reserve(rows.rows.size());
-  for (const auto& r : rows.rows) out.items.push_back(internal::GuestOfRow(r));
-  out.total = rows.total;
-  if (rows.next) out.next = std::string(internal::ShownGuestName(p, *rows.next));
+  PageQuery stored = page;
+  stored.after = StoredCursor(p, page.after);
+  UW_ASSIGN_OR_RETURN(Page<Guest> out, guests_->List(ListingTenant(p), stored));
+  if (out.next) out.next = std::string(internal::ShownGuestName(p, *out.next));
   return out;
 }
 

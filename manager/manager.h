@@ -465,11 +465,10 @@ class Manager {
   // unplaced guest) is a guest being admitted: rules that name it then apply to its placement.
   // Requires the caller to hold no store transaction.
   Result<placement::Snapshot> BuildSnapshot(const placement::Vm* incoming = nullptr);
-  // A create into a pool whose CPU limit (vCPUs of its guests) or memory limit (their memory)
-  // it would exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
-  Status CheckPoolLimits(const GuestCreate& req);
-  // cputune for a guest of `pool` ({"shares", "quota_us", "period_us"}); null without a pool.
-  Result<Json> PoolCpuTune(const std::string& pool, int64_t vcpus, GuestKind kind);
+  // A create into `req.pool`: the pool exists (kNotFound), no CPU limit (vCPUs of its guests) or
+  // memory limit (their memory) on the way to the root is exceeded (kResourceExhausted naming the
+  // pool and figures), and the pool's shares and CPU limit are written into the request's cputune.
+  Status AdmitToPool(GuestCreate& req);
   // Inside a transaction: drops `guest` from every rule naming it.
   Status RemoveGuestFromRules(const std::string& guest);
   // The client of `host`'s agent; its calls fail with kNotFound when the host is no longer in the

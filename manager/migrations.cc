@@ -134,8 +134,8 @@ Result<StartedMoves> Manager::StartMoves(const std::vector<placement::Move>& mov
     UW_ASSIGN_OR_RETURN(Task task, NewTask("guest.migrate", st.move.vm, tenant, request));
     task_of_step.push_back(task.id);
     if (!rec.empty()) {
-      UW_RETURN_IF_ERROR(internal::RecommendationTable(*store_).Close(
-          rec, internal::RecommendationTable::End::kApplied, "task " + task_of_step.back()));
+      UW_RETURN_IF_ERROR(internal::RecommendationTable(*store_).Close(rec, internal::RecommendationTable::End::kApplied,
+                                                                      "task " + task_of_step.back()));
     }
     out.tasks.push_back(std::move(task));
   }

@@ -10,40 +10,23 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
+#include "manager/pool_rule_tables.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
 namespace uw::manager {
 
-using internal::Dump;
+using internal::GuestTable;
 
 // ---------------------------------------------------------------------------------------------
 // Pools and rules (stored in the snapshot format; the engine's parser validates them)
 
-namespace {
-// The rows' specs (written by PoolToJson / RuleToJson) read back with the engine's parser.
-template <class T, class Parse>
-Result<std::vector<T>> SpecsOf(const std::vector<SqlRow>& rows, const char* what, Parse parse) {
-  std::vector<T> out;
-  out.reserve(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) {
-    UW_ASSIGN_OR_RETURN(T item, parse(rows[i].JsonOf("spec"), std::string(what) + "[" + std::to_string(i) + "]"));
-    out.push_back(std::move(item));
-  }
-  return out;
-}
-// A rule keeps its name when guests it named are deleted (a vm-vm rule may be left with one).
-Result<placement::Rule> StoredRule(const Json& spec, std::string_view path) {
-  return placement::ParseRuleJson(spec, path, true);
-}
-}  // namespace
-
 Result<Page<placement::Pool>> Manager::ListPools(const PageQuery& page) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM pools ORDER BY name"));
-  UW_ASSIGN_OR_RETURN(auto pools, SpecsOf<placement::Pool>(rows, "stored pools", placement::ParsePoolJson));
+  UW_ASSIGN_OR_RETURN(auto pools, internal::PoolTable(*store_).List());
   return internal::PageList(
       std::move(pools), page, [](const placement::Pool& p) { return p.name; }, true);
 }
@@ -75,10 +58,7 @@ Result<placement::Pool> Manager::CreatePool(const Json& body) {
     if (!old) return ResourceExhaustedError("admission control refused pool '" + name + "': " + issue.reason);
   }
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    Status ins = store_->Exec("INSERT INTO pools(name, parent, spec) VALUES (?, ?, ?)",
-                              {name, parent.empty() ? SqlValue(nullptr) : SqlValue(parent), Dump(spec)});
-    if (ins.code() == StatusCode::kAlreadyExists) return AlreadyExistsError("pool '" + name + "' already exists");
-    UW_RETURN_IF_ERROR(ins);
+    UW_RETURN_IF_ERROR(internal::PoolTable(*store_).Insert(pool));
     return AddEvent("pool.created", name, "", spec);
   }));
   return pool;
@@ -86,22 +66,13 @@ Result<placement::Pool> Manager::CreatePool(const Json& body) {
 
 Status Manager::DeletePool(std::string_view name) {
   return store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_
-                           ->QueryOne("SELECT name FROM pools WHERE name = ?", {std::string(name)},
-                                      "pool '" + std::string(name) + "' not found")
-                           .status());
-    Status s = store_->Exec("DELETE FROM pools WHERE name = ?", {std::string(name)});
-    if (s.code() == StatusCode::kFailedPrecondition) {
-      return FailedPreconditionError("pool '" + std::string(name) + "' still has guests or child pools");
-    }
-    UW_RETURN_IF_ERROR(s);
+    UW_RETURN_IF_ERROR(internal::PoolTable(*store_).Delete(name));
     return AddEvent("pool.deleted", name, "", Json::object());
   });
 }
 
 Result<Page<placement::Rule>> Manager::ListRules(const PageQuery& page) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_->Query("SELECT spec FROM rules ORDER BY name"));
-  UW_ASSIGN_OR_RETURN(auto rules, SpecsOf<placement::Rule>(rows, "stored rules", StoredRule));
+  UW_ASSIGN_OR_RETURN(auto rules, internal::RuleTable(*store_).List());
   return internal::PageList(
       std::move(rules), page, [](const placement::Rule& r) { return r.name; }, true);
 }
@@ -129,35 +100,25 @@ Result<placement::Rule> Manager::CreateRule(const Json& body) {
   UW_RETURN_IF_ERROR(placement::ValidateSnapshot(s));
   const Json spec = placement::RuleToJson(rule);
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    Status ins = store_->Exec("INSERT INTO rules(name, spec) VALUES (?, ?)", {name, Dump(spec)});
-    if (ins.code() == StatusCode::kAlreadyExists) return AlreadyExistsError("rule '" + name + "' already exists");
-    UW_RETURN_IF_ERROR(ins);
+    UW_RETURN_IF_ERROR(internal::RuleTable(*store_).Insert(rule));
     return AddEvent("rule.created", name, "", spec);
   }));
   return rule;
 }
 
 Result<PoolDetail> Manager::GetPool(std::string_view name) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT spec FROM pools WHERE name = ?", {std::string(name)},
-                                                 "pool '" + std::string(name) + "' not found"));
   PoolDetail d;
-  UW_ASSIGN_OR_RETURN(d.pool, placement::ParsePoolJson(r.JsonOf("spec"), "stored pool '" + std::string(name) + "'"));
+  UW_ASSIGN_OR_RETURN(d.pool, internal::PoolTable(*store_).Get(name));
   // What it holds now: its own guests.
-  UW_ASSIGN_OR_RETURN(auto guests,
-                      store_->Query("SELECT name FROM guests WHERE pool = ? ORDER BY name", {std::string(name)}));
-  for (const auto& g : guests) d.guests.push_back(g.Str("name"));
+  UW_ASSIGN_OR_RETURN(d.guests, guests_->NamesInPool(name));
   return d;
 }
 
 Result<RuleDetail> Manager::GetRule(std::string_view name) {
-  UW_ASSIGN_OR_RETURN(SqlRow r, store_->QueryOne("SELECT spec FROM rules WHERE name = ?", {std::string(name)},
-                                                 "rule '" + std::string(name) + "' not found"));
   RuleDetail d;
-  UW_ASSIGN_OR_RETURN(d.rule, StoredRule(r.JsonOf("spec"), "stored rule '" + std::string(name) + "'"));
+  UW_ASSIGN_OR_RETURN(d.rule, internal::RuleTable(*store_).Get(name));
   // Guests it names that do not exist (yet): the rule applies to them when they are created.
-  UW_ASSIGN_OR_RETURN(auto guests, store_->Query("SELECT name FROM guests"));
-  std::set<std::string> known;
-  for (const auto& g : guests) known.insert(g.Str("name"));
+  UW_ASSIGN_OR_RETURN(const std::set<std::string> known, guests_->Names());
   for (const auto& v : d.rule.vms) {
     if (!known.count(v)) d.pending_guests.push_back(v);
   }
@@ -165,121 +126,123 @@ Result<RuleDetail> Manager::GetRule(std::string_view name) {
 }
 
 Status Manager::RemoveGuestFromRules(const std::string& guest) {
-  UW_ASSIGN_OR_RETURN(auto rules, store_->Query("SELECT name, spec FROM rules ORDER BY name"));
-  for (const auto& r : rules) {
-    Json spec = r.JsonOf("spec");
-    if (!spec.is_object() || !spec.contains("vms") || !spec["vms"].is_array()) continue;
-    Json& vms = spec["vms"];
-    const size_t before = vms.size();
-    vms.erase(std::remove(vms.begin(), vms.end(), Json(guest)), vms.end());
-    if (vms.size() == before) continue;
-    if (vms.empty()) {
-      UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {r.Str("name")}));
+  internal::RuleTable rules(*store_);
+  UW_ASSIGN_OR_RETURN(std::vector<placement::Rule> all, rules.List());
+  for (placement::Rule& r : all) {
+    const size_t before = r.vms.size();
+    std::erase(r.vms, guest);
+    if (r.vms.size() == before) continue;
+    if (r.vms.empty()) {
+      UW_RETURN_IF_ERROR(rules.Delete(r.name));
       UW_RETURN_IF_ERROR(
-          AddEvent("rule.deleted", r.Str("name"), "", {{"reason", "its last guest '" + guest + "' was deleted"}}));
+          AddEvent("rule.deleted", r.name, "", {{"reason", "its last guest '" + guest + "' was deleted"}}));
       continue;
     }
-    UW_RETURN_IF_ERROR(store_->Exec("UPDATE rules SET spec = ? WHERE name = ?", {Dump(spec), r.Str("name")}));
+    UW_RETURN_IF_ERROR(rules.Save(r));
     UW_RETURN_IF_ERROR(
-        AddEvent("rule.changed", r.Str("name"), "", {{"removed", guest}, {"reason", "guest deleted"}, {"vms", vms}}));
+        AddEvent("rule.changed", r.name, "", {{"removed", guest}, {"reason", "guest deleted"}, {"vms", r.vms}}));
   }
   return Status::Ok();
 }
 
 namespace {
-// The pool and its ancestors, nearest first, as stored specs (snapshot pool format).
-Result<std::vector<Json>> PoolChain(Store& store, const std::string& pool) {
-  UW_ASSIGN_OR_RETURN(auto rows, store.Query("SELECT name, parent, spec FROM pools"));
-  std::map<std::string, const SqlRow*> by_name;
-  for (const auto& r : rows) by_name[r.Str("name")] = &r;
-  std::vector<Json> chain;
-  for (std::string cur = pool; !cur.empty() && chain.size() <= rows.size();) {
-    auto it = by_name.find(cur);
-    if (it == by_name.end()) return NotFoundError("pool '" + cur + "' not found");
-    chain.push_back(it->second->JsonOf("spec"));
-    cur = it->second->Str("parent");
-  }
-  return chain;
-}
 
 std::string Figure(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
 }
-}  // namespace
 
-Status Manager::CheckPoolLimits(const GuestCreate& req) {
-  UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, req.pool));
-  UW_ASSIGN_OR_RETURN(auto pools, store_->Query("SELECT name, parent FROM pools"));
-  UW_ASSIGN_OR_RETURN(auto pooled, store_->Query("SELECT pool, vcpus, memory_mib FROM guests WHERE pool IS NOT NULL"));
-  for (const Json& p : chain) {
-    const std::string name = p.value("name", "");
-    // Its subtree: the pool and every pool below it.
-    std::set<std::string> subtree = {name};
-    for (bool grew = true; grew;) {
-      grew = false;
-      for (const auto& r : pools) {
-        if (!r.IsNull("parent") && subtree.count(r.Str("parent")) && subtree.insert(r.Str("name")).second) grew = true;
-      }
-    }
-    int64_t vcpus = 0, memory = 0, guests = 0;
-    for (const auto& g : pooled) {
-      if (!subtree.count(g.Str("pool"))) continue;
-      vcpus += g.Int("vcpus");
-      memory += g.Int("memory_mib");
-      ++guests;
-    }
-    const Json cpu_limit = p.value("cpu", Json::object()).value("limit_cores", Json(nullptr));
-    if (cpu_limit.is_number() && static_cast<double>(vcpus + req.vcpus) > cpu_limit.get<double>() + 1e-9) {
-      return ResourceExhaustedError("pool '" + name + "' CPU limit: its " + std::to_string(guests) + " guests have " +
-                                    std::to_string(vcpus) + " vCPUs and '" + req.name + "' asks for " +
-                                    std::to_string(req.vcpus) + " (" + std::to_string(vcpus + req.vcpus) +
-                                    " > limit of " + Figure(cpu_limit.get<double>()) + " cores)");
-    }
-    const Json mem_limit = p.value("memory", Json::object()).value("limit_mib", Json(nullptr));
-    if (mem_limit.is_number() && static_cast<double>(memory + req.memory_mib) > mem_limit.get<double>() + 1e-9) {
-      return ResourceExhaustedError("pool '" + name + "' memory limit: its " + std::to_string(guests) +
-                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name + "' asks for " +
-                                    std::to_string(req.memory_mib) + " (" + std::to_string(memory + req.memory_mib) +
-                                    " > limit of " + Figure(mem_limit.get<double>()) + " MiB)");
-    }
-  }
-  return Status::Ok();
-}
-
-Result<Json> Manager::PoolCpuTune(const std::string& pool, int64_t vcpus, GuestKind kind) {
-  if (pool.empty()) return Json(nullptr);
-  UW_ASSIGN_OR_RETURN(std::vector<Json> chain, PoolChain(*store_, pool));
+// A pooled guest's CPU tuning: the pool's shares scale the cgroup default, and no guest runs beyond
+// the tightest CPU limit on the way to the root (`chain`, nearest first), nor beyond its vCPUs.
+struct CpuTune {
+  int64_t shares = 1024;
+  std::optional<int64_t> period_us, quota_us;  // both or neither
+};
+CpuTune PoolCpuTune(const std::vector<placement::Pool>& chain, int64_t vcpus, GuestKind kind) {
+  CpuTune tune;
   // Shares: the pool's CPU shares relative to a normal pool (4000) scale the cgroup default of
   // 1024 (high 8000 -> 2048, low 2000 -> 512).
-  const double pool_shares = chain.front().value("cpu", Json::object()).value("shares", 4000.0);
-  const int64_t shares = std::clamp<int64_t>(std::llround(1024.0 * pool_shares / 4000.0), 2, 262144);
-  Json tune = {{"shares", shares}};
-  // Quota: no guest runs beyond the tightest CPU limit on the way to the root, nor beyond its
-  // vCPUs. libvirt applies a QEMU guest's quota to each vCPU thread, a container's to all of it.
+  const double pool_shares = static_cast<double>(chain.front().cpu.shares);
+  tune.shares = std::clamp<int64_t>(std::llround(1024.0 * pool_shares / 4000.0), 2, 262144);
+  // Quota: libvirt applies a QEMU guest's quota to each vCPU thread, a container's to all of it.
   std::optional<double> limit;
-  for (const Json& p : chain) {
-    const Json l = p.value("cpu", Json::object()).value("limit_cores", Json(nullptr));
-    if (l.is_number()) limit = limit ? std::min(*limit, l.get<double>()) : l.get<double>();
+  for (const placement::Pool& p : chain) {
+    if (p.cpu.limit) limit = limit ? std::min(*limit, *p.cpu.limit) : *p.cpu.limit;
   }
   if (limit) {
     constexpr int64_t kPeriodUs = 100000;
     const double cap = std::min(*limit, static_cast<double>(vcpus));
     const double per = kind == GuestKind::kLxc ? cap : cap / static_cast<double>(vcpus);
-    tune["period_us"] = kPeriodUs;
-    tune["quota_us"] = std::max<int64_t>(1000, std::llround(per * kPeriodUs));
+    tune.period_us = kPeriodUs;
+    tune.quota_us = std::max<int64_t>(1000, std::llround(per * kPeriodUs));
   }
   return tune;
 }
 
+// A create into a pool whose CPU limit (vCPUs of its guests) or memory limit (their memory) it would
+// exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
+Status CheckPoolLimits(Store& store, GuestTable& guests, const std::vector<placement::Pool>& chain,
+                       const GuestCreate& req) {
+  internal::PoolTable pools(store);
+  UW_ASSIGN_OR_RETURN(std::vector<internal::PooledGrant> pooled, guests.PooledGrants());
+  for (const placement::Pool& p : chain) {
+    UW_ASSIGN_OR_RETURN(const std::set<std::string> subtree, pools.Subtree(p.name));
+    int64_t vcpus = 0, memory = 0, count = 0;
+    for (const auto& g : pooled) {
+      if (!subtree.count(g.pool)) continue;
+      vcpus += g.vcpus;
+      memory += g.memory_mib;
+      ++count;
+    }
+    if (p.cpu.limit && static_cast<double>(vcpus + req.vcpus) > *p.cpu.limit + 1e-9) {
+      return ResourceExhaustedError("pool '" + p.name + "' CPU limit: its " + std::to_string(count) + " guests have " +
+                                    std::to_string(vcpus) + " vCPUs and '" + req.name + "' asks for " +
+                                    std::to_string(req.vcpus) + " (" + std::to_string(vcpus + req.vcpus) +
+                                    " > limit of " + Figure(*p.cpu.limit) + " cores)");
+    }
+    if (p.memory.limit && static_cast<double>(memory + req.memory_mib) > *p.memory.limit + 1e-9) {
+      return ResourceExhaustedError("pool '" + p.name + "' memory limit: its " + std::to_string(count) +
+                                    " guests have " + std::to_string(memory) + " MiB and '" + req.name + "' asks for " +
+                                    std::to_string(req.memory_mib) + " (" + std::to_string(memory + req.memory_mib) +
+                                    " > limit of " + Figure(*p.memory.limit) + " MiB)");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Manager::AdmitToPool(GuestCreate& req) {
+  internal::PoolTable pools(*store_);
+  auto chain = pools.Chain(req.pool);
+  if (chain.status().code() == StatusCode::kNotFound) {
+    return NotFoundError("pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)");
+  }
+  UW_RETURN_IF_ERROR(chain.status());
+  UW_RETURN_IF_ERROR(CheckPoolLimits(*store_, *guests_, *chain, req));
+  // The pool's shares and CPU limit reach the guest's cputune (fields the request sets win, except
+  // that the pool's limit caps a larger or unlimited quota).
+  const CpuTune tune = PoolCpuTune(*chain, req.vcpus, req.kind);
+  Json& cpu = req.agent_spec["cpu"];
+  if (!cpu.is_object()) cpu = Json::object();
+  if (!cpu.contains("shares")) cpu["shares"] = tune.shares;
+  if (tune.quota_us) {
+    const int64_t quota = cpu.value("quota_us", int64_t{0});
+    const int64_t period = cpu.value("period_us", int64_t{0});
+    if (quota <= 0 || period <= 0 ||
+        static_cast<double>(quota) / static_cast<double>(period) >
+            static_cast<double>(*tune.quota_us) / static_cast<double>(*tune.period_us)) {
+      cpu["quota_us"] = *tune.quota_us;
+      cpu["period_us"] = *tune.period_us;
+    }
+  }
+  return Status::Ok();
+}
+
 Status Manager::DeleteRule(std::string_view name) {
   return store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(store_
-                           ->QueryOne("SELECT name FROM rules WHERE name = ?", {std::string(name)},
-                                      "rule '" + std::string(name) + "' not found")
-                           .status());
-    UW_RETURN_IF_ERROR(store_->Exec("DELETE FROM rules WHERE name = ?", {std::string(name)}));
+    UW_RETURN_IF_ERROR(internal::RuleTable(*store_).Delete(name));
     return AddEvent("rule.deleted", name, "", Json::object());
   });
 }
