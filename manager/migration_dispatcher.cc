@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "manager/drs_tables.h"
 #include "manager/event_log.h"
 #include "manager/migration_table.h"
 #include "manager/task_journal.h"
@@ -128,8 +129,9 @@ void MigrationDispatcher::Dispatch() {
           t.id, AbortedError("not started: it depends on task " + failed_dep + ", which did not succeed"), nullptr);
       if (!s.ok()) spdlog::warn("task {}: {}", t.id, s.ToString());
       if (std::string rec = t.request.value("recommendation", ""); !rec.empty()) {
-        (void)store_.Exec("UPDATE recommendations SET state = 'failed', note = ? WHERE id = ?",
-                          {"a move it depends on failed", rec});
+        Status closed =
+            RecommendationTable(store_).Close(rec, RecommendationTable::End::kFailed, "a move it depends on failed");
+        if (!closed.ok()) spdlog::warn("recommendation {}: {}", rec, closed.ToString());
       }
     }
     sched.steps.push_back(std::move(st));
