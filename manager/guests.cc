@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/guest_listing.h"
 #include "manager/guest_table.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
@@ -41,6 +42,20 @@ Result<placement::Snapshot> Manager::ClusterSnapshot() { return BuildSnapshot();
 
 // ---------------------------------------------------------------------------------------------
 // Guests
+
+Result<Page<Guest>> Manager::ListGuests(const Principal& p, const PageQuery& page) {
+  const bool tenant = p.role == Role::kTenant;
+  PageQuery stored = page;  // a tenant's cursor is a short name, its guests are "<tenant>:<name>" in the store
+  if (tenant && !page.after.empty()) stored.after = internal::GuestKey(p.tenant, page.after);
+  UW_ASSIGN_OR_RETURN(Page<Guest> out,
+                      guests_->List(tenant ? std::optional<std::string>(p.tenant) : std::nullopt, stored));
+  if (out.next) out.next = std::string(internal::ShownGuestName(p, *out.next));
+  return out;
+}
+
+Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery& page) {
+  return listing_->Body(p, page);
+}
 
 Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() { return tasks_->SubjectsInFlight(); }
 

@@ -8,7 +8,9 @@
 #include "api/http.h"
 #include "common/id.h"
 #include "manager/auth.h"
+#include "manager/drs_controller.h"
 #include "manager/event_log.h"
+#include "manager/guest_listing.h"
 #include "manager/guest_table.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
@@ -46,7 +48,9 @@ Manager::~Manager() { Stop(); }
 int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status Manager::Start() {
-  migrations_.reset();  // a manager started again reopens its store
+  drs_.reset();  // a manager started again reopens its store
+  migrations_.reset();
+  listing_.reset();
   tasks_.reset();
   hosts_.reset();
   guests_.reset();
@@ -60,6 +64,7 @@ Status Manager::Start() {
   tasks_ = std::make_unique<internal::TaskJournal>(*store_, *events_, clock_);
   hosts_ = std::make_unique<internal::HostTable>(*store_);
   guests_ = std::make_unique<internal::GuestTable>(*store_);
+  listing_ = std::make_unique<internal::GuestListing>(*store_, *guests_);
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));
@@ -72,6 +77,16 @@ Status Manager::Start() {
       *store_, *tasks_, *events_, config_.migration_caps,
       [this](const std::string& task_id, bool resume) { RunMigration(task_id, resume); });
   UW_RETURN_IF_ERROR(migrations_->Recover());
+  drs_ = std::make_unique<internal::DrsController>(internal::DrsController::Deps{
+      .store = *store_,
+      .events = *events_,
+      .tasks = *tasks_,
+      .guests = *guests_,
+      .clock = clock_,
+      .interval_ms = config_.drs_interval_ms,
+      .snapshot = [this] { return BuildSnapshot(); },
+      .start_moves = [this](const std::vector<placement::Move>& moves,
+                            const std::vector<std::string>& recs) { return StartMoves(moves, recs, Json::object()); }});
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
   migrations_->Start();
@@ -156,6 +171,17 @@ Result<Principal> Manager::Authenticate(std::string_view bearer_token) {
   if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
   return tokens_->Authenticate(bearer_token);
 }
+
+// DRS: the controller's (drs_controller.h).
+Result<DrsConfig> Manager::GetDrsConfig() { return drs_->Config(); }
+Result<DrsConfig> Manager::SetDrsConfig(const DrsConfig& config) { return drs_->SetConfig(config); }
+Result<Page<Recommendation>> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
+  return drs_->Recommendations(pending_only, page);
+}
+Result<Task> Manager::ApplyRecommendation(std::string_view id) { return drs_->Apply(id); }
+Result<StartedMoves> Manager::ApplyAllRecommendations() { return drs_->ApplyAll(); }
+Result<placement::Plan> Manager::DryRunPlan(const Json* snapshot) { return drs_->DryRun(snapshot); }
+Result<DrsPass> Manager::RunDrs() { return drs_->RunPass(); }
 
 Status Manager::AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data) {
   if (events_ == nullptr) return FailedPreconditionError("the manager is not started");

@@ -50,6 +50,8 @@ class GuestTable;
 struct KnownGuest;
 class MigrationDispatcher;
 class MigrationRun;
+class DrsController;
+class GuestListing;
 }  // namespace internal
 
 struct ManagerConfig {
@@ -353,8 +355,8 @@ class Manager {
   Result<Task> CreateGuest(const Principal& p, GuestCreate req);
   Result<Page<Guest>> ListGuests(const Principal& p, const PageQuery& page = {});
   // The body of GET /api/v1/guests, byte for byte PageView("guests", ListGuests(p, page),
-  // GuestJson as p sees it).dump() (views.h), written from the
-  // store's rows without a JSON tree (manager/listing.cc). Errors as ListGuests.
+  // GuestJson as p sees it).dump() (views.h), written from the store's rows without a JSON tree
+  // (guest_listing.h). Errors as ListGuests.
   Result<std::string> ListGuestsBody(const Principal& p, const PageQuery& page = {});
   // Guest names are unique per tenant: a tenant's guest "web1" is "acme:web1" cluster-wide (its
   // libvirt domain name too). A tenant addresses and sees its guests by their short names; admins
@@ -520,29 +522,10 @@ class Manager {
   std::unique_ptr<internal::HostTable> hosts_;    // set by Start
   std::unique_ptr<internal::GuestTable> guests_;  // set by Start
 
-  // What a guest's listing takes from its stored spec, kept while the spec text is unchanged.
-  struct SpecFacts {
-    std::string spec;  // the text these were derived from
-    bool paravirt = true;
-    std::optional<int64_t> vcpus, memory_mib;
-    int64_t created_ms = 0;
-    std::string created;  // created_ms formatted (RFC 3339)
-    uint64_t seen = 0;    // listing_generation_ of the last listing that showed the guest
-  };
-  static SpecFacts DeriveSpecFacts(std::string_view spec_text);
-  static void AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts);
-  std::mutex listing_mu_;                                     // taken before the store's mutex, never after
-  std::map<std::string, SpecFacts, std::less<>> spec_facts_;  // guarded by listing_mu_: by guest name
-  uint64_t listing_generation_ = 0;                           // guarded by listing_mu_
-  size_t listing_bytes_hint_ = 0;                             // guarded by listing_mu_: last full body
-  struct CachedListing {
-    uint64_t version = 0;  // Store::ChangeCount("guests") when it was built
-    std::string body;
-  };
-  std::map<std::string, CachedListing> listings_;         // guarded by listing_mu_: by "*" or "tenant:<name>"
-  std::unordered_map<int64_t, std::string> guest_texts_;  // guarded by listing_mu_: by guests rowid
+  std::unique_ptr<internal::GuestListing> listing_;  // set by Start
 
   std::unique_ptr<internal::MigrationDispatcher> migrations_;  // set by Start
+  std::unique_ptr<internal::DrsController> drs_;               // set by Start
 };
 
 }  // namespace uw::manager

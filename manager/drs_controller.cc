@@ -1,28 +1,21 @@
-// DRS: the stored settings (SettingsTable), plans on the current snapshot, recommendations and applying them.
-// Part of Manager (manager.h), which is split by responsibility across manager/*.cc.
-#include <openssl/evp.h>
+// The DRS controller (drs_controller.h).
+#include "manager/drs_controller.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <map>
 #include <set>
 
-#include "api/http.h"
-#include "common/id.h"
 #include "manager/drs_tables.h"
+#include "manager/event_log.h"
 #include "manager/guest_table.h"
 #include "manager/internal.h"
-#include "manager/manager.h"
 #include "manager/snapshot_builder.h"
+#include "manager/task_journal.h"
 #include "placement/placement.h"
-#include "vmm/hypervisor.h"
 
-namespace uw::manager {
-
-using internal::Dump;
-
-// ---------------------------------------------------------------------------------------------
-// DRS
+namespace uw::manager::internal {
 
 namespace {
 
@@ -38,12 +31,12 @@ Json StoredDrsConfig(const DrsConfig& c) {
 
 }  // namespace
 
-Result<DrsConfig> Manager::GetDrsConfig() {
+Result<DrsConfig> DrsController::Config() {
   DrsConfig cfg;
   // min_move_interval_s: the engine's cooldown (placement::DrsSettings), same name and default.
   cfg.min_move_interval_s = placement::DrsSettings().min_move_interval_s;
-  cfg.interval_ms = config_.drs_interval_ms;
-  UW_ASSIGN_OR_RETURN(std::optional<Json> stored, internal::SettingsTable(*store_).Get("drs"));
+  cfg.interval_ms = d_.interval_ms;
+  UW_ASSIGN_OR_RETURN(std::optional<Json> stored, SettingsTable(d_.store).Get("drs"));
   if (!stored) return cfg;
   // Written by SetDrsConfig only; a field missing from an older row keeps its default.
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(*stored, "stored drs config"));
@@ -57,60 +50,60 @@ Result<DrsConfig> Manager::GetDrsConfig() {
   return cfg;
 }
 
-Result<DrsConfig> Manager::SetDrsConfig(const DrsConfig& config) {
+Result<DrsConfig> DrsController::SetConfig(const DrsConfig& config) {
   const Json stored = StoredDrsConfig(config);
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(internal::SettingsTable(*store_).Put("drs", stored));
-    return AddEvent("drs.config_changed", "drs", "", stored);
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(SettingsTable(d_.store).Put("drs", stored));
+    return d_.events.Add("drs.config_changed", "drs", "", stored);
   }));
-  return GetDrsConfig();
+  return Config();
 }
 
-Result<Page<Recommendation>> Manager::ListRecommendations(bool pending_only, const PageQuery& page) {
+Result<Page<Recommendation>> DrsController::Recommendations(bool pending_only, const PageQuery& page) {
   // Pending ones (a few per guest at most) by priority; all of them newest first.
-  internal::RecommendationTable recs(*store_);
+  RecommendationTable recs(d_.store);
   if (!pending_only) return recs.List(page);
   UW_ASSIGN_OR_RETURN(std::vector<Recommendation> pending, recs.Pending());
-  return internal::PageList(
+  return PageList(
       std::move(pending), page, [](const Recommendation& r) { return r.id; }, false);
 }
 
-Result<placement::Plan> Manager::DryRunPlan(const Json* snapshot) {
+Result<placement::Plan> DrsController::DryRun(const Json* snapshot) {
   // A given snapshot is planned by the default policy; the live cluster by the configured one.
   if (snapshot) {
     UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(*snapshot));
     return placement::MakePlan(snap, "drs");
   }
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
-  UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());
+  UW_ASSIGN_OR_RETURN(DrsConfig cfg, Config());
   return placement::MakePlan(snap, cfg.policy);
 }
 
-Result<DrsPass> Manager::RunDrs() {
-  UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
+Result<DrsPass> DrsController::RunPass() {
+  UW_ASSIGN_OR_RETURN(DrsConfig cfg, Config());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());
   UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
   // Per-guest automation overrides: "disabled" guests are never moved (they are marked
   // non-migratable in the snapshot); "manual" guests are only recommended even in automatic mode.
-  UW_ASSIGN_OR_RETURN(auto override_of, guests_->AutomationByGuest());
+  UW_ASSIGN_OR_RETURN(auto override_of, d_.guests.AutomationByGuest());
   // Guests that stay where they are this pass: a task in flight (a migration, a start...) or
   // automation "disabled". The snapshot marks them non-migratable, which still lets the engine move
   // them cold out of a host in maintenance; their moves are held back (what remains is verified
   // again by OrderMoves when it starts) and the pass says how many were.
-  UW_ASSIGN_OR_RETURN(const std::set<std::string> held, GuestsWithTaskInFlight());
+  UW_ASSIGN_OR_RETURN(const std::set<std::string> held, d_.tasks.SubjectsInFlight());
   const size_t held_moves = std::erase_if(
       plan.moves, [&](const placement::Move& m) { return held.count(m.vm) > 0 || override_of[m.vm] == "disabled"; });
-  int64_t now = NowMs();
+  const int64_t now = ToUnixMillis(d_.clock.Now());
   std::vector<std::string> ids;
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_ASSIGN_OR_RETURN(ids, internal::RecommendationTable(*store_).ReplacePending(plan, now));
-    return AddEvent("drs.pass", "drs", "",
-                    {{"automation", cfg.automation},
-                     {"recommendations", plan.moves.size()},
-                     {"imbalance_before", plan.before.imbalance},
-                     {"imbalance_after", plan.after.imbalance},
-                     {"unresolved", plan.unresolved.size()},
-                     {"held_back", held_moves}});
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(ids, RecommendationTable(d_.store).ReplacePending(plan, now));
+    return d_.events.Add("drs.pass", "drs", "",
+                         {{"automation", cfg.automation},
+                          {"recommendations", plan.moves.size()},
+                          {"imbalance_before", plan.before.imbalance},
+                          {"imbalance_after", plan.after.imbalance},
+                          {"unresolved", plan.unresolved.size()},
+                          {"held_back", held_moves}});
   }));
   // Applied now: everything in automatic mode, and in any mode the evacuation of hosts in
   // maintenance (mandatory), except guests whose own automation is manual.
@@ -128,7 +121,7 @@ Result<DrsPass> Manager::RunDrs() {
   }
   DrsPass out;
   if (!apply.empty()) {
-    auto started = StartMoves(apply, apply_ids, Json::object());
+    auto started = d_.start_moves(apply, apply_ids);
     if (!started.ok()) {
       spdlog::warn("DRS could not start its moves: {}", started.status().ToString());
     } else {
@@ -139,23 +132,23 @@ Result<DrsPass> Manager::RunDrs() {
   return out;
 }
 
-Result<Task> Manager::ApplyRecommendation(std::string_view id) {
-  internal::RecommendationTable recs(*store_);
+Result<Task> DrsController::Apply(std::string_view id) {
+  RecommendationTable recs(d_.store);
   UW_ASSIGN_OR_RETURN(Recommendation r, recs.Get(id));
   if (r.state != "pending") {
     return FailedPreconditionError("recommendation " + std::string(id) + " is " + r.state +
                                    "; only pending ones can be applied (see GET /api/v1/drs/recommendations)");
   }
   // Verify: the move must still be legal on the current state (plan, verify, apply).
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());
   placement::Plan one;
   one.policy = "drs";
-  one.moves.push_back(internal::MoveOf(r));
+  one.moves.push_back(MoveOf(r));
   if (Status s = placement::CheckPlan(snap, one); !s.ok()) {
-    UW_RETURN_IF_ERROR(recs.Close(id, internal::RecommendationTable::End::kSuperseded, "stale: " + s.message()));
+    UW_RETURN_IF_ERROR(recs.Close(id, RecommendationTable::End::kSuperseded, "stale: " + s.message()));
     return AbortedError("recommendation " + std::string(id) + " no longer fits the cluster: " + s.message());
   }
-  UW_ASSIGN_OR_RETURN(StartedMoves started, StartMoves(one.moves, {std::string(id)}, Json::object()));
+  UW_ASSIGN_OR_RETURN(StartedMoves started, d_.start_moves(one.moves, {std::string(id)}));
   if (started.tasks.empty()) {
     std::string why = started.unschedulable.empty() ? "not schedulable" : started.unschedulable[0].reason;
     return AbortedError("recommendation " + std::string(id) + " cannot start: " + why);
@@ -163,16 +156,16 @@ Result<Task> Manager::ApplyRecommendation(std::string_view id) {
   return std::move(started.tasks[0]);
 }
 
-Result<StartedMoves> Manager::ApplyAllRecommendations() {
-  UW_ASSIGN_OR_RETURN(std::vector<Recommendation> pending, internal::RecommendationTable(*store_).Pending());
+Result<StartedMoves> DrsController::ApplyAll() {
+  UW_ASSIGN_OR_RETURN(std::vector<Recommendation> pending, RecommendationTable(d_.store).Pending());
   std::vector<placement::Move> moves;
   std::vector<std::string> ids;
   for (const auto& r : pending) {
-    moves.push_back(internal::MoveOf(r));
+    moves.push_back(MoveOf(r));
     ids.push_back(r.id);
   }
   // One order for all of them: a move that frees room starts before the one that needs it.
-  return StartMoves(moves, ids, Json::object());
+  return d_.start_moves(moves, ids);
 }
 
-}  // namespace uw::manager
+}  // namespace uw::manager::internal

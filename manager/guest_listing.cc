@@ -1,4 +1,4 @@
-// GET /api/v1/guests written straight from the store's rows into the response text.
+// GET /api/v1/guests written straight from the store's rows into the response text (guest_listing.h).
 //
 // Listing 2,000 guests through a JSON tree (SqlRow copies, a parse of every stored spec, a
 // std::map per guest, then dump) served 23-63 requests/s. Here each row is read in place
@@ -8,6 +8,8 @@
 // gives (listing_test.cc checks that on rows with every optional field). The body is kept until a
 // row of guests changes (Store::ChangeCount), and each guest's text until its row changes
 // (Store::TakeChangedRows): a listing after a heartbeat changed some guests' usage rewrites those.
+#include "manager/guest_listing.h"
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -17,7 +19,7 @@
 #include "manager/internal.h"
 #include "manager/manager.h"
 
-namespace uw::manager {
+namespace uw::manager::internal {
 namespace {
 
 // Appends `s` as a JSON string exactly as nlohmann's dump() writes it (UTF-8 passes through;
@@ -118,7 +120,7 @@ void AppendTextOrNull(std::string& out, const SqlCursor& c, int col) {
 }
 
 // The listing's columns (GuestTable::ScanListing).
-using Col = internal::GuestTable::ListingColumn;
+using Col = GuestTable::ListingColumn;
 
 // Listings kept (one for everyone who sees all guests, one per tenant that listed lately).
 constexpr size_t kMaxCachedListings = 64;
@@ -131,13 +133,13 @@ std::optional<std::string> ListingTenant(const Principal& p) {
 // A page's cursor as the store keys guests: a tenant's cursor is a short name, its guests are
 // "<tenant>:<name>" in the store.
 std::string StoredCursor(const Principal& p, const std::string& after) {
-  return p.role == Role::kTenant && !after.empty() ? internal::GuestKey(p.tenant, after) : after;
+  return p.role == Role::kTenant && !after.empty() ? GuestKey(p.tenant, after) : after;
 }
 
 }  // namespace
 
-Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
-  // As internal::GuestOfRow reads the spec (it throws where that would: a spec that is not an object).
+GuestListing::SpecFacts GuestListing::DeriveSpecFacts(std::string_view spec_text) {
+  // As GuestOfRow reads the spec (it throws where that would: a spec that is not an object).
   const Json spec = [&] {
     Json j = Json::parse(spec_text, nullptr, false);
     return j.is_discarded() ? Json(nullptr) : j;
@@ -151,7 +153,7 @@ Manager::SpecFacts Manager::DeriveSpecFacts(std::string_view spec_text) {
 }
 
 // One guest's object (keys in sorted order, as nlohmann's std::map-backed object dumps them).
-void Manager::AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts) {
+void GuestListing::AppendGuest(std::string& out, const SqlCursor& c, const Principal& p, const SpecFacts& facts) {
   const std::string_view name = c.Text(Col::kName);
   const std::string_view kind = c.Text(Col::kKind);
   // Keys in sorted order (nlohmann's object is a std::map).
@@ -176,7 +178,7 @@ void Manager::AppendGuest(std::string& out, const SqlCursor& c, const Principal&
   out += ",\"migrating_to\":";
   AppendTextOrNull(out, c, Col::kMigratingTo);
   out += ",\"name\":";
-  AppendString(out, internal::ShownGuestName(p, name));
+  AppendString(out, ShownGuestName(p, name));
   out += ",\"on_crash\":";
   AppendString(out, c.Text(Col::kOnCrash));
   out += ",\"placement_reason\":";
@@ -200,12 +202,12 @@ void Manager::AppendGuest(std::string& out, const SqlCursor& c, const Principal&
   out += '}';
 }
 
-Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery& page) {
-  std::lock_guard l(listing_mu_);
+Result<std::string> GuestListing::Body(const Principal& p, const PageQuery& page) {
+  std::lock_guard l(mu_);
   // The whole list depends on the guests table alone (and on who asks): kept until a row of it
   // changes. Read before the rows, so that a change made meanwhile makes the next call build it again.
   const bool whole = page.limit == 0 && page.after.empty();
-  const uint64_t version = store_->ChangeCount("guests");
+  const uint64_t version = store_.ChangeCount("guests");
   const std::string key = p.role == Role::kTenant ? "tenant:" + p.tenant : "*";
   if (whole) {
     if (auto hit = listings_.find(key); hit != listings_.end() && hit->second.version == version) {
@@ -214,12 +216,12 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   }
   int64_t total = 0;
   if (!whole) {
-    UW_ASSIGN_OR_RETURN(total, guests_->Count(ListingTenant(p)));
+    UW_ASSIGN_OR_RETURN(total, guests_.Count(ListingTenant(p)));
   }
   std::string out;
-  out.reserve((whole ? listing_bytes_hint_ : 0) + 64);
+  out.reserve((whole ? bytes_hint_ : 0) + 64);
   const bool everyone = p.role != Role::kTenant;
-  ++listing_generation_;
+  ++generation_;
   out += "{\"guests\":[";
   int64_t written = 0;
   bool more = false;
@@ -244,7 +246,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
       facts.created_ms = created_ms;
       facts.created = FormatRfc3339(TimePoint(std::chrono::milliseconds(created_ms)));
     }
-    facts.seen = listing_generation_;
+    facts.seen = generation_;
     AppendGuest(out, c, p, facts);
   };
   auto row = [&](const SqlCursor& c) -> Status {
@@ -263,7 +265,7 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
     // are stable: nothing VACUUMs the store.
     if (!took_changes) {
       took_changes = true;
-      Store::ChangedRows changed = store_->TakeChangedRows("guests");
+      Store::ChangedRows changed = store_.TakeChangedRows("guests");
       if (changed.all) {
         guest_texts_.clear();
       } else {
@@ -280,18 +282,17 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
     out += text->second;
     return Status::Ok();
   };
-  UW_RETURN_IF_ERROR(
-      guests_->ScanListing(ListingTenant(p), StoredCursor(p, page.after), internal::FetchLimit(page), row));
+  UW_RETURN_IF_ERROR(guests_.ScanListing(ListingTenant(p), StoredCursor(p, page.after), FetchLimit(page), row));
   if (whole && everyone) {
     // Forget the guests that are gone (only a full listing knows; a guest whose kept text served
     // this listing has its spec read again when it changes).
     for (auto it = spec_facts_.begin(); it != spec_facts_.end();) {
-      it = it->second.seen == listing_generation_ ? std::next(it) : spec_facts_.erase(it);
+      it = it->second.seen == generation_ ? std::next(it) : spec_facts_.erase(it);
     }
   }
   out += "],\"next\":";
   if (more) {
-    AppendString(out, internal::ShownGuestName(p, last));
+    AppendString(out, ShownGuestName(p, last));
   } else {
     out += "null";
   }
@@ -299,19 +300,10 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   AppendInt(out, whole ? written : total);
   out += '}';
   if (!whole) return out;
-  if (everyone) listing_bytes_hint_ = out.size();
+  if (everyone) bytes_hint_ = out.size();
   if (listings_.size() >= kMaxCachedListings) listings_.clear();
   listings_[key] = CachedListing{version, out};
   return out;
 }
 
-// The same list, typed: its JSON view is what the body above must equal (listing_test.cc).
-Result<Page<Guest>> Manager::ListGuests(const Principal& p, const PageQuery& page) {
-  PageQuery stored = page;
-  stored.after = StoredCursor(p, page.after);
-  UW_ASSIGN_OR_RETURN(Page<Guest> out, guests_->List(ListingTenant(p), stored));
-  if (out.next) out.next = std::string(internal::ShownGuestName(p, *out.next));
-  return out;
-}
-
-}  // namespace uw::manager
+}  // namespace uw::manager::internal
