@@ -12,6 +12,7 @@
 #include "manager/event_log.h"
 #include "manager/guest_listing.h"
 #include "manager/guest_table.h"
+#include "manager/host_sessions.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/migration_dispatcher.h"
@@ -48,7 +49,8 @@ Manager::~Manager() { Stop(); }
 int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status Manager::Start() {
-  drs_.reset();  // a manager started again reopens its store
+  sessions_.reset();  // a manager started again reopens its store
+  drs_.reset();
   migrations_.reset();
   listing_.reset();
   tasks_.reset();
@@ -65,6 +67,17 @@ Status Manager::Start() {
   hosts_ = std::make_unique<internal::HostTable>(*store_);
   guests_ = std::make_unique<internal::GuestTable>(*store_);
   listing_ = std::make_unique<internal::GuestListing>(*store_, *guests_);
+  sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{
+      .store = *store_,
+      .events = *events_,
+      .hosts = *hosts_,
+      .guests = *guests_,
+      .tasks = *tasks_,
+      .clock = clock_,
+      .config = config_,
+      .agent_of = [this](const std::string& host) { return AgentOf(host); },
+      .new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
+                         const Json& request) { return NewTask(kind, subject, tenant, request); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));

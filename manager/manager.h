@@ -47,11 +47,11 @@ class TokenRegistry;
 class TaskJournal;
 class HostTable;
 class GuestTable;
-struct KnownGuest;
 class MigrationDispatcher;
 class MigrationRun;
 class DrsController;
 class GuestListing;
+class HostSessions;
 }  // namespace internal
 
 struct ManagerConfig {
@@ -478,19 +478,6 @@ class Manager {
   std::shared_ptr<AgentClient> AgentOf(const std::string& host);
   // The last `bytes` of a guest's serial console on `host` ("" when it cannot be read).
   std::string ConsoleTail(const std::string& host, const std::string& guest, size_t bytes);
-  void Reconcile(const std::string& host, const Json& guests);
-  struct CrashedGuest {
-    std::string name, host, tenant, on_crash;
-  };
-  Status HandleCrash(const CrashedGuest& c);
-  Status UpdateReportedGuest(const std::string& host, const internal::KnownGuest& r, const Json& g, int64_t now,
-                             std::vector<CrashedGuest>& crashed);
-  // A guest known on `known_on` is reported by `host` too: the guest's alert (once per host, with
-  // one guest.duplicate event). Inside Reconcile's transaction.
-  Status RaiseDuplicate(const std::string& guest, const std::string& host, const std::string& known_on);
-  // Duplicates `host` no longer reports: off the alert; the alert clears (guest.duplicate_cleared)
-  // when no second copy is left. Inside Reconcile's transaction.
-  Status ClearDuplicates(const std::string& host, const Json& reported);
   // Migration execution (manager/migrations.cc).
   Result<StartedMoves> StartMoves(const std::vector<placement::Move>& moves,
                                   const std::vector<std::string>& recommendations, const Json& options);
@@ -526,6 +513,7 @@ class Manager {
 
   std::unique_ptr<internal::MigrationDispatcher> migrations_;  // set by Start
   std::unique_ptr<internal::DrsController> drs_;               // set by Start
+  std::unique_ptr<internal::HostSessions> sessions_;           // set by Start
 };
 
 }  // namespace uw::manager
