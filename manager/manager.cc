@@ -11,6 +11,7 @@
 #include "manager/drs_controller.h"
 #include "manager/event_log.h"
 #include "manager/guest_listing.h"
+#include "manager/guest_service.h"
 #include "manager/guest_table.h"
 #include "manager/host_sessions.h"
 #include "manager/host_table.h"
@@ -49,7 +50,8 @@ Manager::~Manager() { Stop(); }
 int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status Manager::Start() {
-  sessions_.reset();  // a manager started again reopens its store
+  guest_service_.reset();  // a manager started again reopens its store
+  sessions_.reset();
   drs_.reset();
   migrations_.reset();
   listing_.reset();
@@ -78,6 +80,22 @@ Status Manager::Start() {
       .agent_of = [this](const std::string& host) { return AgentOf(host); },
       .new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
                          const Json& request) { return NewTask(kind, subject, tenant, request); }});
+  guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
+      .store = *store_,
+      .events = *events_,
+      .hosts = *hosts_,
+      .guests = *guests_,
+      .tasks = *tasks_,
+      .clock = clock_,
+      .config = config_,
+      .placement_mu = placement_mu_,
+      .snapshot = [this](const placement::Vm* incoming) { return BuildSnapshot(incoming); },
+      .agent_of = [this](const std::string& host) { return AgentOf(host); },
+      .enqueue = [this](const std::string& id) { Enqueue(id); },
+      .new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
+                         const Json& request) { return NewTask(kind, subject, tenant, request); },
+      .admit_to_pool = [this](GuestCreate& req) { return AdmitToPool(req); },
+      .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));

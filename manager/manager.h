@@ -52,6 +52,7 @@ class MigrationRun;
 class DrsController;
 class GuestListing;
 class HostSessions;
+class GuestService;
 }  // namespace internal
 
 struct ManagerConfig {
@@ -456,8 +457,6 @@ class Manager {
   void WorkerLoop();
   void MonitorLoop();
   void RunTask(const std::string& id);
-  Status RunCreate(const std::string& id, const Json& request, const std::string& guest);
-  Status RunGuestOp(const std::string& id, const std::string& kind, const Json& request, const std::string& guest);
   // Guests that are the subject of a pending or running task (not to be touched by anyone else).
   Result<std::set<std::string>> GuestsWithTaskInFlight();
   // The guest row `name` names for `p` (see GetGuest). kNotFound, kInvalidArgument (a malformed
@@ -514,6 +513,7 @@ class Manager {
   std::unique_ptr<internal::MigrationDispatcher> migrations_;  // set by Start
   std::unique_ptr<internal::DrsController> drs_;               // set by Start
   std::unique_ptr<internal::HostSessions> sessions_;           // set by Start
+  std::unique_ptr<internal::GuestService> guest_service_;      // set by Start
 };
 
 }  // namespace uw::manager

@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "common/id.h"
+#include "manager/guest_service.h"
 #include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
@@ -90,9 +91,9 @@ void Manager::RunTask(const std::string& id) {
   const std::string guest = (*claimed)->subject;
   Status s;
   if (kind == "guest.create") {
-    s = RunCreate(id, request, guest);
+    s = guest_service_->RunCreate(id, request, guest);
   } else if (kind.rfind("guest.", 0) == 0) {
-    s = RunGuestOp(id, kind, request, guest);
+    s = guest_service_->RunOperation(id, kind, request, guest);
   } else {
     s = tasks_->Finish(id, InternalError("unknown task kind '" + kind + "'"), nullptr);
   }
@@ -103,113 +104,6 @@ void Manager::RunTask(const std::string& id) {
       spdlog::error("task {}: cannot record failure ({}); it is resumed on the next start", id, f.ToString());
     }
   }
-}
-
-Status Manager::RunCreate(const std::string& id, const Json& request, const std::string& guest) {
-  std::string host = request.value("host", "");
-  UW_RETURN_IF_ERROR(tasks_->SetProgress(id, 0.2, "creating the guest on host " + host));
-  Json spec = request.value("spec", Json::object());
-  auto agent = AgentOf(host);
-  Result<AgentGuest> created = agent->Create(spec);
-  if (!created.ok() && created.status().code() == StatusCode::kAlreadyExists) {
-    // Resumed after a crash: the agent made it before the manager could record it.
-    created = agent->Get(guest);
-  }
-  if (!created.ok()) {
-    Status cause = created.status();
-    if (cause.code() == StatusCode::kDeadlineExceeded) {
-      // The agent may have made it after all: best-effort removal before releasing the capacity.
-      (void)agent->Delete(guest, false);
-    }
-    UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-      auto owner = guests_->TenantOf(guest);
-      if (!owner.ok() && owner.status().code() != StatusCode::kNotFound) return owner.status();
-      UW_RETURN_IF_ERROR(guests_->ReleaseCreating(guest));
-      return AddEvent("guest.create_failed", guest, owner.ok() ? *owner : "",
-                      {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
-    }));
-    return tasks_->Finish(id, cause, nullptr);
-  }
-  const std::string state = created->state;
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    UW_RETURN_IF_ERROR(guests_->SetState(guest, state, NowMs()));
-    UW_ASSIGN_OR_RETURN(std::string tenant, guests_->TenantOf(guest));
-    return AddEvent("guest.created", guest, tenant, {{"host", host}, {"state", state}});
-  }));
-  return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
-}
-
-namespace {
-
-// A guest operation's arguments (checked by GuestOperation) sent to the agent as its typed call.
-Result<AgentGuest> CallGuestOp(AgentClient& agent, const std::string& op, const std::string& guest, const Json& args,
-                               const std::string& state_before) {
-  if (op == "restart" || (op == "start" && state_before == "crashed")) {
-    // A crashed domain is kept by libvirt (on_crash preserve): power it off, then boot it again.
-    auto stopped = agent.Stop(guest, StopRequest{.force = true, .timeout_s = std::nullopt});
-    if (!stopped.ok() && stopped.status().code() != StatusCode::kFailedPrecondition) {
-      return stopped.status().WithContext("powering off the crashed guest");
-    }
-    return agent.Start(guest);
-  }
-  if (op == "start") return agent.Start(guest);
-  if (op == "stop") {
-    StopRequest r;
-    r.force = args.value("force", false);
-    if (args.contains("timeout_s")) r.timeout_s = args["timeout_s"].get<int64_t>();
-    return agent.Stop(guest, r);
-  }
-  if (op == "pause") return agent.Pause(guest);
-  if (op == "resume") return agent.Resume(guest);
-  if (op == "resize") {
-    ResizeRequest r;
-    if (args.contains("vcpus")) r.vcpus = args["vcpus"].get<int64_t>();
-    if (args.contains("memory_mib")) r.memory_mib = args["memory_mib"].get<int64_t>();
-    return agent.Resize(guest, r);
-  }
-  return InvalidArgumentError("unknown guest operation '" + op + "'");
-}
-
-}  // namespace
-
-Status Manager::RunGuestOp(const std::string& id, const std::string& kind, const Json& request,
-                           const std::string& guest) {
-  std::string host = request.value("host", "");
-  std::string op = kind.substr(6);
-  Json args = request.value("args", Json::object());
-  UW_RETURN_IF_ERROR(tasks_->SetProgress(id, 0.3, op + " on host " + host));
-  auto g = guests_->Get(guest);
-  if (!g.ok()) return tasks_->Finish(id, g.status(), nullptr);
-  const std::string tenant = g->tenant;
-  auto agent = AgentOf(host);
-  if (op == "delete") {
-    // Forced: the agent powers the guest off (destroy) before it undefines it.
-    const bool force = args.value("force", false);
-    Status deleted = agent->Delete(guest, force);
-    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound)
-      return tasks_->Finish(id, deleted, nullptr);  // gone already
-    UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-      UW_RETURN_IF_ERROR(guests_->Remove(guest));
-      UW_RETURN_IF_ERROR(RemoveGuestFromRules(guest));
-      return AddEvent("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
-    }));
-    return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
-  }
-  auto answer = CallGuestOp(*agent, op, guest, args, g->state);
-  if (!answer.ok()) return tasks_->Finish(id, answer.status(), nullptr);
-  const std::string state = answer->state;
-  UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
-    if (op == "resize") {
-      UW_ASSIGN_OR_RETURN(Json spec, guests_->SpecOf(guest));
-      if (args.contains("vcpus")) spec["vcpus"] = args["vcpus"];
-      if (args.contains("memory_mib")) spec["memory_mib"] = args["memory_mib"];
-      UW_RETURN_IF_ERROR(guests_->SetStateAndSpec(guest, state, spec, NowMs()));
-    } else {
-      UW_RETURN_IF_ERROR(guests_->SetState(guest, state, NowMs()));
-    }
-    return AddEvent("guest." + op, guest, tenant, {{"host", host}, {"state", state}});
-  }));
-  return tasks_->Finish(id, Status::Ok(), {{"guest", guest}, {"state", state}});
 }
 
 }  // namespace uw::manager

@@ -1,0 +1,315 @@
+// The guest service (guest_service.h).
+#include "manager/guest_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "common/id.h"
+#include "manager/event_log.h"
+#include "manager/guest_table.h"
+#include "manager/host_table.h"
+#include "manager/internal.h"
+#include "manager/task_journal.h"
+#include "vmm/hypervisor.h"
+
+namespace uw::manager::internal {
+
+int64_t GuestService::NowMs() const { return ToUnixMillis(d_.clock.Now()); }
+
+Result<Page<Guest>> GuestService::List(const Principal& p, const PageQuery& page) {
+  const bool tenant = p.role == Role::kTenant;
+  PageQuery stored = page;  // a tenant's cursor is a short name, its guests are "<tenant>:<name>" in the store
+  if (tenant && !page.after.empty()) stored.after = GuestKey(p.tenant, page.after);
+  UW_ASSIGN_OR_RETURN(Page<Guest> out,
+                      d_.guests.List(tenant ? std::optional<std::string>(p.tenant) : std::nullopt, stored));
+  if (out.next) out.next = std::string(ShownGuestName(p, *out.next));
+  return out;
+}
+
+Result<Guest> GuestService::Visible(const Principal& p, std::string_view name) {
+  UW_RETURN_IF_ERROR(ValidateGuestName(name, "guest name"));
+  const std::string missing = "guest '" + std::string(name) + "' not found";
+  std::string n(name);
+  const size_t colon = n.find(':');
+  if (p.role == Role::kTenant) {
+    // Its own guests only, by short name (or by full name with its own tenant). A guest created
+    // before names were per tenant is stored under its short name.
+    if (colon != std::string::npos) {
+      if (n.compare(0, colon, p.tenant) != 0 || colon != p.tenant.size()) return NotFoundError(missing);
+      n = n.substr(colon + 1);
+    }
+    UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.FindOfTenant(p.tenant, GuestKey(p.tenant, n), n));
+    if (!g) return NotFoundError(missing);
+    return std::move(*g);
+  }
+  UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n));
+  if (g) return std::move(*g);
+  if (colon == std::string::npos) {
+    // A short name that names one tenant's guest.
+    UW_ASSIGN_OR_RETURN(std::vector<Guest> named, d_.guests.WithShortName(n));
+    if (named.size() == 1) return std::move(named[0]);
+    if (named.size() > 1) {
+      std::string all;
+      for (const auto& r : named) all += (all.empty() ? "" : ", ") + r.name;
+      return FailedPreconditionError("guest name '" + n + "' names guests of several tenants (" + all +
+                                     "): give the full name");
+    }
+  }
+  return NotFoundError(missing);
+}
+
+Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  if (p.role == Role::kTenant) {
+    if (!req.tenant.empty() && req.tenant != p.tenant) {
+      return PermissionDeniedError("tenant: a tenant token may only create guests for its own tenant '" + p.tenant +
+                                   "'");
+    }
+    req.tenant = p.tenant;
+  }
+  for (const auto& [right, field] : req.rights_needed) {
+    if (!p.Holds(right)) {
+      return PermissionDeniedError(field + ": needs the right '" + right +
+                                   "', which this token does not hold (an admin grants it: uwctl token create "
+                                   "--right " +
+                                   right + ")");
+    }
+  }
+  // Names are unique per tenant: the guest is "<tenant>:<name>" in the cluster (and on its host).
+  const std::string short_name = req.name;
+  req.name = GuestKey(req.tenant, short_name);
+  UW_RETURN_IF_ERROR(ValidateGuestName(req.name, "name"));
+  req.agent_spec["name"] = req.name;
+  std::lock_guard placement_lock(d_.placement_mu);
+  UW_ASSIGN_OR_RETURN(bool taken, d_.guests.NameTaken(req.name, req.tenant, short_name));
+  if (taken) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
+  if (!req.pool.empty()) UW_RETURN_IF_ERROR(d_.admit_to_pool(req));
+  // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it
+  // current) and the new guest, unplaced: rules created before it name it and apply. The
+  // engine's admission and placement are the only capacity checks.
+  placement::Vm vm;
+  vm.name = req.name;
+  vm.vcpus = req.vcpus;
+  vm.memory_mib = req.memory_mib;
+  vm.demand = {static_cast<double>(req.vcpus), req.memory_mib};
+  vm.reservation = {0, req.memory_mib};
+  vm.pool = req.pool;
+  vm.kind = req.kind;
+  vm.migratable = req.automation != "disabled";
+  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot(&vm));
+  placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
+  std::erase_if(without_it.vms, [&](const placement::Vm& v) { return v.name == req.name; });
+  if (Status s = placement::AdmitVm(without_it, vm); !s.ok()) {
+    return Status(s.code(), "admission control refused guest '" + req.name + "': " + s.message());
+  }
+  UW_ASSIGN_OR_RETURN(auto index, placement::PlacementIndex::Build(snap, d_.config.placement_policy));
+  placement::PlacementDecision d = index->Place(vm);
+  if (d.host.empty() || d.needs_power_on) {
+    std::string why = d.reason.empty() ? "no host can take it" : d.reason;
+    for (const auto& r : d.rejected) why += "; " + r.host + ": " + r.reason;
+    if (snap.hosts.empty()) why = "no host has joined the cluster yet";
+    return ResourceExhaustedError("no host for guest '" + req.name + "': " + why);
+  }
+  Json rejected = Json::array();
+  for (const auto& r : d.rejected) rejected.push_back({{"host", r.host}, {"reason", r.reason}});
+  std::string task_id = NewId("task");
+  int64_t now = NowMs();
+  Json request = {{"guest", req.name}, {"host", d.host}, {"spec", req.agent_spec}};
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.guests.Admit({.name = req.name,
+                                        .tenant = req.tenant,
+                                        .host = d.host,
+                                        .pool = req.pool.empty() ? std::nullopt : std::optional<std::string>(req.pool),
+                                        .kind = std::string(GuestKindName(req.kind)),
+                                        .vcpus = req.vcpus,
+                                        .memory_mib = req.memory_mib,
+                                        .spec = req.agent_spec,
+                                        .automation = req.automation,
+                                        .placement_reason = d.reason,
+                                        .on_crash = req.on_crash,
+                                        .lease_class = req.lease_class,
+                                        .now_ms = now}));
+    UW_RETURN_IF_ERROR(d_.tasks.Insert(task_id, "guest.create", req.name, req.tenant, request,
+                                       "placed on " + d.host + "; waiting for a worker"));
+    return d_.events.Add(
+        "guest.placed", req.name, req.tenant,
+        {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
+  }));
+  d_.enqueue(task_id);
+  return d_.tasks.Get(task_id);
+}
+
+Result<GuestDetail> GuestService::Get(const Principal& p, std::string_view name) {
+  GuestDetail d;
+  UW_ASSIGN_OR_RETURN(d.guest, Visible(p, name));
+  UW_ASSIGN_OR_RETURN(d.leases, d_.guests.LeasesOf(d.guest.name));
+  return d;
+}
+
+Result<Task> GuestService::Operation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::lock_guard placement_lock(d_.placement_mu);
+  UW_ASSIGN_OR_RETURN(Guest g, Visible(p, name));
+  const std::string guest = g.name;
+  UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(guest));
+  if (busy) {
+    return FailedPreconditionError("guest '" + guest + "' has task " + busy->id + " (" + busy->kind +
+                                   ") in flight: wait for it or cancel it");
+  }
+  if (!g.host) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
+  UW_ASSIGN_OR_RETURN(auto host, d_.hosts.SessionOf(*g.host));
+  if (host.state != "connected" && op != "delete") {
+    return FailedPreconditionError("host " + *g.host + " of guest '" + guest +
+                                   "' is disconnected: wait until it reconnects");
+  }
+  Json request = {{"guest", guest}, {"host", *g.host}, {"args", args}};
+  if (op == "resize") {
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib"}));
+    if (!v.Has("vcpus") && !v.Has("memory_mib")) return InvalidArgumentError("give vcpus and/or memory_mib to resize");
+    if (v.Has("vcpus")) {
+      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("vcpus"));
+      if (n > g.reserved_vcpus) {
+        return InvalidArgumentError("vcpus: " + std::to_string(n) + " is above the guest's maximum of " +
+                                    std::to_string(g.reserved_vcpus) + " (max_vcpus at creation)");
+      }
+    }
+    if (v.Has("memory_mib")) {
+      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("memory_mib"));
+      if (n > g.reserved_memory_mib) {
+        return InvalidArgumentError("memory_mib: " + std::to_string(n) + " is above the guest's reservation of " +
+                                    std::to_string(g.reserved_memory_mib) + " MiB (max_memory_mib at creation)");
+      }
+    }
+  } else if (op == "stop") {
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force", "timeout_s"}));
+    UW_RETURN_IF_ERROR(v.Bool("force", false).status());
+    UW_RETURN_IF_ERROR(v.NonNegativeInt("timeout_s", 0).status());
+  } else if (op == "delete") {
+    // The agent deletes only a stopped guest: refuse here, before any task, unless forced (the
+    // task then powers it off first). A lost guest is gone from its host already.
+    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force"}));
+    UW_ASSIGN_OR_RETURN(bool force, v.Bool("force", false));
+    const std::string& state = g.state;
+    if (!force && state != "shutoff" && state != "lost") {
+      return FailedPreconditionError("guest '" + guest + "' is " + state +
+                                     ": stop it first, or delete with ?force=true (uwctl guest delete --force) "
+                                     "to power it off and delete it");
+    }
+  } else if (op != "start") {
+    return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
+  }
+  return d_.new_task("guest." + std::string(op), guest, g.tenant, request);
+}
+
+Status GuestService::RunCreate(const std::string& id, const Json& request, const std::string& guest) {
+  std::string host = request.value("host", "");
+  UW_RETURN_IF_ERROR(d_.tasks.SetProgress(id, 0.2, "creating the guest on host " + host));
+  Json spec = request.value("spec", Json::object());
+  auto agent = d_.agent_of(host);
+  Result<AgentGuest> created = agent->Create(spec);
+  if (!created.ok() && created.status().code() == StatusCode::kAlreadyExists) {
+    // Resumed after a crash: the agent made it before the manager could record it.
+    created = agent->Get(guest);
+  }
+  if (!created.ok()) {
+    Status cause = created.status();
+    if (cause.code() == StatusCode::kDeadlineExceeded) {
+      // The agent may have made it after all: best-effort removal before releasing the capacity.
+      (void)agent->Delete(guest, false);
+    }
+    UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+      auto owner = d_.guests.TenantOf(guest);
+      if (!owner.ok() && owner.status().code() != StatusCode::kNotFound) return owner.status();
+      UW_RETURN_IF_ERROR(d_.guests.ReleaseCreating(guest));
+      return d_.events.Add("guest.create_failed", guest, owner.ok() ? *owner : "",
+                           {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
+    }));
+    return d_.tasks.Finish(id, cause, nullptr);
+  }
+  const std::string state = created->state;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.guests.SetState(guest, state, NowMs()));
+    UW_ASSIGN_OR_RETURN(std::string tenant, d_.guests.TenantOf(guest));
+    return d_.events.Add("guest.created", guest, tenant, {{"host", host}, {"state", state}});
+  }));
+  return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
+}
+
+namespace {
+
+// A guest operation's arguments (checked by GuestOperation) sent to the agent as its typed call.
+Result<AgentGuest> CallGuestOp(AgentClient& agent, const std::string& op, const std::string& guest, const Json& args,
+                               const std::string& state_before) {
+  if (op == "restart" || (op == "start" && state_before == "crashed")) {
+    // A crashed domain is kept by libvirt (on_crash preserve): power it off, then boot it again.
+    auto stopped = agent.Stop(guest, StopRequest{.force = true, .timeout_s = std::nullopt});
+    if (!stopped.ok() && stopped.status().code() != StatusCode::kFailedPrecondition) {
+      return stopped.status().WithContext("powering off the crashed guest");
+    }
+    return agent.Start(guest);
+  }
+  if (op == "start") return agent.Start(guest);
+  if (op == "stop") {
+    StopRequest r;
+    r.force = args.value("force", false);
+    if (args.contains("timeout_s")) r.timeout_s = args["timeout_s"].get<int64_t>();
+    return agent.Stop(guest, r);
+  }
+  if (op == "pause") return agent.Pause(guest);
+  if (op == "resume") return agent.Resume(guest);
+  if (op == "resize") {
+    ResizeRequest r;
+    if (args.contains("vcpus")) r.vcpus = args["vcpus"].get<int64_t>();
+    if (args.contains("memory_mib")) r.memory_mib = args["memory_mib"].get<int64_t>();
+    return agent.Resize(guest, r);
+  }
+  return InvalidArgumentError("unknown guest operation '" + op + "'");
+}
+
+}  // namespace
+
+Status GuestService::RunOperation(const std::string& id, const std::string& kind, const Json& request,
+                                  const std::string& guest) {
+  std::string host = request.value("host", "");
+  std::string op = kind.substr(6);
+  Json args = request.value("args", Json::object());
+  UW_RETURN_IF_ERROR(d_.tasks.SetProgress(id, 0.3, op + " on host " + host));
+  auto g = d_.guests.Get(guest);
+  if (!g.ok()) return d_.tasks.Finish(id, g.status(), nullptr);
+  const std::string tenant = g->tenant;
+  auto agent = d_.agent_of(host);
+  if (op == "delete") {
+    // Forced: the agent powers the guest off (destroy) before it undefines it.
+    const bool force = args.value("force", false);
+    Status deleted = agent->Delete(guest, force);
+    if (!deleted.ok() && deleted.code() != StatusCode::kNotFound)
+      return d_.tasks.Finish(id, deleted, nullptr);  // gone already
+    UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(d_.guests.Remove(guest));
+      UW_RETURN_IF_ERROR(d_.remove_from_rules(guest));
+      return d_.events.Add("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
+    }));
+    return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
+  }
+  auto answer = CallGuestOp(*agent, op, guest, args, g->state);
+  if (!answer.ok()) return d_.tasks.Finish(id, answer.status(), nullptr);
+  const std::string state = answer->state;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    if (op == "resize") {
+      UW_ASSIGN_OR_RETURN(Json spec, d_.guests.SpecOf(guest));
+      if (args.contains("vcpus")) spec["vcpus"] = args["vcpus"];
+      if (args.contains("memory_mib")) spec["memory_mib"] = args["memory_mib"];
+      UW_RETURN_IF_ERROR(d_.guests.SetStateAndSpec(guest, state, spec, NowMs()));
+    } else {
+      UW_RETURN_IF_ERROR(d_.guests.SetState(guest, state, NowMs()));
+    }
+    return d_.events.Add("guest." + op, guest, tenant, {{"host", host}, {"state", state}});
+  }));
+  return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"state", state}});
+}
+
+}  // namespace uw::manager::internal
