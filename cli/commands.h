@@ -11,10 +11,12 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "api/http.h"
 #include "cli/uwctl.h"
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/status.h"
 
@@ -38,6 +40,9 @@ struct Context {
   std::ostream* out;
   std::ostream* err;
   bool live_progress = false;  // err is a terminal: redraw one progress line in place
+  // Time for --wait: tests give a FakeClock and a sleeper that advances it.
+  Clock* clock = &Clock::Real();
+  std::function<void(Duration)> sleep = [](Duration d) { std::this_thread::sleep_for(d); };
 
   api::HttpClient Client() const { return api::HttpClient({url, token, 60'000, 3'000}); }
 
@@ -50,6 +55,9 @@ struct Context {
   // A list route, page by page (?limit=&after=): the first `limit` items, or (limit 0) all of them,
   // fetched 1,000 at a time. Answers the list's shape: {key: items, "next": ..., "total": N}.
   Result<Json> List(const std::string& path, const char* key, int64_t limit = 0) const;
+  // Polls a task every 200 ms until it is final, printing a progress line on err; answers the final
+  // task, or kDeadlineExceeded after `timeout_s` (on `clock`'s monotonic time).
+  Result<Json> WaitTask(const std::string& id, int timeout_s) const;
   bool AsJson() const { return output == "json"; }
   void PrintJson(const uw::Json& j) const { *out << j.dump(2) << "\n"; }
 };

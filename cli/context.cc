@@ -12,40 +12,6 @@
 namespace uw::cli {
 namespace {
 
-// Polls a task until it is final, printing a progress line on stderr; returns the final task.
-Result<Json> WaitTask(const Context& c, const std::string& id, int timeout_s) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  std::string last;
-  while (true) {
-    UW_ASSIGN_OR_RETURN(Json t, c.Call("GET", "/api/v1/tasks/" + id));
-    std::string state = t.value("state", "?");
-    int pct = static_cast<int>(t.value("progress", 0.0) * 100);
-    std::string bar(pct / 5, '#');
-    bar.resize(20, '.');
-    std::ostringstream line;
-    line << id << " [" << bar << "] " << pct << "% " << state << ": " << t.value("message", "");
-    if (line.str() != last) {
-      // On a terminal one line is redrawn; in a log or a pipe each change is its own line.
-      if (c.live_progress) {
-        *c.err << "\r" << line.str() << "\033[K" << std::flush;
-      } else {
-        *c.err << line.str() << "\n";
-      }
-      last = line.str();
-    }
-    if (state == "succeeded" || state == "failed" || state == "cancelled") {
-      if (c.live_progress) *c.err << "\n";  // end the redrawn line
-      return t;
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      if (c.live_progress) *c.err << "\n";
-      return DeadlineExceededError("task " + id + " is still " + state + " after " + std::to_string(timeout_s) +
-                                   " s; check later with: uwctl task show " + id);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-}
-
 int PrintList(const Context& c, const Json& j, const std::string& key, const std::vector<std::string>& header,
               const std::function<std::vector<std::string>(const Json&)>& row) {
   if (c.AsJson()) {
@@ -71,6 +37,40 @@ std::string Str(const Json& j) {
     return o.str();
   }
   return j.dump();
+}
+
+Result<Json> Context::WaitTask(const std::string& id, int timeout_s) const {
+  const Context& c = *this;
+  const Duration deadline = clock->Monotonic() + std::chrono::seconds(timeout_s);
+  std::string last;
+  while (true) {
+    UW_ASSIGN_OR_RETURN(Json t, c.Call("GET", "/api/v1/tasks/" + id));
+    std::string state = t.value("state", "?");
+    int pct = static_cast<int>(t.value("progress", 0.0) * 100);
+    std::string bar(pct / 5, '#');
+    bar.resize(20, '.');
+    std::ostringstream line;
+    line << id << " [" << bar << "] " << pct << "% " << state << ": " << t.value("message", "");
+    if (line.str() != last) {
+      // On a terminal one line is redrawn; in a log or a pipe each change is its own line.
+      if (c.live_progress) {
+        *c.err << "\r" << line.str() << "\033[K" << std::flush;
+      } else {
+        *c.err << line.str() << "\n";
+      }
+      last = line.str();
+    }
+    if (state == "succeeded" || state == "failed" || state == "cancelled") {
+      if (c.live_progress) *c.err << "\n";  // end the redrawn line
+      return t;
+    }
+    if (clock->Monotonic() >= deadline) {
+      if (c.live_progress) *c.err << "\n";
+      return DeadlineExceededError("task " + id + " is still " + state + " after " + std::to_string(timeout_s) +
+                                   " s; check later with: uwctl task show " + id);
+    }
+    sleep(std::chrono::milliseconds(200));
+  }
 }
 
 int Context::Fail(const Status& s) const {
@@ -122,7 +122,7 @@ int TaskOutcome(const Context& c, const Json& task, bool wait, int timeout_s) {
     }
     return kOk;
   }
-  auto done = WaitTask(c, id, timeout_s);
+  auto done = c.WaitTask(id, timeout_s);
   if (!done.ok()) return c.Fail(done.status());
   if (c.AsJson()) {
     c.PrintJson(*done);

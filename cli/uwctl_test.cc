@@ -2,11 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "api/http.h"
+#include "cli/commands.h"
+#include "common/clock.h"
 #include "manager/fake_agent.h"
 #include "manager/http_api.h"
 #include "manager/manager.h"
@@ -189,6 +192,42 @@ TEST_F(UwctlTest, SnapshotThenOfflinePlan) {
   std::ostringstream o2, e2;
   EXPECT_EQ(uw::cli::Run({"drs", "plan", "--snapshot", file}, o2, e2), 2);
   EXPECT_NE(e2.str().find("cpu_cores"), std::string::npos) << e2.str();
+}
+
+// --wait on a fake clock: a task that stays running ends the wait after its timeout without real
+// sleeping, and one that ends is returned as it ended.
+TEST(WaitTaskTest, FollowsATaskToItsEndOrToTheTimeoutOnTheGivenClock) {
+  std::atomic<int> polls{0};
+  api::Router router;
+  router.AddPublic("GET", "/api/v1/tasks/{id}", [&](const api::Request& req) {
+    const int n = ++polls;
+    const bool done = req.params.at("id") == "task-ends" && n >= 3;
+    return api::Response::Json(200, {{"id", req.params.at("id")},
+                                     {"state", done ? "succeeded" : "running"},
+                                     {"progress", done ? 1.0 : 0.5},
+                                     {"message", "working"}});
+  });
+  api::HttpServer server(api::ServerOptions{}, &router);
+  ASSERT_TRUE(server.Start().ok());
+  FakeClock clock;
+  std::ostringstream out, err;
+  Context c;
+  c.url = "http://127.0.0.1:" + std::to_string(server.port());
+  c.out = &out;
+  c.err = &err;
+  c.clock = &clock;
+  c.sleep = [&](Duration d) { clock.Advance(d); };
+  auto stuck = c.WaitTask("task-stuck", 2);
+  EXPECT_EQ(stuck.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(stuck.status().message().find("still running after 2 s"), std::string::npos) << stuck.status().message();
+  EXPECT_EQ(polls.load(), 11);  // at 0, 0.2, ..., 2.0 s
+  polls = 0;
+  auto ended = c.WaitTask("task-ends", 2);
+  ASSERT_TRUE(ended.ok()) << ended.status().ToString();
+  EXPECT_EQ((*ended)["state"], "succeeded");
+  EXPECT_EQ(polls.load(), 3);
+  EXPECT_NE(err.str().find("task-ends [####################] 100% succeeded"), std::string::npos) << err.str();
+  server.Stop();
 }
 
 }  // namespace
