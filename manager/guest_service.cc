@@ -147,7 +147,7 @@ Result<GuestDetail> GuestService::Get(const Principal& p, std::string_view name)
   return d;
 }
 
-Result<Task> GuestService::Operation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
+Result<Task> GuestService::Operation(const Principal& p, std::string_view name, const GuestOp& op) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
   std::lock_guard placement_lock(d_.placement_mu);
   UW_ASSIGN_OR_RETURN(Guest g, Visible(p, name));
@@ -159,50 +159,42 @@ Result<Task> GuestService::Operation(const Principal& p, std::string_view name, 
   }
   if (!g.host) return FailedPreconditionError("guest '" + guest + "' is not placed on a host");
   UW_ASSIGN_OR_RETURN(auto host, d_.hosts.SessionOf(*g.host));
-  if (host.state != "connected" && op != "delete") {
+  if (host.state != "connected" && op.op != "delete") {
     return FailedPreconditionError("host " + *g.host + " of guest '" + guest +
                                    "' is disconnected: wait until it reconnects");
   }
-  Json request = {{"guest", guest}, {"host", *g.host}, {"args", args}};
-  if (op == "resize") {
-    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
-    UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib"}));
-    if (!v.Has("vcpus") && !v.Has("memory_mib")) return InvalidArgumentError("give vcpus and/or memory_mib to resize");
-    if (v.Has("vcpus")) {
-      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("vcpus"));
-      if (n > g.reserved_vcpus) {
-        return InvalidArgumentError("vcpus: " + std::to_string(n) + " is above the guest's maximum of " +
-                                    std::to_string(g.reserved_vcpus) + " (max_vcpus at creation)");
-      }
+  // The task's arguments, as its run reads them (RunOperation).
+  Json args = Json::object();
+  if (op.op == "resize") {
+    if (op.vcpus && *op.vcpus > g.reserved_vcpus) {
+      return InvalidArgumentError("vcpus: " + std::to_string(*op.vcpus) + " is above the guest's maximum of " +
+                                  std::to_string(g.reserved_vcpus) + " (max_vcpus at creation)");
     }
-    if (v.Has("memory_mib")) {
-      UW_ASSIGN_OR_RETURN(int64_t n, v.PositiveInt("memory_mib"));
-      if (n > g.reserved_memory_mib) {
-        return InvalidArgumentError("memory_mib: " + std::to_string(n) + " is above the guest's reservation of " +
-                                    std::to_string(g.reserved_memory_mib) + " MiB (max_memory_mib at creation)");
-      }
+    if (op.memory_mib && *op.memory_mib > g.reserved_memory_mib) {
+      return InvalidArgumentError("memory_mib: " + std::to_string(*op.memory_mib) +
+                                  " is above the guest's reservation of " + std::to_string(g.reserved_memory_mib) +
+                                  " MiB (max_memory_mib at creation)");
     }
-  } else if (op == "stop") {
-    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
-    UW_RETURN_IF_ERROR(v.RejectUnknown({"force", "timeout_s"}));
-    UW_RETURN_IF_ERROR(v.Bool("force", false).status());
-    UW_RETURN_IF_ERROR(v.NonNegativeInt("timeout_s", 0).status());
-  } else if (op == "delete") {
+    if (op.vcpus) args["vcpus"] = *op.vcpus;
+    if (op.memory_mib) args["memory_mib"] = *op.memory_mib;
+  } else if (op.op == "stop") {
+    args["force"] = op.force;
+    if (op.timeout_s) args["timeout_s"] = *op.timeout_s;
+  } else if (op.op == "delete") {
     // The agent deletes only a stopped guest: refuse here, before any task, unless forced (the
     // task then powers it off first). A lost guest is gone from its host already.
-    UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
-    UW_RETURN_IF_ERROR(v.RejectUnknown({"force"}));
-    UW_ASSIGN_OR_RETURN(bool force, v.Bool("force", false));
     const std::string& state = g.state;
-    if (!force && state != "shutoff" && state != "lost") {
+    if (!op.force && state != "shutoff" && state != "lost") {
       return FailedPreconditionError("guest '" + guest + "' is " + state +
                                      ": stop it first, or delete with ?force=true (uwctl guest delete --force) "
                                      "to power it off and delete it");
     }
-  } else if (op != "start") {
-    return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
+    args["force"] = op.force;
+  } else if (op.op != "start") {
+    return InvalidArgumentError("unknown guest operation '" + op.op + "'");
   }
-  return d_.new_task("guest." + std::string(op), guest, g.tenant, request);
+  Json request = {{"guest", guest}, {"host", *g.host}, {"args", args}};
+  return d_.new_task("guest." + op.op, guest, g.tenant, request);
 }
 
 Status GuestService::RunCreate(const std::string& id, const Json& request, const std::string& guest) {

@@ -65,7 +65,7 @@ class GuestService {
   Result<Task> Create(const Principal& p, GuestCreate req);
   Result<Page<Guest>> List(const Principal& p, const PageQuery& page);
   Result<GuestDetail> Get(const Principal& p, std::string_view name);
-  Result<Task> Operation(const Principal& p, std::string_view name, std::string_view op, const Json& args);
+  Result<Task> Operation(const Principal& p, std::string_view name, const GuestOp& op);
   // The guest row `name` names for `p`. kNotFound (also for another tenant's guest),
   // kInvalidArgument (a malformed name), kFailedPrecondition (a short name that names guests of
   // several tenants).

@@ -40,8 +40,8 @@ Result<Task> Manager::CreateGuest(const Principal& p, GuestCreate req) {
 Result<GuestDetail> Manager::GetGuest(const Principal& p, std::string_view name) {
   return guest_service_->Get(p, name);
 }
-Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args) {
-  return guest_service_->Operation(p, name, op, args);
+Result<Task> Manager::GuestOperation(const Principal& p, std::string_view name, const GuestOp& op) {
+  return guest_service_->Operation(p, name, op);
 }
 Result<Guest> Manager::VisibleGuest(const Principal& p, std::string_view name) {
   return guest_service_->Visible(p, name);

@@ -71,17 +71,7 @@ Result<HostDetail> Manager::SetMaintenance(std::string_view name, bool on) {
   return GetHost(name);
 }
 
-Result<HostDetail> Manager::SetHostGroups(std::string_view name, const Json& body) {
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"groups"}));
-  UW_ASSIGN_OR_RETURN(std::vector<std::string> groups, v.Strings("groups"));
-  std::set<std::string> seen;
-  for (size_t i = 0; i < groups.size(); ++i) {
-    UW_RETURN_IF_ERROR(ValidateName(groups[i], "groups[" + std::to_string(i) + "]"));
-    if (!seen.insert(groups[i]).second) {
-      return InvalidArgumentError("groups[" + std::to_string(i) + "]: group '" + groups[i] + "' listed twice");
-    }
-  }
+Result<HostDetail> Manager::SetHostGroups(std::string_view name, const std::vector<std::string>& groups) {
   UW_RETURN_IF_ERROR(store_->Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(hosts_->SetGroups(name, groups));
     return AddEvent("host.groups_changed", name, "", {{"groups", groups}});

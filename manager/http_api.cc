@@ -174,7 +174,9 @@ class Api {
       if (auto p = Who(req, "operator"); !p.ok()) return Response::Error(p.status());
       auto body = req.JsonBody();
       if (!body.ok()) return Response::Error(body.status());
-      return AnswerAs(m_.SetHostGroups(req.params.at("name"), *body), HostDetailJson);
+      auto groups = ParseHostGroups(*body);
+      if (!groups.ok()) return Response::Error(groups.status());
+      return AnswerAs(m_.SetHostGroups(req.params.at("name"), *groups), HostDetailJson);
     });
     for (bool on : {true, false}) {
       router.Add(on ? "POST" : "DELETE", "/api/v1/hosts/{name}/maintenance", [this, on](const Request& req) {
@@ -184,6 +186,13 @@ class Api {
                           [&] { return AnswerAs(m_.SetMaintenance(req.params.at("name"), on), HostDetailJson); });
       });
     }
+  }
+
+  // A guest route's arguments are checked after the guest is found: a caller who may not see the
+  // guest gets its 404, and learns nothing from the arguments' errors.
+  Response GuestThenError(const Principal& p, const std::string& name, const Status& invalid) {
+    if (auto g = m_.GetGuest(p, name); !g.ok()) return Response::Error(g.status());
+    return Response::Error(invalid);
   }
 
   void BuildGuestRoutes(api::Router& router) {
@@ -228,7 +237,9 @@ class Api {
         }
         args["force"] = it->second == "true" || it->second == "1";
       }
-      return AnswerTask(m_.GuestOperation(*p, req.params.at("name"), "delete", args), *p, 202);
+      auto op = ParseGuestOp("delete", args);
+      if (!op.ok()) return GuestThenError(*p, req.params.at("name"), op.status());
+      return AnswerTask(m_.GuestOperation(*p, req.params.at("name"), *op), *p, 202);
     });
     for (const char* op : {"start", "stop", "resize"}) {
       router.Add("POST", std::string("/api/v1/guests/{name}/") + op, [this, op](const Request& req) {
@@ -237,7 +248,9 @@ class Api {
         return Idempotent(req, *p, [&] {
           auto body = req.OptionalJsonBody();
           if (!body.ok()) return Response::Error(body.status());
-          return AnswerTask(m_.GuestOperation(*p, req.params.at("name"), op, *body), *p, 202);
+          auto parsed = ParseGuestOp(op, *body);
+          if (!parsed.ok()) return GuestThenError(*p, req.params.at("name"), parsed.status());
+          return AnswerTask(m_.GuestOperation(*p, req.params.at("name"), *parsed), *p, 202);
         });
       });
     }
@@ -347,7 +360,9 @@ class Api {
       return Idempotent(req, *p, [&] {
         auto body = req.JsonBody();
         if (!body.ok()) return Response::Error(body.status());
-        return AnswerAs(m_.CreatePool(*body), placement::PoolToJson, 201);
+        auto pool = ParsePoolCreate(*body);
+        if (!pool.ok()) return Response::Error(pool.status());
+        return AnswerAs(m_.CreatePool(*pool), placement::PoolToJson, 201);
       });
     });
     router.Add("GET", "/api/v1/pools/{name}", [this](const Request& req) {
@@ -372,7 +387,9 @@ class Api {
       return Idempotent(req, *p, [&] {
         auto body = req.JsonBody();
         if (!body.ok()) return Response::Error(body.status());
-        return AnswerAs(m_.CreateRule(*body), placement::RuleToJson, 201);
+        auto rule = ParseRuleCreate(*body);
+        if (!rule.ok()) return Response::Error(rule.status());
+        return AnswerAs(m_.CreateRule(*rule), placement::RuleToJson, 201);
       });
     });
     router.Add("GET", "/api/v1/rules/{name}", [this](const Request& req) {
@@ -429,7 +446,9 @@ class Api {
       return Idempotent(req, *p, [&] {
         auto body = req.JsonBody();
         if (!body.ok()) return Response::Error(body.status());
-        return AnswerTask(m_.MigrateGuest(*p, req.params.at("name"), *body), *p, 202);
+        auto move = ParseMigrateRequest(*body);
+        if (!move.ok()) return Response::Error(move.status());
+        return AnswerTask(m_.MigrateGuest(*p, req.params.at("name"), *move), *p, 202);
       });
     });
     router.Add("GET", "/api/v1/migrations", [this](const Request& req) {

@@ -69,17 +69,19 @@ Status Manager::Start() {
   hosts_ = std::make_unique<internal::HostTable>(*store_);
   guests_ = std::make_unique<internal::GuestTable>(*store_);
   listing_ = std::make_unique<internal::GuestListing>(*store_, *guests_);
-  sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{
-      .store = *store_,
-      .events = *events_,
-      .hosts = *hosts_,
-      .guests = *guests_,
-      .tasks = *tasks_,
-      .clock = clock_,
-      .config = config_,
-      .agent_of = [this](const std::string& host) { return AgentOf(host); },
-      .new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
-                         const Json& request) { return NewTask(kind, subject, tenant, request); }});
+  // What the components ask of the manager itself.
+  auto agent_of = [this](const std::string& host) { return AgentOf(host); };
+  auto new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
+                         const Json& request) { return NewTask(kind, subject, tenant, request); };
+  sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{.store = *store_,
+                                                                                    .events = *events_,
+                                                                                    .hosts = *hosts_,
+                                                                                    .guests = *guests_,
+                                                                                    .tasks = *tasks_,
+                                                                                    .clock = clock_,
+                                                                                    .config = config_,
+                                                                                    .agent_of = agent_of,
+                                                                                    .new_task = new_task});
   guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
       .store = *store_,
       .events = *events_,
@@ -90,10 +92,9 @@ Status Manager::Start() {
       .config = config_,
       .placement_mu = placement_mu_,
       .snapshot = [this](const placement::Vm* incoming) { return BuildSnapshot(incoming); },
-      .agent_of = [this](const std::string& host) { return AgentOf(host); },
+      .agent_of = agent_of,
       .enqueue = [this](const std::string& id) { Enqueue(id); },
-      .new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
-                         const Json& request) { return NewTask(kind, subject, tenant, request); },
+      .new_task = new_task,
       .admit_to_pool = [this](GuestCreate& req) { return AdmitToPool(req); },
       .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full

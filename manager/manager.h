@@ -141,6 +141,34 @@ struct DrsConfig {
 // A PUT body over `current`: each field given replaces its value, with its path in errors.
 Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig current);
 
+// A guest operation (POST /api/v1/guests/{name}/{op}, DELETE for delete) with its arguments.
+struct GuestOp {
+  std::string op;                            // start | stop | resize | delete
+  bool force = false;                        // stop: power off at once; delete: power off first
+  std::optional<int64_t> timeout_s;          // stop: how long a clean shutdown may take
+  std::optional<int64_t> vcpus, memory_mib;  // resize: at least one
+};
+// kInvalidArgument naming the field (an unknown op or argument, a wrong type, a resize of nothing).
+Result<GuestOp> ParseGuestOp(std::string_view op, const Json& args);
+
+// An operator's move of one guest (POST /api/v1/guests/{name}/migrate).
+struct MigrateRequest {
+  std::string host;  // the destination
+  bool cold = false;
+  std::optional<double> bandwidth_mib_s;
+  std::optional<int64_t> downtime_limit_ms;
+  std::optional<bool> allow_postcopy;
+};
+Result<MigrateRequest> ParseMigrateRequest(const Json& body);
+
+// PUT /api/v1/hosts/{name}/groups: {"groups": [...]}, each a valid name, none twice.
+Result<std::vector<std::string>> ParseHostGroups(const Json& body);
+// POST /api/v1/pools and /api/v1/rules: one entry of the snapshot format (docs/snapshot-format.md),
+// read by the engine's parser; the checks against the other pools, rules, guests and hosts are the
+// manager's (CreatePool, CreateRule).
+Result<placement::Pool> ParsePoolCreate(const Json& body);
+Result<placement::Rule> ParseRuleCreate(const Json& body);
+
 // One page of a list route (?limit=N&after=KEY). Each list has a fixed order: by name (hosts,
 // guests, pools, rules), oldest first (tokens), by priority (pending recommendations) or newest
 // first (tasks, migrations, every recommendation). `after` is the key (name or id) of the last item
@@ -342,9 +370,9 @@ class Manager {
   // migrations that have not switched over yet (pending ones at once, running ones are aborted and
   // their guests stay on this host). kNotFound for an unknown host.
   Result<HostDetail> SetMaintenance(std::string_view name, bool on);
-  // Body {"groups": ["rack-a", ...]}: the host's groups, which vm-host rules name. Replaces the
-  // previous list. kInvalidArgument naming the field, kNotFound for an unknown host.
-  Result<HostDetail> SetHostGroups(std::string_view name, const Json& body);
+  // The host's groups (ParseHostGroups), which vm-host rules name. Replaces the previous list.
+  // kNotFound for an unknown host.
+  Result<HostDetail> SetHostGroups(std::string_view name, const std::vector<std::string>& groups);
   // Marks hosts whose heartbeat is older than heartbeat_timeout_ms disconnected (the monitor loop
   // calls this; tests call it with a FakeClock).
   void CheckHeartbeats();
@@ -366,9 +394,10 @@ class Manager {
   Result<GuestDetail> GetGuest(const Principal& p, std::string_view name);
   // op: start | stop | resize | delete. Returns the task. kFailedPrecondition when the guest has
   // a task in flight or its host is disconnected, and for delete of a guest that is not stopped
-  // unless args has "force": true (the task then powers it off first). Deleting a guest removes
+  // unless forced (the task then powers it off first); kInvalidArgument for a resize above the
+  // guest's maxima. Deleting a guest removes
   // it from every rule (a rule left with no guest is deleted).
-  Result<Task> GuestOperation(const Principal& p, std::string_view name, std::string_view op, const Json& args);
+  Result<Task> GuestOperation(const Principal& p, std::string_view name, const GuestOp& op);
 
   // --- tasks -----------------------------------------------------------------------------------
   // kNotFound also for another tenant's task.
@@ -409,14 +438,14 @@ class Manager {
   Result<PoolDetail> GetPool(std::string_view name);
   // kResourceExhausted when the pool's reservations cannot be backed by the powered-on hosts
   // (with the other pools' and the guests' reservations).
-  Result<placement::Pool> CreatePool(const Json& body);
+  Result<placement::Pool> CreatePool(const placement::Pool& pool);
   Status DeletePool(std::string_view name);
   Result<Page<placement::Rule>> ListRules(const PageQuery& page = {});
   // kNotFound for an unknown rule.
   Result<RuleDetail> GetRule(std::string_view name);
   // A rule may name guests that do not exist yet: it applies to their placement when they are
   // created. Hosts and host groups must exist.
-  Result<placement::Rule> CreateRule(const Json& body);
+  Result<placement::Rule> CreateRule(const placement::Rule& rule);
   Status DeleteRule(std::string_view name);
 
   // --- DRS -------------------------------------------------------------------------------------
@@ -432,11 +461,10 @@ class Manager {
   // wait for the moves they depend on.
   Result<StartedMoves> ApplyAllRecommendations();
   // --- migration -------------------------------------------------------------------------------
-  // An operator's move of one guest. Body {"host": "h2", "mode": "live"|"cold",
-  // "bandwidth_mib_s", "downtime_limit_ms", "allow_postcopy"}; checked like a plan step.
+  // An operator's move of one guest (ParseMigrateRequest), checked like a plan step.
   // Returns the task. kFailedPrecondition (not running, busy, kind cannot live-migrate),
   // kAborted (the move breaks a required rule or does not fit), kNotFound.
-  Result<Task> MigrateGuest(const Principal& p, std::string_view name, const Json& body);
+  Result<Task> MigrateGuest(const Principal& p, std::string_view name, const MigrateRequest& req);
   // Migration records, newest first (`guest` filters), with the migration config.
   Result<Page<Migration>> ListMigrations(std::string_view guest, const PageQuery& page);
   // kNotFound for an unknown migration.

@@ -84,7 +84,10 @@ class MigrationRunTest : public ::testing::Test {
   Json Migrate(const std::string& name, const std::string& to, const Json& extra = Json::object()) {
     Json body = extra;
     body["host"] = to;
-    auto task = manager_->MigrateGuest(admin_, name, body);
+    auto move = ParseMigrateRequest(body);
+    EXPECT_TRUE(move.ok()) << move.status().ToString();
+    if (!move.ok()) return Json();
+    auto task = manager_->MigrateGuest(admin_, name, *move);
     EXPECT_TRUE(task.ok()) << task.status().ToString();
     return task.ok() ? TaskJson(*task) : Json();
   }

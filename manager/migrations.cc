@@ -39,29 +39,17 @@ Json Manager::MigrationConfigJson() const {
 // ---------------------------------------------------------------------------------------------
 // Starting moves
 
-Result<Task> Manager::MigrateGuest(const Principal& p, std::string_view name, const Json& body) {
+Result<Task> Manager::MigrateGuest(const Principal& p, std::string_view name, const MigrateRequest& req) {
   if (!p.IsOperator()) {
     return PermissionDeniedError("moving guests between hosts needs an operator or admin token");
   }
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, "body"));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"host", "mode", "bandwidth_mib_s", "downtime_limit_ms", "allow_postcopy"}));
-  UW_ASSIGN_OR_RETURN(std::string to, v.String("host"));
-  UW_ASSIGN_OR_RETURN(std::string mode, v.String("mode", "live"));
-  if (mode != "live" && mode != "cold") return v.FieldError("mode", "expected live or cold");
+  // The task's options, as its run reads them (MigrationRun).
   Json options = Json::object();
-  if (v.Has("bandwidth_mib_s")) {
-    UW_ASSIGN_OR_RETURN(double bw, v.Number("bandwidth_mib_s"));
-    if (!(bw > 0)) return v.FieldError("bandwidth_mib_s", "expected a positive number");
-    options["bandwidth_mib_s"] = bw;
-  }
-  if (v.Has("downtime_limit_ms")) {
-    UW_ASSIGN_OR_RETURN(int64_t d, v.PositiveInt("downtime_limit_ms"));
-    options["downtime_limit_ms"] = d;
-  }
-  if (v.Has("allow_postcopy")) {
-    UW_ASSIGN_OR_RETURN(bool pc, v.Bool("allow_postcopy"));
-    options["allow_postcopy"] = pc;
-  }
+  if (req.bandwidth_mib_s) options["bandwidth_mib_s"] = *req.bandwidth_mib_s;
+  if (req.downtime_limit_ms) options["downtime_limit_ms"] = *req.downtime_limit_ms;
+  if (req.allow_postcopy) options["allow_postcopy"] = *req.allow_postcopy;
+  const std::string& to = req.host;
+  const std::string mode = req.cold ? "cold" : "live";
   UW_ASSIGN_OR_RETURN(Guest g, VisibleGuest(p, name));
   if (!g.host) return FailedPreconditionError("guest '" + std::string(name) + "' is not placed on a host");
   std::string from = *g.host;

@@ -31,17 +31,12 @@ Result<Page<placement::Pool>> Manager::ListPools(const PageQuery& page) {
       std::move(pools), page, [](const placement::Pool& p) { return p.name; }, true);
 }
 
-Result<placement::Pool> Manager::CreatePool(const Json& body) {
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
-  UW_RETURN_IF_ERROR(ValidateName(name, "name"));
-  UW_ASSIGN_OR_RETURN(std::string parent, v.String("parent", ""));
+Result<placement::Pool> Manager::CreatePool(const placement::Pool& pool) {
+  const std::string& name = pool.name;
   // Validate with the engine: a snapshot of just the pools plus this one.
   UW_ASSIGN_OR_RETURN(Page<placement::Pool> pools, ListPools());
   placement::Snapshot s;
   s.pools = std::move(pools.items);
-  UW_ASSIGN_OR_RETURN(placement::Pool pool,
-                      placement::ParsePoolJson(body, "pools[" + std::to_string(s.pools.size()) + "]"));
   s.pools.push_back(pool);
   UW_RETURN_IF_ERROR(placement::ValidateSnapshot(s));
   const Json spec = placement::PoolToJson(pool);
@@ -77,19 +72,15 @@ Result<Page<placement::Rule>> Manager::ListRules(const PageQuery& page) {
       std::move(rules), page, [](const placement::Rule& r) { return r.name; }, true);
 }
 
-Result<placement::Rule> Manager::CreateRule(const Json& body) {
-  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
-  UW_RETURN_IF_ERROR(ValidateName(name, "name"));
+Result<placement::Rule> Manager::CreateRule(const placement::Rule& rule) {
+  const std::string& name = rule.name;
   // Validated by the engine on the current cluster, where guests the rule names that do not exist
   // yet stand in as unplaced guests (the rule applies to them when they are created).
   UW_ASSIGN_OR_RETURN(placement::Snapshot s, BuildSnapshot());
-  UW_ASSIGN_OR_RETURN(placement::Rule rule, placement::ParseRuleJson(body, "rules[0]"));
   std::set<std::string> known;
   for (const auto& vm : s.vms) known.insert(vm.name);
   for (const auto& n : rule.vms) {
     if (!known.insert(n).second) continue;
-    UW_RETURN_IF_ERROR(ValidateGuestName(n, "vms[]"));
     placement::Vm placeholder;
     placeholder.name = n;
     placeholder.vcpus = 1;

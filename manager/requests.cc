@@ -312,4 +312,86 @@ Result<HostJoin> ParseHostJoin(const Json& body) {
   return h;
 }
 
+Result<GuestOp> ParseGuestOp(std::string_view op, const Json& args) {
+  GuestOp out;
+  out.op = op;
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(args, ""));
+  if (op == "resize") {
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib"}));
+    if (!v.Has("vcpus") && !v.Has("memory_mib")) return InvalidArgumentError("give vcpus and/or memory_mib to resize");
+    if (v.Has("vcpus")) {
+      UW_ASSIGN_OR_RETURN(out.vcpus, v.PositiveInt("vcpus"));
+    }
+    if (v.Has("memory_mib")) {
+      UW_ASSIGN_OR_RETURN(out.memory_mib, v.PositiveInt("memory_mib"));
+    }
+  } else if (op == "stop") {
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force", "timeout_s"}));
+    UW_ASSIGN_OR_RETURN(out.force, v.Bool("force", false));
+    if (v.Has("timeout_s")) {
+      UW_ASSIGN_OR_RETURN(out.timeout_s, v.NonNegativeInt("timeout_s", 0));
+    }
+  } else if (op == "delete") {
+    UW_RETURN_IF_ERROR(v.RejectUnknown({"force"}));
+    UW_ASSIGN_OR_RETURN(out.force, v.Bool("force", false));
+  } else if (op != "start") {
+    return InvalidArgumentError("unknown guest operation '" + std::string(op) + "'");
+  }
+  return out;
+}
+
+Result<MigrateRequest> ParseMigrateRequest(const Json& body) {
+  MigrateRequest out;
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, "body"));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"host", "mode", "bandwidth_mib_s", "downtime_limit_ms", "allow_postcopy"}));
+  UW_ASSIGN_OR_RETURN(out.host, v.String("host"));
+  UW_ASSIGN_OR_RETURN(std::string mode, v.String("mode", "live"));
+  if (mode != "live" && mode != "cold") return v.FieldError("mode", "expected live or cold");
+  out.cold = mode == "cold";
+  if (v.Has("bandwidth_mib_s")) {
+    UW_ASSIGN_OR_RETURN(double bw, v.Number("bandwidth_mib_s"));
+    if (!(bw > 0)) return v.FieldError("bandwidth_mib_s", "expected a positive number");
+    out.bandwidth_mib_s = bw;
+  }
+  if (v.Has("downtime_limit_ms")) {
+    UW_ASSIGN_OR_RETURN(out.downtime_limit_ms, v.PositiveInt("downtime_limit_ms"));
+  }
+  if (v.Has("allow_postcopy")) {
+    UW_ASSIGN_OR_RETURN(out.allow_postcopy, v.Bool("allow_postcopy"));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> ParseHostGroups(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"groups"}));
+  UW_ASSIGN_OR_RETURN(std::vector<std::string> groups, v.Strings("groups"));
+  std::set<std::string> seen;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    UW_RETURN_IF_ERROR(ValidateName(groups[i], "groups[" + std::to_string(i) + "]"));
+    if (!seen.insert(groups[i]).second) {
+      return InvalidArgumentError("groups[" + std::to_string(i) + "]: group '" + groups[i] + "' listed twice");
+    }
+  }
+  return groups;
+}
+
+Result<placement::Pool> ParsePoolCreate(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(name, "name"));
+  return placement::ParsePoolJson(body, "");
+}
+
+Result<placement::Rule> ParseRuleCreate(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_ASSIGN_OR_RETURN(std::string name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(name, "name"));
+  UW_ASSIGN_OR_RETURN(placement::Rule rule, placement::ParseRuleJson(body, ""));
+  for (size_t i = 0; i < rule.vms.size(); ++i) {
+    UW_RETURN_IF_ERROR(ValidateGuestName(rule.vms[i], "vms[" + std::to_string(i) + "]"));
+  }
+  return rule;
+}
+
 }  // namespace uw::manager
