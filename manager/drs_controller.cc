@@ -68,12 +68,9 @@ Result<Page<Recommendation>> DrsController::Recommendations(bool pending_only, c
       std::move(pending), page, [](const Recommendation& r) { return r.id; }, false);
 }
 
-Result<placement::Plan> DrsController::DryRun(const Json* snapshot) {
+Result<placement::Plan> DrsController::DryRun(const placement::Snapshot* snapshot) {
   // A given snapshot is planned by the default policy; the live cluster by the configured one.
-  if (snapshot) {
-    UW_ASSIGN_OR_RETURN(placement::Snapshot snap, placement::ParseSnapshot(*snapshot));
-    return placement::MakePlan(snap, "drs");
-  }
+  if (snapshot) return placement::MakePlan(*snapshot, "drs");
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());
   UW_ASSIGN_OR_RETURN(DrsConfig cfg, Config());
   return placement::MakePlan(snap, cfg.policy);

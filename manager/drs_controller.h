@@ -60,7 +60,7 @@ class DrsController {
   // Every pending one, in one order (a move that frees room starts before the one that needs it).
   Result<StartedMoves> ApplyAll();
   // A plan on `snapshot` (the default policy) or on the live cluster (the configured one).
-  Result<placement::Plan> DryRun(const Json* snapshot);
+  Result<placement::Plan> DryRun(const placement::Snapshot* snapshot);
   // One pass: plan, store the moves as the pending recommendations (with a drs.pass event), start
   // those that automation allows: all in automatic mode, and in any mode the evacuation of hosts
   // in maintenance; never a guest whose own automation is manual, or disabled, or that has a task

@@ -459,7 +459,7 @@ class Api {
       auto migrations = m_.ListMigrations(guest, *page);
       if (!migrations.ok()) return Response::Error(migrations.status());
       Json j = PageView("migrations", *migrations, MigrationJson);
-      j["config"] = m_.MigrationConfigJson();
+      j["config"] = MigrationConfigJson(m_.config());
       return Response::Json(200, j);
     });
     router.Add("GET", "/api/v1/migrations/{id}", [this](const Request& req) {
@@ -477,7 +477,9 @@ class Api {
       if (body->contains("snapshot")) {
         if (!(*body)["snapshot"].is_object())
           return Response::Error(InvalidArgumentError("snapshot: expected an object"));
-        return AnswerAs(m_.DryRunPlan(&(*body)["snapshot"]), placement::PlanToJson);
+        auto snapshot = placement::ParseSnapshot((*body)["snapshot"]);
+        if (!snapshot.ok()) return Response::Error(snapshot.status());
+        return AnswerAs(m_.DryRunPlan(&*snapshot), placement::PlanToJson);
       }
       if (!body->empty()) return Response::Error(InvalidArgumentError("body: expected {} or {\"snapshot\": {...}}"));
       return AnswerAs(m_.DryRunPlan(nullptr), placement::PlanToJson);

@@ -212,7 +212,7 @@ Result<Page<Recommendation>> Manager::ListRecommendations(bool pending_only, con
 }
 Result<Task> Manager::ApplyRecommendation(std::string_view id) { return drs_->Apply(id); }
 Result<StartedMoves> Manager::ApplyAllRecommendations() { return drs_->ApplyAll(); }
-Result<placement::Plan> Manager::DryRunPlan(const Json* snapshot) { return drs_->DryRun(snapshot); }
+Result<placement::Plan> Manager::DryRunPlan(const placement::Snapshot* snapshot) { return drs_->DryRun(snapshot); }
 Result<DrsPass> Manager::RunDrs() { return drs_->RunPass(); }
 
 Status Manager::AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data) {

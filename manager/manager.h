@@ -469,9 +469,8 @@ class Manager {
   Result<Page<Migration>> ListMigrations(std::string_view guest, const PageQuery& page);
   // kNotFound for an unknown migration.
   Result<Migration> GetMigration(std::string_view id);
-  Json MigrationConfigJson() const;
   // A plan on `snapshot` (or on the current state when null); nothing is stored.
-  Result<placement::Plan> DryRunPlan(const Json* snapshot);
+  Result<placement::Plan> DryRunPlan(const placement::Snapshot* snapshot);
   // The placement snapshot of the current state (docs/snapshot-format.md).
   Result<placement::Snapshot> ClusterSnapshot();
   // One DRS pass: plan, store recommendations (manual) or apply them (automatic). Returns the plan.

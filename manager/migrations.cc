@@ -26,16 +26,6 @@ namespace uw::manager {
 
 namespace mg = uw::migration;
 
-Json Manager::MigrationConfigJson() const {
-  return {{"per_host", config_.migration_caps.per_host},
-          {"cluster", config_.migration_caps.cluster},
-          {"poll_ms", config_.migration_poll_ms},
-          {"agent_grace_ms", config_.migration_agent_grace_ms},
-          {"verify_window_ms", config_.migration_verify_window_ms},
-          {"verify_timeout_ms", config_.migration_verify_timeout_ms},
-          {"convergence", mg::ConvergencePolicyToJson(config_.convergence)}};
-}
-
 // ---------------------------------------------------------------------------------------------
 // Starting moves
 

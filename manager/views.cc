@@ -184,4 +184,14 @@ Json EventJson(const Event& e, const Principal& p) {
   return j;
 }
 
+Json MigrationConfigJson(const ManagerConfig& config) {
+  return {{"per_host", config.migration_caps.per_host},
+          {"cluster", config.migration_caps.cluster},
+          {"poll_ms", config.migration_poll_ms},
+          {"agent_grace_ms", config.migration_agent_grace_ms},
+          {"verify_window_ms", config.migration_verify_window_ms},
+          {"verify_timeout_ms", config.migration_verify_timeout_ms},
+          {"convergence", migration::ConvergencePolicyToJson(config.convergence)}};
+}
+
 }  // namespace uw::manager

@@ -69,4 +69,7 @@ Json PageView(const char* key, const Page<T>& page, View view) {
   return internal::PageJson(key, std::move(items), page.total, page.next);
 }
 
+// The migration settings in force (GET /api/v1/migrations shows them as "config").
+Json MigrationConfigJson(const ManagerConfig& config);
+
 }  // namespace uw::manager
