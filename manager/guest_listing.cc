@@ -125,17 +125,6 @@ using Col = GuestTable::ListingColumn;
 // Listings kept (one for everyone who sees all guests, one per tenant that listed lately).
 constexpr size_t kMaxCachedListings = 64;
 
-// The tenant whose guests `p` lists; nullopt: everyone's.
-std::optional<std::string> ListingTenant(const Principal& p) {
-  return p.role == Role::kTenant ? std::optional<std::string>(p.tenant) : std::nullopt;
-}
-
-// A page's cursor as the store keys guests: a tenant's cursor is a short name, its guests are
-// "<tenant>:<name>" in the store.
-std::string StoredCursor(const Principal& p, const std::string& after) {
-  return p.role == Role::kTenant && !after.empty() ? GuestKey(p.tenant, after) : after;
-}
-
 }  // namespace
 
 GuestListing::SpecFacts GuestListing::DeriveSpecFacts(std::string_view spec_text) {

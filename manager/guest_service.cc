@@ -18,11 +18,9 @@ namespace uw::manager::internal {
 int64_t GuestService::NowMs() const { return ToUnixMillis(d_.clock.Now()); }
 
 Result<Page<Guest>> GuestService::List(const Principal& p, const PageQuery& page) {
-  const bool tenant = p.role == Role::kTenant;
-  PageQuery stored = page;  // a tenant's cursor is a short name, its guests are "<tenant>:<name>" in the store
-  if (tenant && !page.after.empty()) stored.after = GuestKey(p.tenant, page.after);
-  UW_ASSIGN_OR_RETURN(Page<Guest> out,
-                      d_.guests.List(tenant ? std::optional<std::string>(p.tenant) : std::nullopt, stored));
+  PageQuery stored = page;
+  stored.after = StoredCursor(p, page.after);
+  UW_ASSIGN_OR_RETURN(Page<Guest> out, d_.guests.List(ListingTenant(p), stored));
   if (out.next) out.next = std::string(ShownGuestName(p, *out.next));
   return out;
 }

@@ -174,6 +174,14 @@ Result<std::vector<std::string>> GuestTable::NamesOn(std::string_view host) {
   return out;
 }
 
+std::optional<std::string> ListingTenant(const Principal& p) {
+  return p.role == Role::kTenant ? std::optional<std::string>(p.tenant) : std::nullopt;
+}
+
+std::string StoredCursor(const Principal& p, const std::string& after) {
+  return p.role == Role::kTenant && !after.empty() ? GuestKey(p.tenant, after) : after;
+}
+
 Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
   UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, host, pool, kind, vcpus, memory_mib, state, automation, "
                                               "cpu_used, memory_used_mib, migrating_to FROM guests ORDER BY name"));

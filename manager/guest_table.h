@@ -29,6 +29,12 @@
 
 namespace uw::manager::internal {
 
+// The tenant whose guests `p` lists (ScanListing, Count, List); nullopt: everyone's.
+std::optional<std::string> ListingTenant(const Principal& p);
+// A page's cursor as the store keys guests: a tenant's cursor is a short name, its guests are
+// "<tenant>:<name>" in the store.
+std::string StoredCursor(const Principal& p, const std::string& after);
+
 // A guests row (SELECT *) as the core returns it.
 Guest GuestOfRow(const SqlRow& r);
 

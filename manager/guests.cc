@@ -51,6 +51,4 @@ Result<std::string> Manager::ListGuestsBody(const Principal& p, const PageQuery&
   return listing_->Body(p, page);
 }
 
-Result<std::set<std::string>> Manager::GuestsWithTaskInFlight() { return tasks_->SubjectsInFlight(); }
-
 }  // namespace uw::manager

@@ -484,8 +484,6 @@ class Manager {
   void WorkerLoop();
   void MonitorLoop();
   void RunTask(const std::string& id);
-  // Guests that are the subject of a pending or running task (not to be touched by anyone else).
-  Result<std::set<std::string>> GuestsWithTaskInFlight();
   // The guest row `name` names for `p` (see GetGuest). kNotFound, kInvalidArgument (a malformed
   // name), kFailedPrecondition (a short name that names guests of several tenants).
   Result<Guest> VisibleGuest(const Principal& p, std::string_view name);

@@ -72,7 +72,7 @@ Result<StartedMoves> Manager::StartMoves(const std::vector<placement::Move>& mov
   std::lock_guard l(placement_mu_);
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, BuildSnapshot());
   // Guests already busy (a task in flight) are not moved again.
-  UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, GuestsWithTaskInFlight());
+  UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, tasks_->SubjectsInFlight());
   std::vector<placement::Move> candidates;
   std::vector<std::string> candidate_recs;
   StartedMoves out;

@@ -42,13 +42,12 @@ Result<placement::Pool> PoolTable::Get(std::string_view name) {
   return PoolOfRow(r);
 }
 
-Result<std::vector<placement::Pool>> PoolTable::Chain(std::string_view name) {
-  UW_ASSIGN_OR_RETURN(std::vector<placement::Pool> all, List());
-  std::map<std::string, const placement::Pool*> by_name;
-  for (const auto& p : all) by_name[p.name] = &p;
+Result<std::vector<placement::Pool>> PoolChain(const std::vector<placement::Pool>& pools, std::string_view name) {
+  std::map<std::string, const placement::Pool*, std::less<>> by_name;
+  for (const auto& p : pools) by_name[p.name] = &p;
   std::vector<placement::Pool> chain;
   // At most every pool once: a cycle (which the engine's checks refuse) cannot loop here.
-  for (std::string cur(name); !cur.empty() && chain.size() <= all.size();) {
+  for (std::string cur(name); !cur.empty() && chain.size() <= pools.size();) {
     auto it = by_name.find(cur);
     if (it == by_name.end()) return NotFoundError("pool '" + cur + "' not found");
     chain.push_back(*it->second);
@@ -57,13 +56,12 @@ Result<std::vector<placement::Pool>> PoolTable::Chain(std::string_view name) {
   return chain;
 }
 
-Result<std::set<std::string>> PoolTable::Subtree(std::string_view name) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, parent FROM pools"));
+std::set<std::string> PoolSubtree(const std::vector<placement::Pool>& pools, std::string_view name) {
   std::set<std::string> subtree = {std::string(name)};
   for (bool grew = true; grew;) {
     grew = false;
-    for (const auto& r : rows) {
-      if (!r.IsNull("parent") && subtree.count(r.Str("parent")) && subtree.insert(r.Str("name")).second) grew = true;
+    for (const auto& p : pools) {
+      if (!p.parent.empty() && subtree.count(p.parent) && subtree.insert(p.name).second) grew = true;
     }
   }
   return subtree;

@@ -4,7 +4,7 @@
 // a reference to the store; each user (the pool and rule routes, admission, the snapshot builder)
 // makes one where it needs it.
 //
-//   CreatePool / CreateRule --Insert--> pools, rules <--List / Get / Chain-- admission, snapshot
+//   CreatePool / CreateRule --Insert--> pools, rules <--List / Get-- admission, snapshot
 //   guest delete --Save / Delete (a rule loses the guest)--^
 //
 // The store's triggers refuse to delete a pool that still has guests or child pools.
@@ -31,10 +31,6 @@ class PoolTable {
 
   Result<std::vector<placement::Pool>> List();         // by name
   Result<placement::Pool> Get(std::string_view name);  // kNotFound names it
-  // The pool and its ancestors, nearest first. kNotFound names the first pool that is missing.
-  Result<std::vector<placement::Pool>> Chain(std::string_view name);
-  // The pool and every pool below it.
-  Result<std::set<std::string>> Subtree(std::string_view name);
 
   Status Insert(const placement::Pool& pool);  // kAlreadyExists names it
   // kNotFound; kFailedPrecondition while it has guests or child pools.
@@ -43,6 +39,12 @@ class PoolTable {
  private:
   Store& store_;
 };
+
+// Over the pools as List read them (one read serves both):
+// the pool and its ancestors, nearest first. kNotFound names the first pool that is missing.
+Result<std::vector<placement::Pool>> PoolChain(const std::vector<placement::Pool>& pools, std::string_view name);
+// The pool and every pool below it.
+std::set<std::string> PoolSubtree(const std::vector<placement::Pool>& pools, std::string_view name);
 
 class RuleTable {
  public:

@@ -60,13 +60,13 @@ TEST_F(PoolRuleTablesTest, PoolsAreStoredAsTheEngineReadsThemWithTheirChainAndSu
   auto web = pools.Get("web");
   ASSERT_TRUE(web.ok());
   EXPECT_EQ(*web, Pool("web", "prod", 4.0));
-  auto chain = pools.Chain("api");
+  auto chain = PoolChain(*all, "api");
   ASSERT_TRUE(chain.ok());
   ASSERT_EQ(chain->size(), 3u);
   EXPECT_EQ((*chain)[1].name, "web");
   EXPECT_EQ((*chain)[2].name, "prod");
-  EXPECT_EQ(pools.Chain("nope").status().message(), "pool 'nope' not found");
-  EXPECT_EQ(*pools.Subtree("prod"), (std::set<std::string>{"api", "prod", "web"}));
+  EXPECT_EQ(PoolChain(*all, "nope").status().message(), "pool 'nope' not found");
+  EXPECT_EQ(PoolSubtree(*all, "prod"), (std::set<std::string>{"api", "prod", "web"}));
   EXPECT_EQ(pools.Get("nope").status().message(), "pool 'nope' not found");
 }
 

@@ -173,12 +173,12 @@ CpuTune PoolCpuTune(const std::vector<placement::Pool>& chain, int64_t vcpus, Gu
 
 // A create into a pool whose CPU limit (vCPUs of its guests) or memory limit (their memory) it would
 // exceed, at any level of the pool tree: kResourceExhausted naming the pool and figures.
-Status CheckPoolLimits(Store& store, GuestTable& guests, const std::vector<placement::Pool>& chain,
-                       const GuestCreate& req) {
-  internal::PoolTable pools(store);
+// `pools` are all of them, `chain` the new guest's pool and its ancestors.
+Status CheckPoolLimits(GuestTable& guests, const std::vector<placement::Pool>& pools,
+                       const std::vector<placement::Pool>& chain, const GuestCreate& req) {
   UW_ASSIGN_OR_RETURN(std::vector<internal::PooledGrant> pooled, guests.PooledGrants());
   for (const placement::Pool& p : chain) {
-    UW_ASSIGN_OR_RETURN(const std::set<std::string> subtree, pools.Subtree(p.name));
+    const std::set<std::string> subtree = internal::PoolSubtree(pools, p.name);
     int64_t vcpus = 0, memory = 0, count = 0;
     for (const auto& g : pooled) {
       if (!subtree.count(g.pool)) continue;
@@ -205,13 +205,13 @@ Status CheckPoolLimits(Store& store, GuestTable& guests, const std::vector<place
 }  // namespace
 
 Status Manager::AdmitToPool(GuestCreate& req) {
-  internal::PoolTable pools(*store_);
-  auto chain = pools.Chain(req.pool);
+  UW_ASSIGN_OR_RETURN(std::vector<placement::Pool> pools, internal::PoolTable(*store_).List());
+  auto chain = internal::PoolChain(pools, req.pool);
   if (chain.status().code() == StatusCode::kNotFound) {
     return NotFoundError("pool '" + req.pool + "' not found: create it first (POST /api/v1/pools)");
   }
   UW_RETURN_IF_ERROR(chain.status());
-  UW_RETURN_IF_ERROR(CheckPoolLimits(*store_, *guests_, *chain, req));
+  UW_RETURN_IF_ERROR(CheckPoolLimits(*guests_, pools, *chain, req));
   // The pool's shares and CPU limit reach the guest's cputune (fields the request sets win, except
   // that the pool's limit caps a larger or unlimited quota).
   const CpuTune tune = PoolCpuTune(*chain, req.vcpus, req.kind);
