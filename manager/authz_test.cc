@@ -235,6 +235,15 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"GET /api/v1/migrations", "GET", "/api/v1/migrations", "", "YYYYDD"},
       {"GET /api/v1/migrations/{id}", "GET", "/api/v1/migrations/mig-nope", "", "NNNNDD"},
       {"GET /api/v1/cluster/snapshot", "GET", "/api/v1/cluster/snapshot", "", "YYYYDD"},
+      {"GET /api/v1/leases", "GET", "/api/v1/leases", "", "YYYYYY"},
+      {"GET /api/v1/leases/{id}", "GET", "/api/v1/leases/lease-nope", "", "NNNNNN"},
+      {"POST /api/v1/leases/{id}/extend", "POST", "/api/v1/leases/lease-nope/extend", "{}", "YYDDYY"},
+      {"POST /api/v1/leases/{id}/release", "POST", "/api/v1/leases/lease-nope/release", "", "NNDDNN"},
+      {"POST /api/v1/leases/{id}/reclaim", "POST", "/api/v1/leases/lease-nope/reclaim", "{}", "YYDDDD"},
+      {"GET /api/v1/notices", "GET", "/api/v1/notices", "", "YYYYYY"},
+      {"GET /api/v1/notices/{id}", "GET", "/api/v1/notices/notice-nope", "", "NNNNNN"},
+      {"POST /api/v1/notices/{id}/reply", "POST", "/api/v1/notices/notice-nope/reply", "{}", "YYDDYY"},
+      {"GET /api/v1/repossessions", "GET", "/api/v1/repossessions", "", "YYYYYY"},
   };
   std::set<std::string> covered;
   for (const auto& c : table) {

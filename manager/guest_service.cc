@@ -10,6 +10,7 @@
 #include "manager/guest_table.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
+#include "manager/lease_service.h"
 #include "manager/task_journal.h"
 #include "vmm/hypervisor.h"
 
@@ -126,8 +127,8 @@ Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
                                         .automation = req.automation,
                                         .placement_reason = d.reason,
                                         .on_crash = req.on_crash,
-                                        .lease_class = req.lease_class,
                                         .now_ms = now}));
+    UW_RETURN_IF_ERROR(d_.leases.Open(req, req.name, req.tenant, now));
     UW_RETURN_IF_ERROR(d_.tasks.Insert(task_id, "guest.create", req.name, req.tenant, request,
                                        "placed on " + d.host + "; waiting for a worker"));
     return d_.events.Add(
@@ -141,7 +142,7 @@ Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
 Result<GuestDetail> GuestService::Get(const Principal& p, std::string_view name) {
   GuestDetail d;
   UW_ASSIGN_OR_RETURN(d.guest, Visible(p, name));
-  UW_ASSIGN_OR_RETURN(d.leases, d_.guests.LeasesOf(d.guest.name));
+  UW_ASSIGN_OR_RETURN(d.leases, d_.leases.OfGuest(d.guest.name));
   return d;
 }
 
@@ -214,6 +215,7 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
     UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
       auto owner = d_.guests.TenantOf(guest);
       if (!owner.ok() && owner.status().code() != StatusCode::kNotFound) return owner.status();
+      UW_RETURN_IF_ERROR(d_.leases.Fail(guest, NowMs(), "the create failed: " + cause.ToString()));
       UW_RETURN_IF_ERROR(d_.guests.ReleaseCreating(guest));
       return d_.events.Add("guest.create_failed", guest, owner.ok() ? *owner : "",
                            {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
@@ -223,6 +225,7 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
   const std::string state = created->state;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(d_.guests.SetState(guest, state, NowMs()));
+    UW_RETURN_IF_ERROR(d_.leases.Activate(guest, NowMs()));
     UW_ASSIGN_OR_RETURN(std::string tenant, d_.guests.TenantOf(guest));
     return d_.events.Add("guest.created", guest, tenant, {{"host", host}, {"state", state}});
   }));
@@ -280,6 +283,7 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
       return d_.tasks.Finish(id, deleted, nullptr);  // gone already
     UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(d_.guests.Remove(guest));
+      UW_RETURN_IF_ERROR(d_.leases.Close(guest, NowMs(), "the guest was deleted"));
       UW_RETURN_IF_ERROR(d_.remove_from_rules(guest));
       return d_.events.Add("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
     }));
@@ -294,8 +298,15 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
       if (args.contains("vcpus")) spec["vcpus"] = args["vcpus"];
       if (args.contains("memory_mib")) spec["memory_mib"] = args["memory_mib"];
       UW_RETURN_IF_ERROR(d_.guests.SetStateAndSpec(guest, state, spec, NowMs()));
+      auto amount = [&](const char* k) {
+        return args.contains(k) ? std::optional<int64_t>(args[k].get<int64_t>()) : std::nullopt;
+      };
+      UW_RETURN_IF_ERROR(d_.leases.Regrant(guest, amount("vcpus"), amount("memory_mib"), NowMs(),
+                                           request.value("by", "") == "lease" ? "the guest was resized (lease)"
+                                                                              : "the guest was resized by request"));
     } else {
       UW_RETURN_IF_ERROR(d_.guests.SetState(guest, state, NowMs()));
+      if (op == "start" && state == "running") UW_RETURN_IF_ERROR(d_.leases.Reopen(guest, NowMs()));
     }
     return d_.events.Add("guest." + op, guest, tenant, {{"host", host}, {"state", state}});
   }));

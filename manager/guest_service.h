@@ -32,6 +32,7 @@ namespace uw::manager::internal {
 class EventLog;
 class GuestTable;
 class HostTable;
+class LeaseService;
 class TaskJournal;
 
 class GuestService {
@@ -42,6 +43,7 @@ class GuestService {
     HostTable& hosts;
     GuestTable& guests;
     TaskJournal& tasks;
+    LeaseService& leases;  // each guest's lease, written with its row
     Clock& clock;
     const ManagerConfig& config;  // the placement policy
     std::mutex& placement_mu;     // serializes admission + placement + reservation

@@ -62,22 +62,11 @@ Guest GuestOfRow(const SqlRow& r) {
 }
 
 Status GuestTable::Admit(const Admitted& g) {
-  UW_RETURN_IF_ERROR(
-      store_.Exec("INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
+  return store_.Exec("INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
                   "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', "
                   "?, ?, ?, ?, ?)",
                   {g.name, g.tenant, g.host, OrNull(g.pool), g.kind, g.vcpus, g.memory_mib, Dump(g.spec), g.automation,
-                   g.placement_reason, g.on_crash, g.now_ms, g.now_ms}));
-  for (auto [resource, amount] : {std::pair<const char*, double>{"vcpu", static_cast<double>(g.vcpus)},
-                                  {"memory_mib", static_cast<double>(g.memory_mib)}}) {
-    // A guaranteed grant may not be shrunk below what it grants; others may fall to nothing.
-    UW_RETURN_IF_ERROR(
-        store_.Exec("INSERT INTO leases(id, guest, resource, floor, grant_amount, term_end_ms, class, created_ms) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
-                    {NewId("lease"), g.name, std::string(resource), g.lease_class == "guaranteed" ? amount : 0.0,
-                     amount, g.lease_class, g.now_ms}));
-  }
-  return Status::Ok();
+                   g.placement_reason, g.on_crash, g.now_ms, g.now_ms});
 }
 
 Status GuestTable::AddFound(const Found& g) {
@@ -137,19 +126,6 @@ Result<Json> GuestTable::SpecOf(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r,
                       store_.QueryOne("SELECT spec FROM guests WHERE name = ?", {std::string(name)}, NotFound(name)));
   return r.JsonOf("spec");
-}
-
-Result<std::vector<GuestLease>> GuestTable::LeasesOf(std::string_view name) {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_.Query("SELECT * FROM leases WHERE guest = ? ORDER BY resource", {std::string(name)}));
-  std::vector<GuestLease> out;
-  out.reserve(rows.size());
-  for (const auto& l : rows) {
-    out.push_back({l.Str("id"), l.Str("resource"), l.Real("floor"), l.Real("grant_amount"),
-                   l.IsNull("term_end_ms") ? std::nullopt : std::optional<int64_t>(l.Int("term_end_ms")),
-                   l.Str("class")});
-  }
-  return out;
 }
 
 Result<std::vector<KnownGuest>> GuestTable::OnHost(std::string_view host) {

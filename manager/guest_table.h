@@ -65,15 +65,15 @@ class GuestTable {
  public:
   explicit GuestTable(Store& store) : store_(store) {}
 
-  // A guest admitted by placement: its row (state `creating`, the host's reservation from now) and
-  // one lease per granted resource.
+  // A guest admitted by placement: its row (state `creating`, the host's reservation from now).
+  // Its lease is the lease service's (lease_service.h), written in the same transaction.
   struct Admitted {
     std::string name, tenant, host;
     std::optional<std::string> pool;
     std::string kind;
     int64_t vcpus = 0, memory_mib = 0;  // the reservation (the maxima)
     Json spec;                          // what the agent is asked to create
-    std::string automation, placement_reason, on_crash, lease_class;
+    std::string automation, placement_reason, on_crash;
     int64_t now_ms = 0;
   };
   // A guest an agent reports that the manager did not know: recorded so its capacity counts.
@@ -107,7 +107,6 @@ class GuestTable {
   Result<bool> NameTaken(std::string_view key, std::string_view tenant, std::string_view short_name);
   Result<std::string> TenantOf(std::string_view name);  // kNotFound
   Result<Json> SpecOf(std::string_view name);           // kNotFound
-  Result<std::vector<GuestLease>> LeasesOf(std::string_view name);
 
   // The guests on `host`, in name order.
   Result<std::vector<KnownGuest>> OnHost(std::string_view host);

@@ -24,8 +24,7 @@ class GuestTableTest : public ::testing::Test {
     guests_.reset();
     store_.reset();
   }
-  void Admit(const std::string& name, const std::string& tenant, const std::string& host,
-             const std::string& lease_class = "elastic") {
+  void Admit(const std::string& name, const std::string& tenant, const std::string& host) {
     GuestTable::Admitted a{.name = name,
                            .tenant = tenant,
                            .host = host,
@@ -37,7 +36,6 @@ class GuestTableTest : public ::testing::Test {
                            .automation = "automatic",
                            .placement_reason = "most room",
                            .on_crash = "restart",
-                           .lease_class = lease_class,
                            .now_ms = 1000};
     Status s = guests_->Admit(a);
     ASSERT_TRUE(s.ok()) << s.ToString();
@@ -47,8 +45,8 @@ class GuestTableTest : public ::testing::Test {
   std::unique_ptr<GuestTable> guests_;
 };
 
-TEST_F(GuestTableTest, AnAdmittedGuestIsCreatingWithItsReservationAndOneLeasePerResource) {
-  Admit("t1:web", "t1", "h1", "guaranteed");
+TEST_F(GuestTableTest, AnAdmittedGuestIsCreatingWithItsReservation) {
+  Admit("t1:web", "t1", "h1");
   auto g = guests_->Get("t1:web");
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_EQ(g->state, "creating");
@@ -57,15 +55,6 @@ TEST_F(GuestTableTest, AnAdmittedGuestIsCreatingWithItsReservationAndOneLeasePer
   EXPECT_EQ(g->reserved_vcpus, 2);
   EXPECT_EQ(g->reserved_memory_mib, 256);
   EXPECT_EQ(g->placement_reason, "most room");
-  auto leases = guests_->LeasesOf("t1:web");
-  ASSERT_TRUE(leases.ok());
-  ASSERT_EQ(leases->size(), 2u);
-  EXPECT_EQ((*leases)[0].resource, "memory_mib");
-  EXPECT_EQ((*leases)[0].grant, 256);
-  EXPECT_EQ((*leases)[0].floor, 256);  // guaranteed: not below its grant
-  EXPECT_EQ((*leases)[1].resource, "vcpu");
-  EXPECT_EQ((*leases)[1].lease_class, "guaranteed");
-  EXPECT_FALSE((*leases)[1].term_end_ms.has_value());
 }
 
 TEST_F(GuestTableTest, NamesResolvePerTenantAndTheClusterNameWins) {

@@ -141,6 +141,7 @@ class Api {
     BuildPoolAndRuleRoutes(router);
     BuildDrsRoutes(router);
     BuildMigrationRoutes(router);
+    BuildLeaseRoutes(router);
   }
 
   void BuildHostRoutes(api::Router& router) {
@@ -487,6 +488,83 @@ class Api {
     router.Add("GET", "/api/v1/cluster/snapshot", [this](const Request& req) {
       if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
       return AnswerAs(m_.ClusterSnapshot(), placement::SnapshotToJson);
+    });
+  }
+
+  // A list of leases, notices or repossessions: ?guest=NAME narrows, newest first, paged.
+  template <class T, class List, class View>
+  Response LeaseList(const Request& req, const char* key, List list, View view) {
+    auto p = Who(req, "read");
+    if (!p.ok()) return Response::Error(p.status());
+    auto page = QueryPage(req, 100);
+    if (!page.ok()) return Response::Error(page.status());
+    std::string guest;
+    if (auto it = req.query.find("guest"); it != req.query.end()) guest = it->second;
+    Result<Page<T>> items = list(*p, guest, *page);
+    if (!items.ok()) return Response::Error(items.status());
+    const Principal& who = *p;
+    return Response::Json(200, PageView(key, *items, [&](const T& t) { return view(t, who); }));
+  }
+
+  // A POST on one lease or notice with a JSON body parsed by `parse`, answered through `view`.
+  template <class Parsed, class Parse, class Call, class View>
+  Response LeasePost(const Request& req, std::string_view need, Parse parse, Call call, View view) {
+    auto p = Who(req, need);
+    if (!p.ok()) return Response::Error(p.status());
+    return Idempotent(req, *p, [&] {
+      auto body = req.OptionalJsonBody();
+      if (!body.ok()) return Response::Error(body.status());
+      Result<Parsed> parsed = parse(*body);
+      if (!parsed.ok()) return Response::Error(parsed.status());
+      auto out = call(*p, req.params.at("id"), *parsed);
+      if (!out.ok()) return Response::Error(out.status());
+      return Response::Json(200, view(*out, *p));
+    });
+  }
+
+  void BuildLeaseRoutes(api::Router& router) {
+    // Leases, notices and repossession records (tenants: their own).
+    router.Add("GET", "/api/v1/leases", [this](const Request& req) {
+      return LeaseList<LeaseRecord>(
+          req, "leases", [this](auto&... a) { return m_.ListLeases(a...); }, LeaseJson);
+    });
+    router.Add("GET", "/api/v1/leases/{id}", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      auto l = m_.GetLease(*p, req.params.at("id"));
+      return l.ok() ? Response::Json(200, LeaseJson(*l, *p)) : Response::Error(l.status());
+    });
+    router.Add("POST", "/api/v1/leases/{id}/extend", [this](const Request& req) {
+      return LeasePost<LeaseExtend>(
+          req, "write", ParseLeaseExtend, [this](auto&... a) { return m_.ExtendLease(a...); }, LeaseJson);
+    });
+    router.Add("POST", "/api/v1/leases/{id}/release", [this](const Request& req) {
+      return LeasePost<bool>(
+          req, "write", [](const Json&) -> Result<bool> { return true; },
+          [this](const Principal& p, const std::string& id, bool) { return m_.ReleaseLease(p, id); }, LeaseJson);
+    });
+    router.Add("POST", "/api/v1/leases/{id}/reclaim", [this](const Request& req) {
+      return LeasePost<LeaseReclaim>(
+          req, "operator", ParseLeaseReclaim, [this](auto&... a) { return m_.ReclaimLease(a...); },
+          NoticeRecordJson);
+    });
+    router.Add("GET", "/api/v1/notices", [this](const Request& req) {
+      return LeaseList<NoticeRecord>(
+          req, "notices", [this](auto&... a) { return m_.ListNotices(a...); }, NoticeRecordJson);
+    });
+    router.Add("GET", "/api/v1/notices/{id}", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      auto n = m_.GetNotice(*p, req.params.at("id"));
+      return n.ok() ? Response::Json(200, NoticeRecordJson(*n, *p)) : Response::Error(n.status());
+    });
+    router.Add("POST", "/api/v1/notices/{id}/reply", [this](const Request& req) {
+      return LeasePost<NoticeAnswer>(
+          req, "write", ParseNoticeAnswer, [this](auto&... a) { return m_.AnswerNotice(a...); }, NoticeRecordJson);
+    });
+    router.Add("GET", "/api/v1/repossessions", [this](const Request& req) {
+      return LeaseList<lease::Repossession>(
+          req, "repossessions", [this](auto&... a) { return m_.ListRepossessions(a...); }, RepossessionView);
     });
   }
 

@@ -123,6 +123,10 @@ class InMemoryAgent final : public AgentClient {
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
     if (g->state != "running") return FailedPreconditionError("guest '" + guest + "' is " + g->state);
     if (!g->has_channel) return FailedPreconditionError("guest '" + guest + "' has no control channel");
+    cluster_.execs_[guest].push_back(r.command);
+    for (const auto& [prefix, output] : cluster_.exec_outputs_[guest]) {
+      if (r.command.rfind(prefix, 0) == 0) return ExecResult{0, output};
+    }
     return ExecResult{r.command == "false" ? 1 : 0, ""};
   }
 
@@ -328,6 +332,17 @@ void InMemoryCluster::Place(const std::string& host, const AgentGuest& guest) {
 void InMemoryCluster::Remove(const std::string& host, const std::string& guest) {
   std::lock_guard l(mu_);
   hosts_[host].guests.erase(guest);
+}
+
+void InMemoryCluster::SetExecOutput(const std::string& guest, const std::string& prefix, const std::string& output) {
+  std::lock_guard l(mu_);
+  exec_outputs_[guest].emplace_back(prefix, output);
+}
+
+std::vector<std::string> InMemoryCluster::ExecsOf(const std::string& guest) const {
+  std::lock_guard l(mu_);
+  auto it = execs_.find(guest);
+  return it == execs_.end() ? std::vector<std::string>() : it->second;
 }
 
 void InMemoryCluster::HoldCreates(const std::string& host, bool hold) {

@@ -16,6 +16,8 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/json.h"
 #include "manager/agent_client.h"
@@ -50,6 +52,11 @@ class InMemoryCluster {
   void Remove(const std::string& host, const std::string& guest);
   // While held, creates on `host` wait in the call (the guest is being created) until released.
   void HoldCreates(const std::string& host, bool hold);
+  // What the guest's daemon prints for a command (a notice: "uw-notice ..."): the output of every
+  // command starting with `prefix` (default: the command's output is empty).
+  void SetExecOutput(const std::string& guest, const std::string& prefix, const std::string& output);
+  // The commands run in `guest` so far.
+  std::vector<std::string> ExecsOf(const std::string& guest) const;
 
   // What the hosts hold.
   std::set<std::string> GuestsOn(const std::string& host);
@@ -89,6 +96,8 @@ class InMemoryCluster {
   std::condition_variable creates_released_;  // hold_creates cleared on some host
   std::map<std::string, Host> hosts_;         // guarded by mu_
   int calls_ = 0;                             // guarded by mu_
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> exec_outputs_;  // guarded by mu_
+  std::map<std::string, std::vector<std::string>> execs_;                                 // guarded by mu_
 };
 
 }  // namespace uw::manager

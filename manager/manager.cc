@@ -16,6 +16,7 @@
 #include "manager/host_sessions.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
+#include "manager/lease_service.h"
 #include "manager/migration_dispatcher.h"
 #include "manager/snapshot_builder.h"
 #include "manager/task_journal.h"
@@ -51,6 +52,7 @@ int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status Manager::Start() {
   guest_service_.reset();  // a manager started again reopens its store
+  leases_.reset();
   sessions_.reset();
   drs_.reset();
   migrations_.reset();
@@ -82,12 +84,23 @@ Status Manager::Start() {
                                                                                     .config = config_,
                                                                                     .agent_of = agent_of,
                                                                                     .new_task = new_task});
+  leases_ = std::make_unique<internal::LeaseService>(internal::LeaseService::Deps{
+      .store = *store_,
+      .events = *events_,
+      .tasks = *tasks_,
+      .guests = *guests_,
+      .clock = clock_,
+      .config = config_,
+      .agent_of = agent_of,
+      .enqueue = [this](const std::string& id) { Enqueue(id); },
+      .visible = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); }});
   guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
       .store = *store_,
       .events = *events_,
       .hosts = *hosts_,
       .guests = *guests_,
       .tasks = *tasks_,
+      .leases = *leases_,
       .clock = clock_,
       .config = config_,
       .placement_mu = placement_mu_,
@@ -122,6 +135,7 @@ Status Manager::Start() {
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
   migrations_->Start();
+  leases_->Start();
   UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
   return Status::Ok();
 }
@@ -137,6 +151,7 @@ void Manager::Stop() {
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (monitor_.joinable()) monitor_.join();
+  if (leases_) leases_->Stop();
   if (migrations_) migrations_->Stop();
   if (events_) events_->Stop();
 }
@@ -203,6 +218,31 @@ Result<Principal> Manager::Authenticate(std::string_view bearer_token) {
   if (tokens_ == nullptr) return FailedPreconditionError("the manager is not started");
   return tokens_->Authenticate(bearer_token);
 }
+
+// Leases: the lease service's (lease_service.h).
+Result<Page<LeaseRecord>> Manager::ListLeases(const Principal& p, std::string_view guest, const PageQuery& page) {
+  return leases_->List(p, guest, page);
+}
+Result<LeaseRecord> Manager::GetLease(const Principal& p, std::string_view id) { return leases_->Get(p, id); }
+Result<LeaseRecord> Manager::ExtendLease(const Principal& p, std::string_view id, const LeaseExtend& req) {
+  return leases_->Extend(p, id, req);
+}
+Result<LeaseRecord> Manager::ReleaseLease(const Principal& p, std::string_view id) { return leases_->Release(p, id); }
+Result<NoticeRecord> Manager::ReclaimLease(const Principal& p, std::string_view id, const LeaseReclaim& req) {
+  return leases_->Reclaim(p, id, req);
+}
+Result<Page<NoticeRecord>> Manager::ListNotices(const Principal& p, std::string_view guest, const PageQuery& page) {
+  return leases_->ListNotices(p, guest, page);
+}
+Result<NoticeRecord> Manager::GetNotice(const Principal& p, std::string_view id) { return leases_->GetNotice(p, id); }
+Result<NoticeRecord> Manager::AnswerNotice(const Principal& p, std::string_view id, const NoticeAnswer& answer) {
+  return leases_->Answer(p, id, answer);
+}
+Result<Page<lease::Repossession>> Manager::ListRepossessions(const Principal& p, std::string_view guest,
+                                                             const PageQuery& page) {
+  return leases_->ListRepossessions(p, guest, page);
+}
+Status Manager::RunLeases() { return leases_->Tick(); }
 
 // DRS: the controller's (drs_controller.h).
 Result<DrsConfig> Manager::GetDrsConfig() { return drs_->Config(); }

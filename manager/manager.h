@@ -33,6 +33,7 @@
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/status.h"
+#include "lease/lease.h"
 #include "manager/agent_client.h"
 #include "manager/auth.h"
 #include "manager/store.h"
@@ -53,6 +54,7 @@ class DrsController;
 class GuestListing;
 class HostSessions;
 class GuestService;
+class LeaseService;
 }  // namespace internal
 
 struct ManagerConfig {
@@ -90,6 +92,11 @@ struct ManagerConfig {
   // failed_after_switchover.
   int migration_verify_window_ms = 10000;
   int migration_verify_timeout_ms = 90000;
+  // Leases (manager/lease_service.h): the notice before an unrenewed term end takes anything, how
+  // often the lease loop runs, and the broker's policy on counter-offers (accept | decline).
+  int lease_notice_ms = 30000;
+  int lease_tick_ms = 1000;
+  std::string lease_broker = "accept";
 };
 
 // Errors name the file and the field.
@@ -106,6 +113,9 @@ struct GuestCreate {
   int64_t memory_mib = 256;
   std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
   std::string lease_class = "guaranteed";
+  lease::Resources grant{1, 256};                // what the guest starts with (vcpus, memory_mib)
+  std::optional<int64_t> lease_term_s;           // nullopt: open-ended
+  std::optional<lease::Resources> lease_floor;   // elastic: what it may be shrunk to
   std::string on_crash = "restart";  // restart | keep | stop (what the manager does when it crashes)
   Json agent_spec;                   // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
@@ -235,16 +245,54 @@ struct Guest {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the
   int64_t used_memory_mib = 0;
   int64_t created_ms = 0;
 };
-// A grant to a guest as its lease row records it.
-struct GuestLease {
-  std::string id, resource;
-  double floor = 0, grant = 0;
-  std::optional<int64_t> term_end_ms;
-  std::string lease_class;
+// A guest's lease as the manager keeps it (lease/lease.h; manager/lease_service.h).
+struct LeaseRecord {
+  lease::Lease lease;
+  std::optional<int64_t> term_ms;         // a term's length, added at each renewal; nullopt: open-ended
+  std::optional<lease::Renewal> renewal;  // an extension whose amount takes effect at the term end
 };
+// How a notice reached its guest: pending (not tried yet), delivered (the guest's daemon answered
+// through the control channel, `answer` is what it said), silent (no daemon, or it did not
+// answer: `detail` says which).
+struct NoticeDelivery {
+  std::string state = "pending";
+  std::string answer, detail;
+  int64_t at_ms = 0;
+};
+struct NoticeRecord {
+  lease::Notice notice;
+  NoticeDelivery delivery;
+};
+// POST /api/v1/leases/{id}/extend: a new term (term_s from the current term end, or from now for
+// an open-ended lease) and/or a new amount (flex), which takes effect at the current term end.
+struct LeaseExtend {
+  std::optional<int64_t> term_s, vcpus, memory_mib;
+};
+// POST /api/v1/leases/{id}/reclaim (operators, brokers): take part or all of a lease back after a
+// notice of notice_s seconds (urgent: at once, the record is still written).
+struct LeaseReclaim {
+  lease::NoticeAction action = lease::NoticeAction::kShrink;  // shrink | stop | evict
+  std::optional<int64_t> vcpus, memory_mib;                   // shrink: the amounts after
+  int64_t notice_s = 30;
+  std::string reason;
+  bool urgent = false;
+};
+// POST /api/v1/notices/{id}/reply: the guest's (or its tenant's controller's) answer.
+struct NoticeAnswer {
+  lease::ReplyKind kind = lease::ReplyKind::kAck;
+  std::optional<int64_t> vcpus, memory_mib;  // counter: a smaller shrink
+  std::optional<int64_t> delay_s;            // counter: act this much later (by the deadline)
+};
+Result<LeaseExtend> ParseLeaseExtend(const Json& body);
+Result<LeaseReclaim> ParseLeaseReclaim(const Json& body);
+Result<NoticeAnswer> ParseNoticeAnswer(const Json& body);
+// What a guest's daemon printed in answer to a notice (guest/README.md): "ack", "release",
+// "counter [vcpus=N] [memory_mib=N] [delay_s=N]"; nullopt for anything else (a silent guest).
+std::optional<NoticeAnswer> ParseChannelAnswer(std::string_view output);
+
 struct GuestDetail {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `guest`
   Guest guest;
-  std::vector<GuestLease> leases;
+  std::vector<LeaseRecord> leases;  // the live one (none after it closed), newest first
 };
 
 // A host as the core returns it (views.h has its JSON). Reservations are the guests' (kept by the
@@ -399,6 +447,29 @@ class Manager {
   // it from every rule (a rule left with no guest is deleted).
   Result<Task> GuestOperation(const Principal& p, std::string_view name, const GuestOp& op);
 
+  // --- leases and notices (manager/lease_service.h) ----------------------------------------------
+  // Tenants see their own; `guest` filters (a name as GetGuest takes it). Newest first.
+  Result<Page<LeaseRecord>> ListLeases(const Principal& p, std::string_view guest, const PageQuery& page);
+  // kNotFound also for another tenant's lease.
+  Result<LeaseRecord> GetLease(const Principal& p, std::string_view id);
+  // kFailedPrecondition unless active; kInvalidArgument below the floor, above the guest's maxima,
+  // or for nothing to change.
+  Result<LeaseRecord> ExtendLease(const Principal& p, std::string_view id, const LeaseExtend& req);
+  // The holder gives the lease back: it closes and the guest is stopped (a task).
+  Result<LeaseRecord> ReleaseLease(const Principal& p, std::string_view id);
+  // Operators: sends the guest a notice (lease::MakeNotice's checks: a guaranteed lease is not
+  // shrunk unless urgent, an elastic one not below its floor).
+  Result<NoticeRecord> ReclaimLease(const Principal& p, std::string_view id, const LeaseReclaim& req);
+  Result<Page<NoticeRecord>> ListNotices(const Principal& p, std::string_view guest, const PageQuery& page);
+  Result<NoticeRecord> GetNotice(const Principal& p, std::string_view id);
+  // The answer of the notice's tenant (or an operator on its behalf); lease::ApplyReply's errors.
+  Result<NoticeRecord> AnswerNotice(const Principal& p, std::string_view id, const NoticeAnswer& answer);
+  Result<Page<lease::Repossession>> ListRepossessions(const Principal& p, std::string_view guest,
+                                                      const PageQuery& page);
+  // One pass of the lease loop (term ends, deliveries, counters, due actions); the loop runs it
+  // every second, tests on a FakeClock call it.
+  Status RunLeases();
+
   // --- tasks -----------------------------------------------------------------------------------
   // kNotFound also for another tenant's task.
   Result<Task> GetTask(const Principal& p, std::string_view id);
@@ -539,6 +610,7 @@ class Manager {
   std::unique_ptr<internal::DrsController> drs_;               // set by Start
   std::unique_ptr<internal::HostSessions> sessions_;           // set by Start
   std::unique_ptr<internal::GuestService> guest_service_;      // set by Start
+  std::unique_ptr<internal::LeaseService> leases_;             // set by Start
 };
 
 }  // namespace uw::manager

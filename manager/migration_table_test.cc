@@ -32,7 +32,6 @@ class MigrationTableTest : public ::testing::Test {
                            .automation = "automatic",
                            .placement_reason = "",
                            .on_crash = "restart",
-                           .lease_class = "elastic",
                            .now_ms = 1};
     ASSERT_TRUE(GuestTable(*store_).Admit(g).ok());
     for (const char* t : {"task-1", "task-2", "task-3"}) {

@@ -38,7 +38,6 @@ class PoolRuleTablesTest : public ::testing::Test {
                            .automation = "automatic",
                            .placement_reason = "",
                            .on_crash = "restart",
-                           .lease_class = "guaranteed",
                            .now_ms = 1};
     ASSERT_TRUE(GuestTable(*store_).Admit(g).ok());
   }

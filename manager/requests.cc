@@ -74,7 +74,10 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
                                   "placement_policy",
                                   "log_level",
                                   "log_file",
-                                  "migration"});
+                                  "migration",
+                                  "lease_notice_ms",
+                                  "lease_tick_ms",
+                                  "lease_broker"});
       !s.ok()) {
     return fail(s);
   }
@@ -130,6 +133,12 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (Status s = int_in("max_connections_per_client", c.max_connections_per_client, 1, 1'000'000); !s.ok()) {
     return fail(s);
   }
+  if (Status s = int_in("lease_notice_ms", c.lease_notice_ms, 0, 86'400'000); !s.ok()) return fail(s);
+  if (Status s = int_in("lease_tick_ms", c.lease_tick_ms, 10, 60'000); !s.ok()) return fail(s);
+  UW_CFG(c.lease_broker, v.String("lease_broker", c.lease_broker));
+  if (c.lease_broker != "accept" && c.lease_broker != "decline") {
+    return fail(v.FieldError("lease_broker", "expected accept or decline"));
+  }
   UW_CFG(c.placement_policy, v.String("placement_policy", c.placement_policy));
   if (c.placement_policy != "drs" && c.placement_policy != "opportunity-cost") {
     return fail(v.FieldError("placement_policy", "expected drs or opportunity-cost"));
@@ -154,7 +163,8 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
                                       "max_memory_mib", "image", "boot", "nics", "labels", "start", "paravirt",
-                                      "automation", "lease_class", "cpu", "disks", "on_crash"}));
+                                      "automation", "lease_class", "lease_term_s", "lease_floor", "cpu", "disks",
+                                      "on_crash"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
@@ -185,6 +195,22 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (g.lease_class != "guaranteed" && g.lease_class != "elastic" && g.lease_class != "preemptible") {
     return v.FieldError("lease_class", "expected guaranteed, elastic or preemptible");
   }
+  g.grant = {g.vcpus, mem};
+  UW_ASSIGN_OR_RETURN(g.lease_term_s, v.OptionalInt("lease_term_s"));
+  if (g.lease_term_s && (*g.lease_term_s < 1 || *g.lease_term_s > 10LL * 365 * 86400)) {
+    return v.FieldError("lease_term_s", "expected 1..315360000 seconds (or leave it out: open-ended)");
+  }
+  if (v.Has("lease_floor")) {
+    if (g.lease_class != "elastic") return v.FieldError("lease_floor", "only an elastic lease has a floor");
+    UW_ASSIGN_OR_RETURN(JsonView f, v.Object("lease_floor"));
+    UW_RETURN_IF_ERROR(f.RejectUnknown({"vcpus", "memory_mib"}));
+    lease::Resources floor;
+    UW_ASSIGN_OR_RETURN(floor.vcpus, f.Int("vcpus", 1));
+    UW_ASSIGN_OR_RETURN(floor.memory_mib, f.Int("memory_mib", std::min<int64_t>(mem, 128)));
+    if (floor.vcpus < 1 || floor.vcpus > g.vcpus) return f.FieldError("vcpus", "expected 1..vcpus");
+    if (floor.memory_mib < 16 || floor.memory_mib > mem) return f.FieldError("memory_mib", "expected 16..memory_mib");
+    g.lease_floor = floor;
+  }
   UW_ASSIGN_OR_RETURN(g.on_crash, v.String("on_crash", "restart"));
   if (g.on_crash != "restart" && g.on_crash != "keep" && g.on_crash != "stop") {
     return v.FieldError("on_crash", "expected restart, keep or stop");
@@ -203,7 +229,9 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     }
   }
   Json spec = body;
-  for (const char* k : {"tenant", "pool", "automation", "lease_class", "on_crash"}) spec.erase(k);
+  for (const char* k : {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "on_crash"}) {
+    spec.erase(k);
+  }
   spec["vcpus"] = g.vcpus;
   spec["max_vcpus"] = max_vcpus;
   g.vcpus = max_vcpus;  // likewise for vCPUs

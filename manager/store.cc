@@ -222,6 +222,69 @@ CREATE TRIGGER host_reservations_guest_changed AFTER UPDATE OF host, vcpus, memo
     WHERE host = NEW.host;
 END;
 )sql",
+    // 6 -> 7: leases as the exokernel interface reads them (lease/lease.h): one lease per guest
+    // with its class, grant, floor, term and state, kept after the guest is deleted (closed); the
+    // notices sent before anything is taken from a guest and the repossession records of what was.
+    // The old per-resource rows (no term, read by nothing) become one lease per guest.
+    R"sql(
+CREATE TABLE leases_v7 (
+  id TEXT PRIMARY KEY,
+  guest TEXT NOT NULL,
+  tenant TEXT NOT NULL DEFAULT '',
+  class TEXT NOT NULL CHECK (class IN ('guaranteed', 'elastic', 'preemptible')),
+  vcpus INTEGER NOT NULL,
+  memory_mib INTEGER NOT NULL,
+  floor_vcpus INTEGER NOT NULL,
+  floor_memory_mib INTEGER NOT NULL,
+  term_ms INTEGER,      -- the length of a term (renewals at the term end add it); NULL: open-ended
+  term_end_ms INTEGER,  -- NULL: open-ended
+  state TEXT NOT NULL CHECK (state IN ('nascent', 'active', 'extending', 'closing', 'closed', 'failed')),
+  history TEXT NOT NULL DEFAULT '[]',
+  renewal TEXT,         -- a pending renewal {"vcpus", "memory_mib", "term_end_ms"} for the term end
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+INSERT INTO leases_v7(id, guest, tenant, class, vcpus, memory_mib, floor_vcpus, floor_memory_mib, state, created_ms,
+                      updated_ms)
+  SELECT COALESCE((SELECT l.id FROM leases l WHERE l.guest = g.name ORDER BY l.resource LIMIT 1), 'lease-' || g.name),
+         g.name, g.tenant, c.class, c.vcpus, c.memory_mib,
+         CASE c.class WHEN 'guaranteed' THEN c.vcpus WHEN 'elastic' THEN 1 ELSE 0 END,
+         CASE c.class WHEN 'guaranteed' THEN c.memory_mib WHEN 'elastic' THEN MIN(c.memory_mib, 128) ELSE 0 END,
+         CASE g.state WHEN 'creating' THEN 'nascent' ELSE 'active' END, g.created_ms, g.updated_ms
+  FROM guests g JOIN (
+    SELECT name,
+           COALESCE((SELECT class FROM leases WHERE guest = name LIMIT 1), 'guaranteed') AS class,
+           COALESCE(json_extract(spec, '$.vcpus'), vcpus) AS vcpus,
+           COALESCE(json_extract(spec, '$.memory_mib'), memory_mib) AS memory_mib
+    FROM guests) c ON c.name = g.name;
+DROP TABLE leases;
+ALTER TABLE leases_v7 RENAME TO leases;
+CREATE INDEX leases_by_guest ON leases(guest);
+CREATE INDEX leases_by_tenant ON leases(tenant);
+CREATE TABLE notices (
+  id TEXT PRIMARY KEY,
+  lease TEXT NOT NULL,
+  guest TEXT NOT NULL,
+  tenant TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  act_at_ms INTEGER NOT NULL,  -- when the system acts (lease::ActAt), kept for the due scan
+  notice TEXT NOT NULL,        -- the whole notice (lease::Notice as JSON)
+  delivery TEXT NOT NULL DEFAULT '{"state": "pending"}',  -- how it reached the guest
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE INDEX notices_by_guest ON notices(guest);
+CREATE INDEX notices_open ON notices(act_at_ms) WHERE state <> 'acted';
+CREATE TABLE repossessions (
+  id TEXT PRIMARY KEY,  -- the notice's id
+  lease TEXT NOT NULL,
+  guest TEXT NOT NULL,
+  tenant TEXT NOT NULL DEFAULT '',
+  record TEXT NOT NULL,  -- lease::Repossession as JSON
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX repossessions_by_guest ON repossessions(guest);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

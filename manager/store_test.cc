@@ -57,6 +57,14 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_reservations").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX guests_with_alert").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX tasks_by_updated").ok());
+    // Version 1's leases: one row per granted resource, no term, no state.
+    for (const char* t : {"notices", "repossessions", "leases"}) {
+      ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
+    }
+    ASSERT_TRUE((*s)->Exec("CREATE TABLE leases (id TEXT PRIMARY KEY, guest TEXT NOT NULL REFERENCES guests(name) ON "
+                           "DELETE CASCADE, resource TEXT NOT NULL, floor REAL NOT NULL, grant_amount REAL NOT NULL, "
+                           "term_end_ms INTEGER, class TEXT NOT NULL, created_ms INTEGER NOT NULL)")
+                    .ok());
     // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
     for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"},
                                   {"hosts", "info"},
@@ -70,6 +78,20 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
         }
         later = later || c.Str("name") == last_v1;
       }
+    }
+    // A guest with its two lease rows, as version 1 wrote them.
+    ASSERT_TRUE((*s)->Exec("INSERT INTO hosts(name, agent_url, agent_token, host_token_hash, cpu_cores, memory_mib, "
+                           "state, last_heartbeat_ms, joined_at_ms) VALUES ('h1', 'http://h1', 't', 'x', 4, 4096, "
+                           "'connected', 0, 0)")
+                    .ok());
+    ASSERT_TRUE((*s)->Exec("INSERT INTO guests(name, tenant, host, kind, vcpus, memory_mib, spec, state, created_ms, "
+                           "updated_ms) VALUES ('acme:web', 'acme', 'h1', 'qemu', 2, 512, '{\"vcpus\": 1, "
+                           "\"memory_mib\": 384}', 'running', 5, 6)")
+                    .ok());
+    for (const char* r : {"vcpu", "memory_mib"}) {
+      ASSERT_TRUE((*s)->Exec("INSERT INTO leases VALUES ('lease-" + std::string(r) + "', 'acme:web', '" + r +
+                             "', 0, 1, NULL, 'elastic', 5)")
+                      .ok());
     }
     ASSERT_TRUE((*s)->Exec("PRAGMA user_version = 1").ok());
   }
@@ -86,6 +108,21 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->size(), 1u);
   EXPECT_TRUE((*s)->Query("SELECT * FROM idempotency").ok());
+  // One lease per guest, at what the guest runs with, its class kept, active, open-ended.
+  auto leases = (*s)->Query("SELECT * FROM leases");
+  ASSERT_TRUE(leases.ok());
+  ASSERT_EQ(leases->size(), 1u);
+  const SqlRow& l = (*leases)[0];
+  EXPECT_EQ(l.Str("guest"), "acme:web");
+  EXPECT_EQ(l.Str("tenant"), "acme");
+  EXPECT_EQ(l.Str("class"), "elastic");
+  EXPECT_EQ(l.Int("vcpus"), 1);
+  EXPECT_EQ(l.Int("memory_mib"), 384);
+  EXPECT_EQ(l.Int("floor_memory_mib"), 128);
+  EXPECT_EQ(l.Str("state"), "active");
+  EXPECT_TRUE(l.IsNull("term_end_ms"));
+  EXPECT_TRUE((*s)->Query("SELECT * FROM notices").ok());
+  EXPECT_TRUE((*s)->Query("SELECT * FROM repossessions").ok());
 }
 
 TEST_F(StoreTest, NewerSchemaIsRefusedWithAClearError) {

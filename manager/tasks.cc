@@ -12,6 +12,7 @@
 #include "common/id.h"
 #include "manager/guest_service.h"
 #include "manager/guest_table.h"
+#include "manager/lease_service.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/migration_dispatcher.h"
@@ -62,6 +63,7 @@ Result<Task> Manager::CancelTask(const Principal& p, std::string_view id) {
     }
     if (t.kind == "guest.create") {
       // Release the reservation: the guest was never created.
+      UW_RETURN_IF_ERROR(leases_->Fail(t.subject, NowMs(), "the create was cancelled"));
       UW_RETURN_IF_ERROR(guests_->ReleaseCreating(t.subject));
     }
     return tasks_->Cancel(t.id, std::nullopt, nullptr);

@@ -2,6 +2,7 @@
 
 #include "common/clock.h"
 #include "manager/internal.h"
+#include "manager/lease_json.h"
 
 namespace uw::manager {
 namespace {
@@ -166,14 +167,43 @@ Json GuestJson(const Guest& g, const Principal& p) {
 Json GuestDetailJson(const GuestDetail& g, const Principal& p) {
   Json j = GuestJson(g.guest, p);
   Json& leases = j["leases"] = Json::array();
-  for (const GuestLease& l : g.leases) {
-    leases.push_back({{"id", l.id},
-                      {"resource", l.resource},
-                      {"floor", l.floor},
-                      {"grant", l.grant},
-                      {"term_end", l.term_end_ms ? Json(*l.term_end_ms) : Json(nullptr)},
-                      {"class", l.lease_class}});
-  }
+  for (const LeaseRecord& l : g.leases) leases.push_back(LeaseJson(l, p));
+  return j;
+}
+
+Json LeaseJson(const LeaseRecord& r, const Principal& p) {
+  const lease::Lease& l = r.lease;
+  Json j = {{"id", l.id},
+            {"guest", l.guest},
+            {"tenant", l.tenant},
+            {"class", lease::LeaseClassName(l.lease_class)},
+            {"state", lease::LeaseStateName(l.state)},
+            {"granted", internal::ResourcesJson(l.granted)},
+            {"floor", internal::ResourcesJson(l.floor)},
+            {"reclaimable", internal::ResourcesJson(lease::Reclaimable(l))},
+            {"start_ms", l.start_ms},
+            {"term_ms", r.term_ms ? Json(*r.term_ms) : Json(nullptr)},
+            {"term_end_ms", l.term_end_ms ? Json(*l.term_end_ms) : Json(nullptr)},
+            {"renewal", r.renewal ? internal::RenewalJson(*r.renewal) : Json(nullptr)},
+            {"history", internal::HistoryJson(l.history)}};
+  internal::ShowShortNames(p, j);
+  return j;
+}
+
+Json NoticeRecordJson(const NoticeRecord& n, const Principal& p) {
+  Json j = internal::NoticeJson(n.notice);
+  j["delivery"] = {{"state", n.delivery.state},
+                   {"answer", n.delivery.answer},
+                   {"detail", n.delivery.detail},
+                   {"at_ms", n.delivery.at_ms}};
+  internal::ShowShortNames(p, j);
+  if (j["reply"].is_object()) internal::ShowShortNames(p, j["reply"]);
+  return j;
+}
+
+Json RepossessionView(const lease::Repossession& r, const Principal& p) {
+  Json j = internal::RepossessionJson(r);
+  internal::ShowShortNames(p, j);
   return j;
 }
 

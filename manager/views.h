@@ -46,6 +46,14 @@ Json StartedMovesJson(const StartedMoves& s);
 // placement::PlanToJson with "started": StartedMovesJson when the pass started moves.
 Json DrsPassJson(const DrsPass& pass);
 
+// {"id", "guest", "tenant", "class", "state", "granted", "floor", "reclaimable", "start_ms", "term_ms",
+// "term_end_ms", "renewal", "history"} (amounts {"vcpus", "memory_mib"}; lease_json.h).
+Json LeaseJson(const LeaseRecord& r, const Principal& p);
+// lease_json.h's NoticeJson with "delivery": {"state", "answer", "detail", "at_ms"}.
+Json NoticeRecordJson(const NoticeRecord& n, const Principal& p);
+// lease_json.h's RepossessionJson.
+Json RepossessionView(const lease::Repossession& r, const Principal& p);
+
 // migration::RecordToJson with "task", "created", "updated".
 Json MigrationJson(const Migration& m);
 
@@ -54,7 +62,7 @@ Json MigrationJson(const Migration& m);
 // "health", "on_crash", "crash", "usage": {"cpu_cores", "memory_mib"}, "created"}; as `p` sees it
 // (a tenant sees its guests by their short names).
 Json GuestJson(const Guest& g, const Principal& p);
-// GuestJson with "leases": [{"id", "resource", "floor", "grant", "term_end", "class"}...].
+// GuestJson with "leases": [LeaseJson...], newest first.
 Json GuestDetailJson(const GuestDetail& g, const Principal& p);
 
 // {"seq", "at", "type", "subject", "tenant", "data"} as `p` sees it (a tenant sees its guests by their

@@ -1,0 +1,283 @@
+// The lease loop (lease_service.h): term ends and renewals, deliveries through the guests'
+// control channels, the broker's decisions on counter-offers, and the actions that fall due.
+#include <spdlog/spdlog.h>
+
+#include "manager/event_log.h"
+#include "manager/guest_table.h"
+#include "manager/internal.h"
+#include "manager/lease_json.h"
+#include "manager/lease_service.h"
+#include "manager/task_journal.h"
+
+namespace uw::manager::internal {
+namespace {
+
+// The reason as a single shell word for the guest's command line: [A-Za-z0-9._,:=+/-], others '_'.
+std::string ShellWord(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 200)) {
+    const bool safe = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      std::string_view("._,:=+/-").find(c) != std::string_view::npos;
+    out += safe ? c : '_';
+  }
+  return out.empty() ? "-" : out;
+}
+
+// The command that hands the notice to the guest's daemon (guest/README.md, "Notices").
+std::string NoticeCommand(const lease::Notice& n, int64_t now_ms) {
+  auto secs = [&](int64_t at) { return std::to_string(std::max<int64_t>(0, (at - now_ms + 999) / 1000)); };
+  return "uw-notice " + n.id + " " + std::string(lease::NoticeActionName(n.action)) + " " +
+         std::to_string(n.before.vcpus) + " " + std::to_string(n.before.memory_mib) + " " +
+         std::to_string(n.after.vcpus) + " " + std::to_string(n.after.memory_mib) + " " + secs(n.not_before_ms) + " " +
+         secs(n.deadline_ms) + " " + ShellWord(n.reason);
+}
+
+bool Running(const Guest& g) { return g.state == "running" || g.state == "paused"; }
+
+}  // namespace
+
+Status LeaseService::Tick() {
+  std::lock_guard tick(tick_mu_);
+  const int64_t now = NowMs();
+  UW_RETURN_IF_ERROR(TermEnds(now));
+  UW_RETURN_IF_ERROR(Deliver(now));
+  UW_RETURN_IF_ERROR(DecideCounters(NowMs()));
+  return ActDue(NowMs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Term ends
+
+Status LeaseService::TermEnds(int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(auto ending, table_.TermEndingBy(now_ms + d_.config.lease_notice_ms));
+  // Renewals that fall due now, shrinks before grows (what one gives back is there for another).
+  std::vector<lease::Renewal> due;
+  std::vector<lease::Resources> current;
+  std::map<std::string, LeaseRecord> by_id;
+  for (auto& l : ending) {
+    if (l.renewal && *l.lease.term_end_ms <= now_ms) {
+      due.push_back(*l.renewal);
+      current.push_back(l.lease.granted);
+      by_id.emplace(l.lease.id, std::move(l));
+    } else if (!l.renewal) {
+      if (Status s = EndTerm(std::move(l), now_ms); !s.ok()) spdlog::warn("lease term end: {}", s.ToString());
+    }
+  }
+  for (const lease::Renewal& r : lease::OrderRenewals(due, current)) {
+    if (Status s = ApplyDueRenewal(std::move(by_id.at(r.lease_id)), now_ms); !s.ok()) {
+      spdlog::warn("lease renewal of {}: {}", r.lease_id, s.ToString());
+    }
+  }
+  return Status::Ok();
+}
+
+Status LeaseService::ApplyDueRenewal(LeaseRecord r, int64_t now_ms) {
+  std::optional<std::string> task;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    lease::Lease& l = r.lease;
+    lease::Renewal renewal = *r.renewal;
+    // A manager that was down past the renewal's own term end starts the next term now.
+    if (renewal.term_end_ms && *renewal.term_end_ms <= now_ms) {
+      renewal.term_end_ms = r.term_ms ? std::optional<int64_t>(now_ms + *r.term_ms) : std::nullopt;
+    }
+    UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(l.guest));
+    if (g) {
+      UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(g->name));
+      if (busy) return Status::Ok();  // the next tick
+    }
+    const lease::Resources before = l.granted;
+    UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, renewal, now_ms));
+    r.renewal.reset();
+    if (g) {
+      UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, before, l.granted, false));
+    }
+    UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
+    return d_.events.Add("lease.renewed", l.guest, l.tenant,
+                         {{"lease", l.id},
+                          {"granted", ResourcesJson(l.granted)},
+                          {"term_end_ms", l.term_end_ms ? Json(*l.term_end_ms) : Json(nullptr)},
+                          {"by", "extension"},
+                          {"task", task ? Json(*task) : Json(nullptr)}});
+  }));
+  if (task) d_.enqueue(*task);
+  return Status::Ok();
+}
+
+// An active lease within lease_notice_ms of its term end, with no extension: what its class says.
+Status LeaseService::EndTerm(LeaseRecord r, int64_t now_ms) {
+  lease::Lease& l = r.lease;
+  const int64_t end = *l.term_end_ms;
+  UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l.id));
+  if (open) return Status::Ok();
+  const lease::TermEndAction action = lease::AtTermEnd(l.lease_class);
+  if (action == lease::TermEndAction::kStop) {
+    return Send(r, lease::NoticeAction::kStop, {}, "the preemptible lease's term ends", end, end, false).status();
+  }
+  if (action == lease::TermEndAction::kFallToFloor && !(l.granted == l.floor)) {
+    return Send(r, lease::NoticeAction::kShrink, l.floor, "the elastic lease's term ends: it falls to its floor", end,
+                end, false)
+        .status();
+  }
+  if (end > now_ms) return Status::Ok();
+  // A guaranteed lease renews for another term; an elastic one at its floor goes on open-ended.
+  return d_.store.Transact([&]() -> Status {
+    std::optional<int64_t> next;
+    std::string why = "the elastic lease is at its floor: open-ended from now";
+    if (action == lease::TermEndAction::kRenew && r.term_ms) {
+      next = end;
+      while (*next <= now_ms) *next += *r.term_ms;
+      why = "renewed for another term (the guaranteed class's policy)";
+    } else {
+      r.term_ms.reset();
+    }
+    UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, {l.id, l.granted, next}, now_ms));
+    UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
+    return d_.events.Add("lease.renewed", l.guest, l.tenant,
+                         {{"lease", l.id},
+                          {"granted", ResourcesJson(l.granted)},
+                          {"term_end_ms", next ? Json(*next) : Json(nullptr)},
+                          {"by", "policy"},
+                          {"why", why}});
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notices
+
+Status LeaseService::Deliver(int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(auto open, table_.OpenNotices());
+  for (const auto& n : open) {
+    if (n.delivery.state != "pending" || n.notice.state != lease::NoticeState::kPending) continue;
+    if (Status s = DeliverOne(n, now_ms); !s.ok()) spdlog::warn("notice {}: {}", n.notice.id, s.ToString());
+  }
+  return Status::Ok();
+}
+
+Status LeaseService::DeliverOne(const NoticeRecord& n, int64_t now_ms) {
+  NoticeDelivery d{"silent", "", "", now_ms};
+  std::optional<NoticeAnswer> answer;
+  UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
+  if (!g || !g->host) {
+    d.detail = "the guest is not on a host";
+  } else if (!Running(*g)) {
+    d.detail = "the guest is " + g->state;
+  } else {
+    auto agent = d_.agent_of(*g->host);
+    auto info = agent->Get(g->name);
+    if (!info.ok()) {
+      d.detail = "its host's agent: " + info.status().ToString();
+    } else if (!info->has_channel) {
+      d.detail = "the guest has no control channel";
+    } else {
+      const int64_t left_s = (n.notice.deadline_ms - now_ms) / 1000;
+      ExecRequest req{NoticeCommand(n.notice, now_ms), std::clamp<int64_t>(left_s, 1, 10)};
+      auto out = agent->Exec(g->name, req);
+      if (!out.ok()) {
+        d.detail = "no answer on the control channel: " + out.status().ToString();
+      } else if (out->exit_code != 0) {
+        d.detail = "the guest's notice handler failed (exit " + std::to_string(out->exit_code) + ")";
+      } else {
+        answer = ParseChannelAnswer(out->output);
+        d.state = "delivered";
+        d.answer = answer ? std::string(ReplyKindName(answer->kind)) : "none";
+        d.detail = out->output.substr(0, 256);
+      }
+    }
+  }
+  return d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(NoticeRecord cur, table_.GetNotice(n.notice.id));
+    if (cur.delivery.state != "pending") return Status::Ok();
+    cur.delivery = d;
+    const int64_t at = NowMs();
+    Json data = {{"notice", cur.notice.id}, {"delivery", d.state}, {"answer", d.answer}, {"detail", d.detail}};
+    if (answer && cur.notice.state == lease::NoticeState::kPending) {
+      UW_ASSIGN_OR_RETURN(LeaseRecord l, table_.Get(cur.notice.lease_id));
+      lease::Reply reply{answer->kind, cur.notice.guest, at, std::nullopt, std::nullopt};
+      if (answer->kind == lease::ReplyKind::kCounter) {
+        if (answer->vcpus || answer->memory_mib) {
+          reply.after = lease::Resources{answer->vcpus.value_or(cur.notice.after.vcpus),
+                                         answer->memory_mib.value_or(cur.notice.after.memory_mib)};
+        }
+        if (answer->delay_s) reply.act_at_ms = at + *answer->delay_s * 1000;
+      }
+      if (Status s = lease::ApplyReply(cur.notice, l.lease, reply); !s.ok()) {
+        data["refused"] = s.ToString();  // recorded; the notice goes on as if the guest were silent
+      }
+    }
+    UW_RETURN_IF_ERROR(table_.SaveNotice(cur, at));
+    return d_.events.Add("notice.delivered", cur.notice.guest, cur.notice.tenant, data);
+  });
+}
+
+Status LeaseService::DecideCounters(int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(auto open, table_.OpenNotices());
+  for (const auto& n : open) {
+    if (n.notice.state != lease::NoticeState::kCountered) continue;
+    UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+      UW_ASSIGN_OR_RETURN(NoticeRecord cur, table_.GetNotice(n.notice.id));
+      if (cur.notice.state != lease::NoticeState::kCountered) return Status::Ok();
+      const bool accept = d_.config.lease_broker == "accept";
+      UW_RETURN_IF_ERROR(lease::DecideCounter(cur.notice, accept));
+      UW_RETURN_IF_ERROR(table_.SaveNotice(cur, now_ms));
+      return d_.events.Add(accept ? "notice.counter_accepted" : "notice.counter_declined", cur.notice.guest,
+                           cur.notice.tenant,
+                           {{"notice", cur.notice.id},
+                            {"after", ResourcesJson(cur.notice.after)},
+                            {"act_at_ms", lease::ActAt(cur.notice)},
+                            {"broker", d_.config.lease_broker}});
+    }));
+  }
+  return Status::Ok();
+}
+
+Status LeaseService::ActDue(int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(auto open, table_.OpenNotices());
+  for (const auto& n : open) {
+    if (n.notice.state == lease::NoticeState::kCountered || lease::ActAt(n.notice) > now_ms) continue;
+    // An urgent notice is not waited on; the others wait for their delivery to be tried.
+    if (!n.notice.urgent && n.delivery.state == "pending") continue;
+    if (Status s = ActOne(n.notice.id, now_ms); !s.ok()) spdlog::warn("notice {}: {}", n.notice.id, s.ToString());
+  }
+  return Status::Ok();
+}
+
+Status LeaseService::ActOne(const std::string& notice_id, int64_t now_ms) {
+  std::optional<std::string> task;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(NoticeRecord n, table_.GetNotice(notice_id));
+    if (n.notice.state == lease::NoticeState::kActed) return Status::Ok();
+    UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(n.notice.lease_id));
+    UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
+    if (g) {
+      UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(g->name));
+      if (busy) return Status::Ok();  // acted on at the next tick, once the guest's task has ended
+    }
+    UW_ASSIGN_OR_RETURN(lease::Repossession rec, lease::Act(n.notice, now_ms));
+    lease::Lease& l = r.lease;
+    const bool ends = n.notice.action == lease::NoticeAction::kStop || n.notice.action == lease::NoticeAction::kEvict;
+    const std::string why = "repossessed: " + n.notice.reason;
+    if (l.state == lease::LeaseState::kActive) {
+      if (ends) {
+        UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now_ms, why));
+        UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now_ms, "the guest is stopped"));
+        r.renewal.reset();
+      } else if (!(l.granted == n.notice.after)) {
+        l.granted = n.notice.after;
+        l.history.push_back({now_ms, l.state, l.state, l.granted, why});
+      }
+      UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
+    }
+    if (g && (!ends || Running(*g))) {
+      UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, n.notice.before, n.notice.after, ends));
+    }
+    UW_RETURN_IF_ERROR(table_.SaveNotice(n, now_ms));
+    UW_RETURN_IF_ERROR(table_.InsertRepossession(rec));
+    Json data = RepossessionJson(rec);
+    data["task"] = task ? Json(*task) : Json(nullptr);
+    return d_.events.Add("notice.acted", rec.guest, rec.tenant, data);
+  }));
+  if (task) d_.enqueue(*task);
+  return Status::Ok();
+}
+
+}  // namespace uw::manager::internal

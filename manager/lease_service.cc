@@ -1,0 +1,400 @@
+// The lease service (lease_service.h): leases, notices and repossessions driven by the store and
+// the clock. Term ends and the notice loop are in lease_loop.cc.
+#include "manager/lease_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/id.h"
+#include "manager/event_log.h"
+#include "manager/guest_table.h"
+#include "manager/internal.h"
+#include "manager/lease_json.h"
+#include "manager/task_journal.h"
+
+namespace uw::manager::internal {
+
+LeaseService::LeaseService(Deps deps) : d_(std::move(deps)), table_(d_.store) {}
+
+LeaseService::~LeaseService() { Stop(); }
+
+int64_t LeaseService::NowMs() const { return ToUnixMillis(d_.clock.Now()); }
+
+void LeaseService::Start() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = false;
+  }
+  loop_ = std::thread([this] {
+    std::unique_lock l(mu_);
+    while (!stopping_) {
+      woken_ = false;
+      l.unlock();
+      try {
+        if (Status s = Tick(); !s.ok()) spdlog::warn("lease loop: {}", s.ToString());
+      } catch (const std::exception& e) {
+        spdlog::error("lease loop: {}", e.what());
+      }
+      l.lock();
+      cv_.wait_for(l, std::chrono::milliseconds(d_.config.lease_tick_ms), [this] { return stopping_ || woken_; });
+    }
+  });
+}
+
+void LeaseService::Stop() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (loop_.joinable()) loop_.join();
+}
+
+void LeaseService::Wake() {
+  {
+    std::lock_guard l(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guests' side
+
+Status LeaseService::Open(const GuestCreate& req, std::string_view guest, std::string_view tenant, int64_t now_ms) {
+  LeaseRecord r;
+  lease::Lease& l = r.lease;
+  l.id = NewId("lease");
+  l.guest = std::string(guest);
+  l.tenant = std::string(tenant);
+  UW_ASSIGN_OR_RETURN(l.lease_class, lease::ParseLeaseClass(req.lease_class));
+  l.granted = req.grant;
+  switch (l.lease_class) {
+    case lease::LeaseClass::kGuaranteed:
+      l.floor = l.granted;
+      break;
+    case lease::LeaseClass::kElastic:
+      l.floor = req.lease_floor.value_or(lease::Resources{1, std::min<int64_t>(l.granted.memory_mib, 128)});
+      break;
+    case lease::LeaseClass::kPreemptible:
+      l.floor = {};
+      break;
+  }
+  l.start_ms = now_ms;
+  if (req.lease_term_s) {
+    r.term_ms = *req.lease_term_s * 1000;
+    l.term_end_ms = now_ms + *r.term_ms;
+  }
+  l.history.push_back({now_ms, lease::LeaseState::kNascent, lease::LeaseState::kNascent, l.granted, "granted"});
+  return table_.Insert(r, now_ms);
+}
+
+Status LeaseService::Activate(std::string_view guest, int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> r, table_.LiveOf(guest));
+  if (!r || r->lease.state != lease::LeaseState::kNascent) return Status::Ok();
+  // The term runs from when the guest has what it was granted.
+  if (r->term_ms) r->lease.term_end_ms = now_ms + *r->term_ms;
+  UW_RETURN_IF_ERROR(lease::Advance(r->lease, lease::LeaseState::kActive, now_ms, "the guest was created"));
+  UW_RETURN_IF_ERROR(table_.Save(*r, now_ms));
+  return d_.events.Add("lease.active", r->lease.guest, r->lease.tenant, {{"lease", r->lease.id}});
+}
+
+Status LeaseService::Fail(std::string_view guest, int64_t now_ms, std::string_view why) {
+  UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> r, table_.LiveOf(guest));
+  if (!r) return Status::Ok();
+  UW_RETURN_IF_ERROR(lease::Advance(r->lease, lease::LeaseState::kFailed, now_ms, why));
+  UW_RETURN_IF_ERROR(table_.Save(*r, now_ms));
+  return d_.events.Add("lease.failed", r->lease.guest, r->lease.tenant, {{"lease", r->lease.id}, {"why", why}});
+}
+
+Status LeaseService::Close(std::string_view guest, int64_t now_ms, std::string_view why) {
+  UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> r, table_.LiveOf(guest));
+  if (!r) return Status::Ok();
+  lease::Lease& l = r->lease;
+  if (l.state == lease::LeaseState::kNascent) {
+    UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kFailed, now_ms, why));
+  } else {
+    if (l.state != lease::LeaseState::kClosing) {
+      UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now_ms, why));
+    }
+    UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now_ms, why));
+  }
+  r->renewal.reset();
+  UW_RETURN_IF_ERROR(table_.Save(*r, now_ms));
+  return d_.events.Add("lease.closed", l.guest, l.tenant, {{"lease", l.id}, {"why", why}});
+}
+
+Status LeaseService::Regrant(std::string_view guest, std::optional<int64_t> vcpus, std::optional<int64_t> memory_mib,
+                             int64_t now_ms, std::string_view why) {
+  UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> r, table_.LiveOf(guest));
+  if (!r) return Status::Ok();
+  lease::Lease& l = r->lease;
+  lease::Resources now{vcpus.value_or(l.granted.vcpus), memory_mib.value_or(l.granted.memory_mib)};
+  if (now == l.granted) return Status::Ok();
+  l.granted = now;
+  // An owner who resizes below the floor lowers it; a guaranteed lease's floor is its grant.
+  if (l.lease_class == lease::LeaseClass::kGuaranteed) {
+    l.floor = now;
+  } else {
+    l.floor = {std::min(l.floor.vcpus, now.vcpus), std::min(l.floor.memory_mib, now.memory_mib)};
+  }
+  l.history.push_back({now_ms, l.state, l.state, now, std::string(why)});
+  UW_RETURN_IF_ERROR(table_.Save(*r, now_ms));
+  return d_.events.Add("lease.regranted", l.guest, l.tenant,
+                       {{"lease", l.id}, {"granted", ResourcesJson(now)}, {"why", why}});
+}
+
+Status LeaseService::Reopen(std::string_view guest, int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(guest));
+  if (live) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(auto past, table_.OfGuest(guest));
+  UW_ASSIGN_OR_RETURN(Guest g, d_.guests.Get(guest));
+  LeaseRecord r;
+  lease::Lease& l = r.lease;
+  l.id = NewId("lease");
+  l.guest = g.name;
+  l.tenant = g.tenant;
+  l.lease_class = past.empty() ? lease::LeaseClass::kGuaranteed : past.front().lease.lease_class;
+  l.granted = {g.vcpus, g.memory_mib};
+  l.floor = past.empty() ? l.granted : past.front().lease.floor;
+  if (l.lease_class == lease::LeaseClass::kGuaranteed) l.floor = l.granted;
+  l.floor = {std::min(l.floor.vcpus, l.granted.vcpus), std::min(l.floor.memory_mib, l.granted.memory_mib)};
+  l.start_ms = now_ms;
+  l.history.push_back({now_ms, lease::LeaseState::kNascent, lease::LeaseState::kNascent, l.granted,
+                       "granted again: the guest was started"});
+  UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kActive, now_ms, "the guest was started"));
+  UW_RETURN_IF_ERROR(table_.Insert(r, now_ms));
+  return d_.events.Add("lease.active", l.guest, l.tenant, {{"lease", l.id}, {"reopened", true}});
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API's side
+
+Result<LeaseScope> LeaseService::ScopeOf(const Principal& p, std::string_view guest) {
+  LeaseScope scope;
+  if (p.role == Role::kTenant) scope.tenant = p.tenant;
+  if (!guest.empty()) {
+    UW_ASSIGN_OR_RETURN(Guest g, d_.visible(p, guest));
+    scope.guest = g.name;
+  }
+  return scope;
+}
+
+Result<LeaseRecord> LeaseService::VisibleLease(const Principal& p, std::string_view id) {
+  auto r = table_.Get(id);
+  if (r.ok() && p.role == Role::kTenant && r->lease.tenant != p.tenant) {
+    return NotFoundError("lease '" + std::string(id) + "' not found");
+  }
+  return r;
+}
+
+Result<NoticeRecord> LeaseService::VisibleNotice(const Principal& p, std::string_view id) {
+  auto r = table_.GetNotice(id);
+  if (r.ok() && p.role == Role::kTenant && r->notice.tenant != p.tenant) {
+    return NotFoundError("notice '" + std::string(id) + "' not found");
+  }
+  return r;
+}
+
+Result<Page<LeaseRecord>> LeaseService::List(const Principal& p, std::string_view guest, const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(LeaseScope scope, ScopeOf(p, guest));
+  return table_.List(scope, page);
+}
+
+Result<LeaseRecord> LeaseService::Get(const Principal& p, std::string_view id) { return VisibleLease(p, id); }
+
+Result<LeaseRecord> LeaseService::Extend(const Principal& p, std::string_view id, const LeaseExtend& req) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::optional<std::string> task;
+  LeaseRecord out;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(LeaseRecord r, VisibleLease(p, id));
+    lease::Lease& l = r.lease;
+    const int64_t now = NowMs();
+    UW_ASSIGN_OR_RETURN(Guest g, d_.guests.Get(l.guest));
+    lease::Renewal renewal{l.id, {req.vcpus.value_or(l.granted.vcpus), req.memory_mib.value_or(l.granted.memory_mib)},
+                           l.term_end_ms};
+    if (renewal.amount.vcpus > g.reserved_vcpus) {
+      return InvalidArgumentError("vcpus: " + std::to_string(renewal.amount.vcpus) + " is above the guest's maximum of " +
+                                  std::to_string(g.reserved_vcpus));
+    }
+    if (renewal.amount.memory_mib > g.reserved_memory_mib) {
+      return InvalidArgumentError("memory_mib: " + std::to_string(renewal.amount.memory_mib) +
+                                  " is above the guest's maximum of " + std::to_string(g.reserved_memory_mib) +
+                                  " MiB");
+    }
+    if (req.term_s) {
+      renewal.term_end_ms = std::max(l.term_end_ms.value_or(now), now) + *req.term_s * 1000;
+      r.term_ms = *req.term_s * 1000;
+    }
+    UW_RETURN_IF_ERROR(lease::CheckRenewal(l, renewal, now));
+    const bool changes_amount = !(renewal.amount == l.granted);
+    const bool at_once = !changes_amount || !l.term_end_ms || *l.term_end_ms <= now;
+    Json data = {{"lease", l.id},
+                 {"amount", ResourcesJson(renewal.amount)},
+                 {"term_end_ms", renewal.term_end_ms ? Json(*renewal.term_end_ms) : Json(nullptr)}};
+    if (at_once) {
+      const lease::Resources before = l.granted;
+      UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, renewal, now));
+      r.renewal.reset();
+      if (changes_amount) {
+        UW_ASSIGN_OR_RETURN(task, JournalGuestTask(g, before, l.granted, false));
+      }
+      data["applied"] = true;
+    } else {
+      r.renewal = renewal;  // the new amount takes effect at the current term end
+      data["applied"] = false;
+      data["takes_effect_ms"] = *l.term_end_ms;
+    }
+    UW_RETURN_IF_ERROR(table_.Save(r, now));
+    UW_RETURN_IF_ERROR(d_.events.Add("lease.extended", l.guest, l.tenant, data));
+    out = std::move(r);
+    return Status::Ok();
+  }));
+  if (task) d_.enqueue(*task);
+  return out;
+}
+
+Result<LeaseRecord> LeaseService::Release(const Principal& p, std::string_view id) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::optional<std::string> task;
+  LeaseRecord out;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(LeaseRecord r, VisibleLease(p, id));
+    lease::Lease& l = r.lease;
+    const int64_t now = NowMs();
+    if (l.state != lease::LeaseState::kActive) {
+      return FailedPreconditionError("lease " + l.id + " is " + std::string(lease::LeaseStateName(l.state)) +
+                                     "; only an active lease can be released");
+    }
+    UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(l.guest));
+    if (g) {
+      UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(g->name));
+      if (busy) {
+        return FailedPreconditionError("guest '" + g->name + "' has task " + busy->id + " (" + busy->kind +
+                                       ") in flight: release the lease when it has ended");
+      }
+      if (g->state == "running" || g->state == "paused") {
+        UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, l.granted, {}, true));
+      }
+    }
+    UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now, "released by its holder"));
+    UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now, "released by its holder"));
+    r.renewal.reset();
+    UW_RETURN_IF_ERROR(table_.Save(r, now));
+    UW_RETURN_IF_ERROR(d_.events.Add("lease.released", l.guest, l.tenant,
+                                     {{"lease", l.id}, {"stop_task", task ? Json(*task) : Json(nullptr)}}));
+    out = std::move(r);
+    return Status::Ok();
+  }));
+  if (task) d_.enqueue(*task);
+  return out;
+}
+
+Result<NoticeRecord> LeaseService::Reclaim(const Principal& p, std::string_view id, const LeaseReclaim& req) {
+  if (!p.IsOperator()) return PermissionDeniedError("reclaiming a lease needs an admin or operator token");
+  UW_ASSIGN_OR_RETURN(LeaseRecord r, VisibleLease(p, id));
+  const lease::Lease& l = r.lease;
+  if (l.state != lease::LeaseState::kActive) {
+    return FailedPreconditionError("lease " + l.id + " is " + std::string(lease::LeaseStateName(l.state)) +
+                                   "; only an active lease can be reclaimed");
+  }
+  lease::Resources after{};
+  if (req.action == lease::NoticeAction::kShrink) {
+    after = {req.vcpus.value_or(l.granted.vcpus), req.memory_mib.value_or(l.granted.memory_mib)};
+  }
+  const int64_t now = NowMs();
+  return Send(r, req.action, after, req.reason.empty() ? "reclaimed by an operator" : req.reason, now,
+              now + req.notice_s * 1000, req.urgent);
+}
+
+Result<NoticeRecord> LeaseService::Send(const LeaseRecord& r, lease::NoticeAction action, const lease::Resources& after,
+                                        std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent) {
+  NoticeRecord out;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(r.lease.id));
+    if (open) {
+      return FailedPreconditionError("lease " + r.lease.id + " has notice " + open->notice.id +
+                                     " open: wait for it to be acted on");
+    }
+    const int64_t now = NowMs();
+    UW_ASSIGN_OR_RETURN(out.notice, lease::MakeNotice(r.lease, NewId("notice"), action, after, std::move(reason), now,
+                                                      std::max(now, not_before_ms), std::max(now, deadline_ms), urgent));
+    if (urgent) out.delivery = {"skipped", "", "urgent: acted on at once", now};
+    UW_RETURN_IF_ERROR(table_.InsertNotice(out, now));
+    return d_.events.Add("notice.sent", out.notice.guest, out.notice.tenant, NoticeJson(out.notice));
+  }));
+  Wake();
+  return out;
+}
+
+Result<Page<NoticeRecord>> LeaseService::ListNotices(const Principal& p, std::string_view guest,
+                                                     const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(LeaseScope scope, ScopeOf(p, guest));
+  return table_.ListNotices(scope, page);
+}
+
+Result<NoticeRecord> LeaseService::GetNotice(const Principal& p, std::string_view id) { return VisibleNotice(p, id); }
+
+Result<NoticeRecord> LeaseService::Answer(const Principal& p, std::string_view id, const NoticeAnswer& answer) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  NoticeRecord out;
+  Status refused = Status::Ok();
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(NoticeRecord n, VisibleNotice(p, id));
+    UW_ASSIGN_OR_RETURN(LeaseRecord l, table_.Get(n.notice.lease_id));
+    const int64_t now = NowMs();
+    lease::Reply reply{answer.kind, n.notice.guest, now, std::nullopt, std::nullopt};
+    if (answer.kind == lease::ReplyKind::kCounter) {
+      if (answer.vcpus || answer.memory_mib) {
+        reply.after = lease::Resources{answer.vcpus.value_or(n.notice.after.vcpus),
+                                       answer.memory_mib.value_or(n.notice.after.memory_mib)};
+      }
+      if (answer.delay_s) reply.act_at_ms = now + *answer.delay_s * 1000;
+    }
+    Status applied = lease::ApplyReply(n.notice, l.lease, reply);
+    if (!applied.ok()) {
+      // Recorded, and nothing changes.
+      refused = applied;
+      return d_.events.Add("notice.answer_refused", n.notice.guest, n.notice.tenant,
+                           {{"notice", n.notice.id}, {"reply", ReplyKindName(answer.kind)}, {"error", applied.ToString()}});
+    }
+    UW_RETURN_IF_ERROR(table_.SaveNotice(n, now));
+    UW_RETURN_IF_ERROR(d_.events.Add("notice.answered", n.notice.guest, n.notice.tenant,
+                                     {{"notice", n.notice.id}, {"reply", ReplyKindName(answer.kind)}, {"via", "api"}}));
+    out = std::move(n);
+    return Status::Ok();
+  }));
+  if (!refused.ok()) return refused;
+  Wake();
+  return out;
+}
+
+Result<Page<lease::Repossession>> LeaseService::ListRepossessions(const Principal& p, std::string_view guest,
+                                                                  const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(LeaseScope scope, ScopeOf(p, guest));
+  return table_.ListRepossessions(scope, page);
+}
+
+Result<std::optional<std::string>> LeaseService::JournalGuestTask(const Guest& g, const lease::Resources& before,
+                                                                  const lease::Resources& after, bool stop) {
+  if (!g.host) return std::optional<std::string>();
+  Json args = Json::object();
+  std::string kind = "guest.resize";
+  if (stop) {
+    kind = "guest.stop";
+    args["force"] = false;
+    args["timeout_s"] = 30;
+  } else {
+    if (after.vcpus != before.vcpus) args["vcpus"] = after.vcpus;
+    if (after.memory_mib != before.memory_mib) args["memory_mib"] = after.memory_mib;
+    if (args.empty()) return std::optional<std::string>();
+  }
+  Json request = {{"guest", g.name}, {"host", *g.host}, {"args", args}, {"by", "lease"}};
+  // Inside the caller's transaction (TaskJournal::Add would open its own).
+  std::string id = NewId("task");
+  UW_RETURN_IF_ERROR(d_.tasks.Insert(id, kind, g.name, g.tenant, request, "carrying out a lease change"));
+  UW_RETURN_IF_ERROR(d_.events.Add("task.created", id, g.tenant, {{"kind", kind}, {"subject", g.name}}));
+  return std::optional<std::string>(std::move(id));
+}
+
+}  // namespace uw::manager::internal

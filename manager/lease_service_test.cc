@@ -1,0 +1,248 @@
+// The lease service end to end on in-memory agents and a FakeClock: notices acked, silent and
+// countered, term ends by class, extensions with flex, restarts, and who may see and answer what.
+#include <gtest/gtest.h>
+
+#include "manager/manager_fixture.h"
+
+namespace uw::manager {
+namespace {
+
+using testing::kAdmin;
+using testing::ManagerTest;
+
+class LeaseTest : public ManagerTest {
+ protected:
+  // Creates a running guest and returns its lease id.
+  std::string Create(const std::string& name, Json extra = Json::object(), const std::string& token = kAdmin) {
+    Json body = {{"name", name}, {"image", "tiny"}, {"memory_mib", 256}};
+    body.update(extra);
+    auto r = Client(token).Call("POST", "/api/v1/guests", &body);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(WaitTask(*r)["state"], "succeeded");
+    auto g = Client(token).Call("GET", "/api/v1/guests/" + name);
+    EXPECT_TRUE(g.ok());
+    return (*g)["leases"][0]["id"];
+  }
+  Json Lease(const std::string& id) { return *Client().Call("GET", "/api/v1/leases/" + id); }
+  Json Notice(const std::string& id) { return *Client().Call("GET", "/api/v1/notices/" + id); }
+  Json Reclaim(const std::string& lease, Json body) {
+    auto r = Client().Call("POST", "/api/v1/leases/" + lease + "/reclaim", &body);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : Json();
+  }
+  void Tick() { ASSERT_TRUE(manager_->RunLeases().ok()); }
+  // The memory the in-memory agent gives the guest now.
+  int64_t MemoryOf(const std::string& guest) {
+    auto g = cluster_.Client("h1")->Get(guest);
+    return g.ok() ? g->memory_mib : -1;
+  }
+  // Waits for the lease's task (a resize or stop) to end.
+  void SettleTasks() {
+    EXPECT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) AS n FROM tasks WHERE state IN ('pending', 'running')") == 0; }));
+  }
+};
+
+TEST_F(LeaseTest, AGuestThatAcksIsShrunkAtOnce) {
+  StartManager();
+  AddHost("h1");
+  std::string lease = Create("e1", {{"lease_class", "elastic"}});
+  cluster_.SetExecOutput("e1", "uw-notice", "dropped caches\nack\n");
+  Json n = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 600}, {"reason", "make room"}});
+  EXPECT_EQ(n["state"], "pending");
+  EXPECT_EQ(n["after"]["memory_mib"], 128);
+  Tick();
+  SettleTasks();
+  // Delivered over the channel, answered, acted on well before the deadline.
+  auto execs = cluster_.ExecsOf("e1");
+  ASSERT_FALSE(execs.empty());
+  EXPECT_EQ(execs.back().rfind("uw-notice " + n["id"].get<std::string>() + " shrink 1 256 1 128 0 600 make_room", 0), 0u)
+      << execs.back();
+  Json done = Notice(n["id"]);
+  EXPECT_EQ(done["state"], "acted") << done.dump();
+  EXPECT_EQ(done["delivery"]["state"], "delivered");
+  EXPECT_EQ(done["delivery"]["answer"], "ack");
+  EXPECT_EQ(MemoryOf("e1"), 128);
+  EXPECT_EQ(Lease(lease)["granted"]["memory_mib"], 128);
+  Json rep = *Client().Call("GET", "/api/v1/repossessions?guest=e1");
+  ASSERT_EQ(rep["repossessions"].size(), 1u);
+  EXPECT_EQ(rep["repossessions"][0]["answer"], "ack");
+  EXPECT_EQ(rep["repossessions"][0]["after"]["memory_mib"], 128);
+}
+
+TEST_F(LeaseTest, ASilentGuestIsShrunkAtTheDeadlineAndCanReadTheRecord) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  std::string lease = Create("s1", {{"lease_class", "elastic"}}, acme);
+  Json n = Reclaim(lease, {{"memory_mib", 160}, {"notice_s", 60}});
+  Tick();
+  Json pending = Notice(n["id"]);
+  EXPECT_EQ(pending["state"], "pending");
+  EXPECT_EQ(pending["delivery"]["answer"], "none");  // the daemon printed no answer
+  EXPECT_EQ(MemoryOf("acme:s1"), 256);
+  // Another tenant sees nothing and cannot answer; the owner's late answer is refused and recorded.
+  EXPECT_EQ(Client(beta).Do("GET", "/api/v1/notices/" + n["id"].get<std::string>())->status, 404);
+  EXPECT_EQ(Client(beta).Do("POST", "/api/v1/notices/" + n["id"].get<std::string>() + "/reply", R"({"reply": "ack"})")
+                ->status,
+            404);
+  EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/leases"))["leases"].size(), 0u);
+  clock_.Advance(std::chrono::seconds(61));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(MemoryOf("acme:s1"), 160);
+  EXPECT_EQ(Client(acme).Do("POST", "/api/v1/notices/" + n["id"].get<std::string>() + "/reply", R"({"reply": "ack"})")
+                ->status,
+            409);
+  Json rep = *Client(acme).Call("GET", "/api/v1/repossessions?guest=s1");
+  ASSERT_EQ(rep["repossessions"].size(), 1u);
+  EXPECT_TRUE(rep["repossessions"][0]["answer"].is_null());
+  EXPECT_EQ(rep["repossessions"][0]["guest"], "s1");  // the tenant's own name for it
+  EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/repossessions"))["repossessions"].size(), 0u);
+}
+
+TEST_F(LeaseTest, ACounterOfferIsAcceptedByTheBroker) {
+  StartManager();
+  AddHost("h1");
+  std::string lease = Create("c1", {{"lease_class", "elastic"}});
+  cluster_.SetExecOutput("c1", "uw-notice", "counter memory_mib=192\n");
+  Json n = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 600}});
+  Tick();
+  SettleTasks();
+  Json done = Notice(n["id"]);
+  EXPECT_EQ(done["state"], "acted") << done.dump();
+  EXPECT_EQ(done["after"]["memory_mib"], 192);
+  EXPECT_EQ(MemoryOf("c1"), 192);
+  EXPECT_EQ(Lease(lease)["granted"]["memory_mib"], 192);
+}
+
+TEST_F(LeaseTest, ReclaimsThatBreakALeaseAreRefused) {
+  StartManager();
+  AddHost("h1");
+  std::string g = Create("g1");  // guaranteed
+  std::string e = Create("e2", {{"lease_class", "elastic"}, {"lease_floor", {{"memory_mib", 192}}}});
+  auto refuse = [&](const std::string& lease, const std::string& body) {
+    return Client().Do("POST", "/api/v1/leases/" + lease + "/reclaim", body)->status;
+  };
+  EXPECT_EQ(refuse(g, R"({"memory_mib": 128})"), 400);
+  EXPECT_EQ(refuse(e, R"({"memory_mib": 128})"), 400);  // below its floor
+  EXPECT_EQ(refuse(e, R"({"memory_mib": 512})"), 400);  // not a shrink
+  EXPECT_EQ(refuse(e, R"({"action": "explode"})"), 400);
+  EXPECT_EQ(refuse("lease-nope", R"({"memory_mib": 128})"), 404);
+  // A tenant may not reclaim.
+  EXPECT_EQ(Client(TenantToken("acme")).Do("POST", "/api/v1/leases/" + e + "/reclaim", R"({"memory_mib": 200})")->status,
+            403);
+  // One open notice per lease.
+  EXPECT_EQ(refuse(e, R"({"memory_mib": 200})"), 200);
+  EXPECT_EQ(refuse(e, R"({"memory_mib": 200})"), 409);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM notices"), 1);
+  // Urgent: a guaranteed lease can be shrunk, at once, still with a record.
+  EXPECT_EQ(refuse(g, R"({"memory_mib": 128, "urgent": true, "reason": "host failing"})"), 200);
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(MemoryOf("g1"), 128);
+  Json rep = *Client().Call("GET", "/api/v1/repossessions?guest=g1");
+  ASSERT_EQ(rep["repossessions"].size(), 1u);
+  EXPECT_TRUE(rep["repossessions"][0]["urgent"].get<bool>());
+}
+
+TEST_F(LeaseTest, APreemptibleLeaseEndsWithANoticeThenTheGuestStops) {
+  config_.lease_notice_ms = 30000;
+  StartManager();
+  AddHost("h1");
+  std::string lease = Create("p1", {{"lease_class", "preemptible"}, {"lease_term_s", 60}});
+  clock_.Advance(std::chrono::seconds(31));
+  Tick();
+  Json notices = *Client().Call("GET", "/api/v1/notices?guest=p1");
+  ASSERT_EQ(notices["notices"].size(), 1u);
+  EXPECT_EQ(notices["notices"][0]["action"], "stop");
+  EXPECT_EQ(cluster_.StateOf("h1", "p1"), "running");
+  clock_.Advance(std::chrono::seconds(30));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(cluster_.StateOf("h1", "p1"), "shutoff");
+  EXPECT_EQ(Lease(lease)["state"], "closed");
+}
+
+TEST_F(LeaseTest, AGuaranteedLeaseRenewsAndAnExtensionWithFlexTakesEffectAtTheTermEnd) {
+  StartManager();
+  AddHost("h1");
+  std::string g = Create("r1", {{"lease_term_s", 60}});
+  std::string e = Create("f1", {{"lease_class", "elastic"}, {"lease_term_s", 60}});
+  const int64_t end = Lease(e)["term_end_ms"];
+  Json ext = {{"memory_mib", 128}, {"term_s", 120}};
+  auto r = Client().Call("POST", "/api/v1/leases/" + e + "/extend", &ext);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)["granted"]["memory_mib"], 256);  // not before the term end
+  EXPECT_EQ((*r)["renewal"]["term_end_ms"], end + 120000);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/leases/" + e + "/extend", R"({"memory_mib": 8})")->status, 400);
+  clock_.Advance(std::chrono::seconds(61));
+  Tick();
+  SettleTasks();
+  Json after = Lease(e);
+  EXPECT_EQ(after["granted"]["memory_mib"], 128) << after.dump();
+  EXPECT_EQ(after["term_end_ms"], end + 120000);
+  EXPECT_TRUE(after["renewal"].is_null());
+  EXPECT_EQ(MemoryOf("f1"), 128);
+  Json renewed = Lease(g);
+  EXPECT_EQ(renewed["state"], "active");
+  EXPECT_GT(renewed["term_end_ms"].get<int64_t>(), end);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM notices"), 0);  // nothing was taken
+}
+
+TEST_F(LeaseTest, ARestartedManagerActsOnANoticeOnce) {
+  StartManager();
+  AddHost("h1");
+  std::string lease = Create("x1", {{"lease_class", "elastic"}});
+  Json n = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 60}});
+  Tick();
+  StopManager();
+  clock_.Advance(std::chrono::seconds(61));
+  StartManager();
+  Tick();
+  Tick();
+  SettleTasks();
+  StopManager();
+  StartManager();
+  Tick();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM repossessions"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.resize'"), 1);
+  EXPECT_EQ(MemoryOf("x1"), 128);
+}
+
+TEST_F(LeaseTest, ReleasingALeaseStopsTheGuestAndAStartGrantsAnew) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme");
+  std::string lease = Create("l1", Json::object(), acme);
+  EXPECT_EQ(Client(TenantToken("beta")).Do("POST", "/api/v1/leases/" + lease + "/release")->status, 404);
+  auto r = Client(acme).Do("POST", "/api/v1/leases/" + lease + "/release");
+  ASSERT_EQ(r->status, 200) << r->body;
+  SettleTasks();
+  EXPECT_EQ(cluster_.StateOf("h1", "acme:l1"), "shutoff");
+  EXPECT_EQ(Lease(lease)["state"], "closed");
+  EXPECT_EQ(Client(acme).Do("POST", "/api/v1/leases/" + lease + "/release")->status, 409);
+  EXPECT_EQ(WaitTask(*Client(acme).Call("POST", "/api/v1/guests/l1/start"))["state"], "succeeded");
+  Json leases = *Client(acme).Call("GET", "/api/v1/leases?guest=l1");
+  ASSERT_EQ(leases["leases"].size(), 2u);
+  EXPECT_EQ(leases["leases"][0]["state"], "active");
+  EXPECT_EQ(leases["leases"][0]["guest"], "l1");
+}
+
+TEST(ChannelAnswerTest, ReadsTheLastLine) {
+  EXPECT_EQ(ParseChannelAnswer("ack\n")->kind, lease::ReplyKind::kAck);
+  EXPECT_EQ(ParseChannelAnswer("freed 40 MiB\nrelease\n")->kind, lease::ReplyKind::kRelease);
+  auto c = ParseChannelAnswer("counter memory_mib=200 delay_s=5\n");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c->memory_mib, 200);
+  EXPECT_EQ(*c->delay_s, 5);
+  EXPECT_FALSE(ParseChannelAnswer(""));
+  EXPECT_FALSE(ParseChannelAnswer("none\n"));
+  EXPECT_FALSE(ParseChannelAnswer("ack please\n"));
+  EXPECT_FALSE(ParseChannelAnswer("counter\n"));
+  EXPECT_FALSE(ParseChannelAnswer("counter memory_mib=-5\n"));
+  EXPECT_FALSE(ParseChannelAnswer("counter bogus=1\n"));
+  EXPECT_FALSE(ParseChannelAnswer("counter memory_mib=12x\n"));
+}
+
+}  // namespace
+}  // namespace uw::manager
