@@ -1,0 +1,126 @@
+// The exokernel interface on the real test bed (issue 14): notices reach real guests through their
+// control channel, the guest's hook scripts answer, and the balloon really shrinks the guest.
+//   - a guest whose hook drops its caches and answers `release` is shrunk at once (MemTotal falls);
+//   - a guest with no hook is silent: shrunk at the deadline, with a repossession record;
+//   - a counter-offer from the guest's hook is accepted by the broker and applied.
+// Figures (printed as JSON): notice -> answer -> applied latency through the real channel.
+#include "tests/manager_it_fixture.h"
+
+namespace uw {
+namespace {
+
+using it::ManagerIntegrationTest;
+using testing::WaitFor;
+
+class LeaseIntegration : public ManagerIntegrationTest {
+ protected:
+  static Json Exec(const std::string& g, const std::string& command) {
+    Json body = {{"command", command}};
+    auto r = AgentOf(HostOf(g)).Call("POST", "/api/v1/guests/" + g + "/exec", &body);
+    EXPECT_TRUE(r.ok()) << command << ": " << r.status().ToString();
+    return r.ok() ? *r : Json();
+  }
+  static int64_t MemTotalKb(const std::string& g) {
+    Json out = Exec(g, "memtotal");
+    return out.is_object() ? std::stoll(out.value("output", "0")) : -1;
+  }
+  static std::string LeaseOf(const std::string& g) {
+    return (*Client().Call("GET", "/api/v1/guests/" + g))["leases"][0]["id"];
+  }
+  // Reclaims memory down to `after_mib` with `notice_s`; waits until the notice is acted on and
+  // its resize task has ended. Returns the notice as it ended, with "ms_to_acted" measured here.
+  static Json ShrinkAndWait(const std::string& g, int64_t after_mib, int64_t notice_s) {
+    Json body = {{"memory_mib", after_mib}, {"notice_s", notice_s}, {"reason", "integration test"}};
+    const auto sent = std::chrono::steady_clock::now();
+    auto n = Client().Call("POST", "/api/v1/leases/" + LeaseOf(g) + "/reclaim", &body);
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    if (!n.ok()) return Json();
+    const std::string id = (*n)["id"];
+    Json notice;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto r = Client().Call("GET", "/api/v1/notices/" + id);
+          if (r.ok()) notice = *r;
+          return r.ok() && notice["state"] == "acted";
+        },
+        std::chrono::seconds(notice_s + 60), std::chrono::milliseconds(50)))
+        << notice.dump();
+    notice["ms_to_acted"] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
+    // The resize the act journalled.
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto t = Client().Call("GET", "/api/v1/tasks?limit=1");
+          return t.ok() && (*t)["tasks"][0]["kind"] == "guest.resize" && (*t)["tasks"][0]["state"] == "succeeded";
+        },
+        std::chrono::seconds(60), std::chrono::milliseconds(50)));
+    notice["ms_to_applied"] =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
+    return notice;
+  }
+};
+
+TEST_F(LeaseIntegration, NoticesReachRealGuestsAndTheBalloonShrinksThem) {
+  const std::string hooked = "mit-lease-hook", silent = "mit-lease-silent";
+  ASSERT_TRUE(WaitFor(
+      [] {
+        auto r = Client().Call("GET", "/api/v1/hosts");
+        return r.ok() && (*r)["hosts"].size() == testbed_->hosts.size();
+      },
+      std::chrono::seconds(30)));
+  WaitConnected();
+  CreateBooted(hooked, 384, false, {{"lease_class", "elastic"}, {"lease_floor", {{"memory_mib", 128}}}});
+  CreateBooted(silent, 256, false, {{"lease_class", "elastic"}});
+  // The hooked guest gives memory back before it is asked twice: drop caches, answer release.
+  Json cp = Exec(hooked, "cp /etc/uw/hooks/release-after-drop-caches /etc/uw/notice.d/shrink");
+  ASSERT_EQ(cp.value("exit_code", -1), 0) << cp.dump();
+  const int64_t before_kb = MemTotalKb(hooked);
+  Json released = ShrinkAndWait(hooked, 256, 300);
+  EXPECT_EQ(released["delivery"]["state"], "delivered") << released.dump();
+  EXPECT_EQ(released["delivery"]["answer"], "release") << released.dump();
+  EXPECT_EQ(released["reply"]["kind"], "release");
+  EXPECT_LT(released["ms_to_acted"].get<double>(), 60000.0);  // long before the 300 s deadline
+  // The guest itself sees less memory: the balloon took 128 MiB.
+  int64_t after_kb = 0;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        after_kb = MemTotalKb(hooked);
+        return after_kb > 0 && after_kb <= before_kb - 100 * 1024;
+      },
+      std::chrono::seconds(30)))
+      << "MemTotal " << before_kb << " kB -> " << after_kb << " kB";
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/leases/" + LeaseOf(hooked)))["granted"]["memory_mib"], 256);
+  // The notice is in the guest's own record of what it was told.
+  Json seen = Exec(hooked, "cat /run/uw/notices/" + released["id"].get<std::string>());
+  EXPECT_NE(seen.value("output", "").find("UW_NOTICE_AFTER_MIB=256"), std::string::npos) << seen.dump();
+
+  // A counter-offer: the hook keeps half of what would be taken; the broker accepts it.
+  ASSERT_EQ(Exec(hooked, "cp /etc/uw/hooks/counter-half /etc/uw/notice.d/shrink").value("exit_code", -1), 0);
+  Json countered = ShrinkAndWait(hooked, 128, 300);
+  EXPECT_EQ(countered["reply"]["kind"], "counter") << countered.dump();
+  EXPECT_EQ(countered["after"]["memory_mib"], 192) << countered.dump();
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/leases/" + LeaseOf(hooked)))["granted"]["memory_mib"], 192);
+
+  // A silent guest (no hook): nothing happens before the deadline, then it is shrunk anyway.
+  const int64_t silent_before_kb = MemTotalKb(silent);
+  Json quiet = ShrinkAndWait(silent, 160, 4);
+  EXPECT_EQ(quiet["delivery"]["answer"], "none") << quiet.dump();
+  EXPECT_TRUE(quiet["reply"].is_null());
+  EXPECT_GE(quiet["ms_to_acted"].get<double>(), 3000.0);  // it waited for the deadline
+  EXPECT_TRUE(WaitFor([&] { return MemTotalKb(silent) <= silent_before_kb - 80 * 1024; }, std::chrono::seconds(30)));
+  Json records = *Client().Call("GET", "/api/v1/repossessions?guest=" + silent);
+  ASSERT_EQ(records["repossessions"].size(), 1u);
+  EXPECT_TRUE(records["repossessions"][0]["answer"].is_null());
+  EXPECT_EQ(records["repossessions"][0]["after"]["memory_mib"], 160);
+
+  Json fig = {{"release_ms_to_acted", released["ms_to_acted"]},
+              {"release_ms_to_applied", released["ms_to_applied"]},
+              {"counter_ms_to_applied", countered["ms_to_applied"]},
+              {"silent_ms_to_applied", quiet["ms_to_applied"]},
+              {"memtotal_kb", {{"before", before_kb}, {"after_release", after_kb}}}};
+  std::printf("lease figures: %s\n", fig.dump().c_str());
+  DeleteGuest(hooked);
+  DeleteGuest(silent);
+}
+
+}  // namespace
+}  // namespace uw
