@@ -175,6 +175,12 @@ Result<Notice> MakeNotice(const Lease& lease, std::string id, NoticeAction actio
                                   Amount(lease.floor));
     }
   }
+  if ((action == NoticeAction::kStop || action == NoticeAction::kEvict) && !urgent &&
+      lease.lease_class != LeaseClass::kPreemptible) {
+    return InvalidArgumentError("a " + std::string(LeaseClassName(lease.lease_class)) +
+                                " lease is not stopped or evicted to make room (only a preemptible one is, or an "
+                                "urgent action)");
+  }
   Notice n;
   n.id = std::move(id);
   n.lease_id = lease.id;

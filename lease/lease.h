@@ -137,8 +137,9 @@ struct Notice {
 };
 
 // A notice for `lease`, taking it to `after`. kInvalidArgument when `after` is not below the grant
-// for a shrink, below a guaranteed or elastic lease's floor (unless urgent), or when the times are
-// out of order (sent <= not_before <= deadline).
+// for a shrink, below a guaranteed or elastic lease's floor (unless urgent), for a stop or eviction
+// of a lease that is not preemptible (unless urgent), or when the times are out of order
+// (sent <= not_before <= deadline).
 Result<Notice> MakeNotice(const Lease& lease, std::string id, NoticeAction action, const Resources& after,
                           std::string reason, int64_t sent_ms, int64_t not_before_ms, int64_t deadline_ms, bool urgent);
 

@@ -241,6 +241,69 @@ Status LeaseService::ActDue(int64_t now_ms) {
   return Status::Ok();
 }
 
+void LeaseService::BeforeMove(const std::string& guest, const std::string& from, const std::string& to,
+                              const std::string& reason, const std::function<bool(Duration)>& sleep) {
+  std::string id;
+  {
+    std::lock_guard tick(tick_mu_);  // the loop does not deliver it a second time meanwhile
+    auto live = table_.LiveOf(guest);
+    if (!live.ok() || !*live || (*live)->lease.state != lease::LeaseState::kActive) return;
+    const int64_t now = NowMs();
+    auto sent = Send(**live, lease::NoticeAction::kMigrate, (*live)->lease.granted,
+                     "moving from " + from + " to " + to + (reason.empty() ? "" : ": " + reason), now,
+                     now + d_.config.lease_move_notice_ms, false);
+    if (!sent.ok()) {
+      spdlog::warn("move of {}: no notice: {}", guest, sent.status().ToString());
+      return;
+    }
+    id = sent->notice.id;
+    if (Status s = DeliverOne(*sent, now); !s.ok()) spdlog::warn("notice {}: {}", id, s.ToString());
+  }
+  while (true) {
+    auto n = table_.GetNotice(id);
+    if (!n.ok()) break;
+    // A guest that cannot be reached cannot answer: the move does not wait for it.
+    const bool unreachable = n->delivery.state == "silent";
+    const int64_t due = lease::ActAt(n->notice);
+    const int64_t now = NowMs();
+    if (n->notice.state == lease::NoticeState::kActed || unreachable || now >= due) break;
+    if (!sleep(std::chrono::milliseconds(std::min<int64_t>(due - now, 200)))) break;
+  }
+  std::lock_guard tick(tick_mu_);
+  if (Status s = ActOne(id, std::max(NowMs(), lease::ActAt(table_.GetNotice(id)->notice))); !s.ok()) {
+    spdlog::warn("notice {}: {}", id, s.ToString());
+  }
+}
+
+void LeaseService::AfterMove(const std::string& guest, const std::string& from, const std::string& host,
+                             int64_t pause_ms, int64_t total_ms) {
+  auto live = table_.LiveOf(guest);
+  if (!live.ok() || !*live) return;
+  const lease::Lease& l = (*live)->lease;
+  const std::string word = "from=" + from + ",to=" + host + ",pause_ms=" + std::to_string(pause_ms) +
+                           ",total_ms=" + std::to_string(total_ms);
+  std::string delivery = "not running";
+  auto g = d_.guests.Find(guest);
+  if (g.ok() && *g && Running(**g)) {
+    const std::string amounts = std::to_string(l.granted.vcpus) + " " + std::to_string(l.granted.memory_mib);
+    auto out = d_.agent_of(host)->Exec(
+        guest, {"uw-notice " + l.id + "-moved-" + std::to_string(NowMs()) + " moved " + amounts + " " + amounts +
+                    " 0 0 " + ShellWord(word),
+                5});
+    delivery = out.ok() ? "delivered" : "silent: " + out.status().ToString();
+  }
+  if (Status s = d_.events.Add("lease.moved", guest, l.tenant,
+                               {{"lease", l.id},
+                                {"from", from},
+                                {"to", host},
+                                {"pause_ms", pause_ms},
+                                {"total_ms", total_ms},
+                                {"delivery", delivery}});
+      !s.ok()) {
+    spdlog::warn("lease.moved event of {}: {}", guest, s.ToString());
+  }
+}
+
 Status LeaseService::ActOne(const std::string& notice_id, int64_t now_ms) {
   std::optional<std::string> task;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
@@ -248,7 +311,8 @@ Status LeaseService::ActOne(const std::string& notice_id, int64_t now_ms) {
     if (n.notice.state == lease::NoticeState::kActed) return Status::Ok();
     UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(n.notice.lease_id));
     UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
-    if (g) {
+    // A move's notice is acted on by the move itself (its task is the one in flight).
+    if (g && n.notice.action != lease::NoticeAction::kMigrate) {
       UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(g->name));
       if (busy) return Status::Ok();  // acted on at the next tick, once the guest's task has ended
     }
@@ -267,7 +331,7 @@ Status LeaseService::ActOne(const std::string& notice_id, int64_t now_ms) {
       }
       UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
     }
-    if (g && (!ends || Running(*g))) {
+    if (g && n.notice.action != lease::NoticeAction::kMigrate && (!ends || Running(*g))) {
       UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, n.notice.before, n.notice.after, ends));
     }
     UW_RETURN_IF_ERROR(table_.SaveNotice(n, now_ms));

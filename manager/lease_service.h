@@ -93,6 +93,17 @@ class LeaseService {
   // One pass: renewals and term ends, deliveries, counters, due actions.
   Status Tick();
 
+  // Moves (MigrationRun). Before one: a `migrate` notice to the guest, delivered at once; returns
+  // when the guest answered ack or release, when lease_move_notice_ms passed, at once when it
+  // could not be reached, or when `sleep` says the manager stops; the notice is then acted on
+  // (a record: the guest's place on `from`). Never fails the move: what goes wrong is logged.
+  void BeforeMove(const std::string& guest, const std::string& from, const std::string& to,
+                  const std::string& reason, const std::function<bool(Duration)>& sleep);
+  // After a move that ended done: a `moved` message to the guest on `host` with the measured pause,
+  // and a lease.moved event.
+  void AfterMove(const std::string& guest, const std::string& from, const std::string& host, int64_t pause_ms,
+                 int64_t total_ms);
+
  private:
   int64_t NowMs() const;
   Result<LeaseScope> ScopeOf(const Principal& p, std::string_view guest);

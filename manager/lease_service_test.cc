@@ -228,6 +228,59 @@ TEST_F(LeaseTest, ReleasingALeaseStopsTheGuestAndAStartGrantsAnew) {
   EXPECT_EQ(leases["leases"][0]["guest"], "l1");
 }
 
+TEST_F(LeaseTest, AMoveIsAnnouncedBeforeAndReportedAfter) {
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  std::string lease = Create("m1");
+  cluster_.SetExecOutput("m1", "uw-notice", "ack\n");
+  Json g = *Client().Call("GET", "/api/v1/guests/m1");
+  const std::string from = g["host"], to = from == "h1" ? "h2" : "h1";
+  Json body = {{"host", to}};
+  Json done = WaitTask(*Client().Call("POST", "/api/v1/guests/m1/migrate", &body));
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  // Told before (a migrate notice, answered ack) and after (moved, with the pause), in that order.
+  std::vector<std::string> told;
+  // The `moved` message follows the task's end.
+  EXPECT_TRUE(Eventually([&] {
+    told.clear();
+    for (const auto& c : cluster_.ExecsOf("m1")) {
+      if (c.rfind("uw-notice ", 0) == 0) told.push_back(c);
+    }
+    return told.size() == 2;
+  }));
+  ASSERT_EQ(told.size(), 2u);
+  EXPECT_NE(told[0].find(" migrate "), std::string::npos) << told[0];
+  EXPECT_NE(told[1].find(" moved "), std::string::npos) << told[1];
+  EXPECT_NE(told[1].find("to=" + to + ",pause_ms="), std::string::npos) << told[1];
+  Json notices = *Client().Call("GET", "/api/v1/notices?guest=m1");
+  ASSERT_EQ(notices["notices"].size(), 1u);
+  EXPECT_EQ(notices["notices"][0]["action"], "migrate");
+  EXPECT_EQ(notices["notices"][0]["state"], "acted");
+  EXPECT_EQ(notices["notices"][0]["reply"]["kind"], "ack");
+  Json rep = *Client().Call("GET", "/api/v1/repossessions?guest=m1");
+  ASSERT_EQ(rep["repossessions"].size(), 1u);
+  EXPECT_EQ(rep["repossessions"][0]["action"], "migrate");
+  EXPECT_EQ(Lease(lease)["state"], "active");
+}
+
+TEST_F(LeaseTest, AMoveWaitsForASilentGuestUntilItsNoticeRunsOut) {
+  config_.lease_move_notice_ms = 2000;
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  Create("m2");
+  Json g = *Client().Call("GET", "/api/v1/guests/m2");
+  Json body = {{"host", g["host"] == "h1" ? "h2" : "h1"}};
+  const auto before = clock_.Now();
+  Json done = WaitTask(*Client().Call("POST", "/api/v1/guests/m2/migrate", &body));
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_GE(clock_.Now() - before, std::chrono::milliseconds(2000));  // the poll sleeper moved the clock
+  Json rep = *Client().Call("GET", "/api/v1/repossessions?guest=m2");
+  ASSERT_EQ(rep["repossessions"].size(), 1u);
+  EXPECT_TRUE(rep["repossessions"][0]["answer"].is_null());
+}
+
 TEST(ChannelAnswerTest, ReadsTheLastLine) {
   EXPECT_EQ(ParseChannelAnswer("ack\n")->kind, lease::ReplyKind::kAck);
   EXPECT_EQ(ParseChannelAnswer("freed 40 MiB\nrelease\n")->kind, lease::ReplyKind::kRelease);

@@ -96,6 +96,9 @@ struct ManagerConfig {
   // often the lease loop runs, and the broker's policy on counter-offers (accept | decline).
   int lease_notice_ms = 30000;
   int lease_tick_ms = 1000;
+  // Before a live or cold move the guest is sent a `migrate` notice; the move waits for its answer
+  // (ack, release) or this long, whichever comes first (a guest that cannot be reached: not at all).
+  int lease_move_notice_ms = 2000;
   std::string lease_broker = "accept";
 };
 

@@ -107,6 +107,7 @@ class ManagerTest : public ::testing::Test {
     config_.agent_timeout_ms = 5000;
     config_.max_body_bytes = 64 << 10;
     config_.migration_verify_window_ms = 0;  // running once (and answering its channel) is enough
+    config_.lease_move_notice_ms = 0;        // moves do not wait on their notice unless a test says so
   }
   void TearDown() override {
     for (const auto& [host, token] : host_tokens_) cluster_.HoldCreates(host, false);

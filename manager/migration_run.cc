@@ -12,6 +12,7 @@
 #include "manager/drs_tables.h"
 #include "manager/guest_table.h"
 #include "manager/internal.h"
+#include "manager/lease_service.h"
 #include "manager/migration_table.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
@@ -37,6 +38,12 @@ void MigrationRun::Run(bool resume) {
   options_ = request_.value("options", Json::object());
   guest_ = task->subject;
   if ((resume ? Resume() : Begin()) == Step::kEnded) return;
+  if (!resume) {
+    // The guest is told before it is moved (its lease's `migrate` notice), outside the placement lock.
+    Progress(0.02, "notice to the guest before the move");
+    m_.leases_->BeforeMove(guest_, rec_.source, rec_.destination, request_.value("reason", std::string()),
+                           [this](Duration d) { return m_.poll_sleeper_(d); });
+  }
   LoadGuestMemory();
   if (rec_.mode == mg::Mode::kCold) return ColdMove(resume);
   Live(resume);
@@ -412,6 +419,9 @@ void MigrationRun::Finish(Outcome outcome, const Status& why) {
     }
   }
   if (!ended.ok()) spdlog::error("migration {}: recording the task's end: {}", rec_.id, ended.ToString());
+  if (outcome == Outcome::kDone) {
+    m_.leases_->AfterMove(guest_, rec_.source, rec_.destination, rec_.stats.downtime_ms, rec_.stats.total_ms);
+  }
   spdlog::info("migration {} of {} {} -> {}: {} ({} ms, downtime {} ms){}", rec_.id, guest_, rec_.source,
                rec_.destination, mg::PhaseName(rec_.phase), rec_.stats.total_ms, rec_.stats.downtime_ms,
                why.ok() ? "" : ": " + why.message());

@@ -77,6 +77,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
                                   "migration",
                                   "lease_notice_ms",
                                   "lease_tick_ms",
+                                  "lease_move_notice_ms",
                                   "lease_broker"});
       !s.ok()) {
     return fail(s);
@@ -135,6 +136,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   }
   if (Status s = int_in("lease_notice_ms", c.lease_notice_ms, 0, 86'400'000); !s.ok()) return fail(s);
   if (Status s = int_in("lease_tick_ms", c.lease_tick_ms, 10, 60'000); !s.ok()) return fail(s);
+  if (Status s = int_in("lease_move_notice_ms", c.lease_move_notice_ms, 0, 600'000); !s.ok()) return fail(s);
   UW_CFG(c.lease_broker, v.String("lease_broker", c.lease_broker));
   if (c.lease_broker != "accept" && c.lease_broker != "decline") {
     return fail(v.FieldError("lease_broker", "expected accept or decline"));
