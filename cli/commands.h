@@ -129,5 +129,7 @@ void AddRuleCommands(CLI::App& app, Invocation& inv);       // commands_rule.cc
 void AddClusterCommands(CLI::App& app, Invocation& inv);    // commands_cluster.cc
 void AddEventsCommand(CLI::App& app, Invocation& inv);      // commands_cluster.cc
 void AddTokenCommands(CLI::App& app, Invocation& inv);      // commands_cluster.cc
+void AddLeaseCommands(CLI::App& app, Invocation& inv);      // commands_lease.cc
+void AddNoticeCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
 
 }  // namespace uw::cli

@@ -111,6 +111,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   AddDrsCommands(app, inv);
   AddPoolCommands(app, inv);
   AddRuleCommands(app, inv);
+  AddLeaseCommands(app, inv);
+  AddNoticeCommands(app, inv);
   AddClusterCommands(app, inv);
   AddEventsCommand(app, inv);
   AddTokenCommands(app, inv);

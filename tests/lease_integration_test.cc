@@ -112,7 +112,37 @@ TEST_F(LeaseIntegration, NoticesReachRealGuestsAndTheBalloonShrinksThem) {
   EXPECT_TRUE(records["repossessions"][0]["answer"].is_null());
   EXPECT_EQ(records["repossessions"][0]["after"]["memory_mib"], 160);
 
+  // A move is announced (the hook acks at once) and reported after, with the pause, on the new host.
+  ASSERT_EQ(Exec(hooked, "cp /etc/uw/hooks/ack /etc/uw/notice.d/migrate").value("exit_code", -1), 0);
+  const std::string to = Other(HostOf(hooked));
+  Json move = {{"host", to}};
+  const auto move_start = std::chrono::steady_clock::now();
+  auto moving = Client().Call("POST", "/api/v1/guests/" + hooked + "/migrate", &move);
+  ASSERT_TRUE(moving.ok()) << moving.status().ToString();
+  Json moved = WaitTask(*moving);
+  const double move_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - move_start).count();
+  ASSERT_EQ(moved["state"], "succeeded") << moved.dump();
+  Json told = *Client().Call("GET", "/api/v1/notices?guest=" + hooked + "&limit=1");
+  EXPECT_EQ(told["notices"][0]["action"], "migrate");
+  EXPECT_EQ(told["notices"][0]["reply"]["kind"], "ack") << told.dump();
+  std::string after_move;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        after_move = Exec(hooked, "cat /run/uw/notices/*-moved-*").value("output", "");
+        return after_move.find("UW_NOTICE_ACTION=moved") != std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << after_move;
+  EXPECT_NE(after_move.find("to=" + to + ",pause_ms="), std::string::npos) << after_move;
+
   Json fig = {{"release_ms_to_acted", released["ms_to_acted"]},
+              {"move_task_ms", move_ms},
+              {"move_total_ms", moved["result"]["total_ms"]},
+              {"move_notice_ms",  // from the notice to the go-ahead (the repossession record)
+               (*Client().Call("GET", "/api/v1/repossessions?guest=" + hooked + "&limit=1"))["repossessions"][0]["at_ms"]
+                       .get<int64_t>() -
+                   told["notices"][0]["sent_ms"].get<int64_t>()},
               {"release_ms_to_applied", released["ms_to_applied"]},
               {"counter_ms_to_applied", countered["ms_to_applied"]},
               {"silent_ms_to_applied", quiet["ms_to_applied"]},
