@@ -11,7 +11,8 @@ struct GuestArgs {
   std::string name;
   // create
   int64_t vcpus = 1, memory = 256;
-  std::string image, kind = "qemu", tenant, pool, automation, on_crash;
+  std::string image, kind = "qemu", tenant, pool, automation, on_crash, lease_class;
+  int64_t lease_term_s = 0, lease_floor_memory = 0;
   bool no_start = false, no_paravirt = false;
   // delete
   bool force = false;
@@ -37,6 +38,13 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
       ->add_option("--on-crash", a.on_crash, "when it crashes: restart (default; 3 tries in 10 minutes) | keep | stop")
       ->check(CLI::IsMember({"restart", "keep", "stop"}));
   create->add_flag("--no-start", a.no_start, "define but do not start");
+  create->add_option("--lease-class", a.lease_class, "guaranteed (default) | elastic | preemptible")
+      ->check(CLI::IsMember({"guaranteed", "elastic", "preemptible"}));
+  create->add_option("--lease-term", a.lease_term_s, "the lease's term in seconds (default: open-ended)")
+      ->check(CLI::PositiveNumber);
+  create->add_option("--lease-floor-memory", a.lease_floor_memory,
+                     "elastic: the memory in MiB the lease may be shrunk to (default min(memory, 128))")
+      ->check(CLI::PositiveNumber);
   create->add_flag("--no-paravirt", a.no_paravirt,
                    "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");
   inv.AddWait(create);
@@ -47,6 +55,9 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
     if (!a.pool.empty()) body["pool"] = a.pool;
     if (!a.automation.empty()) body["automation"] = a.automation;
     if (!a.on_crash.empty()) body["on_crash"] = a.on_crash;
+    if (!a.lease_class.empty()) body["lease_class"] = a.lease_class;
+    if (a.lease_term_s > 0) body["lease_term_s"] = a.lease_term_s;
+    if (a.lease_floor_memory > 0) body["lease_floor"] = {{"memory_mib", a.lease_floor_memory}};
     if (a.no_start) body["start"] = false;
     if (a.no_paravirt) body["paravirt"] = false;
     AnswerTask(inv, inv.c.Call("POST", "/api/v1/guests", &body));

@@ -11,8 +11,7 @@
 //              │                        └──broker declines──▶ pending
 //              └──deadline (or urgent at once)──▶ acted (silent)
 //
-// Not built yet: the manager's tables, REST routes, uwctl, the guest channel and the mechanisms
-// (balloon, cputune) that carry these out (issue 14).
+// The manager drives it: manager/lease_service.h.
 //
 // Everything here is a value type; thread safety is the caller's.
 #pragma once
