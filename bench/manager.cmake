@@ -26,3 +26,11 @@ if(TARGET uw_manager)
     SRCS manager_heartbeat_simulation.cc
     DEPS uw::api uw::common)
 endif()
+
+# The lease loop's cost on in-memory agents: notice -> ack -> applied, and what a move's notice adds.
+if(TARGET uw_manager)
+  uw_benchmark(NAME lease_benchmark
+    SRCS lease_benchmark.cc
+    DEPS uw::manager uw::manager_testing
+    SHORT_ARGS --benchmark_min_time=0.05)
+endif()
