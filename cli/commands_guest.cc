@@ -42,8 +42,9 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
       ->check(CLI::IsMember({"guaranteed", "elastic", "preemptible"}));
   create->add_option("--lease-term", a.lease_term_s, "the lease's term in seconds (default: open-ended)")
       ->check(CLI::PositiveNumber);
-  create->add_option("--lease-floor-memory", a.lease_floor_memory,
-                     "elastic: the memory in MiB the lease may be shrunk to (default min(memory, 128))")
+  create
+      ->add_option("--lease-floor-memory", a.lease_floor_memory,
+                   "elastic: the memory in MiB the lease may be shrunk to (default min(memory, 128))")
       ->check(CLI::PositiveNumber);
   create->add_flag("--no-paravirt", a.no_paravirt,
                    "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");

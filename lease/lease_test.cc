@@ -149,8 +149,8 @@ TEST(NoticeTest, AnAckedShrinkIsActedOnEarlyASilentOneAtTheDeadline) {
   // Only a preemptible lease is stopped to make room; anything is, when urgent: at once, and still recorded.
   EXPECT_EQ(MakeNotice(e, "n5", NoticeAction::kStop, {}, "make room", 100, 100, 1000, false).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_TRUE(MakeNotice(MakeLease(LeaseClass::kPreemptible, {1, 256}, {}), "n6", NoticeAction::kStop, {},
-                         "term end", 100, 100, 1000, false)
+  EXPECT_TRUE(MakeNotice(MakeLease(LeaseClass::kPreemptible, {1, 256}, {}), "n6", NoticeAction::kStop, {}, "term end",
+                         100, 100, 1000, false)
                   .ok());
   Notice urgent = *MakeNotice(e, "n4", NoticeAction::kStop, e.granted, "host failed", 100, 100, 100, true);
   auto now = Act(urgent, 100);

@@ -301,9 +301,9 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
       auto amount = [&](const char* k) {
         return args.contains(k) ? std::optional<int64_t>(args[k].get<int64_t>()) : std::nullopt;
       };
-      UW_RETURN_IF_ERROR(d_.leases.Regrant(guest, amount("vcpus"), amount("memory_mib"), NowMs(),
-                                           request.value("by", "") == "lease" ? "the guest was resized (lease)"
-                                                                              : "the guest was resized by request"));
+      UW_RETURN_IF_ERROR(d_.leases.Regrant(
+          guest, amount("vcpus"), amount("memory_mib"), NowMs(),
+          request.value("by", "") == "lease" ? "the guest was resized (lease)" : "the guest was resized by request"));
     } else {
       UW_RETURN_IF_ERROR(d_.guests.SetState(guest, state, NowMs()));
       if (op == "start" && state == "running") UW_RETURN_IF_ERROR(d_.leases.Reopen(guest, NowMs()));

@@ -62,11 +62,12 @@ Guest GuestOfRow(const SqlRow& r) {
 }
 
 Status GuestTable::Admit(const Admitted& g) {
-  return store_.Exec("INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
-                  "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', "
-                  "?, ?, ?, ?, ?)",
-                  {g.name, g.tenant, g.host, OrNull(g.pool), g.kind, g.vcpus, g.memory_mib, Dump(g.spec), g.automation,
-                   g.placement_reason, g.on_crash, g.now_ms, g.now_ms});
+  return store_.Exec(
+      "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
+      "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', "
+      "?, ?, ?, ?, ?)",
+      {g.name, g.tenant, g.host, OrNull(g.pool), g.kind, g.vcpus, g.memory_mib, Dump(g.spec), g.automation,
+       g.placement_reason, g.on_crash, g.now_ms, g.now_ms});
 }
 
 Status GuestTable::AddFound(const Found& g) {

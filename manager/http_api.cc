@@ -545,8 +545,7 @@ class Api {
     });
     router.Add("POST", "/api/v1/leases/{id}/reclaim", [this](const Request& req) {
       return LeasePost<LeaseReclaim>(
-          req, "operator", ParseLeaseReclaim, [this](auto&... a) { return m_.ReclaimLease(a...); },
-          NoticeRecordJson);
+          req, "operator", ParseLeaseReclaim, [this](auto&... a) { return m_.ReclaimLease(a...); }, NoticeRecordJson);
     });
     router.Add("GET", "/api/v1/notices", [this](const Request& req) {
       return LeaseList<NoticeRecord>(

@@ -17,9 +17,9 @@ Result<E> ByName(std::string_view name, const std::array<E, N>& values, NameOf n
   return InvalidArgumentError(std::string(what) + " '" + std::string(name) + "': expected one of " + choices);
 }
 
-constexpr std::array kLeaseStates = {lease::LeaseState::kNascent, lease::LeaseState::kActive,
+constexpr std::array kLeaseStates = {lease::LeaseState::kNascent,   lease::LeaseState::kActive,
                                      lease::LeaseState::kExtending, lease::LeaseState::kClosing,
-                                     lease::LeaseState::kClosed,  lease::LeaseState::kFailed};
+                                     lease::LeaseState::kClosed,    lease::LeaseState::kFailed};
 constexpr std::array kNoticeStates = {lease::NoticeState::kPending, lease::NoticeState::kAcked,
                                       lease::NoticeState::kReleased, lease::NoticeState::kCountered,
                                       lease::NoticeState::kActed};
@@ -30,9 +30,7 @@ constexpr std::array kReplyKinds = {lease::ReplyKind::kAck, lease::ReplyKind::kR
 
 Json OptionalMs(const std::optional<int64_t>& ms) { return ms ? Json(*ms) : Json(nullptr); }
 
-Result<std::optional<int64_t>> OptionalMsOf(const JsonView& v, std::string_view key) {
-  return v.OptionalInt(key);
-}
+Result<std::optional<int64_t>> OptionalMsOf(const JsonView& v, std::string_view key) { return v.OptionalInt(key); }
 
 Json ReplyJson(const lease::Reply& r) {
   return {{"kind", ReplyKindName(r.kind)},

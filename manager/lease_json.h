@@ -26,8 +26,8 @@ Json RenewalJson(const lease::Renewal& r);
 Result<lease::Renewal> RenewalFromJson(const Json& j);
 
 // {"id", "lease", "guest", "tenant", "action", "before", "after", "reason", "sent_ms",
-//  "not_before_ms", "deadline_ms", "urgent", "state", "reply", "counter", "answered_act_at_ms" (what an answer set), "act_at_ms" (when the
-//  system acts, lease::ActAt)}; a reply
+//  "not_before_ms", "deadline_ms", "urgent", "state", "reply", "counter", "answered_act_at_ms" (what an answer set),
+//  "act_at_ms" (when the system acts, lease::ActAt)}; a reply
 // is {"kind", "guest", "at_ms", "after", "act_at_ms"}.
 Json NoticeJson(const lease::Notice& n);
 Result<lease::Notice> NoticeFromJson(const Json& j);

@@ -286,10 +286,9 @@ void LeaseService::AfterMove(const std::string& guest, const std::string& from, 
   auto g = d_.guests.Find(guest);
   if (g.ok() && *g && Running(**g)) {
     const std::string amounts = std::to_string(l.granted.vcpus) + " " + std::to_string(l.granted.memory_mib);
-    auto out = d_.agent_of(host)->Exec(
-        guest, {"uw-notice " + l.id + "-moved-" + std::to_string(NowMs()) + " moved " + amounts + " " + amounts +
-                    " 0 0 " + ShellWord(word),
-                5});
+    auto out = d_.agent_of(host)->Exec(guest, {"uw-notice " + l.id + "-moved-" + std::to_string(NowMs()) + " moved " +
+                                                   amounts + " " + amounts + " 0 0 " + ShellWord(word),
+                                               5});
     delivery = out.ok() ? "delivered" : "silent: " + out.status().ToString();
   }
   if (Status s = d_.events.Add("lease.moved", guest, l.tenant,

@@ -211,16 +211,15 @@ Result<LeaseRecord> LeaseService::Extend(const Principal& p, std::string_view id
     lease::Lease& l = r.lease;
     const int64_t now = NowMs();
     UW_ASSIGN_OR_RETURN(Guest g, d_.guests.Get(l.guest));
-    lease::Renewal renewal{l.id, {req.vcpus.value_or(l.granted.vcpus), req.memory_mib.value_or(l.granted.memory_mib)},
-                           l.term_end_ms};
+    lease::Renewal renewal{
+        l.id, {req.vcpus.value_or(l.granted.vcpus), req.memory_mib.value_or(l.granted.memory_mib)}, l.term_end_ms};
     if (renewal.amount.vcpus > g.reserved_vcpus) {
-      return InvalidArgumentError("vcpus: " + std::to_string(renewal.amount.vcpus) + " is above the guest's maximum of " +
-                                  std::to_string(g.reserved_vcpus));
+      return InvalidArgumentError("vcpus: " + std::to_string(renewal.amount.vcpus) +
+                                  " is above the guest's maximum of " + std::to_string(g.reserved_vcpus));
     }
     if (renewal.amount.memory_mib > g.reserved_memory_mib) {
       return InvalidArgumentError("memory_mib: " + std::to_string(renewal.amount.memory_mib) +
-                                  " is above the guest's maximum of " + std::to_string(g.reserved_memory_mib) +
-                                  " MiB");
+                                  " is above the guest's maximum of " + std::to_string(g.reserved_memory_mib) + " MiB");
     }
     if (req.term_s) {
       renewal.term_end_ms = std::max(l.term_end_ms.value_or(now), now) + *req.term_s * 1000;
@@ -317,8 +316,9 @@ Result<NoticeRecord> LeaseService::Send(const LeaseRecord& r, lease::NoticeActio
                                      " open: wait for it to be acted on");
     }
     const int64_t now = NowMs();
-    UW_ASSIGN_OR_RETURN(out.notice, lease::MakeNotice(r.lease, NewId("notice"), action, after, std::move(reason), now,
-                                                      std::max(now, not_before_ms), std::max(now, deadline_ms), urgent));
+    UW_ASSIGN_OR_RETURN(out.notice,
+                        lease::MakeNotice(r.lease, NewId("notice"), action, after, std::move(reason), now,
+                                          std::max(now, not_before_ms), std::max(now, deadline_ms), urgent));
     if (urgent) out.delivery = {"skipped", "", "urgent: acted on at once", now};
     UW_RETURN_IF_ERROR(table_.InsertNotice(out, now));
     return d_.events.Add("notice.sent", out.notice.guest, out.notice.tenant, NoticeJson(out.notice));
@@ -355,8 +355,9 @@ Result<NoticeRecord> LeaseService::Answer(const Principal& p, std::string_view i
     if (!applied.ok()) {
       // Recorded, and nothing changes.
       refused = applied;
-      return d_.events.Add("notice.answer_refused", n.notice.guest, n.notice.tenant,
-                           {{"notice", n.notice.id}, {"reply", ReplyKindName(answer.kind)}, {"error", applied.ToString()}});
+      return d_.events.Add(
+          "notice.answer_refused", n.notice.guest, n.notice.tenant,
+          {{"notice", n.notice.id}, {"reply", ReplyKindName(answer.kind)}, {"error", applied.ToString()}});
     }
     UW_RETURN_IF_ERROR(table_.SaveNotice(n, now));
     UW_RETURN_IF_ERROR(d_.events.Add("notice.answered", n.notice.guest, n.notice.tenant,

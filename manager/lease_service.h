@@ -67,8 +67,8 @@ class LeaseService {
   // Inside the guests' transactions.
   // A new guest's lease, nascent until its create succeeds.
   Status Open(const GuestCreate& req, std::string_view guest, std::string_view tenant, int64_t now_ms);
-  Status Activate(std::string_view guest, int64_t now_ms);                    // nascent -> active
-  Status Fail(std::string_view guest, int64_t now_ms, std::string_view why);  // nascent -> failed
+  Status Activate(std::string_view guest, int64_t now_ms);                     // nascent -> active
+  Status Fail(std::string_view guest, int64_t now_ms, std::string_view why);   // nascent -> failed
   Status Close(std::string_view guest, int64_t now_ms, std::string_view why);  // -> closed (deleted)
   // A resize done: the live lease grants what the guest has now (no-op when it does already).
   Status Regrant(std::string_view guest, std::optional<int64_t> vcpus, std::optional<int64_t> memory_mib,
@@ -97,8 +97,8 @@ class LeaseService {
   // when the guest answered ack or release, when lease_move_notice_ms passed, at once when it
   // could not be reached, or when `sleep` says the manager stops; the notice is then acted on
   // (a record: the guest's place on `from`). Never fails the move: what goes wrong is logged.
-  void BeforeMove(const std::string& guest, const std::string& from, const std::string& to,
-                  const std::string& reason, const std::function<bool(Duration)>& sleep);
+  void BeforeMove(const std::string& guest, const std::string& from, const std::string& to, const std::string& reason,
+                  const std::function<bool(Duration)>& sleep);
   // After a move that ended done: a `moved` message to the guest on `host` with the measured pause,
   // and a lease.moved event.
   void AfterMove(const std::string& guest, const std::string& from, const std::string& host, int64_t pause_ms,

@@ -38,7 +38,8 @@ class LeaseTest : public ManagerTest {
   }
   // Waits for the lease's task (a resize or stop) to end.
   void SettleTasks() {
-    EXPECT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) AS n FROM tasks WHERE state IN ('pending', 'running')") == 0; }));
+    EXPECT_TRUE(Eventually(
+        [&] { return Count("SELECT COUNT(*) AS n FROM tasks WHERE state IN ('pending', 'running')") == 0; }));
   }
 };
 
@@ -55,7 +56,8 @@ TEST_F(LeaseTest, AGuestThatAcksIsShrunkAtOnce) {
   // Delivered over the channel, answered, acted on well before the deadline.
   auto execs = cluster_.ExecsOf("e1");
   ASSERT_FALSE(execs.empty());
-  EXPECT_EQ(execs.back().rfind("uw-notice " + n["id"].get<std::string>() + " shrink 1 256 1 128 0 600 make_room", 0), 0u)
+  EXPECT_EQ(execs.back().rfind("uw-notice " + n["id"].get<std::string>() + " shrink 1 256 1 128 0 600 make_room", 0),
+            0u)
       << execs.back();
   Json done = Notice(n["id"]);
   EXPECT_EQ(done["state"], "acted") << done.dump();
@@ -82,7 +84,8 @@ TEST_F(LeaseTest, ASilentGuestIsShrunkAtTheDeadlineAndCanReadTheRecord) {
   EXPECT_EQ(MemoryOf("acme:s1"), 256);
   // Another tenant sees nothing and cannot answer; the owner's late answer is refused and recorded.
   EXPECT_EQ(Client(beta).Do("GET", "/api/v1/notices/" + n["id"].get<std::string>())->status, 404);
-  EXPECT_EQ(Client(beta).Do("POST", "/api/v1/notices/" + n["id"].get<std::string>() + "/reply", R"({"reply": "ack"})")
+  EXPECT_EQ(Client(beta)
+                .Do("POST", "/api/v1/notices/" + n["id"].get<std::string>() + "/reply", R"({"reply": "ack"})")
                 ->status,
             404);
   EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/leases"))["leases"].size(), 0u);
@@ -90,7 +93,8 @@ TEST_F(LeaseTest, ASilentGuestIsShrunkAtTheDeadlineAndCanReadTheRecord) {
   Tick();
   SettleTasks();
   EXPECT_EQ(MemoryOf("acme:s1"), 160);
-  EXPECT_EQ(Client(acme).Do("POST", "/api/v1/notices/" + n["id"].get<std::string>() + "/reply", R"({"reply": "ack"})")
+  EXPECT_EQ(Client(acme)
+                .Do("POST", "/api/v1/notices/" + n["id"].get<std::string>() + "/reply", R"({"reply": "ack"})")
                 ->status,
             409);
   Json rep = *Client(acme).Call("GET", "/api/v1/repossessions?guest=s1");
@@ -129,8 +133,9 @@ TEST_F(LeaseTest, ReclaimsThatBreakALeaseAreRefused) {
   EXPECT_EQ(refuse(e, R"({"action": "explode"})"), 400);
   EXPECT_EQ(refuse("lease-nope", R"({"memory_mib": 128})"), 404);
   // A tenant may not reclaim.
-  EXPECT_EQ(Client(TenantToken("acme")).Do("POST", "/api/v1/leases/" + e + "/reclaim", R"({"memory_mib": 200})")->status,
-            403);
+  EXPECT_EQ(
+      Client(TenantToken("acme")).Do("POST", "/api/v1/leases/" + e + "/reclaim", R"({"memory_mib": 200})")->status,
+      403);
   // One open notice per lease.
   EXPECT_EQ(refuse(e, R"({"memory_mib": 200})"), 200);
   EXPECT_EQ(refuse(e, R"({"memory_mib": 200})"), 409);

@@ -82,7 +82,8 @@ Status LeaseTable::Insert(const LeaseRecord& r, int64_t now_ms) {
   const lease::Lease& l = r.lease;
   return store_.Exec(
       "INSERT INTO leases(id, guest, tenant, class, vcpus, memory_mib, floor_vcpus, floor_memory_mib, term_ms, "
-      "term_end_ms, state, history, renewal, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "term_end_ms, state, history, renewal, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?)",
       {l.id, l.guest, l.tenant, std::string(lease::LeaseClassName(l.lease_class)), l.granted.vcpus,
        l.granted.memory_mib, l.floor.vcpus, l.floor.memory_mib, MsOrNull(r.term_ms), MsOrNull(l.term_end_ms),
        std::string(lease::LeaseStateName(l.state)), HistoryJson(l.history).dump(),
@@ -146,9 +147,10 @@ Status LeaseTable::InsertNotice(const NoticeRecord& n, int64_t now_ms) {
 
 Status LeaseTable::SaveNotice(const NoticeRecord& n, int64_t now_ms) {
   const lease::Notice& x = n.notice;
-  return store_.Exec("UPDATE notices SET state = ?, act_at_ms = ?, notice = ?, delivery = ?, updated_ms = ? WHERE id = ?",
-                     {std::string(lease::NoticeStateName(x.state)), lease::ActAt(x), NoticeJson(x).dump(),
-                      DeliveryText(n.delivery), now_ms, x.id});
+  return store_.Exec(
+      "UPDATE notices SET state = ?, act_at_ms = ?, notice = ?, delivery = ?, updated_ms = ? WHERE id = ?",
+      {std::string(lease::NoticeStateName(x.state)), lease::ActAt(x), NoticeJson(x).dump(), DeliveryText(n.delivery),
+       now_ms, x.id});
 }
 
 Result<NoticeRecord> LeaseTable::GetNotice(std::string_view id) {

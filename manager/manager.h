@@ -116,11 +116,11 @@ struct GuestCreate {
   int64_t memory_mib = 256;
   std::string automation = "default";  // default | manual | automatic | disabled (DRS override)
   std::string lease_class = "guaranteed";
-  lease::Resources grant{1, 256};                // what the guest starts with (vcpus, memory_mib)
-  std::optional<int64_t> lease_term_s;           // nullopt: open-ended
-  std::optional<lease::Resources> lease_floor;   // elastic: what it may be shrunk to
-  std::string on_crash = "restart";  // restart | keep | stop (what the manager does when it crashes)
-  Json agent_spec;                   // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
+  lease::Resources grant{1, 256};               // what the guest starts with (vcpus, memory_mib)
+  std::optional<int64_t> lease_term_s;          // nullopt: open-ended
+  std::optional<lease::Resources> lease_floor;  // elastic: what it may be shrunk to
+  std::string on_crash = "restart";             // restart | keep | stop (what the manager does when it crashes)
+  Json agent_spec;  // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
   std::vector<std::pair<std::string, std::string>> rights_needed;
 };

@@ -163,10 +163,10 @@ Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
 
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "pool", "kind", "vcpus", "max_vcpus", "memory_mib",
-                                      "max_memory_mib", "image", "boot", "nics", "labels", "start", "paravirt",
-                                      "automation", "lease_class", "lease_term_s", "lease_floor", "cpu", "disks",
-                                      "on_crash"}));
+  UW_RETURN_IF_ERROR(v.RejectUnknown(
+      {"name",           "tenant",      "pool",         "kind",        "vcpus",  "max_vcpus", "memory_mib",
+       "max_memory_mib", "image",       "boot",         "nics",        "labels", "start",     "paravirt",
+       "automation",     "lease_class", "lease_term_s", "lease_floor", "cpu",    "disks",     "on_crash"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));

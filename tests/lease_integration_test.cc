@@ -136,17 +136,18 @@ TEST_F(LeaseIntegration, NoticesReachRealGuestsAndTheBalloonShrinksThem) {
       << after_move;
   EXPECT_NE(after_move.find("to=" + to + ",pause_ms="), std::string::npos) << after_move;
 
-  Json fig = {{"release_ms_to_acted", released["ms_to_acted"]},
-              {"move_task_ms", move_ms},
-              {"move_total_ms", moved["result"]["total_ms"]},
-              {"move_notice_ms",  // from the notice to the go-ahead (the repossession record)
-               (*Client().Call("GET", "/api/v1/repossessions?guest=" + hooked + "&limit=1"))["repossessions"][0]["at_ms"]
-                       .get<int64_t>() -
-                   told["notices"][0]["sent_ms"].get<int64_t>()},
-              {"release_ms_to_applied", released["ms_to_applied"]},
-              {"counter_ms_to_applied", countered["ms_to_applied"]},
-              {"silent_ms_to_applied", quiet["ms_to_applied"]},
-              {"memtotal_kb", {{"before", before_kb}, {"after_release", after_kb}}}};
+  Json fig = {
+      {"release_ms_to_acted", released["ms_to_acted"]},
+      {"move_task_ms", move_ms},
+      {"move_total_ms", moved["result"]["total_ms"]},
+      {"move_notice_ms",  // from the notice to the go-ahead (the repossession record)
+       (*Client().Call("GET", "/api/v1/repossessions?guest=" + hooked + "&limit=1"))["repossessions"][0]["at_ms"]
+               .get<int64_t>() -
+           told["notices"][0]["sent_ms"].get<int64_t>()},
+      {"release_ms_to_applied", released["ms_to_applied"]},
+      {"counter_ms_to_applied", countered["ms_to_applied"]},
+      {"silent_ms_to_applied", quiet["ms_to_applied"]},
+      {"memtotal_kb", {{"before", before_kb}, {"after_release", after_kb}}}};
   std::printf("lease figures: %s\n", fig.dump().c_str());
   DeleteGuest(hooked);
   DeleteGuest(silent);

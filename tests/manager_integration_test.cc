@@ -7,8 +7,8 @@
 namespace uw {
 namespace {
 
-using it::ManagerIntegrationTest;
 using it::kAdmin;
+using it::ManagerIntegrationTest;
 using testing::Testbed;
 using testing::TickWatcher;
 using testing::WaitFor;
