@@ -82,9 +82,10 @@ Result<NoticeAnswer> ParseNoticeAnswer(const Json& body) {
 }
 
 std::optional<NoticeAnswer> ParseChannelAnswer(std::string_view output) {
-  // The last non-empty line counts (a hook may print what it did before answering).
+  // The last non-empty line counts (a hook may print what it did before answering); only the
+  // output's tail is read.
   std::string last;
-  std::istringstream in{std::string(output.substr(0, 4096))};
+  std::istringstream in{std::string(output.substr(output.size() > 4096 ? output.size() - 4096 : 0))};
   for (std::string line; std::getline(in, line);) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
     if (!line.empty()) last = line;

@@ -300,6 +300,8 @@ TEST(ChannelAnswerTest, ReadsTheLastLine) {
   EXPECT_FALSE(ParseChannelAnswer("counter memory_mib=-5\n"));
   EXPECT_FALSE(ParseChannelAnswer("counter bogus=1\n"));
   EXPECT_FALSE(ParseChannelAnswer("counter memory_mib=12x\n"));
+  // A chatty hook's answer is still its last line.
+  EXPECT_EQ(ParseChannelAnswer(std::string(10000, 'x') + "\nack\n")->kind, lease::ReplyKind::kAck);
 }
 
 }  // namespace

@@ -261,6 +261,8 @@ DROP TABLE leases;
 ALTER TABLE leases_v7 RENAME TO leases;
 CREATE INDEX leases_by_guest ON leases(guest);
 CREATE INDEX leases_by_tenant ON leases(tenant);
+-- The lease loop's scan for terms that end (every second).
+CREATE INDEX leases_by_term_end ON leases(term_end_ms) WHERE state = 'active' AND term_end_ms IS NOT NULL;
 CREATE TABLE notices (
   id TEXT PRIMARY KEY,
   lease TEXT NOT NULL,
