@@ -1,4 +1,4 @@
-// uwctl host: list, show, groups, maintenance.
+// uwctl host: list, show, groups, maintenance, reclaim.
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
@@ -11,7 +11,34 @@ struct HostArgs {
   std::vector<std::string> group_names;
   bool clear_groups = false;
   std::string on_off;
+  // reclaim
+  int64_t vcpus = 0, memory_mib = 0, notice_s = 30;
+  std::string reason, policy;
 };
+
+void AddHostReclaim(CLI::App* host, Invocation& inv, HostArgs& a) {
+  auto* reclaim = host->add_subcommand(
+      "reclaim", "take vCPUs and/or memory back from a host's guests: the broker picks the leases, each gets a notice");
+  reclaim->add_option("name", a.name, "host name")->required();
+  reclaim->add_option("--vcpus", a.vcpus, "vCPUs to take back")->check(CLI::NonNegativeNumber);
+  reclaim->add_option("--memory-mib", a.memory_mib, "memory to take back, in MiB")->check(CLI::NonNegativeNumber);
+  reclaim->add_option("--notice-s", a.notice_s, "the guests' notice in seconds (default 30)")
+      ->check(CLI::NonNegativeNumber);
+  reclaim->add_option("--reason", a.reason, "why (shown to the guests)");
+  reclaim->add_option("--policy", a.policy, "strict-priority (default) | proportional")
+      ->check(CLI::IsMember({"strict-priority", "proportional"}));
+  reclaim->callback([&inv, &a] {
+    if (a.vcpus == 0 && a.memory_mib == 0) {
+      return void(inv.rc = inv.c.Fail(InvalidArgumentError("give --vcpus and/or --memory-mib")));
+    }
+    Json body = {{"notice_s", a.notice_s}};
+    if (a.vcpus > 0) body["vcpus"] = a.vcpus;
+    if (a.memory_mib > 0) body["memory_mib"] = a.memory_mib;
+    if (!a.reason.empty()) body["reason"] = a.reason;
+    if (!a.policy.empty()) body["policy"] = a.policy;
+    Answer(inv, inv.c.Call("POST", "/api/v1/hosts/" + a.name + "/reclaim", &body));
+  });
+}
 
 void AddHostGroups(CLI::App* host, Invocation& inv, HostArgs& a) {
   auto* hgroups =
@@ -54,6 +81,7 @@ void AddHostCommands(CLI::App& app, Invocation& inv) {
   });
   AddObjectCall(host, inv, {"show", "show one host", "name", "host name", "GET", "/api/v1/hosts/"}, a.name);
   AddHostGroups(host, inv, a);
+  AddHostReclaim(host, inv, a);
   auto* maint = host->add_subcommand("maintenance", "enter (on) or leave (off) maintenance mode");
   maint->add_option("name", a.name, "host name")->required();
   maint->add_option("mode", a.on_off, "on | off")->required()->check(CLI::IsMember({"on", "off"}));

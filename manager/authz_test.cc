@@ -240,6 +240,7 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"POST /api/v1/leases/{id}/extend", "POST", "/api/v1/leases/lease-nope/extend", "{}", "YYDDYY"},
       {"POST /api/v1/leases/{id}/release", "POST", "/api/v1/leases/lease-nope/release", "", "NNDDNN"},
       {"POST /api/v1/leases/{id}/reclaim", "POST", "/api/v1/leases/lease-nope/reclaim", "{}", "YYDDDD"},
+      {"POST /api/v1/hosts/{name}/reclaim", "POST", "/api/v1/hosts/h9/reclaim", "{}", "YYDDDD"},
       {"GET /api/v1/notices", "GET", "/api/v1/notices", "", "YYYYYY"},
       {"GET /api/v1/notices/{id}", "GET", "/api/v1/notices/notice-nope", "", "NNNNNN"},
       {"POST /api/v1/notices/{id}/reply", "POST", "/api/v1/notices/notice-nope/reply", "{}", "YYDDYY"},

@@ -547,6 +547,18 @@ class Api {
       return LeasePost<LeaseReclaim>(
           req, "operator", ParseLeaseReclaim, [this](auto&... a) { return m_.ReclaimLease(a...); }, NoticeRecordJson);
     });
+    router.Add("POST", "/api/v1/hosts/{name}/reclaim", [this](const Request& req) {
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        if (!body.ok()) return Response::Error(body.status());
+        auto parsed = ParseHostReclaim(*body);
+        if (!parsed.ok()) return Response::Error(parsed.status());
+        auto out = m_.ReclaimFromHost(*p, req.params.at("name"), *parsed);
+        return out.ok() ? Response::Json(200, HostReclaimJson(*out, *p)) : Response::Error(out.status());
+      });
+    });
     router.Add("GET", "/api/v1/notices", [this](const Request& req) {
       return LeaseList<NoticeRecord>(
           req, "notices", [this](auto&... a) { return m_.ListNotices(a...); }, NoticeRecordJson);

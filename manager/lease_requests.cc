@@ -22,6 +22,25 @@ Status Amounts(const JsonView& v, std::optional<int64_t>& vcpus, std::optional<i
 
 }  // namespace
 
+Result<HostReclaimRequest> ParseHostReclaim(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"vcpus", "memory_mib", "notice_s", "reason", "policy"}));
+  HostReclaimRequest r;
+  std::optional<int64_t> vcpus, memory_mib;
+  UW_RETURN_IF_ERROR(Amounts(v, vcpus, memory_mib));
+  if (!vcpus && !memory_mib) return InvalidArgumentError("give vcpus and/or memory_mib: what to take back");
+  r.need = {vcpus.value_or(0), memory_mib.value_or(0)};
+  UW_ASSIGN_OR_RETURN(r.notice_s, v.Int("notice_s", r.notice_s));
+  if (r.notice_s < 0 || r.notice_s > 86400) return v.FieldError("notice_s", "expected 0..86400 seconds");
+  UW_ASSIGN_OR_RETURN(r.reason, v.String("reason", ""));
+  if (r.reason.size() > 256) return v.FieldError("reason", "at most 256 characters");
+  UW_ASSIGN_OR_RETURN(std::string policy, v.String("policy", "strict-priority"));
+  auto parsed = lease::ParseBrokerPolicy(policy);
+  if (!parsed.ok()) return v.FieldError("policy", "expected strict-priority or proportional");
+  r.policy = *parsed;
+  return r;
+}
+
 Result<LeaseExtend> ParseLeaseExtend(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"term_s", "vcpus", "memory_mib"}));

@@ -306,6 +306,30 @@ Result<NoticeRecord> LeaseService::Reclaim(const Principal& p, std::string_view 
               now + req.notice_s * 1000, req.urgent);
 }
 
+Result<HostReclaim> LeaseService::ReclaimFromHost(const Principal& p, std::string_view host,
+                                                  const HostReclaimRequest& req) {
+  if (!p.IsOperator()) return PermissionDeniedError("reclaiming from a host needs an admin or operator token");
+  UW_ASSIGN_OR_RETURN(auto names, d_.guests.NamesOn(host));
+  std::vector<lease::Lease> leases;
+  for (const auto& name : names) {
+    UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> l, table_.LiveOf(name));
+    if (!l) continue;
+    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l->lease.id));
+    if (!open) leases.push_back(std::move(l->lease));
+  }
+  const lease::ReclaimPlan plan = lease::PlanReclaim(leases, req.need, req.policy);
+  HostReclaim out{req.policy, {}, plan.shortfall};
+  const int64_t now = NowMs();
+  const std::string reason = (req.reason.empty() ? "reclaimed from host " + std::string(host) : req.reason) + " (" +
+                             std::string(lease::BrokerPolicyName(req.policy)) + ")";
+  for (const lease::Take& t : plan.takes) {
+    UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(t.lease_id));
+    UW_ASSIGN_OR_RETURN(NoticeRecord n, Send(r, t.action, t.after, reason, now, now + req.notice_s * 1000, false));
+    out.notices.push_back(std::move(n));
+  }
+  return out;
+}
+
 Result<NoticeRecord> LeaseService::Send(const LeaseRecord& r, lease::NoticeAction action, const lease::Resources& after,
                                         std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent) {
   NoticeRecord out;

@@ -85,6 +85,7 @@ class LeaseService {
   Result<LeaseRecord> Extend(const Principal& p, std::string_view id, const LeaseExtend& req);
   Result<LeaseRecord> Release(const Principal& p, std::string_view id);
   Result<NoticeRecord> Reclaim(const Principal& p, std::string_view id, const LeaseReclaim& req);
+  Result<HostReclaim> ReclaimFromHost(const Principal& p, std::string_view host, const HostReclaimRequest& req);
   Result<Page<NoticeRecord>> ListNotices(const Principal& p, std::string_view guest, const PageQuery& page);
   Result<NoticeRecord> GetNotice(const Principal& p, std::string_view id);
   Result<NoticeRecord> Answer(const Principal& p, std::string_view id, const NoticeAnswer& answer);

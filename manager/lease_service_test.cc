@@ -286,6 +286,38 @@ TEST_F(LeaseTest, AMoveWaitsForASilentGuestUntilItsNoticeRunsOut) {
   EXPECT_TRUE(rep["repossessions"][0]["answer"].is_null());
 }
 
+TEST_F(LeaseTest, TheBrokerPicksWhatAHostGivesBackByItsPolicy) {
+  StartManager();
+  AddHost("h1");
+  Create("g");  // guaranteed: never
+  Create("e", {{"lease_class", "elastic"}, {"lease_floor", {{"memory_mib", 128}}}});
+  Create("p", {{"lease_class", "preemptible"}});
+  Json body = {{"memory_mib", 300}, {"notice_s", 60}, {"reason", "make room"}};
+  auto r = Client().Call("POST", "/api/v1/hosts/h1/reclaim", &body);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)["policy"], "strict-priority");
+  ASSERT_EQ((*r)["notices"].size(), 2u) << r->dump();
+  EXPECT_EQ((*r)["notices"][0]["guest"], "p");
+  EXPECT_EQ((*r)["notices"][0]["action"], "stop");
+  EXPECT_EQ((*r)["notices"][1]["guest"], "e");
+  EXPECT_EQ((*r)["notices"][1]["after"]["memory_mib"], 212);  // 256 - (300 - 256)
+  EXPECT_EQ((*r)["shortfall"]["memory_mib"], 0);
+  // Leases with a notice open are left out (p and e now), and g gives nothing.
+  Json more = {{"memory_mib", 1000}, {"policy", "proportional"}};
+  auto r2 = Client().Call("POST", "/api/v1/hosts/h1/reclaim", &more);
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  EXPECT_EQ((*r2)["notices"].size(), 0u);
+  EXPECT_EQ((*r2)["shortfall"]["memory_mib"], 1000);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/hosts/h9/reclaim", R"({"memory_mib": 1})")->status, 404);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/hosts/h1/reclaim", R"({"memory_mib": 1, "policy": "market"})")->status, 400);
+  clock_.Advance(std::chrono::seconds(61));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(cluster_.StateOf("h1", "p"), "shutoff");
+  EXPECT_EQ(MemoryOf("e"), 212);
+  EXPECT_EQ(MemoryOf("g"), 256);
+}
+
 TEST(ChannelAnswerTest, ReadsTheLastLine) {
   EXPECT_EQ(ParseChannelAnswer("ack\n")->kind, lease::ReplyKind::kAck);
   EXPECT_EQ(ParseChannelAnswer("freed 40 MiB\nrelease\n")->kind, lease::ReplyKind::kRelease);

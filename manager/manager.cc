@@ -231,6 +231,10 @@ Result<LeaseRecord> Manager::ReleaseLease(const Principal& p, std::string_view i
 Result<NoticeRecord> Manager::ReclaimLease(const Principal& p, std::string_view id, const LeaseReclaim& req) {
   return leases_->Reclaim(p, id, req);
 }
+Result<HostReclaim> Manager::ReclaimFromHost(const Principal& p, std::string_view host, const HostReclaimRequest& req) {
+  UW_RETURN_IF_ERROR(hosts_->SessionOf(std::string(host)).status());
+  return leases_->ReclaimFromHost(p, host, req);
+}
 Result<Page<NoticeRecord>> Manager::ListNotices(const Principal& p, std::string_view guest, const PageQuery& page) {
   return leases_->ListNotices(p, guest, page);
 }

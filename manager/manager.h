@@ -33,6 +33,7 @@
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/status.h"
+#include "lease/broker.h"
 #include "lease/lease.h"
 #include "manager/agent_client.h"
 #include "manager/auth.h"
@@ -286,6 +287,20 @@ struct NoticeAnswer {
   std::optional<int64_t> vcpus, memory_mib;  // counter: a smaller shrink
   std::optional<int64_t> delay_s;            // counter: act this much later (by the deadline)
 };
+// POST /api/v1/hosts/{name}/reclaim (operators): take `need` back from the host's guests; the
+// broker's policy picks which leases give how much (lease/broker.h), each gets a notice.
+struct HostReclaimRequest {
+  lease::Resources need;
+  int64_t notice_s = 30;
+  std::string reason;
+  lease::BrokerPolicy policy = lease::BrokerPolicy::kStrictPriority;
+};
+struct HostReclaim {
+  lease::BrokerPolicy policy = lease::BrokerPolicy::kStrictPriority;
+  std::vector<NoticeRecord> notices;
+  lease::Resources shortfall;  // what the host's leases could not give
+};
+Result<HostReclaimRequest> ParseHostReclaim(const Json& body);
 Result<LeaseExtend> ParseLeaseExtend(const Json& body);
 Result<LeaseReclaim> ParseLeaseReclaim(const Json& body);
 Result<NoticeAnswer> ParseNoticeAnswer(const Json& body);
@@ -463,6 +478,9 @@ class Manager {
   // Operators: sends the guest a notice (lease::MakeNotice's checks: a guaranteed lease is not
   // shrunk unless urgent, an elastic one not below its floor).
   Result<NoticeRecord> ReclaimLease(const Principal& p, std::string_view id, const LeaseReclaim& req);
+  // Operators: notices to the host's guests for what the broker's policy takes from each (leases
+  // with a notice open are left out). kNotFound for an unknown host.
+  Result<HostReclaim> ReclaimFromHost(const Principal& p, std::string_view host, const HostReclaimRequest& req);
   Result<Page<NoticeRecord>> ListNotices(const Principal& p, std::string_view guest, const PageQuery& page);
   Result<NoticeRecord> GetNotice(const Principal& p, std::string_view id);
   // The answer of the notice's tenant (or an operator on its behalf); lease::ApplyReply's errors.

@@ -201,6 +201,14 @@ Json NoticeRecordJson(const NoticeRecord& n, const Principal& p) {
   return j;
 }
 
+Json HostReclaimJson(const HostReclaim& r, const Principal& p) {
+  Json notices = Json::array();
+  for (const auto& n : r.notices) notices.push_back(NoticeRecordJson(n, p));
+  return {{"policy", lease::BrokerPolicyName(r.policy)},
+          {"notices", std::move(notices)},
+          {"shortfall", internal::ResourcesJson(r.shortfall)}};
+}
+
 Json RepossessionView(const lease::Repossession& r, const Principal& p) {
   Json j = internal::RepossessionJson(r);
   internal::ShowShortNames(p, j);

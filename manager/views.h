@@ -51,6 +51,8 @@ Json DrsPassJson(const DrsPass& pass);
 Json LeaseJson(const LeaseRecord& r, const Principal& p);
 // lease_json.h's NoticeJson with "delivery": {"state", "answer", "detail", "at_ms"}.
 Json NoticeRecordJson(const NoticeRecord& n, const Principal& p);
+// {"policy", "notices": [NoticeRecordJson...], "shortfall": {"vcpus", "memory_mib"}}.
+Json HostReclaimJson(const HostReclaim& r, const Principal& p);
 // lease_json.h's RepossessionJson.
 Json RepossessionView(const lease::Repossession& r, const Principal& p);
 

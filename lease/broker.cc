@@ -1,0 +1,108 @@
+// The broker's plans (broker.h).
+#include "lease/broker.h"
+
+#include <algorithm>
+#include <array>
+
+namespace uw::lease {
+namespace {
+
+struct Candidate {
+  const Lease* lease;
+  Resources can;  // what it may give
+};
+
+int64_t CeilDiv(int64_t a, int64_t b) { return b == 0 ? 0 : (a + b - 1) / b; }
+
+Take TakeFrom(const Candidate& c, const Resources& give) {
+  Take t;
+  t.lease_id = c.lease->id;
+  t.after = {c.lease->granted.vcpus - give.vcpus, c.lease->granted.memory_mib - give.memory_mib};
+  // A preemptible lease that gives everything (or keeps too little to run) ends: its guest stops.
+  if (c.lease->lease_class == LeaseClass::kPreemptible &&
+      (give == c.can || t.after.vcpus < 1 || t.after.memory_mib < 16)) {
+    t.action = NoticeAction::kStop;
+    t.after = {};
+  }
+  return t;
+}
+
+Resources Gives(const Take& t, const Candidate& c) {
+  return {c.lease->granted.vcpus - t.after.vcpus, c.lease->granted.memory_mib - t.after.memory_mib};
+}
+
+void StrictPriority(std::vector<Candidate> cs, Resources need, ReclaimPlan& plan) {
+  std::stable_sort(cs.begin(), cs.end(), [](const Candidate& a, const Candidate& b) {
+    const bool pa = a.lease->lease_class == LeaseClass::kPreemptible;
+    const bool pb = b.lease->lease_class == LeaseClass::kPreemptible;
+    if (pa != pb) return pa;
+    return a.can.memory_mib + a.can.vcpus * 1024 > b.can.memory_mib + b.can.vcpus * 1024;
+  });
+  for (const Candidate& c : cs) {
+    if (need.vcpus <= 0 && need.memory_mib <= 0) break;
+    Resources give{std::min(c.can.vcpus, std::max<int64_t>(need.vcpus, 0)),
+                   std::min(c.can.memory_mib, std::max<int64_t>(need.memory_mib, 0))};
+    if (give.vcpus == 0 && give.memory_mib == 0) continue;
+    if (c.lease->lease_class == LeaseClass::kPreemptible) give = c.can;  // whole, under this policy
+    Take t = TakeFrom(c, give);
+    const Resources gave = Gives(t, c);
+    need.vcpus -= gave.vcpus;
+    need.memory_mib -= gave.memory_mib;
+    plan.takes.push_back(std::move(t));
+  }
+  plan.shortfall = {std::max<int64_t>(need.vcpus, 0), std::max<int64_t>(need.memory_mib, 0)};
+}
+
+void Proportional(const std::vector<Candidate>& cs, const Resources& need, ReclaimPlan& plan) {
+  Resources total{};
+  for (const Candidate& c : cs) {
+    total.vcpus += c.can.vcpus;
+    total.memory_mib += c.can.memory_mib;
+  }
+  Resources left = need;
+  for (const Candidate& c : cs) {
+    // Each gives need * its share, rounded up, but no more than is still needed or it may give.
+    Resources give{std::min({c.can.vcpus, CeilDiv(need.vcpus * c.can.vcpus, total.vcpus), std::max<int64_t>(left.vcpus, 0)}),
+                   std::min({c.can.memory_mib, CeilDiv(need.memory_mib * c.can.memory_mib, total.memory_mib),
+                             std::max<int64_t>(left.memory_mib, 0)})};
+    if (give.vcpus <= 0 && give.memory_mib <= 0) continue;
+    give = {std::max<int64_t>(give.vcpus, 0), std::max<int64_t>(give.memory_mib, 0)};
+    Take t = TakeFrom(c, give);
+    const Resources gave = Gives(t, c);
+    left.vcpus -= gave.vcpus;
+    left.memory_mib -= gave.memory_mib;
+    plan.takes.push_back(std::move(t));
+  }
+  plan.shortfall = {std::max<int64_t>(left.vcpus, 0), std::max<int64_t>(left.memory_mib, 0)};
+}
+
+}  // namespace
+
+std::string_view BrokerPolicyName(BrokerPolicy p) {
+  return p == BrokerPolicy::kStrictPriority ? "strict-priority" : "proportional";
+}
+
+Result<BrokerPolicy> ParseBrokerPolicy(std::string_view name) {
+  for (BrokerPolicy p : {BrokerPolicy::kStrictPriority, BrokerPolicy::kProportional}) {
+    if (BrokerPolicyName(p) == name) return p;
+  }
+  return InvalidArgumentError("broker policy '" + std::string(name) + "': expected strict-priority | proportional");
+}
+
+ReclaimPlan PlanReclaim(const std::vector<Lease>& leases, const Resources& need, BrokerPolicy policy) {
+  std::vector<Candidate> cs;
+  for (const Lease& l : leases) {
+    if (l.state != LeaseState::kActive) continue;
+    Resources can = Reclaimable(l);
+    if (can.vcpus > 0 || can.memory_mib > 0) cs.push_back({&l, can});
+  }
+  ReclaimPlan plan;
+  if (policy == BrokerPolicy::kStrictPriority) {
+    StrictPriority(std::move(cs), need, plan);
+  } else {
+    Proportional(cs, need, plan);
+  }
+  return plan;
+}
+
+}  // namespace uw::lease

@@ -1,0 +1,69 @@
+#include "lease/broker.h"
+
+#include <gtest/gtest.h>
+
+namespace uw::lease {
+namespace {
+
+Lease Make(std::string id, LeaseClass c, Resources granted, Resources floor) {
+  Lease l;
+  l.id = std::move(id);
+  l.guest = l.id;
+  l.lease_class = c;
+  l.granted = granted;
+  l.floor = c == LeaseClass::kGuaranteed ? granted : floor;
+  l.state = LeaseState::kActive;
+  return l;
+}
+
+const Take* Of(const ReclaimPlan& p, const std::string& id) {
+  for (const auto& t : p.takes) {
+    if (t.lease_id == id) return &t;
+  }
+  return nullptr;
+}
+
+TEST(BrokerTest, StrictPriorityTakesPreemptibleLeasesWholeFirstAndNeverAGuaranteedOne) {
+  std::vector<Lease> ls = {Make("g", LeaseClass::kGuaranteed, {2, 1024}, {}),
+                           Make("e1", LeaseClass::kElastic, {2, 1024}, {1, 512}),
+                           Make("e2", LeaseClass::kElastic, {2, 1024}, {1, 256}),
+                           Make("p", LeaseClass::kPreemptible, {1, 256}, {})};
+  ReclaimPlan plan = PlanReclaim(ls, {0, 600}, BrokerPolicy::kStrictPriority);
+  ASSERT_EQ(plan.takes.size(), 2u);
+  EXPECT_EQ(plan.takes[0].lease_id, "p");
+  EXPECT_EQ(plan.takes[0].action, NoticeAction::kStop);
+  // Then the elastic lease most above its floor: e2 gives the remaining 344 MiB.
+  EXPECT_EQ(plan.takes[1].lease_id, "e2");
+  EXPECT_EQ(plan.takes[1].after, (Resources{2, 680}));
+  EXPECT_EQ(plan.shortfall, (Resources{0, 0}));
+  EXPECT_EQ(Of(plan, "g"), nullptr);
+  // More than all of it: everything reclaimable, and the shortfall says what is missing.
+  ReclaimPlan all = PlanReclaim(ls, {0, 4096}, BrokerPolicy::kStrictPriority);
+  EXPECT_EQ(all.shortfall, (Resources{0, 4096 - 256 - 512 - 768}));
+  EXPECT_EQ(Of(all, "e1")->after, (Resources{2, 512}));  // never below its floor
+  EXPECT_EQ(Of(all, "g"), nullptr);
+}
+
+TEST(BrokerTest, ProportionalTakesTheSameFractionFromEach) {
+  std::vector<Lease> ls = {Make("e1", LeaseClass::kElastic, {1, 1024}, {1, 512}),   // may give 512
+                           Make("e2", LeaseClass::kElastic, {1, 2048}, {1, 512}),   // may give 1536
+                           Make("g", LeaseClass::kGuaranteed, {1, 4096}, {})};
+  ReclaimPlan plan = PlanReclaim(ls, {0, 1024}, BrokerPolicy::kProportional);
+  ASSERT_EQ(plan.takes.size(), 2u);
+  EXPECT_EQ(Of(plan, "e1")->after.memory_mib, 1024 - 256);  // a quarter of what may be given
+  EXPECT_EQ(Of(plan, "e2")->after.memory_mib, 2048 - 768);
+  EXPECT_EQ(plan.shortfall, (Resources{0, 0}));
+}
+
+TEST(BrokerTest, OnlyActiveLeasesAndNamedPolicies) {
+  Lease closed = Make("p", LeaseClass::kPreemptible, {1, 256}, {});
+  closed.state = LeaseState::kClosed;
+  ReclaimPlan plan = PlanReclaim({closed}, {0, 128}, BrokerPolicy::kProportional);
+  EXPECT_TRUE(plan.takes.empty());
+  EXPECT_EQ(plan.shortfall, (Resources{0, 128}));
+  EXPECT_EQ(*ParseBrokerPolicy("proportional"), BrokerPolicy::kProportional);
+  EXPECT_EQ(ParseBrokerPolicy("market").status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace uw::lease
