@@ -62,9 +62,10 @@ void Proportional(const std::vector<Candidate>& cs, const Resources& need, Recla
   Resources left = need;
   for (const Candidate& c : cs) {
     // Each gives need * its share, rounded up, but no more than is still needed or it may give.
-    Resources give{std::min({c.can.vcpus, CeilDiv(need.vcpus * c.can.vcpus, total.vcpus), std::max<int64_t>(left.vcpus, 0)}),
-                   std::min({c.can.memory_mib, CeilDiv(need.memory_mib * c.can.memory_mib, total.memory_mib),
-                             std::max<int64_t>(left.memory_mib, 0)})};
+    Resources give{
+        std::min({c.can.vcpus, CeilDiv(need.vcpus * c.can.vcpus, total.vcpus), std::max<int64_t>(left.vcpus, 0)}),
+        std::min({c.can.memory_mib, CeilDiv(need.memory_mib * c.can.memory_mib, total.memory_mib),
+                  std::max<int64_t>(left.memory_mib, 0)})};
     if (give.vcpus <= 0 && give.memory_mib <= 0) continue;
     give = {std::max<int64_t>(give.vcpus, 0), std::max<int64_t>(give.memory_mib, 0)};
     Take t = TakeFrom(c, give);

@@ -24,10 +24,9 @@ const Take* Of(const ReclaimPlan& p, const std::string& id) {
 }
 
 TEST(BrokerTest, StrictPriorityTakesPreemptibleLeasesWholeFirstAndNeverAGuaranteedOne) {
-  std::vector<Lease> ls = {Make("g", LeaseClass::kGuaranteed, {2, 1024}, {}),
-                           Make("e1", LeaseClass::kElastic, {2, 1024}, {1, 512}),
-                           Make("e2", LeaseClass::kElastic, {2, 1024}, {1, 256}),
-                           Make("p", LeaseClass::kPreemptible, {1, 256}, {})};
+  std::vector<Lease> ls = {
+      Make("g", LeaseClass::kGuaranteed, {2, 1024}, {}), Make("e1", LeaseClass::kElastic, {2, 1024}, {1, 512}),
+      Make("e2", LeaseClass::kElastic, {2, 1024}, {1, 256}), Make("p", LeaseClass::kPreemptible, {1, 256}, {})};
   ReclaimPlan plan = PlanReclaim(ls, {0, 600}, BrokerPolicy::kStrictPriority);
   ASSERT_EQ(plan.takes.size(), 2u);
   EXPECT_EQ(plan.takes[0].lease_id, "p");
@@ -45,8 +44,8 @@ TEST(BrokerTest, StrictPriorityTakesPreemptibleLeasesWholeFirstAndNeverAGuarante
 }
 
 TEST(BrokerTest, ProportionalTakesTheSameFractionFromEach) {
-  std::vector<Lease> ls = {Make("e1", LeaseClass::kElastic, {1, 1024}, {1, 512}),   // may give 512
-                           Make("e2", LeaseClass::kElastic, {1, 2048}, {1, 512}),   // may give 1536
+  std::vector<Lease> ls = {Make("e1", LeaseClass::kElastic, {1, 1024}, {1, 512}),  // may give 512
+                           Make("e2", LeaseClass::kElastic, {1, 2048}, {1, 512}),  // may give 1536
                            Make("g", LeaseClass::kGuaranteed, {1, 4096}, {})};
   ReclaimPlan plan = PlanReclaim(ls, {0, 1024}, BrokerPolicy::kProportional);
   ASSERT_EQ(plan.takes.size(), 2u);
