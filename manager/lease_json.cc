@@ -191,6 +191,18 @@ Result<lease::Repossession> RepossessionFromJson(const Json& j) {
   return r;
 }
 
+lease::Reply ReplyOf(const NoticeAnswer& answer, const lease::Notice& notice, int64_t at_ms) {
+  lease::Reply reply{answer.kind, notice.guest, at_ms, std::nullopt, std::nullopt};
+  if (answer.kind == lease::ReplyKind::kCounter) {
+    if (answer.vcpus || answer.memory_mib) {
+      reply.after = lease::Resources{answer.vcpus.value_or(notice.after.vcpus),
+                                     answer.memory_mib.value_or(notice.after.memory_mib)};
+    }
+    if (answer.delay_s) reply.act_at_ms = at_ms + *answer.delay_s * 1000;
+  }
+  return reply;
+}
+
 Result<lease::LeaseState> ParseLeaseState(std::string_view name) {
   return ByName(name, kLeaseStates, lease::LeaseStateName, "lease state");
 }

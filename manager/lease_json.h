@@ -37,6 +37,10 @@ Result<lease::Notice> NoticeFromJson(const Json& j);
 Json RepossessionJson(const lease::Repossession& r);
 Result<lease::Repossession> RepossessionFromJson(const Json& j);
 
+// The guest's answer to `notice` at `at_ms` as lease::ApplyReply takes it: a counter's amounts not
+// given stay the notice's, its delay becomes a time.
+lease::Reply ReplyOf(const NoticeAnswer& answer, const lease::Notice& notice, int64_t at_ms);
+
 Result<lease::LeaseState> ParseLeaseState(std::string_view name);
 Result<lease::NoticeAction> ParseNoticeAction(std::string_view name);
 Result<lease::ReplyKind> ParseReplyKind(std::string_view name);

@@ -192,15 +192,7 @@ Status LeaseService::DeliverOne(const NoticeRecord& n, int64_t now_ms) {
     Json data = {{"notice", cur.notice.id}, {"delivery", d.state}, {"answer", d.answer}, {"detail", d.detail}};
     if (answer && cur.notice.state == lease::NoticeState::kPending) {
       UW_ASSIGN_OR_RETURN(LeaseRecord l, table_.Get(cur.notice.lease_id));
-      lease::Reply reply{answer->kind, cur.notice.guest, at, std::nullopt, std::nullopt};
-      if (answer->kind == lease::ReplyKind::kCounter) {
-        if (answer->vcpus || answer->memory_mib) {
-          reply.after = lease::Resources{answer->vcpus.value_or(cur.notice.after.vcpus),
-                                         answer->memory_mib.value_or(cur.notice.after.memory_mib)};
-        }
-        if (answer->delay_s) reply.act_at_ms = at + *answer->delay_s * 1000;
-      }
-      if (Status s = lease::ApplyReply(cur.notice, l.lease, reply); !s.ok()) {
+      if (Status s = lease::ApplyReply(cur.notice, l.lease, ReplyOf(*answer, cur.notice, at)); !s.ok()) {
         data["refused"] = s.ToString();  // recorded; the notice goes on as if the guest were silent
       }
     }
@@ -259,18 +251,19 @@ void LeaseService::BeforeMove(const std::string& guest, const std::string& from,
     id = sent->notice.id;
     if (Status s = DeliverOne(*sent, now); !s.ok()) spdlog::warn("notice {}: {}", id, s.ToString());
   }
+  int64_t due = NowMs();  // when the notice may be acted on, as last read
   while (true) {
     auto n = table_.GetNotice(id);
     if (!n.ok()) break;
     // A guest that cannot be reached cannot answer: the move does not wait for it.
     const bool unreachable = n->delivery.state == "silent";
-    const int64_t due = lease::ActAt(n->notice);
+    due = lease::ActAt(n->notice);
     const int64_t now = NowMs();
     if (n->notice.state == lease::NoticeState::kActed || unreachable || now >= due) break;
     if (!sleep(std::chrono::milliseconds(std::min<int64_t>(due - now, 200)))) break;
   }
   std::lock_guard tick(tick_mu_);
-  if (Status s = ActOne(id, std::max(NowMs(), lease::ActAt(table_.GetNotice(id)->notice))); !s.ok()) {
+  if (Status s = ActOne(id, std::max(NowMs(), due)); !s.ok()) {
     spdlog::warn("notice {}: {}", id, s.ToString());
   }
 }

@@ -367,15 +367,7 @@ Result<NoticeRecord> LeaseService::Answer(const Principal& p, std::string_view i
     UW_ASSIGN_OR_RETURN(NoticeRecord n, VisibleNotice(p, id));
     UW_ASSIGN_OR_RETURN(LeaseRecord l, table_.Get(n.notice.lease_id));
     const int64_t now = NowMs();
-    lease::Reply reply{answer.kind, n.notice.guest, now, std::nullopt, std::nullopt};
-    if (answer.kind == lease::ReplyKind::kCounter) {
-      if (answer.vcpus || answer.memory_mib) {
-        reply.after = lease::Resources{answer.vcpus.value_or(n.notice.after.vcpus),
-                                       answer.memory_mib.value_or(n.notice.after.memory_mib)};
-      }
-      if (answer.delay_s) reply.act_at_ms = now + *answer.delay_s * 1000;
-    }
-    Status applied = lease::ApplyReply(n.notice, l.lease, reply);
+    Status applied = lease::ApplyReply(n.notice, l.lease, ReplyOf(answer, n.notice, now));
     if (!applied.ok()) {
       // Recorded, and nothing changes.
       refused = applied;
