@@ -155,7 +155,8 @@ std::string_view NoticeActionName(NoticeAction a) {
 }
 
 std::string_view NoticeStateName(NoticeState s) {
-  static constexpr std::array<std::string_view, 5> kNames = {"pending", "acked", "released", "countered", "acted"};
+  static constexpr std::array<std::string_view, 6> kNames = {"pending",   "acked", "released",
+                                                             "countered", "acted", "withdrawn"};
   return kNames[static_cast<size_t>(s)];
 }
 
@@ -273,8 +274,9 @@ int64_t ActAt(const Notice& notice) {
 }
 
 Result<Repossession> Act(Notice& notice, int64_t now_ms) {
-  if (notice.state == NoticeState::kActed) {
-    return FailedPreconditionError("notice " + notice.id + " was acted on already");
+  if (notice.state == NoticeState::kActed || notice.state == NoticeState::kWithdrawn) {
+    return FailedPreconditionError("notice " + notice.id + " was " + std::string(NoticeStateName(notice.state)) +
+                                   " already");
   }
   if (now_ms < ActAt(notice)) {
     return FailedPreconditionError("notice " + notice.id + " is not due until " + std::to_string(ActAt(notice)));
@@ -294,6 +296,16 @@ Result<Repossession> Act(Notice& notice, int64_t now_ms) {
   notice.state = NoticeState::kActed;
   notice.counter.reset();
   return r;
+}
+
+Status Withdraw(Notice& notice) {
+  if (notice.state == NoticeState::kActed || notice.state == NoticeState::kWithdrawn) {
+    return FailedPreconditionError("notice " + notice.id + " was " + std::string(NoticeStateName(notice.state)) +
+                                   " already");
+  }
+  notice.state = NoticeState::kWithdrawn;
+  notice.counter.reset();
+  return Status::Ok();
 }
 
 }  // namespace uw::lease

@@ -107,7 +107,8 @@ std::vector<Renewal> OrderRenewals(const std::vector<Renewal>& rs, const std::ve
 // ---------------------------------------------------------------------------------------------
 
 enum class NoticeAction { kShrink, kMigrate, kEvict, kStop, kEvacuate };
-enum class NoticeState { kPending, kAcked, kReleased, kCountered, kActed };
+// withdrawn: overtaken before it was acted on (an urgent action took the lease first); no record.
+enum class NoticeState { kPending, kAcked, kReleased, kCountered, kActed, kWithdrawn };
 std::string_view NoticeActionName(NoticeAction a);
 std::string_view NoticeStateName(NoticeState s);
 
@@ -167,7 +168,10 @@ struct Repossession {
   std::optional<ReplyKind> answer;  // nullopt: the guest was silent
 };
 // Acts: the notice ends `acted` and the record is returned. kFailedPrecondition when it acted
-// already, or when `now_ms` is before ActAt (too early).
+// already or was withdrawn, or when `now_ms` is before ActAt (too early).
 Result<Repossession> Act(Notice& notice, int64_t now_ms);
+// An open notice is overtaken (an urgent action takes the lease first): it ends `withdrawn`, with
+// no record of its own. kFailedPrecondition when it was acted on or withdrawn already.
+Status Withdraw(Notice& notice);
 
 }  // namespace uw::lease

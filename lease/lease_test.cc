@@ -156,6 +156,16 @@ TEST(NoticeTest, AnAckedShrinkIsActedOnEarlyASilentOneAtTheDeadline) {
   auto now = Act(urgent, 100);
   ASSERT_TRUE(now.ok());
   EXPECT_TRUE(now->urgent);
+  // A notice overtaken by an urgent action is withdrawn: no answer, no act, no second withdrawal.
+  Notice overtaken = *MakeNotice(e, "n7", NoticeAction::kShrink, {2, 512}, "make room", 100, 150, 1000, false);
+  ASSERT_TRUE(Withdraw(overtaken).ok());
+  EXPECT_EQ(overtaken.state, NoticeState::kWithdrawn);
+  EXPECT_EQ(NoticeStateName(overtaken.state), "withdrawn");
+  EXPECT_EQ(Act(overtaken, 1000).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ApplyReply(overtaken, e, {ReplyKind::kAck, "acme:web1", 120, std::nullopt, std::nullopt}).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Withdraw(overtaken).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Withdraw(urgent).code(), StatusCode::kFailedPrecondition);  // acted on already
 }
 
 TEST(NoticeTest, OnlyTheGuestAnswersAndACounterIsBoundedAndDecidedByTheBroker) {

@@ -192,6 +192,13 @@ Result<Task> GuestService::Operation(const Principal& p, std::string_view name, 
   } else if (op.op != "start") {
     return InvalidArgumentError("unknown guest operation '" + op.op + "'");
   }
+  if (op.op == "stop" && op.force && p.IsOperator()) {
+    // An operator's forced stop takes the guest's lease at once: the stop is urgent (no notice
+    // period) and leaves a repossession record the tenant can read.
+    UW_ASSIGN_OR_RETURN(std::optional<std::string> task,
+                        d_.leases.ForceStop(g, "an operator's forced stop (token " + p.token_id + ")"));
+    if (task) return d_.tasks.Get(*task);
+  }
   Json request = {{"guest", guest}, {"host", *g.host}, {"args", args}};
   return d_.new_task("guest." + op.op, guest, g.tenant, request);
 }
@@ -290,7 +297,10 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
     return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
   auto answer = CallGuestOp(*agent, op, guest, args, g->state);
-  if (!answer.ok()) return d_.tasks.Finish(id, answer.status(), nullptr);
+  if (!answer.ok()) {
+    if (op == "resize" && request.value("by", "") == "lease") d_.leases.Unenforced(guest, answer.status());
+    return d_.tasks.Finish(id, answer.status(), nullptr);
+  }
   const std::string state = answer->state;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     if (op == "resize") {

@@ -234,6 +234,7 @@ void HostSessions::Reconcile(const std::string& host, const Json& reported) {
                                              .now_ms = now}));
       UW_RETURN_IF_ERROR(
           d_.events.Add("guest.found", name, owner, {{"host", host}, {"state", g.value("state", "unknown")}}));
+      UW_RETURN_IF_ERROR(d_.open_lease(name, now, "found on host " + host + " (not created through Underware)"));
     }
     return ClearDuplicates(host, reported);
   });

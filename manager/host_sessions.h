@@ -52,6 +52,8 @@ class HostSessions {
     std::function<Result<Task>(std::string_view kind, std::string_view subject, std::string_view tenant,
                                const Json& request)>
         new_task;
+    // Inside the reconcile's transaction: a lease for a guest found on a host (LeaseService::Reopen).
+    std::function<Status(std::string_view guest, int64_t now_ms, std::string_view why)> open_lease;
   };
   explicit HostSessions(Deps deps) : d_(std::move(deps)) {}
 

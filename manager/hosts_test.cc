@@ -139,6 +139,15 @@ TEST_F(ManagerTest, MissedHeartbeatsDisconnectAndReturningHostIsReconciled) {
   ASSERT_TRUE(stranger.ok());
   EXPECT_EQ((*stranger)["host"], "h1");
   EXPECT_DOUBLE_EQ((*stranger)["usage"]["cpu_cores"].get<double>(), 0.5);
+  // What it holds is a lease too: guaranteed (nothing is taken from a guest Underware did not
+  // place), at what it has, open-ended.
+  ASSERT_EQ((*stranger)["leases"].size(), 1u) << stranger->dump();
+  const Json& found = (*stranger)["leases"][0];
+  EXPECT_EQ(found["class"], "guaranteed");
+  EXPECT_EQ(found["state"], "active");
+  EXPECT_EQ(found["granted"]["memory_mib"], 128);
+  EXPECT_TRUE(found["term_end_ms"].is_null());
+  EXPECT_NE(found["history"].back()["why"].get<std::string>().find("found on host h1"), std::string::npos);
   auto events = manager_->EventsSince(Principal{"x", Role::kAdmin, "", {}}, 0, 1000);
   std::set<std::string> types;
   for (const auto& e : *events) types.insert(e.type);

@@ -20,9 +20,9 @@ Result<E> ByName(std::string_view name, const std::array<E, N>& values, NameOf n
 constexpr std::array kLeaseStates = {lease::LeaseState::kNascent,   lease::LeaseState::kActive,
                                      lease::LeaseState::kExtending, lease::LeaseState::kClosing,
                                      lease::LeaseState::kClosed,    lease::LeaseState::kFailed};
-constexpr std::array kNoticeStates = {lease::NoticeState::kPending, lease::NoticeState::kAcked,
+constexpr std::array kNoticeStates = {lease::NoticeState::kPending,  lease::NoticeState::kAcked,
                                       lease::NoticeState::kReleased, lease::NoticeState::kCountered,
-                                      lease::NoticeState::kActed};
+                                      lease::NoticeState::kActed,    lease::NoticeState::kWithdrawn};
 constexpr std::array kActions = {lease::NoticeAction::kShrink, lease::NoticeAction::kMigrate,
                                  lease::NoticeAction::kEvict, lease::NoticeAction::kStop,
                                  lease::NoticeAction::kEvacuate};

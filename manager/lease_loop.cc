@@ -32,8 +32,6 @@ std::string NoticeCommand(const lease::Notice& n, int64_t now_ms) {
          secs(n.deadline_ms) + " " + ShellWord(n.reason);
 }
 
-bool Running(const Guest& g) { return g.state == "running" || g.state == "paused"; }
-
 }  // namespace
 
 Status LeaseService::Tick() {
@@ -42,7 +40,86 @@ Status LeaseService::Tick() {
   UW_RETURN_IF_ERROR(TermEnds(now));
   UW_RETURN_IF_ERROR(Deliver(now));
   UW_RETURN_IF_ERROR(DecideCounters(NowMs()));
-  return ActDue(NowMs());
+  UW_RETURN_IF_ERROR(ActDue(NowMs()));
+  UW_RETURN_IF_ERROR(Enforce(NowMs()));
+  return Publish(NowMs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enforcement: a lease change whose resize failed is tried again until the guest converges.
+
+namespace {
+constexpr int64_t kFirstRetryMs = 5000, kMaxRetryMs = 300000;
+}  // namespace
+
+void LeaseService::Unenforced(const std::string& guest, const Status& why) {
+  std::string tenant;
+  if (auto owner = d_.guests.TenantOf(guest); owner.ok()) tenant = *owner;
+  {
+    std::lock_guard l(mu_);
+    Retry& r = unenforced_[guest];
+    r.delay_ms = r.delay_ms ? std::min(r.delay_ms * 2, kMaxRetryMs) : kFirstRetryMs;
+    r.at_ms = NowMs() + r.delay_ms;
+  }
+  if (Status s = d_.events.Add("lease.unenforced", guest, tenant, {{"error", why.ToString()}}); !s.ok()) {
+    spdlog::warn("lease.unenforced event of {}: {}", guest, s.ToString());
+  }
+}
+
+Status LeaseService::Enforce(int64_t now_ms) {
+  if (!checked_all_) {
+    UW_ASSIGN_OR_RETURN(auto all, d_.guests.ForPlacement());
+    std::lock_guard l(mu_);
+    for (const PlacementGuest& g : all) {
+      unenforced_.try_emplace(g.name, Retry{now_ms, 0, 0});
+      unpublished_.try_emplace(g.name, Retry{now_ms, 0, 0});  // a restarted manager's guests may hold stale files
+    }
+    checked_all_ = true;
+  }
+  std::vector<std::string> due;
+  {
+    std::lock_guard l(mu_);
+    for (const auto& [guest, r] : unenforced_) {
+      if (r.at_ms <= now_ms) due.push_back(guest);
+    }
+  }
+  for (const std::string& guest : due) {
+    std::optional<std::string> task;
+    bool converged = false;
+    UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+      UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(guest));
+      UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(guest));
+      if (!g || !live || live->lease.state != lease::LeaseState::kActive || !Running(*g)) {
+        converged = true;  // nothing to hold to its lease while it is not running
+        return Status::Ok();
+      }
+      const lease::Resources has{g->vcpus, g->memory_mib}, granted = live->lease.granted;
+      if (has.vcpus <= granted.vcpus && has.memory_mib <= granted.memory_mib) {
+        converged = true;
+        return Status::Ok();
+      }
+      UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(guest));
+      if (busy) return Status::Ok();  // its end is checked at a later tick
+      const lease::Resources to{std::min(has.vcpus, granted.vcpus), std::min(has.memory_mib, granted.memory_mib)};
+      UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, has, to, GuestTask::kResize));
+      return d_.events.Add("lease.enforcing", guest, g->tenant,
+                           {{"lease", live->lease.id},
+                            {"holds", ResourcesJson(has)},
+                            {"granted", ResourcesJson(granted)},
+                            {"task", task ? Json(*task) : Json(nullptr)}});
+    }));
+    if (task) d_.enqueue(*task);
+    std::lock_guard l(mu_);
+    auto it = unenforced_.find(guest);
+    if (it == unenforced_.end()) continue;
+    if (converged) {
+      unenforced_.erase(it);
+    } else if (task) {
+      // Until its task ends: a failure reschedules (Unenforced), a success converges.
+      it->second.at_ms = now_ms + std::max(it->second.delay_ms, kFirstRetryMs);
+    }
+  }
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -89,7 +166,7 @@ Status LeaseService::ApplyDueRenewal(LeaseRecord r, int64_t now_ms) {
     UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, renewal, now_ms));
     r.renewal.reset();
     if (g) {
-      UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, before, l.granted, false));
+      UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, before, l.granted, GuestTask::kResize));
     }
     UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
     return d_.events.Add("lease.renewed", l.guest, l.tenant,
@@ -259,7 +336,9 @@ void LeaseService::BeforeMove(const std::string& guest, const std::string& from,
     const bool unreachable = n->delivery.state == "silent";
     due = lease::ActAt(n->notice);
     const int64_t now = NowMs();
-    if (n->notice.state == lease::NoticeState::kActed || unreachable || now >= due) break;
+    if (n->notice.state == lease::NoticeState::kActed || n->notice.state == lease::NoticeState::kWithdrawn ||
+        unreachable || now >= due)
+      break;
     if (!sleep(std::chrono::milliseconds(std::min<int64_t>(due - now, 200)))) break;
   }
   std::lock_guard tick(tick_mu_);
@@ -301,39 +380,47 @@ Status LeaseService::ActOne(const std::string& notice_id, int64_t now_ms) {
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_ASSIGN_OR_RETURN(NoticeRecord n, table_.GetNotice(notice_id));
     if (n.notice.state == lease::NoticeState::kActed) return Status::Ok();
-    UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(n.notice.lease_id));
-    UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
     // A move's notice is acted on by the move itself (its task is the one in flight).
-    if (g && n.notice.action != lease::NoticeAction::kMigrate) {
-      UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(g->name));
+    if (n.notice.action != lease::NoticeAction::kMigrate) {
+      UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(n.notice.guest));
       if (busy) return Status::Ok();  // acted on at the next tick, once the guest's task has ended
     }
-    UW_ASSIGN_OR_RETURN(lease::Repossession rec, lease::Act(n.notice, now_ms));
-    lease::Lease& l = r.lease;
-    const bool ends = n.notice.action == lease::NoticeAction::kStop || n.notice.action == lease::NoticeAction::kEvict;
-    const std::string why = "repossessed: " + n.notice.reason;
-    if (l.state == lease::LeaseState::kActive) {
-      if (ends) {
-        UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now_ms, why));
-        UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now_ms, "the guest is stopped"));
-        r.renewal.reset();
-      } else if (!(l.granted == n.notice.after)) {
-        l.granted = n.notice.after;
-        l.history.push_back({now_ms, l.state, l.state, l.granted, why});
-      }
-      UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
-    }
-    if (g && n.notice.action != lease::NoticeAction::kMigrate && (!ends || Running(*g))) {
-      UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, n.notice.before, n.notice.after, ends));
-    }
-    UW_RETURN_IF_ERROR(table_.SaveNotice(n, now_ms));
-    UW_RETURN_IF_ERROR(table_.InsertRepossession(rec));
-    Json data = RepossessionJson(rec);
-    data["task"] = task ? Json(*task) : Json(nullptr);
-    return d_.events.Add("notice.acted", rec.guest, rec.tenant, data);
+    UW_ASSIGN_OR_RETURN(task, ActIn(std::move(n), now_ms, GuestTask::kStop));
+    return Status::Ok();
   }));
   if (task) d_.enqueue(*task);
   return Status::Ok();
+}
+
+Result<std::optional<std::string>> LeaseService::ActIn(NoticeRecord n, int64_t now_ms, GuestTask stop_how) {
+  std::optional<std::string> task;
+  UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(n.notice.lease_id));
+  UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
+  UW_ASSIGN_OR_RETURN(lease::Repossession rec, lease::Act(n.notice, now_ms));
+  lease::Lease& l = r.lease;
+  const bool ends = n.notice.action == lease::NoticeAction::kStop || n.notice.action == lease::NoticeAction::kEvict;
+  const std::string why = "repossessed: " + n.notice.reason;
+  if (l.state == lease::LeaseState::kActive) {
+    if (ends) {
+      UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now_ms, why));
+      UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now_ms, "the guest is stopped"));
+      r.renewal.reset();
+    } else if (!(l.granted == n.notice.after)) {
+      l.granted = n.notice.after;
+      l.history.push_back({now_ms, l.state, l.state, l.granted, why});
+    }
+    UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
+  }
+  if (g && n.notice.action != lease::NoticeAction::kMigrate && (!ends || Running(*g))) {
+    UW_ASSIGN_OR_RETURN(task,
+                        JournalGuestTask(*g, n.notice.before, n.notice.after, ends ? stop_how : GuestTask::kResize));
+  }
+  UW_RETURN_IF_ERROR(table_.SaveNotice(n, now_ms));
+  UW_RETURN_IF_ERROR(table_.InsertRepossession(rec));
+  Json data = RepossessionJson(rec);
+  data["task"] = task ? Json(*task) : Json(nullptr);
+  UW_RETURN_IF_ERROR(d_.events.Add("notice.acted", rec.guest, rec.tenant, data));
+  return task;
 }
 
 }  // namespace uw::manager::internal

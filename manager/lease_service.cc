@@ -13,7 +13,8 @@
 
 namespace uw::manager::internal {
 
-LeaseService::LeaseService(Deps deps) : d_(std::move(deps)), table_(d_.store) {}
+LeaseService::LeaseService(Deps deps)
+    : d_(std::move(deps)), table_(d_.store, [this](std::string_view guest) { Changed(guest); }) {}
 
 LeaseService::~LeaseService() { Stop(); }
 
@@ -143,7 +144,8 @@ Status LeaseService::Regrant(std::string_view guest, std::optional<int64_t> vcpu
                        {{"lease", l.id}, {"granted", ResourcesJson(now)}, {"why", why}});
 }
 
-Status LeaseService::Reopen(std::string_view guest, int64_t now_ms) {
+Status LeaseService::Reopen(std::string_view guest, int64_t now_ms, std::string_view why) {
+  Changed(guest);  // a started guest's holdings file is gone with its last boot
   UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(guest));
   if (live) return Status::Ok();
   UW_ASSIGN_OR_RETURN(auto past, table_.OfGuest(guest));
@@ -160,10 +162,10 @@ Status LeaseService::Reopen(std::string_view guest, int64_t now_ms) {
   l.floor = {std::min(l.floor.vcpus, l.granted.vcpus), std::min(l.floor.memory_mib, l.granted.memory_mib)};
   l.start_ms = now_ms;
   l.history.push_back({now_ms, lease::LeaseState::kNascent, lease::LeaseState::kNascent, l.granted,
-                       "granted again: the guest was started"});
-  UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kActive, now_ms, "the guest was started"));
+                       (past.empty() ? "granted: " : "granted again: ") + std::string(why)});
+  UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kActive, now_ms, std::string(why)));
   UW_RETURN_IF_ERROR(table_.Insert(r, now_ms));
-  return d_.events.Add("lease.active", l.guest, l.tenant, {{"lease", l.id}, {"reopened", true}});
+  return d_.events.Add("lease.active", l.guest, l.tenant, {{"lease", l.id}, {"reopened", true}, {"why", why}});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,7 +238,7 @@ Result<LeaseRecord> LeaseService::Extend(const Principal& p, std::string_view id
       UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, renewal, now));
       r.renewal.reset();
       if (changes_amount) {
-        UW_ASSIGN_OR_RETURN(task, JournalGuestTask(g, before, l.granted, false));
+        UW_ASSIGN_OR_RETURN(task, JournalGuestTask(g, before, l.granted, GuestTask::kResize));
       }
       data["applied"] = true;
     } else {
@@ -273,7 +275,7 @@ Result<LeaseRecord> LeaseService::Release(const Principal& p, std::string_view i
                                        ") in flight: release the lease when it has ended");
       }
       if (g->state == "running" || g->state == "paused") {
-        UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, l.granted, {}, true));
+        UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, l.granted, {}, GuestTask::kStop));
       }
     }
     UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now, "released by its holder"));
@@ -334,21 +336,54 @@ Result<NoticeRecord> LeaseService::Send(const LeaseRecord& r, lease::NoticeActio
                                         std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent) {
   NoticeRecord out;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
-    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(r.lease.id));
-    if (open) {
-      return FailedPreconditionError("lease " + r.lease.id + " has notice " + open->notice.id +
-                                     " open: wait for it to be acted on");
-    }
-    const int64_t now = NowMs();
-    UW_ASSIGN_OR_RETURN(out.notice,
-                        lease::MakeNotice(r.lease, NewId("notice"), action, after, std::move(reason), now,
-                                          std::max(now, not_before_ms), std::max(now, deadline_ms), urgent));
-    if (urgent) out.delivery = {"skipped", "", "urgent: acted on at once", now};
-    UW_RETURN_IF_ERROR(table_.InsertNotice(out, now));
-    return d_.events.Add("notice.sent", out.notice.guest, out.notice.tenant, NoticeJson(out.notice));
+    UW_ASSIGN_OR_RETURN(out, SendIn(r, action, after, std::move(reason), not_before_ms, deadline_ms, urgent));
+    return Status::Ok();
   }));
   Wake();
   return out;
+}
+
+Result<NoticeRecord> LeaseService::SendIn(const LeaseRecord& r, lease::NoticeAction action,
+                                          const lease::Resources& after, std::string reason, int64_t not_before_ms,
+                                          int64_t deadline_ms, bool urgent) {
+  UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(r.lease.id));
+  if (open) {
+    return FailedPreconditionError("lease " + r.lease.id + " has notice " + open->notice.id +
+                                   " open: wait for it to be acted on");
+  }
+  const int64_t now = NowMs();
+  NoticeRecord out;
+  UW_ASSIGN_OR_RETURN(out.notice, lease::MakeNotice(r.lease, NewId("notice"), action, after, std::move(reason), now,
+                                                    std::max(now, not_before_ms), std::max(now, deadline_ms), urgent));
+  if (urgent) out.delivery = {"skipped", "", "urgent: acted on at once", now};
+  UW_RETURN_IF_ERROR(table_.InsertNotice(out, now));
+  UW_RETURN_IF_ERROR(d_.events.Add("notice.sent", out.notice.guest, out.notice.tenant, NoticeJson(out.notice)));
+  return out;
+}
+
+Result<std::optional<std::string>> LeaseService::ForceStop(const Guest& g, std::string reason) {
+  std::optional<std::string> task;
+  bool recorded = false;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(g.name));
+    if (!live || live->lease.state != lease::LeaseState::kActive) return Status::Ok();
+    // A notice still open is overtaken: the stop takes everything it would have taken.
+    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(live->lease.id));
+    if (open) {
+      UW_RETURN_IF_ERROR(lease::Withdraw(open->notice));
+      UW_RETURN_IF_ERROR(table_.SaveNotice(*open, NowMs()));
+      UW_RETURN_IF_ERROR(
+          d_.events.Add("notice.withdrawn", g.name, g.tenant,
+                        {{"notice", open->notice.id}, {"why", "overtaken by an operator's forced stop"}}));
+    }
+    UW_ASSIGN_OR_RETURN(NoticeRecord n, SendIn(*live, lease::NoticeAction::kStop, {}, std::move(reason), 0, 0, true));
+    UW_ASSIGN_OR_RETURN(task, ActIn(std::move(n), NowMs(), GuestTask::kPowerOff));
+    recorded = true;
+    return Status::Ok();
+  }));
+  if (!recorded) return std::optional<std::string>();
+  if (task) d_.enqueue(*task);
+  return task;
 }
 
 Result<Page<NoticeRecord>> LeaseService::ListNotices(const Principal& p, std::string_view guest,
@@ -393,14 +428,17 @@ Result<Page<lease::Repossession>> LeaseService::ListRepossessions(const Principa
 }
 
 Result<std::optional<std::string>> LeaseService::JournalGuestTask(const Guest& g, const lease::Resources& before,
-                                                                  const lease::Resources& after, bool stop) {
+                                                                  const lease::Resources& after, GuestTask how) {
   if (!g.host) return std::optional<std::string>();
   Json args = Json::object();
   std::string kind = "guest.resize";
-  if (stop) {
+  if (how == GuestTask::kStop) {
     kind = "guest.stop";
     args["force"] = false;
     args["timeout_s"] = 30;
+  } else if (how == GuestTask::kPowerOff) {
+    kind = "guest.stop";
+    args["force"] = true;
   } else {
     if (after.vcpus != before.vcpus) args["vcpus"] = after.vcpus;
     if (after.memory_mib != before.memory_mib) args["memory_mib"] = after.memory_mib;

@@ -18,7 +18,9 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -73,9 +75,23 @@ class LeaseService {
   // A resize done: the live lease grants what the guest has now (no-op when it does already).
   Status Regrant(std::string_view guest, std::optional<int64_t> vcpus, std::optional<int64_t> memory_mib,
                  int64_t now_ms, std::string_view why);
-  // A guest started with no live lease (it was released or preempted): a new open-ended one like
-  // its last, at what the guest has now.
-  Status Reopen(std::string_view guest, int64_t now_ms);
+  // A guest started with no live lease (it was released or preempted), or found on a host without
+  // a create (`why` says so): a new open-ended one like its last, at what the guest has now
+  // (guaranteed when it never had one: nothing is taken from a guest Underware did not place).
+  Status Reopen(std::string_view guest, int64_t now_ms, std::string_view why = "the guest was started");
+  // An operator's forced stop, urgent: in one transaction an open notice is withdrawn, a stop notice
+  // is sent and acted on at once (no wait), the lease closes, the repossession record is written
+  // and the guest.stop task that powers the guest off is journalled (and then queued). Returns that
+  // task, or nullopt when the guest holds no active lease (nothing is recorded; the caller stops
+  // the guest itself).
+  Result<std::optional<std::string>> ForceStop(const Guest& g, std::string reason);
+  // A resize that carried out a lease change failed (RunOperation): the guest holds more than its
+  // lease grants. Recorded (lease.unenforced) and tried again by the loop, with a backoff, until the
+  // guest holds what its lease grants.
+  void Unenforced(const std::string& guest, const Status& why);
+  // What the guest holds changed (its lease, a notice, a record) or it started: the loop sends it
+  // its holdings (lease_holdings.cc) at the next tick, and again with a backoff until it has them.
+  void Changed(std::string_view guest);
   // The guest's leases, newest first (GET /api/v1/guests/{name}).
   Result<std::vector<LeaseRecord>> OfGuest(std::string_view guest) { return table_.OfGuest(guest); }
 
@@ -111,10 +127,12 @@ class LeaseService {
   // The lease or notice as `p` may see it (kNotFound for another tenant's).
   Result<LeaseRecord> VisibleLease(const Principal& p, std::string_view id);
   Result<NoticeRecord> VisibleNotice(const Principal& p, std::string_view id);
-  // Inside a transaction: journals the guest task that carries out `after` (a resize, or a stop
-  // when `stop`); nullopt when the guest has no host (nothing to do on an agent).
+  // The guest task that carries out a lease change: a resize, a clean stop (30 s) or a power-off.
+  enum class GuestTask { kResize, kStop, kPowerOff };
+  // Inside a transaction: journals the guest task that carries out `after`; nullopt when the guest
+  // has no host or nothing changes (nothing to do on an agent).
   Result<std::optional<std::string>> JournalGuestTask(const Guest& g, const lease::Resources& before,
-                                                      const lease::Resources& after, bool stop);
+                                                      const lease::Resources& after, GuestTask how);
   Status TermEnds(int64_t now_ms);
   Status ApplyDueRenewal(LeaseRecord l, int64_t now_ms);
   Status EndTerm(LeaseRecord l, int64_t now_ms);
@@ -122,10 +140,25 @@ class LeaseService {
   Status DeliverOne(const NoticeRecord& n, int64_t now_ms);
   Status DecideCounters(int64_t now_ms);
   Status ActDue(int64_t now_ms);
+  // Sends the holdings of guests whose holdings changed (a few per tick; those that cannot take
+  // them now are tried again later).
+  Status Publish(int64_t now_ms);
+  // What `g` holds, as its daemon gets it: its live lease, its open notice, its latest records.
+  Result<Json> HoldingsOf(const Guest& g, int64_t now_ms);
+  static bool Running(const Guest& g) { return g.state == "running" || g.state == "paused"; }
+  // Guests holding more than their lease grants: the resize again when its retry is due (after a
+  // start, every running guest is checked once).
+  Status Enforce(int64_t now_ms);
   Status ActOne(const std::string& notice_id, int64_t now_ms);
+  // Inside a transaction: acts on `n` (lease, record, event) and journals its guest task (a stop
+  // or eviction is carried out as `stop_how`). Returns the task to queue after the commit.
+  Result<std::optional<std::string>> ActIn(NoticeRecord n, int64_t now_ms, GuestTask stop_how);
   // Stores a notice and wakes the loop.
   Result<NoticeRecord> Send(const LeaseRecord& l, lease::NoticeAction action, const lease::Resources& after,
                             std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent);
+  // Send's body, inside the caller's transaction (no wake).
+  Result<NoticeRecord> SendIn(const LeaseRecord& l, lease::NoticeAction action, const lease::Resources& after,
+                              std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent);
 
   Deps d_;
   LeaseTable table_;
@@ -134,6 +167,13 @@ class LeaseService {
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
   bool woken_ = false;     // guarded by mu_
+  struct Retry {
+    int64_t at_ms = 0, delay_ms = 0;
+    uint64_t generation = 0;  // holdings: bumped by each change
+  };
+  std::map<std::string, Retry, std::less<>> unenforced_;   // guarded by mu_; by guest
+  std::map<std::string, Retry, std::less<>> unpublished_;  // guarded by mu_; by guest
+  bool checked_all_ = false;                               // ticks only
   std::thread loop_;
 };
 

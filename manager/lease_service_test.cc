@@ -2,6 +2,7 @@
 // countered, term ends by class, extensions with flex, restarts, and who may see and answer what.
 #include <gtest/gtest.h>
 
+#include "common/base64.h"
 #include "manager/manager_fixture.h"
 
 namespace uw::manager {
@@ -36,6 +37,22 @@ class LeaseTest : public ManagerTest {
     auto g = cluster_.Client("h1")->Get(guest);
     return g.ok() ? g->memory_mib : -1;
   }
+  // The commands of one kind ("uw-notice", "uw-holdings") the guest's daemon was given.
+  std::vector<std::string> ExecsOf(const std::string& guest, const std::string& command) {
+    std::vector<std::string> out;
+    for (const auto& c : cluster_.ExecsOf(guest)) {
+      if (c.rfind(command + " ", 0) == 0) out.push_back(c);
+    }
+    return out;
+  }
+  // The holdings the guest was given last (null when none).
+  Json LastHoldings(const std::string& guest) {
+    auto sent = ExecsOf(guest, "uw-holdings");
+    if (sent.empty()) return Json();
+    auto decoded = Base64Decode(sent.back().substr(std::string("uw-holdings ").size()));
+    EXPECT_TRUE(decoded.ok());
+    return decoded.ok() ? Json::parse(*decoded) : Json();
+  }
   // Waits for the lease's task (a resize or stop) to end.
   void SettleTasks() {
     EXPECT_TRUE(Eventually(
@@ -54,7 +71,7 @@ TEST_F(LeaseTest, AGuestThatAcksIsShrunkAtOnce) {
   Tick();
   SettleTasks();
   // Delivered over the channel, answered, acted on well before the deadline.
-  auto execs = cluster_.ExecsOf("e1");
+  auto execs = ExecsOf("e1", "uw-notice");
   ASSERT_FALSE(execs.empty());
   EXPECT_EQ(execs.back().rfind("uw-notice " + n["id"].get<std::string>() + " shrink 1 256 1 128 0 600 make_room", 0),
             0u)
@@ -117,6 +134,127 @@ TEST_F(LeaseTest, ACounterOfferIsAcceptedByTheBroker) {
   EXPECT_EQ(done["after"]["memory_mib"], 192);
   EXPECT_EQ(MemoryOf("c1"), 192);
   EXPECT_EQ(Lease(lease)["granted"]["memory_mib"], 192);
+}
+
+TEST_F(LeaseTest, AnOperatorsForcedStopIsUrgentAndLeavesARecord) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme");
+  std::string lease = Create("f1", {{"lease_class", "elastic"}}, acme);
+  // A shrink is on notice when the operator pulls the plug: it is overtaken, not acted on.
+  Json shrink = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 600}});
+  // The tenant's own forced stop is not a repossession; an operator's is, at once.
+  Json force = {{"force", true}}, none = Json::object();
+  auto stop = Client().Call("POST", "/api/v1/guests/acme:f1/stop", &force);
+  ASSERT_TRUE(stop.ok()) << stop.status().ToString();
+  EXPECT_EQ((*stop)["kind"], "guest.stop");
+  EXPECT_EQ(WaitTask(*stop)["state"], "succeeded");
+  EXPECT_EQ(cluster_.StateOf("h1", "acme:f1"), "shutoff");
+  EXPECT_EQ(Notice(shrink["id"])["state"], "withdrawn");
+  Json rep = *Client(acme).Call("GET", "/api/v1/repossessions?guest=f1");
+  ASSERT_EQ(rep["repossessions"].size(), 1u) << rep.dump();
+  EXPECT_EQ(rep["repossessions"][0]["action"], "stop");
+  EXPECT_EQ(rep["repossessions"][0]["urgent"], true);
+  EXPECT_TRUE(rep["repossessions"][0]["answer"].is_null());
+  EXPECT_NE(rep["repossessions"][0]["reason"].get<std::string>().find("forced stop"), std::string::npos);
+  Json stopped = Notice(rep["repossessions"][0]["notice"]);
+  EXPECT_EQ(stopped["delivery"]["state"], "skipped");
+  EXPECT_EQ(Lease(lease)["state"], "closed");
+  // Nothing is left to act on: a later tick changes nothing.
+  clock_.Advance(std::chrono::seconds(700));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/repossessions?guest=f1"))["repossessions"].size(), 1u);
+  // A start grants anew; the tenant's own forced stop records nothing.
+  auto start = Client(acme).Call("POST", "/api/v1/guests/f1/start", &none);
+  ASSERT_TRUE(start.ok());
+  EXPECT_EQ(WaitTask(*start)["state"], "succeeded");
+  auto own = Client(acme).Call("POST", "/api/v1/guests/f1/stop", &force);
+  ASSERT_TRUE(own.ok());
+  EXPECT_EQ(WaitTask(*own)["state"], "succeeded");
+  EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/repossessions?guest=f1"))["repossessions"].size(), 1u);
+}
+
+TEST_F(LeaseTest, AResizeThatFailedIsTriedAgainUntilTheGuestHoldsWhatItsLeaseGrants) {
+  StartManager();
+  AddHost("h1");
+  std::string lease = Create("u1", {{"lease_class", "elastic"}});
+  Json n = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 1}});
+  Tick();
+  // The host is unreachable when the notice falls due: the lease is taken, the balloon is not.
+  cluster_.SetDown("h1", true);
+  clock_.Advance(std::chrono::seconds(2));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(Notice(n["id"])["state"], "acted");
+  EXPECT_EQ(Lease(lease)["granted"]["memory_mib"], 128);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.resize' AND state = 'failed'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'lease.unenforced'"), 1);
+  // Not before its backoff; then again, and it holds.
+  cluster_.SetDown("h1", false);
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(MemoryOf("u1"), 256);
+  clock_.Advance(std::chrono::seconds(6));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(MemoryOf("u1"), 128);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/u1"))["memory_mib"], 128);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'lease.enforcing'"), 1);
+  // Converged: nothing more is tried.
+  clock_.Advance(std::chrono::seconds(600));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.resize'"), 2);
+}
+
+TEST_F(LeaseTest, AGuestIsToldWhatItHoldsWheneverThatChanges) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme");
+  std::string lease = Create("v1", {{"lease_class", "elastic"}, {"lease_floor", {{"memory_mib", 64}}}}, acme);
+  Tick();
+  Json h = LastHoldings("acme:v1");
+  ASSERT_TRUE(h.is_object());
+  EXPECT_EQ(h["guest"], "v1");  // its own name, as its tenant knows it
+  EXPECT_EQ(h["lease"]["id"], lease);
+  EXPECT_EQ(h["lease"]["class"], "elastic");
+  EXPECT_EQ(h["lease"]["granted"]["memory_mib"], 256);
+  EXPECT_EQ(h["lease"]["reclaimable"]["memory_mib"], 192);
+  EXPECT_TRUE(h["notices"].empty());
+  EXPECT_TRUE(h["repossessions"].empty());
+  // Nothing changed: nothing is sent again.
+  const size_t sent = ExecsOf("acme:v1", "uw-holdings").size();
+  Tick();
+  EXPECT_EQ(ExecsOf("acme:v1", "uw-holdings").size(), sent);
+  // A notice is in the holdings before it is acted on, the record after.
+  Json n = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 600}});
+  Tick();
+  h = LastHoldings("acme:v1");
+  ASSERT_EQ(h["notices"].size(), 1u) << h.dump();
+  EXPECT_EQ(h["notices"][0]["id"], n["id"]);
+  EXPECT_EQ(h["notices"][0]["after"]["memory_mib"], 128);
+  EXPECT_EQ(h["notices"][0]["guest"], "v1");
+  clock_.Advance(std::chrono::seconds(601));
+  Tick();
+  SettleTasks();
+  Tick();
+  h = LastHoldings("acme:v1");
+  EXPECT_EQ(h["lease"]["granted"]["memory_mib"], 128) << h.dump();
+  EXPECT_TRUE(h["notices"].empty());
+  ASSERT_EQ(h["repossessions"].size(), 1u);
+  EXPECT_EQ(h["repossessions"][0]["notice"], n["id"]);
+  // A guest that cannot be reached gets them once it can, with a backoff.
+  cluster_.SetDown("h1", true);
+  Json term = {{"term_s", 3600}};
+  ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/leases/" + lease + "/extend", &term).ok());
+  Tick();
+  cluster_.SetDown("h1", false);
+  Tick();
+  EXPECT_TRUE(LastHoldings("acme:v1")["lease"]["term_end_ms"].is_null());
+  clock_.Advance(std::chrono::seconds(2));
+  Tick();
+  EXPECT_FALSE(LastHoldings("acme:v1")["lease"]["term_end_ms"].is_null());
 }
 
 TEST_F(LeaseTest, ReclaimsThatBreakALeaseAreRefused) {
@@ -248,10 +386,7 @@ TEST_F(LeaseTest, AMoveIsAnnouncedBeforeAndReportedAfter) {
   std::vector<std::string> told;
   // The `moved` message follows the task's end.
   EXPECT_TRUE(Eventually([&] {
-    told.clear();
-    for (const auto& c : cluster_.ExecsOf("m1")) {
-      if (c.rfind("uw-notice ", 0) == 0) told.push_back(c);
-    }
+    told = ExecsOf("m1", "uw-notice");
     return told.size() == 2;
   }));
   ASSERT_EQ(told.size(), 2u);

@@ -80,6 +80,7 @@ SqlFilter FilterOf(const LeaseScope& scope) {
 
 Status LeaseTable::Insert(const LeaseRecord& r, int64_t now_ms) {
   const lease::Lease& l = r.lease;
+  Changed(l.guest);
   return store_.Exec(
       "INSERT INTO leases(id, guest, tenant, class, vcpus, memory_mib, floor_vcpus, floor_memory_mib, term_ms, "
       "term_end_ms, state, history, renewal, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -92,6 +93,7 @@ Status LeaseTable::Insert(const LeaseRecord& r, int64_t now_ms) {
 
 Status LeaseTable::Save(const LeaseRecord& r, int64_t now_ms) {
   const lease::Lease& l = r.lease;
+  Changed(l.guest);
   return store_.Exec(
       "UPDATE leases SET class = ?, vcpus = ?, memory_mib = ?, floor_vcpus = ?, floor_memory_mib = ?, term_ms = ?, "
       "term_end_ms = ?, state = ?, history = ?, renewal = ?, updated_ms = ? WHERE id = ?",
@@ -138,6 +140,7 @@ Result<std::vector<LeaseRecord>> LeaseTable::TermEndingBy(int64_t by_ms) {
 
 Status LeaseTable::InsertNotice(const NoticeRecord& n, int64_t now_ms) {
   const lease::Notice& x = n.notice;
+  Changed(x.guest);
   return store_.Exec(
       "INSERT INTO notices(id, lease, guest, tenant, state, act_at_ms, notice, delivery, created_ms, updated_ms) "
       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -147,6 +150,7 @@ Status LeaseTable::InsertNotice(const NoticeRecord& n, int64_t now_ms) {
 
 Status LeaseTable::SaveNotice(const NoticeRecord& n, int64_t now_ms) {
   const lease::Notice& x = n.notice;
+  Changed(x.guest);
   return store_.Exec(
       "UPDATE notices SET state = ?, act_at_ms = ?, notice = ?, delivery = ?, updated_ms = ? WHERE id = ?",
       {std::string(lease::NoticeStateName(x.state)), lease::ActAt(x), NoticeJson(x).dump(), DeliveryText(n.delivery),
@@ -166,21 +170,26 @@ Result<Page<NoticeRecord>> LeaseTable::ListNotices(const LeaseScope& scope, cons
 }
 
 Result<std::optional<NoticeRecord>> LeaseTable::OpenNoticeOf(std::string_view lease_id) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT * FROM notices WHERE lease = ? AND state <> 'acted' ORDER BY "
-                                              "created_ms LIMIT 1",
-                                              {std::string(lease_id)}));
+  UW_ASSIGN_OR_RETURN(
+      auto rows,
+      store_.Query("SELECT * FROM notices WHERE lease = ? AND state <> 'acted' AND state <> 'withdrawn' ORDER BY "
+                   "created_ms LIMIT 1",
+                   {std::string(lease_id)}));
   if (rows.empty()) return std::optional<NoticeRecord>();
   UW_ASSIGN_OR_RETURN(NoticeRecord n, NoticeOfRow(rows[0]));
   return std::optional<NoticeRecord>(std::move(n));
 }
 
 Result<std::vector<NoticeRecord>> LeaseTable::OpenNotices() {
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_.Query("SELECT * FROM notices WHERE state <> 'acted' ORDER BY act_at_ms, created_ms, id"));
+  UW_ASSIGN_OR_RETURN(
+      auto rows,
+      store_.Query(
+          "SELECT * FROM notices WHERE state <> 'acted' AND state <> 'withdrawn' ORDER BY act_at_ms, created_ms, id"));
   return NoticesOfRows(rows);
 }
 
 Status LeaseTable::InsertRepossession(const lease::Repossession& r) {
+  Changed(r.guest);
   return store_.Exec(
       "INSERT INTO repossessions(id, lease, guest, tenant, record, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
       {r.notice_id, r.lease_id, r.guest, r.tenant, RepossessionJson(r).dump(), r.at_ms});

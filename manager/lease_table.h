@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,7 +29,10 @@ struct LeaseScope {
 
 class LeaseTable {
  public:
-  explicit LeaseTable(Store& store) : store_(store) {}
+  // `changed` is told the guest whose lease, notice or record a write touched (the lease service
+  // publishes the guest's holdings to it); it must not call back into the table.
+  explicit LeaseTable(Store& store, std::function<void(std::string_view guest)> changed = {})
+      : store_(store), changed_(std::move(changed)) {}
 
   Status Insert(const LeaseRecord& r, int64_t now_ms);
   // Writes everything but the id, guest, tenant and start.
@@ -56,7 +60,12 @@ class LeaseTable {
   Result<Page<lease::Repossession>> ListRepossessions(const LeaseScope& scope, const PageQuery& page);
 
  private:
+  void Changed(std::string_view guest) const {
+    if (changed_) changed_(guest);
+  }
+
   Store& store_;
+  std::function<void(std::string_view guest)> changed_;
 };
 
 }  // namespace uw::manager::internal

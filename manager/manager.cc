@@ -75,6 +75,10 @@ Status Manager::Start() {
   auto agent_of = [this](const std::string& host) { return AgentOf(host); };
   auto new_task = [this](std::string_view kind, std::string_view subject, std::string_view tenant,
                          const Json& request) { return NewTask(kind, subject, tenant, request); };
+  // leases_ is made below, before any heartbeat can find a guest.
+  auto open_lease = [this](std::string_view guest, int64_t now_ms, std::string_view why) {
+    return leases_->Reopen(guest, now_ms, why);
+  };
   sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{.store = *store_,
                                                                                     .events = *events_,
                                                                                     .hosts = *hosts_,
@@ -83,7 +87,8 @@ Status Manager::Start() {
                                                                                     .clock = clock_,
                                                                                     .config = config_,
                                                                                     .agent_of = agent_of,
-                                                                                    .new_task = new_task});
+                                                                                    .new_task = new_task,
+                                                                                    .open_lease = open_lease});
   leases_ = std::make_unique<internal::LeaseService>(internal::LeaseService::Deps{
       .store = *store_,
       .events = *events_,

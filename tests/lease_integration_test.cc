@@ -2,7 +2,11 @@
 // control channel, the guest's hook scripts answer, and the balloon really shrinks the guest.
 //   - a guest whose hook drops its caches and answers `release` is shrunk at once (MemTotal falls);
 //   - a guest with no hook is silent: shrunk at the deadline, with a repossession record;
-//   - a counter-offer from the guest's hook is accepted by the broker and applied.
+//   - the guest keeps a copy of what it holds (uw-holdings), updated through the channel;
+//   - a counter-offer from the guest's hook is accepted by the broker and applied;
+//   - a move is announced before and reported after;
+//   - a preemptible lease's term ends with a notice, then its guest stops;
+//   - an extension with flex (a smaller amount) changes the allocation at the new term, not before.
 // Figures (printed as JSON): notice -> answer -> applied latency through the real channel.
 #include "tests/manager_it_fixture.h"
 
@@ -89,6 +93,18 @@ TEST_F(LeaseIntegration, NoticesReachRealGuestsAndTheBalloonShrinksThem) {
       std::chrono::seconds(30)))
       << "MemTotal " << before_kb << " kB -> " << after_kb << " kB";
   EXPECT_EQ((*Client().Call("GET", "/api/v1/leases/" + LeaseOf(hooked)))["granted"]["memory_mib"], 256);
+  // The guest knows what it holds now: its copy of its holdings, kept through the channel.
+  Json holdings;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        Json out = Exec(hooked, "uw-holdings");
+        holdings = Json::parse(out.value("output", ""), nullptr, false);
+        return out.value("exit_code", -1) == 0 && holdings.is_object() &&
+               holdings["lease"]["granted"]["memory_mib"] == 256 && holdings["repossessions"].size() == 1;
+      },
+      std::chrono::seconds(30)))
+      << holdings.dump();
+  EXPECT_EQ(holdings["guest"], hooked);
   // The notice is in the guest's own record of what it was told.
   Json seen = Exec(hooked, "cat /run/uw/notices/" + released["id"].get<std::string>());
   EXPECT_NE(seen.value("output", "").find("UW_NOTICE_AFTER_MIB=256"), std::string::npos) << seen.dump();
@@ -151,6 +167,81 @@ TEST_F(LeaseIntegration, NoticesReachRealGuestsAndTheBalloonShrinksThem) {
   std::printf("lease figures: %s\n", fig.dump().c_str());
   DeleteGuest(hooked);
   DeleteGuest(silent);
+}
+
+// Term ends on real guests: a preemptible lease ends with a notice and the guest stops; a
+// guaranteed lease extended with a smaller amount keeps its grant until the term ends, then the
+// balloon takes the difference.
+TEST_F(LeaseIntegration, TermEndsStopPreemptibleGuestsAndApplyFlexRenewals) {
+  const std::string spot = "mit-lease-spot", flex = "mit-lease-flex";
+  WaitConnected();
+  CreateBooted(spot, 192, false, {{"lease_class", "preemptible"}});
+  CreateBooted(flex, 384, false, {{"lease_class", "guaranteed"}});
+  auto extend = [](const std::string& g, const Json& body) {
+    Json b = body;
+    auto r = Client().Call("POST", "/api/v1/leases/" + LeaseOf(g) + "/extend", &b);
+    EXPECT_TRUE(r.ok()) << g << " " << body.dump() << ": " << r.status().ToString();
+    return r.ok() ? *r : Json();
+  };
+  // Terms from now, both booted: the spot guest's ends in 4 s, the flex guest's in 6 s.
+  const auto spot_term = std::chrono::steady_clock::now();
+  extend(spot, {{"term_s", 4}});
+  extend(flex, {{"term_s", 6}});
+  const int64_t flex_before_kb = MemTotalKb(flex);
+  Json pending = extend(flex, {{"memory_mib", 256}});
+  EXPECT_EQ(pending["granted"]["memory_mib"], 384) << pending.dump();  // not before the term ends
+  EXPECT_EQ(pending["renewal"]["amount"]["memory_mib"], 256) << pending.dump();
+
+  // The spot guest: a stop notice, delivered through its channel, then the stop at the term end.
+  Json guest;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Client().Call("GET", "/api/v1/guests/" + spot);
+        if (r.ok()) guest = *r;
+        return r.ok() && guest["state"] == "shutoff";
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(50)))
+      << guest.dump();
+  const double spot_stop_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - spot_term).count();
+  EXPECT_GE(spot_stop_ms, 3000.0);  // not before its term ended
+  Json told = *Client().Call("GET", "/api/v1/notices?guest=" + spot + "&limit=1");
+  ASSERT_EQ(told["notices"].size(), 1u) << told.dump();
+  EXPECT_EQ(told["notices"][0]["action"], "stop");
+  EXPECT_EQ(told["notices"][0]["delivery"]["state"], "delivered") << told.dump();
+  Json taken = *Client().Call("GET", "/api/v1/repossessions?guest=" + spot);
+  ASSERT_EQ(taken["repossessions"].size(), 1u) << taken.dump();
+  EXPECT_EQ(taken["repossessions"][0]["action"], "stop");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/leases/" + guest["leases"][0]["id"].get<std::string>()))["state"],
+            "closed");
+
+  // The flex guest: 256 MiB from its new term on, and the guest sees it.
+  Json lease;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Client().Call("GET", "/api/v1/leases/" + LeaseOf(flex));
+        if (r.ok()) lease = *r;
+        return r.ok() && lease["granted"]["memory_mib"] == 256;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(50)))
+      << lease.dump();
+  EXPECT_TRUE(lease["renewal"].is_null()) << lease.dump();
+  EXPECT_EQ(lease["state"], "active");
+  int64_t flex_after_kb = 0;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        flex_after_kb = MemTotalKb(flex);
+        return flex_after_kb > 0 && flex_after_kb <= flex_before_kb - 100 * 1024;
+      },
+      std::chrono::seconds(60)))
+      << "MemTotal " << flex_before_kb << " kB -> " << flex_after_kb << " kB";
+  std::printf("lease term figures: %s\n",
+              Json({{"spot_term_to_stopped_ms", spot_stop_ms},
+                    {"flex_memtotal_kb", {{"before", flex_before_kb}, {"after", flex_after_kb}}}})
+                  .dump()
+                  .c_str());
+  DeleteGuest(spot);
+  DeleteGuest(flex);
 }
 
 }  // namespace

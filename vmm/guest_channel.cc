@@ -9,34 +9,9 @@
 #include <cstring>
 #include <sstream>
 
-namespace uw::vmm {
+#include "common/base64.h"
 
-Result<std::string> Base64Decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=') break;
-    if (c == '\n' || c == '\r' || c == ' ') continue;
-    int v = value(c);
-    if (v < 0) return InvalidArgumentError(std::string("base64: unexpected character '") + c + "'");
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
+namespace uw::vmm {
 
 GuestChannel::~GuestChannel() {
   std::lock_guard l(mu_);

@@ -45,7 +45,4 @@ class GuestChannel {
   std::string buffer_;    // guarded by mu_; bytes read past the last reply
 };
 
-// Standard base64 (RFC 4648) decoding; whitespace is skipped. kInvalidArgument on bad input.
-Result<std::string> Base64Decode(std::string_view in);
-
 }  // namespace uw::vmm
