@@ -128,6 +128,11 @@ class HttpAgentClient final : public AgentClient {
     Json body = Json::object();
     if (r.vcpus) body["vcpus"] = *r.vcpus;
     if (r.memory_mib) body["memory_mib"] = *r.memory_mib;
+    if (r.cpu_quota_us || r.cpu_period_us) {
+      Json& cpu = body["cpu"] = Json::object();
+      if (r.cpu_quota_us) cpu["quota_us"] = *r.cpu_quota_us;
+      if (r.cpu_period_us) cpu["period_us"] = *r.cpu_period_us;
+    }
     return GuestCall("POST", GuestPath(guest) + "/resize", &body);
   }
   Status Delete(const std::string& guest, bool force) override {

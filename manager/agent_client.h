@@ -53,6 +53,9 @@ struct StopRequest {
 struct ResizeRequest {
   std::optional<int64_t> vcpus;
   std::optional<int64_t> memory_mib;
+  // The CPU cap (libvirt's vcpu_quota per vcpu_period, in the guest's cgroup): how a container's
+  // CPU is taken back, since it has no vCPUs to unplug. -1: no cap.
+  std::optional<int64_t> cpu_quota_us, cpu_period_us;
 };
 
 struct ExecRequest {

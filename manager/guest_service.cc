@@ -174,8 +174,7 @@ Result<Task> GuestService::Operation(const Principal& p, std::string_view name, 
                                   " is above the guest's reservation of " + std::to_string(g.reserved_memory_mib) +
                                   " MiB (max_memory_mib at creation)");
     }
-    if (op.vcpus) args["vcpus"] = *op.vcpus;
-    if (op.memory_mib) args["memory_mib"] = *op.memory_mib;
+    args = ResizeArgs(g.kind, op.vcpus, op.memory_mib);
   } else if (op.op == "stop") {
     args["force"] = op.force;
     if (op.timeout_s) args["timeout_s"] = *op.timeout_s;
@@ -263,7 +262,12 @@ Result<AgentGuest> CallGuestOp(AgentClient& agent, const std::string& op, const 
   if (op == "resume") return agent.Resume(guest);
   if (op == "resize") {
     ResizeRequest r;
-    if (args.contains("vcpus")) r.vcpus = args["vcpus"].get<int64_t>();
+    if (args.contains("cpu_quota_us")) {  // a container: its cgroup's cap stands for its vCPUs
+      r.cpu_quota_us = args["cpu_quota_us"].get<int64_t>();
+      r.cpu_period_us = args.value("cpu_period_us", kCpuPeriodUs);
+    } else if (args.contains("vcpus")) {
+      r.vcpus = args["vcpus"].get<int64_t>();
+    }
     if (args.contains("memory_mib")) r.memory_mib = args["memory_mib"].get<int64_t>();
     return agent.Resize(guest, r);
   }
@@ -307,6 +311,11 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
       UW_ASSIGN_OR_RETURN(Json spec, d_.guests.SpecOf(guest));
       if (args.contains("vcpus")) spec["vcpus"] = args["vcpus"];
       if (args.contains("memory_mib")) spec["memory_mib"] = args["memory_mib"];
+      if (args.contains("cpu_quota_us")) {  // kept with the spec: a re-created container keeps its cap
+        if (!spec["cpu"].is_object()) spec["cpu"] = Json::object();
+        spec["cpu"]["quota_us"] = args["cpu_quota_us"];
+        spec["cpu"]["period_us"] = args.value("cpu_period_us", kCpuPeriodUs);
+      }
       UW_RETURN_IF_ERROR(d_.guests.SetStateAndSpec(guest, state, spec, NowMs()));
       auto amount = [&](const char* k) {
         return args.contains(k) ? std::optional<int64_t>(args[k].get<int64_t>()) : std::nullopt;

@@ -103,8 +103,12 @@ class InMemoryAgent final : public AgentClient {
       return InvalidArgumentError("body.vcpus: " + std::to_string(*r.vcpus) + " is above the guest's maximum of " +
                                   std::to_string(g->max_vcpus));
     }
+    if (r.cpu_quota_us && *r.cpu_quota_us != -1 && *r.cpu_quota_us < 1000) {
+      return InvalidArgumentError("body.cpu.quota_us: expected -1 (unlimited) or at least 1000");
+    }
     if (r.memory_mib) g->memory_mib = *r.memory_mib;
     if (r.vcpus) g->vcpus = *r.vcpus;
+    if (r.cpu_quota_us) cluster_.cpu_quotas_[guest] = *r.cpu_quota_us;
     return Answer(*g);
   }
 
@@ -407,6 +411,12 @@ std::string InMemoryCluster::StateOf(const std::string& host, const std::string&
   if (it == hosts_.end()) return "";
   auto g = it->second.guests.find(guest);
   return g == it->second.guests.end() ? "" : g->second.state;
+}
+
+int64_t InMemoryCluster::CpuQuotaOf(const std::string& guest) const {
+  std::lock_guard l(mu_);
+  auto it = cpu_quotas_.find(guest);
+  return it == cpu_quotas_.end() ? -1 : it->second;
 }
 
 int InMemoryCluster::calls() const {

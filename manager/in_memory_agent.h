@@ -55,6 +55,8 @@ class InMemoryCluster {
   // What the guest's daemon prints for a command (a notice: "uw-notice ..."): the output of every
   // command starting with `prefix` (default: the command's output is empty).
   void SetExecOutput(const std::string& guest, const std::string& prefix, const std::string& output);
+  // The CPU cap a resize last gave `guest` (its cgroup's quota per period, µs); -1 when none.
+  int64_t CpuQuotaOf(const std::string& guest) const;
   // The commands run in `guest` so far.
   std::vector<std::string> ExecsOf(const std::string& guest) const;
 
@@ -97,7 +99,8 @@ class InMemoryCluster {
   std::map<std::string, Host> hosts_;         // guarded by mu_
   int calls_ = 0;                             // guarded by mu_
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> exec_outputs_;  // guarded by mu_
-  std::map<std::string, std::vector<std::string>> execs_;                                 // guarded by mu_
+  std::map<std::string, std::vector<std::string>> execs_;
+  std::map<std::string, int64_t> cpu_quotas_;  // guarded by mu_                                 // guarded by mu_
 };
 
 }  // namespace uw::manager

@@ -106,6 +106,23 @@ inline void ShowShortNames(const Principal& p, Json& j) {
   }
 }
 
+// A resize's task arguments (RunOperation reads them): a VM's vCPUs are hot-plugged or unplugged;
+// a container has no vCPUs to unplug, so its CPU is capped in its cgroup instead (vcpu_quota of N
+// CPUs' worth per 100 ms period), and its memory limit is its cgroup's.
+inline constexpr int64_t kCpuPeriodUs = 100000;
+inline Json ResizeArgs(std::string_view kind, std::optional<int64_t> vcpus, std::optional<int64_t> memory_mib) {
+  Json args = Json::object();
+  if (vcpus) {
+    args["vcpus"] = *vcpus;
+    if (kind == "lxc") {
+      args["cpu_quota_us"] = *vcpus * kCpuPeriodUs;
+      args["cpu_period_us"] = kCpuPeriodUs;
+    }
+  }
+  if (memory_mib) args["memory_mib"] = *memory_mib;
+  return args;
+}
+
 inline Status NeedWrite(const Principal& p) {
   if (p.CanWrite()) return Status::Ok();
   return PermissionDeniedError("this token's role (" + std::string(RoleName(p.role)) + ") is read-only");

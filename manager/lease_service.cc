@@ -440,8 +440,8 @@ Result<std::optional<std::string>> LeaseService::JournalGuestTask(const Guest& g
     kind = "guest.stop";
     args["force"] = true;
   } else {
-    if (after.vcpus != before.vcpus) args["vcpus"] = after.vcpus;
-    if (after.memory_mib != before.memory_mib) args["memory_mib"] = after.memory_mib;
+    auto changed = [](int64_t a, int64_t b) { return a != b ? std::optional<int64_t>(a) : std::nullopt; };
+    args = ResizeArgs(g.kind, changed(after.vcpus, before.vcpus), changed(after.memory_mib, before.memory_mib));
     if (args.empty()) return std::optional<std::string>();
   }
   Json request = {{"guest", g.name}, {"host", *g.host}, {"args", args}, {"by", "lease"}};

@@ -257,6 +257,37 @@ TEST_F(LeaseTest, AGuestIsToldWhatItHoldsWheneverThatChanges) {
   EXPECT_FALSE(LastHoldings("acme:v1")["lease"]["term_end_ms"].is_null());
 }
 
+TEST_F(LeaseTest, AContainersCpuIsTakenBackByItsCgroupCapAndAVmsByUnplug) {
+  StartManager();
+  AddHost("h1");
+  std::string ct = Create("ct1", {{"kind", "lxc"}, {"vcpus", 2}, {"lease_class", "elastic"}});
+  std::string vm = Create("vm1", {{"vcpus", 2}, {"max_vcpus", 2}, {"lease_class", "elastic"}});
+  Reclaim(ct, {{"vcpus", 1}, {"notice_s", 1}});
+  Reclaim(vm, {{"vcpus", 1}, {"notice_s", 1}});
+  Tick();
+  clock_.Advance(std::chrono::seconds(2));
+  Tick();
+  SettleTasks();
+  // The container keeps its two vCPUs and may use one CPU's worth of them; the VM has one vCPU.
+  EXPECT_EQ(cluster_.CpuQuotaOf("ct1"), 100000);
+  EXPECT_EQ(cluster_.Client("h1")->Get("ct1")->vcpus, 2);
+  EXPECT_EQ(cluster_.CpuQuotaOf("vm1"), -1);
+  EXPECT_EQ(cluster_.Client("h1")->Get("vm1")->vcpus, 1);
+  for (const char* g : {"ct1", "vm1"}) {
+    Json guest = *Client().Call("GET", std::string("/api/v1/guests/") + g);
+    EXPECT_EQ(guest["vcpus"], 1) << g;
+    EXPECT_EQ(guest["leases"][0]["granted"]["vcpus"], 1) << g;
+  }
+  // The cap is kept with the container's spec, and nothing is enforced again: it holds its grant.
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests WHERE name = 'ct1' AND json_extract(spec, '$.cpu.quota_us') = "
+                  "100000"),
+            1);
+  clock_.Advance(std::chrono::seconds(600));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.resize'"), 2);
+}
+
 TEST_F(LeaseTest, ReclaimsThatBreakALeaseAreRefused) {
   StartManager();
   AddHost("h1");

@@ -6,7 +6,8 @@
 //   - a counter-offer from the guest's hook is accepted by the broker and applied;
 //   - a move is announced before and reported after;
 //   - a preemptible lease's term ends with a notice, then its guest stops;
-//   - an extension with flex (a smaller amount) changes the allocation at the new term, not before.
+//   - an extension with flex (a smaller amount) changes the allocation at the new term, not before;
+//   - a container's CPU is taken back by its cgroup's cap.
 // Figures (printed as JSON): notice -> answer -> applied latency through the real channel.
 #include "tests/manager_it_fixture.h"
 
@@ -242,6 +243,50 @@ TEST_F(LeaseIntegration, TermEndsStopPreemptibleGuestsAndApplyFlexRenewals) {
                   .c_str());
   DeleteGuest(spot);
   DeleteGuest(flex);
+}
+
+// A container has no vCPUs to unplug: its CPU is taken back by its cgroup's cap (libvirt's
+// vcpu_quota), which the agent reads back from libvirt and a busy container cannot exceed.
+TEST_F(LeaseIntegration, AContainersCpuIsTakenBackByItsCgroupCap) {
+  const std::string ct = "mit-lease-ct";
+  WaitConnected();
+  Json body = {{"name", ct}, {"kind", "lxc"},     {"image", "tiny"},
+               {"vcpus", 2}, {"memory_mib", 128}, {"lease_class", "elastic"}};
+  auto t = Client().Call("POST", "/api/v1/guests", &body);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_EQ(WaitTask(*t)["state"], "succeeded");
+  Json reclaim = {{"vcpus", 1}, {"notice_s", 1}, {"reason", "integration test"}};
+  auto n = Client().Call("POST", "/api/v1/leases/" + LeaseOf(ct) + "/reclaim", &reclaim);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  Json task;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Client().Call("GET", "/api/v1/tasks?limit=1");
+        if (r.ok()) task = (*r)["tasks"][0];
+        return r.ok() && task["kind"] == "guest.resize" && (task["state"] == "succeeded" || task["state"] == "failed");
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(50)))
+      << task.dump();
+  ASSERT_EQ(task["state"], "succeeded") << task.dump();
+  // libvirt's word for the container's cap, through its agent.
+  Json seen = *AgentOf(HostOf(ct)).Call("GET", "/api/v1/guests/" + ct);
+  EXPECT_EQ(seen["spec"]["cpu"]["quota_us"], 100000) << seen.dump();
+  EXPECT_EQ(seen["vcpus"], 2);  // its vCPUs stay; what they may use is capped
+  // Two busy loops in the container use at most one CPU's worth.
+  Json burn = {{"command",
+                "for i in 1 2; do (end=$(($(date +%s) + 12)); while [ $(date +%s) -lt $end ]; do :; done) "
+                ">/dev/null 2>&1 & done"}};
+  ASSERT_TRUE(AgentOf(HostOf(ct)).Call("POST", "/api/v1/guests/" + ct + "/exec", &burn).ok());
+  double most = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // sampling a rate: one reading a second
+    auto st = AgentOf(HostOf(ct)).Call("GET", "/api/v1/guests/" + ct + "/stats");
+    if (st.ok() && st->contains("cpu_cores")) most = std::max(most, (*st)["cpu_cores"].get<double>());
+  }
+  EXPECT_GT(most, 0.3) << "the container's busy loops did not run";
+  EXPECT_LT(most, 1.3) << "a container capped at one CPU used " << most << " cores";
+  std::printf("lease cpu cap figures: %s\n", Json({{"container_cores_at_most", most}}).dump().c_str());
+  DeleteGuest(ct);
 }
 
 }  // namespace
