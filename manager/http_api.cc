@@ -110,7 +110,7 @@ class Api {
       return r;
     }
     Response r = fn();
-    if (r.status < 500 && !r.stream) {
+    if (r.status < 500 && r.status != 429 && !r.stream) {  // a rate-limited call may be tried again
       internal::IdempotencyLog::Entry s{r.status, r.body, hash, req.method, req.path};
       if (Status st = idempotency_.Save(m_.store(), p.token_id, key, s); !st.ok())
         spdlog::warn("idempotency record: {}", st.ToString());
@@ -517,6 +517,8 @@ class Api {
       Result<Parsed> parsed = parse(*body);
       if (!parsed.ok()) return Response::Error(parsed.status());
       auto out = call(*p, req.params.at("id"), *parsed);
+      // On these routes kResourceExhausted is a rate limit (a flood of notice replies): 429.
+      if (!out.ok() && out.status().code() == StatusCode::kResourceExhausted) return Response::Error(429, out.status());
       if (!out.ok()) return Response::Error(out.status());
       return Response::Json(200, view(*out, *p));
     });

@@ -394,8 +394,26 @@ Result<Page<NoticeRecord>> LeaseService::ListNotices(const Principal& p, std::st
 
 Result<NoticeRecord> LeaseService::GetNotice(const Principal& p, std::string_view id) { return VisibleNotice(p, id); }
 
+Status LeaseService::TakeReplyToken(const Principal& p) {
+  const std::string who = p.tenant.empty() ? "token " + p.token_id : "tenant " + p.tenant;
+  const int64_t now = NowMs();
+  std::lock_guard l(mu_);
+  ReplyBucket& b = reply_buckets_.try_emplace(who, ReplyBucket{kReplyBurst, now}).first->second;
+  b.tokens = std::min(kReplyBurst, b.tokens + static_cast<double>(now - b.at_ms) * kRepliesPerSecond / 1000.0);
+  b.at_ms = now;
+  if (b.tokens < 1.0) {
+    return ResourceExhaustedError("too many notice replies from " + who + ": at most " +
+                                  std::to_string(static_cast<int>(kRepliesPerSecond)) + " a second (bursts of " +
+                                  std::to_string(static_cast<int>(kReplyBurst)) + "); nothing was recorded");
+  }
+  b.tokens -= 1.0;
+  return Status::Ok();
+}
+
 Result<NoticeRecord> LeaseService::Answer(const Principal& p, std::string_view id, const NoticeAnswer& answer) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
+  // A flood of replies (each refused one is an event) is cut off before it reaches the store.
+  UW_RETURN_IF_ERROR(TakeReplyToken(p));
   NoticeRecord out;
   Status refused = Status::Ok();
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {

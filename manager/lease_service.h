@@ -104,7 +104,10 @@ class LeaseService {
   Result<HostReclaim> ReclaimFromHost(const Principal& p, std::string_view host, const HostReclaimRequest& req);
   Result<Page<NoticeRecord>> ListNotices(const Principal& p, std::string_view guest, const PageQuery& page);
   Result<NoticeRecord> GetNotice(const Principal& p, std::string_view id);
+  // Replies are rate-limited per tenant (per token for operators): kRepliesPerSecond, in bursts of
+  // kReplyBurst; past that kResourceExhausted (HTTP 429) and nothing is recorded.
   Result<NoticeRecord> Answer(const Principal& p, std::string_view id, const NoticeAnswer& answer);
+  static constexpr double kRepliesPerSecond = 2, kReplyBurst = 10;
   Result<Page<lease::Repossession>> ListRepossessions(const Principal& p, std::string_view guest,
                                                       const PageQuery& page);
   // One pass: renewals and term ends, deliveries, counters, due actions.
@@ -124,6 +127,7 @@ class LeaseService {
  private:
   int64_t NowMs() const;
   Result<LeaseScope> ScopeOf(const Principal& p, std::string_view guest);
+  Status TakeReplyToken(const Principal& p);  // Answer's rate limit
   // The lease or notice as `p` may see it (kNotFound for another tenant's).
   Result<LeaseRecord> VisibleLease(const Principal& p, std::string_view id);
   Result<NoticeRecord> VisibleNotice(const Principal& p, std::string_view id);
@@ -173,7 +177,12 @@ class LeaseService {
   };
   std::map<std::string, Retry, std::less<>> unenforced_;   // guarded by mu_; by guest
   std::map<std::string, Retry, std::less<>> unpublished_;  // guarded by mu_; by guest
-  bool checked_all_ = false;                               // ticks only
+  struct ReplyBucket {
+    double tokens = 0;
+    int64_t at_ms = 0;
+  };
+  std::map<std::string, ReplyBucket, std::less<>> reply_buckets_;  // guarded by mu_; by who replies
+  bool checked_all_ = false;                                       // ticks only
   std::thread loop_;
 };
 

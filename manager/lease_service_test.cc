@@ -288,6 +288,32 @@ TEST_F(LeaseTest, AContainersCpuIsTakenBackByItsCgroupCapAndAVmsByUnplug) {
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.resize'"), 2);
 }
 
+TEST_F(LeaseTest, AFloodOfRepliesIsCutOffAndRecordsNothing) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  std::string lease = Create("r1", {{"lease_class", "elastic"}}, acme);
+  Json n = Reclaim(lease, {{"memory_mib", 128}, {"notice_s", 600}});
+  const std::string path = "/api/v1/notices/" + n["id"].get<std::string>() + "/reply";
+  // A burst is taken (the first answer counts; the rest are refused, each recorded once) ...
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(Client(acme).Do("POST", path, R"({"reply": "ack"})")->status, i == 0 ? 200 : 409) << i;
+  }
+  const int64_t refused = Count("SELECT COUNT(*) AS n FROM events WHERE type = 'notice.answer_refused'");
+  EXPECT_EQ(refused, 9);
+  // ... past it, 429 with nothing recorded; another tenant is not held back by this one's flood.
+  auto flooded = Client(acme).Do("POST", path, R"({"reply": "ack"})");
+  EXPECT_EQ(flooded->status, 429) << flooded->body;
+  EXPECT_NE(flooded->body.find("too many notice replies from tenant acme"), std::string::npos) << flooded->body;
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'notice.answer_refused'"), refused);
+  EXPECT_EQ(Client(beta).Do("POST", path, R"({"reply": "ack"})")->status, 404);
+  // Tokens come back with time: two a second.
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(Client(acme).Do("POST", path, R"({"reply": "ack"})")->status, 409);
+  EXPECT_EQ(Client(acme).Do("POST", path, R"({"reply": "ack"})")->status, 409);
+  EXPECT_EQ(Client(acme).Do("POST", path, R"({"reply": "ack"})")->status, 429);
+}
+
 TEST_F(LeaseTest, ReclaimsThatBreakALeaseAreRefused) {
   StartManager();
   AddHost("h1");
