@@ -131,5 +131,6 @@ void AddEventsCommand(CLI::App& app, Invocation& inv);      // commands_cluster.
 void AddTokenCommands(CLI::App& app, Invocation& inv);      // commands_cluster.cc
 void AddLeaseCommands(CLI::App& app, Invocation& inv);      // commands_lease.cc
 void AddNoticeCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
+void AddBudgetCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
 
 }  // namespace uw::cli

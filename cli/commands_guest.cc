@@ -12,7 +12,7 @@ struct GuestArgs {
   // create
   int64_t vcpus = 1, memory = 256;
   std::string image, kind = "qemu", tenant, pool, automation, on_crash, lease_class;
-  int64_t lease_term_s = 0, lease_floor_memory = 0;
+  int64_t lease_term_s = 0, lease_floor_memory = 0, lease_bid = 0;
   bool no_start = false, no_paravirt = false;
   // delete
   bool force = false;
@@ -46,6 +46,8 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
       ->add_option("--lease-floor-memory", a.lease_floor_memory,
                    "elastic: the memory in MiB the lease may be shrunk to (default min(memory, 128))")
       ->check(CLI::PositiveNumber);
+  create->add_option("--lease-bid", a.lease_bid, "credits per GiB-hour bid for the lease (the market broker)")
+      ->check(CLI::NonNegativeNumber);
   create->add_flag("--no-paravirt", a.no_paravirt,
                    "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");
   inv.AddWait(create);
@@ -59,6 +61,7 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
     if (!a.lease_class.empty()) body["lease_class"] = a.lease_class;
     if (a.lease_term_s > 0) body["lease_term_s"] = a.lease_term_s;
     if (a.lease_floor_memory > 0) body["lease_floor"] = {{"memory_mib", a.lease_floor_memory}};
+    if (a.lease_bid > 0) body["lease_bid"] = a.lease_bid;
     if (a.no_start) body["start"] = false;
     if (a.no_paravirt) body["paravirt"] = false;
     AnswerTask(inv, inv.c.Call("POST", "/api/v1/guests", &body));

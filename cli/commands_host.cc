@@ -25,8 +25,8 @@ void AddHostReclaim(CLI::App* host, Invocation& inv, HostArgs& a) {
   reclaim->add_option("--notice-s", a.notice_s, "the guests' notice in seconds (default 30)")
       ->check(CLI::NonNegativeNumber);
   reclaim->add_option("--reason", a.reason, "why (shown to the guests)");
-  reclaim->add_option("--policy", a.policy, "strict-priority (default) | proportional")
-      ->check(CLI::IsMember({"strict-priority", "proportional"}));
+  reclaim->add_option("--policy", a.policy, "strict-priority (default) | proportional | market (lowest bid first)")
+      ->check(CLI::IsMember({"strict-priority", "proportional", "market"}));
   reclaim->callback([&inv, &a] {
     if (a.vcpus == 0 && a.memory_mib == 0) {
       return void(inv.rc = inv.c.Fail(InvalidArgumentError("give --vcpus and/or --memory-mib")));

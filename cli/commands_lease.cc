@@ -21,6 +21,9 @@ struct LeaseArgs {
   // notice reply
   std::string reply;
   int64_t delay_s = -1;
+  // extend --bid; budget set
+  int64_t bid = -1, per_hour = -1;
+  std::string tenant;
 };
 
 // "?guest=NAME" for --guest, or "".
@@ -71,13 +74,16 @@ void AddLeaseExtend(CLI::App* lease, Invocation& inv, LeaseArgs& a) {
   extend->add_option("--vcpus", a.vcpus, "virtual CPUs granted from the term end")->check(CLI::NonNegativeNumber);
   extend->add_option("--memory-mib", a.memory, "memory in MiB granted from the term end")
       ->check(CLI::NonNegativeNumber);
+  extend->add_option("--bid", a.bid, "credits per GiB-hour bid for it from now (the market broker; within the budget)")
+      ->check(CLI::NonNegativeNumber);
   extend->callback([&inv, &a] {
     Json body = Json::object();
     if (a.term_s >= 0) body["term_s"] = a.term_s;
     if (a.vcpus >= 0) body["vcpus"] = a.vcpus;
     if (a.memory >= 0) body["memory_mib"] = a.memory;
+    if (a.bid >= 0) body["bid"] = a.bid;
     if (body.empty())
-      return void(inv.rc = inv.c.Fail(InvalidArgumentError("give --term-s, --vcpus and/or --memory-mib")));
+      return void(inv.rc = inv.c.Fail(InvalidArgumentError("give --term-s, --vcpus, --memory-mib and/or --bid")));
     Answer(inv, inv.c.Call("POST", "/api/v1/leases/" + a.id + "/extend", &body));
   });
 }
@@ -197,6 +203,26 @@ void AddNoticeCommands(CLI::App& app, Invocation& inv) {
                 {"show", "show a notice, its reply and its delivery", "id", "notice id", "GET", "/api/v1/notices/"},
                 a.id);
   AddNoticeReply(notice, inv, a);
+}
+
+void AddBudgetCommands(CLI::App& app, Invocation& inv) {
+  LeaseArgs& a = inv.Own<LeaseArgs>();
+  auto* budget = app.add_subcommand("budget", "tenants' budgets for the market broker (credits per hour)");
+  budget->require_subcommand(1);
+  auto* list = budget->add_subcommand("list", "budgets, and what the tenants' lease bids cost per hour now");
+  list->callback([&inv] {
+    AnswerList(inv, inv.c.List("/api/v1/budgets", "budgets", 0), "budgets", {"TENANT", "PER_HOUR", "COMMITTED"},
+               [](const Json& b) {
+                 return std::vector<std::string>{Str(b["tenant"]), Str(b["per_hour"]), Str(b["committed"])};
+               });
+  });
+  auto* set = budget->add_subcommand("set", "set the most a tenant's lease bids may cost per hour (operators)");
+  set->add_option("tenant", a.tenant, "tenant")->required();
+  set->add_option("per_hour", a.per_hour, "credits per hour")->required()->check(CLI::NonNegativeNumber);
+  set->callback([&inv, &a] {
+    Json body = {{"per_hour", a.per_hour}};
+    Answer(inv, inv.c.Call("PUT", "/api/v1/budgets/" + api::PercentEncode(a.tenant), &body));
+  });
 }
 
 }  // namespace uw::cli

@@ -113,6 +113,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   AddRuleCommands(app, inv);
   AddLeaseCommands(app, inv);
   AddNoticeCommands(app, inv);
+  AddBudgetCommands(app, inv);
   AddClusterCommands(app, inv);
   AddEventsCommand(app, inv);
   AddTokenCommands(app, inv);

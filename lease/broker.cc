@@ -31,19 +31,15 @@ Resources Gives(const Take& t, const Candidate& c) {
   return {c.lease->granted.vcpus - t.after.vcpus, c.lease->granted.memory_mib - t.after.memory_mib};
 }
 
-void StrictPriority(std::vector<Candidate> cs, Resources need, ReclaimPlan& plan) {
-  std::stable_sort(cs.begin(), cs.end(), [](const Candidate& a, const Candidate& b) {
-    const bool pa = a.lease->lease_class == LeaseClass::kPreemptible;
-    const bool pb = b.lease->lease_class == LeaseClass::kPreemptible;
-    if (pa != pb) return pa;
-    return a.can.memory_mib + a.can.vcpus * 1024 > b.can.memory_mib + b.can.vcpus * 1024;
-  });
+// Takes from the candidates in `cs`'s order, each as much as is still needed (a preemptible lease
+// whole when `whole_preemptible`), until `need` is met.
+void InOrder(const std::vector<Candidate>& cs, Resources need, bool whole_preemptible, ReclaimPlan& plan) {
   for (const Candidate& c : cs) {
     if (need.vcpus <= 0 && need.memory_mib <= 0) break;
     Resources give{std::min(c.can.vcpus, std::max<int64_t>(need.vcpus, 0)),
                    std::min(c.can.memory_mib, std::max<int64_t>(need.memory_mib, 0))};
     if (give.vcpus == 0 && give.memory_mib == 0) continue;
-    if (c.lease->lease_class == LeaseClass::kPreemptible) give = c.can;  // whole, under this policy
+    if (whole_preemptible && c.lease->lease_class == LeaseClass::kPreemptible) give = c.can;
     Take t = TakeFrom(c, give);
     const Resources gave = Gives(t, c);
     need.vcpus -= gave.vcpus;
@@ -51,6 +47,27 @@ void StrictPriority(std::vector<Candidate> cs, Resources need, ReclaimPlan& plan
     plan.takes.push_back(std::move(t));
   }
   plan.shortfall = {std::max<int64_t>(need.vcpus, 0), std::max<int64_t>(need.memory_mib, 0)};
+}
+
+// Preemptible before elastic, then the most it may give first.
+bool ByClassThenSize(const Candidate& a, const Candidate& b) {
+  const bool pa = a.lease->lease_class == LeaseClass::kPreemptible;
+  const bool pb = b.lease->lease_class == LeaseClass::kPreemptible;
+  if (pa != pb) return pa;
+  return a.can.memory_mib + a.can.vcpus * 1024 > b.can.memory_mib + b.can.vcpus * 1024;
+}
+
+void StrictPriority(std::vector<Candidate> cs, const Resources& need, ReclaimPlan& plan) {
+  std::stable_sort(cs.begin(), cs.end(), ByClassThenSize);
+  InOrder(cs, need, true, plan);  // preemptible leases whole, under this policy
+}
+
+void Market(std::vector<Candidate> cs, const Resources& need, ReclaimPlan& plan) {
+  std::stable_sort(cs.begin(), cs.end(), [](const Candidate& a, const Candidate& b) {
+    if (a.lease->bid != b.lease->bid) return a.lease->bid < b.lease->bid;
+    return ByClassThenSize(a, b);
+  });
+  InOrder(cs, need, false, plan);
 }
 
 void Proportional(const std::vector<Candidate>& cs, const Resources& need, ReclaimPlan& plan) {
@@ -80,14 +97,16 @@ void Proportional(const std::vector<Candidate>& cs, const Resources& need, Recla
 }  // namespace
 
 std::string_view BrokerPolicyName(BrokerPolicy p) {
-  return p == BrokerPolicy::kStrictPriority ? "strict-priority" : "proportional";
+  static constexpr std::array<std::string_view, 3> kNames = {"strict-priority", "proportional", "market"};
+  return kNames[static_cast<size_t>(p)];
 }
 
 Result<BrokerPolicy> ParseBrokerPolicy(std::string_view name) {
-  for (BrokerPolicy p : {BrokerPolicy::kStrictPriority, BrokerPolicy::kProportional}) {
+  for (BrokerPolicy p : {BrokerPolicy::kStrictPriority, BrokerPolicy::kProportional, BrokerPolicy::kMarket}) {
     if (BrokerPolicyName(p) == name) return p;
   }
-  return InvalidArgumentError("broker policy '" + std::string(name) + "': expected strict-priority | proportional");
+  return InvalidArgumentError("broker policy '" + std::string(name) +
+                              "': expected strict-priority | proportional | market");
 }
 
 ReclaimPlan PlanReclaim(const std::vector<Lease>& leases, const Resources& need, BrokerPolicy policy) {
@@ -98,12 +117,33 @@ ReclaimPlan PlanReclaim(const std::vector<Lease>& leases, const Resources& need,
     if (can.vcpus > 0 || can.memory_mib > 0) cs.push_back({&l, can});
   }
   ReclaimPlan plan;
-  if (policy == BrokerPolicy::kStrictPriority) {
-    StrictPriority(std::move(cs), need, plan);
-  } else {
-    Proportional(cs, need, plan);
+  switch (policy) {
+    case BrokerPolicy::kStrictPriority:
+      StrictPriority(std::move(cs), need, plan);
+      break;
+    case BrokerPolicy::kProportional:
+      Proportional(cs, need, plan);
+      break;
+    case BrokerPolicy::kMarket:
+      Market(std::move(cs), need, plan);
+      break;
   }
   return plan;
+}
+
+int64_t BidCost(const Lease& lease) { return lease.bid * CeilDiv(lease.granted.memory_mib, 1024); }
+
+Status CheckBudget(const std::vector<Lease>& leases, int64_t budget_per_hour) {
+  int64_t total = 0;
+  for (const Lease& l : leases) {
+    if (l.bid < 0) return InvalidArgumentError("lease " + l.id + ": a bid is at least 0 credits per GiB-hour");
+    total += BidCost(l);
+  }
+  if (total > budget_per_hour) {
+    return ResourceExhaustedError("the bids cost " + std::to_string(total) + " credits per hour; the budget is " +
+                                  std::to_string(budget_per_hour));
+  }
+  return Status::Ok();
 }
 
 }  // namespace uw::lease

@@ -7,6 +7,9 @@
 //                    most above their floor first, until `need` is met
 //   proportional     every reclaimable lease gives the same fraction of what it may give
 //                    (rounded up per lease, never past its reclaimable amount)
+//   market           the lowest bid per GiB-hour gives first (ties: preemptible before elastic,
+//                    then the most above its floor), each as much as is still needed; tenants'
+//                    bids are bounded by their budgets (BidCost, CheckBudget)
 #pragma once
 
 #include <string>
@@ -18,7 +21,7 @@
 
 namespace uw::lease {
 
-enum class BrokerPolicy { kStrictPriority, kProportional };
+enum class BrokerPolicy { kStrictPriority, kProportional, kMarket };
 std::string_view BrokerPolicyName(BrokerPolicy p);
 Result<BrokerPolicy> ParseBrokerPolicy(std::string_view name);  // kInvalidArgument naming the choices
 
@@ -34,5 +37,11 @@ struct ReclaimPlan {
 
 // Active leases only; the order of `leases` breaks ties.
 ReclaimPlan PlanReclaim(const std::vector<Lease>& leases, const Resources& need, BrokerPolicy policy);
+
+// What a lease's bid costs its tenant per hour: bid x its memory grant in GiB (rounded up).
+int64_t BidCost(const Lease& lease);
+// A tenant's live leases within its budget (credits per hour): kResourceExhausted naming the
+// total and the budget when their bids cost more. A negative bid is kInvalidArgument.
+Status CheckBudget(const std::vector<Lease>& leases, int64_t budget_per_hour);
 
 }  // namespace uw::lease

@@ -61,7 +61,39 @@ TEST(BrokerTest, OnlyActiveLeasesAndNamedPolicies) {
   EXPECT_TRUE(plan.takes.empty());
   EXPECT_EQ(plan.shortfall, (Resources{0, 128}));
   EXPECT_EQ(*ParseBrokerPolicy("proportional"), BrokerPolicy::kProportional);
-  EXPECT_EQ(ParseBrokerPolicy("market").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParseBrokerPolicy("market"), BrokerPolicy::kMarket);
+  EXPECT_EQ(BrokerPolicyName(BrokerPolicy::kMarket), "market");
+  EXPECT_EQ(ParseBrokerPolicy("auction").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(BrokerTest, TheMarketTakesFromTheLowestBidFirstWithinBudgets) {
+  auto bid = [](Lease l, int64_t b) {
+    l.bid = b;
+    return l;
+  };
+  std::vector<Lease> ls = {bid(Make("rich", LeaseClass::kElastic, {2, 2048}, {1, 512}), 30),
+                           bid(Make("cheap", LeaseClass::kElastic, {2, 1024}, {1, 512}), 5),
+                           bid(Make("spot", LeaseClass::kPreemptible, {1, 1024}, {}), 5),
+                           bid(Make("g", LeaseClass::kGuaranteed, {1, 4096}, {}), 0)};
+  // 5 credits: the preemptible one first (a tie), then the cheap elastic one, then the rich one.
+  ReclaimPlan plan = PlanReclaim(ls, {0, 1792}, BrokerPolicy::kMarket);
+  ASSERT_EQ(plan.takes.size(), 3u);
+  EXPECT_EQ(plan.takes[0].lease_id, "spot");
+  EXPECT_EQ(plan.takes[0].action, NoticeAction::kStop);  // it gave all it had
+  EXPECT_EQ(plan.takes[1].lease_id, "cheap");
+  EXPECT_EQ(plan.takes[1].after.memory_mib, 512);
+  EXPECT_EQ(plan.takes[2].lease_id, "rich");
+  EXPECT_EQ(plan.takes[2].after.memory_mib, 2048 - 256);  // only what was still needed
+  EXPECT_EQ(Of(plan, "g"), nullptr);
+  EXPECT_EQ(plan.shortfall, (Resources{0, 0}));
+  // Bids cost bid x GiB per hour (rounded up), within the tenant's budget.
+  EXPECT_EQ(BidCost(ls[0]), 60);
+  EXPECT_EQ(BidCost(bid(Make("half", LeaseClass::kElastic, {1, 512}, {1, 256}), 7)), 7);
+  EXPECT_TRUE(CheckBudget({ls[0], ls[1]}, 65).ok());
+  Status over = CheckBudget({ls[0], ls[1]}, 64);
+  EXPECT_EQ(over.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(over.message().find("65 credits per hour; the budget is 64"), std::string::npos) << over.message();
+  EXPECT_EQ(CheckBudget({bid(ls[1], -1)}, 100).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -67,6 +67,9 @@ struct Lease {
   std::optional<int64_t> term_end_ms;  // nullopt: open-ended
   LeaseState state = LeaseState::kNascent;
   std::vector<Transition> history;
+  // What its tenant bids for it, in credits per GiB-hour of its memory grant (Shirako's currency):
+  // the market broker takes from the lowest bid first. 0: no bid.
+  int64_t bid = 0;
 };
 
 // Moves `lease` to `to`, recording why. kFailedPrecondition for a transition the state machine does

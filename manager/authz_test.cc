@@ -245,6 +245,8 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"GET /api/v1/notices/{id}", "GET", "/api/v1/notices/notice-nope", "", "NNNNNN"},
       {"POST /api/v1/notices/{id}/reply", "POST", "/api/v1/notices/notice-nope/reply", "{}", "YYDDYY"},
       {"GET /api/v1/repossessions", "GET", "/api/v1/repossessions", "", "YYYYYY"},
+      {"GET /api/v1/budgets", "GET", "/api/v1/budgets", "", "YYYYYY"},
+      {"PUT /api/v1/budgets/{tenant}", "PUT", "/api/v1/budgets/acme", R"({"per_hour": 5})", "YYDDDD"},
   };
   std::set<std::string> covered;
   for (const auto& c : table) {

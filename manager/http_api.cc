@@ -575,6 +575,27 @@ class Api {
       return LeasePost<NoticeAnswer>(
           req, "write", ParseNoticeAnswer, [this](auto&... a) { return m_.AnswerNotice(a...); }, NoticeRecordJson);
     });
+    router.Add("GET", "/api/v1/budgets", [this](const Request& req) {
+      auto p = Who(req, "read");
+      if (!p.ok()) return Response::Error(p.status());
+      auto budgets = m_.ListBudgets(*p);
+      if (!budgets.ok()) return Response::Error(budgets.status());
+      Json items = Json::array();
+      for (const Budget& b : *budgets) items.push_back(BudgetJson(b));
+      return Response::Json(200, {{"budgets", items}});
+    });
+    router.Add("PUT", "/api/v1/budgets/{tenant}", [this](const Request& req) {
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      return Idempotent(req, *p, [&] {
+        auto body = req.JsonBody();
+        if (!body.ok()) return Response::Error(body.status());
+        auto per_hour = ParseBudget(*body);
+        if (!per_hour.ok()) return Response::Error(per_hour.status());
+        auto b = m_.SetBudget(*p, req.params.at("tenant"), *per_hour);
+        return b.ok() ? Response::Json(200, BudgetJson(*b)) : Response::Error(b.status());
+      });
+    });
     router.Add("GET", "/api/v1/repossessions", [this](const Request& req) {
       return LeaseList<lease::Repossession>(
           req, "repossessions", [this](auto&... a) { return m_.ListRepossessions(a...); }, RepossessionView);

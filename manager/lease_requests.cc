@@ -9,6 +9,7 @@ namespace {
 
 constexpr int64_t kMaxVcpus = 4096;
 constexpr int64_t kMaxMemoryMib = int64_t{16} << 20;
+constexpr int64_t kMaxBid = 1'000'000'000;  // credits per GiB-hour
 
 Status Amounts(const JsonView& v, std::optional<int64_t>& vcpus, std::optional<int64_t>& memory_mib) {
   UW_ASSIGN_OR_RETURN(vcpus, v.OptionalInt("vcpus"));
@@ -41,17 +42,30 @@ Result<HostReclaimRequest> ParseHostReclaim(const Json& body) {
   return r;
 }
 
+Result<int64_t> ParseBudget(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"per_hour"}));
+  UW_ASSIGN_OR_RETURN(int64_t per_hour, v.Int("per_hour"));
+  if (per_hour < 0 || per_hour > kMaxBid * 1000) {
+    return v.FieldError("per_hour", "expected 0..1000000000000 credits per hour");
+  }
+  return per_hour;
+}
+
 Result<LeaseExtend> ParseLeaseExtend(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"term_s", "vcpus", "memory_mib"}));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"term_s", "vcpus", "memory_mib", "bid"}));
   LeaseExtend e;
+  UW_ASSIGN_OR_RETURN(e.bid, v.OptionalInt("bid"));
+  if (e.bid && (*e.bid < 0 || *e.bid > kMaxBid))
+    return v.FieldError("bid", "expected 0..1000000000 credits per GiB-hour");
   UW_ASSIGN_OR_RETURN(e.term_s, v.OptionalInt("term_s"));
   if (e.term_s && (*e.term_s < 1 || *e.term_s > 10LL * 365 * 86400)) {
     return v.FieldError("term_s", "expected 1..315360000 seconds");
   }
   UW_RETURN_IF_ERROR(Amounts(v, e.vcpus, e.memory_mib));
-  if (!e.term_s && !e.vcpus && !e.memory_mib) {
-    return InvalidArgumentError("nothing to extend: give term_s, vcpus and/or memory_mib");
+  if (!e.term_s && !e.vcpus && !e.memory_mib && !e.bid) {
+    return InvalidArgumentError("nothing to extend: give term_s, vcpus, memory_mib and/or bid");
   }
   return e;
 }

@@ -86,6 +86,8 @@ Status LeaseService::Open(const GuestCreate& req, std::string_view guest, std::s
     l.term_end_ms = now_ms + *r.term_ms;
   }
   l.history.push_back({now_ms, lease::LeaseState::kNascent, lease::LeaseState::kNascent, l.granted, "granted"});
+  l.bid = req.lease_bid;
+  if (l.bid > 0) UW_RETURN_IF_ERROR(CheckBids(tenant, l));
   return table_.Insert(r, now_ms);
 }
 
@@ -228,6 +230,10 @@ Result<LeaseRecord> LeaseService::Extend(const Principal& p, std::string_view id
       r.term_ms = *req.term_s * 1000;
     }
     UW_RETURN_IF_ERROR(lease::CheckRenewal(l, renewal, now));
+    if (req.bid && *req.bid != l.bid) {  // a bid is not a resource: it holds from now
+      l.bid = *req.bid;
+      UW_RETURN_IF_ERROR(CheckBids(l.tenant, l));
+    }
     const bool changes_amount = !(renewal.amount == l.granted);
     const bool at_once = !changes_amount || !l.term_end_ms || *l.term_end_ms <= now;
     Json data = {{"lease", l.id},
@@ -408,6 +414,46 @@ Status LeaseService::TakeReplyToken(const Principal& p) {
   }
   b.tokens -= 1.0;
   return Status::Ok();
+}
+
+Status LeaseService::CheckBids(std::string_view tenant, const lease::Lease& changed) {
+  UW_ASSIGN_OR_RETURN(std::optional<int64_t> budget, table_.BudgetOf(tenant));
+  if (!budget) {
+    return FailedPreconditionError("lease bids need a budget: tenant '" + std::string(tenant) +
+                                   "' has none (PUT /api/v1/budgets/" + std::string(tenant) + ", uwctl budget set)");
+  }
+  UW_ASSIGN_OR_RETURN(std::vector<lease::Lease> live, table_.LiveOfTenant(tenant));
+  std::erase_if(live, [&](const lease::Lease& l) { return l.id == changed.id; });
+  live.push_back(changed);
+  // Over budget is a conflict with the tenant's other bids (409), not a rate limit.
+  Status s = lease::CheckBudget(live, *budget);
+  if (s.ok()) return s;
+  return Status(s.code() == StatusCode::kResourceExhausted ? StatusCode::kFailedPrecondition : s.code(),
+                "tenant '" + std::string(tenant) + "': " + s.message());
+}
+
+Result<std::vector<Budget>> LeaseService::ListBudgets(const Principal& p) {
+  if (p.role == Role::kTenant) return table_.Budgets(p.tenant);
+  return table_.Budgets(std::nullopt);
+}
+
+Result<Budget> LeaseService::SetBudget(const Principal& p, std::string_view tenant, int64_t per_hour) {
+  if (!p.IsOperator()) return PermissionDeniedError("setting a budget needs an operator or admin token");
+  if (per_hour < 0) return InvalidArgumentError("per_hour: a budget is at least 0 credits per hour");
+  Budget out;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(std::vector<lease::Lease> live, table_.LiveOfTenant(tenant));
+    if (Status s = lease::CheckBudget(live, per_hour); !s.ok()) {
+      return FailedPreconditionError("tenant '" + std::string(tenant) + "': " + s.message() +
+                                     " would be; lower its bids first");
+    }
+    UW_RETURN_IF_ERROR(table_.SetBudget(tenant, per_hour, NowMs()));
+    UW_RETURN_IF_ERROR(d_.events.Add("budget.set", std::string(tenant), std::string(tenant), {{"per_hour", per_hour}}));
+    UW_ASSIGN_OR_RETURN(auto rows, table_.Budgets(std::string(tenant)));
+    if (!rows.empty()) out = rows[0];
+    return Status::Ok();
+  }));
+  return out;
 }
 
 Result<NoticeRecord> LeaseService::Answer(const Principal& p, std::string_view id, const NoticeAnswer& answer) {

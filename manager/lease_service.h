@@ -110,6 +110,8 @@ class LeaseService {
   static constexpr double kRepliesPerSecond = 2, kReplyBurst = 10;
   Result<Page<lease::Repossession>> ListRepossessions(const Principal& p, std::string_view guest,
                                                       const PageQuery& page);
+  Result<std::vector<Budget>> ListBudgets(const Principal& p);
+  Result<Budget> SetBudget(const Principal& p, std::string_view tenant, int64_t per_hour);
   // One pass: renewals and term ends, deliveries, counters, due actions.
   Status Tick();
 
@@ -128,6 +130,9 @@ class LeaseService {
   int64_t NowMs() const;
   Result<LeaseScope> ScopeOf(const Principal& p, std::string_view guest);
   Status TakeReplyToken(const Principal& p);  // Answer's rate limit
+  // Inside a transaction: the tenant's live leases, with `changed` in place of its stored self
+  // (or added), within the tenant's budget. kFailedPrecondition naming the figures.
+  Status CheckBids(std::string_view tenant, const lease::Lease& changed);
   // The lease or notice as `p` may see it (kNotFound for another tenant's).
   Result<LeaseRecord> VisibleLease(const Principal& p, std::string_view id);
   Result<NoticeRecord> VisibleNotice(const Principal& p, std::string_view id);

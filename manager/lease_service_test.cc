@@ -501,13 +501,53 @@ TEST_F(LeaseTest, TheBrokerPicksWhatAHostGivesBackByItsPolicy) {
   EXPECT_EQ((*r2)["notices"].size(), 0u);
   EXPECT_EQ((*r2)["shortfall"]["memory_mib"], 1000);
   EXPECT_EQ(Client().Do("POST", "/api/v1/hosts/h9/reclaim", R"({"memory_mib": 1})")->status, 404);
-  EXPECT_EQ(Client().Do("POST", "/api/v1/hosts/h1/reclaim", R"({"memory_mib": 1, "policy": "market"})")->status, 400);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/hosts/h1/reclaim", R"({"memory_mib": 1, "policy": "auction"})")->status, 400);
   clock_.Advance(std::chrono::seconds(61));
   Tick();
   SettleTasks();
   EXPECT_EQ(cluster_.StateOf("h1", "p"), "shutoff");
   EXPECT_EQ(MemoryOf("e"), 212);
   EXPECT_EQ(MemoryOf("g"), 256);
+}
+
+TEST_F(LeaseTest, TheMarketTakesFromTheLowestBidAndBidsStayWithinBudgets) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  Json lo = {{"name", "lo"}, {"image", "tiny"}, {"lease_class", "elastic"}, {"lease_bid", 5}};
+  // A bid needs a budget.
+  auto refused = Client(acme).Do("POST", "/api/v1/guests", lo.dump());
+  EXPECT_EQ(refused->status, 409) << refused->body;
+  EXPECT_NE(refused->body.find("has none"), std::string::npos) << refused->body;
+  EXPECT_EQ(Client(acme).Do("PUT", "/api/v1/budgets/acme", R"({"per_hour": 20})")->status, 403);
+  EXPECT_EQ(Client().Do("PUT", "/api/v1/budgets/acme", R"({"per_hour": -1})")->status, 400);
+  EXPECT_EQ(Client().Do("PUT", "/api/v1/budgets/acme", R"({"per_hour": 20})")->status, 200);
+  std::string lo_lease = Create("lo", {{"lease_class", "elastic"}, {"lease_bid", 5}}, acme);
+  std::string hi_lease = Create("hi", {{"lease_class", "elastic"}, {"lease_bid", 12}}, acme);
+  // 5 + 12 of 20 credits an hour (256 MiB is 1 GiB-hour a bid): a third bid of 4 is too much.
+  auto over = Client(acme).Do("POST", "/api/v1/guests",
+                              R"({"name": "x", "image": "tiny", "lease_class": "elastic", "lease_bid": 4})");
+  EXPECT_EQ(over->status, 409) << over->body;
+  EXPECT_NE(over->body.find("21 credits per hour; the budget is 20"), std::string::npos) << over->body;
+  EXPECT_EQ(Client(acme).Do("POST", "/api/v1/leases/" + hi_lease + "/extend", R"({"bid": 16})")->status, 409);
+  Json bid14 = {{"bid", 14}};
+  auto raised = Client(acme).Call("POST", "/api/v1/leases/" + hi_lease + "/extend", &bid14);
+  ASSERT_TRUE(raised.ok()) << raised.status().ToString();
+  EXPECT_EQ((*raised)["bid"], 14);
+  EXPECT_EQ(Client().Do("PUT", "/api/v1/budgets/acme", R"({"per_hour": 10})")->status, 409);  // bids cost 19
+  Json mine = *Client(acme).Call("GET", "/api/v1/budgets");
+  ASSERT_EQ(mine["budgets"].size(), 1u);
+  EXPECT_EQ(mine["budgets"][0]["committed"], 19);
+  EXPECT_EQ((*Client(beta).Call("GET", "/api/v1/budgets"))["budgets"].size(), 0u);
+  // The market takes from the lowest bid first: lo gives all above its floor, hi the rest.
+  Json body = {{"memory_mib", 150}, {"notice_s", 60}, {"policy", "market"}};
+  auto r = Client().Call("POST", "/api/v1/hosts/h1/reclaim", &body);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ((*r)["notices"].size(), 2u) << r->dump();
+  EXPECT_EQ((*r)["notices"][0]["lease"], lo_lease);
+  EXPECT_EQ((*r)["notices"][0]["after"]["memory_mib"], 128);
+  EXPECT_EQ((*r)["notices"][1]["lease"], hi_lease);
+  EXPECT_EQ((*r)["notices"][1]["after"]["memory_mib"], 256 - 22);
 }
 
 TEST(ChannelAnswerTest, ReadsTheLastLine) {

@@ -23,6 +23,7 @@ Result<LeaseRecord> LeaseOfRow(const SqlRow& r) {
   l.floor = {r.Int("floor_vcpus"), r.Int("floor_memory_mib")};
   l.start_ms = r.Int("created_ms");
   l.term_end_ms = OptionalMs(r, "term_end_ms");
+  l.bid = r.Int("bid");
   UW_ASSIGN_OR_RETURN(l.state, ParseLeaseState(r.Str("state")));
   UW_ASSIGN_OR_RETURN(l.history, HistoryFromJson(r.JsonOf("history")));
   out.term_ms = OptionalMs(r, "term_ms");
@@ -83,12 +84,13 @@ Status LeaseTable::Insert(const LeaseRecord& r, int64_t now_ms) {
   Changed(l.guest);
   return store_.Exec(
       "INSERT INTO leases(id, guest, tenant, class, vcpus, memory_mib, floor_vcpus, floor_memory_mib, term_ms, "
-      "term_end_ms, state, history, renewal, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-      "?)",
+      "term_end_ms, state, history, renewal, created_ms, updated_ms, bid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?, "
+      "?, ?, ?)",
       {l.id, l.guest, l.tenant, std::string(lease::LeaseClassName(l.lease_class)), l.granted.vcpus,
        l.granted.memory_mib, l.floor.vcpus, l.floor.memory_mib, MsOrNull(r.term_ms), MsOrNull(l.term_end_ms),
        std::string(lease::LeaseStateName(l.state)), HistoryJson(l.history).dump(),
-       r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), l.start_ms, now_ms});
+       r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), l.start_ms, now_ms, l.bid});
 }
 
 Status LeaseTable::Save(const LeaseRecord& r, int64_t now_ms) {
@@ -96,11 +98,11 @@ Status LeaseTable::Save(const LeaseRecord& r, int64_t now_ms) {
   Changed(l.guest);
   return store_.Exec(
       "UPDATE leases SET class = ?, vcpus = ?, memory_mib = ?, floor_vcpus = ?, floor_memory_mib = ?, term_ms = ?, "
-      "term_end_ms = ?, state = ?, history = ?, renewal = ?, updated_ms = ? WHERE id = ?",
+      "term_end_ms = ?, state = ?, history = ?, renewal = ?, updated_ms = ?, bid = ? WHERE id = ?",
       {std::string(lease::LeaseClassName(l.lease_class)), l.granted.vcpus, l.granted.memory_mib, l.floor.vcpus,
        l.floor.memory_mib, MsOrNull(r.term_ms), MsOrNull(l.term_end_ms), std::string(lease::LeaseStateName(l.state)),
        HistoryJson(l.history).dump(), r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), now_ms,
-       l.id});
+       l.bid, l.id});
 }
 
 Result<LeaseRecord> LeaseTable::Get(std::string_view id) {
@@ -203,6 +205,47 @@ Result<Page<lease::Repossession>> LeaseTable::ListRepossessions(const LeaseScope
     UW_ASSIGN_OR_RETURN(lease::Repossession x, RepossessionFromJson(r.JsonOf("record")));
     out.items.push_back(std::move(x));
   }
+  return out;
+}
+
+Result<std::optional<int64_t>> LeaseTable::BudgetOf(std::string_view tenant) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT per_hour FROM budgets WHERE tenant = ?", {std::string(tenant)}));
+  if (rows.empty()) return std::optional<int64_t>();
+  return std::optional<int64_t>(rows[0].Int("per_hour"));
+}
+
+Status LeaseTable::SetBudget(std::string_view tenant, int64_t per_hour, int64_t now_ms) {
+  return store_.Exec(
+      "INSERT INTO budgets(tenant, per_hour, updated_ms) VALUES (?, ?, ?) ON CONFLICT(tenant) DO UPDATE SET "
+      "per_hour = excluded.per_hour, updated_ms = excluded.updated_ms",
+      {std::string(tenant), per_hour, now_ms});
+}
+
+Result<std::vector<Budget>> LeaseTable::Budgets(const std::optional<std::string>& tenant) {
+  std::string sql =
+      "SELECT b.tenant AS tenant, b.per_hour AS per_hour, (SELECT COALESCE(SUM(l.bid * ((l.memory_mib + 1023) / "
+      "1024)), 0) FROM leases l WHERE l.tenant = b.tenant AND l.state NOT IN ('closed', 'failed')) AS committed FROM "
+      "budgets b";
+  std::vector<SqlValue> args;
+  if (tenant) {
+    sql += " WHERE b.tenant = ?";
+    args.emplace_back(*tenant);
+  }
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query(sql + " ORDER BY b.tenant", args));
+  std::vector<Budget> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back({r.Str("tenant"), r.Int("per_hour"), r.Int("committed")});
+  return out;
+}
+
+Result<std::vector<lease::Lease>> LeaseTable::LiveOfTenant(std::string_view tenant) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT * FROM leases WHERE tenant = ? AND state NOT IN ('closed', "
+                                              "'failed')",
+                                              {std::string(tenant)}));
+  UW_ASSIGN_OR_RETURN(auto records, LeasesOfRows(rows));
+  std::vector<lease::Lease> out;
+  out.reserve(records.size());
+  for (auto& r : records) out.push_back(std::move(r.lease));
   return out;
 }
 

@@ -56,6 +56,14 @@ class LeaseTable {
   // among these; there are a few per guest at most).
   Result<std::vector<NoticeRecord>> OpenNotices();
 
+  // Tenants' budgets for the market broker: the most their leases' bids may cost per hour.
+  Result<std::optional<int64_t>> BudgetOf(std::string_view tenant);  // nullopt: none set
+  Status SetBudget(std::string_view tenant, int64_t per_hour, int64_t now_ms);
+  // With what the live leases' bids cost now; one tenant's, or all.
+  Result<std::vector<Budget>> Budgets(const std::optional<std::string>& tenant);
+  // The tenant's leases that are neither closed nor failed.
+  Result<std::vector<lease::Lease>> LiveOfTenant(std::string_view tenant);
+
   Status InsertRepossession(const lease::Repossession& r);
   Result<Page<lease::Repossession>> ListRepossessions(const LeaseScope& scope, const PageQuery& page);
 

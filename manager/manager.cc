@@ -244,6 +244,10 @@ Result<Page<NoticeRecord>> Manager::ListNotices(const Principal& p, std::string_
   return leases_->ListNotices(p, guest, page);
 }
 Result<NoticeRecord> Manager::GetNotice(const Principal& p, std::string_view id) { return leases_->GetNotice(p, id); }
+Result<std::vector<Budget>> Manager::ListBudgets(const Principal& p) { return leases_->ListBudgets(p); }
+Result<Budget> Manager::SetBudget(const Principal& p, std::string_view tenant, int64_t per_hour) {
+  return leases_->SetBudget(p, tenant, per_hour);
+}
 Result<NoticeRecord> Manager::AnswerNotice(const Principal& p, std::string_view id, const NoticeAnswer& answer) {
   return leases_->Answer(p, id, answer);
 }

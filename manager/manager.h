@@ -120,6 +120,7 @@ struct GuestCreate {
   lease::Resources grant{1, 256};               // what the guest starts with (vcpus, memory_mib)
   std::optional<int64_t> lease_term_s;          // nullopt: open-ended
   std::optional<lease::Resources> lease_floor;  // elastic: what it may be shrunk to
+  int64_t lease_bid = 0;                        // credits per GiB-hour (the market broker), within the tenant's budget
   std::string on_crash = "restart";             // restart | keep | stop (what the manager does when it crashes)
   Json agent_spec;  // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
@@ -271,6 +272,13 @@ struct NoticeRecord {
 // an open-ended lease) and/or a new amount (flex), which takes effect at the current term end.
 struct LeaseExtend {
   std::optional<int64_t> term_s, vcpus, memory_mib;
+  std::optional<int64_t> bid;  // credits per GiB-hour, at once, within the tenant's budget
+};
+// A tenant's budget for the market broker (GET/PUT /api/v1/budgets): the most its leases' bids
+// may cost per hour, and what they cost now.
+struct Budget {
+  std::string tenant;
+  int64_t per_hour = 0, committed = 0;
 };
 // POST /api/v1/leases/{id}/reclaim (operators, brokers): take part or all of a lease back after a
 // notice of notice_s seconds (urgent: at once, the record is still written).
@@ -302,6 +310,8 @@ struct HostReclaim {
 };
 Result<HostReclaimRequest> ParseHostReclaim(const Json& body);
 Result<LeaseExtend> ParseLeaseExtend(const Json& body);
+// PUT /api/v1/budgets/{tenant}: {"per_hour": N}, credits per hour.
+Result<int64_t> ParseBudget(const Json& body);
 Result<LeaseReclaim> ParseLeaseReclaim(const Json& body);
 Result<NoticeAnswer> ParseNoticeAnswer(const Json& body);
 // What a guest's daemon printed in answer to a notice (guest/README.md): "ack", "release",
@@ -487,6 +497,10 @@ class Manager {
   Result<NoticeRecord> AnswerNotice(const Principal& p, std::string_view id, const NoticeAnswer& answer);
   Result<Page<lease::Repossession>> ListRepossessions(const Principal& p, std::string_view guest,
                                                       const PageQuery& page);
+  // Budgets: tenants read their own, operators all; operators set them (kFailedPrecondition when
+  // the tenant's bids already cost more than the new budget).
+  Result<std::vector<Budget>> ListBudgets(const Principal& p);
+  Result<Budget> SetBudget(const Principal& p, std::string_view tenant, int64_t per_hour);
   // One pass of the lease loop (term ends, deliveries, counters, due actions); the loop runs it
   // every second, tests on a FakeClock call it.
   Status RunLeases();

@@ -164,9 +164,9 @@ Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown(
-      {"name",           "tenant",      "pool",         "kind",        "vcpus",  "max_vcpus", "memory_mib",
-       "max_memory_mib", "image",       "boot",         "nics",        "labels", "start",     "paravirt",
-       "automation",     "lease_class", "lease_term_s", "lease_floor", "cpu",    "disks",     "on_crash"}));
+      {"name",         "tenant",      "pool",      "kind",   "vcpus", "max_vcpus", "memory_mib", "max_memory_mib",
+       "image",        "boot",        "nics",      "labels", "start", "paravirt",  "automation", "lease_class",
+       "lease_term_s", "lease_floor", "lease_bid", "cpu",    "disks", "on_crash"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
@@ -198,6 +198,10 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     return v.FieldError("lease_class", "expected guaranteed, elastic or preemptible");
   }
   g.grant = {g.vcpus, mem};
+  UW_ASSIGN_OR_RETURN(g.lease_bid, v.Int("lease_bid", 0));
+  if (g.lease_bid < 0 || g.lease_bid > 1'000'000'000) {
+    return v.FieldError("lease_bid", "expected 0..1000000000 credits per GiB-hour");
+  }
   UW_ASSIGN_OR_RETURN(g.lease_term_s, v.OptionalInt("lease_term_s"));
   if (g.lease_term_s && (*g.lease_term_s < 1 || *g.lease_term_s > 10LL * 365 * 86400)) {
     return v.FieldError("lease_term_s", "expected 1..315360000 seconds (or leave it out: open-ended)");
@@ -231,7 +235,8 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     }
   }
   Json spec = body;
-  for (const char* k : {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "on_crash"}) {
+  for (const char* k :
+       {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "lease_bid", "on_crash"}) {
     spec.erase(k);
   }
   spec["vcpus"] = g.vcpus;

@@ -287,6 +287,16 @@ CREATE TABLE repossessions (
 );
 CREATE INDEX repossessions_by_guest ON repossessions(guest);
 )sql",
+    // 7 -> 8: the market broker (lease/broker.h): each lease's bid, in credits per GiB-hour, and
+    // each tenant's budget, the most its bids may cost per hour.
+    R"sql(
+ALTER TABLE leases ADD COLUMN bid INTEGER NOT NULL DEFAULT 0 CHECK (bid >= 0);
+CREATE TABLE budgets (
+  tenant TEXT PRIMARY KEY,
+  per_hour INTEGER NOT NULL CHECK (per_hour >= 0),
+  updated_ms INTEGER NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -185,9 +185,14 @@ Json LeaseJson(const LeaseRecord& r, const Principal& p) {
             {"term_ms", r.term_ms ? Json(*r.term_ms) : Json(nullptr)},
             {"term_end_ms", l.term_end_ms ? Json(*l.term_end_ms) : Json(nullptr)},
             {"renewal", r.renewal ? internal::RenewalJson(*r.renewal) : Json(nullptr)},
+            {"bid", l.bid},
             {"history", internal::HistoryJson(l.history)}};
   internal::ShowShortNames(p, j);
   return j;
+}
+
+Json BudgetJson(const Budget& b) {
+  return {{"tenant", b.tenant}, {"per_hour", b.per_hour}, {"committed", b.committed}};
 }
 
 Json NoticeRecordJson(const NoticeRecord& n, const Principal& p) {

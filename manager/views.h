@@ -50,6 +50,8 @@ Json DrsPassJson(const DrsPass& pass);
 // "term_end_ms", "renewal", "history"} (amounts {"vcpus", "memory_mib"}; lease_json.h).
 Json LeaseJson(const LeaseRecord& r, const Principal& p);
 // lease_json.h's NoticeJson with "delivery": {"state", "answer", "detail", "at_ms"}.
+// A tenant's budget for the market broker: credits per hour, and what its live leases' bids cost.
+Json BudgetJson(const Budget& b);
 Json NoticeRecordJson(const NoticeRecord& n, const Principal& p);
 // {"policy", "notices": [NoticeRecordJson...], "shortfall": {"vcpus", "memory_mib"}}.
 Json HostReclaimJson(const HostReclaim& r, const Principal& p);
