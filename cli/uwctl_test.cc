@@ -285,6 +285,15 @@ class LeaseCommandsTest : public ::testing::Test {
         return api::Response::Json(200, lease);
       });
     }
+    const Json budget = {{"tenant", "acme"}, {"per_hour", 20}, {"committed", 17}};
+    router_.AddPublic("GET", "/api/v1/budgets", [=](const api::Request& req) {
+      record(req);
+      return api::Response::Json(200, {{"budgets", Json::array({budget})}});
+    });
+    router_.AddPublic("PUT", "/api/v1/budgets/{tenant}", [=](const api::Request& req) {
+      record(req);
+      return api::Response::Json(200, budget);
+    });
     for (const char* route : {"/api/v1/leases/{id}/reclaim", "/api/v1/notices/{id}/reply"}) {
       router_.AddPublic("POST", route, [=](const api::Request& req) {
         record(req);
@@ -377,6 +386,23 @@ TEST_F(LeaseCommandsTest, ExtendReclaimAndReplySendTheirBodies) {
   seen = Requests();
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].body, Json({{"reply", "ack"}}));
+}
+
+TEST_F(LeaseCommandsTest, BudgetsAndBids) {
+  EXPECT_EQ(Uwctl({"budget", "list"}), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "TENANT  PER_HOUR  COMMITTED\nacme    20        17\n");
+  EXPECT_EQ(Uwctl({"budget", "set", "acme", "20"}), 0) << err_.str();
+  auto seen = Requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].method, "PUT");
+  EXPECT_EQ(seen[0].target, "/api/v1/budgets/acme");
+  EXPECT_EQ(seen[0].body, Json({{"per_hour", 20}}));
+  EXPECT_EQ(Uwctl({"lease", "extend", "lease-1", "--bid", "7"}), 0) << err_.str();
+  seen = Requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].body, Json({{"bid", 7}}));
+  EXPECT_EQ(Uwctl({"budget", "set", "acme", "-5"}), 2);
+  EXPECT_TRUE(Requests().empty());
 }
 
 TEST_F(LeaseCommandsTest, MissingOrBadArgumentsAreUsageErrors) {
