@@ -368,6 +368,7 @@ Result<NoticeRecord> LeaseService::SendIn(const LeaseRecord& r, lease::NoticeAct
 }
 
 Result<std::optional<std::string>> LeaseService::ForceStop(const Guest& g, std::string reason) {
+  if (!Running(g)) return std::optional<std::string>();  // nothing is taken from a guest already stopped
   std::optional<std::string> task;
   bool recorded = false;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {

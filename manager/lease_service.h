@@ -82,8 +82,8 @@ class LeaseService {
   // An operator's forced stop, urgent: in one transaction an open notice is withdrawn, a stop notice
   // is sent and acted on at once (no wait), the lease closes, the repossession record is written
   // and the guest.stop task that powers the guest off is journalled (and then queued). Returns that
-  // task, or nullopt when the guest holds no active lease (nothing is recorded; the caller stops
-  // the guest itself).
+  // task, or nullopt when the guest is not running or holds no active lease (nothing is recorded;
+  // the caller stops the guest itself).
   Result<std::optional<std::string>> ForceStop(const Guest& g, std::string reason);
   // A resize that carried out a lease change failed (RunOperation): the guest holds more than its
   // lease grants. Recorded (lease.unenforced) and tried again by the loop, with a backoff, until the
