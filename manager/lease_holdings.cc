@@ -7,6 +7,7 @@
 
 #include "common/base64.h"
 #include "manager/guest_table.h"
+#include "manager/internal.h"
 #include "manager/lease_json.h"
 #include "manager/lease_service.h"
 
@@ -17,24 +18,20 @@ constexpr size_t kPublishesPerTick = 16;  // notices come first: a restart's cat
 constexpr int64_t kFirstPublishRetryMs = 1000, kMaxPublishRetryMs = 60000;
 constexpr int64_t kRecordsShown = 5;
 
-// The guest's own name for itself: without its tenant's prefix.
-std::string ShortName(const Guest& g) {
-  const std::string prefix = g.tenant.empty() ? "" : g.tenant + ":";
-  return g.name.rfind(prefix, 0) == 0 ? g.name.substr(prefix.size()) : g.name;
-}
-
 }  // namespace
 
 void LeaseService::Changed(std::string_view guest) {
   std::lock_guard l(mu_);
-  auto [it, added] = unpublished_.try_emplace(std::string(guest));
+  auto it = unpublished_.try_emplace(std::string(guest)).first;
   it->second.at_ms = 0;  // at the next tick
   it->second.delay_ms = 0;
   ++it->second.generation;
 }
 
 Result<Json> LeaseService::HoldingsOf(const Guest& g, int64_t now_ms) {
-  Json h = {{"guest", ShortName(g)}, {"at_ms", now_ms}, {"lease", nullptr}};
+  // The guest knows itself by its short name, as its tenant does.
+  const Principal owner{"", Role::kTenant, g.tenant, {}};
+  Json h = {{"guest", ShownGuestName(owner, g.name)}, {"at_ms", now_ms}, {"lease", nullptr}};
   UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(g.name));
   if (live) {
     const lease::Lease& l = live->lease;
@@ -57,9 +54,8 @@ Result<Json> LeaseService::HoldingsOf(const Guest& g, int64_t now_ms) {
   Json records = Json::array();
   for (const lease::Repossession& r : taken.items) records.push_back(RepossessionJson(r));
   h["repossessions"] = std::move(records);
-  // The guest knows itself by its short name.
-  for (Json& x : h["notices"]) x["guest"] = ShortName(g);
-  for (Json& x : h["repossessions"]) x["guest"] = ShortName(g);
+  for (Json& x : h["notices"]) ShowShortNames(owner, x);
+  for (Json& x : h["repossessions"]) ShowShortNames(owner, x);
   return h;
 }
 

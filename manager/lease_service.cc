@@ -370,7 +370,6 @@ Result<NoticeRecord> LeaseService::SendIn(const LeaseRecord& r, lease::NoticeAct
 Result<std::optional<std::string>> LeaseService::ForceStop(const Guest& g, std::string reason) {
   if (!Running(g)) return std::optional<std::string>();  // nothing is taken from a guest already stopped
   std::optional<std::string> task;
-  bool recorded = false;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(g.name));
     if (!live || live->lease.state != lease::LeaseState::kActive) return Status::Ok();
@@ -385,10 +384,8 @@ Result<std::optional<std::string>> LeaseService::ForceStop(const Guest& g, std::
     }
     UW_ASSIGN_OR_RETURN(NoticeRecord n, SendIn(*live, lease::NoticeAction::kStop, {}, std::move(reason), 0, 0, true));
     UW_ASSIGN_OR_RETURN(task, ActIn(std::move(n), NowMs(), GuestTask::kPowerOff));
-    recorded = true;
     return Status::Ok();
   }));
-  if (!recorded) return std::optional<std::string>();
   if (task) d_.enqueue(*task);
   return task;
 }
@@ -445,8 +442,8 @@ Result<Budget> LeaseService::SetBudget(const Principal& p, std::string_view tena
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_ASSIGN_OR_RETURN(std::vector<lease::Lease> live, table_.LiveOfTenant(tenant));
     if (Status s = lease::CheckBudget(live, per_hour); !s.ok()) {
-      return FailedPreconditionError("tenant '" + std::string(tenant) + "': " + s.message() +
-                                     " would be; lower its bids first");
+      return FailedPreconditionError("tenant '" + std::string(tenant) + "' at a budget of " + std::to_string(per_hour) +
+                                     ": " + s.message() + "; lower its bids first");
     }
     UW_RETURN_IF_ERROR(table_.SetBudget(tenant, per_hour, NowMs()));
     UW_RETURN_IF_ERROR(d_.events.Add("budget.set", std::string(tenant), std::string(tenant), {{"per_hour", per_hour}}));

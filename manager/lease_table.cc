@@ -1,6 +1,7 @@
 // The leases, notices and repossessions tables (lease_table.h).
 #include "manager/lease_table.h"
 
+#include "lease/broker.h"
 #include "manager/internal.h"
 #include "manager/lease_json.h"
 
@@ -222,19 +223,21 @@ Status LeaseTable::SetBudget(std::string_view tenant, int64_t per_hour, int64_t 
 }
 
 Result<std::vector<Budget>> LeaseTable::Budgets(const std::optional<std::string>& tenant) {
-  std::string sql =
-      "SELECT b.tenant AS tenant, b.per_hour AS per_hour, (SELECT COALESCE(SUM(l.bid * ((l.memory_mib + 1023) / "
-      "1024)), 0) FROM leases l WHERE l.tenant = b.tenant AND l.state NOT IN ('closed', 'failed')) AS committed FROM "
-      "budgets b";
+  std::string sql = "SELECT tenant, per_hour FROM budgets";
   std::vector<SqlValue> args;
   if (tenant) {
-    sql += " WHERE b.tenant = ?";
+    sql += " WHERE tenant = ?";
     args.emplace_back(*tenant);
   }
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query(sql + " ORDER BY b.tenant", args));
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query(sql + " ORDER BY tenant", args));
   std::vector<Budget> out;
   out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back({r.Str("tenant"), r.Int("per_hour"), r.Int("committed")});
+  for (const auto& r : rows) {
+    Budget b{r.Str("tenant"), r.Int("per_hour"), 0};
+    UW_ASSIGN_OR_RETURN(std::vector<lease::Lease> live, LiveOfTenant(b.tenant));
+    for (const lease::Lease& l : live) b.committed += lease::BidCost(l);
+    out.push_back(std::move(b));
+  }
   return out;
 }
 
