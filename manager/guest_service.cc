@@ -99,43 +99,82 @@ Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot(&vm));
   placement::Snapshot without_it = snap;  // AdmitVm compares the cluster before and after the guest
   std::erase_if(without_it.vms, [&](const placement::Vm& v) { return v.name == req.name; });
-  if (Status s = placement::AdmitVm(without_it, vm); !s.ok()) {
-    return Status(s.code(), "admission control refused guest '" + req.name + "': " + s.message());
+  const Status admitted = placement::AdmitVm(without_it, vm);
+  if (!admitted.ok() && admitted.code() != StatusCode::kResourceExhausted) {
+    return Status(admitted.code(), "admission control refused guest '" + req.name + "': " + admitted.message());
   }
-  UW_ASSIGN_OR_RETURN(auto index, placement::PlacementIndex::Build(snap, d_.config.placement_policy));
-  placement::PlacementDecision d = index->Place(vm);
-  if (d.host.empty() || d.needs_power_on) {
-    std::string why = d.reason.empty() ? "no host can take it" : d.reason;
-    for (const auto& r : d.rejected) why += "; " + r.host + ": " + r.reason;
-    if (snap.hosts.empty()) why = "no host has joined the cluster yet";
-    return ResourceExhaustedError("no host for guest '" + req.name + "': " + why);
+  placement::PlacementDecision d;
+  if (admitted.ok()) {
+    UW_ASSIGN_OR_RETURN(auto index, placement::PlacementIndex::Build(snap, d_.config.placement_policy));
+    d = index->Place(vm);
   }
   Json rejected = Json::array();
   for (const auto& r : d.rejected) rejected.push_back({{"host", r.host}, {"reason", r.reason}});
-  std::string task_id = NewId("task");
-  int64_t now = NowMs();
-  Json request = {{"guest", req.name}, {"host", d.host}, {"spec", req.agent_spec}};
+  if (!d.host.empty() && !d.needs_power_on) {
+    return AdmitOn(req, d.host, {{"reason", d.reason}, {"score", d.score}, {"rejected", rejected}}, nullptr);
+  }
+  // No room: a host may make it from leases the broker may take from (elastic, preemptible).
+  if (!d.needs_power_on && !snap.hosts.empty()) {
+    UW_ASSIGN_OR_RETURN(std::optional<LeaseService::Admission> a,
+                        d_.leases.PlanAdmission(snap, vm, req.lease_class, d_.config.placement_policy));
+    if (a) {
+      const std::string reason = "room made on " + a->host + " by reclaiming " + std::to_string(a->taken.memory_mib) +
+                                 " MiB and " + std::to_string(a->taken.vcpus) + " vCPUs from " +
+                                 std::to_string(a->takes.size()) + " lease(s) there";
+      return AdmitOn(req, a->host, {{"reason", reason}, {"rejected", rejected}}, &*a);
+    }
+  }
+  if (!admitted.ok()) {
+    return Status(admitted.code(), "admission control refused guest '" + req.name + "': " + admitted.message());
+  }
+  std::string why = d.reason.empty() ? "no host can take it" : d.reason;
+  for (const auto& r : d.rejected) why += "; " + r.host + ": " + r.reason;
+  if (snap.hosts.empty()) why = "no host has joined the cluster yet";
+  return ResourceExhaustedError("no host for guest '" + req.name + "': " + why);
+}
+
+Result<Task> GuestService::AdmitOn(const GuestCreate& req, const std::string& host, Json placed,
+                                   const LeaseService::Admission* reclaim) {
+  const std::string task_id = NewId("task");
+  const int64_t now = NowMs();
+  Json request = {{"guest", req.name}, {"host", host}, {"spec", req.agent_spec}};
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    std::string message = "placed on " + host + "; waiting for a worker";
+    if (reclaim) {
+      // The create waits (pending, not queued) until those leases gave the room back.
+      UW_ASSIGN_OR_RETURN(std::vector<std::string> notices, d_.leases.SendAdmissionNotices(*reclaim, req.name));
+      request["waits_for"] = notices;
+      placed["reclaim"] = {{"notices", notices},
+                           {"vcpus", reclaim->taken.vcpus},
+                           {"memory_mib", reclaim->taken.memory_mib},
+                           {"policy", lease::BrokerPolicyName(d_.config.lease_reclaim_policy)}};
+      message = "placed on " + host + "; waiting for " + std::to_string(notices.size()) +
+                " lease(s) there to give back " + std::to_string(reclaim->taken.memory_mib) + " MiB (notices " +
+                Json(notices).dump() + ")";
+    }
     UW_RETURN_IF_ERROR(d_.guests.Admit({.name = req.name,
                                         .tenant = req.tenant,
-                                        .host = d.host,
+                                        .host = host,
                                         .pool = req.pool.empty() ? std::nullopt : std::optional<std::string>(req.pool),
                                         .kind = std::string(GuestKindName(req.kind)),
                                         .vcpus = req.vcpus,
                                         .memory_mib = req.memory_mib,
                                         .spec = req.agent_spec,
                                         .automation = req.automation,
-                                        .placement_reason = d.reason,
+                                        .placement_reason = placed.value("reason", ""),
                                         .on_crash = req.on_crash,
                                         .now_ms = now}));
     UW_RETURN_IF_ERROR(d_.leases.Open(req, req.name, req.tenant, now));
-    UW_RETURN_IF_ERROR(d_.tasks.Insert(task_id, "guest.create", req.name, req.tenant, request,
-                                       "placed on " + d.host + "; waiting for a worker"));
-    return d_.events.Add(
-        "guest.placed", req.name, req.tenant,
-        {{"host", d.host}, {"reason", d.reason}, {"score", d.score}, {"rejected", rejected}, {"task", task_id}});
+    UW_RETURN_IF_ERROR(d_.tasks.Insert(task_id, "guest.create", req.name, req.tenant, request, message));
+    placed["host"] = host;
+    placed["task"] = task_id;
+    return d_.events.Add("guest.placed", req.name, req.tenant, placed);
   }));
-  d_.enqueue(task_id);
+  if (reclaim) {
+    d_.leases.Wake();
+  } else {
+    d_.enqueue(task_id);
+  }
   return d_.tasks.Get(task_id);
 }
 
@@ -174,6 +213,7 @@ Result<Task> GuestService::Operation(const Principal& p, std::string_view name, 
                                   " is above the guest's reservation of " + std::to_string(g.reserved_memory_mib) +
                                   " MiB (max_memory_mib at creation)");
     }
+    if (op.memory_mib) UW_RETURN_IF_ERROR(RoomToGrow(d_.hosts, g, *op.memory_mib, "memory_mib"));
     args = ResizeArgs(g.kind, op.vcpus, op.memory_mib);
   } else if (op.op == "stop") {
     args["force"] = op.force;
@@ -188,7 +228,13 @@ Result<Task> GuestService::Operation(const Principal& p, std::string_view name, 
                                      "to power it off and delete it");
     }
     args["force"] = op.force;
-  } else if (op.op != "start") {
+  } else if (op.op == "start") {
+    // A guest whose lease ended holds no room on its host: starting it takes the room again.
+    if (g.released) {
+      UW_RETURN_IF_ERROR(RoomToGrow(d_.hosts, g, g.memory_mib, "start"));
+      UW_RETURN_IF_ERROR(d_.guests.SetReleased(g.name, false));
+    }
+  } else {
     return InvalidArgumentError("unknown guest operation '" + op.op + "'");
   }
   if (op.op == "stop" && op.force && p.IsOperator()) {

@@ -23,6 +23,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "manager/agent_client.h"
+#include "manager/lease_service.h"
 #include "manager/manager.h"
 #include "manager/store.h"
 #include "placement/placement.h"
@@ -32,7 +33,6 @@ namespace uw::manager::internal {
 class EventLog;
 class GuestTable;
 class HostTable;
-class LeaseService;
 class TaskJournal;
 
 class GuestService {
@@ -81,6 +81,10 @@ class GuestService {
 
  private:
   int64_t NowMs() const;
+  // The guest's row, lease and create task on `host`, with its guest.placed event (`placed`: why);
+  // with `reclaim`, the notices that make room there too, and the task waits for them.
+  Result<Task> AdmitOn(const GuestCreate& req, const std::string& host, Json placed,
+                       const LeaseService::Admission* reclaim);
 
   Deps d_;
 };

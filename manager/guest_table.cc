@@ -48,6 +48,7 @@ Guest GuestOfRow(const SqlRow& r) {
   g.memory_mib = spec.value("memory_mib", r.Int("memory_mib"));
   g.reserved_vcpus = r.Int("vcpus");
   g.reserved_memory_mib = r.Int("memory_mib");
+  g.released = r.Int("released") != 0;
   g.automation = r.Str("automation");
   g.migrating_to = text("migrating_to");
   g.placement_reason = r.Str("placement_reason");
@@ -160,8 +161,9 @@ std::string StoredCursor(const Principal& p, const std::string& after) {
 }
 
 Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, host, pool, kind, vcpus, memory_mib, state, automation, "
-                                              "cpu_used, memory_used_mib, migrating_to FROM guests ORDER BY name"));
+  UW_ASSIGN_OR_RETURN(
+      auto rows, store_.Query("SELECT name, host, pool, kind, granted_vcpus, granted_memory_mib, state, automation, "
+                              "cpu_used, memory_used_mib, migrating_to FROM guests WHERE released = 0 ORDER BY name"));
   auto optional = [](const SqlRow& r, const char* c) {
     return r.IsNull(c) ? std::nullopt : std::optional<std::string>(r.Str(c));
   };
@@ -169,7 +171,7 @@ Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
   out.reserve(rows.size());
   for (const auto& r : rows) {
     out.push_back({r.Str("name"), optional(r, "host"), optional(r, "pool"), r.Str("kind"), r.Str("state"),
-                   r.Str("automation"), r.Int("vcpus"), r.Int("memory_mib"), r.Real("cpu_used"),
+                   r.Str("automation"), r.Int("granted_vcpus"), r.Int("granted_memory_mib"), r.Real("cpu_used"),
                    r.Int("memory_used_mib"), optional(r, "migrating_to")});
   }
   return out;
@@ -249,6 +251,11 @@ Result<std::map<std::string, std::string>> GuestTable::AutomationByGuest() {
 Status GuestTable::SetState(std::string_view name, std::string_view state, int64_t now_ms) {
   return store_.Exec("UPDATE guests SET state = ?, updated_ms = ? WHERE name = ?",
                      {std::string(state), now_ms, std::string(name)});
+}
+
+Status GuestTable::SetReleased(std::string_view name, bool released) {
+  return store_.Exec("UPDATE guests SET released = ? WHERE name = ? AND released <> ?",
+                     {int64_t{released}, std::string(name), int64_t{released}});
 }
 
 Status GuestTable::SetStateAndSpec(std::string_view name, std::string_view state, const Json& spec, int64_t now_ms) {

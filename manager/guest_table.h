@@ -50,12 +50,12 @@ struct PooledGrant {
   int64_t vcpus = 0, memory_mib = 0;
 };
 
-// A guest as placement reads it.
+// A guest as placement reads it (those whose lease ended, released, are not: they hold no room).
 struct PlacementGuest {
   std::string name;
   std::optional<std::string> host, pool;
   std::string kind, state, automation;
-  int64_t vcpus = 0, memory_mib = 0;
+  int64_t vcpus = 0, memory_mib = 0;        // what its lease grants now (its spec), not its maxima
   double cpu_used = 0;                      // cores, from the last heartbeat
   int64_t memory_used_mib = -1;             // < 0: not reported
   std::optional<std::string> migrating_to;  // a move in flight holds memory there too
@@ -150,6 +150,8 @@ class GuestTable {
   Result<std::map<std::string, std::string>> AutomationByGuest();
 
   Status SetState(std::string_view name, std::string_view state, int64_t now_ms);
+  // Whether the guest's lease ended while it stays defined (it holds no room on its host).
+  Status SetReleased(std::string_view name, bool released);
   Status SetStateAndSpec(std::string_view name, std::string_view state, const Json& spec, int64_t now_ms);
   Status SetHealth(std::string_view name, std::string_view health);  // "" clears
   Result<Json> CrashOf(std::string_view name);                       // kNotFound; null when none

@@ -131,7 +131,9 @@ TEST_F(GuestTableTest, AMoveHoldsItsDestinationUntilItEndsWhereverItLanded) {
     auto r = store_->Query("SELECT memory_mib FROM host_reservations WHERE host = ?", {std::string(host)});
     return r.ok() && r->size() == 1 ? (*r)[0].Int("memory_mib") : int64_t{-1};
   };
-  EXPECT_EQ(reserved("h1"), 256);  // the snapshot counts the hold on h2 from migrating_to
+  // A host holds what the guest's lease grants now (its spec: 128 MiB of its 256 MiB maximum);
+  // the snapshot counts the hold on h2 from migrating_to.
+  EXPECT_EQ(reserved("h1"), 128);
   EXPECT_EQ(reserved("h2"), 0);
 
   ASSERT_TRUE(guests_->EndMove("t1:a", std::nullopt, std::nullopt, 3000).ok());  // rolled back
@@ -147,7 +149,7 @@ TEST_F(GuestTableTest, AMoveHoldsItsDestinationUntilItEndsWhereverItLanded) {
   EXPECT_EQ(moved->state, "unknown");
   EXPECT_FALSE(moved->migrating_to.has_value());
   EXPECT_EQ(reserved("h1"), 0);  // the reservation moved with it
-  EXPECT_EQ(reserved("h2"), 256);
+  EXPECT_EQ(reserved("h2"), 128);
 }
 
 }  // namespace

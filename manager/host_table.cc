@@ -74,6 +74,15 @@ Result<HostTable::Session> HostTable::SessionOf(std::string_view name) {
   return Session{r.Str("state"), r.Str("host_token_hash")};
 }
 
+Result<int64_t> HostTable::FreeMemoryMib(std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r,
+                      store_.QueryOne("SELECT h.memory_mib - COALESCE(r.memory_mib, 0) - (SELECT COALESCE(SUM("
+                                      "g.granted_memory_mib), 0) FROM guests g WHERE g.migrating_to = h.name) AS free "
+                                      "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name WHERE h.name = ?",
+                                      {std::string(name)}, NotFound(name)));
+  return r.Int("free");
+}
+
 Result<AgentAddress> HostTable::AddressOf(std::string_view name) {
   UW_ASSIGN_OR_RETURN(SqlRow r,
                       store_.QueryOne("SELECT agent_url, agent_token FROM hosts WHERE name = ?", {std::string(name)},
@@ -164,6 +173,21 @@ Result<std::vector<Host>> HostTable::ForPlacement() {
   out.reserve(rows.size());
   for (const auto& r : rows) out.push_back(CapacityOfRow(r));
   return out;
+}
+
+Status RoomToGrow(HostTable& hosts, const Guest& g, int64_t memory_mib, std::string_view field) {
+  const int64_t held = g.released ? 0 : g.memory_mib;
+  if (!g.host || memory_mib <= held) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(int64_t free, hosts.FreeMemoryMib(*g.host));
+  const int64_t grow = memory_mib - held;
+  if (grow <= free) return Status::Ok();
+  const std::string what =
+      g.released ? "guest '" + g.name + "' needs its " + std::to_string(grow) + " MiB back (its lease ended) on host "
+                 : "growing guest '" + g.name + "' by " + std::to_string(grow) + " MiB needs room on host ";
+  return ResourceExhaustedError(std::string(field) + ": " + what + *g.host + ", which has " +
+                                std::to_string(std::max<int64_t>(free, 0)) +
+                                " MiB that no other guest's grant holds; reclaim from leases there "
+                                "(uwctl host reclaim) or move the guest");
 }
 
 }  // namespace uw::manager::internal

@@ -54,6 +54,9 @@ class HostTable {
   Status Require(std::string_view name);
   Result<Session> SessionOf(std::string_view name);
   Result<AgentAddress> AddressOf(std::string_view name);  // kNotFound names the host
+  // The memory on the host that no guest's grant holds (guests moving in hold theirs there too):
+  // what a guest on it may grow by. Negative when the host is overcommitted.
+  Result<int64_t> FreeMemoryMib(std::string_view name);
   // Marks the host connected as of `now` with the heartbeat's usage, and keeps that usage as
   // samples (a guest's row is rewritten only when its usage changed).
   Status RecordHeartbeat(std::string_view name, int64_t now, const Usage& usage);
@@ -80,5 +83,11 @@ class HostTable {
  private:
   Store& store_;
 };
+
+// A guest on its host may grow to `memory_mib` only into memory no other grant holds:
+// kResourceExhausted naming `field`, the guest, its host and the room there when it does not fit.
+// OK for a guest that does not grow or has no host. A released guest holds nothing: starting it
+// grows it from nothing.
+Status RoomToGrow(HostTable& hosts, const Guest& g, int64_t memory_mib, std::string_view field);
 
 }  // namespace uw::manager::internal

@@ -506,9 +506,11 @@ class Api {
     return Response::Json(200, PageView(key, *items, [&](const T& t) { return view(t, who); }));
   }
 
-  // A POST on one lease or notice with a JSON body parsed by `parse`, answered through `view`.
+  // A POST on one lease or notice with a JSON body parsed by `parse`, answered through `view`. On a
+  // `rate_limited` route (notice replies) kResourceExhausted is the rate limit: 429.
   template <class Parsed, class Parse, class Call, class View>
-  Response LeasePost(const Request& req, std::string_view need, Parse parse, Call call, View view) {
+  Response LeasePost(const Request& req, std::string_view need, Parse parse, Call call, View view,
+                     bool rate_limited = false) {
     auto p = Who(req, need);
     if (!p.ok()) return Response::Error(p.status());
     return Idempotent(req, *p, [&] {
@@ -517,8 +519,9 @@ class Api {
       Result<Parsed> parsed = parse(*body);
       if (!parsed.ok()) return Response::Error(parsed.status());
       auto out = call(*p, req.params.at("id"), *parsed);
-      // On these routes kResourceExhausted is a rate limit (a flood of notice replies): 429.
-      if (!out.ok() && out.status().code() == StatusCode::kResourceExhausted) return Response::Error(429, out.status());
+      if (!out.ok() && rate_limited && out.status().code() == StatusCode::kResourceExhausted) {
+        return Response::Error(429, out.status());
+      }
       if (!out.ok()) return Response::Error(out.status());
       return Response::Json(200, view(*out, *p));
     });
@@ -573,7 +576,8 @@ class Api {
     });
     router.Add("POST", "/api/v1/notices/{id}/reply", [this](const Request& req) {
       return LeasePost<NoticeAnswer>(
-          req, "write", ParseNoticeAnswer, [this](auto&... a) { return m_.AnswerNotice(a...); }, NoticeRecordJson);
+          req, "write", ParseNoticeAnswer, [this](auto&... a) { return m_.AnswerNotice(a...); }, NoticeRecordJson,
+          true);
     });
     router.Add("GET", "/api/v1/budgets", [this](const Request& req) {
       auto p = Who(req, "read");

@@ -41,6 +41,7 @@ Status LeaseService::Tick() {
   UW_RETURN_IF_ERROR(Deliver(now));
   UW_RETURN_IF_ERROR(DecideCounters(NowMs()));
   UW_RETURN_IF_ERROR(ActDue(NowMs()));
+  UW_RETURN_IF_ERROR(AdmitWaiting());
   UW_RETURN_IF_ERROR(Enforce(NowMs()));
   return Publish(NowMs());
 }
@@ -163,6 +164,16 @@ Status LeaseService::ApplyDueRenewal(LeaseRecord r, int64_t now_ms) {
       if (busy) return Status::Ok();  // the next tick
     }
     const lease::Resources before = l.granted;
+    // Flex: a renewal that grows is granted what the host has room for (never less than now).
+    std::optional<int64_t> asked;
+    if (g && g->host && renewal.amount.memory_mib > g->memory_mib) {
+      UW_ASSIGN_OR_RETURN(int64_t free, hosts_.FreeMemoryMib(*g->host));
+      const int64_t most = g->memory_mib + std::max<int64_t>(free, 0);
+      if (renewal.amount.memory_mib > most) {
+        asked = renewal.amount.memory_mib;
+        renewal.amount.memory_mib = std::max(most, before.memory_mib);
+      }
+    }
     UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, renewal, now_ms));
     r.renewal.reset();
     if (g) {
@@ -174,6 +185,7 @@ Status LeaseService::ApplyDueRenewal(LeaseRecord r, int64_t now_ms) {
                           {"granted", ResourcesJson(l.granted)},
                           {"term_end_ms", l.term_end_ms ? Json(*l.term_end_ms) : Json(nullptr)},
                           {"by", "extension"},
+                          {"asked_memory_mib", asked ? Json(*asked) : Json(nullptr)},
                           {"task", task ? Json(*task) : Json(nullptr)}});
   }));
   if (task) d_.enqueue(*task);
@@ -285,15 +297,19 @@ Status LeaseService::DecideCounters(int64_t now_ms) {
     UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
       UW_ASSIGN_OR_RETURN(NoticeRecord cur, table_.GetNotice(n.notice.id));
       if (cur.notice.state != lease::NoticeState::kCountered) return Status::Ok();
-      const bool accept = d_.config.lease_broker == "accept";
+      // Room owed to an admitted guest is not bargained down: only a later time is weighed.
+      const std::optional<lease::Resources>& keeps = cur.notice.counter ? cur.notice.counter->after : std::nullopt;
+      const bool owed = !cur.makes_room_for.empty() && keeps && !(*keeps == cur.notice.after);
+      const bool accept = d_.config.lease_broker == "accept" && !owed;
       UW_RETURN_IF_ERROR(lease::DecideCounter(cur.notice, accept));
       UW_RETURN_IF_ERROR(table_.SaveNotice(cur, now_ms));
+      Json data = {{"notice", cur.notice.id},
+                   {"after", ResourcesJson(cur.notice.after)},
+                   {"act_at_ms", lease::ActAt(cur.notice)},
+                   {"broker", d_.config.lease_broker}};
+      if (owed) data["why"] = "the room is owed to a guest admitted on this host";
       return d_.events.Add(accept ? "notice.counter_accepted" : "notice.counter_declined", cur.notice.guest,
-                           cur.notice.tenant,
-                           {{"notice", cur.notice.id},
-                            {"after", ResourcesJson(cur.notice.after)},
-                            {"act_at_ms", lease::ActAt(cur.notice)},
-                            {"broker", d_.config.lease_broker}});
+                           cur.notice.tenant, data);
     }));
   }
   return Status::Ok();
@@ -411,6 +427,7 @@ Result<std::optional<std::string>> LeaseService::ActIn(NoticeRecord n, int64_t n
     }
     UW_RETURN_IF_ERROR(table_.Save(r, now_ms));
   }
+  if (g && ends) UW_RETURN_IF_ERROR(d_.guests.SetReleased(g->name, true));  // its room is free from now
   if (g && n.notice.action != lease::NoticeAction::kMigrate && (!ends || Running(*g))) {
     UW_ASSIGN_OR_RETURN(task,
                         JournalGuestTask(*g, n.notice.before, n.notice.after, ends ? stop_how : GuestTask::kResize));

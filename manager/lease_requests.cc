@@ -35,10 +35,12 @@ Result<HostReclaimRequest> ParseHostReclaim(const Json& body) {
   if (r.notice_s < 0 || r.notice_s > 86400) return v.FieldError("notice_s", "expected 0..86400 seconds");
   UW_ASSIGN_OR_RETURN(r.reason, v.String("reason", ""));
   if (r.reason.size() > 256) return v.FieldError("reason", "at most 256 characters");
-  UW_ASSIGN_OR_RETURN(std::string policy, v.String("policy", "strict-priority"));
-  auto parsed = lease::ParseBrokerPolicy(policy);
-  if (!parsed.ok()) return v.FieldError("policy", "expected strict-priority or proportional");
-  r.policy = *parsed;
+  if (v.Has("policy")) {
+    UW_ASSIGN_OR_RETURN(std::string policy, v.String("policy"));
+    auto parsed = lease::ParseBrokerPolicy(policy);
+    if (!parsed.ok()) return v.FieldError("policy", parsed.status().message());
+    r.policy = *parsed;
+  }
   return r;
 }
 

@@ -148,6 +148,7 @@ Status LeaseService::Regrant(std::string_view guest, std::optional<int64_t> vcpu
 
 Status LeaseService::Reopen(std::string_view guest, int64_t now_ms, std::string_view why) {
   Changed(guest);  // a started guest's holdings file is gone with its last boot
+  UW_RETURN_IF_ERROR(d_.guests.SetReleased(guest, false));
   UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(guest));
   if (live) return Status::Ok();
   UW_ASSIGN_OR_RETURN(auto past, table_.OfGuest(guest));
@@ -240,6 +241,7 @@ Result<LeaseRecord> LeaseService::Extend(const Principal& p, std::string_view id
                  {"amount", ResourcesJson(renewal.amount)},
                  {"term_end_ms", renewal.term_end_ms ? Json(*renewal.term_end_ms) : Json(nullptr)}};
     if (at_once) {
+      UW_RETURN_IF_ERROR(RoomToGrow(hosts_, g, renewal.amount.memory_mib, "memory_mib"));
       const lease::Resources before = l.granted;
       UW_RETURN_IF_ERROR(lease::ApplyRenewal(l, renewal, now));
       r.renewal.reset();
@@ -283,6 +285,7 @@ Result<LeaseRecord> LeaseService::Release(const Principal& p, std::string_view i
       if (g->state == "running" || g->state == "paused") {
         UW_ASSIGN_OR_RETURN(task, JournalGuestTask(*g, l.granted, {}, GuestTask::kStop));
       }
+      UW_RETURN_IF_ERROR(d_.guests.SetReleased(g->name, true));  // its room on the host is free
     }
     UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now, "released by its holder"));
     UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now, "released by its holder"));
@@ -325,11 +328,12 @@ Result<HostReclaim> LeaseService::ReclaimFromHost(const Principal& p, std::strin
     UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l->lease.id));
     if (!open) leases.push_back(std::move(l->lease));
   }
-  const lease::ReclaimPlan plan = lease::PlanReclaim(leases, req.need, req.policy);
-  HostReclaim out{req.policy, {}, plan.shortfall};
+  const lease::BrokerPolicy policy = req.policy.value_or(d_.config.lease_reclaim_policy);
+  const lease::ReclaimPlan plan = lease::PlanReclaim(leases, req.need, policy);
+  HostReclaim out{policy, {}, plan.shortfall};
   const int64_t now = NowMs();
   const std::string reason = (req.reason.empty() ? "reclaimed from host " + std::string(host) : req.reason) + " (" +
-                             std::string(lease::BrokerPolicyName(req.policy)) + ")";
+                             std::string(lease::BrokerPolicyName(policy)) + ")";
   for (const lease::Take& t : plan.takes) {
     UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(t.lease_id));
     UW_ASSIGN_OR_RETURN(NoticeRecord n, Send(r, t.action, t.after, reason, now, now + req.notice_s * 1000, false));
@@ -351,7 +355,7 @@ Result<NoticeRecord> LeaseService::Send(const LeaseRecord& r, lease::NoticeActio
 
 Result<NoticeRecord> LeaseService::SendIn(const LeaseRecord& r, lease::NoticeAction action,
                                           const lease::Resources& after, std::string reason, int64_t not_before_ms,
-                                          int64_t deadline_ms, bool urgent) {
+                                          int64_t deadline_ms, bool urgent, std::string makes_room_for) {
   UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(r.lease.id));
   if (open) {
     return FailedPreconditionError("lease " + r.lease.id + " has notice " + open->notice.id +
@@ -362,6 +366,7 @@ Result<NoticeRecord> LeaseService::SendIn(const LeaseRecord& r, lease::NoticeAct
   UW_ASSIGN_OR_RETURN(out.notice, lease::MakeNotice(r.lease, NewId("notice"), action, after, std::move(reason), now,
                                                     std::max(now, not_before_ms), std::max(now, deadline_ms), urgent));
   if (urgent) out.delivery = {"skipped", "", "urgent: acted on at once", now};
+  out.makes_room_for = std::move(makes_room_for);
   UW_RETURN_IF_ERROR(table_.InsertNotice(out, now));
   UW_RETURN_IF_ERROR(d_.events.Add("notice.sent", out.notice.guest, out.notice.tenant, NoticeJson(out.notice)));
   return out;

@@ -31,9 +31,11 @@
 #include "common/status.h"
 #include "lease/lease.h"
 #include "manager/agent_client.h"
+#include "manager/host_table.h"
 #include "manager/lease_table.h"
 #include "manager/manager.h"
 #include "manager/store.h"
+#include "placement/placement.h"
 
 namespace uw::manager::internal {
 
@@ -85,6 +87,24 @@ class LeaseService {
   // task, or nullopt when the guest is not running or holds no active lease (nothing is recorded;
   // the caller stops the guest itself).
   Result<std::optional<std::string>> ForceStop(const Guest& g, std::string reason);
+  // Admission by reclaim (lease_admission.cc). When no host has room for a new guest whose lease is
+  // `lease_class`: a host where leases the broker may take from (lease_reclaim_policy; elastic above
+  // their floor, preemptible ones whole) can give what is missing, and what each gives. nullopt
+  // when no host can make room so, when the guest would be preemptible itself, or when
+  // lease_admission is "refuse".
+  struct Admission {
+    std::string host;
+    std::vector<lease::Take> takes;
+    lease::Resources taken;  // the sum
+  };
+  Result<std::optional<Admission>> PlanAdmission(const placement::Snapshot& snap, const placement::Vm& vm,
+                                                 std::string_view lease_class, std::string_view placement_policy);
+  // Inside the create's transaction: a notice to each lease of the plan, making room for `guest`.
+  // Returns their ids (the create task's `waits_for`).
+  Result<std::vector<std::string>> SendAdmissionNotices(const Admission& a, std::string_view guest);
+  // Whether a waiting create may run: every notice it waits for was acted on (or withdrawn) and
+  // the guest task that carried it out has ended.
+  Result<bool> AdmissionDone(const Json& waits_for);
   // A resize that carried out a lease change failed (RunOperation): the guest holds more than its
   // lease grants. Recorded (lease.unenforced) and tried again by the loop, with a backoff, until the
   // guest holds what its lease grants.
@@ -167,10 +187,13 @@ class LeaseService {
                             std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent);
   // Send's body, inside the caller's transaction (no wake).
   Result<NoticeRecord> SendIn(const LeaseRecord& l, lease::NoticeAction action, const lease::Resources& after,
-                              std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent);
+                              std::string reason, int64_t not_before_ms, int64_t deadline_ms, bool urgent,
+                              std::string makes_room_for = "");
+  Status AdmitWaiting();  // the loop: waiting creates whose notices were acted on go to the workers
 
   Deps d_;
   LeaseTable table_;
+  HostTable hosts_{d_.store};
   std::mutex tick_mu_;  // one Tick at a time
   std::mutex mu_;
   std::condition_variable cv_;

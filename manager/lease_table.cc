@@ -54,6 +54,7 @@ Result<NoticeRecord> NoticeOfRow(const SqlRow& r) {
     out.delivery.detail = d.value("detail", "");
     out.delivery.at_ms = d.value("at_ms", int64_t{0});
   }
+  if (!r.IsNull("makes_room_for")) out.makes_room_for = r.Str("makes_room_for");
   return out;
 }
 
@@ -141,14 +142,22 @@ Result<std::vector<LeaseRecord>> LeaseTable::TermEndingBy(int64_t by_ms) {
   return LeasesOfRows(rows);
 }
 
+Result<std::vector<LeaseRecord>> LeaseTable::Reclaimable() {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT * FROM leases WHERE state = 'active' AND class <> 'guaranteed' "
+                                              "AND id NOT IN (SELECT lease FROM notices WHERE state <> 'acted' AND "
+                                              "state <> 'withdrawn') ORDER BY id"));
+  return LeasesOfRows(rows);
+}
+
 Status LeaseTable::InsertNotice(const NoticeRecord& n, int64_t now_ms) {
   const lease::Notice& x = n.notice;
   Changed(x.guest);
   return store_.Exec(
-      "INSERT INTO notices(id, lease, guest, tenant, state, act_at_ms, notice, delivery, created_ms, updated_ms) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO notices(id, lease, guest, tenant, state, act_at_ms, notice, delivery, created_ms, updated_ms, "
+      "makes_room_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {x.id, x.lease_id, x.guest, x.tenant, std::string(lease::NoticeStateName(x.state)), lease::ActAt(x),
-       NoticeJson(x).dump(), DeliveryText(n.delivery), x.sent_ms, now_ms});
+       NoticeJson(x).dump(), DeliveryText(n.delivery), x.sent_ms, now_ms,
+       n.makes_room_for.empty() ? SqlValue(nullptr) : SqlValue(n.makes_room_for)});
 }
 
 Status LeaseTable::SaveNotice(const NoticeRecord& n, int64_t now_ms) {

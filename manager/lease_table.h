@@ -45,6 +45,8 @@ class LeaseTable {
   Result<Page<LeaseRecord>> List(const LeaseScope& scope, const PageQuery& page);
   // Active leases whose term ends by `by_ms`.
   Result<std::vector<LeaseRecord>> TermEndingBy(int64_t by_ms);
+  // Active elastic and preemptible leases with no notice open: what a broker may take from.
+  Result<std::vector<LeaseRecord>> Reclaimable();
 
   Status InsertNotice(const NoticeRecord& n, int64_t now_ms);
   Status SaveNotice(const NoticeRecord& n, int64_t now_ms);

@@ -101,6 +101,13 @@ struct ManagerConfig {
   // (ack, release) or this long, whichever comes first (a guest that cannot be reached: not at all).
   int lease_move_notice_ms = 2000;
   std::string lease_broker = "accept";
+  // Which leases give back when the system needs room (lease/broker.h): for a host reclaim that
+  // names no policy and for admission. With lease_admission "reclaim", a guaranteed or elastic
+  // guest that no host has room for is admitted where elastic and preemptible leases can give
+  // what is missing: they get notices, and the guest is created once those are acted on.
+  // "refuse" answers 409 instead.
+  lease::BrokerPolicy lease_reclaim_policy = lease::BrokerPolicy::kStrictPriority;
+  std::string lease_admission = "reclaim";
 };
 
 // Errors name the file and the field.
@@ -239,6 +246,9 @@ struct Guest {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the
   std::string state;
   int64_t vcpus = 0, memory_mib = 0;  // as the spec asks
   int64_t reserved_vcpus = 0, reserved_memory_mib = 0;
+  // Its lease ended (released, preempted) and it stays stopped: it holds no room on its host, and
+  // starting it needs the room again.
+  bool released = false;
   std::string automation;
   std::optional<std::string> migrating_to;
   std::string placement_reason;
@@ -267,6 +277,9 @@ struct NoticeDelivery {
 struct NoticeRecord {
   lease::Notice notice;
   NoticeDelivery delivery;
+  // The guest admitted on the notice's host whose room it makes ("" for none): its counter-offers
+  // are declined, since the room is owed. Never shown (the guest is another tenant's).
+  std::string makes_room_for;
 };
 // POST /api/v1/leases/{id}/extend: a new term (term_s from the current term end, or from now for
 // an open-ended lease) and/or a new amount (flex), which takes effect at the current term end.
@@ -301,7 +314,7 @@ struct HostReclaimRequest {
   lease::Resources need;
   int64_t notice_s = 30;
   std::string reason;
-  lease::BrokerPolicy policy = lease::BrokerPolicy::kStrictPriority;
+  std::optional<lease::BrokerPolicy> policy;  // nullopt: the lease_reclaim_policy setting
 };
 struct HostReclaim {
   lease::BrokerPolicy policy = lease::BrokerPolicy::kStrictPriority;

@@ -78,7 +78,9 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
                                   "lease_notice_ms",
                                   "lease_tick_ms",
                                   "lease_move_notice_ms",
-                                  "lease_broker"});
+                                  "lease_broker",
+                                  "lease_reclaim_policy",
+                                  "lease_admission"});
       !s.ok()) {
     return fail(s);
   }
@@ -140,6 +142,17 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   UW_CFG(c.lease_broker, v.String("lease_broker", c.lease_broker));
   if (c.lease_broker != "accept" && c.lease_broker != "decline") {
     return fail(v.FieldError("lease_broker", "expected accept or decline"));
+  }
+  if (v.Has("lease_reclaim_policy")) {
+    std::string name;
+    UW_CFG(name, v.String("lease_reclaim_policy"));
+    auto policy = lease::ParseBrokerPolicy(name);
+    if (!policy.ok()) return fail(v.FieldError("lease_reclaim_policy", policy.status().message()));
+    c.lease_reclaim_policy = *policy;
+  }
+  UW_CFG(c.lease_admission, v.String("lease_admission", c.lease_admission));
+  if (c.lease_admission != "reclaim" && c.lease_admission != "refuse") {
+    return fail(v.FieldError("lease_admission", "expected reclaim or refuse"));
   }
   UW_CFG(c.placement_policy, v.String("placement_policy", c.placement_policy));
   if (c.placement_policy != "drs" && c.placement_policy != "opportunity-cost") {

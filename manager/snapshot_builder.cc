@@ -56,7 +56,8 @@ pl::Vm VmOf(const PlacementGuest& g, const std::map<std::string, int64_t>& moved
   vm.vcpus = g.vcpus;
   vm.memory_mib = g.memory_mib;
   vm.kind = KindOf(g.kind);
-  // Memory is reserved in full: admission control refuses what cannot be backed.
+  // The grant's memory is reserved in full: admission control refuses what cannot be backed. A
+  // lease shrink lowers it (and frees room on the host); growing back needs the room (RoomToGrow).
   vm.reservation = {0, vm.memory_mib};
   vm.migratable = g.automation != "disabled";
   vm.pool = g.pool.value_or("");

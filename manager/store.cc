@@ -297,6 +297,42 @@ CREATE TABLE budgets (
   updated_ms INTEGER NOT NULL
 );
 )sql",
+    // 8 -> 9: admission, DRS and the hosts' reservations count what each guest's lease grants now
+    // (its spec's vcpus and memory, which a lease shrink lowers; nothing once its lease ended), not
+    // the maxima it was created with; a notice sent to make room for an admitted guest names that guest (never shown to
+    // the
+    // notice's tenant) so that its counter-offers are weighed against the room owed.
+    R"sql(
+-- released: the guest's lease ended (released, preempted) while it stays defined, stopped; it holds
+-- no room on its host until it is started again.
+ALTER TABLE guests ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE guests ADD COLUMN granted_vcpus INTEGER GENERATED ALWAYS AS
+  (CASE WHEN released THEN 0 ELSE COALESCE(json_extract(spec, '$.vcpus'), vcpus) END) VIRTUAL;
+ALTER TABLE guests ADD COLUMN granted_memory_mib INTEGER GENERATED ALWAYS AS
+  (CASE WHEN released THEN 0 ELSE COALESCE(json_extract(spec, '$.memory_mib'), memory_mib) END) VIRTUAL;
+DROP TRIGGER host_reservations_guest_added;
+DROP TRIGGER host_reservations_guest_removed;
+DROP TRIGGER host_reservations_guest_changed;
+CREATE TRIGGER host_reservations_guest_added AFTER INSERT ON guests WHEN NEW.host IS NOT NULL BEGIN
+  UPDATE host_reservations SET guests = guests + 1, vcpus = vcpus + NEW.granted_vcpus,
+    memory_mib = memory_mib + NEW.granted_memory_mib WHERE host = NEW.host;
+END;
+CREATE TRIGGER host_reservations_guest_removed AFTER DELETE ON guests WHEN OLD.host IS NOT NULL BEGIN
+  UPDATE host_reservations SET guests = guests - 1, vcpus = vcpus - OLD.granted_vcpus,
+    memory_mib = memory_mib - OLD.granted_memory_mib WHERE host = OLD.host;
+END;
+CREATE TRIGGER host_reservations_guest_changed AFTER UPDATE OF host, vcpus, memory_mib, spec, released ON guests BEGIN
+  UPDATE host_reservations SET guests = guests - 1, vcpus = vcpus - OLD.granted_vcpus,
+    memory_mib = memory_mib - OLD.granted_memory_mib WHERE host = OLD.host;
+  UPDATE host_reservations SET guests = guests + 1, vcpus = vcpus + NEW.granted_vcpus,
+    memory_mib = memory_mib + NEW.granted_memory_mib WHERE host = NEW.host;
+END;
+UPDATE host_reservations SET
+  guests = (SELECT COUNT(*) FROM guests g WHERE g.host = host_reservations.host),
+  vcpus = (SELECT COALESCE(SUM(g.granted_vcpus), 0) FROM guests g WHERE g.host = host_reservations.host),
+  memory_mib = (SELECT COALESCE(SUM(g.granted_memory_mib), 0) FROM guests g WHERE g.host = host_reservations.host);
+ALTER TABLE notices ADD COLUMN makes_room_for TEXT;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

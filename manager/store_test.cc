@@ -71,14 +71,17 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"},
                                   {"hosts", "info"},
                                   {"api_tokens", "created_ms"}}) {
-      auto cols = (*s)->Query("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid");
+      // table_xinfo lists generated columns too; they go first (they read the later columns).
+      auto cols = (*s)->Query("SELECT name FROM pragma_table_xinfo('" + table + "') ORDER BY cid");
       ASSERT_TRUE(cols.ok());
-      bool later = false;
+      std::vector<std::string> later;
+      bool past = false;
       for (const auto& c : *cols) {
-        if (later) {
-          ASSERT_TRUE((*s)->Exec("ALTER TABLE " + table + " DROP COLUMN " + c.Str("name")).ok()) << c.Str("name");
-        }
-        later = later || c.Str("name") == last_v1;
+        if (past) later.push_back(c.Str("name"));
+        past = past || c.Str("name") == last_v1;
+      }
+      for (auto c = later.rbegin(); c != later.rend(); ++c) {
+        ASSERT_TRUE((*s)->Exec("ALTER TABLE " + table + " DROP COLUMN " + *c).ok()) << *c;
       }
     }
     // A guest with its two lease rows, as version 1 wrote them.

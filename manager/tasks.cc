@@ -82,6 +82,12 @@ std::string Manager::ConsoleTail(const std::string& host, const std::string& gue
 }
 
 void Manager::RunTask(const std::string& id) {
+  // A create admitted by reclaim runs once the leases it waits for gave the room back (the lease
+  // loop queues it again then); a restart's Recover queues it early.
+  if (auto t = tasks_->Get(id); t.ok() && t->state == "pending" && t->request.contains("waits_for")) {
+    auto done = leases_->AdmissionDone(t->request["waits_for"]);
+    if (done.ok() && !*done) return;
+  }
   auto claimed = tasks_->ClaimPending(id);
   if (!claimed.ok()) {
     spdlog::error("task {}: cannot claim: {}", id, claimed.status().ToString());
