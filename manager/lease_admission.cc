@@ -7,6 +7,7 @@
 #include <map>
 
 #include "lease/broker.h"
+#include "manager/event_log.h"
 #include "manager/internal.h"
 #include "manager/lease_json.h"
 #include "manager/lease_service.h"
@@ -138,6 +139,22 @@ Result<bool> LeaseService::AdmissionDone(const Json& waits_for) {
     if (busy) return false;  // the shrink or stop that gives the room back is still running
   }
   return true;
+}
+
+Status LeaseService::WithdrawAdmission(const Json& waits_for) {
+  if (!waits_for.is_array()) return Status::Ok();
+  for (const Json& id : waits_for) {
+    if (!id.is_string()) continue;
+    auto n = table_.GetNotice(id.get<std::string>());
+    if (!n.ok() && n.status().code() == StatusCode::kNotFound) continue;
+    UW_RETURN_IF_ERROR(n.status());
+    if (n->notice.state == lease::NoticeState::kActed || n->notice.state == lease::NoticeState::kWithdrawn) continue;
+    UW_RETURN_IF_ERROR(lease::Withdraw(n->notice));
+    UW_RETURN_IF_ERROR(table_.SaveNotice(*n, NowMs()));
+    UW_RETURN_IF_ERROR(d_.events.Add("notice.withdrawn", n->notice.guest, n->notice.tenant,
+                                     {{"notice", n->notice.id}, {"why", "the guest it made room for will not come"}}));
+  }
+  return Status::Ok();
 }
 
 Status LeaseService::AdmitWaiting() {

@@ -104,6 +104,34 @@ TEST_F(AdmissionTest, ARestartedManagerRunsAWaitingCreateOnceItsRoomIsBack) {
   EXPECT_EQ(cluster_.StateOf("h1", "p"), "shutoff");
 }
 
+TEST_F(AdmissionTest, NothingIsTakenForAGuestThatWillNotComeOrFromOneThatIsGone) {
+  StartManager();
+  AddHost("h1", 4, 768);
+  Create("p", {{"lease_class", "preemptible"}, {"memory_mib", 512}});
+  std::string e = Create("e", {{"lease_class", "elastic"}, {"memory_mib", 256}});
+  Json body = {{"name", "n"}, {"image", "tiny"}, {"memory_mib", 384}};
+  auto r = Client().Call("POST", "/api/v1/guests", &body);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // The waiting create is cancelled: its notice is withdrawn and p keeps running past the deadline.
+  auto cancel = Client().Do("POST", "/api/v1/tasks/" + (*r)["id"].get<std::string>() + "/cancel");
+  ASSERT_EQ(cancel->status, 200) << cancel->body;
+  Json made = *Client().Call("GET", "/api/v1/notices?guest=p");
+  ASSERT_EQ(made["notices"].size(), 1u);
+  EXPECT_EQ(made["notices"][0]["state"], "withdrawn");
+  // A notice open against a guest that is deleted is withdrawn with it, not acted on.
+  Json n = Reclaim(e, {{"memory_mib", 128}, {"notice_s", 60}});
+  auto del = Client().Do("DELETE", "/api/v1/guests/e?force=true");
+  ASSERT_LT(del->status, 300) << del->body;
+  SettleTasks();
+  EXPECT_EQ(Notice(n["id"])["state"], "withdrawn");
+  clock_.Advance(std::chrono::milliseconds(config_.lease_notice_ms + 61000));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(cluster_.StateOf("h1", "p"), "running");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM repossessions"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'notice.withdrawn'"), 2);
+}
+
 TEST_F(AdmissionTest, AGuestGrowsOnlyIntoRoomNoOtherGrantHolds) {
   StartManager();
   AddHost("h1", 4, 1024);

@@ -109,10 +109,20 @@ Status LeaseService::Fail(std::string_view guest, int64_t now_ms, std::string_vi
   return d_.events.Add("lease.failed", r->lease.guest, r->lease.tenant, {{"lease", r->lease.id}, {"why", why}});
 }
 
+Status LeaseService::WithdrawOpen(const lease::Lease& l, std::string_view why) {
+  UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l.id));
+  if (!open) return Status::Ok();
+  UW_RETURN_IF_ERROR(lease::Withdraw(open->notice));
+  UW_RETURN_IF_ERROR(table_.SaveNotice(*open, NowMs()));
+  return d_.events.Add("notice.withdrawn", l.guest, l.tenant, {{"notice", open->notice.id}, {"why", why}});
+}
+
 Status LeaseService::Close(std::string_view guest, int64_t now_ms, std::string_view why) {
   UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> r, table_.LiveOf(guest));
   if (!r) return Status::Ok();
   lease::Lease& l = r->lease;
+  // Nothing is taken from a guest that is gone: a notice still open against it is withdrawn.
+  UW_RETURN_IF_ERROR(WithdrawOpen(l, "the guest was deleted"));
   if (l.state == lease::LeaseState::kNascent) {
     UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kFailed, now_ms, why));
   } else {
@@ -287,6 +297,7 @@ Result<LeaseRecord> LeaseService::Release(const Principal& p, std::string_view i
       }
       UW_RETURN_IF_ERROR(d_.guests.SetReleased(g->name, true));  // its room on the host is free
     }
+    UW_RETURN_IF_ERROR(WithdrawOpen(l, "the lease was released by its holder"));
     UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosing, now, "released by its holder"));
     UW_RETURN_IF_ERROR(lease::Advance(l, lease::LeaseState::kClosed, now, "released by its holder"));
     r.renewal.reset();
@@ -379,14 +390,7 @@ Result<std::optional<std::string>> LeaseService::ForceStop(const Guest& g, std::
     UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(g.name));
     if (!live || live->lease.state != lease::LeaseState::kActive) return Status::Ok();
     // A notice still open is overtaken: the stop takes everything it would have taken.
-    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(live->lease.id));
-    if (open) {
-      UW_RETURN_IF_ERROR(lease::Withdraw(open->notice));
-      UW_RETURN_IF_ERROR(table_.SaveNotice(*open, NowMs()));
-      UW_RETURN_IF_ERROR(
-          d_.events.Add("notice.withdrawn", g.name, g.tenant,
-                        {{"notice", open->notice.id}, {"why", "overtaken by an operator's forced stop"}}));
-    }
+    UW_RETURN_IF_ERROR(WithdrawOpen(live->lease, "overtaken by an operator's forced stop"));
     UW_ASSIGN_OR_RETURN(NoticeRecord n, SendIn(*live, lease::NoticeAction::kStop, {}, std::move(reason), 0, 0, true));
     UW_ASSIGN_OR_RETURN(task, ActIn(std::move(n), NowMs(), GuestTask::kPowerOff));
     return Status::Ok();

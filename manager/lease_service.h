@@ -105,6 +105,9 @@ class LeaseService {
   // Whether a waiting create may run: every notice it waits for was acted on (or withdrawn) and
   // the guest task that carried it out has ended.
   Result<bool> AdmissionDone(const Json& waits_for);
+  // Inside a transaction: the notices a cancelled create waited for are withdrawn (nothing is taken
+  // for a guest that will not come).
+  Status WithdrawAdmission(const Json& waits_for);
   // A resize that carried out a lease change failed (RunOperation): the guest holds more than its
   // lease grants. Recorded (lease.unenforced) and tried again by the loop, with a backoff, until the
   // guest holds what its lease grants.
@@ -162,6 +165,8 @@ class LeaseService {
   // has no host or nothing changes (nothing to do on an agent).
   Result<std::optional<std::string>> JournalGuestTask(const Guest& g, const lease::Resources& before,
                                                       const lease::Resources& after, GuestTask how);
+  // Inside a transaction: the notice open against the lease, if any, is withdrawn (an event says why).
+  Status WithdrawOpen(const lease::Lease& l, std::string_view why);
   Status TermEnds(int64_t now_ms);
   Status ApplyDueRenewal(LeaseRecord l, int64_t now_ms);
   Status EndTerm(LeaseRecord l, int64_t now_ms);

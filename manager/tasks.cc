@@ -64,6 +64,7 @@ Result<Task> Manager::CancelTask(const Principal& p, std::string_view id) {
     if (t.kind == "guest.create") {
       // Release the reservation: the guest was never created.
       UW_RETURN_IF_ERROR(leases_->Fail(t.subject, NowMs(), "the create was cancelled"));
+      if (t.request.contains("waits_for")) UW_RETURN_IF_ERROR(leases_->WithdrawAdmission(t.request["waits_for"]));
       UW_RETURN_IF_ERROR(guests_->ReleaseCreating(t.subject));
     }
     return tasks_->Cancel(t.id, std::nullopt, nullptr);
