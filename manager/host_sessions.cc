@@ -35,6 +35,7 @@ Status CheckReportedGuest(const JsonView& g) {
   };
   for (const char* key : {"kind", "health"}) UW_RETURN_IF_ERROR(optional(key, &Json::is_string, "a string"));
   UW_RETURN_IF_ERROR(optional("unresponsive_since", &Json::is_number, "a number"));
+  UW_RETURN_IF_ERROR(optional("asked_at_ms", &Json::is_number_integer, "an integer"));
   UW_RETURN_IF_ERROR(optional("crash", &Json::is_object, "an object"));
   for (const char* key : {"vcpus", "max_vcpus", "memory_mib", "max_memory_mib"}) {
     auto it = j.find(key);
@@ -136,6 +137,10 @@ Status HostSessions::UpdateReportedGuest(const std::string& host, const KnownGue
   // A running guest whose control channel stopped answering is not running for the operator.
   if (state == "running" && health == "unresponsive") state = "unresponsive";
   if (health != r.health) UW_RETURN_IF_ERROR(d_.guests.SetHealth(name, health));
+  // The guest asked its daemon what it holds (uw-holdings --ask): it is sent its holdings again.
+  if (auto asked = g.find("asked_at_ms"); asked != g.end() && asked->is_number_integer() && d_.asked) {
+    d_.asked(name, asked->get<int64_t>());
+  }
   if (state != r.state) {
     UW_RETURN_IF_ERROR(d_.guests.SetState(name, state, now));
     UW_RETURN_IF_ERROR(

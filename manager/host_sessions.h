@@ -54,6 +54,8 @@ class HostSessions {
         new_task;
     // Inside the reconcile's transaction: a lease for a guest found on a host (LeaseService::Reopen).
     std::function<Status(std::string_view guest, int64_t now_ms, std::string_view why)> open_lease;
+    // A guest asked to be told what it holds, at `asked_at_ms` (LeaseService::Asked).
+    std::function<void(std::string_view guest, int64_t asked_at_ms)> asked;
   };
   explicit HostSessions(Deps deps) : d_(std::move(deps)) {}
 

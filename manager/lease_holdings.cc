@@ -28,6 +28,17 @@ void LeaseService::Changed(std::string_view guest) {
   ++it->second.generation;
 }
 
+void LeaseService::Asked(std::string_view guest, int64_t asked_at_ms) {
+  {
+    std::lock_guard l(mu_);
+    auto [it, added] = asked_.try_emplace(std::string(guest), asked_at_ms);
+    if (!added && it->second >= asked_at_ms) return;  // seen already
+    it->second = asked_at_ms;
+  }
+  Changed(guest);
+  Wake();
+}
+
 Result<Json> LeaseService::HoldingsOf(const Guest& g, int64_t now_ms) {
   // The guest knows itself by its short name, as its tenant does.
   const Principal owner{"", Role::kTenant, g.tenant, {}};

@@ -115,6 +115,9 @@ class LeaseService {
   // What the guest holds changed (its lease, a notice, a record) or it started: the loop sends it
   // its holdings (lease_holdings.cc) at the next tick, and again with a backoff until it has them.
   void Changed(std::string_view guest);
+  // The guest asked its daemon (uw-holdings --ask; its host's heartbeat says when): when that ask is
+  // new, it is sent its holdings at the next tick.
+  void Asked(std::string_view guest, int64_t asked_at_ms);
   // The guest's leases, newest first (GET /api/v1/guests/{name}).
   Result<std::vector<LeaseRecord>> OfGuest(std::string_view guest) { return table_.OfGuest(guest); }
 
@@ -210,6 +213,7 @@ class LeaseService {
   };
   std::map<std::string, Retry, std::less<>> unenforced_;   // guarded by mu_; by guest
   std::map<std::string, Retry, std::less<>> unpublished_;  // guarded by mu_; by guest
+  std::map<std::string, int64_t, std::less<>> asked_;      // guarded by mu_; by guest: the last ask seen
   struct ReplyBucket {
     double tokens = 0;
     int64_t at_ms = 0;

@@ -79,6 +79,7 @@ Status Manager::Start() {
   auto open_lease = [this](std::string_view guest, int64_t now_ms, std::string_view why) {
     return leases_->Reopen(guest, now_ms, why);
   };
+  auto asked = [this](std::string_view guest, int64_t asked_at_ms) { leases_->Asked(guest, asked_at_ms); };
   sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{.store = *store_,
                                                                                     .events = *events_,
                                                                                     .hosts = *hosts_,
@@ -88,7 +89,8 @@ Status Manager::Start() {
                                                                                     .config = config_,
                                                                                     .agent_of = agent_of,
                                                                                     .new_task = new_task,
-                                                                                    .open_lease = open_lease});
+                                                                                    .open_lease = open_lease,
+                                                                                    .asked = asked});
   leases_ = std::make_unique<internal::LeaseService>(internal::LeaseService::Deps{
       .store = *store_,
       .events = *events_,

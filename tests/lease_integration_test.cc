@@ -2,7 +2,8 @@
 // control channel, the guest's hook scripts answer, and the balloon really shrinks the guest.
 //   - a guest whose hook drops its caches and answers `release` is shrunk at once (MemTotal falls);
 //   - a guest with no hook is silent: shrunk at the deadline, with a repossession record;
-//   - the guest keeps a copy of what it holds (uw-holdings), updated through the channel;
+//   - the guest keeps a copy of what it holds (uw-holdings), updated through the channel, and can
+//     ask for it (uw-holdings --ask);
 //   - a counter-offer from the guest's hook is accepted by the broker and applied;
 //   - a move is announced before and reported after;
 //   - a preemptible lease's term ends with a notice, then its guest stops;
@@ -106,6 +107,26 @@ TEST_F(LeaseIntegration, NoticesReachRealGuestsAndTheBalloonShrinksThem) {
       std::chrono::seconds(30)))
       << holdings.dump();
   EXPECT_EQ(holdings["guest"], hooked);
+  // The guest asks through its channel (its daemon's answer to the next health ping), and the
+  // manager answers with its holdings again.
+  ASSERT_EQ(Exec(hooked, "rm -f /run/ask.out; uw-holdings --ask 60 >/run/ask.out 2>&1 &").value("exit_code", -1), 0);
+  const auto asked = std::chrono::steady_clock::now();
+  Json answered;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        // Gently: the health ping that carries the ask is skipped while a command holds the channel.
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        answered = Json::parse(Exec(hooked, "cat /run/ask.out").value("output", ""), nullptr, false);
+        return answered.is_object();
+      },
+      std::chrono::seconds(60)))
+      << Exec(hooked, "cat /run/ask.out; ls -la /run/uw").dump();
+  ASSERT_TRUE(answered.is_object());
+  EXPECT_EQ(answered["lease"]["granted"]["memory_mib"], 256) << answered.dump();
+  std::printf(
+      "{\"figure\": \"holdings ask answered\", \"ms\": %lld}\n",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked).count()));
   // The notice is in the guest's own record of what it was told.
   Json seen = Exec(hooked, "cat /run/uw/notices/" + released["id"].get<std::string>());
   EXPECT_NE(seen.value("output", "").find("UW_NOTICE_AFTER_MIB=256"), std::string::npos) << seen.dump();

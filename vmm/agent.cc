@@ -36,6 +36,7 @@ Json GuestStatusToJson(const GuestStatus& s) {
   j["ready"] = s.ready;
   if (s.health_since) j["health_since"] = UnixMillis(*s.health_since);
   if (s.unresponsive_since) j["unresponsive_since"] = UnixMillis(*s.unresponsive_since);
+  if (s.asked_at) j["asked_at_ms"] = UnixMillis(*s.asked_at);
   if (s.crash) j["crash"] = {{"at", UnixMillis(s.crash->at)}, {"console_tail", s.crash->console_tail}};
   return j;
 }

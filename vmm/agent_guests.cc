@@ -304,7 +304,7 @@ Result<ExecResult> AgentService::ExecInVm(const GuestInfo& info, const std::stri
     std::vector<HealthEvent> events;
     {
       std::lock_guard l(health_mu_);
-      events = health_.Report(name, info.id, true, clock_.Monotonic(), clock_.Now());
+      events = health_.Heard(name, info.id, clock_.Monotonic(), clock_.Now());
     }
     health_cv_.notify_all();
     RecordHealthEvents(events);

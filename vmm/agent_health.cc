@@ -123,9 +123,13 @@ void AgentService::RecordHealthEvents(const std::vector<HealthEvent>& events) {
 }
 
 void AgentService::MonitorLoop() {
+  // A ping's answer: "pong", or "pong ask" from a guest that asks to be told what it holds.
+  struct Answer {
+    bool answered = false, asked = false;
+  };
   struct Pending {
     DuePing ping;
-    std::future<bool> answered;
+    std::future<Answer> answered;
   };
   std::vector<Pending> pending;
   std::unique_lock l(stop_mu_);
@@ -136,11 +140,13 @@ void AgentService::MonitorLoop() {
         ++it;
         continue;
       }
-      const bool answered = it->answered.get();
+      const Answer a = it->answered.get();
+      const bool answered = a.answered;
       std::vector<HealthEvent> events;
       {
         std::lock_guard h(health_mu_);
         events = health_.Report(it->ping.guest, it->ping.instance, answered, clock_.Monotonic(), clock_.Now());
+        if (a.asked) asked_[it->ping.guest] = clock_.Now();
       }
       if (answered) health_cv_.notify_all();
       RecordHealthEvents(events);
@@ -160,7 +166,8 @@ void AgentService::MonitorLoop() {
       auto channel = ChannelFor(p.channel);
       const Duration timeout = p.timeout;
       pending.push_back({std::move(p), std::async(std::launch::async, [channel, timeout] {
-                           return channel->CallIfIdle("ping", timeout).ok();
+                           auto r = channel->CallIfIdle("ping", timeout);
+                           return Answer{r.ok(), r.ok() && r->output.find("ask") != std::string::npos};
                          })});
     }
     l.lock();
@@ -214,6 +221,8 @@ GuestStatus AgentService::StatusOf(Hypervisor* h, const GuestInfo& info) {
       s.health_since = v->since;
       s.unresponsive_since = v->unresponsive_since;
     }
+    std::lock_guard l(health_mu_);
+    if (auto a = asked_.find(info.name); a != asked_.end()) s.asked_at = a->second;
   }
   if (info.state == GuestState::kCrashed) {
     NoteCrash(info.name, info.uuid, info.id, false);  // no-op when already recorded

@@ -61,6 +61,9 @@ struct GuestStatus {
   std::optional<TimePoint> health_since;  // virtual machines with a watch
   std::optional<TimePoint> unresponsive_since;
   std::optional<GuestCrash> crash;  // while crashed
+  // When the guest last asked, in its answer to a health ping ("pong ask"), to be told again what
+  // it holds (guest/README.md, "Holdings"): the manager sends it its holdings.
+  std::optional<TimePoint> asked_at;
 };
 
 // A local disk (under state_dir/disks) with its virtual size: what a live migration copies.
@@ -312,7 +315,8 @@ class AgentService {
     TimePoint at;
     int64_t id = -1;  // the domain id that crashed: one record per crash
   };
-  std::map<std::string, Crash> crashes_;  // guarded by health_mu_ (by guest, while crashed)
+  std::map<std::string, Crash> crashes_;    // guarded by health_mu_ (by guest, while crashed)
+  std::map<std::string, TimePoint> asked_;  // guarded by health_mu_ (by guest: its last ask)
   std::thread monitor_;
 
   // A migration this agent started as the source; the thread runs Hypervisor::Migrate.

@@ -116,6 +116,18 @@ std::vector<HealthEvent> HealthTracker::Report(const std::string& guest, int64_t
   const bool starting = w.view.health == Health::kStarting;
   w.next_ping = mono + (starting && !answered ? options_.starting_interval : options_.interval);
   if (!answered) return out;
+  return Answered(guest, w, mono, wall);
+}
+
+std::vector<HealthEvent> HealthTracker::Heard(const std::string& guest, int64_t instance, Duration mono,
+                                              TimePoint wall) {
+  auto it = watches_.find(guest);
+  if (it == watches_.end() || it->second.instance != instance || !it->second.watched) return {};
+  return Answered(guest, it->second, mono, wall);
+}
+
+std::vector<HealthEvent> HealthTracker::Answered(const std::string& guest, Watch& w, Duration mono, TimePoint wall) {
+  std::vector<HealthEvent> out;
   w.last_answer_mono = mono;
   w.view.last_answer = wall;
   if (w.view.health == Health::kStarting) {

@@ -83,6 +83,10 @@ class HealthTracker {
   // (the channel was busy with a long command) is no news rather than a failure.
   std::vector<HealthEvent> Report(const std::string& guest, int64_t instance, bool answered, Duration mono,
                                   TimePoint wall);
+  // Another command on the channel was answered: the guest is alive (as Report), but the pings
+  // keep their schedule, since a ping's answer carries what only a ping asks (an ask for the
+  // guest's holdings) and a guest that is sent commands often would otherwise never be pinged.
+  std::vector<HealthEvent> Heard(const std::string& guest, int64_t instance, Duration mono, TimePoint wall);
 
   std::optional<HealthView> View(const std::string& guest) const;
 
@@ -97,6 +101,8 @@ class HealthTracker {
     Duration next_ping{0};
     bool in_flight = false;
   };
+  // An answer heard: ready (from starting or unresponsive) with its event.
+  std::vector<HealthEvent> Answered(const std::string& guest, Watch& w, Duration mono, TimePoint wall);
   const HealthOptions options_;
   std::map<std::string, Watch> watches_;
 };

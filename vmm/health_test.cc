@@ -102,9 +102,31 @@ TEST_F(HealthTest, AnswersToCommandsCountAsLife) {
   Answer("vm1", 1, true);
   // The pings were skipped (channel busy) but a command answered at 25 s.
   now_ = seconds(25);
-  Answer("vm1", 1, true);
+  tracker_.Heard("vm1", 1, now_, kT0 + now_);
   EXPECT_TRUE(tracker_.Expire(seconds(50), kT0 + seconds(50)).empty());
   EXPECT_EQ(tracker_.Expire(seconds(55), kT0 + seconds(55)).size(), 1u);
+}
+
+TEST_F(HealthTest, CommandsDoNotPostponeThePings) {
+  tracker_.Observe("vm1", 1, true, "/s", now_, kT0);
+  ASSERT_EQ(At(0).size(), 1u);
+  Answer("vm1", 1, true);  // ready; the next ping is due at 5 s
+  for (int s = 1; s < 5; ++s) {
+    EXPECT_TRUE(At(s).empty());
+    tracker_.Heard("vm1", 1, now_, kT0 + now_);  // a command answered every second
+  }
+  EXPECT_EQ(At(5).size(), 1u);  // the ping (which carries a guest's ask) is still sent on time
+  EXPECT_EQ(HealthOf("vm1"), Health::kReady);
+}
+
+TEST_F(HealthTest, ACommandAnsweredMakesAStartingGuestReady) {
+  tracker_.Observe("vm1", 1, true, "/s", now_, kT0);
+  now_ = seconds(3);
+  auto events = tracker_.Heard("vm1", 1, now_, kT0 + now_);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].event, "ready");
+  EXPECT_EQ(HealthOf("vm1"), Health::kReady);
+  EXPECT_TRUE(tracker_.Heard("vm1", 2, now_, kT0 + now_).empty());  // another instance: dropped
 }
 
 TEST_F(HealthTest, NoChannelOrNotRunningIsNoneAndNeverPinged) {

@@ -82,7 +82,7 @@ Json HeartbeatBody(const Json& stats, const Json& guests) {
   if (guests.is_array()) {
     for (const auto& g : guests) {
       Json one = Pick(g, {"name", "state", "kind", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "health",
-                          "unresponsive_since"});
+                          "unresponsive_since", "asked_at_ms"});
       if (g.is_object() && g.contains("crash")) one["crash"] = Pick(g["crash"], {"at", "console_tail"});
       list.push_back(std::move(one));
     }
