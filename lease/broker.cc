@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 
 namespace uw::lease {
 namespace {
@@ -70,19 +71,33 @@ void Market(std::vector<Candidate> cs, const Resources& need, ReclaimPlan& plan)
   InOrder(cs, need, false, plan);
 }
 
+// A lease's weight in the proportional broker: what it may give, scaled by its class (a preemptible
+// lease counts double) and by its CPU shares (the default 1024 counts once; twice the shares, half).
+double Weight(const Candidate& c, int64_t can) {
+  const double klass = c.lease->lease_class == LeaseClass::kPreemptible ? 2.0 : 1.0;
+  return static_cast<double>(can) * klass * 1024.0 / static_cast<double>(std::max<int64_t>(c.lease->shares, 1));
+}
+
+// need * weight / total, rounded up (0 when nothing weighs).
+int64_t ShareOf(int64_t need, double weight, double total) {
+  if (need <= 0 || total <= 0) return 0;
+  return static_cast<int64_t>(std::ceil(static_cast<double>(need) * weight / total - 1e-9));
+}
+
 void Proportional(const std::vector<Candidate>& cs, const Resources& need, ReclaimPlan& plan) {
-  Resources total{};
+  double total_cpu = 0, total_mem = 0;
   for (const Candidate& c : cs) {
-    total.vcpus += c.can.vcpus;
-    total.memory_mib += c.can.memory_mib;
+    total_cpu += Weight(c, c.can.vcpus);
+    total_mem += Weight(c, c.can.memory_mib);
   }
   Resources left = need;
   for (const Candidate& c : cs) {
-    // Each gives need * its share, rounded up, but no more than is still needed or it may give.
-    Resources give{
-        std::min({c.can.vcpus, CeilDiv(need.vcpus * c.can.vcpus, total.vcpus), std::max<int64_t>(left.vcpus, 0)}),
-        std::min({c.can.memory_mib, CeilDiv(need.memory_mib * c.can.memory_mib, total.memory_mib),
-                  std::max<int64_t>(left.memory_mib, 0)})};
+    // Each gives need * its weight's share, rounded up, but no more than is still needed or it
+    // may give.
+    Resources give{std::min({c.can.vcpus, ShareOf(need.vcpus, Weight(c, c.can.vcpus), total_cpu),
+                             std::max<int64_t>(left.vcpus, 0)}),
+                   std::min({c.can.memory_mib, ShareOf(need.memory_mib, Weight(c, c.can.memory_mib), total_mem),
+                             std::max<int64_t>(left.memory_mib, 0)})};
     if (give.vcpus <= 0 && give.memory_mib <= 0) continue;
     give = {std::max<int64_t>(give.vcpus, 0), std::max<int64_t>(give.memory_mib, 0)};
     Take t = TakeFrom(c, give);

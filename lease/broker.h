@@ -5,8 +5,9 @@
 //
 //   strict-priority  preemptible leases first (whole, largest first), then elastic ones, the
 //                    most above their floor first, until `need` is met
-//   proportional     every reclaimable lease gives the same fraction of what it may give
-//                    (rounded up per lease, never past its reclaimable amount)
+//   proportional     every reclaimable lease gives in proportion to what it may give, weighed by
+//                    its class (preemptible counts double) and its CPU shares (twice the shares,
+//                    half the weight); rounded up per lease, never past its reclaimable amount
 //   market           the lowest bid per GiB-hour gives first (ties: preemptible before elastic,
 //                    then the most above its floor), each as much as is still needed; tenants'
 //                    bids are bounded by their budgets (BidCost, CheckBudget)

@@ -54,6 +54,21 @@ TEST(BrokerTest, ProportionalTakesTheSameFractionFromEach) {
   EXPECT_EQ(plan.shortfall, (Resources{0, 0}));
 }
 
+TEST(BrokerTest, ProportionalWeighsClassAndShares) {
+  Lease heavy = Make("e-heavy", LeaseClass::kElastic, {1, 1024}, {1, 0});  // may give 1024, 2048 shares
+  heavy.shares = 2048;
+  std::vector<Lease> ls = {heavy, Make("e", LeaseClass::kElastic, {1, 1024}, {1, 0}),  // 1024 shares
+                           Make("p", LeaseClass::kPreemptible, {1, 1024}, {})};        // counts double
+  // Weights 0.5 : 1 : 2 of 1024 MiB each: 700 MiB is taken 100 : 200 : 400.
+  ReclaimPlan plan = PlanReclaim(ls, {0, 700}, BrokerPolicy::kProportional);
+  ASSERT_EQ(plan.takes.size(), 3u);
+  EXPECT_EQ(Of(plan, "e-heavy")->after.memory_mib, 1024 - 100);
+  EXPECT_EQ(Of(plan, "e")->after.memory_mib, 1024 - 200);
+  EXPECT_EQ(Of(plan, "p")->after.memory_mib, 1024 - 400);
+  EXPECT_EQ(Of(plan, "p")->action, NoticeAction::kShrink);
+  EXPECT_EQ(plan.shortfall, (Resources{0, 0}));
+}
+
 TEST(BrokerTest, OnlyActiveLeasesAndNamedPolicies) {
   Lease closed = Make("p", LeaseClass::kPreemptible, {1, 256}, {});
   closed.state = LeaseState::kClosed;

@@ -70,6 +70,10 @@ struct Lease {
   // What its tenant bids for it, in credits per GiB-hour of its memory grant (Shirako's currency):
   // the market broker takes from the lowest bid first. 0: no bid.
   int64_t bid = 0;
+  // Its CPU shares (libvirt cputune; 1024 is the default weight): how much of a contended host's CPU
+  // its guest gets, and in the proportional broker how much it keeps — the more shares, the less
+  // it gives.
+  int64_t shares = 1024;
 };
 
 // Moves `lease` to `to`, recording why. kFailedPrecondition for a transition the state machine does

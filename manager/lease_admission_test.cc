@@ -132,6 +132,28 @@ TEST_F(AdmissionTest, NothingIsTakenForAGuestThatWillNotComeOrFromOneThatIsGone)
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'notice.withdrawn'"), 2);
 }
 
+TEST_F(AdmissionTest, ALeaseKeepsItsGuestsCpuSharesAndTheProportionalBrokerWeighsThem) {
+  config_.lease_reclaim_policy = lease::BrokerPolicy::kProportional;
+  StartManager();
+  AddHost("h1", 4, 4096);
+  std::string heavy = Create("heavy", {{"lease_class", "elastic"},
+                                       {"memory_mib", 1024},
+                                       {"lease_floor", {{"memory_mib", 16}}},
+                                       {"cpu", {{"shares", 2048}}}});
+  Create("light", {{"lease_class", "elastic"}, {"memory_mib", 1024}, {"lease_floor", {{"memory_mib", 16}}}});
+  EXPECT_EQ(Lease(heavy)["shares"], 2048);
+  EXPECT_EQ(cluster_.CreateSpec("h1", "heavy")["cpu"]["shares"], 2048);  // its cputune weight
+  // The setting's policy: twice the shares, half the weight.
+  Json body = {{"memory_mib", 300}};
+  auto r = Client().Call("POST", "/api/v1/hosts/h1/reclaim", &body);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)["policy"], "proportional");
+  ASSERT_EQ((*r)["notices"].size(), 2u) << r->dump();
+  for (const Json& n : (*r)["notices"]) {
+    EXPECT_EQ(n["after"]["memory_mib"], n["guest"] == "heavy" ? 1024 - 100 : 1024 - 200) << n.dump();
+  }
+}
+
 TEST_F(AdmissionTest, AGuestGrowsOnlyIntoRoomNoOtherGrantHolds) {
   StartManager();
   AddHost("h1", 4, 1024);

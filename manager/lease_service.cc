@@ -87,6 +87,10 @@ Status LeaseService::Open(const GuestCreate& req, std::string_view guest, std::s
   }
   l.history.push_back({now_ms, lease::LeaseState::kNascent, lease::LeaseState::kNascent, l.granted, "granted"});
   l.bid = req.lease_bid;
+  if (const Json cpu = req.agent_spec.value("cpu", Json::object()); cpu.is_object()) {
+    const int64_t shares = cpu.value("shares", int64_t{0});
+    if (shares > 0) l.shares = shares;  // its cputune weight
+  }
   if (l.bid > 0) UW_RETURN_IF_ERROR(CheckBids(tenant, l));
   return table_.Insert(r, now_ms);
 }
@@ -171,6 +175,7 @@ Status LeaseService::Reopen(std::string_view guest, int64_t now_ms, std::string_
   l.lease_class = past.empty() ? lease::LeaseClass::kGuaranteed : past.front().lease.lease_class;
   l.granted = {g.vcpus, g.memory_mib};
   l.floor = past.empty() ? l.granted : past.front().lease.floor;
+  if (!past.empty()) l.shares = past.front().lease.shares;
   if (l.lease_class == lease::LeaseClass::kGuaranteed) l.floor = l.granted;
   l.floor = {std::min(l.floor.vcpus, l.granted.vcpus), std::min(l.floor.memory_mib, l.granted.memory_mib)};
   l.start_ms = now_ms;

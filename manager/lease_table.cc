@@ -25,6 +25,7 @@ Result<LeaseRecord> LeaseOfRow(const SqlRow& r) {
   l.start_ms = r.Int("created_ms");
   l.term_end_ms = OptionalMs(r, "term_end_ms");
   l.bid = r.Int("bid");
+  l.shares = r.IsNull("shares") ? 1024 : r.Int("shares");
   UW_ASSIGN_OR_RETURN(l.state, ParseLeaseState(r.Str("state")));
   UW_ASSIGN_OR_RETURN(l.history, HistoryFromJson(r.JsonOf("history")));
   out.term_ms = OptionalMs(r, "term_ms");
@@ -86,13 +87,13 @@ Status LeaseTable::Insert(const LeaseRecord& r, int64_t now_ms) {
   Changed(l.guest);
   return store_.Exec(
       "INSERT INTO leases(id, guest, tenant, class, vcpus, memory_mib, floor_vcpus, floor_memory_mib, term_ms, "
-      "term_end_ms, state, history, renewal, created_ms, updated_ms, bid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-      "?, "
-      "?, ?, ?)",
+      "term_end_ms, state, history, renewal, created_ms, updated_ms, bid, shares) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?, ?, ?, ?, ?, ?, ?, ?)",
       {l.id, l.guest, l.tenant, std::string(lease::LeaseClassName(l.lease_class)), l.granted.vcpus,
        l.granted.memory_mib, l.floor.vcpus, l.floor.memory_mib, MsOrNull(r.term_ms), MsOrNull(l.term_end_ms),
        std::string(lease::LeaseStateName(l.state)), HistoryJson(l.history).dump(),
-       r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), l.start_ms, now_ms, l.bid});
+       r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), l.start_ms, now_ms, l.bid,
+       l.shares});
 }
 
 Status LeaseTable::Save(const LeaseRecord& r, int64_t now_ms) {

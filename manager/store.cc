@@ -299,9 +299,9 @@ CREATE TABLE budgets (
 )sql",
     // 8 -> 9: admission, DRS and the hosts' reservations count what each guest's lease grants now
     // (its spec's vcpus and memory, which a lease shrink lowers; nothing once its lease ended), not
-    // the maxima it was created with; a notice sent to make room for an admitted guest names that guest (never shown to
-    // the
-    // notice's tenant) so that its counter-offers are weighed against the room owed.
+    // the maxima it was created with; a notice sent to make room for an admitted guest names that
+    // guest (never shown to the notice's tenant) so that its counter-offers are weighed against the
+    // room owed; each lease keeps its guest's CPU shares (the proportional broker weighs them).
     R"sql(
 -- released: the guest's lease ended (released, preempted) while it stays defined, stopped; it holds
 -- no room on its host until it is started again.
@@ -332,6 +332,7 @@ UPDATE host_reservations SET
   vcpus = (SELECT COALESCE(SUM(g.granted_vcpus), 0) FROM guests g WHERE g.host = host_reservations.host),
   memory_mib = (SELECT COALESCE(SUM(g.granted_memory_mib), 0) FROM guests g WHERE g.host = host_reservations.host);
 ALTER TABLE notices ADD COLUMN makes_room_for TEXT;
+ALTER TABLE leases ADD COLUMN shares INTEGER NOT NULL DEFAULT 1024 CHECK (shares > 0);
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);

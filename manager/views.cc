@@ -186,6 +186,7 @@ Json LeaseJson(const LeaseRecord& r, const Principal& p) {
             {"term_end_ms", l.term_end_ms ? Json(*l.term_end_ms) : Json(nullptr)},
             {"renewal", r.renewal ? internal::RenewalJson(*r.renewal) : Json(nullptr)},
             {"bid", l.bid},
+            {"shares", l.shares},
             {"history", internal::HistoryJson(l.history)}};
   internal::ShowShortNames(p, j);
   return j;
