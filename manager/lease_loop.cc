@@ -35,14 +35,22 @@ std::string NoticeCommand(const lease::Notice& n, int64_t now_ms) {
 }  // namespace
 
 Status LeaseService::Tick() {
-  std::lock_guard tick(tick_mu_);
+  std::lock_guard pass(pass_mu_);
   const int64_t now = NowMs();
-  UW_RETURN_IF_ERROR(TermEnds(now));
+  {
+    std::lock_guard act(tick_mu_);
+    UW_RETURN_IF_ERROR(TermEnds(now));
+  }
+  // Deliveries wait on guests (up to 10 s each): outside the act lock, so that a move's notice is
+  // never held up behind them (DeliverOne keeps one notice from being delivered twice at once).
   UW_RETURN_IF_ERROR(Deliver(now));
-  UW_RETURN_IF_ERROR(DecideCounters(NowMs()));
-  UW_RETURN_IF_ERROR(ActDue(NowMs()));
-  UW_RETURN_IF_ERROR(AdmitWaiting());
-  UW_RETURN_IF_ERROR(Enforce(NowMs()));
+  {
+    std::lock_guard act(tick_mu_);
+    UW_RETURN_IF_ERROR(DecideCounters(NowMs()));
+    UW_RETURN_IF_ERROR(ActDue(NowMs()));
+    UW_RETURN_IF_ERROR(AdmitWaiting());
+    UW_RETURN_IF_ERROR(Enforce(NowMs()));
+  }
   return Publish(NowMs());
 }
 
@@ -243,6 +251,18 @@ Status LeaseService::Deliver(int64_t now_ms) {
 }
 
 Status LeaseService::DeliverOne(const NoticeRecord& n, int64_t now_ms) {
+  {
+    std::lock_guard l(mu_);
+    if (!delivering_.insert(n.notice.id).second) return Status::Ok();  // on its way already
+  }
+  struct Done {
+    LeaseService* s;
+    std::string id;
+    ~Done() {
+      std::lock_guard l(s->mu_);
+      s->delivering_.erase(id);
+    }
+  } done{this, n.notice.id};
   NoticeDelivery d{"silent", "", "", now_ms};
   std::optional<NoticeAnswer> answer;
   UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
@@ -328,22 +348,25 @@ Status LeaseService::ActDue(int64_t now_ms) {
 
 void LeaseService::BeforeMove(const std::string& guest, const std::string& from, const std::string& to,
                               const std::string& reason, const std::function<bool(Duration)>& sleep) {
-  std::string id;
+  std::optional<NoticeRecord> sent;
+  const int64_t sent_ms = NowMs();
   {
-    std::lock_guard tick(tick_mu_);  // the loop does not deliver it a second time meanwhile
+    std::lock_guard act(tick_mu_);  // no term end or act comes between the check and the notice
     auto live = table_.LiveOf(guest);
     if (!live.ok() || !*live || (*live)->lease.state != lease::LeaseState::kActive) return;
-    const int64_t now = NowMs();
-    auto sent = Send(**live, lease::NoticeAction::kMigrate, (*live)->lease.granted,
-                     "moving from " + from + " to " + to + (reason.empty() ? "" : ": " + reason), now,
-                     now + d_.config.lease_move_notice_ms, false);
-    if (!sent.ok()) {
-      spdlog::warn("move of {}: no notice: {}", guest, sent.status().ToString());
+    auto n = Send(**live, lease::NoticeAction::kMigrate, (*live)->lease.granted,
+                  "moving from " + from + " to " + to + (reason.empty() ? "" : ": " + reason), sent_ms,
+                  sent_ms + d_.config.lease_move_notice_ms, false);
+    if (!n.ok()) {
+      spdlog::warn("move of {}: no notice: {}", guest, n.status().ToString());
       return;
     }
-    id = sent->notice.id;
-    if (Status s = DeliverOne(*sent, now); !s.ok()) spdlog::warn("notice {}: {}", id, s.ToString());
+    sent = std::move(*n);
   }
+  // Delivered at once, outside the act lock (the loop, which may pick it up too, does not deliver
+  // it a second time): it is not acted on before its delivery was tried.
+  const std::string id = sent->notice.id;
+  if (Status s = DeliverOne(*sent, sent_ms); !s.ok()) spdlog::warn("notice {}: {}", id, s.ToString());
   int64_t due = NowMs();  // when the notice may be acted on, as last read
   while (true) {
     auto n = table_.GetNotice(id);

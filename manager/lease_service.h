@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -202,7 +203,8 @@ class LeaseService {
   Deps d_;
   LeaseTable table_;
   HostTable hosts_{d_.store};
-  std::mutex tick_mu_;  // one Tick at a time
+  std::mutex pass_mu_;  // one Tick at a time
+  std::mutex tick_mu_;  // the act lock: term ends, counters, acts (not deliveries) and a move's notice
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
@@ -219,6 +221,7 @@ class LeaseService {
     int64_t at_ms = 0;
   };
   std::map<std::string, ReplyBucket, std::less<>> reply_buckets_;  // guarded by mu_; by who replies
+  std::set<std::string, std::less<>> delivering_;                  // guarded by mu_; notices on their way
   bool checked_all_ = false;                                       // ticks only
   std::thread loop_;
 };
