@@ -154,6 +154,32 @@ TEST_F(AdmissionTest, ALeaseKeepsItsGuestsCpuSharesAndTheProportionalBrokerWeigh
   }
 }
 
+TEST_F(AdmissionTest, TheSettingsNameThePolicyAndCanRefuseToReclaim) {
+  auto with = [](Json more) {
+    Json j = {
+        {"db_path", "/tmp/uw.db"}, {"join_token", "join-token-0123456789"}, {"admin_token", "admin-token-0123456789"}};
+    j.update(more);
+    return ManagerConfigFromJson(j, "uw.json");
+  };
+  auto c = with({{"lease_reclaim_policy", "market"}, {"lease_admission", "refuse"}});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->lease_reclaim_policy, lease::BrokerPolicy::kMarket);
+  EXPECT_EQ(c->lease_admission, "refuse");
+  EXPECT_EQ(with(Json::object())->lease_reclaim_policy, lease::BrokerPolicy::kStrictPriority);
+  auto bad = with({{"lease_reclaim_policy", "auction"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("lease_reclaim_policy"), std::string::npos) << bad.status().ToString();
+  EXPECT_FALSE(with({{"lease_admission", "maybe"}}).ok());
+
+  config_.lease_admission = "refuse";
+  StartManager();
+  AddHost("h1", 4, 512);
+  Create("p", {{"lease_class", "preemptible"}, {"memory_mib", 512}});
+  auto r = Client().Do("POST", "/api/v1/guests", R"({"name": "n", "image": "tiny", "memory_mib": 256})");
+  EXPECT_EQ(r->status, 409) << r->body;
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM notices"), 0);
+}
+
 TEST_F(AdmissionTest, AGuestGrowsOnlyIntoRoomNoOtherGrantHolds) {
   StartManager();
   AddHost("h1", 4, 1024);

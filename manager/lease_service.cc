@@ -87,9 +87,11 @@ Status LeaseService::Open(const GuestCreate& req, std::string_view guest, std::s
   }
   l.history.push_back({now_ms, lease::LeaseState::kNascent, lease::LeaseState::kNascent, l.granted, "granted"});
   l.bid = req.lease_bid;
-  if (const Json cpu = req.agent_spec.value("cpu", Json::object()); cpu.is_object()) {
-    const int64_t shares = cpu.value("shares", int64_t{0});
-    if (shares > 0) l.shares = shares;  // its cputune weight
+  // Its cputune weight (cpu.shares, checked by the agent's spec parser when the request was read).
+  if (auto cpu = req.agent_spec.find("cpu"); cpu != req.agent_spec.end() && cpu->is_object()) {
+    if (auto shares = cpu->find("shares"); shares != cpu->end() && shares->is_number_integer()) {
+      if (shares->get<int64_t>() > 0) l.shares = shares->get<int64_t>();
+    }
   }
   if (l.bid > 0) UW_RETURN_IF_ERROR(CheckBids(tenant, l));
   return table_.Insert(r, now_ms);

@@ -92,8 +92,7 @@ Status LeaseTable::Insert(const LeaseRecord& r, int64_t now_ms) {
       {l.id, l.guest, l.tenant, std::string(lease::LeaseClassName(l.lease_class)), l.granted.vcpus,
        l.granted.memory_mib, l.floor.vcpus, l.floor.memory_mib, MsOrNull(r.term_ms), MsOrNull(l.term_end_ms),
        std::string(lease::LeaseStateName(l.state)), HistoryJson(l.history).dump(),
-       r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), l.start_ms, now_ms, l.bid,
-       l.shares});
+       r.renewal ? SqlValue(RenewalJson(*r.renewal).dump()) : SqlValue(nullptr), l.start_ms, now_ms, l.bid, l.shares});
 }
 
 Status LeaseTable::Save(const LeaseRecord& r, int64_t now_ms) {
