@@ -6,6 +6,8 @@
 //   BM_MoveNoticeCost/0        an operator's move of a guest that holds no lease (no notice)
 //   BM_MoveNoticeCost/1        the same guest with its lease: a migrate notice before (acked at
 //                              once), a moved message after
+//   BM_AdmissionByReclaim/N    a create no host has room for, on N full hosts of elastic guests:
+//                              the plan of what to reclaim where, its notices, the admission
 #include <benchmark/benchmark.h>
 #include <spdlog/spdlog.h>
 
@@ -30,7 +32,7 @@ struct Bed {
   std::unique_ptr<Manager> manager;
   Principal admin;
 
-  Bed() {
+  explicit Bed(int hosts = 2, int64_t host_mib = 1 << 20) {
     dir = std::filesystem::temp_directory_path() / ("uw-lease-bench-" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
@@ -50,9 +52,10 @@ struct Bed {
       return true;
     });
     if (!manager->Start().ok()) std::abort();
-    for (const char* h : {"b0", "b1"}) {
-      agents.AddHost(h, 1 << 20);
-      HostJoin j{h, std::string("inmem://") + h, "bench-agent-token-0123456789", 64, 1 << 20, Json::object()};
+    for (int i = 0; i < hosts; ++i) {
+      const std::string h = "b" + std::to_string(i);
+      agents.AddHost(h, host_mib);
+      HostJoin j{h, "inmem://" + h, "bench-agent-token-0123456789", 64, host_mib, Json::object()};
       if (!manager->JoinHost(cfg.join_token, j).ok()) std::abort();
     }
     admin = *manager->Authenticate(kAdmin);
@@ -75,7 +78,7 @@ struct Bed {
     }
     std::abort();
   }
-  std::string Create(const std::string& name) {
+  std::string Create(const std::string& name, bool acks = true) {
     GuestCreate g;
     g.name = name;
     g.lease_class = "elastic";
@@ -84,7 +87,7 @@ struct Bed {
     Wait(manager->CreateGuest(admin, g));
     auto leases = manager->ListLeases(admin, name, {1, ""});
     if (!leases.ok() || leases->items.empty()) std::abort();
-    agents.SetExecOutput(name, "uw-notice", "ack\n");
+    if (acks) agents.SetExecOutput(name, "uw-notice", "ack\n");
     return leases->items[0].lease.id;
   }
 };
@@ -127,6 +130,29 @@ void BM_MoveNoticeCost(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_MoveNoticeCost)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Admission by reclaim: a cluster of N hosts of 1 GiB, each full with four elastic 256 MiB guests;
+// a new guaranteed guest of 256 MiB fits nowhere, so the manager plans which host's leases give
+// it room, sends their notices and admits it, pending (the create call alone; the waiting task is
+// cancelled between iterations, which withdraws the notices).
+void BM_AdmissionByReclaim(benchmark::State& state) {
+  const int hosts = static_cast<int>(state.range(0));
+  Bed bed(hosts, 1024);
+  for (int i = 0; i < hosts * 4; ++i) bed.Create("e" + std::to_string(i), false);  // silent: nothing acted
+  GuestCreate g;
+  g.name = "new";
+  g.grant = {1, 256};
+  g.agent_spec = {{"name", "new"}, {"kind", "qemu"}, {"vcpus", 1}, {"memory_mib", 256}, {"max_memory_mib", 256}};
+  for (auto _ : state) {
+    auto t = bed.manager->CreateGuest(bed.admin, g);
+    if (!t.ok() || t->message.find("waiting for") == std::string::npos) std::abort();
+    state.PauseTiming();
+    if (!bed.manager->CancelTask(bed.admin, t->id).ok()) std::abort();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_AdmissionByReclaim)->Arg(8)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace uw::manager

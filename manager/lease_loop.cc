@@ -418,7 +418,11 @@ Status LeaseService::ActOne(const std::string& notice_id, int64_t now_ms) {
   std::optional<std::string> task;
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_ASSIGN_OR_RETURN(NoticeRecord n, table_.GetNotice(notice_id));
-    if (n.notice.state == lease::NoticeState::kActed) return Status::Ok();
+    // Acted on already, or withdrawn since it was read (its guest deleted, the create it made room
+    // for cancelled).
+    if (n.notice.state == lease::NoticeState::kActed || n.notice.state == lease::NoticeState::kWithdrawn) {
+      return Status::Ok();
+    }
     // A move's notice is acted on by the move itself (its task is the one in flight).
     if (n.notice.action != lease::NoticeAction::kMigrate) {
       UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(n.notice.guest));
