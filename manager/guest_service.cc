@@ -118,9 +118,10 @@ Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
     UW_ASSIGN_OR_RETURN(std::optional<LeaseService::Admission> a,
                         d_.leases.PlanAdmission(snap, vm, req.lease_class, d_.config.placement_policy));
     if (a) {
-      const std::string reason = "room made on " + a->host + " by reclaiming " + std::to_string(a->taken.memory_mib) +
-                                 " MiB and " + std::to_string(a->taken.vcpus) + " vCPUs from " +
-                                 std::to_string(a->takes.size()) + " lease(s) there";
+      const std::string reason = "no host had room; " + a->host + " gets it once " + std::to_string(a->takes.size()) +
+                                 " lease(s) there give back " + std::to_string(a->taken.memory_mib) + " MiB and " +
+                                 std::to_string(a->taken.vcpus) + " vCPUs (" +
+                                 std::string(lease::BrokerPolicyName(d_.config.lease_reclaim_policy)) + ")";
       return AdmitOn(req, a->host, {{"reason", reason}, {"rejected", rejected}}, &*a);
     }
   }
