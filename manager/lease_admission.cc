@@ -7,7 +7,6 @@
 #include <map>
 
 #include "lease/broker.h"
-#include "manager/event_log.h"
 #include "manager/internal.h"
 #include "manager/lease_json.h"
 #include "manager/lease_service.h"
@@ -125,34 +124,39 @@ Result<std::vector<std::string>> LeaseService::SendAdmissionNotices(const Admiss
   return ids;
 }
 
-Result<bool> LeaseService::AdmissionDone(const Json& waits_for) {
-  if (!waits_for.is_array()) return true;
+Result<std::vector<NoticeRecord>> LeaseService::WaitedFor(const Json& waits_for) {
+  std::vector<NoticeRecord> out;
+  if (!waits_for.is_array()) return out;
   for (const Json& id : waits_for) {
     if (!id.is_string()) continue;
     auto n = table_.GetNotice(id.get<std::string>());
     if (!n.ok() && n.status().code() == StatusCode::kNotFound) continue;
     UW_RETURN_IF_ERROR(n.status());
-    if (n->notice.state != lease::NoticeState::kActed && n->notice.state != lease::NoticeState::kWithdrawn) {
-      return false;
-    }
-    UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(n->notice.guest));
+    out.push_back(std::move(*n));
+  }
+  return out;
+}
+
+namespace {
+bool Final(const lease::Notice& n) {
+  return n.state == lease::NoticeState::kActed || n.state == lease::NoticeState::kWithdrawn;
+}
+}  // namespace
+
+Result<bool> LeaseService::AdmissionDone(const Json& waits_for) {
+  UW_ASSIGN_OR_RETURN(std::vector<NoticeRecord> notices, WaitedFor(waits_for));
+  for (const NoticeRecord& n : notices) {
+    if (!Final(n.notice)) return false;
+    UW_ASSIGN_OR_RETURN(std::optional<Task> busy, d_.tasks.InFlightOf(n.notice.guest));
     if (busy) return false;  // the shrink or stop that gives the room back is still running
   }
   return true;
 }
 
 Status LeaseService::WithdrawAdmission(const Json& waits_for) {
-  if (!waits_for.is_array()) return Status::Ok();
-  for (const Json& id : waits_for) {
-    if (!id.is_string()) continue;
-    auto n = table_.GetNotice(id.get<std::string>());
-    if (!n.ok() && n.status().code() == StatusCode::kNotFound) continue;
-    UW_RETURN_IF_ERROR(n.status());
-    if (n->notice.state == lease::NoticeState::kActed || n->notice.state == lease::NoticeState::kWithdrawn) continue;
-    UW_RETURN_IF_ERROR(lease::Withdraw(n->notice));
-    UW_RETURN_IF_ERROR(table_.SaveNotice(*n, NowMs()));
-    UW_RETURN_IF_ERROR(d_.events.Add("notice.withdrawn", n->notice.guest, n->notice.tenant,
-                                     {{"notice", n->notice.id}, {"why", "the guest it made room for will not come"}}));
+  UW_ASSIGN_OR_RETURN(std::vector<NoticeRecord> notices, WaitedFor(waits_for));
+  for (NoticeRecord& n : notices) {
+    if (!Final(n.notice)) UW_RETURN_IF_ERROR(Withdraw(n, "the guest it made room for will not come"));
   }
   return Status::Ok();
 }

@@ -117,10 +117,13 @@ Status LeaseService::Fail(std::string_view guest, int64_t now_ms, std::string_vi
 
 Status LeaseService::WithdrawOpen(const lease::Lease& l, std::string_view why) {
   UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l.id));
-  if (!open) return Status::Ok();
-  UW_RETURN_IF_ERROR(lease::Withdraw(open->notice));
-  UW_RETURN_IF_ERROR(table_.SaveNotice(*open, NowMs()));
-  return d_.events.Add("notice.withdrawn", l.guest, l.tenant, {{"notice", open->notice.id}, {"why", why}});
+  return open ? Withdraw(*open, why) : Status::Ok();
+}
+
+Status LeaseService::Withdraw(NoticeRecord& n, std::string_view why) {
+  UW_RETURN_IF_ERROR(lease::Withdraw(n.notice));
+  UW_RETURN_IF_ERROR(table_.SaveNotice(n, NowMs()));
+  return d_.events.Add("notice.withdrawn", n.notice.guest, n.notice.tenant, {{"notice", n.notice.id}, {"why", why}});
 }
 
 Status LeaseService::Close(std::string_view guest, int64_t now_ms, std::string_view why) {

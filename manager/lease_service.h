@@ -171,6 +171,10 @@ class LeaseService {
                                                       const lease::Resources& after, GuestTask how);
   // Inside a transaction: the notice open against the lease, if any, is withdrawn (an event says why).
   Status WithdrawOpen(const lease::Lease& l, std::string_view why);
+  // Inside a transaction: `n` is withdrawn (an event says why).
+  Status Withdraw(NoticeRecord& n, std::string_view why);
+  // The notices a waiting create names (its `waits_for`), those that still exist.
+  Result<std::vector<NoticeRecord>> WaitedFor(const Json& waits_for);
   Status TermEnds(int64_t now_ms);
   Status ApplyDueRenewal(LeaseRecord l, int64_t now_ms);
   Status EndTerm(LeaseRecord l, int64_t now_ms);
