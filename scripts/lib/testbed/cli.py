@@ -24,7 +24,7 @@ import time
 
 from .cgroup import CGROUP_NAME, cg_join, cg_remove
 from .host import Host
-from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, setup_bridge, teardown_bridge
+from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, netns_pids, setup_bridge, teardown_bridge
 from .process import TestbedError, alive, have, log, read_text, remove, run, write_text
 from .statedir import Testbed
 
@@ -163,7 +163,7 @@ def cmd_up(args):
     testbed = testbed_from_env()
     preflight(testbed)
     testbed.lock()
-    testbed.check_owner(sys.argv[0])
+    claim_machine(testbed)
     state = testbed.state.load()
     if state.hosts > 0 and state.hosts != want:
         raise TestbedError(f"the test bed is up with {state.hosts} hosts; run '{sys.argv[0]} down' first")
@@ -199,6 +199,12 @@ def cmd_down(args):
     if not os.path.isdir(testbed.dir):
         log(f"down: nothing to do ({testbed.dir} does not exist)")
         return 0
+    bring_down(testbed)
+    return 0
+
+
+def bring_down(testbed):
+    """Stops every host of TESTBED and undoes what its `up` changed on the machine."""
     testbed.lock()
     description, state_file = os.path.join(testbed.dir, "testbed.json"), testbed.state.path
     owner = bridge_owner()
@@ -206,10 +212,10 @@ def cmd_down(args):
         # The machine-wide names belong to another test bed: nothing here to stop.
         log(f"down: nothing to do for {testbed.dir} (the test bed that is up belongs to UW_TESTBED_DIR={owner})")
         remove(description, state_file)
-        return 0
+        return
     state = testbed.state.load()
-    # Hosts from the state file, plus any host directory left by an interrupted `up`.
-    count = max([state.hosts] + testbed.host_numbers_on_disk())
+    # Hosts from the state file, plus any host an interrupted `up` left (a directory or a namespace).
+    count = max([state.hosts] + testbed.host_numbers_on_disk() + host_numbers_in_namespaces())
     for n in range(1, count + 1):
         host = Host(testbed, n)
         if os.path.isdir(host.dir) or netns_exists(host.netns):
@@ -226,7 +232,51 @@ def cmd_down(args):
             pass
     remove(description, state_file)
     log("down")
-    return 0
+
+
+def host_numbers_in_namespaces():
+    """N of every uw-hN network namespace on the machine."""
+    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return [int(m.group(1)) for m in (re.fullmatch(r"uw-h([0-9]+)", e) for e in names) if m]
+
+
+def testbed_daemons_alive():
+    """Whether any test bed daemon (libvirtd, an agent, a guest) still runs in a uw-hN namespace;
+    the namespace holders (`sleep`) do not count."""
+    for n in host_numbers_in_namespaces():
+        for pid in netns_pids(f"uw-h{n}"):
+            if (read_text(f"/proc/{pid}/comm", "") or "").strip() not in ("", "sleep"):
+                return True
+    return False
+
+
+def claim_machine(testbed):
+    """The machine's names (the bridge, the uw-hN namespaces) hold one test bed at a time. Another
+    test bed that is up is waited for while any of its daemons runs (a CI run and a developer's
+    run on one machine take turns), for at most UW_TESTBED_WAIT_S seconds (default 2700); one
+    whose daemons are all gone (its run was killed) is taken down first."""
+    wait = os.environ.get("UW_TESTBED_WAIT_S") or "2700"
+    try:
+        wait_s = float(wait)
+    except ValueError:
+        raise TestbedError(f"UW_TESTBED_WAIT_S must be a number of seconds (got {wait})") from None
+    started, said = time.monotonic(), False
+    while True:
+        owner = bridge_owner()
+        if not owner or owner == testbed.dir:
+            return
+        if not testbed_daemons_alive():
+            log(f"the test bed of UW_TESTBED_DIR={owner} has no daemon left (its run was killed): taking it down")
+            bring_down(Testbed(owner, testbed.timeout_s))
+            continue
+        waited = time.monotonic() - started
+        if waited >= wait_s:
+            raise TestbedError(f"another test bed is up (UW_TESTBED_DIR={owner}) and stayed up for {waited:.0f} s; "
+                               f"stop it first: UW_TESTBED_DIR={owner} {sys.argv[0]} down")
+        if not said:
+            log(f"waiting (up to {wait_s:.0f} s) for the test bed of UW_TESTBED_DIR={owner} to go down")
+            said = True
+        time.sleep(2)
 
 
 def cmd_status(args):

@@ -5,7 +5,6 @@ import os
 import re
 import shlex
 
-from .network import bridge_owner
 from .process import TestbedError, copy_as_is, read_text, remove, write_text
 
 
@@ -61,13 +60,6 @@ class Testbed:
         os.chmod(self.dir, 0o755)
         self.lock_file = open(os.path.join(self.dir, ".lock"), "w")
         fcntl.flock(self.lock_file, fcntl.LOCK_EX)
-
-    def check_owner(self, program):
-        """Refuses when the machine's test bed belongs to another directory."""
-        owner = bridge_owner()
-        if owner and owner != self.dir:
-            raise TestbedError(f"another test bed is up (UW_TESTBED_DIR={owner}); stop it first: "
-                               f"UW_TESTBED_DIR={owner} {program} down")
 
     def keep_qemu_capabilities(self, probed):
         """Saves the first host's QEMU capabilities cache as DIR/qemu-capabilities for later hosts:
