@@ -1,0 +1,217 @@
+#include "manager/power/power.h"
+
+#include <algorithm>
+#include <cctype>
+#include <utility>
+
+#include "manager/power/command.h"
+
+namespace uw::power {
+namespace {
+
+constexpr int kMaxTimeoutMs = 300000;
+
+// The last non-empty line of a program's output, with `secret` blanked (a tool might echo it).
+std::string LastLine(std::string text, const std::string& secret) {
+  if (!secret.empty()) {
+    for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at)) {
+      text.replace(at, secret.size(), "***");
+    }
+  }
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  const size_t nl = text.rfind('\n');
+  std::string line = nl == std::string::npos ? text : text.substr(nl + 1);
+  if (line.size() > 300) line = line.substr(0, 300) + "...";
+  return line.empty() ? "(no output)" : line;
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+Status CheckArgv(const JsonView& v, std::string_view key, const std::vector<std::string>& argv, bool required) {
+  if (argv.empty() && required) return v.FieldError(key, "expected the command as an array of strings (argv)");
+  if (argv.size() > 64) return v.FieldError(key, "at most 64 arguments");
+  for (const auto& a : argv) {
+    if (a.size() > 4096 || a.find('\0') != std::string::npos) return v.FieldError(key, "arguments of at most 4096 bytes");
+  }
+  if (!argv.empty() && argv[0].empty()) return v.FieldError(key, "the program (first element) is empty");
+  return Status::Ok();
+}
+
+// ipmitool over LAN+ (IPMI 2.0 / RMCP+).
+class IpmiDriver final : public PowerDriver {
+ public:
+  IpmiDriver(PowerConfig c, std::string host, std::string program)
+      : c_(std::move(c)), host_(std::move(host)), program_(std::move(program)) {}
+
+  Result<PowerState> Status() override {
+    auto out = Chassis("status");
+    if (!out.ok()) return out.status();
+    const std::string s = Lower(*out);
+    if (s.find("chassis power is on") != std::string::npos) return PowerState::kOn;
+    if (s.find("chassis power is off") != std::string::npos) return PowerState::kOff;
+    return InternalError(Prefix() + "unexpected answer to 'chassis power status': " + LastLine(*out, c_.password));
+  }
+  uw::Status On() override { return Chassis("on").status(); }
+  uw::Status Off() override { return Chassis("off").status(); }
+  uw::Status Cycle() override { return Chassis("cycle").status(); }
+  std::string Describe() const override { return "ipmi " + c_.address + ":" + std::to_string(c_.port); }
+
+ private:
+  std::string Prefix() const { return "host '" + host_ + "' (" + Describe() + "): "; }
+
+  Result<std::string> Chassis(const std::string& verb) {
+    // -N/-R: ipmitool's own per-try timeout and retries, inside the overall deadline.
+    const int per_try_s = std::max(1, c_.timeout_ms / 3000);
+    std::vector<std::string> argv = {program_, "-I", "lanplus", "-H", c_.address, "-p", std::to_string(c_.port),
+                                     "-U",     c_.username, "-E", "-N", std::to_string(per_try_s), "-R", "2",
+                                     "chassis", "power", verb};
+    auto r = RunCommand(argv, {{"IPMI_PASSWORD", c_.password}}, std::chrono::milliseconds(c_.timeout_ms));
+    if (!r.ok()) {
+      return uw::Status(r.status().code(), Prefix() + "chassis power " + verb + ": " + r.status().message());
+    }
+    if (r->exit_code == 0) return r->out;
+    const std::string why = LastLine(r->err.empty() ? r->out : r->err, c_.password);
+    const std::string all = Lower(r->err + r->out);
+    const bool refused = all.find("rakp") != std::string::npos || all.find("unauthorized") != std::string::npos ||
+                         all.find("invalid user") != std::string::npos ||
+                         all.find("insufficient privilege") != std::string::npos;
+    if (refused) return UnauthenticatedError(Prefix() + "the BMC refused the credentials: " + why);
+    return UnavailableError(Prefix() + "chassis power " + verb + " failed: " + why);
+  }
+
+  PowerConfig c_;
+  std::string host_, program_;
+};
+
+// The operator's own commands.
+class ExecDriver final : public PowerDriver {
+ public:
+  ExecDriver(PowerConfig c, std::string host) : c_(std::move(c)), host_(std::move(host)) {}
+
+  Result<PowerState> Status() override {
+    auto out = Run("status", c_.status_command);
+    if (!out.ok()) return out.status();
+    std::string word = Lower(*out);
+    word.erase(0, std::min(word.size(), word.find_first_not_of(" \t\r\n")));
+    word = word.substr(0, word.find_first_of(" \t\r\n"));
+    if (word == "on") return PowerState::kOn;
+    if (word == "off") return PowerState::kOff;
+    return InternalError(Prefix() + "the status command printed '" + LastLine(*out, c_.password) +
+                         "', expected 'on' or 'off'");
+  }
+  uw::Status On() override { return Run("on", c_.on_command).status(); }
+  uw::Status Off() override { return Run("off", c_.off_command).status(); }
+  uw::Status Cycle() override {
+    if (c_.cycle_command.empty()) return UnimplementedError(Prefix() + "no cycle_command is configured");
+    return Run("cycle", c_.cycle_command).status();
+  }
+  std::string Describe() const override { return "exec"; }
+
+ private:
+  std::string Prefix() const { return "host '" + host_ + "' (exec): "; }
+
+  Result<std::string> Run(const std::string& what, const std::vector<std::string>& argv) {
+    auto r = RunCommand(argv, {{"UW_HOST", host_}, {"UW_POWER_SECRET", c_.password}},
+                        std::chrono::milliseconds(c_.timeout_ms));
+    if (!r.ok()) return uw::Status(r.status().code(), Prefix() + what + "_command: " + r.status().message());
+    if (r->exit_code != 0) {
+      return UnavailableError(Prefix() + what + "_command exited with " + std::to_string(r->exit_code) + ": " +
+                              LastLine(r->err.empty() ? r->out : r->err, c_.password));
+    }
+    return r->out;
+  }
+
+  PowerConfig c_;
+  std::string host_;
+};
+
+}  // namespace
+
+std::string_view PowerStateName(PowerState s) { return s == PowerState::kOn ? "on" : "off"; }
+
+Result<PowerConfig> ParsePowerConfig(const Json& body, const PowerConfig* keep_secret_from) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"driver", "address", "port", "username", "password", "status_command",
+                                      "on_command", "off_command", "cycle_command", "timeout_ms"}));
+  PowerConfig c;
+  UW_ASSIGN_OR_RETURN(c.driver, v.String("driver"));
+  if (c.driver == "redfish" || c.driver == "wol") {
+    return v.FieldError("driver", "'" + c.driver + "' is not built yet; expected ipmi or exec");
+  }
+  if (c.driver != "ipmi" && c.driver != "exec") return v.FieldError("driver", "expected ipmi or exec");
+  UW_ASSIGN_OR_RETURN(int64_t timeout, v.Int("timeout_ms", c.timeout_ms));
+  if (timeout < 100 || timeout > kMaxTimeoutMs) return v.FieldError("timeout_ms", "expected 100..300000");
+  c.timeout_ms = static_cast<int>(timeout);
+  UW_ASSIGN_OR_RETURN(c.password, v.String("password", ""));
+  if (!v.Has("password") && keep_secret_from && keep_secret_from->driver == c.driver) {
+    c.password = keep_secret_from->password;
+  }
+  if (c.password.size() > 256) return v.FieldError("password", "at most 256 bytes");
+  if (c.driver == "ipmi") {
+    UW_ASSIGN_OR_RETURN(c.address, v.String("address"));
+    const bool address_ok = !c.address.empty() && c.address.size() <= 253 && c.address[0] != '-' &&
+                            std::all_of(c.address.begin(), c.address.end(), [](unsigned char ch) {
+                              return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':' || ch == '_';
+                            });
+    if (!address_ok) return v.FieldError("address", "expected a host name or an IP address");
+    UW_ASSIGN_OR_RETURN(int64_t port, v.Int("port", c.port));
+    if (port < 1 || port > 65535) return v.FieldError("port", "expected 1..65535");
+    c.port = static_cast<int>(port);
+    UW_ASSIGN_OR_RETURN(c.username, v.String("username"));
+    if (c.username.empty() || c.username.size() > 16 || c.username[0] == '-') {
+      return v.FieldError("username", "expected 1..16 characters (IPMI user names), not starting with '-'");
+    }
+    if (c.password.empty()) return v.FieldError("password", "required for ipmi");
+    if (c.password.size() > 20) return v.FieldError("password", "at most 20 bytes for IPMI 2.0");
+    for (const char* k : {"status_command", "on_command", "off_command", "cycle_command"}) {
+      if (v.Has(k)) return v.FieldError(k, "only for the exec driver");
+    }
+  } else {
+    for (const char* k : {"address", "port", "username"}) {
+      if (v.Has(k)) return v.FieldError(k, "only for the ipmi driver");
+    }
+    UW_ASSIGN_OR_RETURN(c.status_command, v.Strings("status_command"));
+    UW_ASSIGN_OR_RETURN(c.on_command, v.Strings("on_command"));
+    UW_ASSIGN_OR_RETURN(c.off_command, v.Strings("off_command"));
+    UW_ASSIGN_OR_RETURN(c.cycle_command, v.Strings("cycle_command", {}));
+    UW_RETURN_IF_ERROR(CheckArgv(v, "status_command", c.status_command, true));
+    UW_RETURN_IF_ERROR(CheckArgv(v, "on_command", c.on_command, true));
+    UW_RETURN_IF_ERROR(CheckArgv(v, "off_command", c.off_command, true));
+    UW_RETURN_IF_ERROR(CheckArgv(v, "cycle_command", c.cycle_command, false));
+  }
+  return c;
+}
+
+Json PowerConfigJson(const PowerConfig& c, Secrets secrets) {
+  Json j = {{"driver", c.driver}, {"timeout_ms", c.timeout_ms}};
+  if (c.driver == "ipmi") {
+    j["address"] = c.address;
+    j["port"] = c.port;
+    j["username"] = c.username;
+  } else {
+    j["status_command"] = c.status_command;
+    j["on_command"] = c.on_command;
+    j["off_command"] = c.off_command;
+    if (!c.cycle_command.empty()) j["cycle_command"] = c.cycle_command;
+  }
+  if (secrets == Secrets::kIncluded) {
+    if (!c.password.empty()) j["password"] = c.password;
+  } else {
+    j["password_set"] = !c.password.empty();
+  }
+  return j;
+}
+
+Result<std::unique_ptr<PowerDriver>> MakePowerDriver(const PowerConfig& config, std::string host,
+                                                     std::string ipmitool) {
+  if (config.driver == "ipmi") {
+    return std::unique_ptr<PowerDriver>(new IpmiDriver(config, std::move(host), std::move(ipmitool)));
+  }
+  if (config.driver == "exec") return std::unique_ptr<PowerDriver>(new ExecDriver(config, std::move(host)));
+  return InvalidArgumentError("power driver '" + config.driver + "' is not built (ipmi, exec)");
+}
+
+}  // namespace uw::power
