@@ -40,6 +40,14 @@ set_tests_properties(testbed_smoke PROPERTIES
   LABELS integration
   TIMEOUT 300)
 
+# Host h2's BMC switches its power (ipmitool over LAN+); h2 is on and booted again at the end.
+add_test(NAME testbed_bmc COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/testbed_bmc.sh)
+set_tests_properties(testbed_bmc PROPERTIES
+  FIXTURES_REQUIRED testbed
+  RESOURCE_LOCK testbed
+  LABELS integration
+  TIMEOUT 120)
+
 # At the end of this directory (after every tests/*.cmake): give each test here that requires the
 # fixture the test bed's directory, unless it sets UW_TESTBED_DIR itself.
 function(uw_testbed_export_dir)

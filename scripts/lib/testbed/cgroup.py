@@ -101,10 +101,11 @@ def cg_remove(rel):
                 pass
 
 
-def spawn_daemon(args, log_path, append, cgroup):
+def spawn_daemon(args, log_path, append, cgroup, env=None):
     """Starts ARGS as a daemon: its own session, cwd /, stdin from /dev/null, output to LOG_PATH,
     no inherited descriptor but 0-2 (so a caller's lock or pipe is not held as long as it runs), and
-    moved into CGROUP (relative, in every hierarchy) before it executes. Returns the Popen."""
+    moved into CGROUP (relative, in every hierarchy) before it executes; ENV replaces the
+    environment when given. Returns the Popen."""
     procs_files = []
     for mp in cgroup_mountpoints():
         cg_mkdir(mp, cgroup)
@@ -119,6 +120,7 @@ def spawn_daemon(args, log_path, append, cgroup):
     with open(log_path, "a" if append else "w") as out:
         try:
             return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd="/", close_fds=True, start_new_session=True, preexec_fn=join_cgroup)
+                                    cwd="/", close_fds=True, start_new_session=True, preexec_fn=join_cgroup,
+                                    env=env)
         except subprocess.SubprocessError as e:
             raise TestbedError(f"cannot start {args[0]} in cgroup {cgroup}: {e}") from None

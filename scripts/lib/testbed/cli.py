@@ -1,12 +1,17 @@
 """Underware test bed: N "hosts" on one machine, each a network namespace with its own libvirtd (and
-uw-agent when given), joined by a bridge. Run as root. See docs/testbed.md.
+uw-agent when given) and a BMC (ipmi_sim), joined by a bridge. Run as root. See docs/testbed.md.
 
   scripts/testbed up N [--agent PATH] [--manager URL --join-token T]
                                         start (idempotent; converges a half-started test bed);
                                         with --manager the agents join that uw-manager
   scripts/testbed down                  stop what `up` started and remove it (idempotent)
-  scripts/testbed status                one line per host; exit 0 when everything is up
+  scripts/testbed status                one line per host; exit 0 when everything is up and on
   scripts/testbed exec hN CMD...        run CMD inside host hN's namespaces (virsh -c qemu:///system ...)
+  ipmitool -I lanplus -C 3 -H 10.77.0.N -U admin -P PASSWORD chassis power status|on|off|cycle|soft
+                                        host hN's BMC (the password is in DIR/testbed.json)
+Run by the test bed itself:
+  scripts/testbed power-run hN          host hN's power supply: boots it, runs while it is on
+  scripts/testbed bmc-chassis hN get|set ...   the BMC's chassis_control program
 
 Env: UW_TESTBED_DIR      state directory (default /var/tmp/uw-testbed)
      UW_AGENT_BIN        agent binary when --agent is not given
@@ -22,9 +27,11 @@ import subprocess
 import sys
 import time
 
+from .bmc import BMC_COMM, bmc_alive, chassis_control
 from .cgroup import CGROUP_NAME, cg_join, cg_remove
 from .host import Host
 from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, netns_pids, setup_bridge, teardown_bridge
+from .power import is_on, run_supply, wait_booted
 from .process import TestbedError, alive, have, log, read_text, remove, run, write_text
 from .statedir import Testbed
 
@@ -85,8 +92,9 @@ def render_testbed_json(doc):
 
 
 def write_description(testbed):
-    """Writes DIR/testbed.json (last step of `up`: its presence means the test bed is up)."""
-    write_text(os.path.join(testbed.dir, "testbed.json"), render_testbed_json(description(testbed)))
+    """Writes DIR/testbed.json (last step of `up`: its presence means the test bed is up), mode 0600:
+    it holds the agents' tokens and the BMC password."""
+    write_text(os.path.join(testbed.dir, "testbed.json"), render_testbed_json(description(testbed)), mode=0o600)
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -108,7 +116,7 @@ def require_root():
 
 def preflight(testbed):
     require_root()
-    for tool in ("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd"):
+    for tool in ("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd", "ipmi_sim"):
         if not have(tool):
             raise TestbedError(f"missing {tool}: run scripts/install-deps")
     d = testbed.dir
@@ -180,17 +188,29 @@ def cmd_up(args):
     state.save()
     setup_bridge(testbed.dir, state)
     hosts = [Host(testbed, n) for n in range(1, want + 1)]
+    booting = []
     for host in hosts:
-        if not host.healthy():
-            host.start()
-    for host in hosts:
-        if agent:
-            host.start_agent(agent, manager, join)
-        else:
-            host.stop_agent()
+        if host.healthy():
+            if agent:
+                host.start_agent(agent, manager, join)
+            else:
+                host.stop_agent()
+            continue
+        host.start(agent, manager, join)
+        booting.append(host)
+        if not testbed.has_qemu_capabilities():
+            wait_booted(host, boot_limit_s(testbed))  # its QEMU capabilities spare the other hosts the probe
+    for host in booting:
+        wait_booted(host, boot_limit_s(testbed))
     write_description(testbed)
     log(f"up: {want} hosts in {(time.monotonic() - started) * 1000:.0f} ms; {testbed.dir}/testbed.json")
     return 0
+
+
+def boot_limit_s(testbed):
+    """How long a host may take to boot: host init, libvirtd and the agent each get the timeout
+    (and the supply says which one ran out), plus a margin."""
+    return 3 * testbed.timeout_s + 10
 
 
 def cmd_down(args):
@@ -230,7 +250,7 @@ def bring_down(testbed):
             os.rmdir("/run/netns")
         except OSError:
             pass
-    remove(description, state_file)
+    remove(description, state_file, os.path.join(testbed.dir, "bmc.password"))
     log("down")
 
 
@@ -242,10 +262,10 @@ def host_numbers_in_namespaces():
 
 def testbed_daemons_alive():
     """Whether any test bed daemon (libvirtd, an agent, a guest) still runs in a uw-hN namespace;
-    the namespace holders (`sleep`) do not count."""
+    the namespace holders (`sleep`) and the BMCs (`ipmi_sim`) do not count."""
     for n in host_numbers_in_namespaces():
         for pid in netns_pids(f"uw-h{n}"):
-            if (read_text(f"/proc/{pid}/comm", "") or "").strip() not in ("", "sleep"):
+            if (read_text(f"/proc/{pid}/comm", "") or "").strip() not in ("", "sleep", BMC_COMM):
                 return True
     return False
 
@@ -286,8 +306,8 @@ def cmd_status(args):
     if state.hosts == 0:
         print(f"test bed is down ({testbed.dir})")
         return 3
-    row = "{:<4} {:<12} {:<8} {:<8} {:<8} {:<10} {}"
-    print(row.format("HOST", "ADDRESS", "HOLDER", "VIRTLOGD", "LIBVIRTD", "LIBVIRT_API", "AGENT"))
+    row = "{:<4} {:<12} {:<8} {:<5} {:<8} {:<8} {:<8} {:<10} {}"
+    print(row.format("HOST", "ADDRESS", "BMC", "POWER", "HOLDER", "VIRTLOGD", "LIBVIRTD", "LIBVIRT_API", "AGENT"))
     everything_up = True
     for n in range(1, state.hosts + 1):
         host = Host(testbed, n)
@@ -296,15 +316,17 @@ def cmd_status(args):
             pid = alive(host.file(name), comm)
             return "down" if pid is None else str(pid)
 
+        bmc = pid_or_down("bmc.pid", BMC_COMM)
+        power = "on" if is_on(host) else "off"
         holder, virtlogd, libvirtd = (pid_or_down("holder.pid", "sleep"), pid_or_down("virtlogd.pid", "virtlogd"),
                                       pid_or_down("libvirtd.pid", "libvirtd"))
-        api = "ok" if host.libvirt_answers() else "down"
+        api = "ok" if power == "on" and host.libvirt_answers() else "down"
         agent = "none"
         if state.agent_bin:
             agent = f"ok(pid {read_text(host.file('agent.pid'), '')})" if host.agent_healthy() else "down"
-        columns = (holder, virtlogd, libvirtd, api, agent)
+        columns = (bmc, power, holder, virtlogd, libvirtd, api, agent)
         print(row.format(host.name, host.address, *columns), flush=True)
-        everything_up = everything_up and "down" not in columns
+        everything_up = everything_up and "down" not in columns and power == "on"
     return 0 if everything_up else 1
 
 
@@ -313,22 +335,41 @@ def cmd_exec(args):
     (through the holder) and its /daemons cgroup; the exit status is CMD's."""
     if len(args) < 2:
         usage()
-    name, command = args[0], args[1:]
-    if not re.fullmatch(r"h[0-9]+", name):
-        raise TestbedError(f"unknown host {name} (expected hN)")
-    testbed = testbed_from_env()
-    hostdir = os.path.join(testbed.dir, name)
-    holder = alive(os.path.join(hostdir, "holder.pid"), "sleep")
+    host, command = host_named(args[0]), args[1:]
+    holder = alive(host.file("holder.pid"), "sleep")
     if holder is None:
-        raise TestbedError(f"host {name} is not up")
-    cg_join(f"{CGROUP_NAME}/{name}/daemons", os.getpid())
+        off = bmc_alive(host) and not is_on(host)
+        raise TestbedError(f"host {host.name} is {'off (its BMC can switch it on)' if off else 'not up'}")
+    cg_join(f"{host.cgroup}/daemons", os.getpid())
     # Python ignores these; the command should not inherit that.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     os.execvp("nsenter", ["nsenter", "-t", str(holder), "-m", "-u", "-C", "-n", "--wd=/", "--"] + command)
 
 
-COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec}
+def host_named(name):
+    """Host NAME (hN) of the test bed in UW_TESTBED_DIR."""
+    if not re.fullmatch(r"h[1-9][0-9]*", name) or int(name[1:]) > MAX_HOSTS:
+        raise TestbedError(f"unknown host {name} (expected hN)")
+    return Host(testbed_from_env(), int(name[1:]))
+
+
+def cmd_power_run(args):
+    """`power-run hN`: host hN's power supply (power.run_supply), started by power on."""
+    if len(args) != 1:
+        usage()
+    return run_supply(host_named(args[0]))
+
+
+def cmd_bmc_chassis(args):
+    """`bmc-chassis hN get|set ...`: the chassis_control program of hN's BMC (bmc.chassis_control)."""
+    if not args:
+        usage()
+    return chassis_control(host_named(args[0]), args[1:])
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec, "power-run": cmd_power_run,
+            "bmc-chassis": cmd_bmc_chassis}
 
 
 def main(argv):

@@ -1,4 +1,4 @@
-"""One host of the test bed: its namespace, private directories, daemons and agent."""
+"""One host of the test bed: its namespace, private directories, daemons, agent and BMC."""
 
 import json
 import os
@@ -7,11 +7,11 @@ import secrets
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
+from .bmc import bmc_alive, bmc_description, start_bmc, stop_bmc
 from .cgroup import CGROUP_NAME, cg_mkdir, cg_pids, cg_remove, cgroup_hierarchies, cgroup_mountpoints, spawn_daemon
 from .network import BRIDGE, SUBNET, link_exists, netns_exists, netns_pids
+from .power import SUPPLY_COMM, boot_state, is_on, power_lock, power_on
 from .process import (POLL_S, TestbedError, alive, comm_of, copy_as_is, have, log, read_pid, read_text, remove, run,
                       send_signal, stop_pidfile, succeeds, wait_until, write_text)
 
@@ -24,7 +24,8 @@ PRIVATE_DIRS = ("etc/libvirt", "var/lib/libvirt", "var/cache/libvirt", "var/log/
 
 class Host:
     """Host hN of the test bed: namespace uw-hN, address 10.77.0.N, files in DIR/hN. Its daemons are
-    known by their pid files there (holder.pid, virtlogd.pid, libvirtd.pid, agent.pid)."""
+    known by their pid files there (holder.pid, virtlogd.pid, libvirtd.pid, agent.pid; power.pid
+    is its power supply, bmc.pid its BMC)."""
 
     def __init__(self, testbed, n):
         self.testbed = testbed
@@ -38,6 +39,7 @@ class Host:
         self.lxc_uri = f"lxc+tcp://{self.address}/system"
         self.agent_url = f"http://{self.address}:{AGENT_PORT}"
         self.cgroup = f"{CGROUP_NAME}/{self.name}"
+        self.bmc_cgroup = f"{CGROUP_NAME}/{self.name}-bmc"  # beside the host's: power off spares it
 
     def file(self, name):
         return os.path.join(self.dir, name)
@@ -51,8 +53,12 @@ class Host:
         return succeeds(["virsh", "-c", self.libvirt_uri, "version"], timeout=timeout_s)
 
     def healthy(self):
-        """Namespace holder, virtlogd and libvirtd run, libvirtd answers, the veth is on the bridge."""
-        return (alive(self.file("holder.pid"), "sleep") is not None
+        """The BMC runs, the host is on and booted, namespace holder, virtlogd and libvirtd run,
+        libvirtd answers, the veth is on the bridge."""
+        return (bmc_alive(self)
+                and is_on(self)
+                and boot_state(self) == "up"
+                and alive(self.file("holder.pid"), "sleep") is not None
                 and alive(self.file("virtlogd.pid"), "virtlogd") is not None
                 and alive(self.file("libvirtd.pid"), "libvirtd") is not None
                 and self.libvirt_answers()
@@ -66,6 +72,9 @@ class Host:
 
     def agent_healthy(self):
         """GET /healthz answers 2xx within 5 s (no proxy: the address is on the bridge)."""
+        # Imported here: the BMC runs this program for every `power status`, which needs no HTTP.
+        import urllib.error
+        import urllib.request
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(f"{self.agent_url}/healthz", timeout=5) as reply:
@@ -189,15 +198,32 @@ class Host:
 
     # -- daemons
 
-    def start(self):
-        """(Re)starts this host from scratch: namespace, private directories, then host init under
-        nsenter + unshare, which starts virtlogd and libvirtd and becomes the namespace holder."""
-        timeout_s = self.testbed.timeout_s
+    def start(self, agent, manager_url, join_token):
+        """(Re)builds this host from scratch and switches it on: namespace, private directories, the
+        agent's configuration when AGENT (a binary) is given, the BMC, then power on: the host's
+        power supply (power.py) boots it. Returns at once; power.wait_booted waits for the boot."""
         log(f"starting {self.name} ({self.address})")
         self.stop(quiet=True)
         os.makedirs(self.dir, exist_ok=True)
         self.setup_netns()
         self.prepare_dirs()
+        if agent:
+            self.write_agent_config(manager_url, join_token)
+        else:
+            self.stop_agent()
+        start_bmc(self)
+        power_on(self)
+
+    def boot(self):
+        """What the power supply runs at power on: host init under nsenter + unshare, which starts
+        virtlogd and libvirtd and becomes the namespace holder, then the agent when the test bed has
+        one (DIR/state's agent binary, the existing agent.json: same token and manager as before).
+        The host's disk (its libvirt directories, agent state) is kept; /run starts empty."""
+        timeout_s = self.testbed.timeout_s
+        remove(self.file("run"), self.file("init.done"), self.file("init.failed"),
+               *(self.file(f) for f in ("holder.pid", "virtlogd.pid", "libvirtd.pid", "agent.pid", "agent.bin")))
+        os.makedirs(self.file("run"))
+        os.chmod(self.file("run"), 0o755)
         cgroups_file = self.file("cgroups")
         write_text(cgroups_file, "".join(f"{mp} {fstype} {opts}\n" for mp, fstype, opts in cgroup_hierarchies()))
         for mp in cgroup_mountpoints():
@@ -219,14 +245,14 @@ class Host:
             raise TestbedError(f"libvirtd on {self.name} does not answer; see "
                                f"{self.private_dir('var/log/libvirt')}/libvirtd.log and {self.file('init.log')}")
         self.testbed.keep_qemu_capabilities(os.path.join(self.private_dir("var/cache/libvirt"), "qemu", "capabilities"))
+        agent = self.testbed.state.load().agent_bin
+        if agent and os.path.isfile(self.file("agent.json")):
+            self.launch_agent(agent)
 
-    def stop(self, quiet=False):
-        """Stops everything of this host, guests included, and removes its namespace and cgroups.
-        Kills only processes we started (pid files) or that live in the host's own cgroups or
-        network namespace. Logs stay."""
-        if not quiet:
-            log(f"stopping {self.name}")
-        self.stop_agent()
+    def shut_down(self):
+        """Stops the host's daemons in order, as its OS would: the agent, the guests (destroyed
+        through libvirt), libvirtd, virtlogd, the namespace holder."""
+        self.stop_agent_process()
         # Guests first, while libvirtd can still shut them down cleanly.
         if alive(self.file("libvirtd.pid"), "libvirtd") is not None:
             for uri in (self.libvirt_uri, self.lxc_uri):
@@ -236,19 +262,43 @@ class Host:
         stop_pidfile(self.file("libvirtd.pid"), "libvirtd", 15)
         stop_pidfile(self.file("virtlogd.pid"), "virtlogd")
         stop_pidfile(self.file("holder.pid"), "sleep", 5)
-        # Whatever is left in the host's cgroups or network namespace (QEMU, libvirt_lxc, helpers) is ours.
+
+    def kill_processes(self, sig, keep_bmc):
+        """Kills whatever runs in the host's cgroups or network namespace (QEMU, libvirt_lxc,
+        helpers, the power supply; with KEEP_BMC not the BMC's cgroup, and never this process):
+        SIG, SIGKILL from the 10th round, until nothing is left (at most 20 rounds)."""
+        pause_s = 0.05 if sig == signal.SIGKILL else 0.2
         for attempt in range(1, 21):
             pids = cg_pids(self.cgroup) | netns_pids(self.netns)
+            pids = (pids - cg_pids(self.bmc_cgroup)) if keep_bmc else (pids | cg_pids(self.bmc_cgroup))
             pids.discard(os.getpid())
             if not pids:
-                break
-            send_signal(sorted(pids), signal.SIGTERM if attempt < 10 else signal.SIGKILL)
-            time.sleep(0.2)
-        cg_remove(self.cgroup)
-        self.teardown_netns()
-        remove(self.file("run"), *(self.private_dir(d) for d in PRIVATE_DIRS[:3]))
-        remove(self.file("init.done"), self.file("init.failed"))
-        self.remove_pid_files()
+                return
+            send_signal(sorted(pids), sig if attempt < 10 else signal.SIGKILL)
+            time.sleep(pause_s)
+
+    def stop(self, quiet=False):
+        """Stops everything of this host, its BMC and guests included, and removes its namespace and
+        cgroups. Kills only processes we started (pid files) or that live in the host's own cgroups
+        or network namespace. Logs stay."""
+        if not quiet:
+            log(f"stopping {self.name}")
+        stop_bmc(self)  # first: nothing switches the host on again while it goes
+        with power_lock(self):
+            supply = alive(self.file("power.pid"), SUPPLY_COMM)
+            if supply is not None:
+                send_signal([supply], signal.SIGKILL)  # its soft off would race the stop below
+            self.shut_down()
+            self.stop_agent()
+            self.kill_processes(signal.SIGTERM, keep_bmc=False)
+            cg_remove(self.cgroup)
+            cg_remove(self.bmc_cgroup)
+            self.teardown_netns()
+            remove(self.file("run"), *(self.private_dir(d) for d in PRIVATE_DIRS[:3]))
+            remove(self.file("init.done"), self.file("init.failed"), self.file("boot.state"),
+                   *(self.file(os.path.join("bmc", f)) for f in ("lan.conf", "bmc.emu", "state")))
+            self.remove_pid_files()
+            remove(self.file("power.lock"))  # held until the end of this block; nothing else waits for it now
 
     def remove_pid_files(self):
         if os.path.isdir(self.dir):
@@ -257,9 +307,8 @@ class Host:
     # -- agent
 
     def start_agent(self, binary, manager_url, join_token):
-        """Runs BINARY as this host's agent (in the holder's namespaces and /daemons cgroup) unless
-        the same binary already runs and answers for the same manager; waits for /healthz."""
-        timeout_s = self.testbed.timeout_s
+        """Runs BINARY as this host's agent with a new configuration unless the same binary already
+        runs and answers for the same manager; waits for /healthz. The host must be on."""
         if (alive(self.file("agent.pid"), comm_of(binary)) is not None
                 and read_text(self.file("agent.bin")) == binary
                 and read_text(self.file("agent.manager"), "") == manager_url
@@ -267,6 +316,12 @@ class Host:
             return
         self.stop_agent()
         self.write_agent_config(manager_url, join_token)
+        self.launch_agent(binary)
+
+    def launch_agent(self, binary):
+        """Starts BINARY --config DIR/hN/agent.json in the holder's namespaces and /daemons cgroup
+        (pid in agent.pid) and waits for /healthz."""
+        timeout_s = self.testbed.timeout_s
         holder = read_pid(self.file("holder.pid"))
         if holder is None:
             raise TestbedError(f"{self.name} has no namespace holder ({self.file('holder.pid')})")
@@ -285,11 +340,16 @@ class Host:
                                    f"{timeout_s:g}s; see {self.file('agent.log')}")
             time.sleep(POLL_S)
 
-    def stop_agent(self):
+    def stop_agent_process(self):
         binary = read_text(self.file("agent.bin"), "")
         if binary:
             stop_pidfile(self.file("agent.pid"), comm_of(binary), 15)
-        remove(*(self.file(f) for f in ("agent.pid", "agent.bin", "agent.token", "agent.manager")))
+        remove(self.file("agent.pid"), self.file("agent.bin"))
+
+    def stop_agent(self):
+        """Stops the agent and forgets its configuration's token and manager."""
+        self.stop_agent_process()
+        remove(*(self.file(f) for f in ("agent.token", "agent.manager")))
 
     def write_agent_config(self, manager_url, join_token):
         """DIR/hN/agent.json with a new random token (also in agent.token for testbed.json)."""
@@ -324,4 +384,5 @@ class Host:
             "agent_url": self.agent_url if with_agent else None,
             "agent_token": token if token and with_agent else None,
             "dir": self.dir,
+            "bmc": bmc_description(self),
         }

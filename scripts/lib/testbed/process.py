@@ -54,10 +54,12 @@ def read_text(path, default=None):
         return default
 
 
-def write_text(path, text):
-    """Writes TEXT to PATH through a temporary file and a rename (readers never see half a file)."""
+def write_text(path, text, mode=None):
+    """Writes TEXT to PATH through a temporary file and a rename (readers never see half a file);
+    with MODE (0o600 for secrets) the file has that mode from its first byte."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    remove(tmp)  # a leftover would keep its own mode
+    with open(tmp, "w", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, mode or 0o666)) as f:
         f.write(text)
     os.replace(tmp, path)
 

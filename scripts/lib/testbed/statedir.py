@@ -61,6 +61,9 @@ class Testbed:
         self.lock_file = open(os.path.join(self.dir, ".lock"), "w")
         fcntl.flock(self.lock_file, fcntl.LOCK_EX)
 
+    def has_qemu_capabilities(self):
+        return os.path.isdir(os.path.join(self.dir, "qemu-capabilities"))
+
     def keep_qemu_capabilities(self, probed):
         """Saves the first host's QEMU capabilities cache as DIR/qemu-capabilities for later hosts:
         libvirtd otherwise spends ~4 s per emulator binary probing before it answers."""
