@@ -68,6 +68,7 @@ Result<HostJoined> HostSessions::Join(std::string_view join_token, const HostJoi
   bool rejoin = false;
   Status s = d_.store.Transact([&]() -> Status {
     UW_ASSIGN_OR_RETURN(rejoin, d_.hosts.Join(join, Sha256Hex(host_token), NowMs()));
+    if (d_.power_heard) UW_RETURN_IF_ERROR(d_.power_heard(join.name, true));
     return d_.events.Add(
         rejoin ? "host.rejoined" : "host.joined", join.name, "",
         {{"agent_url", join.agent_url}, {"cpu_cores", join.cpu_cores}, {"memory_mib", join.memory_mib}});
@@ -121,6 +122,7 @@ Result<HeartbeatAck> HostSessions::Heartbeat(std::string_view name, std::string_
     UW_RETURN_IF_ERROR(d_.hosts.RecordHeartbeat(name, NowMs(), usage));
     if (was_disconnected) {
       UW_RETURN_IF_ERROR(d_.events.Add("host.reconnected", name, "", Json::object()));
+      if (d_.power_heard) UW_RETURN_IF_ERROR(d_.power_heard(name, false));
     }
     return Status::Ok();
   }));

@@ -56,6 +56,9 @@ class HostSessions {
     std::function<Status(std::string_view guest, int64_t now_ms, std::string_view why)> open_lease;
     // A guest asked to be told what it holds, at `asked_at_ms` (LeaseService::Asked).
     std::function<void(std::string_view guest, int64_t asked_at_ms)> asked;
+    // Inside the transaction of a join (`joined`) or of a heartbeat after a silence
+    // (PowerService::Heard: a waking host is on again).
+    std::function<Status(std::string_view host, bool joined)> power_heard;
   };
   explicit HostSessions(Deps deps) : d_(std::move(deps)) {}
 

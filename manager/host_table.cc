@@ -15,6 +15,8 @@ Host CapacityOfRow(const SqlRow& r) {
   Host h;
   h.name = r.Str("name");
   h.state = r.Str("state");
+  // A host in a power operation is shown in it (its agent's session says disconnected then).
+  if (const std::string phase = r.Str("phase"); !phase.empty() && phase != "on") h.state = phase;
   h.maintenance = r.Int("maintenance") != 0;
   if (Json groups = r.JsonOf("groups"); groups.is_array()) {
     for (const Json& g : groups) {
@@ -41,12 +43,14 @@ Host HostOfRow(const SqlRow& r) {
 // The reservation totals come from host_reservations (kept by triggers), not from the guests. The
 // list reads only the columns it shows (not the agent's `info`, nor the tokens).
 constexpr const char* kHostQuery =
-    "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm "
-    "FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
+    "SELECT h.*, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, COALESCE(r.memory_mib, 0) AS rm, "
+    "COALESCE(p.phase, 'on') AS phase FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name "
+    "LEFT JOIN host_power p ON p.host = h.name";
 constexpr const char* kHostListQuery =
     "SELECT h.name, h.agent_url, h.state, h.maintenance, h.groups, h.cpu_cores, h.memory_mib, h.cpu_used, "
     "h.memory_used_mib, h.last_heartbeat_ms, COALESCE(r.guests, 0) AS n, COALESCE(r.vcpus, 0) AS rc, "
-    "COALESCE(r.memory_mib, 0) AS rm FROM hosts h LEFT JOIN host_reservations r ON r.host = h.name";
+    "COALESCE(r.memory_mib, 0) AS rm, COALESCE(p.phase, 'on') AS phase FROM hosts h LEFT JOIN host_reservations r "
+    "ON r.host = h.name LEFT JOIN host_power p ON p.host = h.name";
 
 }  // namespace
 
@@ -167,8 +171,9 @@ Result<HostDetail> HostTable::Get(std::string_view name) {
 }
 
 Result<std::vector<Host>> HostTable::ForPlacement() {
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT name, cpu_cores, memory_mib, state, maintenance, groups FROM "
-                                              "hosts ORDER BY name"));
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT h.name, h.cpu_cores, h.memory_mib, h.state, h.maintenance, "
+                                              "h.groups, COALESCE(p.phase, 'on') AS phase FROM hosts h LEFT JOIN "
+                                              "host_power p ON p.host = h.name ORDER BY h.name"));
   std::vector<Host> out;
   out.reserve(rows.size());
   for (const auto& r : rows) out.push_back(CapacityOfRow(r));

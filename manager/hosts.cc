@@ -12,6 +12,7 @@
 #include "manager/internal.h"
 #include "manager/manager.h"
 #include "manager/migration_table.h"
+#include "manager/power_service.h"
 #include "manager/task_journal.h"
 
 namespace uw::manager {
@@ -24,7 +25,10 @@ Result<HeartbeatAck> Manager::Heartbeat(std::string_view name, std::string_view 
   return sessions_->Heartbeat(name, host_token, body);
 }
 
-void Manager::CheckHeartbeats() { sessions_->CheckHeartbeats(); }
+void Manager::CheckHeartbeats() {
+  sessions_->CheckHeartbeats();
+  power_->Check();
+}
 
 Result<Page<Host>> Manager::ListHosts(const PageQuery& page) { return hosts_->List(page); }
 
@@ -69,6 +73,15 @@ Result<HostDetail> Manager::SetMaintenance(std::string_view name, bool on) {
     }
   }
   return GetHost(name);
+}
+
+Result<HostPower> Manager::SetPowerDriver(std::string_view host, const Json& body) {
+  return power_->SetDriver(host, body);
+}
+Status Manager::DeletePowerDriver(std::string_view host) { return power_->DeleteDriver(host); }
+Result<HostPower> Manager::GetHostPower(std::string_view host, bool ask_bmc) { return power_->Get(host, ask_bmc); }
+Result<HostPower> Manager::PowerHost(std::string_view host, std::string_view action) {
+  return power_->Act(host, action);
 }
 
 Result<HostDetail> Manager::SetHostGroups(std::string_view name, const std::vector<std::string>& groups) {

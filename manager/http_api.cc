@@ -142,6 +142,7 @@ class Api {
     BuildDrsRoutes(router);
     BuildMigrationRoutes(router);
     BuildLeaseRoutes(router);
+    BuildPowerRoutes(router);
   }
 
   void BuildHostRoutes(api::Router& router) {
@@ -187,6 +188,40 @@ class Api {
                           [&] { return AnswerAs(m_.SetMaintenance(req.params.at("name"), on), HostDetailJson); });
       });
     }
+  }
+
+  void BuildPowerRoutes(api::Router& router) {
+    // Power drivers hold BMC credentials: only admins set, read or remove them; the views never
+    // carry the secrets.
+    router.Add("PUT", "/api/v1/hosts/{name}/power-driver", [this](const Request& req) {
+      if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
+      auto body = req.JsonBody();
+      if (!body.ok()) return Response::Error(body.status());
+      return AnswerAs(m_.SetPowerDriver(req.params.at("name"), *body),
+                      [](const HostPower& hp) { return HostPowerJson(hp, false); });
+    });
+    router.Add("DELETE", "/api/v1/hosts/{name}/power-driver", [this](const Request& req) {
+      if (auto p = Who(req, "admin"); !p.ok()) return Response::Error(p.status());
+      Status s = m_.DeletePowerDriver(req.params.at("name"));
+      return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
+    });
+    router.Add("GET", "/api/v1/hosts/{name}/power", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return AnswerAs(m_.GetHostPower(req.params.at("name"), true),
+                      [](const HostPower& hp) { return HostPowerJson(hp, true); });
+    });
+    router.Add("POST", "/api/v1/hosts/{name}/power", [this](const Request& req) {
+      auto p = Who(req, "operator");
+      if (!p.ok()) return Response::Error(p.status());
+      auto body = req.JsonBody();
+      if (!body.ok()) return Response::Error(body.status());
+      auto action = ParsePowerAction(*body);
+      if (!action.ok()) return Response::Error(action.status());
+      return Idempotent(req, *p, [&] {
+        return AnswerAs(m_.PowerHost(req.params.at("name"), *action),
+                        [](const HostPower& hp) { return HostPowerJson(hp, false); });
+      });
+    });
   }
 
   // A guest route's arguments are checked after the guest is found: a caller who may not see the

@@ -18,6 +18,7 @@
 #include "manager/internal.h"
 #include "manager/lease_service.h"
 #include "manager/migration_dispatcher.h"
+#include "manager/power_service.h"
 #include "manager/snapshot_builder.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
@@ -54,6 +55,7 @@ Status Manager::Start() {
   guest_service_.reset();  // a manager started again reopens its store
   leases_.reset();
   sessions_.reset();
+  power_.reset();
   drs_.reset();
   migrations_.reset();
   listing_.reset();
@@ -80,17 +82,28 @@ Status Manager::Start() {
     return leases_->Reopen(guest, now_ms, why);
   };
   auto asked = [this](std::string_view guest, int64_t asked_at_ms) { leases_->Asked(guest, asked_at_ms); };
-  sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{.store = *store_,
-                                                                                    .events = *events_,
-                                                                                    .hosts = *hosts_,
-                                                                                    .guests = *guests_,
-                                                                                    .tasks = *tasks_,
-                                                                                    .clock = clock_,
-                                                                                    .config = config_,
-                                                                                    .agent_of = agent_of,
-                                                                                    .new_task = new_task,
-                                                                                    .open_lease = open_lease,
-                                                                                    .asked = asked});
+  power_ = std::make_unique<internal::PowerService>(
+      internal::PowerService::Deps{.store = *store_,
+                                   .events = *events_,
+                                   .hosts = *hosts_,
+                                   .guests = *guests_,
+                                   .tasks = *tasks_,
+                                   .clock = clock_,
+                                   .config = config_,
+                                   .sleep = [this](Duration d) { return poll_sleeper_(d); }});
+  sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{
+      .store = *store_,
+      .events = *events_,
+      .hosts = *hosts_,
+      .guests = *guests_,
+      .tasks = *tasks_,
+      .clock = clock_,
+      .config = config_,
+      .agent_of = agent_of,
+      .new_task = new_task,
+      .open_lease = open_lease,
+      .asked = asked,
+      .power_heard = [this](std::string_view host, bool joined) { return power_->Heard(host, joined); }});
   leases_ = std::make_unique<internal::LeaseService>(internal::LeaseService::Deps{
       .store = *store_,
       .events = *events_,

@@ -56,6 +56,7 @@ class GuestListing;
 class HostSessions;
 class GuestService;
 class LeaseService;
+class PowerService;
 }  // namespace internal
 
 struct ManagerConfig {
@@ -66,7 +67,11 @@ struct ManagerConfig {
   std::string admin_token;           // bootstrap admin API token (>= 16 characters)
   int heartbeat_interval_ms = 2000;  // told to agents on join
   int heartbeat_timeout_ms = 10000;  // no heartbeat for this long: host disconnected
-  int drs_interval_ms = 60000;       // DRS reconcile period (0: never run on a timer)
+  // Power management: how long a powered-on host's agent may take to join before host.wake_failed,
+  // and the ipmitool program the ipmi driver runs.
+  int power_wake_timeout_ms = 300000;
+  std::string ipmitool = "ipmitool";
+  int drs_interval_ms = 60000;  // DRS reconcile period (0: never run on a timer)
   int task_workers = 4;
   int agent_timeout_ms = 120000;  // one call to an agent
   size_t max_body_bytes = 256 << 10;
@@ -183,6 +188,8 @@ struct MigrateRequest {
 };
 Result<MigrateRequest> ParseMigrateRequest(const Json& body);
 
+// POST /api/v1/hosts/{name}/power: {"action": "on" | "off" | "cycle"}.
+Result<std::string> ParsePowerAction(const Json& body);
 // PUT /api/v1/hosts/{name}/groups: {"groups": [...]}, each a valid name, none twice.
 Result<std::vector<std::string>> ParseHostGroups(const Json& body);
 // POST /api/v1/pools and /api/v1/rules: one entry of the snapshot format (docs/snapshot-format.md),
@@ -340,7 +347,8 @@ struct GuestDetail {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misrea
 // store's triggers); usage is what the host's last heartbeat reported.
 struct Host {
   std::string name, agent_url;
-  std::string state;  // connected | disconnected
+  // connected | disconnected, or the power phase of a host in one: entering_standby | standby | waking
+  std::string state;
   bool maintenance = false;
   std::vector<std::string> groups;
   double cpu_cores = 0;  // capacity
@@ -363,6 +371,18 @@ struct HostDetail {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misread
   };
   std::optional<Evacuation> evacuation;  // while in maintenance
   Json info;                             // the agent's own report (free-form, passed through)
+};
+// A host's power management (GET /api/v1/hosts/{name}/power): its driver with the secrets left
+// out, where it is in a power operation, and what its BMC says when it was asked.
+struct HostPower {
+  std::string host;
+  Json driver;               // power::PowerConfigJson(kRedacted); null when the host has none
+  std::string phase = "on";  // on | entering_standby | standby | waking
+  int64_t phase_since_ms = 0;
+  std::optional<int64_t> wake_tested_ms;  // when a power-on from standby last brought the agent back
+  std::string last_error;
+  std::optional<std::string> bmc;  // on | off, when asked
+  std::string bmc_error;           // why the BMC could not be asked
 };
 // The answer to a join: the host's secret for its heartbeats (shown only here).
 struct HostJoined {
@@ -462,7 +482,16 @@ class Manager {
   // The host's groups (ParseHostGroups), which vm-host rules name. Replaces the previous list.
   // kNotFound for an unknown host.
   Result<HostDetail> SetHostGroups(std::string_view name, const std::vector<std::string>& groups);
-  // Marks hosts whose heartbeat is older than heartbeat_timeout_ms disconnected (the monitor loop
+  // Power (manager/power_service.h). The host's driver from a request body (power::ParsePowerConfig);
+  // the view never carries its secrets. kNotFound for an unknown host.
+  Result<HostPower> SetPowerDriver(std::string_view host, const Json& body);
+  Status DeletePowerDriver(std::string_view host);
+  // With `ask_bmc`, what the host's BMC says now (its error in bmc_error, never an error here).
+  Result<HostPower> GetHostPower(std::string_view host, bool ask_bmc);
+  // action: on | off | cycle (PowerService::Act's checks and errors).
+  Result<HostPower> PowerHost(std::string_view host, std::string_view action);
+  // Marks hosts whose heartbeat is older than heartbeat_timeout_ms disconnected, and raises
+  // host.wake_failed for hosts powered on whose agents did not join in time (the monitor loop
   // calls this; tests call it with a FakeClock).
   void CheckHeartbeats();
 
@@ -659,6 +688,7 @@ class Manager {
   std::unique_ptr<internal::HostSessions> sessions_;           // set by Start
   std::unique_ptr<internal::GuestService> guest_service_;      // set by Start
   std::unique_ptr<internal::LeaseService> leases_;             // set by Start
+  std::unique_ptr<internal::PowerService> power_;              // set by Start
 };
 
 }  // namespace uw::manager

@@ -80,7 +80,9 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
                                   "lease_move_notice_ms",
                                   "lease_broker",
                                   "lease_reclaim_policy",
-                                  "lease_admission"});
+                                  "lease_admission",
+                                  "power_wake_timeout_ms",
+                                  "ipmitool"});
       !s.ok()) {
     return fail(s);
   }
@@ -120,6 +122,9 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
     return fail(v.FieldError("heartbeat_timeout_ms", "must be larger than heartbeat_interval_ms"));
   }
   if (Status s = int_in("drs_interval_ms", c.drs_interval_ms, 0, 86400000); !s.ok()) return fail(s);
+  if (Status s = int_in("power_wake_timeout_ms", c.power_wake_timeout_ms, 1000, 3600000); !s.ok()) return fail(s);
+  UW_CFG(c.ipmitool, v.String("ipmitool", c.ipmitool));
+  if (c.ipmitool.empty()) return fail(v.FieldError("ipmitool", "expected a program (path or name on PATH)"));
   if (Status s = int_in("task_workers", c.task_workers, 1, 256); !s.ok()) return fail(s);
   if (Status s = int_in("agent_timeout_ms", c.agent_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
   if (Status s = int_in("http_workers", c.http_workers, 2, 1024); !s.ok()) return fail(s);
@@ -408,6 +413,16 @@ Result<MigrateRequest> ParseMigrateRequest(const Json& body) {
     UW_ASSIGN_OR_RETURN(out.allow_postcopy, v.Bool("allow_postcopy"));
   }
   return out;
+}
+
+Result<std::string> ParsePowerAction(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"action"}));
+  UW_ASSIGN_OR_RETURN(std::string action, v.String("action"));
+  if (action != "on" && action != "off" && action != "cycle") {
+    return v.FieldError("action", "expected on, off or cycle");
+  }
+  return action;
 }
 
 Result<std::vector<std::string>> ParseHostGroups(const Json& body) {

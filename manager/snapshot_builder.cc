@@ -36,9 +36,12 @@ Result<std::vector<pl::Host>> Hosts(Store& store) {
     host.name = std::move(h.name);
     host.cpu_cores = h.cpu_cores;
     host.memory_mib = h.memory_mib;
-    host.state = h.state == "disconnected" ? pl::HostState::kFailed
-                 : h.maintenance           ? pl::HostState::kMaintenance
-                                           : pl::HostState::kOn;
+    // A host being powered off takes no guests (as in maintenance); one off or not back yet is
+    // standby (the engine may plan to power it on).
+    host.state = h.state == "disconnected"                        ? pl::HostState::kFailed
+                 : h.state == "standby" || h.state == "waking"    ? pl::HostState::kStandby
+                 : h.maintenance || h.state == "entering_standby" ? pl::HostState::kMaintenance
+                                                                  : pl::HostState::kOn;
     host.groups = std::move(h.groups);
     out.push_back(std::move(host));
   }

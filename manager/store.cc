@@ -334,6 +334,21 @@ UPDATE host_reservations SET
 ALTER TABLE notices ADD COLUMN makes_room_for TEXT;
 ALTER TABLE leases ADD COLUMN shares INTEGER NOT NULL DEFAULT 1024 CHECK (shares > 0);
 )sql",
+    // 9 -> 10: power management. A host with a power driver (its BMC's address and credentials, or
+    // the operator's commands; the secrets are never returned by the API) and where it is in a
+    // power operation: phase `on`, `entering_standby` (powering off), `standby` (off), `waking`
+    // (powered on, its agent not back yet).
+    R"sql(
+CREATE TABLE host_power (
+  host TEXT PRIMARY KEY REFERENCES hosts(name) ON DELETE CASCADE,
+  config TEXT NOT NULL,
+  phase TEXT NOT NULL DEFAULT 'on' CHECK (phase IN ('on', 'entering_standby', 'standby', 'waking')),
+  phase_since_ms INTEGER NOT NULL,
+  wake_tested_ms INTEGER,
+  last_error TEXT,
+  updated_ms INTEGER NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -74,6 +74,20 @@ Json HostDetailJson(const HostDetail& h) {
   return j;
 }
 
+Json HostPowerJson(const HostPower& p, bool asked_bmc) {
+  Json j = {{"host", p.host},
+            {"driver", p.driver},
+            {"phase", p.phase},
+            {"phase_since", p.phase_since_ms ? Json(Rfc3339Ms(p.phase_since_ms)) : Json(nullptr)},
+            {"wake_tested", p.wake_tested_ms ? Json(Rfc3339Ms(*p.wake_tested_ms)) : Json(nullptr)},
+            {"last_error", p.last_error.empty() ? Json(nullptr) : Json(p.last_error)}};
+  if (asked_bmc) {
+    j["bmc"] = {{"state", p.bmc ? Json(*p.bmc) : Json(nullptr)},
+                {"error", p.bmc_error.empty() ? Json(nullptr) : Json(p.bmc_error)}};
+  }
+  return j;
+}
+
 Json HostJoinedJson(const HostJoined& j) {
   return {{"name", j.name}, {"host_token", j.host_token}, {"heartbeat_interval_ms", j.heartbeat_interval_ms}};
 }

@@ -28,6 +28,10 @@ Json TaskJson(const Task& t, const Principal& p);
 Json HostJson(const Host& h);
 // HostJson with "guest_names", "evacuation": {"remaining", "done"} (in maintenance only) and "info".
 Json HostDetailJson(const HostDetail& h);
+// {"host", "driver" (its config without secrets: "password_set" instead; null when none), "phase",
+// "phase_since", "wake_tested" (null until a power-on brought the agent back), "last_error" (null
+// when none), and when the BMC was asked "bmc": {"state": on|off|null, "error"}}.
+Json HostPowerJson(const HostPower& p, bool asked_bmc);
 // {"name", "host_token", "heartbeat_interval_ms"}.
 Json HostJoinedJson(const HostJoined& j);
 // {"name", "state", "heartbeat_interval_ms"}.

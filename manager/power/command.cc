@@ -64,7 +64,8 @@ bool Drain(std::array<int, 2> fds, std::array<std::string*, 2> bufs, std::chrono
       which[n++] = i;
     }
     if (n == 0) return true;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     const int r = poll(p.data(), n, static_cast<int>(left.count()));
     if (r < 0 && errno == EINTR) continue;

@@ -34,7 +34,8 @@ Status CheckArgv(const JsonView& v, std::string_view key, const std::vector<std:
   if (argv.empty() && required) return v.FieldError(key, "expected the command as an array of strings (argv)");
   if (argv.size() > 64) return v.FieldError(key, "at most 64 arguments");
   for (const auto& a : argv) {
-    if (a.size() > 4096 || a.find('\0') != std::string::npos) return v.FieldError(key, "arguments of at most 4096 bytes");
+    if (a.size() > 4096 || a.find('\0') != std::string::npos)
+      return v.FieldError(key, "arguments of at most 4096 bytes");
   }
   if (!argv.empty() && argv[0].empty()) return v.FieldError(key, "the program (first element) is empty");
   return Status::Ok();
@@ -65,9 +66,23 @@ class IpmiDriver final : public PowerDriver {
   Result<std::string> Chassis(const std::string& verb) {
     // -N/-R: ipmitool's own per-try timeout and retries, inside the overall deadline.
     const int per_try_s = std::max(1, c_.timeout_ms / 3000);
-    std::vector<std::string> argv = {program_, "-I", "lanplus", "-H", c_.address, "-p", std::to_string(c_.port),
-                                     "-U",     c_.username, "-E", "-N", std::to_string(per_try_s), "-R", "2",
-                                     "chassis", "power", verb};
+    std::vector<std::string> argv = {program_,
+                                     "-I",
+                                     "lanplus",
+                                     "-H",
+                                     c_.address,
+                                     "-p",
+                                     std::to_string(c_.port),
+                                     "-U",
+                                     c_.username,
+                                     "-E",
+                                     "-N",
+                                     std::to_string(per_try_s),
+                                     "-R",
+                                     "2",
+                                     "chassis",
+                                     "power",
+                                     verb};
     auto r = RunCommand(argv, {{"IPMI_PASSWORD", c_.password}}, std::chrono::milliseconds(c_.timeout_ms));
     if (!r.ok()) {
       return uw::Status(r.status().code(), Prefix() + "chassis power " + verb + ": " + r.status().message());

@@ -61,9 +61,7 @@ TEST(RunCommandTest, AMissingProgramIsUnavailableAndNamed) {
   EXPECT_EQ(RunCommand({}, {}, 1s).status().code(), StatusCode::kInvalidArgument);
 }
 
-Json Ipmi() {
-  return {{"driver", "ipmi"}, {"address", "10.77.0.1"}, {"username", "admin"}, {"password", "s3cret-pw"}};
-}
+Json Ipmi() { return {{"driver", "ipmi"}, {"address", "10.77.0.1"}, {"username", "admin"}, {"password", "s3cret-pw"}}; }
 
 TEST(PowerConfigTest, ParsesIpmiAndRedactsItsPassword) {
   auto c = ParsePowerConfig(Ipmi());
@@ -201,8 +199,10 @@ TEST_F(IpmiDriverTest, PassesThePasswordInTheEnvironmentNeverOnTheCommandLine) {
 }
 
 TEST_F(IpmiDriverTest, RefusedCredentialsAreUnauthenticated) {
-  Tool("echo '> Error: no response from RAKP 1 message' >&2; echo 'Error: Unable to establish IPMI v2 / RMCP+ session' >&2",
-       1);
+  Tool(
+      "echo '> Error: no response from RAKP 1 message' >&2; echo 'Error: Unable to establish IPMI v2 / RMCP+ session' "
+      ">&2",
+      1);
   Status s = Driver()->Off();
   EXPECT_EQ(s.code(), StatusCode::kUnauthenticated) << s.ToString();
   EXPECT_NE(s.message().find("host 'h1' (ipmi 10.77.0.1:623): the BMC refused the credentials"), std::string::npos)

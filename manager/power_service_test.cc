@@ -1,0 +1,204 @@
+// The manager's power management (manager/power_service.h) on in-memory agents and a fake clock,
+// with `exec` power drivers whose BMC is a file (the ipmi driver against a real ipmi_sim is
+// tests/manager_integration_test's).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "manager/manager_fixture.h"
+
+namespace uw::manager {
+namespace {
+
+using testing::kAdmin;
+using testing::ManagerTest;
+
+class PowerTest : public ManagerTest {
+ protected:
+  // An exec driver for `host` whose power state is the file bmc-HOST ("on" / "off"); with
+  // `off_fails` its off command exits 1 saying why (and naming the secret, which must not show).
+  Json ExecDriver(const std::string& host, bool off_fails = false) {
+    const std::string state = (dir_ / ("bmc-" + host)).string();
+    std::ofstream(state) << "on\n";
+    return {{"driver", "exec"},
+            {"status_command", {"cat", state}},
+            {"on_command", {"sh", "-c", "echo on > " + state}},
+            {"off_command", off_fails ? Json({"sh", "-c", "echo \"BMC busy ($UW_POWER_SECRET)\" >&2; exit 1"})
+                                      : Json({"sh", "-c", "echo off > " + state})},
+            {"password", "pw-0123456789"},
+            {"timeout_ms", 5000}};
+  }
+  std::string Bmc(const std::string& host) {
+    std::ifstream in(dir_ / ("bmc-" + host));
+    std::string s;
+    in >> s;
+    return s;
+  }
+  Result<api::ClientResponse> Power(const std::string& host, const std::string& action) {
+    Json body = {{"action", action}};
+    return Client().Do("POST", "/api/v1/hosts/" + host + "/power", body.dump());
+  }
+  // Every event as "type subject data" lines.
+  std::string AllEvents() {
+    std::string out;
+    auto rows = manager_->store().Query("SELECT type, subject, data FROM events ORDER BY seq");
+    for (const auto& r : *rows) {
+      out += r.Str("type") + " " + r.Str("subject") + " " + r.Str("data") + "\n";
+    }
+    return out;
+  }
+};
+
+TEST_F(PowerTest, APowerDriversSecretNeverLeavesTheManager) {
+  config_.ipmitool = "false";  // a BMC that does not answer, at once
+  StartManager();
+  AddHost("h1");
+  Json ipmi = {{"driver", "ipmi"}, {"address", "10.77.0.1"}, {"username", "admin"}, {"password", "pw-0123456789"}};
+  Json ops = {{"name", "ops"}, {"role", "operator"}};
+  const std::string token = (*Client().Call("POST", "/api/v1/tokens", &ops))["token"];
+  EXPECT_EQ(Client(token).Do("PUT", "/api/v1/hosts/h1/power-driver", ipmi.dump())->status, 403);
+  auto set = Client().Do("PUT", "/api/v1/hosts/h1/power-driver", ipmi.dump());
+  ASSERT_EQ(set->status, 200) << set->body;
+  EXPECT_EQ(set->body.find("pw-0123456789"), std::string::npos) << set->body;
+  EXPECT_NE(set->body.find("\"password_set\":true"), std::string::npos) << set->body;
+  // The BMC is not there: its status is an error in the view, not a failed request.
+  auto shown = Client().Do("GET", "/api/v1/hosts/h1/power", "");
+  ASSERT_EQ(shown->status, 200) << shown->body;
+  EXPECT_EQ(shown->body.find("pw-0123456789"), std::string::npos);
+  EXPECT_NE(Json::parse(shown->body)["bmc"]["error"].get<std::string>().find("host 'h1' (ipmi 10.77.0.1:623)"),
+            std::string::npos)
+      << shown->body;
+  EXPECT_EQ(AllEvents().find("pw-0123456789"), std::string::npos);
+  // Changing the address alone keeps the password.
+  Json moved = ipmi;
+  moved.erase("password");
+  moved["address"] = "10.77.0.9";
+  EXPECT_EQ(Client().Do("PUT", "/api/v1/hosts/h1/power-driver", moved.dump())->status, 200);
+  EXPECT_NE(manager_->store().Query("SELECT config FROM host_power")->at(0).Str("config").find("pw-0123456789"),
+            std::string::npos);
+  // Bad configs name the field; an unknown host is 404.
+  Json bad = ipmi;
+  bad["driver"] = "redfish";
+  auto r = Client().Do("PUT", "/api/v1/hosts/h1/power-driver", bad.dump());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("not built yet"), std::string::npos) << r->body;
+  EXPECT_EQ(Client().Do("PUT", "/api/v1/hosts/nope/power-driver", ipmi.dump())->status, 404);
+}
+
+TEST_F(PowerTest, AnEmptyHostGoesToStandbyAndWakesThroughItsDriver) {
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/hosts/h2/power-driver", ExecDriver("h2").dump())->status, 200);
+  auto off = Power("h2", "off");
+  ASSERT_EQ(off->status, 200) << off->body;
+  EXPECT_EQ(Json::parse(off->body)["phase"], "standby");
+  EXPECT_EQ(Bmc("h2"), "off");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h2"))["state"], "standby");
+  // A host that is off is not missed: no host.disconnected for it.
+  clock_.Advance(std::chrono::milliseconds(3 * config_.heartbeat_timeout_ms));
+  Heartbeat("h1");
+  manager_->CheckHeartbeats();
+  std::string events = AllEvents();
+  EXPECT_NE(events.find("host.entering_standby"), std::string::npos);
+  EXPECT_NE(events.find("host.standby"), std::string::npos);
+  EXPECT_EQ(events.find("host.disconnected"), std::string::npos) << events;
+  // No guest is placed on it.
+  Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
+  auto created = Client().Call("POST", "/api/v1/guests", &vm);
+  ASSERT_TRUE(created.ok());
+  EXPECT_EQ(WaitTask(*created)["result"]["host"], "h1");
+  EXPECT_EQ(Power("h2", "off")->status, 409);  // in standby already
+  // On: the BMC says on, the host is waking until its agent joins, then on with its wake path tested.
+  auto on = Power("h2", "on");
+  ASSERT_EQ(on->status, 200) << on->body;
+  EXPECT_EQ(Json::parse(on->body)["phase"], "waking");
+  EXPECT_EQ(Bmc("h2"), "on");
+  EXPECT_EQ(Power("h2", "on")->status, 409);  // in another power operation
+  clock_.Advance(std::chrono::milliseconds(4200));
+  AddHost("h2");
+  auto after = Client().Call("GET", "/api/v1/hosts/h2/power");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ((*after)["phase"], "on");
+  EXPECT_FALSE((*after)["wake_tested"].is_null());
+  EXPECT_EQ((*after)["bmc"]["state"], "on");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h2"))["state"], "connected");
+  EXPECT_NE(AllEvents().find("\"wake_ms\":4200"), std::string::npos);
+}
+
+TEST_F(PowerTest, PowerOffIsRefusedWithGuestsForTheLastHostAndWithoutADriver) {
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  for (const char* h : {"h1", "h2"}) {
+    ASSERT_EQ(Client().Do("PUT", std::string("/api/v1/hosts/") + h + "/power-driver", ExecDriver(h).dump())->status,
+              200);
+  }
+  Json vm = {{"name", "busy"}, {"image", "tiny"}, {"memory_mib", 64}};
+  auto created = Client().Call("POST", "/api/v1/guests", &vm);
+  const std::string host = WaitTask(*created)["result"]["host"];
+  const std::string other = host == "h1" ? "h2" : "h1";
+  auto r = Power(host, "off");
+  EXPECT_EQ(r->status, 409);
+  EXPECT_NE(r->body.find("still has 1 guest(s) (busy): put it in maintenance"), std::string::npos) << r->body;
+  EXPECT_EQ(Bmc(host), "on");
+  ASSERT_EQ(Power(other, "off")->status, 200);
+  // Now `host` is the last one on (and still has its guest): delete the guest, still refused.
+  ASSERT_EQ(WaitTask(*Client().Call("DELETE", "/api/v1/guests/busy?force=true"))["state"], "succeeded");
+  r = Power(host, "off");
+  EXPECT_EQ(r->status, 409);
+  EXPECT_NE(r->body.find("is the last host on"), std::string::npos) << r->body;
+  EXPECT_EQ(Bmc(host), "on");
+  // Bad requests.
+  EXPECT_EQ(Power(host, "explode")->status, 400);
+  EXPECT_EQ(Power("nope", "off")->status, 404);
+  AddHost("h3");
+  r = Power("h3", "off");
+  EXPECT_EQ(r->status, 409);
+  EXPECT_NE(r->body.find("has no power driver"), std::string::npos) << r->body;
+  // A host in standby keeps its driver: it is its way back.
+  EXPECT_EQ(Client().Do("DELETE", "/api/v1/hosts/" + other + "/power-driver", "")->status, 409);
+}
+
+TEST_F(PowerTest, AFailingBmcLeavesTheHostOnWithAnEventAndNoSecret) {
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/hosts/h2/power-driver", ExecDriver("h2", true).dump())->status, 200);
+  auto r = Power("h2", "off");
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_NE(r->body.find("off_command exited with 1: BMC busy (***)"), std::string::npos) << r->body;
+  auto p = Client().Call("GET", "/api/v1/hosts/h2/power");
+  EXPECT_EQ((*p)["phase"], "on");
+  EXPECT_NE((*p)["last_error"].get<std::string>().find("BMC busy"), std::string::npos);
+  const std::string events = AllEvents();
+  EXPECT_NE(events.find("host.power_failed"), std::string::npos);
+  EXPECT_EQ(events.find("pw-0123456789"), std::string::npos);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h2"))["state"], "connected");
+}
+
+TEST_F(PowerTest, AHostWhoseAgentNeverReturnsRaisesWakeFailedOnce) {
+  config_.power_wake_timeout_ms = 60000;
+  StartManager();
+  AddHost("h1");
+  AddHost("h2");
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/hosts/h2/power-driver", ExecDriver("h2").dump())->status, 200);
+  ASSERT_EQ(Power("h2", "off")->status, 200);
+  ASSERT_EQ(Power("h2", "on")->status, 200);
+  clock_.Advance(std::chrono::seconds(61));
+  Heartbeat("h1");
+  manager_->CheckHeartbeats();
+  manager_->CheckHeartbeats();
+  const std::string events = AllEvents();
+  const size_t first = events.find("host.wake_failed");
+  ASSERT_NE(first, std::string::npos) << events;
+  EXPECT_EQ(events.find("host.wake_failed", first + 1), std::string::npos);
+  auto p = Client().Call("GET", "/api/v1/hosts/h2/power");
+  EXPECT_EQ((*p)["phase"], "waking");
+  EXPECT_NE((*p)["last_error"].get<std::string>().find("its agent has not joined"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace uw::manager
