@@ -1,5 +1,8 @@
-// uwctl host: list, show, groups, maintenance, reclaim.
+// uwctl host: list, show, groups, maintenance, reclaim, power, power-driver.
 #include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "cli/commands.h"
 
@@ -14,7 +17,81 @@ struct HostArgs {
   // reclaim
   int64_t vcpus = 0, memory_mib = 0, notice_s = 30;
   std::string reason, policy;
+  // power
+  std::string action;
+  std::string driver, address, username, password_file;
+  int64_t port = 623, cipher_suite = 3, timeout_ms = 15000;
+  std::vector<std::string> status_command, on_command, off_command, cycle_command;
 };
+
+// The secret of --password-file (its first line; "-": standard input). Never an argument: a
+// command line is visible to every user of the machine.
+Result<std::string> ReadSecret(const std::string& file) {
+  std::string line;
+  if (file == "-") {
+    std::getline(std::cin, line);
+  } else {
+    std::ifstream in(file);
+    if (!in) return InvalidArgumentError("--password-file: cannot read " + file);
+    std::getline(in, line);
+  }
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+void AddHostPower(CLI::App* host, Invocation& inv, HostArgs& a) {
+  auto* power = host->add_subcommand("power", "power a host on, off (into standby) or cycle it, or ask its BMC");
+  power->add_option("action", a.action, "on | off | cycle | status")
+      ->required()
+      ->check(CLI::IsMember({"on", "off", "cycle", "status"}));
+  power->add_option("name", a.name, "host name")->required();
+  power->callback([&inv, &a] {
+    if (a.action == "status") return Answer(inv, inv.c.Call("GET", "/api/v1/hosts/" + a.name + "/power"));
+    Json body = {{"action", a.action}};
+    Answer(inv, inv.c.Call("POST", "/api/v1/hosts/" + a.name + "/power", &body));
+  });
+
+  auto* pd = host->add_subcommand("power-driver", "a host's power driver (admins): set, delete");
+  pd->require_subcommand(1);
+  auto* set = pd->add_subcommand("set", "set how the manager powers the host on and off");
+  set->add_option("name", a.name, "host name")->required();
+  set->add_option("--driver", a.driver, "ipmi | exec")->required()->check(CLI::IsMember({"ipmi", "exec"}));
+  set->add_option("--address", a.address, "ipmi: the BMC's address");
+  set->add_option("--port", a.port, "ipmi: the BMC's UDP port (default 623)");
+  set->add_option("--username", a.username, "ipmi: the BMC user");
+  set->add_option("--cipher-suite", a.cipher_suite, "ipmi: IPMI 2.0 cipher suite (default 3)");
+  set->add_option("--password-file", a.password_file,
+                  "the BMC password (exec: UW_POWER_SECRET) from the first line of FILE, - for stdin; "
+                  "left out: the stored one is kept");
+  set->add_option("--status-command", a.status_command, "exec: argv of the command that prints on or off");
+  set->add_option("--on-command", a.on_command, "exec: argv of the power-on command");
+  set->add_option("--off-command", a.off_command, "exec: argv of the power-off command");
+  set->add_option("--cycle-command", a.cycle_command, "exec: argv of the power-cycle command");
+  set->add_option("--timeout-ms", a.timeout_ms, "each call's deadline (default 15000)");
+  set->callback([&inv, &a] {
+    Json body = {{"driver", a.driver}, {"timeout_ms", a.timeout_ms}};
+    if (a.driver == "ipmi") {
+      body["address"] = a.address;
+      body["port"] = a.port;
+      body["username"] = a.username;
+      body["cipher_suite"] = a.cipher_suite;
+    } else {
+      body["status_command"] = a.status_command;
+      body["on_command"] = a.on_command;
+      body["off_command"] = a.off_command;
+      if (!a.cycle_command.empty()) body["cycle_command"] = a.cycle_command;
+    }
+    if (!a.password_file.empty()) {
+      auto secret = ReadSecret(a.password_file);
+      if (!secret.ok()) return void(inv.rc = inv.c.Fail(secret.status()));
+      body["password"] = *secret;
+    }
+    Answer(inv, inv.c.Call("PUT", "/api/v1/hosts/" + a.name + "/power-driver", &body));
+  });
+  auto* del = pd->add_subcommand("delete", "remove a host's power driver (only while the host is on)");
+  del->add_option("name", a.name, "host name")->required();
+  del->callback([&inv, &a] { Answer(inv, inv.c.Call("DELETE", "/api/v1/hosts/" + a.name + "/power-driver")); });
+}
 
 void AddHostReclaim(CLI::App* host, Invocation& inv, HostArgs& a) {
   auto* reclaim = host->add_subcommand(
@@ -82,6 +159,7 @@ void AddHostCommands(CLI::App& app, Invocation& inv) {
   AddObjectCall(host, inv, {"show", "show one host", "name", "host name", "GET", "/api/v1/hosts/"}, a.name);
   AddHostGroups(host, inv, a);
   AddHostReclaim(host, inv, a);
+  AddHostPower(host, inv, a);
   auto* maint = host->add_subcommand("maintenance", "enter (on) or leave (off) maintenance mode");
   maint->add_option("name", a.name, "host name")->required();
   maint->add_option("mode", a.on_off, "on | off")->required()->check(CLI::IsMember({"on", "off"}));

@@ -117,7 +117,12 @@ Status PowerService::SetPhase(std::string_view host, std::string_view phase, std
 }
 
 Status PowerService::Failed(std::string_view host, std::string_view action, std::string_view back_to,
-                            const Status& why) {
+                            const Status& bmc_said) {
+  // The BMC refusing the manager's credentials is the power driver's to fix, not the API caller's
+  // token (which a 401 would blame).
+  const Status why = bmc_said.code() == StatusCode::kUnauthenticated
+                         ? FailedPreconditionError(bmc_said.message() + "; fix the host's power driver")
+                         : bmc_said;
   spdlog::warn("power {} of host {}: {}", action, host, why.ToString());
   Status s = d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(SetPhase(host, back_to, why.message()));

@@ -1,7 +1,7 @@
 # Integration tests of uw-manager against the namespace test bed (fixture `testbed`).
 if(TARGET uw-manager AND TARGET uw_vmm)
   uw_test(NAME manager_integration_test
-    SRCS manager_integration_test.cc lease_integration_test.cc
+    SRCS manager_integration_test.cc lease_integration_test.cc power_integration_test.cc
     DEPS uw_testbed_client uw::vmm uw::api uw::common
     LABELS integration
     TIMEOUT 900)

@@ -39,6 +39,7 @@ struct PowerConfig {
   int port = 623;
   std::string username;
   std::string password;  // secret
+  int cipher_suite = 3;  // IPMI 2.0 cipher suite (3: HMAC-SHA1 + AES-CBC-128; 17: HMAC-SHA256)
   // exec: argv of each command. Status prints "on" or "off" (its first word); the others exit 0
   // on success. Each gets UW_HOST (the host's name) and UW_POWER_SECRET (`password`) in its
   // environment.
