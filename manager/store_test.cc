@@ -56,6 +56,7 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
       ASSERT_TRUE((*s)->Exec(std::string("DROP TRIGGER ") + trigger).ok()) << trigger;
     }
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_reservations").ok());
+    ASSERT_TRUE((*s)->Exec("DROP TABLE host_power").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE budgets").ok());  // schema 8
     ASSERT_TRUE((*s)->Exec("DROP INDEX guests_with_alert").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX tasks_by_updated").ok());
