@@ -164,6 +164,34 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
   EXPECT_EQ(Uwctl({"drs", "config", "--min-move-interval", "-5"}), 2);
 }
 
+TEST_F(UwctlTest, HostPowerCommands) {
+  // An exec driver whose BMC is a file; the password comes from a file and is never printed.
+  const std::string bmc = (dir_ / "bmc").string();
+  std::ofstream(bmc) << "on\n";
+  std::ofstream(dir_ / "pw") << "pw-0123456789\n";
+  EXPECT_EQ(
+      Uwctl({"host", "power-driver", "set", "h1", "--driver", "exec", "--status-command", "cat", "--status-command",
+             bmc, "--on-command", "true", "--off-command", "true", "--password-file", (dir_ / "pw").string()}),
+      0)
+      << err_.str();
+  EXPECT_EQ(out_.str().find("pw-0123456789"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("password_set"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "host", "power", "status", "h1"}), 0) << err_.str();
+  Json status = Json::parse(out_.str());
+  EXPECT_EQ(status["bmc"]["state"], "on");
+  EXPECT_EQ(status["phase"], "on");
+  EXPECT_EQ(status["driver"]["status_command"], Json({"cat", bmc}));
+  // The only host is the last one on: refused, exit code of a failed precondition.
+  EXPECT_EQ(Uwctl({"host", "power", "off", "h1"}), 5);
+  EXPECT_NE(err_.str().find("last host on"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"host", "power", "sleep", "h1"}), 2);
+  EXPECT_EQ(Uwctl({"host", "power-driver", "set", "h1", "--driver", "ipmi", "--password-file", "/nonexistent/pw"}), 2);
+  EXPECT_NE(err_.str().find("/nonexistent/pw"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"host", "power-driver", "delete", "h1"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "host", "power", "status", "h1"}), 0) << err_.str();
+  EXPECT_TRUE(Json::parse(out_.str())["driver"].is_null());
+}
+
 TEST_F(UwctlTest, ExitCodesAndHintsForScripts) {
   EXPECT_EQ(Uwctl({"guest", "show", "nope"}), 4);
   EXPECT_NE(err_.str().find("not_found"), std::string::npos);
