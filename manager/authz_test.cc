@@ -199,6 +199,7 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"GET /api/v1/hosts/{name}", "GET", "/api/v1/hosts/h1", "", "YYYYDD"},
       {"PUT /api/v1/hosts/{name}/groups", "PUT", "/api/v1/hosts/h1/groups", R"({"groups": 5})", "YYDDDD"},
       {"POST /api/v1/hosts/{name}/maintenance", "POST", "/api/v1/hosts/h9/maintenance", "", "NNDDDD"},
+      {"GET /api/v1/drs/power", "GET", "/api/v1/drs/power", "", "YYYYDD"},
       {"PUT /api/v1/hosts/{name}/power-driver", "PUT", "/api/v1/hosts/h9/power-driver", R"({"driver": "exec"})",
        "NDDDDD"},
       {"DELETE /api/v1/hosts/{name}/power-driver", "DELETE", "/api/v1/hosts/h9/power-driver", "", "NDDDDD"},

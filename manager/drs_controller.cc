@@ -26,7 +26,8 @@ Json StoredDrsConfig(const DrsConfig& c) {
           {"max_moves", c.max_moves ? Json(*c.max_moves) : Json(nullptr)},
           {"policy", c.policy},
           {"allow_cold_moves", c.allow_cold_moves},
-          {"min_move_interval_s", c.min_move_interval_s}};
+          {"min_move_interval_s", c.min_move_interval_s},
+          {"dpm", DpmConfigJson(c.dpm)}};
 }
 
 }  // namespace
@@ -47,6 +48,9 @@ Result<DrsConfig> DrsController::Config() {
   UW_ASSIGN_OR_RETURN(cfg.policy, v.String("policy", cfg.policy));
   UW_ASSIGN_OR_RETURN(cfg.allow_cold_moves, v.Bool("allow_cold_moves", cfg.allow_cold_moves));
   UW_ASSIGN_OR_RETURN(cfg.min_move_interval_s, v.Number("min_move_interval_s", cfg.min_move_interval_s));
+  if (stored->contains("dpm")) {
+    UW_ASSIGN_OR_RETURN(cfg.dpm, ParseDpmConfigChange((*stored)["dpm"], cfg.dpm));
+  }
   return cfg;
 }
 
@@ -108,11 +112,15 @@ Result<DrsPass> DrsController::RunPass() {
   for (const auto& h : snap.hosts) {
     if (h.state == placement::HostState::kMaintenance) maintenance.insert(h.name);
   }
+  // DPM in automatic mode evacuates a host whose power-off is due (and allowed) in any DRS mode.
+  const DpmStep dpm = PlanDpm(cfg, plan);
   std::vector<placement::Move> apply;
   std::vector<std::string> apply_ids;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (override_of[plan.moves[i].vm] == "manual") continue;
-    if (cfg.automation != "automatic" && !maintenance.count(plan.moves[i].from)) continue;
+    const bool dpm_evacuation =
+        dpm.evacuate.count(plan.moves[i].from) > 0 && plan.moves[i].reason.rfind("dpm: evacuate", 0) == 0;
+    if (cfg.automation != "automatic" && !maintenance.count(plan.moves[i].from) && !dpm_evacuation) continue;
     apply.push_back(plan.moves[i]);
     apply_ids.push_back(ids[i]);
   }
@@ -125,8 +133,90 @@ Result<DrsPass> DrsController::RunPass() {
       out.started = std::move(*started);
     }
   }
+  if (cfg.dpm.mode == "automatic") ActDpm(snap);
   out.plan = std::move(plan);
   return out;
+}
+
+DrsController::DpmStep DrsController::PlanDpm(const DrsConfig& cfg, const placement::Plan& plan) {
+  DpmStep out;
+  const int64_t now = ToUnixMillis(d_.clock.Now());
+  const auto hysteresis_ms = static_cast<int64_t>(cfg.dpm.hysteresis_s * 1000);
+  std::map<std::string, int64_t> since;
+  Json listed = Json::array();
+  std::lock_guard l(dpm_mu_);
+  for (const placement::PowerAction& a : plan.power) {
+    const std::string action = a.action == placement::PowerActionType::kPowerOn ? "on" : "off";
+    const std::string key = a.host + " " + action;
+    auto it = dpm_since_.find(key);
+    const int64_t first = it == dpm_since_.end() ? now : it->second;
+    since[key] = first;
+    // Hysteresis: an action is carried out only once every pass for hysteresis_s has planned it.
+    const bool due = now - first >= hysteresis_ms;
+    std::string state = due ? "due" : "waiting", note;
+    if (due && cfg.dpm.mode == "automatic") {
+      auto p = d_.power_of(a.host);
+      if (!p.ok()) {
+        state = "blocked", note = p.status().message();
+      } else if (p->driver.is_null()) {
+        state = "blocked", note = "the host has no power driver (uwctl host power-driver set)";
+      } else if (action == "off" && !p->wake_tested_ms) {
+        // As vSphere DPM: a host goes to standby only once powering it on from off has worked.
+        state = "blocked", note = "its wake path is not tested: power it off and on once (uwctl host power)";
+      } else if (action == "off") {
+        out.evacuate.insert(a.host);
+      }
+    }
+    listed.push_back({{"host", a.host},
+                      {"action", action},
+                      {"reason", a.reason},
+                      {"planned_since", FormatRfc3339(TimePoint(std::chrono::milliseconds(first)))},
+                      {"due", FormatRfc3339(TimePoint(std::chrono::milliseconds(first + hysteresis_ms)))},
+                      {"state", state},
+                      {"note", note.empty() ? Json(nullptr) : Json(note)}});
+  }
+  dpm_since_ = std::move(since);
+  dpm_last_ = std::move(listed);
+  return out;
+}
+
+void DrsController::ActDpm(const placement::Snapshot& snap) {
+  Json items;
+  {
+    std::lock_guard l(dpm_mu_);
+    items = dpm_last_;
+  }
+  for (Json& item : items) {
+    if (item["state"] != "due") continue;
+    const std::string host = item["host"], action = item["action"];
+    if (action == "off") {
+      const auto guests =
+          std::count_if(snap.vms.begin(), snap.vms.end(), [&](const placement::Vm& v) { return v.host == host; });
+      if (guests > 0) {
+        item["note"] = "evacuating: " + std::to_string(guests) + " guest(s) still on it";
+        continue;
+      }
+    }
+    if (Status s =
+            d_.events.Add(action == "on" ? "dpm.power_on" : "dpm.power_off", host, "", {{"reason", item["reason"]}});
+        !s.ok()) {
+      spdlog::warn("DPM: recording its power {} of {}: {}", action, host, s.ToString());
+    }
+    auto r = d_.power(host, action);
+    item["state"] = r.ok() ? "acted" : "failed";
+    item["note"] = r.ok() ? Json(nullptr) : Json(r.status().message());
+    if (!r.ok()) spdlog::warn("DPM: power {} of {}: {}", action, host, r.status().ToString());
+    // Planned again from scratch: the next action on this host waits its own hysteresis.
+    std::lock_guard l(dpm_mu_);
+    dpm_since_.erase(host + " " + action);
+  }
+  std::lock_guard l(dpm_mu_);
+  dpm_last_ = std::move(items);
+}
+
+Result<Json> DrsController::PowerRecommendations() {
+  std::lock_guard l(dpm_mu_);
+  return dpm_last_;
 }
 
 Result<Task> DrsController::Apply(std::string_view id) {

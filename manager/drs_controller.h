@@ -14,6 +14,10 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -45,6 +49,9 @@ class DrsController {
     int64_t interval_ms;  // ManagerConfig::drs_interval_ms, shown in the config
     SnapshotFn snapshot;
     StartMovesFn start_moves;
+    // DPM's hands: a power action on a host (PowerService::Act) and a host's power (Get, no BMC).
+    std::function<Result<HostPower>(std::string_view host, std::string_view action)> power;
+    std::function<Result<HostPower>(std::string_view host)> power_of;
   };
   explicit DrsController(Deps deps) : d_(std::move(deps)) {}
 
@@ -66,9 +73,24 @@ class DrsController {
   // in maintenance; never a guest whose own automation is manual, or disabled, or that has a task
   // in flight.
   Result<DrsPass> RunPass();
+  // The power actions of the last pass (DPM manual or automatic): {host, action, reason,
+  // planned_since, due, state: waiting | due | acted | failed | blocked, note}.
+  Result<Json> PowerRecommendations();
 
  private:
+  // DPM on the pass's plan: lists its power actions with their hysteresis, and (automatic mode)
+  // says which due power-offs are allowed, so that their evacuation moves may start.
+  struct DpmStep {
+    std::set<std::string> evacuate;  // hosts whose dpm evacuation moves may start now
+  };
+  DpmStep PlanDpm(const DrsConfig& cfg, const placement::Plan& plan);
+  // Automatic mode: carries out the due actions (a power-off once the host is empty, per `snap`).
+  void ActDpm(const placement::Snapshot& snap);
+
   Deps d_;
+  std::mutex dpm_mu_;
+  std::map<std::string, int64_t> dpm_since_;  // "host action" -> when first planned (ms); guarded by dpm_mu_
+  Json dpm_last_ = Json::array();             // the last pass's power actions; guarded by dpm_mu_
 };
 
 }  // namespace uw::manager::internal

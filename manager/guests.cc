@@ -23,7 +23,10 @@ namespace uw::manager {
 // members, and leaves out a rule that then constrains nothing that exists).
 Result<placement::Snapshot> Manager::BuildSnapshot(const placement::Vm* incoming) {
   UW_ASSIGN_OR_RETURN(DrsConfig cfg, GetDrsConfig());
-  return internal::BuildSnapshot(*store_, NowMs(), internal::DrsSettingsFromConfig(cfg), incoming);
+  placement::Settings settings;
+  settings.drs = internal::DrsSettingsFromConfig(cfg);
+  settings.dpm = internal::DpmSettingsFromConfig(cfg.dpm);
+  return internal::BuildSnapshot(*store_, NowMs(), settings, incoming);
 }
 
 Result<placement::Snapshot> Manager::ClusterSnapshot() { return BuildSnapshot(); }

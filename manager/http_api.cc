@@ -51,7 +51,8 @@ Json DrsConfigJson(const DrsConfig& c) {
           {"policy", c.policy},
           {"allow_cold_moves", c.allow_cold_moves},
           {"min_move_interval_s", c.min_move_interval_s},
-          {"interval_ms", c.interval_ms}};
+          {"interval_ms", c.interval_ms},
+          {"dpm", DpmConfigJson(c.dpm)}};
 }
 
 // A task the request started (202 with its Location) or read, as `p` sees it.
@@ -461,6 +462,10 @@ class Api {
       if (!page.ok()) return Response::Error(page.status());
       return AnswerAs(m_.ListRecommendations(!all, *page),
                       [](const Page<Recommendation>& r) { return PageView("recommendations", r, RecommendationJson); });
+    });
+    router.Add("GET", "/api/v1/drs/power", [this](const Request& req) {
+      if (auto p = Who(req, "cluster-read"); !p.ok()) return Response::Error(p.status());
+      return AnswerAs(m_.PowerRecommendations(), [](const Json& power) { return Json{{"power", power}}; });
     });
     router.Add("POST", "/api/v1/drs/recommendations/{id}/apply", [this](const Request& req) {
       auto p = Who(req, "operator");

@@ -151,7 +151,9 @@ Status Manager::Start() {
       .interval_ms = config_.drs_interval_ms,
       .snapshot = [this] { return BuildSnapshot(); },
       .start_moves = [this](const std::vector<placement::Move>& moves,
-                            const std::vector<std::string>& recs) { return StartMoves(moves, recs, Json::object()); }});
+                            const std::vector<std::string>& recs) { return StartMoves(moves, recs, Json::object()); },
+      .power = [this](std::string_view host, std::string_view action) { return power_->Act(host, action); },
+      .power_of = [this](std::string_view host) { return power_->Get(host, false); }});
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
   migrations_->Start();
@@ -279,6 +281,7 @@ Result<Page<Recommendation>> Manager::ListRecommendations(bool pending_only, con
   return drs_->Recommendations(pending_only, page);
 }
 Result<Task> Manager::ApplyRecommendation(std::string_view id) { return drs_->Apply(id); }
+Result<Json> Manager::PowerRecommendations() { return drs_->PowerRecommendations(); }
 Result<StartedMoves> Manager::ApplyAllRecommendations() { return drs_->ApplyAll(); }
 Result<placement::Plan> Manager::DryRunPlan(const placement::Snapshot* snapshot) { return drs_->DryRun(snapshot); }
 Result<DrsPass> Manager::RunDrs() { return drs_->RunPass(); }

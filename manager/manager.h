@@ -156,6 +156,15 @@ Result<HostJoin> ParseHostJoin(const Json& body);
 
 // DRS settings (GET/PUT /api/v1/drs/config): what the engine reads (placement::DrsSettings), the
 // policy that plans, and how often the manager runs a pass on its own.
+// DPM, part of the DRS config: off | manual (the power actions are listed for an operator) |
+// automatic (carried out through the hosts' power drivers).
+struct DpmConfig {
+  std::string mode = "off";
+  double band_low = 0.45, band_high = 0.81;  // the target utilisation band, fractions of capacity
+  int64_t min_hosts_on = 1;
+  std::vector<std::string> keep_on;  // hosts DPM never powers off
+  double hysteresis_s = 300;         // how long a power action must stay planned before it is carried out
+};
 struct DrsConfig {
   std::string automation = "manual";  // manual | automatic
   int threshold = 3;                  // 1..5: moves of priority <= threshold are recommended
@@ -164,9 +173,14 @@ struct DrsConfig {
   bool allow_cold_moves = false;      // evacuation may stop, move and start what cannot live-migrate
   double min_move_interval_s = 0;     // the engine's cooldown; GetDrsConfig fills in its default
   int64_t interval_ms = 0;            // ManagerConfig::drs_interval_ms (read-only over the API)
+  DpmConfig dpm;
 };
 // A PUT body over `current`: each field given replaces its value, with its path in errors.
 Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig current);
+// The "dpm" object of a DRS config change over `current` ({"mode", "band": [low, high] in percent,
+// "min_hosts_on", "keep_on", "hysteresis_s"}), and its JSON view.
+Result<DpmConfig> ParseDpmConfigChange(const Json& body, DpmConfig current);
+Json DpmConfigJson(const DpmConfig& c);
 
 // A guest operation (POST /api/v1/guests/{name}/{op}, DELETE for delete) with its arguments.
 struct GuestOp {
@@ -602,6 +616,9 @@ class Manager {
   // drs.config_changed event; answers the config now in force.
   Result<DrsConfig> SetDrsConfig(const DrsConfig& config);
   Result<Page<Recommendation>> ListRecommendations(bool pending_only, const PageQuery& page = {});
+  // DPM's power actions of the last DRS pass, with their reasons and hysteresis
+  // (DrsController::PowerRecommendations). Manual mode: the operator applies them (uwctl host power).
+  Result<Json> PowerRecommendations();
   // Verifies the move against the current state, then starts it as a guest.migrate task
   // (returned). kAborted when the move no longer fits (the recommendation is superseded).
   Result<Task> ApplyRecommendation(std::string_view id);

@@ -200,5 +200,64 @@ TEST_F(PowerTest, AHostWhoseAgentNeverReturnsRaisesWakeFailedOnce) {
   EXPECT_NE((*p)["last_error"].get<std::string>().find("its agent has not joined"), std::string::npos);
 }
 
+// DPM in automatic mode on an idle cluster: after the hysteresis, empty hosts whose wake path was
+// tested go to standby through their drivers (one never woken is blocked, one kept on is left);
+// when more hosts must be on, a standby host is powered on again.
+TEST_F(PowerTest, DpmPowersIdleHostsOffAfterItsHysteresisAndBackOnWhenNeeded) {
+  StartManager();
+  for (const char* h : {"h1", "h2", "h3"}) {
+    AddHost(h);
+    ASSERT_EQ(Client().Do("PUT", std::string("/api/v1/hosts/") + h + "/power-driver", ExecDriver(h).dump())->status,
+              200);
+  }
+  // h2's wake path is tested once by hand (off, on, its agent back).
+  ASSERT_EQ(Power("h2", "off")->status, 200);
+  ASSERT_EQ(Power("h2", "on")->status, 200);
+  AddHost("h2");
+  ASSERT_EQ((*Client().Call("GET", "/api/v1/hosts/h2/power"))["phase"], "on");
+  Json cfg = {{"dpm", {{"mode", "automatic"}, {"hysteresis_s", 60}, {"keep_on", {"h1"}}, {"band", {45, 81}}}}};
+  auto set = Client().Do("PUT", "/api/v1/drs/config", cfg.dump());
+  ASSERT_EQ(set->status, 200) << set->body;
+  EXPECT_EQ(Json::parse(set->body)["dpm"]["mode"], "automatic");
+  auto power = [&] { return (*Client().Call("GET", "/api/v1/drs/power"))["power"]; };
+  auto state_of = [&](const std::string& host, const std::string& action) -> Json {
+    for (const auto& a : power()) {
+      if (a["host"] == host && a["action"] == action) return a;
+    }
+    return Json();
+  };
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/drs/run").ok());
+  // Planned, but not yet for 60 s: nothing is switched.
+  EXPECT_EQ(state_of("h2", "off")["state"], "waiting") << power().dump();
+  EXPECT_TRUE(state_of("h1", "off").is_null()) << "h1 is kept on: " << power().dump();
+  EXPECT_EQ(Bmc("h2"), "on");
+  clock_.Advance(std::chrono::seconds(61));
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/drs/run").ok());
+  EXPECT_EQ(state_of("h2", "off")["state"], "acted") << power().dump();
+  EXPECT_EQ(Bmc("h2"), "off");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h2"))["state"], "standby");
+  Json h3 = state_of("h3", "off");
+  EXPECT_EQ(h3["state"], "blocked") << power().dump();
+  EXPECT_NE(h3["note"].get<std::string>().find("wake path is not tested"), std::string::npos);
+  EXPECT_EQ(Bmc("h3"), "on");
+  // Every host must be on now: DPM wakes h2 (at once: hysteresis 0).
+  cfg = {{"dpm", {{"min_hosts_on", 3}, {"hysteresis_s", 0}}}};
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/drs/run").ok());
+  EXPECT_EQ(state_of("h2", "on")["state"], "acted") << power().dump();
+  EXPECT_EQ(Bmc("h2"), "on");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h2/power"))["phase"], "waking");
+  const std::string events = AllEvents();
+  EXPECT_NE(events.find("dpm.power_off h2"), std::string::npos) << events;
+  EXPECT_NE(events.find("dpm.power_on h2"), std::string::npos) << events;
+  // Bad settings name the field.
+  for (const Json& bad : {Json{{"dpm", {{"mode", "sometimes"}}}}, Json{{"dpm", {{"band", {81, 45}}}}},
+                          Json{{"dpm", {{"min_hosts_on", 0}}}}, Json{{"dpm", {{"hysteresis_s", -1}}}}}) {
+    auto r = Client().Do("PUT", "/api/v1/drs/config", bad.dump());
+    EXPECT_EQ(r->status, 400) << bad.dump();
+    EXPECT_NE(r->body.find("dpm"), std::string::npos) << r->body;
+  }
+}
+
 }  // namespace
 }  // namespace uw::manager

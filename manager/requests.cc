@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
@@ -292,10 +293,59 @@ constexpr int kMaxHostCores = 16384;
 constexpr int64_t kMaxHostMemoryMib = int64_t{64} << 20;  // 64 TiB
 }  // namespace
 
+Result<DpmConfig> ParseDpmConfigChange(const Json& body, DpmConfig cfg) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"mode", "band", "min_hosts_on", "keep_on", "hysteresis_s"}));
+  if (v.Has("mode")) {
+    UW_ASSIGN_OR_RETURN(cfg.mode, v.String("mode"));
+    if (cfg.mode != "off" && cfg.mode != "manual" && cfg.mode != "automatic") {
+      return v.FieldError("mode", "expected off, manual or automatic");
+    }
+  }
+  if (v.Has("band")) {
+    const Json& band = body["band"];
+    if (!band.is_array() || band.size() != 2 || !band[0].is_number() || !band[1].is_number()) {
+      return v.FieldError("band", "expected [low, high] in percent of capacity, e.g. [45, 81]");
+    }
+    const double low = band[0].get<double>(), high = band[1].get<double>();
+    if (!(low > 0 && low < high && high <= 100)) return v.FieldError("band", "expected 0 < low < high <= 100");
+    cfg.band_low = low / 100;
+    cfg.band_high = high / 100;
+  }
+  if (v.Has("min_hosts_on")) {
+    UW_ASSIGN_OR_RETURN(cfg.min_hosts_on, v.Int("min_hosts_on"));
+    if (cfg.min_hosts_on < 1 || cfg.min_hosts_on > 100000) return v.FieldError("min_hosts_on", "expected 1..100000");
+  }
+  if (v.Has("keep_on")) {
+    UW_ASSIGN_OR_RETURN(cfg.keep_on, v.Strings("keep_on"));
+    for (size_t i = 0; i < cfg.keep_on.size(); ++i) {
+      UW_RETURN_IF_ERROR(ValidateName(cfg.keep_on[i], "keep_on[" + std::to_string(i) + "]"));
+    }
+  }
+  if (v.Has("hysteresis_s")) {
+    UW_ASSIGN_OR_RETURN(cfg.hysteresis_s, v.Number("hysteresis_s"));
+    if (!(cfg.hysteresis_s >= 0 && cfg.hysteresis_s <= 86400)) return v.FieldError("hysteresis_s", "expected 0..86400");
+  }
+  return cfg;
+}
+
+Json DpmConfigJson(const DpmConfig& c) {
+  return {{"mode", c.mode},
+          {"band", {std::lround(c.band_low * 1000) / 10.0, std::lround(c.band_high * 1000) / 10.0}},
+          {"min_hosts_on", c.min_hosts_on},
+          {"keep_on", c.keep_on},
+          {"hysteresis_s", c.hysteresis_s}};
+}
+
 Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig cfg) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
-  UW_RETURN_IF_ERROR(
-      v.RejectUnknown({"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s"}));
+  UW_RETURN_IF_ERROR(v.RejectUnknown(
+      {"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s", "dpm"}));
+  if (v.Has("dpm")) {
+    auto dpm = ParseDpmConfigChange(body["dpm"], cfg.dpm);
+    if (!dpm.ok()) return dpm.status().WithContext("dpm");
+    cfg.dpm = std::move(*dpm);
+  }
   if (v.Has("automation")) {
     UW_ASSIGN_OR_RETURN(cfg.automation, v.String("automation"));
     if (cfg.automation != "manual" && cfg.automation != "automatic") {

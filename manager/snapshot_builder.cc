@@ -25,6 +25,16 @@ pl::DrsSettings DrsSettingsFromConfig(const DrsConfig& config) {
   return d;
 }
 
+pl::DpmSettings DpmSettingsFromConfig(const DpmConfig& config) {
+  pl::DpmSettings d;
+  d.enabled = config.mode != "off";
+  d.target_utilization = (config.band_low + config.band_high) / 2;
+  d.tolerance = (config.band_high - config.band_low) / 2;
+  d.min_hosts_on = config.min_hosts_on;
+  d.keep_on = config.keep_on;
+  return d;
+}
+
 namespace {
 
 Result<std::vector<pl::Host>> Hosts(Store& store) {
@@ -133,14 +143,14 @@ Result<std::vector<pl::Rule>> Rules(Store& store, const pl::Snapshot& snap) {
 
 }  // namespace
 
-Result<pl::Snapshot> BuildSnapshot(Store& store, int64_t now_ms, const pl::DrsSettings& drs, const pl::Vm* incoming) {
+Result<pl::Snapshot> BuildSnapshot(Store& store, int64_t now_ms, const pl::Settings& settings, const pl::Vm* incoming) {
   pl::Snapshot snap;
   UW_ASSIGN_OR_RETURN(snap.hosts, Hosts(store));
   UW_ASSIGN_OR_RETURN(snap.pools, PoolTable(store).List());
   UW_ASSIGN_OR_RETURN(snap.vms, Vms(store, now_ms));
   if (incoming) snap.vms.push_back(*incoming);
   UW_ASSIGN_OR_RETURN(snap.rules, Rules(store, snap));
-  snap.settings.drs = drs;
+  snap.settings = settings;
   if (Status s = pl::ValidateSnapshot(snap); !s.ok()) return s.WithContext("the cluster snapshot from the store");
   return snap;
 }

@@ -20,11 +20,13 @@ namespace uw::manager::internal {
 
 // The DRS settings the engine reads, from the manager's DRS config (GET /drs/config).
 placement::DrsSettings DrsSettingsFromConfig(const DrsConfig& config);
+// The engine's DPM settings: enabled unless off, the band as a target and a tolerance.
+placement::DpmSettings DpmSettingsFromConfig(const DpmConfig& config);
 
 // `incoming`: a guest being admitted (unplaced), included so that rules naming it apply to its
 // placement. Stored rules are cut down to the guests, hosts and groups that exist (a rule left
 // with too few of them is left out). `now_ms` dates the engine's move cooldown.
-Result<placement::Snapshot> BuildSnapshot(Store& store, int64_t now_ms, const placement::DrsSettings& drs,
+Result<placement::Snapshot> BuildSnapshot(Store& store, int64_t now_ms, const placement::Settings& settings,
                                           const placement::Vm* incoming = nullptr);
 
 }  // namespace uw::manager::internal

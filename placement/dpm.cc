@@ -118,7 +118,8 @@ void DpmPowerOff(PlanContext& ctx) {
       });
       bool acted = std::any_of(ctx.plan.power.begin(), ctx.plan.power.end(),
                                [&](const PowerAction& a) { return a.host == s.hosts[h].name; });
-      if (movable && !acted) cand.push_back(static_cast<int>(h));
+      const bool kept = std::find(dpm.keep_on.begin(), dpm.keep_on.end(), s.hosts[h].name) != dpm.keep_on.end();
+      if (movable && !acted && !kept) cand.push_back(static_cast<int>(h));
     }
     std::sort(cand.begin(), cand.end(), [&](int a, int b) {
       const HostSlot& x = c.hosts[a];

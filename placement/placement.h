@@ -134,6 +134,8 @@ struct DpmSettings {
   double target_utilization = 0.63;
   double tolerance = 0.18;
   int64_t min_hosts_on = 1;
+  // Extension: hosts DPM never powers off (written to a snapshot only when not empty).
+  std::vector<std::string> keep_on;
 
   friend bool operator==(const DpmSettings&, const DpmSettings&) = default;
 };

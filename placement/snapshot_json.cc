@@ -280,6 +280,7 @@ Status ParseSettings(const JsonView& root, Settings* s) {
       return dpm->FieldError("tolerance", "expected a number in [0, target_utilization)");
     }
     UW_ASSIGN_OR_RETURN(s->dpm.min_hosts_on, dpm->NonNegativeInt("min_hosts_on", 1));
+    UW_ASSIGN_OR_RETURN(s->dpm.keep_on, dpm->Strings("keep_on", {}));
   }
   UW_ASSIGN_OR_RETURN(auto ha, OptObject(*settings, "ha"));
   if (ha) {
@@ -482,6 +483,7 @@ Json SnapshotToJson(const Snapshot& s) {
                      {"tolerance", st.dpm.tolerance},
                      {"min_hosts_on", st.dpm.min_hosts_on}}},
                    {"ha", {{"enabled", st.ha.enabled}, {"host_failures", st.ha.host_failures}}}};
+  if (!st.dpm.keep_on.empty()) settings["dpm"]["keep_on"] = st.dpm.keep_on;
   return {{"version", s.version}, {"hosts", hosts}, {"pools", pools},
           {"vms", vms},           {"rules", rules}, {"settings", settings}};
 }
