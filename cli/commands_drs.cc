@@ -18,6 +18,13 @@ struct DrsArgs {
   int threshold = 0;
   std::string allow_cold;
   double cooldown = -1;
+  // config: DPM
+  std::string dpm_mode;
+  std::vector<double> dpm_band;
+  int64_t dpm_min_hosts_on = 0;
+  std::vector<std::string> dpm_keep_on;
+  bool dpm_keep_none = false;
+  double dpm_hysteresis_s = -1;
   // plan
   std::string file;
   std::string policy = "drs";
@@ -69,11 +76,30 @@ void AddDrsConfig(CLI::App* drs, Invocation& inv, DrsArgs& a) {
       ->add_option("--min-move-interval", a.cooldown,
                    "cooldown in seconds: a guest that moved more recently is not moved again for balance")
       ->check(CLI::Range(0.0, 2592000.0));
+  config->add_option("--dpm", a.dpm_mode, "DPM: off | manual (power actions listed) | automatic (carried out)")
+      ->check(CLI::IsMember({"off", "manual", "automatic"}));
+  config->add_option("--dpm-band", a.dpm_band, "DPM's target utilisation band in percent: LOW HIGH (default 45 81)")
+      ->expected(2);
+  config->add_option("--dpm-min-hosts-on", a.dpm_min_hosts_on, "DPM never leaves fewer hosts on (default 1)")
+      ->check(CLI::PositiveNumber);
+  config->add_option("--dpm-keep-on", a.dpm_keep_on, "hosts DPM never powers off (replaces the list)");
+  config->add_flag("--dpm-keep-none", a.dpm_keep_none, "empty the list of hosts DPM keeps on");
+  config
+      ->add_option("--dpm-hysteresis", a.dpm_hysteresis_s,
+                   "seconds a power action must stay planned before DPM carries it out (default 300)")
+      ->check(CLI::Range(0.0, 86400.0));
   config->callback([&inv, &a] {
-    if (a.set_automation.empty() && a.threshold == 0 && a.allow_cold.empty() && a.cooldown < 0) {
+    Json dpm = Json::object();
+    if (!a.dpm_mode.empty()) dpm["mode"] = a.dpm_mode;
+    if (!a.dpm_band.empty()) dpm["band"] = a.dpm_band;
+    if (a.dpm_min_hosts_on > 0) dpm["min_hosts_on"] = a.dpm_min_hosts_on;
+    if (!a.dpm_keep_on.empty() || a.dpm_keep_none) dpm["keep_on"] = a.dpm_keep_on;
+    if (a.dpm_hysteresis_s >= 0) dpm["hysteresis_s"] = a.dpm_hysteresis_s;
+    if (a.set_automation.empty() && a.threshold == 0 && a.allow_cold.empty() && a.cooldown < 0 && dpm.empty()) {
       return Answer(inv, inv.c.Call("GET", "/api/v1/drs/config"));
     }
     Json body = Json::object();
+    if (!dpm.empty()) body["dpm"] = dpm;
     if (!a.set_automation.empty()) body["automation"] = a.set_automation;
     if (a.threshold) body["threshold"] = a.threshold;
     if (!a.allow_cold.empty()) body["allow_cold_moves"] = a.allow_cold == "true";
@@ -138,6 +164,14 @@ void AddDrsCommands(CLI::App& app, Invocation& inv) {
   AddDrsApply(drs, inv, a);
   AddDrsConfig(drs, inv, a);
   AddDrsPlan(drs, inv, a);
+  drs->add_subcommand("power", "DPM's power actions of the last pass: reasons, when due, what was done")
+      ->callback([&inv] {
+        AnswerList(inv, inv.c.Call("GET", "/api/v1/drs/power"), "power",
+                   {"HOST", "ACTION", "STATE", "DUE", "REASON", "NOTE"}, [](const Json& p) {
+                     return std::vector<std::string>{Str(p["host"]), Str(p["action"]), Str(p["state"]),
+                                                     Str(p["due"]),  Str(p["reason"]), Str(p["note"])};
+                   });
+      });
 }
 
 }  // namespace uw::cli

@@ -190,6 +190,18 @@ TEST_F(UwctlTest, HostPowerCommands) {
   EXPECT_EQ(Uwctl({"host", "power-driver", "delete", "h1"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"-o", "json", "host", "power", "status", "h1"}), 0) << err_.str();
   EXPECT_TRUE(Json::parse(out_.str())["driver"].is_null());
+  // DPM settings and its power actions.
+  EXPECT_EQ(Uwctl({"-o", "json", "drs", "config", "--dpm", "manual", "--dpm-band", "40", "80", "--dpm-hysteresis", "0",
+                   "--dpm-keep-on", "h1"}),
+            0)
+      << err_.str();
+  Json dpm = Json::parse(out_.str())["dpm"];
+  EXPECT_EQ(dpm["mode"], "manual");
+  EXPECT_EQ(dpm["band"], Json({40.0, 80.0}));
+  EXPECT_EQ(dpm["keep_on"], Json({"h1"}));
+  EXPECT_EQ(Uwctl({"drs", "config", "--dpm", "sometimes"}), 2);
+  EXPECT_EQ(Uwctl({"drs", "power"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("ACTION"), std::string::npos) << out_.str();
 }
 
 TEST_F(UwctlTest, ExitCodesAndHintsForScripts) {
