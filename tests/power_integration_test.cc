@@ -98,5 +98,82 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
               static_cast<long long>(wake_ms));
 }
 
+// DPM in automatic mode on the real test bed: with nothing busy, the empty host goes to standby
+// through its BMC; a guest burning a CPU on the host kept on raises the load above the band, and
+// DPM powers the host on again (its agent back). Only IPMI switches hosts.
+TEST_F(ManagerIntegrationTest, DpmPowersAnIdleHostOffAndWakesItWhenTheLoadRises) {
+  size_t idle = testbed_->hosts.size();
+  for (size_t i = testbed_->hosts.size(); i-- > 0;) {
+    auto h = Client().Call("GET", "/api/v1/hosts/" + testbed_->hosts[i].name);
+    if (h.ok() && (*h)["state"] == "connected" && (*h)["guest_names"].empty()) {
+      idle = i;
+      break;
+    }
+  }
+  ASSERT_LT(idle, testbed_->hosts.size()) << "no connected host without guests";
+  const std::string host = testbed_->hosts[idle].name, kept = Other(host);
+  const std::string path = "/api/v1/hosts/" + host;
+  for (const auto& h : testbed_->hosts) {
+    ASSERT_EQ(
+        Client().Do("PUT", "/api/v1/hosts/" + h.name + "/power-driver", BmcOf(testbed_->dir, h.name).dump())->status,
+        200);
+  }
+  auto phase = [&] {
+    auto p = Client().Call("GET", path + "/power");
+    return p.ok() ? (*p)["phase"].get<std::string>() : std::string("?");
+  };
+  auto back = [&] {  // the host's agent joins again (its link starts with it, as the agent's would)
+    links_->at(idle)->Stop();
+    links_->at(idle)->Start();
+    return WaitFor([&] { return phase() == "on"; }, std::chrono::seconds(60), std::chrono::milliseconds(50));
+  };
+  // DPM only puts a host whose wake path was tested into standby: test it once.
+  if ((*Client().Call("GET", path + "/power"))["wake_tested"].is_null()) {
+    ASSERT_EQ(Client().Do("POST", path + "/power", R"({"action": "off"})")->status, 200);
+    ASSERT_EQ(Client().Do("POST", path + "/power", R"({"action": "on"})")->status, 200);
+    ASSERT_TRUE(back());
+  }
+  Json cfg = {{"dpm", {{"mode", "automatic"}, {"band", {10, 40}}, {"hysteresis_s", 0}, {"keep_on", {kept}}}}};
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+
+  // Load falls (nothing burns): the idle host goes to standby.
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/drs/run").ok());
+  const int64_t standby_ms = MsSince(t0);
+  EXPECT_EQ(phase(), "standby") << (*Client().Call("GET", "/api/v1/drs/power")).dump();
+  EXPECT_EQ((*Client().Call("GET", path + "/power"))["bmc"]["state"], "off");
+
+  // Load rises: a guest on the host kept on burns a CPU (half of its two).
+  ASSERT_NO_FATAL_FAILURE(CreateBooted("mit-dpm", 128, false));
+  ASSERT_EQ(HostOf("mit-dpm"), kept);
+  Json burn = {{"command", "burn 120"}};
+  ASSERT_TRUE(AgentOf(kept).Call("POST", "/api/v1/guests/mit-dpm/exec", &burn).ok());
+  t0 = std::chrono::steady_clock::now();
+  // The heartbeats carry the guest's CPU use; DPM powers the host on once the cluster is above 40%.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        (void)Client().Call("POST", "/api/v1/drs/run");
+        return phase() == "waking" || phase() == "on";
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(500)))
+      << (*Client().Call("GET", "/api/v1/drs/power")).dump();
+  const int64_t woken_ms = MsSince(t0);
+  ASSERT_TRUE(back());
+  const int64_t back_ms = MsSince(t0);
+  EXPECT_EQ((*Client().Call("GET", path + "/power"))["bmc"]["state"], "on");
+  const std::string events = Events();
+  EXPECT_NE(events.find("event: dpm.power_off"), std::string::npos);
+  EXPECT_NE(events.find("event: dpm.power_on"), std::string::npos);
+  std::printf(
+      "dpm figures: %s to standby in %lld ms (one pass); powered on %lld ms after the guest began to burn; "
+      "agent back after %lld ms\n",
+      host.c_str(), static_cast<long long>(standby_ms), static_cast<long long>(woken_ms),
+      static_cast<long long>(back_ms));
+  cfg = {{"dpm", {{"mode", "off"}}}};
+  EXPECT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+  auto del = Client().Call("DELETE", "/api/v1/guests/mit-dpm?force=true");
+  if (del.ok()) WaitTask(*del);
+}
+
 }  // namespace
 }  // namespace uw
