@@ -145,7 +145,9 @@ DrsController::DpmStep DrsController::PlanDpm(const DrsConfig& cfg, const placem
   std::map<std::string, int64_t> since;
   Json listed = Json::array();
   std::lock_guard l(dpm_mu_);
-  for (const placement::PowerAction& a : plan.power) {
+  // DPM off: nothing is listed or carried out (the engine may still plan a power-on for a guest
+  // that fits only on a standby host; creating it says so).
+  for (const placement::PowerAction& a : cfg.dpm.mode == "off" ? std::vector<placement::PowerAction>() : plan.power) {
     const std::string action = a.action == placement::PowerActionType::kPowerOn ? "on" : "off";
     const std::string key = a.host + " " + action;
     auto it = dpm_since_.find(key);

@@ -49,6 +49,44 @@ Status MigrationConfigFromJson(const JsonView& m, ManagerConfig& c) {
                "verify_window_ms..3600000");
 }
 
+// A setting in lo..hi milliseconds (or other integer units) into `out`, which is its default.
+Status IntIn(const JsonView& v, std::string_view key, int& out, int64_t lo, int64_t hi) {
+  UW_ASSIGN_OR_RETURN(int64_t n, v.Int(key, out));
+  if (n < lo || n > hi) return v.FieldError(key, "expected " + std::to_string(lo) + ".." + std::to_string(hi));
+  out = static_cast<int>(n);
+  return Status::Ok();
+}
+
+// The lease_* settings (manager/lease_service.h).
+Status LeaseConfigFromJson(const JsonView& v, ManagerConfig& c) {
+  UW_RETURN_IF_ERROR(IntIn(v, "lease_notice_ms", c.lease_notice_ms, 0, 86'400'000));
+  UW_RETURN_IF_ERROR(IntIn(v, "lease_tick_ms", c.lease_tick_ms, 10, 60'000));
+  UW_RETURN_IF_ERROR(IntIn(v, "lease_move_notice_ms", c.lease_move_notice_ms, 0, 600'000));
+  UW_ASSIGN_OR_RETURN(c.lease_broker, v.String("lease_broker", c.lease_broker));
+  if (c.lease_broker != "accept" && c.lease_broker != "decline") {
+    return v.FieldError("lease_broker", "expected accept or decline");
+  }
+  if (v.Has("lease_reclaim_policy")) {
+    UW_ASSIGN_OR_RETURN(std::string name, v.String("lease_reclaim_policy"));
+    auto policy = lease::ParseBrokerPolicy(name);
+    if (!policy.ok()) return v.FieldError("lease_reclaim_policy", policy.status().message());
+    c.lease_reclaim_policy = *policy;
+  }
+  UW_ASSIGN_OR_RETURN(c.lease_admission, v.String("lease_admission", c.lease_admission));
+  if (c.lease_admission != "reclaim" && c.lease_admission != "refuse") {
+    return v.FieldError("lease_admission", "expected reclaim or refuse");
+  }
+  return Status::Ok();
+}
+
+// Power management's settings (manager/power_service.h).
+Status PowerConfigFromJson(const JsonView& v, ManagerConfig& c) {
+  UW_RETURN_IF_ERROR(IntIn(v, "power_wake_timeout_ms", c.power_wake_timeout_ms, 1000, 3'600'000));
+  UW_ASSIGN_OR_RETURN(c.ipmitool, v.String("ipmitool", c.ipmitool));
+  if (c.ipmitool.empty()) return v.FieldError("ipmitool", "expected a program (path or name on PATH)");
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where) {
@@ -123,9 +161,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
     return fail(v.FieldError("heartbeat_timeout_ms", "must be larger than heartbeat_interval_ms"));
   }
   if (Status s = int_in("drs_interval_ms", c.drs_interval_ms, 0, 86400000); !s.ok()) return fail(s);
-  if (Status s = int_in("power_wake_timeout_ms", c.power_wake_timeout_ms, 1000, 3600000); !s.ok()) return fail(s);
-  UW_CFG(c.ipmitool, v.String("ipmitool", c.ipmitool));
-  if (c.ipmitool.empty()) return fail(v.FieldError("ipmitool", "expected a program (path or name on PATH)"));
+  if (Status s = PowerConfigFromJson(v, c); !s.ok()) return fail(s);
   if (Status s = int_in("task_workers", c.task_workers, 1, 256); !s.ok()) return fail(s);
   if (Status s = int_in("agent_timeout_ms", c.agent_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
   if (Status s = int_in("http_workers", c.http_workers, 2, 1024); !s.ok()) return fail(s);
@@ -142,24 +178,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (Status s = int_in("max_connections_per_client", c.max_connections_per_client, 1, 1'000'000); !s.ok()) {
     return fail(s);
   }
-  if (Status s = int_in("lease_notice_ms", c.lease_notice_ms, 0, 86'400'000); !s.ok()) return fail(s);
-  if (Status s = int_in("lease_tick_ms", c.lease_tick_ms, 10, 60'000); !s.ok()) return fail(s);
-  if (Status s = int_in("lease_move_notice_ms", c.lease_move_notice_ms, 0, 600'000); !s.ok()) return fail(s);
-  UW_CFG(c.lease_broker, v.String("lease_broker", c.lease_broker));
-  if (c.lease_broker != "accept" && c.lease_broker != "decline") {
-    return fail(v.FieldError("lease_broker", "expected accept or decline"));
-  }
-  if (v.Has("lease_reclaim_policy")) {
-    std::string name;
-    UW_CFG(name, v.String("lease_reclaim_policy"));
-    auto policy = lease::ParseBrokerPolicy(name);
-    if (!policy.ok()) return fail(v.FieldError("lease_reclaim_policy", policy.status().message()));
-    c.lease_reclaim_policy = *policy;
-  }
-  UW_CFG(c.lease_admission, v.String("lease_admission", c.lease_admission));
-  if (c.lease_admission != "reclaim" && c.lease_admission != "refuse") {
-    return fail(v.FieldError("lease_admission", "expected reclaim or refuse"));
-  }
+  if (Status s = LeaseConfigFromJson(v, c); !s.ok()) return fail(s);
   UW_CFG(c.placement_policy, v.String("placement_policy", c.placement_policy));
   if (c.placement_policy != "drs" && c.placement_policy != "opportunity-cost") {
     return fail(v.FieldError("placement_policy", "expected drs or opportunity-cost"));

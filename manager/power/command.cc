@@ -17,7 +17,7 @@ extern char** environ;
 namespace uw::power {
 namespace {
 
-constexpr size_t kMaxOutput = 64 * 1024;
+constexpr size_t kMaxOutput = size_t{64} * 1024;
 
 // Both ends of a pipe, closed when this goes out of scope.
 struct Pipe {
