@@ -106,6 +106,17 @@ def wait_booted(host, limit_s):
         time.sleep(POLL_S)
 
 
+def reap_children():
+    """Collects every child of this process that has exited."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def run_supply(host):
     """`scripts/testbed power-run hN`: HOST's power supply. Boots the host and stays in the
     foreground while it is on. A boot that fails leaves the host on (a machine whose OS does not
@@ -128,8 +139,11 @@ def run_supply(host):
         except (TestbedError, OSError) as e:
             write_text(host.file("boot.state"), f"failed: {e}\n")
             log(f"{host.name}: boot failed: {e}")
+        # What the supply started is its children: a daemon that dies (or that a test kills) is
+        # reaped here, or it would stay a zombie that `kill -0` still finds.
         while True:
-            signal.pause()
+            reap_children()
+            time.sleep(POLL_S)
     except SoftOff:
         log(f"{host.name}: soft power off")
         host.shut_down()
