@@ -20,20 +20,23 @@ Json BmcOf(const std::string& testbed_dir, const std::string& host) {
   return Json();
 }
 
+// The last connected host with no guests (the other tests leave theirs on the first hosts), or
+// hosts.size() when there is none.
+size_t IdleHost(const api::HttpClient& manager, const testing::Testbed& bed) {
+  const auto& hosts = bed.hosts;
+  for (size_t i = hosts.size(); i-- > 0;) {
+    auto h = manager.Call("GET", "/api/v1/hosts/" + hosts[i].name);
+    if (h.ok() && (*h)["state"] == "connected" && (*h)["guest_names"].empty()) return i;
+  }
+  return hosts.size();
+}
+
 int64_t MsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
 }
 
 TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
-  // The host with no guests (the other tests leave theirs on the first hosts).
-  size_t index = testbed_->hosts.size();
-  for (size_t i = testbed_->hosts.size(); i-- > 0;) {
-    auto h = Client().Call("GET", "/api/v1/hosts/" + testbed_->hosts[i].name);
-    if (h.ok() && (*h)["state"] == "connected" && (*h)["guest_names"].empty()) {
-      index = i;
-      break;
-    }
-  }
+  const size_t index = IdleHost(Client(), *testbed_);
   ASSERT_LT(index, testbed_->hosts.size()) << "no connected host without guests";
   const std::string host = testbed_->hosts[index].name;
   Json bmc = BmcOf(testbed_->dir, host);
@@ -102,14 +105,7 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
 // through its BMC; a guest burning a CPU on the host kept on raises the load above the band, and
 // DPM powers the host on again (its agent back). Only IPMI switches hosts.
 TEST_F(ManagerIntegrationTest, DpmPowersAnIdleHostOffAndWakesItWhenTheLoadRises) {
-  size_t idle = testbed_->hosts.size();
-  for (size_t i = testbed_->hosts.size(); i-- > 0;) {
-    auto h = Client().Call("GET", "/api/v1/hosts/" + testbed_->hosts[i].name);
-    if (h.ok() && (*h)["state"] == "connected" && (*h)["guest_names"].empty()) {
-      idle = i;
-      break;
-    }
-  }
+  const size_t idle = IdleHost(Client(), *testbed_);
   ASSERT_LT(idle, testbed_->hosts.size()) << "no connected host without guests";
   const std::string host = testbed_->hosts[idle].name, kept = Other(host);
   const std::string path = "/api/v1/hosts/" + host;
