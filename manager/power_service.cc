@@ -21,7 +21,8 @@ int64_t PowerService::NowMs() const { return ToUnixMillis(d_.clock.Now()); }
 
 Result<std::optional<PowerService::Row>> PowerService::Find(std::string_view host) {
   UW_RETURN_IF_ERROR(d_.hosts.Require(host));
-  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT config, phase, phase_since_ms FROM host_power WHERE host = ?",
+  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT config, phase, phase_since_ms, wake_tested_ms, last_error "
+                                                "FROM host_power WHERE host = ?",
                                                 {std::string(host)}));
   if (rows.empty()) return std::optional<Row>();
   const SqlRow& r = rows[0];
@@ -32,6 +33,8 @@ Result<std::optional<PowerService::Row>> PowerService::Find(std::string_view hos
   row.config = std::move(*config);
   row.phase = r.Str("phase");
   row.phase_since_ms = r.Int("phase_since_ms");
+  if (!r.IsNull("wake_tested_ms")) row.wake_tested_ms = r.Int("wake_tested_ms");
+  row.last_error = r.Str("last_error");
   return std::optional<Row>(std::move(row));
 }
 
@@ -45,24 +48,17 @@ Result<PowerService::Row> PowerService::Load(std::string_view host) {
 }
 
 Result<HostPower> PowerService::Get(std::string_view host, bool ask_bmc) {
-  UW_RETURN_IF_ERROR(d_.hosts.Require(host));
-  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT config, phase, phase_since_ms, wake_tested_ms, last_error "
-                                                "FROM host_power WHERE host = ?",
-                                                {std::string(host)}));
+  UW_ASSIGN_OR_RETURN(std::optional<Row> row, Find(host));
   HostPower p;
   p.host = std::string(host);
-  if (rows.empty()) return p;
-  const SqlRow& r = rows[0];
-  auto config = power::ParsePowerConfig(r.JsonOf("config"));
-  if (!config.ok())
-    return InternalError("host " + Quoted(host) + ": stored power driver: " + config.status().message());
-  p.driver = power::PowerConfigJson(*config, power::Secrets::kRedacted);
-  p.phase = r.Str("phase");
-  p.phase_since_ms = r.Int("phase_since_ms");
-  if (!r.IsNull("wake_tested_ms")) p.wake_tested_ms = r.Int("wake_tested_ms");
-  p.last_error = r.Str("last_error");
+  if (!row) return p;
+  p.driver = power::PowerConfigJson(row->config, power::Secrets::kRedacted);
+  p.phase = row->phase;
+  p.phase_since_ms = row->phase_since_ms;
+  p.wake_tested_ms = row->wake_tested_ms;
+  p.last_error = row->last_error;
   if (ask_bmc) {
-    auto driver = power::MakePowerDriver(*config, std::string(host), d_.config.ipmitool);
+    auto driver = power::MakePowerDriver(row->config, std::string(host), d_.config.ipmitool);
     auto state = driver.ok() ? (*driver)->Status() : Result<power::PowerState>(driver.status());
     if (state.ok()) {
       p.bmc = std::string(power::PowerStateName(*state));

@@ -75,6 +75,8 @@ class PowerService {
     power::PowerConfig config;
     std::string phase;
     int64_t phase_since_ms = 0;
+    std::optional<int64_t> wake_tested_ms;
+    std::string last_error;
   };
   // kNotFound for an unknown host; nullopt when it has no driver.
   Result<std::optional<Row>> Find(std::string_view host);

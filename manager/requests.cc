@@ -146,15 +146,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   if (c.join_token.size() < 16) return fail(v.FieldError("join_token", "must be at least 16 characters"));
   UW_CFG(c.admin_token, v.String("admin_token"));
   if (c.admin_token.size() < 16) return fail(v.FieldError("admin_token", "must be at least 16 characters"));
-  auto int_in = [&](std::string_view key, int& out, int64_t lo, int64_t hi) -> Status {
-    auto r = v.Int(key, out);
-    if (!r.ok()) return r.status();
-    if (*r < lo || *r > hi) {
-      return v.FieldError(key, "expected " + std::to_string(lo) + ".." + std::to_string(hi));
-    }
-    out = static_cast<int>(*r);
-    return Status::Ok();
-  };
+  auto int_in = [&](std::string_view key, int& out, int64_t lo, int64_t hi) { return IntIn(v, key, out, lo, hi); };
   if (Status s = int_in("heartbeat_interval_ms", c.heartbeat_interval_ms, 50, 600000); !s.ok()) return fail(s);
   if (Status s = int_in("heartbeat_timeout_ms", c.heartbeat_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
   if (c.heartbeat_timeout_ms <= c.heartbeat_interval_ms) {
