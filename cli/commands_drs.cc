@@ -25,6 +25,10 @@ struct DrsArgs {
   std::vector<std::string> dpm_keep_on;
   bool dpm_keep_none = false;
   double dpm_hysteresis_s = -1;
+  // config: HA
+  std::string ha;
+  int64_t ha_host_failures = -1;
+  int64_t ha_isolation_s = -1;
   // plan
   std::string file;
   std::string policy = "drs";
@@ -88,18 +92,34 @@ void AddDrsConfig(CLI::App* drs, Invocation& inv, DrsArgs& a) {
       ->add_option("--dpm-hysteresis", a.dpm_hysteresis_s,
                    "seconds a power action must stay planned before DPM carries it out (default 300)")
       ->check(CLI::Range(0.0, 86400.0));
+  config->add_option("--ha", a.ha, "HA: on (fence failed hosts, restart their guests elsewhere) | off")
+      ->check(CLI::IsMember({"on", "off"}));
+  config
+      ->add_option("--ha-host-failures", a.ha_host_failures,
+                   "admission keeps room to restart every guest after this many host failures (default 1; 0: none)")
+      ->check(CLI::Range(0, 64));
+  config
+      ->add_option("--ha-isolation", a.ha_isolation_s,
+                   "seconds an isolated host (silent, its BMC says on) is given before it is fenced (default 30)")
+      ->check(CLI::Range(0, 3600));
   config->callback([&inv, &a] {
+    Json ha = Json::object();
+    if (!a.ha.empty()) ha["enabled"] = a.ha == "on";
+    if (a.ha_host_failures >= 0) ha["host_failures"] = a.ha_host_failures;
+    if (a.ha_isolation_s >= 0) ha["isolation_s"] = a.ha_isolation_s;
     Json dpm = Json::object();
     if (!a.dpm_mode.empty()) dpm["mode"] = a.dpm_mode;
     if (!a.dpm_band.empty()) dpm["band"] = a.dpm_band;
     if (a.dpm_min_hosts_on > 0) dpm["min_hosts_on"] = a.dpm_min_hosts_on;
     if (!a.dpm_keep_on.empty() || a.dpm_keep_none) dpm["keep_on"] = a.dpm_keep_on;
     if (a.dpm_hysteresis_s >= 0) dpm["hysteresis_s"] = a.dpm_hysteresis_s;
-    if (a.set_automation.empty() && a.threshold == 0 && a.allow_cold.empty() && a.cooldown < 0 && dpm.empty()) {
+    if (a.set_automation.empty() && a.threshold == 0 && a.allow_cold.empty() && a.cooldown < 0 && dpm.empty() &&
+        ha.empty()) {
       return Answer(inv, inv.c.Call("GET", "/api/v1/drs/config"));
     }
     Json body = Json::object();
     if (!dpm.empty()) body["dpm"] = dpm;
+    if (!ha.empty()) body["ha"] = ha;
     if (!a.set_automation.empty()) body["automation"] = a.set_automation;
     if (a.threshold) body["threshold"] = a.threshold;
     if (!a.allow_cold.empty()) body["allow_cold_moves"] = a.allow_cold == "true";

@@ -11,7 +11,7 @@ struct GuestArgs {
   std::string name;
   // create
   int64_t vcpus = 1, memory = 256;
-  std::string image, kind = "qemu", tenant, pool, automation, on_crash, lease_class;
+  std::string image, kind = "qemu", tenant, pool, automation, on_crash, lease_class, restart_priority;
   int64_t lease_term_s = 0, lease_floor_memory = 0, lease_bid = 0;
   bool no_start = false, no_paravirt = false;
   // delete
@@ -37,6 +37,10 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
   create
       ->add_option("--on-crash", a.on_crash, "when it crashes: restart (default; 3 tries in 10 minutes) | keep | stop")
       ->check(CLI::IsMember({"restart", "keep", "stop"}));
+  create
+      ->add_option("--restart-priority", a.restart_priority,
+                   "HA: the order of restarts when its host fails: high | medium (default) | low | disabled")
+      ->check(CLI::IsMember({"high", "medium", "low", "disabled"}));
   create->add_flag("--no-start", a.no_start, "define but do not start");
   create->add_option("--lease-class", a.lease_class, "guaranteed (default) | elastic | preemptible")
       ->check(CLI::IsMember({"guaranteed", "elastic", "preemptible"}));
@@ -58,6 +62,7 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
     if (!a.pool.empty()) body["pool"] = a.pool;
     if (!a.automation.empty()) body["automation"] = a.automation;
     if (!a.on_crash.empty()) body["on_crash"] = a.on_crash;
+    if (!a.restart_priority.empty()) body["restart_priority"] = a.restart_priority;
     if (!a.lease_class.empty()) body["lease_class"] = a.lease_class;
     if (a.lease_term_s > 0) body["lease_term_s"] = a.lease_term_s;
     if (a.lease_floor_memory > 0) body["lease_floor"] = {{"memory_mib", a.lease_floor_memory}};

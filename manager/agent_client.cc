@@ -108,6 +108,7 @@ class HttpAgentClient final : public AgentClient {
 
   const std::string& host() const override { return host_; }
 
+  Status Ping() override { return Call("GET", "/api/v1/host", nullptr).status(); }
   Result<AgentGuest> Create(const Json& spec) override { return GuestCall("POST", "/api/v1/guests", &spec); }
   Result<AgentGuest> Get(const std::string& guest) override { return GuestCall("GET", GuestPath(guest), nullptr); }
   Result<AgentGuest> Start(const std::string& guest) override {
@@ -248,6 +249,7 @@ class FailingAgentClient final : public AgentClient {
  public:
   FailingAgentClient(std::string host, Status why) : host_(std::move(host)), why_(std::move(why)) {}
   const std::string& host() const override { return host_; }
+  Status Ping() override { return why_; }
   Result<AgentGuest> Create(const Json&) override { return why_; }
   Result<AgentGuest> Get(const std::string&) override { return why_; }
   Result<AgentGuest> Start(const std::string&) override { return why_; }

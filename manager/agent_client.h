@@ -105,6 +105,9 @@ class AgentClient {
  public:
   virtual ~AgentClient() = default;
   virtual const std::string& host() const = 0;
+  // Whether the agent answers the manager (its host endpoint, with the manager's token): HA's
+  // second look at a host that stopped heartbeating.
+  virtual Status Ping() = 0;
 
   // Guests. `spec` is the create request the manager stored for the guest (the agent's guest
   // spec document: vmm::GuestSpecFromJson's input, plus image and start).

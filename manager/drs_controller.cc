@@ -27,7 +27,8 @@ Json StoredDrsConfig(const DrsConfig& c) {
           {"policy", c.policy},
           {"allow_cold_moves", c.allow_cold_moves},
           {"min_move_interval_s", c.min_move_interval_s},
-          {"dpm", DpmConfigJson(c.dpm)}};
+          {"dpm", DpmConfigJson(c.dpm)},
+          {"ha", HaConfigJson(c.ha)}};
 }
 
 }  // namespace
@@ -50,6 +51,9 @@ Result<DrsConfig> DrsController::Config() {
   UW_ASSIGN_OR_RETURN(cfg.min_move_interval_s, v.Number("min_move_interval_s", cfg.min_move_interval_s));
   if (stored->contains("dpm")) {
     UW_ASSIGN_OR_RETURN(cfg.dpm, ParseDpmConfigChange((*stored)["dpm"], cfg.dpm));
+  }
+  if (stored->contains("ha")) {
+    UW_ASSIGN_OR_RETURN(cfg.ha, ParseHaConfigChange((*stored)["ha"], cfg.ha));
   }
   return cfg;
 }

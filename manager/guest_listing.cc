@@ -178,7 +178,9 @@ void GuestListing::AppendGuest(std::string& out, const SqlCursor& c, const Princ
   AppendInt(out, c.Int(Col::kMemoryMib));
   out += ",\"vcpus\":";
   AppendInt(out, c.Int(Col::kVcpus));
-  out += "},\"state\":";
+  out += "},\"restart_priority\":";
+  AppendString(out, c.Text(Col::kRestartPriority));
+  out += ",\"state\":";
   AppendString(out, c.Text(Col::kState));
   out += ",\"tenant\":";
   AppendString(out, c.Text(Col::kTenant));

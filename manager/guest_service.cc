@@ -164,6 +164,7 @@ Result<Task> GuestService::AdmitOn(const GuestCreate& req, const std::string& ho
                                         .automation = req.automation,
                                         .placement_reason = placed.value("reason", ""),
                                         .on_crash = req.on_crash,
+                                        .restart_priority = req.restart_priority,
                                         .now_ms = now}));
     UW_RETURN_IF_ERROR(d_.leases.Open(req, req.name, req.tenant, now));
     UW_RETURN_IF_ERROR(d_.tasks.Insert(task_id, "guest.create", req.name, req.tenant, request, message));
@@ -283,6 +284,41 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
     return d_.events.Add("guest.created", guest, tenant, {{"host", host}, {"state", state}});
   }));
   return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"host", host}, {"state", state}});
+}
+
+Status GuestService::RunRecover(const std::string& id, const Json& request, const std::string& guest) {
+  const std::string host = request.value("host", "");
+  const std::string from = request.value("from", "");
+  UW_RETURN_IF_ERROR(d_.tasks.SetProgress(id, 0.3, "restarting on host " + host + " after its host " + from + " failed"));
+  const auto start = d_.clock.Monotonic();
+  auto agent = d_.agent_of(host);
+  Result<AgentGuest> made = agent->Create(request.value("spec", Json::object()));
+  if (!made.ok() && made.status().code() == StatusCode::kAlreadyExists) {
+    made = agent->Get(guest);  // resumed after a crash: made before the manager could record it
+    if (made.ok() && made->state != "running") made = agent->Start(guest);
+  }
+  const int64_t took_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Monotonic() - start).count();
+  UW_ASSIGN_OR_RETURN(std::string tenant, d_.guests.TenantOf(guest));
+  if (!made.ok()) {
+    const Status cause = made.status();
+    if (cause.code() == StatusCode::kDeadlineExceeded) (void)agent->Delete(guest, true);  // it may have made it
+    UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(d_.guests.EndMove(guest, from, request.value("was", "unknown"), NowMs()));
+      return d_.events.Add("guest.restart_failed", guest, tenant,
+                           {{"from", from}, {"to", host}, {"error", cause.ToString()},
+                            {"reason", "restarting it on " + host + " failed; HA tries again"}});
+    }));
+    return d_.tasks.Finish(id, cause, nullptr);
+  }
+  const std::string state = made->state;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.guests.SetState(guest, state, NowMs()));
+    return d_.events.Add("guest.restarted_elsewhere", guest, tenant,
+                         {{"from", from}, {"host", host}, {"state", state}, {"took_ms", took_ms}});
+  }));
+  d_.leases.Changed(guest);  // its holdings name its new host
+  return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"from", from}, {"host", host}, {"state", state}});
 }
 
 namespace {

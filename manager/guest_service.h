@@ -78,6 +78,10 @@ class GuestService {
   Status RunCreate(const std::string& task_id, const Json& request, const std::string& guest);
   Status RunOperation(const std::string& task_id, const std::string& kind, const Json& request,
                       const std::string& guest);
+  // HA's restart (ha_service.h) of a guest whose host was fenced: created (and started) on its new
+  // host from its stored spec. When that fails the guest goes back to the failed host's books in
+  // the state it had, and HA tries again with a backoff.
+  Status RunRecover(const std::string& task_id, const Json& request, const std::string& guest);
 
  private:
   int64_t NowMs() const;

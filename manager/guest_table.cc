@@ -55,6 +55,7 @@ Guest GuestOfRow(const SqlRow& r) {
   g.alert = r.JsonOf("alert");
   g.health = text("health");
   g.on_crash = r.Str("on_crash");
+  g.restart_priority = r.Str("restart_priority");
   g.crash = r.JsonOf("crash");
   g.used_cpu_cores = r.Real("cpu_used");
   g.used_memory_mib = r.Int("memory_used_mib");
@@ -65,10 +66,10 @@ Guest GuestOfRow(const SqlRow& r) {
 Status GuestTable::Admit(const Admitted& g) {
   return store_.Exec(
       "INSERT INTO guests(name, tenant, host, pool, kind, vcpus, memory_mib, spec, state, automation, "
-      "placement_reason, on_crash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'creating', "
-      "?, ?, ?, ?, ?)",
+      "placement_reason, on_crash, restart_priority, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+      "'creating', ?, ?, ?, ?, ?, ?)",
       {g.name, g.tenant, g.host, OrNull(g.pool), g.kind, g.vcpus, g.memory_mib, Dump(g.spec), g.automation,
-       g.placement_reason, g.on_crash, g.now_ms, g.now_ms});
+       g.placement_reason, g.on_crash, g.restart_priority, g.now_ms, g.now_ms});
 }
 
 Status GuestTable::AddFound(const Found& g) {
@@ -163,7 +164,8 @@ std::string StoredCursor(const Principal& p, const std::string& after) {
 Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
   UW_ASSIGN_OR_RETURN(
       auto rows, store_.Query("SELECT name, host, pool, kind, granted_vcpus, granted_memory_mib, state, automation, "
-                              "cpu_used, memory_used_mib, migrating_to FROM guests WHERE released = 0 ORDER BY name"));
+                              "cpu_used, memory_used_mib, migrating_to, restart_priority FROM guests WHERE released = 0 "
+                              "ORDER BY name"));
   auto optional = [](const SqlRow& r, const char* c) {
     return r.IsNull(c) ? std::nullopt : std::optional<std::string>(r.Str(c));
   };
@@ -172,7 +174,7 @@ Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
   for (const auto& r : rows) {
     out.push_back({r.Str("name"), optional(r, "host"), optional(r, "pool"), r.Str("kind"), r.Str("state"),
                    r.Str("automation"), r.Int("granted_vcpus"), r.Int("granted_memory_mib"), r.Real("cpu_used"),
-                   r.Int("memory_used_mib"), optional(r, "migrating_to")});
+                   r.Int("memory_used_mib"), optional(r, "migrating_to"), r.Str("restart_priority")});
   }
   return out;
 }
@@ -181,7 +183,8 @@ namespace {
 
 constexpr const char* kListingColumns =
     "SELECT name, tenant, host, pool, kind, spec, state, vcpus, memory_mib, automation, migrating_to, "
-    "placement_reason, alert, health, on_crash, crash, cpu_used, memory_used_mib, created_ms, rowid FROM guests";
+    "placement_reason, alert, health, on_crash, restart_priority, crash, cpu_used, memory_used_mib, created_ms, rowid "
+    "FROM guests";
 
 SqlFilter TenantScope(const std::optional<std::string>& tenant) {
   SqlFilter f;

@@ -59,6 +59,7 @@ struct PlacementGuest {
   double cpu_used = 0;                      // cores, from the last heartbeat
   int64_t memory_used_mib = -1;             // < 0: not reported
   std::optional<std::string> migrating_to;  // a move in flight holds memory there too
+  std::string restart_priority = "medium";
 };
 
 class GuestTable {
@@ -74,6 +75,7 @@ class GuestTable {
     int64_t vcpus = 0, memory_mib = 0;  // the reservation (the maxima)
     Json spec;                          // what the agent is asked to create
     std::string automation, placement_reason, on_crash;
+    std::string restart_priority = "medium";
     int64_t now_ms = 0;
   };
   // A guest an agent reports that the manager did not know: recorded so its capacity counts.
@@ -132,6 +134,7 @@ class GuestTable {
     kAlert,
     kHealth,
     kOnCrash,
+    kRestartPriority,
     kCrash,
     kCpuUsed,
     kMemoryUsedMib,

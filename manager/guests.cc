@@ -26,6 +26,9 @@ Result<placement::Snapshot> Manager::BuildSnapshot(const placement::Vm* incoming
   placement::Settings settings;
   settings.drs = internal::DrsSettingsFromConfig(cfg);
   settings.dpm = internal::DpmSettingsFromConfig(cfg.dpm);
+  // HA admission: room to restart every guest after host_failures hosts fail.
+  settings.ha.enabled = cfg.ha.enabled && cfg.ha.host_failures > 0;
+  settings.ha.host_failures = cfg.ha.host_failures;
   return internal::BuildSnapshot(*store_, NowMs(), settings, incoming);
 }
 

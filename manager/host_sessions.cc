@@ -171,6 +171,15 @@ Status HostSessions::UpdateReportedGuest(const std::string& host, const KnownGue
   return Status::Ok();
 }
 
+Result<std::optional<std::string>> HostSessions::RecoveredFrom(const std::string& guest, const std::string& host) {
+  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT id FROM tasks WHERE kind = 'guest.recover' AND subject = ? AND "
+                                                "state = 'succeeded' AND json_extract(request, '$.from') = ? "
+                                                "ORDER BY updated_ms DESC LIMIT 1",
+                                                {guest, host}));
+  if (rows.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(rows[0].Str("id"));
+}
+
 void HostSessions::Reconcile(const std::string& host, const Json& reported) {
   std::map<std::string, Json> seen;
   for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
@@ -214,6 +223,10 @@ void HostSessions::Reconcile(const std::string& host, const Json& reported) {
         // The shut-off definition libvirt leaves on the source of a move that nobody confirmed there
         // (its agent was down when the move ended) is a leftover, not a second guest.
         UW_ASSIGN_OR_RETURN(std::optional<std::string> moved_away, MigrationTable(d_.store).LastDoneFrom(name, host));
+        // Likewise the definition a fenced host kept of a guest HA restarted elsewhere.
+        if (!moved_away) {
+          UW_ASSIGN_OR_RETURN(moved_away, RecoveredFrom(name, host));
+        }
         if (g.value("state", "") == "shutoff" && moved_away && other_host != host) {
           leftovers.push_back({name, *moved_away});
           continue;

@@ -74,6 +74,8 @@ class HostSessions {
     std::string name, host, tenant, on_crash;
   };
   void Reconcile(const std::string& host, const Json& reported);
+  // The guest.recover task that restarted `guest` elsewhere after `host` failed (HA), if any.
+  Result<std::optional<std::string>> RecoveredFrom(const std::string& guest, const std::string& host);
   // A known guest as its host reports it now: health, state, and what a change of state sets off
   // (events; a crash is recorded and its policy queued in `crashed`). Inside Reconcile's transaction.
   Status UpdateReportedGuest(const std::string& host, const KnownGuest& r, const Json& g, int64_t now,

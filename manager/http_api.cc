@@ -52,7 +52,8 @@ Json DrsConfigJson(const DrsConfig& c) {
           {"allow_cold_moves", c.allow_cold_moves},
           {"min_move_interval_s", c.min_move_interval_s},
           {"interval_ms", c.interval_ms},
-          {"dpm", DpmConfigJson(c.dpm)}};
+          {"dpm", DpmConfigJson(c.dpm)},
+          {"ha", HaConfigJson(c.ha)}};
 }
 
 // A task the request started (202 with its Location) or read, as `p` sees it.

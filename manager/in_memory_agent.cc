@@ -49,6 +49,11 @@ class InMemoryAgent final : public AgentClient {
     return g;
   }
 
+  Status Ping() override {
+    std::lock_guard l(cluster_.mu_);
+    return Up().status();
+  }
+
   Result<AgentGuest> Get(const std::string& guest) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));

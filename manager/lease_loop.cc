@@ -263,6 +263,12 @@ Status LeaseService::DeliverOne(const NoticeRecord& n, int64_t now_ms) {
       s->delivering_.erase(id);
     }
   } done{this, n.notice.id};
+  {
+    // The loop may have listed the notice before another delivery of it (a move's) ended: what it
+    // read is stale, and a notice is delivered once.
+    UW_ASSIGN_OR_RETURN(NoticeRecord now, table_.GetNotice(n.notice.id));
+    if (now.delivery.state != "pending" || now.notice.state != lease::NoticeState::kPending) return Status::Ok();
+  }
   NoticeDelivery d{"silent", "", "", now_ms};
   std::optional<NoticeAnswer> answer;
   UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));

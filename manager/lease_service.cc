@@ -409,6 +409,16 @@ Result<std::optional<std::string>> LeaseService::ForceStop(const Guest& g, std::
   return task;
 }
 
+Status LeaseService::HostFailed(const Guest& g, std::string reason) {
+  UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> live, table_.LiveOf(g.name));
+  if (!live || live->lease.state != lease::LeaseState::kActive) return Status::Ok();
+  UW_RETURN_IF_ERROR(WithdrawOpen(live->lease, "overtaken by the failure of the guest's host"));
+  UW_ASSIGN_OR_RETURN(NoticeRecord n, SendIn(*live, lease::NoticeAction::kEvacuate, live->lease.granted,
+                                             std::move(reason), 0, 0, true));
+  // An evacuation keeps the amounts: no guest task comes of it (the restart is HA's own task).
+  return ActIn(std::move(n), NowMs(), GuestTask::kResize).status();
+}
+
 Result<Page<NoticeRecord>> LeaseService::ListNotices(const Principal& p, std::string_view guest,
                                                      const PageQuery& page) {
   UW_ASSIGN_OR_RETURN(LeaseScope scope, ScopeOf(p, guest));

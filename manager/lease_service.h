@@ -88,6 +88,11 @@ class LeaseService {
   // task, or nullopt when the guest is not running or holds no active lease (nothing is recorded;
   // the caller stops the guest itself).
   Result<std::optional<std::string>> ForceStop(const Guest& g, std::string reason);
+  // Inside the caller's transaction: the guest's host failed and was fenced (HA), so its place
+  // there is taken at once: an urgent evacuate notice (an open one is withdrawn), acted on now, and
+  // the repossession record. The lease keeps its amounts (the guest restarts elsewhere with them).
+  // Nothing is recorded for a guest with no active lease.
+  Status HostFailed(const Guest& g, std::string reason);
   // Admission by reclaim (lease_admission.cc). When no host has room for a new guest whose lease is
   // `lease_class`: a host where leases the broker may take from (lease_reclaim_policy; elastic above
   // their floor, preemptible ones whole) can give what is missing, and what each gives. nullopt

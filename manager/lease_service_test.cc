@@ -397,7 +397,7 @@ TEST_F(LeaseTest, AMoveIsAnnouncedBeforeAndReportedAfter) {
     told = ExecsOf("m1", "uw-notice");
     return told.size() == 2;
   }));
-  ASSERT_EQ(told.size(), 2u);
+  ASSERT_EQ(told.size(), 2u) << ::testing::PrintToString(told);
   EXPECT_NE(told[0].find(" migrate "), std::string::npos) << told[0];
   EXPECT_NE(told[1].find(" moved "), std::string::npos) << told[1];
   EXPECT_NE(told[1].find("to=" + to + ",pause_ms="), std::string::npos) << told[1];

@@ -13,6 +13,7 @@
 #include "manager/guest_listing.h"
 #include "manager/guest_service.h"
 #include "manager/guest_table.h"
+#include "manager/ha_service.h"
 #include "manager/host_sessions.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
@@ -52,6 +53,7 @@ Manager::~Manager() { Stop(); }
 int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 
 Status Manager::Start() {
+  ha_.reset();
   guest_service_.reset();  // a manager started again reopens its store
   leases_.reset();
   sessions_.reset();
@@ -154,10 +156,25 @@ Status Manager::Start() {
                             const std::vector<std::string>& recs) { return StartMoves(moves, recs, Json::object()); },
       .power = [this](std::string_view host, std::string_view action) { return power_->Act(host, action); },
       .power_of = [this](std::string_view host) { return power_->Get(host, false); }});
+  ha_ = std::make_unique<internal::HaService>(internal::HaService::Deps{
+      .store = *store_,
+      .events = *events_,
+      .guests = *guests_,
+      .tasks = *tasks_,
+      .leases = *leases_,
+      .power = *power_,
+      .clock = clock_,
+      .config = config_,
+      .agent_of = agent_of,
+      .drs_config = [this] { return drs_->Config(); },
+      .placement_mu = placement_mu_,
+      .snapshot = [this] { return BuildSnapshot(); },
+      .enqueue = [this](const std::string& id) { Enqueue(id); }});
   for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
   migrations_->Start();
   leases_->Start();
+  ha_->Start();
   UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
   return Status::Ok();
 }
@@ -173,6 +190,7 @@ void Manager::Stop() {
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (monitor_.joinable()) monitor_.join();
+  if (ha_) ha_->Stop();
   if (leases_) leases_->Stop();
   if (migrations_) migrations_->Stop();
   if (events_) events_->Stop();

@@ -58,6 +58,7 @@ class HostSessions;
 class GuestService;
 class LeaseService;
 class PowerService;
+class HaService;
 }  // namespace internal
 
 // A guest creation request, parsed and validated by the HTTP layer.
@@ -75,6 +76,7 @@ struct GuestCreate {
   std::optional<lease::Resources> lease_floor;  // elastic: what it may be shrunk to
   int64_t lease_bid = 0;                        // credits per GiB-hour (the market broker), within the tenant's budget
   std::string on_crash = "restart";             // restart | keep | stop (what the manager does when it crashes)
+  std::string restart_priority = "medium";      // high | medium | low | disabled: HA restarts, in this order
   Json agent_spec;  // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
   std::vector<std::pair<std::string, std::string>> rights_needed;
@@ -106,6 +108,12 @@ struct DpmConfig {
   std::vector<std::string> keep_on;  // hosts DPM never powers off
   double hysteresis_s = 300;         // how long a power action must stay planned before it is carried out
 };
+// High availability (ha_service.h): restarts of a failed host's guests, after it is fenced.
+struct HaConfig {
+  bool enabled = false;
+  int64_t host_failures = 1;  // admission keeps room to restart every guest after this many fail; 0: none
+  int64_t isolation_s = 30;   // a host silent while its BMC says on is isolated this long, then fenced
+};
 struct DrsConfig {
   std::string automation = "manual";  // manual | automatic
   int threshold = 3;                  // 1..5: moves of priority <= threshold are recommended
@@ -115,6 +123,7 @@ struct DrsConfig {
   double min_move_interval_s = 0;     // the engine's cooldown; GetDrsConfig fills in its default
   int64_t interval_ms = 0;            // ManagerConfig::drs_interval_ms (read-only over the API)
   DpmConfig dpm;
+  HaConfig ha;
 };
 // A PUT body over `current`: each field given replaces its value, with its path in errors.
 Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig current);
@@ -122,6 +131,9 @@ Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig current);
 // "min_hosts_on", "keep_on", "hysteresis_s"}), and its JSON view.
 Result<DpmConfig> ParseDpmConfigChange(const Json& body, DpmConfig current);
 Json DpmConfigJson(const DpmConfig& c);
+// The "ha" object of a DRS config change ({"enabled", "host_failures", "isolation_s"}), and its view.
+Result<HaConfig> ParseHaConfigChange(const Json& body, HaConfig current);
+Json HaConfigJson(const HaConfig& c);
 
 // A guest operation (POST /api/v1/guests/{name}/{op}, DELETE for delete) with its arguments.
 struct GuestOp {
@@ -217,6 +229,7 @@ struct Guest {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the
   Json alert;                         // null, or {"type": "duplicate", "also_on": [...], "since": ...}
   std::optional<std::string> health;  // ready | starting | unresponsive | none, from its agent
   std::string on_crash;
+  std::string restart_priority;  // high | medium | low | disabled (HA restarts after its host failed)
   Json crash;  // null, or {"at", "host", "console_tail", "restarts": [ms...]}
   double used_cpu_cores = 0;
   int64_t used_memory_mib = 0;
@@ -647,6 +660,7 @@ class Manager {
   std::unique_ptr<internal::GuestService> guest_service_;      // set by Start
   std::unique_ptr<internal::LeaseService> leases_;             // set by Start
   std::unique_ptr<internal::PowerService> power_;              // set by Start
+  std::unique_ptr<internal::HaService> ha_;                    // set by Start
 };
 
 }  // namespace uw::manager

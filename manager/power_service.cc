@@ -190,8 +190,13 @@ Result<HostPower> PowerService::Act(std::string_view host, std::string_view acti
   UW_ASSIGN_OR_RETURN(std::unique_ptr<power::PowerDriver> driver,
                       power::MakePowerDriver(row.config, std::string(host), d_.config.ipmitool));
   const std::string name(host);
-  if (row.phase == "entering_standby" || row.phase == "waking") {
+  if (row.phase == "entering_standby" || row.phase == "waking" || row.phase == "fencing") {
     return FailedPreconditionError("host " + Quoted(host) + " is in another power operation (" + row.phase + ")");
+  }
+  if (row.phase == "isolated" && action != "on") {
+    return FailedPreconditionError("host " + Quoted(host) +
+                                   " is isolated (silent, its BMC says on): HA fences it (powers it off) once "
+                                   "its isolation time has passed");
   }
   const auto start = d_.clock.Monotonic();
   auto took_ms = [&] {
@@ -212,7 +217,10 @@ Result<HostPower> PowerService::Act(std::string_view host, std::string_view acti
     spdlog::info("host {} powered on through {} in {} ms; waiting for its agent", host, driver->Describe(), took_ms());
     return Get(host, false);
   }
-  if (row.phase == "standby") return FailedPreconditionError("host " + Quoted(host) + " is in standby (off) already");
+  if (row.phase == "standby" || row.phase == "failed") {
+    return FailedPreconditionError("host " + Quoted(host) + " is " + (row.phase == "failed" ? "failed (fenced" : "in standby (") +
+                                   ": off) already");
+  }
   UW_RETURN_IF_ERROR(MayPowerOff(host));
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(SetPhase(host, action == "off" ? "entering_standby" : "waking", ""));
@@ -240,6 +248,16 @@ Status PowerService::Heard(std::string_view host, bool joined) {
       auto rows, d_.store.Query("SELECT phase, phase_since_ms FROM host_power WHERE host = ?", {std::string(host)}));
   if (rows.empty()) return Status::Ok();
   const std::string phase = rows[0].Str("phase");
+  if (phase == "isolated" || phase == "failed") {
+    // Back before it was fenced (nothing was restarted), or a fenced host powered on again.
+    UW_RETURN_IF_ERROR(SetPhase(host, "on", ""));
+    return d_.events.Add(phase == "isolated" ? "host.recovered" : "host.back", host, "",
+                         {{"reason", phase == "isolated"
+                                         ? "it heartbeats again before it was fenced; none of its guests was restarted "
+                                           "elsewhere"
+                                         : "the fenced host is back; guests restarted elsewhere stay there (their "
+                                           "copies here are removed)"}});
+  }
   if (phase != "waking" && !(joined && phase == "standby")) return Status::Ok();
   const int64_t now = NowMs();
   if (phase == "waking") {
@@ -254,6 +272,61 @@ Status PowerService::Heard(std::string_view host, bool joined) {
                        {{"reason",
                          "the host's agent joined while the host was in standby (powered on outside the "
                          "manager)"}});
+}
+
+Status PowerService::Isolate(std::string_view host, std::string_view why) {
+  std::lock_guard l(act_mu_);
+  UW_ASSIGN_OR_RETURN(Row row, Load(host));
+  if (row.phase != "on") {
+    return FailedPreconditionError("host " + Quoted(host) + " is " + row.phase + ", not on: it cannot be isolated");
+  }
+  return d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(SetPhase(host, "isolated", ""));
+    return d_.events.Add("host.isolated", host, "", {{"reason", why}});
+  });
+}
+
+Status PowerService::NoteError(std::string_view host, std::string_view error) {
+  return d_.store.Exec("UPDATE host_power SET last_error = ?, updated_ms = ? WHERE host = ?",
+                       {std::string(error), NowMs(), std::string(host)});
+}
+
+Result<int64_t> PowerService::Fence(std::string_view host, std::string_view why) {
+  std::lock_guard l(act_mu_);
+  UW_ASSIGN_OR_RETURN(Row row, Load(host));
+  if (row.phase != "on" && row.phase != "isolated") {
+    return FailedPreconditionError("host " + Quoted(host) + " is " + row.phase + ": only a host that is on or isolated " +
+                                   "is fenced");
+  }
+  UW_ASSIGN_OR_RETURN(std::unique_ptr<power::PowerDriver> driver,
+                      power::MakePowerDriver(row.config, std::string(host), d_.config.ipmitool));
+  const auto start = d_.clock.Monotonic();
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(SetPhase(host, "fencing", ""));
+    return d_.events.Add("host.fencing", host, "", {{"bmc", driver->Describe()}, {"reason", why}});
+  }));
+  Status s = driver->Off();
+  if (s.ok()) s = WaitFor(*driver, power::PowerState::kOff, std::string(host), row.config.timeout_ms);
+  const int64_t took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Monotonic() - start).count();
+  if (!s.ok()) {
+    const std::string error = "fencing failed: " + s.message() + "; none of its guests is restarted elsewhere";
+    spdlog::error("host {}: {}", host, error);
+    UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(SetPhase(host, "isolated", error));
+      return d_.events.Add("host.fence_failed", host, "",
+                           {{"bmc", driver->Describe()}, {"error", s.message()}, {"code", StatusCodeName(s.code())},
+                            {"reason", "none of its guests is restarted elsewhere until it is fenced"}});
+    }));
+    return s;
+  }
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(SetPhase(host, "failed", ""));
+    UW_RETURN_IF_ERROR(d_.hosts.Disconnect(host).status());
+    return d_.events.Add("host.fenced", host, "", {{"bmc", driver->Describe()}, {"took_ms", took}, {"reason", why}});
+  }));
+  spdlog::warn("host {} fenced (powered off through {} in {} ms): {}", host, driver->Describe(), took, why);
+  return took;
 }
 
 void PowerService::Check() {

@@ -7,7 +7,8 @@
 //   POST /hosts/{name}/power {on}   --> BMC on, confirmed --> waking --agent joins (Heard)--> on
 //   monitor loop --> Check --> a host waking past power_wake_timeout_ms: host.wake_failed
 //
-// A host's phase is on | entering_standby | standby | waking; while it is not `on` the host lists
+// A host's phase is on | entering_standby | standby | waking, and for HA isolated | fencing |
+// failed (ha_service.h: fenced, off, its guests restarted elsewhere); while it is not `on` the host lists
 // with that phase as its state, and placement sees it as not usable. A power-on that ends with the
 // agent back marks the host's wake path tested (what DPM requires before it picks a host).
 //
@@ -69,6 +70,17 @@ class PowerService {
   Status Heard(std::string_view host, bool joined);
   // A waking host whose agent has not joined within power_wake_timeout_ms: one host.wake_failed.
   void Check();
+
+  // HA (ha_service.h). A host that stopped heartbeating while its BMC says on: phase isolated,
+  // with a host.isolated event saying why. kFailedPrecondition unless the host is on (phase).
+  Status Isolate(std::string_view host, std::string_view why);
+  // Fencing: the host is powered off through its driver and the BMC is polled until it reports
+  // off; the host is then `failed` (its guests may run elsewhere), with a host.fenced event. On
+  // an error the host goes back to isolated with the error as its last_error and a
+  // host.fence_failed event, and the error is returned. Returns how long it took (ms).
+  Result<int64_t> Fence(std::string_view host, std::string_view why);
+  // Inside a transaction: the error of a failed HA step kept with the host's power row.
+  Status NoteError(std::string_view host, std::string_view error);
 
  private:
   struct Row {

@@ -196,7 +196,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_RETURN_IF_ERROR(v.RejectUnknown(
       {"name",         "tenant",      "pool",      "kind",   "vcpus", "max_vcpus", "memory_mib", "max_memory_mib",
        "image",        "boot",        "nics",      "labels", "start", "paravirt",  "automation", "lease_class",
-       "lease_term_s", "lease_floor", "lease_bid", "cpu",    "disks", "on_crash"}));
+       "lease_term_s", "lease_floor", "lease_bid", "cpu",    "disks", "on_crash", "restart_priority"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
@@ -251,6 +251,11 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (g.on_crash != "restart" && g.on_crash != "keep" && g.on_crash != "stop") {
     return v.FieldError("on_crash", "expected restart, keep or stop");
   }
+  UW_ASSIGN_OR_RETURN(g.restart_priority, v.String("restart_priority", "medium"));
+  if (g.restart_priority != "high" && g.restart_priority != "medium" && g.restart_priority != "low" &&
+      g.restart_priority != "disabled") {
+    return v.FieldError("restart_priority", "expected high, medium, low or disabled");
+  }
   if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
   if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
   if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
@@ -266,7 +271,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   }
   Json spec = body;
   for (const char* k :
-       {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "lease_bid", "on_crash"}) {
+       {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "lease_bid", "on_crash", "restart_priority"}) {
     spec.erase(k);
   }
   spec["vcpus"] = g.vcpus;
@@ -348,14 +353,40 @@ Json DpmConfigJson(const DpmConfig& c) {
           {"hysteresis_s", c.hysteresis_s}};
 }
 
+Result<HaConfig> ParseHaConfigChange(const Json& body, HaConfig cfg) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"enabled", "host_failures", "isolation_s"}));
+  if (v.Has("enabled")) {
+    UW_ASSIGN_OR_RETURN(cfg.enabled, v.Bool("enabled"));
+  }
+  if (v.Has("host_failures")) {
+    UW_ASSIGN_OR_RETURN(cfg.host_failures, v.Int("host_failures"));
+    if (cfg.host_failures < 0 || cfg.host_failures > 64) return v.FieldError("host_failures", "expected 0..64");
+  }
+  if (v.Has("isolation_s")) {
+    UW_ASSIGN_OR_RETURN(cfg.isolation_s, v.Int("isolation_s"));
+    if (cfg.isolation_s < 0 || cfg.isolation_s > 3600) return v.FieldError("isolation_s", "expected 0..3600 seconds");
+  }
+  return cfg;
+}
+
+Json HaConfigJson(const HaConfig& c) {
+  return {{"enabled", c.enabled}, {"host_failures", c.host_failures}, {"isolation_s", c.isolation_s}};
+}
+
 Result<DrsConfig> ParseDrsConfigChange(const Json& body, DrsConfig cfg) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown(
-      {"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s", "dpm"}));
+      {"automation", "threshold", "max_moves", "policy", "allow_cold_moves", "min_move_interval_s", "dpm", "ha"}));
   if (v.Has("dpm")) {
     auto dpm = ParseDpmConfigChange(body["dpm"], cfg.dpm);
     if (!dpm.ok()) return dpm.status().WithContext("dpm");
     cfg.dpm = std::move(*dpm);
+  }
+  if (v.Has("ha")) {
+    auto ha = ParseHaConfigChange(body["ha"], cfg.ha);
+    if (!ha.ok()) return ha.status().WithContext("ha");
+    cfg.ha = *ha;
   }
   if (v.Has("automation")) {
     UW_ASSIGN_OR_RETURN(cfg.automation, v.String("automation"));

@@ -47,8 +47,12 @@ Result<std::vector<pl::Host>> Hosts(Store& store) {
     host.cpu_cores = h.cpu_cores;
     host.memory_mib = h.memory_mib;
     // A host being powered off takes no guests (as in maintenance); one off or not back yet is
-    // standby (the engine may plan to power it on).
-    host.state = h.state == "disconnected"                        ? pl::HostState::kFailed
+    // standby (the engine may plan to power it on). A host that stopped heartbeating is failed to
+    // the engine whatever HA made of it (isolated, fencing, failed: fenced); HA restarts only the
+    // guests of a fenced one.
+    const bool silent = h.state == "disconnected" || h.state == "isolated" || h.state == "fencing" ||
+                        h.state == "failed";
+    host.state = silent                                           ? pl::HostState::kFailed
                  : h.state == "standby" || h.state == "waking"    ? pl::HostState::kStandby
                  : h.maintenance || h.state == "entering_standby" ? pl::HostState::kMaintenance
                                                                   : pl::HostState::kOn;
@@ -73,6 +77,7 @@ pl::Vm VmOf(const PlacementGuest& g, const std::map<std::string, int64_t>& moved
   // lease shrink lowers it (and frees room on the host); growing back needs the room (RoomToGrow).
   vm.reservation = {0, vm.memory_mib};
   vm.migratable = g.automation != "disabled";
+  vm.restart_priority = pl::ParseRestartPriority(g.restart_priority).value_or(pl::RestartPriority::kMedium);
   vm.pool = g.pool.value_or("");
   if (auto it = moved_at.find(vm.name); it != moved_at.end()) {
     vm.last_moved_ago_s = static_cast<double>(std::max<int64_t>(0, now_ms - it->second)) / 1000.0;

@@ -349,6 +349,28 @@ CREATE TABLE host_power (
   updated_ms INTEGER NOT NULL
 );
 )sql",
+    // 10 -> 11: high availability. A host's power phase may also be `isolated` (no heartbeat, its
+    // BMC says on), `fencing` (being powered off by HA) and `failed` (fenced: off, its guests
+    // restarted elsewhere); SQLite cannot widen a CHECK, so the table is copied. A guest's restart
+    // priority orders HA's restarts (disabled: never restarted elsewhere).
+    R"sql(
+CREATE TABLE host_power_11 (
+  host TEXT PRIMARY KEY REFERENCES hosts(name) ON DELETE CASCADE,
+  config TEXT NOT NULL,
+  phase TEXT NOT NULL DEFAULT 'on'
+    CHECK (phase IN ('on', 'entering_standby', 'standby', 'waking', 'isolated', 'fencing', 'failed')),
+  phase_since_ms INTEGER NOT NULL,
+  wake_tested_ms INTEGER,
+  last_error TEXT,
+  updated_ms INTEGER NOT NULL
+);
+INSERT INTO host_power_11 SELECT host, config, phase, phase_since_ms, wake_tested_ms, last_error, updated_ms
+  FROM host_power;
+DROP TABLE host_power;
+ALTER TABLE host_power_11 RENAME TO host_power;
+ALTER TABLE guests ADD COLUMN restart_priority TEXT NOT NULL DEFAULT 'medium'
+  CHECK (restart_priority IN ('high', 'medium', 'low', 'disabled'));
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

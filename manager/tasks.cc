@@ -101,6 +101,8 @@ void Manager::RunTask(const std::string& id) {
   Status s;
   if (kind == "guest.create") {
     s = guest_service_->RunCreate(id, request, guest);
+  } else if (kind == "guest.recover") {
+    s = guest_service_->RunRecover(id, request, guest);
   } else if (kind.rfind("guest.", 0) == 0) {
     s = guest_service_->RunOperation(id, kind, request, guest);
   } else {

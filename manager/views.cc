@@ -170,6 +170,7 @@ Json GuestJson(const Guest& g, const Principal& p) {
   j["alert"] = g.alert;
   j["health"] = text_or_null(g.health);
   j["on_crash"] = g.on_crash;
+  j["restart_priority"] = g.restart_priority;
   j["crash"] = g.crash;
   Json& usage = j["usage"];
   usage["cpu_cores"] = g.used_cpu_cores;

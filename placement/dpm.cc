@@ -1,10 +1,14 @@
 // DPM: powers standby hosts on when utilization is above the band, the HA reserve does not hold
 // or too few hosts are on (DpmPowerOn), and powers the least-loaded hosts off, evacuating them
 // onto the fullest hosts, when utilization is below the band (DpmPowerOff). Also the HA reserve
-// test consolidation uses (HaReserveHolds).
+// test consolidation uses (HaReserveHolds) and HA admission control (HaAdmissionProblem, for
+// AdmitVm): one computation of the reserve (ComputeHaReserve) for all three.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 
 #include "placement/planner.h"
 
@@ -34,29 +38,73 @@ Utilization ClusterUtilization(const Cluster& c, int without = -1) {
 
 std::string Pct(double u) { return std::to_string(static_cast<int>(std::lround(100 * u))) + "%"; }
 
+std::string Cores(double c) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.2f cores", c);
+  return buf;
+}
+
 }  // namespace
 
-bool HaReserveHolds(const Cluster& c, int host_failures, int without) {
+HaReserve ComputeHaReserve(const std::vector<HostSlot>& hosts, int64_t host_failures, int without,
+                           const UnitLoad& extra) {
+  HaReserve r;
+  r.need_cpu = extra.cpu;
+  r.need_mem = extra.mem_cfg;
   std::vector<const HostSlot*> on;
-  double need_cpu = 0;
-  int64_t need_mem = 0;
-  for (size_t h = 0; h < c.hosts.size(); ++h) {
-    const HostSlot& x = c.hosts[h];
+  for (size_t h = 0; h < hosts.size(); ++h) {
+    const HostSlot& x = hosts[h];
     if (x.state == HostState::kOn || x.state == HostState::kMaintenance) {
-      need_cpu += x.e_cpu;
-      need_mem += x.mem_used;
+      r.need_cpu += x.e_cpu;
+      r.need_mem += x.mem_used;
     }
     if (x.on() && static_cast<int>(h) != without) on.push_back(&x);
   }
   std::sort(on.begin(), on.end(),
             [](const HostSlot* a, const HostSlot* b) { return a->mem_capacity > b->mem_capacity; });
-  double cores = 0;
-  int64_t mem = 0;
-  for (size_t i = static_cast<size_t>(std::max<int64_t>(0, host_failures)); i < on.size(); ++i) {
-    cores += on[i]->cores;
-    mem += on[i]->mem_capacity;
+  r.hosts_on = static_cast<int64_t>(on.size());
+  r.lost = std::clamp<int64_t>(host_failures, 0, r.hosts_on);
+  for (size_t i = static_cast<size_t>(r.lost); i < on.size(); ++i) {
+    r.left_cpu += on[i]->cores;
+    r.left_mem += on[i]->mem_capacity;
   }
-  return mem >= need_mem && cores + 1e-9 >= need_cpu;
+  return r;
+}
+
+bool HaReserveHolds(const Cluster& c, int64_t host_failures, int without) {
+  return ComputeHaReserve(c.hosts, host_failures, without).Holds();
+}
+
+std::string HaAdmissionProblem(const Snapshot& with, size_t vm) {
+  // Only what the reserve reads: host capacities and states, and the entitled CPU and configured
+  // memory of the guests on them (entitlements of `with`, so the new guest takes its share).
+  const Entitlements e = ComputeEntitlements(with);
+  std::vector<HostSlot> hosts(with.hosts.size());
+  std::unordered_map<std::string_view, size_t> index;
+  for (size_t h = 0; h < with.hosts.size(); ++h) {
+    index.emplace(with.hosts[h].name, h);
+    hosts[h].cores = with.hosts[h].cpu_cores;
+    hosts[h].mem_capacity = with.hosts[h].memory_mib;
+    hosts[h].state = with.hosts[h].state;
+  }
+  UnitLoad extra;  // the new guest, unless it already sits on a host the reserve counts
+  for (size_t v = 0; v < with.vms.size(); ++v) {
+    auto it = index.find(with.vms[v].host);
+    if (it != index.end()) {
+      hosts[it->second].e_cpu += e.vms[v].cpu_cores;
+      hosts[it->second].mem_used += with.vms[v].memory_mib;
+    }
+    const bool counted = it != index.end() && (hosts[it->second].state == HostState::kOn ||
+                                               hosts[it->second].state == HostState::kMaintenance);
+    if (v == vm && !counted) extra = {e.vms[v].cpu_cores, 0, with.vms[v].memory_mib};
+  }
+  const HaReserve r = ComputeHaReserve(hosts, with.settings.ha.host_failures, -1, extra);
+  if (r.Holds()) return "";
+  return "with '" + with.vms[vm].name + "' the running guests need " + std::to_string(r.need_mem) + " MiB and " +
+         Cores(r.need_cpu) + ", but after losing the " + std::to_string(r.lost) + " largest of the " +
+         std::to_string(r.hosts_on) + " powered-on hosts (settings.ha.host_failures " +
+         std::to_string(with.settings.ha.host_failures) + ") " + std::to_string(r.left_mem) + " MiB and " +
+         Cores(r.left_cpu) + " are left";
 }
 
 void DpmPowerOn(PlanContext& ctx) {

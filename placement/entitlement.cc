@@ -8,12 +8,15 @@
 // A parent's entitlement E is divided among its children max-min fairly by shares:
 //   e_i = clamp(x * S_i, R_i, D_i) with x chosen so that sum(e_i) = min(E, sum(D_i)).
 // When even the reservations do not fit (admission failed), e_i = R_i * E / sum(R).
+// Admission control (CheckAdmission, AdmitVm) checks reservations against pools and the cluster;
+// AdmitVm also applies HA admission control (the HA reserve, computed in dpm.cc).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <unordered_map>
 
 #include "placement/placement.h"
+#include "placement/planner.h"  // HaAdmissionProblem: the HA reserve DPM keeps
 
 namespace uw::placement {
 namespace {
@@ -246,6 +249,12 @@ Status AdmitVm(const Snapshot& s, const Vm& vm) {
       return b.subject == issue.subject && b.reason == issue.reason;
     });
     if (!old) return ResourceExhaustedError("admission refused for '" + vm.name + "': " + issue.reason);
+  }
+  // HA admission control: unlike the checks above, refused also when the reserve was already short
+  // without the guest (every guest makes it worse).
+  if (s.settings.ha.enabled && s.settings.ha.host_failures > 0) {
+    const std::string problem = internal::HaAdmissionProblem(with, with.vms.size() - 1);
+    if (!problem.empty()) return ResourceExhaustedError("HA admission control: " + problem);
   }
   return Status::Ok();
 }

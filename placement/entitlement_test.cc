@@ -190,5 +190,101 @@ TEST(AdmissionTest, UnplacedGuestRefusedByAdmissionIsReported) {
   EXPECT_THAT(p.unplaced[0].reason, HasSubstr("admission control"));
 }
 
+// HA admission control. Three hosts of 16 cores / 64 GiB; seven guests of 16 GiB using 1 core
+// each (112 GiB, 7 cores). After the largest host fails 128 GiB and 32 cores are left, so a new
+// guest of up to 16 GiB fits the reserve.
+Snapshot HaCluster() {
+  Builder b;
+  for (int h = 0; h < 3; ++h) b.AddHost("h" + std::to_string(h), 16, 65536);
+  for (int i = 0; i < 7; ++i) b.AddVm("v" + std::to_string(i), "h" + std::to_string(i % 3), 1, 16384, 1.0);
+  Snapshot s = b.Build();
+  s.settings.ha.enabled = true;
+  s.settings.ha.host_failures = 1;
+  return s;
+}
+
+Vm NewGuest(int64_t memory_mib, int64_t vcpus = 1) {
+  Vm v;
+  v.name = "new";
+  v.vcpus = vcpus;
+  v.memory_mib = memory_mib;
+  v.demand = {static_cast<double>(vcpus), memory_mib};
+  return v;
+}
+
+TEST(HaAdmissionTest, RefusesAGuestThatBreaksTheReserve) {
+  Snapshot s = HaCluster();
+  EXPECT_TRUE(AdmitVm(s, NewGuest(16384)).ok());  // 131072 MiB needed, 131072 left
+  Status st = AdmitVm(s, NewGuest(16385));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(st.message(),
+            "HA admission control: with 'new' the running guests need 131073 MiB and 8.00 cores, but after losing "
+            "the 1 largest of the 3 powered-on hosts (settings.ha.host_failures 1) 131072 MiB and 32.00 cores are "
+            "left");
+  // The same guest already placed on a host counts once.
+  Vm placed = NewGuest(16385);
+  placed.host = "h2";
+  EXPECT_EQ(AdmitVm(s, placed).code(), StatusCode::kResourceExhausted);
+  placed.memory_mib = placed.demand.memory_mib = 16384;
+  EXPECT_TRUE(AdmitVm(s, placed).ok());
+}
+
+TEST(HaAdmissionTest, CountsTheGuestsCpu) {
+  // 7 + 25 = 32 cores fit the 32 left; 7 + 26 do not (the cluster's 48 cores are not contended).
+  Snapshot s = HaCluster();
+  EXPECT_TRUE(AdmitVm(s, NewGuest(1024, 25)).ok());
+  Status st = AdmitVm(s, NewGuest(1024, 26));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(st.message(), HasSubstr("need 115712 MiB and 33.00 cores"));
+  EXPECT_THAT(st.message(), HasSubstr("131072 MiB and 32.00 cores are left"));
+}
+
+TEST(HaAdmissionTest, MoreFailuresNeedMoreRoom) {
+  Snapshot s = HaCluster();
+  s.settings.ha.host_failures = 2;  // 64 GiB left: even the guests running now do not fit
+  Status st = AdmitVm(s, NewGuest(1024));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(st.message(), HasSubstr("after losing the 2 largest of the 3 powered-on hosts"));
+  s.settings.ha.host_failures = 5;  // more failures than hosts: nothing is left
+  EXPECT_THAT(AdmitVm(s, NewGuest(1024)).message(), HasSubstr("losing the 3 largest of the 3 powered-on hosts"));
+}
+
+TEST(HaAdmissionTest, OnlyPoweredOnHostsCount) {
+  Snapshot s = HaCluster();
+  Host spare;
+  spare.name = "spare";
+  spare.cpu_cores = 16;
+  spare.memory_mib = 65536;
+  spare.state = HostState::kStandby;
+  s.hosts.push_back(spare);
+  EXPECT_EQ(AdmitVm(s, NewGuest(16385)).code(), StatusCode::kResourceExhausted);
+  s.hosts.back().state = HostState::kOn;  // 192 GiB left after one failure
+  EXPECT_TRUE(AdmitVm(s, NewGuest(16385)).ok());
+}
+
+TEST(HaAdmissionTest, AdmittedWhenHaIsOffOrToleratesNoFailure) {
+  Snapshot s = HaCluster();
+  const Vm big = NewGuest(32768);
+  EXPECT_EQ(AdmitVm(s, big).code(), StatusCode::kResourceExhausted);
+  s.settings.ha.host_failures = 0;
+  EXPECT_TRUE(AdmitVm(s, big).ok());
+  s.settings.ha.host_failures = 1;
+  s.settings.ha.enabled = false;
+  EXPECT_TRUE(AdmitVm(s, big).ok());
+}
+
+TEST(HaAdmissionTest, ReservationChecksComeFirst) {
+  // A guest both checks refuse is refused for the cluster's reservations (47.5 + 1 > 48 cores).
+  Snapshot s = HaCluster();
+  for (int i = 0; i < 3; ++i) s.vms[i].vcpus = 16;
+  s.vms[0].reservation.cpu_cores = s.vms[1].reservation.cpu_cores = 16;
+  s.vms[2].reservation.cpu_cores = 15.5;
+  Vm v = NewGuest(32768);
+  v.reservation.cpu_cores = 1;
+  Status st = AdmitVm(s, v);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(st.message(), HasSubstr("exceed the powered-on capacity"));
+}
+
 }  // namespace
 }  // namespace uw::placement

@@ -1,6 +1,6 @@
-// Mandatory stages 1-2: restarts the guests of failed hosts (HA) and places new guests, largest
-// first: admission control, then filter, score, select (FindDestination), waking a standby host
-// when no powered-on host can take the guest.
+// Mandatory stages 1-2: restarts the guests of failed hosts (HA) by restart priority, then places
+// new guests, each largest first: admission control (new guests), then filter, score, select
+// (FindDestination), waking a standby host when no powered-on host can take the guest.
 #include <algorithm>
 
 #include "placement/planner.h"
@@ -30,12 +30,20 @@ std::string AdmissionProblem(const Snapshot& s, const std::vector<AdmissionIssue
   return "";
 }
 
-}  // namespace
+// One step of stages 1-2: the guests of a unit on failed host `from` to restart, or the unplaced
+// guests of a unit (from == -1) to place.
+struct Task {
+  int from = -1;
+  std::vector<int> set;  // restarts: without the guests whose restart priority is disabled
+  int rank = 0;          // order of the steps (see OrderedTasks)
+  int64_t mem = 0;       // configured memory of `set`
+};
 
-void PlaceAndRestart(PlanContext& ctx) {
-  Cluster& c = ctx.cluster;
+// The steps in order: restarts by restart priority (high first), then new guests; each largest
+// first, ties in unit order. Guests on failed hosts whose restart is disabled go to plan.unplaced.
+std::vector<Task> OrderedTasks(PlanContext& ctx) {
+  const Cluster& c = ctx.cluster;
   const Snapshot& s = ctx.snap;
-  // Restarts of guests on failed hosts (HA), then new guests, each largest first.
   std::vector<std::pair<int, int>> todo;  // (unit, host or -1)
   for (size_t h = 0; h < c.hosts.size(); ++h) {
     if (c.hosts[h].state != HostState::kFailed) continue;
@@ -46,13 +54,40 @@ void PlaceAndRestart(PlanContext& ctx) {
   }
   std::sort(todo.begin(), todo.end());
   todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
-  std::stable_sort(todo.begin(), todo.end(), [&](const auto& a, const auto& b) {
-    return c.LoadOf(c.UnitOn(a.first, a.second)).mem_cfg > c.LoadOf(c.UnitOn(b.first, b.second)).mem_cfg;
-  });
-  std::vector<AdmissionIssue> issues = CheckAdmission(s);
+  // Restarts rank by the highest restart priority of their guests (0 high .. 2 low); new guests 3.
+  constexpr int kNewGuests = static_cast<int>(RestartPriority::kDisabled);
+  std::vector<Task> tasks;
   for (const auto& [u, from] : todo) {
-    std::vector<int> set = c.UnitOn(u, from);
-    if (set.empty()) continue;
+    Task t{from, {}, kNewGuests, 0};
+    for (int v : c.UnitOn(u, from)) {
+      const RestartPriority p = s.vms[v].restart_priority;
+      if (from >= 0 && p == RestartPriority::kDisabled) {
+        ctx.plan.unplaced.push_back(
+            {s.vms[v].name, "restart after failure of " + s.hosts[from].name + ": restart priority is disabled"});
+        continue;
+      }
+      t.set.push_back(v);
+      if (from >= 0) t.rank = std::min(t.rank, static_cast<int>(p));
+    }
+    if (t.set.empty()) continue;
+    t.mem = c.LoadOf(t.set).mem_cfg;
+    tasks.push_back(std::move(t));
+  }
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const Task& a, const Task& b) { return a.rank != b.rank ? a.rank < b.rank : a.mem > b.mem; });
+  return tasks;
+}
+
+}  // namespace
+
+void PlaceAndRestart(PlanContext& ctx) {
+  Cluster& c = ctx.cluster;
+  const Snapshot& s = ctx.snap;
+  const std::vector<Task> tasks = OrderedTasks(ctx);
+  std::vector<AdmissionIssue> issues = CheckAdmission(s);
+  for (const Task& task : tasks) {
+    const int from = task.from;
+    const std::vector<int>& set = task.set;
     std::string restart = from >= 0 ? "restart after failure of " + s.hosts[from].name : "";
     if (from < 0) {
       std::string problem;

@@ -42,6 +42,13 @@ std::string_view HostStateName(HostState s);
 std::string_view RuleTypeName(RuleType t);
 std::string_view HostRuleModeName(HostRuleMode m);
 
+// Extension: the order in which HA restarts the guests of a failed host (high first, then
+// medium, then low; each largest first). kDisabled guests are not restarted after a failure.
+enum class RestartPriority { kHigh, kMedium, kLow, kDisabled };
+std::string_view RestartPriorityName(RestartPriority p);  // "high", "medium", "low", "disabled"
+// kInvalidArgument "restart priority 'x' is not one of high, medium, low, disabled".
+Result<RestartPriority> ParseRestartPriority(std::string_view name);
+
 struct HostPower {
   double idle_watts = 150;
   double peak_watts = 400;
@@ -95,6 +102,8 @@ struct Vm {
   bool migratable = true;
   // Extension (history): seconds since the guest last migrated; nullopt = never / long ago.
   std::optional<double> last_moved_ago_s;
+  // Extension (HA): written to a snapshot only when not medium.
+  RestartPriority restart_priority = RestartPriority::kMedium;
 
   // lxc guests and guests marked non-migratable never live-migrate.
   bool CanLiveMigrate() const { return migratable && kind != GuestKind::kLxc; }
@@ -141,7 +150,8 @@ struct DpmSettings {
 };
 
 // Extension: HA admission. When enabled the cluster keeps enough powered-on capacity to restart
-// every guest after `host_failures` hosts fail (DPM and consolidation never power off below it).
+// every guest after `host_failures` hosts fail: DPM and consolidation never power off below it,
+// and AdmitVm refuses a guest that would break it.
 struct HaSettings {
   bool enabled = false;
   int64_t host_failures = 1;
@@ -173,7 +183,8 @@ struct Snapshot {
 // integer", "rules[3].vms[1]: unknown guest 'vm9'", "pools[2].parent: cycle through 'a'").
 Result<Snapshot> ParseSnapshot(const Json& json);
 Result<Snapshot> ParseSnapshotText(std::string_view text, std::string_view what = "snapshot");
-// Writes every field (defaults included) so that ParseSnapshot(SnapshotToJson(s)) == s.
+// Writes every field (defaults included; the extensions last_moved_ago_s and restart_priority only
+// when set, resp. not medium) so that ParseSnapshot(SnapshotToJson(s)) == s.
 Json SnapshotToJson(const Snapshot& snapshot);
 // Parts of a snapshot read on their own, for callers that build a Snapshot from their own records
 // (the manager's store): the checks ParseSnapshot makes on one entry; `path` prefixes errors.
@@ -302,6 +313,10 @@ std::vector<AdmissionIssue> CheckAdmission(const Snapshot& snapshot);
 
 // Admission of one new guest (not yet in `snapshot`): kResourceExhausted naming the pool or the
 // cluster whose reservations cannot be met, kInvalidArgument for a malformed guest.
+// With settings.ha.enabled and host_failures > 0 also kResourceExhausted "HA admission control:
+// ..." (naming the memory and cores needed and those left) when, with the guest, the powered-on
+// hosts left after the `host_failures` largest fail could not hold every running guest (the HA
+// reserve of DPM; refused also when the reserve was already short without the guest).
 Status AdmitVm(const Snapshot& snapshot, const Vm& vm);
 
 // ---------------------------------------------------------------------------------------------

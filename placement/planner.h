@@ -58,9 +58,26 @@ void CollapseChains(PlanContext& ctx);
 void DpmPowerOn(PlanContext& ctx);
 void DpmPowerOff(PlanContext& ctx);
 void Consolidate(PlanContext& ctx);
+// The HA reserve's figures: what the guests on hosts on or in maintenance need (entitled CPU,
+// configured memory) and what is left after the `lost` largest powered-on hosts (by memory) fail.
+struct HaReserve {
+  int64_t hosts_on = 0;  // powered-on hosts counted (before the failures)
+  int64_t lost = 0;      // hosts assumed to fail: min(host_failures, hosts_on)
+  double need_cpu = 0;
+  int64_t need_mem = 0;
+  double left_cpu = 0;
+  int64_t left_mem = 0;
+  bool Holds() const { return left_mem >= need_mem && left_cpu + 1e-9 >= need_cpu; }
+};
+// Host `without` (-1: none) counts as off; `extra` is a load not yet on any host (a new guest).
+HaReserve ComputeHaReserve(const std::vector<HostSlot>& hosts, int64_t host_failures, int without,
+                           const UnitLoad& extra = {});
 // Capacity left after the `ha.host_failures` largest powered-on hosts (other than `without`) fail
 // covers the running guests.
-bool HaReserveHolds(const Cluster& c, int host_failures, int without);
+bool HaReserveHolds(const Cluster& c, int64_t host_failures, int without);
+// HA admission control of guest `vm` of `with` (the snapshot with the new guest): "" when the
+// reserve holds with it, else the reason (figures included). Used by AdmitVm.
+std::string HaAdmissionProblem(const Snapshot& with, size_t vm);
 
 // Runs the pipeline. With threshold 5 on clusters of at most 64 powered-on hosts it balances with
 // several migration-cost weights (a small portfolio: the greedy search is path dependent) and

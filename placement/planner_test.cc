@@ -154,6 +154,74 @@ TEST(PlacementTest, FailedHostGuestsAreRestarted) {
   for (const auto& pl : p.placements) EXPECT_THAT(pl.reason, HasSubstr("restart after failure of h1"));
 }
 
+// h1 fails with a large and a small guest; h2 has room for only one of them (8192 MiB free).
+Snapshot LastRoom(RestartPriority small_priority) {
+  Builder b;
+  b.AddHost("h1", 16, 16384, HostState::kFailed);
+  b.AddHost("h2", 16, 16384);
+  b.AddVm("running", "h2", 1, 8192);
+  b.AddVm("large", "h1", 2, 8192);
+  b.AddVm("small", "h1", 1, 4096);
+  b.LastVm().restart_priority = small_priority;
+  return b.Build();
+}
+
+TEST(RestartPriorityTest, HighPrioritySmallGuestGetsTheLastRoomBeforeAMediumLargeOne) {
+  Snapshot s = LastRoom(RestartPriority::kHigh);
+  Plan p = PlanAndCheck(s);
+  ASSERT_EQ(p.placements.size(), 1u);
+  EXPECT_EQ(p.placements[0].vm, "small");
+  EXPECT_THAT(p.placements[0].reason, HasSubstr("restart after failure of h1"));
+  ASSERT_EQ(p.unplaced.size(), 1u);
+  EXPECT_EQ(p.unplaced[0].vm, "large");
+  EXPECT_THAT(p.unplaced[0].reason, HasSubstr("restart after failure of h1: "));
+  // At the same priority the largest goes first, as before restart priorities.
+  p = PlanAndCheck(LastRoom(RestartPriority::kMedium));
+  ASSERT_EQ(p.placements.size(), 1u);
+  EXPECT_EQ(p.placements[0].vm, "large");
+  // Low goes after medium, however large.
+  s = LastRoom(RestartPriority::kMedium);
+  s.vms[1].restart_priority = RestartPriority::kLow;
+  p = PlanAndCheck(s);
+  ASSERT_EQ(p.placements.size(), 1u);
+  EXPECT_EQ(p.placements[0].vm, "small");
+}
+
+TEST(RestartPriorityTest, DisabledGuestIsNotRestarted) {
+  Builder b;
+  b.AddHost("h1", 16, 16384, HostState::kFailed);
+  b.AddHost("h2", 16, 65536);
+  b.AddVm("a", "h1", 2, 4096);
+  b.AddVm("scratch", "h1", 2, 4096);
+  b.LastVm().restart_priority = RestartPriority::kDisabled;
+  b.AddVm("fresh", "", 1, 8192);
+  b.LastVm().restart_priority = RestartPriority::kDisabled;  // only restarts read it
+  Snapshot s = b.Build();
+  Plan p = PlanAndCheck(s);
+  ASSERT_EQ(p.unplaced.size(), 1u);
+  EXPECT_EQ(p.unplaced[0].vm, "scratch");
+  EXPECT_EQ(p.unplaced[0].reason, "restart after failure of h1: restart priority is disabled");
+  ASSERT_EQ(p.placements.size(), 2u);
+  EXPECT_EQ(p.placements[0].vm, "a");  // restarts before new guests, even larger ones
+  EXPECT_EQ(p.placements[1].vm, "fresh");
+  EXPECT_EQ(HostOf(s, p, "scratch"), "h1");
+}
+
+TEST(RestartPriorityTest, AffinityGroupRestartsWithoutItsDisabledMember) {
+  Builder b;
+  b.AddHost("h1", 16, 16384, HostState::kFailed);
+  b.AddHost("h2", 16, 65536);
+  b.AddVm("web", "h1", 2, 4096);
+  b.AddVm("cache", "h1", 2, 4096);
+  b.AddVm("tmp", "h1", 1, 1024);
+  b.LastVm().restart_priority = RestartPriority::kDisabled;
+  b.AddRule("together", RuleType::kVmAffinity, {"web", "cache", "tmp"});
+  Plan p = PlanAndCheck(b.Build());
+  EXPECT_EQ(p.placements.size(), 2u);
+  ASSERT_EQ(p.unplaced.size(), 1u);
+  EXPECT_EQ(p.unplaced[0].vm, "tmp");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mandatory moves (priority 1)
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // Snapshot and plan JSON: parsing with field-path errors, and canonical serialization.
 #include <cmath>
+#include <iterator>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -46,6 +47,20 @@ std::string_view HostRuleModeName(HostRuleMode m) {
       return "should-not";
   }
   return "must";
+}
+
+namespace {
+constexpr std::string_view kRestartPriorityNames[] = {"high", "medium", "low", "disabled"};
+constexpr char kRestartPriorityList[] = "high, medium, low, disabled";
+}  // namespace
+
+std::string_view RestartPriorityName(RestartPriority p) { return kRestartPriorityNames[static_cast<size_t>(p)]; }
+
+Result<RestartPriority> ParseRestartPriority(std::string_view name) {
+  for (size_t i = 0; i < std::size(kRestartPriorityNames); ++i) {
+    if (kRestartPriorityNames[i] == name) return static_cast<RestartPriority>(i);
+  }
+  return InvalidArgumentError("restart priority '" + std::string(name) + "' is not one of " + kRestartPriorityList);
 }
 
 bool Rule::IsHard() const {
@@ -212,6 +227,13 @@ Status ParseVm(const JsonView& v, Vm* m) {
                                 {{"kvm", GuestKind::kKvm}, {"qemu", GuestKind::kQemu}, {"lxc", GuestKind::kLxc}}));
   UW_ASSIGN_OR_RETURN(m->migratable, v.Bool("migratable", true));
   UW_ASSIGN_OR_RETURN(m->last_moved_ago_s, OptNonNegative(v, "last_moved_ago_s"));
+  UW_ASSIGN_OR_RETURN(std::string priority, v.String("restart_priority", "medium"));
+  Result<RestartPriority> parsed = ParseRestartPriority(priority);
+  if (!parsed.ok()) {
+    return v.FieldError("restart_priority",
+                        std::string("expected one of ") + kRestartPriorityList + ", got '" + priority + "'");
+  }
+  m->restart_priority = *parsed;
   return Status::Ok();
 }
 
@@ -465,6 +487,7 @@ Json SnapshotToJson(const Snapshot& s) {
               {"kind", GuestKindName(v.kind)},
               {"migratable", v.migratable}};
     if (v.last_moved_ago_s) j["last_moved_ago_s"] = *v.last_moved_ago_s;
+    if (v.restart_priority != RestartPriority::kMedium) j["restart_priority"] = RestartPriorityName(v.restart_priority);
     vms.push_back(std::move(j));
   }
   Json rules = Json::array();

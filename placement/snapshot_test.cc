@@ -81,6 +81,34 @@ TEST(SnapshotTest, RoundTripsThroughJson) {
   EXPECT_EQ(*again, s);
 }
 
+TEST(SnapshotTest, RestartPriorityRoundTripsAndIsWrittenOnlyWhenNotMedium) {
+  auto r = ParseSnapshotText(kSpecExample);
+  ASSERT_TRUE(r.ok());
+  Snapshot s = *r;
+  EXPECT_EQ(s.vms[0].restart_priority, RestartPriority::kMedium);  // the default
+  const Json plain = SnapshotToJson(s);
+  EXPECT_FALSE(plain["vms"][0].contains("restart_priority"));
+  EXPECT_FALSE(plain["vms"][1].contains("restart_priority"));
+  for (RestartPriority p :
+       {RestartPriority::kHigh, RestartPriority::kMedium, RestartPriority::kLow, RestartPriority::kDisabled}) {
+    EXPECT_EQ(ParseRestartPriority(RestartPriorityName(p)).value(), p);
+    s.vms[1].restart_priority = p;
+    const Json j = SnapshotToJson(s);
+    if (p == RestartPriority::kMedium) {
+      EXPECT_EQ(j, plain);  // snapshots without the field stay byte-identical
+    } else {
+      EXPECT_EQ(j["vms"][1]["restart_priority"], std::string(RestartPriorityName(p)));
+    }
+    auto again = ParseSnapshot(j);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(*again, s);
+  }
+  EXPECT_EQ(RestartPriorityName(RestartPriority::kDisabled), "disabled");
+  auto bad = ParseRestartPriority("urgent");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "restart priority 'urgent' is not one of high, medium, low, disabled");
+}
+
 struct Malformed {
   const char* what;
   std::string json;
@@ -133,6 +161,15 @@ INSTANTIATE_TEST_SUITE_P(
                   "vms[0].reservation.memory_mib: reservation exceeds"},
         Malformed{"bad kind", WithVms(R"({"name": "b", "vcpus": 1, "memory_mib": 512, "kind": "xen"})"),
                   "vms[0].kind: expected one of kvm | qemu | lxc"},
+        Malformed{"bad restart priority",
+                  WithVms(R"({"name": "a", "vcpus": 1, "memory_mib": 512, "restart_priority": "high"},
+                             {"name": "b", "vcpus": 1, "memory_mib": 512, "restart_priority": null},
+                             {"name": "c", "vcpus": 1, "memory_mib": 512, "restart_priority": "disabled"},
+                             {"name": "d", "vcpus": 1, "memory_mib": 512, "restart_priority": "urgent"})"),
+                  "vms[3].restart_priority: expected one of high, medium, low, disabled, got 'urgent'"},
+        Malformed{"numeric restart priority",
+                  WithVms(R"({"name": "b", "vcpus": 1, "memory_mib": 512, "restart_priority": 1})"),
+                  "vms[0].restart_priority: expected a string"},
         Malformed{"unknown pool", WithVms(R"({"name": "b", "vcpus": 1, "memory_mib": 512, "pool": "nope"})"),
                   "vms[0].pool: unknown pool 'nope'"},
         Malformed{"rule unknown guest",

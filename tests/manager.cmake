@@ -1,12 +1,13 @@
 # Integration tests of uw-manager against the namespace test bed (fixture `testbed`).
 if(TARGET uw-manager AND TARGET uw_vmm)
   uw_test(NAME manager_integration_test
-    SRCS manager_integration_test.cc lease_integration_test.cc power_integration_test.cc
+    SRCS manager_integration_test.cc lease_integration_test.cc power_integration_test.cc ha_integration_test.cc
     DEPS uw_testbed_client uw::vmm uw::api uw::common
     LABELS integration
     TIMEOUT 900)
   set_property(TEST manager_integration_test APPEND PROPERTY ENVIRONMENT
-    "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>" "UW_AGENT_BIN=$<TARGET_FILE:uw-agent>")
+    "UW_MANAGER_BIN=$<TARGET_FILE:uw-manager>" "UW_AGENT_BIN=$<TARGET_FILE:uw-agent>"
+    "UW_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
   # tests/testbed.cmake (the fixture and the UW_TESTBED_DIR cache variable) is included after this
   # file: the fixture is required unconditionally, and UW_TESTBED_DIR comes from its deferred export
   # (${UW_TESTBED_DIR} is empty here on a first configure).

@@ -7,6 +7,8 @@ uw-agent when given) and a BMC (ipmi_sim), joined by a bridge. Run as root. See 
   scripts/testbed down                  stop what `up` started and remove it (idempotent)
   scripts/testbed status                one line per host; exit 0 when everything is up and on
   scripts/testbed exec hN CMD...        run CMD inside host hN's namespaces (virsh -c qemu:///system ...)
+  scripts/testbed crash hN              host hN's OS dies: its libvirtd, agent, QEMU and every other
+                                        process of it are killed; its power stays on (the BMC says on)
   ipmitool -I lanplus -C 3 -H 10.77.0.N -U admin -P PASSWORD chassis power status|on|off|cycle|soft
                                         host hN's BMC (the password is in DIR/testbed.json)
 Run by the test bed itself:
@@ -31,7 +33,7 @@ from .bmc import BMC_COMM, bmc_alive, chassis_control
 from .cgroup import CGROUP_NAME, cg_join, cg_remove
 from .host import Host
 from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, netns_pids, setup_bridge, teardown_bridge
-from .power import is_on, run_supply, wait_booted
+from .power import SUPPLY_COMM, is_on, run_supply, wait_booted
 from .process import TestbedError, alive, have, log, read_text, remove, run, write_text
 from .statedir import Testbed
 
@@ -354,6 +356,22 @@ def host_named(name):
     return Host(testbed_from_env(), int(name[1:]))
 
 
+def cmd_crash(args):
+    """`crash hN`: kills every process of host hN but its BMC and its power supply (a crashed OS on
+    a machine that still has power). HA finds the host silent with its BMC saying on: isolated."""
+    if len(args) != 1:
+        usage()
+    host = host_named(args[0])
+    if not is_on(host):
+        raise TestbedError(f"{host.name} is off: nothing to crash")
+    supply = alive(host.file("power.pid"), SUPPLY_COMM)
+    started = time.monotonic()
+    host.kill_processes(signal.SIGKILL, keep_bmc=True, keep=set() if supply is None else {supply})
+    log(f"{host.name}: crashed (everything but its BMC and power supply killed in "
+        f"{(time.monotonic() - started) * 1000:.0f} ms)")
+    return 0
+
+
 def cmd_power_run(args):
     """`power-run hN`: host hN's power supply (power.run_supply), started by power on."""
     if len(args) != 1:
@@ -368,7 +386,8 @@ def cmd_bmc_chassis(args):
     return chassis_control(host_named(args[0]), args[1:])
 
 
-COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec, "power-run": cmd_power_run,
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec, "crash": cmd_crash,
+            "power-run": cmd_power_run,
             "bmc-chassis": cmd_bmc_chassis}
 
 

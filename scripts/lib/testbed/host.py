@@ -263,15 +263,16 @@ class Host:
         stop_pidfile(self.file("virtlogd.pid"), "virtlogd")
         stop_pidfile(self.file("holder.pid"), "sleep", 5)
 
-    def kill_processes(self, sig, keep_bmc):
+    def kill_processes(self, sig, keep_bmc, keep=frozenset()):
         """Kills whatever runs in the host's cgroups or network namespace (QEMU, libvirt_lxc,
-        helpers, the power supply; with KEEP_BMC not the BMC's cgroup, and never this process):
-        SIG, SIGKILL from the 10th round, until nothing is left (at most 20 rounds)."""
+        helpers, the power supply; with KEEP_BMC not the BMC's cgroup, never the pids in KEEP nor
+        this process): SIG, SIGKILL from the 10th round, until nothing is left (at most 20 rounds)."""
         pause_s = 0.05 if sig == signal.SIGKILL else 0.2
         for attempt in range(1, 21):
             pids = cg_pids(self.cgroup) | netns_pids(self.netns)
             pids = (pids - cg_pids(self.bmc_cgroup)) if keep_bmc else (pids | cg_pids(self.bmc_cgroup))
             pids.discard(os.getpid())
+            pids -= set(keep)
             if not pids:
                 return
             send_signal(sorted(pids), sig if attempt < 10 else signal.SIGKILL)

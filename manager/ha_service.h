@@ -1,0 +1,114 @@
+// High availability: a host that stops heartbeating is looked at a second way (its agent, its
+// BMC), fenced through its power driver, and its guests are restarted on other hosts. Private to
+// manager/ (Manager owns one, made by Start, with a thread of its own: BMC calls and fencing take
+// seconds and must not hold up the heartbeat monitor).
+//
+//   monitor: no heartbeat --> host disconnected
+//   HA pass (every second, when ha.enabled):
+//     disconnected, agent silent, BMC on   --> isolated --(ha.isolation_s)--> Fence
+//     disconnected, agent silent, BMC off  --> Fence at once (power off, confirmed)
+//     Fence: off confirmed --> failed;  error --> stays isolated, host.fence_failed, tried again
+//     failed --> its guests: local disk or container --> lost (they come back with the host);
+//                restart_priority disabled --> guest.not_restarted; the others placed by the
+//                engine (restart priority, rules, capacity) --> guest.recover task on the new
+//                host, with the lease's urgent repossession record
+//   no power driver, or a BMC that does not answer --> nothing restarts; host.fence_failed says why
+//
+// A guest is never restarted while its host may still run it: only a host whose BMC confirmed it
+// off (phase failed) has its guests restarted. A host that heartbeats again before it is fenced is
+// on again (PowerService::Heard) and keeps its guests.
+//
+// Thread safety: every method may be called from any thread; passes are serialized.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "manager/agent_client.h"
+#include "manager/manager.h"
+#include "manager/store.h"
+#include "placement/placement.h"
+
+namespace uw::manager::internal {
+
+class EventLog;
+class GuestTable;
+class LeaseService;
+class PowerService;
+class TaskJournal;
+
+// Whether a guest can run on another host from what its spec names: not a container (its root is
+// the host's), and no writable disk (those are local files on its host until storage/ has shared
+// volumes). Read-only disks, kernels and images are found on every host.
+bool CanRunElsewhere(std::string_view kind, const Json& spec);
+
+class HaService {
+ public:
+  struct Deps {
+    Store& store;
+    EventLog& events;
+    GuestTable& guests;
+    TaskJournal& tasks;
+    LeaseService& leases;
+    PowerService& power;
+    Clock& clock;
+    const ManagerConfig& config;  // heartbeat_interval_ms (the pass interval)
+    std::function<std::shared_ptr<AgentClient>(const std::string& host)> agent_of;
+    std::function<Result<DrsConfig>()> drs_config;                    // ha settings, the placement policy
+    std::mutex& placement_mu;                                         // held while restarts are placed
+    std::function<Result<placement::Snapshot>()> snapshot;            // Manager::BuildSnapshot
+    std::function<void(const std::string& task_id)> enqueue;          // a journalled guest.recover task
+  };
+  explicit HaService(Deps deps) : d_(std::move(deps)) {}
+  ~HaService() { Stop(); }
+  HaService(const HaService&) = delete;
+  HaService& operator=(const HaService&) = delete;
+
+  void Start();
+  void Stop();  // idempotent
+  void Wake();  // a pass now (a host was just disconnected)
+  // One pass over the hosts that stopped heartbeating (see the diagram). Errors of one host are
+  // logged and do not stop the others; the returned status is the store's.
+  Status Pass();
+
+ private:
+  struct Silent {
+    std::string name;
+    int64_t last_heartbeat_ms = 0;
+    std::string phase;  // "" when the host has no power driver
+    int64_t phase_since_ms = 0;
+  };
+  Status Detect(const Silent& h, const HaConfig& cfg);
+  Status FenceNow(const std::string& host, const std::string& why);
+  Status Restart(const std::string& host, const DrsConfig& cfg);
+  // Puts the guests of `host` that HA restarts in `todo`; marks the others lost or not restarted.
+  Status Sort(const std::string& host, std::vector<Guest>& todo);
+  Status Rehome(const Guest& g, const std::string& from, const placement::PlacementStep& step);
+  // An alert event once per (host or guest, what): the pass runs every second.
+  Status Once(const std::string& subject, const std::string& tenant, const std::string& type, const Json& data);
+  void Loop();
+  int64_t NowMs() const;
+
+  Deps d_;
+  std::mutex pass_mu_;                                  // one pass at a time
+  std::map<std::string, std::string> alerted_;          // subject -> the last alert's type and reason
+  std::map<std::string, int64_t> next_try_ms_;          // host or guest -> when HA tries it again
+  std::map<std::string, int64_t> backoff_ms_;           // host or guest -> its current backoff
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  bool woken_ = false;     // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace uw::manager::internal
