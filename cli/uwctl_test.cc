@@ -108,6 +108,12 @@ TEST_F(UwctlTest, CreateWaitListShowAndDelete) {
   EXPECT_TRUE(agent_->Has("web1"));
   EXPECT_EQ(Uwctl({"guest", "delete", "web1", "--force", "--wait"}), 0) << err_.str();
   EXPECT_FALSE(agent_->Has("web1"));
+  EXPECT_EQ(Uwctl({"guest", "create", "first", "--image", "tiny", "--restart-priority", "high", "--wait"}), 0)
+      << err_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "guest", "show", "first"}), 0);
+  EXPECT_EQ(Json::parse(out_.str())["restart_priority"], "high");
+  EXPECT_EQ(Uwctl({"guest", "delete", "first", "--force", "--wait"}), 0) << err_.str();
+  EXPECT_NE(Uwctl({"guest", "create", "bad", "--image", "tiny", "--restart-priority", "urgent"}), 0);
 }
 
 TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
@@ -202,6 +208,13 @@ TEST_F(UwctlTest, HostPowerCommands) {
   EXPECT_EQ(Uwctl({"drs", "config", "--dpm", "sometimes"}), 2);
   EXPECT_EQ(Uwctl({"drs", "power"}), 0) << err_.str();
   EXPECT_NE(out_.str().find("ACTION"), std::string::npos) << out_.str();
+  // HA settings.
+  EXPECT_EQ(Uwctl({"-o", "json", "drs", "config", "--ha", "on", "--ha-host-failures", "2", "--ha-isolation", "10"}), 0)
+      << err_.str();
+  Json ha = Json::parse(out_.str())["ha"];
+  EXPECT_EQ(ha, Json({{"enabled", true}, {"host_failures", 2}, {"isolation_s", 10}}));
+  EXPECT_EQ(Uwctl({"drs", "config", "--ha", "maybe"}), 2);
+  EXPECT_EQ(Uwctl({"drs", "config", "--ha-host-failures", "-1"}), 2);
 }
 
 TEST_F(UwctlTest, ExitCodesAndHintsForScripts) {

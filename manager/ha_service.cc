@@ -101,8 +101,10 @@ Status HaService::Once(const std::string& subject, const std::string& tenant, co
   auto it = alerted_.find(subject);
   if (it != alerted_.end() && it->second == key) return Status::Ok();
   alerted_[subject] = key;
-  spdlog::warn("{} {}: {}", type, subject, data.value("reason", ""));
-  return d_.events.Add(type, subject, tenant, data);
+  // Hosts are keyed "@NAME" here (a guest may share a host's name); the event names the host.
+  const std::string shown = subject.rfind('@', 0) == 0 ? subject.substr(1) : subject;
+  spdlog::warn("{} {}: {}", type, shown, data.value("reason", ""));
+  return d_.events.Add(type, shown, tenant, data);
 }
 
 Status HaService::Pass() {

@@ -184,7 +184,10 @@ void HostSessions::Reconcile(const std::string& host, const Json& reported) {
   std::map<std::string, Json> seen;
   for (const auto& g : reported) seen[g["name"].get<std::string>()] = g;
   std::vector<CrashedGuest> crashed;  // newly crashed: their on_crash policy runs after the transaction
-  std::vector<std::pair<std::string, std::string>> leftovers;  // (guest, migration): removed after it
+  struct Leftover {
+    std::string guest, migration, recovery;  // the move or the HA restart (guest.recover task) that left it
+  };
+  std::vector<Leftover> leftovers;  // removed after the transaction
   Status s = d_.store.Transact([&]() -> Status {
     // Guests with a task in flight are the task's business.
     UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, d_.tasks.SubjectsInFlight());
@@ -224,11 +227,12 @@ void HostSessions::Reconcile(const std::string& host, const Json& reported) {
         // (its agent was down when the move ended) is a leftover, not a second guest.
         UW_ASSIGN_OR_RETURN(std::optional<std::string> moved_away, MigrationTable(d_.store).LastDoneFrom(name, host));
         // Likewise the definition a fenced host kept of a guest HA restarted elsewhere.
+        std::optional<std::string> recovered;
         if (!moved_away) {
-          UW_ASSIGN_OR_RETURN(moved_away, RecoveredFrom(name, host));
+          UW_ASSIGN_OR_RETURN(recovered, RecoveredFrom(name, host));
         }
-        if (g.value("state", "") == "shutoff" && moved_away && other_host != host) {
-          leftovers.push_back({name, *moved_away});
+        if (g.value("state", "") == "shutoff" && (moved_away || recovered) && other_host != host) {
+          leftovers.push_back({name, moved_away.value_or(""), recovered.value_or("")});
           continue;
         }
         UW_RETURN_IF_ERROR(RaiseDuplicate(name, host, other_host));
@@ -265,18 +269,24 @@ void HostSessions::Reconcile(const std::string& host, const Json& reported) {
   for (const auto& c : crashed) {
     if (Status h = HandleCrash(c); !h.ok()) spdlog::warn("guest {} crashed on {}: {}", c.name, c.host, h.ToString());
   }
-  for (const auto& [guest, migration] : leftovers) {
+  for (const auto& [guest, migration, recovery] : leftovers) {
+    const std::string by = recovery.empty() ? "migration " + migration : "HA restart " + recovery;
     Status del = d_.agent_of(host)->Delete(guest, false);
     if (!del.ok() && del.code() != StatusCode::kNotFound) {
-      spdlog::warn("removing the shut-off copy of {} that migration {} left on {}: {}", guest, migration, host,
-                   del.ToString());
+      spdlog::warn("removing the shut-off copy of {} that {} left on {}: {}", guest, by, host, del.ToString());
       continue;
     }
     Status recorded =
-        d_.events.Add("migration.leftover_removed", guest, "",
-                      {{"host", host},
-                       {"migration", migration},
-                       {"reason", "the source kept a shut-off definition after the move (its agent was down)"}});
+        recovery.empty()
+            ? d_.events.Add("migration.leftover_removed", guest, "",
+                            {{"host", host},
+                             {"migration", migration},
+                             {"reason", "the source kept a shut-off definition after the move (its agent was down)"}})
+            : d_.events.Add("ha.leftover_removed", guest, "",
+                            {{"host", host},
+                             {"task", recovery},
+                             {"reason", "the fenced host kept a shut-off definition of a guest HA restarted "
+                                        "elsewhere"}});
     if (!recorded.ok())
       spdlog::warn("recording the removal of {}'s leftover on {}: {}", guest, host, recorded.ToString());
   }

@@ -133,6 +133,11 @@ Result<bool> HostTable::Disconnect(std::string_view name) {
   return store_.ChangeCount("hosts") != before;
 }
 
+Status HostTable::PoweredOff(std::string_view name) {
+  return store_.Exec("UPDATE hosts SET state = 'disconnected', cpu_used = 0, memory_used_mib = 0 WHERE name = ?",
+                     {std::string(name)});
+}
+
 Status HostTable::ExtendDeadlines(int64_t now) {
   return store_.Exec("UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?)", {now});
 }

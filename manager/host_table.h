@@ -65,6 +65,8 @@ class HostTable {
   // Connected -> disconnected; false when the host was not connected (any more). Exact only inside
   // a Store::Transact (another thread's write could otherwise come between).
   Result<bool> Disconnect(std::string_view name);
+  // A host confirmed off (standby, fenced): disconnected, and nothing in use on it any more.
+  Status PoweredOff(std::string_view name);
   // After a restart no host is judged by heartbeats the previous process received: each gets a
   // full timeout from `now`.
   Status ExtendDeadlines(int64_t now);

@@ -7,6 +7,7 @@
 
 #include "common/id.h"
 #include "manager/guest_table.h"
+#include "manager/ha_service.h"
 #include "manager/host_sessions.h"
 #include "manager/host_table.h"
 #include "manager/internal.h"
@@ -29,6 +30,8 @@ void Manager::CheckHeartbeats() {
   sessions_->CheckHeartbeats();
   power_->Check();
 }
+
+Status Manager::RunHa() { return ha_->Pass(); }
 
 Result<Page<Host>> Manager::ListHosts(const PageQuery& page) { return hosts_->List(page); }
 

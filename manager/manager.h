@@ -462,6 +462,9 @@ class Manager {
   // host.wake_failed for hosts powered on whose agents did not join in time (the monitor loop
   // calls this; tests call it with a FakeClock).
   void CheckHeartbeats();
+  // One HA pass (ha_service.h): silent hosts checked, isolated, fenced; guests of fenced hosts
+  // restarted elsewhere. Its thread runs it every second; tests on a FakeClock call it.
+  Status RunHa();
 
   // --- guests ----------------------------------------------------------------------------------
   // Admission + placement + reservation in one transaction, then a journalled task. Returns the

@@ -236,7 +236,7 @@ Result<HostPower> PowerService::Act(std::string_view host, std::string_view acti
     return Failed(host, action, "on", s);
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(SetPhase(host, "standby", ""));
-    UW_RETURN_IF_ERROR(d_.hosts.Disconnect(host).status());  // no heartbeat is due from a host that is off
+    UW_RETURN_IF_ERROR(d_.hosts.PoweredOff(host));  // no heartbeat is due from a host that is off
     return d_.events.Add("host.standby", host, "", {{"bmc", driver->Describe()}, {"took_ms", took_ms()}});
   }));
   spdlog::info("host {} is in standby (powered off through {} in {} ms)", host, driver->Describe(), took_ms());
@@ -322,7 +322,7 @@ Result<int64_t> PowerService::Fence(std::string_view host, std::string_view why)
   }
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(SetPhase(host, "failed", ""));
-    UW_RETURN_IF_ERROR(d_.hosts.Disconnect(host).status());
+    UW_RETURN_IF_ERROR(d_.hosts.PoweredOff(host));
     return d_.events.Add("host.fenced", host, "", {{"bmc", driver->Describe()}, {"took_ms", took}, {"reason", why}});
   }));
   spdlog::warn("host {} fenced (powered off through {} in {} ms): {}", host, driver->Describe(), took, why);

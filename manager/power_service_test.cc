@@ -259,5 +259,148 @@ TEST_F(PowerTest, DpmPowersIdleHostsOffAfterItsHysteresisAndBackOnWhenNeeded) {
   }
 }
 
+// HA: a host that stops heartbeating, whose agent does not answer and whose BMC says on, is
+// isolated; after isolation_s it is fenced (its BMC says off), and its guests that can run
+// elsewhere are restarted on the other host, high priority first; the one with a local disk is
+// lost with its host. When the fenced host comes back, its stale copies are removed.
+TEST_F(PowerTest, HaFencesASilentHostAndRestartsItsGuestsElsewhere) {
+  config_.heartbeat_timeout_ms = 10000;
+  StartManager();
+  AddHost("h1");
+  auto create = [&](const std::string& name, const Json& extra) {
+    Json vm = {{"name", name}, {"image", "tiny"}, {"memory_mib", 64}};
+    vm.update(extra);
+    Json t = WaitTask(*Client().Call("POST", "/api/v1/guests", &vm));
+    ASSERT_EQ(t["state"], "succeeded") << t.dump();
+  };
+  create("low", {{"restart_priority", "low"}});
+  create("high", {{"restart_priority", "high"}});
+  create("off", {{"restart_priority", "disabled"}});
+  create("disk", {{"disks", {{{"size_mib", 64}}}}});
+  AddHost("h2");
+  for (const char* h : {"h1", "h2"}) {
+    ASSERT_EQ(Client().Do("PUT", std::string("/api/v1/hosts/") + h + "/power-driver", ExecDriver(h).dump())->status,
+              200);
+  }
+  Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 5}}}};
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+
+  cluster_.SetDown("h1", true);  // its OS died: the agent does not answer; the BMC still says on
+  clock_.Advance(std::chrono::seconds(11));
+  Heartbeat("h2");
+  manager_->CheckHeartbeats();
+  ASSERT_TRUE(manager_->RunHa().ok());
+  auto state = [&](const std::string& h) { return (*Client().Call("GET", "/api/v1/hosts/" + h))["state"]; };
+  EXPECT_EQ(state("h1"), "isolated");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"), 0) << "restarted before a fence";
+  // An operator's power-off of an isolated host is refused: HA fences it.
+  EXPECT_EQ(Power("h1", "off")->status, 409);
+
+  clock_.Advance(std::chrono::seconds(6));
+  Heartbeat("h2");
+  ASSERT_TRUE(manager_->RunHa().ok());
+  EXPECT_EQ(Bmc("h1"), "off");
+  EXPECT_EQ(state("h1"), "failed");
+  ASSERT_TRUE(Eventually([&] {
+    for (const char* g : {"high", "low"}) {
+      auto r = Client().Call("GET", std::string("/api/v1/guests/") + g);
+      if (!r.ok() || (*r)["host"] != "h2" || (*r)["state"] != "running") return false;
+    }
+    return true;
+  })) << AllEvents();
+  EXPECT_TRUE(HasGuest("h2", "high"));
+  EXPECT_TRUE(HasGuest("h2", "low"));
+  Json disk = *Client().Call("GET", "/api/v1/guests/disk");
+  EXPECT_EQ(disk["state"], "lost");
+  EXPECT_EQ(disk["host"], "h1");
+  Json off = *Client().Call("GET", "/api/v1/guests/off");
+  EXPECT_EQ(off["host"], "h1");
+  const std::string events = AllEvents();
+  const size_t high = events.find("guest.restarting_elsewhere high"), low = events.find("guest.restarting_elsewhere low");
+  ASSERT_NE(high, std::string::npos) << events;
+  ASSERT_NE(low, std::string::npos) << events;
+  EXPECT_LT(high, low) << "high priority restarts first";
+  for (const char* e : {"host.isolated h1", "host.fencing h1", "host.fenced h1", "guest.lost disk",
+                        "guest.not_restarted off", "guest.restarted_elsewhere high"}) {
+    EXPECT_NE(events.find(e), std::string::npos) << e << "\n" << events;
+  }
+  // The lease saw its place taken: an urgent repossession record, readable by the guest's tenant.
+  Json recs = *Client().Call("GET", "/api/v1/repossessions?guest=high");
+  ASSERT_EQ(recs["repossessions"].size(), 1u) << recs.dump();
+  EXPECT_NE(recs.dump().find("failed and was fenced"), std::string::npos) << recs.dump();
+
+  // The host comes back (powered on) with its stale shut-off copies: removed, the guests run once.
+  for (const char* g : {"high", "low", "off", "disk"}) cluster_.SetState("h1", g, "shutoff");
+  cluster_.SetDown("h1", false);
+  ASSERT_EQ(Power("h1", "on")->status, 200);
+  LetTasksSettle();
+  Heartbeat("h1");
+  EXPECT_EQ(state("h1"), "connected");
+  EXPECT_FALSE(HasGuest("h1", "high"));
+  EXPECT_FALSE(HasGuest("h1", "low"));
+  EXPECT_TRUE(HasGuest("h1", "disk"));
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/disk"))["state"], "shutoff");
+}
+
+// HA restarts nothing it cannot be sure of: a host that comes back before its isolation ran out
+// keeps its guests; a host whose fence fails, or that has no power driver, keeps them too, with an
+// alert saying why.
+TEST_F(PowerTest, HaRestartsNothingWithoutAConfirmedFence) {
+  config_.heartbeat_timeout_ms = 10000;
+  StartManager();
+  AddHost("h1");
+  Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
+  ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &vm))["state"], "succeeded");
+  AddHost("h2");
+  AddHost("h3");
+  Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 5}}}};
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+  auto state = [&](const std::string& h) { return (*Client().Call("GET", "/api/v1/hosts/" + h))["state"]; };
+  auto silence = [&](const std::string& h, std::chrono::seconds s) {
+    cluster_.SetDown(h, true);
+    clock_.Advance(s);
+    for (const char* other : {"h1", "h2", "h3"}) {
+      if (other != h) Heartbeat(other);
+    }
+    manager_->CheckHeartbeats();
+    ASSERT_TRUE(manager_->RunHa().ok());
+  };
+  // No power driver: it cannot be fenced.
+  silence("h1", std::chrono::seconds(11));
+  EXPECT_EQ(state("h1"), "disconnected");
+  EXPECT_NE(AllEvents().find("host.fence_failed h1"), std::string::npos);
+  EXPECT_NE(AllEvents().find("no power driver"), std::string::npos);
+  // A driver whose off fails: isolated, the fence fails, nothing restarts.
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/hosts/h1/power-driver", ExecDriver("h1", true).dump())->status, 200);
+  ASSERT_TRUE(manager_->RunHa().ok());
+  EXPECT_EQ(state("h1"), "isolated");
+  clock_.Advance(std::chrono::seconds(6));
+  Heartbeat("h2");
+  Heartbeat("h3");
+  ASSERT_TRUE(manager_->RunHa().ok());
+  EXPECT_EQ(state("h1"), "isolated");
+  EXPECT_EQ(Bmc("h1"), "on");
+  Json power = *Client().Call("GET", "/api/v1/hosts/h1/power");
+  EXPECT_NE(power["last_error"].get<std::string>().find("fencing failed"), std::string::npos) << power.dump();
+  EXPECT_EQ(power.dump().find("pw-0123456789"), std::string::npos) << "the secret leaked: " << power.dump();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"), 0);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/g"))["host"], "h1");
+  // It comes back before anyone fenced it: on again, its guest where it was.
+  cluster_.SetDown("h1", false);
+  Heartbeat("h1");
+  EXPECT_EQ(state("h1"), "connected");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h1/power"))["phase"], "on");
+  EXPECT_NE(AllEvents().find("host.recovered h1"), std::string::npos);
+  ASSERT_TRUE(manager_->RunHa().ok());
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"), 0);
+  // Bad settings name the field.
+  for (const Json& bad : {Json{{"ha", {{"host_failures", -1}}}}, Json{{"ha", {{"isolation_s", 7200}}}},
+                          Json{{"ha", {{"enabled", "yes"}}}}, Json{{"ha", {{"fence", true}}}}}) {
+    auto r = Client().Do("PUT", "/api/v1/drs/config", bad.dump());
+    EXPECT_EQ(r->status, 400) << bad.dump();
+    EXPECT_NE(r->body.find("ha"), std::string::npos) << r->body;
+  }
+}
+
 }  // namespace
 }  // namespace uw::manager

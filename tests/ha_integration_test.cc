@@ -32,6 +32,7 @@ int CrashHost(const std::string& testbed_dir, const std::string& host) {
 }
 
 TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) {
+  WaitConnected();
   for (const auto& h : testbed_->hosts) {
     ASSERT_EQ(
         Client().Do("PUT", "/api/v1/hosts/" + h.name + "/power-driver", BmcOf(testbed_->dir, h.name).dump())->status,
