@@ -7,21 +7,10 @@
 namespace uw {
 namespace {
 
+using it::BmcOf;
 using it::ManagerIntegrationTest;
+using it::MsSince;
 using testing::WaitFor;
-
-Json BmcOf(const std::string& testbed_dir, const std::string& host) {
-  std::ifstream in(testbed_dir + "/testbed.json");
-  Json doc = Json::parse(in, nullptr, false);
-  for (const auto& h : doc.value("hosts", Json::array())) {
-    if (h.value("name", "") == host) return h.value("bmc", Json());
-  }
-  return Json();
-}
-
-int64_t MsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
-}
 
 // `scripts/testbed crash HOST` on this test bed (the repository's script, found from the source dir).
 int CrashHost(const std::string& testbed_dir, const std::string& host) {

@@ -38,6 +38,21 @@ using testing::WaitFor;
 constexpr const char* kAdmin = "it-admin-token-0123456789";
 constexpr const char* kJoin = "it-join-token-0123456789";
 
+// The host's BMC as testbed.json describes it ({"driver": "ipmi", "address", "port", "username",
+// "password"}).
+inline Json BmcOf(const std::string& testbed_dir, const std::string& host) {
+  std::ifstream in(testbed_dir + "/testbed.json");
+  Json doc = Json::parse(in, nullptr, false);
+  for (const auto& h : doc.value("hosts", Json::array())) {
+    if (h.value("name", "") == host) return h.value("bmc", Json());
+  }
+  return Json();
+}
+
+inline int64_t MsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
+}
+
 class ManagerIntegrationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -6,19 +6,10 @@
 namespace uw {
 namespace {
 
+using it::BmcOf;
 using it::ManagerIntegrationTest;
+using it::MsSince;
 using testing::WaitFor;
-
-// The host's BMC as testbed.json describes it ({"driver": "ipmi", "address", "port", "username",
-// "password"}).
-Json BmcOf(const std::string& testbed_dir, const std::string& host) {
-  std::ifstream in(testbed_dir + "/testbed.json");
-  Json doc = Json::parse(in, nullptr, false);
-  for (const auto& h : doc.value("hosts", Json::array())) {
-    if (h.value("name", "") == host) return h.value("bmc", Json());
-  }
-  return Json();
-}
 
 // The last connected host with no guests (the other tests leave theirs on the first hosts), or
 // hosts.size() when there is none.
@@ -29,10 +20,6 @@ size_t IdleHost(const api::HttpClient& manager, const testing::Testbed& bed) {
     if (h.ok() && (*h)["state"] == "connected" && (*h)["guest_names"].empty()) return i;
   }
   return hosts.size();
-}
-
-int64_t MsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
 }
 
 TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
