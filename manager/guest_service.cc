@@ -289,7 +289,8 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
 Status GuestService::RunRecover(const std::string& id, const Json& request, const std::string& guest) {
   const std::string host = request.value("host", "");
   const std::string from = request.value("from", "");
-  UW_RETURN_IF_ERROR(d_.tasks.SetProgress(id, 0.3, "restarting on host " + host + " after its host " + from + " failed"));
+  UW_RETURN_IF_ERROR(
+      d_.tasks.SetProgress(id, 0.3, "restarting on host " + host + " after its host " + from + " failed"));
   const auto start = d_.clock.Monotonic();
   auto agent = d_.agent_of(host);
   Result<AgentGuest> made = agent->Create(request.value("spec", Json::object()));
@@ -297,8 +298,7 @@ Status GuestService::RunRecover(const std::string& id, const Json& request, cons
     made = agent->Get(guest);  // resumed after a crash: made before the manager could record it
     if (made.ok() && made->state != "running") made = agent->Start(guest);
   }
-  const int64_t took_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Monotonic() - start).count();
+  const int64_t took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Monotonic() - start).count();
   UW_ASSIGN_OR_RETURN(std::string tenant, d_.guests.TenantOf(guest));
   if (!made.ok()) {
     const Status cause = made.status();
@@ -306,7 +306,9 @@ Status GuestService::RunRecover(const std::string& id, const Json& request, cons
     UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(d_.guests.EndMove(guest, from, request.value("was", "unknown"), NowMs()));
       return d_.events.Add("guest.restart_failed", guest, tenant,
-                           {{"from", from}, {"to", host}, {"error", cause.ToString()},
+                           {{"from", from},
+                            {"to", host},
+                            {"error", cause.ToString()},
                             {"reason", "restarting it on " + host + " failed; HA tries again"}});
     }));
     return d_.tasks.Finish(id, cause, nullptr);

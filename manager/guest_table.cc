@@ -163,9 +163,10 @@ std::string StoredCursor(const Principal& p, const std::string& after) {
 
 Result<std::vector<PlacementGuest>> GuestTable::ForPlacement() {
   UW_ASSIGN_OR_RETURN(
-      auto rows, store_.Query("SELECT name, host, pool, kind, granted_vcpus, granted_memory_mib, state, automation, "
-                              "cpu_used, memory_used_mib, migrating_to, restart_priority FROM guests WHERE released = 0 "
-                              "ORDER BY name"));
+      auto rows,
+      store_.Query("SELECT name, host, pool, kind, granted_vcpus, granted_memory_mib, state, automation, "
+                   "cpu_used, memory_used_mib, migrating_to, restart_priority FROM guests WHERE released = 0 "
+                   "ORDER BY name"));
   auto optional = [](const SqlRow& r, const char* c) {
     return r.IsNull(c) ? std::nullopt : std::optional<std::string>(r.Str(c));
   };

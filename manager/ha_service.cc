@@ -16,15 +16,15 @@ namespace uw::manager::internal {
 
 namespace {
 
-constexpr int64_t kFenceRetryMs = 5'000;       // first retry of a failed fence; doubled up to kMaxRetryMs
+constexpr int64_t kFenceRetryMs = 5'000;  // first retry of a failed fence; doubled up to kMaxRetryMs
 constexpr int64_t kMaxRetryMs = 60'000;
-constexpr int64_t kRestartRetryMs = 5'000;     // after a failed guest.recover, doubled each time
-constexpr int64_t kRestartAttempts = 5;        // then the guest stays down with an alert
+constexpr int64_t kRestartRetryMs = 5'000;  // after a failed guest.recover, doubled each time
+constexpr int64_t kRestartAttempts = 5;     // then the guest stays down with an alert
 
 // Guest states in which HA restarts a guest (it was running, or meant to, when its host failed).
 bool WasUp(const std::string& state) {
-  return state == "running" || state == "paused" || state == "blocked" || state == "crashed" ||
-         state == "unknown" || state == "shutting-down" || state == "suspended";
+  return state == "running" || state == "paused" || state == "blocked" || state == "crashed" || state == "unknown" ||
+         state == "shutting-down" || state == "suspended";
 }
 
 // The snapshot without the guests of `host` that HA does not restart (their room is not taken
@@ -113,8 +113,8 @@ Status HaService::Pass() {
   if (!cfg.ha.enabled) return Status::Ok();
   std::vector<Silent> silent;
   {
-    UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(
-                                       "SELECT h.name, h.last_heartbeat_ms, p.phase, p.phase_since_ms FROM hosts h "
+    UW_ASSIGN_OR_RETURN(auto rows,
+                        d_.store.Query("SELECT h.name, h.last_heartbeat_ms, p.phase, p.phase_since_ms FROM hosts h "
                                        "LEFT JOIN host_power p ON p.host = h.name WHERE h.state = 'disconnected' AND "
                                        "COALESCE(p.phase, 'on') IN ('on', 'isolated', 'failed') ORDER BY h.name"));
     for (const SqlRow& r : rows) {
@@ -125,16 +125,18 @@ Status HaService::Pass() {
   // What was noted about hosts that are back is forgotten (a new silence is judged afresh).
   std::set<std::string> names;
   for (const auto& h : silent) names.insert(h.name);
-  std::erase_if(alerted_, [&](const auto& kv) { return kv.first.rfind('@', 0) == 0 && !names.count(kv.first.substr(1)); });
+  std::erase_if(alerted_,
+                [&](const auto& kv) { return kv.first.rfind('@', 0) == 0 && !names.count(kv.first.substr(1)); });
   const int64_t now = NowMs();
   for (const Silent& h : silent) {
     Status s;
     if (h.phase.empty()) {
       s = Once("@" + h.name, "", "host.fence_failed",
                {{"host", h.name},
-                {"reason", "the host stopped heartbeating and has no power driver: it cannot be fenced, so none of "
-                           "its guests is restarted elsewhere (set one: uwctl host power-driver set; or bring the "
-                           "host back)"}});
+                {"reason",
+                 "the host stopped heartbeating and has no power driver: it cannot be fenced, so none of "
+                 "its guests is restarted elsewhere (set one: uwctl host power-driver set; or bring the "
+                 "host back)"}});
     } else if (h.phase == "on") {
       s = Detect(h, cfg.ha);
     } else if (h.phase == "isolated") {
@@ -155,22 +157,22 @@ Status HaService::Detect(const Silent& h, const HaConfig& cfg) {
   Status ping = d_.agent_of(h.name)->Ping();
   if (ping.ok()) {
     // The agent answers the manager: the host runs, only its heartbeats do not arrive.
-    return Once("@" + h.name, "", "host.heartbeat_path_failed",
-                {{"host", h.name},
-                 {"reason", silence + ", but its agent answers the manager: not failed; nothing is done"}});
+    return Once(
+        "@" + h.name, "", "host.heartbeat_path_failed",
+        {{"host", h.name}, {"reason", silence + ", but its agent answers the manager: not failed; nothing is done"}});
   }
   UW_ASSIGN_OR_RETURN(HostPower p, d_.power.Get(h.name, true));
   if (!p.bmc) {
     UW_RETURN_IF_ERROR(d_.power.NoteError(h.name, "its BMC does not answer: " + p.bmc_error));
     return Once("@" + h.name, "", "host.fence_failed",
                 {{"host", h.name},
-                 {"reason", silence + ", its agent does not answer and its BMC does not answer either (" +
-                                p.bmc_error + "): it cannot be fenced, so none of its guests is restarted elsewhere"}});
+                 {"reason", silence + ", its agent does not answer and its BMC does not answer either (" + p.bmc_error +
+                                "): it cannot be fenced, so none of its guests is restarted elsewhere"}});
   }
   const std::string why = silence + ", its agent does not answer (" + ping.message() + "), its BMC says " + *p.bmc;
   if (*p.bmc == "off") return FenceNow(h.name, why);  // off already: the fence confirms it
-  UW_RETURN_IF_ERROR(d_.power.Isolate(h.name, why + ": isolated; fenced after " +
-                                                  std::to_string(cfg.isolation_s) + " s unless it comes back"));
+  UW_RETURN_IF_ERROR(d_.power.Isolate(
+      h.name, why + ": isolated; fenced after " + std::to_string(cfg.isolation_s) + " s unless it comes back"));
   if (cfg.isolation_s == 0) return FenceNow(h.name, why);
   return Status::Ok();
 }
@@ -213,10 +215,10 @@ Status HaService::Sort(const std::string& host, std::vector<Guest>& todo) {
       continue;
     }
     // Restarts that failed since the host was fenced: tried again with a backoff, then left.
-    UW_ASSIGN_OR_RETURN(auto failed,
-                        d_.store.Query("SELECT COUNT(*) AS n, COALESCE(MAX(updated_ms), 0) AS last FROM tasks WHERE "
-                                       "kind = 'guest.recover' AND subject = ? AND state = 'failed' AND updated_ms >= ?",
-                                       {g.name, p.phase_since_ms}));
+    UW_ASSIGN_OR_RETURN(
+        auto failed, d_.store.Query("SELECT COUNT(*) AS n, COALESCE(MAX(updated_ms), 0) AS last FROM tasks WHERE "
+                                    "kind = 'guest.recover' AND subject = ? AND state = 'failed' AND updated_ms >= ?",
+                                    {g.name, p.phase_since_ms}));
     const int64_t attempts = failed.empty() ? 0 : failed[0].Int("n");
     if (attempts >= kRestartAttempts) {
       UW_RETURN_IF_ERROR(Once(g.name, g.tenant, "guest.restart_failed",
@@ -264,10 +266,10 @@ Status HaService::Rehome(const Guest& g, const std::string& from, const placemen
     if (current.host != from) return Status::Ok();  // moved meanwhile
     UW_ASSIGN_OR_RETURN(Json spec, d_.guests.SpecOf(g.name));
     UW_RETURN_IF_ERROR(d_.guests.EndMove(g.name, step.host, "restarting", now));
-    UW_RETURN_IF_ERROR(d_.leases.HostFailed(
-        current, "its host " + from + " failed and was fenced: it is restarted on " + step.host));
-    Json request = {{"guest", g.name}, {"from", from}, {"host", step.host}, {"spec", spec}, {"was", g.state},
-                    {"restart_priority", g.restart_priority}};
+    UW_RETURN_IF_ERROR(
+        d_.leases.HostFailed(current, "its host " + from + " failed and was fenced: it is restarted on " + step.host));
+    Json request = {{"guest", g.name}, {"from", from},   {"host", step.host},
+                    {"spec", spec},    {"was", g.state}, {"restart_priority", g.restart_priority}};
     UW_RETURN_IF_ERROR(d_.tasks.Insert(id, "guest.recover", g.name, g.tenant, request,
                                        "restarting on " + step.host + " after its host " + from + " failed"));
     journalled = true;

@@ -64,10 +64,10 @@ class HaService {
     Clock& clock;
     const ManagerConfig& config;  // heartbeat_interval_ms (the pass interval)
     std::function<std::shared_ptr<AgentClient>(const std::string& host)> agent_of;
-    std::function<Result<DrsConfig>()> drs_config;                    // ha settings, the placement policy
-    std::mutex& placement_mu;                                         // held while restarts are placed
-    std::function<Result<placement::Snapshot>()> snapshot;            // Manager::BuildSnapshot
-    std::function<void(const std::string& task_id)> enqueue;          // a journalled guest.recover task
+    std::function<Result<DrsConfig>()> drs_config;            // ha settings, the placement policy
+    std::mutex& placement_mu;                                 // held while restarts are placed
+    std::function<Result<placement::Snapshot>()> snapshot;    // Manager::BuildSnapshot
+    std::function<void(const std::string& task_id)> enqueue;  // a journalled guest.recover task
   };
   explicit HaService(Deps deps) : d_(std::move(deps)) {}
   ~HaService() { Stop(); }
@@ -100,10 +100,10 @@ class HaService {
   int64_t NowMs() const;
 
   Deps d_;
-  std::mutex pass_mu_;                                  // one pass at a time
-  std::map<std::string, std::string> alerted_;          // subject -> the last alert's type and reason
-  std::map<std::string, int64_t> next_try_ms_;          // host or guest -> when HA tries it again
-  std::map<std::string, int64_t> backoff_ms_;           // host or guest -> its current backoff
+  std::mutex pass_mu_;                          // one pass at a time
+  std::map<std::string, std::string> alerted_;  // subject -> the last alert's type and reason
+  std::map<std::string, int64_t> next_try_ms_;  // host or guest -> when HA tries it again
+  std::map<std::string, int64_t> backoff_ms_;   // host or guest -> its current backoff
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_

@@ -285,8 +285,9 @@ void HostSessions::Reconcile(const std::string& host, const Json& reported) {
             : d_.events.Add("ha.leftover_removed", guest, "",
                             {{"host", host},
                              {"task", recovery},
-                             {"reason", "the fenced host kept a shut-off definition of a guest HA restarted "
-                                        "elsewhere"}});
+                             {"reason",
+                              "the fenced host kept a shut-off definition of a guest HA restarted "
+                              "elsewhere"}});
     if (!recorded.ok())
       spdlog::warn("recording the removal of {}'s leftover on {}: {}", guest, host, recorded.ToString());
   }

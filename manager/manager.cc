@@ -144,6 +144,18 @@ Status Manager::Start() {
       *store_, *tasks_, *events_, config_.migration_caps,
       [this](const std::string& task_id, bool resume) { RunMigration(task_id, resume); });
   UW_RETURN_IF_ERROR(migrations_->Recover());
+  MakeDrsAndHa();
+  for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  monitor_ = std::thread([this] { MonitorLoop(); });
+  migrations_->Start();
+  leases_->Start();
+  ha_->Start();
+  UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
+  return Status::Ok();
+}
+
+// The controllers that act on the engine's plans: DRS (with DPM) and HA. Part of Start.
+void Manager::MakeDrsAndHa() {
   drs_ = std::make_unique<internal::DrsController>(internal::DrsController::Deps{
       .store = *store_,
       .events = *events_,
@@ -156,27 +168,20 @@ Status Manager::Start() {
                             const std::vector<std::string>& recs) { return StartMoves(moves, recs, Json::object()); },
       .power = [this](std::string_view host, std::string_view action) { return power_->Act(host, action); },
       .power_of = [this](std::string_view host) { return power_->Get(host, false); }});
-  ha_ = std::make_unique<internal::HaService>(internal::HaService::Deps{
-      .store = *store_,
-      .events = *events_,
-      .guests = *guests_,
-      .tasks = *tasks_,
-      .leases = *leases_,
-      .power = *power_,
-      .clock = clock_,
-      .config = config_,
-      .agent_of = agent_of,
-      .drs_config = [this] { return drs_->Config(); },
-      .placement_mu = placement_mu_,
-      .snapshot = [this] { return BuildSnapshot(); },
-      .enqueue = [this](const std::string& id) { Enqueue(id); }});
-  for (int i = 0; i < config_.task_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
-  monitor_ = std::thread([this] { MonitorLoop(); });
-  migrations_->Start();
-  leases_->Start();
-  ha_->Start();
-  UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
-  return Status::Ok();
+  ha_ = std::make_unique<internal::HaService>(
+      internal::HaService::Deps{.store = *store_,
+                                .events = *events_,
+                                .guests = *guests_,
+                                .tasks = *tasks_,
+                                .leases = *leases_,
+                                .power = *power_,
+                                .clock = clock_,
+                                .config = config_,
+                                .agent_of = [this](const std::string& host) { return AgentOf(host); },
+                                .drs_config = [this] { return drs_->Config(); },
+                                .placement_mu = placement_mu_,
+                                .snapshot = [this] { return BuildSnapshot(); },
+                                .enqueue = [this](const std::string& id) { Enqueue(id); }});
 }
 
 void Manager::Stop() {

@@ -230,7 +230,7 @@ struct Guest {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the
   std::optional<std::string> health;  // ready | starting | unresponsive | none, from its agent
   std::string on_crash;
   std::string restart_priority;  // high | medium | low | disabled (HA restarts after its host failed)
-  Json crash;  // null, or {"at", "host", "console_tail", "restarts": [ms...]}
+  Json crash;                    // null, or {"at", "host", "console_tail", "restarts": [ms...]}
   double used_cpu_cores = 0;
   int64_t used_memory_mib = 0;
   int64_t created_ms = 0;
@@ -630,6 +630,7 @@ class Manager {
   void RunMigration(const std::string& task_id, bool resume);
   bool CancelRequested(const std::string& task_id);
   int64_t NowMs() const;
+  void MakeDrsAndHa();  // part of Start
 
   const ManagerConfig config_;
   Clock& clock_;

@@ -72,7 +72,8 @@ Result<HostPower> PowerService::Get(std::string_view host, bool ask_bmc) {
 Result<HostPower> PowerService::SetDriver(std::string_view host, const Json& body) {
   std::lock_guard l(act_mu_);
   UW_ASSIGN_OR_RETURN(std::optional<Row> old, Find(host));
-  if (old && old->phase != "on" && old->phase != "standby") {
+  // An isolated host whose fence failed (wrong credentials...) needs its driver fixed: allowed.
+  if (old && old->phase != "on" && old->phase != "standby" && old->phase != "isolated" && old->phase != "failed") {
     return FailedPreconditionError("host " + Quoted(host) + " is " + old->phase +
                                    ": change its power driver when the operation has ended");
   }
@@ -218,8 +219,8 @@ Result<HostPower> PowerService::Act(std::string_view host, std::string_view acti
     return Get(host, false);
   }
   if (row.phase == "standby" || row.phase == "failed") {
-    return FailedPreconditionError("host " + Quoted(host) + " is " + (row.phase == "failed" ? "failed (fenced" : "in standby (") +
-                                   ": off) already");
+    return FailedPreconditionError("host " + Quoted(host) + " is " +
+                                   (row.phase == "failed" ? "failed (fenced" : "in standby (") + ": off) already");
   }
   UW_RETURN_IF_ERROR(MayPowerOff(host));
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
@@ -251,12 +252,12 @@ Status PowerService::Heard(std::string_view host, bool joined) {
   if (phase == "isolated" || phase == "failed") {
     // Back before it was fenced (nothing was restarted), or a fenced host powered on again.
     UW_RETURN_IF_ERROR(SetPhase(host, "on", ""));
-    return d_.events.Add(phase == "isolated" ? "host.recovered" : "host.back", host, "",
-                         {{"reason", phase == "isolated"
-                                         ? "it heartbeats again before it was fenced; none of its guests was restarted "
-                                           "elsewhere"
-                                         : "the fenced host is back; guests restarted elsewhere stay there (their "
-                                           "copies here are removed)"}});
+    return d_.events.Add(
+        phase == "isolated" ? "host.recovered" : "host.back", host, "",
+        {{"reason", phase == "isolated" ? "it heartbeats again before it was fenced; none of its guests was restarted "
+                                          "elsewhere"
+                                        : "the fenced host is back; guests restarted elsewhere stay there (their "
+                                          "copies here are removed)"}});
   }
   if (phase != "waking" && !(joined && phase == "standby")) return Status::Ok();
   const int64_t now = NowMs();
@@ -295,8 +296,8 @@ Result<int64_t> PowerService::Fence(std::string_view host, std::string_view why)
   std::lock_guard l(act_mu_);
   UW_ASSIGN_OR_RETURN(Row row, Load(host));
   if (row.phase != "on" && row.phase != "isolated") {
-    return FailedPreconditionError("host " + Quoted(host) + " is " + row.phase + ": only a host that is on or isolated " +
-                                   "is fenced");
+    return FailedPreconditionError("host " + Quoted(host) + " is " + row.phase +
+                                   ": only a host that is on or isolated is fenced");
   }
   UW_ASSIGN_OR_RETURN(std::unique_ptr<power::PowerDriver> driver,
                       power::MakePowerDriver(row.config, std::string(host), d_.config.ipmitool));
@@ -307,15 +308,16 @@ Result<int64_t> PowerService::Fence(std::string_view host, std::string_view why)
   }));
   Status s = driver->Off();
   if (s.ok()) s = WaitFor(*driver, power::PowerState::kOff, std::string(host), row.config.timeout_ms);
-  const int64_t took =
-      std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Monotonic() - start).count();
+  const int64_t took = std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Monotonic() - start).count();
   if (!s.ok()) {
     const std::string error = "fencing failed: " + s.message() + "; none of its guests is restarted elsewhere";
     spdlog::error("host {}: {}", host, error);
     UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
       UW_RETURN_IF_ERROR(SetPhase(host, "isolated", error));
       return d_.events.Add("host.fence_failed", host, "",
-                           {{"bmc", driver->Describe()}, {"error", s.message()}, {"code", StatusCodeName(s.code())},
+                           {{"bmc", driver->Describe()},
+                            {"error", s.message()},
+                            {"code", StatusCodeName(s.code())},
                             {"reason", "none of its guests is restarted elsewhere until it is fenced"}});
     }));
     return s;

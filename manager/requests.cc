@@ -194,9 +194,9 @@ Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown(
-      {"name",         "tenant",      "pool",      "kind",   "vcpus", "max_vcpus", "memory_mib", "max_memory_mib",
-       "image",        "boot",        "nics",      "labels", "start", "paravirt",  "automation", "lease_class",
-       "lease_term_s", "lease_floor", "lease_bid", "cpu",    "disks", "on_crash", "restart_priority"}));
+      {"name",         "tenant",      "pool",      "kind",   "vcpus", "max_vcpus", "memory_mib",      "max_memory_mib",
+       "image",        "boot",        "nics",      "labels", "start", "paravirt",  "automation",      "lease_class",
+       "lease_term_s", "lease_floor", "lease_bid", "cpu",    "disks", "on_crash",  "restart_priority"}));
   GuestCreate g;
   UW_ASSIGN_OR_RETURN(g.name, v.String("name"));
   UW_RETURN_IF_ERROR(ValidateName(g.name, "name"));
@@ -270,8 +270,8 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     }
   }
   Json spec = body;
-  for (const char* k :
-       {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "lease_bid", "on_crash", "restart_priority"}) {
+  for (const char* k : {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "lease_bid",
+                        "on_crash", "restart_priority"}) {
     spec.erase(k);
   }
   spec["vcpus"] = g.vcpus;

@@ -50,8 +50,8 @@ Result<std::vector<pl::Host>> Hosts(Store& store) {
     // standby (the engine may plan to power it on). A host that stopped heartbeating is failed to
     // the engine whatever HA made of it (isolated, fencing, failed: fenced); HA restarts only the
     // guests of a fenced one.
-    const bool silent = h.state == "disconnected" || h.state == "isolated" || h.state == "fencing" ||
-                        h.state == "failed";
+    const bool silent =
+        h.state == "disconnected" || h.state == "isolated" || h.state == "fencing" || h.state == "failed";
     host.state = silent                                           ? pl::HostState::kFailed
                  : h.state == "standby" || h.state == "waking"    ? pl::HostState::kStandby
                  : h.maintenance || h.state == "entering_standby" ? pl::HostState::kMaintenance

@@ -51,7 +51,8 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   ASSERT_TRUE(WaitFor(
       [&] {
         const std::string phase = power().value("phase", "");
-        if (isolated_ms < 0 && (phase == "isolated" || phase == "fencing" || phase == "failed")) isolated_ms = MsSince(t0);
+        if (isolated_ms < 0 && (phase == "isolated" || phase == "fencing" || phase == "failed"))
+          isolated_ms = MsSince(t0);
         if (fenced_ms < 0 && phase == "failed") fenced_ms = MsSince(t0);
         auto r = Client().Call("GET", "/api/v1/guests/mit-ha-a");
         if (r.ok()) g = *r;
@@ -89,10 +90,11 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
                         "guest.restarted_elsewhere", "guest.lost"}) {
     EXPECT_NE(events.find(std::string("event: ") + e), std::string::npos) << e;
   }
-  std::printf("HA figures: %s crashed; isolated at %lld ms, fenced at %lld ms, mit-ha-a running on %s at %lld ms, "
-              "ready at %lld ms\n",
-              victim.c_str(), static_cast<long long>(isolated_ms), static_cast<long long>(fenced_ms),
-              survivor.c_str(), static_cast<long long>(running_ms), static_cast<long long>(ready_ms));
+  std::printf(
+      "HA figures: %s crashed; isolated at %lld ms, fenced at %lld ms, mit-ha-a running on %s at %lld ms, "
+      "ready at %lld ms\n",
+      victim.c_str(), static_cast<long long>(isolated_ms), static_cast<long long>(fenced_ms), survivor.c_str(),
+      static_cast<long long>(running_ms), static_cast<long long>(ready_ms));
 
   // The host comes back: powered on through its BMC, its agent joins; the copy it kept of the
   // restarted guest is removed, and the guest with the local disk is found there again.
