@@ -138,21 +138,23 @@ Status HaService::Pass() {
                  "its guests is restarted elsewhere (set one: uwctl host power-driver set; or bring the "
                  "host back)"}});
     } else if (h.phase == "on") {
-      s = Detect(h, cfg.ha);
+      s = Detect(h, cfg);
     } else if (h.phase == "isolated") {
       if (now - h.phase_since_ms >= cfg.ha.isolation_s * 1000 && now >= next_try_ms_[h.name]) {
-        s = FenceNow(h.name, "isolated for " + std::to_string((now - h.phase_since_ms) / 1000) +
-                                 " s: no heartbeat, its agent does not answer, its BMC says on");
+        s = FenceNow(h.name,
+                     "isolated for " + std::to_string((now - h.phase_since_ms) / 1000) +
+                         " s: no heartbeat, its agent does not answer, its BMC says on",
+                     cfg);
       }
     } else {
-      s = Restart(h.name, cfg);
+      s = Restart(h.name, h.phase_since_ms, cfg);
     }
     if (!s.ok()) spdlog::warn("HA: host {}: {}", h.name, s.ToString());
   }
   return Status::Ok();
 }
 
-Status HaService::Detect(const Silent& h, const HaConfig& cfg) {
+Status HaService::Detect(const Silent& h, const DrsConfig& cfg) {
   const std::string silence = "no heartbeat for " + std::to_string((NowMs() - h.last_heartbeat_ms) / 1000) + " s";
   Status ping = d_.agent_of(h.name)->Ping();
   if (ping.ok()) {
@@ -170,14 +172,15 @@ Status HaService::Detect(const Silent& h, const HaConfig& cfg) {
                                 "): it cannot be fenced, so none of its guests is restarted elsewhere"}});
   }
   const std::string why = silence + ", its agent does not answer (" + ping.message() + "), its BMC says " + *p.bmc;
-  if (*p.bmc == "off") return FenceNow(h.name, why);  // off already: the fence confirms it
+  if (*p.bmc == "off") return FenceNow(h.name, why, cfg);  // off already: the fence confirms it
   UW_RETURN_IF_ERROR(d_.power.Isolate(
-      h.name, why + ": isolated; fenced after " + std::to_string(cfg.isolation_s) + " s unless it comes back"));
-  if (cfg.isolation_s == 0) return FenceNow(h.name, why);
+      h.name, why + ": isolated; fenced after " + std::to_string(cfg.ha.isolation_s) + " s unless it comes back"));
+  if (cfg.ha.isolation_s == 0) return FenceNow(h.name, why, cfg);
   return Status::Ok();
 }
 
-Status HaService::FenceNow(const std::string& host, const std::string& why) {
+Status HaService::FenceNow(const std::string& host, const std::string& why, const DrsConfig& cfg) {
+  const int64_t fenced_from = NowMs();
   auto took = d_.power.Fence(host, why);
   if (!took.ok()) {
     int64_t& backoff = backoff_ms_[host];
@@ -187,14 +190,12 @@ Status HaService::FenceNow(const std::string& host, const std::string& why) {
   }
   backoff_ms_.erase(host);
   next_try_ms_.erase(host);
-  UW_ASSIGN_OR_RETURN(DrsConfig cfg, d_.drs_config());
-  return Restart(host, cfg);
+  return Restart(host, fenced_from, cfg);
 }
 
-Status HaService::Sort(const std::string& host, std::vector<Guest>& todo) {
+Status HaService::Sort(const std::string& host, int64_t failed_since_ms, std::vector<Guest>& todo) {
   UW_ASSIGN_OR_RETURN(const std::set<std::string> busy, d_.tasks.SubjectsInFlight());
   UW_ASSIGN_OR_RETURN(std::vector<KnownGuest> known, d_.guests.OnHost(host));
-  UW_ASSIGN_OR_RETURN(HostPower p, d_.power.Get(host, false));
   const int64_t now = NowMs();
   for (const KnownGuest& k : known) {
     if (busy.count(k.name) || !WasUp(k.state)) continue;
@@ -218,7 +219,7 @@ Status HaService::Sort(const std::string& host, std::vector<Guest>& todo) {
     UW_ASSIGN_OR_RETURN(
         auto failed, d_.store.Query("SELECT COUNT(*) AS n, COALESCE(MAX(updated_ms), 0) AS last FROM tasks WHERE "
                                     "kind = 'guest.recover' AND subject = ? AND state = 'failed' AND updated_ms >= ?",
-                                    {g.name, p.phase_since_ms}));
+                                    {g.name, failed_since_ms}));
     const int64_t attempts = failed.empty() ? 0 : failed[0].Int("n");
     if (attempts >= kRestartAttempts) {
       UW_RETURN_IF_ERROR(Once(g.name, g.tenant, "guest.restart_failed",
@@ -233,9 +234,9 @@ Status HaService::Sort(const std::string& host, std::vector<Guest>& todo) {
   return Status::Ok();
 }
 
-Status HaService::Restart(const std::string& host, const DrsConfig& cfg) {
+Status HaService::Restart(const std::string& host, int64_t failed_since_ms, const DrsConfig& cfg) {
   std::vector<Guest> todo;
-  UW_RETURN_IF_ERROR(Sort(host, todo));
+  UW_RETURN_IF_ERROR(Sort(host, failed_since_ms, todo));
   if (todo.empty()) return Status::Ok();
   std::lock_guard placing(d_.placement_mu);
   UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());

@@ -88,11 +88,12 @@ class HaService {
     std::string phase;  // "" when the host has no power driver
     int64_t phase_since_ms = 0;
   };
-  Status Detect(const Silent& h, const HaConfig& cfg);
-  Status FenceNow(const std::string& host, const std::string& why);
-  Status Restart(const std::string& host, const DrsConfig& cfg);
+  Status Detect(const Silent& h, const DrsConfig& cfg);
+  Status FenceNow(const std::string& host, const std::string& why, const DrsConfig& cfg);
+  // The guests of `host`, failed (fenced) since `failed_since_ms`, restarted elsewhere.
+  Status Restart(const std::string& host, int64_t failed_since_ms, const DrsConfig& cfg);
   // Puts the guests of `host` that HA restarts in `todo`; marks the others lost or not restarted.
-  Status Sort(const std::string& host, std::vector<Guest>& todo);
+  Status Sort(const std::string& host, int64_t failed_since_ms, std::vector<Guest>& todo);
   Status Rehome(const Guest& g, const std::string& from, const placement::PlacementStep& step);
   // An alert event once per (host or guest, what): the pass runs every second.
   Status Once(const std::string& subject, const std::string& tenant, const std::string& type, const Json& data);
@@ -102,8 +103,8 @@ class HaService {
   Deps d_;
   std::mutex pass_mu_;                          // one pass at a time
   std::map<std::string, std::string> alerted_;  // subject -> the last alert's type and reason
-  std::map<std::string, int64_t> next_try_ms_;  // host or guest -> when HA tries it again
-  std::map<std::string, int64_t> backoff_ms_;   // host or guest -> its current backoff
+  std::map<std::string, int64_t> next_try_ms_;  // host -> when its fence is tried again
+  std::map<std::string, int64_t> backoff_ms_;   // host -> its current fence backoff
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_

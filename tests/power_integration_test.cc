@@ -23,6 +23,7 @@ size_t IdleHost(const api::HttpClient& manager, const testing::Testbed& bed) {
 }
 
 TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
+  WaitConnected();  // run alone (--gtest_filter), the agents may not have joined yet
   const size_t index = IdleHost(Client(), *testbed_);
   ASSERT_LT(index, testbed_->hosts.size()) << "no connected host without guests";
   const std::string host = testbed_->hosts[index].name;
@@ -92,6 +93,7 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
 // through its BMC; a guest burning a CPU on the host kept on raises the load above the band, and
 // DPM powers the host on again (its agent back). Only IPMI switches hosts.
 TEST_F(ManagerIntegrationTest, DpmPowersAnIdleHostOffAndWakesItWhenTheLoadRises) {
+  WaitConnected();  // run alone (--gtest_filter), the agents may not have joined yet
   const size_t idle = IdleHost(Client(), *testbed_);
   ASSERT_LT(idle, testbed_->hosts.size()) << "no connected host without guests";
   const std::string host = testbed_->hosts[idle].name, kept = Other(host);
