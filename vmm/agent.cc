@@ -3,9 +3,15 @@
 // error body of api/router.cc.
 #include "vmm/agent.h"
 
+#include <spawn.h>
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
 
 #include "common/id.h"
 
@@ -155,6 +161,7 @@ void Agent::BuildRoutes() {
     return Ok({{"status", "ok"}, {"host", config_.host_name}});
   });
   router_.Add("GET", "/api/v1/host", [this](const api::Request&) { return HostInfoResponse(); });
+  router_.Add("POST", "/api/v1/host/shutdown", [this](const api::Request&) { return ShutdownHost(); });
   router_.Add("GET", "/api/v1/guests", [this](const api::Request&) { return ListGuests(); });
   router_.Add("POST", "/api/v1/guests", [this](const api::Request& r) { return CreateGuest(r); });
   router_.Add("GET", "/api/v1/guests/{name}", [this](const api::Request& r) { return GetGuest(r); });
@@ -181,6 +188,47 @@ api::Response Agent::HostInfoResponse() {
   auto host = service_.Host();
   if (!host.ok()) return Err(host.status());
   return Ok(HostReportToJson(*host, config_));
+}
+
+api::Response Agent::ShutdownHost() {
+  if (config_.shutdown_command.empty()) {
+    return Err(UnimplementedError("this agent has no shutdown_command configured: it cannot power its host off"));
+  }
+  auto guests = service_.List();
+  if (!guests.ok()) return Err(guests.status());
+  std::vector<std::string> up;
+  for (const auto& g : *guests) {
+    if (g.info.state != GuestState::kShutoff)
+      up.push_back(g.info.name + " (" + std::string(GuestStateName(g.info.state)) + ")");
+  }
+  if (!up.empty()) {
+    std::string names;
+    for (const auto& n : up) names += (names.empty() ? "" : ", ") + n;
+    return Err(FailedPreconditionError("host " + config_.host_name + " still runs " + std::to_string(up.size()) +
+                                       " guest(s): " + names + "; move or stop them before a shutdown"));
+  }
+  // The command starts once this answer is on its way: it stops this agent.
+  std::thread([argv = config_.shutdown_command] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+    pid_t pid = -1;
+    const int rc = posix_spawnp(&pid, args[0], nullptr, &attr, args.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      spdlog::error("host shutdown: cannot start {}: {}", argv[0], std::strerror(rc));
+      return;
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    spdlog::info("host shutdown: {} exited with {}", argv[0], WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  }).detach();
+  spdlog::warn("host {}: shutting down on the manager's request ({})", config_.host_name, config_.shutdown_command[0]);
+  return Ok({{"host", config_.host_name}, {"status", "shutting_down"}}, 202);
 }
 
 api::Response Agent::ListGuests() {

@@ -46,6 +46,8 @@ class Agent {
   void BuildRoutes();
   // Route handlers: each parses its request, calls the service and renders the answer.
   api::Response HostInfoResponse();
+  // POST /api/v1/host/shutdown: refuses while a guest is not shut off; else runs shutdown_command.
+  api::Response ShutdownHost();
   api::Response ListGuests();
   api::Response CreateGuest(const api::Request& req);
   api::Response GetGuest(const api::Request& req);

@@ -9,13 +9,14 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   if (!root.ok()) return root.status().WithContext(where);
   const JsonView& v = *root;
   auto fail = [&](const Status& s) { return s.WithContext(where); };
-  if (Status s = v.RejectUnknown({"host_name",      "listen",         "token",
-                                  "libvirt_uri",    "lxc_uri",        "state_dir",
-                                  "images",         "guest_assets",   "allow_emulated_kvm",
-                                  "log_level",      "log_file",       "sample_interval_ms",
-                                  "stop_timeout_s", "max_body_bytes", "sys_root",
-                                  "manager_url",    "join_token",     "heartbeat_interval_ms",
-                                  "advertise_url",  "migration_uri",  "monitor"});
+  if (Status s = v.RejectUnknown({"host_name",       "listen",         "token",
+                                  "libvirt_uri",     "lxc_uri",        "state_dir",
+                                  "images",          "guest_assets",   "allow_emulated_kvm",
+                                  "log_level",       "log_file",       "sample_interval_ms",
+                                  "stop_timeout_s",  "max_body_bytes", "sys_root",
+                                  "manager_url",     "join_token",     "heartbeat_interval_ms",
+                                  "advertise_url",   "migration_uri",  "monitor",
+                                  "shutdown_command"});
       !s.ok()) {
     return fail(s);
   }
@@ -89,6 +90,10 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
     UW_CFG(n, m->Int("interval_s", c.monitor_interval_s));
     if (n < 1 || n > 3600) return fail(m->FieldError("interval_s", "expected 1..3600"));
     c.monitor_interval_s = static_cast<int>(n);
+  }
+  UW_CFG(c.shutdown_command, v.Strings("shutdown_command", c.shutdown_command));
+  if (!c.shutdown_command.empty() && c.shutdown_command[0].empty()) {
+    return fail(v.FieldError("shutdown_command", "the program (first element) is empty"));
   }
 #undef UW_CFG
   return c;

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/json.h"
 #include "common/status.h"
@@ -39,6 +40,9 @@ struct AgentConfig {
   // `monitor.timeout_s` makes a ready guest unresponsive.
   int monitor_interval_s = 5;
   int monitor_timeout_s = 30;
+  // What POST /api/v1/host/shutdown runs (detached, in its own session) to power the host off
+  // cleanly: the Wake-on-LAN power driver's "off". Empty: the endpoint refuses (501).
+  std::vector<std::string> shutdown_command = {"systemctl", "poweroff"};
 };
 
 // Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").

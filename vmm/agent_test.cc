@@ -118,6 +118,7 @@ class AgentTest : public ::testing::Test {
     c.sample_interval_ms = 100;
     c.monitor_interval_s = 1;
     c.monitor_timeout_s = 2;
+    c.shutdown_command = {"/bin/sh", "-c", "echo done > '" + (dir_ / "shutdown.done").string() + "'"};
     auto h = LibvirtHypervisor::Open("test:///default");
     ASSERT_TRUE(h.ok());
     KvmSupport kvm;
@@ -192,6 +193,27 @@ TEST_F(AgentTest, CreateListResizeStopDelete) {
   r = Do("DELETE", "/api/v1/guests/ag-1");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(GuestCount(), 0);
+}
+
+TEST_F(AgentTest, HostShutdownIsRefusedWhileAGuestRunsThenRunsTheCommand) {
+  auto r = Do("POST", "/api/v1/host/shutdown");
+  ASSERT_EQ(r.status, 409) << r.body;  // the test driver's own domain "test" runs
+  EXPECT_NE(r.body.find("test (running)"), std::string::npos) << r.body;
+  EXPECT_FALSE(fs::exists(dir_ / "shutdown.done"));
+  const Json before = Json::parse(Do("GET", "/api/v1/guests").body);
+  for (const auto& g : before["guests"]) {
+    if (g["state"] != "shutoff") {
+      ASSERT_EQ(Do("POST", "/api/v1/guests/" + g["name"].get<std::string>() + "/stop", R"({"force": true})").status,
+                200);
+    }
+  }
+  r = Do("POST", "/api/v1/host/shutdown");
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["status"], "shutting_down");
+  for (int i = 0; i < 500 && !fs::exists(dir_ / "shutdown.done"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(fs::exists(dir_ / "shutdown.done"));
 }
 
 TEST_F(AgentTest, BadRequestsGetClearErrorsAndChangeNothing) {
@@ -391,6 +413,8 @@ TEST(AgentConfigTest, ErrorsNameFileAndField) {
             "agent.json: listen.port: expected 0..65535");
   EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "lsiten": {}})"),
             "agent.json: lsiten: unknown field");
+  EXPECT_EQ(bad(R"({"host_name": "h1", "token": "0123456789abcdef0", "shutdown_command": [""]})"),
+            "agent.json: shutdown_command: the program (first element) is empty");
   auto ok = AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0",
       "listen": {"address": "10.77.0.1", "port": 7700}, "guest_assets": "/g", "allow_emulated_kvm": true})"),
                                 "x");
