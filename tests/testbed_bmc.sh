@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Integration test (fixture `testbed`): host h2's BMC (ipmi_sim) switches the host's power, driven
 # by ipmitool over LAN+ from the root namespace with the credentials of testbed.json. Checks: the
-# host is on; a wrong password is refused; power off leaves only the BMC in the host's namespace;
-# off twice is fine; power on boots the host again (the agent answers with its former token); on
-# while on keeps the same power supply; daemons killed by hand leave the power on; cycle goes off
-# and on again. Leaves h2 on and booted. Reads $UW_TESTBED_DIR/testbed.json.
+# host is on; a wrong password is refused; power off leaves only the BMC (ipmi_sim, bmc-serve) in
+# the host's namespace; off twice is fine; power on boots the host again (the agent answers with its
+# former token); on while on keeps the same power supply; daemons killed by hand leave the power on;
+# cycle goes off and on again. Leaves h2 on and booted. Reads $UW_TESTBED_DIR/testbed.json.
 set -euo pipefail
 
 dir=${UW_TESTBED_DIR:-/var/tmp/uw-testbed}
@@ -60,7 +60,7 @@ ipmi off >/dev/null
 expect_power off "after power off"
 echo "power off: $(($(now_ms) - start)) ms"
 left=$(netns_comms)
-[ "$left" = "ipmi_sim " ] || fail "after power off, $netns still runs: $left"
+[ "$left" = "ipmi_sim uw-bmc-serve " ] || fail "after power off, $netns still runs: $left"
 answers && fail "$host still answers after power off"
 ipmi off >/dev/null || fail "a second power off failed"
 expect_power off "after a second power off"

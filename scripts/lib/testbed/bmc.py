@@ -2,8 +2,11 @@
 (RMCP+) on the host's address, UDP 623, for one user (admin, with the test bed's password; IPMI 1.5
 sessions are refused). ipmi_sim runs its chassis_control program for chassis commands:
 `scripts/testbed bmc-chassis hN get power | set power 0|1 | set reset 1 | set shutdown 1 ...`
-(chassis_control below), which switches the host's power (power.py). The BMC lives in its own
-cgroup (uw-testbed/hN-bmc) and stays up while the host is off.
+(chassis_control below), which switches the host's power (power.py). Beside it runs
+`scripts/testbed bmc-serve hN` (bmcserve.py): a Redfish service on HTTPS 443 (a self-signed
+certificate made here with openssl) and a Wake-on-LAN listener on UDP 9, the two other ways the
+manager switches a host. The BMC lives in its own cgroup (uw-testbed/hN-bmc) and stays up while the
+host is off.
 
 ipmi_sim's own power model (startcmd, startnow, poweroff_wait, kill_wait) is not used: without a
 VM serial channel (codec VM) it answers `chassis power on|off` with "Invalid data field".
@@ -13,12 +16,18 @@ import os
 import re
 
 from .cgroup import spawn_daemon
-from .process import TestbedError, alive, log, read_text, remove, stop_pidfile, wait_until, write_text
-from .power import TESTBED_PROGRAM, cut_power, is_on, power_on, soft_off
+from .network import SUBNET
+from .process import TestbedError, alive, log, read_text, remove, run, stop_pidfile, wait_until, write_text
+from .power import TESTBED_PROGRAM, cut_power, is_on, power_on, soft_off, supply_env
 
 BMC_PORT = 623
 BMC_USER = "admin"
 BMC_COMM = "ipmi_sim"
+REDFISH_PORT = 443
+WOL_PORT = 9
+SERVE_COMM = "uw-bmc-serve"  # /proc/PID/comm bmc-serve gives itself (prctl), so pid files can check it
+# bmc-serve's files in DIR/hN/bmc/: its certificate and key (`down` removes them), its log.
+REDFISH_CERT, REDFISH_KEY, SERVE_LOG = "redfish.crt", "redfish.key", "bmc-serve.log"
 
 # lan.conf (ipmi_lan(5)). No allowed_auths_* lines: IPMI 1.5 sessions are refused, RMCP+ works.
 LAN_CONF = """\
@@ -59,15 +68,59 @@ def bmc_description(host):
             "password": bmc_password(host.testbed)}
 
 
+def redfish_description(host):
+    """HOST's `redfish` in testbed.json, in the shape of the manager's redfish power driver: the
+    BMC's URL, user, password and the PEM text of its self-signed certificate (the CA to trust)."""
+    return {"driver": "redfish", "url": f"https://{host.address}", "username": BMC_USER,
+            "password": bmc_password(host.testbed),
+            "ca_cert": read_text(os.path.join(host.file("bmc"), REDFISH_CERT), "") + "\n"}
+
+
+def wol_description(host):
+    """HOST's `wol` in testbed.json, in the shape of the manager's wol power driver: the MAC of the
+    host's eth0 and the subnet's broadcast address, where bmc-serve listens for magic packets."""
+    return {"driver": "wol", "mac": host.mac(), "broadcast": f"{SUBNET}.255", "port": WOL_PORT}
+
+
 def bmc_alive(host):
-    return alive(host.file("bmc.pid"), BMC_COMM) is not None
+    """Both BMC processes run: ipmi_sim and bmc-serve (Redfish, Wake-on-LAN)."""
+    return (alive(host.file("bmc.pid"), BMC_COMM) is not None
+            and alive(host.file("bmc-serve.pid"), SERVE_COMM) is not None)
+
+
+def listening(pid, proto, address, port):
+    """Process PID's network namespace has a socket bound to ADDRESS:PORT (/proc/PID/net/udp or
+    tcp, PROTO); a TCP one must be listening (state 0A)."""
+    want = "".join(f"{int(octet):02X}" for octet in reversed(address.split("."))) + f":{port:04X}"
+    table = read_text(f"/proc/{pid}/net/{proto}", "")
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[1] == want and (proto == "udp" or fields[3] == "0A"):
+            return True
+    return False
 
 
 def udp_listening(pid, address, port):
-    """Process PID's network namespace has a UDP socket bound to ADDRESS:PORT (/proc/PID/net/udp)."""
-    want = "".join(f"{int(octet):02X}" for octet in reversed(address.split("."))) + f":{port:04X}"
-    table = read_text(f"/proc/{pid}/net/udp", "")
-    return any(line.split()[1] == want for line in table.splitlines()[1:] if len(line.split()) > 1)
+    """Process PID's network namespace has a UDP socket bound to ADDRESS:PORT."""
+    return listening(pid, "udp", address, port)
+
+
+def tcp_listening(pid, address, port):
+    """Process PID's network namespace has a TCP socket listening on ADDRESS:PORT."""
+    return listening(pid, "tcp", address, port)
+
+
+def make_certificate(host):
+    """DIR/hN/bmc/redfish.crt and redfish.key (mode 0600): a self-signed P-256 certificate for
+    uw-hN-bmc with the host's address as subject alternative name, valid 7 days; made anew each
+    time the BMC starts (as the BMC password is per test bed, the certificate is per BMC)."""
+    bmc_dir = host.file("bmc")
+    cert, key = os.path.join(bmc_dir, REDFISH_CERT), os.path.join(bmc_dir, REDFISH_KEY)
+    remove(cert, key)
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "7", "-subj", f"/CN=uw-{host.name}-bmc", "-addext", f"subjectAltName=IP:{host.address}",
+         "-keyout", key, "-out", cert])
+    os.chmod(key, 0o600)
 
 
 def write_bmc_config(host):
@@ -87,12 +140,14 @@ def write_bmc_config(host):
     write_text(os.path.join(bmc_dir, "bmc.emu"), BMC_EMU)
     remove(os.path.join(bmc_dir, "state"))
     os.makedirs(os.path.join(bmc_dir, "state"))
+    make_certificate(host)
 
 
 def start_bmc(host):
-    """Starts HOST's BMC (ipmi_sim, pid in DIR/hN/bmc.pid) in the host's network namespace and its
-    own cgroup, and waits until it listens. `nsenter --net`, not `ip netns exec`: the latter
-    remounts /sys, which would hide the cgroup hierarchies from the chassis_control program."""
+    """Starts HOST's BMC (ipmi_sim, pid in DIR/hN/bmc.pid, then bmc-serve) in the host's network
+    namespace and its own cgroup, and waits until it listens. `nsenter --net`, not `ip netns exec`:
+    the latter remounts /sys, which would hide the cgroup hierarchies from the chassis_control
+    program (and from bmc-serve, which switches the power itself)."""
     write_bmc_config(host)
     conf = host.file("bmc")
     log_path = os.path.join(conf, "ipmi_sim.log")
@@ -106,9 +161,27 @@ def start_bmc(host):
                            lambda: sim.poll() is not None or udp_listening(sim.pid, host.address, BMC_PORT))
     if not listening or sim.poll() is not None:
         raise TestbedError(f"{what} did not start: {read_text(log_path, '').strip() or 'no output'} (log: {log_path})")
+    start_bmc_serve(host)
+
+
+def start_bmc_serve(host):
+    """Starts `scripts/testbed bmc-serve hN` (pid in DIR/hN/bmc-serve.pid) beside ipmi_sim, in the
+    same namespace and cgroup, with the test bed's directory in its environment, and waits until it
+    listens on HTTPS (the host's address, 443) and for Wake-on-LAN (0.0.0.0, UDP 9)."""
+    log_path = os.path.join(host.file("bmc"), SERVE_LOG)
+    serve = spawn_daemon(["nsenter", f"--net=/run/netns/{host.netns}", TESTBED_PROGRAM, "bmc-serve", host.name],
+                         log_path, append=False, cgroup=host.bmc_cgroup, env=supply_env(host.testbed))
+    write_text(host.file("bmc-serve.pid"), f"{serve.pid}\n")
+    what = f"the Redfish and Wake-on-LAN BMC of {host.name} on {host.address}:{REDFISH_PORT}, UDP {WOL_PORT}"
+    ready = wait_until(host.testbed.timeout_s, what,
+                       lambda: serve.poll() is not None or (tcp_listening(serve.pid, host.address, REDFISH_PORT)
+                                                            and udp_listening(serve.pid, "0.0.0.0", WOL_PORT)))
+    if not ready or serve.poll() is not None:
+        raise TestbedError(f"{what} did not start: {read_text(log_path, '').strip() or 'no output'} (log: {log_path})")
 
 
 def stop_bmc(host):
+    stop_pidfile(host.file("bmc-serve.pid"), SERVE_COMM, 5)
     stop_pidfile(host.file("bmc.pid"), BMC_COMM, 5)
 
 

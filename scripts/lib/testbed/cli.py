@@ -9,11 +9,15 @@ uw-agent when given) and a BMC (ipmi_sim), joined by a bridge. Run as root. See 
   scripts/testbed exec hN CMD...        run CMD inside host hN's namespaces (virsh -c qemu:///system ...)
   scripts/testbed crash hN              host hN's OS dies: its libvirtd, agent, QEMU and every other
                                         process of it are killed; its power stays on (the BMC says on)
+  scripts/testbed soft-off hN           host hN's OS shuts it down (as `chassis power soft`); returns at
+                                        once (the agent's shutdown_command)
   ipmitool -I lanplus -C 3 -H 10.77.0.N -U admin -P PASSWORD chassis power status|on|off|cycle|soft
-                                        host hN's BMC (the password is in DIR/testbed.json)
+                                        host hN's BMC (the password is in DIR/testbed.json); also Redfish
+                                        on https://10.77.0.N and Wake-on-LAN on UDP 9 (docs/testbed.md)
 Run by the test bed itself:
   scripts/testbed power-run hN          host hN's power supply: boots it, runs while it is on
   scripts/testbed bmc-chassis hN get|set ...   the BMC's chassis_control program
+  scripts/testbed bmc-serve hN          the BMC's Redfish service and Wake-on-LAN listener
 
 Env: UW_TESTBED_DIR      state directory (default /var/tmp/uw-testbed)
      UW_AGENT_BIN        agent binary when --agent is not given
@@ -29,11 +33,11 @@ import subprocess
 import sys
 import time
 
-from .bmc import BMC_COMM, bmc_alive, chassis_control
+from .bmc import BMC_COMM, SERVE_COMM, bmc_alive, chassis_control
 from .cgroup import CGROUP_NAME, cg_join, cg_remove
 from .host import Host
 from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, netns_pids, setup_bridge, teardown_bridge
-from .power import SUPPLY_COMM, is_on, run_supply, wait_booted
+from .power import SUPPLY_COMM, is_on, run_supply, soft_off, wait_booted
 from .process import TestbedError, alive, have, log, read_text, remove, run, write_text
 from .statedir import Testbed
 
@@ -118,7 +122,7 @@ def require_root():
 
 def preflight(testbed):
     require_root()
-    for tool in ("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd", "ipmi_sim"):
+    for tool in ("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd", "ipmi_sim", "openssl"):
         if not have(tool):
             raise TestbedError(f"missing {tool}: run scripts/install-deps")
     d = testbed.dir
@@ -264,10 +268,10 @@ def host_numbers_in_namespaces():
 
 def testbed_daemons_alive():
     """Whether any test bed daemon (libvirtd, an agent, a guest) still runs in a uw-hN namespace;
-    the namespace holders (`sleep`) and the BMCs (`ipmi_sim`) do not count."""
+    the namespace holders (`sleep`) and the BMCs (`ipmi_sim`, `uw-bmc-serve`) do not count."""
     for n in host_numbers_in_namespaces():
         for pid in netns_pids(f"uw-h{n}"):
-            if (read_text(f"/proc/{pid}/comm", "") or "").strip() not in ("", "sleep", BMC_COMM):
+            if (read_text(f"/proc/{pid}/comm", "") or "").strip() not in ("", "sleep", BMC_COMM, SERVE_COMM):
                 return True
     return False
 
@@ -308,8 +312,9 @@ def cmd_status(args):
     if state.hosts == 0:
         print(f"test bed is down ({testbed.dir})")
         return 3
-    row = "{:<4} {:<12} {:<8} {:<5} {:<8} {:<8} {:<8} {:<10} {}"
-    print(row.format("HOST", "ADDRESS", "BMC", "POWER", "HOLDER", "VIRTLOGD", "LIBVIRTD", "LIBVIRT_API", "AGENT"))
+    row = "{:<4} {:<12} {:<8} {:<8} {:<5} {:<8} {:<8} {:<8} {:<10} {}"
+    print(row.format("HOST", "ADDRESS", "BMC", "REDFISH", "POWER", "HOLDER", "VIRTLOGD", "LIBVIRTD", "LIBVIRT_API",
+                     "AGENT"))
     everything_up = True
     for n in range(1, state.hosts + 1):
         host = Host(testbed, n)
@@ -318,7 +323,7 @@ def cmd_status(args):
             pid = alive(host.file(name), comm)
             return "down" if pid is None else str(pid)
 
-        bmc = pid_or_down("bmc.pid", BMC_COMM)
+        bmc, redfish = pid_or_down("bmc.pid", BMC_COMM), pid_or_down("bmc-serve.pid", SERVE_COMM)
         power = "on" if is_on(host) else "off"
         holder, virtlogd, libvirtd = (pid_or_down("holder.pid", "sleep"), pid_or_down("virtlogd.pid", "virtlogd"),
                                       pid_or_down("libvirtd.pid", "libvirtd"))
@@ -326,7 +331,7 @@ def cmd_status(args):
         agent = "none"
         if state.agent_bin:
             agent = f"ok(pid {read_text(host.file('agent.pid'), '')})" if host.agent_healthy() else "down"
-        columns = (bmc, power, holder, virtlogd, libvirtd, api, agent)
+        columns = (bmc, redfish, power, holder, virtlogd, libvirtd, api, agent)
         print(row.format(host.name, host.address, *columns), flush=True)
         everything_up = everything_up and "down" not in columns and power == "on"
     return 0 if everything_up else 1
@@ -372,11 +377,36 @@ def cmd_crash(args):
     return 0
 
 
+def cmd_soft_off(args):
+    """`soft-off hN`: host hN's OS shuts it down, as `chassis power soft` does (power.soft_off:
+    SIGTERM to its power supply, which stops the daemons in order and exits), and returns at once.
+    The agent runs it for POST /api/v1/host/shutdown (its shutdown_command, Host.shutdown_argv),
+    from inside the host's namespaces: it needs only DIR and /proc, which are the machine's there."""
+    if len(args) != 1:
+        usage()
+    host = host_named(args[0])
+    if not is_on(host):
+        log(f"{host.name} is off already")
+        return 0
+    log(f"{host.name}: soft off")
+    soft_off(host)
+    return 0
+
+
 def cmd_power_run(args):
     """`power-run hN`: host hN's power supply (power.run_supply), started by power on."""
     if len(args) != 1:
         usage()
     return run_supply(host_named(args[0]))
+
+
+def cmd_bmc_serve(args):
+    """`bmc-serve hN`: the Redfish service and Wake-on-LAN listener of hN's BMC (bmcserve.py), in
+    the host's network namespace (bmc.start_bmc_serve starts it there)."""
+    if len(args) != 1:
+        usage()
+    from .bmcserve import run_bmc_serve  # only this process needs http.server and ssl
+    return run_bmc_serve(host_named(args[0]))
 
 
 def cmd_bmc_chassis(args):
@@ -387,8 +417,8 @@ def cmd_bmc_chassis(args):
 
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec, "crash": cmd_crash,
-            "power-run": cmd_power_run,
-            "bmc-chassis": cmd_bmc_chassis}
+            "soft-off": cmd_soft_off, "power-run": cmd_power_run,
+            "bmc-chassis": cmd_bmc_chassis, "bmc-serve": cmd_bmc_serve}
 
 
 def main(argv):

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import time
 
-from .bmc import bmc_alive, bmc_description, start_bmc, stop_bmc
+from .bmc import (REDFISH_CERT, REDFISH_KEY, bmc_alive, bmc_description, redfish_description, start_bmc, stop_bmc,
+                  wol_description)
 from .cgroup import CGROUP_NAME, cg_mkdir, cg_pids, cg_remove, cgroup_hierarchies, cgroup_mountpoints, spawn_daemon
 from .network import BRIDGE, SUBNET, link_exists, netns_exists, netns_pids
-from .power import SUPPLY_COMM, boot_state, is_on, power_lock, power_on
+from .power import SUPPLY_COMM, TESTBED_PROGRAM, boot_state, is_on, power_lock, power_on
 from .process import (POLL_S, TestbedError, alive, comm_of, copy_as_is, have, log, read_pid, read_text, remove, run,
                       send_signal, stop_pidfile, succeeds, wait_until, write_text)
 
@@ -63,6 +64,15 @@ class Host:
                 and alive(self.file("libvirtd.pid"), "libvirtd") is not None
                 and self.libvirt_answers()
                 and self.veth_master() == BRIDGE)
+
+    def mac(self):
+        """The MAC address (aa:bb:cc:dd:ee:ff) of the host's eth0, the veth end in its namespace:
+        what a Wake-on-LAN magic packet for this host names."""
+        listed = run(["ip", "-n", self.netns, "-j", "link", "show", "dev", "eth0"], stdout=subprocess.PIPE)
+        try:
+            return json.loads(listed.stdout)[0]["address"]
+        except (ValueError, LookupError, TypeError):
+            raise TestbedError(f"no MAC address for eth0 in {self.netns}: {listed.stdout.strip()}") from None
 
     def veth_master(self):
         try:
@@ -297,7 +307,8 @@ class Host:
             self.teardown_netns()
             remove(self.file("run"), *(self.private_dir(d) for d in PRIVATE_DIRS[:3]))
             remove(self.file("init.done"), self.file("init.failed"), self.file("boot.state"),
-                   *(self.file(os.path.join("bmc", f)) for f in ("lan.conf", "bmc.emu", "state")))
+                   *(self.file(os.path.join("bmc", f))
+                     for f in ("lan.conf", "bmc.emu", "state", REDFISH_CERT, REDFISH_KEY)))
             self.remove_pid_files()
             remove(self.file("power.lock"))  # held until the end of this block; nothing else waits for it now
 
@@ -353,7 +364,10 @@ class Host:
         remove(*(self.file(f) for f in ("agent.token", "agent.manager")))
 
     def write_agent_config(self, manager_url, join_token):
-        """DIR/hN/agent.json with a new random token (also in agent.token for testbed.json)."""
+        """DIR/hN/agent.json with a new random token (also in agent.token for testbed.json). Its
+        shutdown_command (what the agent runs for POST /api/v1/host/shutdown, the wol power
+        driver's off) is `scripts/testbed soft-off hN` with this test bed's directory: the host's
+        own OS powering it off, as `chassis power soft` does (shutdown_argv)."""
         token = secrets.token_hex(24)
         os.makedirs(self.file("agent-state"), exist_ok=True)
         config = {
@@ -366,12 +380,22 @@ class Host:
             "guest_assets": self.testbed.guest_dir,
             "allow_emulated_kvm": True,
             "log_level": "info",
+            "shutdown_command": self.shutdown_argv(),
         }
         if manager_url:
             config.update(manager_url=manager_url, join_token=join_token, heartbeat_interval_ms=1000)
         write_text(self.file("agent.json"), json.dumps(config) + "\n")
         write_text(self.file("agent.manager"), manager_url + "\n")
         write_text(self.file("agent.token"), token + "\n")
+
+    def shutdown_argv(self):
+        """The agent's shutdown_command: `env UW_TESTBED_DIR=DIR scripts/testbed soft-off hN`. The
+        agent runs it inside the host's network, mount, UTS and cgroup namespaces (it was started
+        through the holder), but in the machine's pid namespace: /proc shows the power supply, and
+        DIR and scripts/ have the same paths there, so soft-off signals the supply directly. The
+        directory is in the command, not left to the agent's environment, so an agent started by
+        hand with this agent.json still switches off this test bed's host."""
+        return ["/usr/bin/env", f"UW_TESTBED_DIR={self.testbed.dir}", TESTBED_PROGRAM, "soft-off", self.name]
 
     def description(self, with_agent):
         """This host's entry in testbed.json."""
@@ -386,4 +410,6 @@ class Host:
             "agent_token": token if token and with_agent else None,
             "dir": self.dir,
             "bmc": bmc_description(self),
+            "redfish": redfish_description(self),
+            "wol": wol_description(self),
         }
