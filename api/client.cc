@@ -149,6 +149,16 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method, c
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>((idle_timeout_ms + 999) / 1000));
   }
   curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  if (!options.basic_user.empty()) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
+    curl_easy_setopt(h, CURLOPT_USERNAME, options.basic_user.c_str());
+    curl_easy_setopt(h, CURLOPT_PASSWORD, options.basic_password.c_str());
+  }
+  if (!options.ca_cert_pem.empty()) {
+    curl_blob ca{const_cast<char*>(options.ca_cert_pem.data()), options.ca_cert_pem.size(), CURL_BLOB_COPY};
+    curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
+  }
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, ex);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);

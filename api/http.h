@@ -272,6 +272,11 @@ struct ClientOptions {
   // call with kResourceExhausted instead of being buffered. Stream() bodies passed to on_data
   // are not counted (they are open-ended); its error bodies are.
   size_t max_response_bytes = 64 << 20;
+  // HTTP Basic credentials, sent when basic_user is non-empty (a BMC's Redfish service).
+  std::string basic_user{}, basic_password{};
+  // PEM certificates an https:// peer must chain to, instead of the system's store (a BMC's own
+  // self-signed certificate). Empty: the system's store.
+  std::string ca_cert_pem{};
 };
 
 class HttpClient {

@@ -19,8 +19,8 @@ struct HostArgs {
   std::string reason, policy;
   // power
   std::string action;
-  std::string driver, address, username, password_file;
-  int64_t port = 623, cipher_suite = 3, timeout_ms = 15000;
+  std::string driver, address, username, password_file, url, ca_cert_file, system, mac, broadcast;
+  int64_t port = 0, cipher_suite = 3, timeout_ms = 15000;
   std::vector<std::string> status_command, on_command, off_command, cycle_command;
 };
 
@@ -55,10 +55,18 @@ void AddHostPower(CLI::App* host, Invocation& inv, HostArgs& a) {
   pd->require_subcommand(1);
   auto* set = pd->add_subcommand("set", "set how the manager powers the host on and off");
   set->add_option("name", a.name, "host name")->required();
-  set->add_option("--driver", a.driver, "ipmi | exec")->required()->check(CLI::IsMember({"ipmi", "exec"}));
+  set->add_option("--driver", a.driver, "ipmi | redfish | wol | exec")
+      ->required()
+      ->check(CLI::IsMember({"ipmi", "redfish", "wol", "exec"}));
   set->add_option("--address", a.address, "ipmi: the BMC's address");
-  set->add_option("--port", a.port, "ipmi: the BMC's UDP port (default 623)");
-  set->add_option("--username", a.username, "ipmi: the BMC user");
+  set->add_option("--port", a.port, "ipmi: the BMC's UDP port (default 623); wol: the packet's UDP port (default 9)");
+  set->add_option("--username", a.username, "ipmi, redfish: the BMC user");
+  set->add_option("--url", a.url, "redfish: the BMC's base URL, https://ADDRESS[:PORT]");
+  set->add_option("--ca-cert-file", a.ca_cert_file,
+                  "redfish: PEM file of the certificate(s) the BMC's must chain to (default: the system's CAs)");
+  set->add_option("--system", a.system, "redfish: the host's ComputerSystem path when the BMC has several");
+  set->add_option("--mac", a.mac, "wol: the host NIC's MAC address");
+  set->add_option("--broadcast", a.broadcast, "wol: where the magic packet goes (default 255.255.255.255)");
   set->add_option("--cipher-suite", a.cipher_suite, "ipmi: IPMI 2.0 cipher suite (default 3)");
   set->add_option("--password-file", a.password_file,
                   "the BMC password (exec: UW_POWER_SECRET) from the first line of FILE, - for stdin; "
@@ -72,9 +80,25 @@ void AddHostPower(CLI::App* host, Invocation& inv, HostArgs& a) {
     Json body = {{"driver", a.driver}, {"timeout_ms", a.timeout_ms}};
     if (a.driver == "ipmi") {
       body["address"] = a.address;
-      body["port"] = a.port;
+      if (a.port > 0) body["port"] = a.port;
       body["username"] = a.username;
       body["cipher_suite"] = a.cipher_suite;
+    } else if (a.driver == "redfish") {
+      body["url"] = a.url;
+      body["username"] = a.username;
+      if (!a.system.empty()) body["system"] = a.system;
+      if (!a.ca_cert_file.empty()) {
+        std::ifstream in(a.ca_cert_file);
+        std::stringstream pem;
+        pem << in.rdbuf();
+        if (!in)
+          return void(inv.rc = inv.c.Fail(InvalidArgumentError("--ca-cert-file: cannot read " + a.ca_cert_file)));
+        body["ca_cert"] = pem.str();
+      }
+    } else if (a.driver == "wol") {
+      body["mac"] = a.mac;
+      if (!a.broadcast.empty()) body["broadcast"] = a.broadcast;
+      if (a.port > 0) body["port"] = a.port;
     } else {
       body["status_command"] = a.status_command;
       body["on_command"] = a.on_command;

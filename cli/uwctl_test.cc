@@ -196,6 +196,29 @@ TEST_F(UwctlTest, HostPowerCommands) {
   EXPECT_EQ(Uwctl({"host", "power-driver", "delete", "h1"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"-o", "json", "host", "power", "status", "h1"}), 0) << err_.str();
   EXPECT_TRUE(Json::parse(out_.str())["driver"].is_null());
+  // Redfish (its CA certificate from a file) and Wake-on-LAN drivers.
+  std::ofstream(dir_ / "bmc.pem") << "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n";
+  ASSERT_EQ(Uwctl({"-o", "json", "host", "power-driver", "set", "h1", "--driver", "redfish", "--url",
+                   "https://10.77.0.1", "--username", "admin", "--password-file", (dir_ / "pw").string(),
+                   "--ca-cert-file", (dir_ / "bmc.pem").string()}),
+            0)
+      << err_.str();
+  Json redfish = Json::parse(out_.str())["driver"];
+  EXPECT_EQ(redfish["url"], "https://10.77.0.1");
+  EXPECT_EQ(redfish["ca_cert"].get<std::string>().rfind("-----BEGIN CERTIFICATE-----", 0), 0u);
+  EXPECT_EQ(out_.str().find("pw-0123456789"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"host", "power-driver", "set", "h1", "--driver", "redfish", "--url", "https://10.77.0.1",
+                   "--username", "admin", "--ca-cert-file", "/nonexistent/ca.pem"}),
+            2);
+  EXPECT_NE(err_.str().find("/nonexistent/ca.pem"), std::string::npos) << err_.str();
+  ASSERT_EQ(Uwctl({"-o", "json", "host", "power-driver", "set", "h1", "--driver", "wol", "--mac", "52:54:00:00:00:01",
+                   "--broadcast", "10.77.0.255"}),
+            0)
+      << err_.str();
+  Json wol = Json::parse(out_.str())["driver"];
+  EXPECT_EQ(wol["mac"], "52:54:00:00:00:01");
+  EXPECT_EQ(wol["port"], 9);
+  EXPECT_EQ(Uwctl({"host", "power-driver", "delete", "h1"}), 0) << err_.str();
   // DPM settings and its power actions.
   EXPECT_EQ(Uwctl({"-o", "json", "drs", "config", "--dpm", "manual", "--dpm-band", "40", "80", "--dpm-hysteresis", "0",
                    "--dpm-keep-on", "h1"}),

@@ -109,6 +109,7 @@ class HttpAgentClient final : public AgentClient {
   const std::string& host() const override { return host_; }
 
   Status Ping() override { return Call("GET", "/api/v1/host", nullptr).status(); }
+  Status ShutdownHost() override { return Call("POST", "/api/v1/host/shutdown", nullptr).status(); }
   Result<AgentGuest> Create(const Json& spec) override { return GuestCall("POST", "/api/v1/guests", &spec); }
   Result<AgentGuest> Get(const std::string& guest) override { return GuestCall("GET", GuestPath(guest), nullptr); }
   Result<AgentGuest> Start(const std::string& guest) override {
@@ -250,6 +251,7 @@ class FailingAgentClient final : public AgentClient {
   FailingAgentClient(std::string host, Status why) : host_(std::move(host)), why_(std::move(why)) {}
   const std::string& host() const override { return host_; }
   Status Ping() override { return why_; }
+  Status ShutdownHost() override { return why_; }
   Result<AgentGuest> Create(const Json&) override { return why_; }
   Result<AgentGuest> Get(const std::string&) override { return why_; }
   Result<AgentGuest> Start(const std::string&) override { return why_; }

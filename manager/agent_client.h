@@ -108,6 +108,10 @@ class AgentClient {
   // Whether the agent answers the manager (its host endpoint, with the manager's token): HA's
   // second look at a host that stopped heartbeating.
   virtual Status Ping() = 0;
+  // Asks the agent to shut its host down cleanly (the wol power driver's off).
+  // kFailedPrecondition while a guest runs there; kUnimplemented when the agent has no
+  // shutdown command.
+  virtual Status ShutdownHost() = 0;
 
   // Guests. `spec` is the create request the manager stored for the guest (the agent's guest
   // spec document: vmm::GuestSpecFromJson's input, plus image and start).

@@ -163,7 +163,16 @@ Status HaService::Detect(const Silent& h, const DrsConfig& cfg) {
         "@" + h.name, "", "host.heartbeat_path_failed",
         {{"host", h.name}, {"reason", silence + ", but its agent answers the manager: not failed; nothing is done"}});
   }
-  UW_ASSIGN_OR_RETURN(HostPower p, d_.power.Get(h.name, true));
+  UW_ASSIGN_OR_RETURN(HostPower p, d_.power.Get(h.name, false));
+  if (p.driver.is_object() && p.driver.value("driver", "") == "wol") {
+    return Once("@" + h.name, "", "host.fence_failed",
+                {{"host", h.name},
+                 {"reason", silence + " and its agent does not answer (" + ping.message() +
+                                "), but its power driver is Wake-on-LAN, which cannot confirm that a host is off: "
+                                "it cannot be fenced, so none of its guests is restarted elsewhere (set an ipmi, "
+                                "redfish or exec driver for HA)"}});
+  }
+  UW_ASSIGN_OR_RETURN(p, d_.power.Get(h.name, true));
   if (!p.bmc) {
     UW_RETURN_IF_ERROR(d_.power.NoteError(h.name, "its BMC does not answer: " + p.bmc_error));
     return Once("@" + h.name, "", "host.fence_failed",

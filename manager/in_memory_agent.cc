@@ -54,6 +54,17 @@ class InMemoryAgent final : public AgentClient {
     return Up().status();
   }
 
+  // The host goes down once no guest runs on it.
+  Status ShutdownHost() override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    for (const auto& [name, g] : h->guests) {
+      if (g.state != "shutoff") return FailedPreconditionError("host " + host_ + " still runs guest " + name);
+    }
+    h->down = true;
+    return Status::Ok();
+  }
+
   Result<AgentGuest> Get(const std::string& guest) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));

@@ -92,7 +92,8 @@ Status Manager::Start() {
                                    .tasks = *tasks_,
                                    .clock = clock_,
                                    .config = config_,
-                                   .sleep = [this](Duration d) { return poll_sleeper_(d); }});
+                                   .sleep = [this](Duration d) { return poll_sleeper_(d); },
+                                   .agent_of = agent_of});
   sessions_ = std::make_unique<internal::HostSessions>(internal::HostSessions::Deps{
       .store = *store_,
       .events = *events_,

@@ -47,6 +47,17 @@ Result<PowerService::Row> PowerService::Load(std::string_view host) {
   return std::move(*row);
 }
 
+power::DriverContext PowerService::Context(std::string_view host) const {
+  power::DriverContext c;
+  c.ipmitool = d_.config.ipmitool;
+  if (d_.agent_of) {
+    const std::string name(host);
+    c.agent_ping = [this, name] { return d_.agent_of(name)->Ping(); };
+    c.agent_shutdown = [this, name] { return d_.agent_of(name)->ShutdownHost(); };
+  }
+  return c;
+}
+
 Result<HostPower> PowerService::Get(std::string_view host, bool ask_bmc) {
   UW_ASSIGN_OR_RETURN(std::optional<Row> row, Find(host));
   HostPower p;
@@ -58,7 +69,7 @@ Result<HostPower> PowerService::Get(std::string_view host, bool ask_bmc) {
   p.wake_tested_ms = row->wake_tested_ms;
   p.last_error = row->last_error;
   if (ask_bmc) {
-    auto driver = power::MakePowerDriver(row->config, std::string(host), d_.config.ipmitool);
+    auto driver = power::MakePowerDriver(row->config, std::string(host), Context(host));
     auto state = driver.ok() ? (*driver)->Status() : Result<power::PowerState>(driver.status());
     if (state.ok()) {
       p.bmc = std::string(power::PowerStateName(*state));
@@ -189,7 +200,7 @@ Result<HostPower> PowerService::Act(std::string_view host, std::string_view acti
   std::lock_guard l(act_mu_);
   UW_ASSIGN_OR_RETURN(Row row, Load(host));
   UW_ASSIGN_OR_RETURN(std::unique_ptr<power::PowerDriver> driver,
-                      power::MakePowerDriver(row.config, std::string(host), d_.config.ipmitool));
+                      power::MakePowerDriver(row.config, std::string(host), Context(host)));
   const std::string name(host);
   if (row.phase == "entering_standby" || row.phase == "waking" || row.phase == "fencing") {
     return FailedPreconditionError("host " + Quoted(host) + " is in another power operation (" + row.phase + ")");
@@ -300,7 +311,12 @@ Result<int64_t> PowerService::Fence(std::string_view host, std::string_view why)
                                    ": only a host that is on or isolated is fenced");
   }
   UW_ASSIGN_OR_RETURN(std::unique_ptr<power::PowerDriver> driver,
-                      power::MakePowerDriver(row.config, std::string(host), d_.config.ipmitool));
+                      power::MakePowerDriver(row.config, std::string(host), Context(host)));
+  if (!driver->ConfirmsOff()) {
+    return FailedPreconditionError("host " + Quoted(host) + "'s power driver (" + driver->Describe() +
+                                   ") cannot confirm that the host is off, which fencing needs: set an ipmi, "
+                                   "redfish or exec driver");
+  }
   const auto start = d_.clock.Monotonic();
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(SetPhase(host, "fencing", ""));

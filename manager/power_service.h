@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -25,6 +26,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "manager/agent_client.h"
 #include "manager/manager.h"
 #include "manager/power/power.h"
 #include "manager/store.h"
@@ -48,6 +50,8 @@ class PowerService {
     const ManagerConfig& config;  // power_wake_timeout_ms, ipmitool
     // Waits between polls of a BMC; false once the manager stops (Manager's poll sleeper).
     std::function<bool(Duration)> sleep;
+    // The host's agent, for the wol driver (its state and its clean shutdown). May be unset.
+    std::function<std::shared_ptr<AgentClient>(const std::string& host)> agent_of;
   };
   explicit PowerService(Deps deps) : d_(std::move(deps)) {}
 
@@ -83,6 +87,8 @@ class PowerService {
   Status NoteError(std::string_view host, std::string_view error);
 
  private:
+  // What the host's driver needs besides its config (ipmitool; the agent for wol).
+  power::DriverContext Context(std::string_view host) const;
   struct Row {
     power::PowerConfig config;
     std::string phase;

@@ -1,11 +1,16 @@
 // The manager's power management (manager/power_service.h) on in-memory agents and a fake clock,
 // with `exec` power drivers whose BMC is a file (the ipmi driver against a real ipmi_sim is
 // tests/manager_integration_test's).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "manager/manager_fixture.h"
 
@@ -83,7 +88,7 @@ TEST_F(PowerTest, APowerDriversSecretNeverLeavesTheManager) {
   bad["driver"] = "redfish";
   auto r = Client().Do("PUT", "/api/v1/hosts/h1/power-driver", bad.dump());
   EXPECT_EQ(r->status, 400);
-  EXPECT_NE(r->body.find("not built yet"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("address: only for the ipmi driver"), std::string::npos) << r->body;
   EXPECT_EQ(Client().Do("PUT", "/api/v1/hosts/nope/power-driver", ipmi.dump())->status, 404);
 }
 
@@ -403,6 +408,70 @@ TEST_F(PowerTest, HaRestartsNothingWithoutAConfirmedFence) {
     EXPECT_EQ(r->status, 400) << bad.dump();
     EXPECT_NE(r->body.find("ha"), std::string::npos) << r->body;
   }
+}
+
+// Wake-on-LAN: off is the host's own shutdown through its agent (refused while a guest runs there),
+// off is inferred from the agent gone; HA never fences through it.
+TEST_F(PowerTest, WakeOnLanStandsAHostByThroughItsAgentButNeverFencesIt) {
+  config_.heartbeat_timeout_ms = 10000;
+  StartManager();
+  AddHost("h1");
+  Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
+  ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &vm))["state"], "succeeded");
+  AddHost("h2");
+  // h2's NIC: a UDP socket that powers the in-memory host on when its magic packet arrives.
+  const int nic = socket(AF_INET, SOCK_DGRAM, 0);
+  ASSERT_GE(nic, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(at);
+  ASSERT_EQ(bind(nic, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+  ASSERT_EQ(getsockname(nic, reinterpret_cast<sockaddr*>(&at), &len), 0);
+  const Json wol = {
+      {"driver", "wol"}, {"mac", "52:54:00:00:00:02"}, {"broadcast", "127.0.0.1"}, {"port", ntohs(at.sin_port)}};
+  for (const char* h : {"h1", "h2"}) {
+    auto set = Client().Do("PUT", std::string("/api/v1/hosts/") + h + "/power-driver", wol.dump());
+    ASSERT_EQ(set->status, 200) << set->body;
+    EXPECT_EQ(Json::parse(set->body)["driver"]["mac"], "52:54:00:00:00:02");
+  }
+  auto bmc = [&](const std::string& h) {
+    return (*Client().Call("GET", "/api/v1/hosts/" + h + "/power"))["bmc"].value("state", "");
+  };
+  EXPECT_EQ(bmc("h2"), "on");  // its agent answers
+  auto off = Power("h2", "off");
+  ASSERT_EQ(off->status, 200) << off->body;
+  EXPECT_EQ(Json::parse(off->body)["phase"], "standby");
+  EXPECT_EQ(bmc("h2"), "off");  // its agent is gone
+  std::thread wake([&] {
+    char packet[256];
+    const ssize_t n = recv(nic, packet, sizeof(packet), 0);
+    if (n == 102 && std::string(packet + 6, 6) == std::string("\x52\x54\x00\x00\x00\x02", 6)) {
+      cluster_.SetDown("h2", false);
+    }
+  });
+  auto on = Power("h2", "on");
+  wake.join();
+  close(nic);
+  ASSERT_EQ(on->status, 200) << on->body;
+  EXPECT_EQ(Json::parse(on->body)["phase"], "waking");
+  AddHost("h2");
+  // HA: h1 falls silent; with only Wake-on-LAN it is neither isolated nor fenced, g stays put.
+  Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 0}}}};
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+  cluster_.SetDown("h1", true);
+  clock_.Advance(std::chrono::seconds(11));
+  Heartbeat("h2");
+  manager_->CheckHeartbeats();
+  ASSERT_TRUE(manager_->RunHa().ok());
+  ASSERT_TRUE(manager_->RunHa().ok());
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h1"))["state"], "disconnected");
+  const std::string events = AllEvents();
+  EXPECT_NE(events.find("host.fence_failed h1"), std::string::npos) << events;
+  EXPECT_NE(events.find("Wake-on-LAN, which cannot confirm that a host is off"), std::string::npos) << events;
+  EXPECT_EQ(events.find("host.fencing h1"), std::string::npos) << events;
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"), 0);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/g"))["host"], "h1");
 }
 
 }  // namespace

@@ -38,13 +38,14 @@ using testing::WaitFor;
 constexpr const char* kAdmin = "it-admin-token-0123456789";
 constexpr const char* kJoin = "it-join-token-0123456789";
 
-// The host's BMC as testbed.json describes it ({"driver": "ipmi", "address", "port", "username",
-// "password"}).
-inline Json BmcOf(const std::string& testbed_dir, const std::string& host) {
+// The host's power interface as testbed.json describes it, in the shape of the manager's power
+// driver: `bmc` (ipmi: address, port, username, password), `redfish` (url, username, password,
+// ca_cert) or `wol` (mac, broadcast, port).
+inline Json BmcOf(const std::string& testbed_dir, const std::string& host, const std::string& key = "bmc") {
   std::ifstream in(testbed_dir + "/testbed.json");
   Json doc = Json::parse(in, nullptr, false);
   for (const auto& h : doc.value("hosts", Json::array())) {
-    if (h.value("name", "") == host) return h.value("bmc", Json());
+    if (h.value("name", "") == host) return h.value(key, Json());
   }
   return Json();
 }
@@ -183,6 +184,9 @@ class ManagerIntegrationTest : public ::testing::Test {
     auto r = AgentOf(host).Do("GET", "/api/v1/guests/" + g + "/console");
     return r.ok() ? r->body : std::string();
   }
+  // Powers host `index` off through `driver` (a PUT /power-driver body) until the manager has it in
+  // standby, then on until its agent is back; prints the figures (power_integration_test.cc).
+  static void StandbyAndWake(size_t index, const Json& driver);
   // Every event so far, as the SSE stream sends them.
   static std::string Events() {
     std::string events;

@@ -22,32 +22,23 @@ size_t IdleHost(const api::HttpClient& manager, const testing::Testbed& bed) {
   return hosts.size();
 }
 
-TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
-  WaitConnected();  // run alone (--gtest_filter), the agents may not have joined yet
-  const size_t index = IdleHost(Client(), *testbed_);
-  ASSERT_LT(index, testbed_->hosts.size()) << "no connected host without guests";
+}  // namespace
+
+namespace it {
+
+void ManagerIntegrationTest::StandbyAndWake(size_t index, const Json& driver) {
   const std::string host = testbed_->hosts[index].name;
-  Json bmc = BmcOf(testbed_->dir, host);
-  ASSERT_TRUE(bmc.is_object()) << "testbed.json has no bmc for " << host;
   const std::string path = "/api/v1/hosts/" + host;
-
-  // Wrong credentials: a clear refusal, and the host stays on.
-  Json wrong = bmc;
-  wrong["password"] = "not-the-password";
-  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", wrong.dump())->status, 200);
-  auto refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
-  EXPECT_EQ(refused->status, 409) << refused->body;
-  EXPECT_NE(refused->body.find("the BMC refused the credentials"), std::string::npos) << refused->body;
-  EXPECT_EQ((*Client().Call("GET", path))["state"], "connected");
-
-  auto set = Client().Do("PUT", path + "/power-driver", bmc.dump());
+  auto set = Client().Do("PUT", path + "/power-driver", driver.dump());
   ASSERT_EQ(set->status, 200) << set->body;
-  EXPECT_EQ(set->body.find(bmc["password"].get<std::string>()), std::string::npos) << set->body;
+  if (driver.contains("password")) {
+    EXPECT_EQ(set->body.find(driver["password"].get<std::string>()), std::string::npos) << set->body;
+  }
   auto status = Client().Call("GET", path + "/power");
   ASSERT_TRUE(status.ok()) << status.status().ToString();
   EXPECT_EQ((*status)["bmc"]["state"], "on") << status->dump();
 
-  // Off: confirmed by the BMC, the host in standby, its agent gone.
+  // Off: confirmed (ipmi, redfish: the BMC; wol: the agent gone), the host in standby.
   auto t0 = std::chrono::steady_clock::now();
   auto off = Client().Do("POST", path + "/power", R"({"action": "off"})");
   ASSERT_EQ(off->status, 200) << off->body;
@@ -57,8 +48,7 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
   EXPECT_EQ((*Client().Call("GET", path))["state"], "standby");
   EXPECT_FALSE(testbed_->Agent(index).Do("GET", "/healthz").ok()) << "the agent still answers on a host that is off";
 
-  // On: the BMC boots the host; the agent comes back (its link heartbeats again) and the wake path
-  // is tested.
+  // On: the host boots; the agent comes back (its link heartbeats again) and the wake path is tested.
   t0 = std::chrono::steady_clock::now();
   auto on = Client().Do("POST", path + "/power", R"({"action": "on"})");
   ASSERT_EQ(on->status, 200) << on->body;
@@ -84,9 +74,71 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
   for (const char* e : {"host.entering_standby", "host.standby", "host.waking", "host.woken"}) {
     EXPECT_NE(events.find(std::string("event: ") + e), std::string::npos) << e;
   }
-  std::printf("power figures: %s standby (BMC off confirmed) in %lld ms; BMC on in %lld ms; agent back in %lld ms\n",
-              host.c_str(), static_cast<long long>(standby_ms), static_cast<long long>(bmc_on_ms),
-              static_cast<long long>(wake_ms));
+  std::printf("power figures (%s): %s standby (off confirmed) in %lld ms; on asked in %lld ms; agent back in %lld ms\n",
+              driver.value("driver", "?").c_str(), host.c_str(), static_cast<long long>(standby_ms),
+              static_cast<long long>(bmc_on_ms), static_cast<long long>(wake_ms));
+}
+
+}  // namespace it
+
+namespace {
+
+TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
+  WaitConnected();  // run alone (--gtest_filter), the agents may not have joined yet
+  const size_t index = IdleHost(Client(), *testbed_);
+  ASSERT_LT(index, testbed_->hosts.size()) << "no connected host without guests";
+  const std::string host = testbed_->hosts[index].name;
+  Json bmc = BmcOf(testbed_->dir, host);
+  ASSERT_TRUE(bmc.is_object()) << "testbed.json has no bmc for " << host;
+  const std::string path = "/api/v1/hosts/" + host;
+
+  // Wrong credentials: a clear refusal, and the host stays on.
+  Json wrong = bmc;
+  wrong["password"] = "not-the-password";
+  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", wrong.dump())->status, 200);
+  auto refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
+  EXPECT_EQ(refused->status, 409) << refused->body;
+  EXPECT_NE(refused->body.find("the BMC refused the credentials"), std::string::npos) << refused->body;
+  EXPECT_EQ((*Client().Call("GET", path))["state"], "connected");
+  StandbyAndWake(index, bmc);
+}
+
+// The same through the BMC's Redfish service (HTTPS, its certificate checked against the one
+// testbed.json gives): a wrong password and a wrong certificate are refused with the host left on.
+TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughRedfish) {
+  WaitConnected();
+  const size_t index = IdleHost(Client(), *testbed_);
+  ASSERT_LT(index, testbed_->hosts.size()) << "no connected host without guests";
+  const std::string host = testbed_->hosts[index].name;
+  const Json redfish = BmcOf(testbed_->dir, host, "redfish");
+  ASSERT_TRUE(redfish.is_object()) << "testbed.json has no redfish for " << host;
+  const std::string path = "/api/v1/hosts/" + host;
+  Json wrong = redfish;
+  wrong["password"] = "not-the-password";
+  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", wrong.dump())->status, 200);
+  auto refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
+  EXPECT_EQ(refused->status, 409) << refused->body;
+  EXPECT_NE(refused->body.find("the BMC refused the credentials (GET /redfish/v1/Systems: HTTP 401"), std::string::npos)
+      << refused->body;
+  Json untrusted = redfish;
+  untrusted.erase("ca_cert");  // the system's CAs do not know the BMC's self-signed certificate
+  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", untrusted.dump())->status, 200);
+  refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
+  EXPECT_EQ(refused->status, 409) << refused->body;
+  EXPECT_NE(refused->body.find("certificate"), std::string::npos) << refused->body;
+  EXPECT_EQ((*Client().Call("GET", path))["state"], "connected");
+  StandbyAndWake(index, redfish);
+}
+
+// Wake-on-LAN: off through the host's agent (its clean shutdown), on by a magic packet broadcast
+// on the test bed's LAN that only this host's NIC answers. HA cannot fence through it.
+TEST_F(ManagerIntegrationTest, AHostGoesToStandbyThroughItsAgentAndWakesOnLan) {
+  WaitConnected();
+  const size_t index = IdleHost(Client(), *testbed_);
+  ASSERT_LT(index, testbed_->hosts.size()) << "no connected host without guests";
+  const Json wol = BmcOf(testbed_->dir, testbed_->hosts[index].name, "wol");
+  ASSERT_TRUE(wol.is_object()) << "testbed.json has no wol for " << testbed_->hosts[index].name;
+  StandbyAndWake(index, wol);
 }
 
 // DPM in automatic mode on the real test bed: with nothing busy, the empty host goes to standby

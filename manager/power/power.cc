@@ -3,15 +3,14 @@
 #include <algorithm>
 #include <cctype>
 #include <utility>
+#include <vector>
 
 #include "manager/power/command.h"
+#include "manager/power/power_internal.h"
 
 namespace uw::power {
-namespace {
+namespace internal {
 
-constexpr int kMaxTimeoutMs = 300000;
-
-// The last non-empty line of a program's output, with `secret` blanked (a tool might echo it).
 std::string LastLine(std::string text, const std::string& secret) {
   if (!secret.empty()) {
     for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at)) {
@@ -24,6 +23,14 @@ std::string LastLine(std::string text, const std::string& secret) {
   if (line.size() > 300) line = line.substr(0, 300) + "...";
   return line.empty() ? "(no output)" : line;
 }
+
+}  // namespace internal
+
+namespace {
+
+using internal::LastLine;
+
+constexpr int kMaxTimeoutMs = 300000;
 
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -38,6 +45,28 @@ Status CheckArgv(const JsonView& v, std::string_view key, const std::vector<std:
       return v.FieldError(key, "arguments of at most 4096 bytes");
   }
   if (!argv.empty() && argv[0].empty()) return v.FieldError(key, "the program (first element) is empty");
+  return Status::Ok();
+}
+
+Status ParseIpmiFields(const JsonView& v, PowerConfig& c) {
+  UW_ASSIGN_OR_RETURN(c.address, v.String("address"));
+  const bool address_ok = !c.address.empty() && c.address.size() <= 253 && c.address[0] != '-' &&
+                          std::all_of(c.address.begin(), c.address.end(), [](unsigned char ch) {
+                            return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':' || ch == '_';
+                          });
+  if (!address_ok) return v.FieldError("address", "expected a host name or an IP address");
+  UW_ASSIGN_OR_RETURN(int64_t port, v.Int("port", c.port));
+  if (port < 1 || port > 65535) return v.FieldError("port", "expected 1..65535");
+  c.port = static_cast<int>(port);
+  UW_ASSIGN_OR_RETURN(int64_t suite, v.Int("cipher_suite", c.cipher_suite));
+  if (suite < 0 || suite > 17) return v.FieldError("cipher_suite", "expected 0..17");
+  c.cipher_suite = static_cast<int>(suite);
+  UW_ASSIGN_OR_RETURN(c.username, v.String("username"));
+  if (c.username.empty() || c.username.size() > 16 || c.username[0] == '-') {
+    return v.FieldError("username", "expected 1..16 characters (IPMI user names), not starting with '-'");
+  }
+  if (c.password.empty()) return v.FieldError("password", "required for ipmi");
+  if (c.password.size() > 20) return v.FieldError("password", "at most 20 bytes for IPMI 2.0");
   return Status::Ok();
 }
 
@@ -148,13 +177,13 @@ std::string_view PowerStateName(PowerState s) { return s == PowerState::kOn ? "o
 Result<PowerConfig> ParsePowerConfig(const Json& body, const PowerConfig* keep_secret_from) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"driver", "address", "port", "username", "password", "cipher_suite",
-                                      "status_command", "on_command", "off_command", "cycle_command", "timeout_ms"}));
+                                      "status_command", "on_command", "off_command", "cycle_command", "timeout_ms",
+                                      "url", "ca_cert", "system", "mac", "broadcast"}));
   PowerConfig c;
   UW_ASSIGN_OR_RETURN(c.driver, v.String("driver"));
-  if (c.driver == "redfish" || c.driver == "wol") {
-    return v.FieldError("driver", "'" + c.driver + "' is not built yet; expected ipmi or exec");
+  if (c.driver != "ipmi" && c.driver != "redfish" && c.driver != "wol" && c.driver != "exec") {
+    return v.FieldError("driver", "expected ipmi, redfish, wol or exec");
   }
-  if (c.driver != "ipmi" && c.driver != "exec") return v.FieldError("driver", "expected ipmi or exec");
   UW_ASSIGN_OR_RETURN(int64_t timeout, v.Int("timeout_ms", c.timeout_ms));
   if (timeout < 100 || timeout > kMaxTimeoutMs) return v.FieldError("timeout_ms", "expected 100..300000");
   c.timeout_ms = static_cast<int>(timeout);
@@ -163,32 +192,36 @@ Result<PowerConfig> ParsePowerConfig(const Json& body, const PowerConfig* keep_s
     c.password = keep_secret_from->password;
   }
   if (c.password.size() > 256) return v.FieldError("password", "at most 256 bytes");
+  // Each field belongs to the drivers named here; any other driver refuses it.
+  const std::vector<std::pair<const char*, std::vector<std::string>>> owners = {
+      {"address", {"ipmi"}},
+      {"port", {"ipmi", "wol"}},
+      {"username", {"ipmi", "redfish"}},
+      {"cipher_suite", {"ipmi"}},
+      {"url", {"redfish"}},
+      {"ca_cert", {"redfish"}},
+      {"system", {"redfish"}},
+      {"mac", {"wol"}},
+      {"broadcast", {"wol"}},
+      {"status_command", {"exec"}},
+      {"on_command", {"exec"}},
+      {"off_command", {"exec"}},
+      {"cycle_command", {"exec"}},
+      {"password", {"ipmi", "redfish", "exec"}}};
+  for (const auto& [key, drivers] : owners) {
+    if (v.Has(key) && std::find(drivers.begin(), drivers.end(), c.driver) == drivers.end()) {
+      std::string names;
+      for (const auto& d : drivers) names += (names.empty() ? "" : " and ") + d;
+      return v.FieldError(key, "only for the " + names + " driver" + (drivers.size() > 1 ? "s" : ""));
+    }
+  }
   if (c.driver == "ipmi") {
-    UW_ASSIGN_OR_RETURN(c.address, v.String("address"));
-    const bool address_ok = !c.address.empty() && c.address.size() <= 253 && c.address[0] != '-' &&
-                            std::all_of(c.address.begin(), c.address.end(), [](unsigned char ch) {
-                              return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':' || ch == '_';
-                            });
-    if (!address_ok) return v.FieldError("address", "expected a host name or an IP address");
-    UW_ASSIGN_OR_RETURN(int64_t port, v.Int("port", c.port));
-    if (port < 1 || port > 65535) return v.FieldError("port", "expected 1..65535");
-    c.port = static_cast<int>(port);
-    UW_ASSIGN_OR_RETURN(int64_t suite, v.Int("cipher_suite", c.cipher_suite));
-    if (suite < 0 || suite > 17) return v.FieldError("cipher_suite", "expected 0..17");
-    c.cipher_suite = static_cast<int>(suite);
-    UW_ASSIGN_OR_RETURN(c.username, v.String("username"));
-    if (c.username.empty() || c.username.size() > 16 || c.username[0] == '-') {
-      return v.FieldError("username", "expected 1..16 characters (IPMI user names), not starting with '-'");
-    }
-    if (c.password.empty()) return v.FieldError("password", "required for ipmi");
-    if (c.password.size() > 20) return v.FieldError("password", "at most 20 bytes for IPMI 2.0");
-    for (const char* k : {"status_command", "on_command", "off_command", "cycle_command"}) {
-      if (v.Has(k)) return v.FieldError(k, "only for the exec driver");
-    }
+    UW_RETURN_IF_ERROR(ParseIpmiFields(v, c));
+  } else if (c.driver == "redfish") {
+    UW_RETURN_IF_ERROR(internal::ParseRedfishFields(v, c));
+  } else if (c.driver == "wol") {
+    UW_RETURN_IF_ERROR(internal::ParseWolFields(v, c));
   } else {
-    for (const char* k : {"address", "port", "username", "cipher_suite"}) {
-      if (v.Has(k)) return v.FieldError(k, "only for the ipmi driver");
-    }
     UW_ASSIGN_OR_RETURN(c.status_command, v.Strings("status_command"));
     UW_ASSIGN_OR_RETURN(c.on_command, v.Strings("on_command"));
     UW_ASSIGN_OR_RETURN(c.off_command, v.Strings("off_command"));
@@ -208,12 +241,22 @@ Json PowerConfigJson(const PowerConfig& c, Secrets secrets) {
     j["port"] = c.port;
     j["username"] = c.username;
     j["cipher_suite"] = c.cipher_suite;
+  } else if (c.driver == "redfish") {
+    j["url"] = c.url;
+    j["username"] = c.username;
+    if (!c.ca_cert.empty()) j["ca_cert"] = c.ca_cert;
+    if (!c.system.empty()) j["system"] = c.system;
+  } else if (c.driver == "wol") {
+    j["mac"] = c.mac;
+    j["broadcast"] = c.broadcast;
+    j["port"] = c.port;
   } else {
     j["status_command"] = c.status_command;
     j["on_command"] = c.on_command;
     j["off_command"] = c.off_command;
     if (!c.cycle_command.empty()) j["cycle_command"] = c.cycle_command;
   }
+  if (c.driver == "wol") return j;  // no secret
   if (secrets == Secrets::kIncluded) {
     if (!c.password.empty()) j["password"] = c.password;
   } else {
@@ -223,12 +266,14 @@ Json PowerConfigJson(const PowerConfig& c, Secrets secrets) {
 }
 
 Result<std::unique_ptr<PowerDriver>> MakePowerDriver(const PowerConfig& config, std::string host,
-                                                     std::string ipmitool) {
+                                                     DriverContext context) {
   if (config.driver == "ipmi") {
-    return std::unique_ptr<PowerDriver>(new IpmiDriver(config, std::move(host), std::move(ipmitool)));
+    return std::unique_ptr<PowerDriver>(new IpmiDriver(config, std::move(host), std::move(context.ipmitool)));
   }
+  if (config.driver == "redfish") return internal::MakeRedfishDriver(config, std::move(host));
+  if (config.driver == "wol") return internal::MakeWolDriver(config, std::move(host), std::move(context));
   if (config.driver == "exec") return std::unique_ptr<PowerDriver>(new ExecDriver(config, std::move(host)));
-  return InvalidArgumentError("power driver '" + config.driver + "' is not built (ipmi, exec)");
+  return InvalidArgumentError("power driver '" + config.driver + "' is not built (ipmi, redfish, wol, exec)");
 }
 
 }  // namespace uw::power

@@ -97,7 +97,9 @@ TEST(PowerConfigTest, RejectsWhatCannotWorkNamingTheField) {
   };
   Json j = Ipmi();
   j["driver"] = "redfish";
-  expect(j, "not built yet");
+  expect(j, "address: only for the ipmi driver");
+  j["driver"] = "ilo";
+  expect(j, "driver: expected ipmi, redfish, wol or exec");
   j = Ipmi();
   j["address"] = "-oProxyCommand=x";
   expect(j, "address");
@@ -175,7 +177,7 @@ class IpmiDriverTest : public ::testing::Test {
                            "\n");
   }
   std::unique_ptr<PowerDriver> Driver() {
-    auto d = MakePowerDriver(*ParsePowerConfig(Ipmi()), "h1", tool_);
+    auto d = MakePowerDriver(*ParsePowerConfig(Ipmi()), "h1", DriverContext{.ipmitool = tool_.string()});
     return d.ok() ? std::move(*d) : nullptr;
   }
   TestDir dir_{"power-ipmi"};
