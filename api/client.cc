@@ -214,6 +214,8 @@ Status Perform(CURL* h, const ClientOptions& options, std::string_view method, c
       if (connect_us == 0) return UnavailableError(what);
       return DeadlineExceededError(what);
     }
+    case CURLE_PEER_FAILED_VERIFICATION:
+      return UnauthenticatedError(what + ": the peer's certificate is not trusted");
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
       return InvalidArgumentError(what);

@@ -257,8 +257,11 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
   auto agent = d_.agent_of(host);
   Result<AgentGuest> created = agent->Create(spec);
   if (!created.ok() && created.status().code() == StatusCode::kAlreadyExists) {
-    // Resumed after a crash: the agent made it before the manager could record it.
-    created = agent->Get(guest);
+    // Resumed after a crash: the agent made it before the manager could record it. Unless the
+    // guest is not there: then something else exists (a local disk left by an earlier guest of
+    // that name), and the agent's own words say what.
+    Result<AgentGuest> existing = agent->Get(guest);
+    if (existing.ok() || existing.status().code() != StatusCode::kNotFound) created = std::move(existing);
   }
   if (!created.ok()) {
     Status cause = created.status();

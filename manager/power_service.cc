@@ -12,6 +12,9 @@ namespace uw::manager::internal {
 namespace {
 
 constexpr auto kBmcPoll = std::chrono::milliseconds(500);
+// A driver whose power-on may be lost (wol: a UDP packet, or one that reaches a host still shutting
+// down, whose NIC is not listening yet) is asked again this often until the host is on.
+constexpr auto kRepeatOnEvery = std::chrono::seconds(2);
 
 std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
@@ -147,11 +150,17 @@ Status PowerService::WaitFor(power::PowerDriver& driver, power::PowerState want,
   const auto start = d_.clock.Monotonic();
   const auto budget = std::chrono::milliseconds(std::max(30000, 2 * timeout_ms));
   Status last = Status::Ok();
+  auto asked = start;
   for (;;) {
     auto s = driver.Status();
     if (s.ok() && *s == want) return Status::Ok();
     last = s.ok() ? Status::Ok() : s.status();
-    if (d_.clock.Monotonic() - start >= budget) break;
+    const auto now = d_.clock.Monotonic();
+    if (now - start >= budget) break;
+    if (want == power::PowerState::kOn && driver.RepeatsOn() && now - asked >= kRepeatOnEvery) {
+      asked = now;
+      if (Status again = driver.On(); !again.ok()) last = again;
+    }
     if (!d_.sleep(kBmcPoll)) return UnavailableError("the manager is stopping");
   }
   std::string why = "host " + Quoted(host) + " (" + driver.Describe() + "): the BMC still does not report " +

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -427,6 +428,8 @@ TEST_F(PowerTest, WakeOnLanStandsAHostByThroughItsAgentButNeverFencesIt) {
   at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(at);
   ASSERT_EQ(bind(nic, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+  const timeval patience{10, 0};  // a packet that never comes fails the test, not hangs it
+  setsockopt(nic, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
   ASSERT_EQ(getsockname(nic, reinterpret_cast<sockaddr*>(&at), &len), 0);
   const Json wol = {
       {"driver", "wol"}, {"mac", "52:54:00:00:00:02"}, {"broadcast", "127.0.0.1"}, {"port", ntohs(at.sin_port)}};

@@ -212,7 +212,8 @@ class ManagerIntegrationTest : public ::testing::Test {
     if (local_disk) body["disks"] = Json::array({{{"size_mib", 64}}});
     auto t = Client().Call("POST", "/api/v1/guests", &body);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
-    ASSERT_EQ(WaitTask(*t)["state"], "succeeded");
+    const Json task = WaitTask(*t);
+    ASSERT_EQ(task["state"], "succeeded") << task.dump();
     std::string host = HostOf(name);
     // The manager's word: ready once the guest answered its control channel; a crash ends the wait
     // at once, with the console's last lines.
@@ -270,6 +271,8 @@ class ManagerIntegrationTest : public ::testing::Test {
         [&] {
           auto hosts = Client().Call("GET", "/api/v1/hosts");
           if (!hosts.ok()) return false;
+          why = std::to_string((*hosts)["hosts"].size()) + " hosts joined";
+          if ((*hosts)["hosts"].size() < testbed_->hosts.size()) return false;
           for (const auto& h : (*hosts)["hosts"]) {
             why = "host " + h["name"].get<std::string>() + " is " + h["state"].get<std::string>();
             if (h["state"] != "connected") return false;

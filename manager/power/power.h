@@ -84,6 +84,8 @@ class PowerDriver {
   // Whether Status() == kOff proves the host is off (what fencing needs). False for wol, which
   // infers it from an agent that stopped answering.
   virtual bool ConfirmsOff() const { return true; }
+  // Whether a power-on may be lost and is to be repeated until Status says on (wol).
+  virtual bool RepeatsOn() const { return false; }
 };
 
 // What a driver may need from the manager besides its config.
@@ -91,7 +93,7 @@ struct DriverContext {
   std::string ipmitool = "ipmitool";  // the program the ipmi driver runs (tests give it another)
   // wol: asks the host's agent whether it answers (GET /api/v1/host) and to shut the host down
   // (POST /api/v1/host/shutdown). Unset: the driver's Status and Off fail with kInternal.
-  std::function<uw::Status()> agent_ping, agent_shutdown;
+  std::function<uw::Status()> agent_ping{}, agent_shutdown{};
 };
 
 // The driver for `config` on host `host`. kInvalidArgument for a driver that is not built.

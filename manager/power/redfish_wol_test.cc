@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -188,6 +189,8 @@ TEST(WolDriverTest, OnSendsTheMagicPacketAndOffAndStateGoThroughTheAgent) {
   at.sin_family = AF_INET;
   at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+  const timeval patience{10, 0};  // a packet that never comes fails the test, not hangs it
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
   socklen_t len = sizeof(at);
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len), 0);
   auto c = ParsePowerConfig(
@@ -205,6 +208,7 @@ TEST(WolDriverTest, OnSendsTheMagicPacketAndOffAndStateGoThroughTheAgent) {
   ASSERT_TRUE(made.ok());
   auto d = std::move(*made);
   EXPECT_FALSE(d->ConfirmsOff());
+  EXPECT_TRUE(d->RepeatsOn());
   EXPECT_EQ(*d->Status(), PowerState::kOff);
 
   ASSERT_TRUE(d->On().ok());
@@ -213,7 +217,8 @@ TEST(WolDriverTest, OnSendsTheMagicPacketAndOffAndStateGoThroughTheAgent) {
   close(fd);
   ASSERT_EQ(n, 102);
   EXPECT_EQ(std::string(buf, 6), std::string(6, '\xff'));
-  for (int i = 0; i < 16; ++i) EXPECT_EQ(std::string(buf + 6 + i * 6, 6), std::string("\x52\x54\x00\xab\xcd\xef", 6)) << i;
+  for (int i = 0; i < 16; ++i)
+    EXPECT_EQ(std::string(buf + 6 + i * 6, 6), std::string("\x52\x54\x00\xab\xcd\xef", 6)) << i;
 
   agent = Status::Ok();
   EXPECT_EQ(*d->Status(), PowerState::kOn);

@@ -2,7 +2,9 @@
 // 16 times) as a UDP datagram to `broadcast`:`port`, three times (UDP may drop one). Off is the
 // host's own clean shutdown through its agent. The power state is inferred from the agent: it
 // answers, on; it cannot be reached, off. That is no proof (a hung host does not answer either), so
-// ConfirmsOff is false and HA never fences through this driver.
+// ConfirmsOff is false and HA never fences through this driver. A packet may be lost, or reach a
+// host that is still shutting down (its NIC not armed yet): RepeatsOn, the manager sends it again
+// until the host answers.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -86,6 +88,7 @@ class WolDriver final : public PowerDriver {
     return "wol " + c_.mac + " via " + c_.broadcast + ":" + std::to_string(c_.port);
   }
   bool ConfirmsOff() const override { return false; }
+  bool RepeatsOn() const override { return true; }
 
  private:
   std::string Prefix() const { return "host '" + host_ + "' (" + Describe() + "): "; }
