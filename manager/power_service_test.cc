@@ -42,6 +42,15 @@ class PowerTest : public ManagerTest {
     in >> s;
     return s;
   }
+  // A manager (heartbeat timeout 10 s) with hosts h1, holding guest g, and h2.
+  void StartWithGuestGOnH1() {
+    config_.heartbeat_timeout_ms = 10000;
+    StartManager();
+    AddHost("h1");
+    Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
+    ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &vm))["state"], "succeeded");
+    AddHost("h2");
+  }
   Result<api::ClientResponse> Power(const std::string& host, const std::string& action) {
     Json body = {{"action", action}};
     return Client().Do("POST", "/api/v1/hosts/" + host + "/power", body.dump());
@@ -353,12 +362,7 @@ TEST_F(PowerTest, HaFencesASilentHostAndRestartsItsGuestsElsewhere) {
 // keeps its guests; a host whose fence fails, or that has no power driver, keeps them too, with an
 // alert saying why.
 TEST_F(PowerTest, HaRestartsNothingWithoutAConfirmedFence) {
-  config_.heartbeat_timeout_ms = 10000;
-  StartManager();
-  AddHost("h1");
-  Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
-  ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &vm))["state"], "succeeded");
-  AddHost("h2");
+  ASSERT_NO_FATAL_FAILURE(StartWithGuestGOnH1());
   AddHost("h3");
   Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 5}}}};
   ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
@@ -411,15 +415,11 @@ TEST_F(PowerTest, HaRestartsNothingWithoutAConfirmedFence) {
   }
 }
 
-// Wake-on-LAN: off is the host's own shutdown through its agent (refused while a guest runs there),
-// off is inferred from the agent gone; HA never fences through it.
+// Wake-on-LAN: off is the host's own shutdown through its agent, and the host is taken to be off
+// once its agent is gone; on is a magic packet, repeated until the host answers; HA never fences
+// through it.
 TEST_F(PowerTest, WakeOnLanStandsAHostByThroughItsAgentButNeverFencesIt) {
-  config_.heartbeat_timeout_ms = 10000;
-  StartManager();
-  AddHost("h1");
-  Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
-  ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &vm))["state"], "succeeded");
-  AddHost("h2");
+  ASSERT_NO_FATAL_FAILURE(StartWithGuestGOnH1());
   // h2's NIC: a UDP socket that powers the in-memory host on when its magic packet arrives.
   const int nic = socket(AF_INET, SOCK_DGRAM, 0);
   ASSERT_GE(nic, 0);

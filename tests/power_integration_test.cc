@@ -22,6 +22,17 @@ size_t IdleHost(const api::HttpClient& manager, const testing::Testbed& bed) {
   return hosts.size();
 }
 
+// Sets `driver` as the power driver of the host at `path` and asks for off: refused (409, saying
+// `why`), the host left on.
+void ExpectOffRefused(const api::HttpClient& manager, const std::string& path, const Json& driver,
+                      const std::string& why) {
+  ASSERT_EQ(manager.Do("PUT", path + "/power-driver", driver.dump())->status, 200);
+  auto refused = manager.Do("POST", path + "/power", R"({"action": "off"})");
+  EXPECT_EQ(refused->status, 409) << refused->body;
+  EXPECT_NE(refused->body.find(why), std::string::npos) << refused->body;
+  EXPECT_EQ((*manager.Call("GET", path))["state"], "connected");
+}
+
 }  // namespace
 
 namespace it {
@@ -95,11 +106,7 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughItsBmc) {
   // Wrong credentials: a clear refusal, and the host stays on.
   Json wrong = bmc;
   wrong["password"] = "not-the-password";
-  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", wrong.dump())->status, 200);
-  auto refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
-  EXPECT_EQ(refused->status, 409) << refused->body;
-  EXPECT_NE(refused->body.find("the BMC refused the credentials"), std::string::npos) << refused->body;
-  EXPECT_EQ((*Client().Call("GET", path))["state"], "connected");
+  ExpectOffRefused(Client(), path, wrong, "the BMC refused the credentials");
   StandbyAndWake(index, bmc);
 }
 
@@ -115,18 +122,10 @@ TEST_F(ManagerIntegrationTest, AHostGoesToStandbyAndWakesThroughRedfish) {
   const std::string path = "/api/v1/hosts/" + host;
   Json wrong = redfish;
   wrong["password"] = "not-the-password";
-  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", wrong.dump())->status, 200);
-  auto refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
-  EXPECT_EQ(refused->status, 409) << refused->body;
-  EXPECT_NE(refused->body.find("the BMC refused the credentials (GET /redfish/v1/Systems: HTTP 401"), std::string::npos)
-      << refused->body;
+  ExpectOffRefused(Client(), path, wrong, "the BMC refused the credentials (GET /redfish/v1/Systems: HTTP 401");
   Json untrusted = redfish;
   untrusted.erase("ca_cert");  // the system's CAs do not know the BMC's self-signed certificate
-  ASSERT_EQ(Client().Do("PUT", path + "/power-driver", untrusted.dump())->status, 200);
-  refused = Client().Do("POST", path + "/power", R"({"action": "off"})");
-  EXPECT_EQ(refused->status, 409) << refused->body;
-  EXPECT_NE(refused->body.find("certificate"), std::string::npos) << refused->body;
-  EXPECT_EQ((*Client().Call("GET", path))["state"], "connected");
+  ExpectOffRefused(Client(), path, untrusted, "the peer's certificate is not trusted");
   StandbyAndWake(index, redfish);
 }
 
