@@ -102,6 +102,7 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   auto m = c.Call("POST", "/api/v1/hosts/" + host + "/maintenance");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_TRUE((*m)["maintenance"].get<bool>());
+  EXPECT_EQ((*m)["state"], "maintenance");
   EXPECT_GE((*m)["evacuation"]["remaining"].get<int>(), 1);
   // The timer's DRS passes while the migration is in flight (checked below: not recommended again).
   const int64_t passes = Count("SELECT COUNT(*) AS n FROM events WHERE type = 'drs.pass'");
@@ -137,6 +138,7 @@ TEST_F(ManagerTest, MaintenanceRecommendsMandatoryEvacuationAndTheLoopRunsDrsOnA
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM recommendations WHERE guest = 'pinned'"), 0);
   ASSERT_TRUE(c.Call("DELETE", "/api/v1/hosts/" + host + "/maintenance").ok());
   EXPECT_FALSE((*c.Call("GET", "/api/v1/hosts/" + host))["maintenance"].get<bool>());
+  EXPECT_EQ((*c.Call("GET", "/api/v1/hosts/" + host))["state"], "connected");
 }
 
 // Issue 11: the DRS cooldown works on a live cluster. A guest that just moved (an operator's

@@ -49,7 +49,9 @@ Json HostJson(const Host& h) {
   Json j = Json::object();
   j["name"] = h.name;
   j["agent_url"] = h.agent_url;
-  j["state"] = h.state;
+  // A connected host in maintenance mode shows as `maintenance` (no new guests, its own evacuated);
+  // `maintenance` stays true through the power states it may then go to (standby, failed...).
+  j["state"] = h.maintenance && h.state == "connected" ? "maintenance" : h.state;
   j["maintenance"] = h.maintenance;
   j["groups"] = h.groups;
   Json& capacity = j["capacity"];
