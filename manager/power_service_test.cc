@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <string>
 #include <thread>
 
@@ -446,16 +447,19 @@ TEST_F(PowerTest, WakeOnLanStandsAHostByThroughItsAgentButNeverFencesIt) {
   ASSERT_EQ(off->status, 200) << off->body;
   EXPECT_EQ(Json::parse(off->body)["phase"], "standby");
   EXPECT_EQ(bmc("h2"), "off");  // its agent is gone
-  std::thread wake([&] {
-    char packet[256];
-    const ssize_t n = recv(nic, packet, sizeof(packet), 0);
-    if (n == 102 && std::string(packet + 6, 6) == std::string("\x52\x54\x00\x00\x00\x02", 6)) {
-      cluster_.SetDown("h2", false);
-    }
-  });
-  auto on = Power("h2", "on");
-  wake.join();
+  // The manager's polls wait at the held gate until the packet has arrived and powered h2 on:
+  // otherwise they race through the fake 30 s before this thread has read the packet.
+  gate_.Hold(true);
+  auto pending = std::async(std::launch::async, [&] { return Power("h2", "on"); });
+  char packet[256];
+  const ssize_t n = recv(nic, packet, sizeof(packet), 0);
   close(nic);
+  EXPECT_EQ(n, 102);
+  if (n == 102 && std::string(packet + 6, 6) == std::string("\x52\x54\x00\x00\x00\x02", 6)) {
+    cluster_.SetDown("h2", false);
+  }
+  gate_.Hold(false);
+  auto on = pending.get();
   ASSERT_EQ(on->status, 200) << on->body;
   EXPECT_EQ(Json::parse(on->body)["phase"], "waking");
   AddHost("h2");
