@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "manager/power/command.h"
+#include "common/command.h"
 #include "manager/power/power_internal.h"
 
 namespace uw::power {

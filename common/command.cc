@@ -1,4 +1,4 @@
-#include "manager/power/command.h"
+#include "common/command.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 
 extern char** environ;
 
-namespace uw::power {
+namespace uw {
 namespace {
 
 constexpr size_t kMaxOutput = size_t{64} * 1024;
@@ -147,4 +147,4 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
   return result;
 }
 
-}  // namespace uw::power
+}  // namespace uw

@@ -1,4 +1,4 @@
-// Running an operator's or a tool's command with a deadline (the power drivers' mechanism).
+// Running an operator's or a tool's command with a deadline (power drivers, storage tools).
 //
 // Thread safety: RunCommand may be called from any thread at once (posix_spawn; no shared state).
 #pragma once
@@ -10,7 +10,7 @@
 
 #include "common/status.h"
 
-namespace uw::power {
+namespace uw {
 
 struct CommandResult {
   int exit_code = -1;  // -1 when it was killed by a signal
@@ -18,7 +18,7 @@ struct CommandResult {
   std::string err;
 };
 
-// Runs argv[0] (searched on PATH) with `argv`, the manager's environment plus `env` (which wins),
+// Runs argv[0] (searched on PATH) with `argv`, the caller's environment plus `env` (which wins),
 // stdin from /dev/null, in its own process group. Errors: kInvalidArgument for an empty argv;
 // kUnavailable when the program cannot be started (names it and why); kDeadlineExceeded when it
 // ran past `timeout` (its whole process group is killed first). A non-zero exit is a result, not
@@ -27,4 +27,4 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                  const std::vector<std::pair<std::string, std::string>>& env,
                                  std::chrono::milliseconds timeout);
 
-}  // namespace uw::power
+}  // namespace uw
