@@ -1,25 +1,16 @@
-"""scripts/ceph: a throwaway single-node Ceph for tests: one monitor, one OSD, no mgr, cephx, pool `rbd`
-(8 PGs, size 1, initialised for rbd) and the client user `client.uw` the product uses. Run as root.
-See docs/testbed.md (section Ceph).
+"""A throwaway single-node Ceph for tests (scripts/ceph; the command line is cephcli.py): one monitor,
+one OSD, no mgr, cephx, pool `rbd` (8 PGs, size 1, initialised for rbd) and the client user `client.uw`
+the product uses, every file under one directory. See docs/testbed.md (section Ceph).
 
-  scripts/ceph up DIR [--addr IP] [--store memstore|bluestore] [--mon-port P] [--osd-ports MIN-MAX]
-                            start (idempotent); writes DIR/ceph.json last. --addr default 127.0.0.1,
-                            --store default memstore, --mon-port default 16789: the monitor listens
-                            on P (msgr v1) and P+1 (msgr v2); --osd-ports default P+11-P+60 (the
-                            OSD's public, cluster and heartbeat ports are taken from that range)
-  scripts/ceph down DIR     stop the monitor and the OSD, remove DIR (idempotent)
-  scripts/ceph status DIR   one line; exit 0 when mon and OSD run and osd.0 is up
-  scripts/ceph kill-osd DIR     kill -9 the OSD (fault tests)
-  scripts/ceph start-osd DIR    start the OSD again and wait until it is up and serves the pool
-                                (bluestore only: memstore loses everything on a restart)
-
-Env: UW_CEPH_TIMEOUT  seconds any one step may wait (default 60)
-Exit: 0 done (status: up), 1 error (status: not up), 2 usage.
+Bootstrap (no ceph CLI: each call costs ~0.5 s on 2 cores): keys are made here, `monmaptool`,
+`ceph-mon --mkfs`, the monitor started; then, through one librados connection (python3-rados),
+`osd new`, `ceph-osd --mkfs --no-mon-config`, the OSD started, the pool made and initialised
+(python3-rbd's pool_init, as `rbd pool init`), client.uw made; DIR/ceph.json is written last.
+Daemons run in the foreground mode (-f) in their own session, so their pids are known at once.
 """
 
 import base64
 import errno
-import ipaddress
 import json
 import os
 import re
@@ -55,11 +46,6 @@ class CephError(TestbedError):
 
 def log(message):
     print(f"ceph: {message}", file=sys.stderr, flush=True)
-
-
-def usage():
-    print(__doc__.rstrip(), file=sys.stderr)
-    sys.exit(2)
 
 
 def new_key():
@@ -633,93 +619,3 @@ def preflight():
     except ImportError:
         raise CephError("missing the python3-rados or python3-rbd module (run scripts/install-deps; "
                         "run this with /usr/bin/python3)") from None
-
-
-def parse_port(text, what):
-    if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= 65535:
-        raise CephError(f"{what} must be a port number (got {text})")
-    return int(text)
-
-
-def parse_up_args(args):
-    """(DIR, Settings) from `up`'s arguments."""
-    opts = {"--addr": DEFAULT_ADDR, "--store": "memstore", "--mon-port": str(DEFAULT_MON_PORT), "--osd-ports": ""}
-    positional = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        name, eq, value = a.partition("=")
-        if a in ("-h", "--help"):
-            usage()
-        elif a in opts:
-            if i + 1 >= len(args):
-                usage()
-            opts[a] = args[i + 1]
-            i += 1
-        elif eq and name in opts:
-            opts[name] = value
-        elif a.startswith("-"):
-            usage()
-        else:
-            positional.append(a)
-        i += 1
-    if len(positional) != 1:
-        usage()
-    try:
-        ipaddress.IPv4Address(opts["--addr"])
-    except ValueError:
-        raise CephError(f"--addr must be an IPv4 address (got {opts['--addr']})") from None
-    if opts["--store"] not in STORES:
-        raise CephError(f"--store must be memstore or bluestore (got {opts['--store']})")
-    mon_port = parse_port(opts["--mon-port"], "--mon-port")
-    if mon_port == 65535:
-        raise CephError("--mon-port needs P+1 free too (msgr v2)")
-    osd_ports = None
-    if opts["--osd-ports"]:
-        low, dash, high = opts["--osd-ports"].partition("-")
-        if not dash:
-            raise CephError(f"--osd-ports must be MIN-MAX (got {opts['--osd-ports']})")
-        osd_ports = (parse_port(low, "--osd-ports"), parse_port(high, "--osd-ports"))
-        if osd_ports[1] - osd_ports[0] < 15:
-            raise CephError("--osd-ports needs at least 16 ports (the OSD binds 8)")
-        if osd_ports[0] <= mon_port + 1 and mon_port <= osd_ports[1]:
-            raise CephError("--osd-ports must not include the monitor's ports P and P+1")
-    settings = Settings(opts["--addr"], opts["--store"], mon_port, osd_ports)
-    if settings.osd_ports[1] > 65535:
-        raise CephError("--mon-port too high for the default --osd-ports (P+11-P+60); give --osd-ports")
-    return positional[0], settings
-
-
-def one_dir(args):
-    if len(args) != 1 or args[0].startswith("-"):
-        usage()
-    return args[0]
-
-
-def main(argv):
-    """Runs the command line ARGV (without the program name); returns the exit status."""
-    if not argv or argv[0] in ("-h", "--help"):
-        usage()
-    command, args = argv[0], argv[1:]
-    try:
-        if command == "up":
-            cluster_dir, settings = parse_up_args(args)
-            Cluster(cluster_dir).up(settings)
-        elif command == "down":
-            Cluster(one_dir(args)).down()
-        elif command == "status":
-            ok, line = Cluster(one_dir(args)).status()
-            print(line)
-            return 0 if ok else 1
-        elif command == "kill-osd":
-            Cluster(one_dir(args)).kill_osd()
-        elif command == "start-osd":
-            Cluster(one_dir(args)).start_osd_again()
-        else:
-            usage()
-        return 0
-    except (TestbedError, OSError) as e:
-        print(f"ceph: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
