@@ -1,9 +1,11 @@
 """Underware test bed: N "hosts" on one machine, each a network namespace with its own libvirtd (and
 uw-agent when given) and a BMC (ipmi_sim), joined by a bridge. Run as root. See docs/testbed.md.
 
-  scripts/testbed up N [--agent PATH] [--manager URL --join-token T]
+  scripts/testbed up N [--agent PATH] [--manager URL --join-token T] [--ceph [memstore|bluestore]]
                                         start (idempotent; converges a half-started test bed);
-                                        with --manager the agents join that uw-manager
+                                        with --manager the agents join that uw-manager; with --ceph
+                                        also a single-node Ceph on 10.77.0.254 (scripts/ceph, DIR/ceph;
+                                        default memstore); without it a Ceph that is up is stopped
   scripts/testbed down                  stop what `up` started and remove it (idempotent)
   scripts/testbed status                one line per host; exit 0 when everything is up and on
   scripts/testbed exec hN CMD...        run CMD inside host hN's namespaces (virsh -c qemu:///system ...)
@@ -34,6 +36,7 @@ import sys
 import time
 
 from .bmc import BMC_COMM, SERVE_COMM, bmc_alive, chassis_control
+from .ceph import STORES as CEPH_STORES, Cluster as CephCluster, Settings as CephSettings
 from .cgroup import CGROUP_NAME, cg_join, cg_remove
 from .host import Host
 from .network import BRIDGE, BRIDGE_ADDR, bridge_owner, netns_exists, netns_pids, setup_bridge, teardown_bridge
@@ -42,6 +45,9 @@ from .process import TestbedError, alive, have, log, read_text, remove, run, wri
 from .statedir import Testbed
 
 MAX_HOSTS = 200
+# The test bed's Ceph (--ceph): monitor on BRIDGE_ADDR, msgr v1 on this port, v2 on the next, OSD on
+# CEPH_MON_PORT+11..+60 (tests/ceph.cmake's Ceph on 127.0.0.1 uses other ports: both can be up).
+CEPH_MON_PORT = 16789
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -79,7 +85,24 @@ def description(testbed):
             "channel": "org.underware.guest.0",
             "manifest": manifest_path,
         },
+        "ceph": ceph_description(testbed),
     }
+
+
+def ceph_cluster(testbed):
+    return CephCluster(os.path.join(testbed.dir, "ceph"), testbed.timeout_s)
+
+
+def ceph_description(testbed):
+    """DIR/ceph/ceph.json's content when the test bed has a Ceph (up --ceph), else None."""
+    path = ceph_cluster(testbed).description_file
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise TestbedError(f"cannot read {path}: {e}") from None
 
 
 def render_testbed_json(doc):
@@ -134,15 +157,25 @@ def preflight(testbed):
 
 
 def parse_up_args(args):
-    """(count, agent, manager, join_token) from `up`'s arguments; exits 2 on a malformed line."""
+    """(count, agent, manager, join_token, ceph_store) from `up`'s arguments (ceph_store "" without
+    --ceph); exits 2 on a malformed line."""
     opts = {"--agent": os.environ.get("UW_AGENT_BIN", ""), "--manager": "", "--join-token": ""}
-    count = None
+    count, ceph = None, ""
     i = 0
     while i < len(args):
         a = args[i]
         name, eq, value = a.partition("=")
         if a in ("-h", "--help"):
             usage()
+        elif a == "--ceph":  # its store is optional
+            ceph = "memstore"
+            if i + 1 < len(args) and args[i + 1] in CEPH_STORES:
+                ceph = args[i + 1]
+                i += 1
+        elif eq and name == "--ceph":
+            if value not in CEPH_STORES:
+                raise TestbedError(f"--ceph takes memstore or bluestore (got {value})")
+            ceph = value
         elif a in opts:
             if i + 1 >= len(args):
                 usage()
@@ -155,11 +188,11 @@ def parse_up_args(args):
         else:
             usage()
         i += 1
-    return count, opts["--agent"], opts["--manager"], opts["--join-token"]
+    return count, opts["--agent"], opts["--manager"], opts["--join-token"], ceph
 
 
 def cmd_up(args):
-    count, agent, manager, join = parse_up_args(args)
+    count, agent, manager, join, ceph = parse_up_args(args)
     if count is None or not re.fullmatch(r"[0-9]+", count) or not 1 <= int(count) <= MAX_HOSTS:
         raise TestbedError(f"up needs a host count (1..{MAX_HOSTS})")
     want = int(count)
@@ -206,6 +239,11 @@ def cmd_up(args):
         booting.append(host)
         if not testbed.has_qemu_capabilities():
             wait_booted(host, boot_limit_s(testbed))  # its QEMU capabilities spare the other hosts the probe
+    # The Ceph comes up while the hosts boot (its monitor binds the bridge's address).
+    if ceph:
+        ceph_cluster(testbed).up(CephSettings(BRIDGE_ADDR, ceph, CEPH_MON_PORT), replace=True)
+    elif os.path.isdir(ceph_cluster(testbed).dir):
+        ceph_cluster(testbed).down()
     for host in booting:
         wait_booted(host, boot_limit_s(testbed))
     write_description(testbed)
@@ -246,6 +284,8 @@ def bring_down(testbed):
         host = Host(testbed, n)
         if os.path.isdir(host.dir) or netns_exists(host.netns):
             host.stop()
+    if os.path.isdir(ceph_cluster(testbed).dir):
+        ceph_cluster(testbed).down()
     teardown_bridge(testbed.dir, state)
     cg_remove(CGROUP_NAME)
     if state.made_run_netns and os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
@@ -334,6 +374,11 @@ def cmd_status(args):
         columns = (bmc, redfish, power, holder, virtlogd, libvirtd, api, agent)
         print(row.format(host.name, host.address, *columns), flush=True)
         everything_up = everything_up and "down" not in columns and power == "on"
+    ceph = ceph_cluster(testbed)
+    if os.path.isdir(ceph.dir):
+        ceph_up, line = ceph.status()
+        print(line, flush=True)
+        everything_up = everything_up and ceph_up
     return 0 if everything_up else 1
 
 
