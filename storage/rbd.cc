@@ -268,16 +268,24 @@ class RbdBackend final : public StorageBackend {
     return RemoveWithSnapshots(VolumeRbd(name));
   }
 
+  // Ceph reports the cluster's size and free space through its manager daemon (ceph-mgr); without
+  // one they are 0 (unknown). What this backend allocated is counted from its own images.
   Result<Capacity> GetCapacity() override {
     rados_cluster_stat_t s{};
     int r = rados_cluster_stat(cluster_, &s);
     if (r < 0) return Error(r, "cluster usage");
-    rados_pool_stat_t p{};
-    if ((r = rados_ioctx_pool_stat(io_, &p)) < 0) return Error(r, "pool usage");
     Capacity c;
     c.total_bytes = static_cast<int64_t>(s.kb) * 1024;
     c.available_bytes = static_cast<int64_t>(s.kb_avail) * 1024;
-    c.used_bytes = static_cast<int64_t>(p.num_bytes);
+    for (const char* prefix : {kImagePrefix, kVolumePrefix}) {
+      UW_ASSIGN_OR_RETURN(auto names, List(prefix));
+      for (const auto& n : names) {
+        OpenImage img;
+        if ((r = rbd_open_read_only(io_, (prefix + n).c_str(), img.out(), nullptr)) == -ENOENT) continue;
+        if (r < 0) return Error(r, prefix + n);
+        c.used_bytes += Used(img.get());
+      }
+    }
     return c;
   }
 

@@ -61,9 +61,9 @@ struct VolumeInfo {
 };
 
 struct Capacity {
-  int64_t total_bytes = 0;
-  int64_t used_bytes = 0;
-  int64_t available_bytes = 0;
+  int64_t total_bytes = 0;      // 0: the backend cannot say (Ceph without a ceph-mgr)
+  int64_t used_bytes = 0;       // allocated by this backend's images and volumes
+  int64_t available_bytes = 0;  // 0 with total_bytes 0: unknown
 };
 
 struct VolumeRequest {

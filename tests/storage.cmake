@@ -1,0 +1,8 @@
+# The storage backends against real services: the RBD backend against a throwaway Ceph (fixture
+# `ceph`, tests/ceph.cmake; its fault test starts its own bluestore cluster with scripts/ceph).
+uw_test(NAME storage_rbd_test
+  SRCS storage_rbd_test.cc
+  DEPS uw::storage uw::common
+  LABELS integration
+  TIMEOUT 300)
+set_tests_properties(storage_rbd_test PROPERTIES FIXTURES_REQUIRED ceph RESOURCE_LOCK ceph)
