@@ -10,6 +10,8 @@ namespace uw {
 
 // A random RFC 4122 version-4 UUID ("3f2a...-...."). Thread-safe.
 std::string NewUuid();
+// Whether `s` is a UUID in its canonical text form (8-4-4-4-12 hexadecimal digits).
+bool IsUuid(std::string_view s);
 // A short random id with a prefix: "task-5f1c9a0b2d7e4c31".
 std::string NewId(std::string_view prefix);
 

@@ -13,9 +13,15 @@ TEST(IdTest, UuidsAreWellFormedAndDistinct) {
     std::string u = NewUuid();
     ASSERT_EQ(u.size(), 36u);
     EXPECT_EQ(u[14], '4');
+    EXPECT_TRUE(IsUuid(u)) << u;
     EXPECT_TRUE(seen.insert(u).second);
   }
   EXPECT_EQ(NewId("task").rfind("task-", 0), 0u);
+  for (const char* bad : {"", "5d3a1c9e-0000-4000-8000-00000000000", "5d3a1c9e-0000-4000-8000-00000000000g",
+                          "5d3a1c9e00000-4000-8000-000000000001", "<uuid>/x</uuid>-0000-0000-00000000000"}) {
+    EXPECT_FALSE(IsUuid(bad)) << bad;
+  }
+  EXPECT_TRUE(IsUuid("5D3A1C9E-0000-4000-8000-000000000001"));
 }
 
 TEST(IdTest, ValidatesNames) {

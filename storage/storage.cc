@@ -25,7 +25,7 @@ Status ValidateName(std::string_view what, std::string_view name) {
   return Status::Ok();
 }
 
-std::string DiskXml(const DiskSource& source, std::string_view target) {
+std::string DiskXml(const DiskSource& source, std::string_view target, std::string_view bus) {
   pugi::xml_document doc;
   auto disk = doc.append_child("disk");
   disk.append_attribute("type") = source.type.c_str();
@@ -57,7 +57,7 @@ std::string DiskXml(const DiskSource& source, std::string_view target) {
   }
   auto tgt = disk.append_child("target");
   tgt.append_attribute("dev") = std::string(target).c_str();
-  tgt.append_attribute("bus") = "virtio";
+  tgt.append_attribute("bus") = std::string(bus).c_str();
   std::ostringstream out;
   doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
   return out.str();

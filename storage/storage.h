@@ -87,9 +87,9 @@ struct DiskSource {
 };
 
 // libvirt's <disk type=... device='disk'> element for `source` as the guest's `target` (vda, vdb,
-// ...) on the virtio bus. Network disks use cache='none' (required for live migration on shared
-// storage).
-std::string DiskXml(const DiskSource& source, std::string_view target);
+// ...) on `bus` (virtio, sata). Network disks use cache='none' (required for live migration on
+// shared storage).
+std::string DiskXml(const DiskSource& source, std::string_view target, std::string_view bus = "virtio");
 
 class StorageBackend {
  public:

@@ -6,3 +6,13 @@ uw_test(NAME storage_rbd_test
   LABELS integration
   TIMEOUT 300)
 set_tests_properties(storage_rbd_test PROPERTIES FIXTURES_REQUIRED ceph RESOURCE_LOCK ceph)
+
+# Guests on RBD volumes on the namespace test bed (fixture `testbed`, which runs `up --ceph`).
+if(TARGET uw-agent)
+  uw_test(NAME storage_testbed_test
+    SRCS storage_testbed_test.cc
+    DEPS uw_testbed_client uw::storage uw::common
+    LABELS integration
+    TIMEOUT 600)
+  set_tests_properties(storage_testbed_test PROPERTIES FIXTURES_REQUIRED testbed RESOURCE_LOCK testbed)
+endif()

@@ -1,4 +1,5 @@
-# The namespace test bed as a ctest fixture (see docs/testbed.md).
+# The namespace test bed as a ctest fixture (see docs/testbed.md), with its Ceph (memstore) on
+# 10.77.0.254 for guests with rbd disks.
 #
 # An integration test that needs hosts says:
 #   set_tests_properties(my_test PROPERTIES FIXTURES_REQUIRED testbed LABELS integration)
@@ -14,7 +15,7 @@ set(UW_TESTBED_DIR "/var/tmp/uw-testbed-ctest" CACHE PATH
     "State directory of the test bed that ctest starts (fixture `testbed`)")
 
 set(uw_testbed_script ${PROJECT_SOURCE_DIR}/scripts/testbed)
-set(uw_testbed_up_args up 2)
+set(uw_testbed_up_args up 2 --ceph)
 # vmm/ is configured before tests/, so the agent target exists here when it is built at all.
 if(TARGET uw-agent)
   list(APPEND uw_testbed_up_args --agent $<TARGET_FILE:uw-agent>)

@@ -40,6 +40,7 @@ Result<Testbed> Testbed::Load() {
     t.hosts.push_back(host);
   }
   t.guest = (*j)["guest"];
+  t.ceph = j->value("ceph", Json());
   return t;
 }
 
@@ -79,8 +80,10 @@ Status RestartAgents(Testbed& bed) {
   const char* src = std::getenv("UW_SOURCE_DIR");
   const char* bin = std::getenv("UW_AGENT_BIN");
   if (!src || !bin) return FailedPreconditionError("UW_SOURCE_DIR and UW_AGENT_BIN must be set (ctest does)");
+  // The same test bed again: `up` without --ceph would stop its Ceph.
+  const std::string ceph = bed.ceph.is_object() ? " --ceph " + bed.ceph.value("store", "memstore") : "";
   auto up = RunCommand(std::string(src) + "/scripts/testbed up " + std::to_string(bed.hosts.size()) + " --agent " +
-                       bin + " 2>&1");
+                       bin + ceph + " 2>&1");
   if (up.exit_code != 0) return InternalError("scripts/testbed up failed: " + up.output);
   UW_ASSIGN_OR_RETURN(bed, Testbed::Load());
   return Status::Ok();

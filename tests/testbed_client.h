@@ -25,6 +25,7 @@ struct Testbed {
   std::string dir;
   std::vector<TestbedHost> hosts;
   Json guest;  // the test guest's files (kernel, initrd, lxc_rootfs, ...)
+  Json ceph;   // the test bed's Ceph (scripts/ceph's ceph.json: conf, client.keyring, ...); null without
 
   // Reads $UW_TESTBED_DIR/testbed.json (default /var/tmp/uw-testbed). Fails the calling test
   // with a clear message when the test bed is not up.

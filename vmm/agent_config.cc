@@ -9,14 +9,29 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   if (!root.ok()) return root.status().WithContext(where);
   const JsonView& v = *root;
   auto fail = [&](const Status& s) { return s.WithContext(where); };
-  if (Status s = v.RejectUnknown({"host_name",       "listen",         "token",
-                                  "libvirt_uri",     "lxc_uri",        "state_dir",
-                                  "images",          "guest_assets",   "allow_emulated_kvm",
-                                  "log_level",       "log_file",       "sample_interval_ms",
-                                  "stop_timeout_s",  "max_body_bytes", "sys_root",
-                                  "manager_url",     "join_token",     "heartbeat_interval_ms",
-                                  "advertise_url",   "migration_uri",  "monitor",
-                                  "shutdown_command"});
+  if (Status s = v.RejectUnknown({"host_name",
+                                  "listen",
+                                  "token",
+                                  "libvirt_uri",
+                                  "lxc_uri",
+                                  "state_dir",
+                                  "images",
+                                  "guest_assets",
+                                  "allow_emulated_kvm",
+                                  "log_level",
+                                  "log_file",
+                                  "sample_interval_ms",
+                                  "stop_timeout_s",
+                                  "max_body_bytes",
+                                  "sys_root",
+                                  "manager_url",
+                                  "join_token",
+                                  "heartbeat_interval_ms",
+                                  "advertise_url",
+                                  "migration_uri",
+                                  "monitor",
+                                  "shutdown_command",
+                                  "ceph"});
       !s.ok()) {
     return fail(s);
   }
@@ -94,6 +109,21 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   UW_CFG(c.shutdown_command, v.Strings("shutdown_command", c.shutdown_command));
   if (!c.shutdown_command.empty() && c.shutdown_command[0].empty()) {
     return fail(v.FieldError("shutdown_command", "the program (first element) is empty"));
+  }
+  if (v.Has("ceph")) {
+    auto ceph = v.Object("ceph");
+    if (!ceph.ok()) return fail(ceph.status());
+    if (Status s = ceph->RejectUnknown({"conf", "user", "keyring", "secret_uuid"}); !s.ok()) return fail(s);
+    AgentConfig::Ceph k;
+    UW_CFG(k.conf, ceph->String("conf"));
+    UW_CFG(k.user, ceph->String("user", k.user));
+    UW_CFG(k.keyring, ceph->String("keyring"));
+    UW_CFG(k.secret_uuid, ceph->String("secret_uuid"));
+    if (!IsUuid(k.secret_uuid)) return fail(ceph->FieldError("secret_uuid", "expected a UUID"));
+    if (Status s = ValidateName(k.user, "ceph.user"); !s.ok() || k.user.rfind("client.", 0) == 0) {
+      return fail(ceph->FieldError("user", "expected a cephx user name without 'client.'"));
+    }
+    c.ceph = std::move(k);
   }
 #undef UW_CFG
   return c;

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,16 @@ struct AgentConfig {
   // What POST /api/v1/host/shutdown runs (detached, in its own session) to power the host off
   // cleanly: the Wake-on-LAN power driver's "off". Empty: the endpoint refuses (501).
   std::vector<std::string> shutdown_command = {"systemctl", "poweroff"};
+  // Ceph for guests' rbd disks (absent: this host runs none). The key is read from `keyring` when
+  // a guest needs it and given to libvirt as the secret `secret_uuid`, the same on every host so
+  // that a guest's domain XML is valid wherever it moves.
+  struct Ceph {
+    std::string conf;  // ceph.conf with the monitors
+    std::string user = "uw";
+    std::string keyring;  // holds "key = BASE64" for client.USER
+    std::string secret_uuid;
+  };
+  std::optional<Ceph> ceph;
 };
 
 // Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").

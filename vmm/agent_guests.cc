@@ -116,6 +116,7 @@ Result<GuestStatus> AgentService::Create(CreateRequest request) {
       return AlreadyExistsError("guest '" + spec.name + "' already exists on host " + config_.host_name);
     }
   }
+  UW_RETURN_IF_ERROR(PrepareRbdDisks(spec));
   UW_RETURN_IF_ERROR(CreateLocalDisks(spec));
   Hypervisor* h = HypervisorFor(spec.kind);
   auto info = h->Define(spec);

@@ -6,8 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
 
+#include "common/base64.h"
 #include "common/id.h"
 #include "vmm/agent_internal.h"
 #include "vmm/agent_service.h"
@@ -81,6 +84,56 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
   return Status::Ok();
 }
 
+Status AgentService::EnsureCephSecret() {
+  const AgentConfig::Ceph& ceph = *config_.ceph;
+  std::ifstream in(ceph.keyring);
+  if (!in) {
+    return FailedPreconditionError("host " + config_.host_name + ": cannot read the Ceph keyring " + ceph.keyring +
+                                   " (the agent config's ceph.keyring): " + std::strerror(errno));
+  }
+  // A keyring is INI-like: "[client.uw]" then "key = BASE64".
+  std::string section, key;
+  for (std::string line; std::getline(in, line);) {
+    const auto start = line.find_first_not_of(" \t");
+    if (start == std::string::npos) continue;
+    line = line.substr(start);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r' || line.back() == '\t')) line.pop_back();
+    if (line.front() == '[') {
+      section = line;
+    } else if (section == "[client." + ceph.user + "]" && line.rfind("key", 0) == 0) {
+      const auto eq = line.find('=');
+      if (eq != std::string::npos) key = line.substr(line.find_first_not_of(" \t", eq + 1));
+    }
+  }
+  if (key.empty()) {
+    return FailedPreconditionError("host " + config_.host_name + ": the Ceph keyring " + ceph.keyring +
+                                   " has no key for client." + ceph.user);
+  }
+  auto raw = Base64Decode(key);
+  if (!raw.ok()) {
+    return FailedPreconditionError("host " + config_.host_name + ": the key of client." + ceph.user + " in " +
+                                   ceph.keyring + " is not base64");
+  }
+  return vm_->DefineCephSecret(ceph.secret_uuid, "client." + ceph.user, *raw);
+}
+
+Status AgentService::PrepareRbdDisks(GuestSpec& spec) {
+  const auto rbd = std::find_if(spec.disks.begin(), spec.disks.end(), [](const DiskSpec& d) { return !d.rbd.empty(); });
+  if (rbd == spec.disks.end()) return Status::Ok();
+  if (!config_.ceph) {
+    return FailedPreconditionError("host " + config_.host_name + " has no Ceph (no `ceph` in its agent config): " +
+                                   "it cannot open rbd disk " + rbd->rbd);
+  }
+  UW_RETURN_IF_ERROR(EnsureCephSecret());
+  for (auto& d : spec.disks) {
+    if (d.rbd.empty()) continue;
+    d.rbd_user = config_.ceph->user;
+    d.rbd_secret_uuid = config_.ceph->secret_uuid;
+    d.rbd_config_file = config_.ceph->conf;
+  }
+  return Status::Ok();
+}
+
 Result<std::vector<LocalDisk>> AgentService::LocalDisks(const GuestSpec& spec) {
   std::vector<LocalDisk> out;
   for (const auto& d : spec.disks) {
@@ -127,6 +180,10 @@ Result<PreparedIncoming> AgentService::PrepareIncoming(const IncomingRequest& r)
     return FailedPreconditionError("host " + config_.host_name + " cannot run kind kvm: " + kvm_.reason);
   }
   UW_RETURN_IF_ERROR(CheckRoomForIncoming(r));
+  if (config_.ceph) {
+    // The guest's rbd disks (if any) name the Ceph secret, which must exist here before it arrives.
+    if (Status s = EnsureCephSecret(); !s.ok()) spdlog::warn("incoming guest {}: {}", r.guest, s.ToString());
+  }
   PreparedIncoming out{config_.host_name, config_.migration_uri, config_.state_dir, {}};
   const fs::path dir = LocalDiskDir();
   for (const auto& d : r.disks) {

@@ -279,6 +279,10 @@ class AgentService {
   bool IsLocalDisk(const std::string& path) const { return path.rfind(LocalDiskDir().string() + "/", 0) == 0; }
   Result<std::vector<LocalDisk>> LocalDisks(const GuestSpec& spec);
   Status CreateLocalDisks(GuestSpec& spec);
+  // Fills a spec's rbd disks from the `ceph` config and gives libvirt the key (kFailedPrecondition
+  // when this host has no Ceph or its keyring cannot be read).
+  Status PrepareRbdDisks(GuestSpec& spec);
+  Status EnsureCephSecret();
   Status CheckRoomForIncoming(const IncomingRequest& request);
   struct Outgoing;
   // The body of an outgoing migration's thread: migrates, confirms, records the outcome in `out`.

@@ -436,6 +436,39 @@ TEST(AgentConfigTest, ErrorsNameFileAndField) {
   EXPECT_EQ(tuned->monitor_interval_s, 3);
 }
 
+TEST_F(AgentTest, AnRbdDiskOnAHostWithoutCephIsRefusedAndNothingIsMade) {
+  auto r = Do("POST", "/api/v1/guests",
+              R"({"name": "ag-rbd", "kind": "qemu", "image": "tiny", "memory_mib": 128,
+                  "disks": [{"rbd": "rbd/uw-vol-x"}]})");
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_NE(r.body.find("has no Ceph"), std::string::npos) << r.body;
+  EXPECT_EQ(GuestCount(), 0);
+}
+
+TEST(AgentConfigTest, CephNamesItsKeyringAndASecretUuid) {
+  auto bad = [](const char* ceph) {
+    return AgentConfigFromJson(
+               Json::parse(std::string(R"({"host_name": "h1", "token": "0123456789abcdef0", "ceph": )") + ceph + "}"),
+               "agent.json")
+        .status()
+        .message();
+  };
+  EXPECT_EQ(bad(R"({"conf": "/c", "keyring": "/k", "secret_uuid": "nope"})"),
+            "agent.json: ceph.secret_uuid: expected a UUID");
+  EXPECT_EQ(bad(R"({"conf": "/c", "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"})"),
+            "agent.json: ceph.keyring: required string is missing");
+  EXPECT_EQ(bad(R"({"conf": "/c", "keyring": "/k", "user": "client.uw",
+                    "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"})"),
+            "agent.json: ceph.user: expected a cephx user name without 'client.'");
+  auto ok = AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0",
+      "ceph": {"conf": "/c", "keyring": "/k", "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"}})"),
+                                "x");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ASSERT_TRUE(ok->ceph.has_value());
+  EXPECT_EQ(ok->ceph->user, "uw");
+  EXPECT_EQ(ok->ceph->keyring, "/k");
+}
+
 TEST(CrashConsoleTailTest, LastTwoKibOrFromThePanicLine) {
   // A short console: all of it.
   EXPECT_EQ(CrashConsoleTail("boot\nKernel panic - not syncing: x\n"), "boot\nKernel panic - not syncing: x\n");

@@ -4,6 +4,8 @@
 #include <pugixml.hpp>
 #include <sstream>
 
+#include "storage/storage.h"
+
 namespace uw::vmm {
 namespace {
 
@@ -11,6 +13,22 @@ std::string Str(int64_t v) { return std::to_string(v); }
 
 void AddText(pugi::xml_node parent, const char* name, const std::string& text) {
   parent.append_child(name).text().set(text.c_str());
+}
+
+// A Ceph RBD disk: storage/'s <disk type='network'> element (one writer of that XML).
+void AppendRbdDisk(pugi::xml_node devices, const DiskSpec& d, const char* bus) {
+  storage::DiskSource source;
+  source.type = "network";
+  source.format = "raw";
+  source.protocol = "rbd";
+  source.name = d.rbd;
+  source.config_file = d.rbd_config_file;
+  source.auth_user = d.rbd_user;
+  source.secret_uuid = d.rbd_secret_uuid;
+  pugi::xml_document fragment;
+  fragment.load_string(storage::DiskXml(source, d.target, bus).c_str());
+  auto disk = devices.append_copy(fragment.first_child());
+  if (d.read_only) disk.append_child("readonly");
 }
 
 void BuildMetadata(pugi::xml_node domain, const GuestSpec& spec) {
@@ -74,6 +92,10 @@ void BuildVm(pugi::xml_node domain, const GuestSpec& spec) {
 
   auto devices = domain.append_child("devices");
   for (const auto& d : spec.disks) {
+    if (!d.rbd.empty()) {
+      AppendRbdDisk(devices, d, spec.paravirt ? "virtio" : "sata");
+      continue;
+    }
     auto disk = devices.append_child("disk");
     disk.append_attribute("type") = d.path.rfind("/dev/", 0) == 0 ? "block" : "file";
     disk.append_attribute("device") = "disk";
@@ -236,6 +258,12 @@ Result<GuestSpec> ParseDomainXml(const std::string& xml) {
       if (std::string(d.attribute("device").as_string("disk")) != "disk") continue;
       DiskSpec disk;
       auto src = d.child("source");
+      if (std::string(src.attribute("protocol").as_string()) == "rbd") {
+        disk.rbd = src.attribute("name").as_string();
+        disk.rbd_user = d.child("auth").attribute("username").as_string();
+        disk.rbd_secret_uuid = d.child("auth").child("secret").attribute("uuid").as_string();
+        disk.rbd_config_file = src.child("config").attribute("file").as_string();
+      }
       disk.path = src.attribute("file") ? src.attribute("file").as_string() : src.attribute("dev").as_string();
       disk.format = d.child("driver").attribute("type").as_string("raw");
       disk.target = d.child("target").attribute("dev").as_string();

@@ -66,6 +66,28 @@ TEST(DomainXmlTest, FullVirtualizationWithDisksAndOvs) {
   ExpectGolden("kvm_disks_ovs.xml", BuildDomainXml(s));
 }
 
+TEST(DomainXmlTest, RbdDiskIsANetworkDiskWithTheCephSecret) {
+  GuestSpec s = TinyQemu();
+  DiskSpec d;
+  d.rbd = "rbd/uw-vol-web";
+  d.format = "raw";
+  d.target = "vda";
+  d.rbd_user = "uw";
+  d.rbd_secret_uuid = "5d3a1c9e-0000-4000-8000-000000000001";
+  d.rbd_config_file = "/etc/ceph/ceph.conf";
+  s.disks = {d};
+  ExpectGolden("qemu_rbd_disk.xml", BuildDomainXml(s));
+  auto back = ParseDomainXml(BuildDomainXml(s));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->disks.size(), 1u);
+  EXPECT_EQ(back->disks[0].rbd, "rbd/uw-vol-web");
+  EXPECT_EQ(back->disks[0].rbd_user, "uw");
+  EXPECT_EQ(back->disks[0].rbd_secret_uuid, d.rbd_secret_uuid);
+  EXPECT_EQ(back->disks[0].rbd_config_file, "/etc/ceph/ceph.conf");
+  EXPECT_EQ(back->disks[0].path, "");
+  EXPECT_EQ(back->disks[0].target, "vda");
+}
+
 TEST(DomainXmlTest, KvmRunningEmulatedHasNoHostCpu) {
   GuestSpec s = TinyQemu();
   s.kind = GuestKind::kKvm;

@@ -6,6 +6,24 @@
 
 namespace uw::vmm {
 namespace {
+
+// POOL/IMAGE with plain Ceph names (1-100 of [A-Za-z0-9._-] each): nothing that QEMU's rbd: option
+// string, a shell or libvirt's XML would read as syntax.
+bool IsRbdName(std::string_view s) {
+  const size_t slash = s.find('/');
+  if (slash == std::string_view::npos) return false;
+  auto plain = [](std::string_view part) {
+    if (part.empty() || part.size() > 100) return false;
+    for (char c : part) {
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+            c == '-')) {
+        return false;
+      }
+    }
+    return true;
+  };
+  return plain(s.substr(0, slash)) && plain(s.substr(slash + 1));
+}
 // The largest guest: the largest host the manager accepts (64 TiB).
 constexpr int64_t kMaxMemoryMib = int64_t{64} << 20;
 constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running", "paused",    "shutting-down",
@@ -53,12 +71,20 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   if (v.Has("disks")) {
     UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
     for (const auto& d : disks) {
-      UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib"}));
+      UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib", "rbd"}));
       DiskSpec disk;
+      UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
       UW_ASSIGN_OR_RETURN(disk.size_mib, d.NonNegativeInt("size_mib", 0));
       if (disk.size_mib > 16 << 20) return d.FieldError("size_mib", "expected at most 16 TiB");
-      UW_ASSIGN_OR_RETURN(disk.path, disk.size_mib > 0 ? d.String("path", "") : d.String("path"));
-      UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
+      if (!disk.rbd.empty()) {
+        if (!IsRbdName(disk.rbd)) return d.FieldError("rbd", "expected POOL/IMAGE");
+        if (d.Has("path") || disk.size_mib > 0) return d.FieldError("rbd", "an rbd disk has no path or size_mib");
+        UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "raw"));
+        if (disk.format != "raw") return d.FieldError("format", "an rbd disk is raw");
+      } else {
+        UW_ASSIGN_OR_RETURN(disk.path, disk.size_mib > 0 ? d.String("path", "") : d.String("path"));
+        UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
+      }
       if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
       UW_ASSIGN_OR_RETURN(disk.target,
                           d.String("target", "vd" + std::string(1, static_cast<char>('a' + s.disks.size()))));
@@ -135,7 +161,12 @@ Json GuestSpecToJson(const GuestSpec& s) {
   if (!s.kernel.empty()) j["boot"] = {{"kernel", s.kernel}, {"initrd", s.initrd}, {"cmdline", s.cmdline}};
   j["disks"] = Json::array();
   for (const auto& d : s.disks) {
-    Json disk = {{"path", d.path}, {"format", d.format}, {"target", d.target}, {"read_only", d.read_only}};
+    Json disk = {{"format", d.format}, {"target", d.target}, {"read_only", d.read_only}};
+    if (d.rbd.empty()) {
+      disk["path"] = d.path;
+    } else {
+      disk["rbd"] = d.rbd;
+    }
     if (d.size_mib > 0) disk["size_mib"] = d.size_mib;  // a local disk the agent makes
     j["disks"].push_back(std::move(disk));
   }

@@ -88,6 +88,29 @@ TEST(GuestSpecTest, LocalDiskSizeRoundTrips) {
   EXPECT_EQ(again->disks[0].path, "");
 }
 
+TEST(GuestSpecTest, RbdDisksNamePoolAndImageOnly) {
+  auto s = GuestSpecFromJson(Json::parse(R"({"name": "a", "disks": [{"rbd": "rbd/uw-vol-a"}]})"));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->disks[0].rbd, "rbd/uw-vol-a");
+  EXPECT_EQ(s->disks[0].format, "raw");
+  EXPECT_EQ(s->disks[0].target, "vda");
+  Json j = GuestSpecToJson(*s);
+  EXPECT_EQ(j["disks"][0]["rbd"], "rbd/uw-vol-a");
+  EXPECT_FALSE(j["disks"][0].contains("path"));
+  j.erase("emulated");
+  auto again = GuestSpecFromJson(j);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->disks[0].rbd, "rbd/uw-vol-a");
+  for (const char* bad :
+       {R"({"rbd": "noslash"})", R"({"rbd": "rbd/a:conf=/etc/passwd"})", R"({"rbd": "/img"})", R"({"rbd": "rbd/"})",
+        R"({"rbd": "rbd/a", "path": "/x"})", R"({"rbd": "rbd/a", "size_mib": 5})",
+        R"({"rbd": "rbd/a", "format": "qcow2"})", R"({"rbd": "rbd/a b"})"}) {
+    auto r = GuestSpecFromJson(Json{{"name", "a"}, {"disks", Json::array({Json::parse(bad)})}});
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("spec.disks[0]"), std::string::npos) << r.status().message();
+  }
+}
+
 // Issue 12: a label key holding NUL was accepted (202) and could never reach libvirt's XML.
 TEST(GuestSpecTest, LabelsAreSmallPrintableKeysAndValues) {
   auto parse = [](const std::string& labels) {

@@ -43,6 +43,13 @@ struct DiskSpec {
   // Agent API only: no path and a size means "make me a local qcow2 of this size" (the agent
   // creates it under its state_dir/disks, and live migration copies it).
   int64_t size_mib = 0;
+  // A Ceph RBD image "POOL/IMAGE" instead of a path (format raw): the guest opens it over the
+  // network, so live migration moves memory only and any host can start the guest. The agent fills
+  // the rest from its `ceph` config before the domain is defined.
+  std::string rbd{};
+  std::string rbd_user{};         // cephx user without "client."
+  std::string rbd_secret_uuid{};  // the libvirt secret holding that user's key
+  std::string rbd_config_file{};  // ceph.conf (the monitors) that QEMU's librbd reads
 };
 
 struct NicSpec {
@@ -284,6 +291,13 @@ class Hypervisor {
   }
   virtual Status StartPostCopy(std::string_view name) {
     return UnimplementedError("this hypervisor cannot migrate guests");
+  }
+
+  // Defines (or updates) the private libvirt secret `uuid` for Ceph user `usage` ("client.uw") with
+  // `value` (the raw key bytes), which network disks name in their <auth>. kUnimplemented for
+  // drivers without secrets.
+  virtual Status DefineCephSecret(const std::string& uuid, const std::string& usage, const std::string& value) {
+    return UnimplementedError("this hypervisor keeps no secrets");
   }
 };
 

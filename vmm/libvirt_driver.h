@@ -95,6 +95,7 @@ class LibvirtHypervisor : public Hypervisor {
   Result<MigrationJob> GetMigrationJob(std::string_view name, bool completed) override;
   Status AbortMigration(std::string_view name) override;
   Status SetMigrationBandwidth(std::string_view name, double mib_s) override;
+  Status DefineCephSecret(const std::string& uuid, const std::string& usage, const std::string& value) override;
   Status StartPostCopy(std::string_view name) override;
 
  private:

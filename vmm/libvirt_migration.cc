@@ -129,4 +129,17 @@ Status LibvirtHypervisor::StartPostCopy(std::string_view name) {
   return Status::Ok();
 }
 
+Status LibvirtHypervisor::DefineCephSecret(const std::string& uuid, const std::string& usage,
+                                           const std::string& value) {
+  UW_ASSIGN_OR_RETURN(virConnectPtr conn, Conn());
+  const std::string xml = "<secret ephemeral='no' private='yes'><uuid>" + uuid + "</uuid><usage type='ceph'><name>" +
+                          usage + "</name></usage></secret>";
+  virSecretPtr secret = virSecretDefineXML(conn, xml.c_str(), 0);
+  if (secret == nullptr) return LibvirtError("defining the Ceph secret " + uuid + " for " + usage);
+  const int r = virSecretSetValue(secret, reinterpret_cast<const unsigned char*>(value.data()), value.size(), 0);
+  virSecretFree(secret);
+  if (r < 0) return LibvirtError("setting the value of the Ceph secret " + uuid);
+  return Status::Ok();
+}
+
 }  // namespace uw::vmm

@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import time
+import uuid
 
 from .bmc import (REDFISH_CERT, REDFISH_KEY, bmc_alive, bmc_description, redfish_description, start_bmc, stop_bmc,
                   wol_description)
@@ -381,12 +382,26 @@ class Host:
             "allow_emulated_kvm": True,
             "log_level": "info",
             "shutdown_command": self.shutdown_argv(),
+            "ceph": self.ceph_config(),
         }
         if manager_url:
             config.update(manager_url=manager_url, join_token=join_token, heartbeat_interval_ms=1000)
         write_text(self.file("agent.json"), json.dumps(config) + "\n")
         write_text(self.file("agent.manager"), manager_url + "\n")
         write_text(self.file("agent.token"), token + "\n")
+
+    def ceph_config(self):
+        """The agent's `ceph`: the test bed's Ceph (up --ceph) at its fixed paths under DIR/ceph, the
+        same on every host; the agent reads the keyring only when a guest has an rbd disk, so this
+        also stands when the test bed runs no Ceph (such a guest then gets a clear error). The
+        secret's UUID is derived from DIR, so every host names the same libvirt secret."""
+        ceph_dir = os.path.join(self.testbed.dir, "ceph")
+        return {
+            "conf": os.path.join(ceph_dir, "ceph.conf"),
+            "user": "uw",
+            "keyring": os.path.join(ceph_dir, "client.uw.keyring"),
+            "secret_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, "underware-testbed-ceph:" + self.testbed.dir)),
+        }
 
     def shutdown_argv(self):
         """The agent's shutdown_command: `env UW_TESTBED_DIR=DIR scripts/testbed soft-off hN`. The

@@ -1,0 +1,176 @@
+// Guests on shared storage, on the namespace test bed with its Ceph (scripts/testbed up --ceph):
+// a guest boots with a clone of a golden image as its disk, writes a marker, live-migrates with
+// its memory only, and reads the marker back on the destination; then it starts again on the other
+// host from the same volume. Every disk byte is checked from outside the guest too (QEMU's own rbd
+// driver reading the volume), so the marker is on Ceph, not only in the guest's page cache.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "common/command.h"
+#include "storage/storage.h"
+#include "tests/testbed_client.h"
+
+namespace uw::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+constexpr int64_t kMiB = 1 << 20;
+
+class RbdGuestOnTestbed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = Testbed::Load();
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    bed_ = std::move(*t);
+    ASSERT_GE(bed_.hosts.size(), 2u);
+    ASSERT_FALSE(bed_.hosts[0].agent_url.empty()) << "the test bed runs no agents";
+    if (!bed_.ceph.is_object()) GTEST_SKIP() << "the test bed runs no Ceph (scripts/testbed up 2 --ceph)";
+    config_.config_file = bed_.ceph.value("conf", "");
+    config_.pool = bed_.ceph.value("pool", "rbd");
+    config_.user = bed_.ceph["client"].value("user", "uw");
+    config_.keyring = bed_.ceph["client"].value("keyring", "");
+    auto b = storage::OpenRbdBackend(config_);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    rbd_ = std::move(*b);
+    tag_ = std::to_string(getpid());
+    guest_ = "it-rbd-" + tag_;
+    image_ = "golden-" + tag_;
+    volume_ = "it-rbd-" + tag_;
+    const fs::path source = fs::temp_directory_path() / ("uw-golden-" + tag_ + ".raw");
+    std::ofstream(source) << "UW-GOLDEN-IMAGE";
+    fs::resize_file(source, 16 * kMiB);
+    auto imported = rbd_->ImportImage(image_, source.string());
+    fs::remove(source);
+    ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+    const auto start = std::chrono::steady_clock::now();
+    auto v = rbd_->CreateVolume({volume_, 0, image_});
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    std::printf("[ figure ] clone of the golden image: %.1f ms\n",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  void TearDown() override {
+    if (!rbd_) return;
+    for (size_t h = 0; h < 2; ++h) (void)Call(h, "DELETE", "/api/v1/guests/" + guest_ + "?force=true");
+    // The guest's QEMU has let go of the volume once it is deleted.
+    Status gone;
+    for (int i = 0; i < 100; ++i) {
+      gone = rbd_->DeleteVolume(volume_);
+      if (gone.ok() || gone.code() == StatusCode::kNotFound) break;
+      usleep(100000);
+    }
+    EXPECT_TRUE(gone.ok()) << gone.ToString();
+    EXPECT_TRUE(rbd_->DeleteImage(image_).ok());
+  }
+
+  api::ClientResponse Call(size_t host, const std::string& method, const std::string& path,
+                           const std::string& body = "") {
+    auto r = bed_.Agent(host).Do(method, path, body, {{"Content-Type", "application/json"}});
+    if (!r.ok()) return api::ClientResponse{0, {}, r.status().ToString()};
+    return *r;
+  }
+  std::string Exec(size_t host, const std::string& command, int timeout_s = 30) {
+    auto r = Call(host, "POST", "/api/v1/guests/" + guest_ + "/exec",
+                  Json({{"command", command}, {"timeout_s", timeout_s}}).dump());
+    if (r.status != 200) return "<exec failed: " + std::to_string(r.status) + " " + r.body + ">";
+    return Json::parse(r.body)["output"].get<std::string>();
+  }
+  api::ClientResponse Create(size_t host) {
+    Json disk = {{"rbd", config_.pool + "/uw-vol-" + volume_}};
+    Json spec = {{"name", guest_}, {"kind", "qemu"}, {"image", "tiny"}, {"memory_mib", 256}};
+    spec["disks"] = Json::array({disk});
+    return Call(host, "POST", "/api/v1/guests", spec.dump());
+  }
+  // `len` bytes at `offset` of the volume, read by QEMU's rbd driver from outside any guest (a
+  // whole copy: qemu-img dd cannot skip into an rbd: source).
+  std::string VolumeBytes(int64_t offset, size_t len) {
+    const fs::path out = fs::temp_directory_path() / ("uw-rbd-read-" + tag_);
+    fs::remove(out);
+    const std::string spec = "rbd:" + config_.pool + "/uw-vol-" + volume_ + ":id=" + config_.user +
+                             ":conf=" + config_.config_file + ":keyring=" + config_.keyring;
+    auto r = ::uw::RunCommand({"qemu-img", "convert", "-U", "-f", "raw", "-O", "raw", spec, out.string()}, {}, 60s);
+    if (!r.ok() || r->exit_code != 0) {
+      return "<qemu-img convert failed: " + (r.ok() ? r->err : r.status().message()) + ">";
+    }
+    std::ifstream in(out);
+    in.seekg(offset);
+    std::string s(len, '\0');
+    in.read(s.data(), static_cast<std::streamsize>(len));
+    fs::remove(out);
+    return s;
+  }
+
+  Testbed bed_;
+  storage::RbdConfig config_;
+  std::unique_ptr<storage::StorageBackend> rbd_;
+  std::string tag_, guest_, image_, volume_;
+};
+
+TEST_F(RbdGuestOnTestbed, MarkerOnAnRbdCloneSurvivesLiveMigrationAndARestartElsewhere) {
+  auto created = Create(0);
+  ASSERT_EQ(created.status, 201) << created.body;
+  ASSERT_EQ(Exec(0, "ping", 120), "pong\n");
+  // The clone reads through to its golden image.
+  EXPECT_EQ(Exec(0, "dd if=/dev/vda bs=15 count=1 2>/dev/null"), "UW-GOLDEN-IMAGE");
+  // The marker at 1 MiB, written through the guest's page cache and flushed to the disk.
+  const std::string marker = "UW-MARKER-" + tag_;
+  ASSERT_EQ(Exec(0, "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+            "0\n");
+  EXPECT_EQ(VolumeBytes(kMiB, 4096).substr(0, marker.size()), marker) << "the marker is not on the RBD volume";
+
+  // Live migration with memory only: the destination is prepared with no disks to copy.
+  auto prep = Call(1, "POST", "/api/v1/migrations/prepare",
+                   Json({{"guest", guest_}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}}).dump());
+  ASSERT_EQ(prep.status, 200) << prep.body;
+  const Json dest = Json::parse(prep.body);
+  EXPECT_TRUE(dest["disks"].empty()) << dest.dump();
+  auto mig = Call(
+      0, "POST", "/api/v1/guests/" + guest_ + "/migrate",
+      Json({{"destination",
+             {{"host", dest["host"]}, {"migration_uri", dest["migration_uri"]}, {"state_dir", dest["state_dir"]}}}})
+          .dump());
+  ASSERT_EQ(mig.status, 202) << mig.body;
+  Json job;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Call(0, "GET", "/api/v1/guests/" + guest_ + "/migration");
+        job = Json::parse(r.body, nullptr, false);
+        return r.status != 200 || job.value("state", "") != "running";
+      },
+      120s))
+      << job.dump();
+  ASSERT_EQ(job.value("state", ""), "completed") << job.dump();
+  EXPECT_EQ(job["job"].value("disk_total_bytes", int64_t{-1}), 0)
+      << "a memory-only move copied disk bytes: " << job.dump();
+  std::printf("[ figure ] rbd guest live migration: %s\n", job.dump().c_str());
+  ASSERT_TRUE(WaitFor([&] { return Exec(1, "ping", 5) == "pong\n"; }, 60s));
+  // Read from the disk itself on the destination: drop the page cache first.
+  EXPECT_EQ(
+      Exec(1,
+           "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " +
+               std::to_string(marker.size())),
+      marker);
+  EXPECT_EQ(Call(0, "GET", "/api/v1/guests/" + guest_).status, 404) << "the source still has the guest";
+
+  // The guest stops on h2 and starts on h1 from the same volume (what an HA restart does).
+  ASSERT_EQ(Call(1, "DELETE", "/api/v1/guests/" + guest_ + "?force=true").status, 200);
+  created = Create(0);
+  ASSERT_EQ(created.status, 201) << created.body;
+  ASSERT_EQ(Exec(0, "ping", 120), "pong\n");
+  EXPECT_EQ(Exec(0, "dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " + std::to_string(marker.size())),
+            marker);
+  // While the guest runs, its volume is in use and cannot be deleted; its image has a clone.
+  auto busy = rbd_->GetVolume(volume_);
+  ASSERT_TRUE(busy.ok()) << busy.status().ToString();
+  EXPECT_TRUE(busy->in_use);
+  EXPECT_EQ(rbd_->DeleteVolume(volume_).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(rbd_->DeleteImage(image_).code(), StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace uw::testing
