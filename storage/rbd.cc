@@ -181,15 +181,24 @@ class RbdBackend final : public StorageBackend {
       if (r < 0) return Error(r, what);
       return GetVolume(req.name);
     }
-    UW_ASSIGN_OR_RETURN(ImageInfo image, GetImage(req.image));
-    if (req.size_bytes != 0 && req.size_bytes < image.virtual_bytes) {
+    // Only the image's size: GetImage would also list its clones, which librbd does by opening
+    // each of them (50 clones in a row took 270 ms each that way, 51 ms without).
+    UW_RETURN_IF_ERROR(ValidateName("image", req.image));
+    int64_t image_bytes = 0;
+    {
+      OpenImage img;
+      const int r = rbd_open_read_only(io_, ImageRbd(req.image).c_str(), img.out(), kGolden);
+      if (r < 0) return Error(r, "image '" + req.image + "'");
+      UW_ASSIGN_OR_RETURN(image_bytes, Size(img.get(), "image '" + req.image + "'"));
+    }
+    if (req.size_bytes != 0 && req.size_bytes < image_bytes) {
       return InvalidArgumentError(Describe() + ": " + what + ": " + std::to_string(req.size_bytes) +
-                                  " bytes is smaller than image '" + req.image + "' (" +
-                                  std::to_string(image.virtual_bytes) + " bytes)");
+                                  " bytes is smaller than image '" + req.image + "' (" + std::to_string(image_bytes) +
+                                  " bytes)");
     }
     int r = rbd_clone3(io_, ImageRbd(req.image).c_str(), kGolden, io_, VolumeRbd(req.name).c_str(), opts);
     if (r < 0) return Error(r, what + ": clone of image '" + req.image + "'");
-    if (req.size_bytes > image.virtual_bytes) {
+    if (req.size_bytes > image_bytes) {
       Status grown = Resize(VolumeRbd(req.name), req.size_bytes, what);
       if (!grown.ok()) {
         rbd_remove(io_, VolumeRbd(req.name).c_str());
