@@ -230,7 +230,8 @@ class RbdBackend final : public StorageBackend {
       return Error(r, what + ": its parent");
     }
     UW_ASSIGN_OR_RETURN(v.snapshots, Snapshots(img.get(), what));
-    UW_ASSIGN_OR_RETURN(v.in_use, Watched(img.get(), what));
+    UW_ASSIGN_OR_RETURN(auto watchers, Watchers(img.get(), what));
+    v.in_use = !watchers.empty();
     return v;
   }
 
@@ -270,9 +271,19 @@ class RbdBackend final : public StorageBackend {
   }
 
   Status DeleteVolume(const std::string& name) override {
-    UW_ASSIGN_OR_RETURN(VolumeInfo v, GetVolume(name));
-    if (v.in_use) {
-      return FailedPreconditionError(Describe() + ": volume '" + name + "' is in use by a running guest");
+    UW_RETURN_IF_ERROR(ValidateName("volume", name));
+    std::vector<std::string> watchers;
+    {
+      OpenImage img;
+      const int r = rbd_open_read_only(io_, VolumeRbd(name).c_str(), img.out(), nullptr);
+      if (r < 0) return Error(r, "volume '" + name + "'");
+      UW_ASSIGN_OR_RETURN(watchers, Watchers(img.get(), "volume '" + name + "'"));
+    }
+    if (!watchers.empty()) {
+      // A client that died keeps its watch until the OSD times it out (osd_client_watch_timeout,
+      // 30 s by default), so "in use" can outlive a killed guest by that much.
+      return FailedPreconditionError(Describe() + ": volume '" + name + "' is open by " + Join(watchers) +
+                                     " (a running guest, or one killed less than osd_client_watch_timeout ago)");
     }
     return RemoveWithSnapshots(VolumeRbd(name));
   }
@@ -424,7 +435,8 @@ class RbdBackend final : public StorageBackend {
     return names;
   }
 
-  Result<bool> Watched(rbd_image_t img, const std::string& what) {
+  // The addresses of the clients that hold the image open (RBD watchers), sorted.
+  Result<std::vector<std::string>> Watchers(rbd_image_t img, const std::string& what) {
     size_t n = 8;
     std::vector<rbd_image_watcher_t> w;
     int r = 0;
@@ -434,8 +446,11 @@ class RbdBackend final : public StorageBackend {
       if (r != -ERANGE) break;
     }
     if (r < 0) return Error(r, what + ": its watchers");
+    std::vector<std::string> addrs;
+    for (size_t i = 0; i < n; ++i) addrs.emplace_back(w[i].addr != nullptr ? w[i].addr : "?");
     rbd_watchers_list_cleanup(w.data(), n);
-    return n > 0;
+    std::sort(addrs.begin(), addrs.end());
+    return addrs;
   }
 
   Status Resize(const std::string& rbd_name, int64_t size, const std::string& what) {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -57,13 +58,17 @@ class RbdGuestOnTestbed : public ::testing::Test {
   void TearDown() override {
     if (!rbd_) return;
     for (size_t h = 0; h < 2; ++h) (void)Call(h, "DELETE", "/api/v1/guests/" + guest_ + "?force=true");
-    // The guest's QEMU has let go of the volume once it is deleted.
+    // The guest's QEMU lets go of the volume when it is deleted; one killed without closing it
+    // holds its watch until the OSD times it out (osd_client_watch_timeout, 30 s).
     Status gone;
-    for (int i = 0; i < 100; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 450; ++i) {
       gone = rbd_->DeleteVolume(volume_);
       if (gone.ok() || gone.code() == StatusCode::kNotFound) break;
       usleep(100000);
     }
+    std::printf("[ figure ] guest deleted -> its volume deleted: %.1f s\n",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     EXPECT_TRUE(gone.ok()) << gone.ToString();
     EXPECT_TRUE(rbd_->DeleteImage(image_).ok());
   }
@@ -170,6 +175,49 @@ TEST_F(RbdGuestOnTestbed, MarkerOnAnRbdCloneSurvivesLiveMigrationAndARestartElse
   EXPECT_TRUE(busy->in_use);
   EXPECT_EQ(rbd_->DeleteVolume(volume_).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(rbd_->DeleteImage(image_).code(), StatusCode::kFailedPrecondition);
+}
+
+// The OSD dies under a running guest (bluestore, so it can come back with its data): the guest's
+// writes fail or stall instead of the volume being lost, and once the OSD is back the guest writes
+// again and every marker written before is still on the volume.
+TEST_F(RbdGuestOnTestbed, AKilledOsdStallsOrFailsTheGuestsWritesAndLosesNothing) {
+  if (bed_.ceph.value("store", "") != "bluestore") GTEST_SKIP() << "needs the test bed's Ceph on bluestore";
+  const char* src = std::getenv("UW_SOURCE_DIR");
+  const std::string ceph = std::string(src != nullptr ? src : ".") + "/scripts/ceph";
+  const std::string dir = bed_.ceph.value("dir", "");
+  auto created = Create(0);
+  ASSERT_EQ(created.status, 201) << created.body;
+  ASSERT_EQ(Exec(0, "ping", 120), "pong\n");
+  const std::string before = "UW-BEFORE-" + tag_;
+  ASSERT_EQ(Exec(0, "printf '" + before + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+            "0\n");
+
+  auto killed = ::uw::RunCommand({ceph, "kill-osd", dir}, {}, 60s);
+  ASSERT_TRUE(killed.ok() && killed->exit_code == 0) << (killed.ok() ? killed->err : killed.status().ToString());
+  const auto start = std::chrono::steady_clock::now();
+  const std::string during =
+      Exec(0, "printf 'UW-DURING' | dd of=/dev/vda bs=4096 seek=512 conv=sync,fsync 2>&1; echo rc=$?", 60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("[ figure ] a guest's write with the OSD down: %.1f s, answered: %s\n", took, during.c_str());
+  auto restarted = ::uw::RunCommand({ceph, "start-osd", dir}, {}, 120s);
+  ASSERT_TRUE(restarted.ok() && restarted->exit_code == 0)
+      << (restarted.ok() ? restarted->out + restarted->err : restarted.status().ToString());
+  const auto back = std::chrono::steady_clock::now();
+  const std::string after = "UW-AFTER-" + tag_;
+  std::string wrote;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        wrote =
+            Exec(0, "printf '" + after + "' | dd of=/dev/vda bs=4096 seek=768 conv=sync,fsync 2>&1; echo rc=$?", 30);
+        return wrote.find("rc=0") != std::string::npos;
+      },
+      120s, 1s))
+      << "the guest cannot write after the OSD returned: " << wrote << "\nconsole:\n"
+      << Call(0, "GET", "/api/v1/guests/" + guest_ + "/console").body;
+  std::printf("[ figure ] OSD back -> the guest writes again: %.1f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - back).count());
+  EXPECT_EQ(VolumeBytes(kMiB, 4096).substr(0, before.size()), before);
+  EXPECT_EQ(VolumeBytes(3 * kMiB, 4096).substr(0, after.size()), after);
 }
 
 }  // namespace
