@@ -77,7 +77,7 @@ void AddTokenCommands(CLI::App& app, Invocation& inv) {
   tcreate->add_option("--tenant", a.tenant, "tenant (for --role tenant)");
   tcreate->add_option(
       "--right", a.rights,
-      "grant a guest spec right (repeatable): host_paths, bridges, vlans, cpu_tuning, pools, automation");
+      "grant a guest spec right (repeatable): host_paths, bridges, vlans, cpu_tuning, pools, automation, rbd_images");
   tcreate->callback([&inv, &a] {
     Json body = {{"name", a.name}, {"role", a.role}};
     if (!a.tenant.empty()) body["tenant"] = a.tenant;

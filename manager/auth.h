@@ -36,8 +36,10 @@ Result<Role> ParseRole(std::string_view name);
 //   cpu_tuning  cpu.shares / cpu.quota_us / cpu.period_us
 //   pools       creating into a resource pool
 //   automation  a DRS automation level other than default (disabled pins a guest)
-inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges", "vlans",
-                                                   "cpu_tuning", "pools",   "automation"};
+// rbd_images: a disk that names a Ceph RBD image directly ({"rbd": "POOL/IMAGE"}), any image in the
+// cluster's pool: an operator's tool until the manager's volume catalogue gives tenants their own.
+inline constexpr std::string_view kSpecRights[] = {"host_paths", "bridges",    "vlans",     "cpu_tuning",
+                                                   "pools",      "automation", "rbd_images"};
 // kInvalidArgument naming `field` unless `name` is one of kSpecRights.
 Status ValidateRight(std::string_view name, std::string_view field);
 

@@ -133,6 +133,7 @@ TEST_F(ManagerTest, SpecRightsAreGrantedByAnAdmin) {
       {{{"cpu", {{"shares", 262144}}}}, "cpu_tuning", "cpu"},
       {{{"pool", "gold"}}, "pools", "pool"},
       {{{"automation", "disabled"}}, "automation", "automation"},
+      {{{"disks", {{{"rbd", "rbd/uw-vol-other-tenant"}}}}}, "rbd_images", "disks.rbd"},
   };
   for (const auto& c : cases) {
     Json body = {{"name", "g-" + c.right}, {"image", "tiny"}, {"memory_mib", 64}};

@@ -48,8 +48,10 @@ void KeepOnly(placement::Snapshot& snap, const std::string& host, const std::set
 bool CanRunElsewhere(std::string_view kind, const Json& spec) {
   if (kind == "lxc") return false;
   if (!spec.is_object() || !spec.contains("disks") || !spec["disks"].is_array()) return true;
-  return std::all_of(spec["disks"].begin(), spec["disks"].end(),
-                     [](const Json& d) { return d.is_object() && d.value("read_only", false); });
+  // Read-only disks, and Ceph RBD volumes, which every host reaches (shared storage).
+  return std::all_of(spec["disks"].begin(), spec["disks"].end(), [](const Json& d) {
+    return d.is_object() && (d.value("read_only", false) || (d.contains("rbd") && d["rbd"].is_string()));
+  });
 }
 
 int64_t HaService::NowMs() const { return ToUnixMillis(d_.clock.Now()); }

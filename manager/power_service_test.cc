@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "manager/ha_service.h"
 #include "manager/manager_fixture.h"
 
 namespace uw::manager {
@@ -479,6 +480,18 @@ TEST_F(PowerTest, WakeOnLanStandsAHostByThroughItsAgentButNeverFencesIt) {
   EXPECT_EQ(events.find("host.fencing h1"), std::string::npos) << events;
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"), 0);
   EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/g"))["host"], "h1");
+}
+
+// What HA may restart on another host: no container, and only disks every host reaches.
+TEST(HaRestartTest, GuestsOnSharedOrReadOnlyDisksCanRunElsewhere) {
+  EXPECT_TRUE(internal::CanRunElsewhere("qemu", Json{{"name", "a"}}));
+  EXPECT_TRUE(internal::CanRunElsewhere("qemu", Json{{"disks", Json::array({{{"rbd", "rbd/uw-vol-a"}}})}}));
+  EXPECT_TRUE(
+      internal::CanRunElsewhere("kvm", Json{{"disks", Json::array({{{"path", "/iso"}, {"read_only", true}}})}}));
+  EXPECT_FALSE(internal::CanRunElsewhere("qemu", Json{{"disks", Json::array({{{"size_mib", 64}}})}}));
+  EXPECT_FALSE(
+      internal::CanRunElsewhere("qemu", Json{{"disks", Json::array({{{"rbd", "rbd/a"}}, {{"size_mib", 64}}})}}));
+  EXPECT_FALSE(internal::CanRunElsewhere("lxc", Json{{"name", "c"}}));
 }
 
 }  // namespace

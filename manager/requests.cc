@@ -259,11 +259,17 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
   if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
   if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
+  bool rbd_disk = false;
   if (v.Has("disks")) {
-    // Local disks the host's agent makes (copied by live migration); host paths are not the
-    // cluster's business.
+    // Local disks the host's agent makes (copied by live migration), or Ceph RBD images every host
+    // reaches (with the right rbd_images); host paths are not the cluster's business.
     UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
     for (const auto& d : disks) {
+      if (d.Has("rbd")) {
+        UW_RETURN_IF_ERROR(d.RejectUnknown({"rbd", "target", "read_only"}));
+        rbd_disk = true;
+        continue;
+      }
       UW_RETURN_IF_ERROR(d.RejectUnknown({"size_mib", "format", "target"}));
       UW_ASSIGN_OR_RETURN(int64_t size, d.PositiveInt("size_mib"));
       if (size > (int64_t{16} << 20)) return d.FieldError("size_mib", "expected at most 16777216");
@@ -292,6 +298,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     g.rights_needed.emplace_back(std::move(right), std::move(field));
   };
   if (!parsed.kernel.empty()) need("host_paths", "boot.kernel");
+  if (rbd_disk) need("rbd_images", "disks.rbd");
   for (size_t i = 0; i < parsed.nics.size(); ++i) {
     const std::string at = "nics[" + std::to_string(i) + "]";
     if (parsed.nics[i].type != "user") need("bridges", at + ".source");

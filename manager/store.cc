@@ -170,7 +170,7 @@ ALTER TABLE guests ADD COLUMN crash TEXT;
 ALTER TABLE guests ADD COLUMN health TEXT;
 )sql",
     // 4 -> 5: the read-only role, and what a token may set in a guest spec beyond the basics,
-    // granted by an admin (a JSON array of right names: host_paths, bridges, vlans, cpu_tuning,
+    // granted by an admin (a JSON array of right names: host_paths, bridges, vlans, cpu_tuning, rbd_images,
     // pools, automation). SQLite cannot change a CHECK: the table is rebuilt.
     R"sql(
 CREATE TABLE api_tokens_v5 (

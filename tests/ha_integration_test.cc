@@ -1,7 +1,11 @@
 // High availability on the real test bed: a host's OS dies (its libvirtd, agent and QEMU killed;
 // its power and BMC stay on). The manager finds it silent with its BMC saying on (isolated),
-// fences it through IPMI, and restarts its image-booted guest on the other host; the guest with a
-// local disk is reported lost. When the host is powered on again, the restarted guest runs once.
+// fences it through IPMI, and restarts its image-booted guest and its guest on a Ceph RBD volume
+// on the other host (the latter with the marker it wrote on its disk); the guest with a local disk
+// is reported lost. When the host is powered on again, the restarted guests run once.
+#include <unistd.h>
+
+#include "storage/storage.h"
 #include "tests/manager_it_fixture.h"
 
 namespace uw {
@@ -20,6 +24,25 @@ int CrashHost(const std::string& testbed_dir, const std::string& host) {
   return std::system(cmd.c_str());
 }
 
+// The test bed's Ceph as the client user sees it (testbed.json's "ceph").
+Result<std::unique_ptr<storage::StorageBackend>> TestbedRbd(const Json& ceph) {
+  if (!ceph.is_object()) return FailedPreconditionError("the test bed runs no Ceph (scripts/testbed up 2 --ceph)");
+  storage::RbdConfig c;
+  c.config_file = ceph.value("conf", "");
+  c.pool = ceph.value("pool", "rbd");
+  c.user = ceph["client"].value("user", "uw");
+  c.keyring = ceph["client"].value("keyring", "");
+  return storage::OpenRbdBackend(c);
+}
+
+// Runs `command` in guest `g` on `host` through that host's agent; its output, or why not.
+std::string GuestExec(api::HttpClient agent, const std::string& g, const std::string& command) {
+  Json body = {{"command", command}, {"timeout_s", 30}};
+  auto r = agent.Call("POST", "/api/v1/guests/" + g + "/exec", &body);
+  if (!r.ok()) return "<exec failed: " + r.status().ToString() + ">";
+  return r->value("output", "");
+}
+
 TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) {
   WaitConnected();
   for (const auto& h : testbed_->hosts) {
@@ -27,12 +50,34 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
         Client().Do("PUT", "/api/v1/hosts/" + h.name + "/power-driver", BmcOf(testbed_->dir, h.name).dump())->status,
         200);
   }
-  Json rule = {{"name", "mit-ha-together"}, {"type", "vm-affinity"}, {"vms", {"mit-ha-a", "mit-ha-disk"}}};
+  Json rule = {
+      {"name", "mit-ha-together"}, {"type", "vm-affinity"}, {"vms", {"mit-ha-a", "mit-ha-disk", "mit-ha-rbd"}}};
   ASSERT_EQ(Client().Do("POST", "/api/v1/rules", rule.dump())->status, 201);
   CreateBooted("mit-ha-a", 128, false, {{"restart_priority", "high"}});
   CreateBooted("mit-ha-disk", 128, true);
+  // A guest on shared storage: a clone of a golden image on the test bed's Ceph.
+  auto rbd = TestbedRbd(testbed_->ceph);
+  ASSERT_TRUE(rbd.ok()) << rbd.status().ToString();
+  const std::string tag = std::to_string(getpid()), volume = "mit-ha-rbd-" + tag, image = "mit-ha-golden-" + tag;
+  {
+    const std::string golden = "/var/tmp/uw-ha-golden-" + tag + ".raw";
+    std::FILE* f = std::fopen(golden.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+    ASSERT_EQ(truncate(golden.c_str(), 16 << 20), 0);
+    auto imported = (*rbd)->ImportImage(image, golden);
+    std::remove(golden.c_str());
+    ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+    ASSERT_TRUE((*rbd)->CreateVolume({volume, 0, image}).ok());
+  }
+  CreateBooted("mit-ha-rbd", 128, false, {{"disks", Json::array({{{"rbd", "rbd/uw-vol-" + volume}}})}});
   const std::string victim = HostOf("mit-ha-a"), survivor = Other(victim);
   ASSERT_EQ(HostOf("mit-ha-disk"), victim);
+  ASSERT_EQ(HostOf("mit-ha-rbd"), victim);
+  const std::string marker = "UW-HA-MARKER-" + tag;
+  ASSERT_EQ(GuestExec(AgentOf(victim), "mit-ha-rbd",
+                      "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+            "0\n");
   const size_t index = IndexOf(victim);
   const std::string path = "/api/v1/hosts/" + victim;
   Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 2}}}};
@@ -78,6 +123,18 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
       std::chrono::seconds(120)))
       << Console(survivor, "mit-ha-a");
   const int64_t ready_ms = MsSince(t0);
+  // The guest on the RBD volume restarts there too, and its disk still holds its marker.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Client().Call("GET", "/api/v1/guests/mit-ha-rbd");
+        return r.ok() && (*r).value("host", "") == survivor && (*r)["health"] == "ready";
+      },
+      std::chrono::seconds(120)))
+      << Console(survivor, "mit-ha-rbd");
+  EXPECT_EQ(GuestExec(AgentOf(survivor), "mit-ha-rbd",
+                      "dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " + std::to_string(marker.size())),
+            marker);
+  const int64_t rbd_ready_ms = MsSince(t0);
   auto disk = Client().Call("GET", "/api/v1/guests/mit-ha-disk");
   EXPECT_EQ((*disk)["state"], "lost") << disk->dump();
   EXPECT_EQ((*disk)["host"], victim);
@@ -92,9 +149,9 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   }
   std::printf(
       "HA figures: %s crashed; isolated at %lld ms, fenced at %lld ms, mit-ha-a running on %s at %lld ms, "
-      "ready at %lld ms\n",
+      "ready at %lld ms; mit-ha-rbd ready with its marker at %lld ms\n",
       victim.c_str(), static_cast<long long>(isolated_ms), static_cast<long long>(fenced_ms), survivor.c_str(),
-      static_cast<long long>(running_ms), static_cast<long long>(ready_ms));
+      static_cast<long long>(running_ms), static_cast<long long>(ready_ms), static_cast<long long>(rbd_ready_ms));
 
   // The host comes back: powered on through its BMC, its agent joins; the copy it kept of the
   // restarted guest is removed, and the guest with the local disk is found there again.
@@ -112,6 +169,7 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
       std::chrono::seconds(30)))
       << "the fenced host kept its copy of mit-ha-a";
   ExpectOnce("mit-ha-a");
+  ExpectOnce("mit-ha-rbd");
   ASSERT_TRUE(WaitFor(
       [&] {
         auto r = Client().Call("GET", "/api/v1/guests/mit-ha-disk");
@@ -123,6 +181,12 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
   DeleteGuest("mit-ha-a");
   DeleteGuest("mit-ha-disk");
+  DeleteGuest("mit-ha-rbd");
+  // Its volume, once its QEMU let go (a crashed host's QEMU was killed: its watch lasts until the
+  // OSD times it out, osd_client_watch_timeout 30 s).
+  ASSERT_TRUE(WaitFor([&] { return (*rbd)->DeleteVolume(volume).ok(); }, std::chrono::seconds(45),
+                      std::chrono::milliseconds(200)));
+  EXPECT_TRUE((*rbd)->DeleteImage(image).ok());
   (void)Client().Do("DELETE", "/api/v1/rules/mit-ha-together");
 }
 
