@@ -8,6 +8,7 @@
 
 #include "common/json.h"
 #include "common/status.h"
+#include "storage/storage.h"
 
 namespace uw::storage::internal {
 
@@ -30,5 +31,25 @@ Result<ToolImageInfo> ParseToolImageInfo(const std::string& json_text, const std
 
 // A tool's output on one line: its non-empty lines joined by spaces, without "qemu-img: " prefixes.
 std::string OneLine(const std::string& out);
+
+// "a, b, c, d, e, ..." (at most five names).
+std::string JoinNames(const std::vector<std::string>& names);
+
+// kFailedPrecondition naming the clones when `image` has any (it cannot be deleted), else OK.
+Status RefuseIfCloned(const std::string& backend, const ImageInfo& image);
+
+// get(name) for each name, skipping names that vanished meanwhile (kNotFound); the first other
+// error is returned.
+template <typename Info, typename Get>
+Result<std::vector<Info>> GetEach(const std::vector<std::string>& names, Get get) {
+  std::vector<Info> out;
+  for (const auto& name : names) {
+    Result<Info> one = get(name);
+    if (one.status().code() == StatusCode::kNotFound) continue;
+    if (!one.ok()) return one.status();
+    out.push_back(std::move(*one));
+  }
+  return out;
+}
 
 }  // namespace uw::storage::internal

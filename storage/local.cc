@@ -6,11 +6,12 @@
 //
 // Which volumes clone an image is read from the volumes' qcow2 headers (the backing file name),
 // so the directory itself is the catalogue and nothing can drift. A volume is in use when a running
-// QEMU holds its lock: `qemu-img info` without -U then fails with "Failed to get shared "write" lock".
+// QEMU holds its locks (HeldByQemu asks without taking any); qemu-img always runs with -U to read.
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -43,6 +44,23 @@ std::string Qcow2BackingFile(const fs::path& file) {
   in.seekg(static_cast<std::streamoff>(offset));
   if (!in.read(name.data(), len)) return "";
   return name;
+}
+
+// Whether a QEMU holds `file` open: QEMU takes OFD locks on bytes 100-299 of every image it opens
+// (one byte per permission it uses or refuses to share). F_OFD_GETLK only asks, so a guest that is
+// opening the image at this moment is not disturbed (`qemu-img info` without -U takes shared locks
+// and made a QEMU opening the image fail with "Failed to get write lock").
+bool HeldByQemu(const fs::path& file) {
+  const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  probe.l_start = 100;
+  probe.l_len = 200;
+  const bool held = fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type != F_UNLCK;
+  close(fd);
+  return held;
 }
 
 int64_t AllocatedBytes(const fs::path& file) {
@@ -98,7 +116,7 @@ class LocalBackend final : public StorageBackend {
     const fs::path path = ImagePath(name);
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) return NotFoundError(Describe() + ": no image '" + name + "'");
-    UW_ASSIGN_OR_RETURN(auto info, Info(path, "image '" + name + "'", true));
+    UW_ASSIGN_OR_RETURN(auto info, Info(path, "image '" + name + "'"));
     ImageInfo image{name, info.format, info.virtual_bytes, AllocatedBytes(path), {}};
     for (const auto& [volume, backing] : Backings()) {
       if (backing == path.string()) image.volumes.push_back(volume);
@@ -107,22 +125,12 @@ class LocalBackend final : public StorageBackend {
   }
 
   Result<std::vector<ImageInfo>> ListImages() override {
-    std::vector<ImageInfo> out;
-    for (const auto& name : Names(images_)) {
-      auto image = GetImage(name);
-      if (image.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
-      if (!image.ok()) return image.status();
-      out.push_back(std::move(*image));
-    }
-    return out;
+    return internal::GetEach<ImageInfo>(Names(images_), [this](const std::string& n) { return GetImage(n); });
   }
 
   Status DeleteImage(const std::string& name) override {
     UW_ASSIGN_OR_RETURN(ImageInfo image, GetImage(name));
-    if (!image.volumes.empty()) {
-      return FailedPreconditionError(Describe() + ": image '" + name + "' has " + std::to_string(image.volumes.size()) +
-                                     " volume(s) cloned from it (" + Join(image.volumes) + "): delete them first");
-    }
+    UW_RETURN_IF_ERROR(internal::RefuseIfCloned(Describe(), image));
     std::error_code ec;
     if (!fs::remove(ImagePath(name), ec) && ec) {
       return InternalError(Describe() + ": image '" + name + "': " + ec.message());
@@ -168,12 +176,8 @@ class LocalBackend final : public StorageBackend {
     const std::string what = "volume '" + name + "'";
     VolumeInfo v;
     v.name = name;
-    // Without -U first: a running guest's lock makes it fail, which is how "in use" is known.
-    auto locked = Info(path, what, false);
-    if (locked.status().code() == StatusCode::kFailedPrecondition) {
-      v.in_use = true;
-      locked = Info(path, what, true);
-    }
+    v.in_use = HeldByQemu(path);
+    auto locked = Info(path, what);
     if (!locked.ok()) return locked.status();
     v.virtual_bytes = locked->virtual_bytes;
     v.used_bytes = AllocatedBytes(path);
@@ -183,14 +187,7 @@ class LocalBackend final : public StorageBackend {
   }
 
   Result<std::vector<VolumeInfo>> ListVolumes() override {
-    std::vector<VolumeInfo> out;
-    for (const auto& name : Names(volumes_)) {
-      auto volume = GetVolume(name);
-      if (volume.status().code() == StatusCode::kNotFound) continue;
-      if (!volume.ok()) return volume.status();
-      out.push_back(std::move(*volume));
-    }
-    return out;
+    return internal::GetEach<VolumeInfo>(Names(volumes_), [this](const std::string& n) { return GetVolume(n); });
   }
 
   Result<VolumeInfo> ResizeVolume(const std::string& name, int64_t size_bytes) override {
@@ -303,19 +300,11 @@ class LocalBackend final : public StorageBackend {
     return out;
   }
 
-  Result<internal::ToolImageInfo> Info(const fs::path& path, const std::string& what, bool shared) const {
-    std::vector<std::string> argv = {c_.qemu_img, "info", "--output=json"};
-    if (shared) argv.push_back("-U");
-    argv.push_back(path.string());
+  // qemu-img info -U: it takes no lock, so it never stands in the way of a guest opening the image.
+  Result<internal::ToolImageInfo> Info(const fs::path& path, const std::string& what) const {
+    std::vector<std::string> argv = {c_.qemu_img, "info", "--output=json", "-U", path.string()};
     UW_ASSIGN_OR_RETURN(std::string out, RunTool(argv, c_.tool_timeout, Describe() + ": " + what));
     return internal::ParseToolImageInfo(out, Describe() + ": " + what);
-  }
-
-  static std::string Join(const std::vector<std::string>& names) {
-    std::string s;
-    for (size_t i = 0; i < names.size() && i < 5; ++i) s += (i ? ", " : "") + names[i];
-    if (names.size() > 5) s += ", ...";
-    return s;
   }
 
   const LocalConfig c_;

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -160,13 +161,15 @@ TEST_F(LocalBackendTest, AVolumeARunningQemuHoldsIsInUse) {
     _exit(127);
   }
   std::ofstream hold(fifo);  // opens when qemu-io's shell opens the other end
+  // Until qemu-io has opened it (its lock is the marker; the bound only keeps a broken run finite).
   bool seen = false;
-  for (int i = 0; i < 200 && !seen; ++i) {
+  const auto start = std::chrono::steady_clock::now();
+  while (!seen && std::chrono::steady_clock::now() - start < std::chrono::seconds(60)) {
     auto v = backend_->GetVolume("busy");
     seen = v.ok() && v->in_use;
     if (!seen) usleep(20000);
   }
-  EXPECT_TRUE(seen) << "qemu-io never held the volume";
+  ASSERT_TRUE(seen) << "qemu-io never held the volume";
   EXPECT_EQ(backend_->DeleteVolume("busy").code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(backend_->ResizeVolume("busy", 16 * kMiB).status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(backend_->SnapshotVolume("busy", "s").code(), StatusCode::kFailedPrecondition);

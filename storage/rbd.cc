@@ -146,22 +146,12 @@ class RbdBackend final : public StorageBackend {
 
   Result<std::vector<ImageInfo>> ListImages() override {
     UW_ASSIGN_OR_RETURN(auto names, List(kImagePrefix));
-    std::vector<ImageInfo> out;
-    for (const auto& n : names) {
-      auto image = GetImage(n);
-      if (image.status().code() == StatusCode::kNotFound) continue;
-      if (!image.ok()) return image.status();
-      out.push_back(std::move(*image));
-    }
-    return out;
+    return internal::GetEach<ImageInfo>(names, [this](const std::string& n) { return GetImage(n); });
   }
 
   Status DeleteImage(const std::string& name) override {
     UW_ASSIGN_OR_RETURN(ImageInfo image, GetImage(name));
-    if (!image.volumes.empty()) {
-      return FailedPreconditionError(Describe() + ": image '" + name + "' has " + std::to_string(image.volumes.size()) +
-                                     " volume(s) cloned from it (" + Join(image.volumes) + "): delete them first");
-    }
+    UW_RETURN_IF_ERROR(internal::RefuseIfCloned(Describe(), image));
     return RemoveWithSnapshots(ImageRbd(name));
   }
 
@@ -237,14 +227,7 @@ class RbdBackend final : public StorageBackend {
 
   Result<std::vector<VolumeInfo>> ListVolumes() override {
     UW_ASSIGN_OR_RETURN(auto names, List(kVolumePrefix));
-    std::vector<VolumeInfo> out;
-    for (const auto& n : names) {
-      auto volume = GetVolume(n);
-      if (volume.status().code() == StatusCode::kNotFound) continue;
-      if (!volume.ok()) return volume.status();
-      out.push_back(std::move(*volume));
-    }
-    return out;
+    return internal::GetEach<VolumeInfo>(names, [this](const std::string& n) { return GetVolume(n); });
   }
 
   Result<VolumeInfo> ResizeVolume(const std::string& name, int64_t size_bytes) override {
@@ -282,7 +265,8 @@ class RbdBackend final : public StorageBackend {
     if (!watchers.empty()) {
       // A client that died keeps its watch until the OSD times it out (osd_client_watch_timeout,
       // 30 s by default), so "in use" can outlive a killed guest by that much.
-      return FailedPreconditionError(Describe() + ": volume '" + name + "' is open by " + Join(watchers) +
+      return FailedPreconditionError(Describe() + ": volume '" + name + "' is open by " +
+                                     internal::JoinNames(watchers) +
                                      " (a running guest, or one killed less than osd_client_watch_timeout ago)");
     }
     return RemoveWithSnapshots(VolumeRbd(name));
@@ -484,13 +468,6 @@ class RbdBackend final : public StorageBackend {
     const int r = rbd_remove(io_, rbd_name.c_str());
     if (r < 0) return Error(r, rbd_name);
     return Status::Ok();
-  }
-
-  static std::string Join(const std::vector<std::string>& names) {
-    std::string s;
-    for (size_t i = 0; i < names.size() && i < 5; ++i) s += (i ? ", " : "") + names[i];
-    if (names.size() > 5) s += ", ...";
-    return s;
   }
 
   const RbdConfig c_;

@@ -112,5 +112,18 @@ Result<ToolImageInfo> ParseToolImageInfo(const std::string& json_text, const std
   return info;
 }
 
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < 5; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > 5) s += ", ...";
+  return s;
+}
+
+Status RefuseIfCloned(const std::string& backend, const ImageInfo& image) {
+  if (image.volumes.empty()) return Status::Ok();
+  return FailedPreconditionError(backend + ": image '" + image.name + "' has " + std::to_string(image.volumes.size()) +
+                                 " volume(s) cloned from it (" + JoinNames(image.volumes) + "): delete them first");
+}
+
 }  // namespace internal
 }  // namespace uw::storage

@@ -198,8 +198,10 @@ TEST_F(RbdTest, AVolumeQemuHoldsOpenIsInUse) {
     _exit(127);
   }
   std::ofstream hold(fifo);
+  // Until qemu-io has opened it (its watch is the marker; the bound only keeps a broken run finite).
   bool seen = false;
-  for (int i = 0; i < 300 && !seen; ++i) {
+  const auto start = std::chrono::steady_clock::now();
+  while (!seen && std::chrono::steady_clock::now() - start < 60s) {
     auto v = backend_->GetVolume(N("busy"));
     seen = v.ok() && v->in_use;
     if (!seen) usleep(20000);

@@ -4,6 +4,27 @@
 
 namespace uw::vmm {
 
+namespace {
+
+// The `ceph` object: where the cephx key of the user that guests' rbd disks use is, and the libvirt
+// secret that holds it.
+Result<AgentConfig::Ceph> CephFromJson(const JsonView& v) {
+  UW_ASSIGN_OR_RETURN(JsonView ceph, v.Object("ceph"));
+  UW_RETURN_IF_ERROR(ceph.RejectUnknown({"conf", "user", "keyring", "secret_uuid"}));
+  AgentConfig::Ceph k;
+  UW_ASSIGN_OR_RETURN(k.conf, ceph.String("conf"));
+  UW_ASSIGN_OR_RETURN(k.user, ceph.String("user", k.user));
+  UW_ASSIGN_OR_RETURN(k.keyring, ceph.String("keyring"));
+  UW_ASSIGN_OR_RETURN(k.secret_uuid, ceph.String("secret_uuid"));
+  if (!IsUuid(k.secret_uuid)) return ceph.FieldError("secret_uuid", "expected a UUID");
+  if (!ValidateName(k.user, "ceph.user").ok() || k.user.rfind("client.", 0) == 0) {
+    return ceph.FieldError("user", "expected a cephx user name without 'client.'");
+  }
+  return k;
+}
+
+}  // namespace
+
 Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   auto root = JsonView::Of(j, "");
   if (!root.ok()) return root.status().WithContext(where);
@@ -111,19 +132,9 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
     return fail(v.FieldError("shutdown_command", "the program (first element) is empty"));
   }
   if (v.Has("ceph")) {
-    auto ceph = v.Object("ceph");
+    auto ceph = CephFromJson(v);
     if (!ceph.ok()) return fail(ceph.status());
-    if (Status s = ceph->RejectUnknown({"conf", "user", "keyring", "secret_uuid"}); !s.ok()) return fail(s);
-    AgentConfig::Ceph k;
-    UW_CFG(k.conf, ceph->String("conf"));
-    UW_CFG(k.user, ceph->String("user", k.user));
-    UW_CFG(k.keyring, ceph->String("keyring"));
-    UW_CFG(k.secret_uuid, ceph->String("secret_uuid"));
-    if (!IsUuid(k.secret_uuid)) return fail(ceph->FieldError("secret_uuid", "expected a UUID"));
-    if (Status s = ValidateName(k.user, "ceph.user"); !s.ok() || k.user.rfind("client.", 0) == 0) {
-      return fail(ceph->FieldError("user", "expected a cephx user name without 'client.'"));
-    }
-    c.ceph = std::move(k);
+    c.ceph = std::move(*ceph);
   }
 #undef UW_CFG
   return c;
