@@ -31,6 +31,17 @@ std::string VolumeRbd(const std::string& name) { return kVolumePrefix + name; }
 
 bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
+// Calls list(buffer, &count) with a buffer grown until librbd stops answering -ERANGE (it then
+// sets count to the size it needs); returns list's result with `out` sized to the last buffer.
+template <typename T, typename Count, typename List>
+int ListAll(std::vector<T>& out, Count& count, List list) {
+  for (;;) {
+    out.assign(static_cast<size_t>(count), T{});
+    const int r = list(out.data(), &count);
+    if (r != -ERANGE) return r;
+  }
+}
+
 // An open RBD image, closed on scope exit.
 class OpenImage {
  public:
@@ -344,12 +355,7 @@ class RbdBackend final : public StorageBackend {
   Result<std::vector<std::string>> List(const char* prefix) {
     size_t n = 64;
     std::vector<rbd_image_spec_t> specs;
-    int r = 0;
-    for (;;) {
-      specs.assign(n, rbd_image_spec_t{});
-      r = rbd_list2(io_, specs.data(), &n);
-      if (r != -ERANGE) break;
-    }
+    const int r = ListAll(specs, n, [&](rbd_image_spec_t* b, size_t* c) { return rbd_list2(io_, b, c); });
     if (r < 0) return Error(r, "listing images");
     std::vector<std::string> names;
     for (size_t i = 0; i < n; ++i) {
@@ -386,12 +392,8 @@ class RbdBackend final : public StorageBackend {
   Result<std::vector<std::string>> Children(rbd_image_t img, const std::string& what) {
     size_t n = 16;
     std::vector<rbd_linked_image_spec_t> kids;
-    int r = 0;
-    for (;;) {
-      kids.assign(n, rbd_linked_image_spec_t{});
-      r = rbd_list_children3(img, kids.data(), &n);
-      if (r != -ERANGE) break;
-    }
+    const int r =
+        ListAll(kids, n, [&](rbd_linked_image_spec_t* b, size_t* c) { return rbd_list_children3(img, b, c); });
     if (r < 0) return Error(r, what + ": its clones");
     std::vector<std::string> names;
     for (size_t i = 0; i < n; ++i) {
@@ -406,12 +408,7 @@ class RbdBackend final : public StorageBackend {
   Result<std::vector<std::string>> Snapshots(rbd_image_t img, const std::string& what) {
     int max = 16;
     std::vector<rbd_snap_info_t> snaps;
-    int r = 0;
-    for (;;) {
-      snaps.assign(static_cast<size_t>(max), rbd_snap_info_t{});
-      r = rbd_snap_list(img, snaps.data(), &max);
-      if (r != -ERANGE) break;
-    }
+    const int r = ListAll(snaps, max, [&](rbd_snap_info_t* b, int* c) { return rbd_snap_list(img, b, c); });
     if (r < 0) return Error(r, what + ": its snapshots");
     std::vector<std::string> names;
     for (int i = 0; i < r; ++i) names.emplace_back(snaps[static_cast<size_t>(i)].name);
@@ -423,12 +420,7 @@ class RbdBackend final : public StorageBackend {
   Result<std::vector<std::string>> Watchers(rbd_image_t img, const std::string& what) {
     size_t n = 8;
     std::vector<rbd_image_watcher_t> w;
-    int r = 0;
-    for (;;) {
-      w.assign(n, rbd_image_watcher_t{});
-      r = rbd_watchers_list(img, w.data(), &n);
-      if (r != -ERANGE) break;
-    }
+    const int r = ListAll(w, n, [&](rbd_image_watcher_t* b, size_t* c) { return rbd_watchers_list(img, b, c); });
     if (r < 0) return Error(r, what + ": its watchers");
     std::vector<std::string> addrs;
     for (size_t i = 0; i < n; ++i) addrs.emplace_back(w[i].addr != nullptr ? w[i].addr : "?");
