@@ -132,5 +132,8 @@ void AddTokenCommands(CLI::App& app, Invocation& inv);      // commands_cluster.
 void AddLeaseCommands(CLI::App& app, Invocation& inv);      // commands_lease.cc
 void AddNoticeCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
 void AddBudgetCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
+void AddImageCommands(CLI::App& app, Invocation& inv);      // commands_storage.cc
+void AddVolumeCommands(CLI::App& app, Invocation& inv);     // commands_storage.cc
+void AddStorageCommands(CLI::App& app, Invocation& inv);    // commands_storage.cc
 
 }  // namespace uw::cli

@@ -1,5 +1,6 @@
 // uwctl guest (create, list, show, start, stop, delete, resize, migrate) and uwctl migration list.
 #include <CLI/CLI.hpp>
+#include <charconv>
 
 #include "api/request_parser.h"
 #include "cli/commands.h"
@@ -14,6 +15,7 @@ struct GuestArgs {
   std::string image, kind = "qemu", tenant, pool, automation, on_crash, lease_class, restart_priority;
   int64_t lease_term_s = 0, lease_floor_memory = 0, lease_bid = 0;
   bool no_start = false, no_paravirt = false;
+  Json disks = Json::array();  // --volume and --disk-image, in the order given
   // delete
   bool force = false;
   // resize
@@ -24,12 +26,47 @@ struct GuestArgs {
   double bandwidth = 0;
 };
 
+// A --disk-image value IMAGE[:GIB] as a guest disk: a new volume cloned from IMAGE, of GIB GiB
+// (default the image's size). Throws CLI::ValidationError (a usage error) for a GIB that is not a
+// whole number from 1.
+Json ImageDisk(const std::string& value) {
+  const size_t colon = value.find(':');
+  if (colon == std::string::npos) return {{"image", value}};
+  int64_t gib = 0;
+  const char* end = value.data() + value.size();
+  auto [p, ec] = std::from_chars(value.data() + colon + 1, end, gib);
+  if (ec != std::errc() || p != end || gib < 1) {
+    throw CLI::ValidationError("--disk-image",
+                               "'" + value + "': expected IMAGE or IMAGE:GIB (GIB a whole number from 1)");
+  }
+  return {{"image", value.substr(0, colon)}, {"size_gib", gib}};
+}
+
+// --volume and --disk-image: each value is appended to a.disks as it is parsed, so the disks keep
+// the order of the command line (their default targets vda, vdb, ... follow it).
+void AddGuestDiskOptions(CLI::App* create, GuestArgs& a) {
+  create
+      ->add_option_function<std::string>(
+          "--volume",
+          [&a](const std::string& v) {
+            a.disks.push_back({{"volume", v}});
+          },
+          "a disk on this existing volume (repeatable; the disks keep the order given)")
+      ->trigger_on_parse();
+  create
+      ->add_option_function<std::string>(
+          "--disk-image", [&a](const std::string& v) { a.disks.push_back(ImageDisk(v)); },
+          "IMAGE[:GIB]: a disk on a new volume GUEST-diskN (N: its index among the disks) cloned from catalogue "
+          "image IMAGE, of GIB GiB (default the image's size), deleted with the guest (repeatable)")
+      ->trigger_on_parse();
+}
+
 void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
   auto* create = guest->add_subcommand("create", "create a guest (placed by the manager)");
   create->add_option("name", a.name, "guest name")->required();
   create->add_option("--vcpus", a.vcpus, "virtual CPUs")->check(CLI::PositiveNumber);
   create->add_option("--memory", a.memory, "memory in MiB")->check(CLI::PositiveNumber);
-  create->add_option("--image", a.image, "image name known to the agents (e.g. tiny)");
+  create->add_option("--image", a.image, "image name known to the agents (e.g. tiny; catalogue images: --disk-image)");
   create->add_option("--kind", a.kind, "kvm | qemu | lxc")->check(CLI::IsMember({"kvm", "qemu", "lxc"}));
   create->add_option("--tenant", a.tenant, "owner tenant (admins and operators)");
   create->add_option("--pool", a.pool, "resource pool");
@@ -54,9 +91,11 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
       ->check(CLI::NonNegativeNumber);
   create->add_flag("--no-paravirt", a.no_paravirt,
                    "emulated devices (SATA disk, e1000e NIC, no balloon) instead of virtio (VMs only)");
+  AddGuestDiskOptions(create, a);
   inv.AddWait(create);
   create->callback([&inv, &a] {
     Json body = {{"name", a.name}, {"vcpus", a.vcpus}, {"memory_mib", a.memory}, {"kind", a.kind}};
+    if (!a.disks.empty()) body["disks"] = a.disks;
     if (!a.image.empty()) body["image"] = a.image;
     if (!a.tenant.empty()) body["tenant"] = a.tenant;
     if (!a.pool.empty()) body["pool"] = a.pool;

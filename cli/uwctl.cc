@@ -107,6 +107,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   AddHostCommands(app, inv);
   AddGuestCommands(app, inv);
   AddMigrationCommands(app, inv);
+  AddImageCommands(app, inv);
+  AddVolumeCommands(app, inv);
+  AddStorageCommands(app, inv);
   AddTaskCommands(app, inv);
   AddDrsCommands(app, inv);
   AddPoolCommands(app, inv);

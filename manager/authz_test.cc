@@ -254,6 +254,18 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"GET /api/v1/repossessions", "GET", "/api/v1/repossessions", "", "YYYYYY"},
       {"GET /api/v1/budgets", "GET", "/api/v1/budgets", "", "YYYYYY"},
       {"PUT /api/v1/budgets/{tenant}", "PUT", "/api/v1/budgets/acme", R"({"per_hour": 5})", "YYDDDD"},
+      {"GET /api/v1/images", "GET", "/api/v1/images", "", "YYYYYY"},
+      {"POST /api/v1/images", "POST", "/api/v1/images", "{}", "YYDDDD"},
+      {"GET /api/v1/images/{name}", "GET", "/api/v1/images/img-nope", "", "NNNNNN"},
+      {"DELETE /api/v1/images/{name}", "DELETE", "/api/v1/images/img-nope", "", "NNDDDD"},
+      {"GET /api/v1/volumes", "GET", "/api/v1/volumes", "", "YYYYYY"},
+      {"POST /api/v1/volumes", "POST", "/api/v1/volumes", "{}", "YYDDYY"},
+      {"GET /api/v1/volumes/{name}", "GET", "/api/v1/volumes/vol-nope", "", "NNNNNN"},
+      {"POST /api/v1/volumes/{name}/resize", "POST", "/api/v1/volumes/vol-nope/resize", "{}", "YYDDYY"},
+      {"DELETE /api/v1/volumes/{name}", "DELETE", "/api/v1/volumes/vol-nope", "", "NNDDNN"},
+      {"GET /api/v1/storage", "GET", "/api/v1/storage", "", "YYYYDD"},
+      {"GET /api/v1/storage/quotas", "GET", "/api/v1/storage/quotas", "", "YYYYYY"},
+      {"PUT /api/v1/storage/quotas/{tenant}", "PUT", "/api/v1/storage/quotas/acme", R"({"gib": -1})", "YYDDDD"},
   };
   std::set<std::string> covered;
   for (const auto& c : table) {

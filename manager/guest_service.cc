@@ -84,6 +84,15 @@ Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
   UW_ASSIGN_OR_RETURN(bool taken, d_.guests.NameTaken(req.name, req.tenant, short_name));
   if (taken) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
   if (!req.pool.empty()) UW_RETURN_IF_ERROR(d_.admit_to_pool(req));
+  if (req.catalogue_disks.empty()) return Place(req);
+  // Its catalogue disks are the guest's from here; they are released when it is not admitted.
+  UW_RETURN_IF_ERROR(d_.attach_disks(req));
+  Result<Task> placed = Place(req);
+  if (!placed.ok()) d_.release_disks(req.name, req.tenant);
+  return placed;
+}
+
+Result<Task> GuestService::Place(const GuestCreate& req) {
   // Decide on a snapshot that includes every reservation made so far (placement_mu_ keeps it
   // current) and the new guest, unplaced: rules created before it name it and apply. The
   // engine's admission and placement are the only capacity checks.
@@ -269,14 +278,17 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
       // The agent may have made it after all: best-effort removal before releasing the capacity.
       (void)agent->Delete(guest, false);
     }
+    std::string owner_tenant;
     UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
       auto owner = d_.guests.TenantOf(guest);
       if (!owner.ok() && owner.status().code() != StatusCode::kNotFound) return owner.status();
+      if (owner.ok()) owner_tenant = *owner;
       UW_RETURN_IF_ERROR(d_.leases.Fail(guest, NowMs(), "the create failed: " + cause.ToString()));
       UW_RETURN_IF_ERROR(d_.guests.ReleaseCreating(guest));
       return d_.events.Add("guest.create_failed", guest, owner.ok() ? *owner : "",
                            {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
     }));
+    d_.release_disks(guest, owner_tenant);
     return d_.tasks.Finish(id, cause, nullptr);
   }
   const std::string state = created->state;
@@ -386,6 +398,7 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
       UW_RETURN_IF_ERROR(d_.remove_from_rules(guest));
       return d_.events.Add("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
     }));
+    d_.release_disks(guest, tenant);
     return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
   auto answer = CallGuestOp(*agent, op, guest, args, g->state);

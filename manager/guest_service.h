@@ -60,6 +60,10 @@ class GuestService {
     std::function<Status(GuestCreate& req)> admit_to_pool;
     // Inside a transaction: drops a deleted guest from every rule naming it.
     std::function<Status(const std::string& guest)> remove_from_rules;
+    // The storage catalogue's disks of a guest being created (StorageService::AttachForCreate),
+    // and their release once it is gone or its create failed (ReleaseGuest).
+    std::function<Status(GuestCreate& req)> attach_disks;
+    std::function<void(const std::string& guest, const std::string& tenant)> release_disks;
   };
   explicit GuestService(Deps deps) : d_(std::move(deps)) {}
 
@@ -87,6 +91,8 @@ class GuestService {
   int64_t NowMs() const;
   // The guest's row, lease and create task on `host`, with its guest.placed event (`placed`: why);
   // with `reclaim`, the notices that make room there too, and the task waits for them.
+  // Create's admission and placement (under placement_mu), then AdmitOn.
+  Result<Task> Place(const GuestCreate& req);
   Result<Task> AdmitOn(const GuestCreate& req, const std::string& host, Json placed,
                        const LeaseService::Admission* reclaim);
 

@@ -21,6 +21,7 @@
 #include "manager/migration_dispatcher.h"
 #include "manager/power_service.h"
 #include "manager/snapshot_builder.h"
+#include "manager/storage_service.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -55,6 +56,7 @@ int64_t Manager::NowMs() const { return ToUnixMillis(clock_.Now()); }
 Status Manager::Start() {
   ha_.reset();
   guest_service_.reset();  // a manager started again reopens its store
+  storage_.reset();
   leases_.reset();
   sessions_.reset();
   power_.reset();
@@ -117,6 +119,8 @@ Status Manager::Start() {
       .agent_of = agent_of,
       .enqueue = [this](const std::string& id) { Enqueue(id); },
       .visible = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); }});
+  storage_ = std::make_unique<internal::StorageService>(
+      internal::StorageService::Deps{.store = *store_, .events = *events_, .clock = clock_, .config = config_});
   guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
       .store = *store_,
       .events = *events_,
@@ -132,7 +136,10 @@ Status Manager::Start() {
       .enqueue = [this](const std::string& id) { Enqueue(id); },
       .new_task = new_task,
       .admit_to_pool = [this](GuestCreate& req) { return AdmitToPool(req); },
-      .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); }});
+      .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); },
+      .attach_disks = [this](GuestCreate& req) { return storage_->AttachForCreate(req); },
+      .release_disks = [this](const std::string& guest,
+                              const std::string& tenant) { storage_->ReleaseGuest(guest, tenant); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));
@@ -285,6 +292,29 @@ Result<Page<NoticeRecord>> Manager::ListNotices(const Principal& p, std::string_
   return leases_->ListNotices(p, guest, page);
 }
 Result<NoticeRecord> Manager::GetNotice(const Principal& p, std::string_view id) { return leases_->GetNotice(p, id); }
+Result<std::vector<ImageRecord>> Manager::ListImages(const Principal& p) { return storage_->ListImages(p); }
+Result<ImageRecord> Manager::GetImage(const Principal& p, std::string_view name) { return storage_->GetImage(p, name); }
+Result<ImageRecord> Manager::ImportImage(const Principal& p, const ImageImport& req) {
+  return storage_->ImportImage(p, req);
+}
+Status Manager::DeleteImage(const Principal& p, std::string_view name) { return storage_->DeleteImage(p, name); }
+Result<std::vector<VolumeRecord>> Manager::ListVolumes(const Principal& p) { return storage_->ListVolumes(p); }
+Result<VolumeRecord> Manager::GetVolume(const Principal& p, std::string_view name) {
+  return storage_->GetVolume(p, name);
+}
+Result<VolumeRecord> Manager::CreateVolume(const Principal& p, const VolumeCreate& req) {
+  return storage_->CreateVolume(p, req);
+}
+Result<VolumeRecord> Manager::ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib) {
+  return storage_->ResizeVolume(p, name, size_gib);
+}
+Status Manager::DeleteVolume(const Principal& p, std::string_view name) { return storage_->DeleteVolume(p, name); }
+Result<std::vector<StorageQuota>> Manager::ListStorageQuotas(const Principal& p) { return storage_->ListQuotas(p); }
+Result<StorageQuota> Manager::SetStorageQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib) {
+  return storage_->SetQuota(p, tenant, gib);
+}
+Result<StorageInfo> Manager::GetStorageInfo(const Principal& p) { return storage_->Info(p); }
+
 Result<std::vector<Budget>> Manager::ListBudgets(const Principal& p) { return leases_->ListBudgets(p); }
 Result<Budget> Manager::SetBudget(const Principal& p, std::string_view tenant, int64_t per_hour) {
   return leases_->SetBudget(p, tenant, per_hour);

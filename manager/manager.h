@@ -59,6 +59,7 @@ class GuestService;
 class LeaseService;
 class PowerService;
 class HaService;
+class StorageService;
 }  // namespace internal
 
 // A guest creation request, parsed and validated by the HTTP layer.
@@ -78,6 +79,15 @@ struct GuestCreate {
   std::string on_crash = "restart";             // restart | keep | stop (what the manager does when it crashes)
   std::string restart_priority = "medium";      // high | medium | low | disabled: HA restarts, in this order
   Json agent_spec;  // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
+  // Disks from the storage catalogue: {"volume": NAME} (a volume of the tenant's) or {"image": NAME,
+  // "size_gib": N} (a new volume cloned from it, deleted with the guest). agent_spec's disks[index]
+  // holds a placeholder until the catalogue makes it the volume's {"rbd": ...} disk.
+  struct CatalogueDisk {
+    size_t index = 0;
+    std::string volume, image, target;
+    int64_t size_gib = 0;
+  };
+  std::vector<CatalogueDisk> catalogue_disks;
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
   std::vector<std::pair<std::string, std::string>> rights_needed;
 };
@@ -306,6 +316,52 @@ Result<NoticeAnswer> ParseNoticeAnswer(const Json& body);
 // "counter [vcpus=N] [memory_mib=N] [delay_s=N]"; nullopt for anything else (a silent guest).
 std::optional<NoticeAnswer> ParseChannelAnswer(std::string_view output);
 
+// The storage catalogue (manager/storage_service.h). An image is the cluster's (operators import
+// it); a volume is a tenant's, named uniquely per tenant, and lives on the backend under
+// `backend_name`.
+struct ImageRecord {
+  std::string name, backend, format, source;
+  int64_t size_bytes = 0, used_bytes = 0;
+  int64_t created_ms = 0;
+  int64_t volumes = 0;  // volumes cloned from it
+};
+struct VolumeRecord {
+  std::string key;  // "<tenant>:<name>" ("<name>" without a tenant)
+  std::string tenant, name, backend, backend_name;
+  std::string image;  // "" for an empty volume
+  int64_t size_gib = 0;
+  std::string state = "ready";  // creating | ready
+  std::string guest;            // "" unless it is a guest's disk (the guest's key)
+  bool delete_with_guest = false;
+  int64_t created_ms = 0;
+};
+// POST /api/v1/images: {"name", "source": an absolute path on the manager's host or an http(s) URL}.
+struct ImageImport {
+  std::string name, source;
+};
+// POST /api/v1/volumes: {"name", "size_gib" (optional with an image: its size), "image", "tenant"}.
+struct VolumeCreate {
+  std::string name, tenant, image;
+  int64_t size_gib = 0;  // 0: the image's size, rounded up to a GiB
+};
+// A tenant's storage quota (GET/PUT /api/v1/storage/quotas): the most GiB its volumes may have.
+struct StorageQuota {
+  std::string tenant;
+  std::optional<int64_t> gib;  // nullopt: unlimited
+  int64_t used_gib = 0;
+};
+struct StorageInfo {
+  std::string backend;  // "" when the manager has none
+  std::string describe;
+  storage::Capacity capacity;
+};
+Result<ImageImport> ParseImageImport(const Json& body);
+Result<VolumeCreate> ParseVolumeCreate(const Json& body);
+// POST /api/v1/volumes/{name}/resize: {"size_gib": N}.
+Result<int64_t> ParseVolumeResize(const Json& body);
+// PUT /api/v1/storage/quotas/{tenant}: {"gib": N or null}.
+Result<std::optional<int64_t>> ParseStorageQuota(const Json& body);
+
 struct GuestDetail {  // NOLINT(bugprone-exception-escape): clang-tidy 14 misreads the implicit move of `guest`
   Guest guest;
   std::vector<LeaseRecord> leases;  // the live one (none after it closed), newest first
@@ -514,6 +570,21 @@ class Manager {
   // the tenant's bids already cost more than the new budget).
   Result<std::vector<Budget>> ListBudgets(const Principal& p);
   Result<Budget> SetBudget(const Principal& p, std::string_view tenant, int64_t per_hour);
+  // Storage (manager/storage_service.h): images (everyone reads them, operators import and delete
+  // them), volumes (a tenant's own; operators all of them), quotas. kFailedPrecondition when the
+  // manager has no storage backend configured; the backend's errors (storage/storage.h) otherwise.
+  Result<std::vector<ImageRecord>> ListImages(const Principal& p);
+  Result<ImageRecord> GetImage(const Principal& p, std::string_view name);
+  Result<ImageRecord> ImportImage(const Principal& p, const ImageImport& req);
+  Status DeleteImage(const Principal& p, std::string_view name);
+  Result<std::vector<VolumeRecord>> ListVolumes(const Principal& p);
+  Result<VolumeRecord> GetVolume(const Principal& p, std::string_view name);
+  Result<VolumeRecord> CreateVolume(const Principal& p, const VolumeCreate& req);
+  Result<VolumeRecord> ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib);
+  Status DeleteVolume(const Principal& p, std::string_view name);
+  Result<std::vector<StorageQuota>> ListStorageQuotas(const Principal& p);
+  Result<StorageQuota> SetStorageQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib);
+  Result<StorageInfo> GetStorageInfo(const Principal& p);
   // One pass of the lease loop (term ends, deliveries, counters, due actions); the loop runs it
   // every second, tests on a FakeClock call it.
   Status RunLeases();
@@ -665,6 +736,7 @@ class Manager {
   std::unique_ptr<internal::LeaseService> leases_;             // set by Start
   std::unique_ptr<internal::PowerService> power_;              // set by Start
   std::unique_ptr<internal::HaService> ha_;                    // set by Start
+  std::unique_ptr<internal::StorageService> storage_;          // set by Start
 };
 
 }  // namespace uw::manager

@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "lease/broker.h"
 #include "migration/migration.h"
+#include "storage/storage.h"
 
 namespace uw::manager {
 
@@ -67,6 +68,13 @@ struct ManagerConfig {
   // "refuse" answers 409 instead.
   lease::BrokerPolicy lease_reclaim_policy = lease::BrokerPolicy::kStrictPriority;
   std::string lease_admission = "reclaim";
+  // The storage catalogue's backend (manager/storage_service.h): "storage": {"rbd": {"conf",
+  // "user", "keyring", "pool", "secret_uuid"}} (Ceph, which every host reaches) or {"local":
+  // {"dir"}} (qcow2 files on the manager's host: images and volumes only, no guest disks). None:
+  // the image and volume routes answer 409.
+  std::string storage_backend;  // "" | "rbd" | "local"
+  storage::RbdConfig storage_rbd;
+  storage::LocalConfig storage_local;
 };
 
 // Errors name the file and the field.

@@ -87,6 +87,40 @@ Status PowerConfigFromJson(const JsonView& v, ManagerConfig& c) {
   return Status::Ok();
 }
 
+// "storage": {"rbd": {...}} or {"local": {...}}: exactly one backend.
+Status StorageConfigFromJson(const JsonView& v, ManagerConfig& c) {
+  if (!v.Has("storage")) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(JsonView st, v.Object("storage"));
+  UW_RETURN_IF_ERROR(st.RejectUnknown({"rbd", "local"}));
+  if (st.Has("rbd") == st.Has("local")) return v.FieldError("storage", "expected exactly one of rbd and local");
+  if (st.Has("local")) {
+    UW_ASSIGN_OR_RETURN(JsonView l, st.Object("local"));
+    UW_RETURN_IF_ERROR(l.RejectUnknown({"dir", "qemu_img"}));
+    UW_ASSIGN_OR_RETURN(c.storage_local.dir, l.String("dir"));
+    if (c.storage_local.dir.empty() || c.storage_local.dir[0] != '/')
+      return l.FieldError("dir", "expected an absolute path");
+    UW_ASSIGN_OR_RETURN(c.storage_local.qemu_img, l.String("qemu_img", c.storage_local.qemu_img));
+    c.storage_backend = "local";
+    return Status::Ok();
+  }
+  UW_ASSIGN_OR_RETURN(JsonView r, st.Object("rbd"));
+  UW_RETURN_IF_ERROR(r.RejectUnknown({"conf", "user", "keyring", "pool", "secret_uuid", "op_timeout_s"}));
+  storage::RbdConfig& k = c.storage_rbd;
+  UW_ASSIGN_OR_RETURN(k.config_file, r.String("conf"));
+  UW_ASSIGN_OR_RETURN(k.user, r.String("user", k.user));
+  if (k.user.empty() || k.user.rfind("client.", 0) == 0) {
+    return r.FieldError("user", "expected a cephx user name without 'client.'");
+  }
+  UW_ASSIGN_OR_RETURN(k.keyring, r.String("keyring"));
+  UW_ASSIGN_OR_RETURN(k.pool, r.String("pool", k.pool));
+  if (!storage::ValidateName("pool", k.pool).ok()) return r.FieldError("pool", "expected a Ceph pool name");
+  UW_ASSIGN_OR_RETURN(k.secret_uuid, r.String("secret_uuid", ""));
+  if (!k.secret_uuid.empty() && !IsUuid(k.secret_uuid)) return r.FieldError("secret_uuid", "expected a UUID");
+  UW_RETURN_IF_ERROR(IntIn(r, "op_timeout_s", k.op_timeout_s, 1, 600));
+  c.storage_backend = "rbd";
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view where) {
@@ -121,7 +155,8 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
                                   "lease_reclaim_policy",
                                   "lease_admission",
                                   "power_wake_timeout_ms",
-                                  "ipmitool"});
+                                  "ipmitool",
+                                  "storage"});
       !s.ok()) {
     return fail(s);
   }
@@ -154,6 +189,7 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
   }
   if (Status s = int_in("drs_interval_ms", c.drs_interval_ms, 0, 86400000); !s.ok()) return fail(s);
   if (Status s = PowerConfigFromJson(v, c); !s.ok()) return fail(s);
+  if (Status s = StorageConfigFromJson(v, c); !s.ok()) return fail(s);
   if (Status s = int_in("task_workers", c.task_workers, 1, 256); !s.ok()) return fail(s);
   if (Status s = int_in("agent_timeout_ms", c.agent_timeout_ms, 100, 3600000); !s.ok()) return fail(s);
   if (Status s = int_in("http_workers", c.http_workers, 2, 1024); !s.ok()) return fail(s);
@@ -190,6 +226,31 @@ Result<ManagerConfig> LoadManagerConfig(const std::string& path) {
   UW_ASSIGN_OR_RETURN(Json j, LoadJsonFile(path));
   return ManagerConfigFromJson(j, path);
 }
+
+namespace {
+
+// A guest disk from the storage catalogue: {"volume": NAME, "target"} or {"image": NAME, "size_gib": N,
+// "target"}.
+Result<GuestCreate::CatalogueDisk> ParseCatalogueDisk(const JsonView& d) {
+  GuestCreate::CatalogueDisk cd;
+  if (d.Has("volume")) {
+    UW_RETURN_IF_ERROR(d.RejectUnknown({"volume", "target"}));
+    UW_ASSIGN_OR_RETURN(cd.volume, d.String("volume"));
+    if (!ValidateName(cd.volume, "volume").ok()) return d.FieldError("volume", "expected a volume name");
+  } else {
+    UW_RETURN_IF_ERROR(d.RejectUnknown({"image", "size_gib", "target"}));
+    UW_ASSIGN_OR_RETURN(cd.image, d.String("image"));
+    if (!storage::ValidateName("image", cd.image).ok()) return d.FieldError("image", "expected an image name");
+    UW_ASSIGN_OR_RETURN(cd.size_gib, d.Int("size_gib", 0));
+    if (cd.size_gib < 0 || cd.size_gib > 65536) {
+      return d.FieldError("size_gib", "expected 1..65536 (or leave it out: the image's size)");
+    }
+  }
+  UW_ASSIGN_OR_RETURN(cd.target, d.String("target", ""));
+  return cd;
+}
+
+}  // namespace
 
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
@@ -264,7 +325,14 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     // Local disks the host's agent makes (copied by live migration), or Ceph RBD images every host
     // reaches (with the right rbd_images); host paths are not the cluster's business.
     UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
-    for (const auto& d : disks) {
+    for (size_t i = 0; i < disks.size(); ++i) {
+      const JsonView& d = disks[i];
+      if (d.Has("volume") || d.Has("image")) {
+        UW_ASSIGN_OR_RETURN(GuestCreate::CatalogueDisk cd, ParseCatalogueDisk(d));
+        cd.index = i;
+        g.catalogue_disks.push_back(std::move(cd));
+        continue;
+      }
       if (d.Has("rbd")) {
         UW_RETURN_IF_ERROR(d.RejectUnknown({"rbd", "target", "read_only"}));
         rbd_disk = true;
@@ -276,6 +344,11 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
     }
   }
   Json spec = body;
+  for (const GuestCreate::CatalogueDisk& cd : g.catalogue_disks) {
+    // A placeholder the agent's parser accepts, until the catalogue names the volume.
+    spec["disks"][cd.index] = {{"rbd", "pending/volume"}};
+    if (!cd.target.empty()) spec["disks"][cd.index]["target"] = cd.target;
+  }
   for (const char* k : {"tenant", "pool", "automation", "lease_class", "lease_term_s", "lease_floor", "lease_bid",
                         "on_crash", "restart_priority"}) {
     spec.erase(k);
@@ -554,6 +627,57 @@ Result<placement::Rule> ParseRuleCreate(const Json& body) {
     UW_RETURN_IF_ERROR(ValidateGuestName(rule.vms[i], "vms[" + std::to_string(i) + "]"));
   }
   return rule;
+}
+
+Result<ImageImport> ParseImageImport(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "source"}));
+  ImageImport r;
+  UW_ASSIGN_OR_RETURN(r.name, v.String("name"));
+  if (!storage::ValidateName("image", r.name).ok()) {
+    return v.FieldError("name", "expected 1-63 of [a-z0-9._-], starting with a letter or digit");
+  }
+  UW_ASSIGN_OR_RETURN(r.source, v.String("source"));
+  const bool url = r.source.rfind("http://", 0) == 0 || r.source.rfind("https://", 0) == 0;
+  if (r.source.size() > 4096 || (!url && (r.source.empty() || r.source[0] != '/'))) {
+    return v.FieldError("source", "expected an absolute path on the manager's host or an http(s) URL");
+  }
+  return r;
+}
+
+Result<VolumeCreate> ParseVolumeCreate(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "size_gib", "image", "tenant"}));
+  VolumeCreate r;
+  UW_ASSIGN_OR_RETURN(r.name, v.String("name"));
+  UW_RETURN_IF_ERROR(ValidateName(r.name, "name"));
+  UW_ASSIGN_OR_RETURN(r.tenant, v.String("tenant", ""));
+  if (!r.tenant.empty()) UW_RETURN_IF_ERROR(ValidateName(r.tenant, "tenant"));
+  UW_ASSIGN_OR_RETURN(r.image, v.String("image", ""));
+  if (!r.image.empty() && !storage::ValidateName("image", r.image).ok()) {
+    return v.FieldError("image", "expected an image name");
+  }
+  if (r.image.empty() && !v.Has("size_gib")) return v.FieldError("size_gib", "an empty volume needs a size");
+  UW_ASSIGN_OR_RETURN(r.size_gib, v.Int("size_gib", 0));
+  if ((v.Has("size_gib") && r.size_gib < 1) || r.size_gib > 65536) return v.FieldError("size_gib", "expected 1..65536");
+  return r;
+}
+
+Result<int64_t> ParseVolumeResize(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"size_gib"}));
+  UW_ASSIGN_OR_RETURN(int64_t gib, v.Int("size_gib"));
+  if (gib < 1 || gib > 65536) return v.FieldError("size_gib", "expected 1..65536");
+  return gib;
+}
+
+Result<std::optional<int64_t>> ParseStorageQuota(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"gib"}));
+  if (!body.contains("gib")) return v.FieldError("gib", "expected a number of GiB, or null for no quota");
+  UW_ASSIGN_OR_RETURN(std::optional<int64_t> gib, v.OptionalInt("gib"));
+  if (gib && (*gib < 0 || *gib > (int64_t{1} << 40))) return v.FieldError("gib", "expected 0 or more GiB");
+  return gib;
 }
 
 }  // namespace uw::manager

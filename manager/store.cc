@@ -371,6 +371,42 @@ ALTER TABLE host_power_11 RENAME TO host_power;
 ALTER TABLE guests ADD COLUMN restart_priority TEXT NOT NULL DEFAULT 'medium'
   CHECK (restart_priority IN ('high', 'medium', 'low', 'disabled'));
 )sql",
+    // 11 -> 12: the storage catalogue (manager/storage_service.h). Images are the cluster's; a
+    // volume is a tenant's, unique per tenant by name ("<tenant>:<name>" like guests), stored on
+    // the backend under its own id (so that names never meet there). `guest` is the guest whose
+    // disk it is; `state` is `creating` until the backend has it (a manager killed in between
+    // finds the row at start and settles it). A tenant's quota caps the GiB of its volumes.
+    R"sql(
+CREATE TABLE images (
+  name TEXT PRIMARY KEY,
+  backend TEXT NOT NULL,
+  format TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  used_bytes INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE volumes (
+  key TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  name TEXT NOT NULL,
+  backend_name TEXT NOT NULL UNIQUE,
+  backend TEXT NOT NULL,
+  image TEXT REFERENCES images(name),
+  size_gib INTEGER NOT NULL CHECK (size_gib > 0),
+  state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
+  guest TEXT,
+  delete_with_guest INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX volumes_by_tenant ON volumes(tenant, name);
+CREATE INDEX volumes_by_guest ON volumes(guest);
+CREATE TABLE storage_quotas (
+  tenant TEXT PRIMARY KEY,
+  gib INTEGER NOT NULL CHECK (gib >= 0),
+  updated_ms INTEGER NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -33,9 +33,9 @@ TEST_F(StoreTest, NewFileIsMigratedToTheCurrentSchemaInWalMode) {
   EXPECT_EQ((*mode)[0].Str("journal_mode"), "wal");
   auto fk = (*s)->Query("PRAGMA foreign_keys");
   EXPECT_EQ((*fk)[0].Int("foreign_keys"), 1);
-  for (const char* t :
-       {"hosts", "guests", "pools", "rules", "leases", "tasks", "events", "recommendations", "usage_samples",
-        "api_tokens", "settings", "idempotency", "notices", "repossessions", "budgets"}) {
+  for (const char* t : {"hosts", "guests", "pools", "rules", "leases", "tasks", "events", "recommendations",
+                        "usage_samples", "api_tokens", "settings", "idempotency", "notices", "repossessions", "budgets",
+                        "images", "volumes", "storage_quotas"}) {
     auto r = (*s)->Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", {std::string(t)});
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->size(), 1u) << "missing table " << t;
@@ -57,7 +57,10 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     }
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_reservations").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_power").ok());
-    ASSERT_TRUE((*s)->Exec("DROP TABLE budgets").ok());  // schema 8
+    ASSERT_TRUE((*s)->Exec("DROP TABLE budgets").ok());              // schema 8
+    for (const char* t : {"volumes", "images", "storage_quotas"}) {  // schema 12
+      ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
+    }
     ASSERT_TRUE((*s)->Exec("DROP INDEX guests_with_alert").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX tasks_by_updated").ok());
     // Version 1's leases: one row per granted resource, no term, no state.

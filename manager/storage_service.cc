@@ -1,0 +1,525 @@
+#include "manager/storage_service.h"
+
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "common/id.h"
+#include "manager/event_log.h"
+#include "manager/internal.h"
+
+namespace uw::manager::internal {
+namespace {
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+int64_t GiBUp(int64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
+
+constexpr const char* kVolumeColumns =
+    "key, tenant, name, backend, backend_name, image, size_gib, state, guest, delete_with_guest, created_ms";
+
+VolumeRecord VolumeFromRow(const SqlRow& r) {
+  return {.key = r.Str("key"),
+          .tenant = r.Str("tenant"),
+          .name = r.Str("name"),
+          .backend = r.Str("backend"),
+          .backend_name = r.Str("backend_name"),
+          .image = r.Str("image"),
+          .size_gib = r.Int("size_gib"),
+          .state = r.Str("state"),
+          .guest = r.Str("guest"),
+          .delete_with_guest = r.Int("delete_with_guest") != 0,
+          .created_ms = r.Int("created_ms")};
+}
+
+ImageRecord ImageFromRow(const SqlRow& r) {
+  return {.name = r.Str("name"),
+          .backend = r.Str("backend"),
+          .format = r.Str("format"),
+          .source = r.Str("source"),
+          .size_bytes = r.Int("size_bytes"),
+          .used_bytes = r.Int("used_bytes"),
+          .created_ms = r.Int("created_ms"),
+          .volumes = r.Int("volumes")};
+}
+
+constexpr const char* kImageSelect =
+    "SELECT i.name, i.backend, i.format, i.source, i.size_bytes, i.used_bytes, i.created_ms, "
+    "(SELECT COUNT(*) FROM volumes v WHERE v.image = i.name) AS volumes FROM images i";
+
+// Downloads `url` into a new file in the temporary directory, within the backend's tool timeout and
+// at most 64 GiB; the caller removes the file.
+Result<std::string> Download(const std::string& url, std::chrono::milliseconds timeout) {
+  std::string path = (std::filesystem::temp_directory_path() / "uw-image-XXXXXX").string();
+  const int fd = mkstemp(path.data());
+  if (fd < 0) return InternalError("a temporary file for " + url + ": " + std::strerror(errno));
+  FILE* out = fdopen(fd, "wb");
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  char err[CURL_ERROR_SIZE] = {};
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, out);
+  curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl.get(), CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl.get(), CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(64) << 30);
+  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, err);
+  const CURLcode rc = curl_easy_perform(curl.get());
+  const bool closed = std::fclose(out) == 0;
+  if (rc != CURLE_OK || !closed) {
+    unlink(path.c_str());
+    const std::string why = rc != CURLE_OK ? (err[0] ? err : curl_easy_strerror(rc)) : "writing the file failed";
+    const bool retry =
+        rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+    return Status(retry ? StatusCode::kUnavailable : StatusCode::kInvalidArgument,
+                  "source: downloading " + url + ": " + why);
+  }
+  return path;
+}
+
+Status NeedOperator(const Principal& p, std::string_view what) {
+  if (p.IsOperator()) return Status::Ok();
+  return PermissionDeniedError(std::string(what) + " needs an admin or operator token (this token's role is " +
+                               std::string(RoleName(p.role)) + ")");
+}
+
+}  // namespace
+
+StorageService::~StorageService() = default;
+
+int64_t StorageService::NowMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Now().time_since_epoch()).count();
+}
+
+Result<storage::StorageBackend*> StorageService::Backend() {
+  std::lock_guard l(backend_mu_);
+  if (backend_) return backend_.get();
+  const std::string& kind = d_.config.storage_backend;
+  if (kind.empty()) {
+    return FailedPreconditionError(
+        "this manager has no storage backend: set \"storage\": {\"rbd\": {...}} in its configuration "
+        "(manager/README.md)");
+  }
+  auto opened = kind == "rbd" ? storage::OpenRbdBackend(d_.config.storage_rbd)
+                              : storage::OpenLocalBackend(d_.config.storage_local);
+  if (!opened.ok()) return opened.status().WithContext("opening the storage backend");
+  backend_ = std::move(*opened);
+  spdlog::info("storage: {}", backend_->Describe());
+  SettleCreating();
+  return backend_.get();
+}
+
+void StorageService::SettleCreating() {
+  // Volumes whose create a killed manager left half-way: the backend says whether they were made.
+  auto rows = d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE state = 'creating'");
+  if (!rows.ok()) {
+    spdlog::warn("storage: reading volumes being created: {}", rows.status().ToString());
+    return;
+  }
+  for (const SqlRow& r : *rows) {
+    VolumeRecord v = VolumeFromRow(r);
+    auto there = backend_->GetVolume(v.backend_name);
+    Status s = Status::Ok();
+    if (there.ok()) {
+      s = d_.store.Exec("UPDATE volumes SET state = 'ready' WHERE key = ?", {v.key});
+    } else if (there.status().code() == StatusCode::kNotFound) {
+      s = d_.store.Exec("DELETE FROM volumes WHERE key = ?", {v.key});
+    } else {
+      s = there.status();
+    }
+    spdlog::info("storage: volume {} left being created: {}", v.key,
+                 s.ok() ? (there.ok() ? "it was made" : "it was not made, forgotten") : s.ToString());
+  }
+}
+
+// ---- images ----
+
+Result<std::vector<ImageRecord>> StorageService::ListImages(const Principal& p) {
+  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(std::string(kImageSelect) + " ORDER BY i.name"));
+  std::vector<ImageRecord> out;
+  out.reserve(rows.size());
+  for (const SqlRow& r : rows) out.push_back(ImageFromRow(r));
+  return out;
+}
+
+Result<ImageRecord> StorageService::GetImage(const Principal& p, std::string_view name) {
+  UW_ASSIGN_OR_RETURN(SqlRow r, d_.store.QueryOne(std::string(kImageSelect) + " WHERE i.name = ?", {std::string(name)},
+                                                  "image '" + std::string(name) + "' not found"));
+  return ImageFromRow(r);
+}
+
+Result<ImageRecord> StorageService::ImportImage(const Principal& p, const ImageImport& req) {
+  UW_RETURN_IF_ERROR(NeedOperator(p, "importing an image"));
+  UW_RETURN_IF_ERROR(storage::ValidateName("image", req.name));
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  {
+    std::lock_guard l(mu_);
+    UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT name FROM images WHERE name = ?", {req.name}));
+    if (!rows.empty() || importing_.contains(req.name)) {
+      return AlreadyExistsError("image '" + req.name + "' already exists");
+    }
+    importing_.insert(req.name);
+  }
+  Result<storage::ImageInfo> imported = InternalError("not imported");
+  if (req.source.rfind("http://", 0) == 0 || req.source.rfind("https://", 0) == 0) {
+    auto file = Download(req.source, d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout
+                                                                        : d_.config.storage_local.tool_timeout);
+    if (file.ok()) {
+      imported = backend->ImportImage(req.name, *file);
+      unlink(file->c_str());
+    } else {
+      imported = file.status();
+    }
+  } else {
+    imported = backend->ImportImage(req.name, req.source);
+  }
+  std::lock_guard l(mu_);
+  importing_.erase(req.name);
+  if (!imported.ok()) return imported.status();
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(
+        d_.store.Exec("INSERT INTO images(name, backend, format, size_bytes, used_bytes, source, created_ms) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      {req.name, std::string(backend->Kind()), imported->format, imported->virtual_bytes,
+                       imported->used_bytes, req.source, NowMs()}));
+    return d_.events.Add("image.imported", req.name, "",
+                         {{"source", req.source}, {"size_bytes", imported->virtual_bytes}, {"by", p.token_id}});
+  }));
+  return GetImage(p, req.name);
+}
+
+Status StorageService::DeleteImage(const Principal& p, std::string_view name) {
+  UW_RETURN_IF_ERROR(NeedOperator(p, "deleting an image"));
+  UW_ASSIGN_OR_RETURN(ImageRecord img, GetImage(p, name));
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(auto users,
+                      d_.store.Query("SELECT key FROM volumes WHERE image = ? ORDER BY key LIMIT 10", {img.name}));
+  if (!users.empty()) {
+    std::string names;
+    for (const SqlRow& r : users) names += (names.empty() ? "" : ", ") + r.Str("key");
+    return FailedPreconditionError("image '" + img.name + "' has volumes cloned from it (" + names +
+                                   "): delete them first");
+  }
+  Status s = backend->DeleteImage(img.name);
+  if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  return d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.store.Exec("DELETE FROM images WHERE name = ?", {img.name}));
+    return d_.events.Add("image.deleted", img.name, "", {{"by", p.token_id}});
+  });
+}
+
+// ---- volumes ----
+
+Result<VolumeRecord> StorageService::Visible(const Principal& p, std::string_view name) {
+  const std::string missing = "volume '" + std::string(name) + "' not found";
+  std::string n(name);
+  const size_t colon = n.find(':');
+  if (p.role == Role::kTenant) {
+    if (colon != std::string::npos) {
+      if (colon != p.tenant.size() || n.compare(0, colon, p.tenant) != 0) return NotFoundError(missing);
+      n = n.substr(colon + 1);
+    }
+    n = GuestKey(p.tenant, n);
+  }
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE key = ?", {n}));
+  if (!rows.empty()) return VolumeFromRow(rows[0]);
+  if (p.role != Role::kTenant && colon == std::string::npos) {
+    // A short name that names one tenant's volume.
+    UW_ASSIGN_OR_RETURN(
+        rows, d_.store.Query(
+                  std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE name = ? ORDER BY key LIMIT 10", {n}));
+    if (rows.size() == 1) return VolumeFromRow(rows[0]);
+    if (rows.size() > 1) {
+      std::string all;
+      for (const SqlRow& r : rows) all += (all.empty() ? "" : ", ") + r.Str("key");
+      return FailedPreconditionError("volume name '" + n + "' names volumes of several tenants (" + all +
+                                     "): give the full name");
+    }
+  }
+  return NotFoundError(missing);
+}
+
+Result<std::vector<VolumeRecord>> StorageService::ListVolumes(const Principal& p) {
+  std::string sql = std::string("SELECT ") + kVolumeColumns + " FROM volumes";
+  std::vector<SqlValue> args;
+  if (p.role == Role::kTenant) {
+    sql += " WHERE tenant = ?";
+    args.emplace_back(p.tenant);
+  }
+  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(sql + " ORDER BY key", args));
+  std::vector<VolumeRecord> out;
+  out.reserve(rows.size());
+  for (const SqlRow& r : rows) out.push_back(VolumeFromRow(r));
+  return out;
+}
+
+Result<VolumeRecord> StorageService::GetVolume(const Principal& p, std::string_view name) { return Visible(p, name); }
+
+Status StorageService::CheckQuota(const std::string& tenant, int64_t more_gib) {
+  UW_ASSIGN_OR_RETURN(auto quota, d_.store.Query("SELECT gib FROM storage_quotas WHERE tenant = ?", {tenant}));
+  if (quota.empty()) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(
+      auto used, d_.store.Query("SELECT COALESCE(SUM(size_gib), 0) AS gib FROM volumes WHERE tenant = ?", {tenant}));
+  const int64_t limit = quota[0].Int("gib"), have = used[0].Int("gib");
+  if (have + more_gib <= limit) return Status::Ok();
+  return ResourceExhaustedError("tenant '" + tenant + "' has a storage quota of " + std::to_string(limit) +
+                                " GiB and its volumes have " + std::to_string(have) +
+                                " GiB: " + std::to_string(more_gib) + " GiB more do not fit");
+}
+
+Result<VolumeRecord> StorageService::MakeVolume(const std::string& tenant, const std::string& name,
+                                                const std::string& image, int64_t size_gib, const std::string& guest) {
+  UW_RETURN_IF_ERROR(ValidateName(name, "volume name"));
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  if (!image.empty()) {
+    UW_ASSIGN_OR_RETURN(auto img, d_.store.Query("SELECT size_bytes FROM images WHERE name = ?", {image}));
+    if (img.empty()) return NotFoundError("image '" + image + "' not found");
+    const int64_t image_gib = GiBUp(img[0].Int("size_bytes"));
+    if (size_gib == 0) size_gib = image_gib;
+    if (size_gib < image_gib) {
+      return InvalidArgumentError("size_gib: image '" + image + "' is " + std::to_string(image_gib) +
+                                  " GiB; a volume cloned from it is at least that");
+    }
+  }
+  if (size_gib < 1) return InvalidArgumentError("size_gib: an empty volume needs a size (1 GiB or more)");
+  VolumeRecord v{.key = GuestKey(tenant, name),
+                 .tenant = tenant,
+                 .name = name,
+                 .backend = std::string(backend->Kind()),
+                 .backend_name = NewId("vol"),
+                 .image = image,
+                 .size_gib = size_gib,
+                 .state = "creating",
+                 .guest = guest,
+                 .delete_with_guest = !guest.empty(),
+                 .created_ms = NowMs()};
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(auto taken, d_.store.Query("SELECT key FROM volumes WHERE key = ?", {v.key}));
+    if (!taken.empty()) return AlreadyExistsError("volume '" + name + "' already exists: choose another name");
+    UW_RETURN_IF_ERROR(CheckQuota(tenant, size_gib));
+    return d_.store.Exec(
+        "INSERT INTO volumes(key, tenant, name, backend, backend_name, image, size_gib, state, guest, "
+        "delete_with_guest, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
+        {v.key, tenant, name, v.backend, v.backend_name, image.empty() ? SqlValue(nullptr) : SqlValue(image), size_gib,
+         guest.empty() ? SqlValue(nullptr) : SqlValue(guest), int64_t{v.delete_with_guest}, v.created_ms});
+  }));
+  auto made = backend->CreateVolume({.name = v.backend_name, .size_bytes = size_gib * kGiB, .image = image});
+  if (!made.ok()) {
+    (void)d_.store.Exec("DELETE FROM volumes WHERE key = ?", {v.key});
+    return made.status().WithContext("volume '" + name + "'");
+  }
+  v.state = "ready";
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.store.Exec("UPDATE volumes SET state = 'ready' WHERE key = ?", {v.key}));
+    Json data = {{"size_gib", size_gib}, {"backend_name", v.backend_name}};
+    if (!image.empty()) data["image"] = image;
+    if (!guest.empty()) data["guest"] = guest;
+    return d_.events.Add("volume.created", v.key, tenant, data);
+  }));
+  return v;
+}
+
+Result<VolumeRecord> StorageService::CreateVolume(const Principal& p, const VolumeCreate& req) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::string tenant = req.tenant;
+  if (p.role == Role::kTenant) {
+    if (!tenant.empty() && tenant != p.tenant) {
+      return PermissionDeniedError("tenant: a tenant token may only create volumes for its own tenant '" + p.tenant +
+                                   "'");
+    }
+    tenant = p.tenant;
+  }
+  std::lock_guard l(mu_);
+  return MakeVolume(tenant, req.name, req.image, req.size_gib, "");
+}
+
+Result<VolumeRecord> StorageService::ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));
+  const std::string shown(ShownGuestName(p, v.key));
+  if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
+  if (size_gib < v.size_gib) {
+    return InvalidArgumentError("size_gib: volume '" + shown + "' is " + std::to_string(v.size_gib) +
+                                " GiB and a resize only grows it");
+  }
+  if (size_gib == v.size_gib) return v;
+  UW_RETURN_IF_ERROR(d_.store.Transact([&] { return CheckQuota(v.tenant, size_gib - v.size_gib); }));
+  UW_RETURN_IF_ERROR(
+      backend->ResizeVolume(v.backend_name, size_gib * kGiB).status().WithContext("volume '" + shown + "'"));
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.store.Exec("UPDATE volumes SET size_gib = ? WHERE key = ?", {size_gib, v.key}));
+    return d_.events.Add("volume.resized", v.key, v.tenant, {{"from_gib", v.size_gib}, {"size_gib", size_gib}});
+  }));
+  v.size_gib = size_gib;
+  return v;
+}
+
+Status StorageService::RemoveVolume(const VolumeRecord& v) {
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  Status s = backend->DeleteVolume(v.backend_name);
+  if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  return d_.store.Transact([&]() -> Status {
+    UW_RETURN_IF_ERROR(d_.store.Exec("DELETE FROM volumes WHERE key = ?", {v.key}));
+    return d_.events.Add("volume.deleted", v.key, v.tenant, {{"backend_name", v.backend_name}});
+  });
+}
+
+Status StorageService::DeleteVolume(const Principal& p, std::string_view name) {
+  UW_RETURN_IF_ERROR(NeedWrite(p));
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));
+  const std::string shown(ShownGuestName(p, v.key));
+  if (!v.guest.empty()) {
+    return FailedPreconditionError("volume '" + shown + "' is a disk of guest '" +
+                                   std::string(ShownGuestName(p, v.guest)) + "': delete the guest first");
+  }
+  if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
+  return RemoveVolume(v).WithContext("volume '" + shown + "'");
+}
+
+// ---- quotas ----
+
+Result<std::vector<StorageQuota>> StorageService::ListQuotas(const Principal& p) {
+  std::string sql =
+      "SELECT t.tenant, q.gib, (SELECT COALESCE(SUM(size_gib), 0) FROM volumes v WHERE v.tenant = t.tenant) AS used "
+      "FROM (SELECT tenant FROM storage_quotas UNION SELECT tenant FROM volumes WHERE tenant != '') t "
+      "LEFT JOIN storage_quotas q ON q.tenant = t.tenant";
+  std::vector<SqlValue> args;
+  if (p.role == Role::kTenant) {
+    sql += " WHERE t.tenant = ?";
+    args.emplace_back(p.tenant);
+  }
+  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(sql + " ORDER BY t.tenant", args));
+  std::vector<StorageQuota> out;
+  for (const SqlRow& r : rows) {
+    out.push_back(
+        {r.Str("tenant"), r.IsNull("gib") ? std::nullopt : std::optional<int64_t>(r.Int("gib")), r.Int("used")});
+  }
+  if (out.empty() && p.role == Role::kTenant) out.push_back({p.tenant, std::nullopt, 0});
+  return out;
+}
+
+Result<StorageQuota> StorageService::SetQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib) {
+  UW_RETURN_IF_ERROR(NeedOperator(p, "setting a storage quota"));
+  UW_RETURN_IF_ERROR(ValidateName(tenant, "tenant"));
+  const std::string t(tenant);
+  UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
+    if (gib) {
+      // A quota below what the tenant has is allowed: it only stops new volumes and growth.
+      UW_RETURN_IF_ERROR(d_.store.Exec(
+          "INSERT INTO storage_quotas(tenant, gib, updated_ms) VALUES (?, ?, ?) ON CONFLICT(tenant) DO UPDATE SET "
+          "gib = excluded.gib, updated_ms = excluded.updated_ms",
+          {t, *gib, NowMs()}));
+    } else {
+      UW_RETURN_IF_ERROR(d_.store.Exec("DELETE FROM storage_quotas WHERE tenant = ?", {t}));
+    }
+    return d_.events.Add("storage.quota_set", t, t, {{"gib", gib ? Json(*gib) : Json(nullptr)}});
+  }));
+  Principal as_tenant = p;
+  as_tenant.role = Role::kTenant;
+  as_tenant.tenant = t;
+  UW_ASSIGN_OR_RETURN(auto quotas, ListQuotas(as_tenant));
+  return quotas.at(0);
+}
+
+Result<StorageInfo> StorageService::Info(const Principal& p) {
+  StorageInfo out;
+  if (d_.config.storage_backend.empty() && !backend_) return out;
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  out.backend = std::string(backend->Kind());
+  out.describe = backend->Describe();
+  UW_ASSIGN_OR_RETURN(out.capacity, backend->GetCapacity());
+  return out;
+}
+
+// ---- guests' disks ----
+
+Status StorageService::AttachForCreate(GuestCreate& req) {
+  if (req.catalogue_disks.empty()) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  if (backend->Kind() != "rbd") {
+    return FailedPreconditionError(
+        "disks: volumes on the " + std::string(backend->Kind()) +
+        " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
+  }
+  const std::string short_name(req.name.substr(req.tenant.empty() ? 0 : req.tenant.size() + 1));
+  std::lock_guard l(mu_);
+  std::vector<VolumeRecord> attached;
+  auto undo = [&] {
+    for (const VolumeRecord& v : attached) {
+      if (v.delete_with_guest) {
+        (void)RemoveVolume(v);
+      } else {
+        (void)d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ?", {v.key});
+      }
+    }
+  };
+  Status s = [&]() -> Status {
+    for (const GuestCreate::CatalogueDisk& cd : req.catalogue_disks) {
+      const std::string at = "disks[" + std::to_string(cd.index) + "]";
+      VolumeRecord v;
+      if (!cd.volume.empty()) {
+        const std::string key = GuestKey(req.tenant, cd.volume);
+        UW_ASSIGN_OR_RETURN(
+            auto rows, d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE key = ?", {key}));
+        if (rows.empty()) return NotFoundError(at + ".volume: volume '" + cd.volume + "' not found");
+        v = VolumeFromRow(rows[0]);
+        if (v.state != "ready") return FailedPreconditionError(at + ".volume: '" + cd.volume + "' is being created");
+        UW_RETURN_IF_ERROR(
+            d_.store.Exec("UPDATE volumes SET guest = ? WHERE key = ? AND guest IS NULL", {req.name, key}));
+        UW_ASSIGN_OR_RETURN(auto now, d_.store.Query("SELECT guest FROM volumes WHERE key = ?", {key}));
+        if (now.empty() || now[0].Str("guest") != req.name) {
+          return FailedPreconditionError(at + ".volume: '" + cd.volume + "' is a disk of guest '" +
+                                         (now.empty() ? "" : now[0].Str("guest")) + "' already");
+        }
+        v.guest = req.name;
+      } else {
+        auto made =
+            MakeVolume(req.tenant, short_name + "-disk" + std::to_string(cd.index), cd.image, cd.size_gib, req.name);
+        if (!made.ok()) return made.status().WithContext(at);
+        v = std::move(*made);
+      }
+      attached.push_back(v);
+      UW_ASSIGN_OR_RETURN(storage::DiskSource src, backend->Disk(v.backend_name));
+      Json disk = {{"rbd", src.name}};
+      if (!cd.target.empty()) disk["target"] = cd.target;
+      req.agent_spec["disks"][cd.index] = disk;
+    }
+    return Status::Ok();
+  }();
+  if (!s.ok()) undo();
+  return s;
+}
+
+void StorageService::ReleaseGuest(const std::string& guest, const std::string& tenant) {
+  std::lock_guard l(mu_);
+  auto rows =
+      d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE guest = ? ORDER BY key", {guest});
+  if (!rows.ok()) {
+    spdlog::warn("storage: the volumes of guest {}: {}", guest, rows.status().ToString());
+    return;
+  }
+  for (const SqlRow& r : *rows) {
+    VolumeRecord v = VolumeFromRow(r);
+    Status s =
+        v.delete_with_guest ? RemoveVolume(v) : d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ?", {v.key});
+    if (!s.ok()) {
+      // Kept (no guest's any more) for an operator to delete: the backend said why not now.
+      (void)d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ?", {v.key});
+      (void)d_.events.Add("volume.release_failed", v.key, v.tenant, {{"guest", guest}, {"error", s.ToString()}});
+    }
+  }
+}
+
+}  // namespace uw::manager::internal

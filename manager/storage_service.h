@@ -1,0 +1,93 @@
+// The storage catalogue: which images and volumes exist on the cluster's storage backend
+// (storage/storage.h), whose each volume is, which guest uses it, and each tenant's quota. Private to
+// manager/ (Manager owns one, made by Start).
+//
+//   POST /images {name, source}  --> backend ImportImage --> images row
+//   POST /volumes {name, size}   --> row `creating` (quota checked) --> backend CreateVolume --> `ready`
+//   POST /guests {disks: [{volume}|{image, size_gib}]} --> AttachForCreate: each volume marked as the
+//        guest's (an image disk makes a volume deleted with the guest) --> the agent's {rbd} disks
+//   guest deleted, or its create failed --> ReleaseGuest: its volumes are free again (or deleted)
+//
+// The backend is opened on first use (Ceph may be down when the manager starts: then each call
+// answers kUnavailable and the next one tries again). A volume is `creating` while the backend makes
+// it; a manager killed then finds the row when the backend is next opened and settles it (ready when
+// the backend has the volume, gone when not). Volume names are unique per tenant ("<tenant>:<name>",
+// as guests'); on the backend a volume is named by a random id, so tenants never meet there.
+//
+// Thread safety: every method may be called from any thread; catalogue changes are serialized.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "manager/manager.h"
+#include "manager/store.h"
+#include "storage/storage.h"
+
+namespace uw::manager::internal {
+
+class EventLog;
+
+class StorageService {
+ public:
+  struct Deps {
+    Store& store;
+    EventLog& events;
+    Clock& clock;
+    const ManagerConfig& config;  // storage_backend, storage_rbd, storage_local
+  };
+  explicit StorageService(Deps deps) : d_(std::move(deps)) {}
+  ~StorageService();
+  StorageService(const StorageService&) = delete;
+  StorageService& operator=(const StorageService&) = delete;
+
+  Result<std::vector<ImageRecord>> ListImages(const Principal& p);
+  Result<ImageRecord> GetImage(const Principal& p, std::string_view name);
+  Result<ImageRecord> ImportImage(const Principal& p, const ImageImport& req);
+  Status DeleteImage(const Principal& p, std::string_view name);
+
+  Result<std::vector<VolumeRecord>> ListVolumes(const Principal& p);
+  Result<VolumeRecord> GetVolume(const Principal& p, std::string_view name);
+  Result<VolumeRecord> CreateVolume(const Principal& p, const VolumeCreate& req);
+  Result<VolumeRecord> ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib);
+  Status DeleteVolume(const Principal& p, std::string_view name);
+
+  Result<std::vector<StorageQuota>> ListQuotas(const Principal& p);
+  Result<StorageQuota> SetQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib);
+  Result<StorageInfo> Info(const Principal& p);
+
+  // A guest being created (its key in req.name, its tenant in req.tenant): each of its catalogue
+  // disks becomes the guest's (a {volume} must be the tenant's, ready and no guest's disk; an
+  // {image, size_gib} makes volume "<guest>-disk<i>", deleted with the guest) and the agent's disk
+  // in req.agent_spec. All or nothing: on an error nothing stays attached or made.
+  Status AttachForCreate(GuestCreate& req);
+  // The guest is gone (deleted, or its create failed): its volumes are no guest's disk any more,
+  // and the ones made with it are deleted. Errors are logged as events, not returned.
+  void ReleaseGuest(const std::string& guest, const std::string& tenant);
+
+ private:
+  // The backend, opened on first use; kFailedPrecondition when the manager has none configured.
+  Result<storage::StorageBackend*> Backend();
+  Result<VolumeRecord> Visible(const Principal& p, std::string_view name);
+  Result<VolumeRecord> MakeVolume(const std::string& tenant, const std::string& name, const std::string& image,
+                                  int64_t size_gib, const std::string& guest);
+  Status RemoveVolume(const VolumeRecord& v);
+  Status CheckQuota(const std::string& tenant, int64_t more_gib);  // inside a transaction
+  void SettleCreating();                                           // requires backend_mu_
+  int64_t NowMs() const;
+
+  Deps d_;
+  std::mutex backend_mu_;
+  std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
+  std::mutex mu_;                                     // one catalogue change at a time
+  std::set<std::string> importing_;                   // guarded by mu_: image names being imported
+};
+
+}  // namespace uw::manager::internal

@@ -1,0 +1,170 @@
+// The storage catalogue (manager/storage_service.h) over REST, on the local backend (real qcow2
+// files made by qemu-img in the test's directory): images, volumes per tenant, quotas, bad input.
+// Guests' disks need Ceph (tests/manager_storage_test.cc on ctest's Ceph fixture).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "manager/manager_fixture.h"
+
+namespace uw::manager::testing {
+namespace {
+
+class StorageCatalogueTest : public ManagerTest {
+ protected:
+  void SetUp() override {
+    ManagerTest::SetUp();
+    config_.storage_backend = "local";
+    config_.storage_local.dir = (dir_ / "storage").string();
+    // A 1 MiB raw image (qemu-img finds the format).
+    source_ = (dir_ / "base.raw").string();
+    std::ofstream(source_, std::ios::binary) << std::string(1 << 20, '\0');
+  }
+  std::string source_;
+};
+
+TEST_F(StorageCatalogueTest, ImagesAndVolumesPerTenant) {
+  StartManager();
+  std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  Json import = {{"name", "base"}, {"source", source_}};
+  auto img = Client().Call("POST", "/api/v1/images", &import);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  EXPECT_EQ((*img)["backend"], "local");
+  EXPECT_EQ((*img)["size_bytes"], 1 << 20);
+  EXPECT_EQ(Client().Call("POST", "/api/v1/images", &import).status().code(), StatusCode::kAlreadyExists);
+  // Tenants read images; only operators import them.
+  EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/images"))["images"][0]["name"], "base");
+  EXPECT_EQ(Client(acme).Do("POST", "/api/v1/images", import.dump())->status, 403);
+
+  // Each tenant's "data" is its own: no collision, no leak.
+  Json vol = {{"name", "data"}, {"image", "base"}, {"size_gib", 2}};
+  auto a = Client(acme).Call("POST", "/api/v1/volumes", &vol);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)["name"], "data");
+  EXPECT_EQ((*a)["tenant"], "acme");
+  EXPECT_EQ((*a)["state"], "ready");
+  EXPECT_FALSE(a->contains("backend_name"));  // the backend's name is for operators
+  ASSERT_TRUE(Client(beta).Call("POST", "/api/v1/volumes", &vol).ok());
+  EXPECT_EQ(Client(acme).Call("POST", "/api/v1/volumes", &vol).status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/volumes"))["volumes"].size(), 1u);
+  EXPECT_EQ(Client(acme).Do("GET", "/api/v1/volumes/beta:data")->status, 404);
+  EXPECT_EQ(Client(acme).Do("DELETE", "/api/v1/volumes/beta:data")->status, 404);
+  auto all = Client().Call("GET", "/api/v1/volumes");
+  ASSERT_EQ((*all)["volumes"].size(), 2u);
+  EXPECT_EQ((*all)["volumes"][0]["name"], "acme:data");
+  const std::string backend_name = (*all)["volumes"][0]["backend_name"];
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "storage" / "volumes" / (backend_name + ".qcow2")));
+  // The short name is ambiguous for an operator, and says so.
+  auto ambiguous = Client().Call("GET", "/api/v1/volumes/data");
+  EXPECT_EQ(ambiguous.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(ambiguous.status().message().find("acme:data"), std::string::npos);
+
+  // Resize only grows.
+  Json smaller = {{"size_gib", 1}}, bigger = {{"size_gib", 3}};
+  auto shrink = Client(acme).Call("POST", "/api/v1/volumes/data/resize", &smaller);
+  EXPECT_EQ(shrink.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(shrink.status().message().find("only grows"), std::string::npos) << shrink.status().ToString();
+  auto grown = Client(acme).Call("POST", "/api/v1/volumes/data/resize", &bigger);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_EQ((*grown)["size_gib"], 3);
+
+  // The image may not go while volumes are cloned from it; the message names them.
+  auto busy = Client().Call("DELETE", "/api/v1/images/base");
+  EXPECT_EQ(busy.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(busy.status().message().find("acme:data"), std::string::npos) << busy.status().ToString();
+  ASSERT_TRUE(Client(acme).Call("DELETE", "/api/v1/volumes/data").ok());
+  ASSERT_TRUE(Client(beta).Call("DELETE", "/api/v1/volumes/data").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "storage" / "volumes" / (backend_name + ".qcow2")));
+  ASSERT_TRUE(Client().Call("DELETE", "/api/v1/images/base").ok());
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM images"), 0);
+}
+
+TEST_F(StorageCatalogueTest, QuotasCapATenantsGiB) {
+  StartManager();
+  std::string acme = TenantToken("acme");
+  Json quota = {{"gib", 3}};
+  auto q = Client().Call("PUT", "/api/v1/storage/quotas/acme", &quota);
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_EQ((*q)["gib"], 3);
+  EXPECT_EQ(Client(acme).Do("PUT", "/api/v1/storage/quotas/acme", quota.dump())->status, 403);
+  Json two = {{"name", "a"}, {"size_gib", 2}};
+  ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes", &two).ok());
+  two["name"] = "b";
+  auto over = Client(acme).Call("POST", "/api/v1/volumes", &two);
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(over.status().message().find("quota of 3 GiB"), std::string::npos) << over.status().ToString();
+  Json four = {{"size_gib", 4}};
+  EXPECT_EQ(Client(acme).Call("POST", "/api/v1/volumes/a/resize", &four).status().code(),
+            StatusCode::kResourceExhausted);
+  // Nothing was made or reserved by the refusals.
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 1);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_ / "storage" / "volumes"), {}), 1);
+  auto mine = Client(acme).Call("GET", "/api/v1/storage/quotas");
+  ASSERT_EQ((*mine)["quotas"].size(), 1u);
+  EXPECT_EQ((*mine)["quotas"][0]["used_gib"], 2);
+  // No quota: unlimited again.
+  Json none = {{"gib", nullptr}};
+  ASSERT_TRUE(Client().Call("PUT", "/api/v1/storage/quotas/acme", &none).ok());
+  EXPECT_TRUE(Client(acme).Call("POST", "/api/v1/volumes", &two).ok());
+}
+
+TEST_F(StorageCatalogueTest, BadInputIsRefusedAndMakesNothing) {
+  StartManager();
+  std::string acme = TenantToken("acme");
+  auto code = [&](const std::string& method, const std::string& path, const Json& body) {
+    return Client(acme).Do(method, path, body.dump())->status;
+  };
+  EXPECT_EQ(code("POST", "/api/v1/volumes", {{"name", "x"}, {"image", "ghost"}}), 404);  // clone of a missing image
+  EXPECT_EQ(code("POST", "/api/v1/volumes", {{"name", "x"}}), 400);                      // no size, no image
+  EXPECT_EQ(code("POST", "/api/v1/volumes", {{"name", "x"}, {"size_gib", 0}}), 400);
+  EXPECT_EQ(code("POST", "/api/v1/volumes", {{"name", "../x"}, {"size_gib", 1}}), 400);
+  EXPECT_EQ(code("POST", "/api/v1/volumes", {{"name", "x"}, {"size_gib", 1}, {"tenant", "beta"}}), 403);
+  EXPECT_EQ(code("POST", "/api/v1/volumes/ghost/resize", {{"size_gib", 5}}), 404);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/images", Json({{"name", "i"}, {"source", "relative/path"}}).dump())->status,
+            400);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/images", Json({{"name", "i"}, {"source", "/no/such/file"}}).dump())->status,
+            404);
+  EXPECT_EQ(Client().Do("POST", "/api/v1/images", Json({{"name", "i"}, {"source", "ftp://x/y"}}).dump())->status, 400);
+  // A guest's disk naming an unknown volume: nothing is created or reserved.
+  AddHost("h1");
+  Json guest = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}, {"disks", {{{"volume", "ghost"}}}}};
+  auto r = Client(acme).Do("POST", "/api/v1/guests", guest.dump());
+  EXPECT_EQ(r->status, 409) << r->body;  // the local backend's volumes are no guest's disks
+  guest["disks"] = {{{"volume", "ghost"}, {"path", "/etc/passwd"}}};
+  EXPECT_EQ(Client(acme).Do("POST", "/api/v1/guests", guest.dump())->status, 400);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM images"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 0);
+}
+
+TEST_F(StorageCatalogueTest, WithoutABackendTheRoutesSaySo) {
+  config_.storage_backend.clear();
+  StartManager();
+  Json x = {{"name", "x"}, {"size_gib", 1}};
+  auto r = Client().Call("POST", "/api/v1/volumes", &x);
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("no storage backend"), std::string::npos) << r.status().ToString();
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/storage"))["backend"], nullptr);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/volumes"))["volumes"].size(), 0u);
+}
+
+TEST_F(StorageCatalogueTest, AVolumeLeftBeingCreatedIsSettledAtTheNextStart) {
+  StartManager();
+  Json kept = {{"name", "kept"}, {"size_gib", 1}};
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/volumes", &kept).ok());
+  // As if the manager had been killed between the row and the backend's create.
+  ASSERT_TRUE(manager_->store()
+                  .Exec("INSERT INTO volumes(key, tenant, name, backend, backend_name, size_gib, state, created_ms) "
+                        "VALUES ('lost', '', 'lost', 'local', 'vol-0000000000000000', 1, 'creating', 0)")
+                  .ok());
+  ASSERT_TRUE(manager_->store().Exec("UPDATE volumes SET state = 'creating' WHERE key = 'kept'").ok());
+  StopManager();
+  StartManager();
+  EXPECT_TRUE(Client().Call("GET", "/api/v1/storage").ok());  // opens the backend, which settles them
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes WHERE key = 'lost'"), 0);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/volumes/kept"))["state"], "ready");
+}
+
+}  // namespace
+}  // namespace uw::manager::testing
