@@ -7,6 +7,14 @@ uw_test(NAME storage_rbd_test
   TIMEOUT 300)
 set_tests_properties(storage_rbd_test PROPERTIES FIXTURES_REQUIRED ceph RESOURCE_LOCK ceph)
 
+# The manager's storage catalogue on that Ceph, with in-memory agents.
+uw_test(NAME manager_storage_test
+  SRCS manager_storage_test.cc
+  DEPS uw::manager uw::manager_testing uw::storage uw::common
+  LABELS integration
+  TIMEOUT 300)
+set_tests_properties(manager_storage_test PROPERTIES FIXTURES_REQUIRED ceph RESOURCE_LOCK ceph)
+
 # Guests on RBD volumes on the namespace test bed (fixture `testbed`, which runs `up --ceph`).
 if(TARGET uw-agent)
   uw_test(NAME storage_testbed_test
