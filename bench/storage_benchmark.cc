@@ -14,6 +14,7 @@
 
 #include "common/json.h"
 #include "storage/storage.h"
+#include "tests/ceph_config.h"
 
 namespace uw::storage {
 namespace {
@@ -41,12 +42,7 @@ std::unique_ptr<StorageBackend> OpenRbd(benchmark::State& state) {
     state.SkipWithError(j.status().ToString().c_str());
     return nullptr;
   }
-  RbdConfig c;
-  c.config_file = j->value("conf", "");
-  c.pool = j->value("pool", "rbd");
-  c.user = (*j)["client"].value("user", "uw");
-  c.keyring = (*j)["client"].value("keyring", "");
-  auto b = OpenRbdBackend(c);
+  auto b = OpenRbdBackend(uw::testing::RbdConfigOf(*j));
   if (!b.ok()) {
     state.SkipWithError(b.status().ToString().c_str());
     return nullptr;

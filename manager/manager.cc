@@ -245,6 +245,7 @@ void Manager::MonitorLoop() {
   while (!stopping_) {
     l.unlock();
     CheckHeartbeats();
+    storage_->Sweep();
     // Usage samples are kept for a day (metering reads them; later issues aggregate them).
     if (Status s = hosts_->PruneUsage(NowMs() - 86'400'000); !s.ok()) {
       spdlog::warn("pruning usage samples: {}", s.ToString());

@@ -476,6 +476,10 @@ Status StorageService::AttachForCreate(GuestCreate& req) {
         if (rows.empty()) return NotFoundError(at + ".volume: volume '" + cd.volume + "' not found");
         v = VolumeFromRow(rows[0]);
         if (v.state != "ready") return FailedPreconditionError(at + ".volume: '" + cd.volume + "' is being created");
+        if (v.delete_with_guest) {
+          return FailedPreconditionError(at + ".volume: '" + cd.volume +
+                                         "' is being deleted (it was a disk of a deleted guest)");
+        }
         UW_RETURN_IF_ERROR(
             d_.store.Exec("UPDATE volumes SET guest = ? WHERE key = ? AND guest IS NULL", {req.name, key}));
         UW_ASSIGN_OR_RETURN(auto now, d_.store.Query("SELECT guest FROM volumes WHERE key = ?", {key}));
@@ -515,10 +519,27 @@ void StorageService::ReleaseGuest(const std::string& guest, const std::string& t
     Status s =
         v.delete_with_guest ? RemoveVolume(v) : d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ?", {v.key});
     if (!s.ok()) {
-      // Kept (no guest's any more) for an operator to delete: the backend said why not now.
+      // No guest's any more, still to be deleted: Sweep tries again.
       (void)d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ?", {v.key});
-      (void)d_.events.Add("volume.release_failed", v.key, v.tenant, {{"guest", guest}, {"error", s.ToString()}});
+      (void)d_.events.Add("volume.release_failed", v.key, v.tenant,
+                          {{"guest", guest}, {"error", s.ToString()}, {"retry", v.delete_with_guest}});
     }
+  }
+}
+
+void StorageService::Sweep() {
+  std::lock_guard l(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_sweep_ < std::chrono::seconds(5)) return;
+  last_sweep_ = now;
+  auto rows = d_.store.Query(std::string("SELECT ") + kVolumeColumns +
+                             " FROM volumes WHERE guest IS NULL AND delete_with_guest = 1 AND state = 'ready' "
+                             "ORDER BY key LIMIT 20");
+  if (!rows.ok() || rows->empty()) return;
+  for (const SqlRow& r : *rows) {
+    const VolumeRecord v = VolumeFromRow(r);
+    if (Status s = RemoveVolume(v); !s.ok())
+      spdlog::debug("storage: volume {} still not deleted: {}", v.key, s.ToString());
   }
 }
 

@@ -17,6 +17,7 @@
 // Thread safety: every method may be called from any thread; catalogue changes are serialized.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,6 +72,10 @@ class StorageService {
   // The guest is gone (deleted, or its create failed): its volumes are no guest's disk any more,
   // and the ones made with it are deleted. Errors are logged as events, not returned.
   void ReleaseGuest(const std::string& guest, const std::string& tenant);
+  // Deletes again the volumes made for guests that are gone which the backend refused to delete
+  // then (an RBD watch of a crashed host's QEMU lasts up to 30 s). The monitor loop calls it; it
+  // asks the backend at most every 5 s.
+  void Sweep();
 
  private:
   // The backend, opened on first use; kFailedPrecondition when the manager has none configured.
@@ -85,9 +90,10 @@ class StorageService {
 
   Deps d_;
   std::mutex backend_mu_;
-  std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
-  std::mutex mu_;                                     // one catalogue change at a time
-  std::set<std::string> importing_;                   // guarded by mu_: image names being imported
+  std::unique_ptr<storage::StorageBackend> backend_;    // guarded by backend_mu_ (set once)
+  std::mutex mu_;                                       // one catalogue change at a time
+  std::set<std::string> importing_;                     // guarded by mu_: image names being imported
+  std::chrono::steady_clock::time_point last_sweep_{};  // guarded by mu_
 };
 
 }  // namespace uw::manager::internal

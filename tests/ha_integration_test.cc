@@ -27,12 +27,7 @@ int CrashHost(const std::string& testbed_dir, const std::string& host) {
 // The test bed's Ceph as the client user sees it (testbed.json's "ceph").
 Result<std::unique_ptr<storage::StorageBackend>> TestbedRbd(const Json& ceph) {
   if (!ceph.is_object()) return FailedPreconditionError("the test bed runs no Ceph (scripts/testbed up 2 --ceph)");
-  storage::RbdConfig c;
-  c.config_file = ceph.value("conf", "");
-  c.pool = ceph.value("pool", "rbd");
-  c.user = ceph["client"].value("user", "uw");
-  c.keyring = ceph["client"].value("keyring", "");
-  return storage::OpenRbdBackend(c);
+  return storage::OpenRbdBackend(uw::testing::RbdConfigOf(ceph));
 }
 
 // Runs `command` in guest `g` on `host` through that host's agent; its output, or why not.
@@ -55,22 +50,27 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   ASSERT_EQ(Client().Do("POST", "/api/v1/rules", rule.dump())->status, 201);
   CreateBooted("mit-ha-a", 128, false, {{"restart_priority", "high"}});
   CreateBooted("mit-ha-disk", 128, true);
-  // A guest on shared storage: a clone of a golden image on the test bed's Ceph.
+  // A guest on shared storage: its disk a clone of a golden image on the test bed's Ceph, made by
+  // the manager's storage catalogue (the volume goes with the guest).
   auto rbd = TestbedRbd(testbed_->ceph);
   ASSERT_TRUE(rbd.ok()) << rbd.status().ToString();
-  const std::string tag = std::to_string(getpid()), volume = "mit-ha-rbd-" + tag, image = "mit-ha-golden-" + tag;
+  const std::string tag = std::to_string(getpid()), image = "mit-ha-golden-" + tag;
   {
     const std::string golden = "/var/tmp/uw-ha-golden-" + tag + ".raw";
     std::FILE* f = std::fopen(golden.c_str(), "w");
     ASSERT_NE(f, nullptr);
     std::fclose(f);
     ASSERT_EQ(truncate(golden.c_str(), 16 << 20), 0);
-    auto imported = (*rbd)->ImportImage(image, golden);
+    Json import = {{"name", image}, {"source", golden}};
+    auto imported = Client().Call("POST", "/api/v1/images", &import);
     std::remove(golden.c_str());
     ASSERT_TRUE(imported.ok()) << imported.status().ToString();
-    ASSERT_TRUE((*rbd)->CreateVolume({volume, 0, image}).ok());
   }
-  CreateBooted("mit-ha-rbd", 128, false, {{"disks", Json::array({{{"rbd", "rbd/uw-vol-" + volume}}})}});
+  CreateBooted("mit-ha-rbd", 128, false, {{"disks", Json::array({{{"image", image}, {"size_gib", 1}}})}});
+  auto rbd_disk = Client().Call("GET", "/api/v1/volumes/mit-ha-rbd-disk0");
+  ASSERT_TRUE(rbd_disk.ok()) << rbd_disk.status().ToString();
+  EXPECT_EQ((*rbd_disk)["guest"], "mit-ha-rbd");
+  const std::string volume = (*rbd_disk)["backend_name"];
   const std::string victim = HostOf("mit-ha-a"), survivor = Other(victim);
   ASSERT_EQ(HostOf("mit-ha-disk"), victim);
   ASSERT_EQ(HostOf("mit-ha-rbd"), victim);
@@ -182,11 +182,18 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   DeleteGuest("mit-ha-a");
   DeleteGuest("mit-ha-disk");
   DeleteGuest("mit-ha-rbd");
-  // Its volume, once its QEMU let go (a crashed host's QEMU was killed: its watch lasts until the
-  // OSD times it out, osd_client_watch_timeout 30 s).
-  ASSERT_TRUE(WaitFor([&] { return (*rbd)->DeleteVolume(volume).ok(); }, std::chrono::seconds(45),
-                      std::chrono::milliseconds(200)));
-  EXPECT_TRUE((*rbd)->DeleteImage(image).ok());
+  // Its volume went with it, or (the crashed host's QEMU was killed: its watch lasts until the OSD
+  // times it out, osd_client_watch_timeout 30 s) is left for an operator, who deletes it once the
+  // watch is gone.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Client().Do("DELETE", "/api/v1/volumes/mit-ha-rbd-disk0");
+        return r.ok() && (r->status == 200 || r->status == 404);
+      },
+      std::chrono::seconds(45), std::chrono::milliseconds(500)));
+  EXPECT_EQ((*rbd)->GetVolume(volume).status().code(), StatusCode::kNotFound);
+  auto image_gone = Client().Call("DELETE", "/api/v1/images/" + image);
+  EXPECT_TRUE(image_gone.ok()) << image_gone.status().ToString();
   (void)Client().Do("DELETE", "/api/v1/rules/mit-ha-together");
 }
 

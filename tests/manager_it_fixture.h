@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "api/http.h"
+#include "tests/ceph_config.h"
 #include "tests/testbed_client.h"
 #include "vmm/manager_link.h"
 
@@ -90,6 +91,11 @@ class ManagerIntegrationTest : public ::testing::Test {
                   {"verify_window_ms", 3000},
                   {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
                 {"log_file", (*dir_ / "manager.log").string()}};
+    if (testbed_->ceph.is_object()) {
+      // The storage catalogue on the test bed's Ceph, as the client user the agents use.
+      const storage::RbdConfig c = uw::testing::RbdConfigOf(testbed_->ceph);
+      cfg["storage"] = {{"rbd", {{"conf", c.config_file}, {"user", c.user}, {"keyring", c.keyring}, {"pool", c.pool}}}};
+    }
     std::ofstream(*dir_ / "manager.json") << cfg.dump(2);
     StartManagerProcess();
     links_ = new std::vector<std::unique_ptr<vmm::ManagerLink>>();

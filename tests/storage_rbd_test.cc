@@ -13,6 +13,7 @@
 #include "common/command.h"
 #include "common/json.h"
 #include "storage/storage.h"
+#include "tests/ceph_config.h"
 
 namespace uw::storage {
 namespace {
@@ -38,11 +39,7 @@ std::string SourceDir() {
 
 Result<RbdConfig> ConfigOf(const std::string& dir) {
   UW_ASSIGN_OR_RETURN(Json j, LoadJsonFile(dir + "/ceph.json"));
-  RbdConfig c;
-  c.config_file = j.value("conf", "");
-  c.pool = j.value("pool", "rbd");
-  c.user = j["client"].value("user", "uw");
-  c.keyring = j["client"].value("keyring", "");
+  RbdConfig c = uw::testing::RbdConfigOf(j);
   c.secret_uuid = "5d3a1c9e-0000-4000-8000-000000000001";
   return c;
 }

@@ -14,6 +14,7 @@
 
 #include "common/command.h"
 #include "storage/storage.h"
+#include "tests/ceph_config.h"
 #include "tests/testbed_client.h"
 
 namespace uw::testing {
@@ -32,10 +33,7 @@ class RbdGuestOnTestbed : public ::testing::Test {
     ASSERT_GE(bed_.hosts.size(), 2u);
     ASSERT_FALSE(bed_.hosts[0].agent_url.empty()) << "the test bed runs no agents";
     if (!bed_.ceph.is_object()) GTEST_SKIP() << "the test bed runs no Ceph (scripts/testbed up 2 --ceph)";
-    config_.config_file = bed_.ceph.value("conf", "");
-    config_.pool = bed_.ceph.value("pool", "rbd");
-    config_.user = bed_.ceph["client"].value("user", "uw");
-    config_.keyring = bed_.ceph["client"].value("keyring", "");
+    config_ = uw::testing::RbdConfigOf(bed_.ceph);
     auto b = storage::OpenRbdBackend(config_);
     ASSERT_TRUE(b.ok()) << b.status().ToString();
     rbd_ = std::move(*b);
