@@ -32,6 +32,9 @@ class UwctlTest : public ::testing::Test {
     cfg.join_token = "join-token-0123456789";
     cfg.admin_token = kAdmin;
     cfg.drs_interval_ms = 0;
+    // The storage catalogue on local qcow2 files in the test's directory (images and volumes).
+    cfg.storage_backend = "local";
+    cfg.storage_local.dir = (dir_ / "storage").string();
     manager_ = std::make_unique<manager::Manager>(cfg);
     ASSERT_TRUE(manager_->Start().ok());
     manager::BuildRoutes(*manager_, router_);
@@ -168,6 +171,34 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
   EXPECT_EQ(Uwctl({"-o", "json", "drs", "config", "--min-move-interval", "120"}), 0) << err_.str();
   EXPECT_EQ(Json::parse(out_.str())["min_move_interval_s"], 120);
   EXPECT_EQ(Uwctl({"drs", "config", "--min-move-interval", "-5"}), 2);
+}
+
+TEST_F(UwctlTest, ImageVolumeAndStorageCommands) {
+  const std::string source = (dir_ / "base.raw").string();
+  std::ofstream(source, std::ios::binary) << std::string(1 << 20, '\0');
+  EXPECT_EQ(Uwctl({"image", "import", "base", source}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"image", "list"}), 0);
+  EXPECT_NE(out_.str().find("base"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"volume", "create", "data", "--image", "base", "--size-gib", "2", "--tenant", "acme"}), 0)
+      << err_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "volume", "show", "acme:data"}), 0) << err_.str();
+  Json v = Json::parse(out_.str());
+  EXPECT_EQ(v["size_gib"], 2);
+  EXPECT_EQ(v["image"], "base");
+  EXPECT_EQ(Uwctl({"volume", "resize", "acme:data", "--size-gib", "1"}), 2);  // a resize only grows
+  EXPECT_NE(err_.str().find("only grows"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"volume", "resize", "acme:data", "--size-gib", "4"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"storage", "quota", "set", "acme", "5"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"volume", "create", "more", "--size-gib", "2", "--tenant", "acme"}), 5);  // over the quota
+  EXPECT_EQ(Uwctl({"-o", "json", "storage", "quota", "list"}), 0);
+  Json q = Json::parse(out_.str());
+  ASSERT_EQ(q["quotas"].size(), 1u) << q.dump();
+  EXPECT_EQ(q["quotas"][0]["used_gib"], 4);
+  EXPECT_EQ(Uwctl({"image", "delete", "base"}), 5);  // a volume is cloned from it
+  EXPECT_EQ(Uwctl({"volume", "delete", "acme:data"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"image", "delete", "base"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"volume", "list"}), 0);
+  EXPECT_EQ(out_.str().find("data"), std::string::npos) << out_.str();
 }
 
 TEST_F(UwctlTest, HostPowerCommands) {

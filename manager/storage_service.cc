@@ -435,7 +435,7 @@ Result<StorageQuota> StorageService::SetQuota(const Principal& p, std::string_vi
 
 Result<StorageInfo> StorageService::Info(const Principal& p) {
   StorageInfo out;
-  if (d_.config.storage_backend.empty() && !backend_) return out;
+  if (d_.config.storage_backend.empty()) return out;
   UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
   out.backend = std::string(backend->Kind());
   out.describe = backend->Describe();
