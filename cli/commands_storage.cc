@@ -36,15 +36,6 @@ std::string Gib(const Json& j) {
   return s;
 }
 
-// AddObjectCall with the argument percent-encoded in the path.
-void AddNamedCall(CLI::App* parent, Invocation& inv, const ObjectCall& call, std::string& name) {
-  auto* cmd = parent->add_subcommand(call.name, call.description);
-  cmd->add_option(call.arg, name, call.arg_help)->required();
-  cmd->callback([&inv, &name, method = std::string(call.method), path = std::string(call.path)] {
-    Answer(inv, inv.c.Call(method, path + api::PercentEncode(name)));
-  });
-}
-
 void AddImageImport(CLI::App* image, Invocation& inv, StorageArgs& a) {
   auto* import_cmd = image->add_subcommand(
       "import", "import a disk image into the catalogue (answers when it is complete; operators)");
@@ -155,11 +146,11 @@ void AddImageCommands(CLI::App& app, Invocation& inv) {
   image->require_subcommand(1);
   AddImageImport(image, inv, a);
   AddImageList(image, inv);
-  AddNamedCall(image, inv, {"show", "show an image", "name", "image name", "GET", "/api/v1/images/"}, a.name);
-  AddNamedCall(image, inv,
-               {"delete", "delete an image no volume is cloned from (operators)", "name", "image name", "DELETE",
-                "/api/v1/images/"},
-               a.name);
+  AddObjectCall(image, inv, {"show", "show an image", "name", "image name", "GET", "/api/v1/images/"}, a.name);
+  AddObjectCall(image, inv,
+                {"delete", "delete an image no volume is cloned from (operators)", "name", "image name", "DELETE",
+                 "/api/v1/images/"},
+                a.name);
 }
 
 void AddVolumeCommands(CLI::App& app, Invocation& inv) {
@@ -168,12 +159,12 @@ void AddVolumeCommands(CLI::App& app, Invocation& inv) {
   volume->require_subcommand(1);
   AddVolumeCreate(volume, inv, a);
   AddVolumeList(volume, inv);
-  AddNamedCall(
+  AddObjectCall(
       volume, inv,
       {"show", "show a volume and the guest it is a disk of", "name", "volume name", "GET", "/api/v1/volumes/"},
       a.name);
   AddVolumeResize(volume, inv, a);
-  AddNamedCall(
+  AddObjectCall(
       volume, inv,
       {"delete", "delete a volume that is no guest's disk", "name", "volume name", "DELETE", "/api/v1/volumes/"},
       a.name);

@@ -166,7 +166,7 @@ void AddObjectCall(CLI::App* parent, Invocation& inv, const ObjectCall& call, st
   auto* cmd = parent->add_subcommand(call.name, call.description);
   cmd->add_option(call.arg, arg, call.arg_help)->required();
   cmd->callback([&inv, &arg, method = std::string(call.method), path = std::string(call.path)] {
-    Answer(inv, inv.c.Call(method, path + arg));
+    Answer(inv, inv.c.Call(method, path + api::PercentEncode(arg)));
   });
 }
 
