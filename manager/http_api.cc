@@ -68,39 +68,6 @@ Response AnswerDrs(const Result<DrsConfig>& r) {
   return r.ok() ? Response::Json(200, DrsConfigJson(*r)) : Response::Error(r.status());
 }
 
-// The storage catalogue's views: a volume's backend name only for operators; a tenant sees its
-// volumes and guests by their short names.
-Json ImageView(const ImageRecord& i) {
-  return {{"name", i.name},
-          {"backend", i.backend},
-          {"format", i.format},
-          {"size_bytes", i.size_bytes},
-          {"size_gib", static_cast<double>(i.size_bytes) / static_cast<double>(int64_t{1} << 30)},
-          {"used_bytes", i.used_bytes},
-          {"source", i.source},
-          {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(i.created_ms)))},
-          {"volumes", i.volumes}};
-}
-
-Json VolumeView(const VolumeRecord& v, const Principal& p) {
-  Json j = {{"name", p.role == Role::kTenant ? v.name : v.key},
-            {"tenant", v.tenant},
-            {"backend", v.backend},
-            {"image", v.image.empty() ? Json(nullptr) : Json(v.image)},
-            {"size_gib", v.size_gib},
-            {"size_bytes", v.size_gib << 30},
-            {"guest", v.guest.empty() ? Json(nullptr) : Json(std::string(internal::ShownGuestName(p, v.guest)))},
-            {"delete_with_guest", v.delete_with_guest},
-            {"state", v.state},
-            {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(v.created_ms)))}};
-  if (p.role != Role::kTenant) j["backend_name"] = v.backend_name;
-  return j;
-}
-
-Json StorageQuotaView(const StorageQuota& q) {
-  return {{"tenant", q.tenant}, {"gib", q.gib ? Json(*q.gib) : Json(nullptr)}, {"used_gib", q.used_gib}};
-}
-
 class Api {
  public:
   explicit Api(Manager& m) : m_(m), idempotency_(m.clock()) {}
@@ -178,7 +145,11 @@ class Api {
     BuildMigrationRoutes(router);
     BuildLeaseRoutes(router);
     BuildPowerRoutes(router);
-    BuildStorageRoutes(router);
+    internal::BuildStorageRoutes(
+        m_, router,
+        {.who = [this](const Request& req, std::string_view need) { return Who(req, need); },
+         .idempotent = [this](const Request& req, const Principal& p,
+                              const std::function<Response()>& fn) { return Idempotent(req, p, fn); }});
   }
 
   void BuildHostRoutes(api::Router& router) {
@@ -678,115 +649,6 @@ class Api {
     router.Add("GET", "/api/v1/repossessions", [this](const Request& req) {
       return LeaseList<lease::Repossession>(
           req, "repossessions", [this](auto&... a) { return m_.ListRepossessions(a...); }, RepossessionView);
-    });
-  }
-
-  // A JSON body parsed by `parse`, then `fn` on it (under Idempotency-Key handling).
-  template <class Parsed>
-  Response WithBody(const Request& req, const Principal& p, Result<Parsed> (*parse)(const Json&),
-                    const std::function<Response(const Parsed&)>& fn) {
-    return Idempotent(req, p, [&] {
-      auto body = req.JsonBody();
-      if (!body.ok()) return Response::Error(body.status());
-      auto parsed = parse(*body);
-      if (!parsed.ok()) return Response::Error(parsed.status());
-      return fn(*parsed);
-    });
-  }
-
-  void BuildStorageRoutes(api::Router& router) {
-    // Images (the cluster's), volumes (tenants': their own) and quotas.
-    router.Add("GET", "/api/v1/images", [this](const Request& req) {
-      auto p = Who(req, "read");
-      if (!p.ok()) return Response::Error(p.status());
-      auto images = m_.ListImages(*p);
-      if (!images.ok()) return Response::Error(images.status());
-      Json items = Json::array();
-      for (const ImageRecord& i : *images) items.push_back(ImageView(i));
-      return Response::Json(200, {{"images", items}});
-    });
-    router.Add("GET", "/api/v1/images/{name}", [this](const Request& req) {
-      auto p = Who(req, "read");
-      if (!p.ok()) return Response::Error(p.status());
-      return AnswerAs(m_.GetImage(*p, req.params.at("name")), ImageView);
-    });
-    router.Add("POST", "/api/v1/images", [this](const Request& req) {
-      auto p = Who(req, "operator");
-      if (!p.ok()) return Response::Error(p.status());
-      return WithBody<ImageImport>(req, *p, ParseImageImport, [&](const ImageImport& r) {
-        return AnswerAs(m_.ImportImage(*p, r), ImageView, 201);
-      });
-    });
-    router.Add("DELETE", "/api/v1/images/{name}", [this](const Request& req) {
-      auto p = Who(req, "operator");
-      if (!p.ok()) return Response::Error(p.status());
-      Status s = m_.DeleteImage(*p, req.params.at("name"));
-      return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
-    });
-    router.Add("GET", "/api/v1/volumes", [this](const Request& req) {
-      auto p = Who(req, "read");
-      if (!p.ok()) return Response::Error(p.status());
-      auto volumes = m_.ListVolumes(*p);
-      if (!volumes.ok()) return Response::Error(volumes.status());
-      Json items = Json::array();
-      for (const VolumeRecord& v : *volumes) items.push_back(VolumeView(v, *p));
-      return Response::Json(200, {{"volumes", items}});
-    });
-    router.Add("GET", "/api/v1/volumes/{name}", [this](const Request& req) {
-      auto p = Who(req, "read");
-      if (!p.ok()) return Response::Error(p.status());
-      auto v = m_.GetVolume(*p, req.params.at("name"));
-      return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
-    });
-    router.Add("POST", "/api/v1/volumes", [this](const Request& req) {
-      auto p = Who(req, "write");
-      if (!p.ok()) return Response::Error(p.status());
-      return WithBody<VolumeCreate>(req, *p, ParseVolumeCreate, [&](const VolumeCreate& r) {
-        auto v = m_.CreateVolume(*p, r);
-        return v.ok() ? Response::Json(201, VolumeView(*v, *p)) : Response::Error(v.status());
-      });
-    });
-    router.Add("POST", "/api/v1/volumes/{name}/resize", [this](const Request& req) {
-      auto p = Who(req, "write");
-      if (!p.ok()) return Response::Error(p.status());
-      return WithBody<int64_t>(req, *p, ParseVolumeResize, [&](const int64_t& gib) {
-        auto v = m_.ResizeVolume(*p, req.params.at("name"), gib);
-        return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
-      });
-    });
-    router.Add("DELETE", "/api/v1/volumes/{name}", [this](const Request& req) {
-      auto p = Who(req, "write");
-      if (!p.ok()) return Response::Error(p.status());
-      Status s = m_.DeleteVolume(*p, req.params.at("name"));
-      return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
-    });
-    router.Add("GET", "/api/v1/storage", [this](const Request& req) {
-      auto p = Who(req, "cluster-read");
-      if (!p.ok()) return Response::Error(p.status());
-      auto info = m_.GetStorageInfo(*p);
-      if (!info.ok()) return Response::Error(info.status());
-      return Response::Json(200, {{"backend", info->backend.empty() ? Json(nullptr) : Json(info->backend)},
-                                  {"describe", info->describe},
-                                  {"capacity",
-                                   {{"total_bytes", info->capacity.total_bytes},
-                                    {"used_bytes", info->capacity.used_bytes},
-                                    {"available_bytes", info->capacity.available_bytes}}}});
-    });
-    router.Add("GET", "/api/v1/storage/quotas", [this](const Request& req) {
-      auto p = Who(req, "read");
-      if (!p.ok()) return Response::Error(p.status());
-      auto quotas = m_.ListStorageQuotas(*p);
-      if (!quotas.ok()) return Response::Error(quotas.status());
-      Json items = Json::array();
-      for (const StorageQuota& q : *quotas) items.push_back(StorageQuotaView(q));
-      return Response::Json(200, {{"quotas", items}});
-    });
-    router.Add("PUT", "/api/v1/storage/quotas/{tenant}", [this](const Request& req) {
-      auto p = Who(req, "operator");
-      if (!p.ok()) return Response::Error(p.status());
-      return WithBody<std::optional<int64_t>>(req, *p, ParseStorageQuota, [&](const std::optional<int64_t>& gib) {
-        return AnswerAs(m_.SetStorageQuota(*p, req.params.at("tenant"), gib), StorageQuotaView);
-      });
     });
   }
 

@@ -9,6 +9,9 @@
 // and body gets the first answer again (for 24 hours); with a different request it is refused (400).
 #pragma once
 
+#include <functional>
+#include <string_view>
+
 #include "api/http.h"
 #include "manager/manager.h"
 
@@ -16,5 +19,17 @@ namespace uw::manager {
 
 // Registers every route on `router` (and its authenticator). `manager` must outlive the router.
 void BuildRoutes(Manager& manager, api::Router& router);
+
+namespace internal {
+// What route groups built outside http_api.cc use of its Api: the caller and its role check
+// (`need` as in Api::Who), and Idempotency-Key handling for a POST or PUT.
+struct RouteContext {
+  std::function<Result<Principal>(const api::Request& req, std::string_view need)> who;
+  std::function<api::Response(const api::Request& req, const Principal& p, const std::function<api::Response()>& fn)>
+      idempotent;
+};
+// The storage catalogue's routes (manager/storage_routes.cc).
+void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
+}  // namespace internal
 
 }  // namespace uw::manager

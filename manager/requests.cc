@@ -250,6 +250,33 @@ Result<GuestCreate::CatalogueDisk> ParseCatalogueDisk(const JsonView& d) {
   return cd;
 }
 
+// A create's disks: local disks the host's agent makes (copied by live migration), Ceph RBD images
+// every host reaches (with the right rbd_images), or volumes of the storage catalogue (into
+// g.catalogue_disks); host paths are not the cluster's business. Whether an RBD image is named.
+Result<bool> ParseGuestDisks(const JsonView& v, GuestCreate& g) {
+  bool rbd_disk = false;
+  if (!v.Has("disks")) return rbd_disk;
+  UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const JsonView& d = disks[i];
+    if (d.Has("volume") || d.Has("image")) {
+      UW_ASSIGN_OR_RETURN(GuestCreate::CatalogueDisk cd, ParseCatalogueDisk(d));
+      cd.index = i;
+      g.catalogue_disks.push_back(std::move(cd));
+      continue;
+    }
+    if (d.Has("rbd")) {
+      UW_RETURN_IF_ERROR(d.RejectUnknown({"rbd", "target", "read_only"}));
+      rbd_disk = true;
+      continue;
+    }
+    UW_RETURN_IF_ERROR(d.RejectUnknown({"size_mib", "format", "target"}));
+    UW_ASSIGN_OR_RETURN(int64_t size, d.PositiveInt("size_mib"));
+    if (size > (int64_t{16} << 20)) return d.FieldError("size_mib", "expected at most 16777216");
+  }
+  return rbd_disk;
+}
+
 }  // namespace
 
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
@@ -320,29 +347,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (v.Has("image")) UW_RETURN_IF_ERROR(v.String("image").status());
   if (v.Has("start")) UW_RETURN_IF_ERROR(v.Bool("start").status());
   if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
-  bool rbd_disk = false;
-  if (v.Has("disks")) {
-    // Local disks the host's agent makes (copied by live migration), or Ceph RBD images every host
-    // reaches (with the right rbd_images); host paths are not the cluster's business.
-    UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
-    for (size_t i = 0; i < disks.size(); ++i) {
-      const JsonView& d = disks[i];
-      if (d.Has("volume") || d.Has("image")) {
-        UW_ASSIGN_OR_RETURN(GuestCreate::CatalogueDisk cd, ParseCatalogueDisk(d));
-        cd.index = i;
-        g.catalogue_disks.push_back(std::move(cd));
-        continue;
-      }
-      if (d.Has("rbd")) {
-        UW_RETURN_IF_ERROR(d.RejectUnknown({"rbd", "target", "read_only"}));
-        rbd_disk = true;
-        continue;
-      }
-      UW_RETURN_IF_ERROR(d.RejectUnknown({"size_mib", "format", "target"}));
-      UW_ASSIGN_OR_RETURN(int64_t size, d.PositiveInt("size_mib"));
-      if (size > (int64_t{16} << 20)) return d.FieldError("size_mib", "expected at most 16777216");
-    }
-  }
+  UW_ASSIGN_OR_RETURN(const bool rbd_disk, ParseGuestDisks(v, g));
   Json spec = body;
   for (const GuestCreate::CatalogueDisk& cd : g.catalogue_disks) {
     // A placeholder the agent's parser accepts, until the catalogue names the volume.

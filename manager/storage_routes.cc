@@ -1,0 +1,165 @@
+// The storage catalogue's routes (manager/storage_service.h): images, volumes, quotas. Part of the
+// REST API that manager/http_api.cc builds.
+#include <functional>
+#include <optional>
+
+#include "manager/http_api.h"
+#include "manager/internal.h"
+
+namespace uw::manager::internal {
+namespace {
+
+using api::Request;
+using api::Response;
+
+// A typed result through its JSON view.
+template <class T, class View>
+Response AnswerAs(const Result<T>& r, View view, int ok_status = 200) {
+  if (!r.ok()) return Response::Error(r.status());
+  return Response::Json(ok_status, view(*r));
+}
+
+// The storage catalogue's views: a volume's backend name only for operators; a tenant sees its
+// volumes and guests by their short names.
+Json ImageView(const ImageRecord& i) {
+  return {{"name", i.name},
+          {"backend", i.backend},
+          {"format", i.format},
+          {"size_bytes", i.size_bytes},
+          {"size_gib", static_cast<double>(i.size_bytes) / static_cast<double>(int64_t{1} << 30)},
+          {"used_bytes", i.used_bytes},
+          {"source", i.source},
+          {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(i.created_ms)))},
+          {"volumes", i.volumes}};
+}
+
+Json VolumeView(const VolumeRecord& v, const Principal& p) {
+  Json j = {{"name", p.role == Role::kTenant ? v.name : v.key},
+            {"tenant", v.tenant},
+            {"backend", v.backend},
+            {"image", v.image.empty() ? Json(nullptr) : Json(v.image)},
+            {"size_gib", v.size_gib},
+            {"size_bytes", v.size_gib << 30},
+            {"guest", v.guest.empty() ? Json(nullptr) : Json(std::string(internal::ShownGuestName(p, v.guest)))},
+            {"delete_with_guest", v.delete_with_guest},
+            {"state", v.state},
+            {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(v.created_ms)))}};
+  if (p.role != Role::kTenant) j["backend_name"] = v.backend_name;
+  return j;
+}
+
+Json StorageQuotaView(const StorageQuota& q) {
+  return {{"tenant", q.tenant}, {"gib", q.gib ? Json(*q.gib) : Json(nullptr)}, {"used_gib", q.used_gib}};
+}
+
+// A JSON body parsed by `parse`, then `fn` on it (under Idempotency-Key handling).
+template <class Parsed>
+Response WithBody(const RouteContext& ctx, const Request& req, const Principal& p, Result<Parsed> (*parse)(const Json&),
+                  const std::function<Response(const Parsed&)>& fn) {
+  return ctx.idempotent(req, p, [&] {
+    auto body = req.JsonBody();
+    if (!body.ok()) return Response::Error(body.status());
+    auto parsed = parse(*body);
+    if (!parsed.ok()) return Response::Error(parsed.status());
+    return fn(*parsed);
+  });
+}
+
+}  // namespace
+
+void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
+  // Images (the cluster's), volumes (tenants': their own) and quotas.
+  router.Add("GET", "/api/v1/images", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "read");
+    if (!p.ok()) return Response::Error(p.status());
+    auto images = m.ListImages(*p);
+    if (!images.ok()) return Response::Error(images.status());
+    Json items = Json::array();
+    for (const ImageRecord& i : *images) items.push_back(ImageView(i));
+    return Response::Json(200, {{"images", items}});
+  });
+  router.Add("GET", "/api/v1/images/{name}", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "read");
+    if (!p.ok()) return Response::Error(p.status());
+    return AnswerAs(m.GetImage(*p, req.params.at("name")), ImageView);
+  });
+  router.Add("POST", "/api/v1/images", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "operator");
+    if (!p.ok()) return Response::Error(p.status());
+    return WithBody<ImageImport>(ctx, req, *p, ParseImageImport,
+                                 [&](const ImageImport& r) { return AnswerAs(m.ImportImage(*p, r), ImageView, 201); });
+  });
+  router.Add("DELETE", "/api/v1/images/{name}", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "operator");
+    if (!p.ok()) return Response::Error(p.status());
+    Status s = m.DeleteImage(*p, req.params.at("name"));
+    return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
+  });
+  router.Add("GET", "/api/v1/volumes", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "read");
+    if (!p.ok()) return Response::Error(p.status());
+    auto volumes = m.ListVolumes(*p);
+    if (!volumes.ok()) return Response::Error(volumes.status());
+    Json items = Json::array();
+    for (const VolumeRecord& v : *volumes) items.push_back(VolumeView(v, *p));
+    return Response::Json(200, {{"volumes", items}});
+  });
+  router.Add("GET", "/api/v1/volumes/{name}", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "read");
+    if (!p.ok()) return Response::Error(p.status());
+    auto v = m.GetVolume(*p, req.params.at("name"));
+    return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
+  });
+  router.Add("POST", "/api/v1/volumes", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "write");
+    if (!p.ok()) return Response::Error(p.status());
+    return WithBody<VolumeCreate>(ctx, req, *p, ParseVolumeCreate, [&](const VolumeCreate& r) {
+      auto v = m.CreateVolume(*p, r);
+      return v.ok() ? Response::Json(201, VolumeView(*v, *p)) : Response::Error(v.status());
+    });
+  });
+  router.Add("POST", "/api/v1/volumes/{name}/resize", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "write");
+    if (!p.ok()) return Response::Error(p.status());
+    return WithBody<int64_t>(ctx, req, *p, ParseVolumeResize, [&](const int64_t& gib) {
+      auto v = m.ResizeVolume(*p, req.params.at("name"), gib);
+      return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
+    });
+  });
+  router.Add("DELETE", "/api/v1/volumes/{name}", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "write");
+    if (!p.ok()) return Response::Error(p.status());
+    Status s = m.DeleteVolume(*p, req.params.at("name"));
+    return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
+  });
+  router.Add("GET", "/api/v1/storage", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "cluster-read");
+    if (!p.ok()) return Response::Error(p.status());
+    auto info = m.GetStorageInfo(*p);
+    if (!info.ok()) return Response::Error(info.status());
+    return Response::Json(200, {{"backend", info->backend.empty() ? Json(nullptr) : Json(info->backend)},
+                                {"describe", info->describe},
+                                {"capacity",
+                                 {{"total_bytes", info->capacity.total_bytes},
+                                  {"used_bytes", info->capacity.used_bytes},
+                                  {"available_bytes", info->capacity.available_bytes}}}});
+  });
+  router.Add("GET", "/api/v1/storage/quotas", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "read");
+    if (!p.ok()) return Response::Error(p.status());
+    auto quotas = m.ListStorageQuotas(*p);
+    if (!quotas.ok()) return Response::Error(quotas.status());
+    Json items = Json::array();
+    for (const StorageQuota& q : *quotas) items.push_back(StorageQuotaView(q));
+    return Response::Json(200, {{"quotas", items}});
+  });
+  router.Add("PUT", "/api/v1/storage/quotas/{tenant}", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "operator");
+    if (!p.ok()) return Response::Error(p.status());
+    return WithBody<std::optional<int64_t>>(ctx, req, *p, ParseStorageQuota, [&](const std::optional<int64_t>& gib) {
+      return AnswerAs(m.SetStorageQuota(*p, req.params.at("tenant"), gib), StorageQuotaView);
+    });
+  });
+}
+
+}  // namespace uw::manager::internal
