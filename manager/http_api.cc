@@ -11,12 +11,7 @@ namespace {
 using api::Request;
 using api::Response;
 
-// A typed result through its JSON view (views.h).
-template <class T, class View>
-Response AnswerAs(const Result<T>& r, View view, int ok_status = 200) {
-  if (!r.ok()) return Response::Error(r.status());
-  return Response::Json(ok_status, view(*r));
-}
+using internal::AnswerAs;
 
 Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
   auto it = req.query.find(key);

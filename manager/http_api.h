@@ -21,6 +21,13 @@ namespace uw::manager {
 void BuildRoutes(Manager& manager, api::Router& router);
 
 namespace internal {
+// A typed result through its JSON view (views.h): `ok_status` with the view, or the error.
+template <class T, class View>
+api::Response AnswerAs(const Result<T>& r, View view, int ok_status = 200) {
+  if (!r.ok()) return api::Response::Error(r.status());
+  return api::Response::Json(ok_status, view(*r));
+}
+
 // What route groups built outside http_api.cc use of its Api: the caller and its role check
 // (`need` as in Api::Who), and Idempotency-Key handling for a POST or PUT.
 struct RouteContext {

@@ -12,13 +12,6 @@ namespace {
 using api::Request;
 using api::Response;
 
-// A typed result through its JSON view.
-template <class T, class View>
-Response AnswerAs(const Result<T>& r, View view, int ok_status = 200) {
-  if (!r.ok()) return Response::Error(r.status());
-  return Response::Json(ok_status, view(*r));
-}
-
 // The storage catalogue's views: a volume's backend name only for operators; a tenant sees its
 // volumes and guests by their short names.
 Json ImageView(const ImageRecord& i) {
