@@ -34,10 +34,9 @@ Result<Guest> GuestService::Visible(const Principal& p, std::string_view name) {
   if (p.role == Role::kTenant) {
     // Its own guests only, by short name (or by full name with its own tenant). A guest created
     // before names were per tenant is stored under its short name.
-    if (colon != std::string::npos) {
-      if (n.compare(0, colon, p.tenant) != 0 || colon != p.tenant.size()) return NotFoundError(missing);
-      n = n.substr(colon + 1);
-    }
+    std::optional<std::string> own = TenantShortName(p, name);
+    if (!own) return NotFoundError(missing);
+    n = std::move(*own);
     UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.FindOfTenant(p.tenant, GuestKey(p.tenant, n), n));
     if (!g) return NotFoundError(missing);
     return std::move(*g);

@@ -85,6 +85,15 @@ inline std::string_view ShownGuestName(const Principal& p, std::string_view key)
   return key.substr(p.tenant.size() + 1);
 }
 
+// What a tenant names by `name`: its short name ("web1" and "acme:web1" are both acme's "web1"), or
+// nullopt for another tenant's full name (which a tenant never sees: not found).
+inline std::optional<std::string> TenantShortName(const Principal& p, std::string_view name) {
+  const size_t colon = name.find(':');
+  if (colon == std::string_view::npos) return std::string(name);
+  if (colon != p.tenant.size() || name.compare(0, colon, p.tenant) != 0) return std::nullopt;
+  return std::string(name.substr(colon + 1));
+}
+
 // A guest's cluster-wide name: a tenant's guest "web1" is "acme:web1" (names are unique per tenant).
 inline std::string GuestKey(const std::string& tenant, const std::string& name) {
   return tenant.empty() ? name : tenant + ":" + name;

@@ -157,6 +157,7 @@ Status Manager::Start() {
   monitor_ = std::thread([this] { MonitorLoop(); });
   migrations_->Start();
   leases_->Start();
+  storage_->Start();
   ha_->Start();
   UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
   return Status::Ok();
@@ -204,6 +205,7 @@ void Manager::Stop() {
   workers_.clear();
   if (monitor_.joinable()) monitor_.join();
   if (ha_) ha_->Stop();
+  if (storage_) storage_->Stop();
   if (leases_) leases_->Stop();
   if (migrations_) migrations_->Stop();
   if (events_) events_->Stop();
@@ -245,7 +247,6 @@ void Manager::MonitorLoop() {
   while (!stopping_) {
     l.unlock();
     CheckHeartbeats();
-    storage_->Sweep();
     // Usage samples are kept for a day (metering reads them; later issues aggregate them).
     if (Status s = hosts_->PruneUsage(NowMs() - 86'400'000); !s.ok()) {
       spdlog::warn("pruning usage samples: {}", s.ToString());

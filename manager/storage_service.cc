@@ -59,6 +59,11 @@ Result<std::string> Download(const std::string& url, std::chrono::milliseconds t
   const int fd = mkstemp(path.data());
   if (fd < 0) return InternalError("a temporary file for " + url + ": " + std::strerror(errno));
   FILE* out = fdopen(fd, "wb");
+  if (out == nullptr) {
+    close(fd);
+    unlink(path.c_str());
+    return InternalError("a temporary file for " + url + ": " + std::strerror(errno));
+  }
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
   char err[CURL_ERROR_SIZE] = {};
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
@@ -84,6 +89,16 @@ Result<std::string> Download(const std::string& url, std::chrono::milliseconds t
   return path;
 }
 
+// `source` (a file, or an http(s) URL downloaded first) imported as image `name`.
+Result<storage::ImageInfo> ImportFrom(storage::StorageBackend& backend, const std::string& name,
+                                      const std::string& source, std::chrono::milliseconds timeout) {
+  if (source.rfind("http://", 0) != 0 && source.rfind("https://", 0) != 0) return backend.ImportImage(name, source);
+  UW_ASSIGN_OR_RETURN(std::string file, Download(source, timeout));
+  auto imported = backend.ImportImage(name, file);
+  unlink(file.c_str());
+  return imported;
+}
+
 Status NeedOperator(const Principal& p, std::string_view what) {
   if (p.IsOperator()) return Status::Ok();
   return PermissionDeniedError(std::string(what) + " needs an admin or operator token (this token's role is " +
@@ -92,7 +107,27 @@ Status NeedOperator(const Principal& p, std::string_view what) {
 
 }  // namespace
 
-StorageService::~StorageService() = default;
+StorageService::~StorageService() { Stop(); }
+
+void StorageService::Start() {
+  sweeper_ = std::thread([this] {
+    std::unique_lock l(sweep_mu_);
+    while (!sweep_cv_.wait_for(l, std::chrono::seconds(5), [this] { return stopping_; })) {
+      l.unlock();
+      Sweep();
+      l.lock();
+    }
+  });
+}
+
+void StorageService::Stop() {
+  {
+    std::lock_guard l(sweep_mu_);
+    stopping_ = true;
+  }
+  sweep_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+}
 
 int64_t StorageService::NowMs() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d_.clock.Now().time_since_epoch()).count();
@@ -167,19 +202,9 @@ Result<ImageRecord> StorageService::ImportImage(const Principal& p, const ImageI
     }
     importing_.insert(req.name);
   }
-  Result<storage::ImageInfo> imported = InternalError("not imported");
-  if (req.source.rfind("http://", 0) == 0 || req.source.rfind("https://", 0) == 0) {
-    auto file = Download(req.source, d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout
-                                                                        : d_.config.storage_local.tool_timeout);
-    if (file.ok()) {
-      imported = backend->ImportImage(req.name, *file);
-      unlink(file->c_str());
-    } else {
-      imported = file.status();
-    }
-  } else {
-    imported = backend->ImportImage(req.name, req.source);
-  }
+  Result<storage::ImageInfo> imported = ImportFrom(
+      *backend, req.name, req.source,
+      d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout : d_.config.storage_local.tool_timeout);
   std::lock_guard l(mu_);
   importing_.erase(req.name);
   if (!imported.ok()) return imported.status();
@@ -218,25 +243,28 @@ Status StorageService::DeleteImage(const Principal& p, std::string_view name) {
 
 // ---- volumes ----
 
+Result<std::optional<VolumeRecord>> StorageService::FindVolume(const std::string& key) {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE key = ?", {key}));
+  if (rows.empty()) return std::optional<VolumeRecord>();
+  return std::optional<VolumeRecord>(VolumeFromRow(rows[0]));
+}
+
 Result<VolumeRecord> StorageService::Visible(const Principal& p, std::string_view name) {
   const std::string missing = "volume '" + std::string(name) + "' not found";
   std::string n(name);
-  const size_t colon = n.find(':');
   if (p.role == Role::kTenant) {
-    if (colon != std::string::npos) {
-      if (colon != p.tenant.size() || n.compare(0, colon, p.tenant) != 0) return NotFoundError(missing);
-      n = n.substr(colon + 1);
-    }
-    n = GuestKey(p.tenant, n);
+    std::optional<std::string> own = TenantShortName(p, name);
+    if (!own) return NotFoundError(missing);
+    n = GuestKey(p.tenant, *own);
   }
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE key = ?", {n}));
-  if (!rows.empty()) return VolumeFromRow(rows[0]);
-  if (p.role != Role::kTenant && colon == std::string::npos) {
+  UW_ASSIGN_OR_RETURN(std::optional<VolumeRecord> found, FindVolume(n));
+  if (found) return std::move(*found);
+  if (p.role != Role::kTenant && n.find(':') == std::string::npos) {
     // A short name that names one tenant's volume.
-    UW_ASSIGN_OR_RETURN(
-        rows, d_.store.Query(
-                  std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE name = ? ORDER BY key LIMIT 10", {n}));
+    UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(std::string("SELECT ") + kVolumeColumns +
+                                                      " FROM volumes WHERE name = ? ORDER BY key LIMIT 10",
+                                                  {n}));
     if (rows.size() == 1) return VolumeFromRow(rows[0]);
     if (rows.size() > 1) {
       std::string all;
@@ -470,23 +498,20 @@ Status StorageService::AttachForCreate(GuestCreate& req) {
       const std::string at = "disks[" + std::to_string(cd.index) + "]";
       VolumeRecord v;
       if (!cd.volume.empty()) {
-        const std::string key = GuestKey(req.tenant, cd.volume);
-        UW_ASSIGN_OR_RETURN(
-            auto rows, d_.store.Query(std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE key = ?", {key}));
-        if (rows.empty()) return NotFoundError(at + ".volume: volume '" + cd.volume + "' not found");
-        v = VolumeFromRow(rows[0]);
+        // mu_ serializes every change of a volume's guest: what is read here stays true.
+        UW_ASSIGN_OR_RETURN(std::optional<VolumeRecord> found, FindVolume(GuestKey(req.tenant, cd.volume)));
+        if (!found) return NotFoundError(at + ".volume: volume '" + cd.volume + "' not found");
+        v = std::move(*found);
         if (v.state != "ready") return FailedPreconditionError(at + ".volume: '" + cd.volume + "' is being created");
         if (v.delete_with_guest) {
           return FailedPreconditionError(at + ".volume: '" + cd.volume +
                                          "' is being deleted (it was a disk of a deleted guest)");
         }
-        UW_RETURN_IF_ERROR(
-            d_.store.Exec("UPDATE volumes SET guest = ? WHERE key = ? AND guest IS NULL", {req.name, key}));
-        UW_ASSIGN_OR_RETURN(auto now, d_.store.Query("SELECT guest FROM volumes WHERE key = ?", {key}));
-        if (now.empty() || now[0].Str("guest") != req.name) {
-          return FailedPreconditionError(at + ".volume: '" + cd.volume + "' is a disk of guest '" +
-                                         (now.empty() ? "" : now[0].Str("guest")) + "' already");
+        if (!v.guest.empty()) {
+          return FailedPreconditionError(at + ".volume: '" + cd.volume + "' is a disk of guest '" + v.guest +
+                                         "' already");
         }
+        UW_RETURN_IF_ERROR(d_.store.Exec("UPDATE volumes SET guest = ? WHERE key = ?", {req.name, v.key}));
         v.guest = req.name;
       } else {
         auto made =
@@ -529,9 +554,6 @@ void StorageService::ReleaseGuest(const std::string& guest, const std::string& t
 
 void StorageService::Sweep() {
   std::lock_guard l(mu_);
-  const auto now = std::chrono::steady_clock::now();
-  if (now - last_sweep_ < std::chrono::seconds(5)) return;
-  last_sweep_ = now;
   auto rows = d_.store.Query(std::string("SELECT ") + kVolumeColumns +
                              " FROM volumes WHERE guest IS NULL AND delete_with_guest = 1 AND state = 'ready' "
                              "ORDER BY key LIMIT 20");

@@ -18,12 +18,14 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/clock.h"
@@ -72,15 +74,19 @@ class StorageService {
   // The guest is gone (deleted, or its create failed): its volumes are no guest's disk any more,
   // and the ones made with it are deleted. Errors are logged as events, not returned.
   void ReleaseGuest(const std::string& guest, const std::string& tenant);
-  // Deletes again the volumes made for guests that are gone which the backend refused to delete
-  // then (an RBD watch of a crashed host's QEMU lasts up to 30 s). The monitor loop calls it; it
-  // asks the backend at most every 5 s.
-  void Sweep();
+  // Starts and stops the sweeper: its own thread that deletes again, every 5 s, the volumes made
+  // for guests that are gone which the backend refused to delete then (an RBD watch of a crashed
+  // host's QEMU lasts up to 30 s). Off the manager's monitor loop, which a Ceph that does not
+  // answer would otherwise hold up for its op timeout.
+  void Start();
+  void Stop();
 
  private:
   // The backend, opened on first use; kFailedPrecondition when the manager has none configured.
   Result<storage::StorageBackend*> Backend();
   Result<VolumeRecord> Visible(const Principal& p, std::string_view name);
+  Result<std::optional<VolumeRecord>> FindVolume(const std::string& key);
+  void Sweep();
   Result<VolumeRecord> MakeVolume(const std::string& tenant, const std::string& name, const std::string& image,
                                   int64_t size_gib, const std::string& guest);
   Status RemoveVolume(const VolumeRecord& v);
@@ -90,10 +96,13 @@ class StorageService {
 
   Deps d_;
   std::mutex backend_mu_;
-  std::unique_ptr<storage::StorageBackend> backend_;    // guarded by backend_mu_ (set once)
-  std::mutex mu_;                                       // one catalogue change at a time
-  std::set<std::string> importing_;                     // guarded by mu_: image names being imported
-  std::chrono::steady_clock::time_point last_sweep_{};  // guarded by mu_
+  std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
+  std::mutex mu_;                                     // one catalogue change at a time
+  std::set<std::string> importing_;                   // guarded by mu_: image names being imported
+  std::mutex sweep_mu_;
+  std::condition_variable sweep_cv_;
+  bool stopping_ = false;  // guarded by sweep_mu_
+  std::thread sweeper_;
 };
 
 }  // namespace uw::manager::internal
