@@ -1,5 +1,6 @@
-// uwctl image (import, list, show, delete), uwctl volume (create, list, show, resize, delete) and
-// uwctl storage (show, quota list, quota set): the storage catalogue guests' disks come from.
+// uwctl image (import, list, show, delete), uwctl volume (create, list, show, resize, attach,
+// detach, delete) and uwctl storage (show, quota list, quota set): the storage catalogue guests'
+// disks come from.
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <sstream>
@@ -18,6 +19,8 @@ struct StorageArgs {
   // volume create and resize: -1 is "not given"
   int64_t size_gib = -1;
   std::string image, tenant;
+  // volume attach
+  std::string guest;
   // storage quota set: a number of GiB or "none"
   std::string gib;
 };
@@ -103,6 +106,21 @@ void AddVolumeResize(CLI::App* volume, Invocation& inv, StorageArgs& a) {
   });
 }
 
+void AddVolumeAttach(CLI::App* volume, Invocation& inv, StorageArgs& a) {
+  auto* attach = volume->add_subcommand("attach", "make a free volume a disk of a guest (hot-plugged if it runs)");
+  attach->add_option("name", a.name, "volume name")->required();
+  attach->add_option("guest", a.guest, "guest name")->required();
+  attach->callback([&inv, &a] {
+    Json body = {{"guest", a.guest}};
+    Answer(inv, inv.c.Call("POST", "/api/v1/volumes/" + api::PercentEncode(a.name) + "/attach", &body));
+  });
+  auto* detach = volume->add_subcommand("detach", "take a volume off its guest (unplugged if it runs)");
+  detach->add_option("name", a.name, "volume name")->required();
+  detach->callback([&inv, &a] {
+    Answer(inv, inv.c.Call("POST", "/api/v1/volumes/" + api::PercentEncode(a.name) + "/detach", nullptr));
+  });
+}
+
 // GIB of `storage quota set`: a whole number of GiB, or "none" (unlimited: null).
 Result<Json> QuotaGib(const std::string& gib) {
   if (gib == "none") return Json(nullptr);
@@ -164,6 +182,7 @@ void AddVolumeCommands(CLI::App& app, Invocation& inv) {
       {"show", "show a volume and the guest it is a disk of", "name", "volume name", "GET", "/api/v1/volumes/"},
       a.name);
   AddVolumeResize(volume, inv, a);
+  AddVolumeAttach(volume, inv, a);
   AddObjectCall(
       volume, inv,
       {"delete", "delete a volume that is no guest's disk", "name", "volume name", "DELETE", "/api/v1/volumes/"},

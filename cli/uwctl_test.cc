@@ -188,6 +188,11 @@ TEST_F(UwctlTest, ImageVolumeAndStorageCommands) {
   EXPECT_EQ(Uwctl({"volume", "resize", "acme:data", "--size-gib", "1"}), 2);  // a resize only grows
   EXPECT_NE(err_.str().find("only grows"), std::string::npos) << err_.str();
   EXPECT_EQ(Uwctl({"volume", "resize", "acme:data", "--size-gib", "4"}), 0) << err_.str();
+  // Local volumes are no guest's disks; a free volume has nothing to detach from.
+  EXPECT_EQ(Uwctl({"volume", "attach", "acme:data", "acme:web"}), 5);
+  EXPECT_NE(err_.str().find("only Ceph RBD volumes"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"volume", "detach", "acme:data"}), 5);
+  EXPECT_NE(err_.str().find("is no guest's disk"), std::string::npos) << err_.str();
   EXPECT_EQ(Uwctl({"storage", "quota", "set", "acme", "5"}), 0) << err_.str();
   EXPECT_EQ(Uwctl({"volume", "create", "more", "--size-gib", "2", "--tenant", "acme"}), 5);  // over the quota
   EXPECT_EQ(Uwctl({"-o", "json", "storage", "quota", "list"}), 0);

@@ -77,6 +77,18 @@ Result<AgentGuest> GuestFrom(const JsonView& v) {
     }
   }
   UW_ASSIGN_OR_RETURN(g.forced, v.Bool("forced", false));
+  if (v.Has("spec")) {
+    UW_ASSIGN_OR_RETURN(JsonView spec, v.Object("spec"));
+    if (spec.Has("disks")) {
+      UW_ASSIGN_OR_RETURN(auto disks, spec.Objects("disks"));
+      for (const auto& d : disks) {
+        AttachedDisk disk;
+        UW_ASSIGN_OR_RETURN(disk.target, d.String("target"));
+        UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
+        g.disks.push_back(std::move(disk));
+      }
+    }
+  }
   return g;
 }
 
@@ -136,6 +148,13 @@ class HttpAgentClient final : public AgentClient {
       if (r.cpu_period_us) cpu["period_us"] = *r.cpu_period_us;
     }
     return GuestCall("POST", GuestPath(guest) + "/resize", &body);
+  }
+  Result<AgentGuest> AttachDisk(const std::string& guest, const AttachedDisk& disk) override {
+    Json body = {{"rbd", disk.rbd}, {"target", disk.target}};
+    return GuestCall("POST", GuestPath(guest) + "/disks", &body);
+  }
+  Result<AgentGuest> DetachDisk(const std::string& guest, const std::string& target) override {
+    return GuestCall("DELETE", GuestPath(guest) + "/disks/" + target, nullptr);
   }
   Status Delete(const std::string& guest, bool force) override {
     return Call("DELETE", GuestPath(guest) + (force ? "?force=true" : ""), nullptr).status();
@@ -260,6 +279,8 @@ class FailingAgentClient final : public AgentClient {
   Result<AgentGuest> Resume(const std::string&) override { return why_; }
   Result<AgentGuest> Resize(const std::string&, const ResizeRequest&) override { return why_; }
   Status Delete(const std::string&, bool) override { return why_; }
+  Result<AgentGuest> AttachDisk(const std::string&, const AttachedDisk&) override { return why_; }
+  Result<AgentGuest> DetachDisk(const std::string&, const std::string&) override { return why_; }
   Result<ExecResult> Exec(const std::string&, const ExecRequest&) override { return why_; }
   Result<std::string> ConsoleTail(const std::string&, size_t) override { return why_; }
   Result<IncomingReady> PrepareIncoming(const IncomingRequest&) override { return why_; }

@@ -33,6 +33,14 @@ struct LocalDisk {
   friend bool operator==(const LocalDisk&, const LocalDisk&) = default;
 };
 
+// A disk of a guest. AttachDisk adds a Ceph RBD image (POST /api/v1/guests/NAME/disks), which
+// the agent opens with its host's Ceph user and secret.
+struct AttachedDisk {
+  std::string rbd;     // POOL/IMAGE; "" for a file on the host
+  std::string target;  // vdb
+  friend bool operator==(const AttachedDisk&, const AttachedDisk&) = default;
+};
+
 // What an agent says of one guest.
 struct AgentGuest {
   std::string name;
@@ -43,6 +51,7 @@ struct AgentGuest {
   bool has_channel = false;            // the guest has a control channel (exec works)
   std::vector<LocalDisk> local_disks;  // only from Get
   bool forced = false;                 // only from Stop: the guest was powered off
+  std::vector<AttachedDisk> disks;     // only from Get, AttachDisk and DetachDisk
 };
 
 struct StopRequest {
@@ -124,6 +133,11 @@ class AgentClient {
   virtual Result<AgentGuest> Resize(const std::string& guest, const ResizeRequest& request) = 0;
   // Only a stopped guest, unless forced (the agent powers it off first).
   virtual Status Delete(const std::string& guest, bool force) = 0;
+  // Adds a disk to the guest, hot-plugged when it runs. kAlreadyExists when its target is taken.
+  virtual Result<AgentGuest> AttachDisk(const std::string& guest, const AttachedDisk& disk) = 0;
+  // Removes the disk at `target`. kNotFound when the guest has no such disk; kDeadlineExceeded
+  // when the running guest did not let go of it (it stays until the guest stops).
+  virtual Result<AgentGuest> DetachDisk(const std::string& guest, const std::string& target) = 0;
   virtual Result<ExecResult> Exec(const std::string& guest, const ExecRequest& request) = 0;
   // The last `bytes` of the guest's serial console.
   virtual Result<std::string> ConsoleTail(const std::string& guest, size_t bytes) = 0;

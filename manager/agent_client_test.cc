@@ -129,6 +129,19 @@ TEST_P(AgentClientContract, CreateAnswersWithTheRunningGuest) {
   EXPECT_EQ(PresenceOf(again), migration::Presence::kRunning);
 }
 
+TEST_P(AgentClientContract, DiskCallsOnWhatIsNotThereAreNotFound) {
+  auto missing = agent_->AttachDisk("ct-no-such-guest", {"rbd/uw-vol-x", "vdb"});
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
+  auto g = Make("disk");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto no_disk = agent_->DetachDisk(g->name, "vdq");
+  EXPECT_EQ(no_disk.status().code(), StatusCode::kNotFound) << no_disk.status().ToString();
+  EXPECT_NE(no_disk.status().message().find("vdq"), std::string::npos) << no_disk.status().ToString();
+  auto there = agent_->Get(g->name);
+  ASSERT_TRUE(there.ok()) << there.status().ToString();
+  EXPECT_TRUE(there->disks.empty());
+}
+
 TEST_P(AgentClientContract, UnknownAndDuplicateGuestsAreClearErrors) {
   auto missing = agent_->Get("ct-no-such-guest");
   ASSERT_FALSE(missing.ok());

@@ -262,6 +262,8 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"POST /api/v1/volumes", "POST", "/api/v1/volumes", "{}", "YYDDYY"},
       {"GET /api/v1/volumes/{name}", "GET", "/api/v1/volumes/vol-nope", "", "NNNNNN"},
       {"POST /api/v1/volumes/{name}/resize", "POST", "/api/v1/volumes/vol-nope/resize", "{}", "YYDDYY"},
+      {"POST /api/v1/volumes/{name}/attach", "POST", "/api/v1/volumes/vol-nope/attach", "{}", "YYDDYY"},
+      {"POST /api/v1/volumes/{name}/detach", "POST", "/api/v1/volumes/vol-nope/detach", "", "YYDDYY"},
       {"DELETE /api/v1/volumes/{name}", "DELETE", "/api/v1/volumes/vol-nope", "", "NNDDNN"},
       {"GET /api/v1/storage", "GET", "/api/v1/storage", "", "YYYYDD"},
       {"GET /api/v1/storage/quotas", "GET", "/api/v1/storage/quotas", "", "YYYYYY"},

@@ -267,6 +267,11 @@ Status GuestTable::SetStateAndSpec(std::string_view name, std::string_view state
                      {std::string(state), Dump(spec), now_ms, std::string(name)});
 }
 
+Status GuestTable::SetSpec(std::string_view name, const Json& spec, int64_t now_ms) {
+  return store_.Exec("UPDATE guests SET spec = ?, updated_ms = ? WHERE name = ?",
+                     {Dump(spec), now_ms, std::string(name)});
+}
+
 Status GuestTable::SetHealth(std::string_view name, std::string_view health) {
   return store_.Exec("UPDATE guests SET health = ? WHERE name = ?",
                      {health.empty() ? SqlValue(nullptr) : SqlValue(std::string(health)), std::string(name)});

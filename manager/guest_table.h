@@ -156,6 +156,7 @@ class GuestTable {
   // Whether the guest's lease ended while it stays defined (it holds no room on its host).
   Status SetReleased(std::string_view name, bool released);
   Status SetStateAndSpec(std::string_view name, std::string_view state, const Json& spec, int64_t now_ms);
+  Status SetSpec(std::string_view name, const Json& spec, int64_t now_ms);
   Status SetHealth(std::string_view name, std::string_view health);  // "" clears
   Result<Json> CrashOf(std::string_view name);                       // kNotFound; null when none
   Status SetCrash(std::string_view name, const Json& crash);

@@ -6,6 +6,7 @@
 
 #include "common/id.h"
 #include "common/json.h"
+#include "vmm/hypervisor.h"
 
 namespace uw::manager {
 
@@ -33,6 +34,15 @@ class InMemoryAgent final : public AgentClient {
     UW_ASSIGN_OR_RETURN(bool start, v.Bool("start", true));
     g.state = start ? "running" : "shutoff";
     g.has_channel = g.kind != GuestKind::kLxc;
+    if (v.Has("disks")) {
+      UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
+      for (const auto& d : disks) {
+        AttachedDisk disk;
+        UW_ASSIGN_OR_RETURN(disk.target, d.String("target", vmm::DefaultDiskTarget(g.disks.size())));
+        UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
+        g.disks.push_back(std::move(disk));
+      }
+    }
     std::unique_lock l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
     ++h->creates;
@@ -126,6 +136,28 @@ class InMemoryAgent final : public AgentClient {
     if (r.vcpus) g->vcpus = *r.vcpus;
     if (r.cpu_quota_us) cluster_.cpu_quotas_[guest] = *r.cpu_quota_us;
     return Answer(*g);
+  }
+
+  Result<AgentGuest> AttachDisk(const std::string& guest, const AttachedDisk& disk) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (g->kind == GuestKind::kLxc) return FailedPreconditionError("guest '" + guest + "' is a container: it has no disks");
+    for (const AttachedDisk& d : g->disks) {
+      if (d.target == disk.target) {
+        return AlreadyExistsError("guest '" + guest + "' has a disk at " + disk.target + " already");
+      }
+    }
+    g->disks.push_back(disk);
+    return *g;
+  }
+
+  Result<AgentGuest> DetachDisk(const std::string& guest, const std::string& target) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    auto it = std::find_if(g->disks.begin(), g->disks.end(), [&](const AttachedDisk& d) { return d.target == target; });
+    if (it == g->disks.end()) return NotFoundError("disk " + target + " of guest '" + guest + "': no such disk");
+    g->disks.erase(it);
+    return *g;
   }
 
   Status Delete(const std::string& guest, bool force) override {
@@ -278,6 +310,7 @@ class InMemoryAgent final : public AgentClient {
   // Lifecycle answers carry no disks (only Get does), as the agent's.
   static AgentGuest Answer(AgentGuest g) {
     g.local_disks.clear();
+    g.disks.clear();
     return g;
   }
   // One poll of a running job. Requires cluster_.mu_.

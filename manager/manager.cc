@@ -120,7 +120,15 @@ Status Manager::Start() {
       .enqueue = [this](const std::string& id) { Enqueue(id); },
       .visible = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); }});
   storage_ = std::make_unique<internal::StorageService>(
-      internal::StorageService::Deps{.store = *store_, .events = *events_, .clock = clock_, .config = config_});
+      internal::StorageService::Deps{.store = *store_,
+                                     .events = *events_,
+                                     .clock = clock_,
+                                     .config = config_,
+                                     .guests = *guests_,
+                                     .agent_of = agent_of,
+                                     .visible_guest = [this](const Principal& p, std::string_view name) {
+                                       return VisibleGuest(p, name);
+                                     }});
   guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
       .store = *store_,
       .events = *events_,
@@ -311,6 +319,12 @@ Result<VolumeRecord> Manager::ResizeVolume(const Principal& p, std::string_view 
   return storage_->ResizeVolume(p, name, size_gib);
 }
 Status Manager::DeleteVolume(const Principal& p, std::string_view name) { return storage_->DeleteVolume(p, name); }
+Result<VolumeRecord> Manager::AttachVolume(const Principal& p, std::string_view name, std::string_view guest) {
+  return storage_->AttachVolume(p, name, guest);
+}
+Result<VolumeRecord> Manager::DetachVolume(const Principal& p, std::string_view name) {
+  return storage_->DetachVolume(p, name);
+}
 Result<std::vector<StorageQuota>> Manager::ListStorageQuotas(const Principal& p) { return storage_->ListQuotas(p); }
 Result<StorageQuota> Manager::SetStorageQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib) {
   return storage_->SetQuota(p, tenant, gib);

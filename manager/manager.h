@@ -537,6 +537,10 @@ class Manager {
   Result<VolumeRecord> CreateVolume(const Principal& p, const VolumeCreate& req);
   Result<VolumeRecord> ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib);
   Status DeleteVolume(const Principal& p, std::string_view name);
+  // A free volume becomes a disk of an existing guest of its tenant (hot-plugged when the guest
+  // runs, kept in its spec so a restart elsewhere opens it too); detached, it is free again.
+  Result<VolumeRecord> AttachVolume(const Principal& p, std::string_view name, std::string_view guest);
+  Result<VolumeRecord> DetachVolume(const Principal& p, std::string_view name);
   Result<std::vector<StorageQuota>> ListStorageQuotas(const Principal& p);
   Result<StorageQuota> SetStorageQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib);
   Result<StorageInfo> GetStorageInfo(const Principal& p);

@@ -3,6 +3,7 @@
 #include <functional>
 #include <optional>
 
+#include "common/id.h"
 #include "manager/http_api.h"
 #include "manager/internal.h"
 
@@ -43,6 +44,15 @@ Json VolumeView(const VolumeRecord& v, const Principal& p) {
 
 Json StorageQuotaView(const StorageQuota& q) {
   return {{"tenant", q.tenant}, {"gib", q.gib ? Json(*q.gib) : Json(nullptr)}, {"used_gib", q.used_gib}};
+}
+
+// POST /api/v1/volumes/{name}/attach: {"guest": NAME}.
+Result<std::string> ParseVolumeAttach(const Json& body) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"guest"}));
+  UW_ASSIGN_OR_RETURN(std::string guest, v.String("guest"));
+  UW_RETURN_IF_ERROR(ValidateGuestName(guest, "guest"));
+  return guest;
 }
 
 // A JSON body parsed by `parse`, then `fn` on it (under Idempotency-Key handling).
@@ -116,6 +126,22 @@ void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx
     if (!p.ok()) return Response::Error(p.status());
     return WithBody<int64_t>(ctx, req, *p, ParseVolumeResize, [&](const int64_t& gib) {
       auto v = m.ResizeVolume(*p, req.params.at("name"), gib);
+      return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
+    });
+  });
+  router.Add("POST", "/api/v1/volumes/{name}/attach", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "write");
+    if (!p.ok()) return Response::Error(p.status());
+    return WithBody<std::string>(ctx, req, *p, ParseVolumeAttach, [&](const std::string& guest) {
+      auto v = m.AttachVolume(*p, req.params.at("name"), guest);
+      return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
+    });
+  });
+  router.Add("POST", "/api/v1/volumes/{name}/detach", [&m, ctx](const Request& req) {
+    auto p = ctx.who(req, "write");
+    if (!p.ok()) return Response::Error(p.status());
+    return ctx.idempotent(req, *p, [&] {
+      auto v = m.DetachVolume(*p, req.params.at("name"));
       return v.ok() ? Response::Json(200, VolumeView(*v, *p)) : Response::Error(v.status());
     });
   });

@@ -410,7 +410,7 @@ Status StorageService::DeleteVolume(const Principal& p, std::string_view name) {
   const std::string shown(ShownGuestName(p, v.key));
   if (!v.guest.empty()) {
     return FailedPreconditionError("volume '" + shown + "' is a disk of guest '" +
-                                   std::string(ShownGuestName(p, v.guest)) + "': delete the guest first");
+                                   std::string(ShownGuestName(p, v.guest)) + "': detach it or delete the guest first");
   }
   if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
   return RemoveVolume(v).WithContext("volume '" + shown + "'");

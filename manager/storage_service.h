@@ -6,6 +6,7 @@
 //   POST /volumes {name, size}   --> row `creating` (quota checked) --> backend CreateVolume --> `ready`
 //   POST /guests {disks: [{volume}|{image, size_gib}]} --> AttachForCreate: each volume marked as the
 //        guest's (an image disk makes a volume deleted with the guest) --> the agent's {rbd} disks
+//   POST /volumes/{name}/attach {guest}, /detach --> AttachVolume, DetachVolume (storage_attach.cc)
 //   guest deleted, or its create failed --> ReleaseGuest: its volumes are free again (or deleted)
 //
 // The backend is opened on first use (Ceph may be down when the manager starts: then each call
@@ -19,6 +20,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +32,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "manager/agent_client.h"
 #include "manager/manager.h"
 #include "manager/store.h"
 #include "storage/storage.h"
@@ -37,6 +40,7 @@
 namespace uw::manager::internal {
 
 class EventLog;
+class GuestTable;
 
 class StorageService {
  public:
@@ -45,6 +49,9 @@ class StorageService {
     EventLog& events;
     Clock& clock;
     const ManagerConfig& config;  // storage_backend, storage_rbd, storage_local
+    GuestTable& guests;
+    std::function<std::shared_ptr<AgentClient>(const std::string& host)> agent_of;
+    std::function<Result<Guest>(const Principal& p, std::string_view name)> visible_guest;
   };
   explicit StorageService(Deps deps) : d_(std::move(deps)) {}
   ~StorageService();
@@ -61,6 +68,12 @@ class StorageService {
   Result<VolumeRecord> CreateVolume(const Principal& p, const VolumeCreate& req);
   Result<VolumeRecord> ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib);
   Status DeleteVolume(const Principal& p, std::string_view name);
+  // storage_attach.cc: a ready, free volume becomes a disk of an existing guest of its tenant (the
+  // guest's agent hot-plugs it; its spec keeps it for a restart elsewhere), and back. Only RBD
+  // volumes; kFailedPrecondition while the guest moves, is on no host or is neither running nor
+  // stopped. The catalogue waits while the agent works (up to its detach timeout).
+  Result<VolumeRecord> AttachVolume(const Principal& p, std::string_view name, std::string_view guest);
+  Result<VolumeRecord> DetachVolume(const Principal& p, std::string_view name);
 
   Result<std::vector<StorageQuota>> ListQuotas(const Principal& p);
   Result<StorageQuota> SetQuota(const Principal& p, std::string_view tenant, std::optional<int64_t> gib);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/command.h"
 #include "manager/manager_fixture.h"
 
 namespace uw::manager::testing {
@@ -136,6 +137,55 @@ TEST_F(StorageCatalogueTest, BadInputIsRefusedAndMakesNothing) {
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM images"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 0);
+}
+
+// An image imported from an http URL (the manager downloads it with libcurl): here served by the
+// manager's own HTTP server on a route added for the test. A URL that answers 404, and one where
+// nothing listens, are clear errors (the latter retryable) that make no image.
+TEST_F(StorageCatalogueTest, ImagesImportFromUrls) {
+  StartManager();
+  std::string bytes(1 << 20, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i % 251);
+  router_->AddPublic("GET", "/files/base.raw", [&bytes](const api::Request&) {
+    api::Response r;
+    r.content_type = "application/octet-stream";
+    r.body = bytes;
+    return r;
+  });
+  router_->AddPublic("GET", "/files/missing.raw",
+                     [](const api::Request&) { return api::Response::Error(NotFoundError("no such file")); });
+  const std::string base = "http://127.0.0.1:" + std::to_string(server_->port());
+  Json import = {{"name", "web-base"}, {"source", base + "/files/base.raw"}};
+  auto img = Client().Call("POST", "/api/v1/images", &import);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  EXPECT_EQ((*img)["size_bytes"], 1 << 20);
+  EXPECT_EQ((*img)["source"], base + "/files/base.raw");
+  // A volume cloned from it holds the downloaded bytes.
+  Json vol = {{"name", "v"}, {"image", "web-base"}, {"size_gib", 1}};
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/volumes", &vol).ok());
+  auto shown = Client().Call("GET", "/api/v1/volumes/v");
+  ASSERT_TRUE(shown.ok());
+  const std::string file = (dir_ / "storage" / "volumes" / ((*shown)["backend_name"].get<std::string>() + ".qcow2")).string();
+  const std::string head = (dir_ / "head.raw").string();
+  auto read = ::uw::RunCommand(
+      {"qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=4096", "count=1", "if=" + file, "of=" + head}, {},
+      std::chrono::seconds(30));
+  ASSERT_TRUE(read.ok() && read->exit_code == 0) << (read.ok() ? read->err : read.status().ToString());
+  std::ifstream in(head, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, bytes.substr(0, 4096));
+
+  import = {{"name", "missing"}, {"source", base + "/files/missing.raw"}};
+  auto missing = Client().Call("POST", "/api/v1/images", &import);
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument) << missing.status().ToString();
+  EXPECT_NE(missing.status().message().find("404"), std::string::npos) << missing.status().ToString();
+  import = {{"name", "nobody"}, {"source", "http://127.0.0.1:9/base.raw"}};
+  auto nobody = Client().Call("POST", "/api/v1/images", &import);
+  EXPECT_EQ(nobody.status().code(), StatusCode::kUnavailable) << nobody.status().ToString();
+  EXPECT_NE(nobody.status().message().find("127.0.0.1:9"), std::string::npos) << nobody.status().ToString();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM images"), 1);
+  ASSERT_TRUE(Client().Call("DELETE", "/api/v1/volumes/v").ok());
+  ASSERT_TRUE(Client().Call("DELETE", "/api/v1/images/web-base").ok());
 }
 
 TEST_F(StorageCatalogueTest, WithoutABackendTheRoutesSaySo) {

@@ -1,8 +1,9 @@
 // High availability on the real test bed: a host's OS dies (its libvirtd, agent and QEMU killed;
 // its power and BMC stay on). The manager finds it silent with its BMC saying on (isolated),
 // fences it through IPMI, and restarts its image-booted guest and its guest on a Ceph RBD volume
-// on the other host (the latter with the marker it wrote on its disk); the guest with a local disk
-// is reported lost. When the host is powered on again, the restarted guests run once.
+// on the other host (the latter with the markers it wrote on its disk and on a volume hot-plugged
+// through the manager); the guest with a local disk is reported lost. When the host is powered on
+// again, the restarted guests run once.
 #include <unistd.h>
 
 #include "storage/storage.h"
@@ -78,6 +79,20 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   ASSERT_EQ(GuestExec(AgentOf(victim), "mit-ha-rbd",
                       "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
             "0\n");
+  // A second volume hot-plugged into the running guest through the manager: its spec keeps it, so
+  // the restart elsewhere opens it too.
+  Json extra = {{"name", "mit-ha-extra"}, {"size_gib", 1}}, to_guest = {{"guest", "mit-ha-rbd"}};
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/volumes", &extra).ok());
+  const auto plug = std::chrono::steady_clock::now();
+  auto attached = Client().Call("POST", "/api/v1/volumes/mit-ha-extra/attach", &to_guest);
+  ASSERT_TRUE(attached.ok()) << attached.status().ToString();
+  const std::string extra_marker = "UW-HA-EXTRA-" + tag;
+  ASSERT_EQ(GuestExec(AgentOf(victim), "mit-ha-rbd",
+                      "for i in $(seq 100); do [ -b /dev/vdb ] && break; sleep 0.1; done; printf '" + extra_marker +
+                          "' | dd of=/dev/vdb bs=4096 conv=sync,fsync 2>/dev/null; echo $?"),
+            "0\n");
+  std::printf("[ figure ] volume attach through the manager until the guest wrote to it: %lld ms\n",
+              static_cast<long long>(MsSince(plug)));
   const size_t index = IndexOf(victim);
   const std::string path = "/api/v1/hosts/" + victim;
   Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 2}}}};
@@ -134,6 +149,9 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   EXPECT_EQ(GuestExec(AgentOf(survivor), "mit-ha-rbd",
                       "dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " + std::to_string(marker.size())),
             marker);
+  EXPECT_EQ(GuestExec(AgentOf(survivor), "mit-ha-rbd",
+                      "dd if=/dev/vdb bs=4096 count=1 2>/dev/null | head -c " + std::to_string(extra_marker.size())),
+            extra_marker);
   const int64_t rbd_ready_ms = MsSince(t0);
   auto disk = Client().Call("GET", "/api/v1/guests/mit-ha-disk");
   EXPECT_EQ((*disk)["state"], "lost") << disk->dump();
@@ -187,8 +205,12 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   // watch is gone.
   ASSERT_TRUE(WaitFor(
       [&] {
-        auto r = Client().Do("DELETE", "/api/v1/volumes/mit-ha-rbd-disk0");
-        return r.ok() && (r->status == 200 || r->status == 404);
+        bool gone = true;
+        for (const char* v : {"mit-ha-rbd-disk0", "mit-ha-extra"}) {
+          auto r = Client().Do("DELETE", std::string("/api/v1/volumes/") + v);
+          gone = gone && r.ok() && (r->status == 200 || r->status == 404);
+        }
+        return gone;
       },
       std::chrono::seconds(45), std::chrono::milliseconds(500)));
   EXPECT_EQ((*rbd)->GetVolume(volume).status().code(), StatusCode::kNotFound);

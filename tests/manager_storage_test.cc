@@ -150,5 +150,105 @@ TEST_F(ManagerStorageTest, ARefusedGuestLeavesNoVolumeBehind) {
   EXPECT_EQ(ceph_->ListVolumes()->size(), on_ceph_before);
 }
 
+// A free volume becomes a disk of an existing guest and is taken off it again: the agent is asked
+// for the volume's RBD image at the next free target, the guest's spec keeps the disk (for a
+// restart elsewhere), and every refusal leaves the volume as it was.
+TEST_F(ManagerStorageTest, VolumesAttachToAndDetachFromExistingGuests) {
+  StartManager();
+  AddHost("h1");
+  std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  Json import = {{"name", image_}, {"source", source_}};
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/images", &import).ok());
+  Json data = {{"name", "data"}, {"size_gib", 1}};
+  ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes", &data).ok());
+  ASSERT_TRUE(Client(beta).Call("POST", "/api/v1/volumes", &data).ok());
+  Json g = {{"name", "web"}, {"image", "tiny"}, {"memory_mib", 64}, {"disks", {{{"image", image_}, {"size_gib", 1}}}}};
+  auto created = Client(acme).Call("POST", "/api/v1/guests", &g);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  Json box = {{"name", "box"}, {"kind", "lxc"}, {"image", "tiny"}, {"memory_mib", 64}};
+  auto made_box = Client(acme).Call("POST", "/api/v1/guests", &box);
+  ASSERT_TRUE(made_box.ok()) << made_box.status().ToString();
+  ASSERT_EQ(WaitTask(*made_box)["state"], "succeeded");
+  auto agent = cluster_.Client("h1");
+
+  Json to_web = {{"guest", "web"}};
+  auto attached = Client(acme).Call("POST", "/api/v1/volumes/data/attach", &to_web);
+  ASSERT_TRUE(attached.ok()) << attached.status().ToString();
+  EXPECT_EQ((*attached)["guest"], "web");
+  auto there = agent->Get("acme:web");
+  ASSERT_TRUE(there.ok());
+  ASSERT_EQ(there->disks.size(), 2u);
+  EXPECT_EQ(there->disks[1].target, "vdb");
+  auto all = Client().Call("GET", "/api/v1/volumes/acme:data");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(VolumeOf({{"rbd", there->disks[1].rbd}}), (*all)["backend_name"]);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'volume.attached'"), 1);
+
+  // Refusals: each leaves the volumes as they were.
+  struct Case {
+    std::string token, volume;
+    Json body;
+    StatusCode code;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {acme, "data", to_web, StatusCode::kAlreadyExists, "is a disk of guest 'web'"},
+      {beta, "data", to_web, StatusCode::kNotFound, "guest 'web' not found"},
+      {acme, "beta:data", to_web, StatusCode::kNotFound, "volume 'beta:data' not found"},
+      {kAdmin, "beta:data", {{"guest", "acme:web"}}, StatusCode::kFailedPrecondition, "tenant beta"},
+      {acme, "ghost", to_web, StatusCode::kNotFound, "volume 'ghost' not found"},
+      {acme, "web-disk0", {{"guest", "box"}}, StatusCode::kFailedPrecondition, "is a disk of guest 'web'"},
+      {beta, "data", {{"guest", 5}}, StatusCode::kInvalidArgument, "guest"},
+      {beta, "data", {{"guest", "web"}, {"target", "vdz"}}, StatusCode::kInvalidArgument, "target"},
+      {beta, "data", {{"guest", "../x"}}, StatusCode::kInvalidArgument, "guest"},
+  };
+  for (const Case& c : cases) {
+    auto r = Client(c.token).Call("POST", "/api/v1/volumes/" + c.volume + "/attach", &c.body);
+    EXPECT_EQ(r.status().code(), c.code) << c.volume << " " << c.body.dump() << ": " << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.says), std::string::npos) << r.status().ToString();
+  }
+  Json to_box = {{"guest", "box"}};
+  ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes/data/detach").ok());
+  auto container = Client(acme).Call("POST", "/api/v1/volumes/data/attach", &to_box);
+  EXPECT_EQ(container.status().code(), StatusCode::kFailedPrecondition) << container.status().ToString();
+  EXPECT_NE(container.status().message().find("container"), std::string::npos) << container.status().ToString();
+  there = agent->Get("acme:web");
+  ASSERT_EQ(there->disks.size(), 1u);
+  EXPECT_EQ(there->disks[0].target, "vda");
+  auto free = Client(acme).Call("GET", "/api/v1/volumes/data");
+  EXPECT_EQ((*free)["guest"], nullptr);
+  auto again = Client(acme).Call("POST", "/api/v1/volumes/data/detach");
+  EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition) << again.status().ToString();
+
+  // An agent that does not answer: a retryable error, and the volume stays free.
+  cluster_.SetDown("h1", true);
+  auto down = Client(acme).Call("POST", "/api/v1/volumes/data/attach", &to_web);
+  EXPECT_EQ(down.status().code(), StatusCode::kUnavailable) << down.status().ToString();
+  EXPECT_NE(down.status().message().find("host h1"), std::string::npos) << down.status().ToString();
+  cluster_.SetDown("h1", false);
+  EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/volumes/data"))["guest"], nullptr);
+
+  // Attached again (vdb is free again), then the disk made with the guest is detached: it becomes
+  // an ordinary volume that outlives the guest, and the guest keeps vdb at its place.
+  ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes/data/attach", &to_web).ok());
+  auto boot = Client(acme).Call("POST", "/api/v1/volumes/web-disk0/detach");
+  ASSERT_TRUE(boot.ok()) << boot.status().ToString();
+  EXPECT_EQ((*boot)["delete_with_guest"], false);
+  there = agent->Get("acme:web");
+  ASSERT_EQ(there->disks.size(), 1u);
+  EXPECT_EQ(there->disks[0].target, "vdb");
+  auto stop = Client(acme).Call("POST", "/api/v1/guests/web/stop");
+  ASSERT_TRUE(stop.ok());
+  ASSERT_EQ(WaitTask(*stop)["state"], "succeeded");
+  auto del = Client(acme).Call("DELETE", "/api/v1/guests/web");
+  ASSERT_TRUE(del.ok());
+  ASSERT_EQ(WaitTask(*del)["state"], "succeeded");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes WHERE guest IS NOT NULL"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 3);
+  for (const char* v : {"data", "web-disk0"}) EXPECT_TRUE(Client(acme).Call("DELETE", std::string("/api/v1/volumes/") + v).ok());
+  ASSERT_TRUE(Client(beta).Call("DELETE", "/api/v1/volumes/data").ok());
+}
+
 }  // namespace
 }  // namespace uw::manager::testing

@@ -175,6 +175,47 @@ TEST_F(RbdGuestOnTestbed, MarkerOnAnRbdCloneSurvivesLiveMigrationAndARestartElse
   EXPECT_EQ(rbd_->DeleteImage(image_).code(), StatusCode::kFailedPrecondition);
 }
 
+// A volume hot-plugged into a running guest (PCI hot-plug through ACPI): the guest sees it, writes
+// a marker that lands on the volume, and lets go of it when it is unplugged; bad requests change
+// nothing.
+TEST_F(RbdGuestOnTestbed, AVolumeHotPlugsIntoARunningGuestAndUnplugsAgain) {
+  Json spec = {{"name", guest_}, {"kind", "qemu"}, {"image", "tiny"}, {"memory_mib", 256}};
+  auto created = Call(0, "POST", "/api/v1/guests", spec.dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  ASSERT_EQ(Exec(0, "ping", 120), "pong\n");
+  const std::string disks = "/api/v1/guests/" + guest_ + "/disks";
+  const Json disk = {{"rbd", config_.pool + "/uw-vol-" + volume_}, {"target", "vdb"}};
+  EXPECT_EQ(Call(0, "POST", disks, Json({{"rbd", disk["rbd"]}, {"target", "../x"}}).dump()).status, 400);
+  auto start = std::chrono::steady_clock::now();
+  auto attached = Call(0, "POST", disks, disk.dump());
+  ASSERT_EQ(attached.status, 200) << attached.body;
+  std::printf("[ figure ] rbd volume hot-plug (agent call): %.0f ms\n",
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  EXPECT_EQ(Json::parse(attached.body)["spec"]["disks"].size(), 1u) << attached.body;
+  EXPECT_EQ(Call(0, "POST", disks, disk.dump()).status, 409) << "the same target twice";
+  // The guest's kernel finds the new PCI device; the clone reads through to its golden image.
+  ASSERT_EQ(Exec(0, "for i in $(seq 100); do [ -b /dev/vdb ] && break; sleep 0.1; done; "
+                    "dd if=/dev/vdb bs=15 count=1 2>/dev/null"),
+            "UW-GOLDEN-IMAGE");
+  const std::string marker = "UW-HOTPLUG-" + tag_;
+  ASSERT_EQ(Exec(0, "printf '" + marker + "' | dd of=/dev/vdb bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+            "0\n");
+  EXPECT_EQ(VolumeBytes(kMiB, 4096).substr(0, marker.size()), marker) << "the marker is not on the RBD volume";
+
+  EXPECT_EQ(Call(0, "DELETE", disks + "/vdc").status, 404);
+  start = std::chrono::steady_clock::now();
+  auto detached = Call(0, "DELETE", disks + "/vdb");
+  ASSERT_EQ(detached.status, 200) << detached.body;
+  std::printf("[ figure ] rbd volume unplug (agent call, until the guest let go): %.0f ms\n",
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  EXPECT_TRUE(Json::parse(detached.body)["spec"]["disks"].empty()) << detached.body;
+  EXPECT_EQ(Exec(0, "[ -b /dev/vdb ] && echo present || echo gone"), "gone\n");
+  // Let go of by QEMU too: nothing holds the volume any more.
+  auto free = rbd_->GetVolume(volume_);
+  ASSERT_TRUE(free.ok()) << free.status().ToString();
+  EXPECT_FALSE(free->in_use);
+}
+
 // The OSD dies under a running guest (bluestore, so it can come back with its data): the guest's
 // writes fail or stall instead of the volume being lost, and once the OSD is back the guest writes
 // again and every marker written before is still on the volume.

@@ -171,6 +171,8 @@ void Agent::BuildRoutes() {
   router_.Add("POST", "/api/v1/guests/{name}/pause", [this](const api::Request& r) { return PauseGuest(r, true); });
   router_.Add("POST", "/api/v1/guests/{name}/resume", [this](const api::Request& r) { return PauseGuest(r, false); });
   router_.Add("POST", "/api/v1/guests/{name}/resize", [this](const api::Request& r) { return ResizeGuest(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/disks", [this](const api::Request& r) { return AttachDisk(r); });
+  router_.Add("DELETE", "/api/v1/guests/{name}/disks/{target}", [this](const api::Request& r) { return DetachDisk(r); });
   router_.Add("POST", "/api/v1/guests/{name}/exec", [this](const api::Request& r) { return ExecInGuest(r); });
   router_.Add("GET", "/api/v1/guests/{name}/console", [this](const api::Request& r) { return GuestConsole(r); });
   router_.Add("GET", "/api/v1/guests/{name}/stats", [this](const api::Request& r) { return Stats(r); });
@@ -351,6 +353,20 @@ api::Response Agent::DeleteGuest(const api::Request& req) {
   const bool force = req.query.count("force") && (req.query.at("force") == "true" || req.query.at("force") == "1");
   UW_CHECK(service_.Delete(name, force));
   return Ok({{"deleted", name}});
+}
+
+api::Response Agent::AttachDisk(const api::Request& req) {
+  Json body;
+  UW_PARSE(body, req.JsonBody());
+  DiskSpec disk;
+  UW_PARSE(disk, DiskSpecFromJson(body, "body", ""));
+  auto guest = service_.AttachDisk(req.params.at("name"), disk);
+  return guest.ok() ? Ok(GuestDetailsToJson(*guest)) : Err(guest.status());
+}
+
+api::Response Agent::DetachDisk(const api::Request& req) {
+  auto guest = service_.DetachDisk(req.params.at("name"), req.params.at("target"));
+  return guest.ok() ? Ok(GuestDetailsToJson(*guest)) : Err(guest.status());
 }
 
 api::Response Agent::ExecInGuest(const api::Request& req) {

@@ -56,6 +56,8 @@ class Agent {
   api::Response PauseGuest(const api::Request& req, bool pause);
   api::Response ResizeGuest(const api::Request& req);
   api::Response DeleteGuest(const api::Request& req);
+  api::Response AttachDisk(const api::Request& req);
+  api::Response DetachDisk(const api::Request& req);
   api::Response ExecInGuest(const api::Request& req);
   api::Response GuestConsole(const api::Request& req);
   api::Response Stats(const api::Request& req);

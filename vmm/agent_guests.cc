@@ -230,6 +230,34 @@ Result<GuestStatus> AgentService::Resize(std::string_view name, const ResizeRequ
   return StatusNow(h, name);
 }
 
+Result<GuestDetails> AgentService::AttachDisk(std::string_view name, DiskSpec disk) {
+  UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
+  if (disk.size_mib > 0) {
+    return InvalidArgumentError("body.size_mib: an attached disk exists already (give its path or rbd image)");
+  }
+  UW_ASSIGN_OR_RETURN(GuestSpec spec, h->GetSpec(name));
+  for (size_t i = 0; disk.target.empty(); ++i) {
+    const std::string t = DefaultDiskTarget(i);
+    if (std::none_of(spec.disks.begin(), spec.disks.end(), [&](const DiskSpec& d) { return d.target == t; })) {
+      disk.target = t;
+    }
+  }
+  GuestSpec one;
+  one.disks = {disk};
+  UW_RETURN_IF_ERROR(PrepareRbdDisks(one));
+  UW_RETURN_IF_ERROR(h->AttachDisk(name, one.disks[0]));
+  spdlog::info("attached disk {} ({}) to guest {}", disk.target, disk.rbd.empty() ? disk.path : "rbd " + disk.rbd,
+               name);
+  return Get(name);
+}
+
+Result<GuestDetails> AgentService::DetachDisk(std::string_view name, std::string_view target) {
+  UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
+  UW_RETURN_IF_ERROR(h->DetachDisk(name, target, kDiskDetachTimeout));
+  spdlog::info("detached disk {} from guest {}", target, name);
+  return Get(name);
+}
+
 Status AgentService::Delete(std::string_view name, bool force) {
   UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));

@@ -223,6 +223,14 @@ class AgentService {
   Result<GuestStatus> Resume(std::string_view name);
   // kInvalidArgument when a value is above the guest's maximum; nothing is changed then.
   Result<GuestStatus> Resize(std::string_view name, const ResizeRequest& request);
+  // Adds an existing disk (a file or block device, or an rbd image, which gets this host's Ceph
+  // user and secret) to a guest, running (a hot-plug) or not; an empty target is the first free
+  // one. kAlreadyExists when the target is taken.
+  Result<GuestDetails> AttachDisk(std::string_view name, DiskSpec disk);
+  // Removes the disk at `target`; a running guest must let go of it within kDiskDetachTimeout
+  // (kDeadlineExceeded otherwise). kNotFound when the guest has no such disk.
+  Result<GuestDetails> DetachDisk(std::string_view name, std::string_view target);
+  static constexpr Duration kDiskDetachTimeout = std::chrono::seconds(20);
   // kFailedPrecondition for a guest not shut off unless `force`. Removes its local disks.
   Status Delete(std::string_view name, bool force);
   // kFailedPrecondition when the guest is not running or not ready within the timeout.

@@ -31,6 +31,28 @@ void AppendRbdDisk(pugi::xml_node devices, const DiskSpec& d, const char* bus) {
   if (d.read_only) disk.append_child("readonly");
 }
 
+// One <disk> of a guest: a file or block device on the host, or an RBD image.
+void AppendDisk(pugi::xml_node devices, const DiskSpec& d, bool paravirt) {
+  const char* bus = paravirt ? "virtio" : "sata";
+  if (!d.rbd.empty()) {
+    AppendRbdDisk(devices, d, bus);
+    return;
+  }
+  auto disk = devices.append_child("disk");
+  disk.append_attribute("type") = d.path.rfind("/dev/", 0) == 0 ? "block" : "file";
+  disk.append_attribute("device") = "disk";
+  auto drv = disk.append_child("driver");
+  drv.append_attribute("name") = "qemu";
+  drv.append_attribute("type") = d.format.c_str();
+  drv.append_attribute("cache") = "none";
+  auto src = disk.append_child("source");
+  src.append_attribute(d.path.rfind("/dev/", 0) == 0 ? "dev" : "file") = d.path.c_str();
+  auto tgt = disk.append_child("target");
+  tgt.append_attribute("dev") = d.target.c_str();
+  tgt.append_attribute("bus") = bus;
+  if (d.read_only) disk.append_child("readonly");
+}
+
 void BuildMetadata(pugi::xml_node domain, const GuestSpec& spec) {
   auto guest = domain.append_child("metadata").append_child("uw:guest");
   guest.append_attribute("xmlns:uw") = kUwXmlNamespace;
@@ -91,25 +113,7 @@ void BuildVm(pugi::xml_node domain, const GuestSpec& spec) {
   AddText(domain, "on_crash", "preserve");
 
   auto devices = domain.append_child("devices");
-  for (const auto& d : spec.disks) {
-    if (!d.rbd.empty()) {
-      AppendRbdDisk(devices, d, spec.paravirt ? "virtio" : "sata");
-      continue;
-    }
-    auto disk = devices.append_child("disk");
-    disk.append_attribute("type") = d.path.rfind("/dev/", 0) == 0 ? "block" : "file";
-    disk.append_attribute("device") = "disk";
-    auto drv = disk.append_child("driver");
-    drv.append_attribute("name") = "qemu";
-    drv.append_attribute("type") = d.format.c_str();
-    drv.append_attribute("cache") = "none";
-    auto src = disk.append_child("source");
-    src.append_attribute(d.path.rfind("/dev/", 0) == 0 ? "dev" : "file") = d.path.c_str();
-    auto tgt = disk.append_child("target");
-    tgt.append_attribute("dev") = d.target.c_str();
-    tgt.append_attribute("bus") = spec.paravirt ? "virtio" : "sata";
-    if (d.read_only) disk.append_child("readonly");
-  }
+  for (const auto& d : spec.disks) AppendDisk(devices, d, spec.paravirt);
   for (const auto& n : spec.nics) {
     auto nic = devices.append_child("interface");
     nic.append_attribute("type") = n.type == "user" ? "user" : "bridge";
@@ -197,6 +201,14 @@ std::string BuildDomainXml(const GuestSpec& spec) {
   }
   std::ostringstream out;
   doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
+  return out.str();
+}
+
+std::string DiskDeviceXml(const DiskSpec& disk, bool paravirt) {
+  pugi::xml_document doc;
+  AppendDisk(doc, disk, paravirt);
+  std::ostringstream out;
+  doc.first_child().print(out, "", pugi::format_raw);
   return out.str();
 }
 

@@ -19,6 +19,10 @@ inline constexpr const char* kUwXmlNamespace = "https://underware.dev/xmlns/gues
 // the domain is type='qemu' (TCG) without a host CPU model; the metadata still says kvm.
 std::string BuildDomainXml(const GuestSpec& spec);
 
+// One <disk> element as BuildDomainXml writes it for `disk` (virtio bus when `paravirt`, else
+// sata): what a disk hot-plug gives libvirt.
+std::string DiskDeviceXml(const DiskSpec& disk, bool paravirt);
+
 // Reads back what BuildDomainXml wrote (and what libvirt adds). kInvalidArgument for XML that is
 // not a domain.
 Result<GuestSpec> ParseDomainXml(const std::string& xml);

@@ -1,4 +1,5 @@
 // GuestSpec, GuestInfo and friends: names, JSON and validation.
+#include <algorithm>
 #include <array>
 
 #include "common/id.h"
@@ -24,6 +25,38 @@ bool IsRbdName(std::string_view s) {
   };
   return plain(s.substr(0, slash)) && plain(s.substr(slash + 1));
 }
+// A disk's device name in the guest: vd, sd or hd and one or two letters (it also names the
+// file of a local disk the agent makes, so nothing else may pass).
+bool IsDiskTarget(std::string_view t) {
+  if (t.size() < 3 || t.size() > 4) return false;
+  if (t.substr(0, 2) != "vd" && t.substr(0, 2) != "sd" && t.substr(0, 2) != "hd") return false;
+  return std::all_of(t.begin() + 2, t.end(), [](char c) { return c >= 'a' && c <= 'z'; });
+}
+
+Result<DiskSpec> DiskSpecFromView(const JsonView& d, const std::string& default_target) {
+  UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib", "rbd"}));
+  DiskSpec disk;
+  UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
+  UW_ASSIGN_OR_RETURN(disk.size_mib, d.NonNegativeInt("size_mib", 0));
+  if (disk.size_mib > 16 << 20) return d.FieldError("size_mib", "expected at most 16 TiB");
+  if (!disk.rbd.empty()) {
+    if (!IsRbdName(disk.rbd)) return d.FieldError("rbd", "expected POOL/IMAGE");
+    if (d.Has("path") || disk.size_mib > 0) return d.FieldError("rbd", "an rbd disk has no path or size_mib");
+    UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "raw"));
+    if (disk.format != "raw") return d.FieldError("format", "an rbd disk is raw");
+  } else {
+    UW_ASSIGN_OR_RETURN(disk.path, disk.size_mib > 0 ? d.String("path", "") : d.String("path"));
+    UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
+  }
+  if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
+  UW_ASSIGN_OR_RETURN(disk.target, d.String("target", default_target));
+  if ((d.Has("target") || !default_target.empty()) && !IsDiskTarget(disk.target)) {
+    return d.FieldError("target", "expected vd, sd or hd and one or two letters (vdb), got '" + disk.target + "'");
+  }
+  UW_ASSIGN_OR_RETURN(disk.read_only, d.Bool("read_only", false));
+  return disk;
+}
+
 // The largest guest: the largest host the manager accepts (64 TiB).
 constexpr int64_t kMaxMemoryMib = int64_t{64} << 20;
 constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running", "paused",    "shutting-down",
@@ -31,6 +64,18 @@ constexpr std::array<std::string_view, 8> kStateNames = {"shutoff", "running", "
 }  // namespace
 
 std::string_view GuestStateName(GuestState state) { return kStateNames[static_cast<size_t>(state)]; }
+
+std::string DefaultDiskTarget(size_t index) {
+  std::string t = "vd";
+  if (index >= 26) t += static_cast<char>('a' + index / 26 - 1);
+  t += static_cast<char>('a' + index % 26);
+  return t;
+}
+
+Result<DiskSpec> DiskSpecFromJson(const Json& j, std::string_view path, const std::string& default_target) {
+  UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, std::string(path)));
+  return DiskSpecFromView(v, default_target);
+}
 
 Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, std::string(path)));
@@ -71,24 +116,7 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   if (v.Has("disks")) {
     UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
     for (const auto& d : disks) {
-      UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib", "rbd"}));
-      DiskSpec disk;
-      UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
-      UW_ASSIGN_OR_RETURN(disk.size_mib, d.NonNegativeInt("size_mib", 0));
-      if (disk.size_mib > 16 << 20) return d.FieldError("size_mib", "expected at most 16 TiB");
-      if (!disk.rbd.empty()) {
-        if (!IsRbdName(disk.rbd)) return d.FieldError("rbd", "expected POOL/IMAGE");
-        if (d.Has("path") || disk.size_mib > 0) return d.FieldError("rbd", "an rbd disk has no path or size_mib");
-        UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "raw"));
-        if (disk.format != "raw") return d.FieldError("format", "an rbd disk is raw");
-      } else {
-        UW_ASSIGN_OR_RETURN(disk.path, disk.size_mib > 0 ? d.String("path", "") : d.String("path"));
-        UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
-      }
-      if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
-      UW_ASSIGN_OR_RETURN(disk.target,
-                          d.String("target", "vd" + std::string(1, static_cast<char>('a' + s.disks.size()))));
-      UW_ASSIGN_OR_RETURN(disk.read_only, d.Bool("read_only", false));
+      UW_ASSIGN_OR_RETURN(DiskSpec disk, DiskSpecFromView(d, DefaultDiskTarget(s.disks.size())));
       s.disks.push_back(disk);
     }
   }

@@ -98,6 +98,11 @@ struct GuestSpec {
 // Parses the agent API's guest JSON (see vmm/README.md). Field errors name the path ("spec.vcpus").
 Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path = "spec");
 Json GuestSpecToJson(const GuestSpec& spec);
+// One disk of the guest JSON (an element of its "disks"), with `default_target` when it names none
+// (an empty default leaves the target empty: the caller picks one).
+Result<DiskSpec> DiskSpecFromJson(const Json& j, std::string_view path, const std::string& default_target);
+// The target a guest's disk number `index` gets when it names none: vda, vdb, ..., vdz, vdaa, ...
+std::string DefaultDiskTarget(size_t index);
 // Checks internal consistency (names, vcpus <= max, memory <= max, kernel for vm kinds, root for lxc,
 // CPU tuning ranges). With `image_named` the spec names an image the agent resolves later, which
 // may supply the kernel or the container root: their absence is then not an error.
@@ -291,6 +296,19 @@ class Hypervisor {
   }
   virtual Status StartPostCopy(std::string_view name) {
     return UnimplementedError("this hypervisor cannot migrate guests");
+  }
+
+  // Adds `disk` to a guest: to the running guest (a hot-plug) and to its persistent definition, or
+  // to the definition only when it is shut off. kAlreadyExists when its target is taken,
+  // kFailedPrecondition for a container.
+  virtual Status AttachDisk(std::string_view name, const DiskSpec& disk) {
+    return UnimplementedError("this hypervisor cannot attach disks");
+  }
+  // Removes the disk at `target` from the definition and from the running guest, which must let go
+  // of it (a PCI unplug through ACPI) within `timeout`: kDeadlineExceeded when it does not (the disk
+  // stays in the running guest until it stops). kNotFound when the guest has no such disk.
+  virtual Status DetachDisk(std::string_view name, std::string_view target, Duration timeout) {
+    return UnimplementedError("this hypervisor cannot detach disks");
   }
 
   // Defines (or updates) the private libvirt secret `uuid` for Ceph user `usage` ("client.uw") with

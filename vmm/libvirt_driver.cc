@@ -466,27 +466,6 @@ Status LibvirtHypervisor::Undefine(std::string_view name) {
 // ---------------------------------------------------------------------------------------------
 // Live changes
 
-namespace {
-// Applies a change to the running guest (when it runs) and to its persistent definition, as two
-// calls: some drivers refuse AFFECT_LIVE and AFFECT_CONFIG together.
-template <typename F>
-Status ApplyLiveAndConfig(virDomainPtr d, const std::string& what, F apply) {
-  if (virDomainIsActive(d) == 1) {
-    if (apply(VIR_DOMAIN_AFFECT_LIVE) < 0) return LibvirtError(what);
-    if (virDomainIsPersistent(d) != 1) return Status::Ok();
-  }
-  if (apply(VIR_DOMAIN_AFFECT_CONFIG) < 0) {
-    Status s = LibvirtError(what + " (persistent definition)");
-    if (virDomainIsActive(d) == 1) {
-      // The live change took effect; the definition keeps the old value until the next change.
-      spdlog::warn("{}", s.message());
-      return Status::Ok();
-    }
-    return s;
-  }
-  return Status::Ok();
-}
-}  // namespace
 
 Status LibvirtHypervisor::SetMemory(std::string_view name, int64_t mib) {
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));

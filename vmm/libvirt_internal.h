@@ -8,7 +8,10 @@
 #include <sstream>
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "vmm/hypervisor.h"
+#include "vmm/libvirt_driver.h"
 
 namespace uw::vmm {
 
@@ -28,6 +31,26 @@ inline std::string ReadSmallFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Applies a change to the running guest (when it runs) and to its persistent definition, as two
+// calls: some drivers refuse AFFECT_LIVE and AFFECT_CONFIG together.
+template <typename F>
+Status ApplyLiveAndConfig(virDomainPtr d, const std::string& what, F apply) {
+  if (virDomainIsActive(d) == 1) {
+    if (apply(VIR_DOMAIN_AFFECT_LIVE) < 0) return LibvirtError(what);
+    if (virDomainIsPersistent(d) != 1) return Status::Ok();
+  }
+  if (apply(VIR_DOMAIN_AFFECT_CONFIG) < 0) {
+    Status s = LibvirtError(what + " (persistent definition)");
+    if (virDomainIsActive(d) == 1) {
+      // The live change took effect; the definition keeps the old value until the next change.
+      spdlog::warn("{}", s.message());
+      return Status::Ok();
+    }
+    return s;
+  }
+  return Status::Ok();
 }
 
 }  // namespace uw::vmm
