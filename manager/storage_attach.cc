@@ -65,13 +65,13 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
                                    ": a volume is a disk of its own tenant's guests only");
   }
   if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
-  if (v.delete_with_guest) {
-    return FailedPreconditionError("volume '" + shown + "' is being deleted (it was a disk of a deleted guest)");
-  }
   if (v.guest == g.name) return AlreadyExistsError("volume '" + shown + "' is a disk of guest '" + guest_shown + "'");
   if (!v.guest.empty()) {
     return FailedPreconditionError("volume '" + shown + "' is a disk of guest '" +
                                    std::string(ShownGuestName(p, v.guest)) + "': detach it first");
+  }
+  if (v.delete_with_guest) {  // no guest's, still to be deleted: its guest is gone
+    return FailedPreconditionError("volume '" + shown + "' is being deleted (it was a disk of a deleted guest)");
   }
   UW_RETURN_IF_ERROR(CheckAttachable(g, guest_shown));
   UW_ASSIGN_OR_RETURN(storage::DiskSource src, backend->Disk(v.backend_name));
