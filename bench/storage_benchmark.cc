@@ -174,7 +174,9 @@ void Burst50(benchmark::State& state, StorageBackend& b, const std::string& imag
     state.ResumeTiming();
   }
   std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))]; };
+  auto at = [&](double q) {
+    return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
+  };
   state.counters["clones"] = benchmark::Counter(50, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["clone_p50_ms"] = at(0.50);
   state.counters["clone_p99_ms"] = at(0.99);

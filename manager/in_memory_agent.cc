@@ -141,7 +141,8 @@ class InMemoryAgent final : public AgentClient {
   Result<AgentGuest> AttachDisk(const std::string& guest, const AttachedDisk& disk) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
-    if (g->kind == GuestKind::kLxc) return FailedPreconditionError("guest '" + guest + "' is a container: it has no disks");
+    if (g->kind == GuestKind::kLxc)
+      return FailedPreconditionError("guest '" + guest + "' is a container: it has no disks");
     for (const AttachedDisk& d : g->disks) {
       if (d.target == disk.target) {
         return AlreadyExistsError("guest '" + guest + "' has a disk at " + disk.target + " already");

@@ -119,16 +119,14 @@ Status Manager::Start() {
       .agent_of = agent_of,
       .enqueue = [this](const std::string& id) { Enqueue(id); },
       .visible = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); }});
-  storage_ = std::make_unique<internal::StorageService>(
-      internal::StorageService::Deps{.store = *store_,
-                                     .events = *events_,
-                                     .clock = clock_,
-                                     .config = config_,
-                                     .guests = *guests_,
-                                     .agent_of = agent_of,
-                                     .visible_guest = [this](const Principal& p, std::string_view name) {
-                                       return VisibleGuest(p, name);
-                                     }});
+  storage_ = std::make_unique<internal::StorageService>(internal::StorageService::Deps{
+      .store = *store_,
+      .events = *events_,
+      .clock = clock_,
+      .config = config_,
+      .guests = *guests_,
+      .agent_of = agent_of,
+      .visible_guest = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); }});
   guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
       .store = *store_,
       .events = *events_,

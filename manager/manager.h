@@ -537,8 +537,7 @@ class Manager {
   Result<VolumeRecord> CreateVolume(const Principal& p, const VolumeCreate& req);
   Result<VolumeRecord> ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib);
   Status DeleteVolume(const Principal& p, std::string_view name);
-  // A free volume becomes a disk of an existing guest of its tenant (hot-plugged when the guest
-  // runs, kept in its spec so a restart elsewhere opens it too); detached, it is free again.
+  // A free volume made a disk of an existing guest of its tenant (storage_attach.cc), and back.
   Result<VolumeRecord> AttachVolume(const Principal& p, std::string_view name, std::string_view guest);
   Result<VolumeRecord> DetachVolume(const Principal& p, std::string_view name);
   Result<std::vector<StorageQuota>> ListStorageQuotas(const Principal& p);

@@ -26,7 +26,8 @@ namespace {
 Status CheckAttachable(const Guest& g, std::string_view shown) {
   const std::string what = "guest '" + std::string(shown) + "'";
   if (!g.host) return FailedPreconditionError(what + " is on no host (" + g.state + ")");
-  if (g.migrating_to) return FailedPreconditionError(what + " is moving to host " + *g.migrating_to + "; try again after");
+  if (g.migrating_to)
+    return FailedPreconditionError(what + " is moving to host " + *g.migrating_to + "; try again after");
   if (g.kind == "lxc") return FailedPreconditionError(what + " is a container: it has no disks");
   if (g.state != "running" && g.state != "paused" && g.state != "shutoff") {
     return FailedPreconditionError(what + " is " + g.state + " (its disks change only while it runs or is stopped)");
@@ -51,8 +52,9 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
   UW_RETURN_IF_ERROR(NeedWrite(p));
   UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
   if (backend->Kind() != "rbd") {
-    return FailedPreconditionError("volumes on the " + std::string(backend->Kind()) +
-                                   " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
+    return FailedPreconditionError(
+        "volumes on the " + std::string(backend->Kind()) +
+        " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
   }
   UW_ASSIGN_OR_RETURN(Guest g, d_.visible_guest(p, guest_name));
   std::lock_guard l(mu_);
@@ -60,8 +62,8 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
   const std::string shown(ShownGuestName(p, v.key)), guest_shown(ShownGuestName(p, g.name));
   if (v.tenant != g.tenant) {
     return FailedPreconditionError("volume '" + shown + "' belongs to " +
-                                   (v.tenant.empty() ? "no tenant" : "tenant " + v.tenant) + ", guest '" +
-                                   guest_shown + "' to " + (g.tenant.empty() ? "none" : "tenant " + g.tenant) +
+                                   (v.tenant.empty() ? "no tenant" : "tenant " + v.tenant) + ", guest '" + guest_shown +
+                                   "' to " + (g.tenant.empty() ? "none" : "tenant " + g.tenant) +
                                    ": a volume is a disk of its own tenant's guests only");
   }
   if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
@@ -96,7 +98,8 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
     with.push_back({{"rbd", src.name}, {"target", target}});
     now["disks"] = std::move(with);
     UW_RETURN_IF_ERROR(d_.guests.SetSpec(g.name, now, NowMs()));
-    return d_.events.Add("volume.attached", v.key, v.tenant, {{"guest", g.name}, {"host", *g.host}, {"target", target}});
+    return d_.events.Add("volume.attached", v.key, v.tenant,
+                         {{"guest", g.name}, {"host", *g.host}, {"target", target}});
   }));
   v.guest = g.name;
   return v;

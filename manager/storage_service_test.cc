@@ -165,21 +165,22 @@ TEST_F(StorageCatalogueTest, ImagesImportFromUrls) {
   ASSERT_TRUE(Client().Call("POST", "/api/v1/volumes", &vol).ok());
   auto shown = Client().Call("GET", "/api/v1/volumes/v");
   ASSERT_TRUE(shown.ok());
-  const std::string file = (dir_ / "storage" / "volumes" / ((*shown)["backend_name"].get<std::string>() + ".qcow2")).string();
+  const std::string file =
+      (dir_ / "storage" / "volumes" / ((*shown)["backend_name"].get<std::string>() + ".qcow2")).string();
   const std::string head = (dir_ / "head.raw").string();
-  auto read = ::uw::RunCommand(
-      {"qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=4096", "count=1", "if=" + file, "of=" + head}, {},
-      std::chrono::seconds(30));
+  auto read =
+      ::uw::RunCommand({"qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=4096", "count=1", "if=" + file, "of=" + head},
+                       {}, std::chrono::seconds(30));
   ASSERT_TRUE(read.ok() && read->exit_code == 0) << (read.ok() ? read->err : read.status().ToString());
   std::ifstream in(head, std::ios::binary);
   std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(got, bytes.substr(0, 4096));
 
-  import = {{"name", "missing"}, {"source", base + "/files/missing.raw"}};
+  import = {{"name", "missing"}, { "source", base + "/files/missing.raw" }};
   auto missing = Client().Call("POST", "/api/v1/images", &import);
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument) << missing.status().ToString();
   EXPECT_NE(missing.status().message().find("404"), std::string::npos) << missing.status().ToString();
-  import = {{"name", "nobody"}, {"source", "http://127.0.0.1:9/base.raw"}};
+  import = {{"name", "nobody"}, { "source", "http://127.0.0.1:9/base.raw" }};
   auto nobody = Client().Call("POST", "/api/v1/images", &import);
   EXPECT_EQ(nobody.status().code(), StatusCode::kUnavailable) << nobody.status().ToString();
   EXPECT_NE(nobody.status().message().find("127.0.0.1:9"), std::string::npos) << nobody.status().ToString();

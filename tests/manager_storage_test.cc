@@ -246,7 +246,8 @@ TEST_F(ManagerStorageTest, VolumesAttachToAndDetachFromExistingGuests) {
   ASSERT_EQ(WaitTask(*del)["state"], "succeeded");
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes WHERE guest IS NOT NULL"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 3);
-  for (const char* v : {"data", "web-disk0"}) EXPECT_TRUE(Client(acme).Call("DELETE", std::string("/api/v1/volumes/") + v).ok());
+  for (const char* v : {"data", "web-disk0"})
+    EXPECT_TRUE(Client(acme).Call("DELETE", std::string("/api/v1/volumes/") + v).ok());
   ASSERT_TRUE(Client(beta).Call("DELETE", "/api/v1/volumes/data").ok());
 }
 

@@ -1,8 +1,10 @@
 // Guests on shared storage, on the namespace test bed with its Ceph (scripts/testbed up --ceph):
 // a guest boots with a clone of a golden image as its disk, writes a marker, live-migrates with
 // its memory only, and reads the marker back on the destination; then it starts again on the other
-// host from the same volume. Every disk byte is checked from outside the guest too (QEMU's own rbd
-// driver reading the volume), so the marker is on Ceph, not only in the guest's page cache.
+// host from the same volume. The same guest on a local disk migrates with the disk copied; a volume
+// hot-plugged into a running guest is written and unplugged; a killed OSD loses nothing. Every disk
+// byte is checked from outside the guest too (QEMU's own rbd driver reading the volume), so the
+// marker is on Ceph, not only in the guest's page cache.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -115,9 +117,12 @@ class RbdGuestOnTestbed : public ::testing::Test {
 };
 
 TEST_F(RbdGuestOnTestbed, MarkerOnAnRbdCloneSurvivesLiveMigrationAndARestartElsewhere) {
+  const auto start = std::chrono::steady_clock::now();
   auto created = Create(0);
   ASSERT_EQ(created.status, 201) << created.body;
   ASSERT_EQ(Exec(0, "ping", 120), "pong\n");
+  std::printf("[ figure ] guest on the clone: create -> answering: %.2f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   // The clone reads through to its golden image.
   EXPECT_EQ(Exec(0, "dd if=/dev/vda bs=15 count=1 2>/dev/null"), "UW-GOLDEN-IMAGE");
   // The marker at 1 MiB, written through the guest's page cache and flushed to the disk.
@@ -175,6 +180,52 @@ TEST_F(RbdGuestOnTestbed, MarkerOnAnRbdCloneSurvivesLiveMigrationAndARestartElse
   EXPECT_EQ(rbd_->DeleteImage(image_).code(), StatusCode::kFailedPrecondition);
 }
 
+// The same guest on a local qcow2 disk of the same size instead: its live migration copies the
+// disk (the destination makes an empty one first), and the marker is there on the destination.
+TEST_F(RbdGuestOnTestbed, TheSameGuestOnALocalDiskMigratesWithItsDiskCopied) {
+  Json spec = {{"name", guest_}, {"kind", "qemu"}, {"image", "tiny"}, {"memory_mib", 256}};
+  spec["disks"] = Json::array({{{"size_mib", 16}}});
+  auto created = Call(0, "POST", "/api/v1/guests", spec.dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  ASSERT_EQ(Exec(0, "ping", 120), "pong\n");
+  const std::string marker = "UW-LOCAL-" + tag_;
+  ASSERT_EQ(Exec(0, "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+            "0\n");
+  auto got = Call(0, "GET", "/api/v1/guests/" + guest_);
+  ASSERT_EQ(got.status, 200) << got.body;
+  const Json disks = Json::parse(got.body)["local_disks"];
+  ASSERT_EQ(disks.size(), 1u) << got.body;
+  auto prep =
+      Call(1, "POST", "/api/v1/migrations/prepare",
+           Json({{"guest", guest_}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}, {"disks", disks}}).dump());
+  ASSERT_EQ(prep.status, 200) << prep.body;
+  const Json dest = Json::parse(prep.body);
+  auto mig = Call(
+      0, "POST", "/api/v1/guests/" + guest_ + "/migrate",
+      Json({{"destination",
+             {{"host", dest["host"]}, {"migration_uri", dest["migration_uri"]}, {"state_dir", dest["state_dir"]}}}})
+          .dump());
+  ASSERT_EQ(mig.status, 202) << mig.body;
+  Json job;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Call(0, "GET", "/api/v1/guests/" + guest_ + "/migration");
+        job = Json::parse(r.body, nullptr, false);
+        return r.status != 200 || job.value("state", "") != "running";
+      },
+      120s))
+      << job.dump();
+  ASSERT_EQ(job.value("state", ""), "completed") << job.dump();
+  EXPECT_GT(job["job"].value("disk_total_bytes", int64_t{0}), 0) << "the local disk was not copied: " << job.dump();
+  std::printf("[ figure ] local-disk guest live migration: %s\n", job.dump().c_str());
+  ASSERT_TRUE(WaitFor([&] { return Exec(1, "ping", 5) == "pong\n"; }, 60s));
+  EXPECT_EQ(
+      Exec(1,
+           "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " +
+               std::to_string(marker.size())),
+      marker);
+}
+
 // A volume hot-plugged into a running guest (PCI hot-plug through ACPI): the guest sees it, writes
 // a marker that lands on the volume, and lets go of it when it is unplugged; bad requests change
 // nothing.
@@ -196,8 +247,9 @@ TEST_F(RbdGuestOnTestbed, AVolumeHotPlugsIntoARunningGuestAndUnplugsAgain) {
   // The guest's kernel finds the new PCI device; the clone reads through to its golden image. (The
   // guest names its virtio disks in the order it finds them: its only disk is its vda, whatever
   // libvirt's target says.)
-  ASSERT_EQ(Exec(0, "for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done; "
-                    "dd if=/dev/vda bs=15 count=1 2>/dev/null"),
+  ASSERT_EQ(Exec(0,
+                 "for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done; "
+                 "dd if=/dev/vda bs=15 count=1 2>/dev/null"),
             "UW-GOLDEN-IMAGE");
   const std::string marker = "UW-HOTPLUG-" + tag_;
   ASSERT_EQ(Exec(0, "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),

@@ -172,7 +172,8 @@ void Agent::BuildRoutes() {
   router_.Add("POST", "/api/v1/guests/{name}/resume", [this](const api::Request& r) { return PauseGuest(r, false); });
   router_.Add("POST", "/api/v1/guests/{name}/resize", [this](const api::Request& r) { return ResizeGuest(r); });
   router_.Add("POST", "/api/v1/guests/{name}/disks", [this](const api::Request& r) { return AttachDisk(r); });
-  router_.Add("DELETE", "/api/v1/guests/{name}/disks/{target}", [this](const api::Request& r) { return DetachDisk(r); });
+  router_.Add("DELETE", "/api/v1/guests/{name}/disks/{target}",
+              [this](const api::Request& r) { return DetachDisk(r); });
   router_.Add("POST", "/api/v1/guests/{name}/exec", [this](const api::Request& r) { return ExecInGuest(r); });
   router_.Add("GET", "/api/v1/guests/{name}/console", [this](const api::Request& r) { return GuestConsole(r); });
   router_.Add("GET", "/api/v1/guests/{name}/stats", [this](const api::Request& r) { return Stats(r); });

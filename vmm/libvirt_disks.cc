@@ -50,9 +50,8 @@ Status LibvirtHypervisor::AttachDisk(std::string_view name, const DiskSpec& disk
     }
   }
   const std::string xml = DiskDeviceXml(disk, spec.paravirt);
-  return ApplyLiveAndConfig(d.get(), "attaching disk " + disk.target + " to " + what, [&](unsigned flags) {
-    return virDomainAttachDeviceFlags(d.get(), xml.c_str(), flags);
-  });
+  return ApplyLiveAndConfig(d.get(), "attaching disk " + disk.target + " to " + what,
+                            [&](unsigned flags) { return virDomainAttachDeviceFlags(d.get(), xml.c_str(), flags); });
 }
 
 Status LibvirtHypervisor::DetachDisk(std::string_view name, std::string_view target, Duration timeout) {

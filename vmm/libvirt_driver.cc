@@ -466,7 +466,6 @@ Status LibvirtHypervisor::Undefine(std::string_view name) {
 // ---------------------------------------------------------------------------------------------
 // Live changes
 
-
 Status LibvirtHypervisor::SetMemory(std::string_view name, int64_t mib) {
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
   DomainHandle d(raw);

@@ -2,13 +2,12 @@
 #pragma once
 
 #include <libvirt/libvirt.h>
+#include <spdlog/spdlog.h>
 
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "vmm/hypervisor.h"
 #include "vmm/libvirt_driver.h"
