@@ -47,6 +47,23 @@ Json DisksWithTargets(const Json& spec) {
 
 }  // namespace
 
+Status StorageService::CheckNotBusy(const std::string& key, std::string_view shown) const {
+  if (!busy_.count(key)) return Status::Ok();
+  return FailedPreconditionError("volume '" + std::string(shown) +
+                                 "' is being attached or detached right now; try again when that is done");
+}
+
+StorageService::Busy::Busy(StorageService& s, std::string key, std::unique_lock<std::mutex>& held)
+    : s_(s), key_(std::move(key)), held_(held) {
+  s_.busy_.insert(key_);
+  held_.unlock();
+}
+
+StorageService::Busy::~Busy() {
+  held_.lock();
+  s_.busy_.erase(key_);
+}
+
 Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::string_view name,
                                                   std::string_view guest_name) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
@@ -57,9 +74,10 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
         " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
   }
   UW_ASSIGN_OR_RETURN(Guest g, d_.visible_guest(p, guest_name));
-  std::lock_guard l(mu_);
+  std::unique_lock l(mu_);
   UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));
   const std::string shown(ShownGuestName(p, v.key)), guest_shown(ShownGuestName(p, g.name));
+  UW_RETURN_IF_ERROR(CheckNotBusy(v.key, shown));
   if (v.tenant != g.tenant) {
     return FailedPreconditionError("volume '" + shown + "' belongs to " +
                                    (v.tenant.empty() ? "no tenant" : "tenant " + v.tenant) + ", guest '" + guest_shown +
@@ -84,11 +102,13 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
     const std::string t = vmm::DefaultDiskTarget(i);
     if (std::none_of(disks.begin(), disks.end(), [&](const Json& d) { return d.value("target", "") == t; })) target = t;
   }
-  // Marked first: nothing else takes the volume while the agent works.
+  // Marked first: nothing else takes the volume while the agent works, which it does without the
+  // catalogue's lock (an agent may take its whole timeout to answer).
   UW_RETURN_IF_ERROR(d_.store.Exec("UPDATE volumes SET guest = ? WHERE key = ?", {g.name, v.key}));
+  Busy busy(*this, v.key, l);
   auto attached = d_.agent_of(*g.host)->AttachDisk(g.name, {src.name, target});
   if (!attached.ok()) {
-    (void)d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ?", {v.key});
+    (void)d_.store.Exec("UPDATE volumes SET guest = NULL WHERE key = ? AND guest = ?", {v.key, g.name});
     return attached.status().WithContext("attaching volume '" + shown + "' to guest '" + guest_shown + "' on host " +
                                          *g.host);
   }
@@ -108,16 +128,18 @@ Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::strin
 Result<VolumeRecord> StorageService::DetachVolume(const Principal& p, std::string_view name) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
   UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
-  std::lock_guard l(mu_);
+  std::unique_lock l(mu_);
   UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));
   const std::string shown(ShownGuestName(p, v.key));
+  UW_RETURN_IF_ERROR(CheckNotBusy(v.key, shown));
   if (v.guest.empty()) return FailedPreconditionError("volume '" + shown + "' is no guest's disk");
   UW_ASSIGN_OR_RETURN(storage::DiskSource src, backend->Disk(v.backend_name));
   UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(v.guest));
+  if (g) UW_RETURN_IF_ERROR(CheckAttachable(*g, ShownGuestName(p, g->name)));
+  Busy busy(*this, v.key, l);  // the agent works without the catalogue's lock
   std::string host, target;
   if (g) {
     const std::string guest_shown(ShownGuestName(p, g->name));
-    UW_RETURN_IF_ERROR(CheckAttachable(*g, guest_shown));
     host = *g->host;
     auto agent = d_.agent_of(host);
     UW_ASSIGN_OR_RETURN(AgentGuest there, agent->Get(g->name));

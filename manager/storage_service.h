@@ -71,7 +71,7 @@ class StorageService {
   // storage_attach.cc: a ready, free volume becomes a disk of an existing guest of its tenant (the
   // guest's agent hot-plugs it; its spec keeps it for a restart elsewhere), and back. Only RBD
   // volumes; kFailedPrecondition while the guest moves, is on no host or is neither running nor
-  // stopped. The catalogue waits while the agent works (up to its detach timeout).
+  // stopped. The agent works without the catalogue's lock; the volume is marked busy meanwhile.
   Result<VolumeRecord> AttachVolume(const Principal& p, std::string_view name, std::string_view guest);
   Result<VolumeRecord> DetachVolume(const Principal& p, std::string_view name);
 
@@ -100,6 +100,21 @@ class StorageService {
   Result<VolumeRecord> Visible(const Principal& p, std::string_view name);
   Result<std::optional<VolumeRecord>> FindVolume(const std::string& key);
   void Sweep();
+  // A volume being attached or detached (storage_attach.cc): marked in busy_ while its agent works
+  // without mu_, so a second attach or detach of it is refused rather than interleaved.
+  Status CheckNotBusy(const std::string& key, std::string_view shown) const;  // requires mu_
+  class Busy {
+   public:
+    Busy(StorageService& s, std::string key, std::unique_lock<std::mutex>& held);  // marks, unlocks
+    ~Busy();                                                                       // locks, unmarks
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+
+   private:
+    StorageService& s_;
+    std::string key_;
+    std::unique_lock<std::mutex>& held_;
+  };
   Result<VolumeRecord> MakeVolume(const std::string& tenant, const std::string& name, const std::string& image,
                                   int64_t size_gib, const std::string& guest);
   Status RemoveVolume(const VolumeRecord& v);
@@ -112,6 +127,7 @@ class StorageService {
   std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
   std::mutex mu_;                                     // one catalogue change at a time
   std::set<std::string> importing_;                   // guarded by mu_: image names being imported
+  std::set<std::string> busy_;                        // guarded by mu_: volumes being attached or detached
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;
   bool stopping_ = false;  // guarded by sweep_mu_
