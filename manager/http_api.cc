@@ -27,7 +27,6 @@ Result<int64_t> QueryInt(const Request& req, const std::string& key, int64_t fal
   }
 }
 
-// ?limit=N&after=KEY (see PageQuery); without limit, `default_limit` items (0: all of them).
 Result<PageQuery> QueryPage(const Request& req, int64_t default_limit) {
   PageQuery page;
   UW_ASSIGN_OR_RETURN(page.limit, QueryInt(req, "limit", default_limit, 1, kMaxPageLimit));
@@ -662,5 +661,9 @@ void BuildRoutes(Manager& manager, api::Router& router) {
     return Response::Json(200, {{"api", "v1"}, {"schema_version", kSchemaVersion}});
   });
 }
+
+namespace internal {
+Result<PageQuery> PageOf(const api::Request& req, int64_t default_limit) { return QueryPage(req, default_limit); }
+}  // namespace internal
 
 }  // namespace uw::manager

@@ -37,6 +37,9 @@ struct RouteContext {
 };
 // The storage catalogue's routes (manager/storage_routes.cc).
 void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
+// ?limit=N&after=KEY (see PageQuery); without limit, `default_limit` items (0: all of them).
+Result<PageQuery> PageOf(const api::Request& req, int64_t default_limit);
+
 }  // namespace internal
 
 }  // namespace uw::manager

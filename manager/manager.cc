@@ -300,13 +300,17 @@ Result<Page<NoticeRecord>> Manager::ListNotices(const Principal& p, std::string_
   return leases_->ListNotices(p, guest, page);
 }
 Result<NoticeRecord> Manager::GetNotice(const Principal& p, std::string_view id) { return leases_->GetNotice(p, id); }
-Result<std::vector<ImageRecord>> Manager::ListImages(const Principal& p) { return storage_->ListImages(p); }
+Result<Page<ImageRecord>> Manager::ListImages(const Principal& p, const PageQuery& page) {
+  return storage_->ListImages(p, page);
+}
 Result<ImageRecord> Manager::GetImage(const Principal& p, std::string_view name) { return storage_->GetImage(p, name); }
 Result<ImageRecord> Manager::ImportImage(const Principal& p, const ImageImport& req) {
   return storage_->ImportImage(p, req);
 }
 Status Manager::DeleteImage(const Principal& p, std::string_view name) { return storage_->DeleteImage(p, name); }
-Result<std::vector<VolumeRecord>> Manager::ListVolumes(const Principal& p) { return storage_->ListVolumes(p); }
+Result<Page<VolumeRecord>> Manager::ListVolumes(const Principal& p, const PageQuery& page) {
+  return storage_->ListVolumes(p, page);
+}
 Result<VolumeRecord> Manager::GetVolume(const Principal& p, std::string_view name) {
   return storage_->GetVolume(p, name);
 }

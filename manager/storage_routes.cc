@@ -6,6 +6,7 @@
 #include "common/id.h"
 #include "manager/http_api.h"
 #include "manager/internal.h"
+#include "manager/views.h"
 
 namespace uw::manager::internal {
 namespace {
@@ -75,11 +76,11 @@ void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx
   router.Add("GET", "/api/v1/images", [&m, ctx](const Request& req) {
     auto p = ctx.who(req, "read");
     if (!p.ok()) return Response::Error(p.status());
-    auto images = m.ListImages(*p);
+    auto page = PageOf(req, 0);
+    if (!page.ok()) return Response::Error(page.status());
+    auto images = m.ListImages(*p, *page);
     if (!images.ok()) return Response::Error(images.status());
-    Json items = Json::array();
-    for (const ImageRecord& i : *images) items.push_back(ImageView(i));
-    return Response::Json(200, {{"images", items}});
+    return Response::Json(200, PageView("images", *images, ImageView));
   });
   router.Add("GET", "/api/v1/images/{name}", [&m, ctx](const Request& req) {
     auto p = ctx.who(req, "read");
@@ -101,11 +102,11 @@ void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx
   router.Add("GET", "/api/v1/volumes", [&m, ctx](const Request& req) {
     auto p = ctx.who(req, "read");
     if (!p.ok()) return Response::Error(p.status());
-    auto volumes = m.ListVolumes(*p);
+    auto page = PageOf(req, 0);
+    if (!page.ok()) return Response::Error(page.status());
+    auto volumes = m.ListVolumes(*p, *page);
     if (!volumes.ok()) return Response::Error(volumes.status());
-    Json items = Json::array();
-    for (const VolumeRecord& v : *volumes) items.push_back(VolumeView(v, *p));
-    return Response::Json(200, {{"volumes", items}});
+    return Response::Json(200, PageView("volumes", *volumes, [&](const VolumeRecord& v) { return VolumeView(v, *p); }));
   });
   router.Add("GET", "/api/v1/volumes/{name}", [&m, ctx](const Request& req) {
     auto p = ctx.who(req, "read");

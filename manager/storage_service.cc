@@ -11,6 +11,7 @@
 
 #include "common/id.h"
 #include "manager/event_log.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 
 namespace uw::manager::internal {
@@ -176,11 +177,13 @@ void StorageService::SettleCreating() {
 
 // ---- images ----
 
-Result<std::vector<ImageRecord>> StorageService::ListImages(const Principal& p) {
-  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(std::string(kImageSelect) + " ORDER BY i.name"));
-  std::vector<ImageRecord> out;
-  out.reserve(rows.size());
-  for (const SqlRow& r : rows) out.push_back(ImageFromRow(r));
+Result<Page<ImageRecord>> StorageService::ListImages(const Principal& p, const PageQuery& page) {
+  UW_ASSIGN_OR_RETURN(RowPage rows, PageByKey(d_.store, kImageSelect, "images", "i.name", "name", {}, page));
+  Page<ImageRecord> out;
+  out.items.reserve(rows.rows.size());
+  for (const SqlRow& r : rows.rows) out.items.push_back(ImageFromRow(r));
+  out.total = rows.total;
+  out.next = rows.next;
   return out;
 }
 
@@ -276,17 +279,18 @@ Result<VolumeRecord> StorageService::Visible(const Principal& p, std::string_vie
   return NotFoundError(missing);
 }
 
-Result<std::vector<VolumeRecord>> StorageService::ListVolumes(const Principal& p) {
-  std::string sql = std::string("SELECT ") + kVolumeColumns + " FROM volumes";
-  std::vector<SqlValue> args;
-  if (p.role == Role::kTenant) {
-    sql += " WHERE tenant = ?";
-    args.emplace_back(p.tenant);
-  }
-  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(sql + " ORDER BY key", args));
-  std::vector<VolumeRecord> out;
-  out.reserve(rows.size());
-  for (const SqlRow& r : rows) out.push_back(VolumeFromRow(r));
+Result<Page<VolumeRecord>> StorageService::ListVolumes(const Principal& p, const PageQuery& page) {
+  SqlFilter scope;
+  if (p.role == Role::kTenant) scope.And("tenant = ?", {p.tenant});
+  PageQuery stored = page;  // a tenant's cursor is a short name, its volumes are "<tenant>:<name>"
+  stored.after = StoredCursor(p, page.after);
+  UW_ASSIGN_OR_RETURN(RowPage rows, PageByKey(d_.store, std::string("SELECT ") + kVolumeColumns + " FROM volumes",
+                                              "volumes", "key", "key", scope, stored));
+  Page<VolumeRecord> out;
+  out.items.reserve(rows.rows.size());
+  for (const SqlRow& r : rows.rows) out.items.push_back(VolumeFromRow(r));
+  out.total = rows.total;
+  if (rows.next) out.next = std::string(ShownGuestName(p, *rows.next));
   return out;
 }
 

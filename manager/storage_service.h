@@ -58,12 +58,12 @@ class StorageService {
   StorageService(const StorageService&) = delete;
   StorageService& operator=(const StorageService&) = delete;
 
-  Result<std::vector<ImageRecord>> ListImages(const Principal& p);
+  Result<Page<ImageRecord>> ListImages(const Principal& p, const PageQuery& page);
   Result<ImageRecord> GetImage(const Principal& p, std::string_view name);
   Result<ImageRecord> ImportImage(const Principal& p, const ImageImport& req);
   Status DeleteImage(const Principal& p, std::string_view name);
 
-  Result<std::vector<VolumeRecord>> ListVolumes(const Principal& p);
+  Result<Page<VolumeRecord>> ListVolumes(const Principal& p, const PageQuery& page);
   Result<VolumeRecord> GetVolume(const Principal& p, std::string_view name);
   Result<VolumeRecord> CreateVolume(const Principal& p, const VolumeCreate& req);
   Result<VolumeRecord> ResizeVolume(const Principal& p, std::string_view name, int64_t size_gib);

@@ -189,6 +189,46 @@ TEST_F(StorageCatalogueTest, ImagesImportFromUrls) {
   ASSERT_TRUE(Client().Call("DELETE", "/api/v1/images/web-base").ok());
 }
 
+// The image and volume lists page by name (?limit=&after=, "next", "total"), a tenant's by its short
+// names.
+TEST_F(StorageCatalogueTest, ImageAndVolumeListsPage) {
+  StartManager();
+  std::string acme = TenantToken("acme");
+  for (const char* v : {"a", "b", "c"}) {
+    Json vol = {{"name", v}, {"size_gib", 1}};
+    ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes", &vol).ok());
+  }
+  Json other = {{"name", "z"}, {"size_gib", 1}, {"tenant", "beta"}};
+  ASSERT_TRUE(Client().Call("POST", "/api/v1/volumes", &other).ok());
+  auto first = Client(acme).Call("GET", "/api/v1/volumes?limit=2");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ((*first)["volumes"].size(), 2u);
+  EXPECT_EQ((*first)["next"], "b");
+  EXPECT_EQ((*first)["total"], 3);
+  auto rest = Client(acme).Call("GET", "/api/v1/volumes?limit=2&after=b");
+  ASSERT_TRUE(rest.ok()) << rest.status().ToString();
+  ASSERT_EQ((*rest)["volumes"].size(), 1u);
+  EXPECT_EQ((*rest)["volumes"][0]["name"], "c");
+  EXPECT_EQ((*rest)["next"], nullptr);
+  auto all = Client().Call("GET", "/api/v1/volumes?limit=3");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ((*all)["next"], "acme:c");
+  EXPECT_EQ((*all)["total"], 4);
+  EXPECT_EQ(Client().Do("GET", "/api/v1/volumes?limit=0")->status, 400);
+  for (const char* i : {"i1", "i2"}) {
+    Json import = {{"name", i}, {"source", source_}};
+    ASSERT_TRUE(Client().Call("POST", "/api/v1/images", &import).ok());
+  }
+  auto images = Client(acme).Call("GET", "/api/v1/images?limit=1");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  EXPECT_EQ((*images)["images"][0]["name"], "i1");
+  EXPECT_EQ((*images)["next"], "i1");
+  EXPECT_EQ((*images)["total"], 2);
+  auto second = Client(acme).Call("GET", "/api/v1/images?limit=1&after=i1");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ((*second)["images"][0]["name"], "i2");
+}
+
 TEST_F(StorageCatalogueTest, WithoutABackendTheRoutesSaySo) {
   config_.storage_backend.clear();
   StartManager();
