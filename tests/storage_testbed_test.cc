@@ -91,6 +91,40 @@ class RbdGuestOnTestbed : public ::testing::Test {
     spec["disks"] = Json::array({disk});
     return Call(host, "POST", "/api/v1/guests", spec.dump());
   }
+  // The first `len` bytes at 1 MiB of the guest's vda on `host`, read from the disk itself (the page
+  // cache dropped first).
+  std::string MarkerOnDisk(size_t host, size_t len) {
+    return Exec(host,
+                "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | "
+                "head -c " +
+                    std::to_string(len));
+  }
+  // Moves the guest live from host 0 to host 1, the destination prepared with `disks` (the guest's
+  // local disks to copy), and returns the source's last migration report (its "state" is
+  // "completed" when the move worked; otherwise it says which step failed).
+  Json MigrateToSecondHost(const Json& disks) {
+    Json request = {{"guest", guest_}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}};
+    if (!disks.empty()) request["disks"] = disks;
+    auto prep = Call(1, "POST", "/api/v1/migrations/prepare", request.dump());
+    if (prep.status != 200) return {{"state", "prepare failed"}, {"error", prep.body}};
+    const Json dest = Json::parse(prep.body);
+    if (dest["disks"].size() != disks.size()) return {{"state", "prepared other disks"}, {"error", prep.body}};
+    auto mig = Call(
+        0, "POST", "/api/v1/guests/" + guest_ + "/migrate",
+        Json({{"destination",
+               {{"host", dest["host"]}, {"migration_uri", dest["migration_uri"]}, {"state_dir", dest["state_dir"]}}}})
+            .dump());
+    if (mig.status != 202) return {{"state", "migrate refused"}, {"error", mig.body}};
+    Json job;
+    const bool ended = WaitFor(
+        [&] {
+          auto r = Call(0, "GET", "/api/v1/guests/" + guest_ + "/migration");
+          job = Json::parse(r.body, nullptr, false);
+          return r.status != 200 || job.value("state", "") != "running";
+        },
+        120s);
+    return ended ? job : Json({{"state", "still running after 120 s"}, {"job", job}});
+  }
   // `len` bytes at `offset` of the volume, read by QEMU's rbd driver from outside any guest (a
   // whole copy: qemu-img dd cannot skip into an rbd: source).
   std::string VolumeBytes(int64_t offset, size_t len) {
@@ -132,37 +166,13 @@ TEST_F(RbdGuestOnTestbed, MarkerOnAnRbdCloneSurvivesLiveMigrationAndARestartElse
   EXPECT_EQ(VolumeBytes(kMiB, 4096).substr(0, marker.size()), marker) << "the marker is not on the RBD volume";
 
   // Live migration with memory only: the destination is prepared with no disks to copy.
-  auto prep = Call(1, "POST", "/api/v1/migrations/prepare",
-                   Json({{"guest", guest_}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}}).dump());
-  ASSERT_EQ(prep.status, 200) << prep.body;
-  const Json dest = Json::parse(prep.body);
-  EXPECT_TRUE(dest["disks"].empty()) << dest.dump();
-  auto mig = Call(
-      0, "POST", "/api/v1/guests/" + guest_ + "/migrate",
-      Json({{"destination",
-             {{"host", dest["host"]}, {"migration_uri", dest["migration_uri"]}, {"state_dir", dest["state_dir"]}}}})
-          .dump());
-  ASSERT_EQ(mig.status, 202) << mig.body;
-  Json job;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto r = Call(0, "GET", "/api/v1/guests/" + guest_ + "/migration");
-        job = Json::parse(r.body, nullptr, false);
-        return r.status != 200 || job.value("state", "") != "running";
-      },
-      120s))
-      << job.dump();
+  const Json job = MigrateToSecondHost(Json::array());
   ASSERT_EQ(job.value("state", ""), "completed") << job.dump();
   EXPECT_EQ(job["job"].value("disk_total_bytes", int64_t{-1}), 0)
       << "a memory-only move copied disk bytes: " << job.dump();
   std::printf("[ figure ] rbd guest live migration: %s\n", job.dump().c_str());
   ASSERT_TRUE(WaitFor([&] { return Exec(1, "ping", 5) == "pong\n"; }, 60s));
-  // Read from the disk itself on the destination: drop the page cache first.
-  EXPECT_EQ(
-      Exec(1,
-           "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " +
-               std::to_string(marker.size())),
-      marker);
+  EXPECT_EQ(MarkerOnDisk(1, marker.size()), marker);
   EXPECT_EQ(Call(0, "GET", "/api/v1/guests/" + guest_).status, 404) << "the source still has the guest";
 
   // The guest stops on h2 and starts on h1 from the same volume (what an HA restart does).
@@ -195,35 +205,12 @@ TEST_F(RbdGuestOnTestbed, TheSameGuestOnALocalDiskMigratesWithItsDiskCopied) {
   ASSERT_EQ(got.status, 200) << got.body;
   const Json disks = Json::parse(got.body)["local_disks"];
   ASSERT_EQ(disks.size(), 1u) << got.body;
-  auto prep =
-      Call(1, "POST", "/api/v1/migrations/prepare",
-           Json({{"guest", guest_}, {"kind", "qemu"}, {"memory_mib", 256}, {"vcpus", 1}, {"disks", disks}}).dump());
-  ASSERT_EQ(prep.status, 200) << prep.body;
-  const Json dest = Json::parse(prep.body);
-  auto mig = Call(
-      0, "POST", "/api/v1/guests/" + guest_ + "/migrate",
-      Json({{"destination",
-             {{"host", dest["host"]}, {"migration_uri", dest["migration_uri"]}, {"state_dir", dest["state_dir"]}}}})
-          .dump());
-  ASSERT_EQ(mig.status, 202) << mig.body;
-  Json job;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto r = Call(0, "GET", "/api/v1/guests/" + guest_ + "/migration");
-        job = Json::parse(r.body, nullptr, false);
-        return r.status != 200 || job.value("state", "") != "running";
-      },
-      120s))
-      << job.dump();
+  const Json job = MigrateToSecondHost(disks);
   ASSERT_EQ(job.value("state", ""), "completed") << job.dump();
   EXPECT_GT(job["job"].value("disk_total_bytes", int64_t{0}), 0) << "the local disk was not copied: " << job.dump();
   std::printf("[ figure ] local-disk guest live migration: %s\n", job.dump().c_str());
   ASSERT_TRUE(WaitFor([&] { return Exec(1, "ping", 5) == "pong\n"; }, 60s));
-  EXPECT_EQ(
-      Exec(1,
-           "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=4096 skip=256 count=1 2>/dev/null | head -c " +
-               std::to_string(marker.size())),
-      marker);
+  EXPECT_EQ(MarkerOnDisk(1, marker.size()), marker);
 }
 
 // A volume hot-plugged into a running guest (PCI hot-plug through ACPI): the guest sees it, writes

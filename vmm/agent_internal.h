@@ -1,6 +1,7 @@
 // Helpers shared by the files of AgentService (agent_*.cc). Private to vmm/.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -24,7 +25,9 @@ std::string ReadTail(const std::string& path, size_t bytes);
 // The host socket of a virtual machine's control channel; "" for containers and guests without one.
 std::string ControlChannelOf(const GuestInfo& info);
 
-// Runs a tool (qemu-img) and returns its output; kInternal with the output when it fails.
+// Runs a tool (qemu-img) and returns its standard output; kInternal with its error output when it
+// fails, kDeadlineExceeded (the tool killed) after kToolTimeout.
+inline constexpr std::chrono::seconds kToolTimeout{120};
 Result<std::string> RunTool(const std::vector<std::string>& argv);
 
 }  // namespace uw::vmm

@@ -1,9 +1,7 @@
 // AgentService: local disks and live migration. The destination prepares (room, empty volumes)
 // or abandons an incoming guest; the source migrates it peer to peer on a thread of its own and
 // reports the job.
-#include <spawn.h>
 #include <spdlog/spdlog.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <fstream>
 
 #include "common/base64.h"
+#include "common/command.h"
 #include "common/id.h"
 #include "vmm/agent_internal.h"
 #include "vmm/agent_service.h"
@@ -29,35 +28,13 @@ std::string WithoutTrailingSlash(std::string dir) {
 }  // namespace
 
 Result<std::string> RunTool(const std::vector<std::string>& argv) {
-  int fds[2];
-  if (pipe(fds) < 0) return InternalError(std::string("pipe: ") + std::strerror(errno));
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-  posix_spawn_file_actions_addclose(&fa, fds[0]);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(fds[1]);
-  if (rc != 0) {
-    close(fds[0]);
-    return InternalError("running " + argv[0] + ": " + std::strerror(rc));
+  UW_ASSIGN_OR_RETURN(CommandResult r, RunCommand(argv, {}, kToolTimeout));
+  if (r.exit_code != 0) {
+    std::string why = r.err.empty() ? r.out : r.err;
+    while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+    return InternalError(argv[0] + " " + (argv.size() > 1 ? argv[1] : "") + " failed: " + why);
   }
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-    return InternalError(argv[0] + " " + (argv.size() > 1 ? argv[1] : "") + " failed: " + out);
-  }
-  return out;
+  return r.out;
 }
 
 // ---------------------------------------------------------------------------------------------

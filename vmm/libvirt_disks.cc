@@ -1,6 +1,7 @@
 // Disks added to and removed from a defined guest (LibvirtHypervisor::AttachDisk, DetachDisk).
 #include <libvirt/libvirt.h>
 
+#include <algorithm>
 #include <chrono>
 #include <pugixml.hpp>
 #include <sstream>
@@ -44,10 +45,10 @@ Status LibvirtHypervisor::AttachDisk(std::string_view name, const DiskSpec& disk
   UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
   DomainHandle d(raw);
   UW_ASSIGN_OR_RETURN(std::string live, DomainXml(d.get(), name, 0));
-  for (const auto& have : spec.disks) {
-    if (have.target == disk.target || !DiskElementAt(live, disk.target).empty()) {
-      return AlreadyExistsError(what + " has a disk at " + disk.target + " already");
-    }
+  const bool defined = std::any_of(spec.disks.begin(), spec.disks.end(),
+                                   [&](const DiskSpec& have) { return have.target == disk.target; });
+  if (defined || !DiskElementAt(live, disk.target).empty()) {
+    return AlreadyExistsError(what + " has a disk at " + disk.target + " already");
   }
   const std::string xml = DiskDeviceXml(disk, spec.paravirt);
   return ApplyLiveAndConfig(d.get(), "attaching disk " + disk.target + " to " + what,
