@@ -95,17 +95,24 @@ void CloneLoop(benchmark::State& state, StorageBackend& b, const std::string& im
   }
 }
 
-void BM_LocalClone(benchmark::State& state) {
-  const fs::path dir = fs::temp_directory_path() / ("uw-bench-local-" + std::to_string(getpid()));
+// Runs `fn` on a local backend in a directory of its own, removed afterwards.
+template <class Fn>
+void WithLocalBackend(benchmark::State& state, const std::string& tag, Fn fn) {
+  const fs::path dir = fs::temp_directory_path() / ("uw-bench-" + tag + "-" + std::to_string(getpid()));
   auto b = OpenLocalBackend({dir.string()});
   if (!b.ok()) {
     state.SkipWithError(b.status().ToString().c_str());
     return;
   }
-  if (!EnsureImage(state, **b, "golden")) return;
-  CloneLoop(state, **b, "golden");
+  fn(**b);
   b->reset();
   fs::remove_all(dir);
+}
+
+void BM_LocalClone(benchmark::State& state) {
+  WithLocalBackend(state, "local", [&](StorageBackend& b) {
+    if (EnsureImage(state, b, "golden")) CloneLoop(state, b, "golden");
+  });
 }
 BENCHMARK(BM_LocalClone)->Unit(benchmark::kMillisecond);
 
@@ -137,15 +144,7 @@ void CopyLoop(benchmark::State& state, StorageBackend& b) {
 }
 
 void BM_LocalCopy(benchmark::State& state) {
-  const fs::path dir = fs::temp_directory_path() / ("uw-bench-local-copy-" + std::to_string(getpid()));
-  auto b = OpenLocalBackend({dir.string()});
-  if (!b.ok()) {
-    state.SkipWithError(b.status().ToString().c_str());
-    return;
-  }
-  CopyLoop(state, **b);
-  b->reset();
-  fs::remove_all(dir);
+  WithLocalBackend(state, "local-copy", [&](StorageBackend& b) { CopyLoop(state, b); });
 }
 BENCHMARK(BM_LocalCopy)->Unit(benchmark::kMillisecond);
 
@@ -183,16 +182,9 @@ void Burst50(benchmark::State& state, StorageBackend& b, const std::string& imag
 }
 
 void BM_LocalClone50(benchmark::State& state) {
-  const fs::path dir = fs::temp_directory_path() / ("uw-bench-local50-" + std::to_string(getpid()));
-  auto b = OpenLocalBackend({dir.string()});
-  if (!b.ok()) {
-    state.SkipWithError(b.status().ToString().c_str());
-    return;
-  }
-  if (!EnsureImage(state, **b, "golden")) return;
-  Burst50(state, **b, "golden");
-  b->reset();
-  fs::remove_all(dir);
+  WithLocalBackend(state, "local50", [&](StorageBackend& b) {
+    if (EnsureImage(state, b, "golden")) Burst50(state, b, "golden");
+  });
 }
 BENCHMARK(BM_LocalClone50)->Unit(benchmark::kMillisecond)->Iterations(2);
 

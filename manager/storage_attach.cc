@@ -67,12 +67,7 @@ StorageService::Busy::~Busy() {
 Result<VolumeRecord> StorageService::AttachVolume(const Principal& p, std::string_view name,
                                                   std::string_view guest_name) {
   UW_RETURN_IF_ERROR(NeedWrite(p));
-  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
-  if (backend->Kind() != "rbd") {
-    return FailedPreconditionError(
-        "volumes on the " + std::string(backend->Kind()) +
-        " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
-  }
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, GuestDiskBackend());
   UW_ASSIGN_OR_RETURN(Guest g, d_.visible_guest(p, guest_name));
   std::unique_lock l(mu_);
   UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));

@@ -477,14 +477,19 @@ Result<StorageInfo> StorageService::Info(const Principal& p) {
 
 // ---- guests' disks ----
 
+Result<storage::StorageBackend*> StorageService::GuestDiskBackend() {
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  if (backend->Kind() == "rbd") return backend;
+  return FailedPreconditionError(
+      "volumes on the " + std::string(backend->Kind()) +
+      " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
+}
+
 Status StorageService::AttachForCreate(GuestCreate& req) {
   if (req.catalogue_disks.empty()) return Status::Ok();
-  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
-  if (backend->Kind() != "rbd") {
-    return FailedPreconditionError(
-        "disks: volumes on the " + std::string(backend->Kind()) +
-        " backend cannot be a guest's disks (only Ceph RBD volumes, which every host reaches)");
-  }
+  auto guest_disks = GuestDiskBackend();
+  if (!guest_disks.ok()) return guest_disks.status().WithContext("disks");
+  storage::StorageBackend* backend = *guest_disks;
   const std::string short_name(req.name.substr(req.tenant.empty() ? 0 : req.tenant.size() + 1));
   std::lock_guard l(mu_);
   std::vector<VolumeRecord> attached;

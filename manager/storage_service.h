@@ -97,6 +97,9 @@ class StorageService {
  private:
   // The backend, opened on first use; kFailedPrecondition when the manager has none configured.
   Result<storage::StorageBackend*> Backend();
+  // The backend when its volumes can be guests' disks (Ceph RBD, which every host reaches);
+  // kFailedPrecondition naming the backend otherwise.
+  Result<storage::StorageBackend*> GuestDiskBackend();
   Result<VolumeRecord> Visible(const Principal& p, std::string_view name);
   Result<std::optional<VolumeRecord>> FindVolume(const std::string& key);
   void Sweep();
