@@ -1,6 +1,8 @@
 // Private to storage/: what the two backends share.
 #pragma once
 
+#include <rados/librados.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -51,5 +53,38 @@ Result<std::vector<Info>> GetEach(const std::vector<std::string>& names, Get get
   }
   return out;
 }
+
+// A connection to a Ceph cluster with one pool open (the rbd backend's and the storage
+// heartbeats'), closed on destruction. Every call on it is bounded by rados_osd_op_timeout and
+// rados_mon_op_timeout; connecting by client_mount_timeout.
+class RadosPool {
+ public:
+  // `describe` begins every error message ("rbd pool 'rbd' (/etc/ceph/ceph.conf)").
+  RadosPool(RbdConfig config, std::string describe);
+  ~RadosPool();
+  RadosPool(const RadosPool&) = delete;
+  RadosPool& operator=(const RadosPool&) = delete;
+
+  // kUnavailable when no monitor answers in time, kNotFound for a missing pool,
+  // kPermissionDenied when cephx refuses the user.
+  Status Connect();
+  // A librados/librbd return code `r` (< 0) as a Status about `what` (see storage.h for the codes).
+  // After a timeout the client refreshes its OSD map: one that saw timeouts stays on a stale map.
+  Status Error(int r, const std::string& what);
+
+  rados_t cluster() const { return cluster_; }
+  rados_ioctx_t io() const { return io_; }
+  const RbdConfig& config() const { return c_; }
+  const std::string& describe() const { return describe_; }
+
+ private:
+  const RbdConfig c_;
+  const std::string describe_;
+  rados_t cluster_ = nullptr;
+  rados_ioctx_t io_ = nullptr;
+};
+
+// kInvalidArgument unless `config` names a config file, keyring, pool and user and positive timeouts.
+Status CheckRbdConfig(const RbdConfig& config);
 
 }  // namespace uw::storage::internal

@@ -60,37 +60,13 @@ class OpenImage {
 
 class RbdBackend final : public StorageBackend {
  public:
-  explicit RbdBackend(RbdConfig c) : c_(std::move(c)) {}
-  ~RbdBackend() override {
-    if (io_ != nullptr) rados_ioctx_destroy(io_);
-    if (cluster_ != nullptr) rados_shutdown(cluster_);
-  }
+  explicit RbdBackend(const RbdConfig& c)
+      : c_(c), pool_(c, "rbd pool '" + c.pool + "' (" + c.config_file + ")") {}
 
   std::string_view Kind() const override { return "rbd"; }
-  std::string Describe() const override { return "rbd pool '" + c_.pool + "' (" + c_.config_file + ")"; }
+  std::string Describe() const override { return pool_.describe(); }
 
-  Status Connect() {
-    const std::string id = c_.user;
-    int r = rados_create(&cluster_, id.c_str());
-    if (r < 0) return Error(r, "creating a cluster handle");
-    if ((r = rados_conf_read_file(cluster_, c_.config_file.c_str())) < 0) return Error(r, "reading " + c_.config_file);
-    const std::string op = std::to_string(c_.op_timeout_s), mount = std::to_string(c_.mount_timeout_s);
-    for (const auto& [k, v] : {std::pair<std::string, std::string>{"keyring", c_.keyring},
-                               {"rados_osd_op_timeout", op},
-                               {"rados_mon_op_timeout", op},
-                               {"client_mount_timeout", mount},
-                               {"log_to_stderr", "false"},
-                               {"err_to_stderr", "false"}}) {
-      if ((r = rados_conf_set(cluster_, k.c_str(), v.c_str())) < 0) return Error(r, "setting " + k);
-    }
-    if ((r = rados_connect(cluster_)) < 0) {
-      rados_shutdown(cluster_);
-      cluster_ = nullptr;
-      return Error(r, "connecting as client." + c_.user);
-    }
-    if ((r = rados_ioctx_create(cluster_, c_.pool.c_str(), &io_)) < 0) return Error(r, "opening the pool");
-    return Status::Ok();
-  }
+  Status Connect() { return pool_.Connect(); }
 
   Result<ImageInfo> ImportImage(const std::string& name, const std::string& source_file) override {
     UW_RETURN_IF_ERROR(ValidateName("image", name));
@@ -109,26 +85,26 @@ class RbdBackend final : public StorageBackend {
                                   ", expected qcow2 or raw");
     }
     const std::string part = ImageRbd(name) + ".part";
-    rbd_remove(io_, part.c_str());  // a previous import that died half-way
+    rbd_remove(pool_.io(), part.c_str());  // a previous import that died half-way
     auto converted =
         internal::RunTool({c_.qemu_img, "convert", "-q", "-f", src.format, "-O", "raw", source_file,
                            "rbd:" + c_.pool + "/" + part + ":id=" + c_.user + ":conf=" + c_.config_file +
                                ":keyring=" + c_.keyring + ":rados_osd_op_timeout=" + std::to_string(c_.op_timeout_s)},
                           c_.tool_timeout, Describe() + ": " + what + ": importing " + source_file);
     if (!converted.ok()) {
-      rbd_remove(io_, part.c_str());
+      rbd_remove(pool_.io(), part.c_str());
       return converted.status();
     }
     Status golden = [&]() -> Status {
       OpenImage img;
-      int r = rbd_open(io_, part.c_str(), img.out(), nullptr);
+      int r = rbd_open(pool_.io(), part.c_str(), img.out(), nullptr);
       if (r < 0) return Error(r, what + ": opening the import");
       if ((r = rbd_snap_create(img.get(), kGolden)) < 0) return Error(r, what + ": snapshot");
       if ((r = rbd_snap_protect(img.get(), kGolden)) < 0) return Error(r, what + ": protecting its snapshot");
       return Status::Ok();
     }();
     if (golden.ok()) {
-      const int r = rbd_rename(io_, part.c_str(), ImageRbd(name).c_str());
+      const int r = rbd_rename(pool_.io(), part.c_str(), ImageRbd(name).c_str());
       if (r < 0) golden = Error(r, what);
     }
     if (!golden.ok()) {
@@ -144,7 +120,7 @@ class RbdBackend final : public StorageBackend {
     UW_RETURN_IF_ERROR(ValidateName("image", name));
     const std::string what = "image '" + name + "'";
     OpenImage img;
-    int r = rbd_open_read_only(io_, ImageRbd(name).c_str(), img.out(), kGolden);
+    int r = rbd_open_read_only(pool_.io(), ImageRbd(name).c_str(), img.out(), kGolden);
     if (r < 0) return Error(r, what);
     ImageInfo info;
     info.name = name;
@@ -178,7 +154,7 @@ class RbdBackend final : public StorageBackend {
     rbd_image_options_create(&opts);
     std::unique_ptr<void, void (*)(void*)> free_opts(opts, [](void* o) { rbd_image_options_destroy(o); });
     if (req.image.empty()) {
-      const int r = rbd_create4(io_, VolumeRbd(req.name).c_str(), static_cast<uint64_t>(req.size_bytes), opts);
+      const int r = rbd_create4(pool_.io(), VolumeRbd(req.name).c_str(), static_cast<uint64_t>(req.size_bytes), opts);
       if (r < 0) return Error(r, what);
       return GetVolume(req.name);
     }
@@ -188,7 +164,7 @@ class RbdBackend final : public StorageBackend {
     int64_t image_bytes = 0;
     {
       OpenImage img;
-      const int r = rbd_open_read_only(io_, ImageRbd(req.image).c_str(), img.out(), kGolden);
+      const int r = rbd_open_read_only(pool_.io(), ImageRbd(req.image).c_str(), img.out(), kGolden);
       if (r < 0) return Error(r, "image '" + req.image + "'");
       UW_ASSIGN_OR_RETURN(image_bytes, Size(img.get(), "image '" + req.image + "'"));
     }
@@ -197,12 +173,12 @@ class RbdBackend final : public StorageBackend {
                                   " bytes is smaller than image '" + req.image + "' (" + std::to_string(image_bytes) +
                                   " bytes)");
     }
-    int r = rbd_clone3(io_, ImageRbd(req.image).c_str(), kGolden, io_, VolumeRbd(req.name).c_str(), opts);
+    int r = rbd_clone3(pool_.io(), ImageRbd(req.image).c_str(), kGolden, pool_.io(), VolumeRbd(req.name).c_str(), opts);
     if (r < 0) return Error(r, what + ": clone of image '" + req.image + "'");
     if (req.size_bytes > image_bytes) {
       Status grown = Resize(VolumeRbd(req.name), req.size_bytes, what);
       if (!grown.ok()) {
-        rbd_remove(io_, VolumeRbd(req.name).c_str());
+        rbd_remove(pool_.io(), VolumeRbd(req.name).c_str());
         return grown;
       }
     }
@@ -213,7 +189,7 @@ class RbdBackend final : public StorageBackend {
     UW_RETURN_IF_ERROR(ValidateName("volume", name));
     const std::string what = "volume '" + name + "'";
     OpenImage img;
-    int r = rbd_open_read_only(io_, VolumeRbd(name).c_str(), img.out(), nullptr);
+    int r = rbd_open_read_only(pool_.io(), VolumeRbd(name).c_str(), img.out(), nullptr);
     if (r < 0) return Error(r, what);
     VolumeInfo v;
     v.name = name;
@@ -258,7 +234,7 @@ class RbdBackend final : public StorageBackend {
     UW_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
     const std::string what = "volume '" + name + "'";
     OpenImage img;
-    int r = rbd_open(io_, VolumeRbd(name).c_str(), img.out(), nullptr);
+    int r = rbd_open(pool_.io(), VolumeRbd(name).c_str(), img.out(), nullptr);
     if (r < 0) return Error(r, what);
     if ((r = rbd_snap_create(img.get(), snapshot.c_str())) < 0) return Error(r, what + ": snapshot '" + snapshot + "'");
     return Status::Ok();
@@ -269,7 +245,7 @@ class RbdBackend final : public StorageBackend {
     std::vector<std::string> watchers;
     {
       OpenImage img;
-      const int r = rbd_open_read_only(io_, VolumeRbd(name).c_str(), img.out(), nullptr);
+      const int r = rbd_open_read_only(pool_.io(), VolumeRbd(name).c_str(), img.out(), nullptr);
       if (r < 0) return Error(r, "volume '" + name + "'");
       UW_ASSIGN_OR_RETURN(watchers, Watchers(img.get(), "volume '" + name + "'"));
     }
@@ -287,7 +263,7 @@ class RbdBackend final : public StorageBackend {
   // one they are 0 (unknown). What this backend allocated is counted from its own images.
   Result<Capacity> GetCapacity() override {
     rados_cluster_stat_t s{};
-    int r = rados_cluster_stat(cluster_, &s);
+    int r = rados_cluster_stat(pool_.cluster(), &s);
     if (r < 0) return Error(r, "cluster usage");
     Capacity c;
     c.total_bytes = static_cast<int64_t>(s.kb) * 1024;
@@ -296,7 +272,7 @@ class RbdBackend final : public StorageBackend {
       UW_ASSIGN_OR_RETURN(auto names, List(prefix));
       for (const auto& n : names) {
         OpenImage img;
-        if ((r = rbd_open_read_only(io_, (prefix + n).c_str(), img.out(), nullptr)) == -ENOENT) continue;
+        if ((r = rbd_open_read_only(pool_.io(), (prefix + n).c_str(), img.out(), nullptr)) == -ENOENT) continue;
         if (r < 0) return Error(r, prefix + n);
         c.used_bytes += Used(img.get());
       }
@@ -320,42 +296,18 @@ class RbdBackend final : public StorageBackend {
 
  private:
   // Maps a librados/librbd error: the code says what the caller should do.
-  Status Error(int r, const std::string& what) {
-    const int e = -r;
-    std::string m = Describe() + ": " + what + ": " + std::strerror(e);
-    switch (e) {
-      case ENOENT:
-        return NotFoundError(Describe() + ": " + what + ": does not exist");
-      case EEXIST:
-        return AlreadyExistsError(Describe() + ": " + what + " exists already");
-      case EBUSY:
-      case ENOTEMPTY:
-        return FailedPreconditionError(m);
-      case EACCES:
-      case EPERM:
-        return PermissionDeniedError(m + " (cephx refused client." + c_.user + ")");
-      case ETIMEDOUT:
-      case ESHUTDOWN:
-      case ENOTCONN:
-      case EAGAIN:
-        if (cluster_ != nullptr && io_ != nullptr) rados_wait_for_latest_osdmap(cluster_);
-        return UnavailableError(m + " (the cluster did not answer within " + std::to_string(c_.op_timeout_s) +
-                                " s; retry later)");
-      default:
-        return InternalError(m);
-    }
-  }
+  Status Error(int r, const std::string& what) { return pool_.Error(r, what); }
 
   bool Exists(const std::string& rbd_name) {
     OpenImage img;
-    return rbd_open_read_only(io_, rbd_name.c_str(), img.out(), nullptr) == 0;
+    return rbd_open_read_only(pool_.io(), rbd_name.c_str(), img.out(), nullptr) == 0;
   }
 
   // Names after `prefix` of the pool's RBD images, sorted.
   Result<std::vector<std::string>> List(const char* prefix) {
     size_t n = 64;
     std::vector<rbd_image_spec_t> specs;
-    const int r = ListAll(specs, n, [&](rbd_image_spec_t* b, size_t* c) { return rbd_list2(io_, b, c); });
+    const int r = ListAll(specs, n, [&](rbd_image_spec_t* b, size_t* c) { return rbd_list2(pool_.io(), b, c); });
     if (r < 0) return Error(r, "listing images");
     std::vector<std::string> names;
     for (size_t i = 0; i < n; ++i) {
@@ -431,7 +383,7 @@ class RbdBackend final : public StorageBackend {
 
   Status Resize(const std::string& rbd_name, int64_t size, const std::string& what) {
     OpenImage img;
-    int r = rbd_open(io_, rbd_name.c_str(), img.out(), nullptr);
+    int r = rbd_open(pool_.io(), rbd_name.c_str(), img.out(), nullptr);
     if (r < 0) return Error(r, what);
     auto quiet = [](uint64_t, uint64_t, void*) { return 0; };
     if ((r = rbd_resize2(img.get(), static_cast<uint64_t>(size), false, quiet, nullptr)) < 0) {
@@ -444,7 +396,7 @@ class RbdBackend final : public StorageBackend {
   Status RemoveWithSnapshots(const std::string& rbd_name) {
     {
       OpenImage img;
-      int r = rbd_open(io_, rbd_name.c_str(), img.out(), nullptr);
+      int r = rbd_open(pool_.io(), rbd_name.c_str(), img.out(), nullptr);
       if (r < 0) return Error(r, rbd_name);
       UW_ASSIGN_OR_RETURN(auto snaps, Snapshots(img.get(), rbd_name));
       for (const auto& s : snaps) {
@@ -457,26 +409,19 @@ class RbdBackend final : public StorageBackend {
         if ((r = rbd_snap_remove(img.get(), s.c_str())) < 0) return Error(r, rbd_name + ": snapshot '" + s + "'");
       }
     }
-    const int r = rbd_remove(io_, rbd_name.c_str());
+    const int r = rbd_remove(pool_.io(), rbd_name.c_str());
     if (r < 0) return Error(r, rbd_name);
     return Status::Ok();
   }
 
   const RbdConfig c_;
-  rados_t cluster_ = nullptr;
-  rados_ioctx_t io_ = nullptr;
+  internal::RadosPool pool_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<StorageBackend>> OpenRbdBackend(const RbdConfig& config) {
-  if (config.config_file.empty()) return InvalidArgumentError("rbd storage: config_file must be given");
-  if (config.keyring.empty()) return InvalidArgumentError("rbd storage: keyring must be given");
-  if (config.pool.empty()) return InvalidArgumentError("rbd storage: pool must not be empty");
-  if (config.user.empty()) return InvalidArgumentError("rbd storage: user must not be empty");
-  if (config.op_timeout_s <= 0 || config.mount_timeout_s <= 0) {
-    return InvalidArgumentError("rbd storage: op_timeout_s and mount_timeout_s must be positive");
-  }
+  UW_RETURN_IF_ERROR(internal::CheckRbdConfig(config));
   auto backend = std::make_unique<RbdBackend>(config);
   UW_RETURN_IF_ERROR(backend->Connect());
   return std::unique_ptr<StorageBackend>(std::move(backend));

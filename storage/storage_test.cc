@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "storage/heartbeat.h"
 #include "storage/internal.h"
 
 namespace uw::storage {
@@ -85,6 +86,37 @@ TEST(ToolOutputTest, ToolFailuresMapToWhatTheCallerShouldDo) {
   auto slow = internal::RunTool({"sleep", "30"}, std::chrono::milliseconds(100), "v");
   EXPECT_EQ(slow.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(slow.status().message().find("did not finish within 100 ms"), std::string::npos);
+}
+
+// The manager's reading of storage heartbeats (timeout 5 s, reads every second).
+TEST(HeartbeatWatchTest, LiveWhileTheValueChangesStoppedWhenItStandsForTheTimeout) {
+  HeartbeatWatch w(5000);
+  EXPECT_EQ(w.State("h1", 0), BeatState::kUnknown) << "nothing read yet";
+  w.Observe({{"h1", "a-1"}, {"h2", "b-1"}}, 1000);
+  EXPECT_EQ(w.State("h1", 1000), BeatState::kUnknown) << "one value says nothing about change";
+  EXPECT_EQ(w.State("h3", 1000), BeatState::kUnknown) << "a host that never beat";
+  w.Observe({{"h1", "a-2"}, {"h2", "b-1"}}, 2000);
+  EXPECT_EQ(w.State("h1", 2000), BeatState::kLive);
+  EXPECT_EQ(w.Value("h1"), "a-2");
+  for (int64_t t = 3000; t <= 6000; t += 1000) w.Observe({{"h1", "a-" + std::to_string(t)}, {"h2", "b-1"}}, t);
+  EXPECT_EQ(w.State("h1", 6000), BeatState::kLive);
+  EXPECT_EQ(w.State("h2", 6000), BeatState::kStopped) << "unchanged since it was first seen at 1 s";
+  EXPECT_EQ(w.UnchangedMs("h2", 6000), 5000);
+  // h1 stops: stopped once its last value stood for the timeout, judged at good reads only.
+  for (int64_t t = 7000; t <= 10000; t += 1000) w.Observe({{"h1", "a-6000"}, {"h2", "b-1"}}, t);
+  EXPECT_EQ(w.State("h1", 10000), BeatState::kLive) << "4 s without a change";
+  w.Observe({{"h1", "a-6000"}}, 11000);
+  EXPECT_EQ(w.State("h1", 11000), BeatState::kStopped);
+  EXPECT_EQ(w.State("h2", 11000), BeatState::kStopped) << "a host missing from a read keeps what was seen";
+  // The manager's own reads fail: nothing is known once the last good read is the timeout old.
+  EXPECT_EQ(w.State("h1", 15999), BeatState::kStopped);
+  EXPECT_EQ(w.State("h1", 16000), BeatState::kUnknown);
+  // A read after such a gap starts every host afresh (changes meanwhile have no time).
+  w.Observe({{"h1", "a-9"}}, 30000);
+  EXPECT_EQ(w.State("h1", 30000), BeatState::kUnknown);
+  w.Observe({{"h1", "a-10"}}, 31000);
+  EXPECT_EQ(w.State("h1", 31000), BeatState::kLive);
+  EXPECT_EQ(BeatStateName(BeatState::kStopped), "stopped");
 }
 
 }  // namespace

@@ -9,9 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include "common/command.h"
 #include "common/json.h"
+#include "storage/heartbeat.h"
 #include "storage/storage.h"
 #include "tests/ceph_config.h"
 
@@ -228,6 +230,56 @@ TEST_F(RbdTest, AClusterThatDoesNotAnswerIsUnavailableWithinTheMountTimeout) {
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(b.status().code(), StatusCode::kUnavailable) << b.status().ToString();
   EXPECT_LT(took, 15s);
+}
+
+// Storage heartbeats on the real pool: hosts' keys in one object's omap, read in one call; a
+// writer's thread beats every interval, and stops when stopped.
+TEST_F(RbdTest, StorageHeartbeatsAreReadBackAndTheWriterKeepsBeating) {
+  auto hb = OpenStorageHeartbeats(config_);
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  const std::string a = N("hb-a"), b = N("hb-b");
+  ASSERT_TRUE((*hb)->Beat(a, "1-1").ok());
+  ASSERT_TRUE((*hb)->Beat(b, "7-1").ok());
+  ASSERT_TRUE((*hb)->Beat(a, "1-2").ok());
+  auto all = (*hb)->ReadAll();
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ((*all)[a], "1-2");
+  EXPECT_EQ((*all)[b], "7-1");
+
+  const std::string w = N("hb-writer");
+  HeartbeatWriter writer(config_, w, 100ms);
+  writer.Start();
+  auto value = [&](const std::string& host) {
+    auto now = (*hb)->ReadAll();
+    return now.ok() && now->count(host) ? now->at(host) : std::string("(none)");
+  };
+  for (int i = 0; i < 100 && writer.beats() < 3; ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_GE(writer.beats(), 3);
+  const std::string first = value(w);
+  for (int i = 0; i < 100 && value(w) == first; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_NE(value(w), first) << "the writer's value changes with every beat";
+  writer.Stop();
+  const std::string last = value(w);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(value(w), last) << "a stopped writer beats no more";
+
+  // A writer whose Ceph does not answer keeps trying without beating, and stops when told.
+  std::ifstream in(config_.config_file);
+  std::string conf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(tmp_ / "dead.conf") << std::regex_replace(conf, std::regex("mon host = .*"), "mon host = 127.0.0.1:9");
+  RbdConfig dead = config_;
+  dead.config_file = (tmp_ / "dead.conf").string();
+  dead.mount_timeout_s = 1;
+  HeartbeatWriter lost(dead, N("hb-lost"), 100ms);
+  lost.Start();
+  std::this_thread::sleep_for(1500ms);
+  lost.Stop();
+  EXPECT_EQ(lost.beats(), 0);
+  EXPECT_EQ(value(N("hb-lost")), "(none)");
+  // Bad configs are refused.
+  RbdConfig bad = config_;
+  bad.keyring.clear();
+  EXPECT_EQ(OpenStorageHeartbeats(bad).status().code(), StatusCode::kInvalidArgument);
 }
 
 // The OSD dies (kill -9) under a bluestore cluster: calls fail within the op timeout as kUnavailable
