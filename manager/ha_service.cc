@@ -20,6 +20,7 @@ constexpr int64_t kFenceRetryMs = 5'000;  // first retry of a failed fence; doub
 constexpr int64_t kMaxRetryMs = 60'000;
 constexpr int64_t kRestartRetryMs = 5'000;  // after a failed guest.recover, doubled each time
 constexpr int64_t kRestartAttempts = 5;     // then the guest stays down with an alert
+constexpr int64_t kBeatsRetryMs = 30'000;   // connecting to Ceph for storage heartbeats again
 
 // Guest states in which HA restarts a guest (it was running, or meant to, when its host failed).
 bool WasUp(const std::string& state) {
@@ -113,6 +114,7 @@ Status HaService::Pass() {
   std::lock_guard pass(pass_mu_);
   UW_ASSIGN_OR_RETURN(DrsConfig cfg, d_.drs_config());
   if (!cfg.ha.enabled) return Status::Ok();
+  ReadStorageBeats();
   std::vector<Silent> silent;
   {
     UW_ASSIGN_OR_RETURN(auto rows,
@@ -129,6 +131,7 @@ Status HaService::Pass() {
   for (const auto& h : silent) names.insert(h.name);
   std::erase_if(alerted_,
                 [&](const auto& kv) { return kv.first.rfind('@', 0) == 0 && !names.count(kv.first.substr(1)); });
+  std::erase_if(fenced_beat_, [&](const auto& kv) { return !names.count(kv.first); });
   const int64_t now = NowMs();
   for (const Silent& h : silent) {
     Status s;
@@ -142,14 +145,17 @@ Status HaService::Pass() {
     } else if (h.phase == "on") {
       s = Detect(h, cfg);
     } else if (h.phase == "isolated") {
-      if (now - h.phase_since_ms >= cfg.ha.isolation_s * 1000 && now >= next_try_ms_[h.name]) {
+      // A storage heartbeat that stopped too: down on both paths, no need to wait out the isolation.
+      const bool both = BeatOf(h.name) == storage::BeatState::kStopped;
+      if ((both || now - h.phase_since_ms >= cfg.ha.isolation_s * 1000) && now >= next_try_ms_[h.name]) {
         s = FenceNow(h.name,
                      "isolated for " + std::to_string((now - h.phase_since_ms) / 1000) +
-                         " s: no heartbeat, its agent does not answer, its BMC says on",
+                         " s: no heartbeat, its agent does not answer" + BeatNote(h.name),
                      cfg);
       }
     } else {
-      s = Restart(h.name, h.phase_since_ms, cfg);
+      auto held = FenceHeld(h.name);
+      s = !held.ok() ? held.status() : *held ? Restart(h.name, h.phase_since_ms, cfg) : Status::Ok();
     }
     if (!s.ok()) spdlog::warn("HA: host {}: {}", h.name, s.ToString());
   }
@@ -182,8 +188,12 @@ Status HaService::Detect(const Silent& h, const DrsConfig& cfg) {
                  {"reason", silence + ", its agent does not answer and its BMC does not answer either (" + p.bmc_error +
                                 "): it cannot be fenced, so none of its guests is restarted elsewhere"}});
   }
-  const std::string why = silence + ", its agent does not answer (" + ping.message() + "), its BMC says " + *p.bmc;
-  if (*p.bmc == "off") return FenceNow(h.name, why, cfg);  // off already: the fence confirms it
+  const std::string why =
+      silence + ", its agent does not answer (" + ping.message() + "), its BMC says " + *p.bmc + BeatNote(h.name);
+  const storage::BeatState beat = BeatOf(h.name);
+  // Off already (the fence confirms it) unless its storage heartbeat says it runs.
+  if (*p.bmc == "off" && beat != storage::BeatState::kLive) return FenceNow(h.name, why, cfg);
+  if (*p.bmc == "on" && beat == storage::BeatState::kStopped) return FenceNow(h.name, why + ": down on both paths", cfg);
   UW_RETURN_IF_ERROR(d_.power.Isolate(
       h.name, why + ": isolated; fenced after " + std::to_string(cfg.ha.isolation_s) + " s unless it comes back"));
   if (cfg.ha.isolation_s == 0) return FenceNow(h.name, why, cfg);
@@ -201,7 +211,76 @@ Status HaService::FenceNow(const std::string& host, const std::string& why, cons
   }
   backoff_ms_.erase(host);
   next_try_ms_.erase(host);
-  return Restart(host, fenced_from, cfg);
+  if (watch_) {
+    // What its storage heartbeat said once the BMC confirmed it off: a change after this is the
+    // host still running.
+    ReadStorageBeats();
+    fenced_beat_[host] = watch_->Value(host);
+  }
+  UW_ASSIGN_OR_RETURN(bool held, FenceHeld(host));
+  return held ? Restart(host, fenced_from, cfg) : Status::Ok();
+}
+
+void HaService::ReadStorageBeats() {
+  if (d_.config.storage_backend != "rbd") return;
+  const int64_t now = NowMs();
+  auto note = [&](const Status& s) {
+    if (s.message() != beats_error_) spdlog::warn("HA: storage heartbeats: {}", s.ToString());
+    beats_error_ = s.message();
+  };
+  if (!beats_) {
+    if (now < beats_retry_ms_) return;
+    auto opened = storage::OpenStorageHeartbeats(d_.config.storage_rbd);
+    if (!opened.ok()) {
+      beats_retry_ms_ = now + kBeatsRetryMs;
+      return note(opened.status());
+    }
+    beats_ = std::move(*opened);
+  }
+  auto read = beats_->ReadAll();
+  if (!read.ok()) {
+    if (read.status().code() != StatusCode::kUnavailable) beats_.reset();  // connect afresh
+    return note(read.status());
+  }
+  beats_error_.clear();
+  if (!watch_) watch_.emplace(d_.config.heartbeat_timeout_ms);
+  watch_->Observe(*read, NowMs());
+}
+
+storage::BeatState HaService::BeatOf(const std::string& host) const {
+  return watch_ ? watch_->State(host, NowMs()) : storage::BeatState::kUnknown;
+}
+
+std::string HaService::BeatNote(const std::string& host) const {
+  if (!watch_) return "";
+  switch (BeatOf(host)) {
+    case storage::BeatState::kLive:
+      return ", its storage heartbeat is live (the host still runs)";
+    case storage::BeatState::kStopped:
+      return ", its storage heartbeat stopped too (" + std::to_string(watch_->UnchangedMs(host, NowMs()) / 1000) +
+             " s ago)";
+    case storage::BeatState::kUnknown:
+      break;
+  }
+  return ", no storage heartbeat is known for it";
+}
+
+Result<bool> HaService::FenceHeld(const std::string& host) {
+  if (!watch_) return true;
+  const std::string value = watch_->Value(host);
+  auto [it, first] = fenced_beat_.try_emplace(host, value);  // a manager restarted since the fence
+  if (!first && !value.empty() && value != it->second) {
+    const std::string why =
+        "its BMC confirmed it off, but its storage heartbeat changed since: the host still runs, so none of its "
+        "guests is restarted elsewhere (check that its power driver reaches this host's BMC); isolated again";
+    fenced_beat_.erase(it);
+    UW_RETURN_IF_ERROR(Once("@" + host, "", "host.fence_suspect", {{"host", host}, {"reason", why}}));
+    UW_RETURN_IF_ERROR(d_.power.Isolate(host, why));
+    return false;
+  }
+  // Beating until the fence (a host cut off from the manager): its guests wait until the heartbeat
+  // has stood still for the timeout, so that a fence that missed the host shows first.
+  return BeatOf(host) != storage::BeatState::kLive;
 }
 
 Status HaService::Sort(const std::string& host, int64_t failed_since_ms, std::vector<Guest>& todo) {
@@ -249,24 +328,52 @@ Status HaService::Restart(const std::string& host, int64_t failed_since_ms, cons
   std::vector<Guest> todo;
   UW_RETURN_IF_ERROR(Sort(host, failed_since_ms, todo));
   if (todo.empty()) return Status::Ok();
-  std::lock_guard placing(d_.placement_mu);
-  UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());
-  std::set<std::string> restarting;
-  for (const auto& g : todo) restarting.insert(g.name);
-  KeepOnly(snap, host, restarting);
-  UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
-  for (const placement::PlacementStep& step : plan.placements) {
-    auto it = std::find_if(todo.begin(), todo.end(), [&](const Guest& g) { return g.name == step.vm; });
-    if (it == todo.end()) continue;
-    if (Status s = Rehome(*it, host, step); !s.ok()) spdlog::warn("HA: restarting {}: {}", step.vm, s.ToString());
+  std::vector<placement::PowerAction> wakes;
+  {
+    std::lock_guard placing(d_.placement_mu);
+    UW_ASSIGN_OR_RETURN(placement::Snapshot snap, d_.snapshot());
+    std::set<std::string> restarting;
+    for (const auto& g : todo) restarting.insert(g.name);
+    KeepOnly(snap, host, restarting);
+    UW_ASSIGN_OR_RETURN(placement::Plan plan, placement::MakePlan(snap, cfg.policy));
+    // Guests the engine puts on a standby host wait for it: it is powered on below, and a later
+    // pass restarts them once its agent has joined.
+    std::set<std::string> off;
+    for (const placement::PowerAction& a : plan.power) {
+      if (a.action != placement::PowerActionType::kPowerOn) continue;
+      off.insert(a.host);
+      wakes.push_back(a);
+    }
+    for (const placement::PlacementStep& step : plan.placements) {
+      auto it = std::find_if(todo.begin(), todo.end(), [&](const Guest& g) { return g.name == step.vm; });
+      if (it == todo.end() || off.count(step.host)) continue;
+      if (Status s = Rehome(*it, host, step); !s.ok()) spdlog::warn("HA: restarting {}: {}", step.vm, s.ToString());
+    }
+    for (const placement::Unplaced& u : plan.unplaced) {
+      auto it = std::find_if(todo.begin(), todo.end(), [&](const Guest& g) { return g.name == u.vm; });
+      if (it == todo.end()) continue;
+      UW_RETURN_IF_ERROR(Once(it->name, it->tenant, "guest.restart_failed",
+                              {{"host", host}, {"reason", "no host can take it: " + u.reason + " (tried again)"}}));
+    }
   }
-  for (const placement::Unplaced& u : plan.unplaced) {
-    auto it = std::find_if(todo.begin(), todo.end(), [&](const Guest& g) { return g.name == u.vm; });
-    if (it == todo.end()) continue;
-    UW_RETURN_IF_ERROR(Once(it->name, it->tenant, "guest.restart_failed",
-                            {{"host", host}, {"reason", "no host can take it: " + u.reason + " (tried again)"}}));
+  for (const placement::PowerAction& a : wakes) {
+    UW_RETURN_IF_ERROR(PowerOnFor(a, host));
   }
   return Status::Ok();
+}
+
+Status HaService::PowerOnFor(const placement::PowerAction& a, const std::string& failed) {
+  UW_ASSIGN_OR_RETURN(HostPower p, d_.power.Get(a.host, false));
+  if (p.phase != "standby") return Status::Ok();  // waking already (or taken out of standby)
+  const std::string why = "restarting the guests of " + failed + ": " + a.reason;
+  auto on = d_.power.Act(a.host, "on");
+  if (!on.ok()) {
+    return Once("@" + a.host, "", "ha.power_on_failed",
+                {{"host", a.host}, {"failed_host", failed}, {"reason", why + "; powering it on failed: " +
+                                                                           on.status().message()}});
+  }
+  spdlog::info("HA: powering {} on: {}", a.host, why);
+  return d_.events.Add("ha.power_on", a.host, "", {{"failed_host", failed}, {"reason", why}});
 }
 
 Status HaService::Rehome(const Guest& g, const std::string& from, const placement::PlacementStep& step) {

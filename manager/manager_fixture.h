@@ -15,6 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -188,7 +189,35 @@ class ManagerTest : public ::testing::Test {
     }
     return true;
   }
+  // Every event as "type subject data" lines.
+  std::string AllEvents() {
+    std::string out;
+    auto rows = manager_->store().Query("SELECT type, subject, data FROM events ORDER BY seq");
+    for (const auto& r : *rows) {
+      out += r.Str("type") + " " + r.Str("subject") + " " + r.Str("data") + "\n";
+    }
+    return out;
+  }
   int64_t Count(const std::string& sql) { return (*manager_->store().Query(sql))[0].Int("n"); }
+  // An exec power driver for `host` whose BMC is the file bmc-HOST ("on" / "off"); with
+  // `off_fails` its off command exits 1 saying why (and naming the secret, which must not show).
+  Json ExecDriver(const std::string& host, bool off_fails = false) {
+    const std::string state = (dir_ / ("bmc-" + host)).string();
+    std::ofstream(state) << "on\n";
+    return {{"driver", "exec"},
+            {"status_command", {"cat", state}},
+            {"on_command", {"sh", "-c", "echo on > " + state}},
+            {"off_command", off_fails ? Json({"sh", "-c", "echo \"BMC busy ($UW_POWER_SECRET)\" >&2; exit 1"})
+                                      : Json({"sh", "-c", "echo off > " + state})},
+            {"password", "pw-0123456789"},
+            {"timeout_ms", 5000}};
+  }
+  std::string Bmc(const std::string& host) {
+    std::ifstream in(dir_ / ("bmc-" + host));
+    std::string s;
+    in >> s;
+    return s;
+  }
   std::string TenantToken(const std::string& tenant) {
     Json body = {{"name", tenant + "-key"}, {"role", "tenant"}, {"tenant", tenant}};
     auto r = Client().Call("POST", "/api/v1/tokens", &body);

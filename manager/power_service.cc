@@ -298,7 +298,7 @@ Status PowerService::Heard(std::string_view host, bool joined) {
 Status PowerService::Isolate(std::string_view host, std::string_view why) {
   std::lock_guard l(act_mu_);
   UW_ASSIGN_OR_RETURN(Row row, Load(host));
-  if (row.phase != "on") {
+  if (row.phase != "on" && row.phase != "failed") {
     return FailedPreconditionError("host " + Quoted(host) + " is " + row.phase + ", not on: it cannot be isolated");
   }
   return d_.store.Transact([&]() -> Status {

@@ -76,7 +76,8 @@ class PowerService {
   void Check();
 
   // HA (ha_service.h). A host that stopped heartbeating while its BMC says on: phase isolated,
-  // with a host.isolated event saying why. kFailedPrecondition unless the host is on (phase).
+  // with a host.isolated event saying why. kFailedPrecondition unless the host is on (phase), or
+  // failed (fenced) but found still running by its storage heartbeat.
   Status Isolate(std::string_view host, std::string_view why);
   // Fencing: the host is powered off through its driver and the BMC is polled until it reports
   // off; the host is then `failed` (its guests may run elsewhere), with a host.fenced event. On

@@ -25,25 +25,6 @@ using testing::ManagerTest;
 
 class PowerTest : public ManagerTest {
  protected:
-  // An exec driver for `host` whose power state is the file bmc-HOST ("on" / "off"); with
-  // `off_fails` its off command exits 1 saying why (and naming the secret, which must not show).
-  Json ExecDriver(const std::string& host, bool off_fails = false) {
-    const std::string state = (dir_ / ("bmc-" + host)).string();
-    std::ofstream(state) << "on\n";
-    return {{"driver", "exec"},
-            {"status_command", {"cat", state}},
-            {"on_command", {"sh", "-c", "echo on > " + state}},
-            {"off_command", off_fails ? Json({"sh", "-c", "echo \"BMC busy ($UW_POWER_SECRET)\" >&2; exit 1"})
-                                      : Json({"sh", "-c", "echo off > " + state})},
-            {"password", "pw-0123456789"},
-            {"timeout_ms", 5000}};
-  }
-  std::string Bmc(const std::string& host) {
-    std::ifstream in(dir_ / ("bmc-" + host));
-    std::string s;
-    in >> s;
-    return s;
-  }
   // A manager (heartbeat timeout 10 s) with hosts h1, holding guest g, and h2.
   void StartWithGuestGOnH1() {
     config_.heartbeat_timeout_ms = 10000;
@@ -56,15 +37,6 @@ class PowerTest : public ManagerTest {
   Result<api::ClientResponse> Power(const std::string& host, const std::string& action) {
     Json body = {{"action", action}};
     return Client().Do("POST", "/api/v1/hosts/" + host + "/power", body.dump());
-  }
-  // Every event as "type subject data" lines.
-  std::string AllEvents() {
-    std::string out;
-    auto rows = manager_->store().Query("SELECT type, subject, data FROM events ORDER BY seq");
-    for (const auto& r : *rows) {
-      out += r.Str("type") + " " + r.Str("subject") + " " + r.Str("data") + "\n";
-    }
-    return out;
   }
 };
 
@@ -358,6 +330,37 @@ TEST_F(PowerTest, HaFencesASilentHostAndRestartsItsGuestsElsewhere) {
   EXPECT_FALSE(HasGuest("h1", "low"));
   EXPECT_TRUE(HasGuest("h1", "disk"));
   EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/disk"))["state"], "shutoff");
+}
+
+// A failed host's guests that no powered-on host can take go to a standby host: HA powers it on
+// through its driver and restarts them there once its agent has joined.
+TEST_F(PowerTest, HaPowersOnAStandbyHostForGuestsNoOtherHostCanTake) {
+  ASSERT_NO_FATAL_FAILURE(StartWithGuestGOnH1());
+  for (const char* h : {"h1", "h2"}) {
+    ASSERT_EQ(Client().Do("PUT", std::string("/api/v1/hosts/") + h + "/power-driver", ExecDriver(h).dump())->status,
+              200);
+  }
+  ASSERT_EQ(Power("h2", "off")->status, 200);
+  Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 0}}}};
+  ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+  cluster_.SetDown("h1", true);
+  clock_.Advance(std::chrono::seconds(11));
+  manager_->CheckHeartbeats();
+  ASSERT_TRUE(manager_->RunHa().ok());
+  auto state = [&](const std::string& h) { return (*Client().Call("GET", "/api/v1/hosts/" + h))["state"]; };
+  EXPECT_EQ(state("h1"), "failed") << AllEvents();
+  EXPECT_EQ(state("h2"), "waking") << AllEvents();
+  EXPECT_EQ(Bmc("h2"), "on");
+  EXPECT_NE(AllEvents().find("ha.power_on h2"), std::string::npos) << AllEvents();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"), 0) << "placed on a host still off";
+  ASSERT_TRUE(manager_->RunHa().ok());  // still waking: nothing more
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'ha.power_on'"), 1);
+  AddHost("h2");  // its agent joins
+  ASSERT_TRUE(manager_->RunHa().ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto r = Client().Call("GET", "/api/v1/guests/g");
+    return r.ok() && (*r)["host"] == "h2" && (*r)["state"] == "running";
+  })) << AllEvents();
 }
 
 // HA restarts nothing it cannot be sure of: a host that comes back before its isolation ran out

@@ -1,6 +1,6 @@
 // High availability on the real test bed: a host's OS dies (its libvirtd, agent and QEMU killed;
-// its power and BMC stay on). The manager finds it silent with its BMC saying on (isolated),
-// fences it through IPMI, and restarts its image-booted guest and its guest on a Ceph RBD volume
+// its power and BMC stay on). The manager finds it silent with its BMC saying on and its storage
+// heartbeat (in the Ceph pool) stopped too, fences it through IPMI, and restarts its image-booted guest and its guest on a Ceph RBD volume
 // on the other host (the latter with the markers it wrote on its disk and on a volume hot-plugged
 // through the manager); the guest with a local disk is reported lost. When the host is powered on
 // again, the restarted guests run once.
@@ -95,7 +95,9 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
               static_cast<long long>(MsSince(plug)));
   const size_t index = IndexOf(victim);
   const std::string path = "/api/v1/hosts/" + victim;
-  Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 2}}}};
+  // A long isolation: the host's storage heartbeat (its agent beats in the Ceph pool) stops with
+  // it, and that, not the isolation running out, gets it fenced.
+  Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 40}}}};
   ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
 
   // The OS dies; the power stays on.
@@ -161,10 +163,13 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
   ASSERT_TRUE(records.ok()) << records.status().ToString();
   EXPECT_NE(records->dump().find("failed and was fenced"), std::string::npos) << records->dump();
   const std::string events = Events();
-  for (const char* e : {"host.isolated", "host.fencing", "host.fenced", "guest.restarting_elsewhere",
-                        "guest.restarted_elsewhere", "guest.lost"}) {
+  for (const char* e :
+       {"host.fencing", "host.fenced", "guest.restarting_elsewhere", "guest.restarted_elsewhere", "guest.lost"}) {
     EXPECT_NE(events.find(std::string("event: ") + e), std::string::npos) << e;
   }
+  EXPECT_NE(events.find("its storage heartbeat stopped too"), std::string::npos)
+      << "fenced without the storage heartbeat's word\n"
+      << events;
   std::printf(
       "HA figures: %s crashed; isolated at %lld ms, fenced at %lld ms, mit-ha-a running on %s at %lld ms, "
       "ready at %lld ms; mit-ha-rbd ready with its marker at %lld ms\n",

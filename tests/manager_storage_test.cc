@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "manager/manager_fixture.h"
+#include "storage/heartbeat.h"
 #include "tests/ceph_config.h"
 
 namespace uw::manager::testing {
@@ -249,6 +250,95 @@ TEST_F(ManagerStorageTest, VolumesAttachToAndDetachFromExistingGuests) {
   for (const char* v : {"data", "web-disk0"})
     EXPECT_TRUE(Client(acme).Call("DELETE", std::string("/api/v1/volumes/") + v).ok());
   ASSERT_TRUE(Client(beta).Call("DELETE", "/api/v1/volumes/data").ok());
+}
+
+// HA with storage heartbeats (storage/heartbeat.h) on the real pool: the test writes host A's
+// beats as its agent would, on the manager's fake clock (a pass a second).
+class StorageHeartbeatHaTest : public ManagerStorageTest {
+ protected:
+  void SetUp() override {
+    ManagerStorageTest::SetUp();
+    if (IsSkipped()) return;
+    auto hb = storage::OpenStorageHeartbeats(config_.storage_rbd);
+    ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+    beats_ = std::move(*hb);
+    // Host names of their own: the heartbeat object outlives a test.
+    a_ = "hba-" + std::to_string(::getpid());
+    b_ = "hbb-" + std::to_string(::getpid());
+    config_.heartbeat_timeout_ms = 10000;
+    StartManager();
+    AddHost(a_);
+    Json vm = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
+    ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &vm))["state"], "succeeded");
+    AddHost(b_);
+    for (const std::string& h : {a_, b_}) {
+      ASSERT_EQ(Client().Do("PUT", "/api/v1/hosts/" + h + "/power-driver", ExecDriver(h).dump())->status, 200);
+    }
+    Json cfg = {{"ha", {{"enabled", true}, {"host_failures", 0}, {"isolation_s", 5}}}};
+    ASSERT_EQ(Client().Do("PUT", "/api/v1/drs/config", cfg.dump())->status, 200);
+  }
+  // One second: A's agent beats on storage when `a_beats`, B heartbeats, then an HA pass.
+  void Second(bool a_beats) {
+    clock_.Advance(std::chrono::seconds(1));
+    if (a_beats) {
+      ASSERT_TRUE(beats_->Beat(a_, "run-" + std::to_string(++seq_)).ok());
+    }
+    Heartbeat(b_);
+    manager_->CheckHeartbeats();
+    ASSERT_TRUE(manager_->RunHa().ok());
+  }
+  std::string State(const std::string& host) { return (*Client().Call("GET", "/api/v1/hosts/" + host))["state"]; }
+  int64_t Restarts() { return Count("SELECT COUNT(*) AS n FROM tasks WHERE kind = 'guest.recover'"); }
+  bool RunsOnB() {
+    return Eventually([&] {
+      auto g = Client().Call("GET", "/api/v1/guests/g");
+      return g.ok() && (*g)["host"] == b_ && (*g)["state"] == "running";
+    });
+  }
+  std::unique_ptr<storage::StorageHeartbeats> beats_;
+  std::string a_, b_;
+  int seq_ = 0;
+};
+
+// A cut off from the manager but still running (its storage heartbeat live) is isolated, not
+// failed; a BMC that says off while the host still beats is caught after the fence and nothing
+// restarts; once A really stops, it is fenced without waiting out the isolation and g restarts.
+TEST_F(StorageHeartbeatHaTest, ALiveStorageHeartbeatHoldsRestartsUntilTheHostReallyStops) {
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(Second(true));
+  cluster_.SetDown(a_, true);  // the manager's network path to A is gone; A runs on
+  for (int i = 0; i < 11 && State(a_) != "isolated"; ++i) ASSERT_NO_FATAL_FAILURE(Second(true));
+  ASSERT_EQ(State(a_), "isolated") << AllEvents();
+  EXPECT_NE(AllEvents().find("its storage heartbeat is live"), std::string::npos) << AllEvents();
+  // The isolation runs out: fenced through a "BMC" that says off while A goes on beating.
+  for (int i = 0; i < 8 && AllEvents().find("host.fence_suspect") == std::string::npos; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Second(true));
+    EXPECT_EQ(Restarts(), 0) << "restarted while its storage heartbeat was live\n" << AllEvents();
+  }
+  ASSERT_NE(AllEvents().find("host.fence_suspect " + a_), std::string::npos) << AllEvents();
+  EXPECT_EQ(State(a_), "isolated");
+  EXPECT_EQ(Bmc(a_), "off");
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/g"))["host"], a_);
+  // A dies: its storage heartbeat stops. It is fenced again when the isolation runs out, and g
+  // restarts once that heartbeat has stood still for the timeout (10 s).
+  int seconds = 0;
+  for (; seconds < 14 && Restarts() == 0; ++seconds) ASSERT_NO_FATAL_FAILURE(Second(false));
+  ASSERT_EQ(State(a_), "failed") << AllEvents();
+  EXPECT_GE(seconds, 10) << "restarted before its storage heartbeat had stood still for the timeout";
+  ASSERT_TRUE(RunsOnB()) << AllEvents();
+  EXPECT_TRUE(HasGuest(b_, "g"));
+}
+
+// A host that dies on both paths at once is fenced as soon as it is found silent: no isolation wait.
+TEST_F(StorageHeartbeatHaTest, AHostSilentOnBothPathsIsFencedAtOnce) {
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(Second(true));
+  cluster_.SetDown(a_, true);
+  int seconds = 0;
+  for (; seconds < 14 && State(a_) != "failed"; ++seconds) ASSERT_NO_FATAL_FAILURE(Second(false));
+  ASSERT_EQ(State(a_), "failed") << AllEvents();
+  EXPECT_LE(seconds, 11) << "fenced within a pass of the heartbeat timeout, not after the isolation";
+  const std::string events = AllEvents();
+  EXPECT_NE(events.find("storage heartbeat stopped too"), std::string::npos) << events;
+  ASSERT_TRUE(RunsOnB()) << events;
 }
 
 }  // namespace

@@ -10,13 +10,16 @@ namespace {
 // secret that holds it.
 Result<AgentConfig::Ceph> CephFromJson(const JsonView& v) {
   UW_ASSIGN_OR_RETURN(JsonView ceph, v.Object("ceph"));
-  UW_RETURN_IF_ERROR(ceph.RejectUnknown({"conf", "user", "keyring", "secret_uuid"}));
+  UW_RETURN_IF_ERROR(ceph.RejectUnknown({"conf", "user", "keyring", "secret_uuid", "pool", "storage_heartbeat"}));
   AgentConfig::Ceph k;
   UW_ASSIGN_OR_RETURN(k.conf, ceph.String("conf"));
   UW_ASSIGN_OR_RETURN(k.user, ceph.String("user", k.user));
   UW_ASSIGN_OR_RETURN(k.keyring, ceph.String("keyring"));
   UW_ASSIGN_OR_RETURN(k.secret_uuid, ceph.String("secret_uuid"));
   if (!IsUuid(k.secret_uuid)) return ceph.FieldError("secret_uuid", "expected a UUID");
+  UW_ASSIGN_OR_RETURN(k.pool, ceph.String("pool", k.pool));
+  if (!ValidateName(k.pool, "ceph.pool").ok()) return ceph.FieldError("pool", "expected a pool name");
+  UW_ASSIGN_OR_RETURN(k.storage_heartbeat, ceph.Bool("storage_heartbeat", k.storage_heartbeat));
   if (!ValidateName(k.user, "ceph.user").ok() || k.user.rfind("client.", 0) == 0) {
     return ceph.FieldError("user", "expected a cephx user name without 'client.'");
   }

@@ -52,6 +52,11 @@ struct AgentConfig {
     std::string user = "uw";
     std::string keyring;  // holds "key = BASE64" for client.USER
     std::string secret_uuid;
+    // HA's storage heartbeat (storage/heartbeat.h): the agent beats in this pool (the guests'
+    // volumes') every heartbeat_interval_ms, so the manager can tell a host cut off from it from one
+    // that is down.
+    std::string pool = "rbd";
+    bool storage_heartbeat = true;
   };
   std::optional<Ceph> ceph;
 };

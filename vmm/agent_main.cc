@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "storage/heartbeat.h"
 #include "vmm/agent.h"
 #include "vmm/libvirt_driver.h"
 #include "vmm/manager_link.h"
@@ -129,9 +130,22 @@ int Main(int argc, char** argv) {
     link = std::make_unique<uw::vmm::ManagerLink>(lo, uw::vmm::RouterSource(agent.router(), config->token));
     link->Start();
   }
+  // HA's second path to this host (storage/heartbeat.h): beats in the guests' pool while it runs.
+  std::unique_ptr<uw::storage::HeartbeatWriter> storage_beat;
+  if (config->ceph && config->ceph->storage_heartbeat) {
+    uw::storage::RbdConfig rc;
+    rc.config_file = config->ceph->conf;
+    rc.user = config->ceph->user;
+    rc.keyring = config->ceph->keyring;
+    rc.pool = config->ceph->pool;
+    storage_beat = std::make_unique<uw::storage::HeartbeatWriter>(
+        rc, config->host_name, std::chrono::milliseconds(config->heartbeat_interval_ms));
+    storage_beat->Start();
+  }
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("received {}; stopping (guests keep running)", strsignal(sig));
+  if (storage_beat) storage_beat->Stop();
   if (link) link->Stop();
   agent.Stop();
   loop.Stop();

@@ -460,6 +460,13 @@ TEST(AgentConfigTest, CephNamesItsKeyringAndASecretUuid) {
   EXPECT_EQ(bad(R"({"conf": "/c", "keyring": "/k", "user": "client.uw",
                     "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"})"),
             "agent.json: ceph.user: expected a cephx user name without 'client.'");
+  EXPECT_EQ(bad(R"({"conf": "/c", "keyring": "/k", "pool": "../p",
+                    "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"})"),
+            "agent.json: ceph.pool: expected a pool name");
+  EXPECT_EQ(bad(R"({"conf": "/c", "keyring": "/k", "storage_heartbeat": "yes",
+                    "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"})")
+                .find("ceph.storage_heartbeat"),
+            0u + std::string("agent.json: ").size());
   auto ok = AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0",
       "ceph": {"conf": "/c", "keyring": "/k", "secret_uuid": "5d3a1c9e-0000-4000-8000-000000000001"}})"),
                                 "x");
@@ -467,6 +474,8 @@ TEST(AgentConfigTest, CephNamesItsKeyringAndASecretUuid) {
   ASSERT_TRUE(ok->ceph.has_value());
   EXPECT_EQ(ok->ceph->user, "uw");
   EXPECT_EQ(ok->ceph->keyring, "/k");
+  EXPECT_EQ(ok->ceph->pool, "rbd");
+  EXPECT_TRUE(ok->ceph->storage_heartbeat) << "HA's storage heartbeat is on wherever Ceph is";
 }
 
 TEST(CrashConsoleTailTest, LastTwoKibOrFromThePanicLine) {
