@@ -193,7 +193,8 @@ Status HaService::Detect(const Silent& h, const DrsConfig& cfg) {
   const storage::BeatState beat = BeatOf(h.name);
   // Off already (the fence confirms it) unless its storage heartbeat says it runs.
   if (*p.bmc == "off" && beat != storage::BeatState::kLive) return FenceNow(h.name, why, cfg);
-  if (*p.bmc == "on" && beat == storage::BeatState::kStopped) return FenceNow(h.name, why + ": down on both paths", cfg);
+  if (*p.bmc == "on" && beat == storage::BeatState::kStopped)
+    return FenceNow(h.name, why + ": down on both paths", cfg);
   UW_RETURN_IF_ERROR(d_.power.Isolate(
       h.name, why + ": isolated; fenced after " + std::to_string(cfg.ha.isolation_s) + " s unless it comes back"));
   if (cfg.ha.isolation_s == 0) return FenceNow(h.name, why, cfg);
@@ -369,8 +370,9 @@ Status HaService::PowerOnFor(const placement::PowerAction& a, const std::string&
   auto on = d_.power.Act(a.host, "on");
   if (!on.ok()) {
     return Once("@" + a.host, "", "ha.power_on_failed",
-                {{"host", a.host}, {"failed_host", failed}, {"reason", why + "; powering it on failed: " +
-                                                                           on.status().message()}});
+                {{"host", a.host},
+                 {"failed_host", failed},
+                 {"reason", why + "; powering it on failed: " + on.status().message()}});
   }
   spdlog::info("HA: powering {} on: {}", a.host, why);
   return d_.events.Add("ha.power_on", a.host, "", {{"failed_host", failed}, {"reason", why}});

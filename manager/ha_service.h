@@ -123,10 +123,10 @@ class HaService {
   Result<bool> FenceHeld(const std::string& host);
 
   Deps d_;
-  std::mutex pass_mu_;                          // one pass at a time
-  std::map<std::string, std::string> alerted_;  // subject -> the last alert's type and reason
-  std::map<std::string, int64_t> next_try_ms_;  // host -> when its fence is tried again
-  std::map<std::string, int64_t> backoff_ms_;   // host -> its current fence backoff
+  std::mutex pass_mu_;                                 // one pass at a time
+  std::map<std::string, std::string> alerted_;         // subject -> the last alert's type and reason
+  std::map<std::string, int64_t> next_try_ms_;         // host -> when its fence is tried again
+  std::map<std::string, int64_t> backoff_ms_;          // host -> its current fence backoff
   std::unique_ptr<storage::StorageHeartbeats> beats_;  // null: not on Ceph, or not connected yet
   int64_t beats_retry_ms_ = 0;                         // when to connect again
   std::string beats_error_;                            // the last error reading them (logged once)

@@ -60,8 +60,7 @@ class OpenImage {
 
 class RbdBackend final : public StorageBackend {
  public:
-  explicit RbdBackend(const RbdConfig& c)
-      : c_(c), pool_(c, "rbd pool '" + c.pool + "' (" + c.config_file + ")") {}
+  explicit RbdBackend(const RbdConfig& c) : c_(c), pool_(c, "rbd pool '" + c.pool + "' (" + c.config_file + ")") {}
 
   std::string_view Kind() const override { return "rbd"; }
   std::string Describe() const override { return pool_.describe(); }

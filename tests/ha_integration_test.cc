@@ -1,9 +1,9 @@
 // High availability on the real test bed: a host's OS dies (its libvirtd, agent and QEMU killed;
 // its power and BMC stay on). The manager finds it silent with its BMC saying on and its storage
-// heartbeat (in the Ceph pool) stopped too, fences it through IPMI, and restarts its image-booted guest and its guest on a Ceph RBD volume
-// on the other host (the latter with the markers it wrote on its disk and on a volume hot-plugged
-// through the manager); the guest with a local disk is reported lost. When the host is powered on
-// again, the restarted guests run once.
+// heartbeat (in the Ceph pool) stopped too, fences it through IPMI, and restarts its image-booted
+// guest and its guest on a Ceph RBD volume on the other host (the latter with the markers it wrote
+// on its disk and on a volume hot-plugged through the manager); the guest with a local disk is
+// reported lost. When the host is powered on again, the restarted guests run once.
 #include <unistd.h>
 
 #include "storage/storage.h"
