@@ -15,7 +15,6 @@ struct StorageArgs {
   std::string name;
   // image import
   std::string source;
-  int import_timeout_s = 3600;
   // volume create and resize: -1 is "not given"
   int64_t size_gib = -1;
   std::string image, tenant;
@@ -41,21 +40,17 @@ std::string Gib(const Json& j) {
 
 void AddImageImport(CLI::App* image, Invocation& inv, StorageArgs& a) {
   auto* import_cmd = image->add_subcommand(
-      "import", "import a disk image into the catalogue (answers when it is complete; operators)");
+      "import", "import a disk image into the catalogue: starts an image.import task (operators)");
   import_cmd->add_option("name", a.name, "image name (lowercase letters, digits, '.', '_', '-')")->required();
   import_cmd
       ->add_option("source", a.source,
                    "what the manager reads: an absolute file path on the manager's host, or an http:// or https:// "
                    "URL")
       ->required();
-  import_cmd->add_option("--timeout", a.import_timeout_s, "seconds to wait for the import (copy and conversion)")
-      ->check(CLI::Range(1, 86400));
+  inv.AddWait(import_cmd);
   import_cmd->callback([&inv, &a] {
     Json body = {{"name", a.name}, {"source", a.source}};
-    // A large image takes longer to copy and convert than the usual call's 60 s.
-    const Context& c = inv.c;
-    api::HttpClient client({c.url, c.token, a.import_timeout_s * 1000, 3'000});
-    Answer(inv, client.Call("POST", "/api/v1/images", &body));
+    AnswerTask(inv, inv.c.Call("POST", "/api/v1/images", &body));
   });
 }
 

@@ -176,7 +176,10 @@ TEST_F(UwctlTest, PoolRuleAndHostGroupCommands) {
 TEST_F(UwctlTest, ImageVolumeAndStorageCommands) {
   const std::string source = (dir_ / "base.raw").string();
   std::ofstream(source, std::ios::binary) << std::string(1 << 20, '\0');
-  EXPECT_EQ(Uwctl({"image", "import", "base", source}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"image", "import", "base", source, "--wait"}), 0) << err_.str();
+  // A failed import fails its task: --wait says why and exits non-zero.
+  EXPECT_NE(Uwctl({"image", "import", "gone", "http://127.0.0.1:9/gone.raw", "--wait"}), 0);
+  EXPECT_NE(out_.str().find("127.0.0.1:9"), std::string::npos) << out_.str();
   EXPECT_EQ(Uwctl({"image", "list"}), 0);
   EXPECT_NE(out_.str().find("base"), std::string::npos) << out_.str();
   EXPECT_EQ(Uwctl({"volume", "create", "data", "--image", "base", "--size-gib", "2", "--tenant", "acme"}), 0)

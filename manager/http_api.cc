@@ -8,6 +8,8 @@
 namespace uw::manager {
 namespace {
 
+using internal::AnswerTask;
+
 using api::Request;
 using api::Response;
 
@@ -48,14 +50,6 @@ Json DrsConfigJson(const DrsConfig& c) {
           {"interval_ms", c.interval_ms},
           {"dpm", DpmConfigJson(c.dpm)},
           {"ha", HaConfigJson(c.ha)}};
-}
-
-// A task the request started (202 with its Location) or read, as `p` sees it.
-Response AnswerTask(const Result<Task>& r, const Principal& p, int ok_status) {
-  if (!r.ok()) return Response::Error(r.status());
-  Response out = Response::Json(ok_status, TaskJson(*r, p));
-  if (ok_status == 202) out.headers["Location"] = "/api/v1/tasks/" + r->id;
-  return out;
 }
 
 Response AnswerDrs(const Result<DrsConfig>& r) {
@@ -664,6 +658,13 @@ void BuildRoutes(Manager& manager, api::Router& router) {
 
 namespace internal {
 Result<PageQuery> PageOf(const api::Request& req, int64_t default_limit) { return QueryPage(req, default_limit); }
+
+Response AnswerTask(const Result<Task>& r, const Principal& p, int ok_status) {
+  if (!r.ok()) return Response::Error(r.status());
+  Response out = Response::Json(ok_status, TaskJson(*r, p));
+  if (ok_status == 202) out.headers["Location"] = "/api/v1/tasks/" + r->id;
+  return out;
+}
 }  // namespace internal
 
 }  // namespace uw::manager

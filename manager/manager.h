@@ -530,7 +530,7 @@ class Manager {
   // manager has no storage backend configured; the backend's errors (storage/storage.h) otherwise.
   Result<Page<ImageRecord>> ListImages(const Principal& p, const PageQuery& page = {});
   Result<ImageRecord> GetImage(const Principal& p, std::string_view name);
-  Result<ImageRecord> ImportImage(const Principal& p, const ImageImport& req);
+  Result<Task> ImportImage(const Principal& p, const ImageImport& req);  // an image.import task
   Status DeleteImage(const Principal& p, std::string_view name);
   Result<Page<VolumeRecord>> ListVolumes(const Principal& p, const PageQuery& page = {});
   Result<VolumeRecord> GetVolume(const Principal& p, std::string_view name);

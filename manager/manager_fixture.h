@@ -198,6 +198,14 @@ class ManagerTest : public ::testing::Test {
     }
     return out;
   }
+  // POST /api/v1/images as the admin, and the image.import task it started, waited for ("state":
+  // "refused" with the error when the request itself was refused).
+  Json ImportImage(const std::string& name, const std::string& source) {
+    Json body = {{"name", name}, {"source", source}};
+    auto r = Client().Call("POST", "/api/v1/images", &body);
+    if (!r.ok()) return {{"state", "refused"}, {"error", r.status().ToString()}, {"code", r.status().code()}};
+    return WaitTask(*r);
+  }
   int64_t Count(const std::string& sql) { return (*manager_->store().Query(sql))[0].Int("n"); }
   // An exec power driver for `host` whose BMC is the file bmc-HOST ("on" / "off"); with
   // `off_fails` its off command exits 1 saying why (and naming the secret, which must not show).

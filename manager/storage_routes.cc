@@ -16,18 +16,6 @@ using api::Response;
 
 // The storage catalogue's views: a volume's backend name only for operators; a tenant sees its
 // volumes and guests by their short names.
-Json ImageView(const ImageRecord& i) {
-  return {{"name", i.name},
-          {"backend", i.backend},
-          {"format", i.format},
-          {"size_bytes", i.size_bytes},
-          {"size_gib", static_cast<double>(i.size_bytes) / static_cast<double>(int64_t{1} << 30)},
-          {"used_bytes", i.used_bytes},
-          {"source", i.source},
-          {"created", FormatRfc3339(TimePoint(std::chrono::milliseconds(i.created_ms)))},
-          {"volumes", i.volumes}};
-}
-
 Json VolumeView(const VolumeRecord& v, const Principal& p) {
   Json j = {{"name", p.role == Role::kTenant ? v.name : v.key},
             {"tenant", v.tenant},
@@ -91,7 +79,7 @@ void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
     return WithBody<ImageImport>(ctx, req, *p, ParseImageImport,
-                                 [&](const ImageImport& r) { return AnswerAs(m.ImportImage(*p, r), ImageView, 201); });
+                                 [&](const ImageImport& r) { return AnswerTask(m.ImportImage(*p, r), *p, 202); });
   });
   router.Add("DELETE", "/api/v1/images/{name}", [&m, ctx](const Request& req) {
     auto p = ctx.who(req, "operator");

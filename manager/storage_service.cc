@@ -1,6 +1,7 @@
 #include "manager/storage_service.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -53,12 +54,11 @@ constexpr const char* kImageSelect =
     "SELECT i.name, i.backend, i.format, i.source, i.size_bytes, i.used_bytes, i.created_ms, "
     "(SELECT COUNT(*) FROM volumes v WHERE v.image = i.name) AS volumes FROM images i";
 
-// Downloads `url` into a new file in the temporary directory, within the backend's tool timeout and
-// at most 64 GiB; the caller removes the file.
-Result<std::string> Download(const std::string& url, std::chrono::milliseconds timeout) {
-  std::string path = (std::filesystem::temp_directory_path() / "uw-image-XXXXXX").string();
-  const int fd = mkstemp(path.data());
-  if (fd < 0) return InternalError("a temporary file for " + url + ": " + std::strerror(errno));
+// Downloads `url` into `path` (replaced), within the backend's tool timeout and at most 64 GiB;
+// the caller removes the file.
+Result<std::string> Download(const std::string& url, const std::string& path, std::chrono::milliseconds timeout) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return InternalError("a file for downloading " + url + " (" + path + "): " + std::strerror(errno));
   FILE* out = fdopen(fd, "wb");
   if (out == nullptr) {
     close(fd);
@@ -90,11 +90,12 @@ Result<std::string> Download(const std::string& url, std::chrono::milliseconds t
   return path;
 }
 
-// `source` (a file, or an http(s) URL downloaded first) imported as image `name`.
+// `source` (a file, or an http(s) URL downloaded first to `download`) imported as image `name`.
 Result<storage::ImageInfo> ImportFrom(storage::StorageBackend& backend, const std::string& name,
-                                      const std::string& source, std::chrono::milliseconds timeout) {
+                                      const std::string& source, const std::string& download,
+                                      std::chrono::milliseconds timeout) {
   if (source.rfind("http://", 0) != 0 && source.rfind("https://", 0) != 0) return backend.ImportImage(name, source);
-  UW_ASSIGN_OR_RETURN(std::string file, Download(source, timeout));
+  UW_ASSIGN_OR_RETURN(std::string file, Download(source, download, timeout));
   auto imported = backend.ImportImage(name, file);
   unlink(file.c_str());
   return imported;
@@ -193,34 +194,72 @@ Result<ImageRecord> StorageService::GetImage(const Principal& p, std::string_vie
   return ImageFromRow(r);
 }
 
-Result<ImageRecord> StorageService::ImportImage(const Principal& p, const ImageImport& req) {
+Result<Task> StorageService::StartImport(const Principal& p, const ImageImport& req) {
   UW_RETURN_IF_ERROR(NeedOperator(p, "importing an image"));
   UW_RETURN_IF_ERROR(storage::ValidateName("image", req.name));
+  const bool url = req.source.rfind("http://", 0) == 0 || req.source.rfind("https://", 0) == 0;
+  std::error_code ec;
+  if (!url && !std::filesystem::is_regular_file(req.source, ec)) {
+    return NotFoundError("source: no file " + req.source + " on the manager's host");
+  }
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  // A name the backend holds outside the catalogue is not taken over.
+  auto on_backend = backend->GetImage(req.name);
+  if (on_backend.ok()) {
+    return AlreadyExistsError(backend->Describe() + ": image '" + req.name +
+                              "' exists already (not in the catalogue: delete it on the backend or choose another name)");
+  }
+  if (on_backend.status().code() != StatusCode::kNotFound) return on_backend.status();
+  std::lock_guard l(mu_);
+  UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT name FROM images WHERE name = ?", {req.name}));
+  if (!rows.empty()) return AlreadyExistsError("image '" + req.name + "' already exists");
+  UW_ASSIGN_OR_RETURN(auto running,
+                      d_.store.Query("SELECT id FROM tasks WHERE kind = 'image.import' AND subject = ? AND state IN "
+                                     "('pending', 'running')",
+                                     {req.name}));
+  if (!running.empty()) {
+    return AlreadyExistsError("image '" + req.name + "' is being imported (task " + running[0].Str("id") + ")");
+  }
+  return d_.new_task("image.import", req.name, {{"name", req.name}, {"source", req.source}, {"by", p.token_id}});
+}
+
+Result<ImageRecord> StorageService::RunImport(const Json& request) {
+  const std::string name = request.value("name", ""), source = request.value("source", "");
   UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
   {
     std::lock_guard l(mu_);
-    UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT name FROM images WHERE name = ?", {req.name}));
-    if (!rows.empty() || importing_.contains(req.name)) {
-      return AlreadyExistsError("image '" + req.name + "' already exists");
-    }
-    importing_.insert(req.name);
+    UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query("SELECT name FROM images WHERE name = ?", {name}));
+    if (!rows.empty()) return GetImage(Principal{}, name);  // recorded by a run cut short after it
   }
-  Result<storage::ImageInfo> imported = ImportFrom(
-      *backend, req.name, req.source,
-      d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout : d_.config.storage_local.tool_timeout);
+  // A run cut short by a restart may have finished on the backend: images appear under their name
+  // only when complete, so such an image is this import's.
+  Result<storage::ImageInfo> imported = backend->GetImage(name);
+  const bool adopted = imported.ok();
+  if (!adopted) {
+    if (imported.status().code() != StatusCode::kNotFound) return imported.status();
+    // Beside the state file, named after the image: a run cut short by a kill leaves at most this
+    // file, which the task's next run replaces.
+    std::filesystem::path dir = std::filesystem::path(d_.config.db_path).parent_path();
+    if (dir.empty() || d_.config.db_path == ":memory:") dir = std::filesystem::temp_directory_path();
+    imported = ImportFrom(*backend, name, source, (dir / ("uw-image-" + name + ".download")).string(),
+                          d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout
+                                                             : d_.config.storage_local.tool_timeout);
+    if (!imported.ok()) return imported.status();
+  }
   std::lock_guard l(mu_);
-  importing_.erase(req.name);
-  if (!imported.ok()) return imported.status();
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(
         d_.store.Exec("INSERT INTO images(name, backend, format, size_bytes, used_bytes, source, created_ms) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      {req.name, std::string(backend->Kind()), imported->format, imported->virtual_bytes,
-                       imported->used_bytes, req.source, NowMs()}));
-    return d_.events.Add("image.imported", req.name, "",
-                         {{"source", req.source}, {"size_bytes", imported->virtual_bytes}, {"by", p.token_id}});
+                      {name, std::string(backend->Kind()), imported->format, imported->virtual_bytes,
+                       imported->used_bytes, source, NowMs()}));
+    return d_.events.Add("image.imported", name, "",
+                         {{"source", source},
+                          {"size_bytes", imported->virtual_bytes},
+                          {"by", request.value("by", "")},
+                          {"resumed", adopted}});
   }));
-  return GetImage(p, req.name);
+  return GetImage(Principal{}, name);
 }
 
 Status StorageService::DeleteImage(const Principal& p, std::string_view name) {

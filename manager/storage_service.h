@@ -2,7 +2,8 @@
 // (storage/storage.h), whose each volume is, which guest uses it, and each tenant's quota. Private to
 // manager/ (Manager owns one, made by Start).
 //
-//   POST /images {name, source}  --> backend ImportImage --> images row
+//   POST /images {name, source}  --> image.import task (202) --> a worker: RunImport --> backend
+//        ImportImage --> images row (the task's result); a manager restarted meanwhile runs it again
 //   POST /volumes {name, size}   --> row `creating` (quota checked) --> backend CreateVolume --> `ready`
 //   POST /guests {disks: [{volume}|{image, size_gib}]} --> AttachForCreate: each volume marked as the
 //        guest's (an image disk makes a volume deleted with the guest) --> the agent's {rbd} disks
@@ -52,6 +53,8 @@ class StorageService {
     GuestTable& guests;
     std::function<std::shared_ptr<AgentClient>(const std::string& host)> agent_of;
     std::function<Result<Guest>(const Principal& p, std::string_view name)> visible_guest;
+    // Journals and queues a task (Manager::NewTask, no tenant).
+    std::function<Result<Task>(std::string_view kind, std::string_view subject, const Json& request)> new_task;
   };
   explicit StorageService(Deps deps) : d_(std::move(deps)) {}
   ~StorageService();
@@ -60,7 +63,12 @@ class StorageService {
 
   Result<Page<ImageRecord>> ListImages(const Principal& p, const PageQuery& page);
   Result<ImageRecord> GetImage(const Principal& p, std::string_view name);
-  Result<ImageRecord> ImportImage(const Principal& p, const ImageImport& req);
+  // Checks the request (an operator's; a free name; a file source that exists; the backend
+  // reachable) and starts an image.import task; the name stays taken while it runs.
+  Result<Task> StartImport(const Principal& p, const ImageImport& req);
+  // The task's work (a worker thread): the import, or, resumed after a restart, what the last
+  // run left (an image the backend has already is adopted). The image is the task's result.
+  Result<ImageRecord> RunImport(const Json& request);
   Status DeleteImage(const Principal& p, std::string_view name);
 
   Result<Page<VolumeRecord>> ListVolumes(const Principal& p, const PageQuery& page);
@@ -129,7 +137,6 @@ class StorageService {
   std::mutex backend_mu_;
   std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
   std::mutex mu_;                                     // one catalogue change at a time
-  std::set<std::string> importing_;                   // guarded by mu_: image names being imported
   std::set<std::string> busy_;                        // guarded by mu_: volumes being attached or detached
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;

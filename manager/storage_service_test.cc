@@ -29,10 +29,18 @@ TEST_F(StorageCatalogueTest, ImagesAndVolumesPerTenant) {
   StartManager();
   std::string acme = TenantToken("acme"), beta = TenantToken("beta");
   Json import = {{"name", "base"}, {"source", source_}};
-  auto img = Client().Call("POST", "/api/v1/images", &import);
-  ASSERT_TRUE(img.ok()) << img.status().ToString();
-  EXPECT_EQ((*img)["backend"], "local");
-  EXPECT_EQ((*img)["size_bytes"], 1 << 20);
+  // An import is a task (202, Location); its result is the image.
+  auto started = Client().Do("POST", "/api/v1/images", import.dump());
+  ASSERT_EQ(started->status, 202) << started->body;
+  EXPECT_EQ(Json::parse(started->body)["kind"], "image.import");
+  EXPECT_EQ(Client().Call("POST", "/api/v1/images", &import).status().code(), StatusCode::kAlreadyExists)
+      << "the name is taken while the import runs";
+  Json done = WaitTask(Json::parse(started->body));
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  const Json& img = done["result"];
+  EXPECT_EQ(img["backend"], "local");
+  EXPECT_EQ(img["size_bytes"], 1 << 20);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/images/base"))["size_bytes"], 1 << 20);
   EXPECT_EQ(Client().Call("POST", "/api/v1/images", &import).status().code(), StatusCode::kAlreadyExists);
   // Tenants read images; only operators import them.
   EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/images"))["images"][0]["name"], "base");
@@ -155,11 +163,10 @@ TEST_F(StorageCatalogueTest, ImagesImportFromUrls) {
   router_->AddPublic("GET", "/files/missing.raw",
                      [](const api::Request&) { return api::Response::Error(NotFoundError("no such file")); });
   const std::string base = "http://127.0.0.1:" + std::to_string(server_->port());
-  Json import = {{"name", "web-base"}, {"source", base + "/files/base.raw"}};
-  auto img = Client().Call("POST", "/api/v1/images", &import);
-  ASSERT_TRUE(img.ok()) << img.status().ToString();
-  EXPECT_EQ((*img)["size_bytes"], 1 << 20);
-  EXPECT_EQ((*img)["source"], base + "/files/base.raw");
+  Json done = ImportImage("web-base", base + "/files/base.raw");
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_EQ(done["result"]["size_bytes"], 1 << 20);
+  EXPECT_EQ(done["result"]["source"], base + "/files/base.raw");
   // A volume cloned from it holds the downloaded bytes.
   Json vol = {{"name", "v"}, {"image", "web-base"}, {"size_gib", 1}};
   ASSERT_TRUE(Client().Call("POST", "/api/v1/volumes", &vol).ok());
@@ -176,14 +183,15 @@ TEST_F(StorageCatalogueTest, ImagesImportFromUrls) {
   std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(got, bytes.substr(0, 4096));
 
-  import = {{"name", "missing"}, { "source", base + "/files/missing.raw" }};
-  auto missing = Client().Call("POST", "/api/v1/images", &import);
-  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument) << missing.status().ToString();
-  EXPECT_NE(missing.status().message().find("404"), std::string::npos) << missing.status().ToString();
-  import = {{"name", "nobody"}, { "source", "http://127.0.0.1:9/base.raw" }};
-  auto nobody = Client().Call("POST", "/api/v1/images", &import);
-  EXPECT_EQ(nobody.status().code(), StatusCode::kUnavailable) << nobody.status().ToString();
-  EXPECT_NE(nobody.status().message().find("127.0.0.1:9"), std::string::npos) << nobody.status().ToString();
+  // A download that fails fails the task, saying why; nothing is recorded.
+  Json missing = ImportImage("missing", base + "/files/missing.raw");
+  EXPECT_EQ(missing["state"], "failed") << missing.dump();
+  EXPECT_EQ(missing["error"]["code"], "invalid_argument") << missing.dump();
+  EXPECT_NE(missing["error"]["message"].get<std::string>().find("404"), std::string::npos) << missing.dump();
+  Json nobody = ImportImage("nobody", "http://127.0.0.1:9/base.raw");
+  EXPECT_EQ(nobody["state"], "failed") << nobody.dump();
+  EXPECT_EQ(nobody["error"]["code"], "unavailable") << nobody.dump();
+  EXPECT_NE(nobody["error"]["message"].get<std::string>().find("127.0.0.1:9"), std::string::npos) << nobody.dump();
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM images"), 1);
   ASSERT_TRUE(Client().Call("DELETE", "/api/v1/volumes/v").ok());
   ASSERT_TRUE(Client().Call("DELETE", "/api/v1/images/web-base").ok());
@@ -215,10 +223,7 @@ TEST_F(StorageCatalogueTest, ImageAndVolumeListsPage) {
   EXPECT_EQ((*all)["next"], "acme:c");
   EXPECT_EQ((*all)["total"], 4);
   EXPECT_EQ(Client().Do("GET", "/api/v1/volumes?limit=0")->status, 400);
-  for (const char* i : {"i1", "i2"}) {
-    Json import = {{"name", i}, {"source", source_}};
-    ASSERT_TRUE(Client().Call("POST", "/api/v1/images", &import).ok());
-  }
+  for (const char* i : {"i1", "i2"}) ASSERT_EQ(ImportImage(i, source_)["state"], "succeeded");
   auto images = Client(acme).Call("GET", "/api/v1/images?limit=1");
   ASSERT_TRUE(images.ok()) << images.status().ToString();
   EXPECT_EQ((*images)["images"][0]["name"], "i1");

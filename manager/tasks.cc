@@ -17,7 +17,9 @@
 #include "manager/manager.h"
 #include "manager/migration_dispatcher.h"
 #include "manager/snapshot_builder.h"
+#include "manager/storage_service.h"
 #include "manager/task_journal.h"
+#include "manager/views.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
 
@@ -103,6 +105,9 @@ void Manager::RunTask(const std::string& id) {
     s = guest_service_->RunCreate(id, request, guest);
   } else if (kind == "guest.recover") {
     s = guest_service_->RunRecover(id, request, guest);
+  } else if (kind == "image.import") {
+    auto image = storage_->RunImport(request);
+    s = tasks_->Finish(id, image.status(), image.ok() ? ImageView(*image) : Json());
   } else if (kind.rfind("guest.", 0) == 0) {
     s = guest_service_->RunOperation(id, kind, request, guest);
   } else {

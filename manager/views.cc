@@ -44,6 +44,18 @@ Json TaskJson(const Task& t, const Principal& p) {
   return j;
 }
 
+Json ImageView(const ImageRecord& i) {
+  return {{"name", i.name},
+          {"backend", i.backend},
+          {"format", i.format},
+          {"size_bytes", i.size_bytes},
+          {"size_gib", static_cast<double>(i.size_bytes) / static_cast<double>(int64_t{1} << 30)},
+          {"used_bytes", i.used_bytes},
+          {"source", i.source},
+          {"created", Rfc3339Ms(i.created_ms)},
+          {"volumes", i.volumes}};
+}
+
 Json HostJson(const Host& h) {
   // Built member by member: an initializer list would copy every nested value.
   Json j = Json::object();

@@ -22,6 +22,8 @@ Json NewTokenJson(const NewToken& t);
 Json TaskJson(const Task& t);
 // As `p` sees it: a tenant sees its guests by their short names (the subject).
 Json TaskJson(const Task& t, const Principal& p);
+// A catalogue image (GET /api/v1/images/{name}; the result of an image.import task).
+Json ImageView(const ImageRecord& i);
 
 // {"name", "agent_url", "state", "maintenance", "groups", "capacity": {"cpu_cores", "memory_mib"},
 // "reserved": {"vcpus", "memory_mib"}, "usage": {"cpu_cores", "memory_mib"}, "guests", "last_heartbeat"}.

@@ -63,9 +63,11 @@ TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) 
     std::fclose(f);
     ASSERT_EQ(truncate(golden.c_str(), 16 << 20), 0);
     Json import = {{"name", image}, {"source", golden}};
-    auto imported = Client().Call("POST", "/api/v1/images", &import);
+    auto started = Client().Call("POST", "/api/v1/images", &import);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    Json imported = WaitTask(*started);
     std::remove(golden.c_str());
-    ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+    ASSERT_EQ(imported["state"], "succeeded") << imported.dump();
   }
   CreateBooted("mit-ha-rbd", 128, false, {{"disks", Json::array({{{"image", image}, {"size_gib", 1}}})}});
   auto rbd_disk = Client().Call("GET", "/api/v1/volumes/mit-ha-rbd-disk0");

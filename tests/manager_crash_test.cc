@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -171,6 +173,73 @@ TEST_F(ManagerCrashTest, Kill9DuringTwentyCreationsLosesAndDuplicatesNothing) {
     EXPECT_EQ(h["reserved"]["memory_mib"].get<int64_t>(), expected[h["name"]]) << h.dump();
     EXPECT_LE(h["reserved"]["memory_mib"].get<int64_t>(), h["capacity"]["memory_mib"].get<int64_t>());
   }
+}
+
+// kill -9 while an image.import task downloads its source: the restarted manager runs the task
+// again and the image is recorded once.
+TEST_F(ManagerCrashTest, Kill9DuringAnImageImportResumesItAndRecordsTheImageOnce) {
+  Json cfg = Json::parse(std::ifstream(dir_ / "manager.json"));
+  cfg["storage"] = {{"local", {{"dir", (dir_ / "storage").string()}}}};
+  std::ofstream(dir_ / "manager.json") << cfg.dump(2);
+  // The source: held (no answer) until `release`, so the first download is cut by the kill.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> asked{0};
+  const std::string bytes(1 << 20, 'u');
+  api::Router router;
+  router.AddPublic("GET", "/golden.raw", [&](const api::Request&) {
+    ++asked;
+    std::unique_lock l(mu);
+    cv.wait_for(l, std::chrono::seconds(60), [&] { return release; });
+    api::Response r;
+    r.content_type = "application/octet-stream";
+    r.body = bytes;
+    return r;
+  });
+  api::HttpServer source({}, &router);
+  ASSERT_TRUE(source.Start().ok());
+  StartManager();
+  Json body = {{"name", "golden"}, {"source", "http://127.0.0.1:" + std::to_string(source.port()) + "/golden.raw"}};
+  auto started = Client().Call("POST", "/api/v1/images", &body);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  const std::string id = (*started)["id"];
+  ASSERT_TRUE(WaitFor([&] { return asked.load() >= 1; }, std::chrono::seconds(20))) << "the download never began";
+  KillManager();
+  {
+    std::lock_guard l(mu);
+    release = true;
+  }
+  cv.notify_all();
+  StartManager();
+  Json task;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto t = Client().Call("GET", "/api/v1/tasks/" + id);
+        if (t.ok()) task = *t;
+        return task.value("state", "") == "succeeded" || task.value("state", "") == "failed";
+      },
+      std::chrono::seconds(60)))
+      << task.dump();
+  EXPECT_EQ(task["state"], "succeeded") << task.dump();
+  EXPECT_EQ(task["result"]["size_bytes"], 1 << 20) << task.dump();
+  EXPECT_GE(asked.load(), 2) << "the restarted manager did not download again";
+  auto images = Client().Call("GET", "/api/v1/images");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  ASSERT_EQ((*images)["images"].size(), 1u) << images->dump();
+  EXPECT_EQ((*images)["images"][0]["name"], "golden");
+  std::string imported;
+  ASSERT_TRUE(Client().Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
+    imported += d;
+    return true;
+  }).ok());
+  size_t n = 0;
+  for (size_t at = imported.find("event: image.imported"); at != std::string::npos;
+       at = imported.find("event: image.imported", at + 1)) {
+    ++n;
+  }
+  EXPECT_EQ(n, 1u) << imported;
+  source.Stop();
 }
 
 }  // namespace

@@ -56,10 +56,9 @@ TEST_F(ManagerStorageTest, GuestsGetCatalogueVolumesAsRbdDisks) {
   StartManager();
   AddHost("h1");
   std::string acme = TenantToken("acme"), beta = TenantToken("beta");
-  Json import = {{"name", image_}, {"source", source_}};
-  auto img = Client().Call("POST", "/api/v1/images", &import);
-  ASSERT_TRUE(img.ok()) << img.status().ToString();
-  EXPECT_EQ((*img)["backend"], "rbd");
+  Json import = ImportImage(image_, source_);
+  ASSERT_EQ(import["state"], "succeeded") << import.dump();
+  EXPECT_EQ(import["result"]["backend"], "rbd");
   Json data = {{"name", "data"}, {"size_gib", 1}};
   ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes", &data).ok());
 
@@ -125,8 +124,7 @@ TEST_F(ManagerStorageTest, ARefusedGuestLeavesNoVolumeBehind) {
   StartManager();
   AddHost("h1");
   std::string acme = TenantToken("acme");
-  Json import = {{"name", image_}, {"source", source_}};
-  ASSERT_TRUE(Client().Call("POST", "/api/v1/images", &import).ok());
+  ASSERT_EQ(ImportImage(image_, source_)["state"], "succeeded");
   const size_t on_ceph_before = ceph_->ListVolumes()->size();
   // Over the tenant's quota: the image disk's volume is refused, so is the guest.
   Json quota = {{"gib", 1}};
@@ -158,8 +156,7 @@ TEST_F(ManagerStorageTest, VolumesAttachToAndDetachFromExistingGuests) {
   StartManager();
   AddHost("h1");
   std::string acme = TenantToken("acme"), beta = TenantToken("beta");
-  Json import = {{"name", image_}, {"source", source_}};
-  ASSERT_TRUE(Client().Call("POST", "/api/v1/images", &import).ok());
+  ASSERT_EQ(ImportImage(image_, source_)["state"], "succeeded");
   Json data = {{"name", "data"}, {"size_gib", 1}};
   ASSERT_TRUE(Client(acme).Call("POST", "/api/v1/volumes", &data).ok());
   ASSERT_TRUE(Client(beta).Call("POST", "/api/v1/volumes", &data).ok());
