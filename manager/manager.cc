@@ -127,9 +127,8 @@ Status Manager::Start() {
       .guests = *guests_,
       .agent_of = agent_of,
       .visible_guest = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); },
-      .new_task = [this](std::string_view kind, std::string_view subject, const Json& request) {
-        return NewTask(kind, subject, "", request);
-      }});
+      .new_task = [this](std::string_view kind, std::string_view subject,
+                         const Json& request) { return NewTask(kind, subject, "", request); }});
   guest_service_ = std::make_unique<internal::GuestService>(internal::GuestService::Deps{
       .store = *store_,
       .events = *events_,
@@ -307,9 +306,7 @@ Result<Page<ImageRecord>> Manager::ListImages(const Principal& p, const PageQuer
   return storage_->ListImages(p, page);
 }
 Result<ImageRecord> Manager::GetImage(const Principal& p, std::string_view name) { return storage_->GetImage(p, name); }
-Result<Task> Manager::ImportImage(const Principal& p, const ImageImport& req) {
-  return storage_->StartImport(p, req);
-}
+Result<Task> Manager::ImportImage(const Principal& p, const ImageImport& req) { return storage_->StartImport(p, req); }
 Status Manager::DeleteImage(const Principal& p, std::string_view name) { return storage_->DeleteImage(p, name); }
 Result<Page<VolumeRecord>> Manager::ListVolumes(const Principal& p, const PageQuery& page) {
   return storage_->ListVolumes(p, page);

@@ -206,8 +206,9 @@ Result<Task> StorageService::StartImport(const Principal& p, const ImageImport& 
   // A name the backend holds outside the catalogue is not taken over.
   auto on_backend = backend->GetImage(req.name);
   if (on_backend.ok()) {
-    return AlreadyExistsError(backend->Describe() + ": image '" + req.name +
-                              "' exists already (not in the catalogue: delete it on the backend or choose another name)");
+    return AlreadyExistsError(
+        backend->Describe() + ": image '" + req.name +
+        "' exists already (not in the catalogue: delete it on the backend or choose another name)");
   }
   if (on_backend.status().code() != StatusCode::kNotFound) return on_backend.status();
   std::lock_guard l(mu_);
@@ -241,9 +242,9 @@ Result<ImageRecord> StorageService::RunImport(const Json& request) {
     // file, which the task's next run replaces.
     std::filesystem::path dir = std::filesystem::path(d_.config.db_path).parent_path();
     if (dir.empty() || d_.config.db_path == ":memory:") dir = std::filesystem::temp_directory_path();
-    imported = ImportFrom(*backend, name, source, (dir / ("uw-image-" + name + ".download")).string(),
-                          d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout
-                                                             : d_.config.storage_local.tool_timeout);
+    imported = ImportFrom(
+        *backend, name, source, (dir / ("uw-image-" + name + ".download")).string(),
+        d_.config.storage_backend == "rbd" ? d_.config.storage_rbd.tool_timeout : d_.config.storage_local.tool_timeout);
     if (!imported.ok()) return imported.status();
   }
   std::lock_guard l(mu_);

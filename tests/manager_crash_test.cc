@@ -229,10 +229,13 @@ TEST_F(ManagerCrashTest, Kill9DuringAnImageImportResumesItAndRecordsTheImageOnce
   ASSERT_EQ((*images)["images"].size(), 1u) << images->dump();
   EXPECT_EQ((*images)["images"][0]["name"], "golden");
   std::string imported;
-  ASSERT_TRUE(Client().Stream("GET", "/api/v1/events?follow=false", [&](std::string_view d) {
-    imported += d;
-    return true;
-  }).ok());
+  ASSERT_TRUE(Client()
+                  .Stream("GET", "/api/v1/events?follow=false",
+                          [&](std::string_view d) {
+                            imported += d;
+                            return true;
+                          })
+                  .ok());
   size_t n = 0;
   for (size_t at = imported.find("event: image.imported"); at != std::string::npos;
        at = imported.find("event: image.imported", at + 1)) {
