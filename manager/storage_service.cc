@@ -54,6 +54,9 @@ constexpr const char* kImageSelect =
     "SELECT i.name, i.backend, i.format, i.source, i.size_bytes, i.used_bytes, i.created_ms, "
     "(SELECT COUNT(*) FROM volumes v WHERE v.image = i.name) AS volumes FROM images i";
 
+// Whether an image source is a URL the manager downloads (else a file on its host).
+bool IsHttpUrl(std::string_view source) { return source.starts_with("http://") || source.starts_with("https://"); }
+
 // Downloads `url` into `path` (replaced), within the backend's tool timeout and at most 64 GiB;
 // the caller removes the file.
 Result<std::string> Download(const std::string& url, const std::string& path, std::chrono::milliseconds timeout) {
@@ -63,7 +66,7 @@ Result<std::string> Download(const std::string& url, const std::string& path, st
   if (out == nullptr) {
     close(fd);
     unlink(path.c_str());
-    return InternalError("a temporary file for " + url + ": " + std::strerror(errno));
+    return InternalError("a file for downloading " + url + " (" + path + "): " + std::strerror(errno));
   }
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
   char err[CURL_ERROR_SIZE] = {};
@@ -94,7 +97,7 @@ Result<std::string> Download(const std::string& url, const std::string& path, st
 Result<storage::ImageInfo> ImportFrom(storage::StorageBackend& backend, const std::string& name,
                                       const std::string& source, const std::string& download,
                                       std::chrono::milliseconds timeout) {
-  if (source.rfind("http://", 0) != 0 && source.rfind("https://", 0) != 0) return backend.ImportImage(name, source);
+  if (!IsHttpUrl(source)) return backend.ImportImage(name, source);
   UW_ASSIGN_OR_RETURN(std::string file, Download(source, download, timeout));
   auto imported = backend.ImportImage(name, file);
   unlink(file.c_str());
@@ -197,9 +200,8 @@ Result<ImageRecord> StorageService::GetImage(const Principal& p, std::string_vie
 Result<Task> StorageService::StartImport(const Principal& p, const ImageImport& req) {
   UW_RETURN_IF_ERROR(NeedOperator(p, "importing an image"));
   UW_RETURN_IF_ERROR(storage::ValidateName("image", req.name));
-  const bool url = req.source.rfind("http://", 0) == 0 || req.source.rfind("https://", 0) == 0;
   std::error_code ec;
-  if (!url && !std::filesystem::is_regular_file(req.source, ec)) {
+  if (!IsHttpUrl(req.source) && !std::filesystem::is_regular_file(req.source, ec)) {
     return NotFoundError("source: no file " + req.source + " on the manager's host");
   }
   UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
