@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <string>
 
 namespace uw::lease {
 namespace {
@@ -109,6 +110,22 @@ void Proportional(const std::vector<Candidate>& cs, const Resources& need, Recla
   plan.shortfall = {std::max<int64_t>(left.vcpus, 0), std::max<int64_t>(left.memory_mib, 0)};
 }
 
+bool TakenBefore(const Lease& other, const Lease& countering, BrokerPolicy policy) {
+  switch (policy) {
+    case BrokerPolicy::kStrictPriority:
+      return other.lease_class == LeaseClass::kPreemptible && countering.lease_class != LeaseClass::kPreemptible;
+    case BrokerPolicy::kProportional:
+      return true;
+    case BrokerPolicy::kMarket:
+      return other.bid < countering.bid;
+  }
+  return false;
+}
+
+std::string Amount(const Resources& r) {
+  return std::to_string(r.vcpus) + " vCPU(s) and " + std::to_string(r.memory_mib) + " MiB";
+}
+
 }  // namespace
 
 std::string_view BrokerPolicyName(BrokerPolicy p) {
@@ -144,6 +161,33 @@ ReclaimPlan PlanReclaim(const std::vector<Lease>& leases, const Resources& need,
       break;
   }
   return plan;
+}
+
+CounterVerdict JudgeCounter(const Lease& countering, const Resources& keeps_more, const std::vector<Lease>& others,
+                            BrokerPolicy policy) {
+  CounterVerdict v;
+  const Resources more{std::max<int64_t>(keeps_more.vcpus, 0), std::max<int64_t>(keeps_more.memory_mib, 0)};
+  const std::string under = " under " + std::string(BrokerPolicyName(policy));
+  if (more.vcpus == 0 && more.memory_mib == 0) {
+    v.accept = true;
+    v.why = "a later time within the deadline takes nothing from another lease";
+    return v;
+  }
+  std::vector<Lease> below;
+  for (const Lease& l : others) {
+    if (l.id != countering.id && TakenBefore(l, countering, policy)) below.push_back(l);
+  }
+  ReclaimPlan plan = PlanReclaim(below, more, policy);
+  if (plan.shortfall.vcpus > 0 || plan.shortfall.memory_mib > 0) {
+    const Resources could{more.vcpus - plan.shortfall.vcpus, more.memory_mib - plan.shortfall.memory_mib};
+    v.why = "the leases ranked below it" + under + " can give " + Amount(could) + " of the " + Amount(more) +
+            " it would keep";
+    return v;
+  }
+  v.accept = true;
+  v.why = "covered by " + std::to_string(plan.takes.size()) + " lease(s) ranked below it" + under;
+  v.cover = std::move(plan.takes);
+  return v;
 }
 
 int64_t BidCost(const Lease& lease) { return lease.bid * CeilDiv(lease.granted.memory_mib, 1024); }

@@ -11,6 +11,9 @@
 //   market           the lowest bid per GiB-hour gives first (ties: preemptible before elastic,
 //                    then the most above its floor), each as much as is still needed; tenants'
 //                    bids are bounded by their budgets (BidCost, CheckBudget)
+//
+// The same policy can weigh a counter-offer (JudgeCounter): what the countering lease would keep
+// beyond its notice must be given by leases the policy takes from before it.
 #pragma once
 
 #include <string>
@@ -38,6 +41,23 @@ struct ReclaimPlan {
 
 // Active leases only; the order of `leases` breaks ties.
 ReclaimPlan PlanReclaim(const std::vector<Lease>& leases, const Resources& need, BrokerPolicy policy);
+
+// The broker's answer to a counter-offer: `countering` asks to keep `keeps_more` beyond what its
+// notice leaves it. `others` are the leases that could give instead (its host's, with no notice
+// open); only those the policy ranks below the countering lease may:
+//   strict-priority  leases of a class taken before its class (preemptible before elastic)
+//   proportional     any other lease that may give (the burden is spread over them)
+//   market           leases that bid less per GiB-hour (a tenant that bids more keeps more)
+// Accepted, with the takes that cover it (planned under `policy`), when they cover all of it;
+// declined otherwise, `why` saying what they could give. A counter that keeps nothing more (a later
+// time only, which ApplyReply bounds by the deadline) takes from nobody: accepted, no cover.
+struct CounterVerdict {
+  bool accept = false;
+  std::string why;
+  std::vector<Take> cover;
+};
+CounterVerdict JudgeCounter(const Lease& countering, const Resources& keeps_more, const std::vector<Lease>& others,
+                            BrokerPolicy policy);
 
 // What a lease's bid costs its tenant per hour: bid x its memory grant in GiB (rounded up).
 int64_t BidCost(const Lease& lease);

@@ -111,5 +111,62 @@ TEST(BrokerTest, TheMarketTakesFromTheLowestBidFirstWithinBudgets) {
   EXPECT_EQ(CheckBudget({bid(ls[1], -1)}, 100).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(BrokerTest, ACounterIsAcceptedOnlyWhenLeasesRankedBelowItCoverWhatItKeeps) {
+  Lease e = Make("e", LeaseClass::kElastic, {2, 1024}, {1, 256});
+  const std::vector<Lease> others = {Make("p", LeaseClass::kPreemptible, {1, 512}, {}),
+                                     Make("e2", LeaseClass::kElastic, {1, 1024}, {1, 256}),
+                                     Make("g", LeaseClass::kGuaranteed, {1, 4096}, {})};
+  // A later time only takes from nobody.
+  CounterVerdict later = JudgeCounter(e, {0, 0}, others, BrokerPolicy::kStrictPriority);
+  EXPECT_TRUE(later.accept);
+  EXPECT_TRUE(later.cover.empty());
+  // Strict priority: the preemptible lease is stopped whole to cover 256 MiB; e2 (elastic, like e)
+  // never covers, so 768 MiB is more than the leases below e can give.
+  CounterVerdict strict = JudgeCounter(e, {0, 256}, others, BrokerPolicy::kStrictPriority);
+  ASSERT_TRUE(strict.accept) << strict.why;
+  ASSERT_EQ(strict.cover.size(), 1u);
+  EXPECT_EQ(strict.cover[0].lease_id, "p");
+  EXPECT_EQ(strict.cover[0].action, NoticeAction::kStop);
+  CounterVerdict too_much = JudgeCounter(e, {0, 768}, others, BrokerPolicy::kStrictPriority);
+  EXPECT_FALSE(too_much.accept);
+  EXPECT_TRUE(too_much.cover.empty());
+  EXPECT_EQ(too_much.why,
+            "the leases ranked below it under strict-priority can give 0 vCPU(s) and 512 MiB of the "
+            "0 vCPU(s) and 768 MiB it would keep");
+  // A preemptible lease has nobody below it.
+  EXPECT_FALSE(JudgeCounter(others[0], {0, 16}, {e}, BrokerPolicy::kStrictPriority).accept);
+  // Proportional: every other lease may give; the guaranteed one never does, and the countering
+  // lease is never its own cover.
+  std::vector<Lease> with_self = others;
+  with_self.push_back(e);
+  CounterVerdict spread = JudgeCounter(e, {0, 768}, with_self, BrokerPolicy::kProportional);
+  ASSERT_TRUE(spread.accept) << spread.why;
+  EXPECT_EQ(spread.cover.size(), 2u);
+  for (const Take& t : spread.cover) {
+    EXPECT_NE(t.lease_id, "g");
+    EXPECT_NE(t.lease_id, "e");
+  }
+}
+
+TEST(BrokerTest, TheMarketAcceptsACounterWhenLowerBidsCoverIt) {
+  Lease rich = Make("rich", LeaseClass::kElastic, {1, 1024}, {1, 256});
+  rich.bid = 10;
+  Lease cheap = Make("cheap", LeaseClass::kElastic, {1, 1024}, {1, 512});
+  cheap.bid = 2;
+  Lease same = Make("same", LeaseClass::kElastic, {1, 1024}, {1, 0});
+  same.bid = 10;
+  // cheap bids less and may give 512 MiB: rich keeps 300 MiB more at cheap's expense.
+  CounterVerdict v = JudgeCounter(rich, {0, 300}, {cheap, same}, BrokerPolicy::kMarket);
+  ASSERT_TRUE(v.accept) << v.why;
+  ASSERT_EQ(v.cover.size(), 1u);
+  EXPECT_EQ(v.cover[0].lease_id, "cheap");
+  EXPECT_EQ(v.cover[0].after, (Resources{1, 724}));
+  // An equal bid is not below it; and cheap cannot counter at rich's expense.
+  EXPECT_FALSE(JudgeCounter(rich, {0, 600}, {cheap, same}, BrokerPolicy::kMarket).accept);
+  CounterVerdict low = JudgeCounter(cheap, {0, 100}, {rich, same}, BrokerPolicy::kMarket);
+  EXPECT_FALSE(low.accept);
+  EXPECT_NE(low.why.find("under market"), std::string::npos) << low.why;
+}
+
 }  // namespace
 }  // namespace uw::lease

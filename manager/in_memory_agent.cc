@@ -390,7 +390,14 @@ void InMemoryCluster::Remove(const std::string& host, const std::string& guest) 
 
 void InMemoryCluster::SetExecOutput(const std::string& guest, const std::string& prefix, const std::string& output) {
   std::lock_guard l(mu_);
-  exec_outputs_[guest].emplace_back(prefix, output);
+  auto& outputs = exec_outputs_[guest];
+  for (auto& [p, out] : outputs) {
+    if (p == prefix) {
+      out = output;  // the same prefix answers anew
+      return;
+    }
+  }
+  outputs.emplace_back(prefix, output);
 }
 
 std::vector<std::string> InMemoryCluster::ExecsOf(const std::string& guest) const {

@@ -53,7 +53,8 @@ class InMemoryCluster {
   // While held, creates on `host` wait in the call (the guest is being created) until released.
   void HoldCreates(const std::string& host, bool hold);
   // What the guest's daemon prints for a command (a notice: "uw-notice ..."): the output of every
-  // command starting with `prefix` (default: the command's output is empty).
+  // command starting with `prefix` (the first prefix that matches; set again, a prefix answers anew;
+  // default: the output is empty).
   void SetExecOutput(const std::string& guest, const std::string& prefix, const std::string& output);
   // The CPU cap a resize last gave `guest` (its cgroup's quota per period, µs); -1 when none.
   int64_t CpuQuotaOf(const std::string& guest) const;

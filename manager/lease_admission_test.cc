@@ -50,8 +50,12 @@ TEST_F(AdmissionTest, AGuestNoHostHasRoomForIsAdmittedWhereLeasesGiveItBack) {
   for (const Json& n : notices["notices"]) {
     EXPECT_NE(n["reason"].get<std::string>().find("to make room on host h1 for a new guest"), std::string::npos);
     EXPECT_EQ(n.dump().find("acme"), std::string::npos) << "names the admitted guest's tenant: " << n.dump();
-    if (n["guest"] == "p") EXPECT_EQ(n["action"], "stop");
-    if (n["guest"] == "e") EXPECT_EQ(n["after"]["memory_mib"], 384);
+    if (n["guest"] == "p") {
+      EXPECT_EQ(n["action"], "stop");
+    }
+    if (n["guest"] == "e") {
+      EXPECT_EQ(n["after"]["memory_mib"], 384);
+    }
   }
   Tick();  // delivered; e's counter is declined
   Tick();
@@ -170,6 +174,11 @@ TEST_F(AdmissionTest, TheSettingsNameThePolicyAndCanRefuseToReclaim) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("lease_reclaim_policy"), std::string::npos) << bad.status().ToString();
   EXPECT_FALSE(with({{"lease_admission", "maybe"}}).ok());
+  EXPECT_EQ(with({{"lease_broker", "policy"}})->lease_broker, "policy");
+  auto broker = with({{"lease_broker", "haggle"}});
+  ASSERT_FALSE(broker.ok());
+  EXPECT_NE(broker.status().message().find("expected accept, decline or policy"), std::string::npos)
+      << broker.status().ToString();
 
   config_.lease_admission = "refuse";
   StartManager();

@@ -326,19 +326,52 @@ Status LeaseService::DecideCounters(int64_t now_ms) {
       // Room owed to an admitted guest is not bargained down: only a later time is weighed.
       const std::optional<lease::Resources>& keeps = cur.notice.counter ? cur.notice.counter->after : std::nullopt;
       const bool owed = !cur.makes_room_for.empty() && keeps && !(*keeps == cur.notice.after);
-      const bool accept = d_.config.lease_broker == "accept" && !owed;
+      lease::CounterVerdict verdict;
+      if (owed) {
+        verdict.why = "the room is owed to a guest admitted on this host";
+      } else if (d_.config.lease_broker == "policy") {
+        UW_ASSIGN_OR_RETURN(verdict, JudgeByPolicy(cur));
+      } else {
+        verdict.accept = d_.config.lease_broker == "accept";
+      }
+      const bool accept = verdict.accept;
       UW_RETURN_IF_ERROR(lease::DecideCounter(cur.notice, accept));
       UW_RETURN_IF_ERROR(table_.SaveNotice(cur, now_ms));
       Json data = {{"notice", cur.notice.id},
                    {"after", ResourcesJson(cur.notice.after)},
                    {"act_at_ms", lease::ActAt(cur.notice)},
                    {"broker", d_.config.lease_broker}};
-      if (owed) data["why"] = "the room is owed to a guest admitted on this host";
+      if (!verdict.why.empty()) data["why"] = verdict.why;
+      // What the counter keeps is taken from the leases that cover it, each with a notice of its own.
+      const std::string cover_reason = "to cover what lease " + cur.notice.lease_id +
+                                       " keeps by its counter to notice " + cur.notice.id + " (" +
+                                       std::string(lease::BrokerPolicyName(d_.config.lease_reclaim_policy)) + ")";
+      for (const lease::Take& t : accept ? verdict.cover : std::vector<lease::Take>{}) {
+        UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(t.lease_id));
+        UW_ASSIGN_OR_RETURN(NoticeRecord sent, SendIn(r, t.action, t.after, cover_reason, now_ms,
+                                                      now_ms + d_.config.lease_notice_ms, false));
+        data["cover"].push_back(sent.notice.id);
+      }
       return d_.events.Add(accept ? "notice.counter_accepted" : "notice.counter_declined", cur.notice.guest,
                            cur.notice.tenant, data);
     }));
   }
   return Status::Ok();
+}
+
+Result<lease::CounterVerdict> LeaseService::JudgeByPolicy(const NoticeRecord& n) {
+  UW_ASSIGN_OR_RETURN(LeaseRecord own, table_.Get(n.notice.lease_id));
+  lease::Resources more{};
+  if (n.notice.counter && n.notice.counter->after) {
+    more = {n.notice.counter->after->vcpus - n.notice.after.vcpus,
+            n.notice.counter->after->memory_mib - n.notice.after.memory_mib};
+  }
+  std::vector<lease::Lease> others;
+  UW_ASSIGN_OR_RETURN(std::optional<Guest> g, d_.guests.Find(n.notice.guest));
+  if (g && g->host) {
+    UW_ASSIGN_OR_RETURN(others, ReclaimableOn(*g->host));
+  }
+  return lease::JudgeCounter(own.lease, more, others, d_.config.lease_reclaim_policy);
 }
 
 Status LeaseService::ActDue(int64_t now_ms) {

@@ -341,14 +341,7 @@ Result<NoticeRecord> LeaseService::Reclaim(const Principal& p, std::string_view 
 Result<HostReclaim> LeaseService::ReclaimFromHost(const Principal& p, std::string_view host,
                                                   const HostReclaimRequest& req) {
   if (!p.IsOperator()) return PermissionDeniedError("reclaiming from a host needs an admin or operator token");
-  UW_ASSIGN_OR_RETURN(auto names, d_.guests.NamesOn(host));
-  std::vector<lease::Lease> leases;
-  for (const auto& name : names) {
-    UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> l, table_.LiveOf(name));
-    if (!l) continue;
-    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l->lease.id));
-    if (!open) leases.push_back(std::move(l->lease));
-  }
+  UW_ASSIGN_OR_RETURN(std::vector<lease::Lease> leases, ReclaimableOn(host));
   const lease::BrokerPolicy policy = req.policy.value_or(d_.config.lease_reclaim_policy);
   const lease::ReclaimPlan plan = lease::PlanReclaim(leases, req.need, policy);
   HostReclaim out{policy, {}, plan.shortfall};
@@ -361,6 +354,18 @@ Result<HostReclaim> LeaseService::ReclaimFromHost(const Principal& p, std::strin
     out.notices.push_back(std::move(n));
   }
   return out;
+}
+
+Result<std::vector<lease::Lease>> LeaseService::ReclaimableOn(std::string_view host) {
+  UW_ASSIGN_OR_RETURN(auto names, d_.guests.NamesOn(host));
+  std::vector<lease::Lease> leases;
+  for (const auto& name : names) {
+    UW_ASSIGN_OR_RETURN(std::optional<LeaseRecord> l, table_.LiveOf(name));
+    if (!l) continue;
+    UW_ASSIGN_OR_RETURN(std::optional<NoticeRecord> open, table_.OpenNoticeOf(l->lease.id));
+    if (!open) leases.push_back(std::move(l->lease));
+  }
+  return leases;
 }
 
 Result<NoticeRecord> LeaseService::Send(const LeaseRecord& r, lease::NoticeAction action, const lease::Resources& after,

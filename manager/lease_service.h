@@ -30,6 +30,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "lease/broker.h"
 #include "lease/lease.h"
 #include "manager/agent_client.h"
 #include "manager/host_table.h"
@@ -186,6 +187,11 @@ class LeaseService {
   Status Deliver(int64_t now_ms);
   Status DeliverOne(const NoticeRecord& n, int64_t now_ms);
   Status DecideCounters(int64_t now_ms);
+  // The lease_broker "policy": the reclaim policy weighs a counter against the leases on the
+  // countering guest's host that it ranks below (lease::JudgeCounter).
+  Result<lease::CounterVerdict> JudgeByPolicy(const NoticeRecord& n);
+  // The live leases of the guests on `host` with no notice open: what a reclaim may take from.
+  Result<std::vector<lease::Lease>> ReclaimableOn(std::string_view host);
   Status ActDue(int64_t now_ms);
   // Sends the holdings of guests whose holdings changed (a few per tick; those that cannot take
   // them now are tried again later).

@@ -87,6 +87,59 @@ TEST_F(LeaseTest, ACounterOfferIsAcceptedByTheBroker) {
   EXPECT_EQ(Lease(lease)["granted"]["memory_mib"], 192);
 }
 
+TEST_F(LeaseTest, UnderThePolicyBrokerACounterIsAcceptedOnlyWhenALeaseRankedBelowItGivesInstead) {
+  config_.lease_broker = "policy";
+  config_.lease_reclaim_policy = lease::BrokerPolicy::kStrictPriority;
+  StartManager();
+  AddHost("h1");
+  std::string elastic = Create("c1", {{"lease_class", "elastic"}, {"lease_floor", {{"memory_mib", 32}}}});
+  std::string other = Create("c2", {{"lease_class", "elastic"}});
+  cluster_.SetExecOutput("c1", "uw-notice", "counter memory_mib=192\n");
+  // Only another elastic lease on the host: nothing strict priority takes before c1 covers the
+  // 64 MiB it would keep, so the counter is declined and c1 gives what the notice said, at its deadline.
+  Json declined = Reclaim(elastic, {{"memory_mib", 128}, {"notice_s", 60}});
+  Tick();
+  EXPECT_EQ(Notice(declined["id"])["state"], "pending");
+  auto why = manager_->store().Query("SELECT data FROM events WHERE type = 'notice.counter_declined'");
+  ASSERT_TRUE(why.ok());
+  ASSERT_EQ(why->size(), 1u);
+  EXPECT_NE((*why)[0].Str("data").find("can give 0 vCPU(s) and 0 MiB of the 0 vCPU(s) and 64 MiB"), std::string::npos)
+      << (*why)[0].Str("data");
+  clock_.Advance(std::chrono::seconds(61));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(MemoryOf("c1"), 128);
+  EXPECT_EQ(Lease(other)["granted"]["memory_mib"], 256);  // untouched
+  // With a preemptible guest on the host, the same kind of counter is accepted and the preemptible
+  // lease gets a stop notice of its own that names the counter it covers.
+  std::string preemptible = Create("p1", {{"lease_class", "preemptible"}});
+  cluster_.SetExecOutput("c1", "uw-notice", "counter memory_mib=96\n");
+  Json accepted = Reclaim(elastic, {{"memory_mib", 64}, {"notice_s", 600}});
+  Tick();
+  SettleTasks();
+  Json done = Notice(accepted["id"]);
+  EXPECT_EQ(done["state"], "acted") << done.dump();
+  EXPECT_EQ(MemoryOf("c1"), 96);
+  auto covered = manager_->store().Query("SELECT data FROM events WHERE type = 'notice.counter_accepted'");
+  ASSERT_TRUE(covered.ok());
+  ASSERT_EQ(covered->size(), 1u);
+  Json data = Json::parse((*covered)[0].Str("data"));
+  ASSERT_EQ(data["cover"].size(), 1u) << data.dump();
+  Json cover = Notice(data["cover"][0]);
+  EXPECT_EQ(cover["lease"], preemptible) << cover.dump();
+  EXPECT_EQ(cover["action"], "stop");
+  EXPECT_NE(cover["reason"].get<std::string>().find("by its counter to notice " + accepted["id"].get<std::string>()),
+            std::string::npos)
+      << cover.dump();
+  EXPECT_EQ(Lease(other)["granted"]["memory_mib"], 256);
+  // The silent preemptible guest gives at its deadline: it stops.
+  clock_.Advance(std::chrono::milliseconds(config_.lease_notice_ms + 1000));
+  Tick();
+  SettleTasks();
+  EXPECT_EQ(Notice(data["cover"][0])["state"], "acted");
+  EXPECT_EQ(cluster_.StateOf("h1", "p1"), "shutoff");
+}
+
 TEST_F(LeaseTest, AnOperatorsForcedStopIsUrgentAndLeavesARecord) {
   StartManager();
   AddHost("h1");

@@ -54,7 +54,9 @@ struct ManagerConfig {
   int migration_verify_window_ms = 10000;
   int migration_verify_timeout_ms = 90000;
   // Leases (manager/lease_service.h): the notice before an unrenewed term end takes anything, how
-  // often the lease loop runs, and the broker's policy on counter-offers (accept | decline).
+  // often the lease loop runs, and the broker's answer to counter-offers: accept | decline all, or
+  // policy (lease_reclaim_policy weighs each: accepted when leases it ranks below the countering
+  // one, on the same host, can give what the counter keeps; they get notices of their own).
   int lease_notice_ms = 30000;
   int lease_tick_ms = 1000;
   // Before a live or cold move the guest is sent a `migrate` notice; the move waits for its answer

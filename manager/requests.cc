@@ -63,8 +63,8 @@ Status LeaseConfigFromJson(const JsonView& v, ManagerConfig& c) {
   UW_RETURN_IF_ERROR(IntIn(v, "lease_tick_ms", c.lease_tick_ms, 10, 60'000));
   UW_RETURN_IF_ERROR(IntIn(v, "lease_move_notice_ms", c.lease_move_notice_ms, 0, 600'000));
   UW_ASSIGN_OR_RETURN(c.lease_broker, v.String("lease_broker", c.lease_broker));
-  if (c.lease_broker != "accept" && c.lease_broker != "decline") {
-    return v.FieldError("lease_broker", "expected accept or decline");
+  if (c.lease_broker != "accept" && c.lease_broker != "decline" && c.lease_broker != "policy") {
+    return v.FieldError("lease_broker", "expected accept, decline or policy");
   }
   if (v.Has("lease_reclaim_policy")) {
     UW_ASSIGN_OR_RETURN(std::string name, v.String("lease_reclaim_policy"));
