@@ -135,5 +135,6 @@ void AddBudgetCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
 void AddImageCommands(CLI::App& app, Invocation& inv);      // commands_storage.cc
 void AddVolumeCommands(CLI::App& app, Invocation& inv);     // commands_storage.cc
 void AddStorageCommands(CLI::App& app, Invocation& inv);    // commands_storage.cc
+void AddUsageCommands(CLI::App& app, Invocation& inv);      // commands_usage.cc
 
 }  // namespace uw::cli

@@ -117,6 +117,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   AddLeaseCommands(app, inv);
   AddNoticeCommands(app, inv);
   AddBudgetCommands(app, inv);
+  AddUsageCommands(app, inv);
   AddClusterCommands(app, inv);
   AddEventsCommand(app, inv);
   AddTokenCommands(app, inv);

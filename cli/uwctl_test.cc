@@ -343,6 +343,40 @@ TEST_F(UwctlTest, LeaseAndNoticeCommandsOnTheManager) {
   EXPECT_NE(out_.str().find("NOTICE"), std::string::npos) << out_.str();
 }
 
+TEST_F(UwctlTest, UsageAsATableAsCsvAndItsVerification) {
+  // Two minute records of the last closed hour and that hour's rollup, as metering writes them.
+  const int64_t hour = (ToUnixMillis(Clock::Real().Now()) / 3'600'000 - 1) * 3'600'000;
+  auto insert = [&](int64_t span, int64_t start, int64_t granted, int64_t sources) {
+    return manager_->store().Exec(
+        "INSERT INTO usage_records(guest, tenant, lease_class, span_ms, start_ms, gap_ms, gap_cause, sources, "
+        "vcpu_granted_ms, vcpu_used_ms, memory_granted_mib_s, memory_used_mib_s, disk_mib_s, net_bytes, disk_bytes) "
+        "VALUES ('acme:web', 'acme', 'elastic', ?, ?, 0, '', ?, ?, 0, 0, 0, 0, 0, 0)",
+        {span, start, sources, granted});
+  };
+  ASSERT_TRUE(insert(60'000, hour, 60'000, 1).ok());
+  ASSERT_TRUE(insert(60'000, hour + 60'000, 60'000, 1).ok());
+  ASSERT_TRUE(insert(3'600'000, hour, 120'000, 2).ok());
+  const std::string from = std::to_string(hour);
+  EXPECT_EQ(Uwctl({"usage", "--span", "minute", "--from", from}), 0) << err_.str();
+  EXPECT_EQ(out_.str().rfind("START", 0), 0u) << out_.str();
+  EXPECT_NE(out_.str().find("acme:web  acme    elastic  0.017"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"usage", "--span", "minute", "--from", from, "--csv", "--limit", "1"}), 0) << err_.str();
+  const std::string one = out_.str();
+  EXPECT_EQ(std::count(one.begin(), one.end(), '\n'), 2) << one;
+  EXPECT_EQ(Uwctl({"usage", "--span", "minute", "--from", from, "--csv"}), 0) << err_.str();
+  const std::string all = out_.str();
+  EXPECT_EQ(std::count(all.begin(), all.end(), '\n'), 3) << all;
+  EXPECT_EQ(Uwctl({"usage", "verify", "--from", from}), 0) << out_.str() << err_.str();
+  EXPECT_EQ(out_.str().rfind("ok: ", 0), 0u) << out_.str();
+  // An hour that is not the sum of its minutes fails the check (exit 1) and says where.
+  ASSERT_TRUE(manager_->store().Exec("UPDATE usage_records SET vcpu_granted_ms = 1 WHERE span_ms = 3600000").ok());
+  EXPECT_EQ(Uwctl({"usage", "verify", "--from", from}), 1);
+  EXPECT_NE(out_.str().find("NOT RECONCILED"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("vcpu_granted 1 against 120000"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"usage", "--span", "week"}), 2);
+  EXPECT_EQ(Uwctl({"usage", "--from", "soon"}), 2);  // the manager's 400
+}
+
 // The lease and notice commands against a recording fake of their routes: the bodies they send,
 // the rows they print and their usage errors (exit 2, before any request).
 class LeaseCommandsTest : public ::testing::Test {

@@ -268,6 +268,8 @@ TEST_F(ManagerTest, EveryRouteAnswersExactlyTheRolesItShould) {
       {"GET /api/v1/storage", "GET", "/api/v1/storage", "", "YYYYDD"},
       {"GET /api/v1/storage/quotas", "GET", "/api/v1/storage/quotas", "", "YYYYYY"},
       {"PUT /api/v1/storage/quotas/{tenant}", "PUT", "/api/v1/storage/quotas/acme", R"({"gib": -1})", "YYDDDD"},
+      {"GET /api/v1/usage", "GET", "/api/v1/usage", "", "YYYYYY"},
+      {"GET /api/v1/usage/verify", "GET", "/api/v1/usage/verify", "", "YYYYDD"},
   };
   std::set<std::string> covered;
   for (const auto& c : table) {

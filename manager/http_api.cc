@@ -133,11 +133,12 @@ class Api {
     BuildMigrationRoutes(router);
     BuildLeaseRoutes(router);
     BuildPowerRoutes(router);
-    internal::BuildStorageRoutes(
-        m_, router,
-        {.who = [this](const Request& req, std::string_view need) { return Who(req, need); },
-         .idempotent = [this](const Request& req, const Principal& p,
-                              const std::function<Response()>& fn) { return Idempotent(req, p, fn); }});
+    const internal::RouteContext ctx{
+        .who = [this](const Request& req, std::string_view need) { return Who(req, need); },
+        .idempotent = [this](const Request& req, const Principal& p,
+                             const std::function<Response()>& fn) { return Idempotent(req, p, fn); }};
+    internal::BuildStorageRoutes(m_, router, ctx);
+    internal::BuildUsageRoutes(m_, router, ctx);
   }
 
   void BuildHostRoutes(api::Router& router) {

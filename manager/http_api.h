@@ -37,6 +37,8 @@ struct RouteContext {
 };
 // The storage catalogue's routes (manager/storage_routes.cc).
 void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
+// Metering's usage routes (manager/usage_routes.cc).
+void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
 // A task the request started (202 with its Location) or read, as `p` sees it.
 api::Response AnswerTask(const Result<Task>& r, const Principal& p, int ok_status);
 // ?limit=N&after=KEY (see PageQuery); without limit, `default_limit` items (0: all of them).

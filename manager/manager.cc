@@ -18,6 +18,7 @@
 #include "manager/host_table.h"
 #include "manager/internal.h"
 #include "manager/lease_service.h"
+#include "manager/metering_service.h"
 #include "manager/migration_dispatcher.h"
 #include "manager/power_service.h"
 #include "manager/snapshot_builder.h"
@@ -119,6 +120,7 @@ Status Manager::Start() {
       .agent_of = agent_of,
       .enqueue = [this](const std::string& id) { Enqueue(id); },
       .visible = [this](const Principal& p, std::string_view name) { return VisibleGuest(p, name); }});
+  metering_ = std::make_unique<internal::MeteringService>(*store_, clock_, config_);
   storage_ = std::make_unique<internal::StorageService>(internal::StorageService::Deps{
       .store = *store_,
       .events = *events_,
@@ -255,10 +257,11 @@ void Manager::MonitorLoop() {
   while (!stopping_) {
     l.unlock();
     CheckHeartbeats();
-    // Usage samples are kept for a day (metering reads them; later issues aggregate them).
+    // Usage samples are kept for a day; metering makes usage records of them every minute.
     if (Status s = hosts_->PruneUsage(NowMs() - 86'400'000); !s.ok()) {
       spdlog::warn("pruning usage samples: {}", s.ToString());
     }
+    if (Status s = metering_->Pass(); !s.ok()) spdlog::warn("metering: {}", s.ToString());
     if (config_.drs_interval_ms > 0 &&
         clock_.Monotonic() - last_drs >= std::chrono::milliseconds(config_.drs_interval_ms)) {
       last_drs = clock_.Monotonic();

@@ -61,6 +61,7 @@ class LeaseService;
 class PowerService;
 class HaService;
 class StorageService;
+class MeteringService;
 }  // namespace internal
 
 // A guest creation request, parsed and validated by the HTTP layer.
@@ -439,6 +440,7 @@ class Manager {
   const ManagerConfig& config() const { return config_; }
   Clock& clock() { return clock_; }
   Store& store() { return *store_; }
+  internal::MeteringService& metering() { return *metering_; }  // usage records (set by Start)
 
   // kUnauthenticated for a missing or unknown token.
   Result<Principal> Authenticate(std::string_view bearer_token);
@@ -450,10 +452,8 @@ class Manager {
   // Body: {"stats": <agent /api/v1/stats>, "guests": [<agent guest infos>]}. kUnauthenticated for a
   // wrong host token; kNotFound for an unknown host. Reconciles the host's guests.
   Result<HeartbeatAck> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
-  // By name.
-  Result<Page<Host>> ListHosts(const PageQuery& page = {});
-  // kNotFound for an unknown host.
-  Result<HostDetail> GetHost(std::string_view name);
+  Result<Page<Host>> ListHosts(const PageQuery& page = {});  // by name
+  Result<HostDetail> GetHost(std::string_view name);         // kNotFound for an unknown host
   // Maintenance on starts the evacuation (mandatory DRS moves); off cancels the evacuation's
   // migrations that have not switched over yet (pending ones at once, running ones are aborted and
   // their guests stay on this host). kNotFound for an unknown host.
@@ -567,8 +567,7 @@ class Manager {
   // ends after the backlog. Returns at once; the stream ends when the client goes, the server
   // stops or the manager stops. Requires Start().
   void SubscribeEvents(const Principal& p, int64_t since, bool follow, std::shared_ptr<api::StreamWriter> writer);
-  // Open event streams.
-  size_t event_subscribers() const;
+  size_t event_subscribers() const;  // open event streams
   // Appends an event (inside or outside a transaction).
   Status AddEvent(std::string_view type, std::string_view subject, std::string_view tenant, const Json& data);
 
@@ -695,6 +694,7 @@ class Manager {
   std::unique_ptr<internal::PowerService> power_;              // set by Start
   std::unique_ptr<internal::HaService> ha_;                    // set by Start
   std::unique_ptr<internal::StorageService> storage_;          // set by Start
+  std::unique_ptr<internal::MeteringService> metering_;        // set by Start
 };
 
 }  // namespace uw::manager

@@ -70,6 +70,10 @@ struct ManagerConfig {
   // "refuse" answers 409 instead.
   lease::BrokerPolicy lease_reclaim_policy = lease::BrokerPolicy::kStrictPriority;
   std::string lease_admission = "reclaim";
+  // Metering (manager/metering_service.h): minute records are kept this many hours, hourly and
+  // daily rollups this many days.
+  int usage_minute_retention_h = 48;
+  int usage_retention_days = 400;
   // The storage catalogue's backend (manager/storage_service.h): "storage": {"rbd": {"conf",
   // "user", "keyring", "pool", "secret_uuid"}} (Ceph, which every host reaches) or {"local":
   // {"dir"}} (qcow2 files on the manager's host: images and volumes only, no guest disks). None:

@@ -76,7 +76,9 @@ Status LeaseConfigFromJson(const JsonView& v, ManagerConfig& c) {
   if (c.lease_admission != "reclaim" && c.lease_admission != "refuse") {
     return v.FieldError("lease_admission", "expected reclaim or refuse");
   }
-  return Status::Ok();
+  // Metering's retention (manager/metering_service.h).
+  UW_RETURN_IF_ERROR(IntIn(v, "usage_minute_retention_h", c.usage_minute_retention_h, 1, 24 * 90));
+  return IntIn(v, "usage_retention_days", c.usage_retention_days, 1, 3650);
 }
 
 // Power management's settings (manager/power_service.h).
@@ -154,6 +156,8 @@ Result<ManagerConfig> ManagerConfigFromJson(const Json& j, std::string_view wher
                                   "lease_broker",
                                   "lease_reclaim_policy",
                                   "lease_admission",
+                                  "usage_minute_retention_h",
+                                  "usage_retention_days",
                                   "power_wake_timeout_ms",
                                   "ipmitool",
                                   "storage"});

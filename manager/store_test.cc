@@ -33,9 +33,10 @@ TEST_F(StoreTest, NewFileIsMigratedToTheCurrentSchemaInWalMode) {
   EXPECT_EQ((*mode)[0].Str("journal_mode"), "wal");
   auto fk = (*s)->Query("PRAGMA foreign_keys");
   EXPECT_EQ((*fk)[0].Int("foreign_keys"), 1);
-  for (const char* t : {"hosts", "guests", "pools", "rules", "leases", "tasks", "events", "recommendations",
-                        "usage_samples", "api_tokens", "settings", "idempotency", "notices", "repossessions", "budgets",
-                        "images", "volumes", "storage_quotas"}) {
+  for (const char* t : {"hosts",    "guests",      "pools",           "rules",         "leases",
+                        "tasks",    "events",      "recommendations", "usage_samples", "api_tokens",
+                        "settings", "idempotency", "notices",         "repossessions", "budgets",
+                        "images",   "volumes",     "storage_quotas",  "usage_records", "metering_state"}) {
     auto r = (*s)->Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", {std::string(t)});
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->size(), 1u) << "missing table " << t;
@@ -61,6 +62,10 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     for (const char* t : {"volumes", "images", "storage_quotas"}) {  // schema 12
       ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
     }
+    for (const char* t : {"usage_records", "metering_state"}) {  // schema 13
+      ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
+    }
+    ASSERT_TRUE((*s)->Exec("DROP INDEX usage_samples_by_guest").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX guests_with_alert").ok());
     ASSERT_TRUE((*s)->Exec("DROP INDEX tasks_by_updated").ok());
     // Version 1's leases: one row per granted resource, no term, no state.

@@ -1,0 +1,318 @@
+// Metering in the manager (metering_service.h).
+#include "manager/metering_service.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "manager/internal.h"
+
+namespace uw::manager::internal {
+namespace {
+
+using metering::kDayMs;
+using metering::kHourMs;
+using metering::kMinuteMs;
+using metering::Meter;
+using metering::Record;
+
+// The columns of the meters, in Meter's order, with their units in their names.
+constexpr std::array<const char*, metering::kMeters> kColumns = {
+    "vcpu_granted_ms", "vcpu_used_ms", "memory_granted_mib_s", "memory_used_mib_s", "disk_mib_s",
+    "net_bytes",       "disk_bytes"};
+constexpr int64_t kClosedAfterMs = 5000;  // a minute is recorded once its samples are all in
+constexpr int kMinutesPerPass = 60;
+
+std::string SpanName(int64_t span_ms) {
+  if (span_ms == kMinuteMs) return "minute";
+  if (span_ms == kHourMs) return "hour";
+  return "day";
+}
+
+std::string Columns() {
+  std::string out;
+  for (const char* c : kColumns) out += std::string(", ") + c;
+  return out;
+}
+
+Record RecordOf(const SqlRow& r) {
+  Record rec;
+  rec.guest = r.Str("guest");
+  rec.tenant = r.Str("tenant");
+  rec.lease_class = lease::ParseLeaseClass(r.Str("lease_class")).value_or(lease::LeaseClass::kGuaranteed);
+  rec.start_ms = r.Int("start_ms");
+  rec.span_ms = r.Int("span_ms");
+  for (size_t i = 0; i < metering::kMeters; ++i) rec.amount[i] = r.Int(kColumns[i]);
+  rec.gap_ms = r.Int("gap_ms");
+  rec.gap_cause = r.Str("gap_cause");
+  rec.sources = r.Int("sources");
+  return rec;
+}
+
+Status Insert(Store& store, const Record& r) {
+  std::vector<SqlValue> args = {r.guest,     r.tenant,   std::string(lease::LeaseClassName(r.lease_class)),
+                                r.span_ms,   r.start_ms, r.gap_ms,
+                                r.gap_cause, r.sources};
+  for (int64_t a : r.amount) args.emplace_back(a);
+  return store.Exec(
+      "INSERT OR IGNORE INTO usage_records(guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
+      "gap_cause, sources" +
+          Columns() + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      args);
+}
+
+// The paging key of a record: start, class and guest, in the listing's order.
+std::string KeyOf(const Record& r) {
+  return std::to_string(r.start_ms) + "/" + std::string(lease::LeaseClassName(r.lease_class)) + "/" + r.guest;
+}
+
+}  // namespace
+
+int64_t MeteringService::NowMs() const { return ToUnixMillis(clock_.Now()); }
+
+int64_t MeteringService::KeptFrom(int64_t span_ms) const {
+  const int64_t now = NowMs();
+  if (span_ms == kMinuteMs) return now - int64_t{config_.usage_minute_retention_h} * kHourMs;
+  return now - int64_t{config_.usage_retention_days} * kDayMs;
+}
+
+Result<std::optional<int64_t>> MeteringService::Watermark(const std::string& key) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT value FROM metering_state WHERE key = ?", {key}));
+  if (rows.empty()) return std::optional<int64_t>();
+  return std::optional<int64_t>(rows[0].Int("value"));
+}
+
+Status MeteringService::SetWatermark(const std::string& key, int64_t at) {
+  return store_.Exec(
+      "INSERT INTO metering_state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+      {key, at});
+}
+
+Status MeteringService::Pass() {
+  std::lock_guard l(pass_mu_);
+  const int64_t now = NowMs();
+  const int64_t closed = (now - kClosedAfterMs) / kMinuteMs * kMinuteMs;  // minutes before this are closed
+  UW_ASSIGN_OR_RETURN(std::optional<int64_t> through, Watermark("minutes_through"));
+  if (!through) {
+    // Metering starts now: the first minute recorded is the first that starts after this pass.
+    const int64_t start = now / kMinuteMs * kMinuteMs + kMinuteMs;
+    return store_.Transact([&]() -> Status {
+      UW_RETURN_IF_ERROR(SetWatermark("minutes_through", start));
+      UW_RETURN_IF_ERROR(SetWatermark("hours_through", start / kHourMs * kHourMs));
+      return SetWatermark("days_through", start / kDayMs * kDayMs);
+    });
+  }
+  for (int i = 0; i < kMinutesPerPass && *through + kMinuteMs <= closed; ++i, *through += kMinuteMs) {
+    UW_RETURN_IF_ERROR(RecordMinute(*through));
+  }
+  UW_RETURN_IF_ERROR(RollUp("hours_through", kHourMs, kMinuteMs, *through));
+  UW_ASSIGN_OR_RETURN(std::optional<int64_t> hours, Watermark("hours_through"));
+  UW_RETURN_IF_ERROR(RollUp("days_through", kDayMs, kHourMs, hours.value_or(0)));
+  UW_RETURN_IF_ERROR(store_.Exec("DELETE FROM usage_records WHERE span_ms = ? AND start_ms < ?",
+                                 {kMinuteMs, KeptFrom(kMinuteMs) - kMinuteMs}));
+  return store_.Exec("DELETE FROM usage_records WHERE span_ms > ? AND start_ms < ?",
+                     {kMinuteMs, KeptFrom(kHourMs) - kDayMs});
+}
+
+Status MeteringService::RecordMinute(int64_t start_ms) {
+  const int64_t end_ms = start_ms + kMinuteMs;
+  return store_.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(std::optional<int64_t> through, Watermark("minutes_through"));
+    if (through && *through > start_ms) return Status::Ok();  // another pass recorded it
+    // Every live lease's grant; its guest's use from the samples in the minute; its volumes.
+    UW_ASSIGN_OR_RETURN(
+        auto rows,
+        store_.Query(
+            "SELECT l.guest, l.tenant, l.class, l.vcpus, l.memory_mib, g.host, "
+            "(SELECT COUNT(*) FROM usage_samples s WHERE s.guest = l.guest AND s.at_ms >= ?1 AND s.at_ms < ?2) "
+            "AS n, (SELECT AVG(cpu_cores) FROM usage_samples s WHERE s.guest = l.guest AND s.at_ms >= ?1 AND "
+            "s.at_ms < ?2) AS cpu, (SELECT AVG(memory_mib) FROM usage_samples s WHERE s.guest = l.guest AND "
+            "s.at_ms >= ?1 AND s.at_ms < ?2 AND s.memory_mib >= 0) AS mem, (SELECT COALESCE(SUM(size_gib), 0) "
+            "FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l LEFT JOIN guests g ON g.name = "
+            "l.guest WHERE l.state IN ('active', 'extending', 'closing') ORDER BY l.guest",
+            {start_ms, end_ms}));
+    for (const SqlRow& r : rows) {
+      Record rec;
+      rec.guest = r.Str("guest");
+      rec.tenant = r.Str("tenant");
+      UW_ASSIGN_OR_RETURN(rec.lease_class, lease::ParseLeaseClass(r.Str("class")));
+      rec.start_ms = start_ms;
+      rec.span_ms = kMinuteMs;
+      rec[Meter::kVcpuGranted] = r.Int("vcpus") * kMinuteMs;
+      rec[Meter::kMemoryGranted] = r.Int("memory_mib") * 60;
+      rec[Meter::kDisk] = r.Int("disk_gib") * 1024 * 60;
+      if (r.Int("n") == 0) {
+        rec.gap_ms = kMinuteMs;
+        rec.gap_cause = r.IsNull("host") ? "the guest is on no host" : "no samples from host " + r.Str("host");
+      } else {
+        rec[Meter::kVcpuUsed] = std::llround(r.Real("cpu") * static_cast<double>(kMinuteMs));
+        rec[Meter::kMemoryUsed] = r.IsNull("mem") ? 0 : std::llround(r.Real("mem") * 60.0);
+      }
+      UW_RETURN_IF_ERROR(Insert(store_, rec));
+    }
+    return SetWatermark("minutes_through", end_ms);
+  });
+}
+
+Status MeteringService::RollUp(const std::string& key, int64_t span_ms, int64_t finer_ms, int64_t through_ms) {
+  for (int i = 0; i < kMinutesPerPass; ++i) {
+    UW_ASSIGN_OR_RETURN(std::optional<int64_t> at, Watermark(key));
+    if (!at || *at + span_ms > through_ms) return Status::Ok();
+    UW_RETURN_IF_ERROR(store_.Transact([&]() -> Status {
+      UW_ASSIGN_OR_RETURN(std::vector<Record> finer, Read(finer_ms, *at, *at + span_ms));
+      UW_ASSIGN_OR_RETURN(std::vector<Record> coarse, metering::Rollup(finer, span_ms));
+      for (const Record& r : coarse) UW_RETURN_IF_ERROR(Insert(store_, r));
+      return SetWatermark(key, *at + span_ms);
+    }));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Record>> MeteringService::Read(int64_t span_ms, int64_t from_ms, int64_t to_ms) {
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
+                                              "gap_cause, sources" +
+                                                  Columns() +
+                                                  " FROM usage_records WHERE span_ms = ? AND start_ms >= ? AND "
+                                                  "start_ms < ? ORDER BY guest, lease_class, start_ms",
+                                              {span_ms, from_ms, to_ms}));
+  std::vector<Record> out;
+  out.reserve(rows.size());
+  for (const SqlRow& r : rows) out.push_back(RecordOf(r));
+  return out;
+}
+
+Result<Page<Record>> MeteringService::List(const Principal& p, const UsageQuery& q) {
+  if (q.span_ms != kMinuteMs && q.span_ms != kHourMs && q.span_ms != kDayMs) {
+    return InvalidArgumentError("span: expected minute, hour or day");
+  }
+  if (q.to_ms <= q.from_ms) return InvalidArgumentError("to: the period ends at or before its start (from)");
+  if (q.from_ms < KeptFrom(q.span_ms) - q.span_ms) {
+    return InvalidArgumentError("from: " + SpanName(q.span_ms) + " records are kept for " +
+                                (q.span_ms == kMinuteMs ? std::to_string(config_.usage_minute_retention_h) + " hours"
+                                                        : std::to_string(config_.usage_retention_days) + " days") +
+                                "; ask from " +
+                                FormatRfc3339(TimePoint(std::chrono::milliseconds(KeptFrom(q.span_ms)))) + " on");
+  }
+  std::string where = " WHERE span_ms = ? AND start_ms >= ? AND start_ms < ?";
+  std::vector<SqlValue> args = {q.span_ms, q.from_ms, q.to_ms};
+  std::string tenant = q.tenant;
+  if (p.role == Role::kTenant) {
+    // A tenant reads its own records: another tenant's name is not a filter it may use.
+    if (!tenant.empty() && tenant != p.tenant) return PermissionDeniedError("a tenant reads only its own usage");
+    tenant = p.tenant;
+  }
+  if (p.role == Role::kTenant || !tenant.empty()) {
+    where += " AND tenant = ?";
+    args.emplace_back(tenant);
+  }
+  if (!q.guest.empty()) {
+    std::string key = q.guest;
+    if (p.role == Role::kTenant) {
+      std::optional<std::string> shortname = TenantShortName(p, q.guest);
+      key = shortname ? GuestKey(p.tenant, *shortname) : std::string();
+    }
+    where += " AND guest = ?";
+    args.emplace_back(key);
+  }
+  UW_ASSIGN_OR_RETURN(SqlRow total, store_.QueryOne("SELECT COUNT(*) AS n FROM usage_records" + where, args, "usage"));
+  std::string sql = "SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, gap_cause, sources" + Columns() +
+                    " FROM usage_records" + where;
+  if (!q.page.after.empty()) {
+    const size_t a = q.page.after.find('/'), b = q.page.after.find('/', a == std::string::npos ? a : a + 1);
+    char* end = nullptr;
+    const long long start = a == std::string::npos ? 0 : std::strtoll(q.page.after.c_str(), &end, 10);
+    if (b == std::string::npos || end != q.page.after.c_str() + a) {
+      return InvalidArgumentError("after: not a usage page's `next`");
+    }
+    sql += " AND (start_ms, lease_class, guest) > (?, ?, ?)";
+    args.emplace_back(int64_t{start});
+    args.emplace_back(q.page.after.substr(a + 1, b - a - 1));
+    args.emplace_back(q.page.after.substr(b + 1));
+  }
+  const int64_t limit = q.page.limit > 0 ? std::min(q.page.limit, kMaxPageLimit) : kMaxPageLimit;
+  sql += " ORDER BY start_ms, lease_class, guest LIMIT " + std::to_string(limit + 1);
+  UW_ASSIGN_OR_RETURN(auto rows, store_.Query(sql, args));
+  Page<Record> page;
+  page.total = total.Int("n");
+  for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) page.items.push_back(RecordOf(rows[i]));
+  if (static_cast<int64_t>(rows.size()) > limit) page.next = KeyOf(page.items.back());
+  return page;
+}
+
+Result<Json> MeteringService::Verify(const Principal& p, int64_t from_ms, int64_t to_ms) {
+  if (p.role == Role::kTenant)
+    return PermissionDeniedError("verifying usage needs an operator or billing-reader token");
+  if (to_ms <= from_ms) return InvalidArgumentError("to: the period ends at or before its start (from)");
+  Json problems = Json::array();
+  Json checked = Json::object();
+  // Closed hours whose minutes are all kept, closed days: each the sum of the records below it.
+  UW_ASSIGN_OR_RETURN(std::optional<int64_t> hours_through, Watermark("hours_through"));
+  UW_ASSIGN_OR_RETURN(std::optional<int64_t> days_through, Watermark("days_through"));
+  const int64_t minutes_from = std::max(from_ms, KeptFrom(kMinuteMs));
+  for (auto [span, finer, lo, hi] : {std::tuple{kHourMs, kMinuteMs, minutes_from, hours_through.value_or(0)},
+                                     std::tuple{kDayMs, kHourMs, from_ms, days_through.value_or(0)}}) {
+    const int64_t first = (lo + span - 1) / span * span;
+    const int64_t last = std::min(to_ms, hi) / span * span;
+    int64_t n = 0;
+    for (int64_t at = first; at < last; at += span, ++n) {
+      UW_ASSIGN_OR_RETURN(std::vector<Record> below, Read(finer, at, at + span));
+      UW_ASSIGN_OR_RETURN(std::vector<Record> rolled, Read(span, at, at + span));
+      if (Status s = metering::CheckRollup(below, rolled); !s.ok()) problems.push_back(s.message());
+    }
+    checked[SpanName(span) + "s"] = n;
+  }
+  // Every guest's kept minutes: none twice, none missing between its first and its last.
+  UW_ASSIGN_OR_RETURN(std::vector<Record> minutes, Read(kMinuteMs, minutes_from, to_ms));
+  std::map<std::string, std::pair<int64_t, int64_t>> span_of;
+  for (const Record& r : minutes) {
+    auto [it, fresh] = span_of.try_emplace(r.guest, r.start_ms, r.start_ms + kMinuteMs);
+    it->second.first = std::min(it->second.first, r.start_ms);
+    it->second.second = std::max(it->second.second, r.start_ms + kMinuteMs);
+  }
+  for (const auto& [guest, range] : span_of) {
+    if (Status s = metering::CheckCoverage(minutes, guest, range.first, range.second); !s.ok()) {
+      problems.push_back(s.message());
+    }
+  }
+  checked["minutes"] = minutes.size();
+  checked["guests"] = span_of.size();
+  return Json{{"ok", problems.empty()}, {"checked", checked}, {"problems", problems}};
+}
+
+Json UsageRecordJson(const Record& r, const Principal& p) {
+  Json j = {{"guest", std::string(ShownGuestName(p, r.guest))},
+            {"tenant", r.tenant},
+            {"lease_class", lease::LeaseClassName(r.lease_class)},
+            {"span", SpanName(r.span_ms)},
+            {"start", FormatRfc3339(TimePoint(std::chrono::milliseconds(r.start_ms)))},
+            {"start_ms", r.start_ms},
+            {"gap_ms", r.gap_ms},
+            {"gap_cause", r.gap_cause},
+            {"records", r.sources}};
+  for (size_t i = 0; i < metering::kMeters; ++i) j[kColumns[i]] = r.amount[i];
+  return j;
+}
+
+std::string UsageCsv(const std::vector<Record>& records, const Principal& p) {
+  std::string out = "guest,tenant,lease_class,span,start,start_ms,gap_ms,gap_cause,records";
+  for (const char* c : kColumns) out += std::string(",") + c;
+  out += "\n";
+  // Names are [A-Za-z0-9._-] (ValidateName) and causes are the manager's own words; a quote is
+  // doubled all the same, and every text field is quoted.
+  auto quoted = [](std::string_view s) {
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  for (const Record& r : records) {
+    out += quoted(ShownGuestName(p, r.guest)) + "," + quoted(r.tenant) + "," +
+           quoted(lease::LeaseClassName(r.lease_class)) + "," + SpanName(r.span_ms) + "," +
+           FormatRfc3339(TimePoint(std::chrono::milliseconds(r.start_ms))) + "," + std::to_string(r.start_ms) + "," +
+           std::to_string(r.gap_ms) + "," + quoted(r.gap_cause) + "," + std::to_string(r.sources);
+    for (int64_t a : r.amount) out += "," + std::to_string(a);
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace uw::manager::internal

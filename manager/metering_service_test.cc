@@ -1,0 +1,173 @@
+// Metering in the manager on in-memory agents and a FakeClock: minute records from leases and
+// heartbeat samples, gaps, hourly rollups, a pass run twice, who reads what, and bad queries.
+#include "manager/metering_service.h"
+
+#include <gtest/gtest.h>
+
+#include "manager/lease_test_fixture.h"
+
+namespace uw::manager {
+namespace {
+
+using metering::kHourMs;
+using metering::kMinuteMs;
+using testing::LeaseTest;
+
+class MeteringTest : public LeaseTest {
+ protected:
+  int64_t Now() { return ToUnixMillis(clock_.Now()); }
+  void AdvanceTo(int64_t ms) { clock_.Advance(std::chrono::milliseconds(ms - Now())); }
+  void Pass() { ASSERT_TRUE(manager_->metering().Pass().ok()); }
+  // Where recording starts: the minute after the first pass.
+  int64_t FirstMinute() {
+    Pass();
+    return (*manager_->store().Query("SELECT value FROM metering_state WHERE key = 'minutes_through'"))[0].Int("value");
+  }
+  Json Usage(const std::string& query, const std::string& token = testing::kAdmin) {
+    auto r = Client(token).Call("GET", "/api/v1/usage?" + query);
+    EXPECT_TRUE(r.ok()) << query << ": " << r.status().ToString();
+    return r.ok() ? *r : Json();
+  }
+  int HttpStatus(const std::string& query, const std::string& token = testing::kAdmin) {
+    auto r = Client(token).Do("GET", "/api/v1/usage" + query);
+    return r.ok() ? r->status : -1;
+  }
+  std::string RoleToken(const std::string& role) {
+    Json body = {{"name", role + "-key"}, {"role", role}};
+    auto r = Client().Call("POST", "/api/v1/tokens", &body);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? (*r)["token"].get<std::string>() : "";
+  }
+};
+
+TEST_F(MeteringTest, MinutesAreGrantsAndSamplesAGapIsRecordedAndHoursAreTheirSum) {
+  StartManager();
+  AddHost("h1");
+  Create("m1", {{"vcpus", 2}});
+  const int64_t m = FirstMinute();  // metering starts: the first minute recorded is the next one
+  ASSERT_GT(m, Now());
+  // Two samples in the first minute; none in the second.
+  AdvanceTo(m + 10'000);
+  Heartbeat("h1", {{{"name", "m1"}, {"cpu_cores", 0.5}, {"memory_used_mib", 200}}});
+  AdvanceTo(m + 40'000);
+  Heartbeat("h1", {{{"name", "m1"}, {"cpu_cores", 1.0}, {"memory_used_mib", 100}}});
+  AdvanceTo(m + 2 * kMinuteMs + 6'000);
+  Pass();
+  Pass();  // a second pass over the same minutes writes nothing
+  Json minutes = Usage("span=minute&from=" + std::to_string(m));
+  ASSERT_EQ(minutes["usage"].size(), 2u) << minutes.dump();
+  const Json& first = minutes["usage"][0];
+  EXPECT_EQ(first["guest"], "m1");
+  EXPECT_EQ(first["lease_class"], "guaranteed");
+  EXPECT_EQ(first["start_ms"], m);
+  EXPECT_EQ(first["vcpu_granted_ms"], 2 * kMinuteMs);
+  EXPECT_EQ(first["vcpu_used_ms"], 45'000);            // 0.75 cores on average for a minute
+  EXPECT_EQ(first["memory_granted_mib_s"], 256 * 60);  // its lease's 256 MiB
+  EXPECT_EQ(first["memory_used_mib_s"], 150 * 60);
+  EXPECT_EQ(first["gap_ms"], 0);
+  const Json& second = minutes["usage"][1];
+  EXPECT_EQ(second["gap_ms"], kMinuteMs);
+  EXPECT_EQ(second["gap_cause"], "no samples from host h1");
+  EXPECT_EQ(second["vcpu_used_ms"], 0);                 // not filled in
+  EXPECT_EQ(second["vcpu_granted_ms"], 2 * kMinuteMs);  // the lease still granted it
+  // Past the hour's end every minute of it is recorded and the hour is their sum.
+  const int64_t hour_end = (m / kHourMs + 1) * kHourMs;
+  AdvanceTo(hour_end + 6'000);
+  Pass();
+  Pass();
+  Json hours = Usage("span=hour&from=" + std::to_string(m / kHourMs * kHourMs));
+  ASSERT_EQ(hours["usage"].size(), 1u) << hours.dump();
+  const int64_t minutes_in_hour = (hour_end - m) / kMinuteMs;
+  EXPECT_EQ(hours["usage"][0]["records"], minutes_in_hour);
+  EXPECT_EQ(hours["usage"][0]["vcpu_granted_ms"], minutes_in_hour * 2 * kMinuteMs);
+  EXPECT_EQ(hours["usage"][0]["vcpu_used_ms"], 45'000);
+  EXPECT_EQ(hours["usage"][0]["gap_ms"], (minutes_in_hour - 1) * kMinuteMs);
+  auto verify = Client().Call("GET", "/api/v1/usage/verify?from=" + std::to_string(m / kHourMs * kHourMs));
+  ASSERT_TRUE(verify.ok()) << verify.status().ToString();
+  EXPECT_EQ((*verify)["ok"], true) << verify->dump();
+  EXPECT_EQ((*verify)["checked"]["hours"], 1) << verify->dump();
+  EXPECT_EQ((*verify)["checked"]["minutes"], minutes_in_hour);
+  // A doctored minute is caught by the check, naming the hour.
+  ASSERT_TRUE(manager_->store()
+                  .Exec("UPDATE usage_records SET vcpu_used_ms = vcpu_used_ms + 1 WHERE span_ms = ? AND start_ms = ?",
+                        {kMinuteMs, m})
+                  .ok());
+  verify = Client().Call("GET", "/api/v1/usage/verify?from=" + std::to_string(m / kHourMs * kHourMs));
+  EXPECT_EQ((*verify)["ok"], false);
+  EXPECT_NE((*verify)["problems"][0].get<std::string>().find("not the sum of its records (vcpu_used"),
+            std::string::npos)
+      << verify->dump();
+}
+
+TEST_F(MeteringTest, AMinuteWhoseWatermarkWasLostIsNotCountedTwice) {
+  StartManager();
+  AddHost("h1");
+  Create("m1");
+  const int64_t m = FirstMinute();
+  AdvanceTo(m + 3 * kMinuteMs + 6'000);
+  Pass();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_records WHERE span_ms = 60000"), 3);
+  // As if the pass had died after writing its records: the same minutes again add nothing.
+  ASSERT_TRUE(manager_->store().Exec("UPDATE metering_state SET value = ? WHERE key = 'minutes_through'", {m}).ok());
+  Pass();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_records WHERE span_ms = 60000"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(DISTINCT start_ms) AS n FROM usage_records WHERE span_ms = 60000"), 3);
+}
+
+TEST_F(MeteringTest, TenantsReadTheirOwnUsageAndBillingReadersEveryones) {
+  StartManager();
+  AddHost("h1");
+  const std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  const std::string billing = RoleToken("billing-reader");
+  Create("web", {{"lease_class", "elastic"}}, acme);
+  Create("db", Json::object(), beta);
+  const int64_t m = FirstMinute();
+  AdvanceTo(m + kMinuteMs + 6'000);
+  Pass();
+  const std::string q = "span=minute&from=" + std::to_string(m);
+  Json own = Usage(q, acme);
+  ASSERT_EQ(own["usage"].size(), 1u) << own.dump();
+  EXPECT_EQ(own["usage"][0]["guest"], "web");  // its own short name
+  EXPECT_EQ(own["usage"][0]["lease_class"], "elastic");
+  EXPECT_EQ(Usage(q + "&guest=web", acme)["usage"].size(), 1u);
+  EXPECT_EQ(Usage(q + "&guest=beta:db", acme)["usage"].size(), 0u);  // another tenant's guest: nothing
+  EXPECT_EQ(HttpStatus("?" + q + "&tenant=beta", acme), 403);
+  auto verify = Client(acme).Do("GET", "/api/v1/usage/verify");
+  EXPECT_EQ(verify->status, 403);
+  Json all = Usage(q, billing);
+  EXPECT_EQ(all["usage"].size(), 2u);
+  EXPECT_EQ(all["total"], 2);
+  EXPECT_EQ(Usage(q + "&tenant=beta", billing)["usage"][0]["guest"], "beta:db");
+  // Pages of one, and the CSV of a page.
+  Json page = Usage(q + "&limit=1", billing);
+  ASSERT_EQ(page["usage"].size(), 1u);
+  ASSERT_TRUE(page["next"].is_string());
+  Json rest = Usage(q + "&limit=1&after=" + page["next"].get<std::string>(), billing);
+  ASSERT_EQ(rest["usage"].size(), 1u);
+  EXPECT_NE(rest["usage"][0]["guest"], page["usage"][0]["guest"]);
+  auto csv = Client(billing).Do("GET", "/api/v1/usage?" + q + "&format=csv");
+  ASSERT_TRUE(csv.ok());
+  EXPECT_EQ(csv->status, 200);
+  EXPECT_EQ(csv->headers["content-type"], "text/csv; charset=utf-8");
+  EXPECT_EQ(csv->body.rfind("guest,tenant,lease_class,span,start,start_ms,gap_ms,gap_cause,records,vcpu_granted_ms", 0),
+            0u)
+      << csv->body;
+  EXPECT_EQ(std::count(csv->body.begin(), csv->body.end(), '\n'), 3);
+  EXPECT_NE(csv->body.find("\"acme:web\",\"acme\",\"elastic\",minute,"), std::string::npos) << csv->body;
+}
+
+TEST_F(MeteringTest, BadUsageQueriesAreClear400s) {
+  StartManager();
+  for (const char* q : {"?span=week", "?from=2026-13-01T00:00:00Z", "?from=soon", "?format=xml", "?after=nonsense",
+                        "?from=2000&to=1000", "?span=minute&from=0", "?limit=0"}) {
+    auto r = Client().Do("GET", std::string("/api/v1/usage") + q);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 400) << q << ": " << r->body;
+    EXPECT_NE(r->body.find("\"invalid_argument\""), std::string::npos) << q << ": " << r->body;
+  }
+  auto past = Client().Do("GET", "/api/v1/usage?span=hour&from=1000");
+  EXPECT_NE(past->body.find("hour records are kept for 400 days"), std::string::npos) << past->body;
+}
+
+}  // namespace
+}  // namespace uw::manager
