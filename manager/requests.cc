@@ -77,7 +77,7 @@ Status LeaseConfigFromJson(const JsonView& v, ManagerConfig& c) {
     return v.FieldError("lease_admission", "expected reclaim or refuse");
   }
   // Metering's retention (manager/metering_service.h).
-  UW_RETURN_IF_ERROR(IntIn(v, "usage_minute_retention_h", c.usage_minute_retention_h, 1, 24 * 90));
+  UW_RETURN_IF_ERROR(IntIn(v, "usage_minute_retention_h", c.usage_minute_retention_h, 1, 2160));  // 90 days
   return IntIn(v, "usage_retention_days", c.usage_retention_days, 1, 3650);
 }
 
