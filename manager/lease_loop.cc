@@ -346,7 +346,7 @@ Status LeaseService::DecideCounters(int64_t now_ms) {
       const std::string cover_reason = "to cover what lease " + cur.notice.lease_id +
                                        " keeps by its counter to notice " + cur.notice.id + " (" +
                                        std::string(lease::BrokerPolicyName(d_.config.lease_reclaim_policy)) + ")";
-      for (const lease::Take& t : accept ? verdict.cover : std::vector<lease::Take>{}) {
+      for (const lease::Take& t : verdict.cover) {  // empty unless accepted
         UW_ASSIGN_OR_RETURN(LeaseRecord r, table_.Get(t.lease_id));
         UW_ASSIGN_OR_RETURN(NoticeRecord sent, SendIn(r, t.action, t.after, cover_reason, now_ms,
                                                       now_ms + d_.config.lease_notice_ms, false));

@@ -102,12 +102,14 @@ Status MeteringService::Pass() {
       return SetWatermark("days_through", start / kDayMs * kDayMs);
     });
   }
+  const int64_t before = *through;
   for (int i = 0; i < kMinutesPerPass && *through + kMinuteMs <= closed; ++i, *through += kMinuteMs) {
     UW_RETURN_IF_ERROR(RecordMinute(*through));
   }
   UW_RETURN_IF_ERROR(RollUp("hours_through", kHourMs, kMinuteMs, *through));
   UW_ASSIGN_OR_RETURN(std::optional<int64_t> hours, Watermark("hours_through"));
   UW_RETURN_IF_ERROR(RollUp("days_through", kDayMs, kHourMs, hours.value_or(0)));
+  if (*through == before) return Status::Ok();  // retention moves on only when a minute was recorded
   UW_RETURN_IF_ERROR(store_.Exec("DELETE FROM usage_records WHERE span_ms = ? AND start_ms < ?",
                                  {kMinuteMs, KeptFrom(kMinuteMs) - kMinuteMs}));
   return store_.Exec("DELETE FROM usage_records WHERE span_ms > ? AND start_ms < ?",
