@@ -136,5 +136,6 @@ void AddImageCommands(CLI::App& app, Invocation& inv);      // commands_storage.
 void AddVolumeCommands(CLI::App& app, Invocation& inv);     // commands_storage.cc
 void AddStorageCommands(CLI::App& app, Invocation& inv);    // commands_storage.cc
 void AddUsageCommands(CLI::App& app, Invocation& inv);      // commands_usage.cc
+void AddBillingCommands(CLI::App& app, Invocation& inv);    // commands_billing.cc
 
 }  // namespace uw::cli

@@ -118,6 +118,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   AddNoticeCommands(app, inv);
   AddBudgetCommands(app, inv);
   AddUsageCommands(app, inv);
+  AddBillingCommands(app, inv);
   AddClusterCommands(app, inv);
   AddEventsCommand(app, inv);
   AddTokenCommands(app, inv);

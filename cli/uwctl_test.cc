@@ -377,6 +377,50 @@ TEST_F(UwctlTest, UsageAsATableAsCsvAndItsVerification) {
   EXPECT_EQ(Uwctl({"usage", "--from", "soon"}), 2);  // the manager's 400
 }
 
+TEST_F(UwctlTest, PricePlansAndInvoices) {
+  // An hour of a tenant's usage, rolled up: two vCPUs granted for the whole hour.
+  const int64_t hour = (ToUnixMillis(Clock::Real().Now()) / 3'600'000 - 2) * 3'600'000;
+  ASSERT_TRUE(manager_->store()
+                  .Exec("INSERT INTO usage_records(guest, tenant, lease_class, span_ms, start_ms, gap_ms, gap_cause, "
+                        "sources, vcpu_granted_ms, vcpu_used_ms, memory_granted_mib_s, memory_used_mib_s, disk_mib_s, "
+                        "net_bytes, disk_bytes) VALUES ('acme:web', 'acme', 'elastic', 3600000, ?, 0, '', 60, "
+                        "7200000, 0, 0, 0, 0, 0, 0)",
+                        {hour})
+                  .ok());
+  ASSERT_TRUE(
+      manager_->store()
+          .Exec("INSERT OR REPLACE INTO metering_state(key, value) VALUES ('hours_through', ?)", {hour + 3'600'000})
+          .ok());
+  const std::string plan_file = (dir_ / "plan.json").string();
+  std::ofstream(plan_file) << R"({"currency": "EUR", "prices": [{"meter": "vcpu_granted", "lease_class": "elastic",
+      "tiers": [{"up_to": 1, "price_micros": 50000000}, {"price_micros": 25000000}]}]})";
+  EXPECT_EQ(Uwctl({"price-plan", "set", "std", "--file", plan_file}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"price-plan", "assign", "acme", "std"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"price-plan", "list"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("std   EUR       1        1       acme"), std::string::npos) << out_.str();
+  const std::string from = std::to_string(hour), to = std::to_string(hour + 3'600'000);
+  // Two vCPU-hours: the first at 0.50 EUR, the second at 0.25.
+  EXPECT_EQ(Uwctl({"invoice", "create", "--tenant", "acme", "--from", from, "--to", to}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("invoice inv-00000001 for acme"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("vcpu_granted elastic tier 0: 1.000 vCPU-hour  0.50 EUR"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("vcpu_granted elastic tier 1: 1.000 vCPU-hour  0.25 EUR"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("total 0.75 EUR"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"invoice", "create", "--tenant", "acme", "--from", from, "--to", to}), 5);  // overlaps: 409
+  EXPECT_NE(err_.str().find("overlaps invoice inv-00000001"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"invoice", "credit", "inv-00000001", "--amount", "10", "--reason", "goodwill"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("credit -0.10 EUR (goodwill)"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("balance 0.65 EUR"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"invoice", "list"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("inv-00000001  acme"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("0.75   0.65     EUR"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"invoice", "show", "inv-00000001", "--csv"}), 0) << err_.str();
+  EXPECT_EQ(out_.str().rfind("invoice,tenant,from,to,currency,kind,", 0), 0u) << out_.str();
+  EXPECT_NE(out_.str().find(",credit,,,,,,,-10,,\"goodwill\"\n"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"invoice", "show", "inv-404"}), 4);
+  EXPECT_EQ(Uwctl({"invoice", "credit", "inv-00000001", "--amount", "-1", "--reason", "x"}), 2);  // the API's 400
+  EXPECT_EQ(Uwctl({"price-plan", "set", "bad", "--file", (dir_ / "missing.json").string()}), 2);
+}
+
 // The lease and notice commands against a recording fake of their routes: the bodies they send,
 // the rows they print and their usage errors (exit 2, before any request).
 class LeaseCommandsTest : public ::testing::Test {

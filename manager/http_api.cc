@@ -60,9 +60,11 @@ class Api {
  public:
   explicit Api(Manager& m) : m_(m), idempotency_(m.clock()) {}
 
-  // Resolves the caller and checks the role; `need`: "read" (any role; tenants see their own),
-  // "cluster-read" (any but tenant), "write" (not billing-reader or read-only), "operator"
-  // (admin/operator), "admin". manager/manager_test.cc's route table says exactly who may do what.
+  // Resolves the caller and checks the role; `need`: "billing" (usage, price plans and invoices:
+  // any role; tenants see their own), "read" (any role but billing-reader; tenants see their own),
+  // "cluster-read" (admin, operator, read-only), "write" (admin, operator, tenant), "operator"
+  // (admin/operator), "admin". A billing-reader reads usage and invoices and nothing else.
+  // manager/authz_test.cc's route table says exactly who may do what.
   Result<Principal> Who(const Request& req, std::string_view need) {
     UW_ASSIGN_OR_RETURN(Principal p, m_.Authenticate(req.BearerToken()));
     auto deny = [&](std::string_view what) {
@@ -71,8 +73,11 @@ class Api {
     };
     if (need == "admin" && p.role != Role::kAdmin) return deny("an admin token");
     if (need == "operator" && !p.IsOperator()) return deny("an admin or operator token");
-    if (need == "cluster-read" && p.role == Role::kTenant) {
-      return deny("an admin, operator, read-only or billing-reader token");
+    if (need == "cluster-read" && (p.role == Role::kTenant || p.role == Role::kBillingReader)) {
+      return deny("an admin, operator or read-only token");
+    }
+    if (need == "read" && p.role == Role::kBillingReader) {
+      return deny("a token other than billing-reader (which reads usage, price plans and invoices only)");
     }
     if (need == "write" && !p.CanWrite()) return deny("a token that may change things");
     return p;
@@ -139,6 +144,7 @@ class Api {
                              const std::function<Response()>& fn) { return Idempotent(req, p, fn); }};
     internal::BuildStorageRoutes(m_, router, ctx);
     internal::BuildUsageRoutes(m_, router, ctx);
+    internal::BuildBillingRoutes(m_, router, ctx);
   }
 
   void BuildHostRoutes(api::Router& router) {

@@ -39,6 +39,8 @@ struct RouteContext {
 void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
 // Metering's usage routes (manager/usage_routes.cc).
 void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
+// Billing's routes: price plans, tenants' plans, invoices (manager/billing_routes.cc).
+void BuildBillingRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
 // A task the request started (202 with its Location) or read, as `p` sees it.
 api::Response AnswerTask(const Result<Task>& r, const Principal& p, int ok_status);
 // ?limit=N&after=KEY (see PageQuery); without limit, `default_limit` items (0: all of them).

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 
+#include "manager/billing_service.h"
 #include "manager/internal.h"
 
 namespace uw::manager::internal {
@@ -278,7 +279,24 @@ Result<Json> MeteringService::Verify(const Principal& p, int64_t from_ms, int64_
   }
   checked["minutes"] = minutes.size();
   checked["guests"] = span_of.size();
+  // Issued invoices whose periods start in [from, to): each total the sum of its lines.
+  BillingService billing(store_, clock_, config_);
+  UW_ASSIGN_OR_RETURN(checked["invoices"], billing.CheckInvoices(from_ms, to_ms, problems));
   return Json{{"ok", problems.empty()}, {"checked", checked}, {"problems", problems}};
+}
+
+Result<std::vector<Record>> ReadUsage(Store& store, const std::string& tenant, int64_t span_ms, int64_t from_ms,
+                                      int64_t to_ms) {
+  UW_ASSIGN_OR_RETURN(auto rows, store.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
+                                             "gap_cause, sources" +
+                                                 Columns() +
+                                                 " FROM usage_records WHERE tenant = ? AND span_ms = ? AND start_ms "
+                                                 ">= ? AND start_ms < ? ORDER BY guest, lease_class, start_ms",
+                                             {tenant, span_ms, from_ms, to_ms}));
+  std::vector<Record> out;
+  out.reserve(rows.size());
+  for (const SqlRow& r : rows) out.push_back(RecordOf(r));
+  return out;
 }
 
 Json UsageRecordJson(const Record& r, const Principal& p) {

@@ -65,6 +65,10 @@ class MeteringService {
   std::mutex pass_mu_;
 };
 
+// A tenant's records of `span_ms` that start in [from_ms, to_ms), by guest, class and start.
+Result<std::vector<metering::Record>> ReadUsage(Store& store, const std::string& tenant, int64_t span_ms,
+                                                int64_t from_ms, int64_t to_ms);
+
 // One record as the API shows it, with `guest` as `p` knows it; and the CSV of a page.
 Json UsageRecordJson(const metering::Record& r, const Principal& p);
 std::string UsageCsv(const std::vector<metering::Record>& records, const Principal& p);

@@ -437,6 +437,74 @@ CREATE TABLE metering_state (
 );
 CREATE INDEX usage_samples_by_guest ON usage_samples(guest, at_ms);
 )sql",
+    // 13 -> 14: billing (manager/billing_service.h). Price plans, each tenant's plan, invoices with
+    // their lines and the prices they were issued at, credits and adjustments as their own rows.
+    // Issued invoices, their lines and adjustments never change: triggers refuse an UPDATE or DELETE.
+    R"sql(
+CREATE TABLE price_plans (
+  name TEXT PRIMARY KEY,
+  version INTEGER NOT NULL CHECK (version > 0),
+  currency TEXT NOT NULL,
+  prices TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE tenant_plans (
+  tenant TEXT PRIMARY KEY,
+  plan TEXT NOT NULL REFERENCES price_plans(name),
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE invoices (
+  id TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL UNIQUE,
+  tenant TEXT NOT NULL,
+  from_ms INTEGER NOT NULL,
+  to_ms INTEGER NOT NULL CHECK (to_ms > from_ms),
+  plan TEXT NOT NULL,
+  plan_version INTEGER NOT NULL,
+  plan_json TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  total_minor INTEGER NOT NULL,
+  records INTEGER NOT NULL,
+  gap_ms INTEGER NOT NULL,
+  issued_ms INTEGER NOT NULL,
+  issued_by TEXT NOT NULL
+);
+CREATE INDEX invoices_by_tenant ON invoices(tenant, from_ms);
+CREATE TABLE invoice_lines (
+  invoice TEXT NOT NULL REFERENCES invoices(id),
+  n INTEGER NOT NULL,
+  meter TEXT NOT NULL,
+  lease_class TEXT NOT NULL,
+  tier INTEGER NOT NULL,
+  quantity INTEGER NOT NULL,
+  price_micros INTEGER NOT NULL,
+  amount_minor INTEGER NOT NULL,
+  records INTEGER NOT NULL,
+  PRIMARY KEY (invoice, n)
+);
+CREATE TABLE invoice_adjustments (
+  id TEXT PRIMARY KEY,
+  invoice TEXT NOT NULL REFERENCES invoices(id),
+  kind TEXT NOT NULL CHECK (kind IN ('credit', 'adjustment')),
+  amount_minor INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  created_by TEXT NOT NULL
+);
+CREATE INDEX adjustments_by_invoice ON invoice_adjustments(invoice, created_ms);
+CREATE TRIGGER invoices_issued_update BEFORE UPDATE ON invoices
+  BEGIN SELECT RAISE(ABORT, 'an issued invoice never changes'); END;
+CREATE TRIGGER invoices_issued_delete BEFORE DELETE ON invoices
+  BEGIN SELECT RAISE(ABORT, 'an issued invoice never changes'); END;
+CREATE TRIGGER invoice_lines_update BEFORE UPDATE ON invoice_lines
+  BEGIN SELECT RAISE(ABORT, 'an issued invoice never changes'); END;
+CREATE TRIGGER invoice_lines_delete BEFORE DELETE ON invoice_lines
+  BEGIN SELECT RAISE(ABORT, 'an issued invoice never changes'); END;
+CREATE TRIGGER adjustments_update BEFORE UPDATE ON invoice_adjustments
+  BEGIN SELECT RAISE(ABORT, 'credits and adjustments never change'); END;
+CREATE TRIGGER adjustments_delete BEFORE DELETE ON invoice_adjustments
+  BEGIN SELECT RAISE(ABORT, 'credits and adjustments never change'); END;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

@@ -33,10 +33,11 @@ TEST_F(StoreTest, NewFileIsMigratedToTheCurrentSchemaInWalMode) {
   EXPECT_EQ((*mode)[0].Str("journal_mode"), "wal");
   auto fk = (*s)->Query("PRAGMA foreign_keys");
   EXPECT_EQ((*fk)[0].Int("foreign_keys"), 1);
-  for (const char* t : {"hosts",    "guests",      "pools",           "rules",         "leases",
-                        "tasks",    "events",      "recommendations", "usage_samples", "api_tokens",
-                        "settings", "idempotency", "notices",         "repossessions", "budgets",
-                        "images",   "volumes",     "storage_quotas",  "usage_records", "metering_state"}) {
+  for (const char* t : {"hosts",       "guests",       "pools",           "rules",         "leases",
+                        "tasks",       "events",       "recommendations", "usage_samples", "api_tokens",
+                        "settings",    "idempotency",  "notices",         "repossessions", "budgets",
+                        "images",      "volumes",      "storage_quotas",  "usage_records", "metering_state",
+                        "price_plans", "tenant_plans", "invoices",        "invoice_lines", "invoice_adjustments"}) {
     auto r = (*s)->Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", {std::string(t)});
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->size(), 1u) << "missing table " << t;
@@ -61,6 +62,9 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     ASSERT_TRUE((*s)->Exec("DROP TABLE budgets").ok());              // schema 8
     for (const char* t : {"volumes", "images", "storage_quotas"}) {  // schema 12
       ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
+    }
+    for (const char* t : {"invoice_lines", "invoice_adjustments", "invoices", "tenant_plans", "price_plans"}) {
+      ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;  // schema 14
     }
     for (const char* t : {"usage_records", "metering_state"}) {  // schema 13
       ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;

@@ -69,7 +69,7 @@ void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) 
   // its own. JSON pages ({"usage": [...], "next", "total"}) or CSV (format=csv or Accept: text/csv;
   // the next page's `after` in the X-Next-After header).
   router.Add("GET", "/api/v1/usage", [&m, ctx](const Request& req) {
-    auto p = ctx.who(req, "read");
+    auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
     if (auto f = req.query.find("format"); f != req.query.end() && f->second != "csv" && f->second != "json") {
       return Response::Error(InvalidArgumentError("query parameter format: expected json or csv"));
@@ -91,7 +91,7 @@ void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) 
   });
   // The reconciliation check over a period (default: the last day).
   router.Add("GET", "/api/v1/usage/verify", [&m, ctx](const Request& req) {
-    auto p = ctx.who(req, "cluster-read");
+    auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
     const int64_t now = ToUnixMillis(m.clock().Now());
     auto to = TimeParam(req, "to", now);
