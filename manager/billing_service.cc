@@ -3,10 +3,10 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <map>
 
 #include "common/id.h"
+#include "common/utc_time.h"
 #include "manager/internal.h"
 #include "manager/metering_service.h"
 
@@ -54,19 +54,9 @@ int64_t InvoiceRecord::Balance() const {
   return b;
 }
 
-Result<int64_t> ParseTimeText(const std::string& v, const std::string& field) {
-  if (!v.empty() && v.size() <= 15 && v.find_first_not_of("0123456789") == std::string::npos) return std::stoll(v);
-  std::tm tm{};
-  const char* end = strptime(v.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (end == nullptr || *end != '\0') {
-    return InvalidArgumentError(field + ": expected epoch milliseconds or a UTC time like 2026-12-06T18:00:00Z");
-  }
-  return static_cast<int64_t>(timegm(&tm)) * 1000;
-}
-
 Result<int64_t> ParseTime(const Json& v, const std::string& field) {
   if (v.is_number_integer() && v.get<int64_t>() >= 0) return v.get<int64_t>();
-  if (v.is_string()) return ParseTimeText(v.get<std::string>(), field);
+  if (v.is_string()) return ParseUtcMillis(v.get<std::string>(), field);
   return InvalidArgumentError(field + ": expected epoch milliseconds or a UTC time like 2026-12-06T18:00:00Z");
 }
 

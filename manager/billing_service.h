@@ -123,8 +123,7 @@ Result<AdjustmentRequest> ParseAdjustment(const Json& body);
 Json InvoiceJson(const InvoiceRecord& r);
 // Invoices as CSV: one header, then each invoice's lines, total, adjustments and balance.
 std::string InvoiceCsv(const std::vector<InvoiceRecord>& invoices);
-// A time in a body or a query: epoch milliseconds or RFC 3339 in UTC (2026-12-06T18:00:00Z).
+// A time in a body: epoch milliseconds, or a string ParseUtcMillis reads.
 Result<int64_t> ParseTime(const Json& v, const std::string& field);
-Result<int64_t> ParseTimeText(const std::string& v, const std::string& field);
 
 }  // namespace uw::manager::internal

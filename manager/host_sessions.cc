@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/id.h"
+#include "common/utc_time.h"
 #include "manager/event_log.h"
 #include "manager/guest_table.h"
 #include "manager/host_table.h"
@@ -21,6 +22,48 @@ namespace uw::manager::internal {
 namespace {
 
 constexpr int64_t kMaxReportedMib = int64_t{1} << 40;
+constexpr size_t kMaxSamplesPerBeat = 1000;
+constexpr int64_t kMaxSampleAheadMs = int64_t{5} * 60'000;  // an agent's clock ahead of the manager's
+constexpr int64_t kMaxCounted = int64_t{1} << 50;           // CPU µs or bytes between two samples
+
+// stats.samples: the agent's numbered samples (vmm::SampleBook), checked field by field.
+Result<std::vector<HostTable::Usage::Sample>> ParseSamples(const JsonView& stats, int64_t now_ms) {
+  UW_ASSIGN_OR_RETURN(auto samples, stats.Objects("samples"));
+  if (samples.size() > kMaxSamplesPerBeat) {
+    return stats.FieldError("samples", "at most " + std::to_string(kMaxSamplesPerBeat) + " a heartbeat");
+  }
+  std::vector<HostTable::Usage::Sample> out;
+  for (const JsonView& s : samples) {
+    HostTable::Usage::Sample sample;
+    UW_ASSIGN_OR_RETURN(sample.seq, s.PositiveInt("seq"));
+    UW_ASSIGN_OR_RETURN(std::string at, s.String("sampled_at"));
+    auto at_ms = ParseUtcMillis(at, s.PathOf("sampled_at"));
+    if (!at_ms.ok()) return at_ms.status();
+    if (*at_ms > now_ms + kMaxSampleAheadMs) {
+      return s.FieldError("sampled_at", "more than 5 minutes ahead of the manager's clock; check the host's time");
+    }
+    sample.at_ms = *at_ms;
+    UW_ASSIGN_OR_RETURN(auto guests, s.Objects("guests"));
+    for (const JsonView& g : guests) {
+      UW_ASSIGN_OR_RETURN(std::string gname, g.String("name"));
+      HostTable::Usage::GuestSample u;
+      UW_ASSIGN_OR_RETURN(u.cpu_cores, g.Number("cpu_cores", 0));
+      UW_ASSIGN_OR_RETURN(u.memory_mib, g.Int("memory_used_mib", -1));
+      if (!(u.cpu_cores >= 0 && u.cpu_cores <= 1e6)) return g.FieldError("cpu_cores", "expected 0..1000000");
+      if (u.memory_mib < -1 || u.memory_mib > kMaxReportedMib) {
+        return g.FieldError("memory_used_mib", "expected -1..2^40");
+      }
+      for (auto [key, field] : {std::pair{"cpu_us", &u.cpu_us}, std::pair{"net_bytes", &u.net_bytes},
+                                std::pair{"disk_bytes", &u.disk_bytes}}) {
+        UW_ASSIGN_OR_RETURN(*field, g.NonNegativeInt(key, 0));
+        if (*field > kMaxCounted) return g.FieldError(key, "expected 0..2^50");
+      }
+      sample.guests[gname] = u;
+    }
+    out.push_back(std::move(sample));
+  }
+  return out;
+}
 
 // The fields of an agent's guest that Reconcile reads, type-checked before it runs (in a
 // transaction): a wrong type there threw from nlohmann and left the store's transaction open.
@@ -93,6 +136,19 @@ Result<HeartbeatAck> HostSessions::Heartbeat(std::string_view name, std::string_
   HostTable::Usage usage;
   if (v.Has("stats")) {
     UW_ASSIGN_OR_RETURN(JsonView stats, v.Object("stats"));
+    if (stats.Has("samples")) {
+      UW_ASSIGN_OR_RETURN(usage.samples, ParseSamples(stats, NowMs()));
+      // The host's current usage is its newest sample's.
+      const auto newest = std::max_element(usage.samples.begin(), usage.samples.end(),
+                                           [](const auto& a, const auto& b) { return a.at_ms < b.at_ms; });
+      if (newest != usage.samples.end()) {
+        for (const auto& [gname, u] : newest->guests) {
+          usage.guests[gname] = {u.cpu_cores, u.memory_mib};
+          usage.cpu_cores += u.cpu_cores;
+          if (u.memory_mib > 0) usage.memory_mib += u.memory_mib;
+        }
+      }
+    }
     if (stats.Has("guests")) {
       UW_ASSIGN_OR_RETURN(auto gs, stats.Objects("guests"));
       for (const auto& g : gs) {
@@ -126,7 +182,9 @@ Result<HeartbeatAck> HostSessions::Heartbeat(std::string_view name, std::string_
     }
     return Status::Ok();
   }));
-  return HeartbeatAck{std::string(name), "connected", d_.config.heartbeat_interval_ms};
+  HeartbeatAck ack{std::string(name), "connected", d_.config.heartbeat_interval_ms};
+  for (const auto& sample : usage.samples) ack.samples_through = std::max(ack.samples_through, sample.seq);
+  return ack;
 }
 
 // A known guest as its host reports it now: health, state, and what a change of state sets off

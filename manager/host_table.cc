@@ -1,6 +1,8 @@
 // The hosts table and each host's usage samples (host_table.h).
 #include "manager/host_table.h"
 
+#include <algorithm>
+
 #include "manager/internal.h"
 
 namespace uw::manager::internal {
@@ -108,9 +110,26 @@ Status HostTable::RecordHeartbeat(std::string_view name, int64_t now, const Usag
         store_.Exec("UPDATE guests SET cpu_used = ?1, memory_used_mib = ?2 WHERE name = ?3 AND "
                     "host = ?4 AND (cpu_used <> ?1 OR memory_used_mib <> ?2)",
                     {u.first, u.second, g, host}));
-    UW_RETURN_IF_ERROR(
-        store_.Exec("INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
-                    {now, host, g, u.first, u.second}));
+    if (!usage.samples.empty()) continue;  // the numbered samples below carry it
+    UW_RETURN_IF_ERROR(store_.Exec(
+        "INSERT OR IGNORE INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, ?, ?, ?, ?)",
+        {now, host, g, u.first, u.second}));
+  }
+  // Numbered samples: one row per host, guest and time the agent took it, however often the
+  // agent sends it (again after a heartbeat whose answer it did not get).
+  int64_t newest = -1;
+  for (const Usage::Sample& s : usage.samples) {
+    newest = std::max(newest, s.at_ms);
+    for (const auto& [g, u] : s.guests) {
+      UW_RETURN_IF_ERROR(store_.Exec(
+          "INSERT OR IGNORE INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib, cpu_us, net_bytes, "
+          "disk_bytes, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          {s.at_ms, host, g, u.cpu_cores, u.memory_mib, u.cpu_us, u.net_bytes, u.disk_bytes, s.seq}));
+    }
+  }
+  if (newest >= 0) {
+    UW_RETURN_IF_ERROR(store_.Exec("UPDATE hosts SET samples_at_ms = MAX(COALESCE(samples_at_ms, 0), ?) WHERE name = ?",
+                                   {newest, host}));
   }
   return Status::Ok();
 }

@@ -45,6 +45,19 @@ class HostTable {
     double cpu_cores = 0;
     int64_t memory_mib = 0;
     std::map<std::string, std::pair<double, int64_t>> guests;
+    // The agent's numbered samples (vmm::SampleBook), for metering; empty from an agent that
+    // sends only its latest usage, which is then kept as a sample at the heartbeat's time.
+    struct GuestSample {
+      double cpu_cores = 0;
+      int64_t memory_mib = -1;
+      int64_t cpu_us = 0, net_bytes = 0, disk_bytes = 0;  // since the guest's previous sample
+    };
+    struct Sample {
+      int64_t seq = 0;
+      int64_t at_ms = 0;  // when the agent took it
+      std::map<std::string, GuestSample> guests;
+    };
+    std::vector<Sample> samples;
   };
 
   // Adds a joining host or updates a known one (address, token, capacity, info), connected as of

@@ -44,7 +44,6 @@
 #include "placement/placement.h"
 
 namespace uw::manager {
-
 namespace internal {
 class EventLog;
 class TokenRegistry;
@@ -372,6 +371,7 @@ struct HostJoined {
 struct HeartbeatAck {
   std::string name, state;
   int heartbeat_interval_ms = 0;
+  int64_t samples_through = -1;  // the highest numbered usage sample stored (-1: none came)
 };
 
 // A DRS recommendation: one move of a pass, kept until applied or superseded.

@@ -103,8 +103,19 @@ Status MeteringService::Pass() {
       return SetWatermark("days_through", start / kDayMs * kDayMs);
     });
   }
+  // Hosts that number their samples have delivered them through their newest sample's time. One
+  // silent for kLateSamplesMs (since its last heartbeat or this manager's start) is waited for no
+  // more, connected or not: a manager that restarts marks its hosts disconnected before they call.
+  UW_ASSIGN_OR_RETURN(SqlRow waiting, store_.QueryOne("SELECT MIN(samples_at_ms) AS at FROM hosts WHERE "
+                                                      "samples_at_ms IS NOT NULL AND MAX(last_heartbeat_ms, ?) >= ?",
+                                                      {started_ms_, now - kLateSamplesMs}, "hosts"));
+  const int64_t settled = waiting.IsNull("at") ? closed : waiting.Int("at");
   const int64_t before = *through;
-  for (int i = 0; i < kMinutesPerPass && *through + kMinuteMs <= closed; ++i, *through += kMinuteMs) {
+  // A minute waits for late samples kLateSamplesMs at most (after its end, or this manager's start).
+  auto ready = [&](int64_t end) {
+    return end <= closed && (end <= settled || now >= std::max(end, started_ms_) + kLateSamplesMs);
+  };
+  for (int i = 0; i < kMinutesPerPass && ready(*through + kMinuteMs); ++i, *through += kMinuteMs) {
     UW_RETURN_IF_ERROR(RecordMinute(*through));
   }
   UW_RETURN_IF_ERROR(RollUp("hours_through", kHourMs, kMinuteMs, *through));
@@ -126,13 +137,14 @@ Status MeteringService::RecordMinute(int64_t start_ms) {
     UW_ASSIGN_OR_RETURN(
         auto rows,
         store_.Query(
-            "SELECT l.guest, l.tenant, l.class, l.vcpus, l.memory_mib, g.host, "
-            "(SELECT COUNT(*) FROM usage_samples s WHERE s.guest = l.guest AND s.at_ms >= ?1 AND s.at_ms < ?2) "
-            "AS n, (SELECT AVG(cpu_cores) FROM usage_samples s WHERE s.guest = l.guest AND s.at_ms >= ?1 AND "
-            "s.at_ms < ?2) AS cpu, (SELECT AVG(memory_mib) FROM usage_samples s WHERE s.guest = l.guest AND "
-            "s.at_ms >= ?1 AND s.at_ms < ?2 AND s.memory_mib >= 0) AS mem, (SELECT COALESCE(SUM(size_gib), 0) "
-            "FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l LEFT JOIN guests g ON g.name = "
-            "l.guest WHERE l.state IN ('active', 'extending', 'closing') ORDER BY l.guest",
+            "SELECT l.guest, l.tenant, l.class, l.vcpus, l.memory_mib, g.host, COALESCE(s.n, 0) AS n, s.cpu, s.mem, "
+            "s.cpu_us, COALESCE(s.net, 0) AS net, COALESCE(s.disk_bytes, 0) AS disk_bytes, (SELECT "
+            "COALESCE(SUM(size_gib), 0) FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l LEFT JOIN "
+            "guests g ON g.name = l.guest LEFT JOIN (SELECT guest, COUNT(*) AS n, AVG(cpu_cores) AS cpu, "
+            "AVG(CASE WHEN memory_mib >= 0 THEN memory_mib END) AS mem, SUM(cpu_us) AS cpu_us, SUM(net_bytes) AS "
+            "net, SUM(disk_bytes) AS disk_bytes FROM usage_samples WHERE at_ms >= ?1 AND at_ms < ?2 AND guest IS "
+            "NOT NULL GROUP BY guest) s ON s.guest = l.guest WHERE l.state IN ('active', 'extending', 'closing') "
+            "ORDER BY l.guest",
             {start_ms, end_ms}));
     for (const SqlRow& r : rows) {
       Record rec;
@@ -148,7 +160,11 @@ Status MeteringService::RecordMinute(int64_t start_ms) {
         rec.gap_ms = kMinuteMs;
         rec.gap_cause = r.IsNull("host") ? "the guest is on no host" : "no samples from host " + r.Str("host");
       } else {
-        rec[Meter::kVcpuUsed] = std::llround(r.Real("cpu") * static_cast<double>(kMinuteMs));
+        // Numbered samples carry the CPU time counted between them; an older agent's, its rate.
+        rec[Meter::kVcpuUsed] = r.IsNull("cpu_us") ? std::llround(r.Real("cpu") * static_cast<double>(kMinuteMs))
+                                                   : (r.Int("cpu_us") + 500) / 1000;
+        rec[Meter::kNetBytes] = r.Int("net");
+        rec[Meter::kDiskBytes] = r.Int("disk_bytes");
         rec[Meter::kMemoryUsed] = r.IsNull("mem") ? 0 : std::llround(r.Real("mem") * 60.0);
       }
       UW_RETURN_IF_ERROR(Insert(store_, rec));

@@ -31,13 +31,19 @@ struct UsageQuery {
   PageQuery page;
 };
 
+// How long metering waits for a connected host's late samples.
+inline constexpr int64_t kLateSamplesMs = 30'000;
+
 class MeteringService {
  public:
   MeteringService(Store& store, Clock& clock, const ManagerConfig& config)
-      : store_(store), clock_(clock), config_(config) {}
+      : store_(store), clock_(clock), config_(config), started_ms_(ToUnixMillis(clock.Now())) {}
 
   // Records the minutes closed since the last pass (at most an hour of them per pass), rolls up
-  // the hours and days they close, and prunes what is past retention.
+  // the hours and days they close, and prunes what is past retention. A minute waits for the
+  // numbered samples of every host that sends them, kLateSamplesMs at most after its end or this
+  // manager's start (a host silent that long is not waited for): after a manager restart or a
+  // lost heartbeat, an agent delivers what it kept before the minute is recorded.
   Status Pass();
 
   // Usage records the caller may read: operators, read-only and billing-reader tokens all tenants'
@@ -62,6 +68,7 @@ class MeteringService {
   Store& store_;
   Clock& clock_;
   const ManagerConfig& config_;
+  const int64_t started_ms_;
   std::mutex pass_mu_;
 };
 

@@ -156,6 +156,85 @@ TEST_F(MeteringTest, TenantsReadTheirOwnUsageAndBillingReadersEveryones) {
   EXPECT_NE(csv->body.find("\"acme:web\",\"acme\",\"elastic\",minute,"), std::string::npos) << csv->body;
 }
 
+// The agents' numbered samples (vmm::SampleBook): counted once however often they come, acknowledged,
+// their counters summed into the minute, and a minute waits until its hosts delivered past it.
+TEST_F(MeteringTest, NumberedSamplesCountOnceAndAMinuteWaitsForThem) {
+  StartManager();
+  AddHost("h1");
+  Create("m1", {{"vcpus", 2}});
+  const int64_t m = FirstMinute();
+  auto sample = [&](int64_t seq, int64_t at, int64_t cpu_us, int64_t net, int64_t disk) {
+    return Json{{"seq", seq},
+                {"sampled_at", FormatRfc3339(TimePoint(std::chrono::milliseconds(at)))},
+                {"guests",
+                 {{{"name", "m1"},
+                   {"cpu_cores", 1.5},
+                   {"memory_used_mib", 100},
+                   {"cpu_us", cpu_us},
+                   {"net_bytes", net},
+                   {"disk_bytes", disk}}}}};
+  };
+  auto beat = [&](const Json& samples, Json* answer = nullptr) {
+    Json hb = cluster_.HeartbeatBody("h1");
+    hb["stats"] = {{"samples", samples}};
+    const std::string text = hb.dump();
+    auto r = Client(host_tokens_["h1"])
+                 .Do("POST", "/api/v1/hosts/h1/heartbeat", text, {{"Content-Type", "application/json"}});
+    if (!r.ok()) return -1;
+    if (answer) *answer = Json::parse(r->body, nullptr, false);
+    return r->status;
+  };
+  AdvanceTo(m + 61'000);
+  Json ack;
+  const Json first =
+      Json::array({sample(1, m + 10'000, 10'000'000, 1000, 4096), sample(2, m + 20'000, 20'000'000, 500, 0)});
+  ASSERT_EQ(beat(first, &ack), 200) << ack.dump();
+  EXPECT_EQ(ack["samples_through"], 2);
+  // The same samples again (the agent did not get the answer), and one more.
+  Json again = first;
+  again.push_back(sample(3, m + 30'000, 5'000'000, 0, 0));
+  ASSERT_EQ(beat(again, &ack), 200);
+  EXPECT_EQ(ack["samples_through"], 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_samples WHERE guest = 'm1'"), 3);
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/hosts/h1"))["usage"]["cpu_cores"], 1.5);  // its newest sample
+  // The minute has ended, but h1's newest sample is from before its end: it waits.
+  AdvanceTo(m + 66'000);
+  Pass();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_records WHERE span_ms = 60000"), 0);
+  ASSERT_EQ(beat(Json::array({sample(4, m + 61'000, 1'000'000, 7, 7)})), 200);
+  Pass();
+  Json minutes = Usage("span=minute&from=" + std::to_string(m));
+  ASSERT_EQ(minutes["usage"].size(), 1u) << minutes.dump();
+  const Json& r = minutes["usage"][0];
+  EXPECT_EQ(r["vcpu_used_ms"], 35'000);  // the CPU time counted between samples, not the rate
+  EXPECT_EQ(r["net_bytes"], 1500);
+  EXPECT_EQ(r["disk_bytes"], 4096);
+  EXPECT_EQ(r["memory_used_mib_s"], 100 * 60);
+  EXPECT_EQ(r["gap_ms"], 0);
+  // A host that heartbeats but whose samples stall is waited for 30 s past the minute's end.
+  AdvanceTo(m + 100'000);
+  ASSERT_EQ(beat(Json::array()), 200);
+  AdvanceTo(m + 2 * kMinuteMs + 6'000);
+  Pass();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_records WHERE span_ms = 60000"), 1);
+  AdvanceTo(m + 2 * kMinuteMs + 31'000);
+  Pass();
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_records WHERE span_ms = 60000"), 2);
+  // Samples that are not numbered, timed or counted right are refused, naming the field.
+  for (const auto& [bad, field] :
+       std::vector<std::pair<Json, std::string>>{{sample(0, m, 0, 0, 0), "seq"},
+                                                 {sample(5, m + 3'600'000, 0, 0, 0), "sampled_at"},
+                                                 {sample(5, m, -1, 0, 0), "cpu_us"},
+                                                 {sample(5, m, 0, int64_t{1} << 52, 0), "net_bytes"}}) {
+    Json err;
+    EXPECT_EQ(beat(Json::array({bad}), &err), 400) << bad.dump();
+    EXPECT_NE(err.dump().find(field), std::string::npos) << err.dump();
+  }
+  Json bad_time = sample(5, m, 0, 0, 0);
+  bad_time["sampled_at"] = "yesterday";
+  EXPECT_EQ(beat(Json::array({bad_time})), 400);
+}
+
 TEST_F(MeteringTest, BadUsageQueriesAreClear400s) {
   StartManager();
   for (const char* q : {"?span=week", "?from=2026-13-01T00:00:00Z", "?from=soon", "?format=xml", "?after=nonsense",

@@ -440,6 +440,8 @@ CREATE INDEX usage_samples_by_guest ON usage_samples(guest, at_ms);
     // 13 -> 14: billing (manager/billing_service.h). Price plans, each tenant's plan, invoices with
     // their lines and the prices they were issued at, credits and adjustments as their own rows.
     // Issued invoices, their lines and adjustments never change: triggers refuse an UPDATE or DELETE.
+    // The agents' numbered samples: what their counters counted since the last (CPU, NIC and disk
+    // bytes), one row per host, guest and time taken; each host's newest sample's time.
     R"sql(
 CREATE TABLE price_plans (
   name TEXT PRIMARY KEY,
@@ -504,6 +506,14 @@ CREATE TRIGGER adjustments_update BEFORE UPDATE ON invoice_adjustments
   BEGIN SELECT RAISE(ABORT, 'credits and adjustments never change'); END;
 CREATE TRIGGER adjustments_delete BEFORE DELETE ON invoice_adjustments
   BEGIN SELECT RAISE(ABORT, 'credits and adjustments never change'); END;
+ALTER TABLE usage_samples ADD COLUMN cpu_us INTEGER;
+ALTER TABLE usage_samples ADD COLUMN net_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_samples ADD COLUMN disk_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_samples ADD COLUMN seq INTEGER;
+ALTER TABLE hosts ADD COLUMN samples_at_ms INTEGER;
+DELETE FROM usage_samples WHERE guest IS NOT NULL AND id NOT IN
+  (SELECT MIN(id) FROM usage_samples WHERE guest IS NOT NULL GROUP BY host, guest, at_ms);
+CREATE UNIQUE INDEX usage_samples_once ON usage_samples(host, guest, at_ms) WHERE guest IS NOT NULL;
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);

@@ -66,7 +66,8 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     for (const char* t : {"invoice_lines", "invoice_adjustments", "invoices", "tenant_plans", "price_plans"}) {
       ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;  // schema 14
     }
-    for (const char* t : {"usage_records", "metering_state"}) {  // schema 13
+    ASSERT_TRUE((*s)->Exec("DROP INDEX usage_samples_once").ok());  // schema 14
+    for (const char* t : {"usage_records", "metering_state"}) {     // schema 13
       ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
     }
     ASSERT_TRUE((*s)->Exec("DROP INDEX usage_samples_by_guest").ok());
@@ -83,6 +84,7 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     // Columns added after version 1 (the last column of version 1 is hosts.info, guests.updated_ms).
     for (auto [table, last_v1] : {std::pair<std::string, std::string>{"guests", "updated_ms"},
                                   {"hosts", "info"},
+                                  {"usage_samples", "memory_mib"},
                                   {"api_tokens", "created_ms"}}) {
       // table_xinfo lists generated columns too; they go first (they read the later columns).
       auto cols = (*s)->Query("SELECT name FROM pragma_table_xinfo('" + table + "') ORDER BY cid");

@@ -1,7 +1,6 @@
 // Metering's routes (manager/metering_service.h): usage records as JSON or CSV, and the check that
 // they reconcile. Part of the REST API that manager/http_api.cc builds.
-#include <ctime>
-
+#include "common/utc_time.h"
 #include "manager/http_api.h"
 #include "manager/metering_service.h"
 #include "manager/views.h"
@@ -16,15 +15,7 @@ using api::Response;
 Result<int64_t> TimeParam(const Request& req, const char* key, int64_t fallback) {
   auto it = req.query.find(key);
   if (it == req.query.end() || it->second.empty()) return fallback;
-  const std::string& v = it->second;
-  if (v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 15) return std::stoll(v);
-  std::tm tm{};
-  const char* end = strptime(v.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (end == nullptr || *end != '\0') {
-    return InvalidArgumentError(std::string("query parameter ") + key +
-                                ": expected epoch milliseconds or a UTC time like 2026-12-06T18:00:00Z");
-  }
-  return static_cast<int64_t>(timegm(&tm)) * 1000;
+  return ParseUtcMillis(it->second, std::string("query parameter ") + key);
 }
 
 Result<UsageQuery> UsageQueryOf(const Request& req, int64_t now_ms) {

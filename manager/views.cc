@@ -107,7 +107,9 @@ Json HostJoinedJson(const HostJoined& j) {
 }
 
 Json HeartbeatAckJson(const HeartbeatAck& a) {
-  return {{"name", a.name}, {"state", a.state}, {"heartbeat_interval_ms", a.heartbeat_interval_ms}};
+  Json j = {{"name", a.name}, {"state", a.state}, {"heartbeat_interval_ms", a.heartbeat_interval_ms}};
+  if (a.samples_through >= 0) j["samples_through"] = a.samples_through;
+  return j;
 }
 
 Json PoolDetailJson(const PoolDetail& p) {

@@ -10,7 +10,10 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -40,10 +43,49 @@ using AgentSource = std::function<Result<Json>(std::string_view path)>;
 // stays well under the manager's max_body_bytes (256 KiB). The full answers took about 775 bytes
 // per guest (592 guests made 459 KB, so a host with more than about 340 guests could never
 // heartbeat again); this takes about 190. A field the manager starts to read must be added here.
-//   {"stats": {"sampled_at", "guests": [{"name", "cpu_cores", "memory_used_mib"}]},
+//   {"stats": {"sampled_at", "guests": [{"name", "cpu_cores", "memory_used_mib"}]}  (or "samples"),
 //    "guests": [{"name", "state", "kind", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib",
 //                "health", "unresponsive_since"?, "crash"?: {"at", "console_tail"}}]}
-Json HeartbeatBody(const Json& stats, const Json& guests);
+// With `samples` (an array from SampleBook::Pending), stats carries those numbered samples instead
+// of stats.guests: {"stats": {"sampled_at", "samples": [...]}, "guests": [...]}.
+Json HeartbeatBody(const Json& stats, const Json& guests, const Json& samples = Json());
+
+// The agent's usage samples, numbered, kept until the manager says it stored them, so that
+// metering (issue 18) loses nothing while the manager is down or a heartbeat fails, and counts
+// nothing twice (the manager keeps one sample per host, guest and sampled_at). Each sample is
+//   {"seq", "sampled_at", "guests": [{"name", "cpu_cores", "memory_used_mib",
+//                                     "cpu_us", "net_bytes", "disk_bytes"}]}
+// where cpu_us, net_bytes (NICs in and out) and disk_bytes (reads and writes) are what libvirt's
+// counters counted since the guest's previous numbered sample: 0 in a guest's first (after its
+// start, its arrival on the host or the agent's restart), and a counter that went back (the guest
+// restarted) counts from 0. Not thread-safe: ManagerLink guards it.
+class SampleBook {
+ public:
+  static constexpr size_t kMaxPending = 900;  // 15 minutes at the agent's 1 s sampling; then the oldest go
+  // Numbers the agent's /api/v1/stats answer as a new sample unless it is the one seen last.
+  void Add(const Json& stats);
+  // The oldest pending samples, as many as fit `budget` bytes of JSON (at least one).
+  Json Pending(size_t budget) const;
+  // Drops the samples numbered up to `seq`.
+  void Ack(int64_t seq);
+  size_t size() const { return pending_.size(); }
+  int64_t dropped() const { return dropped_; }
+
+ private:
+  struct Counters {
+    uint64_t cpu_ns = 0, net = 0, disk = 0;
+  };
+  struct Sample {
+    int64_t seq = 0;
+    Json json;
+    size_t bytes = 0;
+  };
+  std::map<std::string, Counters> last_;  // by guest name, as of its last numbered sample
+  std::deque<Sample> pending_;
+  int64_t next_seq_ = 1;
+  int64_t dropped_ = 0;
+  std::string last_sampled_at_;
+};
 
 // An AgentSource that dispatches on an agent's router in-process, with its token.
 AgentSource RouterSource(const api::Router& router, std::string agent_token);
@@ -76,6 +118,7 @@ class ManagerLink {
   std::string host_token_;  // guarded by mu_; "" until joined
   int interval_ms_;         // guarded by mu_
   int heartbeats_ = 0;      // guarded by mu_
+  SampleBook samples_;      // guarded by mu_
   bool stopping_ = false;   // guarded by mu_
   std::thread thread_;
 };

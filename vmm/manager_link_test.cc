@@ -55,7 +55,9 @@ AgentSource FakeSource() {
   return [](std::string_view path) -> Result<Json> {
     if (path == "/api/v1/host") return Json{{"cpu_cores", 8}, {"memory_mib", 16384}, {"hostname", "h"}};
     if (path == "/api/v1/stats")
-      return Json{{"host", {{"name", "h1"}}}, {"guests", {{{"name", "g"}, {"cpu_cores", 0.25}}}}};
+      return Json{{"host", {{"name", "h1"}}},
+                  {"sampled_at", "2026-12-06T10:00:00.000Z"},
+                  {"guests", {{{"name", "g"}, {"cpu_cores", 0.25}}}}};
     if (path == "/api/v1/guests") return Json{{"guests", {{{"name", "g"}, {"state", "running"}}}}};
     return NotFoundError(std::string(path));
   };
@@ -83,7 +85,10 @@ TEST(ManagerLinkTest, JoinsWithCapacityThenHeartbeatsUsageAndGuests) {
   EXPECT_EQ(m.last_join_["capacity"]["memory_mib"], 16384);
   EXPECT_EQ(m.last_join_["agent_url"], "http://10.77.0.1:7700");
   EXPECT_EQ(m.last_heartbeat_["guests"][0]["name"], "g");
-  EXPECT_DOUBLE_EQ(m.last_heartbeat_["stats"]["guests"][0]["cpu_cores"].get<double>(), 0.25);
+  // The usage goes as numbered samples (SampleBook), the first numbered 1.
+  const Json& sample = m.last_heartbeat_["stats"]["samples"][0];
+  EXPECT_EQ(sample["seq"], 1);
+  EXPECT_DOUBLE_EQ(sample["guests"][0]["cpu_cores"].get<double>(), 0.25);
 }
 
 TEST(ManagerLinkTest, WrongJoinTokenIsUnauthenticated) {
@@ -211,6 +216,56 @@ TEST(ManagerLinkTest, AHostWithMoreThan340GuestsCanNeverHeartbeatAgain) {
   const Json one = HeartbeatBody(stats, Json::array({crashed}));
   EXPECT_EQ(one["guests"][0]["crash"], Json({{"at", 5}, {"console_tail", "Kernel panic"}}));
   EXPECT_EQ(one["guests"][0]["unresponsive_since"], 7);
+}
+
+// Issue 18: samples numbered once, kept until acknowledged, with what the counters counted between them.
+TEST(SampleBookTest, NumbersEachSampleOnceKeepsItUntilAckedAndCountsDeltas) {
+  auto stats = [](const std::string& at, uint64_t cpu_ns, uint64_t rx, uint64_t rd) {
+    return Json{{"sampled_at", at},
+                {"guests",
+                 {{{"name", "g1"},
+                   {"cpu_cores", 0.5},
+                   {"memory_used_mib", 100},
+                   {"cpu_time_ns", cpu_ns},
+                   {"net_rx_bytes", rx},
+                   {"net_tx_bytes", uint64_t{10}},
+                   {"block_rd_bytes", rd},
+                   {"block_wr_bytes", uint64_t{0}},
+                   {"channels", 3}}}}};
+  };
+  SampleBook book;
+  book.Add(stats("2026-12-06T10:00:00.000Z", 1'000'000'000, 100, 0));
+  book.Add(stats("2026-12-06T10:00:00.000Z", 1'000'000'000, 100, 0));  // the same sample again
+  ASSERT_EQ(book.size(), 1u);
+  book.Add(stats("2026-12-06T10:00:01.000Z", 1'500'000'500, 300, 4096));
+  book.Add(stats("2026-12-06T10:00:02.000Z", 1'500'001'000, 300, 4096));
+  Json all = book.Pending(1 << 20);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0]["seq"], 1);
+  EXPECT_EQ(all[2]["seq"], 3);
+  const Json& first = all[0]["guests"][0];
+  EXPECT_EQ(first["cpu_us"], 0);  // nothing before a guest's first sample
+  EXPECT_EQ(first["net_bytes"], 0);
+  EXPECT_FALSE(first.contains("channels"));
+  const Json& second = all[1]["guests"][0];
+  EXPECT_EQ(second["cpu_us"], 500'000);
+  EXPECT_EQ(second["net_bytes"], 200);
+  EXPECT_EQ(second["disk_bytes"], 4096);
+  EXPECT_EQ(all[2]["guests"][0]["cpu_us"], 1);  // 500 ns carried from the sample before, plus 500
+  // A budget sends the oldest first, always at least one.
+  EXPECT_EQ(book.Pending(1).size(), 1u);
+  book.Ack(2);
+  ASSERT_EQ(book.size(), 1u);
+  EXPECT_EQ(book.Pending(1 << 20)[0]["seq"], 3);
+  // A counter that went back (the guest restarted) counts from its reset.
+  book.Add(stats("2026-12-06T10:00:03.000Z", 2'000'000, 50, 0));
+  const Json last = book.Pending(1 << 20).back()["guests"][0];
+  EXPECT_EQ(last["cpu_us"], 2'000);
+  EXPECT_EQ(last["net_bytes"], 50 + 10);  // in and out together went back below 310: counted from the reset
+  // The oldest go when the manager is away too long.
+  for (size_t i = 0; i < SampleBook::kMaxPending + 5; ++i) book.Add(stats(std::to_string(i), 0, 0, 0));
+  EXPECT_EQ(book.size(), SampleBook::kMaxPending);
+  EXPECT_EQ(book.dropped(), 7);
 }
 
 }  // namespace
