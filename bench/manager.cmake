@@ -34,3 +34,12 @@ if(TARGET uw_manager)
     DEPS uw::manager uw::manager_testing
     SHORT_ARGS --benchmark_min_time=0.05)
 endif()
+
+# Metering and billing at scale: N guests x 30 days of hourly records (load, invoices for every
+# tenant, the month as CSV, verify). CI's short mode runs N = 1,000; the figures are N = 10,000.
+if(TARGET uw_manager)
+  uw_benchmark(NAME billing_benchmark
+    SRCS billing_benchmark.cc
+    DEPS uw::manager
+    SHORT_ARGS --benchmark_filter=/1000/ --benchmark_format=json)
+endif()

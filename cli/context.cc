@@ -95,7 +95,12 @@ Result<Json> Context::List(const std::string& path, const char* key, int64_t lim
       return InternalError("the answer of GET " + path + " has no '" + key + "' list");
     }
     for (auto& item : page[key]) items.push_back(std::move(item));
-    total = page.value("total", static_cast<int64_t>(items.size()));
+    // The first page's total (a usage listing counts on its first page only).
+    if (page.contains("total") && page["total"].is_number_integer()) {
+      if (after.empty()) total = page["total"].get<int64_t>();
+    } else if (!page.contains("total")) {
+      total = static_cast<int64_t>(items.size());
+    }
     next = page.value("next", Json(nullptr));
     after = next.is_string() ? next.get<std::string>() : "";
   } while (!after.empty() && (limit == 0 || static_cast<int64_t>(items.size()) < limit));

@@ -212,8 +212,25 @@ Result<Page<Record>> MeteringService::List(const Principal& p, const UsageQuery&
                                 "; ask from " +
                                 FormatRfc3339(TimePoint(std::chrono::milliseconds(KeptFrom(q.span_ms)))) + " on");
   }
+  // The cursor's start is the scan's lower bound: with it as a second bound next to `from`,
+  // SQLite scanned the whole span from `from` on every page (40 ms a page at 720,000 records).
+  int64_t lower = q.from_ms;
+  int64_t cursor_start = 0;
+  std::string cursor_class, cursor_guest;
+  if (!q.page.after.empty()) {
+    const size_t a = q.page.after.find('/'), b = q.page.after.find('/', a == std::string::npos ? a : a + 1);
+    char* end = nullptr;
+    const long long start = a == std::string::npos ? 0 : std::strtoll(q.page.after.c_str(), &end, 10);
+    if (b == std::string::npos || end != q.page.after.c_str() + a) {
+      return InvalidArgumentError("after: not a usage page's `next`");
+    }
+    cursor_start = start;
+    lower = std::max<int64_t>(lower, start);
+    cursor_class = q.page.after.substr(a + 1, b - a - 1);
+    cursor_guest = q.page.after.substr(b + 1);
+  }
   std::string where = " WHERE span_ms = ? AND start_ms >= ? AND start_ms < ?";
-  std::vector<SqlValue> args = {q.span_ms, q.from_ms, q.to_ms};
+  std::vector<SqlValue> args = {q.span_ms, lower, q.to_ms};
   std::string tenant = q.tenant;
   if (p.role == Role::kTenant) {
     // A tenant reads its own records: another tenant's name is not a filter it may use.
@@ -233,26 +250,25 @@ Result<Page<Record>> MeteringService::List(const Principal& p, const UsageQuery&
     where += " AND guest = ?";
     args.emplace_back(key);
   }
-  UW_ASSIGN_OR_RETURN(SqlRow total, store_.QueryOne("SELECT COUNT(*) AS n FROM usage_records" + where, args, "usage"));
+  Page<Record> page;
+  page.total = -1;  // counted on the first page only: a count is a scan of the whole period
+  if (q.page.after.empty()) {
+    UW_ASSIGN_OR_RETURN(SqlRow total,
+                        store_.QueryOne("SELECT COUNT(*) AS n FROM usage_records" + where, args, "usage"));
+    page.total = total.Int("n");
+  }
   std::string sql = "SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, gap_cause, sources" + Columns() +
                     " FROM usage_records" + where;
   if (!q.page.after.empty()) {
-    const size_t a = q.page.after.find('/'), b = q.page.after.find('/', a == std::string::npos ? a : a + 1);
-    char* end = nullptr;
-    const long long start = a == std::string::npos ? 0 : std::strtoll(q.page.after.c_str(), &end, 10);
-    if (b == std::string::npos || end != q.page.after.c_str() + a) {
-      return InvalidArgumentError("after: not a usage page's `next`");
-    }
     sql += " AND (start_ms, lease_class, guest) > (?, ?, ?)";
-    args.emplace_back(int64_t{start});
-    args.emplace_back(q.page.after.substr(a + 1, b - a - 1));
-    args.emplace_back(q.page.after.substr(b + 1));
+    args.emplace_back(cursor_start);
+    args.emplace_back(cursor_class);
+    args.emplace_back(cursor_guest);
   }
   const int64_t limit = q.page.limit > 0 ? std::min(q.page.limit, kMaxPageLimit) : kMaxPageLimit;
   sql += " ORDER BY start_ms, lease_class, guest LIMIT " + std::to_string(limit + 1);
   UW_ASSIGN_OR_RETURN(auto rows, store_.Query(sql, args));
-  Page<Record> page;
-  page.total = total.Int("n");
+
   for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) page.items.push_back(RecordOf(rows[i]));
   if (static_cast<int64_t>(rows.size()) > limit) page.next = KeyOf(page.items.back());
   return page;

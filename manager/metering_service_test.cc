@@ -145,6 +145,8 @@ TEST_F(MeteringTest, TenantsReadTheirOwnUsageAndBillingReadersEveryones) {
   Json rest = Usage(q + "&limit=1&after=" + page["next"].get<std::string>(), billing);
   ASSERT_EQ(rest["usage"].size(), 1u);
   EXPECT_NE(rest["usage"][0]["guest"], page["usage"][0]["guest"]);
+  EXPECT_EQ(page["total"], 2);
+  EXPECT_TRUE(rest["total"].is_null());  // counted on the first page only
   auto csv = Client(billing).Do("GET", "/api/v1/usage?" + q + "&format=csv");
   ASSERT_TRUE(csv.ok());
   EXPECT_EQ(csv->status, 200);

@@ -74,11 +74,12 @@ void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) 
       out.content_type = "text/csv; charset=utf-8";
       out.body = UsageCsv(page->items, *p);
       if (page->next) out.headers["X-Next-After"] = *page->next;
-      out.headers["X-Total-Count"] = std::to_string(page->total);
+      if (page->total >= 0) out.headers["X-Total-Count"] = std::to_string(page->total);
       return out;
     }
-    return Response::Json(200,
-                          PageView("usage", *page, [&](const metering::Record& r) { return UsageRecordJson(r, *p); }));
+    Json j = PageView("usage", *page, [&](const metering::Record& r) { return UsageRecordJson(r, *p); });
+    if (page->total < 0) j["total"] = nullptr;  // counted on the first page only
+    return Response::Json(200, j);
   });
   // The reconciliation check over a period (default: the last day).
   router.Add("GET", "/api/v1/usage/verify", [&m, ctx](const Request& req) {
