@@ -106,10 +106,12 @@ void SampleBook::Add(const Json& stats) {
     guests.push_back(std::move(one));
   }
   last_ = std::move(next);  // a guest gone from the sample is forgotten
-  Json sample = {{"seq", next_seq_++}, {"sampled_at", at}, {"guests", std::move(guests)}};
-  const size_t bytes = sample.dump().size();
-  pending_.push_back({sample["seq"].get<int64_t>(), std::move(sample), bytes});
-  while (pending_.size() > kMaxPending) {
+  const int64_t seq = next_seq_++;
+  newest_ = Json{{"seq", seq}, {"sampled_at", at}, {"guests", std::move(guests)}}.dump();
+  pending_.push_back({seq, newest_});
+  pending_bytes_ += newest_.size();
+  while (pending_.size() > 1 && (pending_.size() > kMaxPending || pending_bytes_ > kMaxPendingBytes)) {
+    pending_bytes_ -= pending_.front().json.size();
     pending_.pop_front();
     ++dropped_;
   }
@@ -119,15 +121,19 @@ Json SampleBook::Pending(size_t budget) const {
   Json out = Json::array();
   size_t used = 0;
   for (const Sample& s : pending_) {
-    if (!out.empty() && used + s.bytes > budget) break;
-    out.push_back(s.json);
-    used += s.bytes;
+    if (!out.empty() && used + s.json.size() > budget) break;
+    out.push_back(Json::parse(s.json));
+    used += s.json.size();
   }
+  if (out.empty() && !newest_.empty()) out.push_back(Json::parse(newest_));
   return out;
 }
 
 void SampleBook::Ack(int64_t seq) {
-  while (!pending_.empty() && pending_.front().seq <= seq) pending_.pop_front();
+  while (!pending_.empty() && pending_.front().seq <= seq) {
+    pending_bytes_ -= pending_.front().json.size();
+    pending_.pop_front();
+  }
 }
 
 Json HeartbeatBody(const Json& stats, const Json& guests, const Json& samples) {
