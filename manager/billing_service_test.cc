@@ -5,27 +5,16 @@
 
 #include <gtest/gtest.h>
 
-#include "manager/lease_test_fixture.h"
-#include "manager/metering_service.h"
+#include "manager/metering_test_fixture.h"
 
 namespace uw::manager {
 namespace {
 
 using metering::kHourMs;
 using metering::kMinuteMs;
-using testing::LeaseTest;
 
-class BillingTest : public LeaseTest {
+class BillingTest : public testing::MeteringFixture {
  protected:
-  int64_t Now() { return ToUnixMillis(clock_.Now()); }
-  void AdvanceTo(int64_t ms) { clock_.Advance(std::chrono::milliseconds(ms - Now())); }
-  void Pass() { ASSERT_TRUE(manager_->metering().Pass().ok()); }
-  std::string RoleToken(const std::string& role) {
-    Json body = {{"name", role + "-key"}, {"role", role}};
-    auto r = Client().Call("POST", "/api/v1/tokens", &body);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    return r.ok() ? (*r)["token"].get<std::string>() : "";
-  }
   // A plan that prices granted vCPU-hours: 60 cents for elastic ones (a cent a vCPU-minute), a
   // dollar twenty for guaranteed ones.
   static Json Plan(int64_t elastic_micros = 60'000'000) {

@@ -4,20 +4,16 @@
 
 #include <gtest/gtest.h>
 
-#include "manager/lease_test_fixture.h"
+#include "manager/metering_test_fixture.h"
 
 namespace uw::manager {
 namespace {
 
 using metering::kHourMs;
 using metering::kMinuteMs;
-using testing::LeaseTest;
 
-class MeteringTest : public LeaseTest {
+class MeteringTest : public testing::MeteringFixture {
  protected:
-  int64_t Now() { return ToUnixMillis(clock_.Now()); }
-  void AdvanceTo(int64_t ms) { clock_.Advance(std::chrono::milliseconds(ms - Now())); }
-  void Pass() { ASSERT_TRUE(manager_->metering().Pass().ok()); }
   // Where recording starts: the minute after the first pass.
   int64_t FirstMinute() {
     Pass();
@@ -31,12 +27,6 @@ class MeteringTest : public LeaseTest {
   int HttpStatus(const std::string& query, const std::string& token = testing::kAdmin) {
     auto r = Client(token).Do("GET", "/api/v1/usage" + query);
     return r.ok() ? r->status : -1;
-  }
-  std::string RoleToken(const std::string& role) {
-    Json body = {{"name", role + "-key"}, {"role", role}};
-    auto r = Client().Call("POST", "/api/v1/tokens", &body);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    return r.ok() ? (*r)["token"].get<std::string>() : "";
   }
 };
 
