@@ -2,8 +2,6 @@
 // invoices with their credits and adjustments. Part of the REST API that manager/http_api.cc builds.
 // Operators change plans and issue invoices; billing readers, read-only tokens and operators read
 // them all; a tenant reads its own plan and invoices (another tenant's invoice is not found).
-#include <memory>
-
 #include "manager/billing_service.h"
 #include "manager/http_api.h"
 #include "manager/views.h"
@@ -34,23 +32,26 @@ Status CheckFormat(const Request& req) {
   return Status::Ok();
 }
 
-void BuildPlanRoutes(const std::shared_ptr<BillingService>& billing, api::Router& router, const RouteContext& ctx) {
-  router.Add("GET", "/api/v1/price-plans", [billing, ctx](const Request& req) {
+void BuildPlanRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
+  router.Add("GET", "/api/v1/price-plans", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
-    auto plans = billing->ListPlans(*p);
+    auto plans = billing.ListPlans(*p);
     if (!plans.ok()) return Response::Error(plans.status());
     Json items = Json::array();
     for (const PlanRecord& r : *plans) items.push_back(PlanRecordJson(r));
     return Response::Json(200, {{"price_plans", items}});
   });
-  router.Add("GET", "/api/v1/price-plans/{name}", [billing, ctx](const Request& req) {
+  router.Add("GET", "/api/v1/price-plans/{name}", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
-    return AnswerAs(billing->GetPlan(*p, req.params.at("name")), PlanRecordJson);
+    return AnswerAs(billing.GetPlan(*p, req.params.at("name")), PlanRecordJson);
   });
   // Creates the plan or replaces its prices; invoices already issued keep the prices they had.
-  router.Add("PUT", "/api/v1/price-plans/{name}", [billing, ctx](const Request& req) {
+  router.Add("PUT", "/api/v1/price-plans/{name}", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
     return ctx.idempotent(req, *p, [&] {
@@ -58,27 +59,30 @@ void BuildPlanRoutes(const std::shared_ptr<BillingService>& billing, api::Router
       if (!body.ok()) return Response::Error(body.status());
       auto plan = ParsePricePlan(*body, req.params.at("name"));
       if (!plan.ok()) return Response::Error(plan.status());
-      return AnswerAs(billing->PutPlan(*p, *plan), PlanRecordJson);
+      return AnswerAs(billing.PutPlan(*p, *plan), PlanRecordJson);
     });
   });
-  router.Add("DELETE", "/api/v1/price-plans/{name}", [billing, ctx](const Request& req) {
+  router.Add("DELETE", "/api/v1/price-plans/{name}", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
-    Status s = billing->DeletePlan(*p, req.params.at("name"));
+    Status s = billing.DeletePlan(*p, req.params.at("name"));
     return s.ok() ? Response::Json(200, {{"deleted", req.params.at("name")}}) : Response::Error(s);
   });
 
-  router.Add("GET", "/api/v1/tenant-plans", [billing, ctx](const Request& req) {
+  router.Add("GET", "/api/v1/tenant-plans", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
-    auto pairs = billing->ListTenantPlans(*p);
+    auto pairs = billing.ListTenantPlans(*p);
     if (!pairs.ok()) return Response::Error(pairs.status());
     Json items = Json::array();
     for (const auto& [tenant, plan] : *pairs) items.push_back({{"tenant", tenant}, {"plan", plan}});
     return Response::Json(200, {{"tenant_plans", items}});
   });
   // {"plan": NAME} bills the tenant by that plan from now on; {"plan": null} stops billing it.
-  router.Add("PUT", "/api/v1/tenant-plans/{tenant}", [billing, ctx](const Request& req) {
+  router.Add("PUT", "/api/v1/tenant-plans/{tenant}", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
     auto body = req.JsonBody();
@@ -95,15 +99,16 @@ void BuildPlanRoutes(const std::shared_ptr<BillingService>& billing, api::Router
       if (plan.empty()) return Response::Error(v->FieldError("plan", "a plan's name, or null"));
     }
     const std::string& tenant = req.params.at("tenant");
-    Status s = billing->SetTenantPlan(*p, tenant, plan);
+    Status s = billing.SetTenantPlan(*p, tenant, plan);
     if (!s.ok()) return Response::Error(s);
     return Response::Json(200, {{"tenant", tenant}, {"plan", plan.empty() ? Json(nullptr) : Json(plan)}});
   });
 }
 
-void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Router& router, const RouteContext& ctx) {
+void BuildInvoiceRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
   // Issues an invoice for {"tenant", "from", "to"} (whole hours, rolled up, overlapping none).
-  router.Add("POST", "/api/v1/invoices", [billing, ctx](const Request& req) {
+  router.Add("POST", "/api/v1/invoices", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
     return ctx.idempotent(req, *p, [&] {
@@ -111,7 +116,7 @@ void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Rou
       if (!body.ok()) return Response::Error(body.status());
       auto r = ParseInvoiceRequest(*body);
       if (!r.ok()) return Response::Error(r.status());
-      auto inv = billing->CreateInvoice(*p, *r);
+      auto inv = billing.CreateInvoice(*p, *r);
       if (!inv.ok()) return Response::Error(inv.status());
       Response out = Response::Json(201, InvoiceJson(*inv));
       out.headers["Location"] = "/api/v1/invoices/" + inv->id;
@@ -119,7 +124,8 @@ void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Rou
     });
   });
   // Invoices by id (the order they were issued in), ?tenant=, paged; CSV: their lines, one after another.
-  router.Add("GET", "/api/v1/invoices", [billing, ctx](const Request& req) {
+  router.Add("GET", "/api/v1/invoices", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
     if (Status s = CheckFormat(req); !s.ok()) return Response::Error(s);
@@ -128,7 +134,7 @@ void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Rou
     if (tenant.size() > 256) return Response::Error(InvalidArgumentError("query parameter tenant: too long"));
     auto page = PageOf(req, 100);
     if (!page.ok()) return Response::Error(page.status());
-    auto invoices = billing->ListInvoices(*p, tenant, *page);
+    auto invoices = billing.ListInvoices(*p, tenant, *page);
     if (!invoices.ok()) return Response::Error(invoices.status());
     if (WantsCsv(req)) {
       Response out = Csv(InvoiceCsv(invoices->items));
@@ -138,16 +144,18 @@ void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Rou
     }
     return Response::Json(200, PageView("invoices", *invoices, InvoiceJson));
   });
-  router.Add("GET", "/api/v1/invoices/{id}", [billing, ctx](const Request& req) {
+  router.Add("GET", "/api/v1/invoices/{id}", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
     if (Status s = CheckFormat(req); !s.ok()) return Response::Error(s);
-    auto inv = billing->GetInvoice(*p, req.params.at("id"));
+    auto inv = billing.GetInvoice(*p, req.params.at("id"));
     if (!inv.ok()) return Response::Error(inv.status());
     return WantsCsv(req) ? Csv(InvoiceCsv({*inv})) : Response::Json(200, InvoiceJson(*inv));
   });
   // A credit or an adjustment: a record of its own; the invoice's lines and total stay as issued.
-  router.Add("POST", "/api/v1/invoices/{id}/adjustments", [billing, ctx](const Request& req) {
+  router.Add("POST", "/api/v1/invoices/{id}/adjustments", [&m, ctx](const Request& req) {
+    BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
     return ctx.idempotent(req, *p, [&] {
@@ -155,7 +163,7 @@ void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Rou
       if (!body.ok()) return Response::Error(body.status());
       auto a = ParseAdjustment(*body);
       if (!a.ok()) return Response::Error(a.status());
-      return AnswerAs(billing->Adjust(*p, req.params.at("id"), *a), InvoiceJson, 201);
+      return AnswerAs(billing.Adjust(*p, req.params.at("id"), *a), InvoiceJson, 201);
     });
   });
 }
@@ -163,10 +171,10 @@ void BuildInvoiceRoutes(const std::shared_ptr<BillingService>& billing, api::Rou
 }  // namespace
 
 void BuildBillingRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
-  // The service keeps no state of its own: the store holds it all.
-  auto billing = std::make_shared<BillingService>(m.store(), m.clock(), m.config());
-  BuildPlanRoutes(billing, router, ctx);
-  BuildInvoiceRoutes(billing, router, ctx);
+  // Each request makes its BillingService (it keeps no state of its own: the store holds it all);
+  // routes are built before the manager has started and opened its store.
+  BuildPlanRoutes(m, router, ctx);
+  BuildInvoiceRoutes(m, router, ctx);
 }
 
 }  // namespace uw::manager::internal
