@@ -12,24 +12,11 @@ namespace {
 using api::Request;
 using api::Response;
 
-bool WantsCsv(const Request& req) {
-  auto it = req.query.find("format");
-  if (it != req.query.end()) return it->second == "csv";
-  return req.Header("accept").find("text/csv") != std::string::npos;
-}
-
 Response Csv(std::string body) {
   Response out;
   out.content_type = "text/csv; charset=utf-8";
   out.body = std::move(body);
   return out;
-}
-
-Status CheckFormat(const Request& req) {
-  if (auto f = req.query.find("format"); f != req.query.end() && f->second != "csv" && f->second != "json") {
-    return InvalidArgumentError("query parameter format: expected json or csv");
-  }
-  return Status::Ok();
 }
 
 void BuildPlanRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
@@ -111,12 +98,8 @@ void BuildInvoiceRoutes(Manager& m, api::Router& router, const RouteContext& ctx
     BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
-    return ctx.idempotent(req, *p, [&] {
-      auto body = req.JsonBody();
-      if (!body.ok()) return Response::Error(body.status());
-      auto r = ParseInvoiceRequest(*body);
-      if (!r.ok()) return Response::Error(r.status());
-      auto inv = billing.CreateInvoice(*p, *r);
+    return WithBody<InvoiceRequest>(ctx, req, *p, ParseInvoiceRequest, [&](const InvoiceRequest& r) {
+      auto inv = billing.CreateInvoice(*p, r);
       if (!inv.ok()) return Response::Error(inv.status());
       Response out = Response::Json(201, InvoiceJson(*inv));
       out.headers["Location"] = "/api/v1/invoices/" + inv->id;
@@ -158,12 +141,8 @@ void BuildInvoiceRoutes(Manager& m, api::Router& router, const RouteContext& ctx
     BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
     if (!p.ok()) return Response::Error(p.status());
-    return ctx.idempotent(req, *p, [&] {
-      auto body = req.JsonBody();
-      if (!body.ok()) return Response::Error(body.status());
-      auto a = ParseAdjustment(*body);
-      if (!a.ok()) return Response::Error(a.status());
-      return AnswerAs(billing.Adjust(*p, req.params.at("id"), *a), InvoiceJson, 201);
+    return WithBody<AdjustmentRequest>(ctx, req, *p, ParseAdjustment, [&](const AdjustmentRequest& a) {
+      return AnswerAs(billing.Adjust(*p, req.params.at("id"), a), InvoiceJson, 201);
     });
   });
 }

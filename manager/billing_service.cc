@@ -25,12 +25,6 @@ Status NeedOperator(const Principal& p, std::string_view what) {
   return PermissionDeniedError(std::string(what) + " needs an admin or operator token");
 }
 
-Result<Json> ParseJsonText(const std::string& text, const std::string& what) {
-  Json j = Json::parse(text, nullptr, false);
-  if (j.is_discarded()) return InternalError(what + ": stored JSON does not parse");
-  return j;
-}
-
 // The prices of a plan as stored and shown: [{"meter", "lease_class", "tiers": [...]}].
 Result<std::vector<metering::Price>> PricesOf(const Json& prices) {
   std::vector<metering::Price> out;
@@ -251,7 +245,7 @@ Result<PlanRecord> BillingService::ReadPlan(const std::string& name) {
   PlanRecord r;
   r.plan.name = row.Str("name");
   r.plan.currency = row.Str("currency");
-  UW_ASSIGN_OR_RETURN(Json prices, ParseJsonText(row.Str("prices"), "price plan " + name));
+  UW_ASSIGN_OR_RETURN(Json prices, ParseJson(row.Str("prices"), "price plan " + name));
   UW_ASSIGN_OR_RETURN(r.plan.prices, PricesOf(prices));
   r.version = row.Int("version");
   r.updated_ms = row.Int("updated_ms");

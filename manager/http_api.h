@@ -35,6 +35,22 @@ struct RouteContext {
   std::function<api::Response(const api::Request& req, const Principal& p, const std::function<api::Response()>& fn)>
       idempotent;
 };
+// A JSON body parsed by `parse`, then `fn` on it, under Idempotency-Key handling.
+template <class Parsed>
+api::Response WithBody(const RouteContext& ctx, const api::Request& req, const Principal& p,
+                       Result<Parsed> (*parse)(const Json&), const std::function<api::Response(const Parsed&)>& fn) {
+  return ctx.idempotent(req, p, [&] {
+    auto body = req.JsonBody();
+    if (!body.ok()) return api::Response::Error(body.status());
+    auto parsed = parse(*body);
+    if (!parsed.ok()) return api::Response::Error(parsed.status());
+    return fn(*parsed);
+  });
+}
+// CSV or JSON for a route that serves both: format=csv|json, else Accept: text/csv.
+// CheckFormat is kInvalidArgument for another format=.
+bool WantsCsv(const api::Request& req);
+Status CheckFormat(const api::Request& req);
 // The storage catalogue's routes (manager/storage_routes.cc).
 void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
 // Metering's usage routes (manager/usage_routes.cc).

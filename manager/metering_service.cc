@@ -188,16 +188,7 @@ Status MeteringService::RollUp(const std::string& key, int64_t span_ms, int64_t 
 }
 
 Result<std::vector<Record>> MeteringService::Read(int64_t span_ms, int64_t from_ms, int64_t to_ms) {
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
-                                              "gap_cause, sources" +
-                                                  Columns() +
-                                                  " FROM usage_records WHERE span_ms = ? AND start_ms >= ? AND "
-                                                  "start_ms < ? ORDER BY guest, lease_class, start_ms",
-                                              {span_ms, from_ms, to_ms}));
-  std::vector<Record> out;
-  out.reserve(rows.size());
-  for (const SqlRow& r : rows) out.push_back(RecordOf(r));
-  return out;
+  return ReadUsage(store_, "", span_ms, from_ms, to_ms);
 }
 
 Result<Page<Record>> MeteringService::List(const Principal& p, const UsageQuery& q) {
@@ -319,12 +310,16 @@ Result<Json> MeteringService::Verify(const Principal& p, int64_t from_ms, int64_
 
 Result<std::vector<Record>> ReadUsage(Store& store, const std::string& tenant, int64_t span_ms, int64_t from_ms,
                                       int64_t to_ms) {
-  UW_ASSIGN_OR_RETURN(auto rows, store.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
-                                             "gap_cause, sources" +
-                                                 Columns() +
-                                                 " FROM usage_records WHERE tenant = ? AND span_ms = ? AND start_ms "
-                                                 ">= ? AND start_ms < ? ORDER BY guest, lease_class, start_ms",
-                                             {tenant, span_ms, from_ms, to_ms}));
+  std::vector<SqlValue> args = {span_ms, from_ms, to_ms};
+  if (!tenant.empty()) args.emplace_back(tenant);
+  UW_ASSIGN_OR_RETURN(
+      auto rows, store.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
+                             "gap_cause, sources" +
+                                 Columns() +
+                                 " FROM usage_records WHERE span_ms = ? AND start_ms >= ? AND "
+                                 "start_ms < ?" +
+                                 (tenant.empty() ? "" : " AND tenant = ?") + " ORDER BY guest, lease_class, start_ms",
+                             args));
   std::vector<Record> out;
   out.reserve(rows.size());
   for (const SqlRow& r : rows) out.push_back(RecordOf(r));

@@ -72,7 +72,8 @@ class MeteringService {
   std::mutex pass_mu_;
 };
 
-// A tenant's records of `span_ms` that start in [from_ms, to_ms), by guest, class and start.
+// The records of `span_ms` that start in [from_ms, to_ms) (a tenant's, or with "" everyone's), by
+// guest, class and start.
 Result<std::vector<metering::Record>> ReadUsage(Store& store, const std::string& tenant, int64_t span_ms,
                                                 int64_t from_ms, int64_t to_ms);
 

@@ -44,19 +44,6 @@ Result<std::string> ParseVolumeAttach(const Json& body) {
   return guest;
 }
 
-// A JSON body parsed by `parse`, then `fn` on it (under Idempotency-Key handling).
-template <class Parsed>
-Response WithBody(const RouteContext& ctx, const Request& req, const Principal& p, Result<Parsed> (*parse)(const Json&),
-                  const std::function<Response(const Parsed&)>& fn) {
-  return ctx.idempotent(req, p, [&] {
-    auto body = req.JsonBody();
-    if (!body.ok()) return Response::Error(body.status());
-    auto parsed = parse(*body);
-    if (!parsed.ok()) return Response::Error(parsed.status());
-    return fn(*parsed);
-  });
-}
-
 }  // namespace
 
 void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {

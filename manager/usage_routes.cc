@@ -47,13 +47,20 @@ Result<UsageQuery> UsageQueryOf(const Request& req, int64_t now_ms) {
   return q;
 }
 
+}  // namespace
+
 bool WantsCsv(const Request& req) {
   auto it = req.query.find("format");
   if (it != req.query.end()) return it->second == "csv";
   return req.Header("accept").find("text/csv") != std::string::npos;
 }
 
-}  // namespace
+Status CheckFormat(const Request& req) {
+  if (auto f = req.query.find("format"); f != req.query.end() && f->second != "csv" && f->second != "json") {
+    return InvalidArgumentError("query parameter format: expected json or csv");
+  }
+  return Status::Ok();
+}
 
 void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
   // Usage records: billing readers, operators and read-only tokens read every tenant's, a tenant
@@ -62,9 +69,7 @@ void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx) 
   router.Add("GET", "/api/v1/usage", [&m, ctx](const Request& req) {
     auto p = ctx.who(req, "billing");
     if (!p.ok()) return Response::Error(p.status());
-    if (auto f = req.query.find("format"); f != req.query.end() && f->second != "csv" && f->second != "json") {
-      return Response::Error(InvalidArgumentError("query parameter format: expected json or csv"));
-    }
+    if (Status s = CheckFormat(req); !s.ok()) return Response::Error(s);
     auto q = UsageQueryOf(req, ToUnixMillis(m.clock().Now()));
     if (!q.ok()) return Response::Error(q.status());
     auto page = m.metering().List(*p, *q);
