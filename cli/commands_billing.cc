@@ -134,7 +134,9 @@ void AddPlanCommands(CLI::App& app, Invocation& inv, BillingArgs& a) {
 void AddInvoiceCommands(CLI::App& app, Invocation& inv, BillingArgs& a) {
   auto* invoice = app.add_subcommand("invoice", "invoices per tenant per period, with credits and adjustments");
   invoice->require_subcommand(1);
-  auto* create = invoice->add_subcommand("create", "issue an invoice for a tenant's whole hours in [from, to)");
+  auto* create = invoice->add_subcommand(
+      "create",
+      "issue an invoice for a tenant's usage in [from, to) (whole hours, or whole minutes kept as minute records)");
   create->add_option("--tenant", a.tenant, "tenant")->required();
   create->add_option("--from", a.from, "start: epoch ms or 2026-12-01T00:00:00Z")->required();
   create->add_option("--to", a.to, "end, exclusive")->required();

@@ -14,7 +14,14 @@ namespace uw::manager::internal {
 namespace {
 
 using metering::kHourMs;
+using metering::kMinuteMs;
 using metering::Meter;
+
+// An invoice whose period begins and ends on the hour is priced from hourly records; any other
+// (whole minutes, a guest's last part-hour) from minute records, kept usage_minute_retention_h.
+int64_t InvoiceSpanMs(int64_t from_ms, int64_t to_ms) {
+  return from_ms % kHourMs == 0 && to_ms % kHourMs == 0 ? kHourMs : kMinuteMs;
+}
 
 std::string Rfc3339(int64_t ms) { return FormatRfc3339(TimePoint(std::chrono::milliseconds(ms))); }
 
@@ -130,8 +137,8 @@ Result<InvoiceRequest> ParseInvoiceRequest(const Json& body) {
   }
   if (r.to_ms <= r.from_ms) return v.FieldError("to", "the period ends at or before its start (from)");
   for (auto [key, at] : {std::pair{"from", r.from_ms}, std::pair{"to", r.to_ms}}) {
-    if (at % kHourMs != 0)
-      return v.FieldError(key, "an invoice covers whole hours: " + Rfc3339(at) + " is not on the hour");
+    if (at % kMinuteMs != 0)
+      return v.FieldError(key, "an invoice covers whole minutes: " + Rfc3339(at) + " is not on the minute");
   }
   if (r.to_ms - r.from_ms > kMaxInvoiceDays * metering::kDayMs) {
     return v.FieldError("to", "an invoice covers at most " + std::to_string(kMaxInvoiceDays) + " days");
@@ -159,8 +166,9 @@ Result<AdjustmentRequest> ParseAdjustment(const Json& body) {
 
 Json InvoiceJson(const InvoiceRecord& r) {
   Json lines = Json::array();
-  const std::string usage = "/api/v1/usage?span=hour&tenant=" + r.tenant + "&from=" + std::to_string(r.from_ms) +
-                            "&to=" + std::to_string(r.to_ms);
+  const std::string usage = std::string("/api/v1/usage?span=") +
+                            (InvoiceSpanMs(r.from_ms, r.to_ms) == kHourMs ? "hour" : "minute") + "&tenant=" + r.tenant +
+                            "&from=" + std::to_string(r.from_ms) + "&to=" + std::to_string(r.to_ms);
   for (size_t i = 0; i < r.invoice.lines.size(); ++i) {
     const metering::InvoiceLine& l = r.invoice.lines[i];
     lines.push_back({{"meter", metering::MeterName(l.meter)},
@@ -378,10 +386,17 @@ Result<InvoiceRecord> BillingService::ReadInvoice(const std::string& id) {
 Result<InvoiceRecord> BillingService::CreateInvoice(const Principal& p, const InvoiceRequest& r) {
   UW_RETURN_IF_ERROR(NeedOperator(p, "issuing an invoice"));
   const int64_t now = ToUnixMillis(clock_.Now());
-  const int64_t kept = now - int64_t{config_.usage_retention_days} * metering::kDayMs;
+  const int64_t span = InvoiceSpanMs(r.from_ms, r.to_ms);
+  const bool hourly = span == kHourMs;
+  const int64_t kept = now - (hourly ? int64_t{config_.usage_retention_days} * metering::kDayMs
+                                     : int64_t{config_.usage_minute_retention_h} * kHourMs);
   if (r.from_ms < kept) {
-    return InvalidArgumentError("from: hourly usage is kept for " + std::to_string(config_.usage_retention_days) +
-                                " days; an invoice may start from " + Rfc3339(kept) + " on");
+    return InvalidArgumentError(
+        "from: " +
+        (hourly ? "hourly usage is kept for " + std::to_string(config_.usage_retention_days) + " days"
+                : "a period not on the hour is priced from minute records, kept for " +
+                      std::to_string(config_.usage_minute_retention_h) + " hours") +
+        "; this invoice may start from " + Rfc3339(kept) + " on");
   }
   std::string id;
   UW_RETURN_IF_ERROR(store_.Transact([&]() -> Status {
@@ -390,12 +405,15 @@ Result<InvoiceRecord> BillingService::CreateInvoice(const Principal& p, const In
       return FailedPreconditionError("tenant '" + r.tenant + "' is billed by no price plan; choose one first (PUT " +
                                      "/api/v1/tenant-plans/" + r.tenant + ")");
     }
-    UW_ASSIGN_OR_RETURN(auto through, store_.Query("SELECT value FROM metering_state WHERE key = 'hours_through'"));
+    const char* watermark = hourly ? "hours_through" : "minutes_through";
+    UW_ASSIGN_OR_RETURN(auto through, store_.Query("SELECT value FROM metering_state WHERE key = ?", {watermark}));
     if (through.empty() || through[0].Int("value") < r.to_ms) {
-      return FailedPreconditionError("to: " + Rfc3339(r.to_ms) +
-                                     " is not billable yet: usage is rolled up to the hour through " +
-                                     (through.empty() ? std::string("no hour yet") : Rfc3339(through[0].Int("value"))) +
-                                     " (an hour is rolled up a few seconds after it closes)");
+      return FailedPreconditionError(
+          "to: " + Rfc3339(r.to_ms) + " is not billable yet: usage is recorded " +
+          (hourly ? "and rolled up to the hour" : "by the minute") + " through " +
+          (through.empty() ? std::string("nothing yet") : Rfc3339(through[0].Int("value"))) +
+          (hourly ? " (an hour is rolled up a few seconds after it closes)"
+                  : " (a minute is recorded once its hosts delivered their samples, at most 30 s after it ends)"));
     }
     UW_ASSIGN_OR_RETURN(auto overlap, store_.Query("SELECT id, from_ms, to_ms FROM invoices WHERE tenant = ? AND "
                                                    "from_ms < ? AND to_ms > ? ORDER BY from_ms LIMIT 1",
@@ -406,8 +424,7 @@ Result<InvoiceRecord> BillingService::CreateInvoice(const Principal& p, const In
                                 "); issued invoices never change");
     }
     UW_ASSIGN_OR_RETURN(PlanRecord plan, ReadPlan(assigned[0].Str("plan")));
-    UW_ASSIGN_OR_RETURN(std::vector<metering::Record> records,
-                        ReadUsage(store_, r.tenant, kHourMs, r.from_ms, r.to_ms));
+    UW_ASSIGN_OR_RETURN(std::vector<metering::Record> records, ReadUsage(store_, r.tenant, span, r.from_ms, r.to_ms));
     UW_ASSIGN_OR_RETURN(metering::Invoice invoice, metering::PriceUsage(plan.plan, records));
     UW_RETURN_IF_ERROR(metering::CheckInvoice(invoice));
     std::map<lease::LeaseClass, int64_t> by_class;

@@ -3,13 +3,14 @@
 // adjustments as records of their own.
 //
 //   PUT price plan ──▶ price_plans (version + 1 on each change)      tenant_plans: tenant ─▶ plan
-//   POST invoice {tenant, from, to} ──▶ hour records of the tenant ──PriceUsage(its plan)──▶ invoice
+//   POST invoice {tenant, from, to} ──▶ hour (or minute) records of the tenant ──PriceUsage(its plan)──▶ invoice
 //                                        + lines (each naming the records it was priced from)
 //   POST adjustment ──▶ invoice_adjustments (a credit or a signed adjustment; the balance moves)
 //
 // An issued invoice keeps the prices it was issued at (its lines and a copy of the plan) and never
 // changes: the store's triggers refuse an UPDATE or DELETE of invoices, lines and adjustments.
-// Invoices of one tenant never overlap; one is issued only for whole hours that are rolled up.
+// Invoices of one tenant never overlap; one is issued only for whole hours that are rolled up, or
+// whole minutes that are recorded (a period not on the hour, priced from minute records).
 #pragma once
 
 #include <string>

@@ -152,6 +152,21 @@ TEST_F(BillingTest, AnInvoiceIsTheTenantsHoursAtItsPlansPricesAndKeepsThem) {
   ASSERT_EQ(Send("PUT", "/api/v1/price-plans/other", Plan(), testing::kAdmin), 200);
   EXPECT_EQ(Send("DELETE", "/api/v1/price-plans/other", nullptr, testing::kAdmin), 200);
   EXPECT_EQ(Send("GET", "/api/v1/price-plans/other", nullptr, testing::kAdmin), 404);
+
+  // A period not on the hour is priced from minute records, once its minutes are recorded.
+  const Json minutes = {{"tenant", "acme"}, {"from", h.end}, {"to", h.end + 2 * kMinuteMs}};
+  EXPECT_EQ(Send("POST", "/api/v1/invoices", minutes, testing::kAdmin, &err), 409);
+  EXPECT_NE(err.dump().find("recorded by the minute through"), std::string::npos) << err.dump();
+  AdvanceTo(h.end + 2 * kMinuteMs + 6'000);
+  Pass();
+  Json by_minute;
+  ASSERT_EQ(Send("POST", "/api/v1/invoices", minutes, testing::kAdmin, &by_minute), 201) << by_minute.dump();
+  EXPECT_EQ(by_minute["records"], 2);  // web's two minute records
+  ASSERT_EQ(by_minute["lines"].size(), 1u) << by_minute.dump();
+  EXPECT_EQ(by_minute["lines"][0]["quantity"], 2 * 2 * kMinuteMs);
+  EXPECT_EQ(by_minute["lines"][0]["records"], 2);
+  EXPECT_EQ(by_minute["total_minor"], 2 * 2 * 2);  // plan version 2: two cents a vCPU-minute
+  EXPECT_NE(by_minute["usage"].get<std::string>().find("span=minute"), std::string::npos) << by_minute.dump();
 }
 
 TEST_F(BillingTest, TenantsReadTheirOwnBillingReadersEveryonesAndNothingElse) {
@@ -241,7 +256,9 @@ TEST_F(BillingTest, BadPlansAndPeriodsAreClear4xxsAndNothingIsIssued) {
   ASSERT_EQ(Send("PUT", "/api/v1/tenant-plans/acme", {{"plan", "std"}}, testing::kAdmin), 200);
   const std::vector<std::pair<Json, std::string>> bad_periods = {
       {{{"tenant", "acme"}, {"from", h.end}, {"to", h.start}}, "ends at or before its start"},
-      {{{"tenant", "acme"}, {"from", h.start + 1}, {"to", h.end}}, "not on the hour"},
+      {{{"tenant", "acme"}, {"from", h.start + 1}, {"to", h.end}}, "not on the minute"},
+      {{{"tenant", "acme"}, {"from", h.start - 49 * kHourMs + kMinuteMs}, {"to", h.start - 48 * kHourMs}},
+       "minute records, kept for 48 hours"},
       {{{"tenant", "acme"}, {"from", "yesterday"}, {"to", h.end}}, "from"},
       {{{"tenant", "acme"}, {"to", h.end}}, "from"},
       {{{"tenant", "acme"}, {"from", 0}, {"to", 400LL * 86'400'000}}, "at most 366 days"},
