@@ -58,6 +58,7 @@ Result<std::vector<HostTable::Usage::Sample>> ParseSamples(const JsonView& stats
         UW_ASSIGN_OR_RETURN(*field, g.NonNegativeInt(key, 0));
         if (*field > kMaxCounted) return g.FieldError(key, "expected 0..2^50");
       }
+      UW_ASSIGN_OR_RETURN(u.baseline, g.Bool("baseline", false));
       sample.guests[gname] = u;
     }
     out.push_back(std::move(sample));

@@ -123,8 +123,9 @@ Status HostTable::RecordHeartbeat(std::string_view name, int64_t now, const Usag
     for (const auto& [g, u] : s.guests) {
       UW_RETURN_IF_ERROR(store_.Exec(
           "INSERT OR IGNORE INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib, cpu_us, net_bytes, "
-          "disk_bytes, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-          {s.at_ms, host, g, u.cpu_cores, u.memory_mib, u.cpu_us, u.net_bytes, u.disk_bytes, s.seq}));
+          "disk_bytes, seq, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          {s.at_ms, host, g, u.cpu_cores, u.memory_mib, u.cpu_us, u.net_bytes, u.disk_bytes, s.seq,
+           int64_t{u.baseline}}));
     }
   }
   if (newest >= 0) {

@@ -51,6 +51,7 @@ class HostTable {
       double cpu_cores = 0;
       int64_t memory_mib = -1;
       int64_t cpu_us = 0, net_bytes = 0, disk_bytes = 0;  // since the guest's previous sample
+      bool baseline = false;  // the guest's first sample since its agent (re)started counting
     };
     struct Sample {
       int64_t seq = 0;

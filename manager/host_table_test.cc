@@ -84,7 +84,7 @@ TEST_F(HostTableTest, OverdueHostsDisconnectOnceAndAHeartbeatReconnectsThem) {
   EXPECT_FALSE(second);  // already disconnected: no second event
   EXPECT_TRUE(hosts_->OverdueSince(3000)->empty());
 
-  HostTable::Usage usage{1.5, 512, {}};
+  HostTable::Usage usage{1.5, 512, {}, {}};
   ASSERT_TRUE(hosts_->RecordHeartbeat("h1", 6000, usage).ok());
   auto h1 = hosts_->Get("h1");
   ASSERT_TRUE(h1.ok());

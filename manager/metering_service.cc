@@ -36,6 +36,8 @@ std::string Columns() {
   return out;
 }
 
+std::string Rfc3339(int64_t ms) { return FormatRfc3339(TimePoint(std::chrono::milliseconds(ms))); }
+
 Record RecordOf(const SqlRow& r) {
   Record rec;
   rec.guest = r.Str("guest");
@@ -128,6 +130,51 @@ Status MeteringService::Pass() {
                      {kMinuteMs, KeptFrom(kHourMs) - kDayMs});
 }
 
+// The part of a minute with samples that no sample counted, from the agent's numbered samples:
+//  - before a baseline (its agent started counting again, what it had counted lost: an agent
+//    killed and started again), back to the guest's previous sample if that came from the same host;
+//  - after the minute's last sample, when that host delivered nothing past the minute's end (its
+//    agent is down or silent) or the guest's next sample is a baseline from the same host.
+// A guest that moved is counted by its other host meanwhile: not a gap. Either part is recorded as
+// a gap with its cause; what was counted stays as counted.
+Status MeteringService::UncountedPart(const SqlRow& r, int64_t start_ms, metering::Record& rec) {
+  const int64_t end_ms = start_ms + kMinuteMs;
+  auto sample = [&](const char* where, int64_t at) -> Result<std::optional<SqlRow>> {
+    UW_ASSIGN_OR_RETURN(auto rows, store_.Query(std::string("SELECT s.at_ms, s.host, s.baseline, h.samples_at_ms FROM "
+                                                            "usage_samples s LEFT JOIN hosts h ON h.name = s.host "
+                                                            "WHERE s.guest = ? AND ") +
+                                                    where + " LIMIT 1",
+                                                {rec.guest, at}));
+    return rows.empty() ? std::nullopt : std::optional<SqlRow>(rows[0]);
+  };
+  int64_t head = 0, tail = 0;
+  std::string cause;
+  if (!r.IsNull("base_at")) {
+    const int64_t base_at = r.Int("base_at");
+    UW_ASSIGN_OR_RETURN(auto base, sample("s.at_ms = ? AND s.baseline <> 0", base_at));
+    UW_ASSIGN_OR_RETURN(auto prev, sample("s.at_ms < ? ORDER BY s.at_ms DESC", base_at));
+    if (base && prev && prev->Str("host") == base->Str("host")) {
+      head = base_at - std::max(start_ms, prev->Int("at_ms"));
+      cause = "the agent on host " + base->Str("host") + " started counting again at " + Rfc3339(base_at) +
+              " (what it counted after " + Rfc3339(prev->Int("at_ms")) + " was lost with it)";
+    }
+  }
+  UW_ASSIGN_OR_RETURN(auto last, sample("s.at_ms = ? ORDER BY s.baseline", r.Int("last_at")));
+  UW_ASSIGN_OR_RETURN(auto next, sample("s.at_ms >= ? ORDER BY s.at_ms", end_ms));
+  if (last) {
+    const bool silent = !last->IsNull("samples_at_ms") && last->Int("samples_at_ms") < end_ms;
+    const bool restarted = next && next->Int("baseline") != 0 && next->Str("host") == last->Str("host");
+    if (silent || restarted) {
+      tail = end_ms - last->Int("at_ms");
+      cause += std::string(cause.empty() ? "" : "; ") + "no samples from host " + last->Str("host") + " after " +
+               Rfc3339(last->Int("at_ms")) + (restarted ? " until its agent started counting again" : "");
+    }
+  }
+  rec.gap_ms = std::clamp<int64_t>(head + tail, 0, kMinuteMs);
+  if (rec.gap_ms > 0) rec.gap_cause = cause;
+  return Status::Ok();
+}
+
 Status MeteringService::RecordMinute(int64_t start_ms) {
   const int64_t end_ms = start_ms + kMinuteMs;
   return store_.Transact([&]() -> Status {
@@ -138,13 +185,14 @@ Status MeteringService::RecordMinute(int64_t start_ms) {
         auto rows,
         store_.Query(
             "SELECT l.guest, l.tenant, l.class, l.vcpus, l.memory_mib, g.host, COALESCE(s.n, 0) AS n, s.cpu, s.mem, "
-            "s.cpu_us, COALESCE(s.net, 0) AS net, COALESCE(s.disk_bytes, 0) AS disk_bytes, (SELECT "
-            "COALESCE(SUM(size_gib), 0) FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l LEFT JOIN "
-            "guests g ON g.name = l.guest LEFT JOIN (SELECT guest, COUNT(*) AS n, AVG(cpu_cores) AS cpu, "
-            "AVG(CASE WHEN memory_mib >= 0 THEN memory_mib END) AS mem, SUM(cpu_us) AS cpu_us, SUM(net_bytes) AS "
-            "net, SUM(disk_bytes) AS disk_bytes FROM usage_samples WHERE at_ms >= ?1 AND at_ms < ?2 AND guest IS "
-            "NOT NULL GROUP BY guest) s ON s.guest = l.guest WHERE l.state IN ('active', 'extending', 'closing') "
-            "ORDER BY l.guest",
+            "s.cpu_us, COALESCE(s.net, 0) AS net, COALESCE(s.disk_bytes, 0) AS disk_bytes, s.last_at, s.base_at, "
+            "(SELECT COALESCE(SUM(size_gib), 0) FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l "
+            "LEFT JOIN guests g ON g.name = l.guest LEFT JOIN (SELECT guest, COUNT(*) AS n, AVG(cpu_cores) AS cpu, "
+            "AVG(CASE WHEN "
+            "memory_mib >= 0 THEN memory_mib END) AS mem, SUM(cpu_us) AS cpu_us, SUM(net_bytes) AS net, "
+            "SUM(disk_bytes) AS disk_bytes, MAX(at_ms) AS last_at, MAX(CASE WHEN baseline <> 0 THEN at_ms END) AS "
+            "base_at FROM usage_samples WHERE at_ms >= ?1 AND at_ms < ?2 AND guest IS NOT NULL GROUP BY guest) s ON "
+            "s.guest = l.guest WHERE l.state IN ('active', 'extending', 'closing') ORDER BY l.guest",
             {start_ms, end_ms}));
     for (const SqlRow& r : rows) {
       Record rec;
@@ -166,6 +214,7 @@ Status MeteringService::RecordMinute(int64_t start_ms) {
         rec[Meter::kNetBytes] = r.Int("net");
         rec[Meter::kDiskBytes] = r.Int("disk_bytes");
         rec[Meter::kMemoryUsed] = r.IsNull("mem") ? 0 : std::llround(r.Real("mem") * 60.0);
+        UW_RETURN_IF_ERROR(UncountedPart(r, start_ms, rec));
       }
       UW_RETURN_IF_ERROR(Insert(store_, rec));
     }

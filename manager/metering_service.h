@@ -61,6 +61,7 @@ class MeteringService {
   int64_t NowMs() const;
   Result<std::optional<int64_t>> Watermark(const std::string& key);
   Status SetWatermark(const std::string& key, int64_t at);
+  Status UncountedPart(const SqlRow& r, int64_t start_ms, metering::Record& rec);
   Status RecordMinute(int64_t start_ms);
   Status RollUp(const std::string& key, int64_t span_ms, int64_t finer_ms, int64_t through_ms);
   Result<std::vector<metering::Record>> Read(int64_t span_ms, int64_t from_ms, int64_t to_ms);

@@ -212,6 +212,11 @@ TEST_F(MeteringTest, NumberedSamplesCountOnceAndAMinuteWaitsForThem) {
   AdvanceTo(m + 2 * kMinuteMs + 31'000);
   Pass();
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM usage_records WHERE span_ms = 60000"), 2);
+  // Its samples stopped at m+61 s: the rest of that minute was not counted, and says so.
+  const Json stalled = Usage("span=minute&from=" + std::to_string(m + kMinuteMs))["usage"][0];
+  EXPECT_EQ(stalled["gap_ms"], 59'000) << stalled.dump();
+  EXPECT_EQ(stalled["vcpu_used_ms"], 1'000);
+  EXPECT_EQ(stalled["gap_cause"].get<std::string>().rfind("no samples from host h1 after ", 0), 0u) << stalled.dump();
   // Samples that are not numbered, timed or counted right are refused, naming the field.
   for (const auto& [bad, field] :
        std::vector<std::pair<Json, std::string>>{{sample(0, m, 0, 0, 0), "seq"},
@@ -225,6 +230,55 @@ TEST_F(MeteringTest, NumberedSamplesCountOnceAndAMinuteWaitsForThem) {
   Json bad_time = sample(5, m, 0, 0, 0);
   bad_time["sampled_at"] = "yesterday";
   EXPECT_EQ(beat(Json::array({bad_time})), 400);
+}
+
+// An agent killed and started again: what it counted and had not delivered is lost, and so is its
+// counters' baseline. Its guest's minutes hold what was counted; the rest is a gap with its cause.
+TEST_F(MeteringTest, AnAgentStartedAgainLeavesWhatItLostAsAGap) {
+  StartManager();
+  AddHost("h1");
+  Create("m1", Json::object());
+  const int64_t m = FirstMinute();
+  auto sample = [&](int64_t seq, int64_t at, int64_t cpu_ms, bool baseline = false) {
+    Json g = {{"name", "m1"}, {"cpu_cores", 1.0}, {"cpu_us", cpu_ms * 1000}};
+    if (baseline) g["baseline"] = true;
+    return Json{{"seq", seq},
+                {"sampled_at", FormatRfc3339(TimePoint(std::chrono::milliseconds(at)))},
+                {"guests", Json::array({g})}};
+  };
+  auto beat = [&](const Json& samples) {
+    Json hb = cluster_.HeartbeatBody("h1");
+    hb["stats"] = {{"samples", samples}};
+    auto r = Client(host_tokens_["h1"])
+                 .Do("POST", "/api/v1/hosts/h1/heartbeat", hb.dump(), {{"Content-Type", "application/json"}});
+    return r.ok() ? r->status : -1;
+  };
+  AdvanceTo(m + 30'000);
+  ASSERT_EQ(beat(Json::array({sample(1, m + 10'000, 10'000), sample(2, m + 30'000, 20'000)})), 200);
+  // Killed after m+30 s; started again, it numbers from 1 and its first sample is a baseline.
+  AdvanceTo(m + 125'000);
+  ASSERT_EQ(beat(Json::array(
+                {sample(1, m + 75'000, 0, true), sample(2, m + 90'000, 15'000), sample(3, m + 125'000, 35'000)})),
+            200);
+  AdvanceTo(m + 127'000);
+  Pass();
+  const Json minutes = Usage("span=minute&from=" + std::to_string(m))["usage"];
+  ASSERT_EQ(minutes.size(), 2u) << minutes.dump();
+  // m: counted through m+30 s; the next sample is the new agent's baseline.
+  EXPECT_EQ(minutes[0]["vcpu_used_ms"], 30'000);
+  EXPECT_EQ(minutes[0]["gap_ms"], 30'000);
+  EXPECT_NE(minutes[0]["gap_cause"].get<std::string>().find("until its agent started counting again"),
+            std::string::npos)
+      << minutes[0].dump();
+  // m+1: nothing counted before the baseline at m+75 s.
+  EXPECT_EQ(minutes[1]["vcpu_used_ms"], 15'000);
+  EXPECT_EQ(minutes[1]["gap_ms"], 15'000);
+  EXPECT_NE(minutes[1]["gap_cause"].get<std::string>().find("the agent on host h1 started counting again"),
+            std::string::npos)
+      << minutes[1].dump();
+  auto verify = Client().Call("GET", "/api/v1/usage/verify?from=" + std::to_string(m));
+  ASSERT_TRUE(verify.ok()) << verify.status().ToString();
+  EXPECT_EQ((*verify)["ok"], true) << verify->dump();
 }
 
 TEST_F(MeteringTest, BadUsageQueriesAreClear400s) {

@@ -515,6 +515,11 @@ DELETE FROM usage_samples WHERE guest IS NOT NULL AND id NOT IN
   (SELECT MIN(id) FROM usage_samples WHERE guest IS NOT NULL GROUP BY host, guest, at_ms);
 CREATE UNIQUE INDEX usage_samples_once ON usage_samples(host, guest, at_ms) WHERE guest IS NOT NULL;
 )sql",
+    // 14 -> 15: a guest's first numbered sample since its agent started counting (a baseline: it
+    // counts nothing). Metering records what was not counted before it as a gap.
+    R"sql(
+ALTER TABLE usage_samples ADD COLUMN baseline INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

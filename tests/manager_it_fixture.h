@@ -107,20 +107,29 @@ class ManagerIntegrationTest : public ::testing::Test {
     for (auto& l : *links_) l->Stop();
     links_->clear();
     for (size_t i = 0; i < testbed_->hosts.size(); ++i) {
-      const auto& h = testbed_->hosts[i];
-      ASSERT_FALSE(h.agent_url.empty()) << "the test bed runs no agents (start it with --agent)";
-      vmm::ManagerLinkOptions o;
-      o.manager_url = "http://127.0.0.1:" + std::to_string(port_);
-      o.join_token = kJoin;
-      o.host_name = h.name;
-      o.agent_url = h.agent_url;
-      o.agent_token = h.agent_token;
-      o.heartbeat_interval_ms = 500;
-      api::HttpClient agent = testbed_->Agent(i);
-      links_->push_back(std::make_unique<vmm::ManagerLink>(
-          o, [agent](std::string_view path) { return agent.Call("GET", std::string(path)); }));
+      ASSERT_FALSE(testbed_->hosts[i].agent_url.empty()) << "the test bed runs no agents (start it with --agent)";
+      links_->push_back(MakeLink(i));
       links_->back()->Start();
     }
+  }
+  // Host i's link alone, started again: what it had not delivered is lost, as with a killed agent.
+  static void RestartLink(size_t i) {
+    links_->at(i)->Stop();
+    links_->at(i) = MakeLink(i);
+    links_->at(i)->Start();
+  }
+  static std::unique_ptr<vmm::ManagerLink> MakeLink(size_t i) {
+    const auto& h = testbed_->hosts[i];
+    vmm::ManagerLinkOptions o;
+    o.manager_url = "http://127.0.0.1:" + std::to_string(port_);
+    o.join_token = kJoin;
+    o.host_name = h.name;
+    o.agent_url = h.agent_url;
+    o.agent_token = h.agent_token;
+    o.heartbeat_interval_ms = 500;
+    api::HttpClient agent = testbed_->Agent(i);
+    return std::make_unique<vmm::ManagerLink>(
+        o, [agent](std::string_view path) { return agent.Call("GET", std::string(path)); });
   }
   static void StartManagerProcess() {
     const char* bin = std::getenv("UW_MANAGER_BIN");

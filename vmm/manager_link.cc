@@ -101,6 +101,9 @@ void SampleBook::Add(const Json& stats) {
     one["cpu_us"] = prev == last_.end() ? 0 : Delta(c.cpu_ns, prev->second.cpu_ns) / 1000;
     one["net_bytes"] = prev == last_.end() ? 0 : Delta(c.net, prev->second.net);
     one["disk_bytes"] = prev == last_.end() ? 0 : Delta(c.disk, prev->second.disk);
+    // The first sample of a guest counts nothing: its counters are where counting starts (a new
+    // guest, a guest that arrived, or this agent started again and what it had counted is gone).
+    if (prev == last_.end()) one["baseline"] = true;
     if (prev != last_.end()) c.cpu_ns -= Delta(c.cpu_ns, prev->second.cpu_ns) % 1000;  // carry the sub-µs rest
     next[name] = c;
     guests.push_back(std::move(one));

@@ -246,8 +246,10 @@ TEST(SampleBookTest, NumbersEachSampleOnceKeepsItUntilAckedAndCountsDeltas) {
   const Json& first = all[0]["guests"][0];
   EXPECT_EQ(first["cpu_us"], 0);  // nothing before a guest's first sample
   EXPECT_EQ(first["net_bytes"], 0);
+  EXPECT_EQ(first["baseline"], true);  // where counting starts: the manager records what came before as a gap
   EXPECT_FALSE(first.contains("channels"));
   const Json& second = all[1]["guests"][0];
+  EXPECT_FALSE(second.contains("baseline"));
   EXPECT_EQ(second["cpu_us"], 500'000);
   EXPECT_EQ(second["net_bytes"], 200);
   EXPECT_EQ(second["disk_bytes"], 4096);
