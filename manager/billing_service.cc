@@ -424,15 +424,18 @@ Result<InvoiceRecord> BillingService::CreateInvoice(const Principal& p, const In
                                 "); issued invoices never change");
     }
     UW_ASSIGN_OR_RETURN(PlanRecord plan, ReadPlan(assigned[0].Str("plan")));
-    UW_ASSIGN_OR_RETURN(std::vector<metering::Record> records, ReadUsage(store_, r.tenant, span, r.from_ms, r.to_ms));
-    UW_ASSIGN_OR_RETURN(metering::Invoice invoice, metering::PriceUsage(plan.plan, records));
-    UW_RETURN_IF_ERROR(metering::CheckInvoice(invoice));
+    UW_ASSIGN_OR_RETURN(std::vector<ClassUsage> usage, SumUsage(store_, r.tenant, span, r.from_ms, r.to_ms));
+    std::vector<metering::Record> sums;
     std::map<lease::LeaseClass, int64_t> by_class;
-    int64_t gap_ms = 0;
-    for (const metering::Record& rec : records) {
-      ++by_class[rec.lease_class];
-      gap_ms += rec.gap_ms;
+    int64_t records = 0, gap_ms = 0;
+    for (const ClassUsage& u : usage) {
+      sums.push_back(u.sum);
+      by_class[u.sum.lease_class] = u.records;
+      records += u.records;
+      gap_ms += u.gap_ms;
     }
+    UW_ASSIGN_OR_RETURN(metering::Invoice invoice, metering::PriceUsage(plan.plan, sums));
+    UW_RETURN_IF_ERROR(metering::CheckInvoice(invoice));
     UW_ASSIGN_OR_RETURN(SqlRow seq, store_.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM invoices", {}, "seq"));
     char buf[32];
     std::snprintf(buf, sizeof buf, "inv-%08lld", static_cast<long long>(seq.Int("n")));
@@ -441,7 +444,7 @@ Result<InvoiceRecord> BillingService::CreateInvoice(const Principal& p, const In
         "INSERT INTO invoices(id, seq, tenant, from_ms, to_ms, plan, plan_version, plan_json, currency, "
         "total_minor, records, gap_ms, issued_ms, issued_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         {id, seq.Int("n"), r.tenant, r.from_ms, r.to_ms, plan.plan.name, plan.version, PricesJson(plan.plan).dump(),
-         invoice.currency, invoice.total_minor, static_cast<int64_t>(records.size()), gap_ms, now, p.token_id}));
+         invoice.currency, invoice.total_minor, records, gap_ms, now, p.token_id}));
     for (size_t i = 0; i < invoice.lines.size(); ++i) {
       const metering::InvoiceLine& l = invoice.lines[i];
       UW_RETURN_IF_ERROR(store_.Exec(

@@ -236,10 +236,6 @@ Status MeteringService::RollUp(const std::string& key, int64_t span_ms, int64_t 
   return Status::Ok();
 }
 
-Result<std::vector<Record>> MeteringService::Read(int64_t span_ms, int64_t from_ms, int64_t to_ms) {
-  return ReadUsage(store_, "", span_ms, from_ms, to_ms);
-}
-
 Result<Page<Record>> MeteringService::List(const Principal& p, const UsageQuery& q) {
   if (q.span_ms != kMinuteMs && q.span_ms != kHourMs && q.span_ms != kDayMs) {
     return InvalidArgumentError("span: expected minute, hour or day");
@@ -357,21 +353,40 @@ Result<Json> MeteringService::Verify(const Principal& p, int64_t from_ms, int64_
   return Json{{"ok", problems.empty()}, {"checked", checked}, {"problems", problems}};
 }
 
-Result<std::vector<Record>> ReadUsage(Store& store, const std::string& tenant, int64_t span_ms, int64_t from_ms,
-                                      int64_t to_ms) {
-  std::vector<SqlValue> args = {span_ms, from_ms, to_ms};
-  if (!tenant.empty()) args.emplace_back(tenant);
-  UW_ASSIGN_OR_RETURN(
-      auto rows, store.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, "
-                             "gap_cause, sources" +
-                                 Columns() +
-                                 " FROM usage_records WHERE span_ms = ? AND start_ms >= ? AND "
-                                 "start_ms < ?" +
-                                 (tenant.empty() ? "" : " AND tenant = ?") + " ORDER BY guest, lease_class, start_ms",
-                             args));
+Result<std::vector<Record>> MeteringService::Read(int64_t span_ms, int64_t from_ms, int64_t to_ms) {
+  UW_ASSIGN_OR_RETURN(auto rows,
+                      store_.Query("SELECT guest, tenant, lease_class, span_ms, start_ms, gap_ms, gap_cause, "
+                                   "sources" +
+                                       Columns() +
+                                       " FROM usage_records WHERE span_ms = ? AND start_ms >= ? AND "
+                                       "start_ms < ? ORDER BY guest, lease_class, start_ms",
+                                   {span_ms, from_ms, to_ms}));
   std::vector<Record> out;
   out.reserve(rows.size());
   for (const SqlRow& r : rows) out.push_back(RecordOf(r));
+  return out;
+}
+
+Result<std::vector<ClassUsage>> SumUsage(Store& store, const std::string& tenant, int64_t span_ms, int64_t from_ms,
+                                         int64_t to_ms) {
+  std::string sums;
+  for (const char* c : kColumns) sums += std::string(", SUM(") + c + ") AS " + c;
+  UW_ASSIGN_OR_RETURN(auto rows, store.Query("SELECT lease_class, COUNT(*) AS n, SUM(gap_ms) AS gap_ms" + sums +
+                                                 " FROM usage_records WHERE tenant = ? AND span_ms = ? AND start_ms "
+                                                 ">= ? AND start_ms < ? GROUP BY lease_class ORDER BY lease_class",
+                                             {tenant, span_ms, from_ms, to_ms}));
+  std::vector<ClassUsage> out;
+  for (const SqlRow& r : rows) {
+    ClassUsage u;
+    u.sum.tenant = tenant;
+    UW_ASSIGN_OR_RETURN(u.sum.lease_class, lease::ParseLeaseClass(r.Str("lease_class")));
+    u.sum.start_ms = from_ms;
+    u.sum.span_ms = span_ms;
+    for (size_t i = 0; i < metering::kMeters; ++i) u.sum.amount[i] = r.Int(kColumns[i]);
+    u.records = r.Int("n");
+    u.gap_ms = r.Int("gap_ms");
+    out.push_back(std::move(u));
+  }
   return out;
 }
 

@@ -73,10 +73,16 @@ class MeteringService {
   std::mutex pass_mu_;
 };
 
-// The records of `span_ms` that start in [from_ms, to_ms) (a tenant's, or with "" everyone's), by
-// guest, class and start.
-Result<std::vector<metering::Record>> ReadUsage(Store& store, const std::string& tenant, int64_t span_ms,
-                                                int64_t from_ms, int64_t to_ms);
+// A tenant's records of `span_ms` that start in [from_ms, to_ms), summed per lease class by the
+// store (a year of a large tenant is millions of records; this holds one per class): `sum` has the
+// amounts (and the period's first span), `records` how many were summed, `gap_ms` their gaps.
+struct ClassUsage {
+  metering::Record sum;
+  int64_t records = 0;
+  int64_t gap_ms = 0;
+};
+Result<std::vector<ClassUsage>> SumUsage(Store& store, const std::string& tenant, int64_t span_ms, int64_t from_ms,
+                                         int64_t to_ms);
 
 // One record as the API shows it, with `guest` as `p` knows it; and the CSV of a page.
 Json UsageRecordJson(const metering::Record& r, const Principal& p);
