@@ -112,7 +112,7 @@ class ManagerIntegrationTest : public ::testing::Test {
       links_->back()->Start();
     }
   }
-  // Host i's link alone, started again: what it had not delivered is lost, as with a killed agent.
+  // Host i's link alone, started again as a killed agent's: with the samples it kept, not its counters.
   static void RestartLink(size_t i) {
     links_->at(i)->Stop();
     links_->at(i) = MakeLink(i);
@@ -127,6 +127,7 @@ class ManagerIntegrationTest : public ::testing::Test {
     o.agent_url = h.agent_url;
     o.agent_token = h.agent_token;
     o.heartbeat_interval_ms = 500;
+    o.samples_path = (*dir_ / ("samples-" + h.name + ".log")).string();  // as an agent keeps it
     api::HttpClient agent = testbed_->Agent(i);
     return std::make_unique<vmm::ManagerLink>(
         o, [agent](std::string_view path) { return agent.Call("GET", std::string(path)); });

@@ -127,6 +127,7 @@ int Main(int argc, char** argv) {
                        : "http://" + config->listen_address + ":" + std::to_string(agent.port());
     lo.agent_token = config->token;
     lo.heartbeat_interval_ms = config->heartbeat_interval_ms;
+    lo.samples_path = config->state_dir + "/samples.log";
     link = std::make_unique<uw::vmm::ManagerLink>(lo, uw::vmm::RouterSource(agent.router(), config->token));
     link->Start();
   }

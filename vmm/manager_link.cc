@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 namespace uw::vmm {
 namespace {
@@ -27,7 +29,13 @@ ManagerLink::ManagerLink(ManagerLinkOptions options, AgentSource source)
     : options_(std::move(options)),
       source_(std::move(source)),
       client_(api::ClientOptions{options_.manager_url, "", options_.request_timeout_ms, 3000}),
-      interval_ms_(options_.heartbeat_interval_ms) {}
+      interval_ms_(options_.heartbeat_interval_ms) {
+  if (!options_.samples_path.empty()) {
+    if (Status s = samples_.Open(options_.samples_path); !s.ok()) {
+      spdlog::warn("{}; numbered samples are kept in memory only", s.ToString());
+    }
+  }
+}
 
 ManagerLink::~ManagerLink() { Stop(); }
 
@@ -84,6 +92,79 @@ uint64_t Counter(const Json& g, const char* key) {
 
 }  // namespace
 
+SampleBook::~SampleBook() {
+  if (log_) std::fclose(log_);
+}
+
+Status SampleBook::Open(const std::string& path) {
+  {
+    std::ifstream in(path);
+    int64_t acked = 0;
+    for (std::string line; in && std::getline(in, line);) {
+      Json j = Json::parse(line, nullptr, false);
+      if (!j.is_object()) break;  // a line cut short by a kill: what follows it cannot be trusted
+      if (auto ack = j.find("ack"); ack != j.end() && ack->is_number_integer()) {
+        acked = std::max(acked, ack->get<int64_t>());
+      } else if (auto seq = j.find("seq"); seq != j.end() && seq->is_number_integer()) {
+        next_seq_ = std::max(next_seq_, seq->get<int64_t>() + 1);
+        if (seq->get<int64_t>() > acked) {
+          pending_.push_back({seq->get<int64_t>(), line});
+          pending_bytes_ += line.size();
+        }
+      } else if (auto next = j.find("next_seq"); next != j.end() && next->is_number_integer()) {
+        next_seq_ = std::max(next_seq_, next->get<int64_t>());
+      }
+    }
+    Ack(acked);
+    while (pending_.size() > 1 && (pending_.size() > kMaxPending || pending_bytes_ > kMaxPendingBytes)) {
+      pending_bytes_ -= pending_.front().json.size();
+      pending_.pop_front();
+      ++dropped_;
+    }
+    if (!pending_.empty()) newest_ = pending_.back().json;
+  }
+  path_ = path;
+  Compact();
+  if (!log_) return UnavailableError("samples log " + path + ": cannot be written");
+  return Status::Ok();
+}
+
+void SampleBook::Log(const std::string& line) {
+  if (!log_) return;
+  if (std::fwrite(line.data(), 1, line.size(), log_) != line.size() || std::fputc('\n', log_) == EOF ||
+      std::fflush(log_) != 0) {
+    spdlog::warn("samples log {}: write failed; samples are kept in memory only", path_);
+    std::fclose(log_);
+    log_ = nullptr;
+    return;
+  }
+  log_bytes_ += line.size() + 1;
+}
+
+void SampleBook::Compact() {
+  if (path_.empty()) return;
+  if (log_) std::fclose(log_);
+  log_ = nullptr;
+  const std::string tmp = path_ + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << Json{{"next_seq", next_seq_}}.dump() << '\n';
+    for (const Sample& s : pending_) out << s.json << '\n';
+    if (!out.flush()) {
+      spdlog::warn("samples log {}: cannot be written; samples are kept in memory only", tmp);
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path_, ec);
+  if (ec) {
+    spdlog::warn("samples log {}: {}; samples are kept in memory only", path_, ec.message());
+    return;
+  }
+  log_ = std::fopen(path_.c_str(), "a");
+  log_bytes_ = pending_bytes_ + pending_.size() + 32;
+}
+
 void SampleBook::Add(const Json& stats) {
   if (!stats.is_object() || !stats.contains("sampled_at") || !stats["sampled_at"].is_string()) return;
   const std::string at = stats["sampled_at"].get<std::string>();
@@ -118,6 +199,8 @@ void SampleBook::Add(const Json& stats) {
     pending_.pop_front();
     ++dropped_;
   }
+  Log(newest_);
+  if (log_ && log_bytes_ > 2 * pending_bytes_ + (size_t{1} << 20)) Compact();  // dropped ones pile up
 }
 
 Json SampleBook::Pending(size_t budget) const {
@@ -133,9 +216,16 @@ Json SampleBook::Pending(size_t budget) const {
 }
 
 void SampleBook::Ack(int64_t seq) {
+  const size_t before = pending_.size();
   while (!pending_.empty() && pending_.front().seq <= seq) {
     pending_bytes_ -= pending_.front().json.size();
     pending_.pop_front();
+  }
+  if (!log_ || pending_.size() == before) return;
+  if (pending_.empty() || log_bytes_ > 2 * pending_bytes_ + (size_t{1} << 20)) {
+    Compact();
+  } else {
+    Log(Json{{"ack", seq}}.dump());
   }
 }
 

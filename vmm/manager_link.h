@@ -11,6 +11,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <map>
@@ -33,6 +34,9 @@ struct ManagerLinkOptions {
   std::string agent_token;           // the bearer token the manager must present to the agent
   int heartbeat_interval_ms = 2000;  // until the manager says otherwise on join
   int request_timeout_ms = 10000;
+  // Where the numbered samples are kept until the manager stored them (SampleBook::Open); empty:
+  // in memory only.
+  std::string samples_path;
 };
 
 // Answers GET `path` of the agent API ("/api/v1/host", "/api/v1/stats", "/api/v1/guests").
@@ -59,8 +63,21 @@ Json HeartbeatBody(const Json& stats, const Json& guests, const Json& samples = 
 // counters counted since the guest's previous numbered sample: 0 in a guest's first (after its
 // start, its arrival on the host or the agent's restart), and a counter that went back (the guest
 // restarted) counts from 0. Not thread-safe: ManagerLink guards it.
+//
+// Opened on a file, the book also keeps its pending samples there: an append-only log of a line
+// per sample and {"ack": N} lines, rewritten when mostly acknowledged. An agent killed (-9) and
+// started again delivers what it had taken and not delivered, and numbers on from there. Its
+// counters are not kept: each guest's next sample is a baseline, and the manager records the time
+// the agent was down as a gap.
 class SampleBook {
  public:
+  SampleBook() = default;
+  ~SampleBook();
+  SampleBook(const SampleBook&) = delete;
+  SampleBook& operator=(const SampleBook&) = delete;
+  // Loads the samples `path` kept (if it exists) and keeps them there from now on. An unreadable
+  // line ends the log (a write the agent did not finish); an error says which file and why.
+  Status Open(const std::string& path);
   // 15 minutes at the agent's 1 s sampling, or 64 MiB of samples (7 minutes of a host with 1,024
   // guests); then the oldest go.
   static constexpr size_t kMaxPending = 900;
@@ -90,6 +107,11 @@ class SampleBook {
   int64_t next_seq_ = 1;
   int64_t dropped_ = 0;
   std::string last_sampled_at_;
+  void Log(const std::string& line);
+  void Compact();  // the log rewritten as the pending samples alone
+  std::string path_;
+  std::FILE* log_ = nullptr;
+  size_t log_bytes_ = 0;
 };
 
 // An AgentSource that dispatches on an agent's router in-process, with its token.

@@ -1,9 +1,12 @@
 #include "vmm/manager_link.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 
 #include "vmm/agent.h"
 
@@ -274,6 +277,59 @@ TEST(SampleBookTest, NumbersEachSampleOnceKeepsItUntilAckedAndCountsDeltas) {
   for (size_t i = 0; i < SampleBook::kMaxPending + 5; ++i) book.Add(stats(std::to_string(i), 0, 0, 0));
   EXPECT_EQ(book.size(), SampleBook::kMaxPending);
   EXPECT_EQ(book.dropped(), 6);
+}
+
+// Opened on a file, the book's pending samples outlive the agent (killed, nothing flushed on the
+// way out) and it numbers on; its counters do not: each guest's next sample is a baseline.
+TEST(SampleBookTest, AKilledAgentDeliversWhatItHadNotAndNumbersOn) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("uw-samplebook-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "samples.log").string();
+  auto stats = [](const std::string& at, uint64_t cpu_ns) {
+    return Json{{"sampled_at", at}, {"guests", {{{"name", "g1"}, {"cpu_cores", 1.0}, {"cpu_time_ns", cpu_ns}}}}};
+  };
+  {
+    SampleBook book;
+    ASSERT_TRUE(book.Open(path).ok());
+    book.Add(stats("2026-12-07T10:00:00.000Z", 1'000'000'000));
+    book.Add(stats("2026-12-07T10:00:01.000Z", 2'000'000'000));
+    book.Add(stats("2026-12-07T10:00:02.000Z", 3'000'000'000));
+    book.Ack(1);
+  }  // killed: the destructor only closes the file, which holds what was written
+  {
+    std::ofstream(path, std::ios::app) << "{\"seq\": 4, \"sampled_";  // a write the kill cut short
+  }
+  SampleBook again;
+  ASSERT_TRUE(again.Open(path).ok());
+  Json pending = again.Pending(1 << 20);
+  ASSERT_EQ(pending.size(), 2u) << pending.dump();
+  EXPECT_EQ(pending[0]["seq"], 2);
+  EXPECT_EQ(pending[1]["seq"], 3);
+  EXPECT_EQ(pending[1]["guests"][0]["cpu_us"], 1'000'000);
+  again.Add(stats("2026-12-07T10:00:40.000Z", 43'000'000'000));
+  pending = again.Pending(1 << 20);
+  ASSERT_EQ(pending.size(), 3u);
+  EXPECT_EQ(pending[2]["seq"], 4);
+  EXPECT_EQ(pending[2]["guests"][0]["baseline"], true);  // the 40 s it was down are not counted
+  EXPECT_EQ(pending[2]["guests"][0]["cpu_us"], 0);
+  // All acknowledged: the log is rewritten short, and the numbering still goes on after a restart.
+  again.Ack(4);
+  EXPECT_LT(std::filesystem::file_size(path), 64u);
+  SampleBook third;
+  ASSERT_TRUE(third.Open(path).ok());
+  EXPECT_EQ(third.size(), 0u);
+  third.Add(stats("2026-12-07T10:00:41.000Z", 44'000'000'000));
+  EXPECT_EQ(third.Pending(1 << 20)[0]["seq"], 5);
+  // A log that cannot be written is an error naming it; the book works in memory.
+  SampleBook nowhere;
+  Status s = nowhere.Open((dir / "missing" / "samples.log").string());
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("missing/samples.log"), std::string::npos) << s.ToString();
+  nowhere.Add(stats("2026-12-07T10:00:41.000Z", 1));
+  EXPECT_EQ(nowhere.size(), 1u);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
