@@ -230,6 +230,11 @@ TEST_F(MeteringTest, NumberedSamplesCountOnceAndAMinuteWaitsForThem) {
   Json bad_time = sample(5, m, 0, 0, 0);
   bad_time["sampled_at"] = "yesterday";
   EXPECT_EQ(beat(Json::array({bad_time})), 400);
+  Json bad_baseline = sample(5, m, 0, 0, 0);
+  bad_baseline["guests"][0]["baseline"] = "yes";
+  Json err;
+  EXPECT_EQ(beat(Json::array({bad_baseline}), &err), 400);
+  EXPECT_NE(err.dump().find("baseline"), std::string::npos) << err.dump();
 }
 
 // An agent killed and started again: what it counted and had not delivered is lost, and so is its
