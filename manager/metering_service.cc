@@ -132,7 +132,8 @@ Status MeteringService::Pass() {
 
 // The part of a minute with samples that no sample counted, from the agent's numbered samples:
 //  - before a baseline (its agent started counting again, what it had counted lost: an agent
-//    killed and started again), back to the guest's previous sample if that came from the same host;
+//    killed and started again), back to the guest's previous sample if that came from the same host
+//    (and from this guest, not an earlier one of its name);
 //  - after the minute's last sample, when that host delivered nothing past the minute's end (its
 //    agent is down or silent) or the guest's next sample is a baseline from the same host.
 // A guest that moved is counted by its other host meanwhile: not a gap. Either part is recorded as
@@ -153,7 +154,9 @@ Status MeteringService::UncountedPart(const SqlRow& r, int64_t start_ms, meterin
     const int64_t base_at = r.Int("base_at");
     UW_ASSIGN_OR_RETURN(auto base, sample("s.at_ms = ? AND s.baseline <> 0", base_at));
     UW_ASSIGN_OR_RETURN(auto prev, sample("s.at_ms < ? ORDER BY s.at_ms DESC", base_at));
-    if (base && prev && prev->Str("host") == base->Str("host")) {
+    // A sample from before this guest was created is another guest's that had its name.
+    const bool same_guest = prev && (r.IsNull("guest_from") || prev->Int("at_ms") >= r.Int("guest_from"));
+    if (base && same_guest && prev->Str("host") == base->Str("host")) {
       head = base_at - std::max(start_ms, prev->Int("at_ms"));
       cause = "the agent on host " + base->Str("host") + " started counting again at " + Rfc3339(base_at) +
               " (what it counted after " + Rfc3339(prev->Int("at_ms")) + " was lost with it)";
@@ -186,6 +189,7 @@ Status MeteringService::RecordMinute(int64_t start_ms) {
         store_.Query(
             "SELECT l.guest, l.tenant, l.class, l.vcpus, l.memory_mib, g.host, COALESCE(s.n, 0) AS n, s.cpu, s.mem, "
             "s.cpu_us, COALESCE(s.net, 0) AS net, COALESCE(s.disk_bytes, 0) AS disk_bytes, s.last_at, s.base_at, "
+            "g.created_ms AS guest_from, "
             "(SELECT COALESCE(SUM(size_gib), 0) FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l "
             "LEFT JOIN guests g ON g.name = l.guest LEFT JOIN (SELECT guest, COUNT(*) AS n, AVG(cpu_cores) AS cpu, "
             "AVG(CASE WHEN "

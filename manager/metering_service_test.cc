@@ -242,14 +242,26 @@ TEST_F(MeteringTest, NumberedSamplesCountOnceAndAMinuteWaitsForThem) {
 TEST_F(MeteringTest, AnAgentStartedAgainLeavesWhatItLostAsAGap) {
   StartManager();
   AddHost("h1");
+  // An earlier guest named m2 was sampled on h1 before this one was created.
+  ASSERT_TRUE(manager_->store()
+                  .Exec("INSERT INTO usage_samples(at_ms, host, guest, cpu_cores, memory_mib) VALUES (?, 'h1', 'm2', "
+                        "1, 100)",
+                        {Now() - 5'000})
+                  .ok());
   Create("m1", Json::object());
+  Create("m2", Json::object());
   const int64_t m = FirstMinute();
   auto sample = [&](int64_t seq, int64_t at, int64_t cpu_ms, bool baseline = false) {
     Json g = {{"name", "m1"}, {"cpu_cores", 1.0}, {"cpu_us", cpu_ms * 1000}};
     if (baseline) g["baseline"] = true;
-    return Json{{"seq", seq},
-                {"sampled_at", FormatRfc3339(TimePoint(std::chrono::milliseconds(at)))},
-                {"guests", Json::array({g})}};
+    Json s = {{"seq", seq},
+              {"sampled_at", FormatRfc3339(TimePoint(std::chrono::milliseconds(at)))},
+              {"guests", Json::array({g})}};
+    if (at > m + kMinuteMs) {  // m2 runs from the second minute on: its first sample is a baseline too
+      g["name"] = "m2";
+      s["guests"].push_back(g);
+    }
+    return s;
   };
   auto beat = [&](const Json& samples) {
     Json hb = cluster_.HeartbeatBody("h1");
@@ -267,7 +279,7 @@ TEST_F(MeteringTest, AnAgentStartedAgainLeavesWhatItLostAsAGap) {
             200);
   AdvanceTo(m + 127'000);
   Pass();
-  const Json minutes = Usage("span=minute&from=" + std::to_string(m))["usage"];
+  const Json minutes = Usage("span=minute&from=" + std::to_string(m) + "&guest=m1")["usage"];
   ASSERT_EQ(minutes.size(), 2u) << minutes.dump();
   // m: counted through m+30 s; the next sample is the new agent's baseline.
   EXPECT_EQ(minutes[0]["vcpu_used_ms"], 30'000);
@@ -281,6 +293,11 @@ TEST_F(MeteringTest, AnAgentStartedAgainLeavesWhatItLostAsAGap) {
   EXPECT_NE(minutes[1]["gap_cause"].get<std::string>().find("the agent on host h1 started counting again"),
             std::string::npos)
       << minutes[1].dump();
+  // m2's first sample follows one of the earlier m2's: nothing of this guest was lost before it.
+  const Json m2 = Usage("span=minute&from=" + std::to_string(m + kMinuteMs) + "&guest=m2")["usage"];
+  ASSERT_EQ(m2.size(), 1u) << m2.dump();
+  EXPECT_EQ(m2[0]["gap_ms"], 0) << m2.dump();
+  EXPECT_EQ(m2[0]["vcpu_used_ms"], 15'000) << m2.dump();  // its sample at m+90 s
   auto verify = Client().Call("GET", "/api/v1/usage/verify?from=" + std::to_string(m));
   ASSERT_TRUE(verify.ok()) << verify.status().ToString();
   EXPECT_EQ((*verify)["ok"], true) << verify->dump();
