@@ -93,7 +93,8 @@ void BuildPlanRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
 }
 
 void BuildInvoiceRoutes(Manager& m, api::Router& router, const RouteContext& ctx) {
-  // Issues an invoice for {"tenant", "from", "to"} (whole hours, rolled up, overlapping none).
+  // Issues an invoice for {"tenant", "from", "to"} (whole hours rolled up, or whole minutes
+  // recorded; overlapping none).
   router.Add("POST", "/api/v1/invoices", [&m, ctx](const Request& req) {
     BillingService billing(m.store(), m.clock(), m.config());
     auto p = ctx.who(req, "operator");
