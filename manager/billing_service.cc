@@ -388,8 +388,7 @@ Result<InvoiceRecord> BillingService::CreateInvoice(const Principal& p, const In
   const int64_t now = ToUnixMillis(clock_.Now());
   const int64_t span = InvoiceSpanMs(r.from_ms, r.to_ms);
   const bool hourly = span == kHourMs;
-  const int64_t kept = now - (hourly ? int64_t{config_.usage_retention_days} * metering::kDayMs
-                                     : int64_t{config_.usage_minute_retention_h} * kHourMs);
+  const int64_t kept = MeteringService(store_, clock_, config_).KeptFrom(span);
   if (r.from_ms < kept) {
     return InvalidArgumentError(
         "from: " +

@@ -192,8 +192,7 @@ Status MeteringService::RecordMinute(int64_t start_ms) {
             "g.created_ms AS guest_from, "
             "(SELECT COALESCE(SUM(size_gib), 0) FROM volumes v WHERE v.guest = l.guest) AS disk_gib FROM leases l "
             "LEFT JOIN guests g ON g.name = l.guest LEFT JOIN (SELECT guest, COUNT(*) AS n, AVG(cpu_cores) AS cpu, "
-            "AVG(CASE WHEN "
-            "memory_mib >= 0 THEN memory_mib END) AS mem, SUM(cpu_us) AS cpu_us, SUM(net_bytes) AS net, "
+            "AVG(CASE WHEN memory_mib >= 0 THEN memory_mib END) AS mem, SUM(cpu_us) AS cpu_us, SUM(net_bytes) AS net, "
             "SUM(disk_bytes) AS disk_bytes, MAX(at_ms) AS last_at, MAX(CASE WHEN baseline <> 0 THEN at_ms END) AS "
             "base_at FROM usage_samples WHERE at_ms >= ?1 AND at_ms < ?2 AND guest IS NOT NULL GROUP BY guest) s ON "
             "s.guest = l.guest WHERE l.state IN ('active', 'extending', 'closing') ORDER BY l.guest",

@@ -116,11 +116,7 @@ Status SampleBook::Open(const std::string& path) {
       }
     }
     Ack(acked);
-    while (pending_.size() > 1 && (pending_.size() > kMaxPending || pending_bytes_ > kMaxPendingBytes)) {
-      pending_bytes_ -= pending_.front().json.size();
-      pending_.pop_front();
-      ++dropped_;
-    }
+    DropOverflow();
     if (!pending_.empty()) newest_ = pending_.back().json;
   }
   path_ = path;
@@ -194,13 +190,17 @@ void SampleBook::Add(const Json& stats) {
   newest_ = Json{{"seq", seq}, {"sampled_at", at}, {"guests", std::move(guests)}}.dump();
   pending_.push_back({seq, newest_});
   pending_bytes_ += newest_.size();
+  DropOverflow();
+  Log(newest_);
+  if (log_ && LogMostlyDone()) Compact();  // dropped ones pile up
+}
+
+void SampleBook::DropOverflow() {
   while (pending_.size() > 1 && (pending_.size() > kMaxPending || pending_bytes_ > kMaxPendingBytes)) {
     pending_bytes_ -= pending_.front().json.size();
     pending_.pop_front();
     ++dropped_;
   }
-  Log(newest_);
-  if (log_ && log_bytes_ > 2 * pending_bytes_ + (size_t{1} << 20)) Compact();  // dropped ones pile up
 }
 
 Json SampleBook::Pending(size_t budget) const {
@@ -222,7 +222,7 @@ void SampleBook::Ack(int64_t seq) {
     pending_.pop_front();
   }
   if (!log_ || pending_.size() == before) return;
-  if (pending_.empty() || log_bytes_ > 2 * pending_bytes_ + (size_t{1} << 20)) {
+  if (pending_.empty() || LogMostlyDone()) {
     Compact();
   } else {
     Log(Json{{"ack", seq}}.dump());

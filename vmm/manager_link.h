@@ -107,8 +107,11 @@ class SampleBook {
   int64_t next_seq_ = 1;
   int64_t dropped_ = 0;
   std::string last_sampled_at_;
+  void DropOverflow();  // the oldest go while over kMaxPending or kMaxPendingBytes
   void Log(const std::string& line);
   void Compact();  // the log rewritten as the pending samples alone
+  // Most of the log is samples acknowledged or dropped: worth rewriting.
+  bool LogMostlyDone() const { return log_bytes_ > 2 * pending_bytes_ + (size_t{1} << 20); }
   std::string path_;
   std::FILE* log_ = nullptr;
   size_t log_bytes_ = 0;
