@@ -159,6 +159,20 @@ class HttpAgentClient final : public AgentClient {
   Status Delete(const std::string& guest, bool force) override {
     return Call("DELETE", GuestPath(guest) + (force ? "?force=true" : ""), nullptr).status();
   }
+  Result<ImageCopyState> ImageState(const std::string& ref) override {
+    UW_ASSIGN_OR_RETURN(Json j, Call("GET", "/api/v1/images/" + ref, nullptr));
+    return ReadImageCopy("GET /api/v1/images/" + ref, j);
+  }
+  Result<ImageCopyState> PutImagePart(const std::string& ref, int64_t offset, int64_t total_bytes,
+                                      const std::string& bytes) override {
+    const std::string path =
+        "/api/v1/images/" + ref + "?offset=" + std::to_string(offset) + "&total=" + std::to_string(total_bytes);
+    auto r = client_.Do("PUT", path, bytes, {{"Content-Type", "application/octet-stream"}});
+    if (!r.ok()) return r.status().WithContext(Context());
+    if (r->status / 100 != 2) return api::StatusFromHttp(r->status, r->body).WithContext(Context());
+    Json j = Json::parse(r->body, nullptr, false);
+    return ReadImageCopy("PUT " + path, j);
+  }
   Result<ExecResult> Exec(const std::string& guest, const ExecRequest& r) override {
     const std::string what = "POST " + GuestPath(guest) + "/exec";
     Json body = {{"command", r.command}, {"timeout_s", r.timeout_s}};
@@ -245,6 +259,15 @@ class HttpAgentClient final : public AgentClient {
     return r;
   }
 
+  Result<ImageCopyState> ReadImageCopy(const std::string& what, const Json& j) {
+    return Read<ImageCopyState>(what, j, [](const JsonView& v) -> Result<ImageCopyState> {
+      ImageCopyState c;
+      UW_ASSIGN_OR_RETURN(c.bytes, v.Int("bytes"));
+      UW_ASSIGN_OR_RETURN(c.complete, v.Bool("complete"));
+      return c;
+    });
+  }
+
   // An answer the agent documents but did not give is the agent's fault: kInternal.
   template <typename T, typename F>
   Result<T> Read(const std::string& what, const Json& j, F&& read) {
@@ -279,6 +302,10 @@ class FailingAgentClient final : public AgentClient {
   Result<AgentGuest> Resume(const std::string&) override { return why_; }
   Result<AgentGuest> Resize(const std::string&, const ResizeRequest&) override { return why_; }
   Status Delete(const std::string&, bool) override { return why_; }
+  Result<ImageCopyState> ImageState(const std::string&) override { return why_; }
+  Result<ImageCopyState> PutImagePart(const std::string&, int64_t, int64_t, const std::string&) override {
+    return why_;
+  }
   Result<AgentGuest> AttachDisk(const std::string&, const AttachedDisk&) override { return why_; }
   Result<AgentGuest> DetachDisk(const std::string&, const std::string&) override { return why_; }
   Result<ExecResult> Exec(const std::string&, const ExecRequest&) override { return why_; }

@@ -35,6 +35,13 @@ struct LocalDisk {
 
 // A disk of a guest. AttachDisk adds a Ceph RBD image (POST /api/v1/guests/NAME/disks), which
 // the agent opens with its host's Ceph user and secret.
+// How much of an image's copy a host's agent has (GET/PUT /api/v1/images/{ref}): a guest's local
+// disk made on an image ({"base_image": "NAME@VERSION"}) needs the whole copy on its host.
+struct ImageCopyState {
+  int64_t bytes = 0;  // received so far (0: none)
+  bool complete = false;
+};
+
 struct AttachedDisk {
   std::string rbd;     // POOL/IMAGE; "" for a file on the host
   std::string target;  // vdb
@@ -141,6 +148,13 @@ class AgentClient {
   virtual Result<ExecResult> Exec(const std::string& guest, const ExecRequest& request) = 0;
   // The last `bytes` of the guest's serial console.
   virtual Result<std::string> ConsoleTail(const std::string& guest, size_t bytes) = 0;
+
+  // Images for guests' local disks: how much of image `ref` ("NAME@VERSION") the agent has, and
+  // the next piece of it at `offset` (which must be what it has) of `total_bytes`. The agent checks
+  // the whole copy before it calls it complete. StorageService::CopyBaseImages drives it.
+  virtual Result<ImageCopyState> ImageState(const std::string& ref) = 0;
+  virtual Result<ImageCopyState> PutImagePart(const std::string& ref, int64_t offset, int64_t total_bytes,
+                                              const std::string& bytes) = 0;
 
   // Live migration: the destination's side.
   virtual Result<IncomingReady> PrepareIncoming(const IncomingRequest& request) = 0;

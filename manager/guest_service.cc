@@ -263,7 +263,8 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
   UW_RETURN_IF_ERROR(d_.tasks.SetProgress(id, 0.2, "creating the guest on host " + host));
   Json spec = request.value("spec", Json::object());
   auto agent = d_.agent_of(host);
-  Result<AgentGuest> created = agent->Create(spec);
+  const Status copied = d_.copy_images(*agent, spec);
+  Result<AgentGuest> created = copied.ok() ? agent->Create(spec) : Result<AgentGuest>(copied);
   if (!created.ok() && created.status().code() == StatusCode::kAlreadyExists) {
     // Resumed after a crash: the agent made it before the manager could record it. Unless the
     // guest is not there: then something else exists (a local disk left by an earlier guest of
@@ -307,7 +308,9 @@ Status GuestService::RunRecover(const std::string& id, const Json& request, cons
       d_.tasks.SetProgress(id, 0.3, "restarting on host " + host + " after its host " + from + " failed"));
   const auto start = d_.clock.Monotonic();
   auto agent = d_.agent_of(host);
-  Result<AgentGuest> made = agent->Create(request.value("spec", Json::object()));
+  const Json spec = request.value("spec", Json::object());
+  const Status copied = d_.copy_images(*agent, spec);
+  Result<AgentGuest> made = copied.ok() ? agent->Create(spec) : Result<AgentGuest>(copied);
   if (!made.ok() && made.status().code() == StatusCode::kAlreadyExists) {
     made = agent->Get(guest);  // resumed after a crash: made before the manager could record it
     if (made.ok() && made->state != "running") made = agent->Start(guest);

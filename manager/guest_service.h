@@ -64,6 +64,9 @@ class GuestService {
     // and their release once it is gone or its create failed (ReleaseGuest).
     std::function<Status(GuestCreate& req)> attach_disks;
     std::function<void(const std::string& guest, const std::string& tenant)> release_disks;
+    // Before a create on a host: the images its local disks are made on, copied there
+    // (StorageService::CopyBaseImages).
+    std::function<Status(AgentClient& agent, const Json& spec)> copy_images;
   };
   explicit GuestService(Deps deps) : d_(std::move(deps)) {}
 

@@ -171,6 +171,31 @@ class InMemoryAgent final : public AgentClient {
     return Status::Ok();
   }
 
+  Result<ImageCopyState> ImageState(const std::string& ref) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    auto it = h->images.find(ref);
+    if (it == h->images.end()) return ImageCopyState{};
+    return ImageCopyState{static_cast<int64_t>(it->second.size()), h->complete_images.count(ref) > 0};
+  }
+
+  Result<ImageCopyState> PutImagePart(const std::string& ref, int64_t offset, int64_t total_bytes,
+                                      const std::string& bytes) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    std::string& copy = h->images[ref];
+    if (offset != static_cast<int64_t>(copy.size())) {
+      return FailedPreconditionError("image " + ref + " on host " + host_ + ": has " + std::to_string(copy.size()) +
+                                     " bytes, not " + std::to_string(offset));
+    }
+    copy += bytes;
+    if (static_cast<int64_t>(copy.size()) > total_bytes) {
+      return InvalidArgumentError("image " + ref + ": more bytes than total " + std::to_string(total_bytes));
+    }
+    if (static_cast<int64_t>(copy.size()) == total_bytes) h->complete_images.insert(ref);
+    return ImageCopyState{static_cast<int64_t>(copy.size()), h->complete_images.count(ref) > 0};
+  }
+
   Result<ExecResult> Exec(const std::string& guest, const ExecRequest& r) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
@@ -424,6 +449,14 @@ int InMemoryCluster::creates_waiting(const std::string& host) const {
   std::lock_guard l(mu_);
   auto it = hosts_.find(host);
   return it == hosts_.end() ? 0 : it->second.creates_waiting;
+}
+
+std::string InMemoryCluster::ImageCopy(const std::string& host, const std::string& ref) const {
+  std::lock_guard l(mu_);
+  auto h = hosts_.find(host);
+  if (h == hosts_.end()) return "";
+  auto it = h->second.images.find(ref);
+  return it == h->second.images.end() ? "" : it->second;
 }
 
 Json InMemoryCluster::CreateSpec(const std::string& host, const std::string& guest) const {

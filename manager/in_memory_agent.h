@@ -70,6 +70,8 @@ class InMemoryCluster {
   int creates_waiting(const std::string& host) const;
   // The spec of the last create of `guest` that `host` received (null when none).
   Json CreateSpec(const std::string& host, const std::string& guest) const;
+  // The bytes of image copy `ref` on `host` ("" when none).
+  std::string ImageCopy(const std::string& host, const std::string& ref) const;
   // What uw-agent on `host` sends the manager in a heartbeat (vmm::HeartbeatBody's shape): its
   // guests, a crashed one with its console tail; no usage ("stats": {"guests": []}).
   Json HeartbeatBody(const std::string& host) const;
@@ -90,7 +92,9 @@ class InMemoryCluster {
     std::map<std::string, AgentGuest> guests;
     std::map<std::string, Job> jobs;  // outgoing migrations by guest
     std::map<std::string, MigrationScript> scripts;
-    std::map<std::string, Json> create_specs;  // the last create of each guest
+    std::map<std::string, Json> create_specs;   // the last create of each guest
+    std::map<std::string, std::string> images;  // image copies by "NAME@VERSION" (complete or not)
+    std::set<std::string> complete_images;
     int creates = 0;
     int creates_waiting = 0;
     bool hold_creates = false;

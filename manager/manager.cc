@@ -149,7 +149,8 @@ Status Manager::Start() {
       .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); },
       .attach_disks = [this](GuestCreate& req) { return storage_->AttachForCreate(req); },
       .release_disks = [this](const std::string& guest,
-                              const std::string& tenant) { storage_->ReleaseGuest(guest, tenant); }});
+                              const std::string& tenant) { storage_->ReleaseGuest(guest, tenant); },
+      .copy_images = [this](AgentClient& agent, const Json& spec) { return storage_->CopyBaseImages(agent, spec); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
   UW_RETURN_IF_ERROR(hosts_->ExtendDeadlines(NowMs()));

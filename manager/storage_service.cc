@@ -18,10 +18,6 @@
 namespace uw::manager::internal {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
-
-int64_t GiBUp(int64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
-
 constexpr const char* kVolumeColumns =
     "key, tenant, name, backend, backend_name, image, size_gib, state, guest, delete_with_guest, created_ms";
 
@@ -423,6 +419,10 @@ Result<VolumeRecord> StorageService::ResizeVolume(const Principal& p, std::strin
   UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));
   const std::string shown(ShownGuestName(p, v.key));
   if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
+  if (v.backend == kHostLocalBackend) {
+    return FailedPreconditionError("volume '" + shown +
+                                   "' is a local disk on its guest's host: resizing it is not built");
+  }
   if (size_gib < v.size_gib) {
     return InvalidArgumentError("size_gib: volume '" + shown + "' is " + std::to_string(v.size_gib) +
                                 " GiB and a resize only grows it");
@@ -440,9 +440,12 @@ Result<VolumeRecord> StorageService::ResizeVolume(const Principal& p, std::strin
 }
 
 Status StorageService::RemoveVolume(const VolumeRecord& v) {
-  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
-  Status s = backend->DeleteVolume(v.backend_name);
-  if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  // A disk on its guest's host went with the guest: the agent deletes a guest's local disks.
+  if (v.backend != kHostLocalBackend) {
+    UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+    Status s = backend->DeleteVolume(v.backend_name);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  }
   return d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(d_.store.Exec("DELETE FROM volumes WHERE key = ?", {v.key}));
     return d_.events.Add("volume.deleted", v.key, v.tenant, {{"backend_name", v.backend_name}});
@@ -529,6 +532,7 @@ Result<storage::StorageBackend*> StorageService::GuestDiskBackend() {
 
 Status StorageService::AttachForCreate(GuestCreate& req) {
   if (req.catalogue_disks.empty()) return Status::Ok();
+  if (auto b = Backend(); b.ok() && (*b)->Kind() == "local") return AttachHostLocalForCreate(req);
   auto guest_disks = GuestDiskBackend();
   if (!guest_disks.ok()) return guest_disks.status().WithContext("disks");
   storage::StorageBackend* backend = *guest_disks;

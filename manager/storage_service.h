@@ -43,6 +43,12 @@ namespace uw::manager::internal {
 class EventLog;
 class GuestTable;
 
+inline constexpr int64_t kGiB = int64_t{1} << 30;
+inline int64_t GiBUp(int64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
+
+// The backend name of a volume that is a local disk on its guest's host (made by the agent).
+inline constexpr std::string_view kHostLocalBackend = "local-host";
+
 class StorageService {
  public:
   struct Deps {
@@ -92,6 +98,13 @@ class StorageService {
   // {image, size_gib} makes volume "<guest>-disk<i>", deleted with the guest) and the agent's disk
   // in req.agent_spec. All or nothing: on an error nothing stays attached or made.
   Status AttachForCreate(GuestCreate& req);
+  // Before `spec` is created on `agent`'s host (a create, an HA restart, a cold move): copies there
+  // each image its disks are made on ({"base_image": "NAME@VERSION"}) that the host does not have
+  // whole yet, 4 MiB a call, going on from what the host has. kNotFound for an image deleted
+  // meanwhile, kFailedPrecondition for one imported again under its name; the agent's errors
+  // with the host and image named. One copy at a time.
+  Status CopyBaseImages(AgentClient& agent, const Json& spec);
+  static constexpr int64_t kImageChunkBytes = 3 << 20;
   // The guest is gone (deleted, or its create failed): its volumes are no guest's disk any more,
   // and the ones made with it are deleted. Errors are logged as events, not returned.
   void ReleaseGuest(const std::string& guest, const std::string& tenant);
@@ -109,6 +122,11 @@ class StorageService {
   // kFailedPrecondition naming the backend otherwise.
   Result<storage::StorageBackend*> GuestDiskBackend();
   Result<VolumeRecord> Visible(const Principal& p, std::string_view name);
+  // On the local backend, an {image, size_gib} disk is made by the guest's agent on its host: a
+  // qcow2 whose backing file is the agent's copy of the image (fetched with ImageForHost); its
+  // volume row (backend kHostLocalBackend) counts towards the quota and goes with the guest. A
+  // {volume} disk is refused there (those volumes are files on the manager's machine).
+  Status AttachHostLocalForCreate(GuestCreate& req);  // requires no lock held
   Result<std::optional<VolumeRecord>> FindVolume(const std::string& key);
   void Sweep();
   // A volume being attached or detached (storage_attach.cc): marked in busy_ while its agent works
@@ -136,6 +154,7 @@ class StorageService {
   Deps d_;
   std::mutex backend_mu_;
   std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
+  std::mutex copy_mu_;                                // one image copy at a time
   std::mutex mu_;                                     // one catalogue change at a time
   std::set<std::string> busy_;                        // guarded by mu_: volumes being attached or detached
   std::mutex sweep_mu_;

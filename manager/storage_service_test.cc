@@ -1,6 +1,7 @@
 // The storage catalogue (manager/storage_service.h) over REST, on the local backend (real qcow2
 // files made by qemu-img in the test's directory): images, volumes per tenant, quotas, bad input.
-// Guests' disks need Ceph (tests/manager_storage_test.cc on ctest's Ceph fixture).
+// Guests' disks: here the local backend's (made on the guest's host); RBD volumes need Ceph
+// (tests/manager_storage_test.cc on ctest's Ceph fixture).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -145,6 +146,64 @@ TEST_F(StorageCatalogueTest, BadInputIsRefusedAndMakesNothing) {
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM images"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests"), 0);
+}
+
+// On the local backend, a guest's {image, size_gib} disk is made by its host's agent on that host's
+// copy of the image, which the manager sends there first in pieces; the disk's volume counts towards
+// the tenant's quota and goes with the guest. A {volume} disk is refused (those are files here).
+TEST_F(StorageCatalogueTest, LocalDisksAreMadeOnTheGuestsHostFromACopyOfTheImage) {
+  StartManager();
+  // 7 MiB that do not compress: its qcow2 takes three pieces.
+  std::string bytes(7 << 20, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 7919) % 251);
+  std::ofstream(source_, std::ios::binary) << bytes;
+  ASSERT_EQ(ImportImage("base", source_)["state"], "succeeded");
+  const std::string ref = "base@" + std::to_string(Count("SELECT created_ms AS n FROM images WHERE name = 'base'"));
+  AddHost("h1");
+  const std::string acme = TenantToken("acme");
+  Json quota = {{"gib", 3}};
+  ASSERT_TRUE(Client().Call("PUT", "/api/v1/storage/quotas/acme", &quota).ok());
+  Json guest = {{"name", "g1"}, {"image", "tiny"}, {"memory_mib", 64}};
+  guest["disks"] = Json::array({{{"image", "base"}, {"size_gib", 2}}});
+  auto created = Client(acme).Call("POST", "/api/v1/guests", &guest);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  const Json spec = cluster_.CreateSpec("h1", "acme:g1");
+  ASSERT_EQ(spec["disks"].size(), 1u) << spec.dump();
+  EXPECT_EQ(spec["disks"][0], Json({{"size_mib", 2048}, {"base_image", ref}})) << spec.dump();
+  // The host has the manager's file, byte for byte.
+  std::ifstream in(dir_ / "storage" / "images" / "base.qcow2", std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(file.size(), size_t{6} << 20);
+  EXPECT_TRUE(cluster_.ImageCopy("h1", ref) == file) << "the host's copy differs from the image";
+  // The disk is the tenant's volume, on the guest's host, counted in its quota.
+  auto vol = Client(acme).Call("GET", "/api/v1/volumes/g1-disk0");
+  ASSERT_TRUE(vol.ok()) << vol.status().ToString();
+  EXPECT_EQ((*vol)["backend"], "local-host");
+  EXPECT_EQ((*vol)["guest"], "g1");
+  EXPECT_EQ((*vol)["size_gib"], 2);
+  EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/storage/quotas"))["quotas"][0]["used_gib"], 2);
+  Json bigger = {{"size_gib", 3}};
+  auto resize = Client(acme).Call("POST", "/api/v1/volumes/g1-disk0/resize", &bigger);
+  EXPECT_EQ(resize.status().code(), StatusCode::kFailedPrecondition) << resize.status().ToString();
+  EXPECT_EQ(Client().Call("DELETE", "/api/v1/images/base").status().code(), StatusCode::kFailedPrecondition);
+  // Over the quota, and a {volume} disk: refused, nothing made.
+  guest["name"] = "g2";
+  auto over = Client(acme).Call("POST", "/api/v1/guests", &guest);
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted) << over.status().ToString();
+  guest["disks"] = Json::array({{{"volume", "g1-disk0"}}});
+  auto vol_disk = Client(acme).Call("POST", "/api/v1/guests", &guest);
+  EXPECT_EQ(vol_disk.status().code(), StatusCode::kFailedPrecondition) << vol_disk.status().ToString();
+  EXPECT_NE(vol_disk.status().message().find("{image, size_gib}"), std::string::npos);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 1);
+  // The guest deleted: its disk's volume goes with it.
+  auto stop = Client(acme).Call("POST", "/api/v1/guests/g1/stop");
+  ASSERT_EQ(WaitTask(*stop)["state"], "succeeded");
+  auto del = Client(acme).Call("DELETE", "/api/v1/guests/g1");
+  ASSERT_TRUE(del.ok()) << del.status().ToString();
+  ASSERT_EQ(WaitTask(*del)["state"], "succeeded");
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM volumes"), 0);
+  EXPECT_TRUE(Client().Call("DELETE", "/api/v1/images/base").ok());
 }
 
 // An image imported from an http URL (the manager downloads it with libcurl): here served by the

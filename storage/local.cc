@@ -259,6 +259,25 @@ class LocalBackend final : public StorageBackend {
     return d;
   }
 
+  Result<ImageChunk> ReadImage(const std::string& name, int64_t offset, int64_t max_bytes) {
+    UW_RETURN_IF_ERROR(ValidateName("image", name));
+    const std::string what = Describe() + ": image '" + name + "'";
+    std::ifstream in(ImagePath(name), std::ios::binary);
+    if (!in) return NotFoundError(Describe() + ": no image '" + name + "'");
+    in.seekg(0, std::ios::end);
+    ImageChunk chunk;
+    chunk.total_bytes = static_cast<int64_t>(in.tellg());
+    if (offset < 0 || offset > chunk.total_bytes) {
+      return InvalidArgumentError(what + ": offset " + std::to_string(offset) + " is past its " +
+                                  std::to_string(chunk.total_bytes) + " bytes");
+    }
+    chunk.bytes.resize(static_cast<size_t>(std::min(max_bytes, chunk.total_bytes - offset)));
+    in.seekg(offset);
+    in.read(chunk.bytes.data(), static_cast<std::streamsize>(chunk.bytes.size()));
+    if (!in) return InternalError(what + ": reading at " + std::to_string(offset) + " failed");
+    return chunk;
+  }
+
   Status Init() {
     std::error_code ec;
     fs::create_directories(images_, ec);
@@ -313,6 +332,16 @@ class LocalBackend final : public StorageBackend {
 };
 
 }  // namespace
+
+Result<ImageChunk> ReadLocalImage(StorageBackend& backend, const std::string& image, int64_t offset,
+                                  int64_t max_bytes) {
+  auto* local = dynamic_cast<LocalBackend*>(&backend);
+  if (local == nullptr) {
+    return FailedPreconditionError(backend.Describe() + ": image '" + image +
+                                   "' is not a local file (only the local backend's images are copied to hosts)");
+  }
+  return local->ReadImage(image, offset, max_bytes);
+}
 
 Result<std::unique_ptr<StorageBackend>> OpenLocalBackend(const LocalConfig& config) {
   if (config.dir.empty()) return InvalidArgumentError("local storage: dir must not be empty");

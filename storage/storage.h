@@ -134,6 +134,15 @@ struct LocalConfig {
 // kInvalidArgument for an empty dir; kInternal when it cannot be created.
 Result<std::unique_ptr<StorageBackend>> OpenLocalBackend(const LocalConfig& config);
 
+// Up to `max_bytes` of a local backend's image file (its qcow2 bytes) from `offset`: how hosts get
+// a copy of an image for guests' local disks. kFailedPrecondition for another backend, kNotFound for
+// no such image, kInvalidArgument for an offset past its end.
+struct ImageChunk {
+  std::string bytes;
+  int64_t total_bytes = 0;  // the whole file's size
+};
+Result<ImageChunk> ReadLocalImage(StorageBackend& backend, const std::string& image, int64_t offset, int64_t max_bytes);
+
 struct RbdConfig {
   std::string config_file;  // ceph.conf (mon host, ...); required
   std::string user = "uw";  // cephx user without "client."

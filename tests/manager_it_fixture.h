@@ -91,7 +91,10 @@ class ManagerIntegrationTest : public ::testing::Test {
                   {"verify_window_ms", 3000},
                   {"convergence", {{"base_timeout_s", 15}, {"timeout_s_per_gib", 0}}}}},
                 {"log_file", (*dir_ / "manager.log").string()}};
-    if (testbed_->ceph.is_object()) {
+    if (local_storage_) {
+      // The local backend: images here, guests' disks made on copies of them on their hosts.
+      cfg["storage"] = {{"local", {{"dir", (*dir_ / "storage").string()}}}};
+    } else if (testbed_->ceph.is_object()) {
       // The storage catalogue on the test bed's Ceph, as the client user the agents use.
       const storage::RbdConfig c = uw::testing::RbdConfigOf(testbed_->ceph);
       cfg["storage"] = {{"rbd", {{"conf", c.config_file}, {"user", c.user}, {"keyring", c.keyring}, {"pool", c.pool}}}};
@@ -313,6 +316,9 @@ class ManagerIntegrationTest : public ::testing::Test {
     EXPECT_EQ(WaitTask(*del, 120)["state"], "succeeded");
   }
 
+  // A suite that sets it before SetUpTestSuite runs its manager on the local storage backend
+  // instead of the test bed's Ceph.
+  inline static bool local_storage_ = false;
   inline static Testbed* testbed_ = nullptr;
   inline static std::filesystem::path* dir_ = nullptr;
   inline static int port_ = 0;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -179,6 +180,11 @@ void Agent::BuildRoutes() {
   router_.Add("GET", "/api/v1/guests/{name}/stats", [this](const api::Request& r) { return Stats(r); });
   router_.Add("GET", "/api/v1/stats", [this](const api::Request& r) { return Stats(r); });
   router_.Add("GET", "/api/v1/events", [this](const api::Request& r) { return Events(r); });
+  router_.Add("GET", "/api/v1/images/{ref}", [this](const api::Request& r) { return ImageState(r); });
+  // An image arrives in pieces of up to 3 MiB (the manager's StorageService::kImageChunkBytes).
+  router_.Add(
+      "PUT", "/api/v1/images/{ref}", [this](const api::Request& r) { return PutImagePart(r); },
+      api::RouteOptions{.max_body_bytes = 4 << 20, .json_body = false});
   router_.Add("POST", "/api/v1/migrations/prepare", [this](const api::Request& r) { return PrepareIncoming(r); });
   router_.Add("POST", "/api/v1/migrations/abandon", [this](const api::Request& r) { return AbandonIncoming(r); });
   router_.Add("POST", "/api/v1/guests/{name}/migrate", [this](const api::Request& r) { return MigrateGuest(r); });
@@ -363,6 +369,42 @@ api::Response Agent::AttachDisk(const api::Request& req) {
   UW_PARSE(disk, DiskSpecFromJson(body, "body", ""));
   auto guest = service_.AttachDisk(req.params.at("name"), disk);
   return guest.ok() ? Ok(GuestDetailsToJson(*guest)) : Err(guest.status());
+}
+
+namespace {
+
+Json ImageCopyJson(std::string_view ref, const ImageCopy& c) {
+  return {{"image", ref}, {"bytes", c.bytes}, {"complete", c.complete}};
+}
+
+// Query parameter `name` as a non-negative integer.
+Result<int64_t> QueryInt(const api::Request& req, const std::string& name) {
+  auto it = req.query.find(name);
+  if (it == req.query.end()) return InvalidArgumentError(name + ": missing");
+  int64_t v = 0;
+  const std::string& s = it->second;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 0) {
+    return InvalidArgumentError(name + ": expected a non-negative integer, got '" + s + "'");
+  }
+  return v;
+}
+
+}  // namespace
+
+api::Response Agent::ImageState(const api::Request& req) {
+  const std::string& ref = req.params.at("ref");
+  auto c = service_.ImageState(ref);
+  return c.ok() ? Ok(ImageCopyJson(ref, *c)) : Err(c.status());
+}
+
+api::Response Agent::PutImagePart(const api::Request& req) {
+  const std::string& ref = req.params.at("ref");
+  int64_t offset = 0, total = 0;
+  UW_PARSE(offset, QueryInt(req, "offset"));
+  UW_PARSE(total, QueryInt(req, "total"));
+  auto c = service_.PutImagePart(ref, offset, total, req.body);
+  return c.ok() ? Ok(ImageCopyJson(ref, *c)) : Err(c.status());
 }
 
 api::Response Agent::DetachDisk(const api::Request& req) {

@@ -57,6 +57,8 @@ class Agent {
   api::Response ResizeGuest(const api::Request& req);
   api::Response DeleteGuest(const api::Request& req);
   api::Response AttachDisk(const api::Request& req);
+  api::Response ImageState(const api::Request& req);
+  api::Response PutImagePart(const api::Request& req);
   api::Response DetachDisk(const api::Request& req);
   api::Response ExecInGuest(const api::Request& req);
   api::Response GuestConsole(const api::Request& req);

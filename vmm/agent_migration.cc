@@ -51,7 +51,20 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
       return AlreadyExistsError("local disk " + d.path + " already exists (left by an earlier guest '" + spec.name +
                                 "'? delete it first)");
     }
-    auto r = RunTool({"qemu-img", "create", "-q", "-f", d.format, d.path, std::to_string(d.size_mib) + "M"});
+    std::vector<std::string> argv = {"qemu-img", "create", "-q", "-f", d.format};
+    if (!d.base_image.empty()) {
+      // Copy-on-write on this host's copy of the image (the manager sends it before the create).
+      const fs::path base = ImagePath(d.base_image);
+      std::error_code ec;
+      if (!fs::is_regular_file(base, ec)) {
+        for (const auto& m : made) fs::remove(m);
+        return FailedPreconditionError("disk " + d.target + ": image " + d.base_image + " is not on host " +
+                                       config_.host_name + " (the manager copies it there before the create)");
+      }
+      argv.insert(argv.end(), {"-F", "qcow2", "-b", base.string()});
+    }
+    argv.insert(argv.end(), {d.path, std::to_string(d.size_mib) + "M"});
+    auto r = RunTool(argv);
     if (!r.ok()) {
       for (const auto& m : made) fs::remove(m);
       return r.status();

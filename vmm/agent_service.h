@@ -181,6 +181,11 @@ struct MigrationReport {
   std::string guest_state;  // GuestStateName, or "absent"
 };
 enum class MigrationAction { kCancel, kBandwidth, kPostcopy };
+// How much of an image's copy this host has (vmm/agent_images.cc).
+struct ImageCopy {
+  int64_t bytes = 0;
+  bool complete = false;
+};
 
 class AgentService {
  public:
@@ -231,6 +236,12 @@ class AgentService {
   // (kDeadlineExceeded otherwise). kNotFound when the guest has no such disk.
   Result<GuestDetails> DetachDisk(std::string_view name, std::string_view target);
   static constexpr Duration kDiskDetachTimeout = std::chrono::seconds(20);
+  // Copies of the manager's images for local disks made on them (DiskSpec::base_image), by
+  // "NAME@VERSION": how much this host has, and the next piece at `offset` (what it has; else
+  // kFailedPrecondition saying how much) of `total_bytes`. A whole copy must be a qcow2 without a
+  // backing file (else kInvalidArgument, and the copy is removed).
+  Result<ImageCopy> ImageState(std::string_view ref);
+  Result<ImageCopy> PutImagePart(std::string_view ref, int64_t offset, int64_t total_bytes, std::string_view bytes);
   // kFailedPrecondition for a guest not shut off unless `force`. Removes its local disks.
   Status Delete(std::string_view name, bool force);
   // kFailedPrecondition when the guest is not running or not ready within the timeout.
@@ -286,6 +297,8 @@ class AgentService {
   std::filesystem::path LocalDiskDir() const { return std::filesystem::path(config_.state_dir) / "disks"; }
   bool IsLocalDisk(const std::string& path) const { return path.rfind(LocalDiskDir().string() + "/", 0) == 0; }
   Result<std::vector<LocalDisk>> LocalDisks(const GuestSpec& spec);
+  std::filesystem::path ImageDir() const { return std::filesystem::path(config_.state_dir) / "images"; }
+  std::filesystem::path ImagePath(std::string_view ref) const { return ImageDir() / (std::string(ref) + ".qcow2"); }
   Status CreateLocalDisks(GuestSpec& spec);
   // Fills a spec's rbd disks from the `ceph` config and gives libvirt the key (kFailedPrecondition
   // when this host has no Ceph or its keyring cannot be read).
@@ -298,6 +311,7 @@ class AgentService {
                     const std::vector<std::string>& local_disks);
 
   const AgentConfig config_;
+  std::mutex images_mu_;  // one image copy step at a time
   std::unique_ptr<Hypervisor> vm_;
   std::unique_ptr<Hypervisor> ct_;
   const KvmSupport kvm_;

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/json.h"
+#include "vmm/agent_internal.h"
 #include "vmm/libvirt_driver.h"
 
 namespace uw::vmm {
@@ -219,6 +221,61 @@ TEST_F(AgentServiceTest, AbandonWithNothingLeftRemovesNothing) {
   ASSERT_TRUE(removed.ok()) << removed.status().ToString();
   EXPECT_FALSE(*removed);
   EXPECT_EQ(service_->AbandonIncoming("bad name").status().code(), StatusCode::kInvalidArgument);
+}
+
+// An image copy arrives in pieces, each where the last ended; a whole copy is checked (a qcow2 of
+// its own, no backing file) before a guest's local disk is made on it, copy-on-write.
+TEST_F(AgentServiceTest, ImageCopiesArriveInPiecesAndLocalDisksAreMadeOnThem) {
+  const fs::path made = dir_ / "base.qcow2";
+  auto r = RunTool({"qemu-img", "create", "-q", "-f", "qcow2", made.string(), "8M"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::ifstream in(made, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto total = static_cast<int64_t>(file.size());
+  const std::string ref = "base@17";
+  EXPECT_EQ(service_->ImageState(ref)->bytes, 0);
+  EXPECT_EQ(service_->ImageState("../x@1").status().code(), StatusCode::kInvalidArgument);
+  auto first = service_->PutImagePart(ref, 0, total, std::string_view(file).substr(0, 1000));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->bytes, 1000);
+  EXPECT_FALSE(first->complete);
+  // Not where the copy ended: refused, saying how much is there.
+  auto gap = service_->PutImagePart(ref, 500, total, "x");
+  EXPECT_EQ(gap.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(gap.status().message().find("has 1000 bytes"), std::string::npos) << gap.status().ToString();
+  EXPECT_EQ(service_->PutImagePart(ref, 1000, 1001, file.substr(1000)).status().code(),
+            StatusCode::kInvalidArgument);  // more than the total
+  // A guest's disk cannot be made on a copy that is not whole.
+  CreateRequest c = Tiny("as-img", /*start=*/false);
+  DiskSpec disk;
+  disk.size_mib = 16;
+  disk.base_image = ref;
+  c.spec.disks.push_back(disk);
+  EXPECT_EQ(service_->Create(c).status().code(), StatusCode::kFailedPrecondition);
+  auto rest = service_->PutImagePart(ref, 1000, total, std::string_view(file).substr(1000));
+  ASSERT_TRUE(rest.ok()) << rest.status().ToString();
+  EXPECT_TRUE(rest->complete);
+  EXPECT_TRUE(service_->ImageState(ref)->complete);
+  auto created = service_->Create(c);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  const std::string disk_path = (dir_ / "state/disks/as-img-vda.qcow2").string();
+  auto info = RunTool({"qemu-img", "info", "-U", "--output=json", disk_path});
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(Json::parse(*info).value("backing-filename", ""), (dir_ / "state/images/base@17.qcow2").string());
+  EXPECT_EQ(Json::parse(*info).value("virtual-size", int64_t{0}), int64_t{16} << 20);
+  ASSERT_TRUE(service_->Delete("as-img", true).ok());
+  EXPECT_FALSE(fs::exists(disk_path));
+  // A copy that names a backing file of its own (any file on the host) is refused and removed.
+  const fs::path sneaky = dir_ / "sneaky.qcow2";
+  ASSERT_TRUE(
+      RunTool({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", sneaky.string(), "1M"})
+          .ok());
+  std::ifstream sin(sneaky, std::ios::binary);
+  const std::string bad((std::istreambuf_iterator<char>(sin)), std::istreambuf_iterator<char>());
+  auto refused = service_->PutImagePart("sneaky@1", 0, static_cast<int64_t>(bad.size()), bad);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("backing file"), std::string::npos) << refused.status().ToString();
+  EXPECT_EQ(service_->ImageState("sneaky@1")->bytes, 0);
 }
 
 }  // namespace

@@ -343,6 +343,11 @@ Result<std::string> MoveDomainPaths(const std::string& xml, std::string_view fro
   auto parsed = doc.load_string(xml.c_str(), pugi::parse_default | pugi::parse_declaration | pugi::parse_comments);
   if (!parsed) return InvalidArgumentError(std::string("domain XML: ") + parsed.description());
   MovePathsUnder(doc.document_element(), from_dir, to_dir);
+  // A local disk arrives whole (the mirror copies every layer of its chain into one file), so the
+  // source's backing chain is not the destination's; libvirt reads the chain of what it opens.
+  for (pugi::xml_node disk : doc.document_element().child("devices").children("disk")) {
+    while (pugi::xml_node b = disk.child("backingStore")) disk.remove_child(b);
+  }
   std::ostringstream out;
   doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
   return out.str();

@@ -31,7 +31,8 @@ Result<GuestSpec> ParseDomainXml(const std::string& xml);
 // text node that is `from_dir` + "/..." becomes `to_dir` + "/..." (disk sources, the console log,
 // channel sockets, a kernel kept in the state directory). Directories are given without a
 // trailing slash. Used for live migration, where the destination keeps its files under its own
-// state directory. kInvalidArgument for XML that does not parse.
+// state directory. Disks lose their <backingStore> chains: a local disk arrives whole (the mirror
+// copies every layer into the destination's one file). kInvalidArgument for XML that does not parse.
 Result<std::string> MoveDomainPaths(const std::string& xml, std::string_view from_dir, std::string_view to_dir);
 
 }  // namespace uw::vmm

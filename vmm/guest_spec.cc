@@ -33,9 +33,34 @@ bool IsDiskTarget(std::string_view t) {
   return std::all_of(t.begin() + 2, t.end(), [](char c) { return c >= 'a' && c <= 'z'; });
 }
 
+}  // namespace
+
+bool IsBaseImageRef(std::string_view ref) {
+  const auto at = ref.find('@');
+  if (at == std::string_view::npos || at == 0 || at + 1 == ref.size() || at + 21 < ref.size()) return false;
+  const std::string_view name = ref.substr(0, at);
+  const auto name_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+  };
+  if (name.size() > 63 || !std::all_of(name.begin(), name.end(), name_char)) return false;
+  if (name[0] == '.' || name[0] == '_' || name[0] == '-') return false;
+  return std::all_of(ref.begin() + static_cast<std::ptrdiff_t>(at) + 1, ref.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
+namespace {
+
 Result<DiskSpec> DiskSpecFromView(const JsonView& d, const std::string& default_target) {
-  UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib", "rbd"}));
+  UW_RETURN_IF_ERROR(d.RejectUnknown({"path", "format", "target", "read_only", "size_mib", "rbd", "base_image"}));
   DiskSpec disk;
+  UW_ASSIGN_OR_RETURN(disk.base_image, d.String("base_image", ""));
+  if (d.Has("base_image")) {
+    if (!IsBaseImageRef(disk.base_image)) return d.FieldError("base_image", "expected IMAGE@VERSION");
+    UW_ASSIGN_OR_RETURN(std::string path, d.String("path", ""));
+    if (!path.empty() || d.Has("rbd") || !d.Has("size_mib")) {
+      return d.FieldError("base_image", "a disk made on an image has a size_mib and no path or rbd");
+    }
+  }
   UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
   UW_ASSIGN_OR_RETURN(disk.size_mib, d.NonNegativeInt("size_mib", 0));
   if (disk.size_mib > 16 << 20) return d.FieldError("size_mib", "expected at most 16 TiB");
@@ -49,6 +74,9 @@ Result<DiskSpec> DiskSpecFromView(const JsonView& d, const std::string& default_
     UW_ASSIGN_OR_RETURN(disk.format, d.String("format", "qcow2"));
   }
   if (disk.format != "qcow2" && disk.format != "raw") return d.FieldError("format", "expected qcow2 or raw");
+  if (!disk.base_image.empty() && disk.format != "qcow2") {
+    return d.FieldError("format", "a disk made on an image is qcow2");
+  }
   UW_ASSIGN_OR_RETURN(disk.target, d.String("target", default_target));
   if ((d.Has("target") || !default_target.empty()) && !IsDiskTarget(disk.target)) {
     return d.FieldError("target", "expected vd, sd or hd and one or two letters (vdb), got '" + disk.target + "'");
@@ -196,6 +224,7 @@ Json GuestSpecToJson(const GuestSpec& s) {
       disk["rbd"] = d.rbd;
     }
     if (d.size_mib > 0) disk["size_mib"] = d.size_mib;  // a local disk the agent makes
+    if (!d.base_image.empty()) disk["base_image"] = d.base_image;
     j["disks"].push_back(std::move(disk));
   }
   j["nics"] = Json::array();

@@ -42,7 +42,7 @@ bool SameDisks(const GuestSpec& a, const GuestSpec& b, bool with_size) {
     if (x.path != y.path || x.format != y.format || x.target != y.target || x.read_only != y.read_only) {
       return false;
     }
-    if (with_size && x.size_mib != y.size_mib) return false;
+    if (with_size && (x.size_mib != y.size_mib || x.base_image != y.base_image)) return false;
   }
   return true;
 }

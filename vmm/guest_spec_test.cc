@@ -88,6 +88,29 @@ TEST(GuestSpecTest, LocalDiskSizeRoundTrips) {
   EXPECT_EQ(again->disks[0].path, "");
 }
 
+TEST(GuestSpecTest, ADiskMadeOnAnImageNamesItsVersionAndHasASize) {
+  auto s = GuestSpecFromJson(
+      Json::parse(R"({"name": "a", "disks": [{"size_mib": 1024, "base_image": "golden-1.2@1764979200123"}]})"));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->disks[0].base_image, "golden-1.2@1764979200123");
+  Json j = GuestSpecToJson(*s);
+  EXPECT_EQ(j["disks"][0]["base_image"], "golden-1.2@1764979200123");
+  j.erase("emulated");
+  auto again = GuestSpecFromJson(j);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->disks[0].base_image, "golden-1.2@1764979200123");
+  for (const char* bad : {R"({"size_mib": 5, "base_image": "golden"})", R"({"size_mib": 5, "base_image": "../x@1"})",
+                          R"({"size_mib": 5, "base_image": "x@"})", R"({"size_mib": 5, "base_image": "@1"})",
+                          R"({"size_mib": 5, "base_image": "x@1a"})", R"({"base_image": "x@1"})",
+                          R"({"size_mib": 5, "base_image": "x@1", "path": "/d"})",
+                          R"({"size_mib": 5, "base_image": "x@1", "format": "raw"})",
+                          R"({"size_mib": 5, "base_image": "x@123456789012345678901"})"}) {
+    auto r = GuestSpecFromJson(Json{{"name", "a"}, {"disks", Json::array({Json::parse(bad)})}});
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("spec.disks[0]"), std::string::npos) << r.status().message();
+  }
+}
+
 TEST(GuestSpecTest, RbdDisksNamePoolAndImageOnly) {
   auto s = GuestSpecFromJson(Json::parse(R"({"name": "a", "disks": [{"rbd": "rbd/uw-vol-a"}]})"));
   ASSERT_TRUE(s.ok()) << s.status().ToString();

@@ -43,6 +43,10 @@ struct DiskSpec {
   // Agent API only: no path and a size means "make me a local qcow2 of this size" (the agent
   // creates it under its state_dir/disks, and live migration copies it).
   int64_t size_mib = 0;
+  // Agent API only, with size_mib: the local qcow2 is made on image "NAME@VERSION" of the manager's
+  // local storage (its backing file is the agent's copy, under state_dir/images, fetched from the
+  // manager the first time a guest on this host needs that version).
+  std::string base_image{};
   // A Ceph RBD image "POOL/IMAGE" instead of a path (format raw): the guest opens it over the
   // network, so live migration moves memory only and any host can start the guest. The agent fills
   // the rest from its `ceph` config before the domain is defined.
@@ -100,6 +104,9 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path = "spec
 Json GuestSpecToJson(const GuestSpec& spec);
 // One disk of the guest JSON (an element of its "disks"), with `default_target` when it names none
 // (an empty default leaves the target empty: the caller picks one).
+// "IMAGE@VERSION": an image name (1-63 of [a-z0-9._-], starting with a letter or digit) and its
+// version (decimal digits), as DiskSpec::base_image holds it.
+bool IsBaseImageRef(std::string_view ref);
 Result<DiskSpec> DiskSpecFromJson(const Json& j, std::string_view path, const std::string& default_target);
 // The target a guest's disk number `index` gets when it names none: vda, vdb, ..., vdz, vdaa, ...
 std::string DefaultDiskTarget(size_t index);

@@ -1,0 +1,98 @@
+// Guests' disks on the local storage backend, on the real test bed: the manager keeps the images,
+// a guest's {image, size_gib} disk is a qcow2 its host's agent makes on that host's copy of the
+// image (sent by the manager before the create), and a live migration copies the disk whole.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "tests/manager_it_fixture.h"
+
+namespace uw::it {
+namespace {
+
+class LocalDiskIntegrationTest : public ManagerIntegrationTest {
+ protected:
+  static void SetUpTestSuite() {
+    local_storage_ = true;
+    ManagerIntegrationTest::SetUpTestSuite();
+  }
+  static void TearDownTestSuite() {
+    ManagerIntegrationTest::TearDownTestSuite();
+    local_storage_ = false;
+  }
+  // `command` in guest `g` on `host`, through that host's agent; its output, or why not.
+  static std::string Exec(const std::string& host, const std::string& g, const std::string& command) {
+    Json body = {{"command", command}, {"timeout_s", 30}};
+    auto r = AgentOf(host).Call("POST", "/api/v1/guests/" + g + "/exec", &body);
+    if (!r.ok()) return "<exec failed: " + r.status().ToString() + ">";
+    return r->value("output", "");
+  }
+  // `len` bytes of the guest's vda at 4 KiB block `block`, read from the disk (page cache dropped).
+  static std::string OnDisk(const std::string& host, const std::string& g, int block, size_t len) {
+    return Exec(host, g,
+                "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=4096 skip=" + std::to_string(block) +
+                    " count=1 2>/dev/null | head -c " + std::to_string(len));
+  }
+};
+
+TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageAndKeepsItsDiskThroughALiveMigration) {
+  WaitConnected();
+  const std::string tag = std::to_string(getpid()), image = "mit-local-golden-" + tag, g = "mit-local";
+  const std::string golden = "UW-GOLDEN-" + tag;
+  {
+    const std::string file = "/var/tmp/uw-local-golden-" + tag + ".raw";
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(golden.c_str(), f);
+    std::fclose(f);
+    ASSERT_EQ(truncate(file.c_str(), 16 << 20), 0);
+    Json import = {{"name", image}, {"source", file}};
+    auto started = Client().Call("POST", "/api/v1/images", &import);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    Json imported = WaitTask(*started);
+    std::remove(file.c_str());
+    ASSERT_EQ(imported["state"], "succeeded") << imported.dump();
+  }
+  const auto create = std::chrono::steady_clock::now();
+  CreateBooted(g, 128, false, {{"disks", Json::array({{{"image", image}, {"size_gib", 1}}})}});
+  std::printf("[ figure ] guest on a local disk made on a copied image: create to ready %lld ms\n",
+              static_cast<long long>(MsSince(create)));
+  const std::string from = HostOf(g), to = Other(from);
+  auto vol = Client().Call("GET", "/api/v1/volumes/" + g + "-disk0");
+  ASSERT_TRUE(vol.ok()) << vol.status().ToString();
+  EXPECT_EQ((*vol)["backend"], "local-host");
+  EXPECT_EQ((*vol)["guest"], g);
+  // The disk reads through to the image; what the guest writes lands on its own disk.
+  EXPECT_EQ(OnDisk(from, g, 0, golden.size()), golden);
+  const std::string marker = "UW-LOCAL-MARKER-" + tag;
+  ASSERT_EQ(
+      Exec(from, g, "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+      "0\n");
+  auto listed = AgentOf(from).Call("GET", "/api/v1/guests/" + g);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ((*listed)["local_disks"].size(), 1u) << listed->dump();
+
+  // Live migration: the destination gets the whole disk (image and writes) in one file.
+  Json body = {{"host", to}};
+  const auto moving = std::chrono::steady_clock::now();
+  auto t = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &body);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  const Json done = WaitTask(*t);
+  ASSERT_EQ(done["state"], "succeeded") << done.dump() << "\nconsole:\n" << Console(to, g);
+  std::printf("[ figure ] live migration of that guest with its local disk copied: %lld ms (%s)\n",
+              static_cast<long long>(MsSince(moving)), done.value("result", Json()).dump().c_str());
+  EXPECT_EQ(HostOf(g), to);
+  ExpectOnce(g);
+  EXPECT_EQ(OnDisk(to, g, 256, marker.size()), marker);
+  EXPECT_EQ(OnDisk(to, g, 0, golden.size()), golden);
+
+  // The image is in use while a disk is made on it; the guest deleted, its disk's volume goes.
+  EXPECT_EQ(Client().Call("DELETE", "/api/v1/images/" + image).status().code(), StatusCode::kFailedPrecondition);
+  DeleteGuest(g);
+  EXPECT_EQ(Client().Call("GET", "/api/v1/volumes/" + g + "-disk0").status().code(), StatusCode::kNotFound);
+  auto gone = Client().Call("DELETE", "/api/v1/images/" + image);
+  EXPECT_TRUE(gone.ok()) << gone.status().ToString();
+}
+
+}  // namespace
+}  // namespace uw::it

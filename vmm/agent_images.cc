@@ -1,0 +1,83 @@
+// AgentService: copies of the manager's images, for guests' local disks made on them
+// ({"base_image": "NAME@VERSION"}). The manager sends an image in pieces before the create that
+// needs it (PUT /api/v1/images/{ref}?offset=&total=); the copy grows in state_dir/images/.REF.part
+// and becomes REF.qcow2 once whole and checked: a qcow2 with no backing file of its own (a backing
+// file could name any file on this host). A broken copy goes on from what the host has.
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+
+#include "common/json.h"
+#include "vmm/agent_internal.h"
+#include "vmm/agent_service.h"
+
+namespace uw::vmm {
+
+namespace fs = std::filesystem;
+
+Result<ImageCopy> AgentService::ImageState(std::string_view ref) {
+  if (!IsBaseImageRef(ref))
+    return InvalidArgumentError("image: expected IMAGE@VERSION, got '" + std::string(ref) + "'");
+  std::lock_guard l(images_mu_);
+  std::error_code ec;
+  if (fs::is_regular_file(ImagePath(ref), ec)) {
+    return ImageCopy{static_cast<int64_t>(fs::file_size(ImagePath(ref), ec)), true};
+  }
+  const fs::path part = ImageDir() / ("." + std::string(ref) + ".part");
+  const auto size = fs::file_size(part, ec);
+  return ImageCopy{ec ? 0 : static_cast<int64_t>(size), false};
+}
+
+Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offset, int64_t total_bytes,
+                                             std::string_view bytes) {
+  if (!IsBaseImageRef(ref))
+    return InvalidArgumentError("image: expected IMAGE@VERSION, got '" + std::string(ref) + "'");
+  const std::string what = "image " + std::string(ref) + " on host " + config_.host_name;
+  if (total_bytes <= 0)
+    return InvalidArgumentError("total: expected the image's size in bytes, got " + std::to_string(total_bytes));
+  std::lock_guard l(images_mu_);
+  std::error_code ec;
+  if (fs::is_regular_file(ImagePath(ref), ec)) {
+    return ImageCopy{static_cast<int64_t>(fs::file_size(ImagePath(ref), ec)), true};
+  }
+  const fs::path part = ImageDir() / ("." + std::string(ref) + ".part");
+  auto have = fs::file_size(part, ec);
+  if (ec) have = 0;
+  if (offset != static_cast<int64_t>(have)) {
+    return FailedPreconditionError("offset: " + what + " has " + std::to_string(have) + " bytes, not " +
+                                   std::to_string(offset) + " (go on from there)");
+  }
+  if (offset + static_cast<int64_t>(bytes.size()) > total_bytes) {
+    return InvalidArgumentError("total: " + what + ": " + std::to_string(offset + static_cast<int64_t>(bytes.size())) +
+                                " bytes would be more than the total " + std::to_string(total_bytes));
+  }
+  {
+    std::ofstream out(part, std::ios::binary | std::ios::app);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.flush();
+    if (!out) return UnavailableError(what + ": writing " + part.string() + " failed (is the disk full?)");
+  }
+  const int64_t now_have = offset + static_cast<int64_t>(bytes.size());
+  if (now_have < total_bytes) return ImageCopy{now_have, false};
+  // Whole: only a plain qcow2 becomes an image here.
+  auto info = RunTool({"qemu-img", "info", "-U", "--output=json", "-f", "qcow2", part.string()});
+  Json j = info.ok() ? Json::parse(*info, nullptr, false) : Json();
+  std::string why;
+  if (!info.ok()) {
+    why = "it is not a qcow2 image: " + info.status().message();
+  } else if (!j.is_object() || j.value("format", "") != "qcow2") {
+    why = "it is not a qcow2 image";
+  } else if (j.contains("backing-filename") || j.contains("full-backing-filename")) {
+    why = "it names a backing file of its own";
+  }
+  if (!why.empty()) {
+    fs::remove(part, ec);
+    return InvalidArgumentError(what + ": the copy was refused and removed: " + why);
+  }
+  fs::rename(part, ImagePath(ref), ec);
+  if (ec) return InternalError(what + ": " + ec.message());
+  spdlog::info("{}: copy complete ({} bytes)", what, now_have);
+  return ImageCopy{now_have, true};
+}
+
+}  // namespace uw::vmm
