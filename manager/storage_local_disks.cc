@@ -77,40 +77,55 @@ Status StorageService::CopyBaseImages(AgentClient& agent, const Json& spec) {
   if (!spec.contains("disks") || !spec["disks"].is_array()) return Status::Ok();
   for (const Json& disk : spec["disks"]) {
     if (!disk.is_object() || !disk.contains("base_image") || !disk["base_image"].is_string()) continue;
-    const std::string ref = disk["base_image"].get<std::string>();
-    const auto at = ref.find('@');
-    if (at == std::string::npos) return InvalidArgumentError("base_image: expected IMAGE@VERSION, got '" + ref + "'");
-    const std::string image = ref.substr(0, at), version = ref.substr(at + 1);
-    const std::string what = "copying image '" + image + "' to host " + agent.host();
-    std::lock_guard l(copy_mu_);
-    UW_ASSIGN_OR_RETURN(ImageCopyState have, agent.ImageState(ref));
-    if (have.complete) continue;
-    UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
-    UW_ASSIGN_OR_RETURN(auto img, d_.store.Query("SELECT created_ms FROM images WHERE name = ?", {image}));
-    if (img.empty()) return NotFoundError(what + ": the image was deleted");
-    if (std::to_string(img[0].Int("created_ms")) != version) {
-      return FailedPreconditionError(what + ": the guest's disk was made on version " + version +
-                                     ", and the image was deleted and imported again since");
+    const std::string key = agent.host() + " " + disk["base_image"].get<std::string>();
+    {
+      std::unique_lock l(copy_mu_);
+      copy_done_.wait(l, [&] { return copying_.count(key) == 0; });
+      copying_.insert(key);
     }
-    const auto start = std::chrono::steady_clock::now();
-    const int64_t from = have.bytes;
-    int64_t total = 0;
-    while (!have.complete) {
-      auto chunk = storage::ReadLocalImage(*backend, image, have.bytes, kImageChunkBytes);
-      if (!chunk.ok()) return chunk.status().WithContext(what);
-      total = chunk->total_bytes;
-      if (chunk->bytes.empty())
-        return InternalError(what + ": the host has all " + std::to_string(total) +
-                             " bytes and does not call the copy whole");
-      auto put = agent.PutImagePart(ref, have.bytes, total, chunk->bytes);
-      if (!put.ok()) return put.status().WithContext(what);
-      have = *put;
+    const Status copied = CopyImage(agent, disk["base_image"].get<std::string>());
+    {
+      std::lock_guard l(copy_mu_);
+      copying_.erase(key);
     }
-    spdlog::info(
-        "storage: copied image {} to host {} ({} bytes, {} of them now) in {} ms", ref, agent.host(), total,
-        total - from,
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+    copy_done_.notify_all();
+    UW_RETURN_IF_ERROR(copied);
   }
+  return Status::Ok();
+}
+
+Status StorageService::CopyImage(AgentClient& agent, const std::string& ref) {
+  const auto at = ref.find('@');
+  if (at == std::string::npos) return InvalidArgumentError("base_image: expected IMAGE@VERSION, got '" + ref + "'");
+  const std::string image = ref.substr(0, at), version = ref.substr(at + 1);
+  const std::string what = "copying image '" + image + "' to host " + agent.host();
+  UW_ASSIGN_OR_RETURN(ImageCopyState have, agent.ImageState(ref));
+  if (have.complete) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(storage::StorageBackend * backend, Backend());
+  UW_ASSIGN_OR_RETURN(auto img, d_.store.Query("SELECT created_ms FROM images WHERE name = ?", {image}));
+  if (img.empty()) return NotFoundError(what + ": the image was deleted");
+  if (std::to_string(img[0].Int("created_ms")) != version) {
+    return FailedPreconditionError(what + ": the guest's disk was made on version " + version +
+                                   ", and the image was deleted and imported again since");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t from = have.bytes;
+  int64_t total = 0;
+  while (!have.complete) {
+    auto chunk = storage::ReadLocalImage(*backend, image, have.bytes, kImageChunkBytes);
+    if (!chunk.ok()) return chunk.status().WithContext(what);
+    total = chunk->total_bytes;
+    if (chunk->bytes.empty()) {
+      return InternalError(what + ": the host has all " + std::to_string(total) +
+                           " bytes and does not call the copy whole");
+    }
+    auto put = agent.PutImagePart(ref, have.bytes, total, chunk->bytes);
+    if (!put.ok()) return put.status().WithContext(what);
+    have = *put;
+  }
+  spdlog::info("storage: copied image {} to host {} ({} bytes, {} of them now) in {} ms", ref, agent.host(), total,
+               total - from,
+               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
   return Status::Ok();
 }
 

@@ -102,7 +102,8 @@ class StorageService {
   // each image its disks are made on ({"base_image": "NAME@VERSION"}) that the host does not have
   // whole yet, 4 MiB a call, going on from what the host has. kNotFound for an image deleted
   // meanwhile, kFailedPrecondition for one imported again under its name; the agent's errors
-  // with the host and image named. One copy at a time.
+  // with the host and image named. A second copy of the same image to the same host waits for the
+  // first; copies to other hosts go on at once.
   Status CopyBaseImages(AgentClient& agent, const Json& spec);
   static constexpr int64_t kImageChunkBytes = 3 << 20;
   // The guest is gone (deleted, or its create failed): its volumes are no guest's disk any more,
@@ -148,15 +149,18 @@ class StorageService {
                                   int64_t size_gib, const std::string& guest);
   Status RemoveVolume(const VolumeRecord& v);
   Status CheckQuota(const std::string& tenant, int64_t more_gib);  // inside a transaction
+  Status CopyImage(AgentClient& agent, const std::string& ref);    // one image of CopyBaseImages
   void SettleCreating();                                           // requires backend_mu_
   int64_t NowMs() const;
 
   Deps d_;
   std::mutex backend_mu_;
   std::unique_ptr<storage::StorageBackend> backend_;  // guarded by backend_mu_ (set once)
-  std::mutex copy_mu_;                                // one image copy at a time
-  std::mutex mu_;                                     // one catalogue change at a time
-  std::set<std::string> busy_;                        // guarded by mu_: volumes being attached or detached
+  std::mutex copy_mu_;
+  std::condition_variable copy_done_;
+  std::set<std::string> copying_;  // guarded by copy_mu_: "HOST REF" being copied (one copy of each at a time)
+  std::mutex mu_;                  // one catalogue change at a time
+  std::set<std::string> busy_;     // guarded by mu_: volumes being attached or detached
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;
   bool stopping_ = false;  // guarded by sweep_mu_
