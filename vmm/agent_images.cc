@@ -1,8 +1,8 @@
 // AgentService: copies of the manager's images, for guests' local disks made on them
 // ({"base_image": "NAME@VERSION"}). The manager sends an image in pieces before the create that
 // needs it (PUT /api/v1/images/{ref}?offset=&total=); the copy grows in state_dir/images/.REF.part
-// and becomes REF.qcow2 once whole and checked: a qcow2 with no backing file of its own (a backing
-// file could name any file on this host). A broken copy goes on from what the host has.
+// and becomes REF.qcow2 once whole and checked: a qcow2 with no backing file and no external data
+// file of its own (either could name any file on this host). A broken copy goes on from what the host has.
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -69,6 +69,9 @@ Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offse
     why = "it is not a qcow2 image";
   } else if (j.contains("backing-filename") || j.contains("full-backing-filename")) {
     why = "it names a backing file of its own";
+  } else if (j.contains("format-specific") &&
+             j["format-specific"].value("data", Json::object()).contains("data-file")) {
+    why = "it keeps its data in an external data file";
   }
   if (!why.empty()) {
     fs::remove(part, ec);

@@ -276,6 +276,16 @@ TEST_F(AgentServiceTest, ImageCopiesArriveInPiecesAndLocalDisksAreMadeOnThem) {
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("backing file"), std::string::npos) << refused.status().ToString();
   EXPECT_EQ(service_->ImageState("sneaky@1")->bytes, 0);
+  // So is one that keeps its data in an external file.
+  const fs::path outside = dir_ / "outside.qcow2";
+  ASSERT_TRUE(RunTool({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=" + (dir_ / "data.raw").string(),
+                       outside.string(), "1M"})
+                  .ok());
+  std::ifstream oin(outside, std::ios::binary);
+  const std::string ext((std::istreambuf_iterator<char>(oin)), std::istreambuf_iterator<char>());
+  auto external = service_->PutImagePart("outside@1", 0, static_cast<int64_t>(ext.size()), ext);
+  EXPECT_EQ(external.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(external.status().message().find("external data file"), std::string::npos) << external.status().ToString();
 }
 
 }  // namespace

@@ -164,6 +164,28 @@ TEST_F(AgentTest, HealthIsPublicButTheApiNeedsTheToken) {
   EXPECT_EQ(wrong.Do("GET", "/api/v1/guests")->status, 401);
 }
 
+// The image-copy routes over HTTP: pieces of raw bytes; bad queries and oversized pieces refused.
+TEST_F(AgentTest, ImageCopiesTakeRawPiecesAndRefuseBadOnes) {
+  auto put = [&](const std::string& query, const std::string& body) {
+    auto r = client_->Do("PUT", "/api/v1/images/base@5" + query, body, {{"Content-Type", "application/octet-stream"}});
+    return r.ok() ? *r : api::ClientResponse{};
+  };
+  auto r = put("?offset=0&total=100", std::string(40, 'x'));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body), Json({{"image", "base@5"}, {"bytes", 40}, {"complete", false}}));
+  EXPECT_EQ(Json::parse(Do("GET", "/api/v1/images/base@5").body)["bytes"], 40);
+  EXPECT_EQ(put("?offset=0&total=100", "y").status, 409);  // not where the copy ended
+  EXPECT_EQ(put("?offset=-1&total=100", "y").status, 400);
+  EXPECT_EQ(put("?offset=40", "y").status, 400);  // no total
+  EXPECT_EQ(put("?offset=40&total=1e9", "y").status, 400);
+  EXPECT_EQ(put("?offset=40&total=100", std::string((4 << 20) + 1, 'z')).status, 413);
+  // 100 bytes of x are no qcow2: the whole copy is refused and removed.
+  r = put("?offset=40&total=100", std::string(60, 'x'));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(Json::parse(Do("GET", "/api/v1/images/base@5").body)["bytes"], 0);
+  EXPECT_EQ(Do("GET", "/api/v1/images/..%2Fetc@1").status, 400);
+}
+
 TEST_F(AgentTest, CreateListResizeStopDelete) {
   auto r = Do("POST", "/api/v1/guests",
               R"({"name": "ag-1", "kind": "qemu", "image": "tiny", "vcpus": 1, "max_vcpus": 2,
