@@ -47,6 +47,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
                                   "sample_interval_ms",
                                   "stop_timeout_s",
                                   "max_body_bytes",
+                                  "image_keep_s",
                                   "sys_root",
                                   "manager_url",
                                   "join_token",
@@ -108,6 +109,9 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   UW_CFG(n, v.Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes)));
   if (n < 1024) return fail(v.FieldError("max_body_bytes", "expected at least 1024"));
   c.max_body_bytes = static_cast<size_t>(n);
+  UW_CFG(n, v.Int("image_keep_s", c.image_keep_s));
+  if (n < 0 || n > 31'536'000) return fail(v.FieldError("image_keep_s", "expected 0..31536000 (a year)"));
+  c.image_keep_s = n;
   UW_CFG(c.sys_root, v.String("sys_root", c.sys_root));
   UW_CFG(c.manager_url, v.String("manager_url", ""));
   UW_CFG(c.join_token, v.String("join_token", ""));

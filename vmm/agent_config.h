@@ -28,6 +28,9 @@ struct AgentConfig {
   int sample_interval_ms = 1000;
   int stop_timeout_s = 30;  // graceful stop, then force
   size_t max_body_bytes = 256 << 10;
+  // How long a copy of the manager's image (state_dir/images) that no local disk uses is kept, in
+  // case the next guest needs it, before it is removed.
+  int64_t image_keep_s = 86400;
   std::string sys_root = "/";  // where DetectKvm looks (tests point it elsewhere)
   // Cluster membership (vmm/manager_link.h); empty manager_url: standalone agent.
   std::string manager_url;

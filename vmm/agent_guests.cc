@@ -277,6 +277,7 @@ Status AgentService::Delete(std::string_view name, bool force) {
     }
   }
   ForgetGuest(info);
+  PruneImages(std::chrono::seconds(config_.image_keep_s));
   return Status::Ok();
 }
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <set>
 
 #include "common/json.h"
 #include "vmm/agent_internal.h"
@@ -81,6 +82,34 @@ Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offse
   if (ec) return InternalError(what + ": " + ec.message());
   spdlog::info("{}: copy complete ({} bytes)", what, now_have);
   return ImageCopy{now_have, true};
+}
+
+int AgentService::PruneImages(std::chrono::seconds keep) {
+  std::lock_guard l(images_mu_);
+  std::error_code ec;
+  // The image copies the local disks are made on (their backing files).
+  std::set<std::string> used;
+  for (fs::directory_iterator it(LocalDiskDir(), ec), end; !ec && it != end; it.increment(ec)) {
+    auto info = RunTool({"qemu-img", "info", "-U", "--output=json", it->path().string()});
+    if (!info.ok()) {
+      spdlog::warn("image copies not pruned: {}", info.status().ToString());
+      return 0;  // a disk that cannot be read might be made on any of them
+    }
+    const Json j = Json::parse(*info, nullptr, false);
+    if (j.is_object()) used.insert(j.value("backing-filename", ""));
+  }
+  const auto cutoff = fs::file_time_type::clock::now() - keep;
+  int removed = 0;
+  for (fs::directory_iterator it(ImageDir(), ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    std::error_code e2;
+    if (used.count(p.string()) || fs::last_write_time(p, e2) > cutoff || e2) continue;
+    if (fs::remove(p, e2)) {
+      ++removed;
+      spdlog::info("removed image copy {}: no local disk is made on it", p.filename().string());
+    }
+  }
+  return removed;
 }
 
 }  // namespace uw::vmm

@@ -52,7 +52,9 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
                                 "'? delete it first)");
     }
     std::vector<std::string> argv = {"qemu-img", "create", "-q", "-f", d.format};
+    std::unique_lock images(images_mu_, std::defer_lock);  // PruneImages waits until the disk names it
     if (!d.base_image.empty()) {
+      images.lock();
       // Copy-on-write on this host's copy of the image (the manager sends it before the create).
       const fs::path base = ImagePath(d.base_image);
       std::error_code ec;
@@ -62,6 +64,7 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
                                        config_.host_name + " (the manager copies it there before the create)");
       }
       argv.insert(argv.end(), {"-F", "qcow2", "-b", base.string()});
+      fs::last_write_time(base, fs::file_time_type::clock::now(), ec);  // last used now (PruneImages)
     }
     argv.insert(argv.end(), {d.path, std::to_string(d.size_mib) + "M"});
     auto r = RunTool(argv);
@@ -283,6 +286,7 @@ void AgentService::RunMigration(Outgoing* raw, const std::string& name, Hypervis
       std::error_code ec;
       fs::remove(path, ec);
     }
+    if (!local_disks.empty()) PruneImages(std::chrono::seconds(config_.image_keep_s));
   }
   std::lock_guard l(migrations_mu_);
   raw->final_job = final_job;

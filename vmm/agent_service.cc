@@ -45,6 +45,7 @@ Status AgentService::Start() {
     if (ec)
       return UnavailableError("cannot create " + (fs::path(config_.state_dir) / sub).string() + ": " + ec.message());
   }
+  PruneImages(std::chrono::seconds(config_.image_keep_s));
   {
     std::stringstream mountinfo;
     mountinfo << std::ifstream("/proc/self/mountinfo").rdbuf();

@@ -242,6 +242,10 @@ class AgentService {
   // backing file (else kInvalidArgument, and the copy is removed).
   Result<ImageCopy> ImageState(std::string_view ref);
   Result<ImageCopy> PutImagePart(std::string_view ref, int64_t offset, int64_t total_bytes, std::string_view bytes);
+  // Removes the image copies (and broken copies) that no local disk is made on and that were last
+  // used more than `keep` ago; returns how many. Run at start, after a guest is deleted and after
+  // one left by live migration, with the config's image_keep_s.
+  int PruneImages(std::chrono::seconds keep);
   // kFailedPrecondition for a guest not shut off unless `force`. Removes its local disks.
   Status Delete(std::string_view name, bool force);
   // kFailedPrecondition when the guest is not running or not ready within the timeout.

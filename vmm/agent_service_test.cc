@@ -263,8 +263,15 @@ TEST_F(AgentServiceTest, ImageCopiesArriveInPiecesAndLocalDisksAreMadeOnThem) {
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   EXPECT_EQ(Json::parse(*info).value("backing-filename", ""), (dir_ / "state/images/base@17.qcow2").string());
   EXPECT_EQ(Json::parse(*info).value("virtual-size", int64_t{0}), int64_t{16} << 20);
+  // In use: kept, however old.
+  EXPECT_EQ(service_->PruneImages(std::chrono::seconds(0)), 0);
   ASSERT_TRUE(service_->Delete("as-img", true).ok());
   EXPECT_FALSE(fs::exists(disk_path));
+  // Unused: kept while recently used (the config's day), removed after.
+  EXPECT_EQ(service_->PruneImages(std::chrono::hours(1)), 0);
+  EXPECT_TRUE(service_->ImageState(ref)->complete);
+  EXPECT_EQ(service_->PruneImages(std::chrono::seconds(0)), 1);
+  EXPECT_EQ(service_->ImageState(ref)->bytes, 0);
   // A copy that names a backing file of its own (any file on the host) is refused and removed.
   const fs::path sneaky = dir_ / "sneaky.qcow2";
   ASSERT_TRUE(
