@@ -272,27 +272,25 @@ TEST_F(AgentServiceTest, ImageCopiesArriveInPiecesAndLocalDisksAreMadeOnThem) {
   EXPECT_TRUE(service_->ImageState(ref)->complete);
   EXPECT_EQ(service_->PruneImages(std::chrono::seconds(0)), 1);
   EXPECT_EQ(service_->ImageState(ref)->bytes, 0);
-  // A copy that names a backing file of its own (any file on the host) is refused and removed.
-  const fs::path sneaky = dir_ / "sneaky.qcow2";
-  ASSERT_TRUE(
-      RunTool({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", sneaky.string(), "1M"})
-          .ok());
-  std::ifstream sin(sneaky, std::ios::binary);
-  const std::string bad((std::istreambuf_iterator<char>(sin)), std::istreambuf_iterator<char>());
-  auto refused = service_->PutImagePart("sneaky@1", 0, static_cast<int64_t>(bad.size()), bad);
-  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("backing file"), std::string::npos) << refused.status().ToString();
-  EXPECT_EQ(service_->ImageState("sneaky@1")->bytes, 0);
-  // So is one that keeps its data in an external file.
-  const fs::path outside = dir_ / "outside.qcow2";
-  ASSERT_TRUE(RunTool({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=" + (dir_ / "data.raw").string(),
-                       outside.string(), "1M"})
-                  .ok());
-  std::ifstream oin(outside, std::ios::binary);
-  const std::string ext((std::istreambuf_iterator<char>(oin)), std::istreambuf_iterator<char>());
-  auto external = service_->PutImagePart("outside@1", 0, static_cast<int64_t>(ext.size()), ext);
-  EXPECT_EQ(external.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(external.status().message().find("external data file"), std::string::npos) << external.status().ToString();
+  // A whole copy made by `create_args` (qemu-img create's, then the file) is refused and removed,
+  // saying `why`.
+  auto refused = [&](const std::string& name, std::vector<std::string> create_args, const std::string& why) {
+    const fs::path file = dir_ / (name + ".qcow2");
+    std::vector<std::string> argv = {"qemu-img", "create", "-q", "-f", "qcow2"};
+    argv.insert(argv.end(), create_args.begin(), create_args.end());
+    argv.insert(argv.end(), {file.string(), "1M"});
+    ASSERT_TRUE(RunTool(argv).ok());
+    std::ifstream bin(file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(bin)), std::istreambuf_iterator<char>());
+    auto put = service_->PutImagePart(name + "@1", 0, static_cast<int64_t>(bytes.size()), bytes);
+    EXPECT_EQ(put.status().code(), StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(put.status().message().find(why), std::string::npos) << put.status().ToString();
+    EXPECT_EQ(service_->ImageState(name + "@1")->bytes, 0) << name;
+  };
+  // One that names a backing file of its own, or keeps its data in an external file (either could
+  // be any file on the host).
+  refused("sneaky", {"-F", "raw", "-b", "/etc/passwd"}, "backing file");
+  refused("outside", {"-o", "data_file=" + (dir_ / "data.raw").string()}, "external data file");
 }
 
 }  // namespace
