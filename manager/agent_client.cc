@@ -153,6 +153,10 @@ class HttpAgentClient final : public AgentClient {
     Json body = {{"rbd", disk.rbd}, {"target", disk.target}};
     return GuestCall("POST", GuestPath(guest) + "/disks", &body);
   }
+  Result<AgentGuest> ResizeDisk(const std::string& guest, const std::string& target, int64_t size_mib) override {
+    Json body = {{"size_mib", size_mib}};
+    return GuestCall("POST", GuestPath(guest) + "/disks/" + target + "/resize", &body);
+  }
   Result<AgentGuest> DetachDisk(const std::string& guest, const std::string& target) override {
     return GuestCall("DELETE", GuestPath(guest) + "/disks/" + target, nullptr);
   }
@@ -308,6 +312,7 @@ class FailingAgentClient final : public AgentClient {
   }
   Result<AgentGuest> AttachDisk(const std::string&, const AttachedDisk&) override { return why_; }
   Result<AgentGuest> DetachDisk(const std::string&, const std::string&) override { return why_; }
+  Result<AgentGuest> ResizeDisk(const std::string&, const std::string&, int64_t) override { return why_; }
   Result<ExecResult> Exec(const std::string&, const ExecRequest&) override { return why_; }
   Result<std::string> ConsoleTail(const std::string&, size_t) override { return why_; }
   Result<IncomingReady> PrepareIncoming(const IncomingRequest&) override { return why_; }

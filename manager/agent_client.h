@@ -145,6 +145,9 @@ class AgentClient {
   // Removes the disk at `target`. kNotFound when the guest has no such disk; kDeadlineExceeded
   // when the running guest did not let go of it (it stays until the guest stops).
   virtual Result<AgentGuest> DetachDisk(const std::string& guest, const std::string& target) = 0;
+  // Grows the guest's local disk at `target` (one its agent made) to `size_mib`; a running guest
+  // sees it at once. kInvalidArgument for a smaller size.
+  virtual Result<AgentGuest> ResizeDisk(const std::string& guest, const std::string& target, int64_t size_mib) = 0;
   virtual Result<ExecResult> Exec(const std::string& guest, const ExecRequest& request) = 0;
   // The last `bytes` of the guest's serial console.
   virtual Result<std::string> ConsoleTail(const std::string& guest, size_t bytes) = 0;

@@ -152,6 +152,15 @@ class InMemoryAgent final : public AgentClient {
     return *g;
   }
 
+  Result<AgentGuest> ResizeDisk(const std::string& guest, const std::string& target, int64_t size_mib) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    int64_t& have = cluster_.hosts_[host_].disk_mib[guest + "/" + target];
+    if (size_mib < have) return InvalidArgumentError("size_mib: a resize only grows the disk");
+    have = size_mib;
+    return *g;
+  }
+
   Result<AgentGuest> DetachDisk(const std::string& guest, const std::string& target) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
@@ -449,6 +458,14 @@ int InMemoryCluster::creates_waiting(const std::string& host) const {
   std::lock_guard l(mu_);
   auto it = hosts_.find(host);
   return it == hosts_.end() ? 0 : it->second.creates_waiting;
+}
+
+int64_t InMemoryCluster::DiskMib(const std::string& host, const std::string& guest, const std::string& target) const {
+  std::lock_guard l(mu_);
+  auto h = hosts_.find(host);
+  if (h == hosts_.end()) return 0;
+  auto it = h->second.disk_mib.find(guest + "/" + target);
+  return it == h->second.disk_mib.end() ? 0 : it->second;
 }
 
 std::string InMemoryCluster::ImageCopy(const std::string& host, const std::string& ref) const {

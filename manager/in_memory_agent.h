@@ -70,6 +70,8 @@ class InMemoryCluster {
   int creates_waiting(const std::string& host) const;
   // The spec of the last create of `guest` that `host` received (null when none).
   Json CreateSpec(const std::string& host, const std::string& guest) const;
+  // The size the last ResizeDisk of `guest`'s disk `target` on `host` set (0 when none).
+  int64_t DiskMib(const std::string& host, const std::string& guest, const std::string& target) const;
   // The bytes of image copy `ref` on `host` ("" when none).
   std::string ImageCopy(const std::string& host, const std::string& ref) const;
   // What uw-agent on `host` sends the manager in a heartbeat (vmm::HeartbeatBody's shape): its
@@ -95,6 +97,7 @@ class InMemoryCluster {
     std::map<std::string, Json> create_specs;   // the last create of each guest
     std::map<std::string, std::string> images;  // image copies by "NAME@VERSION" (complete or not)
     std::set<std::string> complete_images;
+    std::map<std::string, int64_t> disk_mib;  // "GUEST/TARGET" -> the size its last ResizeDisk set
     int creates = 0;
     int creates_waiting = 0;
     bool hold_creates = false;

@@ -11,12 +11,15 @@
 // deleted and imported again).
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <chrono>
 
 #include "common/id.h"
 #include "manager/event_log.h"
+#include "manager/guest_table.h"
 #include "manager/internal.h"
 #include "manager/storage_service.h"
+#include "vmm/hypervisor.h"
 
 namespace uw::manager::internal {
 
@@ -71,6 +74,31 @@ Status StorageService::AttachHostLocalForCreate(GuestCreate& req) {
     for (const std::string& key : made) (void)d_.store.Exec("DELETE FROM volumes WHERE key = ?", {key});
   }
   return s;
+}
+
+Status StorageService::ResizeHostLocalDisk(const VolumeRecord& v, int64_t size_gib) {
+  UW_ASSIGN_OR_RETURN(Guest g, d_.guests.Get(v.guest));
+  if (!g.host) return FailedPreconditionError("its guest is on no host (" + g.state + ")");
+  if (g.migrating_to)
+    return FailedPreconditionError("its guest is moving to host " + *g.migrating_to + "; try again after");
+  // The disk is the guest's disk number i (the volume is "<guest>-disk<i>"): on the local backend no
+  // disk is attached or detached later, so it is still at that place in the spec.
+  const auto at = v.name.rfind("-disk");
+  UW_ASSIGN_OR_RETURN(Json spec, d_.guests.SpecOf(g.name));
+  size_t index = 0;
+  const bool named = at != std::string::npos &&
+                     std::from_chars(v.name.data() + at + 5, v.name.data() + v.name.size(), index).ec == std::errc();
+  if (!named || !spec.contains("disks") || index >= spec["disks"].size() ||
+      !spec["disks"][index].contains("base_image")) {
+    return InternalError("the spec of guest '" + g.name + "' has no local disk for it");
+  }
+  Json& disk = spec["disks"][index];
+  const std::string target = disk.value("target", vmm::DefaultDiskTarget(index));
+  auto grown = d_.agent_of(*g.host)->ResizeDisk(g.name, target, size_gib * 1024);
+  if (!grown.ok())
+    return grown.status().WithContext("disk " + target + " of guest '" + g.name + "' on host " + *g.host);
+  disk["size_mib"] = size_gib * 1024;
+  return d_.guests.SetSpec(g.name, spec, NowMs());
 }
 
 Status StorageService::CopyBaseImages(AgentClient& agent, const Json& spec) {

@@ -419,18 +419,18 @@ Result<VolumeRecord> StorageService::ResizeVolume(const Principal& p, std::strin
   UW_ASSIGN_OR_RETURN(VolumeRecord v, Visible(p, name));
   const std::string shown(ShownGuestName(p, v.key));
   if (v.state != "ready") return FailedPreconditionError("volume '" + shown + "' is still being created");
-  if (v.backend == kHostLocalBackend) {
-    return FailedPreconditionError("volume '" + shown +
-                                   "' is a local disk on its guest's host: resizing it is not built");
-  }
   if (size_gib < v.size_gib) {
     return InvalidArgumentError("size_gib: volume '" + shown + "' is " + std::to_string(v.size_gib) +
                                 " GiB and a resize only grows it");
   }
   if (size_gib == v.size_gib) return v;
   UW_RETURN_IF_ERROR(d_.store.Transact([&] { return CheckQuota(v.tenant, size_gib - v.size_gib); }));
-  UW_RETURN_IF_ERROR(
-      backend->ResizeVolume(v.backend_name, size_gib * kGiB).status().WithContext("volume '" + shown + "'"));
+  if (v.backend == kHostLocalBackend) {
+    UW_RETURN_IF_ERROR(ResizeHostLocalDisk(v, size_gib).WithContext("volume '" + shown + "'"));
+  } else {
+    UW_RETURN_IF_ERROR(
+        backend->ResizeVolume(v.backend_name, size_gib * kGiB).status().WithContext("volume '" + shown + "'"));
+  }
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(d_.store.Exec("UPDATE volumes SET size_gib = ? WHERE key = ?", {size_gib, v.key}));
     return d_.events.Add("volume.resized", v.key, v.tenant, {{"from_gib", v.size_gib}, {"size_gib", size_gib}});

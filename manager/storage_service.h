@@ -150,7 +150,9 @@ class StorageService {
   Status RemoveVolume(const VolumeRecord& v);
   Status CheckQuota(const std::string& tenant, int64_t more_gib);  // inside a transaction
   Status CopyImage(AgentClient& agent, const std::string& ref);    // one image of CopyBaseImages
-  void SettleCreating();                                           // requires backend_mu_
+  // Grows a local-host volume: its guest's agent grows the disk, and the guest's spec records it.
+  Status ResizeHostLocalDisk(const VolumeRecord& v, int64_t size_gib);  // requires mu_
+  void SettleCreating();                                                // requires backend_mu_
   int64_t NowMs() const;
 
   Deps d_;

@@ -183,9 +183,17 @@ TEST_F(StorageCatalogueTest, LocalDisksAreMadeOnTheGuestsHostFromACopyOfTheImage
   EXPECT_EQ((*vol)["guest"], "g1");
   EXPECT_EQ((*vol)["size_gib"], 2);
   EXPECT_EQ((*Client(acme).Call("GET", "/api/v1/storage/quotas"))["quotas"][0]["used_gib"], 2);
-  Json bigger = {{"size_gib", 3}};
+  // It grows on its host (within the quota), and only grows.
+  Json bigger = {{"size_gib", 3}}, smaller = {{"size_gib", 1}}, too_big = {{"size_gib", 4}};
   auto resize = Client(acme).Call("POST", "/api/v1/volumes/g1-disk0/resize", &bigger);
-  EXPECT_EQ(resize.status().code(), StatusCode::kFailedPrecondition) << resize.status().ToString();
+  ASSERT_TRUE(resize.ok()) << resize.status().ToString();
+  EXPECT_EQ((*resize)["size_gib"], 3);
+  EXPECT_EQ(cluster_.DiskMib("h1", "acme:g1", "vda"), 3072);
+  EXPECT_EQ(Client(acme).Call("POST", "/api/v1/volumes/g1-disk0/resize", &smaller).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Client(acme).Call("POST", "/api/v1/volumes/g1-disk0/resize", &too_big).status().code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(cluster_.DiskMib("h1", "acme:g1", "vda"), 3072);
   EXPECT_EQ(Client().Call("DELETE", "/api/v1/images/base").status().code(), StatusCode::kFailedPrecondition);
   // Over the quota, and a {volume} disk: refused, nothing made.
   guest["name"] = "g2";

@@ -1,6 +1,7 @@
 // Guests' disks on the local storage backend, on the real test bed: the manager keeps the images,
 // a guest's {image, size_gib} disk is a qcow2 its host's agent makes on that host's copy of the
-// image (sent by the manager before the create), and a live migration copies the disk whole.
+// image (sent by the manager before the create), a live migration copies the disk whole, and the
+// disk's volume grows under the running guest.
 #include <unistd.h>
 
 #include <cstdio>
@@ -36,7 +37,7 @@ class LocalDiskIntegrationTest : public ManagerIntegrationTest {
   }
 };
 
-TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageAndKeepsItsDiskThroughALiveMigration) {
+TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageKeepsItsDiskThroughALiveMigrationAndItGrows) {
   WaitConnected();
   const std::string tag = std::to_string(getpid()), image = "mit-local-golden-" + tag, g = "mit-local";
   const std::string golden = "UW-GOLDEN-" + tag;
@@ -101,6 +102,15 @@ TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageAndKeepsItsDi
   ExpectOnce(g);
   EXPECT_EQ(OnDisk(to, g, 256, marker.size()), marker);
   EXPECT_EQ(OnDisk(to, g, 0, golden.size()), golden);
+
+  // The volume grows on the guest's host, and the running guest sees it at once.
+  EXPECT_EQ(Exec(to, g, "cat /sys/block/vda/size"), std::to_string((int64_t{1} << 30) / 512) + "\n");
+  Json two = {{"size_gib", 2}};
+  auto grown = Client().Call("POST", "/api/v1/volumes/" + g + "-disk0/resize", &two);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_TRUE(WaitFor([&] { return Exec(to, g, "cat /sys/block/vda/size") == "4194304\n"; }, std::chrono::seconds(10)))
+      << Exec(to, g, "cat /sys/block/vda/size");
+  EXPECT_EQ(OnDisk(to, g, 256, marker.size()), marker);
 
   // The image is in use while a disk is made on it; the guest deleted, its disk's volume goes.
   EXPECT_EQ(Client().Call("DELETE", "/api/v1/images/" + image).status().code(), StatusCode::kFailedPrecondition);

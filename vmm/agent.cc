@@ -173,6 +173,8 @@ void Agent::BuildRoutes() {
   router_.Add("POST", "/api/v1/guests/{name}/resume", [this](const api::Request& r) { return PauseGuest(r, false); });
   router_.Add("POST", "/api/v1/guests/{name}/resize", [this](const api::Request& r) { return ResizeGuest(r); });
   router_.Add("POST", "/api/v1/guests/{name}/disks", [this](const api::Request& r) { return AttachDisk(r); });
+  router_.Add("POST", "/api/v1/guests/{name}/disks/{target}/resize",
+              [this](const api::Request& r) { return ResizeDisk(r); });
   router_.Add("DELETE", "/api/v1/guests/{name}/disks/{target}",
               [this](const api::Request& r) { return DetachDisk(r); });
   router_.Add("POST", "/api/v1/guests/{name}/exec", [this](const api::Request& r) { return ExecInGuest(r); });
@@ -405,6 +407,19 @@ api::Response Agent::PutImagePart(const api::Request& req) {
   UW_PARSE(total, QueryInt(req, "total"));
   auto c = service_.PutImagePart(ref, offset, total, req.body);
   return c.ok() ? Ok(ImageCopyJson(ref, *c)) : Err(c.status());
+}
+
+api::Response Agent::ResizeDisk(const api::Request& req) {
+  Json body;
+  UW_PARSE(body, req.JsonBody());
+  auto v = JsonView::Of(body, "body");
+  if (!v.ok()) return Err(v.status());
+  UW_CHECK(v->RejectUnknown({"size_mib"}));
+  int64_t size_mib = 0;
+  UW_PARSE(size_mib, v->PositiveInt("size_mib"));
+  if (size_mib > (int64_t{16} << 20)) return Err(v->FieldError("size_mib", "expected at most 16 TiB"));
+  auto guest = service_.ResizeDisk(req.params.at("name"), req.params.at("target"), size_mib);
+  return guest.ok() ? Ok(GuestDetailsToJson(*guest)) : Err(guest.status());
 }
 
 api::Response Agent::DetachDisk(const api::Request& req) {

@@ -57,6 +57,7 @@ class Agent {
   api::Response ResizeGuest(const api::Request& req);
   api::Response DeleteGuest(const api::Request& req);
   api::Response AttachDisk(const api::Request& req);
+  api::Response ResizeDisk(const api::Request& req);
   api::Response ImageState(const api::Request& req);
   api::Response PutImagePart(const api::Request& req);
   api::Response DetachDisk(const api::Request& req);

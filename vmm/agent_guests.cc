@@ -258,6 +258,33 @@ Result<GuestDetails> AgentService::DetachDisk(std::string_view name, std::string
   return Get(name);
 }
 
+Result<GuestDetails> AgentService::ResizeDisk(std::string_view name, std::string_view target, int64_t size_mib) {
+  UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
+  UW_ASSIGN_OR_RETURN(GuestSpec spec, h->GetSpec(name));
+  const std::string what = "disk " + std::string(target) + " of guest '" + std::string(name) + "'";
+  auto d = std::find_if(spec.disks.begin(), spec.disks.end(), [&](const DiskSpec& x) { return x.target == target; });
+  if (d == spec.disks.end()) return NotFoundError(what + ": the guest has no such disk");
+  if (!IsLocalDisk(d->path)) {
+    return FailedPreconditionError(what + " is not a local disk of this host (" +
+                                   (d->rbd.empty() ? d->path : "rbd " + d->rbd) + "); it is resized where it lives");
+  }
+  UW_ASSIGN_OR_RETURN(std::vector<LocalDisk> disks, LocalDisks(spec));
+  const auto have = std::find_if(disks.begin(), disks.end(), [&](const LocalDisk& x) { return x.target == target; });
+  const int64_t bytes = size_mib << 20;
+  if (have != disks.end() && bytes < have->virtual_size_bytes) {
+    return InvalidArgumentError("size_mib: " + what + " is " + std::to_string(have->virtual_size_bytes >> 20) +
+                                " MiB and a resize only grows it");
+  }
+  UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
+  if (info.state == GuestState::kShutoff) {
+    UW_RETURN_IF_ERROR(RunTool({"qemu-img", "resize", "-q", "-f", d->format, d->path, std::to_string(bytes)}).status());
+  } else {
+    UW_RETURN_IF_ERROR(h->ResizeRunningDisk(name, target, bytes));
+  }
+  spdlog::info("grew {} to {} MiB", what, size_mib);
+  return Get(name);
+}
+
 Status AgentService::Delete(std::string_view name, bool force) {
   UW_ASSIGN_OR_RETURN(Hypervisor * h, Find(name));
   UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));

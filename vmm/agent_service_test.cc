@@ -293,5 +293,26 @@ TEST_F(AgentServiceTest, ImageCopiesArriveInPiecesAndLocalDisksAreMadeOnThem) {
   refused("outside", {"-o", "data_file=" + (dir_ / "data.raw").string()}, "external data file");
 }
 
+// A stopped guest's local disk grows with qemu-img (a running one's through libvirt: the
+// test-bed test); it only grows, and only local disks grow here.
+TEST_F(AgentServiceTest, ALocalDiskGrowsAndOnlyGrows) {
+  CreateRequest c = Tiny("as-grow", /*start=*/false);
+  DiskSpec disk;
+  disk.size_mib = 16;
+  c.spec.disks.push_back(disk);
+  ASSERT_TRUE(service_->Create(c).ok());
+  auto grown = service_->ResizeDisk("as-grow", "vda", 48);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  auto info = RunTool({"qemu-img", "info", "-U", "--output=json", (dir_ / "state/disks/as-grow-vda.qcow2").string()});
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(Json::parse(*info).value("virtual-size", int64_t{0}), int64_t{48} << 20);
+  auto smaller = service_->ResizeDisk("as-grow", "vda", 32);
+  EXPECT_EQ(smaller.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(smaller.status().message().find("only grows"), std::string::npos) << smaller.status().ToString();
+  EXPECT_EQ(service_->ResizeDisk("as-grow", "vdz", 64).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(service_->ResizeDisk("as-none", "vda", 64).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(service_->Delete("as-grow", true).ok());
+}
+
 }  // namespace
 }  // namespace uw::vmm

@@ -318,6 +318,12 @@ class Hypervisor {
     return UnimplementedError("this hypervisor cannot detach disks");
   }
 
+  // Grows the disk at `target` of a running guest to `bytes` (QEMU's block_resize: the guest sees
+  // the new size at once). kNotFound when the guest has no such disk.
+  virtual Status ResizeRunningDisk(std::string_view name, std::string_view target, int64_t bytes) {
+    return UnimplementedError("this hypervisor cannot resize disks");
+  }
+
   // Defines (or updates) the private libvirt secret `uuid` for Ceph user `usage` ("client.uw") with
   // `value` (the raw key bytes), which network disks name in their <auth>. kUnimplemented for
   // drivers without secrets.

@@ -1,4 +1,5 @@
-// Disks added to and removed from a defined guest (LibvirtHypervisor::AttachDisk, DetachDisk).
+// Disks added to, grown in and removed from a defined guest (LibvirtHypervisor::AttachDisk,
+// ResizeRunningDisk, DetachDisk).
 #include <libvirt/libvirt.h>
 
 #include <algorithm>
@@ -53,6 +54,19 @@ Status LibvirtHypervisor::AttachDisk(std::string_view name, const DiskSpec& disk
   const std::string xml = DiskDeviceXml(disk, spec.paravirt);
   return ApplyLiveAndConfig(d.get(), "attaching disk " + disk.target + " to " + what,
                             [&](unsigned flags) { return virDomainAttachDeviceFlags(d.get(), xml.c_str(), flags); });
+}
+
+Status LibvirtHypervisor::ResizeRunningDisk(std::string_view name, std::string_view target, int64_t bytes) {
+  UW_ASSIGN_OR_RETURN(virDomainPtr raw, Lookup(name));
+  DomainHandle d(raw);
+  UW_ASSIGN_OR_RETURN(std::string live, DomainXml(d.get(), name, 0));
+  const std::string what = "disk " + std::string(target) + " of guest '" + std::string(name) + "'";
+  if (DiskElementAt(live, target).empty()) return NotFoundError(what + ": the guest has no such disk");
+  if (virDomainBlockResize(d.get(), std::string(target).c_str(), static_cast<unsigned long long>(bytes),
+                           VIR_DOMAIN_BLOCK_RESIZE_BYTES) < 0) {
+    return LibvirtError("resizing " + what);
+  }
+  return Status::Ok();
 }
 
 Status LibvirtHypervisor::DetachDisk(std::string_view name, std::string_view target, Duration timeout) {

@@ -97,7 +97,8 @@ class LibvirtHypervisor : public Hypervisor {
   Status SetMigrationBandwidth(std::string_view name, double mib_s) override;
   Status DefineCephSecret(const std::string& uuid, const std::string& usage, const std::string& value) override;
   Status StartPostCopy(std::string_view name) override;
-  Status AttachDisk(std::string_view name, const DiskSpec& disk) override;  // libvirt_disks.cc
+  Status AttachDisk(std::string_view name, const DiskSpec& disk) override;
+  Status ResizeRunningDisk(std::string_view name, std::string_view target, int64_t bytes) override;  // libvirt_disks.cc
   Status DetachDisk(std::string_view name, std::string_view target, Duration timeout) override;
 
  private:
