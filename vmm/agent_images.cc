@@ -16,35 +16,47 @@ namespace uw::vmm {
 
 namespace fs = std::filesystem;
 
-Result<ImageCopy> AgentService::ImageState(std::string_view ref) {
-  if (!IsBaseImageRef(ref))
-    return InvalidArgumentError("image: expected IMAGE@VERSION, got '" + std::string(ref) + "'");
-  std::lock_guard l(images_mu_);
+namespace {
+
+Status CheckRef(std::string_view ref) {
+  if (IsBaseImageRef(ref)) return Status::Ok();
+  return InvalidArgumentError("image: expected IMAGE@VERSION, got '" + std::string(ref) + "'");
+}
+
+}  // namespace
+
+fs::path AgentService::ImagePartPath(std::string_view ref) const {
+  return ImageDir() / ("." + std::string(ref) + ".part");
+}
+
+ImageCopy AgentService::ImageHeld(std::string_view ref) const {
   std::error_code ec;
   if (fs::is_regular_file(ImagePath(ref), ec)) {
     return ImageCopy{static_cast<int64_t>(fs::file_size(ImagePath(ref), ec)), true};
   }
-  const fs::path part = ImageDir() / ("." + std::string(ref) + ".part");
-  const auto size = fs::file_size(part, ec);
+  const auto size = fs::file_size(ImagePartPath(ref), ec);
   return ImageCopy{ec ? 0 : static_cast<int64_t>(size), false};
+}
+
+Result<ImageCopy> AgentService::ImageState(std::string_view ref) {
+  UW_RETURN_IF_ERROR(CheckRef(ref));
+  std::lock_guard l(images_mu_);
+  return ImageHeld(ref);
 }
 
 Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offset, int64_t total_bytes,
                                              std::string_view bytes) {
-  if (!IsBaseImageRef(ref))
-    return InvalidArgumentError("image: expected IMAGE@VERSION, got '" + std::string(ref) + "'");
+  UW_RETURN_IF_ERROR(CheckRef(ref));
   const std::string what = "image " + std::string(ref) + " on host " + config_.host_name;
   if (total_bytes <= 0)
     return InvalidArgumentError("total: expected the image's size in bytes, got " + std::to_string(total_bytes));
   std::lock_guard l(images_mu_);
+  const ImageCopy held = ImageHeld(ref);
+  if (held.complete) return held;
+  const fs::path part = ImagePartPath(ref);
+  const int64_t have = held.bytes;
   std::error_code ec;
-  if (fs::is_regular_file(ImagePath(ref), ec)) {
-    return ImageCopy{static_cast<int64_t>(fs::file_size(ImagePath(ref), ec)), true};
-  }
-  const fs::path part = ImageDir() / ("." + std::string(ref) + ".part");
-  auto have = fs::file_size(part, ec);
-  if (ec) have = 0;
-  if (offset != static_cast<int64_t>(have)) {
+  if (offset != have) {
     return FailedPreconditionError("offset: " + what + " has " + std::to_string(have) + " bytes, not " +
                                    std::to_string(offset) + " (go on from there)");
   }

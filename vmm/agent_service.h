@@ -307,6 +307,8 @@ class AgentService {
   Result<std::vector<LocalDisk>> LocalDisks(const GuestSpec& spec);
   std::filesystem::path ImageDir() const { return std::filesystem::path(config_.state_dir) / "images"; }
   std::filesystem::path ImagePath(std::string_view ref) const { return ImageDir() / (std::string(ref) + ".qcow2"); }
+  std::filesystem::path ImagePartPath(std::string_view ref) const;  // a copy still arriving
+  ImageCopy ImageHeld(std::string_view ref) const;                  // requires images_mu_
   Status CreateLocalDisks(GuestSpec& spec);
   // Fills a spec's rbd disks from the `ceph` config and gives libvirt the key (kFailedPrecondition
   // when this host has no Ceph or its keyring cannot be read).
