@@ -177,6 +177,33 @@ class HttpAgentClient final : public AgentClient {
     Json j = Json::parse(r->body, nullptr, false);
     return ReadImageCopy("PUT " + path, j);
   }
+  Result<DiskFilePiece> ReadDiskPart(const std::string& guest, const std::string& target, int64_t offset,
+                                     int64_t length) override {
+    const std::string path = GuestPath(guest) + "/disks/" + target + "/file?offset=" + std::to_string(offset) +
+                             "&length=" + std::to_string(length);
+    auto r = client_.Do("GET", path);
+    if (!r.ok()) return r.status().WithContext(Context());
+    if (r->status != 200) return api::StatusFromHttp(r->status, r->body).WithContext(Context());
+    DiskFilePiece piece;
+    const auto total = r->headers.find("x-uw-file-bytes");
+    if (total == r->headers.end() || total->second.empty() ||
+        total->second.find_first_not_of("0123456789") != std::string::npos || total->second.size() > 18) {
+      return InternalError("GET " + path + ": the answer has no X-Uw-File-Bytes size").WithContext(Context());
+    }
+    piece.total_bytes = std::stoll(total->second);
+    piece.bytes = std::move(r->body);
+    return piece;
+  }
+  Result<ImageCopyState> PutIncomingDiskPart(const std::string& guest, const std::string& target, int64_t offset,
+                                             int64_t total_bytes, const std::string& bytes) override {
+    const std::string path = "/api/v1/incoming/" + guest + "/disks/" + target + "?offset=" + std::to_string(offset) +
+                             "&total=" + std::to_string(total_bytes);
+    auto r = client_.Do("PUT", path, bytes, {{"Content-Type", "application/octet-stream"}});
+    if (!r.ok()) return r.status().WithContext(Context());
+    if (r->status / 100 != 2) return api::StatusFromHttp(r->status, r->body).WithContext(Context());
+    Json j = Json::parse(r->body, nullptr, false);
+    return ReadImageCopy("PUT " + path, j);
+  }
   Result<ExecResult> Exec(const std::string& guest, const ExecRequest& r) override {
     const std::string what = "POST " + GuestPath(guest) + "/exec";
     Json body = {{"command", r.command}, {"timeout_s", r.timeout_s}};
@@ -308,6 +335,11 @@ class FailingAgentClient final : public AgentClient {
   Status Delete(const std::string&, bool) override { return why_; }
   Result<ImageCopyState> ImageState(const std::string&) override { return why_; }
   Result<ImageCopyState> PutImagePart(const std::string&, int64_t, int64_t, const std::string&) override {
+    return why_;
+  }
+  Result<DiskFilePiece> ReadDiskPart(const std::string&, const std::string&, int64_t, int64_t) override { return why_; }
+  Result<ImageCopyState> PutIncomingDiskPart(const std::string&, const std::string&, int64_t, int64_t,
+                                             const std::string&) override {
     return why_;
   }
   Result<AgentGuest> AttachDisk(const std::string&, const AttachedDisk&) override { return why_; }

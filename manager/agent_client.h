@@ -42,6 +42,13 @@ struct ImageCopyState {
   bool complete = false;
 };
 
+// A piece of a stopped guest's local disk file, read from its host for a cold move, and the file's
+// size (GET /api/v1/guests/{name}/disks/{target}/file).
+struct DiskFilePiece {
+  std::string bytes;
+  int64_t total_bytes = 0;
+};
+
 struct AttachedDisk {
   std::string rbd;     // POOL/IMAGE; "" for a file on the host
   std::string target;  // vdb
@@ -158,6 +165,15 @@ class AgentClient {
   virtual Result<ImageCopyState> ImageState(const std::string& ref) = 0;
   virtual Result<ImageCopyState> PutImagePart(const std::string& ref, int64_t offset, int64_t total_bytes,
                                               const std::string& bytes) = 0;
+
+  // Cold moves of guests with local disks: the source's file of a stopped guest's disk, read in
+  // pieces of up to 4 MiB (kFailedPrecondition while the guest runs), and the destination taking
+  // them in order (offset 0 starts again) for a guest it does not have. A create whose spec has
+  // "disks_carried": true then takes the whole files as the guest's local disks.
+  virtual Result<DiskFilePiece> ReadDiskPart(const std::string& guest, const std::string& target, int64_t offset,
+                                             int64_t length) = 0;
+  virtual Result<ImageCopyState> PutIncomingDiskPart(const std::string& guest, const std::string& target,
+                                                     int64_t offset, int64_t total_bytes, const std::string& bytes) = 0;
 
   // Live migration: the destination's side.
   virtual Result<IncomingReady> PrepareIncoming(const IncomingRequest& request) = 0;

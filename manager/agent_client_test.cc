@@ -230,6 +230,69 @@ TEST_P(AgentClientContract, MigrationCallsOnAGuestThatIsNotMoving) {
   EXPECT_EQ(agent_->CancelMigration("ct-no-such-guest").code(), StatusCode::kNotFound);
 }
 
+// A cold move's carrying of a local disk, on one host: the file of a stopped guest's disk read in
+// pieces, sent as the disk of a guest not there yet, and taken by its create.
+TEST_P(AgentClientContract, ALocalDiskIsReadWhileStoppedAndCarriedToAGuestCreatedWithIt) {
+  const Json spec = {{"name", "ct-carry-a"}, {"kind", "qemu"},        {"image", "tiny"},
+                     {"memory_mib", 128},    {"max_memory_mib", 128}, {"disks", Json::array({{{"size_mib", 16}}})}};
+  made_.push_back("ct-carry-a");
+  auto a = agent_->Create(spec);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto listed = agent_->Get("ct-carry-a");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->local_disks.size(), 1u);
+  EXPECT_EQ(listed->local_disks[0].target, "vda");
+  EXPECT_EQ(listed->local_disks[0].virtual_size_bytes, int64_t{16} << 20);
+  auto running = agent_->ReadDiskPart("ct-carry-a", "vda", 0, 4096);
+  EXPECT_EQ(running.status().code(), StatusCode::kFailedPrecondition) << running.status().ToString();
+  ASSERT_TRUE(agent_->Stop("ct-carry-a", StopRequest{.force = true, .timeout_s = std::nullopt}).ok());
+  EXPECT_EQ(agent_->ReadDiskPart("ct-carry-a", "vdq", 0, 4096).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(agent_->ReadDiskPart("ct-no-such-guest", "vda", 0, 4096).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(agent_->ReadDiskPart("ct-carry-a", "vda", 0, 5 << 20).status().code(), StatusCode::kInvalidArgument);
+  // The whole file, in pieces of 100 bytes.
+  std::string file;
+  int64_t total = -1;
+  while (total < 0 || static_cast<int64_t>(file.size()) < total) {
+    auto piece = agent_->ReadDiskPart("ct-carry-a", "vda", static_cast<int64_t>(file.size()), 100);
+    ASSERT_TRUE(piece.ok()) << piece.status().ToString();
+    ASSERT_FALSE(piece->bytes.empty());
+    total = piece->total_bytes;
+    file += piece->bytes;
+  }
+  ASSERT_GT(total, 0);
+  // The destination's side: never over a guest it has, in order, and the create waits for all.
+  EXPECT_EQ(agent_->PutIncomingDiskPart("ct-carry-a", "vda", 0, total, file).status().code(),
+            StatusCode::kAlreadyExists);
+  Json b_spec = spec;
+  b_spec["name"] = "ct-carry-b";
+  b_spec["disks_carried"] = true;
+  made_.push_back("ct-carry-b");
+  auto half = agent_->PutIncomingDiskPart("ct-carry-b", "vda", 0, total, file.substr(0, 10));
+  ASSERT_TRUE(half.ok()) << half.status().ToString();
+  EXPECT_EQ(half->bytes, 10);
+  EXPECT_FALSE(half->complete);
+  EXPECT_EQ(agent_->PutIncomingDiskPart("ct-carry-b", "vda", 5, total, "x").status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(agent_->Create(b_spec).status().code(), StatusCode::kFailedPrecondition);
+  auto rest = agent_->PutIncomingDiskPart("ct-carry-b", "vda", 10, total, file.substr(10));
+  ASSERT_TRUE(rest.ok()) << rest.status().ToString();
+  EXPECT_TRUE(rest->complete);
+  auto b = agent_->Create(b_spec);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_TRUE(agent_->Stop("ct-carry-b", StopRequest{.force = true, .timeout_s = std::nullopt}).ok());
+  auto copy = agent_->ReadDiskPart("ct-carry-b", "vda", 0, 4 << 20);
+  ASSERT_TRUE(copy.ok()) << copy.status().ToString();
+  EXPECT_EQ(copy->total_bytes, total);
+  EXPECT_EQ(copy->bytes, file.substr(0, 4 << 20));
+  // Abandoning an incoming guest removes a half-carried disk: a create cannot take it afterwards.
+  Json c_spec = b_spec;
+  c_spec["name"] = "ct-carry-c";
+  made_.push_back("ct-carry-c");
+  ASSERT_TRUE(agent_->PutIncomingDiskPart("ct-carry-c", "vda", 0, total, file).ok());
+  ASSERT_TRUE(agent_->AbandonIncoming("ct-carry-c").ok());
+  EXPECT_EQ(agent_->Create(c_spec).status().code(), StatusCode::kFailedPrecondition);
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, AgentClientContract,
                          ::testing::Values(std::make_pair("HttpOverTestDriver", Factory([] {
                                                             return std::make_unique<HttpOverTestDriver>();

@@ -34,17 +34,29 @@ class InMemoryAgent final : public AgentClient {
     UW_ASSIGN_OR_RETURN(bool start, v.Bool("start", true));
     g.state = start ? "running" : "shutoff";
     g.has_channel = g.kind != GuestKind::kLxc;
+    std::map<std::string, int64_t> local;  // target -> size_mib of the local disks to make
     if (v.Has("disks")) {
       UW_ASSIGN_OR_RETURN(auto disks, v.Objects("disks"));
       for (const auto& d : disks) {
         AttachedDisk disk;
         UW_ASSIGN_OR_RETURN(disk.target, d.String("target", vmm::DefaultDiskTarget(g.disks.size())));
         UW_ASSIGN_OR_RETURN(disk.rbd, d.String("rbd", ""));
+        UW_ASSIGN_OR_RETURN(int64_t size_mib, d.Int("size_mib", 0));
+        if (disk.rbd.empty() && !d.Has("path") && size_mib > 0) local[disk.target] = size_mib;
         g.disks.push_back(std::move(disk));
       }
     }
+    UW_ASSIGN_OR_RETURN(bool carried, v.Bool("disks_carried", false));
     std::unique_lock l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
+    for (const auto& [target, size_mib] : local) {
+      const std::string key = g.name + "/" + target;
+      if (carried && !h->incoming_whole.count(key)) {
+        return FailedPreconditionError("disk " + target + " of guest '" + g.name + "' carried to host " + host_ +
+                                       " has not arrived whole (a cold move sends it before the create)");
+      }
+      g.local_disks.push_back({target, g.name + "-" + target + ".qcow2", "qcow2", size_mib << 20});
+    }
     ++h->creates;
     h->create_specs[g.name] = spec;
     if (h->hold_creates) {
@@ -55,8 +67,14 @@ class InMemoryAgent final : public AgentClient {
     if (h->guests.count(g.name)) {
       return AlreadyExistsError("guest '" + g.name + "' already exists on host " + host_);
     }
+    for (const auto& [target, size_mib] : local) {
+      const std::string key = g.name + "/" + target;
+      h->disk_files[key] = carried ? h->incoming[key] : "empty " + std::to_string(size_mib) + " MiB";
+      h->incoming.erase(key);
+      h->incoming_whole.erase(key);
+    }
     h->guests[g.name] = g;
-    return g;
+    return Answer(g);
   }
 
   Status Ping() override {
@@ -176,8 +194,48 @@ class InMemoryAgent final : public AgentClient {
     if (!force && (g->state == "running" || g->state == "paused")) {
       return FailedPreconditionError("guest '" + guest + "' is running; stop it first");
     }
-    cluster_.hosts_[host_].guests.erase(guest);
+    auto& h = cluster_.hosts_[host_];
+    h.guests.erase(guest);
+    EraseDisks(h.disk_files, guest);
     return Status::Ok();
+  }
+
+  Result<DiskFilePiece> ReadDiskPart(const std::string& guest, const std::string& target, int64_t offset,
+                                     int64_t length) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    const std::string what = "disk " + target + " of guest '" + guest + "'";
+    auto it = cluster_.hosts_[host_].disk_files.find(guest + "/" + target);
+    if (it == cluster_.hosts_[host_].disk_files.end()) return NotFoundError(what + ": the guest has no such disk");
+    if (g->state != "shutoff") return FailedPreconditionError(what + " is read only while the guest is shut off");
+    const auto total = static_cast<int64_t>(it->second.size());
+    if (offset < 0 || offset > total || length <= 0 || length > (4 << 20)) {
+      return InvalidArgumentError(what + ": offset " + std::to_string(offset) + ", length " + std::to_string(length));
+    }
+    return DiskFilePiece{it->second.substr(static_cast<size_t>(offset), static_cast<size_t>(length)), total};
+  }
+
+  Result<ImageCopyState> PutIncomingDiskPart(const std::string& guest, const std::string& target, int64_t offset,
+                                             int64_t total_bytes, const std::string& bytes) override {
+    std::lock_guard l(cluster_.mu_);
+    UW_ASSIGN_OR_RETURN(auto* h, Up());
+    if (h->guests.count(guest)) return AlreadyExistsError("guest '" + guest + "' already exists on host " + host_);
+    const std::string key = guest + "/" + target;
+    std::string& file = h->incoming[key];
+    if (offset == 0) {
+      file.clear();
+      h->incoming_whole.erase(key);
+    }
+    if (offset != static_cast<int64_t>(file.size())) {
+      return FailedPreconditionError("disk " + key + " on host " + host_ + ": has " + std::to_string(file.size()) +
+                                     " bytes, not " + std::to_string(offset));
+    }
+    if (offset + static_cast<int64_t>(bytes.size()) > total_bytes) {
+      return InvalidArgumentError("disk " + key + ": more bytes than total " + std::to_string(total_bytes));
+    }
+    file += bytes;
+    if (static_cast<int64_t>(file.size()) == total_bytes) h->incoming_whole.insert(key);
+    return ImageCopyState{static_cast<int64_t>(file.size()), h->incoming_whole.count(key) > 0};
   }
 
   Result<ImageCopyState> ImageState(const std::string& ref) override {
@@ -245,6 +303,8 @@ class InMemoryAgent final : public AgentClient {
   Status AbandonIncoming(const std::string& guest) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
+    EraseDisks(h->incoming, guest);
+    std::erase_if(h->incoming_whole, [&](const std::string& key) { return key.rfind(guest + "/", 0) == 0; });
     auto it = h->guests.find(guest);
     if (it == h->guests.end()) return Status::Ok();
     if (it->second.state == "running") {
@@ -252,6 +312,7 @@ class InMemoryAgent final : public AgentClient {
                                      ": not an abandoned incoming copy");
     }
     h->guests.erase(it);
+    EraseDisks(h->disk_files, guest);
     return Status::Ok();
   }
 
@@ -342,6 +403,11 @@ class InMemoryAgent final : public AgentClient {
     if (it == h->guests.end()) return NotFoundError("guest '" + guest + "' not found on host " + host_);
     return &it->second;
   }
+  // Removes `guest`'s entries ("GUEST/TARGET") from `files`.
+  static void EraseDisks(std::map<std::string, std::string>& files, const std::string& guest) {
+    const std::string prefix = guest + "/";
+    for (auto d = files.lower_bound(prefix); d != files.end() && d->first.rfind(prefix, 0) == 0;) d = files.erase(d);
+  }
   // Lifecycle answers carry no disks (only Get does), as the agent's.
   static AgentGuest Answer(AgentGuest g) {
     g.local_disks.clear();
@@ -374,6 +440,12 @@ class InMemoryAgent final : public AgentClient {
     }
     AgentGuest g = moving->second;
     source.guests.erase(moving);
+    auto& dest = cluster_.hosts_[job.destination];
+    for (auto d = source.disk_files.lower_bound(guest + "/");
+         d != source.disk_files.end() && d->first.rfind(guest + "/", 0) == 0;) {
+      dest.disk_files[d->first] = d->second;  // the copy-storage mirror
+      d = source.disk_files.erase(d);
+    }
     g.state = job.script.dies_on_destination ? "crashed" : "running";
     cluster_.hosts_[job.destination].guests[guest] = g;
     job.state = "completed";
@@ -466,6 +538,22 @@ int64_t InMemoryCluster::DiskMib(const std::string& host, const std::string& gue
   if (h == hosts_.end()) return 0;
   auto it = h->second.disk_mib.find(guest + "/" + target);
   return it == h->second.disk_mib.end() ? 0 : it->second;
+}
+
+std::optional<std::string> InMemoryCluster::DiskFile(const std::string& host, const std::string& guest,
+                                                     const std::string& target) const {
+  std::lock_guard l(mu_);
+  auto h = hosts_.find(host);
+  if (h == hosts_.end()) return std::nullopt;
+  auto it = h->second.disk_files.find(guest + "/" + target);
+  if (it == h->second.disk_files.end()) return std::nullopt;
+  return it->second;
+}
+
+void InMemoryCluster::SetDiskFile(const std::string& host, const std::string& guest, const std::string& target,
+                                  const std::string& bytes) {
+  std::lock_guard l(mu_);
+  hosts_[host].disk_files[guest + "/" + target] = bytes;
 }
 
 std::string InMemoryCluster::ImageCopy(const std::string& host, const std::string& ref) const {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -72,6 +73,13 @@ class InMemoryCluster {
   Json CreateSpec(const std::string& host, const std::string& guest) const;
   // The size the last ResizeDisk of `guest`'s disk `target` on `host` set (0 when none).
   int64_t DiskMib(const std::string& host, const std::string& guest, const std::string& target) const;
+  // The file of `guest`'s local disk `target` on `host` (nullopt when it has none), and setting it
+  // (as the guest writing to its disk). A create makes a local disk ({"size_mib"} without rbd) as
+  // "empty <size_mib> MiB"; live migrations and cold moves carry it.
+  std::optional<std::string> DiskFile(const std::string& host, const std::string& guest,
+                                      const std::string& target) const;
+  void SetDiskFile(const std::string& host, const std::string& guest, const std::string& target,
+                   const std::string& bytes);
   // The bytes of image copy `ref` on `host` ("" when none).
   std::string ImageCopy(const std::string& host, const std::string& ref) const;
   // What uw-agent on `host` sends the manager in a heartbeat (vmm::HeartbeatBody's shape): its
@@ -97,7 +105,10 @@ class InMemoryCluster {
     std::map<std::string, Json> create_specs;   // the last create of each guest
     std::map<std::string, std::string> images;  // image copies by "NAME@VERSION" (complete or not)
     std::set<std::string> complete_images;
-    std::map<std::string, int64_t> disk_mib;  // "GUEST/TARGET" -> the size its last ResizeDisk set
+    std::map<std::string, int64_t> disk_mib;        // "GUEST/TARGET" -> the size its last ResizeDisk set
+    std::map<std::string, std::string> disk_files;  // "GUEST/TARGET" -> a local disk's file
+    std::map<std::string, std::string> incoming;    // "GUEST/TARGET" -> a disk carried here (cold move)
+    std::set<std::string> incoming_whole;
     int creates = 0;
     int creates_waiting = 0;
     bool hold_creates = false;

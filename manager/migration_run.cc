@@ -14,6 +14,7 @@
 #include "manager/internal.h"
 #include "manager/lease_service.h"
 #include "manager/migration_table.h"
+#include "manager/storage_service.h"
 #include "manager/task_journal.h"
 #include "placement/placement.h"
 
@@ -181,6 +182,7 @@ void MigrationRun::ColdResume(const Result<AgentGuest>& on_src, const Result<Age
   }
   if (on_src.ok()) {
     if (on_dest.ok()) (void)Destination()->Delete(guest_, true);
+    (void)Destination()->AbandonIncoming(guest_);  // local disks carried there, if any
     if (PresenceOf(on_src) != mg::Presence::kRunning) (void)Source()->Start(guest_);
     return Finish(Outcome::kRolledBack,
                   AbortedError("manager restarted during a cold move; started again on the source"));
@@ -196,11 +198,7 @@ void MigrationRun::ColdMove(bool resume) {
   auto stored_spec = m_.guests_->SpecOf(guest_);
   if (!stored_spec.ok()) return Finish(Outcome::kRolledBack, stored_spec.status());
   if (!on_src.ok()) return Finish(Outcome::kRolledBack, on_src.status());
-  if (!on_src->local_disks.empty()) {
-    return Finish(
-        Outcome::kRolledBack,
-        FailedPreconditionError("guest " + guest_ + " has local disks: cold moves carry shared storage only"));
-  }
+  const std::vector<LocalDisk> disks = on_src->local_disks;
   const bool was_running = PresenceOf(on_src) == mg::Presence::kRunning;
   if (!Record(mg::Phase::kPrepare, "cold: stop on " + rec_.source)) return;
   Progress(0.2, "cold move: stopping the guest on " + rec_.source);
@@ -209,15 +207,34 @@ void MigrationRun::ColdMove(bool resume) {
     auto s = source->Stop(guest_, StopRequest{});
     if (!s.ok()) return Finish(Outcome::kRolledBack, s.status());
   }
-  if (!Record(mg::Phase::kTransfer, "cold: define on " + rec_.destination)) return;
-  Progress(0.5, "cold move: starting the guest on " + rec_.destination);
+  // Back to where it was: what reached the destination removed, the guest started again.
+  const auto roll_back = [&](const Status& why) {
+    if (!disks.empty()) (void)destination->AbandonIncoming(guest_);
+    if (was_running) (void)source->Start(guest_);  // best effort: the rollback is reported either way
+    Finish(Outcome::kRolledBack, why);
+  };
   Json spec = std::move(*stored_spec);
   spec["start"] = was_running;
-  auto made = destination->Create(spec);
-  if (!made.ok()) {
-    if (was_running) (void)source->Start(guest_);  // best effort: the rollback is reported either way
-    return Finish(Outcome::kRolledBack, made.status().WithContext("creating the guest on " + rec_.destination));
+  if (!Record(mg::Phase::kTransfer,
+              (disks.empty() ? "cold: define on "
+                             : "cold: copy " + std::to_string(disks.size()) + " local disk(s) to and define on ") +
+                  rec_.destination)) {
+    return;
   }
+  if (!disks.empty()) {
+    Progress(0.3, "cold move: copying the guest's local disks to " + rec_.destination);
+    Status copied = m_.storage_->CopyBaseImages(*destination, spec);  // what the disks are made on
+    if (copied.ok()) {
+      rec_.stats.disk_total_bytes = 0;
+      copied =
+          internal::StorageService::CarryLocalDisks(*source, *destination, guest_, disks, &rec_.stats.disk_total_bytes);
+    }
+    if (!copied.ok()) return roll_back(copied);
+    spec["disks_carried"] = true;
+  }
+  Progress(0.5, "cold move: starting the guest on " + rec_.destination);
+  auto made = destination->Create(spec);
+  if (!made.ok()) return roll_back(made.status().WithContext("creating the guest on " + rec_.destination));
   if (!Record(mg::Phase::kSwitchOver, "cold: running on " + rec_.destination)) return;
   if (!Record(mg::Phase::kConfirm, "cold: delete on " + rec_.source)) return;
   Status del = source->Delete(guest_, true);

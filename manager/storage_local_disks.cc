@@ -6,6 +6,8 @@
 //   the create task, before the agent's create --> CopyBaseImages: the image file to the host in
 //        pieces (GET/PUT /api/v1/images/REF on the agent), unless it has it whole
 //   the agent --> a qcow2 whose backing file is its copy; deleted with the guest
+//   a cold move --> CopyBaseImages to the destination, then CarryLocalDisks: each disk's file read
+//        from the source in pieces and sent to the destination, which rebases it on its own copy
 //
 // The image's version keeps a host from making a disk on an older file of the same name (an image
 // deleted and imported again).
@@ -154,6 +156,43 @@ Status StorageService::CopyImage(AgentClient& agent, const std::string& ref) {
   spdlog::info("storage: copied image {} to host {} ({} bytes, {} of them now) in {} ms", ref, agent.host(), total,
                total - from,
                std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  return Status::Ok();
+}
+
+Status StorageService::CarryLocalDisks(AgentClient& from, AgentClient& to, const std::string& guest,
+                                       const std::vector<LocalDisk>& disks, int64_t* carried) {
+  for (const LocalDisk& disk : disks) {
+    const std::string what =
+        "copying disk " + disk.target + " of guest " + guest + " from host " + from.host() + " to host " + to.host();
+    const auto start = std::chrono::steady_clock::now();
+    int64_t offset = 0, total = -1;
+    while (total < 0 || offset < total) {
+      auto piece = from.ReadDiskPart(guest, disk.target, offset, kImageChunkBytes);
+      if (!piece.ok()) return piece.status().WithContext(what);
+      if (total >= 0 && piece->total_bytes != total) {
+        return AbortedError(what + ": the file changed size during the copy (" + std::to_string(total) + " then " +
+                            std::to_string(piece->total_bytes) + " bytes)");
+      }
+      total = piece->total_bytes;
+      const auto got = static_cast<int64_t>(piece->bytes.size());
+      if (got > kImageChunkBytes || (got == 0 && offset < total)) {
+        return InternalError(what + ": host " + from.host() + " answered " + std::to_string(got) + " bytes at offset " +
+                             std::to_string(offset) + " of " + std::to_string(total));
+      }
+      if (total == 0) return InternalError(what + ": the source's file is empty");
+      auto put = to.PutIncomingDiskPart(guest, disk.target, offset, total, piece->bytes);
+      if (!put.ok()) return put.status().WithContext(what);
+      offset += got;
+      if (put->bytes != offset || put->complete != (offset == total)) {
+        return InternalError(what + ": host " + to.host() + " has " + std::to_string(put->bytes) + " bytes, not " +
+                             std::to_string(offset));
+      }
+    }
+    if (carried) *carried += total;
+    spdlog::info(
+        "storage: {}: {} bytes in {} ms", what, total,
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  }
   return Status::Ok();
 }
 

@@ -106,6 +106,12 @@ class StorageService {
   // first; copies to other hosts go on at once.
   Status CopyBaseImages(AgentClient& agent, const Json& spec);
   static constexpr int64_t kImageChunkBytes = 3 << 20;
+  // A cold move of stopped guest `guest` with local disks `disks` (the source's Get): copies each
+  // disk's file from `from` to `to` in pieces of kImageChunkBytes (the destination keeps them for
+  // the create with "disks_carried"). Adds the bytes copied to *carried. Errors name the disk and
+  // both hosts; what arrived stays on `to` until AbandonIncoming or its agent's pruning.
+  static Status CarryLocalDisks(AgentClient& from, AgentClient& to, const std::string& guest,
+                                const std::vector<LocalDisk>& disks, int64_t* carried);
   // The guest is gone (deleted, or its create failed): its volumes are no guest's disk any more,
   // and the ones made with it are deleted. Errors are logged as events, not returned.
   void ReleaseGuest(const std::string& guest, const std::string& tenant);

@@ -214,6 +214,57 @@ TEST_F(StorageCatalogueTest, LocalDisksAreMadeOnTheGuestsHostFromACopyOfTheImage
   EXPECT_TRUE(Client().Call("DELETE", "/api/v1/images/base").ok());
 }
 
+// A cold move of a guest with a local disk: the disk's file is read from the stopped guest's host
+// and carried to the other (after the image it is made on), and the create there takes it. A move
+// that fails on the way leaves the guest and its disk where they were, running again.
+TEST_F(StorageCatalogueTest, AColdMoveCarriesALocalDiskAndAFailedOneLeavesItWhereItWas) {
+  StartManager();
+  ASSERT_EQ(ImportImage("base", source_)["state"], "succeeded");
+  const std::string ref = "base@" + std::to_string(Count("SELECT created_ms AS n FROM images WHERE name = 'base'"));
+  AddHost("h1");
+  AddHost("h2");
+  Json guest = {{"name", "g"}, {"image", "tiny"}, {"memory_mib", 64}};
+  guest["disks"] = Json::array({{{"image", "base"}, {"size_gib", 1}}});
+  ASSERT_EQ(WaitTask(*Client().Call("POST", "/api/v1/guests", &guest))["state"], "succeeded");
+  const std::string src = (*Client().Call("GET", "/api/v1/guests/g"))["host"], dst = src == "h1" ? "h2" : "h1";
+  // What the guest wrote: 7 MiB, three pieces.
+  std::string written(7 << 20, '\0');
+  for (size_t i = 0; i < written.size(); ++i) written[i] = static_cast<char>((i * 131) % 253);
+  cluster_.SetDiskFile(src, "g", "vda", written);
+  Json cold = {{"host", dst}, {"mode", "cold"}};
+
+  // The destination refuses the disk (it has a guest of that name): rolled back, running again.
+  AgentGuest squatter;
+  squatter.name = "g";
+  squatter.state = "shutoff";
+  cluster_.Place(dst, squatter);
+  const Json failed = WaitTask(*Client().Call("POST", "/api/v1/guests/g/migrate", &cold));
+  EXPECT_EQ(failed["state"], "failed") << failed.dump();
+  EXPECT_NE(failed.dump().find("copying disk vda of guest g from host " + src), std::string::npos) << failed.dump();
+  EXPECT_EQ(cluster_.StateOf(src, "g"), "running");
+  EXPECT_EQ(cluster_.DiskFile(src, "g", "vda"), written);
+  EXPECT_EQ(cluster_.StateOf(dst, "g"), "");  // the incoming copy abandoned
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/g"))["host"], src);
+
+  // Carried: the image first, then the disk's file byte for byte; the source keeps nothing.
+  const Json moved = WaitTask(*Client().Call("POST", "/api/v1/guests/g/migrate", &cold));
+  ASSERT_EQ(moved["state"], "succeeded") << moved.dump();
+  EXPECT_EQ((*Client().Call("GET", "/api/v1/guests/g"))["host"], dst);
+  EXPECT_EQ(cluster_.StateOf(dst, "g"), "running");
+  EXPECT_EQ(cluster_.StateOf(src, "g"), "");
+  EXPECT_TRUE(cluster_.DiskFile(dst, "g", "vda") == written) << "the destination's disk differs";
+  EXPECT_FALSE(cluster_.DiskFile(src, "g", "vda").has_value());
+  EXPECT_FALSE(cluster_.ImageCopy(dst, ref).empty());
+  EXPECT_EQ(cluster_.CreateSpec(dst, "g")["disks_carried"], true);
+  auto migs = Client().Call("GET", "/api/v1/migrations?guest=g");
+  ASSERT_TRUE(migs.ok()) << migs.status().ToString();
+  const Json last = (*migs)["migrations"][0];
+  EXPECT_EQ(last["phase"], "done") << migs->dump();
+  EXPECT_EQ(last["stats"]["disk_total_bytes"], written.size()) << last.dump();
+  // The stored spec is the guest's, not the move's: a later create makes its disk as before.
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM guests WHERE spec LIKE '%disks_carried%'"), 0);
+}
+
 // An image imported from an http URL (the manager downloads it with libcurl): here served by the
 // manager's own HTTP server on a route added for the test. A URL that answers 404, and one where
 // nothing listens, are clear errors (the latter retryable) that make no image.

@@ -1,12 +1,14 @@
 // Guests' disks on the local storage backend, on the real test bed: the manager keeps the images,
 // a guest's {image, size_gib} disk is a qcow2 its host's agent makes on that host's copy of the
-// image (sent by the manager before the create), a live migration copies the disk whole, and the
-// disk's volume grows under the running guest.
+// image (sent by the manager before the create), a cold move carries the disk to the other host
+// (rebased there onto that host's copy of the image), a live migration copies the disk whole, and
+// the disk's volume grows under the running guest.
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 
+#include "common/command.h"
 #include "tests/manager_it_fixture.h"
 
 namespace uw::it {
@@ -29,6 +31,13 @@ class LocalDiskIntegrationTest : public ManagerIntegrationTest {
     if (!r.ok()) return "<exec failed: " + r.status().ToString() + ">";
     return r->value("output", "");
   }
+  // The manager's own account (its log lines holding `what`) as figures.
+  static void PrintLogFigures(const std::string& what) {
+    std::ifstream log(*dir_ / "manager.log");
+    for (std::string line; std::getline(log, line);) {
+      if (line.find(what) != std::string::npos) std::printf("[ figure ] %s\n", line.c_str());
+    }
+  }
   // `len` bytes of the guest's vda at 4 KiB block `block`, read from the disk (page cache dropped).
   static std::string OnDisk(const std::string& host, const std::string& g, int block, size_t len) {
     return Exec(host, g,
@@ -37,7 +46,7 @@ class LocalDiskIntegrationTest : public ManagerIntegrationTest {
   }
 };
 
-TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageKeepsItsDiskThroughALiveMigrationAndItGrows) {
+TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageKeepsItsDiskThroughColdAndLiveMovesAndItGrows) {
   WaitConnected();
   const std::string tag = std::to_string(getpid()), image = "mit-local-golden-" + tag, g = "mit-local";
   const std::string golden = "UW-GOLDEN-" + tag;
@@ -67,27 +76,50 @@ TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageKeepsItsDiskT
   CreateBooted(g, 128, false, {{"disks", Json::array({{{"image", image}, {"size_gib", 1}}})}});
   std::printf("[ figure ] guest on a local disk made on an 8 MiB image copied to its host: create to ready %lld ms\n",
               static_cast<long long>(MsSince(create)));
-  {
-    // The manager's own account of the copy (its log).
-    std::ifstream log(*dir_ / "manager.log");
-    for (std::string line; std::getline(log, line);) {
-      if (line.find("copied image " + image) != std::string::npos) std::printf("[ figure ] %s\n", line.c_str());
-    }
-  }
-  const std::string from = HostOf(g), to = Other(from);
+  PrintLogFigures("copied image " + image);
+  const std::string first = HostOf(g), from = Other(first), to = first;
   auto vol = Client().Call("GET", "/api/v1/volumes/" + g + "-disk0");
   ASSERT_TRUE(vol.ok()) << vol.status().ToString();
   EXPECT_EQ((*vol)["backend"], "local-host");
   EXPECT_EQ((*vol)["guest"], g);
   // The disk reads through to the image; what the guest writes lands on its own disk.
-  EXPECT_EQ(OnDisk(from, g, 0, golden.size()), golden);
+  EXPECT_EQ(OnDisk(first, g, 0, golden.size()), golden);
   const std::string marker = "UW-LOCAL-MARKER-" + tag;
   ASSERT_EQ(
-      Exec(from, g, "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
+      Exec(first, g, "printf '" + marker + "' | dd of=/dev/vda bs=4096 seek=256 conv=sync,fsync 2>/dev/null; echo $?"),
       "0\n");
-  auto listed = AgentOf(from).Call("GET", "/api/v1/guests/" + g);
+  auto listed = AgentOf(first).Call("GET", "/api/v1/guests/" + g);
   ASSERT_TRUE(listed.ok()) << listed.status().ToString();
   ASSERT_EQ((*listed)["local_disks"].size(), 1u) << listed->dump();
+
+  // A cold move: the guest stops, its disk's file (the writes only; the image stays apart) goes to
+  // the other host, which rebases it onto its own copy of the image (the manager sends that first).
+  Json cold = {{"host", from}, {"mode", "cold"}};
+  const auto carrying = std::chrono::steady_clock::now();
+  auto ct = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &cold);
+  ASSERT_TRUE(ct.ok()) << ct.status().ToString();
+  const Json carried = WaitTask(*ct);
+  ASSERT_EQ(carried["state"], "succeeded") << carried.dump() << "\nconsole:\n" << Console(from, g);
+  std::printf("[ figure ] cold move of that guest with its local disk carried: %lld ms (%s)\n",
+              static_cast<long long>(MsSince(carrying)), carried.value("result", Json()).dump().c_str());
+  PrintLogFigures("copying disk vda of guest " + g);
+  EXPECT_EQ(HostOf(g), from);
+  ExpectOnce(g);
+  EXPECT_EQ(OnDisk(from, g, 256, marker.size()), marker);
+  EXPECT_EQ(OnDisk(from, g, 0, golden.size()), golden);
+  {
+    auto there = AgentOf(from).Call("GET", "/api/v1/guests/" + g);
+    ASSERT_TRUE(there.ok()) << there.status().ToString();
+    const std::string path = (*there)["spec"]["disks"][0].value("path", "");
+    ASSERT_FALSE(path.empty()) << there->dump();
+    // Its backing file is this host's copy: <state_dir>/images/..., beside <state_dir>/disks/.
+    const std::string state_dir = path.substr(0, path.rfind("/disks/"));
+    auto info = RunCommand({"qemu-img", "info", "-U", "--output=json", path}, {}, std::chrono::seconds(30));
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    ASSERT_EQ(info->exit_code, 0) << info->err;
+    const std::string backing = Json::parse(info->out).value("backing-filename", "");
+    EXPECT_EQ(backing.rfind(state_dir + "/images/" + image + "@", 0), 0u) << backing << " / " << state_dir;
+  }
 
   // Live migration: the destination gets the whole disk (image and writes) in one file.
   Json body = {{"host", to}};

@@ -187,6 +187,12 @@ void Agent::BuildRoutes() {
   router_.Add(
       "PUT", "/api/v1/images/{ref}", [this](const api::Request& r) { return PutImagePart(r); },
       api::RouteOptions{.max_body_bytes = 4 << 20, .json_body = false});
+  // Cold moves: a stopped guest's local disk read in pieces, and carried to the destination.
+  router_.Add("GET", "/api/v1/guests/{name}/disks/{target}/file",
+              [this](const api::Request& r) { return ReadLocalDisk(r); });
+  router_.Add(
+      "PUT", "/api/v1/incoming/{name}/disks/{target}", [this](const api::Request& r) { return PutIncomingDisk(r); },
+      api::RouteOptions{.max_body_bytes = AgentService::kDiskPieceMaxBytes, .json_body = false});
   router_.Add("POST", "/api/v1/migrations/prepare", [this](const api::Request& r) { return PrepareIncoming(r); });
   router_.Add("POST", "/api/v1/migrations/abandon", [this](const api::Request& r) { return AbandonIncoming(r); });
   router_.Add("POST", "/api/v1/guests/{name}/migrate", [this](const api::Request& r) { return MigrateGuest(r); });
@@ -262,6 +268,11 @@ api::Response Agent::CreateGuest(const api::Request& req) {
   if (body.contains("image") && !body["image"].is_null()) {
     if (!body["image"].is_string()) return Err(InvalidArgumentError("spec.image: expected a string"));
     create.image = body["image"].get<std::string>();
+  }
+  if (body.contains("disks_carried")) {
+    if (!body["disks_carried"].is_boolean())
+      return Err(InvalidArgumentError("spec.disks_carried: expected true or false"));
+    create.disks_carried = body["disks_carried"].get<bool>();
   }
   auto guest = service_.Create(std::move(create));
   return guest.ok() ? Ok(GuestStatusToJson(*guest), 201) : Err(guest.status());
@@ -407,6 +418,31 @@ api::Response Agent::PutImagePart(const api::Request& req) {
   UW_PARSE(total, QueryInt(req, "total"));
   auto c = service_.PutImagePart(ref, offset, total, req.body);
   return c.ok() ? Ok(ImageCopyJson(ref, *c)) : Err(c.status());
+}
+
+api::Response Agent::ReadLocalDisk(const api::Request& req) {
+  int64_t offset = 0, length = 0;
+  UW_PARSE(offset, QueryInt(req, "offset"));
+  UW_PARSE(length, QueryInt(req, "length"));
+  auto piece = service_.ReadLocalDisk(req.params.at("name"), req.params.at("target"), offset, length);
+  if (!piece.ok()) return Err(piece.status());
+  api::Response r;
+  r.content_type = "application/octet-stream";
+  r.headers["X-Uw-File-Bytes"] = std::to_string(piece->total_bytes);
+  r.body = std::move(piece->bytes);
+  return r;
+}
+
+api::Response Agent::PutIncomingDisk(const api::Request& req) {
+  int64_t offset = 0, total = 0;
+  UW_PARSE(offset, QueryInt(req, "offset"));
+  UW_PARSE(total, QueryInt(req, "total"));
+  auto c = service_.PutIncomingDisk(req.params.at("name"), req.params.at("target"), offset, total, req.body);
+  if (!c.ok()) return Err(c.status());
+  return Ok({{"guest", req.params.at("name")},
+             {"target", req.params.at("target")},
+             {"bytes", c->bytes},
+             {"complete", c->complete}});
 }
 
 api::Response Agent::ResizeDisk(const api::Request& req) {

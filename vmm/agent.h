@@ -60,6 +60,8 @@ class Agent {
   api::Response ResizeDisk(const api::Request& req);
   api::Response ImageState(const api::Request& req);
   api::Response PutImagePart(const api::Request& req);
+  api::Response ReadLocalDisk(const api::Request& req);
+  api::Response PutIncomingDisk(const api::Request& req);
   api::Response DetachDisk(const api::Request& req);
   api::Response ExecInGuest(const api::Request& req);
   api::Response GuestConsole(const api::Request& req);

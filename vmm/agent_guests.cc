@@ -117,7 +117,7 @@ Result<GuestStatus> AgentService::Create(CreateRequest request) {
     }
   }
   UW_RETURN_IF_ERROR(PrepareRbdDisks(spec));
-  UW_RETURN_IF_ERROR(CreateLocalDisks(spec));
+  UW_RETURN_IF_ERROR(CreateLocalDisks(spec, request.disks_carried));
   Hypervisor* h = HypervisorFor(spec.kind);
   auto info = h->Define(spec);
   if (!info.ok()) {

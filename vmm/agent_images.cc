@@ -97,6 +97,21 @@ Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offse
 }
 
 int AgentService::PruneImages(std::chrono::seconds keep) {
+  const auto cutoff = fs::file_time_type::clock::now() - keep;
+  int removed = 0;
+  {
+    // Disks carried here by a cold move that never finished (no create took them).
+    std::lock_guard l(incoming_mu_);
+    std::error_code ec;
+    for (fs::directory_iterator it(IncomingDir(), ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code e2;
+      if (fs::last_write_time(it->path(), e2) > cutoff || e2) continue;
+      if (fs::remove(it->path(), e2)) {
+        ++removed;
+        spdlog::info("removed {}: carried here by a cold move that did not finish", it->path().filename().string());
+      }
+    }
+  }
   std::lock_guard l(images_mu_);
   std::error_code ec;
   // The image copies the local disks are made on (their backing files).
@@ -105,13 +120,11 @@ int AgentService::PruneImages(std::chrono::seconds keep) {
     auto info = RunTool({"qemu-img", "info", "-U", "--output=json", it->path().string()});
     if (!info.ok()) {
       spdlog::warn("image copies not pruned: {}", info.status().ToString());
-      return 0;  // a disk that cannot be read might be made on any of them
+      return removed;  // a disk that cannot be read might be made on any of them
     }
     const Json j = Json::parse(*info, nullptr, false);
     if (j.is_object()) used.insert(j.value("backing-filename", ""));
   }
-  const auto cutoff = fs::file_time_type::clock::now() - keep;
-  int removed = 0;
   for (fs::directory_iterator it(ImageDir(), ec), end; !ec && it != end; it.increment(ec)) {
     const fs::path& p = it->path();
     std::error_code e2;

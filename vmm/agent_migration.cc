@@ -40,16 +40,28 @@ Result<std::string> RunTool(const std::vector<std::string>& argv) {
 // ---------------------------------------------------------------------------------------------
 // Local disks
 
-Status AgentService::CreateLocalDisks(GuestSpec& spec) {
+Status AgentService::CreateLocalDisks(GuestSpec& spec, bool carried) {
   const fs::path dir = LocalDiskDir();
   std::vector<std::string> made;
+  const auto undo = [&made] {
+    std::error_code ec;
+    for (const auto& m : made) fs::remove(m, ec);
+  };
   for (auto& d : spec.disks) {
     if (!d.path.empty() || d.size_mib <= 0) continue;
     d.path = (dir / (spec.name + "-" + d.target + "." + d.format)).string();
     if (FileExists(d.path)) {
-      for (const auto& m : made) fs::remove(m);
+      undo();
       return AlreadyExistsError("local disk " + d.path + " already exists (left by an earlier guest '" + spec.name +
                                 "'? delete it first)");
+    }
+    if (carried) {
+      if (Status s = TakeCarriedDisk(spec, d); !s.ok()) {
+        undo();
+        return s;
+      }
+      made.push_back(d.path);
+      continue;
     }
     std::vector<std::string> argv = {"qemu-img", "create", "-q", "-f", d.format};
     std::unique_lock images(images_mu_, std::defer_lock);  // PruneImages waits until the disk names it
@@ -59,7 +71,7 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
       const fs::path base = ImagePath(d.base_image);
       std::error_code ec;
       if (!fs::is_regular_file(base, ec)) {
-        for (const auto& m : made) fs::remove(m);
+        undo();
         return FailedPreconditionError("disk " + d.target + ": image " + d.base_image + " is not on host " +
                                        config_.host_name + " (the manager copies it there before the create)");
       }
@@ -69,7 +81,7 @@ Status AgentService::CreateLocalDisks(GuestSpec& spec) {
     argv.insert(argv.end(), {d.path, std::to_string(d.size_mib) + "M"});
     auto r = RunTool(argv);
     if (!r.ok()) {
-      for (const auto& m : made) fs::remove(m);
+      undo();
       return r.status();
     }
     made.push_back(d.path);
@@ -209,11 +221,12 @@ Result<bool> AgentService::AbandonIncoming(std::string_view guest) {
     removed = true;
   }
   std::error_code ec;
-  const std::string prefix = name + "-";
-  for (const auto& e : fs::directory_iterator(LocalDiskDir(), ec)) {
-    if (e.path().filename().string().rfind(prefix, 0) == 0) {
-      fs::remove(e.path(), ec);
-      removed = true;
+  for (const fs::path& dir : {LocalDiskDir(), IncomingDir()}) {
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (IsDiskFileOf(e.path().filename().string(), name)) {
+        fs::remove(e.path(), ec);
+        removed = true;
+      }
     }
   }
   return removed;

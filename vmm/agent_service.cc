@@ -39,7 +39,7 @@ AgentService::AgentService(AgentConfig config, std::unique_ptr<Hypervisor> vm, s
 AgentService::~AgentService() { Stop(); }
 
 Status AgentService::Start() {
-  for (const char* sub : {"channels", "console", "disks", "images"}) {
+  for (const char* sub : {"channels", "console", "disks", "images", "incoming"}) {
     std::error_code ec;
     fs::create_directories(fs::path(config_.state_dir) / sub, ec);
     if (ec)

@@ -84,6 +84,9 @@ struct CreateRequest {
   GuestSpec spec;                    // parsed, not yet resolved against the host
   std::optional<std::string> image;  // an image of AgentConfig::images supplying kernel or root
   bool start = true;
+  // A cold move: the guest's local disks arrived before the create (PutIncomingDisk) and are
+  // taken as they are rather than made anew.
+  bool disks_carried = false;
 };
 
 struct StopRequest {
@@ -181,10 +184,16 @@ struct MigrationReport {
   std::string guest_state;  // GuestStateName, or "absent"
 };
 enum class MigrationAction { kCancel, kBandwidth, kPostcopy };
-// How much of an image's copy this host has (vmm/agent_images.cc).
+// How much of an image's copy (or of a local disk carried by a cold move) this host has
+// (vmm/agent_images.cc, vmm/agent_disk_copies.cc).
 struct ImageCopy {
   int64_t bytes = 0;
   bool complete = false;
+};
+// A piece of a stopped guest's local disk file, and the file's size.
+struct DiskPiece {
+  std::string bytes;
+  int64_t total_bytes = 0;
 };
 
 class AgentService {
@@ -246,9 +255,19 @@ class AgentService {
   // backing file (else kInvalidArgument, and the copy is removed).
   Result<ImageCopy> ImageState(std::string_view ref);
   Result<ImageCopy> PutImagePart(std::string_view ref, int64_t offset, int64_t total_bytes, std::string_view bytes);
+  // Cold moves of guests with local disks (vmm/agent_disk_copies.cc). The source reads the file of
+  // a stopped guest's local disk in pieces (kFailedPrecondition while it runs); the destination
+  // takes them in order for a guest it does not have (offset 0 starts again, any other offset
+  // must be what it has), and a create with disks_carried takes the whole file as the disk.
+  Result<DiskPiece> ReadLocalDisk(std::string_view name, std::string_view target, int64_t offset, int64_t length);
+  Result<ImageCopy> PutIncomingDisk(std::string_view name, std::string_view target, int64_t offset, int64_t total_bytes,
+                                    std::string_view bytes);
+  static constexpr int64_t kDiskPieceMaxBytes = 4 << 20;
+  // `file` (a name under the disk or incoming directory) belongs to guest `name`.
+  static bool IsDiskFileOf(std::string_view file, std::string_view name);
   // Removes the image copies (and broken copies) that no local disk is made on and that were last
-  // used more than `keep` ago; returns how many. Run at start, after a guest is deleted and after
-  // one left by live migration, with the config's image_keep_s.
+  // used more than `keep` ago, and disks carried here that no create took; returns how many. Run at start, after a
+  // guest is deleted and after one left by live migration, with the config's image_keep_s.
   int PruneImages(std::chrono::seconds keep);
   // kFailedPrecondition for a guest not shut off unless `force`. Removes its local disks.
   Status Delete(std::string_view name, bool force);
@@ -309,7 +328,13 @@ class AgentService {
   std::filesystem::path ImagePath(std::string_view ref) const { return ImageDir() / (std::string(ref) + ".qcow2"); }
   std::filesystem::path ImagePartPath(std::string_view ref) const;  // a copy still arriving
   ImageCopy ImageHeld(std::string_view ref) const;                  // requires images_mu_
-  Status CreateLocalDisks(GuestSpec& spec);
+  Status CreateLocalDisks(GuestSpec& spec, bool carried);
+  // A disk carried here by a cold move (state_dir/incoming): what is arriving and what is whole.
+  std::filesystem::path IncomingDir() const { return std::filesystem::path(config_.state_dir) / "incoming"; }
+  std::filesystem::path IncomingPath(std::string_view name, std::string_view target, bool whole) const;
+  // Checks a carried disk (the format, no external data file, a backing file only on this host's
+  // copy of d.base_image, which it is rebased onto) and moves it to d.path.
+  Status TakeCarriedDisk(const GuestSpec& spec, const DiskSpec& d);
   // Fills a spec's rbd disks from the `ceph` config and gives libvirt the key (kFailedPrecondition
   // when this host has no Ceph or its keyring cannot be read).
   Status PrepareRbdDisks(GuestSpec& spec);
@@ -321,7 +346,8 @@ class AgentService {
                     const std::vector<std::string>& local_disks);
 
   const AgentConfig config_;
-  std::mutex images_mu_;  // one image copy step at a time
+  std::mutex images_mu_;    // one image copy step at a time
+  std::mutex incoming_mu_;  // one carried-disk step at a time
   std::unique_ptr<Hypervisor> vm_;
   std::unique_ptr<Hypervisor> ct_;
   const KvmSupport kvm_;

@@ -314,5 +314,86 @@ TEST_F(AgentServiceTest, ALocalDiskGrowsAndOnlyGrows) {
   ASSERT_TRUE(service_->Delete("as-grow", true).ok());
 }
 
+// A disk carried here by a cold move: a backing file is rebased onto this host's copy of the
+// disk's image; one naming any other file, or keeping its data outside, is refused and removed.
+TEST_F(AgentServiceTest, ACarriedDiskIsRebasedOntoThisHostsImageCopyOrRefused) {
+  // This host's copy of image base@5.
+  const fs::path base = dir_ / "base.qcow2";
+  ASSERT_TRUE(RunTool({"qemu-img", "create", "-q", "-f", "qcow2", base.string(), "8M"}).ok());
+  auto read = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string image = read(base);
+  ASSERT_TRUE(service_->PutImagePart("base@5", 0, static_cast<int64_t>(image.size()), image).ok());
+  // Carries a qcow2 made with `create_args` as disk vda of guest `name` (on an image or not) and
+  // creates the guest with it.
+  auto carry = [&](const std::string& name, std::vector<std::string> create_args, bool on_image) {
+    const fs::path file = dir_ / (name + ".src.qcow2");
+    std::vector<std::string> argv = {"qemu-img", "create", "-q", "-f", "qcow2"};
+    argv.insert(argv.end(), create_args.begin(), create_args.end());
+    argv.insert(argv.end(), {file.string(), "16M"});
+    EXPECT_TRUE(RunTool(argv).ok());
+    const std::string bytes = read(file);
+    auto put = service_->PutIncomingDisk(name, "vda", 0, static_cast<int64_t>(bytes.size()), bytes);
+    EXPECT_TRUE(put.ok() && put->complete) << put.status().ToString();
+    CreateRequest c = Tiny(name, /*start=*/false);
+    DiskSpec disk;
+    disk.size_mib = 16;
+    if (on_image) disk.base_image = "base@5";
+    c.spec.disks.push_back(disk);
+    c.disks_carried = true;
+    return service_->Create(c).status();
+  };
+  // Made on the source's copy (another path): rebased onto this host's.
+  Status s = carry("cd-ok", {"-u", "-F", "qcow2", "-b", "/var/lib/elsewhere/images/base@5.qcow2"}, true);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto info = RunTool({"qemu-img", "info", "-U", "--output=json", (dir_ / "state/disks/cd-ok-vda.qcow2").string()});
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(Json::parse(*info).value("backing-filename", ""), (dir_ / "state/images/base@5.qcow2").string());
+  EXPECT_FALSE(fs::exists(dir_ / "state/incoming/cd-ok-vda"));
+  // A flat disk (one a live migration left) is taken as it is.
+  s = carry("cd-flat", {}, true);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  // Refused, and nothing stays: a backing file on a disk made on no image, an external data file,
+  // a file that is not the disk's format.
+  auto refused = [&](const std::string& name, const Status& st, const std::string& why) {
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << name << ": " << st.ToString();
+    EXPECT_NE(st.message().find(why), std::string::npos) << st.ToString();
+    EXPECT_FALSE(fs::exists(dir_ / ("state/incoming/" + name + "-vda"))) << name;
+    EXPECT_FALSE(fs::exists(dir_ / ("state/disks/" + name + "-vda.qcow2"))) << name;
+    EXPECT_EQ(service_->Get(name).status().code(), StatusCode::kNotFound) << name;
+  };
+  refused("cd-sneaky", carry("cd-sneaky", {"-u", "-F", "raw", "-b", "/etc/passwd"}, false), "backing file");
+  refused("cd-outside", carry("cd-outside", {"-o", "data_file=" + (dir_ / "cd.raw").string()}, true),
+          "external data file");
+  const std::string raw(1 << 20, 'r');
+  ASSERT_TRUE(service_->PutIncomingDisk("cd-raw", "vda", 0, static_cast<int64_t>(raw.size()), raw).ok());
+  CreateRequest c = Tiny("cd-raw", /*start=*/false);
+  DiskSpec disk;
+  disk.size_mib = 16;
+  c.spec.disks.push_back(disk);
+  c.disks_carried = true;
+  refused("cd-raw", service_->Create(c).status(), "not a qcow2");
+  // Bad names and pieces.
+  EXPECT_EQ(service_->PutIncomingDisk("../x", "vda", 0, 1, "x").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_->PutIncomingDisk("x", "../../etc", 0, 1, "x").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_->PutIncomingDisk("x", "vda", 0, 1, "xy").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReadLocalDisk("cd-ok", "vda", -1, 10).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReadLocalDisk("cd-ok", "vda", 1 << 30, 10).status().code(), StatusCode::kInvalidArgument);
+  // A carried disk no create took is pruned with the image copies; the files of another guest
+  // whose name starts with this one's are not this one's.
+  ASSERT_TRUE(service_->PutIncomingDisk("cd-left", "vda", 0, 4, "abcd").ok());
+  EXPECT_TRUE(AgentService::IsDiskFileOf("cd-left-vda", "cd-left"));
+  EXPECT_TRUE(AgentService::IsDiskFileOf(".cd-left-vda.part", "cd-left"));
+  EXPECT_TRUE(AgentService::IsDiskFileOf("cd-left-vdb.qcow2", "cd-left"));
+  EXPECT_FALSE(AgentService::IsDiskFileOf("cd-left-x-vda.qcow2", "cd-left"));
+  EXPECT_FALSE(AgentService::IsDiskFileOf("cd-ok-vda.qcow2", "cd"));
+  EXPECT_EQ(service_->PruneImages(std::chrono::hours(1)), 0);
+  EXPECT_GE(service_->PruneImages(std::chrono::seconds(0)), 1);
+  EXPECT_FALSE(fs::exists(dir_ / "state/incoming/cd-left-vda"));
+  EXPECT_TRUE(fs::exists(dir_ / "state/disks/cd-ok-vda.qcow2"));
+}
+
 }  // namespace
 }  // namespace uw::vmm

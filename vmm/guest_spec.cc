@@ -25,15 +25,15 @@ bool IsRbdName(std::string_view s) {
   };
   return plain(s.substr(0, slash)) && plain(s.substr(slash + 1));
 }
-// A disk's device name in the guest: vd, sd or hd and one or two letters (it also names the
-// file of a local disk the agent makes, so nothing else may pass).
+
+}  // namespace
+
+// It also names the file of a local disk the agent makes, so nothing else may pass.
 bool IsDiskTarget(std::string_view t) {
   if (t.size() < 3 || t.size() > 4) return false;
   if (t.substr(0, 2) != "vd" && t.substr(0, 2) != "sd" && t.substr(0, 2) != "hd") return false;
   return std::all_of(t.begin() + 2, t.end(), [](char c) { return c >= 'a' && c <= 'z'; });
 }
-
-}  // namespace
 
 bool IsBaseImageRef(std::string_view ref) {
   const auto at = ref.find('@');
@@ -109,7 +109,7 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, std::string(path)));
   UW_RETURN_IF_ERROR(
       v.RejectUnknown({"name", "uuid", "kind", "paravirt", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "boot",
-                       "image", "disks", "nics", "cpu", "lxc", "labels", "start"}));
+                       "image", "disks", "nics", "cpu", "lxc", "labels", "start", "disks_carried"}));
   GuestSpec s;
   UW_ASSIGN_OR_RETURN(s.name, v.String("name"));
   UW_ASSIGN_OR_RETURN(s.uuid, v.String("uuid", ""));

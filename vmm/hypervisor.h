@@ -107,6 +107,8 @@ Json GuestSpecToJson(const GuestSpec& spec);
 // "IMAGE@VERSION": an image name (1-63 of [a-z0-9._-], starting with a letter or digit) and its
 // version (decimal digits), as DiskSpec::base_image holds it.
 bool IsBaseImageRef(std::string_view ref);
+// A disk's device name in the guest: vd, sd or hd and one or two letters.
+bool IsDiskTarget(std::string_view target);
 Result<DiskSpec> DiskSpecFromJson(const Json& j, std::string_view path, const std::string& default_target);
 // The target a guest's disk number `index` gets when it names none: vda, vdb, ..., vdz, vdaa, ...
 std::string DefaultDiskTarget(size_t index);
