@@ -186,6 +186,38 @@ TEST_F(AgentTest, ImageCopiesTakeRawPiecesAndRefuseBadOnes) {
   EXPECT_EQ(Do("GET", "/api/v1/images/..%2Fetc@1").status, 400);
 }
 
+// A cold move's disk pieces over HTTP: raw bytes both ways, bad queries and names refused.
+TEST_F(AgentTest, CarriedDiskPiecesAreRawAndBadOnesRefused) {
+  auto put = [&](const std::string& path, const std::string& body) {
+    auto r = client_->Do("PUT", path, body, {{"Content-Type", "application/octet-stream"}});
+    return r.ok() ? *r : api::ClientResponse{};
+  };
+  auto r = put("/api/v1/incoming/ag-c/disks/vda?offset=0&total=100", std::string(40, 'x'));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body), Json({{"guest", "ag-c"}, {"target", "vda"}, {"bytes", 40}, {"complete", false}}));
+  EXPECT_EQ(put("/api/v1/incoming/ag-c/disks/vda?offset=20&total=100", "y").status, 409);
+  EXPECT_EQ(put("/api/v1/incoming/ag-c/disks/vda?offset=40", "y").status, 400);
+  EXPECT_EQ(put("/api/v1/incoming/ag-c/disks/vda?offset=40&total=100", std::string((4 << 20) + 1, 'z')).status, 413);
+  EXPECT_EQ(put("/api/v1/incoming/ag-c/disks/..%2F..%2Fetc?offset=0&total=1", "y").status, 400);
+  EXPECT_EQ(put("/api/v1/incoming/..%2Fx/disks/vda?offset=0&total=1", "y").status, 400);
+  // Reading: only a shut-off guest's local disk, up to 4 MiB a piece, the file's size in a header.
+  r = Do("POST", "/api/v1/guests",
+         R"({"name": "ag-d", "kind": "qemu", "image": "tiny", "memory_mib": 128, "disks": [{"size_mib": 8}]})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Do("GET", "/api/v1/guests/ag-d/disks/vda/file?offset=0&length=10").status, 409);
+  ASSERT_EQ(Do("POST", "/api/v1/guests/ag-d/stop", R"({"force": true})").status, 200);
+  auto got = client_->Do("GET", "/api/v1/guests/ag-d/disks/vda/file?offset=0&length=4");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->status, 200) << got->body;
+  EXPECT_EQ(got->body, "QFI\xfb");  // a qcow2's magic
+  EXPECT_EQ(got->headers["content-type"], "application/octet-stream");
+  EXPECT_GT(std::stoll(got->headers["x-uw-file-bytes"]), 4);
+  EXPECT_EQ(Do("GET", "/api/v1/guests/ag-d/disks/vda/file?offset=0&length=4194305").status, 400);
+  EXPECT_EQ(Do("GET", "/api/v1/guests/ag-d/disks/vda/file?offset=0").status, 400);
+  EXPECT_EQ(Do("GET", "/api/v1/guests/ag-d/disks/vdq/file?offset=0&length=4").status, 404);
+  EXPECT_EQ(Do("DELETE", "/api/v1/guests/ag-d").status, 200);
+}
+
 TEST_F(AgentTest, CreateListResizeStopDelete) {
   auto r = Do("POST", "/api/v1/guests",
               R"({"name": "ag-1", "kind": "qemu", "image": "tiny", "vcpus": 1, "max_vcpus": 2,
