@@ -173,6 +173,9 @@ class InMemoryAgent final : public AgentClient {
   Result<AgentGuest> ResizeDisk(const std::string& guest, const std::string& target, int64_t size_mib) override {
     std::lock_guard l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* g, Find(guest));
+    if (std::none_of(g->disks.begin(), g->disks.end(), [&](const AttachedDisk& d) { return d.target == target; })) {
+      return NotFoundError("disk " + target + " of guest '" + guest + "': the guest has no such disk");
+    }
     int64_t& have = cluster_.hosts_[host_].disk_mib[guest + "/" + target];
     if (size_mib < have) return InvalidArgumentError("size_mib: a resize only grows the disk");
     have = size_mib;

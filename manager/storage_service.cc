@@ -436,7 +436,28 @@ Result<VolumeRecord> StorageService::ResizeVolume(const Principal& p, std::strin
     return d_.events.Add("volume.resized", v.key, v.tenant, {{"from_gib", v.size_gib}, {"size_gib", size_gib}});
   }));
   v.size_gib = size_gib;
+  if (v.backend != kHostLocalBackend && !v.guest.empty()) {
+    // The image is bigger; the guest's QEMU still has the old size until it is told (or restarts).
+    if (Status told = TellGuestOfGrowth(*backend, v); !told.ok()) {
+      spdlog::warn("storage: volume {} grew, but its guest {} does not see it yet: {}", v.key, v.guest,
+                   told.ToString());
+      (void)d_.events.Add("volume.resize_unseen", v.key, v.tenant,
+                          {{"guest", v.guest}, {"size_gib", size_gib}, {"error", told.ToString()}});
+    }
+  }
   return v;
+}
+
+Status StorageService::TellGuestOfGrowth(storage::StorageBackend& backend, const VolumeRecord& v) {
+  UW_ASSIGN_OR_RETURN(Guest g, d_.guests.Get(v.guest));
+  if (!g.host) return Status::Ok();  // on no host: it sees the size when it starts
+  UW_ASSIGN_OR_RETURN(storage::DiskSource src, backend.Disk(v.backend_name));
+  auto agent = d_.agent_of(*g.host);
+  UW_ASSIGN_OR_RETURN(AgentGuest there, agent->Get(g.name));
+  for (const AttachedDisk& d : there.disks) {
+    if (d.rbd == src.name) return agent->ResizeDisk(g.name, d.target, v.size_gib * 1024).status();
+  }
+  return Status::Ok();  // not plugged in there (yet): it opens the image at its new size
 }
 
 Status StorageService::RemoveVolume(const VolumeRecord& v) {

@@ -158,7 +158,9 @@ class StorageService {
   Status CopyImage(AgentClient& agent, const std::string& ref);    // one image of CopyBaseImages
   // Grows a local-host volume: its guest's agent grows the disk, and the guest's spec records it.
   Status ResizeHostLocalDisk(const VolumeRecord& v, int64_t size_gib);  // requires mu_
-  void SettleCreating();                                                // requires backend_mu_
+  // An RBD volume `v` (at its new size) grew under its guest: the guest's agent tells its QEMU.
+  Status TellGuestOfGrowth(storage::StorageBackend& backend, const VolumeRecord& v);
+  void SettleCreating();  // requires backend_mu_
   int64_t NowMs() const;
 
   Deps d_;

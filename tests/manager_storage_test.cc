@@ -182,6 +182,12 @@ TEST_F(ManagerStorageTest, VolumesAttachToAndDetachFromExistingGuests) {
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(VolumeOf({{"rbd", there->disks[1].rbd}}), (*all)["backend_name"]);
   EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'volume.attached'"), 1);
+  // Grown under the running guest: the image in Ceph, and the guest's agent tells its QEMU.
+  Json two = {{"size_gib", 2}};
+  auto grown = Client(acme).Call("POST", "/api/v1/volumes/data/resize", &two);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_EQ(cluster_.DiskMib("h1", "acme:web", "vdb"), 2048);
+  EXPECT_EQ(Count("SELECT COUNT(*) AS n FROM events WHERE type = 'volume.resize_unseen'"), 0);
 
   // Refusals: each leaves the volumes as they were.
   struct Case {

@@ -243,6 +243,15 @@ TEST_F(RbdGuestOnTestbed, AVolumeHotPlugsIntoARunningGuestAndUnplugsAgain) {
             "0\n");
   EXPECT_EQ(VolumeBytes(kMiB, 4096).substr(0, marker.size()), marker) << "the marker is not on the RBD volume";
 
+  // The volume grows under the running guest: the image in Ceph, then its QEMU is told (never smaller).
+  EXPECT_EQ(Exec(0, "cat /sys/block/vda/size"), std::to_string(16 * kMiB / 512) + "\n");
+  ASSERT_TRUE(rbd_->ResizeVolume(volume_, 32 * kMiB).ok());
+  EXPECT_EQ(Call(0, "POST", disks + "/vdb/resize", R"({"size_mib": 8})").status, 400);
+  auto grown = Call(0, "POST", disks + "/vdb/resize", R"({"size_mib": 32})");
+  ASSERT_EQ(grown.status, 200) << grown.body;
+  EXPECT_EQ(Exec(0, "cat /sys/block/vda/size"), std::to_string(32 * kMiB / 512) + "\n");
+  EXPECT_EQ(VolumeBytes(kMiB, 4096).substr(0, marker.size()), marker);
+
   EXPECT_EQ(Call(0, "DELETE", disks + "/vdc").status, 404);
   start = std::chrono::steady_clock::now();
   auto detached = Call(0, "DELETE", disks + "/vdb");

@@ -264,13 +264,21 @@ Result<GuestDetails> AgentService::ResizeDisk(std::string_view name, std::string
   const std::string what = "disk " + std::string(target) + " of guest '" + std::string(name) + "'";
   auto d = std::find_if(spec.disks.begin(), spec.disks.end(), [&](const DiskSpec& x) { return x.target == target; });
   if (d == spec.disks.end()) return NotFoundError(what + ": the guest has no such disk");
+  const int64_t bytes = size_mib << 20;
+  if (!d->rbd.empty()) {
+    // The RBD image grows where it lives (the manager's Ceph call, first): a running guest's QEMU
+    // is told its new size (never a smaller one); a stopped guest sees it at its next start.
+    UW_ASSIGN_OR_RETURN(GuestInfo info, h->Get(name));
+    if (info.state != GuestState::kShutoff) UW_RETURN_IF_ERROR(h->ResizeRunningDisk(name, target, bytes));
+    spdlog::info("{} (rbd {}) is now {} MiB", what, d->rbd, size_mib);
+    return Get(name);
+  }
   if (!IsLocalDisk(d->path)) {
     return FailedPreconditionError(what + " is not a local disk of this host (" +
                                    (d->rbd.empty() ? d->path : "rbd " + d->rbd) + "); it is resized where it lives");
   }
   UW_ASSIGN_OR_RETURN(std::vector<LocalDisk> disks, LocalDisks(spec));
   const auto have = std::find_if(disks.begin(), disks.end(), [&](const LocalDisk& x) { return x.target == target; });
-  const int64_t bytes = size_mib << 20;
   if (have != disks.end() && bytes < have->virtual_size_bytes) {
     return InvalidArgumentError("size_mib: " + what + " is " + std::to_string(have->virtual_size_bytes >> 20) +
                                 " MiB and a resize only grows it");

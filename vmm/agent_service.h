@@ -247,7 +247,8 @@ class AgentService {
   static constexpr Duration kDiskDetachTimeout = std::chrono::seconds(20);
   // Grows the local disk (one the agent made, under state_dir/disks) at `target` to `size_mib`:
   // a running guest sees the new size at once, a stopped one at its next start. kInvalidArgument
-  // for a smaller size, kFailedPrecondition for a disk that is not local.
+  // for a smaller size, kFailedPrecondition for a file disk that is not local. An rbd disk's image
+  // is grown by the manager first; here a running guest's QEMU is told the new size.
   Result<GuestDetails> ResizeDisk(std::string_view name, std::string_view target, int64_t size_mib);
   // Copies of the manager's images for local disks made on them (DiskSpec::base_image), by
   // "NAME@VERSION": how much this host has, and the next piece at `offset` (what it has; else

@@ -62,6 +62,16 @@ Status LibvirtHypervisor::ResizeRunningDisk(std::string_view name, std::string_v
   UW_ASSIGN_OR_RETURN(std::string live, DomainXml(d.get(), name, 0));
   const std::string what = "disk " + std::string(target) + " of guest '" + std::string(name) + "'";
   if (DiskElementAt(live, target).empty()) return NotFoundError(what + ": the guest has no such disk");
+  // Never smaller: QEMU would cut the image (an RBD image too) under the guest.
+  virDomainBlockInfo info{};
+  if (virDomainGetBlockInfo(d.get(), std::string(target).c_str(), &info, 0) < 0) {
+    return LibvirtError("reading the size of " + what);
+  }
+  if (static_cast<unsigned long long>(bytes) < info.capacity) {
+    return InvalidArgumentError("size: " + what + " is " + std::to_string(info.capacity) +
+                                " bytes; not shrinking it to " + std::to_string(bytes));
+  }
+  if (static_cast<unsigned long long>(bytes) == info.capacity) return Status::Ok();
   if (virDomainBlockResize(d.get(), std::string(target).c_str(), static_cast<unsigned long long>(bytes),
                            VIR_DOMAIN_BLOCK_RESIZE_BYTES) < 0) {
     return LibvirtError("resizing " + what);
