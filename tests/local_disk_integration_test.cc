@@ -31,6 +31,17 @@ class LocalDiskIntegrationTest : public ManagerIntegrationTest {
     if (!r.ok()) return "<exec failed: " + r.status().ToString() + ">";
     return r->value("output", "");
   }
+  // Moves guest `g` to `host` ("live" or "cold") through the manager and prints the time as `figure`.
+  static void Move(const std::string& g, const std::string& host, const std::string& mode, const std::string& figure) {
+    Json body = {{"host", host}, {"mode", mode}};
+    const auto start = std::chrono::steady_clock::now();
+    auto t = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &body);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    const Json done = WaitTask(*t);
+    ASSERT_EQ(done["state"], "succeeded") << done.dump() << "\nconsole:\n" << Console(host, g);
+    std::printf("[ figure ] %s: %lld ms (%s)\n", figure.c_str(), static_cast<long long>(MsSince(start)),
+                done.value("result", Json()).dump().c_str());
+  }
   // The manager's own account (its log lines holding `what`) as figures.
   static void PrintLogFigures(const std::string& what) {
     std::ifstream log(*dir_ / "manager.log");
@@ -94,14 +105,8 @@ TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageKeepsItsDiskT
 
   // A cold move: the guest stops, its disk's file (the writes only; the image stays apart) goes to
   // the other host, which rebases it onto its own copy of the image (the manager sends that first).
-  Json cold = {{"host", from}, {"mode", "cold"}};
-  const auto carrying = std::chrono::steady_clock::now();
-  auto ct = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &cold);
-  ASSERT_TRUE(ct.ok()) << ct.status().ToString();
-  const Json carried = WaitTask(*ct);
-  ASSERT_EQ(carried["state"], "succeeded") << carried.dump() << "\nconsole:\n" << Console(from, g);
-  std::printf("[ figure ] cold move of that guest with its local disk carried: %lld ms (%s)\n",
-              static_cast<long long>(MsSince(carrying)), carried.value("result", Json()).dump().c_str());
+  Move(g, from, "cold", "cold move of that guest with its local disk carried");
+  if (HasFatalFailure()) return;
   PrintLogFigures("copying disk vda of guest " + g);
   EXPECT_EQ(HostOf(g), from);
   ExpectOnce(g);
@@ -122,14 +127,8 @@ TEST_F(LocalDiskIntegrationTest, AGuestBootsOnItsHostsCopyOfAnImageKeepsItsDiskT
   }
 
   // Live migration: the destination gets the whole disk (image and writes) in one file.
-  Json body = {{"host", to}};
-  const auto moving = std::chrono::steady_clock::now();
-  auto t = Client().Call("POST", "/api/v1/guests/" + g + "/migrate", &body);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  const Json done = WaitTask(*t);
-  ASSERT_EQ(done["state"], "succeeded") << done.dump() << "\nconsole:\n" << Console(to, g);
-  std::printf("[ figure ] live migration of that guest with its local disk copied: %lld ms (%s)\n",
-              static_cast<long long>(MsSince(moving)), done.value("result", Json()).dump().c_str());
+  Move(g, to, "live", "live migration of that guest with its local disk copied");
+  if (HasFatalFailure()) return;
   EXPECT_EQ(HostOf(g), to);
   ExpectOnce(g);
   EXPECT_EQ(OnDisk(to, g, 256, marker.size()), marker);

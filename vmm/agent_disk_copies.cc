@@ -121,12 +121,7 @@ Result<ImageCopy> AgentService::PutIncomingDisk(std::string_view name, std::stri
     return FailedPreconditionError("offset: " + what + " has " + std::to_string(have) + " bytes, not " +
                                    std::to_string(offset) + " (go on from there, or start again at 0)");
   }
-  {
-    std::ofstream out(part, std::ios::binary | std::ios::app);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) return UnavailableError(what + ": writing " + part.string() + " failed (is the disk full?)");
-  }
+  UW_RETURN_IF_ERROR(AppendPiece(part, bytes, what));
   const int64_t now_have = offset + static_cast<int64_t>(bytes.size());
   if (now_have < total_bytes) return ImageCopy{now_have, false};
   fs::rename(part, whole, ec);
@@ -153,7 +148,7 @@ Status AgentService::TakeCarriedDisk(const GuestSpec& spec, const DiskSpec& d) {
   if (!info.ok()) return refuse("it is not a " + d.format + " image: " + info.status().message());
   const Json j = Json::parse(*info, nullptr, false);
   if (!j.is_object()) return refuse("qemu-img info gave no JSON");
-  if (j.contains("format-specific") && j["format-specific"].value("data", Json::object()).contains("data-file")) {
+  if (HasExternalDataFile(j)) {
     return refuse("it keeps its data in an external data file");
   }
   std::unique_lock images(images_mu_, std::defer_lock);

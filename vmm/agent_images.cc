@@ -25,6 +25,20 @@ Status CheckRef(std::string_view ref) {
 
 }  // namespace
 
+Status AppendPiece(const fs::path& part, std::string_view bytes, const std::string& what) {
+  std::ofstream out(part, std::ios::binary | std::ios::app);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.flush();
+  if (!out) return UnavailableError(what + ": writing " + part.string() + " failed (is the disk full?)");
+  return Status::Ok();
+}
+
+bool HasExternalDataFile(const Json& info) {
+  const auto specific = info.find("format-specific");
+  return specific != info.end() && specific->is_object() &&
+         specific->value("data", Json::object()).contains("data-file");
+}
+
 fs::path AgentService::ImagePartPath(std::string_view ref) const {
   return ImageDir() / ("." + std::string(ref) + ".part");
 }
@@ -64,12 +78,7 @@ Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offse
     return InvalidArgumentError("total: " + what + ": " + std::to_string(offset + static_cast<int64_t>(bytes.size())) +
                                 " bytes would be more than the total " + std::to_string(total_bytes));
   }
-  {
-    std::ofstream out(part, std::ios::binary | std::ios::app);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) return UnavailableError(what + ": writing " + part.string() + " failed (is the disk full?)");
-  }
+  UW_RETURN_IF_ERROR(AppendPiece(part, bytes, what));
   const int64_t now_have = offset + static_cast<int64_t>(bytes.size());
   if (now_have < total_bytes) return ImageCopy{now_have, false};
   // Whole: only a plain qcow2 becomes an image here.
@@ -82,8 +91,7 @@ Result<ImageCopy> AgentService::PutImagePart(std::string_view ref, int64_t offse
     why = "it is not a qcow2 image";
   } else if (j.contains("backing-filename") || j.contains("full-backing-filename")) {
     why = "it names a backing file of its own";
-  } else if (j.contains("format-specific") &&
-             j["format-specific"].value("data", Json::object()).contains("data-file")) {
+  } else if (HasExternalDataFile(j)) {
     why = "it keeps its data in an external data file";
   }
   if (!why.empty()) {

@@ -4,8 +4,10 @@
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "common/json.h"
 #include "common/status.h"
 #include "vmm/hypervisor.h"
 
@@ -29,5 +31,12 @@ std::string ControlChannelOf(const GuestInfo& info);
 // fails, kDeadlineExceeded (the tool killed) after kToolTimeout.
 inline constexpr std::chrono::seconds kToolTimeout{120};
 Result<std::string> RunTool(const std::vector<std::string>& argv);
+
+// Files that arrive in pieces (image copies, disks carried by a cold move; agent_images.cc):
+// appends `bytes` to `part`, kUnavailable naming `what` when that fails.
+Status AppendPiece(const std::filesystem::path& part, std::string_view bytes, const std::string& what);
+// qemu-img info's JSON of an image that keeps its data in an external file (which could be any
+// file on the host).
+bool HasExternalDataFile(const Json& info);
 
 }  // namespace uw::vmm
