@@ -87,7 +87,13 @@ class OvsdbServerTest : public ::testing::Test {
     auto made = RunCommand({"ovsdb-tool", "create", (dir_ / "conf.db").string(), schema.string()}, {}, 30s);
     ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->err : made.status().ToString());
     StartServer();
-    auto c = OvsdbClient::Connect(socket_, 5s);
+    // Ready once it accepts: its socket file exists from bind(), before listen() (a connection
+    // then is refused), so the marker is the first connection it takes.
+    Result<std::unique_ptr<OvsdbClient>> c = UnavailableError("not tried");
+    for (int i = 0; i < 500 && !c.ok(); ++i) {
+      c = OvsdbClient::Connect(socket_, 1s);
+      if (!c.ok()) std::this_thread::sleep_for(10ms);
+    }
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     client_ = std::move(*c);
     // The root row, as `ovs-vsctl init` makes it.
@@ -113,9 +119,8 @@ class OvsdbServerTest : public ::testing::Test {
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
     ASSERT_EQ(posix_spawnp(&pid_, args[0], nullptr, nullptr, args.data(), environ), 0);
-    // Ready when its socket exists.
     for (int i = 0; i < 500 && !fs::exists(socket_); ++i) std::this_thread::sleep_for(10ms);
-    ASSERT_TRUE(fs::exists(socket_)) << "ovsdb-server made no socket";
+    ASSERT_TRUE(fs::exists(socket_)) << "ovsdb-server made no socket (" << (dir_ / "ovsdb.log").string() << ")";
   }
   void StopServer() {
     if (pid_ <= 0) return;
