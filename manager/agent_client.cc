@@ -169,13 +169,8 @@ class HttpAgentClient final : public AgentClient {
   }
   Result<ImageCopyState> PutImagePart(const std::string& ref, int64_t offset, int64_t total_bytes,
                                       const std::string& bytes) override {
-    const std::string path =
-        "/api/v1/images/" + ref + "?offset=" + std::to_string(offset) + "&total=" + std::to_string(total_bytes);
-    auto r = client_.Do("PUT", path, bytes, {{"Content-Type", "application/octet-stream"}});
-    if (!r.ok()) return r.status().WithContext(Context());
-    if (r->status / 100 != 2) return api::StatusFromHttp(r->status, r->body).WithContext(Context());
-    Json j = Json::parse(r->body, nullptr, false);
-    return ReadImageCopy("PUT " + path, j);
+    return PutPiece(
+        "/api/v1/images/" + ref + "?offset=" + std::to_string(offset) + "&total=" + std::to_string(total_bytes), bytes);
   }
   Result<DiskFilePiece> ReadDiskPart(const std::string& guest, const std::string& target, int64_t offset,
                                      int64_t length) override {
@@ -196,13 +191,9 @@ class HttpAgentClient final : public AgentClient {
   }
   Result<ImageCopyState> PutIncomingDiskPart(const std::string& guest, const std::string& target, int64_t offset,
                                              int64_t total_bytes, const std::string& bytes) override {
-    const std::string path = "/api/v1/incoming/" + guest + "/disks/" + target + "?offset=" + std::to_string(offset) +
-                             "&total=" + std::to_string(total_bytes);
-    auto r = client_.Do("PUT", path, bytes, {{"Content-Type", "application/octet-stream"}});
-    if (!r.ok()) return r.status().WithContext(Context());
-    if (r->status / 100 != 2) return api::StatusFromHttp(r->status, r->body).WithContext(Context());
-    Json j = Json::parse(r->body, nullptr, false);
-    return ReadImageCopy("PUT " + path, j);
+    return PutPiece("/api/v1/incoming/" + guest + "/disks/" + target + "?offset=" + std::to_string(offset) +
+                        "&total=" + std::to_string(total_bytes),
+                    bytes);
   }
   Result<ExecResult> Exec(const std::string& guest, const ExecRequest& r) override {
     const std::string what = "POST " + GuestPath(guest) + "/exec";
@@ -290,6 +281,14 @@ class HttpAgentClient final : public AgentClient {
     return r;
   }
 
+  // A piece of a file arriving in order (an image copy, a carried disk): raw bytes PUT to `path`,
+  // answered with how much the agent has.
+  Result<ImageCopyState> PutPiece(const std::string& path, const std::string& bytes) {
+    auto r = client_.Do("PUT", path, bytes, {{"Content-Type", "application/octet-stream"}});
+    if (!r.ok()) return r.status().WithContext(Context());
+    if (r->status / 100 != 2) return api::StatusFromHttp(r->status, r->body).WithContext(Context());
+    return ReadImageCopy("PUT " + path, Json::parse(r->body, nullptr, false));
+  }
   Result<ImageCopyState> ReadImageCopy(const std::string& what, const Json& j) {
     return Read<ImageCopyState>(what, j, [](const JsonView& v) -> Result<ImageCopyState> {
       ImageCopyState c;

@@ -274,8 +274,8 @@ Result<GuestDetails> AgentService::ResizeDisk(std::string_view name, std::string
     return Get(name);
   }
   if (!IsLocalDisk(d->path)) {
-    return FailedPreconditionError(what + " is not a local disk of this host (" +
-                                   (d->rbd.empty() ? d->path : "rbd " + d->rbd) + "); it is resized where it lives");
+    return FailedPreconditionError(what + " is not a local disk of this host (" + d->path +
+                                   "); it is resized where it lives");
   }
   UW_ASSIGN_OR_RETURN(std::vector<LocalDisk> disks, LocalDisks(spec));
   const auto have = std::find_if(disks.begin(), disks.end(), [&](const LocalDisk& x) { return x.target == target; });
