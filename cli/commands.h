@@ -134,6 +134,7 @@ void AddNoticeCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
 void AddBudgetCommands(CLI::App& app, Invocation& inv);     // commands_lease.cc
 void AddImageCommands(CLI::App& app, Invocation& inv);      // commands_storage.cc
 void AddVolumeCommands(CLI::App& app, Invocation& inv);     // commands_storage.cc
+void AddNetworkCommands(CLI::App& app, Invocation& inv);    // commands_network.cc (network and port)
 void AddStorageCommands(CLI::App& app, Invocation& inv);    // commands_storage.cc
 void AddUsageCommands(CLI::App& app, Invocation& inv);      // commands_usage.cc
 void AddBillingCommands(CLI::App& app, Invocation& inv);    // commands_billing.cc

@@ -110,6 +110,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   AddImageCommands(app, inv);
   AddVolumeCommands(app, inv);
   AddStorageCommands(app, inv);
+  AddNetworkCommands(app, inv);
   AddTaskCommands(app, inv);
   AddDrsCommands(app, inv);
   AddPoolCommands(app, inv);

@@ -209,6 +209,34 @@ TEST_F(UwctlTest, ImageVolumeAndStorageCommands) {
   EXPECT_EQ(out_.str().find("data"), std::string::npos) << out_.str();
 }
 
+TEST_F(UwctlTest, NetworkAndPortCommands) {
+  EXPECT_EQ(Uwctl({"network", "create", "front", "--subnet", "10.0.0.0/29", "--tenant", "acme"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"network", "create", "inner", "--subnet", "10.0.0.0/30", "--tenant", "acme"}), 2);
+  EXPECT_NE(err_.str().find("/8 to /29"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"network", "create", "inner", "--subnet", "10.0.0.0/24", "--tenant", "acme"}), 5);
+  EXPECT_NE(err_.str().find("overlaps 10.0.0.0/29 of network 'front'"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"network", "create", "san", "--kind", "vlan", "--segment", "120", "--subnet", "10.5.0.0/24",
+                   "--no-gateway"}),
+            0)
+      << err_.str();
+  EXPECT_EQ(Uwctl({"network", "list"}), 0);
+  EXPECT_NE(out_.str().find("acme:front  acme    overlay  1"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("vlan     120"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"-o", "json", "port", "create", "acme:front", "--ip", "10.0.0.4"}), 0) << err_.str();
+  const std::string id = Json::parse(out_.str())["id"];
+  EXPECT_EQ(Uwctl({"port", "create", "acme:front", "--ip", "10.0.0.4"}), 5);
+  EXPECT_EQ(Uwctl({"port", "create", "acme:front", "--ip", "10.0.1.4"}), 2);
+  EXPECT_EQ(Uwctl({"port", "create", "acme:front"}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"port", "list", "--network", "acme:front"}), 0);
+  EXPECT_NE(out_.str().find("10.0.0.2"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("10.0.0.4"), std::string::npos) << out_.str();
+  EXPECT_EQ(Uwctl({"network", "delete", "acme:front"}), 5);
+  EXPECT_NE(err_.str().find("has 2 port(s)"), std::string::npos) << err_.str();
+  EXPECT_EQ(Uwctl({"port", "delete", id}), 0) << err_.str();
+  EXPECT_EQ(Uwctl({"port", "show", id}), 4);
+  EXPECT_EQ(Uwctl({"network", "show", "nope"}), 4);
+}
+
 TEST_F(UwctlTest, HostPowerCommands) {
   // An exec driver whose BMC is a file; the password comes from a file and is never printed.
   const std::string bmc = (dir_ / "bmc").string();

@@ -143,6 +143,7 @@ class Api {
         .idempotent = [this](const Request& req, const Principal& p,
                              const std::function<Response()>& fn) { return Idempotent(req, p, fn); }};
     internal::BuildStorageRoutes(m_, router, ctx);
+    internal::BuildNetworkRoutes(m_, router, ctx);
     internal::BuildUsageRoutes(m_, router, ctx);
     internal::BuildBillingRoutes(m_, router, ctx);
   }

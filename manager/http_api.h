@@ -53,6 +53,8 @@ bool WantsCsv(const api::Request& req);
 Status CheckFormat(const api::Request& req);
 // The storage catalogue's routes (manager/storage_routes.cc).
 void BuildStorageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
+// Networks and their ports (manager/network_routes.cc).
+void BuildNetworkRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
 // Metering's usage routes (manager/usage_routes.cc).
 void BuildUsageRoutes(Manager& m, api::Router& router, const RouteContext& ctx);
 // Billing's routes: price plans, tenants' plans, invoices (manager/billing_routes.cc).

@@ -440,7 +440,9 @@ class Manager {
   const ManagerConfig& config() const { return config_; }
   Clock& clock() { return clock_; }
   Store& store() { return *store_; }
-  internal::MeteringService& metering() { return *metering_; }  // usage records (set by Start)
+  // Usage records and the event log (set by Start).
+  internal::MeteringService& metering() { return *metering_; }
+  internal::EventLog& event_log() { return *events_; }
 
   // kUnauthenticated for a missing or unknown token.
   Result<Principal> Authenticate(std::string_view bearer_token);
@@ -675,17 +677,12 @@ class Manager {
   std::vector<std::thread> workers_;
   std::thread monitor_;
 
-  std::unique_ptr<internal::EventLog> events_;  // set by Start
-
-  std::unique_ptr<internal::TaskJournal> tasks_;  // set by Start
-
-  std::unique_ptr<internal::TokenRegistry> tokens_;  // set by Start
-
-  std::unique_ptr<internal::HostTable> hosts_;    // set by Start
-  std::unique_ptr<internal::GuestTable> guests_;  // set by Start
-
-  std::unique_ptr<internal::GuestListing> listing_;  // set by Start
-
+  std::unique_ptr<internal::EventLog> events_;                 // set by Start
+  std::unique_ptr<internal::TaskJournal> tasks_;               // set by Start
+  std::unique_ptr<internal::TokenRegistry> tokens_;            // set by Start
+  std::unique_ptr<internal::HostTable> hosts_;                 // set by Start
+  std::unique_ptr<internal::GuestTable> guests_;               // set by Start
+  std::unique_ptr<internal::GuestListing> listing_;            // set by Start
   std::unique_ptr<internal::MigrationDispatcher> migrations_;  // set by Start
   std::unique_ptr<internal::DrsController> drs_;               // set by Start
   std::unique_ptr<internal::HostSessions> sessions_;           // set by Start

@@ -31,7 +31,7 @@
 namespace uw::manager {
 
 // The current schema version (PRAGMA user_version after Open).
-inline constexpr int kSchemaVersion = 15;
+inline constexpr int kSchemaVersion = 16;
 
 // One bound value of a statement.
 using SqlValue = std::variant<std::nullptr_t, int64_t, double, std::string>;

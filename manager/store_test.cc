@@ -37,7 +37,8 @@ TEST_F(StoreTest, NewFileIsMigratedToTheCurrentSchemaInWalMode) {
                         "tasks",       "events",       "recommendations", "usage_samples", "api_tokens",
                         "settings",    "idempotency",  "notices",         "repossessions", "budgets",
                         "images",      "volumes",      "storage_quotas",  "usage_records", "metering_state",
-                        "price_plans", "tenant_plans", "invoices",        "invoice_lines", "invoice_adjustments"}) {
+                        "price_plans", "tenant_plans", "invoices",        "invoice_lines", "invoice_adjustments",
+                        "networks",    "ports"}) {
     auto r = (*s)->Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", {std::string(t)});
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->size(), 1u) << "missing table " << t;
@@ -59,7 +60,10 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
     }
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_reservations").ok());
     ASSERT_TRUE((*s)->Exec("DROP TABLE host_power").ok());
-    ASSERT_TRUE((*s)->Exec("DROP TABLE budgets").ok());              // schema 8
+    ASSERT_TRUE((*s)->Exec("DROP TABLE budgets").ok());  // schema 8
+    for (const char* t : {"ports", "networks"}) {        // schema 16
+      ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
+    }
     for (const char* t : {"volumes", "images", "storage_quotas"}) {  // schema 12
       ASSERT_TRUE((*s)->Exec(std::string("DROP TABLE ") + t).ok()) << t;
     }
@@ -124,6 +128,7 @@ TEST_F(StoreTest, VersionOneFileIsMigratedForwardKeepingData) {
   EXPECT_TRUE((*s)->Query("SELECT groups FROM hosts").ok());
   EXPECT_TRUE((*s)->Query("SELECT rights FROM api_tokens").ok());
   EXPECT_TRUE((*s)->Query("SELECT * FROM host_reservations").ok());
+  EXPECT_TRUE((*s)->Query("SELECT * FROM networks JOIN ports ON ports.network = networks.key").ok());
   auto rows = (*s)->Query("SELECT value FROM settings WHERE key = 'drs'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->size(), 1u);
