@@ -77,6 +77,10 @@ Json HostReportToJson(const HostReport& r, const AgentConfig& config) {
   j["adopted"] = r.adopted;
   j["cpu_busy_fraction"] = r.cpu_busy_fraction;
   j["guests"] = r.guests;
+  j["network"] = r.network ? Json{{"bridge", r.network->bridge},
+                                  {"ready", r.network->ready},
+                                  {"error", r.network->error.empty() ? Json(nullptr) : Json(r.network->error)}}
+                           : Json(nullptr);
   return j;
 }
 

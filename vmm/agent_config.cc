@@ -26,6 +26,21 @@ Result<AgentConfig::Ceph> CephFromJson(const JsonView& v) {
   return k;
 }
 
+// The `network` object: where ovsdb-server listens and the integration bridge to keep there.
+Result<AgentConfig::Network> NetworkFromJson(const JsonView& v) {
+  UW_ASSIGN_OR_RETURN(JsonView net, v.Object("network"));
+  UW_RETURN_IF_ERROR(net.RejectUnknown({"ovsdb", "bridge", "datapath_type"}));
+  AgentConfig::Network n;
+  UW_ASSIGN_OR_RETURN(n.ovsdb, net.String("ovsdb", n.ovsdb));
+  if (n.ovsdb.empty()) return net.FieldError("ovsdb", "expected unix:PATH of ovsdb-server's socket");
+  UW_ASSIGN_OR_RETURN(n.bridge, net.String("bridge", n.bridge));
+  UW_ASSIGN_OR_RETURN(n.datapath_type, net.String("datapath_type", n.datapath_type));
+  if (n.datapath_type != "netdev" && n.datapath_type != "system") {
+    return net.FieldError("datapath_type", "expected netdev or system");
+  }
+  return n;
+}
+
 }  // namespace
 
 Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
@@ -56,7 +71,8 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
                                   "migration_uri",
                                   "monitor",
                                   "shutdown_command",
-                                  "ceph"});
+                                  "ceph",
+                                  "network"});
       !s.ok()) {
     return fail(s);
   }
@@ -142,6 +158,11 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
     auto ceph = CephFromJson(v);
     if (!ceph.ok()) return fail(ceph.status());
     c.ceph = std::move(*ceph);
+  }
+  if (v.Has("network")) {
+    auto net = NetworkFromJson(v);
+    if (!net.ok()) return fail(net.status());
+    c.network = std::move(*net);
   }
 #undef UW_CFG
   return c;

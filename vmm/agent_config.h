@@ -62,6 +62,14 @@ struct AgentConfig {
     bool storage_heartbeat = true;
   };
   std::optional<Ceph> ceph;
+  // Open vSwitch for guests' networks (absent: this host has none): the agent keeps its
+  // integration bridge in ovsdb-server's database (netvirt/bridge.h) from its start.
+  struct Network {
+    std::string ovsdb = "unix:/run/openvswitch/db.sock";
+    std::string bridge = "uw-int";
+    std::string datapath_type = "netdev";  // netdev (userspace) or system (the kernel module)
+  };
+  std::optional<Network> network;
 };
 
 // Reads the agent's JSON config. Errors name the file and field ("agent.json: listen.port: ...").

@@ -74,6 +74,7 @@ Status AgentService::Start() {
     while (!stopping_) {
       l.unlock();
       if (Status s = SampleNow(); !s.ok()) spdlog::warn("sampling failed: {}", s.ToString());
+      KeepNetwork();
       l.lock();
       stop_cv_.wait_for(l, std::chrono::milliseconds(config_.sample_interval_ms), [this] { return stopping_; });
     }
@@ -198,6 +199,11 @@ Result<HostReport> AgentService::Host() {
   std::lock_guard l(usage_mu_);
   r.cpu_busy_fraction = host_usage_.cpu_busy_fraction;
   r.guests = usage_.size();
+  if (config_.network) {
+    std::lock_guard n(network_mu_);
+    r.network = network_;
+    if (r.network->bridge.empty()) *r.network = {.bridge = config_.network->bridge, .error = "not made yet"};
+  }
   return r;
 }
 

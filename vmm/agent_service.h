@@ -29,6 +29,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "netvirt/ovsdb.h"
 #include "vmm/agent_config.h"
 #include "vmm/cgroups.h"
 #include "vmm/guest_channel.h"
@@ -125,6 +126,13 @@ struct HostReport {
   std::vector<std::string> adopted;  // guests found running when the agent started
   double cpu_busy_fraction = -1;     // from the last sample
   size_t guests = 0;                 // guests in the last sample
+  // The integration bridge (config `network`; nullopt without it): made and kept by the agent.
+  struct Network {
+    std::string bridge{};
+    bool ready = false;
+    std::string error{};  // why it is not ready
+  };
+  std::optional<Network> network{};
 };
 
 struct UsageReport {
@@ -341,6 +349,9 @@ class AgentService {
   Status PrepareRbdDisks(GuestSpec& spec);
   Status EnsureCephSecret();
   Status CheckRoomForIncoming(const IncomingRequest& request);
+  // agent_network.cc: makes or repairs the integration bridge (config `network`) when it is due:
+  // every 30 s, every 5 s while it is not ready. Called by the sampler thread.
+  void KeepNetwork();
   struct Outgoing;
   // The body of an outgoing migration's thread: migrates, confirms, records the outcome in `out`.
   void RunMigration(Outgoing* out, const std::string& name, Hypervisor* h, const MigrationRequest& mr,
@@ -355,6 +366,11 @@ class AgentService {
   Clock& clock_;
   std::vector<std::string> adopted_;  // set once in Start
   CgroupLayout cgroups_;              // set once in Start
+
+  std::mutex network_mu_;
+  HostReport::Network network_;                  // guarded by network_mu_
+  std::unique_ptr<netvirt::OvsdbClient> ovsdb_;  // used by the sampler thread only
+  Duration network_due_{0};                      // guarded by network_mu_ (monotonic)
 
   std::mutex usage_mu_;
   UsageTracker tracker_;                     // guarded by usage_mu_

@@ -119,6 +119,7 @@ class AgentTest : public ::testing::Test {
     c.monitor_interval_s = 1;
     c.monitor_timeout_s = 2;
     c.shutdown_command = {"/bin/sh", "-c", "echo done > '" + (dir_ / "shutdown.done").string() + "'"};
+    c.network = AgentConfig::Network{.ovsdb = "unix:" + (dir_ / "no-ovsdb.sock").string()};
     auto h = LibvirtHypervisor::Open("test:///default");
     ASSERT_TRUE(h.ok());
     KvmSupport kvm;
@@ -497,6 +498,38 @@ TEST_F(AgentTest, AnRbdDiskOnAHostWithoutCephIsRefusedAndNothingIsMade) {
   EXPECT_EQ(r.status, 409) << r.body;
   EXPECT_NE(r.body.find("has no Ceph"), std::string::npos) << r.body;
   EXPECT_EQ(GuestCount(), 0);
+}
+
+TEST_F(AgentTest, HostSaysWhyItsIntegrationBridgeIsNotReady) {
+  // No ovsdb-server at the configured socket: the agent says so and goes on (retrying every 5 s).
+  Json network;
+  for (int i = 0; i < 100; ++i) {
+    network = Json::parse(Do("GET", "/api/v1/host").body)["network"];
+    if (network.value("error", Json()) != "not made yet") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(network["bridge"], "uw-int");
+  EXPECT_EQ(network["ready"], false);
+  EXPECT_NE(network["error"].dump().find("no-ovsdb.sock"), std::string::npos) << network.dump();
+}
+
+TEST(AgentConfigTest, NetworkNamesTheOvsdbSocketAndTheBridge) {
+  auto parse = [](const std::string& network) {
+    return AgentConfigFromJson(
+        Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0", "network": )" + network + "}"), "agent.json");
+  };
+  auto ok = parse("{}");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ASSERT_TRUE(ok->network.has_value());
+  EXPECT_EQ(ok->network->ovsdb, "unix:/run/openvswitch/db.sock");
+  EXPECT_EQ(ok->network->bridge, "uw-int");
+  EXPECT_EQ(ok->network->datapath_type, "netdev");
+  EXPECT_EQ(parse(R"({"datapath_type": "dpdk"})").status().message(),
+            "agent.json: network.datapath_type: expected netdev or system");
+  EXPECT_EQ(parse(R"({"ovsdb": ""})").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(parse(R"({"tunnel": "vxlan"})").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(AgentConfigFromJson(Json::parse(R"({"host_name": "h1", "token": "0123456789abcdef0"})"), "x")
+                   ->network.has_value());
 }
 
 TEST(AgentConfigTest, CephNamesItsKeyringAndASecretUuid) {
