@@ -43,3 +43,11 @@ if(TARGET uw_manager)
     DEPS uw::manager
     SHORT_ARGS --benchmark_filter=/1000/ --benchmark_format=json)
 endif()
+
+# The network catalogue: ports filling a /16, networks of 100 tenants, the address search alone.
+if(TARGET uw_manager)
+  uw_benchmark(NAME network_benchmark
+    SRCS network_benchmark.cc
+    DEPS uw::manager uw::netvirt
+    SHORT_ARGS --benchmark_filter=/1000$|/100$ --benchmark_format=json)
+endif()

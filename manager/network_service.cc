@@ -1,7 +1,6 @@
 #include "manager/network_service.h"
 
 #include <random>
-#include <set>
 
 #include "common/id.h"
 #include "manager/event_log.h"
@@ -114,15 +113,54 @@ Result<Page<NetworkRecord>> NetworkService::ListNetworks(const Principal& p, con
 Result<NetworkRecord> NetworkService::GetNetwork(const Principal& p, std::string_view name) { return Visible(p, name); }
 
 Result<int64_t> NetworkService::FreeVni() {
-  // The lowest VNI above every gap-free run from 1: the first n with n + 1 not taken.
-  UW_ASSIGN_OR_RETURN(auto rows,
-                      store_.Query("SELECT MIN(segment + 1) AS vni FROM (SELECT 0 AS segment UNION ALL "
-                                   "SELECT segment FROM networks WHERE kind = 'overlay') t WHERE "
-                                   "segment + 1 NOT IN (SELECT segment FROM networks WHERE kind = 'overlay')"));
-  const int64_t vni = rows.empty() ? 1 : rows[0].Int("vni");
-  if (vni < 1 || vni > kMaxVni)
+  // The one above the highest (through the index on the segment): a deleted network's VNI is not
+  // given again while higher ones are free, so flows a host still has for it meet no new network.
+  UW_ASSIGN_OR_RETURN(auto top, store_.Query("SELECT MAX(segment) AS m FROM networks WHERE kind = 'overlay' AND "
+                                             "physical = ''"));
+  int64_t vni = top[0].Int("m") + 1;
+  if (vni > kMaxVni) {
+    // Run out at the top: the lowest of 1 and those just above a taken one that no network has.
+    UW_ASSIGN_OR_RETURN(
+        auto gap, store_.Query("SELECT MIN(c.n) AS vni FROM (SELECT 1 AS n UNION ALL SELECT segment + 1 FROM "
+                               "networks WHERE kind = 'overlay' AND physical = '') c WHERE c.n <= ? AND NOT EXISTS "
+                               "(SELECT 1 FROM networks q WHERE q.kind = 'overlay' AND q.physical = '' AND q.segment = "
+                               "c.n)",
+                               {kMaxVni}));
+    vni = gap[0].Int("vni");
+  }
+  if (vni < 1 || vni > kMaxVni) {
     return ResourceExhaustedError("every overlay VNI (1.." + std::to_string(kMaxVni) + ") is taken");
+  }
   return vni;
+}
+
+Result<netvirt::Ipv4> NetworkService::FreeAddress(const std::string& network, const netvirt::Subnet& subnet,
+                                                  std::optional<netvirt::Ipv4> gateway) {
+  const int64_t first = subnet.FirstHost(), last = subnet.LastHost(), gw = gateway ? int64_t{*gateway} : -1;
+  UW_ASSIGN_OR_RETURN(auto seen,
+                      store_.Query("SELECT COUNT(*) AS c, MAX(ip_n) AS m FROM ports WHERE network = ?", {network}));
+  const int64_t count = seen[0].Int("c"), top = seen[0].IsNull("m") ? first - 1 : seen[0].Int("m");
+  int64_t next = 0;
+  if (count == top - first + 1 - (gw >= first && gw <= top ? 1 : 0)) {
+    // No gap below the highest port (a subnet filled from the bottom): the one above it.
+    next = top + 1;
+    if (next == gw) ++next;
+  } else {
+    // The lowest of the first address and those just above the gateway and each port that is
+    // neither a port's nor the gateway (each probe through the unique index on the address).
+    UW_ASSIGN_OR_RETURN(
+        auto gap,
+        store_.Query("SELECT MIN(c.n) AS n FROM (SELECT ? AS n UNION ALL SELECT ? UNION ALL SELECT ip_n + 1 FROM ports "
+                     "WHERE network = ?) c WHERE c.n BETWEEN ? AND ? AND c.n != ? AND NOT EXISTS (SELECT 1 FROM "
+                     "ports q WHERE q.network = ? AND q.ip_n = c.n)",
+                     {first, gw >= 0 ? gw + 1 : first, network, first, last, gw, network}));
+    next = gap[0].IsNull("n") ? last + 1 : gap[0].Int("n");
+  }
+  if (next < first || next > last) {
+    return ResourceExhaustedError("subnet " + subnet.ToString() + " has no free address (all " +
+                                  std::to_string(subnet.HostCount()) + " are taken)");
+  }
+  return static_cast<netvirt::Ipv4>(next);
 }
 
 Result<NetworkRecord> NetworkService::CreateNetwork(const Principal& p, const NetworkCreate& req) {
@@ -170,10 +208,9 @@ Result<NetworkRecord> NetworkService::CreateNetwork(const Principal& p, const Ne
     }
     if (req.segment) {
       n.segment = *req.segment;
-      UW_ASSIGN_OR_RETURN(
-          auto used,
-          store_.Query("SELECT key FROM networks WHERE kind = ? AND segment = ? AND COALESCE(physical, '') = ?",
-                       {n.kind, n.segment, n.physical}));
+      UW_ASSIGN_OR_RETURN(auto used,
+                          store_.Query("SELECT key FROM networks WHERE kind = ? AND physical = ? AND segment = ?",
+                                       {n.kind, n.physical, n.segment}));
       if (!used.empty()) {
         return AlreadyExistsError("segment: " + std::string(n.kind == "vlan" ? "VLAN " : "VNI ") +
                                   std::to_string(n.segment) + " is network '" + used[0].Str("key") + "''s");
@@ -181,11 +218,11 @@ Result<NetworkRecord> NetworkService::CreateNetwork(const Principal& p, const Ne
     } else {
       UW_ASSIGN_OR_RETURN(n.segment, FreeVni());
     }
-    UW_RETURN_IF_ERROR(store_.Exec(
-        "INSERT INTO networks(key, tenant, name, kind, segment, physical, subnet, gateway, created_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        {n.key, tenant, n.name, n.kind, n.segment, n.physical.empty() ? SqlValue(nullptr) : SqlValue(n.physical),
-         n.subnet, gateway.empty() ? SqlValue(nullptr) : SqlValue(gateway), n.created_ms}));
+    UW_RETURN_IF_ERROR(
+        store_.Exec("INSERT INTO networks(key, tenant, name, kind, segment, physical, subnet, gateway, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    {n.key, tenant, n.name, n.kind, n.segment, n.physical, n.subnet,
+                     gateway.empty() ? SqlValue(nullptr) : SqlValue(gateway), n.created_ms}));
     return events_.Add("network.created", n.key, tenant,
                        {{"kind", n.kind}, {"segment", n.segment}, {"subnet", n.subnet}, {"by", p.token_id}});
   }));
@@ -248,18 +285,13 @@ Result<PortRecord> NetworkService::CreatePort(const Principal& p, const PortCrea
     UW_ASSIGN_OR_RETURN(netvirt::Subnet subnet, netvirt::ParseSubnet(n.subnet));
     port.network = n.key;
     port.tenant = n.tenant;
-    UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT ip FROM ports WHERE network = ?", {n.key}));
-    std::set<netvirt::Ipv4> taken;
-    for (const SqlRow& r : rows) {
-      if (auto a = netvirt::ParseIpv4(r.Str("ip")); a.ok()) taken.insert(*a);
-    }
     std::optional<netvirt::Ipv4> gateway;
     if (!n.gateway.empty()) {
       if (auto g = netvirt::ParseIpv4(n.gateway); g.ok()) gateway = *g;
     }
-    if (gateway) taken.insert(*gateway);
+    netvirt::Ipv4 a = 0;
     if (!req.ip.empty()) {
-      UW_ASSIGN_OR_RETURN(netvirt::Ipv4 a, In(netvirt::ParseIpv4(req.ip), "ip"));
+      UW_ASSIGN_OR_RETURN(a, In(netvirt::ParseIpv4(req.ip), "ip"));
       if (!subnet.Contains(a)) {
         return InvalidArgumentError("ip: " + req.ip + " is outside network '" + shown + "''s subnet " + n.subnet);
       }
@@ -268,14 +300,13 @@ Result<PortRecord> NetworkService::CreatePort(const Principal& p, const PortCrea
                                     " address of " + n.subnet);
       }
       if (gateway && a == *gateway) return InvalidArgumentError("ip: " + req.ip + " is the network's gateway");
-      if (taken.count(a)) {
-        return AlreadyExistsError("ip: " + req.ip + " is another port's on network '" + shown + "'");
-      }
-      port.ip = netvirt::FormatIpv4(a);
+      UW_ASSIGN_OR_RETURN(auto taken, store_.Query("SELECT id FROM ports WHERE network = ? AND ip_n = ?",
+                                                   {n.key, static_cast<int64_t>(a)}));
+      if (!taken.empty()) return AlreadyExistsError("ip: " + req.ip + " is another port's on network '" + shown + "'");
     } else {
-      UW_ASSIGN_OR_RETURN(netvirt::Ipv4 a, In(netvirt::LowestFree(subnet, taken), "network '" + shown + "'"));
-      port.ip = netvirt::FormatIpv4(a);
+      UW_ASSIGN_OR_RETURN(a, In(FreeAddress(n.key, subnet, gateway), "network '" + shown + "'"));
     }
+    port.ip = netvirt::FormatIpv4(a);
     if (!req.mac.empty()) {
       UW_ASSIGN_OR_RETURN(port.mac, In(netvirt::ParseMac(req.mac), "mac"));
       UW_ASSIGN_OR_RETURN(auto used, store_.Query("SELECT id FROM ports WHERE mac = ?", {port.mac}));
@@ -289,8 +320,8 @@ Result<PortRecord> NetworkService::CreatePort(const Principal& p, const PortCrea
       }
     }
     UW_RETURN_IF_ERROR(
-        store_.Exec("INSERT INTO ports(id, network, tenant, mac, ip, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    {port.id, port.network, port.tenant, port.mac, port.ip, port.created_ms}));
+        store_.Exec("INSERT INTO ports(id, network, tenant, mac, ip, ip_n, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    {port.id, port.network, port.tenant, port.mac, port.ip, static_cast<int64_t>(a), port.created_ms}));
     return events_.Add("port.created", port.network, port.tenant,
                        {{"port", port.id}, {"ip", port.ip}, {"mac", port.mac}, {"by", p.token_id}});
   }));

@@ -4,7 +4,7 @@
 // billing does: everything it knows is in the store, and each change is one transaction.
 //
 //   POST /networks {name, subnet, kind}  --> checked (no overlap with the tenant's other subnets,
-//        segment free) --> networks row, a VNI allocated (lowest free) unless an operator gave one
+//        segment free) --> networks row, a VNI allocated (above the highest) unless an operator gave one
 //   POST /ports {network, ip?, mac?}     --> address: the one asked for (in the subnet, not the
 //        gateway, free) or the lowest free; MAC: the one asked for (free) or random 02:xx:.. --> row
 //   DELETE /ports/{id}                   --> its address and MAC are free again
@@ -27,6 +27,7 @@
 #include "common/status.h"
 #include "manager/manager.h"
 #include "manager/store.h"
+#include "netvirt/ipam.h"
 
 namespace uw::manager::internal {
 
@@ -57,9 +58,9 @@ struct NetworkCreate {
   std::string name{}, tenant{};
   std::string kind = "overlay";
   std::string subnet{};
-  std::optional<std::string> gateway;  // nullopt: the subnet's first address; "" : none
-  std::optional<int64_t> segment;      // nullopt: allocated (overlay) / required (vlan)
-  std::string physical = "br-phys";    // vlan only
+  std::optional<std::string> gateway{};  // nullopt: the subnet's first address; "" : none
+  std::optional<int64_t> segment{};      // nullopt: allocated (overlay) / required (vlan)
+  std::string physical = "br-phys";      // vlan only
 };
 // POST /api/v1/ports.
 struct PortCreate {
@@ -96,6 +97,10 @@ class NetworkService {
  private:
   Result<NetworkRecord> Visible(const Principal& p, std::string_view name);  // inside or outside a transaction
   Result<int64_t> FreeVni();                                                 // inside a transaction
+  // The lowest address of `subnet` that is neither a port's on `network` nor the gateway;
+  // kResourceExhausted when there is none. Inside a transaction.
+  Result<netvirt::Ipv4> FreeAddress(const std::string& network, const netvirt::Subnet& subnet,
+                                    std::optional<netvirt::Ipv4> gateway);
   int64_t NowMs() const;
 
   Store& store_;

@@ -82,10 +82,13 @@ TEST_F(NetworkCatalogueTest, NetworksAreEachTenantsOwnWithVnisAllocated) {
        409);
   Make(kAdmin, {{"name", "vx"}, {"segment", 2}, {"subnet", "10.9.0.0/24"}}, 409);  // beta's VNI
   EXPECT_EQ(Make(kAdmin, {{"name", "vx"}, {"segment", 9000}, {"subnet", "10.9.0.0/24"}})["vni"], 9000);
-  // A deleted network's VNI is given again, lowest first.
+  // A deleted network's VNI is not given again while higher ones are free.
   ASSERT_TRUE(Client(beta).Call("DELETE", "/api/v1/networks/front").ok());
-  EXPECT_EQ(Make(beta, {{"name", "again"}, {"subnet", "10.0.0.0/24"}})["vni"], 2);
-  EXPECT_EQ(Count("networks"), 5);
+  EXPECT_EQ(Make(beta, {{"name", "again"}, {"subnet", "10.0.0.0/24"}})["vni"], 9001);
+  // At the top, the lowest free one.
+  Make(kAdmin, {{"name", "top"}, {"segment", 16777215}, {"subnet", "10.10.0.0/24"}});
+  EXPECT_EQ(Make(beta, {{"name", "wrapped"}, {"subnet", "10.11.0.0/24"}})["vni"], 2);
+  EXPECT_EQ(Count("networks"), 7);
 }
 
 TEST_F(NetworkCatalogueTest, BadNetworksAreRefusedSayingWhereAndNothingIsMade) {

@@ -521,8 +521,8 @@ CREATE UNIQUE INDEX usage_samples_once ON usage_samples(host, guest, at_ms) WHER
 ALTER TABLE usage_samples ADD COLUMN baseline INTEGER NOT NULL DEFAULT 0;
 )sql",
     // 15 -> 16: tenants' networks and their ports (manager/network_service.h). A segment (VNI or
-    // VLAN tag on a physical bridge) is one network's; an address is one port's per network, a
-    // MAC one port's in the cluster.
+    // VLAN tag on a physical bridge) is one network's; an address (ip, and ip_n as a number for
+    // the search of the lowest free one) is one port's per network, a MAC one port's in the cluster.
     R"sql(
 CREATE TABLE networks (
   key TEXT PRIMARY KEY,
@@ -530,22 +530,23 @@ CREATE TABLE networks (
   name TEXT NOT NULL,
   kind TEXT NOT NULL CHECK (kind IN ('overlay', 'vlan')),
   segment INTEGER NOT NULL CHECK (segment > 0),
-  physical TEXT,
+  physical TEXT NOT NULL DEFAULT '',
   subnet TEXT NOT NULL,
   gateway TEXT,
   created_ms INTEGER NOT NULL
 );
 CREATE INDEX networks_by_tenant ON networks(tenant, name);
-CREATE UNIQUE INDEX networks_segment ON networks(kind, COALESCE(physical, ''), segment);
+CREATE UNIQUE INDEX networks_segment ON networks(kind, physical, segment);
 CREATE TABLE ports (
   id TEXT PRIMARY KEY,
   network TEXT NOT NULL REFERENCES networks(key),
   tenant TEXT NOT NULL,
   mac TEXT NOT NULL UNIQUE,
   ip TEXT NOT NULL,
+  ip_n INTEGER NOT NULL,
   guest TEXT,
   created_ms INTEGER NOT NULL,
-  UNIQUE (network, ip)
+  UNIQUE (network, ip_n)
 );
 CREATE INDEX ports_by_tenant ON ports(tenant, id);
 CREATE INDEX ports_by_guest ON ports(guest);
