@@ -47,6 +47,14 @@ Result<RowPage> PageByKey(Store& store, std::string_view select, std::string_vie
 // whose `id` is page.after (kInvalidArgument when no row in scope has it). next is an id.
 Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlFilter& scope, const PageQuery& page);
 
+// The row of a catalogue object kept per tenant (a volume, a network) that `p` names `name`: for a
+// tenant its own ("web" or "acme:web"); for others the full name, or a short name that names one
+// tenant's object. `select` is "SELECT ... FROM table [alias]" and `key`, `name_column` its
+// columns ("n.key", "n.name"). kNotFound "<what> 'NAME' not found" (another tenant's too);
+// kFailedPrecondition listing them for a short name of several tenants' objects.
+Result<SqlRow> FindTenantObject(Store& store, const Principal& p, std::string_view name, std::string_view select,
+                                std::string_view key, std::string_view name_column, std::string_view what);
+
 // kInvalidArgument: a page's `after` names no item of the list.
 Status UnknownCursor(const std::string& after);
 

@@ -73,28 +73,8 @@ int64_t NetworkService::NowMs() const {
 // ---- networks ----
 
 Result<NetworkRecord> NetworkService::Visible(const Principal& p, std::string_view name) {
-  const std::string missing = "network '" + std::string(name.substr(0, 200)) + "' not found";
-  std::string key(name);
-  if (p.role == Role::kTenant) {
-    std::optional<std::string> own = TenantShortName(p, name);
-    if (!own) return NotFoundError(missing);
-    key = GuestKey(p.tenant, *own);
-  }
-  UW_ASSIGN_OR_RETURN(auto rows, store_.Query(std::string(kNetworkSelect) + " WHERE n.key = ?", {key}));
-  if (!rows.empty()) return NetworkFromRow(rows[0]);
-  if (p.role != Role::kTenant && key.find(':') == std::string::npos) {
-    // A short name that names one tenant's network.
-    UW_ASSIGN_OR_RETURN(rows,
-                        store_.Query(std::string(kNetworkSelect) + " WHERE n.name = ? ORDER BY n.key LIMIT 10", {key}));
-    if (rows.size() == 1) return NetworkFromRow(rows[0]);
-    if (rows.size() > 1) {
-      std::string all;
-      for (const SqlRow& r : rows) all += (all.empty() ? "" : ", ") + r.Str("key");
-      return FailedPreconditionError("network name '" + key + "' names networks of several tenants (" + all +
-                                     "): give the full name");
-    }
-  }
-  return NotFoundError(missing);
+  UW_ASSIGN_OR_RETURN(SqlRow row, FindTenantObject(store_, p, name, kNetworkSelect, "n.key", "n.name", "network"));
+  return NetworkFromRow(row);
 }
 
 Result<Page<NetworkRecord>> NetworkService::ListNetworks(const Principal& p, const PageQuery& page) {

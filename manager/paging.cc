@@ -79,4 +79,31 @@ Result<RowPage> PageNewestFirst(Store& store, std::string_view table, const SqlF
   return out;
 }
 
+Result<SqlRow> FindTenantObject(Store& store, const Principal& p, std::string_view name, std::string_view select,
+                                std::string_view key, std::string_view name_column, std::string_view what) {
+  const std::string missing = std::string(what) + " '" + std::string(name.substr(0, 200)) + "' not found";
+  std::string n(name);
+  if (p.role == Role::kTenant) {
+    std::optional<std::string> own = TenantShortName(p, name);
+    if (!own) return NotFoundError(missing);
+    n = GuestKey(p.tenant, *own);
+  }
+  const std::string from(select);
+  UW_ASSIGN_OR_RETURN(auto rows, store.Query(from + " WHERE " + std::string(key) + " = ?", {n}));
+  if (!rows.empty()) return std::move(rows[0]);
+  if (p.role != Role::kTenant && n.find(':') == std::string::npos) {
+    UW_ASSIGN_OR_RETURN(rows, store.Query(from + " WHERE " + std::string(name_column) + " = ? ORDER BY " +
+                                              std::string(key) + " LIMIT 10",
+                                          {n}));
+    if (rows.size() == 1) return std::move(rows[0]);
+    if (rows.size() > 1) {
+      std::string all;
+      for (const SqlRow& r : rows) all += (all.empty() ? "" : ", ") + r.Str("key");
+      return FailedPreconditionError(std::string(what) + " name '" + n + "' names " + std::string(what) +
+                                     "s of several tenants (" + all + "): give the full name");
+    }
+  }
+  return NotFoundError(missing);
+}
+
 }  // namespace uw::manager::internal

@@ -292,29 +292,10 @@ Result<std::optional<VolumeRecord>> StorageService::FindVolume(const std::string
 }
 
 Result<VolumeRecord> StorageService::Visible(const Principal& p, std::string_view name) {
-  const std::string missing = "volume '" + std::string(name) + "' not found";
-  std::string n(name);
-  if (p.role == Role::kTenant) {
-    std::optional<std::string> own = TenantShortName(p, name);
-    if (!own) return NotFoundError(missing);
-    n = GuestKey(p.tenant, *own);
-  }
-  UW_ASSIGN_OR_RETURN(std::optional<VolumeRecord> found, FindVolume(n));
-  if (found) return std::move(*found);
-  if (p.role != Role::kTenant && n.find(':') == std::string::npos) {
-    // A short name that names one tenant's volume.
-    UW_ASSIGN_OR_RETURN(auto rows, d_.store.Query(std::string("SELECT ") + kVolumeColumns +
-                                                      " FROM volumes WHERE name = ? ORDER BY key LIMIT 10",
-                                                  {n}));
-    if (rows.size() == 1) return VolumeFromRow(rows[0]);
-    if (rows.size() > 1) {
-      std::string all;
-      for (const SqlRow& r : rows) all += (all.empty() ? "" : ", ") + r.Str("key");
-      return FailedPreconditionError("volume name '" + n + "' names volumes of several tenants (" + all +
-                                     "): give the full name");
-    }
-  }
-  return NotFoundError(missing);
+  UW_ASSIGN_OR_RETURN(
+      SqlRow row, FindTenantObject(d_.store, p, name, std::string("SELECT ") + kVolumeColumns + " FROM volumes", "key",
+                                   "name", "volume"));
+  return VolumeFromRow(row);
 }
 
 Result<Page<VolumeRecord>> StorageService::ListVolumes(const Principal& p, const PageQuery& page) {
