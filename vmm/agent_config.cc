@@ -41,6 +41,17 @@ Result<AgentConfig::Network> NetworkFromJson(const JsonView& v) {
   return n;
 }
 
+// The optional `ceph` and `network` objects: the host's shared storage and its Open vSwitch.
+Status ReadServices(const JsonView& v, AgentConfig& c) {
+  if (v.Has("ceph")) {
+    UW_ASSIGN_OR_RETURN(c.ceph, CephFromJson(v));
+  }
+  if (v.Has("network")) {
+    UW_ASSIGN_OR_RETURN(c.network, NetworkFromJson(v));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
@@ -154,16 +165,7 @@ Result<AgentConfig> AgentConfigFromJson(const Json& j, std::string_view where) {
   if (!c.shutdown_command.empty() && c.shutdown_command[0].empty()) {
     return fail(v.FieldError("shutdown_command", "the program (first element) is empty"));
   }
-  if (v.Has("ceph")) {
-    auto ceph = CephFromJson(v);
-    if (!ceph.ok()) return fail(ceph.status());
-    c.ceph = std::move(*ceph);
-  }
-  if (v.Has("network")) {
-    auto net = NetworkFromJson(v);
-    if (!net.ok()) return fail(net.status());
-    c.network = std::move(*net);
-  }
+  if (Status s = ReadServices(v, c); !s.ok()) return fail(s);
 #undef UW_CFG
   return c;
 }
