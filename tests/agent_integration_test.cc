@@ -8,7 +8,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "netvirt/ovsdb.h"
 #include "tests/testbed_client.h"
 #include "vmm/cgroups.h"
 
@@ -218,42 +217,6 @@ TEST_F(AgentOnTestbed, HostInfoSaysTheCgroupLayoutTheAgentSees) {
   EXPECT_NE(host["cgroups"]["version"], "none") << host.dump();
   EXPECT_FALSE(host["cgroups"]["cpu"].get<std::string>().empty()) << host.dump();
   std::printf("[ figure ] h1 cgroups: %s\n", host["cgroups"].dump().c_str());
-}
-
-TEST_F(AgentOnTestbed, TheAgentMakesItsIntegrationBridgeInTheHostsOwnOpenVswitch) {
-  for (size_t h = 0; h < 2; ++h) {
-    const TestbedHost& host = bed_->hosts[h];
-    ASSERT_FALSE(host.ovsdb.empty()) << host.name << " runs no Open vSwitch: install openvswitch-switch "
-                                     << "(scripts/install-deps)";
-    Json info;
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          info = CallJson(h, "GET", "/api/v1/host");
-          return info["network"].is_object() && info["network"]["ready"] == true;
-        },
-        std::chrono::seconds(30)))
-        << host.name << ": " << info["network"].dump() << " (" << host.dir << "/agent.log)";
-    EXPECT_EQ(info["network"]["bridge"], "uw-int");
-    // In that host's own database: the bridge on the userspace datapath, taking no traffic until
-    // flows say so, and ovs-vswitchd opened its internal device (the bridge's LOCAL port).
-    auto ovsdb = netvirt::OvsdbClient::Connect(host.ovsdb, std::chrono::seconds(5));
-    ASSERT_TRUE(ovsdb.ok()) << ovsdb.status().ToString();
-    auto rows = (*ovsdb)->Transact("Open_vSwitch",
-                                   Json::array({{{"op", "select"},
-                                                 {"table", "Bridge"},
-                                                 {"where", Json::array()},
-                                                 {"columns", {"name", "datapath_type", "fail_mode"}}}}),
-                                   std::chrono::seconds(5));
-    ASSERT_TRUE(rows.ok()) << rows.status().ToString();
-    ASSERT_EQ((*rows)[0]["rows"].size(), 1u) << rows->dump();
-    const Json& bridge = (*rows)[0]["rows"][0];
-    EXPECT_EQ(bridge["name"], "uw-int");
-    EXPECT_EQ(bridge["datapath_type"], "netdev");
-    EXPECT_EQ(bridge["fail_mode"], "secure");
-    auto ofport = netvirt::WaitForOfport(**ovsdb, "uw-int", std::chrono::seconds(10));
-    ASSERT_TRUE(ofport.ok()) << ofport.status().ToString() << " (" << host.dir << "/ovs/ovs-vswitchd.log)";
-    EXPECT_EQ(*ofport, 65534);
-  }
 }
 
 TEST_F(AgentOnTestbed, UsageSamplesMoveWhenTheGuestBurnsCpu) {
