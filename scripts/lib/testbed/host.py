@@ -216,6 +216,10 @@ class Host:
         log(f"starting {self.name} ({self.address})")
         self.stop(quiet=True)
         os.makedirs(self.dir, exist_ok=True)
+        # A new host has an empty disk: its agent's state (local disks, image copies, samples) from
+        # an earlier test bed in this directory would otherwise meet the next run's guests (a local
+        # disk left by a test that stopped half-way refuses a guest of the same name).
+        remove(self.file("agent-state"))
         self.setup_netns()
         self.prepare_dirs()
         if agent:
