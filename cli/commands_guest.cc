@@ -16,6 +16,7 @@ struct GuestArgs {
   int64_t lease_term_s = 0, lease_floor_memory = 0, lease_bid = 0;
   bool no_start = false, no_paravirt = false;
   Json disks = Json::array();  // --volume and --disk-image, in the order given
+  Json nics = Json::array();   // --nic, in the order given
   // delete
   bool force = false;
   // resize
@@ -59,6 +60,18 @@ void AddGuestDiskOptions(CLI::App* create, GuestArgs& a) {
           "IMAGE[:GIB]: a disk on a new volume GUEST-diskN (N: its index among the disks) cloned from catalogue "
           "image IMAGE, of GIB GiB (default the image's size), deleted with the guest (repeatable)")
       ->trigger_on_parse();
+  create
+      ->add_option_function<std::string>(
+          "--nic",
+          [&a](const std::string& v) {
+            const size_t eq = v.find('=');
+            Json nic = {{"network", v.substr(0, eq)}};
+            if (eq != std::string::npos) nic["ip"] = v.substr(eq + 1);
+            a.nics.push_back(std::move(nic));
+          },
+          "NETWORK[=IP]: a NIC on network NETWORK, with a port made for the guest (the lowest free address, or "
+          "IP), deleted with it (repeatable; eth0, eth1, ... in the order given)")
+      ->trigger_on_parse();
 }
 
 void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
@@ -96,6 +109,7 @@ void AddGuestCreate(CLI::App* guest, Invocation& inv, GuestArgs& a) {
   create->callback([&inv, &a] {
     Json body = {{"name", a.name}, {"vcpus", a.vcpus}, {"memory_mib", a.memory}, {"kind", a.kind}};
     if (!a.disks.empty()) body["disks"] = a.disks;
+    if (!a.nics.empty()) body["nics"] = a.nics;
     if (!a.image.empty()) body["image"] = a.image;
     if (!a.tenant.empty()) body["tenant"] = a.tenant;
     if (!a.pool.empty()) body["pool"] = a.pool;

@@ -83,11 +83,11 @@ Result<Task> GuestService::Create(const Principal& p, GuestCreate req) {
   UW_ASSIGN_OR_RETURN(bool taken, d_.guests.NameTaken(req.name, req.tenant, short_name));
   if (taken) return AlreadyExistsError("guest '" + short_name + "' already exists: choose another name");
   if (!req.pool.empty()) UW_RETURN_IF_ERROR(d_.admit_to_pool(req));
-  if (req.catalogue_disks.empty()) return Place(req);
-  // Its catalogue disks are the guest's from here; they are released when it is not admitted.
-  UW_RETURN_IF_ERROR(d_.attach_disks(req));
+  if (req.catalogue_disks.empty() && req.network_nics.empty()) return Place(req);
+  // Its catalogue disks and ports are the guest's from here; released when it is not admitted.
+  UW_RETURN_IF_ERROR(d_.attach_devices(req));
   Result<Task> placed = Place(req);
-  if (!placed.ok()) d_.release_disks(req.name, req.tenant);
+  if (!placed.ok()) d_.release_devices(req.name, req.tenant);
   return placed;
 }
 
@@ -288,7 +288,7 @@ Status GuestService::RunCreate(const std::string& id, const Json& request, const
       return d_.events.Add("guest.create_failed", guest, owner.ok() ? *owner : "",
                            {{"host", host}, {"error", cause.ToString()}, {"reservation", "released"}});
     }));
-    d_.release_disks(guest, owner_tenant);
+    d_.release_devices(guest, owner_tenant);
     return d_.tasks.Finish(id, cause, nullptr);
   }
   const std::string state = created->state;
@@ -400,7 +400,7 @@ Status GuestService::RunOperation(const std::string& id, const std::string& kind
       UW_RETURN_IF_ERROR(d_.remove_from_rules(guest));
       return d_.events.Add("guest.deleted", guest, tenant, {{"host", host}, {"forced", force}});
     }));
-    d_.release_disks(guest, tenant);
+    d_.release_devices(guest, tenant);
     return d_.tasks.Finish(id, Status::Ok(), {{"guest", guest}, {"deleted", true}});
   }
   auto answer = CallGuestOp(*agent, op, guest, args, g->state);

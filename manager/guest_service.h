@@ -60,10 +60,11 @@ class GuestService {
     std::function<Status(GuestCreate& req)> admit_to_pool;
     // Inside a transaction: drops a deleted guest from every rule naming it.
     std::function<Status(const std::string& guest)> remove_from_rules;
-    // The storage catalogue's disks of a guest being created (StorageService::AttachForCreate),
-    // and their release once it is gone or its create failed (ReleaseGuest).
-    std::function<Status(GuestCreate& req)> attach_disks;
-    std::function<void(const std::string& guest, const std::string& tenant)> release_disks;
+    // The storage catalogue's disks and the network catalogue's ports of a guest being created
+    // (StorageService and NetworkService::AttachForCreate), and their release once it is gone or
+    // its create failed (ReleaseGuest).
+    std::function<Status(GuestCreate& req)> attach_devices;
+    std::function<void(const std::string& guest, const std::string& tenant)> release_devices;
     // Before a create on a host: the images its local disks are made on, copied there
     // (StorageService::CopyBaseImages).
     std::function<Status(AgentClient& agent, const Json& spec)> copy_images;

@@ -20,6 +20,7 @@
 #include "manager/lease_service.h"
 #include "manager/metering_service.h"
 #include "manager/migration_dispatcher.h"
+#include "manager/network_service.h"
 #include "manager/power_service.h"
 #include "manager/snapshot_builder.h"
 #include "manager/storage_service.h"
@@ -147,9 +148,19 @@ Status Manager::Start() {
       .new_task = new_task,
       .admit_to_pool = [this](GuestCreate& req) { return AdmitToPool(req); },
       .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); },
-      .attach_disks = [this](GuestCreate& req) { return storage_->AttachForCreate(req); },
-      .release_disks = [this](const std::string& guest,
-                              const std::string& tenant) { storage_->ReleaseGuest(guest, tenant); },
+      .attach_devices =
+          [this](GuestCreate& req) {
+            internal::NetworkService networks(*store_, clock_, *events_);
+            UW_RETURN_IF_ERROR(networks.AttachForCreate(req));
+            Status disks = storage_->AttachForCreate(req);
+            if (!disks.ok()) networks.ReleaseGuest(req.name);
+            return disks;
+          },
+      .release_devices =
+          [this](const std::string& guest, const std::string& tenant) {
+            storage_->ReleaseGuest(guest, tenant);
+            internal::NetworkService(*store_, clock_, *events_).ReleaseGuest(guest);
+          },
       .copy_images = [this](AgentClient& agent, const Json& spec) { return storage_->CopyBaseImages(agent, spec); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.

@@ -80,15 +80,21 @@ struct GuestCreate {
   std::string on_crash = "restart";             // restart | keep | stop (what the manager does when it crashes)
   std::string restart_priority = "medium";      // high | medium | low | disabled: HA restarts, in this order
   Json agent_spec;  // the body sent to the agent (name, kind, vcpus, memory_mib, image, ...)
-  // Disks from the storage catalogue: {"volume": NAME} (a volume of the tenant's) or {"image": NAME,
-  // "size_gib": N} (a new volume cloned from it, deleted with the guest). agent_spec's disks[index]
-  // holds a placeholder until the catalogue makes it the volume's {"rbd": ...} disk.
+  // Disks {"volume": NAME} (the tenant's) or {"image": NAME, "size_gib": N} (a clone deleted with the
+  // guest); agent_spec's disks[index] is a placeholder until the catalogue makes it its volume's.
   struct CatalogueDisk {
     size_t index = 0;
     std::string volume, image, target;
     int64_t size_gib = 0;
   };
   std::vector<CatalogueDisk> catalogue_disks;
+  // NICs {"network": NAME, "ip", "mac"}: a port of the tenant's network made for the guest (deleted
+  // with it); agent_spec's nics[index] is a placeholder until then (NetworkService::AttachForCreate).
+  struct NetworkNic {
+    size_t index = 0;
+    std::string network, ip, mac;
+  };
+  std::vector<NetworkNic> network_nics;
   // The spec rights the request uses, each with the first field that needs it ({"bridges", "nics[0].source"}).
   std::vector<std::pair<std::string, std::string>> rights_needed;
 };
@@ -431,17 +437,15 @@ class Manager {
   // How the manager reaches agents (before Start): tests give an in-process client. The default
   // talks HTTP to the address each host joined with, one client (and its connections) per host.
   void SetAgentFactory(AgentDirectory::Factory factory);
-  // How the manager's loops wait between polls of an agent (migrations): the default waits on its
-  // own condition variable and returns false once the manager stops. Tests on a FakeClock give
-  // one that advances the clock instead of sleeping.
+  // How the manager's loops wait between polls of an agent (migrations): by default on its own
+  // condition variable (false once it stops); FakeClock tests advance the clock instead.
   void SetPollSleeper(std::function<bool(Duration)> sleeper);
   // Stops loops and workers (tasks being run finish their current agent call). Idempotent.
   void Stop();
   const ManagerConfig& config() const { return config_; }
   Clock& clock() { return clock_; }
   Store& store() { return *store_; }
-  // Usage records and the event log (set by Start).
-  internal::MeteringService& metering() { return *metering_; }
+  internal::MeteringService& metering() { return *metering_; }  // usage records, the events: set by Start
   internal::EventLog& event_log() { return *events_; }
 
   // kUnauthenticated for a missing or unknown token.
@@ -456,9 +460,8 @@ class Manager {
   Result<HeartbeatAck> Heartbeat(std::string_view name, std::string_view host_token, const Json& body);
   Result<Page<Host>> ListHosts(const PageQuery& page = {});  // by name
   Result<HostDetail> GetHost(std::string_view name);         // kNotFound for an unknown host
-  // Maintenance on starts the evacuation (mandatory DRS moves); off cancels the evacuation's
-  // migrations that have not switched over yet (pending ones at once, running ones are aborted and
-  // their guests stay on this host). kNotFound for an unknown host.
+  // Maintenance on starts the evacuation (mandatory DRS moves); off cancels its migrations not yet
+  // switched over (running ones aborted, their guests staying here). kNotFound: unknown host.
   Result<HostDetail> SetMaintenance(std::string_view name, bool on);
   // The host's groups (ParseHostGroups), which vm-host rules name. Replaces the previous list.
   // kNotFound for an unknown host.

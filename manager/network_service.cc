@@ -1,5 +1,7 @@
 #include "manager/network_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <random>
 
 #include "common/id.h"
@@ -300,10 +302,14 @@ Result<PortRecord> NetworkService::CreatePort(const Principal& p, const PortCrea
       }
     }
     UW_RETURN_IF_ERROR(
-        store_.Exec("INSERT INTO ports(id, network, tenant, mac, ip, ip_n, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    {port.id, port.network, port.tenant, port.mac, port.ip, static_cast<int64_t>(a), port.created_ms}));
-    return events_.Add("port.created", port.network, port.tenant,
-                       {{"port", port.id}, {"ip", port.ip}, {"mac", port.mac}, {"by", p.token_id}});
+        store_.Exec("INSERT INTO ports(id, network, tenant, mac, ip, ip_n, guest, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    {port.id, port.network, port.tenant, port.mac, port.ip, static_cast<int64_t>(a),
+                     req.guest.empty() ? SqlValue(nullptr) : SqlValue(req.guest), port.created_ms}));
+    port.guest = req.guest;
+    Json what = {{"port", port.id}, {"ip", port.ip}, {"mac", port.mac}, {"by", p.token_id}};
+    if (!req.guest.empty()) what["guest"] = req.guest;
+    return events_.Add("port.created", port.network, port.tenant, what);
   }));
   return port;
 }
@@ -320,6 +326,51 @@ Status NetworkService::DeletePort(const Principal& p, std::string_view id) {
     return events_.Add("port.deleted", port.network, port.tenant,
                        {{"port", port.id}, {"ip", port.ip}, {"by", p.token_id}});
   });
+}
+
+Status NetworkService::AttachForCreate(GuestCreate& req) {
+  // The guest's own tenant names the networks (a tenant's guest never gets another's network).
+  Principal owner;
+  owner.role = req.tenant.empty() ? Role::kAdmin : Role::kTenant;
+  owner.tenant = req.tenant;
+  owner.token_id = "guest " + req.name;
+  std::vector<std::string> made;
+  Status failed = Status::Ok();
+  for (size_t i = 0; i < req.network_nics.size() && failed.ok(); ++i) {
+    const GuestCreate::NetworkNic& nic = req.network_nics[i];
+    const std::string at = "nics[" + std::to_string(nic.index) + "]";
+    auto network = Visible(owner, nic.network);
+    auto port = network.ok()
+                    ? CreatePort(owner, {.network = nic.network, .ip = nic.ip, .mac = nic.mac, .guest = req.name})
+                    : Result<PortRecord>(network.status());
+    if (!port.ok()) {
+      failed = port.status().WithContext(at);
+      break;
+    }
+    made.push_back(port->id);
+    const std::string prefix = network->subnet.substr(network->subnet.find('/'));
+    req.agent_spec["nics"][nic.index] = {{"type", "port"},
+                                         {"port", port->id},
+                                         {"network", network->key},
+                                         {"mac", port->mac},
+                                         {"address", port->ip + prefix},
+                                         {"gateway", network->gateway}};
+  }
+  if (!failed.ok()) ReleaseGuest(req.name);
+  return failed;
+}
+
+void NetworkService::ReleaseGuest(const std::string& guest) {
+  Status s = store_.Transact([&]() -> Status {
+    UW_ASSIGN_OR_RETURN(auto rows, store_.Query("SELECT id, network, tenant, ip FROM ports WHERE guest = ?", {guest}));
+    for (const auto& r : rows) {
+      UW_RETURN_IF_ERROR(store_.Exec("DELETE FROM ports WHERE id = ?", {r.Str("id")}));
+      UW_RETURN_IF_ERROR(events_.Add("port.deleted", r.Str("network"), r.Str("tenant"),
+                                     {{"port", r.Str("id")}, {"ip", r.Str("ip")}, {"guest", guest}}));
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) spdlog::error("releasing the ports of guest {}: {}", guest, s.ToString());
 }
 
 }  // namespace uw::manager::internal

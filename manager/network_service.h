@@ -49,7 +49,7 @@ struct PortRecord {
   std::string id{};       // "port-..." (common/id.h NewId)
   std::string network{};  // the network's key
   std::string tenant{}, mac{}, ip{};
-  std::string guest{};  // "" (guests' NICs are not built yet)
+  std::string guest{};  // the guest whose NIC it is, or ""
   int64_t created_ms = 0;
 };
 
@@ -65,6 +65,7 @@ struct NetworkCreate {
 // POST /api/v1/ports.
 struct PortCreate {
   std::string network{}, tenant{}, ip{}, mac{};  // ip, mac: "" to allocate
+  std::string guest{};                           // the guest whose NIC it is (AttachForCreate)
 };
 Result<NetworkCreate> ParseNetworkCreate(const Json& body);
 Result<PortCreate> ParsePortCreate(const Json& body);
@@ -93,6 +94,14 @@ class NetworkService {
   // taken; kResourceExhausted when the subnet is full.
   Result<PortRecord> CreatePort(const Principal& p, const PortCreate& req);
   Status DeletePort(const Principal& p, std::string_view id);
+
+  // A guest being created: a port for each of req.network_nics on its tenant's network (the
+  // address and MAC asked for, or allocated), each NIC in req.agent_spec made a port NIC. All or
+  // nothing; errors name the NIC ("nics[1]: ...").
+  Status AttachForCreate(GuestCreate& req);
+  // The ports of `guest` (deleted, or its create failed): deleted, their addresses free again.
+  // Logs what it cannot do.
+  void ReleaseGuest(const std::string& guest);
 
  private:
   Result<NetworkRecord> Visible(const Principal& p, std::string_view name);  // inside or outside a transaction

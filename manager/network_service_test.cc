@@ -204,6 +204,70 @@ TEST_F(NetworkCatalogueTest, PortsGetAddressesAndMacsNeverTwice) {
   EXPECT_EQ(Count("networks"), 0);
 }
 
+// A guest's NICs on networks: a port made for each (its tenant's network; the address asked for or
+// the lowest free), handed to the agent as a port NIC; deleted with the guest. A refused NIC
+// leaves neither a port nor a guest; a port NIC named directly is the manager's to make.
+TEST_F(NetworkCatalogueTest, AGuestsNicsOnNetworksGetPortsThatGoWithIt) {
+  StartManager();
+  AddHost("h1");
+  const std::string acme = TenantToken("acme"), beta = TenantToken("beta");
+  Make(acme, {{"name", "front"}, {"subnet", "10.0.0.0/24"}});
+  Make(acme, {{"name", "back"}, {"subnet", "10.9.0.0/29"}, {"gateway", nullptr}});
+  Make(beta, {{"name", "other"}, {"subnet", "10.5.0.0/24"}});
+  Json web = {{"name", "web"},
+              {"image", "tiny"},
+              {"memory_mib", 128},
+              {"nics", {{{"network", "front"}}, {{"network", "back"}, {"ip", "10.9.0.5"}}}}};
+  auto created = Client(acme).Call("POST", "/api/v1/guests", &web);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(WaitTask(*created)["state"], "succeeded");
+  const Json spec = cluster_.CreateSpec("h1", "acme:web");
+  ASSERT_EQ(spec["nics"].size(), 2u) << spec.dump();
+  const Json eth0 = spec["nics"][0], eth1 = spec["nics"][1];
+  EXPECT_EQ(eth0["type"], "port");
+  EXPECT_EQ(eth0["network"], "acme:front");
+  EXPECT_EQ(eth0["address"], "10.0.0.2/24");
+  EXPECT_EQ(eth0["gateway"], "10.0.0.1");
+  EXPECT_EQ(eth1["address"], "10.9.0.5/29");
+  EXPECT_EQ(eth1["gateway"], "");
+  auto ports = Client(acme).Call("GET", "/api/v1/ports");
+  ASSERT_TRUE(ports.ok());
+  ASSERT_EQ((*ports)["ports"].size(), 2u);
+  for (const Json& p : (*ports)["ports"]) {
+    EXPECT_EQ(p["guest"], "web") << p.dump();
+    EXPECT_TRUE(p["id"] == eth0["port"] || p["id"] == eth1["port"]) << p.dump();
+    // In use: not deleted on its own.
+    EXPECT_EQ(Client(acme).Do("DELETE", "/api/v1/ports/" + p["id"].get<std::string>())->status, 409);
+  }
+  // Refused NICs: another tenant's network, an address taken, a port NIC named directly. Nothing
+  // is left of the refused guest (no port, no guest).
+  auto refused = [&](const Json& nics, int status, const std::string& says) {
+    Json g = {{"name", "bad"}, {"image", "tiny"}, {"memory_mib", 128}, {"nics", nics}};
+    auto r = Client(acme).Do("POST", "/api/v1/guests", g.dump());
+    EXPECT_EQ(r->status, status) << nics.dump() << " -> " << r->body;
+    EXPECT_NE(r->body.find(says), std::string::npos) << r->body;
+  };
+  refused({{{"network", "other"}}}, 404, "nics[0]: ");
+  refused({{{"network", "beta:other"}}}, 404, "nics[0]: ");
+  refused({{{"network", "front"}}, {{"network", "back"}, {"ip", "10.9.0.5"}}}, 409, "nics[1]: ip: 10.9.0.5");
+  refused({{{"type", "port"}, {"port", "port-0123456789abcdef"}}}, 400, "a port NIC is made by the manager");
+  refused({{{"network", "front"}, {"vlan", 5}}}, 400, "nics[0].vlan");
+  EXPECT_EQ(Count("ports"), 2);
+  EXPECT_EQ(Client(acme).Do("GET", "/api/v1/guests/bad")->status, 404);
+  // A live move would leave the port behind: refused (cold moves carry it).
+  AddHost("h2");
+  Json to = {{"host", "h2"}};
+  auto live = Client().Do("POST", "/api/v1/guests/acme:web/migrate", to.dump());
+  EXPECT_EQ(live->status, 409) << live->body;
+  EXPECT_NE(live->body.find("has a NIC on a network"), std::string::npos) << live->body;
+  // Deleted with the guest: the addresses are free again.
+  auto del = Client(acme).Call("DELETE", "/api/v1/guests/web?force=true");
+  ASSERT_TRUE(del.ok()) << del.status().ToString();
+  EXPECT_EQ(WaitTask(*del)["state"], "succeeded");
+  EXPECT_EQ(Count("ports"), 0);
+  EXPECT_NE(AllEvents().find("port.deleted acme:front"), std::string::npos) << AllEvents();
+}
+
 TEST_F(NetworkCatalogueTest, ConcurrentPortsGetDistinctAddressesAndSurviveARestart) {
   StartManager();
   std::string acme = TenantToken("acme");

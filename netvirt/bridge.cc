@@ -116,7 +116,10 @@ Result<int64_t> PlugPort(OvsdbClient& client, const PortPlug& plug, OvsdbClient:
                                                    Select("Bridge", Json::array(), {"name", "ports"})}),
                                       timeout));
   if (found[0]["rows"].empty()) return NotFoundError(where + ": no such bridge");
-  const Json external = Map({{"iface-id", plug.iface_id}, {"attached-mac", plug.mac}, {"iface-status", "active"}});
+  const Json external = Map({{"iface-id", plug.iface_id},
+                             {"attached-mac", plug.mac},
+                             {"iface-status", "active"},
+                             {"uw-network", plug.network}});
   Json ops = Json::array();
   if (!found[1]["rows"].empty()) {
     const std::string port_uuid = UuidOf(found[1]["rows"][0]["_uuid"]);
@@ -159,6 +162,55 @@ Result<int64_t> PlugPort(OvsdbClient& client, const PortPlug& plug, OvsdbClient:
   auto ofport = WaitForOfport(client, plug.name, timeout);
   if (!ofport.ok()) return ofport.status().WithContext(where);
   return *ofport;
+}
+
+Result<std::map<std::string, int>> NetworkTags(OvsdbClient& client, const std::string& bridge,
+                                               OvsdbClient::Millis timeout) {
+  UW_RETURN_IF_ERROR(CheckName(bridge, "bridge"));
+  UW_ASSIGN_OR_RETURN(Json found,
+                      client.Transact(kDb,
+                                      Json::array({Select("Bridge", Where("name", bridge), {"ports"}),
+                                                   Select("Port", Json::array(), {"_uuid", "name", "tag"}),
+                                                   Select("Interface", Json::array(), {"name", "external_ids"})}),
+                                      timeout));
+  if (found[0]["rows"].empty()) return NotFoundError("bridge '" + bridge + "': no such bridge");
+  std::map<std::string, std::string> network_of;  // interface name -> its uw-network
+  for (const Json& i : found[2]["rows"]) {
+    const Json& ids = i["external_ids"];  // ["map", [[k, v], ...]]
+    if (!ids.is_array() || ids.size() != 2) continue;
+    for (const Json& kv : ids[1]) {
+      if (kv[0] == "uw-network" && !kv[1].get<std::string>().empty()) {
+        network_of[i["name"].get<std::string>()] = kv[1].get<std::string>();
+      }
+    }
+  }
+  std::map<std::string, int> tags;
+  for (const Json& p : found[1]["rows"]) {
+    if (!SetHas(found[0]["rows"][0]["ports"], UuidOf(p["_uuid"])) || !p["tag"].is_number_integer()) continue;
+    auto n = network_of.find(p["name"].get<std::string>());
+    if (n != network_of.end()) tags.emplace(n->second, p["tag"].get<int>());
+  }
+  return tags;
+}
+
+Result<InterfaceFacts> FindInterface(OvsdbClient& client, const std::string& name, OvsdbClient::Millis timeout) {
+  UW_RETURN_IF_ERROR(CheckName(name, "port"));
+  UW_ASSIGN_OR_RETURN(
+      Json found,
+      client.Transact(kDb, Json::array({Select("Interface", Where("name", name), {"ofport", "external_ids"})}),
+                      timeout));
+  InterfaceFacts facts;
+  if (found[0]["rows"].empty()) return facts;
+  const Json& row = found[0]["rows"][0];
+  facts.exists = true;
+  if (row["ofport"].is_number_integer()) facts.ofport = row["ofport"].get<int64_t>();
+  const Json& ids = row["external_ids"];
+  if (ids.is_array() && ids.size() == 2) {
+    for (const Json& kv : ids[1]) {
+      if (kv[0] == "iface-id") facts.iface_id = kv[1].get<std::string>();
+    }
+  }
+  return facts;
 }
 
 Status UnplugPort(OvsdbClient& client, const std::string& bridge, const std::string& name,

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "common/status.h"
@@ -36,6 +37,7 @@ struct PortPlug {
   std::string iface_id{};  // external_ids:iface-id (the manager's port id)
   std::string mac{};       // external_ids:attached-mac
   int tag = 0;             // the access VLAN on the bridge; 0 for none
+  std::string network{};   // external_ids:uw-network (the network whose local VLAN `tag` is)
 };
 
 // Puts the port on the bridge (or updates its tag and external_ids when it is there already, on
@@ -43,6 +45,19 @@ struct PortPlug {
 // bridge; kFailedPrecondition for a port on another bridge, or when ovs-vswitchd cannot open the
 // device (its error); kDeadlineExceeded when no ofport comes within `timeout`.
 Result<int64_t> PlugPort(OvsdbClient& client, const PortPlug& plug, OvsdbClient::Millis timeout);
+
+// The local VLAN tag of each network with a port on `bridge` (from its ports' uw-network and tag):
+// how a host keeps one tag per network across agent restarts without a file of its own.
+Result<std::map<std::string, int>> NetworkTags(OvsdbClient& client, const std::string& bridge,
+                                               OvsdbClient::Millis timeout);
+
+// What the database holds of interface `name`.
+struct InterfaceFacts {
+  bool exists = false;
+  int64_t ofport = 0;      // its OpenFlow port number; -1 when ovs-vswitchd could not open it
+  std::string iface_id{};  // external_ids:iface-id (whose port it is)
+};
+Result<InterfaceFacts> FindInterface(OvsdbClient& client, const std::string& name, OvsdbClient::Millis timeout);
 
 // Takes port `name` off `bridge`. OK when it is not there.
 Status UnplugPort(OvsdbClient& client, const std::string& bridge, const std::string& name, OvsdbClient::Millis timeout);

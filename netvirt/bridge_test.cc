@@ -123,5 +123,45 @@ TEST_F(BridgeTest, APortIsPluggedWithItsTagAndIdsThenUnplugged) {
   EXPECT_TRUE(UnplugPort(*client_, "uw-int", "uwt-1", 5s).ok());
 }
 
+TEST_F(BridgeTest, EachNetworkKeepsTheLocalTagItsPortsHaveAndAnInterfaceSaysWhosePortItIs) {
+  ASSERT_TRUE(EnsureBridge(*client_, {}, 5s).ok());
+  auto tags = NetworkTags(*client_, "uw-int", 5s);
+  ASSERT_TRUE(tags.ok()) << tags.status().ToString();
+  EXPECT_TRUE(tags->empty());
+  struct P {
+    const char* name;
+    const char* network;
+    int tag;
+  };
+  int ofport = 1;
+  for (const P& p : {P{"uwt-a1", "acme:front", 1}, P{"uwt-a2", "acme:front", 1}, P{"uwt-b1", "beta:front", 2}}) {
+    auto given = GivePort(p.name, ofport++);
+    ASSERT_TRUE(
+        PlugPort(*client_,
+                 {.name = p.name, .iface_id = std::string("port-") + p.name, .tag = p.tag, .network = p.network}, 5s)
+            .ok());
+    given.get();
+  }
+  // A port on another bridge does not count.
+  ASSERT_TRUE(EnsureBridge(*client_, {.name = "uw-other"}, 5s).ok());
+  auto given = GivePort("uwt-x", 9);
+  ASSERT_TRUE(PlugPort(*client_, {.bridge = "uw-other", .name = "uwt-x", .tag = 7, .network = "gamma:x"}, 5s).ok());
+  given.get();
+  tags = NetworkTags(*client_, "uw-int", 5s);
+  ASSERT_TRUE(tags.ok()) << tags.status().ToString();
+  EXPECT_EQ(*tags, (std::map<std::string, int>{{"acme:front", 1}, {"beta:front", 2}}));
+  EXPECT_EQ(NetworkTags(*client_, "uw-none", 5s).status().code(), StatusCode::kNotFound);
+
+  auto facts = FindInterface(*client_, "uwt-a2", 5s);
+  ASSERT_TRUE(facts.ok()) << facts.status().ToString();
+  EXPECT_TRUE(facts->exists);
+  EXPECT_EQ(facts->ofport, 2);
+  EXPECT_EQ(facts->iface_id, "port-uwt-a2");
+  facts = FindInterface(*client_, "uwt-none", 5s);
+  ASSERT_TRUE(facts.ok());
+  EXPECT_FALSE(facts->exists);
+  EXPECT_EQ(FindInterface(*client_, "a/b", 5s).status().code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace uw::netvirt

@@ -8,8 +8,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "netvirt/ovsdb.h"
 #include "tests/testbed_client.h"
 #include "vmm/cgroups.h"
+#include "vmm/hypervisor.h"
 
 namespace uw::testing {
 namespace {
@@ -26,14 +28,14 @@ class AgentOnTestbed : public ::testing::Test {
     ASSERT_FALSE(bed_->hosts[0].agent_url.empty()) << "the test bed runs no agents";
     // Leftovers from an interrupted run would make creation fail.
     for (size_t h = 0; h < 2; ++h) {
-      for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"})
+      for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1", "it-net1", "it-net2", "it-net3"})
         (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
     }
   }
   static void TearDownTestSuite() {
     if (bed_) {
       for (size_t h = 0; h < 2; ++h) {
-        for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1"})
+        for (const char* g : {kVm, "it-ct1", "it-kvm1", "it-bad", "it-crash1", "it-net1", "it-net2", "it-net3"})
           (void)Call(h, "DELETE", std::string("/api/v1/guests/") + g + "?force=true");
       }
     }
@@ -217,6 +219,137 @@ TEST_F(AgentOnTestbed, HostInfoSaysTheCgroupLayoutTheAgentSees) {
   EXPECT_NE(host["cgroups"]["version"], "none") << host.dump();
   EXPECT_FALSE(host["cgroups"]["cpu"].get<std::string>().empty()) << host.dump();
   std::printf("[ figure ] h1 cgroups: %s\n", host["cgroups"].dump().c_str());
+}
+
+TEST_F(AgentOnTestbed, TheAgentMakesItsIntegrationBridgeInTheHostsOwnOpenVswitch) {
+  for (size_t h = 0; h < 2; ++h) {
+    const TestbedHost& host = bed_->hosts[h];
+    ASSERT_FALSE(host.ovsdb.empty()) << host.name << " runs no Open vSwitch: install openvswitch-switch "
+                                     << "(scripts/install-deps)";
+    Json info;
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          info = CallJson(h, "GET", "/api/v1/host");
+          return info["network"].is_object() && info["network"]["ready"] == true;
+        },
+        std::chrono::seconds(30)))
+        << host.name << ": " << info["network"].dump() << " (" << host.dir << "/agent.log)";
+    EXPECT_EQ(info["network"]["bridge"], "uw-int");
+    // In that host's own database: the bridge on the userspace datapath, taking no traffic until
+    // flows say so, and ovs-vswitchd opened its internal device (the bridge's LOCAL port).
+    auto ovsdb = netvirt::OvsdbClient::Connect(host.ovsdb, std::chrono::seconds(5));
+    ASSERT_TRUE(ovsdb.ok()) << ovsdb.status().ToString();
+    auto rows = (*ovsdb)->Transact("Open_vSwitch",
+                                   Json::array({{{"op", "select"},
+                                                 {"table", "Bridge"},
+                                                 {"where", Json::array()},
+                                                 {"columns", {"name", "datapath_type", "fail_mode"}}}}),
+                                   std::chrono::seconds(5));
+    ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+    ASSERT_EQ((*rows)[0]["rows"].size(), 1u) << rows->dump();
+    const Json& bridge = (*rows)[0]["rows"][0];
+    EXPECT_EQ(bridge["name"], "uw-int");
+    EXPECT_EQ(bridge["datapath_type"], "netdev");
+    EXPECT_EQ(bridge["fail_mode"], "secure");
+    auto ofport = netvirt::WaitForOfport(**ovsdb, "uw-int", std::chrono::seconds(10));
+    ASSERT_TRUE(ofport.ok()) << ofport.status().ToString() << " (" << host.dir << "/ovs/ovs-vswitchd.log)";
+    EXPECT_EQ(*ofport, 65534);
+  }
+}
+
+// Port NICs: guests on one network (one local VLAN on the host) reach each other over ICMP and
+// TCP; a guest on another network with an address in the same subnet is not reached; an address
+// a guest takes that is not its port's is dropped (the anti-spoofing flows). Deleting the guests
+// removes their taps and ports.
+TEST_F(AgentOnTestbed, GuestsOnOneNetworkReachEachOtherAndNoOneElse) {
+  const TestbedHost& host = bed_->hosts[0];
+  ASSERT_FALSE(host.ovsdb.empty()) << host.name << " runs no Open vSwitch";
+  ASSERT_TRUE(WaitFor([&] { return CallJson(0, "GET", "/api/v1/host")["network"]["ready"] == true; },
+                      std::chrono::seconds(30)));
+  struct Nic {
+    const char* guest;
+    const char* port;
+    const char* network;
+    const char* mac;
+    const char* address;
+  };
+  const Nic nics[] = {
+      {"it-net1", "port-0a01000000000000", "net-it-a", "02:00:00:0a:00:01", "10.200.0.1"},
+      {"it-net2", "port-0a02000000000000", "net-it-a", "02:00:00:0a:00:02", "10.200.0.2"},
+      {"it-net3", "port-0b03000000000000", "net-it-b", "02:00:00:0b:00:03", "10.200.0.3"},
+  };
+  auto body = [](const Nic& n, const std::string& address) {
+    return Json(
+               {{"name", n.guest},
+                {"kind", "qemu"},
+                {"image", "tiny"},
+                {"memory_mib", 128},
+                {"nics",
+                 {{{"type", "port"}, {"port", n.port}, {"network", n.network}, {"mac", n.mac}, {"address", address}}}}})
+        .dump();
+  };
+  // A bad address is refused naming the field; nothing is made.
+  auto bad = Call(0, "POST", "/api/v1/guests", body(nics[0], "10.200.0.1"));
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("spec.nics[0].address"), std::string::npos) << bad.body;
+  for (const Nic& n : nics) {
+    auto r = Call(0, "POST", "/api/v1/guests", body(n, std::string(n.address) + "/24"));
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+  for (const Nic& n : nics) {
+    auto up =
+        Call(0, "POST", std::string("/api/v1/guests/") + n.guest + "/exec", R"({"command": "ping", "timeout_s": 120})");
+    ASSERT_EQ(up.status, 200) << up.body << "\nconsole:\n" << Console(0, n.guest);
+    EXPECT_NE(Console(0, n.guest).find(std::string("eth0 ") + n.mac + " " + n.address + "/24"), std::string::npos)
+        << Console(0, n.guest);
+  }
+  auto ping = [&](const char* from, const std::string& to) {
+    return Exec(0, from, "ping -c 3 -W 2 " + to + " >/dev/null 2>&1; echo $?");
+  };
+  EXPECT_EQ(ping("it-net1", "10.200.0.2"), "0\n") << "same network, same host";
+  EXPECT_EQ(ping("it-net1", "10.200.0.3"), "1\n") << "another network: its frames never meet these";
+  // A port whose tap name (its id's first 12 hex digits) is another port's is refused, and the
+  // other guest's port is left as it was.
+  const Nic clash = {"it-bad", "port-0a01000000000001", "net-it-a", "02:00:00:0a:00:04", "10.200.0.4"};
+  auto refused = Call(0, "POST", "/api/v1/guests", body(clash, "10.200.0.4/24"));
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_NE(refused.body.find("port port-0a01000000000000's"), std::string::npos) << refused.body;
+  EXPECT_EQ(ping("it-net2", "10.200.0.1"), "0\n") << "the refused guest undid another's port";
+  // TCP (busybox nc): the offloads are off, so the checksums the guest computes are whole.
+  Exec(0, "it-net2", "nc -l -p 5001 >/tmp/got 2>&1 &");
+  std::string sent;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        sent = Exec(0, "it-net1", "echo hello-over-tcp | nc -w 3 10.200.0.2 5001; echo $?");
+        return sent == "0\n";
+      },
+      std::chrono::seconds(20)))
+      << sent;
+  std::string got;
+  EXPECT_TRUE(WaitFor([&] { return (got = Exec(0, "it-net2", "cat /tmp/got")) == "hello-over-tcp\n"; },
+                      std::chrono::seconds(10)))
+      << got;
+  // it-net2 takes an address that is not its port's: its answers for it are dropped.
+  EXPECT_EQ(Exec(0, "it-net2", "ip addr add 10.200.0.9/24 dev eth0; echo $?"), "0\n");
+  EXPECT_EQ(ping("it-net1", "10.200.0.9"), "1\n") << "a spoofed address answered";
+  EXPECT_EQ(ping("it-net1", "10.200.0.2"), "0\n") << "its own address still works";
+
+  for (const Nic& n : nics) {
+    EXPECT_EQ(Call(0, "DELETE", std::string("/api/v1/guests/") + n.guest + "?force=true").status, 200);
+  }
+  auto ovsdb = netvirt::OvsdbClient::Connect(host.ovsdb, std::chrono::seconds(5));
+  ASSERT_TRUE(ovsdb.ok()) << ovsdb.status().ToString();
+  auto rows = (*ovsdb)->Transact(
+      "Open_vSwitch",
+      Json::array({{{"op", "select"}, {"table", "Interface"}, {"where", Json::array()}, {"columns", {"name"}}}}),
+      std::chrono::seconds(5));
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ((*rows)[0]["rows"].size(), 1u) << "only the bridge's own interface is left: " << rows->dump();
+  // The taps are gone from the host's network namespace.
+  auto links = RunCommand("ip -n uw-" + host.name + " -o link show");
+  for (const Nic& n : nics) {
+    EXPECT_EQ(links.output.find(vmm::PortDevice(n.port)), std::string::npos) << links.output;
+  }
 }
 
 TEST_F(AgentOnTestbed, UsageSamplesMoveWhenTheGuestBurnsCpu) {

@@ -31,14 +31,6 @@ Result<std::unique_ptr<storage::StorageBackend>> TestbedRbd(const Json& ceph) {
   return storage::OpenRbdBackend(uw::testing::RbdConfigOf(ceph));
 }
 
-// Runs `command` in guest `g` on `host` through that host's agent; its output, or why not.
-std::string GuestExec(api::HttpClient agent, const std::string& g, const std::string& command) {
-  Json body = {{"command", command}, {"timeout_s", 30}};
-  auto r = agent.Call("POST", "/api/v1/guests/" + g + "/exec", &body);
-  if (!r.ok()) return "<exec failed: " + r.status().ToString() + ">";
-  return r->value("output", "");
-}
-
 TEST_F(ManagerIntegrationTest, AFailedHostIsFencedAndItsGuestsRestartElsewhere) {
   WaitConnected();
   for (const auto& h : testbed_->hosts) {

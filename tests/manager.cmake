@@ -2,7 +2,7 @@
 if(TARGET uw-manager AND TARGET uw_vmm)
   uw_test(NAME manager_integration_test
     SRCS manager_integration_test.cc lease_integration_test.cc power_integration_test.cc ha_integration_test.cc
-      metering_integration_test.cc local_disk_integration_test.cc
+      metering_integration_test.cc local_disk_integration_test.cc network_integration_test.cc
     DEPS uw_testbed_client uw::vmm uw::storage uw::api uw::common
     LABELS integration
     TIMEOUT 900)

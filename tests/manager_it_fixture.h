@@ -199,6 +199,13 @@ class ManagerIntegrationTest : public ::testing::Test {
     }
     return 0;
   }
+  // Runs `command` in guest `g` through its host's agent; its output, or why not.
+  static std::string GuestExec(api::HttpClient agent, const std::string& g, const std::string& command) {
+    Json body = {{"command", command}, {"timeout_s", 30}};
+    auto r = agent.Call("POST", "/api/v1/guests/" + g + "/exec", &body);
+    if (!r.ok()) return "<exec failed: " + r.status().ToString() + ">";
+    return r->value("output", "");
+  }
   static std::string Console(const std::string& host, const std::string& g) {
     auto r = AgentOf(host).Do("GET", "/api/v1/guests/" + g + "/console");
     return r.ok() ? r->body : std::string();

@@ -37,6 +37,7 @@ Result<Testbed> Testbed::Load() {
     UW_ASSIGN_OR_RETURN(host.agent_url, h.String("agent_url", ""));
     UW_ASSIGN_OR_RETURN(host.agent_token, h.String("agent_token", ""));
     UW_ASSIGN_OR_RETURN(host.dir, h.String("dir", ""));
+    UW_ASSIGN_OR_RETURN(host.ovsdb, h.String("ovsdb", ""));
     t.hosts.push_back(host);
   }
   t.guest = (*j)["guest"];

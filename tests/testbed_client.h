@@ -19,6 +19,7 @@ namespace uw::testing {
 
 struct TestbedHost {
   std::string name, address, libvirt_uri, lxc_uri, agent_url, agent_token, dir;
+  std::string ovsdb;  // the host's ovsdb-server socket, as seen from here ("" without Open vSwitch)
 };
 
 struct Testbed {

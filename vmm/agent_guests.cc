@@ -116,20 +116,25 @@ Result<GuestStatus> AgentService::Create(CreateRequest request) {
       return AlreadyExistsError("guest '" + spec.name + "' already exists on host " + config_.host_name);
     }
   }
-  UW_RETURN_IF_ERROR(PrepareRbdDisks(spec));
-  UW_RETURN_IF_ERROR(CreateLocalDisks(spec, request.disks_carried));
+  UW_RETURN_IF_ERROR(AttachPorts(spec));
+  if (Status s = PrepareRbdDisks(spec); !s.ok() || !(s = CreateLocalDisks(spec, request.disks_carried)).ok()) {
+    DetachPorts(spec);
+    return s;
+  }
   Hypervisor* h = HypervisorFor(spec.kind);
   auto info = h->Define(spec);
   if (!info.ok()) {
     for (const auto& d : spec.disks) {
       if (d.size_mib > 0) fs::remove(d.path);
     }
+    DetachPorts(spec);
     return info.status();
   }
   if (request.start) {
     if (Status s = h->Start(spec.name); !s.ok()) {
       // Leave nothing half-made behind.
       if (Status u = h->Undefine(spec.name); !u.ok()) spdlog::warn("cleanup of {}: {}", spec.name, u.ToString());
+      DetachPorts(spec);
       return s;
     }
     info = h->Get(spec.name);
@@ -310,6 +315,7 @@ Status AgentService::Delete(std::string_view name, bool force) {
       std::error_code ec;
       if (IsLocalDisk(d.path)) fs::remove(d.path, ec);
     }
+    DetachPorts(*spec);
   }
   ForgetGuest(info);
   PruneImages(std::chrono::seconds(config_.image_keep_s));

@@ -352,6 +352,18 @@ class AgentService {
   // agent_network.cc: makes or repairs the integration bridge (config `network`) when it is due:
   // every 30 s, every 5 s while it is not ready. Called by the sampler thread.
   void KeepNetwork();
+  // agent_network.cc: a spec's port NICs on this host's integration bridge: each its tap, its port
+  // (the network's local VLAN, one per network on this host), its anti-spoofing flows, and its
+  // address on the kernel command line (uw.nic=MAC,ADDRESS[,GATEWAY], which the test guest's init
+  // reads). All or nothing: what was made is undone on a failure.
+  Status AttachPorts(GuestSpec& spec);
+  // Undoes AttachPorts for `spec`'s port NICs (flows, port, tap); logs what it cannot undo.
+  void DetachPorts(const GuestSpec& spec);
+  // AttachPorts' work under ovsdb_mu_: each NIC in `ports` plugged, and appended to `made` before
+  // it is tried (so that the undo finds a half-made one too).
+  Status PlugPorts(const std::string& guest, const std::vector<NicSpec*>& ports, std::vector<NicSpec>& made);
+  // The OVSDB connection, (re)connected when needed. Requires ovsdb_mu_.
+  Result<netvirt::OvsdbClient*> OvsdbLocked();
   struct Outgoing;
   // The body of an outgoing migration's thread: migrates, confirms, records the outcome in `out`.
   void RunMigration(Outgoing* out, const std::string& name, Hypervisor* h, const MigrationRequest& mr,
@@ -369,7 +381,8 @@ class AgentService {
 
   std::mutex network_mu_;
   HostReport::Network network_;                  // guarded by network_mu_
-  std::unique_ptr<netvirt::OvsdbClient> ovsdb_;  // used by the sampler thread only
+  std::mutex ovsdb_mu_;                          // one OVSDB or OpenFlow change at a time
+  std::unique_ptr<netvirt::OvsdbClient> ovsdb_;  // guarded by ovsdb_mu_
   Duration network_due_{0};                      // guarded by network_mu_ (monotonic)
 
   std::mutex usage_mu_;

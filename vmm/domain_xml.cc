@@ -53,12 +53,42 @@ void AppendDisk(pugi::xml_node devices, const DiskSpec& d, bool paravirt) {
   if (d.read_only) disk.append_child("readonly");
 }
 
+// A port NIC: the tap the agent made and plugged into its integration bridge, opened by QEMU as it
+// is (managed='no': libvirt neither makes nor removes it). No checksum or segmentation offload in
+// either direction: Open vSwitch's userspace datapath passes a frame's partial checksum on as it
+// is, and TCP between guests would fail while ping works.
+void AppendPortNic(pugi::xml_node nic, const NicSpec& n, bool paravirt) {
+  nic.append_attribute("type") = "ethernet";
+  nic.append_child("mac").append_attribute("address") = n.mac.c_str();
+  auto target = nic.append_child("target");
+  target.append_attribute("dev") = n.device.c_str();
+  target.append_attribute("managed") = "no";
+  nic.append_child("model").append_attribute("type") = paravirt ? "virtio" : "e1000e";
+  if (paravirt) {
+    auto driver = nic.append_child("driver");
+    auto host = driver.append_child("host");
+    for (const char* a : {"csum", "gso", "tso4", "tso6", "ecn", "ufo"}) host.append_attribute(a) = "off";
+    auto guest = driver.append_child("guest");
+    for (const char* a : {"csum", "tso4", "tso6", "ecn", "ufo"}) guest.append_attribute(a) = "off";
+  }
+}
+
 void BuildMetadata(pugi::xml_node domain, const GuestSpec& spec) {
   auto guest = domain.append_child("metadata").append_child("uw:guest");
   guest.append_attribute("xmlns:uw") = kUwXmlNamespace;
   guest.append_attribute("kind") = std::string(GuestKindName(spec.kind)).c_str();
   guest.append_attribute("paravirt") = spec.paravirt ? "yes" : "no";
   if (spec.emulated) guest.append_attribute("emulated") = "yes";
+  for (const auto& n : spec.nics) {
+    if (n.type != "port") continue;
+    auto p = guest.append_child("uw:port");
+    p.append_attribute("id") = n.port.c_str();
+    p.append_attribute("network") = n.network.c_str();
+    p.append_attribute("address") = n.address.c_str();
+    p.append_attribute("gateway") = n.gateway.c_str();
+    p.append_attribute("device") = n.device.c_str();
+    p.append_attribute("bridge") = n.source.c_str();
+  }
   for (const auto& [k, v] : spec.labels) {
     auto l = guest.append_child("uw:label");
     l.append_attribute("key") = k.c_str();
@@ -116,6 +146,10 @@ void BuildVm(pugi::xml_node domain, const GuestSpec& spec) {
   for (const auto& d : spec.disks) AppendDisk(devices, d, spec.paravirt);
   for (const auto& n : spec.nics) {
     auto nic = devices.append_child("interface");
+    if (n.type == "port") {
+      AppendPortNic(nic, n, spec.paravirt);
+      continue;
+    }
     nic.append_attribute("type") = n.type == "user" ? "user" : "bridge";
     if (!n.mac.empty()) nic.append_child("mac").append_attribute("address") = n.mac.c_str();
     if (n.type != "user") nic.append_child("source").append_attribute("bridge") = n.source.c_str();
@@ -179,6 +213,38 @@ void BuildContainer(pugi::xml_node domain, const GuestSpec& spec) {
   devices.append_child("console").append_attribute("type") = "pty";
 }
 
+// Our metadata, whatever prefix libvirt gave the namespace when it re-serialized it: kind, device
+// model, labels, and the port NICs (matched to their interfaces by the caller).
+void ReadOurMetadata(pugi::xml_node domain, GuestSpec& spec, std::vector<NicSpec>& ports) {
+  for (auto child : domain.child("metadata").children()) {
+    bool ours = false;
+    for (auto a : child.attributes()) {
+      if (std::string(a.name()).rfind("xmlns", 0) == 0 && std::string(a.value()) == kUwXmlNamespace) ours = true;
+    }
+    if (!ours) continue;
+    if (auto k = ParseGuestKind(child.attribute("kind").as_string()); k.ok()) spec.kind = *k;
+    spec.emulated = std::string(child.attribute("emulated").as_string()) == "yes";
+    spec.paravirt = std::string(child.attribute("paravirt").as_string("yes")) != "no";
+    for (auto l : child.children()) {
+      std::string n = l.name();
+      if (n.size() >= 5 && n.substr(n.size() - 5) == "label") {
+        spec.labels.emplace_back(l.attribute("key").as_string(), l.attribute("value").as_string());
+      }
+      if (n == "port" || (n.size() > 5 && n.substr(n.size() - 5) == ":port")) {
+        NicSpec p;
+        p.type = "port";
+        p.source = l.attribute("bridge").as_string();
+        p.port = l.attribute("id").as_string();
+        p.network = l.attribute("network").as_string();
+        p.address = l.attribute("address").as_string();
+        p.gateway = l.attribute("gateway").as_string();
+        p.device = l.attribute("device").as_string();
+        ports.push_back(p);
+      }
+    }
+  }
+}
+
 int64_t KiBToMiB(const char* text) { return std::stoll(text) / 1024; }
 
 }  // namespace
@@ -225,23 +291,8 @@ Result<GuestSpec> ParseDomainXml(const std::string& xml) {
     spec.uuid = domain.child_value("uuid");
     spec.kind = type == "lxc" ? GuestKind::kLxc : type == "kvm" ? GuestKind::kKvm : GuestKind::kQemu;
     spec.paravirt = true;
-    // Our metadata, whatever prefix libvirt gave the namespace when it re-serialized it.
-    for (auto child : domain.child("metadata").children()) {
-      bool ours = false;
-      for (auto a : child.attributes()) {
-        if (std::string(a.name()).rfind("xmlns", 0) == 0 && std::string(a.value()) == kUwXmlNamespace) ours = true;
-      }
-      if (!ours) continue;
-      if (auto k = ParseGuestKind(child.attribute("kind").as_string()); k.ok()) spec.kind = *k;
-      spec.emulated = std::string(child.attribute("emulated").as_string()) == "yes";
-      spec.paravirt = std::string(child.attribute("paravirt").as_string("yes")) != "no";
-      for (auto l : child.children()) {
-        std::string n = l.name();
-        if (n.size() >= 5 && n.substr(n.size() - 5) == "label") {
-          spec.labels.emplace_back(l.attribute("key").as_string(), l.attribute("value").as_string());
-        }
-      }
-    }
+    std::vector<NicSpec> ports;  // our metadata's port NICs, matched to their interfaces below
+    ReadOurMetadata(domain, spec, ports);
     spec.max_memory_mib = KiBToMiB(domain.child_value("memory"));
     spec.memory_mib =
         domain.child("currentMemory") ? KiBToMiB(domain.child_value("currentMemory")) : spec.max_memory_mib;
@@ -285,6 +336,17 @@ Result<GuestSpec> ParseDomainXml(const std::string& xml) {
     for (auto n : devices.children("interface")) {
       NicSpec nic;
       std::string t = n.attribute("type").as_string();
+      if (t == "ethernet") {
+        // A port NIC: what the metadata says of the tap it opens.
+        const std::string dev = n.child("target").attribute("dev").as_string();
+        for (const NicSpec& p : ports) {
+          if (p.device == dev) nic = p;
+        }
+        if (nic.type != "port") continue;  // not ours
+        nic.mac = n.child("mac").attribute("address").as_string();
+        spec.nics.push_back(nic);
+        continue;
+      }
       nic.type = t == "user" ? "user" : (n.child("virtualport") ? "ovs" : "bridge");
       nic.source = n.child("source").attribute("bridge").as_string();
       nic.mac = n.child("mac").attribute("address").as_string();

@@ -150,6 +150,39 @@ TEST(DomainXmlTest, RoundTripsThroughParse) {
   EXPECT_EQ(back->lxc_init_args, ct.lxc_init_args);
 }
 
+TEST(DomainXmlTest, APortNicIsTheAgentsTapWithoutOffloadsAndItsMetadataComesBack) {
+  GuestSpec s = TinyQemu();
+  NicSpec port;
+  port.type = "port";
+  port.source = "uw-int";
+  port.mac = "02:00:00:00:00:05";
+  port.port = "port-0123456789abcdef";
+  port.network = "acme:front";
+  port.address = "10.0.0.5/24";
+  port.gateway = "10.0.0.1";
+  port.device = "uwp0123456789ab";
+  s.nics = {port};
+  ExpectGolden("qemu_port_nic.xml", BuildDomainXml(s));
+  auto back = ParseDomainXml(BuildDomainXml(s));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->nics.size(), 1u);
+  const NicSpec& n = back->nics[0];
+  EXPECT_EQ(n.type, "port");
+  EXPECT_EQ(n.mac, port.mac);
+  EXPECT_EQ(n.port, port.port);
+  EXPECT_EQ(n.network, port.network);
+  EXPECT_EQ(n.address, port.address);
+  EXPECT_EQ(n.gateway, port.gateway);
+  EXPECT_EQ(n.device, port.device);
+  EXPECT_EQ(n.source, "uw-int");
+  // An ethernet interface the metadata does not describe is not ours: left out of the spec.
+  std::string xml = BuildDomainXml(s);
+  xml.replace(xml.find("dev=\"uwp0123456789ab\""), 21, "dev=\"vnet7\"");
+  auto other = ParseDomainXml(xml);
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(other->nics.empty());
+}
+
 TEST(DomainXmlTest, MetadataSurvivesLibvirtRenamingThePrefix) {
   // libvirt re-serializes our metadata with its own prefix choice.
   std::string xml = R"(<domain type='qemu'><name>a</name><memory unit='KiB'>262144</memory>

@@ -1,8 +1,11 @@
 // GuestSpec, GuestInfo and friends: names, JSON and validation.
 #include <algorithm>
 #include <array>
+#include <cctype>
+#include <cstdlib>
 
 #include "common/id.h"
+#include "netvirt/ipam.h"
 #include "vmm/hypervisor.h"
 
 namespace uw::vmm {
@@ -105,6 +108,63 @@ Result<DiskSpec> DiskSpecFromJson(const Json& j, std::string_view path, const st
   return DiskSpecFromView(v, default_target);
 }
 
+namespace {
+
+// One element of "nics". A port NIC (the manager's) names its port, network and address; its tap
+// is the agent's to name.
+Result<NicSpec> NicSpecFromView(const JsonView& n) {
+  UW_RETURN_IF_ERROR(n.RejectUnknown({"type", "source", "mac", "vlan", "port", "network", "address", "gateway"}));
+  NicSpec nic;
+  UW_ASSIGN_OR_RETURN(nic.type, n.String("type", "user"));
+  if (nic.type != "user" && nic.type != "bridge" && nic.type != "ovs" && nic.type != "port") {
+    return n.FieldError("type", "expected user, bridge, ovs or port");
+  }
+  UW_ASSIGN_OR_RETURN(nic.mac, n.String("mac", ""));
+  if (nic.type == "port") {
+    for (const char* host_side : {"vlan", "source"}) {
+      if (n.Has(host_side)) return n.FieldError(host_side, "a port NIC's bridge and VLAN are its host's to choose");
+    }
+    UW_ASSIGN_OR_RETURN(nic.port, n.String("port"));
+    if (!IsPortId(nic.port)) return n.FieldError("port", "expected a port id (port- and 16 hex digits)");
+    UW_ASSIGN_OR_RETURN(nic.network, n.String("network"));
+    if (nic.network.empty() || nic.network.size() > 200) return n.FieldError("network", "expected 1..200 characters");
+    auto mac = netvirt::ParseMac(nic.mac);
+    if (!mac.ok()) return n.FieldError("mac", mac.status().message());
+    nic.mac = *mac;
+    UW_ASSIGN_OR_RETURN(nic.address, n.String("address"));
+    const size_t slash = nic.address.find('/');
+    auto prefix = slash == std::string::npos ? -1 : std::atoi(nic.address.c_str() + slash + 1);
+    if (slash == std::string::npos || !netvirt::ParseIpv4(nic.address.substr(0, slash)).ok() || prefix < 8 ||
+        prefix > 30 || nic.address.substr(slash + 1) != std::to_string(prefix)) {
+      return n.FieldError("address", "expected an IPv4 address and its subnet's prefix, 10.0.0.5/24");
+    }
+    UW_ASSIGN_OR_RETURN(nic.gateway, n.String("gateway", ""));
+    if (!nic.gateway.empty() && !netvirt::ParseIpv4(nic.gateway).ok()) {
+      return n.FieldError("gateway", "expected an IPv4 address");
+    }
+    nic.device = PortDevice(nic.port);
+    return nic;
+  }
+  UW_ASSIGN_OR_RETURN(nic.source, n.String("source", ""));
+  if (nic.type != "user" && nic.source.empty()) return n.FieldError("source", "a bridge name is required");
+  UW_ASSIGN_OR_RETURN(int64_t vlan, n.NonNegativeInt("vlan", 0));
+  if (vlan > 4094) return n.FieldError("vlan", "expected 0..4094");
+  nic.vlan = static_cast<int>(vlan);
+  return nic;
+}
+
+}  // namespace
+
+bool IsPortId(std::string_view id) {
+  if (id.size() != 21 || id.substr(0, 5) != "port-") return false;
+  for (char c : id.substr(5)) {
+    if (!std::isxdigit(static_cast<unsigned char>(c)) || std::isupper(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+std::string PortDevice(std::string_view port_id) { return "uwp" + std::string(port_id.substr(5, 12)); }
+
 Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(j, std::string(path)));
   UW_RETURN_IF_ERROR(
@@ -151,18 +211,7 @@ Result<GuestSpec> GuestSpecFromJson(const Json& j, std::string_view path) {
   if (v.Has("nics")) {
     UW_ASSIGN_OR_RETURN(auto nics, v.Objects("nics"));
     for (const auto& n : nics) {
-      UW_RETURN_IF_ERROR(n.RejectUnknown({"type", "source", "mac", "vlan"}));
-      NicSpec nic;
-      UW_ASSIGN_OR_RETURN(nic.type, n.String("type", "user"));
-      if (nic.type != "user" && nic.type != "bridge" && nic.type != "ovs") {
-        return n.FieldError("type", "expected user, bridge or ovs");
-      }
-      UW_ASSIGN_OR_RETURN(nic.source, n.String("source", ""));
-      if (nic.type != "user" && nic.source.empty()) return n.FieldError("source", "a bridge name is required");
-      UW_ASSIGN_OR_RETURN(nic.mac, n.String("mac", ""));
-      UW_ASSIGN_OR_RETURN(int64_t vlan, n.NonNegativeInt("vlan", 0));
-      if (vlan > 4094) return n.FieldError("vlan", "expected 0..4094");
-      nic.vlan = static_cast<int>(vlan);
+      UW_ASSIGN_OR_RETURN(NicSpec nic, NicSpecFromView(n));
       s.nics.push_back(nic);
     }
   }
@@ -229,7 +278,16 @@ Json GuestSpecToJson(const GuestSpec& s) {
   }
   j["nics"] = Json::array();
   for (const auto& n : s.nics) {
-    j["nics"].push_back({{"type", n.type}, {"source", n.source}, {"mac", n.mac}, {"vlan", n.vlan}});
+    if (n.type == "port") {
+      j["nics"].push_back({{"type", n.type},
+                           {"port", n.port},
+                           {"network", n.network},
+                           {"mac", n.mac},
+                           {"address", n.address},
+                           {"gateway", n.gateway}});  // what GuestSpecFromJson takes: the tap and bridge are the host's
+    } else {
+      j["nics"].push_back({{"type", n.type}, {"source", n.source}, {"mac", n.mac}, {"vlan", n.vlan}});
+    }
   }
   j["cpu"] = {{"shares", s.cpu_shares}, {"quota_us", s.cpu_quota_us}, {"period_us", s.cpu_period_us}};
   if (s.kind == GuestKind::kLxc) j["lxc"] = {{"root", s.lxc_root}, {"init", s.lxc_init}, {"args", s.lxc_init_args}};

@@ -154,6 +154,50 @@ TEST(GuestSpecTest, LabelsAreSmallPrintableKeysAndValues) {
   EXPECT_NE(err.status().message().find("labels.k"), std::string::npos) << err.status().ToString();
 }
 
+TEST(GuestSpecTest, APortNicNamesItsPortNetworkAndAddress) {
+  const Json port = {{"type", "port"},           {"port", "port-0123456789abcdef"},
+                     {"network", "acme:front"},  {"mac", "02:AA:bb:cc:dd:ee"},
+                     {"address", "10.0.0.5/24"}, {"gateway", "10.0.0.1"}};
+  auto s = GuestSpecFromJson({{"name", "a"}, {"nics", {port}}});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const NicSpec& n = s->nics[0];
+  EXPECT_EQ(n.type, "port");
+  EXPECT_EQ(n.mac, "02:aa:bb:cc:dd:ee");
+  EXPECT_EQ(n.device, "uwp0123456789ab");
+  EXPECT_EQ(n.address, "10.0.0.5/24");
+  const Json back = GuestSpecToJson(*s)["nics"][0];
+  EXPECT_EQ(back["port"], "port-0123456789abcdef");
+  EXPECT_EQ(back["network"], "acme:front");
+  EXPECT_EQ(back["gateway"], "10.0.0.1");
+  auto again = GuestSpecFromJson({{"name", "a"}, {"nics", {back}}});  // the NIC as it was given
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->nics[0].device, "uwp0123456789ab");
+  auto bad = [&](const char* field, const Json& value) {
+    Json p = port;
+    if (value.is_null()) {
+      p.erase(field);
+    } else {
+      p[field] = value;
+    }
+    return GuestSpecFromJson({{"name", "a"}, {"nics", {p}}}).status().message();
+  };
+  EXPECT_EQ(bad("port", "port-xyz"), "spec.nics[0].port: expected a port id (port- and 16 hex digits)");
+  EXPECT_EQ(bad("port", "port-0123456789ABCDEF"), "spec.nics[0].port: expected a port id (port- and 16 hex digits)");
+  EXPECT_EQ(bad("network", nullptr), "spec.nics[0].network: required string is missing");
+  EXPECT_EQ(bad("mac", "01:00:5e:00:00:01").rfind("spec.nics[0].mac: ", 0), 0u) << "multicast";
+  for (const char* a :
+       {"10.0.0.5", "10.0.0.5/33", "10.0.0.5/7", "10.0.0.5/024", "10.0.0.500/24", "x/24", "10.0.0.5/"}) {
+    EXPECT_EQ(bad("address", a), "spec.nics[0].address: expected an IPv4 address and its subnet's prefix, 10.0.0.5/24")
+        << a;
+  }
+  EXPECT_EQ(bad("gateway", "10.0.0"), "spec.nics[0].gateway: expected an IPv4 address");
+  EXPECT_EQ(bad("vlan", 5), "spec.nics[0].vlan: a port NIC's bridge and VLAN are its host's to choose");
+  EXPECT_EQ(bad("source", "br0"), "spec.nics[0].source: a port NIC's bridge and VLAN are its host's to choose");
+  EXPECT_EQ(bad("type", "tap"), "spec.nics[0].type: expected user, bridge, ovs or port");
+  EXPECT_TRUE(IsPortId("port-0123456789abcdef"));
+  EXPECT_FALSE(IsPortId("port-0123456789abcde"));
+}
+
 TEST(GuestSpecTest, KindAndStateNames) {
   EXPECT_EQ(GuestKindName(GuestKind::kLxc), "lxc");
   EXPECT_EQ(*ParseGuestKind("kvm"), GuestKind::kKvm);

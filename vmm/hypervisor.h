@@ -57,10 +57,18 @@ struct DiskSpec {
 };
 
 struct NicSpec {
-  std::string type = "user";  // user (QEMU's own NAT) | bridge (Linux bridge) | ovs (Open vSwitch bridge)
-  std::string source;         // bridge name for bridge/ovs
-  std::string mac;            // empty: libvirt picks one
-  int vlan = 0;               // ovs only: access VLAN tag, 0 for none
+  // user (QEMU's own NAT) | bridge (Linux bridge) | ovs (Open vSwitch bridge) | port (a manager's
+  // port on one of its networks: the agent makes a tap on its integration bridge, see vmm/README.md)
+  std::string type = "user";
+  std::string source;  // bridge name for bridge/ovs; port: the integration bridge (the agent's)
+  std::string mac;     // empty: libvirt picks one; port: the port's
+  int vlan = 0;        // ovs only: access VLAN tag, 0 for none
+  // port only:
+  std::string port{};     // the manager's port id (external_ids:iface-id)
+  std::string network{};  // the network's key (one local VLAN per network on a host)
+  std::string address{};  // the port's IPv4 address with the subnet's prefix ("10.0.0.5/24")
+  std::string gateway{};  // the subnet's gateway, or empty
+  std::string device{};   // the tap (set by the agent: "uwp" and the port id's first 12 hex digits)
 };
 
 struct ChannelSpec {
@@ -107,6 +115,10 @@ Json GuestSpecToJson(const GuestSpec& spec);
 // "IMAGE@VERSION": an image name (1-63 of [a-z0-9._-], starting with a letter or digit) and its
 // version (decimal digits), as DiskSpec::base_image holds it.
 bool IsBaseImageRef(std::string_view ref);
+// A manager's port id: "port-" and 16 lowercase hex digits (common/id.h NewId).
+bool IsPortId(std::string_view id);
+// The tap of a port NIC: "uwp" and the port id's first 12 hex digits (15 characters, Linux's limit).
+std::string PortDevice(std::string_view port_id);
 // A disk's device name in the guest: vd, sd or hd and one or two letters.
 bool IsDiskTarget(std::string_view target);
 Result<DiskSpec> DiskSpecFromJson(const Json& j, std::string_view path, const std::string& default_target);

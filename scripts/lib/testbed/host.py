@@ -18,6 +18,8 @@ from .process import (POLL_S, TestbedError, alive, comm_of, copy_as_is, have, lo
                       send_signal, stop_pidfile, succeeds, wait_until, write_text)
 
 AGENT_PORT = 7700
+# Each host runs its own Open vSwitch when it is installed (testbed-host-init).
+OVS_VSWITCHD = "/usr/sbin/ovs-vswitchd"
 HOST_INIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testbed-host-init")
 # libvirt's directories each host gets a private copy of (bound over the system path by host init);
 # DIR/hN/<name> where the name is the path with its slashes as dashes.
@@ -216,10 +218,10 @@ class Host:
         log(f"starting {self.name} ({self.address})")
         self.stop(quiet=True)
         os.makedirs(self.dir, exist_ok=True)
-        # A new host has an empty disk: its agent's state (local disks, image copies, samples) from
-        # an earlier test bed in this directory would otherwise meet the next run's guests (a local
+        # A new host has an empty disk: its agent's state (local disks, image copies, samples) and
+        # its Open vSwitch database from an earlier test bed in this directory would otherwise meet the next run's guests (a local
         # disk left by a test that stopped half-way refuses a guest of the same name).
-        remove(self.file("agent-state"))
+        remove(self.file("agent-state"), self.file("ovs"))
         self.setup_netns()
         self.prepare_dirs()
         if agent:
@@ -236,7 +238,8 @@ class Host:
         The host's disk (its libvirt directories, agent state) is kept; /run starts empty."""
         timeout_s = self.testbed.timeout_s
         remove(self.file("run"), self.file("init.done"), self.file("init.failed"),
-               *(self.file(f) for f in ("holder.pid", "virtlogd.pid", "libvirtd.pid", "agent.pid", "agent.bin")))
+               *(self.file(f) for f in ("holder.pid", "virtlogd.pid", "libvirtd.pid", "agent.pid", "agent.bin",
+                                        "ovsdb-server.pid", "ovs-vswitchd.pid")))
         os.makedirs(self.file("run"))
         os.chmod(self.file("run"), 0o755)
         cgroups_file = self.file("cgroups")
@@ -275,8 +278,22 @@ class Host:
                 for domain in (listed.stdout.split() if listed and listed.returncode == 0 else []):
                     run(["virsh", "-c", uri, "destroy", domain], check=False, timeout=20)
         stop_pidfile(self.file("libvirtd.pid"), "libvirtd", 15)
+        self.stop_ovs()
         stop_pidfile(self.file("virtlogd.pid"), "virtlogd")
         stop_pidfile(self.file("holder.pid"), "sleep", 5)
+
+    def ovs_socket(self, name):
+        """Path from the root namespace of socket NAME in the host's private /run/openvswitch."""
+        return os.path.join(self.file("run"), "openvswitch", name)
+
+    def stop_ovs(self):
+        """Stops the host's Open vSwitch (testbed-host-init starts it): ovs-vswitchd through its
+        `exit --cleanup` (a plain SIGTERM leaves its devices behind), then ovsdb-server."""
+        if alive(self.file("ovs-vswitchd.pid"), "ovs-vswitchd") is not None:
+            run(["ovs-appctl", "-t", self.ovs_socket("ovs-vswitchd.ctl"), "exit", "--cleanup"], check=False,
+                timeout=10)
+        stop_pidfile(self.file("ovs-vswitchd.pid"), "ovs-vswitchd")
+        stop_pidfile(self.file("ovsdb-server.pid"), "ovsdb-server")
 
     def kill_processes(self, sig, keep_bmc, keep=frozenset()):
         """Kills whatever runs in the host's cgroups or network namespace (QEMU, libvirt_lxc,
@@ -388,6 +405,9 @@ class Host:
             "shutdown_command": self.shutdown_argv(),
             "ceph": self.ceph_config(),
         }
+        if os.path.exists(OVS_VSWITCHD):
+            # The host's own Open vSwitch (testbed-host-init), at the default socket of its /run.
+            config["network"] = {"ovsdb": "unix:/run/openvswitch/db.sock", "bridge": "uw-int"}
         if manager_url:
             config.update(manager_url=manager_url, join_token=join_token, heartbeat_interval_ms=1000)
         write_text(self.file("agent.json"), json.dumps(config) + "\n")
@@ -428,6 +448,7 @@ class Host:
             "agent_url": self.agent_url if with_agent else None,
             "agent_token": token if token and with_agent else None,
             "dir": self.dir,
+            "ovsdb": self.ovs_socket("db.sock") if os.path.exists(OVS_VSWITCHD) else None,
             "bmc": bmc_description(self),
             "redfish": redfish_description(self),
             "wol": wol_description(self),
