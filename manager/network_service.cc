@@ -377,6 +377,32 @@ void NetworkService::ReleaseGuest(const std::string& guest) {
 
 namespace uw::manager::internal {
 
+// A create's NICs on the network catalogue's networks ({"network": NAME, "ip", "mac"}: into
+// g.network_nics, a placeholder the agent's parser takes in `spec`). A port NIC is the manager's
+// to make: a request naming one is refused.
+Status ParseNetworkNics(const JsonView& v, GuestCreate& g, Json& spec) {
+  if (!v.Has("nics")) return Status::Ok();
+  UW_ASSIGN_OR_RETURN(auto nics, v.Objects("nics"));
+  for (size_t i = 0; i < nics.size(); ++i) {
+    const JsonView& n = nics[i];
+    if (n.Has("type")) {
+      UW_ASSIGN_OR_RETURN(std::string type, n.String("type"));
+      if (type == "port") return n.FieldError("type", "a port NIC is made by the manager: give {\"network\": NAME}");
+    }
+    if (!n.Has("network")) continue;
+    UW_RETURN_IF_ERROR(n.RejectUnknown({"network", "ip", "mac"}));
+    GuestCreate::NetworkNic nic;
+    nic.index = i;
+    UW_ASSIGN_OR_RETURN(nic.network, n.String("network"));
+    if (nic.network.empty() || nic.network.size() > 127) return n.FieldError("network", "expected a network name");
+    UW_ASSIGN_OR_RETURN(nic.ip, n.String("ip", ""));
+    UW_ASSIGN_OR_RETURN(nic.mac, n.String("mac", ""));
+    g.network_nics.push_back(std::move(nic));
+    spec["nics"][i] = {{"type", "user"}};
+  }
+  return Status::Ok();
+}
+
 Result<NetworkCreate> ParseNetworkCreate(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, ""));
   UW_RETURN_IF_ERROR(v.RejectUnknown({"name", "tenant", "kind", "subnet", "gateway", "segment", "physical"}));

@@ -69,6 +69,9 @@ struct PortCreate {
 };
 Result<NetworkCreate> ParseNetworkCreate(const Json& body);
 Result<PortCreate> ParsePortCreate(const Json& body);
+// A guest create's NICs on networks ({"network": NAME, "ip", "mac"}) into g.network_nics, each a
+// placeholder in `spec` the agent's parser takes; a port NIC named directly is refused.
+Status ParseNetworkNics(const JsonView& v, GuestCreate& g, Json& spec);
 
 inline constexpr int64_t kMaxVni = (int64_t{1} << 24) - 1;
 inline constexpr int64_t kMaxVlan = 4094;

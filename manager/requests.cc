@@ -12,6 +12,7 @@
 #include "common/id.h"
 #include "manager/internal.h"
 #include "manager/manager.h"
+#include "manager/network_service.h"
 #include "manager/snapshot_builder.h"
 #include "placement/placement.h"
 #include "vmm/hypervisor.h"
@@ -281,32 +282,6 @@ Result<bool> ParseGuestDisks(const JsonView& v, GuestCreate& g) {
   return rbd_disk;
 }
 
-// A create's NICs on the network catalogue's networks ({"network": NAME, "ip", "mac"}: into
-// g.network_nics, a placeholder the agent's parser takes in `spec`). A port NIC is the manager's
-// to make: a request naming one is refused.
-Status ParseNetworkNics(const JsonView& v, GuestCreate& g, Json& spec) {
-  if (!v.Has("nics")) return Status::Ok();
-  UW_ASSIGN_OR_RETURN(auto nics, v.Objects("nics"));
-  for (size_t i = 0; i < nics.size(); ++i) {
-    const JsonView& n = nics[i];
-    if (n.Has("type")) {
-      UW_ASSIGN_OR_RETURN(std::string type, n.String("type"));
-      if (type == "port") return n.FieldError("type", "a port NIC is made by the manager: give {\"network\": NAME}");
-    }
-    if (!n.Has("network")) continue;
-    UW_RETURN_IF_ERROR(n.RejectUnknown({"network", "ip", "mac"}));
-    GuestCreate::NetworkNic nic;
-    nic.index = i;
-    UW_ASSIGN_OR_RETURN(nic.network, n.String("network"));
-    if (nic.network.empty() || nic.network.size() > 127) return n.FieldError("network", "expected a network name");
-    UW_ASSIGN_OR_RETURN(nic.ip, n.String("ip", ""));
-    UW_ASSIGN_OR_RETURN(nic.mac, n.String("mac", ""));
-    g.network_nics.push_back(std::move(nic));
-    spec["nics"][i] = {{"type", "user"}};
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Result<GuestCreate> ParseGuestCreate(const Json& body) {
@@ -379,7 +354,7 @@ Result<GuestCreate> ParseGuestCreate(const Json& body) {
   if (v.Has("paravirt")) UW_RETURN_IF_ERROR(v.Bool("paravirt").status());
   UW_ASSIGN_OR_RETURN(const bool rbd_disk, ParseGuestDisks(v, g));
   Json spec = body;
-  UW_RETURN_IF_ERROR(ParseNetworkNics(v, g, spec));
+  UW_RETURN_IF_ERROR(internal::ParseNetworkNics(v, g, spec));
   for (const GuestCreate::CatalogueDisk& cd : g.catalogue_disks) {
     // A placeholder the agent's parser accepts, until the catalogue names the volume.
     spec["disks"][cd.index] = {{"rbd", "pending/volume"}};
