@@ -13,8 +13,8 @@
 // Names are unique per tenant ("<tenant>:<name>", as guests' and volumes'); a tenant sees and
 // names only its own networks and ports: another tenant's is not found, whatever the name.
 // Overlay networks are anyone's to make; VLAN networks (a tag on a host's physical bridge) and
-// chosen segments are operators'. Not built yet: the data plane (bridges, tunnels, flows), and
-// ports plugged into guests (a port's `guest` stays empty).
+// chosen segments are operators'. A guest create's NICs {"network"} get ports here
+// (AttachForCreate), which the agents plug in (vmm/agent_network.cc). Not built yet: tunnels.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 // guests' port NICs on it (taps, ports, flows).
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <set>
 
 #include "netvirt/bridge.h"
@@ -14,7 +15,7 @@ namespace uw::vmm {
 namespace {
 
 constexpr auto kOvsdbTimeout = std::chrono::seconds(2);
-constexpr auto kRecheck = std::chrono::seconds(30);
+constexpr auto kRecheck = std::chrono::seconds(10);
 constexpr auto kRetry = std::chrono::seconds(5);
 constexpr std::string_view kCmdlineKey = "uw.nic=";
 
@@ -75,7 +76,9 @@ void AgentService::KeepNetwork() {
       s = netvirt::EnsureBridge(
           **client, {.name = net.bridge, .datapath_type = net.datapath_type, .fail_mode = "secure"}, kOvsdbTimeout);
     }
-    // The default rule (flows live in ovs-vswitchd only: a restarted one has none).
+    // Flows live in ovs-vswitchd only: a restarted one has none. The guests' rules first, then the
+    // default one, so that nothing passes unchecked meanwhile (secure: no rule, no traffic).
+    if (s.ok()) s = RestorePortFlowsLocked(**client);
     if (s.ok()) s = netvirt::AddFlows(net.bridge, {netvirt::BaseFlow()});
   }
   std::lock_guard l(network_mu_);
@@ -88,6 +91,31 @@ void AgentService::KeepNetwork() {
   }
   network_ = {.bridge = net.bridge, .ready = s.ok(), .error = s.ok() ? "" : s.ToString()};
   network_due_ = clock_.Monotonic() + (s.ok() ? Duration(kRecheck) : Duration(kRetry));
+}
+
+Status AgentService::RestorePortFlowsLocked(netvirt::OvsdbClient& client) {
+  const std::string& bridge = config_.network->bridge;
+  UW_ASSIGN_OR_RETURN(std::vector<std::string> flows, netvirt::DumpFlows(bridge));
+  std::set<int64_t> ruled;  // ofports that have rules
+  for (const std::string& f : flows) {
+    const size_t at = f.find("in_port=");
+    if (at != std::string::npos) ruled.insert(std::atoll(f.c_str() + at + 8));
+  }
+  UW_ASSIGN_OR_RETURN(std::vector<GuestInfo> guests, vm_->List());
+  for (const GuestInfo& g : guests) {
+    auto spec = vm_->GetSpec(g.name);
+    if (!spec.ok()) continue;  // gone meanwhile
+    for (const NicSpec& n : spec->nics) {
+      if (n.type != "port") continue;
+      UW_ASSIGN_OR_RETURN(netvirt::InterfaceFacts there, netvirt::FindInterface(client, n.device, kOvsdbTimeout));
+      if (!there.exists || there.iface_id != n.port || there.ofport < 1 || ruled.count(there.ofport)) continue;
+      UW_ASSIGN_OR_RETURN(auto port_flows, FlowsOf(n, there.ofport));
+      UW_RETURN_IF_ERROR(netvirt::AddFlows(bridge, port_flows).WithContext("guest " + g.name));
+      spdlog::info("network: the rules of guest {}'s port {} ({}, ofport {}) put back", g.name, n.port, n.device,
+                   there.ofport);
+    }
+  }
+  return Status::Ok();
 }
 
 Status AgentService::PlugPorts(const std::string& guest, const std::vector<NicSpec*>& ports,

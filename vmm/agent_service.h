@@ -362,6 +362,9 @@ class AgentService {
   // AttachPorts' work under ovsdb_mu_: each NIC in `ports` plugged, and appended to `made` before
   // it is tried (so that the undo finds a half-made one too).
   Status PlugPorts(const std::string& guest, const std::vector<NicSpec*>& ports, std::vector<NicSpec>& made);
+  // Puts back the rules of every port NIC of this host's VMs whose ofport has none (a restarted
+  // ovs-vswitchd). Requires ovsdb_mu_.
+  Status RestorePortFlowsLocked(netvirt::OvsdbClient& client);
   // The OVSDB connection, (re)connected when needed. Requires ovsdb_mu_.
   Result<netvirt::OvsdbClient*> OvsdbLocked();
   struct Outgoing;
