@@ -391,6 +391,9 @@ Status ParseNetworkNics(const JsonView& v, GuestCreate& g, Json& spec) {
     }
     if (!n.Has("network")) continue;
     UW_RETURN_IF_ERROR(n.RejectUnknown({"network", "ip", "mac"}));
+    if (g.kind == GuestKind::kLxc) {
+      return n.FieldError("network", "NICs on networks are for virtual machines (kvm, qemu), not containers");
+    }
     GuestCreate::NetworkNic nic;
     nic.index = i;
     UW_ASSIGN_OR_RETURN(nic.network, n.String("network"));

@@ -252,6 +252,12 @@ TEST_F(NetworkCatalogueTest, AGuestsNicsOnNetworksGetPortsThatGoWithIt) {
   refused({{{"network", "front"}}, {{"network", "back"}, {"ip", "10.9.0.5"}}}, 409, "nics[1]: ip: 10.9.0.5");
   refused({{{"type", "port"}, {"port", "port-0123456789abcdef"}}}, 400, "a port NIC is made by the manager");
   refused({{{"network", "front"}, {"vlan", 5}}}, 400, "nics[0].vlan");
+  {
+    Json ct = {{"name", "ct"}, {"kind", "lxc"}, {"image", "tiny"}, {"nics", {{{"network", "front"}}}}};
+    auto r = Client(acme).Do("POST", "/api/v1/guests", ct.dump());
+    EXPECT_EQ(r->status, 400) << r->body;
+    EXPECT_NE(r->body.find("nics[0].network: NICs on networks are for virtual machines"), std::string::npos) << r->body;
+  }
   EXPECT_EQ(Count("ports"), 2);
   EXPECT_EQ(Client(acme).Do("GET", "/api/v1/guests/bad")->status, 404);
   // A live move would leave the port behind: refused (cold moves carry it).

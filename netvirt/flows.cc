@@ -53,7 +53,7 @@ Status DeletePortFlows(const std::string& bridge, int64_t ofport) {
 
 Result<std::vector<std::string>> DumpFlows(const std::string& bridge) {
   std::string out;
-  UW_RETURN_IF_ERROR(Ofctl({"dump-flows", bridge, "--no-stats"}, &out));
+  UW_RETURN_IF_ERROR(Ofctl({"dump-flows", bridge, "--no-stats", "--no-names"}, &out));
   std::vector<std::string> flows;
   std::istringstream lines(out);
   for (std::string line; std::getline(lines, line);) {
