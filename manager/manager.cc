@@ -148,19 +148,8 @@ Status Manager::Start() {
       .new_task = new_task,
       .admit_to_pool = [this](GuestCreate& req) { return AdmitToPool(req); },
       .remove_from_rules = [this](const std::string& guest) { return RemoveGuestFromRules(guest); },
-      .attach_devices =
-          [this](GuestCreate& req) {
-            internal::NetworkService networks(*store_, clock_, *events_);
-            UW_RETURN_IF_ERROR(networks.AttachForCreate(req));
-            Status disks = storage_->AttachForCreate(req);
-            if (!disks.ok()) networks.ReleaseGuest(req.name);
-            return disks;
-          },
-      .release_devices =
-          [this](const std::string& guest, const std::string& tenant) {
-            storage_->ReleaseGuest(guest, tenant);
-            internal::NetworkService(*store_, clock_, *events_).ReleaseGuest(guest);
-          },
+      .attach_devices = [this](GuestCreate& req) { return AttachDevices(req); },
+      .release_devices = [this](const std::string& g, const std::string& t) { ReleaseDevices(g, t); },
       .copy_images = [this](AgentClient& agent, const Json& spec) { return storage_->CopyBaseImages(agent, spec); }});
   // Hosts are not known to be alive after a restart until they heartbeat again; give them a full
   // timeout from now rather than judging them by heartbeats the previous process received.
@@ -183,6 +172,21 @@ Status Manager::Start() {
   ha_->Start();
   UW_RETURN_IF_ERROR(AddEvent("manager.started", "manager", "", {{"schema_version", store_->schema_version()}}));
   return Status::Ok();
+}
+
+// A guest create's network ports and catalogue disks (GuestService's attach_devices): all or nothing.
+Status Manager::AttachDevices(GuestCreate& req) {
+  internal::NetworkService networks(*store_, clock_, *events_);
+  UW_RETURN_IF_ERROR(networks.AttachForCreate(req));
+  Status disks = storage_->AttachForCreate(req);
+  if (!disks.ok()) networks.ReleaseGuest(req.name);
+  return disks;
+}
+
+// Their release once the guest is gone or its create failed (GuestService's release_devices).
+void Manager::ReleaseDevices(const std::string& guest, const std::string& tenant) {
+  storage_->ReleaseGuest(guest, tenant);
+  internal::NetworkService(*store_, clock_, *events_).ReleaseGuest(guest);
 }
 
 // The controllers that act on the engine's plans: DRS (with DPM) and HA. Part of Start.

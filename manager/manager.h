@@ -646,17 +646,17 @@ class Manager {
   // unplaced guest) is a guest being admitted: rules that name it then apply to its placement.
   // Requires the caller to hold no store transaction.
   Result<placement::Snapshot> BuildSnapshot(const placement::Vm* incoming = nullptr);
-  // A create into `req.pool`: the pool exists (kNotFound), no CPU limit (vCPUs of its guests) or
-  // memory limit (their memory) on the way to the root is exceeded (kResourceExhausted naming the
-  // pool and figures), and the pool's shares and CPU limit are written into the request's cputune.
+  // A create into `req.pool`: the pool exists (kNotFound), no CPU or memory limit on the way to
+  // the root is exceeded (kResourceExhausted naming the pool and figures), and the pool's shares and
+  // CPU limit are written into the request's cputune. Then its ports and disks (Attach, Release).
   Status AdmitToPool(GuestCreate& req);
+  Status AttachDevices(GuestCreate& req);
+  void ReleaseDevices(const std::string& guest, const std::string& tenant);
   // Inside a transaction: drops `guest` from every rule naming it.
   Status RemoveGuestFromRules(const std::string& guest);
-  // The client of `host`'s agent; its calls fail with kNotFound when the host is no longer in the
-  // cluster. Looked up per use: a host that rejoins elsewhere is reached at its new address.
+  // The client of `host`'s agent, looked up per use (kNotFound once the host left the cluster).
   std::shared_ptr<AgentClient> AgentOf(const std::string& host);
-  // The last `bytes` of a guest's serial console on `host` ("" when it cannot be read).
-  std::string ConsoleTail(const std::string& host, const std::string& guest, size_t bytes);
+  std::string ConsoleTail(const std::string& host, const std::string& guest, size_t bytes);  // "" unreadable
   // Migration execution (manager/migrations.cc).
   Result<StartedMoves> StartMoves(const std::vector<placement::Move>& moves,
                                   const std::vector<std::string>& recommendations, const Json& options);
