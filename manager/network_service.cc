@@ -334,20 +334,15 @@ Status NetworkService::AttachForCreate(GuestCreate& req) {
   owner.role = req.tenant.empty() ? Role::kAdmin : Role::kTenant;
   owner.tenant = req.tenant;
   owner.token_id = "guest " + req.name;
-  std::vector<std::string> made;
-  Status failed = Status::Ok();
-  for (size_t i = 0; i < req.network_nics.size() && failed.ok(); ++i) {
-    const GuestCreate::NetworkNic& nic = req.network_nics[i];
-    const std::string at = "nics[" + std::to_string(nic.index) + "]";
+  for (const GuestCreate::NetworkNic& nic : req.network_nics) {
+    auto refused = [&](const Status& why) {
+      ReleaseGuest(req.name);  // the ports made for the NICs before this one
+      return why.WithContext("nics[" + std::to_string(nic.index) + "]");
+    };
     auto network = Visible(owner, nic.network);
-    auto port = network.ok()
-                    ? CreatePort(owner, {.network = nic.network, .ip = nic.ip, .mac = nic.mac, .guest = req.name})
-                    : Result<PortRecord>(network.status());
-    if (!port.ok()) {
-      failed = port.status().WithContext(at);
-      break;
-    }
-    made.push_back(port->id);
+    if (!network.ok()) return refused(network.status());
+    auto port = CreatePort(owner, {.network = nic.network, .ip = nic.ip, .mac = nic.mac, .guest = req.name});
+    if (!port.ok()) return refused(port.status());
     const std::string prefix = network->subnet.substr(network->subnet.find('/'));
     req.agent_spec["nics"][nic.index] = {{"type", "port"},
                                          {"port", port->id},
@@ -356,8 +351,7 @@ Status NetworkService::AttachForCreate(GuestCreate& req) {
                                          {"address", port->ip + prefix},
                                          {"gateway", network->gateway}};
   }
-  if (!failed.ok()) ReleaseGuest(req.name);
-  return failed;
+  return Status::Ok();
 }
 
 void NetworkService::ReleaseGuest(const std::string& guest) {

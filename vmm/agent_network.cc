@@ -127,8 +127,7 @@ Status AgentService::PlugPorts(const std::string& guest, const std::vector<NicSp
   std::set<int> taken;
   for (const auto& [network, tag] : tags) taken.insert(tag);
   for (NicSpec* n : ports) {
-    n->source = bridge;
-    n->device = PortDevice(n->port);
+    n->source = bridge;  // (its device, PortDevice(port), is set by the spec's parser)
     int tag = 0;
     if (auto t = tags.find(n->network); t != tags.end()) {
       tag = t->second;
