@@ -177,10 +177,11 @@ Result<HeartbeatAck> HostSessions::Heartbeat(std::string_view name, std::string_
   if (v.Has("guests")) Reconcile(std::string(name), guests);
   UW_RETURN_IF_ERROR(d_.store.Transact([&]() -> Status {
     UW_RETURN_IF_ERROR(d_.hosts.RecordHeartbeat(name, NowMs(), usage));
-    if (was_disconnected) {
-      UW_RETURN_IF_ERROR(d_.events.Add("host.reconnected", name, "", Json::object()));
-      if (d_.power_heard) UW_RETURN_IF_ERROR(d_.power_heard(name, false));
-    }
+    if (was_disconnected) UW_RETURN_IF_ERROR(d_.events.Add("host.reconnected", name, "", Json::object()));
+    // Every beat, not only the first after a silence: a host woken through its agent (Wake-on-LAN
+    // infers "on" from the agent answering) may beat before the power operation has recorded
+    // "waking", and its later beats are the ones that complete the wake.
+    if (d_.power_heard) UW_RETURN_IF_ERROR(d_.power_heard(name, false));
     return Status::Ok();
   }));
   HeartbeatAck ack{std::string(name), "connected", d_.config.heartbeat_interval_ms};
