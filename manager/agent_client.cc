@@ -79,6 +79,11 @@ Result<AgentGuest> GuestFrom(const JsonView& v) {
   UW_ASSIGN_OR_RETURN(g.forced, v.Bool("forced", false));
   if (v.Has("spec")) {
     UW_ASSIGN_OR_RETURN(JsonView spec, v.Object("spec"));
+    if (auto nics = spec.json().find("nics"); nics != spec.json().end() && nics->is_array()) {
+      for (const Json& n : *nics) {
+        if (n.is_object() && n.value("type", "") == "port") g.port_nics.push_back(n);
+      }
+    }
     if (spec.Has("disks")) {
       UW_ASSIGN_OR_RETURN(auto disks, spec.Objects("disks"));
       for (const auto& d : disks) {
@@ -222,6 +227,7 @@ class HttpAgentClient final : public AgentClient {
                  {"memory_mib", r.memory_mib},
                  {"vcpus", r.vcpus},
                  {"disks", disks}};
+    if (!r.nics.empty()) body["nics"] = r.nics;
     UW_ASSIGN_OR_RETURN(Json j, Call("POST", "/api/v1/migrations/prepare", &body));
     return Read<IncomingReady>("POST /api/v1/migrations/prepare", j, [](const JsonView& v) -> Result<IncomingReady> {
       IncomingReady ready;

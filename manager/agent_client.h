@@ -66,6 +66,7 @@ struct AgentGuest {
   std::vector<LocalDisk> local_disks;  // only from Get
   bool forced = false;                 // only from Stop: the guest was powered off
   std::vector<AttachedDisk> disks;     // only from Get, AttachDisk and DetachDisk
+  Json port_nics = Json::array();      // only from Get: the spec's port NICs (type port)
 };
 
 struct StopRequest {
@@ -98,6 +99,7 @@ struct IncomingRequest {
   int64_t memory_mib = 1;
   int64_t vcpus = 1;
   std::vector<LocalDisk> disks;
+  Json nics = Json::array();  // its port NICs, as the guest's spec has them (plugged there first)
 };
 
 // Where the source sends the guest.

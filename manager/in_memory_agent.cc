@@ -46,6 +46,9 @@ class InMemoryAgent final : public AgentClient {
         g.disks.push_back(std::move(disk));
       }
     }
+    for (const Json& n : spec.value("nics", Json::array())) {
+      if (n.is_object() && n.value("type", "") == "port") g.port_nics.push_back(n);  // as the agent's spec shows them
+    }
     UW_ASSIGN_OR_RETURN(bool carried, v.Bool("disks_carried", false));
     std::unique_lock l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
@@ -300,6 +303,7 @@ class InMemoryAgent final : public AgentClient {
       return ResourceExhaustedError("host " + host_ + " has " + std::to_string(free) + " MiB free, guest '" + r.guest +
                                     "' needs " + std::to_string(r.memory_mib));
     }
+    if (!r.nics.empty()) h->prepared_nics[r.guest] = r.nics;
     return IncomingReady{host_, "inmem://" + host_, "/var/lib/underware/" + host_};
   }
 
@@ -565,6 +569,14 @@ std::string InMemoryCluster::ImageCopy(const std::string& host, const std::strin
   if (h == hosts_.end()) return "";
   auto it = h->second.images.find(ref);
   return it == h->second.images.end() ? "" : it->second;
+}
+
+Json InMemoryCluster::PreparedNics(const std::string& host, const std::string& guest) const {
+  std::lock_guard l(mu_);
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return nullptr;
+  auto nics = it->second.prepared_nics.find(guest);
+  return nics == it->second.prepared_nics.end() ? Json(nullptr) : nics->second;
 }
 
 Json InMemoryCluster::CreateSpec(const std::string& host, const std::string& guest) const {

@@ -71,6 +71,8 @@ class InMemoryCluster {
   int creates_waiting(const std::string& host) const;
   // The spec of the last create of `guest` that `host` received (null when none).
   Json CreateSpec(const std::string& host, const std::string& guest) const;
+  // The port NICs the last prepare for `guest` on `host` carried (null when none came).
+  Json PreparedNics(const std::string& host, const std::string& guest) const;
   // The size the last ResizeDisk of `guest`'s disk `target` on `host` set (0 when none).
   int64_t DiskMib(const std::string& host, const std::string& guest, const std::string& target) const;
   // The file of `guest`'s local disk `target` on `host` (nullopt when it has none), and setting it
@@ -103,6 +105,7 @@ class InMemoryCluster {
     std::map<std::string, Job> jobs;  // outgoing migrations by guest
     std::map<std::string, MigrationScript> scripts;
     std::map<std::string, Json> create_specs;   // the last create of each guest
+    std::map<std::string, Json> prepared_nics;  // the port NICs of the last prepare of each guest
     std::map<std::string, std::string> images;  // image copies by "NAME@VERSION" (complete or not)
     std::set<std::string> complete_images;
     std::map<std::string, int64_t> disk_mib;        // "GUEST/TARGET" -> the size its last ResizeDisk set

@@ -41,6 +41,7 @@ Status MigrationRun::StartTransfer() {
   prep.memory_mib = std::max<int64_t>(1, src.max_memory_mib);
   prep.vcpus = std::max<int64_t>(1, src.max_vcpus);
   prep.disks = src.local_disks;
+  prep.nics = src.port_nics;
   auto dest = Destination()->PrepareIncoming(prep);
   if (!dest.ok()) return dest.status().WithContext("preparing " + rec_.destination);
   rec_.copy_storage = !prep.disks.empty();

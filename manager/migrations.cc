@@ -48,17 +48,6 @@ Result<Task> Manager::MigrateGuest(const Principal& p, std::string_view name, co
     return FailedPreconditionError("guest '" + std::string(name) +
                                    "' is a container: containers cannot live-migrate; move it with mode cold");
   }
-  if (mode == "live") {
-    // A port NIC's tap and flows are made by the agent at create: the destination would have none.
-    UW_ASSIGN_OR_RETURN(Json spec, internal::GuestTable(*store_).SpecOf(g.name));
-    for (const Json& nic : spec.value("nics", Json::array())) {
-      if (nic.value("type", "") == "port") {
-        return FailedPreconditionError("guest '" + std::string(name) +
-                                       "' has a NIC on a network: moving its port live is not built yet; move it "
-                                       "with mode cold");
-      }
-    }
-  }
   if (mode == "live" && g.state != "running") {
     return FailedPreconditionError("guest '" + std::string(name) + "' is " + g.state +
                                    "; only a running guest migrates live (use mode cold)");

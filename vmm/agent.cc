@@ -543,10 +543,10 @@ api::Response Agent::Events(const api::Request& req) {
 namespace {
 
 // Body {"guest", "kind", "memory_mib", "vcpus", "disks": [{"file", "format",
-// "virtual_size_bytes"}]}.
+// "virtual_size_bytes"}], "nics": [port NICs as a guest spec has them]}.
 Result<IncomingRequest> ParseIncoming(const Json& body) {
   UW_ASSIGN_OR_RETURN(JsonView v, JsonView::Of(body, "body"));
-  UW_RETURN_IF_ERROR(v.RejectUnknown({"guest", "kind", "memory_mib", "vcpus", "disks"}));
+  UW_RETURN_IF_ERROR(v.RejectUnknown({"guest", "kind", "memory_mib", "vcpus", "disks", "nics"}));
   IncomingRequest r;
   UW_ASSIGN_OR_RETURN(r.guest, v.String("guest"));
   UW_RETURN_IF_ERROR(ValidateGuestName(r.guest, "body.guest"));
@@ -557,6 +557,14 @@ Result<IncomingRequest> ParseIncoming(const Json& body) {
   r.kind = *kind;
   UW_ASSIGN_OR_RETURN(r.memory_mib, v.PositiveInt("memory_mib"));
   UW_ASSIGN_OR_RETURN(r.vcpus, v.Int("vcpus", 1));
+  if (v.Has("nics")) {
+    // The guest spec's own parser: the same checks as at create, the same field names.
+    UW_ASSIGN_OR_RETURN(GuestSpec nics, GuestSpecFromJson({{"name", r.guest}, {"nics", body["nics"]}}, "body"));
+    for (NicSpec& n : nics.nics) {
+      if (n.type != "port") return v.FieldError("nics", "only port NICs are prepared (a bridge is the host's)");
+      r.nics.push_back(std::move(n));
+    }
+  }
   if (!v.Has("disks")) return r;
   UW_ASSIGN_OR_RETURN(auto list, v.Objects("disks"));
   for (const auto& d : list) {

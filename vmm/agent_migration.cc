@@ -199,8 +199,18 @@ Result<PreparedIncoming> AgentService::PrepareIncoming(const IncomingRequest& r)
         RunTool({"qemu-img", "create", "-q", "-f", d.format, path, std::to_string(d.virtual_size_bytes)}).status());
     out.disks.emplace_back(d.file, path);
   }
-  spdlog::info("prepared host {} for incoming guest {} ({} MiB, {} local disks)", config_.host_name, r.guest,
-               r.memory_mib, out.disks.size());
+  if (!r.nics.empty()) {
+    // Its port NICs' taps, ports and rules, before QEMU opens them (the guest keeps MAC and address).
+    GuestSpec ports;
+    ports.name = r.guest;
+    ports.kind = r.kind;
+    ports.nics = r.nics;
+    UW_RETURN_IF_ERROR(AttachPorts(ports));
+    std::lock_guard l(incoming_ports_mu_);
+    incoming_ports_[r.guest] = ports;
+  }
+  spdlog::info("prepared host {} for incoming guest {} ({} MiB, {} local disks, {} port NICs)", config_.host_name,
+               r.guest, r.memory_mib, out.disks.size(), r.nics.size());
   return out;
 }
 
@@ -218,6 +228,18 @@ Result<bool> AgentService::AbandonIncoming(std::string_view guest) {
       if (Status s = vm_->Destroy(name); !s.ok() && s.code() != StatusCode::kFailedPrecondition) return s;
     }
     if (Status s = vm_->Undefine(name); !s.ok() && s.code() != StatusCode::kNotFound) return s;
+    removed = true;
+  }
+  std::optional<GuestSpec> ports;
+  {
+    std::lock_guard l(incoming_ports_mu_);
+    if (auto it = incoming_ports_.find(name); it != incoming_ports_.end()) {
+      ports = std::move(it->second);
+      incoming_ports_.erase(it);
+    }
+  }
+  if (ports) {
+    DetachPorts(*ports);
     removed = true;
   }
   std::error_code ec;
@@ -291,10 +313,13 @@ void AgentService::RunMigration(Outgoing* raw, const std::string& name, Hypervis
   MigrationJob final_job;
   if (st.ok()) {
     if (auto j = h->GetMigrationJob(name, true); j.ok()) final_job = *j;
-    // Confirm: the destination runs it; the shut-off source definition goes.
+    // Confirm: the destination runs it; the shut-off source definition goes, and its port NICs here
+    // (the destination plugged its own before the switchover).
+    auto spec = h->GetSpec(name);
     if (Status u = h->Undefine(name); !u.ok() && u.code() != StatusCode::kNotFound) {
       spdlog::warn("removing the source copy of migrated guest {}: {}", name, u.ToString());
     }
+    if (spec.ok()) DetachPorts(*spec);
     for (const auto& path : local_disks) {
       std::error_code ec;
       fs::remove(path, ec);

@@ -158,6 +158,7 @@ struct IncomingRequest {
   int64_t memory_mib = 0;
   int64_t vcpus = 1;
   std::vector<IncomingDisk> disks;
+  std::vector<NicSpec> nics;  // port NICs: plugged here before the guest arrives
 };
 struct PreparedIncoming {
   std::string host;
@@ -375,6 +376,9 @@ class AgentService {
   const AgentConfig config_;
   std::mutex images_mu_;    // one image copy step at a time
   std::mutex incoming_mu_;  // one carried-disk step at a time
+  std::mutex incoming_ports_mu_;
+  // Port NICs plugged for incoming migrations (PrepareIncoming), removed by AbandonIncoming.
+  std::map<std::string, GuestSpec> incoming_ports_;  // guarded by incoming_ports_mu_
   std::unique_ptr<Hypervisor> vm_;
   std::unique_ptr<Hypervisor> ct_;
   const KvmSupport kvm_;

@@ -428,6 +428,21 @@ TEST_F(AgentTest, MigrationRoutesKeepTheirShapes) {
   r = Do("POST", "/api/v1/migrations/prepare", R"({"guest": "ag-mig", "memory_mib": 64})");
   EXPECT_EQ(r.status, 409) << r.body;
   EXPECT_EQ(ErrorCode(r), "already_exists");
+  // Port NICs come with a prepare as a guest spec has them, checked by the spec's own parser; a
+  // bridge NIC is the host's own business; this host's Open vSwitch is not there (a clear 503).
+  r = Do("POST", "/api/v1/migrations/prepare",
+         R"({"guest": "ag-in", "memory_mib": 64, "nics": [{"type": "bridge", "source": "br0"}]})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("only port NICs are prepared"), std::string::npos) << r.body;
+  r = Do("POST", "/api/v1/migrations/prepare",
+         R"({"guest": "ag-in", "memory_mib": 64, "nics": [{"type": "port", "port": "port-12"}]})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("body.nics[0].port"), std::string::npos) << r.body;
+  r = Do("POST", "/api/v1/migrations/prepare",
+         R"({"guest": "ag-in", "memory_mib": 1, "nics": [{"type": "port", "port": "port-0123456789abcdef",
+             "network": "acme:net", "mac": "52:54:00:00:00:09", "address": "10.0.0.9/24"}]})");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("host t1: Open vSwitch: "), std::string::npos) << r.body;
   r = Do("POST", "/api/v1/migrations/abandon", R"({"guest": "ag-in"})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(Json::parse(r.body), Json({{"guest", "ag-in"}, {"removed", false}}));
