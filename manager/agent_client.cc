@@ -79,11 +79,7 @@ Result<AgentGuest> GuestFrom(const JsonView& v) {
   UW_ASSIGN_OR_RETURN(g.forced, v.Bool("forced", false));
   if (v.Has("spec")) {
     UW_ASSIGN_OR_RETURN(JsonView spec, v.Object("spec"));
-    if (auto nics = spec.json().find("nics"); nics != spec.json().end() && nics->is_array()) {
-      for (const Json& n : *nics) {
-        if (n.is_object() && n.value("type", "") == "port") g.port_nics.push_back(n);
-      }
-    }
+    g.port_nics = PortNicsOf(spec.json().value("nics", Json::array()));
     if (spec.Has("disks")) {
       UW_ASSIGN_OR_RETURN(auto disks, spec.Objects("disks"));
       for (const auto& d : disks) {
@@ -366,6 +362,15 @@ class FailingAgentClient final : public AgentClient {
 };
 
 }  // namespace
+
+Json PortNicsOf(const Json& nics) {
+  Json out = Json::array();
+  if (!nics.is_array()) return out;
+  for (const Json& n : nics) {
+    if (n.is_object() && n.value("type", "") == "port") out.push_back(n);
+  }
+  return out;
+}
 
 std::shared_ptr<AgentClient> NewFailingAgentClient(const std::string& host, Status why) {
   return std::make_shared<FailingAgentClient>(host, std::move(why));

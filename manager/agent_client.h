@@ -55,6 +55,10 @@ struct AttachedDisk {
   friend bool operator==(const AttachedDisk&, const AttachedDisk&) = default;
 };
 
+// The port NICs (type "port") of a guest spec's `nics`, as the spec has them: what a live move
+// hands the destination. Anything else in the array is left out.
+Json PortNicsOf(const Json& nics);
+
 // What an agent says of one guest.
 struct AgentGuest {
   std::string name;

@@ -46,9 +46,7 @@ class InMemoryAgent final : public AgentClient {
         g.disks.push_back(std::move(disk));
       }
     }
-    for (const Json& n : spec.value("nics", Json::array())) {
-      if (n.is_object() && n.value("type", "") == "port") g.port_nics.push_back(n);  // as the agent's spec shows them
-    }
+    g.port_nics = PortNicsOf(spec.value("nics", Json::array()));  // as the agent's spec shows them
     UW_ASSIGN_OR_RETURN(bool carried, v.Bool("disks_carried", false));
     std::unique_lock l(cluster_.mu_);
     UW_ASSIGN_OR_RETURN(auto* h, Up());
